@@ -1,0 +1,114 @@
+// The agent's configuration: PgBouncer's pgbouncer.ini model, with PgBouncer's defaults.
+// A Config is immutable once loaded; RELOAD builds a new one and swaps a shared_ptr.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace pgfleet::agent::config {
+
+enum class PoolMode { kSession, kTransaction, kStatement };
+enum class AuthType { kTrust, kPlain, kMd5, kScramSha256, kAny };
+
+const char* PoolModeName(PoolMode mode);  // "session" | "transaction" | "statement"
+const char* AuthTypeName(AuthType type);  // "trust" | "plain" | "md5" | "scram-sha-256" | "any"
+
+// One entry of [databases]: `name = host=... port=... dbname=...`.
+struct DatabaseConfig {
+  std::string name;      // The name clients connect to.
+  std::string host;      // Empty: unix socket in /var/run/postgresql (PgBouncer's default).
+  int port = 5432;
+  std::string dbname;    // Empty: same as `name`.
+  std::string user;      // Forced server user; empty: the client's user.
+  std::string password;  // Password for the forced/any user; empty: from auth_file.
+  std::optional<int> pool_size;
+  std::optional<int> min_pool_size;
+  std::optional<int> reserve_pool;
+  std::optional<PoolMode> pool_mode;
+  std::optional<int> max_db_connections;
+  std::string connect_query;
+  std::string client_encoding, datestyle, timezone, application_name;
+};
+
+// One entry of [users]: `name = pool_mode=... max_user_connections=...`.
+struct UserConfig {
+  std::string name;
+  std::optional<PoolMode> pool_mode;
+  std::optional<int> max_user_connections;
+};
+
+struct Config {
+  // Where it came from, for error messages and RELOAD.
+  std::string path;
+
+  std::map<std::string, DatabaseConfig> databases;  // Key "*" is the fallback entry.
+  std::map<std::string, UserConfig> users;
+
+  // [pgbouncer]
+  std::string listen_addr;  // Comma-separated; "*" = all. Empty: no TCP listener.
+  int listen_port = 6432;
+  std::string unix_socket_dir = "/tmp";  // Empty: no unix socket.
+  AuthType auth_type = AuthType::kMd5;
+  std::string auth_file;
+  std::vector<std::string> admin_users;
+  std::vector<std::string> stats_users;
+  PoolMode pool_mode = PoolMode::kSession;
+  int default_pool_size = 20;
+  int min_pool_size = 0;
+  int reserve_pool_size = 0;
+  absl::Duration reserve_pool_timeout = absl::Seconds(5);
+  int max_client_conn = 100;
+  int max_db_connections = 0;    // 0 = unlimited.
+  int max_user_connections = 0;  // 0 = unlimited.
+  std::string server_reset_query = "DISCARD ALL";
+  bool server_reset_query_always = false;
+  std::string server_check_query = "select 1";
+  absl::Duration server_check_delay = absl::Seconds(30);
+  absl::Duration server_lifetime = absl::Seconds(3600);
+  absl::Duration server_idle_timeout = absl::Seconds(600);
+  absl::Duration server_connect_timeout = absl::Seconds(15);
+  absl::Duration server_login_retry = absl::Seconds(15);
+  absl::Duration client_login_timeout = absl::Seconds(60);
+  absl::Duration client_idle_timeout = absl::ZeroDuration();       // 0 = disabled.
+  absl::Duration query_timeout = absl::ZeroDuration();             // 0 = disabled.
+  absl::Duration query_wait_timeout = absl::Seconds(120);          // 0 = disabled.
+  absl::Duration idle_transaction_timeout = absl::ZeroDuration();  // 0 = disabled.
+  std::vector<std::string> ignore_startup_parameters;
+  int max_packet_size = 2147483647;
+  int pkt_buf = 4096;
+  bool tcp_keepalive = true;
+  int tcp_keepcnt = 0;
+  int tcp_keepidle = 0;
+  int tcp_keepintvl = 0;
+  std::string logfile;
+  std::string pidfile;
+  bool log_connections = true;
+  bool log_disconnections = true;
+  bool log_pooler_errors = true;
+  absl::Duration stats_period = absl::Seconds(60);
+  bool verbose = false;
+
+  // Keys present in the file that pgfleet does not know, for the "unknown key" warnings.
+  std::vector<std::string> warnings;
+
+  // The database entry clients asking for `name` get: the exact entry, else "*" with
+  // dbname = name. nullopt when neither exists.
+  std::optional<DatabaseConfig> FindDatabase(const std::string& name) const;
+  const UserConfig* FindUser(const std::string& name) const;
+  bool IsAdminUser(const std::string& user) const;
+  bool IsStatsUser(const std::string& user) const;
+};
+
+// Reads and validates `path` (following %include). Errors name file, line and key:
+// "pgbouncer.ini:12: key 'default_pool_size': invalid integer 'abc'".
+absl::StatusOr<Config> LoadConfig(const std::string& path);
+// Same, from text in memory; `path` names it in errors and resolves relative %include.
+absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& path);
+
+}  // namespace pgfleet::agent::config

@@ -1,0 +1,88 @@
+// Password hashing and SCRAM-SHA-256 (RFC 5802 / RFC 7677) from OpenSSL primitives.
+// No sockets here: both exchanges are pure message-in / message-out state machines.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace pgfleet::agent::pg {
+
+// Lower-case hex MD5 of `data`.
+std::string Md5Hex(std::string_view data);
+// PostgreSQL's stored md5 form: "md5" + md5hex(password + user).
+std::string Md5PasswordHash(std::string_view password, std::string_view user);
+// What a client sends for AuthenticationMD5Password: "md5" + md5hex(md5hex(password + user) + salt),
+// computed from the stored form ("md5...", 35 chars).
+std::string Md5SaltedResponse(std::string_view stored_md5_hash, std::string_view salt4);
+// Constant-time comparison for secrets.
+bool SecretEquals(std::string_view a, std::string_view b);
+// Cryptographically random bytes (RAND_bytes).
+std::string RandomBytes(size_t n);
+
+using Sha256Digest = std::array<uint8_t, 32>;
+
+struct ScramKeys {
+  std::string salt;  // Raw bytes (not base64).
+  int iterations = 4096;
+  Sha256Digest stored_key{};
+  Sha256Digest server_key{};
+  // Known when derived from a plaintext password, or recovered from a client's proof.
+  std::optional<Sha256Digest> client_key;
+};
+
+// Parses "SCRAM-SHA-256$<iter>:<salt b64>$<StoredKey b64>:<ServerKey b64>".
+absl::StatusOr<ScramKeys> ParseScramSecret(std::string_view secret);
+// Derives keys from a plaintext password (PBKDF2-HMAC-SHA-256). Passwords are used as given
+// (no SASLprep), which matches PostgreSQL for ASCII passwords.
+ScramKeys ScramKeysFromPassword(std::string_view password, std::string_view salt, int iterations);
+std::string FormatScramSecret(const ScramKeys& keys);
+
+// The server side: the agent authenticating a client.
+class ScramServerExchange {
+ public:
+  // `server_nonce` empty: 18 random bytes, base64. Tests pass a fixed one.
+  explicit ScramServerExchange(ScramKeys keys, std::string server_nonce = "");
+  // client-first-message ("n,,n=user,r=nonce") -> server-first-message ("r=..,s=..,i=..").
+  absl::StatusOr<std::string> HandleClientFirst(std::string_view client_first);
+  // client-final-message -> server-final-message ("v=..."). A wrong proof is
+  // PermissionDenied; malformed input is InvalidArgument.
+  absl::StatusOr<std::string> HandleClientFinal(std::string_view client_final);
+  // After a successful HandleClientFinal: keys with client_key filled in.
+  const ScramKeys& keys() const { return keys_; }
+
+ private:
+  ScramKeys keys_;
+  std::string server_nonce_;
+  std::string client_first_bare_;
+  std::string server_first_;
+  std::string combined_nonce_;
+};
+
+// The client side: the agent authenticating to PostgreSQL.
+class ScramClientExchange {
+ public:
+  // Either a password or keys with client_key (pass-through of a client's SCRAM login).
+  static ScramClientExchange FromPassword(std::string password, std::string client_nonce = "");
+  static ScramClientExchange FromKeys(ScramKeys keys, std::string client_nonce = "");
+  // "n,,n=,r=<nonce>" (PostgreSQL ignores the user name here).
+  std::string ClientFirstMessage();
+  // server-first-message -> client-final-message.
+  absl::StatusOr<std::string> HandleServerFirst(std::string_view server_first);
+  // Checks the server's signature ("v=..."); PermissionDenied when it does not match.
+  absl::Status VerifyServerFinal(std::string_view server_final);
+
+ private:
+  ScramClientExchange() = default;
+  std::string password_;
+  std::optional<ScramKeys> keys_;
+  std::string client_nonce_;
+  std::string client_first_bare_;
+  std::string expected_server_signature_;
+};
+
+}  // namespace pgfleet::agent::pg

@@ -1,0 +1,53 @@
+// Minimal structured logging: `ts level component msg`, type-checked by StrFormat.
+// Debian 12's Abseil has no absl/log, so this is ours.
+#pragma once
+
+#include <cstdio>
+#include <string>
+#include <string_view>
+
+#include "absl/strings/str_format.h"
+
+namespace pgfleet::common {
+
+enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3, kFatal = 4 };
+
+void SetLogLevel(LogLevel level);
+LogLevel GetLogLevel();
+// Sends log lines to `path` (appending) in addition to stderr; empty = stderr only.
+bool SetLogFile(const std::string& path);
+void LogLine(LogLevel level, std::string_view component, std::string_view message);
+
+inline bool LogEnabled(LogLevel level) { return level >= GetLogLevel(); }
+
+}  // namespace pgfleet::common
+
+#define PGF_LOG_AT(level, component, ...)                                         \
+  do {                                                                            \
+    if (::pgfleet::common::LogEnabled(level)) {                                   \
+      ::pgfleet::common::LogLine(level, component, absl::StrFormat(__VA_ARGS__)); \
+    }                                                                             \
+  } while (0)
+
+#define PGF_DEBUG(component, ...) PGF_LOG_AT(::pgfleet::common::LogLevel::kDebug, component, __VA_ARGS__)
+#define PGF_INFO(component, ...) PGF_LOG_AT(::pgfleet::common::LogLevel::kInfo, component, __VA_ARGS__)
+#define PGF_WARN(component, ...) PGF_LOG_AT(::pgfleet::common::LogLevel::kWarning, component, __VA_ARGS__)
+#define PGF_ERROR(component, ...) PGF_LOG_AT(::pgfleet::common::LogLevel::kError, component, __VA_ARGS__)
+
+// Invariant checks: a failure is a bug in pgfleet, never a reaction to network input.
+#define PGF_CHECK(cond)                                                              \
+  do {                                                                               \
+    if (!(cond)) {                                                                   \
+      ::pgfleet::common::LogLine(::pgfleet::common::LogLevel::kFatal, "check",       \
+                                 absl::StrFormat("%s:%d: CHECK failed: %s", __FILE__, \
+                                                 __LINE__, #cond));                  \
+      std::abort();                                                                  \
+    }                                                                                \
+  } while (0)
+#ifdef NDEBUG
+#define PGF_DCHECK(cond) \
+  do {                   \
+  } while (0)
+#else
+#define PGF_DCHECK(cond) PGF_CHECK(cond)
+#endif

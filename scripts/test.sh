@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The one command that installs what is missing, builds, and runs every test:
+# the release build, then the same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+# Set PGFLEET_SKIP_ASAN=1 for a quicker local loop.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+run_suite() {
+  local flavour="$1" dir="$2"
+  echo "=== build ($flavour) ==="
+  scripts/build.sh "$flavour"
+  echo "=== tests ($flavour) ==="
+  (cd "$dir" && ctest --output-on-failure -j 2 --timeout 600)
+}
+
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+run_suite release build
+if [[ "${PGFLEET_SKIP_ASAN:-0}" != 1 ]]; then
+  run_suite asan build-asan
+fi
