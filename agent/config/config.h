@@ -94,7 +94,8 @@ struct Config {
   absl::Duration stats_period = absl::Seconds(60);
   bool verbose = false;
 
-  // Keys present in the file that pgfleet does not know, for the "unknown key" warnings.
+  // Non-fatal findings, each "FILE:LINE: ...": PgBouncer keys, sections and parameters that
+  // pgfleet accepts but ignores, and keys it does not know at all.
   std::vector<std::string> warnings;
 
   // The database entry clients asking for `name` get: the exact entry, else "*" with

@@ -26,6 +26,11 @@ std::string RandomBytes(size_t n);
 
 using Sha256Digest = std::array<uint8_t, 32>;
 
+// Upper bound on SCRAM iteration counts we accept from a secret or from a server. PostgreSQL has
+// none, but a hostile server could otherwise make the agent spin in PBKDF2 for hours; 10M is
+// ~2500x PostgreSQL's default of 4096 and still only seconds of CPU.
+inline constexpr int kMaxScramIterations = 10'000'000;
+
 struct ScramKeys {
   std::string salt;  // Raw bytes (not base64).
   int iterations = 4096;
@@ -56,8 +61,14 @@ class ScramServerExchange {
   const ScramKeys& keys() const { return keys_; }
 
  private:
+  // One attempt per exchange: after HandleClientFinal (success or not) nothing more is accepted,
+  // so a failed proof cannot be retried against the same nonces.
+  enum class State { kAwaitingClientFirst, kAwaitingClientFinal, kDone };
+
+  State state_ = State::kAwaitingClientFirst;
   ScramKeys keys_;
   std::string server_nonce_;
+  std::string gs2_header_;  // "n,," or "y,,"; the client-final's c= must echo it.
   std::string client_first_bare_;
   std::string server_first_;
   std::string combined_nonce_;
@@ -69,6 +80,9 @@ class ScramClientExchange {
   // Either a password or keys with client_key (pass-through of a client's SCRAM login).
   static ScramClientExchange FromPassword(std::string password, std::string client_nonce = "");
   static ScramClientExchange FromKeys(ScramKeys keys, std::string client_nonce = "");
+  // Optional, before ClientFirstMessage: the n= user name (escaped as RFC 5802 saslname).
+  // PostgreSQL ignores it; other SCRAM peers (and the RFC 7677 test vector) do not.
+  void SetUserName(std::string_view user);
   // "n,,n=,r=<nonce>" (PostgreSQL ignores the user name here).
   std::string ClientFirstMessage();
   // server-first-message -> client-final-message.
@@ -81,8 +95,9 @@ class ScramClientExchange {
   std::string password_;
   std::optional<ScramKeys> keys_;
   std::string client_nonce_;
+  std::string user_name_;  // Already saslname-escaped.
   std::string client_first_bare_;
-  std::string expected_server_signature_;
+  std::string expected_server_signature_;  // Raw bytes; empty until HandleServerFirst succeeds.
 };
 
 }  // namespace pgfleet::agent::pg

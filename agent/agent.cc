@@ -1,0 +1,421 @@
+#include "agent/agent.h"
+
+#include <arpa/inet.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "agent/client_conn.h"
+#include "agent/pg/protocol.h"
+#include "agent/server_conn.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+
+namespace pgfleet::agent {
+namespace {
+
+// Raises the open-file limit to the hard limit: each client and server is one fd.
+void RaiseFdLimit() {
+  rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+std::string PeerName(const sockaddr* addr) {
+  char host[INET6_ADDRSTRLEN] = "";
+  if (addr->sa_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(addr);
+    inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+    return absl::StrCat(host, ":", ntohs(in->sin_port));
+  }
+  if (addr->sa_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(addr);
+    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+    return absl::StrCat("[", host, "]:", ntohs(in6->sin6_port));
+  }
+  return "unix";
+}
+
+absl::StatusOr<config::AuthFile> LoadAuthFileFor(const config::Config& cfg) {
+  if (cfg.auth_file.empty()) {
+    if (cfg.auth_type == config::AuthType::kAny) return config::AuthFile{};
+    return absl::InvalidArgumentError(absl::StrCat(
+        cfg.path, ": auth_type ", config::AuthTypeName(cfg.auth_type), " needs an auth_file"));
+  }
+  return config::LoadAuthFile(cfg.auth_file);
+}
+
+}  // namespace
+
+Agent::Agent(AgentOptions options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
+  std::unique_ptr<Agent> agent(new Agent(std::move(options)));
+  PGF_ASSIGN_OR_RETURN(config::Config cfg, config::LoadConfig(agent->options_.config_path));
+  PGF_ASSIGN_OR_RETURN(agent->auth_file_, LoadAuthFileFor(cfg));
+  for (const std::string& warning : cfg.warnings) PGF_WARN("config", "%s", warning);
+  agent->config_ = std::make_shared<const config::Config>(std::move(cfg));
+  if (!agent->config_->logfile.empty() && !common::SetLogFile(agent->config_->logfile)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot open logfile ", agent->config_->logfile, ": ", strerror(errno)));
+  }
+  if (agent->config_->verbose) common::SetLogLevel(common::LogLevel::kDebug);
+  agent->loop_ = EventLoop::Create();
+  return agent;
+}
+
+Agent::~Agent() {
+  CloseListeners();
+  for (event* ev : signal_events_) event_free(ev);
+  // Connections still open at exit are released with the process; pools own no sockets.
+  RunDeferredDeletes();
+  if (deferred_delete_event_ != nullptr) event_free(deferred_delete_event_);
+  if (!config_->pidfile.empty()) unlink(config_->pidfile.c_str());
+}
+
+absl::Status Agent::Listen() {
+  const config::Config& cfg = *config_;
+  const int flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
+  if (!cfg.listen_addr.empty()) {
+    for (absl::string_view raw : absl::StrSplit(cfg.listen_addr, ',')) {
+      std::string addr(absl::StripAsciiWhitespace(raw));
+      if (addr.empty()) continue;
+      if (addr == "*") addr = "0.0.0.0";
+      if (addr == "localhost") addr = "127.0.0.1";
+      sockaddr_storage storage{};
+      int len = sizeof(storage);
+      std::string with_port = addr.find(':') != std::string::npos
+                                  ? absl::StrCat("[", addr, "]:", cfg.listen_port)
+                                  : absl::StrCat(addr, ":", cfg.listen_port);
+      if (evutil_parse_sockaddr_port(with_port.c_str(), reinterpret_cast<sockaddr*>(&storage),
+                                     &len) != 0) {
+        return absl::InvalidArgumentError(absl::StrCat("listen_addr: cannot parse '", addr, "'"));
+      }
+      evconnlistener* listener =
+          evconnlistener_new_bind(loop_->base(), &Agent::OnAccept, this, flags, 1024,
+                                  reinterpret_cast<sockaddr*>(&storage), len);
+      if (listener == nullptr) {
+        return absl::UnavailableError(
+            absl::StrCat("cannot listen on ", with_port, ": ", strerror(errno)));
+      }
+      listeners_.push_back(listener);
+      PGF_INFO("agent", "listening on %s", with_port);
+    }
+  }
+  if (!cfg.unix_socket_dir.empty()) {
+    std::string path = absl::StrCat(cfg.unix_socket_dir, "/.s.PGSQL.", cfg.listen_port);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof(addr.sun_path)) {
+      return absl::InvalidArgumentError(absl::StrCat("unix socket path too long: ", path));
+    }
+    memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    unlink(path.c_str());
+    evconnlistener* listener = evconnlistener_new_bind(
+        loop_->base(), &Agent::OnAccept, this, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 1024,
+        reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    if (listener == nullptr) {
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", path, ": ", strerror(errno)));
+    }
+    chmod(path.c_str(), 0777);
+    listeners_.push_back(listener);
+    PGF_INFO("agent", "listening on unix socket %s", path);
+  }
+  if (listeners_.empty()) {
+    return absl::InvalidArgumentError("nothing to listen on: set listen_addr or unix_socket_dir");
+  }
+  return absl::OkStatus();
+}
+
+void Agent::CloseListeners() {
+  for (evconnlistener* listener : listeners_) evconnlistener_free(listener);
+  listeners_.clear();
+}
+
+void Agent::OnAccept(evconnlistener*, int fd, sockaddr* addr, int, void* arg) {
+  auto* agent = static_cast<Agent*>(arg);
+  if (agent->shutting_down_) {
+    close(fd);
+    return;
+  }
+  evutil_make_socket_nonblocking(fd);
+  if (addr->sa_family != AF_UNIX) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (agent->config_->tcp_keepalive) setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+  }
+  auto* client = new ClientConn(*agent, fd, PeerName(addr), agent->NextConnId());
+  agent->login_clients_.PushBack(client);
+  agent->client_count_++;
+}
+
+int Agent::Run() {
+  if (absl::Status listening = Listen(); !listening.ok()) {
+    PGF_ERROR("agent", "%s", listening.message());
+    return 1;
+  }
+  RaiseFdLimit();
+  if (!config_->pidfile.empty()) {
+    std::ofstream pidfile(config_->pidfile);
+    pidfile << getpid() << "\n";
+  }
+  signal(SIGPIPE, SIG_IGN);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    event* ev = evsignal_new(loop_->base(), sig, &Agent::OnSignal, this);
+    evsignal_add(ev, nullptr);
+    signal_events_.push_back(ev);
+  }
+  deferred_delete_event_ = event_new(
+      loop_->base(), -1, 0, [](int, short, void* arg) { static_cast<Agent*>(arg)->RunDeferredDeletes(); },
+      this);
+  janitor_timer_ = std::make_unique<Timer>(*loop_, [this] { Janitor(); });
+  janitor_timer_->Start(absl::Milliseconds(500), /*repeat=*/true);
+  PGF_INFO("agent", "pgfleet-agent started (config %s, pid %d)", config_->path, getpid());
+  int rc = loop_->Run();
+  PGF_INFO("agent", "pgfleet-agent stopped");
+  return rc != 0 ? rc : exit_code_;
+}
+
+void Agent::OnSignal(int sig, short, void* arg) {
+  auto* agent = static_cast<Agent*>(arg);
+  if (sig == SIGHUP) {
+    if (absl::Status reloaded = agent->Reload(); !reloaded.ok()) {
+      PGF_ERROR("agent", "RELOAD (SIGHUP) refused, keeping the previous config: %s",
+                reloaded.message());
+    }
+    return;
+  }
+  agent->BeginShutdown(sig == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+absl::Status Agent::Reload() {
+  PGF_ASSIGN_OR_RETURN(config::Config cfg, config::LoadConfig(options_.config_path));
+  PGF_ASSIGN_OR_RETURN(config::AuthFile users, LoadAuthFileFor(cfg));
+  for (const std::string& warning : cfg.warnings) PGF_WARN("config", "%s", warning);
+  if (cfg.listen_addr != config_->listen_addr || cfg.listen_port != config_->listen_port ||
+      cfg.unix_socket_dir != config_->unix_socket_dir) {
+    PGF_WARN("agent", "listen_addr/listen_port/unix_socket_dir changes need a restart");
+  }
+  config_ = std::make_shared<const config::Config>(std::move(cfg));
+  auth_file_ = std::move(users);
+  scram_cache_.clear();
+  common::SetLogLevel(config_->verbose ? common::LogLevel::kDebug : common::LogLevel::kInfo);
+  if (!config_->logfile.empty()) common::SetLogFile(config_->logfile);
+  for (auto& [key, pool] : pools_) {
+    if (std::optional<config::DatabaseConfig> db = config_->FindDatabase(key.first)) {
+      pool->Reconfigure(*db);
+    }
+  }
+  PGF_INFO("agent", "RELOAD: configuration %s loaded", config_->path);
+  return absl::OkStatus();
+}
+
+void Agent::BeginShutdown(const std::string& why) {
+  if (shutting_down_) {
+    PGF_WARN("agent", "%s during shutdown: exiting now", why);
+    loop_->Stop();
+    return;
+  }
+  shutting_down_ = true;
+  PGF_INFO("agent", "%s: shutting down, waiting up to %s for transactions in flight", why,
+           absl::FormatDuration(options_.shutdown_timeout));
+  CloseListeners();
+  login_clients_.ForEach([](ClientConn* client) { client->Close("pooler shutting down"); });
+  for (auto& [key, pool] : pools_) {
+    // Idle and queued clients have nothing in flight; linked ones finish first.
+    std::vector<ClientConn*> to_close;
+    pool->active_clients().ForEach([&](const ClientConn* client) {
+      if (client->server() == nullptr) to_close.push_back(const_cast<ClientConn*>(client));
+    });
+    pool->waiting_clients().ForEach(
+        [&](const ClientConn* client) { to_close.push_back(const_cast<ClientConn*>(client)); });
+    pool->login_waiting_clients().ForEach(
+        [&](const ClientConn* client) { to_close.push_back(const_cast<ClientConn*>(client)); });
+    for (ClientConn* client : to_close) {
+      client->CloseWithError("57P01", "pooler is shutting down");
+    }
+    pool->CloseAllServers("pooler shutting down", /*idle_only=*/true);
+  }
+  shutdown_timer_ = std::make_unique<Timer>(*loop_, [this] {
+    PGF_WARN("agent", "shutdown timeout reached with clients still in transactions: exiting");
+    loop_->Stop();
+  });
+  shutdown_timer_->Start(options_.shutdown_timeout, /*repeat=*/false);
+  MaybeFinishShutdown();
+}
+
+void Agent::MaybeFinishShutdown() {
+  if (!shutting_down_) return;
+  for (auto& [key, pool] : pools_) {
+    if (!pool->active_servers().empty() || pool->client_count() > 0) return;
+    pool->CloseAllServers("pooler shutting down", /*idle_only=*/false);
+  }
+  loop_->Stop();
+}
+
+Pool* Agent::GetPool(const std::string& database, const std::string& user) {
+  auto key = std::make_pair(database, user);
+  if (auto it = pools_.find(key); it != pools_.end()) return it->second.get();
+  std::optional<config::DatabaseConfig> db = config_->FindDatabase(database);
+  if (!db.has_value()) return nullptr;
+  auto [it, inserted] = pools_.emplace(key, std::make_unique<Pool>(*this, *db, user));
+  return it->second.get();
+}
+
+void Agent::RegisterCancelKey(ClientConn* client) {
+  uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(client->cancel_pid())) << 32) |
+                 static_cast<uint32_t>(client->cancel_key());
+  cancel_keys_[key] = client;
+}
+
+void Agent::UnregisterCancelKey(ClientConn* client) {
+  uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(client->cancel_pid())) << 32) |
+                 static_cast<uint32_t>(client->cancel_key());
+  auto it = cancel_keys_.find(key);
+  if (it != cancel_keys_.end() && it->second == client) cancel_keys_.erase(it);
+}
+
+namespace {
+
+// Sends one CancelRequest to PostgreSQL on a connection of its own, then frees itself.
+class CancelForwarder {
+ public:
+  static void Start(EventLoop& loop, const config::DatabaseConfig& db, const std::string& packet) {
+    auto* self = new CancelForwarder();
+    self->bev_ = bufferevent_socket_new(loop.base(), -1, BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(self->bev_, nullptr, nullptr, &CancelForwarder::OnEvent, self);
+    bufferevent_write(self->bev_, packet.data(), packet.size());
+    bufferevent_enable(self->bev_, EV_READ | EV_WRITE);
+    int rc;
+    if (db.host.empty() || db.host[0] == '/') {
+      std::string path =
+          absl::StrCat(db.host.empty() ? "/var/run/postgresql" : db.host, "/.s.PGSQL.", db.port);
+      sockaddr_un addr{};
+      addr.sun_family = AF_UNIX;
+      snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
+      rc = bufferevent_socket_connect(self->bev_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    } else {
+      rc = bufferevent_socket_connect_hostname(self->bev_, loop.dns(), AF_UNSPEC, db.host.c_str(),
+                                               db.port);
+    }
+    if (rc != 0) self->Finish();
+  }
+
+ private:
+  static void OnEvent(bufferevent*, short events, void* arg) {
+    auto* self = static_cast<CancelForwarder*>(arg);
+    // PostgreSQL closes the connection once it has read the request.
+    if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) self->Finish();
+  }
+  void Finish() {
+    bufferevent_free(bev_);
+    delete this;
+  }
+  bufferevent* bev_ = nullptr;
+};
+
+}  // namespace
+
+void Agent::HandleCancelRequest(int32_t pid, int32_t key) {
+  uint64_t lookup = (static_cast<uint64_t>(static_cast<uint32_t>(pid)) << 32) |
+                    static_cast<uint32_t>(key);
+  auto it = cancel_keys_.find(lookup);
+  if (it == cancel_keys_.end()) {
+    PGF_INFO("agent", "cancel request with an unknown key ignored");
+    return;
+  }
+  ClientConn* client = it->second;
+  ServerConn* server = client->server();
+  if (server == nullptr) {
+    // Nothing is running for this client, so there is nothing to cancel (PostgreSQL too
+    // ignores a cancel for an idle backend).
+    PGF_INFO("agent", "c=%d cancel request while no query runs: ignored", client->id());
+    return;
+  }
+  PGF_INFO("agent", "c=%d cancel request forwarded to s=%d (backend pid %d)", client->id(),
+           server->id(), server->backend_pid());
+  CancelForwarder::Start(*loop_, server->pool().db(),
+                         pg::CancelRequest(server->backend_pid(), server->backend_key()));
+}
+
+void Agent::OnClientClosed(ClientConn*) {
+  client_count_--;
+  MaybeFinishShutdown();
+}
+
+void Agent::DeferDelete(ClientConn* client) {
+  deferred_clients_.push_back(client);
+  if (deferred_delete_event_ != nullptr) event_active(deferred_delete_event_, 0, 0);
+}
+
+void Agent::DeferDelete(ServerConn* server) {
+  deferred_servers_.push_back(server);
+  if (deferred_delete_event_ != nullptr) event_active(deferred_delete_event_, 0, 0);
+  if (shutting_down_) MaybeFinishShutdown();
+}
+
+void Agent::RunDeferredDeletes() {
+  std::vector<ClientConn*> clients;
+  std::vector<ServerConn*> servers;
+  clients.swap(deferred_clients_);
+  servers.swap(deferred_servers_);
+  for (ClientConn* client : clients) delete client;
+  for (ServerConn* server : servers) delete server;
+}
+
+int Agent::ServerCountForDb(const std::string& db) const {
+  int count = 0;
+  for (const auto& [key, pool] : pools_) {
+    if (key.first == db) count += static_cast<int>(pool->server_count());
+  }
+  return count;
+}
+
+int Agent::ServerCountForUser(const std::string& user) const {
+  int count = 0;
+  for (const auto& [key, pool] : pools_) {
+    if (pool->server_user() == user) count += static_cast<int>(pool->server_count());
+  }
+  return count;
+}
+
+const pg::ScramKeys& Agent::ScramKeysForPlainPassword(const std::string& user,
+                                                      const std::string& password) {
+  auto it = scram_cache_.find(user);
+  if (it == scram_cache_.end() || it->second.password != password) {
+    CachedScram entry{password, pg::ScramKeysFromPassword(password, pg::RandomBytes(16), 4096)};
+    it = scram_cache_.insert_or_assign(user, std::move(entry)).first;
+  }
+  return it->second.keys;
+}
+
+void Agent::Janitor() {
+  const uint64_t now = MonotonicMicros();
+  const uint64_t login_limit =
+      static_cast<uint64_t>(absl::ToInt64Microseconds(config_->client_login_timeout));
+  if (login_limit > 0) {
+    login_clients_.ForEach([&](ClientConn* client) {
+      if (now - client->connect_time_us() > login_limit) {
+        client->CloseWithError("08P01", "client_login_timeout (server down or wrong password?)");
+      }
+    });
+  }
+  for (auto& [key, pool] : pools_) pool->Janitor(now);
+}
+
+}  // namespace pgfleet::agent

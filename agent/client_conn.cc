@@ -1,0 +1,527 @@
+#include "agent/client_conn.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <strings.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "agent/agent.h"
+#include "agent/pg/protocol.h"
+#include "agent/server_conn.h"
+#include "common/log.h"
+
+namespace pgfleet::agent {
+namespace {
+
+// Past this many bytes queued towards the server, stop reading from the client.
+constexpr size_t kOutputHighWater = 256 * 1024;
+// Largest password/SASL message accepted during login.
+constexpr uint32_t kMaxAuthMessage = 10000;
+
+// Parameters the pooler keeps in step between a client and whichever server it gets.
+// Spelled as PostgreSQL reports them in ParameterStatus.
+constexpr const char* kTrackedParams[] = {"client_encoding", "DateStyle",   "TimeZone",
+                                          "IntervalStyle",   "standard_conforming_strings",
+                                          "application_name"};
+
+const char* TrackedParamName(std::string_view name) {
+  for (const char* tracked : kTrackedParams) {
+    if (name.size() == strlen(tracked) && strncasecmp(name.data(), tracked, name.size()) == 0) {
+      return tracked;
+    }
+  }
+  return nullptr;
+}
+
+void SetParam(ParamList& params, const std::string& name, const std::string& value) {
+  for (auto& [key, current] : params) {
+    if (key == name) {
+      current = value;
+      return;
+    }
+  }
+  params.emplace_back(name, value);
+}
+
+}  // namespace
+
+ClientConn::ClientConn(Agent& agent, int fd, std::string peer, uint64_t id)
+    : agent_(agent), fd_(fd), peer_(std::move(peer)), id_(id) {
+  connect_time_us_ = last_active_us_ = MonotonicMicros();
+  bev_ = bufferevent_socket_new(agent_.loop().base(), fd, BEV_OPT_CLOSE_ON_FREE);
+  bufferevent_setcb(bev_, &ClientConn::OnRead, &ClientConn::OnWrite, &ClientConn::OnEvent, this);
+  bufferevent_enable(bev_, EV_READ);
+}
+
+ClientConn::~ClientConn() {
+  if (bev_ != nullptr) bufferevent_free(bev_);
+}
+
+void ClientConn::OnRead(bufferevent*, void* arg) {
+  auto* client = static_cast<ClientConn*>(arg);
+  client->last_active_us_ = MonotonicMicros();
+  client->ProcessInput();
+}
+
+void ClientConn::OnWrite(bufferevent*, void* arg) {
+  // Output drained: if we had stopped reading from the server, start again.
+  auto* client = static_cast<ClientConn*>(arg);
+  if (client->server_ != nullptr) client->server_->ResumeReading();
+}
+
+void ClientConn::OnEvent(bufferevent*, short events, void* arg) {
+  auto* client = static_cast<ClientConn*>(arg);
+  if (events & BEV_EVENT_EOF) {
+    client->Close("client closed connection");
+  } else if (events & BEV_EVENT_ERROR) {
+    client->Close(absl::StrCat("client socket error: ", strerror(errno)));
+  }
+}
+
+void ClientConn::Write(const std::string& bytes) {
+  if (bev_ != nullptr) bufferevent_write(bev_, bytes.data(), bytes.size());
+}
+
+void ClientConn::ProcessInput() {
+  switch (state_) {
+    case State::kStartup: HandleStartup(); break;
+    case State::kAuth: HandleAuthMessage(); break;
+    case State::kIdle: HandleIdleInput(); break;
+    case State::kActive: ForwardToServer(); break;
+    case State::kAdmin: HandleAdminInput(); break;
+    case State::kLoginWaiting:
+    case State::kWaiting:
+    case State::kClosed: break;
+  }
+}
+
+void ClientConn::HandleStartup() {
+  evbuffer* in = bufferevent_get_input(bev_);
+  while (state_ == State::kStartup) {
+    size_t available = evbuffer_get_length(in);
+    if (available < 4) return;
+    uint32_t length;
+    evbuffer_copyout(in, &length, 4);
+    length = ntohl(length);
+    if (length < 8 || length > pg::kMaxStartupPacket) {
+      CloseWithError("08P01", absl::StrCat("invalid startup packet length ", length));
+      return;
+    }
+    if (available < length) return;
+    std::string packet(length, '\0');
+    evbuffer_remove(in, packet.data(), length);
+    HandleStartupPacket(packet);
+  }
+}
+
+void ClientConn::HandleStartupPacket(std::string_view packet) {
+  absl::StatusOr<pg::StartupPacket> startup = pg::ParseStartupPacket(packet);
+  if (!startup.ok()) {
+    const bool wrong_version = absl::StrContains(startup.status().message(), "protocol");
+    CloseWithError(wrong_version ? "0A000" : "08P01", std::string(startup.status().message()));
+    return;
+  }
+  switch (startup->code) {
+    case pg::kSslRequestCode:
+    case pg::kGssEncRequestCode:
+      // No TLS/GSS encryption yet: the client may go on in plain text.
+      Write("N");
+      return;
+    case pg::kCancelRequestCode:
+      agent_.HandleCancelRequest(startup->cancel_pid, startup->cancel_key);
+      Close("cancel request handled");
+      return;
+    default: break;
+  }
+  const config::Config& cfg = agent_.config();
+  for (const auto& [name, value] : startup->params) {
+    if (name == "user") {
+      user_ = value;
+    } else if (name == "database") {
+      database_ = value;
+    } else if (const char* tracked = TrackedParamName(name)) {
+      SetParam(params_, tracked, value);
+    } else if (std::find(cfg.ignore_startup_parameters.begin(), cfg.ignore_startup_parameters.end(),
+                         name) == cfg.ignore_startup_parameters.end()) {
+      CloseWithError("08P01", absl::StrCat("unsupported startup parameter: ", name));
+      return;
+    }
+  }
+  if (user_.empty()) {
+    CloseWithError("08P01", "no user name in startup packet");
+    return;
+  }
+  if (database_.empty()) database_ = user_;
+  if (agent_.shutting_down()) {
+    CloseWithError("57P01", "pooler is shutting down");
+    return;
+  }
+  if (agent_.client_count() > static_cast<size_t>(cfg.max_client_conn)) {
+    CloseWithError("53300", "no more connections allowed (max_client_conn)");
+    return;
+  }
+  if (database_ != "pgbouncer" && !cfg.FindDatabase(database_).has_value()) {
+    CloseWithError("08P01", absl::StrCat("no such database: ", database_));
+    return;
+  }
+  StartAuth();
+}
+
+void ClientConn::StartAuth() {
+  const config::Config& cfg = agent_.config();
+  const config::AuthFile& users = agent_.auth_file();
+  auto secret_it = users.find(user_);
+  const config::UserSecret* secret = secret_it == users.end() ? nullptr : &secret_it->second;
+  state_ = State::kAuth;
+
+  switch (cfg.auth_type) {
+    case config::AuthType::kAny:
+      AuthSucceeded();
+      return;
+    case config::AuthType::kTrust:
+      if (secret == nullptr) {
+        AuthFailed("user not in auth_file");
+        return;
+      }
+      AuthSucceeded();
+      return;
+    case config::AuthType::kPlain:
+      auth_method_ = AuthMethod::kCleartext;
+      break;
+    case config::AuthType::kMd5:
+      // As PgBouncer: a SCRAM secret cannot answer md5, so such users are asked for SCRAM.
+      auth_method_ = (secret != nullptr && secret->kind == config::SecretKind::kScramSha256)
+                         ? AuthMethod::kScram
+                         : AuthMethod::kMd5;
+      break;
+    case config::AuthType::kScramSha256:
+      auth_method_ = AuthMethod::kScram;
+      break;
+  }
+
+  switch (auth_method_) {
+    case AuthMethod::kCleartext:
+      Write(pg::AuthenticationRequest(pg::kAuthCleartext));
+      break;
+    case AuthMethod::kMd5:
+      md5_salt_ = pg::RandomBytes(4);
+      Write(pg::AuthenticationRequest(pg::kAuthMd5, md5_salt_));
+      break;
+    case AuthMethod::kScram: {
+      // Unknown users and md5 secrets still go through a full exchange, with keys nobody
+      // knows, so the answer does not reveal whether the user exists.
+      pg::ScramKeys keys;
+      if (secret != nullptr && secret->kind == config::SecretKind::kScramSha256) {
+        absl::StatusOr<pg::ScramKeys> parsed = pg::ParseScramSecret(secret->secret);
+        if (parsed.ok()) keys = *parsed;
+      } else if (secret != nullptr && secret->kind == config::SecretKind::kPlain) {
+        keys = agent_.ScramKeysForPlainPassword(user_, secret->secret);
+      } else {
+        keys = pg::ScramKeysFromPassword(pg::RandomBytes(16), pg::RandomBytes(16), 4096);
+      }
+      scram_ = std::make_unique<pg::ScramServerExchange>(std::move(keys));
+      Write(pg::AuthenticationRequest(pg::kAuthSasl, std::string("SCRAM-SHA-256\0\0", 15)));
+      break;
+    }
+    case AuthMethod::kNone:
+      break;
+  }
+}
+
+void ClientConn::HandleAuthMessage() {
+  evbuffer* in = bufferevent_get_input(bev_);
+  pg::MessageHeader header;
+  switch (pg::PeekHeader(in, 0, kMaxAuthMessage, &header)) {
+    case pg::HeaderResult::kNeedMore: return;
+    case pg::HeaderResult::kMalformed:
+      CloseWithError("08P01", "invalid authentication message");
+      return;
+    case pg::HeaderResult::kOk: break;
+  }
+  if (evbuffer_get_length(in) < header.total()) return;
+  if (header.type != 'p') {
+    CloseWithError("08P01", absl::StrCat("expected password message, got '",
+                                         std::string(1, header.type), "'"));
+    return;
+  }
+  std::string body(header.body_size(), '\0');
+  evbuffer_drain(in, pg::kHeaderSize);
+  evbuffer_remove(in, body.data(), body.size());
+
+  const config::AuthFile& users = agent_.auth_file();
+  auto secret_it = users.find(user_);
+  const config::UserSecret* secret = secret_it == users.end() ? nullptr : &secret_it->second;
+  pg::BodyReader reader(body);
+
+  switch (auth_method_) {
+    case AuthMethod::kCleartext: {
+      std::string password(reader.CString());
+      bool ok = false;
+      if (reader.ok() && secret != nullptr) {
+        switch (secret->kind) {
+          case config::SecretKind::kPlain:
+            ok = pg::SecretEquals(password, secret->secret);
+            break;
+          case config::SecretKind::kMd5:
+            ok = pg::SecretEquals(pg::Md5PasswordHash(password, user_), secret->secret);
+            break;
+          case config::SecretKind::kScramSha256: {
+            absl::StatusOr<pg::ScramKeys> keys = pg::ParseScramSecret(secret->secret);
+            if (keys.ok()) {
+              pg::ScramKeys derived =
+                  pg::ScramKeysFromPassword(password, keys->salt, keys->iterations);
+              ok = derived.stored_key == keys->stored_key;
+            }
+            break;
+          }
+        }
+      }
+      ok ? AuthSucceeded() : AuthFailed("wrong password");
+      return;
+    }
+    case AuthMethod::kMd5: {
+      std::string response(reader.CString());
+      std::string stored;
+      if (secret != nullptr && secret->kind == config::SecretKind::kPlain) {
+        stored = pg::Md5PasswordHash(secret->secret, user_);
+      } else if (secret != nullptr && secret->kind == config::SecretKind::kMd5) {
+        stored = secret->secret;
+      }
+      bool ok = reader.ok() && !stored.empty() &&
+                pg::SecretEquals(pg::Md5SaltedResponse(stored, md5_salt_), response);
+      ok ? AuthSucceeded() : AuthFailed(secret == nullptr ? "user not in auth_file" : "wrong password");
+      return;
+    }
+    case AuthMethod::kScram: {
+      if (!scram_first_done_) {
+        std::string_view mechanism = reader.CString();
+        int32_t length = reader.Int32();
+        if (!reader.ok() || mechanism != "SCRAM-SHA-256" || length < 0 ||
+            static_cast<size_t>(length) != reader.remaining()) {
+          CloseWithError("08P01", "invalid SASLInitialResponse (only SCRAM-SHA-256 is offered)");
+          return;
+        }
+        absl::StatusOr<std::string> server_first = scram_->HandleClientFirst(reader.Rest());
+        if (!server_first.ok()) {
+          CloseWithError("08P01", std::string(server_first.status().message()));
+          return;
+        }
+        scram_first_done_ = true;
+        Write(pg::AuthenticationRequest(pg::kAuthSaslContinue, *server_first));
+        return;
+      }
+      absl::StatusOr<std::string> server_final = scram_->HandleClientFinal(body);
+      if (!server_final.ok()) {
+        if (server_final.status().code() == absl::StatusCode::kPermissionDenied) {
+          AuthFailed(secret == nullptr ? "user not in auth_file" : "wrong password");
+        } else {
+          CloseWithError("08P01", std::string(server_final.status().message()));
+        }
+        return;
+      }
+      if (secret == nullptr || secret->kind == config::SecretKind::kMd5) {
+        AuthFailed("no SCRAM secret for user");
+        return;
+      }
+      Write(pg::AuthenticationRequest(pg::kAuthSaslFinal, *server_final));
+      AuthSucceeded();
+      return;
+    }
+    case AuthMethod::kNone:
+      CloseWithError("08P01", "unexpected password message");
+      return;
+  }
+}
+
+void ClientConn::AuthFailed(const std::string& log_reason) {
+  PGF_WARN("client", "c=%d %s login failed for user '%s' db '%s': %s", id_, peer_, user_,
+           database_, log_reason);
+  if (Pool* pool = agent_.GetPool(database_, user_)) pool->stats().client_login_failures++;
+  CloseWithError("28P01", absl::StrCat("password authentication failed for user \"", user_, "\""));
+}
+
+void ClientConn::AuthSucceeded() {
+  cancel_pid_ = static_cast<int32_t>(id_ & 0x7fffffff);
+  std::string key = pg::RandomBytes(4);
+  memcpy(&cancel_key_, key.data(), 4);
+  agent_.RegisterCancelKey(this);
+  if (agent_.config().log_connections) {
+    PGF_INFO("client", "c=%d login attempt: db=%s user=%s addr=%s", id_, database_, user_, peer_);
+  }
+  if (database_ == "pgbouncer") {
+    // The admin console arrives with its own issue; until then it is a clear refusal.
+    CloseWithError("08P01", "the admin console is not available in this version");
+    return;
+  }
+  pool_ = agent_.GetPool(database_, user_);
+  if (pool_ == nullptr) {
+    CloseWithError("08P01", absl::StrCat("no such database: ", database_));
+    return;
+  }
+  if (scram_ != nullptr && scram_->keys().client_key.has_value()) {
+    pool_->set_scram_keys(scram_->keys());
+  }
+  scram_.reset();
+  agent_.login_clients().Remove(this);
+  pool_->AddClient(this);
+}
+
+void ClientConn::SendWelcome() {
+  std::string welcome = pg::AuthenticationRequest(pg::kAuthOk);
+  // Start from the server's values; the client's own startup values win.
+  ParamList client_params = params_;
+  for (const auto& [name, value] : pool_->welcome_params()) {
+    bool client_set = false;
+    for (const auto& [client_name, client_value] : client_params) {
+      if (client_name == name) {
+        welcome += pg::ParameterStatus(name, client_value);
+        client_set = true;
+        break;
+      }
+    }
+    if (!client_set) {
+      welcome += pg::ParameterStatus(name, value);
+      if (TrackedParamName(name) != nullptr) SetParam(params_, name, value);
+    }
+  }
+  welcome += pg::BackendKeyData(cancel_pid_, cancel_key_);
+  welcome += pg::ReadyForQuery('I');
+  Write(welcome);
+}
+
+void ClientConn::UpdateParam(const std::string& name, const std::string& value) {
+  if (TrackedParamName(name) != nullptr) SetParam(params_, name, value);
+}
+
+void ClientConn::HandleIdleInput() {
+  evbuffer* in = bufferevent_get_input(bev_);
+  pg::MessageHeader header;
+  switch (pg::PeekHeader(in, 0, static_cast<uint32_t>(agent_.config().max_packet_size), &header)) {
+    case pg::HeaderResult::kNeedMore: return;
+    case pg::HeaderResult::kMalformed:
+      CloseWithError("08P01", "invalid message length (max_packet_size exceeded?)");
+      return;
+    case pg::HeaderResult::kOk: break;
+  }
+  if (header.type == 'X') {
+    Close("client close request");
+    return;
+  }
+  if (agent_.shutting_down()) {
+    CloseWithError("57P01", "pooler is shutting down");
+    return;
+  }
+  pool_->RequestServer(this);
+}
+
+void ClientConn::OnLinked(ServerConn* server, uint64_t now_us) {
+  if (state_ == State::kWaiting) {
+    pool_->stats().wait_time_us += now_us - wait_start_us_;
+    bufferevent_enable(bev_, EV_READ);
+  }
+  server_ = server;
+  state_ = State::kActive;
+}
+
+void ClientConn::OnUnlinked() {
+  server_ = nullptr;
+  state_ = State::kIdle;
+  forward_remaining_ = 0;
+  query_start_us = xact_start_us = 0;
+}
+
+void ClientConn::StartBackpressure() { bufferevent_disable(bev_, EV_READ); }
+
+void ClientConn::ForwardToServer() {
+  if (server_ == nullptr || server_->state() != ServerConn::State::kActive) return;
+  evbuffer* in = bufferevent_get_input(bev_);
+  const size_t available = evbuffer_get_length(in);
+  const uint32_t max_packet = static_cast<uint32_t>(agent_.config().max_packet_size);
+  size_t offset = 0;
+  if (forward_remaining_ > 0) {
+    offset = std::min(forward_remaining_, available);
+    forward_remaining_ -= offset;
+  }
+  bool terminate = false;
+  while (forward_remaining_ == 0) {
+    pg::MessageHeader header;
+    pg::HeaderResult result = pg::PeekHeader(in, offset, max_packet, &header);
+    if (result == pg::HeaderResult::kNeedMore) break;
+    if (result == pg::HeaderResult::kMalformed) {
+      server_->Write(in, offset);
+      CloseWithError("08P01", "invalid message length (max_packet_size exceeded?)");
+      return;
+    }
+    if (header.type == 'X') {
+      terminate = true;
+      break;
+    }
+    server_->NoteClientMessage(header.type);
+    if (offset + header.total() <= available) {
+      offset += header.total();
+    } else {
+      // Stream the rest of a large message (COPY data, big Bind) as it arrives.
+      forward_remaining_ = offset + header.total() - available;
+      offset = available;
+    }
+  }
+  if (offset > 0) {
+    pool_->stats().bytes_received += offset;
+    server_->Write(in, offset);
+  }
+  if (terminate) {
+    Close("client close request");
+    return;
+  }
+  if (server_ != nullptr && evbuffer_get_length(bufferevent_get_output(server_->bev())) >
+                                kOutputHighWater) {
+    StartBackpressure();
+  }
+}
+
+void ClientConn::HandleAdminInput() {}
+
+void ClientConn::CloseWithError(const std::string& sqlstate, const std::string& message) {
+  if (state_ == State::kClosed) return;
+  if (agent_.config().log_pooler_errors) {
+    PGF_WARN("client", "c=%d %s pooler error: %s", id_, peer_, message);
+  }
+  Write(pg::ErrorResponse("FATAL", sqlstate, message));
+  // Best effort: push the error out now, the socket is closed right after.
+  evbuffer_write(bufferevent_get_output(bev_), fd_);
+  Close(message);
+}
+
+void ClientConn::Close(const std::string& reason) {
+  if (state_ == State::kClosed) return;
+  if (agent_.config().log_disconnections && state_ != State::kStartup) {
+    PGF_INFO("client", "c=%d closing because: %s (db=%s user=%s addr=%s)", id_, reason, database_,
+             user_, peer_);
+  }
+  agent_.UnregisterCancelKey(this);
+  switch (state_) {
+    case State::kStartup:
+    case State::kAuth:
+      agent_.login_clients().Remove(this);
+      break;
+    case State::kLoginWaiting:
+    case State::kIdle:
+    case State::kWaiting:
+    case State::kActive:
+      pool_->DetachClient(this);
+      break;
+    case State::kAdmin:
+    case State::kClosed:
+      break;
+  }
+  state_ = State::kClosed;
+  bufferevent_free(bev_);
+  bev_ = nullptr;
+  agent_.OnClientClosed(this);
+  agent_.DeferDelete(this);
+}
+
+}  // namespace pgfleet::agent

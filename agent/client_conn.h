@@ -1,0 +1,122 @@
+// One client socket: startup, authentication against auth_file, then forwarding its
+// messages to whichever server connection the pool links it to.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "agent/intrusive_list.h"
+#include "agent/pg/auth_crypto.h"
+#include "agent/pool.h"
+
+struct bufferevent;
+
+namespace pgfleet::agent {
+
+class Agent;
+class ServerConn;
+
+class ClientConn : public ListNode {
+ public:
+  enum class State {
+    kStartup,        // Reading the startup packet (agent login list).
+    kAuth,           // Waiting for a password / SASL message (agent login list).
+    kLoginWaiting,   // Authenticated, waiting for the pool's first server login.
+    kIdle,           // Logged in, no server (pool active list).
+    kWaiting,        // Has a message, queued for a server (pool waiting list).
+    kActive,         // Linked to a server (pool active list).
+    kAdmin,          // Talking to the admin console.
+    kClosed,
+  };
+
+  ClientConn(Agent& agent, int fd, std::string peer, uint64_t id);
+  ~ClientConn();
+
+  uint64_t id() const { return id_; }
+  State state() const { return state_; }
+  const std::string& peer() const { return peer_; }
+  const std::string& user() const { return user_; }
+  const std::string& database() const { return database_; }
+  Pool* pool() const { return pool_; }
+  ServerConn* server() const { return server_; }
+  const ParamList& params() const { return params_; }
+  int32_t cancel_pid() const { return cancel_pid_; }
+  int32_t cancel_key() const { return cancel_key_; }
+  uint64_t connect_time_us() const { return connect_time_us_; }
+  uint64_t last_active_us() const { return last_active_us_; }
+  uint64_t wait_start_us() const { return wait_start_us_; }
+  void set_wait_start_us(uint64_t us) { wait_start_us_ = us; }
+  int fd() const { return fd_; }
+
+  // Sends an ErrorResponse (FATAL) and closes. `sqlstate` as PostgreSQL's.
+  void CloseWithError(const std::string& sqlstate, const std::string& message);
+  void Close(const std::string& reason);
+
+  // Pool callbacks.
+  void SetState(State state) { state_ = state; }
+  void OnLinked(ServerConn* server, uint64_t now_us);
+  void OnUnlinked();
+  // The pool learned the server's parameters: send AuthenticationOk ... ReadyForQuery.
+  void SendWelcome();
+  // Updates a tracked parameter from the server (ParameterStatus).
+  void UpdateParam(const std::string& name, const std::string& value);
+  // Resume reading and forwarding (after linking, or after output drained).
+  void ProcessInput();
+  void Write(const std::string& bytes);
+  bufferevent* bev() const { return bev_; }
+  // Called by the server side when the client's output buffer grew past the limit.
+  void StartBackpressure();
+
+  // Stats bookkeeping done by the server side on ReadyForQuery.
+  uint64_t query_start_us = 0;
+  uint64_t xact_start_us = 0;
+
+ private:
+  static void OnRead(bufferevent* bev, void* arg);
+  static void OnWrite(bufferevent* bev, void* arg);
+  static void OnEvent(bufferevent* bev, short events, void* arg);
+
+  void HandleStartup();
+  void HandleStartupPacket(std::string_view packet);
+  void StartAuth();
+  void HandleAuthMessage();
+  void AuthSucceeded();
+  void AuthFailed(const std::string& log_reason);
+  void HandleIdleInput();
+  void ForwardToServer();
+  void HandleTerminate();
+  void HandleAdminInput();
+
+  Agent& agent_;
+  bufferevent* bev_ = nullptr;
+  int fd_;
+  std::string peer_;
+  uint64_t id_;
+  State state_ = State::kStartup;
+
+  std::string user_;
+  std::string database_;
+  ParamList params_;  // Tracked parameters (client_encoding, TimeZone...).
+  Pool* pool_ = nullptr;
+  ServerConn* server_ = nullptr;
+  int32_t cancel_pid_ = 0;
+  int32_t cancel_key_ = 0;
+
+  // Authentication.
+  enum class AuthMethod { kNone, kCleartext, kMd5, kScram };
+  AuthMethod auth_method_ = AuthMethod::kNone;
+  std::string md5_salt_;
+  std::unique_ptr<pg::ScramServerExchange> scram_;
+  bool scram_first_done_ = false;
+
+  // Bytes of a message already partly forwarded to the server.
+  size_t forward_remaining_ = 0;
+
+  uint64_t connect_time_us_;
+  uint64_t last_active_us_;
+  uint64_t wait_start_us_ = 0;
+};
+
+}  // namespace pgfleet::agent

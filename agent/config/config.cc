@@ -1,0 +1,647 @@
+// pgbouncer.ini semantics on top of ini_parser: sections, PgBouncer's keys and their value
+// syntax, [databases]/[users] connection strings. The rule throughout is that a file
+// PgBouncer 1.18 loads must load here too: keys we do not implement are warnings, not errors.
+#include "agent/config/config.h"
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <cstdlib>
+#include <optional>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "agent/config/ini_parser.h"
+#include "common/status_macros.h"
+
+namespace pgfleet::agent::config {
+namespace {
+
+// ---- Value syntax. Each parser returns the reason alone; callers add file, line and key.
+
+absl::StatusOr<int> ParseInt(absl::string_view value, int64_t min, int64_t max) {
+  int64_t number = 0;
+  // Decimal only: PgBouncer's strtol(..., 0) would also take "0x10" and read "010" as octal,
+  // which nobody means in a pool size.
+  if (!absl::SimpleAtoi(value, &number)) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid integer '", value, "'"));
+  }
+  if (number < min || number > max) {
+    std::string why;
+    if (max != INT_MAX) {
+      why = absl::StrCat("must be between ", min, " and ", max);
+    } else if (number > max) {
+      why = absl::StrCat("must be at most ", max);
+    } else if (min == 0) {
+      why = "must not be negative";
+    } else {
+      why = absl::StrCat("must be at least ", min);
+    }
+    return absl::InvalidArgumentError(absl::StrCat("invalid value '", value, "': ", why));
+  }
+  return static_cast<int>(number);
+}
+
+absl::StatusOr<bool> ParseBool(absl::string_view value) {
+  std::string lower = absl::AsciiStrToLower(value);
+  if (lower == "1" || lower == "yes" || lower == "true" || lower == "on") return true;
+  if (lower == "0" || lower == "no" || lower == "false" || lower == "off") return false;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "invalid boolean '", value, "' (expected 0, 1, yes, no, true, false, on or off)"));
+}
+
+// PgBouncer takes (fractional) seconds; the unit suffixes are a pgfleet convenience.
+absl::StatusOr<absl::Duration> ParseDuration(absl::string_view value) {
+  auto invalid = [value] {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid duration '", value,
+                     "' (expected seconds such as '30' or '0.5', or a number with unit "
+                     "ms, s, min or h)"));
+  };
+  size_t end = 0;
+  bool any_digit = false;
+  bool seen_dot = false;
+  for (; end < value.size(); ++end) {
+    char c = value[end];
+    if (absl::ascii_isdigit(static_cast<unsigned char>(c))) {
+      any_digit = true;
+    } else if (c == '.' && !seen_dot) {
+      seen_dot = true;
+    } else {
+      break;
+    }
+  }
+  if (!any_digit) return invalid();
+  // The prefix holds only digits and one dot, so strtod cannot wander into hex, inf or nan.
+  double number = std::strtod(std::string(value.substr(0, end)).c_str(), nullptr);
+  std::string unit = absl::AsciiStrToLower(absl::StripLeadingAsciiWhitespace(value.substr(end)));
+  absl::Duration duration;
+  if (unit.empty() || unit == "s") {
+    duration = absl::Seconds(number);
+  } else if (unit == "ms") {
+    duration = absl::Milliseconds(number);
+  } else if (unit == "min") {
+    duration = absl::Minutes(number);
+  } else if (unit == "h") {
+    duration = absl::Hours(number);
+  } else {
+    return invalid();
+  }
+  if (duration == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid duration '", value, "': too large"));
+  }
+  return duration;
+}
+
+absl::StatusOr<PoolMode> ParsePoolMode(absl::string_view value) {
+  // Case-insensitive like PgBouncer's cf_set_lookup.
+  for (PoolMode mode : {PoolMode::kSession, PoolMode::kTransaction, PoolMode::kStatement}) {
+    if (absl::EqualsIgnoreCase(value, PoolModeName(mode))) return mode;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("invalid pool mode '", value, "' (expected session, transaction or statement)"));
+}
+
+absl::StatusOr<AuthType> ParseAuthType(absl::string_view value) {
+  for (AuthType type : {AuthType::kTrust, AuthType::kPlain, AuthType::kMd5, AuthType::kScramSha256,
+                        AuthType::kAny}) {
+    if (absl::EqualsIgnoreCase(value, AuthTypeName(type))) return type;
+  }
+  std::string lower = absl::AsciiStrToLower(value);
+  // Valid for PgBouncer, so say why the file is refused rather than calling it a typo. Not a
+  // warning: silently falling back to another method would change who can log in.
+  if (lower == "cert" || lower == "hba" || lower == "pam" || lower == "ldap") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("auth_type '", value,
+                     "' is not supported by pgfleet (supported: trust, plain, md5, "
+                     "scram-sha-256, any)"));
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "invalid auth type '", value, "' (expected trust, plain, md5, scram-sha-256 or any)"));
+}
+
+// PgBouncer's strlist: comma-separated, blanks around names dropped, empty items skipped.
+std::vector<std::string> ParseList(absl::string_view value) {
+  std::vector<std::string> items;
+  for (absl::string_view item : absl::StrSplit(value, ',')) {
+    item = absl::StripAsciiWhitespace(item);
+    if (!item.empty()) items.emplace_back(item);
+  }
+  return items;
+}
+
+absl::Status SetInt(absl::string_view value, int& out, int64_t min = 0, int64_t max = INT_MAX) {
+  PGF_ASSIGN_OR_RETURN(out, ParseInt(value, min, max));
+  return absl::OkStatus();
+}
+
+absl::Status SetBool(absl::string_view value, bool& out) {
+  PGF_ASSIGN_OR_RETURN(out, ParseBool(value));
+  return absl::OkStatus();
+}
+
+absl::Status SetDuration(absl::string_view value, absl::Duration& out) {
+  PGF_ASSIGN_OR_RETURN(out, ParseDuration(value));
+  return absl::OkStatus();
+}
+
+// ---- [pgbouncer]
+
+using Setter = absl::Status (*)(Config& config, absl::string_view value);
+
+struct Option {
+  absl::string_view name;
+  Setter set;
+};
+
+// Setters for plain fields, instantiated per field so the table below stays declarative.
+template <std::string Config::*kField>
+absl::Status SetStringField(Config& c, absl::string_view v) {
+  c.*kField = std::string(v);
+  return absl::OkStatus();
+}
+
+template <std::vector<std::string> Config::*kField>
+absl::Status SetListField(Config& c, absl::string_view v) {
+  c.*kField = ParseList(v);
+  return absl::OkStatus();
+}
+
+template <int Config::*kField, int64_t kMin = 0, int64_t kMax = INT_MAX>
+absl::Status SetIntField(Config& c, absl::string_view v) {
+  return SetInt(v, c.*kField, kMin, kMax);
+}
+
+template <bool Config::*kField>
+absl::Status SetBoolField(Config& c, absl::string_view v) {
+  return SetBool(v, c.*kField);
+}
+
+template <absl::Duration Config::*kField>
+absl::Status SetDurationField(Config& c, absl::string_view v) {
+  return SetDuration(v, c.*kField);
+}
+
+const Option kOptions[] = {
+    {"listen_addr", SetStringField<&Config::listen_addr>},
+    {"listen_port", SetIntField<&Config::listen_port, 1, 65535>},
+    {"unix_socket_dir", SetStringField<&Config::unix_socket_dir>},
+    {"auth_type",
+     [](Config& c, absl::string_view v) {
+       PGF_ASSIGN_OR_RETURN(c.auth_type, ParseAuthType(v));
+       return absl::OkStatus();
+     }},
+    {"auth_file", SetStringField<&Config::auth_file>},
+    {"admin_users", SetListField<&Config::admin_users>},
+    {"stats_users", SetListField<&Config::stats_users>},
+    {"pool_mode",
+     [](Config& c, absl::string_view v) {
+       PGF_ASSIGN_OR_RETURN(c.pool_mode, ParsePoolMode(v));
+       return absl::OkStatus();
+     }},
+    {"default_pool_size", SetIntField<&Config::default_pool_size>},
+    {"min_pool_size", SetIntField<&Config::min_pool_size>},
+    {"reserve_pool_size", SetIntField<&Config::reserve_pool_size>},
+    {"reserve_pool_timeout", SetDurationField<&Config::reserve_pool_timeout>},
+    {"max_client_conn", SetIntField<&Config::max_client_conn>},
+    {"max_db_connections", SetIntField<&Config::max_db_connections>},
+    {"max_user_connections", SetIntField<&Config::max_user_connections>},
+    {"server_reset_query", SetStringField<&Config::server_reset_query>},
+    {"server_reset_query_always", SetBoolField<&Config::server_reset_query_always>},
+    {"server_check_query", SetStringField<&Config::server_check_query>},
+    {"server_check_delay", SetDurationField<&Config::server_check_delay>},
+    {"server_lifetime", SetDurationField<&Config::server_lifetime>},
+    {"server_idle_timeout", SetDurationField<&Config::server_idle_timeout>},
+    {"server_connect_timeout", SetDurationField<&Config::server_connect_timeout>},
+    {"server_login_retry", SetDurationField<&Config::server_login_retry>},
+    {"client_login_timeout", SetDurationField<&Config::client_login_timeout>},
+    {"client_idle_timeout", SetDurationField<&Config::client_idle_timeout>},
+    {"query_timeout", SetDurationField<&Config::query_timeout>},
+    {"query_wait_timeout", SetDurationField<&Config::query_wait_timeout>},
+    {"idle_transaction_timeout", SetDurationField<&Config::idle_transaction_timeout>},
+    {"ignore_startup_parameters", SetListField<&Config::ignore_startup_parameters>},
+    {"max_packet_size", SetIntField<&Config::max_packet_size>},
+    {"pkt_buf", SetIntField<&Config::pkt_buf, 1, INT_MAX>},
+    {"tcp_keepalive", SetBoolField<&Config::tcp_keepalive>},
+    {"tcp_keepcnt", SetIntField<&Config::tcp_keepcnt>},
+    {"tcp_keepidle", SetIntField<&Config::tcp_keepidle>},
+    {"tcp_keepintvl", SetIntField<&Config::tcp_keepintvl>},
+    {"logfile", SetStringField<&Config::logfile>},
+    {"pidfile", SetStringField<&Config::pidfile>},
+    {"log_connections", SetBoolField<&Config::log_connections>},
+    {"log_disconnections", SetBoolField<&Config::log_disconnections>},
+    {"log_pooler_errors", SetBoolField<&Config::log_pooler_errors>},
+    {"stats_period",
+     [](Config& c, absl::string_view v) {
+       PGF_ASSIGN_OR_RETURN(absl::Duration period, ParseDuration(v));
+       // A stats timer with period 0 would spin.
+       if (period <= absl::ZeroDuration()) {
+         return absl::InvalidArgumentError(
+             absl::StrCat("invalid value '", v, "': must be greater than 0"));
+       }
+       c.stats_period = period;
+       return absl::OkStatus();
+     }},
+    {"verbose",
+     [](Config& c, absl::string_view v) {
+       // PgBouncer's verbose is a level (0, 1, 2, ...); any level above 0 turns on debug logs.
+       PGF_ASSIGN_OR_RETURN(int level, ParseInt(v, 0, INT_MAX));
+       c.verbose = level > 0;
+       return absl::OkStatus();
+     }},
+};
+
+// PgBouncer keys (1.18 and later releases) that pgfleet accepts without acting on them.
+constexpr absl::string_view kIgnoredOptions[] = {
+    "application_name_add_host",
+    "auth_dbname",
+    "auth_hba_file",
+    "auth_ident_file",
+    "auth_ldap_options",
+    "auth_query",
+    "auth_user",
+    "autodb_idle_timeout",
+    "cancel_wait_timeout",
+    "client_tls13_ciphers",
+    "client_tls_ca_file",
+    "client_tls_cert_file",
+    "client_tls_ciphers",
+    "client_tls_dheparams",
+    "client_tls_ecdhcurve",
+    "client_tls_key_file",
+    "client_tls_protocols",
+    "client_tls_sslmode",
+    "conffile",
+    "disable_pqexec",
+    "dns_max_ttl",
+    "dns_nxdomain_ttl",
+    "dns_zone_check_period",
+    "job_name",
+    "listen_backlog",
+    "log_stats",
+    "max_db_client_connections",
+    "max_prepared_statements",
+    "max_user_client_connections",
+    "peer_id",
+    "query_wait_notify",
+    "resolv_conf",
+    "sbuf_loopcnt",
+    "scram_iterations",
+    "server_fast_close",
+    "server_round_robin",
+    "server_tls13_ciphers",
+    "server_tls_ca_file",
+    "server_tls_cert_file",
+    "server_tls_ciphers",
+    "server_tls_key_file",
+    "server_tls_protocols",
+    "server_tls_sslmode",
+    "service_name",
+    "so_reuseport",
+    "suspend_timeout",
+    "syslog",
+    "syslog_facility",
+    "syslog_ident",
+    "tcp_defer_accept",
+    "tcp_socket_buffer",
+    "tcp_user_timeout",
+    "track_extra_parameters",
+    "transaction_timeout",
+    "unix_socket_group",
+    "unix_socket_mode",
+    "user",
+};
+
+template <typename Range>
+bool Contains(const Range& range, absl::string_view name) {
+  return std::find(std::begin(range), std::end(range), name) != std::end(range);
+}
+
+std::string Location(const IniEntry& entry) { return absl::StrCat(entry.file, ":", entry.line); }
+
+absl::Status ApplyOption(const IniEntry& entry, Config& config) {
+  // PgBouncer matches keys exactly; case-folding only accepts more files.
+  std::string key = absl::AsciiStrToLower(entry.key);
+  for (const Option& option : kOptions) {
+    if (option.name != key) continue;
+    absl::Status status = option.set(config, entry.value);
+    if (!status.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(Location(entry), ": key '", key, "': ", status.message()));
+    }
+    return absl::OkStatus();
+  }
+  if (Contains(kIgnoredOptions, key)) {
+    config.warnings.push_back(
+        absl::StrCat(Location(entry), ": key '", key, "' is not supported by pgfleet; ignored"));
+  } else {
+    config.warnings.push_back(
+        absl::StrCat(Location(entry), ": unknown key '", entry.key, "' in [pgbouncer]; ignored"));
+  }
+  return absl::OkStatus();
+}
+
+// ---- [databases] and [users]: libpq-style `key=value key='quoted '' value'` strings.
+
+struct ConnParam {
+  std::string key;
+  std::string value;
+};
+
+// PgBouncer's cstr_get_pair: values end at whitespace unless single-quoted, '' inside quotes
+// is a quote, and empty values are refused.
+absl::StatusOr<std::vector<ConnParam>> SplitConnString(absl::string_view s) {
+  std::vector<ConnParam> params;
+  auto is_space = [](char c) { return absl::ascii_isspace(static_cast<unsigned char>(c)); };
+  size_t i = 0;
+  for (;;) {
+    while (i < s.size() && is_space(s[i])) ++i;
+    if (i >= s.size()) break;
+    ConnParam param;
+    while (i < s.size() && s[i] != '=' && !is_space(s[i])) param.key += s[i++];
+    while (i < s.size() && is_space(s[i])) ++i;
+    if (param.key.empty()) return absl::InvalidArgumentError("missing parameter name before '='");
+    if (i >= s.size() || s[i] != '=') {
+      return absl::InvalidArgumentError(absl::StrCat("expected '=' after '", param.key, "'"));
+    }
+    ++i;
+    while (i < s.size() && is_space(s[i])) ++i;
+    if (i < s.size() && s[i] == '\'') {
+      for (++i;; ++i) {
+        if (i >= s.size()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("unterminated quoted value for '", param.key, "'"));
+        }
+        if (s[i] == '\'') {
+          if (i + 1 < s.size() && s[i + 1] == '\'') {
+            param.value += '\'';
+            ++i;
+            continue;
+          }
+          ++i;
+          break;
+        }
+        param.value += s[i];
+      }
+      if (i < s.size() && !is_space(s[i])) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("unexpected text after quoted value for '", param.key, "'"));
+      }
+    } else {
+      while (i < s.size() && !is_space(s[i])) param.value += s[i++];
+    }
+    if (param.value.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("empty value for '", param.key, "'"));
+    }
+    params.push_back(std::move(param));
+  }
+  return params;
+}
+
+absl::Status SetOptionalInt(absl::string_view value, std::optional<int>& out) {
+  PGF_ASSIGN_OR_RETURN(out, ParseInt(value, 0, INT_MAX));
+  return absl::OkStatus();
+}
+
+absl::Status SetOptionalPoolMode(absl::string_view value, std::optional<PoolMode>& out) {
+  PGF_ASSIGN_OR_RETURN(out, ParsePoolMode(value));
+  return absl::OkStatus();
+}
+
+// Per-database parameters of PgBouncer releases after 1.18 (and auth_user, whose auth_query
+// lookup pgfleet lacks): accepted so such files load, but without effect.
+constexpr absl::string_view kIgnoredDatabaseParams[] = {
+    "auth_user",          "auth_dbname",     "auth_query",
+    "load_balance_hosts", "server_lifetime", "max_db_client_connections",
+};
+
+// Returns the reason only; `ignored` collects parameters accepted without effect.
+absl::Status ApplyDatabaseParam(const ConnParam& p, DatabaseConfig& db, bool& ignored) {
+  ignored = false;
+  const std::string& v = p.value;
+  const std::string& k = p.key;
+  absl::Status status;
+  if (k == "host") {
+    db.host = v;
+  } else if (k == "port") {
+    status = SetInt(v, db.port, 1, 65535);
+  } else if (k == "dbname") {
+    db.dbname = v;
+  } else if (k == "user") {
+    db.user = v;
+  } else if (k == "password") {
+    db.password = v;
+  } else if (k == "pool_size") {
+    status = SetOptionalInt(v, db.pool_size);
+  } else if (k == "min_pool_size") {
+    status = SetOptionalInt(v, db.min_pool_size);
+  } else if (k == "reserve_pool" || k == "reserve_pool_size") {
+    // reserve_pool is 1.18's spelling; later PgBouncer releases also take reserve_pool_size.
+    status = SetOptionalInt(v, db.reserve_pool);
+  } else if (k == "pool_mode") {
+    status = SetOptionalPoolMode(v, db.pool_mode);
+  } else if (k == "max_db_connections") {
+    status = SetOptionalInt(v, db.max_db_connections);
+  } else if (k == "connect_query") {
+    db.connect_query = v;
+  } else if (k == "client_encoding") {
+    db.client_encoding = v;
+  } else if (k == "datestyle") {
+    db.datestyle = v;
+  } else if (k == "timezone") {
+    db.timezone = v;
+  } else if (k == "application_name") {
+    db.application_name = v;
+  } else if (Contains(kIgnoredDatabaseParams, k)) {
+    ignored = true;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown parameter '", k, "'"));
+  }
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("key '", k, "': ", status.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyDatabase(const IniEntry& entry, Config& config) {
+  std::string where = absl::StrCat(Location(entry), ": database '", entry.key, "'");
+  // PgBouncer's admin console answers to this name; an entry would be unreachable.
+  if (entry.key == "pgbouncer") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": the name is reserved for the admin console"));
+  }
+  absl::StatusOr<std::vector<ConnParam>> params = SplitConnString(entry.value);
+  if (!params.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", params.status().message()));
+  }
+  DatabaseConfig db;
+  db.name = entry.key;
+  for (const ConnParam& param : *params) {
+    bool ignored = false;
+    absl::Status status = ApplyDatabaseParam(param, db, ignored);
+    if (!status.ok())
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", status.message()));
+    if (ignored) {
+      config.warnings.push_back(absl::StrCat(where, ": parameter '", param.key,
+                                             "' is not supported by pgfleet; ignored"));
+    }
+  }
+  // A repeated name replaces the earlier entry, as in PgBouncer.
+  config.databases[db.name] = std::move(db);
+  return absl::OkStatus();
+}
+
+// Per-user parameters of PgBouncer releases after 1.18.
+constexpr absl::string_view kIgnoredUserParams[] = {
+    "max_user_client_connections", "reserve_pool_size",   "query_timeout",
+    "idle_transaction_timeout",    "client_idle_timeout", "transaction_timeout",
+};
+
+absl::Status ApplyUser(const IniEntry& entry, Config& config) {
+  std::string where = absl::StrCat(Location(entry), ": user '", entry.key, "'");
+  absl::StatusOr<std::vector<ConnParam>> params = SplitConnString(entry.value);
+  if (!params.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", params.status().message()));
+  }
+  UserConfig user;
+  user.name = entry.key;
+  for (const ConnParam& p : *params) {
+    absl::Status status;
+    if (p.key == "pool_mode") {
+      status = SetOptionalPoolMode(p.value, user.pool_mode);
+    } else if (p.key == "max_user_connections") {
+      status = SetOptionalInt(p.value, user.max_user_connections);
+    } else if (Contains(kIgnoredUserParams, p.key)) {
+      config.warnings.push_back(
+          absl::StrCat(where, ": parameter '", p.key, "' is not supported by pgfleet; ignored"));
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": unknown parameter '", p.key, "'"));
+    }
+    if (!status.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": key '", p.key, "': ", status.message()));
+    }
+  }
+  config.users[user.name] = std::move(user);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const char* PoolModeName(PoolMode mode) {
+  switch (mode) {
+    case PoolMode::kSession:
+      return "session";
+    case PoolMode::kTransaction:
+      return "transaction";
+    case PoolMode::kStatement:
+      return "statement";
+  }
+  return "unknown";
+}
+
+const char* AuthTypeName(AuthType type) {
+  switch (type) {
+    case AuthType::kTrust:
+      return "trust";
+    case AuthType::kPlain:
+      return "plain";
+    case AuthType::kMd5:
+      return "md5";
+    case AuthType::kScramSha256:
+      return "scram-sha-256";
+    case AuthType::kAny:
+      return "any";
+  }
+  return "unknown";
+}
+
+std::optional<DatabaseConfig> Config::FindDatabase(const std::string& name) const {
+  auto it = databases.find(name);
+  if (it == databases.end()) it = databases.find("*");
+  if (it == databases.end()) return std::nullopt;
+  DatabaseConfig db = it->second;
+  db.name = name;
+  // The fallback entry's own dbname (if any) wins, as with PgBouncer's autodb connstr.
+  if (db.dbname.empty()) db.dbname = name;
+  return db;
+}
+
+const UserConfig* Config::FindUser(const std::string& name) const {
+  auto it = users.find(name);
+  return it == users.end() ? nullptr : &it->second;
+}
+
+bool Config::IsAdminUser(const std::string& user) const { return Contains(admin_users, user); }
+
+// Only stats_users: admin_users get the stats commands too, but the caller checks that, so
+// this stays a plain membership test.
+bool Config::IsStatsUser(const std::string& user) const { return Contains(stats_users, user); }
+
+absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& path) {
+  PGF_ASSIGN_OR_RETURN(std::vector<IniEntry> entries, ParseIni(text, path));
+  enum class Section { kNone, kPgbouncer, kDatabases, kUsers, kPeers };
+  Section section = Section::kNone;
+  bool saw_pgbouncer = false;
+  Config config;
+  config.path = path;
+  for (const IniEntry& entry : entries) {
+    if (entry.kind == IniEntry::Kind::kSection) {
+      std::string name = absl::AsciiStrToLower(entry.key);
+      if (name == "pgbouncer") {
+        section = Section::kPgbouncer;
+        saw_pgbouncer = true;
+      } else if (name == "databases") {
+        section = Section::kDatabases;
+      } else if (name == "users") {
+        section = Section::kUsers;
+      } else if (name == "peers") {
+        section = Section::kPeers;
+        config.warnings.push_back(absl::StrCat(
+            Location(entry), ": section [peers] is not supported by pgfleet; ignored"));
+      } else {
+        // PgBouncer refuses unknown sections too, so no working file has one.
+        return absl::InvalidArgumentError(
+            absl::StrCat(Location(entry), ": unknown section [", entry.key, "]"));
+      }
+      continue;
+    }
+    switch (section) {
+      case Section::kNone:
+        return absl::InvalidArgumentError(
+            absl::StrCat(Location(entry), ": key '", entry.key, "' before any [section] header"));
+      case Section::kPgbouncer:
+        PGF_RETURN_IF_ERROR(ApplyOption(entry, config));
+        break;
+      case Section::kDatabases:
+        PGF_RETURN_IF_ERROR(ApplyDatabase(entry, config));
+        break;
+      case Section::kUsers:
+        PGF_RETURN_IF_ERROR(ApplyUser(entry, config));
+        break;
+      case Section::kPeers:
+        break;  // Warned once at the header.
+    }
+  }
+  if (!saw_pgbouncer) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": no [pgbouncer] section"));
+  }
+  return config;
+}
+
+absl::StatusOr<Config> LoadConfig(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadTextFile(path);
+  if (!text.ok()) {
+    return absl::Status(text.status().code(),
+                        absl::StrCat("config file: ", text.status().message()));
+  }
+  return ParseConfig(*text, path);
+}
+
+}  // namespace pgfleet::agent::config

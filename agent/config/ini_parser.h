@@ -1,0 +1,35 @@
+// The line syntax of pgbouncer.ini, without any meaning attached to sections or keys: what
+// libusual's parse_ini_file accepts, plus quoted key names and %include resolved relative to
+// the including file. config.cc gives the entries their meaning.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace pgfleet::agent::config {
+
+// PgBouncer's (libusual's) MAX_INCLUDE: the top file is depth 0, an %include in a file at
+// this depth is refused. It also ends include loops that the loop check cannot see.
+inline constexpr int kMaxIncludeDepth = 10;
+
+struct IniEntry {
+  enum class Kind { kSection, kKeyValue };
+  Kind kind = Kind::kKeyValue;
+  std::string file;   // The file the line is in (an %include'd file for its own lines).
+  int line = 0;       // 1-based.
+  std::string key;    // Section name, or the key with double quotes removed ("" -> ").
+  std::string value;  // Rest of the line after '=', surrounding whitespace trimmed, verbatim.
+};
+
+// Splits `text` (the contents of `path`) into entries in file order, with %include'd files
+// expanded in place. `path` names the text in errors and its directory anchors relative
+// %include paths; included files are read from disk. Errors are InvalidArgument
+// "FILE:LINE: ..." for syntax, and the read error's code (NotFound, ...) for includes.
+absl::StatusOr<std::vector<IniEntry>> ParseIni(const std::string& text, const std::string& path);
+
+// Reads a whole file. NotFound / PermissionDenied / ... naming `path` and the errno text.
+absl::StatusOr<std::string> ReadTextFile(const std::string& path);
+
+}  // namespace pgfleet::agent::config

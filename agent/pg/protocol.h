@@ -1,0 +1,119 @@
+// PostgreSQL v3 wire protocol: constants, message builders and the few parsers the pooler
+// needs. No sockets here (like Odyssey's kiwi): bytes in, bytes or values out.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+struct evbuffer;
+
+namespace pgfleet::agent::pg {
+
+constexpr int32_t kProtocolV3 = 196608;  // 3.0
+constexpr int32_t kCancelRequestCode = 80877102;
+constexpr int32_t kSslRequestCode = 80877103;
+constexpr int32_t kGssEncRequestCode = 80877104;
+constexpr size_t kHeaderSize = 5;  // Type byte + int32 length.
+// A startup packet larger than this is refused before it is read (PgBouncer uses 10000).
+constexpr uint32_t kMaxStartupPacket = 10000;
+
+// Authentication request codes ('R' messages).
+enum AuthCode : int32_t {
+  kAuthOk = 0,
+  kAuthCleartext = 3,
+  kAuthMd5 = 5,
+  kAuthSasl = 10,
+  kAuthSaslContinue = 11,
+  kAuthSaslFinal = 12,
+};
+
+struct MessageHeader {
+  char type = 0;
+  uint32_t length = 0;  // As on the wire: includes the 4 length bytes, not the type byte.
+  size_t total() const { return 1 + static_cast<size_t>(length); }
+  size_t body_size() const { return length - 4; }
+};
+
+enum class HeaderResult { kNeedMore, kOk, kMalformed };
+
+// Reads the header of the message starting `offset` bytes into `buf` without consuming
+// anything. kMalformed when the length is < 4 or > max_length.
+HeaderResult PeekHeader(evbuffer* buf, size_t offset, uint32_t max_length, MessageHeader* out);
+
+// Builds one message; Finish() fills in the length.
+class MessageBuilder {
+ public:
+  explicit MessageBuilder(char type);  // type 0: untyped (startup-style) packet.
+  MessageBuilder& Int32(int32_t value);
+  MessageBuilder& Int16(int16_t value);
+  MessageBuilder& Byte(uint8_t value);
+  MessageBuilder& CString(std::string_view value);
+  MessageBuilder& Bytes(std::string_view value);
+  std::string Finish();
+
+ private:
+  std::string data_;
+  size_t length_offset_;
+};
+
+// Reads fields out of a message body; a read past the end sets !ok() instead of crashing.
+class BodyReader {
+ public:
+  explicit BodyReader(std::string_view body) : body_(body) {}
+  int32_t Int32();
+  int16_t Int16();
+  uint8_t Byte();
+  std::string_view CString();
+  std::string_view Bytes(size_t n);
+  std::string_view Rest();
+  bool ok() const { return ok_; }
+  size_t remaining() const { return body_.size() - pos_; }
+
+ private:
+  std::string_view body_;
+  size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+std::string ErrorResponse(std::string_view severity, std::string_view sqlstate,
+                          std::string_view message);
+std::string NoticeResponse(std::string_view message);
+std::string ReadyForQuery(char status);
+std::string ParameterStatus(std::string_view name, std::string_view value);
+std::string AuthenticationRequest(int32_t code, std::string_view extra = {});
+std::string BackendKeyData(int32_t pid, int32_t key);
+std::string Query(std::string_view sql);
+std::string Terminate();
+std::string PasswordMessage(std::string_view password);  // 'p' with a C string.
+std::string SaslInitialResponse(std::string_view mechanism, std::string_view data);
+std::string SaslResponse(std::string_view data);
+std::string StartupMessage(const std::vector<std::pair<std::string, std::string>>& params);
+std::string CancelRequest(int32_t pid, int32_t key);
+// RowDescription with text columns, DataRow, CommandComplete: enough for simple answers.
+std::string RowDescription(const std::vector<std::string>& columns);
+std::string DataRow(const std::vector<std::string>& values);
+std::string CommandComplete(std::string_view tag);
+
+// The first packet of a connection (no type byte).
+struct StartupPacket {
+  int32_t code = 0;                                         // kProtocolV3, kSslRequestCode...
+  std::vector<std::pair<std::string, std::string>> params;  // For kProtocolV3.
+  int32_t cancel_pid = 0;                                   // For kCancelRequestCode.
+  int32_t cancel_key = 0;
+};
+// `packet` is the whole packet, length included.
+absl::StatusOr<StartupPacket> ParseStartupPacket(std::string_view packet);
+
+// Fields of an ErrorResponse/NoticeResponse body, keyed by field code ('S', 'C', 'M'...).
+std::map<char, std::string> ParseErrorFields(std::string_view body);
+
+// Quotes `value` as an SQL string literal ('...' with '' escapes).
+std::string QuoteLiteral(std::string_view value);
+
+}  // namespace pgfleet::agent::pg

@@ -1,0 +1,358 @@
+#include "agent/pool.h"
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "absl/strings/str_cat.h"
+#include "agent/agent.h"
+#include "agent/client_conn.h"
+#include "agent/event_loop.h"
+#include "agent/server_conn.h"
+#include "common/log.h"
+
+namespace pgfleet::agent {
+namespace {
+
+uint64_t ToMicros(absl::Duration d) { return static_cast<uint64_t>(absl::ToInt64Microseconds(d)); }
+
+bool SameServerTarget(const config::DatabaseConfig& a, const config::DatabaseConfig& b) {
+  return a.host == b.host && a.port == b.port && a.dbname == b.dbname && a.user == b.user &&
+         a.password == b.password && a.connect_query == b.connect_query &&
+         a.client_encoding == b.client_encoding && a.datestyle == b.datestyle &&
+         a.timezone == b.timezone && a.application_name == b.application_name;
+}
+
+}  // namespace
+
+Pool::Pool(Agent& agent, config::DatabaseConfig db, std::string user)
+    : agent_(agent), db_(std::move(db)), user_(std::move(user)) {}
+
+Pool::~Pool() = default;
+
+config::PoolMode Pool::pool_mode() const {
+  const config::Config& cfg = agent_.config();
+  if (const config::UserConfig* user = cfg.FindUser(user_); user && user->pool_mode) {
+    return *user->pool_mode;
+  }
+  return db_.pool_mode.value_or(cfg.pool_mode);
+}
+
+int Pool::pool_size() const { return db_.pool_size.value_or(agent_.config().default_pool_size); }
+int Pool::min_pool_size() const {
+  return db_.min_pool_size.value_or(agent_.config().min_pool_size);
+}
+int Pool::reserve_pool_size() const {
+  return db_.reserve_pool.value_or(agent_.config().reserve_pool_size);
+}
+
+size_t Pool::server_count() const {
+  return login_servers_.size() + idle_servers_.size() + active_servers_.size() +
+         used_servers_.size();
+}
+
+size_t Pool::client_count() const {
+  return login_waiting_clients_.size() + active_clients_.size() + waiting_clients_.size();
+}
+
+uint64_t Pool::MaxWaitMicros(uint64_t now_us) const {
+  const ClientConn* oldest = waiting_clients_.front();
+  return oldest == nullptr ? 0 : now_us - oldest->wait_start_us();
+}
+
+void Pool::Reconfigure(const config::DatabaseConfig& db) {
+  const bool target_changed = !SameServerTarget(db_, db);
+  db_ = db;
+  if (target_changed) {
+    ++generation_;
+    has_welcome_ = false;
+    CloseAllServers("database settings changed", /*idle_only=*/true);
+  }
+  AssignServers();
+}
+
+void Pool::AddClient(ClientConn* client) {
+  if (has_welcome_) {
+    client->SendWelcome();
+    client->SetState(ClientConn::State::kIdle);
+    active_clients_.PushBack(client);
+    return;
+  }
+  client->SetState(ClientConn::State::kLoginWaiting);
+  login_waiting_clients_.PushBack(client);
+  MaybeLaunchServers();
+}
+
+void Pool::WelcomeWaitingLogins() {
+  while (ClientConn* client = login_waiting_clients_.PopFront()) {
+    client->SendWelcome();
+    client->SetState(ClientConn::State::kIdle);
+    active_clients_.PushBack(client);
+    client->ProcessInput();
+  }
+}
+
+void Pool::RequestServer(ClientConn* client) {
+  PGF_DCHECK(client->state() == ClientConn::State::kIdle);
+  active_clients_.Remove(client);
+  client->SetState(ClientConn::State::kWaiting);
+  waiting_clients_.PushBack(client);
+  // Stop reading: the message waits in the client's buffer until a server is linked.
+  bufferevent_disable(client->bev(), EV_READ);
+  client->set_wait_start_us(MonotonicMicros());
+  AssignServers();
+}
+
+void Pool::AssignServers() {
+  while (!waiting_clients_.empty() && !idle_servers_.empty() && !agent_.IsPaused(db_.name)) {
+    // Most recently used server first: it is warm, and the others can age out.
+    Link(waiting_clients_.front(), idle_servers_.back());
+  }
+  MaybeLaunchServers();
+}
+
+void Pool::Link(ClientConn* client, ServerConn* server) {
+  const uint64_t now = MonotonicMicros();
+  if (client->state() == ClientConn::State::kWaiting) {
+    waiting_clients_.Remove(client);
+    active_clients_.PushBack(client);
+  }
+  idle_servers_.Remove(server);
+  active_servers_.PushBack(server);
+  server->Link(client, now);
+  client->OnLinked(server, now);
+  if (!server->SyncParams(client)) client->ProcessInput();
+}
+
+void Pool::ReleaseServer(ServerConn* server) {
+  ClientConn* client = server->client();
+  active_servers_.Remove(server);
+  server->Unlink();
+  if (client != nullptr) client->OnUnlinked();
+
+  const config::Config& cfg = agent_.config();
+  const uint64_t now = MonotonicMicros();
+  if (server->generation() != generation_) {
+    server->Close("database settings changed", /*is_error=*/false);
+  } else if (now - server->connect_time_us() > ToMicros(cfg.server_lifetime) &&
+             server_count() > static_cast<size_t>(min_pool_size())) {
+    server->Close("server lifetime over", /*is_error=*/false);
+  } else if (agent_.IsPaused(db_.name) && pool_mode() != config::PoolMode::kSession) {
+    // PAUSE closes released server connections so PostgreSQL can be worked on.
+    server->Close("database paused", /*is_error=*/false);
+  } else if (!cfg.server_reset_query.empty() &&
+             (pool_mode() == config::PoolMode::kSession || cfg.server_reset_query_always)) {
+    server->SetState(ServerConn::State::kUsed);
+    used_servers_.PushBack(server);
+    server->RunInternalQuery(cfg.server_reset_query, ServerConn::AfterInternal::kBackToIdle);
+  } else {
+    server->SetState(ServerConn::State::kIdle);
+    idle_servers_.PushBack(server);
+  }
+  AssignServers();
+  // The client may already have sent its next query while this one finished.
+  if (client != nullptr && client->state() == ClientConn::State::kIdle) {
+    if (agent_.shutting_down()) {
+      client->Close("pooler shutting down: transaction finished");
+    } else {
+      client->ProcessInput();
+    }
+  }
+}
+
+void Pool::OnServerIdle(ServerConn* server) {
+  RemoveServerFromList(server);
+  server->SetState(ServerConn::State::kIdle);
+  idle_servers_.PushBack(server);
+  AssignServers();
+}
+
+void Pool::MoveServerToIdle(ServerConn* server) { OnServerIdle(server); }
+
+void Pool::MoveServerToUsed(ServerConn* server) {
+  RemoveServerFromList(server);
+  server->SetState(ServerConn::State::kUsed);
+  used_servers_.PushBack(server);
+}
+
+void Pool::RemoveServerFromList(ServerConn* server) {
+  switch (server->state()) {
+    case ServerConn::State::kLogin: login_servers_.Remove(server); break;
+    case ServerConn::State::kIdle: idle_servers_.Remove(server); break;
+    case ServerConn::State::kActive: active_servers_.Remove(server); break;
+    case ServerConn::State::kUsed: used_servers_.Remove(server); break;
+    case ServerConn::State::kClosed: break;
+  }
+}
+
+void Pool::OnServerLoginDone(ServerConn* server, const ParamList& params) {
+  if (!has_welcome_) {
+    welcome_params_ = params;
+    has_welcome_ = true;
+  }
+  last_login_error_.clear();
+  if (agent_.config().log_connections) {
+    PGF_INFO("server", "s=%d new connection to %s as %s (db=%s, backend pid %d)", server->id(),
+             server->address(), server_user(), db_.name, server->backend_pid());
+  }
+  OnServerIdle(server);
+  WelcomeWaitingLogins();
+}
+
+void Pool::OnServerLoginFailed(ServerConn*, const std::string& reason) {
+  stats_.server_login_failures++;
+  last_login_failure_us_ = MonotonicMicros();
+  last_login_error_ = reason;
+  // Clients still logging in have no session to fall back on: they get the server's reason.
+  while (ClientConn* client = login_waiting_clients_.PopFront()) {
+    client->SetState(ClientConn::State::kIdle);
+    active_clients_.PushBack(client);
+    client->CloseWithError("08P01", absl::StrCat("server login failed: ", reason));
+  }
+}
+
+void Pool::DetachClient(ClientConn* client) {
+  switch (client->state()) {
+    case ClientConn::State::kLoginWaiting: login_waiting_clients_.Remove(client); break;
+    case ClientConn::State::kWaiting: waiting_clients_.Remove(client); break;
+    case ClientConn::State::kIdle:
+    case ClientConn::State::kActive: active_clients_.Remove(client); break;
+    default: break;
+  }
+  ServerConn* server = client->server();
+  if (server == nullptr) return;
+  client->OnUnlinked();
+  server->Unlink();
+  if (server->IsClean() && server->state() == ServerConn::State::kActive) {
+    // Nothing in flight: the server goes back to the pool (after the reset query in
+    // session mode).
+    ReleaseServer(server);
+  } else {
+    // A transaction (or a result) is still open: closing is the only way to be sure
+    // PostgreSQL rolls it back and nobody else inherits it.
+    server->Close("client disconnected while server was not ready", /*is_error=*/false);
+  }
+}
+
+void Pool::DetachServer(ServerConn* server) {
+  RemoveServerFromList(server);
+  if (ClientConn* client = server->client()) {
+    client->OnUnlinked();
+    server->Unlink();
+  }
+  // Someone may be waiting for the capacity this server held.
+  if (!agent_.shutting_down()) MaybeLaunchServers();
+}
+
+bool Pool::CanLaunchServer(bool use_reserve) const {
+  const config::Config& cfg = agent_.config();
+  const int limit = pool_size() + (use_reserve ? reserve_pool_size() : 0);
+  if (static_cast<int>(server_count()) >= limit) return false;
+  const int max_db = db_.max_db_connections.value_or(cfg.max_db_connections);
+  if (max_db > 0 && agent_.ServerCountForDb(db_.name) >= max_db) return false;
+  int max_user = cfg.max_user_connections;
+  if (const config::UserConfig* user = cfg.FindUser(user_); user && user->max_user_connections) {
+    max_user = *user->max_user_connections;
+  }
+  if (max_user > 0 && agent_.ServerCountForUser(server_user()) >= max_user) return false;
+  return true;
+}
+
+void Pool::MaybeLaunchServers() {
+  if (agent_.shutting_down() || agent_.IsPaused(db_.name)) return;
+  const uint64_t now = MonotonicMicros();
+  // After a failed login, wait server_login_retry before trying again (the janitor retries).
+  if (last_login_failure_us_ != 0 &&
+      now - last_login_failure_us_ < ToMicros(agent_.config().server_login_retry)) {
+    return;
+  }
+  size_t wanted = waiting_clients_.size();
+  if (!has_welcome_ && !login_waiting_clients_.empty()) wanted = std::max<size_t>(wanted, 1);
+  const bool use_reserve =
+      MaxWaitMicros(now) > ToMicros(agent_.config().reserve_pool_timeout);
+  while (login_servers_.size() < wanted && CanLaunchServer(use_reserve)) {
+    if (use_reserve && static_cast<int>(server_count()) >= pool_size()) {
+      PGF_INFO("pool", "db=%s user=%s taking a connection from the reserve pool", db_.name, user_);
+    }
+    LaunchServer();
+  }
+  while (static_cast<int>(server_count()) < min_pool_size() && CanLaunchServer(false)) {
+    LaunchServer();
+  }
+}
+
+void Pool::LaunchServer() {
+  auto* server = new ServerConn(agent_, *this, agent_.NextConnId());
+  login_servers_.PushBack(server);
+  server->Connect();
+}
+
+void Pool::CloseAllServers(const char* reason, bool idle_only) {
+  idle_servers_.ForEach([&](ServerConn* server) { server->Close(reason, false); });
+  if (idle_only) return;
+  login_servers_.ForEach([&](ServerConn* server) { server->Close(reason, false); });
+  used_servers_.ForEach([&](ServerConn* server) { server->Close(reason, false); });
+  active_servers_.ForEach([&](ServerConn* server) { server->Close(reason, true); });
+}
+
+void Pool::Janitor(uint64_t now) {
+  const config::Config& cfg = agent_.config();
+  if (cfg.query_wait_timeout > absl::ZeroDuration()) {
+    const uint64_t limit = ToMicros(cfg.query_wait_timeout);
+    waiting_clients_.ForEach([&](ClientConn* client) {
+      if (now - client->wait_start_us() > limit) {
+        client->CloseWithError("08P01", "query_wait_timeout");
+      }
+    });
+  }
+  if (cfg.client_idle_timeout > absl::ZeroDuration()) {
+    const uint64_t limit = ToMicros(cfg.client_idle_timeout);
+    active_clients_.ForEach([&](ClientConn* client) {
+      if (client->state() == ClientConn::State::kIdle && now - client->last_active_us() > limit) {
+        client->CloseWithError("08P01", "client_idle_timeout");
+      }
+    });
+  }
+  active_servers_.ForEach([&](ServerConn* server) {
+    ClientConn* client = server->client();
+    if (client == nullptr) return;
+    if (cfg.query_timeout > absl::ZeroDuration() && server->pending_replies() > 0 &&
+        client->query_start_us != 0 && now - client->query_start_us > ToMicros(cfg.query_timeout)) {
+      server->Unlink();
+      client->OnUnlinked();
+      server->Close("query_timeout", /*is_error=*/false);
+      client->CloseWithError("08P01", "query_timeout");
+      return;
+    }
+    if (cfg.idle_transaction_timeout > absl::ZeroDuration() && server->pending_replies() == 0 &&
+        server->InTransaction() &&
+        now - client->last_active_us() > ToMicros(cfg.idle_transaction_timeout)) {
+      client->CloseWithError("25P03", "idle transaction timeout");
+    }
+  });
+  const size_t min_size = static_cast<size_t>(min_pool_size());
+  idle_servers_.ForEach([&](ServerConn* server) {
+    if (server->generation() != generation_) {
+      server->Close("database settings changed", false);
+    } else if (now - server->connect_time_us() > ToMicros(cfg.server_lifetime) &&
+               server_count() > min_size) {
+      server->Close("server lifetime over", false);
+    } else if (now - server->last_used_us() > ToMicros(cfg.server_idle_timeout) &&
+               server_count() > min_size) {
+      server->Close("server idle timeout", false);
+    } else if (!cfg.server_check_query.empty() && cfg.server_check_delay > absl::ZeroDuration() &&
+               now - server->last_used_us() > ToMicros(cfg.server_check_delay)) {
+      // A server unused for a while is checked before anyone gets it.
+      MoveServerToUsed(server);
+      server->RunInternalQuery(cfg.server_check_query, ServerConn::AfterInternal::kBackToIdle);
+    }
+  });
+  login_servers_.ForEach([&](ServerConn* server) {
+    if (now - server->connect_time_us() > ToMicros(cfg.server_connect_timeout)) {
+      OnServerLoginFailed(server, "server_connect_timeout");
+      server->Close("server_connect_timeout", false);
+    }
+  });
+  MaybeLaunchServers();
+}
+
+}  // namespace pgfleet::agent

@@ -1,0 +1,129 @@
+// A pool: the server connections of one (database, user) pair and the clients that use
+// them. All linking of clients to servers goes through here.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "agent/config/config.h"
+#include "agent/intrusive_list.h"
+#include "agent/pg/auth_crypto.h"
+#include "agent/stats.h"
+
+namespace pgfleet::agent {
+
+class Agent;
+class ClientConn;
+class ServerConn;
+
+using ParamList = std::vector<std::pair<std::string, std::string>>;
+
+class Pool {
+ public:
+  Pool(Agent& agent, config::DatabaseConfig db, std::string user);
+  ~Pool();
+
+  const std::string& db_name() const { return db_.name; }
+  const std::string& user() const { return user_; }
+  const config::DatabaseConfig& db() const { return db_; }
+  // The user the agent logs in to PostgreSQL as (the db entry's forced user, or the client's).
+  const std::string& server_user() const { return db_.user.empty() ? user_ : db_.user; }
+
+  // Effective settings: [users] entry, then [databases] entry, then [pgbouncer].
+  config::PoolMode pool_mode() const;
+  int pool_size() const;
+  int min_pool_size() const;
+  int reserve_pool_size() const;
+
+  // Applies a reloaded database entry. Servers whose connection parameters changed are
+  // closed when released (or now, if idle).
+  void Reconfigure(const config::DatabaseConfig& db);
+
+  // -- Client side --
+  // A freshly authenticated client: welcomed now if the pool knows the server's parameters,
+  // otherwise once the first server connection has logged in.
+  void AddClient(ClientConn* client);
+  // The client has a message to send and no server: link it, or queue it (FIFO).
+  void RequestServer(ClientConn* client);
+  // The client is going away (or moving off this pool).
+  void DetachClient(ClientConn* client);
+
+  // -- Server side --
+  void OnServerLoginDone(ServerConn* server, const ParamList& params);
+  void OnServerLoginFailed(ServerConn* server, const std::string& reason);
+  // The server finished a transaction (transaction/statement mode) or its client left.
+  void ReleaseServer(ServerConn* server);
+  // The server is back to idle after a reset/check/param query.
+  void OnServerIdle(ServerConn* server);
+  void DetachServer(ServerConn* server);
+
+  // Called about once a second: timeouts, min_pool_size, idle server expiry.
+  void Janitor(uint64_t now_us);
+  void CloseAllServers(const char* reason, bool idle_only);
+
+  // Recovered from a client's SCRAM login; lets the agent log in with a SCRAM auth_file secret.
+  void set_scram_keys(const pg::ScramKeys& keys) { scram_keys_ = keys; }
+  const std::optional<pg::ScramKeys>& scram_keys() const { return scram_keys_; }
+
+  const ParamList& welcome_params() const { return welcome_params_; }
+  bool has_welcome() const { return has_welcome_; }
+
+  // Lists, exposed read-only for SHOW commands and metrics.
+  const IntrusiveList<ClientConn>& active_clients() const { return active_clients_; }
+  const IntrusiveList<ClientConn>& waiting_clients() const { return waiting_clients_; }
+  const IntrusiveList<ClientConn>& login_waiting_clients() const { return login_waiting_clients_; }
+  const IntrusiveList<ServerConn>& active_servers() const { return active_servers_; }
+  const IntrusiveList<ServerConn>& idle_servers() const { return idle_servers_; }
+  const IntrusiveList<ServerConn>& used_servers() const { return used_servers_; }
+  const IntrusiveList<ServerConn>& login_servers() const { return login_servers_; }
+  size_t server_count() const;
+  size_t client_count() const;
+  // Age in microseconds of the oldest queued client (SHOW POOLS maxwait), 0 if none.
+  uint64_t MaxWaitMicros(uint64_t now_us) const;
+
+  PoolStats& stats() { return stats_; }
+  const PoolStats& stats() const { return stats_; }
+  uint64_t generation() const { return generation_; }
+  Agent& agent() { return agent_; }
+
+  // Used by the connections to move themselves between this pool's lists.
+  void MoveServerToIdle(ServerConn* server);
+  void MoveServerToUsed(ServerConn* server);
+
+ private:
+  friend class ServerConn;
+  friend class ClientConn;
+  void Link(ClientConn* client, ServerConn* server);
+  // Gives idle servers to queued clients and starts new connections when allowed.
+  void AssignServers();
+  void MaybeLaunchServers();
+  bool CanLaunchServer(bool use_reserve) const;
+  void LaunchServer();
+  void WelcomeWaitingLogins();
+  void RemoveServerFromList(ServerConn* server);
+
+  Agent& agent_;
+  config::DatabaseConfig db_;
+  std::string user_;
+  uint64_t generation_ = 1;  // Bumped when connection parameters change.
+
+  IntrusiveList<ClientConn> login_waiting_clients_;  // Authenticated, waiting for welcome.
+  IntrusiveList<ClientConn> active_clients_;         // Logged in; linked or not.
+  IntrusiveList<ClientConn> waiting_clients_;        // Queued for a server (FIFO).
+  IntrusiveList<ServerConn> login_servers_;
+  IntrusiveList<ServerConn> idle_servers_;
+  IntrusiveList<ServerConn> active_servers_;  // Linked to a client.
+  IntrusiveList<ServerConn> used_servers_;    // Running a reset/check query.
+
+  ParamList welcome_params_;
+  bool has_welcome_ = false;
+  std::optional<pg::ScramKeys> scram_keys_;
+  uint64_t last_login_failure_us_ = 0;
+  std::string last_login_error_;
+  PoolStats stats_;
+};
+
+}  // namespace pgfleet::agent

@@ -1,0 +1,572 @@
+#include "agent/server_conn.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "absl/strings/str_cat.h"
+#include "agent/agent.h"
+#include "agent/client_conn.h"
+#include "agent/pg/protocol.h"
+#include "common/log.h"
+
+namespace pgfleet::agent {
+namespace {
+
+constexpr size_t kOutputHighWater = 256 * 1024;
+// Login and internal-query messages are read whole; none is legitimately this large.
+constexpr uint32_t kMaxLoginMessage = 1 << 20;
+
+std::string ErrorMessageOf(std::string_view body) {
+  std::map<char, std::string> fields = pg::ParseErrorFields(body);
+  std::string message = fields['M'];
+  if (!fields['C'].empty()) absl::StrAppend(&message, " (SQLSTATE ", fields['C'], ")");
+  return message;
+}
+
+std::string ReadBody(evbuffer* in, const pg::MessageHeader& header) {
+  std::string body(header.body_size(), '\0');
+  evbuffer_drain(in, pg::kHeaderSize);
+  evbuffer_remove(in, body.data(), body.size());
+  return body;
+}
+
+}  // namespace
+
+ServerConn::ServerConn(Agent& agent, Pool& pool, uint64_t id)
+    : agent_(agent), pool_(pool), id_(id), generation_(pool.generation()) {
+  connect_time_us_ = last_used_us_ = MonotonicMicros();
+}
+
+ServerConn::~ServerConn() {
+  if (bev_ != nullptr) bufferevent_free(bev_);
+}
+
+int ServerConn::local_port() const {
+  if (bev_ == nullptr) return 0;
+  sockaddr_storage addr;
+  socklen_t len = sizeof(addr);
+  if (getsockname(bufferevent_getfd(bev_), reinterpret_cast<sockaddr*>(&addr), &len) != 0) return 0;
+  if (addr.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  if (addr.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+  return 0;
+}
+
+void ServerConn::Connect() {
+  const config::DatabaseConfig& db = pool_.db();
+  bev_ = bufferevent_socket_new(agent_.loop().base(), -1, BEV_OPT_CLOSE_ON_FREE);
+  bufferevent_setcb(bev_, &ServerConn::OnRead, &ServerConn::OnWrite, &ServerConn::OnEvent, this);
+  bufferevent_enable(bev_, EV_READ);
+  int rc;
+  if (db.host.empty() || db.host[0] == '/') {
+    std::string dir = db.host.empty() ? "/var/run/postgresql" : db.host;
+    address_ = absl::StrCat(dir, "/.s.PGSQL.", db.port);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (address_.size() >= sizeof(addr.sun_path)) {
+      LoginFailed(absl::StrCat("unix socket path too long: ", address_));
+      return;
+    }
+    memcpy(addr.sun_path, address_.c_str(), address_.size() + 1);
+    rc = bufferevent_socket_connect(bev_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  } else {
+    address_ = absl::StrCat(db.host, ":", db.port);
+    rc = bufferevent_socket_connect_hostname(bev_, agent_.loop().dns(), AF_UNSPEC,
+                                             db.host.c_str(), db.port);
+  }
+  if (rc != 0) {
+    LoginFailed(absl::StrCat("could not connect to ", address_, ": ", strerror(errno)));
+  }
+}
+
+void ServerConn::OnEvent(bufferevent*, short events, void* arg) {
+  auto* server = static_cast<ServerConn*>(arg);
+  if (events & BEV_EVENT_CONNECTED) {
+    int fd = bufferevent_getfd(server->bev_);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // Fails harmlessly on unix.
+    if (server->agent_.config().tcp_keepalive) {
+      setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    }
+    server->SendStartup();
+    return;
+  }
+  if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+    std::string why = (events & BEV_EVENT_EOF) ? "server closed the connection"
+                                               : absl::StrCat("server socket error: ",
+                                                              evutil_socket_error_to_string(
+                                                                  EVUTIL_SOCKET_ERROR()));
+    if (server->state_ == State::kLogin) {
+      server->LoginFailed(absl::StrCat("could not connect to ", server->address_, ": ", why));
+    } else {
+      server->Close(why, /*is_error=*/true);
+    }
+  }
+}
+
+void ServerConn::SendStartup() {
+  const config::DatabaseConfig& db = pool_.db();
+  std::vector<std::pair<std::string, std::string>> params = {
+      {"user", pool_.server_user()},
+      {"database", db.dbname.empty() ? db.name : db.dbname},
+  };
+  if (!db.client_encoding.empty()) params.emplace_back("client_encoding", db.client_encoding);
+  if (!db.datestyle.empty()) params.emplace_back("DateStyle", db.datestyle);
+  if (!db.timezone.empty()) params.emplace_back("TimeZone", db.timezone);
+  if (!db.application_name.empty()) params.emplace_back("application_name", db.application_name);
+  WriteRaw(pg::StartupMessage(params));
+}
+
+void ServerConn::OnRead(bufferevent*, void* arg) { static_cast<ServerConn*>(arg)->ProcessInput(); }
+
+void ServerConn::OnWrite(bufferevent*, void* arg) {
+  // Output to the server drained: the client may send again.
+  auto* server = static_cast<ServerConn*>(arg);
+  if (server->client_ != nullptr) {
+    bufferevent_enable(server->client_->bev(), EV_READ);
+    server->client_->ProcessInput();
+  }
+}
+
+void ServerConn::ProcessInput() {
+  if (internal_replies_ > 0) {
+    HandleInternal();
+    return;
+  }
+  switch (state_) {
+    case State::kLogin: HandleLogin(); break;
+    case State::kActive: ForwardToClient(); break;
+    case State::kIdle:
+    case State::kUsed: {
+      // An idle server may only send asynchronous messages; anything else means it is in a
+      // state we do not understand, so it is closed rather than reused.
+      evbuffer* in = bufferevent_get_input(bev_);
+      pg::MessageHeader header;
+      while (pg::PeekHeader(in, 0, kMaxLoginMessage, &header) == pg::HeaderResult::kOk &&
+             evbuffer_get_length(in) >= header.total()) {
+        std::string body = ReadBody(in, header);
+        if (header.type == 'S') {
+          pg::BodyReader reader(body);
+          std::string_view name = reader.CString();
+          std::string_view value = reader.CString();
+          if (reader.ok()) UpdateParam(name, value);
+        } else if (header.type != 'N' && header.type != 'A') {
+          Close(header.type == 'E' ? absl::StrCat("idle server got error: ", ErrorMessageOf(body))
+                                   : absl::StrCat("idle server got unexpected message '",
+                                                  std::string(1, header.type), "'"),
+                /*is_error=*/true);
+          return;
+        }
+      }
+      break;
+    }
+    case State::kClosed: break;
+  }
+}
+
+void ServerConn::HandleLogin() {
+  evbuffer* in = bufferevent_get_input(bev_);
+  while (state_ == State::kLogin && internal_replies_ == 0) {
+    pg::MessageHeader header;
+    pg::HeaderResult result = pg::PeekHeader(in, 0, kMaxLoginMessage, &header);
+    if (result == pg::HeaderResult::kNeedMore) return;
+    if (result == pg::HeaderResult::kMalformed) {
+      LoginFailed("invalid message from server during login");
+      return;
+    }
+    if (evbuffer_get_length(in) < header.total()) return;
+    std::string body = ReadBody(in, header);
+    switch (header.type) {
+      case 'R':
+        if (!HandleAuthRequest(body)) return;
+        break;
+      case 'S': {
+        pg::BodyReader reader(body);
+        std::string_view name = reader.CString();
+        std::string_view value = reader.CString();
+        if (reader.ok()) UpdateParam(name, value);
+        break;
+      }
+      case 'K': {
+        pg::BodyReader reader(body);
+        backend_pid_ = reader.Int32();
+        backend_key_ = reader.Int32();
+        break;
+      }
+      case 'E':
+        LoginFailed(ErrorMessageOf(body));
+        return;
+      case 'Z': {
+        tx_status_ = body.empty() ? 'I' : body[0];
+        scram_.reset();
+        if (!pool_.db().connect_query.empty()) {
+          RunInternalQuery(pool_.db().connect_query, AfterInternal::kFinishLogin);
+        } else {
+          pool_.OnServerLoginDone(this, params_);
+        }
+        return;
+      }
+      default:  // NoticeResponse, NegotiateProtocolVersion: nothing to do.
+        break;
+    }
+  }
+}
+
+bool ServerConn::HandleAuthRequest(std::string_view body) {
+  pg::BodyReader reader(body);
+  int32_t code = reader.Int32();
+  const std::string& user = pool_.server_user();
+  std::string password = pool_.db().password;
+  const config::UserSecret* secret = nullptr;
+  if (password.empty()) {
+    auto it = agent_.auth_file().find(user);
+    if (it != agent_.auth_file().end()) secret = &it->second;
+    if (secret != nullptr && secret->kind == config::SecretKind::kPlain) password = secret->secret;
+  }
+  switch (code) {
+    case pg::kAuthOk:
+      return true;
+    case pg::kAuthCleartext:
+      if (password.empty()) {
+        LoginFailed(absl::StrCat("server asked for a cleartext password and no plaintext password "
+                                 "is known for user \"", user, "\""));
+        return false;
+      }
+      WriteRaw(pg::PasswordMessage(password));
+      return true;
+    case pg::kAuthMd5: {
+      std::string salt(reader.Bytes(4));
+      std::string stored;
+      if (!password.empty()) {
+        stored = pg::Md5PasswordHash(password, user);
+      } else if (secret != nullptr && secret->kind == config::SecretKind::kMd5) {
+        stored = secret->secret;
+      }
+      if (!reader.ok() || stored.empty()) {
+        LoginFailed(absl::StrCat("server asked for md5 and no password is known for user \"", user,
+                                 "\""));
+        return false;
+      }
+      WriteRaw(pg::PasswordMessage(pg::Md5SaltedResponse(stored, salt)));
+      return true;
+    }
+    case pg::kAuthSasl: {
+      bool has_scram = false;
+      while (reader.ok() && reader.remaining() > 0) {
+        std::string_view mechanism = reader.CString();
+        if (mechanism == "SCRAM-SHA-256") has_scram = true;
+        if (mechanism.empty()) break;
+      }
+      if (!has_scram) {
+        LoginFailed("server offers no SASL mechanism pgfleet supports (SCRAM-SHA-256)");
+        return false;
+      }
+      if (!password.empty()) {
+        scram_.emplace(pg::ScramClientExchange::FromPassword(password));
+      } else if (pool_.scram_keys().has_value()) {
+        scram_.emplace(pg::ScramClientExchange::FromKeys(*pool_.scram_keys()));
+      } else {
+        LoginFailed(absl::StrCat("server asked for SCRAM and no password is known for user \"",
+                                 user, "\""));
+        return false;
+      }
+      WriteRaw(pg::SaslInitialResponse("SCRAM-SHA-256", scram_->ClientFirstMessage()));
+      return true;
+    }
+    case pg::kAuthSaslContinue: {
+      if (!scram_.has_value()) {
+        LoginFailed("unexpected SASLContinue from server");
+        return false;
+      }
+      absl::StatusOr<std::string> final_message = scram_->HandleServerFirst(reader.Rest());
+      if (!final_message.ok()) {
+        LoginFailed(absl::StrCat("SCRAM: ", final_message.status().message()));
+        return false;
+      }
+      WriteRaw(pg::SaslResponse(*final_message));
+      return true;
+    }
+    case pg::kAuthSaslFinal: {
+      absl::Status verified = scram_.has_value()
+                                  ? scram_->VerifyServerFinal(reader.Rest())
+                                  : absl::InternalError("unexpected SASLFinal from server");
+      if (!verified.ok()) {
+        LoginFailed(absl::StrCat("SCRAM: ", verified.message()));
+        return false;
+      }
+      return true;
+    }
+    default:
+      LoginFailed(absl::StrCat("server asked for an unsupported authentication method (", code,
+                               ")"));
+      return false;
+  }
+}
+
+void ServerConn::LoginFailed(const std::string& reason) {
+  if (state_ == State::kClosed) return;
+  PGF_WARN("server", "s=%d %s@%s login failed: %s", id_, pool_.server_user(), address_, reason);
+  pool_.OnServerLoginFailed(this, reason);
+  Close(reason, /*is_error=*/false);
+}
+
+void ServerConn::RunInternalQuery(const std::string& sql, AfterInternal after) {
+  WriteRaw(pg::Query(sql));
+  ++internal_replies_;
+  after_internal_ = after;
+  internal_error_.clear();
+}
+
+bool ServerConn::SyncParams(ClientConn* client) {
+  std::string sets;
+  for (const auto& [name, value] : client->params()) {
+    bool same = false;
+    for (const auto& [server_name, server_value] : params_) {
+      if (server_name == name) {
+        same = server_value == value;
+        break;
+      }
+    }
+    if (!same) absl::StrAppend(&sets, "SET ", name, " = ", pg::QuoteLiteral(value), ";");
+  }
+  if (sets.empty()) return false;
+  RunInternalQuery(sets, AfterInternal::kLinkClient);
+  return true;
+}
+
+void ServerConn::HandleInternal() {
+  evbuffer* in = bufferevent_get_input(bev_);
+  while (internal_replies_ > 0) {
+    pg::MessageHeader header;
+    pg::HeaderResult result = pg::PeekHeader(in, 0, kMaxLoginMessage, &header);
+    if (result == pg::HeaderResult::kNeedMore) return;
+    if (result == pg::HeaderResult::kMalformed) {
+      Close("invalid message from server", /*is_error=*/true);
+      return;
+    }
+    if (evbuffer_get_length(in) < header.total()) return;
+    std::string body = ReadBody(in, header);
+    if (header.type == 'S') {
+      pg::BodyReader reader(body);
+      std::string name(reader.CString());
+      std::string value(reader.CString());
+      if (reader.ok()) {
+        UpdateParam(name, value);
+        // The client learns the server's canonical spelling, so the next compare matches.
+        if (client_ != nullptr) client_->UpdateParam(name, value);
+      }
+    } else if (header.type == 'E') {
+      internal_error_ = ErrorMessageOf(body);
+    } else if (header.type == 'Z') {
+      tx_status_ = body.empty() ? 'I' : body[0];
+      --internal_replies_;
+    }
+  }
+  AfterInternal after = after_internal_;
+  after_internal_ = AfterInternal::kNone;
+  if (!internal_error_.empty() || tx_status_ != 'I') {
+    std::string reason = absl::StrCat("internal query failed: ", internal_error_);
+    if (after == AfterInternal::kFinishLogin) {
+      LoginFailed(absl::StrCat("connect_query failed: ", internal_error_));
+    } else {
+      Close(reason, /*is_error=*/true);
+    }
+    return;
+  }
+  switch (after) {
+    case AfterInternal::kLinkClient:
+      if (client_ != nullptr) client_->ProcessInput();
+      // The client's own query may already have been answered in this read.
+      if (evbuffer_get_length(in) > 0) ProcessInput();
+      break;
+    case AfterInternal::kBackToIdle:
+      pool_.OnServerIdle(this);
+      break;
+    case AfterInternal::kFinishLogin:
+      pool_.OnServerLoginDone(this, params_);
+      break;
+    case AfterInternal::kNone:
+      break;
+  }
+}
+
+void ServerConn::Link(ClientConn* client, uint64_t now_us) {
+  client_ = client;
+  state_ = State::kActive;
+  last_used_us_ = now_us;
+}
+
+void ServerConn::Unlink() {
+  client_ = nullptr;
+  forward_remaining_ = 0;
+  last_used_us_ = MonotonicMicros();
+}
+
+void ServerConn::NoteClientMessage(char type) {
+  if (pending_replies_ == 0 && !unsynced_ && client_ != nullptr) {
+    uint64_t now = MonotonicMicros();
+    client_->query_start_us = now;
+    if (tx_status_ == 'I' && client_->xact_start_us == 0) client_->xact_start_us = now;
+  }
+  switch (type) {
+    case 'Q':
+    case 'F':
+      ++pending_replies_;
+      break;
+    case 'S':
+      ++pending_replies_;
+      unsynced_ = false;
+      break;
+    case 'P':
+    case 'B':
+    case 'D':
+    case 'E':
+    case 'C':
+      unsynced_ = true;
+      break;
+    default:  // Flush, CopyData/Done/Fail: no ReadyForQuery of their own.
+      break;
+  }
+}
+
+void ServerConn::Write(evbuffer* from, size_t bytes) {
+  evbuffer_remove_buffer(from, bufferevent_get_output(bev_), bytes);
+}
+
+void ServerConn::WriteRaw(const std::string& bytes) {
+  bufferevent_write(bev_, bytes.data(), bytes.size());
+}
+
+void ServerConn::ResumeReading() {
+  if (state_ == State::kClosed) return;
+  bufferevent_enable(bev_, EV_READ);
+  ProcessInput();
+}
+
+void ServerConn::StartBackpressure() { bufferevent_disable(bev_, EV_READ); }
+
+void ServerConn::UpdateParam(std::string_view name, std::string_view value) {
+  for (auto& [key, current] : params_) {
+    if (key == name) {
+      current = std::string(value);
+      return;
+    }
+  }
+  params_.emplace_back(std::string(name), std::string(value));
+}
+
+void ServerConn::OnReadyForQuery(char status, uint64_t now_us) {
+  if (pending_replies_ > 0) --pending_replies_;
+  tx_status_ = status;
+  PoolStats& stats = pool_.stats();
+  stats.query_count++;
+  if (client_ != nullptr) {
+    if (client_->query_start_us != 0) stats.query_time_us += now_us - client_->query_start_us;
+    client_->query_start_us = pending_replies_ > 0 ? now_us : 0;
+    if (status == 'I' && pending_replies_ == 0 && client_->xact_start_us != 0) {
+      stats.xact_count++;
+      stats.xact_time_us += now_us - client_->xact_start_us;
+      client_->xact_start_us = 0;
+    }
+  }
+}
+
+void ServerConn::ForwardToClient() {
+  if (client_ == nullptr) return;
+  evbuffer* in = bufferevent_get_input(bev_);
+  evbuffer* out = bufferevent_get_output(client_->bev());
+  const size_t available = evbuffer_get_length(in);
+  size_t offset = 0;
+  if (forward_remaining_ > 0) {
+    offset = std::min(forward_remaining_, available);
+    forward_remaining_ -= offset;
+  }
+  const config::PoolMode mode = pool_.pool_mode();
+  while (forward_remaining_ == 0) {
+    pg::MessageHeader header;
+    pg::HeaderResult result = pg::PeekHeader(in, offset, 0x7fffffff, &header);
+    if (result == pg::HeaderResult::kNeedMore) break;
+    if (result == pg::HeaderResult::kMalformed) {
+      Close("invalid message length from server", /*is_error=*/true);
+      return;
+    }
+    if (header.type == 'Z' || header.type == 'S') {
+      // The few messages that change pool state are read whole before they are passed on.
+      if (offset + header.total() > available) break;
+      std::string body(header.body_size(), '\0');
+      evbuffer_ptr pos;
+      evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
+      evbuffer_copyout_from(in, &pos, body.data(), body.size());
+      if (header.type == 'S') {
+        pg::BodyReader reader(body);
+        std::string name(reader.CString());
+        std::string value(reader.CString());
+        if (reader.ok()) {
+          UpdateParam(name, value);
+          client_->UpdateParam(name, value);
+        }
+        offset += header.total();
+        continue;
+      }
+      const char status = body.empty() ? 'I' : body[0];
+      if (mode == config::PoolMode::kStatement && status != 'I') {
+        pool_.stats().bytes_sent += offset;
+        evbuffer_remove_buffer(in, out, offset);
+        ClientConn* client = client_;
+        Close("statement pooling: transaction block", /*is_error=*/false);
+        client->CloseWithError("08P01",
+                               "transaction blocks not allowed in statement pooling mode");
+        return;
+      }
+      offset += header.total();
+      OnReadyForQuery(status, MonotonicMicros());
+      if (mode != config::PoolMode::kSession && IsClean()) {
+        pool_.stats().bytes_sent += offset;
+        evbuffer_remove_buffer(in, out, offset);
+        pool_.ReleaseServer(this);
+        return;
+      }
+      continue;
+    }
+    if (offset + header.total() <= available) {
+      offset += header.total();
+    } else {
+      forward_remaining_ = offset + header.total() - available;
+      offset = available;
+    }
+  }
+  if (offset > 0) {
+    pool_.stats().bytes_sent += offset;
+    evbuffer_remove_buffer(in, out, offset);
+  }
+  if (evbuffer_get_length(out) > kOutputHighWater) StartBackpressure();
+}
+
+void ServerConn::Close(const std::string& reason, bool is_error) {
+  if (state_ == State::kClosed) return;
+  PGF_LOG_AT(is_error ? common::LogLevel::kWarning : common::LogLevel::kInfo, "server",
+             "s=%d %s@%s closing because: %s", id_, pool_.server_user(), address_, reason);
+  if (is_error) pool_.stats().server_errors++;
+  ClientConn* client = client_;
+  pool_.DetachServer(this);
+  state_ = State::kClosed;
+  if (bev_ != nullptr) {
+    if (tx_status_ == 'I' && internal_replies_ == 0) {
+      // Tell PostgreSQL we are leaving; it would otherwise log an unexpected EOF.
+      WriteRaw(pg::Terminate());
+      evbuffer_write(bufferevent_get_output(bev_), bufferevent_getfd(bev_));
+    }
+    bufferevent_free(bev_);
+    bev_ = nullptr;
+  }
+  if (client != nullptr && is_error) {
+    client->CloseWithError("08P01", absl::StrCat("server conn crashed? (", reason, ")"));
+  }
+  agent_.DeferDelete(this);
+}
+
+}  // namespace pgfleet::agent

@@ -1,0 +1,117 @@
+// One server connection to PostgreSQL: connect and log in, then forward results to the
+// linked client, watching ReadyForQuery to know when the server can go back to the pool.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "agent/intrusive_list.h"
+#include "agent/pg/auth_crypto.h"
+#include "agent/pool.h"
+
+struct bufferevent;
+struct evbuffer;
+
+namespace pgfleet::agent {
+
+class Agent;
+class ClientConn;
+
+class ServerConn : public ListNode {
+ public:
+  enum class State { kLogin, kIdle, kActive, kUsed, kClosed };
+  // What to do once an internal query (SET, reset, check, connect_query) completes.
+  enum class AfterInternal { kNone, kLinkClient, kBackToIdle, kFinishLogin };
+
+  ServerConn(Agent& agent, Pool& pool, uint64_t id);
+  ~ServerConn();
+
+  // Starts connecting; failures come back through Pool::OnServerLoginFailed.
+  void Connect();
+
+  uint64_t id() const { return id_; }
+  State state() const { return state_; }
+  void SetState(State state) { state_ = state; }
+  Pool& pool() const { return pool_; }
+  ClientConn* client() const { return client_; }
+  const ParamList& params() const { return params_; }
+  int32_t backend_pid() const { return backend_pid_; }
+  int32_t backend_key() const { return backend_key_; }
+  uint64_t connect_time_us() const { return connect_time_us_; }
+  uint64_t last_used_us() const { return last_used_us_; }
+  uint64_t generation() const { return generation_; }
+  char tx_status() const { return tx_status_; }
+  // True when nothing is in flight: ready to go back to the pool or to a new client.
+  bool IsClean() const { return tx_status_ == 'I' && pending_replies_ == 0 && !unsynced_; }
+  bool InTransaction() const { return tx_status_ != 'I'; }
+  int pending_replies() const { return pending_replies_; }
+  const std::string& address() const { return address_; }
+  int local_port() const;
+  bufferevent* bev() const { return bev_; }
+
+  // Linking; the pool calls these.
+  void Link(ClientConn* client, uint64_t now_us);
+  void Unlink();
+  // Sends the SETs needed to match `client`'s parameters, then lets it forward.
+  // Returns false if nothing needed setting.
+  bool SyncParams(ClientConn* client);
+  // Runs server_reset_query / check query / connect_query; the result comes back through
+  // the pool (idle again) or closes the server on failure.
+  void RunInternalQuery(const std::string& sql, AfterInternal after);
+
+  // Client -> server accounting, done by the client's forwarding loop.
+  void NoteClientMessage(char type);
+  void Write(evbuffer* from, size_t bytes);
+  void WriteRaw(const std::string& bytes);
+
+  // Read from the server and forward to the linked client.
+  void ProcessInput();
+  // The client's output drained below the limit: read again.
+  void ResumeReading();
+  void StartBackpressure();
+
+  void Close(const std::string& reason, bool is_error);
+
+ private:
+  static void OnRead(bufferevent* bev, void* arg);
+  static void OnWrite(bufferevent* bev, void* arg);
+  static void OnEvent(bufferevent* bev, short events, void* arg);
+
+  void SendStartup();
+  void HandleLogin();
+  bool HandleAuthRequest(std::string_view body);
+  void LoginFailed(const std::string& reason);
+  void HandleInternal();
+  void ForwardToClient();
+  void OnReadyForQuery(char status, uint64_t now_us);
+  void UpdateParam(std::string_view name, std::string_view value);
+
+  Agent& agent_;
+  Pool& pool_;
+  uint64_t id_;
+  bufferevent* bev_ = nullptr;
+  State state_ = State::kLogin;
+  ClientConn* client_ = nullptr;
+  std::string address_;
+  uint64_t generation_;
+
+  ParamList params_;
+  int32_t backend_pid_ = 0;
+  int32_t backend_key_ = 0;
+  std::optional<pg::ScramClientExchange> scram_;
+
+  char tx_status_ = 'I';
+  int pending_replies_ = 0;  // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen.
+  bool unsynced_ = false;    // Extended-protocol messages sent since the last Sync.
+  int internal_replies_ = 0; // ReadyForQuery still expected for internal queries.
+  AfterInternal after_internal_ = AfterInternal::kNone;
+  std::string internal_error_;
+  size_t forward_remaining_ = 0;
+
+  uint64_t connect_time_us_;
+  uint64_t last_used_us_;
+};
+
+}  // namespace pgfleet::agent

@@ -1,0 +1,826 @@
+#include "agent/config/config.h"
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "agent/config/ini_parser.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace pgfleet::agent::config {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+
+absl::StatusOr<Config> Parse(const std::string& text) { return ParseConfig(text, "test.ini"); }
+
+// The error of parsing `text`; fails the test if it parses.
+absl::Status ParseError(const std::string& text) {
+  absl::StatusOr<Config> config = Parse(text);
+  EXPECT_FALSE(config.ok()) << "parsed unexpectedly:\n" << text;
+  return config.status();
+}
+
+// Parses "[pgbouncer]\nkey = value" and returns the error message (line 2).
+std::string OptionError(const std::string& key, const std::string& value) {
+  absl::Status status = ParseError(absl::StrCat("[pgbouncer]\n", key, " = ", value, "\n"));
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  return std::string(status.message());
+}
+
+Config MustParse(const std::string& text) {
+  absl::StatusOr<Config> config = Parse(text);
+  EXPECT_TRUE(config.ok()) << config.status();
+  return config.ok() ? *std::move(config) : Config();
+}
+
+TEST(ConfigDefaultsTest, EmptyPgbouncerSectionHasPgBouncerDefaults) {
+  Config c = MustParse("[pgbouncer]\n");
+  EXPECT_EQ(c.path, "test.ini");
+  EXPECT_THAT(c.databases, IsEmpty());
+  EXPECT_THAT(c.users, IsEmpty());
+  EXPECT_EQ(c.listen_addr, "");
+  EXPECT_EQ(c.listen_port, 6432);
+  EXPECT_EQ(c.unix_socket_dir, "/tmp");
+  EXPECT_EQ(c.auth_type, AuthType::kMd5);
+  EXPECT_EQ(c.auth_file, "");
+  EXPECT_THAT(c.admin_users, IsEmpty());
+  EXPECT_THAT(c.stats_users, IsEmpty());
+  EXPECT_EQ(c.pool_mode, PoolMode::kSession);
+  EXPECT_EQ(c.default_pool_size, 20);
+  EXPECT_EQ(c.min_pool_size, 0);
+  EXPECT_EQ(c.reserve_pool_size, 0);
+  EXPECT_EQ(c.reserve_pool_timeout, absl::Seconds(5));
+  EXPECT_EQ(c.max_client_conn, 100);
+  EXPECT_EQ(c.max_db_connections, 0);
+  EXPECT_EQ(c.max_user_connections, 0);
+  EXPECT_EQ(c.server_reset_query, "DISCARD ALL");
+  EXPECT_FALSE(c.server_reset_query_always);
+  EXPECT_EQ(c.server_check_query, "select 1");
+  EXPECT_EQ(c.server_check_delay, absl::Seconds(30));
+  EXPECT_EQ(c.server_lifetime, absl::Seconds(3600));
+  EXPECT_EQ(c.server_idle_timeout, absl::Seconds(600));
+  EXPECT_EQ(c.server_connect_timeout, absl::Seconds(15));
+  EXPECT_EQ(c.server_login_retry, absl::Seconds(15));
+  EXPECT_EQ(c.client_login_timeout, absl::Seconds(60));
+  EXPECT_EQ(c.client_idle_timeout, absl::ZeroDuration());
+  EXPECT_EQ(c.query_timeout, absl::ZeroDuration());
+  EXPECT_EQ(c.query_wait_timeout, absl::Seconds(120));
+  EXPECT_EQ(c.idle_transaction_timeout, absl::ZeroDuration());
+  EXPECT_THAT(c.ignore_startup_parameters, IsEmpty());
+  EXPECT_EQ(c.max_packet_size, 2147483647);
+  EXPECT_EQ(c.pkt_buf, 4096);
+  EXPECT_TRUE(c.tcp_keepalive);
+  EXPECT_EQ(c.tcp_keepcnt, 0);
+  EXPECT_EQ(c.tcp_keepidle, 0);
+  EXPECT_EQ(c.tcp_keepintvl, 0);
+  EXPECT_EQ(c.logfile, "");
+  EXPECT_EQ(c.pidfile, "");
+  EXPECT_TRUE(c.log_connections);
+  EXPECT_TRUE(c.log_disconnections);
+  EXPECT_TRUE(c.log_pooler_errors);
+  EXPECT_EQ(c.stats_period, absl::Seconds(60));
+  EXPECT_FALSE(c.verbose);
+  EXPECT_THAT(c.warnings, IsEmpty());
+}
+
+TEST(ConfigTest, TutorialStyleConfig) {
+  Config c = MustParse(R"ini([databases]
+mydb = host=localhost port=5432 dbname=mydb
+* = host=127.0.0.1
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = 6432
+auth_type = md5
+auth_file = /etc/pgbouncer/userlist.txt
+logfile = /var/log/pgbouncer/pgbouncer.log
+pidfile = /var/run/pgbouncer/pgbouncer.pid
+admin_users = postgres
+)ini");
+  ASSERT_THAT(c.databases, SizeIs(2));
+  const DatabaseConfig& mydb = c.databases.at("mydb");
+  EXPECT_EQ(mydb.name, "mydb");
+  EXPECT_EQ(mydb.host, "localhost");
+  EXPECT_EQ(mydb.port, 5432);
+  EXPECT_EQ(mydb.dbname, "mydb");
+  EXPECT_EQ(mydb.user, "");
+  EXPECT_FALSE(mydb.pool_size.has_value());
+  EXPECT_FALSE(mydb.pool_mode.has_value());
+  EXPECT_EQ(c.databases.at("*").host, "127.0.0.1");
+  EXPECT_EQ(c.listen_addr, "127.0.0.1");
+  EXPECT_EQ(c.auth_type, AuthType::kMd5);
+  EXPECT_EQ(c.auth_file, "/etc/pgbouncer/userlist.txt");
+  EXPECT_EQ(c.logfile, "/var/log/pgbouncer/pgbouncer.log");
+  EXPECT_EQ(c.pidfile, "/var/run/pgbouncer/pgbouncer.pid");
+  EXPECT_THAT(c.admin_users, ElementsAre("postgres"));
+  EXPECT_THAT(c.warnings, IsEmpty());
+
+  std::optional<DatabaseConfig> other = c.FindDatabase("otherdb");
+  ASSERT_TRUE(other.has_value());
+  EXPECT_EQ(other->name, "otherdb");
+  EXPECT_EQ(other->dbname, "otherdb");
+  EXPECT_EQ(other->host, "127.0.0.1");
+}
+
+// The kind of file teams run in production: comments of both styles, every pgfleet key,
+// keys pgfleet ignores, odd spacing and a CRLF line.
+TEST(ConfigTest, RealisticProductionConfig) {
+  Config c = MustParse(
+      ";; pgbouncer.ini for the orders cluster\n"  // 1
+      "# managed by config management\n"           // 2
+      "[databases]\n"                              // 3
+      "orders = host=10.0.0.5 port=5433 dbname=orders_prod pool_size=40 "
+      "reserve_pool=5 min_pool_size=2\n"  // 4
+      "orders_ro = host=10.0.0.6,10.0.0.7 dbname=orders_prod user=reporting "
+      "password='s3cret pw' pool_mode=statement max_db_connections=10\n"  // 5
+      "analytics=host=/var/run/postgresql dbname=analytics "
+      "connect_query='SELECT set_config(''search_path'', ''app'', false)' "
+      "client_encoding=UTF8 datestyle=ISO timezone=UTC application_name=orders-app\n"  // 6
+      "\"legacy db\" = host=db.internal dbname=legacy\n"                               // 7
+      "* = host=10.0.0.5 port=5433 auth_user=pgbouncer\n"                              // 8
+      "\n"                                                                             // 9
+      "[users]\n"                                                                      // 10
+      "batch = pool_mode=session max_user_connections=5\n"                             // 11
+      "\n"                                                                             // 12
+      "[pgbouncer]\n"                                                                  // 13
+      "logfile = /var/log/postgresql/pgbouncer.log\n"                                  // 14
+      "pidfile = /var/run/postgresql/pgbouncer.pid\n"                                  // 15
+      "listen_addr = *\n"                                                              // 16
+      "listen_port = 6432\r\n"                                                         // 17
+      "unix_socket_dir = /var/run/postgresql\n"                                        // 18
+      "auth_type = scram-sha-256\n"                                                    // 19
+      "auth_file = /etc/pgbouncer/userlist.txt\n"                                      // 20
+      "admin_users = postgres, ops\n"                                                  // 21
+      "stats_users = datadog,  prometheus\n"                                           // 22
+      "pool_mode = transaction\n"                                                      // 23
+      "server_reset_query =\n"                                                         // 24
+      "server_reset_query_always = 0\n"                                                // 25
+      "server_check_query = SELECT 1\n"                                                // 26
+      "server_check_delay = 10\n"                                                      // 27
+      "ignore_startup_parameters = extra_float_digits, search_path\n"                  // 28
+      "max_client_conn = 5000\n"                                                       // 29
+      "default_pool_size = 25\n"                                                       // 30
+      "min_pool_size = 5\n"                                                            // 31
+      "reserve_pool_size = 5\n"                                                        // 32
+      "reserve_pool_timeout = 2.5\n"                                                   // 33
+      "max_db_connections = 100\n"                                                     // 34
+      "max_user_connections = 90\n"                                                    // 35
+      "server_lifetime = 1800\n"                                                       // 36
+      "server_idle_timeout = 300\n"                                                    // 37
+      "server_connect_timeout = 5\n"                                                   // 38
+      "server_login_retry = 1\n"                                                       // 39
+      "client_login_timeout = 30\n"                                                    // 40
+      "client_idle_timeout = 0\n"                                                      // 41
+      "query_timeout = 0\n"                                                            // 42
+      "query_wait_timeout = 60\n"                                                      // 43
+      "idle_transaction_timeout = 600\n"                                               // 44
+      "pkt_buf = 8192\n"                                                               // 45
+      "max_packet_size = 1073741824\n"                                                 // 46
+      "tcp_keepalive = 1\n"                                                            // 47
+      "tcp_keepcnt = 9\n"                                                              // 48
+      "tcp_keepidle = 7200\n"                                                          // 49
+      "tcp_keepintvl = 75\n"                                                           // 50
+      "log_connections = 0\n"                                                          // 51
+      "log_disconnections = 0\n"                                                       // 52
+      "log_pooler_errors = 1\n"                                                        // 53
+      "stats_period = 30\n"                                                            // 54
+      "verbose = 0\n"                                                                  // 55
+      "so_reuseport = 1\n"                                                             // 56
+      "server_tls_sslmode = require\n"                                                 // 57
+      "client_tls_sslmode = disable\n"                                                 // 58
+      "dns_max_ttl = 15\n"                                                             // 59
+      "application_name_add_host = 1\n"                                                // 60
+      "max_prepared_statements = 100\n"                                                // 61
+      "unix_socket_mode = 0777\n"                                                      // 62
+      "  ;; indented comment\n"                                                        // 63
+      "\tlisten_backlog\t=\t4096\n");                                                  // 64
+
+  const DatabaseConfig& orders = c.databases.at("orders");
+  EXPECT_EQ(orders.host, "10.0.0.5");
+  EXPECT_EQ(orders.port, 5433);
+  EXPECT_EQ(orders.dbname, "orders_prod");
+  EXPECT_EQ(orders.pool_size, 40);
+  EXPECT_EQ(orders.reserve_pool, 5);
+  EXPECT_EQ(orders.min_pool_size, 2);
+  const DatabaseConfig& ro = c.databases.at("orders_ro");
+  EXPECT_EQ(ro.host, "10.0.0.6,10.0.0.7");
+  EXPECT_EQ(ro.user, "reporting");
+  EXPECT_EQ(ro.password, "s3cret pw");
+  EXPECT_EQ(ro.pool_mode, PoolMode::kStatement);
+  EXPECT_EQ(ro.max_db_connections, 10);
+  const DatabaseConfig& analytics = c.databases.at("analytics");
+  EXPECT_EQ(analytics.host, "/var/run/postgresql");
+  EXPECT_EQ(analytics.connect_query, "SELECT set_config('search_path', 'app', false)");
+  EXPECT_EQ(analytics.client_encoding, "UTF8");
+  EXPECT_EQ(analytics.datestyle, "ISO");
+  EXPECT_EQ(analytics.timezone, "UTC");
+  EXPECT_EQ(analytics.application_name, "orders-app");
+  EXPECT_EQ(c.databases.at("legacy db").dbname, "legacy");
+  EXPECT_EQ(c.databases.at("*").port, 5433);
+
+  const UserConfig* batch = c.FindUser("batch");
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(batch->pool_mode, PoolMode::kSession);
+  EXPECT_EQ(batch->max_user_connections, 5);
+
+  EXPECT_EQ(c.listen_addr, "*");
+  EXPECT_EQ(c.listen_port, 6432);
+  EXPECT_EQ(c.unix_socket_dir, "/var/run/postgresql");
+  EXPECT_EQ(c.auth_type, AuthType::kScramSha256);
+  EXPECT_THAT(c.admin_users, ElementsAre("postgres", "ops"));
+  EXPECT_THAT(c.stats_users, ElementsAre("datadog", "prometheus"));
+  EXPECT_EQ(c.pool_mode, PoolMode::kTransaction);
+  EXPECT_EQ(c.server_reset_query, "");
+  EXPECT_EQ(c.server_check_query, "SELECT 1");
+  EXPECT_EQ(c.server_check_delay, absl::Seconds(10));
+  EXPECT_THAT(c.ignore_startup_parameters, ElementsAre("extra_float_digits", "search_path"));
+  EXPECT_EQ(c.max_client_conn, 5000);
+  EXPECT_EQ(c.default_pool_size, 25);
+  EXPECT_EQ(c.min_pool_size, 5);
+  EXPECT_EQ(c.reserve_pool_size, 5);
+  EXPECT_EQ(c.reserve_pool_timeout, absl::Milliseconds(2500));
+  EXPECT_EQ(c.max_db_connections, 100);
+  EXPECT_EQ(c.max_user_connections, 90);
+  EXPECT_EQ(c.server_lifetime, absl::Seconds(1800));
+  EXPECT_EQ(c.server_idle_timeout, absl::Seconds(300));
+  EXPECT_EQ(c.server_connect_timeout, absl::Seconds(5));
+  EXPECT_EQ(c.server_login_retry, absl::Seconds(1));
+  EXPECT_EQ(c.client_login_timeout, absl::Seconds(30));
+  EXPECT_EQ(c.query_wait_timeout, absl::Seconds(60));
+  EXPECT_EQ(c.idle_transaction_timeout, absl::Seconds(600));
+  EXPECT_EQ(c.pkt_buf, 8192);
+  EXPECT_EQ(c.max_packet_size, 1073741824);
+  EXPECT_EQ(c.tcp_keepcnt, 9);
+  EXPECT_EQ(c.tcp_keepidle, 7200);
+  EXPECT_EQ(c.tcp_keepintvl, 75);
+  EXPECT_FALSE(c.log_connections);
+  EXPECT_FALSE(c.log_disconnections);
+  EXPECT_TRUE(c.log_pooler_errors);
+  EXPECT_EQ(c.stats_period, absl::Seconds(30));
+
+  EXPECT_THAT(
+      c.warnings,
+      ElementsAre(
+          "test.ini:8: database '*': parameter 'auth_user' is not supported by pgfleet; ignored",
+          "test.ini:56: key 'so_reuseport' is not supported by pgfleet; ignored",
+          "test.ini:57: key 'server_tls_sslmode' is not supported by pgfleet; ignored",
+          "test.ini:58: key 'client_tls_sslmode' is not supported by pgfleet; ignored",
+          "test.ini:59: key 'dns_max_ttl' is not supported by pgfleet; ignored",
+          "test.ini:60: key 'application_name_add_host' is not supported by pgfleet; ignored",
+          "test.ini:61: key 'max_prepared_statements' is not supported by pgfleet; ignored",
+          "test.ini:62: key 'unix_socket_mode' is not supported by pgfleet; ignored",
+          "test.ini:64: key 'listen_backlog' is not supported by pgfleet; ignored"));
+}
+
+TEST(ConfigTest, IgnoredPgBouncerKeysAreAccepted) {
+  for (const char* key : {"so_reuseport",
+                          "server_tls_ca_file",
+                          "client_tls_key_file",
+                          "dns_nxdomain_ttl",
+                          "track_extra_parameters",
+                          "auth_query",
+                          "auth_user",
+                          "syslog",
+                          "syslog_ident",
+                          "user",
+                          "job_name",
+                          "log_stats",
+                          "disable_pqexec",
+                          "server_round_robin",
+                          "server_fast_close",
+                          "suspend_timeout",
+                          "sbuf_loopcnt",
+                          "tcp_defer_accept",
+                          "tcp_socket_buffer",
+                          "tcp_user_timeout",
+                          "peer_id",
+                          "conffile",
+                          "service_name",
+                          "unix_socket_group",
+                          "auth_hba_file",
+                          "autodb_idle_timeout",
+                          "resolv_conf"}) {
+    Config c = MustParse(absl::StrCat("[pgbouncer]\n", key, " = whatever\n"));
+    EXPECT_THAT(c.warnings, ElementsAre(absl::StrCat("test.ini:2: key '", key,
+                                                     "' is not supported by pgfleet; ignored")));
+  }
+}
+
+TEST(ConfigTest, UnknownKeyIsAWarningWithLineNumber) {
+  Config c = MustParse("[pgbouncer]\nlisten_port = 7000\n\nfrobnicate = yes\n");
+  EXPECT_EQ(c.listen_port, 7000);
+  EXPECT_THAT(c.warnings,
+              ElementsAre("test.ini:4: unknown key 'frobnicate' in [pgbouncer]; ignored"));
+}
+
+TEST(ConfigTest, PeersSectionIsIgnoredWithAWarning) {
+  Config c = MustParse("[pgbouncer]\n[peers]\n1 = host=/tmp/a\n2 = host=10.0.0.1 port=6433\n");
+  EXPECT_THAT(c.warnings,
+              ElementsAre("test.ini:2: section [peers] is not supported by pgfleet; ignored"));
+}
+
+TEST(ConfigTest, PgbouncerKeysAndEnumValuesAreCaseInsensitive) {
+  Config c = MustParse(
+      "[PgBouncer]\nListen_Port = 7000\nPOOL_MODE = Transaction\n"
+      "auth_type = SCRAM-SHA-256\n");
+  EXPECT_EQ(c.listen_port, 7000);
+  EXPECT_EQ(c.pool_mode, PoolMode::kTransaction);
+  EXPECT_EQ(c.auth_type, AuthType::kScramSha256);
+}
+
+TEST(ConfigTest, LaterValueWins) {
+  Config c = MustParse(
+      "[pgbouncer]\ndefault_pool_size = 5\ndefault_pool_size = 7\n"
+      "[databases]\na = host=x\na = host=y\n");
+  EXPECT_EQ(c.default_pool_size, 7);
+  EXPECT_EQ(c.databases.at("a").host, "y");
+}
+
+TEST(ConfigTest, ValuesAreNotUnquotedInPgbouncerSection) {
+  Config c = MustParse(
+      "[pgbouncer]\nserver_reset_query = 'DISCARD ALL'\nlisten_port=7001\n"
+      "logfile = /var/log/pgbouncer.log ; not a comment\n");
+  EXPECT_EQ(c.server_reset_query, "'DISCARD ALL'");
+  EXPECT_EQ(c.listen_port, 7001);
+  EXPECT_EQ(c.logfile, "/var/log/pgbouncer.log ; not a comment");
+}
+
+TEST(ConfigTest, Durations) {
+  struct Case {
+    const char* text;
+    absl::Duration want;
+  };
+  for (const Case& tc : std::vector<Case>{{"0", absl::ZeroDuration()},
+                                          {"30", absl::Seconds(30)},
+                                          {"0.5", absl::Milliseconds(500)},
+                                          {".25", absl::Milliseconds(250)},
+                                          {"250ms", absl::Milliseconds(250)},
+                                          {"15s", absl::Seconds(15)},
+                                          {"15 s", absl::Seconds(15)},
+                                          {"2min", absl::Minutes(2)},
+                                          {"1.5h", absl::Minutes(90)},
+                                          {"10MS", absl::Milliseconds(10)}}) {
+    Config c = MustParse(absl::StrCat("[pgbouncer]\nquery_timeout = ", tc.text, "\n"));
+    EXPECT_EQ(c.query_timeout, tc.want) << tc.text;
+  }
+}
+
+TEST(ConfigTest, Booleans) {
+  for (const char* yes : {"1", "yes", "true", "on", "YES", "True", "On"}) {
+    Config c = MustParse(absl::StrCat("[pgbouncer]\nserver_reset_query_always = ", yes, "\n"));
+    EXPECT_TRUE(c.server_reset_query_always) << yes;
+  }
+  for (const char* no : {"0", "no", "false", "off", "NO", "False", "OFF"}) {
+    Config c = MustParse(absl::StrCat("[pgbouncer]\ntcp_keepalive = ", no, "\n"));
+    EXPECT_FALSE(c.tcp_keepalive) << no;
+  }
+}
+
+TEST(ConfigTest, VerboseIsALevel) {
+  EXPECT_TRUE(MustParse("[pgbouncer]\nverbose = 2\n").verbose);
+  EXPECT_TRUE(MustParse("[pgbouncer]\nverbose = 1\n").verbose);
+  EXPECT_FALSE(MustParse("[pgbouncer]\nverbose = 0\n").verbose);
+  EXPECT_THAT(OptionError("verbose", "loud"), HasSubstr("invalid integer 'loud'"));
+}
+
+TEST(ConfigTest, ListsAreTrimmedAndSkipEmptyItems) {
+  Config c = MustParse(
+      "[pgbouncer]\nadmin_users = a , b,,c ,\nstats_users =\n"
+      "ignore_startup_parameters = extra_float_digits\n");
+  EXPECT_THAT(c.admin_users, ElementsAre("a", "b", "c"));
+  EXPECT_THAT(c.stats_users, IsEmpty());
+  EXPECT_THAT(c.ignore_startup_parameters, ElementsAre("extra_float_digits"));
+}
+
+TEST(ConfigTest, AllAuthTypes) {
+  for (AuthType type : {AuthType::kTrust, AuthType::kPlain, AuthType::kMd5, AuthType::kScramSha256,
+                        AuthType::kAny}) {
+    Config c = MustParse(absl::StrCat("[pgbouncer]\nauth_type = ", AuthTypeName(type), "\n"));
+    EXPECT_EQ(c.auth_type, type);
+  }
+}
+
+TEST(ConfigTest, Names) {
+  EXPECT_STREQ(PoolModeName(PoolMode::kSession), "session");
+  EXPECT_STREQ(PoolModeName(PoolMode::kTransaction), "transaction");
+  EXPECT_STREQ(PoolModeName(PoolMode::kStatement), "statement");
+  EXPECT_STREQ(AuthTypeName(AuthType::kTrust), "trust");
+  EXPECT_STREQ(AuthTypeName(AuthType::kPlain), "plain");
+  EXPECT_STREQ(AuthTypeName(AuthType::kMd5), "md5");
+  EXPECT_STREQ(AuthTypeName(AuthType::kScramSha256), "scram-sha-256");
+  EXPECT_STREQ(AuthTypeName(AuthType::kAny), "any");
+}
+
+// ---- [databases] and [users]
+
+TEST(ConfigDatabasesTest, QuotedNamesAndValues) {
+  Config c = MustParse(
+      "[pgbouncer]\n[databases]\n"
+      "\"my db\" = host=h dbname='my db' password='it''s' connect_query='SELECT 1'\n"
+      "\"say \"\"hi\"\"\" = host=h\n"
+      "  spaced   =   host = h   port =  6000  \n");
+  const DatabaseConfig& my_db = c.databases.at("my db");
+  EXPECT_EQ(my_db.name, "my db");
+  EXPECT_EQ(my_db.dbname, "my db");
+  EXPECT_EQ(my_db.password, "it's");
+  EXPECT_EQ(my_db.connect_query, "SELECT 1");
+  EXPECT_TRUE(c.databases.contains("say \"hi\""));
+  EXPECT_EQ(c.databases.at("spaced").port, 6000);
+}
+
+TEST(ConfigDatabasesTest, EmptyConnStringUsesDefaults) {
+  Config c = MustParse("[pgbouncer]\n[databases]\nlocal =\n");
+  const DatabaseConfig& db = c.databases.at("local");
+  EXPECT_EQ(db.host, "");
+  EXPECT_EQ(db.port, 5432);
+  EXPECT_EQ(db.dbname, "");
+  EXPECT_EQ(c.FindDatabase("local")->dbname, "local");
+}
+
+TEST(ConfigDatabasesTest, ReservePoolSizeIsAnAlias) {
+  Config c = MustParse("[pgbouncer]\n[databases]\na = reserve_pool_size=3\n");
+  EXPECT_EQ(c.databases.at("a").reserve_pool, 3);
+}
+
+TEST(ConfigDatabasesTest, AuthUserIsIgnoredWithAWarning) {
+  Config c = MustParse("[pgbouncer]\n[databases]\na = host=x auth_user=pgb\n");
+  EXPECT_EQ(c.databases.at("a").host, "x");
+  EXPECT_THAT(c.warnings, ElementsAre("test.ini:3: database 'a': parameter 'auth_user' is not "
+                                      "supported by pgfleet; ignored"));
+}
+
+TEST(ConfigDatabasesTest, FindDatabaseFallbackSemantics) {
+  Config c = MustParse(
+      "[pgbouncer]\n[databases]\n"
+      "exact = host=a dbname=real\n"
+      "nodbname = host=b\n"
+      "* = host=fallback port=5433\n");
+  std::optional<DatabaseConfig> exact = c.FindDatabase("exact");
+  ASSERT_TRUE(exact.has_value());
+  EXPECT_EQ(exact->name, "exact");
+  EXPECT_EQ(exact->dbname, "real");
+  EXPECT_EQ(exact->host, "a");
+
+  std::optional<DatabaseConfig> nodbname = c.FindDatabase("nodbname");
+  ASSERT_TRUE(nodbname.has_value());
+  EXPECT_EQ(nodbname->dbname, "nodbname");
+  EXPECT_EQ(nodbname->host, "b");
+
+  std::optional<DatabaseConfig> fallback = c.FindDatabase("anything");
+  ASSERT_TRUE(fallback.has_value());
+  EXPECT_EQ(fallback->name, "anything");
+  EXPECT_EQ(fallback->dbname, "anything");
+  EXPECT_EQ(fallback->host, "fallback");
+  EXPECT_EQ(fallback->port, 5433);
+  // The stored entry is untouched.
+  EXPECT_EQ(c.databases.at("*").name, "*");
+  EXPECT_EQ(c.databases.at("*").dbname, "");
+
+  Config pinned = MustParse("[pgbouncer]\n[databases]\n* = host=h dbname=shared\n");
+  EXPECT_EQ(pinned.FindDatabase("x")->dbname, "shared");
+  EXPECT_EQ(pinned.FindDatabase("x")->name, "x");
+
+  Config none = MustParse("[pgbouncer]\n[databases]\nonly = host=h\n");
+  EXPECT_FALSE(none.FindDatabase("other").has_value());
+  EXPECT_TRUE(none.FindDatabase("only").has_value());
+}
+
+TEST(ConfigUsersTest, UsersAndRoles) {
+  Config c = MustParse(
+      "[pgbouncer]\nadmin_users = admin\nstats_users = monitor\n"
+      "[users]\n"
+      "app = pool_mode=transaction\n"
+      "batch = max_user_connections=3\n");
+  ASSERT_NE(c.FindUser("app"), nullptr);
+  EXPECT_EQ(c.FindUser("app")->name, "app");
+  EXPECT_EQ(c.FindUser("app")->pool_mode, PoolMode::kTransaction);
+  EXPECT_FALSE(c.FindUser("app")->max_user_connections.has_value());
+  EXPECT_EQ(c.FindUser("batch")->max_user_connections, 3);
+  EXPECT_FALSE(c.FindUser("batch")->pool_mode.has_value());
+  EXPECT_EQ(c.FindUser("nobody"), nullptr);
+
+  EXPECT_TRUE(c.IsAdminUser("admin"));
+  EXPECT_FALSE(c.IsAdminUser("monitor"));
+  EXPECT_TRUE(c.IsStatsUser("monitor"));
+  EXPECT_FALSE(c.IsStatsUser("admin"));  // The caller lets admins run SHOW.
+  EXPECT_FALSE(c.IsAdminUser("Admin"));
+}
+
+// ---- Errors
+
+TEST(ConfigErrorTest, BadInteger) {
+  EXPECT_EQ(OptionError("default_pool_size", "abc"),
+            "test.ini:2: key 'default_pool_size': invalid integer 'abc'");
+  EXPECT_THAT(OptionError("max_client_conn", "10 20"), HasSubstr("invalid integer '10 20'"));
+  EXPECT_THAT(OptionError("max_client_conn", ""), HasSubstr("invalid integer ''"));
+  EXPECT_THAT(OptionError("pkt_buf", "4k"), HasSubstr("invalid integer '4k'"));
+  EXPECT_THAT(OptionError("max_client_conn", "99999999999"),
+              HasSubstr("invalid value '99999999999': must be at most 2147483647"));
+}
+
+TEST(ConfigErrorTest, NegativeSize) {
+  EXPECT_EQ(OptionError("default_pool_size", "-1"),
+            "test.ini:2: key 'default_pool_size': invalid value '-1': must not be negative");
+  EXPECT_THAT(OptionError("tcp_keepcnt", "-3"), HasSubstr("must not be negative"));
+  EXPECT_THAT(OptionError("pkt_buf", "0"), HasSubstr("must be at least 1"));
+}
+
+TEST(ConfigErrorTest, BadPort) {
+  EXPECT_EQ(OptionError("listen_port", "0"),
+            "test.ini:2: key 'listen_port': invalid value '0': must be between 1 and 65535");
+  EXPECT_THAT(OptionError("listen_port", "65536"), HasSubstr("must be between 1 and 65535"));
+  EXPECT_THAT(OptionError("listen_port", "http"), HasSubstr("invalid integer 'http'"));
+  absl::Status db_port = ParseError("[pgbouncer]\n[databases]\nx = host=h port=0\n");
+  EXPECT_EQ(db_port.message(),
+            "test.ini:3: database 'x': key 'port': invalid value '0': must be between 1 and 65535");
+}
+
+TEST(ConfigErrorTest, BadBool) {
+  EXPECT_THAT(OptionError("log_connections", "maybe"),
+              AllOf(HasSubstr("test.ini:2: key 'log_connections': invalid boolean 'maybe'"),
+                    HasSubstr("expected 0, 1, yes, no, true, false, on or off")));
+  EXPECT_THAT(OptionError("tcp_keepalive", "2"), HasSubstr("invalid boolean '2'"));
+}
+
+TEST(ConfigErrorTest, BadDuration) {
+  for (const char* bad : {"abc", "-1", "5x", "", "1.2.3", "1e3", "ms", "5 minutes", "inf"}) {
+    EXPECT_THAT(
+        OptionError("server_lifetime", bad),
+        HasSubstr(absl::StrCat("test.ini:2: key 'server_lifetime': invalid duration '", bad, "'")))
+        << bad;
+  }
+  EXPECT_THAT(OptionError("query_timeout", "99999999999999999999999999999999"),
+              HasSubstr("too large"));
+  EXPECT_EQ(OptionError("stats_period", "0"),
+            "test.ini:2: key 'stats_period': invalid value '0': must be greater than 0");
+}
+
+TEST(ConfigErrorTest, BadEnum) {
+  EXPECT_THAT(OptionError("pool_mode", "sessions"),
+              AllOf(HasSubstr("test.ini:2: key 'pool_mode': invalid pool mode 'sessions'"),
+                    HasSubstr("session, transaction or statement")));
+  EXPECT_THAT(OptionError("auth_type", "password"),
+              HasSubstr("key 'auth_type': invalid auth type 'password'"));
+  for (const char* unsupported : {"cert", "hba", "pam", "ldap"}) {
+    EXPECT_THAT(
+        OptionError("auth_type", unsupported),
+        HasSubstr(absl::StrCat("auth_type '", unsupported, "' is not supported by pgfleet")));
+  }
+  absl::Status db = ParseError("[pgbouncer]\n[databases]\nx = pool_mode=fast\n");
+  EXPECT_THAT(db.message(),
+              HasSubstr("test.ini:3: database 'x': key 'pool_mode': invalid pool mode 'fast'"));
+  absl::Status user = ParseError("[pgbouncer]\n[users]\nu = pool_mode=fast\n");
+  EXPECT_THAT(user.message(),
+              HasSubstr("test.ini:3: user 'u': key 'pool_mode': invalid pool mode 'fast'"));
+}
+
+TEST(ConfigErrorTest, BadDatabaseValues) {
+  EXPECT_EQ(ParseError("[pgbouncer]\n[databases]\nx = pool_size=lots\n").message(),
+            "test.ini:3: database 'x': key 'pool_size': invalid integer 'lots'");
+  EXPECT_THAT(ParseError("[pgbouncer]\n[databases]\nx = max_db_connections=-2\n").message(),
+              HasSubstr("key 'max_db_connections': invalid value '-2': must not be negative"));
+  EXPECT_THAT(ParseError("[pgbouncer]\n[users]\nu = max_user_connections=x\n").message(),
+              HasSubstr("user 'u': key 'max_user_connections': invalid integer 'x'"));
+}
+
+TEST(ConfigErrorTest, UnknownConnStringKey) {
+  absl::Status status = ParseError("[pgbouncer]\n[databases]\nx = host=h hostt=h2\n");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(), "test.ini:3: database 'x': unknown parameter 'hostt'");
+  EXPECT_EQ(ParseError("[pgbouncer]\n[users]\nu = pool_size=3\n").message(),
+            "test.ini:3: user 'u': unknown parameter 'pool_size'");
+}
+
+TEST(ConfigErrorTest, MalformedConnString) {
+  EXPECT_EQ(ParseError("[pgbouncer]\n[databases]\nx = connect_query='SELECT 1\n").message(),
+            "test.ini:3: database 'x': unterminated quoted value for 'connect_query'");
+  EXPECT_THAT(ParseError("[pgbouncer]\n[databases]\nx = password='a''\n").message(),
+              HasSubstr("unterminated quoted value for 'password'"));
+  EXPECT_THAT(ParseError("[pgbouncer]\n[databases]\nx = host\n").message(),
+              HasSubstr("database 'x': expected '=' after 'host'"));
+  EXPECT_THAT(ParseError("[pgbouncer]\n[databases]\nx = host=\n").message(),
+              HasSubstr("empty value for 'host'"));
+  EXPECT_THAT(ParseError("[pgbouncer]\n[databases]\nx = password=''\n").message(),
+              HasSubstr("empty value for 'password'"));
+  EXPECT_THAT(ParseError("[pgbouncer]\n[databases]\nx = =h\n").message(),
+              HasSubstr("missing parameter name"));
+  EXPECT_THAT(ParseError("[pgbouncer]\n[databases]\nx = host='a'b\n").message(),
+              HasSubstr("unexpected text after quoted value for 'host'"));
+  EXPECT_THAT(ParseError("[pgbouncer]\n[users]\nu = pool_mode='x\n").message(),
+              HasSubstr("user 'u': unterminated quoted value"));
+}
+
+TEST(ConfigErrorTest, ReservedDatabaseName) {
+  EXPECT_THAT(ParseError("[pgbouncer]\n[databases]\npgbouncer = host=h\n").message(),
+              HasSubstr("test.ini:3: database 'pgbouncer': the name is reserved"));
+}
+
+TEST(ConfigErrorTest, NoPgbouncerSection) {
+  absl::Status status = ParseError("[databases]\nmydb = host=localhost\n");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(), "test.ini: no [pgbouncer] section");
+  EXPECT_EQ(ParseError("").message(), "test.ini: no [pgbouncer] section");
+}
+
+TEST(ConfigErrorTest, SyntaxErrors) {
+  EXPECT_EQ(ParseError("listen_port = 1\n[pgbouncer]\n").message(),
+            "test.ini:1: key 'listen_port' before any [section] header");
+  EXPECT_EQ(ParseError("[pgbouncer]\n[pgbouncers]\n").message(),
+            "test.ini:2: unknown section [pgbouncers]");
+  EXPECT_EQ(ParseError("[pgbouncer]\nlisten_port 6432\n").message(),
+            "test.ini:2: syntax error: expected '=' after 'listen_port'");
+  EXPECT_EQ(ParseError("[pgbouncer\n").message(), "test.ini:1: syntax error: missing ']'");
+  EXPECT_THAT(ParseError("[]\n").message(), HasSubstr("test.ini:1: syntax error: empty section"));
+  EXPECT_THAT(ParseError("[pgbouncer] x\n").message(), HasSubstr("unexpected 'x' after ']'"));
+  EXPECT_THAT(ParseError("[pgbouncer]\n= 5\n").message(), HasSubstr("missing key before '='"));
+  EXPECT_THAT(ParseError("[databases]\n\"open = host=h\n").message(),
+              HasSubstr("test.ini:2: syntax error: unterminated quoted name"));
+  EXPECT_THAT(ParseError("[databases]\n\"\" = host=h\n").message(), HasSubstr("empty quoted name"));
+  EXPECT_THAT(ParseError("[pgbouncer]\n%includ x\n").message(),
+              HasSubstr("test.ini:2: syntax error: unknown directive '%includ x'"));
+  EXPECT_THAT(ParseError("[pgbouncer]\n%include\n").message(),
+              HasSubstr("test.ini:2: syntax error: %include needs a file name"));
+  // A section header may carry a comment.
+  EXPECT_TRUE(Parse("[pgbouncer] ; main\n").ok());
+}
+
+// ---- Files and %include
+
+class ConfigFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "config_test.XXXXXX").string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  // Writes `text` to dir_/name (creating parent directories); returns the full path.
+  std::string Write(const std::string& name, const std::string& text) {
+    std::filesystem::path path = std::filesystem::path(dir_) / name;
+    std::filesystem::create_directories(path.parent_path());
+    std::ofstream out(path);
+    out << text;
+    return path.string();
+  }
+
+  std::string dir_;
+};
+
+TEST_F(ConfigFileTest, LoadConfigReadsTheFile) {
+  std::string path = Write("pgbouncer.ini", "[pgbouncer]\nlisten_port = 7432\n");
+  absl::StatusOr<Config> config = LoadConfig(path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->path, path);
+  EXPECT_EQ(config->listen_port, 7432);
+}
+
+TEST_F(ConfigFileTest, MissingFileIsNotFound) {
+  std::string path = dir_ + "/absent.ini";
+  absl::StatusOr<Config> config = LoadConfig(path);
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(config.status().message(), HasSubstr(path));
+}
+
+TEST_F(ConfigFileTest, DirectoryIsAnError) {
+  absl::StatusOr<Config> config = LoadConfig(dir_);
+  EXPECT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(), HasSubstr(dir_));
+}
+
+TEST_F(ConfigFileTest, ErrorsNameTheFileTheyAreIn) {
+  std::string path = Write("pgbouncer.ini", "[pgbouncer]\n\ndefault_pool_size = abc\n");
+  EXPECT_EQ(LoadConfig(path).status().message(),
+            absl::StrCat(path, ":3: key 'default_pool_size': invalid integer 'abc'"));
+}
+
+TEST_F(ConfigFileTest, IncludeIsRelativeToTheIncludingFileAndKeepsTheSection) {
+  Write("conf.d/databases.ini",
+        "; only entries, the section comes from the includer\n"
+        "app = host=10.0.0.1 dbname=app\n"
+        "%include more/extra.ini\n");
+  Write("conf.d/more/extra.ini", "extra = host=10.0.0.2\n");
+  Write("conf.d/pool.ini", "[pgbouncer]\ndefault_pool_size = 50\nbogus_key = 1\n");
+  std::string main = Write("pgbouncer.ini",
+                           "[databases]\n"
+                           "%include conf.d/databases.ini\n"
+                           "main = host=h\n"
+                           "%include " +
+                               dir_ +
+                               "/conf.d/pool.ini\n"
+                               "listen_port = 7000\n");
+  absl::StatusOr<Config> config = LoadConfig(main);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->databases.at("app").dbname, "app");
+  EXPECT_EQ(config->databases.at("extra").host, "10.0.0.2");
+  EXPECT_EQ(config->databases.at("main").host, "h");
+  EXPECT_EQ(config->default_pool_size, 50);
+  // The [pgbouncer] section opened in pool.ini is still current after it returns.
+  EXPECT_EQ(config->listen_port, 7000);
+  EXPECT_THAT(config->warnings,
+              ElementsAre(absl::StrCat(dir_,
+                                       "/conf.d/pool.ini:3: unknown key 'bogus_key' in "
+                                       "[pgbouncer]; ignored")));
+}
+
+TEST_F(ConfigFileTest, ParseConfigResolvesIncludesAgainstItsPath) {
+  Write("sub/dbs.ini", "[databases]\nx = host=h\n");
+  absl::StatusOr<Config> config =
+      ParseConfig("[pgbouncer]\n%include sub/dbs.ini\n", dir_ + "/virtual.ini");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->databases.contains("x"));
+}
+
+TEST_F(ConfigFileTest, ErrorInIncludedFileNamesThatFileAndLine) {
+  std::string inc = Write("inc.ini", "\n\nmax_client_conn = many\n");
+  std::string main = Write("pgbouncer.ini", "[pgbouncer]\n%include inc.ini\n");
+  EXPECT_EQ(LoadConfig(main).status().message(),
+            absl::StrCat(inc, ":3: key 'max_client_conn': invalid integer 'many'"));
+}
+
+TEST_F(ConfigFileTest, MissingIncludeIsNotFound) {
+  std::string main = Write("pgbouncer.ini", "[pgbouncer]\n%include nope.ini\n");
+  absl::Status status = LoadConfig(main).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(status.message(),
+              AllOf(HasSubstr(main + ":2: %include 'nope.ini'"), HasSubstr(dir_ + "/nope.ini")));
+}
+
+TEST_F(ConfigFileTest, IncludeLoopIsAnError) {
+  std::string a = Write("a.ini", "[pgbouncer]\n%include b.ini\n");
+  Write("b.ini", "%include a.ini\n");
+  absl::Status status = LoadConfig(a).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(),
+              AllOf(HasSubstr("b.ini:1: %include 'a.ini'"), HasSubstr("include loop")));
+
+  std::string self = Write("self.ini", "[pgbouncer]\n%include ./self.ini\n");
+  EXPECT_THAT(LoadConfig(self).status().message(), HasSubstr("include loop"));
+}
+
+TEST_F(ConfigFileTest, SameFileMayBeIncludedTwice) {
+  Write("common.ini", "default_pool_size = 9\n");
+  std::string main =
+      Write("pgbouncer.ini", "[pgbouncer]\n%include common.ini\n%include common.ini\n");
+  absl::StatusOr<Config> config = LoadConfig(main);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->default_pool_size, 9);
+}
+
+TEST_F(ConfigFileTest, IncludeDepthIsLimited) {
+  // Chain: f0 includes f1 includes ... ; f_n is at include depth n.
+  auto write_chain = [this](int files) {
+    for (int i = 0; i < files; ++i) {
+      std::string text = i == 0 ? "[pgbouncer]\n" : "";
+      if (i + 1 < files)
+        text += absl::StrCat("%include f", i + 1, ".ini\n");
+      else
+        text += absl::StrCat("default_pool_size = ", i, "\n");
+      Write(absl::StrCat("f", i, ".ini"), text);
+    }
+    return LoadConfig(absl::StrCat(dir_, "/f0.ini"));
+  };
+  absl::StatusOr<Config> deepest_allowed = write_chain(kMaxIncludeDepth + 1);
+  ASSERT_TRUE(deepest_allowed.ok()) << deepest_allowed.status();
+  EXPECT_EQ(deepest_allowed->default_pool_size, kMaxIncludeDepth);
+
+  absl::Status too_deep = write_chain(kMaxIncludeDepth + 2).status();
+  EXPECT_EQ(too_deep.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_deep.message(),
+              AllOf(HasSubstr(absl::StrCat("f", kMaxIncludeDepth, ".ini:1: %include 'f",
+                                           kMaxIncludeDepth + 1, ".ini'")),
+                    HasSubstr("nested deeper than 10 levels")));
+}
+
+TEST(ConfigIniTest, EntriesCarryFileAndLine) {
+  absl::StatusOr<std::vector<IniEntry>> entries =
+      ParseIni("# c\n[s]\n  k = v w  \r\n\"q\"\"x\"=1\n", "f.ini");
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  ASSERT_THAT(*entries, SizeIs(3));
+  EXPECT_EQ((*entries)[0].kind, IniEntry::Kind::kSection);
+  EXPECT_EQ((*entries)[0].key, "s");
+  EXPECT_EQ((*entries)[0].line, 2);
+  EXPECT_EQ((*entries)[1].kind, IniEntry::Kind::kKeyValue);
+  EXPECT_EQ((*entries)[1].file, "f.ini");
+  EXPECT_EQ((*entries)[1].line, 3);
+  EXPECT_EQ((*entries)[1].key, "k");
+  EXPECT_EQ((*entries)[1].value, "v w");
+  EXPECT_EQ((*entries)[2].key, "q\"x");
+  EXPECT_EQ((*entries)[2].value, "1");
+}
+
+}  // namespace
+}  // namespace pgfleet::agent::config
