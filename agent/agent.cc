@@ -76,6 +76,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   }
   if (agent->config_->verbose) common::SetLogLevel(common::LogLevel::kDebug);
   agent->loop_ = EventLoop::Create();
+  agent->admin_ = std::make_unique<AdminConsole>(*agent);
+  agent->start_time_us_ = MonotonicMicros();
   return agent;
 }
 
@@ -185,6 +187,10 @@ int Agent::Run() {
       this);
   janitor_timer_ = std::make_unique<Timer>(*loop_, [this] { Janitor(); });
   janitor_timer_->Start(absl::Milliseconds(500), /*repeat=*/true);
+  stats_timer_ = std::make_unique<Timer>(*loop_, [this] {
+    stats_history_.Sample(StatsByDatabase(), absl::ToDoubleSeconds(config_->stats_period));
+  });
+  stats_timer_->Start(config_->stats_period, /*repeat=*/true);
   PGF_INFO("agent", "pgfleet-agent started (config %s, pid %d)", config_->path, getpid());
   int rc = loop_->Run();
   PGF_INFO("agent", "pgfleet-agent stopped");
@@ -260,6 +266,12 @@ void Agent::BeginShutdown(const std::string& why) {
 }
 
 void Agent::MaybeFinishShutdown() {
+  if (wait_for_clients_) {
+    size_t pool_clients = 0;
+    for (auto& [key, pool] : pools_) pool_clients += pool->client_count();
+    if (pool_clients == 0) loop_->Stop();
+    return;
+  }
   if (!shutting_down_) return;
   for (auto& [key, pool] : pools_) {
     if (!pool->active_servers().empty() || pool->client_count() > 0) return;
@@ -366,7 +378,22 @@ void Agent::DeferDelete(ClientConn* client) {
 void Agent::DeferDelete(ServerConn* server) {
   deferred_servers_.push_back(server);
   if (deferred_delete_event_ != nullptr) event_active(deferred_delete_event_, 0, 0);
+  admin_->CheckPending();
   if (shutting_down_) MaybeFinishShutdown();
+}
+
+bool Agent::IsLiveAdminClient(const ClientConn* client, uint64_t id) const {
+  bool live = false;
+  admin_clients_.ForEach([&](const ClientConn* candidate) {
+    if (candidate == client && candidate->id() == id) live = true;
+  });
+  return live;
+}
+
+std::map<std::string, PoolStats> Agent::StatsByDatabase() const {
+  std::map<std::string, PoolStats> totals;
+  for (const auto& [key, pool] : pools_) totals[key.first] += pool->stats();
+  return totals;
 }
 
 void Agent::RunDeferredDeletes() {
@@ -416,6 +443,7 @@ void Agent::Janitor() {
     });
   }
   for (auto& [key, pool] : pools_) pool->Janitor(now);
+  admin_->CheckPending();
 }
 
 }  // namespace pgfleet::agent

@@ -11,12 +11,14 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "agent/admin/console.h"
 #include "agent/config/auth_file.h"
 #include "agent/config/config.h"
 #include "agent/event_loop.h"
 #include "agent/intrusive_list.h"
 #include "agent/pg/auth_crypto.h"
 #include "agent/pool.h"
+#include "agent/stats.h"
 
 struct evconnlistener;
 struct event;
@@ -51,10 +53,51 @@ class Agent {
   void BeginShutdown(const std::string& why);
   bool shutting_down() const { return shutting_down_; }
 
-  // PAUSE state: paused pools hand out no server connections (clients queue instead).
+  // PAUSE state: paused pools hand out no server connections (clients queue instead) and
+  // close the ones they get back. `db` empty means every database.
   bool IsPaused(const std::string& db) const {
     return pause_all_ || paused_dbs_.contains(db);
   }
+  bool IsPausedExactly(const std::string& db) const {
+    return db.empty() ? pause_all_ : paused_dbs_.contains(db);
+  }
+  // Starts a pause; with a deadline the agent resumes by itself when it passes, even if
+  // whoever paused it is gone. FailedPrecondition if already paused.
+  absl::Status Pause(const std::string& db, std::optional<absl::Duration> deadline);
+  absl::Status Resume(const std::string& db);
+  // True once no server connection of `db` ("" = all) remains open.
+  bool IsDrained(const std::string& db) const;
+  // When a pause with a deadline auto-resumes, as seconds left; nullopt without one.
+  std::optional<absl::Time> PauseDeadline(const std::string& db) const;
+
+  // SUSPEND: stop reading from every socket and accepting new ones, until RESUME.
+  void Suspend();
+  bool suspended() const { return suspended_; }
+  // DISABLE/ENABLE db: new logins to a disabled database are refused.
+  bool IsDisabled(const std::string& db) const { return disabled_dbs_.contains(db); }
+  void SetDisabled(const std::string& db, bool disabled);
+  // KILL db: drops every client and server connection of db and leaves it paused.
+  void Kill(const std::string& db);
+  bool KillClient(uint64_t id);
+  // RECONNECT: servers are closed as they are released ("" = all databases).
+  void Reconnect(const std::string& db);
+  // True once servers older than the last RECONNECT/RELOAD are gone (WAIT_CLOSE).
+  bool OldServersClosed(const std::string& db) const;
+  enum class ShutdownMode { kImmediate, kWaitForServers, kWaitForClients };
+  void Shutdown(ShutdownMode mode, const std::string& who);
+  // Replaces the config (SET from the console); the caller validated it.
+  void ReplaceConfig(config::Config config);
+  AdminConsole& admin() { return *admin_; }
+  // True if `client` is still an open admin connection with that id (for posted callbacks).
+  bool IsLiveAdminClient(const ClientConn* client, uint64_t id) const;
+  IntrusiveList<ClientConn>& admin_clients() { return admin_clients_; }
+  const IntrusiveList<ClientConn>& admin_clients() const { return admin_clients_; }
+  const IntrusiveList<ClientConn>& login_clients_view() const { return login_clients_; }
+  uint64_t start_time_us() const { return start_time_us_; }
+  // Totals per database (summed over its pools), for SHOW STATS and metrics.
+  std::map<std::string, PoolStats> StatsByDatabase() const;
+  const StatsHistory& stats_history() const { return stats_history_; }
+  const std::vector<evconnlistener*>& listeners() const { return listeners_; }
 
   // The pool for (db, user), created on first use; nullptr if the database is unknown.
   Pool* GetPool(const std::string& database, const std::string& user);
@@ -114,8 +157,19 @@ class Agent {
     pg::ScramKeys keys;
   };
   absl::flat_hash_map<std::string, CachedScram> scram_cache_;
+  void ApplyPauseToPools(const std::string& db);
   bool pause_all_ = false;
   absl::flat_hash_set<std::string> paused_dbs_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Timer>> pause_timers_;
+  absl::flat_hash_map<std::string, absl::Time> pause_deadlines_;
+  absl::flat_hash_set<std::string> disabled_dbs_;
+  bool suspended_ = false;
+  bool wait_for_clients_ = false;
+  std::unique_ptr<AdminConsole> admin_;
+  IntrusiveList<ClientConn> admin_clients_;
+  uint64_t start_time_us_ = 0;
+  StatsHistory stats_history_;
+  std::unique_ptr<Timer> stats_timer_;
   size_t client_count_ = 0;
   uint64_t last_conn_id_ = 0;
   bool shutting_down_ = false;

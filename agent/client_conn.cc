@@ -20,6 +20,8 @@ namespace {
 constexpr size_t kOutputHighWater = 256 * 1024;
 // Largest password/SASL message accepted during login.
 constexpr uint32_t kMaxAuthMessage = 10000;
+// Console commands are short; anything longer is not a command.
+constexpr uint32_t kMaxAdminMessage = 64 * 1024;
 
 // Parameters the pooler keeps in step between a client and whichever server it gets.
 // Spelled as PostgreSQL reports them in ParameterStatus.
@@ -165,6 +167,10 @@ void ClientConn::HandleStartupPacket(std::string_view packet) {
   }
   if (database_ != "pgbouncer" && !cfg.FindDatabase(database_).has_value()) {
     CloseWithError("08P01", absl::StrCat("no such database: ", database_));
+    return;
+  }
+  if (agent_.IsDisabled(database_)) {
+    CloseWithError("08P01", absl::StrCat("database \"", database_, "\" does not allow connections (DISABLE)"));
     return;
   }
   StartAuth();
@@ -352,8 +358,29 @@ void ClientConn::AuthSucceeded() {
     PGF_INFO("client", "c=%d login attempt: db=%s user=%s addr=%s", id_, database_, user_, peer_);
   }
   if (database_ == "pgbouncer") {
-    // The admin console arrives with its own issue; until then it is a clear refusal.
-    CloseWithError("08P01", "the admin console is not available in this version");
+    const config::Config& cfg = agent_.config();
+    if (cfg.auth_type != config::AuthType::kAny && !cfg.IsAdminUser(user_) &&
+        !cfg.IsStatsUser(user_)) {
+      PGF_WARN("admin", "c=%d user %s from %s refused: not in admin_users or stats_users", id_,
+               user_, peer_);
+      CloseWithError("08P01", "not allowed: admin console is for admin_users and stats_users");
+      return;
+    }
+    agent_.login_clients().Remove(this);
+    state_ = State::kAdmin;
+    agent_.admin_clients().PushBack(this);
+    std::string welcome = pg::AuthenticationRequest(pg::kAuthOk);
+    for (const auto& [name, value] :
+         {std::pair<const char*, const char*>{"server_version", "15.0 (pgfleet-agent)"},
+          {"server_encoding", "UTF8"}, {"client_encoding", "UTF8"}, {"DateStyle", "ISO, MDY"},
+          {"integer_datetimes", "on"}, {"standard_conforming_strings", "on"},
+          {"TimeZone", "UTC"}, {"IntervalStyle", "postgres"}, {"is_superuser", "off"}}) {
+      welcome += pg::ParameterStatus(name, value);
+    }
+    welcome += pg::BackendKeyData(cancel_pid_, cancel_key_) + pg::ReadyForQuery('I');
+    Write(welcome);
+    scram_.reset();
+    ProcessInput();
     return;
   }
   pool_ = agent_.GetPool(database_, user_);
@@ -482,7 +509,59 @@ void ClientConn::ForwardToServer() {
   }
 }
 
-void ClientConn::HandleAdminInput() {}
+void ClientConn::HandleAdminInput() {
+  evbuffer* in = bufferevent_get_input(bev_);
+  while (state_ == State::kAdmin && !admin_busy_) {
+    pg::MessageHeader header;
+    switch (pg::PeekHeader(in, 0, kMaxAdminMessage, &header)) {
+      case pg::HeaderResult::kNeedMore: return;
+      case pg::HeaderResult::kMalformed:
+        CloseWithError("08P01", "invalid message length on the admin console");
+        return;
+      case pg::HeaderResult::kOk: break;
+    }
+    if (evbuffer_get_length(in) < header.total()) return;
+    std::string body(header.body_size(), '\0');
+    evbuffer_drain(in, pg::kHeaderSize);
+    evbuffer_remove(in, body.data(), body.size());
+    switch (header.type) {
+      case 'Q': {
+        std::string_view sql(body);
+        if (!sql.empty() && sql.back() == '\0') sql.remove_suffix(1);
+        agent_.admin().HandleQuery(this, sql);
+        break;
+      }
+      case 'X':
+        Close("client close request");
+        return;
+      case 'S':
+        // The console speaks the simple protocol only; extended messages are answered once
+        // at their Sync, like a server that rejected the statement.
+        Write(pg::ErrorResponse("ERROR", "0A000",
+                                "the admin console supports the simple query protocol only") +
+              pg::ReadyForQuery('I'));
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+void ClientConn::AdminCommandStarted() {
+  admin_busy_ = true;
+  bufferevent_disable(bev_, EV_READ);
+}
+
+void ClientConn::AdminCommandDone() {
+  if (!admin_busy_) return;
+  admin_busy_ = false;
+  bufferevent_enable(bev_, EV_READ);
+  // Queries sent while the command waited are still buffered; run them from the loop so a
+  // long pipeline does not recurse.
+  agent_.loop().Post([this, id = id_, &agent = agent_] {
+    if (agent.IsLiveAdminClient(this, id)) ProcessInput();
+  });
+}
 
 void ClientConn::CloseWithError(const std::string& sqlstate, const std::string& message) {
   if (state_ == State::kClosed) return;
@@ -514,6 +593,9 @@ void ClientConn::Close(const std::string& reason) {
       pool_->DetachClient(this);
       break;
     case State::kAdmin:
+      agent_.admin_clients().Remove(this);
+      agent_.admin().OnClientClosed(this);
+      break;
     case State::kClosed:
       break;
   }

@@ -69,6 +69,10 @@ class ClientConn : public ListNode {
   // Called by the server side when the client's output buffer grew past the limit.
   void StartBackpressure();
 
+  // Admin console: a command that answers later stops the client's input until it does.
+  void AdminCommandStarted();
+  void AdminCommandDone();
+
   // Stats bookkeeping done by the server side on ReadyForQuery.
   uint64_t query_start_us = 0;
   uint64_t xact_start_us = 0;
@@ -111,6 +115,7 @@ class ClientConn : public ListNode {
   std::unique_ptr<pg::ScramServerExchange> scram_;
   bool scram_first_done_ = false;
 
+  bool admin_busy_ = false;
   // Bytes of a message already partly forwarded to the server.
   size_t forward_remaining_ = 0;
 

@@ -136,7 +136,7 @@ void Pool::ReleaseServer(ServerConn* server) {
   } else if (now - server->connect_time_us() > ToMicros(cfg.server_lifetime) &&
              server_count() > static_cast<size_t>(min_pool_size())) {
     server->Close("server lifetime over", /*is_error=*/false);
-  } else if (agent_.IsPaused(db_.name) && pool_mode() != config::PoolMode::kSession) {
+  } else if (agent_.IsPaused(db_.name)) {
     // PAUSE closes released server connections so PostgreSQL can be worked on.
     server->Close("database paused", /*is_error=*/false);
   } else if (!cfg.server_reset_query.empty() &&
@@ -160,6 +160,11 @@ void Pool::ReleaseServer(ServerConn* server) {
 }
 
 void Pool::OnServerIdle(ServerConn* server) {
+  if (agent_.IsPaused(db_.name) || server->generation() != generation_) {
+    server->Close(agent_.IsPaused(db_.name) ? "database paused" : "database settings changed",
+                  /*is_error=*/false);
+    return;
+  }
   RemoveServerFromList(server);
   server->SetState(ServerConn::State::kIdle);
   idle_servers_.PushBack(server);
@@ -284,6 +289,23 @@ void Pool::LaunchServer() {
   auto* server = new ServerConn(agent_, *this, agent_.NextConnId());
   login_servers_.PushBack(server);
   server->Connect();
+}
+
+void Pool::Reconnect() {
+  ++generation_;
+  idle_servers_.ForEach([](ServerConn* server) { server->Close("RECONNECT", false); });
+}
+
+size_t Pool::OldServerCount() const {
+  size_t count = 0;
+  auto old = [&](const ServerConn* server) {
+    if (server->generation() != generation_) ++count;
+  };
+  login_servers_.ForEach(old);
+  idle_servers_.ForEach(old);
+  active_servers_.ForEach(old);
+  used_servers_.ForEach(old);
+  return count;
 }
 
 void Pool::CloseAllServers(const char* reason, bool idle_only) {

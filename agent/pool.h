@@ -63,6 +63,12 @@ class Pool {
   // Called about once a second: timeouts, min_pool_size, idle server expiry.
   void Janitor(uint64_t now_us);
   void CloseAllServers(const char* reason, bool idle_only);
+  // RECONNECT: servers are closed once released; idle ones now.
+  void Reconnect();
+  // Servers from before the last RECONNECT or connection-parameter change.
+  size_t OldServerCount() const;
+  // Gives idle servers to queued clients and starts new connections when allowed.
+  void AssignServers();
 
   // Recovered from a client's SCRAM login; lets the agent log in with a SCRAM auth_file secret.
   void set_scram_keys(const pg::ScramKeys& keys) { scram_keys_ = keys; }
@@ -97,8 +103,6 @@ class Pool {
   friend class ServerConn;
   friend class ClientConn;
   void Link(ClientConn* client, ServerConn* server);
-  // Gives idle servers to queued clients and starts new connections when allowed.
-  void AssignServers();
   void MaybeLaunchServers();
   bool CanLaunchServer(bool use_reserve) const;
   void LaunchServer();

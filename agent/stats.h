@@ -33,3 +33,56 @@ struct PoolStats {
 };
 
 }  // namespace pgfleet::agent
+
+#include <map>
+#include <string>
+
+namespace pgfleet::agent {
+
+// Per-second rates and per-transaction/query times over the last stats_period, computed the
+// way PgBouncer's SHOW STATS does (wait time is per second, like PgBouncer 1.18).
+struct StatsAverages {
+  uint64_t xact_count = 0;      // Per second.
+  uint64_t query_count = 0;     // Per second.
+  uint64_t bytes_received = 0;  // Per second.
+  uint64_t bytes_sent = 0;      // Per second.
+  uint64_t xact_time_us = 0;    // Per transaction.
+  uint64_t query_time_us = 0;   // Per query.
+  uint64_t wait_time_us = 0;    // Per second.
+};
+
+class StatsHistory {
+ public:
+  // Records totals per database at the end of a period of `period_seconds`.
+  void Sample(const std::map<std::string, PoolStats>& totals, double period_seconds) {
+    for (const auto& [db, now] : totals) {
+      const PoolStats& before = last_[db];
+      StatsAverages& avg = averages_[db];
+      auto rate = [&](uint64_t a, uint64_t b) {
+        return static_cast<uint64_t>(static_cast<double>(a - b) / period_seconds);
+      };
+      auto per = [](uint64_t time_delta, uint64_t count_delta) {
+        return count_delta == 0 ? 0 : time_delta / count_delta;
+      };
+      avg.xact_count = rate(now.xact_count, before.xact_count);
+      avg.query_count = rate(now.query_count, before.query_count);
+      avg.bytes_received = rate(now.bytes_received, before.bytes_received);
+      avg.bytes_sent = rate(now.bytes_sent, before.bytes_sent);
+      avg.xact_time_us = per(now.xact_time_us - before.xact_time_us, now.xact_count - before.xact_count);
+      avg.query_time_us =
+          per(now.query_time_us - before.query_time_us, now.query_count - before.query_count);
+      avg.wait_time_us = rate(now.wait_time_us, before.wait_time_us);
+      last_[db] = now;
+    }
+  }
+  StatsAverages Averages(const std::string& db) const {
+    auto it = averages_.find(db);
+    return it == averages_.end() ? StatsAverages{} : it->second;
+  }
+
+ private:
+  std::map<std::string, PoolStats> last_;
+  std::map<std::string, StatsAverages> averages_;
+};
+
+}  // namespace pgfleet::agent

@@ -15,6 +15,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "agent/config/ini_parser.h"
@@ -154,89 +156,123 @@ absl::Status SetDuration(absl::string_view value, absl::Duration& out) {
 // ---- [pgbouncer]
 
 using Setter = absl::Status (*)(Config& config, absl::string_view value);
+// Renders the field the way PgBouncer 1.18's SHOW CONFIG prints it.
+using Getter = std::string (*)(const Config& config);
+
+// PgBouncer's CF_NO_RELOAD: SET refuses the key and RELOAD keeps the old value.
+constexpr bool kOnline = true;
+constexpr bool kRestartOnly = false;
 
 struct Option {
   absl::string_view name;
   Setter set;
+  Getter get;
+  bool changeable = kOnline;
+  // SHOW CONFIG's default column when it is not the rendering of a default Config.
+  const char* default_override = nullptr;
 };
 
-// Setters for plain fields, instantiated per field so the table below stays declarative.
+// PgBouncer's formatting of each value kind (libusual's cf_get_*).
+std::string FormatBool(bool value) { return value ? "1" : "0"; }
+
+std::string FormatSeconds(absl::Duration value) {
+  // cf_get_time_usec: microseconds as seconds through "%g", so 600 s is "600", 500 ms "0.5".
+  return absl::StrFormat("%g", static_cast<double>(absl::ToInt64Microseconds(value)) / 1e6);
+}
+
+// Setters and getters for plain fields, instantiated per field so the table below stays
+// declarative.
 template <std::string Config::*kField>
-absl::Status SetStringField(Config& c, absl::string_view v) {
-  c.*kField = std::string(v);
-  return absl::OkStatus();
+constexpr Option StringOption(absl::string_view name, bool changeable = kOnline) {
+  return {name,
+          [](Config& c, absl::string_view v) {
+            c.*kField = std::string(v);
+            return absl::OkStatus();
+          },
+          [](const Config& c) { return c.*kField; }, changeable};
 }
 
 template <std::vector<std::string> Config::*kField>
-absl::Status SetListField(Config& c, absl::string_view v) {
-  c.*kField = ParseList(v);
-  return absl::OkStatus();
+constexpr Option ListOption(absl::string_view name) {
+  return {name,
+          [](Config& c, absl::string_view v) {
+            c.*kField = ParseList(v);
+            return absl::OkStatus();
+          },
+          [](const Config& c) { return absl::StrJoin(c.*kField, ","); }};
 }
 
 template <int Config::*kField, int64_t kMin = 0, int64_t kMax = INT_MAX>
-absl::Status SetIntField(Config& c, absl::string_view v) {
-  return SetInt(v, c.*kField, kMin, kMax);
+constexpr Option IntOption(absl::string_view name, bool changeable = kOnline) {
+  return {name, [](Config& c, absl::string_view v) { return SetInt(v, c.*kField, kMin, kMax); },
+          [](const Config& c) { return absl::StrCat(c.*kField); }, changeable};
 }
 
 template <bool Config::*kField>
-absl::Status SetBoolField(Config& c, absl::string_view v) {
-  return SetBool(v, c.*kField);
+constexpr Option BoolOption(absl::string_view name) {
+  return {name, [](Config& c, absl::string_view v) { return SetBool(v, c.*kField); },
+          [](const Config& c) { return FormatBool(c.*kField); }};
 }
 
 template <absl::Duration Config::*kField>
-absl::Status SetDurationField(Config& c, absl::string_view v) {
-  return SetDuration(v, c.*kField);
+constexpr Option DurationOption(absl::string_view name) {
+  return {name, [](Config& c, absl::string_view v) { return SetDuration(v, c.*kField); },
+          [](const Config& c) { return FormatSeconds(c.*kField); }};
 }
 
+// Changeability follows PgBouncer 1.18's SHOW CONFIG, not intuition: logfile and
+// max_packet_size are changeable there, pidfile and pkt_buf are not.
 const Option kOptions[] = {
-    {"listen_addr", SetStringField<&Config::listen_addr>},
-    {"listen_port", SetIntField<&Config::listen_port, 1, 65535>},
-    {"unix_socket_dir", SetStringField<&Config::unix_socket_dir>},
+    StringOption<&Config::listen_addr>("listen_addr", kRestartOnly),
+    IntOption<&Config::listen_port, 1, 65535>("listen_port", kRestartOnly),
+    StringOption<&Config::unix_socket_dir>("unix_socket_dir", kRestartOnly),
     {"auth_type",
      [](Config& c, absl::string_view v) {
        PGF_ASSIGN_OR_RETURN(c.auth_type, ParseAuthType(v));
        return absl::OkStatus();
-     }},
-    {"auth_file", SetStringField<&Config::auth_file>},
-    {"admin_users", SetListField<&Config::admin_users>},
-    {"stats_users", SetListField<&Config::stats_users>},
+     },
+     [](const Config& c) { return std::string(AuthTypeName(c.auth_type)); }},
+    StringOption<&Config::auth_file>("auth_file"),
+    ListOption<&Config::admin_users>("admin_users"),
+    ListOption<&Config::stats_users>("stats_users"),
     {"pool_mode",
      [](Config& c, absl::string_view v) {
        PGF_ASSIGN_OR_RETURN(c.pool_mode, ParsePoolMode(v));
        return absl::OkStatus();
-     }},
-    {"default_pool_size", SetIntField<&Config::default_pool_size>},
-    {"min_pool_size", SetIntField<&Config::min_pool_size>},
-    {"reserve_pool_size", SetIntField<&Config::reserve_pool_size>},
-    {"reserve_pool_timeout", SetDurationField<&Config::reserve_pool_timeout>},
-    {"max_client_conn", SetIntField<&Config::max_client_conn>},
-    {"max_db_connections", SetIntField<&Config::max_db_connections>},
-    {"max_user_connections", SetIntField<&Config::max_user_connections>},
-    {"server_reset_query", SetStringField<&Config::server_reset_query>},
-    {"server_reset_query_always", SetBoolField<&Config::server_reset_query_always>},
-    {"server_check_query", SetStringField<&Config::server_check_query>},
-    {"server_check_delay", SetDurationField<&Config::server_check_delay>},
-    {"server_lifetime", SetDurationField<&Config::server_lifetime>},
-    {"server_idle_timeout", SetDurationField<&Config::server_idle_timeout>},
-    {"server_connect_timeout", SetDurationField<&Config::server_connect_timeout>},
-    {"server_login_retry", SetDurationField<&Config::server_login_retry>},
-    {"client_login_timeout", SetDurationField<&Config::client_login_timeout>},
-    {"client_idle_timeout", SetDurationField<&Config::client_idle_timeout>},
-    {"query_timeout", SetDurationField<&Config::query_timeout>},
-    {"query_wait_timeout", SetDurationField<&Config::query_wait_timeout>},
-    {"idle_transaction_timeout", SetDurationField<&Config::idle_transaction_timeout>},
-    {"ignore_startup_parameters", SetListField<&Config::ignore_startup_parameters>},
-    {"max_packet_size", SetIntField<&Config::max_packet_size>},
-    {"pkt_buf", SetIntField<&Config::pkt_buf, 1, INT_MAX>},
-    {"tcp_keepalive", SetBoolField<&Config::tcp_keepalive>},
-    {"tcp_keepcnt", SetIntField<&Config::tcp_keepcnt>},
-    {"tcp_keepidle", SetIntField<&Config::tcp_keepidle>},
-    {"tcp_keepintvl", SetIntField<&Config::tcp_keepintvl>},
-    {"logfile", SetStringField<&Config::logfile>},
-    {"pidfile", SetStringField<&Config::pidfile>},
-    {"log_connections", SetBoolField<&Config::log_connections>},
-    {"log_disconnections", SetBoolField<&Config::log_disconnections>},
-    {"log_pooler_errors", SetBoolField<&Config::log_pooler_errors>},
+     },
+     [](const Config& c) { return std::string(PoolModeName(c.pool_mode)); }},
+    IntOption<&Config::default_pool_size>("default_pool_size"),
+    IntOption<&Config::min_pool_size>("min_pool_size"),
+    IntOption<&Config::reserve_pool_size>("reserve_pool_size"),
+    DurationOption<&Config::reserve_pool_timeout>("reserve_pool_timeout"),
+    IntOption<&Config::max_client_conn>("max_client_conn"),
+    IntOption<&Config::max_db_connections>("max_db_connections"),
+    IntOption<&Config::max_user_connections>("max_user_connections"),
+    StringOption<&Config::server_reset_query>("server_reset_query"),
+    BoolOption<&Config::server_reset_query_always>("server_reset_query_always"),
+    StringOption<&Config::server_check_query>("server_check_query"),
+    DurationOption<&Config::server_check_delay>("server_check_delay"),
+    DurationOption<&Config::server_lifetime>("server_lifetime"),
+    DurationOption<&Config::server_idle_timeout>("server_idle_timeout"),
+    DurationOption<&Config::server_connect_timeout>("server_connect_timeout"),
+    DurationOption<&Config::server_login_retry>("server_login_retry"),
+    DurationOption<&Config::client_login_timeout>("client_login_timeout"),
+    DurationOption<&Config::client_idle_timeout>("client_idle_timeout"),
+    DurationOption<&Config::query_timeout>("query_timeout"),
+    DurationOption<&Config::query_wait_timeout>("query_wait_timeout"),
+    DurationOption<&Config::idle_transaction_timeout>("idle_transaction_timeout"),
+    ListOption<&Config::ignore_startup_parameters>("ignore_startup_parameters"),
+    IntOption<&Config::max_packet_size>("max_packet_size"),
+    IntOption<&Config::pkt_buf, 1, INT_MAX>("pkt_buf", kRestartOnly),
+    BoolOption<&Config::tcp_keepalive>("tcp_keepalive"),
+    IntOption<&Config::tcp_keepcnt>("tcp_keepcnt"),
+    IntOption<&Config::tcp_keepidle>("tcp_keepidle"),
+    IntOption<&Config::tcp_keepintvl>("tcp_keepintvl"),
+    StringOption<&Config::logfile>("logfile"),
+    StringOption<&Config::pidfile>("pidfile", kRestartOnly),
+    BoolOption<&Config::log_connections>("log_connections"),
+    BoolOption<&Config::log_disconnections>("log_disconnections"),
+    BoolOption<&Config::log_pooler_errors>("log_pooler_errors"),
     {"stats_period",
      [](Config& c, absl::string_view v) {
        PGF_ASSIGN_OR_RETURN(absl::Duration period, ParseDuration(v));
@@ -247,15 +283,27 @@ const Option kOptions[] = {
        }
        c.stats_period = period;
        return absl::OkStatus();
-     }},
+     },
+     [](const Config& c) { return FormatSeconds(c.stats_period); }},
     {"verbose",
      [](Config& c, absl::string_view v) {
        // PgBouncer's verbose is a level (0, 1, 2, ...); any level above 0 turns on debug logs.
        PGF_ASSIGN_OR_RETURN(int level, ParseInt(v, 0, INT_MAX));
        c.verbose = level > 0;
        return absl::OkStatus();
-     }},
+     },
+     [](const Config& c) { return FormatBool(c.verbose); }, kOnline,
+     // PgBouncer's verbose has no default string (the level starts at 0 in code), so its
+     // default column is empty.
+     ""},
 };
+
+const Option* FindOption(absl::string_view key) {
+  for (const Option& option : kOptions) {
+    if (option.name == key) return &option;
+  }
+  return nullptr;
+}
 
 // PgBouncer keys (1.18 and later releases) that pgfleet accepts without acting on them.
 constexpr absl::string_view kIgnoredOptions[] = {
@@ -328,9 +376,8 @@ std::string Location(const IniEntry& entry) { return absl::StrCat(entry.file, ":
 absl::Status ApplyOption(const IniEntry& entry, Config& config) {
   // PgBouncer matches keys exactly; case-folding only accepts more files.
   std::string key = absl::AsciiStrToLower(entry.key);
-  for (const Option& option : kOptions) {
-    if (option.name != key) continue;
-    absl::Status status = option.set(config, entry.value);
+  if (const Option* option = FindOption(key)) {
+    absl::Status status = option->set(config, entry.value);
     if (!status.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat(Location(entry), ": key '", key, "': ", status.message()));
@@ -642,6 +689,50 @@ absl::StatusOr<Config> LoadConfig(const std::string& path) {
                         absl::StrCat("config file: ", text.status().message()));
   }
   return ParseConfig(*text, path);
+}
+
+std::vector<ConfigEntry> DescribeConfig(const Config& config) {
+  const Config defaults;
+  std::vector<ConfigEntry> entries;
+  entries.reserve(std::size(kOptions));
+  for (const Option& option : kOptions) {
+    entries.push_back(ConfigEntry{
+        .key = std::string(option.name),
+        .value = option.get(config),
+        .default_value = option.default_override != nullptr ? std::string(option.default_override)
+                                                            : option.get(defaults),
+        .changeable = option.changeable,
+    });
+  }
+  std::sort(entries.begin(), entries.end(),
+            [](const ConfigEntry& a, const ConfigEntry& b) { return a.key < b.key; });
+  return entries;
+}
+
+absl::Status ApplySetting(Config& config, const std::string& key, const std::string& value) {
+  // Keys match case-insensitively, as in the file.
+  std::string name = absl::AsciiStrToLower(key);
+  const Option* option = FindOption(name);
+  if (option == nullptr) {
+    if (Contains(kIgnoredOptions, name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config parameter '", name, "' is not supported by pgfleet"));
+    }
+    return absl::InvalidArgumentError(absl::StrCat("unknown config parameter: ", key));
+  }
+  // Checked before the value, as PgBouncer does: SET of such a key fails whatever the value.
+  if (!option->changeable) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config parameter '", name, "' cannot be changed online"));
+  }
+  // On a copy, so a setter that fails halfway leaves `config` untouched.
+  Config updated = config;
+  absl::Status status = option->set(updated, value);
+  if (!status.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("key '", name, "': ", status.message()));
+  }
+  config = std::move(updated);
+  return absl::OkStatus();
 }
 
 }  // namespace pgfleet::agent::config

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
@@ -111,5 +112,25 @@ struct Config {
 absl::StatusOr<Config> LoadConfig(const std::string& path);
 // Same, from text in memory; `path` names it in errors and resolves relative %include.
 absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& path);
+
+// One row of the admin console's SHOW CONFIG.
+struct ConfigEntry {
+  std::string key;            // PgBouncer's name for the [pgbouncer] setting.
+  std::string value;          // Current value, formatted as PgBouncer 1.18 prints it.
+  std::string default_value;  // PgBouncer's default, same formatting.
+  bool changeable = true;     // Whether SET may change it online (PgBouncer's "changeable").
+};
+
+// Every [pgbouncer] setting pgfleet implements (not the ones it only ignores), sorted by key
+// and formatted like PgBouncer 1.18's SHOW CONFIG: durations as seconds through "%g" ("600",
+// "0.5"), booleans "0"/"1", lists comma-joined, pool_mode/auth_type by name.
+std::vector<ConfigEntry> DescribeConfig(const Config& config);
+
+// The admin console's `SET key = value`, through the same per-key parser as the file.
+// InvalidArgument, leaving `config` untouched, for an unknown key ("unknown config parameter:
+// x"), a key pgfleet ignores, a key that needs a restart ("config parameter 'listen_port'
+// cannot be changed online"), or a bad value (the file parser's message without FILE:LINE,
+// e.g. "key 'default_pool_size': invalid integer 'abc'").
+absl::Status ApplySetting(Config& config, const std::string& key, const std::string& value);
 
 }  // namespace pgfleet::agent::config

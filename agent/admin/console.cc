@@ -1,0 +1,323 @@
+#include "agent/admin/console.h"
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "agent/agent.h"
+#include "agent/client_conn.h"
+#include "agent/pg/protocol.h"
+#include "common/log.h"
+
+namespace pgfleet::agent {
+namespace {
+
+std::string Upper(std::string_view s) { return absl::AsciiStrToUpper(std::string(s)); }
+
+// Splits a console command into words; double-quoted words keep their case and spaces.
+std::vector<std::string> Tokenize(std::string_view sql) {
+  std::vector<std::string> words;
+  std::string current;
+  bool quoted = false, in_word = false;
+  for (char c : sql) {
+    if (quoted) {
+      if (c == '"') {
+        quoted = false;
+      } else {
+        current.push_back(c);
+      }
+    } else if (c == '"') {
+      quoted = in_word = true;
+    } else if (absl::ascii_isspace(static_cast<unsigned char>(c)) || c == ';') {
+      if (in_word) words.push_back(std::move(current));
+      current.clear();
+      in_word = false;
+    } else {
+      current.push_back(c);
+      in_word = true;
+    }
+  }
+  if (in_word) words.push_back(std::move(current));
+  return words;
+}
+
+// Commands a stats_users member may run; everything else needs admin_users.
+bool IsReadOnly(const std::string& verb) { return verb == "SHOW"; }
+
+}  // namespace
+
+void AdminConsole::HandleQuery(ClientConn* client, std::string_view sql) {
+  std::vector<std::string> words = Tokenize(sql);
+  if (words.empty()) {
+    // An empty query answers EmptyQueryResponse, as PostgreSQL does.
+    client->Write(pg::MessageBuilder('I').Finish() + pg::ReadyForQuery('I'));
+    return;
+  }
+  const std::string verb = Upper(words[0]);
+  Args args(words.begin() + 1, words.end());
+  const std::string command = absl::StrJoin(words, " ");
+  const bool is_admin = agent_.config().IsAdminUser(client->user()) ||
+                        agent_.config().auth_type == config::AuthType::kAny;
+  if (!is_admin && !IsReadOnly(verb)) {
+    PGF_WARN("admin", "c=%d user %s refused: %s (stats_users may only SHOW)", client->id(),
+             client->user(), command);
+    Finish(client, pg::ErrorResponse("ERROR", "42501",
+                                     absl::StrCat("admin access needed for '", command, "'")));
+    return;
+  }
+  if (verb != "SHOW") {
+    PGF_INFO("admin", "c=%d user %s from %s ran: %s", client->id(), client->user(), client->peer(),
+             command);
+  }
+  if (verb == "SHOW") {
+    if (args.empty()) {
+      Finish(client, pg::ErrorResponse("ERROR", "42601", "SHOW what? use SHOW HELP;"));
+      return;
+    }
+    std::string response = Show(Upper(args[0]), client);
+    Finish(client, response);
+    return;
+  }
+  if (verb == "SET") {
+    std::string reply;
+    absl::Status status = Set(std::string(sql), &reply);
+    Finish(client, status.ok() ? pg::CommandComplete(reply)
+                               : pg::ErrorResponse("ERROR", "22023", std::string(status.message())));
+    return;
+  }
+  std::string reply;
+  absl::Status status = RunCommand(client, verb, args, &reply);
+  if (!status.ok()) {
+    std::string sqlstate = status.code() == absl::StatusCode::kInvalidArgument ? "42601" : "55000";
+    if (status.code() == absl::StatusCode::kNotFound) sqlstate = "3D000";
+    Finish(client, pg::ErrorResponse("ERROR", sqlstate, std::string(status.message())));
+    return;
+  }
+  if (!reply.empty()) Finish(client, pg::CommandComplete(reply));
+  // Otherwise a Pending was registered and answers later.
+}
+
+void AdminConsole::Finish(ClientConn* client, const std::string& response) {
+  client->Write(response + pg::ReadyForQuery('I'));
+  client->AdminCommandDone();
+}
+
+absl::Status AdminConsole::RunCommand(ClientConn* client, const std::string& verb,
+                                      const Args& args, std::string* reply) {
+  auto db_arg = [&](size_t max_args) -> absl::StatusOr<std::string> {
+    if (args.size() > max_args) {
+      return absl::InvalidArgumentError(absl::StrCat("too many arguments for ", verb));
+    }
+    return args.empty() ? std::string() : args[0];
+  };
+  auto require_db = [&](const std::string& db) -> absl::Status {
+    if (db.empty()) return absl::InvalidArgumentError(absl::StrCat(verb, " needs a database name"));
+    if (!agent_.config().FindDatabase(db).has_value()) {
+      return absl::NotFoundError(absl::StrCat("no such database: ", db));
+    }
+    return absl::OkStatus();
+  };
+
+  if (verb == "PAUSE") return Pause(client, args, reply);
+  if (verb == "RESUME") return Resume(args, reply);
+  if (verb == "RELOAD") {
+    if (!args.empty()) return absl::InvalidArgumentError("RELOAD takes no arguments");
+    if (absl::Status reloaded = agent_.Reload(); !reloaded.ok()) {
+      PGF_ERROR("admin", "RELOAD refused, keeping the previous config: %s", reloaded.message());
+      return absl::InvalidArgumentError(
+          absl::StrCat("RELOAD failed, previous config kept: ", reloaded.message()));
+    }
+    *reply = "RELOAD";
+    return absl::OkStatus();
+  }
+  if (verb == "SUSPEND") {
+    if (agent_.suspended()) return absl::FailedPreconditionError("already suspended");
+    agent_.Suspend();
+    *reply = "SUSPEND";
+    return absl::OkStatus();
+  }
+  if (verb == "DISABLE" || verb == "ENABLE") {
+    absl::StatusOr<std::string> db = db_arg(1);
+    if (!db.ok()) return db.status();
+    if (absl::Status ok = require_db(*db); !ok.ok()) return ok;
+    agent_.SetDisabled(*db, verb == "DISABLE");
+    *reply = verb;
+    return absl::OkStatus();
+  }
+  if (verb == "KILL") {
+    absl::StatusOr<std::string> db = db_arg(1);
+    if (!db.ok()) return db.status();
+    if (absl::Status ok = require_db(*db); !ok.ok()) return ok;
+    // A KILL ends a PAUSE still draining: nothing is left to drain (PgBouncer #715).
+    CancelPendingPauses(*db, "PAUSE ended by KILL");
+    agent_.Kill(*db);
+    *reply = "KILL";
+    return absl::OkStatus();
+  }
+  if (verb == "KILL_CLIENT") {
+    uint64_t id = 0;
+    const bool hex = args.size() == 1 && absl::StartsWith(args[0], "0x");
+    if (args.size() != 1 || !(hex ? absl::SimpleHexAtoi(args[0].substr(2), &id)
+                                  : absl::SimpleAtoi(args[0], &id))) {
+      return absl::InvalidArgumentError("usage: KILL_CLIENT <id> (the ptr column of SHOW CLIENTS)");
+    }
+    if (!agent_.KillClient(id)) {
+      return absl::NotFoundError(absl::StrCat("no such client: ", args[0]));
+    }
+    *reply = "KILL_CLIENT";
+    return absl::OkStatus();
+  }
+  if (verb == "RECONNECT") {
+    absl::StatusOr<std::string> db = db_arg(1);
+    if (!db.ok()) return db.status();
+    if (!db->empty()) {
+      if (absl::Status ok = require_db(*db); !ok.ok()) return ok;
+    }
+    agent_.Reconnect(*db);
+    *reply = "RECONNECT";
+    return absl::OkStatus();
+  }
+  if (verb == "WAIT_CLOSE") {
+    absl::StatusOr<std::string> db = db_arg(1);
+    if (!db.ok()) return db.status();
+    if (!db->empty()) {
+      if (absl::Status ok = require_db(*db); !ok.ok()) return ok;
+    }
+    pending_.push_back({Pending::Kind::kWaitClose, client, *db, "WAIT_CLOSE"});
+    client->AdminCommandStarted();
+    CheckPending();
+    return absl::OkStatus();
+  }
+  if (verb == "SHUTDOWN") {
+    Agent::ShutdownMode mode = Agent::ShutdownMode::kImmediate;
+    if (args.size() == 1 && Upper(args[0]) == "WAIT_FOR_SERVERS") {
+      mode = Agent::ShutdownMode::kWaitForServers;
+    } else if (args.size() == 1 && Upper(args[0]) == "WAIT_FOR_CLIENTS") {
+      mode = Agent::ShutdownMode::kWaitForClients;
+    } else if (!args.empty()) {
+      return absl::InvalidArgumentError("usage: SHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]");
+    }
+    // A shutdown ends any PAUSE still draining, so its caller is not left hanging.
+    CancelPendingPauses("", "PAUSE ended by SHUTDOWN");
+    Finish(client, pg::CommandComplete("SHUTDOWN"));
+    reply->clear();
+    agent_.Shutdown(mode, client->user());
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("invalid command '", verb,
+                   args.empty() ? "" : absl::StrCat(" ", absl::StrJoin(args, " ")),
+                   "', use SHOW HELP;"));
+}
+
+absl::Status AdminConsole::Pause(ClientConn* client, const Args& args, std::string* reply) {
+  // PAUSE [db] [FOR <duration>]: the FOR form resumes by itself when the duration passes.
+  std::string db;
+  std::optional<absl::Duration> deadline;
+  size_t i = 0;
+  if (i < args.size() && Upper(args[i]) != "FOR") db = args[i++];
+  if (i < args.size()) {
+    absl::Duration duration;
+    int64_t seconds = 0;
+    bool parsed = i + 2 == args.size() && Upper(args[i]) == "FOR";
+    if (parsed && absl::SimpleAtoi(args[i + 1], &seconds)) {
+      duration = absl::Seconds(seconds);  // A bare number is seconds, like PgBouncer settings.
+    } else if (parsed) {
+      parsed = absl::ParseDuration(args[i + 1], &duration);
+    }
+    if (!parsed || duration <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError("usage: PAUSE [db] [FOR <duration>, e.g. 15m or 90s]");
+    }
+    deadline = duration;
+  }
+  if (absl::Status paused = agent_.Pause(db, deadline); !paused.ok()) return paused;
+  // The reply comes once no server connection is in use (PgBouncer semantics).
+  pending_.push_back({Pending::Kind::kPause, client, db, "PAUSE"});
+  client->AdminCommandStarted();
+  CheckPending();
+  reply->clear();
+  return absl::OkStatus();
+}
+
+absl::Status AdminConsole::Resume(const Args& args, std::string* reply) {
+  if (args.size() > 1) return absl::InvalidArgumentError("usage: RESUME [db]");
+  std::string db = args.empty() ? "" : args[0];
+  if (absl::Status resumed = agent_.Resume(db); !resumed.ok()) return resumed;
+  *reply = "RESUME";
+  return absl::OkStatus();
+}
+
+absl::Status AdminConsole::Set(const std::string& sql, std::string* reply) {
+  // SET key = value (value may be quoted with single quotes).
+  absl::string_view rest = absl::StripAsciiWhitespace(sql);
+  rest.remove_prefix(3);
+  while (!rest.empty() && rest.back() == ';') rest.remove_suffix(1);
+  size_t eq = rest.find('=');
+  if (eq == std::string_view::npos) {
+    return absl::InvalidArgumentError("usage: SET key = value");
+  }
+  std::string key = absl::AsciiStrToLower(absl::StripAsciiWhitespace(rest.substr(0, eq)));
+  std::string value(absl::StripAsciiWhitespace(rest.substr(eq + 1)));
+  if (value.size() >= 2 && value.front() == '\'' && value.back() == '\'') {
+    value = absl::StrReplaceAll(value.substr(1, value.size() - 2), {{"''", "'"}});
+  }
+  config::Config updated = agent_.config();
+  if (absl::Status applied = config::ApplySetting(updated, key, value); !applied.ok()) {
+    return applied;
+  }
+  agent_.ReplaceConfig(std::move(updated));
+  PGF_INFO("admin", "SET %s = %s", key, value);
+  *reply = "SET";
+  return absl::OkStatus();
+}
+
+bool AdminConsole::PendingDone(const Pending& pending) const {
+  switch (pending.kind) {
+    case Pending::Kind::kPause: return agent_.IsDrained(pending.db);
+    case Pending::Kind::kWaitClose: return agent_.OldServersClosed(pending.db);
+  }
+  return false;
+}
+
+void AdminConsole::CheckPending() {
+  if (pending_.empty()) return;
+  std::vector<Pending> done;
+  auto it = std::stable_partition(pending_.begin(), pending_.end(),
+                                  [&](const Pending& p) { return !PendingDone(p); });
+  done.assign(it, pending_.end());
+  pending_.erase(it, pending_.end());
+  for (const Pending& pending : done) {
+    if (pending.kind == Pending::Kind::kPause) {
+      PGF_INFO("admin", "PAUSE %s: drained, no server connection left",
+               pending.db.empty() ? "(all)" : pending.db);
+    }
+    Finish(pending.client, pg::CommandComplete(pending.tag));
+  }
+}
+
+void AdminConsole::CancelPendingPauses(const std::string& db, const std::string& message) {
+  std::vector<Pending> cancelled;
+  auto it = std::stable_partition(pending_.begin(), pending_.end(), [&](const Pending& p) {
+    return !(p.kind == Pending::Kind::kPause && (db.empty() || p.db == db));
+  });
+  cancelled.assign(it, pending_.end());
+  pending_.erase(it, pending_.end());
+  for (const Pending& pending : cancelled) {
+    Finish(pending.client, pg::ErrorResponse("ERROR", "57014", message));
+  }
+}
+
+void AdminConsole::OnClientClosed(ClientConn* client) {
+  pending_.erase(std::remove_if(pending_.begin(), pending_.end(),
+                                [&](const Pending& p) { return p.client == client; }),
+                 pending_.end());
+}
+
+}  // namespace pgfleet::agent

@@ -1,0 +1,222 @@
+// The agent's control operations: PAUSE/RESUME, SUSPEND, DISABLE/ENABLE, KILL, RECONNECT,
+// SHUTDOWN. The admin console and (later) the controller link both call these, so a pause
+// from either behaves the same.
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "absl/strings/str_cat.h"
+#include "agent/agent.h"
+#include "agent/client_conn.h"
+#include "agent/server_conn.h"
+#include "common/log.h"
+
+namespace pgfleet::agent {
+namespace {
+
+template <typename Fn>
+void ForEachPoolOf(const std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>>& pools,
+                   const std::string& db, Fn&& fn) {
+  for (const auto& [key, pool] : pools) {
+    if (db.empty() || key.first == db) fn(*pool);
+  }
+}
+
+std::vector<ClientConn*> ClientsOf(const Pool& pool) {
+  std::vector<ClientConn*> clients;
+  auto add = [&](const ClientConn* client) { clients.push_back(const_cast<ClientConn*>(client)); };
+  pool.active_clients().ForEach(add);
+  pool.waiting_clients().ForEach(add);
+  pool.login_waiting_clients().ForEach(add);
+  return clients;
+}
+
+}  // namespace
+
+absl::Status Agent::Pause(const std::string& db, std::optional<absl::Duration> deadline) {
+  if (!db.empty() && !config_->FindDatabase(db).has_value()) {
+    return absl::NotFoundError(absl::StrCat("no such database: ", db));
+  }
+  if (IsPausedExactly(db)) {
+    return absl::FailedPreconditionError(
+        db.empty() ? "already paused" : absl::StrCat("database ", db, " is already paused"));
+  }
+  if (db.empty()) {
+    pause_all_ = true;
+  } else {
+    paused_dbs_.insert(db);
+  }
+  if (deadline.has_value()) {
+    pause_deadlines_[db] = absl::Now() + *deadline;
+    auto timer = std::make_unique<Timer>(*loop_, [this, db] {
+      PGF_WARN("agent", "PAUSE %s: deadline reached, resuming by itself",
+               db.empty() ? "(all)" : db);
+      if (absl::Status resumed = Resume(db); !resumed.ok()) {
+        PGF_ERROR("agent", "automatic RESUME failed: %s", resumed.message());
+      }
+    });
+    timer->Start(*deadline, /*repeat=*/false);
+    pause_timers_[db] = std::move(timer);
+  }
+  PGF_INFO("agent", "PAUSE %s%s", db.empty() ? "(all databases)" : db,
+           deadline ? absl::StrCat(" with deadline in ", absl::FormatDuration(*deadline)) : "");
+  ApplyPauseToPools(db);
+  return absl::OkStatus();
+}
+
+void Agent::ApplyPauseToPools(const std::string& db) {
+  // Idle servers go now; the others as their transactions (session mode: clients) finish.
+  ForEachPoolOf(pools_, db, [](Pool& pool) { pool.CloseAllServers("database paused", true); });
+  admin_->CheckPending();
+}
+
+absl::Status Agent::Resume(const std::string& db) {
+  if (!IsPausedExactly(db) && !(db.empty() && (!paused_dbs_.empty() || suspended_))) {
+    return absl::FailedPreconditionError(
+        db.empty() ? "pooler is not paused/suspended" : absl::StrCat("database ", db,
+                                                                     " is not paused"));
+  }
+  if (db.empty()) {
+    // A bare RESUME ends every pause and a SUSPEND: nobody is left waiting by accident.
+    pause_all_ = false;
+    paused_dbs_.clear();
+    pause_timers_.clear();
+    pause_deadlines_.clear();
+    if (suspended_) {
+      suspended_ = false;
+      for (evconnlistener* listener : listeners_) evconnlistener_enable(listener);
+      for (auto& [key, pool] : pools_) {
+        for (ClientConn* client : ClientsOf(*pool)) {
+          if (client->state() != ClientConn::State::kWaiting) {
+            bufferevent_enable(client->bev(), EV_READ);
+          }
+        }
+        auto enable = [](const ServerConn* server) {
+          if (server->bev() != nullptr) bufferevent_enable(server->bev(), EV_READ);
+        };
+        pool->active_servers().ForEach(enable);
+        pool->idle_servers().ForEach(enable);
+        pool->used_servers().ForEach(enable);
+        pool->login_servers().ForEach(enable);
+      }
+    }
+  } else {
+    paused_dbs_.erase(db);
+    pause_timers_.erase(db);
+    pause_deadlines_.erase(db);
+  }
+  admin_->CancelPendingPauses(db, "PAUSE canceled by RESUME");
+  PGF_INFO("agent", "RESUME %s", db.empty() ? "(all databases)" : db);
+  ForEachPoolOf(pools_, db, [](Pool& pool) { pool.AssignServers(); });
+  return absl::OkStatus();
+}
+
+bool Agent::IsDrained(const std::string& db) const {
+  bool drained = true;
+  ForEachPoolOf(pools_, db, [&](Pool& pool) {
+    if (pool.server_count() > 0) drained = false;
+  });
+  return drained;
+}
+
+std::optional<absl::Time> Agent::PauseDeadline(const std::string& db) const {
+  auto it = pause_deadlines_.find(db);
+  if (it == pause_deadlines_.end()) return std::nullopt;
+  return it->second;
+}
+
+void Agent::Suspend() {
+  suspended_ = true;
+  for (evconnlistener* listener : listeners_) evconnlistener_disable(listener);
+  for (auto& [key, pool] : pools_) {
+    for (ClientConn* client : ClientsOf(*pool)) bufferevent_disable(client->bev(), EV_READ);
+    auto disable = [](const ServerConn* server) {
+      if (server->bev() != nullptr) bufferevent_disable(server->bev(), EV_READ);
+    };
+    pool->active_servers().ForEach(disable);
+    pool->idle_servers().ForEach(disable);
+  }
+  PGF_INFO("agent", "SUSPEND: not reading from any socket until RESUME");
+}
+
+void Agent::SetDisabled(const std::string& db, bool disabled) {
+  if (disabled) {
+    disabled_dbs_.insert(db);
+  } else {
+    disabled_dbs_.erase(db);
+  }
+  PGF_INFO("agent", "%s %s", disabled ? "DISABLE" : "ENABLE", db);
+}
+
+void Agent::Kill(const std::string& db) {
+  PGF_INFO("agent", "KILL %s: dropping all its client and server connections", db);
+  if (!IsPausedExactly(db)) {
+    if (db.empty()) {
+      pause_all_ = true;
+    } else {
+      paused_dbs_.insert(db);
+    }
+  }
+  ForEachPoolOf(pools_, db, [](Pool& pool) {
+    for (ClientConn* client : ClientsOf(pool)) {
+      client->CloseWithError("08P01", "database killed by admin (KILL)");
+    }
+    pool.CloseAllServers("KILL", /*idle_only=*/false);
+  });
+  admin_->CheckPending();
+}
+
+bool Agent::KillClient(uint64_t id) {
+  ClientConn* found = nullptr;
+  auto match = [&](const ClientConn* client) {
+    if (client->id() == id) found = const_cast<ClientConn*>(client);
+  };
+  login_clients_.ForEach(match);
+  admin_clients_.ForEach(match);
+  for (auto& [key, pool] : pools_) {
+    for (ClientConn* client : ClientsOf(*pool)) match(client);
+  }
+  if (found == nullptr) return false;
+  found->CloseWithError("08P01", "client killed by admin (KILL_CLIENT)");
+  return true;
+}
+
+void Agent::Reconnect(const std::string& db) {
+  PGF_INFO("agent", "RECONNECT %s", db.empty() ? "(all databases)" : db);
+  ForEachPoolOf(pools_, db, [](Pool& pool) { pool.Reconnect(); });
+}
+
+bool Agent::OldServersClosed(const std::string& db) const {
+  bool closed = true;
+  ForEachPoolOf(pools_, db, [&](Pool& pool) {
+    if (pool.OldServerCount() > 0) closed = false;
+  });
+  return closed;
+}
+
+void Agent::Shutdown(ShutdownMode mode, const std::string& who) {
+  switch (mode) {
+    case ShutdownMode::kImmediate:
+      PGF_INFO("agent", "SHUTDOWN by %s: exiting now", who);
+      loop_->Stop();
+      return;
+    case ShutdownMode::kWaitForServers:
+      BeginShutdown(absl::StrCat("SHUTDOWN WAIT_FOR_SERVERS by ", who));
+      return;
+    case ShutdownMode::kWaitForClients:
+      PGF_INFO("agent", "SHUTDOWN WAIT_FOR_CLIENTS by %s: no new clients; exiting when the last "
+               "one leaves", who);
+      wait_for_clients_ = true;
+      CloseListeners();
+      MaybeFinishShutdown();
+      return;
+  }
+}
+
+void Agent::ReplaceConfig(config::Config cfg) {
+  config_ = std::make_shared<const config::Config>(std::move(cfg));
+  common::SetLogLevel(config_->verbose ? common::LogLevel::kDebug : common::LogLevel::kInfo);
+  for (auto& [key, pool] : pools_) pool->AssignServers();
+}
+
+}  // namespace pgfleet::agent

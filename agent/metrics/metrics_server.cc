@@ -1,0 +1,423 @@
+#include "agent/metrics/metrics_server.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <initializer_list>
+#include <map>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "agent/agent.h"
+#include "agent/config/config.h"
+#include "agent/event_loop.h"
+#include "agent/pool.h"
+#include "agent/stats.h"
+#include "common/log.h"
+
+namespace pgfleet::agent {
+namespace {
+
+using Labels = std::initializer_list<std::pair<absl::string_view, absl::string_view>>;
+
+// Length of the valid UTF-8 sequence starting at s[i], or 0 if the bytes there are not one.
+size_t Utf8SequenceLength(absl::string_view s, size_t i) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char lead = byte(i);
+  size_t len;
+  unsigned char lo = 0x80, hi = 0xBF;  // Allowed range of the first continuation byte.
+  if (lead < 0x80) return 1;
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    len = 2;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    len = 3;
+    if (lead == 0xE0) lo = 0xA0;  // Overlong.
+    if (lead == 0xED) hi = 0x9F;  // Surrogates.
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    len = 4;
+    if (lead == 0xF0) lo = 0x90;  // Overlong.
+    if (lead == 0xF4) hi = 0x8F;  // Above U+10FFFF.
+  } else {
+    return 0;
+  }
+  if (i + len > s.size()) return 0;
+  if (byte(i + 1) < lo || byte(i + 1) > hi) return 0;
+  for (size_t k = 2; k < len; ++k) {
+    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
+  }
+  return len;
+}
+
+// A label value per the exposition format: \ " and newline escaped. Names come from
+// clients (auth_type=any, the "*" database), so bytes that are not UTF-8 become U+FFFD
+// rather than break the scraper's parser.
+void AppendLabelValue(std::string* out, absl::string_view value) {
+  for (size_t i = 0; i < value.size();) {
+    const char c = value[i];
+    if (c == '\\') {
+      out->append("\\\\");
+    } else if (c == '"') {
+      out->append("\\\"");
+    } else if (c == '\n') {
+      out->append("\\n");
+    } else {
+      const size_t len = Utf8SequenceLength(value, i);
+      if (len == 0) {
+        out->append("\xEF\xBF\xBD");
+        ++i;
+      } else {
+        out->append(value.data() + i, len);
+        i += len;
+      }
+      continue;
+    }
+    ++i;
+  }
+}
+
+// Microseconds as exact decimal seconds ("12.5", "0.000001", "0"): no float rounding,
+// so a large counter never appears to go backwards.
+std::string MicrosAsSeconds(uint64_t us) {
+  std::string out = absl::StrCat(us / 1000000);
+  if (const uint64_t frac = us % 1000000; frac != 0) {
+    std::string digits = absl::StrCat(frac + 1000000).substr(1);  // Zero-padded to 6.
+    while (digits.back() == '0') digits.pop_back();
+    absl::StrAppend(&out, ".", digits);
+  }
+  return out;
+}
+
+// Builds the exposition text. Samples of one family must be contiguous, so callers emit
+// a family header and then all its samples.
+class Exposition {
+ public:
+  void Family(absl::string_view name, absl::string_view type, absl::string_view help) {
+    absl::StrAppend(&out_, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+  }
+  void Sample(absl::string_view name, Labels labels, absl::string_view value) {
+    out_.append(name.data(), name.size());
+    if (labels.size() > 0) {
+      out_.push_back('{');
+      bool first = true;
+      for (const auto& [label, label_value] : labels) {
+        if (!first) out_.push_back(',');
+        first = false;
+        absl::StrAppend(&out_, label, "=\"");
+        AppendLabelValue(&out_, label_value);
+        out_.push_back('"');
+      }
+      out_.push_back('}');
+    }
+    absl::StrAppend(&out_, " ", value, "\n");
+  }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+struct PoolMetric {
+  const char* name;
+  const char* type;
+  const char* help;
+  std::string (*value)(const Pool& pool, uint64_t now_us);
+};
+
+// SHOW POOLS, as pgbouncer_exporter maps it (labels database, user).
+const PoolMetric kPoolMetrics[] = {
+    {"pgbouncer_pools_client_active_connections", "gauge",
+     "Client connections linked to server connection and able to process queries, shown as "
+     "connection",
+     [](const Pool& p, uint64_t) { return absl::StrCat(p.active_clients().size()); }},
+    {"pgbouncer_pools_client_waiting_connections", "gauge",
+     "Client connections waiting on a server connection, shown as connection",
+     [](const Pool& p, uint64_t) {
+       return absl::StrCat(p.waiting_clients().size() + p.login_waiting_clients().size());
+     }},
+    {"pgbouncer_pools_server_active_connections", "gauge",
+     "Server connections linked to a client connection, shown as connection",
+     [](const Pool& p, uint64_t) { return absl::StrCat(p.active_servers().size()); }},
+    {"pgbouncer_pools_server_idle_connections", "gauge",
+     "Server connections idle and ready for a client query, shown as connection",
+     [](const Pool& p, uint64_t) { return absl::StrCat(p.idle_servers().size()); }},
+    {"pgbouncer_pools_server_used_connections", "gauge",
+     "Server connections idle more than server_check_delay, needing server_check_query, shown "
+     "as connection",
+     [](const Pool& p, uint64_t) { return absl::StrCat(p.used_servers().size()); }},
+    {"pgbouncer_pools_server_testing_connections", "gauge",
+     "Server connections currently running either server_reset_query or server_check_query, "
+     "shown as connection",
+     [](const Pool&, uint64_t) { return std::string("0"); }},
+    {"pgbouncer_pools_server_login_connections", "gauge",
+     "Server connections currently in the process of logging in, shown as connection",
+     [](const Pool& p, uint64_t) { return absl::StrCat(p.login_servers().size()); }},
+    {"pgbouncer_pools_client_maxwait_seconds", "gauge",
+     "Age of oldest unserved client connection, shown as second",
+     [](const Pool& p, uint64_t now_us) { return MicrosAsSeconds(p.MaxWaitMicros(now_us)); }},
+    // pgfleet's own per-pool counters.
+    {"pgfleet_pool_client_login_failures_total", "counter",
+     "Client logins to this pool that failed authentication",
+     [](const Pool& p, uint64_t) { return absl::StrCat(p.stats().client_login_failures); }},
+    {"pgfleet_pool_server_login_failures_total", "counter",
+     "Server connections of this pool that failed to log in to PostgreSQL",
+     [](const Pool& p, uint64_t) { return absl::StrCat(p.stats().server_login_failures); }},
+    {"pgfleet_pool_server_errors_total", "counter",
+     "Server connections of this pool lost or closed because of a fault",
+     [](const Pool& p, uint64_t) { return absl::StrCat(p.stats().server_errors); }},
+};
+
+struct StatsMetric {
+  const char* name;
+  const char* help;
+  std::string (*value)(const PoolStats& stats);
+};
+
+// SHOW STATS_TOTALS, as current pgbouncer_exporter names it (label database).
+const StatsMetric kStatsMetrics[] = {
+    {"pgbouncer_stats_totals_sql_transactions_pooled_total",
+     "Total number of SQL transactions pooled",
+     [](const PoolStats& s) { return absl::StrCat(s.xact_count); }},
+    {"pgbouncer_stats_totals_queries_pooled_total", "Total number of SQL queries pooled",
+     [](const PoolStats& s) { return absl::StrCat(s.query_count); }},
+    {"pgbouncer_stats_totals_received_bytes_total",
+     "Total volume in bytes of network traffic received by pgbouncer, shown as bytes",
+     [](const PoolStats& s) { return absl::StrCat(s.bytes_received); }},
+    {"pgbouncer_stats_totals_sent_bytes_total",
+     "Total volume in bytes of network traffic sent by pgbouncer, shown as bytes",
+     [](const PoolStats& s) { return absl::StrCat(s.bytes_sent); }},
+    {"pgbouncer_stats_totals_server_in_transaction_seconds_total",
+     "Total number of seconds spent by pgbouncer when connected to PostgreSQL in a "
+     "transaction, either idle in transaction or executing queries",
+     [](const PoolStats& s) { return MicrosAsSeconds(s.xact_time_us); }},
+    {"pgbouncer_stats_totals_queries_duration_seconds_total",
+     "Total number of seconds spent by pgbouncer when actively connected to PostgreSQL, "
+     "executing queries",
+     [](const PoolStats& s) { return MicrosAsSeconds(s.query_time_us); }},
+    {"pgbouncer_stats_totals_client_wait_seconds_total",
+     "Time spent by clients waiting for a server in seconds",
+     [](const PoolStats& s) { return MicrosAsSeconds(s.wait_time_us); }},
+};
+
+// One database as SHOW DATABASES / SHOW STATS_TOTALS see it.
+struct DatabaseRow {
+  config::DatabaseConfig db;
+  PoolStats stats;
+  size_t server_count = 0;
+};
+
+// Configured databases (not the "*" fallback) plus databases that only exist as pools
+// (auto-databases from "*", or entries dropped by a RELOAD while their pools live on).
+std::map<std::string, DatabaseRow> CollectDatabases(const Agent& agent) {
+  std::map<std::string, DatabaseRow> rows;
+  for (const auto& [name, db] : agent.config().databases) {
+    if (name == "*") continue;
+    rows[name].db = db;
+  }
+  for (const auto& [key, pool] : agent.pools()) {
+    auto [it, inserted] = rows.try_emplace(pool->db_name());
+    if (inserted) it->second.db = pool->db();
+    it->second.stats += pool->stats();
+    it->second.server_count += pool->server_count();
+  }
+  return rows;
+}
+
+}  // namespace
+
+std::string RenderPrometheusMetrics(const Agent& agent, uint64_t now_us) {
+  const config::Config& cfg = agent.config();
+  Exposition out;
+
+  out.Family("pgbouncer_up", "gauge", "The pgbouncer scrape succeeded");
+  out.Sample("pgbouncer_up", {}, "1");
+
+  out.Family("pgbouncer_config_max_client_connections", "gauge",
+             "Configured maximum number of client connections");
+  out.Sample("pgbouncer_config_max_client_connections", {}, absl::StrCat(cfg.max_client_conn));
+  out.Family("pgbouncer_config_max_user_connections", "gauge",
+             "Configured maximum number of server connections per user");
+  out.Sample("pgbouncer_config_max_user_connections", {},
+             absl::StrCat(cfg.max_user_connections));
+
+  for (const PoolMetric& metric : kPoolMetrics) {
+    out.Family(metric.name, metric.type, metric.help);
+    for (const auto& [key, pool] : agent.pools()) {
+      out.Sample(metric.name, {{"database", pool->db_name()}, {"user", pool->user()}},
+                 metric.value(*pool, now_us));
+    }
+  }
+
+  const std::map<std::string, DatabaseRow> databases = CollectDatabases(agent);
+
+  for (const StatsMetric& metric : kStatsMetrics) {
+    out.Family(metric.name, "counter", metric.help);
+    for (const auto& [name, row] : databases) {
+      out.Sample(metric.name, {{"database", name}}, metric.value(row.stats));
+    }
+  }
+
+  // SHOW DATABASES, with pgbouncer_exporter's labels.
+  struct DatabaseMetric {
+    const char* name;
+    const char* help;
+    std::string (*value)(const Agent& agent, const std::string& name, const DatabaseRow& row);
+  };
+  static const DatabaseMetric kDatabaseMetrics[] = {
+      {"pgbouncer_databases_pool_size", "Maximum number of server connections",
+       [](const Agent& a, const std::string&, const DatabaseRow& row) {
+         return absl::StrCat(row.db.pool_size.value_or(a.config().default_pool_size));
+       }},
+      {"pgbouncer_databases_reserve_pool",
+       "Maximum number of additional connections for this database",
+       [](const Agent& a, const std::string&, const DatabaseRow& row) {
+         return absl::StrCat(row.db.reserve_pool.value_or(a.config().reserve_pool_size));
+       }},
+      {"pgbouncer_databases_max_connections",
+       "Maximum number of allowed connections for this database",
+       [](const Agent& a, const std::string&, const DatabaseRow& row) {
+         return absl::StrCat(row.db.max_db_connections.value_or(a.config().max_db_connections));
+       }},
+      {"pgbouncer_databases_current_connections",
+       "Current number of connections for this database",
+       [](const Agent&, const std::string&, const DatabaseRow& row) {
+         return absl::StrCat(row.server_count);
+       }},
+      {"pgbouncer_databases_paused", "1 if this database is currently paused, else 0",
+       [](const Agent& a, const std::string& name, const DatabaseRow&) {
+         return std::string(a.IsPaused(name) ? "1" : "0");
+       }},
+      {"pgbouncer_databases_disabled", "1 if this database is currently disabled, else 0",
+       [](const Agent& a, const std::string& name, const DatabaseRow&) {
+         return std::string(a.IsDisabled(name) ? "1" : "0");
+       }},
+  };
+  for (const DatabaseMetric& metric : kDatabaseMetrics) {
+    out.Family(metric.name, "gauge", metric.help);
+    for (const auto& [name, row] : databases) {
+      const std::string port = absl::StrCat(row.db.port);
+      const char* pool_mode = row.db.pool_mode ? config::PoolModeName(*row.db.pool_mode) : "";
+      out.Sample(metric.name,
+                 {{"name", name},
+                  {"host", row.db.host},
+                  {"port", port},
+                  {"database", row.db.dbname.empty() ? name : row.db.dbname},
+                  {"force_user", row.db.user},
+                  {"pool_mode", pool_mode}},
+                 metric.value(agent, name, row));
+    }
+  }
+
+  out.Family("pgfleet_agent_clients", "gauge",
+             "Client connections open on the agent, logging in or logged in");
+  out.Sample("pgfleet_agent_clients", {}, absl::StrCat(agent.client_count()));
+
+  return out.Take();
+}
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(Agent& agent,
+                                                                    const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics listen address '", listen, "': expected host:port"));
+  }
+  std::string host = listen.substr(0, colon);
+  int port = 0;
+  if (!absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics listen address '", listen, "': invalid port"));
+  }
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metrics listen address '", listen, "': write IPv6 addresses as [addr]:port"));
+  }
+  if (host.empty() || host == "*") host = "0.0.0.0";
+  if (host == "localhost") host = "127.0.0.1";
+
+  std::unique_ptr<MetricsServer> server(new MetricsServer(agent));
+  server->http_ = evhttp_new(agent.loop().base());
+  if (server->http_ == nullptr) return absl::InternalError("evhttp_new failed");
+  // Accept every method so the handler answers 405, not libevent's 501.
+  evhttp_set_allowed_methods(server->http_,
+                             EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+                                 EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                                 EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+  evhttp_set_gencb(server->http_, &MetricsServer::OnRequest, server.get());
+  evhttp_set_timeout(server->http_, 30);
+  evhttp_set_max_headers_size(server->http_, 16 * 1024);
+  evhttp_set_max_body_size(server->http_, 64 * 1024);
+
+  evhttp_bound_socket* bound =
+      evhttp_bind_socket_with_handle(server->http_, host.c_str(), static_cast<uint16_t>(port));
+  if (bound == nullptr) {
+    return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", listen, ": ",
+                                               strerror(errno)));
+  }
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  if (getsockname(evhttp_bound_socket_get_fd(bound), reinterpret_cast<sockaddr*>(&addr),
+                  &len) != 0) {
+    return absl::InternalError(absl::StrCat("metrics: getsockname: ", strerror(errno)));
+  }
+  if (addr.ss_family == AF_INET) {
+    server->port_ = ntohs(reinterpret_cast<const sockaddr_in*>(&addr)->sin_port);
+  } else if (addr.ss_family == AF_INET6) {
+    server->port_ = ntohs(reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_port);
+  }
+  PGF_INFO("metrics", "serving Prometheus metrics on %s:%d", host, server->port_);
+  return server;
+}
+
+MetricsServer::~MetricsServer() {
+  if (http_ != nullptr) evhttp_free(http_);
+}
+
+void MetricsServer::OnRequest(evhttp_request* request, void* arg) {
+  static_cast<MetricsServer*>(arg)->HandleRequest(request);
+}
+
+void MetricsServer::HandleRequest(evhttp_request* request) {
+  const evhttp_uri* uri = evhttp_request_get_evhttp_uri(request);
+  const char* raw_path = uri != nullptr ? evhttp_uri_get_path(uri) : nullptr;
+  const absl::string_view path = raw_path != nullptr ? raw_path : "";
+  evkeyvalq* headers = evhttp_request_get_output_headers(request);
+
+  const auto reply = [&](int code, const char* reason, absl::string_view content_type,
+                         absl::string_view body) {
+    evhttp_add_header(headers, "Content-Type", std::string(content_type).c_str());
+    evbuffer* buf = evbuffer_new();
+    evbuffer_add(buf, body.data(), body.size());
+    evhttp_send_reply(request, code, reason, buf);
+    evbuffer_free(buf);
+  };
+  constexpr absl::string_view kTextPlain = "text/plain; charset=utf-8";
+
+  if (path != "/metrics" && path != "/healthz") {
+    reply(HTTP_NOTFOUND, "Not Found", kTextPlain, "not found\n");
+    return;
+  }
+  const evhttp_cmd_type method = evhttp_request_get_command(request);
+  if (method != EVHTTP_REQ_GET && method != EVHTTP_REQ_HEAD) {
+    evhttp_add_header(headers, "Allow", "GET, HEAD");
+    reply(HTTP_BADMETHOD, "Method Not Allowed", kTextPlain, "method not allowed\n");
+    return;
+  }
+  if (path == "/healthz") {
+    reply(HTTP_OK, "OK", kTextPlain, "ok\n");
+    return;
+  }
+  reply(HTTP_OK, "OK", "text/plain; version=0.0.4; charset=utf-8",
+        RenderPrometheusMetrics(agent_, MonotonicMicros()));
+}
+
+}  // namespace pgfleet::agent
