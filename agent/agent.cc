@@ -19,6 +19,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "agent/client_conn.h"
+#include "agent/link/fleet_agent.h"
+#include "agent/metrics/metrics_server.h"
 #include "agent/pg/protocol.h"
 #include "agent/server_conn.h"
 #include "common/log.h"
@@ -66,6 +68,21 @@ Agent::Agent(AgentOptions options) : options_(std::move(options)) {}
 
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   std::unique_ptr<Agent> agent(new Agent(std::move(options)));
+  std::optional<AppliedConfig> applied;
+  if (agent->options_.link.has_value()) {
+    if (mkdir(agent->options_.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cannot create state dir ", agent->options_.state_dir, ": ", strerror(errno)));
+    }
+    applied = ReadAppliedConfig(agent->options_.state_dir);
+    if (applied.has_value()) {
+      // Fail-static: the last config the controller pushed wins over the local file, so a
+      // restart while the controller is down serves what the fleet was running.
+      PGF_INFO("agent", "starting from the last applied config, version %d (%s)",
+               applied->version, applied->path);
+      agent->options_.config_path = applied->path;
+    }
+  }
   PGF_ASSIGN_OR_RETURN(config::Config cfg, config::LoadConfig(agent->options_.config_path));
   PGF_ASSIGN_OR_RETURN(agent->auth_file_, LoadAuthFileFor(cfg));
   for (const std::string& warning : cfg.warnings) PGF_WARN("config", "%s", warning);
@@ -77,11 +94,23 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   if (agent->config_->verbose) common::SetLogLevel(common::LogLevel::kDebug);
   agent->loop_ = EventLoop::Create();
   agent->admin_ = std::make_unique<AdminConsole>(*agent);
+  if (agent->options_.link.has_value()) {
+    if (agent->options_.link->agent_id.empty()) {
+      char host[256] = "";
+      gethostname(host, sizeof(host) - 1);
+      agent->options_.link->agent_id = absl::StrCat(host, ":", agent->config_->listen_port);
+    }
+    agent->fleet_ = std::make_unique<FleetAgent>(*agent, *agent->options_.link,
+                                                 agent->options_.state_dir, applied);
+  }
   agent->start_time_us_ = MonotonicMicros();
   return agent;
 }
 
 Agent::~Agent() {
+  if (fleet_) fleet_->Stop();
+  fleet_.reset();
+  metrics_server_.reset();
   CloseListeners();
   for (event* ev : signal_events_) event_free(ev);
   // Connections still open at exit are released with the process; pools own no sockets.
@@ -172,6 +201,17 @@ int Agent::Run() {
     return 1;
   }
   RaiseFdLimit();
+  if (!options_.metrics_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<MetricsServer>> metrics =
+        MetricsServer::Start(*this, options_.metrics_listen);
+    if (!metrics.ok()) {
+      PGF_ERROR("agent", "metrics endpoint: %s", metrics.status().message());
+      return 1;
+    }
+    metrics_server_ = std::move(*metrics);
+    PGF_INFO("agent", "metrics on http://%s/metrics", options_.metrics_listen);
+  }
+  if (fleet_) fleet_->Start();
   if (!config_->pidfile.empty()) {
     std::ofstream pidfile(config_->pidfile);
     pidfile << getpid() << "\n";

@@ -16,6 +16,7 @@
 #include "agent/config/config.h"
 #include "agent/event_loop.h"
 #include "agent/intrusive_list.h"
+#include "agent/link/controller_link.h"
 #include "agent/pg/auth_crypto.h"
 #include "agent/pool.h"
 #include "agent/stats.h"
@@ -28,10 +29,18 @@ namespace pgfleet::agent {
 
 class ClientConn;
 class ServerConn;
+class FleetAgent;
+class MetricsServer;
 
 struct AgentOptions {
   std::string config_path;
   absl::Duration shutdown_timeout = absl::Seconds(30);
+  // Prometheus /metrics and /healthz; empty: off.
+  std::string metrics_listen;
+  // Fleet mode: the controller link. Pushed configs and the applied version live in
+  // state_dir; on start the agent serves the last applied config if there is one.
+  std::optional<LinkOptions> link;
+  std::string state_dir;
 };
 
 class Agent {
@@ -46,6 +55,14 @@ class Agent {
   const config::Config& config() const { return *config_; }
   std::shared_ptr<const config::Config> config_ptr() const { return config_; }
   const config::AuthFile& auth_file() const { return auth_file_; }
+
+  const std::string& config_path() const { return options_.config_path; }
+  // The file RELOAD reads; the fleet link points it at the config the controller pushed.
+  void set_config_path(std::string path) { options_.config_path = std::move(path); }
+  // Scopes currently paused: "" for all databases, then database names.
+  std::vector<std::string> PausedScopes() const;
+  // Server connections of `db` ("" = all) still open (a pause waits for these).
+  int ServersInUse(const std::string& db) const;
 
   // Re-reads the config and auth_file. On error nothing changes and the error says why.
   absl::Status Reload();
@@ -88,6 +105,8 @@ class Agent {
   // Replaces the config (SET from the console); the caller validated it.
   void ReplaceConfig(config::Config config);
   AdminConsole& admin() { return *admin_; }
+  // Null unless the agent runs with --controller.
+  const FleetAgent* fleet() const { return fleet_.get(); }
   // True if `client` is still an open admin connection with that id (for posted callbacks).
   bool IsLiveAdminClient(const ClientConn* client, uint64_t id) const;
   IntrusiveList<ClientConn>& admin_clients() { return admin_clients_; }
@@ -166,6 +185,8 @@ class Agent {
   bool suspended_ = false;
   bool wait_for_clients_ = false;
   std::unique_ptr<AdminConsole> admin_;
+  std::unique_ptr<MetricsServer> metrics_server_;
+  std::unique_ptr<FleetAgent> fleet_;
   IntrusiveList<ClientConn> admin_clients_;
   uint64_t start_time_us_ = 0;
   StatsHistory stats_history_;

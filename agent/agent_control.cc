@@ -5,6 +5,8 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
 #include "agent/client_conn.h"
@@ -117,6 +119,20 @@ bool Agent::IsDrained(const std::string& db) const {
     if (pool.server_count() > 0) drained = false;
   });
   return drained;
+}
+
+std::vector<std::string> Agent::PausedScopes() const {
+  std::vector<std::string> scopes;
+  if (pause_all_) scopes.push_back("");
+  for (const std::string& db : paused_dbs_) scopes.push_back(db);
+  std::sort(scopes.begin(), scopes.end());
+  return scopes;
+}
+
+int Agent::ServersInUse(const std::string& db) const {
+  int count = 0;
+  ForEachPoolOf(pools_, db, [&](Pool& pool) { count += static_cast<int>(pool.server_count()); });
+  return count;
 }
 
 std::optional<absl::Time> Agent::PauseDeadline(const std::string& db) const {

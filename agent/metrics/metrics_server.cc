@@ -396,7 +396,10 @@ void MetricsServer::HandleRequest(evhttp_request* request) {
                          absl::string_view body) {
     evhttp_add_header(headers, "Content-Type", std::string(content_type).c_str());
     evbuffer* buf = evbuffer_new();
-    evbuffer_add(buf, body.data(), body.size());
+    // libevent writes whatever body it is given, even to HEAD.
+    if (evhttp_request_get_command(request) != EVHTTP_REQ_HEAD) {
+      evbuffer_add(buf, body.data(), body.size());
+    }
     evhttp_send_reply(request, code, reason, buf);
     evbuffer_free(buf);
   };
@@ -417,7 +420,8 @@ void MetricsServer::HandleRequest(evhttp_request* request) {
     return;
   }
   reply(HTTP_OK, "OK", "text/plain; version=0.0.4; charset=utf-8",
-        RenderPrometheusMetrics(agent_, MonotonicMicros()));
+        method == EVHTTP_REQ_HEAD ? std::string()
+                                  : RenderPrometheusMetrics(agent_, MonotonicMicros()));
 }
 
 }  // namespace pgfleet::agent

@@ -1,0 +1,184 @@
+#include "agent/link/controller_link.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "agent/event_loop.h"
+#include "common/log.h"
+
+namespace pgfleet::agent {
+namespace {
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+}  // namespace
+
+const char* LinkStateName(LinkState state) {
+  switch (state) {
+    case LinkState::kConnecting: return "connecting";
+    case LinkState::kConnected: return "connected";
+    case LinkState::kBackoff: return "backoff";
+    case LinkState::kStopped: return "stopped";
+  }
+  return "?";
+}
+
+ControllerLink::ControllerLink(EventLoop& loop, LinkOptions options, HelloBuilder hello,
+                               MessageHandler handler)
+    : loop_(loop),
+      options_(std::move(options)),
+      hello_(std::move(hello)),
+      handler_(std::move(handler)) {}
+
+ControllerLink::~ControllerLink() { Stop(); }
+
+void ControllerLink::Start() { thread_ = std::thread([this] { Run(); }); }
+
+void ControllerLink::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_ && !thread_.joinable()) return;
+    stopping_ = true;
+    if (active_context_ != nullptr) static_cast<grpc::ClientContext*>(active_context_)->TryCancel();
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  state_ = LinkState::kStopped;
+}
+
+void ControllerLink::Send(pgfleet::v1::AgentMessage message) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stream_open_) return;
+    // A controller that stopped reading must not make the agent grow without bound.
+    if (outbox_.size() >= 1000) outbox_.pop_front();
+    outbox_.push_back(std::move(message));
+  }
+  cv_.notify_all();
+}
+
+void ControllerLink::SleepBackoff(absl::Duration delay) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, absl::ToChronoMilliseconds(delay), [this] { return stopping_; });
+}
+
+void ControllerLink::Run() {
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  if (!options_.cert_file.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ReadFile(options_.ca_file);
+    ssl.pem_cert_chain = ReadFile(options_.cert_file);
+    ssl.pem_private_key = ReadFile(options_.key_file);
+    credentials = grpc::SslCredentials(ssl);
+  } else {
+    credentials = grpc::InsecureChannelCredentials();
+  }
+  grpc::ChannelArguments args;
+  // The link manages its own reconnects; keepalives notice a dead controller quickly.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  auto channel = grpc::CreateCustomChannel(options_.controller_address, credentials, args);
+  auto stub = pgfleet::v1::AgentService::NewStub(channel);
+
+  std::mt19937_64 rng(std::random_device{}());
+  absl::Duration backoff = options_.initial_backoff;
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) break;
+    }
+    state_ = LinkState::kConnecting;
+    const absl::Time started = absl::Now();
+    RunStream(*stub);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) break;
+    }
+    // A stream that lived a while resets the backoff: the controller was healthy.
+    if (absl::Now() - started > absl::Seconds(30)) backoff = options_.initial_backoff;
+    // Full jitter: a restarted controller is not hit by the whole fleet at once.
+    std::uniform_real_distribution<double> jitter(0.5, 1.0);
+    absl::Duration delay = backoff * jitter(rng);
+    state_ = LinkState::kBackoff;
+    PGF_INFO("link", "controller %s unreachable or stream closed; retrying in %s",
+             options_.controller_address, absl::FormatDuration(delay));
+    SleepBackoff(delay);
+    backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+  state_ = LinkState::kStopped;
+}
+
+void ControllerLink::RunStream(pgfleet::v1::AgentService::Stub& stub) {
+  grpc::ClientContext context;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    active_context_ = &context;
+  }
+  std::unique_ptr<grpc::ClientReaderWriter<pgfleet::v1::AgentMessage,
+                                           pgfleet::v1::ControllerMessage>>
+      stream = stub.Connect(&context);
+  pgfleet::v1::AgentMessage hello;
+  *hello.mutable_hello() = hello_();
+  bool ok = stream->Write(hello);
+  pgfleet::v1::ControllerMessage first;
+  ok = ok && stream->Read(&first);
+  if (ok) {
+    state_ = LinkState::kConnected;
+    connects_++;
+    PGF_INFO("link", "connected to controller %s as %s (env %s)", options_.controller_address,
+             options_.agent_id, options_.environment);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stream_open_ = true;
+      outbox_.clear();
+    }
+    loop_.Post([this, message = std::move(first)]() mutable { handler_(std::move(message)); });
+
+    // The writer drains the outbox while this thread reads; gRPC allows one of each at once.
+    std::thread writer([&] {
+      std::unique_lock<std::mutex> lock(mu_);
+      while (true) {
+        cv_.wait(lock, [&] { return stopping_ || !stream_open_ || !outbox_.empty(); });
+        if (stopping_ || !stream_open_) break;
+        pgfleet::v1::AgentMessage message = std::move(outbox_.front());
+        outbox_.pop_front();
+        lock.unlock();
+        bool written = stream->Write(message);
+        lock.lock();
+        if (!written) break;
+      }
+    });
+    pgfleet::v1::ControllerMessage message;
+    while (stream->Read(&message)) {
+      loop_.Post([this, message]() mutable { handler_(std::move(message)); });
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stream_open_ = false;
+      outbox_.clear();
+    }
+    cv_.notify_all();
+    context.TryCancel();
+    writer.join();
+  }
+  grpc::Status status = stream->Finish();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    active_context_ = nullptr;
+  }
+  if (!status.ok()) {
+    PGF_WARN("link", "controller stream ended: %s (%d)", status.error_message(),
+             static_cast<int>(status.error_code()));
+  }
+}
+
+}  // namespace pgfleet::agent

@@ -1,0 +1,81 @@
+// The agent's gRPC stream to pgfleet-controller. It runs on threads of its own: the data path
+// never waits for it. Messages from the controller are handed to the event loop with Post();
+// the loop hands reports back with Send(), which only queues.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/time/time.h"
+#include "pgfleet/v1/agent.grpc.pb.h"
+
+namespace pgfleet::agent {
+
+class EventLoop;
+
+struct LinkOptions {
+  std::string controller_address;  // host:port
+  std::string agent_id;
+  std::string environment;
+  std::map<std::string, std::string> labels;
+  // TLS: all three set for mutual TLS; none for a plaintext link (loopback, --insecure).
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+  absl::Duration initial_backoff = absl::Milliseconds(250);
+  absl::Duration max_backoff = absl::Seconds(15);
+};
+
+enum class LinkState { kConnecting, kConnected, kBackoff, kStopped };
+const char* LinkStateName(LinkState state);
+
+class ControllerLink {
+ public:
+  // Called on the loop thread for every message from the controller.
+  using MessageHandler = absl::AnyInvocable<void(pgfleet::v1::ControllerMessage)>;
+  // Called on the link thread at each (re)connect; returns the hello to send. Must only read
+  // state that is safe off the loop (the caller keeps it in an atomic snapshot).
+  using HelloBuilder = absl::AnyInvocable<pgfleet::v1::AgentHello()>;
+
+  ControllerLink(EventLoop& loop, LinkOptions options, HelloBuilder hello, MessageHandler handler);
+  ~ControllerLink();  // Stops and joins.
+
+  void Start();
+  void Stop();
+  // Thread-safe. Queued for the current stream; dropped when there is none (reports are
+  // periodic and config results are re-derived from the hello after a reconnect).
+  void Send(pgfleet::v1::AgentMessage message);
+  LinkState state() const { return state_.load(); }
+  uint64_t connects() const { return connects_.load(); }
+
+ private:
+  void Run();
+  // One stream's life; returns when it breaks.
+  void RunStream(pgfleet::v1::AgentService::Stub& stub);
+  void SleepBackoff(absl::Duration delay);
+
+  EventLoop& loop_;
+  LinkOptions options_;
+  HelloBuilder hello_;
+  MessageHandler handler_;
+  std::thread thread_;
+  std::atomic<LinkState> state_{LinkState::kConnecting};
+  std::atomic<uint64_t> connects_{0};
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;                         // Guarded by mu_.
+  bool stream_open_ = false;                      // Guarded by mu_.
+  std::deque<pgfleet::v1::AgentMessage> outbox_;  // Guarded by mu_.
+  void* active_context_ = nullptr;                // grpc::ClientContext*, guarded by mu_.
+};
+
+}  // namespace pgfleet::agent
