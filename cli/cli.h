@@ -1,0 +1,64 @@
+// fleetctl internals: parsed flags, the controller connection, output helpers.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "google/protobuf/message.h"
+#include "pgfleet/v1/fleet.grpc.pb.h"
+
+namespace pgfleet::cli {
+
+// Exit codes scripts can rely on (also listed in `fleetctl --help`).
+enum ExitCode {
+  kExitOk = 0,
+  kExitError = 1,         // The controller refused or failed the operation.
+  kExitUsage = 2,         // Bad flags or arguments.
+  kExitUnreachable = 3,   // No controller at --controller.
+  kExitAuth = 4,          // Missing/unknown token or a role that may not do this.
+  kExitFailed = 5,        // The operation ran and failed on agents (NACK, command error).
+};
+
+struct Flags {
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> values;  // --key=value or --key value
+  bool Has(const std::string& key) const { return values.count(key) > 0; }
+  std::string Get(const std::string& key, const std::string& fallback = "") const {
+    auto it = values.find(key);
+    return it == values.end() ? fallback : it->second;
+  }
+};
+
+class Context {
+ public:
+  Context(Flags flags);
+  const Flags& flags() const { return flags_; }
+  bool json() const { return flags_.Get("output", "table") == "json"; }
+  pgfleet::v1::FleetService::Stub& stub();
+  // A context with the bearer token and a deadline.
+  std::unique_ptr<grpc::ClientContext> NewCall(int timeout_seconds = 30) const;
+  // Prints the error and maps it to an exit code.
+  int Fail(const grpc::Status& status) const;
+  void PrintJson(const google::protobuf::Message& message) const;
+
+ private:
+  Flags flags_;
+  std::string token_;
+  std::unique_ptr<pgfleet::v1::FleetService::Stub> stub_;
+};
+
+// Prints rows as an aligned table with a header.
+void PrintTable(const std::vector<std::string>& header,
+                const std::vector<std::vector<std::string>>& rows);
+std::string FormatTime(int64_t unix_ms);
+std::string ReadFileOrDie(const std::string& path, bool* ok);
+// A unified diff of two texts, like `diff -u`.
+std::string UnifiedDiff(const std::string& a, const std::string& b, const std::string& a_name,
+                        const std::string& b_name);
+
+}  // namespace pgfleet::cli

@@ -1,0 +1,202 @@
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "cli/cli.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace pgfleet::cli {
+namespace {
+
+std::string TokenFromFile() {
+  const char* home = getenv("HOME");
+  if (home == nullptr) return "";
+  std::ifstream in(absl::StrCat(home, "/.config/pgfleet/token"));
+  std::string token;
+  in >> token;
+  return token;
+}
+
+}  // namespace
+
+Context::Context(Flags flags) : flags_(std::move(flags)) {
+  // Token: flag, then environment, then ~/.config/pgfleet/token.
+  token_ = flags_.Get("token");
+  if (token_.empty() && getenv("PGFLEET_TOKEN") != nullptr) token_ = getenv("PGFLEET_TOKEN");
+  if (token_.empty()) token_ = TokenFromFile();
+}
+
+pgfleet::v1::FleetService::Stub& Context::stub() {
+  if (stub_ == nullptr) {
+    std::string address = flags_.Get("controller");
+    if (address.empty() && getenv("PGFLEET_CONTROLLER") != nullptr) {
+      address = getenv("PGFLEET_CONTROLLER");
+    }
+    if (address.empty()) address = "127.0.0.1:7070";
+    std::shared_ptr<grpc::ChannelCredentials> credentials;
+    if (flags_.Has("tls-ca")) {
+      bool ok = false;
+      grpc::SslCredentialsOptions ssl;
+      ssl.pem_root_certs = ReadFileOrDie(flags_.Get("tls-ca"), &ok);
+      credentials = grpc::SslCredentials(ssl);
+    } else {
+      credentials = grpc::InsecureChannelCredentials();
+    }
+    stub_ = pgfleet::v1::FleetService::NewStub(grpc::CreateChannel(address, credentials));
+  }
+  return *stub_;
+}
+
+std::unique_ptr<grpc::ClientContext> Context::NewCall(int timeout_seconds) const {
+  auto context = std::make_unique<grpc::ClientContext>();
+  if (!token_.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", token_));
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(timeout_seconds));
+  return context;
+}
+
+int Context::Fail(const grpc::Status& status) const {
+  fprintf(stderr, "fleetctl: %s\n", status.error_message().c_str());
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      fprintf(stderr, "fleetctl: is pgfleet-controller running at %s? (--controller, "
+                      "PGFLEET_CONTROLLER)\n",
+              flags_.Get("controller", getenv("PGFLEET_CONTROLLER") ? getenv("PGFLEET_CONTROLLER")
+                                                                    : "127.0.0.1:7070")
+                  .c_str());
+      return kExitUnreachable;
+    case grpc::StatusCode::UNAUTHENTICATED:
+      fprintf(stderr, "fleetctl: give a token with --token, PGFLEET_TOKEN or "
+                      "~/.config/pgfleet/token\n");
+      return kExitAuth;
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return kExitAuth;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return kExitUsage;
+    default:
+      return kExitError;
+  }
+}
+
+void Context::PrintJson(const google::protobuf::Message& message) const {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
+  printf("%s", json.c_str());
+  if (json.empty() || json.back() != '\n') printf("\n");
+}
+
+void PrintTable(const std::vector<std::string>& header,
+                const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths(header.size());
+  for (size_t i = 0; i < header.size(); ++i) widths[i] = header[i].size();
+  for (const auto& row : rows) {
+    for (size_t i = 0; i < row.size() && i < widths.size(); ++i) {
+      widths[i] = std::max(widths[i], row[i].size());
+    }
+  }
+  auto print_row = [&](const std::vector<std::string>& row) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+    }
+    printf("%s\n", line.c_str());
+  };
+  print_row(header);
+  for (const auto& row : rows) print_row(row);
+}
+
+std::string FormatTime(int64_t unix_ms) {
+  if (unix_ms == 0) return "-";
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
+}
+
+std::string ReadFileOrDie(const std::string& path, bool* ok) {
+  std::ifstream in(path);
+  if (!in) {
+    *ok = false;
+    return "";
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  *ok = true;
+  return buffer.str();
+}
+
+std::string UnifiedDiff(const std::string& a, const std::string& b, const std::string& a_name,
+                        const std::string& b_name) {
+  std::vector<std::string> x = absl::StrSplit(a, '\n');
+  std::vector<std::string> y = absl::StrSplit(b, '\n');
+  // Longest common subsequence; configs are small, so the O(n*m) table is fine.
+  const size_t n = x.size(), m = y.size();
+  std::vector<std::vector<int>> lcs(n + 1, std::vector<int>(m + 1, 0));
+  for (size_t i = n; i-- > 0;) {
+    for (size_t j = m; j-- > 0;) {
+      lcs[i][j] = x[i] == y[j] ? lcs[i + 1][j + 1] + 1 : std::max(lcs[i + 1][j], lcs[i][j + 1]);
+    }
+  }
+  struct Line {
+    char op;
+    std::string text;
+  };
+  std::vector<Line> script;
+  size_t i = 0, j = 0;
+  while (i < n || j < m) {
+    if (i < n && j < m && x[i] == y[j]) {
+      script.push_back({' ', x[i++]});
+      j++;
+    } else if (j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j])) {
+      script.push_back({'+', y[j++]});
+    } else {
+      script.push_back({'-', x[i++]});
+    }
+  }
+  std::string out = absl::StrCat("--- ", a_name, "\n+++ ", b_name, "\n");
+  const size_t kContext = 3;
+  size_t k = 0;
+  while (k < script.size()) {
+    if (script[k].op == ' ') {
+      ++k;
+      continue;
+    }
+    size_t start = k >= kContext ? k - kContext : 0;
+    size_t end = k;
+    // Extend the hunk while changes are within 2*context lines of each other.
+    while (end < script.size()) {
+      size_t next = end;
+      while (next < script.size() && script[next].op == ' ') ++next;
+      if (next == script.size() || next - end > 2 * kContext) break;
+      end = next + 1;
+    }
+    end = std::min(script.size(), end + kContext);
+    size_t a_line = 1, b_line = 1;
+    for (size_t t = 0; t < start; ++t) {
+      if (script[t].op != '+') ++a_line;
+      if (script[t].op != '-') ++b_line;
+    }
+    size_t a_count = 0, b_count = 0;
+    for (size_t t = start; t < end; ++t) {
+      if (script[t].op != '+') ++a_count;
+      if (script[t].op != '-') ++b_count;
+    }
+    absl::StrAppend(&out, "@@ -", a_line, ",", a_count, " +", b_line, ",", b_count, " @@\n");
+    for (size_t t = start; t < end; ++t) {
+      absl::StrAppend(&out, std::string(1, script[t].op), script[t].text, "\n");
+    }
+    k = end;
+  }
+  return out;
+}
+
+}  // namespace pgfleet::cli

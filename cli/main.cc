@@ -1,0 +1,442 @@
+// fleetctl: the operator's CLI for pgfleet-controller.
+#include <unistd.h>
+
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <string>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "cli/cli.h"
+
+namespace pgfleet::cli {
+namespace {
+
+using Handler = std::function<int(Context&)>;
+
+struct Command {
+  const char* name;  // "config push"
+  const char* usage;
+  const char* help;
+  Handler run;
+};
+
+int RequireFlag(const Context& ctx, const char* flag) {
+  if (!ctx.flags().Has(flag) || ctx.flags().Get(flag).empty()) {
+    fprintf(stderr, "fleetctl: --%s is required\n", flag);
+    return kExitUsage;
+  }
+  return kExitOk;
+}
+
+int EnvList(Context& ctx) {
+  pgfleet::v1::ListEnvironmentsResponse response;
+  grpc::Status status = ctx.stub().ListEnvironments(ctx.NewCall().get(), {}, &response);
+  if (!status.ok()) return ctx.Fail(status);
+  if (ctx.json()) {
+    ctx.PrintJson(response);
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& env : response.environments()) {
+    rows.push_back({env.name(), env.desired_version() ? absl::StrCat("v", env.desired_version()) : "-",
+                    absl::StrCat(env.agents_connected(), "/", env.agents_total()),
+                    absl::StrCat(env.agents_converged(), "/", env.agents_connected())});
+  }
+  PrintTable({"ENVIRONMENT", "DESIRED", "CONNECTED", "CONVERGED"}, rows);
+  return kExitOk;
+}
+
+int ConfigPush(Context& ctx) {
+  if (int rc = RequireFlag(ctx, "env")) return rc;
+  if (int rc = RequireFlag(ctx, "file")) return rc;
+  bool ok = false;
+  pgfleet::v1::PushConfigRequest request;
+  request.set_environment(ctx.flags().Get("env"));
+  request.set_ini_text(ReadFileOrDie(ctx.flags().Get("file"), &ok));
+  request.set_message(ctx.flags().Get("message"));
+  if (!ok) {
+    fprintf(stderr, "fleetctl: cannot read %s\n", ctx.flags().Get("file").c_str());
+    return kExitUsage;
+  }
+  pgfleet::v1::ConfigVersion version;
+  grpc::Status status = ctx.stub().PushConfig(ctx.NewCall().get(), request, &version);
+  if (!status.ok()) return ctx.Fail(status);
+  if (ctx.json()) {
+    ctx.PrintJson(version);
+  } else {
+    printf("pushed config version v%llu to %s (sha256 %s)\n",
+           static_cast<unsigned long long>(version.version()), version.environment().c_str(),
+           version.sha256().substr(0, 12).c_str());
+  }
+  return kExitOk;
+}
+
+int ConfigList(Context& ctx) {
+  if (int rc = RequireFlag(ctx, "env")) return rc;
+  pgfleet::v1::ListConfigsRequest request;
+  request.set_environment(ctx.flags().Get("env"));
+  pgfleet::v1::ListConfigsResponse response;
+  grpc::Status status = ctx.stub().ListConfigs(ctx.NewCall().get(), request, &response);
+  if (!status.ok()) return ctx.Fail(status);
+  if (ctx.json()) {
+    ctx.PrintJson(response);
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& v : response.versions()) {
+    rows.push_back({absl::StrCat("v", v.version()), v.sha256().substr(0, 12), v.author(),
+                    FormatTime(v.created_unix_ms()),
+                    v.parent_version() ? absl::StrCat("v", v.parent_version()) : "-", v.message()});
+  }
+  PrintTable({"VERSION", "SHA256", "AUTHOR", "CREATED (UTC)", "PARENT", "MESSAGE"}, rows);
+  return kExitOk;
+}
+
+bool ParseVersion(const std::string& text, uint64_t* version) {
+  std::string digits = !text.empty() && (text[0] == 'v' || text[0] == 'V') ? text.substr(1) : text;
+  return absl::SimpleAtoi(digits, version) && *version > 0;
+}
+
+int FetchConfig(Context& ctx, const std::string& text, pgfleet::v1::ConfigVersion* out) {
+  pgfleet::v1::GetConfigRequest request;
+  uint64_t version = 0;
+  if (!ParseVersion(text, &version)) {
+    fprintf(stderr, "fleetctl: '%s' is not a version (like v12 or 12)\n", text.c_str());
+    return kExitUsage;
+  }
+  request.set_version(version);
+  grpc::Status status = ctx.stub().GetConfig(ctx.NewCall().get(), request, out);
+  return status.ok() ? kExitOk : ctx.Fail(status);
+}
+
+int ConfigShow(Context& ctx) {
+  if (ctx.flags().positional.size() != 1) {
+    fprintf(stderr, "usage: fleetctl config show VERSION\n");
+    return kExitUsage;
+  }
+  pgfleet::v1::ConfigVersion version;
+  if (int rc = FetchConfig(ctx, ctx.flags().positional[0], &version)) return rc;
+  if (ctx.json()) {
+    ctx.PrintJson(version);
+  } else {
+    printf("%s", version.ini_text().c_str());
+  }
+  return kExitOk;
+}
+
+int ConfigDiff(Context& ctx) {
+  if (ctx.flags().positional.size() != 2) {
+    fprintf(stderr, "usage: fleetctl config diff VERSION_A VERSION_B\n");
+    return kExitUsage;
+  }
+  pgfleet::v1::ConfigVersion a, b;
+  if (int rc = FetchConfig(ctx, ctx.flags().positional[0], &a)) return rc;
+  if (int rc = FetchConfig(ctx, ctx.flags().positional[1], &b)) return rc;
+  printf("%s", UnifiedDiff(a.ini_text(), b.ini_text(), absl::StrCat("v", a.version()),
+                           absl::StrCat("v", b.version()))
+                   .c_str());
+  return kExitOk;
+}
+
+// Polls until every connected agent of `env` runs `version`, or one NACKs it.
+int WaitConverged(Context& ctx, const std::string& env, uint64_t version) {
+  const bool tty = isatty(STDOUT_FILENO);
+  const absl::Time deadline = absl::Now() + absl::Seconds(120);
+  while (absl::Now() < deadline) {
+    pgfleet::v1::ListAgentsRequest request;
+    request.set_environment(env);
+    pgfleet::v1::ListAgentsResponse response;
+    grpc::Status status = ctx.stub().ListAgents(ctx.NewCall().get(), request, &response);
+    if (!status.ok()) return ctx.Fail(status);
+    int connected = 0, converged = 0;
+    std::vector<std::string> nacks;
+    for (const auto& agent : response.agents()) {
+      if (!agent.connected()) continue;
+      ++connected;
+      if (agent.applied_version() == version) {
+        ++converged;
+      } else if (!agent.last_error().empty()) {
+        nacks.push_back(absl::StrCat(agent.agent_id(), ": ", agent.last_error()));
+      }
+    }
+    if (tty) {
+      printf("\r%s: %d/%d agents on v%llu", env.c_str(), converged, connected,
+             static_cast<unsigned long long>(version));
+      fflush(stdout);
+    } else {
+      printf("%s: %d/%d agents on v%llu\n", env.c_str(), converged, connected,
+             static_cast<unsigned long long>(version));
+    }
+    if (!nacks.empty()) {
+      if (tty) printf("\n");
+      fprintf(stderr, "fleetctl: agents refused v%llu (NACK):\n  %s\n",
+              static_cast<unsigned long long>(version), absl::StrJoin(nacks, "\n  ").c_str());
+      return kExitFailed;
+    }
+    if (converged == connected) {
+      if (tty) printf("\n");
+      return kExitOk;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // Poll interval, not a sync.
+  }
+  fprintf(stderr, "\nfleetctl: timed out waiting for agents to converge\n");
+  return kExitFailed;
+}
+
+int ConfigApply(Context& ctx) {
+  if (int rc = RequireFlag(ctx, "env")) return rc;
+  if (int rc = RequireFlag(ctx, "version")) return rc;
+  pgfleet::v1::SetDesiredConfigRequest request;
+  uint64_t version = 0;
+  if (!ParseVersion(ctx.flags().Get("version"), &version)) {
+    fprintf(stderr, "fleetctl: --version wants a version like v12\n");
+    return kExitUsage;
+  }
+  request.set_environment(ctx.flags().Get("env"));
+  request.set_version(version);
+  pgfleet::v1::Environment env;
+  grpc::Status status = ctx.stub().SetDesiredConfig(ctx.NewCall().get(), request, &env);
+  if (!status.ok()) return ctx.Fail(status);
+  if (!ctx.flags().Has("wait")) {
+    if (ctx.json()) {
+      ctx.PrintJson(env);
+    } else {
+      printf("%s now wants v%llu\n", env.name().c_str(),
+             static_cast<unsigned long long>(env.desired_version()));
+    }
+    return kExitOk;
+  }
+  return WaitConverged(ctx, env.name(), version);
+}
+
+int AgentsList(Context& ctx) {
+  pgfleet::v1::ListAgentsRequest request;
+  request.set_environment(ctx.flags().Get("env"));
+  pgfleet::v1::ListAgentsResponse response;
+  grpc::Status status = ctx.stub().ListAgents(ctx.NewCall().get(), request, &response);
+  if (!status.ok()) return ctx.Fail(status);
+  if (ctx.json()) {
+    ctx.PrintJson(response);
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& agent : response.agents()) {
+    int clients = agent.last_metrics().client_count();
+    rows.push_back({agent.agent_id(), agent.environment(), agent.connected() ? "up" : "down",
+                    agent.applied_version() ? absl::StrCat("v", agent.applied_version()) : "local",
+                    agent.desired_version() ? absl::StrCat("v", agent.desired_version()) : "-",
+                    agent.desired_version() && agent.applied_version() != agent.desired_version()
+                        ? "DRIFT"
+                        : "",
+                    agent.connected() ? absl::StrCat(clients) : "-", agent.last_error()});
+  }
+  PrintTable({"AGENT", "ENV", "LINK", "APPLIED", "DESIRED", "", "CLIENTS", "LAST ERROR"}, rows);
+  return kExitOk;
+}
+
+int AgentsShow(Context& ctx) {
+  if (ctx.flags().positional.size() != 1) {
+    fprintf(stderr, "usage: fleetctl agents show AGENT_ID\n");
+    return kExitUsage;
+  }
+  pgfleet::v1::GetAgentRequest request;
+  request.set_agent_id(ctx.flags().positional[0]);
+  pgfleet::v1::Agent agent;
+  grpc::Status status = ctx.stub().GetAgent(ctx.NewCall().get(), request, &agent);
+  if (!status.ok()) return ctx.Fail(status);
+  if (ctx.json()) {
+    ctx.PrintJson(agent);
+    return kExitOk;
+  }
+  std::vector<std::string> labels;
+  for (const auto& [k, v] : agent.labels()) labels.push_back(absl::StrCat(k, "=", v));
+  printf("agent:        %s\nenvironment:  %s\nlabels:       %s\nhost:         %s\n"
+         "link:         %s\nversion:      %s\nfirst seen:   %s\nlast seen:    %s\n"
+         "applied:      v%llu\ndesired:      v%llu%s\nlast error:   %s\n",
+         agent.agent_id().c_str(), agent.environment().c_str(), absl::StrJoin(labels, ",").c_str(),
+         agent.hostname().c_str(), agent.connected() ? "connected" : "disconnected",
+         agent.agent_version().c_str(), FormatTime(agent.first_seen_unix_ms()).c_str(),
+         FormatTime(agent.last_seen_unix_ms()).c_str(),
+         static_cast<unsigned long long>(agent.applied_version()),
+         static_cast<unsigned long long>(agent.desired_version()),
+         agent.applied_version() != agent.desired_version() ? "  (drift)" : "",
+         agent.last_error().empty() ? "-" : agent.last_error().c_str());
+  if (agent.last_metrics().pools_size() > 0) {
+    printf("\npools:\n");
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& pool : agent.last_metrics().pools()) {
+      rows.push_back({pool.database(), pool.user(), pool.pool_mode(),
+                      absl::StrCat(pool.cl_active()), absl::StrCat(pool.cl_waiting()),
+                      absl::StrCat(pool.sv_active()), absl::StrCat(pool.sv_idle()),
+                      absl::StrCat(pool.maxwait_us() / 1000000)});
+    }
+    PrintTable({"DATABASE", "USER", "MODE", "CL_ACTIVE", "CL_WAITING", "SV_ACTIVE", "SV_IDLE",
+                "MAXWAIT"},
+               rows);
+  }
+  return kExitOk;
+}
+
+int SendCommand(Context& ctx, pgfleet::v1::Command command, const char* verb) {
+  pgfleet::v1::SendCommandRequest request;
+  request.set_environment(ctx.flags().Get("env"));
+  request.set_agent_id(ctx.flags().Get("agent"));
+  if (request.environment().empty() && request.agent_id().empty()) {
+    fprintf(stderr, "fleetctl: %s needs --env or --agent\n", verb);
+    return kExitUsage;
+  }
+  *request.mutable_command() = std::move(command);
+  pgfleet::v1::SendCommandResponse response;
+  grpc::Status status = ctx.stub().SendCommand(ctx.NewCall(60).get(), request, &response);
+  if (!status.ok()) return ctx.Fail(status);
+  int failed = 0;
+  for (const auto& outcome : response.outcomes()) failed += outcome.ok() ? 0 : 1;
+  if (ctx.json()) {
+    ctx.PrintJson(response);
+  } else {
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& outcome : response.outcomes()) {
+      rows.push_back({outcome.agent_id(), outcome.ok() ? "ok" : "FAILED", outcome.error()});
+    }
+    PrintTable({"AGENT", verb, "ERROR"}, rows);
+    if (response.outcomes_size() == 0) printf("no connected agent matched\n");
+  }
+  return failed > 0 ? kExitFailed : kExitOk;
+}
+
+int Pause(Context& ctx) {
+  pgfleet::v1::Command command;
+  command.mutable_pause()->set_database(ctx.flags().Get("db"));
+  if (ctx.flags().Has("for")) {
+    absl::Duration duration;
+    if (!absl::ParseDuration(ctx.flags().Get("for"), &duration) || duration <= absl::ZeroDuration()) {
+      fprintf(stderr, "fleetctl: --for wants a duration like 15m\n");
+      return kExitUsage;
+    }
+    command.mutable_pause()->set_deadline_seconds(absl::ToInt64Seconds(duration));
+  }
+  return SendCommand(ctx, std::move(command), "PAUSE");
+}
+
+int Resume(Context& ctx) {
+  pgfleet::v1::Command command;
+  command.mutable_resume()->set_database(ctx.flags().Get("db"));
+  return SendCommand(ctx, std::move(command), "RESUME");
+}
+
+int Reload(Context& ctx) {
+  pgfleet::v1::Command command;
+  command.mutable_reload();
+  return SendCommand(ctx, std::move(command), "RELOAD");
+}
+
+const std::vector<Command>& Commands() {
+  static const std::vector<Command> commands = {
+      {"env list", "fleetctl env list", "environments, their desired version and convergence",
+       EnvList},
+      {"config push", "fleetctl config push --env ENV -f pgbouncer.ini [-m MESSAGE]",
+       "store a new config version (validated first); does not deploy it", ConfigPush},
+      {"config list", "fleetctl config list --env ENV", "config versions, newest first",
+       ConfigList},
+      {"config show", "fleetctl config show VERSION", "print a version's pgbouncer.ini",
+       ConfigShow},
+      {"config diff", "fleetctl config diff VERSION_A VERSION_B", "unified diff of two versions",
+       ConfigDiff},
+      {"config apply", "fleetctl config apply --env ENV --version V [--wait]",
+       "make V the desired config of ENV at once (every agent); --wait shows progress until all "
+       "converge, exit 5 on a NACK",
+       ConfigApply},
+      {"agents list", "fleetctl agents list [--env ENV]",
+       "agents, link state, applied vs desired version", AgentsList},
+      {"agents show", "fleetctl agents show AGENT_ID", "one agent in detail, with its pools",
+       AgentsShow},
+      {"pause", "fleetctl pause (--env ENV | --agent ID) [--db DB] [--for 15m]",
+       "PAUSE on every connected agent; with --for each agent resumes by itself", Pause},
+      {"resume", "fleetctl resume (--env ENV | --agent ID) [--db DB]", "RESUME", Resume},
+      {"reload", "fleetctl reload (--env ENV | --agent ID)", "RELOAD the agents' configs", Reload},
+  };
+  return commands;
+}
+
+void PrintHelp(FILE* out) {
+  fprintf(out,
+          "fleetctl: the operator's CLI for pgfleet-controller\n\nCommands:\n");
+  for (const Command& command : Commands()) {
+    fprintf(out, "  %s\n      %s\n", command.usage, command.help);
+  }
+  fprintf(out,
+          "\nGlobal flags:\n"
+          "  --controller HOST:PORT   (or PGFLEET_CONTROLLER; default 127.0.0.1:7070)\n"
+          "  --token TOKEN            (or PGFLEET_TOKEN, or ~/.config/pgfleet/token)\n"
+          "  --tls-ca FILE            verify the controller's TLS certificate with this CA\n"
+          "  --output table|json      (default table)\n"
+          "  -h, --help               help for any command\n"
+          "\nExit codes: 0 ok, 1 error, 2 bad usage, 3 controller unreachable,\n"
+          "            4 not authenticated / not allowed, 5 failed on agents (NACK, command).\n");
+}
+
+}  // namespace
+}  // namespace pgfleet::cli
+
+int main(int argc, char** argv) {
+  using namespace pgfleet::cli;
+  Flags flags;
+  std::vector<std::string> words;
+  bool help = false;
+  static const std::map<std::string, std::string> kShort = {{"-f", "file"}, {"-m", "message"},
+                                                            {"-o", "output"}};
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      help = true;
+    } else if (kShort.count(arg) > 0 || arg.rfind("--", 0) == 0) {
+      std::string key = kShort.count(arg) > 0 ? kShort.at(arg) : arg.substr(2);
+      std::string value;
+      size_t eq = key.find('=');
+      if (eq != std::string::npos) {
+        value = key.substr(eq + 1);
+        key = key.substr(0, eq);
+      } else if (key != "wait" && i + 1 < argc) {
+        value = argv[++i];
+      }
+      flags.values[key] = value;
+    } else {
+      words.push_back(arg);
+    }
+  }
+  if (flags.Has("output") && flags.Get("output") != "json" && flags.Get("output") != "table") {
+    fprintf(stderr, "fleetctl: --output is table or json\n");
+    return kExitUsage;
+  }
+  // Longest match of command words: "config push" before "config".
+  const Command* found = nullptr;
+  size_t used = 0;
+  for (const Command& command : Commands()) {
+    std::vector<std::string> parts = absl::StrSplit(command.name, ' ');
+    if (parts.size() <= words.size() && std::equal(parts.begin(), parts.end(), words.begin()) &&
+        parts.size() > used) {
+      found = &command;
+      used = parts.size();
+    }
+  }
+  if (found == nullptr) {
+    if (!words.empty()) fprintf(stderr, "fleetctl: unknown command '%s'\n\n", absl::StrJoin(words, " ").c_str());
+    PrintHelp(words.empty() && help ? stdout : stderr);
+    return words.empty() && help ? kExitOk : kExitUsage;
+  }
+  if (help) {
+    printf("usage: %s\n\n%s\n\nRun 'fleetctl --help' for global flags and exit codes.\n",
+           found->usage, found->help);
+    return kExitOk;
+  }
+  flags.positional.assign(words.begin() + static_cast<long>(used), words.end());
+  Context context(std::move(flags));
+  return found->run(context);
+}

@@ -1,0 +1,334 @@
+#include "controller/api/fleet_api.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "agent/config/config.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+
+namespace pgfleet::controller {
+namespace {
+
+pgfleet::v1::ConfigVersion VersionToProto(const ConfigVersionRow& row) {
+  pgfleet::v1::ConfigVersion out;
+  out.set_version(row.version);
+  out.set_environment(row.environment);
+  out.set_sha256(row.sha256);
+  out.set_ini_text(row.ini_text);
+  out.set_author(row.author);
+  out.set_message(row.message);
+  out.set_created_unix_ms(row.created_unix_ms);
+  out.set_parent_version(row.parent_version);
+  return out;
+}
+
+}  // namespace
+
+int64_t NowMillis() { return absl::ToUnixMillis(absl::Now()); }
+
+FleetApi::FleetApi(Store& store, AgentRegistry& registry, FleetApiOptions options)
+    : store_(store), registry_(registry), options_(options) {}
+
+absl::Status FleetApi::Require(const Caller& caller, Role role) const {
+  if (static_cast<int>(caller.role) < static_cast<int>(role)) {
+    return absl::PermissionDeniedError(absl::StrCat("role ", RoleName(caller.role),
+                                                    " may not do this; needs ", RoleName(role)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<pgfleet::v1::ConfigVersion> FleetApi::PushConfig(
+    const Caller& caller, const pgfleet::v1::PushConfigRequest& request) {
+  PGF_RETURN_IF_ERROR(Require(caller, Role::kOperator));
+  if (request.environment().empty()) return absl::InvalidArgumentError("environment is required");
+  // Catch what can be caught centrally; host-specific problems (a missing auth_file on one
+  // server) come back as that agent's NACK.
+  absl::StatusOr<agent::config::Config> parsed =
+      agent::config::ParseConfig(request.ini_text(), "pushed.ini");
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid config: ", parsed.status().message()));
+  }
+  PGF_ASSIGN_OR_RETURN(ConfigVersionRow row,
+                       store_.AddConfigVersion(request.environment(), request.ini_text(),
+                                               caller.actor, request.message(), NowMillis()));
+  PGF_RETURN_IF_ERROR(store_.Audit(caller.actor, "config.push", request.environment(),
+                                   absl::StrCat("version=", row.version, " sha256=", row.sha256),
+                                   NowMillis()));
+  PGF_INFO("api", "%s pushed config version %d to %s", caller.actor, row.version,
+           request.environment());
+  return VersionToProto(row);
+}
+
+absl::StatusOr<pgfleet::v1::ListConfigsResponse> FleetApi::ListConfigs(
+    const Caller& caller, const pgfleet::v1::ListConfigsRequest& request) {
+  PGF_RETURN_IF_ERROR(Require(caller, Role::kViewer));
+  PGF_ASSIGN_OR_RETURN(std::vector<ConfigVersionRow> rows,
+                       store_.ListConfigVersions(request.environment()));
+  pgfleet::v1::ListConfigsResponse response;
+  for (const ConfigVersionRow& row : rows) *response.add_versions() = VersionToProto(row);
+  return response;
+}
+
+absl::StatusOr<pgfleet::v1::ConfigVersion> FleetApi::GetConfig(
+    const Caller& caller, const pgfleet::v1::GetConfigRequest& request) {
+  PGF_RETURN_IF_ERROR(Require(caller, Role::kViewer));
+  PGF_ASSIGN_OR_RETURN(ConfigVersionRow row, store_.GetConfigVersion(request.version()));
+  return VersionToProto(row);
+}
+
+absl::StatusOr<pgfleet::v1::Environment> FleetApi::SetDesiredConfig(
+    const Caller& caller, const pgfleet::v1::SetDesiredConfigRequest& request) {
+  PGF_RETURN_IF_ERROR(Require(caller, Role::kOperator));
+  PGF_RETURN_IF_ERROR(
+      store_.SetDesiredVersion(request.environment(), request.version(), std::nullopt));
+  PGF_RETURN_IF_ERROR(store_.Audit(caller.actor, "config.set_desired", request.environment(),
+                                   absl::StrCat("version=", request.version()), NowMillis()));
+  PGF_INFO("api", "%s set desired config of %s to version %d", caller.actor,
+           request.environment(), request.version());
+  for (const std::shared_ptr<AgentSession>& session : registry_.List(request.environment())) {
+    Reconcile(*session);
+  }
+  PGF_ASSIGN_OR_RETURN(EnvironmentRow env, store_.GetEnvironment(request.environment()));
+  return DescribeEnvironment(env);
+}
+
+absl::StatusOr<pgfleet::v1::Environment> FleetApi::DescribeEnvironment(const EnvironmentRow& env) {
+  pgfleet::v1::Environment out;
+  out.set_name(env.name);
+  out.set_desired_version(env.desired_version);
+  PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> agents, store_.ListAgents(env.name));
+  int connected = 0, converged = 0;
+  for (const AgentRow& agent : agents) {
+    std::shared_ptr<AgentSession> session = registry_.Find(agent.agent_id);
+    if (session == nullptr) continue;
+    ++connected;
+    PGF_ASSIGN_OR_RETURN(uint64_t desired, DesiredVersionFor(agent));
+    if (session->applied_version() == desired) ++converged;
+  }
+  out.set_agents_total(static_cast<int32_t>(agents.size()));
+  out.set_agents_connected(connected);
+  out.set_agents_converged(converged);
+  return out;
+}
+
+absl::StatusOr<pgfleet::v1::ListEnvironmentsResponse> FleetApi::ListEnvironments(
+    const Caller& caller) {
+  PGF_RETURN_IF_ERROR(Require(caller, Role::kViewer));
+  PGF_ASSIGN_OR_RETURN(std::vector<EnvironmentRow> envs, store_.ListEnvironments());
+  pgfleet::v1::ListEnvironmentsResponse response;
+  for (const EnvironmentRow& env : envs) {
+    PGF_ASSIGN_OR_RETURN(*response.add_environments(), DescribeEnvironment(env));
+  }
+  return response;
+}
+
+absl::StatusOr<uint64_t> FleetApi::DesiredVersionFor(const AgentRow& agent) {
+  if (agent.pinned_version.has_value()) return *agent.pinned_version;
+  absl::StatusOr<EnvironmentRow> env = store_.GetEnvironment(agent.environment);
+  if (!env.ok()) {
+    if (absl::IsNotFound(env.status())) return uint64_t{0};
+    return env.status();
+  }
+  return env->desired_version;
+}
+
+pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired) {
+  pgfleet::v1::Agent out;
+  out.set_agent_id(row.agent_id);
+  out.set_environment(row.environment);
+  for (const auto& [key, value] : row.labels) (*out.mutable_labels())[key] = value;
+  out.set_agent_version(row.agent_version);
+  out.set_hostname(row.hostname);
+  std::shared_ptr<AgentSession> session = registry_.Find(row.agent_id);
+  out.set_connected(session != nullptr);
+  out.set_first_seen_unix_ms(row.first_seen_unix_ms);
+  out.set_last_seen_unix_ms(row.last_seen_unix_ms);
+  out.set_applied_version(session != nullptr ? session->applied_version() : row.applied_version);
+  out.set_desired_version(desired);
+  out.set_last_error(row.last_error);
+  if (session != nullptr) {
+    if (std::optional<pgfleet::v1::MetricsReport> metrics = session->metrics()) {
+      *out.mutable_last_metrics() = *metrics;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<pgfleet::v1::ListAgentsResponse> FleetApi::ListAgents(
+    const Caller& caller, const pgfleet::v1::ListAgentsRequest& request) {
+  PGF_RETURN_IF_ERROR(Require(caller, Role::kViewer));
+  PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> rows, store_.ListAgents(request.environment()));
+  pgfleet::v1::ListAgentsResponse response;
+  for (const AgentRow& row : rows) {
+    PGF_ASSIGN_OR_RETURN(uint64_t desired, DesiredVersionFor(row));
+    *response.add_agents() = ToProto(row, desired);
+  }
+  return response;
+}
+
+absl::StatusOr<pgfleet::v1::Agent> FleetApi::GetAgent(const Caller& caller,
+                                                      const pgfleet::v1::GetAgentRequest& request) {
+  PGF_RETURN_IF_ERROR(Require(caller, Role::kViewer));
+  PGF_ASSIGN_OR_RETURN(AgentRow row, store_.GetAgent(request.agent_id()));
+  PGF_ASSIGN_OR_RETURN(uint64_t desired, DesiredVersionFor(row));
+  return ToProto(row, desired);
+}
+
+absl::StatusOr<pgfleet::v1::SendCommandResponse> FleetApi::SendCommand(
+    const Caller& caller, const pgfleet::v1::SendCommandRequest& request) {
+  PGF_RETURN_IF_ERROR(Require(caller, Role::kOperator));
+  std::string kind, args;
+  switch (request.command().kind_case()) {
+    case pgfleet::v1::Command::kPause:
+      kind = "pause";
+      args = absl::StrCat("db=", request.command().pause().database(),
+                          " deadline=", request.command().pause().deadline_seconds(), "s");
+      break;
+    case pgfleet::v1::Command::kResume:
+      kind = "resume";
+      args = absl::StrCat("db=", request.command().resume().database());
+      break;
+    case pgfleet::v1::Command::kReload:
+      kind = "reload";
+      break;
+    case pgfleet::v1::Command::KIND_NOT_SET:
+      return absl::InvalidArgumentError("command is empty (pause, resume or reload)");
+  }
+  std::vector<std::shared_ptr<AgentSession>> targets;
+  if (!request.agent_id().empty()) {
+    std::shared_ptr<AgentSession> session = registry_.Find(request.agent_id());
+    if (session == nullptr) {
+      return absl::UnavailableError(absl::StrCat("agent ", request.agent_id(), " is not connected"));
+    }
+    targets.push_back(session);
+  } else if (!request.environment().empty()) {
+    targets = registry_.List(request.environment());
+  } else {
+    return absl::InvalidArgumentError("name an environment or an agent");
+  }
+  PGF_RETURN_IF_ERROR(store_.Audit(
+      caller.actor, absl::StrCat("command.", kind),
+      request.agent_id().empty() ? request.environment() : request.agent_id(), args, NowMillis()));
+  // Send to every agent first, then collect: the fleet acts at once, not one by one.
+  std::vector<std::pair<std::shared_ptr<AgentSession>, uint64_t>> sent;
+  pgfleet::v1::SendCommandResponse response;
+  for (const std::shared_ptr<AgentSession>& session : targets) {
+    PGF_ASSIGN_OR_RETURN(uint64_t id, store_.RecordCommand(session->agent_id(), kind, args,
+                                                           caller.actor, NowMillis()));
+    pgfleet::v1::ControllerMessage message;
+    *message.mutable_command() = request.command();
+    message.mutable_command()->set_command_id(id);
+    session->ExpectResult(id);
+    if (!session->Send(message)) {
+      pgfleet::v1::CommandOutcome* outcome = response.add_outcomes();
+      outcome->set_agent_id(session->agent_id());
+      outcome->set_error("stream closed before the command could be sent");
+      (void)store_.RecordCommandResult(id, false, outcome->error(), NowMillis());
+      continue;
+    }
+    sent.emplace_back(session, id);
+  }
+  const absl::Time deadline = absl::Now() + options_.command_timeout;
+  for (auto& [session, id] : sent) {
+    std::optional<pgfleet::v1::CommandResult> result =
+        session->WaitResult(id, std::max(deadline - absl::Now(), absl::ZeroDuration()));
+    pgfleet::v1::CommandOutcome* outcome = response.add_outcomes();
+    outcome->set_agent_id(session->agent_id());
+    if (!result.has_value()) {
+      outcome->set_error("no answer from the agent in time");
+      (void)store_.RecordCommandResult(id, false, outcome->error(), NowMillis());
+      continue;
+    }
+    outcome->set_ok(result->ok());
+    outcome->set_error(result->error());
+  }
+  return response;
+}
+
+absl::Status FleetApi::OnAgentHello(const pgfleet::v1::AgentHello& hello) {
+  AgentRow row;
+  row.agent_id = hello.agent_id();
+  row.environment = hello.environment();
+  for (const auto& [key, value] : hello.labels()) row.labels[key] = value;
+  row.agent_version = hello.agent_version();
+  row.hostname = hello.hostname();
+  row.applied_version = hello.applied_config_version();
+  row.applied_sha256 = hello.applied_config_sha256();
+  PGF_RETURN_IF_ERROR(store_.EnsureEnvironment(hello.environment(), NowMillis()));
+  return store_.RecordAgentHello(row, NowMillis());
+}
+
+void FleetApi::OnAgentMessage(AgentSession& session, const pgfleet::v1::AgentMessage& message) {
+  switch (message.body_case()) {
+    case pgfleet::v1::AgentMessage::kMetrics:
+      session.SetMetrics(message.metrics());
+      if (absl::Status recorded = store_.RecordMetrics(session.agent_id(), NowMillis(),
+                                                       message.metrics().SerializeAsString());
+          !recorded.ok()) {
+        PGF_WARN("api", "agent %s: metrics not stored: %s", session.agent_id(),
+                 recorded.message());
+      }
+      (void)store_.TouchAgent(session.agent_id(), NowMillis());
+      break;
+    case pgfleet::v1::AgentMessage::kConfigResult: {
+      const pgfleet::v1::ConfigResult& result = message.config_result();
+      if (result.accepted()) {
+        session.set_applied_version(result.version());
+        PGF_INFO("api", "agent %s ACKed config version %d", session.agent_id(), result.version());
+      } else {
+        PGF_WARN("api", "agent %s NACKed config version %d: %s", session.agent_id(),
+                 result.version(), result.error());
+      }
+      if (absl::Status recorded = store_.RecordAgentConfigResult(
+              session.agent_id(), result.version(), result.sha256(),
+              result.accepted() ? "" : result.error(), NowMillis());
+          !recorded.ok()) {
+        PGF_WARN("api", "agent %s: config result not stored: %s", session.agent_id(),
+                 recorded.message());
+      }
+      break;
+    }
+    case pgfleet::v1::AgentMessage::kCommandResult:
+      session.DeliverResult(message.command_result());
+      (void)store_.RecordCommandResult(message.command_result().command_id(),
+                                       message.command_result().ok(),
+                                       message.command_result().error(), NowMillis());
+      break;
+    case pgfleet::v1::AgentMessage::kHello:
+    case pgfleet::v1::AgentMessage::BODY_NOT_SET:
+      break;
+  }
+}
+
+void FleetApi::OnAgentGone(const std::shared_ptr<AgentSession>& session) {
+  session->Close();
+  registry_.Unregister(session);
+  if (registry_.Find(session->agent_id()) == nullptr) {
+    (void)store_.MarkAgentDisconnected(session->agent_id(), NowMillis());
+  }
+}
+
+void FleetApi::Reconcile(AgentSession& session) {
+  absl::StatusOr<AgentRow> agent = store_.GetAgent(session.agent_id());
+  if (!agent.ok()) return;
+  absl::StatusOr<uint64_t> desired = DesiredVersionFor(*agent);
+  if (!desired.ok() || *desired == 0) return;
+  if (*desired == session.applied_version() || *desired == session.sent_version()) return;
+  absl::StatusOr<ConfigVersionRow> version = store_.GetConfigVersion(*desired);
+  if (!version.ok()) {
+    PGF_ERROR("api", "desired version %d of agent %s unreadable: %s", *desired,
+              session.agent_id(), version.status().message());
+    return;
+  }
+  pgfleet::v1::ControllerMessage message;
+  pgfleet::v1::DesiredConfig* config = message.mutable_desired_config();
+  config->set_version(version->version);
+  config->set_sha256(version->sha256);
+  config->set_ini_text(version->ini_text);
+  session.set_sent_version(version->version);
+  PGF_INFO("api", "sending config version %d to agent %s (runs %d)", version->version,
+           session.agent_id(), session.applied_version());
+  session.Send(message);
+}
+
+}  // namespace pgfleet::controller

@@ -1,0 +1,68 @@
+// Everything operators can do to the fleet, independent of transport: the gRPC FleetService
+// and the HTTP API both call this, so roles, validation and the audit log are in one place.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "controller/registry/agent_registry.h"
+#include "controller/store/store.h"
+#include "pgfleet/v1/fleet.pb.h"
+
+namespace pgfleet::controller {
+
+// Who is calling, as established by the transport (bearer token).
+struct Caller {
+  std::string actor;
+  Role role = Role::kViewer;
+};
+
+struct FleetApiOptions {
+  absl::Duration command_timeout = absl::Seconds(10);
+  absl::Duration metrics_interval = absl::Seconds(5);
+};
+
+class FleetApi {
+ public:
+  FleetApi(Store& store, AgentRegistry& registry, FleetApiOptions options = {});
+
+  absl::StatusOr<pgfleet::v1::ConfigVersion> PushConfig(const Caller& caller,
+                                                        const pgfleet::v1::PushConfigRequest& request);
+  absl::StatusOr<pgfleet::v1::ListConfigsResponse> ListConfigs(
+      const Caller& caller, const pgfleet::v1::ListConfigsRequest& request);
+  absl::StatusOr<pgfleet::v1::ConfigVersion> GetConfig(const Caller& caller,
+                                                       const pgfleet::v1::GetConfigRequest& request);
+  absl::StatusOr<pgfleet::v1::Environment> SetDesiredConfig(
+      const Caller& caller, const pgfleet::v1::SetDesiredConfigRequest& request);
+  absl::StatusOr<pgfleet::v1::ListEnvironmentsResponse> ListEnvironments(const Caller& caller);
+  absl::StatusOr<pgfleet::v1::ListAgentsResponse> ListAgents(
+      const Caller& caller, const pgfleet::v1::ListAgentsRequest& request);
+  absl::StatusOr<pgfleet::v1::Agent> GetAgent(const Caller& caller,
+                                              const pgfleet::v1::GetAgentRequest& request);
+  absl::StatusOr<pgfleet::v1::SendCommandResponse> SendCommand(
+      const Caller& caller, const pgfleet::v1::SendCommandRequest& request);
+
+  // Agent side, called by the AgentService.
+  absl::Status OnAgentHello(const pgfleet::v1::AgentHello& hello);
+  void OnAgentMessage(AgentSession& session, const pgfleet::v1::AgentMessage& message);
+  void OnAgentGone(const std::shared_ptr<AgentSession>& session);
+  // Sends the agent its desired config if it runs another one (desired-state reconciliation).
+  void Reconcile(AgentSession& session);
+  absl::Duration metrics_interval() const { return options_.metrics_interval; }
+
+ private:
+  absl::Status Require(const Caller& caller, Role role) const;
+  absl::StatusOr<uint64_t> DesiredVersionFor(const AgentRow& agent);
+  absl::StatusOr<pgfleet::v1::Environment> DescribeEnvironment(const EnvironmentRow& env);
+  pgfleet::v1::Agent ToProto(const AgentRow& row, uint64_t desired);
+
+  Store& store_;
+  AgentRegistry& registry_;
+  FleetApiOptions options_;
+};
+
+int64_t NowMillis();
+
+}  // namespace pgfleet::controller

@@ -1,0 +1,63 @@
+// gRPC adapters: they authenticate, then call FleetApi. No fleet logic lives here.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include "controller/api/fleet_api.h"
+#include "controller/registry/agent_registry.h"
+#include "controller/store/store.h"
+#include "pgfleet/v1/agent.grpc.pb.h"
+#include "pgfleet/v1/fleet.grpc.pb.h"
+
+namespace pgfleet::controller {
+
+class AgentServiceImpl final : public pgfleet::v1::AgentService::Service {
+ public:
+  // With require_client_cert, an agent must present a certificate whose CN is its agent_id:
+  // an agent can only speak for itself.
+  AgentServiceImpl(FleetApi& api, AgentRegistry& registry, bool require_client_cert)
+      : api_(api), registry_(registry), require_client_cert_(require_client_cert) {}
+
+  grpc::Status Connect(grpc::ServerContext* context,
+                       grpc::ServerReaderWriter<pgfleet::v1::ControllerMessage,
+                                                pgfleet::v1::AgentMessage>* stream) override;
+
+ private:
+  FleetApi& api_;
+  AgentRegistry& registry_;
+  bool require_client_cert_;
+};
+
+class FleetServiceImpl final : public pgfleet::v1::FleetService::Service {
+ public:
+  FleetServiceImpl(FleetApi& api, Store& store) : api_(api), store_(store) {}
+
+  grpc::Status PushConfig(grpc::ServerContext* context, const pgfleet::v1::PushConfigRequest* request,
+                          pgfleet::v1::ConfigVersion* response) override;
+  grpc::Status ListConfigs(grpc::ServerContext* context,
+                           const pgfleet::v1::ListConfigsRequest* request,
+                           pgfleet::v1::ListConfigsResponse* response) override;
+  grpc::Status GetConfig(grpc::ServerContext* context, const pgfleet::v1::GetConfigRequest* request,
+                         pgfleet::v1::ConfigVersion* response) override;
+  grpc::Status SetDesiredConfig(grpc::ServerContext* context,
+                                const pgfleet::v1::SetDesiredConfigRequest* request,
+                                pgfleet::v1::Environment* response) override;
+  grpc::Status ListEnvironments(grpc::ServerContext* context,
+                                const pgfleet::v1::ListEnvironmentsRequest* request,
+                                pgfleet::v1::ListEnvironmentsResponse* response) override;
+  grpc::Status ListAgents(grpc::ServerContext* context, const pgfleet::v1::ListAgentsRequest* request,
+                          pgfleet::v1::ListAgentsResponse* response) override;
+  grpc::Status GetAgent(grpc::ServerContext* context, const pgfleet::v1::GetAgentRequest* request,
+                        pgfleet::v1::Agent* response) override;
+  grpc::Status SendCommand(grpc::ServerContext* context,
+                           const pgfleet::v1::SendCommandRequest* request,
+                           pgfleet::v1::SendCommandResponse* response) override;
+
+ private:
+  template <typename Fn>
+  grpc::Status Call(grpc::ServerContext* context, Fn&& fn);
+  FleetApi& api_;
+  Store& store_;
+};
+
+}  // namespace pgfleet::controller

@@ -1,0 +1,230 @@
+// pgfleet-controller: the fleet's control plane. Stores config versions in SQLite, keeps a
+// stream to every agent, and serves the operators' API.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "common/log.h"
+#include "controller/api/fleet_api.h"
+#include "controller/auth/tokens.h"
+#include "controller/grpc/services.h"
+#include "controller/registry/agent_registry.h"
+#include "controller/store/store.h"
+
+namespace {
+
+using pgfleet::controller::FleetApi;
+
+void PrintUsage(FILE* out) {
+  fprintf(out,
+          "Usage: pgfleet-controller [options]\n"
+          "       pgfleet-controller token create --db=FILE --name=NAME --role=ROLE\n"
+          "\n"
+          "Options:\n"
+          "  --listen=ADDR          gRPC address for agents and fleetctl (default 127.0.0.1:7070)\n"
+          "  --db=FILE              SQLite database (default ./pgfleet.db), created if missing\n"
+          "  --tls-cert=FILE --tls-key=FILE --tls-ca=FILE\n"
+          "                         serve TLS; agents must then present a certificate signed\n"
+          "                         by --tls-ca whose CN is their agent id\n"
+          "  --insecure             allow a non-loopback --listen without TLS\n"
+          "  --metrics-interval=DUR how often agents report (default 5s)\n"
+          "  --metrics-retention=DUR how long downsampled metrics are kept (default 24h)\n"
+          "  --port-file=FILE       write the bound port there once listening (for scripts)\n"
+          "  -v, --verbose          log debug messages\n"
+          "  -h, --help             print this help\n"
+          "\n"
+          "Environment: PGFLEET_BOOTSTRAP_TOKEN, if set, is registered as an admin token\n"
+          "named 'bootstrap' at start (idempotent).\n"
+          "Roles: viewer (read), operator (push configs, pause/resume), admin (tokens).\n");
+}
+
+bool TakeValue(const std::string& arg, const char* name, std::string* value) {
+  const std::string prefix = absl::StrCat(name, "=");
+  if (arg.rfind(prefix, 0) != 0) return false;
+  *value = arg.substr(prefix.size());
+  return true;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+bool IsLoopback(const std::string& listen) {
+  return absl::StartsWith(listen, "127.") || absl::StartsWith(listen, "localhost:") ||
+         absl::StartsWith(listen, "[::1]:");
+}
+
+int CreateToken(int argc, char** argv) {
+  std::string db = "pgfleet.db", name, role_name;
+  for (int i = 3; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (!TakeValue(arg, "--db", &db) && !TakeValue(arg, "--name", &name) &&
+        !TakeValue(arg, "--role", &role_name)) {
+      fprintf(stderr, "pgfleet-controller token create: unknown option %s\n", arg.c_str());
+      return 2;
+    }
+  }
+  absl::StatusOr<pgfleet::controller::Role> role = pgfleet::controller::ParseRole(role_name);
+  if (name.empty() || !role.ok()) {
+    fprintf(stderr, "usage: pgfleet-controller token create --db=FILE --name=NAME "
+                    "--role=viewer|operator|admin\n");
+    return 2;
+  }
+  auto store = pgfleet::controller::OpenSqliteStore(db);
+  if (!store.ok()) {
+    fprintf(stderr, "pgfleet-controller: %s\n", std::string(store.status().message()).c_str());
+    return 1;
+  }
+  std::string token = pgfleet::controller::NewToken();
+  const int64_t now = pgfleet::controller::NowMillis();
+  absl::Status added = (*store)->AddToken(name, pgfleet::controller::HashToken(token), *role, now);
+  if (added.ok()) added = (*store)->Audit("cli", "token.create", name, role_name, now);
+  if (!added.ok()) {
+    fprintf(stderr, "pgfleet-controller: %s\n", std::string(added.message()).c_str());
+    return 1;
+  }
+  printf("%s\n", token.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc >= 3 && std::string(argv[1]) == "token" && std::string(argv[2]) == "create") {
+    return CreateToken(argc, argv);
+  }
+  std::string listen = "127.0.0.1:7070", db = "pgfleet.db", tls_cert, tls_key, tls_ca, port_file;
+  std::string metrics_interval = "5s", metrics_retention = "24h";
+  bool insecure = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      PrintUsage(stdout);
+      return 0;
+    } else if (arg == "-v" || arg == "--verbose") {
+      pgfleet::common::SetLogLevel(pgfleet::common::LogLevel::kDebug);
+    } else if (arg == "--insecure") {
+      insecure = true;
+    } else if (TakeValue(arg, "--listen", &listen) || TakeValue(arg, "--db", &db) ||
+               TakeValue(arg, "--tls-cert", &tls_cert) || TakeValue(arg, "--tls-key", &tls_key) ||
+               TakeValue(arg, "--tls-ca", &tls_ca) || TakeValue(arg, "--port-file", &port_file) ||
+               TakeValue(arg, "--metrics-interval", &metrics_interval) ||
+               TakeValue(arg, "--metrics-retention", &metrics_retention)) {
+      continue;
+    } else {
+      fprintf(stderr, "pgfleet-controller: unknown option %s\n\n", arg.c_str());
+      PrintUsage(stderr);
+      return 2;
+    }
+  }
+  pgfleet::controller::FleetApiOptions api_options;
+  absl::Duration retention;
+  if (!absl::ParseDuration(metrics_interval, &api_options.metrics_interval) ||
+      !absl::ParseDuration(metrics_retention, &retention)) {
+    fprintf(stderr, "pgfleet-controller: invalid duration (try 5s, 24h)\n");
+    return 2;
+  }
+  const bool tls = !tls_cert.empty();
+  if (tls && (tls_key.empty() || tls_ca.empty())) {
+    fprintf(stderr, "pgfleet-controller: --tls-cert needs --tls-key and --tls-ca\n");
+    return 2;
+  }
+  if (!tls && !IsLoopback(listen) && !insecure) {
+    fprintf(stderr,
+            "pgfleet-controller: refusing to listen on %s without TLS; give --tls-cert/"
+            "--tls-key/--tls-ca, or --insecure if you really mean it\n",
+            listen.c_str());
+    return 2;
+  }
+
+  auto store = pgfleet::controller::OpenSqliteStore(db);
+  if (!store.ok()) {
+    fprintf(stderr, "pgfleet-controller: %s\n", std::string(store.status().message()).c_str());
+    return 1;
+  }
+  if (absl::Status reset = (*store)->MarkAllAgentsDisconnected(); !reset.ok()) {
+    fprintf(stderr, "pgfleet-controller: %s\n", std::string(reset.message()).c_str());
+    return 1;
+  }
+  if (const char* bootstrap = getenv("PGFLEET_BOOTSTRAP_TOKEN"); bootstrap && *bootstrap) {
+    const std::string hash = pgfleet::controller::HashToken(bootstrap);
+    if (!(*store)->LookupToken(hash).ok()) {
+      absl::Status added = (*store)->AddToken("bootstrap", hash, pgfleet::controller::Role::kAdmin,
+                                              pgfleet::controller::NowMillis());
+      if (!added.ok()) {
+        fprintf(stderr, "pgfleet-controller: %s\n", std::string(added.message()).c_str());
+        return 1;
+      }
+    }
+  }
+
+  pgfleet::controller::AgentRegistry registry;
+  FleetApi api(**store, registry, api_options);
+  pgfleet::controller::AgentServiceImpl agent_service(api, registry, tls);
+  pgfleet::controller::FleetServiceImpl fleet_service(api, **store);
+
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  if (tls) {
+    grpc::SslServerCredentialsOptions ssl(
+        GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);  // Agents: certs; fleetctl: tokens.
+    ssl.pem_root_certs = ReadFile(tls_ca);
+    ssl.pem_key_cert_pairs.push_back({ReadFile(tls_key), ReadFile(tls_cert)});
+    credentials = grpc::SslServerCredentials(ssl);
+  } else {
+    credentials = grpc::InsecureServerCredentials();
+  }
+  int bound_port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(listen, credentials, &bound_port);
+  builder.RegisterService(&agent_service);
+  builder.RegisterService(&fleet_service);
+  // Agents hold one stream each; let keepalive pings through so dead agents are noticed.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || bound_port == 0) {
+    fprintf(stderr, "pgfleet-controller: cannot listen on %s\n", listen.c_str());
+    return 1;
+  }
+  PGF_INFO("controller", "pgfleet-controller listening on %s (port %d, %s), database %s", listen,
+           bound_port, tls ? "mutual TLS for agents" : "plaintext", db);
+  if (!port_file.empty()) {
+    std::ofstream(port_file + ".tmp") << bound_port << "\n";
+    rename((port_file + ".tmp").c_str(), port_file.c_str());
+  }
+
+  // Signals end the server from a thread of their own; a kill -9 loses nothing committed.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::thread janitor([&] {
+    while (true) {
+      timespec wait{60, 0};
+      int sig = sigtimedwait(&signals, nullptr, &wait);
+      if (sig == SIGINT || sig == SIGTERM) {
+        PGF_INFO("controller", "signal %d: shutting down", sig);
+        server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+        return;
+      }
+      (void)(*store)->PruneMetrics(pgfleet::controller::NowMillis() -
+                                   absl::ToInt64Milliseconds(retention));
+    }
+  });
+  server->Wait();
+  janitor.join();
+  return 0;
+}

@@ -1,0 +1,110 @@
+#include "controller/registry/agent_registry.h"
+
+namespace pgfleet::controller {
+
+bool AgentSession::Send(const pgfleet::v1::ControllerMessage& message) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return false;
+  }
+  std::lock_guard<std::mutex> lock(write_mu_);
+  return stream_->Write(message);
+}
+
+uint64_t AgentSession::applied_version() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return applied_version_;
+}
+void AgentSession::set_applied_version(uint64_t version) {
+  std::lock_guard<std::mutex> lock(mu_);
+  applied_version_ = version;
+}
+uint64_t AgentSession::sent_version() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sent_version_;
+}
+void AgentSession::set_sent_version(uint64_t version) {
+  std::lock_guard<std::mutex> lock(mu_);
+  sent_version_ = version;
+}
+
+void AgentSession::SetMetrics(pgfleet::v1::MetricsReport report) {
+  std::lock_guard<std::mutex> lock(mu_);
+  metrics_ = std::move(report);
+}
+
+std::optional<pgfleet::v1::MetricsReport> AgentSession::metrics() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return metrics_;
+}
+
+void AgentSession::ExpectResult(uint64_t command_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  results_[command_id] = std::nullopt;
+}
+
+void AgentSession::DeliverResult(const pgfleet::v1::CommandResult& result) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = results_.find(result.command_id());
+    if (it == results_.end()) return;
+    it->second = result;
+  }
+  cv_.notify_all();
+}
+
+std::optional<pgfleet::v1::CommandResult> AgentSession::WaitResult(uint64_t command_id,
+                                                                   absl::Duration timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, absl::ToChronoMilliseconds(timeout), [&] {
+    auto it = results_.find(command_id);
+    return closed_ || (it != results_.end() && it->second.has_value());
+  });
+  auto it = results_.find(command_id);
+  std::optional<pgfleet::v1::CommandResult> result;
+  if (it != results_.end()) {
+    result = it->second;
+    results_.erase(it);
+  }
+  return result;
+}
+
+void AgentSession::Close() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+  }
+  cv_.notify_all();
+}
+
+std::shared_ptr<AgentSession> AgentRegistry::Register(std::shared_ptr<AgentSession> session) {
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<AgentSession>& slot = sessions_[session->agent_id()];
+  std::shared_ptr<AgentSession> previous = std::move(slot);
+  slot = std::move(session);
+  return previous;
+}
+
+void AgentRegistry::Unregister(const std::shared_ptr<AgentSession>& session) {
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(session->agent_id());
+  if (it != sessions_.end() && it->second == session) sessions_.erase(it);
+}
+
+std::shared_ptr<AgentSession> AgentRegistry::Find(const std::string& agent_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(agent_id);
+  return it == sessions_.end() ? nullptr : it->second;
+}
+
+std::vector<std::shared_ptr<AgentSession>> AgentRegistry::List(
+    const std::string& environment) const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::shared_ptr<AgentSession>> result;
+  for (const auto& [id, session] : sessions_) {
+    if (environment.empty() || session->environment() == environment) result.push_back(session);
+  }
+  return result;
+}
+
+}  // namespace pgfleet::controller

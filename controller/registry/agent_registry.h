@@ -1,0 +1,88 @@
+// The agents connected right now, each with its open stream. Durable facts about agents
+// live in the Store; this holds what only exists while a stream is open.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "pgfleet/v1/agent.grpc.pb.h"
+
+namespace pgfleet::controller {
+
+class AgentSession {
+ public:
+  using Stream = grpc::ServerReaderWriter<pgfleet::v1::ControllerMessage, pgfleet::v1::AgentMessage>;
+  AgentSession(std::string agent_id, std::string environment, grpc::ServerContext* context,
+               Stream* stream)
+      : agent_id_(std::move(agent_id)),
+        environment_(std::move(environment)),
+        context_(context),
+        stream_(stream) {}
+
+  const std::string& agent_id() const { return agent_id_; }
+  const std::string& environment() const { return environment_; }
+
+  // Thread-safe; false once the stream is gone.
+  bool Send(const pgfleet::v1::ControllerMessage& message);
+  // Ends the stream (a newer session for the same agent replaced it).
+  void Cancel() { context_->TryCancel(); }
+
+  // Config convergence bookkeeping.
+  uint64_t applied_version() const;
+  void set_applied_version(uint64_t version);
+  // The desired version last sent on this stream (0: none), so it is not re-sent while the
+  // agent works on it or after it NACKed it.
+  uint64_t sent_version() const;
+  void set_sent_version(uint64_t version);
+
+  void SetMetrics(pgfleet::v1::MetricsReport report);
+  std::optional<pgfleet::v1::MetricsReport> metrics() const;
+
+  // Command results: the caller registers the id before sending, then waits.
+  void ExpectResult(uint64_t command_id);
+  void DeliverResult(const pgfleet::v1::CommandResult& result);
+  std::optional<pgfleet::v1::CommandResult> WaitResult(uint64_t command_id, absl::Duration timeout);
+  void Close();  // Wakes waiters; the stream is over.
+
+ private:
+  const std::string agent_id_;
+  const std::string environment_;
+  grpc::ServerContext* context_;
+  Stream* stream_;
+  std::mutex write_mu_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool closed_ = false;
+  uint64_t applied_version_ = 0;
+  uint64_t sent_version_ = 0;
+  std::optional<pgfleet::v1::MetricsReport> metrics_;
+  std::map<uint64_t, std::optional<pgfleet::v1::CommandResult>> results_;
+};
+
+class AgentRegistry {
+ public:
+  // Registers `session`; returns the session it replaces (same agent id), if any.
+  std::shared_ptr<AgentSession> Register(std::shared_ptr<AgentSession> session);
+  // Removes `session` unless a newer one for the same agent took its place.
+  void Unregister(const std::shared_ptr<AgentSession>& session);
+  std::shared_ptr<AgentSession> Find(const std::string& agent_id) const;
+  // environment empty: all.
+  std::vector<std::shared_ptr<AgentSession>> List(const std::string& environment) const;
+
+ private:
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<AgentSession>> sessions_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace pgfleet::controller

@@ -1,0 +1,870 @@
+#include "controller/store/sqlite_store.h"
+
+#include <sqlite3.h>
+
+#include <cctype>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "controller/store/sqlite_stmt.h"
+#include "migrations_embedded.h"  // Generated from migrations/*.sql at build time.
+
+namespace pgfleet::controller {
+namespace {
+
+using sqlite::Stmt;
+using sqlite::Transaction;
+
+constexpr char kComponent[] = "store";
+constexpr int kBusyTimeoutMs = 5000;
+constexpr int64_t kMetricsBucketMs = 60 * 1000;
+
+constexpr bool EmbeddedMigrationsSorted() {
+  int previous = 0;
+  for (const auto& migration : migrations::kEmbeddedMigrations) {
+    if (migration.version <= previous) return false;
+    previous = migration.version;
+  }
+  return true;
+}
+static_assert(EmbeddedMigrationsSorted(), "embedded migrations must be strictly increasing");
+
+int64_t NowUnixMs() { return absl::ToUnixMillis(absl::Now()); }
+
+// Start of the minute holding `unix_ms` (floor, also for negative times).
+int64_t MinuteBucket(int64_t unix_ms) {
+  int64_t minutes = unix_ms / kMetricsBucketMs;
+  if (unix_ms % kMetricsBucketMs < 0) --minutes;
+  return minutes * kMetricsBucketMs;
+}
+
+absl::Status RequireNonEmpty(const char* what, const std::string& value) {
+  if (value.empty()) return absl::InvalidArgumentError(absl::StrCat(what, " must not be empty"));
+  return absl::OkStatus();
+}
+
+// LIMIT -1 is SQLite's "no limit".
+int64_t SqlLimit(int limit) { return limit > 0 ? limit : -1; }
+
+// 64 hex digits, lowercased; nullopt when `hash` is anything else.
+std::optional<std::string> NormalizeSha256Hex(const std::string& hash) {
+  if (hash.size() != 64) return std::nullopt;
+  for (char c : hash) {
+    if (!std::isxdigit(static_cast<unsigned char>(c))) return std::nullopt;
+  }
+  return absl::AsciiStrToLower(hash);
+}
+
+absl::Status InsertEnvironmentIfMissing(sqlite3* db, const std::string& name, int64_t now_ms) {
+  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db,
+                                                "INSERT INTO environments (name, created_unix_ms) "
+                                                "VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING"));
+  stmt.BindText(1, name).BindInt(2, now_ms);
+  return stmt.Run();
+}
+
+// The environment a config version belongs to; NotFound for an unknown version.
+absl::StatusOr<std::string> ConfigVersionEnvironment(sqlite3* db, uint64_t version) {
+  PGF_ASSIGN_OR_RETURN(
+      Stmt stmt, Stmt::Prepare(db, "SELECT environment FROM config_versions WHERE version = ?1"));
+  stmt.BindU64(1, version);
+  PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("config version ", version, " not found"));
+  return stmt.Text(0);
+}
+
+// The environment of an agent; NotFound for an unknown agent.
+absl::StatusOr<std::string> AgentEnvironment(sqlite3* db, const std::string& agent_id) {
+  PGF_ASSIGN_OR_RETURN(Stmt stmt,
+                       Stmt::Prepare(db, "SELECT environment FROM agents WHERE agent_id = ?1"));
+  stmt.BindText(1, agent_id);
+  PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("agent '", agent_id, "' not found"));
+  return stmt.Text(0);
+}
+
+// Columns: version, environment, sha256, author, message, created_unix_ms, parent_version
+// [, ini_text].
+constexpr char kConfigVersionColumns[] =
+    "version, environment, sha256, author, message, created_unix_ms, parent_version";
+
+ConfigVersionRow ReadConfigVersion(const Stmt& stmt, bool with_text) {
+  ConfigVersionRow row;
+  row.version = stmt.U64(0);
+  row.environment = stmt.Text(1);
+  row.sha256 = stmt.Text(2);
+  row.author = stmt.Text(3);
+  row.message = stmt.Text(4);
+  row.created_unix_ms = stmt.Int(5);
+  row.parent_version = stmt.IsNull(6) ? 0 : stmt.U64(6);
+  if (with_text) row.ini_text = stmt.Text(7);
+  return row;
+}
+
+// Agents joined with their labels, one row per label (or one row with NULL labels).
+constexpr char kAgentSelect[] =
+    "SELECT a.agent_id, a.environment, a.agent_version, a.hostname, a.connected, "
+    "a.first_seen_unix_ms, a.last_seen_unix_ms, a.applied_version, a.applied_sha256, "
+    "a.last_error, a.pinned_version, l.key, l.value "
+    "FROM agents a LEFT JOIN agent_labels l ON l.agent_id = a.agent_id ";
+
+absl::StatusOr<std::vector<AgentRow>> ReadAgents(Stmt& stmt) {
+  std::vector<AgentRow> agents;
+  while (true) {
+    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    std::string agent_id = stmt.Text(0);
+    if (agents.empty() || agents.back().agent_id != agent_id) {
+      AgentRow& agent = agents.emplace_back();
+      agent.agent_id = std::move(agent_id);
+      agent.environment = stmt.Text(1);
+      agent.agent_version = stmt.Text(2);
+      agent.hostname = stmt.Text(3);
+      agent.connected = stmt.Int(4) != 0;
+      agent.first_seen_unix_ms = stmt.Int(5);
+      agent.last_seen_unix_ms = stmt.Int(6);
+      agent.applied_version = stmt.U64(7);
+      agent.applied_sha256 = stmt.Text(8);
+      agent.last_error = stmt.Text(9);
+      if (!stmt.IsNull(10)) agent.pinned_version = stmt.U64(10);
+    }
+    if (!stmt.IsNull(11)) agents.back().labels[stmt.Text(11)] = stmt.Text(12);
+  }
+  return agents;
+}
+
+// Runs an UPDATE of one agent; NotFound when no agent has that id.
+absl::Status UpdateOneAgent(Stmt& stmt, const std::string& agent_id) {
+  PGF_RETURN_IF_ERROR(stmt.Run());
+  if (stmt.Changes() == 0) {
+    return absl::NotFoundError(absl::StrCat("agent '", agent_id, "' not found"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Opening and migrations.
+
+absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
+  PGF_ASSIGN_OR_RETURN(std::unique_ptr<SqliteStore> store, SqliteStore::Open(path));
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+int SqliteStore::LatestSchemaVersion() {
+  return std::end(migrations::kEmbeddedMigrations)[-1].version;
+}
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  // One connection shared by every thread, serialized by mu_: SQLite's own per-connection
+  // mutex would be redundant (NOMUTEX).
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    absl::Status status = sqlite::Error(db, rc, absl::StrCat("open '", path, "'"));
+    sqlite3_close(db);
+    return status;
+  }
+  std::unique_ptr<SqliteStore> store(new SqliteStore(db));
+  {
+    absl::MutexLock lock(&store->mu_);
+    absl::Status status = store->Configure();
+    if (status.ok()) status = store->Migrate();
+    if (!status.ok()) {
+      return absl::Status(status.code(), absl::StrCat(path, ": ", status.message()));
+    }
+  }
+  PGF_INFO(kComponent, "opened %s (schema version %d)", path, LatestSchemaVersion());
+  return store;
+}
+
+SqliteStore::~SqliteStore() {
+  // Every statement is finalized by its RAII owner, so close succeeds; in WAL mode closing the
+  // last connection checkpoints the WAL into the main file.
+  int rc = sqlite3_close(db_);
+  if (rc != SQLITE_OK) PGF_ERROR(kComponent, "closing the database: %s", sqlite3_errstr(rc));
+}
+
+absl::Status SqliteStore::Configure() {
+  sqlite3_extended_result_codes(db_, 1);
+  sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+
+  // WAL: readers never block the writer, and a commit is one append to the -wal file.
+  {
+    PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_, "PRAGMA journal_mode = WAL"));
+    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    std::string mode = row ? absl::AsciiStrToLower(stmt.Text(0)) : "";
+    if (mode != "wal") {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot use WAL journal mode (got '", mode, "')"));
+    }
+  }
+  // synchronous=NORMAL is enough for what we promise: in WAL mode a COMMIT hands its frames to
+  // the OS (write(), no fsync) before returning, so a transaction that committed survives the
+  // death of the process (kill -9, crash): the OS page cache still writes it out, and the next
+  // open recovers it from the WAL. WAL frames are checksummed and checkpoints do fsync, so
+  // even a power loss or kernel crash never corrupts the file; it can only lose the last
+  // transactions committed before it. FULL would fsync the WAL at every commit (one per
+  // metrics report and heartbeat) to also cover that case; we do not pay for it.
+  PGF_RETURN_IF_ERROR(
+      sqlite::ExecScript(db_, "PRAGMA synchronous = NORMAL", "PRAGMA synchronous"));
+  PGF_RETURN_IF_ERROR(
+      sqlite::ExecScript(db_, "PRAGMA foreign_keys = ON", "PRAGMA foreign_keys"));
+  {
+    // The pragma is a silent no-op in builds without foreign key support: check it stuck.
+    PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_, "PRAGMA foreign_keys"));
+    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row || stmt.Int(0) != 1) {
+      return absl::FailedPreconditionError("this SQLite cannot enforce foreign keys");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::Migrate() {
+  PGF_RETURN_IF_ERROR(sqlite::ExecScript(db_,
+                                         "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                         "  version INTEGER PRIMARY KEY,"
+                                         "  name TEXT NOT NULL,"
+                                         "  applied_unix_ms INTEGER NOT NULL)",
+                                         "create schema_migrations"));
+  int current = 0;
+  {
+    PGF_ASSIGN_OR_RETURN(
+        Stmt stmt, Stmt::Prepare(db_, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"));
+    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (row) current = static_cast<int>(stmt.Int(0));
+  }
+  const int latest = LatestSchemaVersion();
+  if (current > latest) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "database schema version %d is newer than this pgfleet-controller knows (%d); "
+        "upgrade the controller",
+        current, latest));
+  }
+
+  for (const migrations::EmbeddedMigration& migration : migrations::kEmbeddedMigrations) {
+    const std::string label = absl::StrFormat("migration %04d_%s", migration.version,
+                                              migration.name);
+    PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
+    {
+      // Checked under the write lock, so two controllers opening one file at once do not
+      // both apply a migration.
+      PGF_ASSIGN_OR_RETURN(
+          Stmt stmt, Stmt::Prepare(db_, "SELECT 1 FROM schema_migrations WHERE version = ?1"));
+      stmt.BindInt(1, migration.version);
+      PGF_ASSIGN_OR_RETURN(bool applied, stmt.Step());
+      if (applied) continue;  // ~Transaction ends the (empty) transaction.
+    }
+    PGF_RETURN_IF_ERROR(sqlite::ExecScript(db_, migration.sql, label));
+    {
+      PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
+                                                    "INSERT INTO schema_migrations "
+                                                    "(version, name, applied_unix_ms) "
+                                                    "VALUES (?1, ?2, ?3)"));
+      stmt.BindInt(1, migration.version).BindText(2, migration.name).BindInt(3, NowUnixMs());
+      PGF_RETURN_IF_ERROR(stmt.Run());
+    }
+    PGF_RETURN_IF_ERROR(txn.Commit());
+    PGF_INFO(kComponent, "applied %s", label);
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Environments.
+
+absl::Status SqliteStore::EnsureEnvironment(const std::string& name, int64_t now_ms) {
+  PGF_RETURN_IF_ERROR(RequireNonEmpty("environment name", name));
+  absl::MutexLock lock(&mu_);
+  return InsertEnvironmentIfMissing(db_, name, now_ms);
+}
+
+absl::StatusOr<std::vector<EnvironmentRow>> SqliteStore::ListEnvironments() {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
+                                                "SELECT name, desired_version, created_unix_ms "
+                                                "FROM environments ORDER BY name"));
+  std::vector<EnvironmentRow> rows;
+  while (true) {
+    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    EnvironmentRow& env = rows.emplace_back();
+    env.name = stmt.Text(0);
+    env.desired_version = stmt.IsNull(1) ? 0 : stmt.U64(1);
+    env.created_unix_ms = stmt.Int(2);
+  }
+  return rows;
+}
+
+absl::StatusOr<EnvironmentRow> SqliteStore::GetEnvironment(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
+                                                "SELECT name, desired_version, created_unix_ms "
+                                                "FROM environments WHERE name = ?1"));
+  stmt.BindText(1, name);
+  PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("environment '", name, "' not found"));
+  EnvironmentRow env;
+  env.name = stmt.Text(0);
+  env.desired_version = stmt.IsNull(1) ? 0 : stmt.U64(1);
+  env.created_unix_ms = stmt.Int(2);
+  return env;
+}
+
+absl::Status SqliteStore::SetDesiredVersion(const std::string& environment, uint64_t version,
+                                            std::optional<uint64_t> expected_previous) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
+  uint64_t current = 0;
+  {
+    PGF_ASSIGN_OR_RETURN(
+        Stmt stmt, Stmt::Prepare(db_, "SELECT desired_version FROM environments WHERE name = ?1"));
+    stmt.BindText(1, environment);
+    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) {
+      return absl::NotFoundError(absl::StrCat("environment '", environment, "' not found"));
+    }
+    current = stmt.IsNull(0) ? 0 : stmt.U64(0);
+  }
+  PGF_ASSIGN_OR_RETURN(std::string owner, ConfigVersionEnvironment(db_, version));
+  if (owner != environment) {
+    return absl::InvalidArgumentError(absl::StrCat("config version ", version,
+                                                   " belongs to environment '", owner,
+                                                   "', not '", environment, "'"));
+  }
+  if (expected_previous.has_value() && *expected_previous != current) {
+    return absl::AbortedError(absl::StrCat("the desired version of environment '", environment,
+                                           "' is ", current, ", not ", *expected_previous,
+                                           " as expected; someone changed it concurrently"));
+  }
+  {
+    PGF_ASSIGN_OR_RETURN(
+        Stmt stmt,
+        Stmt::Prepare(db_, "UPDATE environments SET desired_version = ?2 WHERE name = ?1"));
+    stmt.BindText(1, environment).BindU64(2, version);
+    PGF_RETURN_IF_ERROR(stmt.Run());
+  }
+  return txn.Commit();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config versions.
+
+absl::StatusOr<ConfigVersionRow> SqliteStore::AddConfigVersion(const std::string& environment,
+                                                               const std::string& ini_text,
+                                                               const std::string& author,
+                                                               const std::string& message,
+                                                               int64_t now_ms) {
+  PGF_RETURN_IF_ERROR(RequireNonEmpty("environment name", environment));
+  const std::string sha256 = Sha256Hex(ini_text);
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
+  PGF_RETURN_IF_ERROR(InsertEnvironmentIfMissing(db_, environment, now_ms));
+  {
+    // Same content already pushed to this environment: that version is the answer.
+    PGF_ASSIGN_OR_RETURN(
+        Stmt stmt, Stmt::Prepare(db_, absl::StrCat("SELECT ", kConfigVersionColumns,
+                                                   ", ini_text FROM config_versions "
+                                                   "WHERE environment = ?1 AND sha256 = ?2")
+                                          .c_str()));
+    stmt.BindText(1, environment).BindText(2, sha256);
+    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (row) {
+      ConfigVersionRow existing = ReadConfigVersion(stmt, /*with_text=*/true);
+      PGF_RETURN_IF_ERROR(txn.Commit());
+      return existing;
+    }
+  }
+  ConfigVersionRow added;
+  added.environment = environment;
+  added.sha256 = sha256;
+  added.ini_text = ini_text;
+  added.author = author;
+  added.message = message;
+  added.created_unix_ms = now_ms;
+  {
+    PGF_ASSIGN_OR_RETURN(
+        Stmt stmt,
+        Stmt::Prepare(db_, "SELECT MAX(version) FROM config_versions WHERE environment = ?1"));
+    stmt.BindText(1, environment);
+    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    added.parent_version = row && !stmt.IsNull(0) ? stmt.U64(0) : 0;
+  }
+  {
+    PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
+                                                  "INSERT INTO config_versions (environment, "
+                                                  "sha256, ini_text, author, message, "
+                                                  "created_unix_ms, parent_version) "
+                                                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+    stmt.BindText(1, environment)
+        .BindText(2, sha256)
+        .BindText(3, ini_text)
+        .BindText(4, author)
+        .BindText(5, message)
+        .BindInt(6, now_ms);
+    if (added.parent_version != 0) {
+      stmt.BindU64(7, added.parent_version);
+    } else {
+      stmt.BindNull(7);
+    }
+    PGF_RETURN_IF_ERROR(stmt.Run());
+    added.version = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
+  }
+  PGF_RETURN_IF_ERROR(txn.Commit());
+  return added;
+}
+
+absl::StatusOr<ConfigVersionRow> SqliteStore::GetConfigVersion(uint64_t version) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_, absl::StrCat("SELECT ", kConfigVersionColumns,
+                                                                  ", ini_text FROM config_versions "
+                                                                  "WHERE version = ?1")
+                                                         .c_str()));
+  stmt.BindU64(1, version);
+  PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("config version ", version, " not found"));
+  return ReadConfigVersion(stmt, /*with_text=*/true);
+}
+
+absl::StatusOr<std::vector<ConfigVersionRow>> SqliteStore::ListConfigVersions(
+    const std::string& environment) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_, absl::StrCat("SELECT ", kConfigVersionColumns,
+                                                                  " FROM config_versions "
+                                                                  "WHERE environment = ?1 "
+                                                                  "ORDER BY version DESC")
+                                                         .c_str()));
+  stmt.BindText(1, environment);
+  std::vector<ConfigVersionRow> rows;
+  while (true) {
+    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    rows.push_back(ReadConfigVersion(stmt, /*with_text=*/false));
+  }
+  return rows;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agents.
+
+absl::Status SqliteStore::RecordAgentHello(const AgentRow& hello, int64_t now_ms) {
+  PGF_RETURN_IF_ERROR(RequireNonEmpty("agent id", hello.agent_id));
+  PGF_RETURN_IF_ERROR(RequireNonEmpty("environment name", hello.environment));
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
+  PGF_RETURN_IF_ERROR(InsertEnvironmentIfMissing(db_, hello.environment, now_ms));
+  {
+    // SET expressions see the old row, so the pin test compares old and new environments.
+    PGF_ASSIGN_OR_RETURN(
+        Stmt stmt,
+        Stmt::Prepare(db_,
+                      "INSERT INTO agents (agent_id, environment, agent_version, hostname, "
+                      "connected, first_seen_unix_ms, last_seen_unix_ms, applied_version, "
+                      "applied_sha256) VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5, ?6, ?7) "
+                      "ON CONFLICT (agent_id) DO UPDATE SET "
+                      "environment = excluded.environment, "
+                      "agent_version = excluded.agent_version, "
+                      "hostname = excluded.hostname, "
+                      "connected = 1, "
+                      "last_seen_unix_ms = excluded.last_seen_unix_ms, "
+                      "applied_version = excluded.applied_version, "
+                      "applied_sha256 = excluded.applied_sha256, "
+                      "pinned_version = CASE WHEN environment = excluded.environment "
+                      "THEN pinned_version ELSE NULL END"));
+    stmt.BindText(1, hello.agent_id)
+        .BindText(2, hello.environment)
+        .BindText(3, hello.agent_version)
+        .BindText(4, hello.hostname)
+        .BindInt(5, now_ms)
+        .BindU64(6, hello.applied_version)
+        .BindText(7, hello.applied_sha256);
+    PGF_RETURN_IF_ERROR(stmt.Run());
+  }
+  {
+    PGF_ASSIGN_OR_RETURN(Stmt stmt,
+                         Stmt::Prepare(db_, "DELETE FROM agent_labels WHERE agent_id = ?1"));
+    stmt.BindText(1, hello.agent_id);
+    PGF_RETURN_IF_ERROR(stmt.Run());
+  }
+  if (!hello.labels.empty()) {
+    PGF_ASSIGN_OR_RETURN(
+        Stmt stmt,
+        Stmt::Prepare(db_, "INSERT INTO agent_labels (agent_id, key, value) VALUES (?1, ?2, ?3)"));
+    for (const auto& [key, value] : hello.labels) {
+      stmt.Reset();
+      stmt.BindText(1, hello.agent_id).BindText(2, key).BindText(3, value);
+      PGF_RETURN_IF_ERROR(stmt.Run());
+    }
+  }
+  return txn.Commit();
+}
+
+absl::Status SqliteStore::MarkAgentDisconnected(const std::string& agent_id, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(
+      Stmt stmt, Stmt::Prepare(db_,
+                               "UPDATE agents SET connected = 0, "
+                               "last_seen_unix_ms = MAX(last_seen_unix_ms, ?2) "
+                               "WHERE agent_id = ?1"));
+  stmt.BindText(1, agent_id).BindInt(2, now_ms);
+  return UpdateOneAgent(stmt, agent_id);
+}
+
+absl::Status SqliteStore::MarkAllAgentsDisconnected() {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(
+      Stmt stmt, Stmt::Prepare(db_, "UPDATE agents SET connected = 0 WHERE connected <> 0"));
+  return stmt.Run();
+}
+
+absl::Status SqliteStore::TouchAgent(const std::string& agent_id, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(
+      Stmt stmt, Stmt::Prepare(db_,
+                               "UPDATE agents SET last_seen_unix_ms = MAX(last_seen_unix_ms, ?2) "
+                               "WHERE agent_id = ?1"));
+  stmt.BindText(1, agent_id).BindInt(2, now_ms);
+  return UpdateOneAgent(stmt, agent_id);
+}
+
+absl::Status SqliteStore::RecordAgentConfigResult(const std::string& agent_id, uint64_t version,
+                                                  const std::string& sha256,
+                                                  const std::string& error, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  if (error.empty()) {
+    PGF_ASSIGN_OR_RETURN(
+        Stmt stmt, Stmt::Prepare(db_,
+                                 "UPDATE agents SET applied_version = ?2, applied_sha256 = ?3, "
+                                 "last_error = '', "
+                                 "last_seen_unix_ms = MAX(last_seen_unix_ms, ?4) "
+                                 "WHERE agent_id = ?1"));
+    stmt.BindText(1, agent_id).BindU64(2, version).BindText(3, sha256).BindInt(4, now_ms);
+    return UpdateOneAgent(stmt, agent_id);
+  }
+  PGF_ASSIGN_OR_RETURN(
+      Stmt stmt, Stmt::Prepare(db_,
+                               "UPDATE agents SET last_error = ?2, "
+                               "last_seen_unix_ms = MAX(last_seen_unix_ms, ?3) "
+                               "WHERE agent_id = ?1"));
+  stmt.BindText(1, agent_id).BindText(2, error).BindInt(3, now_ms);
+  return UpdateOneAgent(stmt, agent_id);
+}
+
+absl::Status SqliteStore::SetAgentPin(const std::string& agent_id,
+                                      std::optional<uint64_t> version) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
+  PGF_ASSIGN_OR_RETURN(std::string environment, AgentEnvironment(db_, agent_id));
+  if (version.has_value()) {
+    PGF_ASSIGN_OR_RETURN(std::string owner, ConfigVersionEnvironment(db_, *version));
+    if (owner != environment) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config version ", *version, " belongs to environment '", owner, "', but agent '",
+          agent_id, "' is in environment '", environment, "'"));
+    }
+  }
+  {
+    PGF_ASSIGN_OR_RETURN(
+        Stmt stmt,
+        Stmt::Prepare(db_, "UPDATE agents SET pinned_version = ?2 WHERE agent_id = ?1"));
+    stmt.BindText(1, agent_id).BindOptionalU64(2, version);
+    PGF_RETURN_IF_ERROR(stmt.Run());
+  }
+  return txn.Commit();
+}
+
+absl::StatusOr<AgentRow> SqliteStore::GetAgent(const std::string& agent_id) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(
+      Stmt stmt,
+      Stmt::Prepare(db_, absl::StrCat(kAgentSelect, "WHERE a.agent_id = ?1 ORDER BY l.key").c_str()));
+  stmt.BindText(1, agent_id);
+  PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> agents, ReadAgents(stmt));
+  if (agents.empty()) return absl::NotFoundError(absl::StrCat("agent '", agent_id, "' not found"));
+  return std::move(agents.front());
+}
+
+absl::StatusOr<std::vector<AgentRow>> SqliteStore::ListAgents(const std::string& environment) {
+  absl::MutexLock lock(&mu_);
+  if (environment.empty()) {
+    PGF_ASSIGN_OR_RETURN(
+        Stmt stmt,
+        Stmt::Prepare(db_, absl::StrCat(kAgentSelect, "ORDER BY a.agent_id, l.key").c_str()));
+    return ReadAgents(stmt);
+  }
+  PGF_ASSIGN_OR_RETURN(
+      Stmt stmt,
+      Stmt::Prepare(db_, absl::StrCat(kAgentSelect,
+                                      "WHERE a.environment = ?1 ORDER BY a.agent_id, l.key")
+                             .c_str()));
+  stmt.BindText(1, environment);
+  return ReadAgents(stmt);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands.
+
+absl::StatusOr<uint64_t> SqliteStore::RecordCommand(const std::string& agent_id,
+                                                    const std::string& kind,
+                                                    const std::string& args,
+                                                    const std::string& actor, int64_t now_ms) {
+  PGF_RETURN_IF_ERROR(RequireNonEmpty("command kind", kind));
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
+  PGF_RETURN_IF_ERROR(AgentEnvironment(db_, agent_id).status());
+  uint64_t id = 0;
+  {
+    PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
+                                                  "INSERT INTO commands (agent_id, kind, args, "
+                                                  "actor, created_unix_ms) "
+                                                  "VALUES (?1, ?2, ?3, ?4, ?5)"));
+    stmt.BindText(1, agent_id).BindText(2, kind).BindText(3, args).BindText(4, actor).BindInt(
+        5, now_ms);
+    PGF_RETURN_IF_ERROR(stmt.Run());
+    id = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
+  }
+  PGF_RETURN_IF_ERROR(txn.Commit());
+  return id;
+}
+
+absl::Status SqliteStore::RecordCommandResult(uint64_t command_id, bool ok,
+                                              const std::string& error, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
+  {
+    PGF_ASSIGN_OR_RETURN(Stmt stmt,
+                         Stmt::Prepare(db_, "SELECT ok IS NOT NULL FROM commands WHERE id = ?1"));
+    stmt.BindU64(1, command_id);
+    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("command ", command_id, " not found"));
+    if (stmt.Int(0) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("command ", command_id, " already has a result"));
+    }
+  }
+  {
+    PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
+                                                  "UPDATE commands SET ok = ?2, error = ?3, "
+                                                  "finished_unix_ms = ?4 WHERE id = ?1"));
+    stmt.BindU64(1, command_id).BindInt(2, ok ? 1 : 0).BindText(3, error).BindInt(4, now_ms);
+    PGF_RETURN_IF_ERROR(stmt.Run());
+  }
+  return txn.Commit();
+}
+
+absl::StatusOr<std::vector<CommandRow>> SqliteStore::ListCommands(const std::string& agent_id,
+                                                                  int limit) {
+  constexpr char kColumns[] =
+      "SELECT id, agent_id, kind, args, actor, created_unix_ms, ok, error, finished_unix_ms "
+      "FROM commands ";
+  absl::MutexLock lock(&mu_);
+  std::string sql = agent_id.empty()
+                        ? absl::StrCat(kColumns, "ORDER BY id DESC LIMIT ?1")
+                        : absl::StrCat(kColumns, "WHERE agent_id = ?2 ORDER BY id DESC LIMIT ?1");
+  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_, sql.c_str()));
+  stmt.BindInt(1, SqlLimit(limit));
+  if (!agent_id.empty()) stmt.BindText(2, agent_id);
+  std::vector<CommandRow> rows;
+  while (true) {
+    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    CommandRow& command = rows.emplace_back();
+    command.id = stmt.U64(0);
+    command.agent_id = stmt.Text(1);
+    command.kind = stmt.Text(2);
+    command.args = stmt.Text(3);
+    command.actor = stmt.Text(4);
+    command.created_unix_ms = stmt.Int(5);
+    if (!stmt.IsNull(6)) command.ok = stmt.Int(6) != 0;
+    command.error = stmt.Text(7);
+    command.finished_unix_ms = stmt.IsNull(8) ? 0 : stmt.Int(8);
+  }
+  return rows;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit.
+
+absl::Status SqliteStore::Audit(const std::string& actor, const std::string& action,
+                                const std::string& target, const std::string& details,
+                                int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
+                                                "INSERT INTO audit_log (unix_ms, actor, action, "
+                                                "target, details) VALUES (?1, ?2, ?3, ?4, ?5)"));
+  stmt.BindInt(1, now_ms).BindText(2, actor).BindText(3, action).BindText(4, target).BindText(
+      5, details);
+  return stmt.Run();
+}
+
+absl::StatusOr<std::vector<AuditEntry>> SqliteStore::ListAudit(int limit) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
+                                                "SELECT id, unix_ms, actor, action, target, "
+                                                "details FROM audit_log "
+                                                "ORDER BY id DESC LIMIT ?1"));
+  stmt.BindInt(1, SqlLimit(limit));
+  std::vector<AuditEntry> rows;
+  while (true) {
+    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    AuditEntry& entry = rows.emplace_back();
+    entry.id = stmt.U64(0);
+    entry.unix_ms = stmt.Int(1);
+    entry.actor = stmt.Text(2);
+    entry.action = stmt.Text(3);
+    entry.target = stmt.Text(4);
+    entry.details = stmt.Text(5);
+  }
+  return rows;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics.
+
+absl::Status SqliteStore::RecordMetrics(const std::string& agent_id, int64_t now_ms,
+                                        const std::string& report) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
+  PGF_RETURN_IF_ERROR(AgentEnvironment(db_, agent_id).status());
+  {
+    // One row per agent and minute; a later report of the same minute replaces the kept one.
+    PGF_ASSIGN_OR_RETURN(
+        Stmt stmt, Stmt::Prepare(db_,
+                                 "INSERT INTO metrics (agent_id, bucket_unix_ms, sample_unix_ms, "
+                                 "report) VALUES (?1, ?2, ?3, ?4) "
+                                 "ON CONFLICT (agent_id, bucket_unix_ms) DO UPDATE SET "
+                                 "sample_unix_ms = excluded.sample_unix_ms, "
+                                 "report = excluded.report "
+                                 "WHERE excluded.sample_unix_ms >= metrics.sample_unix_ms"));
+    stmt.BindText(1, agent_id).BindInt(2, MinuteBucket(now_ms)).BindInt(3, now_ms).BindBlob(
+        4, report);
+    PGF_RETURN_IF_ERROR(stmt.Run());
+  }
+  return txn.Commit();
+}
+
+absl::StatusOr<std::vector<MetricsSample>> SqliteStore::ListMetrics(const std::string& agent_id,
+                                                                    int64_t since_ms) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
+                                                "SELECT agent_id, bucket_unix_ms, report "
+                                                "FROM metrics WHERE agent_id = ?1 "
+                                                "AND bucket_unix_ms >= ?2 "
+                                                "ORDER BY bucket_unix_ms"));
+  stmt.BindText(1, agent_id).BindInt(2, since_ms);
+  std::vector<MetricsSample> rows;
+  while (true) {
+    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    MetricsSample& sample = rows.emplace_back();
+    sample.agent_id = stmt.Text(0);
+    sample.bucket_unix_ms = stmt.Int(1);
+    sample.report = stmt.Blob(2);
+  }
+  return rows;
+}
+
+absl::Status SqliteStore::PruneMetrics(int64_t older_than_ms) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Stmt stmt,
+                       Stmt::Prepare(db_, "DELETE FROM metrics WHERE bucket_unix_ms < ?1"));
+  stmt.BindInt(1, older_than_ms);
+  return stmt.Run();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens.
+
+absl::Status SqliteStore::AddToken(const std::string& name, const std::string& token_sha256,
+                                   Role role, int64_t now_ms) {
+  PGF_RETURN_IF_ERROR(RequireNonEmpty("token name", name));
+  std::optional<std::string> hash = NormalizeSha256Hex(token_sha256);
+  if (!hash.has_value()) {
+    return absl::InvalidArgumentError(
+        "a token is stored as the sha256 hex of the token: 64 hex digits expected");
+  }
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
+                                                "INSERT INTO tokens (token_sha256, name, role, "
+                                                "created_unix_ms) VALUES (?1, ?2, ?3, ?4)"));
+  stmt.BindText(1, *hash).BindText(2, name).BindText(3, RoleName(role)).BindInt(4, now_ms);
+  absl::Status status = stmt.Run();
+  if (absl::IsAlreadyExists(status)) {
+    return absl::AlreadyExistsError("a token with this hash already exists");
+  }
+  return status;
+}
+
+absl::StatusOr<TokenRow> SqliteStore::LookupToken(const std::string& token_sha256) {
+  std::optional<std::string> hash = NormalizeSha256Hex(token_sha256);
+  if (!hash.has_value()) return absl::NotFoundError("unknown token");
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
+                                                "SELECT name, role, created_unix_ms FROM tokens "
+                                                "WHERE token_sha256 = ?1"));
+  stmt.BindText(1, *hash);
+  PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+  if (!row) return absl::NotFoundError("unknown token");
+  TokenRow token;
+  token.name = stmt.Text(0);
+  absl::StatusOr<Role> role = ParseRole(stmt.Text(1));
+  if (!role.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("token '", token.name, "' has a bad role in the database: ",
+                     role.status().message()));
+  }
+  token.role = *role;
+  token.created_unix_ms = stmt.Int(2);
+  return token;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Diagnostics.
+
+absl::StatusOr<std::string> SqliteStore::IntegrityCheck() {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_, "PRAGMA integrity_check"));
+  std::vector<std::string> lines;
+  while (true) {
+    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    lines.push_back(stmt.Text(0));
+  }
+  return absl::StrJoin(lines, "\n");
+}
+
+absl::StatusOr<std::vector<AppliedMigration>> SqliteStore::AppliedMigrations() {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
+                                                "SELECT version, name, applied_unix_ms "
+                                                "FROM schema_migrations ORDER BY version"));
+  std::vector<AppliedMigration> rows;
+  while (true) {
+    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    AppliedMigration& migration = rows.emplace_back();
+    migration.version = static_cast<int>(stmt.Int(0));
+    migration.name = stmt.Text(1);
+    migration.applied_unix_ms = stmt.Int(2);
+  }
+  return rows;
+}
+
+absl::Status SqliteStore::ExecForTesting(const std::string& sql) {
+  absl::MutexLock lock(&mu_);
+  return sqlite::ExecScript(db_, sql.c_str(), "ExecForTesting");
+}
+
+}  // namespace pgfleet::controller

@@ -1,0 +1,133 @@
+// The SQLite implementation of Store: one connection to one file, guarded by a mutex, every
+// mutation one short BEGIN IMMEDIATE transaction, every query a prepared statement with bound
+// parameters.
+//
+// Behaviour beyond store.h's contract:
+//  * Empty environment names and agent ids are InvalidArgument.
+//  * RecordAgentHello creates the agent's environment if it does not exist yet (like
+//    AddConfigVersion does), and clears the agent's pin when its environment changes (a pin
+//    always names a version of the agent's own environment).
+//  * MarkAgentDisconnected / TouchAgent / RecordAgentConfigResult / SetAgentPin /
+//    RecordCommand / RecordMetrics: NotFound for an unknown agent. SetAgentPin: NotFound for an
+//    unknown version, InvalidArgument for a version of another environment.
+//  * RecordCommandResult: NotFound for an unknown command, FailedPrecondition when the
+//    command already has a result.
+//  * ListCommands / ListAudit: limit <= 0 means no limit.
+//  * ListConfigVersions / ListAgents / ListMetrics of an unknown environment or agent: empty.
+//  * ListMetrics returns buckets starting at or after since_ms; PruneMetrics deletes buckets
+//    starting before older_than_ms. Buckets are floor(now_ms / 60000) * 60000.
+//  * AddToken: token_sha256 must be 64 hex digits (stored lowercase; LookupToken accepts
+//    either case); AlreadyExists for a known hash.
+//  * Storage errors (SQLITE_FULL: ResourceExhausted, I/O: Internal, ...) come back as errors
+//    with SQLite's message, and the transaction is rolled back.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "controller/store/store.h"
+
+struct sqlite3;
+
+namespace pgfleet::controller {
+
+struct AppliedMigration {
+  int version = 0;
+  std::string name;
+  int64_t applied_unix_ms = 0;
+};
+
+class SqliteStore final : public Store {
+ public:
+  // See OpenSqliteStore in store.h.
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path);
+
+  // The highest migration version compiled into this binary.
+  static int LatestSchemaVersion();
+
+  ~SqliteStore() override;
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  // Environments.
+  absl::Status EnsureEnvironment(const std::string& name, int64_t now_ms) override;
+  absl::StatusOr<std::vector<EnvironmentRow>> ListEnvironments() override;
+  absl::StatusOr<EnvironmentRow> GetEnvironment(const std::string& name) override;
+  absl::Status SetDesiredVersion(const std::string& environment, uint64_t version,
+                                 std::optional<uint64_t> expected_previous) override;
+
+  // Config versions.
+  absl::StatusOr<ConfigVersionRow> AddConfigVersion(const std::string& environment,
+                                                    const std::string& ini_text,
+                                                    const std::string& author,
+                                                    const std::string& message,
+                                                    int64_t now_ms) override;
+  absl::StatusOr<ConfigVersionRow> GetConfigVersion(uint64_t version) override;
+  absl::StatusOr<std::vector<ConfigVersionRow>> ListConfigVersions(
+      const std::string& environment) override;
+
+  // Agents.
+  absl::Status RecordAgentHello(const AgentRow& hello, int64_t now_ms) override;
+  absl::Status MarkAgentDisconnected(const std::string& agent_id, int64_t now_ms) override;
+  absl::Status MarkAllAgentsDisconnected() override;
+  absl::Status TouchAgent(const std::string& agent_id, int64_t now_ms) override;
+  absl::Status RecordAgentConfigResult(const std::string& agent_id, uint64_t version,
+                                       const std::string& sha256, const std::string& error,
+                                       int64_t now_ms) override;
+  absl::Status SetAgentPin(const std::string& agent_id, std::optional<uint64_t> version) override;
+  absl::StatusOr<AgentRow> GetAgent(const std::string& agent_id) override;
+  absl::StatusOr<std::vector<AgentRow>> ListAgents(const std::string& environment) override;
+
+  // Commands.
+  absl::StatusOr<uint64_t> RecordCommand(const std::string& agent_id, const std::string& kind,
+                                         const std::string& args, const std::string& actor,
+                                         int64_t now_ms) override;
+  absl::Status RecordCommandResult(uint64_t command_id, bool ok, const std::string& error,
+                                   int64_t now_ms) override;
+  absl::StatusOr<std::vector<CommandRow>> ListCommands(const std::string& agent_id,
+                                                       int limit) override;
+
+  // Audit.
+  absl::Status Audit(const std::string& actor, const std::string& action,
+                     const std::string& target, const std::string& details,
+                     int64_t now_ms) override;
+  absl::StatusOr<std::vector<AuditEntry>> ListAudit(int limit) override;
+
+  // Metrics.
+  absl::Status RecordMetrics(const std::string& agent_id, int64_t now_ms,
+                             const std::string& report) override;
+  absl::StatusOr<std::vector<MetricsSample>> ListMetrics(const std::string& agent_id,
+                                                         int64_t since_ms) override;
+  absl::Status PruneMetrics(int64_t older_than_ms) override;
+
+  // Tokens.
+  absl::Status AddToken(const std::string& name, const std::string& token_sha256, Role role,
+                        int64_t now_ms) override;
+  absl::StatusOr<TokenRow> LookupToken(const std::string& token_sha256) override;
+
+  // Diagnostics and tests.
+  // PRAGMA integrity_check's result: "ok" for a healthy file, else SQLite's findings.
+  absl::StatusOr<std::string> IntegrityCheck();
+  // The rows of schema_migrations, by version.
+  absl::StatusOr<std::vector<AppliedMigration>> AppliedMigrations();
+  // Runs parameterless SQL on the store's connection (e.g. PRAGMA max_page_count to simulate
+  // a full disk, or planting rows). Tests only.
+  absl::Status ExecForTesting(const std::string& sql);
+
+ private:
+  explicit SqliteStore(sqlite3* db) : db_(db) {}
+  absl::Status Configure() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::Mutex mu_;
+  sqlite3* const db_ ABSL_PT_GUARDED_BY(mu_);  // One connection; every use holds mu_.
+};
+
+}  // namespace pgfleet::controller

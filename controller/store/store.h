@@ -1,0 +1,171 @@
+// The controller's persistent state. Pure virtual so the reconcilers and services can be
+// tested against it; SqliteStore is the one implementation (a real SQLite file).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace pgfleet::controller {
+
+struct EnvironmentRow {
+  std::string name;
+  uint64_t desired_version = 0;  // 0: none yet.
+  int64_t created_unix_ms = 0;
+};
+
+// Immutable once written. `version` is a global, increasing id; `sha256` addresses content.
+struct ConfigVersionRow {
+  uint64_t version = 0;
+  std::string environment;
+  std::string sha256;
+  std::string ini_text;  // Empty in list results.
+  std::string author;
+  std::string message;
+  int64_t created_unix_ms = 0;
+  uint64_t parent_version = 0;  // The environment's newest version before this one (0: none).
+};
+
+struct AgentRow {
+  std::string agent_id;
+  std::string environment;
+  std::map<std::string, std::string> labels;
+  std::string agent_version;
+  std::string hostname;
+  bool connected = false;
+  int64_t first_seen_unix_ms = 0;
+  int64_t last_seen_unix_ms = 0;
+  uint64_t applied_version = 0;
+  std::string applied_sha256;
+  std::string last_error;  // Last NACK reason; cleared by an ACK.
+  std::optional<uint64_t> pinned_version;
+};
+
+struct CommandRow {
+  uint64_t id = 0;
+  std::string agent_id;
+  std::string kind;  // "pause", "resume", "reload".
+  std::string args;  // Human-readable, e.g. "db=appdb deadline=900s".
+  std::string actor;
+  int64_t created_unix_ms = 0;
+  std::optional<bool> ok;  // nullopt while no result came back.
+  std::string error;
+  int64_t finished_unix_ms = 0;
+};
+
+struct AuditEntry {
+  uint64_t id = 0;
+  int64_t unix_ms = 0;
+  std::string actor;
+  std::string action;
+  std::string target;
+  std::string details;
+};
+
+struct MetricsSample {
+  std::string agent_id;
+  int64_t bucket_unix_ms = 0;  // Start of the minute the sample stands for.
+  std::string report;          // A serialized pgfleet.v1.MetricsReport (the newest of the minute).
+};
+
+enum class Role { kViewer, kOperator, kAdmin };
+const char* RoleName(Role role);
+absl::StatusOr<Role> ParseRole(const std::string& name);
+
+// Lowercase hex sha256 of `data`: config content addresses and API token hashes.
+std::string Sha256Hex(const std::string& data);
+
+struct TokenRow {
+  std::string name;
+  Role role = Role::kViewer;
+  int64_t created_unix_ms = 0;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Environments.
+  virtual absl::Status EnsureEnvironment(const std::string& name, int64_t now_ms) = 0;
+  virtual absl::StatusOr<std::vector<EnvironmentRow>> ListEnvironments() = 0;
+  virtual absl::StatusOr<EnvironmentRow> GetEnvironment(const std::string& name) = 0;  // NotFound
+  // Compare-and-set of the desired version: Aborted when the current desired version is not
+  // `expected_previous` (when given). NotFound for an unknown environment or version;
+  // InvalidArgument when the version belongs to another environment.
+  virtual absl::Status SetDesiredVersion(const std::string& environment, uint64_t version,
+                                         std::optional<uint64_t> expected_previous) = 0;
+
+  // Config versions. Pushing text whose sha256 already exists in the environment returns
+  // that existing version instead of a new one. Creates the environment if needed.
+  virtual absl::StatusOr<ConfigVersionRow> AddConfigVersion(const std::string& environment,
+                                                            const std::string& ini_text,
+                                                            const std::string& author,
+                                                            const std::string& message,
+                                                            int64_t now_ms) = 0;
+  virtual absl::StatusOr<ConfigVersionRow> GetConfigVersion(uint64_t version) = 0;  // NotFound
+  // Newest first, ini_text left empty.
+  virtual absl::StatusOr<std::vector<ConfigVersionRow>> ListConfigVersions(
+      const std::string& environment) = 0;
+
+  // Agents.
+  // Records a hello: creates the agent (first_seen = now) or updates identity fields,
+  // environment, version and applied version; sets connected and last_seen.
+  virtual absl::Status RecordAgentHello(const AgentRow& hello, int64_t now_ms) = 0;
+  virtual absl::Status MarkAgentDisconnected(const std::string& agent_id, int64_t now_ms) = 0;
+  // At controller start nobody is connected yet.
+  virtual absl::Status MarkAllAgentsDisconnected() = 0;
+  virtual absl::Status TouchAgent(const std::string& agent_id, int64_t now_ms) = 0;
+  // ACK (error empty): applied_version/sha256 set, last_error cleared. NACK: last_error set,
+  // applied version unchanged.
+  virtual absl::Status RecordAgentConfigResult(const std::string& agent_id, uint64_t version,
+                                               const std::string& sha256,
+                                               const std::string& error, int64_t now_ms) = 0;
+  virtual absl::Status SetAgentPin(const std::string& agent_id,
+                                   std::optional<uint64_t> version) = 0;
+  virtual absl::StatusOr<AgentRow> GetAgent(const std::string& agent_id) = 0;  // NotFound
+  // environment empty: all agents. Sorted by agent_id.
+  virtual absl::StatusOr<std::vector<AgentRow>> ListAgents(const std::string& environment) = 0;
+
+  // Commands sent to agents, with their results.
+  virtual absl::StatusOr<uint64_t> RecordCommand(const std::string& agent_id,
+                                                 const std::string& kind, const std::string& args,
+                                                 const std::string& actor, int64_t now_ms) = 0;
+  virtual absl::Status RecordCommandResult(uint64_t command_id, bool ok, const std::string& error,
+                                           int64_t now_ms) = 0;
+  // Newest first; agent_id empty: all agents.
+  virtual absl::StatusOr<std::vector<CommandRow>> ListCommands(const std::string& agent_id,
+                                                               int limit) = 0;
+
+  // Audit log of every mutating call.
+  virtual absl::Status Audit(const std::string& actor, const std::string& action,
+                             const std::string& target, const std::string& details,
+                             int64_t now_ms) = 0;
+  virtual absl::StatusOr<std::vector<AuditEntry>> ListAudit(int limit) = 0;  // Newest first.
+
+  // Metrics, downsampled to one sample per agent per minute (the newest report wins).
+  virtual absl::Status RecordMetrics(const std::string& agent_id, int64_t now_ms,
+                                     const std::string& report) = 0;
+  // Oldest first.
+  virtual absl::StatusOr<std::vector<MetricsSample>> ListMetrics(const std::string& agent_id,
+                                                                 int64_t since_ms) = 0;
+  virtual absl::Status PruneMetrics(int64_t older_than_ms) = 0;
+
+  // API tokens, stored as sha256 hex of the token (never the token itself).
+  virtual absl::Status AddToken(const std::string& name, const std::string& token_sha256,
+                                Role role, int64_t now_ms) = 0;
+  virtual absl::StatusOr<TokenRow> LookupToken(const std::string& token_sha256) = 0;  // NotFound
+};
+
+// Opens (creating if needed) the SQLite file at `path` in WAL mode with foreign keys and a
+// busy timeout, and applies migrations/NNNN_*.sql in order, each in its own transaction,
+// recording them in schema_migrations. FailedPrecondition when the file's schema is newer
+// than this binary knows.
+absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path);
+
+}  // namespace pgfleet::controller
