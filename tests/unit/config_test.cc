@@ -822,5 +822,191 @@ TEST(ConfigIniTest, EntriesCarryFileAndLine) {
   EXPECT_EQ((*entries)[2].value, "1");
 }
 
+
+// ---- SHOW CONFIG and SET (admin console)
+
+// The row for `key`; fails the test (and returns an empty row) if there is none.
+ConfigEntry Row(const std::vector<ConfigEntry>& rows, const std::string& key) {
+  for (const ConfigEntry& row : rows) {
+    if (row.key == key) return row;
+  }
+  ADD_FAILURE() << "no SHOW CONFIG row for " << key;
+  return ConfigEntry{};
+}
+
+std::string RowString(const ConfigEntry& row) {
+  return absl::StrCat(row.key, "|", row.value, "|", row.default_value, "|",
+                      row.changeable ? "yes" : "no");
+}
+
+TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
+  // key|value|default|changeable as PgBouncer 1.18's SHOW CONFIG prints them for an
+  // unconfigured instance, for every key pgfleet implements.
+  const std::vector<std::string> expected = {
+      "admin_users|||yes",
+      "auth_file|||yes",
+      "auth_type|md5|md5|yes",
+      "client_idle_timeout|0|0|yes",
+      "client_login_timeout|60|60|yes",
+      "default_pool_size|20|20|yes",
+      "idle_transaction_timeout|0|0|yes",
+      "ignore_startup_parameters|||yes",
+      "listen_addr|||no",
+      "listen_port|6432|6432|no",
+      "log_connections|1|1|yes",
+      "log_disconnections|1|1|yes",
+      "log_pooler_errors|1|1|yes",
+      "logfile|||yes",
+      "max_client_conn|100|100|yes",
+      "max_db_connections|0|0|yes",
+      "max_packet_size|2147483647|2147483647|yes",
+      "max_user_connections|0|0|yes",
+      "min_pool_size|0|0|yes",
+      "pidfile|||no",
+      "pkt_buf|4096|4096|no",
+      "pool_mode|session|session|yes",
+      "query_timeout|0|0|yes",
+      "query_wait_timeout|120|120|yes",
+      "reserve_pool_size|0|0|yes",
+      "reserve_pool_timeout|5|5|yes",
+      "server_check_delay|30|30|yes",
+      "server_check_query|select 1|select 1|yes",
+      "server_connect_timeout|15|15|yes",
+      "server_idle_timeout|600|600|yes",
+      "server_lifetime|3600|3600|yes",
+      "server_login_retry|15|15|yes",
+      "server_reset_query|DISCARD ALL|DISCARD ALL|yes",
+      "server_reset_query_always|0|0|yes",
+      "stats_period|60|60|yes",
+      "stats_users|||yes",
+      "tcp_keepalive|1|1|yes",
+      "tcp_keepcnt|0|0|yes",
+      "tcp_keepidle|0|0|yes",
+      "tcp_keepintvl|0|0|yes",
+      "unix_socket_dir|/tmp|/tmp|no",
+      "verbose|0||yes",  // PgBouncer's verbose has no default string.
+  };
+  std::vector<std::string> actual;
+  for (const ConfigEntry& row : DescribeConfig(Config())) actual.push_back(RowString(row));
+  // Sorted by key, like PgBouncer's output; `expected` is in that order.
+  EXPECT_EQ(actual, expected);
+}
+
+TEST(ConfigDescribeTest, ShowsConfiguredValuesNextToDefaults) {
+  Config c = MustParse(
+      "[pgbouncer]\n"
+      "listen_addr = 127.0.0.1\n"
+      "listen_port = 56433\n"
+      "unix_socket_dir =\n"
+      "auth_type = scram-sha-256\n"
+      "admin_users = admin, root\n"
+      "pool_mode = TRANSACTION\n"
+      "default_pool_size = 2\n"
+      "server_idle_timeout = 0.5\n"
+      "query_wait_timeout = 250ms\n"
+      "server_lifetime = 2h\n"
+      "server_reset_query_always = yes\n"
+      "tcp_keepalive = off\n"
+      "verbose = 2\n");
+  std::vector<ConfigEntry> rows = DescribeConfig(c);
+  EXPECT_EQ(RowString(Row(rows, "listen_addr")), "listen_addr|127.0.0.1||no");
+  EXPECT_EQ(RowString(Row(rows, "listen_port")), "listen_port|56433|6432|no");
+  EXPECT_EQ(RowString(Row(rows, "unix_socket_dir")), "unix_socket_dir||/tmp|no");
+  EXPECT_EQ(RowString(Row(rows, "auth_type")), "auth_type|scram-sha-256|md5|yes");
+  EXPECT_EQ(RowString(Row(rows, "admin_users")), "admin_users|admin,root||yes");
+  EXPECT_EQ(RowString(Row(rows, "pool_mode")), "pool_mode|transaction|session|yes");
+  EXPECT_EQ(RowString(Row(rows, "default_pool_size")), "default_pool_size|2|20|yes");
+  EXPECT_EQ(RowString(Row(rows, "server_idle_timeout")), "server_idle_timeout|0.5|600|yes");
+  EXPECT_EQ(RowString(Row(rows, "query_wait_timeout")), "query_wait_timeout|0.25|120|yes");
+  EXPECT_EQ(RowString(Row(rows, "server_lifetime")), "server_lifetime|7200|3600|yes");
+  EXPECT_EQ(RowString(Row(rows, "server_reset_query_always")),
+            "server_reset_query_always|1|0|yes");
+  EXPECT_EQ(RowString(Row(rows, "tcp_keepalive")), "tcp_keepalive|0|1|yes");
+  EXPECT_EQ(RowString(Row(rows, "verbose")), "verbose|1||yes");
+}
+
+TEST(ConfigDescribeTest, ListsOnlyImplementedKeys) {
+  Config c = MustParse("[pgbouncer]\nserver_round_robin = 1\n");
+  for (const ConfigEntry& row : DescribeConfig(c)) {
+    EXPECT_NE(row.key, "server_round_robin");
+    EXPECT_NE(row.key, "conffile");
+  }
+}
+
+TEST(ConfigSetTest, ChangesOnlineSettings) {
+  Config c = MustParse("[pgbouncer]\n[databases]\ndb = host=h\n");
+  ASSERT_TRUE(ApplySetting(c, "default_pool_size", "7").ok());
+  EXPECT_EQ(c.default_pool_size, 7);
+  ASSERT_TRUE(ApplySetting(c, "pool_mode", "transaction").ok());
+  EXPECT_EQ(c.pool_mode, PoolMode::kTransaction);
+  ASSERT_TRUE(ApplySetting(c, "query_wait_timeout", "30").ok());
+  EXPECT_EQ(c.query_wait_timeout, absl::Seconds(30));
+  ASSERT_TRUE(ApplySetting(c, "server_idle_timeout", "1.5").ok());
+  EXPECT_EQ(c.server_idle_timeout, absl::Milliseconds(1500));
+  ASSERT_TRUE(ApplySetting(c, "admin_users", "a, b").ok());
+  EXPECT_THAT(c.admin_users, ElementsAre("a", "b"));
+  ASSERT_TRUE(ApplySetting(c, "log_connections", "0").ok());
+  EXPECT_FALSE(c.log_connections);
+  // Keys match case-insensitively, as in the file.
+  ASSERT_TRUE(ApplySetting(c, "Max_Client_Conn", "500").ok());
+  EXPECT_EQ(c.max_client_conn, 500);
+  // Everything else is kept.
+  EXPECT_EQ(c.path, "test.ini");
+  EXPECT_THAT(c.databases, SizeIs(1));
+  EXPECT_EQ(Row(DescribeConfig(c), "query_wait_timeout").value, "30");
+}
+
+// ApplySetting on `key = value` must fail with `message` and leave the config as it was.
+void ExpectSetFails(const std::string& key, const std::string& value, const std::string& message) {
+  Config c = MustParse("[pgbouncer]\ndefault_pool_size = 3\nlisten_port = 7000\n");
+  std::vector<ConfigEntry> before = DescribeConfig(c);
+  absl::Status status = ApplySetting(c, key, value);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << key << " = " << value;
+  EXPECT_EQ(status.message(), message);
+  std::vector<ConfigEntry> after = DescribeConfig(c);
+  ASSERT_EQ(after.size(), before.size());
+  for (size_t i = 0; i < after.size(); ++i) {
+    EXPECT_EQ(RowString(after[i]), RowString(before[i])) << "changed by a failed SET " << key;
+  }
+}
+
+TEST(ConfigSetTest, RejectsUnknownKey) {
+  ExpectSetFails("no_such_key", "1", "unknown config parameter: no_such_key");
+  ExpectSetFails("server_round_robin", "1",
+                 "config parameter 'server_round_robin' is not supported by pgfleet");
+}
+
+TEST(ConfigSetTest, RejectsBadValueWithTheFileParsersWording) {
+  ExpectSetFails("default_pool_size", "abc", "key 'default_pool_size': invalid integer 'abc'");
+  ExpectSetFails("default_pool_size", "-1",
+                 "key 'default_pool_size': invalid value '-1': must not be negative");
+  ExpectSetFails("pool_mode", "bogus",
+                 "key 'pool_mode': invalid pool mode 'bogus' (expected session, transaction or "
+                 "statement)");
+  ExpectSetFails("query_wait_timeout", "soon",
+                 "key 'query_wait_timeout': invalid duration 'soon' (expected seconds such as "
+                 "'30' or '0.5', or a number with unit ms, s, min or h)");
+  // Same text as the file parser, minus "FILE:LINE: ".
+  EXPECT_EQ(OptionError("default_pool_size", "abc"),
+            "test.ini:2: key 'default_pool_size': invalid integer 'abc'");
+}
+
+TEST(ConfigSetTest, RejectsKeysThatNeedARestart) {
+  ExpectSetFails("listen_port", "7001", "config parameter 'listen_port' cannot be changed online");
+  // Refused whatever the value, as in PgBouncer.
+  ExpectSetFails("listen_port", "abc", "config parameter 'listen_port' cannot be changed online");
+  for (const char* key : {"listen_addr", "unix_socket_dir", "pidfile", "pkt_buf"}) {
+    Config c;
+    EXPECT_THAT(ApplySetting(c, key, "1").message(), HasSubstr("cannot be changed online"))
+        << key;
+  }
+  // Every row SHOW CONFIG marks changeable is accepted by SET.
+  for (const ConfigEntry& row : DescribeConfig(Config())) {
+    if (!row.changeable) continue;
+    Config c;
+    EXPECT_TRUE(ApplySetting(c, row.key, row.value).ok()) << row.key;
+  }
+}
+
 }  // namespace
 }  // namespace pgfleet::agent::config
