@@ -148,6 +148,17 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // Signals are taken by one thread with sigtimedwait; blocked here, before gRPC starts its
+  // threads, so none of those receives them. A shell starts background jobs with SIGINT ignored; an ignored signal is never pending, so
+  // restore the default before waiting for it.
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
   auto store = pgfleet::controller::OpenSqliteStore(db);
   if (!store.ok()) {
     fprintf(stderr, "pgfleet-controller: %s\n", std::string(store.status().message()).c_str());
@@ -206,11 +217,6 @@ int main(int argc, char** argv) {
   }
 
   // Signals end the server from a thread of their own; a kill -9 loses nothing committed.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::thread janitor([&] {
     while (true) {
       timespec wait{60, 0};
