@@ -38,8 +38,10 @@ grpc::Status AgentServiceImpl::Connect(
   if (absl::Status recorded = api_.OnAgentHello(hello); !recorded.ok()) {
     return ToGrpcStatus(recorded);
   }
-  auto session =
-      std::make_shared<AgentSession>(hello.agent_id(), hello.environment(), context, stream);
+  auto session = std::make_shared<AgentSession>(
+      hello.agent_id(), hello.environment(),
+      [stream](const pgfleet::v1::ControllerMessage& message) { return stream->Write(message); },
+      [context] { context->TryCancel(); });
   session->set_applied_version(hello.applied_config_version());
   if (std::shared_ptr<AgentSession> previous = registry_.Register(session)) {
     PGF_INFO("agents", "agent %s reconnected; closing its previous stream", hello.agent_id());

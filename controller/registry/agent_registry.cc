@@ -8,7 +8,7 @@ bool AgentSession::Send(const pgfleet::v1::ControllerMessage& message) {
     if (closed_) return false;
   }
   std::lock_guard<std::mutex> lock(write_mu_);
-  return stream_->Write(message);
+  return writer_(message);
 }
 
 uint64_t AgentSession::applied_version() const {

@@ -2,10 +2,9 @@
 // live in the Store; this holds what only exists while a stream is open.
 #pragma once
 
-#include <grpcpp/grpcpp.h>
-
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -15,19 +14,21 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "pgfleet/v1/agent.grpc.pb.h"
+#include "pgfleet/v1/agent.pb.h"
 
 namespace pgfleet::controller {
 
 class AgentSession {
  public:
-  using Stream = grpc::ServerReaderWriter<pgfleet::v1::ControllerMessage, pgfleet::v1::AgentMessage>;
-  AgentSession(std::string agent_id, std::string environment, grpc::ServerContext* context,
-               Stream* stream)
+  // How messages reach the agent and how its stream is ended: the gRPC stream in production,
+  // a recording fake in tests.
+  using Writer = std::function<bool(const pgfleet::v1::ControllerMessage&)>;
+  using Canceller = std::function<void()>;
+  AgentSession(std::string agent_id, std::string environment, Writer writer, Canceller cancel)
       : agent_id_(std::move(agent_id)),
         environment_(std::move(environment)),
-        context_(context),
-        stream_(stream) {}
+        writer_(std::move(writer)),
+        cancel_(std::move(cancel)) {}
 
   const std::string& agent_id() const { return agent_id_; }
   const std::string& environment() const { return environment_; }
@@ -35,7 +36,7 @@ class AgentSession {
   // Thread-safe; false once the stream is gone.
   bool Send(const pgfleet::v1::ControllerMessage& message);
   // Ends the stream (a newer session for the same agent replaced it).
-  void Cancel() { context_->TryCancel(); }
+  void Cancel() { cancel_(); }
 
   // Config convergence bookkeeping.
   uint64_t applied_version() const;
@@ -57,8 +58,8 @@ class AgentSession {
  private:
   const std::string agent_id_;
   const std::string environment_;
-  grpc::ServerContext* context_;
-  Stream* stream_;
+  Writer writer_;
+  Canceller cancel_;
   std::mutex write_mu_;
 
   mutable std::mutex mu_;

@@ -163,7 +163,26 @@ int SqliteStore::LatestSchemaVersion() {
   return std::end(migrations::kEmbeddedMigrations)[-1].version;
 }
 
+std::vector<Migration> SqliteStore::EmbeddedMigrations() {
+  std::vector<Migration> all;
+  for (const migrations::EmbeddedMigration& embedded : migrations::kEmbeddedMigrations) {
+    all.push_back(Migration{embedded.version, embedded.name, embedded.sql});
+  }
+  return all;
+}
+
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path) {
+  return OpenWithMigrations(path, EmbeddedMigrations());
+}
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::OpenWithMigrations(
+    const std::string& path, const std::vector<Migration>& migrations) {
+  if (migrations.empty()) return absl::InvalidArgumentError("no migrations");
+  for (size_t i = 0; i < migrations.size(); ++i) {
+    if (migrations[i].version <= (i == 0 ? 0 : migrations[i - 1].version)) {
+      return absl::InvalidArgumentError("migration versions must be positive and increasing");
+    }
+  }
   sqlite3* db = nullptr;
   // One connection shared by every thread, serialized by mu_: SQLite's own per-connection
   // mutex would be redundant (NOMUTEX).
@@ -179,12 +198,12 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
   {
     absl::MutexLock lock(&store->mu_);
     absl::Status status = store->Configure();
-    if (status.ok()) status = store->Migrate();
+    if (status.ok()) status = store->Migrate(migrations);
     if (!status.ok()) {
       return absl::Status(status.code(), absl::StrCat(path, ": ", status.message()));
     }
   }
-  PGF_INFO(kComponent, "opened %s (schema version %d)", path, LatestSchemaVersion());
+  PGF_INFO(kComponent, "opened %s (schema version %d)", path, migrations.back().version);
   return store;
 }
 
@@ -231,7 +250,7 @@ absl::Status SqliteStore::Configure() {
   return absl::OkStatus();
 }
 
-absl::Status SqliteStore::Migrate() {
+absl::Status SqliteStore::Migrate(const std::vector<Migration>& migrations) {
   PGF_RETURN_IF_ERROR(sqlite::ExecScript(db_,
                                          "CREATE TABLE IF NOT EXISTS schema_migrations ("
                                          "  version INTEGER PRIMARY KEY,"
@@ -245,7 +264,7 @@ absl::Status SqliteStore::Migrate() {
     PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
     if (row) current = static_cast<int>(stmt.Int(0));
   }
-  const int latest = LatestSchemaVersion();
+  const int latest = migrations.back().version;
   if (current > latest) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "database schema version %d is newer than this pgfleet-controller knows (%d); "
@@ -253,9 +272,9 @@ absl::Status SqliteStore::Migrate() {
         current, latest));
   }
 
-  for (const migrations::EmbeddedMigration& migration : migrations::kEmbeddedMigrations) {
-    const std::string label = absl::StrFormat("migration %04d_%s", migration.version,
-                                              migration.name);
+  for (const Migration& migration : migrations) {
+    const std::string label =
+        absl::StrFormat("migration %04d_%s", migration.version, migration.name);
     PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
     {
       // Checked under the write lock, so two controllers opening one file at once do not
@@ -266,7 +285,7 @@ absl::Status SqliteStore::Migrate() {
       PGF_ASSIGN_OR_RETURN(bool applied, stmt.Step());
       if (applied) continue;  // ~Transaction ends the (empty) transaction.
     }
-    PGF_RETURN_IF_ERROR(sqlite::ExecScript(db_, migration.sql, label));
+    PGF_RETURN_IF_ERROR(sqlite::ExecScript(db_, migration.sql.c_str(), label));
     {
       PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
                                                     "INSERT INTO schema_migrations "

@@ -44,10 +44,23 @@ struct AppliedMigration {
   int64_t applied_unix_ms = 0;
 };
 
+// One schema migration: migrations/NNNN_name.sql.
+struct Migration {
+  int version = 0;
+  std::string name;
+  std::string sql;
+};
+
 class SqliteStore final : public Store {
  public:
   // See OpenSqliteStore in store.h.
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path);
+  // Open with an explicit migration list (strictly increasing versions) instead of the
+  // embedded one. For tests of the migration runner.
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> OpenWithMigrations(
+      const std::string& path, const std::vector<Migration>& migrations);
+  // The migrations compiled into this binary (migrations/*.sql), by version.
+  static std::vector<Migration> EmbeddedMigrations();
 
   // The highest migration version compiled into this binary.
   static int LatestSchemaVersion();
@@ -124,7 +137,8 @@ class SqliteStore final : public Store {
  private:
   explicit SqliteStore(sqlite3* db) : db_(db) {}
   absl::Status Configure() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Migrate(const std::vector<Migration>& migrations)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;
   sqlite3* const db_ ABSL_PT_GUARDED_BY(mu_);  // One connection; every use holds mu_.
