@@ -40,6 +40,7 @@ class Context {
   const Flags& flags() const { return flags_; }
   bool json() const { return flags_.Get("output", "table") == "json"; }
   pgfleet::v1::FleetService::Stub& stub();
+  pgfleet::v1::RolloutService::Stub& rollouts();
   // A context with the bearer token and a deadline.
   std::unique_ptr<grpc::ClientContext> NewCall(int timeout_seconds = 30) const;
   // Prints the error and maps it to an exit code.
@@ -50,6 +51,8 @@ class Context {
   Flags flags_;
   std::string token_;
   std::unique_ptr<pgfleet::v1::FleetService::Stub> stub_;
+  std::unique_ptr<pgfleet::v1::RolloutService::Stub> rollout_stub_;
+  std::shared_ptr<grpc::Channel> channel_;
 };
 
 // Prints rows as an aligned table with a header.

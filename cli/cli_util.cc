@@ -49,9 +49,16 @@ pgfleet::v1::FleetService::Stub& Context::stub() {
     } else {
       credentials = grpc::InsecureChannelCredentials();
     }
-    stub_ = pgfleet::v1::FleetService::NewStub(grpc::CreateChannel(address, credentials));
+    channel_ = grpc::CreateChannel(address, credentials);
+    stub_ = pgfleet::v1::FleetService::NewStub(channel_);
+    rollout_stub_ = pgfleet::v1::RolloutService::NewStub(channel_);
   }
   return *stub_;
+}
+
+pgfleet::v1::RolloutService::Stub& Context::rollouts() {
+  stub();
+  return *rollout_stub_;
 }
 
 std::unique_ptr<grpc::ClientContext> Context::NewCall(int timeout_seconds) const {

@@ -17,6 +17,7 @@
 #include "controller/auth/tokens.h"
 #include "controller/grpc/services.h"
 #include "controller/registry/agent_registry.h"
+#include "controller/rollout/rollout_engine.h"
 #include "controller/store/store.h"
 
 namespace {
@@ -182,8 +183,15 @@ int main(int argc, char** argv) {
 
   pgfleet::controller::AgentRegistry registry;
   FleetApi api(**store, registry, api_options);
+  pgfleet::controller::RolloutEngine rollouts(**store, **store, registry, api);
+  api.set_rollout_store(store->get());
+  api.set_config_result_listener([&rollouts](const std::string& agent, uint64_t version,
+                                             bool accepted, const std::string& error) {
+    rollouts.OnConfigResult(agent, version, accepted, error);
+  });
   pgfleet::controller::AgentServiceImpl agent_service(api, registry, tls);
   pgfleet::controller::FleetServiceImpl fleet_service(api, **store);
+  pgfleet::controller::RolloutServiceImpl rollout_service(rollouts, **store);
 
   std::shared_ptr<grpc::ServerCredentials> credentials;
   if (tls) {
@@ -200,6 +208,7 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(listen, credentials, &bound_port);
   builder.RegisterService(&agent_service);
   builder.RegisterService(&fleet_service);
+  builder.RegisterService(&rollout_service);
   // Agents hold one stream each; let keepalive pings through so dead agents are noticed.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
@@ -211,6 +220,8 @@ int main(int argc, char** argv) {
   }
   PGF_INFO("controller", "pgfleet-controller listening on %s (port %d, %s), database %s", listen,
            bound_port, tls ? "mutual TLS for agents" : "plaintext", db);
+  // Rollouts in progress before a restart resume from their stored state on the first tick.
+  rollouts.StartTicking(absl::Milliseconds(500));
   if (!port_file.empty()) {
     std::ofstream(port_file + ".tmp") << bound_port << "\n";
     rename((port_file + ".tmp").c_str(), port_file.c_str());

@@ -29,7 +29,7 @@ int64_t NowMillis() { return absl::ToUnixMillis(absl::Now()); }
 FleetApi::FleetApi(Store& store, AgentRegistry& registry, FleetApiOptions options)
     : store_(store), registry_(registry), options_(options) {}
 
-absl::Status FleetApi::Require(const Caller& caller, Role role) const {
+absl::Status RequireRole(const Caller& caller, Role role) {
   if (static_cast<int>(caller.role) < static_cast<int>(role)) {
     return absl::PermissionDeniedError(absl::StrCat("role ", RoleName(caller.role),
                                                     " may not do this; needs ", RoleName(role)));
@@ -39,7 +39,7 @@ absl::Status FleetApi::Require(const Caller& caller, Role role) const {
 
 absl::StatusOr<pgfleet::v1::ConfigVersion> FleetApi::PushConfig(
     const Caller& caller, const pgfleet::v1::PushConfigRequest& request) {
-  PGF_RETURN_IF_ERROR(Require(caller, Role::kOperator));
+  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kOperator));
   if (request.environment().empty()) return absl::InvalidArgumentError("environment is required");
   // Catch what can be caught centrally; host-specific problems (a missing auth_file on one
   // server) come back as that agent's NACK.
@@ -61,7 +61,7 @@ absl::StatusOr<pgfleet::v1::ConfigVersion> FleetApi::PushConfig(
 
 absl::StatusOr<pgfleet::v1::ListConfigsResponse> FleetApi::ListConfigs(
     const Caller& caller, const pgfleet::v1::ListConfigsRequest& request) {
-  PGF_RETURN_IF_ERROR(Require(caller, Role::kViewer));
+  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kViewer));
   PGF_ASSIGN_OR_RETURN(std::vector<ConfigVersionRow> rows,
                        store_.ListConfigVersions(request.environment()));
   pgfleet::v1::ListConfigsResponse response;
@@ -71,14 +71,14 @@ absl::StatusOr<pgfleet::v1::ListConfigsResponse> FleetApi::ListConfigs(
 
 absl::StatusOr<pgfleet::v1::ConfigVersion> FleetApi::GetConfig(
     const Caller& caller, const pgfleet::v1::GetConfigRequest& request) {
-  PGF_RETURN_IF_ERROR(Require(caller, Role::kViewer));
+  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kViewer));
   PGF_ASSIGN_OR_RETURN(ConfigVersionRow row, store_.GetConfigVersion(request.version()));
   return VersionToProto(row);
 }
 
 absl::StatusOr<pgfleet::v1::Environment> FleetApi::SetDesiredConfig(
     const Caller& caller, const pgfleet::v1::SetDesiredConfigRequest& request) {
-  PGF_RETURN_IF_ERROR(Require(caller, Role::kOperator));
+  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kOperator));
   PGF_RETURN_IF_ERROR(
       store_.SetDesiredVersion(request.environment(), request.version(), std::nullopt));
   PGF_RETURN_IF_ERROR(store_.Audit(caller.actor, "config.set_desired", request.environment(),
@@ -105,6 +105,12 @@ absl::StatusOr<pgfleet::v1::Environment> FleetApi::DescribeEnvironment(const Env
     PGF_ASSIGN_OR_RETURN(uint64_t desired, DesiredVersionFor(agent));
     if (session->applied_version() == desired) ++converged;
   }
+  if (rollouts_ != nullptr) {
+    PGF_ASSIGN_OR_RETURN(std::string upstream, rollouts_->GetEnvironmentUpstream(env.name));
+    out.set_upstream(upstream);
+    PGF_ASSIGN_OR_RETURN(std::vector<RolloutRow> active, rollouts_->ListRollouts(env.name, true));
+    if (!active.empty()) out.set_active_rollout(active.front().id);
+  }
   out.set_agents_total(static_cast<int32_t>(agents.size()));
   out.set_agents_connected(connected);
   out.set_agents_converged(converged);
@@ -113,7 +119,7 @@ absl::StatusOr<pgfleet::v1::Environment> FleetApi::DescribeEnvironment(const Env
 
 absl::StatusOr<pgfleet::v1::ListEnvironmentsResponse> FleetApi::ListEnvironments(
     const Caller& caller) {
-  PGF_RETURN_IF_ERROR(Require(caller, Role::kViewer));
+  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kViewer));
   PGF_ASSIGN_OR_RETURN(std::vector<EnvironmentRow> envs, store_.ListEnvironments());
   pgfleet::v1::ListEnvironmentsResponse response;
   for (const EnvironmentRow& env : envs) {
@@ -156,7 +162,7 @@ pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired) {
 
 absl::StatusOr<pgfleet::v1::ListAgentsResponse> FleetApi::ListAgents(
     const Caller& caller, const pgfleet::v1::ListAgentsRequest& request) {
-  PGF_RETURN_IF_ERROR(Require(caller, Role::kViewer));
+  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kViewer));
   PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> rows, store_.ListAgents(request.environment()));
   pgfleet::v1::ListAgentsResponse response;
   for (const AgentRow& row : rows) {
@@ -168,7 +174,7 @@ absl::StatusOr<pgfleet::v1::ListAgentsResponse> FleetApi::ListAgents(
 
 absl::StatusOr<pgfleet::v1::Agent> FleetApi::GetAgent(const Caller& caller,
                                                       const pgfleet::v1::GetAgentRequest& request) {
-  PGF_RETURN_IF_ERROR(Require(caller, Role::kViewer));
+  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kViewer));
   PGF_ASSIGN_OR_RETURN(AgentRow row, store_.GetAgent(request.agent_id()));
   PGF_ASSIGN_OR_RETURN(uint64_t desired, DesiredVersionFor(row));
   return ToProto(row, desired);
@@ -176,7 +182,7 @@ absl::StatusOr<pgfleet::v1::Agent> FleetApi::GetAgent(const Caller& caller,
 
 absl::StatusOr<pgfleet::v1::SendCommandResponse> FleetApi::SendCommand(
     const Caller& caller, const pgfleet::v1::SendCommandRequest& request) {
-  PGF_RETURN_IF_ERROR(Require(caller, Role::kOperator));
+  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kOperator));
   std::string kind, args;
   switch (request.command().kind_case()) {
     case pgfleet::v1::Command::kPause:
@@ -278,6 +284,13 @@ void FleetApi::OnAgentMessage(AgentSession& session, const pgfleet::v1::AgentMes
       } else {
         PGF_WARN("api", "agent %s NACKed config version %d: %s", session.agent_id(),
                  result.version(), result.error());
+      }
+      // The result closes this delivery: a later reconcile may send the version again (a new
+      // rollout of a version this agent once refused).
+      session.set_sent_version(0);
+      if (config_result_listener_) {
+        config_result_listener_(session.agent_id(), result.version(), result.accepted(),
+                                result.error());
       }
       if (absl::Status recorded = store_.RecordAgentConfigResult(
               session.agent_id(), result.version(), result.sha256(),

@@ -2,12 +2,14 @@
 // and the HTTP API both call this, so roles, validation and the audit log are in one place.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "controller/registry/agent_registry.h"
+#include "controller/rollout/rollout_store.h"
 #include "controller/store/store.h"
 #include "pgfleet/v1/fleet.pb.h"
 
@@ -18,6 +20,9 @@ struct Caller {
   std::string actor;
   Role role = Role::kViewer;
 };
+
+// PermissionDenied unless the caller's role is at least `role`.
+absl::Status RequireRole(const Caller& caller, Role role);
 
 struct FleetApiOptions {
   absl::Duration command_timeout = absl::Seconds(10);
@@ -51,9 +56,17 @@ class FleetApi {
   // Sends the agent its desired config if it runs another one (desired-state reconciliation).
   void Reconcile(AgentSession& session);
   absl::Duration metrics_interval() const { return options_.metrics_interval; }
+  // Told about every ACK/NACK (the rollout engine listens).
+  using ConfigResultListener =
+      std::function<void(const std::string& agent_id, uint64_t version, bool accepted,
+                         const std::string& error)>;
+  void set_config_result_listener(ConfigResultListener listener) {
+    config_result_listener_ = std::move(listener);
+  }
+  // Lets environment descriptions show upstream and the active rollout.
+  void set_rollout_store(RolloutStore* rollouts) { rollouts_ = rollouts; }
 
  private:
-  absl::Status Require(const Caller& caller, Role role) const;
   absl::StatusOr<uint64_t> DesiredVersionFor(const AgentRow& agent);
   absl::StatusOr<pgfleet::v1::Environment> DescribeEnvironment(const EnvironmentRow& env);
   pgfleet::v1::Agent ToProto(const AgentRow& row, uint64_t desired);
@@ -61,6 +74,8 @@ class FleetApi {
   Store& store_;
   AgentRegistry& registry_;
   FleetApiOptions options_;
+  ConfigResultListener config_result_listener_;
+  RolloutStore* rollouts_ = nullptr;
 };
 
 int64_t NowMillis();

@@ -63,6 +63,21 @@ grpc::Status AgentServiceImpl::Connect(
   return grpc::Status::OK;
 }
 
+namespace {
+
+// Authenticates, runs `fn(caller)` and copies its result into `response`.
+template <typename Response, typename Fn>
+grpc::Status Authenticated(Store& store, grpc::ServerContext* context, Response* response, Fn&& fn) {
+  absl::StatusOr<Caller> caller = AuthenticateGrpc(store, *context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  absl::StatusOr<Response> result = fn(*caller);
+  if (!result.ok()) return ToGrpcStatus(result.status());
+  *response = std::move(*result);
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
 template <typename Fn>
 grpc::Status FleetServiceImpl::Call(grpc::ServerContext* context, Fn&& fn) {
   absl::StatusOr<Caller> caller = AuthenticateGrpc(store_, *context);
@@ -100,5 +115,23 @@ grpc::Status FleetServiceImpl::ListEnvironments(grpc::ServerContext* context,
     return absl::OkStatus();
   });
 }
+
+#define PGF_ROLLOUT_METHOD(Method, Request, Response, expr)                             \
+  grpc::Status RolloutServiceImpl::Method(grpc::ServerContext* context,               \
+                                          const pgfleet::v1::Request* request,        \
+                                          pgfleet::v1::Response* response) {          \
+    return Authenticated(store_, context, response,                                   \
+                         [&](const Caller& caller) { return engine_.expr; });         \
+  }
+
+PGF_ROLLOUT_METHOD(StartRollout, StartRolloutRequest, Rollout, Start(caller, *request))
+PGF_ROLLOUT_METHOD(GetRollout, GetRolloutRequest, Rollout, Get(caller, *request))
+PGF_ROLLOUT_METHOD(ListRollouts, ListRolloutsRequest, ListRolloutsResponse, List(caller, *request))
+PGF_ROLLOUT_METHOD(PauseRollout, RolloutActionRequest, Rollout, Pause(caller, request->id()))
+PGF_ROLLOUT_METHOD(ResumeRollout, RolloutActionRequest, Rollout, Resume(caller, request->id()))
+PGF_ROLLOUT_METHOD(AbortRollout, RolloutActionRequest, Rollout, Abort(caller, request->id()))
+PGF_ROLLOUT_METHOD(Rollback, RollbackRequest, Rollout, Rollback(caller, *request))
+PGF_ROLLOUT_METHOD(Promote, PromoteRequest, Rollout, Promote(caller, *request))
+PGF_ROLLOUT_METHOD(SetUpstream, SetUpstreamRequest, Environment, SetUpstream(caller, *request))
 
 }  // namespace pgfleet::controller

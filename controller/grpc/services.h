@@ -5,6 +5,7 @@
 
 #include "controller/api/fleet_api.h"
 #include "controller/registry/agent_registry.h"
+#include "controller/rollout/rollout_engine.h"
 #include "controller/store/store.h"
 #include "pgfleet/v1/agent.grpc.pb.h"
 #include "pgfleet/v1/fleet.grpc.pb.h"
@@ -57,6 +58,40 @@ class FleetServiceImpl final : public pgfleet::v1::FleetService::Service {
   template <typename Fn>
   grpc::Status Call(grpc::ServerContext* context, Fn&& fn);
   FleetApi& api_;
+  Store& store_;
+};
+
+class RolloutServiceImpl final : public pgfleet::v1::RolloutService::Service {
+ public:
+  RolloutServiceImpl(RolloutEngine& engine, Store& store) : engine_(engine), store_(store) {}
+
+  grpc::Status StartRollout(grpc::ServerContext* context,
+                            const pgfleet::v1::StartRolloutRequest* request,
+                            pgfleet::v1::Rollout* response) override;
+  grpc::Status GetRollout(grpc::ServerContext* context, const pgfleet::v1::GetRolloutRequest* request,
+                          pgfleet::v1::Rollout* response) override;
+  grpc::Status ListRollouts(grpc::ServerContext* context,
+                            const pgfleet::v1::ListRolloutsRequest* request,
+                            pgfleet::v1::ListRolloutsResponse* response) override;
+  grpc::Status PauseRollout(grpc::ServerContext* context,
+                            const pgfleet::v1::RolloutActionRequest* request,
+                            pgfleet::v1::Rollout* response) override;
+  grpc::Status ResumeRollout(grpc::ServerContext* context,
+                             const pgfleet::v1::RolloutActionRequest* request,
+                             pgfleet::v1::Rollout* response) override;
+  grpc::Status AbortRollout(grpc::ServerContext* context,
+                            const pgfleet::v1::RolloutActionRequest* request,
+                            pgfleet::v1::Rollout* response) override;
+  grpc::Status Rollback(grpc::ServerContext* context, const pgfleet::v1::RollbackRequest* request,
+                        pgfleet::v1::Rollout* response) override;
+  grpc::Status Promote(grpc::ServerContext* context, const pgfleet::v1::PromoteRequest* request,
+                       pgfleet::v1::Rollout* response) override;
+  grpc::Status SetUpstream(grpc::ServerContext* context,
+                           const pgfleet::v1::SetUpstreamRequest* request,
+                           pgfleet::v1::Environment* response) override;
+
+ private:
+  RolloutEngine& engine_;
   Store& store_;
 };
 

@@ -125,6 +125,21 @@ class SqliteStore final : public Store {
                         int64_t now_ms) override;
   absl::StatusOr<TokenRow> LookupToken(const std::string& token_sha256) override;
 
+  // Rollouts (sqlite_rollout_store.cc).
+  absl::StatusOr<RolloutRow> CreateRollout(const RolloutRow& rollout,
+                                           const std::vector<RolloutAgentRow>& agents) override;
+  absl::Status UpdateRollout(const RolloutRow& rollout) override;
+  absl::Status UpdateRolloutAgent(const RolloutAgentRow& agent) override;
+  absl::StatusOr<RolloutRow> GetRollout(uint64_t id) override;
+  absl::StatusOr<std::vector<RolloutRow>> ListRollouts(const std::string& environment,
+                                                       bool active_only) override;
+  absl::StatusOr<std::vector<RolloutAgentRow>> ListRolloutAgents(uint64_t rollout_id) override;
+  absl::StatusOr<bool> HasSucceededRollout(const std::string& environment,
+                                           const std::string& sha256) override;
+  absl::Status SetEnvironmentUpstream(const std::string& environment,
+                                      const std::string& upstream) override;
+  absl::StatusOr<std::string> GetEnvironmentUpstream(const std::string& environment) override;
+
   // Diagnostics and tests.
   // PRAGMA integrity_check's result: "ok" for a healthy file, else SQLite's findings.
   absl::StatusOr<std::string> IntegrityCheck();

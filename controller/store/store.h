@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "controller/rollout/rollout_store.h"
 
 namespace pgfleet::controller {
 
@@ -87,9 +88,10 @@ struct TokenRow {
   int64_t created_unix_ms = 0;
 };
 
-class Store {
+// Store includes the rollout state (RolloutStore) so one SQLite file holds everything.
+class Store : public RolloutStore {
  public:
-  virtual ~Store() = default;
+  ~Store() override = default;
 
   // Environments.
   virtual absl::Status EnsureEnvironment(const std::string& name, int64_t now_ms) = 0;

@@ -1,0 +1,81 @@
+// Persistent rollout state: the rollout engine keeps everything it needs to resume after a
+// controller restart here, so a rollout is never half-applied and forgotten.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace pgfleet::controller {
+
+enum class RolloutState { kRunning, kPaused, kSucceeded, kFailed, kAborted };
+const char* RolloutStateName(RolloutState state);
+absl::StatusOr<RolloutState> ParseRolloutState(const std::string& name);
+inline bool IsActive(RolloutState state) {
+  return state == RolloutState::kRunning || state == RolloutState::kPaused;
+}
+
+struct HealthLimits {
+  int max_cl_waiting = 10;
+  int64_t max_maxwait_ms = 1000;
+  int max_new_server_errors = 0;
+  int max_new_login_failures = 0;
+};
+
+struct RolloutRow {
+  uint64_t id = 0;
+  std::string environment;
+  uint64_t from_version = 0;  // 0: the environment had no desired version.
+  uint64_t to_version = 0;
+  std::vector<std::string> waves;  // "1", "25%", "100%"
+  int64_t bake_ms = 60000;
+  int max_unavailable = 0;
+  HealthLimits limits;
+  RolloutState state = RolloutState::kRunning;
+  int current_wave = 0;
+  int64_t wave_started_unix_ms = 0;  // When the current wave's agents were told.
+  int64_t bake_started_unix_ms = 0;  // 0: not baking yet (still applying).
+  std::string failed_agent;
+  std::string reason;
+  std::string created_by;
+  std::string force_reason;
+  int64_t created_unix_ms = 0;
+  int64_t finished_unix_ms = 0;
+};
+
+// One agent's place in a rollout.
+struct RolloutAgentRow {
+  uint64_t rollout_id = 0;
+  std::string agent_id;
+  int wave = 0;
+  std::string state = "waiting";  // waiting, applying, applied, failed, rolled_back
+  std::string error;
+};
+
+class RolloutStore {
+ public:
+  virtual ~RolloutStore() = default;
+  // Inserts the rollout and its agents in one transaction. FailedPrecondition when the
+  // environment already has an active (running or paused) rollout.
+  virtual absl::StatusOr<RolloutRow> CreateRollout(const RolloutRow& rollout,
+                                                   const std::vector<RolloutAgentRow>& agents) = 0;
+  virtual absl::Status UpdateRollout(const RolloutRow& rollout) = 0;
+  virtual absl::Status UpdateRolloutAgent(const RolloutAgentRow& agent) = 0;
+  virtual absl::StatusOr<RolloutRow> GetRollout(uint64_t id) = 0;  // NotFound
+  // Newest first. environment empty: all; active_only: running or paused.
+  virtual absl::StatusOr<std::vector<RolloutRow>> ListRollouts(const std::string& environment,
+                                                               bool active_only) = 0;
+  virtual absl::StatusOr<std::vector<RolloutAgentRow>> ListRolloutAgents(uint64_t rollout_id) = 0;
+  // Whether a rollout of a version with this sha256 succeeded in `environment`.
+  virtual absl::StatusOr<bool> HasSucceededRollout(const std::string& environment,
+                                                   const std::string& sha256) = 0;
+  virtual absl::Status SetEnvironmentUpstream(const std::string& environment,
+                                              const std::string& upstream) = 0;
+  virtual absl::StatusOr<std::string> GetEnvironmentUpstream(const std::string& environment) = 0;
+};
+
+}  // namespace pgfleet::controller
