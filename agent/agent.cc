@@ -64,6 +64,20 @@ absl::StatusOr<config::AuthFile> LoadAuthFileFor(const config::Config& cfg) {
 
 }  // namespace
 
+void ApplyKeepalive(int fd, const config::Config& cfg) {
+  if (!cfg.tcp_keepalive) return;
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+  // 0 keeps the kernel's default, as in PgBouncer.
+  if (cfg.tcp_keepcnt > 0) setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cfg.tcp_keepcnt, sizeof(int));
+  if (cfg.tcp_keepidle > 0) {
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &cfg.tcp_keepidle, sizeof(int));
+  }
+  if (cfg.tcp_keepintvl > 0) {
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &cfg.tcp_keepintvl, sizeof(int));
+  }
+}
+
 Agent::Agent(AgentOptions options) : options_(std::move(options)) {}
 
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
@@ -188,7 +202,7 @@ void Agent::OnAccept(evconnlistener*, int fd, sockaddr* addr, int, void* arg) {
   if (addr->sa_family != AF_UNIX) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (agent->config_->tcp_keepalive) setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    ApplyKeepalive(fd, *agent->config_);
   }
   auto* client = new ClientConn(*agent, fd, PeerName(addr), agent->NextConnId());
   agent->login_clients_.PushBack(client);
@@ -407,7 +421,14 @@ void Agent::HandleCancelRequest(int32_t pid, int32_t key) {
 
 void Agent::OnClientClosed(ClientConn*) {
   client_count_--;
-  MaybeFinishShutdown();
+  if (shutting_down_ || wait_for_clients_) RequestShutdownCheck();
+}
+
+void Agent::RequestShutdownCheck() {
+  // Checked from the deferred event, never from inside a close: MaybeFinishShutdown closes
+  // servers, and the caller may be iterating a pool list.
+  shutdown_check_pending_ = true;
+  if (deferred_delete_event_ != nullptr) event_active(deferred_delete_event_, 0, 0);
 }
 
 void Agent::DeferDelete(ClientConn* client) {
@@ -419,7 +440,7 @@ void Agent::DeferDelete(ServerConn* server) {
   deferred_servers_.push_back(server);
   if (deferred_delete_event_ != nullptr) event_active(deferred_delete_event_, 0, 0);
   admin_->CheckPending();
-  if (shutting_down_) MaybeFinishShutdown();
+  if (shutting_down_) RequestShutdownCheck();
 }
 
 bool Agent::IsLiveAdminClient(const ClientConn* client, uint64_t id) const {
@@ -443,6 +464,10 @@ void Agent::RunDeferredDeletes() {
   servers.swap(deferred_servers_);
   for (ClientConn* client : clients) delete client;
   for (ServerConn* server : servers) delete server;
+  if (shutdown_check_pending_) {
+    shutdown_check_pending_ = false;
+    MaybeFinishShutdown();
+  }
 }
 
 int Agent::ServerCountForDb(const std::string& db) const {

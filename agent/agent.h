@@ -43,6 +43,9 @@ struct AgentOptions {
   std::string state_dir;
 };
 
+// SO_KEEPALIVE and tcp_keepcnt/keepidle/keepintvl from the config, on a TCP socket.
+void ApplyKeepalive(int fd, const config::Config& cfg);
+
 class Agent {
  public:
   static absl::StatusOr<std::unique_ptr<Agent>> Create(AgentOptions options);
@@ -155,6 +158,7 @@ class Agent {
   void Janitor();
   void RunDeferredDeletes();
   void MaybeFinishShutdown();
+  void RequestShutdownCheck();
 
   AgentOptions options_;
   std::unique_ptr<EventLoop> loop_;
@@ -184,6 +188,7 @@ class Agent {
   absl::flat_hash_set<std::string> disabled_dbs_;
   bool suspended_ = false;
   bool wait_for_clients_ = false;
+  bool shutdown_check_pending_ = false;
   std::unique_ptr<AdminConsole> admin_;
   std::unique_ptr<MetricsServer> metrics_server_;
   std::unique_ptr<FleetAgent> fleet_;

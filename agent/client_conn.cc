@@ -4,6 +4,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -49,6 +50,23 @@ void SetParam(ParamList& params, const std::string& name, const std::string& val
 }
 
 }  // namespace
+
+void FlushBestEffort(bufferevent* bev) {
+  // A bufferevent keeps its output buffer's front frozen, so evbuffer_write() cannot drain
+  // it; copy the bytes out and send them without blocking. Whatever the kernel does not take
+  // is dropped with the connection.
+  evbuffer* out = bufferevent_get_output(bev);
+  const size_t length = evbuffer_get_length(out);
+  if (length == 0) return;
+  const unsigned char* data = evbuffer_pullup(out, static_cast<ssize_t>(length));
+  if (data == nullptr) return;
+  size_t sent = 0;
+  while (sent < length) {
+    ssize_t n = send(bufferevent_getfd(bev), data + sent, length - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n <= 0) break;
+    sent += static_cast<size_t>(n);
+  }
+}
 
 ClientConn::ClientConn(Agent& agent, int fd, std::string peer, uint64_t id)
     : agent_(agent), fd_(fd), peer_(std::move(peer)), id_(id) {
@@ -569,8 +587,8 @@ void ClientConn::CloseWithError(const std::string& sqlstate, const std::string& 
     PGF_WARN("client", "c=%d %s pooler error: %s", id_, peer_, message);
   }
   Write(pg::ErrorResponse("FATAL", sqlstate, message));
-  // Best effort: push the error out now, the socket is closed right after.
-  evbuffer_write(bufferevent_get_output(bev_), fd_);
+  // The socket is closed right after: push what is queued (results, then the error) out now.
+  FlushBestEffort(bev_);
   Close(message);
 }
 

@@ -18,6 +18,9 @@ namespace pgfleet::agent {
 class Agent;
 class ServerConn;
 
+// Sends what is queued on `bev` without blocking, before the socket is closed.
+void FlushBestEffort(bufferevent* bev);
+
 class ClientConn : public ListNode {
  public:
   enum class State {

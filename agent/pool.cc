@@ -309,11 +309,13 @@ size_t Pool::OldServerCount() const {
 }
 
 void Pool::CloseAllServers(const char* reason, bool idle_only) {
-  idle_servers_.ForEach([&](ServerConn* server) { server->Close(reason, false); });
+  // Front-first, one at a time: closing a server can run other code (pending admin commands,
+  // launches) that changes these lists, so no iterator is held across a Close().
+  while (ServerConn* server = idle_servers_.front()) server->Close(reason, false);
   if (idle_only) return;
-  login_servers_.ForEach([&](ServerConn* server) { server->Close(reason, false); });
-  used_servers_.ForEach([&](ServerConn* server) { server->Close(reason, false); });
-  active_servers_.ForEach([&](ServerConn* server) { server->Close(reason, true); });
+  while (ServerConn* server = login_servers_.front()) server->Close(reason, false);
+  while (ServerConn* server = used_servers_.front()) server->Close(reason, false);
+  while (ServerConn* server = active_servers_.front()) server->Close(reason, true);
 }
 
 void Pool::Janitor(uint64_t now) {

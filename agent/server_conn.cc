@@ -89,9 +89,7 @@ void ServerConn::OnEvent(bufferevent*, short events, void* arg) {
     int fd = bufferevent_getfd(server->bev_);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // Fails harmlessly on unix.
-    if (server->agent_.config().tcp_keepalive) {
-      setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-    }
+    ApplyKeepalive(fd, server->agent_.config());
     server->SendStartup();
     return;
   }
@@ -558,7 +556,7 @@ void ServerConn::Close(const std::string& reason, bool is_error) {
     if (tx_status_ == 'I' && internal_replies_ == 0) {
       // Tell PostgreSQL we are leaving; it would otherwise log an unexpected EOF.
       WriteRaw(pg::Terminate());
-      evbuffer_write(bufferevent_get_output(bev_), bufferevent_getfd(bev_));
+      FlushBestEffort(bev_);
     }
     bufferevent_free(bev_);
     bev_ = nullptr;

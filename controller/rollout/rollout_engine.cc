@@ -27,26 +27,6 @@ HealthLimits LimitsFrom(const pgfleet::v1::HealthThresholds& in) {
 
 }  // namespace
 
-const char* RolloutStateName(RolloutState state) {
-  switch (state) {
-    case RolloutState::kRunning: return "running";
-    case RolloutState::kPaused: return "paused";
-    case RolloutState::kSucceeded: return "succeeded";
-    case RolloutState::kFailed: return "failed";
-    case RolloutState::kAborted: return "aborted";
-  }
-  return "?";
-}
-
-absl::StatusOr<RolloutState> ParseRolloutState(const std::string& name) {
-  for (RolloutState state : {RolloutState::kRunning, RolloutState::kPaused,
-                             RolloutState::kSucceeded, RolloutState::kFailed,
-                             RolloutState::kAborted}) {
-    if (name == RolloutStateName(state)) return state;
-  }
-  return absl::InvalidArgumentError(absl::StrCat("unknown rollout state '", name, "'"));
-}
-
 absl::StatusOr<std::vector<int>> AssignWaves(const std::vector<std::string>& spec, size_t agents) {
   if (spec.empty()) return absl::InvalidArgumentError("at least one wave is needed");
   std::vector<size_t> targets;

@@ -13,6 +13,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/status_testing.h"
 
@@ -114,6 +115,55 @@ TEST_F(SqliteStoreTest, RefusesNewerSchema) {
   EXPECT_TRUE(absl::IsFailedPrecondition(OpenSqliteStore(path_).status()));
 }
 
+TEST_F(SqliteStoreTest, PendingMigrationsEachInTheirOwnTransaction) {
+  store_.reset();
+  const std::string path = dir_ + "/runner.db";
+  std::vector<Migration> migrations = SqliteStore::EmbeddedMigrations();
+  const int base = migrations.back().version;
+  {
+    PGF_ASSERT_OK_AND_ASSIGN(auto store, SqliteStore::OpenWithMigrations(path, migrations));
+  }
+  // A new release brings two migrations: both are applied, in order, and recorded.
+  migrations.push_back({base + 1, "add_a", "CREATE TABLE extra_a (x INTEGER);"});
+  migrations.push_back({base + 2, "add_b",
+                        "CREATE TABLE extra_b (y INTEGER); INSERT INTO extra_b VALUES (1);"});
+  {
+    PGF_ASSERT_OK_AND_ASSIGN(auto store, SqliteStore::OpenWithMigrations(path, migrations));
+    PGF_ASSERT_OK_AND_ASSIGN(std::vector<AppliedMigration> applied, store->AppliedMigrations());
+    ASSERT_EQ(applied.size(), migrations.size());
+    EXPECT_EQ(applied.back().version, base + 2);
+    EXPECT_EQ(applied.back().name, "add_b");
+    PGF_EXPECT_OK(store->ExecForTesting("SELECT x FROM extra_a; SELECT y FROM extra_b;"));
+  }
+  // A migration that fails half-way leaves nothing behind: neither its first statement's
+  // effect nor its schema_migrations row; the earlier ones stay applied.
+  migrations.push_back({base + 3, "broken",
+                        "CREATE TABLE extra_c (z INTEGER); INSERT INTO no_such_table VALUES (1);"});
+  absl::StatusOr<std::unique_ptr<SqliteStore>> broken =
+      SqliteStore::OpenWithMigrations(path, migrations);
+  ASSERT_FALSE(broken.ok());
+  EXPECT_TRUE(absl::StrContains(broken.status().message(), "no_such_table")) << broken.status();
+  EXPECT_TRUE(absl::StrContains(broken.status().message(), absl::StrFormat("%04d_broken", base + 3)))
+      << broken.status();
+  migrations.pop_back();
+  {
+    PGF_ASSERT_OK_AND_ASSIGN(auto store, SqliteStore::OpenWithMigrations(path, migrations));
+    PGF_ASSERT_OK_AND_ASSIGN(std::vector<AppliedMigration> applied, store->AppliedMigrations());
+    EXPECT_EQ(applied.back().version, base + 2);
+    EXPECT_FALSE(store->ExecForTesting("SELECT z FROM extra_c").ok()) << "rolled back";
+  }
+  // The old binary (embedded migrations only) refuses the upgraded file.
+  absl::StatusOr<std::unique_ptr<SqliteStore>> old = SqliteStore::Open(path);
+  ASSERT_TRUE(absl::IsFailedPrecondition(old.status())) << old.status();
+  EXPECT_TRUE(absl::StrContains(
+      old.status().message(),
+      absl::StrFormat("database schema version %d is newer than this pgfleet-controller knows "
+                      "(%d)",
+                      base + 2, base)))
+      << old.status();
+  EXPECT_TRUE(absl::IsInvalidArgument(SqliteStore::OpenWithMigrations(path, {}).status()));
+}
+
 TEST_F(SqliteStoreTest, NotADatabaseIsAnError) {
   store_.reset();
   std::string bogus = dir_ + "/bogus.db";
@@ -206,7 +256,7 @@ TEST_F(SqliteStoreTest, ConfigVersionsDedupeAndChain) {
   EXPECT_EQ(a.message, "a");
   EXPECT_EQ(a.created_unix_ms, kT0);
   EXPECT_EQ(a.parent_version, 0u);
-  PGF_ASSERT_OK(store_->GetEnvironment("prod").status()) << "created by the push";
+  PGF_ASSERT_OK(store_->GetEnvironment("prod").status());  // Created by the push.
 
   PGF_ASSERT_OK_AND_ASSIGN(ConfigVersionRow b,
                            store_->AddConfigVersion("prod", "[pgbouncer]\nB", "bob", "b", kT0 + 1));
@@ -273,7 +323,7 @@ TEST_F(SqliteStoreTest, AgentHelloCreatesAndUpdates) {
   hello.applied_version = 7;
   hello.applied_sha256 = "abc";
   PGF_ASSERT_OK(store_->RecordAgentHello(hello, kT0));
-  PGF_ASSERT_OK(store_->GetEnvironment("prod").status()) << "hello creates its environment";
+  PGF_ASSERT_OK(store_->GetEnvironment("prod").status());  // Hello creates its environment.
 
   PGF_ASSERT_OK_AND_ASSIGN(AgentRow agent, store_->GetAgent("pg-1"));
   EXPECT_EQ(agent.environment, "prod");

@@ -1,0 +1,16 @@
+// Picks a TCP port on 127.0.0.1 that nothing listens on right now.
+#pragma once
+
+#include "absl/status/statusor.h"
+
+namespace pgfleet::testutil {
+
+// Binds 127.0.0.1:0, reads back the port the kernel chose, closes the socket. Another process
+// could take the port before the caller binds it; in practice the kernel hands out ports
+// round-robin, so reuse within a test run is rare.
+absl::StatusOr<int> PickFreePort();
+
+// True if a TCP connect to 127.0.0.1:port succeeds right now.
+bool CanConnect(int port);
+
+}  // namespace pgfleet::testutil

@@ -1,0 +1,76 @@
+// A throwaway PostgreSQL 15 cluster for integration tests: initdb into a temp dir, start on a
+// free port on 127.0.0.1, stop and delete on destruction.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "tests/testutil/pq.h"
+
+namespace pgfleet::testutil {
+
+struct PostgresOptions {
+  std::string bin_dir = "/usr/lib/postgresql/15/bin";
+  std::string superuser = "postgres";
+  std::string superuser_password = "pgfleet-test-superuser";
+  int max_connections = 100;
+  // Extra postgresql.conf lines, appended after ours.
+  std::vector<std::string> extra_conf;
+  // pg_hba.conf lines placed before the default "host all all 127.0.0.1/32 scram-sha-256".
+  std::vector<std::string> extra_hba_lines;
+};
+
+class PostgresEnv {
+ public:
+  static absl::StatusOr<std::unique_ptr<PostgresEnv>> Start(const PostgresOptions& options = {});
+  ~PostgresEnv();
+
+  PostgresEnv(const PostgresEnv&) = delete;
+  PostgresEnv& operator=(const PostgresEnv&) = delete;
+
+  int port() const { return port_; }
+  const std::string& dir() const { return dir_; }
+  const std::string& log_path() const { return log_path_; }
+  const PostgresOptions& options() const { return options_; }
+  // Path of a program in the PostgreSQL bin dir (pgbench, psql, ...).
+  std::string BinPath(const std::string& program) const;
+
+  // TCP conninfo for 127.0.0.1:port().
+  std::string ConnString(const std::string& db, const std::string& user,
+                         const std::string& password) const;
+  std::string SuperuserConnString(const std::string& db = "postgres") const;
+
+  // Runs `sql` as the superuser (a fresh connection each time) in database `db`.
+  absl::StatusOr<Rows> Exec(const std::string& sql, const std::string& db = "postgres") const;
+  // CREATE ROLE name LOGIN PASSWORD ... (stored as SCRAM unless `encryption` says "md5").
+  absl::Status CreateUser(const std::string& name, const std::string& password,
+                          const std::string& encryption = "scram-sha-256") const;
+  absl::Status CreateDatabase(const std::string& name, const std::string& owner = "") const;
+
+  // The server log's tail, for failure messages.
+  std::string LogTail(size_t max_bytes = 8192) const;
+
+ private:
+  explicit PostgresEnv(PostgresOptions options) : options_(std::move(options)) {}
+  absl::Status Init();
+  // argv run as the postgres OS user when we are root, else as ourselves.
+  std::vector<std::string> AsPostgresUser(std::vector<std::string> argv) const;
+  absl::Status Stop();
+
+  PostgresOptions options_;
+  std::string dir_;
+  std::string data_dir_;
+  std::string log_path_;
+  int port_ = 0;
+  bool started_ = false;
+  bool run_as_postgres_ = false;
+};
+
+// Quotes an SQL identifier / string literal (for test-controlled names and passwords).
+std::string QuoteIdent(const std::string& name);
+std::string QuoteLiteral(const std::string& value);
+
+}  // namespace pgfleet::testutil
