@@ -181,10 +181,12 @@ class Agent {
   };
   absl::flat_hash_map<std::string, CachedScram> scram_cache_;
   void ApplyPauseToPools(const std::string& db);
+  void RetireTimer(std::unique_ptr<Timer> timer);
   bool pause_all_ = false;
   absl::flat_hash_set<std::string> paused_dbs_;
   absl::flat_hash_map<std::string, std::unique_ptr<Timer>> pause_timers_;
   absl::flat_hash_map<std::string, absl::Time> pause_deadlines_;
+  std::vector<std::unique_ptr<Timer>> retired_timers_;
   absl::flat_hash_set<std::string> disabled_dbs_;
   bool suspended_ = false;
   bool wait_for_clients_ = false;

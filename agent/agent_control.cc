@@ -50,6 +50,9 @@ absl::Status Agent::Pause(const std::string& db, std::optional<absl::Duration> d
   }
   if (deadline.has_value()) {
     pause_deadlines_[db] = absl::Now() + *deadline;
+    if (auto it = pause_timers_.find(db); it != pause_timers_.end()) {
+      RetireTimer(std::move(it->second));
+    }
     auto timer = std::make_unique<Timer>(*loop_, [this, db] {
       PGF_WARN("agent", "PAUSE %s: deadline reached, resuming by itself",
                db.empty() ? "(all)" : db);
@@ -72,6 +75,14 @@ void Agent::ApplyPauseToPools(const std::string& db) {
   admin_->CheckPending();
 }
 
+void Agent::RetireTimer(std::unique_ptr<Timer> timer) {
+  // The deadline timer may be the caller (auto-resume runs inside its callback): destroying
+  // it here would free the running callback. Cancel now, free from the loop later.
+  timer->Cancel();
+  retired_timers_.push_back(std::move(timer));
+  loop_->Post([this] { retired_timers_.clear(); });
+}
+
 absl::Status Agent::Resume(const std::string& db) {
   if (!IsPausedExactly(db) && !(db.empty() && (!paused_dbs_.empty() || suspended_))) {
     return absl::FailedPreconditionError(
@@ -82,6 +93,7 @@ absl::Status Agent::Resume(const std::string& db) {
     // A bare RESUME ends every pause and a SUSPEND: nobody is left waiting by accident.
     pause_all_ = false;
     paused_dbs_.clear();
+    for (auto& [scope, timer] : pause_timers_) RetireTimer(std::move(timer));
     pause_timers_.clear();
     pause_deadlines_.clear();
     if (suspended_) {
@@ -104,10 +116,20 @@ absl::Status Agent::Resume(const std::string& db) {
     }
   } else {
     paused_dbs_.erase(db);
-    pause_timers_.erase(db);
+    if (auto it = pause_timers_.find(db); it != pause_timers_.end()) {
+      RetireTimer(std::move(it->second));
+      pause_timers_.erase(it);
+    }
     pause_deadlines_.erase(db);
   }
   admin_->CancelPendingPauses(db, "PAUSE canceled by RESUME");
+  // Clients that queued during the pause start their query_wait_timeout afresh: the pause
+  // was planned, their wait should not count against them.
+  const uint64_t now = MonotonicMicros();
+  ForEachPoolOf(pools_, db, [now](Pool& pool) {
+    pool.waiting_clients().ForEach(
+        [now](const ClientConn* client) { const_cast<ClientConn*>(client)->set_wait_start_us(now); });
+  });
   PGF_INFO("agent", "RESUME %s", db.empty() ? "(all databases)" : db);
   ForEachPoolOf(pools_, db, [](Pool& pool) { pool.AssignServers(); });
   return absl::OkStatus();

@@ -505,6 +505,13 @@ void ClientConn::ForwardToServer() {
       break;
     }
     server_->NoteClientMessage(header.type);
+    if (header.type == 'Q') {
+      evbuffer_ptr pos;
+      evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
+      ssize_t copied = evbuffer_copyout_from(
+          in, &pos, last_query_.data(), std::min(last_query_.size(), header.body_size()));
+      last_query_size_ = copied > 0 ? strnlen(last_query_.data(), static_cast<size_t>(copied)) : 0;
+    }
     if (offset + header.total() <= available) {
       offset += header.total();
     } else {

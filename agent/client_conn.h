@@ -2,6 +2,7 @@
 // messages to whichever server connection the pool links it to.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -76,6 +77,9 @@ class ClientConn : public ListNode {
   void AdminCommandStarted();
   void AdminCommandDone();
 
+  // The start of the last simple query, for drain reports ("who holds the pause up").
+  std::string_view last_query() const { return {last_query_.data(), last_query_size_}; }
+
   // Stats bookkeeping done by the server side on ReadyForQuery.
   uint64_t query_start_us = 0;
   uint64_t xact_start_us = 0;
@@ -119,6 +123,9 @@ class ClientConn : public ListNode {
   bool scram_first_done_ = false;
 
   bool admin_busy_ = false;
+  // A fixed buffer so noting the query costs a short copy and no allocation per message.
+  std::array<char, 96> last_query_{};
+  size_t last_query_size_ = 0;
   // Bytes of a message already partly forwarded to the server.
   size_t forward_remaining_ = 0;
 

@@ -30,7 +30,7 @@ class IntrusiveList {
 
   void PushBack(T* item) {
     ListNode* node = item;
-    PGF_DCHECK(!node->linked());
+    PGF_CHECK(!node->linked());  // Always on: a corrupt list must stop, not spread.
     node->prev = head_.prev;
     node->next = &head_;
     head_.prev->next = node;
@@ -40,7 +40,7 @@ class IntrusiveList {
 
   void Remove(T* item) {
     ListNode* node = item;
-    PGF_DCHECK(node->linked());
+    PGF_CHECK(node->linked());
     node->prev->next = node->next;
     node->next->prev = node->prev;
     node->prev = node->next = nullptr;

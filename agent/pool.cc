@@ -125,9 +125,13 @@ void Pool::Link(ClientConn* client, ServerConn* server) {
 
 void Pool::ReleaseServer(ServerConn* server) {
   ClientConn* client = server->client();
-  active_servers_.Remove(server);
   server->Unlink();
   if (client != nullptr) client->OnUnlinked();
+  // Back on the idle list first, so whatever happens next (close, reset, reuse) starts from
+  // one consistent state: the list a server sits on is its state.
+  active_servers_.Remove(server);
+  server->SetState(ServerConn::State::kIdle);
+  idle_servers_.PushBack(server);
 
   const config::Config& cfg = agent_.config();
   const uint64_t now = MonotonicMicros();
@@ -141,12 +145,8 @@ void Pool::ReleaseServer(ServerConn* server) {
     server->Close("database paused", /*is_error=*/false);
   } else if (!cfg.server_reset_query.empty() &&
              (pool_mode() == config::PoolMode::kSession || cfg.server_reset_query_always)) {
-    server->SetState(ServerConn::State::kUsed);
-    used_servers_.PushBack(server);
+    MoveServerToUsed(server);
     server->RunInternalQuery(cfg.server_reset_query, ServerConn::AfterInternal::kBackToIdle);
-  } else {
-    server->SetState(ServerConn::State::kIdle);
-    idle_servers_.PushBack(server);
   }
   AssignServers();
   // The client may already have sent its next query while this one finished.
@@ -320,7 +320,13 @@ void Pool::CloseAllServers(const char* reason, bool idle_only) {
 
 void Pool::Janitor(uint64_t now) {
   const config::Config& cfg = agent_.config();
-  if (cfg.query_wait_timeout > absl::ZeroDuration()) {
+  // During a pause with a deadline (a maintenance window) queued clients are kept until the
+  // deadline instead of query_wait_timeout: the pause itself must not cut them off. Without a
+  // deadline PgBouncer's rule applies.
+  const bool window = agent_.IsPaused(db_.name) &&
+                      (agent_.PauseDeadline(db_.name).has_value() ||
+                       agent_.PauseDeadline("").has_value());
+  if (cfg.query_wait_timeout > absl::ZeroDuration() && !window) {
     const uint64_t limit = ToMicros(cfg.query_wait_timeout);
     waiting_clients_.ForEach([&](ClientConn* client) {
       if (now - client->wait_start_us() > limit) {

@@ -52,8 +52,14 @@ pgfleet::v1::FleetService::Stub& Context::stub() {
     channel_ = grpc::CreateChannel(address, credentials);
     stub_ = pgfleet::v1::FleetService::NewStub(channel_);
     rollout_stub_ = pgfleet::v1::RolloutService::NewStub(channel_);
+    maintenance_stub_ = pgfleet::v1::MaintenanceService::NewStub(channel_);
   }
   return *stub_;
+}
+
+pgfleet::v1::MaintenanceService::Stub& Context::maintenance() {
+  stub();
+  return *maintenance_stub_;
 }
 
 pgfleet::v1::RolloutService::Stub& Context::rollouts() {

@@ -27,6 +27,14 @@ struct Command {
   Handler run;
 };
 
+std::vector<std::string> SplitList(const std::string& text) {
+  std::vector<std::string> parts;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    parts.emplace_back(part);
+  }
+  return parts;
+}
+
 int RequireFlag(const Context& ctx, const char* flag) {
   if (!ctx.flags().Has(flag) || ctx.flags().Get(flag).empty()) {
     fprintf(stderr, "fleetctl: --%s is required\n", flag);
@@ -311,24 +319,198 @@ int SendCommand(Context& ctx, pgfleet::v1::Command command, const char* verb) {
   return failed > 0 ? kExitFailed : kExitOk;
 }
 
-int Pause(Context& ctx) {
-  pgfleet::v1::Command command;
-  command.mutable_pause()->set_database(ctx.flags().Get("db"));
-  if (ctx.flags().Has("for")) {
-    absl::Duration duration;
-    if (!absl::ParseDuration(ctx.flags().Get("for"), &duration) || duration <= absl::ZeroDuration()) {
-      fprintf(stderr, "fleetctl: --for wants a duration like 15m\n");
-      return kExitUsage;
+void PrintWindow(const pgfleet::v1::MaintenanceWindow& window) {
+  printf("window %llu: %s %s  %s  %s -> %s%s\n", static_cast<unsigned long long>(window.id()),
+         window.environment().c_str(),
+         window.database().empty() ? "(all databases)" : window.database().c_str(),
+         window.state().c_str(), FormatTime(window.starts_unix_ms()).c_str(),
+         FormatTime(window.ends_unix_ms()).c_str(),
+         window.reason().empty() ? "" : absl::StrCat("  (", window.reason(), ")").c_str());
+  if (!window.failure().empty()) printf("  %s\n", window.failure().c_str());
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& agent : window.agents()) {
+    std::string holder;
+    if (!agent.oldest_client().empty()) {
+      holder = absl::StrCat(agent.oldest_client(), ", ", agent.oldest_xact_age_ms() / 1000, "s",
+                            agent.oldest_query().empty() ? "" : ": " + agent.oldest_query());
     }
-    command.mutable_pause()->set_deadline_seconds(absl::ToInt64Seconds(duration));
+    rows.push_back({agent.agent_id(), agent.state(), absl::StrCat(agent.servers_in_use()),
+                    absl::StrCat(agent.clients_waiting()), holder});
   }
-  return SendCommand(ctx, std::move(command), "PAUSE");
+  if (!rows.empty()) {
+    PrintTable({"AGENT", "STATE", "SERVERS IN USE", "WAITING", "OLDEST TRANSACTION"}, rows);
+  }
+}
+
+int FinishWindow(Context& ctx, const pgfleet::v1::MaintenanceWindow& window) {
+  if (ctx.json()) {
+    ctx.PrintJson(window);
+  } else {
+    PrintWindow(window);
+  }
+  return window.state() == "failed" ? kExitFailed : kExitOk;
+}
+
+// Follows a window until every agent drained (exit 0) or the drain failed (exit 5).
+int WaitDrained(Context& ctx, uint64_t id) {
+  const bool tty = isatty(STDOUT_FILENO);
+  std::string last;
+  while (true) {
+    pgfleet::v1::GetWindowRequest request;
+    request.set_id(id);
+    pgfleet::v1::MaintenanceWindow window;
+    grpc::Status status = ctx.maintenance().GetWindow(ctx.NewCall().get(), request, &window);
+    if (!status.ok()) return ctx.Fail(status);
+    int paused = 0, total = 0, in_use = 0;
+    for (const auto& agent : window.agents()) {
+      if (agent.state() == "skipped") continue;
+      ++total;
+      paused += agent.state() == "paused" ? 1 : 0;
+      in_use += agent.servers_in_use();
+    }
+    std::string line = absl::StrCat("window ", window.id(), " ", window.state(), ": ", paused,
+                                    "/", total, " agents drained, ", in_use,
+                                    " server connections still in use");
+    if (tty) {
+      printf("\r\033[K%s", line.c_str());
+      fflush(stdout);
+    } else if (line != last) {
+      printf("%s\n", line.c_str());
+      fflush(stdout);
+    }
+    last = line;
+    if (window.state() != "pausing" && window.state() != "scheduled") {
+      if (tty) printf("\n");
+      return FinishWindow(ctx, window);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // Poll interval.
+  }
+}
+
+bool ParseDurationFlag(const Context& ctx, const char* flag, int64_t* seconds) {
+  if (!ctx.flags().Has(flag)) return true;
+  absl::Duration duration;
+  if (!absl::ParseDuration(ctx.flags().Get(flag), &duration) || duration <= absl::ZeroDuration()) {
+    fprintf(stderr, "fleetctl: --%s wants a duration like 15m\n", flag);
+    return false;
+  }
+  *seconds = std::max<int64_t>(1, absl::ToInt64Seconds(duration));
+  return true;
+}
+
+int Pause(Context& ctx) {
+  if (int rc = RequireFlag(ctx, "env")) return rc;
+  pgfleet::v1::PauseWindowRequest request;
+  request.set_environment(ctx.flags().Get("env"));
+  request.set_database(ctx.flags().Get("db"));
+  request.set_reason(ctx.flags().Get("reason"));
+  for (const std::string& agent : SplitList(ctx.flags().Get("skip"))) request.add_skip_agents(agent);
+  int64_t duration = 0, drain = 0;
+  if (!ParseDurationFlag(ctx, "for", &duration) || !ParseDurationFlag(ctx, "drain-timeout", &drain)) {
+    return kExitUsage;
+  }
+  request.set_duration_seconds(duration);
+  request.set_drain_timeout_seconds(drain);
+  pgfleet::v1::MaintenanceWindow window;
+  grpc::Status status = ctx.maintenance().Pause(ctx.NewCall().get(), request, &window);
+  if (!status.ok()) return ctx.Fail(status);
+  if (ctx.flags().Has("wait")) return WaitDrained(ctx, window.id());
+  return FinishWindow(ctx, window);
 }
 
 int Resume(Context& ctx) {
-  pgfleet::v1::Command command;
-  command.mutable_resume()->set_database(ctx.flags().Get("db"));
-  return SendCommand(ctx, std::move(command), "RESUME");
+  if (int rc = RequireFlag(ctx, "env")) return rc;
+  pgfleet::v1::ResumeWindowRequest request;
+  request.set_environment(ctx.flags().Get("env"));
+  request.set_database(ctx.flags().Get("db"));
+  pgfleet::v1::MaintenanceWindow window;
+  grpc::Status status = ctx.maintenance().Resume(ctx.NewCall().get(), request, &window);
+  if (!status.ok()) return ctx.Fail(status);
+  return FinishWindow(ctx, window);
+}
+
+int MaintenanceSchedule(Context& ctx) {
+  if (int rc = RequireFlag(ctx, "env")) return rc;
+  if (int rc = RequireFlag(ctx, "at")) return rc;
+  if (int rc = RequireFlag(ctx, "duration")) return rc;
+  pgfleet::v1::ScheduleWindowRequest request;
+  request.set_environment(ctx.flags().Get("env"));
+  request.set_database(ctx.flags().Get("db"));
+  request.set_reason(ctx.flags().Get("reason"));
+  for (const std::string& agent : SplitList(ctx.flags().Get("skip"))) request.add_skip_agents(agent);
+  // --at takes RFC 3339 ("2026-11-25T22:00:00Z") or an offset from now ("+10m").
+  const std::string at = ctx.flags().Get("at");
+  absl::Time start;
+  std::string error;
+  absl::Duration offset;
+  if (!at.empty() && at[0] == '+' && absl::ParseDuration(at.substr(1), &offset)) {
+    start = absl::Now() + offset;
+  } else if (!absl::ParseTime(absl::RFC3339_full, at, &start, &error)) {
+    fprintf(stderr, "fleetctl: --at wants RFC 3339 (2026-11-25T22:00:00Z) or +DURATION: %s\n",
+            error.c_str());
+    return kExitUsage;
+  }
+  request.set_starts_unix_ms(absl::ToUnixMillis(start));
+  int64_t duration = 0, drain = 0;
+  if (!ParseDurationFlag(ctx, "duration", &duration) ||
+      !ParseDurationFlag(ctx, "drain-timeout", &drain)) {
+    return kExitUsage;
+  }
+  request.set_duration_seconds(duration);
+  request.set_drain_timeout_seconds(drain);
+  pgfleet::v1::MaintenanceWindow window;
+  grpc::Status status = ctx.maintenance().Schedule(ctx.NewCall().get(), request, &window);
+  if (!status.ok()) return ctx.Fail(status);
+  return FinishWindow(ctx, window);
+}
+
+int MaintenanceList(Context& ctx) {
+  pgfleet::v1::ListWindowsRequest request;
+  request.set_environment(ctx.flags().Get("env"));
+  pgfleet::v1::ListWindowsResponse response;
+  grpc::Status status = ctx.maintenance().ListWindows(ctx.NewCall().get(), request, &response);
+  if (!status.ok()) return ctx.Fail(status);
+  if (ctx.json()) {
+    ctx.PrintJson(response);
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& w : response.windows()) {
+    rows.push_back({absl::StrCat(w.id()), w.environment(), w.database().empty() ? "*" : w.database(),
+                    w.state(), FormatTime(w.starts_unix_ms()), FormatTime(w.ends_unix_ms()),
+                    w.reason(), w.failure()});
+  }
+  PrintTable({"ID", "ENV", "DB", "STATE", "STARTS (UTC)", "ENDS (UTC)", "REASON", "FAILURE"}, rows);
+  return kExitOk;
+}
+
+int MaintenanceShow(Context& ctx) {
+  uint64_t id = 0;
+  if (ctx.flags().positional.size() != 1 || !absl::SimpleAtoi(ctx.flags().positional[0], &id)) {
+    fprintf(stderr, "usage: fleetctl maintenance show ID\n");
+    return kExitUsage;
+  }
+  if (ctx.flags().Has("wait")) return WaitDrained(ctx, id);
+  pgfleet::v1::GetWindowRequest request;
+  request.set_id(id);
+  pgfleet::v1::MaintenanceWindow window;
+  grpc::Status status = ctx.maintenance().GetWindow(ctx.NewCall().get(), request, &window);
+  if (!status.ok()) return ctx.Fail(status);
+  return FinishWindow(ctx, window);
+}
+
+int MaintenanceCancel(Context& ctx) {
+  uint64_t id = 0;
+  if (ctx.flags().positional.size() != 1 || !absl::SimpleAtoi(ctx.flags().positional[0], &id)) {
+    fprintf(stderr, "usage: fleetctl maintenance cancel ID\n");
+    return kExitUsage;
+  }
+  pgfleet::v1::CancelWindowRequest request;
+  request.set_id(id);
+  pgfleet::v1::MaintenanceWindow window;
+  grpc::Status status = ctx.maintenance().CancelWindow(ctx.NewCall().get(), request, &window);
+  if (!status.ok()) return ctx.Fail(status);
+  return FinishWindow(ctx, window);
 }
 
 int Reload(Context& ctx) {
@@ -338,14 +520,6 @@ int Reload(Context& ctx) {
 }
 
 // ---- Rollouts ----
-
-std::vector<std::string> SplitList(const std::string& text) {
-  std::vector<std::string> parts;
-  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipEmpty())) {
-    parts.emplace_back(part);
-  }
-  return parts;
-}
 
 int FillRolloutOptions(const Context& ctx, pgfleet::v1::StartRolloutRequest* request) {
   for (const std::string& wave : SplitList(ctx.flags().Get("waves"))) request->add_waves(wave);
@@ -623,9 +797,26 @@ const std::vector<Command>& Commands() {
        "agents, link state, applied vs desired version", AgentsList},
       {"agents show", "fleetctl agents show AGENT_ID", "one agent in detail, with its pools",
        AgentsShow},
-      {"pause", "fleetctl pause (--env ENV | --agent ID) [--db DB] [--for 15m]",
-       "PAUSE on every connected agent; with --for each agent resumes by itself", Pause},
-      {"resume", "fleetctl resume (--env ENV | --agent ID) [--db DB]", "RESUME", Resume},
+      {"pause",
+       "fleetctl pause --env ENV [--db DB] [--for 15m] [--wait] [--reason TEXT] [--skip a,b] "
+       "[--drain-timeout 60s]",
+       "a maintenance window starting now: PAUSE on every agent (all must be connected, or "
+       "skipped); each agent resumes by itself after --for (default 15m) even if the controller "
+       "dies; --wait returns once all drained, or exits 5 naming what held the drain up (then "
+       "everything is resumed)",
+       Pause},
+      {"resume", "fleetctl resume --env ENV [--db DB]", "end the active window: RESUME everywhere",
+       Resume},
+      {"maintenance schedule",
+       "fleetctl maintenance schedule --env ENV [--db DB] --at TIME --duration D [--reason TEXT]",
+       "a window in the future (TIME: RFC 3339 or +30m); overlapping windows are refused",
+       MaintenanceSchedule},
+      {"maintenance list", "fleetctl maintenance list [--env ENV]", "windows, newest first",
+       MaintenanceList},
+      {"maintenance show", "fleetctl maintenance show ID [--wait]",
+       "a window with each agent's drain status", MaintenanceShow},
+      {"maintenance cancel", "fleetctl maintenance cancel ID",
+       "cancel a scheduled window, or end an active one (RESUME)", MaintenanceCancel},
       {"reload", "fleetctl reload (--env ENV | --agent ID)", "RELOAD the agents' configs", Reload},
       {"env set-upstream", "fleetctl env set-upstream --env ENV --upstream UPSTREAM",
        "require versions to complete in UPSTREAM before rolling out in ENV (admin)",

@@ -16,6 +16,7 @@
 #include "controller/api/fleet_api.h"
 #include "controller/auth/tokens.h"
 #include "controller/grpc/services.h"
+#include "controller/maintenance/orchestrator.h"
 #include "controller/registry/agent_registry.h"
 #include "controller/rollout/rollout_engine.h"
 #include "controller/store/store.h"
@@ -189,6 +190,12 @@ int main(int argc, char** argv) {
                                              bool accepted, const std::string& error) {
     rollouts.OnConfigResult(agent, version, accepted, error);
   });
+  pgfleet::controller::MaintenanceOrchestrator maintenance(**store, registry);
+  api.set_agent_connected_listener(
+      [&maintenance](pgfleet::controller::AgentSession& session) {
+        maintenance.OnAgentConnected(session);
+      });
+  pgfleet::controller::MaintenanceServiceImpl maintenance_service(maintenance, **store);
   pgfleet::controller::AgentServiceImpl agent_service(api, registry, tls);
   pgfleet::controller::FleetServiceImpl fleet_service(api, **store);
   pgfleet::controller::RolloutServiceImpl rollout_service(rollouts, **store);
@@ -209,6 +216,7 @@ int main(int argc, char** argv) {
   builder.RegisterService(&agent_service);
   builder.RegisterService(&fleet_service);
   builder.RegisterService(&rollout_service);
+  builder.RegisterService(&maintenance_service);
   // Agents hold one stream each; let keepalive pings through so dead agents are noticed.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
@@ -222,6 +230,7 @@ int main(int argc, char** argv) {
            bound_port, tls ? "mutual TLS for agents" : "plaintext", db);
   // Rollouts in progress before a restart resume from their stored state on the first tick.
   rollouts.StartTicking(absl::Milliseconds(500));
+  maintenance.StartTicking(absl::Milliseconds(500));
   if (!port_file.empty()) {
     std::ofstream(port_file + ".tmp") << bound_port << "\n";
     rename((port_file + ".tmp").c_str(), port_file.c_str());

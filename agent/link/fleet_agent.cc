@@ -12,7 +12,9 @@
 #include "absl/strings/str_split.h"
 #include "agent/agent.h"
 #include "agent/config/auth_file.h"
+#include "agent/client_conn.h"
 #include "agent/config/config.h"
+#include "agent/server_conn.h"
 #include "common/log.h"
 
 namespace pgfleet::agent {
@@ -282,6 +284,28 @@ pgfleet::v1::MetricsReport FleetAgent::BuildMetricsReport() const {
     pause->set_servers_in_use(agent_.ServersInUse(db));
     if (std::optional<absl::Time> deadline = agent_.PauseDeadline(db)) {
       pause->set_deadline_unix_ms(absl::ToUnixMillis(*deadline));
+    }
+    // In session mode a linked client holds its server outside transactions too: its age
+    // then counts from its connection.
+    auto held_since = [](const ClientConn* client) {
+      return client->xact_start_us != 0 ? client->xact_start_us : client->connect_time_us();
+    };
+    int waiting = 0;
+    const ClientConn* oldest = nullptr;
+    for (const auto& [key, pool] : agent_.pools()) {
+      if (!db.empty() && key.first != db) continue;
+      waiting += static_cast<int>(pool->waiting_clients().size());
+      pool->active_servers().ForEach([&](const ServerConn* server) {
+        const ClientConn* client = server->client();
+        if (client == nullptr) return;
+        if (oldest == nullptr || held_since(client) < held_since(oldest)) oldest = client;
+      });
+    }
+    pause->set_clients_waiting(waiting);
+    if (oldest != nullptr) {
+      pause->set_oldest_client(oldest->peer());
+      pause->set_oldest_xact_age_ms(static_cast<int64_t>((now - held_since(oldest)) / 1000));
+      pause->set_oldest_query(std::string(oldest->last_query()));
     }
   }
   report.set_suspended(agent_.suspended());

@@ -63,6 +63,13 @@ class FleetApi {
   void set_config_result_listener(ConfigResultListener listener) {
     config_result_listener_ = std::move(listener);
   }
+  // Told when an agent's stream is up (maintenance windows pause late joiners).
+  void set_agent_connected_listener(std::function<void(AgentSession&)> listener) {
+    agent_connected_listener_ = std::move(listener);
+  }
+  void NotifyAgentConnected(AgentSession& session) {
+    if (agent_connected_listener_) agent_connected_listener_(session);
+  }
   // Lets environment descriptions show upstream and the active rollout.
   void set_rollout_store(RolloutStore* rollouts) { rollouts_ = rollouts; }
 
@@ -75,6 +82,7 @@ class FleetApi {
   AgentRegistry& registry_;
   FleetApiOptions options_;
   ConfigResultListener config_result_listener_;
+  std::function<void(AgentSession&)> agent_connected_listener_;
   RolloutStore* rollouts_ = nullptr;
 };
 

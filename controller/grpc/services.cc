@@ -54,6 +54,7 @@ grpc::Status AgentServiceImpl::Connect(
       static_cast<int32_t>(absl::ToInt64Seconds(api_.metrics_interval())));
   session->Send(ack);
   api_.Reconcile(*session);
+  api_.NotifyAgentConnected(*session);
 
   pgfleet::v1::AgentMessage message;
   while (stream->Read(&message)) api_.OnAgentMessage(*session, message);
@@ -133,5 +134,23 @@ PGF_ROLLOUT_METHOD(AbortRollout, RolloutActionRequest, Rollout, Abort(caller, re
 PGF_ROLLOUT_METHOD(Rollback, RollbackRequest, Rollout, Rollback(caller, *request))
 PGF_ROLLOUT_METHOD(Promote, PromoteRequest, Rollout, Promote(caller, *request))
 PGF_ROLLOUT_METHOD(SetUpstream, SetUpstreamRequest, Environment, SetUpstream(caller, *request))
+
+#define PGF_MAINTENANCE_METHOD(Method, Request, Response, expr)                         \
+  grpc::Status MaintenanceServiceImpl::Method(grpc::ServerContext* context,           \
+                                              const pgfleet::v1::Request* request,    \
+                                              pgfleet::v1::Response* response) {      \
+    return Authenticated(store_, context, response,                                   \
+                         [&](const Caller& caller) { return orchestrator_.expr; });   \
+  }
+
+PGF_MAINTENANCE_METHOD(Pause, PauseWindowRequest, MaintenanceWindow, Pause(caller, *request))
+PGF_MAINTENANCE_METHOD(Resume, ResumeWindowRequest, MaintenanceWindow, Resume(caller, *request))
+PGF_MAINTENANCE_METHOD(Schedule, ScheduleWindowRequest, MaintenanceWindow,
+                       Schedule(caller, *request))
+PGF_MAINTENANCE_METHOD(GetWindow, GetWindowRequest, MaintenanceWindow, Get(caller, request->id()))
+PGF_MAINTENANCE_METHOD(ListWindows, ListWindowsRequest, ListWindowsResponse,
+                       List(caller, request->environment()))
+PGF_MAINTENANCE_METHOD(CancelWindow, CancelWindowRequest, MaintenanceWindow,
+                       Cancel(caller, request->id()))
 
 }  // namespace pgfleet::controller

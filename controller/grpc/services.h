@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "controller/api/fleet_api.h"
+#include "controller/maintenance/orchestrator.h"
 #include "controller/registry/agent_registry.h"
 #include "controller/rollout/rollout_engine.h"
 #include "controller/store/store.h"
@@ -92,6 +93,32 @@ class RolloutServiceImpl final : public pgfleet::v1::RolloutService::Service {
 
  private:
   RolloutEngine& engine_;
+  Store& store_;
+};
+
+class MaintenanceServiceImpl final : public pgfleet::v1::MaintenanceService::Service {
+ public:
+  MaintenanceServiceImpl(MaintenanceOrchestrator& orchestrator, Store& store)
+      : orchestrator_(orchestrator), store_(store) {}
+
+  grpc::Status Pause(grpc::ServerContext* context, const pgfleet::v1::PauseWindowRequest* request,
+                     pgfleet::v1::MaintenanceWindow* response) override;
+  grpc::Status Resume(grpc::ServerContext* context, const pgfleet::v1::ResumeWindowRequest* request,
+                      pgfleet::v1::MaintenanceWindow* response) override;
+  grpc::Status Schedule(grpc::ServerContext* context,
+                        const pgfleet::v1::ScheduleWindowRequest* request,
+                        pgfleet::v1::MaintenanceWindow* response) override;
+  grpc::Status GetWindow(grpc::ServerContext* context, const pgfleet::v1::GetWindowRequest* request,
+                         pgfleet::v1::MaintenanceWindow* response) override;
+  grpc::Status ListWindows(grpc::ServerContext* context,
+                           const pgfleet::v1::ListWindowsRequest* request,
+                           pgfleet::v1::ListWindowsResponse* response) override;
+  grpc::Status CancelWindow(grpc::ServerContext* context,
+                            const pgfleet::v1::CancelWindowRequest* request,
+                            pgfleet::v1::MaintenanceWindow* response) override;
+
+ private:
+  MaintenanceOrchestrator& orchestrator_;
   Store& store_;
 };
 

@@ -160,7 +160,23 @@ absl::Status RolloutEngine::Step(RolloutRow& rollout) {
   PGF_ASSIGN_OR_RETURN(std::vector<RolloutAgentRow> agents,
                        rollouts_.ListRolloutAgents(rollout.id));
   if (rollout.current_wave >= static_cast<int>(rollout.waves.size())) return Complete(rollout);
-  if (rollout.wave_started_unix_ms == 0) return StartWave(rollout, agents);
+  if (rollout.wave_started_unix_ms == 0) {
+    // No wave starts while the environment is inside a maintenance window.
+    PGF_ASSIGN_OR_RETURN(std::vector<WindowRow> windows,
+                         store_.ListWindows(rollout.environment, true));
+    for (const WindowRow& window : windows) {
+      if (!IsActiveWindow(window.state)) continue;
+      std::string reason = absl::StrCat("holding: maintenance window ", window.id,
+                                        " is active in ", rollout.environment);
+      if (reason != rollout.reason) {
+        rollout.reason = reason;
+        PGF_INFO("rollout", "rollout %d %s", rollout.id, reason);
+        PGF_RETURN_IF_ERROR(rollouts_.UpdateRollout(rollout));
+      }
+      return absl::OkStatus();
+    }
+    return StartWave(rollout, agents);
+  }
 
   const int64_t now = NowMillis();
   int offline = 0, applying = 0;
@@ -387,6 +403,12 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::StartLocked(
           agent::config::ParseConfig(version.ini_text, "pushed.ini");
       !parsed.ok()) {
     refusals.push_back(absl::StrCat("config does not validate: ", parsed.status().message()));
+  }
+  PGF_ASSIGN_OR_RETURN(std::vector<WindowRow> windows, store_.ListWindows(env.name, true));
+  for (const WindowRow& window : windows) {
+    if (IsActiveWindow(window.state)) {
+      refusals.push_back(absl::StrCat("maintenance window ", window.id, " is active"));
+    }
   }
   PGF_ASSIGN_OR_RETURN(std::string upstream, rollouts_.GetEnvironmentUpstream(env.name));
   if (!upstream.empty()) {

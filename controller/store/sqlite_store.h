@@ -140,6 +140,13 @@ class SqliteStore final : public Store {
                                       const std::string& upstream) override;
   absl::StatusOr<std::string> GetEnvironmentUpstream(const std::string& environment) override;
 
+  // Maintenance windows (sqlite_maintenance_store.cc).
+  absl::StatusOr<WindowRow> CreateWindow(const WindowRow& window) override;
+  absl::Status UpdateWindow(const WindowRow& window) override;
+  absl::StatusOr<WindowRow> GetWindow(uint64_t id) override;
+  absl::StatusOr<std::vector<WindowRow>> ListWindows(const std::string& environment,
+                                                    bool open_only) override;
+
   // Diagnostics and tests.
   // PRAGMA integrity_check's result: "ok" for a healthy file, else SQLite's findings.
   absl::StatusOr<std::string> IntegrityCheck();

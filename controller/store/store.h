@@ -11,6 +11,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "controller/maintenance/maintenance_store.h"
 #include "controller/rollout/rollout_store.h"
 
 namespace pgfleet::controller {
@@ -88,8 +89,8 @@ struct TokenRow {
   int64_t created_unix_ms = 0;
 };
 
-// Store includes the rollout state (RolloutStore) so one SQLite file holds everything.
-class Store : public RolloutStore {
+// Store includes the rollout state (RolloutStore) and maintenance windows so one SQLite file holds everything.
+class Store : public RolloutStore, public MaintenanceStore {
  public:
   ~Store() override = default;
 
