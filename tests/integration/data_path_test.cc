@@ -9,9 +9,9 @@
 #include <sys/wait.h>
 
 #include <algorithm>
-#include <iostream>
 #include <atomic>
 #include <cstdint>
+#include <iostream>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -239,9 +239,9 @@ TEST_F(DataPathTest, TransactionModeMultiplexesTwentyClientsOntoTwoServers) {
       PGconn* conn = conns[static_cast<size_t>(i)].get();
       for (int round = 0; round < kRoundsPerClient; ++round) {
         // A one-statement transaction, then a multi-statement one over several round trips.
-        absl::StatusOr<Rows> a = Query(
-            conn, absl::StrCat("select pg_backend_pid(), count(*) from generate_series(1, ",
-                               1000 + i, ")"));
+        absl::StatusOr<Rows> a =
+            Query(conn, absl::StrCat("select pg_backend_pid(), count(*) from generate_series(1, ",
+                                     1000 + i, ")"));
         absl::StatusOr<Rows> b = Query(conn, "BEGIN");
         absl::StatusOr<Rows> c = Query(conn, "select pg_backend_pid()");
         absl::StatusOr<Rows> d = Query(conn, "select pg_backend_pid()");
@@ -286,8 +286,8 @@ TEST_F(DataPathTest, SighupReloadAddsDatabase) {
   ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
   EXPECT_FALSE(Connect(AgentConn(kAppUser, kAppPassword, "appdb_alias")).ok());
 
-  options.databases_section += absl::StrCat("appdb_alias = host=127.0.0.1 port=", g_pg->port(),
-                                            " dbname=", kAppDb, "\n");
+  options.databases_section +=
+      absl::StrCat("appdb_alias = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb, "\n");
   PGF_ASSERT_OK(agent_->RewriteConfig(options));
   PGF_ASSERT_OK(agent_->Signal(SIGHUP));
   PGF_ASSERT_OK(PollUntil(
@@ -332,8 +332,9 @@ TEST_F(DataPathTest, SessionModeResetsServerStateBetweenClients) {
   PGF_ASSERT_OK_AND_ASSIGN(PgConn b, ConnectApp());
   PGF_ASSERT_OK_AND_ASSIGN(std::string second_pid, ScalarText(b.get(), "select pg_backend_pid()"));
   if (second_pid == first_pid) {
-    PGF_ASSERT_OK_AND_ASSIGN(std::string leftover,
-                             ScalarText(b.get(), "select to_regclass('pg_temp.reset_tmp') is null"));
+    PGF_ASSERT_OK_AND_ASSIGN(
+        std::string leftover,
+        ScalarText(b.get(), "select to_regclass('pg_temp.reset_tmp') is null"));
     EXPECT_EQ(leftover, "t") << "client B sees client A's temp table: no server_reset_query?";
     PGF_ASSERT_OK_AND_ASSIGN(
         std::string marker,
@@ -422,14 +423,16 @@ TEST_F(DataPathTest, StatementModeRefusesTransactionBlocks) {
 TEST_F(DataPathTest, CopyInAndOutRoundTrip) {
   ASSERT_NO_FATAL_FAILURE(StartAgent({{"pool_mode", "transaction"}, {"default_pool_size", "2"}}));
   PGF_ASSERT_OK_AND_ASSIGN(PgConn conn, ConnectApp());
-  PGF_ASSERT_OK(Query(conn.get(), "drop table if exists copy_rows; create table copy_rows ("
-                                  "id int primary key, payload text not null)"));
+  PGF_ASSERT_OK(Query(conn.get(),
+                      "drop table if exists copy_rows; create table copy_rows ("
+                      "id int primary key, payload text not null)"));
 
   constexpr int kRows = 10000;
   std::string expected;
   for (int i = 1; i <= kRows; ++i) {
-    absl::StrAppend(&expected, i, "\t", "row-", i, "-", std::string(static_cast<size_t>(i % 97), 'x'),
-                    i % 7 == 0 ? " with spaces" : "", "\n");
+    absl::StrAppend(&expected, i, "\t", "row-", i, "-",
+                    std::string(static_cast<size_t>(i % 97), 'x'), i % 7 == 0 ? " with spaces" : "",
+                    "\n");
   }
   {
     PgResult start(PQexec(conn.get(), "COPY copy_rows (id, payload) FROM STDIN"));
@@ -458,7 +461,8 @@ TEST_F(DataPathTest, CopyInAndOutRoundTrip) {
 
   std::string copied_out;
   {
-    PgResult start(PQexec(conn.get(), "COPY (select id, payload from copy_rows order by id) TO STDOUT"));
+    PgResult start(
+        PQexec(conn.get(), "COPY (select id, payload from copy_rows order by id) TO STDOUT"));
     ASSERT_EQ(PQresultStatus(start.get()), PGRES_COPY_OUT) << PQerrorMessage(conn.get());
     while (true) {
       char* buf = nullptr;
@@ -502,15 +506,16 @@ TEST_F(DataPathTest, LargeResultArrivesIntact) {
   {
     // The same through the extended protocol.
     PGF_ASSERT_OK_AND_ASSIGN(
-        Rows rows, QueryParams(conn.get(), "select g, md5(g::text) from generate_series(1, $1::int) g",
-                               {"200000"}));
+        Rows rows,
+        QueryParams(conn.get(), "select g, md5(g::text) from generate_series(1, $1::int) g",
+                    {"200000"}));
     const ResultDigest got = DigestRows(rows);
     EXPECT_EQ(got.rows, kRows);
     EXPECT_EQ(got.hash, want.hash) << "extended-protocol result differs from a direct query";
   }
   // And the server-side aggregate agrees with the client-side one.
-  PGF_ASSERT_OK_AND_ASSIGN(int64_t server_sum,
-                           ScalarInt(conn.get(), "select sum(g) from generate_series(1, 200000) g"));
+  PGF_ASSERT_OK_AND_ASSIGN(
+      int64_t server_sum, ScalarInt(conn.get(), "select sum(g) from generate_series(1, 200000) g"));
   EXPECT_EQ(server_sum, kRows * (kRows + 1) / 2);
 }
 
@@ -552,7 +557,8 @@ TEST_F(DataPathTest, CancelStopsOnlyTheTargetedQuery) {
     PQfreeCancel(cancel);
     ASSERT_EQ(ok, 1) << "PQcancel: " << errbuf;
   }
-  PGF_ASSERT_OK_AND_ASSIGN(PgResult victim_result, GetResultWithin(victim.get(), absl::Seconds(20)));
+  PGF_ASSERT_OK_AND_ASSIGN(PgResult victim_result,
+                           GetResultWithin(victim.get(), absl::Seconds(20)));
   const absl::Duration took = absl::Now() - cancel_sent;
   ASSERT_NE(victim_result, nullptr);
   EXPECT_EQ(PQresultStatus(victim_result.get()), PGRES_FATAL_ERROR);
@@ -611,8 +617,8 @@ TEST_F(DataPathTest, PgbenchThroughTransactionPooling) {
   PGF_ASSERT_OK_AND_ASSIGN(
       RunResult init,
       RunCommand({g_pg->BinPath("pgbench"), "-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p",
-           std::to_string(g_pg->port()), "-U", kAppUser, kAppDb},
-          run));
+                  std::to_string(g_pg->port()), "-U", kAppUser, kAppDb},
+                 run));
   ASSERT_TRUE(init.Succeeded()) << "pgbench -i directly against PostgreSQL: " << init.Describe();
 
   ASSERT_NO_FATAL_FAILURE(StartAgent({{"pool_mode", "transaction"}, {"default_pool_size", "4"}}));
@@ -621,8 +627,8 @@ TEST_F(DataPathTest, PgbenchThroughTransactionPooling) {
     PGF_ASSERT_OK_AND_ASSIGN(
         RunResult bench,
         RunCommand({g_pg->BinPath("pgbench"), "-M", mode, "-c", "8", "-j", "2", "-T", "5", "-h",
-             "127.0.0.1", "-p", std::to_string(agent_->port()), "-U", kAppUser, kAppDb},
-            run));
+                    "127.0.0.1", "-p", std::to_string(agent_->port()), "-U", kAppUser, kAppDb},
+                   run));
     EXPECT_TRUE(bench.Succeeded()) << bench.Describe();
     const PgbenchSummary summary = ParsePgbench(bench.stdout_text);
     EXPECT_GT(summary.processed, 0) << bench.Describe();
@@ -669,10 +675,9 @@ class AbandonedTransactionTest : public DataPathTest {
   void ExpectTransactionRolledBack(const std::string& tag) {
     PGF_ASSERT_OK(WaitForNoIdleInTransaction());
     PGF_ASSERT_OK_AND_ASSIGN(
-        Rows direct,
-        g_pg->Exec(absl::StrCat("select count(*) from abandoned_rows where tag = ",
-                                QuoteLiteral(tag)),
-                   kAppDb));
+        Rows direct, g_pg->Exec(absl::StrCat("select count(*) from abandoned_rows where tag = ",
+                                             QuoteLiteral(tag)),
+                                kAppDb));
     EXPECT_EQ(direct[0][0], "0") << "the abandoned insert was committed";
 
     PGF_ASSERT_OK_AND_ASSIGN(PgConn next, ConnectApp());
@@ -682,20 +687,20 @@ class AbandonedTransactionTest : public DataPathTest {
                                            QuoteLiteral(tag))));
     EXPECT_EQ(seen, 0) << "the next client runs inside the abandoned transaction";
     const std::string after = tag + "-after";
-    PGF_ASSERT_OK(Query(next.get(), absl::StrCat("insert into abandoned_rows values (",
-                                                  QuoteLiteral(after), ")")));
+    PGF_ASSERT_OK(Query(
+        next.get(), absl::StrCat("insert into abandoned_rows values (", QuoteLiteral(after), ")")));
     PGF_ASSERT_OK_AND_ASSIGN(
-        Rows committed,
-        g_pg->Exec(absl::StrCat("select count(*) from abandoned_rows where tag = ",
-                                QuoteLiteral(after)),
-                   kAppDb));
+        Rows committed, g_pg->Exec(absl::StrCat("select count(*) from abandoned_rows where tag = ",
+                                                QuoteLiteral(after)),
+                                   kAppDb));
     EXPECT_EQ(committed[0][0], "1") << "the next client's autocommit insert was not committed";
   }
 
   void CreateTable() {
-    PGF_ASSERT_OK(g_pg->Exec("drop table if exists abandoned_rows; create table abandoned_rows "
-                             "(tag text); alter table abandoned_rows owner to app",
-                             kAppDb));
+    PGF_ASSERT_OK(
+        g_pg->Exec("drop table if exists abandoned_rows; create table abandoned_rows "
+                   "(tag text); alter table abandoned_rows owner to app",
+                   kAppDb));
   }
 };
 
@@ -713,8 +718,8 @@ TEST_F(AbandonedTransactionTest, ClientResetMidTransactionIsRolledBack) {
 
 TEST_F(AbandonedTransactionTest, ClientEofWithoutTerminateMidTransactionIsRolledBack) {
   ASSERT_NO_FATAL_FAILURE(CreateTable());
-  ASSERT_NO_FATAL_FAILURE(StartAgent(
-      {{"pool_mode", "transaction"}, {"default_pool_size", "1"}, {"auth_type", "md5"}}));
+  ASSERT_NO_FATAL_FAILURE(
+      StartAgent({{"pool_mode", "transaction"}, {"default_pool_size", "1"}, {"auth_type", "md5"}}));
   PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawClient> raw, RawClient::Connect(agent_->port()));
   PGF_ASSERT_OK_AND_ASSIGN(LoginResult login, raw->Login(kAppUser, kAppDb, kAppPassword));
   ASSERT_TRUE(login.ok) << (login.error ? login.error->ToString() : "no ReadyForQuery");
@@ -726,7 +731,8 @@ TEST_F(AbandonedTransactionTest, ClientEofWithoutTerminateMidTransactionIsRolled
   ASSERT_NO_FATAL_FAILURE(ExpectAgentHealthy());
 }
 
-// --- 9. hostile and malformed input ---------------------------------------------------------------
+// --- 9. hostile and malformed input
+// ---------------------------------------------------------------
 
 class BadInputTest : public DataPathTest {
  protected:
@@ -977,9 +983,9 @@ TEST_F(DataPathTest, ScramAuthWithPlaintextUserlist) {
                                         /*scram_garbage_proof=*/true));
     ASSERT_FALSE(login.auth_requests.empty());
     EXPECT_EQ(login.auth_requests.front(), 10) << "auth_type scram-sha-256 should ask for SASL";
-    EXPECT_NE(std::find(login.sasl_mechanisms.begin(), login.sasl_mechanisms.end(),
-                        "SCRAM-SHA-256"),
-              login.sasl_mechanisms.end());
+    EXPECT_NE(
+        std::find(login.sasl_mechanisms.begin(), login.sasl_mechanisms.end(), "SCRAM-SHA-256"),
+        login.sasl_mechanisms.end());
     EXPECT_FALSE(login.ok);
     ASSERT_TRUE(login.error.has_value()) << "a wrong SCRAM proof was not answered with an error";
     EXPECT_EQ(login.error->code, "28P01") << login.error->ToString();

@@ -82,8 +82,8 @@ TEST(ProcessTest, RunCapturesOutputAndExitCode) {
 
   RunOptions env_options;
   env_options.env = {{"PGFLEET_HARNESS_VAR", "42"}};
-  PGF_ASSERT_OK_AND_ASSIGN(RunResult env, RunCommand({"sh", "-c", "echo $PGFLEET_HARNESS_VAR"},
-                                                     env_options));
+  PGF_ASSERT_OK_AND_ASSIGN(RunResult env,
+                           RunCommand({"sh", "-c", "echo $PGFLEET_HARNESS_VAR"}, env_options));
   EXPECT_EQ(env.stdout_text, "42\n");
 
   RunOptions short_timeout;
@@ -108,7 +108,8 @@ TEST_F(HarnessTest, DirectQueriesWork) {
   PGF_ASSERT_OK_AND_ASSIGN(PgConn conn, Connect(g_pg->ConnString(kDb, kUser, kPassword)));
   PGF_ASSERT_OK_AND_ASSIGN(std::string user, ScalarText(conn.get(), "select current_user"));
   EXPECT_EQ(user, kUser);
-  PGF_ASSERT_OK_AND_ASSIGN(int64_t n, ScalarInt(conn.get(), "select count(*) from generate_series(1, 10)"));
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t n,
+                           ScalarInt(conn.get(), "select count(*) from generate_series(1, 10)"));
   EXPECT_EQ(n, 10);
   PGF_ASSERT_OK_AND_ASSIGN(Rows params, QueryParams(conn.get(), "select $1::int + 1", {"41"}));
   EXPECT_EQ(params[0][0], "42");
@@ -172,8 +173,7 @@ TEST_F(HarnessTest, RawClientSeesPostgresErrors) {
   {
     // SCRAM with a wrong proof.
     PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawClient> raw, RawClient::Connect(g_pg->port()));
-    PGF_ASSERT_OK_AND_ASSIGN(LoginResult login, raw->Login(kUser, kDb, kPassword,
-                                                           absl::Seconds(10),
+    PGF_ASSERT_OK_AND_ASSIGN(LoginResult login, raw->Login(kUser, kDb, kPassword, absl::Seconds(10),
                                                            /*scram_garbage_proof=*/true));
     EXPECT_EQ(login.auth_requests.front(), 10);
     ASSERT_TRUE(login.error.has_value());
@@ -201,7 +201,8 @@ TEST_F(HarnessTest, RawClientSeesPostgresErrors) {
 
 TEST_F(HarnessTest, KillSocketLeavesNoOpenTransaction) {
   PGF_ASSERT_OK(g_pg->Exec(absl::StrCat("create table if not exists harness_kill(a int); "
-                                        "alter table harness_kill owner to ", kUser),
+                                        "alter table harness_kill owner to ",
+                                        kUser),
                            kDb));
   PGF_ASSERT_OK_AND_ASSIGN(PgConn conn, Connect(g_pg->ConnString(kDb, kUser, kPassword)));
   PGF_ASSERT_OK_AND_ASSIGN(std::string pid, ScalarText(conn.get(), "select pg_backend_pid()"));
@@ -209,8 +210,8 @@ TEST_F(HarnessTest, KillSocketLeavesNoOpenTransaction) {
   PGF_ASSERT_OK(KillSocket(conn.get()));
   PGF_EXPECT_OK(PollUntil(
       [&](std::string* note) -> absl::StatusOr<bool> {
-        absl::StatusOr<Rows> rows = g_pg->Exec(
-            absl::StrCat("select count(*) from pg_stat_activity where pid = ", pid));
+        absl::StatusOr<Rows> rows =
+            g_pg->Exec(absl::StrCat("select count(*) from pg_stat_activity where pid = ", pid));
         if (!rows.ok()) return rows.status();
         *note = absl::StrCat((*rows)[0][0], " backends with pid ", pid);
         return (*rows)[0][0] == "0";
@@ -225,10 +226,10 @@ TEST_F(HarnessTest, PgbenchInitWorks) {
   run.env = {{"PGPASSWORD", kPassword}};
   run.timeout = absl::Seconds(120);
   PGF_ASSERT_OK_AND_ASSIGN(
-      RunResult init, RunCommand({g_pg->BinPath("pgbench"), "-i", "-s", "1", "-q", "-h",
-                                  "127.0.0.1", "-p", std::to_string(g_pg->port()), "-U", kUser,
-                                  kDb},
-                                 run));
+      RunResult init,
+      RunCommand({g_pg->BinPath("pgbench"), "-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p",
+                  std::to_string(g_pg->port()), "-U", kUser, kDb},
+                 run));
   ASSERT_TRUE(init.Succeeded()) << init.Describe();
   PGF_ASSERT_OK_AND_ASSIGN(Rows rows, g_pg->Exec("select count(*) from pgbench_accounts", kDb));
   EXPECT_EQ(rows[0][0], "100000");

@@ -13,8 +13,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "tests/testutil/free_port.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
@@ -31,7 +31,8 @@ bool KeepTestDirs() {
 
 bool UsingForeignAgentBinary() {
   const char* binary = std::getenv("PGFLEET_TEST_AGENT_BINARY");
-  return binary != nullptr && *binary != '\0';
+  if (binary == nullptr || *binary == '\0') return false;
+  return std::filesystem::path(binary).filename() != "pgfleet-agent";
 }
 
 std::string UserlistLine(const std::string& user, const std::string& secret) {
@@ -115,8 +116,7 @@ absl::Status AgentProcess::Launch(const AgentOptions& options) {
       (void)WaitForExit(absl::Seconds(10));
       return absl::DeadlineExceededError(
           absl::StrCat("pgfleet-agent did not accept TCP connections on 127.0.0.1:", port_,
-                       " within ", absl::FormatDuration(options.start_timeout), "\n",
-                       diagnostics));
+                       " within ", absl::FormatDuration(options.start_timeout), "\n", diagnostics));
     }
     absl::SleepFor(absl::Milliseconds(10));
   }
@@ -176,7 +176,8 @@ absl::StatusOr<int> AgentProcess::Stop(absl::Duration grace) {
   if (status.ok()) return status;
   kill(pid_, SIGKILL);
   (void)WaitForExit(absl::Seconds(10));
-  return absl::DeadlineExceededError(absl::StrCat("pgfleet-agent pid ", pid_, " ignored SIGTERM for ",
+  return absl::DeadlineExceededError(absl::StrCat("pgfleet-agent pid ", pid_,
+                                                  " ignored SIGTERM for ",
                                                   absl::FormatDuration(grace), "; SIGKILLed"));
 }
 

@@ -93,7 +93,8 @@ class AgentProcess {
 };
 
 // True when PGFLEET_TEST_AGENT_BINARY points the tests at another pooler (e.g. PgBouncer, to
-// cross-check the tests themselves); pgfleet-only expectations can be relaxed then.
+// cross-check the tests themselves; any binary not named pgfleet-agent); pgfleet-only
+// expectations such as "exits 0 on SIGTERM" are relaxed then.
 bool UsingForeignAgentBinary();
 
 // One userlist.txt line: "user" "secret" with embedded quotes doubled.

@@ -93,11 +93,11 @@ absl::Status PostgresEnv::Init() {
   run_options.working_dir = dir_;
   run_options.timeout = absl::Seconds(120);
   run_options.env = {{"LC_ALL", "C"}, {"LANG", "C"}};
-  absl::StatusOr<RunResult> initdb = RunCommand(
-      AsPostgresUser({BinPath("initdb"), "-D", data_dir_, "-U", options_.superuser,
-                      "--auth=scram-sha-256", absl::StrCat("--pwfile=", pwfile), "-E", "UTF8",
-                      "--locale=C", "--no-sync"}),
-      run_options);
+  absl::StatusOr<RunResult> initdb =
+      RunCommand(AsPostgresUser({BinPath("initdb"), "-D", data_dir_, "-U", options_.superuser,
+                                 "--auth=scram-sha-256", absl::StrCat("--pwfile=", pwfile), "-E",
+                                 "UTF8", "--locale=C", "--no-sync"}),
+                 run_options);
   if (!initdb.ok()) return initdb.status();
   if (!initdb->Succeeded()) {
     return absl::InternalError(absl::StrCat("initdb failed: ", initdb->Describe()));
@@ -120,22 +120,21 @@ absl::Status PostgresEnv::Init() {
     if (!port.ok()) return port.status();
     port_ = *port;
     const std::string conf = absl::StrCat(
-        "\n# pgfleet test overrides\n", "listen_addresses = '127.0.0.1'\n", "port = ", port_,
-        "\n", "unix_socket_directories = '", dir_, "'\n", "max_connections = ",
-        options_.max_connections, "\n", "fsync = off\n", "synchronous_commit = off\n",
-        "full_page_writes = off\n", "shared_buffers = 32MB\n", "log_min_messages = warning\n",
-        "log_line_prefix = '%m [%p] %q%u@%d '\n", absl::StrJoin(options_.extra_conf, "\n"),
-        "\n");
+        "\n# pgfleet test overrides\n", "listen_addresses = '127.0.0.1'\n", "port = ", port_, "\n",
+        "unix_socket_directories = '", dir_, "'\n", "max_connections = ", options_.max_connections,
+        "\n", "fsync = off\n", "synchronous_commit = off\n", "full_page_writes = off\n",
+        "shared_buffers = 32MB\n", "log_min_messages = warning\n",
+        "log_line_prefix = '%m [%p] %q%u@%d '\n", absl::StrJoin(options_.extra_conf, "\n"), "\n");
     // Appended: later settings win over initdb's.
     {
       std::ofstream out(data_dir_ + "/postgresql.conf", std::ios::app);
       if (!out) return absl::InternalError("cannot append to postgresql.conf");
       out << conf;
     }
-    absl::StatusOr<RunResult> start = RunCommand(
-        AsPostgresUser({BinPath("pg_ctl"), "-D", data_dir_, "-l", log_path_, "-w", "-t", "60",
-                        "start"}),
-        run_options);
+    absl::StatusOr<RunResult> start =
+        RunCommand(AsPostgresUser({BinPath("pg_ctl"), "-D", data_dir_, "-l", log_path_, "-w", "-t",
+                                   "60", "start"}),
+                   run_options);
     if (!start.ok()) return start.status();
     if (start->Succeeded()) {
       started_ = true;
@@ -199,9 +198,8 @@ absl::StatusOr<Rows> PostgresEnv::Exec(const std::string& sql, const std::string
 
 absl::Status PostgresEnv::CreateUser(const std::string& name, const std::string& password,
                                      const std::string& encryption) const {
-  return Exec(absl::StrCat("SET password_encryption = ", QuoteLiteral(encryption),
-                           "; CREATE ROLE ", QuoteIdent(name), " LOGIN PASSWORD ",
-                           QuoteLiteral(password)))
+  return Exec(absl::StrCat("SET password_encryption = ", QuoteLiteral(encryption), "; CREATE ROLE ",
+                           QuoteIdent(name), " LOGIN PASSWORD ", QuoteLiteral(password)))
       .status();
 }
 

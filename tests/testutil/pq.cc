@@ -89,7 +89,8 @@ absl::StatusOr<PgConn> Connect(const std::string& conninfo) {
         std::string(absl::StripTrailingAsciiWhitespace(PQerrorMessage(conn.get()))));
   }
   // NOTICEs ("table does not exist, skipping") are noise in test output.
-  PQsetNoticeProcessor(conn.get(), [](void*, const char*) {}, nullptr);
+  PQsetNoticeProcessor(
+      conn.get(), [](void*, const char*) {}, nullptr);
   return conn;
 }
 
@@ -130,8 +131,8 @@ absl::StatusOr<Rows> QueryParams(PGconn* conn, const std::string& sql,
   std::vector<const char*> values;
   values.reserve(params.size());
   for (const std::string& p : params) values.push_back(p.c_str());
-  if (PQsendQueryParams(conn, sql.c_str(), static_cast<int>(params.size()), nullptr,
-                        values.data(), nullptr, nullptr, 0) != 1) {
+  if (PQsendQueryParams(conn, sql.c_str(), static_cast<int>(params.size()), nullptr, values.data(),
+                        nullptr, nullptr, 0) != 1) {
     return ResultError(conn, nullptr);
   }
   return CollectResults(conn);
@@ -141,8 +142,8 @@ absl::StatusOr<std::string> ScalarText(PGconn* conn, const std::string& sql) {
   absl::StatusOr<Rows> rows = Query(conn, sql);
   if (!rows.ok()) return rows.status();
   if (rows->size() != 1 || (*rows)[0].size() != 1) {
-    return absl::FailedPreconditionError(absl::StrCat("expected one value from '", sql, "', got ",
-                                                      rows->size(), " rows"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("expected one value from '", sql, "', got ", rows->size(), " rows"));
   }
   return (*rows)[0][0];
 }

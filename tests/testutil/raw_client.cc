@@ -277,9 +277,9 @@ absl::StatusOr<LoginResult> RawClient::Login(const std::string& user, const std:
             return absl::UnimplementedError("RawClient cannot complete a SASL login");
           }
           const std::string client_first = "n,,n=,r=pgfleetTestClientNonce0123";
-          const std::string initial = absl::StrCat(
-              CString("SCRAM-SHA-256"), BigEndian32(static_cast<uint32_t>(client_first.size())),
-              client_first);
+          const std::string initial =
+              absl::StrCat(CString("SCRAM-SHA-256"),
+                           BigEndian32(static_cast<uint32_t>(client_first.size())), client_first);
           if (absl::Status s = Send(FrontendMessage('p', initial)); !s.ok()) return s;
         } else if (code == 11) {
           // server-first-message: r=<nonce>,s=<salt>,i=<iterations>. Answer with a proof of
@@ -288,8 +288,8 @@ absl::StatusOr<LoginResult> RawClient::Login(const std::string& user, const std:
           for (absl::string_view attr : absl::StrSplit(body.substr(4), ',')) {
             if (absl::StartsWith(attr, "r=")) nonce = std::string(attr.substr(2));
           }
-          const std::string client_final = absl::StrCat(
-              "c=biws,r=", nonce, ",p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+          const std::string client_final =
+              absl::StrCat("c=biws,r=", nonce, ",p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
           if (absl::Status s = Send(FrontendMessage('p', client_final)); !s.ok()) return s;
         } else if (code == 12) {
           // SASLFinal: wait for AuthenticationOk.

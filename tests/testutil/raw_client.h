@@ -53,10 +53,10 @@ std::string QueryMessage(std::string_view sql);
 
 // What happened during Login().
 struct LoginResult {
-  bool ok = false;                    // Reached ReadyForQuery.
+  bool ok = false;                     // Reached ReadyForQuery.
   std::vector<int32_t> auth_requests;  // Authentication codes seen (0 ok, 3 clear, 5 md5, 10 SASL).
   std::vector<std::string> sasl_mechanisms;
-  std::optional<ErrorFields> error;   // The ErrorResponse that ended the login.
+  std::optional<ErrorFields> error;               // The ErrorResponse that ended the login.
   std::map<std::string, std::string> parameters;  // ParameterStatus.
   bool got_backend_key = false;
   int32_t backend_pid = 0;
@@ -98,8 +98,8 @@ class RawClient {
                                     absl::Duration timeout = absl::Seconds(10),
                                     bool scram_garbage_proof = false);
   // Sends a simple Query and returns every message up to and including ReadyForQuery.
-  absl::StatusOr<std::vector<BackendMessage>> SimpleQuery(const std::string& sql,
-                                                          absl::Duration timeout = absl::Seconds(10));
+  absl::StatusOr<std::vector<BackendMessage>> SimpleQuery(
+      const std::string& sql, absl::Duration timeout = absl::Seconds(10));
 
  private:
   explicit RawClient(int fd) : fd_(fd) {}

@@ -20,17 +20,17 @@ const absl::Status& StatusOf(const absl::StatusOr<T>& status_or) {
 #define PGF_TESTUTIL_CONCAT_INNER(a, b) a##b
 #define PGF_TESTUTIL_CONCAT(a, b) PGF_TESTUTIL_CONCAT_INNER(a, b)
 
-#define PGF_ASSERT_OK(expr)                                                \
-  do {                                                                     \
-    const auto& pgf_assert_value_ = (expr);                                \
-    ASSERT_TRUE(::pgfleet::testutil::StatusOf(pgf_assert_value_).ok())     \
+#define PGF_ASSERT_OK(expr)                                                   \
+  do {                                                                        \
+    const auto& pgf_assert_value_ = (expr);                                   \
+    ASSERT_TRUE(::pgfleet::testutil::StatusOf(pgf_assert_value_).ok())        \
         << #expr << ": " << ::pgfleet::testutil::StatusOf(pgf_assert_value_); \
   } while (0)
 
-#define PGF_EXPECT_OK(expr)                                                \
-  do {                                                                     \
-    const auto& pgf_expect_value_ = (expr);                                \
-    EXPECT_TRUE(::pgfleet::testutil::StatusOf(pgf_expect_value_).ok())     \
+#define PGF_EXPECT_OK(expr)                                                   \
+  do {                                                                        \
+    const auto& pgf_expect_value_ = (expr);                                   \
+    EXPECT_TRUE(::pgfleet::testutil::StatusOf(pgf_expect_value_).ok())        \
         << #expr << ": " << ::pgfleet::testutil::StatusOf(pgf_expect_value_); \
   } while (0)
 
