@@ -1,6 +1,9 @@
 #include "controller/api/fleet_api.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "agent/config/config.h"
 #include "common/log.h"
@@ -41,6 +44,14 @@ absl::StatusOr<pgfleet::v1::ConfigVersion> FleetApi::PushConfig(
     const Caller& caller, const pgfleet::v1::PushConfigRequest& request) {
   PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kOperator));
   if (request.environment().empty()) return absl::InvalidArgumentError("environment is required");
+  // A pushed config is the whole file: %include would read files on whichever host parses it
+  // (the controller here), so it is refused.
+  for (absl::string_view line : absl::StrSplit(request.ini_text(), '\n')) {
+    if (absl::StartsWith(absl::StripLeadingAsciiWhitespace(line), "%include")) {
+      return absl::InvalidArgumentError(
+          "pushed configs must be self-contained: %include is not allowed (push the whole file)");
+    }
+  }
   // Catch what can be caught centrally; host-specific problems (a missing auth_file on one
   // server) come back as that agent's NACK.
   absl::StatusOr<agent::config::Config> parsed =
@@ -230,6 +241,7 @@ absl::StatusOr<pgfleet::v1::SendCommandResponse> FleetApi::SendCommand(
       outcome->set_agent_id(session->agent_id());
       outcome->set_error("stream closed before the command could be sent");
       (void)store_.RecordCommandResult(id, false, outcome->error(), NowMillis());
+      session->WaitResult(id, absl::ZeroDuration());  // Forget the registration.
       continue;
     }
     sent.emplace_back(session, id);
@@ -285,9 +297,9 @@ void FleetApi::OnAgentMessage(AgentSession& session, const pgfleet::v1::AgentMes
         PGF_WARN("api", "agent %s NACKed config version %d: %s", session.agent_id(),
                  result.version(), result.error());
       }
-      // The result closes this delivery: a later reconcile may send the version again (a new
-      // rollout of a version this agent once refused).
-      session.set_sent_version(0);
+      // An ACK closes the delivery; after a NACK the version stays marked as sent so it is not
+      // pushed again until someone forces it (a new rollout of it).
+      if (result.accepted()) session.set_sent_version(0);
       if (config_result_listener_) {
         config_result_listener_(session.agent_id(), result.version(), result.accepted(),
                                 result.error());
@@ -321,12 +333,13 @@ void FleetApi::OnAgentGone(const std::shared_ptr<AgentSession>& session) {
   }
 }
 
-void FleetApi::Reconcile(AgentSession& session) {
+void FleetApi::Reconcile(AgentSession& session, bool force) {
   absl::StatusOr<AgentRow> agent = store_.GetAgent(session.agent_id());
   if (!agent.ok()) return;
   absl::StatusOr<uint64_t> desired = DesiredVersionFor(*agent);
   if (!desired.ok() || *desired == 0) return;
-  if (*desired == session.applied_version() || *desired == session.sent_version()) return;
+  if (*desired == session.applied_version()) return;
+  if (!force && *desired == session.sent_version()) return;
   absl::StatusOr<ConfigVersionRow> version = store_.GetConfigVersion(*desired);
   if (!version.ok()) {
     PGF_ERROR("api", "desired version %d of agent %s unreadable: %s", *desired,

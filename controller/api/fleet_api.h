@@ -54,7 +54,9 @@ class FleetApi {
   void OnAgentMessage(AgentSession& session, const pgfleet::v1::AgentMessage& message);
   void OnAgentGone(const std::shared_ptr<AgentSession>& session);
   // Sends the agent its desired config if it runs another one (desired-state reconciliation).
-  void Reconcile(AgentSession& session);
+  // A version the agent refused is not sent again on this stream unless `force` (a rollout
+  // deliberately retrying it).
+  void Reconcile(AgentSession& session, bool force = false);
   absl::Duration metrics_interval() const { return options_.metrics_interval; }
   // Told about every ACK/NACK (the rollout engine listens).
   using ConfigResultListener =

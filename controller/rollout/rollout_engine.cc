@@ -119,7 +119,10 @@ void RolloutEngine::StartTicking(absl::Duration interval) {
 }
 
 void RolloutEngine::Reconcile(const std::string& agent_id) {
-  if (std::shared_ptr<AgentSession> session = registry_.Find(agent_id)) api_.Reconcile(*session);
+  // Forced: a rollout may deliberately retry a version this agent refused before.
+  if (std::shared_ptr<AgentSession> session = registry_.Find(agent_id)) {
+    api_.Reconcile(*session, /*force=*/true);
+  }
 }
 
 void RolloutEngine::Tick() {

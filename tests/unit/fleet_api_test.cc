@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include <chrono>
+#include <cstdio>
 #include <condition_variable>
 #include <filesystem>
 #include <functional>
@@ -363,6 +364,26 @@ TEST_F(FleetApiTest, PushConfigStoresVersionsAndAudits) {
   EXPECT_TRUE(saw_v1);
 }
 
+// KNOWN BUG (disabled, fails): FleetApi::PushConfig validates the pushed text with
+// agent::config::ParseConfig(text, "pushed.ini"), which follows %include directives on the
+// *controller's* file system. An operator can make the controller read any file it can read,
+// and the parse error echoes the first offending line back through the API (e.g. pushing
+// "%include /etc/passwd" answers "... expected '=' after 'root:x:0:0:root:/root:/bin/bash'").
+// It also rejects configs whose includes only exist on the agents' hosts.
+TEST_F(FleetApiTest, PushConfigDoesNotReadControllerFiles) {
+  const std::string secret = dir_ + "/secret.txt";
+  {
+    std::FILE* file = std::fopen(secret.c_str(), "w");
+    ASSERT_NE(file, nullptr);
+    std::fputs("TOPSECRET-controller-only-line\n", file);
+    std::fclose(file);
+  }
+  absl::StatusOr<pgfleet::v1::ConfigVersion> pushed =
+      Push("dev", absl::StrCat("[pgbouncer]\n%include ", secret, "\n"));
+  EXPECT_THAT(std::string(pushed.status().message()), ::testing::Not(HasSubstr("TOPSECRET")))
+      << "the controller read a local file named by a pushed config and returned its content";
+}
+
 TEST_F(FleetApiTest, SetDesiredConfigValidatesVersion) {
   FakeAgent* agent = Connect("a1", "dev");
   PGF_ASSERT_OK(Push("dev", kValidIni));
@@ -454,7 +475,7 @@ TEST_F(FleetApiTest, NackIsRecorded) {
 // ("so it is not re-sent while the agent works on it or after it NACKed it"): e.g. any
 // SetDesiredConfig of the environment (even to the same version) pushes the refused config
 // to the NACKing agent again. Enable once a NACK keeps the version from being re-sent.
-TEST_F(FleetApiTest, DISABLED_NackedVersionIsNotResentOnReconcile) {
+TEST_F(FleetApiTest, NackedVersionIsNotResentOnReconcile) {
   FakeAgent* agent = Connect("a1", "dev");
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ConfigVersion v1, Push("dev", kValidIni));
   PGF_ASSERT_OK(SetDesired("dev", v1.version()));
@@ -719,11 +740,3 @@ TEST_F(FleetApiTest, MetricsReachTheAgentView) {
 
 }  // namespace
 }  // namespace pgfleet::controller
-namespace pgfleet::controller {
-TEST_F(FleetApiTest, ScratchInclude) {
-  auto r = Push("dev", "[pgbouncer]\n%include /etc/passwd\n");
-  std::cerr << "SCRATCH1 " << r.status() << "\n";
-  auto r2 = Push("dev", "[pgbouncer]\n%include /etc/pgbouncer/databases.ini\n");
-  std::cerr << "SCRATCH2 " << r2.status() << "\n";
-}
-}
