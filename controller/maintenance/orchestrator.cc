@@ -27,25 +27,10 @@ const pgfleet::v1::PauseState* FindPause(const pgfleet::v1::MetricsReport& repor
 MaintenanceOrchestrator::MaintenanceOrchestrator(Store& store, AgentRegistry& registry)
     : store_(store), registry_(registry) {}
 
-MaintenanceOrchestrator::~MaintenanceOrchestrator() {
-  {
-    std::lock_guard<std::mutex> lock(ticker_mu_);
-    stopping_ = true;
-  }
-  ticker_cv_.notify_all();
-  if (ticker_.joinable()) ticker_.join();
-}
+MaintenanceOrchestrator::~MaintenanceOrchestrator() { ticker_.Stop(); }
 
 void MaintenanceOrchestrator::StartTicking(absl::Duration interval) {
-  ticker_ = std::thread([this, interval] {
-    std::unique_lock<std::mutex> lock(ticker_mu_);
-    while (!stopping_) {
-      lock.unlock();
-      Tick();
-      lock.lock();
-      ticker_cv_.wait_for(lock, absl::ToChronoMilliseconds(interval), [this] { return stopping_; });
-    }
-  });
+  ticker_.Start(interval, [this] { Tick(); });
 }
 
 bool MaintenanceOrchestrator::Skipped(const WindowRow& window, const std::string& agent_id) const {

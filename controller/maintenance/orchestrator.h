@@ -11,6 +11,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "controller/api/fleet_api.h"
+#include "controller/periodic.h"
 #include "controller/maintenance/maintenance_store.h"
 #include "controller/registry/agent_registry.h"
 #include "controller/store/store.h"
@@ -54,10 +55,7 @@ class MaintenanceOrchestrator {
   Store& store_;
   AgentRegistry& registry_;
   absl::Mutex mu_;
-  std::thread ticker_;
-  std::mutex ticker_mu_;
-  std::condition_variable ticker_cv_;
-  bool stopping_ = false;
+  PeriodicThread ticker_;
 };
 
 }  // namespace pgfleet::controller

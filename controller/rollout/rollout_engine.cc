@@ -97,25 +97,10 @@ RolloutEngine::RolloutEngine(Store& store, RolloutStore& rollouts, AgentRegistry
                              FleetApi& api)
     : store_(store), rollouts_(rollouts), registry_(registry), api_(api) {}
 
-RolloutEngine::~RolloutEngine() {
-  {
-    std::lock_guard<std::mutex> lock(ticker_mu_);
-    stopping_ = true;
-  }
-  ticker_cv_.notify_all();
-  if (ticker_.joinable()) ticker_.join();
-}
+RolloutEngine::~RolloutEngine() { ticker_.Stop(); }
 
 void RolloutEngine::StartTicking(absl::Duration interval) {
-  ticker_ = std::thread([this, interval] {
-    std::unique_lock<std::mutex> lock(ticker_mu_);
-    while (!stopping_) {
-      lock.unlock();
-      Tick();
-      lock.lock();
-      ticker_cv_.wait_for(lock, absl::ToChronoMilliseconds(interval), [this] { return stopping_; });
-    }
-  });
+  ticker_.Start(interval, [this] { Tick(); });
 }
 
 void RolloutEngine::Reconcile(const std::string& agent_id) {

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "controller/api/fleet_api.h"
+#include "controller/periodic.h"
 #include "controller/registry/agent_registry.h"
 #include "controller/rollout/rollout_store.h"
 #include "controller/store/store.h"
@@ -90,10 +91,7 @@ class RolloutEngine {
   // takes a fresh baseline).
   std::map<std::pair<uint64_t, std::string>, HealthCounters> baselines_ ABSL_GUARDED_BY(mu_);
 
-  std::thread ticker_;
-  std::mutex ticker_mu_;
-  std::condition_variable ticker_cv_;
-  bool stopping_ = false;
+  PeriodicThread ticker_;
 };
 
 }  // namespace pgfleet::controller
