@@ -288,7 +288,7 @@ absl::Status Agent::Reload() {
 void Agent::BeginShutdown(const std::string& why) {
   if (shutting_down_) {
     PGF_WARN("agent", "%s during shutdown: exiting now", why);
-    loop_->Stop();
+    StopLoop();
     return;
   }
   shutting_down_ = true;
@@ -313,7 +313,7 @@ void Agent::BeginShutdown(const std::string& why) {
   }
   shutdown_timer_ = std::make_unique<Timer>(*loop_, [this] {
     PGF_WARN("agent", "shutdown timeout reached with clients still in transactions: exiting");
-    loop_->Stop();
+    StopLoop();
   });
   shutdown_timer_->Start(options_.shutdown_timeout, /*repeat=*/false);
   MaybeFinishShutdown();
@@ -323,12 +323,30 @@ void Agent::MaybeFinishShutdown() {
   if (wait_for_clients_) {
     size_t pool_clients = 0;
     for (auto& [key, pool] : pools_) pool_clients += pool->client_count();
-    if (pool_clients == 0) loop_->Stop();
+    if (pool_clients == 0) StopLoop();
     return;
   }
   if (!shutting_down_) return;
   for (auto& [key, pool] : pools_) {
     if (!pool->active_servers().empty() || pool->client_count() > 0) return;
+  }
+  StopLoop();
+}
+
+void Agent::StopLoop() {
+  // Everything still open is closed, so every socket ends cleanly (consoles get an error,
+  // PostgreSQL a Terminate) and every object is freed before the process exits.
+  while (ClientConn* client = login_clients_.front()) client->Close("pooler shutting down");
+  while (ClientConn* client = admin_clients_.front()) {
+    client->CloseWithError("57P01", "pooler is shutting down");
+  }
+  for (auto& [key, pool] : pools_) {
+    std::vector<ClientConn*> clients;
+    auto add = [&](const ClientConn* client) { clients.push_back(const_cast<ClientConn*>(client)); };
+    pool->active_clients().ForEach(add);
+    pool->waiting_clients().ForEach(add);
+    pool->login_waiting_clients().ForEach(add);
+    for (ClientConn* client : clients) client->CloseWithError("57P01", "pooler is shutting down");
     pool->CloseAllServers("pooler shutting down", /*idle_only=*/false);
   }
   loop_->Stop();

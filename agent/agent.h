@@ -158,6 +158,8 @@ class Agent {
   void Janitor();
   void RunDeferredDeletes();
   void MaybeFinishShutdown();
+  // Closes every connection, then stops the loop.
+  void StopLoop();
   void RequestShutdownCheck();
 
   AgentOptions options_;

@@ -236,7 +236,7 @@ void Agent::Shutdown(ShutdownMode mode, const std::string& who) {
   switch (mode) {
     case ShutdownMode::kImmediate:
       PGF_INFO("agent", "SHUTDOWN by %s: exiting now", who);
-      loop_->Stop();
+      StopLoop();
       return;
     case ShutdownMode::kWaitForServers:
       BeginShutdown(absl::StrCat("SHUTDOWN WAIT_FOR_SERVERS by ", who));

@@ -143,6 +143,8 @@ void Pool::ReleaseServer(ServerConn* server) {
   } else if (agent_.IsPaused(db_.name)) {
     // PAUSE closes released server connections so PostgreSQL can be worked on.
     server->Close("database paused", /*is_error=*/false);
+  } else if (server_count() > static_cast<size_t>(pool_size() + reserve_pool_size())) {
+    server->Close("too many servers in the pool", /*is_error=*/false);
   } else if (!cfg.server_reset_query.empty() &&
              (pool_mode() == config::PoolMode::kSession || cfg.server_reset_query_always)) {
     MoveServerToUsed(server);
@@ -360,6 +362,11 @@ void Pool::Janitor(uint64_t now) {
     }
   });
   const size_t min_size = static_cast<size_t>(min_pool_size());
+  // A RELOAD or SET may have shrunk the pool: surplus idle servers go, as in PgBouncer.
+  const size_t max_size = static_cast<size_t>(pool_size() + reserve_pool_size());
+  while (server_count() > max_size && !idle_servers_.empty()) {
+    idle_servers_.front()->Close("too many servers in the pool", false);
+  }
   idle_servers_.ForEach([&](ServerConn* server) {
     if (server->generation() != generation_) {
       server->Close("database settings changed", false);

@@ -7,6 +7,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -170,7 +171,8 @@ int WaitConverged(Context& ctx, const std::string& env, uint64_t version) {
       ++connected;
       if (agent.applied_version() == version) {
         ++converged;
-      } else if (!agent.last_error().empty()) {
+      } else if (absl::StartsWith(agent.last_error(), absl::StrCat("v", version, ": "))) {
+        // last_error names the version it is about: an older refusal is not this one's.
         nacks.push_back(absl::StrCat(agent.agent_id(), ": ", agent.last_error()));
       }
     }

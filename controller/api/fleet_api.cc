@@ -306,7 +306,9 @@ void FleetApi::OnAgentMessage(AgentSession& session, const pgfleet::v1::AgentMes
       }
       if (absl::Status recorded = store_.RecordAgentConfigResult(
               session.agent_id(), result.version(), result.sha256(),
-              result.accepted() ? "" : result.error(), NowMillis());
+              // Prefixed with the version, so readers know which version was refused.
+              result.accepted() ? "" : absl::StrCat("v", result.version(), ": ", result.error()),
+              NowMillis());
           !recorded.ok()) {
         PGF_WARN("api", "agent %s: config result not stored: %s", session.agent_id(),
                  recorded.message());

@@ -573,6 +573,17 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Promote(
     return absl::InvalidArgumentError(
         absl::StrCat("v", source_version, " belongs to ", source.environment));
   }
+  // Promotion means the source must have completed it, whatever upstream is configured;
+  // checked before anything is written, so a refused promotion leaves no trace but the refusal.
+  PGF_ASSIGN_OR_RETURN(bool done, rollouts_.HasSucceededRollout(source.environment, source.sha256));
+  if (!done && !request.rollout().force()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "v", source.version, " has not completed a rollout in ", source.environment,
+        "; promote it once it has, or use --force --reason TEXT"));
+  }
+  if (request.rollout().force() && request.rollout().force_reason().empty()) {
+    return absl::InvalidArgumentError("--force needs a reason (--reason)");
+  }
   PGF_RETURN_IF_ERROR(store_.EnsureEnvironment(request.to_environment(), NowMillis()));
   PGF_ASSIGN_OR_RETURN(
       ConfigVersionRow copy,
@@ -583,13 +594,6 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Promote(
   pgfleet::v1::StartRolloutRequest start = request.rollout();
   start.set_environment(request.to_environment());
   start.set_version(copy.version);
-  // Promotion means the source must have completed it, whatever upstream is configured.
-  PGF_ASSIGN_OR_RETURN(bool done, rollouts_.HasSucceededRollout(source.environment, source.sha256));
-  if (!done && !start.force()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "v", source.version, " has not completed a rollout in ", source.environment,
-        "; promote it once it has, or use --force --reason TEXT"));
-  }
   return StartLocked(caller, start);
 }
 

@@ -448,13 +448,14 @@ TEST_F(FleetApiTest, NackIsRecorded) {
   ConfigResult(agent, v1.version(), false, "auth_file /etc/x: no such file");
   EXPECT_EQ(agent->session()->applied_version(), 0u);
   AgentRow row = StoredAgent("a1");
-  EXPECT_EQ(row.last_error, "auth_file /etc/x: no such file");
+  // The stored error names the version it is about.
+  EXPECT_EQ(row.last_error, absl::StrCat("v", v1.version(), ": auth_file /etc/x: no such file"));
   EXPECT_EQ(row.applied_version, 0u);
   EXPECT_EQ(Env("dev").agents_converged(), 0);
   pgfleet::v1::GetAgentRequest get;
   get.set_agent_id("a1");
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::Agent proto, api_->GetAgent(kViewer, get));
-  EXPECT_EQ(proto.last_error(), "auth_file /etc/x: no such file");
+  EXPECT_EQ(proto.last_error(), absl::StrCat("v", v1.version(), ": auth_file /etc/x: no such file"));
 
   // A new desired version is sent, and its ACK clears the error.
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ConfigVersion v2, Push("dev", kValidIni2));

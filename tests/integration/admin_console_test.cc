@@ -1,0 +1,1623 @@
+// The admin console ("pgbouncer" virtual database) and the /metrics endpoint of a real
+// pgfleet-agent in front of a real PostgreSQL 15: SHOW output as PgBouncer 1.18 prints it,
+// access control, PAUSE/RESUME/KILL/DISABLE/RECONNECT/WAIT_CLOSE/KILL_CLIENT semantics, RELOAD
+// and SET, Prometheus metrics, SHUTDOWN WAIT_FOR_CLIENTS.
+//
+// One PostgreSQL cluster serves the whole binary; every test starts its own agent. Nothing
+// waits with a bare sleep: tests poll a condition with a deadline, and "still not answered"
+// checks watch a connection for a bounded window after the agent demonstrably took the command.
+
+#include <arpa/inet.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <iostream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "tests/testutil/agent_process.h"
+#include "tests/testutil/free_port.h"
+#include "tests/testutil/postgres_env.h"
+#include "tests/testutil/pq.h"
+#include "tests/testutil/process.h"
+#include "tests/testutil/status_testing.h"
+#include "tests/testutil/wait.h"
+
+namespace pgfleet::testutil {
+namespace {
+
+constexpr char kAppUser[] = "app";
+constexpr char kAppPassword[] = "app-Secret-42";
+constexpr char kAppDb[] = "appdb";
+constexpr char kAdminUser[] = "admin";
+constexpr char kAdminPassword[] = "admin-Secret-1";
+constexpr char kStatsUser[] = "stats";
+constexpr char kStatsPassword[] = "stats-Secret-2";
+// In auth_file, but in neither admin_users nor stats_users.
+constexpr char kOutsider[] = "outsider";
+constexpr char kOutsiderPassword[] = "outsider-Secret-3";
+
+constexpr Oid kInt8Oid = 20;
+constexpr Oid kTextOid = 25;
+
+// Server connections the agent holds to appdb, seen from PostgreSQL itself.
+constexpr char kAppdbBackendsSql[] =
+    "select count(*) from pg_stat_activity where datname = 'appdb' and "
+    "backend_type = 'client backend' and pid <> pg_backend_pid()";
+
+PostgresEnv* g_pg = nullptr;
+
+class PostgresEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    PGF_ASSERT_OK_AND_ASSIGN(pg_, PostgresEnv::Start());
+    PGF_ASSERT_OK(pg_->CreateUser(kAppUser, kAppPassword));
+    PGF_ASSERT_OK(pg_->CreateDatabase(kAppDb, kAppUser));
+    g_pg = pg_.get();
+  }
+  void TearDown() override {
+    g_pg = nullptr;
+    pg_.reset();
+  }
+
+ private:
+  std::unique_ptr<PostgresEnv> pg_;
+};
+
+[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
+    ::testing::AddGlobalTestEnvironment(new PostgresEnvironment);
+
+constexpr int64_t kNotANumber = std::numeric_limits<int64_t>::min();
+
+int64_t ToInt(const std::string& text) {
+  int64_t value = 0;
+  return absl::SimpleAtoi(text, &value) ? value : kNotANumber;
+}
+
+// One SHOW result: column names, type OIDs and rows as text (NULL is "").
+struct Table {
+  std::vector<std::string> columns;
+  std::vector<Oid> types;
+  Rows rows;
+
+  int Col(const std::string& name) const {
+    for (size_t i = 0; i < columns.size(); ++i) {
+      if (columns[i] == name) return static_cast<int>(i);
+    }
+    return -1;
+  }
+  std::string At(const std::vector<std::string>& row, const std::string& column) const {
+    const int c = Col(column);
+    if (c < 0 || static_cast<size_t>(c) >= row.size())
+      return absl::StrCat("<no column ", column, ">");
+    return row[static_cast<size_t>(c)];
+  }
+  // Rows where every (column, value) pair matches.
+  Rows Where(const std::vector<std::pair<std::string, std::string>>& match) const {
+    Rows out;
+    for (const std::vector<std::string>& row : rows) {
+      bool ok = true;
+      for (const auto& [column, value] : match) {
+        if (At(row, column) != value) ok = false;
+      }
+      if (ok) out.push_back(row);
+    }
+    return out;
+  }
+  std::string Dump() const {
+    std::string out = absl::StrJoin(columns, " | ");
+    for (const std::vector<std::string>& row : rows)
+      absl::StrAppend(&out, "\n", absl::StrJoin(row, " | "));
+    return out;
+  }
+};
+
+// Runs a SHOW (or anything returning rows) on the console with the simple query protocol.
+absl::StatusOr<Table> Show(PGconn* conn, const std::string& sql) {
+  PgResult result(PQexec(conn, sql.c_str()));
+  if (result == nullptr || PQresultStatus(result.get()) != PGRES_TUPLES_OK) {
+    return ResultError(conn, result.get());
+  }
+  Table table;
+  const int fields = PQnfields(result.get());
+  for (int i = 0; i < fields; ++i) {
+    table.columns.push_back(PQfname(result.get(), i));
+    table.types.push_back(PQftype(result.get(), i));
+  }
+  for (int r = 0; r < PQntuples(result.get()); ++r) {
+    std::vector<std::string> row;
+    for (int i = 0; i < fields; ++i) row.push_back(PQgetvalue(result.get(), r, i));
+    table.rows.push_back(std::move(row));
+  }
+  return table;
+}
+
+// Runs a console command that returns no rows; the CommandComplete tag, or the error.
+absl::StatusOr<std::string> Command(PGconn* conn, const std::string& sql) {
+  PgResult result(PQexec(conn, sql.c_str()));
+  if (result == nullptr || PQresultStatus(result.get()) != PGRES_COMMAND_OK) {
+    return ResultError(conn, result.get());
+  }
+  return std::string(PQcmdStatus(result.get()));
+}
+
+struct AsyncOutcome {
+  std::string tag;
+  Rows rows;
+};
+
+// Collects the outcome of a PQsendQuery within `timeout`: the tag and rows of the last result,
+// or the first error. Reads up to the end of the results, so the connection is reusable.
+absl::StatusOr<AsyncOutcome> AwaitResult(PGconn* conn, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  AsyncOutcome outcome;
+  absl::Status error = absl::OkStatus();
+  bool any = false;
+  while (true) {
+    absl::StatusOr<PgResult> result = GetResultWithin(conn, deadline - absl::Now());
+    if (!result.ok()) return result.status();
+    if (*result == nullptr) break;
+    any = true;
+    const ExecStatusType status = PQresultStatus(result->get());
+    if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK) {
+      outcome.tag = PQcmdStatus(result->get());
+      outcome.rows.clear();
+      for (int r = 0; r < PQntuples(result->get()); ++r) {
+        std::vector<std::string> row;
+        for (int i = 0; i < PQnfields(result->get()); ++i) {
+          row.push_back(PQgetvalue(result->get(), r, i));
+        }
+        outcome.rows.push_back(std::move(row));
+      }
+    } else if (error.ok()) {
+      error = ResultError(conn, result->get());
+    }
+    // A dead connection yields no terminating null result.
+    if (PQstatus(conn) == CONNECTION_BAD) break;
+  }
+  if (!error.ok()) return error;
+  if (!any) return absl::InternalError("no result at all");
+  return outcome;
+}
+
+// A bounded "still not answered" check: the query sent on `conn` produces no result during
+// `window`. Used only after the agent has demonstrably taken the command.
+absl::Status StaysBusyFor(PGconn* conn, absl::Duration window) {
+  const absl::Time end = absl::Now() + window;
+  while (true) {
+    if (PQconsumeInput(conn) != 1) return ResultError(conn, nullptr);
+    if (PQisBusy(conn) == 0) {
+      return absl::FailedPreconditionError("the command was answered while it should still wait");
+    }
+    const absl::Duration left = end - absl::Now();
+    if (left <= absl::ZeroDuration()) return absl::OkStatus();
+    pollfd pfd = {PQsocket(conn), POLLIN, 0};
+    poll(&pfd, 1, static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(left) + 1, 20)));
+  }
+}
+
+absl::StatusOr<int64_t> AppdbBackends() {
+  absl::StatusOr<Rows> rows = g_pg->Exec(kAppdbBackendsSql);
+  if (!rows.ok()) return rows.status();
+  return ToInt((*rows)[0][0]);
+}
+
+absl::Status WaitForAppdbBackends(int64_t want) {
+  return PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        absl::StatusOr<int64_t> n = AppdbBackends();
+        if (!n.ok()) return n.status();
+        *note = absl::StrCat(*n, " backends on appdb");
+        return *n == want;
+      },
+      absl::Seconds(15), absl::StrCat("PostgreSQL to show ", want, " backends on appdb"));
+}
+
+absl::Status WaitForBackendState(const std::string& pid, const std::string& state) {
+  return PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        absl::StatusOr<Rows> rows = g_pg->Exec(
+            absl::StrCat("select coalesce(state, '') from pg_stat_activity where pid = ", pid));
+        if (!rows.ok()) return rows.status();
+        *note = rows->empty() ? "no such backend" : (*rows)[0][0];
+        return !rows->empty() && (*rows)[0][0] == state;
+      },
+      absl::Seconds(10), absl::StrCat("backend ", pid, " to be '", state, "'"));
+}
+
+struct PgbenchSummary {
+  int64_t processed = -1;
+  int64_t failed = -1;  // -1: not printed.
+};
+
+PgbenchSummary ParsePgbench(const std::string& out) {
+  PgbenchSummary summary;
+  for (absl::string_view line : absl::StrSplit(out, '\n')) {
+    auto value_after = [&](absl::string_view prefix) -> int64_t {
+      absl::string_view rest = absl::StripLeadingAsciiWhitespace(line.substr(prefix.size()));
+      size_t end = 0;
+      while (end < rest.size() && absl::ascii_isdigit(static_cast<unsigned char>(rest[end]))) ++end;
+      int64_t v = -1;
+      if (!absl::SimpleAtoi(rest.substr(0, end), &v)) return -1;
+      return v;
+    };
+    if (absl::StartsWith(line, "number of transactions actually processed:")) {
+      summary.processed = value_after("number of transactions actually processed:");
+    } else if (absl::StartsWith(line, "number of failed transactions:")) {
+      summary.failed = value_after("number of failed transactions:");
+    }
+  }
+  return summary;
+}
+
+struct HttpResponse {
+  std::string status_line;
+  std::string body;
+};
+
+// A plain HTTP/1.0 GET over a raw socket (no client library between the test and the agent).
+absl::StatusOr<HttpResponse> HttpGet(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    const int err = errno;
+    close(fd);
+    return absl::UnavailableError(
+        absl::StrCat("connect 127.0.0.1:", port, ": ", std::strerror(err)));
+  }
+  const std::string request =
+      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+  size_t sent = 0;
+  while (sent < request.size()) {
+    const ssize_t n = send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) {
+      close(fd);
+      return absl::UnavailableError("send failed");
+    }
+    sent += static_cast<size_t>(n);
+  }
+  std::string raw;
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (true) {
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) {
+      close(fd);
+      return absl::DeadlineExceededError(absl::StrCat("GET ", path, ": no end of response"));
+    }
+    pollfd pfd = {fd, POLLIN, 0};
+    poll(&pfd, 1, static_cast<int>(absl::ToInt64Milliseconds(left) + 1));
+    char buf[16384];
+    const ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
+      break;  // Reset after the response: keep what arrived.
+    }
+    raw.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  const size_t header_end = raw.find("\r\n\r\n");
+  if (header_end == std::string::npos) {
+    return absl::DataLossError(absl::StrCat("GET ", path, ": malformed response: ", raw));
+  }
+  HttpResponse response;
+  response.status_line = raw.substr(0, raw.find("\r\n"));
+  response.body = raw.substr(header_end + 4);
+  return response;
+}
+
+// Prometheus text: the value of the sample `name` whose labels include every `labels` pair.
+std::optional<double> MetricValue(const std::string& body, const std::string& name,
+                                  const std::vector<std::string>& labels) {
+  for (absl::string_view line : absl::StrSplit(body, '\n')) {
+    if (line.empty() || line[0] == '#') continue;
+    if (!absl::StartsWith(line, name)) continue;
+    absl::string_view rest = line.substr(name.size());
+    if (rest.empty() || (rest[0] != '{' && rest[0] != ' ')) continue;  // Longer metric name.
+    absl::string_view label_text;
+    if (rest[0] == '{') {
+      const size_t close = rest.find('}');
+      if (close == absl::string_view::npos) continue;
+      label_text = rest.substr(1, close - 1);
+      rest = rest.substr(close + 1);
+    }
+    bool all = true;
+    for (const std::string& label : labels) {
+      if (!absl::StrContains(label_text, label)) all = false;
+    }
+    if (!all) continue;
+    double value = 0;
+    if (absl::SimpleAtod(absl::StripAsciiWhitespace(rest), &value)) return value;
+  }
+  return std::nullopt;
+}
+
+void CollectNotice(void* arg, const PGresult* result) {
+  static_cast<std::vector<std::string>*>(arg)->push_back(PQresultErrorMessage(result));
+}
+
+class AdminConsoleTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_NE(g_pg, nullptr) << "the shared PostgreSQL cluster did not start";
+    // A previous test's agent is gone, but PostgreSQL may not have noticed its connections
+    // closing yet; tests that count server connections need a clean slate.
+    PGF_ASSERT_OK(WaitForAppdbBackends(0));
+  }
+
+  void TearDown() override {
+    const bool failed_before_stop = HasFailure();
+    if (agent_ != nullptr) {
+      // The test's console connections are closed by now, but the agent may not have read
+      // their Terminate yet; an admin connection still open at exit is leaked (see
+      // DISABLED_SigtermWithAConsoleConnectedExitsCleanly), which fails the ASan build.
+      if (agent_->IsRunning()) {
+        absl::Status consoles = WaitForConsolesClosed();
+        EXPECT_TRUE(consoles.ok()) << consoles;
+      }
+      absl::StatusOr<int> exit_status = agent_->Stop(absl::Seconds(10));
+      EXPECT_TRUE(exit_status.ok()) << exit_status.status();
+      if (exit_status.ok() && !UsingForeignAgentBinary()) {
+        EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0)
+            << "agent did not exit cleanly: " << DescribeWaitStatus(*exit_status);
+      }
+      EXPECT_EQ(agent_->SanitizerReport(), "") << "agent.stderr reports problems";
+    }
+    if (HasFailure()) {
+      if (agent_ != nullptr) std::cerr << agent_->Diagnostics();
+      if (g_pg != nullptr && failed_before_stop) {
+        std::cerr << "--- postgres log (tail) ---\n" << g_pg->LogTail(4096) << "\n";
+      }
+    }
+    agent_.reset();
+  }
+
+  AgentOptions BaseOptions(const std::map<std::string, std::string>& settings) const {
+    AgentOptions options;
+    options.databases_section =
+        absl::StrCat(kAppDb, " = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb, "\n");
+    options.pgbouncer_settings = {{"auth_type", "scram-sha-256"}, {"pool_mode", "transaction"},
+                                  {"default_pool_size", "2"},     {"max_client_conn", "200"},
+                                  {"admin_users", kAdminUser},    {"stats_users", kStatsUser}};
+    for (const auto& [key, value] : settings) options.pgbouncer_settings[key] = value;
+    options.userlist = {{kAppUser, kAppPassword},
+                        {kAdminUser, kAdminPassword},
+                        {kStatsUser, kStatsPassword},
+                        {kOutsider, kOutsiderPassword}};
+    return options;
+  }
+
+  void StartAgent(const std::map<std::string, std::string>& settings = {}) {
+    StartAgentWith(BaseOptions(settings));
+  }
+  void StartAgentWith(const AgentOptions& options) {
+    absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(options);
+    ASSERT_TRUE(agent.ok()) << agent.status();
+    agent_ = std::move(*agent);
+  }
+
+  std::string AppConn(const std::string& application_name = "") const {
+    std::string conninfo = agent_->ConnString(kAppDb, kAppUser, kAppPassword);
+    if (!application_name.empty()) {
+      absl::StrAppend(&conninfo, " application_name=", ConnInfoQuote(application_name));
+    }
+    return conninfo;
+  }
+  absl::StatusOr<PgConn> ConnectApp(const std::string& application_name = "") const {
+    return Connect(AppConn(application_name));
+  }
+  absl::StatusOr<PgConn> ConnectConsole(const std::string& user = kAdminUser,
+                                        const std::string& password = kAdminPassword) const {
+    return Connect(agent_->ConnString("pgbouncer", user, password));
+  }
+
+  // The appdb/app row of SHOW POOLS.
+  static absl::StatusOr<std::vector<std::string>> PoolRow(PGconn* console, Table* table_out) {
+    absl::StatusOr<Table> pools = Show(console, "SHOW POOLS");
+    if (!pools.ok()) return pools.status();
+    Rows rows = pools->Where({{"database", kAppDb}, {"user", kAppUser}});
+    if (rows.size() != 1) {
+      return absl::NotFoundError(absl::StrCat("no single appdb/app pool row:\n", pools->Dump()));
+    }
+    *table_out = *pools;
+    return rows[0];
+  }
+  static absl::StatusOr<int64_t> PoolInt(PGconn* console, const std::string& column) {
+    Table table;
+    absl::StatusOr<std::vector<std::string>> row = PoolRow(console, &table);
+    if (!row.ok()) return row.status();
+    return ToInt(table.At(*row, column));
+  }
+  // Polls SHOW POOLS until the appdb pool's `column` is at least `at_least`.
+  static absl::Status WaitForPoolValue(PGconn* console, const std::string& column, int64_t at_least,
+                                       absl::Duration timeout = absl::Seconds(10)) {
+    return PollUntil(
+        [&](std::string* note) -> absl::StatusOr<bool> {
+          absl::StatusOr<int64_t> value = PoolInt(console, column);
+          if (!value.ok()) {
+            *note = value.status().ToString();
+            return false;
+          }
+          *note = absl::StrCat(column, " = ", *value);
+          return *value >= at_least;
+        },
+        timeout, absl::StrCat("SHOW POOLS ", column, " >= ", at_least));
+  }
+  // One column of the appdb row of SHOW DATABASES.
+  static absl::StatusOr<std::string> DatabaseValue(PGconn* console, const std::string& column) {
+    absl::StatusOr<Table> dbs = Show(console, "SHOW DATABASES");
+    if (!dbs.ok()) return dbs.status();
+    Rows rows = dbs->Where({{"name", kAppDb}});
+    if (rows.size() != 1) return absl::NotFoundError(absl::StrCat("no appdb row:\n", dbs->Dump()));
+    return dbs->At(rows[0], column);
+  }
+  static absl::StatusOr<std::string> ConfigValue(PGconn* console, const std::string& key) {
+    absl::StatusOr<Table> config = Show(console, "SHOW CONFIG");
+    if (!config.ok()) return config.status();
+    Rows rows = config->Where({{"key", key}});
+    if (rows.size() != 1) return absl::NotFoundError(absl::StrCat("no SHOW CONFIG row ", key));
+    return config->At(rows[0], "value");
+  }
+  static absl::StatusOr<std::string> StateValue(PGconn* console, const std::string& key) {
+    absl::StatusOr<Table> state = Show(console, "SHOW STATE");
+    if (!state.ok()) return state.status();
+    Rows rows = state->Where({{"key", key}});
+    if (rows.size() != 1) return absl::NotFoundError(absl::StrCat("no SHOW STATE row ", key));
+    return state->At(rows[0], "value");
+  }
+
+  // Waits until the agent has logged the close of every admin console connection it logged
+  // in (log_connections / log_disconnections are on by default). pgfleet's log format only.
+  absl::Status WaitForConsolesClosed() const {
+    if (UsingForeignAgentBinary()) return absl::OkStatus();
+    return PollUntil(
+        [&](std::string* note) -> absl::StatusOr<bool> {
+          const std::string log = agent_->LogContents();
+          std::vector<std::string> open;
+          for (absl::string_view line : absl::StrSplit(log, '\n')) {
+            const size_t at = line.find(" login attempt: db=pgbouncer ");
+            if (at == absl::string_view::npos) continue;
+            const size_t c = line.rfind(" c=", at);
+            if (c == absl::string_view::npos) continue;
+            const std::string id(line.substr(c + 1, at - c - 1));  // "c=N"
+            if (!absl::StrContains(log, absl::StrCat(" ", id, " closing because"))) {
+              open.push_back(id);
+            }
+          }
+          *note = absl::StrCat("console connections still open: ", absl::StrJoin(open, ", "));
+          return open.empty();
+        },
+        absl::Seconds(10), "the agent to see every console connection close");
+  }
+
+  // The agent is alive and serves a normal client.
+  void ExpectAgentServes() {
+    ASSERT_TRUE(agent_->IsRunning()) << "agent died\n" << agent_->Diagnostics();
+    PGF_ASSERT_OK_AND_ASSIGN(PgConn conn, ConnectApp());
+    PGF_ASSERT_OK_AND_ASSIGN(int64_t value, ScalarInt(conn.get(), "select 40 + 2"));
+    EXPECT_EQ(value, 42);
+  }
+
+  std::unique_ptr<AgentProcess> agent_;
+};
+
+// --- 1. every SHOW: PgBouncer 1.18's columns, integer types, values that follow state --------
+
+const std::vector<std::string> kConnectionColumns = {
+    "type",         "user",       "database",     "state",        "addr", "port",
+    "local_addr",   "local_port", "connect_time", "request_time", "wait", "wait_us",
+    "close_needed", "ptr",        "link",         "remote_pid",   "tls",  "application_name"};
+const std::set<std::string> kConnectionNumeric = {"port",    "local_port",   "wait",
+                                                  "wait_us", "close_needed", "remote_pid"};
+
+struct ShowSpec {
+  std::string command;
+  std::vector<std::string> columns;
+  std::set<std::string> numeric;
+  bool expect_rows = true;
+};
+
+std::vector<ShowSpec> ShowSpecs() {
+  std::vector<std::string> socket_columns = kConnectionColumns;
+  std::set<std::string> socket_numeric = kConnectionNumeric;
+  for (const char* name : {"recv_pos", "pkt_pos", "pkt_remain", "send_pos", "send_remain",
+                           "pkt_avail", "send_avail"}) {
+    socket_columns.push_back(name);
+    socket_numeric.insert(name);
+  }
+  const std::vector<std::string> stats_short = {"database",       "xact_count", "query_count",
+                                                "bytes_received", "bytes_sent", "xact_time",
+                                                "query_time",     "wait_time"};
+  const std::set<std::string> stats_short_numeric(stats_short.begin() + 1, stats_short.end());
+  const std::vector<std::string> stats_long = {
+      "database",       "total_xact_count", "total_query_count", "total_received",
+      "total_sent",     "total_xact_time",  "total_query_time",  "total_wait_time",
+      "avg_xact_count", "avg_query_count",  "avg_recv",          "avg_sent",
+      "avg_xact_time",  "avg_query_time",   "avg_wait_time"};
+  return {
+      {"SHOW POOLS",
+       {"database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req",
+        "cl_waiting_cancel_req", "sv_active", "sv_active_cancel", "sv_being_canceled", "sv_idle",
+        "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode"},
+       {"cl_active", "cl_waiting", "cl_active_cancel_req", "cl_waiting_cancel_req", "sv_active",
+        "sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used", "sv_tested", "sv_login",
+        "maxwait", "maxwait_us"}},
+      {"SHOW DATABASES",
+       {"name", "host", "port", "database", "force_user", "pool_size", "min_pool_size",
+        "reserve_pool", "pool_mode", "max_connections", "current_connections", "paused",
+        "disabled"},
+       {"port", "pool_size", "min_pool_size", "reserve_pool", "max_connections",
+        "current_connections", "paused", "disabled"}},
+      {"SHOW CLIENTS", kConnectionColumns, kConnectionNumeric},
+      {"SHOW SERVERS", kConnectionColumns, kConnectionNumeric},
+      {"SHOW SOCKETS", socket_columns, socket_numeric},
+      {"SHOW STATS", stats_long, std::set<std::string>(stats_long.begin() + 1, stats_long.end())},
+      {"SHOW STATS_TOTALS", stats_short, stats_short_numeric},
+      {"SHOW STATS_AVERAGES", stats_short, stats_short_numeric},
+      {"SHOW TOTALS", {"name", "value"}, {"value"}},
+      {"SHOW LISTS", {"list", "items"}, {"items"}},
+      {"SHOW USERS", {"name", "pool_mode"}, {}},
+      {"SHOW CONFIG", {"key", "value", "default", "changeable"}, {}},
+      {"SHOW MEM",
+       {"name", "size", "used", "free", "memtotal"},
+       {"size", "used", "free", "memtotal"}},
+      {"SHOW FDS",
+       {"fd", "task", "user", "database", "addr", "port", "cancel", "link", "client_encoding",
+        "std_strings", "datestyle", "timezone", "password", "scram_client_key", "scram_server_key"},
+       {"fd", "port", "cancel", "link"}},
+      {"SHOW VERSION", {"version"}, {}},
+      {"SHOW STATE", {"key", "value"}, {}},
+  };
+}
+
+TEST_F(AdminConsoleTest, EveryShowHasPgBouncer118ColumnsAndIntegerTypes) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
+  // A connected client with a server behind it, so every list has something to show.
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn app, ConnectApp("columns_test"));
+  PGF_ASSERT_OK(Query(app.get(), "select 1"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+
+  for (const ShowSpec& spec : ShowSpecs()) {
+    SCOPED_TRACE(spec.command);
+    absl::StatusOr<Table> table = Show(console.get(), spec.command);
+    ASSERT_TRUE(table.ok()) << table.status();
+    EXPECT_EQ(table->columns, spec.columns);
+    for (size_t i = 0; i < table->columns.size(); ++i) {
+      const std::string& column = table->columns[i];
+      if (spec.numeric.count(column) > 0) {
+        EXPECT_EQ(table->types[i], kInt8Oid) << "column " << column << " should be an int8";
+        for (const std::vector<std::string>& row : table->rows) {
+          if (row[i].empty()) continue;  // NULL
+          EXPECT_NE(ToInt(row[i]), kNotANumber) << "column " << column << ": '" << row[i] << "'";
+        }
+      } else {
+        EXPECT_EQ(table->types[i], kTextOid) << "column " << column << " should be text";
+      }
+    }
+    if (spec.expect_rows) {
+      EXPECT_FALSE(table->rows.empty()) << table->Dump();
+    }
+  }
+
+  // Lower case works as in PgBouncer.
+  absl::StatusOr<Table> lower = Show(console.get(), "show pools;");
+  ASSERT_TRUE(lower.ok()) << lower.status();
+  EXPECT_EQ(lower->Col("cl_active"), 2);
+
+  // SHOW HELP answers with a NOTICE listing the commands and a "SHOW" tag.
+  std::vector<std::string> notices;
+  PQsetNoticeReceiver(console.get(), &CollectNotice, &notices);
+  PgResult help(PQexec(console.get(), "SHOW HELP"));
+  ASSERT_NE(help, nullptr);
+  EXPECT_EQ(PQresultStatus(help.get()), PGRES_COMMAND_OK) << PQerrorMessage(console.get());
+  EXPECT_STREQ(PQcmdStatus(help.get()), "SHOW");
+  PQsetNoticeReceiver(console.get(), nullptr, nullptr);
+  const std::string all_notices = absl::StrJoin(notices, "\n");
+  EXPECT_TRUE(absl::StrContains(all_notices, "SHOW")) << all_notices;
+  EXPECT_TRUE(absl::StrContains(all_notices, "PAUSE")) << all_notices;
+
+  // SHOW VERSION: tools parse "PgBouncer X.Y".
+  PGF_ASSERT_OK_AND_ASSIGN(Table version, Show(console.get(), "SHOW VERSION"));
+  ASSERT_EQ(version.rows.size(), 1u);
+  EXPECT_TRUE(absl::StartsWith(version.rows[0][0], "PgBouncer 1.18")) << version.rows[0][0];
+
+  // SHOW LISTS rows in PgBouncer 1.18's order.
+  PGF_ASSERT_OK_AND_ASSIGN(Table lists, Show(console.get(), "SHOW LISTS"));
+  std::vector<std::string> list_names;
+  for (const std::vector<std::string>& row : lists.rows) list_names.push_back(row[0]);
+  EXPECT_EQ(list_names,
+            (std::vector<std::string>{"databases", "users", "pools", "free_clients", "used_clients",
+                                      "login_clients", "free_servers", "used_servers", "dns_names",
+                                      "dns_zones", "dns_queries", "dns_pending"}));
+}
+
+TEST_F(AdminConsoleTest, ShowValuesFollowPoolState) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
+  constexpr int kQueries = 25;
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn counter, ConnectApp("counter"));
+  for (int i = 0; i < kQueries; ++i) {
+    PGF_ASSERT_OK_AND_ASSIGN(int64_t v, ScalarInt(counter.get(), absl::StrCat("select ", i)));
+    ASSERT_EQ(v, i);
+  }
+  // A holds a server in an open transaction; B used the other one and gave it back.
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn a, ConnectApp("client_a"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn b, ConnectApp("client_b"));
+  PGF_ASSERT_OK(Query(a.get(), "BEGIN"));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string pid_a, ScalarText(a.get(), "select pg_backend_pid()"));
+  PGF_ASSERT_OK(Query(b.get(), "BEGIN"));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string pid_b, ScalarText(b.get(), "select pg_backend_pid()"));
+  PGF_ASSERT_OK(Query(b.get(), "COMMIT"));
+  ASSERT_NE(pid_a, pid_b);
+
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+
+  // SHOW POOLS agrees with what PostgreSQL sees.
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        absl::StatusOr<int64_t> sv_active = PoolInt(console.get(), "sv_active");
+        absl::StatusOr<int64_t> sv_idle = PoolInt(console.get(), "sv_idle");
+        if (!sv_active.ok()) return sv_active.status();
+        if (!sv_idle.ok()) return sv_idle.status();
+        absl::StatusOr<Rows> pg = g_pg->Exec(
+            "select coalesce(sum((state = 'idle in transaction')::int), 0), "
+            "coalesce(sum((state = 'idle')::int), 0) from pg_stat_activity "
+            "where datname = 'appdb' and backend_type = 'client backend'");
+        if (!pg.ok()) return pg.status();
+        *note = absl::StrCat("SHOW POOLS sv_active=", *sv_active, " sv_idle=", *sv_idle,
+                             "; pg_stat_activity idle in transaction=", (*pg)[0][0],
+                             " idle=", (*pg)[0][1]);
+        return *sv_active == ToInt((*pg)[0][0]) && *sv_idle == ToInt((*pg)[0][1]) &&
+               *sv_active == 1 && *sv_idle == 1;
+      },
+      absl::Seconds(10), "SHOW POOLS sv_active/sv_idle to match pg_stat_activity"));
+  {
+    Table pools;
+    PGF_ASSERT_OK_AND_ASSIGN(std::vector<std::string> row, PoolRow(console.get(), &pools));
+    EXPECT_EQ(pools.At(row, "cl_active"), "3") << pools.Dump();
+    EXPECT_EQ(pools.At(row, "cl_waiting"), "0") << pools.Dump();
+    EXPECT_EQ(pools.At(row, "sv_used"), "0") << pools.Dump();
+    EXPECT_EQ(pools.At(row, "sv_login"), "0") << pools.Dump();
+    EXPECT_EQ(pools.At(row, "maxwait"), "0") << pools.Dump();
+    EXPECT_EQ(pools.At(row, "pool_mode"), "transaction") << pools.Dump();
+  }
+
+  // SHOW SERVERS: exactly PostgreSQL's two backends; A's is active and linked to A.
+  PGF_ASSERT_OK_AND_ASSIGN(Table servers, Show(console.get(), "SHOW SERVERS"));
+  PGF_ASSERT_OK_AND_ASSIGN(Table clients, Show(console.get(), "SHOW CLIENTS"));
+  Rows appdb_servers = servers.Where({{"database", kAppDb}});
+  ASSERT_EQ(appdb_servers.size(), 2u) << servers.Dump();
+  std::set<std::string> server_pids;
+  for (const auto& row : appdb_servers) server_pids.insert(servers.At(row, "remote_pid"));
+  EXPECT_EQ(server_pids, (std::set<std::string>{pid_a, pid_b})) << servers.Dump();
+  Rows a_server = servers.Where({{"remote_pid", pid_a}});
+  Rows b_server = servers.Where({{"remote_pid", pid_b}});
+  ASSERT_EQ(a_server.size(), 1u);
+  ASSERT_EQ(b_server.size(), 1u);
+  EXPECT_EQ(servers.At(a_server[0], "state"), "active") << servers.Dump();
+  EXPECT_EQ(servers.At(b_server[0], "state"), "idle") << servers.Dump();
+  EXPECT_EQ(servers.At(a_server[0], "user"), kAppUser);
+  EXPECT_EQ(servers.At(a_server[0], "port"), std::to_string(g_pg->port()));
+
+  Rows a_client = clients.Where({{"application_name", "client_a"}});
+  ASSERT_EQ(a_client.size(), 1u) << clients.Dump();
+  EXPECT_EQ(clients.At(a_client[0], "user"), kAppUser);
+  EXPECT_EQ(clients.At(a_client[0], "database"), kAppDb);
+  EXPECT_EQ(clients.At(a_client[0], "state"), "active");
+  EXPECT_EQ(clients.At(a_client[0], "link"), servers.At(a_server[0], "ptr"))
+      << "A's client row does not link to A's server\n"
+      << clients.Dump() << "\n"
+      << servers.Dump();
+  EXPECT_EQ(servers.At(a_server[0], "link"), clients.At(a_client[0], "ptr"));
+  EXPECT_EQ(clients.Where({{"database", kAppDb}}).size(), 3u) << clients.Dump();
+  Rows admin_client = clients.Where({{"user", kAdminUser}});
+  ASSERT_EQ(admin_client.size(), 1u) << clients.Dump();
+  EXPECT_EQ(clients.At(admin_client[0], "database"), "pgbouncer");
+
+  // SHOW DATABASES: the appdb entry as configured, with its two connections.
+  PGF_ASSERT_OK_AND_ASSIGN(Table dbs, Show(console.get(), "SHOW DATABASES"));
+  Rows appdb = dbs.Where({{"name", kAppDb}});
+  ASSERT_EQ(appdb.size(), 1u) << dbs.Dump();
+  EXPECT_EQ(dbs.At(appdb[0], "host"), "127.0.0.1");
+  EXPECT_EQ(dbs.At(appdb[0], "port"), std::to_string(g_pg->port()));
+  EXPECT_EQ(dbs.At(appdb[0], "database"), kAppDb);
+  EXPECT_EQ(dbs.At(appdb[0], "pool_size"), "2");
+  EXPECT_EQ(dbs.At(appdb[0], "current_connections"), "2");
+  EXPECT_EQ(dbs.At(appdb[0], "paused"), "0");
+  EXPECT_EQ(dbs.At(appdb[0], "disabled"), "0");
+  EXPECT_EQ(dbs.Where({{"name", "pgbouncer"}}).size(), 1u) << dbs.Dump();
+
+  // Counters: at least the queries we ran.
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        absl::StatusOr<Table> stats = Show(console.get(), "SHOW STATS");
+        if (!stats.ok()) return stats.status();
+        Rows row = stats->Where({{"database", kAppDb}});
+        if (row.size() != 1) return absl::NotFoundError(stats->Dump());
+        *note = stats->Dump();
+        return ToInt(stats->At(row[0], "total_query_count")) >= kQueries &&
+               ToInt(stats->At(row[0], "total_xact_count")) >= kQueries &&
+               ToInt(stats->At(row[0], "total_received")) > 0 &&
+               ToInt(stats->At(row[0], "total_sent")) > 0;
+      },
+      absl::Seconds(10), "SHOW STATS to count the queries run through appdb"));
+  PGF_ASSERT_OK_AND_ASSIGN(Table totals, Show(console.get(), "SHOW STATS_TOTALS"));
+  Rows appdb_totals = totals.Where({{"database", kAppDb}});
+  ASSERT_EQ(appdb_totals.size(), 1u) << totals.Dump();
+  EXPECT_GE(ToInt(totals.At(appdb_totals[0], "query_count")), kQueries) << totals.Dump();
+  EXPECT_GE(ToInt(totals.At(appdb_totals[0], "xact_count")), kQueries) << totals.Dump();
+  PGF_ASSERT_OK_AND_ASSIGN(Table grand, Show(console.get(), "SHOW TOTALS"));
+  Rows total_queries = grand.Where({{"name", "total_query_count"}});
+  ASSERT_EQ(total_queries.size(), 1u) << grand.Dump();
+  EXPECT_GE(ToInt(grand.At(total_queries[0], "value")), kQueries) << grand.Dump();
+
+  // SHOW LISTS / USERS / CONFIG / FDS / STATE.
+  PGF_ASSERT_OK_AND_ASSIGN(Table lists, Show(console.get(), "SHOW LISTS"));
+  Rows used_servers = lists.Where({{"list", "used_servers"}});
+  ASSERT_EQ(used_servers.size(), 1u) << lists.Dump();
+  EXPECT_EQ(lists.At(used_servers[0], "items"), "2") << lists.Dump();
+  Rows used_clients = lists.Where({{"list", "used_clients"}});
+  ASSERT_EQ(used_clients.size(), 1u) << lists.Dump();
+  EXPECT_GE(ToInt(lists.At(used_clients[0], "items")), 3) << lists.Dump();
+
+  PGF_ASSERT_OK_AND_ASSIGN(Table users, Show(console.get(), "SHOW USERS"));
+  for (const char* user : {kAppUser, kAdminUser, kStatsUser}) {
+    EXPECT_EQ(users.Where({{"name", user}}).size(), 1u) << user << "\n" << users.Dump();
+  }
+
+  PGF_ASSERT_OK_AND_ASSIGN(Table config, Show(console.get(), "SHOW CONFIG"));
+  Rows pool_size = config.Where({{"key", "default_pool_size"}});
+  ASSERT_EQ(pool_size.size(), 1u);
+  EXPECT_EQ(config.At(pool_size[0], "value"), "2");
+  EXPECT_EQ(config.At(pool_size[0], "default"), "20");
+  EXPECT_EQ(config.At(pool_size[0], "changeable"), "yes");
+  Rows listen_port = config.Where({{"key", "listen_port"}});
+  ASSERT_EQ(listen_port.size(), 1u);
+  EXPECT_EQ(config.At(listen_port[0], "value"), std::to_string(agent_->port()));
+  EXPECT_EQ(config.At(listen_port[0], "changeable"), "no");
+  Rows mode = config.Where({{"key", "pool_mode"}});
+  ASSERT_EQ(mode.size(), 1u);
+  EXPECT_EQ(config.At(mode[0], "value"), "transaction");
+
+  PGF_ASSERT_OK_AND_ASSIGN(Table fds, Show(console.get(), "SHOW FDS"));
+  EXPECT_GE(fds.Where({{"task", "client"}, {"user", kAppUser}, {"database", kAppDb}}).size(), 3u)
+      << fds.Dump();
+
+  PGF_ASSERT_OK_AND_ASSIGN(std::string paused, StateValue(console.get(), "paused"));
+  EXPECT_EQ(paused, "no");
+  PGF_ASSERT_OK_AND_ASSIGN(std::string paused_dbs, StateValue(console.get(), "paused_databases"));
+  EXPECT_EQ(paused_dbs, "");
+
+  PGF_ASSERT_OK(Query(a.get(), "COMMIT"));
+}
+
+// --- 2. the tutorial's monitoring queries through psql as a stats_users member ------------------
+
+TEST_F(AdminConsoleTest, PsqlMonitoringQueriesAsStatsUser) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn app, ConnectApp());
+  PGF_ASSERT_OK(Query(app.get(), "select 1"));
+
+  RunOptions run;
+  run.env = {{"PGPASSWORD", kStatsPassword},
+             {"PGSSLMODE", "disable"},
+             {"PGCONNECT_TIMEOUT", "10"},
+             {"PSQLRC", "/dev/null"}};
+  run.timeout = absl::Seconds(30);
+  const std::string port = std::to_string(agent_->port());
+
+  PGF_ASSERT_OK_AND_ASSIGN(RunResult pools,
+                           RunCommand({g_pg->BinPath("psql"), "-h", "127.0.0.1", "-p", port, "-U",
+                                       kStatsUser, "pgbouncer", "-c", "SHOW POOLS;"},
+                                      run));
+  ASSERT_TRUE(pools.Succeeded()) << pools.Describe();
+  for (const char* column :
+       {"cl_active", "cl_waiting", "sv_active", "sv_idle", "maxwait", "pool_mode"}) {
+    EXPECT_TRUE(absl::StrContains(pools.stdout_text, column)) << column << "\n"
+                                                              << pools.stdout_text;
+  }
+  EXPECT_TRUE(absl::StrContains(pools.stdout_text, kAppDb)) << pools.stdout_text;
+  EXPECT_EQ(pools.stderr_text, "") << pools.Describe();
+
+  PGF_ASSERT_OK_AND_ASSIGN(RunResult stats,
+                           RunCommand({g_pg->BinPath("psql"), "-h", "127.0.0.1", "-p", port, "-U",
+                                       kStatsUser, "pgbouncer", "-c", "SHOW STATS;"},
+                                      run));
+  ASSERT_TRUE(stats.Succeeded()) << stats.Describe();
+  for (const char* column : {"avg_query_time", "total_xact_count", "total_query_count"}) {
+    EXPECT_TRUE(absl::StrContains(stats.stdout_text, column)) << column << "\n"
+                                                              << stats.stdout_text;
+  }
+  EXPECT_TRUE(absl::StrContains(stats.stdout_text, kAppDb)) << stats.stdout_text;
+
+  // Unaligned, tuples-only output is what scripts parse: appdb's pool_mode is the last field.
+  PGF_ASSERT_OK_AND_ASSIGN(
+      RunResult script, RunCommand({g_pg->BinPath("psql"), "-h", "127.0.0.1", "-p", port, "-U",
+                                    kStatsUser, "-At", "-F", ",", "pgbouncer", "-c", "SHOW POOLS;"},
+                                   run));
+  ASSERT_TRUE(script.Succeeded()) << script.Describe();
+  bool found = false;
+  for (absl::string_view line : absl::StrSplit(script.stdout_text, '\n')) {
+    if (absl::StartsWith(line, "appdb,app,")) {
+      found = true;
+      EXPECT_TRUE(absl::EndsWith(line, ",transaction")) << line;
+    }
+  }
+  EXPECT_TRUE(found) << script.stdout_text;
+}
+
+// --- 3. access control and unknown commands ------------------------------------------------------
+
+TEST_F(AdminConsoleTest, StatsUsersMayOnlyShowAndOthersAreRefused) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn app, ConnectApp());
+  PGF_ASSERT_OK(Query(app.get(), "select 1"));
+
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn stats, ConnectConsole(kStatsUser, kStatsPassword));
+  PGF_EXPECT_OK(Show(stats.get(), "SHOW POOLS"));
+  PGF_EXPECT_OK(Show(stats.get(), "SHOW STATS"));
+  PGF_EXPECT_OK(Show(stats.get(), "SHOW SERVERS"));
+  for (const char* command : {"PAUSE", "PAUSE appdb", "RELOAD", "KILL appdb", "DISABLE appdb",
+                              "RECONNECT", "SET default_pool_size = 7", "SUSPEND", "SHUTDOWN"}) {
+    SCOPED_TRACE(command);
+    absl::StatusOr<std::string> result = Command(stats.get(), command);
+    ASSERT_FALSE(result.ok()) << "a stats_users member ran " << command;
+    EXPECT_TRUE(absl::StrContains(absl::AsciiStrToLower(result.status().message()), "admin"))
+        << result.status();
+  }
+  // None of them took effect, and the agent still runs and serves.
+  ASSERT_TRUE(agent_->IsRunning()) << agent_->Diagnostics();
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn admin, ConnectConsole());
+  PGF_ASSERT_OK_AND_ASSIGN(std::string paused, DatabaseValue(admin.get(), "paused"));
+  EXPECT_EQ(paused, "0");
+  PGF_ASSERT_OK_AND_ASSIGN(std::string disabled, DatabaseValue(admin.get(), "disabled"));
+  EXPECT_EQ(disabled, "0");
+  PGF_ASSERT_OK_AND_ASSIGN(std::string pool_size, ConfigValue(admin.get(), "default_pool_size"));
+  EXPECT_EQ(pool_size, "2");
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t v, ScalarInt(app.get(), "select 7"));
+  EXPECT_EQ(v, 7);
+  PGF_EXPECT_OK(Show(stats.get(), "SHOW VERSION"));
+
+  // A user in neither list cannot log in to the console at all, even with the right password.
+  absl::StatusOr<PgConn> outsider = ConnectConsole(kOutsider, kOutsiderPassword);
+  ASSERT_FALSE(outsider.ok()) << "a user in neither admin_users nor stats_users got in";
+  EXPECT_TRUE(absl::StrContains(outsider.status().message(), "not allowed")) << outsider.status();
+  // And the admin with a wrong password is refused too.
+  absl::StatusOr<PgConn> wrong = ConnectConsole(kAdminUser, "not-the-password");
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_TRUE(absl::StrContains(wrong.status().message(), "password authentication failed"))
+      << wrong.status();
+
+  // An unknown command is an error, and the connection keeps working.
+  absl::StatusOr<std::string> unknown = Command(admin.get(), "FROBNICATE appdb");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_TRUE(absl::StrContains(unknown.status().message(), "FROBNICATE")) << unknown.status();
+  PGF_ASSERT_OK_AND_ASSIGN(Table version, Show(admin.get(), "SHOW VERSION"));
+  ASSERT_EQ(version.rows.size(), 1u);
+  EXPECT_TRUE(absl::StartsWith(version.rows[0][0], "PgBouncer 1.18")) << version.rows[0][0];
+  absl::StatusOr<Table> bad_show = Show(admin.get(), "SHOW NOSUCHTHING");
+  ASSERT_FALSE(bad_show.ok());
+  PGF_EXPECT_OK(Show(admin.get(), "SHOW VERSION"));
+  EXPECT_EQ(PQstatus(admin.get()), CONNECTION_OK);
+  // The extended protocol is refused (the console speaks simple queries) without breaking it.
+  absl::StatusOr<Rows> extended = QueryParams(admin.get(), "SHOW VERSION", {});
+  EXPECT_FALSE(extended.ok());
+  PGF_EXPECT_OK(Show(admin.get(), "SHOW VERSION"));
+}
+
+// --- 4. PAUSE semantics --------------------------------------------------------------------------
+
+TEST_F(AdminConsoleTest, PauseWaitsForOpenTransactionsAndQueuesQueriesUntilResume) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent({{"pool_mode", "transaction"}}));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn a, ConnectApp("pause_a"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn b, ConnectApp("pause_b"));
+  PGF_ASSERT_OK(Query(b.get(), "select 1"));
+  PGF_ASSERT_OK(Query(a.get(), "BEGIN"));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string pid_a, ScalarText(a.get(), "select pg_backend_pid()"));
+  PGF_ASSERT_OK(WaitForBackendState(pid_a, "idle in transaction"));
+
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn pauser, ConnectConsole());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn observer, ConnectConsole());
+  ASSERT_EQ(PQsendQuery(pauser.get(), "PAUSE"), 1) << PQerrorMessage(pauser.get());
+  // The agent took the PAUSE (appdb shows paused) ...
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        absl::StatusOr<std::string> paused = DatabaseValue(observer.get(), "paused");
+        if (!paused.ok()) return paused.status();
+        *note = absl::StrCat("paused = ", *paused);
+        return *paused == "1";
+      },
+      absl::Seconds(10), "SHOW DATABASES to show appdb paused"));
+  // ... but must not answer it while A's transaction holds a server.
+  PGF_ASSERT_OK(StaysBusyFor(pauser.get(), absl::Seconds(1)));
+
+  // B's query during the pause waits instead of failing.
+  ASSERT_EQ(PQsendQuery(b.get(), "select 'b-done'"), 1) << PQerrorMessage(b.get());
+  PGF_ASSERT_OK(WaitForPoolValue(observer.get(), "cl_waiting", 1));
+  PGF_ASSERT_OK(StaysBusyFor(b.get(), absl::Milliseconds(300)));
+  PGF_ASSERT_OK(StaysBusyFor(pauser.get(), absl::Milliseconds(100)));
+  {
+    // B shows up as waiting, and the pool's maxwait counts its wait (>= the 300 ms above).
+    PGF_ASSERT_OK_AND_ASSIGN(Table clients, Show(observer.get(), "SHOW CLIENTS"));
+    Rows b_row = clients.Where({{"application_name", "pause_b"}});
+    ASSERT_EQ(b_row.size(), 1u) << clients.Dump();
+    EXPECT_EQ(clients.At(b_row[0], "state"), "waiting") << clients.Dump();
+    Table pools;
+    PGF_ASSERT_OK_AND_ASSIGN(std::vector<std::string> row, PoolRow(observer.get(), &pools));
+    const int64_t maxwait_us =
+        ToInt(pools.At(row, "maxwait")) * 1000000 + ToInt(pools.At(row, "maxwait_us"));
+    EXPECT_GE(maxwait_us, 300000) << pools.Dump();
+    EXPECT_LT(maxwait_us, 60000000) << pools.Dump();
+  }
+
+  // A commits: the last server goes and the PAUSE completes.
+  PGF_ASSERT_OK(Query(a.get(), "COMMIT"));
+  PGF_ASSERT_OK_AND_ASSIGN(AsyncOutcome paused, AwaitResult(pauser.get(), absl::Seconds(10)));
+  EXPECT_EQ(paused.tag, "PAUSE");
+  PGF_ASSERT_OK_AND_ASSIGN(Table servers, Show(observer.get(), "SHOW SERVERS"));
+  EXPECT_TRUE(servers.Where({{"database", kAppDb}}).empty())
+      << "server connections left after PAUSE returned:\n"
+      << servers.Dump();
+  PGF_ASSERT_OK(WaitForAppdbBackends(0));
+
+  // A second PAUSE while paused is refused.
+  absl::StatusOr<std::string> again = Command(pauser.get(), "PAUSE");
+  ASSERT_FALSE(again.ok());
+  EXPECT_TRUE(absl::StrContains(again.status().message(), "already paused")) << again.status();
+
+  // B still waits; RESUME lets it through.
+  PGF_ASSERT_OK(StaysBusyFor(b.get(), absl::Milliseconds(100)));
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t waiting, PoolInt(observer.get(), "cl_waiting"));
+  EXPECT_GE(waiting, 1);
+  PGF_ASSERT_OK_AND_ASSIGN(std::string resumed, Command(pauser.get(), "RESUME"));
+  EXPECT_EQ(resumed, "RESUME");
+  PGF_ASSERT_OK_AND_ASSIGN(AsyncOutcome b_result, AwaitResult(b.get(), absl::Seconds(10)));
+  ASSERT_EQ(b_result.rows.size(), 1u);
+  EXPECT_EQ(b_result.rows[0][0], "b-done");
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t v, ScalarInt(a.get(), "select 5"));
+  EXPECT_EQ(v, 5);
+  PGF_ASSERT_OK_AND_ASSIGN(std::string paused_after, DatabaseValue(observer.get(), "paused"));
+  EXPECT_EQ(paused_after, "0");
+}
+
+TEST_F(AdminConsoleTest, ResumeEndsAPauseThatIsStillDraining) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent({{"pool_mode", "transaction"}}));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn a, ConnectApp("drain_a"));
+  PGF_ASSERT_OK(Query(a.get(), "BEGIN"));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string pid_a, ScalarText(a.get(), "select pg_backend_pid()"));
+  PGF_ASSERT_OK(WaitForBackendState(pid_a, "idle in transaction"));
+
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn pauser, ConnectConsole());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn observer, ConnectConsole());
+  ASSERT_EQ(PQsendQuery(pauser.get(), "PAUSE appdb"), 1) << PQerrorMessage(pauser.get());
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        absl::StatusOr<std::string> paused = DatabaseValue(observer.get(), "paused");
+        if (!paused.ok()) return paused.status();
+        *note = absl::StrCat("paused = ", *paused);
+        return *paused == "1";
+      },
+      absl::Seconds(10), "SHOW DATABASES to show appdb paused"));
+  PGF_ASSERT_OK(StaysBusyFor(pauser.get(), absl::Milliseconds(500)));
+
+  absl::StatusOr<std::string> again = Command(observer.get(), "PAUSE appdb");
+  ASSERT_FALSE(again.ok());
+  EXPECT_TRUE(absl::StrContains(again.status().message(), "already paused")) << again.status();
+
+  PGF_ASSERT_OK_AND_ASSIGN(std::string resumed, Command(observer.get(), "RESUME appdb"));
+  EXPECT_EQ(resumed, "RESUME");
+  // The pending PAUSE ends with an error instead of hanging (PgBouncer issue #715).
+  absl::StatusOr<AsyncOutcome> pause = AwaitResult(pauser.get(), absl::Seconds(10));
+  ASSERT_FALSE(pause.ok()) << "PAUSE succeeded although RESUME came first";
+  EXPECT_FALSE(absl::IsDeadlineExceeded(pause.status())) << "PAUSE still hangs after RESUME";
+  EXPECT_TRUE(absl::StrContains(absl::AsciiStrToUpper(pause.status().message()), "RESUME"))
+      << pause.status();
+  // Both the console and A's transaction carry on.
+  PGF_EXPECT_OK(Show(pauser.get(), "SHOW VERSION"));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string pid_again, ScalarText(a.get(), "select pg_backend_pid()"));
+  EXPECT_EQ(pid_again, pid_a);
+  PGF_ASSERT_OK(Query(a.get(), "COMMIT"));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string paused_after, DatabaseValue(observer.get(), "paused"));
+  EXPECT_EQ(paused_after, "0");
+}
+
+// --- 5. PAUSE ... FOR <duration> -----------------------------------------------------------------
+
+TEST_F(AdminConsoleTest, PauseForDurationResumesByItself) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn waiter, ConnectApp("window_waiter"));
+  PGF_ASSERT_OK(Query(waiter.get(), "select 1"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+
+  ASSERT_EQ(PQsendQuery(console.get(), "PAUSE appdb FOR 2"), 1) << PQerrorMessage(console.get());
+  PGF_ASSERT_OK_AND_ASSIGN(AsyncOutcome paused, AwaitResult(console.get(), absl::Seconds(10)));
+  const absl::Time paused_at = absl::Now();
+  EXPECT_EQ(paused.tag, "PAUSE");
+  PGF_ASSERT_OK_AND_ASSIGN(std::string paused_dbs, StateValue(console.get(), "paused_databases"));
+  EXPECT_EQ(paused_dbs, kAppDb);
+
+  ASSERT_EQ(PQsendQuery(waiter.get(), "select 'after-window'"), 1) << PQerrorMessage(waiter.get());
+  PGF_ASSERT_OK(WaitForPoolValue(console.get(), "cl_waiting", 1, absl::Milliseconds(1500)));
+
+  // Nobody sends RESUME: the agent resumes by itself.
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        absl::StatusOr<std::string> value = StateValue(console.get(), "paused_databases");
+        if (!value.ok()) return value.status();
+        *note = absl::StrCat("paused_databases = '", *value, "'");
+        return value->empty();
+      },
+      absl::Seconds(10), "the pause window to end by itself"));
+  EXPECT_GE(absl::Now() - paused_at, absl::Milliseconds(1500)) << "resumed before the window ended";
+  PGF_ASSERT_OK_AND_ASSIGN(AsyncOutcome result, AwaitResult(waiter.get(), absl::Seconds(10)));
+  ASSERT_EQ(result.rows.size(), 1u);
+  EXPECT_EQ(result.rows[0][0], "after-window");
+  PGF_ASSERT_OK_AND_ASSIGN(std::string paused_flag, DatabaseValue(console.get(), "paused"));
+  EXPECT_EQ(paused_flag, "0");
+}
+
+TEST_F(AdminConsoleTest, PauseAllForDurationResumesByItself) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn waiter, ConnectApp("window_waiter_all"));
+  PGF_ASSERT_OK(Query(waiter.get(), "select 1"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+
+  ASSERT_EQ(PQsendQuery(console.get(), "PAUSE FOR 2s"), 1) << PQerrorMessage(console.get());
+  PGF_ASSERT_OK_AND_ASSIGN(AsyncOutcome paused, AwaitResult(console.get(), absl::Seconds(10)));
+  EXPECT_EQ(paused.tag, "PAUSE");
+  PGF_ASSERT_OK_AND_ASSIGN(std::string paused_all, StateValue(console.get(), "paused"));
+  EXPECT_EQ(paused_all, "yes");
+  PGF_EXPECT_OK(StateValue(console.get(), "pause_deadline"));
+
+  ASSERT_EQ(PQsendQuery(waiter.get(), "select 'after-global-window'"), 1)
+      << PQerrorMessage(waiter.get());
+  PGF_ASSERT_OK(WaitForPoolValue(console.get(), "cl_waiting", 1, absl::Milliseconds(1500)));
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        absl::StatusOr<std::string> value = StateValue(console.get(), "paused");
+        if (!value.ok()) return value.status();
+        *note = absl::StrCat("paused = ", *value);
+        return *value == "no";
+      },
+      absl::Seconds(10), "the global pause window to end by itself"));
+  PGF_ASSERT_OK_AND_ASSIGN(AsyncOutcome result, AwaitResult(waiter.get(), absl::Seconds(10)));
+  ASSERT_EQ(result.rows.size(), 1u);
+  EXPECT_EQ(result.rows[0][0], "after-global-window");
+  ASSERT_NO_FATAL_FAILURE(ExpectAgentServes());
+}
+
+// --- 6. RELOAD -----------------------------------------------------------------------------------
+
+TEST_F(AdminConsoleTest, ReloadUnderPgbenchRaisesPoolSizeAndSwitchesToTransactionMode) {
+  RunOptions run;
+  run.env = {{"PGPASSWORD", kAppPassword}, {"PGSSLMODE", "disable"}};
+  run.timeout = absl::Seconds(120);
+  PGF_ASSERT_OK_AND_ASSIGN(
+      RunResult init,
+      RunCommand({g_pg->BinPath("pgbench"), "-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p",
+                  std::to_string(g_pg->port()), "-U", kAppUser, kAppDb},
+                 run));
+  ASSERT_TRUE(init.Succeeded()) << "pgbench -i directly against PostgreSQL: " << init.Describe();
+  PGF_ASSERT_OK(WaitForAppdbBackends(0));
+
+  AgentOptions options = BaseOptions({{"pool_mode", "session"}, {"default_pool_size", "2"}});
+  ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+
+  std::atomic<bool> done{false};
+  std::atomic<bool> reloaded{false};
+  std::atomic<int64_t> max_before{0};
+  std::atomic<int64_t> max_after{0};
+  std::thread monitor([&] {
+    while (!done.load()) {
+      absl::StatusOr<int64_t> n = AppdbBackends();
+      if (n.ok()) {
+        std::atomic<int64_t>& target = reloaded.load() ? max_after : max_before;
+        int64_t prev = target.load();
+        while (*n > prev && !target.compare_exchange_weak(prev, *n)) {
+        }
+      }
+      absl::SleepFor(absl::Milliseconds(5));  // Sampling rate, not synchronisation.
+    }
+  });
+  absl::StatusOr<RunResult> bench;
+  std::thread bench_thread([&] {
+    RunOptions bench_run = run;
+    bench_run.timeout = absl::Seconds(90);
+    bench = RunCommand({g_pg->BinPath("pgbench"), "-c", "8", "-j", "2", "-T", "6", "-S", "-h",
+                        "127.0.0.1", "-p", std::to_string(agent_->port()), "-U", kAppUser, kAppDb},
+                       bench_run);
+  });
+  auto stop_threads = [&] {
+    if (bench_thread.joinable()) bench_thread.join();
+    done.store(true);
+    if (monitor.joinable()) monitor.join();
+  };
+
+  // Session mode, pool of 2: two pgbench clients hold the servers, the others queue.
+  absl::Status queued = PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        Table pools;
+        absl::StatusOr<std::vector<std::string>> row = PoolRow(console.get(), &pools);
+        if (!row.ok()) {
+          *note = row.status().ToString();
+          return false;
+        }
+        *note = pools.Dump();
+        return ToInt(pools.At(*row, "cl_waiting")) >= 1 &&
+               ToInt(pools.At(*row, "sv_active")) == 2 && pools.At(*row, "pool_mode") == "session";
+      },
+      absl::Seconds(15), "pgbench to fill the session pool");
+  if (!queued.ok()) {
+    stop_threads();
+    FAIL() << queued;
+  }
+
+  options.pgbouncer_settings["default_pool_size"] = "4";
+  options.pgbouncer_settings["pool_mode"] = "transaction";
+  absl::Status rewritten = agent_->RewriteConfig(options);
+  reloaded.store(true);
+  absl::StatusOr<std::string> reload = Command(console.get(), "RELOAD");
+  // Under load, PostgreSQL gets up to the new pool size.
+  absl::Status reached = PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        *note = absl::StrCat("max backends since RELOAD: ", max_after.load());
+        return max_after.load() >= 4;
+      },
+      absl::Seconds(10), "4 server connections for appdb after RELOAD");
+  stop_threads();
+  PGF_ASSERT_OK(rewritten);
+  ASSERT_TRUE(reload.ok()) << reload.status();
+  EXPECT_EQ(*reload, "RELOAD");
+  PGF_EXPECT_OK(reached);
+
+  ASSERT_TRUE(bench.ok()) << bench.status();
+  EXPECT_TRUE(bench->Succeeded()) << bench->Describe();
+  const PgbenchSummary summary = ParsePgbench(bench->stdout_text);
+  EXPECT_GT(summary.processed, 0) << bench->Describe();
+  EXPECT_EQ(summary.failed, 0) << bench->Describe();
+  EXPECT_LE(max_before.load(), 2) << "more than default_pool_size = 2 before RELOAD";
+  EXPECT_LE(max_after.load(), 4) << "more than default_pool_size = 4 after RELOAD";
+
+  Table pools;
+  PGF_ASSERT_OK_AND_ASSIGN(std::vector<std::string> row, PoolRow(console.get(), &pools));
+  EXPECT_EQ(pools.At(row, "pool_mode"), "transaction") << pools.Dump();
+  PGF_ASSERT_OK_AND_ASSIGN(std::string pool_size, DatabaseValue(console.get(), "pool_size"));
+  EXPECT_EQ(pool_size, "4");
+  PGF_ASSERT_OK_AND_ASSIGN(std::string config_size,
+                           ConfigValue(console.get(), "default_pool_size"));
+  EXPECT_EQ(config_size, "4");
+  PGF_ASSERT_OK_AND_ASSIGN(std::string config_mode, ConfigValue(console.get(), "pool_mode"));
+  EXPECT_EQ(config_mode, "transaction");
+}
+
+TEST_F(AdminConsoleTest, ReloadWithBrokenConfigIsRefusedAndTheOldOneStays) {
+  AgentOptions options = BaseOptions({{"default_pool_size", "2"}});
+  ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn app, ConnectApp());
+  PGF_ASSERT_OK(Query(app.get(), "select 1"));
+
+  AgentOptions broken = options;
+  broken.pgbouncer_settings["default_pool_size"] = "abc";
+  broken.pgbouncer_settings["pool_mode"] = "session";
+  PGF_ASSERT_OK(agent_->RewriteConfig(broken));
+  absl::StatusOr<std::string> reload = Command(console.get(), "RELOAD");
+  ASSERT_FALSE(reload.ok()) << "RELOAD accepted default_pool_size = abc";
+  EXPECT_TRUE(absl::StrContains(reload.status().message(), "default_pool_size")) << reload.status();
+
+  // Nothing of the broken file was applied, and everything keeps working.
+  PGF_ASSERT_OK_AND_ASSIGN(std::string pool_size, ConfigValue(console.get(), "default_pool_size"));
+  EXPECT_EQ(pool_size, "2");
+  PGF_ASSERT_OK_AND_ASSIGN(std::string mode, ConfigValue(console.get(), "pool_mode"));
+  EXPECT_EQ(mode, "transaction");
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t v, ScalarInt(app.get(), "select 6 * 7"));
+  EXPECT_EQ(v, 42);
+  ASSERT_NO_FATAL_FAILURE(ExpectAgentServes());
+  PGF_EXPECT_OK(Show(console.get(), "SHOW VERSION"));
+
+  // Fixing the file makes the next RELOAD work.
+  options.pgbouncer_settings["default_pool_size"] = "3";
+  PGF_ASSERT_OK(agent_->RewriteConfig(options));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string tag, Command(console.get(), "RELOAD"));
+  EXPECT_EQ(tag, "RELOAD");
+  PGF_ASSERT_OK_AND_ASSIGN(std::string fixed, ConfigValue(console.get(), "default_pool_size"));
+  EXPECT_EQ(fixed, "3");
+}
+
+TEST_F(AdminConsoleTest, SighupWithBrokenConfigKeepsServingTheOldOne) {
+  AgentOptions options = BaseOptions({{"default_pool_size", "2"}});
+  ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn app, ConnectApp());
+  PGF_ASSERT_OK(Query(app.get(), "select 1"));
+
+  AgentOptions broken = options;
+  broken.pgbouncer_settings["default_pool_size"] = "abc";
+  PGF_ASSERT_OK(agent_->RewriteConfig(broken));
+  PGF_ASSERT_OK(agent_->Signal(SIGHUP));
+  if (!UsingForeignAgentBinary()) {
+    PGF_ASSERT_OK(PollUntil(
+        [&](std::string* note) -> absl::StatusOr<bool> {
+          *note = ReadFileTail(agent_->log_path(), 512);
+          return absl::StrContains(agent_->LogContents(), "SIGHUP") &&
+                 absl::StrContains(agent_->LogContents(), "default_pool_size");
+        },
+        absl::Seconds(10), "the agent to log why the SIGHUP reload was refused"));
+  }
+  ASSERT_TRUE(agent_->IsRunning()) << agent_->Diagnostics();
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t v, ScalarInt(app.get(), "select 2 + 2"));
+  EXPECT_EQ(v, 4);
+  ASSERT_NO_FATAL_FAILURE(ExpectAgentServes());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+  PGF_ASSERT_OK_AND_ASSIGN(std::string pool_size, ConfigValue(console.get(), "default_pool_size"));
+  EXPECT_EQ(pool_size, "2");
+
+  // A good file on the next SIGHUP is picked up.
+  options.pgbouncer_settings["default_pool_size"] = "5";
+  PGF_ASSERT_OK(agent_->RewriteConfig(options));
+  PGF_ASSERT_OK(agent_->Signal(SIGHUP));
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        absl::StatusOr<std::string> value = ConfigValue(console.get(), "default_pool_size");
+        if (!value.ok()) return value.status();
+        *note = *value;
+        return *value == "5";
+      },
+      absl::Seconds(10), "SIGHUP to load default_pool_size = 5"));
+}
+
+// --- 7. SET --------------------------------------------------------------------------------------
+
+TEST_F(AdminConsoleTest, SetChangesOnlineSettingsAndRefusesRestartOnlyOnes) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent({{"default_pool_size", "2"}}));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+  PGF_ASSERT_OK_AND_ASSIGN(std::string tag, Command(console.get(), "SET default_pool_size = 3"));
+  EXPECT_EQ(tag, "SET");
+  PGF_ASSERT_OK_AND_ASSIGN(std::string pool_size, ConfigValue(console.get(), "default_pool_size"));
+  EXPECT_EQ(pool_size, "3");
+  PGF_ASSERT_OK_AND_ASSIGN(std::string db_pool_size, DatabaseValue(console.get(), "pool_size"));
+  EXPECT_EQ(db_pool_size, "3");
+
+  // The new size is in force: three clients in transactions get three servers at once.
+  std::vector<PgConn> clients;
+  std::set<std::string> pids;
+  for (int i = 0; i < 3; ++i) {
+    PGF_ASSERT_OK_AND_ASSIGN(PgConn c, ConnectApp());
+    ASSERT_EQ(PQsendQuery(c.get(), "BEGIN; select pg_backend_pid()"), 1) << PQerrorMessage(c.get());
+    PGF_ASSERT_OK_AND_ASSIGN(AsyncOutcome outcome, AwaitResult(c.get(), absl::Seconds(10)));
+    ASSERT_EQ(outcome.rows.size(), 1u);
+    pids.insert(outcome.rows[0][0]);
+    clients.push_back(std::move(c));
+  }
+  EXPECT_EQ(pids.size(), 3u);
+  for (PgConn& c : clients) PGF_EXPECT_OK(Query(c.get(), "COMMIT"));
+
+  absl::StatusOr<std::string> port = Command(console.get(), "SET listen_port = 1");
+  ASSERT_FALSE(port.ok()) << "SET listen_port was accepted";
+  EXPECT_TRUE(absl::StrContains(port.status().message(), "listen_port")) << port.status();
+  PGF_ASSERT_OK_AND_ASSIGN(std::string listen_port, ConfigValue(console.get(), "listen_port"));
+  EXPECT_EQ(listen_port, std::to_string(agent_->port()));
+  absl::StatusOr<std::string> bad_value = Command(console.get(), "SET default_pool_size = many");
+  EXPECT_FALSE(bad_value.ok());
+  PGF_ASSERT_OK_AND_ASSIGN(std::string still, ConfigValue(console.get(), "default_pool_size"));
+  EXPECT_EQ(still, "3");
+  ASSERT_NO_FATAL_FAILURE(ExpectAgentServes());
+}
+
+// --- 8. KILL, DISABLE/ENABLE, RECONNECT + WAIT_CLOSE, KILL_CLIENT --------------------------------
+
+TEST_F(AdminConsoleTest, KillDropsClientsAndNewQueriesWaitUntilResume) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn idle_client, ConnectApp("kill_idle"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn in_tx, ConnectApp("kill_tx"));
+  PGF_ASSERT_OK(Query(idle_client.get(), "select 1"));
+  PGF_ASSERT_OK(Query(in_tx.get(), "BEGIN"));
+  PGF_ASSERT_OK(Query(in_tx.get(), "select 1"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+
+  PGF_ASSERT_OK_AND_ASSIGN(std::string tag, Command(console.get(), "KILL appdb"));
+  EXPECT_EQ(tag, "KILL");
+  EXPECT_FALSE(Query(idle_client.get(), "select 1").ok()) << "idle client survived KILL";
+  EXPECT_FALSE(Query(in_tx.get(), "select 1").ok()) << "client in a transaction survived KILL";
+  PGF_ASSERT_OK(WaitForAppdbBackends(0));
+
+  // A new client's query waits until RESUME (whether its login or its query is held).
+  struct Outcome {
+    absl::Status status = absl::UnknownError("not run");
+    std::string value;
+  };
+  Outcome outcome;
+  std::atomic<bool> finished{false};
+  const std::string conninfo = AppConn("after_kill");
+  std::thread late([&] {
+    absl::StatusOr<PgConn> conn = Connect(conninfo);
+    if (!conn.ok()) {
+      outcome.status = conn.status();
+    } else if (PQsendQuery(conn->get(), "select 'after-kill'") != 1) {
+      outcome.status = ResultError(conn->get(), nullptr);
+    } else {
+      absl::StatusOr<AsyncOutcome> result = AwaitResult(conn->get(), absl::Seconds(30));
+      outcome.status = result.status();
+      if (result.ok() && result->rows.size() == 1) outcome.value = result->rows[0][0];
+    }
+    finished.store(true);
+  });
+  absl::Status waiting = WaitForPoolValue(console.get(), "cl_waiting", 1);
+  const bool finished_early = finished.load();
+  absl::StatusOr<std::string> resume = Command(console.get(), "RESUME appdb");
+  late.join();
+  PGF_ASSERT_OK(waiting);
+  EXPECT_FALSE(finished_early) << "the new client was served before RESUME: " << outcome.status;
+  ASSERT_TRUE(resume.ok()) << resume.status();
+  EXPECT_EQ(*resume, "RESUME");
+  PGF_ASSERT_OK(outcome.status);
+  EXPECT_EQ(outcome.value, "after-kill");
+  ASSERT_NO_FATAL_FAILURE(ExpectAgentServes());
+}
+
+TEST_F(AdminConsoleTest, DisableRefusesNewLoginsUntilEnable) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn existing, ConnectApp());
+  PGF_ASSERT_OK(Query(existing.get(), "select 1"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+
+  PGF_ASSERT_OK_AND_ASSIGN(std::string tag, Command(console.get(), "DISABLE appdb"));
+  EXPECT_EQ(tag, "DISABLE");
+  PGF_ASSERT_OK_AND_ASSIGN(std::string disabled, DatabaseValue(console.get(), "disabled"));
+  EXPECT_EQ(disabled, "1");
+  absl::StatusOr<PgConn> refused = ConnectApp();
+  ASSERT_FALSE(refused.ok()) << "a new login to a disabled database got in";
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "does not allow connections"))
+      << refused.status();
+  // Clients already connected keep working.
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t v, ScalarInt(existing.get(), "select 3"));
+  EXPECT_EQ(v, 3);
+
+  PGF_ASSERT_OK_AND_ASSIGN(std::string enabled, Command(console.get(), "ENABLE appdb"));
+  EXPECT_EQ(enabled, "ENABLE");
+  PGF_ASSERT_OK_AND_ASSIGN(std::string disabled_after, DatabaseValue(console.get(), "disabled"));
+  EXPECT_EQ(disabled_after, "0");
+  ASSERT_NO_FATAL_FAILURE(ExpectAgentServes());
+
+  absl::StatusOr<std::string> unknown_db = Command(console.get(), "DISABLE nosuchdb");
+  ASSERT_FALSE(unknown_db.ok());
+  EXPECT_TRUE(absl::StrContains(unknown_db.status().message(), "nosuchdb")) << unknown_db.status();
+}
+
+TEST_F(AdminConsoleTest, ReconnectThenWaitCloseReturnsOnceOldServersAreGone) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn a, ConnectApp("reconnect_a"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn b, ConnectApp("reconnect_b"));
+  PGF_ASSERT_OK(Query(a.get(), "BEGIN"));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string pid_a, ScalarText(a.get(), "select pg_backend_pid()"));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string pid_b, ScalarText(b.get(), "select pg_backend_pid()"));
+  ASSERT_NE(pid_a, pid_b);
+  PGF_ASSERT_OK(WaitForBackendState(pid_a, "idle in transaction"));
+  PGF_ASSERT_OK(WaitForBackendState(pid_b, "idle"));
+
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn observer, ConnectConsole());
+  PGF_ASSERT_OK_AND_ASSIGN(std::string tag, Command(console.get(), "RECONNECT appdb"));
+  EXPECT_EQ(tag, "RECONNECT");
+  // A's server is marked for closing; it stays while A's transaction runs.
+  PGF_ASSERT_OK_AND_ASSIGN(Table servers, Show(observer.get(), "SHOW SERVERS"));
+  Rows a_server = servers.Where({{"remote_pid", pid_a}});
+  ASSERT_EQ(a_server.size(), 1u) << servers.Dump();
+  EXPECT_EQ(servers.At(a_server[0], "close_needed"), "1") << servers.Dump();
+
+  ASSERT_EQ(PQsendQuery(console.get(), "WAIT_CLOSE appdb"), 1) << PQerrorMessage(console.get());
+  PGF_ASSERT_OK(StaysBusyFor(console.get(), absl::Milliseconds(700)));
+  // The idle old server is gone already: B's next query runs on a new backend.
+  PGF_ASSERT_OK_AND_ASSIGN(std::string pid_b2, ScalarText(b.get(), "select pg_backend_pid()"));
+  EXPECT_NE(pid_b2, pid_b) << "B still runs on a server from before RECONNECT";
+  PGF_ASSERT_OK(StaysBusyFor(console.get(), absl::Milliseconds(100)));
+
+  PGF_ASSERT_OK(Query(a.get(), "COMMIT"));
+  PGF_ASSERT_OK_AND_ASSIGN(AsyncOutcome done, AwaitResult(console.get(), absl::Seconds(10)));
+  EXPECT_EQ(done.tag, "WAIT_CLOSE");
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        absl::StatusOr<Rows> rows = g_pg->Exec(absl::StrCat(
+            "select count(*) from pg_stat_activity where pid in (", pid_a, ", ", pid_b, ")"));
+        if (!rows.ok()) return rows.status();
+        *note = absl::StrCat((*rows)[0][0], " old backends left");
+        return (*rows)[0][0] == "0";
+      },
+      absl::Seconds(10), "the servers from before RECONNECT to disappear from PostgreSQL"));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string pid_a2, ScalarText(a.get(), "select pg_backend_pid()"));
+  EXPECT_NE(pid_a2, pid_a);
+}
+
+TEST_F(AdminConsoleTest, KillClientClosesOnlyThatClient) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn victim, ConnectApp("kill_me"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn bystander, ConnectApp("keep_me"));
+  PGF_ASSERT_OK(Query(victim.get(), "select 1"));
+  PGF_ASSERT_OK(Query(bystander.get(), "select 1"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+
+  PGF_ASSERT_OK_AND_ASSIGN(Table clients, Show(console.get(), "SHOW CLIENTS"));
+  Rows victim_row = clients.Where({{"application_name", "kill_me"}});
+  ASSERT_EQ(victim_row.size(), 1u) << clients.Dump();
+  const std::string ptr = clients.At(victim_row[0], "ptr");
+  PGF_ASSERT_OK_AND_ASSIGN(std::string tag,
+                           Command(console.get(), absl::StrCat("KILL_CLIENT ", ptr)));
+  EXPECT_EQ(tag, "KILL_CLIENT");
+
+  EXPECT_FALSE(Query(victim.get(), "select 1").ok()) << "the killed client still works";
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        absl::StatusOr<Table> now = Show(console.get(), "SHOW CLIENTS");
+        if (!now.ok()) return now.status();
+        *note = now->Dump();
+        return now->Where({{"application_name", "kill_me"}}).empty() &&
+               now->Where({{"application_name", "keep_me"}}).size() == 1;
+      },
+      absl::Seconds(10), "SHOW CLIENTS to drop the killed client"));
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t v, ScalarInt(bystander.get(), "select 9"));
+  EXPECT_EQ(v, 9);
+
+  absl::StatusOr<std::string> unknown = Command(console.get(), "KILL_CLIENT 0x7ffffff0");
+  EXPECT_FALSE(unknown.ok()) << "KILL_CLIENT of an id nobody has succeeded";
+  PGF_EXPECT_OK(Show(console.get(), "SHOW VERSION"));
+}
+
+// --- 9. /metrics ---------------------------------------------------------------------------------
+
+TEST_F(AdminConsoleTest, MetricsEndpointReportsPoolsAndQueryTotals) {
+  PGF_ASSERT_OK_AND_ASSIGN(int metrics_port, PickFreePort());
+  AgentOptions options = BaseOptions({});
+  options.extra_args = {absl::StrCat("--metrics-listen=127.0.0.1:", metrics_port)};
+  ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
+
+  constexpr int kQueries = 30;
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn app, ConnectApp());
+  for (int i = 0; i < kQueries; ++i) {
+    PGF_ASSERT_OK_AND_ASSIGN(int64_t v, ScalarInt(app.get(), absl::StrCat("select ", i)));
+    ASSERT_EQ(v, i);
+  }
+
+  std::string body;
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        absl::StatusOr<HttpResponse> response = HttpGet(metrics_port, "/metrics");
+        if (!response.ok()) {
+          *note = response.status().ToString();
+          return false;
+        }
+        body = response->body;
+        std::optional<double> queries = MetricValue(
+            body, "pgbouncer_stats_totals_queries_pooled_total", {"database=\"appdb\""});
+        *note =
+            absl::StrCat(response->status_line,
+                         "; queries_pooled_total = ", queries ? absl::StrCat(*queries) : "absent");
+        return absl::StrContains(response->status_line, " 200") && queries.has_value() &&
+               *queries >= kQueries;
+      },
+      absl::Seconds(10), "/metrics to count the queries run through appdb"));
+  std::optional<double> active = MetricValue(body, "pgbouncer_pools_client_active_connections",
+                                             {"database=\"appdb\"", "user=\"app\""});
+  ASSERT_TRUE(active.has_value()) << body;
+  EXPECT_GE(*active, 1) << "our connected client is not counted";
+  EXPECT_TRUE(MetricValue(body, "pgbouncer_pools_client_waiting_connections",
+                          {"database=\"appdb\"", "user=\"app\""})
+                  .has_value())
+      << body;
+  EXPECT_TRUE(absl::StrContains(body, "# TYPE pgbouncer_stats_totals_queries_pooled_total counter"))
+      << body;
+
+  PGF_ASSERT_OK_AND_ASSIGN(HttpResponse health, HttpGet(metrics_port, "/healthz"));
+  EXPECT_TRUE(absl::StrContains(health.status_line, " 200")) << health.status_line;
+  EXPECT_EQ(absl::StripAsciiWhitespace(health.body), "ok");
+
+  PGF_ASSERT_OK_AND_ASSIGN(HttpResponse missing, HttpGet(metrics_port, "/nope"));
+  EXPECT_TRUE(absl::StrContains(missing.status_line, " 404")) << missing.status_line;
+}
+
+// --- 10. SHUTDOWN WAIT_FOR_CLIENTS ---------------------------------------------------------------
+
+TEST_F(AdminConsoleTest, ShutdownWaitForClientsExitsWhenTheLastClientLeaves) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn app, ConnectApp("last_client"));
+  PGF_ASSERT_OK(Query(app.get(), "select 1"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+
+  PGF_ASSERT_OK_AND_ASSIGN(std::string tag, Command(console.get(), "SHUTDOWN WAIT_FOR_CLIENTS"));
+  EXPECT_EQ(tag, "SHUTDOWN");
+  // No new clients ...
+  PGF_ASSERT_OK(
+      PollUntil([&](std::string*) -> absl::StatusOr<bool> { return !CanConnect(agent_->port()); },
+                absl::Seconds(10), "the agent to stop accepting connections"));
+  // ... but the connected one is still served, and the process is still there.
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t v, ScalarInt(app.get(), "select 11"));
+  EXPECT_EQ(v, 11);
+  ASSERT_TRUE(agent_->IsRunning()) << "agent exited with a client still connected\n"
+                                   << agent_->Diagnostics();
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t v2, ScalarInt(app.get(), "select 12"));
+  EXPECT_EQ(v2, 12);
+  ASSERT_TRUE(agent_->IsRunning()) << agent_->Diagnostics();
+
+  // Work around the leak at exit (DISABLED_ShutdownWaitForClientsLeavesNothingOpenAtExit):
+  // drop the idle server connection and the console before the last client goes.
+  PGF_ASSERT_OK(Command(console.get(), "RECONNECT appdb"));
+  PGF_ASSERT_OK(Command(console.get(), "WAIT_CLOSE appdb"));
+  console.reset();
+  PGF_ASSERT_OK(WaitForConsolesClosed());
+  ASSERT_TRUE(agent_->IsRunning()) << agent_->Diagnostics();
+
+  app.reset();  // The last client leaves.
+  PGF_ASSERT_OK_AND_ASSIGN(int status, agent_->WaitForExit(absl::Seconds(10)));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << DescribeWaitStatus(status);
+}
+
+// BUG (agent/agent.cc, Agent::MaybeFinishShutdown): in WAIT_FOR_CLIENTS mode it calls
+// loop_->Stop() as soon as the last pool client is gone, without closing the pools' server
+// connections (the SIGTERM path does CloseAllServers(..., idle_only=false) first) or the
+// connected admin consoles, and ~Agent() frees nothing still open. The ServerConn / ClientConn
+// objects and their bufferevents leak, so in the ASan build the agent exits with LeakSanitizer's
+// status instead of 0 (the release build exits 0). Enable once the exit path closes everything.
+TEST_F(AdminConsoleTest, ShutdownWaitForClientsLeavesNothingOpenAtExit) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn app, ConnectApp("last_client"));
+  PGF_ASSERT_OK(Query(app.get(), "select 1"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+  PGF_ASSERT_OK_AND_ASSIGN(std::string tag, Command(console.get(), "SHUTDOWN WAIT_FOR_CLIENTS"));
+  EXPECT_EQ(tag, "SHUTDOWN");
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t v, ScalarInt(app.get(), "select 11"));
+  EXPECT_EQ(v, 11);
+  app.reset();  // The last client leaves; an idle server and this console are still open.
+  PGF_ASSERT_OK_AND_ASSIGN(int status, agent_->WaitForExit(absl::Seconds(10)));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << DescribeWaitStatus(status);
+  EXPECT_EQ(agent_->SanitizerReport(), "");
+  PGF_EXPECT_OK(WaitForAppdbBackends(0));
+}
+
+// BUG (agent/agent.cc, Agent::BeginShutdown / MaybeFinishShutdown / ~Agent): SIGTERM (and
+// SIGINT, SHUTDOWN) never close connected admin console clients (admin_clients_); the loop
+// stops with them open and ~Agent() does not free them. Under ASan the ClientConn and its
+// bufferevent are reported as leaked and the agent exits non-zero; the console gets no
+// "pooler is shutting down" error either, just a dropped socket. Enable once shutdown closes
+// admin clients (e.g. CloseWithError("57P01", ...) for each before loop_->Stop()).
+TEST_F(AdminConsoleTest, SigtermWithAConsoleConnectedExitsCleanly) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn app, ConnectApp());
+  PGF_ASSERT_OK(Query(app.get(), "select 1"));
+  app.reset();
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+  PGF_ASSERT_OK(Show(console.get(), "SHOW POOLS"));
+  PGF_ASSERT_OK_AND_ASSIGN(int status, agent_->Stop(absl::Seconds(10)));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << DescribeWaitStatus(status);
+  EXPECT_EQ(agent_->SanitizerReport(), "");
+}
+
+}  // namespace
+}  // namespace pgfleet::testutil
