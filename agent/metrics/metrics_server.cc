@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "agent/agent.h"
+#include "agent/link/fleet_agent.h"
 #include "agent/config/config.h"
 #include "agent/event_loop.h"
 #include "agent/pool.h"
@@ -318,6 +319,22 @@ std::string RenderPrometheusMetrics(const Agent& agent, uint64_t now_us) {
   out.Family("pgfleet_agent_clients", "gauge",
              "Client connections open on the agent, logging in or logged in");
   out.Sample("pgfleet_agent_clients", {}, absl::StrCat(agent.client_count()));
+
+  out.Family("pgfleet_agent_paused", "gauge",
+             "1 while the whole agent is paused (PAUSE without a database)");
+  out.Sample("pgfleet_agent_paused", {}, agent.IsPausedExactly("") ? "1" : "0");
+  out.Family("pgfleet_agent_suspended", "gauge", "1 while the agent is SUSPENDed");
+  out.Sample("pgfleet_agent_suspended", {}, agent.suspended() ? "1" : "0");
+  // Fleet mode: which controller-pushed config version runs, and the link's state.
+  const FleetAgent* fleet = agent.fleet();
+  out.Family("pgfleet_agent_config_version", "gauge",
+             "Config version pushed by the controller that the agent runs (0: its local file)");
+  out.Sample("pgfleet_agent_config_version", {},
+             absl::StrCat(fleet != nullptr ? fleet->applied_version() : 0));
+  out.Family("pgfleet_agent_controller_link_up", "gauge",
+             "1 while the stream to pgfleet-controller is connected (0 also without --controller)");
+  out.Sample("pgfleet_agent_controller_link_up", {},
+             fleet != nullptr && fleet->link_state() == LinkState::kConnected ? "1" : "0");
 
   return out.Take();
 }

@@ -359,6 +359,15 @@ TEST_F(MetricsTest, ReportsPausedAndDisabledDatabases) {
   Exposition exp(RenderPrometheusMetrics(*agent_, MonotonicMicros()));
   EXPECT_EQ(exp.Value("pgbouncer_databases_paused", appdb), "1");
   EXPECT_EQ(exp.Value("pgbouncer_databases_paused", otherdb), "1");
+  EXPECT_EQ(exp.Value("pgfleet_agent_paused", {}), "1");
+  EXPECT_EQ(exp.Value("pgfleet_agent_suspended", {}), "0");
+}
+
+TEST_F(MetricsTest, StandaloneAgentReportsNoControllerLink) {
+  Exposition exp(RenderPrometheusMetrics(*agent_, MonotonicMicros()));
+  EXPECT_EQ(exp.Value("pgfleet_agent_config_version", {}), "0");
+  EXPECT_EQ(exp.Value("pgfleet_agent_controller_link_up", {}), "0");
+  EXPECT_EQ(exp.Value("pgfleet_agent_paused", {}), "0");
 }
 
 // A blocking HTTP/1.1 exchange on 127.0.0.1:port; returns everything the server sent.
