@@ -169,10 +169,10 @@ std::string UnifiedDiff(const std::string& a, const std::string& b, const std::s
     if (i < n && j < m && x[i] == y[j]) {
       script.push_back({' ', x[i++]});
       j++;
-    } else if (j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j])) {
-      script.push_back({'+', y[j++]});
+    } else if (i < n && (j == m || lcs[i + 1][j] >= lcs[i][j + 1])) {
+      script.push_back({'-', x[i++]});  // Removals before additions, as diff -u prints them.
     } else {
-      script.push_back({'-', x[i++]});
+      script.push_back({'+', y[j++]});
     }
   }
   std::string out = absl::StrCat("--- ", a_name, "\n+++ ", b_name, "\n");

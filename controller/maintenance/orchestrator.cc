@@ -224,7 +224,8 @@ pgfleet::v1::MaintenanceWindow MaintenanceOrchestrator::Describe(const WindowRow
     const pgfleet::v1::PauseState* pause =
         metrics.has_value() ? FindPause(*metrics, window.database) : nullptr;
     if (!IsActiveWindow(window.state)) {
-      row->set_state(pause == nullptr ? "resumed" : "paused");
+      // The agent's last report may predate the RESUME by up to one metrics interval.
+      row->set_state(pause == nullptr ? "resumed" : "resuming");
     } else if (pause == nullptr) {
       row->set_state("pausing");
     } else {

@@ -210,6 +210,18 @@ absl::Status RolloutEngine::Step(RolloutRow& rollout) {
     }
     return absl::OkStatus();
   }
+  if (live.empty() && offline == 0) {
+    // An empty wave (rounding, or agents gone) has nothing to apply or bake.
+    rollout.current_wave++;
+    rollout.wave_started_unix_ms = 0;
+    rollout.bake_started_unix_ms = 0;
+    if (rollout.current_wave >= static_cast<int>(rollout.waves.size())) return Complete(rollout);
+    return StartWave(rollout, agents);
+  }
+  if (absl::StartsWith(rollout.reason, "holding")) {
+    rollout.reason.clear();  // The agents are back: no longer holding.
+    PGF_RETURN_IF_ERROR(rollouts_.UpdateRollout(rollout));
+  }
   if (rollout.bake_started_unix_ms == 0) {
     rollout.bake_started_unix_ms = now;
     rollout.reason.clear();
@@ -381,6 +393,13 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::StartLocked(
                                                    version.environment, ", not ", env.name,
                                                    " (use promote to copy it)"));
   }
+  if (env.desired_version == 0) {
+    // A failed rollout moves agents back to the old desired version; with none there is
+    // nothing to go back to.
+    return absl::FailedPreconditionError(absl::StrCat(
+        env.name, " has no desired version yet, so a rollout could not roll back; set the first "
+        "one with: fleetctl config apply --env ", env.name, " --version v", version.version));
+  }
   if (env.desired_version == version.version) {
     return absl::FailedPreconditionError(
         absl::StrCat(env.name, " already runs v", version.version));
@@ -425,8 +444,10 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::StartLocked(
   rollout.created_by = caller.actor;
   rollout.created_unix_ms = NowMillis();
   if (request.force()) {
-    rollout.force_reason = absl::StrCat(request.force_reason(), " (overrode: ",
-                                        absl::StrJoin(refusals, "; "), ")");
+    rollout.force_reason = request.force_reason();
+    if (!refusals.empty()) {
+      absl::StrAppend(&rollout.force_reason, " (overrode: ", absl::StrJoin(refusals, "; "), ")");
+    }
   }
   PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> env_agents, store_.ListAgents(env.name));
   PGF_ASSIGN_OR_RETURN(std::vector<int> waves, AssignWaves(rollout.waves, env_agents.size()));
