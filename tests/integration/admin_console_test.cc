@@ -44,6 +44,8 @@
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/free_port.h"
 #include "tests/testutil/postgres_env.h"
+#include "common/status_macros.h"
+#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/status_testing.h"
@@ -73,25 +75,19 @@ constexpr char kAppdbBackendsSql[] =
 
 PostgresEnv* g_pg = nullptr;
 
-class PostgresEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    PGF_ASSERT_OK_AND_ASSIGN(pg_, PostgresEnv::Start());
-    PGF_ASSERT_OK(pg_->CreateUser(kAppUser, kAppPassword));
-    PGF_ASSERT_OK(pg_->CreateDatabase(kAppDb, kAppUser));
-    g_pg = pg_.get();
-  }
-  void TearDown() override {
-    g_pg = nullptr;
-    pg_.reset();
-  }
-
- private:
-  std::unique_ptr<PostgresEnv> pg_;
-};
+PostgresOptions SharedPostgresOptions() {
+  PostgresOptions options;
+  return options;
+}
 
 [[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new PostgresEnvironment);
+    ::testing::AddGlobalTestEnvironment(new SharedPostgres(
+        SharedPostgresOptions(),
+        [](PostgresEnv& pg) -> absl::Status {
+          PGF_RETURN_IF_ERROR(pg.CreateUser(kAppUser, kAppPassword));
+          return pg.CreateDatabase(kAppDb, kAppUser);
+        },
+        &g_pg));
 
 constexpr int64_t kNotANumber = std::numeric_limits<int64_t>::min();
 

@@ -32,6 +32,8 @@
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/md5.h"
 #include "tests/testutil/postgres_env.h"
+#include "common/status_macros.h"
+#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/raw_client.h"
@@ -56,28 +58,21 @@ constexpr char kAppdbBackendsSql[] =
 
 PostgresEnv* g_pg = nullptr;
 
-class PostgresEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    PostgresOptions options;
-    options.extra_hba_lines = {absl::StrCat("host all ", kMd5User, " 127.0.0.1/32 md5")};
-    PGF_ASSERT_OK_AND_ASSIGN(pg_, PostgresEnv::Start(options));
-    PGF_ASSERT_OK(pg_->CreateUser(kAppUser, kAppPassword));
-    PGF_ASSERT_OK(pg_->CreateUser(kMd5User, kMd5Password, "md5"));
-    PGF_ASSERT_OK(pg_->CreateDatabase(kAppDb, kAppUser));
-    g_pg = pg_.get();
-  }
-  void TearDown() override {
-    g_pg = nullptr;
-    pg_.reset();
-  }
-
- private:
-  std::unique_ptr<PostgresEnv> pg_;
-};
+PostgresOptions SharedPostgresOptions() {
+  PostgresOptions options;
+  options.extra_hba_lines = {absl::StrCat("host all ", kMd5User, " 127.0.0.1/32 md5")};
+  return options;
+}
 
 [[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new PostgresEnvironment);
+    ::testing::AddGlobalTestEnvironment(new SharedPostgres(
+        SharedPostgresOptions(),
+        [](PostgresEnv& pg) -> absl::Status {
+          PGF_RETURN_IF_ERROR(pg.CreateUser(kAppUser, kAppPassword));
+          PGF_RETURN_IF_ERROR(pg.CreateUser(kMd5User, kMd5Password, "md5"));
+          return pg.CreateDatabase(kAppDb, kAppUser);
+        },
+        &g_pg));
 
 uint64_t Fnv1a(uint64_t hash, std::string_view data) {
   for (unsigned char c : data) {

@@ -14,6 +14,8 @@
 #include "tests/testutil/free_port.h"
 #include "tests/testutil/md5.h"
 #include "tests/testutil/postgres_env.h"
+#include "common/status_macros.h"
+#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/raw_client.h"
@@ -31,28 +33,21 @@ constexpr char kDb[] = "harnessdb";
 
 PostgresEnv* g_pg = nullptr;
 
-class PostgresEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    PostgresOptions options;
-    options.extra_hba_lines = {absl::StrCat("host all ", kMd5User, " 127.0.0.1/32 md5")};
-    PGF_ASSERT_OK_AND_ASSIGN(pg_, PostgresEnv::Start(options));
-    PGF_ASSERT_OK(pg_->CreateUser(kUser, kPassword));
-    PGF_ASSERT_OK(pg_->CreateUser(kMd5User, kMd5Password, "md5"));
-    PGF_ASSERT_OK(pg_->CreateDatabase(kDb, kUser));
-    g_pg = pg_.get();
-  }
-  void TearDown() override {
-    g_pg = nullptr;
-    pg_.reset();
-  }
-
- private:
-  std::unique_ptr<PostgresEnv> pg_;
-};
+PostgresOptions SharedPostgresOptions() {
+  PostgresOptions options;
+  options.extra_hba_lines = {absl::StrCat("host all ", kMd5User, " 127.0.0.1/32 md5")};
+  return options;
+}
 
 [[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new PostgresEnvironment);
+    ::testing::AddGlobalTestEnvironment(new SharedPostgres(
+        SharedPostgresOptions(),
+        [](PostgresEnv& pg) -> absl::Status {
+          PGF_RETURN_IF_ERROR(pg.CreateUser(kUser, kPassword));
+          PGF_RETURN_IF_ERROR(pg.CreateUser(kMd5User, kMd5Password, "md5"));
+          return pg.CreateDatabase(kDb, kUser);
+        },
+        &g_pg));
 
 class HarnessTest : public ::testing::Test {
  protected:
