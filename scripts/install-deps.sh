@@ -10,7 +10,11 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libpq-dev postgresql-15 postgresql-client-15 postgresql-contrib
   pgbouncer procps iproute2
+  clang libclang-rt-14-dev
+  nodejs chromium
 )
+# npm ships inside some nodejs builds (NodeSource's); Debian's nodejs needs the npm package.
+if ! command -v npm >/dev/null 2>&1; then PACKAGES+=(npm); fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
