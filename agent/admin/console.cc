@@ -1,16 +1,16 @@
 #include "agent/admin/console.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "agent/admin/console_parse.h"
 #include "agent/agent.h"
 #include "agent/client_conn.h"
 #include "agent/pg/protocol.h"
@@ -21,48 +21,21 @@ namespace {
 
 std::string Upper(std::string_view s) { return absl::AsciiStrToUpper(std::string(s)); }
 
-// Splits a console command into words; double-quoted words keep their case and spaces.
-std::vector<std::string> Tokenize(std::string_view sql) {
-  std::vector<std::string> words;
-  std::string current;
-  bool quoted = false, in_word = false;
-  for (char c : sql) {
-    if (quoted) {
-      if (c == '"') {
-        quoted = false;
-      } else {
-        current.push_back(c);
-      }
-    } else if (c == '"') {
-      quoted = in_word = true;
-    } else if (absl::ascii_isspace(static_cast<unsigned char>(c)) || c == ';') {
-      if (in_word) words.push_back(std::move(current));
-      current.clear();
-      in_word = false;
-    } else {
-      current.push_back(c);
-      in_word = true;
-    }
-  }
-  if (in_word) words.push_back(std::move(current));
-  return words;
-}
-
 // Commands a stats_users member may run; everything else needs admin_users.
 bool IsReadOnly(const std::string& verb) { return verb == "SHOW"; }
 
 }  // namespace
 
 void AdminConsole::HandleQuery(ClientConn* client, std::string_view sql) {
-  std::vector<std::string> words = Tokenize(sql);
-  if (words.empty()) {
+  std::optional<AdminCommand> parsed = ParseAdminCommand(sql);
+  if (!parsed.has_value()) {
     // An empty query answers EmptyQueryResponse, as PostgreSQL does.
     client->Write(pg::MessageBuilder('I').Finish() + pg::ReadyForQuery('I'));
     return;
   }
-  const std::string verb = Upper(words[0]);
-  Args args(words.begin() + 1, words.end());
-  const std::string command = absl::StrJoin(words, " ");
+  const std::string& verb = parsed->verb;
+  const Args& args = parsed->args;
+  const std::string& command = parsed->text;
   const bool is_admin = agent_.config().IsAdminUser(client->user()) ||
                         agent_.config().auth_type == config::AuthType::kAny;
   if (!is_admin && !IsReadOnly(verb)) {
@@ -162,13 +135,9 @@ absl::Status AdminConsole::RunCommand(ClientConn* client, const std::string& ver
     return absl::OkStatus();
   }
   if (verb == "KILL_CLIENT") {
-    uint64_t id = 0;
-    const bool hex = args.size() == 1 && absl::StartsWith(args[0], "0x");
-    if (args.size() != 1 || !(hex ? absl::SimpleHexAtoi(args[0].substr(2), &id)
-                                  : absl::SimpleAtoi(args[0], &id))) {
-      return absl::InvalidArgumentError("usage: KILL_CLIENT <id> (the ptr column of SHOW CLIENTS)");
-    }
-    if (!agent_.KillClient(id)) {
+    absl::StatusOr<uint64_t> id = ParseKillClientArgs(args);
+    if (!id.ok()) return id.status();
+    if (!agent_.KillClient(*id)) {
       return absl::NotFoundError(absl::StrCat("no such client: ", args[0]));
     }
     *reply = "KILL_CLIENT";
@@ -219,25 +188,10 @@ absl::Status AdminConsole::RunCommand(ClientConn* client, const std::string& ver
 
 absl::Status AdminConsole::Pause(ClientConn* client, const Args& args, std::string* reply) {
   // PAUSE [db] [FOR <duration>]: the FOR form resumes by itself when the duration passes.
-  std::string db;
-  std::optional<absl::Duration> deadline;
-  size_t i = 0;
-  if (i < args.size() && Upper(args[i]) != "FOR") db = args[i++];
-  if (i < args.size()) {
-    absl::Duration duration;
-    int64_t seconds = 0;
-    bool parsed = i + 2 == args.size() && Upper(args[i]) == "FOR";
-    if (parsed && absl::SimpleAtoi(args[i + 1], &seconds)) {
-      duration = absl::Seconds(seconds);  // A bare number is seconds, like PgBouncer settings.
-    } else if (parsed) {
-      parsed = absl::ParseDuration(args[i + 1], &duration);
-    }
-    if (!parsed || duration <= absl::ZeroDuration()) {
-      return absl::InvalidArgumentError("usage: PAUSE [db] [FOR <duration>, e.g. 15m or 90s]");
-    }
-    deadline = duration;
-  }
-  if (absl::Status paused = agent_.Pause(db, deadline); !paused.ok()) return paused;
+  absl::StatusOr<PauseArgs> parsed = ParsePauseArgs(args);
+  if (!parsed.ok()) return parsed.status();
+  const std::string& db = parsed->db;
+  if (absl::Status paused = agent_.Pause(db, parsed->duration); !paused.ok()) return paused;
   // The reply comes once no server connection is in use (PgBouncer semantics).
   pending_.push_back({Pending::Kind::kPause, client, db, "PAUSE"});
   client->AdminCommandStarted();
@@ -255,19 +209,10 @@ absl::Status AdminConsole::Resume(const Args& args, std::string* reply) {
 }
 
 absl::Status AdminConsole::Set(const std::string& sql, std::string* reply) {
-  // SET key = value (value may be quoted with single quotes).
-  absl::string_view rest = absl::StripAsciiWhitespace(sql);
-  rest.remove_prefix(3);
-  while (!rest.empty() && rest.back() == ';') rest.remove_suffix(1);
-  size_t eq = rest.find('=');
-  if (eq == std::string_view::npos) {
-    return absl::InvalidArgumentError("usage: SET key = value");
-  }
-  std::string key = absl::AsciiStrToLower(absl::StripAsciiWhitespace(rest.substr(0, eq)));
-  std::string value(absl::StripAsciiWhitespace(rest.substr(eq + 1)));
-  if (value.size() >= 2 && value.front() == '\'' && value.back() == '\'') {
-    value = absl::StrReplaceAll(value.substr(1, value.size() - 2), {{"''", "'"}});
-  }
+  absl::StatusOr<SetArgs> parsed = ParseSetCommand(sql);
+  if (!parsed.ok()) return parsed.status();
+  const std::string& key = parsed->key;
+  const std::string& value = parsed->value;
   config::Config updated = agent_.config();
   if (absl::Status applied = config::ApplySetting(updated, key, value); !applied.ok()) {
     return applied;
