@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one command that installs what is missing, builds, and runs every test:
-# the release build, then the same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
-# Set PGFLEET_SKIP_ASAN=1 for a quicker local loop.
+# the release build, then the same suite under AddressSanitizer + UndefinedBehaviorSanitizer,
+# then a short run of each libFuzzer target.
+# Set PGFLEET_SKIP_ASAN=1 for a quicker local loop, PGFLEET_SKIP_FUZZ=1 to skip the fuzz runs
+# (PGFLEET_FUZZ_SECONDS per target, default 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,4 +22,8 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 run_suite release build
 if [[ "${PGFLEET_SKIP_ASAN:-0}" != 1 ]]; then
   run_suite asan build-asan
+fi
+# libFuzzer targets (tests/fuzz/), a bounded run each over a temporary copy of the corpus.
+if [[ "${PGFLEET_SKIP_FUZZ:-0}" != 1 ]]; then
+  scripts/fuzz.sh "${PGFLEET_FUZZ_SECONDS:-20}"
 fi
