@@ -16,3 +16,47 @@ target_link_libraries(pgfleet_controller_core
 
 add_executable(pgfleet-controller ${CMAKE_CURRENT_SOURCE_DIR}/main.cc)
 target_link_libraries(pgfleet-controller PRIVATE pgfleet_controller_core pgfleet_warnings)
+
+# ---- The dashboard: HTTP listener + JSON API (controller/http/) and its web files (web/) ----
+target_sources(pgfleet_controller_core PRIVATE
+  ${CMAKE_CURRENT_SOURCE_DIR}/http/api_router.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/http/http_server.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/http/metrics_history.cc)
+target_link_libraries(pgfleet_controller_core PUBLIC PkgConfig::LIBEVENT)
+
+# web/ is built with npm (uPlot, esbuild from the npm registry) into <build>/web/dist, where
+# pgfleet-controller finds it by default. package.json and the lock are copied into the build
+# dir and installed there, so several build dirs never share (or race on) one node_modules.
+option(PGFLEET_BUILD_WEB "Build the web dashboard (needs node and npm)" ON)
+find_program(PGFLEET_NPM npm)
+find_program(PGFLEET_NODE node)
+if(PGFLEET_BUILD_WEB AND PGFLEET_NPM AND PGFLEET_NODE)
+  set(PGFLEET_WEB_DIR ${PROJECT_BINARY_DIR}/web)
+  set(PGFLEET_WEB_SOURCE ${PROJECT_SOURCE_DIR}/web)
+  add_custom_command(
+    OUTPUT ${PGFLEET_WEB_DIR}/node_modules/.pgfleet-installed
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${PGFLEET_WEB_DIR}
+    COMMAND ${CMAKE_COMMAND} -E copy_if_different ${PGFLEET_WEB_SOURCE}/package.json
+            ${PGFLEET_WEB_SOURCE}/package-lock.json ${PGFLEET_WEB_DIR}/
+    COMMAND ${PGFLEET_NPM} ci --no-audit --no-fund --loglevel=error
+    COMMAND ${CMAKE_COMMAND} -E touch ${PGFLEET_WEB_DIR}/node_modules/.pgfleet-installed
+    WORKING_DIRECTORY ${PGFLEET_WEB_DIR}
+    DEPENDS ${PGFLEET_WEB_SOURCE}/package.json ${PGFLEET_WEB_SOURCE}/package-lock.json
+    COMMENT "npm ci for the dashboard (web/)"
+    VERBATIM)
+  file(GLOB_RECURSE PGFLEET_WEB_FILES CONFIGURE_DEPENDS ${PGFLEET_WEB_SOURCE}/src/*)
+  add_custom_command(
+    OUTPUT ${PGFLEET_WEB_DIR}/dist/index.html
+    COMMAND ${CMAKE_COMMAND} -E env NODE_PATH=${PGFLEET_WEB_DIR}/node_modules
+            ${PGFLEET_NODE} ${PGFLEET_WEB_SOURCE}/build.mjs --out=${PGFLEET_WEB_DIR}/dist
+            --node-modules=${PGFLEET_WEB_DIR}/node_modules
+    WORKING_DIRECTORY ${PGFLEET_WEB_DIR}
+    DEPENDS ${PGFLEET_WEB_DIR}/node_modules/.pgfleet-installed ${PGFLEET_WEB_FILES}
+            ${PGFLEET_WEB_SOURCE}/build.mjs
+    COMMENT "Bundling the dashboard into web/dist"
+    VERBATIM)
+  add_custom_target(pgfleet_web ALL DEPENDS ${PGFLEET_WEB_DIR}/dist/index.html)
+  set(PGFLEET_WEB_NODE_MODULES ${PGFLEET_WEB_DIR}/node_modules CACHE INTERNAL "")
+else()
+  message(STATUS "pgfleet: node/npm not found (or PGFLEET_BUILD_WEB=OFF): no web dashboard")
+endif()

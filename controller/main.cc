@@ -2,9 +2,12 @@
 // stream to every agent, and serves the operators' API.
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -16,6 +19,9 @@
 #include "controller/api/fleet_api.h"
 #include "controller/auth/tokens.h"
 #include "controller/grpc/services.h"
+#include "controller/http/api_router.h"
+#include "controller/http/http_server.h"
+#include "controller/http/metrics_history.h"
 #include "controller/maintenance/orchestrator.h"
 #include "controller/registry/agent_registry.h"
 #include "controller/rollout/rollout_engine.h"
@@ -40,6 +46,13 @@ void PrintUsage(FILE* out) {
           "  --metrics-interval=DUR how often agents report (default 5s)\n"
           "  --metrics-retention=DUR how long downsampled metrics are kept (default 24h)\n"
           "  --port-file=FILE       write the bound port there once listening (for scripts)\n"
+          "  --http-listen=ADDR     dashboard and JSON API (/api/) address (default\n"
+          "                         127.0.0.1:7080; empty: off). Plain HTTP, so a non-loopback\n"
+          "                         address needs --insecure\n"
+          "  --web-root=DIR         the dashboard's built files (default: web/dist next to the\n"
+          "                         build, i.e. <binary dir>/../web/dist, or\n"
+          "                         <binary dir>/../share/pgfleet/web when installed)\n"
+          "  --http-port-file=FILE  write the bound HTTP port there once listening\n"
           "  -v, --verbose          log debug messages\n"
           "  -h, --help             print this help\n"
           "\n"
@@ -60,6 +73,26 @@ std::string ReadFile(const std::string& path) {
   std::stringstream buffer;
   buffer << in.rdbuf();
   return buffer.str();
+}
+
+// Where the dashboard's files are when --web-root is not given: the build puts them in
+// <build>/web/dist, next to <build>/controller/pgfleet-controller; an install in share/.
+std::string DefaultWebRoot() {
+  std::error_code error;
+  const std::filesystem::path binary = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (error) return "";
+  for (const char* relative : {"../web/dist", "../share/pgfleet/web"}) {
+    std::filesystem::path candidate = binary.parent_path() / relative;
+    if (std::filesystem::exists(candidate / "index.html", error)) {
+      return std::filesystem::weakly_canonical(candidate, error).string();
+    }
+  }
+  return "";
+}
+
+void WritePortFile(const std::string& path, int port) {
+  std::ofstream(path + ".tmp") << port << "\n";
+  rename((path + ".tmp").c_str(), path.c_str());
 }
 
 bool IsLoopback(const std::string& listen) {
@@ -108,7 +141,9 @@ int main(int argc, char** argv) {
   }
   std::string listen = "127.0.0.1:7070", db = "pgfleet.db", tls_cert, tls_key, tls_ca, port_file;
   std::string metrics_interval = "5s", metrics_retention = "24h";
-  bool insecure = false;
+  std::string http_listen = "127.0.0.1:7080", http_port_file;
+  std::optional<std::string> web_root;
+  bool insecure = false, http_listen_given = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
@@ -122,8 +157,13 @@ int main(int argc, char** argv) {
                TakeValue(arg, "--tls-cert", &tls_cert) || TakeValue(arg, "--tls-key", &tls_key) ||
                TakeValue(arg, "--tls-ca", &tls_ca) || TakeValue(arg, "--port-file", &port_file) ||
                TakeValue(arg, "--metrics-interval", &metrics_interval) ||
-               TakeValue(arg, "--metrics-retention", &metrics_retention)) {
+               TakeValue(arg, "--metrics-retention", &metrics_retention) ||
+               TakeValue(arg, "--http-port-file", &http_port_file)) {
       continue;
+    } else if (TakeValue(arg, "--http-listen", &http_listen)) {
+      http_listen_given = true;
+    } else if (std::string root; TakeValue(arg, "--web-root", &root)) {
+      web_root = root;
     } else {
       fprintf(stderr, "pgfleet-controller: unknown option %s\n\n", arg.c_str());
       PrintUsage(stderr);
@@ -149,6 +189,17 @@ int main(int argc, char** argv) {
             listen.c_str());
     return 2;
   }
+
+  // The dashboard speaks plain HTTP with bearer tokens: never on the network by accident.
+  if (!http_listen.empty() && !IsLoopback(http_listen) && !insecure) {
+    fprintf(stderr,
+            "pgfleet-controller: refusing to serve the dashboard on %s over plain HTTP; use a "
+            "loopback address (and a TLS-terminating proxy), or --insecure if you really mean "
+            "it\n",
+            http_listen.c_str());
+    return 2;
+  }
+  if (!web_root.has_value()) web_root = DefaultWebRoot();
 
   // Signals are taken by one thread with sigtimedwait; blocked here, before gRPC starts its
   // threads, so none of those receives them. A shell starts background jobs with SIGINT ignored; an ignored signal is never pending, so
@@ -231,9 +282,34 @@ int main(int argc, char** argv) {
   // Rollouts in progress before a restart resume from their stored state on the first tick.
   rollouts.StartTicking(absl::Milliseconds(500));
   maintenance.StartTicking(absl::Milliseconds(500));
-  if (!port_file.empty()) {
-    std::ofstream(port_file + ".tmp") << bound_port << "\n";
-    rename((port_file + ".tmp").c_str(), port_file.c_str());
+  if (!port_file.empty()) WritePortFile(port_file, bound_port);
+
+  pgfleet::controller::MetricsHistory metrics_history;
+  pgfleet::controller::ApiRouter api_router(api, rollouts, maintenance, **store, metrics_history);
+  std::unique_ptr<pgfleet::controller::HttpServer> http;
+  if (!http_listen.empty()) {
+    pgfleet::controller::HttpServerOptions http_options;
+    http_options.listen = http_listen;
+    http_options.web_root = *web_root;
+    http = std::make_unique<pgfleet::controller::HttpServer>(http_options, api_router,
+                                                             metrics_history, registry);
+    absl::StatusOr<int> http_port = http->Start();
+    if (!http_port.ok() && http_listen_given) {
+      fprintf(stderr, "pgfleet-controller: %s\n",
+              std::string(http_port.status().message()).c_str());
+      http.reset();
+      server->Shutdown();
+      return 1;
+    }
+    if (!http_port.ok()) {
+      // Only the default address was asked for (several controllers on one host, tests): the
+      // fleet API matters more than the dashboard, so carry on without it.
+      PGF_WARN("http", "no dashboard: %s (give --http-listen to choose another address)",
+               http_port.status().message());
+      http.reset();
+    } else if (!http_port_file.empty()) {
+      WritePortFile(http_port_file, *http_port);
+    }
   }
 
   // Signals end the server from a thread of their own; a kill -9 loses nothing committed.
@@ -252,5 +328,6 @@ int main(int argc, char** argv) {
   });
   server->Wait();
   janitor.join();
+  if (http != nullptr) http->Stop();
   return 0;
 }

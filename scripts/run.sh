@@ -53,6 +53,7 @@ PGPASSWORD=app pgbench -q -i -s 1 -h 127.0.0.1 -p "$PG_PORT" -U app appdb >/dev/
 CTL_PORT=$(free_port $((AGENT_PORT + 1000)))
 AGENT2_PORT=$(free_port $((AGENT_PORT + 1)))
 METRICS_PORT=$(free_port $((CTL_PORT + 1)))
+HTTP_PORT=$(free_port 7080)
 TOKEN="pgf_demo_$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
 cat > "$STATE/userlist.txt" <<USERS
@@ -85,7 +86,9 @@ write_ini "$STATE/dev-1.ini" "$AGENT_PORT" "$STATE/dev-1.log"
 write_ini "$STATE/staging-1.ini" "$AGENT2_PORT" "$STATE/staging-1.log"
 
 PGFLEET_BOOTSTRAP_TOKEN="$TOKEN" "$REPO/build/controller/pgfleet-controller" \
-  --listen="127.0.0.1:$CTL_PORT" --db="$STATE/pgfleet.db" 2>>"$STATE/controller.log" &
+  --listen="127.0.0.1:$CTL_PORT" --db="$STATE/pgfleet.db" --http-listen="127.0.0.1:$HTTP_PORT" \
+  --metrics-interval=2s \
+  2>>"$STATE/controller.log" &
 PIDS=($!)
 "$REPO/build/agent/pgfleet-agent" --controller="127.0.0.1:$CTL_PORT" --env=dev --agent-id=dev-1 \
   --metrics-listen="127.0.0.1:$METRICS_PORT" "$STATE/dev-1.ini" 2>/dev/null &
@@ -93,7 +96,7 @@ PIDS+=($!)
 "$REPO/build/agent/pgfleet-agent" --controller="127.0.0.1:$CTL_PORT" --env=staging \
   --agent-id=staging-1 "$STATE/staging-1.ini" 2>/dev/null &
 PIDS+=($!)
-for port in "$CTL_PORT" "$AGENT_PORT" "$AGENT2_PORT"; do
+for port in "$CTL_PORT" "$HTTP_PORT" "$AGENT_PORT" "$AGENT2_PORT"; do
   for _ in $(seq 100); do
     ss -Hltn "sport = :$port" | grep -q . && break
     sleep 0.1
@@ -111,10 +114,15 @@ cat <<MSG
 pgfleet is running.
   PostgreSQL 15        127.0.0.1:$PG_PORT  (superuser postgres / postgres)
   pgfleet-controller   127.0.0.1:$CTL_PORT  (SQLite: $STATE/pgfleet.db)
+  dashboard            http://127.0.0.1:$HTTP_PORT/  (sign in with the token below)
   agent dev-1          127.0.0.1:$AGENT_PORT  (env dev, transaction pooling)
                        metrics: curl http://127.0.0.1:$METRICS_PORT/metrics
   agent staging-1      127.0.0.1:$AGENT2_PORT  (env staging)
   logs                 $STATE/*.log
+
+Dashboard: open http://127.0.0.1:$HTTP_PORT/ and sign in with $TOKEN (admin).
+  A read-only token: $REPO/build/controller/pgfleet-controller token create \\
+                       --db=$STATE/pgfleet.db --name=me --role=viewer
 
 Try, in another terminal:
   PGPASSWORD=app psql -h 127.0.0.1 -p $AGENT_PORT -U app appdb

@@ -1,0 +1,68 @@
+// The dashboard's JSON API: /api/<Method> for every method of the fleet's gRPC services
+// (FleetService, RolloutService, MaintenanceService), with the protobuf JSON mapping of the
+// same request and response messages, authenticated by the same bearer tokens and calling the
+// same FleetApi / RolloutEngine / MaintenanceOrchestrator code, so roles, validation and the
+// audit log are identical whichever transport is used. Transport-free: HttpServer feeds it.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "controller/api/fleet_api.h"
+#include "controller/http/metrics_history.h"
+#include "controller/maintenance/orchestrator.h"
+#include "controller/rollout/rollout_engine.h"
+#include "controller/store/store.h"
+
+namespace pgfleet::controller {
+
+struct ApiRequest {
+  std::string http_method;    // GET, POST, ...
+  std::string method;         // The part after /api/, e.g. "ListAgents".
+  std::string authorization;  // The Authorization header, "Bearer <token>".
+  // The request message as JSON: the body of a POST, or built from the query string of a GET
+  // (each parameter a field: ?environment=dev -> {"environment":"dev"}).
+  std::string json;
+};
+
+struct ApiResponse {
+  int http_status = 200;
+  std::string json;
+};
+
+// The HTTP status for an error status (401, 403, 404, 400, 409, 503, ...).
+int HttpStatusFor(const absl::Status& status);
+// {"error":{"code":"PERMISSION_DENIED","message":"..."}}
+std::string ErrorJson(const absl::Status& status);
+// Query parameters as a JSON object of strings (proto's JSON parser takes quoted numbers too).
+std::string QueryToJson(const std::multimap<std::string, std::string>& params);
+
+class ApiRouter {
+ public:
+  ApiRouter(FleetApi& fleet, RolloutEngine& rollouts, MaintenanceOrchestrator& maintenance,
+            Store& store, MetricsHistory& metrics);
+
+  // Authenticates and runs the request; may block (commands wait for agents), so HttpServer
+  // calls it off its event loop.
+  ApiResponse Handle(const ApiRequest& request);
+
+ private:
+  // A method: runs with the caller and the request JSON, returns the response JSON.
+  using Handler = std::function<absl::StatusOr<std::string>(const Caller&, const std::string&)>;
+  struct Route {
+    bool read_only = false;  // Reachable with GET; everything else needs POST.
+    Handler handler;
+  };
+  template <typename Request, typename Response, typename Fn>
+  void Add(const std::string& name, bool read_only, Fn fn);
+  absl::StatusOr<std::string> AgentMetrics(const Caller& caller, const std::string& json);
+
+  Store& store_;
+  MetricsHistory& metrics_;
+  std::map<std::string, Route> routes_;
+};
+
+}  // namespace pgfleet::controller

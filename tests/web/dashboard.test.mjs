@@ -1,0 +1,231 @@
+// Browser tests of the dashboard: real headless Chromium (Debian's, driven by playwright-core)
+// against a real pgfleet-controller with two real agents in front of a real PostgreSQL 15.
+// Run by ctest (label web); see tests/CMakeLists.txt for the environment it needs:
+//   PGFLEET_CONTROLLER_BINARY, PGFLEET_AGENT_BINARY, PGFLEET_WEB_NODE_MODULES,
+//   PGFLEET_WEB_ARTIFACTS (screenshots), PGFLEET_UPDATE_SCREENSHOTS=1 (also docs/screenshots/).
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { Fleet, waitFor } from './fleet.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const env = (name) => {
+  if (!process.env[name]) throw new Error(`${name} is not set (run through ctest)`);
+  return process.env[name];
+};
+const { chromium } = createRequire(join(env('PGFLEET_WEB_NODE_MODULES'), 'noop.js'))('playwright-core');
+const artifacts = env('PGFLEET_WEB_ARTIFACTS');
+mkdirSync(artifacts, { recursive: true });
+
+const fleet = new Fleet({ controllerBinary: env('PGFLEET_CONTROLLER_BINARY'), agentBinary: env('PGFLEET_AGENT_BINARY') });
+let browser;
+let agents;
+const consoleErrors = [];
+
+// Every page the browser opens fails the test on a console error or an uncaught exception.
+function watch(page, who) {
+  page.on('console', (message) => {
+    if (message.type() === 'error') consoleErrors.push(`${who}: ${message.text()} (${message.location().url})`);
+  });
+  page.on('pageerror', (error) => consoleErrors.push(`${who}: uncaught ${error.message}`));
+  return page;
+}
+
+async function screenshot(page, name) {
+  const file = join(artifacts, `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  if (process.env.PGFLEET_UPDATE_SCREENSHOTS === '1') {
+    const docs = join(here, '..', '..', 'docs', 'screenshots');
+    mkdirSync(docs, { recursive: true });
+    copyFileSync(file, join(docs, `${name}.png`));
+  }
+}
+
+async function login(page, token) {
+  await page.goto(fleet.url);
+  await page.waitForURL(/#\/login$/);
+  await page.getByLabel('API token').fill(token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('#agents-table').waitFor();
+}
+
+before(async () => {
+  await fleet.startPostgres();
+  await fleet.startController({ bootstrapToken: 'pgf_web_test_bootstrap' });
+  agents = [await fleet.startAgent({ id: 'dev-1', env: 'dev' }), await fleet.startAgent({ id: 'dev-2', env: 'dev' })];
+  const operator = fleet.tokens.operator;
+  await waitFor('both agents connected', async () => {
+    const { json } = await fleet.api('ListAgents', { token: operator });
+    return (json?.agents ?? []).filter((a) => a.connected).length === 2;
+  });
+  // Two config versions: v1 becomes desired now, v2 is rolled out from the UI.
+  const push = async (poolSize, message) => {
+    const { status, json } = await fleet.api('PushConfig', { token: operator, body: { environment: 'dev', iniText: fleet.iniText(agents[0].port, { poolSize }), message } });
+    assert.equal(status, 200, JSON.stringify(json));
+    return Number(json.version);
+  };
+  const v1 = await push(10, 'baseline pool of 10');
+  const desired = await fleet.api('SetDesiredConfig', { token: operator, body: { environment: 'dev', version: v1 } });
+  assert.equal(desired.status, 200, JSON.stringify(desired.json));
+  await push(12, 'raise default_pool_size to 12');
+  await waitFor('both agents on v1', async () => {
+    const { json } = await fleet.api('ListAgents', { token: operator });
+    return (json?.agents ?? []).filter((a) => Number(a.appliedVersion) === v1).length === 2;
+  });
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    // A fresh profile is made by playwright for each launch; these keep Chromium from calling
+    // home on a closed network.
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await fleet.stop();
+});
+
+test('the API answers JSON errors and refuses what a role may not do', async () => {
+  const noToken = await fleet.api('ListAgents');
+  assert.equal(noToken.status, 401);
+  assert.equal(noToken.json.error.code, 'UNAUTHENTICATED');
+  const badToken = await fleet.api('ListAgents', { token: 'pgf_not_a_token' });
+  assert.equal(badToken.status, 401);
+  const viewerPause = await fleet.api('Pause', { token: fleet.tokens.viewer, body: { environment: 'dev', database: 'appdb', durationSeconds: 60 } });
+  assert.equal(viewerPause.status, 403, JSON.stringify(viewerPause.json));
+  assert.equal(viewerPause.json.error.code, 'PERMISSION_DENIED');
+  const viewerRollout = await fleet.api('StartRollout', { token: fleet.tokens.viewer, body: { environment: 'dev', version: 2 } });
+  assert.equal(viewerRollout.status, 403);
+  const viewerRead = await fleet.api('ListAgents', { token: fleet.tokens.viewer });
+  assert.equal(viewerRead.status, 200);
+  assert.equal(viewerRead.json.agents.length, 2);
+  const unknownAgent = await fleet.api('GetAgent', { token: fleet.tokens.viewer, params: { agentId: 'nope' } });
+  assert.equal(unknownAgent.status, 404);
+  const badJson = await fleet.api('Pause', { token: fleet.tokens.operator, body: { environment: 'dev', noSuchField: 1 } });
+  assert.equal(badJson.status, 400);
+  const mutatingGet = await fleet.api('Pause', { token: fleet.tokens.operator, params: { environment: 'dev' } });
+  assert.equal(mutatingGet.status, 405);
+  const unknownMethod = await fleet.api('DropEverything', { token: fleet.tokens.operator });
+  assert.equal(unknownMethod.status, 404);
+  // Static files: nothing outside the web root, and the page forbids anything not from us.
+  const traversal = await fetch(`${fleet.url}..%2f..%2fetc/passwd`);
+  assert.ok(traversal.status === 400 || traversal.status === 404, `traversal answered ${traversal.status}`);
+  const index = await fetch(fleet.url);
+  assert.equal(index.status, 200);
+  assert.match(index.headers.get('content-security-policy'), /default-src 'self'/);
+});
+
+test('an operator logs in, sees agents and pools, watches load, rolls out, pauses and resumes', async () => {
+  const context = await browser.newContext({ viewport: { width: 1366, height: 800 } });
+  const page = watch(await context.newPage(), 'operator');
+
+  await page.goto(fleet.url);
+  await page.waitForURL(/#\/login$/);
+  await screenshot(page, 'login');
+  await login(page, fleet.tokens.operator);
+  await assert.doesNotReject(page.locator('#whoami', { hasText: 'operator-olga' }).waitFor());
+
+  // Overview: both agents up, on the desired version.
+  for (const agent of agents) {
+    const row = page.locator(`#agents-table tr[data-agent="${agent.id}"]`);
+    await row.getByText('up', { exact: true }).waitFor();
+    await row.getByText('in sync').waitFor();
+  }
+  await page.locator('#envs').getByText('dev', { exact: true }).waitFor();
+  await screenshot(page, 'overview');
+
+  // Agent detail under load: the pool shows up and the transactions chart moves.
+  await page.locator('#agents-table').getByRole('link', { name: 'dev-1' }).click();
+  await page.waitForURL(/#\/agents\/dev-1$/);
+  const tpsChart = page.locator('figure[data-chart="tps"]');
+  await tpsChart.locator('canvas').waitFor();
+  const canvasBefore = await tpsChart.locator('canvas').evaluate((c) => c.toDataURL());
+  const load = fleet.pgbench(agents[0].port, { clients: 4, seconds: 12 });
+  await waitFor('a transactions-per-second sample above zero', async () =>
+    Number((await tpsChart.getAttribute('data-latest')) ?? 0) > 0, { timeoutMs: 20000 });
+  await page.locator('#pools-table').getByRole('rowheader', { name: 'appdb' }).waitFor();
+  await waitFor('clients in the clients chart', async () =>
+    Number(((await page.locator('figure[data-chart="clients"]').getAttribute('data-points')) ?? 0)) >= 3);
+  const pointsEarly = Number(await tpsChart.getAttribute('data-points'));
+  await waitFor('more tps samples as the load runs', async () => Number(await tpsChart.getAttribute('data-points')) > pointsEarly);
+  const canvasAfter = await tpsChart.locator('canvas').evaluate((c) => c.toDataURL());
+  assert.notEqual(canvasAfter, canvasBefore, 'the tps chart was redrawn with the new samples');
+  assert.match(await tpsChart.locator('.chart-latest').textContent(), /tps \d/);
+  await screenshot(page, 'agent');
+  await load;
+
+  // Rollout of v2 from the UI, followed live to the end.
+  await page.getByRole('link', { name: 'Rollouts' }).click();
+  await page.getByLabel('Environment', { exact: true }).selectOption('dev');
+  await page.getByLabel('Version', { exact: true }).selectOption({ label: 'v2 — raise default_pool_size to 12' });
+  await page.getByLabel('Waves').fill('1,100%');
+  await page.getByLabel('Bake (seconds)').fill('2');
+  await page.getByRole('button', { name: 'Start rollout' }).click();
+  await page.waitForURL(/#\/rollouts\/\d+$/);
+  await page.locator('#rollout-detail[data-state="succeeded"]').waitFor({ timeout: 60000 });
+  await page.locator('#diff ins', { hasText: 'default_pool_size = 12' }).waitFor();
+  await page.locator('#diff del', { hasText: 'default_pool_size = 10' }).waitFor();
+  await screenshot(page, 'rollouts');
+
+  // Config history with the diff between v1 and v2.
+  await page.getByRole('link', { name: 'Config history' }).click();
+  await page.locator('#cfg-table').getByText('raise default_pool_size to 12').waitFor();
+  await page.locator('#cfg-diff ins', { hasText: 'default_pool_size = 12' }).waitFor();
+  await screenshot(page, 'configs');
+
+  // Maintenance: pause appdb across dev from the UI, watch every agent drain, resume.
+  await page.getByRole('link', { name: 'Maintenance' }).click();
+  await page.getByLabel('Environment', { exact: true }).selectOption('dev');
+  await page.getByLabel('Database', { exact: true }).fill('appdb');
+  await page.getByLabel('Duration (minutes)').fill('5');
+  await page.getByLabel('Reason', { exact: true }).fill('VACUUM FULL from the dashboard test');
+  await page.getByRole('button', { name: 'Pause now' }).click();
+  const window = page.locator('article.window');
+  await window.first().waitFor();
+  for (const agent of agents) {
+    await window.locator(`tr[data-agent="${agent.id}"][data-state="paused"]`).waitFor({ timeout: 30000 });
+  }
+  await page.locator('article.window[data-state="paused"]').waitFor();
+  await screenshot(page, 'maintenance');
+  await window.getByRole('button', { name: 'Resume now' }).click();
+  await page.locator('#mw-open').getByText('No open window.').waitFor({ timeout: 30000 });
+  await page.locator('#mw-history').getByText('completed').waitFor();
+  // The agents really resumed: a query goes through dev-2 again.
+  const { json } = await fleet.api('ListAgents', { token: fleet.tokens.operator });
+  await waitFor('no pause left on any agent', async () => {
+    const now = await fleet.api('ListAgents', { token: fleet.tokens.operator });
+    return now.json.agents.every((a) => (a.lastMetrics?.pauses ?? []).length === 0);
+  });
+  assert.equal(json.agents.length, 2);
+  await context.close();
+  assert.deepEqual(consoleErrors, []);
+});
+
+test('a viewer sees the fleet but cannot press the buttons', async () => {
+  const context = await browser.newContext({ viewport: { width: 1366, height: 800 } });
+  const page = watch(await context.newPage(), 'viewer');
+  await login(page, fleet.tokens.viewer);
+  await page.locator('#whoami', { hasText: 'viewer' }).waitFor();
+  await page.locator('#agents-table tr[data-agent="dev-2"]').getByText('up', { exact: true }).waitFor();
+
+  await page.goto(`${fleet.url}#/maintenance`);
+  await page.locator('#mw-history').getByText('completed').waitFor();
+  assert.equal(await page.getByRole('button', { name: 'Pause now' }).isDisabled(), true);
+  assert.equal(await page.getByRole('button', { name: 'Schedule' }).isDisabled(), true);
+
+  await page.goto(`${fleet.url}#/rollouts`);
+  await page.locator('#rollout-detail').waitFor();
+  assert.equal(await page.getByRole('button', { name: 'Start rollout' }).isDisabled(), true);
+
+  await page.goto(`${fleet.url}#/agents/dev-1`);
+  await page.locator('#pools-table').waitFor();
+  assert.equal(await page.getByRole('button', { name: 'Pause on this agent' }).isDisabled(), true);
+  await screenshot(page, 'viewer-agent');
+  await context.close();
+  assert.deepEqual(consoleErrors, []);
+});

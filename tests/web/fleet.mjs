@@ -1,0 +1,185 @@
+// A real fleet for the dashboard's browser tests: a throwaway PostgreSQL 15 (initdb/pg_ctl
+// as the postgres user when run as root), pgfleet-controller with its HTTP listener, and real
+// pgfleet-agent processes, all on free loopback ports, all stopped by stop().
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, openSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const PGBIN = process.env.PGFLEET_PG_BIN ?? '/usr/lib/postgresql/15/bin';
+const isRoot = process.getuid() === 0;
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+// Polls `fn` until it returns a truthy value (returned) or `timeoutMs` passes (throws, with
+// the last error or value in the message).
+export async function waitFor(what, fn, { timeoutMs = 30000, intervalMs = 200 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      const value = await fn();
+      if (value) return value;
+      last = value;
+    } catch (error) {
+      last = error;
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+  throw new Error(`timed out waiting for ${what}: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
+}
+
+function run(argv, options = {}) {
+  const result = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', ...options });
+  if (result.status !== 0) {
+    throw new Error(`${argv.join(' ')} exited ${result.status}: ${result.stderr}${result.stdout}`);
+  }
+  return result.stdout;
+}
+const asPostgres = (argv) => (isRoot ? ['runuser', '-u', 'postgres', '--', ...argv] : argv);
+
+export class Fleet {
+  constructor({ controllerBinary, agentBinary }) {
+    this.controllerBinary = controllerBinary;
+    this.agentBinary = agentBinary;
+    this.dir = mkdtempSync(join(tmpdir(), 'pgfleet-web-'));
+    chmodSync(this.dir, 0o755);
+    this.children = [];
+    this.pgStarted = false;
+  }
+
+  async startPostgres() {
+    this.pgData = join(this.dir, 'pg');
+    this.pgPort = await freePort();
+    if (isRoot) chownSync(this.dir, uid('postgres'), gid('postgres'));
+    run(asPostgres([`${PGBIN}/initdb`, '-D', this.pgData, '-U', 'postgres', '--auth=trust', '-E', 'UTF8']));
+    writeFileSync(join(this.pgData, 'postgresql.conf'),
+      `\nlisten_addresses = '127.0.0.1'\nport = ${this.pgPort}\nunix_socket_directories = '${this.dir}'\nmax_connections = 100\nfsync = off\n`,
+      { flag: 'a' });
+    run(asPostgres([`${PGBIN}/pg_ctl`, '-D', this.pgData, '-l', join(this.dir, 'postgres.log'), '-w', 'start']));
+    this.pgStarted = true;
+    const psql = (sql, db = 'postgres') => run(['psql', '-qAtX', '-h', '127.0.0.1', '-p', String(this.pgPort), '-U', 'postgres', '-d', db, '-c', sql]);
+    psql('CREATE ROLE app LOGIN');
+    psql('CREATE DATABASE appdb OWNER app');
+    run(['pgbench', '-q', '-i', '-s', '1', '-h', '127.0.0.1', '-p', String(this.pgPort), '-U', 'app', 'appdb']);
+  }
+
+  // Mints a token straight into the controller's SQLite file (as an admin would).
+  createToken(name, role) {
+    return run([this.controllerBinary, 'token', 'create', `--db=${this.dbPath}`, `--name=${name}`, `--role=${role}`]).trim();
+  }
+
+  async startController({ bootstrapToken, extraArgs = [] }) {
+    this.dbPath = join(this.dir, 'fleet.db');
+    this.bootstrapToken = bootstrapToken;
+    this.tokens = { viewer: this.createToken('viewer-vic', 'viewer'), operator: this.createToken('operator-olga', 'operator') };
+    const grpcPortFile = join(this.dir, 'grpc.port');
+    const httpPortFile = join(this.dir, 'http.port');
+    this.controllerLog = join(this.dir, 'controller.log');
+    const child = spawn(this.controllerBinary, [
+      '--listen=127.0.0.1:0', `--port-file=${grpcPortFile}`, `--db=${this.dbPath}`,
+      '--http-listen=127.0.0.1:0', `--http-port-file=${httpPortFile}`, '--metrics-interval=1s',
+      ...extraArgs,
+    ], { env: { ...process.env, PGFLEET_BOOTSTRAP_TOKEN: bootstrapToken }, stdio: ['ignore', 'ignore', openSync(this.controllerLog, 'a')] });
+    this.children.push(child);
+    this.controllerProcess = child;
+    const readPort = (file) => existsSync(file) && Number(readFileSync(file, 'utf8').trim());
+    this.grpcPort = await waitFor('the controller gRPC port', () => {
+      if (child.exitCode !== null) throw new Error(`controller exited ${child.exitCode}: ${this.log('controller')}`);
+      return readPort(grpcPortFile);
+    });
+    this.httpPort = await waitFor('the controller HTTP port', () => readPort(httpPortFile));
+    this.url = `http://127.0.0.1:${this.httpPort}/`;
+  }
+
+  async startAgent({ id, env }) {
+    const port = await freePort();
+    const ini = join(this.dir, `${id}.ini`);
+    const userlist = join(this.dir, 'userlist.txt');
+    writeFileSync(userlist, '"app" "app"\n"admin" "admin"\n');
+    writeFileSync(ini, this.iniText(port));
+    const log = join(this.dir, `${id}.log`);
+    const child = spawn(this.agentBinary, [`--controller=127.0.0.1:${this.grpcPort}`, `--env=${env}`, `--agent-id=${id}`,
+      `--state-dir=${join(this.dir, `${id}-state`)}`, ini],
+      { stdio: ['ignore', 'ignore', openSync(log, 'a')] });
+    this.children.push(child);
+    return { id, env, port, ini, child };
+  }
+
+  iniText(port, { poolSize = 10 } = {}) {
+    return `[databases]
+appdb = host=127.0.0.1 port=${this.pgPort} dbname=appdb user=app
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = ${port}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = ${join(this.dir, 'userlist.txt')}
+admin_users = admin
+pool_mode = transaction
+default_pool_size = ${poolSize}
+max_client_conn = 200
+`;
+  }
+
+  // Runs pgbench against an agent in the background; resolves with its output when it ends.
+  pgbench(agentPort, { clients = 4, seconds = 10 } = {}) {
+    return new Promise((resolve, reject) => {
+      const child = spawn('pgbench', ['-n', '-c', String(clients), '-j', '2', '-T', String(seconds),
+        '-h', '127.0.0.1', '-p', String(agentPort), '-U', 'app', 'appdb'],
+        { env: { ...process.env, PGPASSWORD: 'app' } });
+      this.children.push(child);
+      let out = '';
+      child.stdout.on('data', (d) => { out += d; });
+      child.stderr.on('data', (d) => { out += d; });
+      child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`pgbench exited ${code}: ${out}`))));
+    });
+  }
+
+  // The JSON API, as a script would use it.
+  async api(method, { token, body, params } = {}) {
+    const query = params ? `?${new URLSearchParams(params)}` : '';
+    const response = await fetch(`${this.url}api/${method}${query}`, {
+      method: body === undefined ? 'GET' : 'POST',
+      headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: response.status, json: await response.json().catch(() => null) };
+  }
+
+  log(name) {
+    try { return readFileSync(join(this.dir, `${name}.log`), 'utf8').slice(-4000); } catch { return ''; }
+  }
+
+  async stop() {
+    for (const child of this.children.reverse()) {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const exited = await Promise.race([
+          new Promise((r) => child.once('exit', () => r(true))),
+          new Promise((r) => setTimeout(() => r(false), 10000)),
+        ]);
+        if (!exited) child.kill('SIGKILL');
+      }
+    }
+    if (this.pgStarted) {
+      spawnSync(asPostgres([`${PGBIN}/pg_ctl`, '-D', this.pgData, '-m', 'immediate', 'stop'])[0],
+        asPostgres([`${PGBIN}/pg_ctl`, '-D', this.pgData, '-m', 'immediate', 'stop']).slice(1));
+    }
+    if (process.env.PGFLEET_KEEP_TEST_DIRS !== '1') rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function uid(user) { return Number(run(['id', '-u', user]).trim()); }
+function gid(user) { return Number(run(['id', '-g', user]).trim()); }
