@@ -34,10 +34,11 @@ function watch(page, who) {
   return page;
 }
 
-async function screenshot(page, name) {
+// Every screenshot is an artifact; one per page is also the README's (docs/screenshots/).
+async function screenshot(page, name, { forReadme = true } = {}) {
   const file = join(artifacts, `${name}.png`);
   await page.screenshot({ path: file, fullPage: true });
-  if (process.env.PGFLEET_UPDATE_SCREENSHOTS === '1') {
+  if (forReadme && process.env.PGFLEET_UPDATE_SCREENSHOTS === '1') {
     const docs = join(here, '..', '..', 'docs', 'screenshots');
     mkdirSync(docs, { recursive: true });
     copyFileSync(file, join(docs, `${name}.png`));
@@ -137,7 +138,6 @@ test('an operator logs in, sees agents and pools, watches load, rolls out, pause
     await row.getByText('in sync').waitFor();
   }
   await page.locator('#envs').getByText('dev', { exact: true }).waitFor();
-  await screenshot(page, 'overview');
 
   // Agent detail under load: the pool shows up and the transactions chart moves.
   await page.locator('#agents-table').getByRole('link', { name: 'dev-1' }).click();
@@ -192,6 +192,12 @@ test('an operator logs in, sees agents and pools, watches load, rolls out, pause
   }
   await page.locator('article.window[data-state="paused"]').waitFor();
   await screenshot(page, 'maintenance');
+  // The overview shows the open window at a glance (the README's overview screenshot).
+  await page.getByRole('link', { name: 'Fleet' }).click();
+  await page.locator('#open-windows').getByText('paused').waitFor();
+  await page.locator('#envs').getByText('paused').waitFor();
+  await screenshot(page, 'overview');
+  await page.getByRole('link', { name: 'Maintenance' }).click();
   await window.getByRole('button', { name: 'Resume now' }).click();
   await page.locator('#mw-open').getByText('No open window.').waitFor({ timeout: 30000 });
   await page.locator('#mw-history').getByText('completed').waitFor();
@@ -225,7 +231,7 @@ test('a viewer sees the fleet but cannot press the buttons', async () => {
   await page.goto(`${fleet.url}#/agents/dev-1`);
   await page.locator('#pools-table').waitFor();
   assert.equal(await page.getByRole('button', { name: 'Pause on this agent' }).isDisabled(), true);
-  await screenshot(page, 'viewer-agent');
+  await screenshot(page, 'viewer-agent', { forReadme: false });
   await context.close();
   assert.deepEqual(consoleErrors, []);
 });

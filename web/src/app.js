@@ -62,8 +62,11 @@ async function route() {
     else a.removeAttribute('aria-current');
   });
   showStatus('');
-  main.innerHTML = '';
-  const instance = match.r.page.mount(main, match.m.slice(1).map((p) => p && decodeURIComponent(p)));
+  // A fresh element per page, so listeners a page puts on it go away with the page.
+  const host = document.createElement('div');
+  host.className = 'page';
+  main.replaceChildren(host);
+  const instance = match.r.page.mount(host, match.m.slice(1).map((p) => p && decodeURIComponent(p)));
   document.title = `${instance.title ?? 'pgfleet'} · pgfleet`;
   current = { instance, timer: null };
   if (!instance.refresh) return;
