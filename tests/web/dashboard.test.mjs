@@ -127,6 +127,8 @@ test('an operator logs in, sees agents and pools, watches load, rolls out, pause
 
   await page.goto(fleet.url);
   await page.waitForURL(/#\/login$/);
+  assert.equal(await page.getByRole('button', { name: 'Log out' }).isVisible(), false);
+  assert.equal(await page.getByRole('navigation', { name: 'Main' }).isVisible(), false);
   await screenshot(page, 'login');
   await login(page, fleet.tokens.operator);
   await assert.doesNotReject(page.locator('#whoami', { hasText: 'operator-olga' }).waitFor());
@@ -232,6 +234,9 @@ test('a viewer sees the fleet but cannot press the buttons', async () => {
   await page.locator('#pools-table').waitFor();
   assert.equal(await page.getByRole('button', { name: 'Pause on this agent' }).isDisabled(), true);
   await screenshot(page, 'viewer-agent', { forReadme: false });
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.waitForURL(/#\/login$/);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('pgfleet.token')), null);
   await context.close();
   assert.deepEqual(consoleErrors, []);
 });
