@@ -529,4 +529,11 @@ void Agent::Janitor() {
   admin_->CheckPending();
 }
 
+bool Agent::ServerLimitsStale(const std::string& address, uint64_t now_us) const {
+  // max_connections only changes with a PostgreSQL restart; a few minutes is fresh enough.
+  constexpr uint64_t kRefreshAfterUs = 5ull * 60 * 1000 * 1000;
+  auto it = server_limits_.find(address);
+  return it == server_limits_.end() || now_us - it->second.learnt_us > kRefreshAfterUs;
+}
+
 }  // namespace pgfleet::agent

@@ -143,6 +143,20 @@ class Agent {
   int ServerCountForDb(const std::string& db) const;
   int ServerCountForUser(const std::string& user) const;
 
+  // What a PostgreSQL server allows, learnt by the first server connection to log in to it
+  // (and again every few minutes): the controller checks rollouts' connection budgets
+  // against it. Keyed by config::ServerAddress.
+  struct ServerLimits {
+    int max_connections = 0;
+    int superuser_reserved_connections = 0;
+    uint64_t learnt_us = 0;
+  };
+  bool ServerLimitsStale(const std::string& address, uint64_t now_us) const;
+  void NoteServerLimits(const std::string& address, ServerLimits limits) {
+    server_limits_[address] = limits;
+  }
+  const std::map<std::string, ServerLimits>& server_limits() const { return server_limits_; }
+
   // SCRAM keys derived from a plaintext auth_file password, cached per user so a new
   // connection does not pay for PBKDF2 each time.
   const pg::ScramKeys& ScramKeysForPlainPassword(const std::string& user,
@@ -182,6 +196,7 @@ class Agent {
     pg::ScramKeys keys;
   };
   absl::flat_hash_map<std::string, CachedScram> scram_cache_;
+  std::map<std::string, ServerLimits> server_limits_;
   void ApplyPauseToPools(const std::string& db);
   void RetireTimer(std::unique_ptr<Timer> timer);
   bool pause_all_ = false;

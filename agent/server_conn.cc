@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
 #include "agent/client_conn.h"
@@ -20,6 +21,9 @@ namespace {
 constexpr size_t kOutputHighWater = 256 * 1024;
 // Login and internal-query messages are read whole; none is legitimately this large.
 constexpr uint32_t kMaxLoginMessage = 1 << 20;
+constexpr char kServerLimitsQuery[] =
+    "SELECT current_setting('max_connections'), "
+    "current_setting('superuser_reserved_connections')";
 
 std::string ErrorMessageOf(std::string_view body) {
   std::map<char, std::string> fields = pg::ParseErrorFields(body);
@@ -62,9 +66,8 @@ void ServerConn::Connect() {
   bufferevent_setcb(bev_, &ServerConn::OnRead, &ServerConn::OnWrite, &ServerConn::OnEvent, this);
   bufferevent_enable(bev_, EV_READ);
   int rc;
+  address_ = config::ServerAddress(db);
   if (db.host.empty() || db.host[0] == '/') {
-    std::string dir = db.host.empty() ? "/var/run/postgresql" : db.host;
-    address_ = absl::StrCat(dir, "/.s.PGSQL.", db.port);
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (address_.size() >= sizeof(addr.sun_path)) {
@@ -74,7 +77,6 @@ void ServerConn::Connect() {
     memcpy(addr.sun_path, address_.c_str(), address_.size() + 1);
     rc = bufferevent_socket_connect(bev_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
   } else {
-    address_ = absl::StrCat(db.host, ":", db.port);
     rc = bufferevent_socket_connect_hostname(bev_, agent_.loop().dns(), AF_UNSPEC,
                                              db.host.c_str(), db.port);
   }
@@ -201,9 +203,16 @@ void ServerConn::HandleLogin() {
       case 'Z': {
         tx_status_ = body.empty() ? 'I' : body[0];
         scram_.reset();
+        const bool probe = agent_.ServerLimitsStale(address_, MonotonicMicros());
+        if (probe) {
+          // One extra round trip on the first login to each server: what it allows, for the
+          // controller's connection-budget check. Readable by every role.
+          probing_limits_ = true;
+          RunInternalQuery(kServerLimitsQuery, AfterInternal::kFinishLogin);
+        }
         if (!pool_.db().connect_query.empty()) {
           RunInternalQuery(pool_.db().connect_query, AfterInternal::kFinishLogin);
-        } else {
+        } else if (!probe) {
           pool_.OnServerLoginDone(this, params_);
         }
         return;
@@ -312,6 +321,22 @@ void ServerConn::LoginFailed(const std::string& reason) {
   Close(reason, /*is_error=*/false);
 }
 
+void ServerConn::NoteServerLimits(std::string_view data_row) {
+  pg::BodyReader reader(data_row);
+  if (reader.Int16() != 2) return;
+  int values[2] = {0, 0};
+  for (int& value : values) {
+    const int32_t length = reader.Int32();
+    if (length < 0 || !reader.ok()) return;
+    const std::string_view text = reader.Bytes(static_cast<size_t>(length));
+    if (!absl::SimpleAtoi(absl::string_view(text.data(), text.size()), &value)) return;
+  }
+  if (!reader.ok()) return;
+  PGF_DEBUG("server", "s=%d %s allows max_connections=%d (%d reserved for superusers)", id_,
+            address_, values[0], values[1]);
+  agent_.NoteServerLimits(address_, {values[0], values[1], MonotonicMicros()});
+}
+
 void ServerConn::RunInternalQuery(const std::string& sql, AfterInternal after) {
   WriteRaw(pg::Query(sql));
   ++internal_replies_;
@@ -359,9 +384,12 @@ void ServerConn::HandleInternal() {
       }
     } else if (header.type == 'E') {
       internal_error_ = ErrorMessageOf(body);
+    } else if (header.type == 'D' && probing_limits_) {
+      NoteServerLimits(body);
     } else if (header.type == 'Z') {
       tx_status_ = body.empty() ? 'I' : body[0];
       --internal_replies_;
+      probing_limits_ = false;
     }
   }
   AfterInternal after = after_internal_;

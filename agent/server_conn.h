@@ -84,6 +84,8 @@ class ServerConn : public ListNode {
   bool HandleAuthRequest(std::string_view body);
   void LoginFailed(const std::string& reason);
   void HandleInternal();
+  // The DataRow of kServerLimitsQuery: max_connections, superuser_reserved_connections.
+  void NoteServerLimits(std::string_view data_row);
   void ForwardToClient();
   void OnReadyForQuery(char status, uint64_t now_us);
   void UpdateParam(std::string_view name, std::string_view value);
@@ -106,6 +108,7 @@ class ServerConn : public ListNode {
   int pending_replies_ = 0;  // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen.
   bool unsynced_ = false;    // Extended-protocol messages sent since the last Sync.
   int internal_replies_ = 0; // ReadyForQuery still expected for internal queries.
+  bool probing_limits_ = false;  // The internal query in flight reads max_connections.
   AfterInternal after_internal_ = AfterInternal::kNone;
   std::string internal_error_;
   size_t forward_remaining_ = 0;

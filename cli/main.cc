@@ -560,6 +560,14 @@ int FillRolloutOptions(const Context& ctx, pgfleet::v1::StartRolloutRequest* req
                  [&](int64_t v) { t->set_max_new_login_failures(static_cast<int32_t>(v)); })) {
     return kExitUsage;
   }
+  if (ctx.flags().Has("connection-reserve")) {
+    int value = 0;
+    if (!absl::SimpleAtoi(ctx.flags().Get("connection-reserve"), &value) || value < 1) {
+      fprintf(stderr, "fleetctl: --connection-reserve wants a positive number of connections\n");
+      return kExitUsage;
+    }
+    request->set_connection_reserve(value);
+  }
   if (ctx.flags().Has("force")) {
     request->set_force(true);
     request->set_force_reason(ctx.flags().Get("reason"));
@@ -578,6 +586,7 @@ void PrintRollout(const pgfleet::v1::Rollout& rollout) {
   printf("\n");
   if (!rollout.reason().empty()) printf("  %s\n", rollout.reason().c_str());
   if (!rollout.force_reason().empty()) printf("  forced: %s\n", rollout.force_reason().c_str());
+  for (const std::string& warning : rollout.warnings()) printf("  warning: %s\n", warning.c_str());
   std::vector<std::vector<std::string>> rows;
   for (const auto& agent : rollout.agents()) {
     rows.push_back({agent.agent_id(), absl::StrCat(agent.wave() + 1), agent.state(), agent.error()});
@@ -657,6 +666,12 @@ int RolloutStart(Context& ctx) {
   pgfleet::v1::Rollout rollout;
   grpc::Status status = ctx.rollouts().StartRollout(ctx.NewCall().get(), request, &rollout);
   if (!status.ok()) return ctx.Fail(status);
+  // --watch redraws the rollout; the pre-flight warnings would scroll away with it.
+  if (ctx.flags().Has("watch")) {
+    for (const std::string& warning : rollout.warnings()) {
+      fprintf(stderr, "fleetctl: warning: %s\n", warning.c_str());
+    }
+  }
   return ShowRollout(ctx, rollout);
 }
 
@@ -826,7 +841,7 @@ const std::vector<Command>& Commands() {
       {"rollout start",
        "fleetctl rollout start --env ENV --version V [--waves 1,25%,100%] [--bake 60s] "
        "[--max-unavailable N] [--max-cl-waiting N] [--max-maxwait-ms MS] [--max-server-errors N] "
-       "[--max-login-failures N] [--force --reason TEXT] [--watch]",
+       "[--max-login-failures N] [--connection-reserve N] [--force --reason TEXT] [--watch]",
        "roll V out in waves with health gates; a NACK or a failed gate rolls back by itself",
        RolloutStart},
       {"rollout status", "fleetctl rollout status [ID | --env ENV] [--watch]",

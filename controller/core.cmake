@@ -6,6 +6,7 @@ add_library(pgfleet_controller_core STATIC
   ${CMAKE_CURRENT_SOURCE_DIR}/grpc/services.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/registry/agent_registry.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/rollout/rollout_engine.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/rollout/connection_budget.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/maintenance/orchestrator.cc)
 target_include_directories(pgfleet_controller_core PUBLIC ${PROJECT_SOURCE_DIR})
 target_link_libraries(pgfleet_controller_core

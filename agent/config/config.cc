@@ -581,6 +581,26 @@ absl::Status ApplyUser(const IniEntry& entry, Config& config) {
 
 }  // namespace
 
+std::string ServerAddress(const DatabaseConfig& db) {
+  if (db.host.empty() || db.host[0] == '/') {
+    return absl::StrCat(db.host.empty() ? "/var/run/postgresql" : db.host, "/.s.PGSQL.", db.port);
+  }
+  return absl::StrCat(db.host, ":", db.port);
+}
+
+std::map<std::string, int> MaxServerConnectionsByAddress(const Config& config) {
+  std::map<std::string, int> by_address;
+  for (const auto& [name, db] : config.databases) {
+    if (name == "*") continue;
+    int connections = db.pool_size.value_or(config.default_pool_size) +
+                      db.reserve_pool.value_or(config.reserve_pool_size);
+    const int cap = db.max_db_connections.value_or(config.max_db_connections);
+    if (cap > 0) connections = std::min(connections, cap);
+    by_address[ServerAddress(db)] += connections;
+  }
+  return by_address;
+}
+
 const char* PoolModeName(PoolMode mode) {
   switch (mode) {
     case PoolMode::kSession:

@@ -113,6 +113,18 @@ absl::StatusOr<Config> LoadConfig(const std::string& path);
 // Same, from text in memory; `path` names it in errors and resolves relative %include.
 absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& path);
 
+// Where a database entry's server connections go: "host:port", or the unix socket path
+// ("/var/run/postgresql/.s.PGSQL.5432") when host is empty or a directory. The agent reports
+// each server's max_connections under this name; the controller's connection-budget check
+// computes it from a pushed config, so both sides must agree.
+std::string ServerAddress(const DatabaseConfig& db);
+
+// The most server connections one agent running `config` may open to each server address:
+// per [databases] entry, its pool size plus reserve pool (one pool: an entry with a forced
+// user has exactly one, and without one the count of client users is unknown), capped by
+// max_db_connections. The "*" fallback entry is skipped: the databases it serves are unknown.
+std::map<std::string, int> MaxServerConnectionsByAddress(const Config& config);
+
 // One row of the admin console's SHOW CONFIG.
 struct ConfigEntry {
   std::string key;            // PgBouncer's name for the [pgbouncer] setting.

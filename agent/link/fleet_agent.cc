@@ -277,6 +277,12 @@ pgfleet::v1::MetricsReport FleetAgent::BuildMetricsReport() const {
     out->set_server_errors(stats.server_errors);
   }
   report.set_client_count(static_cast<int32_t>(agent_.client_count()));
+  for (const auto& [address, limits] : agent_.server_limits()) {
+    pgfleet::v1::ServerLimits* out = report.add_server_limits();
+    out->set_address(address);
+    out->set_max_connections(limits.max_connections);
+    out->set_superuser_reserved_connections(limits.superuser_reserved_connections);
+  }
   for (const std::string& db : agent_.PausedScopes()) {
     pgfleet::v1::PauseState* pause = report.add_pauses();
     pause->set_database(db);

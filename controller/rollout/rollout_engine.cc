@@ -1,5 +1,7 @@
 #include "controller/rollout/rollout_engine.h"
 
+#include "controller/rollout/connection_budget.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -406,10 +408,26 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::StartLocked(
   }
   // Pre-flight: refusals that --force (with a reason) may override.
   std::vector<std::string> refusals;
+  std::vector<std::string> warnings;
+  PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> env_agents, store_.ListAgents(env.name));
   if (absl::StatusOr<agent::config::Config> parsed =
           agent::config::ParseConfig(version.ini_text, "pushed.ini");
       !parsed.ok()) {
     refusals.push_back(absl::StrCat("config does not validate: ", parsed.status().message()));
+  } else {
+    // Every agent of the environment counts, offline ones too: they converge when they return.
+    std::map<std::string, pgfleet::v1::ServerLimits> limits;
+    for (const std::shared_ptr<AgentSession>& session : registry_.List(env.name)) {
+      std::optional<pgfleet::v1::MetricsReport> report = session->metrics();
+      if (!report) continue;
+      for (const pgfleet::v1::ServerLimits& server : report->server_limits()) {
+        limits[server.address()] = server;
+      }
+    }
+    BudgetCheck budget = CheckConnectionBudget(*parsed, static_cast<int>(env_agents.size()),
+                                               limits, request.connection_reserve());
+    refusals.insert(refusals.end(), budget.refusals.begin(), budget.refusals.end());
+    warnings = std::move(budget.warnings);
   }
   PGF_ASSIGN_OR_RETURN(std::vector<WindowRow> windows, store_.ListWindows(env.name, true));
   for (const WindowRow& window : windows) {
@@ -449,7 +467,6 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::StartLocked(
       absl::StrAppend(&rollout.force_reason, " (overrode: ", absl::StrJoin(refusals, "; "), ")");
     }
   }
-  PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> env_agents, store_.ListAgents(env.name));
   PGF_ASSIGN_OR_RETURN(std::vector<int> waves, AssignWaves(rollout.waves, env_agents.size()));
   std::vector<RolloutAgentRow> members;
   for (size_t i = 0; i < env_agents.size(); ++i) {
@@ -470,7 +487,12 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::StartLocked(
   if (absl::Status stepped = Step(created); !stepped.ok()) {
     PGF_ERROR("rollout", "rollout %d first step: %s", created.id, stepped.message());
   }
-  return Describe(created);
+  for (const std::string& warning : warnings) {
+    PGF_WARN("rollout", "rollout %d pre-flight: %s", created.id, warning);
+  }
+  PGF_ASSIGN_OR_RETURN(pgfleet::v1::Rollout described, Describe(created));
+  for (std::string& warning : warnings) described.add_warnings(std::move(warning));
+  return described;
 }
 
 absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Get(

@@ -144,8 +144,8 @@ PgbenchSummary ParsePgbench(const std::string& out) {
 class BackgroundPgbench {
  public:
   BackgroundPgbench(int port, const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {g_pg->BinPath("pgbench"), "-n", "-h", "127.0.0.1", "-p",
-                                     std::to_string(port), "-U", kAppUser};
+    std::vector<std::string> argv = {g_pg->BinPath("pgbench"), "-n", "-h",    "127.0.0.1", "-p",
+                                     std::to_string(port),     "-U", kAppUser};
     argv.insert(argv.end(), args.begin(), args.end());
     argv.push_back(kAppDb);
     command_ = absl::StrJoin(argv, " ");
@@ -186,7 +186,8 @@ using NamedRow = std::map<std::string, std::string>;
 
 // Runs a SHOW command on an agent's admin console and returns its rows by column name.
 absl::StatusOr<std::vector<NamedRow>> AdminShow(int port, const std::string& command) {
-  absl::StatusOr<PgConn> conn = Connect(TcpConnString(port, "pgbouncer", kAdminUser, kAdminPassword));
+  absl::StatusOr<PgConn> conn =
+      Connect(TcpConnString(port, "pgbouncer", kAdminUser, kAdminPassword));
   if (!conn.ok()) return conn.status();
   PgResult result(PQexec(conn->get(), command.c_str()));
   if (result == nullptr || PQresultStatus(result.get()) != PGRES_TUPLES_OK) {
@@ -234,7 +235,8 @@ absl::Status QueryThrough(int port) {
   if (!conn.ok()) return conn.status();
   absl::StatusOr<int64_t> value = ScalarInt(conn->get(), "select count(*) from pgbench_branches");
   if (!value.ok()) return value.status();
-  if (*value != 1) return absl::InternalError(absl::StrCat("pgbench_branches has ", *value, " rows"));
+  if (*value != 1)
+    return absl::InternalError(absl::StrCat("pgbench_branches has ", *value, " rows"));
   return absl::OkStatus();
 }
 
@@ -286,8 +288,8 @@ class FleetTest : public ::testing::Test {
         EXPECT_TRUE(exit_status.ok()) << id << ": " << exit_status.status();
         if (exit_status.ok()) {
           EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0)
-              << "agent " << id << " did not exit cleanly on SIGTERM: "
-              << DescribeWaitStatus(*exit_status);
+              << "agent " << id
+              << " did not exit cleanly on SIGTERM: " << DescribeWaitStatus(*exit_status);
         }
       }
       EXPECT_EQ(agent->SanitizerReport(), "") << "agent " << id << " stderr reports problems";
@@ -308,7 +310,8 @@ class FleetTest : public ::testing::Test {
           << "controller log reports problems";
     }
     if (HasFailure()) {
-      for (auto& [id, agent] : agents_) std::cerr << "=== agent " << id << "\n" << agent->Diagnostics();
+      for (auto& [id, agent] : agents_)
+        std::cerr << "=== agent " << id << "\n" << agent->Diagnostics();
       for (auto& controller : controllers_) std::cerr << controller->Diagnostics();
     }
     agents_.clear();
@@ -387,7 +390,8 @@ class FleetTest : public ::testing::Test {
     if (!result.ok()) {
       FleetctlResult failed;
       failed.exit_code = -2;
-      failed.stderr_text = absl::StrCat("[test harness] cannot run fleetctl: ", result.status().ToString());
+      failed.stderr_text =
+          absl::StrCat("[test harness] cannot run fleetctl: ", result.status().ToString());
       return failed;
     }
     return *result;
@@ -458,14 +462,10 @@ class FleetTest : public ::testing::Test {
   // the listener); logfile is left out so each agent keeps its own.
   std::string FleetIni(int listen_port, const std::map<std::string, std::string>& overrides) const {
     std::map<std::string, std::string> settings = {
-        {"listen_addr", "127.0.0.1"},
-        {"listen_port", absl::StrCat(listen_port)},
-        {"unix_socket_dir", ""},
-        {"auth_type", "scram-sha-256"},
-        {"auth_file", users_path_},
-        {"admin_users", kAdminUser},
-        {"pool_mode", "transaction"},
-        {"default_pool_size", absl::StrCat(kBasePoolSize)},
+        {"listen_addr", "127.0.0.1"}, {"listen_port", absl::StrCat(listen_port)},
+        {"unix_socket_dir", ""},      {"auth_type", "scram-sha-256"},
+        {"auth_file", users_path_},   {"admin_users", kAdminUser},
+        {"pool_mode", "transaction"}, {"default_pool_size", absl::StrCat(kBasePoolSize)},
         {"max_client_conn", "300"},
     };
     for (const auto& [key, value] : overrides) settings[key] = value;
@@ -493,11 +493,13 @@ class FleetTest : public ::testing::Test {
   }
 
   FleetctlResult ApplyWait(const std::string& env, uint64_t version) const {
-    return Ctl({"config", "apply", "--env", env, "--version", absl::StrCat("v", version), "--wait"});
+    return Ctl(
+        {"config", "apply", "--env", env, "--version", absl::StrCat("v", version), "--wait"});
   }
 
   // `rollout status <selector> --output json` (exit 5 is a failed rollout, still printed).
-  absl::StatusOr<pgfleet::v1::Rollout> RolloutStatus(const std::vector<std::string>& selector) const {
+  absl::StatusOr<pgfleet::v1::Rollout> RolloutStatus(
+      const std::vector<std::string>& selector) const {
     std::vector<std::string> args = {"rollout", "status"};
     args.insert(args.end(), selector.begin(), selector.end());
     args.insert(args.end(), {"--output", "json"});
@@ -613,8 +615,8 @@ TEST_F(FleetTest, MissingAuthFileIsNackedAndAgentsKeepTheOldConfig) {
   // Valid syntax, so the controller stores it; the file it names exists on no agent.
   const std::string missing = dir_ + "/no-such-users.txt";
   PGF_ASSERT_OK_AND_ASSIGN(
-      uint64_t bad, Push("dev", FleetIni(port("dev-1"), {{"default_pool_size", "3"},
-                                                         {"auth_file", missing}})));
+      uint64_t bad,
+      Push("dev", FleetIni(port("dev-1"), {{"default_pool_size", "3"}, {"auth_file", missing}})));
   FleetctlResult apply_bad = ApplyWait("dev", bad);
   EXPECT_EQ(apply_bad.exit_code, 5) << apply_bad.Describe();
   EXPECT_TRUE(absl::StrContains(apply_bad.stderr_text, "NACK")) << apply_bad.Describe();
@@ -668,7 +670,8 @@ TEST_F(FleetTest, ApplyWaitAfterANackWaitsForTheNewVersion) {
   for (const std::string& id : ids) ASSERT_NO_FATAL_FAILURE(StartAgent(id, "dev"));
   PGF_ASSERT_OK(WaitConnected(ids));
   const std::string missing = dir_ + "/no-such-users.txt";
-  PGF_ASSERT_OK_AND_ASSIGN(uint64_t bad, Push("dev", FleetIni(port("dev-1"), {{"auth_file", missing}})));
+  PGF_ASSERT_OK_AND_ASSIGN(uint64_t bad,
+                           Push("dev", FleetIni(port("dev-1"), {{"auth_file", missing}})));
   FleetctlResult apply_bad = ApplyWait("dev", bad);
   ASSERT_EQ(apply_bad.exit_code, 5) << apply_bad.Describe();
   PGF_ASSERT_OK(WaitForAgents(ids, "every agent to NACK", [&](const pgfleet::v1::Agent& a) {
@@ -824,8 +827,8 @@ TEST_F(FleetTest, AgentRestartedWithoutControllerServesLastAppliedConfig) {
   PGF_ASSERT_OK(PollUntil(
       [&](std::string*) -> absl::StatusOr<bool> {
         if (WaitPid(pid, absl::ZeroDuration()).ok()) {
-          return absl::InternalError(absl::StrCat("restarted agent exited:\n",
-                                                  ReadFileTail(restart_log)));
+          return absl::InternalError(
+              absl::StrCat("restarted agent exited:\n", ReadFileTail(restart_log)));
         }
         return CanConnect(dev1.port());
       },
@@ -848,13 +851,13 @@ TEST_F(FleetTest, AgentRestartedWithoutControllerServesLastAppliedConfig) {
   ASSERT_NE(restarted, nullptr);
   EXPECT_EQ(restarted->desired_version(), version);
   const std::string restarted_log = controller_->CurrentRunLog();
-  EXPECT_TRUE(absl::StrContains(restarted_log,
-                                absl::StrCat("agent dev-1 connected (env dev, ")))
+  EXPECT_TRUE(absl::StrContains(restarted_log, absl::StrCat("agent dev-1 connected (env dev, ")))
       << restarted_log;
   EXPECT_TRUE(absl::StrContains(restarted_log, absl::StrCat("config version ", version, ")")))
       << restarted_log;
   EXPECT_FALSE(absl::StrContains(restarted_log, "sending config version"))
-      << "the restarted agent did not report the version it serves:\n" << restarted_log;
+      << "the restarted agent did not report the version it serves:\n"
+      << restarted_log;
 }
 
 // --- f. security --------------------------------------------------------------------------------
@@ -870,7 +873,8 @@ TEST_F(FleetTest, TokensAndRoles) {
   EXPECT_EQ(wrong.exit_code, 4) << wrong.Describe();
   FleetctlResult none = CtlAs("", {"agents", "list"});
   EXPECT_EQ(none.exit_code, 4) << none.Describe();
-  FleetctlResult wrong_push = CtlAs("pgf-not-a-token", {"config", "push", "--env", "dev", "-f", cfg});
+  FleetctlResult wrong_push =
+      CtlAs("pgf-not-a-token", {"config", "push", "--env", "dev", "-f", cfg});
   EXPECT_EQ(wrong_push.exit_code, 4) << wrong_push.Describe();
 
   // Minted straight into the running controller's SQLite file.
@@ -925,13 +929,11 @@ TEST_F(FleetTest, MutualTlsAgentsSpeakOnlyForThemselves) {
             absl::StrCat("--tls-key=", certs, "/", name, "-key.pem")};
   };
 
-  ASSERT_NO_FATAL_FAILURE(
-      StartAgent("a1", "dev", tls_args("a1"), tls_address));
+  ASSERT_NO_FATAL_FAILURE(StartAgent("a1", "dev", tls_args("a1"), tls_address));
   PGF_ASSERT_OK(WaitConnected({"a1"}));
 
   // The intruder's certificate is valid (same CA) but it claims to be a1.
-  AgentOptions intruder_options =
-      AgentOptionsFor("a1", "dev", tls_address, tls_args("intruder"));
+  AgentOptions intruder_options = AgentOptionsFor("a1", "dev", tls_address, tls_args("intruder"));
   intruder_options.extra_args[3] = absl::StrCat("--state-dir=", StateDir("intruder"));
   PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<AgentProcess> intruder,
                            AgentProcess::Start(intruder_options));
@@ -1068,8 +1070,8 @@ TEST_F(RolloutTest, NackRollsBackAgentsAlreadyMoved) {
   const std::string host_file = "canary-only-users.txt";
   PGF_ASSERT_OK(WriteFile(agent("dev-1").dir() + "/" + host_file, UsersText()));
   PGF_ASSERT_OK_AND_ASSIGN(
-      uint64_t bad, Push("dev", FleetIni(port("dev-1"), {{"auth_file", host_file},
-                                                         {"default_pool_size", "12"}})));
+      uint64_t bad, Push("dev", FleetIni(port("dev-1"),
+                                         {{"auth_file", host_file}, {"default_pool_size", "12"}})));
   FleetctlResult start = Ctl({"rollout", "start", "--env", "dev", "--version", Version(bad),
                               "--waves", "1,100%", "--bake", "1s", "--watch"});
   EXPECT_EQ(start.exit_code, 5) << start.Describe();
@@ -1175,17 +1177,17 @@ TEST_F(FleetTest, PushedSmallerPoolClosesSurplusServers) {
   FleetctlResult apply = ApplyWait("dev", tiny);
   ASSERT_EQ(apply.exit_code, 0) << apply.Describe();
   const absl::Status shrunk = PollUntil(
-                  [&](std::string* note) -> absl::StatusOr<bool> {
-                    absl::StatusOr<int64_t> active = PoolColumn(port("dev-1"), "sv_active");
-                    absl::StatusOr<int64_t> idle = PoolColumn(port("dev-1"), "sv_idle");
-                    absl::StatusOr<int64_t> used = PoolColumn(port("dev-1"), "sv_used");
-                    if (!active.ok()) return active.status();
-                    if (!idle.ok()) return idle.status();
-                    if (!used.ok()) return used.status();
-                    *note = absl::StrCat(*active + *idle + *used, " servers under pool size 1");
-                    return *active + *idle + *used <= 1;
-                  },
-                  absl::Seconds(5), "the pool to shrink to default_pool_size = 1");
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        absl::StatusOr<int64_t> active = PoolColumn(port("dev-1"), "sv_active");
+        absl::StatusOr<int64_t> idle = PoolColumn(port("dev-1"), "sv_idle");
+        absl::StatusOr<int64_t> used = PoolColumn(port("dev-1"), "sv_used");
+        if (!active.ok()) return active.status();
+        if (!idle.ok()) return idle.status();
+        if (!used.ok()) return used.status();
+        *note = absl::StrCat(*active + *idle + *used, " servers under pool size 1");
+        return *active + *idle + *used <= 1;
+      },
+      absl::Seconds(5), "the pool to shrink to default_pool_size = 1");
   EXPECT_TRUE(shrunk.ok()) << shrunk << "\nthe agent keeps the connections of the old pool";
   load.ExpectClean("pgbench through dev-1");
 }
@@ -1235,6 +1237,72 @@ TEST_F(RolloutTest, RolloutResumesAfterControllerKill9) {
   clients_->ExpectClean("pgbench through dev-2 across the controller crash");
 }
 
+TEST_F(RolloutTest, ConnectionBudgetRefusesPoolsThePostgresServerCannotHold) {
+  ASSERT_NO_FATAL_FAILURE(StartFleet());
+  // An agent learns its server's max_connections at its first login there.
+  PGF_ASSERT_OK(QueryThrough(port("dev-1")));
+  const std::string server = absl::StrCat("127.0.0.1:", g_pg->port());
+  int max_connections = 0, superuser_reserved = 0;
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* last) -> absl::StatusOr<bool> {
+        absl::StatusOr<pgfleet::v1::ListAgentsResponse> list = ListAgents("dev");
+        if (!list.ok()) return list.status();
+        const pgfleet::v1::Agent* dev1 = FindAgent(*list, "dev-1");
+        if (dev1 == nullptr) return false;
+        *last = dev1->last_metrics().DebugString();
+        for (const auto& limits : dev1->last_metrics().server_limits()) {
+          if (limits.address() != server) continue;
+          max_connections = limits.max_connections();
+          superuser_reserved = limits.superuser_reserved_connections();
+          return true;
+        }
+        return false;
+      },
+      absl::Seconds(20), "dev-1 to report the server's max_connections"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn direct, Connect(g_pg->SuperuserConnString()));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string shown, ScalarText(direct.get(), "show max_connections"));
+  EXPECT_EQ(absl::StrCat(max_connections), shown);
+  EXPECT_EQ(superuser_reserved, 3);
+
+  // 2 agents x (max_connections / 2 + 10 reserve) > max_connections - 3 superuser-reserved
+  // - 10% kept free.
+  const int pool_size = max_connections / 2;
+  const int available = max_connections - superuser_reserved - std::max(5, max_connections / 10);
+  PGF_ASSERT_OK_AND_ASSIGN(
+      uint64_t greedy,
+      Push("dev", FleetIni(port("dev-1"), {{"default_pool_size", absl::StrCat(pool_size)},
+                                           {"reserve_pool_size", "10"}})));
+  FleetctlResult refused = Ctl({"rollout", "start", "--env", "dev", "--version", Version(greedy),
+                                "--waves", "100%", "--bake", "1s"});
+  EXPECT_EQ(refused.exit_code, 1) << refused.Describe();
+  EXPECT_TRUE(absl::StrContains(refused.stderr_text,
+                                absl::StrCat("connection budget of ", server, " exceeded")))
+      << refused.Describe();
+  EXPECT_TRUE(absl::StrContains(refused.stderr_text,
+                                absl::StrCat("2 agents x ", pool_size + 10, " server connections")))
+      << refused.Describe();
+  EXPECT_TRUE(absl::StrContains(refused.stderr_text, absl::StrCat(available, " available")))
+      << refused.Describe();
+  ExpectConfigValue(dev_, "default_pool_size", absl::StrCat(kBasePoolSize));
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ListAgentsResponse list, ListAgents("dev"));
+  for (const auto& a : list.agents()) EXPECT_EQ(a.desired_version(), dev_base_) << a.agent_id();
+
+  // Forcing takes a reason, which the rollout keeps with what it overrode.
+  FleetctlResult forced = Ctl({"rollout", "start", "--env", "dev", "--version", Version(greedy),
+                               "--waves", "100%", "--bake", "1s", "--force", "--reason",
+                               "DBA raised max_connections tonight", "--output", "json"});
+  ASSERT_EQ(forced.exit_code, 0) << forced.Describe();
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::Rollout rollout,
+                           ParseJson<pgfleet::v1::Rollout>(forced.stdout_text));
+  EXPECT_TRUE(absl::StrContains(rollout.force_reason(), "DBA raised max_connections tonight"));
+  EXPECT_TRUE(absl::StrContains(rollout.force_reason(), "connection budget"))
+      << rollout.force_reason();
+  FleetctlResult aborted = Ctl({"rollout", "abort", absl::StrCat(rollout.id())});
+  EXPECT_EQ(aborted.exit_code, 0) << aborted.Describe();
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::Rollout after, RolloutStatus({"--env", "dev"}));
+  EXPECT_EQ(after.state(), "aborted");
+}
+
 TEST_F(RolloutTest, PromotionNeedsTheUpstreamToComplete) {
   ASSERT_NO_FATAL_FAILURE(StartFleet());
   StartClients(8);
@@ -1243,7 +1311,8 @@ TEST_F(RolloutTest, PromotionNeedsTheUpstreamToComplete) {
 
   // A text that never went through dev.
   PGF_ASSERT_OK_AND_ASSIGN(
-      uint64_t unvetted, Push("staging", FleetIni(port("staging-1"), {{"default_pool_size", "17"}})));
+      uint64_t unvetted,
+      Push("staging", FleetIni(port("staging-1"), {{"default_pool_size", "17"}})));
   FleetctlResult refused = Ctl({"rollout", "start", "--env", "staging", "--version",
                                 Version(unvetted), "--waves", "100%", "--bake", "1s"});
   EXPECT_NE(refused.exit_code, 0) << refused.Describe();
@@ -1297,10 +1366,11 @@ TEST_F(FleetTest, RefusedPromotionStoresNothing) {
   ASSERT_NO_FATAL_FAILURE(StartController());
   PGF_ASSERT_OK_AND_ASSIGN(uint64_t version, Push("dev", FleetIni(6432, {})));
   // Desired in dev, but never completed there through a rollout.
-  FleetctlResult apply = Ctl({"config", "apply", "--env", "dev", "--version", absl::StrCat("v", version)});
+  FleetctlResult apply =
+      Ctl({"config", "apply", "--env", "dev", "--version", absl::StrCat("v", version)});
   ASSERT_EQ(apply.exit_code, 0) << apply.Describe();
-  FleetctlResult promote = Ctl({"promote", "--from", "dev", "--to", "staging", "--waves", "100%",
-                                "--bake", "1s"});
+  FleetctlResult promote =
+      Ctl({"promote", "--from", "dev", "--to", "staging", "--waves", "100%", "--bake", "1s"});
   EXPECT_NE(promote.exit_code, 0) << promote.Describe();
   EXPECT_TRUE(absl::StrContains(promote.stderr_text, "has not completed a rollout"))
       << promote.Describe();
