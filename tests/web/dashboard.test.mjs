@@ -88,7 +88,8 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  await fleet.stop();
+  const { controllerExit } = await fleet.stop({ logDir: join(artifacts, 'logs') });
+  assert.deepEqual(controllerExit, { code: 0, signal: null }, 'the controller stops cleanly on SIGTERM (see logs/controller.log)');
 });
 
 test('the API answers JSON errors and refuses what a role may not do', async () => {

@@ -2,7 +2,10 @@
 // as the postgres user when run as root), pgfleet-controller with its HTTP listener, and real
 // pgfleet-agent processes, all on free loopback ports, all stopped by stop().
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, openSync } from 'node:fs';
+import {
+  chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync,
+  rmSync, writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -162,7 +165,8 @@ max_client_conn = 200
     try { return readFileSync(join(this.dir, `${name}.log`), 'utf8').slice(-4000); } catch { return ''; }
   }
 
-  async stop() {
+  // Stops everything; the logs are copied to `logDir` first (test artifacts).
+  async stop({ logDir } = {}) {
     for (const child of this.children.reverse()) {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
@@ -173,11 +177,23 @@ max_client_conn = 200
         if (!exited) child.kill('SIGKILL');
       }
     }
+    // How the controller ended: 0 after SIGTERM, or the test should hear about it (a sanitizer
+    // report, a crash in shutdown).
+    const controllerExit = this.controllerProcess
+      ? { code: this.controllerProcess.exitCode, signal: this.controllerProcess.signalCode }
+      : null;
     if (this.pgStarted) {
       spawnSync(asPostgres([`${PGBIN}/pg_ctl`, '-D', this.pgData, '-m', 'immediate', 'stop'])[0],
         asPostgres([`${PGBIN}/pg_ctl`, '-D', this.pgData, '-m', 'immediate', 'stop']).slice(1));
     }
+    if (logDir) {
+      mkdirSync(logDir, { recursive: true });
+      for (const name of readdirSync(this.dir).filter((n) => n.endsWith('.log'))) {
+        copyFileSync(join(this.dir, name), join(logDir, name));
+      }
+    }
     if (process.env.PGFLEET_KEEP_TEST_DIRS !== '1') rmSync(this.dir, { recursive: true, force: true });
+    return { controllerExit };
   }
 }
 
