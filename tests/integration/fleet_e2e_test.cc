@@ -240,6 +240,16 @@ absl::Status QueryThrough(int port) {
   return absl::OkStatus();
 }
 
+// The rows of a fleetctl table whose first column is `first`, split on runs of spaces (empty
+// cells vanish, so tests compare the leading columns).
+std::vector<std::string> TableRow(const std::string& table, const std::string& first) {
+  for (absl::string_view line : absl::StrSplit(table, '\n')) {
+    std::vector<std::string> cells = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (!cells.empty() && cells[0] == first) return cells;
+  }
+  return {};
+}
+
 // When the agent's log says it applied `version` (the timestamp at the start of that line).
 absl::StatusOr<absl::Time> AckTime(const std::string& log, uint64_t version) {
   const std::string needle = absl::StrCat("config version ", version, " applied (ACK)");
@@ -636,6 +646,20 @@ TEST_F(FleetTest, MissingAuthFileIsNackedAndAgentsKeepTheOldConfig) {
     EXPECT_EQ(a.applied_version(), good) << a.agent_id();
     EXPECT_EQ(a.desired_version(), bad) << a.agent_id();
   }
+  // The table shows the drift and why, per agent.
+  FleetctlResult table = Ctl({"agents", "list", "--env", "dev"});
+  ASSERT_EQ(table.exit_code, 0) << table.Describe();
+  EXPECT_TRUE(absl::StartsWith(table.stdout_text, "AGENT")) << table.stdout_text;
+  for (const std::string& id : ids) {
+    std::vector<std::string> row = TableRow(table.stdout_text, id);
+    ASSERT_GE(row.size(), 6u) << table.stdout_text;
+    EXPECT_EQ(row[1], "dev");
+    EXPECT_EQ(row[2], "up");
+    EXPECT_EQ(row[3], absl::StrCat("v", good));
+    EXPECT_EQ(row[4], absl::StrCat("v", bad));
+    EXPECT_EQ(row[5], "DRIFT");
+    EXPECT_TRUE(absl::StrContains(absl::StrJoin(row, " "), missing)) << table.stdout_text;
+  }
   for (const std::string& id : ids) {
     PGF_EXPECT_OK(QueryThrough(port(id)));
     ExpectConfigValue({id}, "default_pool_size", "9");
@@ -657,13 +681,8 @@ TEST_F(FleetTest, MissingAuthFileIsNackedAndAgentsKeepTheOldConfig) {
   for (const std::string& id : ids) PGF_EXPECT_OK(WaitConfigValue(id, "default_pool_size", "11"));
 }
 
-// DISABLED: product bug. After a NACK, `fleetctl config apply --wait` of the next (good)
-// version exits 5 at once, reporting the OLD version's NACK reasons ("dev: 0/3 agents on v3",
-// "agents refused v3 (NACK): dev-1: auth_file ...no-such-users.txt: no such file"). cli/main.cc
-// WaitConverged() treats any non-empty Agent.last_error of a not-yet-converged agent as a NACK
-// of the version it waits for, but SqliteStore::RecordAgentConfigResult() only clears
-// last_error on the next ACK, and the Agent proto does not say which version last_error is
-// about; the first poll runs before the agents have ACKed the new version.
+// Regression: `config apply --wait` used to report the previous version's NACK at once,
+// because an agent's last_error did not say which version it was about.
 TEST_F(FleetTest, ApplyWaitAfterANackWaitsForTheNewVersion) {
   ASSERT_NO_FATAL_FAILURE(StartController());
   const std::vector<std::string> ids = {"dev-1", "dev-2", "dev-3"};
@@ -1049,6 +1068,35 @@ TEST_F(RolloutTest, GoodVersionRollsOutInWaves) {
   PGF_ASSERT_OK_AND_ASSIGN(absl::Time rest_ack, AckTime(agent("dev-2").LogContents(), next));
   EXPECT_GE(rest_ack - canary_ack, absl::Seconds(2))
       << "dev-1 applied at " << canary_ack << ", dev-2 at " << rest_ack;
+
+  // The same in table form.
+  FleetctlResult status_table = Ctl({"rollout", "status", "--env", "dev"});
+  ASSERT_EQ(status_table.exit_code, 0) << status_table.Describe();
+  EXPECT_TRUE(absl::StartsWith(
+      status_table.stdout_text,
+      absl::StrCat("rollout ", rollout.id(), ": dev v", dev_base_, " -> v", next, "  succeeded")))
+      << status_table.stdout_text;
+  using Row = std::vector<std::string>;
+  EXPECT_EQ(TableRow(status_table.stdout_text, "AGENT"), (Row{"AGENT", "WAVE", "STATE", "ERROR"}));
+  EXPECT_EQ(TableRow(status_table.stdout_text, "dev-1"), (Row{"dev-1", "1", "applied"}));
+  EXPECT_EQ(TableRow(status_table.stdout_text, "dev-2"), (Row{"dev-2", "2", "applied"}));
+  FleetctlResult agents_table = Ctl({"agents", "list", "--env", "dev"});
+  ASSERT_EQ(agents_table.exit_code, 0) << agents_table.Describe();
+  for (const std::string& id : dev_) {
+    std::vector<std::string> row = TableRow(agents_table.stdout_text, id);
+    ASSERT_EQ(row.size(), 6u) << agents_table.stdout_text;  // No DRIFT, no error.
+    EXPECT_EQ(row[3], Version(next));
+    EXPECT_EQ(row[4], Version(next));
+  }
+  FleetctlResult list_table = Ctl({"rollout", "list"});
+  ASSERT_EQ(list_table.exit_code, 0) << list_table.Describe();
+  std::vector<std::string> listed_row =
+      TableRow(list_table.stdout_text, absl::StrCat(rollout.id()));
+  ASSERT_GE(listed_row.size(), 7u) << list_table.stdout_text;
+  EXPECT_EQ(listed_row[1], "dev");
+  EXPECT_EQ(absl::StrJoin(listed_row.begin() + 2, listed_row.begin() + 7, " "),
+            absl::StrCat(Version(dev_base_), " -> ", Version(next), " succeeded 1,100%"))
+      << list_table.stdout_text;
 
   FleetctlResult listed = Ctl({"rollout", "list", "--output", "json"});
   ASSERT_EQ(listed.exit_code, 0) << listed.Describe();
