@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
@@ -68,6 +69,11 @@ absl::StatusOr<PauseArgs> ParsePauseArgs(const std::vector<std::string>& args) {
     }
     if (!parsed || duration <= absl::ZeroDuration()) {
       return absl::InvalidArgumentError("usage: PAUSE [db] [FOR <duration>, e.g. 15m or 90s]");
+    }
+    if (duration > kMaxPauseDuration) {
+      return absl::InvalidArgumentError(absl::StrCat("PAUSE FOR ", args[i + 1],
+                                                     ": the longest pause with a deadline is ",
+                                                     absl::FormatDuration(kMaxPauseDuration)));
     }
     result.duration = duration;
   }

@@ -26,8 +26,13 @@ std::vector<std::string> TokenizeAdminCommand(std::string_view sql);
 // word ("") is a command with an empty verb, which no command matches.
 std::optional<AdminCommand> ParseAdminCommand(std::string_view sql);
 
+// The longest PAUSE ... FOR. A duration is turned into a libevent timer, whose deadline
+// (now + duration, in seconds) overflows for "inf" or a huge number and then fires at once:
+// the pause would end immediately instead of never.
+inline constexpr absl::Duration kMaxPauseDuration = absl::Hours(24 * 365);
+
 // PAUSE [db] [FOR <duration>]: a bare number is seconds, else absl::ParseDuration's syntax
-// ("15m", "90s"); the duration must be positive.
+// ("15m", "90s"); the duration must be positive and at most kMaxPauseDuration.
 struct PauseArgs {
   std::string db;  // Empty: all databases.
   std::optional<absl::Duration> duration;
