@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cctype>
 #include <utility>
 
@@ -25,6 +26,8 @@ using sqlite::Transaction;
 constexpr char kComponent[] = "store";
 constexpr int kBusyTimeoutMs = 5000;
 constexpr int64_t kMetricsBucketMs = 60 * 1000;
+// How long RecordMetrics/TouchAgent may wait in memory (see sqlite_store.h).
+constexpr absl::Duration kWriteBehindDelay = absl::Seconds(1);
 
 constexpr bool EmbeddedMigrationsSorted() {
   int previous = 0;
@@ -208,6 +211,12 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::OpenWithMigrations(
 }
 
 SqliteStore::~SqliteStore() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status flushed = FlushWriteBehind(); !flushed.ok()) {
+      PGF_ERROR(kComponent, "writing the last metrics at close: %s", flushed.message());
+    }
+  }
   // Every statement is finalized by its RAII owner, so close succeeds; in WAL mode closing the
   // last connection checkpoints the WAL into the main file.
   int rc = sqlite3_close(db_);
@@ -526,7 +535,9 @@ absl::Status SqliteStore::RecordAgentHello(const AgentRow& hello, int64_t now_ms
       PGF_RETURN_IF_ERROR(stmt.Run());
     }
   }
-  return txn.Commit();
+  PGF_RETURN_IF_ERROR(txn.Commit());
+  known_agents_.insert(hello.agent_id);
+  return absl::OkStatus();
 }
 
 absl::Status SqliteStore::MarkAgentDisconnected(const std::string& agent_id, int64_t now_ms) {
@@ -549,12 +560,11 @@ absl::Status SqliteStore::MarkAllAgentsDisconnected() {
 
 absl::Status SqliteStore::TouchAgent(const std::string& agent_id, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  PGF_ASSIGN_OR_RETURN(
-      Stmt stmt, Stmt::Prepare(db_,
-                               "UPDATE agents SET last_seen_unix_ms = MAX(last_seen_unix_ms, ?2) "
-                               "WHERE agent_id = ?1"));
-  stmt.BindText(1, agent_id).BindInt(2, now_ms);
-  return UpdateOneAgent(stmt, agent_id);
+  PGF_RETURN_IF_ERROR(RequireKnownAgent(agent_id));
+  if (pending_metrics_.empty() && pending_touches_.empty()) oldest_pending_ = absl::Now();
+  int64_t& last_seen = pending_touches_[agent_id];
+  last_seen = std::max(last_seen, now_ms);
+  return FlushWriteBehindIfDue();
 }
 
 absl::Status SqliteStore::RecordAgentConfigResult(const std::string& agent_id, uint64_t version,
@@ -611,24 +621,39 @@ absl::StatusOr<AgentRow> SqliteStore::GetAgent(const std::string& agent_id) {
   stmt.BindText(1, agent_id);
   PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> agents, ReadAgents(stmt));
   if (agents.empty()) return absl::NotFoundError(absl::StrCat("agent '", agent_id, "' not found"));
+  ApplyPendingTouches(agents);
   return std::move(agents.front());
 }
 
 absl::StatusOr<std::vector<AgentRow>> SqliteStore::ListAgents(const std::string& environment) {
   absl::MutexLock lock(&mu_);
+  std::vector<AgentRow> agents;
   if (environment.empty()) {
     PGF_ASSIGN_OR_RETURN(
         Stmt stmt,
         Stmt::Prepare(db_, absl::StrCat(kAgentSelect, "ORDER BY a.agent_id, l.key").c_str()));
-    return ReadAgents(stmt);
+    PGF_ASSIGN_OR_RETURN(agents, ReadAgents(stmt));
+  } else {
+    PGF_ASSIGN_OR_RETURN(
+        Stmt stmt,
+        Stmt::Prepare(db_, absl::StrCat(kAgentSelect,
+                                        "WHERE a.environment = ?1 ORDER BY a.agent_id, l.key")
+                               .c_str()));
+    stmt.BindText(1, environment);
+    PGF_ASSIGN_OR_RETURN(agents, ReadAgents(stmt));
   }
-  PGF_ASSIGN_OR_RETURN(
-      Stmt stmt,
-      Stmt::Prepare(db_, absl::StrCat(kAgentSelect,
-                                      "WHERE a.environment = ?1 ORDER BY a.agent_id, l.key")
-                             .c_str()));
-  stmt.BindText(1, environment);
-  return ReadAgents(stmt);
+  ApplyPendingTouches(agents);
+  return agents;
+}
+
+void SqliteStore::ApplyPendingTouches(std::vector<AgentRow>& agents) const {
+  if (pending_touches_.empty()) return;
+  for (AgentRow& agent : agents) {
+    auto it = pending_touches_.find(agent.agent_id);
+    if (it != pending_touches_.end()) {
+      agent.last_seen_unix_ms = std::max(agent.last_seen_unix_ms, it->second);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -755,21 +780,69 @@ absl::StatusOr<std::vector<AuditEntry>> SqliteStore::ListAudit(int limit) {
 absl::Status SqliteStore::RecordMetrics(const std::string& agent_id, int64_t now_ms,
                                         const std::string& report) {
   absl::MutexLock lock(&mu_);
-  PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
+  PGF_RETURN_IF_ERROR(RequireKnownAgent(agent_id));
+  if (pending_metrics_.empty() && pending_touches_.empty()) oldest_pending_ = absl::Now();
+  // The table keeps the newest report of each minute; so does the buffer.
+  PendingSample& pending = pending_metrics_[{agent_id, MinuteBucket(now_ms)}];
+  if (pending.report.empty() || now_ms >= pending.sample_unix_ms) {
+    pending.sample_unix_ms = now_ms;
+    pending.report = report;
+  }
+  return FlushWriteBehindIfDue();
+}
+
+absl::Status SqliteStore::RequireKnownAgent(const std::string& agent_id) {
+  if (known_agents_.count(agent_id) > 0) return absl::OkStatus();
   PGF_RETURN_IF_ERROR(AgentEnvironment(db_, agent_id).status());
-  {
+  known_agents_.insert(agent_id);
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::FlushWriteBehindIfDue() {
+  if (absl::Now() - oldest_pending_ < kWriteBehindDelay) return absl::OkStatus();
+  return FlushWriteBehind();
+}
+
+absl::Status SqliteStore::FlushWriteBehind() {
+  if (pending_metrics_.empty() && pending_touches_.empty()) return absl::OkStatus();
+  // Taken out first: whatever happens below, the buffer starts afresh (samples are periodic;
+  // the next report brings the next one).
+  std::map<std::pair<std::string, int64_t>, PendingSample> metrics = std::move(pending_metrics_);
+  std::map<std::string, int64_t> touches = std::move(pending_touches_);
+  pending_metrics_.clear();
+  pending_touches_.clear();
+  PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
+  if (!metrics.empty()) {
     // One row per agent and minute; a later report of the same minute replaces the kept one.
+    // Rows of an agent that is gone are skipped rather than failing the whole batch.
     PGF_ASSIGN_OR_RETURN(
         Stmt stmt, Stmt::Prepare(db_,
                                  "INSERT INTO metrics (agent_id, bucket_unix_ms, sample_unix_ms, "
-                                 "report) VALUES (?1, ?2, ?3, ?4) "
+                                 "report) SELECT ?1, ?2, ?3, ?4 "
+                                 "WHERE EXISTS (SELECT 1 FROM agents WHERE agent_id = ?1) "
                                  "ON CONFLICT (agent_id, bucket_unix_ms) DO UPDATE SET "
                                  "sample_unix_ms = excluded.sample_unix_ms, "
                                  "report = excluded.report "
                                  "WHERE excluded.sample_unix_ms >= metrics.sample_unix_ms"));
-    stmt.BindText(1, agent_id).BindInt(2, MinuteBucket(now_ms)).BindInt(3, now_ms).BindBlob(
-        4, report);
-    PGF_RETURN_IF_ERROR(stmt.Run());
+    for (const auto& [key, sample] : metrics) {
+      stmt.Reset();
+      stmt.BindText(1, key.first)
+          .BindInt(2, key.second)
+          .BindInt(3, sample.sample_unix_ms)
+          .BindBlob(4, sample.report);
+      PGF_RETURN_IF_ERROR(stmt.Run());
+    }
+  }
+  if (!touches.empty()) {
+    PGF_ASSIGN_OR_RETURN(
+        Stmt stmt, Stmt::Prepare(db_,
+                                 "UPDATE agents SET last_seen_unix_ms = MAX(last_seen_unix_ms, ?2) "
+                                 "WHERE agent_id = ?1"));
+    for (const auto& [agent_id, last_seen] : touches) {
+      stmt.Reset();
+      stmt.BindText(1, agent_id).BindInt(2, last_seen);
+      PGF_RETURN_IF_ERROR(stmt.Run());
+    }
   }
   return txn.Commit();
 }
@@ -777,6 +850,7 @@ absl::Status SqliteStore::RecordMetrics(const std::string& agent_id, int64_t now
 absl::StatusOr<std::vector<MetricsSample>> SqliteStore::ListMetrics(const std::string& agent_id,
                                                                     int64_t since_ms) {
   absl::MutexLock lock(&mu_);
+  PGF_RETURN_IF_ERROR(FlushWriteBehind());
   PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
                                                 "SELECT agent_id, bucket_unix_ms, report "
                                                 "FROM metrics WHERE agent_id = ?1 "
@@ -797,6 +871,7 @@ absl::StatusOr<std::vector<MetricsSample>> SqliteStore::ListMetrics(const std::s
 
 absl::Status SqliteStore::PruneMetrics(int64_t older_than_ms) {
   absl::MutexLock lock(&mu_);
+  PGF_RETURN_IF_ERROR(FlushWriteBehind());
   PGF_ASSIGN_OR_RETURN(Stmt stmt,
                        Stmt::Prepare(db_, "DELETE FROM metrics WHERE bucket_unix_ms < ?1"));
   stmt.BindInt(1, older_than_ms);
@@ -883,6 +958,9 @@ absl::StatusOr<std::vector<AppliedMigration>> SqliteStore::AppliedMigrations() {
 
 absl::Status SqliteStore::ExecForTesting(const std::string& sql) {
   absl::MutexLock lock(&mu_);
+  // Pending writes go first, and the SQL may delete agents behind the cache's back.
+  PGF_RETURN_IF_ERROR(FlushWriteBehind());
+  known_agents_.clear();
   return sqlite::ExecScript(db_, sql.c_str(), "ExecForTesting");
 }
 

@@ -18,20 +18,33 @@
 //    starting before older_than_ms. Buckets are floor(now_ms / 60000) * 60000.
 //  * AddToken: token_sha256 must be 64 hex digits (stored lowercase; LookupToken accepts
 //    either case); AlreadyExists for a known hash.
+//  * RecordMetrics and TouchAgent are write-behind. Every connected agent calls both once per
+//    metrics interval (1,000 agents at 1 s: 2,000 calls a second), and one transaction each
+//    was most of the controller's CPU (bench/controller_scale.sh). They are checked at once
+//    (NotFound for an unknown agent) and kept in memory, then written together in one
+//    transaction by the first of them that comes a second (kWriteBehindDelay) or more after
+//    the oldest pending one, by ListMetrics, PruneMetrics and ExecForTesting, and at close. GetAgent and
+//    ListAgents see pending touches. A crash loses at most that delay's worth of samples and
+//    last_seen updates; a failed flush (full disk) drops them and is returned to the caller
+//    that triggered it.
 //  * Storage errors (SQLITE_FULL: ResourceExhausted, I/O: Internal, ...) come back as errors
 //    with SQLite's message, and the transaction is rolled back.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "controller/store/store.h"
 
 struct sqlite3;
@@ -162,8 +175,26 @@ class SqliteStore final : public Store {
   absl::Status Migrate(const std::vector<Migration>& migrations)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Write-behind of RecordMetrics/TouchAgent (see the top of this file).
+  absl::Status RequireKnownAgent(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status FlushWriteBehindIfDue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status FlushWriteBehind() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ApplyPendingTouches(std::vector<AgentRow>& agents) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   absl::Mutex mu_;
   sqlite3* const db_ ABSL_PT_GUARDED_BY(mu_);  // One connection; every use holds mu_.
+
+  struct PendingSample {
+    int64_t sample_unix_ms = 0;
+    std::string report;
+  };
+  // By (agent id, minute bucket): the newest report of the minute, as the table keeps it.
+  std::map<std::pair<std::string, int64_t>, PendingSample> pending_metrics_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int64_t> pending_touches_ ABSL_GUARDED_BY(mu_);  // Newest last_seen.
+  absl::Time oldest_pending_ ABSL_GUARDED_BY(mu_);  // Meaningful while anything is pending.
+  // Agents known to exist (agents are never deleted), so the write-behind calls can answer
+  // NotFound without a query per call.
+  std::set<std::string> known_agents_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace pgfleet::controller
