@@ -2,7 +2,8 @@
 // against a real pgfleet-controller with two real agents in front of a real PostgreSQL 15.
 // Run by ctest (label web); see tests/CMakeLists.txt for the environment it needs:
 //   PGFLEET_CONTROLLER_BINARY, PGFLEET_AGENT_BINARY, PGFLEET_WEB_NODE_MODULES,
-//   PGFLEET_WEB_ARTIFACTS (screenshots), PGFLEET_UPDATE_SCREENSHOTS=1 (also docs/screenshots/).
+//   PGFLEET_WEB_ARTIFACTS (screenshots), PGFLEET_UPDATE_SCREENSHOTS=1 (also docs/screenshots/),
+//   PGFLEET_WEB_ROOT (another dist dir, e.g. to drive a sanitizer build of the controller).
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -55,7 +56,11 @@ async function login(page, token) {
 
 before(async () => {
   await fleet.startPostgres();
-  await fleet.startController({ bootstrapToken: 'pgf_web_test_bootstrap' });
+  // Without PGFLEET_WEB_ROOT the controller finds <build>/web/dist by itself, as in run.sh.
+  await fleet.startController({
+    bootstrapToken: 'pgf_web_test_bootstrap',
+    extraArgs: process.env.PGFLEET_WEB_ROOT ? [`--web-root=${process.env.PGFLEET_WEB_ROOT}`] : [],
+  });
   agents = [await fleet.startAgent({ id: 'dev-1', env: 'dev' }), await fleet.startAgent({ id: 'dev-2', env: 'dev' })];
   const operator = fleet.tokens.operator;
   await waitFor('both agents connected', async () => {
