@@ -112,8 +112,9 @@ int CreateToken(int argc, char** argv) {
   }
   absl::StatusOr<pgfleet::controller::Role> role = pgfleet::controller::ParseRole(role_name);
   if (name.empty() || !role.ok()) {
-    fprintf(stderr, "usage: pgfleet-controller token create --db=FILE --name=NAME "
-                    "--role=viewer|operator|admin\n");
+    fprintf(stderr,
+            "usage: pgfleet-controller token create --db=FILE --name=NAME "
+            "--role=viewer|operator|admin\n");
     return 2;
   }
   auto store = pgfleet::controller::OpenSqliteStore(db);
@@ -202,8 +203,8 @@ int main(int argc, char** argv) {
   if (!web_root.has_value()) web_root = DefaultWebRoot();
 
   // Signals are taken by one thread with sigtimedwait; blocked here, before gRPC starts its
-  // threads, so none of those receives them. A shell starts background jobs with SIGINT ignored; an ignored signal is never pending, so
-  // restore the default before waiting for it.
+  // threads, so none of those receives them. A shell starts background jobs with SIGINT ignored; an
+  // ignored signal is never pending, so restore the default before waiting for it.
   signal(SIGINT, SIG_DFL);
   signal(SIGTERM, SIG_DFL);
   sigset_t signals;
@@ -242,10 +243,9 @@ int main(int argc, char** argv) {
     rollouts.OnConfigResult(agent, version, accepted, error);
   });
   pgfleet::controller::MaintenanceOrchestrator maintenance(**store, registry);
-  api.set_agent_connected_listener(
-      [&maintenance](pgfleet::controller::AgentSession& session) {
-        maintenance.OnAgentConnected(session);
-      });
+  api.set_agent_connected_listener([&maintenance](pgfleet::controller::AgentSession& session) {
+    maintenance.OnAgentConnected(session);
+  });
   pgfleet::controller::MaintenanceServiceImpl maintenance_service(maintenance, **store);
   pgfleet::controller::AgentServiceImpl agent_service(api, registry, tls);
   pgfleet::controller::FleetServiceImpl fleet_service(api, **store);
