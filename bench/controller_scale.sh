@@ -20,6 +20,7 @@
 # Variables: SCALE_BUILD_DIR (default build), SCALE_AGENTS (1000), SCALE_WINDOWS (3),
 # SCALE_WINDOW_SECONDS (10), SCALE_WARMUP_SECONDS (10), SCALE_AGENTS_PER_CONNECTION (1),
 # SCALE_CONTROLLER_BIN (another pgfleet-controller binary to measure, e.g. a saved baseline),
+# SCALE_NOTE (a line for the report: what was measured),
 # SCALE_PERF=1 (perf record -g the controller during the first CPU window, report in the
 # state dir, kept), SCALE_KEEP=1 (keep the temp dir: controller log, swarm status, SQLite).
 set -euo pipefail
@@ -284,6 +285,7 @@ REPORT="$STATE/report.txt"
 {
   echo "== pgfleet controller scale benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "machine:    nproc=$(nproc), CPU: ${CPU_MODEL:-unknown}, kernel: $(uname -srm)"
+  [[ -z "${SCALE_NOTE:-}" ]] || echo "note:       $SCALE_NOTE"
   echo "commit:     $(describe_commit)"
   echo "controller: $CONTROLLER_SRC ${CONTROLLER_ARGS[*]//$STATE\//}"
   echo "setup:      $AGENTS agents ($PER_CONNECTION per TCP connection), metrics every 1 s," \
