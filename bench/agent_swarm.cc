@@ -124,11 +124,11 @@ struct SimAgent {
   std::mutex mu;
   std::shared_ptr<AgentStream> stream;  // Null between streams. Guarded by mu.
   absl::Time connect_at;                // When to (re)connect if stream is null. Guarded by mu.
-  absl::Duration backoff = absl::Milliseconds(250);   // Guarded by mu.
-  absl::Duration interval = absl::ZeroDuration();     // Zero until HelloAck. Guarded by mu.
-  absl::Time next_report;                             // Guarded by mu.
-  uint64_t applied_version = 0;                       // Guarded by mu.
-  std::string applied_sha256;                         // Guarded by mu.
+  absl::Duration backoff = absl::Milliseconds(250);  // Guarded by mu.
+  absl::Duration interval = absl::ZeroDuration();    // Zero until HelloAck. Guarded by mu.
+  absl::Time next_report;                            // Guarded by mu.
+  uint64_t applied_version = 0;                      // Guarded by mu.
+  std::string applied_sha256;                        // Guarded by mu.
 
   // Monotonic totals reported as SHOW STATS_TOTALS; touched only by the ticker thread.
   std::vector<pgfleet::v1::DatabaseStats> totals;
@@ -166,9 +166,9 @@ class AgentStream final : public grpc::ClientBidiReactor<AgentMessage, Controlle
   bool established_ = false;  // HelloAck seen; only the reading thread touches it.
 
   std::mutex mu_;
-  bool open_ = true;            // Reads still going. Guarded by mu_.
-  bool writing_ = false;        // A StartWrite is in flight (or about to be). Guarded by mu_.
-  bool hold_released_ = false;  // Guarded by mu_.
+  bool open_ = true;                 // Reads still going. Guarded by mu_.
+  bool writing_ = false;             // A StartWrite is in flight (or about to be). Guarded by mu_.
+  bool hold_released_ = false;       // Guarded by mu_.
   std::deque<AgentMessage> outbox_;  // Guarded by mu_.
   AgentMessage in_flight_;           // Owned by whoever set writing_.
 };
@@ -460,9 +460,9 @@ void Swarm::WriteStatus(absl::Time started) {
       "\"streams_started\": %d, \"streams_ended\": %d, \"hello_acks\": %d, "
       "\"reports_sent\": %d, \"report_bytes\": %d, \"commands\": %d, \"versions\": {%s}}\n",
       NowMs(), absl::ToDoubleSeconds(absl::Now() - started), options_.agents,
-      counters_.connected.load(), counters_.streams_started.load(),
-      counters_.streams_ended.load(), counters_.hello_acks.load(), counters_.reports_sent.load(),
-      counters_.report_bytes.load(), counters_.commands.load(), absl::StrJoin(versions, ", "));
+      counters_.connected.load(), counters_.streams_started.load(), counters_.streams_ended.load(),
+      counters_.hello_acks.load(), counters_.reports_sent.load(), counters_.report_bytes.load(),
+      counters_.commands.load(), absl::StrJoin(versions, ", "));
   const std::string temp = options_.status_file + ".tmp";
   {
     std::ofstream out(temp, std::ios::trunc);
@@ -479,8 +479,8 @@ void Swarm::Run() {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  const int connections = (options_.agents + options_.agents_per_connection - 1) /
-                          options_.agents_per_connection;
+  const int connections =
+      (options_.agents + options_.agents_per_connection - 1) / options_.agents_per_connection;
   for (int i = 0; i < connections; ++i) {
     grpc::ChannelArguments args;
     // The same keepalive settings as the real agent's link.
@@ -491,8 +491,8 @@ void Swarm::Run() {
     // subchannel pool; real agents each have their own.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     args.SetInt("pgfleet.swarm_connection", i);
-    channels_.push_back(grpc::CreateCustomChannel(options_.controller,
-                                                  grpc::InsecureChannelCredentials(), args));
+    channels_.push_back(
+        grpc::CreateCustomChannel(options_.controller, grpc::InsecureChannelCredentials(), args));
     stubs_.push_back(pgfleet::v1::AgentService::NewStub(channels_.back()));
   }
   const absl::Time started = absl::Now();

@@ -636,9 +636,9 @@ absl::StatusOr<std::vector<AgentRow>> SqliteStore::ListAgents(const std::string&
   } else {
     PGF_ASSIGN_OR_RETURN(
         Stmt stmt,
-        Stmt::Prepare(db_, absl::StrCat(kAgentSelect,
-                                        "WHERE a.environment = ?1 ORDER BY a.agent_id, l.key")
-                               .c_str()));
+        Stmt::Prepare(
+            db_, absl::StrCat(kAgentSelect, "WHERE a.environment = ?1 ORDER BY a.agent_id, l.key")
+                     .c_str()));
     stmt.BindText(1, environment);
     PGF_ASSIGN_OR_RETURN(agents, ReadAgents(stmt));
   }

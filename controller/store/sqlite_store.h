@@ -20,13 +20,13 @@
 //    either case); AlreadyExists for a known hash.
 //  * RecordMetrics and TouchAgent are write-behind. Every connected agent calls both once per
 //    metrics interval (1,000 agents at 1 s: 2,000 calls a second), and one transaction each
-//    was most of the controller's CPU (bench/controller_scale.sh). They are checked at once
-//    (NotFound for an unknown agent) and kept in memory, then written together in one
+//    cost about a third of the controller's CPU (bench/controller_scale.sh). They are checked
+//    at once (NotFound for an unknown agent) and kept in memory, then written together in one
 //    transaction by the first of them that comes a second (kWriteBehindDelay) or more after
-//    the oldest pending one, by ListMetrics, PruneMetrics and ExecForTesting, and at close. GetAgent and
-//    ListAgents see pending touches. A crash loses at most that delay's worth of samples and
-//    last_seen updates; a failed flush (full disk) drops them and is returned to the caller
-//    that triggered it.
+//    the oldest pending one, by ListMetrics, PruneMetrics and ExecForTesting, and at close.
+//    GetAgent and ListAgents see pending touches. A crash loses at most that delay's worth of
+//    samples and last_seen updates; a failed flush (full disk) drops them and is returned to the
+//    caller that triggered it.
 //  * Storage errors (SQLITE_FULL: ResourceExhausted, I/O: Internal, ...) come back as errors
 //    with SQLite's message, and the transaction is rolled back.
 #pragma once
