@@ -99,6 +99,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   }
   PGF_ASSIGN_OR_RETURN(config::Config cfg, config::LoadConfig(agent->options_.config_path));
   PGF_ASSIGN_OR_RETURN(agent->auth_file_, LoadAuthFileFor(cfg));
+  PGF_ASSIGN_OR_RETURN(agent->client_tls_, TlsContext::ForClients(cfg));
+  PGF_ASSIGN_OR_RETURN(agent->server_tls_, TlsContext::ForServers(cfg));
   for (const std::string& warning : cfg.warnings) PGF_WARN("config", "%s", warning);
   agent->config_ = std::make_shared<const config::Config>(std::move(cfg));
   if (!agent->config_->logfile.empty() && !common::SetLogFile(agent->config_->logfile)) {
@@ -266,6 +268,9 @@ void Agent::OnSignal(int sig, short, void* arg) {
 absl::Status Agent::Reload() {
   PGF_ASSIGN_OR_RETURN(config::Config cfg, config::LoadConfig(options_.config_path));
   PGF_ASSIGN_OR_RETURN(config::AuthFile users, LoadAuthFileFor(cfg));
+  // Certificates and keys are read again, so a renewed certificate needs only a RELOAD.
+  PGF_ASSIGN_OR_RETURN(std::shared_ptr<const TlsContext> client_tls, TlsContext::ForClients(cfg));
+  PGF_ASSIGN_OR_RETURN(std::shared_ptr<const TlsContext> server_tls, TlsContext::ForServers(cfg));
   for (const std::string& warning : cfg.warnings) PGF_WARN("config", "%s", warning);
   if (cfg.listen_addr != config_->listen_addr || cfg.listen_port != config_->listen_port ||
       cfg.unix_socket_dir != config_->unix_socket_dir) {
@@ -273,6 +278,8 @@ absl::Status Agent::Reload() {
   }
   config_ = std::make_shared<const config::Config>(std::move(cfg));
   auth_file_ = std::move(users);
+  client_tls_ = std::move(client_tls);
+  server_tls_ = std::move(server_tls);
   scram_cache_.clear();
   common::SetLogLevel(config_->verbose ? common::LogLevel::kDebug : common::LogLevel::kInfo);
   if (!config_->logfile.empty()) common::SetLogFile(config_->logfile);

@@ -20,6 +20,7 @@
 #include "agent/pg/auth_crypto.h"
 #include "agent/pool.h"
 #include "agent/stats.h"
+#include "agent/tls/tls_context.h"
 
 struct evconnlistener;
 struct event;
@@ -58,6 +59,10 @@ class Agent {
   const config::Config& config() const { return *config_; }
   std::shared_ptr<const config::Config> config_ptr() const { return config_; }
   const config::AuthFile& auth_file() const { return auth_file_; }
+  // nullptr when TLS towards clients / servers is disabled. Connections hold their own
+  // session, so a RELOAD that replaces these leaves established TLS connections alone.
+  const TlsContext* client_tls() const { return client_tls_.get(); }
+  const TlsContext* server_tls() const { return server_tls_.get(); }
 
   const std::string& config_path() const { return options_.config_path; }
   // The file RELOAD reads; the fleet link points it at the config the controller pushed.
@@ -180,6 +185,8 @@ class Agent {
   std::unique_ptr<EventLoop> loop_;
   std::shared_ptr<const config::Config> config_;
   config::AuthFile auth_file_;
+  std::shared_ptr<const TlsContext> client_tls_;
+  std::shared_ptr<const TlsContext> server_tls_;
   std::vector<evconnlistener*> listeners_;
   std::vector<event*> signal_events_;
   std::unique_ptr<Timer> janitor_timer_;

@@ -52,6 +52,11 @@ void SetParam(ParamList& params, const std::string& name, const std::string& val
 }  // namespace
 
 void FlushBestEffort(bufferevent* bev) {
+  // Over TLS, encrypt what is queued into the socket's buffer first, then send that.
+  if (bufferevent* socket_side = bufferevent_get_underlying(bev)) {
+    bufferevent_flush(bev, EV_WRITE, BEV_FLUSH);
+    bev = socket_side;
+  }
   // A bufferevent keeps its output buffer's front frozen, so evbuffer_write() cannot drain
   // it; copy the bytes out and send them without blocking. Whatever the kernel does not take
   // is dropped with the connection.
@@ -74,6 +79,10 @@ ClientConn::ClientConn(Agent& agent, int fd, std::string peer, uint64_t id)
   bev_ = bufferevent_socket_new(agent_.loop().base(), fd, BEV_OPT_CLOSE_ON_FREE);
   bufferevent_setcb(bev_, &ClientConn::OnRead, &ClientConn::OnWrite, &ClientConn::OnEvent, this);
   bufferevent_enable(bev_, EV_READ);
+  sockaddr_storage local{};
+  socklen_t length = sizeof(local);
+  unix_socket_ = getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0 &&
+                 local.ss_family == AF_UNIX;
 }
 
 ClientConn::~ClientConn() {
@@ -97,7 +106,8 @@ void ClientConn::OnEvent(bufferevent*, short events, void* arg) {
   if (events & BEV_EVENT_EOF) {
     client->Close("client closed connection");
   } else if (events & BEV_EVENT_ERROR) {
-    client->Close(absl::StrCat("client socket error: ", strerror(errno)));
+    client->Close(client->tls_ ? absl::StrCat("client TLS error: ", TlsErrorText(client->bev_))
+                               : absl::StrCat("client socket error: ", strerror(errno)));
   }
 }
 
@@ -119,8 +129,9 @@ void ClientConn::ProcessInput() {
 }
 
 void ClientConn::HandleStartup() {
-  evbuffer* in = bufferevent_get_input(bev_);
   while (state_ == State::kStartup) {
+    // Fetched each time round: an SSLRequest replaces bev_ with its TLS filter.
+    evbuffer* in = bufferevent_get_input(bev_);
     size_t available = evbuffer_get_length(in);
     if (available < 4) return;
     uint32_t length;
@@ -146,8 +157,10 @@ void ClientConn::HandleStartupPacket(std::string_view packet) {
   }
   switch (startup->code) {
     case pg::kSslRequestCode:
+      StartTls();
+      return;
     case pg::kGssEncRequestCode:
-      // No TLS/GSS encryption yet: the client may go on in plain text.
+      // No GSS encryption: the client may go on in plain text (or ask for TLS).
       Write("N");
       return;
     case pg::kCancelRequestCode:
@@ -157,6 +170,11 @@ void ClientConn::HandleStartupPacket(std::string_view packet) {
     default: break;
   }
   const config::Config& cfg = agent_.config();
+  if (!tls_ && !unix_socket_ && cfg.client_tls_sslmode >= config::TlsMode::kRequire) {
+    CloseWithError("28000", absl::StrCat("SSL required (client_tls_sslmode = ",
+                                         config::TlsModeName(cfg.client_tls_sslmode), ")"));
+    return;
+  }
   for (const auto& [name, value] : startup->params) {
     if (name == "user") {
       user_ = value;
@@ -192,6 +210,30 @@ void ClientConn::HandleStartupPacket(std::string_view packet) {
     return;
   }
   StartAuth();
+}
+
+void ClientConn::StartTls() {
+  const TlsContext* tls = agent_.client_tls();
+  if (tls == nullptr || tls_ || unix_socket_) {
+    Write("N");  // Plain text it is (TLS off, already on, or a unix socket).
+    return;
+  }
+  // Bytes after the SSLRequest would have been sent before encryption started: someone in
+  // the middle may have injected them (CVE-2021-23214).
+  if (evbuffer_get_length(bufferevent_get_input(bev_)) != 0) {
+    CloseWithError("08P01", "received unencrypted data after SSL request");
+    return;
+  }
+  Write("S");
+  bufferevent* encrypted = WrapInTls(bev_, tls->NewSession(), /*accepting=*/true);
+  if (encrypted == nullptr) {
+    Close("cannot start TLS");
+    return;
+  }
+  bev_ = encrypted;
+  tls_ = true;
+  bufferevent_setcb(bev_, &ClientConn::OnRead, &ClientConn::OnWrite, &ClientConn::OnEvent, this);
+  bufferevent_enable(bev_, EV_READ);
 }
 
 void ClientConn::StartAuth() {

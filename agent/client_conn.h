@@ -72,6 +72,7 @@ class ClientConn : public ListNode {
   bufferevent* bev() const { return bev_; }
   // Called by the server side when the client's output buffer grew past the limit.
   void StartBackpressure();
+  bool tls() const { return tls_; }
 
   // Admin console: a command that answers later stops the client's input until it does.
   void AdminCommandStarted();
@@ -96,12 +97,16 @@ class ClientConn : public ListNode {
   void AuthSucceeded();
   void AuthFailed(const std::string& log_reason);
   void HandleIdleInput();
+  // SSLRequest: answers S and wraps the socket in TLS, or N when TLS is off.
+  void StartTls();
   void ForwardToServer();
   void HandleTerminate();
   void HandleAdminInput();
 
   Agent& agent_;
-  bufferevent* bev_ = nullptr;
+  bufferevent* bev_ = nullptr;  // Over TLS, the encrypting filter around the socket's.
+  bool tls_ = false;
+  bool unix_socket_ = false;  // TLS is neither offered nor required over a unix socket.
   int fd_;
   std::string peer_;
   uint64_t id_;

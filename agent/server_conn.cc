@@ -1,5 +1,6 @@
 #include "agent/server_conn.h"
 
+#include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -21,6 +22,12 @@ namespace {
 constexpr size_t kOutputHighWater = 256 * 1024;
 // Login and internal-query messages are read whole; none is legitimately this large.
 constexpr uint32_t kMaxLoginMessage = 1 << 20;
+// Length 8, then the SSLRequest code, both big-endian.
+std::string SslRequestPacket() {
+  const uint32_t words[2] = {htonl(8), htonl(static_cast<uint32_t>(pg::kSslRequestCode))};
+  return std::string(reinterpret_cast<const char*>(words), sizeof(words));
+}
+
 constexpr char kServerLimitsQuery[] =
     "SELECT current_setting('max_connections'), "
     "current_setting('superuser_reserved_connections')";
@@ -88,24 +95,78 @@ void ServerConn::Connect() {
 void ServerConn::OnEvent(bufferevent*, short events, void* arg) {
   auto* server = static_cast<ServerConn*>(arg);
   if (events & BEV_EVENT_CONNECTED) {
+    // A TLS filter reports its finished handshake as CONNECTED too; the startup packet is
+    // already queued behind it.
+    if (server->tls_ != TlsState::kNone) return;
     int fd = bufferevent_getfd(server->bev_);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // Fails harmlessly on unix.
     ApplyKeepalive(fd, server->agent_.config());
-    server->SendStartup();
+    const config::DatabaseConfig& db = server->pool_.db();
+    const bool unix_socket = db.host.empty() || db.host[0] == '/';
+    if (server->agent_.server_tls() != nullptr && !unix_socket) {
+      server->tls_ = TlsState::kRequested;
+      server->WriteRaw(SslRequestPacket());
+    } else {
+      server->SendStartup();
+    }
     return;
   }
   if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-    std::string why = (events & BEV_EVENT_EOF) ? "server closed the connection"
-                                               : absl::StrCat("server socket error: ",
-                                                              evutil_socket_error_to_string(
-                                                                  EVUTIL_SOCKET_ERROR()));
+    std::string why =
+        (events & BEV_EVENT_EOF) ? "server closed the connection"
+        : server->tls_ == TlsState::kOn
+            ? absl::StrCat("TLS error: ", TlsErrorText(server->bev_))
+            : absl::StrCat("server socket error: ",
+                           evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
     if (server->state_ == State::kLogin) {
       server->LoginFailed(absl::StrCat("could not connect to ", server->address_, ": ", why));
     } else {
       server->Close(why, /*is_error=*/true);
     }
   }
+}
+
+void ServerConn::HandleTlsAnswer() {
+  evbuffer* in = bufferevent_get_input(bev_);
+  if (evbuffer_get_length(in) == 0) return;
+  char answer = 0;
+  evbuffer_remove(in, &answer, 1);
+  const TlsContext* tls = agent_.server_tls();
+  if (tls == nullptr) {  // A RELOAD turned TLS off meanwhile.
+    LoginFailed("server TLS was disabled during the handshake");
+    return;
+  }
+  const char* mode = config::TlsModeName(tls->mode());
+  if (answer == 'N') {
+    if (tls->mode() >= config::TlsMode::kRequire) {
+      LoginFailed(absl::StrCat("server does not support TLS (server_tls_sslmode = ", mode, ")"));
+      return;
+    }
+    tls_ = TlsState::kNone;
+    SendStartup();
+    return;
+  }
+  if (answer != 'S') {
+    LoginFailed(absl::StrCat("server answered the TLS request with '", std::string(1, answer),
+                             "'"));
+    return;
+  }
+  // Anything after 'S' arrived before encryption: someone in the middle (CVE-2021-23222).
+  if (evbuffer_get_length(in) != 0) {
+    LoginFailed("server sent unencrypted data after accepting TLS");
+    return;
+  }
+  bufferevent* encrypted = WrapInTls(bev_, tls->NewSession(pool_.db().host), /*accepting=*/false);
+  if (encrypted == nullptr) {
+    LoginFailed("cannot start TLS");
+    return;
+  }
+  bev_ = encrypted;
+  tls_ = TlsState::kOn;
+  bufferevent_setcb(bev_, &ServerConn::OnRead, &ServerConn::OnWrite, &ServerConn::OnEvent, this);
+  bufferevent_enable(bev_, EV_READ);
+  SendStartup();  // Sent once the handshake is done.
 }
 
 void ServerConn::SendStartup() {
@@ -133,6 +194,10 @@ void ServerConn::OnWrite(bufferevent*, void* arg) {
 }
 
 void ServerConn::ProcessInput() {
+  if (tls_ == TlsState::kRequested) {
+    HandleTlsAnswer();
+    return;
+  }
   if (internal_replies_ > 0) {
     HandleInternal();
     return;

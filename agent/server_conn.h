@@ -51,6 +51,7 @@ class ServerConn : public ListNode {
   int local_port() const;
   bufferevent* bev() const { return bev_; }
 
+  bool tls() const { return tls_ == TlsState::kOn; }
   // Linking; the pool calls these.
   void Link(ClientConn* client, uint64_t now_us);
   void Unlink();
@@ -85,6 +86,9 @@ class ServerConn : public ListNode {
   void LoginFailed(const std::string& reason);
   void HandleInternal();
   // The DataRow of kServerLimitsQuery: max_connections, superuser_reserved_connections.
+  // The server's one-byte answer to our SSLRequest: wrap in TLS, go on in plain text, or fail
+  // as server_tls_sslmode says.
+  void HandleTlsAnswer();
   void NoteServerLimits(std::string_view data_row);
   void ForwardToClient();
   void OnReadyForQuery(char status, uint64_t now_us);
@@ -93,7 +97,9 @@ class ServerConn : public ListNode {
   Agent& agent_;
   Pool& pool_;
   uint64_t id_;
-  bufferevent* bev_ = nullptr;
+  bufferevent* bev_ = nullptr;  // Over TLS, the encrypting filter around the socket's.
+  enum class TlsState { kNone, kRequested, kOn };
+  TlsState tls_ = TlsState::kNone;
   State state_ = State::kLogin;
   ClientConn* client_ = nullptr;
   std::string address_;

@@ -60,6 +60,13 @@ class ResultSet {
   std::string out_;
 };
 
+// SHOW CLIENTS/SERVERS' tls column: "TLSv1.3/TLS_AES_256_GCM_SHA384", NULL for plain text.
+std::optional<std::string> TlsColumn(bufferevent* bev) {
+  std::string description = DescribeTls(bev);
+  if (description.empty()) return std::nullopt;
+  return description;
+}
+
 std::string Num(uint64_t value) { return absl::StrCat(value); }
 std::string Num(int64_t value) { return absl::StrCat(value); }
 std::string Num(int value) { return absl::StrCat(value); }
@@ -272,7 +279,7 @@ std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socke
         WallTime(client->last_active_us()), Num(wait / 1000000), Num(wait % 1000000), "0",
         Ptr(client->id()),
         client->server() ? std::optional<std::string>(Ptr(client->server()->id())) : std::nullopt,
-        "0", std::nullopt, ParamOf(client->params(), "application_name")};
+        "0", TlsColumn(client->bev()), ParamOf(client->params(), "application_name")};
     if (socket_columns) row.insert(row.end(), 7, "0");
     result.AddRow(row);
   };
@@ -286,7 +293,8 @@ std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socke
         WallTime(server->last_used_us()), "0", "0",
         server->generation() != server->pool().generation() ? "1" : "0", Ptr(server->id()),
         server->client() ? std::optional<std::string>(Ptr(server->client()->id())) : std::nullopt,
-        Num(server->backend_pid()), std::nullopt, ParamOf(server->params(), "application_name")};
+        Num(server->backend_pid()), TlsColumn(server->bev()),
+        ParamOf(server->params(), "application_name")};
     if (socket_columns) row.insert(row.end(), 7, "0");
     result.AddRow(row);
   };

@@ -110,6 +110,17 @@ absl::StatusOr<PoolMode> ParsePoolMode(absl::string_view value) {
       absl::StrCat("invalid pool mode '", value, "' (expected session, transaction or statement)"));
 }
 
+absl::StatusOr<TlsMode> ParseTlsMode(absl::string_view value) {
+  const std::string lower = absl::AsciiStrToLower(value);
+  for (TlsMode mode : {TlsMode::kDisable, TlsMode::kAllow, TlsMode::kPrefer, TlsMode::kRequire,
+                       TlsMode::kVerifyCa, TlsMode::kVerifyFull}) {
+    if (lower == TlsModeName(mode)) return mode;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("invalid value '", value,
+                   "': expected disable, allow, prefer, require, verify-ca or verify-full"));
+}
+
 absl::StatusOr<AuthType> ParseAuthType(absl::string_view value) {
   for (AuthType type : {AuthType::kTrust, AuthType::kPlain, AuthType::kMd5, AuthType::kScramSha256,
                         AuthType::kAny}) {
@@ -220,6 +231,18 @@ constexpr Option DurationOption(absl::string_view name) {
           [](const Config& c) { return FormatSeconds(c.*kField); }};
 }
 
+constexpr bool kTlsSetting = kRestartOnly;
+
+template <TlsMode Config::*kField>
+constexpr Option TlsModeOption(absl::string_view name) {
+  return {name,
+          [](Config& c, absl::string_view v) {
+            PGF_ASSIGN_OR_RETURN(c.*kField, ParseTlsMode(v));
+            return absl::OkStatus();
+          },
+          [](const Config& c) { return std::string(TlsModeName(c.*kField)); }, kTlsSetting};
+}
+
 // Changeability follows PgBouncer 1.18's SHOW CONFIG, not intuition: logfile and
 // max_packet_size are changeable there, pidfile and pkt_buf are not.
 const Option kOptions[] = {
@@ -274,6 +297,20 @@ const Option kOptions[] = {
     BoolOption<&Config::log_disconnections>("log_disconnections"),
     BoolOption<&Config::log_pooler_errors>("log_pooler_errors"),
     {"stats_period",
+    // TLS keys change with RELOAD (which rebuilds the contexts and can refuse a bad file),
+    // not one at a time with SET.
+    TlsModeOption<&Config::client_tls_sslmode>("client_tls_sslmode"),
+    StringOption<&Config::client_tls_cert_file>("client_tls_cert_file", kTlsSetting),
+    StringOption<&Config::client_tls_key_file>("client_tls_key_file", kTlsSetting),
+    StringOption<&Config::client_tls_ca_file>("client_tls_ca_file", kTlsSetting),
+    StringOption<&Config::client_tls_protocols>("client_tls_protocols", kTlsSetting),
+    StringOption<&Config::client_tls_ciphers>("client_tls_ciphers", kTlsSetting),
+    TlsModeOption<&Config::server_tls_sslmode>("server_tls_sslmode"),
+    StringOption<&Config::server_tls_cert_file>("server_tls_cert_file", kTlsSetting),
+    StringOption<&Config::server_tls_key_file>("server_tls_key_file", kTlsSetting),
+    StringOption<&Config::server_tls_ca_file>("server_tls_ca_file", kTlsSetting),
+    StringOption<&Config::server_tls_protocols>("server_tls_protocols", kTlsSetting),
+    StringOption<&Config::server_tls_ciphers>("server_tls_ciphers", kTlsSetting),
      [](Config& c, absl::string_view v) {
        PGF_ASSIGN_OR_RETURN(absl::Duration period, ParseDuration(v));
        // A stats timer with period 0 would spin.
@@ -317,14 +354,8 @@ constexpr absl::string_view kIgnoredOptions[] = {
     "autodb_idle_timeout",
     "cancel_wait_timeout",
     "client_tls13_ciphers",
-    "client_tls_ca_file",
-    "client_tls_cert_file",
-    "client_tls_ciphers",
     "client_tls_dheparams",
     "client_tls_ecdhcurve",
-    "client_tls_key_file",
-    "client_tls_protocols",
-    "client_tls_sslmode",
     "conffile",
     "disable_pqexec",
     "dns_max_ttl",
@@ -344,12 +375,6 @@ constexpr absl::string_view kIgnoredOptions[] = {
     "server_fast_close",
     "server_round_robin",
     "server_tls13_ciphers",
-    "server_tls_ca_file",
-    "server_tls_cert_file",
-    "server_tls_ciphers",
-    "server_tls_key_file",
-    "server_tls_protocols",
-    "server_tls_sslmode",
     "service_name",
     "so_reuseport",
     "suspend_timeout",
@@ -601,6 +626,18 @@ std::map<std::string, int> MaxServerConnectionsByAddress(const Config& config) {
   return by_address;
 }
 
+const char* TlsModeName(TlsMode mode) {
+  switch (mode) {
+    case TlsMode::kDisable: return "disable";
+    case TlsMode::kAllow: return "allow";
+    case TlsMode::kPrefer: return "prefer";
+    case TlsMode::kRequire: return "require";
+    case TlsMode::kVerifyCa: return "verify-ca";
+    case TlsMode::kVerifyFull: return "verify-full";
+  }
+  return "?";
+}
+
 const char* PoolModeName(PoolMode mode) {
   switch (mode) {
     case PoolMode::kSession:
@@ -651,6 +688,36 @@ bool Config::IsAdminUser(const std::string& user) const { return Contains(admin_
 // this stays a plain membership test.
 bool Config::IsStatsUser(const std::string& user) const { return Contains(stats_users, user); }
 
+// Settings that only make sense together; the files themselves are read when the agent
+// builds its TLS contexts, so a RELOAD can name a missing certificate.
+static absl::Status ValidateTls(const Config& config, const std::string& path) {
+  if (config.client_tls_sslmode != TlsMode::kDisable &&
+      (config.client_tls_cert_file.empty() || config.client_tls_key_file.empty())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": client_tls_sslmode = ", TlsModeName(config.client_tls_sslmode),
+        " needs client_tls_cert_file and client_tls_key_file"));
+  }
+  if ((config.client_tls_sslmode == TlsMode::kVerifyCa ||
+       config.client_tls_sslmode == TlsMode::kVerifyFull) &&
+      config.client_tls_ca_file.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": client_tls_sslmode = ", TlsModeName(config.client_tls_sslmode),
+                     " verifies client certificates and needs client_tls_ca_file"));
+  }
+  if ((config.server_tls_sslmode == TlsMode::kVerifyCa ||
+       config.server_tls_sslmode == TlsMode::kVerifyFull) &&
+      config.server_tls_ca_file.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": server_tls_sslmode = ", TlsModeName(config.server_tls_sslmode),
+                     " verifies the server's certificate and needs server_tls_ca_file"));
+  }
+  if (config.server_tls_cert_file.empty() != config.server_tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": server_tls_cert_file and server_tls_key_file go together"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& path) {
   PGF_ASSIGN_OR_RETURN(std::vector<IniEntry> entries, ParseIni(text, path));
   enum class Section { kNone, kPgbouncer, kDatabases, kUsers, kPeers };
@@ -699,6 +766,7 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& p
   if (!saw_pgbouncer) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": no [pgbouncer] section"));
   }
+  PGF_RETURN_IF_ERROR(ValidateTls(config, path));
   return config;
 }
 

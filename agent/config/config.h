@@ -16,9 +16,12 @@ namespace pgfleet::agent::config {
 
 enum class PoolMode { kSession, kTransaction, kStatement };
 enum class AuthType { kTrust, kPlain, kMd5, kScramSha256, kAny };
+// client_tls_sslmode / server_tls_sslmode, PgBouncer's (and libpq's) names.
+enum class TlsMode { kDisable, kAllow, kPrefer, kRequire, kVerifyCa, kVerifyFull };
 
 const char* PoolModeName(PoolMode mode);  // "session" | "transaction" | "statement"
 const char* AuthTypeName(AuthType type);  // "trust" | "plain" | "md5" | "scram-sha-256" | "any"
+const char* TlsModeName(TlsMode mode);    // "disable" | "allow" | ... | "verify-full"
 
 // One entry of [databases]: `name = host=... port=... dbname=...`.
 struct DatabaseConfig {
@@ -98,6 +101,17 @@ struct Config {
   // Non-fatal findings, each "FILE:LINE: ...": PgBouncer keys, sections and parameters that
   // pgfleet accepts but ignores, and keys it does not know at all.
   std::vector<std::string> warnings;
+  // TLS towards clients (off by default) and towards PostgreSQL (tried by default, as in
+  // PgBouncer). Files are read again on every RELOAD.
+  TlsMode client_tls_sslmode = TlsMode::kDisable;
+  std::string client_tls_cert_file, client_tls_key_file, client_tls_ca_file;
+  std::string client_tls_protocols = "secure";  // "secure" = TLSv1.2 and TLSv1.3.
+  std::string client_tls_ciphers = "default";
+  TlsMode server_tls_sslmode = TlsMode::kPrefer;
+  std::string server_tls_cert_file, server_tls_key_file, server_tls_ca_file;
+  std::string server_tls_protocols = "secure";
+  std::string server_tls_ciphers = "default";
+
 
   // The database entry clients asking for `name` get: the exact entry, else "*" with
   // dbname = name. nullopt when neither exists.

@@ -1,0 +1,51 @@
+// TLS for the agent's two sides, built from the [pgbouncer] client_tls_* / server_tls_*
+// settings: one OpenSSL context towards clients (the agent is the TLS server) and one towards
+// PostgreSQL (the agent is the TLS client). Built at start and again on every RELOAD, so a
+// renewed certificate is picked up without a restart; a RELOAD whose files do not load keeps
+// the previous contexts and says why.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "agent/config/config.h"
+
+struct bufferevent;
+struct ssl_ctx_st;
+struct ssl_st;
+
+namespace pgfleet::agent {
+
+class TlsContext {
+ public:
+  // nullptr when client_tls_sslmode = disable.
+  static absl::StatusOr<std::shared_ptr<const TlsContext>> ForClients(const config::Config& cfg);
+  // nullptr when server_tls_sslmode = disable.
+  static absl::StatusOr<std::shared_ptr<const TlsContext>> ForServers(const config::Config& cfg);
+  ~TlsContext();
+  TlsContext(const TlsContext&) = delete;
+  TlsContext& operator=(const TlsContext&) = delete;
+
+  config::TlsMode mode() const { return mode_; }
+  // A new session; `host` (server side) sets SNI and, under verify-full, the name the
+  // server's certificate must carry. The caller owns it (a bufferevent made with
+  // BEV_OPT_CLOSE_ON_FREE frees it).
+  ssl_st* NewSession(const std::string& host = "") const;
+
+ private:
+  TlsContext(ssl_ctx_st* ctx, config::TlsMode mode) : ctx_(ctx), mode_(mode) {}
+  ssl_ctx_st* ctx_;
+  config::TlsMode mode_;
+};
+
+// Wraps a plain bufferevent in TLS (accepting or connecting). The plain one is owned by the
+// result and freed with it. nullptr on failure.
+bufferevent* WrapInTls(bufferevent* plain, ssl_st* ssl, bool accepting);
+// "TLSv1.3/TLS_AES_256_GCM_SHA384" for a TLS bufferevent, "" for a plain one (SHOW CLIENTS'
+// and SHOW SERVERS' tls column).
+std::string DescribeTls(bufferevent* bev);
+// Why a TLS bufferevent failed (handshake, certificate), from OpenSSL's error queue.
+std::string TlsErrorText(bufferevent* bev);
+
+}  // namespace pgfleet::agent
