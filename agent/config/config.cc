@@ -286,6 +286,7 @@ const Option kOptions[] = {
     DurationOption<&Config::idle_transaction_timeout>("idle_transaction_timeout"),
     ListOption<&Config::ignore_startup_parameters>("ignore_startup_parameters"),
     IntOption<&Config::max_packet_size>("max_packet_size"),
+    IntOption<&Config::max_prepared_statements>("max_prepared_statements"),
     IntOption<&Config::pkt_buf, 1, INT_MAX>("pkt_buf", kRestartOnly),
     BoolOption<&Config::tcp_keepalive>("tcp_keepalive"),
     IntOption<&Config::tcp_keepcnt>("tcp_keepcnt"),
@@ -296,7 +297,6 @@ const Option kOptions[] = {
     BoolOption<&Config::log_connections>("log_connections"),
     BoolOption<&Config::log_disconnections>("log_disconnections"),
     BoolOption<&Config::log_pooler_errors>("log_pooler_errors"),
-    {"stats_period",
     // TLS keys change with RELOAD (which rebuilds the contexts and can refuse a bad file),
     // not one at a time with SET.
     TlsModeOption<&Config::client_tls_sslmode>("client_tls_sslmode"),
@@ -311,6 +311,7 @@ const Option kOptions[] = {
     StringOption<&Config::server_tls_ca_file>("server_tls_ca_file", kTlsSetting),
     StringOption<&Config::server_tls_protocols>("server_tls_protocols", kTlsSetting),
     StringOption<&Config::server_tls_ciphers>("server_tls_ciphers", kTlsSetting),
+    {"stats_period",
      [](Config& c, absl::string_view v) {
        PGF_ASSIGN_OR_RETURN(absl::Duration period, ParseDuration(v));
        // A stats timer with period 0 would spin.
@@ -365,7 +366,6 @@ constexpr absl::string_view kIgnoredOptions[] = {
     "listen_backlog",
     "log_stats",
     "max_db_client_connections",
-    "max_prepared_statements",
     "max_user_client_connections",
     "peer_id",
     "query_wait_notify",
