@@ -776,7 +776,7 @@ TEST_F(MaintenanceTest, AgentsResumeAtTheDeadlineAfterControllerKill9) {
     PGF_ASSERT_OK_AND_ASSIGN(clients[id], ReadyClient(id));
   }
   FleetctlResult pause =
-      Ctl({"pause", "--env", kEnv, "--db", kAppDb, "--for", "4s", "--wait", "--output", "json"});
+      Ctl({"pause", "--env", kEnv, "--db", kAppDb, "--for", "5s", "--wait", "--output", "json"});
   ASSERT_EQ(pause.exit_code, 0) << pause.Describe();
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::MaintenanceWindow window,
                            ParseJson<pgfleet::v1::MaintenanceWindow>(pause.stdout_text));
@@ -825,7 +825,7 @@ TEST_F(MaintenanceTest, QueuedClientOutlivesQueryWaitTimeoutDuringAWindow) {
     PGF_ASSERT_OK_AND_ASSIGN(clients[id], ReadyClient(id));
   }
   FleetctlResult pause =
-      Ctl({"pause", "--env", kEnv, "--db", kAppDb, "--for", "5s", "--wait", "--output", "json"});
+      Ctl({"pause", "--env", kEnv, "--db", kAppDb, "--for", "6s", "--wait", "--output", "json"});
   ASSERT_EQ(pause.exit_code, 0) << pause.Describe();
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::MaintenanceWindow window,
                            ParseJson<pgfleet::v1::MaintenanceWindow>(pause.stdout_text));
