@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/log.h"
@@ -137,6 +138,11 @@ int CreateToken(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifdef NDEBUG
+  // Debian's Abseil checks every Mutex acquisition for lock-order cycles (about 2% of the
+  // controller's CPU with 1,000 agents); debug and sanitizer builds keep the check.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
   if (argc >= 3 && std::string(argv[1]) == "token" && std::string(argv[2]) == "create") {
     return CreateToken(argc, argv);
   }
@@ -272,6 +278,10 @@ int main(int argc, char** argv) {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Bandwidth-delay probing pings every stream after data frames; agents send a small report
+  // every few seconds, so it only adds round trips (measured with 1,000 simulated agents:
+  // controller CPU 25% -> 15% of a core with it off).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || bound_port == 0) {
     fprintf(stderr, "pgfleet-controller: cannot listen on %s\n", listen.c_str());

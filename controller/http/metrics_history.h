@@ -18,11 +18,14 @@ namespace pgfleet::controller {
 
 class MetricsHistory {
  public:
-  explicit MetricsHistory(size_t max_samples_per_agent = 600)
+  // 300 samples: five minutes at one report a second. Each is a trimmed report (pools and
+  // database totals only), about 1 KB for a few pools.
+  explicit MetricsHistory(size_t max_samples_per_agent = 300)
       : max_samples_(max_samples_per_agent) {}
 
   // Appends each connected agent's newest report unless it is the one already kept (agents
-  // report every --metrics-interval; sampling more often than that records each report once).
+  // report every --metrics-interval; sampling more often than that records each report once,
+  // and an unchanged report is not even copied). Agents silent for ten minutes are forgotten.
   void Sample(const AgentRegistry& registry);
   void Add(const std::string& agent_id, const pgfleet::v1::MetricsReport& report);
 
@@ -34,6 +37,8 @@ class MetricsHistory {
   const size_t max_samples_;
   mutable std::mutex mu_;
   std::map<std::string, std::deque<pgfleet::v1::MetricsReport>> samples_;
+  // The newest kept timestamp per agent, so Sample() can skip unchanged reports cheaply.
+  int64_t NewestLocked(const std::string& agent_id) const;
 };
 
 }  // namespace pgfleet::controller

@@ -38,6 +38,11 @@ std::optional<pgfleet::v1::MetricsReport> AgentSession::metrics() const {
   return metrics_;
 }
 
+int64_t AgentSession::metrics_timestamp_ms() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return metrics_.has_value() ? metrics_->timestamp_unix_ms() : 0;
+}
+
 void AgentSession::ExpectResult(uint64_t command_id) {
   std::lock_guard<std::mutex> lock(mu_);
   results_[command_id] = std::nullopt;

@@ -48,6 +48,8 @@ class AgentSession {
 
   void SetMetrics(pgfleet::v1::MetricsReport report);
   std::optional<pgfleet::v1::MetricsReport> metrics() const;
+  // The newest report's timestamp (0: none yet), without copying the report.
+  int64_t metrics_timestamp_ms() const;
 
   // Command results: the caller registers the id before sending, then waits.
   void ExpectResult(uint64_t command_id);
