@@ -485,6 +485,8 @@ void ClientConn::UpdateParam(const std::string& name, const std::string& value) 
 
 void ClientConn::HandleIdleInput() {
   evbuffer* in = bufferevent_get_input(bev_);
+  while (AnswerKnownParse()) {
+  }
   pg::MessageHeader header;
   switch (pg::PeekHeader(in, 0, static_cast<uint32_t>(agent_.config().max_packet_size), &header)) {
     case pg::HeaderResult::kNeedMore: return;
@@ -502,6 +504,41 @@ void ClientConn::HandleIdleInput() {
     return;
   }
   pool_->RequestServer(this);
+}
+
+bool ClientConn::AnswerKnownParse() {
+  // Clients such as pgbench prepare synchronously (PQprepare) while other connections of the
+  // same thread hold servers in open transactions; needing a server for that Parse can
+  // deadlock them against each other when the pool is smaller than the client count.
+  if (agent_.config().max_prepared_statements <= 0 ||
+      pool_->pool_mode() == config::PoolMode::kSession) {
+    return false;
+  }
+  evbuffer* in = bufferevent_get_input(bev_);
+  pg::MessageHeader parse;
+  pg::MessageHeader sync;
+  const uint32_t max_packet = static_cast<uint32_t>(agent_.config().max_packet_size);
+  if (pg::PeekHeader(in, 0, max_packet, &parse) != pg::HeaderResult::kOk || parse.type != 'P' ||
+      pg::PeekHeader(in, parse.total(), max_packet, &sync) != pg::HeaderResult::kOk ||
+      sync.type != 'S' || evbuffer_get_length(in) < parse.total() + sync.total()) {
+    return false;
+  }
+  std::string body(parse.body_size(), '\0');
+  evbuffer_ptr pos;
+  evbuffer_ptr_set(in, &pos, pg::kHeaderSize, EVBUFFER_PTR_SET);
+  evbuffer_copyout_from(in, &pos, body.data(), body.size());
+  const size_t name_end = body.find('\0');
+  if (name_end == 0 || name_end == std::string::npos) return false;
+  const std::string_view name(body.data(), name_end);
+  if (statements_.Find(name) != nullptr) return false;  // PostgreSQL's 42P05 is due.
+  ps::StatementPtr statement =
+      ps::Intern(std::string_view(body).substr(name_end + 1));
+  if (!pool_->HasPreparedStatement(statement->id)) return false;
+  evbuffer_drain(in, parse.total() + sync.total());
+  pool_->stats().bytes_received += parse.total() + sync.total();
+  statements_.Set(name, std::move(statement));
+  Write(pg::MessageBuilder('1').Finish() + pg::ReadyForQuery('I'));
+  return true;
 }
 
 void ClientConn::OnLinked(ServerConn* server, uint64_t now_us) {
@@ -525,7 +562,7 @@ void ClientConn::StartBackpressure() { bufferevent_disable(bev_, EV_READ); }
 void ClientConn::ForwardToServer() {
   if (server_ == nullptr || server_->state() != ServerConn::State::kActive) return;
   evbuffer* in = bufferevent_get_input(bev_);
-  const size_t available = evbuffer_get_length(in);
+  size_t available = evbuffer_get_length(in);
   const uint32_t max_packet = static_cast<uint32_t>(agent_.config().max_packet_size);
   size_t offset = 0;
   if (forward_remaining_ > 0) {
@@ -545,6 +582,15 @@ void ClientConn::ForwardToServer() {
     if (header.type == 'X') {
       terminate = true;
       break;
+    }
+    if (server_->ps_tracking()) {
+      const Rewrite rewrite = RewriteForServer(offset, header);
+      if (rewrite == Rewrite::kNeedMore) break;
+      if (rewrite == Rewrite::kRewritten) {
+        offset = 0;
+        available = evbuffer_get_length(in);
+        continue;
+      }
     }
     server_->NoteClientMessage(header.type);
     if (header.type == 'Q') {
@@ -574,6 +620,91 @@ void ClientConn::ForwardToServer() {
                                 kOutputHighWater) {
     StartBackpressure();
   }
+}
+
+ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::MessageHeader& header) {
+  const char type = header.type;
+  if (type != 'P' && type != 'B' && type != 'D' && type != 'C' && type != 'Q') {
+    return Rewrite::kPassThrough;
+  }
+  evbuffer* in = bufferevent_get_input(bev_);
+  const size_t available = evbuffer_get_length(in);
+  ps::ServerStatements& server_statements = server_->statements();
+  // The start of the body decides; the common messages (unnamed Parse/Bind, ordinary
+  // queries) stay on the zero-copy path.
+  std::array<char, 1024> head;
+  const size_t head_size = std::min(head.size(), header.body_size());
+  if (offset + pg::kHeaderSize + head_size > available) return Rewrite::kNeedMore;
+  evbuffer_ptr pos;
+  evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
+  evbuffer_copyout_from(in, &pos, head.data(), head_size);
+  const std::string_view start(head.data(), head_size);
+  ps::SqlCommand sql;
+  switch (type) {
+    case 'P':
+      if (start.empty() || start[0] == '\0') {
+        server_statements.OnUnnamedParse();
+        return Rewrite::kPassThrough;
+      }
+      break;
+    case 'B': {
+      const size_t portal_end = start.find('\0');
+      const size_t name_end =
+          portal_end == std::string_view::npos ? portal_end : start.find('\0', portal_end + 1);
+      // Unnamed statement, or names longer than anything PostgreSQL keeps: untouched.
+      if (name_end == std::string_view::npos || name_end == portal_end + 1) {
+        return Rewrite::kPassThrough;
+      }
+      break;
+    }
+    case 'D':
+      if (start.size() < 2 || start[0] != 'S' || start[1] == '\0') return Rewrite::kPassThrough;
+      break;
+    case 'C':  // Every Close is answered by a CloseComplete the FIFO must expect.
+      break;
+    case 'Q':
+      sql = ps::ClassifySql(start);
+      if (sql.kind == ps::SqlKind::kOther || sql.kind == ps::SqlKind::kDeallocateAll) {
+        return Rewrite::kPassThrough;
+      }
+      break;
+  }
+  if (offset + header.total() > available) return Rewrite::kNeedMore;
+  if (offset > 0) {
+    pool_->stats().bytes_received += offset;
+    server_->Write(in, offset);
+  }
+  std::string body(header.body_size(), '\0');
+  evbuffer_drain(in, pg::kHeaderSize);
+  evbuffer_remove(in, body.data(), body.size());
+  pool_->stats().bytes_received += header.total();
+  const size_t capacity =
+      static_cast<size_t>(std::max(agent_.config().max_prepared_statements, 1));
+  std::string out;
+  switch (type) {
+    case 'P': out = server_statements.OnParse(body, statements_, capacity); break;
+    case 'B': out = server_statements.OnBind(body, statements_, capacity); break;
+    case 'D': out = server_statements.OnDescribe(body, statements_, capacity); break;
+    case 'C': out = server_statements.OnClose(body, statements_); break;
+    case 'Q':
+      last_query_size_ = std::min(last_query_.size(), strnlen(body.data(), body.size()));
+      memcpy(last_query_.data(), body.data(), last_query_size_);
+      if (sql.kind == ps::SqlKind::kDeallocate) {
+        out = server_statements.OnDeallocate(sql.name, statements_, capacity);
+      }
+      if (out.empty()) {
+        // SQL-level prepared statements live in one server session, which a transaction
+        // pooler does not give. PostgreSQL raises the explanation itself, so the error and the
+        // transaction state arrive exactly as for any failed statement.
+        PGF_DEBUG("client", "c=%d SQL prepared statement refused: %s", id_, body.c_str());
+        out = ps::RejectionQuery(sql.kind, config::PoolModeName(pool_->pool_mode()));
+      }
+      break;
+  }
+  // After the rewrite, so a Sync point is queued behind the answers it injected.
+  server_->NoteClientMessage(type);
+  server_->WriteRaw(out);
+  return Rewrite::kRewritten;
 }
 
 void ClientConn::HandleAdminInput() {

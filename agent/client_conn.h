@@ -10,7 +10,9 @@
 
 #include "agent/intrusive_list.h"
 #include "agent/pg/auth_crypto.h"
+#include "agent/pg/protocol.h"
 #include "agent/pool.h"
+#include "agent/prepared_statements.h"
 
 struct bufferevent;
 
@@ -70,13 +72,16 @@ class ClientConn : public ListNode {
   void ProcessInput();
   void Write(const std::string& bytes);
   bufferevent* bev() const { return bev_; }
+  bool tls() const { return tls_; }
   // Called by the server side when the client's output buffer grew past the limit.
   void StartBackpressure();
-  bool tls() const { return tls_; }
 
   // Admin console: a command that answers later stops the client's input until it does.
   void AdminCommandStarted();
   void AdminCommandDone();
+
+  // Named protocol-level prepared statements, by the client's names (transaction mode).
+  ps::ClientStatements& statements() { return statements_; }
 
   // The start of the last simple query, for drain reports ("who holds the pause up").
   std::string_view last_query() const { return {last_query_.data(), last_query_size_}; }
@@ -92,14 +97,23 @@ class ClientConn : public ListNode {
 
   void HandleStartup();
   void HandleStartupPacket(std::string_view packet);
+  // SSLRequest: answers S and wraps the socket in TLS, or N when TLS is off.
+  void StartTls();
   void StartAuth();
   void HandleAuthMessage();
   void AuthSucceeded();
   void AuthFailed(const std::string& log_reason);
   void HandleIdleInput();
-  // SSLRequest: answers S and wraps the socket in TLS, or N when TLS is off.
-  void StartTls();
+  // A named Parse + Sync from a client without a server, of a statement some server of the
+  // pool has prepared: answered here (the statement is prepared wherever the client's Bind
+  // lands). Returns true if it answered one.
+  bool AnswerKnownParse();
   void ForwardToServer();
+  // Prepared-statement bookkeeping for the message at `offset` of the input (see
+  // prepared_statements.h). kPassThrough: forward it as usual. kRewritten: what preceded it
+  // and its replacement went to the server and it left the input. kNeedMore: wait for all of it.
+  enum class Rewrite { kPassThrough, kRewritten, kNeedMore };
+  Rewrite RewriteForServer(size_t offset, const pg::MessageHeader& header);
   void HandleTerminate();
   void HandleAdminInput();
 
@@ -133,6 +147,7 @@ class ClientConn : public ListNode {
   size_t last_query_size_ = 0;
   // Bytes of a message already partly forwarded to the server.
   size_t forward_remaining_ = 0;
+  ps::ClientStatements statements_;
 
   uint64_t connect_time_us_;
   uint64_t last_active_us_;

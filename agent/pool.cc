@@ -293,6 +293,17 @@ void Pool::LaunchServer() {
   server->Connect();
 }
 
+bool Pool::HasPreparedStatement(uint64_t id) const {
+  bool found = false;
+  auto check = [&](const ServerConn* server) {
+    if (!found && server->statements().HasConfirmed(id)) found = true;
+  };
+  idle_servers_.ForEach(check);
+  active_servers_.ForEach(check);
+  used_servers_.ForEach(check);
+  return found;
+}
+
 void Pool::Reconnect() {
   ++generation_;
   idle_servers_.ForEach([](ServerConn* server) { server->Close("RECONNECT", false); });

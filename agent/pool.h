@@ -67,6 +67,8 @@ class Pool {
   void Reconnect();
   // Servers from before the last RECONNECT or connection-parameter change.
   size_t OldServerCount() const;
+  // Whether some server of the pool has prepared statement `id` (so its SQL is known good).
+  bool HasPreparedStatement(uint64_t id) const;
   // Gives idle servers to queued clients and starts new connections when allowed.
   void AssignServers();
 

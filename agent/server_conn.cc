@@ -451,6 +451,9 @@ void ServerConn::HandleInternal() {
       internal_error_ = ErrorMessageOf(body);
     } else if (header.type == 'D' && probing_limits_) {
       NoteServerLimits(body);
+    } else if (header.type == 'C') {
+      // A server_reset_query of DISCARD ALL / DEALLOCATE ALL empties the server.
+      statements_.OnCommandComplete(std::string_view(body.c_str()), nullptr);
     } else if (header.type == 'Z') {
       tx_status_ = body.empty() ? 'I' : body[0];
       --internal_replies_;
@@ -489,6 +492,9 @@ void ServerConn::Link(ClientConn* client, uint64_t now_us) {
   client_ = client;
   state_ = State::kActive;
   last_used_us_ = now_us;
+  // A server is only linked when clean, so no prepared-statement answer is pending here.
+  ps_tracking_ = pool_.pool_mode() != config::PoolMode::kSession &&
+                 agent_.config().max_prepared_statements > 0;
 }
 
 void ServerConn::Unlink() {
@@ -507,10 +513,12 @@ void ServerConn::NoteClientMessage(char type) {
     case 'Q':
     case 'F':
       ++pending_replies_;
+      if (ps_tracking_) statements_.OnSyncPoint();
       break;
     case 'S':
       ++pending_replies_;
       unsynced_ = false;
+      if (ps_tracking_) statements_.OnSyncPoint();
       break;
     case 'P':
     case 'B':
@@ -570,7 +578,7 @@ void ServerConn::ForwardToClient() {
   if (client_ == nullptr) return;
   evbuffer* in = bufferevent_get_input(bev_);
   evbuffer* out = bufferevent_get_output(client_->bev());
-  const size_t available = evbuffer_get_length(in);
+  size_t available = evbuffer_get_length(in);
   size_t offset = 0;
   if (forward_remaining_ > 0) {
     offset = std::min(forward_remaining_, available);
@@ -584,6 +592,53 @@ void ServerConn::ForwardToClient() {
     if (result == pg::HeaderResult::kMalformed) {
       Close("invalid message length from server", /*is_error=*/true);
       return;
+    }
+    if (ps_tracking_ && (header.type == '1' || header.type == '3' || header.type == 'C' ||
+                         header.type == 'Z')) {
+      // Prepared-statement bookkeeping: answers to the agent's own messages are dropped or
+      // rewritten here, in stream order (see prepared_statements.h).
+      if (offset + header.total() > available) break;
+      ps::ResponseAction action = ps::ResponseAction::kForward;
+      if (header.type == 'C') {
+        // Only DISCARD ALL, DEALLOCATE and DEALLOCATE ALL matter; other tags are not read.
+        char tag[16];
+        if (header.body_size() <= sizeof(tag) && header.body_size() >= 2) {
+          evbuffer_ptr pos;
+          evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
+          evbuffer_copyout_from(in, &pos, tag, header.body_size());
+          if (tag[0] == 'D') {
+            statements_.OnCommandComplete(std::string_view(tag, header.body_size() - 1),
+                                          &client_->statements());
+          }
+        }
+      } else if (header.type == 'Z') {
+        if (statements_.OnReadyForQuery(&client_->statements())) {
+          action = ps::ResponseAction::kSwallow;
+        }
+      } else {
+        action = statements_.OnResponse(header.type);
+      }
+      if (action == ps::ResponseAction::kOutOfStep) {
+        Close(absl::StrCat("unexpected '", std::string(1, header.type),
+                           "' from server (prepared statement bookkeeping out of step)"),
+              /*is_error=*/true);
+        return;
+      }
+      if (action != ps::ResponseAction::kForward) {
+        pool_.stats().bytes_sent += offset;
+        evbuffer_remove_buffer(in, out, offset);
+        evbuffer_drain(in, header.total());
+        if (action == ps::ResponseAction::kAsParseComplete) {
+          evbuffer_add(out, pg::MessageBuilder('1').Finish().data(), 5);
+        }
+        available = evbuffer_get_length(in);
+        offset = 0;
+        continue;
+      }
+      if (header.type != 'Z') {
+        offset += header.total();
+        continue;
+      }
     }
     if (header.type == 'Z' || header.type == 'S') {
       // The few messages that change pool state are read whole before they are passed on.

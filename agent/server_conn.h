@@ -10,6 +10,7 @@
 #include "agent/intrusive_list.h"
 #include "agent/pg/auth_crypto.h"
 #include "agent/pool.h"
+#include "agent/prepared_statements.h"
 
 struct bufferevent;
 struct evbuffer;
@@ -50,8 +51,8 @@ class ServerConn : public ListNode {
   const std::string& address() const { return address_; }
   int local_port() const;
   bufferevent* bev() const { return bev_; }
-
   bool tls() const { return tls_ == TlsState::kOn; }
+
   // Linking; the pool calls these.
   void Link(ClientConn* client, uint64_t now_us);
   void Unlink();
@@ -64,6 +65,11 @@ class ServerConn : public ListNode {
 
   // Client -> server accounting, done by the client's forwarding loop.
   void NoteClientMessage(char type);
+  // Whether this link rewrites named prepared statements (transaction/statement mode with
+  // max_prepared_statements > 0); fixed at Link() so a reload cannot change it mid-stream.
+  bool ps_tracking() const { return ps_tracking_; }
+  ps::ServerStatements& statements() { return statements_; }
+  const ps::ServerStatements& statements() const { return statements_; }
   void Write(evbuffer* from, size_t bytes);
   void WriteRaw(const std::string& bytes);
 
@@ -81,14 +87,14 @@ class ServerConn : public ListNode {
   static void OnEvent(bufferevent* bev, short events, void* arg);
 
   void SendStartup();
+  // The server's one-byte answer to our SSLRequest: wrap in TLS, go on in plain text, or fail
+  // as server_tls_sslmode says.
+  void HandleTlsAnswer();
   void HandleLogin();
   bool HandleAuthRequest(std::string_view body);
   void LoginFailed(const std::string& reason);
   void HandleInternal();
   // The DataRow of kServerLimitsQuery: max_connections, superuser_reserved_connections.
-  // The server's one-byte answer to our SSLRequest: wrap in TLS, go on in plain text, or fail
-  // as server_tls_sslmode says.
-  void HandleTlsAnswer();
   void NoteServerLimits(std::string_view data_row);
   void ForwardToClient();
   void OnReadyForQuery(char status, uint64_t now_us);
@@ -118,6 +124,8 @@ class ServerConn : public ListNode {
   AfterInternal after_internal_ = AfterInternal::kNone;
   std::string internal_error_;
   size_t forward_remaining_ = 0;
+  bool ps_tracking_ = false;
+  ps::ServerStatements statements_;
 
   uint64_t connect_time_us_;
   uint64_t last_used_us_;

@@ -85,6 +85,9 @@ struct Config {
   absl::Duration idle_transaction_timeout = absl::ZeroDuration();  // 0 = disabled.
   std::vector<std::string> ignore_startup_parameters;
   int max_packet_size = 2147483647;
+  // Protocol-level named prepared statements kept per server connection in transaction and
+  // statement modes (PgBouncer 1.22's default); 0 passes Parse/Bind/... through untouched.
+  int max_prepared_statements = 200;
   int pkt_buf = 4096;
   bool tcp_keepalive = true;
   int tcp_keepcnt = 0;
@@ -98,9 +101,6 @@ struct Config {
   absl::Duration stats_period = absl::Seconds(60);
   bool verbose = false;
 
-  // Non-fatal findings, each "FILE:LINE: ...": PgBouncer keys, sections and parameters that
-  // pgfleet accepts but ignores, and keys it does not know at all.
-  std::vector<std::string> warnings;
   // TLS towards clients (off by default) and towards PostgreSQL (tried by default, as in
   // PgBouncer). Files are read again on every RELOAD.
   TlsMode client_tls_sslmode = TlsMode::kDisable;
@@ -112,6 +112,9 @@ struct Config {
   std::string server_tls_protocols = "secure";
   std::string server_tls_ciphers = "default";
 
+  // Non-fatal findings, each "FILE:LINE: ...": PgBouncer keys, sections and parameters that
+  // pgfleet accepts but ignores, and keys it does not know at all.
+  std::vector<std::string> warnings;
 
   // The database entry clients asking for `name` get: the exact entry, else "*" with
   // dbname = name. nullopt when neither exists.

@@ -260,6 +260,7 @@ TEST(ConfigTest, RealisticProductionConfig) {
   EXPECT_EQ(c.idle_transaction_timeout, absl::Seconds(600));
   EXPECT_EQ(c.pkt_buf, 8192);
   EXPECT_EQ(c.max_packet_size, 1073741824);
+  EXPECT_EQ(c.max_prepared_statements, 100);
   EXPECT_EQ(c.tcp_keepcnt, 9);
   EXPECT_EQ(c.tcp_keepidle, 7200);
   EXPECT_EQ(c.tcp_keepintvl, 75);
@@ -277,7 +278,6 @@ TEST(ConfigTest, RealisticProductionConfig) {
           "test.ini:58: key 'client_tls_sslmode' is not supported by pgfleet; ignored",
           "test.ini:59: key 'dns_max_ttl' is not supported by pgfleet; ignored",
           "test.ini:60: key 'application_name_add_host' is not supported by pgfleet; ignored",
-          "test.ini:61: key 'max_prepared_statements' is not supported by pgfleet; ignored",
           "test.ini:62: key 'unix_socket_mode' is not supported by pgfleet; ignored",
           "test.ini:64: key 'listen_backlog' is not supported by pgfleet; ignored"));
 }
@@ -860,6 +860,8 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "max_client_conn|100|100|yes",
       "max_db_connections|0|0|yes",
       "max_packet_size|2147483647|2147483647|yes",
+      // PgBouncer 1.22's key and default; 1.18 has no such row.
+      "max_prepared_statements|200|200|yes",
       "max_user_connections|0|0|yes",
       "min_pool_size|0|0|yes",
       "pidfile|||no",

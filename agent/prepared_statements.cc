@@ -1,0 +1,391 @@
+#include "agent/prepared_statements.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "agent/pg/protocol.h"
+
+namespace pgfleet::agent::ps {
+namespace {
+
+// Closed to produce a CloseComplete that PostgreSQL sends in order with everything else:
+// closing a statement that does not exist is not an error, and this name is never prepared.
+constexpr char kNeverPrepared[] = "pgf_none";
+
+// The process's distinct statements by definition. Leaked on purpose: statements held by
+// connections may outlive static destruction at exit. The agent is single-threaded.
+absl::flat_hash_map<std::string, std::weak_ptr<const Statement>>& Registry() {
+  static auto* registry = new absl::flat_hash_map<std::string, std::weak_ptr<const Statement>>();
+  return *registry;
+}
+uint64_t g_next_id = 1;
+
+std::string Message(char type, std::string_view body) {
+  return pg::MessageBuilder(type).Bytes(body).Finish();
+}
+
+// Splits a C string off the front of `body`; nullopt if there is no terminator.
+std::optional<std::string_view> TakeCString(std::string_view& body) {
+  const size_t end = body.find('\0');
+  if (end == std::string_view::npos) return std::nullopt;
+  std::string_view value = body.substr(0, end);
+  body.remove_prefix(end + 1);
+  return value;
+}
+
+}  // namespace
+
+Statement::~Statement() {
+  auto& registry = Registry();
+  auto it = registry.find(definition);
+  // A new statement with the same definition may already have replaced this entry.
+  if (it != registry.end() && it->second.expired()) registry.erase(it);
+}
+
+StatementPtr Intern(std::string_view definition) {
+  auto& registry = Registry();
+  auto [it, inserted] = registry.try_emplace(std::string(definition));
+  if (!inserted) {
+    if (StatementPtr existing = it->second.lock()) return existing;
+  }
+  auto statement = std::make_shared<Statement>();
+  statement->id = g_next_id++;
+  statement->server_name = absl::StrCat("pgf_", statement->id);
+  statement->definition = std::string(definition);
+  it->second = statement;
+  return statement;
+}
+
+size_t InternedCount() { return Registry().size(); }
+
+// ---- ClientStatements -------------------------------------------------------------------------
+
+const StatementPtr* ClientStatements::Find(std::string_view name) const {
+  auto it = map_.find(absl::string_view(name.data(), name.size()));
+  return it == map_.end() ? nullptr : &it->second;
+}
+
+void ClientStatements::Set(std::string_view name, StatementPtr statement) {
+  map_[absl::string_view(name.data(), name.size())] = std::move(statement);
+}
+
+void ClientStatements::Erase(std::string_view name) {
+  map_.erase(absl::string_view(name.data(), name.size()));
+}
+
+void ClientStatements::EraseIf(std::string_view name, const Statement* statement) {
+  auto it = map_.find(absl::string_view(name.data(), name.size()));
+  if (it != map_.end() && it->second.get() == statement) map_.erase(it);
+}
+
+// ---- ServerStatements: the LRU ----------------------------------------------------------------
+
+void ServerStatements::ClearPrepared() {
+  lru_.clear();
+  lru_index_.clear();
+}
+
+void ServerStatements::Touch(uint64_t id) {
+  auto it = lru_index_.find(id);
+  if (it != lru_index_.end()) lru_.splice(lru_.begin(), lru_, it->second.position);
+}
+
+void ServerStatements::Forget(uint64_t id) {
+  auto it = lru_index_.find(id);
+  if (it == lru_index_.end()) return;
+  lru_.erase(it->second.position);
+  lru_index_.erase(it);
+}
+
+void ServerStatements::Insert(const StatementPtr& statement, size_t capacity, std::string& out) {
+  lru_.push_front(statement);
+  lru_index_[statement->id] = Slot{lru_.begin(), false};
+  while (lru_.size() > capacity && lru_.size() > 1) {
+    // The least recently used goes; a client that needs it again gets it re-prepared.
+    const StatementPtr& victim = lru_.back();
+    out += CloseStatementMessage(victim->server_name);
+    expected_.push_back({Expect::kCloseSwallow, nullptr, {}, nullptr});
+    lru_index_.erase(victim->id);
+    lru_.pop_back();
+  }
+}
+
+void ServerStatements::Ensure(const StatementPtr& statement, size_t capacity, std::string& out) {
+  if (Has(statement->id)) {
+    Touch(statement->id);
+    return;
+  }
+  Insert(statement, capacity, out);
+  out += ParseMessage(statement->server_name, statement->definition);
+  expected_.push_back({Expect::kParseSwallow, statement, {}, nullptr});
+}
+
+// ---- ServerStatements: client messages ---------------------------------------------------------
+
+std::string ServerStatements::OnParse(std::string_view body, ClientStatements& client,
+                                      size_t capacity) {
+  std::string_view rest = body;
+  std::optional<std::string_view> name = TakeCString(rest);
+  if (!name.has_value() || name->empty()) {
+    // Unnamed (or malformed, which PostgreSQL will reject): as it came.
+    expected_.push_back({Expect::kParseForward, nullptr, {}, nullptr});
+    return Message('P', body);
+  }
+  std::string out;
+  if (const StatementPtr* existing = client.Find(*name)) {
+    // PostgreSQL refuses to redefine a name (42P05). Let it say so: re-parse the server copy,
+    // which exists by then. The error names the agent's statement, not the client's.
+    StatementPtr statement = *existing;
+    Ensure(statement, capacity, out);
+    out += ParseMessage(statement->server_name, rest);
+    expected_.push_back({Expect::kParseForward, nullptr, {}, nullptr});
+    return out;
+  }
+  StatementPtr statement = Intern(rest);
+  client.Set(*name, statement);
+  Expected expected{Expect::kParseForward, nullptr, std::string(*name), statement};
+  if (Has(statement->id)) {
+    Touch(statement->id);
+    out += CloseStatementMessage(kNeverPrepared);
+    expected.kind = Expect::kCloseAsParse;
+  } else {
+    Insert(statement, capacity, out);
+    out += ParseMessage(statement->server_name, statement->definition);
+    expected.statement = statement;
+  }
+  expected_.push_back(std::move(expected));
+  return out;
+}
+
+std::string ServerStatements::OnBind(std::string_view body, ClientStatements& client,
+                                     size_t capacity) {
+  std::string_view rest = body;
+  std::optional<std::string_view> portal = TakeCString(rest);
+  std::optional<std::string_view> name = portal ? TakeCString(rest) : std::nullopt;
+  const StatementPtr* statement = name && !name->empty() ? client.Find(*name) : nullptr;
+  if (statement == nullptr) return Message('B', body);
+  StatementPtr held = *statement;
+  std::string out;
+  Ensure(held, capacity, out);
+  out += pg::MessageBuilder('B').CString(*portal).CString(held->server_name).Bytes(rest).Finish();
+  return out;
+}
+
+std::string ServerStatements::OnDescribe(std::string_view body, ClientStatements& client,
+                                         size_t capacity) {
+  if (body.size() < 2 || body[0] != 'S') return Message('D', body);
+  std::string_view rest = body.substr(1);
+  std::optional<std::string_view> name = TakeCString(rest);
+  const StatementPtr* statement = name && !name->empty() ? client.Find(*name) : nullptr;
+  if (statement == nullptr) return Message('D', body);
+  StatementPtr held = *statement;
+  std::string out;
+  Ensure(held, capacity, out);
+  out += pg::MessageBuilder('D').Byte('S').CString(held->server_name).Finish();
+  return out;
+}
+
+std::string ServerStatements::OnClose(std::string_view body, ClientStatements& client) {
+  std::string_view rest = body.size() >= 2 ? body.substr(1) : std::string_view();
+  std::optional<std::string_view> name = TakeCString(rest);
+  if (body.empty() || body[0] != 'S' || !name.has_value() || name->empty()) {
+    expected_.push_back({Expect::kCloseForward, nullptr, {}, nullptr});
+    return Message('C', body);
+  }
+  // The client's name goes; the server copy stays cached for whoever prepares it next.
+  // Closing a name that does not exist is no error in PostgreSQL either.
+  client.Erase(*name);
+  expected_.push_back({Expect::kCloseForward, nullptr, {}, nullptr});
+  return CloseStatementMessage(kNeverPrepared);
+}
+
+std::string ServerStatements::OnDeallocate(std::string_view client_name, ClientStatements& client,
+                                           size_t capacity) {
+  const StatementPtr* found = client.Find(client_name);
+  if (found == nullptr) return {};
+  StatementPtr statement = *found;
+  std::string out;
+  if (!Has(statement->id)) {
+    // DEALLOCATE of a name the server lacks fails; prepare it first, in its own Sync so an
+    // answer of the simple query cannot be skipped. Both answers stay with the agent.
+    Insert(statement, capacity, out);
+    out += ParseMessage(statement->server_name, statement->definition);
+    expected_.push_back({Expect::kParseSwallow, statement, {}, nullptr});
+    out += pg::MessageBuilder('S').Finish();
+    expected_.push_back({Expect::kSyncSwallow, nullptr, {}, nullptr});
+  }
+  deallocating_ = statement;
+  deallocating_client_name_ = std::string(client_name);
+  out += pg::Query(absl::StrCat("DEALLOCATE ", statement->server_name));
+  return out;
+}
+
+// ---- ServerStatements: server messages ---------------------------------------------------------
+
+ResponseAction ServerStatements::OnResponse(char type) {
+  if (expected_.empty()) return ResponseAction::kOutOfStep;
+  const Expect kind = expected_.front().kind;
+  ResponseAction action = ResponseAction::kOutOfStep;
+  if (type == '1') {
+    if (kind == Expect::kParseForward) action = ResponseAction::kForward;
+    if (kind == Expect::kParseSwallow) action = ResponseAction::kSwallow;
+  } else if (type == '3') {
+    if (kind == Expect::kCloseForward) action = ResponseAction::kForward;
+    if (kind == Expect::kCloseSwallow) action = ResponseAction::kSwallow;
+    if (kind == Expect::kCloseAsParse) action = ResponseAction::kAsParseComplete;
+  }
+  if (action == ResponseAction::kOutOfStep) return action;
+  if (type == '1' && expected_.front().statement != nullptr) {
+    auto it = lru_index_.find(expected_.front().statement->id);
+    if (it != lru_index_.end()) it->second.confirmed = true;
+  }
+  expected_.pop_front();
+  return action;
+}
+
+bool ServerStatements::OnReadyForQuery(ClientStatements* client) {
+  while (!expected_.empty()) {
+    Expected expected = std::move(expected_.front());
+    expected_.pop_front();
+    // The agent's own Sync comes before the DEALLOCATE it prepared for.
+    if (expected.kind == Expect::kSyncSwallow) return true;
+    if (expected.kind == Expect::kSyncPoint) break;
+    // Never answered: PostgreSQL skipped it after an error, or it failed itself.
+    if (expected.statement != nullptr) Forget(expected.statement->id);
+    if (!expected.client_name.empty() && client != nullptr) {
+      client->EraseIf(expected.client_name, expected.client_statement.get());
+    }
+  }
+  deallocating_.reset();
+  return false;
+}
+
+void ServerStatements::OnCommandComplete(std::string_view tag, ClientStatements* client) {
+  if (tag == "DISCARD ALL" || tag == "DEALLOCATE ALL") {
+    ClearPrepared();
+    if (client != nullptr) client->Clear();
+  } else if (tag == "DEALLOCATE" && deallocating_ != nullptr) {
+    Forget(deallocating_->id);
+    if (client != nullptr) client->EraseIf(deallocating_client_name_, deallocating_.get());
+    deallocating_.reset();
+  }
+}
+
+// ---- SQL classification ------------------------------------------------------------------------
+
+namespace {
+
+// Skips whitespace and comments (-- to end of line, nested /* */).
+void SkipSpace(std::string_view& sql) {
+  while (!sql.empty()) {
+    if (absl::ascii_isspace(static_cast<unsigned char>(sql[0]))) {
+      sql.remove_prefix(1);
+    } else if (sql.size() >= 2 && sql[0] == '-' && sql[1] == '-') {
+      const size_t end = sql.find('\n');
+      sql = end == std::string_view::npos ? std::string_view() : sql.substr(end + 1);
+    } else if (sql.size() >= 2 && sql[0] == '/' && sql[1] == '*') {
+      int depth = 0;
+      size_t i = 0;
+      while (i + 1 < sql.size()) {
+        if (sql[i] == '/' && sql[i + 1] == '*') {
+          ++depth;
+          i += 2;
+        } else if (sql[i] == '*' && sql[i + 1] == '/') {
+          i += 2;
+          if (--depth == 0) break;
+        } else {
+          ++i;
+        }
+      }
+      sql = depth == 0 ? sql.substr(i) : std::string_view();
+    } else {
+      return;
+    }
+  }
+}
+
+bool IdentChar(char c) {
+  const auto u = static_cast<unsigned char>(c);
+  return absl::ascii_isalnum(u) || c == '_' || c == '$' || u >= 0x80;
+}
+
+// The next word, lower-cased; or a double-quoted identifier, verbatim (quoted = true).
+std::string NextWord(std::string_view& sql, bool* quoted = nullptr) {
+  SkipSpace(sql);
+  if (quoted != nullptr) *quoted = false;
+  std::string word;
+  if (!sql.empty() && sql[0] == '"') {
+    size_t i = 1;
+    while (i < sql.size()) {
+      if (sql[i] == '"') {
+        if (i + 1 < sql.size() && sql[i + 1] == '"') {
+          word.push_back('"');
+          i += 2;
+          continue;
+        }
+        if (quoted != nullptr) *quoted = true;
+        sql.remove_prefix(i + 1);
+        return word;
+      }
+      word.push_back(sql[i++]);
+    }
+    sql = {};
+    return {};
+  }
+  size_t i = 0;
+  while (i < sql.size() && IdentChar(sql[i])) ++i;
+  word = absl::AsciiStrToLower(absl::string_view(sql.data(), i));
+  sql.remove_prefix(i);
+  return word;
+}
+
+}  // namespace
+
+SqlCommand ClassifySql(std::string_view sql) {
+  SqlCommand command;
+  const std::string first = NextWord(sql);
+  if (first == "prepare") {
+    // PREPARE TRANSACTION is two-phase commit, not a prepared statement.
+    std::string_view peek = sql;
+    if (NextWord(peek) != "transaction") command.kind = SqlKind::kPrepare;
+  } else if (first == "execute") {
+    command.kind = SqlKind::kExecute;
+  } else if (first == "deallocate") {
+    bool quoted = false;
+    std::string name = NextWord(sql, &quoted);
+    if (!quoted && name == "prepare") name = NextWord(sql, &quoted);
+    if (!quoted && name == "all") {
+      command.kind = SqlKind::kDeallocateAll;
+    } else {
+      command.kind = SqlKind::kDeallocate;
+      command.name = std::move(name);
+    }
+  }
+  return command;
+}
+
+std::string RejectionMessage(SqlKind kind, std::string_view pool_mode) {
+  const char* keyword = kind == SqlKind::kExecute   ? "EXECUTE"
+                        : kind == SqlKind::kPrepare ? "PREPARE"
+                                                    : "DEALLOCATE";
+  return absl::StrCat("SQL ", keyword, " is not supported in ",
+                      absl::string_view(pool_mode.data(), pool_mode.size()),
+                      " pooling mode: use protocol-level prepared statements (your driver's "
+                      "prepareThreshold / prepare=True), or session mode");
+}
+
+std::string RejectionQuery(SqlKind kind, std::string_view pool_mode) {
+  return pg::Query(absl::StrCat(
+      "DO $pgfleet$BEGIN RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE = ",
+      pg::QuoteLiteral(RejectionMessage(kind, pool_mode)),
+      ", HINT = ", pg::QuoteLiteral(kRejectionHint), "; END$pgfleet$"));
+}
+
+std::string ParseMessage(std::string_view name, std::string_view definition) {
+  return pg::MessageBuilder('P').CString(name).Bytes(definition).Finish();
+}
+
+std::string CloseStatementMessage(std::string_view name) {
+  return pg::MessageBuilder('C').Byte('S').CString(name).Finish();
+}
+
+}  // namespace pgfleet::agent::ps

@@ -1,0 +1,168 @@
+// Protocol-level named prepared statements in transaction and statement pooling modes
+// (max_prepared_statements, as PgBouncer 1.21+).
+//
+// A client's named Parse is recorded in the client's own map (its name -> the statement) and
+// sent to PostgreSQL under a name of the agent's: "pgf_<id>", where identical statements (same
+// query text and parameter types) share one id, so a server keeps one copy for every client
+// that prepared the same thing. Each server connection keeps an LRU of the statements prepared
+// on it; a Bind or Describe naming a statement the server lacks gets the Parse injected first.
+//
+// Responses stay in step without parsing every server message: every Parse and Close the
+// agent sends (the client's, rewritten, or its own) is answered by exactly one ParseComplete
+// ('1') or CloseComplete ('3') unless an error makes PostgreSQL skip to the next Sync, and the
+// answers come back in order. So a FIFO of what to do with each '1'/'3' (forward, swallow, or
+// turn into a ParseComplete), cut at every message that ends in ReadyForQuery, is enough. When
+// the agent owes the client a response without work on the server (a ParseComplete for a
+// statement the server already has, a CloseComplete for a client Close), it sends a Close of a
+// name that never exists, which PostgreSQL answers with '3' in order with everything else,
+// in any transaction state, and with no side effect.
+//
+// No sockets here: the connections call in with message bodies and get bytes back.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/container/flat_hash_map.h"
+
+namespace pgfleet::agent::ps {
+
+// One distinct statement: query text plus parameter types, shared by every client that
+// prepared it and every server that has it.
+struct Statement {
+  uint64_t id = 0;
+  std::string server_name;  // "pgf_<id>"
+  std::string definition;   // Parse body after the name: query\0 int16 n, n x int32 oid.
+  ~Statement();
+};
+using StatementPtr = std::shared_ptr<const Statement>;
+
+// The shared Statement for `definition` (created on first use; released with its last user).
+StatementPtr Intern(std::string_view definition);
+// Distinct statements alive in the process (for tests and SHOW).
+size_t InternedCount();
+
+// A client's named statements, by the client's names.
+class ClientStatements {
+ public:
+  const StatementPtr* Find(std::string_view name) const;
+  void Set(std::string_view name, StatementPtr statement);
+  void Erase(std::string_view name);
+  // Erases `name` only if it still maps to `statement` (undoing a Parse that failed).
+  void EraseIf(std::string_view name, const Statement* statement);
+  void Clear() { map_.clear(); }
+  size_t size() const { return map_.size(); }
+
+ private:
+  absl::flat_hash_map<std::string, StatementPtr> map_;
+};
+
+// What to do with a ParseComplete / CloseComplete from the server.
+enum class ResponseAction { kForward, kSwallow, kAsParseComplete, kOutOfStep };
+
+// Per server connection: the statements prepared there (LRU) and the FIFO of expected
+// ParseComplete/CloseComplete answers.
+class ServerStatements {
+ public:
+  bool Has(uint64_t id) const { return lru_index_.contains(id); }
+  // Prepared and confirmed by PostgreSQL (its ParseComplete arrived).
+  bool HasConfirmed(uint64_t id) const {
+    auto it = lru_index_.find(id);
+    return it != lru_index_.end() && it->second.confirmed;
+  }
+  size_t size() const { return lru_index_.size(); }
+  bool AnswersPending() const { return !expected_.empty(); }
+  // Forgets everything prepared (after DISCARD ALL / DEALLOCATE ALL ran on the server).
+  void ClearPrepared();
+
+  // -- Client messages. Each returns the bytes to send to the server in place of the client's
+  // message, having queued the answers to expect. `capacity` is max_prepared_statements.
+  std::string OnParse(std::string_view body, ClientStatements& client, size_t capacity);
+  std::string OnBind(std::string_view body, ClientStatements& client, size_t capacity);
+  // Describe ('D') or Close ('C').
+  std::string OnDescribe(std::string_view body, ClientStatements& client, size_t capacity);
+  std::string OnClose(std::string_view body, ClientStatements& client);
+  // A message that ends in ReadyForQuery (Sync, Query, FunctionCall) went to the server.
+  void OnUnnamedParse() { expected_.push_back({Expect::kParseForward, nullptr, {}, nullptr}); }
+  void OnSyncPoint() { expected_.push_back({Expect::kSyncPoint, nullptr, {}, nullptr}); }
+  // A simple-query DEALLOCATE of one of the client's statements: the query to send instead
+  // (PostgreSQL answers it with the same "DEALLOCATE" tag and drops the shared copy).
+  std::string OnDeallocate(std::string_view client_name, ClientStatements& client, size_t capacity);
+
+  // -- Server messages.
+  ResponseAction OnResponse(char type);  // '1' or '3'.
+  // ReadyForQuery: answers still expected before it were skipped by PostgreSQL after an
+  // error, so what they prepared does not exist (here, and for the client if it asked).
+  // Returns true when this ReadyForQuery answers a Sync of the agent's own (swallow it).
+  bool OnReadyForQuery(ClientStatements* client);
+  // CommandComplete tag; DISCARD ALL and DEALLOCATE ALL empty the server (and the client's
+  // map, as they would on a direct connection when the client ran them).
+  void OnCommandComplete(std::string_view tag, ClientStatements* client);
+
+ private:
+  enum class Expect : uint8_t {
+    kParseForward,  // '1' to the client.
+    kParseSwallow,  // '1' of an injected Parse.
+    kCloseForward,  // '3' to the client.
+    kCloseSwallow,  // '3' of an eviction.
+    kCloseAsParse,  // '3' that stands for a ParseComplete the client is owed.
+    kSyncPoint,     // ReadyForQuery.
+    kSyncSwallow,   // ReadyForQuery of a Sync of the agent's own.
+  };
+  struct Expected {
+    Expect kind;
+    // Set when this Parse prepares `statement` on the server: undone if never answered.
+    StatementPtr statement;
+    // Set when the client's map got this name from this Parse: undone likewise.
+    std::string client_name;
+    StatementPtr client_statement;
+  };
+
+  // Makes sure the server has `statement` (injecting a Parse and evictions into `out`).
+  void Ensure(const StatementPtr& statement, size_t capacity, std::string& out);
+  // Adds to the LRU, sending Close for what falls out.
+  void Insert(const StatementPtr& statement, size_t capacity, std::string& out);
+  void Touch(uint64_t id);
+  void Forget(uint64_t id);
+
+  std::list<StatementPtr> lru_;  // Most recently used first.
+  struct Slot {
+    std::list<StatementPtr>::iterator position;
+    bool confirmed = false;
+  };
+  absl::flat_hash_map<uint64_t, Slot> lru_index_;
+  std::deque<Expected> expected_;
+  // A simple-query DEALLOCATE in flight: forgotten when PostgreSQL confirms it.
+  StatementPtr deallocating_;
+  std::string deallocating_client_name_;
+};
+
+// -- Simple-query SQL that a transaction pooler cannot honour.
+enum class SqlKind { kOther, kPrepare, kExecute, kDeallocate, kDeallocateAll };
+struct SqlCommand {
+  SqlKind kind = SqlKind::kOther;
+  std::string name;  // For kDeallocate: the statement name as PostgreSQL would fold it.
+};
+// Classifies by the leading keyword(s) after whitespace and comments, case-insensitively.
+// `sql` may be a prefix of the query.
+SqlCommand ClassifySql(std::string_view sql);
+// The Query message that makes PostgreSQL itself raise the explanatory error, so the error
+// arrives in order and the transaction state changes exactly as for any failed statement.
+std::string RejectionQuery(SqlKind kind, std::string_view pool_mode);
+// The text of that error, for answering a client that holds no server.
+std::string RejectionMessage(SqlKind kind, std::string_view pool_mode);
+inline constexpr char kRejectionHint[] =
+    "Use protocol-level prepared statements (your driver's prepareThreshold / prepare=True / "
+    "named queries), or session pooling mode.";
+
+// Message builders (frontend messages the agent sends on its own).
+std::string ParseMessage(std::string_view name, std::string_view definition);
+std::string CloseStatementMessage(std::string_view name);
+
+}  // namespace pgfleet::agent::ps
