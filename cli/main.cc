@@ -353,9 +353,13 @@ int FinishWindow(Context& ctx, const pgfleet::v1::MaintenanceWindow& window) {
   return window.state() == "failed" ? kExitFailed : kExitOk;
 }
 
-// Follows a window until every agent drained (exit 0) or the drain failed (exit 5).
+// Follows a window until every agent drained (exit 0) or the drain failed (exit 5). A window
+// that ended another way while we waited (resumed, cancelled) did not drain either: exit 5.
+// Progress goes to stdout for people, to stderr under --output json so stdout stays one
+// JSON document.
 int WaitDrained(Context& ctx, uint64_t id) {
-  const bool tty = isatty(STDOUT_FILENO);
+  FILE* progress = ctx.json() ? stderr : stdout;
+  const bool tty = isatty(fileno(progress));
   std::string last;
   while (true) {
     pgfleet::v1::GetWindowRequest request;
@@ -374,16 +378,22 @@ int WaitDrained(Context& ctx, uint64_t id) {
                                     "/", total, " agents drained, ", in_use,
                                     " server connections still in use");
     if (tty) {
-      printf("\r\033[K%s", line.c_str());
-      fflush(stdout);
+      fprintf(progress, "\r\033[K%s", line.c_str());
+      fflush(progress);
     } else if (line != last) {
-      printf("%s\n", line.c_str());
-      fflush(stdout);
+      fprintf(progress, "%s\n", line.c_str());
+      fflush(progress);
     }
     last = line;
     if (window.state() != "pausing" && window.state() != "scheduled") {
-      if (tty) printf("\n");
-      return FinishWindow(ctx, window);
+      if (tty) fprintf(progress, "\n");
+      const int rc = FinishWindow(ctx, window);
+      if (rc == kExitOk && window.state() != "paused") {
+        fprintf(stderr, "fleetctl: window %llu ended (%s) before every agent drained\n",
+                static_cast<unsigned long long>(window.id()), window.state().c_str());
+        return kExitFailed;
+      }
+      return rc;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(500));  // Poll interval.
   }
@@ -600,7 +610,9 @@ int RolloutExit(const pgfleet::v1::Rollout& rollout) {
 }
 
 int WatchRollout(Context& ctx, uint64_t id) {
-  const bool tty = isatty(STDOUT_FILENO);
+  // Under --output json the live lines go to stderr, so stdout is one JSON document.
+  FILE* progress = ctx.json() ? stderr : stdout;
+  const bool tty = isatty(fileno(progress));
   std::string last;
   while (true) {
     pgfleet::v1::GetRolloutRequest request;
@@ -619,16 +631,16 @@ int WatchRollout(Context& ctx, uint64_t id) {
     if (tty) {
       const int width = 30;
       const int filled = total == 0 ? width : applied * width / total;
-      printf("\r\033[K[%s%s] %s", std::string(filled, '#').c_str(),
-             std::string(width - filled, '.').c_str(), line.c_str());
-      fflush(stdout);
+      fprintf(progress, "\r\033[K[%s%s] %s", std::string(filled, '#').c_str(),
+              std::string(width - filled, '.').c_str(), line.c_str());
+      fflush(progress);
     } else if (line != last) {
-      printf("%s\n", line.c_str());
-      fflush(stdout);
+      fprintf(progress, "%s\n", line.c_str());
+      fflush(progress);
     }
     last = line;
     if (rollout.state() != "running" && rollout.state() != "paused") {
-      if (tty) printf("\n");
+      if (tty) fprintf(progress, "\n");
       if (ctx.json()) {
         ctx.PrintJson(rollout);
       } else {

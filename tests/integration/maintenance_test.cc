@@ -91,18 +91,14 @@ bool KeepTestDirs() {
   return keep != nullptr && std::string(keep) == "1";
 }
 
-// Parses fleetctl's --output json. `pause --wait` prints its progress lines first, so the JSON
-// is taken from the first line that opens an object.
+// Parses fleetctl's --output json: stdout must be exactly one JSON document (progress lines
+// of `pause --wait` go to stderr in JSON mode).
 template <typename Message>
 absl::StatusOr<Message> ParseJson(const std::string& text) {
-  size_t start = 0;
   if (!absl::StartsWith(text, "{")) {
-    start = text.find("\n{");
-    if (start == std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("no JSON object in:\n", text));
-    }
-    ++start;
+    return absl::InvalidArgumentError(absl::StrCat("stdout is not one JSON object:\n", text));
   }
+  const size_t start = 0;
   Message message;
   google::protobuf::util::JsonParseOptions options;
   options.ignore_unknown_fields = true;
@@ -639,7 +635,7 @@ TEST_F(MaintenanceTest, PostgresRestartInsideAWindowLosesNoAcknowledgedRow) {
   FleetctlResult pause = Ctl({"pause", "--env", kEnv, "--db", kAppDb, "--for", "2m", "--wait",
                               "--reason", "restart PostgreSQL", "--output", "json"});
   ASSERT_EQ(pause.exit_code, 0) << pause.Describe();
-  EXPECT_TRUE(absl::StrContains(pause.stdout_text, "2/2 agents drained")) << pause.Describe();
+  EXPECT_TRUE(absl::StrContains(pause.stderr_text, "2/2 agents drained")) << pause.Describe();
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::MaintenanceWindow window,
                            ParseJson<pgfleet::v1::MaintenanceWindow>(pause.stdout_text));
   EXPECT_EQ(window.state(), "paused");
