@@ -180,7 +180,7 @@ load_loop() {
     local tag="$name-$n"
     echo "$tag" > "$LOGS/$tag.tag"
     pgbench -n -h 127.0.0.1 -p "$port" -U app -T "$t" -D run="'$tag'" "$@" appdb \
-      >"$LOGS/$tag.out" 2>"$LOGS/$tag.err" || true
+      >"$LOGS/$tag.out" 2>"$LOGS/$tag.err" && echo 0 >"$LOGS/$tag.rc" || echo $? >"$LOGS/$tag.rc"
   done
 }
 LOAD_PIDS=()
@@ -286,8 +286,11 @@ for out in sorted(glob.glob(os.path.join(logs, "*.out"))):
     processed = int(m.group(1)) if m else 0
     m = re.search(r"number of failed transactions: (\d+)", text)
     failed = int(m.group(1)) if m else 0
-    aborted = len(re.findall(r"client \d+ aborted", err))
-    conn_fail = 0 if m or processed else (1 if err.strip() else 0)
+    aborted = len(re.findall(r"client \d+ (?:script \d+ )?aborted", err))
+    try:
+        conn_fail = 1 if int(open(out[:-4] + ".rc").read().strip() or "0") != 0 else 0
+    except OSError:
+        conn_fail = 0
     k = kinds.setdefault(kind, dict(runs=0, ok=0, failed=0, aborted=0, nostart=0, lost=0, unacked=0, ledger=False))
     k["runs"] += 1
     k["ok"] += processed
@@ -303,7 +306,7 @@ for out in sorted(glob.glob(os.path.join(logs, "*.out"))):
             k["unacked"] += have - processed
 print()
 print(f"pgfleet soak: {seconds} s, 2 agents, 1 controller, PostgreSQL 15 (loopback)")
-print(f"{'load':<18}{'runs':>6}{'tx ok':>10}{'failed':>8}{'aborted clients':>17}{'runs w/o start':>16}{'lost':>6}{'unacked':>9}")
+print(f"{'load':<18}{'runs':>6}{'tx ok':>10}{'failed':>8}{'aborted clients':>17}{'runs exit!=0':>16}{'lost':>6}{'unacked':>9}")
 tot = dict(runs=0, ok=0, failed=0, aborted=0, nostart=0, lost=0, unacked=0)
 for kind in sorted(kinds):
     k = kinds[kind]
