@@ -85,8 +85,10 @@ TEST_F(PreparedStatementsTest, NamedParseIsRenamedAndAnsweredByTheServer) {
   StatementPtr statement = *client_.Find("s1");
   EXPECT_EQ(sent[0], (Msg{'P', ParseBody(statement->server_name, "select $1")}));
   EXPECT_TRUE(server_.Has(statement->id));
+  EXPECT_FALSE(server_.HasConfirmed(statement->id)) << "PostgreSQL has not accepted it yet";
   server_.OnSyncPoint();
   EXPECT_EQ(server_.OnResponse('1'), ResponseAction::kForward);
+  EXPECT_TRUE(server_.HasConfirmed(statement->id));
   EXPECT_FALSE(server_.OnReadyForQuery(&client_));
   EXPECT_FALSE(server_.AnswersPending());
 }
