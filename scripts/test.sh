@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+# node-postgres for the prepared-statement driver tests, from the committed lock file.
+npm ci --prefix tests/integration/clients --no-audit --no-fund --loglevel=error
 
 run_suite() {
   local flavour="$1" dir="$2"

@@ -268,14 +268,14 @@ TEST(ConfigTest, RealisticProductionConfig) {
   EXPECT_FALSE(c.log_disconnections);
   EXPECT_TRUE(c.log_pooler_errors);
   EXPECT_EQ(c.stats_period, absl::Seconds(30));
+  EXPECT_EQ(c.server_tls_sslmode, TlsMode::kRequire);
+  EXPECT_EQ(c.client_tls_sslmode, TlsMode::kDisable);
 
   EXPECT_THAT(
       c.warnings,
       ElementsAre(
           "test.ini:8: database '*': parameter 'auth_user' is not supported by pgfleet; ignored",
           "test.ini:56: key 'so_reuseport' is not supported by pgfleet; ignored",
-          "test.ini:57: key 'server_tls_sslmode' is not supported by pgfleet; ignored",
-          "test.ini:58: key 'client_tls_sslmode' is not supported by pgfleet; ignored",
           "test.ini:59: key 'dns_max_ttl' is not supported by pgfleet; ignored",
           "test.ini:60: key 'application_name_add_host' is not supported by pgfleet; ignored",
           "test.ini:62: key 'unix_socket_mode' is not supported by pgfleet; ignored",
@@ -284,8 +284,6 @@ TEST(ConfigTest, RealisticProductionConfig) {
 
 TEST(ConfigTest, IgnoredPgBouncerKeysAreAccepted) {
   for (const char* key : {"so_reuseport",
-                          "server_tls_ca_file",
-                          "client_tls_key_file",
                           "dns_nxdomain_ttl",
                           "track_extra_parameters",
                           "auth_query",
@@ -314,6 +312,28 @@ TEST(ConfigTest, IgnoredPgBouncerKeysAreAccepted) {
     EXPECT_THAT(c.warnings, ElementsAre(absl::StrCat("test.ini:2: key '", key,
                                                      "' is not supported by pgfleet; ignored")));
   }
+}
+
+TEST(ConfigTest, TlsSettingsThatCannotWorkAreRefused) {
+  auto error = [](const std::string& body) {
+    absl::StatusOr<Config> c = ParseConfig(absl::StrCat("[pgbouncer]\n", body), "test.ini");
+    return c.ok() ? std::string("accepted") : std::string(c.status().message());
+  };
+  EXPECT_THAT(error("client_tls_sslmode = require\n"),
+              HasSubstr("client_tls_sslmode = require needs client_tls_cert_file and "
+                        "client_tls_key_file"));
+  EXPECT_THAT(error("client_tls_sslmode = verify-full\nclient_tls_cert_file = c\n"
+                    "client_tls_key_file = k\n"),
+              HasSubstr("needs client_tls_ca_file"));
+  EXPECT_THAT(error("server_tls_sslmode = verify-ca\n"), HasSubstr("needs server_tls_ca_file"));
+  EXPECT_THAT(error("server_tls_cert_file = c\n"),
+              HasSubstr("server_tls_cert_file and server_tls_key_file go together"));
+  EXPECT_THAT(error("server_tls_sslmode = sometimes\n"),
+              HasSubstr("expected disable, allow, prefer, require, verify-ca or verify-full"));
+  EXPECT_EQ(error("server_tls_sslmode = VERIFY-FULL\nserver_tls_ca_file = ca.pem\n"), "accepted");
+  EXPECT_EQ(error("client_tls_sslmode = allow\nclient_tls_cert_file = c\n"
+                  "client_tls_key_file = k\n"),
+            "accepted");
 }
 
 TEST(ConfigTest, UnknownKeyIsAWarningWithLineNumber) {
@@ -848,6 +868,14 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "auth_type|md5|md5|yes",
       "client_idle_timeout|0|0|yes",
       "client_login_timeout|60|60|yes",
+      // PgBouncer says "yes" for the TLS keys; here they change with RELOAD only (which
+      // rebuilds the TLS contexts and can refuse a bad file), so SET refuses them.
+      "client_tls_ca_file|||no",
+      "client_tls_cert_file|||no",
+      "client_tls_ciphers|default|default|no",
+      "client_tls_key_file|||no",
+      "client_tls_protocols|secure|secure|no",
+      "client_tls_sslmode|disable|disable|no",
       "default_pool_size|20|20|yes",
       "idle_transaction_timeout|0|0|yes",
       "ignore_startup_parameters|||yes",
@@ -879,6 +907,12 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "server_login_retry|15|15|yes",
       "server_reset_query|DISCARD ALL|DISCARD ALL|yes",
       "server_reset_query_always|0|0|yes",
+      "server_tls_ca_file|||no",
+      "server_tls_cert_file|||no",
+      "server_tls_ciphers|default|default|no",
+      "server_tls_key_file|||no",
+      "server_tls_protocols|secure|secure|no",
+      "server_tls_sslmode|prefer|prefer|no",
       "stats_period|60|60|yes",
       "stats_users|||yes",
       "tcp_keepalive|1|1|yes",
