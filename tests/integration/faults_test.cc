@@ -454,7 +454,13 @@ TEST_F(FaultsTest, ConnectDisconnectChurnLeaksNoFdsNorMemory) {
   PGF_ASSERT_OK_AND_ASSIGN(const int64_t rss_after, RssKb(pid));
   std::cerr << "RSS after warm-up " << rss_baseline << " kB, after 3000 cycles " << rss_after
             << " kB\n";
+#if defined(__SANITIZE_ADDRESS__)
+  // Under AddressSanitizer freed memory sits in its quarantine (up to 256 MB), so RSS grows
+  // with any churn; LeakSanitizer checks the agent for leaks at exit instead.
+  (void)rss_after;
+#else
   EXPECT_LE(rss_after, rss_baseline + 4096) << "RSS grew by more than 4 MB over 3,000 cycles";
+#endif
   PGF_ASSERT_OK_AND_ASSIGN(NamedRow pool, AppPool(agent_->port()));
   EXPECT_EQ(IntOf(pool, "cl_active") + IntOf(pool, "cl_waiting"), 0) << Describe(pool);
 }
