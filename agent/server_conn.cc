@@ -629,7 +629,9 @@ void ServerConn::ForwardToClient() {
         evbuffer_remove_buffer(in, out, offset);
         evbuffer_drain(in, header.total());
         if (action == ps::ResponseAction::kAsParseComplete) {
-          evbuffer_add(out, pg::MessageBuilder('1').Finish().data(), 5);
+          // ParseComplete: type '1', length 4, no body.
+          static constexpr char kParseComplete[] = {'1', 0, 0, 0, 4};
+          evbuffer_add(out, kParseComplete, sizeof(kParseComplete));
         }
         available = evbuffer_get_length(in);
         offset = 0;

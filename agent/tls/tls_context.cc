@@ -19,16 +19,19 @@ namespace {
 
 using config::TlsMode;
 
+// "error:0A000086:SSL routines::certificate verify failed" -> "certificate verify failed".
+std::string ReasonOf(unsigned long code) {
+  char buffer[256];
+  ERR_error_string_n(code, buffer, sizeof(buffer));
+  const std::string line = buffer;
+  const size_t reason = line.rfind(':');
+  return reason == std::string::npos ? line : line.substr(reason + 1);
+}
+
 std::string OpenSslError() {
   std::string text;
   while (unsigned long code = ERR_get_error()) {
-    char buffer[256];
-    ERR_error_string_n(code, buffer, sizeof(buffer));
-    if (!text.empty()) text += "; ";
-    // "error:0A000086:SSL routines::certificate verify failed" -> the reason after "::".
-    std::string line = buffer;
-    const size_t reason = line.rfind(':');
-    text += reason == std::string::npos ? line : line.substr(reason + 1);
+    absl::StrAppend(&text, text.empty() ? "" : "; ", ReasonOf(code));
   }
   return text.empty() ? "unknown OpenSSL error" : text;
 }
@@ -210,12 +213,7 @@ std::string DescribeTls(bufferevent* bev) {
 std::string TlsErrorText(bufferevent* bev) {
   std::string text;
   while (unsigned long code = bufferevent_get_openssl_error(bev)) {
-    char buffer[256];
-    ERR_error_string_n(code, buffer, sizeof(buffer));
-    std::string line = buffer;
-    const size_t reason = line.rfind(':');
-    if (!text.empty()) text += "; ";
-    text += reason == std::string::npos ? line : line.substr(reason + 1);
+    absl::StrAppend(&text, text.empty() ? "" : "; ", ReasonOf(code));
   }
   if (SSL* ssl = bufferevent_openssl_get_ssl(bev)) {
     const long verify = SSL_get_verify_result(ssl);
