@@ -571,6 +571,10 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Abort(const Caller& caller, 
 
 absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Rollback(
     const Caller& caller, const pgfleet::v1::RollbackRequest& request) {
+  // Checked first, like every other call: StartLocked checks again, but only once a previous
+  // good version is found, so a viewer would otherwise learn (and be told in a non-permission
+  // error) whether the environment has one.
+  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kOperator));
   absl::MutexLock lock(&mu_);
   PGF_ASSIGN_OR_RETURN(std::vector<RolloutRow> rows,
                        rollouts_.ListRollouts(request.environment(), false));
