@@ -92,8 +92,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
     if (applied.has_value()) {
       // Fail-static: the last config the controller pushed wins over the local file, so a
       // restart while the controller is down serves what the fleet was running.
-      PGF_INFO("agent", "starting from the last applied config, version %d (%s)",
-               applied->version, applied->path);
+      PGF_INFO("agent", "starting from the last applied config, version %d (%s)", applied->version,
+               applied->path);
       agent->options_.config_path = applied->path;
     }
   }
@@ -239,8 +239,8 @@ int Agent::Run() {
     signal_events_.push_back(ev);
   }
   deferred_delete_event_ = event_new(
-      loop_->base(), -1, 0, [](int, short, void* arg) { static_cast<Agent*>(arg)->RunDeferredDeletes(); },
-      this);
+      loop_->base(), -1, 0,
+      [](int, short, void* arg) { static_cast<Agent*>(arg)->RunDeferredDeletes(); }, this);
   janitor_timer_ = std::make_unique<Timer>(*loop_, [this] { Janitor(); });
   janitor_timer_->Start(absl::Milliseconds(500), /*repeat=*/true);
   stats_timer_ = std::make_unique<Timer>(*loop_, [this] {
@@ -349,7 +349,9 @@ void Agent::StopLoop() {
   }
   for (auto& [key, pool] : pools_) {
     std::vector<ClientConn*> clients;
-    auto add = [&](const ClientConn* client) { clients.push_back(const_cast<ClientConn*>(client)); };
+    auto add = [&](const ClientConn* client) {
+      clients.push_back(const_cast<ClientConn*>(client));
+    };
     pool->active_clients().ForEach(add);
     pool->waiting_clients().ForEach(add);
     pool->login_waiting_clients().ForEach(add);
@@ -423,8 +425,8 @@ class CancelForwarder {
 }  // namespace
 
 void Agent::HandleCancelRequest(int32_t pid, int32_t key) {
-  uint64_t lookup = (static_cast<uint64_t>(static_cast<uint32_t>(pid)) << 32) |
-                    static_cast<uint32_t>(key);
+  uint64_t lookup =
+      (static_cast<uint64_t>(static_cast<uint32_t>(pid)) << 32) | static_cast<uint32_t>(key);
   auto it = cancel_keys_.find(lookup);
   if (it == cancel_keys_.end()) {
     PGF_INFO("agent", "cancel request with an unknown key ignored");
@@ -534,6 +536,11 @@ void Agent::Janitor() {
   }
   for (auto& [key, pool] : pools_) pool->Janitor(now);
   admin_->CheckPending();
+  for (const AuthFailureLimiter::Unlogged& unlogged : auth_failures_.Expire(absl::Now())) {
+    PGF_WARN("client",
+             "%d more failed logins from %s in the last minute were not logged one by one",
+             unlogged.failures, unlogged.address);
+  }
 }
 
 bool Agent::ServerLimitsStale(const std::string& address, uint64_t now_us) const {

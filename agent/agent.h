@@ -12,6 +12,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "agent/admin/console.h"
+#include "agent/auth_failure_limiter.h"
 #include "agent/config/auth_file.h"
 #include "agent/config/config.h"
 #include "agent/event_loop.h"
@@ -80,9 +81,7 @@ class Agent {
 
   // PAUSE state: paused pools hand out no server connections (clients queue instead) and
   // close the ones they get back. `db` empty means every database.
-  bool IsPaused(const std::string& db) const {
-    return pause_all_ || paused_dbs_.contains(db);
-  }
+  bool IsPaused(const std::string& db) const { return pause_all_ || paused_dbs_.contains(db); }
   bool IsPausedExactly(const std::string& db) const {
     return db.empty() ? pause_all_ : paused_dbs_.contains(db);
   }
@@ -124,6 +123,9 @@ class Agent {
   // Totals per database (summed over its pools), for SHOW STATS and metrics.
   std::map<std::string, PoolStats> StatsByDatabase() const;
   const StatsHistory& stats_history() const { return stats_history_; }
+  // Failed logins per source address (slows password guessing down; see the header).
+  AuthFailureLimiter& auth_failures() { return auth_failures_; }
+  const AuthFailureLimiter& auth_failures() const { return auth_failures_; }
   const std::vector<evconnlistener*>& listeners() const { return listeners_; }
 
   // The pool for (db, user), created on first use; nullptr if the database is unknown.
@@ -171,8 +173,7 @@ class Agent {
   explicit Agent(AgentOptions options);
   absl::Status Listen();
   void CloseListeners();
-  static void OnAccept(evconnlistener* listener, int fd, ::sockaddr* addr, int socklen,
-                       void* arg);
+  static void OnAccept(evconnlistener* listener, int fd, ::sockaddr* addr, int socklen, void* arg);
   static void OnSignal(int signal, short what, void* arg);
   void Janitor();
   void RunDeferredDeletes();
@@ -221,6 +222,7 @@ class Agent {
   IntrusiveList<ClientConn> admin_clients_;
   uint64_t start_time_us_ = 0;
   StatsHistory stats_history_;
+  AuthFailureLimiter auth_failures_;
   std::unique_ptr<Timer> stats_timer_;
   size_t client_count_ = 0;
   uint64_t last_conn_id_ = 0;

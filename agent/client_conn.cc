@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
+#include "agent/io/socket_io.h"
 #include "agent/pg/protocol.h"
 #include "agent/server_conn.h"
 #include "common/log.h"
@@ -26,9 +27,9 @@ constexpr uint32_t kMaxAdminMessage = 64 * 1024;
 
 // Parameters the pooler keeps in step between a client and whichever server it gets.
 // Spelled as PostgreSQL reports them in ParameterStatus.
-constexpr const char* kTrackedParams[] = {"client_encoding", "DateStyle",   "TimeZone",
-                                          "IntervalStyle",   "standard_conforming_strings",
-                                          "application_name"};
+constexpr const char* kTrackedParams[] = {
+    "client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings",
+    "application_name"};
 
 const char* TrackedParamName(std::string_view name) {
   for (const char* tracked : kTrackedParams) {
@@ -51,34 +52,13 @@ void SetParam(ParamList& params, const std::string& name, const std::string& val
 
 }  // namespace
 
-void FlushBestEffort(bufferevent* bev) {
-  // Over TLS, encrypt what is queued into the socket's buffer first, then send that.
-  if (bufferevent* socket_side = bufferevent_get_underlying(bev)) {
-    bufferevent_flush(bev, EV_WRITE, BEV_FLUSH);
-    bev = socket_side;
-  }
-  // A bufferevent keeps its output buffer's front frozen, so evbuffer_write() cannot drain
-  // it; copy the bytes out and send them without blocking. Whatever the kernel does not take
-  // is dropped with the connection.
-  evbuffer* out = bufferevent_get_output(bev);
-  const size_t length = evbuffer_get_length(out);
-  if (length == 0) return;
-  const unsigned char* data = evbuffer_pullup(out, static_cast<ssize_t>(length));
-  if (data == nullptr) return;
-  size_t sent = 0;
-  while (sent < length) {
-    ssize_t n = send(bufferevent_getfd(bev), data + sent, length - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n <= 0) break;
-    sent += static_cast<size_t>(n);
-  }
-}
-
 ClientConn::ClientConn(Agent& agent, int fd, std::string peer, uint64_t id)
     : agent_(agent), fd_(fd), peer_(std::move(peer)), id_(id) {
   connect_time_us_ = last_active_us_ = MonotonicMicros();
   bev_ = bufferevent_socket_new(agent_.loop().base(), fd, BEV_OPT_CLOSE_ON_FREE);
   bufferevent_setcb(bev_, &ClientConn::OnRead, &ClientConn::OnWrite, &ClientConn::OnEvent, this);
   bufferevent_enable(bev_, EV_READ);
+  UseDirectReads(bev_);
   sockaddr_storage local{};
   socklen_t length = sizeof(local);
   unix_socket_ = getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0 &&
@@ -112,19 +92,30 @@ void ClientConn::OnEvent(bufferevent*, short events, void* arg) {
 }
 
 void ClientConn::Write(const std::string& bytes) {
-  if (bev_ != nullptr) bufferevent_write(bev_, bytes.data(), bytes.size());
+  if (bev_ != nullptr) SendOrQueue(bev_, bytes.data(), bytes.size());
 }
 
 void ClientConn::ProcessInput() {
   switch (state_) {
-    case State::kStartup: HandleStartup(); break;
-    case State::kAuth: HandleAuthMessage(); break;
-    case State::kIdle: HandleIdleInput(); break;
-    case State::kActive: ForwardToServer(); break;
-    case State::kAdmin: HandleAdminInput(); break;
+    case State::kStartup:
+      HandleStartup();
+      break;
+    case State::kAuth:
+      HandleAuthMessage();
+      break;
+    case State::kIdle:
+      HandleIdleInput();
+      break;
+    case State::kActive:
+      ForwardToServer();
+      break;
+    case State::kAdmin:
+      HandleAdminInput();
+      break;
     case State::kLoginWaiting:
     case State::kWaiting:
-    case State::kClosed: break;
+    case State::kClosed:
+      break;
   }
 }
 
@@ -167,7 +158,8 @@ void ClientConn::HandleStartupPacket(std::string_view packet) {
       agent_.HandleCancelRequest(startup->cancel_pid, startup->cancel_key);
       Close("cancel request handled");
       return;
-    default: break;
+    default:
+      break;
   }
   const config::Config& cfg = agent_.config();
   if (!tls_ && !unix_socket_ && cfg.client_tls_sslmode >= config::TlsMode::kRequire) {
@@ -206,7 +198,8 @@ void ClientConn::HandleStartupPacket(std::string_view packet) {
     return;
   }
   if (agent_.IsDisabled(database_)) {
-    CloseWithError("08P01", absl::StrCat("database \"", database_, "\" does not allow connections (DISABLE)"));
+    CloseWithError(
+        "08P01", absl::StrCat("database \"", database_, "\" does not allow connections (DISABLE)"));
     return;
   }
   StartAuth();
@@ -225,6 +218,7 @@ void ClientConn::StartTls() {
     return;
   }
   Write("S");
+  UseLibeventReads(bev_);  // The TLS filter reads through libevent's own handler.
   bufferevent* encrypted = WrapInTls(bev_, tls->NewSession(), /*accepting=*/true);
   if (encrypted == nullptr) {
     Close("cannot start TLS");
@@ -301,11 +295,13 @@ void ClientConn::HandleAuthMessage() {
   evbuffer* in = bufferevent_get_input(bev_);
   pg::MessageHeader header;
   switch (pg::PeekHeader(in, 0, kMaxAuthMessage, &header)) {
-    case pg::HeaderResult::kNeedMore: return;
+    case pg::HeaderResult::kNeedMore:
+      return;
     case pg::HeaderResult::kMalformed:
       CloseWithError("08P01", "invalid authentication message");
       return;
-    case pg::HeaderResult::kOk: break;
+    case pg::HeaderResult::kOk:
+      break;
   }
   if (evbuffer_get_length(in) < header.total()) return;
   if (header.type != 'p') {
@@ -345,7 +341,8 @@ void ClientConn::HandleAuthMessage() {
           }
         }
       }
-      ok ? AuthSucceeded() : AuthFailed("wrong password");
+      ok ? AuthSucceeded()
+         : AuthFailed(secret == nullptr ? "user not in auth_file" : "wrong password");
       return;
     }
     case AuthMethod::kMd5: {
@@ -358,7 +355,8 @@ void ClientConn::HandleAuthMessage() {
       }
       bool ok = reader.ok() && !stored.empty() &&
                 pg::SecretEquals(pg::Md5SaltedResponse(stored, md5_salt_), response);
-      ok ? AuthSucceeded() : AuthFailed(secret == nullptr ? "user not in auth_file" : "wrong password");
+      ok ? AuthSucceeded()
+         : AuthFailed(secret == nullptr ? "user not in auth_file" : "wrong password");
       return;
     }
     case AuthMethod::kScram: {
@@ -382,13 +380,19 @@ void ClientConn::HandleAuthMessage() {
       absl::StatusOr<std::string> server_final = scram_->HandleClientFinal(body);
       if (!server_final.ok()) {
         if (server_final.status().code() == absl::StatusCode::kPermissionDenied) {
-          AuthFailed(secret == nullptr ? "user not in auth_file" : "wrong password");
+          // Unknown users and md5 secrets get a made-up SCRAM exchange (so the client cannot
+          // tell them apart from a wrong password); the log says which it was.
+          AuthFailed(secret == nullptr ? "user not in auth_file"
+                     : secret->kind == config::SecretKind::kMd5
+                         ? "auth_file has only an md5 secret, SCRAM needs a plain or SCRAM one"
+                         : "wrong password");
         } else {
           CloseWithError("08P01", std::string(server_final.status().message()));
         }
         return;
       }
       if (secret == nullptr || secret->kind == config::SecretKind::kMd5) {
+        // Defensive: the made-up exchange above never verifies, but never let it log anyone in.
         AuthFailed("no SCRAM secret for user");
         return;
       }
@@ -403,10 +407,40 @@ void ClientConn::HandleAuthMessage() {
 }
 
 void ClientConn::AuthFailed(const std::string& log_reason) {
-  PGF_WARN("client", "c=%d %s login failed for user '%s' db '%s': %s", id_, peer_, user_,
-           database_, log_reason);
   if (Pool* pool = agent_.GetPool(database_, user_)) pool->stats().client_login_failures++;
-  CloseWithError("28P01", absl::StrCat("password authentication failed for user \"", user_, "\""));
+  const config::Config& cfg = agent_.config();
+  const absl::string_view address = PeerAddressWithoutPort(peer_);
+  const AuthFailureLimiter::Decision decision = agent_.auth_failures().OnFailure(
+      address, absl::Now(), cfg.auth_failure_burst, cfg.auth_failure_max_delay);
+  if (decision.unlogged_in_previous_window > 0) {
+    PGF_WARN("client",
+             "%d more failed logins from %s in the last minute were not logged one by one",
+             decision.unlogged_in_previous_window, address);
+  }
+  if (decision.log) {
+    PGF_WARN("client", "c=%d %s login failed for user '%s' db '%s': %s", id_, peer_, user_,
+             database_, log_reason);
+  }
+  if (decision.throttling_started) {
+    PGF_WARN("client",
+             "%s: %d failed logins within a minute (auth_failure_burst = %d); further failures "
+             "from this address are answered after a growing delay, up to %s, and not logged one "
+             "by one until the minute is over",
+             address, decision.failures_in_window, cfg.auth_failure_burst,
+             absl::FormatDuration(cfg.auth_failure_max_delay));
+  }
+  quiet_close_ = !decision.log;
+  std::string message = absl::StrCat("password authentication failed for user \"", user_, "\"");
+  if (decision.delay <= absl::ZeroDuration()) {
+    CloseWithError("28P01", message);
+    return;
+  }
+  // Hold the answer back; nothing more is read from this client meanwhile. The login
+  // timeout and every other way of closing still apply (Close cancels the timer).
+  bufferevent_disable(bev_, EV_READ);
+  auth_delay_ = std::make_unique<Timer>(
+      agent_.loop(), [this, message = std::move(message)] { CloseWithError("28P01", message); });
+  auth_delay_->Start(decision.delay, /*repeat=*/false);
 }
 
 void ClientConn::AuthSucceeded() {
@@ -432,9 +466,14 @@ void ClientConn::AuthSucceeded() {
     std::string welcome = pg::AuthenticationRequest(pg::kAuthOk);
     for (const auto& [name, value] :
          {std::pair<const char*, const char*>{"server_version", "15.0 (pgfleet-agent)"},
-          {"server_encoding", "UTF8"}, {"client_encoding", "UTF8"}, {"DateStyle", "ISO, MDY"},
-          {"integer_datetimes", "on"}, {"standard_conforming_strings", "on"},
-          {"TimeZone", "UTC"}, {"IntervalStyle", "postgres"}, {"is_superuser", "off"}}) {
+          {"server_encoding", "UTF8"},
+          {"client_encoding", "UTF8"},
+          {"DateStyle", "ISO, MDY"},
+          {"integer_datetimes", "on"},
+          {"standard_conforming_strings", "on"},
+          {"TimeZone", "UTC"},
+          {"IntervalStyle", "postgres"},
+          {"is_superuser", "off"}}) {
       welcome += pg::ParameterStatus(name, value);
     }
     welcome += pg::BackendKeyData(cancel_pid_, cancel_key_) + pg::ReadyForQuery('I');
@@ -489,11 +528,13 @@ void ClientConn::HandleIdleInput() {
   }
   pg::MessageHeader header;
   switch (pg::PeekHeader(in, 0, static_cast<uint32_t>(agent_.config().max_packet_size), &header)) {
-    case pg::HeaderResult::kNeedMore: return;
+    case pg::HeaderResult::kNeedMore:
+      return;
     case pg::HeaderResult::kMalformed:
       CloseWithError("08P01", "invalid message length (max_packet_size exceeded?)");
       return;
-    case pg::HeaderResult::kOk: break;
+    case pg::HeaderResult::kOk:
+      break;
   }
   if (header.type == 'X') {
     Close("client close request");
@@ -531,8 +572,7 @@ bool ClientConn::AnswerKnownParse() {
   if (name_end == 0 || name_end == std::string::npos) return false;
   const std::string_view name(body.data(), name_end);
   if (statements_.Find(name) != nullptr) return false;  // PostgreSQL's 42P05 is due.
-  ps::StatementPtr statement =
-      ps::Intern(std::string_view(body).substr(name_end + 1));
+  ps::StatementPtr statement = ps::Intern(std::string_view(body).substr(name_end + 1));
   if (!pool_->HasPreparedStatement(statement->id)) return false;
   evbuffer_drain(in, parse.total() + sync.total());
   pool_->stats().bytes_received += parse.total() + sync.total();
@@ -596,8 +636,8 @@ void ClientConn::ForwardToServer() {
     if (header.type == 'Q') {
       evbuffer_ptr pos;
       evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
-      ssize_t copied = evbuffer_copyout_from(
-          in, &pos, last_query_.data(), std::min(last_query_.size(), header.body_size()));
+      ssize_t copied = evbuffer_copyout_from(in, &pos, last_query_.data(),
+                                             std::min(last_query_.size(), header.body_size()));
       last_query_size_ = copied > 0 ? strnlen(last_query_.data(), static_cast<size_t>(copied)) : 0;
     }
     if (offset + header.total() <= available) {
@@ -616,8 +656,8 @@ void ClientConn::ForwardToServer() {
     Close("client close request");
     return;
   }
-  if (server_ != nullptr && evbuffer_get_length(bufferevent_get_output(server_->bev())) >
-                                kOutputHighWater) {
+  if (server_ != nullptr &&
+      evbuffer_get_length(bufferevent_get_output(server_->bev())) > kOutputHighWater) {
     StartBackpressure();
   }
 }
@@ -678,14 +718,21 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
   evbuffer_drain(in, pg::kHeaderSize);
   evbuffer_remove(in, body.data(), body.size());
   pool_->stats().bytes_received += header.total();
-  const size_t capacity =
-      static_cast<size_t>(std::max(agent_.config().max_prepared_statements, 1));
+  const size_t capacity = static_cast<size_t>(std::max(agent_.config().max_prepared_statements, 1));
   std::string out;
   switch (type) {
-    case 'P': out = server_statements.OnParse(body, statements_, capacity); break;
-    case 'B': out = server_statements.OnBind(body, statements_, capacity); break;
-    case 'D': out = server_statements.OnDescribe(body, statements_, capacity); break;
-    case 'C': out = server_statements.OnClose(body, statements_); break;
+    case 'P':
+      out = server_statements.OnParse(body, statements_, capacity);
+      break;
+    case 'B':
+      out = server_statements.OnBind(body, statements_, capacity);
+      break;
+    case 'D':
+      out = server_statements.OnDescribe(body, statements_, capacity);
+      break;
+    case 'C':
+      out = server_statements.OnClose(body, statements_);
+      break;
     case 'Q':
       last_query_size_ = std::min(last_query_.size(), strnlen(body.data(), body.size()));
       memcpy(last_query_.data(), body.data(), last_query_size_);
@@ -712,11 +759,13 @@ void ClientConn::HandleAdminInput() {
   while (state_ == State::kAdmin && !admin_busy_) {
     pg::MessageHeader header;
     switch (pg::PeekHeader(in, 0, kMaxAdminMessage, &header)) {
-      case pg::HeaderResult::kNeedMore: return;
+      case pg::HeaderResult::kNeedMore:
+        return;
       case pg::HeaderResult::kMalformed:
         CloseWithError("08P01", "invalid message length on the admin console");
         return;
-      case pg::HeaderResult::kOk: break;
+      case pg::HeaderResult::kOk:
+        break;
     }
     if (evbuffer_get_length(in) < header.total()) return;
     std::string body(header.body_size(), '\0');
@@ -763,7 +812,7 @@ void ClientConn::AdminCommandDone() {
 
 void ClientConn::CloseWithError(const std::string& sqlstate, const std::string& message) {
   if (state_ == State::kClosed) return;
-  if (agent_.config().log_pooler_errors) {
+  if (agent_.config().log_pooler_errors && !quiet_close_) {
     PGF_WARN("client", "c=%d %s pooler error: %s", id_, peer_, message);
   }
   Write(pg::ErrorResponse("FATAL", sqlstate, message));
@@ -774,7 +823,8 @@ void ClientConn::CloseWithError(const std::string& sqlstate, const std::string& 
 
 void ClientConn::Close(const std::string& reason) {
   if (state_ == State::kClosed) return;
-  if (agent_.config().log_disconnections && state_ != State::kStartup) {
+  if (auth_delay_ != nullptr) auth_delay_->Cancel();
+  if (agent_.config().log_disconnections && state_ != State::kStartup && !quiet_close_) {
     PGF_INFO("client", "c=%d closing because: %s (db=%s user=%s addr=%s)", id_, reason, database_,
              user_, peer_);
   }

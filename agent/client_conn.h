@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "agent/event_loop.h"
 #include "agent/intrusive_list.h"
 #include "agent/pg/auth_crypto.h"
 #include "agent/pg/protocol.h"
@@ -21,19 +22,16 @@ namespace pgfleet::agent {
 class Agent;
 class ServerConn;
 
-// Sends what is queued on `bev` without blocking, before the socket is closed.
-void FlushBestEffort(bufferevent* bev);
-
 class ClientConn : public ListNode {
  public:
   enum class State {
-    kStartup,        // Reading the startup packet (agent login list).
-    kAuth,           // Waiting for a password / SASL message (agent login list).
-    kLoginWaiting,   // Authenticated, waiting for the pool's first server login.
-    kIdle,           // Logged in, no server (pool active list).
-    kWaiting,        // Has a message, queued for a server (pool waiting list).
-    kActive,         // Linked to a server (pool active list).
-    kAdmin,          // Talking to the admin console.
+    kStartup,       // Reading the startup packet (agent login list).
+    kAuth,          // Waiting for a password / SASL message (agent login list).
+    kLoginWaiting,  // Authenticated, waiting for the pool's first server login.
+    kIdle,          // Logged in, no server (pool active list).
+    kWaiting,       // Has a message, queued for a server (pool waiting list).
+    kActive,        // Linked to a server (pool active list).
+    kAdmin,         // Talking to the admin console.
     kClosed,
   };
 
@@ -142,6 +140,10 @@ class ClientConn : public ListNode {
   bool scram_first_done_ = false;
 
   bool admin_busy_ = false;
+  // A failed login whose error is held back (AuthFailureLimiter), and whether its closing
+  // goes unlogged (past the burst, one summary line stands for it).
+  std::unique_ptr<Timer> auth_delay_;
+  bool quiet_close_ = false;
   // A fixed buffer so noting the query costs a short copy and no allocation per message.
   std::array<char, 96> last_query_{};
   size_t last_query_size_ = 0;

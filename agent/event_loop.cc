@@ -24,7 +24,13 @@ std::unique_ptr<EventLoop> EventLoop::Create() {
   static const bool threads_ready = evthread_use_pthreads() == 0;
   PGF_CHECK(threads_ready);
   std::unique_ptr<EventLoop> loop(new EventLoop());
-  loop->base_ = event_base_new();
+  // The changelist folds the event changes made while handling one wakeup (a read disabled
+  // and enabled again, a write armed and disarmed) into at most one epoll_ctl per socket.
+  event_config* config = event_config_new();
+  PGF_CHECK(config != nullptr);
+  event_config_set_flag(config, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+  loop->base_ = event_base_new_with_config(config);
+  event_config_free(config);
   PGF_CHECK(loop->base_ != nullptr);
   loop->dns_ = evdns_base_new(loop->base_, EVDNS_BASE_INITIALIZE_NAMESERVERS);
   if (loop->dns_ == nullptr) {

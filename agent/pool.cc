@@ -96,10 +96,11 @@ void Pool::RequestServer(ClientConn* client) {
   active_clients_.Remove(client);
   client->SetState(ClientConn::State::kWaiting);
   waiting_clients_.PushBack(client);
-  // Stop reading: the message waits in the client's buffer until a server is linked.
-  bufferevent_disable(client->bev(), EV_READ);
   client->set_wait_start_us(MonotonicMicros());
   AssignServers();
+  // No server free: stop reading, the message waits in the client's buffer until one is
+  // linked. Only now, so a client served at once costs no disable/enable pair.
+  if (client->state() == ClientConn::State::kWaiting) bufferevent_disable(client->bev(), EV_READ);
 }
 
 void Pool::AssignServers() {
@@ -183,11 +184,20 @@ void Pool::MoveServerToUsed(ServerConn* server) {
 
 void Pool::RemoveServerFromList(ServerConn* server) {
   switch (server->state()) {
-    case ServerConn::State::kLogin: login_servers_.Remove(server); break;
-    case ServerConn::State::kIdle: idle_servers_.Remove(server); break;
-    case ServerConn::State::kActive: active_servers_.Remove(server); break;
-    case ServerConn::State::kUsed: used_servers_.Remove(server); break;
-    case ServerConn::State::kClosed: break;
+    case ServerConn::State::kLogin:
+      login_servers_.Remove(server);
+      break;
+    case ServerConn::State::kIdle:
+      idle_servers_.Remove(server);
+      break;
+    case ServerConn::State::kActive:
+      active_servers_.Remove(server);
+      break;
+    case ServerConn::State::kUsed:
+      used_servers_.Remove(server);
+      break;
+    case ServerConn::State::kClosed:
+      break;
   }
 }
 
@@ -219,11 +229,18 @@ void Pool::OnServerLoginFailed(ServerConn*, const std::string& reason) {
 
 void Pool::DetachClient(ClientConn* client) {
   switch (client->state()) {
-    case ClientConn::State::kLoginWaiting: login_waiting_clients_.Remove(client); break;
-    case ClientConn::State::kWaiting: waiting_clients_.Remove(client); break;
+    case ClientConn::State::kLoginWaiting:
+      login_waiting_clients_.Remove(client);
+      break;
+    case ClientConn::State::kWaiting:
+      waiting_clients_.Remove(client);
+      break;
     case ClientConn::State::kIdle:
-    case ClientConn::State::kActive: active_clients_.Remove(client); break;
-    default: break;
+    case ClientConn::State::kActive:
+      active_clients_.Remove(client);
+      break;
+    default:
+      break;
   }
   ServerConn* server = client->server();
   if (server == nullptr) return;
@@ -274,8 +291,7 @@ void Pool::MaybeLaunchServers() {
   }
   size_t wanted = waiting_clients_.size();
   if (!has_welcome_ && !login_waiting_clients_.empty()) wanted = std::max<size_t>(wanted, 1);
-  const bool use_reserve =
-      MaxWaitMicros(now) > ToMicros(agent_.config().reserve_pool_timeout);
+  const bool use_reserve = MaxWaitMicros(now) > ToMicros(agent_.config().reserve_pool_timeout);
   while (login_servers_.size() < wanted && CanLaunchServer(use_reserve)) {
     if (use_reserve && static_cast<int>(server_count()) >= pool_size()) {
       PGF_INFO("pool", "db=%s user=%s taking a connection from the reserve pool", db_.name, user_);
@@ -336,9 +352,8 @@ void Pool::Janitor(uint64_t now) {
   // During a pause with a deadline (a maintenance window) queued clients are kept until the
   // deadline instead of query_wait_timeout: the pause itself must not cut them off. Without a
   // deadline PgBouncer's rule applies.
-  const bool window = agent_.IsPaused(db_.name) &&
-                      (agent_.PauseDeadline(db_.name).has_value() ||
-                       agent_.PauseDeadline("").has_value());
+  const bool window = agent_.IsPaused(db_.name) && (agent_.PauseDeadline(db_.name).has_value() ||
+                                                    agent_.PauseDeadline("").has_value());
   if (cfg.query_wait_timeout > absl::ZeroDuration() && !window) {
     const uint64_t limit = ToMicros(cfg.query_wait_timeout);
     waiting_clients_.ForEach([&](ClientConn* client) {

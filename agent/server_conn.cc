@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
 #include "agent/client_conn.h"
+#include "agent/io/socket_io.h"
 #include "agent/pg/protocol.h"
 #include "common/log.h"
 
@@ -84,8 +85,8 @@ void ServerConn::Connect() {
     memcpy(addr.sun_path, address_.c_str(), address_.size() + 1);
     rc = bufferevent_socket_connect(bev_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
   } else {
-    rc = bufferevent_socket_connect_hostname(bev_, agent_.loop().dns(), AF_UNSPEC,
-                                             db.host.c_str(), db.port);
+    rc = bufferevent_socket_connect_hostname(bev_, agent_.loop().dns(), AF_UNSPEC, db.host.c_str(),
+                                             db.port);
   }
   if (rc != 0) {
     LoginFailed(absl::StrCat("could not connect to ", address_, ": ", strerror(errno)));
@@ -98,6 +99,7 @@ void ServerConn::OnEvent(bufferevent*, short events, void* arg) {
     // A TLS filter reports its finished handshake as CONNECTED too; the startup packet is
     // already queued behind it.
     if (server->tls_ != TlsState::kNone) return;
+    UseDirectReads(server->bev_);
     int fd = bufferevent_getfd(server->bev_);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // Fails harmlessly on unix.
@@ -113,12 +115,11 @@ void ServerConn::OnEvent(bufferevent*, short events, void* arg) {
     return;
   }
   if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-    std::string why =
-        (events & BEV_EVENT_EOF) ? "server closed the connection"
-        : server->tls_ == TlsState::kOn
-            ? absl::StrCat("TLS error: ", TlsErrorText(server->bev_))
-            : absl::StrCat("server socket error: ",
-                           evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    std::string why = (events & BEV_EVENT_EOF) ? "server closed the connection"
+                      : server->tls_ == TlsState::kOn
+                          ? absl::StrCat("TLS error: ", TlsErrorText(server->bev_))
+                          : absl::StrCat("server socket error: ",
+                                         evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
     if (server->state_ == State::kLogin) {
       server->LoginFailed(absl::StrCat("could not connect to ", server->address_, ": ", why));
     } else {
@@ -148,8 +149,8 @@ void ServerConn::HandleTlsAnswer() {
     return;
   }
   if (answer != 'S') {
-    LoginFailed(absl::StrCat("server answered the TLS request with '", std::string(1, answer),
-                             "'"));
+    LoginFailed(
+        absl::StrCat("server answered the TLS request with '", std::string(1, answer), "'"));
     return;
   }
   // Anything after 'S' arrived before encryption: someone in the middle (CVE-2021-23222).
@@ -157,6 +158,7 @@ void ServerConn::HandleTlsAnswer() {
     LoginFailed("server sent unencrypted data after accepting TLS");
     return;
   }
+  UseLibeventReads(bev_);  // The TLS filter reads through libevent's own handler.
   bufferevent* encrypted = WrapInTls(bev_, tls->NewSession(pool_.db().host), /*accepting=*/false);
   if (encrypted == nullptr) {
     LoginFailed("cannot start TLS");
@@ -203,8 +205,12 @@ void ServerConn::ProcessInput() {
     return;
   }
   switch (state_) {
-    case State::kLogin: HandleLogin(); break;
-    case State::kActive: ForwardToClient(); break;
+    case State::kLogin:
+      HandleLogin();
+      break;
+    case State::kActive:
+      ForwardToClient();
+      break;
     case State::kIdle:
     case State::kUsed: {
       // An idle server may only send asynchronous messages; anything else means it is in a
@@ -229,7 +235,8 @@ void ServerConn::ProcessInput() {
       }
       break;
     }
-    case State::kClosed: break;
+    case State::kClosed:
+      break;
   }
 }
 
@@ -304,8 +311,10 @@ bool ServerConn::HandleAuthRequest(std::string_view body) {
       return true;
     case pg::kAuthCleartext:
       if (password.empty()) {
-        LoginFailed(absl::StrCat("server asked for a cleartext password and no plaintext password "
-                                 "is known for user \"", user, "\""));
+        LoginFailed(
+            absl::StrCat("server asked for a cleartext password and no plaintext password "
+                         "is known for user \"",
+                         user, "\""));
         return false;
       }
       WriteRaw(pg::PasswordMessage(password));
@@ -319,8 +328,8 @@ bool ServerConn::HandleAuthRequest(std::string_view body) {
         stored = secret->secret;
       }
       if (!reader.ok() || stored.empty()) {
-        LoginFailed(absl::StrCat("server asked for md5 and no password is known for user \"", user,
-                                 "\""));
+        LoginFailed(
+            absl::StrCat("server asked for md5 and no password is known for user \"", user, "\""));
         return false;
       }
       WriteRaw(pg::PasswordMessage(pg::Md5SaltedResponse(stored, salt)));
@@ -373,8 +382,8 @@ bool ServerConn::HandleAuthRequest(std::string_view body) {
       return true;
     }
     default:
-      LoginFailed(absl::StrCat("server asked for an unsupported authentication method (", code,
-                               ")"));
+      LoginFailed(
+          absl::StrCat("server asked for an unsupported authentication method (", code, ")"));
       return false;
   }
 }
@@ -532,12 +541,10 @@ void ServerConn::NoteClientMessage(char type) {
   }
 }
 
-void ServerConn::Write(evbuffer* from, size_t bytes) {
-  evbuffer_remove_buffer(from, bufferevent_get_output(bev_), bytes);
-}
+void ServerConn::Write(evbuffer* from, size_t bytes) { SendOrQueue(bev_, from, bytes); }
 
 void ServerConn::WriteRaw(const std::string& bytes) {
-  bufferevent_write(bev_, bytes.data(), bytes.size());
+  SendOrQueue(bev_, bytes.data(), bytes.size());
 }
 
 void ServerConn::ResumeReading() {
@@ -577,7 +584,7 @@ void ServerConn::OnReadyForQuery(char status, uint64_t now_us) {
 void ServerConn::ForwardToClient() {
   if (client_ == nullptr) return;
   evbuffer* in = bufferevent_get_input(bev_);
-  evbuffer* out = bufferevent_get_output(client_->bev());
+  bufferevent* client_bev = client_->bev();
   size_t available = evbuffer_get_length(in);
   size_t offset = 0;
   if (forward_remaining_ > 0) {
@@ -593,8 +600,8 @@ void ServerConn::ForwardToClient() {
       Close("invalid message length from server", /*is_error=*/true);
       return;
     }
-    if (ps_tracking_ && (header.type == '1' || header.type == '3' || header.type == 'C' ||
-                         header.type == 'Z')) {
+    if (ps_tracking_ &&
+        (header.type == '1' || header.type == '3' || header.type == 'C' || header.type == 'Z')) {
       // Prepared-statement bookkeeping: answers to the agent's own messages are dropped or
       // rewritten here, in stream order (see prepared_statements.h).
       if (offset + header.total() > available) break;
@@ -626,12 +633,12 @@ void ServerConn::ForwardToClient() {
       }
       if (action != ps::ResponseAction::kForward) {
         pool_.stats().bytes_sent += offset;
-        evbuffer_remove_buffer(in, out, offset);
+        SendOrQueue(client_bev, in, offset);
         evbuffer_drain(in, header.total());
         if (action == ps::ResponseAction::kAsParseComplete) {
           // ParseComplete: type '1', length 4, no body.
           static constexpr char kParseComplete[] = {'1', 0, 0, 0, 4};
-          evbuffer_add(out, kParseComplete, sizeof(kParseComplete));
+          SendOrQueue(client_bev, kParseComplete, sizeof(kParseComplete));
         }
         available = evbuffer_get_length(in);
         offset = 0;
@@ -663,18 +670,17 @@ void ServerConn::ForwardToClient() {
       const char status = body.empty() ? 'I' : body[0];
       if (mode == config::PoolMode::kStatement && status != 'I') {
         pool_.stats().bytes_sent += offset;
-        evbuffer_remove_buffer(in, out, offset);
+        SendOrQueue(client_bev, in, offset);
         ClientConn* client = client_;
         Close("statement pooling: transaction block", /*is_error=*/false);
-        client->CloseWithError("08P01",
-                               "transaction blocks not allowed in statement pooling mode");
+        client->CloseWithError("08P01", "transaction blocks not allowed in statement pooling mode");
         return;
       }
       offset += header.total();
       OnReadyForQuery(status, MonotonicMicros());
       if (mode != config::PoolMode::kSession && IsClean()) {
         pool_.stats().bytes_sent += offset;
-        evbuffer_remove_buffer(in, out, offset);
+        SendOrQueue(client_bev, in, offset);
         pool_.ReleaseServer(this);
         return;
       }
@@ -689,9 +695,11 @@ void ServerConn::ForwardToClient() {
   }
   if (offset > 0) {
     pool_.stats().bytes_sent += offset;
-    evbuffer_remove_buffer(in, out, offset);
+    SendOrQueue(client_bev, in, offset);
   }
-  if (evbuffer_get_length(out) > kOutputHighWater) StartBackpressure();
+  if (evbuffer_get_length(bufferevent_get_output(client_bev)) > kOutputHighWater) {
+    StartBackpressure();
+  }
 }
 
 void ServerConn::Close(const std::string& reason, bool is_error) {

@@ -287,6 +287,8 @@ const Option kOptions[] = {
     ListOption<&Config::ignore_startup_parameters>("ignore_startup_parameters"),
     IntOption<&Config::max_packet_size>("max_packet_size"),
     IntOption<&Config::max_prepared_statements>("max_prepared_statements"),
+    IntOption<&Config::auth_failure_burst>("auth_failure_burst"),
+    DurationOption<&Config::auth_failure_max_delay>("auth_failure_max_delay"),
     IntOption<&Config::pkt_buf, 1, INT_MAX>("pkt_buf", kRestartOnly),
     BoolOption<&Config::tcp_keepalive>("tcp_keepalive"),
     IntOption<&Config::tcp_keepcnt>("tcp_keepcnt"),
@@ -628,12 +630,18 @@ std::map<std::string, int> MaxServerConnectionsByAddress(const Config& config) {
 
 const char* TlsModeName(TlsMode mode) {
   switch (mode) {
-    case TlsMode::kDisable: return "disable";
-    case TlsMode::kAllow: return "allow";
-    case TlsMode::kPrefer: return "prefer";
-    case TlsMode::kRequire: return "require";
-    case TlsMode::kVerifyCa: return "verify-ca";
-    case TlsMode::kVerifyFull: return "verify-full";
+    case TlsMode::kDisable:
+      return "disable";
+    case TlsMode::kAllow:
+      return "allow";
+    case TlsMode::kPrefer:
+      return "prefer";
+    case TlsMode::kRequire:
+      return "require";
+    case TlsMode::kVerifyCa:
+      return "verify-ca";
+    case TlsMode::kVerifyFull:
+      return "verify-full";
   }
   return "?";
 }
@@ -693,9 +701,9 @@ bool Config::IsStatsUser(const std::string& user) const { return Contains(stats_
 static absl::Status ValidateTls(const Config& config, const std::string& path) {
   if (config.client_tls_sslmode != TlsMode::kDisable &&
       (config.client_tls_cert_file.empty() || config.client_tls_key_file.empty())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": client_tls_sslmode = ", TlsModeName(config.client_tls_sslmode),
-        " needs client_tls_cert_file and client_tls_key_file"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": client_tls_sslmode = ", TlsModeName(config.client_tls_sslmode),
+                     " needs client_tls_cert_file and client_tls_key_file"));
   }
   if ((config.client_tls_sslmode == TlsMode::kVerifyCa ||
        config.client_tls_sslmode == TlsMode::kVerifyFull) &&

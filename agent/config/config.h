@@ -25,8 +25,8 @@ const char* TlsModeName(TlsMode mode);    // "disable" | "allow" | ... | "verify
 
 // One entry of [databases]: `name = host=... port=... dbname=...`.
 struct DatabaseConfig {
-  std::string name;      // The name clients connect to.
-  std::string host;      // Empty: unix socket in /var/run/postgresql (PgBouncer's default).
+  std::string name;  // The name clients connect to.
+  std::string host;  // Empty: unix socket in /var/run/postgresql (PgBouncer's default).
   int port = 5432;
   std::string dbname;    // Empty: same as `name`.
   std::string user;      // Forced server user; empty: the client's user.
@@ -88,6 +88,10 @@ struct Config {
   // Protocol-level named prepared statements kept per server connection in transaction and
   // statement modes (PgBouncer 1.22's default); 0 passes Parse/Bind/... through untouched.
   int max_prepared_statements = 200;
+  // pgfleet: failed logins per source address answered at once in a minute; past that each
+  // failure waits, 100 ms doubling up to auth_failure_max_delay (0 = no limit).
+  int auth_failure_burst = 5;
+  absl::Duration auth_failure_max_delay = absl::Seconds(2);
   int pkt_buf = 4096;
   bool tcp_keepalive = true;
   int tcp_keepcnt = 0;

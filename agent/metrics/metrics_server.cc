@@ -17,9 +17,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "agent/agent.h"
-#include "agent/link/fleet_agent.h"
 #include "agent/config/config.h"
 #include "agent/event_loop.h"
+#include "agent/link/fleet_agent.h"
 #include "agent/pool.h"
 #include "agent/stats.h"
 #include "common/log.h"
@@ -245,8 +245,7 @@ std::string RenderPrometheusMetrics(const Agent& agent, uint64_t now_us) {
   out.Sample("pgbouncer_config_max_client_connections", {}, absl::StrCat(cfg.max_client_conn));
   out.Family("pgbouncer_config_max_user_connections", "gauge",
              "Configured maximum number of server connections per user");
-  out.Sample("pgbouncer_config_max_user_connections", {},
-             absl::StrCat(cfg.max_user_connections));
+  out.Sample("pgbouncer_config_max_user_connections", {}, absl::StrCat(cfg.max_user_connections));
 
   for (const PoolMetric& metric : kPoolMetrics) {
     out.Family(metric.name, metric.type, metric.help);
@@ -286,8 +285,7 @@ std::string RenderPrometheusMetrics(const Agent& agent, uint64_t now_us) {
        [](const Agent& a, const std::string&, const DatabaseRow& row) {
          return absl::StrCat(row.db.max_db_connections.value_or(a.config().max_db_connections));
        }},
-      {"pgbouncer_databases_current_connections",
-       "Current number of connections for this database",
+      {"pgbouncer_databases_current_connections", "Current number of connections for this database",
        [](const Agent&, const std::string&, const DatabaseRow& row) {
          return absl::StrCat(row.server_count);
        }},
@@ -325,6 +323,14 @@ std::string RenderPrometheusMetrics(const Agent& agent, uint64_t now_us) {
   out.Sample("pgfleet_agent_paused", {}, agent.IsPausedExactly("") ? "1" : "0");
   out.Family("pgfleet_agent_suspended", "gauge", "1 while the agent is SUSPENDed");
   out.Sample("pgfleet_agent_suspended", {}, agent.suspended() ? "1" : "0");
+  out.Family("pgfleet_agent_auth_failures_total", "counter",
+             "Failed client logins (wrong password, unknown user), every source address");
+  out.Sample("pgfleet_agent_auth_failures_total", {},
+             absl::StrCat(agent.auth_failures().failures_total()));
+  out.Family("pgfleet_agent_auth_failures_delayed_total", "counter",
+             "Failed logins answered late because their address was past auth_failure_burst");
+  out.Sample("pgfleet_agent_auth_failures_delayed_total", {},
+             absl::StrCat(agent.auth_failures().delayed_total()));
   // Fleet mode: which controller-pushed config version runs, and the link's state.
   const FleetAgent* fleet = agent.fleet();
   out.Family("pgfleet_agent_config_version", "gauge",
@@ -355,8 +361,8 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(Agent& agent
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
   } else if (host.find(':') != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "metrics listen address '", listen, "': write IPv6 addresses as [addr]:port"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics listen address '", listen, "': write IPv6 addresses as [addr]:port"));
   }
   if (host.empty() || host == "*") host = "0.0.0.0";
   if (host == "localhost") host = "127.0.0.1";
@@ -365,10 +371,10 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(Agent& agent
   server->http_ = evhttp_new(agent.loop().base());
   if (server->http_ == nullptr) return absl::InternalError("evhttp_new failed");
   // Accept every method so the handler answers 405, not libevent's 501.
-  evhttp_set_allowed_methods(server->http_,
-                             EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
-                                 EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
-                                 EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
+  evhttp_set_allowed_methods(server->http_, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
+                                                EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                                EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                                EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
   evhttp_set_gencb(server->http_, &MetricsServer::OnRequest, server.get());
   evhttp_set_timeout(server->http_, 30);
   evhttp_set_max_headers_size(server->http_, 16 * 1024);
@@ -377,13 +383,13 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(Agent& agent
   evhttp_bound_socket* bound =
       evhttp_bind_socket_with_handle(server->http_, host.c_str(), static_cast<uint16_t>(port));
   if (bound == nullptr) {
-    return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", listen, ": ",
-                                               strerror(errno)));
+    return absl::UnavailableError(
+        absl::StrCat("metrics: cannot listen on ", listen, ": ", strerror(errno)));
   }
   sockaddr_storage addr{};
   socklen_t len = sizeof(addr);
-  if (getsockname(evhttp_bound_socket_get_fd(bound), reinterpret_cast<sockaddr*>(&addr),
-                  &len) != 0) {
+  if (getsockname(evhttp_bound_socket_get_fd(bound), reinterpret_cast<sockaddr*>(&addr), &len) !=
+      0) {
     return absl::InternalError(absl::StrCat("metrics: getsockname: ", strerror(errno)));
   }
   if (addr.ss_family == AF_INET) {

@@ -28,15 +28,15 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/md5.h"
 #include "tests/testutil/postgres_env.h"
-#include "common/status_macros.h"
-#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/raw_client.h"
+#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
 
@@ -957,6 +957,39 @@ TEST_F(DataPathTest, Md5AuthWithPlaintextUserlist) {
   EXPECT_EQ(login.auth_requests.front(), 5) << "auth_type md5 should ask for an md5 password";
 
   EXPECT_FALSE(Connect(AgentConn(kAppUser, "wrong")).ok());
+}
+
+// Password guessing from one address: past auth_failure_burst the errors come late and the
+// log says so once instead of once per failure; a right password is never held up.
+TEST_F(DataPathTest, RepeatedWrongPasswordsAreSlowedDownAndLoggedOnce) {
+  // md5: the raw client answers it (the failures must be real logins, not protocol errors).
+  ASSERT_NO_FATAL_FAILURE(StartAgent({{"auth_type", "md5"},
+                                      {"auth_failure_burst", "2"},
+                                      {"auth_failure_max_delay", "0.3"},
+                                      {"log_pooler_errors", "1"},
+                                      {"log_disconnections", "1"}}));
+  constexpr int kFailures = 6;
+  for (int i = 0; i < kFailures; ++i) {
+    PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawClient> raw, RawClient::Connect(agent_->port()));
+    PGF_ASSERT_OK_AND_ASSIGN(LoginResult login, raw->Login(kAppUser, kAppDb, "guess"));
+    EXPECT_FALSE(login.ok) << "failure " << i;
+    ASSERT_TRUE(login.error.has_value()) << "failure " << i << " got no error";
+    // Held back or not, the answer is PostgreSQL's: FATAL 28P01.
+    EXPECT_EQ(login.error->code, "28P01") << login.error->ToString();
+  }
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn conn, ConnectApp());
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t answer, ScalarInt(conn.get(), "select 6 * 7"));
+  EXPECT_EQ(answer, 42);
+
+  const std::string log = agent_->LogContents();
+  auto count = [&log](std::string_view needle) {
+    int n = 0;
+    for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("login failed for user 'app'"), 2) << log;
+  EXPECT_EQ(count("pooler error: password authentication failed"), 2) << log;
+  EXPECT_EQ(count("127.0.0.1: 3 failed logins within a minute (auth_failure_burst = 2)"), 1) << log;
 }
 
 TEST_F(DataPathTest, ScramAuthWithPlaintextUserlist) {

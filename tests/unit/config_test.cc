@@ -842,7 +842,6 @@ TEST(ConfigIniTest, EntriesCarryFileAndLine) {
   EXPECT_EQ((*entries)[2].value, "1");
 }
 
-
 // ---- SHOW CONFIG and SET (admin console)
 
 // The row for `key`; fails the test (and returns an empty row) if there is none.
@@ -864,62 +863,32 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
   // unconfigured instance, for every key pgfleet implements.
   const std::vector<std::string> expected = {
       "admin_users|||yes",
-      "auth_file|||yes",
-      "auth_type|md5|md5|yes",
-      "client_idle_timeout|0|0|yes",
-      "client_login_timeout|60|60|yes",
+      // pgfleet's own keys (slowing password guessing down); PgBouncer has no such rows.
+      "auth_failure_burst|5|5|yes", "auth_failure_max_delay|2|2|yes", "auth_file|||yes",
+      "auth_type|md5|md5|yes", "client_idle_timeout|0|0|yes", "client_login_timeout|60|60|yes",
       // PgBouncer says "yes" for the TLS keys; here they change with RELOAD only (which
       // rebuilds the TLS contexts and can refuse a bad file), so SET refuses them.
-      "client_tls_ca_file|||no",
-      "client_tls_cert_file|||no",
-      "client_tls_ciphers|default|default|no",
-      "client_tls_key_file|||no",
-      "client_tls_protocols|secure|secure|no",
-      "client_tls_sslmode|disable|disable|no",
-      "default_pool_size|20|20|yes",
-      "idle_transaction_timeout|0|0|yes",
-      "ignore_startup_parameters|||yes",
-      "listen_addr|||no",
-      "listen_port|6432|6432|no",
-      "log_connections|1|1|yes",
-      "log_disconnections|1|1|yes",
-      "log_pooler_errors|1|1|yes",
-      "logfile|||yes",
-      "max_client_conn|100|100|yes",
-      "max_db_connections|0|0|yes",
+      "client_tls_ca_file|||no", "client_tls_cert_file|||no",
+      "client_tls_ciphers|default|default|no", "client_tls_key_file|||no",
+      "client_tls_protocols|secure|secure|no", "client_tls_sslmode|disable|disable|no",
+      "default_pool_size|20|20|yes", "idle_transaction_timeout|0|0|yes",
+      "ignore_startup_parameters|||yes", "listen_addr|||no", "listen_port|6432|6432|no",
+      "log_connections|1|1|yes", "log_disconnections|1|1|yes", "log_pooler_errors|1|1|yes",
+      "logfile|||yes", "max_client_conn|100|100|yes", "max_db_connections|0|0|yes",
       "max_packet_size|2147483647|2147483647|yes",
       // PgBouncer 1.22's key and default; 1.18 has no such row.
-      "max_prepared_statements|200|200|yes",
-      "max_user_connections|0|0|yes",
-      "min_pool_size|0|0|yes",
-      "pidfile|||no",
-      "pkt_buf|4096|4096|no",
-      "pool_mode|session|session|yes",
-      "query_timeout|0|0|yes",
-      "query_wait_timeout|120|120|yes",
-      "reserve_pool_size|0|0|yes",
-      "reserve_pool_timeout|5|5|yes",
-      "server_check_delay|30|30|yes",
-      "server_check_query|select 1|select 1|yes",
-      "server_connect_timeout|15|15|yes",
-      "server_idle_timeout|600|600|yes",
-      "server_lifetime|3600|3600|yes",
-      "server_login_retry|15|15|yes",
-      "server_reset_query|DISCARD ALL|DISCARD ALL|yes",
-      "server_reset_query_always|0|0|yes",
-      "server_tls_ca_file|||no",
-      "server_tls_cert_file|||no",
-      "server_tls_ciphers|default|default|no",
-      "server_tls_key_file|||no",
-      "server_tls_protocols|secure|secure|no",
-      "server_tls_sslmode|prefer|prefer|no",
-      "stats_period|60|60|yes",
-      "stats_users|||yes",
-      "tcp_keepalive|1|1|yes",
-      "tcp_keepcnt|0|0|yes",
-      "tcp_keepidle|0|0|yes",
-      "tcp_keepintvl|0|0|yes",
-      "unix_socket_dir|/tmp|/tmp|no",
+      "max_prepared_statements|200|200|yes", "max_user_connections|0|0|yes",
+      "min_pool_size|0|0|yes", "pidfile|||no", "pkt_buf|4096|4096|no",
+      "pool_mode|session|session|yes", "query_timeout|0|0|yes", "query_wait_timeout|120|120|yes",
+      "reserve_pool_size|0|0|yes", "reserve_pool_timeout|5|5|yes", "server_check_delay|30|30|yes",
+      "server_check_query|select 1|select 1|yes", "server_connect_timeout|15|15|yes",
+      "server_idle_timeout|600|600|yes", "server_lifetime|3600|3600|yes",
+      "server_login_retry|15|15|yes", "server_reset_query|DISCARD ALL|DISCARD ALL|yes",
+      "server_reset_query_always|0|0|yes", "server_tls_ca_file|||no", "server_tls_cert_file|||no",
+      "server_tls_ciphers|default|default|no", "server_tls_key_file|||no",
+      "server_tls_protocols|secure|secure|no", "server_tls_sslmode|prefer|prefer|no",
+      "stats_period|60|60|yes", "stats_users|||yes", "tcp_keepalive|1|1|yes", "tcp_keepcnt|0|0|yes",
+      "tcp_keepidle|0|0|yes", "tcp_keepintvl|0|0|yes", "unix_socket_dir|/tmp|/tmp|no",
       "verbose|0||yes",  // PgBouncer's verbose has no default string.
   };
   std::vector<std::string> actual;
@@ -955,8 +924,7 @@ TEST(ConfigDescribeTest, ShowsConfiguredValuesNextToDefaults) {
   EXPECT_EQ(RowString(Row(rows, "server_idle_timeout")), "server_idle_timeout|0.5|600|yes");
   EXPECT_EQ(RowString(Row(rows, "query_wait_timeout")), "query_wait_timeout|0.25|120|yes");
   EXPECT_EQ(RowString(Row(rows, "server_lifetime")), "server_lifetime|7200|3600|yes");
-  EXPECT_EQ(RowString(Row(rows, "server_reset_query_always")),
-            "server_reset_query_always|1|0|yes");
+  EXPECT_EQ(RowString(Row(rows, "server_reset_query_always")), "server_reset_query_always|1|0|yes");
   EXPECT_EQ(RowString(Row(rows, "tcp_keepalive")), "tcp_keepalive|0|1|yes");
   EXPECT_EQ(RowString(Row(rows, "verbose")), "verbose|1||yes");
 }
@@ -1033,8 +1001,7 @@ TEST(ConfigSetTest, RejectsKeysThatNeedARestart) {
   ExpectSetFails("listen_port", "abc", "config parameter 'listen_port' cannot be changed online");
   for (const char* key : {"listen_addr", "unix_socket_dir", "pidfile", "pkt_buf"}) {
     Config c;
-    EXPECT_THAT(ApplySetting(c, key, "1").message(), HasSubstr("cannot be changed online"))
-        << key;
+    EXPECT_THAT(ApplySetting(c, key, "1").message(), HasSubstr("cannot be changed online")) << key;
   }
   // Every row SHOW CONFIG marks changeable is accepted by SET.
   for (const ConfigEntry& row : DescribeConfig(Config())) {
