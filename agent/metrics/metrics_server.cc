@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -23,6 +24,7 @@
 #include "agent/pool.h"
 #include "agent/stats.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 
 namespace pgfleet::agent {
 namespace {
@@ -345,27 +347,38 @@ std::string RenderPrometheusMetrics(const Agent& agent, uint64_t now_us) {
   return out.Take();
 }
 
-absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(Agent& agent,
-                                                                    const std::string& listen) {
+absl::StatusOr<MetricsListenAddress> ParseMetricsListen(absl::string_view listen) {
+  MetricsListenAddress address;
   const size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("metrics listen address '", listen, "': expected host:port"));
-  }
-  std::string host = listen.substr(0, colon);
-  int port = 0;
-  if (!absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("metrics listen address '", listen, "': invalid port"));
+  // A bare port ("9127") or ":9127" means loopback: the endpoint names every database and user,
+  // so listening beyond this host must be asked for ("*:9127", "0.0.0.0:9127", an address).
+  absl::string_view host = colon == absl::string_view::npos ? "" : listen.substr(0, colon);
+  absl::string_view port = colon == absl::string_view::npos ? listen : listen.substr(colon + 1);
+  if (!absl::SimpleAtoi(port, &address.port) || address.port < 0 || address.port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "metrics listen address '", listen, "': expected [host:]port with a port of 0-65535"));
   }
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
     host = host.substr(1, host.size() - 2);
-  } else if (host.find(':') != std::string::npos) {
+  } else if (absl::StrContains(host, ':')) {
     return absl::InvalidArgumentError(
         absl::StrCat("metrics listen address '", listen, "': write IPv6 addresses as [addr]:port"));
   }
-  if (host.empty() || host == "*") host = "0.0.0.0";
-  if (host == "localhost") host = "127.0.0.1";
+  if (host.empty() || host == "localhost") {
+    address.host = "127.0.0.1";
+  } else if (host == "*") {
+    address.host = "0.0.0.0";
+  } else {
+    address.host = std::string(host);
+  }
+  return address;
+}
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(Agent& agent,
+                                                                    const std::string& listen) {
+  PGF_ASSIGN_OR_RETURN(MetricsListenAddress address, ParseMetricsListen(listen));
+  const std::string& host = address.host;
+  const int port = address.port;
 
   std::unique_ptr<MetricsServer> server(new MetricsServer(agent));
   server->http_ = evhttp_new(agent.loop().base());

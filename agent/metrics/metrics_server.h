@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 struct evhttp;
 struct evhttp_request;
@@ -26,10 +27,18 @@ std::string RenderPrometheusMetrics(const Agent& agent, uint64_t now_us);
 //   GET /healthz  200, "ok\n"
 //   other paths   404; methods other than GET (and HEAD) 405.
 // Lives on the loop thread: create, use and destroy it there, before the Agent goes.
+struct MetricsListenAddress {
+  std::string host;  // numeric, as evhttp binds it
+  int port = 0;
+};
+
+// Parses --metrics-listen: "[host:]port", "[::1]:port" for IPv6. No host (or "localhost") is
+// 127.0.0.1, "*" is every IPv4 address; port 0 picks a free port.
+absl::StatusOr<MetricsListenAddress> ParseMetricsListen(absl::string_view listen);
+
 class MetricsServer {
  public:
-  // Listens on "host:port" ("[::1]:port" for IPv6; empty host or "*" = all IPv4
-  // addresses); port 0 picks a free port.
+  // Listens on the address ParseMetricsListen reads.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(Agent& agent,
                                                               const std::string& listen);
   ~MetricsServer();

@@ -20,7 +20,9 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <limits>
 #include <map>
@@ -40,14 +42,14 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/free_port.h"
 #include "tests/testutil/postgres_env.h"
-#include "common/status_macros.h"
-#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
+#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
 
@@ -1458,11 +1460,41 @@ TEST_F(AdminConsoleTest, KillClientClosesOnlyThatClient) {
 
 // --- 9. /metrics ---------------------------------------------------------------------------------
 
+// The IPv4 address a TCP socket listens on for `port`, from /proc/net/tcp (what the kernel
+// holds, not what the agent logs).
+absl::StatusOr<std::string> ListeningAddress(int port) {
+  std::ifstream table("/proc/net/tcp");
+  std::string line;
+  std::getline(table, line);  // header
+  while (std::getline(table, line)) {
+    std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    // "sl local_address rem_address st ...": local is HEXADDR:HEXPORT, st 0A is LISTEN.
+    if (fields.size() < 4 || fields[3] != "0A") continue;
+    std::vector<std::string> local = absl::StrSplit(fields[1], ':');
+    if (local.size() != 2 || local[0].size() != 8) continue;
+    char* end = nullptr;
+    const unsigned long local_port = std::strtoul(local[1].c_str(), &end, 16);
+    if (*end != '\0' || static_cast<int>(local_port) != port) continue;
+    const uint32_t address = static_cast<uint32_t>(std::strtoul(local[0].c_str(), &end, 16));
+    if (*end != '\0') continue;
+    // The kernel prints the address as a host-order number of network-order bytes.
+    in_addr in{};
+    in.s_addr = address;
+    char text[INET_ADDRSTRLEN] = {};
+    inet_ntop(AF_INET, &in, text, sizeof(text));
+    return std::string(text);
+  }
+  return absl::NotFoundError(absl::StrCat("no IPv4 socket listens on port ", port));
+}
+
 TEST_F(AdminConsoleTest, MetricsEndpointReportsPoolsAndQueryTotals) {
   PGF_ASSERT_OK_AND_ASSIGN(int metrics_port, PickFreePort());
   AgentOptions options = BaseOptions({});
-  options.extra_args = {absl::StrCat("--metrics-listen=127.0.0.1:", metrics_port)};
+  // No host: the endpoint must listen on loopback only.
+  options.extra_args = {absl::StrCat("--metrics-listen=:", metrics_port)};
   ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string listen_address, ListeningAddress(metrics_port));
+  EXPECT_EQ(listen_address, "127.0.0.1");
 
   constexpr int kQueries = 30;
   PGF_ASSERT_OK_AND_ASSIGN(PgConn app, ConnectApp());
