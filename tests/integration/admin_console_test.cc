@@ -45,6 +45,7 @@
 #include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
+#include "tests/testutil/console.h"
 #include "tests/testutil/free_port.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
@@ -96,73 +97,6 @@ constexpr int64_t kNotANumber = std::numeric_limits<int64_t>::min();
 int64_t ToInt(const std::string& text) {
   int64_t value = 0;
   return absl::SimpleAtoi(text, &value) ? value : kNotANumber;
-}
-
-// One SHOW result: column names, type OIDs and rows as text (NULL is "").
-struct Table {
-  std::vector<std::string> columns;
-  std::vector<Oid> types;
-  Rows rows;
-
-  int Col(const std::string& name) const {
-    for (size_t i = 0; i < columns.size(); ++i) {
-      if (columns[i] == name) return static_cast<int>(i);
-    }
-    return -1;
-  }
-  std::string At(const std::vector<std::string>& row, const std::string& column) const {
-    const int c = Col(column);
-    if (c < 0 || static_cast<size_t>(c) >= row.size())
-      return absl::StrCat("<no column ", column, ">");
-    return row[static_cast<size_t>(c)];
-  }
-  // Rows where every (column, value) pair matches.
-  Rows Where(const std::vector<std::pair<std::string, std::string>>& match) const {
-    Rows out;
-    for (const std::vector<std::string>& row : rows) {
-      bool ok = true;
-      for (const auto& [column, value] : match) {
-        if (At(row, column) != value) ok = false;
-      }
-      if (ok) out.push_back(row);
-    }
-    return out;
-  }
-  std::string Dump() const {
-    std::string out = absl::StrJoin(columns, " | ");
-    for (const std::vector<std::string>& row : rows)
-      absl::StrAppend(&out, "\n", absl::StrJoin(row, " | "));
-    return out;
-  }
-};
-
-// Runs a SHOW (or anything returning rows) on the console with the simple query protocol.
-absl::StatusOr<Table> Show(PGconn* conn, const std::string& sql) {
-  PgResult result(PQexec(conn, sql.c_str()));
-  if (result == nullptr || PQresultStatus(result.get()) != PGRES_TUPLES_OK) {
-    return ResultError(conn, result.get());
-  }
-  Table table;
-  const int fields = PQnfields(result.get());
-  for (int i = 0; i < fields; ++i) {
-    table.columns.push_back(PQfname(result.get(), i));
-    table.types.push_back(PQftype(result.get(), i));
-  }
-  for (int r = 0; r < PQntuples(result.get()); ++r) {
-    std::vector<std::string> row;
-    for (int i = 0; i < fields; ++i) row.push_back(PQgetvalue(result.get(), r, i));
-    table.rows.push_back(std::move(row));
-  }
-  return table;
-}
-
-// Runs a console command that returns no rows; the CommandComplete tag, or the error.
-absl::StatusOr<std::string> Command(PGconn* conn, const std::string& sql) {
-  PgResult result(PQexec(conn, sql.c_str()));
-  if (result == nullptr || PQresultStatus(result.get()) != PGRES_COMMAND_OK) {
-    return ResultError(conn, result.get());
-  }
-  return std::string(PQcmdStatus(result.get()));
 }
 
 struct AsyncOutcome {

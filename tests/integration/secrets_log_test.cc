@@ -51,6 +51,7 @@
 #include "controller/store/store.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
+#include "tests/testutil/console.h"
 #include "tests/testutil/controller_process.h"
 #include "tests/testutil/free_port.h"
 #include "tests/testutil/postgres_env.h"
@@ -265,51 +266,6 @@ TEST(LeakDetectorsTest, RecogniseSecretsAndAuthMessages) {
 absl::StatusOr<std::string> LoginAndQuery(const std::string& conninfo, const std::string& sql) {
   PGF_ASSIGN_OR_RETURN(PgConn conn, Connect(conninfo));
   return ScalarText(conn.get(), sql);
-}
-
-// One SHOW result: column names and rows as text (NULL is "").
-struct Table {
-  std::vector<std::string> columns;
-  Rows rows;
-
-  int Col(const std::string& name) const {
-    for (size_t i = 0; i < columns.size(); ++i) {
-      if (columns[i] == name) return static_cast<int>(i);
-    }
-    return -1;
-  }
-  std::string Dump() const {
-    std::string out = absl::StrJoin(columns, " | ");
-    for (const std::vector<std::string>& row : rows) {
-      absl::StrAppend(&out, "\n", absl::StrJoin(row, " | "));
-    }
-    return out;
-  }
-};
-
-absl::StatusOr<Table> Show(PGconn* conn, const std::string& sql) {
-  PgResult result(PQexec(conn, sql.c_str()));
-  if (result == nullptr || PQresultStatus(result.get()) != PGRES_TUPLES_OK) {
-    return ResultError(conn, result.get());
-  }
-  Table table;
-  const int fields = PQnfields(result.get());
-  for (int i = 0; i < fields; ++i) table.columns.push_back(PQfname(result.get(), i));
-  for (int r = 0; r < PQntuples(result.get()); ++r) {
-    std::vector<std::string> row;
-    for (int i = 0; i < fields; ++i) row.push_back(PQgetvalue(result.get(), r, i));
-    table.rows.push_back(std::move(row));
-  }
-  return table;
-}
-
-// A console command that returns no rows: its tag, or the error.
-absl::StatusOr<std::string> Command(PGconn* conn, const std::string& sql) {
-  PgResult result(PQexec(conn, sql.c_str()));
-  if (result == nullptr || PQresultStatus(result.get()) != PGRES_COMMAND_OK) {
-    return ResultError(conn, result.get());
-  }
-  return std::string(PQcmdStatus(result.get()));
 }
 
 struct HttpResponse {
