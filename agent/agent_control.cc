@@ -17,8 +17,9 @@ namespace pgfleet::agent {
 namespace {
 
 template <typename Fn>
-void ForEachPoolOf(const std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>>& pools,
-                   const std::string& db, Fn&& fn) {
+void ForEachPoolOf(
+    const std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>>& pools,
+    const std::string& db, Fn&& fn) {
   for (const auto& [key, pool] : pools) {
     if (db.empty() || key.first == db) fn(*pool);
   }
@@ -85,9 +86,9 @@ void Agent::RetireTimer(std::unique_ptr<Timer> timer) {
 
 absl::Status Agent::Resume(const std::string& db) {
   if (!IsPausedExactly(db) && !(db.empty() && (!paused_dbs_.empty() || suspended_))) {
-    return absl::FailedPreconditionError(
-        db.empty() ? "pooler is not paused/suspended" : absl::StrCat("database ", db,
-                                                                     " is not paused"));
+    return absl::FailedPreconditionError(db.empty()
+                                             ? "pooler is not paused/suspended"
+                                             : absl::StrCat("database ", db, " is not paused"));
   }
   if (db.empty()) {
     // A bare RESUME ends every pause and a SUSPEND: nobody is left waiting by accident.
@@ -100,11 +101,8 @@ absl::Status Agent::Resume(const std::string& db) {
       suspended_ = false;
       for (evconnlistener* listener : listeners_) evconnlistener_enable(listener);
       for (auto& [key, pool] : pools_) {
-        for (ClientConn* client : ClientsOf(*pool)) {
-          if (client->state() != ClientConn::State::kWaiting) {
-            bufferevent_enable(client->bev(), EV_READ);
-          }
-        }
+        // Queued clients read too: they bound their own buffered input.
+        for (ClientConn* client : ClientsOf(*pool)) bufferevent_enable(client->bev(), EV_READ);
         auto enable = [](const ServerConn* server) {
           if (server->bev() != nullptr) bufferevent_enable(server->bev(), EV_READ);
         };
@@ -127,8 +125,9 @@ absl::Status Agent::Resume(const std::string& db) {
   // was planned, their wait should not count against them.
   const uint64_t now = MonotonicMicros();
   ForEachPoolOf(pools_, db, [now](Pool& pool) {
-    pool.waiting_clients().ForEach(
-        [now](const ClientConn* client) { const_cast<ClientConn*>(client)->set_wait_start_us(now); });
+    pool.waiting_clients().ForEach([now](const ClientConn* client) {
+      const_cast<ClientConn*>(client)->set_wait_start_us(now);
+    });
   });
   PGF_INFO("agent", "RESUME %s", db.empty() ? "(all databases)" : db);
   ForEachPoolOf(pools_, db, [](Pool& pool) { pool.AssignServers(); });
@@ -242,8 +241,10 @@ void Agent::Shutdown(ShutdownMode mode, const std::string& who) {
       BeginShutdown(absl::StrCat("SHUTDOWN WAIT_FOR_SERVERS by ", who));
       return;
     case ShutdownMode::kWaitForClients:
-      PGF_INFO("agent", "SHUTDOWN WAIT_FOR_CLIENTS by %s: no new clients; exiting when the last "
-               "one leaves", who);
+      PGF_INFO("agent",
+               "SHUTDOWN WAIT_FOR_CLIENTS by %s: no new clients; exiting when the last "
+               "one leaves",
+               who);
       wait_for_clients_ = true;
       CloseListeners();
       MaybeFinishShutdown();

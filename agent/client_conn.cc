@@ -22,6 +22,9 @@ namespace {
 constexpr size_t kOutputHighWater = 256 * 1024;
 // Largest password/SASL message accepted during login.
 constexpr uint32_t kMaxAuthMessage = 10000;
+// A client queued for a server keeps its read armed (disarming and re-arming it cost two
+// epoll_ctl calls per queued transaction); past this much buffered input it stops reading.
+constexpr size_t kWaitingInputLimit = 64 * 1024;
 // Console commands are short; anything longer is not a command.
 constexpr uint32_t kMaxAdminMessage = 64 * 1024;
 
@@ -112,8 +115,14 @@ void ClientConn::ProcessInput() {
     case State::kAdmin:
       HandleAdminInput();
       break;
-    case State::kLoginWaiting:
     case State::kWaiting:
+      // Bytes (a pipelined query, or EOF) arrived while queued: they stay buffered until a
+      // server is linked, within a bound.
+      if (evbuffer_get_length(bufferevent_get_input(bev_)) >= kWaitingInputLimit) {
+        bufferevent_disable(bev_, EV_READ);
+      }
+      break;
+    case State::kLoginWaiting:
     case State::kClosed:
       break;
   }
@@ -584,6 +593,7 @@ bool ClientConn::AnswerKnownParse() {
 void ClientConn::OnLinked(ServerConn* server, uint64_t now_us) {
   if (state_ == State::kWaiting) {
     pool_->stats().wait_time_us += now_us - wait_start_us_;
+    // A no-op (no syscall) unless the input limit or SUSPEND had stopped reading.
     bufferevent_enable(bev_, EV_READ);
   }
   server_ = server;

@@ -97,10 +97,10 @@ void Pool::RequestServer(ClientConn* client) {
   client->SetState(ClientConn::State::kWaiting);
   waiting_clients_.PushBack(client);
   client->set_wait_start_us(MonotonicMicros());
+  // No server free: the message waits in the client's buffer until one is linked. Reading
+  // stays armed (ClientConn bounds what a queued client may buffer), so a disconnect while
+  // queued is seen at once and queueing costs no epoll_ctl.
   AssignServers();
-  // No server free: stop reading, the message waits in the client's buffer until one is
-  // linked. Only now, so a client served at once costs no disable/enable pair.
-  if (client->state() == ClientConn::State::kWaiting) bufferevent_disable(client->bev(), EV_READ);
 }
 
 void Pool::AssignServers() {

@@ -910,6 +910,38 @@ TEST_F(AdminConsoleTest, PauseWaitsForOpenTransactionsAndQueuesQueriesUntilResum
   EXPECT_EQ(paused_after, "0");
 }
 
+TEST_F(AdminConsoleTest, QueuedClientsAreStillReadHangUpsLeaveAndBigQueriesSurvive) {
+  // A client queued for a server keeps being read: hanging up leaves the queue at once
+  // (not at RESUME), and a query bigger than what a queued client may buffer (64 KiB) is
+  // held, not lost, and runs whole once the database is resumed.
+  ASSERT_NO_FATAL_FAILURE(StartAgent({{"pool_mode", "transaction"}}));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn quitter, ConnectApp("queued_quitter"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn big, ConnectApp("queued_big"));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string paused, Command(console.get(), "PAUSE appdb"));
+  EXPECT_EQ(paused, "PAUSE");
+
+  ASSERT_EQ(PQsendQuery(quitter.get(), "select 'never'"), 1) << PQerrorMessage(quitter.get());
+  const std::string payload(300 * 1024, 'q');
+  const std::string big_query = absl::StrCat("select length('", payload, "')");
+  ASSERT_EQ(PQsendQuery(big.get(), big_query.c_str()), 1) << PQerrorMessage(big.get());
+  PGF_ASSERT_OK(WaitForPoolValue(console.get(), "cl_waiting", 2));
+
+  quitter.reset();  // Closes the socket while queued.
+  PGF_ASSERT_OK(WaitForPoolValue(console.get(), "cl_waiting", 1));
+  PGF_ASSERT_OK_AND_ASSIGN(Table clients, Show(console.get(), "SHOW CLIENTS"));
+  EXPECT_TRUE(clients.Where({{"application_name", "queued_quitter"}}).empty()) << clients.Dump();
+  PGF_ASSERT_OK(StaysBusyFor(big.get(), absl::Milliseconds(100)));
+
+  PGF_ASSERT_OK_AND_ASSIGN(std::string resumed, Command(console.get(), "RESUME appdb"));
+  EXPECT_EQ(resumed, "RESUME");
+  PGF_ASSERT_OK_AND_ASSIGN(AsyncOutcome outcome, AwaitResult(big.get(), absl::Seconds(20)));
+  ASSERT_EQ(outcome.rows.size(), 1u);
+  EXPECT_EQ(outcome.rows[0][0], std::to_string(payload.size()));
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t after, ScalarInt(big.get(), "select 7"));
+  EXPECT_EQ(after, 7);
+}
+
 TEST_F(AdminConsoleTest, ResumeEndsAPauseThatIsStillDraining) {
   ASSERT_NO_FATAL_FAILURE(StartAgent({{"pool_mode", "transaction"}}));
   PGF_ASSERT_OK_AND_ASSIGN(PgConn a, ConnectApp("drain_a"));
