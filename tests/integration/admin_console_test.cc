@@ -47,6 +47,7 @@
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/console.h"
 #include "tests/testutil/free_port.h"
+#include "tests/testutil/http.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
@@ -206,66 +207,6 @@ PgbenchSummary ParsePgbench(const std::string& out) {
     }
   }
   return summary;
-}
-
-struct HttpResponse {
-  std::string status_line;
-  std::string body;
-};
-
-// A plain HTTP/1.0 GET over a raw socket (no client library between the test and the agent).
-absl::StatusOr<HttpResponse> HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    const int err = errno;
-    close(fd);
-    return absl::UnavailableError(
-        absl::StrCat("connect 127.0.0.1:", port, ": ", std::strerror(err)));
-  }
-  const std::string request =
-      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-  size_t sent = 0;
-  while (sent < request.size()) {
-    const ssize_t n = send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) {
-      close(fd);
-      return absl::UnavailableError("send failed");
-    }
-    sent += static_cast<size_t>(n);
-  }
-  std::string raw;
-  const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (true) {
-    const absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) {
-      close(fd);
-      return absl::DeadlineExceededError(absl::StrCat("GET ", path, ": no end of response"));
-    }
-    pollfd pfd = {fd, POLLIN, 0};
-    poll(&pfd, 1, static_cast<int>(absl::ToInt64Milliseconds(left) + 1));
-    char buf[16384];
-    const ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-    if (n == 0) break;
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
-      break;  // Reset after the response: keep what arrived.
-    }
-    raw.append(buf, static_cast<size_t>(n));
-  }
-  close(fd);
-  const size_t header_end = raw.find("\r\n\r\n");
-  if (header_end == std::string::npos) {
-    return absl::DataLossError(absl::StrCat("GET ", path, ": malformed response: ", raw));
-  }
-  HttpResponse response;
-  response.status_line = raw.substr(0, raw.find("\r\n"));
-  response.body = raw.substr(header_end + 4);
-  return response;
 }
 
 // Prometheus text: the value of the sample `name` whose labels include every `labels` pair.
