@@ -537,9 +537,7 @@ void Agent::Janitor() {
   for (auto& [key, pool] : pools_) pool->Janitor(now);
   admin_->CheckPending();
   for (const AuthFailureLimiter::Unlogged& unlogged : auth_failures_.Expire(absl::Now())) {
-    PGF_WARN("client",
-             "%d more failed logins from %s in the last minute were not logged one by one",
-             unlogged.failures, unlogged.address);
+    LogUnloggedFailures(unlogged.address, unlogged.failures);
   }
 }
 

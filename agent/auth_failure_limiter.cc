@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "common/log.h"
+
 namespace pgfleet::agent {
 
 AuthFailureLimiter::Decision AuthFailureLimiter::OnFailure(absl::string_view address,
@@ -54,6 +56,11 @@ void AuthFailureLimiter::EvictOldest() {
     if (it->second.start < oldest->second.start) oldest = it;
   }
   if (oldest != windows_.end()) windows_.erase(oldest);
+}
+
+void LogUnloggedFailures(absl::string_view address, uint64_t failures) {
+  PGF_WARN("client", "%d more failed logins from %s in the last minute were not logged one by one",
+           failures, address);
 }
 
 absl::string_view PeerAddressWithoutPort(absl::string_view peer) {

@@ -73,6 +73,10 @@ class AuthFailureLimiter {
   uint64_t delayed_total_ = 0;
 };
 
+// The one line that stands for an address's failures past the burst once its window is over
+// (whether the janitor or the address's next failure closes the window).
+void LogUnloggedFailures(absl::string_view address, uint64_t failures);
+
 // "10.1.2.3:5555" -> "10.1.2.3", "[::1]:5555" -> "::1"; anything else (a unix socket's
 // description) is returned as it is.
 absl::string_view PeerAddressWithoutPort(absl::string_view peer);

@@ -422,9 +422,7 @@ void ClientConn::AuthFailed(const std::string& log_reason) {
   const AuthFailureLimiter::Decision decision = agent_.auth_failures().OnFailure(
       address, absl::Now(), cfg.auth_failure_burst, cfg.auth_failure_max_delay);
   if (decision.unlogged_in_previous_window > 0) {
-    PGF_WARN("client",
-             "%d more failed logins from %s in the last minute were not logged one by one",
-             decision.unlogged_in_previous_window, address);
+    LogUnloggedFailures(address, decision.unlogged_in_previous_window);
   }
   if (decision.log) {
     PGF_WARN("client", "c=%d %s login failed for user '%s' db '%s': %s", id_, peer_, user_,
