@@ -370,6 +370,52 @@ Pool* Agent::GetPool(const std::string& database, const std::string& user) {
   return it->second.get();
 }
 
+Pool* Agent::FindPool(const std::string& database, const std::string& user) {
+  auto it = pools_.find(std::make_pair(database, user));
+  return it == pools_.end() ? nullptr : it->second.get();
+}
+
+std::optional<absl::Duration> Agent::PoolReclaimDelay(const std::string& db,
+                                                      const std::string& user) const {
+  // Pools nobody configured (any user name under auth_type any, users removed from auth_file)
+  // go sooner than autodb_idle_timeout's hour: they are what someone can create at will.
+  constexpr absl::Duration kUnconfiguredPoolGrace = absl::Seconds(60);
+  const config::Config& cfg = *config_;
+  const bool user_known = auth_file_.find(user) != auth_file_.end() || cfg.users.contains(user);
+  if (!cfg.FindDatabase(db).has_value() || !user_known) {
+    return std::min(cfg.autodb_idle_timeout, kUnconfiguredPoolGrace);
+  }
+  if (!cfg.databases.contains(db)) return cfg.autodb_idle_timeout;  // Served by "*".
+  return std::nullopt;
+}
+
+void Agent::ReclaimUnusedPools(uint64_t now_us) {
+  for (auto it = pools_.begin(); it != pools_.end();) {
+    Pool& pool = *it->second;
+    const std::optional<absl::Duration> delay = PoolReclaimDelay(it->first.first, it->first.second);
+    const uint64_t unused_for = pool.UnusedForMicros(now_us);
+    if (!delay.has_value() || unused_for == 0 ||
+        unused_for < static_cast<uint64_t>(absl::ToInt64Microseconds(*delay))) {
+      ++it;
+      continue;
+    }
+    pool.Retire();
+    if (pool.server_count() != 0) {  // Defensive: Retire leaves none of an unused pool.
+      ++it;
+      continue;
+    }
+    // A configured database's totals keep what its reclaimed pools counted (SHOW STATS
+    // counters never go down); an auto database's go with it, as in PgBouncer.
+    if (config_->databases.contains(it->first.first)) {
+      reclaimed_stats_[it->first.first] += pool.stats();
+    }
+    PGF_INFO("pool", "db=%s user=%s pool reclaimed after %s unused (no config entry of its own)",
+             it->first.first, it->first.second,
+             absl::FormatDuration(absl::Microseconds(static_cast<int64_t>(unused_for))));
+    it = pools_.erase(it);
+  }
+}
+
 void Agent::RegisterCancelKey(ClientConn* client) {
   uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(client->cancel_pid())) << 32) |
                  static_cast<uint32_t>(client->cancel_key());
@@ -383,47 +429,6 @@ void Agent::UnregisterCancelKey(ClientConn* client) {
   if (it != cancel_keys_.end() && it->second == client) cancel_keys_.erase(it);
 }
 
-namespace {
-
-// Sends one CancelRequest to PostgreSQL on a connection of its own, then frees itself.
-class CancelForwarder {
- public:
-  static void Start(EventLoop& loop, const config::DatabaseConfig& db, const std::string& packet) {
-    auto* self = new CancelForwarder();
-    self->bev_ = bufferevent_socket_new(loop.base(), -1, BEV_OPT_CLOSE_ON_FREE);
-    bufferevent_setcb(self->bev_, nullptr, nullptr, &CancelForwarder::OnEvent, self);
-    bufferevent_write(self->bev_, packet.data(), packet.size());
-    bufferevent_enable(self->bev_, EV_READ | EV_WRITE);
-    int rc;
-    if (db.host.empty() || db.host[0] == '/') {
-      std::string path =
-          absl::StrCat(db.host.empty() ? "/var/run/postgresql" : db.host, "/.s.PGSQL.", db.port);
-      sockaddr_un addr{};
-      addr.sun_family = AF_UNIX;
-      snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path.c_str());
-      rc = bufferevent_socket_connect(self->bev_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    } else {
-      rc = bufferevent_socket_connect_hostname(self->bev_, loop.dns(), AF_UNSPEC, db.host.c_str(),
-                                               db.port);
-    }
-    if (rc != 0) self->Finish();
-  }
-
- private:
-  static void OnEvent(bufferevent*, short events, void* arg) {
-    auto* self = static_cast<CancelForwarder*>(arg);
-    // PostgreSQL closes the connection once it has read the request.
-    if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) self->Finish();
-  }
-  void Finish() {
-    bufferevent_free(bev_);
-    delete this;
-  }
-  bufferevent* bev_ = nullptr;
-};
-
-}  // namespace
-
 void Agent::HandleCancelRequest(int32_t pid, int32_t key) {
   uint64_t lookup =
       (static_cast<uint64_t>(static_cast<uint32_t>(pid)) << 32) | static_cast<uint32_t>(key);
@@ -434,16 +439,73 @@ void Agent::HandleCancelRequest(int32_t pid, int32_t key) {
   }
   ClientConn* client = it->second;
   ServerConn* server = client->server();
-  if (server == nullptr) {
+  if (server == nullptr || server->state() != ServerConn::State::kActive || server->IsClean()) {
     // Nothing is running for this client, so there is nothing to cancel (PostgreSQL too
-    // ignores a cancel for an idle backend).
+    // ignores a cancel for an idle backend). Forwarding it anyway could hit whatever the
+    // server runs later, maybe for another client.
     PGF_INFO("agent", "c=%d cancel request while no query runs: ignored", client->id());
     return;
   }
   PGF_INFO("agent", "c=%d cancel request forwarded to s=%d (backend pid %d)", client->id(),
            server->id(), server->backend_pid());
-  CancelForwarder::Start(*loop_, server->pool().db(),
-                         pg::CancelRequest(server->backend_pid(), server->backend_key()));
+  CancelTarget& target = cancel_targets_[server->id()];
+  target.server = server;
+  ++target.in_flight;
+  auto forwarder = std::make_unique<CancelForwarder>(
+      server->id(), [this](CancelForwarder* done, CancelForwarder::Outcome outcome) {
+        OnCancelForwarded(done, outcome);
+      });
+  CancelForwarder* raw = forwarder.get();
+  cancel_forwarders_.emplace(raw, std::move(forwarder));
+  // May finish (and free the forwarder) before it returns.
+  raw->Start(*loop_, server->pool().db(),
+             pg::CancelRequest(server->backend_pid(), server->backend_key()),
+             config_->server_connect_timeout);
+}
+
+bool Agent::CancelInFlight(const ServerConn* server) const {
+  return cancel_targets_.contains(server->id());
+}
+
+void Agent::HoldUntilCancelled(ServerConn* server) {
+  auto it = cancel_targets_.find(server->id());
+  if (it == cancel_targets_.end()) return;
+  if (it->second.in_flight == 0) {
+    // Only a cancel whose fate is unknown is left (see OnCancelForwarded).
+    cancel_targets_.erase(it);
+    server->Close("a cancel request to it may still land", /*is_error=*/false);
+    return;
+  }
+  it->second.held = true;
+}
+
+void Agent::ForgetCancelTarget(const ServerConn* server) { cancel_targets_.erase(server->id()); }
+
+void Agent::OnCancelForwarded(CancelForwarder* forwarder, CancelForwarder::Outcome outcome) {
+  const uint64_t server_id = forwarder->server_id();
+  cancel_forwarders_.erase(forwarder);  // Frees it; it touches nothing after calling us.
+  auto it = cancel_targets_.find(server_id);
+  if (it == cancel_targets_.end()) return;  // The server has closed meanwhile.
+  CancelTarget& target = it->second;
+  if (outcome == CancelForwarder::Outcome::kUncertain) {
+    // Sent, but PostgreSQL did not close the connection in time: the signal may still
+    // arrive, so this backend must serve nobody else once its client lets go of it.
+    PGF_WARN("agent", "s=%d cancel request did not complete within server_connect_timeout",
+             server_id);
+    target.uncertain = true;
+  }
+  if (--target.in_flight > 0) return;
+  ServerConn* server = target.server;
+  const bool held = target.held;
+  if (target.uncertain && !held) return;  // Still linked: closed when released.
+  const bool uncertain = target.uncertain;
+  cancel_targets_.erase(it);
+  if (!held) return;
+  if (uncertain) {
+    server->Close("a cancel request to it may still land", /*is_error=*/false);
+  } else {
+    server->pool().OnCancelsDone(server);
+  }
 }
 
 void Agent::OnClientClosed(ClientConn*) {
@@ -481,6 +543,7 @@ bool Agent::IsLiveAdminClient(const ClientConn* client, uint64_t id) const {
 std::map<std::string, PoolStats> Agent::StatsByDatabase() const {
   std::map<std::string, PoolStats> totals;
   for (const auto& [key, pool] : pools_) totals[key.first] += pool->stats();
+  for (const auto& [db, stats] : reclaimed_stats_) totals[db] += stats;
   return totals;
 }
 
@@ -517,7 +580,9 @@ const pg::ScramKeys& Agent::ScramKeysForPlainPassword(const std::string& user,
                                                       const std::string& password) {
   auto it = scram_cache_.find(user);
   if (it == scram_cache_.end() || it->second.password != password) {
-    CachedScram entry{password, pg::ScramKeysFromPassword(password, pg::RandomBytes(16), 4096)};
+    CachedScram entry{
+        password, pg::ScramKeysFromPassword(password, pg::ScramMockSalt(mock_auth_secret_, user),
+                                            pg::kScramDefaultIterations)};
     it = scram_cache_.insert_or_assign(user, std::move(entry)).first;
   }
   return it->second.keys;
@@ -535,6 +600,7 @@ void Agent::Janitor() {
     });
   }
   for (auto& [key, pool] : pools_) pool->Janitor(now);
+  ReclaimUnusedPools(now);
   admin_->CheckPending();
   for (const AuthFailureLimiter::Unlogged& unlogged : auth_failures_.Expire(absl::Now())) {
     LogUnloggedFailures(unlogged.address, unlogged.failures);

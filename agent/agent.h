@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "agent/admin/console.h"
 #include "agent/auth_failure_limiter.h"
+#include "agent/cancel_forwarder.h"
 #include "agent/config/auth_file.h"
 #include "agent/config/config.h"
 #include "agent/event_loop.h"
@@ -129,7 +130,10 @@ class Agent {
   const std::vector<evconnlistener*>& listeners() const { return listeners_; }
 
   // The pool for (db, user), created on first use; nullptr if the database is unknown.
+  // Only for authenticated clients: a pool outlives the connection that created it.
   Pool* GetPool(const std::string& database, const std::string& user);
+  // The existing pool for (db, user), or nullptr; never creates one.
+  Pool* FindPool(const std::string& database, const std::string& user);
   const std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>>& pools() const {
     return pools_;
   }
@@ -139,6 +143,13 @@ class Agent {
   void RegisterCancelKey(ClientConn* client);
   void UnregisterCancelKey(ClientConn* client);
   void HandleCancelRequest(int32_t pid, int32_t key);
+  // Cancel requests forwarded to a server and not finished yet. A server released while one
+  // is in flight is held (Pool::ReleaseServer) until they all have: until PostgreSQL has
+  // closed the cancel connection the signal may still hit whatever the backend runs next.
+  bool CancelInFlight(const ServerConn* server) const;
+  void HoldUntilCancelled(ServerConn* server);
+  // The server is closing: its cancels' outcome no longer matters.
+  void ForgetCancelTarget(const ServerConn* server);
   IntrusiveList<ClientConn>& login_clients() { return login_clients_; }
   size_t client_count() const { return client_count_; }
   void OnClientClosed(ClientConn* client);
@@ -165,9 +176,15 @@ class Agent {
   const std::map<std::string, ServerLimits>& server_limits() const { return server_limits_; }
 
   // SCRAM keys derived from a plaintext auth_file password, cached per user so a new
-  // connection does not pay for PBKDF2 each time.
+  // connection does not pay for PBKDF2 each time. The salt is the user's mock salt, so it is
+  // the same on every attempt (and after the cache is cleared), as for a user not in auth_file.
   const pg::ScramKeys& ScramKeysForPlainPassword(const std::string& user,
                                                  const std::string& password);
+  // Keys that show `user` the same salt and iteration count on every attempt and match no
+  // password: for users not in auth_file and md5 entries, so SCRAM does not reveal who exists.
+  pg::ScramKeys ScramMockKeysFor(const std::string& user) const {
+    return pg::ScramMockKeys(mock_auth_secret_, user);
+  }
 
  private:
   explicit Agent(AgentOptions options);
@@ -176,6 +193,12 @@ class Agent {
   static void OnAccept(evconnlistener* listener, int fd, ::sockaddr* addr, int socklen, void* arg);
   static void OnSignal(int signal, short what, void* arg);
   void Janitor();
+  // How long an unused pool of (db, user) is kept: nullopt for pools the config names (an
+  // explicit [databases] entry and a user in auth_file or [users]), which are kept.
+  std::optional<absl::Duration> PoolReclaimDelay(const std::string& db,
+                                                 const std::string& user) const;
+  // Drops pools that have been unused for longer than their PoolReclaimDelay.
+  void ReclaimUnusedPools(uint64_t now_us);
   void RunDeferredDeletes();
   void MaybeFinishShutdown();
   // Closes every connection, then stops the loop.
@@ -197,8 +220,22 @@ class Agent {
   std::vector<ServerConn*> deferred_servers_;
 
   std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>> pools_;
+  // What reclaimed pools of configured databases had counted, per database.
+  std::map<std::string, PoolStats> reclaimed_stats_;
   IntrusiveList<ClientConn> login_clients_;
   absl::flat_hash_map<uint64_t, ClientConn*> cancel_keys_;
+  void OnCancelForwarded(CancelForwarder* forwarder, CancelForwarder::Outcome outcome);
+  struct CancelTarget {
+    ServerConn* server = nullptr;
+    int in_flight = 0;
+    bool held = false;       // Released by its client, kept out of the pool until the cancels end.
+    bool uncertain = false;  // A cancel may still land: close the server instead of reusing it.
+  };
+  absl::flat_hash_map<uint64_t, CancelTarget> cancel_targets_;  // By server id.
+  // Declared after loop_, so destroyed (bufferevents freed) while the event base still exists.
+  absl::flat_hash_map<CancelForwarder*, std::unique_ptr<CancelForwarder>> cancel_forwarders_;
+  // Per-process secret behind the mock SCRAM salts (PostgreSQL's mock authentication nonce).
+  const std::string mock_auth_secret_ = pg::RandomBytes(32);
   struct CachedScram {
     std::string password;
     pg::ScramKeys keys;

@@ -149,6 +149,21 @@ void ClientConn::HandleStartup() {
 }
 
 void ClientConn::HandleStartupPacket(std::string_view packet) {
+  // A CancelRequest is never answered, well-formed or not: PostgreSQL and PgBouncer close the
+  // connection without a byte, and a client must not learn anything from trying keys.
+  uint32_t code = 0;
+  if (packet.size() >= 8) memcpy(&code, packet.data() + 4, 4);
+  if (ntohl(code) == static_cast<uint32_t>(pg::kCancelRequestCode)) {
+    absl::StatusOr<pg::StartupPacket> cancel = pg::ParseStartupPacket(packet);
+    if (cancel.ok()) {
+      agent_.HandleCancelRequest(cancel->cancel_pid, cancel->cancel_key);
+    } else {
+      PGF_INFO("client", "c=%d %s malformed cancel request ignored: %s", id_, peer_,
+               cancel.status().message());
+    }
+    Close("cancel request handled");
+    return;
+  }
   absl::StatusOr<pg::StartupPacket> startup = pg::ParseStartupPacket(packet);
   if (!startup.ok()) {
     const bool wrong_version = absl::StrContains(startup.status().message(), "protocol");
@@ -157,16 +172,26 @@ void ClientConn::HandleStartupPacket(std::string_view packet) {
   }
   switch (startup->code) {
     case pg::kSslRequestCode:
+    case pg::kGssEncRequestCode: {
+      // One SSLRequest and one GSSENCRequest at most, and none once TLS is on, as PostgreSQL
+      // 15's ProcessStartupPacket: anything more is not a protocol it speaks.
+      bool& done = startup->code == pg::kSslRequestCode ? ssl_negotiated_ : gss_negotiated_;
+      if (done) {
+        const uint32_t request = static_cast<uint32_t>(startup->code);
+        CloseWithError("0A000", absl::StrCat("unsupported frontend protocol ", request >> 16, ".",
+                                             request & 0xffff, ": server supports 3.0 to 3.0"));
+        return;
+      }
+      done = true;
+      if (startup->code == pg::kGssEncRequestCode) {
+        // No GSS encryption: the client may go on in plain text (or ask for TLS).
+        Write("N");
+        return;
+      }
       StartTls();
+      if (tls_) gss_negotiated_ = true;  // Inside TLS there is nothing left to negotiate.
       return;
-    case pg::kGssEncRequestCode:
-      // No GSS encryption: the client may go on in plain text (or ask for TLS).
-      Write("N");
-      return;
-    case pg::kCancelRequestCode:
-      agent_.HandleCancelRequest(startup->cancel_pid, startup->cancel_key);
-      Close("cancel request handled");
-      return;
+    }
     default:
       break;
   }
@@ -281,15 +306,14 @@ void ClientConn::StartAuth() {
       break;
     case AuthMethod::kScram: {
       // Unknown users and md5 secrets still go through a full exchange, with keys nobody
-      // knows, so the answer does not reveal whether the user exists.
-      pg::ScramKeys keys;
+      // knows but the salt and iteration count a user of that name always gets, so the answer
+      // does not reveal whether the user exists; and without PBKDF2, so neither does the time.
+      pg::ScramKeys keys = agent_.ScramMockKeysFor(user_);
       if (secret != nullptr && secret->kind == config::SecretKind::kScramSha256) {
         absl::StatusOr<pg::ScramKeys> parsed = pg::ParseScramSecret(secret->secret);
         if (parsed.ok()) keys = *parsed;
       } else if (secret != nullptr && secret->kind == config::SecretKind::kPlain) {
         keys = agent_.ScramKeysForPlainPassword(user_, secret->secret);
-      } else {
-        keys = pg::ScramKeysFromPassword(pg::RandomBytes(16), pg::RandomBytes(16), 4096);
       }
       scram_ = std::make_unique<pg::ScramServerExchange>(std::move(keys));
       Write(pg::AuthenticationRequest(pg::kAuthSasl, std::string("SCRAM-SHA-256\0\0", 15)));
@@ -416,7 +440,8 @@ void ClientConn::HandleAuthMessage() {
 }
 
 void ClientConn::AuthFailed(const std::string& log_reason) {
-  if (Pool* pool = agent_.GetPool(database_, user_)) pool->stats().client_login_failures++;
+  // Counted on an existing pool only: a failed login must create nothing that outlives it.
+  if (Pool* pool = agent_.FindPool(database_, user_)) pool->stats().client_login_failures++;
   const config::Config& cfg = agent_.config();
   const absl::string_view address = PeerAddressWithoutPort(peer_);
   const AuthFailureLimiter::Decision decision = agent_.auth_failures().OnFailure(

@@ -119,6 +119,9 @@ class ClientConn : public ListNode {
   bufferevent* bev_ = nullptr;  // Over TLS, the encrypting filter around the socket's.
   bool tls_ = false;
   bool unix_socket_ = false;  // TLS is neither offered nor required over a unix socket.
+  // An SSLRequest / GSSENCRequest was answered: a second one is a protocol error.
+  bool ssl_negotiated_ = false;
+  bool gss_negotiated_ = false;
   int fd_;
   std::string peer_;
   uint64_t id_;

@@ -146,8 +146,13 @@ void Pool::ReleaseServer(ServerConn* server) {
     server->Close("database paused", /*is_error=*/false);
   } else if (server_count() > static_cast<size_t>(pool_size() + reserve_pool_size())) {
     server->Close("too many servers in the pool", /*is_error=*/false);
-  } else if (!cfg.server_reset_query.empty() &&
-             (pool_mode() == config::PoolMode::kSession || cfg.server_reset_query_always)) {
+  } else if (agent_.CancelInFlight(server)) {
+    // A cancel for the client that just left is on its way to PostgreSQL: until it has landed
+    // it could cancel whatever this backend runs next, so nobody gets it before (PgBouncer's
+    // SV_BEING_CANCELED). OnCancelsDone puts it back.
+    MoveServerToUsed(server);
+    agent_.HoldUntilCancelled(server);
+  } else if (NeedsResetQuery()) {
     MoveServerToUsed(server);
     server->RunInternalQuery(cfg.server_reset_query, ServerConn::AfterInternal::kBackToIdle);
   }
@@ -172,6 +177,22 @@ void Pool::OnServerIdle(ServerConn* server) {
   server->SetState(ServerConn::State::kIdle);
   idle_servers_.PushBack(server);
   AssignServers();
+}
+
+bool Pool::NeedsResetQuery() const {
+  const config::Config& cfg = agent_.config();
+  return !cfg.server_reset_query.empty() &&
+         (pool_mode() == config::PoolMode::kSession || cfg.server_reset_query_always);
+}
+
+void Pool::OnCancelsDone(ServerConn* server) {
+  if (server->state() != ServerConn::State::kUsed) return;
+  if (NeedsResetQuery()) {
+    server->RunInternalQuery(agent_.config().server_reset_query,
+                             ServerConn::AfterInternal::kBackToIdle);
+  } else {
+    OnServerIdle(server);
+  }
 }
 
 void Pool::MoveServerToIdle(ServerConn* server) { OnServerIdle(server); }
@@ -282,7 +303,7 @@ bool Pool::CanLaunchServer(bool use_reserve) const {
 }
 
 void Pool::MaybeLaunchServers() {
-  if (agent_.shutting_down() || agent_.IsPaused(db_.name)) return;
+  if (retiring_ || agent_.shutting_down() || agent_.IsPaused(db_.name)) return;
   const uint64_t now = MonotonicMicros();
   // After a failed login, wait server_login_retry before trying again (the janitor retries).
   if (last_login_failure_us_ != 0 &&
@@ -416,6 +437,21 @@ void Pool::Janitor(uint64_t now) {
     }
   });
   MaybeLaunchServers();
+}
+
+uint64_t Pool::UnusedForMicros(uint64_t now_us) {
+  if (client_count() > 0 || server_count() != idle_servers_.size()) {
+    unused_since_us_ = 0;
+    return 0;
+  }
+  if (unused_since_us_ == 0) unused_since_us_ = now_us;
+  // At least 1: "unused" is distinct from "in use" even on the first look.
+  return std::max<uint64_t>(now_us - unused_since_us_, 1);
+}
+
+void Pool::Retire() {
+  retiring_ = true;
+  CloseAllServers("pool reclaimed: unused, and no config entry of its own", /*idle_only=*/true);
 }
 
 }  // namespace pgfleet::agent

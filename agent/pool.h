@@ -58,10 +58,19 @@ class Pool {
   void ReleaseServer(ServerConn* server);
   // The server is back to idle after a reset/check/param query.
   void OnServerIdle(ServerConn* server);
+  // A server held back at release because cancel requests to it were in flight: they have
+  // all reached PostgreSQL, so it can serve the next client.
+  void OnCancelsDone(ServerConn* server);
   void DetachServer(ServerConn* server);
 
   // Called about once a second: timeouts, min_pool_size, idle server expiry.
   void Janitor(uint64_t now_us);
+  // How long the pool has had no client and no server but idle ones, as the janitor saw it
+  // (0 while in use). Pools with no config entry of their own are reclaimed after a while.
+  uint64_t UnusedForMicros(uint64_t now_us);
+  // Before the agent drops the pool: closes its idle servers and launches no more. Afterwards
+  // the pool has no connection left (UnusedForMicros > 0 said it had only idle servers).
+  void Retire();
   void CloseAllServers(const char* reason, bool idle_only);
   // RECONNECT: servers are closed once released; idle ones now.
   void Reconnect();
@@ -110,6 +119,8 @@ class Pool {
   void LaunchServer();
   void WelcomeWaitingLogins();
   void RemoveServerFromList(ServerConn* server);
+  // Whether a released server runs server_reset_query before going back to idle.
+  bool NeedsResetQuery() const;
 
   Agent& agent_;
   config::DatabaseConfig db_;
@@ -128,6 +139,8 @@ class Pool {
   bool has_welcome_ = false;
   std::optional<pg::ScramKeys> scram_keys_;
   uint64_t last_login_failure_us_ = 0;
+  uint64_t unused_since_us_ = 0;  // 0: in use when the janitor last looked.
+  bool retiring_ = false;
   std::string last_login_error_;
   PoolStats stats_;
 };

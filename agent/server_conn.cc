@@ -708,6 +708,7 @@ void ServerConn::Close(const std::string& reason, bool is_error) {
              "s=%d %s@%s closing because: %s", id_, pool_.server_user(), address_, reason);
   if (is_error) pool_.stats().server_errors++;
   ClientConn* client = client_;
+  agent_.ForgetCancelTarget(this);
   pool_.DetachServer(this);
   state_ = State::kClosed;
   if (bev_ != nullptr) {

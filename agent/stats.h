@@ -58,8 +58,12 @@ class StatsHistory {
     for (const auto& [db, now] : totals) {
       const PoolStats& before = last_[db];
       StatsAverages& avg = averages_[db];
+      // Totals can go down (the pool of an auto database reclaimed): such a period counts 0.
+      auto delta = [](uint64_t now_total, uint64_t before_total) {
+        return now_total < before_total ? 0 : now_total - before_total;
+      };
       auto rate = [&](uint64_t a, uint64_t b) {
-        return static_cast<uint64_t>(static_cast<double>(a - b) / period_seconds);
+        return static_cast<uint64_t>(static_cast<double>(delta(a, b)) / period_seconds);
       };
       auto per = [](uint64_t time_delta, uint64_t count_delta) {
         return count_delta == 0 ? 0 : time_delta / count_delta;
@@ -68,12 +72,17 @@ class StatsHistory {
       avg.query_count = rate(now.query_count, before.query_count);
       avg.bytes_received = rate(now.bytes_received, before.bytes_received);
       avg.bytes_sent = rate(now.bytes_sent, before.bytes_sent);
-      avg.xact_time_us = per(now.xact_time_us - before.xact_time_us, now.xact_count - before.xact_count);
-      avg.query_time_us =
-          per(now.query_time_us - before.query_time_us, now.query_count - before.query_count);
+      avg.xact_time_us = per(delta(now.xact_time_us, before.xact_time_us),
+                             delta(now.xact_count, before.xact_count));
+      avg.query_time_us = per(delta(now.query_time_us, before.query_time_us),
+                              delta(now.query_count, before.query_count));
       avg.wait_time_us = rate(now.wait_time_us, before.wait_time_us);
       last_[db] = now;
     }
+    // Databases whose pools are all gone (auto databases) are forgotten, so these maps hold
+    // no more names than there are pools.
+    std::erase_if(last_, [&](const auto& entry) { return !totals.contains(entry.first); });
+    std::erase_if(averages_, [&](const auto& entry) { return !totals.contains(entry.first); });
   }
   StatsAverages Averages(const std::string& db) const {
     auto it = averages_.find(db);

@@ -79,6 +79,10 @@ struct Config {
   absl::Duration server_connect_timeout = absl::Seconds(15);
   absl::Duration server_login_retry = absl::Seconds(15);
   absl::Duration client_login_timeout = absl::Seconds(60);
+  // A pool of a database served by the "*" entry goes away after this long without clients
+  // (PgBouncer's key and default). Pools of users no longer in auth_file (or, with auth_type
+  // any, in no config section) go after the same time, at most 60 s.
+  absl::Duration autodb_idle_timeout = absl::Seconds(3600);
   absl::Duration client_idle_timeout = absl::ZeroDuration();       // 0 = disabled.
   absl::Duration query_timeout = absl::ZeroDuration();             // 0 = disabled.
   absl::Duration query_wait_timeout = absl::Seconds(120);          // 0 = disabled.

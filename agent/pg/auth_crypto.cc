@@ -6,6 +6,7 @@
 #include <openssl/rand.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -260,6 +261,21 @@ std::string FormatScramSecret(const ScramKeys& keys) {
   return absl::StrCat(Av(kScramPrefix), keys.iterations, ":", Base64Encode(keys.salt), "$",
                       Base64Encode(AsStringView(keys.stored_key)), ":",
                       Base64Encode(AsStringView(keys.server_key)));
+}
+
+std::string ScramMockSalt(std::string_view secret, std::string_view user) {
+  const Sha256Digest digest = HmacSha256(secret, user);
+  return std::string(AsStringView(digest).substr(0, kScramMockSaltBytes));
+}
+
+ScramKeys ScramMockKeys(std::string_view secret, std::string_view user) {
+  ScramKeys keys;
+  keys.salt = ScramMockSalt(secret, user);
+  keys.iterations = kScramDefaultIterations;
+  const std::string random = RandomBytes(keys.stored_key.size() + keys.server_key.size());
+  memcpy(keys.stored_key.data(), random.data(), keys.stored_key.size());
+  memcpy(keys.server_key.data(), random.data() + keys.stored_key.size(), keys.server_key.size());
+  return keys;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -47,6 +47,18 @@ absl::StatusOr<ScramKeys> ParseScramSecret(std::string_view secret);
 ScramKeys ScramKeysFromPassword(std::string_view password, std::string_view salt, int iterations);
 std::string FormatScramSecret(const ScramKeys& keys);
 
+// The SCRAM salt the agent shows for `user` when it has no salt of its own to show (an unknown
+// user, an md5 or plaintext auth_file entry): HMAC-SHA-256(secret, user) cut to 16 bytes, as
+// PostgreSQL's scram_mock_salt. Stable for a user for as long as `secret` is, so two attempts
+// for a user name see the same salt whether or not the user exists.
+inline constexpr size_t kScramMockSaltBytes = 16;
+inline constexpr int kScramDefaultIterations = 4096;
+std::string ScramMockSalt(std::string_view secret, std::string_view user);
+// Keys for a user the agent cannot authenticate with SCRAM: the mock salt, the default
+// iteration count and random StoredKey/ServerKey, so the exchange runs as for a real user and
+// fails at the proof check. No PBKDF2: costs the same as a user whose keys are known.
+ScramKeys ScramMockKeys(std::string_view secret, std::string_view user);
+
 // The server side: the agent authenticating a client.
 class ScramServerExchange {
  public:

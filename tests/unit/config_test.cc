@@ -72,6 +72,7 @@ TEST(ConfigDefaultsTest, EmptyPgbouncerSectionHasPgBouncerDefaults) {
   EXPECT_EQ(c.server_connect_timeout, absl::Seconds(15));
   EXPECT_EQ(c.server_login_retry, absl::Seconds(15));
   EXPECT_EQ(c.client_login_timeout, absl::Seconds(60));
+  EXPECT_EQ(c.autodb_idle_timeout, absl::Seconds(3600));
   EXPECT_EQ(c.client_idle_timeout, absl::ZeroDuration());
   EXPECT_EQ(c.query_timeout, absl::ZeroDuration());
   EXPECT_EQ(c.query_wait_timeout, absl::Seconds(120));
@@ -306,7 +307,6 @@ TEST(ConfigTest, IgnoredPgBouncerKeysAreAccepted) {
                           "service_name",
                           "unix_socket_group",
                           "auth_hba_file",
-                          "autodb_idle_timeout",
                           "resolv_conf"}) {
     Config c = MustParse(absl::StrCat("[pgbouncer]\n", key, " = whatever\n"));
     EXPECT_THAT(c.warnings, ElementsAre(absl::StrCat("test.ini:2: key '", key,
@@ -865,7 +865,8 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "admin_users|||yes",
       // pgfleet's own keys (slowing password guessing down); PgBouncer has no such rows.
       "auth_failure_burst|5|5|yes", "auth_failure_max_delay|2|2|yes", "auth_file|||yes",
-      "auth_type|md5|md5|yes", "client_idle_timeout|0|0|yes", "client_login_timeout|60|60|yes",
+      "auth_type|md5|md5|yes", "autodb_idle_timeout|3600|3600|yes", "client_idle_timeout|0|0|yes",
+      "client_login_timeout|60|60|yes",
       // PgBouncer says "yes" for the TLS keys; here they change with RELOAD only (which
       // rebuilds the TLS contexts and can refuse a bad file), so SET refuses them.
       "client_tls_ca_file|||no", "client_tls_cert_file|||no",
