@@ -158,7 +158,8 @@ TEST_F(LoginHardeningTest, FailedLoginsWithRandomUsersCreateNoPools) {
 }
 
 TEST_F(LoginHardeningTest, UnusedPoolsWithoutAConfigEntryAreReclaimed) {
-  AgentOptions options = BaseOptions({{"autodb_idle_timeout", "1"}});
+  // Long enough for the pools to be seen before they go, short enough for a quick test.
+  AgentOptions options = BaseOptions({{"autodb_idle_timeout", "3"}});
   // "*" serves any other database name (here PostgreSQL's own "postgres" and "template1").
   options.databases_section += absl::StrCat("* = host=127.0.0.1 port=", g_pg->port(),
                                             " user=", kAppUser, " password=", kAppPassword, "\n");
