@@ -106,7 +106,7 @@ constexpr char kForgedTimeZoneLine[] = "2026-01-01T00:00:00.000Z INFO admin forg
 constexpr char kForgedAppNameLine[] = "2026-01-01 00:00:00 LOG forged-by-application-name";
 
 TEST_F(HostileInputTest, NamesWithNewlinesCannotForgeLogLines) {
-  StartAgent();
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
   const std::string user = absl::StrCat("x\n", kForgedUserLine);
   const std::string db = absl::StrCat("x\r\n", kForgedDbLine);
   const std::string timezone = absl::StrCat("x\n", kForgedTimeZoneLine);
@@ -234,7 +234,7 @@ constexpr char kBackslashAppName[] = R"(C:\temp\new 'quoted' \\ end\)";
 // A victim whose values hold backslashes gets a server that a previous client left with
 // standard_conforming_strings = off: its values must arrive exactly.
 TEST_F(HostileInputTest, SyncIsExactOnAServerLeftWithStandardConformingStringsOff) {
-  StartAgent();
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
   PGF_ASSERT_OK_AND_ASSIGN(PgConn nonconforming, Connect(AppConn("nonconforming")));
   PGF_ASSERT_OK(Query(nonconforming.get(), "SET standard_conforming_strings = off"));
 
@@ -258,7 +258,7 @@ TEST_F(HostileInputTest, SyncIsExactOnAServerLeftWithStandardConformingStringsOf
 // server so that its crafted application_name is replayed while the server reads backslashes as
 // escapes. No statement of its choosing may run, and every client keeps its exact values.
 TEST_F(HostileInputTest, ApplicationNameCannotBreakOutOfTheSyncLiteral) {
-  StartAgent();
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
   PGF_ASSERT_OK(g_pg->Exec("DROP TABLE IF EXISTS injected_marker", kAppDb).status());
 
   PGF_ASSERT_OK_AND_ASSIGN(PgConn attacker, Connect(AppConn(kBreakoutAppName)));
@@ -298,7 +298,7 @@ std::string SingleValue(const std::vector<BackendMessage>& reply) {
 // The same with standard_conforming_strings = off given in the startup packets, by one
 // attacker: a first connection leaves the server with it off, the second's name is replayed.
 TEST_F(HostileInputTest, StartupParametersCannotBreakOutOfTheSyncLiteral) {
-  StartAgent();
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
   PGF_ASSERT_OK(g_pg->Exec("DROP TABLE IF EXISTS injected_marker", kAppDb).status());
   PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawClient> first, RawClient::Connect(agent_->port()));
   PGF_ASSERT_OK_AND_ASSIGN(std::optional<ErrorFields> first_error,
