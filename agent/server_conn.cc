@@ -9,6 +9,11 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <algorithm>
+#include <string_view>
+#include <utility>
+#include <vector>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
@@ -419,7 +424,11 @@ void ServerConn::RunInternalQuery(const std::string& sql, AfterInternal after) {
 }
 
 bool ServerConn::SyncParams(ClientConn* client) {
-  std::string sets;
+  // Each value travels as a Bind parameter of set_config(), never inside SQL text: a client may
+  // have left this server with standard_conforming_strings off (or a client_encoding whose
+  // multibyte characters swallow a backslash), and a quoted value would then be read
+  // differently, breaking out of its literal on a connection other clients share.
+  std::vector<std::pair<std::string_view, std::string_view>> changes;
   for (const auto& [name, value] : client->params()) {
     bool same = false;
     for (const auto& [server_name, server_value] : params_) {
@@ -428,10 +437,16 @@ bool ServerConn::SyncParams(ClientConn* client) {
         break;
       }
     }
-    if (!same) absl::StrAppend(&sets, "SET ", name, " = ", pg::QuoteLiteral(value), ";");
+    if (!same) changes.emplace_back(name, value);
   }
-  if (sets.empty()) return false;
-  RunInternalQuery(sets, AfterInternal::kLinkClient);
+  if (changes.empty()) return false;
+  // client_encoding first, so the server reads the other values in the client's encoding.
+  std::stable_partition(changes.begin(), changes.end(),
+                        [](const auto& change) { return change.first == "client_encoding"; });
+  WriteRaw(pg::SetConfigMessages(changes));
+  ++internal_replies_;  // One Sync, one ReadyForQuery.
+  after_internal_ = AfterInternal::kLinkClient;
+  internal_error_.clear();
   return true;
 }
 

@@ -17,6 +17,10 @@ LogLevel GetLogLevel();
 // Sends log lines to `path` (appending) in addition to stderr; empty = stderr only.
 bool SetLogFile(const std::string& path);
 void LogLine(LogLevel level, std::string_view component, std::string_view message);
+// `message` as it goes into a log line: control characters escaped (\n, \r, \t, other bytes
+// below 0x20 and 0x7f as \xNN, the Unicode line separators and C1 controls as \uNNNN), so one
+// log call is always exactly one line, whatever names and peer-provided text it quotes.
+std::string EscapeLogMessage(std::string_view message);
 
 inline bool LogEnabled(LogLevel level) { return level >= GetLogLevel(); }
 

@@ -269,13 +269,42 @@ std::map<char, std::string> ParseErrorFields(std::string_view body) {
 }
 
 std::string QuoteLiteral(std::string_view value) {
-  std::string quoted = "'";
+  // With a backslash, the E'' form (as PostgreSQL's quote_literal does): it reads the same
+  // whatever standard_conforming_strings is, where '...' would take \' as an escaped quote
+  // when it is off and let the rest of the value out of the literal.
+  const bool escape_form = value.find('\\') != std::string_view::npos;
+  std::string quoted = escape_form ? "E'" : "'";
   for (char c : value) {
-    if (c == '\'') quoted.push_back('\'');
+    if (c == '\'' || c == '\\') quoted.push_back(c);
     quoted.push_back(c);
   }
   quoted.push_back('\'');
   return quoted;
+}
+
+std::string SetConfigMessages(
+    const std::vector<std::pair<std::string_view, std::string_view>>& settings) {
+  std::string messages = MessageBuilder('P')
+                             .CString("")
+                             .CString("SELECT pg_catalog.set_config($1, $2, false)")
+                             .Int16(0)
+                             .Finish();
+  for (const auto& [name, value] : settings) {
+    messages += MessageBuilder('B')
+                    .CString("")  // Unnamed portal.
+                    .CString("")  // Unnamed statement.
+                    .Int16(0)     // Parameters in text.
+                    .Int16(2)
+                    .Int32(static_cast<int32_t>(name.size()))
+                    .Bytes(name)
+                    .Int32(static_cast<int32_t>(value.size()))
+                    .Bytes(value)
+                    .Int16(0)  // Results in text.
+                    .Finish();
+    messages += MessageBuilder('E').CString("").Int32(0).Finish();
+  }
+  messages += MessageBuilder('S').Finish();
+  return messages;
 }
 
 }  // namespace pgfleet::agent::pg

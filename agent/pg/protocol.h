@@ -113,7 +113,16 @@ absl::StatusOr<StartupPacket> ParseStartupPacket(std::string_view packet);
 // Fields of an ErrorResponse/NoticeResponse body, keyed by field code ('S', 'C', 'M'...).
 std::map<char, std::string> ParseErrorFields(std::string_view body);
 
-// Quotes `value` as an SQL string literal ('...' with '' escapes).
+// Quotes `value` as an SQL string literal: '...' with '' escapes, or E'...' with \\ and ''
+// escapes when it holds a backslash, so that it reads the same whatever the server's
+// standard_conforming_strings (as PostgreSQL's quote_literal()).
 std::string QuoteLiteral(std::string_view value);
+
+// Extended-protocol messages that apply `settings` (name, value) in order with
+// pg_catalog.set_config(name, value, false) and end with one Sync: the values travel as Bind
+// parameters, never as SQL text, so no standard_conforming_strings or client_encoding can make
+// one of them read as anything but itself. One ReadyForQuery answers the lot.
+std::string SetConfigMessages(
+    const std::vector<std::pair<std::string_view, std::string_view>>& settings);
 
 }  // namespace pgfleet::agent::pg

@@ -269,6 +269,10 @@ ApiRouter::ApiRouter(FleetApi& fleet, RolloutEngine& rollouts, MaintenanceOrches
       }};
 }
 
+absl::Status ApiRouter::Authenticate(const std::string& authorization) {
+  return AuthenticateBearer(store_, authorization).status();
+}
+
 ApiResponse ApiRouter::Handle(const ApiRequest& request) {
   auto fail = [](const absl::Status& status) {
     return ApiResponse{HttpStatusFor(status), ErrorJson(status)};

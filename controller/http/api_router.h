@@ -48,6 +48,9 @@ class ApiRouter {
   // Authenticates and runs the request; may block (commands wait for agents), so HttpServer
   // calls it off its event loop.
   ApiResponse Handle(const ApiRequest& request);
+  // The bearer-token check alone, cheap enough for HttpServer's event loop, which runs it
+  // before it reads anything else of a request or queues it (Handle checks again).
+  absl::Status Authenticate(const std::string& authorization);
 
  private:
   // A method: runs with the caller and the request JSON, returns the response JSON.

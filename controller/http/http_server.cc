@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -123,7 +124,9 @@ absl::StatusOr<int> HttpServer::Start() {
   if (base_ == nullptr) return absl::InternalError("libevent: event_base_new failed");
   http_ = evhttp_new(base_);
   evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
-  evhttp_set_max_body_size(http_, 8 << 20);  // Pushed configs are whole pgbouncer.ini files.
+  evhttp_set_max_headers_size(http_, options_.max_header_bytes);
+  // The largest any method takes; the per-method limit is checked in HandleApi.
+  evhttp_set_max_body_size(http_, std::max(options_.max_body_bytes, options_.max_push_body_bytes));
   evhttp_set_timeout(http_, 60);
   evhttp_set_gencb(http_, &HttpServer::OnRequest, this);
   evhttp_bound_socket* bound =
@@ -197,27 +200,49 @@ void HttpServer::OnRequest(evhttp_request* request, void* self_ptr) {
 }
 
 void HttpServer::HandleApi(evhttp_request* request, const std::string& method) {
+  auto reply_error = [request](int http_status, const absl::Status& status) {
+    Reply(request, http_status, "application/json", ErrorJson(status));
+  };
+  // The token first, here on the event loop: a caller without one gets nothing else looked at
+  // (not the method, not the body) and takes no worker and no place in the queue.
+  const char* authorization =
+      evhttp_find_header(evhttp_request_get_input_headers(request), "Authorization");
+  if (absl::Status authenticated = router_.Authenticate(authorization ? authorization : "");
+      !authenticated.ok()) {
+    reply_error(HttpStatusFor(authenticated), authenticated);
+    return;
+  }
+  evbuffer* body = evhttp_request_get_input_buffer(request);
+  const size_t body_size = evbuffer_get_length(body);
+  const size_t body_limit = static_cast<size_t>(
+      method == "PushConfig" ? options_.max_push_body_bytes : options_.max_body_bytes);
+  if (body_size > body_limit) {
+    reply_error(413, absl::InvalidArgumentError(absl::StrCat("request body of ", body_size,
+                                                             " bytes is over the limit of ",
+                                                             body_limit, " bytes for ", method)));
+    return;
+  }
+  if (pending_requests_ >= options_.max_pending_requests) {
+    reply_error(503,
+                absl::UnavailableError(absl::StrCat("too many API requests in progress (",
+                                                    pending_requests_, "): try again shortly")));
+    return;
+  }
   auto job = std::make_unique<Job>();
   job->request = request;
   job->api.http_method = MethodName(evhttp_request_get_command(request));
   job->api.method = method;
-  if (const char* authorization =
-          evhttp_find_header(evhttp_request_get_input_headers(request), "Authorization")) {
-    job->api.authorization = authorization;
-  }
+  if (authorization != nullptr) job->api.authorization = authorization;
   if (job->api.http_method == "POST") {
-    evbuffer* body = evhttp_request_get_input_buffer(request);
-    const size_t size = evbuffer_get_length(body);
-    job->api.json.resize(size);
-    if (size > 0) evbuffer_copyout(body, job->api.json.data(), size);
+    job->api.json.resize(body_size);
+    if (body_size > 0) evbuffer_copyout(body, job->api.json.data(), body_size);
   } else {
     std::multimap<std::string, std::string> params;
     const evhttp_uri* uri = evhttp_request_get_evhttp_uri(request);
     if (const char* query = uri != nullptr ? evhttp_uri_get_query(uri) : nullptr) {
       evkeyvalq parsed;
       if (evhttp_parse_query_str(query, &parsed) != 0) {
-        Reply(request, 400, "application/json",
-              ErrorJson(absl::InvalidArgumentError("malformed query string")));
+        reply_error(400, absl::InvalidArgumentError("malformed query string"));
         return;
       }
       for (evkeyval* kv = parsed.tqh_first; kv != nullptr; kv = kv->next.tqe_next) {
@@ -227,6 +252,7 @@ void HttpServer::HandleApi(evhttp_request* request, const std::string& method) {
     }
     job->api.json = QueryToJson(params);
   }
+  ++pending_requests_;
   {
     std::lock_guard<std::mutex> lock(mu_);
     queued_.push_back(std::move(job));
@@ -265,6 +291,7 @@ void HttpServer::SendFinishedJobs() {
   }
   for (const std::unique_ptr<Job>& job : done) {
     Reply(job->request, job->response.http_status, "application/json", job->response.json);
+    --pending_requests_;
   }
 }
 

@@ -27,6 +27,17 @@ struct HttpServerOptions {
   std::string listen = "127.0.0.1:7080";  // host:port; port 0 picks a free one.
   std::string web_root;                   // Static files; empty: API only.
   int worker_threads = 4;
+  // Request line and headers together. libevent 2.1 answers a longer head with 400 and closes
+  // the connection (it has no hook to say 431).
+  int max_header_bytes = 16 * 1024;
+  // Request bodies. PushConfig carries a whole pgbouncer.ini: a config reaches agents in one
+  // gRPC message (4 MiB at most by default) and its JSON escaping can double it, hence 8 MiB;
+  // a larger Content-Length is refused (413) before any of the body is read. Every other
+  // method takes a small JSON request: at most max_body_bytes, 413 beyond it.
+  int max_body_bytes = 1 << 20;
+  int max_push_body_bytes = 8 << 20;
+  // API requests waiting for or running on a worker; one more is answered 503 at once.
+  int max_pending_requests = 64;
   // How often connected agents' newest reports are copied into the live metrics history.
   int sample_interval_ms = 500;
 };
@@ -63,6 +74,7 @@ class HttpServer {
   evhttp* http_ = nullptr;
   event* jobs_done_event_ = nullptr;
   event* sample_timer_ = nullptr;
+  int pending_requests_ = 0;  // Queued or running API requests; event loop only.
   std::thread loop_thread_;
   std::vector<std::thread> workers_;
 
