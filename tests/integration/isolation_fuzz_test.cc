@@ -253,6 +253,7 @@ struct ScenarioConfig {
   int clients = 4;
   std::vector<ActionClass> actions;
   uint64_t seed_offset = 0;
+  int max_prepared_statements = 100;  // 0: no statement tracking in the agent.
 };
 
 class IsolationFuzzTest : public ::testing::Test {
@@ -293,12 +294,13 @@ class IsolationFuzzTest : public ::testing::Test {
     AgentOptions options;
     options.databases_section =
         absl::StrCat(kAppDb, " = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb, "\n");
-    options.pgbouncer_settings = {{"auth_type", "md5"},
-                                  {"pool_mode", config.pool_mode},
-                                  {"default_pool_size", std::to_string(config.pool_size)},
-                                  {"max_prepared_statements", "100"},
-                                  {"max_client_conn", "200"},
-                                  {"admin_users", kAppUser}};
+    options.pgbouncer_settings = {
+        {"auth_type", "md5"},
+        {"pool_mode", config.pool_mode},
+        {"default_pool_size", std::to_string(config.pool_size)},
+        {"max_prepared_statements", std::to_string(config.max_prepared_statements)},
+        {"max_client_conn", "200"},
+        {"admin_users", kAppUser}};
     options.userlist = {{kAppUser, kAppPassword}};
     absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(options);
     ASSERT_TRUE(agent.ok()) << agent.status();
@@ -1225,6 +1227,20 @@ TEST_F(IsolationFuzzTest, TransactionPoolSize1ExtendedCopyInWithSync) {
   RunScenario({"transaction", 1, 4, {ActionClass::kSimple, ActionClass::kExtendedCopyInSync}, 16});
 }
 
+// The same without prepared-statement tracking: the server stays pinned to the COPY client.
+TEST_F(IsolationFuzzTest, TransactionPoolSize1ExtendedCopyInWithSyncNoStatementTracking) {
+  if (!Enabled(ActionClass::kExtendedCopyInSync)) {
+    GTEST_SKIP() << "known bug (2), listed in kKnownBugActions; PGFLEET_ISOLATION_KNOWN_BUGS=1 "
+                    "runs it";
+  }
+  RunScenario({"transaction",
+               1,
+               4,
+               {ActionClass::kSimple, ActionClass::kExtendedCopyInSync},
+               18,
+               /*max_prepared_statements=*/0});
+}
+
 // Known bug (3): named Parse skipped after an error in the same pipeline, in the shape the
 // random runs found it.
 TEST_F(IsolationFuzzTest, TransactionPoolSize1NamedParseAfterError) {
@@ -1297,6 +1313,43 @@ TEST_F(IsolationFuzzTest, NamedParseSkippedAfterErrorLeavesTheNameFree) {
   ASSERT_TRUE(login2.ok);
   EXPECT_EQ(sequence(*client2, "s2", "select $1::text || '/shared'").value_or("?"), expected)
       << "through the agent, a statement the server already has";
+}
+
+// Known bug (3b) as one fixed sequence: with room for one statement per server, preparing t
+// evicts s from the server; then in one pipeline, a Bind of s after a failed Parse (PostgreSQL
+// skips both it and the Parse the agent injects for it), a Sync, and a Bind of s again.
+TEST_F(IsolationFuzzTest, InjectedParseSkippedAfterErrorIsInjectedAgain) {
+  const std::string pipeline = absl::StrCat(Parse("", "selec 1"), Bind("s", {"x"}), Execute(),
+                                            Sync(), Bind("s", {"y"}), Execute(), Sync());
+  const std::string expected = "E(42601)Z2DCZ";
+  {
+    PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawClient> direct, RawClient::Connect(g_pg->port()));
+    PGF_ASSERT_OK_AND_ASSIGN(LoginResult login, direct->Login(kDirectUser, kAppDb, ""));
+    ASSERT_TRUE(login.ok);
+    EXPECT_EQ(
+        Exchange(*direct, absl::StrCat(Parse("s", "select $1::text || '/evicted'"), Sync()), 1)
+            .value_or("?"),
+        "1Z");
+    EXPECT_EQ(Exchange(*direct, pipeline, 2).value_or("?"), expected) << "PostgreSQL itself";
+  }
+  if (!Enabled(ActionClass::kNamedParseAfterError)) {
+    GTEST_SKIP() << "known bug (3b), listed in kKnownBugActions; PGFLEET_ISOLATION_KNOWN_BUGS=1 "
+                    "runs it";
+  }
+  ScenarioConfig config;
+  config.max_prepared_statements = 1;
+  config_ = config;
+  ASSERT_NO_FATAL_FAILURE(StartAgent(config));
+  PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawClient> client, RawClient::Connect(agent_->port()));
+  PGF_ASSERT_OK_AND_ASSIGN(LoginResult login, client->Login(kAppUser, kAppDb, kAppPassword));
+  ASSERT_TRUE(login.ok);
+  EXPECT_EQ(Exchange(*client,
+                     absl::StrCat(Parse("s", "select $1::text || '/evicted'"), Sync(),
+                                  Parse("t", "select $1::text || '/evicting'"), Sync()),
+                     2)
+                .value_or("?"),
+            "1Z1Z");
+  EXPECT_EQ(Exchange(*client, pipeline, 2).value_or("?"), expected) << "through the agent";
 }
 
 }  // namespace
