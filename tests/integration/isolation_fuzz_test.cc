@@ -18,7 +18,7 @@
 // client was waiting for and each client's last actions. PGFLEET_ISOLATION_SEED=<n> reproduces
 // a seed (each client's action sequence is a function of the seed; the interleaving between
 // clients depends on timing), PGFLEET_ISOLATION_ITERATIONS=<n> sets the actions per client
-// (default 25; 1000 runs for minutes), PGFLEET_ISOLATION_STALL_SECONDS the bounded wait (5),
+// (default 25; 1000 runs for minutes), PGFLEET_ISOLATION_STALL_SECONDS the bounded wait (10),
 // PGFLEET_ISOLATION_KNOWN_BUGS=1 also runs the action classes listed in kKnownBugActions (bugs
 // found on main; the lead removes an entry once its fix is merged). Each known-bug class also
 // has a TEST of its own, which skips while the class is listed.
@@ -320,7 +320,7 @@ class IsolationFuzzTest : public ::testing::Test {
   void RunScenario(ScenarioConfig config) {
     seed_ = BaseSeed() + config.seed_offset;
     iterations_ = EnvInt("PGFLEET_ISOLATION_ITERATIONS", 25);
-    stall_timeout_ = absl::Seconds(EnvInt("PGFLEET_ISOLATION_STALL_SECONDS", 5));
+    stall_timeout_ = absl::Seconds(EnvInt("PGFLEET_ISOLATION_STALL_SECONDS", 10));
     config_ = config;
     std::cout << "isolation seed " << seed_
               << " (PGFLEET_ISOLATION_SEED=" << (seed_ - config.seed_offset)
@@ -1157,7 +1157,7 @@ class IsolationFuzzTest : public ::testing::Test {
   ScenarioConfig config_;
   uint64_t seed_ = 0;
   int iterations_ = 25;
-  absl::Duration stall_timeout_ = absl::Seconds(5);
+  absl::Duration stall_timeout_ = absl::Seconds(10);
   int next_conn_id_ = 0;
 };
 
