@@ -105,7 +105,8 @@ class CopyProtocolTest : public ::testing::Test {
     AgentOptions options;
     options.databases_section =
         absl::StrCat(kAppDb, " = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb, "\n");
-    options.pgbouncer_settings = {{"auth_type", "scram-sha-256"},
+    // md5: the raw test client answers cleartext and md5 requests, not SCRAM.
+    options.pgbouncer_settings = {{"auth_type", "md5"},
                                   {"pool_mode", "transaction"},
                                   {"default_pool_size", "1"},
                                   {"max_prepared_statements", "100"},
@@ -232,13 +233,20 @@ int64_t CountRows(const std::string& table) {
 }
 
 // Sends rows and ends the copy (with `fail` as CopyFail message if not null); returns the
-// final result of the COPY.
-PgResult FinishCopyIn(PGconn* conn, const std::vector<std::string>& rows, const char* fail) {
+// final result of the COPY. `accepted`: libpq must take the data (it refuses once it has read
+// an error).
+PgResult FinishCopyIn(PGconn* conn, const std::vector<std::string>& rows, const char* fail,
+                      bool accepted = true) {
   for (const std::string& row : rows) {
-    EXPECT_EQ(PQputCopyData(conn, row.data(), static_cast<int>(row.size())), 1)
-        << PQerrorMessage(conn);
+    const int sent = PQputCopyData(conn, row.data(), static_cast<int>(row.size()));
+    if (accepted) {
+      EXPECT_EQ(sent, 1) << PQerrorMessage(conn);
+    }
   }
-  EXPECT_EQ(PQputCopyEnd(conn, fail), 1) << PQerrorMessage(conn);
+  const int ended = PQputCopyEnd(conn, fail);
+  if (accepted) {
+    EXPECT_EQ(ended, 1) << PQerrorMessage(conn);
+  }
   PgResult result(PQgetResult(conn));
   // Drain: exactly one result per COPY.
   while (PGresult* extra = PQgetResult(conn)) PQclear(extra);
@@ -385,9 +393,9 @@ TEST_F(CopyProtocolTest, RawExtendedCopyInStepByStep) {
   PGF_ASSERT_OK_AND_ASSIGN(std::string types, ReadThroughReady(*raw, 1));
   EXPECT_EQ(types, "CZ");
   EXPECT_EQ(CountRows("copy_t"), 2);
-  ASSERT_NO_FATAL_FAILURE(ExpectNextAnswerIsOwn(*raw, "after a raw extended COPY"));
   ASSERT_NO_FATAL_FAILURE(ExpectServerFree("after a raw extended COPY"));
   ASSERT_NO_FATAL_FAILURE(ExpectRawNamedParseWorks(*raw, "after a raw extended COPY"));
+  ASSERT_NO_FATAL_FAILURE(ExpectNextAnswerIsOwn(*raw, "after a raw extended COPY"));
 }
 
 TEST_F(CopyProtocolTest, RawCopyPipelinedWithLaterQueries) {
@@ -399,9 +407,9 @@ TEST_F(CopyProtocolTest, RawCopyPipelinedWithLaterQueries) {
   PGF_ASSERT_OK_AND_ASSIGN(std::string types, ReadThroughReady(*raw, 3));
   EXPECT_EQ(types, "12GCZ12DCZTDCZ");
   EXPECT_EQ(CountRows("copy_t"), 1);
-  ASSERT_NO_FATAL_FAILURE(ExpectNextAnswerIsOwn(*raw, "after a pipelined COPY"));
   ASSERT_NO_FATAL_FAILURE(ExpectServerFree("after a pipelined COPY"));
   ASSERT_NO_FATAL_FAILURE(ExpectRawNamedParseWorks(*raw, "after a pipelined COPY"));
+  ASSERT_NO_FATAL_FAILURE(ExpectNextAnswerIsOwn(*raw, "after a pipelined COPY"));
 }
 
 TEST_F(CopyProtocolTest, RawCopyFailAndBadRowInOneWrite) {
@@ -411,17 +419,40 @@ TEST_F(CopyProtocolTest, RawCopyFailAndBadRowInOneWrite) {
                           CopyFail("no thanks") + Sync()));
   PGF_ASSERT_OK_AND_ASSIGN(std::string types, ReadThroughReady(*raw, 1, &errors));
   EXPECT_EQ(types, "12GEZ");
-  ASSERT_NO_FATAL_FAILURE(ExpectNextAnswerIsOwn(*raw, "after CopyFail"));
   ASSERT_NO_FATAL_FAILURE(ExpectServerFree("after a raw CopyFail"));
+  ASSERT_NO_FATAL_FAILURE(ExpectNextAnswerIsOwn(*raw, "after CopyFail"));
 
   PGF_ASSERT_OK(raw->Send(Extended("COPY copy_t FROM STDIN") + Sync() + CopyData("x\n") +
                           CopyData("2\n") + CopyDone() + Sync()));
   PGF_ASSERT_OK_AND_ASSIGN(types, ReadThroughReady(*raw, 1, &errors));
   EXPECT_EQ(types, "12GEZ");
   EXPECT_EQ(errors, "57014 22P02 ");
-  ASSERT_NO_FATAL_FAILURE(ExpectNextAnswerIsOwn(*raw, "after a bad row"));
   ASSERT_NO_FATAL_FAILURE(ExpectServerFree("after a raw bad row"));
   ASSERT_NO_FATAL_FAILURE(ExpectRawNamedParseWorks(*raw, "after failed raw COPYs"));
+  ASSERT_NO_FATAL_FAILURE(ExpectNextAnswerIsOwn(*raw, "after a bad row"));
+}
+
+// libpq's order with an error the agent sees before the client's CopyDone: PostgreSQL read
+// the Sync after Execute, then failed on the data; only the Sync after CopyDone is answered.
+TEST_F(CopyProtocolTest, RawBadRowSeenBeforeTheClientsCopyDone) {
+  PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawClient> raw, ConnectRaw());
+  PGF_ASSERT_OK(raw->Send(Extended("COPY copy_t FROM STDIN") + Sync()));
+  std::string types;
+  while (types.empty() || types.back() != 'G') {
+    PGF_ASSERT_OK_AND_ASSIGN(BackendMessage message, raw->ReadMessage(kReadTimeout));
+    types.push_back(message.type);
+  }
+  EXPECT_EQ(types, "12G");
+  PGF_ASSERT_OK(raw->Send(CopyData("bad\n")));
+  PGF_ASSERT_OK_AND_ASSIGN(BackendMessage error, raw->ReadMessage(kReadTimeout));
+  ASSERT_EQ(error.type, 'E');
+  EXPECT_EQ(ParseErrorResponse(error.body)->code, "22P02");
+  PGF_ASSERT_OK(raw->Send(CopyData("2\n") + CopyDone() + Sync()));
+  PGF_ASSERT_OK_AND_ASSIGN(types, ReadThroughReady(*raw, 1));
+  EXPECT_EQ(types, "Z");
+  ASSERT_NO_FATAL_FAILURE(ExpectServerFree("after a bad row answered before CopyDone"));
+  ASSERT_NO_FATAL_FAILURE(ExpectRawNamedParseWorks(*raw, "after a bad row before CopyDone"));
+  ASSERT_NO_FATAL_FAILURE(ExpectNextAnswerIsOwn(*raw, "after a bad row before CopyDone"));
 }
 
 // The error comes before PostgreSQL reads the Sync that followed Execute: that Sync is then
@@ -436,9 +467,9 @@ TEST_F(CopyProtocolTest, RawCopyErrorBeforeAnyDataIsRead) {
   PGF_ASSERT_OK(raw->Send(CopyData("1\n") + CopyDone() + Sync()));
   PGF_ASSERT_OK_AND_ASSIGN(types, ReadThroughReady(*raw, 1));
   EXPECT_EQ(types, "Z");
-  ASSERT_NO_FATAL_FAILURE(ExpectNextAnswerIsOwn(*raw, "after the trigger's error"));
   ASSERT_NO_FATAL_FAILURE(ExpectServerFree("after the trigger's error"));
   ASSERT_NO_FATAL_FAILURE(ExpectRawNamedParseWorks(*raw, "after the trigger's error"));
+  ASSERT_NO_FATAL_FAILURE(ExpectNextAnswerIsOwn(*raw, "after the trigger's error"));
 }
 
 // The same with libpq, which also sends CopyDone and Sync after the error.
@@ -447,15 +478,16 @@ TEST_F(CopyProtocolTest, LibpqExtendedCopyErrorBeforeAnyDataIsRead) {
   PgResult start(PQexecParams(conn.get(), "COPY copy_guarded FROM STDIN", 0, nullptr, nullptr,
                               nullptr, nullptr, 0));
   if (PQresultStatus(start.get()) == PGRES_COPY_IN) {
-    PgResult end = FinishCopyIn(conn.get(), {"1\n"}, nullptr);
+    PgResult end = FinishCopyIn(conn.get(), {"1\n"}, nullptr, /*accepted=*/false);
     EXPECT_EQ(PQresultStatus(end.get()), PGRES_FATAL_ERROR);
   } else {
     EXPECT_EQ(PQresultStatus(start.get()), PGRES_FATAL_ERROR);
   }
+  // libpq itself may lose its footing here (directly on PostgreSQL too: depending on timing it
+  // sends CopyDone and Sync after the error and then meets a second ReadyForQuery it does not
+  // expect), so only the server's release is checked; RawCopyErrorBeforeAnyDataIsRead checks
+  // the exact sequence.
   ASSERT_NO_FATAL_FAILURE(ExpectServerFree("after libpq's COPY refused by a trigger"));
-  // libpq may be left with the second ReadyForQuery to skip; a round trip settles it.
-  PGF_ASSERT_OK(Query(conn.get(), "select 1").status());
-  ASSERT_NO_FATAL_FAILURE(ExpectNamedParseWorks(conn.get(), "after a trigger's error"));
 }
 
 // COPY IN with a query pipelined behind it before CopyDone: PostgreSQL ends the connection
