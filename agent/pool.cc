@@ -146,6 +146,14 @@ void Pool::ReleaseServer(ServerConn* server) {
     server->Close("database paused", /*is_error=*/false);
   } else if (server_count() > static_cast<size_t>(pool_size() + reserve_pool_size())) {
     server->Close("too many servers in the pool", /*is_error=*/false);
+  } else if (server->statements().NeedsReset()) {
+    // SQL changed the server's prepared statements behind the agent's back (a DEALLOCATE or
+    // PREPARE it could not rewrite): empty them before anyone else binds to one.
+    MoveServerToUsed(server);
+    server->RunInternalQuery("DEALLOCATE ALL", ServerConn::AfterInternal::kBackToIdle);
+    if (!cfg.server_reset_query.empty() && cfg.server_reset_query_always) {
+      server->RunInternalQuery(cfg.server_reset_query, ServerConn::AfterInternal::kBackToIdle);
+    }
   } else if (!cfg.server_reset_query.empty() &&
              (pool_mode() == config::PoolMode::kSession || cfg.server_reset_query_always)) {
     MoveServerToUsed(server);
