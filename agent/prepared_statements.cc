@@ -1,7 +1,5 @@
 #include "agent/prepared_statements.h"
 
-#include <vector>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "agent/pg/protocol.h"
@@ -425,6 +423,16 @@ bool IsBlank(std::string_view sql) {
 
 SqlCommand ClassifyStatement(std::string_view sql);
 
+// One statement of several: what makes the whole query refused, if anything.
+std::optional<SqlCommand> RefusedInBatch(std::string_view statement) {
+  SqlCommand command = ClassifyStatement(statement);
+  if (command.kind == SqlKind::kOther || command.kind == SqlKind::kDeallocateAll) {
+    return std::nullopt;
+  }
+  command.name.clear();  // Never matches a client statement: the query is refused.
+  return command;
+}
+
 }  // namespace
 
 SqlCommand ClassifySql(std::string_view sql) {
@@ -433,28 +441,35 @@ SqlCommand ClassifySql(std::string_view sql) {
   const size_t terminator = sql.find('\0');
   const bool complete = terminator != std::string_view::npos;
   if (complete) sql = sql.substr(0, terminator);
-  std::vector<std::string_view> statements;
+  // Several statements: one of them that uses SQL-level prepared statements makes the query
+  // refused as a whole (it cannot be rewritten around it). DEALLOCATE ALL passes: its command
+  // tag tells the agent the server's statements are gone. No allocation on the way: this runs
+  // for every simple query.
+  std::string_view first;
+  size_t statements = 0;
   std::string_view rest = sql;
   for (;;) {
     const size_t end = StatementEnd(rest);
+    const bool last = end == std::string_view::npos;
     const std::string_view statement = rest.substr(0, end);
-    if (!IsBlank(statement)) statements.push_back(statement);
-    if (end == std::string_view::npos) break;
+    if (!IsBlank(statement)) {
+      ++statements;
+      if (statements == 1) {
+        first = statement;
+      } else {
+        // The first statement waits until a second shows the query has several.
+        if (statements == 2) {
+          if (std::optional<SqlCommand> refused = RefusedInBatch(first)) return *refused;
+        }
+        if (!last || complete) {
+          if (std::optional<SqlCommand> refused = RefusedInBatch(statement)) return *refused;
+        }
+      }
+    }
+    if (last) break;
     rest.remove_prefix(end + 1);
   }
-  if (statements.size() <= 1) return ClassifyStatement(sql);
-  // Several statements: one of them that uses SQL-level prepared statements is refused as a
-  // whole (the query cannot be rewritten around it). DEALLOCATE ALL passes: its command tag
-  // tells the agent the server's statements are gone.
-  const size_t checked = complete ? statements.size() : statements.size() - 1;
-  for (size_t i = 0; i < checked; ++i) {
-    SqlCommand command = ClassifyStatement(statements[i]);
-    if (command.kind != SqlKind::kOther && command.kind != SqlKind::kDeallocateAll) {
-      command.name.clear();  // Never matches a client statement: the query is refused.
-      return command;
-    }
-  }
-  return {};
+  return statements <= 1 ? ClassifyStatement(sql) : SqlCommand{};
 }
 
 namespace {
