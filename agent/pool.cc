@@ -152,9 +152,9 @@ void Pool::ReleaseServer(ServerConn* server) {
     // SV_BEING_CANCELED). OnCancelsDone puts it back.
     MoveServerToUsed(server);
     agent_.HoldUntilCancelled(server);
-  } else if (NeedsResetQuery()) {
+  } else if (server->statements().NeedsReset() || NeedsResetQuery()) {
     MoveServerToUsed(server);
-    server->RunInternalQuery(cfg.server_reset_query, ServerConn::AfterInternal::kBackToIdle);
+    RunResetQueries(server);
   }
   AssignServers();
   // The client may already have sent its next query while this one finished.
@@ -185,11 +185,22 @@ bool Pool::NeedsResetQuery() const {
          (pool_mode() == config::PoolMode::kSession || cfg.server_reset_query_always);
 }
 
-void Pool::OnCancelsDone(ServerConn* server) {
-  if (server->state() != ServerConn::State::kUsed) return;
+void Pool::RunResetQueries(ServerConn* server) {
+  if (server->statements().NeedsReset()) {
+    // SQL changed the server's prepared statements behind the agent's back (a DEALLOCATE or
+    // PREPARE it could not rewrite): empty them before anyone else binds to one.
+    server->RunInternalQuery("DEALLOCATE ALL", ServerConn::AfterInternal::kBackToIdle);
+  }
   if (NeedsResetQuery()) {
     server->RunInternalQuery(agent_.config().server_reset_query,
                              ServerConn::AfterInternal::kBackToIdle);
+  }
+}
+
+void Pool::OnCancelsDone(ServerConn* server) {
+  if (server->state() != ServerConn::State::kUsed) return;
+  if (server->statements().NeedsReset() || NeedsResetQuery()) {
+    RunResetQueries(server);
   } else {
     OnServerIdle(server);
   }

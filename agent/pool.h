@@ -121,6 +121,9 @@ class Pool {
   void RemoveServerFromList(ServerConn* server);
   // Whether a released server runs server_reset_query before going back to idle.
   bool NeedsResetQuery() const;
+  // Runs DEALLOCATE ALL when SQL touched the agent's shared statements, then
+  // server_reset_query when the mode asks for it; the server goes idle after the last one.
+  void RunResetQueries(ServerConn* server);
 
   Agent& agent_;
   config::DatabaseConfig db_;

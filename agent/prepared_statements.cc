@@ -82,6 +82,21 @@ void ClientStatements::EraseIf(std::string_view name, const Statement* statement
 void ServerStatements::ClearPrepared() {
   lru_.clear();
   lru_index_.clear();
+  out_of_step_ = false;
+}
+
+void ServerStatements::DropSyncPoints(size_t skip, size_t count) {
+  for (auto it = expected_.begin(); it != expected_.end() && count > 0;) {
+    if (it->kind != Expect::kSyncPoint) {
+      ++it;
+    } else if (skip > 0) {
+      --skip;
+      ++it;
+    } else {
+      it = expected_.erase(it);
+      --count;
+    }
+  }
 }
 
 void ServerStatements::Touch(uint64_t id) {
@@ -200,7 +215,7 @@ std::string ServerStatements::OnClose(std::string_view body, ClientStatements& c
 
 std::string ServerStatements::OnDeallocate(std::string_view client_name, ClientStatements& client,
                                            size_t capacity) {
-  const StatementPtr* found = client.Find(client_name);
+  const StatementPtr* found = client_name.empty() ? nullptr : client.Find(client_name);
   if (found == nullptr) return {};
   StatementPtr statement = *found;
   std::string out;
@@ -267,6 +282,10 @@ void ServerStatements::OnCommandComplete(std::string_view tag, ClientStatements*
     Forget(deallocating_->id);
     if (client != nullptr) client->EraseIf(deallocating_client_name_, deallocating_.get());
     deallocating_.reset();
+  } else if (tag == "DEALLOCATE" || tag == "PREPARE") {
+    // Not the agent's: which statement it dropped or whether the new one shadows a name the
+    // agent will use cannot be told from the tag.
+    out_of_step_ = true;
   }
 }
 
@@ -338,9 +357,124 @@ std::string NextWord(std::string_view& sql, bool* quoted = nullptr) {
   return word;
 }
 
+// Where the statement at the start of `sql` ends: the index of its top-level ';', or npos.
+// Skips comments, 'strings' (E'' with backslash escapes), "identifiers" and $tag$ bodies.
+size_t StatementEnd(std::string_view sql) {
+  size_t i = 0;
+  while (i < sql.size()) {
+    const char c = sql[i];
+    const bool after_word = i > 0 && IdentChar(sql[i - 1]);
+    if (c == ';') return i;
+    if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
+      const size_t end = sql.find('\n', i);
+      if (end == std::string_view::npos) return end;
+      i = end + 1;
+    } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
+      std::string_view rest = sql.substr(i);
+      SkipSpace(rest);  // Skips the (nested) comment and any space after it.
+      if (rest.empty()) return std::string_view::npos;
+      i = sql.size() - rest.size();
+    } else if (c == '\'' || c == '"') {
+      const bool backslashes = c == '\'' && after_word &&
+                               (sql[i - 1] == 'e' || sql[i - 1] == 'E') &&
+                               (i < 2 || !IdentChar(sql[i - 2]));
+      ++i;
+      while (i < sql.size()) {
+        if (backslashes && sql[i] == '\\') {
+          i += 2;
+        } else if (sql[i] == c) {
+          if (i + 1 < sql.size() && sql[i + 1] == c) {
+            i += 2;
+          } else {
+            break;
+          }
+        } else {
+          ++i;
+        }
+      }
+      if (i >= sql.size()) return std::string_view::npos;
+      ++i;
+    } else if (c == '$' && !after_word) {
+      size_t tag_end = i + 1;
+      if (tag_end < sql.size() && absl::ascii_isdigit(static_cast<unsigned char>(sql[tag_end]))) {
+        ++i;  // $1: a parameter.
+        continue;
+      }
+      while (tag_end < sql.size() && IdentChar(sql[tag_end]) && sql[tag_end] != '$') ++tag_end;
+      if (tag_end >= sql.size() || sql[tag_end] != '$') {
+        ++i;
+        continue;
+      }
+      const std::string_view tag = sql.substr(i, tag_end - i + 1);
+      const size_t close = sql.find(tag, tag_end + 1);
+      if (close == std::string_view::npos) return close;
+      i = close + tag.size();
+    } else {
+      ++i;
+    }
+  }
+  return std::string_view::npos;
+}
+
+bool IsBlank(std::string_view sql) {
+  SkipSpace(sql);
+  return sql.empty();
+}
+
+SqlCommand ClassifyStatement(std::string_view sql);
+
+// One statement of several: what makes the whole query refused, if anything.
+std::optional<SqlCommand> RefusedInBatch(std::string_view statement) {
+  SqlCommand command = ClassifyStatement(statement);
+  if (command.kind == SqlKind::kOther || command.kind == SqlKind::kDeallocateAll) {
+    return std::nullopt;
+  }
+  command.name.clear();  // Never matches a client statement: the query is refused.
+  return command;
+}
+
 }  // namespace
 
 SqlCommand ClassifySql(std::string_view sql) {
+  // The query text ends at its terminator when the whole message is here; otherwise `sql` is
+  // a prefix, whose last statement may be cut short.
+  const size_t terminator = sql.find('\0');
+  const bool complete = terminator != std::string_view::npos;
+  if (complete) sql = sql.substr(0, terminator);
+  // Several statements: one of them that uses SQL-level prepared statements makes the query
+  // refused as a whole (it cannot be rewritten around it). DEALLOCATE ALL passes: its command
+  // tag tells the agent the server's statements are gone. No allocation on the way: this runs
+  // for every simple query.
+  std::string_view first;
+  size_t statements = 0;
+  std::string_view rest = sql;
+  for (;;) {
+    const size_t end = StatementEnd(rest);
+    const bool last = end == std::string_view::npos;
+    const std::string_view statement = rest.substr(0, end);
+    if (!IsBlank(statement)) {
+      ++statements;
+      if (statements == 1) {
+        first = statement;
+      } else {
+        // The first statement waits until a second shows the query has several.
+        if (statements == 2) {
+          if (std::optional<SqlCommand> refused = RefusedInBatch(first)) return *refused;
+        }
+        if (!last || complete) {
+          if (std::optional<SqlCommand> refused = RefusedInBatch(statement)) return *refused;
+        }
+      }
+    }
+    if (last) break;
+    rest.remove_prefix(end + 1);
+  }
+  return statements <= 1 ? ClassifyStatement(sql) : SqlCommand{};
+}
+
+namespace {
+
+SqlCommand ClassifyStatement(std::string_view sql) {
   SqlCommand command;
   const std::string first = NextWord(sql);
   if (first == "prepare") {
@@ -362,6 +496,8 @@ SqlCommand ClassifySql(std::string_view sql) {
   }
   return command;
 }
+
+}  // namespace
 
 std::string RejectionMessage(SqlKind kind, std::string_view pool_mode) {
   const char* keyword = kind == SqlKind::kExecute   ? "EXECUTE"

@@ -80,6 +80,14 @@ class ServerStatements {
   bool AnswersPending() const { return !expected_.empty(); }
   // Forgets everything prepared (after DISCARD ALL / DEALLOCATE ALL ran on the server).
   void ClearPrepared();
+  // SQL changed the server's statements in a way the agent cannot follow (a DEALLOCATE or
+  // PREPARE it did not rewrite, a Bind answered "does not exist"): the server must run
+  // DEALLOCATE ALL before it serves another client. Cleared by ClearPrepared().
+  void MarkOutOfStep() { out_of_step_ = true; }
+  bool NeedsReset() const { return out_of_step_; }
+  // PostgreSQL consumed `count` of the client's sync points without answering (Syncs sent
+  // during COPY IN): drops their entries, skipping the first `skip` sync points.
+  void DropSyncPoints(size_t skip, size_t count);
 
   // -- Client messages. Each returns the bytes to send to the server in place of the client's
   // message, having queued the answers to expect. `capacity` is max_prepared_statements.
@@ -102,7 +110,8 @@ class ServerStatements {
   // Returns true when this ReadyForQuery answers a Sync of the agent's own (swallow it).
   bool OnReadyForQuery(ClientStatements* client);
   // CommandComplete tag; DISCARD ALL and DEALLOCATE ALL empty the server (and the client's
-  // map, as they would on a direct connection when the client ran them).
+  // map, as they would on a direct connection when the client ran them). A DEALLOCATE the
+  // agent did not send, or a PREPARE, leaves the server out of step (MarkOutOfStep).
   void OnCommandComplete(std::string_view tag, ClientStatements* client);
 
  private:
@@ -138,6 +147,7 @@ class ServerStatements {
   };
   absl::flat_hash_map<uint64_t, Slot> lru_index_;
   std::deque<Expected> expected_;
+  bool out_of_step_ = false;
   // A simple-query DEALLOCATE in flight: forgotten when PostgreSQL confirms it.
   StatementPtr deallocating_;
   std::string deallocating_client_name_;
@@ -150,7 +160,9 @@ struct SqlCommand {
   std::string name;  // For kDeallocate: the statement name as PostgreSQL would fold it.
 };
 // Classifies by the leading keyword(s) after whitespace and comments, case-insensitively.
-// `sql` may be a prefix of the query.
+// `sql` may be a prefix of the query (the whole query when it holds the terminating NUL).
+// A query of several statements is classified by the first one that PREPAREs, EXECUTEs or
+// DEALLOCATEs (by name), with `name` empty: such a query is refused as a whole.
 SqlCommand ClassifySql(std::string_view sql);
 // The Query message that makes PostgreSQL itself raise the explanatory error, so the error
 // arrives in order and the transaction state changes exactly as for any failed statement.

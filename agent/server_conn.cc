@@ -516,7 +516,9 @@ void ServerConn::Link(ClientConn* client, uint64_t now_us) {
   client_ = client;
   state_ = State::kActive;
   last_used_us_ = now_us;
-  // A server is only linked when clean, so no prepared-statement answer is pending here.
+  // A server is only linked when clean, so no prepared-statement answer is pending here,
+  // and no ReadyForQuery.
+  replies_.Reset();
   ps_tracking_ = pool_.pool_mode() != config::PoolMode::kSession &&
                  agent_.config().max_prepared_statements > 0;
 }
@@ -528,19 +530,19 @@ void ServerConn::Unlink() {
 }
 
 void ServerConn::NoteClientMessage(char type) {
-  if (pending_replies_ == 0 && !unsynced_ && client_ != nullptr) {
+  if (replies_.owed() == 0 && !unsynced_ && client_ != nullptr) {
     uint64_t now = MonotonicMicros();
     client_->query_start_us = now;
     if (tx_status_ == 'I' && client_->xact_start_us == 0) client_->xact_start_us = now;
   }
+  // Which ReadyForQuery are owed, COPY included (reply_tracker.h): every message, in order.
+  replies_.OnClientMessage(type);
   switch (type) {
     case 'Q':
     case 'F':
-      ++pending_replies_;
       if (ps_tracking_) statements_.OnSyncPoint();
       break;
     case 'S':
-      ++pending_replies_;
       unsynced_ = false;
       if (ps_tracking_) statements_.OnSyncPoint();
       break;
@@ -581,18 +583,44 @@ void ServerConn::UpdateParam(std::string_view name, std::string_view value) {
 }
 
 void ServerConn::OnReadyForQuery(char status, uint64_t now_us) {
-  if (pending_replies_ > 0) --pending_replies_;
+  replies_.OnReadyForQuery();
   tx_status_ = status;
   PoolStats& stats = pool_.stats();
   stats.query_count++;
   if (client_ != nullptr) {
     if (client_->query_start_us != 0) stats.query_time_us += now_us - client_->query_start_us;
-    client_->query_start_us = pending_replies_ > 0 ? now_us : 0;
-    if (status == 'I' && pending_replies_ == 0 && client_->xact_start_us != 0) {
+    const bool more = replies_.owed() > 0;
+    client_->query_start_us = more ? now_us : 0;
+    if (status == 'I' && !more && client_->xact_start_us != 0) {
       stats.xact_count++;
       stats.xact_time_us += now_us - client_->xact_start_us;
       client_->xact_start_us = 0;
     }
+  }
+}
+
+void ServerConn::MaybeSendProbe() {
+  if (!replies_.WantsProbe()) return;
+  PGF_DEBUG("server", "s=%d sending an empty query to learn which Syncs a failed COPY ignored",
+            id_);
+  WriteRaw(pg::Query(""));
+  replies_.OnProbeSent();
+}
+
+void ServerConn::NoteErrorResponse(evbuffer* in, size_t offset, const pg::MessageHeader& header) {
+  std::string body(header.body_size(), '\0');
+  evbuffer_ptr pos;
+  evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
+  evbuffer_copyout_from(in, &pos, body.data(), body.size());
+  std::map<char, std::string> fields = pg::ParseErrorFields(body);
+  if (fields['C'] == "26000") {
+    // A statement the agent believes prepared here is gone (SQL DEALLOCATE it could not see):
+    // this server's statements are reset before anyone else gets it.
+    PGF_INFO("server",
+             "s=%d %s: prepared statement missing on the server (%s); its statements "
+             "will be reset",
+             id_, address_, fields['M']);
+    statements_.MarkOutOfStep();
   }
 }
 
@@ -615,6 +643,46 @@ void ServerConn::ForwardToClient() {
       Close("invalid message length from server", /*is_error=*/true);
       return;
     }
+    // COPY and the agent's probe change what the ReadyForQuery count means (reply_tracker.h).
+    // The type decides; each step changes state, so a message seen again after waiting for
+    // the rest of it is not counted twice.
+    if ((header.type == 'G' || header.type == 'W') && !replies_.in_copy_in()) {
+      replies_.OnCopyInStart();
+    } else if ((header.type == 'C' || header.type == 'E') && replies_.in_copy_in()) {
+      const ReplyTracker::Dropped dropped = replies_.OnCopyInEnd(header.type == 'C');
+      if (ps_tracking_ && dropped.count > 0)
+        statements_.DropSyncPoints(dropped.skip, dropped.count);
+      MaybeSendProbe();
+    } else if ((header.type == 'I' && replies_.probe_sent()) ||
+               (header.type == 'Z' && replies_.probe_answered())) {
+      // The probe's EmptyQueryResponse and ReadyForQuery are the agent's: not forwarded.
+      if (offset + header.total() > available) break;
+      if (header.type == 'I') {
+        const ReplyTracker::Dropped dropped = replies_.OnProbeAnswered();
+        if (ps_tracking_ && dropped.count > 0) statements_.DropSyncPoints(0, dropped.count);
+      } else {
+        replies_.TakeProbeReadyForQuery();
+        char status = 'I';
+        evbuffer_ptr pos;
+        evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
+        if (header.body_size() >= 1) evbuffer_copyout_from(in, &pos, &status, 1);
+        tx_status_ = status;
+      }
+      pool_.stats().bytes_sent += offset;
+      SendOrQueue(client_bev, in, offset);
+      evbuffer_drain(in, header.total());
+      available = evbuffer_get_length(in);
+      offset = 0;
+      if (header.type == 'Z' && mode != config::PoolMode::kSession && IsClean()) {
+        pool_.ReleaseServer(this);
+        return;
+      }
+      continue;
+    }
+    if (header.type == 'E' && ps_tracking_ && statements_.size() > 0) {
+      if (offset + header.total() > available) break;
+      NoteErrorResponse(in, offset, header);
+    }
     if (ps_tracking_ &&
         (header.type == '1' || header.type == '3' || header.type == 'C' || header.type == 'Z')) {
       // Prepared-statement bookkeeping: answers to the agent's own messages are dropped or
@@ -628,7 +696,7 @@ void ServerConn::ForwardToClient() {
           evbuffer_ptr pos;
           evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
           evbuffer_copyout_from(in, &pos, tag, header.body_size());
-          if (tag[0] == 'D') {
+          if (tag[0] == 'D' || tag[0] == 'P') {
             statements_.OnCommandComplete(std::string_view(tag, header.body_size() - 1),
                                           &client_->statements());
           }
@@ -693,6 +761,7 @@ void ServerConn::ForwardToClient() {
       }
       offset += header.total();
       OnReadyForQuery(status, MonotonicMicros());
+      MaybeSendProbe();
       if (mode != config::PoolMode::kSession && IsClean()) {
         pool_.stats().bytes_sent += offset;
         SendOrQueue(client_bev, in, offset);

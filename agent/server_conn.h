@@ -9,8 +9,10 @@
 
 #include "agent/intrusive_list.h"
 #include "agent/pg/auth_crypto.h"
+#include "agent/pg/protocol.h"
 #include "agent/pool.h"
 #include "agent/prepared_statements.h"
+#include "agent/reply_tracker.h"
 
 struct bufferevent;
 struct evbuffer;
@@ -45,9 +47,9 @@ class ServerConn : public ListNode {
   uint64_t generation() const { return generation_; }
   char tx_status() const { return tx_status_; }
   // True when nothing is in flight: ready to go back to the pool or to a new client.
-  bool IsClean() const { return tx_status_ == 'I' && pending_replies_ == 0 && !unsynced_; }
+  bool IsClean() const { return tx_status_ == 'I' && replies_.Idle() && !unsynced_; }
   bool InTransaction() const { return tx_status_ != 'I'; }
-  int pending_replies() const { return pending_replies_; }
+  int pending_replies() const { return static_cast<int>(replies_.owed()); }
   const std::string& address() const { return address_; }
   int local_port() const;
   bufferevent* bev() const { return bev_; }
@@ -98,6 +100,12 @@ class ServerConn : public ListNode {
   void NoteServerLimits(std::string_view data_row);
   void ForwardToClient();
   void OnReadyForQuery(char status, uint64_t now_us);
+  // Sends the empty query that settles which Syncs a failed COPY swallowed, when it is time
+  // (see reply_tracker.h).
+  void MaybeSendProbe();
+  // The ErrorResponse at `offset` of the input, whole: notes a "prepared statement does not
+  // exist" (26000) on a server whose statements the agent tracks.
+  void NoteErrorResponse(evbuffer* in, size_t offset, const pg::MessageHeader& header);
   void UpdateParam(std::string_view name, std::string_view value);
 
   Agent& agent_;
@@ -117,9 +125,9 @@ class ServerConn : public ListNode {
   std::optional<pg::ScramClientExchange> scram_;
 
   char tx_status_ = 'I';
-  int pending_replies_ = 0;  // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen.
-  bool unsynced_ = false;    // Extended-protocol messages sent since the last Sync.
-  int internal_replies_ = 0; // ReadyForQuery still expected for internal queries.
+  ReplyTracker replies_;         // ReadyForQuery owed for the client's Query/Sync/FunctionCall.
+  bool unsynced_ = false;        // Extended-protocol messages sent since the last Sync.
+  int internal_replies_ = 0;     // ReadyForQuery still expected for internal queries.
   bool probing_limits_ = false;  // The internal query in flight reads max_connections.
   AfterInternal after_internal_ = AfterInternal::kNone;
   std::string internal_error_;

@@ -297,6 +297,63 @@ TEST(ClassifySqlTest, LeadingKeywordAfterSpaceAndComments) {
   EXPECT_EQ(ClassifySql("DEALLOCATE \"all\"").name, "all");
 }
 
+TEST(ClassifySqlTest, EveryStatementOfAMultiStatementQuery) {
+  // The whole query (with its terminator, as in a Query message).
+  auto whole = [](std::string sql) { return sql + std::string(1, '\0'); };
+  SqlCommand second = ClassifySql(whole("SELECT 1; DEALLOCATE pgf_1"));
+  EXPECT_EQ(second.kind, SqlKind::kDeallocate);
+  EXPECT_EQ(second.name, "") << "refused as a whole, never rewritten";
+  EXPECT_EQ(ClassifySql(whole("select 1 /* ; */ ;\n-- x\n DeAlLoCaTe prepare \"pgf_1\"")).kind,
+            SqlKind::kDeallocate);
+  EXPECT_EQ(ClassifySql(whole("select 1; prepare q as select 2")).kind, SqlKind::kPrepare);
+  EXPECT_EQ(ClassifySql(whole("select ';'; EXECUTE q")).kind, SqlKind::kExecute);
+  EXPECT_EQ(ClassifySql(whole("select 1;; select 2; deallocate all")).kind, SqlKind::kOther)
+      << "DEALLOCATE ALL shows in its command tag";
+  EXPECT_EQ(ClassifySql(whole("select 1; prepare transaction 'x'")).kind, SqlKind::kOther);
+  // Semicolons and keywords inside strings, identifiers, dollar quotes and comments.
+  EXPECT_EQ(ClassifySql(whole("select '; deallocate x'; select 2")).kind, SqlKind::kOther);
+  EXPECT_EQ(ClassifySql(whole("select 'it''s; execute x'")).kind, SqlKind::kOther);
+  EXPECT_EQ(ClassifySql(whole("select E'\\'; execute x'")).kind, SqlKind::kOther);
+  EXPECT_EQ(ClassifySql(whole("select \"a;execute x\" from t")).kind, SqlKind::kOther);
+  EXPECT_EQ(ClassifySql(whole("do $f$ begin execute 'deallocate x'; end $f$; select 1")).kind,
+            SqlKind::kOther);
+  EXPECT_EQ(ClassifySql(whole("select $$;$$, $1; select 2")).kind, SqlKind::kOther);
+  EXPECT_EQ(ClassifySql(whole("select 1 -- ; execute x\n")).kind, SqlKind::kOther);
+  // A prefix: its last statement may be cut short ("execute" of "executed_at").
+  EXPECT_EQ(ClassifySql("select 1; execute").kind, SqlKind::kOther);
+  EXPECT_EQ(ClassifySql("select 1; execute q; select").kind, SqlKind::kExecute);
+  // One statement, as before.
+  EXPECT_EQ(ClassifySql(whole("DEALLOCATE s1;")).name, "s1");
+}
+
+TEST_F(PreparedStatementsTest, ForeignDeallocateOrPrepareNeedsAReset) {
+  EXPECT_FALSE(server_.NeedsReset());
+  server_.OnCommandComplete("SELECT 1", &client_);
+  EXPECT_FALSE(server_.NeedsReset());
+  server_.OnCommandComplete("DEALLOCATE", &client_);
+  EXPECT_TRUE(server_.NeedsReset()) << "which statement went is unknown";
+  server_.OnCommandComplete("DEALLOCATE ALL", nullptr);
+  EXPECT_FALSE(server_.NeedsReset()) << "the server is empty: in step again";
+  server_.OnCommandComplete("PREPARE", &client_);
+  EXPECT_TRUE(server_.NeedsReset());
+  server_.ClearPrepared();
+  server_.OnCommandComplete("PREPARE TRANSACTION", &client_);
+  EXPECT_FALSE(server_.NeedsReset());
+}
+
+TEST_F(PreparedStatementsTest, SyncPointsSwallowedByCopyLeaveTheFifo) {
+  // Query; COPY ... Sync (ignored by PostgreSQL in COPY IN); Parse s1; Sync.
+  server_.OnSyncPoint();
+  server_.OnSyncPoint();
+  server_.OnParse(ParseBody("s1", "select 1"), client_, 10);
+  server_.OnSyncPoint();
+  server_.DropSyncPoints(/*skip=*/1, /*count=*/1);
+  EXPECT_FALSE(server_.OnReadyForQuery(&client_));  // The Query's.
+  EXPECT_EQ(server_.OnResponse('1'), ResponseAction::kForward) << "in step with PostgreSQL";
+  EXPECT_FALSE(server_.OnReadyForQuery(&client_));
+  EXPECT_FALSE(server_.AnswersPending());
+}
+
 TEST(ClassifySqlTest, RejectionNamesTheCauseAndTheWayOut) {
   const std::string message = RejectionMessage(SqlKind::kPrepare, "transaction");
   EXPECT_NE(message.find("SQL PREPARE is not supported in transaction pooling mode"),
