@@ -409,6 +409,7 @@ absl::Status ApplyOption(const IniEntry& entry, Config& config) {
       return absl::InvalidArgumentError(
           absl::StrCat(Location(entry), ": key '", key, "': ", status.message()));
     }
+    config.locations[key] = Location(entry);
     return absl::OkStatus();
   }
   if (Contains(kIgnoredOptions, key)) {
@@ -534,6 +535,10 @@ absl::Status ApplyDatabaseParam(const ConnParam& p, DatabaseConfig& db, bool& ig
     db.application_name = v;
   } else if (Contains(kIgnoredDatabaseParams, k)) {
     ignored = true;
+  } else if (FindOption(k) != nullptr) {
+    // Easy to mistake for a per-database override; say so rather than just "unknown".
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown parameter '", k, "': it is a [pgbouncer] setting, not a per-database one"));
   } else {
     return absl::InvalidArgumentError(absl::StrCat("unknown parameter '", k, "'"));
   }
@@ -594,6 +599,10 @@ absl::Status ApplyUser(const IniEntry& entry, Config& config) {
     } else if (Contains(kIgnoredUserParams, p.key)) {
       config.warnings.push_back(
           absl::StrCat(where, ": parameter '", p.key, "' is not supported by pgfleet; ignored"));
+    } else if (FindOption(p.key) != nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": unknown parameter '", p.key,
+                       "': it is a [pgbouncer] setting, not a per-user one"));
     } else {
       return absl::InvalidArgumentError(absl::StrCat(where, ": unknown parameter '", p.key, "'"));
     }
@@ -688,6 +697,11 @@ std::optional<DatabaseConfig> Config::FindDatabase(const std::string& name) cons
 const UserConfig* Config::FindUser(const std::string& name) const {
   auto it = users.find(name);
   return it == users.end() ? nullptr : &it->second;
+}
+
+std::string Config::Where(const std::string& key) const {
+  auto it = locations.find(key);
+  return it == locations.end() ? path : it->second;
 }
 
 bool Config::IsAdminUser(const std::string& user) const { return Contains(admin_users, user); }
@@ -827,6 +841,8 @@ absl::Status ApplySetting(Config& config, const std::string& key, const std::str
   if (!status.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("key '", name, "': ", status.message()));
   }
+  // The value no longer comes from that line of the file.
+  updated.locations.erase(name);
   config = std::move(updated);
   return absl::OkStatus();
 }

@@ -120,6 +120,12 @@ struct Config {
   // pgfleet accepts but ignores, and keys it does not know at all.
   std::vector<std::string> warnings;
 
+  // "FILE:LINE" of the line that last set each [pgbouncer] key (lower-case name), so errors
+  // found after parsing (a missing auth_file, a port in use) can point at that line.
+  std::map<std::string, std::string> locations;
+  // locations[key], or the config's path when no line set the key (a default value).
+  std::string Where(const std::string& key) const;
+
   // The database entry clients asking for `name` get: the exact entry, else "*" with
   // dbname = name. nullopt when neither exists.
   std::optional<DatabaseConfig> FindDatabase(const std::string& name) const;
