@@ -179,7 +179,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
       // Fail-static: the last config the controller pushed wins over the local file, so a
       // restart while the controller is down serves what the fleet was running. It is still
       // a pushed config: its files must be where today's --allow-path allows.
-      absl::StatusOr<config::Config> pushed = config::LoadConfig(applied->path);
+      absl::StatusOr<config::Config> pushed =
+          config::LoadConfig(applied->path, PushedIncludeCheck(*path_policy));
       absl::Status confined =
           pushed.ok() ? CheckPushedPaths(*pushed, *path_policy) : pushed.status();
       if (!confined.ok()) {

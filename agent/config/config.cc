@@ -740,8 +740,9 @@ static absl::Status ValidateTls(const Config& config, const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& path) {
-  PGF_ASSIGN_OR_RETURN(std::vector<IniEntry> entries, ParseIni(text, path));
+absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& path,
+                                   const IncludeCheck& check_include) {
+  PGF_ASSIGN_OR_RETURN(std::vector<IniEntry> entries, ParseIni(text, path, check_include));
   enum class Section { kNone, kPgbouncer, kDatabases, kUsers, kPeers };
   Section section = Section::kNone;
   bool saw_pgbouncer = false;
@@ -792,13 +793,13 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& p
   return config;
 }
 
-absl::StatusOr<Config> LoadConfig(const std::string& path) {
+absl::StatusOr<Config> LoadConfig(const std::string& path, const IncludeCheck& check_include) {
   absl::StatusOr<std::string> text = ReadTextFile(path);
   if (!text.ok()) {
     return absl::Status(text.status().code(),
                         absl::StrCat("config file: ", text.status().message()));
   }
-  return ParseConfig(*text, path);
+  return ParseConfig(*text, path, check_include);
 }
 
 std::vector<ConfigEntry> DescribeConfig(const Config& config) {

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "agent/config/ini_parser.h"
 
 namespace pgfleet::agent::config {
 
@@ -136,9 +137,11 @@ struct Config {
 
 // Reads and validates `path` (following %include). Errors name file, line and key:
 // "pgbouncer.ini:12: key 'default_pool_size': invalid integer 'abc'".
-absl::StatusOr<Config> LoadConfig(const std::string& path);
+// `check_include` vets each %include'd file before it is read (see ParseIni).
+absl::StatusOr<Config> LoadConfig(const std::string& path, const IncludeCheck& check_include = {});
 // Same, from text in memory; `path` names it in errors and resolves relative %include.
-absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& path);
+absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& path,
+                                   const IncludeCheck& check_include = {});
 
 // Where a database entry's server connections go: "host:port", or the unix socket path
 // ("/var/run/postgresql/.s.PGSQL.5432") when host is empty or a directory. The agent reports

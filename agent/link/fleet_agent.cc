@@ -186,7 +186,8 @@ void FleetAgent::ApplyDesiredConfig(const pgfleet::v1::DesiredConfig& desired) {
   }
   const std::string path = JoinPath(state_dir_, kAppliedIni);
   // Validate before touching anything on disk.
-  absl::StatusOr<config::Config> parsed = config::ParseConfig(desired.ini_text(), path);
+  absl::StatusOr<config::Config> parsed =
+      config::ParseConfig(desired.ini_text(), path, PushedIncludeCheck(path_policy_));
   if (!parsed.ok()) {
     nack(std::string(parsed.status().message()));
     return;

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "agent/config/ini_parser.h"
+#include "common/status_macros.h"
 
 namespace pgfleet::agent {
 
@@ -152,6 +153,32 @@ absl::StatusOr<PathPolicy> MakePathPolicy(const std::vector<std::string>& dirs,
   return policy;
 }
 
+absl::Status CheckPushedPath(const std::string& key, const std::string& value,
+                             const PathPolicy& policy, bool written) {
+  if (value.empty()) return absl::OkStatus();
+  absl::StatusOr<std::string> resolved = ResolveForOpen(value);
+  if (!resolved.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(key, ": ", resolved.status().message()));
+  }
+  bool allowed = false;
+  for (const std::string& dir : policy.allowed_dirs) allowed |= IsInside(*resolved, dir);
+  if (!allowed) {
+    const bool moved = *resolved != value;
+    return absl::PermissionDeniedError(
+        absl::StrCat(key, ": ", value, moved ? absl::StrCat(" (", *resolved, ")") : "",
+                     " is outside the allowed paths (--allow-path)"));
+  }
+  if (written) {
+    for (const std::string& file : policy.protected_files) {
+      if (*resolved == file) {
+        return absl::PermissionDeniedError(
+            absl::StrCat(key, ": ", value, " is a file the agent itself depends on"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckPushedPaths(const config::Config& config, const PathPolicy& policy) {
   struct PathKey {
     const char* key;
@@ -170,27 +197,7 @@ absl::Status CheckPushedPaths(const config::Config& config, const PathPolicy& po
       {"server_tls_ca_file", config.server_tls_ca_file, false},
   };
   for (const PathKey& entry : keys) {
-    if (entry.value.empty()) continue;
-    absl::StatusOr<std::string> resolved = ResolveForOpen(entry.value);
-    if (!resolved.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(entry.key, ": ", resolved.status().message()));
-    }
-    bool allowed = false;
-    for (const std::string& dir : policy.allowed_dirs) allowed |= IsInside(*resolved, dir);
-    if (!allowed) {
-      const bool moved = *resolved != entry.value;
-      return absl::PermissionDeniedError(absl::StrCat(
-          entry.key, ": ", entry.value, moved ? absl::StrCat(" (", *resolved, ")") : "",
-          " is outside the allowed paths (--allow-path)"));
-    }
-    if (entry.written) {
-      for (const std::string& file : policy.protected_files) {
-        if (*resolved == file) {
-          return absl::PermissionDeniedError(
-              absl::StrCat(entry.key, ": ", entry.value, " is a file the agent itself depends on"));
-        }
-      }
-    }
+    PGF_RETURN_IF_ERROR(CheckPushedPath(entry.key, entry.value, policy, entry.written));
   }
   return absl::OkStatus();
 }

@@ -60,5 +60,14 @@ absl::StatusOr<PathPolicy> MakePathPolicy(const std::vector<std::string>& dirs,
 // file that does not exist yet its parent directory. The error names the key:
 // "logfile: /etc/passwd is outside the allowed paths (--allow-path)".
 absl::Status CheckPushedPaths(const config::Config& config, const PathPolicy& policy);
+// One path, named `key` in the error; `written` for files the agent creates or truncates.
+absl::Status CheckPushedPath(const std::string& key, const std::string& value,
+                             const PathPolicy& policy, bool written);
+// The %include check for pushed configs (config::IncludeCheck).
+inline config::IncludeCheck PushedIncludeCheck(const PathPolicy& policy) {
+  return [&policy](const std::string& path) {
+    return CheckPushedPath("%include", path, policy, /*written=*/false);
+  };
+}
 
 }  // namespace pgfleet::agent

@@ -290,14 +290,6 @@ TEST_F(FleetAgentStateTest, TwoAgentsConfiguredFromOneDirectoryKeepTheirOwnState
   EXPECT_EQ(size_a, "11");
   EXPECT_EQ(size_b, "12");
 
-  // Each has a state dir of its own, named after its id, next to the config files.
-  for (const auto& [id, size] : {std::pair<std::string, int>{"host-a", 11}, {"host-b", 12}}) {
-    absl::StatusOr<std::string> applied =
-        ReadFile(absl::StrCat(config_dir_, "/pgfleet-state/", id, "/applied.ini"));
-    ASSERT_TRUE(applied.ok()) << id << ": " << applied.status();
-    EXPECT_TRUE(absl::StrContains(*applied, absl::StrCat("default_pool_size = ", size))) << id;
-  }
-
   // With the controller gone, each restarts onto its own last applied config.
   PGF_ASSERT_OK(controller_->Stop().status());
   for (SpawnedAgent* agent : {a, b}) {
@@ -312,6 +304,14 @@ TEST_F(FleetAgentStateTest, TwoAgentsConfiguredFromOneDirectoryKeepTheirOwnState
   EXPECT_EQ(size_b, "12") << "host-b restarted onto another agent's config";
   EXPECT_TRUE(absl::StrContains(a->Stderr(), "starting from the last applied config"));
   EXPECT_TRUE(absl::StrContains(b->Stderr(), "starting from the last applied config"));
+
+  // Each has a state dir of its own, named after its id, next to the config files.
+  for (const auto& [id, size] : {std::pair<std::string, int>{"host-a", 11}, {"host-b", 12}}) {
+    absl::StatusOr<std::string> applied =
+        ReadFile(absl::StrCat(config_dir_, "/pgfleet-state/", id, "/applied.ini"));
+    ASSERT_TRUE(applied.ok()) << id << ": " << applied.status();
+    EXPECT_TRUE(absl::StrContains(*applied, absl::StrCat("default_pool_size = ", size))) << id;
+  }
 }
 
 TEST_F(FleetAgentStateTest, ASecondAgentOnTheSameStateDirRefusesToStart) {
@@ -393,6 +393,14 @@ TEST_F(FleetAgentStateTest, PushedFilePathsOutsideTheAllowedDirsAreRefused) {
     PGF_ASSERT_OK_AND_ASSIGN(std::string size, ShowConfig(port, "default_pool_size"));
     EXPECT_EQ(size, "20") << "a refused config was applied";
   }
+  // An %include is a file read too: refused before the file is opened, so no line of it can
+  // come back in the NACK.
+  FleetctlResult include = PushAndApply("dev", Ini(port, 7) + "%include /etc/passwd\n");
+  EXPECT_EQ(include.exit_code, 5) << include.Describe();
+  EXPECT_TRUE(absl::StrContains(include.stderr_text, "%include: /etc/passwd is outside"))
+      << include.Describe();
+  EXPECT_FALSE(absl::StrContains(include.stderr_text, "root:")) << "a NACK leaked /etc/passwd";
+
   PGF_ASSERT_OK_AND_ASSIGN(std::string local_after, ReadFile(local_ini));
   EXPECT_EQ(local_after, local_text) << "the local config file was written";
 

@@ -174,6 +174,24 @@ TEST_F(StateDirTest, TheAgentsOwnFilesCannotBeWrittenByAPushedConfig) {
   PGF_EXPECT_OK(Check("auth_file", allowed_ + "/agent.ini", policy));
 }
 
+TEST_F(StateDirTest, PushedIncludesOutsideAreRefusedBeforeTheyAreRead) {
+  const PathPolicy policy = Policy();
+  std::ofstream(outside_ + "/secret.ini") << "this line is secret\n";
+  std::ofstream(allowed_ + "/more.ini") << "default_pool_size = 3\n";
+  absl::StatusOr<config::Config> refused =
+      config::ParseConfig("[pgbouncer]\n%include " + outside_ + "/secret.ini\n",
+                          allowed_ + "/applied.ini", PushedIncludeCheck(policy));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("%include: " + outside_ + "/secret.ini is outside"));
+  EXPECT_THAT(refused.status().message(), ::testing::Not(HasSubstr("secret\n")));
+  EXPECT_THAT(refused.status().message(), ::testing::Not(HasSubstr("this line")));
+  absl::StatusOr<config::Config> included = config::ParseConfig(
+      "[pgbouncer]\n%include more.ini\n", allowed_ + "/applied.ini", PushedIncludeCheck(policy));
+  ASSERT_TRUE(included.ok()) << included.status();
+  EXPECT_EQ(included->default_pool_size, 3);
+}
+
 TEST_F(StateDirTest, AllowedDirsMustExist) {
   absl::StatusOr<PathPolicy> policy = MakePathPolicy({dir_ + "/nope"}, {});
   ASSERT_FALSE(policy.ok());
