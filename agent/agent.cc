@@ -4,6 +4,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -13,13 +14,14 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <fstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "agent/client_conn.h"
 #include "agent/link/fleet_agent.h"
+#include "agent/link/state_dir.h"
 #include "agent/metrics/metrics_server.h"
 #include "agent/pg/protocol.h"
 #include "agent/server_conn.h"
@@ -53,13 +55,80 @@ std::string PeerName(const sockaddr* addr) {
   return "unix";
 }
 
+// "FILE:LINE: key: reason", FILE:LINE being the line that set `key`.
+absl::Status AtKey(const config::Config& cfg, const std::string& key, const absl::Status& status) {
+  return absl::Status(status.code(),
+                      absl::StrCat(cfg.Where(key), ": ", key, ": ", status.message()));
+}
+
 absl::StatusOr<config::AuthFile> LoadAuthFileFor(const config::Config& cfg) {
   if (cfg.auth_file.empty()) {
     if (cfg.auth_type == config::AuthType::kAny) return config::AuthFile{};
-    return absl::InvalidArgumentError(absl::StrCat(
-        cfg.path, ": auth_type ", config::AuthTypeName(cfg.auth_type), " needs an auth_file"));
+    return absl::InvalidArgumentError(absl::StrCat(cfg.Where("auth_type"), ": auth_type ",
+                                                   config::AuthTypeName(cfg.auth_type),
+                                                   " needs an auth_file"));
   }
-  return config::LoadAuthFile(cfg.auth_file);
+  absl::StatusOr<config::AuthFile> users = config::LoadAuthFile(cfg.auth_file);
+  if (!users.ok()) return AtKey(cfg, "auth_file", users.status());
+  return users;
+}
+
+// TlsContext's errors start with the key they are about ("client_tls_cert_file /x: cannot
+// load certificate: ..."); this puts the line that set it in front.
+absl::Status LocateTlsError(const config::Config& cfg, const absl::Status& status) {
+  static const char* const kTlsKeys[] = {
+      "client_tls_cert_file", "client_tls_key_file",  "client_tls_ca_file",  "client_tls_protocols",
+      "client_tls_ciphers",   "server_tls_cert_file", "server_tls_key_file", "server_tls_ca_file",
+      "server_tls_protocols", "server_tls_ciphers"};
+  for (const char* key : kTlsKeys) {
+    if (absl::StartsWith(status.message(), absl::StrCat(key, " "))) {
+      return absl::Status(status.code(), absl::StrCat(cfg.Where(key), ": ", status.message()));
+    }
+  }
+  return absl::Status(status.code(), absl::StrCat(cfg.path, ": ", status.message()));
+}
+
+// Whether the logfile can be opened for appending (creating it, as the logger will), so a bad
+// path is an error at start and a refused RELOAD rather than a silently lost log.
+absl::Status CheckLogFile(const config::Config& cfg) {
+  if (cfg.logfile.empty()) return absl::OkStatus();
+  const int fd = open(cfg.logfile.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) {
+    return AtKey(cfg, "logfile",
+                 absl::ErrnoToStatus(errno, absl::StrCat("cannot open '", cfg.logfile, "'")));
+  }
+  close(fd);
+  return absl::OkStatus();
+}
+
+// Everything a config needs from disk besides itself, loaded and checked before anything
+// changes, for start-up and RELOAD alike. Errors name file, line and key.
+struct LoadedConfig {
+  config::Config cfg;
+  config::AuthFile users;
+  std::shared_ptr<const TlsContext> client_tls;
+  std::shared_ptr<const TlsContext> server_tls;
+};
+
+absl::StatusOr<LoadedConfig> LoadConfigAndFiles(const std::string& path) {
+  LoadedConfig loaded;
+  PGF_ASSIGN_OR_RETURN(loaded.cfg, config::LoadConfig(path));
+  PGF_ASSIGN_OR_RETURN(loaded.users, LoadAuthFileFor(loaded.cfg));
+  absl::StatusOr<std::shared_ptr<const TlsContext>> client_tls = TlsContext::ForClients(loaded.cfg);
+  if (!client_tls.ok()) return LocateTlsError(loaded.cfg, client_tls.status());
+  loaded.client_tls = std::move(*client_tls);
+  absl::StatusOr<std::shared_ptr<const TlsContext>> server_tls = TlsContext::ForServers(loaded.cfg);
+  if (!server_tls.ok()) return LocateTlsError(loaded.cfg, server_tls.status());
+  loaded.server_tls = std::move(*server_tls);
+  PGF_RETURN_IF_ERROR(CheckLogFile(loaded.cfg));
+  return loaded;
+}
+
+// The directory part of a path ("." for a bare name).
+std::string DirOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
 }
 
 }  // namespace
@@ -81,43 +150,69 @@ void ApplyKeepalive(int fd, const config::Config& cfg) {
 Agent::Agent(AgentOptions options) : options_(std::move(options)) {}
 
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
+  // Every early return below destroys a half-built Agent: ~Agent copes with any member unset.
   std::unique_ptr<Agent> agent(new Agent(std::move(options)));
   std::optional<AppliedConfig> applied;
+  std::optional<PathPolicy> path_policy;
   if (agent->options_.link.has_value()) {
-    if (mkdir(agent->options_.state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "cannot create state dir ", agent->options_.state_dir, ": ", strerror(errno)));
+    LinkOptions& link = *agent->options_.link;
+    const std::string local_config = agent->options_.config_path;
+    if (link.agent_id.empty()) {
+      // From the local file, not from a pushed one: the identity (and so the default state
+      // dir) must not change when the controller pushes another listen_port.
+      PGF_ASSIGN_OR_RETURN(config::Config local, config::LoadConfig(local_config));
+      char host[256] = "";
+      gethostname(host, sizeof(host) - 1);
+      link.agent_id = absl::StrCat(host, ":", local.listen_port);
     }
-    applied = ReadAppliedConfig(agent->options_.state_dir);
+    std::string& state_dir = agent->options_.state_dir;
+    if (state_dir.empty()) state_dir = DefaultStateDir(local_config, link.agent_id);
+    PGF_RETURN_IF_ERROR(MakeDirs(state_dir, 0700));
+    PGF_ASSIGN_OR_RETURN(agent->state_lock_, StateDirLock::Acquire(state_dir));
+    std::vector<std::string> allowed = {DirOf(local_config), state_dir};
+    allowed.insert(allowed.end(), agent->options_.allowed_paths.begin(),
+                   agent->options_.allowed_paths.end());
+    PGF_ASSIGN_OR_RETURN(path_policy,
+                         MakePathPolicy(allowed, ProtectedFiles(state_dir, local_config)));
+    applied = ReadAppliedConfig(state_dir);
     if (applied.has_value()) {
       // Fail-static: the last config the controller pushed wins over the local file, so a
-      // restart while the controller is down serves what the fleet was running.
-      PGF_INFO("agent", "starting from the last applied config, version %d (%s)", applied->version,
-               applied->path);
-      agent->options_.config_path = applied->path;
+      // restart while the controller is down serves what the fleet was running. It is still
+      // a pushed config: its files must be where today's --allow-path allows.
+      absl::StatusOr<config::Config> pushed =
+          config::LoadConfig(applied->path, PushedIncludeCheck(*path_policy));
+      absl::Status confined =
+          pushed.ok() ? CheckPushedPaths(*pushed, *path_policy) : pushed.status();
+      if (!confined.ok()) {
+        PGF_WARN("agent",
+                 "not starting from the last applied config %s (version %d): %s; "
+                 "using %s",
+                 applied->path, applied->version, confined.message(), local_config);
+        applied.reset();
+      } else {
+        PGF_INFO("agent", "starting from the last applied config, version %d (%s)",
+                 applied->version, applied->path);
+        agent->options_.config_path = applied->path;
+      }
     }
   }
-  PGF_ASSIGN_OR_RETURN(config::Config cfg, config::LoadConfig(agent->options_.config_path));
-  PGF_ASSIGN_OR_RETURN(agent->auth_file_, LoadAuthFileFor(cfg));
-  PGF_ASSIGN_OR_RETURN(agent->client_tls_, TlsContext::ForClients(cfg));
-  PGF_ASSIGN_OR_RETURN(agent->server_tls_, TlsContext::ForServers(cfg));
-  for (const std::string& warning : cfg.warnings) PGF_WARN("config", "%s", warning);
-  agent->config_ = std::make_shared<const config::Config>(std::move(cfg));
+  PGF_ASSIGN_OR_RETURN(LoadedConfig loaded, LoadConfigAndFiles(agent->options_.config_path));
+  for (const std::string& warning : loaded.cfg.warnings) PGF_WARN("config", "%s", warning);
+  agent->auth_file_ = std::move(loaded.users);
+  agent->client_tls_ = std::move(loaded.client_tls);
+  agent->server_tls_ = std::move(loaded.server_tls);
+  agent->config_ = std::make_shared<const config::Config>(std::move(loaded.cfg));
   if (!agent->config_->logfile.empty() && !common::SetLogFile(agent->config_->logfile)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot open logfile ", agent->config_->logfile, ": ", strerror(errno)));
+    return AtKey(
+        *agent->config_, "logfile",
+        absl::ErrnoToStatus(errno, absl::StrCat("cannot open '", agent->config_->logfile, "'")));
   }
   if (agent->config_->verbose) common::SetLogLevel(common::LogLevel::kDebug);
   agent->loop_ = EventLoop::Create();
   agent->admin_ = std::make_unique<AdminConsole>(*agent);
   if (agent->options_.link.has_value()) {
-    if (agent->options_.link->agent_id.empty()) {
-      char host[256] = "";
-      gethostname(host, sizeof(host) - 1);
-      agent->options_.link->agent_id = absl::StrCat(host, ":", agent->config_->listen_port);
-    }
-    agent->fleet_ = std::make_unique<FleetAgent>(*agent, *agent->options_.link,
-                                                 agent->options_.state_dir, applied);
+    agent->fleet_ = std::make_unique<FleetAgent>(
+        *agent, *agent->options_.link, agent->options_.state_dir, applied, std::move(*path_policy));
   }
   agent->start_time_us_ = MonotonicMicros();
   return agent;
@@ -132,7 +227,7 @@ Agent::~Agent() {
   // Connections still open at exit are released with the process; pools own no sockets.
   RunDeferredDeletes();
   if (deferred_delete_event_ != nullptr) event_free(deferred_delete_event_);
-  if (!config_->pidfile.empty()) unlink(config_->pidfile.c_str());
+  if (!written_pidfile_.empty()) unlink(written_pidfile_.c_str());
 }
 
 absl::Status Agent::Listen() {
@@ -151,14 +246,15 @@ absl::Status Agent::Listen() {
                                   : absl::StrCat(addr, ":", cfg.listen_port);
       if (evutil_parse_sockaddr_port(with_port.c_str(), reinterpret_cast<sockaddr*>(&storage),
                                      &len) != 0) {
-        return absl::InvalidArgumentError(absl::StrCat("listen_addr: cannot parse '", addr, "'"));
+        return AtKey(cfg, "listen_addr",
+                     absl::InvalidArgumentError(absl::StrCat("cannot parse '", addr, "'")));
       }
       evconnlistener* listener =
           evconnlistener_new_bind(loop_->base(), &Agent::OnAccept, this, flags, 1024,
                                   reinterpret_cast<sockaddr*>(&storage), len);
       if (listener == nullptr) {
-        return absl::UnavailableError(
-            absl::StrCat("cannot listen on ", with_port, ": ", strerror(errno)));
+        return AtKey(cfg, "listen_addr",
+                     absl::ErrnoToStatus(errno, absl::StrCat("cannot listen on ", with_port)));
       }
       listeners_.push_back(listener);
       PGF_INFO("agent", "listening on %s", with_port);
@@ -169,7 +265,8 @@ absl::Status Agent::Listen() {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (path.size() >= sizeof(addr.sun_path)) {
-      return absl::InvalidArgumentError(absl::StrCat("unix socket path too long: ", path));
+      return AtKey(cfg, "unix_socket_dir",
+                   absl::InvalidArgumentError(absl::StrCat("unix socket path too long: ", path)));
     }
     memcpy(addr.sun_path, path.c_str(), path.size() + 1);
     unlink(path.c_str());
@@ -177,15 +274,39 @@ absl::Status Agent::Listen() {
         loop_->base(), &Agent::OnAccept, this, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 1024,
         reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
     if (listener == nullptr) {
-      return absl::UnavailableError(absl::StrCat("cannot listen on ", path, ": ", strerror(errno)));
+      return AtKey(cfg, "unix_socket_dir",
+                   absl::ErrnoToStatus(errno, absl::StrCat("cannot listen on ", path)));
     }
     chmod(path.c_str(), 0777);
     listeners_.push_back(listener);
     PGF_INFO("agent", "listening on unix socket %s", path);
   }
   if (listeners_.empty()) {
-    return absl::InvalidArgumentError("nothing to listen on: set listen_addr or unix_socket_dir");
+    return absl::InvalidArgumentError(
+        absl::StrCat(cfg.path, ": nothing to listen on: set listen_addr or unix_socket_dir"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status Agent::WritePidfile() {
+  const std::string& path = config_->pidfile;
+  if (path.empty()) return absl::OkStatus();
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return AtKey(*config_, "pidfile",
+                 absl::ErrnoToStatus(errno, absl::StrCat("cannot write '", path, "'")));
+  }
+  const std::string pid = absl::StrCat(getpid(), "\n");
+  int error = 0;
+  if (write(fd, pid.data(), pid.size()) != static_cast<ssize_t>(pid.size()))
+    error = errno ? errno : EIO;
+  if (close(fd) != 0 && error == 0) error = errno;
+  if (error != 0) {
+    unlink(path.c_str());
+    return AtKey(*config_, "pidfile",
+                 absl::ErrnoToStatus(error, absl::StrCat("cannot write '", path, "'")));
+  }
+  written_pidfile_ = path;
   return absl::OkStatus();
 }
 
@@ -212,26 +333,27 @@ void Agent::OnAccept(evconnlistener*, int fd, sockaddr* addr, int, void* arg) {
 }
 
 int Agent::Run() {
-  if (absl::Status listening = Listen(); !listening.ok()) {
-    PGF_ERROR("agent", "%s", listening.message());
+  // Start-up errors read like Create's (main prints those): "pgfleet-agent: FILE:LINE: key:
+  // reason" on stderr; with a logfile they go there too.
+  auto fail = [this](const absl::Status& status) {
+    fprintf(stderr, "pgfleet-agent: %s\n", std::string(status.message()).c_str());
+    if (!config_->logfile.empty()) PGF_ERROR("agent", "%s", status.message());
     return 1;
-  }
+  };
+  if (absl::Status listening = Listen(); !listening.ok()) return fail(listening);
   RaiseFdLimit();
   if (!options_.metrics_listen.empty()) {
     absl::StatusOr<std::unique_ptr<MetricsServer>> metrics =
         MetricsServer::Start(*this, options_.metrics_listen);
     if (!metrics.ok()) {
-      PGF_ERROR("agent", "metrics endpoint: %s", metrics.status().message());
-      return 1;
+      return fail(absl::Status(metrics.status().code(),
+                               absl::StrCat("--metrics-listen: ", metrics.status().message())));
     }
     metrics_server_ = std::move(*metrics);
     PGF_INFO("agent", "metrics on http://%s/metrics", options_.metrics_listen);
   }
+  if (absl::Status pidfile = WritePidfile(); !pidfile.ok()) return fail(pidfile);
   if (fleet_) fleet_->Start();
-  if (!config_->pidfile.empty()) {
-    std::ofstream pidfile(config_->pidfile);
-    pidfile << getpid() << "\n";
-  }
   signal(SIGPIPE, SIG_IGN);
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
     event* ev = evsignal_new(loop_->base(), sig, &Agent::OnSignal, this);
@@ -266,11 +388,13 @@ void Agent::OnSignal(int sig, short, void* arg) {
 }
 
 absl::Status Agent::Reload() {
-  PGF_ASSIGN_OR_RETURN(config::Config cfg, config::LoadConfig(options_.config_path));
-  PGF_ASSIGN_OR_RETURN(config::AuthFile users, LoadAuthFileFor(cfg));
-  // Certificates and keys are read again, so a renewed certificate needs only a RELOAD.
-  PGF_ASSIGN_OR_RETURN(std::shared_ptr<const TlsContext> client_tls, TlsContext::ForClients(cfg));
-  PGF_ASSIGN_OR_RETURN(std::shared_ptr<const TlsContext> server_tls, TlsContext::ForServers(cfg));
+  // Certificates and keys are read again, so a renewed certificate needs only a RELOAD; the
+  // logfile is opened first, so a path the agent cannot write refuses the RELOAD.
+  PGF_ASSIGN_OR_RETURN(LoadedConfig loaded, LoadConfigAndFiles(options_.config_path));
+  config::Config& cfg = loaded.cfg;
+  config::AuthFile& users = loaded.users;
+  std::shared_ptr<const TlsContext>& client_tls = loaded.client_tls;
+  std::shared_ptr<const TlsContext>& server_tls = loaded.server_tls;
   for (const std::string& warning : cfg.warnings) PGF_WARN("config", "%s", warning);
   if (cfg.listen_addr != config_->listen_addr || cfg.listen_port != config_->listen_port ||
       cfg.unix_socket_dir != config_->unix_socket_dir) {

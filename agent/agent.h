@@ -33,6 +33,7 @@ namespace pgfleet::agent {
 class ClientConn;
 class ServerConn;
 class FleetAgent;
+class StateDirLock;
 class MetricsServer;
 
 struct AgentOptions {
@@ -43,7 +44,11 @@ struct AgentOptions {
   // Fleet mode: the controller link. Pushed configs and the applied version live in
   // state_dir; on start the agent serves the last applied config if there is one.
   std::optional<LinkOptions> link;
+  // Empty: <config dir>/pgfleet-state/<agent id>. Locked by one agent at a time.
   std::string state_dir;
+  // Directories a pushed config may name files in (logfile, pidfile, auth_file, TLS files),
+  // besides the local config file's directory and the state dir.
+  std::vector<std::string> allowed_paths;
 };
 
 // SO_KEEPALIVE and tcp_keepcnt/keepidle/keepintvl from the config, on a TCP socket.
@@ -189,6 +194,8 @@ class Agent {
  private:
   explicit Agent(AgentOptions options);
   absl::Status Listen();
+  // Writes the pidfile (if the config names one); an error names the key and why.
+  absl::Status WritePidfile();
   void CloseListeners();
   static void OnAccept(evconnlistener* listener, int fd, ::sockaddr* addr, int socklen, void* arg);
   static void OnSignal(int signal, short what, void* arg);
@@ -256,6 +263,10 @@ class Agent {
   std::unique_ptr<AdminConsole> admin_;
   std::unique_ptr<MetricsServer> metrics_server_;
   std::unique_ptr<FleetAgent> fleet_;
+  std::unique_ptr<StateDirLock> state_lock_;
+  // The pidfile this process wrote (removed at exit); empty if it wrote none, so an agent
+  // that fails to start never removes the pidfile of one that runs.
+  std::string written_pidfile_;
   IntrusiveList<ClientConn> admin_clients_;
   uint64_t start_time_us_ = 0;
   StatsHistory stats_history_;

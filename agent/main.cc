@@ -35,10 +35,18 @@ void PrintUsage(FILE* out) {
           "      --controller=HOST:PORT  keep a stream to pgfleet-controller\n"
           "      --env=NAME              environment (dev, staging, prod...); required\n"
           "                              with --controller\n"
-          "      --agent-id=ID           identity (default: hostname:listen_port)\n"
+          "      --agent-id=ID           identity (default: hostname:listen_port of the\n"
+          "                              local config file)\n"
           "      --labels=K=V,K=V        labels reported to the controller\n"
           "      --state-dir=DIR         where pushed configs are kept (default:\n"
-          "                              <config dir>/pgfleet-state)\n"
+          "                              <config dir>/pgfleet-state/<agent id>); one\n"
+          "                              agent per state dir, a second one refuses to start\n"
+          "      --allow-path=DIR[,DIR]  directories a pushed config may name files in\n"
+          "                              (logfile, pidfile, auth_file, *_tls_*_file);\n"
+          "                              repeatable. The local config's directory and the\n"
+          "                              state dir are always allowed; a pushed config\n"
+          "                              naming a file elsewhere is refused (NACK). The\n"
+          "                              local config file itself is not confined\n"
           "      --tls-ca=FILE --tls-cert=FILE --tls-key=FILE\n"
           "                              mutual TLS to the controller\n"
           "\n"
@@ -58,7 +66,7 @@ bool TakeValue(const std::string& arg, const char* name, std::string* value) {
 int main(int argc, char** argv) {
   pgfleet::agent::AgentOptions options;
   pgfleet::agent::LinkOptions link;
-  std::string labels, shutdown_timeout;
+  std::string labels, shutdown_timeout, allow_path;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
@@ -75,6 +83,10 @@ int main(int argc, char** argv) {
       if (!absl::ParseDuration(shutdown_timeout, &options.shutdown_timeout)) {
         fprintf(stderr, "pgfleet-agent: invalid duration in %s (try 30s, 2m)\n", arg.c_str());
         return 2;
+      }
+    } else if (TakeValue(arg, "--allow-path", &allow_path)) {
+      for (absl::string_view dir : absl::StrSplit(allow_path, ',', absl::SkipEmpty())) {
+        options.allowed_paths.emplace_back(dir);
       }
     } else if (TakeValue(arg, "--metrics-listen", &options.metrics_listen) ||
                TakeValue(arg, "--controller", &link.controller_address) ||
@@ -119,11 +131,6 @@ int main(int argc, char** argv) {
         return 2;
       }
       link.labels[kv.first] = kv.second;
-    }
-    if (options.state_dir.empty()) {
-      size_t slash = options.config_path.rfind('/');
-      std::string dir = slash == std::string::npos ? "." : options.config_path.substr(0, slash);
-      options.state_dir = dir + "/pgfleet-state";
     }
     options.link = link;
   }

@@ -16,8 +16,8 @@ namespace pgfleet::agent::config {
 namespace {
 
 absl::Status LineError(const std::string& path, int line_number, std::string_view message) {
-  return absl::InvalidArgumentError(absl::StrCat(path, ":", line_number, ": ",
-                                                 absl::string_view(message.data(), message.size())));
+  return absl::InvalidArgumentError(absl::StrCat(
+      path, ":", line_number, ": ", absl::string_view(message.data(), message.size())));
 }
 
 // Reads a quoted field starting at line[*pos] == '"'; "" inside is a literal quote. On success
@@ -119,11 +119,8 @@ absl::StatusOr<AuthFile> LoadAuthFile(const std::string& path) {
   // Plain POSIX I/O so errno is reliable for the error (iostreams do not promise it).
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    const int error = errno;
-    if (error == ENOENT) {
-      return absl::NotFoundError(absl::StrCat("auth_file ", path, ": no such file"));
-    }
-    return absl::ErrnoToStatus(error, absl::StrCat("auth_file ", path));
+    // "cannot read 'PATH': No such file or directory"; the caller names the key and line.
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot read '", path, "'"));
   }
   std::string contents;
   char buf[8192];
@@ -136,7 +133,7 @@ absl::StatusOr<AuthFile> LoadAuthFile(const std::string& path) {
     } else if (errno != EINTR) {
       const int error = errno;
       close(fd);
-      return absl::ErrnoToStatus(error, absl::StrCat("auth_file ", path));
+      return absl::ErrnoToStatus(error, absl::StrCat("cannot read '", path, "'"));
     }
   }
   close(fd);

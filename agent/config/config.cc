@@ -409,6 +409,7 @@ absl::Status ApplyOption(const IniEntry& entry, Config& config) {
       return absl::InvalidArgumentError(
           absl::StrCat(Location(entry), ": key '", key, "': ", status.message()));
     }
+    config.locations[key] = Location(entry);
     return absl::OkStatus();
   }
   if (Contains(kIgnoredOptions, key)) {
@@ -534,6 +535,10 @@ absl::Status ApplyDatabaseParam(const ConnParam& p, DatabaseConfig& db, bool& ig
     db.application_name = v;
   } else if (Contains(kIgnoredDatabaseParams, k)) {
     ignored = true;
+  } else if (FindOption(k) != nullptr) {
+    // Easy to mistake for a per-database override; say so rather than just "unknown".
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown parameter '", k, "': it is a [pgbouncer] setting, not a per-database one"));
   } else {
     return absl::InvalidArgumentError(absl::StrCat("unknown parameter '", k, "'"));
   }
@@ -594,6 +599,10 @@ absl::Status ApplyUser(const IniEntry& entry, Config& config) {
     } else if (Contains(kIgnoredUserParams, p.key)) {
       config.warnings.push_back(
           absl::StrCat(where, ": parameter '", p.key, "' is not supported by pgfleet; ignored"));
+    } else if (FindOption(p.key) != nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": unknown parameter '", p.key,
+                       "': it is a [pgbouncer] setting, not a per-user one"));
     } else {
       return absl::InvalidArgumentError(absl::StrCat(where, ": unknown parameter '", p.key, "'"));
     }
@@ -690,6 +699,11 @@ const UserConfig* Config::FindUser(const std::string& name) const {
   return it == users.end() ? nullptr : &it->second;
 }
 
+std::string Config::Where(const std::string& key) const {
+  auto it = locations.find(key);
+  return it == locations.end() ? path : it->second;
+}
+
 bool Config::IsAdminUser(const std::string& user) const { return Contains(admin_users, user); }
 
 // Only stats_users: admin_users get the stats commands too, but the caller checks that, so
@@ -726,8 +740,9 @@ static absl::Status ValidateTls(const Config& config, const std::string& path) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& path) {
-  PGF_ASSIGN_OR_RETURN(std::vector<IniEntry> entries, ParseIni(text, path));
+absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& path,
+                                   const IncludeCheck& check_include) {
+  PGF_ASSIGN_OR_RETURN(std::vector<IniEntry> entries, ParseIni(text, path, check_include));
   enum class Section { kNone, kPgbouncer, kDatabases, kUsers, kPeers };
   Section section = Section::kNone;
   bool saw_pgbouncer = false;
@@ -778,13 +793,13 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& p
   return config;
 }
 
-absl::StatusOr<Config> LoadConfig(const std::string& path) {
+absl::StatusOr<Config> LoadConfig(const std::string& path, const IncludeCheck& check_include) {
   absl::StatusOr<std::string> text = ReadTextFile(path);
   if (!text.ok()) {
     return absl::Status(text.status().code(),
                         absl::StrCat("config file: ", text.status().message()));
   }
-  return ParseConfig(*text, path);
+  return ParseConfig(*text, path, check_include);
 }
 
 std::vector<ConfigEntry> DescribeConfig(const Config& config) {
@@ -827,6 +842,8 @@ absl::Status ApplySetting(Config& config, const std::string& key, const std::str
   if (!status.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("key '", name, "': ", status.message()));
   }
+  // The value no longer comes from that line of the file.
+  updated.locations.erase(name);
   config = std::move(updated);
   return absl::OkStatus();
 }

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "agent/config/ini_parser.h"
 
 namespace pgfleet::agent::config {
 
@@ -124,6 +125,12 @@ struct Config {
   // pgfleet accepts but ignores, and keys it does not know at all.
   std::vector<std::string> warnings;
 
+  // "FILE:LINE" of the line that last set each [pgbouncer] key (lower-case name), so errors
+  // found after parsing (a missing auth_file, a port in use) can point at that line.
+  std::map<std::string, std::string> locations;
+  // locations[key], or the config's path when no line set the key (a default value).
+  std::string Where(const std::string& key) const;
+
   // The database entry clients asking for `name` get: the exact entry, else "*" with
   // dbname = name. nullopt when neither exists.
   std::optional<DatabaseConfig> FindDatabase(const std::string& name) const;
@@ -134,9 +141,11 @@ struct Config {
 
 // Reads and validates `path` (following %include). Errors name file, line and key:
 // "pgbouncer.ini:12: key 'default_pool_size': invalid integer 'abc'".
-absl::StatusOr<Config> LoadConfig(const std::string& path);
+// `check_include` vets each %include'd file before it is read (see ParseIni).
+absl::StatusOr<Config> LoadConfig(const std::string& path, const IncludeCheck& check_include = {});
 // Same, from text in memory; `path` names it in errors and resolves relative %include.
-absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& path);
+absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& path,
+                                   const IncludeCheck& check_include = {});
 
 // Where a database entry's server connections go: "host:port", or the unix socket path
 // ("/var/run/postgresql/.s.PGSQL.5432") when host is empty or a directory. The agent reports

@@ -25,6 +25,7 @@ struct IniState {
   // Canonical paths of the files being parsed, outermost first, to name include loops
   // instead of letting them run into the depth limit.
   std::vector<std::string> include_stack;
+  const IncludeCheck* check_include = nullptr;
 };
 
 std::string Location(const std::string& file, int line) { return absl::StrCat(file, ":", line); }
@@ -70,6 +71,11 @@ absl::Status HandleInclude(absl::string_view target, const std::string& path, in
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": include loop: ", absl::StrJoin(state.include_stack, " -> "),
                        " -> ", canonical));
+    }
+  }
+  if (state.check_include != nullptr && *state.check_include) {
+    if (absl::Status allowed = (*state.check_include)(resolved); !allowed.ok()) {
+      return absl::Status(allowed.code(), absl::StrCat(where, ": ", allowed.message()));
     }
   }
   absl::StatusOr<std::string> contents = ReadTextFile(resolved);
@@ -165,8 +171,10 @@ absl::Status ParseText(const std::string& text, const std::string& path, int dep
 
 }  // namespace
 
-absl::StatusOr<std::vector<IniEntry>> ParseIni(const std::string& text, const std::string& path) {
+absl::StatusOr<std::vector<IniEntry>> ParseIni(const std::string& text, const std::string& path,
+                                               const IncludeCheck& check_include) {
   IniState state;
+  state.check_include = &check_include;
   PGF_RETURN_IF_ERROR(ParseText(text, path, 0, state));
   return std::move(state.entries);
 }

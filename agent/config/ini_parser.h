@@ -3,6 +3,7 @@
 // the including file. config.cc gives the entries their meaning.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,7 +28,12 @@ struct IniEntry {
 // expanded in place. `path` names the text in errors and its directory anchors relative
 // %include paths; included files are read from disk. Errors are InvalidArgument
 // "FILE:LINE: ..." for syntax, and the read error's code (NotFound, ...) for includes.
-absl::StatusOr<std::vector<IniEntry>> ParseIni(const std::string& text, const std::string& path);
+// `check_include`, when set, is called with each %include'd file's path before it is read; an
+// error refuses the include (a config pushed by the controller may only include files where
+// the agent's command line allows).
+using IncludeCheck = std::function<absl::Status(const std::string& path)>;
+absl::StatusOr<std::vector<IniEntry>> ParseIni(const std::string& text, const std::string& path,
+                                               const IncludeCheck& check_include = {});
 
 // Reads a whole file. NotFound / PermissionDenied / ... naming `path` and the errno text.
 absl::StatusOr<std::string> ReadTextFile(const std::string& path);

@@ -11,8 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "agent/agent.h"
-#include "agent/config/auth_file.h"
 #include "agent/client_conn.h"
+#include "agent/config/auth_file.h"
 #include "agent/config/config.h"
 #include "agent/server_conn.h"
 #include "common/log.h"
@@ -43,9 +43,14 @@ std::string Sha256Hex(const std::string& data) {
 }
 
 absl::Status WriteFileAtomically(const std::string& path, const std::string& contents) {
-  const std::string temp = absl::StrCat(path, ".tmp");
-  int fd = open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return absl::InternalError(absl::StrCat("cannot write ", temp, ": ", strerror(errno)));
+  // mkostemp: a name no other writer (another agent on this state dir, a concurrent apply)
+  // can be using, where a fixed "<path>.tmp" let one writer rename the other's file away.
+  std::string temp = absl::StrCat(path, ".tmp.XXXXXX");
+  int fd = mkostemp(temp.data(), O_CLOEXEC);
+  if (fd < 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot create a temp file for ", path, ": ", strerror(errno)));
+  }
   size_t written = 0;
   while (written < contents.size()) {
     ssize_t n = write(fd, contents.data() + written, contents.size() - written);
@@ -58,15 +63,36 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
     }
     written += static_cast<size_t>(n);
   }
-  if (fsync(fd) != 0 || close(fd) != 0) {
+  if (fsync(fd) != 0) {
+    int saved = errno;
+    close(fd);
     unlink(temp.c_str());
-    return absl::InternalError(absl::StrCat("cannot sync ", temp, ": ", strerror(errno)));
+    return absl::InternalError(absl::StrCat("cannot sync ", temp, ": ", strerror(saved)));
+  }
+  if (close(fd) != 0) {
+    int saved = errno;
+    unlink(temp.c_str());
+    return absl::InternalError(absl::StrCat("cannot write ", temp, ": ", strerror(saved)));
   }
   if (rename(temp.c_str(), path.c_str()) != 0) {
+    int saved = errno;
     unlink(temp.c_str());
-    return absl::InternalError(absl::StrCat("cannot rename ", temp, ": ", strerror(errno)));
+    return absl::InternalError(absl::StrCat("cannot rename ", temp, ": ", strerror(saved)));
+  }
+  // The rename is durable once the directory is synced.
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  if (int dir_fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir_fd >= 0) {
+    fsync(dir_fd);
+    close(dir_fd);
   }
   return absl::OkStatus();
+}
+
+std::vector<std::string> ProtectedFiles(const std::string& state_dir,
+                                        const std::string& local_config) {
+  return {JoinPath(state_dir, kAppliedIni), JoinPath(state_dir, kAppliedMeta),
+          JoinPath(state_dir, "lock"), local_config};
 }
 
 std::optional<AppliedConfig> ReadAppliedConfig(const std::string& state_dir) {
@@ -79,8 +105,8 @@ std::optional<AppliedConfig> ReadAppliedConfig(const std::string& state_dir) {
 }
 
 FleetAgent::FleetAgent(Agent& agent, LinkOptions link_options, std::string state_dir,
-                       std::optional<AppliedConfig> applied)
-    : agent_(agent), state_dir_(std::move(state_dir)) {
+                       std::optional<AppliedConfig> applied, PathPolicy path_policy)
+    : agent_(agent), state_dir_(std::move(state_dir)), path_policy_(std::move(path_policy)) {
   if (applied.has_value()) {
     applied_version_ = applied->version;
     applied_sha256_ = applied->sha256;
@@ -160,15 +186,22 @@ void FleetAgent::ApplyDesiredConfig(const pgfleet::v1::DesiredConfig& desired) {
   }
   const std::string path = JoinPath(state_dir_, kAppliedIni);
   // Validate before touching anything on disk.
-  absl::StatusOr<config::Config> parsed = config::ParseConfig(desired.ini_text(), path);
+  absl::StatusOr<config::Config> parsed =
+      config::ParseConfig(desired.ini_text(), path, PushedIncludeCheck(path_policy_));
   if (!parsed.ok()) {
     nack(std::string(parsed.status().message()));
+    return;
+  }
+  // Before any file it names is opened: a pushed config must not make the agent read, create
+  // or truncate files outside the directories its command line allows.
+  if (absl::Status confined = CheckPushedPaths(*parsed, path_policy_); !confined.ok()) {
+    nack(std::string(confined.message()));
     return;
   }
   if (!parsed->auth_file.empty()) {
     if (absl::StatusOr<config::AuthFile> users = config::LoadAuthFile(parsed->auth_file);
         !users.ok()) {
-      nack(std::string(users.status().message()));
+      nack(absl::StrCat(parsed->Where("auth_file"), ": auth_file: ", users.status().message()));
       return;
     }
   }
@@ -254,8 +287,8 @@ pgfleet::v1::MetricsReport FleetAgent::BuildMetricsReport() const {
     metrics->set_user(key.second);
     metrics->set_pool_mode(config::PoolModeName(pool->pool_mode()));
     metrics->set_cl_active(static_cast<int32_t>(pool->active_clients().size()));
-    metrics->set_cl_waiting(
-        static_cast<int32_t>(pool->waiting_clients().size() + pool->login_waiting_clients().size()));
+    metrics->set_cl_waiting(static_cast<int32_t>(pool->waiting_clients().size() +
+                                                 pool->login_waiting_clients().size()));
     metrics->set_sv_active(static_cast<int32_t>(pool->active_servers().size()));
     metrics->set_sv_idle(static_cast<int32_t>(pool->idle_servers().size()));
     metrics->set_sv_used(static_cast<int32_t>(pool->used_servers().size()));

@@ -9,10 +9,12 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "agent/event_loop.h"
 #include "agent/link/controller_link.h"
+#include "agent/link/state_dir.h"
 #include "pgfleet/v1/agent.pb.h"
 
 namespace pgfleet::agent {
@@ -27,15 +29,21 @@ struct AppliedConfig {
   std::string path;  // <state_dir>/applied.ini
 };
 std::optional<AppliedConfig> ReadAppliedConfig(const std::string& state_dir);
-// Writes `contents` to `path` through a temp file, fsync and rename: readers see the old or
-// the new file, never half of one.
+// Writes `contents` to `path` through a temp file of its own (a unique name, so concurrent
+// writers never collide), fsync, rename and fsync of the directory: readers see the old or
+// the new file, never half of one, and the new one survives a crash once this returns.
 absl::Status WriteFileAtomically(const std::string& path, const std::string& contents);
+// Files a pushed logfile or pidfile must never name: the state dir's own files and the
+// local config file.
+std::vector<std::string> ProtectedFiles(const std::string& state_dir,
+                                        const std::string& local_config);
 std::string Sha256Hex(const std::string& data);
 
 class FleetAgent {
  public:
+  // Pushed configs must keep their files where `path_policy` allows.
   FleetAgent(Agent& agent, LinkOptions link_options, std::string state_dir,
-             std::optional<AppliedConfig> applied);
+             std::optional<AppliedConfig> applied, PathPolicy path_policy);
   ~FleetAgent();
 
   void Start();
@@ -54,6 +62,7 @@ class FleetAgent {
 
   Agent& agent_;
   std::string state_dir_;
+  PathPolicy path_policy_;
   std::unique_ptr<ControllerLink> link_;
   std::unique_ptr<Timer> metrics_timer_;
   absl::Duration metrics_interval_ = absl::Seconds(5);

@@ -373,7 +373,9 @@ class FleetTest : public ::testing::Test {
     options.userlist = {{kAppUser, kAppPassword}, {kAdminUser, kAdminPassword}};
     options.extra_args = {absl::StrCat("--controller=", controller_address),
                           absl::StrCat("--env=", env), absl::StrCat("--agent-id=", id),
-                          absl::StrCat("--state-dir=", StateDir(id))};
+                          absl::StrCat("--state-dir=", StateDir(id)),
+                          // Pushed configs name the fleet-wide auth_file in dir_.
+                          absl::StrCat("--allow-path=", dir_)};
     options.extra_args.insert(options.extra_args.end(), more_args.begin(), more_args.end());
     return options;
   }

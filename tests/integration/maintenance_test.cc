@@ -431,7 +431,9 @@ class MaintenanceTest : public ::testing::Test {
       agent_options.userlist = {{kAppUser, kAppPassword}, {kAdminUser, kAdminPassword}};
       agent_options.extra_args = {absl::StrCat("--controller=", controller_->address()),
                                   absl::StrCat("--env=", kEnv), absl::StrCat("--agent-id=", id),
-                                  absl::StrCat("--state-dir=", dir_, "/state-", id)};
+                                  absl::StrCat("--state-dir=", dir_, "/state-", id),
+                                  // Pushed configs name the auth_file in dir_.
+                                  absl::StrCat("--allow-path=", dir_)};
       ASSERT_NO_FATAL_FAILURE(StartAgent(id));
     }
     PGF_ASSERT_OK(WaitConnected(ids_));
