@@ -49,6 +49,8 @@ void PrintUsage(FILE* out) {
           "                              local config file itself is not confined\n"
           "      --tls-ca=FILE --tls-cert=FILE --tls-key=FILE\n"
           "                              mutual TLS to the controller\n"
+          "      --join-token-file=FILE  the agent's join token for its environment\n"
+          "                              (fleetctl token create --role agent --env ENV)\n"
           "\n"
           "Signals: SIGHUP reloads the config (a bad config is refused and the old one\n"
           "kept); SIGINT/SIGTERM shut down gracefully.\n");
@@ -96,7 +98,8 @@ int main(int argc, char** argv) {
                TakeValue(arg, "--state-dir", &options.state_dir) ||
                TakeValue(arg, "--tls-ca", &link.ca_file) ||
                TakeValue(arg, "--tls-cert", &link.cert_file) ||
-               TakeValue(arg, "--tls-key", &link.key_file)) {
+               TakeValue(arg, "--tls-key", &link.key_file) ||
+               TakeValue(arg, "--join-token-file", &link.join_token_file)) {
       continue;
     } else if (!arg.empty() && arg[0] == '-') {
       fprintf(stderr, "pgfleet-agent: unknown option %s\n\n", arg.c_str());

@@ -95,6 +95,10 @@ CONTROLLER_ARGS=(--listen=127.0.0.1:0 --db="$STATE/fleet.db" --port-file="$STATE
 if "$STATE/pgfleet-controller" --help 2>/dev/null | grep -q -- --http-listen; then
   CONTROLLER_ARGS+=(--http-listen=127.0.0.1:0)
 fi
+# The swarm's simulated agents carry no join tokens (a baseline binary has no such flag).
+if "$STATE/pgfleet-controller" --help 2>/dev/null | grep -q -- --insecure-agents; then
+  CONTROLLER_ARGS+=(--insecure-agents)
+fi
 log "starting pgfleet-controller (state in $STATE)"
 PGFLEET_BOOTSTRAP_TOKEN="$TOKEN" "$STATE/pgfleet-controller" "${CONTROLLER_ARGS[@]}" \
   >"$STATE/controller.log" 2>&1 &

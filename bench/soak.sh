@@ -102,7 +102,7 @@ TOKEN="pgf_soak_$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export PGFLEET_CONTROLLER="127.0.0.1:$CTL_PORT" PGFLEET_TOKEN="$TOKEN"
 start_controller() {
   PGFLEET_BOOTSTRAP_TOKEN="$TOKEN" "$CONTROLLER_BIN" --listen="127.0.0.1:$CTL_PORT" \
-    --db="$STATE/fleet.db" --http-listen= --metrics-interval=1s 2>>"$STATE/controller.log" &
+    --db="$STATE/fleet.db" --http-listen= --metrics-interval=1s --insecure-agents 2>>"$STATE/controller.log" &
   CONTROLLER_PID=$!
   for _ in $(seq 200); do
     "$FLEETCTL_BIN" agents list >/dev/null 2>&1 && return 0

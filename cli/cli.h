@@ -42,6 +42,7 @@ class Context {
   pgfleet::v1::FleetService::Stub& stub();
   pgfleet::v1::RolloutService::Stub& rollouts();
   pgfleet::v1::MaintenanceService::Stub& maintenance();
+  pgfleet::v1::TokenService::Stub& tokens();
   // A context with the bearer token and a deadline.
   std::unique_ptr<grpc::ClientContext> NewCall(int timeout_seconds = 30) const;
   // Prints the error and maps it to an exit code.
@@ -54,6 +55,7 @@ class Context {
   std::unique_ptr<pgfleet::v1::FleetService::Stub> stub_;
   std::unique_ptr<pgfleet::v1::RolloutService::Stub> rollout_stub_;
   std::unique_ptr<pgfleet::v1::MaintenanceService::Stub> maintenance_stub_;
+  std::unique_ptr<pgfleet::v1::TokenService::Stub> token_stub_;
   std::shared_ptr<grpc::Channel> channel_;
 };
 

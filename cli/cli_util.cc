@@ -53,6 +53,7 @@ pgfleet::v1::FleetService::Stub& Context::stub() {
     stub_ = pgfleet::v1::FleetService::NewStub(channel_);
     rollout_stub_ = pgfleet::v1::RolloutService::NewStub(channel_);
     maintenance_stub_ = pgfleet::v1::MaintenanceService::NewStub(channel_);
+    token_stub_ = pgfleet::v1::TokenService::NewStub(channel_);
   }
   return *stub_;
 }
@@ -60,6 +61,11 @@ pgfleet::v1::FleetService::Stub& Context::stub() {
 pgfleet::v1::MaintenanceService::Stub& Context::maintenance() {
   stub();
   return *maintenance_stub_;
+}
+
+pgfleet::v1::TokenService::Stub& Context::tokens() {
+  stub();
+  return *token_stub_;
 }
 
 pgfleet::v1::RolloutService::Stub& Context::rollouts() {
@@ -79,10 +85,12 @@ int Context::Fail(const grpc::Status& status) const {
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
     case grpc::StatusCode::DEADLINE_EXCEEDED:
-      fprintf(stderr, "fleetctl: is pgfleet-controller running at %s? (--controller, "
-                      "PGFLEET_CONTROLLER)\n",
-              flags_.Get("controller", getenv("PGFLEET_CONTROLLER") ? getenv("PGFLEET_CONTROLLER")
-                                                                    : "127.0.0.1:7070")
+      fprintf(stderr,
+              "fleetctl: is pgfleet-controller running at %s? (--controller, "
+              "PGFLEET_CONTROLLER)\n",
+              flags_
+                  .Get("controller", getenv("PGFLEET_CONTROLLER") ? getenv("PGFLEET_CONTROLLER")
+                                                                  : "127.0.0.1:7070")
                   .c_str());
       return kExitUnreachable;
     case grpc::StatusCode::UNAUTHENTICATED:

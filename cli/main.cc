@@ -267,17 +267,18 @@ int AgentsShow(Context& ctx) {
   }
   std::vector<std::string> labels;
   for (const auto& [k, v] : agent.labels()) labels.push_back(absl::StrCat(k, "=", v));
-  printf("agent:        %s\nenvironment:  %s\nlabels:       %s\nhost:         %s\n"
-         "link:         %s\nversion:      %s\nfirst seen:   %s\nlast seen:    %s\n"
-         "applied:      v%llu\ndesired:      v%llu%s\nlast error:   %s\n",
-         agent.agent_id().c_str(), agent.environment().c_str(), absl::StrJoin(labels, ",").c_str(),
-         agent.hostname().c_str(), agent.connected() ? "connected" : "disconnected",
-         agent.agent_version().c_str(), FormatTime(agent.first_seen_unix_ms()).c_str(),
-         FormatTime(agent.last_seen_unix_ms()).c_str(),
-         static_cast<unsigned long long>(agent.applied_version()),
-         static_cast<unsigned long long>(agent.desired_version()),
-         agent.applied_version() != agent.desired_version() ? "  (drift)" : "",
-         agent.last_error().empty() ? "-" : agent.last_error().c_str());
+  printf(
+      "agent:        %s\nenvironment:  %s\nlabels:       %s\nhost:         %s\n"
+      "link:         %s\nversion:      %s\nfirst seen:   %s\nlast seen:    %s\n"
+      "applied:      v%llu\ndesired:      v%llu%s\nlast error:   %s\n",
+      agent.agent_id().c_str(), agent.environment().c_str(), absl::StrJoin(labels, ",").c_str(),
+      agent.hostname().c_str(), agent.connected() ? "connected" : "disconnected",
+      agent.agent_version().c_str(), FormatTime(agent.first_seen_unix_ms()).c_str(),
+      FormatTime(agent.last_seen_unix_ms()).c_str(),
+      static_cast<unsigned long long>(agent.applied_version()),
+      static_cast<unsigned long long>(agent.desired_version()),
+      agent.applied_version() != agent.desired_version() ? "  (drift)" : "",
+      agent.last_error().empty() ? "-" : agent.last_error().c_str());
   if (agent.last_metrics().pools_size() > 0) {
     printf("\npools:\n");
     std::vector<std::vector<std::string>> rows;
@@ -287,9 +288,9 @@ int AgentsShow(Context& ctx) {
                       absl::StrCat(pool.sv_active()), absl::StrCat(pool.sv_idle()),
                       absl::StrCat(pool.maxwait_us() / 1000000)});
     }
-    PrintTable({"DATABASE", "USER", "MODE", "CL_ACTIVE", "CL_WAITING", "SV_ACTIVE", "SV_IDLE",
-                "MAXWAIT"},
-               rows);
+    PrintTable(
+        {"DATABASE", "USER", "MODE", "CL_ACTIVE", "CL_WAITING", "SV_ACTIVE", "SV_IDLE", "MAXWAIT"},
+        rows);
   }
   return kExitOk;
 }
@@ -599,7 +600,8 @@ void PrintRollout(const pgfleet::v1::Rollout& rollout) {
   for (const std::string& warning : rollout.warnings()) printf("  warning: %s\n", warning.c_str());
   std::vector<std::vector<std::string>> rows;
   for (const auto& agent : rollout.agents()) {
-    rows.push_back({agent.agent_id(), absl::StrCat(agent.wave() + 1), agent.state(), agent.error()});
+    rows.push_back(
+        {agent.agent_id(), absl::StrCat(agent.wave() + 1), agent.state(), agent.error()});
   }
   if (!rows.empty()) PrintTable({"AGENT", "WAVE", "STATE", "ERROR"}, rows);
 }
@@ -806,6 +808,86 @@ int EnvSetUpstream(Context& ctx) {
   return kExitOk;
 }
 
+// ---- Tokens ----
+
+int TokenList(Context& ctx) {
+  pgfleet::v1::ListTokensResponse response;
+  grpc::Status status = ctx.tokens().ListTokens(ctx.NewCall().get(), {}, &response);
+  if (!status.ok()) return ctx.Fail(status);
+  if (ctx.json()) {
+    ctx.PrintJson(response);
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& t : response.tokens()) {
+    rows.push_back({absl::StrCat(t.id()), t.name(), t.role(),
+                    t.environment().empty() ? "-" : t.environment(), t.state(),
+                    FormatTime(t.created_unix_ms()),
+                    t.expires_unix_ms() ? FormatTime(t.expires_unix_ms()) : "never",
+                    t.last_used_unix_ms() ? FormatTime(t.last_used_unix_ms()) : "never",
+                    t.created_by().empty() ? "-" : t.created_by()});
+  }
+  PrintTable({"ID", "NAME", "ROLE", "ENV", "STATE", "CREATED (UTC)", "EXPIRES (UTC)",
+              "LAST USED (UTC)", "CREATED BY"},
+             rows);
+  return kExitOk;
+}
+
+int TokenCreate(Context& ctx) {
+  if (int rc = RequireFlag(ctx, "role")) return rc;
+  pgfleet::v1::CreateTokenRequest request;
+  request.set_role(ctx.flags().Get("role"));
+  request.set_environment(ctx.flags().Get("env"));
+  // A name people can recognise in `token list`: agent-prod, operator...
+  std::string name = ctx.flags().Get("name");
+  if (name.empty()) {
+    name = request.environment().empty() ? request.role()
+                                         : absl::StrCat(request.role(), "-", request.environment());
+  }
+  request.set_name(name);
+  int64_t expires_in = 0;
+  if (!ParseDurationFlag(ctx, "expires-in", &expires_in)) return kExitUsage;
+  request.set_expires_in_seconds(expires_in);
+  pgfleet::v1::CreateTokenResponse response;
+  grpc::Status status = ctx.tokens().CreateToken(ctx.NewCall().get(), request, &response);
+  if (!status.ok()) return ctx.Fail(status);
+  if (ctx.json()) {
+    ctx.PrintJson(response);
+    return kExitOk;
+  }
+  // The secret alone on stdout (`fleetctl token create ... > token-file`); the rest to stderr.
+  const pgfleet::v1::Token& token = response.token();
+  fprintf(stderr, "created token %llu (%s, role %s%s, expires %s); it is shown only this once\n",
+          static_cast<unsigned long long>(token.id()), token.name().c_str(), token.role().c_str(),
+          token.environment().empty() ? ""
+                                      : absl::StrCat(", environment ", token.environment()).c_str(),
+          token.expires_unix_ms()
+              ? absl::StrCat(FormatTime(token.expires_unix_ms()), " UTC").c_str()
+              : "never");
+  printf("%s\n", response.secret().c_str());
+  return kExitOk;
+}
+
+int TokenRevoke(Context& ctx) {
+  uint64_t id = 0;
+  if (ctx.flags().positional.size() != 1 || !absl::SimpleAtoi(ctx.flags().positional[0], &id)) {
+    fprintf(stderr, "usage: fleetctl token revoke ID (the ID column of fleetctl token list)\n");
+    return kExitUsage;
+  }
+  pgfleet::v1::RevokeTokenRequest request;
+  request.set_id(id);
+  pgfleet::v1::Token token;
+  grpc::Status status = ctx.tokens().RevokeToken(ctx.NewCall().get(), request, &token);
+  if (!status.ok()) return ctx.Fail(status);
+  if (ctx.json()) {
+    ctx.PrintJson(token);
+  } else {
+    printf("revoked token %llu (%s, role %s)\n", static_cast<unsigned long long>(token.id()),
+           token.name().c_str(), token.role().c_str());
+  }
+  return kExitOk;
+}
+
 const std::vector<Command>& Commands() {
   static const std::vector<Command> commands = {
       {"env list", "fleetctl env list", "environments, their desired version and convergence",
@@ -870,8 +952,23 @@ const std::vector<Command>& Commands() {
        "roll the environment back to its previous good version", RolloutRollback},
       {"promote",
        "fleetctl promote --from staging --to prod [--version V] [rollout flags] [--watch]",
-       "copy a version that completed upstream into the next environment and roll it out",
-       Promote},
+       "copy a version that completed upstream into the next environment and roll it out", Promote},
+      {"token list", "fleetctl token list",
+       "every token: id, name, role, environment scope, state (active, expired, revoked, "
+       "superseded), created, expires, last used (to the minute); never the secret (admin)",
+       TokenList},
+      {"token create",
+       "fleetctl token create --role agent|viewer|operator|admin [--env ENV] [--name NAME] "
+       "[--expires-in 720h]",
+       "a new token, printed once on stdout (the controller keeps only its sha256). Role agent "
+       "is an agent's join token for one environment (--env required; give it to the agent with "
+       "--join-token-file). The first admin token created ends the bootstrap token "
+       "(PGFLEET_BOOTSTRAP_TOKEN) for good (admin)",
+       TokenCreate},
+      {"token revoke", "fleetctl token revoke ID",
+       "the token stops working at once; agents using it are refused at their next connect. "
+       "The last active admin token cannot be revoked (admin)",
+       TokenRevoke},
   };
   return commands;
 }
@@ -901,8 +998,8 @@ int main(int argc, char** argv) {
   Flags flags;
   std::vector<std::string> words;
   bool help = false;
-  static const std::map<std::string, std::string> kShort = {{"-f", "file"}, {"-m", "message"},
-                                                            {"-o", "output"}};
+  static const std::map<std::string, std::string> kShort = {
+      {"-f", "file"}, {"-m", "message"}, {"-o", "output"}};
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {

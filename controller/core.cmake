@@ -3,6 +3,8 @@
 add_library(pgfleet_controller_core STATIC
   ${CMAKE_CURRENT_SOURCE_DIR}/api/fleet_api.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/auth/tokens.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/auth/agent_identity.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/auth/token_admin.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/grpc/services.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/registry/agent_registry.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/rollout/rollout_engine.cc

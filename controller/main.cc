@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,8 +14,9 @@
 #include <thread>
 
 #include "absl/strings/match.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/log.h"
 #include "controller/api/fleet_api.h"
@@ -36,6 +38,7 @@ void PrintUsage(FILE* out) {
   fprintf(out,
           "Usage: pgfleet-controller [options]\n"
           "       pgfleet-controller token create --db=FILE --name=NAME --role=ROLE\n"
+          "                          [--env=ENV] [--expires-in=DUR]\n"
           "\n"
           "Options:\n"
           "  --listen=ADDR          gRPC address for agents and fleetctl (default 127.0.0.1:7070)\n"
@@ -44,6 +47,17 @@ void PrintUsage(FILE* out) {
           "                         serve TLS; agents must then present a certificate signed\n"
           "                         by --tls-ca whose CN is their agent id\n"
           "  --insecure             allow a non-loopback --listen without TLS\n"
+          "  --insecure-agents      accept the environment an agent claims, without a join\n"
+          "                         token or a pgfleet:// URI in its certificate (the behaviour\n"
+          "                         of earlier versions; local demos only). Without it an agent\n"
+          "                         proves its environment with a join token (an agent token\n"
+          "                         of that environment, sent by --join-token-file) or, with\n"
+          "                         TLS, a certificate whose URI SAN is\n"
+          "                         pgfleet://env/ENV/agent/AGENT_ID\n"
+          "  --agent-hello-timeout=DUR  an agent stream that sends no hello by then is\n"
+          "                         closed (default 10s)\n"
+          "  --max-pending-agent-streams=N  agent streams admitted but not yet past their\n"
+          "                         hello; more are refused until some finish (default 64)\n"
           "  --metrics-interval=DUR how often agents report (default 5s)\n"
           "  --metrics-retention=DUR how long downsampled metrics are kept (default 24h)\n"
           "  --port-file=FILE       write the bound port there once listening (for scripts)\n"
@@ -58,8 +72,13 @@ void PrintUsage(FILE* out) {
           "  -h, --help             print this help\n"
           "\n"
           "Environment: PGFLEET_BOOTSTRAP_TOKEN, if set, is registered as an admin token\n"
-          "named 'bootstrap' at start (idempotent).\n"
-          "Roles: viewer (read), operator (push configs, pause/resume), admin (tokens).\n");
+          "named 'bootstrap' at start (idempotent). It works only until the first other admin\n"
+          "token is created (fleetctl token create --role admin, or token create here): that\n"
+          "revokes it for good, and it is not registered again while an admin token exists.\n"
+          "Roles: viewer (read), operator (push configs, pause/resume), admin (tokens),\n"
+          "agent (a join token: lets agents join one environment; --env required).\n"
+          "Tokens may expire (--expires-in=720h); fleetctl token list|create|revoke manages\n"
+          "them through the API.\n");
 }
 
 bool TakeValue(const std::string& arg, const char* name, std::string* value) {
@@ -102,11 +121,12 @@ bool IsLoopback(const std::string& listen) {
 }
 
 int CreateToken(int argc, char** argv) {
-  std::string db = "pgfleet.db", name, role_name;
+  std::string db = "pgfleet.db", name, role_name, environment, expires_in;
   for (int i = 3; i < argc; ++i) {
     std::string arg = argv[i];
     if (!TakeValue(arg, "--db", &db) && !TakeValue(arg, "--name", &name) &&
-        !TakeValue(arg, "--role", &role_name)) {
+        !TakeValue(arg, "--role", &role_name) && !TakeValue(arg, "--env", &environment) &&
+        !TakeValue(arg, "--expires-in", &expires_in)) {
       fprintf(stderr, "pgfleet-controller token create: unknown option %s\n", arg.c_str());
       return 2;
     }
@@ -115,7 +135,13 @@ int CreateToken(int argc, char** argv) {
   if (name.empty() || !role.ok()) {
     fprintf(stderr,
             "usage: pgfleet-controller token create --db=FILE --name=NAME "
-            "--role=viewer|operator|admin\n");
+            "--role=agent|viewer|operator|admin [--env=ENV] [--expires-in=DUR]\n");
+    return 2;
+  }
+  absl::Duration lifetime = absl::ZeroDuration();
+  if (!expires_in.empty() &&
+      (!absl::ParseDuration(expires_in, &lifetime) || lifetime <= absl::ZeroDuration())) {
+    fprintf(stderr, "pgfleet-controller: --expires-in wants a duration like 720h\n");
     return 2;
   }
   auto store = pgfleet::controller::OpenSqliteStore(db);
@@ -125,8 +151,20 @@ int CreateToken(int argc, char** argv) {
   }
   std::string token = pgfleet::controller::NewToken();
   const int64_t now = pgfleet::controller::NowMillis();
-  absl::Status added = (*store)->AddToken(name, pgfleet::controller::HashToken(token), *role, now);
-  if (added.ok()) added = (*store)->Audit("cli", "token.create", name, role_name, now);
+  pgfleet::controller::TokenRow row;
+  row.name = name;
+  row.role = *role;
+  row.environment = environment;
+  row.created_unix_ms = now;
+  row.created_by = "pgfleet-controller token create";
+  if (lifetime > absl::ZeroDuration())
+    row.expires_unix_ms = now + absl::ToInt64Milliseconds(lifetime);
+  absl::Status added = (*store)->CreateToken(row, pgfleet::controller::HashToken(token)).status();
+  if (added.ok()) {
+    added = (*store)->Audit(
+        "cli", "token.create", name,
+        environment.empty() ? role_name : absl::StrCat(role_name, " env=", environment), now);
+  }
   if (!added.ok()) {
     fprintf(stderr, "pgfleet-controller: %s\n", std::string(added.message()).c_str());
     return 1;
@@ -151,6 +189,8 @@ int main(int argc, char** argv) {
   std::string http_listen = "127.0.0.1:7080", http_port_file;
   std::optional<std::string> web_root;
   bool insecure = false, http_listen_given = false;
+  pgfleet::controller::AgentAuthOptions agent_auth;
+  std::string hello_timeout = "10s", max_pending = "64";
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
@@ -160,12 +200,16 @@ int main(int argc, char** argv) {
       pgfleet::common::SetLogLevel(pgfleet::common::LogLevel::kDebug);
     } else if (arg == "--insecure") {
       insecure = true;
+    } else if (arg == "--insecure-agents") {
+      agent_auth.insecure_agents = true;
     } else if (TakeValue(arg, "--listen", &listen) || TakeValue(arg, "--db", &db) ||
                TakeValue(arg, "--tls-cert", &tls_cert) || TakeValue(arg, "--tls-key", &tls_key) ||
                TakeValue(arg, "--tls-ca", &tls_ca) || TakeValue(arg, "--port-file", &port_file) ||
                TakeValue(arg, "--metrics-interval", &metrics_interval) ||
                TakeValue(arg, "--metrics-retention", &metrics_retention) ||
-               TakeValue(arg, "--http-port-file", &http_port_file)) {
+               TakeValue(arg, "--http-port-file", &http_port_file) ||
+               TakeValue(arg, "--agent-hello-timeout", &hello_timeout) ||
+               TakeValue(arg, "--max-pending-agent-streams", &max_pending)) {
       continue;
     } else if (TakeValue(arg, "--http-listen", &http_listen)) {
       http_listen_given = true;
@@ -180,8 +224,15 @@ int main(int argc, char** argv) {
   pgfleet::controller::FleetApiOptions api_options;
   absl::Duration retention;
   if (!absl::ParseDuration(metrics_interval, &api_options.metrics_interval) ||
-      !absl::ParseDuration(metrics_retention, &retention)) {
+      !absl::ParseDuration(metrics_retention, &retention) ||
+      !absl::ParseDuration(hello_timeout, &agent_auth.hello_timeout) ||
+      agent_auth.hello_timeout <= absl::ZeroDuration()) {
     fprintf(stderr, "pgfleet-controller: invalid duration (try 5s, 24h)\n");
+    return 2;
+  }
+  if (!absl::SimpleAtoi(max_pending, &agent_auth.max_pending_streams) ||
+      agent_auth.max_pending_streams < 1) {
+    fprintf(stderr, "pgfleet-controller: --max-pending-agent-streams wants a positive number\n");
     return 2;
   }
   const bool tls = !tls_cert.empty();
@@ -230,10 +281,20 @@ int main(int argc, char** argv) {
   }
   if (const char* bootstrap = getenv("PGFLEET_BOOTSTRAP_TOKEN"); bootstrap && *bootstrap) {
     const std::string hash = pgfleet::controller::HashToken(bootstrap);
+    // Known already (active, or revoked when an admin token was made): left as it is.
     if (!(*store)->LookupToken(hash).ok()) {
-      absl::Status added = (*store)->AddToken("bootstrap", hash, pgfleet::controller::Role::kAdmin,
-                                              pgfleet::controller::NowMillis());
-      if (!added.ok()) {
+      pgfleet::controller::TokenRow row;
+      row.name = "bootstrap";
+      row.role = pgfleet::controller::Role::kAdmin;
+      row.created_unix_ms = pgfleet::controller::NowMillis();
+      row.created_by = "PGFLEET_BOOTSTRAP_TOKEN";
+      row.bootstrap = true;
+      absl::Status added = (*store)->CreateToken(row, hash).status();
+      if (absl::IsFailedPrecondition(added)) {
+        PGF_WARN("controller",
+                 "PGFLEET_BOOTSTRAP_TOKEN ignored: an admin token exists, use it (or "
+                 "`pgfleet-controller token create` on this host)");
+      } else if (!added.ok()) {
         fprintf(stderr, "pgfleet-controller: %s\n", std::string(added.message()).c_str());
         return 1;
       }
@@ -253,7 +314,13 @@ int main(int argc, char** argv) {
     maintenance.OnAgentConnected(session);
   });
   pgfleet::controller::MaintenanceServiceImpl maintenance_service(maintenance, **store);
-  pgfleet::controller::AgentServiceImpl agent_service(api, registry, tls);
+  agent_auth.require_client_cert = tls;
+  pgfleet::controller::AgentServiceImpl agent_service(api, registry, **store, agent_auth);
+  pgfleet::controller::TokenAdmin token_admin(**store);
+  token_admin.set_revoked_listener([&agent_service](const pgfleet::controller::TokenRow& token) {
+    agent_service.DisconnectJoinToken(token.id);
+  });
+  pgfleet::controller::TokenServiceImpl token_service(token_admin, **store);
   pgfleet::controller::FleetServiceImpl fleet_service(api, **store);
   pgfleet::controller::RolloutServiceImpl rollout_service(rollouts, **store);
 
@@ -274,6 +341,12 @@ int main(int argc, char** argv) {
   builder.RegisterService(&fleet_service);
   builder.RegisterService(&rollout_service);
   builder.RegisterService(&maintenance_service);
+  builder.RegisterService(&token_service);
+  // A connection that never finishes its HTTP/2 (and TLS) handshake is dropped as soon as a
+  // silent agent stream would be.
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                             static_cast<int>(absl::ToInt64Milliseconds(
+                                 std::max(agent_auth.hello_timeout, absl::Seconds(5)))));
   // Agents hold one stream each; let keepalive pings through so dead agents are noticed.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
@@ -289,13 +362,19 @@ int main(int argc, char** argv) {
   }
   PGF_INFO("controller", "pgfleet-controller listening on %s (port %d, %s), database %s", listen,
            bound_port, tls ? "mutual TLS for agents" : "plaintext", db);
+  if (agent_auth.insecure_agents) {
+    PGF_WARN("controller",
+             "--insecure-agents: agents are not asked to prove their environment; any agent "
+             "that reaches this port can ask for any environment's config");
+  }
   // Rollouts in progress before a restart resume from their stored state on the first tick.
   rollouts.StartTicking(absl::Milliseconds(500));
   maintenance.StartTicking(absl::Milliseconds(500));
   if (!port_file.empty()) WritePortFile(port_file, bound_port);
 
   pgfleet::controller::MetricsHistory metrics_history;
-  pgfleet::controller::ApiRouter api_router(api, rollouts, maintenance, **store, metrics_history);
+  pgfleet::controller::ApiRouter api_router(api, rollouts, maintenance, **store, metrics_history,
+                                            token_admin);
   std::unique_ptr<pgfleet::controller::HttpServer> http;
   if (!http_listen.empty()) {
     pgfleet::controller::HttpServerOptions http_options;

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Makes a throwaway CA, a controller certificate and agent certificates for mutual TLS:
-#   scripts/make-test-certs.sh DIR AGENT_ID [AGENT_ID...]
+#   scripts/make-test-certs.sh DIR AGENT_ID[@ENV] [AGENT_ID[@ENV]...]
 # DIR gets ca.pem, controller.pem/-key.pem (CN=localhost, SAN localhost + 127.0.0.1), and
-# <agent>.pem/<agent>-key.pem (CN = agent id). For tests and demos, not for production.
+# <agent>.pem/<agent>-key.pem (CN = agent id). With @ENV the agent's certificate also binds its
+# environment: SAN URI:pgfleet://env/ENV/agent/AGENT_ID, which pgfleet-controller checks against
+# the environment the agent asks for. For tests and demos, not for production.
 set -euo pipefail
 if (($# < 1)); then
-  echo "usage: $0 DIR [AGENT_ID...]" >&2
+  echo "usage: $0 DIR [AGENT_ID[@ENV]...]" >&2
   exit 2
 fi
 dir="$1"; shift
@@ -28,7 +30,12 @@ issue() {  # issue NAME CN [SAN]
   rm -f "$name.csr" "$name.ext"
 }
 issue controller localhost "DNS:localhost,IP:127.0.0.1"
-for agent in "$@"; do
-  issue "$agent" "$agent"
+for spec in "$@"; do
+  agent="${spec%%@*}"
+  if [[ "$spec" == *@* ]]; then
+    issue "$agent" "$agent" "URI:pgfleet://env/${spec#*@}/agent/$agent"
+  else
+    issue "$agent" "$agent"
+  fi
 done
 echo "certificates in $dir"

@@ -87,7 +87,7 @@ write_ini "$STATE/staging-1.ini" "$AGENT2_PORT" "$STATE/staging-1.log"
 
 PGFLEET_BOOTSTRAP_TOKEN="$TOKEN" "$REPO/build/controller/pgfleet-controller" \
   --listen="127.0.0.1:$CTL_PORT" --db="$STATE/pgfleet.db" --http-listen="127.0.0.1:$HTTP_PORT" \
-  --metrics-interval=2s \
+  --metrics-interval=2s --insecure-agents \
   2>>"$STATE/controller.log" &
 PIDS=($!)
 "$REPO/build/agent/pgfleet-agent" --controller="127.0.0.1:$CTL_PORT" --env=dev --agent-id=dev-1 \

@@ -6,6 +6,7 @@
 #include <random>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "agent/event_loop.h"
 #include "common/log.h"
 
@@ -119,12 +120,21 @@ void ControllerLink::Run() {
 
 void ControllerLink::RunStream(pgfleet::v1::AgentService::Stub& stub) {
   grpc::ClientContext context;
+  if (!options_.join_token_file.empty()) {
+    const std::string token(absl::StripAsciiWhitespace(ReadFile(options_.join_token_file)));
+    if (token.empty()) {
+      PGF_WARN("link", "join token file %s is missing or empty: connecting without a token",
+               options_.join_token_file);
+    } else {
+      context.AddMetadata("authorization", "Bearer " + token);
+    }
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     active_context_ = &context;
   }
-  std::unique_ptr<grpc::ClientReaderWriter<pgfleet::v1::AgentMessage,
-                                           pgfleet::v1::ControllerMessage>>
+  std::unique_ptr<
+      grpc::ClientReaderWriter<pgfleet::v1::AgentMessage, pgfleet::v1::ControllerMessage>>
       stream = stub.Connect(&context);
   pgfleet::v1::AgentMessage hello;
   *hello.mutable_hello() = hello_();
@@ -175,7 +185,12 @@ void ControllerLink::RunStream(pgfleet::v1::AgentService::Stub& stub) {
     std::lock_guard<std::mutex> lock(mu_);
     active_context_ = nullptr;
   }
-  if (!status.ok()) {
+  if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+      status.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+    // Retrying will not help until someone fixes the token or certificate: say so plainly.
+    PGF_ERROR("link", "controller %s refused this agent: %s", options_.controller_address,
+              status.error_message());
+  } else if (!status.ok()) {
     PGF_WARN("link", "controller stream ended: %s (%d)", status.error_message(),
              static_cast<int>(status.error_code()));
   }

@@ -30,6 +30,10 @@ struct LinkOptions {
   std::string ca_file;
   std::string cert_file;
   std::string key_file;
+  // A file holding the agent's join token (fleetctl token create --role agent --env ENV), sent
+  // as "authorization: Bearer <token>" on every stream. Read at each connect, so a rotated
+  // token is picked up without a restart. Empty: none.
+  std::string join_token_file;
   absl::Duration initial_backoff = absl::Milliseconds(250);
   absl::Duration max_backoff = absl::Seconds(15);
 };

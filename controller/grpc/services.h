@@ -3,7 +3,16 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "controller/api/fleet_api.h"
+#include "controller/auth/token_admin.h"
 #include "controller/maintenance/orchestrator.h"
 #include "controller/registry/agent_registry.h"
 #include "controller/rollout/rollout_engine.h"
@@ -13,21 +22,78 @@
 
 namespace pgfleet::controller {
 
+// How agents' streams are admitted (pgfleet-controller's --insecure-agents,
+// --agent-hello-timeout and --max-pending-agent-streams).
+struct AgentAuthOptions {
+  // TLS: every agent presents a client certificate whose CN is its agent id.
+  bool require_client_cert = false;
+  // Accept an environment the agent merely claims (no join token, no pgfleet:// URI in its
+  // certificate): the behaviour before agent authentication existed.
+  bool insecure_agents = false;
+  // A stream whose hello has not arrived by then is cancelled.
+  absl::Duration hello_timeout = absl::Seconds(10);
+  // Streams admitted but not yet past their hello; more are refused (RESOURCE_EXHAUSTED).
+  int max_pending_streams = 64;
+};
+
+// Cancels streams whose first message is late, from one thread for all of them.
+class HelloDeadlines {
+ public:
+  HelloDeadlines() = default;
+  ~HelloDeadlines();  // Stops the thread (every Arm must have been Disarmed by then).
+  HelloDeadlines(const HelloDeadlines&) = delete;
+  HelloDeadlines& operator=(const HelloDeadlines&) = delete;
+
+  // TryCancel()s `context` at `deadline` unless Disarm()ed first.
+  uint64_t Arm(grpc::ServerContext* context, absl::Time deadline);
+  // After Disarm the context is never touched again. True when the deadline had fired.
+  bool Disarm(uint64_t id);
+
+ private:
+  struct Entry {
+    grpc::ServerContext* context;
+    absl::Time deadline;
+  };
+  void Run();
+
+  absl::Mutex mu_;
+  std::map<uint64_t, Entry> armed_ ABSL_GUARDED_BY(mu_);
+  std::set<uint64_t> fired_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;  // Started by the first Arm.
+};
+
 class AgentServiceImpl final : public pgfleet::v1::AgentService::Service {
  public:
-  // With require_client_cert, an agent must present a certificate whose CN is its agent_id:
-  // an agent can only speak for itself.
-  AgentServiceImpl(FleetApi& api, AgentRegistry& registry, bool require_client_cert)
-      : api_(api), registry_(registry), require_client_cert_(require_client_cert) {}
+  // Before the first message is read, the stream's credentials are checked: a certificate (with
+  // TLS), and the environment it may join, from the certificate's pgfleet:// URI or the agent's
+  // join token (see controller/auth/agent_identity.h). The hello must then match them.
+  AgentServiceImpl(FleetApi& api, AgentRegistry& registry, Store& store, AgentAuthOptions options)
+      : api_(api), registry_(registry), store_(store), options_(options) {}
 
   grpc::Status Connect(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<pgfleet::v1::ControllerMessage,
                                                 pgfleet::v1::AgentMessage>* stream) override;
 
+  // Ends the streams of agents that joined with this token (it was revoked); they are refused
+  // when they reconnect.
+  void DisconnectJoinToken(uint64_t token_id);
+
  private:
+  struct Credentials;
+  // From the TLS session and the metadata only; nothing is read from the stream.
+  absl::StatusOr<Credentials> Admit(const grpc::ServerContext& context);
   FleetApi& api_;
   AgentRegistry& registry_;
-  bool require_client_cert_;
+  Store& store_;
+  AgentAuthOptions options_;
+  std::atomic<int> pending_streams_{0};
+  HelloDeadlines deadlines_;
+  absl::Mutex sessions_mu_;
+  // Connected agents by the join token they presented.
+  std::multimap<uint64_t, std::weak_ptr<AgentSession>> sessions_by_token_
+      ABSL_GUARDED_BY(sessions_mu_);
 };
 
 class FleetServiceImpl final : public pgfleet::v1::FleetService::Service {
@@ -119,6 +185,25 @@ class MaintenanceServiceImpl final : public pgfleet::v1::MaintenanceService::Ser
 
  private:
   MaintenanceOrchestrator& orchestrator_;
+  Store& store_;
+};
+
+class TokenServiceImpl final : public pgfleet::v1::TokenService::Service {
+ public:
+  TokenServiceImpl(TokenAdmin& admin, Store& store) : admin_(admin), store_(store) {}
+
+  grpc::Status ListTokens(grpc::ServerContext* context,
+                          const pgfleet::v1::ListTokensRequest* request,
+                          pgfleet::v1::ListTokensResponse* response) override;
+  grpc::Status CreateToken(grpc::ServerContext* context,
+                           const pgfleet::v1::CreateTokenRequest* request,
+                           pgfleet::v1::CreateTokenResponse* response) override;
+  grpc::Status RevokeToken(grpc::ServerContext* context,
+                           const pgfleet::v1::RevokeTokenRequest* request,
+                           pgfleet::v1::Token* response) override;
+
+ private:
+  TokenAdmin& admin_;
   Store& store_;
 };
 

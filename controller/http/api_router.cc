@@ -146,7 +146,7 @@ void ApiRouter::Add(const std::string& name, bool read_only, Fn fn) {
 }
 
 ApiRouter::ApiRouter(FleetApi& fleet, RolloutEngine& rollouts, MaintenanceOrchestrator& maintenance,
-                     Store& store, MetricsHistory& metrics)
+                     Store& store, MetricsHistory& metrics, TokenAdmin& tokens)
     : store_(store), metrics_(metrics) {
   namespace v1 = pgfleet::v1;
   constexpr bool kRead = true, kWrite = false;
@@ -222,6 +222,18 @@ ApiRouter::ApiRouter(FleetApi& fleet, RolloutEngine& rollouts, MaintenanceOrches
   Add<v1::CancelWindowRequest, v1::MaintenanceWindow>(
       "CancelWindow", kWrite,
       [&maintenance](const Caller& c, const auto& r) { return maintenance.Cancel(c, r.id()); });
+
+  // TokenService. Admin only; the listing is POST-only too, like every call that is not a
+  // viewer's read.
+  Add<v1::ListTokensRequest, v1::ListTokensResponse>(
+      "ListTokens", kWrite,
+      [&tokens](const Caller& c, const auto& r) { return tokens.List(c, r); });
+  Add<v1::CreateTokenRequest, v1::CreateTokenResponse>(
+      "CreateToken", kWrite,
+      [&tokens](const Caller& c, const auto& r) { return tokens.Create(c, r); });
+  Add<v1::RevokeTokenRequest, v1::Token>(
+      "RevokeToken", kWrite,
+      [&tokens](const Caller& c, const auto& r) { return tokens.Revoke(c, r); });
 
   // Dashboard-only reads, not in the gRPC services.
   routes_["WhoAmI"] =

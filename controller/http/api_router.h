@@ -1,7 +1,7 @@
 // The dashboard's JSON API: /api/<Method> for every method of the fleet's gRPC services
-// (FleetService, RolloutService, MaintenanceService), with the protobuf JSON mapping of the
-// same request and response messages, authenticated by the same bearer tokens and calling the
-// same FleetApi / RolloutEngine / MaintenanceOrchestrator code, so roles, validation and the
+// (FleetService, RolloutService, MaintenanceService, TokenService), with the protobuf JSON mapping
+// of the same request and response messages, authenticated by the same bearer tokens and calling
+// the same FleetApi / RolloutEngine / MaintenanceOrchestrator code, so roles, validation and the
 // audit log are identical whichever transport is used. Transport-free: HttpServer feeds it.
 #pragma once
 
@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "controller/api/fleet_api.h"
+#include "controller/auth/token_admin.h"
 #include "controller/http/metrics_history.h"
 #include "controller/maintenance/orchestrator.h"
 #include "controller/rollout/rollout_engine.h"
@@ -43,7 +44,7 @@ std::string QueryToJson(const std::multimap<std::string, std::string>& params);
 class ApiRouter {
  public:
   ApiRouter(FleetApi& fleet, RolloutEngine& rollouts, MaintenanceOrchestrator& maintenance,
-            Store& store, MetricsHistory& metrics);
+            Store& store, MetricsHistory& metrics, TokenAdmin& tokens);
 
   // Authenticates and runs the request; may block (commands wait for agents), so HttpServer
   // calls it off its event loop.

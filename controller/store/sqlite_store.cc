@@ -189,9 +189,8 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::OpenWithMigrations(
   sqlite3* db = nullptr;
   // One connection shared by every thread, serialized by mu_: SQLite's own per-connection
   // mutex would be redundant (NOMUTEX).
-  int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+  int rc = sqlite3_open_v2(
+      path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     absl::Status status = sqlite::Error(db, rc, absl::StrCat("open '", path, "'"));
     sqlite3_close(db);
@@ -244,10 +243,8 @@ absl::Status SqliteStore::Configure() {
   // even a power loss or kernel crash never corrupts the file; it can only lose the last
   // transactions committed before it. FULL would fsync the WAL at every commit (one per
   // metrics report and heartbeat) to also cover that case; we do not pay for it.
-  PGF_RETURN_IF_ERROR(
-      sqlite::ExecScript(db_, "PRAGMA synchronous = NORMAL", "PRAGMA synchronous"));
-  PGF_RETURN_IF_ERROR(
-      sqlite::ExecScript(db_, "PRAGMA foreign_keys = ON", "PRAGMA foreign_keys"));
+  PGF_RETURN_IF_ERROR(sqlite::ExecScript(db_, "PRAGMA synchronous = NORMAL", "PRAGMA synchronous"));
+  PGF_RETURN_IF_ERROR(sqlite::ExecScript(db_, "PRAGMA foreign_keys = ON", "PRAGMA foreign_keys"));
   {
     // The pragma is a silent no-op in builds without foreign key support: check it stuck.
     PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_, "PRAGMA foreign_keys"));
@@ -401,11 +398,11 @@ absl::StatusOr<ConfigVersionRow> SqliteStore::AddConfigVersion(const std::string
   PGF_RETURN_IF_ERROR(InsertEnvironmentIfMissing(db_, environment, now_ms));
   {
     // Same content already pushed to this environment: that version is the answer.
-    PGF_ASSIGN_OR_RETURN(
-        Stmt stmt, Stmt::Prepare(db_, absl::StrCat("SELECT ", kConfigVersionColumns,
-                                                   ", ini_text FROM config_versions "
-                                                   "WHERE environment = ?1 AND sha256 = ?2")
-                                          .c_str()));
+    PGF_ASSIGN_OR_RETURN(Stmt stmt,
+                         Stmt::Prepare(db_, absl::StrCat("SELECT ", kConfigVersionColumns,
+                                                         ", ini_text FROM config_versions "
+                                                         "WHERE environment = ?1 AND sha256 = ?2")
+                                                .c_str()));
     stmt.BindText(1, environment).BindText(2, sha256);
     PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
     if (row) {
@@ -542,19 +539,18 @@ absl::Status SqliteStore::RecordAgentHello(const AgentRow& hello, int64_t now_ms
 
 absl::Status SqliteStore::MarkAgentDisconnected(const std::string& agent_id, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  PGF_ASSIGN_OR_RETURN(
-      Stmt stmt, Stmt::Prepare(db_,
-                               "UPDATE agents SET connected = 0, "
-                               "last_seen_unix_ms = MAX(last_seen_unix_ms, ?2) "
-                               "WHERE agent_id = ?1"));
+  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
+                                                "UPDATE agents SET connected = 0, "
+                                                "last_seen_unix_ms = MAX(last_seen_unix_ms, ?2) "
+                                                "WHERE agent_id = ?1"));
   stmt.BindText(1, agent_id).BindInt(2, now_ms);
   return UpdateOneAgent(stmt, agent_id);
 }
 
 absl::Status SqliteStore::MarkAllAgentsDisconnected() {
   absl::MutexLock lock(&mu_);
-  PGF_ASSIGN_OR_RETURN(
-      Stmt stmt, Stmt::Prepare(db_, "UPDATE agents SET connected = 0 WHERE connected <> 0"));
+  PGF_ASSIGN_OR_RETURN(Stmt stmt,
+                       Stmt::Prepare(db_, "UPDATE agents SET connected = 0 WHERE connected <> 0"));
   return stmt.Run();
 }
 
@@ -581,11 +577,10 @@ absl::Status SqliteStore::RecordAgentConfigResult(const std::string& agent_id, u
     stmt.BindText(1, agent_id).BindU64(2, version).BindText(3, sha256).BindInt(4, now_ms);
     return UpdateOneAgent(stmt, agent_id);
   }
-  PGF_ASSIGN_OR_RETURN(
-      Stmt stmt, Stmt::Prepare(db_,
-                               "UPDATE agents SET last_error = ?2, "
-                               "last_seen_unix_ms = MAX(last_seen_unix_ms, ?3) "
-                               "WHERE agent_id = ?1"));
+  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
+                                                "UPDATE agents SET last_error = ?2, "
+                                                "last_seen_unix_ms = MAX(last_seen_unix_ms, ?3) "
+                                                "WHERE agent_id = ?1"));
   stmt.BindText(1, agent_id).BindText(2, error).BindInt(3, now_ms);
   return UpdateOneAgent(stmt, agent_id);
 }
@@ -598,9 +593,9 @@ absl::Status SqliteStore::SetAgentPin(const std::string& agent_id,
   if (version.has_value()) {
     PGF_ASSIGN_OR_RETURN(std::string owner, ConfigVersionEnvironment(db_, *version));
     if (owner != environment) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config version ", *version, " belongs to environment '", owner, "', but agent '",
-          agent_id, "' is in environment '", environment, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("config version ", *version, " belongs to environment '", owner,
+                       "', but agent '", agent_id, "' is in environment '", environment, "'"));
     }
   }
   {
@@ -673,8 +668,11 @@ absl::StatusOr<uint64_t> SqliteStore::RecordCommand(const std::string& agent_id,
                                                   "INSERT INTO commands (agent_id, kind, args, "
                                                   "actor, created_unix_ms) "
                                                   "VALUES (?1, ?2, ?3, ?4, ?5)"));
-    stmt.BindText(1, agent_id).BindText(2, kind).BindText(3, args).BindText(4, actor).BindInt(
-        5, now_ms);
+    stmt.BindText(1, agent_id)
+        .BindText(2, kind)
+        .BindText(3, args)
+        .BindText(4, actor)
+        .BindInt(5, now_ms);
     PGF_RETURN_IF_ERROR(stmt.Run());
     id = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
   }
@@ -881,47 +879,175 @@ absl::Status SqliteStore::PruneMetrics(int64_t older_than_ms) {
 // ---------------------------------------------------------------------------------------------
 // Tokens.
 
-absl::Status SqliteStore::AddToken(const std::string& name, const std::string& token_sha256,
-                                   Role role, int64_t now_ms) {
-  PGF_RETURN_IF_ERROR(RequireNonEmpty("token name", name));
+namespace {
+
+constexpr char kTokenColumns[] =
+    "id, name, role, environment, created_unix_ms, created_by, expires_unix_ms, "
+    "last_used_unix_ms, revoked_unix_ms, bootstrap";
+
+absl::StatusOr<TokenRow> ReadToken(const Stmt& stmt) {
+  TokenRow token;
+  token.id = stmt.U64(0);
+  token.name = stmt.Text(1);
+  absl::StatusOr<Role> role = ParseRole(stmt.Text(2));
+  if (!role.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        "token '", token.name, "' has a bad role in the database: ", role.status().message()));
+  }
+  token.role = *role;
+  token.environment = stmt.Text(3);
+  token.created_unix_ms = stmt.Int(4);
+  token.created_by = stmt.Text(5);
+  token.expires_unix_ms = stmt.IsNull(6) ? 0 : stmt.Int(6);
+  token.last_used_unix_ms = stmt.IsNull(7) ? 0 : stmt.Int(7);
+  token.revoked_unix_ms = stmt.IsNull(8) ? 0 : stmt.Int(8);
+  token.bootstrap = stmt.Int(9) != 0;
+  return token;
+}
+
+absl::StatusOr<TokenRow> TokenById(sqlite3* db, uint64_t id) {
+  PGF_ASSIGN_OR_RETURN(
+      Stmt stmt,
+      Stmt::Prepare(db,
+                    absl::StrCat("SELECT ", kTokenColumns, " FROM tokens WHERE id = ?1").c_str()));
+  stmt.BindU64(1, id);
+  PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("no token with id ", id));
+  return ReadToken(stmt);
+}
+
+}  // namespace
+
+absl::StatusOr<TokenRow> SqliteStore::CreateToken(const TokenRow& token,
+                                                  const std::string& token_sha256) {
+  PGF_RETURN_IF_ERROR(RequireNonEmpty("token name", token.name));
   std::optional<std::string> hash = NormalizeSha256Hex(token_sha256);
   if (!hash.has_value()) {
     return absl::InvalidArgumentError(
         "a token is stored as the sha256 hex of the token: 64 hex digits expected");
   }
-  absl::MutexLock lock(&mu_);
-  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
-                                                "INSERT INTO tokens (token_sha256, name, role, "
-                                                "created_unix_ms) VALUES (?1, ?2, ?3, ?4)"));
-  stmt.BindText(1, *hash).BindText(2, name).BindText(3, RoleName(role)).BindInt(4, now_ms);
-  absl::Status status = stmt.Run();
-  if (absl::IsAlreadyExists(status)) {
-    return absl::AlreadyExistsError("a token with this hash already exists");
+  if ((token.role == Role::kAgent) != !token.environment.empty()) {
+    return absl::InvalidArgumentError(
+        token.role == Role::kAgent
+            ? "an agent token is scoped to one environment: name it"
+            : "only agent tokens are scoped to an environment (operators' tokens see the fleet)");
   }
-  return status;
+  if (token.bootstrap && token.role != Role::kAdmin) {
+    return absl::InvalidArgumentError("the bootstrap token is an admin token");
+  }
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
+  if (token.role == Role::kAdmin) {
+    bool real_admin_exists = false;
+    {
+      PGF_ASSIGN_OR_RETURN(Stmt other, Stmt::Prepare(db_,
+                                                     "SELECT count(*) FROM tokens WHERE role = "
+                                                     "'admin' AND bootstrap = 0"));
+      PGF_ASSIGN_OR_RETURN(bool row, other.Step());
+      real_admin_exists = row && other.Int(0) > 0;
+    }
+    if (token.bootstrap && real_admin_exists) {
+      return absl::FailedPreconditionError(
+          "an admin token exists, so a bootstrap token is no longer accepted");
+    }
+    if (!token.bootstrap) {
+      // The first real admin token ends the bootstrap token's life, whoever made it.
+      PGF_ASSIGN_OR_RETURN(Stmt revoke, Stmt::Prepare(db_,
+                                                      "UPDATE tokens SET revoked_unix_ms = ?1 "
+                                                      "WHERE bootstrap = 1 AND revoked_unix_ms "
+                                                      "IS NULL"));
+      revoke.BindInt(1, token.created_unix_ms);
+      PGF_RETURN_IF_ERROR(revoke.Run());
+    }
+  }
+  uint64_t id = 0;
+  {
+    PGF_ASSIGN_OR_RETURN(Stmt stmt,
+                         Stmt::Prepare(db_,
+                                       "INSERT INTO tokens (token_sha256, name, role, environment, "
+                                       "created_unix_ms, created_by, expires_unix_ms, bootstrap) "
+                                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
+    stmt.BindText(1, *hash)
+        .BindText(2, token.name)
+        .BindText(3, RoleName(token.role))
+        .BindText(4, token.environment)
+        .BindInt(5, token.created_unix_ms)
+        .BindText(6, token.created_by)
+        .BindInt(8, token.bootstrap ? 1 : 0);
+    if (token.expires_unix_ms > 0) {
+      stmt.BindInt(7, token.expires_unix_ms);
+    } else {
+      stmt.BindNull(7);
+    }
+    absl::Status status = stmt.Run();
+    if (absl::IsAlreadyExists(status)) {
+      return absl::AlreadyExistsError("a token with this hash already exists");
+    }
+    PGF_RETURN_IF_ERROR(status);
+    id = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
+  }
+  PGF_ASSIGN_OR_RETURN(TokenRow created, TokenById(db_, id));
+  PGF_RETURN_IF_ERROR(txn.Commit());
+  return created;
 }
 
 absl::StatusOr<TokenRow> SqliteStore::LookupToken(const std::string& token_sha256) {
   std::optional<std::string> hash = NormalizeSha256Hex(token_sha256);
   if (!hash.has_value()) return absl::NotFoundError("unknown token");
   absl::MutexLock lock(&mu_);
-  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
-                                                "SELECT name, role, created_unix_ms FROM tokens "
-                                                "WHERE token_sha256 = ?1"));
+  PGF_ASSIGN_OR_RETURN(
+      Stmt stmt,
+      Stmt::Prepare(
+          db_,
+          absl::StrCat("SELECT ", kTokenColumns, " FROM tokens WHERE token_sha256 = ?1").c_str()));
   stmt.BindText(1, *hash);
   PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
   if (!row) return absl::NotFoundError("unknown token");
-  TokenRow token;
-  token.name = stmt.Text(0);
-  absl::StatusOr<Role> role = ParseRole(stmt.Text(1));
-  if (!role.ok()) {
-    return absl::DataLossError(
-        absl::StrCat("token '", token.name, "' has a bad role in the database: ",
-                     role.status().message()));
+  return ReadToken(stmt);
+}
+
+absl::StatusOr<std::vector<TokenRow>> SqliteStore::ListTokens() {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(
+      Stmt stmt,
+      Stmt::Prepare(db_,
+                    absl::StrCat("SELECT ", kTokenColumns, " FROM tokens ORDER BY id").c_str()));
+  std::vector<TokenRow> tokens;
+  while (true) {
+    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
+    if (!row) break;
+    PGF_ASSIGN_OR_RETURN(TokenRow token, ReadToken(stmt));
+    tokens.push_back(std::move(token));
   }
-  token.role = *role;
-  token.created_unix_ms = stmt.Int(2);
+  return tokens;
+}
+
+absl::StatusOr<TokenRow> SqliteStore::RevokeToken(uint64_t id, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
+  PGF_ASSIGN_OR_RETURN(TokenRow token, TokenById(db_, id));
+  if (token.revoked_unix_ms != 0) {
+    return absl::FailedPreconditionError(absl::StrCat("token ", id, " is already revoked"));
+  }
+  {
+    PGF_ASSIGN_OR_RETURN(
+        Stmt stmt, Stmt::Prepare(db_, "UPDATE tokens SET revoked_unix_ms = ?2 WHERE id = ?1"));
+    stmt.BindU64(1, id).BindInt(2, now_ms);
+    PGF_RETURN_IF_ERROR(stmt.Run());
+  }
+  PGF_RETURN_IF_ERROR(txn.Commit());
+  token.revoked_unix_ms = now_ms;
   return token;
+}
+
+absl::Status SqliteStore::TouchToken(uint64_t id, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(
+      Stmt stmt, Stmt::Prepare(db_, "UPDATE tokens SET last_used_unix_ms = ?2 WHERE id = ?1"));
+  stmt.BindU64(1, id).BindInt(2, now_ms);
+  PGF_RETURN_IF_ERROR(stmt.Run());
+  if (stmt.Changes() == 0) return absl::NotFoundError(absl::StrCat("no token with id ", id));
+  return absl::OkStatus();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,8 +16,8 @@
 //  * ListConfigVersions / ListAgents / ListMetrics of an unknown environment or agent: empty.
 //  * ListMetrics returns buckets starting at or after since_ms; PruneMetrics deletes buckets
 //    starting before older_than_ms. Buckets are floor(now_ms / 60000) * 60000.
-//  * AddToken: token_sha256 must be 64 hex digits (stored lowercase; LookupToken accepts
-//    either case); AlreadyExists for a known hash.
+//  * CreateToken: token_sha256 must be 64 hex digits (stored lowercase; LookupToken accepts
+//    either case); AlreadyExists for a known hash (revoked ones included).
 //  * RecordMetrics and TouchAgent are write-behind. Every connected agent calls both once per
 //    metrics interval (1,000 agents at 1 s: 2,000 calls a second), and one transaction each
 //    cost about a third of the controller's CPU (bench/controller_scale.sh). They are checked
@@ -134,9 +134,12 @@ class SqliteStore final : public Store {
   absl::Status PruneMetrics(int64_t older_than_ms) override;
 
   // Tokens.
-  absl::Status AddToken(const std::string& name, const std::string& token_sha256, Role role,
-                        int64_t now_ms) override;
+  absl::StatusOr<TokenRow> CreateToken(const TokenRow& token,
+                                       const std::string& token_sha256) override;
   absl::StatusOr<TokenRow> LookupToken(const std::string& token_sha256) override;
+  absl::StatusOr<std::vector<TokenRow>> ListTokens() override;
+  absl::StatusOr<TokenRow> RevokeToken(uint64_t id, int64_t now_ms) override;
+  absl::Status TouchToken(uint64_t id, int64_t now_ms) override;
 
   // Rollouts (sqlite_rollout_store.cc).
   absl::StatusOr<RolloutRow> CreateRollout(const RolloutRow& rollout,

@@ -9,19 +9,25 @@ namespace pgfleet::controller {
 
 const char* RoleName(Role role) {
   switch (role) {
-    case Role::kViewer: return "viewer";
-    case Role::kOperator: return "operator";
-    case Role::kAdmin: return "admin";
+    case Role::kAgent:
+      return "agent";
+    case Role::kViewer:
+      return "viewer";
+    case Role::kOperator:
+      return "operator";
+    case Role::kAdmin:
+      return "admin";
   }
   return "?";
 }
 
 absl::StatusOr<Role> ParseRole(const std::string& name) {
+  if (name == "agent") return Role::kAgent;
   if (name == "viewer") return Role::kViewer;
   if (name == "operator") return Role::kOperator;
   if (name == "admin") return Role::kAdmin;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown role '", name, "' (expected viewer, operator or admin)"));
+      absl::StrCat("unknown role '", name, "' (expected agent, viewer, operator or admin)"));
 }
 
 std::string Sha256Hex(const std::string& data) {

@@ -76,7 +76,10 @@ struct MetricsSample {
   std::string report;          // A serialized pgfleet.v1.MetricsReport (the newest of the minute).
 };
 
-enum class Role { kViewer, kOperator, kAdmin };
+// Ordered: a role may do what the roles before it may. kAgent is below every operator role and
+// is refused by the operators' API altogether (controller/auth/tokens.cc): its tokens only join
+// agents' streams.
+enum class Role { kAgent, kViewer, kOperator, kAdmin };
 const char* RoleName(Role role);
 absl::StatusOr<Role> ParseRole(const std::string& name);
 
@@ -84,12 +87,20 @@ absl::StatusOr<Role> ParseRole(const std::string& name);
 std::string Sha256Hex(const std::string& data);
 
 struct TokenRow {
+  uint64_t id = 0;
   std::string name;
   Role role = Role::kViewer;
+  std::string environment;  // Agent tokens: the one environment they may join. Others: empty.
   int64_t created_unix_ms = 0;
+  std::string created_by;
+  int64_t expires_unix_ms = 0;    // 0: never.
+  int64_t last_used_unix_ms = 0;  // 0: never.
+  int64_t revoked_unix_ms = 0;    // 0: not revoked.
+  bool bootstrap = false;         // Registered from PGFLEET_BOOTSTRAP_TOKEN.
 };
 
-// Store includes the rollout state (RolloutStore) and maintenance windows so one SQLite file holds everything.
+// Store includes the rollout state (RolloutStore) and maintenance windows so one SQLite file holds
+// everything.
 class Store : public RolloutStore, public MaintenanceStore {
  public:
   ~Store() override = default;
@@ -160,9 +171,28 @@ class Store : public RolloutStore, public MaintenanceStore {
   virtual absl::Status PruneMetrics(int64_t older_than_ms) = 0;
 
   // API tokens, stored as sha256 hex of the token (never the token itself).
-  virtual absl::Status AddToken(const std::string& name, const std::string& token_sha256,
-                                Role role, int64_t now_ms) = 0;
+  // Stores `token` (its name, role, environment, created_unix_ms, created_by, expires_unix_ms
+  // and bootstrap; the rest is ignored) and returns it with its id. InvalidArgument when an
+  // agent token has no environment or another role has one. Creating an admin token that is
+  // not the bootstrap one revokes every bootstrap token in the same transaction; creating a
+  // bootstrap token once another admin token exists is FailedPrecondition.
+  virtual absl::StatusOr<TokenRow> CreateToken(const TokenRow& token,
+                                               const std::string& token_sha256) = 0;
+  // An operator token without expiry (the historic form).
+  absl::Status AddToken(const std::string& name, const std::string& token_sha256, Role role,
+                        int64_t now_ms) {
+    TokenRow token;
+    token.name = name;
+    token.role = role;
+    token.created_unix_ms = now_ms;
+    return CreateToken(token, token_sha256).status();
+  }
+  // Revoked and expired tokens too: the caller decides (controller/auth/tokens.cc).
   virtual absl::StatusOr<TokenRow> LookupToken(const std::string& token_sha256) = 0;  // NotFound
+  virtual absl::StatusOr<std::vector<TokenRow>> ListTokens() = 0;                     // By id.
+  // NotFound for an unknown id; FailedPrecondition when it is already revoked.
+  virtual absl::StatusOr<TokenRow> RevokeToken(uint64_t id, int64_t now_ms) = 0;
+  virtual absl::Status TouchToken(uint64_t id, int64_t now_ms) = 0;
 };
 
 // Opens (creating if needed) the SQLite file at `path` in WAL mode with foreign keys and a

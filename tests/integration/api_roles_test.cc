@@ -69,11 +69,12 @@ struct CallSpec {
 constexpr char kFleet[] = "pgfleet.v1.FleetService";
 constexpr char kRollout[] = "pgfleet.v1.RolloutService";
 constexpr char kMaintenance[] = "pgfleet.v1.MaintenanceService";
+constexpr char kTokens[] = "pgfleet.v1.TokenService";
 
 // Reads need viewer; changing the fleet (configs, desired versions, commands, rollouts,
 // maintenance windows) needs operator; the release policy between environments (upstream) and
-// tokens need admin. Tokens have no RPC: `pgfleet-controller token create` writes the SQLite
-// file directly, so it needs the controller host, not a role.
+// tokens (TokenService) need admin. `pgfleet-controller token create` also writes the SQLite
+// file directly, for the controller's host. Agents' join tokens (role agent) may call nothing.
 const CallSpec kCalls[] = {
     // FleetService.
     {kFleet, "PushConfig", Role::kOperator, R"({"environment":""})"},
@@ -106,6 +107,10 @@ const CallSpec kCalls[] = {
     {kMaintenance, "GetWindow", Role::kViewer, R"({"id":"999999"})"},
     {kMaintenance, "ListWindows", Role::kViewer, R"({"environment":"roles-none"})"},
     {kMaintenance, "CancelWindow", Role::kOperator, R"({"id":"999999"})"},
+    // TokenService. An unknown role: refused right after the role check.
+    {kTokens, "ListTokens", Role::kAdmin, "{}"},
+    {kTokens, "CreateToken", Role::kAdmin, R"({"name":"roles-bad","role":"root"})"},
+    {kTokens, "RevokeToken", Role::kAdmin, R"({"id":"999999"})"},
     // The dashboard's own HTTP routes.
     {nullptr, "WhoAmI", Role::kViewer, "{}"},
     {nullptr, "AgentMetrics", Role::kViewer, R"({"agentId":"roles-nobody"})"},
@@ -120,10 +125,10 @@ const std::set<std::string> kNotOperatorFacing = {
 
 // ---- Who calls ------------------------------------------------------------------------------
 
-enum class Principal { kNoToken, kUnknownToken, kRawToken, kViewer, kOperator, kAdmin };
-constexpr Principal kPrincipals[] = {Principal::kNoToken,  Principal::kUnknownToken,
-                                     Principal::kRawToken, Principal::kViewer,
-                                     Principal::kOperator, Principal::kAdmin};
+enum class Principal { kNoToken, kUnknownToken, kRawToken, kAgent, kViewer, kOperator, kAdmin };
+constexpr Principal kPrincipals[] = {
+    Principal::kNoToken, Principal::kUnknownToken, Principal::kRawToken, Principal::kAgent,
+    Principal::kViewer,  Principal::kOperator,     Principal::kAdmin};
 
 const char* PrincipalName(Principal principal) {
   switch (principal) {
@@ -133,6 +138,8 @@ const char* PrincipalName(Principal principal) {
       return "unknown token";
     case Principal::kRawToken:
       return "admin token without 'Bearer '";
+    case Principal::kAgent:
+      return "agent (a join token)";
     case Principal::kViewer:
       return "viewer";
     case Principal::kOperator:
@@ -143,7 +150,8 @@ const char* PrincipalName(Principal principal) {
   return "?";
 }
 
-enum class Expect { kUnauthenticated, kPermissionDenied, kAllowed };
+// kJoinTokenRefused: PERMISSION_DENIED, because a join token opens agents' streams only.
+enum class Expect { kUnauthenticated, kPermissionDenied, kJoinTokenRefused, kAllowed };
 
 const char* ExpectName(Expect expect) {
   switch (expect) {
@@ -151,6 +159,8 @@ const char* ExpectName(Expect expect) {
       return "UNAUTHENTICATED";
     case Expect::kPermissionDenied:
       return "PERMISSION_DENIED";
+    case Expect::kJoinTokenRefused:
+      return "PERMISSION_DENIED (join token)";
     case Expect::kAllowed:
       return "allowed";
   }
@@ -164,6 +174,8 @@ Expect ExpectedFor(const CallSpec& call, Principal principal) {
     case Principal::kUnknownToken:
     case Principal::kRawToken:
       return Expect::kUnauthenticated;
+    case Principal::kAgent:
+      return Expect::kJoinTokenRefused;
     case Principal::kViewer:
       role = Role::kViewer;
       break;
@@ -250,12 +262,16 @@ class ApiRolesTest : public ::testing::Test {
     // Minted the way an operator does, into the SQLite file the controller then opens.
     tokens_ = new std::map<Principal, std::string>();
     for (const auto& [principal, role] :
-         {std::pair{Principal::kViewer, "viewer"}, std::pair{Principal::kOperator, "operator"},
-          std::pair{Principal::kAdmin, "admin"}}) {
-      PGF_ASSERT_OK_AND_ASSIGN(
-          RunResult minted,
-          RunCommand({PGFLEET_CONTROLLER_BINARY, "token", "create", absl::StrCat("--db=", db),
-                      absl::StrCat("--name=", TokenName(role)), absl::StrCat("--role=", role)}));
+         {std::pair{Principal::kAgent, "agent"}, std::pair{Principal::kViewer, "viewer"},
+          std::pair{Principal::kOperator, "operator"}, std::pair{Principal::kAdmin, "admin"}}) {
+      std::vector<std::string> argv = {PGFLEET_CONTROLLER_BINARY,
+                                       "token",
+                                       "create",
+                                       absl::StrCat("--db=", db),
+                                       absl::StrCat("--name=", TokenName(role)),
+                                       absl::StrCat("--role=", role)};
+      if (principal == Principal::kAgent) argv.push_back("--env=roles-none");
+      PGF_ASSERT_OK_AND_ASSIGN(RunResult minted, RunCommand(argv));
       ASSERT_TRUE(minted.Succeeded()) << minted.Describe();
       (*tokens_)[principal] = std::string(absl::StripAsciiWhitespace(minted.stdout_text));
       ASSERT_FALSE((*tokens_)[principal].empty()) << minted.Describe();
@@ -315,6 +331,7 @@ class ApiRolesTest : public ::testing::Test {
         return "Bearer pgf_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
       case Principal::kRawToken:
         return tokens_->at(Principal::kAdmin);
+      case Principal::kAgent:
       case Principal::kViewer:
       case Principal::kOperator:
       case Principal::kAdmin:
@@ -344,7 +361,8 @@ class ApiRolesTest : public ::testing::Test {
     return status;
   }
 
-  // Nothing a viewer sent changed anything: no audit entry names the viewer token.
+  // Nothing a viewer (or an agent's join token) sent changed anything: no audit entry names
+  // their tokens.
   static void ExpectViewerChangedNothing() {
     PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<controller::Store> store,
                              controller::OpenSqliteStore(controller_->db_path()));
@@ -353,6 +371,8 @@ class ApiRolesTest : public ::testing::Test {
     for (const controller::AuditEntry& entry : audit) {
       EXPECT_NE(entry.actor, TokenName("viewer"))
           << "the viewer did " << entry.action << " on " << entry.target;
+      EXPECT_NE(entry.actor, TokenName("agent"))
+          << "the join token did " << entry.action << " on " << entry.target;
     }
   }
 
@@ -456,6 +476,10 @@ TEST_F(ApiRolesTest, GrpcChecksTheRoleOfEveryCall) {
           EXPECT_TRUE(absl::StrContains(status.error_message(),
                                         absl::StrCat("needs ", RoleName(call.required))));
           break;
+        case Expect::kJoinTokenRefused:
+          EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+          EXPECT_TRUE(absl::StrContains(status.error_message(), "join token"));
+          break;
         case Expect::kAllowed:
           EXPECT_NE(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
           EXPECT_NE(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
@@ -489,6 +513,11 @@ void ExpectHttp(const CallSpec& call, Principal principal, const HttpReply& repl
       EXPECT_EQ(reply.status, 403);
       EXPECT_TRUE(absl::StrContains(reply.body, R"("code":"PERMISSION_DENIED")"));
       EXPECT_TRUE(absl::StrContains(reply.body, absl::StrCat("needs ", RoleName(call.required))));
+      break;
+    case Expect::kJoinTokenRefused:
+      EXPECT_EQ(reply.status, 403);
+      EXPECT_TRUE(absl::StrContains(reply.body, R"("code":"PERMISSION_DENIED")"));
+      EXPECT_TRUE(absl::StrContains(reply.body, "join token"));
       break;
     case Expect::kAllowed:
       EXPECT_NE(reply.status, 401);

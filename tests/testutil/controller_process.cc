@@ -67,6 +67,7 @@ absl::Status ControllerProcess::Launch(const std::string& listen) {
                                    absl::StrCat("--db=", options_.db_path),
                                    absl::StrCat("--port-file=", port_file_),
                                    absl::StrCat("--metrics-interval=", options_.metrics_interval)};
+  if (options_.insecure_agents) argv.push_back("--insecure-agents");
   argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
   SpawnOptions spawn;
   spawn.working_dir = dir_;

@@ -23,6 +23,9 @@ struct ControllerOptions {
   // --listen=127.0.0.1:0.
   std::vector<std::string> extra_args;
   std::string metrics_interval = "1s";
+  // Passes --insecure-agents: agents join whatever environment they claim, as most tests
+  // exercise other things. Tests of agent authentication set it false.
+  bool insecure_agents = true;
   std::string binary = PGFLEET_CONTROLLER_BINARY;
   absl::Duration start_timeout = absl::Seconds(15);
 };

@@ -92,6 +92,8 @@ export class Fleet {
     const child = spawn(this.controllerBinary, [
       '--listen=127.0.0.1:0', `--port-file=${grpcPortFile}`, `--db=${this.dbPath}`,
       '--http-listen=127.0.0.1:0', `--http-port-file=${httpPortFile}`, '--metrics-interval=1s',
+      // The agents below carry no join tokens (agent_auth_test covers those).
+      '--insecure-agents',
       ...extraArgs,
     ], { env: { ...process.env, PGFLEET_BOOTSTRAP_TOKEN: bootstrapToken }, stdio: ['ignore', 'ignore', openSync(this.controllerLog, 'a')] });
     this.children.push(child);
