@@ -501,12 +501,14 @@ void ServerConn::Link(ClientConn* client, uint64_t now_us) {
   client_ = client;
   state_ = State::kActive;
   last_used_us_ = now_us;
+  mid_client_message_ = false;  // Servers are released only at a message boundary.
   // A server is only linked when clean, so no prepared-statement answer is pending here.
   ps_tracking_ = pool_.pool_mode() != config::PoolMode::kSession &&
                  agent_.config().max_prepared_statements > 0;
 }
 
 void ServerConn::Unlink() {
+  // mid_client_message_ stays: Pool::ReleaseServer reads it after unlinking.
   client_ = nullptr;
   forward_remaining_ = 0;
   last_used_us_ = MonotonicMicros();

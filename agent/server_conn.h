@@ -65,6 +65,12 @@ class ServerConn : public ListNode {
 
   // Client -> server accounting, done by the client's forwarding loop.
   void NoteClientMessage(char type);
+  // Whether the server has received only part of a client message (its start went out, the
+  // rest has not arrived from the client yet). Such a server must never serve anyone else:
+  // PostgreSQL would read the next client's bytes as the rest of that message. Set by the
+  // client's forwarding loop each time it writes; cleared when the server is linked.
+  bool mid_client_message() const { return mid_client_message_; }
+  void set_mid_client_message(bool mid) { mid_client_message_ = mid; }
   // Whether this link rewrites named prepared statements (transaction/statement mode with
   // max_prepared_statements > 0); fixed at Link() so a reload cannot change it mid-stream.
   bool ps_tracking() const { return ps_tracking_; }
@@ -117,13 +123,14 @@ class ServerConn : public ListNode {
   std::optional<pg::ScramClientExchange> scram_;
 
   char tx_status_ = 'I';
-  int pending_replies_ = 0;  // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen.
-  bool unsynced_ = false;    // Extended-protocol messages sent since the last Sync.
-  int internal_replies_ = 0; // ReadyForQuery still expected for internal queries.
+  int pending_replies_ = 0;      // Query/Sync/FunctionCall sent, ReadyForQuery not yet seen.
+  bool unsynced_ = false;        // Extended-protocol messages sent since the last Sync.
+  int internal_replies_ = 0;     // ReadyForQuery still expected for internal queries.
   bool probing_limits_ = false;  // The internal query in flight reads max_connections.
   AfterInternal after_internal_ = AfterInternal::kNone;
   std::string internal_error_;
   size_t forward_remaining_ = 0;
+  bool mid_client_message_ = false;
   bool ps_tracking_ = false;
   ps::ServerStatements statements_;
 
