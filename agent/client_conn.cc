@@ -749,9 +749,11 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
   ps::ServerStatements& server_statements = server_->statements();
   const size_t capacity = static_cast<size_t>(std::max(agent_.config().max_prepared_statements, 1));
   // The start of the body decides; the common messages (unnamed Parse/Bind, ordinary
-  // queries) stay on the zero-copy path.
+  // queries) stay on the zero-copy path. A Parse is named by its first byte and a Describe of
+  // a statement by its first two; those are then read whole (or refused) anyway.
   std::array<char, kRewriteHeadSize> head;
-  const size_t head_size = std::min(head.size(), header.body_size());
+  const size_t decisive = type == 'P' ? 1 : type == 'D' ? 2 : type == 'C' ? 0 : head.size();
+  const size_t head_size = std::min(decisive, header.body_size());
   if (offset + pg::kHeaderSize + head_size > available) return Rewrite::kNeedMore;
   evbuffer_ptr pos;
   evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);

@@ -265,7 +265,8 @@ TEST_F(ForwardingTest, ClientThatDiesMidMessageDoesNotPoisonTheServer) {
   ExpectOwnAnswer(*b, "B again");
 }
 
-// The same with a CopyData behind a query whose answer A never reads.
+// A crashes half-way through a CopyData sent behind a query: the server was released at the
+// query's ReadyForQuery with the CopyData half forwarded.
 TEST_F(ForwardingTest, ClientThatDiesMidCopyDataDoesNotPoisonTheServer) {
   StartAgent();
   PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawClient> b, LoginRaw());
@@ -273,6 +274,9 @@ TEST_F(ForwardingTest, ClientThatDiesMidCopyDataDoesNotPoisonTheServer) {
   PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawClient> a, LoginRaw());
   PGF_ASSERT_OK(a->Send(QueryMessage("SELECT 'from A'") + "d" + Body32((1 << 20) + 4) +
                         std::string(64, 'x')));
+  absl::StatusOr<QueryAnswer> answer_a = ReadAnswer(*a, absl::Seconds(10));
+  ASSERT_TRUE(answer_a.ok()) << answer_a.status();
+  EXPECT_EQ(answer_a->values, std::vector<std::string>{"from A"});
   a->CloseWithReset();
   ExpectOwnAnswer(*b, "B after A died mid-CopyData");
 }
@@ -355,6 +359,34 @@ TEST_F(ForwardingTest, LargeNamedBindStreamsThroughTheAgent) {
   PgResult again(PQexecPrepared(client.get(), "big", 1, small, nullptr, nullptr, 0));
   ASSERT_EQ(PQresultStatus(again.get()), PGRES_TUPLES_OK) << PQerrorMessage(client.get());
   EXPECT_STREQ(PQgetvalue(again.get(), 0, 0), "3");
+}
+
+// Messages the agent must read whole to rewrite (a named Parse: it keeps the definition) are
+// bounded; an unnamed Parse of the same size streams as before, and a long SQL PREPARE (which
+// is refused in transaction mode) is dropped as it arrives rather than held.
+TEST_F(ForwardingTest, OnlyNamedParseIsHeldAndThatWithinABound) {
+  StartAgent();
+  const std::string long_literal(2 << 20, 'l');
+  const std::string query = absl::StrCat("select length('", long_literal, "')");
+
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn conn, ConnectApp());
+  PGF_ASSERT_OK_AND_ASSIGN(Rows rows, QueryParams(conn.get(), query, {}));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0][0], std::to_string(long_literal.size())) << "unnamed Parse of 2 MiB";
+  absl::StatusOr<Rows> refused = Query(conn.get(), absl::StrCat("PREPARE p AS ", query));
+  EXPECT_EQ(SqlStateOf(refused.status()), "0A000") << refused.status();
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t still, ScalarInt(conn.get(), "select 5"));
+  EXPECT_EQ(still, 5);
+
+  PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawClient> raw, LoginRaw());
+  // Declares 16 MiB; the agent refuses it from the header, without waiting for the body.
+  PGF_ASSERT_OK(raw->Send("P" + Body32((16u << 20) + 4) + "named" + '\0' + "select '"));
+  absl::StatusOr<BackendMessage> message = raw->ReadMessage(absl::Seconds(10));
+  ASSERT_TRUE(message.ok()) << message.status();
+  ASSERT_EQ(message->type, 'E');
+  PGF_ASSERT_OK_AND_ASSIGN(ErrorFields error, ParseErrorResponse(message->body));
+  EXPECT_EQ(error.code, "54000") << error.ToString();
+  EXPECT_EQ(error.severity, "FATAL");
 }
 
 // ---- 7. Per-client bounds -------------------------------------------------------------------
