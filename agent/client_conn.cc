@@ -536,8 +536,9 @@ void ClientConn::SendWelcome() {
   welcome += pg::BackendKeyData(cancel_pid_, cancel_key_);
   welcome += pg::ReadyForQuery('I');
   Write(welcome);
-  // Reading may have stopped at the input bound while the welcome was awaited.
-  bufferevent_enable(bev_, EV_READ);
+  // Reading may have stopped at the input bound while the welcome was awaited (SUSPEND keeps
+  // it stopped; RESUME starts every client reading).
+  if (!agent_.suspended()) bufferevent_enable(bev_, EV_READ);
 }
 
 void ClientConn::UpdateParam(const std::string& name, const std::string& value) {
@@ -655,6 +656,10 @@ void ClientConn::OnUnlinked() {
   // Pool::ReleaseServer): the rest must not be read as messages of its own.
   skip_remaining_ += forward_remaining_;
   forward_remaining_ = 0;
+  // Reading may have stopped for the server's full output (StartBackpressure), which no longer
+  // concerns this client; left stopped, a client whose input needs no server (the rest of a
+  // failed COPY, dropped) would never be read again.
+  if (bev_ != nullptr && !agent_.suspended()) bufferevent_enable(bev_, EV_READ);
   query_start_us = xact_start_us = 0;
 }
 

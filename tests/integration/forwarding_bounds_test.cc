@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <memory>
@@ -342,15 +343,20 @@ TEST_F(ForwardingTest, LargeNamedBindStreamsThroughTheAgent) {
   PGF_ASSERT_OK(Query(holder.get(), "select 1").status());
 
   PGF_ASSERT_OK_AND_ASSIGN(int64_t hwm_before, ProcStatusKb(agent_->pid(), "VmHWM"));
-  constexpr size_t kParamSize = 64u << 20;
+  // PGFLEET_TEST_BIG_BIND_MB changes the size, for measuring (the README's figures).
+  size_t param_mb = 64;
+  if (const char* mb = std::getenv("PGFLEET_TEST_BIG_BIND_MB"); mb != nullptr) {
+    ASSERT_TRUE(absl::SimpleAtoi(mb, &param_mb)) << mb;
+  }
+  const size_t kParamSize = param_mb << 20;
   const std::string param(kParamSize, 'p');
   const char* values[] = {param.c_str()};
   PgResult result(PQexecPrepared(client.get(), "big", 1, values, nullptr, nullptr, 0));
   ASSERT_EQ(PQresultStatus(result.get()), PGRES_TUPLES_OK) << PQerrorMessage(client.get());
   EXPECT_EQ(std::string(PQgetvalue(result.get(), 0, 0)), std::to_string(kParamSize));
   PGF_ASSERT_OK_AND_ASSIGN(int64_t hwm_after, ProcStatusKb(agent_->pid(), "VmHWM"));
-  std::cerr << "agent VmHWM " << hwm_before << " kB before, " << hwm_after
-            << " kB after a 64 MiB named Bind\n";
+  std::cerr << "agent VmHWM " << hwm_before << " kB before, " << hwm_after << " kB after a "
+            << param_mb << " MiB named Bind\n";
   EXPECT_LT(hwm_after - hwm_before, 32 * 1024) << "kB of peak RSS growth";
 
   // The statement still works with small parameters, and on the holder's server too.
