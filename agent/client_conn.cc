@@ -27,6 +27,13 @@ constexpr uint32_t kMaxAuthMessage = 10000;
 constexpr size_t kWaitingInputLimit = 64 * 1024;
 // Console commands are short; anything longer is not a command.
 constexpr uint32_t kMaxAdminMessage = 64 * 1024;
+// Messages the agent must read whole before rewriting them (a named Parse, whose definition
+// it keeps; Describe and Close): anything larger is refused, so no client can make the agent
+// hold more than this of its input. Every other message, a named Bind included, is forwarded
+// as it arrives.
+constexpr size_t kMaxHeldMessage = 1 << 20;
+// The start of a message that decides whether it is rewritten (statement names are there).
+constexpr size_t kRewriteHeadSize = 1024;
 
 // Parameters the pooler keeps in step between a client and whichever server it gets.
 // Spelled as PostgreSQL reports them in ParameterStatus.
@@ -82,6 +89,11 @@ void ClientConn::OnWrite(bufferevent*, void* arg) {
   // Output drained: if we had stopped reading from the server, start again.
   auto* client = static_cast<ClientConn*>(arg);
   if (client->server_ != nullptr) client->server_->ResumeReading();
+  if (client->waiting_for_output_drain_) {
+    client->waiting_for_output_drain_ = false;
+    bufferevent_enable(client->bev_, EV_READ);
+    client->ProcessInput();
+  }
 }
 
 void ClientConn::OnEvent(bufferevent*, short events, void* arg) {
@@ -116,13 +128,14 @@ void ClientConn::ProcessInput() {
       HandleAdminInput();
       break;
     case State::kWaiting:
-      // Bytes (a pipelined query, or EOF) arrived while queued: they stay buffered until a
-      // server is linked, within a bound.
+    case State::kLoginWaiting:
+      // Bytes (a pipelined query, or EOF) arrived while queued for a server, or before the
+      // pool's first server logged in: they stay buffered until a server is linked (or the
+      // welcome is sent), within a bound.
       if (evbuffer_get_length(bufferevent_get_input(bev_)) >= kWaitingInputLimit) {
         bufferevent_disable(bev_, EV_READ);
       }
       break;
-    case State::kLoginWaiting:
     case State::kClosed:
       break;
   }
@@ -548,6 +561,9 @@ void ClientConn::SendWelcome() {
   welcome += pg::BackendKeyData(cancel_pid_, cancel_key_);
   welcome += pg::ReadyForQuery('I');
   Write(welcome);
+  // Reading may have stopped at the input bound while the welcome was awaited (SUSPEND keeps
+  // it stopped; RESUME starts every client reading).
+  if (!agent_.suspended()) bufferevent_enable(bev_, EV_READ);
 }
 
 void ClientConn::UpdateParam(const std::string& name, const std::string& value) {
@@ -556,27 +572,57 @@ void ClientConn::UpdateParam(const std::string& name, const std::string& value) 
 
 void ClientConn::HandleIdleInput() {
   evbuffer* in = bufferevent_get_input(bev_);
-  while (AnswerKnownParse()) {
-  }
-  pg::MessageHeader header;
-  switch (pg::PeekHeader(in, 0, static_cast<uint32_t>(agent_.config().max_packet_size), &header)) {
-    case pg::HeaderResult::kNeedMore:
+  while (state_ == State::kIdle) {
+    if (!SkipInput()) return;
+    // Answers the agent gives on its own (AnswerKnownParse) are not queued without end for a
+    // client that does not read them: reading resumes once its output drains (OnWrite).
+    if (evbuffer_get_length(bufferevent_get_output(bev_)) > kOutputHighWater) {
+      waiting_for_output_drain_ = true;
+      bufferevent_disable(bev_, EV_READ);
       return;
-    case pg::HeaderResult::kMalformed:
-      CloseWithError("08P01", "invalid message length (max_packet_size exceeded?)");
+    }
+    if (AnswerKnownParse()) continue;
+    if (state_ != State::kIdle) return;  // Closed by AnswerKnownParse.
+    pg::MessageHeader header;
+    switch (
+        pg::PeekHeader(in, 0, static_cast<uint32_t>(agent_.config().max_packet_size), &header)) {
+      case pg::HeaderResult::kNeedMore:
+        return;
+      case pg::HeaderResult::kMalformed:
+        CloseWithError("08P01", "invalid message length (max_packet_size exceeded?)");
+        return;
+      case pg::HeaderResult::kOk:
+        break;
+    }
+    if (header.type == 'X') {
+      Close("client close request");
       return;
-    case pg::HeaderResult::kOk:
-      break;
-  }
-  if (header.type == 'X') {
-    Close("client close request");
+    }
+    if (header.type == 'd' || header.type == 'c' || header.type == 'f') {
+      // CopyData/CopyDone/CopyFail with no server: the rest of a COPY that PostgreSQL already
+      // ended (it failed while the client was still sending). PostgreSQL ignores these outside
+      // COPY; so does the agent, rather than take a server for them that no ReadyForQuery
+      // would ever release.
+      skip_remaining_ = header.total();
+      continue;
+    }
+    if (agent_.shutting_down()) {
+      CloseWithError("57P01", "pooler is shutting down");
+      return;
+    }
+    pool_->RequestServer(this);
     return;
   }
-  if (agent_.shutting_down()) {
-    CloseWithError("57P01", "pooler is shutting down");
-    return;
-  }
-  pool_->RequestServer(this);
+}
+
+bool ClientConn::SkipInput() {
+  if (skip_remaining_ == 0) return true;
+  evbuffer* in = bufferevent_get_input(bev_);
+  const size_t dropped = std::min(skip_remaining_, evbuffer_get_length(in));
+  evbuffer_drain(in, dropped);
+  pool_->stats().bytes_received += dropped;
+  skip_remaining_ -= dropped;
+  return skip_remaining_ == 0;
 }
 
 bool ClientConn::AnswerKnownParse() {
@@ -604,7 +650,12 @@ bool ClientConn::AnswerKnownParse() {
   if (name_end == 0 || name_end == std::string::npos) return false;
   const std::string_view name(body.data(), name_end);
   if (statements_.Find(name) != nullptr) return false;  // PostgreSQL's 42P05 is due.
-  ps::StatementPtr statement = ps::Intern(std::string_view(body).substr(name_end + 1));
+  const std::string_view definition = std::string_view(body).substr(name_end + 1);
+  if (!statements_.HasRoomFor(name, definition)) {
+    CloseTooManyStatements();
+    return false;
+  }
+  ps::StatementPtr statement = ps::Intern(definition);
   if (!pool_->HasPreparedStatement(statement->id)) return false;
   evbuffer_drain(in, parse.total() + sync.total());
   pool_->stats().bytes_received += parse.total() + sync.total();
@@ -626,7 +677,14 @@ void ClientConn::OnLinked(ServerConn* server, uint64_t now_us) {
 void ClientConn::OnUnlinked() {
   server_ = nullptr;
   state_ = State::kIdle;
+  // Unlinked in the middle of a message (its server was closed for it, see
+  // Pool::ReleaseServer): the rest must not be read as messages of its own.
+  skip_remaining_ += forward_remaining_;
   forward_remaining_ = 0;
+  // Reading may have stopped for the server's full output (StartBackpressure), which no longer
+  // concerns this client; left stopped, a client whose input needs no server (the rest of a
+  // failed COPY, dropped) would never be read again.
+  if (bev_ != nullptr && !agent_.suspended()) bufferevent_enable(bev_, EV_READ);
   query_start_us = xact_start_us = 0;
 }
 
@@ -635,20 +693,27 @@ void ClientConn::StartBackpressure() { bufferevent_disable(bev_, EV_READ); }
 void ClientConn::ForwardToServer() {
   if (server_ == nullptr || server_->state() != ServerConn::State::kActive) return;
   evbuffer* in = bufferevent_get_input(bev_);
-  size_t available = evbuffer_get_length(in);
   const uint32_t max_packet = static_cast<uint32_t>(agent_.config().max_packet_size);
+  // The first `offset` bytes of the input go to the server in one write: whole messages and
+  // what has arrived of the last one (a large message streams as it arrives).
   size_t offset = 0;
-  if (forward_remaining_ > 0) {
-    offset = std::min(forward_remaining_, available);
-    forward_remaining_ -= offset;
-  }
   bool terminate = false;
-  while (forward_remaining_ == 0) {
+  while (true) {
+    if (skip_remaining_ > 0) {
+      FlushToServer(offset);
+      if (!SkipInput()) break;
+    }
+    if (forward_remaining_ > 0) {
+      const size_t arrived = std::min(forward_remaining_, evbuffer_get_length(in) - offset);
+      offset += arrived;
+      forward_remaining_ -= arrived;
+      if (forward_remaining_ > 0) break;
+    }
     pg::MessageHeader header;
     pg::HeaderResult result = pg::PeekHeader(in, offset, max_packet, &header);
     if (result == pg::HeaderResult::kNeedMore) break;
     if (result == pg::HeaderResult::kMalformed) {
-      server_->Write(in, offset);
+      FlushToServer(offset);
       CloseWithError("08P01", "invalid message length (max_packet_size exceeded?)");
       return;
     }
@@ -658,10 +723,10 @@ void ClientConn::ForwardToServer() {
     }
     if (server_->ps_tracking()) {
       const Rewrite rewrite = RewriteForServer(offset, header);
+      if (rewrite == Rewrite::kClosed) return;
       if (rewrite == Rewrite::kNeedMore) break;
       if (rewrite == Rewrite::kRewritten) {
         offset = 0;
-        available = evbuffer_get_length(in);
         continue;
       }
     }
@@ -673,18 +738,9 @@ void ClientConn::ForwardToServer() {
                                              std::min(last_query_.size(), header.body_size()));
       last_query_size_ = copied > 0 ? strnlen(last_query_.data(), static_cast<size_t>(copied)) : 0;
     }
-    if (offset + header.total() <= available) {
-      offset += header.total();
-    } else {
-      // Stream the rest of a large message (COPY data, big Bind) as it arrives.
-      forward_remaining_ = offset + header.total() - available;
-      offset = available;
-    }
+    forward_remaining_ = header.total();
   }
-  if (offset > 0) {
-    pool_->stats().bytes_received += offset;
-    server_->Write(in, offset);
-  }
+  FlushToServer(offset);
   if (terminate) {
     Close("client close request");
     return;
@@ -695,6 +751,24 @@ void ClientConn::ForwardToServer() {
   }
 }
 
+void ClientConn::FlushToServer(size_t& offset) {
+  if (offset > 0) {
+    pool_->stats().bytes_received += offset;
+    server_->Write(bufferevent_get_input(bev_), offset);
+    offset = 0;
+  }
+  server_->set_mid_client_message(forward_remaining_ > 0);
+}
+
+void ClientConn::CloseTooManyStatements() {
+  CloseWithError("53400",
+                 absl::StrCat("too many prepared statements on this connection: the pooler keeps "
+                              "at most ",
+                              ps::kMaxClientStatements, " per client (and ",
+                              ps::kMaxClientStatementBytes >> 20,
+                              " MiB of their text); close the ones no longer needed"));
+}
+
 ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::MessageHeader& header) {
   const char type = header.type;
   if (type != 'P' && type != 'B' && type != 'D' && type != 'C' && type != 'Q') {
@@ -703,16 +777,18 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
   evbuffer* in = bufferevent_get_input(bev_);
   const size_t available = evbuffer_get_length(in);
   ps::ServerStatements& server_statements = server_->statements();
+  const size_t capacity = static_cast<size_t>(std::max(agent_.config().max_prepared_statements, 1));
   // The start of the body decides; the common messages (unnamed Parse/Bind, ordinary
-  // queries) stay on the zero-copy path.
-  std::array<char, 1024> head;
-  const size_t head_size = std::min(head.size(), header.body_size());
+  // queries) stay on the zero-copy path. A Parse is named by its first byte and a Describe of
+  // a statement by its first two; those are then read whole (or refused) anyway.
+  std::array<char, kRewriteHeadSize> head;
+  const size_t decisive = type == 'P' ? 1 : type == 'D' ? 2 : type == 'C' ? 0 : head.size();
+  const size_t head_size = std::min(decisive, header.body_size());
   if (offset + pg::kHeaderSize + head_size > available) return Rewrite::kNeedMore;
   evbuffer_ptr pos;
   evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
   evbuffer_copyout_from(in, &pos, head.data(), head_size);
   const std::string_view start(head.data(), head_size);
-  ps::SqlCommand sql;
   switch (type) {
     case 'P':
       if (start.empty() || start[0] == '\0') {
@@ -728,47 +804,41 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
       if (name_end == std::string_view::npos || name_end == portal_end + 1) {
         return Rewrite::kPassThrough;
       }
-      break;
+      // Rewritten in stream: the new header, portal and name now, the parameters as they
+      // arrive, so a large Bind is never held (see ServerStatements::OnBindStart).
+      const size_t names_size = name_end + 1;
+      std::optional<std::string> rewritten = server_statements.OnBindStart(
+          start.substr(0, portal_end), start.substr(portal_end + 1, name_end - portal_end - 1),
+          header.body_size() - names_size, statements_, capacity);
+      if (!rewritten.has_value()) return Rewrite::kPassThrough;
+      FlushToServer(offset);
+      evbuffer_drain(in, pg::kHeaderSize + names_size);
+      pool_->stats().bytes_received += pg::kHeaderSize + names_size;
+      server_->NoteClientMessage(type);
+      server_->WriteRaw(*rewritten);
+      forward_remaining_ = header.body_size() - names_size;
+      server_->set_mid_client_message(forward_remaining_ > 0);
+      return Rewrite::kRewritten;
     }
     case 'D':
       if (start.size() < 2 || start[0] != 'S' || start[1] == '\0') return Rewrite::kPassThrough;
       break;
     case 'C':  // Every Close is answered by a CloseComplete the FIFO must expect.
       break;
-    case 'Q':
-      sql = ps::ClassifySql(start);
+    case 'Q': {
+      // The start of the query decides, and only that is kept: the query itself is replaced
+      // (see below), so its body is dropped as it arrives.
+      const ps::SqlCommand sql = ps::ClassifySql(start);
       if (sql.kind == ps::SqlKind::kOther || sql.kind == ps::SqlKind::kDeallocateAll) {
         return Rewrite::kPassThrough;
       }
-      break;
-  }
-  if (offset + header.total() > available) return Rewrite::kNeedMore;
-  if (offset > 0) {
-    pool_->stats().bytes_received += offset;
-    server_->Write(in, offset);
-  }
-  std::string body(header.body_size(), '\0');
-  evbuffer_drain(in, pg::kHeaderSize);
-  evbuffer_remove(in, body.data(), body.size());
-  pool_->stats().bytes_received += header.total();
-  const size_t capacity = static_cast<size_t>(std::max(agent_.config().max_prepared_statements, 1));
-  std::string out;
-  switch (type) {
-    case 'P':
-      out = server_statements.OnParse(body, statements_, capacity);
-      break;
-    case 'B':
-      out = server_statements.OnBind(body, statements_, capacity);
-      break;
-    case 'D':
-      out = server_statements.OnDescribe(body, statements_, capacity);
-      break;
-    case 'C':
-      out = server_statements.OnClose(body, statements_);
-      break;
-    case 'Q':
-      last_query_size_ = std::min(last_query_.size(), strnlen(body.data(), body.size()));
-      memcpy(last_query_.data(), body.data(), last_query_size_);
+      FlushToServer(offset);
+      last_query_size_ = std::min(last_query_.size(), strnlen(start.data(), start.size()));
+      memcpy(last_query_.data(), start.data(), last_query_size_);
+      evbuffer_drain(in, pg::kHeaderSize);
+      pool_->stats().bytes_received += pg::kHeaderSize;
+      skip_remaining_ = header.body_size();
+      std::string out;
       if (sql.kind == ps::SqlKind::kDeallocate) {
         out = server_statements.OnDeallocate(sql.name, statements_, capacity);
       }
@@ -776,12 +846,55 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
         // SQL-level prepared statements live in one server session, which a transaction
         // pooler does not give. PostgreSQL raises the explanation itself, so the error and the
         // transaction state arrive exactly as for any failed statement.
-        PGF_DEBUG("client", "c=%d SQL prepared statement refused: %s", id_, body.c_str());
+        PGF_DEBUG("client", "c=%d SQL prepared statement refused: %s", id_,
+                  std::string(last_query()));
         out = ps::RejectionQuery(sql.kind, config::PoolModeName(pool_->pool_mode()));
       }
+      // After the rewrite, so a Sync point is queued behind the answers it injected.
+      server_->NoteClientMessage(type);
+      server_->WriteRaw(out);
+      return Rewrite::kRewritten;
+    }
+  }
+  // A named Parse (whose definition the agent keeps), a Describe or a Close: read whole, up
+  // to a bound.
+  if (header.total() > kMaxHeldMessage) {
+    FlushToServer(offset);
+    CloseWithError("54000", absl::StrCat("'", std::string(1, type), "' message of ", header.total(),
+                                         " bytes is too large for the pooler to "
+                                         "rewrite (at most ",
+                                         kMaxHeldMessage, " bytes with a named statement)"));
+    return Rewrite::kClosed;
+  }
+  if (offset + header.total() > available) return Rewrite::kNeedMore;
+  std::string body(header.body_size(), '\0');
+  evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
+  evbuffer_copyout_from(in, &pos, body.data(), body.size());
+  if (type == 'P') {
+    const size_t name_end = body.find('\0');
+    const std::string_view name(body.data(), std::min(name_end, body.size()));
+    if (name_end != std::string::npos && statements_.Find(name) == nullptr &&
+        !statements_.HasRoomFor(name, std::string_view(body).substr(name_end + 1))) {
+      FlushToServer(offset);
+      CloseTooManyStatements();
+      return Rewrite::kClosed;
+    }
+  }
+  FlushToServer(offset);
+  evbuffer_drain(in, header.total());
+  pool_->stats().bytes_received += header.total();
+  std::string out;
+  switch (type) {
+    case 'P':
+      out = server_statements.OnParse(body, statements_, capacity);
+      break;
+    case 'D':
+      out = server_statements.OnDescribe(body, statements_, capacity);
+      break;
+    case 'C':
+      out = server_statements.OnClose(body, statements_);
       break;
   }
-  // After the rewrite, so a Sync point is queued behind the answers it injected.
   server_->NoteClientMessage(type);
   server_->WriteRaw(out);
   return Rewrite::kRewritten;

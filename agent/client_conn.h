@@ -106,11 +106,20 @@ class ClientConn : public ListNode {
   // pool has prepared: answered here (the statement is prepared wherever the client's Bind
   // lands). Returns true if it answered one.
   bool AnswerKnownParse();
+  // Closes the client that went over ps::kMaxClientStatements / kMaxClientStatementBytes.
+  void CloseTooManyStatements();
   void ForwardToServer();
+  // Writes the first `offset` bytes of the input to the server and notes whether that left
+  // the server in the middle of a message.
+  void FlushToServer(size_t& offset);
+  // Drops up to skip_remaining_ bytes from the front of the input; true when all are gone.
+  bool SkipInput();
   // Prepared-statement bookkeeping for the message at `offset` of the input (see
   // prepared_statements.h). kPassThrough: forward it as usual. kRewritten: what preceded it
-  // and its replacement went to the server and it left the input. kNeedMore: wait for all of it.
-  enum class Rewrite { kPassThrough, kRewritten, kNeedMore };
+  // went to the server, and the message's replacement or its rewritten start (the rest then
+  // follows through forward_remaining_, or is dropped through skip_remaining_). kNeedMore:
+  // wait for more of it. kClosed: the client was closed.
+  enum class Rewrite { kPassThrough, kRewritten, kNeedMore, kClosed };
   Rewrite RewriteForServer(size_t offset, const pg::MessageHeader& header);
   void HandleTerminate();
   void HandleAdminInput();
@@ -152,6 +161,11 @@ class ClientConn : public ListNode {
   size_t last_query_size_ = 0;
   // Bytes of a message already partly forwarded to the server.
   size_t forward_remaining_ = 0;
+  // Bytes of a message to drop as they arrive: the rest of one whose server was closed under
+  // it, one the agent replaced whole, or a CopyData with no COPY to go to.
+  size_t skip_remaining_ = 0;
+  // Reading stopped until the client takes the answers the agent queued for it.
+  bool waiting_for_output_drain_ = false;
   ps::ClientStatements statements_;
 
   uint64_t connect_time_us_;

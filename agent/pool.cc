@@ -136,7 +136,15 @@ void Pool::ReleaseServer(ServerConn* server) {
 
   const config::Config& cfg = agent_.config();
   const uint64_t now = MonotonicMicros();
-  if (server->generation() != generation_) {
+  if (server->mid_client_message()) {
+    // PostgreSQL is still reading a client message (a CopyData still streaming when COPY
+    // failed, a client gone mid-message): whoever got the server next would have their bytes
+    // read as the rest of it. Closed rather than kept linked until the message completes: that
+    // would let a client that stops sending hold a server for as long as it likes, and a
+    // reconnect after a failed COPY or a crashed client is cheap. The client, if still there,
+    // has the rest of its message dropped (ClientConn::OnUnlinked).
+    server->Close("released in the middle of a client message", /*is_error=*/false);
+  } else if (server->generation() != generation_) {
     server->Close("database settings changed", /*is_error=*/false);
   } else if (now - server->connect_time_us() > ToMicros(cfg.server_lifetime) &&
              server_count() > static_cast<size_t>(min_pool_size())) {

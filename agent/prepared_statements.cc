@@ -65,16 +65,25 @@ const StatementPtr* ClientStatements::Find(std::string_view name) const {
 }
 
 void ClientStatements::Set(std::string_view name, StatementPtr statement) {
-  map_[absl::string_view(name.data(), name.size())] = std::move(statement);
+  StatementPtr& slot = map_[absl::string_view(name.data(), name.size())];
+  bytes_ -= slot == nullptr ? 0 : name.size() + slot->definition.size();
+  bytes_ += name.size() + statement->definition.size();
+  slot = std::move(statement);
 }
 
 void ClientStatements::Erase(std::string_view name) {
-  map_.erase(absl::string_view(name.data(), name.size()));
+  auto it = map_.find(absl::string_view(name.data(), name.size()));
+  if (it == map_.end()) return;
+  bytes_ -= name.size() + it->second->definition.size();
+  map_.erase(it);
 }
 
 void ClientStatements::EraseIf(std::string_view name, const Statement* statement) {
   auto it = map_.find(absl::string_view(name.data(), name.size()));
-  if (it != map_.end() && it->second.get() == statement) map_.erase(it);
+  if (it != map_.end() && it->second.get() == statement) {
+    bytes_ -= name.size() + statement->definition.size();
+    map_.erase(it);
+  }
 }
 
 // ---- ServerStatements: the LRU ----------------------------------------------------------------
@@ -176,12 +185,35 @@ std::string ServerStatements::OnBind(std::string_view body, ClientStatements& cl
   std::string_view rest = body;
   std::optional<std::string_view> portal = TakeCString(rest);
   std::optional<std::string_view> name = portal ? TakeCString(rest) : std::nullopt;
-  const StatementPtr* statement = name && !name->empty() ? client.Find(*name) : nullptr;
-  if (statement == nullptr) return Message('B', body);
+  if (!name.has_value() || name->empty()) return Message('B', body);
+  std::optional<std::string> out = OnBindStart(*portal, *name, rest.size(), client, capacity);
+  if (!out.has_value()) return Message('B', body);
+  out->append(rest);
+  return *std::move(out);
+}
+
+std::optional<std::string> ServerStatements::OnBindStart(std::string_view portal,
+                                                         std::string_view name, size_t rest_size,
+                                                         ClientStatements& client,
+                                                         size_t capacity) {
+  const StatementPtr* statement = name.empty() ? nullptr : client.Find(name);
+  if (statement == nullptr) return std::nullopt;
   StatementPtr held = *statement;
+  // The length field counts itself, the portal and the new name with their terminators, and
+  // the rest of the client's message.
+  const size_t length = 4 + portal.size() + 1 + held->server_name.size() + 1 + rest_size;
+  if (length > 0x7fffffff) return std::nullopt;  // PostgreSQL refuses it either way.
   std::string out;
   Ensure(held, capacity, out);
-  out += pg::MessageBuilder('B').CString(*portal).CString(held->server_name).Bytes(rest).Finish();
+  out.reserve(out.size() + 1 + length - rest_size);
+  out.push_back('B');
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    out.push_back(static_cast<char>((length >> shift) & 0xff));
+  }
+  out.append(portal);
+  out.push_back('\0');
+  out.append(held->server_name);
+  out.push_back('\0');
   return out;
 }
 

@@ -48,6 +48,12 @@ StatementPtr Intern(std::string_view definition);
 // Distinct statements alive in the process (for tests and SHOW).
 size_t InternedCount();
 
+// What one client may hold in named statements: the agent keeps each definition to prepare it
+// again on other servers, so without a bound a client could make it keep any amount of text.
+// Definitions shared with other clients are counted for each client that names them.
+inline constexpr size_t kMaxClientStatements = 10000;
+inline constexpr size_t kMaxClientStatementBytes = size_t{32} << 20;
+
 // A client's named statements, by the client's names.
 class ClientStatements {
  public:
@@ -56,11 +62,22 @@ class ClientStatements {
   void Erase(std::string_view name);
   // Erases `name` only if it still maps to `statement` (undoing a Parse that failed).
   void EraseIf(std::string_view name, const Statement* statement);
-  void Clear() { map_.clear(); }
+  void Clear() {
+    map_.clear();
+    bytes_ = 0;
+  }
   size_t size() const { return map_.size(); }
+  // Bytes of the names and definitions held (what kMaxClientStatementBytes bounds).
+  size_t bytes() const { return bytes_; }
+  // Whether a new name `name` for `definition` stays within the limits above.
+  bool HasRoomFor(std::string_view name, std::string_view definition) const {
+    return map_.size() < kMaxClientStatements &&
+           bytes_ + name.size() + definition.size() <= kMaxClientStatementBytes;
+  }
 
  private:
   absl::flat_hash_map<std::string, StatementPtr> map_;
+  size_t bytes_ = 0;
 };
 
 // What to do with a ParseComplete / CloseComplete from the server.
@@ -93,6 +110,14 @@ class ServerStatements {
   // message, having queued the answers to expect. `capacity` is max_prepared_statements.
   std::string OnParse(std::string_view body, ClientStatements& client, size_t capacity);
   std::string OnBind(std::string_view body, ClientStatements& client, size_t capacity);
+  // A Bind rewritten in stream: the statement name is at the front of the message, so only the
+  // header, portal and name are replaced and the rest (parameters, formats: `rest_size` bytes)
+  // follows unchanged, as it arrives, without the agent holding it. Returns what goes in place
+  // of the header, portal and name (after any Parse the server lacks), or nullopt when the
+  // client has no statement `name` (the Bind goes as it came).
+  std::optional<std::string> OnBindStart(std::string_view portal, std::string_view name,
+                                         size_t rest_size, ClientStatements& client,
+                                         size_t capacity);
   // Describe ('D') or Close ('C').
   std::string OnDescribe(std::string_view body, ClientStatements& client, size_t capacity);
   std::string OnClose(std::string_view body, ClientStatements& client);

@@ -516,6 +516,7 @@ void ServerConn::Link(ClientConn* client, uint64_t now_us) {
   client_ = client;
   state_ = State::kActive;
   last_used_us_ = now_us;
+  mid_client_message_ = false;  // Servers are released only at a message boundary.
   // A server is only linked when clean, so no prepared-statement answer is pending here,
   // and no ReadyForQuery.
   replies_.Reset();
@@ -524,6 +525,7 @@ void ServerConn::Link(ClientConn* client, uint64_t now_us) {
 }
 
 void ServerConn::Unlink() {
+  // mid_client_message_ stays: Pool::ReleaseServer reads it after unlinking.
   client_ = nullptr;
   forward_remaining_ = 0;
   last_used_us_ = MonotonicMicros();

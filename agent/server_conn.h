@@ -67,6 +67,12 @@ class ServerConn : public ListNode {
 
   // Client -> server accounting, done by the client's forwarding loop.
   void NoteClientMessage(char type);
+  // Whether the server has received only part of a client message (its start went out, the
+  // rest has not arrived from the client yet). Such a server must never serve anyone else:
+  // PostgreSQL would read the next client's bytes as the rest of that message. Set by the
+  // client's forwarding loop each time it writes; cleared when the server is linked.
+  bool mid_client_message() const { return mid_client_message_; }
+  void set_mid_client_message(bool mid) { mid_client_message_ = mid; }
   // Whether this link rewrites named prepared statements (transaction/statement mode with
   // max_prepared_statements > 0); fixed at Link() so a reload cannot change it mid-stream.
   bool ps_tracking() const { return ps_tracking_; }
@@ -132,6 +138,7 @@ class ServerConn : public ListNode {
   AfterInternal after_internal_ = AfterInternal::kNone;
   std::string internal_error_;
   size_t forward_remaining_ = 0;
+  bool mid_client_message_ = false;
   bool ps_tracking_ = false;
   ps::ServerStatements statements_;
 

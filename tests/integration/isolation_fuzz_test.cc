@@ -130,9 +130,7 @@ enum class ActionClass {
 // Action classes that trip bugs known on main (issue 17). They are off so the suite lands
 // green; the lead removes an entry once its fix is merged. PGFLEET_ISOLATION_KNOWN_BUGS=1 turns
 // them all on for one run.
-constexpr ActionClass kKnownBugActions[] = {ActionClass::kPartialMessageRelease,
-                                            ActionClass::kExtendedCopyInSync,
-                                            ActionClass::kNamedParseAfterError};
+constexpr ActionClass kKnownBugActions[] = {ActionClass::kNamedParseAfterError};
 
 constexpr ActionClass kSafeActions[] = {ActionClass::kSimple,     ActionClass::kExtended,
                                         ActionClass::kCopyIn,     ActionClass::kCopyOut,
