@@ -71,7 +71,7 @@ PostgresEnv* g_pg = nullptr;
         &g_pg));
 
 std::filesystem::path ClientsDir() {
-  return std::filesystem::path(__FILE__).parent_path() / "clients";
+  return std::filesystem::path(PGFLEET_SOURCE_DIR) / "tests" / "integration" / "clients";
 }
 
 // Frontend messages for raw pipelines.

@@ -94,9 +94,9 @@ bool KeepTestDirs() {
   return keep != nullptr && std::string(keep) == "1";
 }
 
-// The repository root, from this file's (absolute) path: tests/integration/fleet_e2e_test.cc.
+// The repository root (CMake passes it: __FILE__ is relative under ccache's base_dir).
 std::string RepoRoot() {
-  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path().string();
+  return PGFLEET_SOURCE_DIR;
 }
 
 // Parses fleetctl's --output json into the proto it printed.

@@ -61,7 +61,7 @@ PostgresEnv* g_pg = nullptr;
         &g_pg));
 
 std::filesystem::path ClientsDir() {
-  return std::filesystem::path(__FILE__).parent_path() / "clients";
+  return std::filesystem::path(PGFLEET_SOURCE_DIR) / "tests" / "integration" / "clients";
 }
 
 // Parses a client script's "OK <checked> pids=1,2,3" line.
