@@ -17,11 +17,11 @@ namespace pgfleet::cli {
 // Exit codes scripts can rely on (also listed in `fleetctl --help`).
 enum ExitCode {
   kExitOk = 0,
-  kExitError = 1,         // The controller refused or failed the operation.
-  kExitUsage = 2,         // Bad flags or arguments.
-  kExitUnreachable = 3,   // No controller at --controller.
-  kExitAuth = 4,          // Missing/unknown token or a role that may not do this.
-  kExitFailed = 5,        // The operation ran and failed on agents (NACK, command error).
+  kExitError = 1,        // The controller refused or failed the operation.
+  kExitUsage = 2,        // Bad flags or arguments.
+  kExitUnreachable = 3,  // No controller at --controller.
+  kExitAuth = 4,         // Missing/unknown token or a role that may not do this.
+  kExitFailed = 5,       // The operation ran and failed on agents (NACK, command error).
 };
 
 struct Flags {

@@ -94,8 +94,9 @@ int Context::Fail(const grpc::Status& status) const {
                   .c_str());
       return kExitUnreachable;
     case grpc::StatusCode::UNAUTHENTICATED:
-      fprintf(stderr, "fleetctl: give a token with --token, PGFLEET_TOKEN or "
-                      "~/.config/pgfleet/token\n");
+      fprintf(stderr,
+              "fleetctl: give a token with --token, PGFLEET_TOKEN or "
+              "~/.config/pgfleet/token\n");
       return kExitAuth;
     case grpc::StatusCode::PERMISSION_DENIED:
       return kExitAuth;

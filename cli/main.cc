@@ -54,7 +54,8 @@ int EnvList(Context& ctx) {
   }
   std::vector<std::vector<std::string>> rows;
   for (const auto& env : response.environments()) {
-    rows.push_back({env.name(), env.desired_version() ? absl::StrCat("v", env.desired_version()) : "-",
+    rows.push_back({env.name(),
+                    env.desired_version() ? absl::StrCat("v", env.desired_version()) : "-",
                     absl::StrCat(env.agents_connected(), "/", env.agents_total()),
                     absl::StrCat(env.agents_converged(), "/", env.agents_connected())});
   }
@@ -375,9 +376,9 @@ int WaitDrained(Context& ctx, uint64_t id) {
       paused += agent.state() == "paused" ? 1 : 0;
       in_use += agent.servers_in_use();
     }
-    std::string line = absl::StrCat("window ", window.id(), " ", window.state(), ": ", paused,
-                                    "/", total, " agents drained, ", in_use,
-                                    " server connections still in use");
+    std::string line =
+        absl::StrCat("window ", window.id(), " ", window.state(), ": ", paused, "/", total,
+                     " agents drained, ", in_use, " server connections still in use");
     if (tty) {
       fprintf(progress, "\r\033[K%s", line.c_str());
       fflush(progress);
@@ -417,9 +418,11 @@ int Pause(Context& ctx) {
   request.set_environment(ctx.flags().Get("env"));
   request.set_database(ctx.flags().Get("db"));
   request.set_reason(ctx.flags().Get("reason"));
-  for (const std::string& agent : SplitList(ctx.flags().Get("skip"))) request.add_skip_agents(agent);
+  for (const std::string& agent : SplitList(ctx.flags().Get("skip")))
+    request.add_skip_agents(agent);
   int64_t duration = 0, drain = 0;
-  if (!ParseDurationFlag(ctx, "for", &duration) || !ParseDurationFlag(ctx, "drain-timeout", &drain)) {
+  if (!ParseDurationFlag(ctx, "for", &duration) ||
+      !ParseDurationFlag(ctx, "drain-timeout", &drain)) {
     return kExitUsage;
   }
   request.set_duration_seconds(duration);
@@ -450,7 +453,8 @@ int MaintenanceSchedule(Context& ctx) {
   request.set_environment(ctx.flags().Get("env"));
   request.set_database(ctx.flags().Get("db"));
   request.set_reason(ctx.flags().Get("reason"));
-  for (const std::string& agent : SplitList(ctx.flags().Get("skip"))) request.add_skip_agents(agent);
+  for (const std::string& agent : SplitList(ctx.flags().Get("skip")))
+    request.add_skip_agents(agent);
   // --at takes RFC 3339 ("2026-11-25T22:00:00Z") or an offset from now ("+10m").
   const std::string at = ctx.flags().Get("at");
   absl::Time start;
@@ -489,9 +493,10 @@ int MaintenanceList(Context& ctx) {
   }
   std::vector<std::vector<std::string>> rows;
   for (const auto& w : response.windows()) {
-    rows.push_back({absl::StrCat(w.id()), w.environment(), w.database().empty() ? "*" : w.database(),
-                    w.state(), FormatTime(w.starts_unix_ms()), FormatTime(w.ends_unix_ms()),
-                    w.reason(), w.failure()});
+    rows.push_back({absl::StrCat(w.id()), w.environment(),
+                    w.database().empty() ? "*" : w.database(), w.state(),
+                    FormatTime(w.starts_unix_ms()), FormatTime(w.ends_unix_ms()), w.reason(),
+                    w.failure()});
   }
   PrintTable({"ID", "ENV", "DB", "STATE", "STARTS (UTC)", "ENDS (UTC)", "REASON", "FAILURE"}, rows);
   return kExitOk;
@@ -563,7 +568,8 @@ int FillRolloutOptions(const Context& ctx, pgfleet::v1::StartRolloutRequest* req
     return true;
   };
   pgfleet::v1::HealthThresholds* t = request->mutable_thresholds();
-  if (!threshold("max-cl-waiting", [&](int64_t v) { t->set_max_cl_waiting(static_cast<int32_t>(v)); }) ||
+  if (!threshold("max-cl-waiting",
+                 [&](int64_t v) { t->set_max_cl_waiting(static_cast<int32_t>(v)); }) ||
       !threshold("max-maxwait-ms", [&](int64_t v) { t->set_max_maxwait_ms(v); }) ||
       !threshold("max-server-errors",
                  [&](int64_t v) { t->set_max_new_server_errors(static_cast<int32_t>(v)); }) ||
@@ -974,8 +980,7 @@ const std::vector<Command>& Commands() {
 }
 
 void PrintHelp(FILE* out) {
-  fprintf(out,
-          "fleetctl: the operator's CLI for pgfleet-controller\n\nCommands:\n");
+  fprintf(out, "fleetctl: the operator's CLI for pgfleet-controller\n\nCommands:\n");
   for (const Command& command : Commands()) {
     fprintf(out, "  %s\n      %s\n", command.usage, command.help);
   }
@@ -1035,7 +1040,8 @@ int main(int argc, char** argv) {
     }
   }
   if (found == nullptr) {
-    if (!words.empty()) fprintf(stderr, "fleetctl: unknown command '%s'\n\n", absl::StrJoin(words, " ").c_str());
+    if (!words.empty())
+      fprintf(stderr, "fleetctl: unknown command '%s'\n\n", absl::StrJoin(words, " ").c_str());
     PrintHelp(words.empty() && help ? stdout : stderr);
     return words.empty() && help ? kExitOk : kExitUsage;
   }

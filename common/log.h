@@ -33,20 +33,24 @@ inline bool LogEnabled(LogLevel level) { return level >= GetLogLevel(); }
     }                                                                             \
   } while (0)
 
-#define PGF_DEBUG(component, ...) PGF_LOG_AT(::pgfleet::common::LogLevel::kDebug, component, __VA_ARGS__)
-#define PGF_INFO(component, ...) PGF_LOG_AT(::pgfleet::common::LogLevel::kInfo, component, __VA_ARGS__)
-#define PGF_WARN(component, ...) PGF_LOG_AT(::pgfleet::common::LogLevel::kWarning, component, __VA_ARGS__)
-#define PGF_ERROR(component, ...) PGF_LOG_AT(::pgfleet::common::LogLevel::kError, component, __VA_ARGS__)
+#define PGF_DEBUG(component, ...) \
+  PGF_LOG_AT(::pgfleet::common::LogLevel::kDebug, component, __VA_ARGS__)
+#define PGF_INFO(component, ...) \
+  PGF_LOG_AT(::pgfleet::common::LogLevel::kInfo, component, __VA_ARGS__)
+#define PGF_WARN(component, ...) \
+  PGF_LOG_AT(::pgfleet::common::LogLevel::kWarning, component, __VA_ARGS__)
+#define PGF_ERROR(component, ...) \
+  PGF_LOG_AT(::pgfleet::common::LogLevel::kError, component, __VA_ARGS__)
 
 // Invariant checks: a failure is a bug in pgfleet, never a reaction to network input.
-#define PGF_CHECK(cond)                                                              \
-  do {                                                                               \
-    if (!(cond)) {                                                                   \
-      ::pgfleet::common::LogLine(::pgfleet::common::LogLevel::kFatal, "check",       \
-                                 absl::StrFormat("%s:%d: CHECK failed: %s", __FILE__, \
-                                                 __LINE__, #cond));                  \
-      std::abort();                                                                  \
-    }                                                                                \
+#define PGF_CHECK(cond)                                                           \
+  do {                                                                            \
+    if (!(cond)) {                                                                \
+      ::pgfleet::common::LogLine(                                                 \
+          ::pgfleet::common::LogLevel::kFatal, "check",                           \
+          absl::StrFormat("%s:%d: CHECK failed: %s", __FILE__, __LINE__, #cond)); \
+      std::abort();                                                               \
+    }                                                                             \
   } while (0)
 #ifdef NDEBUG
 #define PGF_DCHECK(cond) \

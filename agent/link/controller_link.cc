@@ -24,10 +24,14 @@ std::string ReadFile(const std::string& path) {
 
 const char* LinkStateName(LinkState state) {
   switch (state) {
-    case LinkState::kConnecting: return "connecting";
-    case LinkState::kConnected: return "connected";
-    case LinkState::kBackoff: return "backoff";
-    case LinkState::kStopped: return "stopped";
+    case LinkState::kConnecting:
+      return "connecting";
+    case LinkState::kConnected:
+      return "connected";
+    case LinkState::kBackoff:
+      return "backoff";
+    case LinkState::kStopped:
+      return "stopped";
   }
   return "?";
 }
@@ -41,7 +45,9 @@ ControllerLink::ControllerLink(EventLoop& loop, LinkOptions options, HelloBuilde
 
 ControllerLink::~ControllerLink() { Stop(); }
 
-void ControllerLink::Start() { thread_ = std::thread([this] { Run(); }); }
+void ControllerLink::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
 
 void ControllerLink::Stop() {
   {

@@ -334,8 +334,8 @@ absl::StatusOr<std::string> ScramServerExchange::HandleClientFirst(std::string_v
   gs2_header_ = std::move(gs2_header);
   client_first_bare_ = std::string(bare);
   combined_nonce_ = absl::StrCat(Av(client_nonce), server_nonce_);
-  server_first_ = absl::StrCat("r=", combined_nonce_, ",s=", Base64Encode(keys_.salt),
-                               ",i=", keys_.iterations);
+  server_first_ =
+      absl::StrCat("r=", combined_nonce_, ",s=", Base64Encode(keys_.salt), ",i=", keys_.iterations);
   state_ = State::kAwaitingClientFinal;
   return server_first_;
 }
@@ -433,8 +433,7 @@ std::string ScramClientExchange::ClientFirstMessage() {
 
 absl::StatusOr<std::string> ScramClientExchange::HandleServerFirst(std::string_view server_first) {
   if (client_first_bare_.empty()) {
-    return absl::FailedPreconditionError(
-        "SCRAM server-first-message before ClientFirstMessage()");
+    return absl::FailedPreconditionError("SCRAM server-first-message before ClientFirstMessage()");
   }
   if (!expected_server_signature_.empty()) {
     return absl::FailedPreconditionError("SCRAM server-first-message already handled");
@@ -468,8 +467,8 @@ absl::StatusOr<std::string> ScramClientExchange::HandleServerFirst(std::string_v
   }
   std::optional<int> iterations = ParseIterations(iterations_text);
   if (!iterations.has_value()) {
-    return Malformed(kMsg, absl::StrCat("iteration count (i=) must be a number in 1..",
-                                        kMaxScramIterations));
+    return Malformed(
+        kMsg, absl::StrCat("iteration count (i=) must be a number in 1..", kMaxScramIterations));
   }
 
   ScramKeys keys;
@@ -490,8 +489,7 @@ absl::StatusOr<std::string> ScramClientExchange::HandleServerFirst(std::string_v
     keys = ScramKeysFromPassword(password_, *salt, *iterations);
   }
 
-  const std::string without_proof =
-      absl::StrCat("c=", Base64Encode("n,,"), ",r=", Av(nonce));
+  const std::string without_proof = absl::StrCat("c=", Base64Encode("n,,"), ",r=", Av(nonce));
   const std::string auth_message =
       absl::StrCat(client_first_bare_, ",", Av(server_first), ",", without_proof);
   const Sha256Digest client_signature = HmacSha256(AsStringView(keys.stored_key), auth_message);

@@ -16,8 +16,8 @@ namespace pgfleet::agent::pg {
 std::string Md5Hex(std::string_view data);
 // PostgreSQL's stored md5 form: "md5" + md5hex(password + user).
 std::string Md5PasswordHash(std::string_view password, std::string_view user);
-// What a client sends for AuthenticationMD5Password: "md5" + md5hex(md5hex(password + user) + salt),
-// computed from the stored form ("md5...", 35 chars).
+// What a client sends for AuthenticationMD5Password: "md5" + md5hex(md5hex(password + user) +
+// salt), computed from the stored form ("md5...", 35 chars).
 std::string Md5SaltedResponse(std::string_view stored_md5_hash, std::string_view salt4);
 // Constant-time comparison for secrets.
 bool SecretEquals(std::string_view a, std::string_view b);

@@ -119,20 +119,28 @@ std::string_view BodyReader::Rest() { return Bytes(remaining()); }
 std::string ErrorResponse(std::string_view severity, std::string_view sqlstate,
                           std::string_view message) {
   return MessageBuilder('E')
-      .Byte('S').CString(severity)
-      .Byte('V').CString(severity)
-      .Byte('C').CString(sqlstate)
-      .Byte('M').CString(message)
+      .Byte('S')
+      .CString(severity)
+      .Byte('V')
+      .CString(severity)
+      .Byte('C')
+      .CString(sqlstate)
+      .Byte('M')
+      .CString(message)
       .Byte(0)
       .Finish();
 }
 
 std::string NoticeResponse(std::string_view message) {
   return MessageBuilder('N')
-      .Byte('S').CString("NOTICE")
-      .Byte('V').CString("NOTICE")
-      .Byte('C').CString("00000")
-      .Byte('M').CString(message)
+      .Byte('S')
+      .CString("NOTICE")
+      .Byte('V')
+      .CString("NOTICE")
+      .Byte('C')
+      .CString("00000")
+      .Byte('M')
+      .CString(message)
       .Byte(0)
       .Finish();
 }
@@ -245,7 +253,8 @@ absl::StatusOr<StartupPacket> ParseStartupPacket(std::string_view packet) {
     }
     std::string_view value = reader.CString();
     if (!reader.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("startup parameter '", std::string(name), "' has no value"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("startup parameter '", std::string(name), "' has no value"));
     }
     result.params.emplace_back(std::string(name), std::string(value));
   }

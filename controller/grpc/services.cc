@@ -268,7 +268,8 @@ namespace {
 
 // Authenticates, runs `fn(caller)` and copies its result into `response`.
 template <typename Response, typename Fn>
-grpc::Status Authenticated(Store& store, grpc::ServerContext* context, Response* response, Fn&& fn) {
+grpc::Status Authenticated(Store& store, grpc::ServerContext* context, Response* response,
+                           Fn&& fn) {
   absl::StatusOr<Caller> caller = AuthenticateGrpc(store, *context);
   if (!caller.ok()) return ToGrpcStatus(caller.status());
   absl::StatusOr<Response> result = fn(*caller);
@@ -286,16 +287,16 @@ grpc::Status FleetServiceImpl::Call(grpc::ServerContext* context, Fn&& fn) {
   return ToGrpcStatus(fn(*caller));
 }
 
-#define PGF_FLEET_METHOD(Method, Request, Response)                                      \
-  grpc::Status FleetServiceImpl::Method(grpc::ServerContext* context,                   \
-                                        const pgfleet::v1::Request* request,            \
-                                        pgfleet::v1::Response* response) {              \
-    return Call(context, [&](const Caller& caller) -> absl::Status {                    \
-      absl::StatusOr<pgfleet::v1::Response> result = api_.Method(caller, *request);      \
-      if (!result.ok()) return result.status();                                         \
-      *response = std::move(*result);                                                   \
-      return absl::OkStatus();                                                          \
-    });                                                                                 \
+#define PGF_FLEET_METHOD(Method, Request, Response)                                 \
+  grpc::Status FleetServiceImpl::Method(grpc::ServerContext* context,               \
+                                        const pgfleet::v1::Request* request,        \
+                                        pgfleet::v1::Response* response) {          \
+    return Call(context, [&](const Caller& caller) -> absl::Status {                \
+      absl::StatusOr<pgfleet::v1::Response> result = api_.Method(caller, *request); \
+      if (!result.ok()) return result.status();                                     \
+      *response = std::move(*result);                                               \
+      return absl::OkStatus();                                                      \
+    });                                                                             \
   }
 
 PGF_FLEET_METHOD(PushConfig, PushConfigRequest, ConfigVersion)
@@ -317,12 +318,12 @@ grpc::Status FleetServiceImpl::ListEnvironments(grpc::ServerContext* context,
   });
 }
 
-#define PGF_ROLLOUT_METHOD(Method, Request, Response, expr)                             \
-  grpc::Status RolloutServiceImpl::Method(grpc::ServerContext* context,               \
-                                          const pgfleet::v1::Request* request,        \
-                                          pgfleet::v1::Response* response) {          \
-    return Authenticated(store_, context, response,                                   \
-                         [&](const Caller& caller) { return engine_.expr; });         \
+#define PGF_ROLLOUT_METHOD(Method, Request, Response, expr)                    \
+  grpc::Status RolloutServiceImpl::Method(grpc::ServerContext* context,        \
+                                          const pgfleet::v1::Request* request, \
+                                          pgfleet::v1::Response* response) {   \
+    return Authenticated(store_, context, response,                            \
+                         [&](const Caller& caller) { return engine_.expr; });  \
   }
 
 PGF_ROLLOUT_METHOD(StartRollout, StartRolloutRequest, Rollout, Start(caller, *request))
@@ -335,12 +336,12 @@ PGF_ROLLOUT_METHOD(Rollback, RollbackRequest, Rollout, Rollback(caller, *request
 PGF_ROLLOUT_METHOD(Promote, PromoteRequest, Rollout, Promote(caller, *request))
 PGF_ROLLOUT_METHOD(SetUpstream, SetUpstreamRequest, Environment, SetUpstream(caller, *request))
 
-#define PGF_MAINTENANCE_METHOD(Method, Request, Response, expr)                         \
-  grpc::Status MaintenanceServiceImpl::Method(grpc::ServerContext* context,           \
-                                              const pgfleet::v1::Request* request,    \
-                                              pgfleet::v1::Response* response) {      \
-    return Authenticated(store_, context, response,                                   \
-                         [&](const Caller& caller) { return orchestrator_.expr; });   \
+#define PGF_MAINTENANCE_METHOD(Method, Request, Response, expr)                     \
+  grpc::Status MaintenanceServiceImpl::Method(grpc::ServerContext* context,         \
+                                              const pgfleet::v1::Request* request,  \
+                                              pgfleet::v1::Response* response) {    \
+    return Authenticated(store_, context, response,                                 \
+                         [&](const Caller& caller) { return orchestrator_.expr; }); \
   }
 
 PGF_MAINTENANCE_METHOD(Pause, PauseWindowRequest, MaintenanceWindow, Pause(caller, *request))

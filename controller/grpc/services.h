@@ -100,7 +100,8 @@ class FleetServiceImpl final : public pgfleet::v1::FleetService::Service {
  public:
   FleetServiceImpl(FleetApi& api, Store& store) : api_(api), store_(store) {}
 
-  grpc::Status PushConfig(grpc::ServerContext* context, const pgfleet::v1::PushConfigRequest* request,
+  grpc::Status PushConfig(grpc::ServerContext* context,
+                          const pgfleet::v1::PushConfigRequest* request,
                           pgfleet::v1::ConfigVersion* response) override;
   grpc::Status ListConfigs(grpc::ServerContext* context,
                            const pgfleet::v1::ListConfigsRequest* request,
@@ -113,7 +114,8 @@ class FleetServiceImpl final : public pgfleet::v1::FleetService::Service {
   grpc::Status ListEnvironments(grpc::ServerContext* context,
                                 const pgfleet::v1::ListEnvironmentsRequest* request,
                                 pgfleet::v1::ListEnvironmentsResponse* response) override;
-  grpc::Status ListAgents(grpc::ServerContext* context, const pgfleet::v1::ListAgentsRequest* request,
+  grpc::Status ListAgents(grpc::ServerContext* context,
+                          const pgfleet::v1::ListAgentsRequest* request,
                           pgfleet::v1::ListAgentsResponse* response) override;
   grpc::Status GetAgent(grpc::ServerContext* context, const pgfleet::v1::GetAgentRequest* request,
                         pgfleet::v1::Agent* response) override;
@@ -135,7 +137,8 @@ class RolloutServiceImpl final : public pgfleet::v1::RolloutService::Service {
   grpc::Status StartRollout(grpc::ServerContext* context,
                             const pgfleet::v1::StartRolloutRequest* request,
                             pgfleet::v1::Rollout* response) override;
-  grpc::Status GetRollout(grpc::ServerContext* context, const pgfleet::v1::GetRolloutRequest* request,
+  grpc::Status GetRollout(grpc::ServerContext* context,
+                          const pgfleet::v1::GetRolloutRequest* request,
                           pgfleet::v1::Rollout* response) override;
   grpc::Status ListRollouts(grpc::ServerContext* context,
                             const pgfleet::v1::ListRolloutsRequest* request,

@@ -365,8 +365,8 @@ absl::Status SqliteStore::SetDesiredVersion(const std::string& environment, uint
   PGF_ASSIGN_OR_RETURN(std::string owner, ConfigVersionEnvironment(db_, version));
   if (owner != environment) {
     return absl::InvalidArgumentError(absl::StrCat("config version ", version,
-                                                   " belongs to environment '", owner,
-                                                   "', not '", environment, "'"));
+                                                   " belongs to environment '", owner, "', not '",
+                                                   environment, "'"));
   }
   if (expected_previous.has_value() && *expected_previous != current) {
     return absl::AbortedError(absl::StrCat("the desired version of environment '", environment,
@@ -600,8 +600,7 @@ absl::Status SqliteStore::SetAgentPin(const std::string& agent_id,
   }
   {
     PGF_ASSIGN_OR_RETURN(
-        Stmt stmt,
-        Stmt::Prepare(db_, "UPDATE agents SET pinned_version = ?2 WHERE agent_id = ?1"));
+        Stmt stmt, Stmt::Prepare(db_, "UPDATE agents SET pinned_version = ?2 WHERE agent_id = ?1"));
     stmt.BindText(1, agent_id).BindOptionalU64(2, version);
     PGF_RETURN_IF_ERROR(stmt.Run());
   }
@@ -612,7 +611,8 @@ absl::StatusOr<AgentRow> SqliteStore::GetAgent(const std::string& agent_id) {
   absl::MutexLock lock(&mu_);
   PGF_ASSIGN_OR_RETURN(
       Stmt stmt,
-      Stmt::Prepare(db_, absl::StrCat(kAgentSelect, "WHERE a.agent_id = ?1 ORDER BY l.key").c_str()));
+      Stmt::Prepare(db_,
+                    absl::StrCat(kAgentSelect, "WHERE a.agent_id = ?1 ORDER BY l.key").c_str()));
   stmt.BindText(1, agent_id);
   PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> agents, ReadAgents(stmt));
   if (agents.empty()) return absl::NotFoundError(absl::StrCat("agent '", agent_id, "' not found"));

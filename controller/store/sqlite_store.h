@@ -121,9 +121,8 @@ class SqliteStore final : public Store {
                                                        int limit) override;
 
   // Audit.
-  absl::Status Audit(const std::string& actor, const std::string& action,
-                     const std::string& target, const std::string& details,
-                     int64_t now_ms) override;
+  absl::Status Audit(const std::string& actor, const std::string& action, const std::string& target,
+                     const std::string& details, int64_t now_ms) override;
   absl::StatusOr<std::vector<AuditEntry>> ListAudit(int limit) override;
 
   // Metrics.
@@ -161,7 +160,7 @@ class SqliteStore final : public Store {
   absl::Status UpdateWindow(const WindowRow& window) override;
   absl::StatusOr<WindowRow> GetWindow(uint64_t id) override;
   absl::StatusOr<std::vector<WindowRow>> ListWindows(const std::string& environment,
-                                                    bool open_only) override;
+                                                     bool open_only) override;
 
   // Diagnostics and tests.
   // PRAGMA integrity_check's result: "ok" for a healthy file, else SQLite's findings.
@@ -175,8 +174,7 @@ class SqliteStore final : public Store {
  private:
   explicit SqliteStore(sqlite3* db) : db_(db) {}
   absl::Status Configure() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status Migrate(const std::vector<Migration>& migrations)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Migrate(const std::vector<Migration>& migrations) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Write-behind of RecordMetrics/TouchAgent (see the top of this file).
   absl::Status RequireKnownAgent(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -138,8 +138,8 @@ class Store : public RolloutStore, public MaintenanceStore {
   // ACK (error empty): applied_version/sha256 set, last_error cleared. NACK: last_error set,
   // applied version unchanged.
   virtual absl::Status RecordAgentConfigResult(const std::string& agent_id, uint64_t version,
-                                               const std::string& sha256,
-                                               const std::string& error, int64_t now_ms) = 0;
+                                               const std::string& sha256, const std::string& error,
+                                               int64_t now_ms) = 0;
   virtual absl::Status SetAgentPin(const std::string& agent_id,
                                    std::optional<uint64_t> version) = 0;
   virtual absl::StatusOr<AgentRow> GetAgent(const std::string& agent_id) = 0;  // NotFound

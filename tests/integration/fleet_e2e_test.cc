@@ -95,9 +95,7 @@ bool KeepTestDirs() {
 }
 
 // The repository root (CMake passes it: __FILE__ is relative under ccache's base_dir).
-std::string RepoRoot() {
-  return PGFLEET_SOURCE_DIR;
-}
+std::string RepoRoot() { return PGFLEET_SOURCE_DIR; }
 
 // Parses fleetctl's --output json into the proto it printed.
 template <typename Message>

@@ -62,8 +62,7 @@ absl::StatusOr<std::unique_ptr<ControllerProcess>> ControllerProcess::Start(
 
 absl::Status ControllerProcess::Launch(const std::string& listen) {
   unlink(port_file_.c_str());
-  std::vector<std::string> argv = {options_.binary,
-                                   absl::StrCat(kListenFlag, listen),
+  std::vector<std::string> argv = {options_.binary, absl::StrCat(kListenFlag, listen),
                                    absl::StrCat("--db=", options_.db_path),
                                    absl::StrCat("--port-file=", port_file_),
                                    absl::StrCat("--metrics-interval=", options_.metrics_interval)};
