@@ -387,14 +387,18 @@ void RoundTrip(std::string_view data) {
     PGF_FUZZ_CHECK(reader.ok() && reader.remaining() == 0);
   }
 
-  // QuoteLiteral: quoted, and '' undoes to the original.
+  // QuoteLiteral: quoted, and undoing '' (and \\ in the E'' form, used when the value has a
+  // backslash) gives the original back.
   const std::string quoted = pg::QuoteLiteral(data);
-  PGF_FUZZ_CHECK(quoted.size() >= 2 && quoted.front() == '\'' && quoted.back() == '\'');
+  const bool escape_form = data.find('\\') != std::string_view::npos;
+  const size_t open = escape_form ? 1 : 0;
+  PGF_FUZZ_CHECK(quoted.size() >= open + 2 && quoted[open] == '\'' && quoted.back() == '\'');
+  PGF_FUZZ_CHECK(!escape_form || quoted.front() == 'E');
   std::string unquoted;
-  for (size_t i = 1; i + 1 < quoted.size(); ++i) {
+  for (size_t i = open + 1; i + 1 < quoted.size(); ++i) {
     unquoted.push_back(quoted[i]);
-    if (quoted[i] == '\'') {
-      PGF_FUZZ_CHECK(quoted[i + 1] == '\'');
+    if (quoted[i] == '\'' || (escape_form && quoted[i] == '\\')) {
+      PGF_FUZZ_CHECK(quoted[i + 1] == quoted[i]);
       ++i;
     }
   }
