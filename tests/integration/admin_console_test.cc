@@ -1400,7 +1400,17 @@ TEST_F(AdminConsoleTest, MetricsEndpointReportsPoolsAndQueryTotals) {
   // No host: the endpoint must listen on loopback only.
   options.extra_args = {absl::StrCat("--metrics-listen=:", metrics_port)};
   ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
-  PGF_ASSERT_OK_AND_ASSIGN(std::string listen_address, ListeningAddress(metrics_port));
+  // The kernel's /proc/net/tcp walk can miss a socket while other tests open and close
+  // thousands of them, so the listener is looked for until it shows.
+  std::string listen_address;
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        absl::StatusOr<std::string> found = ListeningAddress(metrics_port);
+        if (!found.ok()) *note = std::string(found.status().message());
+        if (found.ok()) listen_address = *found;
+        return found.ok();
+      },
+      absl::Seconds(10), "the metrics listener in /proc/net/tcp"));
   EXPECT_EQ(listen_address, "127.0.0.1");
 
   constexpr int kQueries = 30;

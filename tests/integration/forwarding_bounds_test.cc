@@ -357,7 +357,13 @@ TEST_F(ForwardingTest, LargeNamedBindStreamsThroughTheAgent) {
   PGF_ASSERT_OK_AND_ASSIGN(int64_t hwm_after, ProcStatusKb(agent_->pid(), "VmHWM"));
   std::cerr << "agent VmHWM " << hwm_before << " kB before, " << hwm_after << " kB after a "
             << param_mb << " MiB named Bind\n";
+#if defined(__SANITIZE_ADDRESS__)
+  // Under AddressSanitizer freed buffers sit in its quarantine (up to 256 MB), so the peak
+  // grows with every byte streamed through; the release pass checks the bound.
+  (void)hwm_after;
+#else
   EXPECT_LT(hwm_after - hwm_before, 32 * 1024) << "kB of peak RSS growth";
+#endif
 
   // The statement still works with small parameters, and on the holder's server too.
   PGF_ASSERT_OK(Query(holder.get(), "COMMIT").status());
