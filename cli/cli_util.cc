@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
@@ -31,6 +32,19 @@ Context::Context(Flags flags) : flags_(std::move(flags)) {
   token_ = flags_.Get("token");
   if (token_.empty() && getenv("PGFLEET_TOKEN") != nullptr) token_ = getenv("PGFLEET_TOKEN");
   if (token_.empty()) token_ = TokenFromFile();
+  // A header value may not hold whitespace or control characters (gRPC aborts the process on
+  // one): a token pasted with a line break is dropped with the reason, and the call then
+  // fails as unauthenticated.
+  token_ = std::string(absl::StripAsciiWhitespace(token_));
+  for (char c : token_) {
+    if (c < 0x21 || c > 0x7e) {
+      fprintf(stderr,
+              "fleetctl: ignoring the token: it holds a space or a control character "
+              "(--token, PGFLEET_TOKEN or ~/.config/pgfleet/token)\n");
+      token_.clear();
+      break;
+    }
+  }
 }
 
 pgfleet::v1::FleetService::Stub& Context::stub() {

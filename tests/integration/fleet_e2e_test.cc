@@ -892,6 +892,12 @@ TEST_F(FleetTest, TokensAndRoles) {
   EXPECT_EQ(wrong.exit_code, 4) << wrong.Describe();
   FleetctlResult none = CtlAs("", {"agents", "list"});
   EXPECT_EQ(none.exit_code, 4) << none.Describe();
+  // A token with a newline inside (a copy-paste of two lines) is refused with a reason; gRPC
+  // aborted the process on such a header value before.
+  FleetctlResult two_lines = CtlAs("the\npgf-not-a-token", {"agents", "list"});
+  EXPECT_EQ(two_lines.exit_code, 4) << two_lines.Describe();
+  EXPECT_TRUE(absl::StrContains(two_lines.stderr_text, "control character"))
+      << two_lines.Describe();
   FleetctlResult wrong_push =
       CtlAs("pgf-not-a-token", {"config", "push", "--env", "dev", "-f", cfg});
   EXPECT_EQ(wrong_push.exit_code, 4) << wrong_push.Describe();
