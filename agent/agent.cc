@@ -700,13 +700,13 @@ int Agent::ServerCountForUser(const std::string& user) const {
   return count;
 }
 
-const pg::ScramKeys& Agent::ScramKeysForPlainPassword(const std::string& user,
-                                                      const std::string& password) {
+const crypto::ScramKeys& Agent::ScramKeysForPlainPassword(const std::string& user,
+                                                          const std::string& password) {
   auto it = scram_cache_.find(user);
   if (it == scram_cache_.end() || it->second.password != password) {
-    CachedScram entry{
-        password, pg::ScramKeysFromPassword(password, pg::ScramMockSalt(mock_auth_secret_, user),
-                                            pg::kScramDefaultIterations)};
+    CachedScram entry{password, crypto::ScramKeysFromPassword(
+                                    password, crypto::ScramMockSalt(mock_auth_secret_, user),
+                                    crypto::kScramDefaultIterations)};
     it = scram_cache_.insert_or_assign(user, std::move(entry)).first;
   }
   return it->second.keys;

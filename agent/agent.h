@@ -14,15 +14,15 @@
 #include "agent/admin/console.h"
 #include "agent/auth_failure_limiter.h"
 #include "agent/cancel_forwarder.h"
-#include "agent/config/auth_file.h"
-#include "agent/config/config.h"
 #include "agent/event_loop.h"
 #include "agent/intrusive_list.h"
 #include "agent/link/controller_link.h"
-#include "agent/pg/auth_crypto.h"
 #include "agent/pool.h"
 #include "agent/stats.h"
 #include "agent/tls/tls_context.h"
+#include "common/auth_crypto.h"
+#include "common/config/auth_file.h"
+#include "common/config/config.h"
 
 struct evconnlistener;
 struct event;
@@ -183,12 +183,12 @@ class Agent {
   // SCRAM keys derived from a plaintext auth_file password, cached per user so a new
   // connection does not pay for PBKDF2 each time. The salt is the user's mock salt, so it is
   // the same on every attempt (and after the cache is cleared), as for a user not in auth_file.
-  const pg::ScramKeys& ScramKeysForPlainPassword(const std::string& user,
-                                                 const std::string& password);
+  const crypto::ScramKeys& ScramKeysForPlainPassword(const std::string& user,
+                                                     const std::string& password);
   // Keys that show `user` the same salt and iteration count on every attempt and match no
   // password: for users not in auth_file and md5 entries, so SCRAM does not reveal who exists.
-  pg::ScramKeys ScramMockKeysFor(const std::string& user) const {
-    return pg::ScramMockKeys(mock_auth_secret_, user);
+  crypto::ScramKeys ScramMockKeysFor(const std::string& user) const {
+    return crypto::ScramMockKeys(mock_auth_secret_, user);
   }
 
  private:
@@ -242,10 +242,10 @@ class Agent {
   // Declared after loop_, so destroyed (bufferevents freed) while the event base still exists.
   absl::flat_hash_map<CancelForwarder*, std::unique_ptr<CancelForwarder>> cancel_forwarders_;
   // Per-process secret behind the mock SCRAM salts (PostgreSQL's mock authentication nonce).
-  const std::string mock_auth_secret_ = pg::RandomBytes(32);
+  const std::string mock_auth_secret_ = crypto::RandomBytes(32);
   struct CachedScram {
     std::string password;
-    pg::ScramKeys keys;
+    crypto::ScramKeys keys;
   };
   absl::flat_hash_map<std::string, CachedScram> scram_cache_;
   std::map<std::string, ServerLimits> server_limits_;

@@ -9,8 +9,8 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/time/time.h"
-#include "agent/config/config.h"
 #include "agent/event_loop.h"
+#include "common/config/config.h"
 
 struct bufferevent;
 

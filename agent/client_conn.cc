@@ -314,21 +314,21 @@ void ClientConn::StartAuth() {
       Write(pg::AuthenticationRequest(pg::kAuthCleartext));
       break;
     case AuthMethod::kMd5:
-      md5_salt_ = pg::RandomBytes(4);
+      md5_salt_ = crypto::RandomBytes(4);
       Write(pg::AuthenticationRequest(pg::kAuthMd5, md5_salt_));
       break;
     case AuthMethod::kScram: {
       // Unknown users and md5 secrets still go through a full exchange, with keys nobody
       // knows but the salt and iteration count a user of that name always gets, so the answer
       // does not reveal whether the user exists; and without PBKDF2, so neither does the time.
-      pg::ScramKeys keys = agent_.ScramMockKeysFor(user_);
+      crypto::ScramKeys keys = agent_.ScramMockKeysFor(user_);
       if (secret != nullptr && secret->kind == config::SecretKind::kScramSha256) {
-        absl::StatusOr<pg::ScramKeys> parsed = pg::ParseScramSecret(secret->secret);
+        absl::StatusOr<crypto::ScramKeys> parsed = crypto::ParseScramSecret(secret->secret);
         if (parsed.ok()) keys = *parsed;
       } else if (secret != nullptr && secret->kind == config::SecretKind::kPlain) {
         keys = agent_.ScramKeysForPlainPassword(user_, secret->secret);
       }
-      scram_ = std::make_unique<pg::ScramServerExchange>(std::move(keys));
+      scram_ = std::make_unique<crypto::ScramServerExchange>(std::move(keys));
       Write(pg::AuthenticationRequest(pg::kAuthSasl, std::string("SCRAM-SHA-256\0\0", 15)));
       break;
     }
@@ -371,16 +371,16 @@ void ClientConn::HandleAuthMessage() {
       if (reader.ok() && secret != nullptr) {
         switch (secret->kind) {
           case config::SecretKind::kPlain:
-            ok = pg::SecretEquals(password, secret->secret);
+            ok = crypto::SecretEquals(password, secret->secret);
             break;
           case config::SecretKind::kMd5:
-            ok = pg::SecretEquals(pg::Md5PasswordHash(password, user_), secret->secret);
+            ok = crypto::SecretEquals(crypto::Md5PasswordHash(password, user_), secret->secret);
             break;
           case config::SecretKind::kScramSha256: {
-            absl::StatusOr<pg::ScramKeys> keys = pg::ParseScramSecret(secret->secret);
+            absl::StatusOr<crypto::ScramKeys> keys = crypto::ParseScramSecret(secret->secret);
             if (keys.ok()) {
-              pg::ScramKeys derived =
-                  pg::ScramKeysFromPassword(password, keys->salt, keys->iterations);
+              crypto::ScramKeys derived =
+                  crypto::ScramKeysFromPassword(password, keys->salt, keys->iterations);
               ok = derived.stored_key == keys->stored_key;
             }
             break;
@@ -395,12 +395,12 @@ void ClientConn::HandleAuthMessage() {
       std::string response(reader.CString());
       std::string stored;
       if (secret != nullptr && secret->kind == config::SecretKind::kPlain) {
-        stored = pg::Md5PasswordHash(secret->secret, user_);
+        stored = crypto::Md5PasswordHash(secret->secret, user_);
       } else if (secret != nullptr && secret->kind == config::SecretKind::kMd5) {
         stored = secret->secret;
       }
       bool ok = reader.ok() && !stored.empty() &&
-                pg::SecretEquals(pg::Md5SaltedResponse(stored, md5_salt_), response);
+                crypto::SecretEquals(crypto::Md5SaltedResponse(stored, md5_salt_), response);
       ok ? AuthSucceeded()
          : AuthFailed(secret == nullptr ? "user not in auth_file" : "wrong password");
       return;
@@ -490,7 +490,7 @@ void ClientConn::AuthFailed(const std::string& log_reason) {
 
 void ClientConn::AuthSucceeded() {
   cancel_pid_ = static_cast<int32_t>(id_ & 0x7fffffff);
-  std::string key = pg::RandomBytes(4);
+  std::string key = crypto::RandomBytes(4);
   memcpy(&cancel_key_, key.data(), 4);
   agent_.RegisterCancelKey(this);
   if (agent_.config().log_connections) {

@@ -10,10 +10,10 @@
 
 #include "agent/event_loop.h"
 #include "agent/intrusive_list.h"
-#include "agent/pg/auth_crypto.h"
 #include "agent/pg/protocol.h"
 #include "agent/pool.h"
 #include "agent/prepared_statements.h"
+#include "common/auth_crypto.h"
 
 struct bufferevent;
 
@@ -148,7 +148,7 @@ class ClientConn : public ListNode {
   enum class AuthMethod { kNone, kCleartext, kMd5, kScram };
   AuthMethod auth_method_ = AuthMethod::kNone;
   std::string md5_salt_;
-  std::unique_ptr<pg::ScramServerExchange> scram_;
+  std::unique_ptr<crypto::ScramServerExchange> scram_;
   bool scram_first_done_ = false;
 
   bool admin_busy_ = false;

@@ -8,10 +8,10 @@
 #include <utility>
 #include <vector>
 
-#include "agent/config/config.h"
 #include "agent/intrusive_list.h"
-#include "agent/pg/auth_crypto.h"
 #include "agent/stats.h"
+#include "common/auth_crypto.h"
+#include "common/config/config.h"
 
 namespace pgfleet::agent {
 
@@ -82,8 +82,8 @@ class Pool {
   void AssignServers();
 
   // Recovered from a client's SCRAM login; lets the agent log in with a SCRAM auth_file secret.
-  void set_scram_keys(const pg::ScramKeys& keys) { scram_keys_ = keys; }
-  const std::optional<pg::ScramKeys>& scram_keys() const { return scram_keys_; }
+  void set_scram_keys(const crypto::ScramKeys& keys) { scram_keys_ = keys; }
+  const std::optional<crypto::ScramKeys>& scram_keys() const { return scram_keys_; }
 
   const ParamList& welcome_params() const { return welcome_params_; }
   bool has_welcome() const { return has_welcome_; }
@@ -140,7 +140,7 @@ class Pool {
 
   ParamList welcome_params_;
   bool has_welcome_ = false;
-  std::optional<pg::ScramKeys> scram_keys_;
+  std::optional<crypto::ScramKeys> scram_keys_;
   uint64_t last_login_failure_us_ = 0;
   uint64_t unused_since_us_ = 0;  // 0: in use when the janitor last looked.
   bool retiring_ = false;

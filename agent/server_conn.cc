@@ -328,7 +328,7 @@ bool ServerConn::HandleAuthRequest(std::string_view body) {
       std::string salt(reader.Bytes(4));
       std::string stored;
       if (!password.empty()) {
-        stored = pg::Md5PasswordHash(password, user);
+        stored = crypto::Md5PasswordHash(password, user);
       } else if (secret != nullptr && secret->kind == config::SecretKind::kMd5) {
         stored = secret->secret;
       }
@@ -337,7 +337,7 @@ bool ServerConn::HandleAuthRequest(std::string_view body) {
             absl::StrCat("server asked for md5 and no password is known for user \"", user, "\""));
         return false;
       }
-      WriteRaw(pg::PasswordMessage(pg::Md5SaltedResponse(stored, salt)));
+      WriteRaw(pg::PasswordMessage(crypto::Md5SaltedResponse(stored, salt)));
       return true;
     }
     case pg::kAuthSasl: {
@@ -352,9 +352,9 @@ bool ServerConn::HandleAuthRequest(std::string_view body) {
         return false;
       }
       if (!password.empty()) {
-        scram_.emplace(pg::ScramClientExchange::FromPassword(password));
+        scram_.emplace(crypto::ScramClientExchange::FromPassword(password));
       } else if (pool_.scram_keys().has_value()) {
-        scram_.emplace(pg::ScramClientExchange::FromKeys(*pool_.scram_keys()));
+        scram_.emplace(crypto::ScramClientExchange::FromKeys(*pool_.scram_keys()));
       } else {
         LoginFailed(absl::StrCat("server asked for SCRAM and no password is known for user \"",
                                  user, "\""));

@@ -8,11 +8,11 @@
 #include <string>
 
 #include "agent/intrusive_list.h"
-#include "agent/pg/auth_crypto.h"
 #include "agent/pg/protocol.h"
 #include "agent/pool.h"
 #include "agent/prepared_statements.h"
 #include "agent/reply_tracker.h"
+#include "common/auth_crypto.h"
 
 struct bufferevent;
 struct evbuffer;
@@ -128,7 +128,7 @@ class ServerConn : public ListNode {
   ParamList params_;
   int32_t backend_pid_ = 0;
   int32_t backend_key_ = 0;
-  std::optional<pg::ScramClientExchange> scram_;
+  std::optional<crypto::ScramClientExchange> scram_;
 
   char tx_status_ = 'I';
   ReplyTracker replies_;         // ReadyForQuery owed for the client's Query/Sync/FunctionCall.

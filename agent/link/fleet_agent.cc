@@ -12,9 +12,9 @@
 #include "absl/strings/str_split.h"
 #include "agent/agent.h"
 #include "agent/client_conn.h"
-#include "agent/config/auth_file.h"
-#include "agent/config/config.h"
 #include "agent/server_conn.h"
+#include "common/config/auth_file.h"
+#include "common/config/config.h"
 #include "common/log.h"
 
 namespace pgfleet::agent {

@@ -15,7 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "agent/config/ini_parser.h"
+#include "common/config/ini_parser.h"
 #include "common/status_macros.h"
 
 namespace pgfleet::agent {

@@ -8,7 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "agent/config/config.h"
+#include "common/config/config.h"
 
 namespace pgfleet::agent {
 

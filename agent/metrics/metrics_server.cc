@@ -18,11 +18,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "agent/agent.h"
-#include "agent/config/config.h"
 #include "agent/event_loop.h"
 #include "agent/link/fleet_agent.h"
 #include "agent/pool.h"
 #include "agent/stats.h"
+#include "common/config/config.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
@@ -335,9 +335,9 @@ std::string RenderPrometheusMetrics(const Agent& agent, uint64_t now_us) {
              absl::StrCat(agent.auth_failures().delayed_total()));
   // Fleet mode: which controller-pushed config version runs, and the link's state.
   const FleetAgent* fleet = agent.fleet();
-  out.Family("pgfleet_agent_config_version", "gauge",
+  out.Family("pgfleet_config_version", "gauge",
              "Config version pushed by the controller that the agent runs (0: its local file)");
-  out.Sample("pgfleet_agent_config_version", {},
+  out.Sample("pgfleet_config_version", {},
              absl::StrCat(fleet != nullptr ? fleet->applied_version() : 0));
   out.Family("pgfleet_agent_controller_link_up", "gauge",
              "1 while the stream to pgfleet-controller is connected (0 also without --controller)");

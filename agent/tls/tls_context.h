@@ -9,7 +9,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "agent/config/config.h"
+#include "common/config/config.h"
 
 struct bufferevent;
 struct ssl_ctx_st;

@@ -5,7 +5,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
-#include "agent/config/config.h"
+#include "common/config/config.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
@@ -34,8 +34,8 @@ FleetApi::FleetApi(Store& store, AgentRegistry& registry, FleetApiOptions option
 
 absl::Status RequireRole(const Caller& caller, Role role) {
   if (static_cast<int>(caller.role) < static_cast<int>(role)) {
-    return absl::PermissionDeniedError(absl::StrCat("role ", RoleName(caller.role),
-                                                    " may not do this; needs ", RoleName(role)));
+    return absl::PermissionDeniedError(
+        absl::StrCat("role ", RoleName(caller.role), " may not do this; needs ", RoleName(role)));
   }
   return absl::OkStatus();
 }
@@ -54,8 +54,7 @@ absl::StatusOr<pgfleet::v1::ConfigVersion> FleetApi::PushConfig(
   }
   // Catch what can be caught centrally; host-specific problems (a missing auth_file on one
   // server) come back as that agent's NACK.
-  absl::StatusOr<agent::config::Config> parsed =
-      agent::config::ParseConfig(request.ini_text(), "pushed.ini");
+  absl::StatusOr<config::Config> parsed = config::ParseConfig(request.ini_text(), "pushed.ini");
   if (!parsed.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("invalid config: ", parsed.status().message()));
   }
@@ -94,8 +93,8 @@ absl::StatusOr<pgfleet::v1::Environment> FleetApi::SetDesiredConfig(
       store_.SetDesiredVersion(request.environment(), request.version(), std::nullopt));
   PGF_RETURN_IF_ERROR(store_.Audit(caller.actor, "config.set_desired", request.environment(),
                                    absl::StrCat("version=", request.version()), NowMillis()));
-  PGF_INFO("api", "%s set desired config of %s to version %d", caller.actor,
-           request.environment(), request.version());
+  PGF_INFO("api", "%s set desired config of %s to version %d", caller.actor, request.environment(),
+           request.version());
   for (const std::shared_ptr<AgentSession>& session : registry_.List(request.environment())) {
     Reconcile(*session);
   }
@@ -215,7 +214,8 @@ absl::StatusOr<pgfleet::v1::SendCommandResponse> FleetApi::SendCommand(
   if (!request.agent_id().empty()) {
     std::shared_ptr<AgentSession> session = registry_.Find(request.agent_id());
     if (session == nullptr) {
-      return absl::UnavailableError(absl::StrCat("agent ", request.agent_id(), " is not connected"));
+      return absl::UnavailableError(
+          absl::StrCat("agent ", request.agent_id(), " is not connected"));
     }
     targets.push_back(session);
   } else if (!request.environment().empty()) {
@@ -283,8 +283,7 @@ void FleetApi::OnAgentMessage(AgentSession& session, const pgfleet::v1::AgentMes
       if (absl::Status recorded = store_.RecordMetrics(session.agent_id(), NowMillis(),
                                                        message.metrics().SerializeAsString());
           !recorded.ok()) {
-        PGF_WARN("api", "agent %s: metrics not stored: %s", session.agent_id(),
-                 recorded.message());
+        PGF_WARN("api", "agent %s: metrics not stored: %s", session.agent_id(), recorded.message());
       }
       (void)store_.TouchAgent(session.agent_id(), NowMillis());
       break;
@@ -344,8 +343,8 @@ void FleetApi::Reconcile(AgentSession& session, bool force) {
   if (!force && *desired == session.sent_version()) return;
   absl::StatusOr<ConfigVersionRow> version = store_.GetConfigVersion(*desired);
   if (!version.ok()) {
-    PGF_ERROR("api", "desired version %d of agent %s unreadable: %s", *desired,
-              session.agent_id(), version.status().message());
+    PGF_ERROR("api", "desired version %d of agent %s unreadable: %s", *desired, session.agent_id(),
+              version.status().message());
     return;
   }
   pgfleet::v1::ControllerMessage message;

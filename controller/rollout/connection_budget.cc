@@ -7,10 +7,10 @@
 namespace pgfleet::controller {
 
 BudgetCheck CheckConnectionBudget(
-    const agent::config::Config& config, int agent_count,
+    const config::Config& config, int agent_count,
     const std::map<std::string, pgfleet::v1::ServerLimits>& limits_by_address, int reserve) {
   BudgetCheck check;
-  for (const auto& [address, per_agent] : agent::config::MaxServerConnectionsByAddress(config)) {
+  for (const auto& [address, per_agent] : config::MaxServerConnectionsByAddress(config)) {
     const int total = per_agent * agent_count;
     auto limits = limits_by_address.find(address);
     if (limits == limits_by_address.end() || limits->second.max_connections() <= 0) {

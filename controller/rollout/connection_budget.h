@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/config/config.h"
+#include "common/config/config.h"
 #include "pgfleet/v1/agent.pb.h"
 
 namespace pgfleet::controller {
@@ -22,7 +22,7 @@ struct BudgetCheck {
 // `reserve`: connections kept free per server for others; 0 picks the default
 // (10% of max_connections, at least 5).
 BudgetCheck CheckConnectionBudget(
-    const agent::config::Config& config, int agent_count,
+    const config::Config& config, int agent_count,
     const std::map<std::string, pgfleet::v1::ServerLimits>& limits_by_address, int reserve);
 
 }  // namespace pgfleet::controller

@@ -1,7 +1,5 @@
 #include "controller/rollout/rollout_engine.h"
 
-#include "controller/rollout/connection_budget.h"
-
 #include <algorithm>
 #include <cmath>
 
@@ -9,9 +7,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "agent/config/config.h"
+#include "common/config/config.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "controller/rollout/connection_budget.h"
 
 namespace pgfleet::controller {
 namespace {
@@ -141,8 +140,8 @@ absl::Status RolloutEngine::StartWave(RolloutRow& rollout, std::vector<RolloutAg
   rollout.bake_started_unix_ms = 0;
   rollout.reason.clear();
   PGF_INFO("rollout", "rollout %d (%s v%d -> v%d): wave %d/%d started with %d agents", rollout.id,
-           rollout.environment, rollout.from_version, rollout.to_version,
-           rollout.current_wave + 1, rollout.waves.size(), in_wave);
+           rollout.environment, rollout.from_version, rollout.to_version, rollout.current_wave + 1,
+           rollout.waves.size(), in_wave);
   return rollouts_.UpdateRollout(rollout);
 }
 
@@ -156,8 +155,8 @@ absl::Status RolloutEngine::Step(RolloutRow& rollout) {
                          store_.ListWindows(rollout.environment, true));
     for (const WindowRow& window : windows) {
       if (!IsActiveWindow(window.state)) continue;
-      std::string reason = absl::StrCat("holding: maintenance window ", window.id,
-                                        " is active in ", rollout.environment);
+      std::string reason = absl::StrCat("holding: maintenance window ", window.id, " is active in ",
+                                        rollout.environment);
       if (reason != rollout.reason) {
         rollout.reason = reason;
         PGF_INFO("rollout", "rollout %d %s", rollout.id, reason);
@@ -202,9 +201,9 @@ absl::Status RolloutEngine::Step(RolloutRow& rollout) {
     return absl::OkStatus();
   }
   if (offline > rollout.max_unavailable) {
-    std::string reason = absl::StrCat("holding: ", offline, " agents of wave ",
-                                      rollout.current_wave + 1, " are offline (max_unavailable ",
-                                      rollout.max_unavailable, ")");
+    std::string reason =
+        absl::StrCat("holding: ", offline, " agents of wave ", rollout.current_wave + 1,
+                     " are offline (max_unavailable ", rollout.max_unavailable, ")");
     if (reason != rollout.reason) {
       rollout.reason = reason;
       PGF_WARN("rollout", "rollout %d %s", rollout.id, reason);
@@ -260,12 +259,12 @@ absl::Status RolloutEngine::Step(RolloutRow& rollout) {
 
 absl::Status RolloutEngine::Complete(RolloutRow& rollout) {
   // Compare-and-set: if someone changed the desired version meanwhile, do not overwrite it.
-  absl::Status set = store_.SetDesiredVersion(rollout.environment, rollout.to_version,
-                                              rollout.from_version);
+  absl::Status set =
+      store_.SetDesiredVersion(rollout.environment, rollout.to_version, rollout.from_version);
   if (!set.ok()) {
     return Finish(rollout, RolloutState::kFailed, "",
-                  absl::StrCat("could not make v", rollout.to_version, " the desired version: ",
-                               set.message()));
+                  absl::StrCat("could not make v", rollout.to_version,
+                               " the desired version: ", set.message()));
   }
   PGF_ASSIGN_OR_RETURN(std::vector<RolloutAgentRow> agents,
                        rollouts_.ListRolloutAgents(rollout.id));
@@ -366,8 +365,7 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Describe(const RolloutRow& r
     agent->set_agent_id(row.agent_id);
     agent->set_wave(row.wave);
     std::string state = row.state;
-    if (IsActive(rollout.state) && registry_.Find(row.agent_id) == nullptr &&
-        state != "failed") {
+    if (IsActive(rollout.state) && registry_.Find(row.agent_id) == nullptr && state != "failed") {
       state = "offline";
     }
     agent->set_state(state);
@@ -398,9 +396,11 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::StartLocked(
   if (env.desired_version == 0) {
     // A failed rollout moves agents back to the old desired version; with none there is
     // nothing to go back to.
-    return absl::FailedPreconditionError(absl::StrCat(
-        env.name, " has no desired version yet, so a rollout could not roll back; set the first "
-        "one with: fleetctl config apply --env ", env.name, " --version v", version.version));
+    return absl::FailedPreconditionError(
+        absl::StrCat(env.name,
+                     " has no desired version yet, so a rollout could not roll back; set the first "
+                     "one with: fleetctl config apply --env ",
+                     env.name, " --version v", version.version));
   }
   if (env.desired_version == version.version) {
     return absl::FailedPreconditionError(
@@ -410,8 +410,7 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::StartLocked(
   std::vector<std::string> refusals;
   std::vector<std::string> warnings;
   PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> env_agents, store_.ListAgents(env.name));
-  if (absl::StatusOr<agent::config::Config> parsed =
-          agent::config::ParseConfig(version.ini_text, "pushed.ini");
+  if (absl::StatusOr<config::Config> parsed = config::ParseConfig(version.ini_text, "pushed.ini");
       !parsed.ok()) {
     refusals.push_back(absl::StrCat("config does not validate: ", parsed.status().message()));
   } else {
@@ -424,8 +423,8 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::StartLocked(
         limits[server.address()] = server;
       }
     }
-    BudgetCheck budget = CheckConnectionBudget(*parsed, static_cast<int>(env_agents.size()),
-                                               limits, request.connection_reserve());
+    BudgetCheck budget = CheckConnectionBudget(*parsed, static_cast<int>(env_agents.size()), limits,
+                                               request.connection_reserve());
     refusals.insert(refusals.end(), budget.refusals.begin(), budget.refusals.end());
     warnings = std::move(budget.warnings);
   }
@@ -446,9 +445,9 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::StartLocked(
     }
   }
   if (!refusals.empty() && !request.force()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "pre-flight refused the rollout:\n  - ", absl::StrJoin(refusals, "\n  - "),
-        "\n(override with --force --reason TEXT)"));
+    return absl::FailedPreconditionError(absl::StrCat("pre-flight refused the rollout:\n  - ",
+                                                      absl::StrJoin(refusals, "\n  - "),
+                                                      "\n(override with --force --reason TEXT)"));
   }
   RolloutRow rollout;
   rollout.environment = env.name;
@@ -507,8 +506,8 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Get(
                        rollouts_.ListRollouts(request.environment(), false));
   if (rows.empty()) {
     return absl::NotFoundError(absl::StrCat("no rollout in ", request.environment().empty()
-                                                                   ? "any environment"
-                                                                   : request.environment()));
+                                                                  ? "any environment"
+                                                                  : request.environment()));
   }
   return Describe(rows.front());
 }
@@ -564,8 +563,8 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Abort(const Caller& caller, 
     return absl::FailedPreconditionError(
         absl::StrCat("rollout ", id, " already ", RolloutStateName(rollout.state)));
   }
-  PGF_RETURN_IF_ERROR(Finish(rollout, RolloutState::kAborted, "",
-                             absl::StrCat("aborted by ", caller.actor)));
+  PGF_RETURN_IF_ERROR(
+      Finish(rollout, RolloutState::kAborted, "", absl::StrCat("aborted by ", caller.actor)));
   return Describe(rollout);
 }
 
@@ -624,9 +623,9 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Promote(
   // checked before anything is written, so a refused promotion leaves no trace but the refusal.
   PGF_ASSIGN_OR_RETURN(bool done, rollouts_.HasSucceededRollout(source.environment, source.sha256));
   if (!done && !request.rollout().force()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "v", source.version, " has not completed a rollout in ", source.environment,
-        "; promote it once it has, or use --force --reason TEXT"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("v", source.version, " has not completed a rollout in ", source.environment,
+                     "; promote it once it has, or use --force --reason TEXT"));
   }
   if (request.rollout().force() && request.rollout().force_reason().empty()) {
     return absl::InvalidArgumentError("--force needs a reason (--reason)");
@@ -634,10 +633,9 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Promote(
   PGF_RETURN_IF_ERROR(store_.EnsureEnvironment(request.to_environment(), NowMillis()));
   PGF_ASSIGN_OR_RETURN(
       ConfigVersionRow copy,
-      store_.AddConfigVersion(request.to_environment(), source.ini_text, caller.actor,
-                              absl::StrCat("promoted from ", source.environment, " v",
-                                           source.version),
-                              NowMillis()));
+      store_.AddConfigVersion(
+          request.to_environment(), source.ini_text, caller.actor,
+          absl::StrCat("promoted from ", source.environment, " v", source.version), NowMillis()));
   pgfleet::v1::StartRolloutRequest start = request.rollout();
   start.set_environment(request.to_environment());
   start.set_version(copy.version);
@@ -652,8 +650,8 @@ absl::StatusOr<pgfleet::v1::Environment> RolloutEngine::SetUpstream(
     PGF_RETURN_IF_ERROR(store_.EnsureEnvironment(request.upstream(), NowMillis()));
   }
   PGF_RETURN_IF_ERROR(rollouts_.SetEnvironmentUpstream(request.environment(), request.upstream()));
-  PGF_RETURN_IF_ERROR(store_.Audit(caller.actor, "environment.set_upstream",
-                                   request.environment(), request.upstream(), NowMillis()));
+  PGF_RETURN_IF_ERROR(store_.Audit(caller.actor, "environment.set_upstream", request.environment(),
+                                   request.upstream(), NowMillis()));
   pgfleet::v1::Environment env;
   env.set_name(request.environment());
   env.set_upstream(request.upstream());

@@ -21,11 +21,11 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "agent/pg/auth_crypto.h"
 #include "agent/pg/protocol.h"
+#include "common/auth_crypto.h"
 #include "tests/fuzz/fuzz_util.h"
 
-namespace pg = pgfleet::agent::pg;
+namespace crypto = pgfleet::crypto;
 
 namespace {
 
@@ -40,8 +40,9 @@ constexpr int kIterations = 16;
 // (ParseIterations caps real ones at kMaxScramIterations).
 constexpr int kMaxFuzzIterations = 4096;
 
-const pg::ScramKeys& ServerKeys() {
-  static const pg::ScramKeys keys = pg::ScramKeysFromPassword(kPassword, "fuzzsalt", kIterations);
+const crypto::ScramKeys& ServerKeys() {
+  static const crypto::ScramKeys keys =
+      crypto::ScramKeysFromPassword(kPassword, "fuzzsalt", kIterations);
   return keys;
 }
 
@@ -68,7 +69,7 @@ bool HasLargeIterationCount(std::string_view message) {
 }
 
 // ClientConn::HandleAuthMessage's SCRAM branch for the first 'p' message.
-absl::StatusOr<std::string> SaslInitialResponse(pg::ScramServerExchange& server,
+absl::StatusOr<std::string> SaslInitialResponse(crypto::ScramServerExchange& server,
                                                 std::string_view body) {
   pg::BodyReader reader(body);
   std::string_view mechanism = reader.CString();
@@ -81,7 +82,7 @@ absl::StatusOr<std::string> SaslInitialResponse(pg::ScramServerExchange& server,
 }
 
 void ServerScram(std::string_view first_body, std::string_view client_final) {
-  pg::ScramServerExchange server(ServerKeys(), std::string(kServerNonce));
+  crypto::ScramServerExchange server(ServerKeys(), std::string(kServerNonce));
   absl::StatusOr<std::string> server_first = SaslInitialResponse(server, first_body);
   if (!server_first.ok()) {
     PGF_FUZZ_CHECK(!server_first.status().message().empty());
@@ -109,25 +110,27 @@ void ServerPassword(std::string_view body) {
   pg::BodyReader reader(body);
   const std::string password(reader.CString());
   if (!reader.ok()) return;  // The agent refuses the message.
-  const bool plain_ok = pg::SecretEquals(password, kPassword);
-  const bool md5_ok =
-      pg::SecretEquals(pg::Md5PasswordHash(password, kUser), pg::Md5PasswordHash(kPassword, kUser));
+  const bool plain_ok = crypto::SecretEquals(password, kPassword);
+  const bool md5_ok = crypto::SecretEquals(crypto::Md5PasswordHash(password, kUser),
+                                           crypto::Md5PasswordHash(kPassword, kUser));
   PGF_FUZZ_CHECK(plain_ok == md5_ok);
-  static const std::string scram_secret = pg::FormatScramSecret(ServerKeys());
-  absl::StatusOr<pg::ScramKeys> keys = pg::ParseScramSecret(scram_secret);
+  static const std::string scram_secret = crypto::FormatScramSecret(ServerKeys());
+  absl::StatusOr<crypto::ScramKeys> keys = crypto::ParseScramSecret(scram_secret);
   PGF_FUZZ_CHECK(keys.ok());
-  const pg::ScramKeys derived = pg::ScramKeysFromPassword(password, keys->salt, keys->iterations);
+  const crypto::ScramKeys derived =
+      crypto::ScramKeysFromPassword(password, keys->salt, keys->iterations);
   PGF_FUZZ_CHECK((derived.stored_key == keys->stored_key) == plain_ok);
   // md5: the response to a salt, compared with what a client knowing the password sends.
   const std::string salt = "\x01\x02\x03\x04";
-  const std::string expected = pg::Md5SaltedResponse(pg::Md5PasswordHash(kPassword, kUser), salt);
+  const std::string expected =
+      crypto::Md5SaltedResponse(crypto::Md5PasswordHash(kPassword, kUser), salt);
   PGF_FUZZ_CHECK(expected.size() == 35);
-  (void)pg::SecretEquals(expected, password);
+  (void)crypto::SecretEquals(expected, password);
 }
 
 // ServerConn::HandleAuthRequest for each 'R' body in turn.
 void ClientAuth(pgfleet::fuzz::RecordReader& input, bool with_keys) {
-  std::optional<pg::ScramClientExchange> scram;
+  std::optional<crypto::ScramClientExchange> scram;
   for (int i = 0; i < 4 && !input.empty(); ++i) {
     const std::string_view body = input.Record();
     pg::BodyReader reader(body);
@@ -139,8 +142,9 @@ void ClientAuth(pgfleet::fuzz::RecordReader& input, bool with_keys) {
       case pg::kAuthMd5: {
         const std::string salt(reader.Bytes(4));
         if (!reader.ok()) return;
-        PGF_FUZZ_CHECK(pg::Md5SaltedResponse(pg::Md5PasswordHash(kPassword, kUser), salt).size() ==
-                       35);
+        PGF_FUZZ_CHECK(
+            crypto::Md5SaltedResponse(crypto::Md5PasswordHash(kPassword, kUser), salt).size() ==
+            35);
         continue;
       }
       case pg::kAuthSasl: {
@@ -152,11 +156,12 @@ void ClientAuth(pgfleet::fuzz::RecordReader& input, bool with_keys) {
         }
         if (!has_scram) return;
         if (with_keys) {
-          pg::ScramKeys keys = pg::ScramKeysFromPassword(kPassword, "fuzzsalt", kIterations);
-          scram.emplace(pg::ScramClientExchange::FromKeys(keys, std::string(kClientNonce)));
+          crypto::ScramKeys keys =
+              crypto::ScramKeysFromPassword(kPassword, "fuzzsalt", kIterations);
+          scram.emplace(crypto::ScramClientExchange::FromKeys(keys, std::string(kClientNonce)));
         } else {
-          scram.emplace(pg::ScramClientExchange::FromPassword(std::string(kPassword),
-                                                              std::string(kClientNonce)));
+          scram.emplace(crypto::ScramClientExchange::FromPassword(std::string(kPassword),
+                                                                  std::string(kClientNonce)));
         }
         const std::string first = scram->ClientFirstMessage();
         PGF_FUZZ_CHECK(first.starts_with("n,,n="));
@@ -194,9 +199,10 @@ void GenuineExchange(pgfleet::fuzz::RecordReader& input) {
   // A ',' would make the rest of the nonce read as extensions, which is another test.
   if (client_nonce.find(',') != std::string::npos) return;
 
-  const pg::ScramKeys keys = pg::ScramKeysFromPassword(password, salt, iterations);
-  pg::ScramServerExchange server(keys);
-  pg::ScramClientExchange client = pg::ScramClientExchange::FromPassword(password, client_nonce);
+  const crypto::ScramKeys keys = crypto::ScramKeysFromPassword(password, salt, iterations);
+  crypto::ScramServerExchange server(keys);
+  crypto::ScramClientExchange client =
+      crypto::ScramClientExchange::FromPassword(password, client_nonce);
   client.SetUserName(user);
   absl::StatusOr<std::string> server_first = server.HandleClientFirst(client.ClientFirstMessage());
   // An empty nonce makes the client pick a random one.
@@ -213,15 +219,16 @@ void GenuineExchange(pgfleet::fuzz::RecordReader& input) {
   PGF_FUZZ_CHECK(server.keys().client_key.has_value());
 
   // The secret as auth_file stores it parses back to the same keys.
-  absl::StatusOr<pg::ScramKeys> reparsed = pg::ParseScramSecret(pg::FormatScramSecret(keys));
+  absl::StatusOr<crypto::ScramKeys> reparsed =
+      crypto::ParseScramSecret(crypto::FormatScramSecret(keys));
   PGF_FUZZ_CHECK(reparsed.ok());
   PGF_FUZZ_CHECK(reparsed->salt == keys.salt && reparsed->iterations == keys.iterations &&
                  reparsed->stored_key == keys.stored_key &&
                  reparsed->server_key == keys.server_key);
 
   // Pass-through: the recovered ClientKey logs in to a server holding the same secret.
-  pg::ScramServerExchange second_server(*reparsed);
-  pg::ScramClientExchange pass_through = pg::ScramClientExchange::FromKeys(server.keys());
+  crypto::ScramServerExchange second_server(*reparsed);
+  crypto::ScramClientExchange pass_through = crypto::ScramClientExchange::FromKeys(server.keys());
   absl::StatusOr<std::string> second_first =
       second_server.HandleClientFirst(pass_through.ClientFirstMessage());
   PGF_FUZZ_CHECK(second_first.ok());
@@ -232,23 +239,23 @@ void GenuineExchange(pgfleet::fuzz::RecordReader& input) {
   PGF_FUZZ_CHECK(pass_through.VerifyServerFinal(*second_verifier).ok());
 
   // md5: the stored form is "md5" + 32 hex digits, and the salted response has the same form.
-  const std::string stored = pg::Md5PasswordHash(password, user);
+  const std::string stored = crypto::Md5PasswordHash(password, user);
   PGF_FUZZ_CHECK(stored.size() == 35 && stored.starts_with("md5"));
-  PGF_FUZZ_CHECK(pg::Md5SaltedResponse(stored, salt).size() == 35);
+  PGF_FUZZ_CHECK(crypto::Md5SaltedResponse(stored, salt).size() == 35);
 }
 
 void ScramSecret(std::string_view secret) {
-  absl::StatusOr<pg::ScramKeys> keys = pg::ParseScramSecret(secret);
+  absl::StatusOr<crypto::ScramKeys> keys = crypto::ParseScramSecret(secret);
   if (!keys.ok()) {
     PGF_FUZZ_CHECK(keys.status().code() == absl::StatusCode::kInvalidArgument);
     return;
   }
   PGF_FUZZ_CHECK(!keys->salt.empty());
-  PGF_FUZZ_CHECK(keys->iterations >= 1 && keys->iterations <= pg::kMaxScramIterations);
-  const std::string formatted = pg::FormatScramSecret(*keys);
-  absl::StatusOr<pg::ScramKeys> again = pg::ParseScramSecret(formatted);
+  PGF_FUZZ_CHECK(keys->iterations >= 1 && keys->iterations <= crypto::kMaxScramIterations);
+  const std::string formatted = crypto::FormatScramSecret(*keys);
+  absl::StatusOr<crypto::ScramKeys> again = crypto::ParseScramSecret(formatted);
   PGF_FUZZ_CHECK(again.ok());
-  PGF_FUZZ_CHECK(pg::FormatScramSecret(*again) == formatted);
+  PGF_FUZZ_CHECK(crypto::FormatScramSecret(*again) == formatted);
 }
 
 }  // namespace

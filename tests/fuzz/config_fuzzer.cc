@@ -18,12 +18,12 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
-#include "agent/config/auth_file.h"
-#include "agent/config/config.h"
-#include "agent/config/ini_parser.h"
+#include "common/config/auth_file.h"
+#include "common/config/config.h"
+#include "common/config/ini_parser.h"
 #include "tests/fuzz/fuzz_util.h"
 
-namespace config = pgfleet::agent::config;
+namespace config = pgfleet::config;
 
 namespace {
 

@@ -9,7 +9,7 @@
 
 #include "absl/strings/ascii.h"
 #include "agent/admin/console_parse.h"
-#include "agent/config/config.h"
+#include "common/config/config.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace agent = pgfleet::agent;
@@ -40,8 +40,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (command->verb == "SET" && set.ok()) {
     PGF_FUZZ_CHECK(set->key == absl::AsciiStrToLower(set->key));
     // SET goes on to the config's per-key parser.
-    pgfleet::agent::config::Config settings;
-    (void)pgfleet::agent::config::ApplySetting(settings, set->key, set->value);
+    pgfleet::config::Config settings;
+    (void)pgfleet::config::ApplySetting(settings, set->key, set->value);
   }
   return 0;
 }

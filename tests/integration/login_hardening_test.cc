@@ -26,7 +26,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "agent/pg/auth_crypto.h"
+#include "common/auth_crypto.h"
 #include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
@@ -67,8 +67,8 @@ PostgresEnv* g_pg = nullptr;
         &g_pg));
 
 std::string ScramSecretFor(const std::string& password) {
-  return agent::pg::FormatScramSecret(
-      agent::pg::ScramKeysFromPassword(password, "fixed-test-salt!", 4096));
+  return crypto::FormatScramSecret(
+      crypto::ScramKeysFromPassword(password, "fixed-test-salt!", 4096));
 }
 
 // The user names SHOW POOLS lists for `database` ("" = every database).
@@ -223,7 +223,7 @@ absl::StatusOr<ScramAttempt> TryScram(int port, const std::string& user,
                                       const std::string& password) {
   PGF_ASSIGN_OR_RETURN(std::unique_ptr<RawClient> client, RawClient::Connect(port));
   PGF_RETURN_IF_ERROR(client->Send(StartupPacket({{"user", user}, {"database", kAppDb}})));
-  agent::pg::ScramClientExchange scram = agent::pg::ScramClientExchange::FromPassword(password);
+  crypto::ScramClientExchange scram = crypto::ScramClientExchange::FromPassword(password);
   ScramAttempt attempt;
   while (true) {
     PGF_ASSIGN_OR_RETURN(BackendMessage message, client->ReadMessage(absl::Seconds(10)));

@@ -46,7 +46,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "agent/pg/auth_crypto.h"
+#include "common/auth_crypto.h"
 #include "common/status_macros.h"
 #include "controller/store/store.h"
 #include "gtest/gtest.h"
@@ -65,7 +65,7 @@
 namespace pgfleet::testutil {
 namespace {
 
-namespace pg = ::pgfleet::agent::pg;
+namespace crypto = ::pgfleet::crypto;
 
 constexpr char kAppDb[] = "appdb";
 // [databases] entries on appdb: one logs in as kForcedUser with a password from the ini, one
@@ -121,7 +121,7 @@ PostgresOptions SharedPostgresOptions() {
 
 // ---- What must never be printed -----------------------------------------------------------
 
-std::string Digest(const pg::Sha256Digest& digest) {
+std::string Digest(const crypto::Sha256Digest& digest) {
   return std::string(reinterpret_cast<const char*>(digest.data()), digest.size());
 }
 
@@ -137,7 +137,7 @@ class SecretList {
   void AddPassword(const std::string& user, const std::string& password) {
     const std::string who = absl::StrCat("password of ", user, " (", password, ")");
     Add(who, password);
-    const std::string md5 = pg::Md5PasswordHash(password, user);
+    const std::string md5 = crypto::Md5PasswordHash(password, user);
     Add(absl::StrCat("md5 hash of the ", who), md5);
     Add(absl::StrCat("md5 hex of the ", who), md5.substr(3));
   }
@@ -154,12 +154,13 @@ class SecretList {
     ASSERT_EQ(keys_b64.size(), 2u) << secret;
     Add(absl::StrCat(what, " StoredKey (base64)"), keys_b64[0]);
     Add(absl::StrCat(what, " ServerKey (base64)"), keys_b64[1]);
-    absl::StatusOr<pg::ScramKeys> keys = pg::ParseScramSecret(secret);
+    absl::StatusOr<crypto::ScramKeys> keys = crypto::ParseScramSecret(secret);
     ASSERT_TRUE(keys.ok()) << keys.status();
     Add(absl::StrCat(what, " StoredKey (hex)"), absl::BytesToHexString(Digest(keys->stored_key)));
     Add(absl::StrCat(what, " ServerKey (hex)"), absl::BytesToHexString(Digest(keys->server_key)));
     if (password.empty()) return;
-    const pg::ScramKeys derived = pg::ScramKeysFromPassword(password, keys->salt, keys->iterations);
+    const crypto::ScramKeys derived =
+        crypto::ScramKeysFromPassword(password, keys->salt, keys->iterations);
     ASSERT_EQ(derived.stored_key, keys->stored_key) << what << ": the test has the wrong password";
     ASSERT_TRUE(derived.client_key.has_value());
     Add(absl::StrCat(what, " ClientKey (base64)"), absl::Base64Escape(Digest(*derived.client_key)));
@@ -224,28 +225,29 @@ void ExpectNoSecrets(const SecretList& secrets, const std::string& text, const s
 // nothing must be because nothing is there.
 TEST(LeakDetectorsTest, RecogniseSecretsAndAuthMessages) {
   const std::string password = "Detector-Pw-Zx8Qa1";
-  const pg::ScramKeys keys = pg::ScramKeysFromPassword(password, pg::RandomBytes(16), 4096);
-  const std::string secret = pg::FormatScramSecret(keys);
+  const crypto::ScramKeys keys =
+      crypto::ScramKeysFromPassword(password, crypto::RandomBytes(16), 4096);
+  const std::string secret = crypto::FormatScramSecret(keys);
   SecretList secrets;
   ASSERT_NO_FATAL_FAILURE(secrets.AddPassword("someone", password));
   ASSERT_NO_FATAL_FAILURE(secrets.AddScramSecret("someone", secret, password));
   const std::vector<std::string> halves = absl::StrSplit(secret, '$');
   const std::vector<std::string> stored_and_server = absl::StrSplit(halves[2], ':');
-  for (const std::string& text :
-       {password, secret, stored_and_server[0], stored_and_server[1],
-        absl::Base64Escape(Digest(*keys.client_key)), pg::Md5PasswordHash(password, "someone")}) {
+  for (const std::string& text : {password, secret, stored_and_server[0], stored_and_server[1],
+                                  absl::Base64Escape(Digest(*keys.client_key)),
+                                  crypto::Md5PasswordHash(password, "someone")}) {
     EXPECT_FALSE(secrets.FoundIn(absl::StrCat("log line: ", text, " (end)")).empty()) << text;
   }
 
-  pg::ScramClientExchange client = pg::ScramClientExchange::FromPassword(password);
-  pg::ScramServerExchange server(keys);
+  crypto::ScramClientExchange client = crypto::ScramClientExchange::FromPassword(password);
+  crypto::ScramServerExchange server(keys);
   const std::string client_first = client.ClientFirstMessage();
   PGF_ASSERT_OK_AND_ASSIGN(std::string server_first, server.HandleClientFirst(client_first));
   PGF_ASSERT_OK_AND_ASSIGN(std::string client_final, client.HandleServerFirst(server_first));
   PGF_ASSERT_OK_AND_ASSIGN(std::string server_final, server.HandleClientFinal(client_final));
   PGF_ASSERT_OK(client.VerifyServerFinal(server_final));
-  const std::string md5_response =
-      pg::Md5SaltedResponse(pg::Md5PasswordHash(password, "someone"), pg::RandomBytes(4));
+  const std::string md5_response = crypto::Md5SaltedResponse(
+      crypto::Md5PasswordHash(password, "someone"), crypto::RandomBytes(4));
   for (const std::string& message :
        {client_first, server_first, client_final, server_final, md5_response}) {
     EXPECT_FALSE(ProtocolLeaks(absl::StrCat("c=3 got: ", message, " from 127.0.0.1")).empty())
@@ -286,9 +288,9 @@ class AgentSecretsTest : public ::testing::Test {
     for (const std::vector<std::string>& row : verifiers) verifiers_[row[0]] = row[1];
     ASSERT_EQ(verifiers_.size(), 4u);
     ASSERT_TRUE(absl::StartsWith(verifiers_[kScramUser], "SCRAM-SHA-256$"));
-    ASSERT_EQ(verifiers_[kMd5User], pg::Md5PasswordHash(kMd5Password, kMd5User));
-    admin_secret_ =
-        pg::FormatScramSecret(pg::ScramKeysFromPassword(kAdminPassword, pg::RandomBytes(16), 4096));
+    ASSERT_EQ(verifiers_[kMd5User], crypto::Md5PasswordHash(kMd5Password, kMd5User));
+    admin_secret_ = crypto::FormatScramSecret(
+        crypto::ScramKeysFromPassword(kAdminPassword, crypto::RandomBytes(16), 4096));
 
     ASSERT_NO_FATAL_FAILURE(AddSecrets());
 
@@ -670,8 +672,9 @@ class ControllerTokensTest : public ::testing::Test {
 };
 
 TEST_F(ControllerTokensTest, TokensAreStoredAsSha256AndNeverLogged) {
-  const std::string bootstrap = absl::StrCat("pgf_", absl::BytesToHexString(pg::RandomBytes(32)));
-  const std::string wrong = absl::StrCat("pgf_", absl::BytesToHexString(pg::RandomBytes(32)));
+  const std::string bootstrap =
+      absl::StrCat("pgf_", absl::BytesToHexString(crypto::RandomBytes(32)));
+  const std::string wrong = absl::StrCat("pgf_", absl::BytesToHexString(crypto::RandomBytes(32)));
   const std::string db_path = dir_ + "/fleet.db";
   const std::string http_port_file = dir_ + "/http.port";
   ControllerOptions options;

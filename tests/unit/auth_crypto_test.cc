@@ -1,4 +1,4 @@
-#include "agent/pg/auth_crypto.h"
+#include "common/auth_crypto.h"
 
 #include <string>
 
@@ -8,7 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace pgfleet::agent::pg {
+namespace pgfleet::crypto {
 namespace {
 
 using ::testing::HasSubstr;
@@ -110,8 +110,8 @@ TEST(ScramSecretTest, PostgresSecretParsesAndMatchesDerivation) {
 
 TEST(ScramSecretTest, FormatParseRoundTrip) {
   // Salt lengths 1..3 exercise every base64 padding case.
-  for (const std::string& salt : {std::string("\x01"), std::string("\x00\xff", 2),
-                                 std::string("abc"), RandomBytes(16)}) {
+  for (const std::string& salt :
+       {std::string("\x01"), std::string("\x00\xff", 2), std::string("abc"), RandomBytes(16)}) {
     const ScramKeys keys = ScramKeysFromPassword("pw", salt, 10);
     const std::string secret = FormatScramSecret(keys);
     absl::StatusOr<ScramKeys> parsed = ParseScramSecret(secret);
@@ -128,21 +128,20 @@ TEST(ScramSecretTest, RejectsMalformedSecrets) {
   const std::string key = "QxS6K2xfpy5Jz8PmbK5ldyCNbAOXFTgrkf2EmIpoKLQ=";
   const std::string tail = "$" + key + ":" + key;
   for (const std::string& bad : {
-           std::string(""),
-           std::string("md54a0a68b43b6cd5cf266fa02f196e2371"),
+           std::string(""), std::string("md54a0a68b43b6cd5cf266fa02f196e2371"),
            std::string("SCRAM-SHA-1$4096:c2FsdA==") + tail,
-           std::string("SCRAM-SHA-256$4096:c2FsdA=="),                    // No keys.
-           std::string("SCRAM-SHA-256$4096c2FsdA==") + tail,              // No ':'.
-           std::string("SCRAM-SHA-256$0:c2FsdA==") + tail,                // Zero iterations.
+           std::string("SCRAM-SHA-256$4096:c2FsdA=="),        // No keys.
+           std::string("SCRAM-SHA-256$4096c2FsdA==") + tail,  // No ':'.
+           std::string("SCRAM-SHA-256$0:c2FsdA==") + tail,    // Zero iterations.
            std::string("SCRAM-SHA-256$-1:c2FsdA==") + tail,
            std::string("SCRAM-SHA-256$+4096:c2FsdA==") + tail,
-           std::string("SCRAM-SHA-256$999999999:c2FsdA==") + tail,        // Absurd.
-           std::string("SCRAM-SHA-256$4096:c2FsdA=") + tail,              // Bad padding.
-           std::string("SCRAM-SHA-256$4096:c2Fs!A==") + tail,             // Bad character.
-           std::string("SCRAM-SHA-256$4096:") + tail,                     // Empty salt.
-           std::string("SCRAM-SHA-256$4096:c2FsdA==$c2FsdA==:") + key,    // Short StoredKey.
-           std::string("SCRAM-SHA-256$4096:c2FsdA==$") + key + ":",       // Empty ServerKey.
-           std::string("SCRAM-SHA-256$4096:c2FsdA==") + tail + "$x",      // Extra field.
+           std::string("SCRAM-SHA-256$999999999:c2FsdA==") + tail,      // Absurd.
+           std::string("SCRAM-SHA-256$4096:c2FsdA=") + tail,            // Bad padding.
+           std::string("SCRAM-SHA-256$4096:c2Fs!A==") + tail,           // Bad character.
+           std::string("SCRAM-SHA-256$4096:") + tail,                   // Empty salt.
+           std::string("SCRAM-SHA-256$4096:c2FsdA==$c2FsdA==:") + key,  // Short StoredKey.
+           std::string("SCRAM-SHA-256$4096:c2FsdA==$") + key + ":",     // Empty ServerKey.
+           std::string("SCRAM-SHA-256$4096:c2FsdA==") + tail + "$x",    // Extra field.
        }) {
     absl::StatusOr<ScramKeys> parsed = ParseScramSecret(bad);
     EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << bad;
@@ -307,26 +306,24 @@ TEST(ScramExchangeTest, ServerRejectsMalformedClientFirst) {
            "n,",
            "x,,n=user,r=abc",
            "n,,",
-           "n,,r=abc",              // No user name.
-           "n,,n=user",             // No nonce.
-           "n,,n=user,r=",          // Empty nonce.
-           "n,,n=user,x=abc",       // Nonce missing, something else there.
-           "n,,n=user,r=a\x01z",    // Unprintable nonce.
-           "n,,n=user,r=abc,junk",  // Not an attribute.
-           "n,,m=ext,n=user,r=abc", // Mandatory extension.
+           "n,,r=abc",               // No user name.
+           "n,,n=user",              // No nonce.
+           "n,,n=user,r=",           // Empty nonce.
+           "n,,n=user,x=abc",        // Nonce missing, something else there.
+           "n,,n=user,r=a\x01z",     // Unprintable nonce.
+           "n,,n=user,r=abc,junk",   // Not an attribute.
+           "n,,m=ext,n=user,r=abc",  // Mandatory extension.
            "n,a=admin,n=user,r=abc",
        }) {
     ScramServerExchange server(ServerKeys("pw", "salt", 16), "srv");
-    EXPECT_EQ(server.HandleClientFirst(message).status().code(),
-              absl::StatusCode::kInvalidArgument)
+    EXPECT_EQ(server.HandleClientFirst(message).status().code(), absl::StatusCode::kInvalidArgument)
         << message;
   }
 }
 
 TEST(ScramExchangeTest, ServerRejectsChannelBindingRequest) {
   ScramServerExchange server(ServerKeys("pw", "salt", 16), "srv");
-  const absl::Status status =
-      server.HandleClientFirst("p=tls-server-end-point,,n=,r=abc").status();
+  const absl::Status status = server.HandleClientFirst("p=tls-server-end-point,,n=,r=abc").status();
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status.message(), HasSubstr("SCRAM-SHA-256-PLUS"));
 }
@@ -337,10 +334,9 @@ TEST(ScramExchangeTest, ServerAcceptsExtensionsAndYFlag) {
   ASSERT_TRUE(server_first.ok()) << server_first.status();
   EXPECT_EQ(*server_first, "r=abcsrv,s=c2FsdA==,i=16");
   // With "y", c= must be base64("y,,") = "eSws"; "biws" would be a downgrade.
-  EXPECT_EQ(server.HandleClientFinal("c=biws,r=abcsrv,p=" + std::string(43, 'A') + "=")
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      server.HandleClientFinal("c=biws,r=abcsrv,p=" + std::string(43, 'A') + "=").status().code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ScramExchangeTest, ServerRejectsMalformedClientFinal) {
@@ -348,22 +344,21 @@ TEST(ScramExchangeTest, ServerRejectsMalformedClientFinal) {
   const std::string nonce = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
   for (const std::string& message : {
            std::string(""),
-           "c=biws," + nonce,                                  // No proof.
-           "c=biws," + proof,                                  // No nonce.
-           nonce + "," + proof,                                // No channel binding.
-           "c=biws," + proof + "," + nonce,                    // Proof not last.
-           "c=eSws," + nonce + "," + proof,                    // "y,," but client sent "n,,".
-           "c=bi!s," + nonce + "," + proof,                    // Bad base64 channel binding.
-           "c=biws," + nonce + ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ",  // No padding.
+           "c=biws," + nonce,                // No proof.
+           "c=biws," + proof,                // No nonce.
+           nonce + "," + proof,              // No channel binding.
+           "c=biws," + proof + "," + nonce,  // Proof not last.
+           "c=eSws," + nonce + "," + proof,  // "y,," but client sent "n,,".
+           "c=bi!s," + nonce + "," + proof,  // Bad base64 channel binding.
+           "c=biws," + nonce + ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ",   // No padding.
            "c=biws," + nonce + ",p=dHzbZapW!k4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",  // Bad char.
            "c=biws," + nonce + ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndQ==",  // 31 bytes.
-           "c=biws," + nonce + ",p=",                          // Empty proof.
-           "c=biws," + nonce + ",garbage," + proof,            // Not an attribute.
+           "c=biws," + nonce + ",p=",                                              // Empty proof.
+           "c=biws," + nonce + ",garbage," + proof,  // Not an attribute.
        }) {
     ScramServerExchange server(ServerKeys(kRfcPassword, RfcSalt()), kRfcServerNonce);
     ASSERT_TRUE(server.HandleClientFirst(kRfcClientFirst).ok());
-    EXPECT_EQ(server.HandleClientFinal(message).status().code(),
-              absl::StatusCode::kInvalidArgument)
+    EXPECT_EQ(server.HandleClientFinal(message).status().code(), absl::StatusCode::kInvalidArgument)
         << message;
   }
 }
@@ -376,34 +371,30 @@ TEST(ScramExchangeTest, ServerIgnoresClientFinalExtensions) {
   const std::string message =
       "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,x=1,"
       "p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
-  EXPECT_EQ(server.HandleClientFinal(message).status().code(),
-            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(server.HandleClientFinal(message).status().code(), absl::StatusCode::kPermissionDenied);
 }
 
 TEST(ScramExchangeTest, ClientRejectsMalformedServerFirst) {
   const std::string nonce = "r=rOprNGfwEbeRWgbNEkqO%hvYD";
   for (const std::string& message : {
            std::string(""),
-           nonce,                                                  // No salt, no count.
-           nonce + ",s=W22ZaJ0SNY7soEsUEjb6gQ==",                  // No count.
-           nonce + ",i=4096",                                      // No salt.
-           nonce + ",s=W22ZaJ0SNY7soEsUEjb6gQ=,i=4096",            // Bad padding.
-           nonce + ",s=W22ZaJ0SNY7so@sUEjb6gQ==,i=4096",           // Bad character.
-           nonce + ",s=,i=4096",                                   // Empty salt.
-           nonce + ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=0",
-           nonce + ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=-1",
-           nonce + ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=",
-           nonce + ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096x",
+           nonce,                                         // No salt, no count.
+           nonce + ",s=W22ZaJ0SNY7soEsUEjb6gQ==",         // No count.
+           nonce + ",i=4096",                             // No salt.
+           nonce + ",s=W22ZaJ0SNY7soEsUEjb6gQ=,i=4096",   // Bad padding.
+           nonce + ",s=W22ZaJ0SNY7so@sUEjb6gQ==,i=4096",  // Bad character.
+           nonce + ",s=,i=4096",                          // Empty salt.
+           nonce + ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=0", nonce + ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=-1",
+           nonce + ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=", nonce + ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096x",
            nonce + ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=99999999999999999999",  // Absurd.
            nonce + ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=" + std::to_string(kMaxScramIterations + 1),
            nonce + ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,junk",
            "m=ext," + nonce + ",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
-           "s=W22ZaJ0SNY7soEsUEjb6gQ==," + nonce + ",i=4096",      // Wrong order.
+           "s=W22ZaJ0SNY7soEsUEjb6gQ==," + nonce + ",i=4096",  // Wrong order.
        }) {
     ScramClientExchange client = ScramClientExchange::FromPassword(kRfcPassword, kRfcClientNonce);
     client.ClientFirstMessage();
-    EXPECT_EQ(client.HandleServerFirst(message).status().code(),
-              absl::StatusCode::kInvalidArgument)
+    EXPECT_EQ(client.HandleServerFirst(message).status().code(), absl::StatusCode::kInvalidArgument)
         << message;
   }
 }
@@ -498,4 +489,4 @@ TEST(ScramFromKeysTest, RecoveredKeysFromWrongSecretAreRejectedByServer) {
 }
 
 }  // namespace
-}  // namespace pgfleet::agent::pg
+}  // namespace pgfleet::crypto

@@ -1,4 +1,4 @@
-#include "agent/config/auth_file.h"
+#include "common/config/auth_file.h"
 
 #include <unistd.h>
 
@@ -9,7 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace pgfleet::agent::config {
+namespace pgfleet::config {
 namespace {
 
 using ::testing::HasSubstr;
@@ -123,8 +123,8 @@ TEST(AuthFileTest, ErrorsNameFileAndLine) {
 }
 
 TEST(AuthFileTest, LoadsFromDisk) {
-  const std::string path = ::testing::TempDir() + "/pgfleet_auth_file_test_" +
-                           std::to_string(getpid()) + ".txt";
+  const std::string path =
+      ::testing::TempDir() + "/pgfleet_auth_file_test_" + std::to_string(getpid()) + ".txt";
   {
     std::ofstream out(path);
     out << "\"alice\" \"md54a0a68b43b6cd5cf266fa02f196e2371\"\n\"bob\"\n";
@@ -151,4 +151,4 @@ TEST(AuthFileTest, MissingFileIsNotFound) {
 }
 
 }  // namespace
-}  // namespace pgfleet::agent::config
+}  // namespace pgfleet::config

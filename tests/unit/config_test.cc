@@ -1,4 +1,4 @@
-#include "agent/config/config.h"
+#include "common/config/config.h"
 
 #include <stdlib.h>
 
@@ -8,11 +8,11 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "agent/config/ini_parser.h"
+#include "common/config/ini_parser.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace pgfleet::agent::config {
+namespace pgfleet::config {
 namespace {
 
 using ::testing::AllOf;
@@ -1013,4 +1013,4 @@ TEST(ConfigSetTest, RejectsKeysThatNeedARestart) {
 }
 
 }  // namespace
-}  // namespace pgfleet::agent::config
+}  // namespace pgfleet::config

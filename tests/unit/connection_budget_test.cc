@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
-#include "agent/config/config.h"
+#include "common/config/config.h"
 
 namespace pgfleet::controller {
 namespace {
@@ -14,10 +14,10 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
 
-agent::config::Config Parse(const std::string& ini) {
-  absl::StatusOr<agent::config::Config> config = agent::config::ParseConfig(ini, "test.ini");
+config::Config Parse(const std::string& ini) {
+  absl::StatusOr<config::Config> config = config::ParseConfig(ini, "test.ini");
   EXPECT_TRUE(config.ok()) << config.status();
-  return config.ok() ? *config : agent::config::Config{};
+  return config.ok() ? *config : config::Config{};
 }
 
 std::map<std::string, pgfleet::v1::ServerLimits> Limits(const std::string& address, int max,
@@ -30,7 +30,7 @@ std::map<std::string, pgfleet::v1::ServerLimits> Limits(const std::string& addre
 }
 
 TEST(ServerConnectionsTest, SumsPoolAndReservePerServerAndAppliesCaps) {
-  agent::config::Config config = Parse(
+  config::Config config = Parse(
       "[databases]\n"
       "app = host=db1 port=5432\n"
       "reports = host=db1 port=5432 pool_size=5 reserve_pool=1\n"
@@ -40,7 +40,7 @@ TEST(ServerConnectionsTest, SumsPoolAndReservePerServerAndAppliesCaps) {
       "[pgbouncer]\n"
       "default_pool_size = 20\n"
       "reserve_pool_size = 2\n");
-  std::map<std::string, int> by_address = agent::config::MaxServerConnectionsByAddress(config);
+  std::map<std::string, int> by_address = config::MaxServerConnectionsByAddress(config);
   // app: 20 + 2, reports: 5 + 1; capped by its max_db_connections; "*" is not counted.
   EXPECT_THAT(by_address, ElementsAre(std::pair<const std::string, int>(
                                           "/var/run/postgresql/.s.PGSQL.5433", 22),
@@ -49,7 +49,7 @@ TEST(ServerConnectionsTest, SumsPoolAndReservePerServerAndAppliesCaps) {
 }
 
 TEST(ConnectionBudgetTest, WithinBudgetPasses) {
-  agent::config::Config config = Parse(
+  config::Config config = Parse(
       "[databases]\napp = host=db1 port=5432\n"
       "[pgbouncer]\ndefault_pool_size = 20\n");
   // 4 x 20 = 80 <= 100 - 3 - 10.
@@ -59,7 +59,7 @@ TEST(ConnectionBudgetTest, WithinBudgetPasses) {
 }
 
 TEST(ConnectionBudgetTest, OverBudgetIsRefusedWithTheArithmetic) {
-  agent::config::Config config = Parse(
+  config::Config config = Parse(
       "[databases]\napp = host=db1 port=5432\n"
       "[pgbouncer]\ndefault_pool_size = 25\n");
   // 4 x 25 = 100 > 100 - 3 - 10 = 87.
@@ -72,7 +72,7 @@ TEST(ConnectionBudgetTest, OverBudgetIsRefusedWithTheArithmetic) {
 }
 
 TEST(ConnectionBudgetTest, ExplicitReserveReplacesTheDefault) {
-  agent::config::Config config = Parse(
+  config::Config config = Parse(
       "[databases]\napp = host=db1 port=5432\n"
       "[pgbouncer]\ndefault_pool_size = 24\n");
   // 4 x 24 = 96: over 87 with the default reserve (10), within 100 - 3 - 1 = 96 with 1.
@@ -85,7 +85,7 @@ TEST(ConnectionBudgetTest, ExplicitReserveReplacesTheDefault) {
 }
 
 TEST(ConnectionBudgetTest, UnknownServerIsAWarningNotARefusal) {
-  agent::config::Config config = Parse(
+  config::Config config = Parse(
       "[databases]\napp = host=db1 port=5432\n"
       "other = host=db9 port=5432\n[pgbouncer]\n");
   BudgetCheck check = CheckConnectionBudget(config, 3, Limits("db1:5432", 500, 3), 0);

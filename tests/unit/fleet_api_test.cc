@@ -7,8 +7,8 @@
 #include <stdlib.h>
 
 #include <chrono>
-#include <cstdio>
 #include <condition_variable>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -365,7 +365,7 @@ TEST_F(FleetApiTest, PushConfigStoresVersionsAndAudits) {
 }
 
 // KNOWN BUG (disabled, fails): FleetApi::PushConfig validates the pushed text with
-// agent::config::ParseConfig(text, "pushed.ini"), which follows %include directives on the
+// config::ParseConfig(text, "pushed.ini"), which follows %include directives on the
 // *controller's* file system. An operator can make the controller read any file it can read,
 // and the parse error echoes the first offending line back through the API (e.g. pushing
 // "%include /etc/passwd" answers "... expected '=' after 'root:x:0:0:root:/root:/bin/bash'").
@@ -455,7 +455,8 @@ TEST_F(FleetApiTest, NackIsRecorded) {
   pgfleet::v1::GetAgentRequest get;
   get.set_agent_id("a1");
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::Agent proto, api_->GetAgent(kViewer, get));
-  EXPECT_EQ(proto.last_error(), absl::StrCat("v", v1.version(), ": auth_file /etc/x: no such file"));
+  EXPECT_EQ(proto.last_error(),
+            absl::StrCat("v", v1.version(), ": auth_file /etc/x: no such file"));
 
   // A new desired version is sent, and its ACK clears the error.
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ConfigVersion v2, Push("dev", kValidIni2));

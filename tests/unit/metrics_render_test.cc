@@ -180,7 +180,8 @@ class Exposition {
     }
     sample.value = std::string(line.substr(i + 1));
     double parsed;
-    EXPECT_TRUE(absl::SimpleAtod(sample.value, &parsed) && sample.value.find(' ') == std::string::npos)
+    EXPECT_TRUE(absl::SimpleAtod(sample.value, &parsed) &&
+                sample.value.find(' ') == std::string::npos)
         << "bad value (timestamps are not expected): " << line;
     return sample;
   }
@@ -280,18 +281,17 @@ TEST_F(MetricsTest, RendersValidExpositionWithPoolAndDatabaseValues) {
   EXPECT_EQ(exp.Value("pgbouncer_stats_totals_received_bytes_total", appdb), "1000");
   EXPECT_EQ(exp.Value("pgbouncer_stats_totals_sent_bytes_total", appdb), "2000");
   EXPECT_EQ(exp.Value("pgbouncer_stats_totals_server_in_transaction_seconds_total", appdb), "2");
-  EXPECT_EQ(exp.Value("pgbouncer_stats_totals_queries_duration_seconds_total", appdb),
-            "0.00025");
+  EXPECT_EQ(exp.Value("pgbouncer_stats_totals_queries_duration_seconds_total", appdb), "0.00025");
   EXPECT_EQ(exp.Value("pgbouncer_stats_totals_client_wait_seconds_total", appdb), "3");
   EXPECT_EQ(exp.families().at("pgbouncer_stats_totals_queries_pooled_total").type, "counter");
   EXPECT_EQ(exp.Value("pgbouncer_stats_totals_queries_pooled_total", {{"database", "otherdb"}}),
             "0");
 
-  const std::map<std::string, std::string> appdb_db = {
-      {"name", "appdb"},  {"host", "127.0.0.1"}, {"port", "1"},
-      {"database", "x"},  {"force_user", ""},    {"pool_mode", ""}};
+  const std::map<std::string, std::string> appdb_db = {{"name", "appdb"},  {"host", "127.0.0.1"},
+                                                       {"port", "1"},      {"database", "x"},
+                                                       {"force_user", ""}, {"pool_mode", ""}};
   const std::map<std::string, std::string> otherdb_db = {
-      {"name", "otherdb"},    {"host", "127.0.0.1"},        {"port", "2"},
+      {"name", "otherdb"},     {"host", "127.0.0.1"},    {"port", "2"},
       {"database", "otherdb"}, {"force_user", "forced"}, {"pool_mode", "transaction"}};
   EXPECT_EQ(exp.Value("pgbouncer_databases_pool_size", appdb_db), "7");
   EXPECT_EQ(exp.Value("pgbouncer_databases_pool_size", otherdb_db), "20");
@@ -310,9 +310,8 @@ TEST_F(MetricsTest, EscapesLabelValuesAndReplacesInvalidUtf8) {
   ASSERT_NE(agent_->GetPool("appdb", std::string("bad\xff\xc3(", 6)), nullptr);
   ASSERT_NE(agent_->GetPool("appdb", "caf\xc3\xa9"), nullptr);
   const std::string text = RenderPrometheusMetrics(*agent_, MonotonicMicros());
-  EXPECT_THAT(text, HasSubstr(
-                        "pgbouncer_pools_server_idle_connections{database=\"appdb\","
-                        "user=\"we\\\"ird\\\\user\\nname\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("pgbouncer_pools_server_idle_connections{database=\"appdb\","
+                              "user=\"we\\\"ird\\\\user\\nname\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("user=\"bad\xEF\xBF\xBD\xEF\xBF\xBD(\"}"));
   EXPECT_THAT(text, HasSubstr("user=\"caf\xc3\xa9\"}"));
   Exposition exp(text);
@@ -326,13 +325,12 @@ TEST_F(MetricsTest, NoPoolsStillRendersEveryFamilyHeader) {
   Exposition exp(text);
   EXPECT_THAT(text, HasSubstr("# TYPE pgbouncer_pools_client_active_connections gauge\n"));
   EXPECT_THAT(text, Not(HasSubstr("pgbouncer_pools_client_active_connections{")));
-  EXPECT_EQ(exp.Value("pgbouncer_databases_current_connections",
-                      {{"name", "appdb"},
-                       {"host", "127.0.0.1"},
-                       {"port", "1"},
-                       {"database", "x"},
-                       {"force_user", ""},
-                       {"pool_mode", ""}}),
+  EXPECT_EQ(exp.Value("pgbouncer_databases_current_connections", {{"name", "appdb"},
+                                                                  {"host", "127.0.0.1"},
+                                                                  {"port", "1"},
+                                                                  {"database", "x"},
+                                                                  {"force_user", ""},
+                                                                  {"pool_mode", ""}}),
             "0");
 }
 
@@ -340,11 +338,11 @@ TEST_F(MetricsTest, ReportsPausedAndDisabledDatabases) {
   ASSERT_NE(agent_->GetPool("otherdb", "alice"), nullptr);
   PGF_ASSERT_OK(agent_->Pause("appdb", std::nullopt));
   agent_->SetDisabled("otherdb", true);
-  const std::map<std::string, std::string> appdb = {
-      {"name", "appdb"}, {"host", "127.0.0.1"}, {"port", "1"},
-      {"database", "x"}, {"force_user", ""},    {"pool_mode", ""}};
+  const std::map<std::string, std::string> appdb = {{"name", "appdb"},  {"host", "127.0.0.1"},
+                                                    {"port", "1"},      {"database", "x"},
+                                                    {"force_user", ""}, {"pool_mode", ""}};
   const std::map<std::string, std::string> otherdb = {
-      {"name", "otherdb"},     {"host", "127.0.0.1"},     {"port", "2"},
+      {"name", "otherdb"},     {"host", "127.0.0.1"},    {"port", "2"},
       {"database", "otherdb"}, {"force_user", "forced"}, {"pool_mode", "transaction"}};
   {
     Exposition exp(RenderPrometheusMetrics(*agent_, MonotonicMicros()));
@@ -365,7 +363,7 @@ TEST_F(MetricsTest, ReportsPausedAndDisabledDatabases) {
 
 TEST_F(MetricsTest, StandaloneAgentReportsNoControllerLink) {
   Exposition exp(RenderPrometheusMetrics(*agent_, MonotonicMicros()));
-  EXPECT_EQ(exp.Value("pgfleet_agent_config_version", {}), "0");
+  EXPECT_EQ(exp.Value("pgfleet_config_version", {}), "0");
   EXPECT_EQ(exp.Value("pgfleet_agent_controller_link_up", {}), "0");
   EXPECT_EQ(exp.Value("pgfleet_agent_paused", {}), "0");
 }
@@ -427,7 +425,8 @@ HttpResult Fetch(Agent& agent, int port, const std::string& request) {
 }
 
 std::string Get(const std::string& path, const std::string& method = "GET") {
-  return absl::StrCat(method, " ", path, " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  return absl::StrCat(method, " ", path,
+                      " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
 }
 
 TEST_F(MetricsTest, ServerAnswersMetricsHealthz404And405) {

@@ -7,11 +7,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "agent/config/config.h"
-#include "agent/pg/auth_crypto.h"
+#include "common/auth_crypto.h"
+#include "common/config/config.h"
 #include "gtest/gtest.h"
 
-namespace pgfleet::agent::pg {
+namespace pgfleet::crypto {
 namespace {
 
 // HMAC-SHA-256 through OpenSSL directly, not through the code under test.
@@ -70,4 +70,4 @@ TEST(AutodbIdleTimeoutTest, ParsedInSecondsWithPgBouncersDefault) {
 }
 
 }  // namespace
-}  // namespace pgfleet::agent::pg
+}  // namespace pgfleet::crypto

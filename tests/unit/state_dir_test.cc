@@ -11,8 +11,8 @@
 #include <thread>
 #include <vector>
 
-#include "agent/config/config.h"
 #include "agent/link/fleet_agent.h"
+#include "common/config/config.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/status_testing.h"

@@ -11,9 +11,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "agent/config/ini_parser.h"
+#include "common/config/ini_parser.h"
 
-namespace pgfleet::agent::config {
+namespace pgfleet::config {
 
 enum class PoolMode { kSession, kTransaction, kStatement };
 enum class AuthType { kTrust, kPlain, kMd5, kScramSha256, kAny };
@@ -179,4 +179,4 @@ std::vector<ConfigEntry> DescribeConfig(const Config& config);
 // e.g. "key 'default_pool_size': invalid integer 'abc'").
 absl::Status ApplySetting(Config& config, const std::string& key, const std::string& value);
 
-}  // namespace pgfleet::agent::config
+}  // namespace pgfleet::config

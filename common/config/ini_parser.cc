@@ -1,4 +1,4 @@
-#include "agent/config/ini_parser.h"
+#include "common/config/ini_parser.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -17,7 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "common/status_macros.h"
 
-namespace pgfleet::agent::config {
+namespace pgfleet::config {
 namespace {
 
 struct IniState {
@@ -204,4 +204,4 @@ absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
   return contents;
 }
 
-}  // namespace pgfleet::agent::config
+}  // namespace pgfleet::config

@@ -10,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace pgfleet::agent::pg {
+namespace pgfleet::crypto {
 
 // Lower-case hex MD5 of `data`.
 std::string Md5Hex(std::string_view data);
@@ -112,4 +112,4 @@ class ScramClientExchange {
   std::string expected_server_signature_;  // Raw bytes; empty until HandleServerFirst succeeds.
 };
 
-}  // namespace pgfleet::agent::pg
+}  // namespace pgfleet::crypto

@@ -1,4 +1,4 @@
-#include "agent/pg/auth_crypto.h"
+#include "common/auth_crypto.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -14,7 +14,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
-namespace pgfleet::agent::pg {
+namespace pgfleet::crypto {
 namespace {
 
 constexpr std::string_view kScramPrefix = "SCRAM-SHA-256$";
@@ -523,4 +523,4 @@ absl::Status ScramClientExchange::VerifyServerFinal(std::string_view server_fina
   return absl::OkStatus();
 }
 
-}  // namespace pgfleet::agent::pg
+}  // namespace pgfleet::crypto

@@ -1,7 +1,7 @@
 // pgbouncer.ini semantics on top of ini_parser: sections, PgBouncer's keys and their value
 // syntax, [databases]/[users] connection strings. The rule throughout is that a file
 // PgBouncer 1.18 loads must load here too: keys we do not implement are warnings, not errors.
-#include "agent/config/config.h"
+#include "common/config/config.h"
 
 #include <algorithm>
 #include <climits>
@@ -19,10 +19,10 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
-#include "agent/config/ini_parser.h"
+#include "common/config/ini_parser.h"
 #include "common/status_macros.h"
 
-namespace pgfleet::agent::config {
+namespace pgfleet::config {
 namespace {
 
 // ---- Value syntax. Each parser returns the reason alone; callers add file, line and key.
@@ -848,4 +848,4 @@ absl::Status ApplySetting(Config& config, const std::string& key, const std::str
   return absl::OkStatus();
 }
 
-}  // namespace pgfleet::agent::config
+}  // namespace pgfleet::config

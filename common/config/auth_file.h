@@ -7,7 +7,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace pgfleet::agent::config {
+namespace pgfleet::config {
 
 enum class SecretKind { kPlain, kMd5, kScramSha256 };
 
@@ -23,4 +23,4 @@ using AuthFile = std::map<std::string, UserSecret>;
 absl::StatusOr<AuthFile> LoadAuthFile(const std::string& path);
 absl::StatusOr<AuthFile> ParseAuthFile(const std::string& text, const std::string& path);
 
-}  // namespace pgfleet::agent::config
+}  // namespace pgfleet::config

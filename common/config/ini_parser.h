@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace pgfleet::agent::config {
+namespace pgfleet::config {
 
 // PgBouncer's (libusual's) MAX_INCLUDE: the top file is depth 0, an %include in a file at
 // this depth is refused. It also ends include loops that the loop check cannot see.
@@ -38,4 +38,4 @@ absl::StatusOr<std::vector<IniEntry>> ParseIni(const std::string& text, const st
 // Reads a whole file. NotFound / PermissionDenied / ... naming `path` and the errno text.
 absl::StatusOr<std::string> ReadTextFile(const std::string& path);
 
-}  // namespace pgfleet::agent::config
+}  // namespace pgfleet::config

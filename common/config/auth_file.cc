@@ -1,4 +1,4 @@
-#include "agent/config/auth_file.h"
+#include "common/config/auth_file.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -10,9 +10,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "agent/pg/auth_crypto.h"
+#include "common/auth_crypto.h"
 
-namespace pgfleet::agent::config {
+namespace pgfleet::config {
 namespace {
 
 absl::Status LineError(const std::string& path, int line_number, std::string_view message) {
@@ -99,7 +99,7 @@ absl::StatusOr<AuthFile> ParseAuthFile(const std::string& text, const std::strin
     if (IsMd5Hash(entry.secret)) {
       entry.kind = SecretKind::kMd5;
     } else if (entry.secret.starts_with("SCRAM-SHA-256$")) {
-      absl::StatusOr<pg::ScramKeys> keys = pg::ParseScramSecret(entry.secret);
+      absl::StatusOr<crypto::ScramKeys> keys = crypto::ParseScramSecret(entry.secret);
       if (!keys.ok()) {
         return LineError(path, line_number,
                          absl::StrCat("user \"", entry.user, "\": ", keys.status().message()));
@@ -140,4 +140,4 @@ absl::StatusOr<AuthFile> LoadAuthFile(const std::string& path) {
   return ParseAuthFile(contents, path);
 }
 
-}  // namespace pgfleet::agent::config
+}  // namespace pgfleet::config
