@@ -17,6 +17,7 @@
 #include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
@@ -27,48 +28,15 @@
 namespace pgfleet::testutil {
 namespace {
 
-constexpr char kAppUser[] = "app";
-constexpr char kAppPassword[] = "app-Secret-42";
-constexpr char kAppDb[] = "appdb";
-constexpr char kAppdbBackendsSql[] =
-    "select count(*) from pg_stat_activity where datname = 'appdb' and "
-    "backend_type = 'client backend' and pid <> pg_backend_pid()";
+[[maybe_unused]] auto* const kCluster = RegisterSharedPostgres();
 
-PostgresEnv* g_pg = nullptr;
-
-[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new SharedPostgres(
-        PostgresOptions{},
-        [](PostgresEnv& pg) -> absl::Status {
-          PGF_RETURN_IF_ERROR(pg.CreateUser(kAppUser, kAppPassword));
-          return pg.CreateDatabase(kAppDb, kAppUser);
-        },
-        &g_pg));
-
-class SqlDeallocateTest : public ::testing::Test {
+class SqlDeallocateTest : public AgentTest {
  protected:
   void SetUp() override {
-    ASSERT_NE(g_pg, nullptr) << "the shared PostgreSQL cluster did not start";
-    PGF_ASSERT_OK(PollUntil(
-        [](std::string* note) -> absl::StatusOr<bool> {
-          absl::StatusOr<Rows> rows = g_pg->Exec(kAppdbBackendsSql);
-          if (!rows.ok()) return rows.status();
-          *note = absl::StrCat((*rows)[0][0], " backends on appdb");
-          return (*rows)[0][0] == "0";
-        },
-        absl::Seconds(15), "PostgreSQL to drop the previous test's connections"));
-    AgentOptions options;
-    options.databases_section =
-        absl::StrCat(kAppDb, " = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb, "\n");
-    options.pgbouncer_settings = {{"auth_type", "scram-sha-256"},
-                                  {"pool_mode", "transaction"},
-                                  {"default_pool_size", "1"},
-                                  {"max_prepared_statements", "100"},
-                                  {"max_client_conn", "50"}};
-    options.userlist = {{kAppUser, kAppPassword}};
-    absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(options);
-    ASSERT_TRUE(agent.ok()) << agent.status();
-    agent_ = std::move(*agent);
+    ASSERT_NO_FATAL_FAILURE(AgentTest::SetUp());
+    ASSERT_NO_FATAL_FAILURE(StartAgent({{"default_pool_size", "1"},
+                                        {"max_prepared_statements", "100"},
+                                        {"max_client_conn", "50"}}));
     PGF_ASSERT_OK_AND_ASSIGN(a_, ConnectApp());
     PGF_ASSERT_OK_AND_ASSIGN(b_, ConnectApp());
     PgResult prepared(PQprepare(b_.get(), "b_double", "select $1::int * 2", 0, nullptr));
@@ -85,21 +53,7 @@ class SqlDeallocateTest : public ::testing::Test {
   void TearDown() override {
     a_.reset();
     b_.reset();
-    if (agent_ != nullptr) {
-      absl::StatusOr<int> exit_status = agent_->Stop(absl::Seconds(10));
-      EXPECT_TRUE(exit_status.ok()) << exit_status.status();
-      if (exit_status.ok() && !UsingForeignAgentBinary()) {
-        EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0)
-            << "agent did not exit cleanly on SIGTERM: " << DescribeWaitStatus(*exit_status);
-      }
-      EXPECT_EQ(agent_->SanitizerReport(), "") << "agent.stderr reports problems";
-      if (HasFailure()) std::cerr << agent_->Diagnostics();
-    }
-    agent_.reset();
-  }
-
-  absl::StatusOr<PgConn> ConnectApp() const {
-    return Connect(agent_->ConnString(kAppDb, kAppUser, kAppPassword));
+    AgentTest::TearDown();
   }
 
   absl::StatusOr<std::string> RunB(int value) {
@@ -127,7 +81,6 @@ class SqlDeallocateTest : public ::testing::Test {
     ASSERT_NO_FATAL_FAILURE(ExpectBWorks(6, context + " (again)"));
   }
 
-  std::unique_ptr<AgentProcess> agent_;
   PgConn a_;
   PgConn b_;
   std::string server_name_;
