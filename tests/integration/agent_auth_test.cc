@@ -33,6 +33,9 @@
 #include "pgfleet/v1/fleet.pb.h"
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/controller_process.h"
+#include "tests/testutil/fixtures.h"
+#include "tests/testutil/fleet_fixture.h"
+#include "tests/testutil/json.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
@@ -44,63 +47,22 @@ constexpr char kAdminToken[] = "pgf_agent-auth-test-bootstrap-admin";
 // In prod's config only: it must never reach an agent that is not prod's.
 constexpr char kProdSecret[] = "prod-Db-Secret-4711";
 
-template <typename Message>
-absl::StatusOr<Message> ParseJson(const std::string& text) {
-  Message message;
-  google::protobuf::util::JsonParseOptions options;
-  options.ignore_unknown_fields = true;
-  auto status = google::protobuf::util::JsonStringToMessage(text, &message, options);
-  if (!status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("bad JSON: ", text));
-  }
-  return message;
-}
-
-int CountOccurrences(const std::string& text, const std::string& needle) {
-  int count = 0;
-  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
-    ++count;
-  }
-  return count;
-}
-
-class AgentAuthTest : public ::testing::Test {
+class AgentAuthTest : public FleetFixture {
  protected:
-  void SetUp() override {
-    char dir_template[] = "/tmp/pgfleet-agent-auth-XXXXXX";
-    ASSERT_NE(mkdtemp(dir_template), nullptr);
-    dir_ = dir_template;
-  }
+  AgentAuthTest() : FleetFixture("pgfleet-agent-auth") {}
 
-  void TearDown() override {
-    if (HasFailure()) {
-      for (auto& [id, agent] : agents_)
-        std::cerr << "=== agent " << id << "\n" << agent->Diagnostics();
-      if (controller_ != nullptr) std::cerr << controller_->Diagnostics();
-    }
-    agents_.clear();
-    controller_.reset();
-    std::error_code error;
-    std::filesystem::remove_all(dir_, error);
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(FleetFixture::SetUp());
+    token_ = kAdminToken;
+    // Refused agents and cut links are what these tests make; their exits are not judged.
+    expect_clean_exits_ = false;
   }
 
   void StartController(std::vector<std::string> extra_args, bool insecure_agents = false) {
     ControllerOptions options;
-    options.bootstrap_token = kAdminToken;
     options.insecure_agents = insecure_agents;
     options.extra_args = std::move(extra_args);
-    PGF_ASSERT_OK_AND_ASSIGN(controller_, ControllerProcess::Start(options));
-  }
-
-  FleetctlResult Ctl(const std::vector<std::string>& args) const {
-    absl::StatusOr<FleetctlResult> result =
-        RunFleetctl(args, kAdminToken, controller_->address(), ctl_options_);
-    if (!result.ok()) {
-      FleetctlResult failed;
-      failed.stderr_text = result.status().ToString();
-      return failed;
-    }
-    return *result;
+    FleetFixture::StartController(std::move(options));
   }
 
   // A join token minted through the API, as an operator would; returns the secret.
@@ -126,17 +88,13 @@ class AgentAuthTest : public ::testing::Test {
     return path;
   }
 
-  std::string StateDir(const std::string& id) const { return absl::StrCat(dir_, "/state-", id); }
-
   // Agent `id` asking to join `env`, with `more` flags (--join-token-file, --tls-*).
   AgentProcess* StartAgent(const std::string& id, const std::string& env,
                            const std::vector<std::string>& more = {}) {
     AgentOptions options;
     options.databases_section = "appdb = host=127.0.0.1 port=1 dbname=appdb\n";
     options.userlist = {{"app", "app-password"}};
-    options.extra_args = {absl::StrCat("--controller=", controller_->address()),
-                          absl::StrCat("--env=", env), absl::StrCat("--agent-id=", id),
-                          absl::StrCat("--state-dir=", StateDir(id))};
+    options.extra_args = LinkArgs(id, env, controller_->address());
     options.extra_args.insert(options.extra_args.end(), more.begin(), more.end());
     absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(options);
     EXPECT_TRUE(agent.ok()) << id << ": " << agent.status();
@@ -222,11 +180,6 @@ class AgentAuthTest : public ::testing::Test {
     PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ListAgentsResponse list, ListAgents());
     for (const auto& agent : list.agents()) EXPECT_NE(agent.agent_id(), id);
   }
-
-  std::string dir_;
-  std::unique_ptr<ControllerProcess> controller_;
-  std::map<std::string, std::unique_ptr<AgentProcess>> agents_;
-  FleetctlOptions ctl_options_;
 };
 
 // --- Certificates bind the environment ---------------------------------------------------------

@@ -35,6 +35,7 @@
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/console.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/free_port.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
@@ -43,14 +44,6 @@
 
 namespace pgfleet::testutil {
 namespace {
-
-constexpr char kAdminUser[] = "admin";
-constexpr char kAdminPassword[] = "admin-Startup-3";
-
-bool KeepTestDirs() {
-  const char* keep = std::getenv("PGFLEET_KEEP_TEST_DIRS");
-  return keep != nullptr && std::string(keep) == "1";
-}
 
 // Text a sanitizer or a crash leaves on stderr.
 bool LooksLikeACrash(const std::string& text) {
@@ -83,21 +76,11 @@ class PortSquatter {
 class AgentStartupTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/pgfleet-startup-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    PGF_ASSERT_OK(temp_dir_.Create("pgfleet-startup"));
+    dir_ = temp_dir_.path();
     PGF_ASSERT_OK(WriteFile(dir_ + "/users.txt", UserlistLine(kAdminUser, kAdminPassword) + "\n"));
     PGF_ASSERT_OK_AND_ASSIGN(port_, PickFreePort());
   }
-  void TearDown() override {
-    if (KeepTestDirs()) {
-      std::cerr << "AgentStartupTest: keeping " << dir_ << "\n";
-    } else if (!dir_.empty()) {
-      std::error_code ec;
-      std::filesystem::remove_all(dir_, ec);
-    }
-  }
-
   // A valid config, one line per entry, so tests know the line number of what they change
   // (entry i is line i + 1) and of what they append.
   std::vector<std::string> BaseLines() const {
@@ -150,6 +133,7 @@ class AgentStartupTest : public ::testing::Test {
     EXPECT_FALSE(LooksLikeACrash(result.stderr_text)) << result.Describe();
   }
 
+  TempDir temp_dir_;
   std::string dir_;
   int port_ = 0;
 };
