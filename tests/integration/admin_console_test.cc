@@ -46,23 +46,18 @@
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/console.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/free_port.h"
 #include "tests/testutil/http.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
-#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
 
 namespace pgfleet::testutil {
 namespace {
 
-constexpr char kAppUser[] = "app";
-constexpr char kAppPassword[] = "app-Secret-42";
-constexpr char kAppDb[] = "appdb";
-constexpr char kAdminUser[] = "admin";
-constexpr char kAdminPassword[] = "admin-Secret-1";
 constexpr char kStatsUser[] = "stats";
 constexpr char kStatsPassword[] = "stats-Secret-2";
 // In auth_file, but in neither admin_users nor stats_users.
@@ -72,26 +67,7 @@ constexpr char kOutsiderPassword[] = "outsider-Secret-3";
 constexpr Oid kInt8Oid = 20;
 constexpr Oid kTextOid = 25;
 
-// Server connections the agent holds to appdb, seen from PostgreSQL itself.
-constexpr char kAppdbBackendsSql[] =
-    "select count(*) from pg_stat_activity where datname = 'appdb' and "
-    "backend_type = 'client backend' and pid <> pg_backend_pid()";
-
-PostgresEnv* g_pg = nullptr;
-
-PostgresOptions SharedPostgresOptions() {
-  PostgresOptions options;
-  return options;
-}
-
-[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new SharedPostgres(
-        SharedPostgresOptions(),
-        [](PostgresEnv& pg) -> absl::Status {
-          PGF_RETURN_IF_ERROR(pg.CreateUser(kAppUser, kAppPassword));
-          return pg.CreateDatabase(kAppDb, kAppUser);
-        },
-        &g_pg));
+[[maybe_unused]] auto* const kCluster = RegisterSharedPostgres();
 
 constexpr int64_t kNotANumber = std::numeric_limits<int64_t>::min();
 
@@ -184,31 +160,6 @@ absl::Status WaitForBackendState(const std::string& pid, const std::string& stat
       absl::Seconds(10), absl::StrCat("backend ", pid, " to be '", state, "'"));
 }
 
-struct PgbenchSummary {
-  int64_t processed = -1;
-  int64_t failed = -1;  // -1: not printed.
-};
-
-PgbenchSummary ParsePgbench(const std::string& out) {
-  PgbenchSummary summary;
-  for (absl::string_view line : absl::StrSplit(out, '\n')) {
-    auto value_after = [&](absl::string_view prefix) -> int64_t {
-      absl::string_view rest = absl::StripLeadingAsciiWhitespace(line.substr(prefix.size()));
-      size_t end = 0;
-      while (end < rest.size() && absl::ascii_isdigit(static_cast<unsigned char>(rest[end]))) ++end;
-      int64_t v = -1;
-      if (!absl::SimpleAtoi(rest.substr(0, end), &v)) return -1;
-      return v;
-    };
-    if (absl::StartsWith(line, "number of transactions actually processed:")) {
-      summary.processed = value_after("number of transactions actually processed:");
-    } else if (absl::StartsWith(line, "number of failed transactions:")) {
-      summary.failed = value_after("number of failed transactions:");
-    }
-  }
-  return summary;
-}
-
 // Prometheus text: the value of the sample `name` whose labels include every `labels` pair.
 std::optional<double> MetricValue(const std::string& body, const std::string& name,
                                   const std::vector<std::string>& labels) {
@@ -239,43 +190,14 @@ void CollectNotice(void* arg, const PGresult* result) {
   static_cast<std::vector<std::string>*>(arg)->push_back(PQresultErrorMessage(result));
 }
 
-class AdminConsoleTest : public ::testing::Test {
+class AdminConsoleTest : public AgentTest {
  protected:
-  void SetUp() override {
-    ASSERT_NE(g_pg, nullptr) << "the shared PostgreSQL cluster did not start";
-    // A previous test's agent is gone, but PostgreSQL may not have noticed its connections
-    // closing yet; tests that count server connections need a clean slate.
-    PGF_ASSERT_OK(WaitForAppdbBackends(0));
-  }
-
-  void TearDown() override {
-    const bool failed_before_stop = HasFailure();
-    if (agent_ != nullptr) {
-      absl::StatusOr<int> exit_status = agent_->Stop(absl::Seconds(10));
-      EXPECT_TRUE(exit_status.ok()) << exit_status.status();
-      if (exit_status.ok() && !UsingForeignAgentBinary()) {
-        EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0)
-            << "agent did not exit cleanly: " << DescribeWaitStatus(*exit_status);
-      }
-      EXPECT_EQ(agent_->SanitizerReport(), "") << "agent.stderr reports problems";
-    }
-    if (HasFailure()) {
-      if (agent_ != nullptr) std::cerr << agent_->Diagnostics();
-      if (g_pg != nullptr && failed_before_stop) {
-        std::cerr << "--- postgres log (tail) ---\n" << g_pg->LogTail(4096) << "\n";
-      }
-    }
-    agent_.reset();
-  }
-
   AgentOptions BaseOptions(const std::map<std::string, std::string>& settings) const {
-    AgentOptions options;
-    options.databases_section =
-        absl::StrCat(kAppDb, " = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb, "\n");
-    options.pgbouncer_settings = {{"auth_type", "scram-sha-256"}, {"pool_mode", "transaction"},
-                                  {"default_pool_size", "2"},     {"max_client_conn", "200"},
-                                  {"admin_users", kAdminUser},    {"stats_users", kStatsUser}};
-    for (const auto& [key, value] : settings) options.pgbouncer_settings[key] = value;
+    std::map<std::string, std::string> merged = {
+        {"auth_type", "scram-sha-256"}, {"pool_mode", "transaction"}, {"default_pool_size", "2"},
+        {"max_client_conn", "200"},     {"admin_users", kAdminUser},  {"stats_users", kStatsUser}};
+    for (const auto& [key, value] : settings) merged[key] = value;
+    AgentOptions options = AppAgentOptions(merged);
     options.userlist = {{kAppUser, kAppPassword},
                         {kAdminUser, kAdminPassword},
                         {kStatsUser, kStatsPassword},
@@ -285,11 +207,6 @@ class AdminConsoleTest : public ::testing::Test {
 
   void StartAgent(const std::map<std::string, std::string>& settings = {}) {
     StartAgentWith(BaseOptions(settings));
-  }
-  void StartAgentWith(const AgentOptions& options) {
-    absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(options);
-    ASSERT_TRUE(agent.ok()) << agent.status();
-    agent_ = std::move(*agent);
   }
 
   std::string AppConn(const std::string& application_name = "") const {
@@ -369,8 +286,6 @@ class AdminConsoleTest : public ::testing::Test {
     PGF_ASSERT_OK_AND_ASSIGN(int64_t value, ScalarInt(conn.get(), "select 40 + 2"));
     EXPECT_EQ(value, 42);
   }
-
-  std::unique_ptr<AgentProcess> agent_;
 };
 
 // --- 1. every SHOW: PgBouncer 1.18's columns, integer types, values that follow state --------
@@ -992,15 +907,8 @@ TEST_F(AdminConsoleTest, PauseAllForDurationResumesByItself) {
 // --- 6. RELOAD -----------------------------------------------------------------------------------
 
 TEST_F(AdminConsoleTest, ReloadUnderPgbenchRaisesPoolSizeAndSwitchesToTransactionMode) {
-  RunOptions run;
-  run.env = {{"PGPASSWORD", kAppPassword}, {"PGSSLMODE", "disable"}};
-  run.timeout = absl::Seconds(120);
-  PGF_ASSERT_OK_AND_ASSIGN(
-      RunResult init,
-      RunCommand({g_pg->BinPath("pgbench"), "-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p",
-                  std::to_string(g_pg->port()), "-U", kAppUser, kAppDb},
-                 run));
-  ASSERT_TRUE(init.Succeeded()) << "pgbench -i directly against PostgreSQL: " << init.Describe();
+  const RunOptions run = PgbenchRunOptions();
+  PGF_ASSERT_OK(InitPgbench(*g_pg));
   PGF_ASSERT_OK(WaitForAppdbBackends(0));
 
   AgentOptions options = BaseOptions({{"pool_mode", "session"}, {"default_pool_size", "2"}});
