@@ -44,6 +44,7 @@
 #include "pgfleet/v1/agent.pb.h"
 #include "pgfleet/v1/fleet.pb.h"
 #include "tests/testutil/controller_process.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
@@ -255,10 +256,9 @@ absl::StatusOr<HttpReply> HttpCall(int port, const std::string& verb, const std:
 class ApiRolesTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    char dir_template[] = "/tmp/pgfleet-roles-XXXXXX";
-    ASSERT_NE(mkdtemp(dir_template), nullptr) << std::strerror(errno);
-    dir_ = new std::string(dir_template);
-    const std::string db = *dir_ + "/fleet.db";
+    dir_ = new TempDir();
+    PGF_ASSERT_OK(dir_->Create("pgfleet-roles"));
+    const std::string db = dir_->path() + "/fleet.db";
     // Minted the way an operator does, into the SQLite file the controller then opens.
     tokens_ = new std::map<Principal, std::string>();
     for (const auto& [principal, role] :
@@ -279,23 +279,12 @@ class ApiRolesTest : public ::testing::Test {
 
     ControllerOptions options;
     options.db_path = db;
-    const std::string http_port_file = *dir_ + "/http-port";
-    options.extra_args = {"--http-listen=127.0.0.1:0",
-                          absl::StrCat("--http-port-file=", http_port_file)};
+    const std::string http_port_file = dir_->path() + "/http-port";
+    AddHttpListener(options, http_port_file);
     PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ControllerProcess> controller,
                              ControllerProcess::Start(options));
     controller_ = controller.release();
-    // The HTTP port file is written after the gRPC one, which Start waited for.
-    PGF_ASSERT_OK(PollUntil(
-        [&](std::string* note) -> absl::StatusOr<bool> {
-          absl::StatusOr<std::string> text = ReadFile(http_port_file);
-          if (!text.ok()) {
-            *note = std::string(text.status().message());
-            return false;
-          }
-          return absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &http_port_) && http_port_ > 0;
-        },
-        absl::Seconds(15), "the controller's HTTP port file"));
+    PGF_ASSERT_OK_AND_ASSIGN(http_port_, AwaitHttpPort(http_port_file));
     channel_ = new std::shared_ptr<grpc::Channel>(
         grpc::CreateChannel(controller_->address(), grpc::InsecureChannelCredentials()));
   }
@@ -307,10 +296,6 @@ class ApiRolesTest : public ::testing::Test {
     controller_ = nullptr;
     delete tokens_;
     tokens_ = nullptr;
-    if (dir_ != nullptr) {
-      std::error_code error;
-      std::filesystem::remove_all(*dir_, error);
-    }
     delete dir_;
     dir_ = nullptr;
   }
@@ -376,14 +361,14 @@ class ApiRolesTest : public ::testing::Test {
     }
   }
 
-  static std::string* dir_;
+  static TempDir* dir_;
   static std::map<Principal, std::string>* tokens_;
   static ControllerProcess* controller_;
   static std::shared_ptr<grpc::Channel>* channel_;
   static int http_port_;
 };
 
-std::string* ApiRolesTest::dir_ = nullptr;
+TempDir* ApiRolesTest::dir_ = nullptr;
 std::map<Principal, std::string>* ApiRolesTest::tokens_ = nullptr;
 ControllerProcess* ApiRolesTest::controller_ = nullptr;
 std::shared_ptr<grpc::Channel>* ApiRolesTest::channel_ = nullptr;
