@@ -24,51 +24,39 @@
 #include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/raw_client.h"
-#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
 
 namespace pgfleet::testutil {
 namespace {
 
-constexpr char kAppUser[] = "app";
-constexpr char kAppPassword[] = "app-Secret-42";
-constexpr char kAppDb[] = "appdb";
-constexpr char kAppdbBackendsSql[] =
-    "select count(*) from pg_stat_activity where datname = 'appdb' and "
-    "backend_type = 'client backend' and pid <> pg_backend_pid()";
 // How long a query on a free server may take before we call the server held. Generous: only a
 // pinned server makes it run out.
 constexpr absl::Duration kServeTimeout = absl::Seconds(10);
 constexpr absl::Duration kReadTimeout = absl::Seconds(10);
 
-PostgresEnv* g_pg = nullptr;
-
-[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new SharedPostgres(
-        PostgresOptions{},
-        [](PostgresEnv& pg) -> absl::Status {
-          PGF_RETURN_IF_ERROR(pg.CreateUser(kAppUser, kAppPassword));
-          PGF_RETURN_IF_ERROR(pg.CreateDatabase(kAppDb, kAppUser));
-          // copy_guarded refuses every COPY in a BEFORE STATEMENT trigger: the error comes
-          // after CopyInResponse but before PostgreSQL reads anything the client sent.
-          return pg
-              .Exec(
-                  "create table copy_t (i int);"
-                  "create table copy_guarded (i int);"
-                  "create function refuse() returns trigger language plpgsql as "
-                  "$$ begin raise exception 'copy_guarded takes no rows'; end $$;"
-                  "create trigger refuse_copy before insert on copy_guarded "
-                  "for each statement execute function refuse();"
-                  "alter table copy_t owner to app; alter table copy_guarded owner to app;",
-                  kAppDb)
-              .status();
-        },
-        &g_pg));
+[[maybe_unused]] auto* const kCluster =
+    RegisterSharedPostgres(PostgresOptions{}, [](PostgresEnv& pg) -> absl::Status {
+      PGF_RETURN_IF_ERROR(CreateAppDatabase(pg));
+      // copy_guarded refuses every COPY in a BEFORE STATEMENT trigger: the error comes
+      // after CopyInResponse but before PostgreSQL reads anything the client sent.
+      return pg
+          .Exec(
+              "create table copy_t (i int);"
+              "create table copy_guarded (i int);"
+              "create function refuse() returns trigger language plpgsql as "
+              "$$ begin raise exception 'copy_guarded takes no rows'; end $$;"
+              "create trigger refuse_copy before insert on copy_guarded "
+              "for each statement execute function refuse();"
+              "alter table copy_t owner to app; alter table copy_guarded owner to app;",
+              kAppDb)
+          .status();
+    });
 
 std::filesystem::path ClientsDir() {
   return std::filesystem::path(PGFLEET_SOURCE_DIR) / "tests" / "integration" / "clients";
@@ -89,50 +77,16 @@ std::string CopyDone() { return FrontendMessage('c', ""); }
 std::string CopyFail(const std::string& why) { return FrontendMessage('f', why + '\0'); }
 std::string Extended(const std::string& sql) { return Parse("", sql) + Bind("") + Execute(); }
 
-class CopyProtocolTest : public ::testing::Test {
+class CopyProtocolTest : public AgentTest {
  protected:
   void SetUp() override {
-    ASSERT_NE(g_pg, nullptr) << "the shared PostgreSQL cluster did not start";
-    PGF_ASSERT_OK(PollUntil(
-        [](std::string* note) -> absl::StatusOr<bool> {
-          absl::StatusOr<Rows> rows = g_pg->Exec(kAppdbBackendsSql);
-          if (!rows.ok()) return rows.status();
-          *note = absl::StrCat((*rows)[0][0], " backends on appdb");
-          return (*rows)[0][0] == "0";
-        },
-        absl::Seconds(15), "PostgreSQL to drop the previous test's connections"));
+    ASSERT_NO_FATAL_FAILURE(AgentTest::SetUp());
     PGF_ASSERT_OK(g_pg->Exec("truncate copy_t", kAppDb).status());
-    AgentOptions options;
-    options.databases_section =
-        absl::StrCat(kAppDb, " = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb, "\n");
     // md5: the raw test client answers cleartext and md5 requests, not SCRAM.
-    options.pgbouncer_settings = {{"auth_type", "md5"},
-                                  {"pool_mode", "transaction"},
-                                  {"default_pool_size", "1"},
-                                  {"max_prepared_statements", "100"},
-                                  {"max_client_conn", "50"}};
-    options.userlist = {{kAppUser, kAppPassword}};
-    absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(options);
-    ASSERT_TRUE(agent.ok()) << agent.status();
-    agent_ = std::move(*agent);
-  }
-
-  void TearDown() override {
-    if (agent_ != nullptr) {
-      absl::StatusOr<int> exit_status = agent_->Stop(absl::Seconds(10));
-      EXPECT_TRUE(exit_status.ok()) << exit_status.status();
-      if (exit_status.ok() && !UsingForeignAgentBinary()) {
-        EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0)
-            << "agent did not exit cleanly on SIGTERM: " << DescribeWaitStatus(*exit_status);
-      }
-      EXPECT_EQ(agent_->SanitizerReport(), "") << "agent.stderr reports problems";
-      if (HasFailure()) std::cerr << agent_->Diagnostics();
-    }
-    agent_.reset();
-  }
-
-  absl::StatusOr<PgConn> ConnectApp() const {
-    return Connect(agent_->ConnString(kAppDb, kAppUser, kAppPassword));
+    ASSERT_NO_FATAL_FAILURE(StartAgent({{"auth_type", "md5"},
+                                        {"default_pool_size", "1"},
+                                        {"max_prepared_statements", "100"},
+                                        {"max_client_conn", "50"}}));
   }
 
   absl::StatusOr<std::unique_ptr<RawClient>> ConnectRaw() const {
@@ -223,8 +177,6 @@ class CopyProtocolTest : public ::testing::Test {
     ASSERT_TRUE(types.ok()) << context << ": " << types.status();
     EXPECT_EQ(*types, "TDCZ") << context << ": a stray message preceded the next answer";
   }
-
-  std::unique_ptr<AgentProcess> agent_;
 };
 
 int64_t CountRows(const std::string& table) {
