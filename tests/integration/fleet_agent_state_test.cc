@@ -35,6 +35,7 @@
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/console.h"
 #include "tests/testutil/controller_process.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/free_port.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
@@ -43,14 +44,6 @@
 
 namespace pgfleet::testutil {
 namespace {
-
-constexpr char kAdminUser[] = "admin";
-constexpr char kAdminPassword[] = "admin-State-5";
-
-bool KeepTestDirs() {
-  const char* keep = std::getenv("PGFLEET_KEEP_TEST_DIRS");
-  return keep != nullptr && std::string(keep) == "1";
-}
 
 // A pgfleet-agent started from a command line the test controls (AgentProcess puts every
 // agent's ini in a directory of its own; these tests need several in one).
@@ -111,9 +104,8 @@ class SpawnedAgent {
 class FleetAgentStateTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/pgfleet-fleetstate-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    PGF_ASSERT_OK(temp_dir_.Create("pgfleet-fleetstate"));
+    dir_ = temp_dir_.path();
     config_dir_ = dir_ + "/etc";
     ASSERT_EQ(mkdir(config_dir_.c_str(), 0700), 0);
     users_path_ = config_dir_ + "/users.txt";
@@ -146,12 +138,6 @@ class FleetAgentStateTest : public ::testing::Test {
     agents_.clear();
     if (controller_ != nullptr) (void)controller_->Stop();
     controller_.reset();
-    if (KeepTestDirs()) {
-      std::cerr << "FleetAgentStateTest: keeping " << dir_ << "\n";
-    } else if (!dir_.empty()) {
-      std::error_code ec;
-      std::filesystem::remove_all(dir_, ec);
-    }
   }
 
   // A complete pgbouncer.ini; `pool_size` tells configs apart in SHOW CONFIG.
@@ -263,6 +249,7 @@ class FleetAgentStateTest : public ::testing::Test {
     return table->At(rows[0], "value");
   }
 
+  TempDir temp_dir_;
   std::string dir_;
   std::string config_dir_;
   std::string users_path_;
