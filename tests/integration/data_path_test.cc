@@ -31,48 +31,28 @@
 #include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/md5.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/raw_client.h"
-#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
 
 namespace pgfleet::testutil {
 namespace {
 
-constexpr char kAppUser[] = "app";
-constexpr char kAppPassword[] = "app-Secret-42";
-constexpr char kAppDb[] = "appdb";
 // A role whose password PostgreSQL stores as md5 and checks with md5 (pg_hba), so an agent
 // that only knows the md5 hash from auth_file can still log in to the server.
 constexpr char kMd5User[] = "md5user";
 constexpr char kMd5Password[] = "md5-Secret-7";
 
-// Server connections the agent holds to appdb, seen from PostgreSQL itself.
-constexpr char kAppdbBackendsSql[] =
-    "select count(*) from pg_stat_activity where datname = 'appdb' and "
-    "backend_type = 'client backend' and pid <> pg_backend_pid()";
-
-PostgresEnv* g_pg = nullptr;
-
-PostgresOptions SharedPostgresOptions() {
-  PostgresOptions options;
-  options.extra_hba_lines = {absl::StrCat("host all ", kMd5User, " 127.0.0.1/32 md5")};
-  return options;
-}
-
-[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new SharedPostgres(
-        SharedPostgresOptions(),
-        [](PostgresEnv& pg) -> absl::Status {
-          PGF_RETURN_IF_ERROR(pg.CreateUser(kAppUser, kAppPassword));
-          PGF_RETURN_IF_ERROR(pg.CreateUser(kMd5User, kMd5Password, "md5"));
-          return pg.CreateDatabase(kAppDb, kAppUser);
-        },
-        &g_pg));
+[[maybe_unused]] auto* const kCluster =
+    RegisterSharedPostgres(PostgresWithMd5Role(kMd5User), [](PostgresEnv& pg) -> absl::Status {
+      PGF_RETURN_IF_ERROR(CreateAppDatabase(pg));
+      return pg.CreateUser(kMd5User, kMd5Password, "md5");
+    });
 
 uint64_t Fnv1a(uint64_t hash, std::string_view data) {
   for (unsigned char c : data) {
@@ -104,55 +84,14 @@ ResultDigest DigestRows(const Rows& rows) {
   return digest;
 }
 
-class DataPathTest : public ::testing::Test {
+class DataPathTest : public AgentTest {
  protected:
-  void SetUp() override {
-    ASSERT_NE(g_pg, nullptr) << "the shared PostgreSQL cluster did not start";
-    // A previous test's agent is gone, but PostgreSQL may not have noticed its connections
-    // closing yet; tests that count server connections need a clean slate.
-    PGF_ASSERT_OK(PollUntil(
-        [](std::string* note) -> absl::StatusOr<bool> {
-          absl::StatusOr<Rows> rows = g_pg->Exec(kAppdbBackendsSql);
-          if (!rows.ok()) return rows.status();
-          *note = absl::StrCat((*rows)[0][0], " backends on appdb");
-          return (*rows)[0][0] == "0";
-        },
-        absl::Seconds(15), "PostgreSQL to drop the previous test's connections"));
-  }
-
-  void TearDown() override {
-    const bool failed_before_stop = HasFailure();
-    if (agent_ != nullptr) {
-      // Every test also checks that the agent shuts down cleanly on SIGTERM and that no
-      // sanitizer (in the asan build) or CHECK complained along the way.
-      absl::StatusOr<int> exit_status = agent_->Stop(absl::Seconds(10));
-      EXPECT_TRUE(exit_status.ok()) << exit_status.status();
-      if (exit_status.ok() && !UsingForeignAgentBinary()) {
-        EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0)
-            << "agent did not exit cleanly on SIGTERM: " << DescribeWaitStatus(*exit_status);
-      }
-      const std::string report = agent_->SanitizerReport();
-      EXPECT_EQ(report, "") << "agent.stderr reports problems";
-    }
-    if (HasFailure()) {
-      if (agent_ != nullptr) std::cerr << agent_->Diagnostics();
-      if (g_pg != nullptr && failed_before_stop) {
-        std::cerr << "--- postgres log (tail) ---\n" << g_pg->LogTail(4096) << "\n";
-      }
-    }
-    agent_.reset();
-  }
-
+  // The app agent's options with the md5 role in its userlist too.
   AgentOptions BaseOptions(const std::map<std::string, std::string>& settings) const {
-    AgentOptions options;
-    options.databases_section =
-        absl::StrCat(kAppDb, " = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb, "\n");
-    options.pgbouncer_settings = {{"auth_type", "scram-sha-256"},
-                                  {"pool_mode", "transaction"},
-                                  {"default_pool_size", "2"},
-                                  {"max_client_conn", "200"}};
-    for (const auto& [key, value] : settings) options.pgbouncer_settings[key] = value;
-    options.userlist = {{kAppUser, kAppPassword}, {kMd5User, kMd5Password}};
+    std::map<std::string, std::string> merged = DefaultAgentSettings();
+    for (const auto& [key, value] : settings) merged[key] = value;
+    AgentOptions options = AppAgentOptions(merged);
+    options.userlist.push_back({kMd5User, kMd5Password});
     return options;
   }
 
@@ -160,18 +99,12 @@ class DataPathTest : public ::testing::Test {
   void StartAgent(const std::map<std::string, std::string>& settings) {
     StartAgentWith(BaseOptions(settings));
   }
-  void StartAgentWith(const AgentOptions& options) {
-    absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(options);
-    ASSERT_TRUE(agent.ok()) << agent.status();
-    agent_ = std::move(*agent);
-  }
 
   std::string AgentConn(const std::string& user = kAppUser,
                         const std::string& password = kAppPassword,
                         const std::string& db = kAppDb) const {
     return agent_->ConnString(db, user, password);
   }
-  absl::StatusOr<PgConn> ConnectApp() const { return Connect(AgentConn()); }
   std::string DirectAppConn() const { return g_pg->ConnString(kAppDb, kAppUser, kAppPassword); }
 
   static absl::StatusOr<int64_t> AppdbBackends() {
@@ -191,8 +124,6 @@ class DataPathTest : public ::testing::Test {
     ASSERT_TRUE(value.ok()) << value.status();
     EXPECT_EQ(*value, 42);
   }
-
-  std::unique_ptr<AgentProcess> agent_;
 };
 
 // --- 1. transaction pooling multiplexes many clients onto few servers -----------------------
@@ -579,42 +510,9 @@ TEST_F(DataPathTest, CancelStopsOnlyTheTargetedQuery) {
 
 // --- 7. pgbench ---------------------------------------------------------------------------------
 
-struct PgbenchSummary {
-  int64_t processed = -1;
-  int64_t failed = -1;  // -1: not printed.
-};
-
-PgbenchSummary ParsePgbench(const std::string& out) {
-  PgbenchSummary summary;
-  for (absl::string_view line : absl::StrSplit(out, '\n')) {
-    auto value_after = [&](absl::string_view prefix) -> int64_t {
-      absl::string_view rest = line.substr(prefix.size());
-      rest = absl::StripLeadingAsciiWhitespace(rest);
-      size_t end = 0;
-      while (end < rest.size() && absl::ascii_isdigit(static_cast<unsigned char>(rest[end]))) ++end;
-      int64_t v = -1;
-      if (!absl::SimpleAtoi(rest.substr(0, end), &v)) return -1;
-      return v;
-    };
-    if (absl::StartsWith(line, "number of transactions actually processed:")) {
-      summary.processed = value_after("number of transactions actually processed:");
-    } else if (absl::StartsWith(line, "number of failed transactions:")) {
-      summary.failed = value_after("number of failed transactions:");
-    }
-  }
-  return summary;
-}
-
 TEST_F(DataPathTest, PgbenchThroughTransactionPooling) {
-  RunOptions run;
-  run.env = {{"PGPASSWORD", kAppPassword}, {"PGSSLMODE", "disable"}};
-  run.timeout = absl::Seconds(120);
-  PGF_ASSERT_OK_AND_ASSIGN(
-      RunResult init,
-      RunCommand({g_pg->BinPath("pgbench"), "-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p",
-                  std::to_string(g_pg->port()), "-U", kAppUser, kAppDb},
-                 run));
-  ASSERT_TRUE(init.Succeeded()) << "pgbench -i directly against PostgreSQL: " << init.Describe();
+  const RunOptions run = PgbenchRunOptions();
+  PGF_ASSERT_OK(InitPgbench(*g_pg));
 
   ASSERT_NO_FATAL_FAILURE(StartAgent({{"pool_mode", "transaction"}, {"default_pool_size", "4"}}));
   for (const char* mode : {"extended", "simple"}) {
