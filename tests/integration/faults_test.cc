@@ -43,71 +43,34 @@
 #include "pgfleet/v1/fleet.pb.h"
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/controller_process.h"
+#include "tests/testutil/fixtures.h"
+#include "tests/testutil/fleet_fixture.h"
+#include "tests/testutil/json.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/raw_client.h"
-#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
 
 namespace pgfleet::testutil {
 namespace {
 
-constexpr char kAppUser[] = "app";
-constexpr char kAppPassword[] = "app-Faults-42";
-constexpr char kAppDb[] = "appdb";
-constexpr char kAdminUser[] = "admin";
-constexpr char kAdminPassword[] = "admin-Faults-7";
-
-PostgresEnv* g_pg = nullptr;
-
-PostgresOptions FaultsPostgresOptions() {
-  PostgresOptions options;
-  options.max_connections = 150;
-  return options;
-}
-
-[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new SharedPostgres(
-        FaultsPostgresOptions(),
-        [](PostgresEnv& pg) -> absl::Status {
-          PGF_RETURN_IF_ERROR(pg.CreateUser(kAppUser, kAppPassword));
-          PGF_RETURN_IF_ERROR(pg.CreateDatabase(kAppDb, kAppUser));
-          return pg
-              .Exec(
-                  "create table ledger (id bigint primary key, thread int not null); "
-                  "alter table ledger owner to app",
-                  kAppDb)
-              .status();
-        },
-        &g_pg));
-
-// `pg_ctl restart -m fast` of this binary's own cluster (PostgresEnv keeps its data directory in
-// <dir>/data and runs the server as the postgres OS user when we are root).
-absl::Status RestartPostgres() {
-  std::vector<std::string> argv = {g_pg->BinPath("pg_ctl"),
-                                   "-D",
-                                   g_pg->dir() + "/data",
-                                   "-l",
-                                   g_pg->log_path(),
-                                   "-w",
-                                   "-t",
-                                   "60",
-                                   "-m",
-                                   "fast",
-                                   "restart"};
-  if (geteuid() == 0) argv.insert(argv.begin(), {"runuser", "-u", "postgres", "--"});
-  RunOptions run;
-  run.working_dir = g_pg->dir();
-  run.timeout = absl::Seconds(90);
-  absl::StatusOr<RunResult> result = RunCommand(argv, run);
-  if (!result.ok()) return result.status();
-  if (!result->Succeeded()) {
-    return absl::InternalError(absl::StrCat("pg_ctl restart: ", result->Describe()));
-  }
-  return absl::OkStatus();
-}
+[[maybe_unused]] auto* const kCluster = RegisterSharedPostgres(
+    [] {
+      PostgresOptions options;
+      options.max_connections = 150;
+      return options;
+    }(),
+    [](PostgresEnv& pg) -> absl::Status {
+      PGF_RETURN_IF_ERROR(CreateAppDatabase(pg));
+      return pg
+          .Exec(
+              "create table ledger (id bigint primary key, thread int not null); "
+              "alter table ledger owner to app",
+              kAppDb)
+          .status();
+    });
 
 // /proc/PID/status VmRSS in kB.
 absl::StatusOr<int64_t> RssKb(pid_t pid) {
@@ -135,28 +98,6 @@ absl::StatusOr<int> FdCount(pid_t pid) {
   return n;
 }
 
-using NamedRow = std::map<std::string, std::string>;
-
-// A SHOW command on an agent's admin console, rows by column name.
-absl::StatusOr<std::vector<NamedRow>> AdminShow(int port, const std::string& command) {
-  absl::StatusOr<PgConn> conn =
-      Connect(TcpConnString(port, "pgbouncer", kAdminUser, kAdminPassword));
-  if (!conn.ok()) return conn.status();
-  PgResult result(PQexec(conn->get(), command.c_str()));
-  if (result == nullptr || PQresultStatus(result.get()) != PGRES_TUPLES_OK) {
-    return ResultError(conn->get(), result.get());
-  }
-  std::vector<NamedRow> rows;
-  for (int r = 0; r < PQntuples(result.get()); ++r) {
-    NamedRow row;
-    for (int c = 0; c < PQnfields(result.get()); ++c) {
-      row[PQfname(result.get(), c)] = PQgetvalue(result.get(), r, c);
-    }
-    rows.push_back(std::move(row));
-  }
-  return rows;
-}
-
 // The appdb/app row of SHOW POOLS (empty if none).
 absl::StatusOr<NamedRow> AppPool(int port) {
   absl::StatusOr<std::vector<NamedRow>> rows = AdminShow(port, "SHOW POOLS");
@@ -182,43 +123,16 @@ std::string Describe(const NamedRow& row) {
 
 // --- the fixture --------------------------------------------------------------------------------
 
-class FaultsTest : public ::testing::Test {
+class FaultsTest : public AgentTest {
  protected:
-  void SetUp() override { ASSERT_NE(g_pg, nullptr) << "the PostgreSQL cluster did not start"; }
-
-  void TearDown() override {
-    if (agent_ != nullptr) {
-      absl::StatusOr<int> exit_status = agent_->Stop(absl::Seconds(10));
-      EXPECT_TRUE(exit_status.ok()) << exit_status.status();
-      if (exit_status.ok()) {
-        EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0)
-            << "agent did not exit cleanly on SIGTERM: " << DescribeWaitStatus(*exit_status);
-      }
-      EXPECT_EQ(agent_->SanitizerReport(), "") << "agent.stderr reports problems";
-      if (HasFailure()) {
-        std::cerr << agent_->Diagnostics() << "--- postgres log (tail) ---\n"
-                  << g_pg->LogTail(4096) << "\n";
-      }
-    }
-    agent_.reset();
-  }
-
   // auth_type md5 with a plaintext userlist: cheap logins for libpq (churn) and a login the
   // raw protocol client can answer; towards PostgreSQL the agent uses SCRAM.
-  void StartAgent(const std::map<std::string, std::string>& settings) {
-    AgentOptions options;
-    options.databases_section =
-        absl::StrCat(kAppDb, " = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb, "\n");
-    options.pgbouncer_settings = {{"auth_type", "md5"},
-                                  {"pool_mode", "transaction"},
-                                  {"default_pool_size", "4"},
-                                  {"max_client_conn", "200"},
-                                  {"admin_users", kAdminUser}};
-    for (const auto& [key, value] : settings) options.pgbouncer_settings[key] = value;
-    options.userlist = {{kAppUser, kAppPassword}, {kAdminUser, kAdminPassword}};
-    absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(options);
-    ASSERT_TRUE(agent.ok()) << agent.status();
-    agent_ = std::move(*agent);
+  std::map<std::string, std::string> DefaultAgentSettings() const override {
+    return {{"auth_type", "md5"},
+            {"pool_mode", "transaction"},
+            {"default_pool_size", "4"},
+            {"max_client_conn", "200"},
+            {"admin_users", kAdminUser}};
   }
 
   std::string AppConn() const { return agent_->ConnString(kAppDb, kAppUser, kAppPassword); }
@@ -232,8 +146,6 @@ class FaultsTest : public ::testing::Test {
     if (*v != 42) return absl::InternalError("select 40 + 2 != 42");
     return absl::OkStatus();
   }
-
-  std::unique_ptr<AgentProcess> agent_;
 };
 
 // --- 1. PostgreSQL restarted under load ----------------------------------------------------------
@@ -296,7 +208,7 @@ TEST_F(FaultsTest, PostgresRestartUnderLoadFailsOnlyInFlightAndPoolRecovers) {
   PGF_ASSERT_OK(
       PollUntil([&](std::string*) -> absl::StatusOr<bool> { return next_id.load() > 200; },
                 absl::Seconds(30), "200 transactions before the restart"));
-  const absl::Status restart = RestartPostgres();
+  const absl::Status restart = RestartPostgres(*g_pg);
   restarted_at.store(absl::Now());
   // ...and after it, through the same agent, without restarting it.
   const int64_t ids_at_restart = next_id.load();
@@ -540,27 +452,15 @@ TEST_F(FaultsTest, QueryTimeoutEndsAQueryTheServerDoesNotAnswer) {
 
 // --- controller fixtures ----------------------------------------------------------------------
 
-template <typename Message>
-absl::StatusOr<Message> ParseJson(const std::string& text) {
-  Message message;
-  google::protobuf::util::JsonParseOptions options;
-  options.ignore_unknown_fields = true;
-  auto status = google::protobuf::util::JsonStringToMessage(text, &message, options);
-  if (!status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("not JSON of ", Message::descriptor()->name(),
-                                                   ": ", status.ToString(), "\n", text));
-  }
-  return message;
-}
-
-class ControllerFaultsTest : public ::testing::Test {
+class ControllerFaultsTest : public FleetFixture {
  protected:
+  ControllerFaultsTest() : FleetFixture("pgfleet-faults") {}
+
   void SetUp() override {
-    char tmpl[] = "/tmp/pgfleet-faults-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    std::random_device random;
-    token_ = absl::StrCat("pgf-faults-", random(), random());
+    ASSERT_NO_FATAL_FAILURE(FleetFixture::SetUp());
+    // The controller is killed and starved of disk on purpose: its exits are not judged.
+    expect_clean_exits_ = false;
+    ctl_options_.timeout = absl::Seconds(30);
   }
   void TearDown() override {
     if (swarm_pid_ > 0) {
@@ -571,41 +471,17 @@ class ControllerFaultsTest : public ::testing::Test {
         (void)WaitPid(swarm_pid_, absl::Seconds(10));
       }
     }
-    if (controller_ != nullptr) {
-      if (HasFailure()) std::cerr << controller_->Diagnostics();
-      if (controller_->IsRunning()) (void)controller_->Stop(absl::Seconds(10));
-      controller_.reset();
-    }
+    FleetFixture::TearDown();
     if (!mount_point_.empty()) umount2(mount_point_.c_str(), MNT_DETACH);
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
   }
 
   void StartController(const std::string& db_path = "") {
     ControllerOptions options;
-    options.bootstrap_token = token_;
     options.db_path = db_path;
-    absl::StatusOr<std::unique_ptr<ControllerProcess>> c = ControllerProcess::Start(options);
-    ASSERT_TRUE(c.ok()) << c.status();
-    controller_ = std::move(*c);
+    FleetFixture::StartController(std::move(options));
   }
 
-  FleetctlResult Ctl(const std::vector<std::string>& args) const {
-    FleetctlOptions options;
-    options.timeout = absl::Seconds(30);
-    absl::StatusOr<FleetctlResult> r = RunFleetctl(args, token_, controller_->address(), options);
-    if (!r.ok()) {
-      FleetctlResult failed;
-      failed.stderr_text = r.status().ToString();
-      return failed;
-    }
-    return *r;
-  }
-
-  std::string dir_;
-  std::string token_;
   std::string mount_point_;
-  std::unique_ptr<ControllerProcess> controller_;
   pid_t swarm_pid_ = -1;
 };
 
