@@ -35,34 +35,18 @@
 #include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/raw_client.h"
-#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
 
 namespace pgfleet::testutil {
 namespace {
 
-constexpr char kAppUser[] = "app";
-constexpr char kAppPassword[] = "app-Secret-42";
-constexpr char kAppDb[] = "appdb";
-constexpr char kAppdbBackendsSql[] =
-    "select count(*) from pg_stat_activity where datname = 'appdb' and "
-    "backend_type = 'client backend' and pid <> pg_backend_pid()";
-
-PostgresEnv* g_pg = nullptr;
-
-[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new SharedPostgres(
-        PostgresOptions{},
-        [](PostgresEnv& pg) -> absl::Status {
-          PGF_RETURN_IF_ERROR(pg.CreateUser(kAppUser, kAppPassword));
-          return pg.CreateDatabase(kAppDb, kAppUser);
-        },
-        &g_pg));
+[[maybe_unused]] auto* const kCluster = RegisterSharedPostgres();
 
 // A /proc/PID/status field in kB ("VmRSS", "VmHWM").
 absl::StatusOr<int64_t> ProcStatusKb(pid_t pid, absl::string_view field) {
@@ -148,48 +132,13 @@ PushResult PushUntilStalled(int fd, const std::function<std::string()>& next_chu
   return result;
 }
 
-class ForwardingTest : public ::testing::Test {
+class ForwardingTest : public AgentTest {
  protected:
-  void SetUp() override {
-    ASSERT_NE(g_pg, nullptr) << "the shared PostgreSQL cluster did not start";
-    PGF_ASSERT_OK(PollUntil(
-        [](std::string* note) -> absl::StatusOr<bool> {
-          absl::StatusOr<Rows> rows = g_pg->Exec(kAppdbBackendsSql);
-          if (!rows.ok()) return rows.status();
-          *note = absl::StrCat((*rows)[0][0], " backends on appdb");
-          return (*rows)[0][0] == "0";
-        },
-        absl::Seconds(15), "PostgreSQL to drop the previous test's connections"));
-  }
-
-  void TearDown() override {
-    if (agent_ != nullptr) {
-      absl::StatusOr<int> exit_status = agent_->Stop(absl::Seconds(10));
-      EXPECT_TRUE(exit_status.ok()) << exit_status.status();
-      if (exit_status.ok() && !UsingForeignAgentBinary()) {
-        EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0)
-            << "agent did not exit cleanly on SIGTERM: " << DescribeWaitStatus(*exit_status);
-      }
-      EXPECT_EQ(agent_->SanitizerReport(), "") << "agent.stderr reports problems";
-      if (HasFailure()) std::cerr << agent_->Diagnostics();
-    }
-    agent_.reset();
-  }
-
-  void StartAgent(const std::map<std::string, std::string>& settings = {}, int server_port = 0) {
-    AgentOptions options;
-    options.databases_section =
-        absl::StrCat(kAppDb, " = host=127.0.0.1 port=", server_port ? server_port : g_pg->port(),
-                     " dbname=", kAppDb, "\n");
-    options.pgbouncer_settings = {{"auth_type", "md5"},
-                                  {"pool_mode", "transaction"},
-                                  {"default_pool_size", "1"},
-                                  {"max_client_conn", "50"}};
-    for (const auto& [key, value] : settings) options.pgbouncer_settings[key] = value;
-    options.userlist = {{kAppUser, kAppPassword}};
-    absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(options);
-    ASSERT_TRUE(agent.ok()) << agent.status();
-    agent_ = std::move(*agent);
+  std::map<std::string, std::string> DefaultAgentSettings() const override {
+    return {{"auth_type", "md5"},
+            {"pool_mode", "transaction"},
+            {"default_pool_size", "1"},
+            {"max_client_conn", "50"}};
   }
 
   absl::StatusOr<std::unique_ptr<RawClient>> LoginRaw() {
@@ -202,10 +151,6 @@ class ForwardingTest : public ::testing::Test {
     return client;
   }
 
-  absl::StatusOr<PgConn> ConnectApp() const {
-    return Connect(agent_->ConnString(kAppDb, kAppUser, kAppPassword));
-  }
-
   // SELECT 42 on a fresh raw client: exactly one row, 42, and nothing else.
   void ExpectOwnAnswer(RawClient& client, const std::string& what) {
     PGF_ASSERT_OK(client.Send(QueryMessage("SELECT 42")));
@@ -215,8 +160,6 @@ class ForwardingTest : public ::testing::Test {
     EXPECT_EQ(answer->values, std::vector<std::string>{"42"}) << what;
     EXPECT_EQ(std::string(answer->types.begin(), answer->types.end()), "TDCZ") << what;
   }
-
-  std::unique_ptr<AgentProcess> agent_;
 };
 
 // ---- 1. A server goes back to the pool only at a client message boundary ----------------------
