@@ -10,12 +10,12 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "gtest/gtest.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/free_port.h"
 #include "tests/testutil/md5.h"
 #include "tests/testutil/postgres_env.h"
-#include "common/status_macros.h"
-#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/raw_client.h"
@@ -31,23 +31,12 @@ constexpr char kMd5User[] = "harness_md5";
 constexpr char kMd5Password[] = "harness-md5-pw";
 constexpr char kDb[] = "harnessdb";
 
-PostgresEnv* g_pg = nullptr;
-
-PostgresOptions SharedPostgresOptions() {
-  PostgresOptions options;
-  options.extra_hba_lines = {absl::StrCat("host all ", kMd5User, " 127.0.0.1/32 md5")};
-  return options;
-}
-
-[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new SharedPostgres(
-        SharedPostgresOptions(),
-        [](PostgresEnv& pg) -> absl::Status {
-          PGF_RETURN_IF_ERROR(pg.CreateUser(kUser, kPassword));
-          PGF_RETURN_IF_ERROR(pg.CreateUser(kMd5User, kMd5Password, "md5"));
-          return pg.CreateDatabase(kDb, kUser);
-        },
-        &g_pg));
+[[maybe_unused]] auto* const kCluster =
+    RegisterSharedPostgres(PostgresWithMd5Role(kMd5User), [](PostgresEnv& pg) -> absl::Status {
+      PGF_RETURN_IF_ERROR(pg.CreateUser(kUser, kPassword));
+      PGF_RETURN_IF_ERROR(pg.CreateUser(kMd5User, kMd5Password, "md5"));
+      return pg.CreateDatabase(kDb, kUser);
+    });
 
 class HarnessTest : public ::testing::Test {
  protected:
