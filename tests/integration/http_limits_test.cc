@@ -25,6 +25,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/controller_process.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
@@ -128,36 +129,21 @@ std::string PaddedJson(size_t size) {
 class HttpLimitsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new std::string(std::filesystem::temp_directory_path() /
-                           absl::StrCat("pgfleet-http-limits-", getpid()));
-    std::filesystem::create_directories(*dir_);
-    const std::string http_port_file = *dir_ + "/http-port";
+    dir_ = new TempDir();
+    PGF_ASSERT_OK(dir_->Create("pgfleet-http-limits"));
+    const std::string http_port_file = dir_->path() + "/http-port";
     ControllerOptions options;
     options.bootstrap_token = kAdminToken;
-    options.extra_args = {"--http-listen=127.0.0.1:0",
-                          absl::StrCat("--http-port-file=", http_port_file)};
+    AddHttpListener(options, http_port_file);
     absl::StatusOr<std::unique_ptr<ControllerProcess>> controller =
         ControllerProcess::Start(options);
     ASSERT_TRUE(controller.ok()) << controller.status();
     controller_ = controller->release();
-    PGF_ASSERT_OK(PollUntil(
-        [&](std::string* note) -> absl::StatusOr<bool> {
-          absl::StatusOr<std::string> text = ReadFile(http_port_file);
-          if (!text.ok()) {
-            *note = std::string(text.status().message());
-            return false;
-          }
-          return absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &http_port_) && http_port_ > 0;
-        },
-        absl::Seconds(15), "the controller's HTTP port file"));
+    PGF_ASSERT_OK_AND_ASSIGN(http_port_, AwaitHttpPort(http_port_file));
   }
   static void TearDownTestSuite() {
     delete controller_;
     controller_ = nullptr;
-    if (dir_ != nullptr) {
-      std::error_code error;
-      std::filesystem::remove_all(*dir_, error);
-    }
     delete dir_;
     dir_ = nullptr;
   }
@@ -189,12 +175,12 @@ class HttpLimitsTest : public ::testing::Test {
 
   static ControllerProcess* controller_;
   static int http_port_;
-  static std::string* dir_;
+  static TempDir* dir_;
 };
 
 ControllerProcess* HttpLimitsTest::controller_ = nullptr;
 int HttpLimitsTest::http_port_ = 0;
-std::string* HttpLimitsTest::dir_ = nullptr;
+TempDir* HttpLimitsTest::dir_ = nullptr;
 
 TEST_F(HttpLimitsTest, AGoodRequestWithinTheLimitsWorks) {
   ExpectHealthy();
