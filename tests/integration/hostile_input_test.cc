@@ -24,50 +24,25 @@
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/controller_process.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/raw_client.h"
-#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
 
 namespace pgfleet::testutil {
 namespace {
 
-constexpr char kAppUser[] = "hostile_app";
-constexpr char kAppPassword[] = "hostile-app-pw";
-constexpr char kAppDb[] = "hostiledb";
+[[maybe_unused]] auto* const kCluster = RegisterSharedPostgres();
 
-PostgresEnv* g_pg = nullptr;
-
-[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new SharedPostgres(
-        PostgresOptions{},
-        [](PostgresEnv& pg) -> absl::Status {
-          PGF_RETURN_IF_ERROR(pg.CreateUser(kAppUser, kAppPassword));
-          return pg.CreateDatabase(kAppDb, kAppUser);
-        },
-        &g_pg));
-
-class HostileInputTest : public ::testing::Test {
+class HostileInputTest : public AgentTest {
  protected:
-  void SetUp() override { ASSERT_NE(g_pg, nullptr) << "PostgreSQL did not start"; }
-  void TearDown() override {
-    if (HasFailure() && agent_ != nullptr) std::cerr << agent_->Diagnostics() << "\n";
-    agent_.reset();
-  }
-
   // Cleartext auth towards the agent (so the raw client below can log in), transaction pooling
   // on a single server connection: every client takes turns on the same PostgreSQL backend.
-  void StartAgent() {
-    AgentOptions options;
-    options.databases_section =
-        absl::StrCat(kAppDb, " = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb, "\n");
-    options.pgbouncer_settings = {{"auth_type", "plain"},      {"pool_mode", "transaction"},
-                                  {"default_pool_size", "1"},  {"log_connections", "1"},
-                                  {"log_disconnections", "1"}, {"log_pooler_errors", "1"}};
-    options.userlist = {{kAppUser, kAppPassword}};
-    PGF_ASSERT_OK_AND_ASSIGN(agent_, AgentProcess::Start(options));
+  std::map<std::string, std::string> DefaultAgentSettings() const override {
+    return {{"auth_type", "plain"},   {"pool_mode", "transaction"}, {"default_pool_size", "1"},
+            {"log_connections", "1"}, {"log_disconnections", "1"},  {"log_pooler_errors", "1"}};
   }
 
   std::string AppConn(const std::string& application_name) const {
@@ -93,8 +68,6 @@ class HostileInputTest : public ::testing::Test {
       }
     }
   }
-
-  std::unique_ptr<AgentProcess> agent_;
 };
 
 // ---- Log injection ------------------------------------------------------------------------
@@ -191,11 +164,7 @@ constexpr char kForgedEnvLine[] = "2026-01-01T00:00:00.000Z INFO agents forged-b
 TEST_F(HostileInputTest, AgentIdentityWithNewlinesCannotForgeControllerLogLines) {
   PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ControllerProcess> controller,
                            ControllerProcess::Start(ControllerOptions{}));
-  AgentOptions options;
-  options.databases_section =
-      absl::StrCat(kAppDb, " = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb, "\n");
-  options.pgbouncer_settings = {{"auth_type", "plain"}};
-  options.userlist = {{kAppUser, kAppPassword}};
+  AgentOptions options = AppAgentOptions({{"auth_type", "plain"}});
   options.extra_args = {absl::StrCat("--controller=", controller->address()),
                         absl::StrCat("--env=dev\n", kForgedEnvLine),
                         absl::StrCat("--agent-id=x\n", kForgedAgentIdLine)};
