@@ -31,21 +31,16 @@
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/console.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/raw_client.h"
-#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
 
 namespace pgfleet::testutil {
 namespace {
 
-constexpr char kAppUser[] = "app";
-constexpr char kAppPassword[] = "app-Secret-42";
-constexpr char kAppDb[] = "appdb";
-constexpr char kAdminUser[] = "admin";
-constexpr char kAdminPassword[] = "admin-Secret-1";
 // In auth_file with a plaintext password / a SCRAM secret; never PostgreSQL roles (the
 // [databases] entries log in to PostgreSQL as app).
 constexpr char kPlainUser[] = "plainuser";
@@ -55,16 +50,7 @@ constexpr char kScramPassword[] = "scram-Secret-6";
 constexpr char kTempUser[] = "tempuser";
 constexpr char kTempPassword[] = "temp-Secret-7";
 
-PostgresEnv* g_pg = nullptr;
-
-[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new SharedPostgres(
-        PostgresOptions{},
-        [](PostgresEnv& pg) -> absl::Status {
-          PGF_RETURN_IF_ERROR(pg.CreateUser(kAppUser, kAppPassword));
-          return pg.CreateDatabase(kAppDb, kAppUser);
-        },
-        &g_pg));
+[[maybe_unused]] auto* const kCluster = RegisterSharedPostgres();
 
 std::string ScramSecretFor(const std::string& password) {
   return crypto::FormatScramSecret(
@@ -84,33 +70,27 @@ bool HasPool(const Table& pools, const std::string& db, const std::string& user)
   return !pools.Where({{"database", db}, {"user", user}}).empty();
 }
 
-class LoginHardeningTest : public ::testing::Test {
+class LoginHardeningTest : public AgentTest {
  protected:
   // Every database logs in to PostgreSQL as app, so client user names need no role.
   AgentOptions BaseOptions(const std::map<std::string, std::string>& settings) const {
-    AgentOptions options;
+    std::map<std::string, std::string> merged = {{"auth_type", "md5"},
+                                                 {"pool_mode", "transaction"},
+                                                 {"default_pool_size", "2"},
+                                                 {"max_client_conn", "500"},
+                                                 {"admin_users", kAdminUser}};
+    // Each failure answered at once: the tests count, not guess (PgBouncer has no such key).
+    if (!UsingForeignAgentBinary()) merged["auth_failure_burst"] = "0";
+    for (const auto& [key, value] : settings) merged[key] = value;
+    AgentOptions options = AppAgentOptions(merged);
     options.databases_section =
         absl::StrCat(kAppDb, " = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb,
                      " user=", kAppUser, " password=", kAppPassword, "\n");
-    options.pgbouncer_settings = {{"auth_type", "md5"},
-                                  {"pool_mode", "transaction"},
-                                  {"default_pool_size", "2"},
-                                  {"max_client_conn", "500"},
-                                  {"admin_users", kAdminUser}};
-    // Each failure answered at once: the tests count, not guess (PgBouncer has no such key).
-    if (!UsingForeignAgentBinary()) options.pgbouncer_settings["auth_failure_burst"] = "0";
-    for (const auto& [key, value] : settings) options.pgbouncer_settings[key] = value;
     options.userlist = {{kAppUser, kAppPassword},
                         {kAdminUser, kAdminPassword},
                         {kPlainUser, kPlainPassword},
                         {kScramUser, ScramSecretFor(kScramPassword)}};
     return options;
-  }
-
-  void StartAgentWith(const AgentOptions& options) {
-    absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(options);
-    ASSERT_TRUE(agent.ok()) << agent.status();
-    agent_ = std::move(*agent);
   }
 
   absl::StatusOr<PgConn> ConnectConsole() const {
@@ -121,15 +101,6 @@ class LoginHardeningTest : public ::testing::Test {
     PGF_ASSIGN_OR_RETURN(PgConn console, ConnectConsole());
     return Show(console.get(), "SHOW POOLS");
   }
-
-  void TearDown() override {
-    if (agent_ != nullptr) {
-      EXPECT_EQ(agent_->SanitizerReport(), "");
-      if (HasFailure()) std::cerr << agent_->Diagnostics();
-    }
-  }
-
-  std::unique_ptr<AgentProcess> agent_;
 };
 
 // ---- Item: failed logins create no pool; unconfigured pools are reclaimed -------------------
