@@ -21,7 +21,6 @@
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
-#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
 

@@ -97,7 +97,10 @@ class AgentTest : public ::testing::Test {
 
   // The [pgbouncer] keys StartAgent begins from.
   virtual std::map<std::string, std::string> DefaultAgentSettings() const {
-    return {{"auth_type", "scram-sha-256"}, {"pool_mode", "transaction"}};
+    return {{"auth_type", "scram-sha-256"},
+            {"pool_mode", "transaction"},
+            {"default_pool_size", "2"},
+            {"max_client_conn", "200"}};
   }
   // Starts agent_ with DefaultAgentSettings() overridden by `settings`.
   void StartAgent(const std::map<std::string, std::string>& settings = {}, int server_port = 0);
