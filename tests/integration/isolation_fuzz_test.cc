@@ -57,48 +57,36 @@
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/console.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/raw_client.h"
-#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
 
 namespace pgfleet::testutil {
 namespace {
 
-constexpr char kAppUser[] = "app";
-constexpr char kAppPassword[] = "app-Secret-42";
-constexpr char kAppDb[] = "appdb";
 // Connects straight to PostgreSQL (trust: the raw client speaks no SCRAM) to check what
 // PostgreSQL itself answers to a sequence.
 constexpr char kDirectUser[] = "direct";
-constexpr char kAppdbBackendsSql[] =
-    "select count(*) from pg_stat_activity where datname = 'appdb' and "
-    "backend_type = 'client backend' and pid <> pg_backend_pid()";
 
-PostgresEnv* g_pg = nullptr;
-
-[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new SharedPostgres(
-        [] {
-          PostgresOptions options;
-          options.extra_hba_lines = {
-              absl::StrCat("host ", kAppDb, " ", kDirectUser, " 127.0.0.1/32 trust")};
-          return options;
-        }(),
-        [](PostgresEnv& pg) -> absl::Status {
-          PGF_RETURN_IF_ERROR(pg.CreateUser(kAppUser, kAppPassword));
-          PGF_RETURN_IF_ERROR(pg.CreateUser(kDirectUser, "unused"));
-          PGF_RETURN_IF_ERROR(pg.CreateDatabase(kAppDb, kAppUser));
-          // One table for every client's COPY rows; a client only ever reads its own rows.
-          PGF_RETURN_IF_ERROR(
-              pg.Exec("create table iso_rows (owner int not null, v text not null)", kAppDb)
-                  .status());
-          return pg.Exec("grant all on iso_rows to app", kAppDb).status();
-        },
-        &g_pg));
+[[maybe_unused]] auto* const kCluster = RegisterSharedPostgres(
+    [] {
+      PostgresOptions options;
+      options.extra_hba_lines = {
+          absl::StrCat("host ", kAppDb, " ", kDirectUser, " 127.0.0.1/32 trust")};
+      return options;
+    }(),
+    [](PostgresEnv& pg) -> absl::Status {
+      PGF_RETURN_IF_ERROR(CreateAppDatabase(pg));
+      PGF_RETURN_IF_ERROR(pg.CreateUser(kDirectUser, "unused"));
+      // One table for every client's COPY rows; a client only ever reads its own rows.
+      PGF_RETURN_IF_ERROR(
+          pg.Exec("create table iso_rows (owner int not null, v text not null)", kAppDb).status());
+      return pg.Exec("grant all on iso_rows to app", kAppDb).status();
+    });
 
 // ---- What the clients do ---------------------------------------------------------------------
 
@@ -267,18 +255,10 @@ struct ScenarioConfig {
   int max_prepared_statements = 100;  // 0: no statement tracking in the agent.
 };
 
-class IsolationFuzzTest : public ::testing::Test {
+class IsolationFuzzTest : public AgentTest {
  protected:
   void SetUp() override {
-    ASSERT_NE(g_pg, nullptr) << "the shared PostgreSQL cluster did not start";
-    PGF_ASSERT_OK(PollUntil(
-        [](std::string* note) -> absl::StatusOr<bool> {
-          absl::StatusOr<Rows> rows = g_pg->Exec(kAppdbBackendsSql);
-          if (!rows.ok()) return rows.status();
-          *note = absl::StrCat((*rows)[0][0], " backends on appdb");
-          return (*rows)[0][0] == "0";
-        },
-        absl::Seconds(15), "PostgreSQL to drop the previous test's connections"));
+    ASSERT_NO_FATAL_FAILURE(AgentTest::SetUp());
     // Connection ids restart with every test: so do the rows they own.
     PGF_ASSERT_OK(g_pg->Exec("truncate iso_rows", kAppDb).status());
   }
@@ -287,25 +267,13 @@ class IsolationFuzzTest : public ::testing::Test {
     // Session-mode clients left connected by a failure would hold the agent's shutdown.
     for (auto& client : clients_) CloseClient(*client, Chunk::Kind::kClose);
     if (agent_ != nullptr) {
-      const bool running = agent_->IsRunning();
-      EXPECT_TRUE(running) << "the agent died";
-      absl::StatusOr<int> exit_status = agent_->Stop(absl::Seconds(10));
-      EXPECT_TRUE(exit_status.ok()) << exit_status.status();
-      if (running && exit_status.ok() && !UsingForeignAgentBinary()) {
-        EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0)
-            << "agent did not exit cleanly on SIGTERM: " << DescribeWaitStatus(*exit_status);
-      }
-      EXPECT_EQ(agent_->SanitizerReport(), "") << "agent.stderr reports problems";
-      if (HasFailure()) std::cerr << agent_->Diagnostics();
+      EXPECT_TRUE(agent_->IsRunning()) << "the agent died";
     }
-    agent_.reset();
+    AgentTest::TearDown();
   }
 
   void StartAgent(const ScenarioConfig& config) {
-    AgentOptions options;
-    options.databases_section =
-        absl::StrCat(kAppDb, " = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb, "\n");
-    options.pgbouncer_settings = {
+    std::map<std::string, std::string> settings = {
         {"auth_type", "md5"},
         {"pool_mode", config.pool_mode},
         {"default_pool_size", std::to_string(config.pool_size)},
@@ -314,13 +282,8 @@ class IsolationFuzzTest : public ::testing::Test {
         {"admin_users", kAppUser}};
     // PgBouncer before 1.21 (PGFLEET_TEST_AGENT_BINARY) refuses the key it does not know (and
     // cannot run the named-statement actions).
-    if (UsingForeignAgentBinary()) {
-      options.pgbouncer_settings.erase("max_prepared_statements");
-    }
-    options.userlist = {{kAppUser, kAppPassword}};
-    absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(options);
-    ASSERT_TRUE(agent.ok()) << agent.status();
-    agent_ = std::move(*agent);
+    if (UsingForeignAgentBinary()) settings.erase("max_prepared_statements");
+    StartAgentWith(AppAgentOptions(settings));
   }
 
   // Runs the scenario; reports failures through gtest, with the seed.
@@ -1159,7 +1122,6 @@ class IsolationFuzzTest : public ::testing::Test {
     return absl::OkStatus();
   }
 
-  std::unique_ptr<AgentProcess> agent_;
   std::vector<std::unique_ptr<Client>> clients_;
   ScenarioConfig config_;
   uint64_t seed_ = 0;
