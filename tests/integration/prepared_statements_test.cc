@@ -29,36 +29,21 @@
 #include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/raw_client.h"
-#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
 
 namespace pgfleet::testutil {
 namespace {
 
-constexpr char kAppUser[] = "app";
-constexpr char kAppPassword[] = "app-Secret-42";
-constexpr char kAppDb[] = "appdb";
-constexpr char kAppdbBackendsSql[] =
-    "select count(*) from pg_stat_activity where datname = 'appdb' and "
-    "backend_type = 'client backend' and pid <> pg_backend_pid()";
 constexpr char kAgentStatementsSql[] =
     "select count(*) from pg_prepared_statements where name like 'pgf\\_%'";
 
-PostgresEnv* g_pg = nullptr;
-
-[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new SharedPostgres(
-        PostgresOptions{},
-        [](PostgresEnv& pg) -> absl::Status {
-          PGF_RETURN_IF_ERROR(pg.CreateUser(kAppUser, kAppPassword));
-          return pg.CreateDatabase(kAppDb, kAppUser);
-        },
-        &g_pg));
+[[maybe_unused]] auto* const kCluster = RegisterSharedPostgres();
 
 std::filesystem::path ClientsDir() {
   return std::filesystem::path(PGFLEET_SOURCE_DIR) / "tests" / "integration" / "clients";
@@ -84,60 +69,13 @@ std::optional<ClientReport> ParseReport(const std::string& out) {
   return std::nullopt;
 }
 
-class PreparedStatementsTest : public ::testing::Test {
+class PreparedStatementsTest : public AgentTest {
  protected:
-  void SetUp() override {
-    ASSERT_NE(g_pg, nullptr) << "the shared PostgreSQL cluster did not start";
-    PGF_ASSERT_OK(PollUntil(
-        [](std::string* note) -> absl::StatusOr<bool> {
-          absl::StatusOr<Rows> rows = g_pg->Exec(kAppdbBackendsSql);
-          if (!rows.ok()) return rows.status();
-          *note = absl::StrCat((*rows)[0][0], " backends on appdb");
-          return (*rows)[0][0] == "0";
-        },
-        absl::Seconds(15), "PostgreSQL to drop the previous test's connections"));
-  }
-
-  void TearDown() override {
-    if (agent_ != nullptr) {
-      absl::StatusOr<int> exit_status = agent_->Stop(absl::Seconds(10));
-      EXPECT_TRUE(exit_status.ok()) << exit_status.status();
-      if (exit_status.ok() && !UsingForeignAgentBinary()) {
-        EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0)
-            << "agent did not exit cleanly on SIGTERM: " << DescribeWaitStatus(*exit_status);
-      }
-      EXPECT_EQ(agent_->SanitizerReport(), "") << "agent.stderr reports problems";
-      if (HasFailure()) std::cerr << agent_->Diagnostics();
-    }
-    agent_.reset();
-  }
-
-  void StartAgent(const std::map<std::string, std::string>& settings = {}) {
-    AgentOptions options;
-    options.databases_section =
-        absl::StrCat(kAppDb, " = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb, "\n");
-    options.pgbouncer_settings = {{"auth_type", "scram-sha-256"},
-                                  {"pool_mode", "transaction"},
-                                  {"default_pool_size", "2"},
-                                  {"max_client_conn", "200"}};
-    for (const auto& [key, value] : settings) options.pgbouncer_settings[key] = value;
-    options.userlist = {{kAppUser, kAppPassword}};
-    absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(options);
-    ASSERT_TRUE(agent.ok()) << agent.status();
-    agent_ = std::move(*agent);
-  }
-
-  absl::StatusOr<PgConn> ConnectApp() const {
-    return Connect(agent_->ConnString(kAppDb, kAppUser, kAppPassword));
-  }
-
   // Holds the most recently used server in a transaction, so the next client gets another.
   absl::Status Hold(PGconn* holder) {
     PGF_RETURN_IF_ERROR(Query(holder, "BEGIN").status());
     return Query(holder, "select 1").status();
   }
-
-  std::unique_ptr<AgentProcess> agent_;
 };
 
 absl::StatusOr<PgResult> ExecPrepared(PGconn* conn, const std::string& name,
@@ -164,15 +102,8 @@ absl::Status Prepare(PGconn* conn, const std::string& name, const std::string& s
 // --- pgbench -M prepared: 10 clients, 2 servers ---------------------------------------------
 
 TEST_F(PreparedStatementsTest, PgbenchPreparedTenClientsOnTwoServers) {
-  RunOptions run;
-  run.env = {{"PGPASSWORD", kAppPassword}, {"PGSSLMODE", "disable"}};
-  run.timeout = absl::Seconds(120);
-  PGF_ASSERT_OK_AND_ASSIGN(
-      RunResult init,
-      RunCommand({g_pg->BinPath("pgbench"), "-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p",
-                  std::to_string(g_pg->port()), "-U", kAppUser, kAppDb},
-                 run));
-  ASSERT_TRUE(init.Succeeded()) << init.Describe();
+  const RunOptions run = PgbenchRunOptions();
+  PGF_ASSERT_OK(InitPgbench(*g_pg));
   ASSERT_NO_FATAL_FAILURE(StartAgent());
   PGF_ASSERT_OK_AND_ASSIGN(
       RunResult bench,
