@@ -32,12 +32,16 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/status_macros.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "pgfleet/v1/fleet.pb.h"
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/controller_process.h"
+#include "tests/testutil/fixtures.h"
+#include "tests/testutil/fleet_fixture.h"
 #include "tests/testutil/free_port.h"
+#include "tests/testutil/json.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
@@ -47,96 +51,24 @@
 namespace pgfleet::testutil {
 namespace {
 
-constexpr char kAppUser[] = "app";
-constexpr char kAppPassword[] = "app-Fleet-42";
-constexpr char kAppDb[] = "appdb";
-constexpr char kAdminUser[] = "admin";
-constexpr char kAdminPassword[] = "admin-Fleet-7";
 // default_pool_size of the agents' local ini and of the fleet's base config: large enough that
 // the pgbench loads below never queue, so a queue means the config under test caused it.
 constexpr int kBasePoolSize = 20;
 
-PostgresEnv* g_pg = nullptr;
-
-class PostgresEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override {
-    PostgresOptions options;
-    options.max_connections = 200;
-    PGF_ASSERT_OK_AND_ASSIGN(pg_, PostgresEnv::Start(options));
-    PGF_ASSERT_OK(pg_->CreateUser(kAppUser, kAppPassword));
-    PGF_ASSERT_OK(pg_->CreateDatabase(kAppDb, kAppUser));
-    RunOptions run;
-    run.env = {{"PGPASSWORD", kAppPassword}, {"PGSSLMODE", "disable"}};
-    run.timeout = absl::Seconds(120);
-    PGF_ASSERT_OK_AND_ASSIGN(
-        RunResult init,
-        RunCommand({pg_->BinPath("pgbench"), "-i", "-s", "1", "-q", "-h", "127.0.0.1", "-p",
-                    std::to_string(pg_->port()), "-U", kAppUser, kAppDb},
-                   run));
-    ASSERT_TRUE(init.Succeeded()) << "pgbench -i directly against PostgreSQL: " << init.Describe();
-    g_pg = pg_.get();
-  }
-  void TearDown() override {
-    g_pg = nullptr;
-    pg_.reset();
-  }
-
- private:
-  std::unique_ptr<PostgresEnv> pg_;
-};
-
-[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new PostgresEnvironment);
-
-bool KeepTestDirs() {
-  const char* keep = std::getenv("PGFLEET_KEEP_TEST_DIRS");
-  return keep != nullptr && std::string(keep) == "1";
-}
+// Every agent's pool is on pgbench's tables.
+[[maybe_unused]] auto* const kCluster = RegisterSharedPostgres(
+    [] {
+      PostgresOptions options;
+      options.max_connections = 200;
+      return options;
+    }(),
+    [](PostgresEnv& pg) -> absl::Status {
+      PGF_RETURN_IF_ERROR(CreateAppDatabase(pg));
+      return InitPgbench(pg);
+    });
 
 // The repository root (CMake passes it: __FILE__ is relative under ccache's base_dir).
 std::string RepoRoot() { return PGFLEET_SOURCE_DIR; }
-
-// Parses fleetctl's --output json into the proto it printed.
-template <typename Message>
-absl::StatusOr<Message> ParseJson(const std::string& text) {
-  Message message;
-  google::protobuf::util::JsonParseOptions options;
-  options.ignore_unknown_fields = true;
-  auto status = google::protobuf::util::JsonStringToMessage(text, &message, options);
-  if (!status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("not a ", Message::descriptor()->full_name(),
-                                                   " in JSON (", status.ToString(), "):\n", text));
-  }
-  return message;
-}
-
-// --- pgbench ------------------------------------------------------------------------------------
-
-struct PgbenchSummary {
-  int64_t processed = -1;
-  int64_t failed = -1;  // -1: not printed.
-};
-
-PgbenchSummary ParsePgbench(const std::string& out) {
-  PgbenchSummary summary;
-  for (absl::string_view line : absl::StrSplit(out, '\n')) {
-    auto value_after = [&](absl::string_view prefix) -> int64_t {
-      absl::string_view rest = absl::StripLeadingAsciiWhitespace(line.substr(prefix.size()));
-      size_t end = 0;
-      while (end < rest.size() && absl::ascii_isdigit(static_cast<unsigned char>(rest[end]))) ++end;
-      int64_t v = -1;
-      if (!absl::SimpleAtoi(rest.substr(0, end), &v)) return -1;
-      return v;
-    };
-    if (absl::StartsWith(line, "number of transactions actually processed:")) {
-      summary.processed = value_after("number of transactions actually processed:");
-    } else if (absl::StartsWith(line, "number of failed transactions:")) {
-      summary.failed = value_after("number of failed transactions:");
-    }
-  }
-  return summary;
-}
 
 // pgbench -n -S ... through an agent, on a thread of its own until it ends by itself (-T).
 class BackgroundPgbench {
@@ -147,12 +79,7 @@ class BackgroundPgbench {
     argv.insert(argv.end(), args.begin(), args.end());
     argv.push_back(kAppDb);
     command_ = absl::StrJoin(argv, " ");
-    thread_ = std::thread([this, argv] {
-      RunOptions run;
-      run.env = {{"PGPASSWORD", kAppPassword}, {"PGSSLMODE", "disable"}};
-      run.timeout = absl::Seconds(120);
-      result_ = RunCommand(argv, run);
-    });
+    thread_ = std::thread([this, argv] { result_ = RunCommand(argv, PgbenchRunOptions()); });
   }
   ~BackgroundPgbench() { Join(); }
 
@@ -179,28 +106,6 @@ class BackgroundPgbench {
 };
 
 // --- the admin console --------------------------------------------------------------------------
-
-using NamedRow = std::map<std::string, std::string>;
-
-// Runs a SHOW command on an agent's admin console and returns its rows by column name.
-absl::StatusOr<std::vector<NamedRow>> AdminShow(int port, const std::string& command) {
-  absl::StatusOr<PgConn> conn =
-      Connect(TcpConnString(port, "pgbouncer", kAdminUser, kAdminPassword));
-  if (!conn.ok()) return conn.status();
-  PgResult result(PQexec(conn->get(), command.c_str()));
-  if (result == nullptr || PQresultStatus(result.get()) != PGRES_TUPLES_OK) {
-    return ResultError(conn->get(), result.get());
-  }
-  std::vector<NamedRow> rows;
-  for (int r = 0; r < PQntuples(result.get()); ++r) {
-    NamedRow row;
-    for (int c = 0; c < PQnfields(result.get()); ++c) {
-      row[PQfname(result.get(), c)] = PQgetvalue(result.get(), r, c);
-    }
-    rows.push_back(std::move(row));
-  }
-  return rows;
-}
 
 // The value of one SHOW CONFIG key.
 absl::StatusOr<std::string> ShowConfig(int port, const std::string& key) {
@@ -264,77 +169,15 @@ absl::StatusOr<absl::Time> AckTime(const std::string& log, uint64_t version) {
   return absl::NotFoundError(absl::StrCat("no '", needle, "' in the log"));
 }
 
-int CountOccurrences(const std::string& text, const std::string& needle) {
-  int count = 0;
-  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
-    ++count;
-  }
-  return count;
-}
-
 // --- the fixture --------------------------------------------------------------------------------
 
-class FleetTest : public ::testing::Test {
+class FleetTest : public FleetFixture {
  protected:
+  FleetTest() : FleetFixture("pgfleet-fleet") {}
+
   void SetUp() override {
     ASSERT_NE(g_pg, nullptr) << "the shared PostgreSQL cluster did not start";
-    char tmpl[] = "/tmp/pgfleet-fleet-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    // The fleet-wide auth_file the pushed configs name (an absolute path: every agent has it).
-    users_path_ = dir_ + "/fleet-users.txt";
-    PGF_ASSERT_OK(WriteFile(users_path_, UsersText()));
-    std::random_device random;
-    token_ = absl::StrCat("pgf-e2e-", random(), random());
-  }
-
-  void TearDown() override {
-    for (auto& [id, agent] : agents_) {
-      if (agent->IsRunning()) {
-        // Agents also have to shut down cleanly on SIGTERM with a controller link open.
-        absl::StatusOr<int> exit_status = agent->Stop(absl::Seconds(10));
-        EXPECT_TRUE(exit_status.ok()) << id << ": " << exit_status.status();
-        if (exit_status.ok()) {
-          EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0)
-              << "agent " << id
-              << " did not exit cleanly on SIGTERM: " << DescribeWaitStatus(*exit_status);
-        }
-      }
-      EXPECT_EQ(agent->SanitizerReport(), "") << "agent " << id << " stderr reports problems";
-    }
-    for (auto& controller : controllers_) {
-      if (controller->IsRunning()) {
-        absl::StatusOr<int> exit_status = controller->Stop(absl::Seconds(10));
-        EXPECT_TRUE(exit_status.ok()) << exit_status.status();
-        if (exit_status.ok()) {
-          EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0)
-              << "controller did not exit cleanly on SIGTERM: " << DescribeWaitStatus(*exit_status);
-        }
-      }
-      const std::string log = controller->LogContents();
-      EXPECT_FALSE(absl::StrContains(log, "AddressSanitizer") ||
-                   absl::StrContains(log, "LeakSanitizer") ||
-                   absl::StrContains(log, "runtime error:"))
-          << "controller log reports problems";
-    }
-    if (HasFailure()) {
-      for (auto& [id, agent] : agents_)
-        std::cerr << "=== agent " << id << "\n" << agent->Diagnostics();
-      for (auto& controller : controllers_) std::cerr << controller->Diagnostics();
-    }
-    agents_.clear();
-    controllers_.clear();
-    if (KeepTestDirs()) {
-      std::cerr << "FleetTest: keeping " << dir_ << "\n";
-    } else if (!dir_.empty()) {
-      std::error_code ec;
-      std::filesystem::remove_all(dir_, ec);
-    }
-  }
-
-  static std::string UsersText() {
-    return absl::StrCat(UserlistLine(kAppUser, kAppPassword), "\n",
-                        UserlistLine(kAdminUser, kAdminPassword), "\n");
+    ASSERT_NO_FATAL_FAILURE(FleetFixture::SetUp());
   }
 
   // Starts a controller with the bootstrap token; the first one becomes controller_, the one
@@ -342,38 +185,21 @@ class FleetTest : public ::testing::Test {
   void StartController(std::vector<std::string> extra_args = {},
                        ControllerProcess** out = nullptr) {
     ControllerOptions options;
-    options.bootstrap_token = token_;
     options.extra_args = std::move(extra_args);
-    absl::StatusOr<std::unique_ptr<ControllerProcess>> controller =
-        ControllerProcess::Start(options);
-    ASSERT_TRUE(controller.ok()) << controller.status();
-    controllers_.push_back(std::move(*controller));
-    if (out != nullptr) *out = controllers_.back().get();
-    if (controller_ == nullptr) {
-      controller_ = controllers_.back().get();
-      ctl_address_ = controller_->address();
-    }
+    FleetFixture::StartController(std::move(options), out);
   }
-
-  std::string StateDir(const std::string& id) const { return absl::StrCat(dir_, "/state-", id); }
 
   AgentOptions AgentOptionsFor(const std::string& id, const std::string& env,
                                const std::string& controller_address,
                                const std::vector<std::string>& more_args = {}) const {
-    AgentOptions options;
-    options.databases_section =
-        absl::StrCat(kAppDb, " = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb, "\n");
-    options.pgbouncer_settings = {{"auth_type", "scram-sha-256"},
-                                  {"pool_mode", "transaction"},
-                                  {"default_pool_size", absl::StrCat(kBasePoolSize)},
-                                  {"max_client_conn", "300"},
-                                  {"admin_users", kAdminUser}};
-    options.userlist = {{kAppUser, kAppPassword}, {kAdminUser, kAdminPassword}};
-    options.extra_args = {absl::StrCat("--controller=", controller_address),
-                          absl::StrCat("--env=", env), absl::StrCat("--agent-id=", id),
-                          absl::StrCat("--state-dir=", StateDir(id)),
-                          // Pushed configs name the fleet-wide auth_file in dir_.
-                          absl::StrCat("--allow-path=", dir_)};
+    AgentOptions options = AppAgentOptions({{"auth_type", "scram-sha-256"},
+                                            {"pool_mode", "transaction"},
+                                            {"default_pool_size", absl::StrCat(kBasePoolSize)},
+                                            {"max_client_conn", "300"},
+                                            {"admin_users", kAdminUser}});
+    options.extra_args = LinkArgs(id, env, controller_address);
+    // Pushed configs name the fleet-wide auth_file in dir_.
+    options.extra_args.push_back(absl::StrCat("--allow-path=", dir_));
     options.extra_args.insert(options.extra_args.end(), more_args.begin(), more_args.end());
     return options;
   }
@@ -382,29 +208,10 @@ class FleetTest : public ::testing::Test {
   void StartAgent(const std::string& id, const std::string& env,
                   const std::vector<std::string>& more_args = {},
                   const std::string& controller_address = "") {
-    ASSERT_EQ(agents_.count(id), 0u) << id;
-    absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(AgentOptionsFor(
-        id, env, controller_address.empty() ? controller_->address() : controller_address,
-        more_args));
-    ASSERT_TRUE(agent.ok()) << id << ": " << agent.status();
-    agents_[id] = std::move(*agent);
-  }
-
-  AgentProcess& agent(const std::string& id) { return *agents_.at(id); }
-  int port(const std::string& id) { return agents_.at(id)->port(); }
-
-  // fleetctl against ctl_address_ with the bootstrap (admin) token, or `token`.
-  FleetctlResult Ctl(const std::vector<std::string>& args) const { return CtlAs(token_, args); }
-  FleetctlResult CtlAs(const std::string& token, const std::vector<std::string>& args) const {
-    absl::StatusOr<FleetctlResult> result = RunFleetctl(args, token, ctl_address_, ctl_options_);
-    if (!result.ok()) {
-      FleetctlResult failed;
-      failed.exit_code = -2;
-      failed.stderr_text =
-          absl::StrCat("[test harness] cannot run fleetctl: ", result.status().ToString());
-      return failed;
-    }
-    return *result;
+    ASSERT_NO_FATAL_FAILURE(StartLinkedAgent(
+        id, AgentOptionsFor(
+                id, env, controller_address.empty() ? controller_->address() : controller_address,
+                more_args)));
   }
 
   absl::StatusOr<pgfleet::v1::ListAgentsResponse> ListAgents(const std::string& env = "") const {
@@ -553,14 +360,6 @@ class FleetTest : public ::testing::Test {
         absl::Seconds(20), absl::StrCat(id, " SHOW CONFIG ", key, " = ", value));
   }
 
-  std::string dir_;
-  std::string users_path_;
-  std::string token_;
-  std::vector<std::unique_ptr<ControllerProcess>> controllers_;
-  ControllerProcess* controller_ = nullptr;
-  std::string ctl_address_;
-  FleetctlOptions ctl_options_;
-  std::map<std::string, std::unique_ptr<AgentProcess>> agents_;
   int pushes_ = 0;
 };
 
