@@ -46,97 +46,36 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/status_macros.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "pgfleet/v1/fleet.pb.h"
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/controller_process.h"
+#include "tests/testutil/fixtures.h"
+#include "tests/testutil/fleet_fixture.h"
+#include "tests/testutil/json.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
-#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
 
 namespace pgfleet::testutil {
 namespace {
 
-constexpr char kAppUser[] = "app";
-constexpr char kAppPassword[] = "app-Maint-42";
-constexpr char kAppDb[] = "appdb";
-constexpr char kAdminUser[] = "admin";
-constexpr char kAdminPassword[] = "admin-Maint-7";
 constexpr char kEnv[] = "dev";
 constexpr char kRowsTable[] = "maintenance_rows";
 
-PostgresEnv* g_pg = nullptr;
-
-[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new SharedPostgres(
-        PostgresOptions{},
-        [](PostgresEnv& pg) -> absl::Status {
-          PGF_RETURN_IF_ERROR(pg.CreateUser(kAppUser, kAppPassword));
-          PGF_RETURN_IF_ERROR(pg.CreateDatabase(kAppDb, kAppUser));
-          absl::StatusOr<PgConn> conn = Connect(pg.ConnString(kAppDb, kAppUser, kAppPassword));
-          if (!conn.ok()) return conn.status();
-          return Query(conn->get(),
-                       absl::StrCat("CREATE TABLE ", kRowsTable,
-                                    " (writer int, seq int, PRIMARY KEY (writer, seq))"))
-              .status();
-        },
-        &g_pg));
-
-bool KeepTestDirs() {
-  const char* keep = std::getenv("PGFLEET_KEEP_TEST_DIRS");
-  return keep != nullptr && std::string(keep) == "1";
-}
-
-// Parses fleetctl's --output json: stdout must be exactly one JSON document (progress lines
-// of `pause --wait` go to stderr in JSON mode).
-template <typename Message>
-absl::StatusOr<Message> ParseJson(const std::string& text) {
-  if (!absl::StartsWith(text, "{")) {
-    return absl::InvalidArgumentError(absl::StrCat("stdout is not one JSON object:\n", text));
-  }
-  const size_t start = 0;
-  Message message;
-  google::protobuf::util::JsonParseOptions options;
-  options.ignore_unknown_fields = true;
-  auto status = google::protobuf::util::JsonStringToMessage(text.substr(start), &message, options);
-  if (!status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("not a ", Message::descriptor()->full_name(),
-                                                   " in JSON (", status.ToString(), "):\n", text));
-  }
-  return message;
-}
-
-// pg_ctl restart -m fast of the shared cluster: the postmaster and every backend really go away
-// and come back on the same port and data directory.
-absl::Status RestartPostgres(const PostgresEnv& pg) {
-  std::vector<std::string> argv = {pg.BinPath("pg_ctl"),
-                                   "-D",
-                                   pg.dir() + "/data",
-                                   "-l",
-                                   pg.log_path(),
-                                   "-w",
-                                   "-t",
-                                   "60",
-                                   "-m",
-                                   "fast",
-                                   "restart"};
-  if (geteuid() == 0) argv.insert(argv.begin(), {"runuser", "-u", "postgres", "--"});
-  RunOptions run;
-  run.working_dir = pg.dir();
-  run.env = {{"LC_ALL", "C"}, {"LANG", "C"}};
-  run.timeout = absl::Seconds(90);
-  absl::StatusOr<RunResult> result = RunCommand(argv, run);
-  if (!result.ok()) return result.status();
-  if (!result->Succeeded()) {
-    return absl::InternalError(absl::StrCat("pg_ctl restart failed: ", result->Describe(),
-                                            "\n--- server log ---\n", pg.LogTail()));
-  }
-  return absl::OkStatus();
-}
+[[maybe_unused]] auto* const kCluster =
+    RegisterSharedPostgres(PostgresOptions{}, [](PostgresEnv& pg) -> absl::Status {
+      PGF_RETURN_IF_ERROR(CreateAppDatabase(pg));
+      absl::StatusOr<PgConn> conn = Connect(pg.ConnString(kAppDb, kAppUser, kAppPassword));
+      if (!conn.ok()) return conn.status();
+      return Query(conn->get(), absl::StrCat("CREATE TABLE ", kRowsTable,
+                                             " (writer int, seq int, PRIMARY KEY (writer, seq))"))
+          .status();
+    });
 
 // --- libpq with bounded waits --------------------------------------------------------------------
 
@@ -174,27 +113,6 @@ std::string LocalAddress(PGconn* conn) {
 }
 
 // --- the admin console --------------------------------------------------------------------------
-
-using NamedRow = std::map<std::string, std::string>;
-
-absl::StatusOr<std::vector<NamedRow>> AdminShow(int port, const std::string& command) {
-  absl::StatusOr<PgConn> conn =
-      Connect(TcpConnString(port, "pgbouncer", kAdminUser, kAdminPassword));
-  if (!conn.ok()) return conn.status();
-  PgResult result(PQexec(conn->get(), command.c_str()));
-  if (result == nullptr || PQresultStatus(result.get()) != PGRES_TUPLES_OK) {
-    return ResultError(conn->get(), result.get());
-  }
-  std::vector<NamedRow> rows;
-  for (int r = 0; r < PQntuples(result.get()); ++r) {
-    NamedRow row;
-    for (int c = 0; c < PQnfields(result.get()); ++c) {
-      row[PQfname(result.get(), c)] = PQgetvalue(result.get(), r, c);
-    }
-    rows.push_back(std::move(row));
-  }
-  return rows;
-}
 
 absl::Status AdminCommand(int port, const std::string& command) {
   absl::StatusOr<PgConn> conn =
@@ -346,104 +264,38 @@ class Writers {
 
 // --- the fixture --------------------------------------------------------------------------------
 
-class MaintenanceTest : public ::testing::Test {
+class MaintenanceTest : public FleetFixture {
  protected:
+  MaintenanceTest() : FleetFixture("pgfleet-maint") {}
+
   const std::vector<std::string> ids_ = {"dev-1", "dev-2"};
 
   void SetUp() override {
     ASSERT_NE(g_pg, nullptr) << "the shared PostgreSQL cluster did not start";
-    char tmpl[] = "/tmp/pgfleet-maint-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    users_path_ = dir_ + "/fleet-users.txt";
-    PGF_ASSERT_OK(WriteFile(users_path_, UsersText()));
-    std::random_device random;
-    token_ = absl::StrCat("pgf-maint-", random(), random());
-  }
-
-  void TearDown() override {
-    for (auto& [id, agent] : agents_) {
-      if (agent->IsRunning()) {
-        absl::StatusOr<int> exit_status = agent->Stop(absl::Seconds(10));
-        EXPECT_TRUE(exit_status.ok()) << id << ": " << exit_status.status();
-        if (exit_status.ok()) {
-          EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0)
-              << "agent " << id
-              << " did not exit cleanly on SIGTERM: " << DescribeWaitStatus(*exit_status);
-        }
-      }
-      EXPECT_EQ(agent->SanitizerReport(), "") << "agent " << id << " stderr reports problems";
-    }
-    if (controller_ != nullptr) {
-      if (controller_->IsRunning()) {
-        absl::StatusOr<int> exit_status = controller_->Stop(absl::Seconds(10));
-        EXPECT_TRUE(exit_status.ok()) << exit_status.status();
-        if (exit_status.ok()) {
-          EXPECT_TRUE(WIFEXITED(*exit_status) && WEXITSTATUS(*exit_status) == 0)
-              << "controller did not exit cleanly on SIGTERM: " << DescribeWaitStatus(*exit_status);
-        }
-      }
-      const std::string log = controller_->LogContents();
-      EXPECT_FALSE(absl::StrContains(log, "AddressSanitizer") ||
-                   absl::StrContains(log, "LeakSanitizer") ||
-                   absl::StrContains(log, "runtime error:"))
-          << "controller log reports problems";
-    }
-    if (HasFailure()) {
-      for (auto& [id, agent] : agents_)
-        std::cerr << "=== agent " << id << "\n" << agent->Diagnostics();
-      if (controller_ != nullptr) std::cerr << controller_->Diagnostics();
-    }
-    agents_.clear();
-    controller_.reset();
-    if (KeepTestDirs()) {
-      std::cerr << "MaintenanceTest: keeping " << dir_ << "\n";
-    } else if (!dir_.empty()) {
-      std::error_code ec;
-      std::filesystem::remove_all(dir_, ec);
-    }
-  }
-
-  static std::string UsersText() {
-    return absl::StrCat(UserlistLine(kAppUser, kAppPassword), "\n",
-                        UserlistLine(kAdminUser, kAdminPassword), "\n");
+    ASSERT_NO_FATAL_FAILURE(FleetFixture::SetUp());
   }
 
   // A controller and agents dev-1 and dev-2 in environment dev, connected. `settings` are extra
   // [pgbouncer] keys of the agents' local ini.
   void StartFleet(const std::map<std::string, std::string>& settings = {}) {
-    ControllerOptions options;
-    options.bootstrap_token = token_;
-    absl::StatusOr<std::unique_ptr<ControllerProcess>> controller =
-        ControllerProcess::Start(options);
-    ASSERT_TRUE(controller.ok()) << controller.status();
-    controller_ = std::move(*controller);
+    ASSERT_NO_FATAL_FAILURE(StartController());
     for (const std::string& id : ids_) {
-      AgentOptions& agent_options = agent_options_[id];
-      agent_options.databases_section =
-          absl::StrCat(kAppDb, " = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb, "\n");
-      agent_options.pgbouncer_settings = {{"auth_type", "scram-sha-256"},
-                                          {"pool_mode", "transaction"},
-                                          {"default_pool_size", "10"},
-                                          {"max_client_conn", "100"},
-                                          {"admin_users", kAdminUser}};
-      for (const auto& [key, value] : settings) agent_options.pgbouncer_settings[key] = value;
-      agent_options.userlist = {{kAppUser, kAppPassword}, {kAdminUser, kAdminPassword}};
-      agent_options.extra_args = {absl::StrCat("--controller=", controller_->address()),
-                                  absl::StrCat("--env=", kEnv), absl::StrCat("--agent-id=", id),
-                                  absl::StrCat("--state-dir=", dir_, "/state-", id),
-                                  // Pushed configs name the auth_file in dir_.
-                                  absl::StrCat("--allow-path=", dir_)};
+      std::map<std::string, std::string> agent_settings = {{"auth_type", "scram-sha-256"},
+                                                           {"pool_mode", "transaction"},
+                                                           {"default_pool_size", "10"},
+                                                           {"max_client_conn", "100"},
+                                                           {"admin_users", kAdminUser}};
+      for (const auto& [key, value] : settings) agent_settings[key] = value;
+      AgentOptions& agent_options = agent_options_[id] = AppAgentOptions(agent_settings);
+      agent_options.extra_args = LinkArgs(id, kEnv, controller_->address());
+      // Pushed configs name the auth_file in dir_.
+      agent_options.extra_args.push_back(absl::StrCat("--allow-path=", dir_));
       ASSERT_NO_FATAL_FAILURE(StartAgent(id));
     }
     PGF_ASSERT_OK(WaitConnected(ids_));
   }
 
-  void StartAgent(const std::string& id) {
-    absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(agent_options_[id]);
-    ASSERT_TRUE(agent.ok()) << id << ": " << agent.status();
-    agents_[id] = std::move(*agent);
-  }
+  void StartAgent(const std::string& id) { StartLinkedAgent(id, agent_options_[id]); }
 
   // SIGTERM (a clean exit), then the same agent again: same id and state dir, a new port.
   void RestartAgent(const std::string& id) {
@@ -454,21 +306,6 @@ class MaintenanceTest : public ::testing::Test {
     old_agents_.push_back(std::move(agents_.at(id)));  // Keeps its dir for diagnostics.
     agents_.erase(id);
     ASSERT_NO_FATAL_FAILURE(StartAgent(id));
-  }
-
-  AgentProcess& agent(const std::string& id) { return *agents_.at(id); }
-  int port(const std::string& id) { return agents_.at(id)->port(); }
-
-  FleetctlResult Ctl(const std::vector<std::string>& args) const {
-    absl::StatusOr<FleetctlResult> result = RunFleetctl(args, token_, controller_->address());
-    if (!result.ok()) {
-      FleetctlResult failed;
-      failed.exit_code = -2;
-      failed.stderr_text =
-          absl::StrCat("[test harness] cannot run fleetctl: ", result.status().ToString());
-      return failed;
-    }
-    return *result;
   }
 
   absl::StatusOr<pgfleet::v1::ListAgentsResponse> ListAgents() const {
@@ -582,13 +419,7 @@ class MaintenanceTest : public ::testing::Test {
     return conn;
   }
 
-  std::string dir_;
-  std::string users_path_;
-  std::string token_;
-  std::unique_ptr<ControllerProcess> controller_;
   std::map<std::string, AgentOptions> agent_options_;
-  std::map<std::string, std::unique_ptr<AgentProcess>> agents_;
-  std::vector<std::unique_ptr<AgentProcess>> old_agents_;
   int pushes_ = 0;
 };
 
