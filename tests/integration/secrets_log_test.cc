@@ -53,12 +53,12 @@
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/console.h"
 #include "tests/testutil/controller_process.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/free_port.h"
 #include "tests/testutil/http.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
-#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
 
@@ -97,27 +97,16 @@ std::string WrongPassword(const std::string& user) {
   return absl::StrCat("Wrong-Pw-", user, "-Tv1Mk6Ra");
 }
 
-PostgresEnv* g_pg = nullptr;
-
-PostgresOptions SharedPostgresOptions() {
-  PostgresOptions options;
-  // md5_user's stored password is an md5 hash and PostgreSQL asks md5 for it; everyone else
-  // logs in with SCRAM-SHA-256 (the default rule).
-  options.extra_hba_lines = {absl::StrCat("host all ", kMd5User, " 127.0.0.1/32 md5")};
-  return options;
-}
-
-[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new SharedPostgres(
-        SharedPostgresOptions(),
-        [](PostgresEnv& pg_env) -> absl::Status {
-          PGF_RETURN_IF_ERROR(pg_env.CreateUser(kScramUser, kScramPassword));
-          PGF_RETURN_IF_ERROR(pg_env.CreateUser(kPlainUser, kPlainPassword));
-          PGF_RETURN_IF_ERROR(pg_env.CreateUser(kMd5User, kMd5Password, "md5"));
-          PGF_RETURN_IF_ERROR(pg_env.CreateUser(kForcedUser, kForcedPassword));
-          return pg_env.CreateDatabase(kAppDb, kScramUser);
-        },
-        &g_pg));
+// md5_user's stored password is an md5 hash and PostgreSQL asks md5 for it; everyone else
+// logs in with SCRAM-SHA-256 (the default rule).
+[[maybe_unused]] auto* const kCluster =
+    RegisterSharedPostgres(PostgresWithMd5Role(kMd5User), [](PostgresEnv& pg_env) -> absl::Status {
+      PGF_RETURN_IF_ERROR(pg_env.CreateUser(kScramUser, kScramPassword));
+      PGF_RETURN_IF_ERROR(pg_env.CreateUser(kPlainUser, kPlainPassword));
+      PGF_RETURN_IF_ERROR(pg_env.CreateUser(kMd5User, kMd5Password, "md5"));
+      PGF_RETURN_IF_ERROR(pg_env.CreateUser(kForcedUser, kForcedPassword));
+      return pg_env.CreateDatabase(kAppDb, kScramUser);
+    });
 
 // ---- What must never be printed -----------------------------------------------------------
 
@@ -273,10 +262,10 @@ absl::StatusOr<std::string> LoginAndQuery(const std::string& conninfo, const std
 
 // ---- The agent -------------------------------------------------------------------------------
 
-class AgentSecretsTest : public ::testing::Test {
+class AgentSecretsTest : public AgentTest {
  protected:
   void SetUp() override {
-    ASSERT_NE(g_pg, nullptr) << "the shared PostgreSQL cluster did not start";
+    ASSERT_NO_FATAL_FAILURE(AgentTest::SetUp());
     if (UsingForeignAgentBinary()) {
       GTEST_SKIP() << "checks pgfleet-agent's own log lines and flags";
     }
@@ -295,7 +284,7 @@ class AgentSecretsTest : public ::testing::Test {
     ASSERT_NO_FATAL_FAILURE(AddSecrets());
 
     PGF_ASSERT_OK_AND_ASSIGN(metrics_port_, PickFreePort());
-    PGF_ASSERT_OK_AND_ASSIGN(agent_, AgentProcess::Start(Options("md5", kPlainPassword)));
+    ASSERT_NO_FATAL_FAILURE(StartAgentWith(Options("md5", kPlainPassword)));
   }
 
   // Everything the agent could know or see, and the wrong passwords clients try.
@@ -315,10 +304,6 @@ class AgentSecretsTest : public ::testing::Test {
     secrets_.AddScramSecret(kPlainUser, verifiers_[kPlainUser], kPlainPassword);
     secrets_.AddScramSecret(kForcedUser, verifiers_[kForcedUser], kForcedPassword);
     secrets_.AddScramSecret(kAdminUser, admin_secret_, kAdminPassword);
-  }
-
-  void TearDown() override {
-    if (HasFailure() && agent_ != nullptr) std::cerr << agent_->Diagnostics();
   }
 
   // The agent's config: `auth_type` and plain_user's plaintext password in auth_file.
@@ -397,7 +382,6 @@ class AgentSecretsTest : public ::testing::Test {
   std::string admin_secret_;
   SecretList secrets_;
   int metrics_port_ = 0;
-  std::unique_ptr<AgentProcess> agent_;
 };
 
 // Every column value of SHOW CONFIG's `key` row.
@@ -656,17 +640,15 @@ bool IsLowerHex64(const std::string& text) {
 class ControllerTokensTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/pgfleet-secrets-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    PGF_ASSERT_OK(temp_dir_.Create("pgfleet-secrets"));
+    dir_ = temp_dir_.path();
   }
   void TearDown() override {
     if (HasFailure() && controller_ != nullptr) std::cerr << controller_->Diagnostics();
     controller_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
   }
 
+  TempDir temp_dir_;
   std::string dir_;
   std::unique_ptr<ControllerProcess> controller_;
 };
@@ -680,17 +662,10 @@ TEST_F(ControllerTokensTest, TokensAreStoredAsSha256AndNeverLogged) {
   ControllerOptions options;
   options.db_path = db_path;
   options.bootstrap_token = bootstrap;
-  options.extra_args = {"-v", "--http-listen=127.0.0.1:0",
-                        absl::StrCat("--http-port-file=", http_port_file)};
+  options.extra_args = {"-v"};
+  AddHttpListener(options, http_port_file);
   PGF_ASSERT_OK_AND_ASSIGN(controller_, ControllerProcess::Start(options));
-  int http_port = 0;
-  PGF_ASSERT_OK(PollUntil(
-      [&](std::string*) -> absl::StatusOr<bool> {
-        absl::StatusOr<std::string> text = ReadFile(http_port_file);
-        return text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &http_port) &&
-               http_port > 0;
-      },
-      absl::Seconds(15), "the controller's HTTP port file"));
+  PGF_ASSERT_OK_AND_ASSIGN(const int http_port, AwaitHttpPort(http_port_file));
 
   // Tokens minted into the running controller's SQLite file, as an operator would.
   auto mint = [&](const std::string& name, const std::string& role) -> std::string {
