@@ -17,14 +17,15 @@
 #include <map>
 #include <memory>
 #include <random>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "controller/store/sqlite_store.h"
 #include "gtest/gtest.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/status_testing.h"
 
 namespace pgfleet::controller {
@@ -65,9 +66,9 @@ bool WriteAll(int fd, const void* data, size_t size) {
     const int64_t now_ms = 1'700'000'000'000 + static_cast<int64_t>(i);
     absl::StatusOr<ConfigVersionRow> version =
         (*store)->AddConfigVersion(kEnvironment, VersionText(round, i), "child", "", now_ms);
-    absl::Status audit = (*store)->Audit("child", "push", AuditTarget(round, i),
-                                         version.ok() ? absl::StrCat(version->version) : "",
-                                         now_ms);
+    absl::Status audit =
+        (*store)->Audit("child", "push", AuditTarget(round, i),
+                        version.ok() ? absl::StrCat(version->version) : "", now_ms);
     if (!version.ok() || !audit.ok()) {
       WriteAll(report_fd, &kChildFailed, sizeof(kChildFailed));
       _exit(1);
@@ -96,17 +97,12 @@ bool ReadReport(int fd, uint64_t* value, int timeout_ms) {
 class StoreCrashTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* tmp = getenv("TEST_TMPDIR");
-    std::string pattern = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/pgfleet_crash_XXXXXX");
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
+    PGF_ASSERT_OK(temp_dir_.Create("pgfleet_crash"));
+    dir_ = temp_dir_.path();
     path_ = dir_ + "/controller.db";
   }
-  void TearDown() override {
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
-  }
 
+  testutil::TempDir temp_dir_;
   std::string dir_;
   std::string path_;
 };

@@ -17,6 +17,7 @@
 #include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
@@ -24,10 +25,6 @@
 
 namespace pgfleet::testutil {
 namespace {
-
-constexpr char kAppUser[] = "app";
-constexpr char kAppPassword[] = "app-Tls-Secret-9";
-constexpr char kAppDb[] = "appdb";
 
 // Runs scripts/make-test-certs.sh into `dir` (a CA, and a localhost certificate signed by it).
 absl::Status MakeCerts(const std::string& dir) {
