@@ -20,8 +20,6 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "agent/client_conn.h"
-#include "agent/link/fleet_agent.h"
-#include "agent/link/state_dir.h"
 #include "agent/metrics/metrics_server.h"
 #include "agent/pg/protocol.h"
 #include "agent/server_conn.h"
@@ -124,13 +122,6 @@ absl::StatusOr<LoadedConfig> LoadConfigAndFiles(const std::string& path) {
   return loaded;
 }
 
-// The directory part of a path ("." for a bare name).
-std::string DirOf(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
 }  // namespace
 
 void ApplyKeepalive(int fd, const config::Config& cfg) {
@@ -152,56 +143,12 @@ Agent::Agent(AgentOptions options) : options_(std::move(options)) {}
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   // Every early return below destroys a half-built Agent: ~Agent copes with any member unset.
   std::unique_ptr<Agent> agent(new Agent(std::move(options)));
-  std::optional<AppliedConfig> applied;
-  std::optional<PathPolicy> path_policy;
-  if (agent->options_.link.has_value()) {
-    LinkOptions& link = *agent->options_.link;
-    const std::string local_config = agent->options_.config_path;
-    if (link.agent_id.empty()) {
-      // From the local file, not from a pushed one: the identity (and so the default state
-      // dir) must not change when the controller pushes another listen_port.
-      PGF_ASSIGN_OR_RETURN(config::Config local, config::LoadConfig(local_config));
-      char host[256] = "";
-      gethostname(host, sizeof(host) - 1);
-      link.agent_id = absl::StrCat(host, ":", local.listen_port);
-    }
-    std::string& state_dir = agent->options_.state_dir;
-    if (state_dir.empty()) state_dir = DefaultStateDir(local_config, link.agent_id);
-    PGF_RETURN_IF_ERROR(MakeDirs(state_dir, 0700));
-    PGF_ASSIGN_OR_RETURN(agent->state_lock_, StateDirLock::Acquire(state_dir));
-    std::vector<std::string> allowed = {DirOf(local_config), state_dir};
-    allowed.insert(allowed.end(), agent->options_.allowed_paths.begin(),
-                   agent->options_.allowed_paths.end());
-    PGF_ASSIGN_OR_RETURN(path_policy,
-                         MakePathPolicy(allowed, ProtectedFiles(state_dir, local_config)));
-    applied = ReadAppliedConfig(state_dir);
-    if (applied.has_value()) {
-      // Fail-static: the last config the controller pushed wins over the local file, so a
-      // restart while the controller is down serves what the fleet was running. It is still
-      // a pushed config: its files must be where today's --allow-path allows.
-      absl::StatusOr<config::Config> pushed =
-          config::LoadConfig(applied->path, PushedIncludeCheck(*path_policy));
-      absl::Status confined =
-          pushed.ok() ? CheckPushedPaths(*pushed, *path_policy) : pushed.status();
-      if (!confined.ok()) {
-        PGF_WARN("agent",
-                 "not starting from the last applied config %s (version %d): %s; "
-                 "using %s",
-                 applied->path, applied->version, confined.message(), local_config);
-        applied.reset();
-      } else {
-        PGF_INFO("agent", "starting from the last applied config, version %d (%s)",
-                 applied->version, applied->path);
-        agent->options_.config_path = applied->path;
-      }
-    }
-  }
   PGF_ASSIGN_OR_RETURN(LoadedConfig loaded, LoadConfigAndFiles(agent->options_.config_path));
   for (const std::string& warning : loaded.cfg.warnings) PGF_WARN("config", "%s", warning);
   agent->auth_file_ = std::move(loaded.users);
   agent->client_tls_ = std::move(loaded.client_tls);
   agent->server_tls_ = std::move(loaded.server_tls);
-  agent->config_ = std::make_shared<const config::Config>(std::move(loaded.cfg));
+  agent->SetConfig(std::make_shared<const config::Config>(std::move(loaded.cfg)));
   if (!agent->config_->logfile.empty() && !common::SetLogFile(agent->config_->logfile)) {
     return AtKey(
         *agent->config_, "logfile",
@@ -210,17 +157,11 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   if (agent->config_->verbose) common::SetLogLevel(common::LogLevel::kDebug);
   agent->loop_ = EventLoop::Create();
   agent->admin_ = std::make_unique<AdminConsole>(*agent);
-  if (agent->options_.link.has_value()) {
-    agent->fleet_ = std::make_unique<FleetAgent>(
-        *agent, *agent->options_.link, agent->options_.state_dir, applied, std::move(*path_policy));
-  }
   agent->start_time_us_ = MonotonicMicros();
   return agent;
 }
 
 Agent::~Agent() {
-  if (fleet_) fleet_->Stop();
-  fleet_.reset();
   metrics_server_.reset();
   CloseListeners();
   for (event* ev : signal_events_) event_free(ev);
@@ -353,7 +294,7 @@ int Agent::Run() {
     PGF_INFO("agent", "metrics on http://%s/metrics", options_.metrics_listen);
   }
   if (absl::Status pidfile = WritePidfile(); !pidfile.ok()) return fail(pidfile);
-  if (fleet_) fleet_->Start();
+  if (on_started_) on_started_();
   signal(SIGPIPE, SIG_IGN);
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
     event* ev = evsignal_new(loop_->base(), sig, &Agent::OnSignal, this);
@@ -400,7 +341,7 @@ absl::Status Agent::Reload() {
       cfg.unix_socket_dir != config_->unix_socket_dir) {
     PGF_WARN("agent", "listen_addr/listen_port/unix_socket_dir changes need a restart");
   }
-  config_ = std::make_shared<const config::Config>(std::move(cfg));
+  SetConfig(std::make_shared<const config::Config>(std::move(cfg)));
   auth_file_ = std::move(users);
   client_tls_ = std::move(client_tls);
   server_tls_ = std::move(server_tls);
@@ -414,6 +355,19 @@ absl::Status Agent::Reload() {
   }
   PGF_INFO("agent", "RELOAD: configuration %s loaded", config_->path);
   return absl::OkStatus();
+}
+
+absl::Status Agent::ReloadFrom(const std::string& path) {
+  std::string previous = std::move(options_.config_path);
+  options_.config_path = path;
+  absl::Status reloaded = Reload();
+  if (!reloaded.ok()) options_.config_path = std::move(previous);
+  return reloaded;
+}
+
+void Agent::SetConfig(std::shared_ptr<const config::Config> config) {
+  config_ = std::move(config);
+  listen_port_.store(config_->listen_port, std::memory_order_relaxed);
 }
 
 void Agent::BeginShutdown(const std::string& why) {

@@ -2,9 +2,12 @@
 // runs on the loop thread; other threads reach it through loop().Post().
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,13 +15,14 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "agent/admin/console.h"
+#include "agent/agent_control.h"
 #include "agent/auth_failure_limiter.h"
 #include "agent/cancel_forwarder.h"
 #include "agent/event_loop.h"
 #include "agent/intrusive_list.h"
-#include "agent/link/controller_link.h"
 #include "agent/pool.h"
 #include "agent/stats.h"
+#include "agent/stats_snapshot.h"
 #include "agent/tls/tls_context.h"
 #include "common/auth_crypto.h"
 #include "common/config/auth_file.h"
@@ -32,8 +36,6 @@ namespace pgfleet::agent {
 
 class ClientConn;
 class ServerConn;
-class FleetAgent;
-class StateDirLock;
 class MetricsServer;
 
 struct AgentOptions {
@@ -41,28 +43,22 @@ struct AgentOptions {
   absl::Duration shutdown_timeout = absl::Seconds(30);
   // Prometheus /metrics and /healthz; empty: off.
   std::string metrics_listen;
-  // Fleet mode: the controller link. Pushed configs and the applied version live in
-  // state_dir; on start the agent serves the last applied config if there is one.
-  std::optional<LinkOptions> link;
-  // Empty: <config dir>/pgfleet-state/<agent id>. Locked by one agent at a time.
-  std::string state_dir;
-  // Directories a pushed config may name files in (logfile, pidfile, auth_file, TLS files),
-  // besides the local config file's directory and the state dir.
-  std::vector<std::string> allowed_paths;
 };
 
 // SO_KEEPALIVE and tcp_keepcnt/keepidle/keepintvl from the config, on a TCP socket.
 void ApplyKeepalive(int fd, const config::Config& cfg);
 
-class Agent {
+// The pooler. The controller link is no part of it: agent/main.cc attaches one through
+// AgentControl (what the link may do) and the two hooks below (what the pooler shows of it).
+class Agent final : public AgentControl {
  public:
   static absl::StatusOr<std::unique_ptr<Agent>> Create(AgentOptions options);
-  ~Agent();
+  ~Agent() override;
 
   // Listens and runs the loop until shutdown. Returns the process exit code.
   int Run();
 
-  EventLoop& loop() { return *loop_; }
+  EventLoop& loop() override { return *loop_; }
   const config::Config& config() const { return *config_; }
   std::shared_ptr<const config::Config> config_ptr() const { return config_; }
   const config::AuthFile& auth_file() const { return auth_file_; }
@@ -80,7 +76,8 @@ class Agent {
   int ServersInUse(const std::string& db) const;
 
   // Re-reads the config and auth_file. On error nothing changes and the error says why.
-  absl::Status Reload();
+  absl::Status Reload() override;
+  absl::Status ReloadFrom(const std::string& path) override;
   // Stops accepting, waits for transactions in flight (up to the shutdown timeout), exits.
   void BeginShutdown(const std::string& why);
   bool shutting_down() const { return shutting_down_; }
@@ -93,8 +90,8 @@ class Agent {
   }
   // Starts a pause; with a deadline the agent resumes by itself when it passes, even if
   // whoever paused it is gone. FailedPrecondition if already paused.
-  absl::Status Pause(const std::string& db, std::optional<absl::Duration> deadline);
-  absl::Status Resume(const std::string& db);
+  absl::Status Pause(const std::string& db, std::optional<absl::Duration> deadline) override;
+  absl::Status Resume(const std::string& db) override;
   // True once no server connection of `db` ("" = all) remains open.
   bool IsDrained(const std::string& db) const;
   // When a pause with a deadline auto-resumes, as seconds left; nullopt without one.
@@ -118,8 +115,17 @@ class Agent {
   // Replaces the config (SET from the console); the caller validated it.
   void ReplaceConfig(config::Config config);
   AdminConsole& admin() { return *admin_; }
-  // Null unless the agent runs with --controller.
-  const FleetAgent* fleet() const { return fleet_.get(); }
+  // The control plane's state for /metrics, from whoever attached a link (main.cc).
+  void set_control_plane_status(std::function<ControlPlaneStatus()> status) {
+    control_plane_status_ = std::move(status);
+  }
+  ControlPlaneStatus control_plane_status() const {
+    return control_plane_status_ ? control_plane_status_() : ControlPlaneStatus{};
+  }
+  // Runs on the loop thread once Run() listens, before the loop starts (the link starts here).
+  void set_on_started(std::function<void()> on_started) { on_started_ = std::move(on_started); }
+  StatsSnapshot Snapshot() const override;
+  int listen_port() const override { return listen_port_.load(std::memory_order_relaxed); }
   // True if `client` is still an open admin connection with that id (for posted callbacks).
   bool IsLiveAdminClient(const ClientConn* client, uint64_t id) const;
   IntrusiveList<ClientConn>& admin_clients() { return admin_clients_; }
@@ -262,8 +268,11 @@ class Agent {
   bool shutdown_check_pending_ = false;
   std::unique_ptr<AdminConsole> admin_;
   std::unique_ptr<MetricsServer> metrics_server_;
-  std::unique_ptr<FleetAgent> fleet_;
-  std::unique_ptr<StateDirLock> state_lock_;
+  std::function<ControlPlaneStatus()> control_plane_status_;
+  std::function<void()> on_started_;
+  // config_->listen_port, for other threads (the link's hello) that must not read config_.
+  std::atomic<int> listen_port_{0};
+  void SetConfig(std::shared_ptr<const config::Config> config);
   // The pidfile this process wrote (removed at exit); empty if it wrote none, so an agent
   // that fails to start never removes the pidfile of one that runs.
   std::string written_pidfile_;

@@ -253,7 +253,7 @@ void Agent::Shutdown(ShutdownMode mode, const std::string& who) {
 }
 
 void Agent::ReplaceConfig(config::Config cfg) {
-  config_ = std::make_shared<const config::Config>(std::move(cfg));
+  SetConfig(std::make_shared<const config::Config>(std::move(cfg)));
   common::SetLogLevel(config_->verbose ? common::LogLevel::kDebug : common::LogLevel::kInfo);
   for (auto& [key, pool] : pools_) pool->AssignServers();
 }

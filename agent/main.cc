@@ -3,12 +3,15 @@
 
 #include <cstdio>
 #include <cstring>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "agent/agent.h"
+#include "agent/link/fleet_agent.h"
 #include "common/log.h"
 
 namespace {
@@ -63,11 +66,44 @@ bool TakeValue(const std::string& arg, const char* name, std::string* value) {
   return true;
 }
 
+// Wiring: the pooler alone, or with the controller link attached through AgentControl.
+int RunAgent(pgfleet::agent::AgentOptions options,
+             std::optional<pgfleet::agent::FleetOptions> fleet_options) {
+  auto fail = [](const absl::Status& status) {
+    fprintf(stderr, "pgfleet-agent: %s\n", std::string(status.message()).c_str());
+    return 1;
+  };
+  std::optional<pgfleet::agent::FleetSetup> fleet_setup;
+  if (fleet_options.has_value()) {
+    absl::StatusOr<pgfleet::agent::FleetSetup> setup =
+        pgfleet::agent::PrepareFleet(std::move(*fleet_options), options.config_path);
+    if (!setup.ok()) return fail(setup.status());
+    options.config_path = setup->start_config_path;
+    fleet_setup = std::move(*setup);
+  }
+  absl::StatusOr<std::unique_ptr<pgfleet::agent::Agent>> agent =
+      pgfleet::agent::Agent::Create(std::move(options));
+  if (!agent.ok()) return fail(agent.status());
+  // Declared after the agent, so destroyed first: the link's timers live on the agent's loop.
+  std::unique_ptr<pgfleet::agent::FleetAgent> fleet;
+  if (fleet_setup.has_value()) {
+    fleet = std::make_unique<pgfleet::agent::FleetAgent>(**agent, std::move(*fleet_setup));
+    pgfleet::agent::FleetAgent* link = fleet.get();
+    (*agent)->set_control_plane_status([link] { return link->status(); });
+    (*agent)->set_on_started([link] { link->Start(); });
+  }
+  const int exit_code = (*agent)->Run();
+  (*agent)->set_control_plane_status(nullptr);
+  fleet.reset();
+  return exit_code;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   pgfleet::agent::AgentOptions options;
-  pgfleet::agent::LinkOptions link;
+  pgfleet::agent::FleetOptions fleet_options;
+  pgfleet::agent::LinkOptions& link = fleet_options.link;
   std::string labels, shutdown_timeout, allow_path;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -88,14 +124,14 @@ int main(int argc, char** argv) {
       }
     } else if (TakeValue(arg, "--allow-path", &allow_path)) {
       for (absl::string_view dir : absl::StrSplit(allow_path, ',', absl::SkipEmpty())) {
-        options.allowed_paths.emplace_back(dir);
+        fleet_options.allowed_paths.emplace_back(dir);
       }
     } else if (TakeValue(arg, "--metrics-listen", &options.metrics_listen) ||
                TakeValue(arg, "--controller", &link.controller_address) ||
                TakeValue(arg, "--env", &link.environment) ||
                TakeValue(arg, "--agent-id", &link.agent_id) ||
                TakeValue(arg, "--labels", &labels) ||
-               TakeValue(arg, "--state-dir", &options.state_dir) ||
+               TakeValue(arg, "--state-dir", &fleet_options.state_dir) ||
                TakeValue(arg, "--tls-ca", &link.ca_file) ||
                TakeValue(arg, "--tls-cert", &link.cert_file) ||
                TakeValue(arg, "--tls-key", &link.key_file) ||
@@ -135,13 +171,8 @@ int main(int argc, char** argv) {
       }
       link.labels[kv.first] = kv.second;
     }
-    options.link = link;
   }
-  absl::StatusOr<std::unique_ptr<pgfleet::agent::Agent>> agent =
-      pgfleet::agent::Agent::Create(std::move(options));
-  if (!agent.ok()) {
-    fprintf(stderr, "pgfleet-agent: %s\n", std::string(agent.status().message()).c_str());
-    return 1;
-  }
-  return (*agent)->Run();
+  return RunAgent(std::move(options), link.controller_address.empty()
+                                          ? std::nullopt
+                                          : std::make_optional(std::move(fleet_options)));
 }

@@ -187,17 +187,14 @@ std::string AdminConsole::ShowPools() {
                     {"maxwait", true},
                     {"maxwait_us", true},
                     {"pool_mode", false}});
-  const uint64_t now = MonotonicMicros();
   result.AddRow({"pgbouncer", "pgbouncer", Num(agent_.admin_clients().size(), true), "0", "0", "0",
                  "0", "0", "0", "0", "0", "0", "0", "0", "0", "statement"});
-  for (const auto& [key, pool] : agent_.pools()) {
-    const uint64_t maxwait = pool->MaxWaitMicros(now);
-    result.AddRow({key.first, key.second, Num(pool->active_clients().size(), true),
-                   Num(pool->waiting_clients().size() + pool->login_waiting_clients().size(), true),
-                   "0", "0", Num(pool->active_servers().size(), true), "0", "0",
-                   Num(pool->idle_servers().size(), true), Num(pool->used_servers().size(), true),
-                   "0", Num(pool->login_servers().size(), true), Num(maxwait / 1000000),
-                   Num(maxwait % 1000000), config::PoolModeName(pool->pool_mode())});
+  for (const PoolSnapshot& pool : agent_.Snapshot().pools) {
+    result.AddRow({pool.database, pool.user, Num(pool.cl_active, true), Num(pool.cl_waiting, true),
+                   "0", "0", Num(pool.sv_active, true), "0", "0", Num(pool.sv_idle, true),
+                   Num(pool.sv_used, true), "0", Num(pool.sv_login, true),
+                   Num(pool.maxwait_us / 1000000), Num(pool.maxwait_us % 1000000),
+                   config::PoolModeName(pool.pool_mode)});
   }
   return result.Finish();
 }
@@ -341,7 +338,7 @@ std::string AdminConsole::ShowStats(bool totals, bool averages) {
   }
   for (const std::string& name : names) columns.push_back({name.c_str(), true});
   ResultSet result(columns);
-  std::map<std::string, PoolStats> by_db = agent_.StatsByDatabase();
+  std::map<std::string, PoolStats> by_db = agent_.Snapshot().database_totals;
   by_db.emplace("pgbouncer", PoolStats{});
   for (const auto& [db, stats] : by_db) {
     std::vector<std::optional<std::string>> row = {db};

@@ -10,12 +10,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "agent/agent.h"
-#include "agent/client_conn.h"
-#include "agent/server_conn.h"
 #include "common/config/auth_file.h"
 #include "common/config/config.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 
 namespace pgfleet::agent {
 namespace {
@@ -25,6 +23,13 @@ constexpr char kAppliedMeta[] = "applied.version";
 
 std::string JoinPath(const std::string& dir, const char* name) {
   return absl::StrCat(dir, "/", name);
+}
+
+// The directory part of a path ("." for a bare name).
+std::string DirOf(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
 }
 
 }  // namespace
@@ -104,16 +109,72 @@ std::optional<AppliedConfig> ReadAppliedConfig(const std::string& state_dir) {
   return applied;
 }
 
-FleetAgent::FleetAgent(Agent& agent, LinkOptions link_options, std::string state_dir,
-                       std::optional<AppliedConfig> applied, PathPolicy path_policy)
-    : agent_(agent), state_dir_(std::move(state_dir)), path_policy_(std::move(path_policy)) {
-  if (applied.has_value()) {
-    applied_version_ = applied->version;
-    applied_sha256_ = applied->sha256;
+absl::StatusOr<FleetSetup> PrepareFleet(FleetOptions options, const std::string& local_config) {
+  FleetSetup setup;
+  setup.link = std::move(options.link);
+  if (setup.link.agent_id.empty()) {
+    // From the local file, not from a pushed one: the identity (and so the default state
+    // dir) must not change when the controller pushes another listen_port.
+    PGF_ASSIGN_OR_RETURN(config::Config local, config::LoadConfig(local_config));
+    char host[256] = "";
+    gethostname(host, sizeof(host) - 1);
+    setup.link.agent_id = absl::StrCat(host, ":", local.listen_port);
   }
-  LinkOptions options = link_options;
+  setup.state_dir = options.state_dir.empty() ? DefaultStateDir(local_config, setup.link.agent_id)
+                                              : std::move(options.state_dir);
+  PGF_RETURN_IF_ERROR(MakeDirs(setup.state_dir, 0700));
+  PGF_ASSIGN_OR_RETURN(setup.state_lock, StateDirLock::Acquire(setup.state_dir));
+  std::vector<std::string> allowed = {DirOf(local_config), setup.state_dir};
+  allowed.insert(allowed.end(), options.allowed_paths.begin(), options.allowed_paths.end());
+  PGF_ASSIGN_OR_RETURN(setup.path_policy,
+                       MakePathPolicy(allowed, ProtectedFiles(setup.state_dir, local_config)));
+  setup.start_config_path = local_config;
+  setup.applied = ReadAppliedConfig(setup.state_dir);
+  if (setup.applied.has_value()) {
+    // Fail-static: the last config the controller pushed wins over the local file, so a
+    // restart while the controller is down serves what the fleet was running. It is still
+    // a pushed config: its files must be where today's --allow-path allows.
+    absl::StatusOr<config::Config> pushed =
+        config::LoadConfig(setup.applied->path, PushedIncludeCheck(setup.path_policy));
+    absl::Status confined =
+        pushed.ok() ? CheckPushedPaths(*pushed, setup.path_policy) : pushed.status();
+    if (!confined.ok()) {
+      PGF_WARN("agent",
+               "not starting from the last applied config %s (version %d): %s; "
+               "using %s",
+               setup.applied->path, setup.applied->version, confined.message(), local_config);
+      setup.applied.reset();
+    } else {
+      PGF_INFO("agent", "starting from the last applied config, version %d (%s)",
+               setup.applied->version, setup.applied->path);
+      setup.start_config_path = setup.applied->path;
+    }
+  }
+  return setup;
+}
+
+// One desired config on its way through write, reload and record.
+struct FleetAgent::PendingApply {
+  pgfleet::v1::DesiredConfig desired;
+  std::string sha256;
+  std::string path;  // <state_dir>/applied.ini
+  // The file it replaces, put back if the reload fails (filled in on the writer thread).
+  bool had_previous = false;
+  std::string previous;
+};
+
+FleetAgent::FleetAgent(AgentControl& agent, FleetSetup setup)
+    : agent_(agent),
+      state_dir_(std::move(setup.state_dir)),
+      state_lock_(std::move(setup.state_lock)),
+      path_policy_(std::move(setup.path_policy)) {
+  if (setup.applied.has_value()) {
+    applied_version_ = setup.applied->version;
+    applied_sha256_ = setup.applied->sha256;
+  }
+  LinkOptions options = setup.link;
   link_ = std::make_unique<ControllerLink>(
-      agent_.loop(), std::move(link_options),
+      agent_.loop(), std::move(setup.link),
       [this, options]() {
         pgfleet::v1::AgentHello hello;
         hello.set_agent_id(options.agent_id);
@@ -128,10 +189,11 @@ FleetAgent::FleetAgent(Agent& agent, LinkOptions link_options, std::string state
         char host[256] = "";
         gethostname(host, sizeof(host) - 1);
         hello.set_hostname(host);
-        hello.set_listen_port(agent_.config_ptr()->listen_port);
+        hello.set_listen_port(agent_.listen_port());
         return hello;
       },
       [this](pgfleet::v1::ControllerMessage message) { OnMessage(std::move(message)); });
+  writer_ = std::make_unique<StateWriter>(agent_.loop());
 }
 
 FleetAgent::~FleetAgent() { Stop(); }
@@ -144,6 +206,15 @@ void FleetAgent::Start() {
 void FleetAgent::Stop() {
   if (metrics_timer_) metrics_timer_->Cancel();
   link_->Stop();
+  // Finishes a write in progress, so the state dir is never left half updated.
+  writer_.reset();
+}
+
+StateWriter::Done FleetAgent::WhileAlive(absl::AnyInvocable<void(absl::Status)> done) {
+  return
+      [alive = std::weak_ptr<char>(alive_), done = std::move(done)](absl::Status status) mutable {
+        if (alive.lock()) done(std::move(status));
+      };
 }
 
 void FleetAgent::OnMessage(pgfleet::v1::ControllerMessage message) {
@@ -156,7 +227,8 @@ void FleetAgent::OnMessage(pgfleet::v1::ControllerMessage message) {
       SendMetrics();
       break;
     case pgfleet::v1::ControllerMessage::kDesiredConfig:
-      ApplyDesiredConfig(message.desired_config());
+      pending_configs_.push_back(std::move(*message.mutable_desired_config()));
+      if (!applying_) ApplyNextDesiredConfig();
       break;
     case pgfleet::v1::ControllerMessage::kCommand:
       RunCommand(message.command());
@@ -166,81 +238,123 @@ void FleetAgent::OnMessage(pgfleet::v1::ControllerMessage message) {
   }
 }
 
-void FleetAgent::ApplyDesiredConfig(const pgfleet::v1::DesiredConfig& desired) {
-  pgfleet::v1::AgentMessage reply;
-  pgfleet::v1::ConfigResult* result = reply.mutable_config_result();
-  result->set_version(desired.version());
-  const std::string sha256 = Sha256Hex(desired.ini_text());
-  result->set_sha256(sha256);
-  auto nack = [&](const std::string& error) {
-    PGF_ERROR("link", "config version %d refused (NACK), keeping the current one: %s",
-              desired.version(), error);
-    result->set_accepted(false);
-    result->set_error(error);
-    link_->Send(reply);
-  };
-  if (!desired.sha256().empty() && desired.sha256() != sha256) {
-    nack(absl::StrCat("sha256 mismatch: controller says ", desired.sha256(), ", text hashes to ",
-                      sha256));
-    return;
+void FleetAgent::ApplyNextDesiredConfig() {
+  applying_ = false;
+  while (!pending_configs_.empty() && writer_ != nullptr) {
+    auto apply = std::make_shared<PendingApply>();
+    apply->desired = std::move(pending_configs_.front());
+    pending_configs_.pop_front();
+    if (StartApply(std::move(apply))) {
+      applying_ = true;
+      return;
+    }
   }
-  const std::string path = JoinPath(state_dir_, kAppliedIni);
+}
+
+bool FleetAgent::StartApply(std::shared_ptr<PendingApply> apply) {
+  const pgfleet::v1::DesiredConfig& desired = apply->desired;
+  apply->sha256 = Sha256Hex(desired.ini_text());
+  apply->path = JoinPath(state_dir_, kAppliedIni);
+  auto refuse = [&](const std::string& error) {
+    FinishApply(apply, absl::FailedPreconditionError(error));
+    return false;
+  };
+  if (!desired.sha256().empty() && desired.sha256() != apply->sha256) {
+    return refuse(absl::StrCat("sha256 mismatch: controller says ", desired.sha256(),
+                               ", text hashes to ", apply->sha256));
+  }
   // Validate before touching anything on disk.
   absl::StatusOr<config::Config> parsed =
-      config::ParseConfig(desired.ini_text(), path, PushedIncludeCheck(path_policy_));
-  if (!parsed.ok()) {
-    nack(std::string(parsed.status().message()));
-    return;
-  }
+      config::ParseConfig(desired.ini_text(), apply->path, PushedIncludeCheck(path_policy_));
+  if (!parsed.ok()) return refuse(std::string(parsed.status().message()));
   // Before any file it names is opened: a pushed config must not make the agent read, create
   // or truncate files outside the directories its command line allows.
   if (absl::Status confined = CheckPushedPaths(*parsed, path_policy_); !confined.ok()) {
-    nack(std::string(confined.message()));
-    return;
+    return refuse(std::string(confined.message()));
   }
   if (!parsed->auth_file.empty()) {
     if (absl::StatusOr<config::AuthFile> users = config::LoadAuthFile(parsed->auth_file);
         !users.ok()) {
-      nack(absl::StrCat(parsed->Where("auth_file"), ": auth_file: ", users.status().message()));
-      return;
+      return refuse(
+          absl::StrCat(parsed->Where("auth_file"), ": auth_file: ", users.status().message()));
     }
   }
-  // Keep the previous file so a reload failure can put it back.
-  std::ifstream previous_in(path);
-  std::stringstream previous;
-  const bool had_previous = static_cast<bool>(previous_in);
-  if (had_previous) previous << previous_in.rdbuf();
-  if (absl::Status written = WriteFileAtomically(path, desired.ini_text()); !written.ok()) {
-    nack(std::string(written.message()));
+  writer_->Enqueue(
+      [apply] {
+        // Keep the previous file so a reload failure can put it back.
+        std::ifstream previous_in(apply->path);
+        apply->had_previous = static_cast<bool>(previous_in);
+        if (apply->had_previous) {
+          std::stringstream previous;
+          previous << previous_in.rdbuf();
+          apply->previous = previous.str();
+        }
+        return WriteFileAtomically(apply->path, apply->desired.ini_text());
+      },
+      WhileAlive(
+          [this, apply](absl::Status written) { OnAppliedIniWritten(apply, std::move(written)); }));
+  return true;
+}
+
+void FleetAgent::OnAppliedIniWritten(std::shared_ptr<PendingApply> apply, absl::Status written) {
+  if (writer_ == nullptr) return;  // Stopping: no reload, no ACK; the controller will resend.
+  if (!written.ok()) {
+    FinishApply(apply, written);
     return;
   }
-  const std::string old_path = agent_.config_path();
-  agent_.set_config_path(path);
-  if (absl::Status reloaded = agent_.Reload(); !reloaded.ok()) {
-    agent_.set_config_path(old_path);
-    if (had_previous) {
-      (void)WriteFileAtomically(path, previous.str());
-    } else {
-      unlink(path.c_str());
+  if (absl::Status reloaded = agent_.ReloadFrom(apply->path); !reloaded.ok()) {
+    // The reload refused the new file: put the previous one back, then NACK.
+    writer_->Enqueue(
+        [apply] {
+          if (apply->had_previous) {
+            (void)WriteFileAtomically(apply->path, apply->previous);
+          } else {
+            unlink(apply->path.c_str());
+          }
+          return absl::OkStatus();
+        },
+        WhileAlive([this, apply, reloaded](absl::Status) { FinishApply(apply, reloaded); }));
+    return;
+  }
+  // The ACK promises the new version is on disk for a restart without the controller: it is
+  // sent once the version file is durable too.
+  const std::string meta_path = JoinPath(state_dir_, kAppliedMeta);
+  const std::string meta = absl::StrCat(apply->desired.version(), " ", apply->sha256, "\n");
+  writer_->Enqueue([meta_path, meta] { return WriteFileAtomically(meta_path, meta); },
+                   WhileAlive([this, apply](absl::Status recorded) {
+                     if (!recorded.ok()) {
+                       PGF_WARN("link", "applied version %d but could not record it: %s",
+                                apply->desired.version(), recorded.message());
+                     }
+                     FinishApply(apply, absl::OkStatus());
+                   }));
+}
+
+void FleetAgent::FinishApply(const std::shared_ptr<PendingApply>& apply,
+                             const absl::Status& status) {
+  const pgfleet::v1::DesiredConfig& desired = apply->desired;
+  pgfleet::v1::AgentMessage reply;
+  pgfleet::v1::ConfigResult* result = reply.mutable_config_result();
+  result->set_version(desired.version());
+  result->set_sha256(apply->sha256);
+  if (!status.ok()) {
+    PGF_ERROR("link", "config version %d refused (NACK), keeping the current one: %s",
+              desired.version(), status.message());
+    result->set_accepted(false);
+    result->set_error(std::string(status.message()));
+  } else {
+    applied_version_ = desired.version();
+    {
+      std::lock_guard<std::mutex> lock(applied_mu_);
+      applied_sha256_ = apply->sha256;
     }
-    nack(std::string(reloaded.message()));
-    return;
+    PGF_INFO("link", "config version %d applied (ACK), sha256 %s", desired.version(),
+             apply->sha256.substr(0, 12));
+    result->set_accepted(true);
   }
-  if (absl::Status meta = WriteFileAtomically(JoinPath(state_dir_, kAppliedMeta),
-                                              absl::StrCat(desired.version(), " ", sha256, "\n"));
-      !meta.ok()) {
-    PGF_WARN("link", "applied version %d but could not record it: %s", desired.version(),
-             meta.message());
-  }
-  applied_version_ = desired.version();
-  {
-    std::lock_guard<std::mutex> lock(applied_mu_);
-    applied_sha256_ = sha256;
-  }
-  PGF_INFO("link", "config version %d applied (ACK), sha256 %s", desired.version(),
-           sha256.substr(0, 12));
-  result->set_accepted(true);
   link_->Send(reply);
+  // An apply refused before any write finishes inside ApplyNextDesiredConfig's own loop.
+  if (applying_) ApplyNextDesiredConfig();
 }
 
 void FleetAgent::RunCommand(const pgfleet::v1::Command& command) {
@@ -277,25 +391,23 @@ void FleetAgent::RunCommand(const pgfleet::v1::Command& command) {
   SendMetrics();
 }
 
-pgfleet::v1::MetricsReport FleetAgent::BuildMetricsReport() const {
+pgfleet::v1::MetricsReport FleetAgent::BuildMetricsReport(const StatsSnapshot& snapshot) {
   pgfleet::v1::MetricsReport report;
   report.set_timestamp_unix_ms(absl::ToUnixMillis(absl::Now()));
-  const uint64_t now = MonotonicMicros();
-  for (const auto& [key, pool] : agent_.pools()) {
+  for (const PoolSnapshot& pool : snapshot.pools) {
     pgfleet::v1::PoolMetrics* metrics = report.add_pools();
-    metrics->set_database(key.first);
-    metrics->set_user(key.second);
-    metrics->set_pool_mode(config::PoolModeName(pool->pool_mode()));
-    metrics->set_cl_active(static_cast<int32_t>(pool->active_clients().size()));
-    metrics->set_cl_waiting(static_cast<int32_t>(pool->waiting_clients().size() +
-                                                 pool->login_waiting_clients().size()));
-    metrics->set_sv_active(static_cast<int32_t>(pool->active_servers().size()));
-    metrics->set_sv_idle(static_cast<int32_t>(pool->idle_servers().size()));
-    metrics->set_sv_used(static_cast<int32_t>(pool->used_servers().size()));
-    metrics->set_sv_login(static_cast<int32_t>(pool->login_servers().size()));
-    metrics->set_maxwait_us(static_cast<int64_t>(pool->MaxWaitMicros(now)));
+    metrics->set_database(pool.database);
+    metrics->set_user(pool.user);
+    metrics->set_pool_mode(config::PoolModeName(pool.pool_mode));
+    metrics->set_cl_active(static_cast<int32_t>(pool.cl_active));
+    metrics->set_cl_waiting(static_cast<int32_t>(pool.cl_waiting));
+    metrics->set_sv_active(static_cast<int32_t>(pool.sv_active));
+    metrics->set_sv_idle(static_cast<int32_t>(pool.sv_idle));
+    metrics->set_sv_used(static_cast<int32_t>(pool.sv_used));
+    metrics->set_sv_login(static_cast<int32_t>(pool.sv_login));
+    metrics->set_maxwait_us(static_cast<int64_t>(pool.maxwait_us));
   }
-  for (const auto& [db, stats] : agent_.StatsByDatabase()) {
+  for (const auto& [db, stats] : snapshot.database_totals) {
     pgfleet::v1::DatabaseStats* out = report.add_databases();
     out->set_database(db);
     out->set_xact_count(stats.xact_count);
@@ -309,51 +421,33 @@ pgfleet::v1::MetricsReport FleetAgent::BuildMetricsReport() const {
     out->set_server_login_failures(stats.server_login_failures);
     out->set_server_errors(stats.server_errors);
   }
-  report.set_client_count(static_cast<int32_t>(agent_.client_count()));
-  for (const auto& [address, limits] : agent_.server_limits()) {
+  report.set_client_count(static_cast<int32_t>(snapshot.client_count));
+  for (const ServerLimitsSnapshot& limits : snapshot.server_limits) {
     pgfleet::v1::ServerLimits* out = report.add_server_limits();
-    out->set_address(address);
+    out->set_address(limits.address);
     out->set_max_connections(limits.max_connections);
     out->set_superuser_reserved_connections(limits.superuser_reserved_connections);
   }
-  for (const std::string& db : agent_.PausedScopes()) {
-    pgfleet::v1::PauseState* pause = report.add_pauses();
-    pause->set_database(db);
-    pause->set_drained(agent_.IsDrained(db));
-    pause->set_servers_in_use(agent_.ServersInUse(db));
-    if (std::optional<absl::Time> deadline = agent_.PauseDeadline(db)) {
-      pause->set_deadline_unix_ms(absl::ToUnixMillis(*deadline));
-    }
-    // In session mode a linked client holds its server outside transactions too: its age
-    // then counts from its connection.
-    auto held_since = [](const ClientConn* client) {
-      return client->xact_start_us != 0 ? client->xact_start_us : client->connect_time_us();
-    };
-    int waiting = 0;
-    const ClientConn* oldest = nullptr;
-    for (const auto& [key, pool] : agent_.pools()) {
-      if (!db.empty() && key.first != db) continue;
-      waiting += static_cast<int>(pool->waiting_clients().size());
-      pool->active_servers().ForEach([&](const ServerConn* server) {
-        const ClientConn* client = server->client();
-        if (client == nullptr) return;
-        if (oldest == nullptr || held_since(client) < held_since(oldest)) oldest = client;
-      });
-    }
-    pause->set_clients_waiting(waiting);
-    if (oldest != nullptr) {
-      pause->set_oldest_client(oldest->peer());
-      pause->set_oldest_xact_age_ms(static_cast<int64_t>((now - held_since(oldest)) / 1000));
-      pause->set_oldest_query(std::string(oldest->last_query()));
+  for (const PauseSnapshot& pause : snapshot.pauses) {
+    pgfleet::v1::PauseState* out = report.add_pauses();
+    out->set_database(pause.database);
+    out->set_drained(pause.drained);
+    out->set_servers_in_use(pause.servers_in_use);
+    if (pause.deadline.has_value()) out->set_deadline_unix_ms(absl::ToUnixMillis(*pause.deadline));
+    out->set_clients_waiting(pause.clients_waiting);
+    if (pause.oldest.has_value()) {
+      out->set_oldest_client(pause.oldest->peer);
+      out->set_oldest_xact_age_ms(static_cast<int64_t>(pause.oldest->held_us / 1000));
+      out->set_oldest_query(pause.oldest->last_query);
     }
   }
-  report.set_suspended(agent_.suspended());
+  report.set_suspended(snapshot.suspended);
   return report;
 }
 
 void FleetAgent::SendMetrics() {
   pgfleet::v1::AgentMessage message;
-  *message.mutable_metrics() = BuildMetricsReport();
+  *message.mutable_metrics() = BuildMetricsReport(agent_.Snapshot());
   link_->Send(std::move(message));
 }
 

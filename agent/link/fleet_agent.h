@@ -1,10 +1,12 @@
 // The agent's side of the fleet: applies desired configs pushed by the controller (validate,
 // write atomically, reload through the same path as RELOAD, then ACK or NACK), runs its
 // commands through the same control operations as the admin console, and reports metrics.
+// It sees the pooler only through AgentControl; agent/main.cc wires the two together.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -12,14 +14,15 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "agent/agent_control.h"
 #include "agent/event_loop.h"
 #include "agent/link/controller_link.h"
 #include "agent/link/state_dir.h"
+#include "agent/link/state_writer.h"
 #include "pgfleet/v1/agent.pb.h"
 
 namespace pgfleet::agent {
-
-class Agent;
 
 // What the agent last applied from the controller, persisted in its state dir so that a
 // restart while the controller is down serves that config (fail-static).
@@ -39,31 +42,73 @@ std::vector<std::string> ProtectedFiles(const std::string& state_dir,
                                         const std::string& local_config);
 std::string Sha256Hex(const std::string& data);
 
+// Fleet mode's command line: the link, and where pushed configs are kept.
+struct FleetOptions {
+  LinkOptions link;
+  // Empty: <config dir>/pgfleet-state/<agent id>. Locked by one agent at a time.
+  std::string state_dir;
+  // Directories a pushed config may name files in (logfile, pidfile, auth_file, TLS files),
+  // besides the local config file's directory and the state dir.
+  std::vector<std::string> allowed_paths;
+};
+
+// What fleet mode settles before the pooler starts.
+struct FleetSetup {
+  LinkOptions link;  // agent_id filled in.
+  std::string state_dir;
+  std::unique_ptr<StateDirLock> state_lock;
+  PathPolicy path_policy;
+  std::optional<AppliedConfig> applied;
+  // The config the pooler starts from: the last applied one (fail-static) if it is still
+  // allowed, else the local file.
+  std::string start_config_path;
+};
+
+// Resolves the agent id (default hostname:listen_port of the local file), creates and locks
+// the state dir, and picks the config to start from.
+absl::StatusOr<FleetSetup> PrepareFleet(FleetOptions options, const std::string& local_config);
+
 class FleetAgent {
  public:
-  // Pushed configs must keep their files where `path_policy` allows.
-  FleetAgent(Agent& agent, LinkOptions link_options, std::string state_dir,
-             std::optional<AppliedConfig> applied, PathPolicy path_policy);
+  // Pushed configs must keep their files where `setup.path_policy` allows.
+  FleetAgent(AgentControl& agent, FleetSetup setup);
   ~FleetAgent();
 
   void Start();
   void Stop();
   LinkState link_state() const { return link_->state(); }
   uint64_t applied_version() const { return applied_version_.load(); }
+  ControlPlaneStatus status() const {
+    return {applied_version(), link_state() == LinkState::kConnected};
+  }
 
-  // Builds the metrics report from the pools (loop thread).
-  pgfleet::v1::MetricsReport BuildMetricsReport() const;
+  // The metrics report of one snapshot (loop thread).
+  static pgfleet::v1::MetricsReport BuildMetricsReport(const StatsSnapshot& snapshot);
 
  private:
+  struct PendingApply;
   void OnMessage(pgfleet::v1::ControllerMessage message);
-  void ApplyDesiredConfig(const pgfleet::v1::DesiredConfig& desired);
+  // Desired configs are applied one at a time, in the order they came: each file write runs on
+  // writer_ and the next step continues on the loop when it is durable.
+  void ApplyNextDesiredConfig();
+  // Validates and starts writing; false if it was refused at once (a NACK was sent).
+  bool StartApply(std::shared_ptr<PendingApply> apply);
+  void OnAppliedIniWritten(std::shared_ptr<PendingApply> apply, absl::Status written);
+  void FinishApply(const std::shared_ptr<PendingApply>& apply, const absl::Status& status);
+  // `done` wrapped so it does nothing once this FleetAgent is gone.
+  StateWriter::Done WhileAlive(absl::AnyInvocable<void(absl::Status)> done);
   void RunCommand(const pgfleet::v1::Command& command);
   void SendMetrics();
 
-  Agent& agent_;
+  AgentControl& agent_;
   std::string state_dir_;
+  std::unique_ptr<StateDirLock> state_lock_;
   PathPolicy path_policy_;
   std::unique_ptr<ControllerLink> link_;
+  std::unique_ptr<StateWriter> writer_;
+  std::deque<pgfleet::v1::DesiredConfig> pending_configs_;
+  bool applying_ = false;
+  std::shared_ptr<char> alive_ = std::make_shared<char>();
   std::unique_ptr<Timer> metrics_timer_;
   absl::Duration metrics_interval_ = absl::Seconds(5);
   // Read by the link thread when it says hello.

@@ -19,9 +19,9 @@
 #include "absl/strings/string_view.h"
 #include "agent/agent.h"
 #include "agent/event_loop.h"
-#include "agent/link/fleet_agent.h"
 #include "agent/pool.h"
 #include "agent/stats.h"
+#include "agent/stats_snapshot.h"
 #include "common/config/config.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -131,7 +131,7 @@ struct PoolMetric {
   const char* name;
   const char* type;
   const char* help;
-  std::string (*value)(const Pool& pool, uint64_t now_us);
+  std::string (*value)(const PoolSnapshot& pool);
 };
 
 // SHOW POOLS, as pgbouncer_exporter maps it (labels database, user).
@@ -139,42 +139,40 @@ const PoolMetric kPoolMetrics[] = {
     {"pgbouncer_pools_client_active_connections", "gauge",
      "Client connections linked to server connection and able to process queries, shown as "
      "connection",
-     [](const Pool& p, uint64_t) { return absl::StrCat(p.active_clients().size()); }},
+     [](const PoolSnapshot& p) { return absl::StrCat(p.cl_active); }},
     {"pgbouncer_pools_client_waiting_connections", "gauge",
      "Client connections waiting on a server connection, shown as connection",
-     [](const Pool& p, uint64_t) {
-       return absl::StrCat(p.waiting_clients().size() + p.login_waiting_clients().size());
-     }},
+     [](const PoolSnapshot& p) { return absl::StrCat(p.cl_waiting); }},
     {"pgbouncer_pools_server_active_connections", "gauge",
      "Server connections linked to a client connection, shown as connection",
-     [](const Pool& p, uint64_t) { return absl::StrCat(p.active_servers().size()); }},
+     [](const PoolSnapshot& p) { return absl::StrCat(p.sv_active); }},
     {"pgbouncer_pools_server_idle_connections", "gauge",
      "Server connections idle and ready for a client query, shown as connection",
-     [](const Pool& p, uint64_t) { return absl::StrCat(p.idle_servers().size()); }},
+     [](const PoolSnapshot& p) { return absl::StrCat(p.sv_idle); }},
     {"pgbouncer_pools_server_used_connections", "gauge",
      "Server connections idle more than server_check_delay, needing server_check_query, shown "
      "as connection",
-     [](const Pool& p, uint64_t) { return absl::StrCat(p.used_servers().size()); }},
+     [](const PoolSnapshot& p) { return absl::StrCat(p.sv_used); }},
     {"pgbouncer_pools_server_testing_connections", "gauge",
      "Server connections currently running either server_reset_query or server_check_query, "
      "shown as connection",
-     [](const Pool&, uint64_t) { return std::string("0"); }},
+     [](const PoolSnapshot&) { return std::string("0"); }},
     {"pgbouncer_pools_server_login_connections", "gauge",
      "Server connections currently in the process of logging in, shown as connection",
-     [](const Pool& p, uint64_t) { return absl::StrCat(p.login_servers().size()); }},
+     [](const PoolSnapshot& p) { return absl::StrCat(p.sv_login); }},
     {"pgbouncer_pools_client_maxwait_seconds", "gauge",
      "Age of oldest unserved client connection, shown as second",
-     [](const Pool& p, uint64_t now_us) { return MicrosAsSeconds(p.MaxWaitMicros(now_us)); }},
+     [](const PoolSnapshot& p) { return MicrosAsSeconds(p.maxwait_us); }},
     // pgfleet's own per-pool counters.
     {"pgfleet_pool_client_login_failures_total", "counter",
      "Client logins to this pool that failed authentication",
-     [](const Pool& p, uint64_t) { return absl::StrCat(p.stats().client_login_failures); }},
+     [](const PoolSnapshot& p) { return absl::StrCat(p.stats.client_login_failures); }},
     {"pgfleet_pool_server_login_failures_total", "counter",
      "Server connections of this pool that failed to log in to PostgreSQL",
-     [](const Pool& p, uint64_t) { return absl::StrCat(p.stats().server_login_failures); }},
+     [](const PoolSnapshot& p) { return absl::StrCat(p.stats.server_login_failures); }},
     {"pgfleet_pool_server_errors_total", "counter",
      "Server connections of this pool lost or closed because of a fault",
-     [](const Pool& p, uint64_t) { return absl::StrCat(p.stats().server_errors); }},
+     [](const PoolSnapshot& p) { return absl::StrCat(p.stats.server_errors); }},
 };
 
 struct StatsMetric {
@@ -218,7 +216,9 @@ struct DatabaseRow {
 
 // Configured databases (not the "*" fallback) plus databases that only exist as pools
 // (auto-databases from "*", or entries dropped by a RELOAD while their pools live on).
-std::map<std::string, DatabaseRow> CollectDatabases(const Agent& agent) {
+// Counts and counters come from `snapshot`; the pools only lend their database settings.
+std::map<std::string, DatabaseRow> CollectDatabases(const Agent& agent,
+                                                    const StatsSnapshot& snapshot) {
   std::map<std::string, DatabaseRow> rows;
   for (const auto& [name, db] : agent.config().databases) {
     if (name == "*") continue;
@@ -227,15 +227,18 @@ std::map<std::string, DatabaseRow> CollectDatabases(const Agent& agent) {
   for (const auto& [key, pool] : agent.pools()) {
     auto [it, inserted] = rows.try_emplace(pool->db_name());
     if (inserted) it->second.db = pool->db();
-    it->second.stats += pool->stats();
-    it->second.server_count += pool->server_count();
+  }
+  for (const PoolSnapshot& pool : snapshot.pools) {
+    DatabaseRow& row = rows[pool.database];
+    row.stats += pool.stats;
+    row.server_count += pool.server_count;
   }
   return rows;
 }
 
 }  // namespace
 
-std::string RenderPrometheusMetrics(const Agent& agent, uint64_t now_us) {
+std::string RenderPrometheusMetrics(const Agent& agent, const StatsSnapshot& snapshot) {
   const config::Config& cfg = agent.config();
   Exposition out;
 
@@ -251,13 +254,13 @@ std::string RenderPrometheusMetrics(const Agent& agent, uint64_t now_us) {
 
   for (const PoolMetric& metric : kPoolMetrics) {
     out.Family(metric.name, metric.type, metric.help);
-    for (const auto& [key, pool] : agent.pools()) {
-      out.Sample(metric.name, {{"database", pool->db_name()}, {"user", pool->user()}},
-                 metric.value(*pool, now_us));
+    for (const PoolSnapshot& pool : snapshot.pools) {
+      out.Sample(metric.name, {{"database", pool.database}, {"user", pool.user}},
+                 metric.value(pool));
     }
   }
 
-  const std::map<std::string, DatabaseRow> databases = CollectDatabases(agent);
+  const std::map<std::string, DatabaseRow> databases = CollectDatabases(agent, snapshot);
 
   for (const StatsMetric& metric : kStatsMetrics) {
     out.Family(metric.name, "counter", metric.help);
@@ -318,13 +321,13 @@ std::string RenderPrometheusMetrics(const Agent& agent, uint64_t now_us) {
 
   out.Family("pgfleet_agent_clients", "gauge",
              "Client connections open on the agent, logging in or logged in");
-  out.Sample("pgfleet_agent_clients", {}, absl::StrCat(agent.client_count()));
+  out.Sample("pgfleet_agent_clients", {}, absl::StrCat(snapshot.client_count));
 
   out.Family("pgfleet_agent_paused", "gauge",
              "1 while the whole agent is paused (PAUSE without a database)");
   out.Sample("pgfleet_agent_paused", {}, agent.IsPausedExactly("") ? "1" : "0");
   out.Family("pgfleet_agent_suspended", "gauge", "1 while the agent is SUSPENDed");
-  out.Sample("pgfleet_agent_suspended", {}, agent.suspended() ? "1" : "0");
+  out.Sample("pgfleet_agent_suspended", {}, snapshot.suspended ? "1" : "0");
   out.Family("pgfleet_agent_auth_failures_total", "counter",
              "Failed client logins (wrong password, unknown user), every source address");
   out.Sample("pgfleet_agent_auth_failures_total", {},
@@ -334,15 +337,13 @@ std::string RenderPrometheusMetrics(const Agent& agent, uint64_t now_us) {
   out.Sample("pgfleet_agent_auth_failures_delayed_total", {},
              absl::StrCat(agent.auth_failures().delayed_total()));
   // Fleet mode: which controller-pushed config version runs, and the link's state.
-  const FleetAgent* fleet = agent.fleet();
+  const ControlPlaneStatus control_plane = agent.control_plane_status();
   out.Family("pgfleet_config_version", "gauge",
              "Config version pushed by the controller that the agent runs (0: its local file)");
-  out.Sample("pgfleet_config_version", {},
-             absl::StrCat(fleet != nullptr ? fleet->applied_version() : 0));
+  out.Sample("pgfleet_config_version", {}, absl::StrCat(control_plane.applied_config_version));
   out.Family("pgfleet_agent_controller_link_up", "gauge",
              "1 while the stream to pgfleet-controller is connected (0 also without --controller)");
-  out.Sample("pgfleet_agent_controller_link_up", {},
-             fleet != nullptr && fleet->link_state() == LinkState::kConnected ? "1" : "0");
+  out.Sample("pgfleet_agent_controller_link_up", {}, control_plane.link_up ? "1" : "0");
 
   return out.Take();
 }
@@ -457,7 +458,7 @@ void MetricsServer::HandleRequest(evhttp_request* request) {
   }
   reply(HTTP_OK, "OK", "text/plain; version=0.0.4; charset=utf-8",
         method == EVHTTP_REQ_HEAD ? std::string()
-                                  : RenderPrometheusMetrics(agent_, MonotonicMicros()));
+                                  : RenderPrometheusMetrics(agent_, agent_.Snapshot()));
 }
 
 }  // namespace pgfleet::agent

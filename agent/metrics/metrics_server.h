@@ -17,10 +17,12 @@ struct evhttp_request;
 namespace pgfleet::agent {
 
 class Agent;
+struct StatsSnapshot;
 
 // Renders the agent's state in Prometheus text exposition format 0.0.4. Pure: no I/O.
-// Call on the loop thread (it reads the pools). `now_us` is MonotonicMicros() (maxwait).
-std::string RenderPrometheusMetrics(const Agent& agent, uint64_t now_us);
+// Call on the loop thread (it reads the config); pool counts and counters come from
+// `snapshot` (agent.Snapshot()), the same reading SHOW POOLS and the link's report use.
+std::string RenderPrometheusMetrics(const Agent& agent, const StatsSnapshot& snapshot);
 
 // An HTTP server on the agent's loop (libevent evhttp). Serves:
 //   GET /metrics  200, text/plain; version=0.0.4

@@ -240,7 +240,7 @@ TEST_F(MetricsTest, RendersValidExpositionWithPoolAndDatabaseValues) {
   bob->stats().query_count = 2;
   bob->stats().xact_time_us = 500000;
 
-  const std::string text = RenderPrometheusMetrics(*agent_, MonotonicMicros());
+  const std::string text = RenderPrometheusMetrics(*agent_, agent_->Snapshot());
   Exposition exp(text);
   ASSERT_FALSE(::testing::Test::HasFailure()) << text;
 
@@ -309,7 +309,7 @@ TEST_F(MetricsTest, EscapesLabelValuesAndReplacesInvalidUtf8) {
   ASSERT_NE(agent_->GetPool("appdb", "we\"ird\\user\nname"), nullptr);
   ASSERT_NE(agent_->GetPool("appdb", std::string("bad\xff\xc3(", 6)), nullptr);
   ASSERT_NE(agent_->GetPool("appdb", "caf\xc3\xa9"), nullptr);
-  const std::string text = RenderPrometheusMetrics(*agent_, MonotonicMicros());
+  const std::string text = RenderPrometheusMetrics(*agent_, agent_->Snapshot());
   EXPECT_THAT(text, HasSubstr("pgbouncer_pools_server_idle_connections{database=\"appdb\","
                               "user=\"we\\\"ird\\\\user\\nname\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("user=\"bad\xEF\xBF\xBD\xEF\xBF\xBD(\"}"));
@@ -321,7 +321,7 @@ TEST_F(MetricsTest, EscapesLabelValuesAndReplacesInvalidUtf8) {
 }
 
 TEST_F(MetricsTest, NoPoolsStillRendersEveryFamilyHeader) {
-  const std::string text = RenderPrometheusMetrics(*agent_, MonotonicMicros());
+  const std::string text = RenderPrometheusMetrics(*agent_, agent_->Snapshot());
   Exposition exp(text);
   EXPECT_THAT(text, HasSubstr("# TYPE pgbouncer_pools_client_active_connections gauge\n"));
   EXPECT_THAT(text, Not(HasSubstr("pgbouncer_pools_client_active_connections{")));
@@ -345,7 +345,7 @@ TEST_F(MetricsTest, ReportsPausedAndDisabledDatabases) {
       {"name", "otherdb"},     {"host", "127.0.0.1"},    {"port", "2"},
       {"database", "otherdb"}, {"force_user", "forced"}, {"pool_mode", "transaction"}};
   {
-    Exposition exp(RenderPrometheusMetrics(*agent_, MonotonicMicros()));
+    Exposition exp(RenderPrometheusMetrics(*agent_, agent_->Snapshot()));
     EXPECT_EQ(exp.Value("pgbouncer_databases_paused", appdb), "1");
     EXPECT_EQ(exp.Value("pgbouncer_databases_paused", otherdb), "0");
     EXPECT_EQ(exp.Value("pgbouncer_databases_disabled", appdb), "0");
@@ -354,7 +354,7 @@ TEST_F(MetricsTest, ReportsPausedAndDisabledDatabases) {
   // PAUSE of everything shows as every database paused.
   PGF_ASSERT_OK(agent_->Resume("appdb"));
   PGF_ASSERT_OK(agent_->Pause("", std::nullopt));
-  Exposition exp(RenderPrometheusMetrics(*agent_, MonotonicMicros()));
+  Exposition exp(RenderPrometheusMetrics(*agent_, agent_->Snapshot()));
   EXPECT_EQ(exp.Value("pgbouncer_databases_paused", appdb), "1");
   EXPECT_EQ(exp.Value("pgbouncer_databases_paused", otherdb), "1");
   EXPECT_EQ(exp.Value("pgfleet_agent_paused", {}), "1");
@@ -362,7 +362,7 @@ TEST_F(MetricsTest, ReportsPausedAndDisabledDatabases) {
 }
 
 TEST_F(MetricsTest, StandaloneAgentReportsNoControllerLink) {
-  Exposition exp(RenderPrometheusMetrics(*agent_, MonotonicMicros()));
+  Exposition exp(RenderPrometheusMetrics(*agent_, agent_->Snapshot()));
   EXPECT_EQ(exp.Value("pgfleet_config_version", {}), "0");
   EXPECT_EQ(exp.Value("pgfleet_agent_controller_link_up", {}), "0");
   EXPECT_EQ(exp.Value("pgfleet_agent_paused", {}), "0");

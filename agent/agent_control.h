@@ -1,0 +1,49 @@
+// What the control plane may do to the pooler, and what the pooler shows of the control plane.
+// The core (agent/*.h, admin console, metrics) knows nothing of the controller link; the link
+// (agent/link/) knows the core only through AgentControl; agent/main.cc connects the two.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "agent/stats_snapshot.h"
+
+namespace pgfleet::agent {
+
+class EventLoop;
+
+// The pooler's control operations, as the controller link uses them. Loop thread only, except
+// where a method says otherwise. Agent implements it; the admin console reaches the same
+// operations through Agent, so a PAUSE from either behaves the same.
+class AgentControl {
+ public:
+  virtual ~AgentControl() = default;
+
+  // The loop the pooler runs on: Post() work to it from other threads, start Timers on it.
+  virtual EventLoop& loop() = 0;
+
+  // PAUSE/RESUME `db` ("" = every database); see Agent::Pause.
+  virtual absl::Status Pause(const std::string& db, std::optional<absl::Duration> deadline) = 0;
+  virtual absl::Status Resume(const std::string& db) = 0;
+  // RELOAD: re-reads the current config file. On error nothing changes.
+  virtual absl::Status Reload() = 0;
+  // Makes `path` the config file (RELOAD and SIGHUP read it from now on) and loads it as
+  // RELOAD does. On error nothing changes, the config file included.
+  virtual absl::Status ReloadFrom(const std::string& path) = 0;
+
+  // One reading of pools, counters and pauses (see stats_snapshot.h).
+  virtual StatsSnapshot Snapshot() const = 0;
+  // listen_port of the config in force. Safe from any thread.
+  virtual int listen_port() const = 0;
+};
+
+// The control plane as the pooler shows it (/metrics): zeros when the agent runs alone.
+struct ControlPlaneStatus {
+  uint64_t applied_config_version = 0;  // 0: the local config file.
+  bool link_up = false;
+};
+
+}  // namespace pgfleet::agent
