@@ -1,7 +1,10 @@
 # The controller's service code (everything but the store and main), and the binary.
 # Included from controller/CMakeLists.txt after the store library is defined.
 add_library(pgfleet_controller_core STATIC
+  ${CMAKE_CURRENT_SOURCE_DIR}/api/control_api.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/api/fleet_api.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/api/maintenance_api.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/api/rollout_api.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/auth/tokens.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/auth/agent_identity.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/auth/token_admin.cc

@@ -19,8 +19,12 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/log.h"
+#include "controller/api/control_api.h"
 #include "controller/api/fleet_api.h"
+#include "controller/api/maintenance_api.h"
+#include "controller/api/rollout_api.h"
 #include "controller/auth/tokens.h"
+#include "controller/clock.h"
 #include "controller/grpc/services.h"
 #include "controller/http/api_router.h"
 #include "controller/http/http_server.h"
@@ -301,28 +305,29 @@ int main(int argc, char** argv) {
     }
   }
 
+  // The engines work on the store and the connected agents; the API (for both wires) sits on
+  // top of them and feeds them the agents' config results and connections.
+  pgfleet::controller::SystemClock clock;
   pgfleet::controller::AgentRegistry registry;
+  pgfleet::controller::RolloutEngine rollouts(**store, registry, clock);
+  pgfleet::controller::MaintenanceOrchestrator maintenance(**store, registry, clock);
   FleetApi api(**store, registry, api_options);
-  pgfleet::controller::RolloutEngine rollouts(**store, **store, registry, api);
   api.set_rollout_store(store->get());
-  api.set_config_result_listener([&rollouts](const std::string& agent, uint64_t version,
-                                             bool accepted, const std::string& error) {
-    rollouts.OnConfigResult(agent, version, accepted, error);
-  });
-  pgfleet::controller::MaintenanceOrchestrator maintenance(**store, registry);
-  api.set_agent_connected_listener([&maintenance](pgfleet::controller::AgentSession& session) {
-    maintenance.OnAgentConnected(session);
-  });
-  pgfleet::controller::MaintenanceServiceImpl maintenance_service(maintenance, **store);
+  api.set_engines(&rollouts, &maintenance);
+  pgfleet::controller::RolloutApi rollout_api(**store, rollouts, registry, clock);
+  pgfleet::controller::MaintenanceApi maintenance_api(**store, maintenance, registry, clock);
   agent_auth.require_client_cert = tls;
-  pgfleet::controller::AgentServiceImpl agent_service(api, registry, **store, agent_auth);
+  pgfleet::controller::AgentServiceImpl agent_service(api, registry, agent_auth);
   pgfleet::controller::TokenAdmin token_admin(**store);
   token_admin.set_revoked_listener([&agent_service](const pgfleet::controller::TokenRow& token) {
     agent_service.DisconnectJoinToken(token.id);
   });
-  pgfleet::controller::TokenServiceImpl token_service(token_admin, **store);
-  pgfleet::controller::FleetServiceImpl fleet_service(api, **store);
-  pgfleet::controller::RolloutServiceImpl rollout_service(rollouts, **store);
+  // The one operator API; both wires below are adapters over it.
+  pgfleet::controller::ControlApi control(**store, api, rollout_api, maintenance_api, token_admin);
+  pgfleet::controller::TokenServiceImpl token_service(control);
+  pgfleet::controller::MaintenanceServiceImpl maintenance_service(control);
+  pgfleet::controller::FleetServiceImpl fleet_service(control);
+  pgfleet::controller::RolloutServiceImpl rollout_service(control);
 
   std::shared_ptr<grpc::ServerCredentials> credentials;
   if (tls) {
@@ -373,8 +378,7 @@ int main(int argc, char** argv) {
   if (!port_file.empty()) WritePortFile(port_file, bound_port);
 
   pgfleet::controller::MetricsHistory metrics_history;
-  pgfleet::controller::ApiRouter api_router(api, rollouts, maintenance, **store, metrics_history,
-                                            token_admin);
+  pgfleet::controller::ApiRouter api_router(control, metrics_history);
   std::unique_ptr<pgfleet::controller::HttpServer> http;
   if (!http_listen.empty()) {
     pgfleet::controller::HttpServerOptions http_options;

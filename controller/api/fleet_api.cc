@@ -8,6 +8,9 @@
 #include "common/config/config.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "controller/auth/tokens.h"
+#include "controller/maintenance/orchestrator.h"
+#include "controller/rollout/rollout_engine.h"
 
 namespace pgfleet::controller {
 namespace {
@@ -263,6 +266,10 @@ absl::StatusOr<pgfleet::v1::SendCommandResponse> FleetApi::SendCommand(
   return response;
 }
 
+absl::StatusOr<TokenRow> FleetApi::AuthenticateJoinToken(const std::string& authorization) {
+  return controller::AuthenticateJoinToken(store_, authorization);
+}
+
 absl::Status FleetApi::OnAgentHello(const pgfleet::v1::AgentHello& hello) {
   AgentRow row;
   row.agent_id = hello.agent_id();
@@ -299,9 +306,9 @@ void FleetApi::OnAgentMessage(AgentSession& session, const pgfleet::v1::AgentMes
       // An ACK closes the delivery; after a NACK the version stays marked as sent so it is not
       // pushed again until someone forces it (a new rollout of it).
       if (result.accepted()) session.set_sent_version(0);
-      if (config_result_listener_) {
-        config_result_listener_(session.agent_id(), result.version(), result.accepted(),
-                                result.error());
+      if (rollout_engine_ != nullptr) {
+        rollout_engine_->OnConfigResult(session.agent_id(), result.version(), result.accepted(),
+                                        result.error());
       }
       if (absl::Status recorded = store_.RecordAgentConfigResult(
               session.agent_id(), result.version(), result.sha256(),
@@ -334,6 +341,13 @@ void FleetApi::OnAgentGone(const std::shared_ptr<AgentSession>& session) {
   }
 }
 
+void FleetApi::OnAgentConnected(AgentSession& session) {
+  Reconcile(session);
+  if (maintenance_engine_ != nullptr) {
+    maintenance_engine_->OnAgentConnected(session.agent_id(), session.environment());
+  }
+}
+
 void FleetApi::Reconcile(AgentSession& session, bool force) {
   absl::StatusOr<AgentRow> agent = store_.GetAgent(session.agent_id());
   if (!agent.ok()) return;
@@ -347,15 +361,7 @@ void FleetApi::Reconcile(AgentSession& session, bool force) {
               version.status().message());
     return;
   }
-  pgfleet::v1::ControllerMessage message;
-  pgfleet::v1::DesiredConfig* config = message.mutable_desired_config();
-  config->set_version(version->version);
-  config->set_sha256(version->sha256);
-  config->set_ini_text(version->ini_text);
-  session.set_sent_version(version->version);
-  PGF_INFO("api", "sending config version %d to agent %s (runs %d)", version->version,
-           session.agent_id(), session.applied_version());
-  session.Send(message);
+  AgentRegistry::OfferConfigTo(session, *version, force);
 }
 
 }  // namespace pgfleet::controller

@@ -15,6 +15,9 @@
 
 namespace pgfleet::controller {
 
+class MaintenanceOrchestrator;
+class RolloutEngine;
+
 // Who is calling, as established by the transport (bearer token).
 struct Caller {
   std::string actor;
@@ -33,12 +36,12 @@ class FleetApi {
  public:
   FleetApi(Store& store, AgentRegistry& registry, FleetApiOptions options = {});
 
-  absl::StatusOr<pgfleet::v1::ConfigVersion> PushConfig(const Caller& caller,
-                                                        const pgfleet::v1::PushConfigRequest& request);
+  absl::StatusOr<pgfleet::v1::ConfigVersion> PushConfig(
+      const Caller& caller, const pgfleet::v1::PushConfigRequest& request);
   absl::StatusOr<pgfleet::v1::ListConfigsResponse> ListConfigs(
       const Caller& caller, const pgfleet::v1::ListConfigsRequest& request);
-  absl::StatusOr<pgfleet::v1::ConfigVersion> GetConfig(const Caller& caller,
-                                                       const pgfleet::v1::GetConfigRequest& request);
+  absl::StatusOr<pgfleet::v1::ConfigVersion> GetConfig(
+      const Caller& caller, const pgfleet::v1::GetConfigRequest& request);
   absl::StatusOr<pgfleet::v1::Environment> SetDesiredConfig(
       const Caller& caller, const pgfleet::v1::SetDesiredConfigRequest& request);
   absl::StatusOr<pgfleet::v1::ListEnvironmentsResponse> ListEnvironments(const Caller& caller);
@@ -50,6 +53,8 @@ class FleetApi {
       const Caller& caller, const pgfleet::v1::SendCommandRequest& request);
 
   // Agent side, called by the AgentService.
+  // The agent's join token ("Bearer <token>" of a role-agent token).
+  absl::StatusOr<TokenRow> AuthenticateJoinToken(const std::string& authorization);
   absl::Status OnAgentHello(const pgfleet::v1::AgentHello& hello);
   void OnAgentMessage(AgentSession& session, const pgfleet::v1::AgentMessage& message);
   void OnAgentGone(const std::shared_ptr<AgentSession>& session);
@@ -58,19 +63,14 @@ class FleetApi {
   // deliberately retrying it).
   void Reconcile(AgentSession& session, bool force = false);
   absl::Duration metrics_interval() const { return options_.metrics_interval; }
-  // Told about every ACK/NACK (the rollout engine listens).
-  using ConfigResultListener =
-      std::function<void(const std::string& agent_id, uint64_t version, bool accepted,
-                         const std::string& error)>;
-  void set_config_result_listener(ConfigResultListener listener) {
-    config_result_listener_ = std::move(listener);
-  }
-  // Told when an agent's stream is up (maintenance windows pause late joiners).
-  void set_agent_connected_listener(std::function<void(AgentSession&)> listener) {
-    agent_connected_listener_ = std::move(listener);
-  }
-  void NotifyAgentConnected(AgentSession& session) {
-    if (agent_connected_listener_) agent_connected_listener_(session);
+  // The agent's stream is up: it gets its desired config, and a pause if its environment is
+  // inside a maintenance window.
+  void OnAgentConnected(AgentSession& session);
+  // The engines this API feeds: config results go to the rollout engine, connected agents to
+  // the maintenance engine. Either may be null (tests of the fleet calls alone).
+  void set_engines(RolloutEngine* rollouts, MaintenanceOrchestrator* maintenance) {
+    rollout_engine_ = rollouts;
+    maintenance_engine_ = maintenance;
   }
   // Lets environment descriptions show upstream and the active rollout.
   void set_rollout_store(RolloutStore* rollouts) { rollouts_ = rollouts; }
@@ -83,8 +83,8 @@ class FleetApi {
   Store& store_;
   AgentRegistry& registry_;
   FleetApiOptions options_;
-  ConfigResultListener config_result_listener_;
-  std::function<void(AgentSession&)> agent_connected_listener_;
+  RolloutEngine* rollout_engine_ = nullptr;
+  MaintenanceOrchestrator* maintenance_engine_ = nullptr;
   RolloutStore* rollouts_ = nullptr;
 };
 

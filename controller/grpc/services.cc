@@ -7,7 +7,6 @@
 #include "common/grpc_status.h"
 #include "common/log.h"
 #include "controller/auth/agent_identity.h"
-#include "controller/auth/tokens.h"
 
 namespace pgfleet::controller {
 
@@ -99,7 +98,7 @@ absl::StatusOr<AgentServiceImpl::Credentials> AgentServiceImpl::Admit(
   const auto& metadata = context.client_metadata();
   if (auto it = metadata.find("authorization"); it != metadata.end()) {
     absl::StatusOr<TokenRow> token =
-        AuthenticateJoinToken(store_, std::string(it->second.data(), it->second.size()));
+        api_.AuthenticateJoinToken(std::string(it->second.data(), it->second.size()));
     if (!token.ok()) return token.status();
     credentials.join_token = *token;
   }
@@ -219,8 +218,7 @@ grpc::Status AgentServiceImpl::Connect(
   ack.mutable_hello_ack()->set_metrics_interval_seconds(
       static_cast<int32_t>(absl::ToInt64Seconds(api_.metrics_interval())));
   session->Send(ack);
-  api_.Reconcile(*session);
-  api_.NotifyAgentConnected(*session);
+  api_.OnAgentConnected(*session);
 
   const uint64_t join_token_id =
       credentials->join_token.has_value() ? credentials->join_token->id : 0;
@@ -266,104 +264,66 @@ void AgentServiceImpl::DisconnectJoinToken(uint64_t token_id) {
 
 namespace {
 
-// Authenticates, runs `fn(caller)` and copies its result into `response`.
-template <typename Response, typename Fn>
-grpc::Status Authenticated(Store& store, grpc::ServerContext* context, Response* response,
-                           Fn&& fn) {
-  absl::StatusOr<Caller> caller = AuthenticateGrpc(store, *context);
-  if (!caller.ok()) return ToGrpcStatus(caller.status());
-  absl::StatusOr<Response> result = fn(*caller);
-  if (!result.ok()) return ToGrpcStatus(result.status());
-  *response = std::move(*result);
-  return grpc::Status::OK;
+// The bearer token from the call's metadata, then the API's entry for this RPC.
+grpc::Status CallApi(const ControlApi& api, grpc::ServerContext* context,
+                     const std::string& service, const char* method,
+                     const google::protobuf::Message& request,
+                     google::protobuf::Message* response) {
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) {
+    return ToGrpcStatus(
+        absl::UnauthenticatedError("missing bearer token (authorization: Bearer <token>)"));
+  }
+  return ToGrpcStatus(api.Call(std::string(it->second.data(), it->second.size()), service, method,
+                               request, response));
 }
 
 }  // namespace
 
-template <typename Fn>
-grpc::Status FleetServiceImpl::Call(grpc::ServerContext* context, Fn&& fn) {
-  absl::StatusOr<Caller> caller = AuthenticateGrpc(store_, *context);
-  if (!caller.ok()) return ToGrpcStatus(caller.status());
-  return ToGrpcStatus(fn(*caller));
-}
-
-#define PGF_FLEET_METHOD(Method, Request, Response)                                 \
-  grpc::Status FleetServiceImpl::Method(grpc::ServerContext* context,               \
-                                        const pgfleet::v1::Request* request,        \
-                                        pgfleet::v1::Response* response) {          \
-    return Call(context, [&](const Caller& caller) -> absl::Status {                \
-      absl::StatusOr<pgfleet::v1::Response> result = api_.Method(caller, *request); \
-      if (!result.ok()) return result.status();                                     \
-      *response = std::move(*result);                                               \
-      return absl::OkStatus();                                                      \
-    });                                                                             \
+#define PGF_API_METHOD(Impl, Service, Method, Request, Response)                                \
+  grpc::Status Impl::Method(grpc::ServerContext* context, const pgfleet::v1::Request* request,  \
+                            pgfleet::v1::Response* response) {                                  \
+    return CallApi(api_, context, pgfleet::v1::Service::service_full_name(), #Method, *request, \
+                   response);                                                                   \
   }
 
+#define PGF_FLEET_METHOD(Method, Request, Response) \
+  PGF_API_METHOD(FleetServiceImpl, FleetService, Method, Request, Response)
 PGF_FLEET_METHOD(PushConfig, PushConfigRequest, ConfigVersion)
 PGF_FLEET_METHOD(ListConfigs, ListConfigsRequest, ListConfigsResponse)
 PGF_FLEET_METHOD(GetConfig, GetConfigRequest, ConfigVersion)
 PGF_FLEET_METHOD(SetDesiredConfig, SetDesiredConfigRequest, Environment)
+PGF_FLEET_METHOD(ListEnvironments, ListEnvironmentsRequest, ListEnvironmentsResponse)
 PGF_FLEET_METHOD(ListAgents, ListAgentsRequest, ListAgentsResponse)
 PGF_FLEET_METHOD(GetAgent, GetAgentRequest, Agent)
 PGF_FLEET_METHOD(SendCommand, SendCommandRequest, SendCommandResponse)
 
-grpc::Status FleetServiceImpl::ListEnvironments(grpc::ServerContext* context,
-                                                const pgfleet::v1::ListEnvironmentsRequest*,
-                                                pgfleet::v1::ListEnvironmentsResponse* response) {
-  return Call(context, [&](const Caller& caller) -> absl::Status {
-    absl::StatusOr<pgfleet::v1::ListEnvironmentsResponse> result = api_.ListEnvironments(caller);
-    if (!result.ok()) return result.status();
-    *response = std::move(*result);
-    return absl::OkStatus();
-  });
-}
+#define PGF_ROLLOUT_METHOD(Method, Request, Response) \
+  PGF_API_METHOD(RolloutServiceImpl, RolloutService, Method, Request, Response)
+PGF_ROLLOUT_METHOD(StartRollout, StartRolloutRequest, Rollout)
+PGF_ROLLOUT_METHOD(GetRollout, GetRolloutRequest, Rollout)
+PGF_ROLLOUT_METHOD(ListRollouts, ListRolloutsRequest, ListRolloutsResponse)
+PGF_ROLLOUT_METHOD(PauseRollout, RolloutActionRequest, Rollout)
+PGF_ROLLOUT_METHOD(ResumeRollout, RolloutActionRequest, Rollout)
+PGF_ROLLOUT_METHOD(AbortRollout, RolloutActionRequest, Rollout)
+PGF_ROLLOUT_METHOD(Rollback, RollbackRequest, Rollout)
+PGF_ROLLOUT_METHOD(Promote, PromoteRequest, Rollout)
+PGF_ROLLOUT_METHOD(SetUpstream, SetUpstreamRequest, Environment)
 
-#define PGF_ROLLOUT_METHOD(Method, Request, Response, expr)                    \
-  grpc::Status RolloutServiceImpl::Method(grpc::ServerContext* context,        \
-                                          const pgfleet::v1::Request* request, \
-                                          pgfleet::v1::Response* response) {   \
-    return Authenticated(store_, context, response,                            \
-                         [&](const Caller& caller) { return engine_.expr; });  \
-  }
+#define PGF_MAINTENANCE_METHOD(Method, Request, Response) \
+  PGF_API_METHOD(MaintenanceServiceImpl, MaintenanceService, Method, Request, Response)
+PGF_MAINTENANCE_METHOD(Pause, PauseWindowRequest, MaintenanceWindow)
+PGF_MAINTENANCE_METHOD(Resume, ResumeWindowRequest, MaintenanceWindow)
+PGF_MAINTENANCE_METHOD(Schedule, ScheduleWindowRequest, MaintenanceWindow)
+PGF_MAINTENANCE_METHOD(GetWindow, GetWindowRequest, MaintenanceWindow)
+PGF_MAINTENANCE_METHOD(ListWindows, ListWindowsRequest, ListWindowsResponse)
+PGF_MAINTENANCE_METHOD(CancelWindow, CancelWindowRequest, MaintenanceWindow)
 
-PGF_ROLLOUT_METHOD(StartRollout, StartRolloutRequest, Rollout, Start(caller, *request))
-PGF_ROLLOUT_METHOD(GetRollout, GetRolloutRequest, Rollout, Get(caller, *request))
-PGF_ROLLOUT_METHOD(ListRollouts, ListRolloutsRequest, ListRolloutsResponse, List(caller, *request))
-PGF_ROLLOUT_METHOD(PauseRollout, RolloutActionRequest, Rollout, Pause(caller, request->id()))
-PGF_ROLLOUT_METHOD(ResumeRollout, RolloutActionRequest, Rollout, Resume(caller, request->id()))
-PGF_ROLLOUT_METHOD(AbortRollout, RolloutActionRequest, Rollout, Abort(caller, request->id()))
-PGF_ROLLOUT_METHOD(Rollback, RollbackRequest, Rollout, Rollback(caller, *request))
-PGF_ROLLOUT_METHOD(Promote, PromoteRequest, Rollout, Promote(caller, *request))
-PGF_ROLLOUT_METHOD(SetUpstream, SetUpstreamRequest, Environment, SetUpstream(caller, *request))
-
-#define PGF_MAINTENANCE_METHOD(Method, Request, Response, expr)                     \
-  grpc::Status MaintenanceServiceImpl::Method(grpc::ServerContext* context,         \
-                                              const pgfleet::v1::Request* request,  \
-                                              pgfleet::v1::Response* response) {    \
-    return Authenticated(store_, context, response,                                 \
-                         [&](const Caller& caller) { return orchestrator_.expr; }); \
-  }
-
-PGF_MAINTENANCE_METHOD(Pause, PauseWindowRequest, MaintenanceWindow, Pause(caller, *request))
-PGF_MAINTENANCE_METHOD(Resume, ResumeWindowRequest, MaintenanceWindow, Resume(caller, *request))
-PGF_MAINTENANCE_METHOD(Schedule, ScheduleWindowRequest, MaintenanceWindow,
-                       Schedule(caller, *request))
-PGF_MAINTENANCE_METHOD(GetWindow, GetWindowRequest, MaintenanceWindow, Get(caller, request->id()))
-PGF_MAINTENANCE_METHOD(ListWindows, ListWindowsRequest, ListWindowsResponse,
-                       List(caller, request->environment()))
-PGF_MAINTENANCE_METHOD(CancelWindow, CancelWindowRequest, MaintenanceWindow,
-                       Cancel(caller, request->id()))
-
-#define PGF_TOKEN_METHOD(Method, Request, Response, expr)                    \
-  grpc::Status TokenServiceImpl::Method(grpc::ServerContext* context,        \
-                                        const pgfleet::v1::Request* request, \
-                                        pgfleet::v1::Response* response) {   \
-    return Authenticated(store_, context, response,                          \
-                         [&](const Caller& caller) { return admin_.expr; }); \
-  }
-
-PGF_TOKEN_METHOD(ListTokens, ListTokensRequest, ListTokensResponse, List(caller, *request))
-PGF_TOKEN_METHOD(CreateToken, CreateTokenRequest, CreateTokenResponse, Create(caller, *request))
-PGF_TOKEN_METHOD(RevokeToken, RevokeTokenRequest, Token, Revoke(caller, *request))
+#define PGF_TOKEN_METHOD(Method, Request, Response) \
+  PGF_API_METHOD(TokenServiceImpl, TokenService, Method, Request, Response)
+PGF_TOKEN_METHOD(ListTokens, ListTokensRequest, ListTokensResponse)
+PGF_TOKEN_METHOD(CreateToken, CreateTokenRequest, CreateTokenResponse)
+PGF_TOKEN_METHOD(RevokeToken, RevokeTokenRequest, Token)
 
 }  // namespace pgfleet::controller

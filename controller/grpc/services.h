@@ -1,4 +1,6 @@
-// gRPC adapters: they authenticate, then call FleetApi. No fleet logic lives here.
+// gRPC adapters over controller/api/: each RPC of the operators' services is its ControlApi
+// entry (authentication, role, audit and mapping happen there); the agents' stream is
+// FleetApi's agent side. No fleet logic lives here.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -11,12 +13,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "controller/api/control_api.h"
 #include "controller/api/fleet_api.h"
-#include "controller/auth/token_admin.h"
-#include "controller/maintenance/orchestrator.h"
 #include "controller/registry/agent_registry.h"
-#include "controller/rollout/rollout_engine.h"
-#include "controller/store/store.h"
 #include "pgfleet/v1/agent.grpc.pb.h"
 #include "pgfleet/v1/fleet.grpc.pb.h"
 
@@ -69,8 +68,8 @@ class AgentServiceImpl final : public pgfleet::v1::AgentService::Service {
   // Before the first message is read, the stream's credentials are checked: a certificate (with
   // TLS), and the environment it may join, from the certificate's pgfleet:// URI or the agent's
   // join token (see controller/auth/agent_identity.h). The hello must then match them.
-  AgentServiceImpl(FleetApi& api, AgentRegistry& registry, Store& store, AgentAuthOptions options)
-      : api_(api), registry_(registry), store_(store), options_(options) {}
+  AgentServiceImpl(FleetApi& api, AgentRegistry& registry, AgentAuthOptions options)
+      : api_(api), registry_(registry), options_(options) {}
 
   grpc::Status Connect(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<pgfleet::v1::ControllerMessage,
@@ -86,7 +85,6 @@ class AgentServiceImpl final : public pgfleet::v1::AgentService::Service {
   absl::StatusOr<Credentials> Admit(const grpc::ServerContext& context);
   FleetApi& api_;
   AgentRegistry& registry_;
-  Store& store_;
   AgentAuthOptions options_;
   std::atomic<int> pending_streams_{0};
   HelloDeadlines deadlines_;
@@ -98,7 +96,7 @@ class AgentServiceImpl final : public pgfleet::v1::AgentService::Service {
 
 class FleetServiceImpl final : public pgfleet::v1::FleetService::Service {
  public:
-  FleetServiceImpl(FleetApi& api, Store& store) : api_(api), store_(store) {}
+  explicit FleetServiceImpl(const ControlApi& api) : api_(api) {}
 
   grpc::Status PushConfig(grpc::ServerContext* context,
                           const pgfleet::v1::PushConfigRequest* request,
@@ -124,15 +122,12 @@ class FleetServiceImpl final : public pgfleet::v1::FleetService::Service {
                            pgfleet::v1::SendCommandResponse* response) override;
 
  private:
-  template <typename Fn>
-  grpc::Status Call(grpc::ServerContext* context, Fn&& fn);
-  FleetApi& api_;
-  Store& store_;
+  const ControlApi& api_;
 };
 
 class RolloutServiceImpl final : public pgfleet::v1::RolloutService::Service {
  public:
-  RolloutServiceImpl(RolloutEngine& engine, Store& store) : engine_(engine), store_(store) {}
+  explicit RolloutServiceImpl(const ControlApi& api) : api_(api) {}
 
   grpc::Status StartRollout(grpc::ServerContext* context,
                             const pgfleet::v1::StartRolloutRequest* request,
@@ -161,14 +156,12 @@ class RolloutServiceImpl final : public pgfleet::v1::RolloutService::Service {
                            pgfleet::v1::Environment* response) override;
 
  private:
-  RolloutEngine& engine_;
-  Store& store_;
+  const ControlApi& api_;
 };
 
 class MaintenanceServiceImpl final : public pgfleet::v1::MaintenanceService::Service {
  public:
-  MaintenanceServiceImpl(MaintenanceOrchestrator& orchestrator, Store& store)
-      : orchestrator_(orchestrator), store_(store) {}
+  explicit MaintenanceServiceImpl(const ControlApi& api) : api_(api) {}
 
   grpc::Status Pause(grpc::ServerContext* context, const pgfleet::v1::PauseWindowRequest* request,
                      pgfleet::v1::MaintenanceWindow* response) override;
@@ -187,13 +180,12 @@ class MaintenanceServiceImpl final : public pgfleet::v1::MaintenanceService::Ser
                             pgfleet::v1::MaintenanceWindow* response) override;
 
  private:
-  MaintenanceOrchestrator& orchestrator_;
-  Store& store_;
+  const ControlApi& api_;
 };
 
 class TokenServiceImpl final : public pgfleet::v1::TokenService::Service {
  public:
-  TokenServiceImpl(TokenAdmin& admin, Store& store) : admin_(admin), store_(store) {}
+  explicit TokenServiceImpl(const ControlApi& api) : api_(api) {}
 
   grpc::Status ListTokens(grpc::ServerContext* context,
                           const pgfleet::v1::ListTokensRequest* request,
@@ -206,8 +198,7 @@ class TokenServiceImpl final : public pgfleet::v1::TokenService::Service {
                            pgfleet::v1::Token* response) override;
 
  private:
-  TokenAdmin& admin_;
-  Store& store_;
+  const ControlApi& api_;
 };
 
 }  // namespace pgfleet::controller

@@ -9,7 +9,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/status_macros.h"
-#include "controller/auth/tokens.h"
 
 namespace pgfleet::controller {
 namespace {
@@ -22,13 +21,17 @@ absl::Status FromProtobufStatus(const pb::util::Status& status) {
       absl::StrCat("bad request JSON: ", std::string(status.message())));
 }
 
+absl::Status ParseJsonInto(const std::string& json, pb::Message* message) {
+  if (json.empty()) return absl::OkStatus();
+  pb::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;  // A misspelt field is an error, not silently ignored.
+  return FromProtobufStatus(pb::util::JsonStringToMessage(json, message, options));
+}
+
 template <typename Message>
 absl::StatusOr<Message> ParseJson(const std::string& json) {
   Message message;
-  if (json.empty()) return message;
-  pb::util::JsonParseOptions options;
-  options.ignore_unknown_fields = false;  // A misspelt field is an error, not silently ignored.
-  PGF_RETURN_IF_ERROR(FromProtobufStatus(pb::util::JsonStringToMessage(json, &message, options)));
+  PGF_RETURN_IF_ERROR(ParseJsonInto(json, &message));
   return message;
 }
 
@@ -133,107 +136,21 @@ std::string QueryToJson(const std::multimap<std::string, std::string>& params) {
   return json.ok() ? *json : "{}";
 }
 
-template <typename Request, typename Response, typename Fn>
-void ApiRouter::Add(const std::string& name, bool read_only, Fn fn) {
-  routes_[name] =
-      Route{read_only,
-            [fn = std::move(fn)](const Caller& caller,
-                                 const std::string& json) -> absl::StatusOr<std::string> {
-              PGF_ASSIGN_OR_RETURN(Request request, ParseJson<Request>(json));
-              PGF_ASSIGN_OR_RETURN(Response response, fn(caller, request));
-              return ToJson(response);
-            }};
-}
-
-ApiRouter::ApiRouter(FleetApi& fleet, RolloutEngine& rollouts, MaintenanceOrchestrator& maintenance,
-                     Store& store, MetricsHistory& metrics, TokenAdmin& tokens)
-    : store_(store), metrics_(metrics) {
+ApiRouter::ApiRouter(ControlApi& api, MetricsHistory& metrics) : api_(api), metrics_(metrics) {
   namespace v1 = pgfleet::v1;
-  constexpr bool kRead = true, kWrite = false;
-  // FleetService.
-  Add<v1::PushConfigRequest, v1::ConfigVersion>(
-      "PushConfig", kWrite,
-      [&fleet](const Caller& c, const auto& r) { return fleet.PushConfig(c, r); });
-  Add<v1::ListConfigsRequest, v1::ListConfigsResponse>(
-      "ListConfigs", kRead,
-      [&fleet](const Caller& c, const auto& r) { return fleet.ListConfigs(c, r); });
-  Add<v1::GetConfigRequest, v1::ConfigVersion>(
-      "GetConfig", kRead,
-      [&fleet](const Caller& c, const auto& r) { return fleet.GetConfig(c, r); });
-  Add<v1::SetDesiredConfigRequest, v1::Environment>(
-      "SetDesiredConfig", kWrite,
-      [&fleet](const Caller& c, const auto& r) { return fleet.SetDesiredConfig(c, r); });
-  Add<v1::ListEnvironmentsRequest, v1::ListEnvironmentsResponse>(
-      "ListEnvironments", kRead,
-      [&fleet](const Caller& c, const auto&) { return fleet.ListEnvironments(c); });
-  Add<v1::ListAgentsRequest, v1::ListAgentsResponse>(
-      "ListAgents", kRead,
-      [&fleet](const Caller& c, const auto& r) { return fleet.ListAgents(c, r); });
-  Add<v1::GetAgentRequest, v1::Agent>(
-      "GetAgent", kRead, [&fleet](const Caller& c, const auto& r) { return fleet.GetAgent(c, r); });
-  Add<v1::SendCommandRequest, v1::SendCommandResponse>(
-      "SendCommand", kWrite,
-      [&fleet](const Caller& c, const auto& r) { return fleet.SendCommand(c, r); });
-  // RolloutService.
-  Add<v1::StartRolloutRequest, v1::Rollout>(
-      "StartRollout", kWrite,
-      [&rollouts](const Caller& c, const auto& r) { return rollouts.Start(c, r); });
-  Add<v1::GetRolloutRequest, v1::Rollout>(
-      "GetRollout", kRead,
-      [&rollouts](const Caller& c, const auto& r) { return rollouts.Get(c, r); });
-  Add<v1::ListRolloutsRequest, v1::ListRolloutsResponse>(
-      "ListRollouts", kRead,
-      [&rollouts](const Caller& c, const auto& r) { return rollouts.List(c, r); });
-  Add<v1::RolloutActionRequest, v1::Rollout>(
-      "PauseRollout", kWrite,
-      [&rollouts](const Caller& c, const auto& r) { return rollouts.Pause(c, r.id()); });
-  Add<v1::RolloutActionRequest, v1::Rollout>(
-      "ResumeRollout", kWrite,
-      [&rollouts](const Caller& c, const auto& r) { return rollouts.Resume(c, r.id()); });
-  Add<v1::RolloutActionRequest, v1::Rollout>(
-      "AbortRollout", kWrite,
-      [&rollouts](const Caller& c, const auto& r) { return rollouts.Abort(c, r.id()); });
-  Add<v1::RollbackRequest, v1::Rollout>(
-      "Rollback", kWrite,
-      [&rollouts](const Caller& c, const auto& r) { return rollouts.Rollback(c, r); });
-  Add<v1::PromoteRequest, v1::Rollout>(
-      "Promote", kWrite,
-      [&rollouts](const Caller& c, const auto& r) { return rollouts.Promote(c, r); });
-  Add<v1::SetUpstreamRequest, v1::Environment>(
-      "SetUpstream", kWrite,
-      [&rollouts](const Caller& c, const auto& r) { return rollouts.SetUpstream(c, r); });
-  // MaintenanceService (its Pause/Resume are windows; the rollout ones are named for rollouts).
-  Add<v1::PauseWindowRequest, v1::MaintenanceWindow>(
-      "Pause", kWrite,
-      [&maintenance](const Caller& c, const auto& r) { return maintenance.Pause(c, r); });
-  Add<v1::ResumeWindowRequest, v1::MaintenanceWindow>(
-      "Resume", kWrite,
-      [&maintenance](const Caller& c, const auto& r) { return maintenance.Resume(c, r); });
-  Add<v1::ScheduleWindowRequest, v1::MaintenanceWindow>(
-      "Schedule", kWrite,
-      [&maintenance](const Caller& c, const auto& r) { return maintenance.Schedule(c, r); });
-  Add<v1::GetWindowRequest, v1::MaintenanceWindow>(
-      "GetWindow", kRead,
-      [&maintenance](const Caller& c, const auto& r) { return maintenance.Get(c, r.id()); });
-  Add<v1::ListWindowsRequest, v1::ListWindowsResponse>(
-      "ListWindows", kRead, [&maintenance](const Caller& c, const auto& r) {
-        return maintenance.List(c, r.environment());
-      });
-  Add<v1::CancelWindowRequest, v1::MaintenanceWindow>(
-      "CancelWindow", kWrite,
-      [&maintenance](const Caller& c, const auto& r) { return maintenance.Cancel(c, r.id()); });
-
-  // TokenService. Admin only; the listing is POST-only too, like every call that is not a
-  // viewer's read.
-  Add<v1::ListTokensRequest, v1::ListTokensResponse>(
-      "ListTokens", kWrite,
-      [&tokens](const Caller& c, const auto& r) { return tokens.List(c, r); });
-  Add<v1::CreateTokenRequest, v1::CreateTokenResponse>(
-      "CreateToken", kWrite,
-      [&tokens](const Caller& c, const auto& r) { return tokens.Create(c, r); });
-  Add<v1::RevokeTokenRequest, v1::Token>(
-      "RevokeToken", kWrite,
-      [&tokens](const Caller& c, const auto& r) { return tokens.Revoke(c, r); });
+  constexpr bool kRead = true;
+  for (const ApiMethod& method : api.methods()) {
+    routes_[method.name] =
+        Route{method.read_only,
+              [&api, &method](const Caller& caller,
+                              const std::string& json) -> absl::StatusOr<std::string> {
+                std::unique_ptr<pb::Message> request = method.new_request();
+                PGF_RETURN_IF_ERROR(ParseJsonInto(json, request.get()));
+                PGF_ASSIGN_OR_RETURN(std::unique_ptr<pb::Message> response,
+                                     api.Invoke(caller, method, *request));
+                return ToJson(*response);
+              }};
+  }
 
   // Dashboard-only reads, not in the gRPC services.
   routes_["WhoAmI"] =
@@ -245,14 +162,16 @@ ApiRouter::ApiRouter(FleetApi& fleet, RolloutEngine& rollouts, MaintenanceOrches
             }};
   routes_["AgentMetrics"] = Route{
       kRead,
-      [this, &fleet](const Caller& caller, const std::string& json) -> absl::StatusOr<std::string> {
+      [this, &api](const Caller& caller, const std::string& json) -> absl::StatusOr<std::string> {
         // {agentId, sinceUnixMs}: there is no proto message for it, so a Struct.
         PGF_ASSIGN_OR_RETURN(pb::Struct args, ParseJson<pb::Struct>(json));
         v1::GetAgentRequest get;
         get.set_agent_id(args.fields().count("agentId") ? args.fields().at("agentId").string_value()
                                                         : "");
         // Role check and a 404 for an unknown agent, the same as GetAgent.
-        PGF_RETURN_IF_ERROR(fleet.GetAgent(caller, get).status());
+        const ApiMethod* get_agent = api.Find("pgfleet.v1.FleetService", "GetAgent");
+        if (get_agent == nullptr) return absl::InternalError("GetAgent has no API entry");
+        PGF_RETURN_IF_ERROR(api.Invoke(caller, *get_agent, get).status());
         int64_t since = 0;
         if (auto it = args.fields().find("sinceUnixMs"); it != args.fields().end()) {
           const std::string& text = it->second.string_value();
@@ -266,7 +185,7 @@ ApiRouter::ApiRouter(FleetApi& fleet, RolloutEngine& rollouts, MaintenanceOrches
         pb::Struct header;
         (*header.mutable_fields())["agentId"].set_string_value(get.agent_id());
         (*header.mutable_fields())["intervalMs"].set_number_value(
-            static_cast<double>(absl::ToInt64Milliseconds(fleet.metrics_interval())));
+            static_cast<double>(absl::ToInt64Milliseconds(api.fleet().metrics_interval())));
         PGF_ASSIGN_OR_RETURN(std::string out, ToJson(header));
         out.pop_back();  // The closing brace: the samples array goes in before it.
         absl::StrAppend(&out, R"(,"samples":[)");
@@ -282,7 +201,7 @@ ApiRouter::ApiRouter(FleetApi& fleet, RolloutEngine& rollouts, MaintenanceOrches
 }
 
 absl::Status ApiRouter::Authenticate(const std::string& authorization) {
-  return AuthenticateBearer(store_, authorization).status();
+  return api_.Authenticate(authorization).status();
 }
 
 ApiResponse ApiRouter::Handle(const ApiRequest& request) {
@@ -301,7 +220,7 @@ ApiResponse ApiRouter::Handle(const ApiRequest& request) {
     return ApiResponse{405, ErrorJson(absl::InvalidArgumentError(
                                 absl::StrCat(request.method, " changes the fleet: use POST")))};
   }
-  absl::StatusOr<Caller> caller = AuthenticateBearer(store_, request.authorization);
+  absl::StatusOr<Caller> caller = api_.Authenticate(request.authorization);
   if (!caller.ok()) return fail(caller.status());
   absl::StatusOr<std::string> result = route->second.handler(*caller, request.json);
   if (!result.ok()) return fail(result.status());

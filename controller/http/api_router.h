@@ -11,12 +11,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "controller/api/fleet_api.h"
-#include "controller/auth/token_admin.h"
+#include "controller/api/control_api.h"
 #include "controller/http/metrics_history.h"
-#include "controller/maintenance/orchestrator.h"
-#include "controller/rollout/rollout_engine.h"
-#include "controller/store/store.h"
 
 namespace pgfleet::controller {
 
@@ -43,8 +39,9 @@ std::string QueryToJson(const std::multimap<std::string, std::string>& params);
 
 class ApiRouter {
  public:
-  ApiRouter(FleetApi& fleet, RolloutEngine& rollouts, MaintenanceOrchestrator& maintenance,
-            Store& store, MetricsHistory& metrics, TokenAdmin& tokens);
+  // Every ControlApi method is the route /api/<name>; WhoAmI and AgentMetrics are the
+  // dashboard's own.
+  ApiRouter(ControlApi& api, MetricsHistory& metrics);
 
   // Authenticates and runs the request; may block (commands wait for agents), so HttpServer
   // calls it off its event loop.
@@ -60,11 +57,7 @@ class ApiRouter {
     bool read_only = false;  // Reachable with GET; everything else needs POST.
     Handler handler;
   };
-  template <typename Request, typename Response, typename Fn>
-  void Add(const std::string& name, bool read_only, Fn fn);
-  absl::StatusOr<std::string> AgentMetrics(const Caller& caller, const std::string& json);
-
-  Store& store_;
+  ControlApi& api_;
   MetricsHistory& metrics_;
   std::map<std::string, Route> routes_;
 };

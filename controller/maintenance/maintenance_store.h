@@ -1,4 +1,6 @@
-// Persistent maintenance windows (migrations/0003_maintenance.sql).
+// What the maintenance engine needs from the controller's store: its windows
+// (migrations/0003_maintenance.sql), the environment's agents, the commands it sends and the
+// audit log. SqliteStore implements it; unit tests use an in-memory fake.
 #pragma once
 
 #include <cstdint>
@@ -7,8 +9,15 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "controller/store/rows.h"
 
 namespace pgfleet::controller {
+
+// Stored and shown as its name (WindowStateName): the SQLite column and the API keep the
+// strings they always had.
+enum class WindowState { kScheduled, kPausing, kPaused, kCompleted, kCancelled, kFailed };
+const char* WindowStateName(WindowState state);
+absl::StatusOr<WindowState> ParseWindowState(const std::string& name);
 
 struct WindowRow {
   uint64_t id = 0;
@@ -18,7 +27,7 @@ struct WindowRow {
   int64_t ends_unix_ms = 0;
   int64_t drain_timeout_ms = 60000;
   std::string reason;
-  std::string state = "scheduled";  // scheduled, pausing, paused, completed, cancelled, failed
+  WindowState state = WindowState::kScheduled;
   std::vector<std::string> skip_agents;
   std::string created_by;
   int64_t created_unix_ms = 0;
@@ -26,11 +35,14 @@ struct WindowRow {
   std::string failure;
 };
 
-inline bool IsOpenWindow(const std::string& state) {
-  return state == "scheduled" || state == "pausing" || state == "paused";
+// Scheduled or active: it still has something to do.
+inline bool IsOpenWindow(WindowState state) {
+  return state == WindowState::kScheduled || state == WindowState::kPausing ||
+         state == WindowState::kPaused;
 }
-inline bool IsActiveWindow(const std::string& state) {
-  return state == "pausing" || state == "paused";
+// The fleet is (being) paused.
+inline bool IsActiveWindow(WindowState state) {
+  return state == WindowState::kPausing || state == WindowState::kPaused;
 }
 
 class MaintenanceStore {
@@ -43,7 +55,17 @@ class MaintenanceStore {
   virtual absl::StatusOr<WindowRow> GetWindow(uint64_t id) = 0;  // NotFound
   // Newest first; environment empty: all; open_only: scheduled, pausing or paused.
   virtual absl::StatusOr<std::vector<WindowRow>> ListWindows(const std::string& environment,
-                                                            bool open_only) = 0;
+                                                             bool open_only) = 0;
+
+  // Shared with the rest of the store (see store.h for their contracts).
+  virtual absl::StatusOr<EnvironmentRow> GetEnvironment(const std::string& name) = 0;
+  virtual absl::StatusOr<std::vector<AgentRow>> ListAgents(const std::string& environment) = 0;
+  virtual absl::StatusOr<uint64_t> RecordCommand(const std::string& agent_id,
+                                                 const std::string& kind, const std::string& args,
+                                                 const std::string& actor, int64_t now_ms) = 0;
+  virtual absl::Status Audit(const std::string& actor, const std::string& action,
+                             const std::string& target, const std::string& details,
+                             int64_t now_ms) = 0;
 };
 
 }  // namespace pgfleet::controller

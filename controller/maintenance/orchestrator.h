@@ -1,61 +1,97 @@
 // Maintenance windows: pause a database across an environment, wait until every agent has
 // drained, hold, resume. Each agent gets the window's end as its own PAUSE deadline, so the
 // fleet resumes on time even if the controller dies or the network splits.
+//
+// Like the rollout engine it knows nothing of callers or protos (controller/api/ maps those):
+// it reads and writes its MaintenanceStore, looks at and talks to agents through an
+// AgentDirectory, and takes the time from a Clock (or Tick's argument). PAUSE and RESUME
+// commands are decided under the lock and sent after it is released, in decision order.
 #pragma once
 
-#include <condition_variable>
-#include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
+#include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "controller/api/fleet_api.h"
-#include "controller/periodic.h"
+#include "absl/time/time.h"
+#include "controller/clock.h"
 #include "controller/maintenance/maintenance_store.h"
-#include "controller/registry/agent_registry.h"
-#include "controller/store/store.h"
-#include "pgfleet/v1/fleet.pb.h"
+#include "controller/periodic.h"
+#include "controller/registry/agent_directory.h"
+#include "controller/send_queue.h"
+#include "pgfleet/v1/agent.pb.h"
 
 namespace pgfleet::controller {
 
+inline constexpr absl::Duration kDefaultWindowDuration = absl::Seconds(900);
+inline constexpr absl::Duration kDefaultDrainTimeout = absl::Seconds(60);
+
+struct WindowSpec {
+  std::string environment;
+  std::string database;          // Empty: all databases.
+  absl::Time starts;             // Earlier than now (or InfinitePast): now.
+  absl::Duration duration;       // Zero or less: kDefaultWindowDuration.
+  absl::Duration drain_timeout;  // Zero or less: kDefaultDrainTimeout.
+  std::string reason;
+  std::vector<std::string> skip_agents;
+};
+
 class MaintenanceOrchestrator {
  public:
-  MaintenanceOrchestrator(Store& store, AgentRegistry& registry);
+  MaintenanceOrchestrator(MaintenanceStore& store, AgentDirectory& agents, const Clock& clock);
   ~MaintenanceOrchestrator();
+  MaintenanceOrchestrator(const MaintenanceOrchestrator&) = delete;
+  MaintenanceOrchestrator& operator=(const MaintenanceOrchestrator&) = delete;
 
   void StartTicking(absl::Duration interval);
-  // One pass: starts due windows, follows drains, ends windows. Public for tests.
-  void Tick();
+  // One pass: starts due windows, follows drains, ends windows.
+  void Tick(absl::Time now);
 
-  absl::StatusOr<pgfleet::v1::MaintenanceWindow> Pause(
-      const Caller& caller, const pgfleet::v1::PauseWindowRequest& request);
-  absl::StatusOr<pgfleet::v1::MaintenanceWindow> Resume(
-      const Caller& caller, const pgfleet::v1::ResumeWindowRequest& request);
-  absl::StatusOr<pgfleet::v1::MaintenanceWindow> Schedule(
-      const Caller& caller, const pgfleet::v1::ScheduleWindowRequest& request);
-  absl::StatusOr<pgfleet::v1::MaintenanceWindow> Get(const Caller& caller, uint64_t id);
-  absl::StatusOr<pgfleet::v1::ListWindowsResponse> List(const Caller& caller,
-                                                        const std::string& environment);
-  absl::StatusOr<pgfleet::v1::MaintenanceWindow> Cancel(const Caller& caller, uint64_t id);
+  // FailedPrecondition when it overlaps an open window of the environment; NotFound for an
+  // unknown environment.
+  absl::StatusOr<WindowRow> Schedule(const WindowSpec& spec, const std::string& actor);
+  // Ends the active window of `database` early. NotFound when there is none.
+  absl::StatusOr<WindowRow> Resume(const std::string& environment, const std::string& database,
+                                   const std::string& actor);
+  // FailedPrecondition when it is already over.
+  absl::StatusOr<WindowRow> Cancel(uint64_t id, const std::string& actor);
 
-  // An agent (re)connected: if its environment is inside a window, it is paused too.
-  void OnAgentConnected(AgentSession& session);
+  // An agent's stream is up: if its environment is inside a window, it is paused too.
+  void OnAgentConnected(const std::string& agent_id, const std::string& environment);
 
  private:
-  absl::Status Begin(WindowRow& window) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status Follow(WindowRow& window) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status End(WindowRow& window, const std::string& state, const std::string& failure)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void SendPause(AgentSession& session, const WindowRow& window, const std::string& actor);
-  void SendResume(AgentSession& session, const WindowRow& window, const std::string& actor);
-  pgfleet::v1::MaintenanceWindow Describe(const WindowRow& window);
-  bool Skipped(const WindowRow& window, const std::string& agent_id) const;
+  struct Message {
+    std::string agent_id;
+    pgfleet::v1::ControllerMessage message;
+  };
+  using Outbox = std::vector<Message>;
 
-  Store& store_;
-  AgentRegistry& registry_;
+  absl::Status Begin(WindowRow& window, int64_t now, Outbox& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Follow(WindowRow& window, int64_t now, Outbox& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status End(WindowRow& window, WindowState state, const std::string& failure, int64_t now,
+                   Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void TickLocked(int64_t now, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void QueuePause(const std::string& agent_id, const WindowRow& window, const std::string& actor,
+                  int64_t now, Outbox& out);
+  void QueueResume(const std::string& agent_id, const WindowRow& window, const std::string& actor,
+                   int64_t now, Outbox& out);
+  // Queues what was decided under mu_ (held on entry), releases mu_, then sends.
+  void ReleaseAndSend(Outbox out) ABSL_UNLOCK_FUNCTION(mu_);
+
+  MaintenanceStore& store_;
+  AgentDirectory& agents_;
+  const Clock& clock_;
   absl::Mutex mu_;
+  SendQueue<Message> sends_;
   PeriodicThread ticker_;
 };
+
+// Whether `agent_id` is one of the window's skipped agents.
+bool SkipsAgent(const WindowRow& window, const std::string& agent_id);
+// The agent's report of its pause on `database`, if it has one.
+const pgfleet::v1::PauseState* FindPause(const pgfleet::v1::MetricsReport& report,
+                                         const std::string& database);
 
 }  // namespace pgfleet::controller

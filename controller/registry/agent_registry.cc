@@ -1,5 +1,7 @@
 #include "controller/registry/agent_registry.h"
 
+#include "common/log.h"
+
 namespace pgfleet::controller {
 
 bool AgentSession::Send(const pgfleet::v1::ControllerMessage& message) {
@@ -110,6 +112,60 @@ std::vector<std::shared_ptr<AgentSession>> AgentRegistry::List(
     if (environment.empty() || session->environment() == environment) result.push_back(session);
   }
   return result;
+}
+
+namespace {
+
+LiveAgent Snapshot(const AgentSession& session) {
+  LiveAgent live;
+  live.agent_id = session.agent_id();
+  live.environment = session.environment();
+  live.applied_version = session.applied_version();
+  live.metrics = session.metrics();
+  return live;
+}
+
+}  // namespace
+
+std::optional<LiveAgent> AgentRegistry::FindLive(const std::string& agent_id) const {
+  std::shared_ptr<AgentSession> session = Find(agent_id);
+  if (session == nullptr) return std::nullopt;
+  return Snapshot(*session);
+}
+
+std::vector<LiveAgent> AgentRegistry::ListLive(const std::string& environment) const {
+  std::vector<LiveAgent> live;
+  for (const std::shared_ptr<AgentSession>& session : List(environment)) {
+    live.push_back(Snapshot(*session));
+  }
+  return live;
+}
+
+bool AgentRegistry::OfferConfigTo(AgentSession& session, const ConfigVersionRow& version,
+                                  bool force) {
+  if (version.version == session.applied_version()) return true;
+  if (!force && version.version == session.sent_version()) return true;
+  pgfleet::v1::ControllerMessage message;
+  pgfleet::v1::DesiredConfig* config = message.mutable_desired_config();
+  config->set_version(version.version);
+  config->set_sha256(version.sha256);
+  config->set_ini_text(version.ini_text);
+  session.set_sent_version(version.version);
+  PGF_INFO("api", "sending config version %d to agent %s (runs %d)", version.version,
+           session.agent_id(), session.applied_version());
+  return session.Send(message);
+}
+
+bool AgentRegistry::OfferConfig(const std::string& agent_id, const ConfigVersionRow& version,
+                                bool force) {
+  std::shared_ptr<AgentSession> session = Find(agent_id);
+  return session != nullptr && OfferConfigTo(*session, version, force);
+}
+
+bool AgentRegistry::Send(const std::string& agent_id,
+                         const pgfleet::v1::ControllerMessage& message) {
+  std::shared_ptr<AgentSession> session = Find(agent_id);
+  return session != nullptr && session->Send(message);
 }
 
 }  // namespace pgfleet::controller

@@ -14,6 +14,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "controller/registry/agent_directory.h"
 #include "pgfleet/v1/agent.pb.h"
 
 namespace pgfleet::controller {
@@ -73,7 +74,7 @@ class AgentSession {
   std::map<uint64_t, std::optional<pgfleet::v1::CommandResult>> results_;
 };
 
-class AgentRegistry {
+class AgentRegistry final : public AgentDirectory {
  public:
   // Registers `session`; returns the session it replaces (same agent id), if any.
   std::shared_ptr<AgentSession> Register(std::shared_ptr<AgentSession> session);
@@ -82,6 +83,15 @@ class AgentRegistry {
   std::shared_ptr<AgentSession> Find(const std::string& agent_id) const;
   // environment empty: all.
   std::vector<std::shared_ptr<AgentSession>> List(const std::string& environment) const;
+
+  // AgentDirectory, for the engines.
+  std::optional<LiveAgent> FindLive(const std::string& agent_id) const override;
+  std::vector<LiveAgent> ListLive(const std::string& environment) const override;
+  bool OfferConfig(const std::string& agent_id, const ConfigVersionRow& version,
+                   bool force) override;
+  bool Send(const std::string& agent_id, const pgfleet::v1::ControllerMessage& message) override;
+  // OfferConfig on a session the caller already holds (FleetApi's reconciliation).
+  static bool OfferConfigTo(AgentSession& session, const ConfigVersionRow& version, bool force);
 
  private:
   mutable absl::Mutex mu_;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -15,16 +16,7 @@
 namespace pgfleet::controller {
 namespace {
 
-constexpr absl::Duration kApplyTimeout = absl::Minutes(2);
-
-HealthLimits LimitsFrom(const pgfleet::v1::HealthThresholds& in) {
-  HealthLimits limits;
-  if (in.max_cl_waiting() > 0) limits.max_cl_waiting = in.max_cl_waiting();
-  if (in.max_maxwait_ms() > 0) limits.max_maxwait_ms = in.max_maxwait_ms();
-  if (in.max_new_server_errors() > 0) limits.max_new_server_errors = in.max_new_server_errors();
-  if (in.max_new_login_failures() > 0) limits.max_new_login_failures = in.max_new_login_failures();
-  return limits;
-}
+const std::vector<std::string> kDefaultWaves = {"1", "25%", "100%"};
 
 }  // namespace
 
@@ -94,109 +86,153 @@ std::string CheckHealth(const pgfleet::v1::MetricsReport& report, const HealthCo
   return "";
 }
 
-RolloutEngine::RolloutEngine(Store& store, RolloutStore& rollouts, AgentRegistry& registry,
-                             FleetApi& api)
-    : store_(store), rollouts_(rollouts), registry_(registry), api_(api) {}
+RolloutEngine::RolloutEngine(RolloutStore& store, AgentDirectory& agents, const Clock& clock)
+    : store_(store), agents_(agents), clock_(clock), sends_([this](const Offer& offer) {
+        agents_.OfferConfig(offer.agent_id, offer.version, offer.force);
+      }) {}
 
 RolloutEngine::~RolloutEngine() { ticker_.Stop(); }
 
 void RolloutEngine::StartTicking(absl::Duration interval) {
-  ticker_.Start(interval, [this] { Tick(); });
+  ticker_.Start(interval, [this] { Tick(clock_.Now()); });
 }
 
-void RolloutEngine::Reconcile(const std::string& agent_id) {
-  // Forced: a rollout may deliberately retry a version this agent refused before.
-  if (std::shared_ptr<AgentSession> session = registry_.Find(agent_id)) {
-    api_.Reconcile(*session, /*force=*/true);
+absl::Status RolloutEngine::Queue(Outbox& out, const std::string& agent_id, uint64_t version,
+                                  bool force) {
+  if (version == 0) return absl::OkStatus();
+  for (const Offer& offer : out) {
+    if (offer.version.version == version) {
+      out.push_back(Offer{agent_id, offer.version, force});
+      return absl::OkStatus();
+    }
   }
+  PGF_ASSIGN_OR_RETURN(ConfigVersionRow row, store_.GetConfigVersion(version));
+  out.push_back(Offer{agent_id, std::move(row), force});
+  return absl::OkStatus();
 }
 
-void RolloutEngine::Tick() {
-  absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::vector<RolloutRow>> active = rollouts_.ListRollouts("", true);
+void RolloutEngine::ReleaseAndSend(Outbox out) {
+  sends_.Push(std::move(out));
+  mu_.Unlock();
+  sends_.Drain();
+}
+
+void RolloutEngine::OnConfigResult(const std::string& agent_id, uint64_t version, bool accepted,
+                                   const std::string& error) {
+  if (accepted) return;  // Progress is read from the agents' applied versions on the next tick.
+  absl::MutexLock lock(&results_mu_);
+  nacks_.push_back(ConfigResult{agent_id, version, error});
+}
+
+void RolloutEngine::ApplyConfigResults() {
+  std::deque<ConfigResult> nacks;
+  {
+    absl::MutexLock lock(&results_mu_);
+    nacks.swap(nacks_);
+  }
+  if (nacks.empty()) return;
+  absl::StatusOr<std::vector<RolloutRow>> active = store_.ListRollouts("", true);
   if (!active.ok()) {
     PGF_ERROR("rollout", "cannot read rollouts: %s", active.status().message());
+    absl::MutexLock lock(&results_mu_);
+    nacks_.insert(nacks_.begin(), nacks.begin(), nacks.end());  // Next tick tries again.
     return;
   }
-  for (RolloutRow& rollout : *active) {
-    if (rollout.state != RolloutState::kRunning) continue;
-    if (absl::Status stepped = Step(rollout); !stepped.ok()) {
-      PGF_ERROR("rollout", "rollout %d: %s (will retry)", rollout.id, stepped.message());
+  for (const ConfigResult& nack : nacks) {
+    for (const RolloutRow& rollout : *active) {
+      if (rollout.to_version != nack.version) continue;
+      absl::StatusOr<std::vector<RolloutAgentRow>> members = store_.ListRolloutAgents(rollout.id);
+      if (!members.ok()) continue;
+      for (RolloutAgentRow& member : *members) {
+        if (member.agent_id != nack.agent_id) continue;
+        member.state = RolloutAgentState::kFailed;
+        member.error = nack.error;
+        if (absl::Status updated = store_.UpdateRolloutAgent(member); !updated.ok()) {
+          PGF_ERROR("rollout", "rollout %d: NACK of %s not recorded: %s", rollout.id, nack.agent_id,
+                    updated.message());
+        }
+      }
     }
   }
 }
 
-absl::Status RolloutEngine::StartWave(RolloutRow& rollout, std::vector<RolloutAgentRow>& agents) {
+void RolloutEngine::Tick(absl::Time now) {
+  mu_.Lock();
+  Outbox out;
+  ApplyConfigResults();
+  absl::StatusOr<std::vector<RolloutRow>> active = store_.ListRollouts("", true);
+  if (!active.ok()) {
+    PGF_ERROR("rollout", "cannot read rollouts: %s", active.status().message());
+  } else {
+    for (RolloutRow& rollout : *active) {
+      if (rollout.state != RolloutState::kRunning) continue;
+      if (absl::Status stepped = Step(rollout, UnixMillis(now), out); !stepped.ok()) {
+        PGF_ERROR("rollout", "rollout %d: %s (will retry)", rollout.id, stepped.message());
+      }
+    }
+  }
+  ReleaseAndSend(std::move(out));
+}
+
+absl::Status RolloutEngine::StartWave(RolloutRow& rollout, std::vector<RolloutAgentRow>& agents,
+                                      int64_t now, Outbox& out) {
   int in_wave = 0;
   for (RolloutAgentRow& agent : agents) {
     if (agent.wave != rollout.current_wave) continue;
     ++in_wave;
     PGF_RETURN_IF_ERROR(store_.SetAgentPin(agent.agent_id, rollout.to_version));
-    agent.state = "applying";
-    PGF_RETURN_IF_ERROR(rollouts_.UpdateRolloutAgent(agent));
-    Reconcile(agent.agent_id);
+    agent.state = RolloutAgentState::kApplying;
+    PGF_RETURN_IF_ERROR(store_.UpdateRolloutAgent(agent));
+    // Forced: a rollout may deliberately retry a version this agent refused before.
+    PGF_RETURN_IF_ERROR(Queue(out, agent.agent_id, rollout.to_version, /*force=*/true));
   }
-  rollout.wave_started_unix_ms = NowMillis();
+  rollout.wave_started_unix_ms = now;
   rollout.bake_started_unix_ms = 0;
   rollout.reason.clear();
   PGF_INFO("rollout", "rollout %d (%s v%d -> v%d): wave %d/%d started with %d agents", rollout.id,
            rollout.environment, rollout.from_version, rollout.to_version, rollout.current_wave + 1,
            rollout.waves.size(), in_wave);
-  return rollouts_.UpdateRollout(rollout);
+  return store_.UpdateRollout(rollout);
 }
 
-absl::Status RolloutEngine::Step(RolloutRow& rollout) {
-  PGF_ASSIGN_OR_RETURN(std::vector<RolloutAgentRow> agents,
-                       rollouts_.ListRolloutAgents(rollout.id));
-  if (rollout.current_wave >= static_cast<int>(rollout.waves.size())) return Complete(rollout);
-  if (rollout.wave_started_unix_ms == 0) {
-    // No wave starts while the environment is inside a maintenance window.
-    PGF_ASSIGN_OR_RETURN(std::vector<WindowRow> windows,
-                         store_.ListWindows(rollout.environment, true));
-    for (const WindowRow& window : windows) {
-      if (!IsActiveWindow(window.state)) continue;
-      std::string reason = absl::StrCat("holding: maintenance window ", window.id, " is active in ",
-                                        rollout.environment);
-      if (reason != rollout.reason) {
-        rollout.reason = reason;
-        PGF_INFO("rollout", "rollout %d %s", rollout.id, reason);
-        PGF_RETURN_IF_ERROR(rollouts_.UpdateRollout(rollout));
-      }
-      return absl::OkStatus();
-    }
-    return StartWave(rollout, agents);
+absl::Status RolloutEngine::Step(RolloutRow& rollout, int64_t now, Outbox& out) {
+  PGF_ASSIGN_OR_RETURN(std::vector<RolloutAgentRow> agents, store_.ListRolloutAgents(rollout.id));
+  if (rollout.current_wave >= static_cast<int>(rollout.waves.size())) {
+    return Complete(rollout, now, out);
   }
+  if (rollout.wave_started_unix_ms == 0) return BeginWave(rollout, agents, now, out, false);
 
-  const int64_t now = NowMillis();
   int offline = 0, applying = 0;
-  std::vector<std::pair<RolloutAgentRow*, std::shared_ptr<AgentSession>>> live;
+  std::vector<std::pair<RolloutAgentRow*, LiveAgent>> live;
   for (RolloutAgentRow& agent : agents) {
     if (agent.wave != rollout.current_wave) continue;
-    if (agent.state == "failed") {
+    if (agent.state == RolloutAgentState::kFailed) {
       return Finish(rollout, RolloutState::kFailed, agent.agent_id,
                     absl::StrCat("agent ", agent.agent_id, " refused v", rollout.to_version, ": ",
-                                 agent.error));
+                                 agent.error),
+                    now, out);
     }
-    std::shared_ptr<AgentSession> session = registry_.Find(agent.agent_id);
-    if (session == nullptr) {
+    std::optional<LiveAgent> connected = agents_.FindLive(agent.agent_id);
+    if (!connected.has_value()) {
       ++offline;  // Pinned already: it converges when it comes back.
       continue;
     }
-    if (session->applied_version() != rollout.to_version) {
+    if (connected->applied_version != rollout.to_version) {
       ++applying;
       continue;
     }
-    if (agent.state != "applied") {
-      agent.state = "applied";
-      PGF_RETURN_IF_ERROR(rollouts_.UpdateRolloutAgent(agent));
+    if (agent.state != RolloutAgentState::kApplied) {
+      agent.state = RolloutAgentState::kApplied;
+      PGF_RETURN_IF_ERROR(store_.UpdateRolloutAgent(agent));
     }
-    live.emplace_back(&agent, session);
+    live.emplace_back(&agent, std::move(*connected));
   }
   if (applying > 0) {
-    if (now - rollout.wave_started_unix_ms > absl::ToInt64Milliseconds(kApplyTimeout)) {
+    if (now - rollout.wave_started_unix_ms > absl::ToInt64Milliseconds(kRolloutApplyTimeout)) {
       return Finish(rollout, RolloutState::kFailed, "",
                     absl::StrCat(applying, " agents did not apply v", rollout.to_version,
-                                 " within ", absl::FormatDuration(kApplyTimeout)));
+                                 " within ", absl::FormatDuration(kRolloutApplyTimeout)),
+                    now, out);
     }
     return absl::OkStatus();
   }
@@ -207,7 +243,7 @@ absl::Status RolloutEngine::Step(RolloutRow& rollout) {
     if (reason != rollout.reason) {
       rollout.reason = reason;
       PGF_WARN("rollout", "rollout %d %s", rollout.id, reason);
-      PGF_RETURN_IF_ERROR(rollouts_.UpdateRollout(rollout));
+      PGF_RETURN_IF_ERROR(store_.UpdateRollout(rollout));
     }
     return absl::OkStatus();
   }
@@ -216,35 +252,36 @@ absl::Status RolloutEngine::Step(RolloutRow& rollout) {
     rollout.current_wave++;
     rollout.wave_started_unix_ms = 0;
     rollout.bake_started_unix_ms = 0;
-    if (rollout.current_wave >= static_cast<int>(rollout.waves.size())) return Complete(rollout);
-    return StartWave(rollout, agents);
+    if (rollout.current_wave >= static_cast<int>(rollout.waves.size())) {
+      return Complete(rollout, now, out);
+    }
+    return BeginWave(rollout, agents, now, out, /*advanced=*/true);
   }
   if (absl::StartsWith(rollout.reason, "holding")) {
     rollout.reason.clear();  // The agents are back: no longer holding.
-    PGF_RETURN_IF_ERROR(rollouts_.UpdateRollout(rollout));
+    PGF_RETURN_IF_ERROR(store_.UpdateRollout(rollout));
   }
   if (rollout.bake_started_unix_ms == 0) {
     rollout.bake_started_unix_ms = now;
     rollout.reason.clear();
-    for (auto& [agent, session] : live) {
-      std::optional<pgfleet::v1::MetricsReport> metrics = session->metrics();
+    for (auto& [agent, connected] : live) {
       baselines_[{rollout.id, agent->agent_id}] =
-          metrics.has_value() ? CountersOf(*metrics) : HealthCounters{};
+          connected.metrics.has_value() ? CountersOf(*connected.metrics) : HealthCounters{};
     }
-    return rollouts_.UpdateRollout(rollout);
+    return store_.UpdateRollout(rollout);
   }
-  for (auto& [agent, session] : live) {
-    std::optional<pgfleet::v1::MetricsReport> metrics = session->metrics();
-    if (!metrics.has_value()) continue;
+  for (auto& [agent, connected] : live) {
+    if (!connected.metrics.has_value()) continue;
     auto key = std::make_pair(rollout.id, agent->agent_id);
-    if (baselines_.count(key) == 0) baselines_[key] = CountersOf(*metrics);  // After a restart.
-    std::string unhealthy = CheckHealth(*metrics, baselines_[key], rollout.limits);
+    if (baselines_.count(key) == 0) baselines_[key] = CountersOf(*connected.metrics);  // Restart.
+    std::string unhealthy = CheckHealth(*connected.metrics, baselines_[key], rollout.limits);
     if (!unhealthy.empty()) {
-      agent->state = "failed";
+      agent->state = RolloutAgentState::kFailed;
       agent->error = absl::StrCat("health gate: ", unhealthy);
-      PGF_RETURN_IF_ERROR(rollouts_.UpdateRolloutAgent(*agent));
+      PGF_RETURN_IF_ERROR(store_.UpdateRolloutAgent(*agent));
       return Finish(rollout, RolloutState::kFailed, agent->agent_id,
-                    absl::StrCat("health gate failed on ", agent->agent_id, ": ", unhealthy));
+                    absl::StrCat("health gate failed on ", agent->agent_id, ": ", unhealthy), now,
+                    out);
     }
   }
   if (now - rollout.bake_started_unix_ms < rollout.bake_ms) return absl::OkStatus();
@@ -253,141 +290,102 @@ absl::Status RolloutEngine::Step(RolloutRow& rollout) {
   rollout.current_wave++;
   rollout.wave_started_unix_ms = 0;
   rollout.bake_started_unix_ms = 0;
-  if (rollout.current_wave >= static_cast<int>(rollout.waves.size())) return Complete(rollout);
-  return StartWave(rollout, agents);
+  if (rollout.current_wave >= static_cast<int>(rollout.waves.size())) {
+    return Complete(rollout, now, out);
+  }
+  return BeginWave(rollout, agents, now, out, /*advanced=*/true);
 }
 
-absl::Status RolloutEngine::Complete(RolloutRow& rollout) {
+absl::Status RolloutEngine::BeginWave(RolloutRow& rollout, std::vector<RolloutAgentRow>& agents,
+                                      int64_t now, Outbox& out, bool advanced) {
+  // No wave starts while the environment is inside a maintenance window; the rollout holds
+  // (with the wave it reached stored) and the next tick tries again.
+  PGF_ASSIGN_OR_RETURN(std::vector<WindowRow> windows,
+                       store_.ListWindows(rollout.environment, true));
+  for (const WindowRow& window : windows) {
+    if (!IsActiveWindow(window.state)) continue;
+    std::string reason = absl::StrCat("holding: maintenance window ", window.id, " is active in ",
+                                      rollout.environment);
+    if (reason != rollout.reason || advanced) {
+      if (reason != rollout.reason) PGF_INFO("rollout", "rollout %d %s", rollout.id, reason);
+      rollout.reason = reason;
+      PGF_RETURN_IF_ERROR(store_.UpdateRollout(rollout));
+    }
+    return absl::OkStatus();
+  }
+  return StartWave(rollout, agents, now, out);
+}
+
+absl::Status RolloutEngine::Complete(RolloutRow& rollout, int64_t now, Outbox& out) {
   // Compare-and-set: if someone changed the desired version meanwhile, do not overwrite it.
   absl::Status set =
       store_.SetDesiredVersion(rollout.environment, rollout.to_version, rollout.from_version);
   if (!set.ok()) {
     return Finish(rollout, RolloutState::kFailed, "",
                   absl::StrCat("could not make v", rollout.to_version,
-                               " the desired version: ", set.message()));
+                               " the desired version: ", set.message()),
+                  now, out);
   }
-  PGF_ASSIGN_OR_RETURN(std::vector<RolloutAgentRow> agents,
-                       rollouts_.ListRolloutAgents(rollout.id));
+  PGF_ASSIGN_OR_RETURN(std::vector<RolloutAgentRow> agents, store_.ListRolloutAgents(rollout.id));
   for (const RolloutAgentRow& agent : agents) {
     PGF_RETURN_IF_ERROR(store_.SetAgentPin(agent.agent_id, std::nullopt));
   }
   // Agents that joined during the rollout follow the environment's new desired version.
-  for (const std::shared_ptr<AgentSession>& session : registry_.List(rollout.environment)) {
-    api_.Reconcile(*session);
+  for (const LiveAgent& agent : agents_.ListLive(rollout.environment)) {
+    PGF_RETURN_IF_ERROR(Queue(out, agent.agent_id, rollout.to_version, /*force=*/false));
   }
   rollout.state = RolloutState::kSucceeded;
-  rollout.finished_unix_ms = NowMillis();
+  rollout.finished_unix_ms = now;
   rollout.reason.clear();
-  PGF_RETURN_IF_ERROR(rollouts_.UpdateRollout(rollout));
+  PGF_RETURN_IF_ERROR(store_.UpdateRollout(rollout));
   PGF_INFO("rollout", "rollout %d succeeded: %s now runs v%d", rollout.id, rollout.environment,
            rollout.to_version);
   return store_.Audit("rollout-engine", "rollout.succeeded", rollout.environment,
-                      absl::StrCat("rollout=", rollout.id, " version=", rollout.to_version),
-                      NowMillis());
+                      absl::StrCat("rollout=", rollout.id, " version=", rollout.to_version), now);
 }
 
 absl::Status RolloutEngine::Finish(RolloutRow& rollout, RolloutState state,
-                                   const std::string& agent, const std::string& reason) {
+                                   const std::string& agent, const std::string& reason, int64_t now,
+                                   Outbox& out) {
   // Roll back: unpinned agents follow the environment's desired version, which is still the
   // old one (it only changes when a rollout completes).
-  PGF_ASSIGN_OR_RETURN(std::vector<RolloutAgentRow> agents,
-                       rollouts_.ListRolloutAgents(rollout.id));
+  PGF_ASSIGN_OR_RETURN(std::vector<RolloutAgentRow> agents, store_.ListRolloutAgents(rollout.id));
+  PGF_ASSIGN_OR_RETURN(EnvironmentRow env, store_.GetEnvironment(rollout.environment));
   for (RolloutAgentRow& row : agents) {
     if (row.wave > rollout.current_wave) continue;
     PGF_RETURN_IF_ERROR(store_.SetAgentPin(row.agent_id, std::nullopt));
-    if (row.state != "failed") row.state = "rolled_back";
-    PGF_RETURN_IF_ERROR(rollouts_.UpdateRolloutAgent(row));
-    Reconcile(row.agent_id);
+    if (row.state != RolloutAgentState::kFailed) row.state = RolloutAgentState::kRolledBack;
+    PGF_RETURN_IF_ERROR(store_.UpdateRolloutAgent(row));
+    PGF_RETURN_IF_ERROR(Queue(out, row.agent_id, env.desired_version, /*force=*/true));
   }
   rollout.state = state;
   rollout.failed_agent = agent;
   rollout.reason = reason;
-  rollout.finished_unix_ms = NowMillis();
-  PGF_RETURN_IF_ERROR(rollouts_.UpdateRollout(rollout));
+  rollout.finished_unix_ms = now;
+  PGF_RETURN_IF_ERROR(store_.UpdateRollout(rollout));
   PGF_WARN("rollout", "rollout %d %s, agents moved back to v%d: %s", rollout.id,
            RolloutStateName(state), rollout.from_version, reason);
   return store_.Audit("rollout-engine", absl::StrCat("rollout.", RolloutStateName(state)),
-                      rollout.environment, absl::StrCat("rollout=", rollout.id, " ", reason),
-                      NowMillis());
+                      rollout.environment, absl::StrCat("rollout=", rollout.id, " ", reason), now);
 }
 
-void RolloutEngine::OnConfigResult(const std::string& agent_id, uint64_t version, bool accepted,
-                                   const std::string& error) {
-  if (accepted) return;  // Progress is read from the sessions on the next tick.
-  absl::MutexLock lock(&mu_);
-  absl::StatusOr<std::vector<RolloutRow>> active = rollouts_.ListRollouts("", true);
-  if (!active.ok()) return;
-  for (const RolloutRow& rollout : *active) {
-    if (rollout.to_version != version) continue;
-    absl::StatusOr<std::vector<RolloutAgentRow>> agents = rollouts_.ListRolloutAgents(rollout.id);
-    if (!agents.ok()) continue;
-    for (RolloutAgentRow& agent : *agents) {
-      if (agent.agent_id != agent_id) continue;
-      agent.state = "failed";
-      agent.error = error;
-      (void)rollouts_.UpdateRolloutAgent(agent);
-    }
-  }
+absl::StatusOr<StartedRollout> RolloutEngine::Start(const RolloutSpec& spec,
+                                                    const std::string& actor) {
+  mu_.Lock();
+  Outbox out;
+  absl::StatusOr<StartedRollout> started = StartLocked(spec, actor, UnixMillis(clock_.Now()), out);
+  ReleaseAndSend(std::move(out));
+  return started;
 }
 
-absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Describe(const RolloutRow& rollout) {
-  pgfleet::v1::Rollout out;
-  out.set_id(rollout.id);
-  out.set_environment(rollout.environment);
-  out.set_from_version(rollout.from_version);
-  out.set_to_version(rollout.to_version);
-  for (const std::string& wave : rollout.waves) out.add_waves(wave);
-  out.set_bake_seconds(rollout.bake_ms / 1000);
-  out.set_max_unavailable(rollout.max_unavailable);
-  out.mutable_thresholds()->set_max_cl_waiting(rollout.limits.max_cl_waiting);
-  out.mutable_thresholds()->set_max_maxwait_ms(rollout.limits.max_maxwait_ms);
-  out.mutable_thresholds()->set_max_new_server_errors(rollout.limits.max_new_server_errors);
-  out.mutable_thresholds()->set_max_new_login_failures(rollout.limits.max_new_login_failures);
-  out.set_state(RolloutStateName(rollout.state));
-  out.set_current_wave(rollout.current_wave);
-  if (!IsActive(rollout.state)) {
-    out.set_phase("done");
-  } else if (absl::StartsWith(rollout.reason, "holding")) {
-    out.set_phase("holding");
-  } else {
-    out.set_phase(rollout.bake_started_unix_ms != 0 ? "baking" : "applying");
-  }
-  out.set_failed_agent(rollout.failed_agent);
-  out.set_reason(rollout.reason);
-  out.set_created_by(rollout.created_by);
-  out.set_created_unix_ms(rollout.created_unix_ms);
-  out.set_finished_unix_ms(rollout.finished_unix_ms);
-  out.set_force_reason(rollout.force_reason);
-  PGF_ASSIGN_OR_RETURN(std::vector<RolloutAgentRow> agents,
-                       rollouts_.ListRolloutAgents(rollout.id));
-  for (const RolloutAgentRow& row : agents) {
-    pgfleet::v1::RolloutAgent* agent = out.add_agents();
-    agent->set_agent_id(row.agent_id);
-    agent->set_wave(row.wave);
-    std::string state = row.state;
-    if (IsActive(rollout.state) && registry_.Find(row.agent_id) == nullptr && state != "failed") {
-      state = "offline";
-    }
-    agent->set_state(state);
-    agent->set_error(row.error);
-  }
-  return out;
-}
-
-absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Start(
-    const Caller& caller, const pgfleet::v1::StartRolloutRequest& request) {
-  absl::MutexLock lock(&mu_);
-  return StartLocked(caller, request);
-}
-
-absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::StartLocked(
-    const Caller& caller, const pgfleet::v1::StartRolloutRequest& request) {
-  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kOperator));
-  if (request.force() && request.force_reason().empty()) {
+absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spec,
+                                                          const std::string& actor, int64_t now,
+                                                          Outbox& out) {
+  if (spec.force && spec.force_reason.empty()) {
     return absl::InvalidArgumentError("--force needs a reason (--reason)");
   }
-  PGF_ASSIGN_OR_RETURN(EnvironmentRow env, store_.GetEnvironment(request.environment()));
-  PGF_ASSIGN_OR_RETURN(ConfigVersionRow version, store_.GetConfigVersion(request.version()));
+  PGF_ASSIGN_OR_RETURN(EnvironmentRow env, store_.GetEnvironment(spec.environment));
+  PGF_ASSIGN_OR_RETURN(ConfigVersionRow version, store_.GetConfigVersion(spec.version));
   if (version.environment != env.name) {
     return absl::InvalidArgumentError(absl::StrCat("v", version.version, " belongs to ",
                                                    version.environment, ", not ", env.name,
@@ -416,15 +414,14 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::StartLocked(
   } else {
     // Every agent of the environment counts, offline ones too: they converge when they return.
     std::map<std::string, pgfleet::v1::ServerLimits> limits;
-    for (const std::shared_ptr<AgentSession>& session : registry_.List(env.name)) {
-      std::optional<pgfleet::v1::MetricsReport> report = session->metrics();
-      if (!report) continue;
-      for (const pgfleet::v1::ServerLimits& server : report->server_limits()) {
+    for (const LiveAgent& agent : agents_.ListLive(env.name)) {
+      if (!agent.metrics) continue;
+      for (const pgfleet::v1::ServerLimits& server : agent.metrics->server_limits()) {
         limits[server.address()] = server;
       }
     }
     BudgetCheck budget = CheckConnectionBudget(*parsed, static_cast<int>(env_agents.size()), limits,
-                                               request.connection_reserve());
+                                               spec.connection_reserve);
     refusals.insert(refusals.end(), budget.refusals.begin(), budget.refusals.end());
     warnings = std::move(budget.warnings);
   }
@@ -434,17 +431,16 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::StartLocked(
       refusals.push_back(absl::StrCat("maintenance window ", window.id, " is active"));
     }
   }
-  PGF_ASSIGN_OR_RETURN(std::string upstream, rollouts_.GetEnvironmentUpstream(env.name));
+  PGF_ASSIGN_OR_RETURN(std::string upstream, store_.GetEnvironmentUpstream(env.name));
   if (!upstream.empty()) {
-    PGF_ASSIGN_OR_RETURN(bool done_upstream,
-                         rollouts_.HasSucceededRollout(upstream, version.sha256));
+    PGF_ASSIGN_OR_RETURN(bool done_upstream, store_.HasSucceededRollout(upstream, version.sha256));
     if (!done_upstream) {
       refusals.push_back(absl::StrCat("this config (sha256 ", version.sha256.substr(0, 12),
                                       ") has not completed a rollout in upstream environment ",
                                       upstream));
     }
   }
-  if (!refusals.empty() && !request.force()) {
+  if (!refusals.empty() && !spec.force) {
     return absl::FailedPreconditionError(absl::StrCat("pre-flight refused the rollout:\n  - ",
                                                       absl::StrJoin(refusals, "\n  - "),
                                                       "\n(override with --force --reason TEXT)"));
@@ -453,15 +449,14 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::StartLocked(
   rollout.environment = env.name;
   rollout.from_version = env.desired_version;
   rollout.to_version = version.version;
-  rollout.waves.assign(request.waves().begin(), request.waves().end());
-  if (rollout.waves.empty()) rollout.waves = {"1", "25%", "100%"};
-  rollout.bake_ms = request.bake_seconds() > 0 ? request.bake_seconds() * 1000 : 60000;
-  rollout.max_unavailable = std::max(0, request.max_unavailable());
-  rollout.limits = LimitsFrom(request.thresholds());
-  rollout.created_by = caller.actor;
-  rollout.created_unix_ms = NowMillis();
-  if (request.force()) {
-    rollout.force_reason = request.force_reason();
+  rollout.waves = spec.waves.empty() ? kDefaultWaves : spec.waves;
+  rollout.bake_ms = absl::ToInt64Milliseconds(spec.bake);
+  rollout.max_unavailable = std::max(0, spec.max_unavailable);
+  rollout.limits = spec.limits;
+  rollout.created_by = actor;
+  rollout.created_unix_ms = now;
+  if (spec.force) {
+    rollout.force_reason = spec.force_reason;
     if (!refusals.empty()) {
       absl::StrAppend(&rollout.force_reason, " (overrode: ", absl::StrJoin(refusals, "; "), ")");
     }
@@ -474,188 +469,97 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::StartLocked(
     member.wave = waves[i];
     members.push_back(member);
   }
-  PGF_ASSIGN_OR_RETURN(RolloutRow created, rollouts_.CreateRollout(rollout, members));
+  PGF_ASSIGN_OR_RETURN(RolloutRow created, store_.CreateRollout(rollout, members));
   PGF_RETURN_IF_ERROR(store_.Audit(
-      caller.actor, "rollout.start", env.name,
+      actor, "rollout.start", env.name,
       absl::StrCat("rollout=", created.id, " v", created.from_version, "->v", created.to_version,
                    " waves=", absl::StrJoin(created.waves, ","),
                    created.force_reason.empty() ? "" : " FORCED: " + created.force_reason),
-      NowMillis()));
-  PGF_INFO("rollout", "%s started rollout %d: %s v%d -> v%d in waves %s", caller.actor, created.id,
+      now));
+  PGF_INFO("rollout", "%s started rollout %d: %s v%d -> v%d in waves %s", actor, created.id,
            env.name, created.from_version, created.to_version, absl::StrJoin(created.waves, ","));
-  if (absl::Status stepped = Step(created); !stepped.ok()) {
+  if (absl::Status stepped = Step(created, now, out); !stepped.ok()) {
     PGF_ERROR("rollout", "rollout %d first step: %s", created.id, stepped.message());
   }
   for (const std::string& warning : warnings) {
     PGF_WARN("rollout", "rollout %d pre-flight: %s", created.id, warning);
   }
-  PGF_ASSIGN_OR_RETURN(pgfleet::v1::Rollout described, Describe(created));
-  for (std::string& warning : warnings) described.add_warnings(std::move(warning));
-  return described;
+  return StartedRollout{std::move(created), std::move(warnings)};
 }
 
-absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Get(
-    const Caller& caller, const pgfleet::v1::GetRolloutRequest& request) {
-  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kViewer));
-  absl::MutexLock lock(&mu_);
-  if (request.id() != 0) {
-    PGF_ASSIGN_OR_RETURN(RolloutRow rollout, rollouts_.GetRollout(request.id()));
-    return Describe(rollout);
-  }
-  PGF_ASSIGN_OR_RETURN(std::vector<RolloutRow> rows,
-                       rollouts_.ListRollouts(request.environment(), false));
-  if (rows.empty()) {
-    return absl::NotFoundError(absl::StrCat("no rollout in ", request.environment().empty()
-                                                                  ? "any environment"
-                                                                  : request.environment()));
-  }
-  return Describe(rows.front());
+absl::StatusOr<StartedRollout> RolloutEngine::Rollback(const std::string& environment,
+                                                       const std::vector<std::string>& waves,
+                                                       absl::Duration bake,
+                                                       const std::string& actor) {
+  mu_.Lock();
+  Outbox out;
+  absl::StatusOr<StartedRollout> started = [&]() -> absl::StatusOr<StartedRollout> {
+    PGF_ASSIGN_OR_RETURN(std::vector<RolloutRow> rows, store_.ListRollouts(environment, false));
+    // The previous good version: what the newest succeeded rollout moved away from.
+    uint64_t target = 0;
+    for (const RolloutRow& row : rows) {
+      if (row.state == RolloutState::kSucceeded) {
+        target = row.from_version;
+        break;
+      }
+    }
+    if (target == 0) {
+      return absl::FailedPreconditionError(absl::StrCat("no previous good version in ", environment,
+                                                        " (no succeeded rollout from one)"));
+    }
+    RolloutSpec spec;
+    spec.environment = environment;
+    spec.version = target;
+    spec.waves = waves.empty() ? std::vector<std::string>{"100%"} : waves;
+    spec.bake = bake;
+    // Going back to a version the environment already ran needs no upstream check.
+    spec.force = true;
+    spec.force_reason = "rollback to the previous good version";
+    return StartLocked(spec, actor, UnixMillis(clock_.Now()), out);
+  }();
+  ReleaseAndSend(std::move(out));
+  return started;
 }
 
-absl::StatusOr<pgfleet::v1::ListRolloutsResponse> RolloutEngine::List(
-    const Caller& caller, const pgfleet::v1::ListRolloutsRequest& request) {
-  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kViewer));
+absl::StatusOr<RolloutRow> RolloutEngine::Pause(uint64_t id) {
   absl::MutexLock lock(&mu_);
-  PGF_ASSIGN_OR_RETURN(std::vector<RolloutRow> rows,
-                       rollouts_.ListRollouts(request.environment(), false));
-  pgfleet::v1::ListRolloutsResponse response;
-  for (const RolloutRow& row : rows) {
-    PGF_ASSIGN_OR_RETURN(*response.add_rollouts(), Describe(row));
-  }
-  return response;
-}
-
-absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Pause(const Caller& caller, uint64_t id) {
-  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kOperator));
-  absl::MutexLock lock(&mu_);
-  PGF_ASSIGN_OR_RETURN(RolloutRow rollout, rollouts_.GetRollout(id));
+  PGF_ASSIGN_OR_RETURN(RolloutRow rollout, store_.GetRollout(id));
   if (rollout.state != RolloutState::kRunning) {
     return absl::FailedPreconditionError(
         absl::StrCat("rollout ", id, " is ", RolloutStateName(rollout.state), ", not running"));
   }
   rollout.state = RolloutState::kPaused;
-  PGF_RETURN_IF_ERROR(rollouts_.UpdateRollout(rollout));
-  PGF_RETURN_IF_ERROR(store_.Audit(caller.actor, "rollout.pause", rollout.environment,
-                                   absl::StrCat("rollout=", id), NowMillis()));
-  return Describe(rollout);
+  PGF_RETURN_IF_ERROR(store_.UpdateRollout(rollout));
+  return rollout;
 }
 
-absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Resume(const Caller& caller, uint64_t id) {
-  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kOperator));
+absl::StatusOr<RolloutRow> RolloutEngine::Resume(uint64_t id) {
   absl::MutexLock lock(&mu_);
-  PGF_ASSIGN_OR_RETURN(RolloutRow rollout, rollouts_.GetRollout(id));
+  PGF_ASSIGN_OR_RETURN(RolloutRow rollout, store_.GetRollout(id));
   if (rollout.state != RolloutState::kPaused) {
     return absl::FailedPreconditionError(
         absl::StrCat("rollout ", id, " is ", RolloutStateName(rollout.state), ", not paused"));
   }
   rollout.state = RolloutState::kRunning;
-  PGF_RETURN_IF_ERROR(rollouts_.UpdateRollout(rollout));
-  PGF_RETURN_IF_ERROR(store_.Audit(caller.actor, "rollout.resume", rollout.environment,
-                                   absl::StrCat("rollout=", id), NowMillis()));
-  return Describe(rollout);
+  PGF_RETURN_IF_ERROR(store_.UpdateRollout(rollout));
+  return rollout;
 }
 
-absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Abort(const Caller& caller, uint64_t id) {
-  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kOperator));
-  absl::MutexLock lock(&mu_);
-  PGF_ASSIGN_OR_RETURN(RolloutRow rollout, rollouts_.GetRollout(id));
-  if (!IsActive(rollout.state)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("rollout ", id, " already ", RolloutStateName(rollout.state)));
-  }
-  PGF_RETURN_IF_ERROR(
-      Finish(rollout, RolloutState::kAborted, "", absl::StrCat("aborted by ", caller.actor)));
-  return Describe(rollout);
-}
-
-absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Rollback(
-    const Caller& caller, const pgfleet::v1::RollbackRequest& request) {
-  // Checked first, like every other call: StartLocked checks again, but only once a previous
-  // good version is found, so a viewer would otherwise learn (and be told in a non-permission
-  // error) whether the environment has one.
-  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kOperator));
-  absl::MutexLock lock(&mu_);
-  PGF_ASSIGN_OR_RETURN(std::vector<RolloutRow> rows,
-                       rollouts_.ListRollouts(request.environment(), false));
-  // The previous good version: what the newest succeeded rollout moved away from.
-  uint64_t target = 0;
-  for (const RolloutRow& row : rows) {
-    if (row.state == RolloutState::kSucceeded) {
-      target = row.from_version;
-      break;
-    }
-  }
-  if (target == 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "no previous good version in ", request.environment(), " (no succeeded rollout from one)"));
-  }
-  pgfleet::v1::StartRolloutRequest start;
-  start.set_environment(request.environment());
-  start.set_version(target);
-  for (const std::string& wave : request.waves()) start.add_waves(wave);
-  if (request.waves().empty()) start.add_waves("100%");
-  start.set_bake_seconds(request.bake_seconds() > 0 ? request.bake_seconds() : 10);
-  // Going back to a version the environment already ran needs no upstream check.
-  start.set_force(true);
-  start.set_force_reason("rollback to the previous good version");
-  return StartLocked(caller, start);
-}
-
-absl::StatusOr<pgfleet::v1::Rollout> RolloutEngine::Promote(
-    const Caller& caller, const pgfleet::v1::PromoteRequest& request) {
-  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kOperator));
-  absl::MutexLock lock(&mu_);
-  uint64_t source_version = request.version();
-  if (source_version == 0) {
-    PGF_ASSIGN_OR_RETURN(EnvironmentRow source, store_.GetEnvironment(request.from_environment()));
-    source_version = source.desired_version;
-    if (source_version == 0) {
+absl::StatusOr<RolloutRow> RolloutEngine::Abort(uint64_t id, const std::string& actor) {
+  mu_.Lock();
+  Outbox out;
+  absl::StatusOr<RolloutRow> aborted = [&]() -> absl::StatusOr<RolloutRow> {
+    PGF_ASSIGN_OR_RETURN(RolloutRow rollout, store_.GetRollout(id));
+    if (!IsActive(rollout.state)) {
       return absl::FailedPreconditionError(
-          absl::StrCat(request.from_environment(), " has no desired version to promote"));
+          absl::StrCat("rollout ", id, " already ", RolloutStateName(rollout.state)));
     }
-  }
-  PGF_ASSIGN_OR_RETURN(ConfigVersionRow source, store_.GetConfigVersion(source_version));
-  if (source.environment != request.from_environment()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("v", source_version, " belongs to ", source.environment));
-  }
-  // Promotion means the source must have completed it, whatever upstream is configured;
-  // checked before anything is written, so a refused promotion leaves no trace but the refusal.
-  PGF_ASSIGN_OR_RETURN(bool done, rollouts_.HasSucceededRollout(source.environment, source.sha256));
-  if (!done && !request.rollout().force()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("v", source.version, " has not completed a rollout in ", source.environment,
-                     "; promote it once it has, or use --force --reason TEXT"));
-  }
-  if (request.rollout().force() && request.rollout().force_reason().empty()) {
-    return absl::InvalidArgumentError("--force needs a reason (--reason)");
-  }
-  PGF_RETURN_IF_ERROR(store_.EnsureEnvironment(request.to_environment(), NowMillis()));
-  PGF_ASSIGN_OR_RETURN(
-      ConfigVersionRow copy,
-      store_.AddConfigVersion(
-          request.to_environment(), source.ini_text, caller.actor,
-          absl::StrCat("promoted from ", source.environment, " v", source.version), NowMillis()));
-  pgfleet::v1::StartRolloutRequest start = request.rollout();
-  start.set_environment(request.to_environment());
-  start.set_version(copy.version);
-  return StartLocked(caller, start);
-}
-
-absl::StatusOr<pgfleet::v1::Environment> RolloutEngine::SetUpstream(
-    const Caller& caller, const pgfleet::v1::SetUpstreamRequest& request) {
-  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
-  PGF_RETURN_IF_ERROR(store_.EnsureEnvironment(request.environment(), NowMillis()));
-  if (!request.upstream().empty()) {
-    PGF_RETURN_IF_ERROR(store_.EnsureEnvironment(request.upstream(), NowMillis()));
-  }
-  PGF_RETURN_IF_ERROR(rollouts_.SetEnvironmentUpstream(request.environment(), request.upstream()));
-  PGF_RETURN_IF_ERROR(store_.Audit(caller.actor, "environment.set_upstream", request.environment(),
-                                   request.upstream(), NowMillis()));
-  pgfleet::v1::Environment env;
-  env.set_name(request.environment());
-  env.set_upstream(request.upstream());
-  return env;
+    PGF_RETURN_IF_ERROR(Finish(rollout, RolloutState::kAborted, "",
+                               absl::StrCat("aborted by ", actor), UnixMillis(clock_.Now()), out));
+    return rollout;
+  }();
+  ReleaseAndSend(std::move(out));
+  return aborted;
 }
 
 }  // namespace pgfleet::controller

@@ -2,25 +2,29 @@
 // percentages. Each wave: pin its agents to the new version, wait for every ACK, bake while
 // watching health, then go on. A NACK, a failed gate or an abort unpins the agents already
 // moved, so they converge back to the old version. All state is in the store: after a
-// controller restart Tick() picks up where it was.
+// controller restart a new engine's Tick() picks up where the old one was.
+//
+// The engine knows nothing of callers, roles or protos (controller/api/ maps those): it reads
+// and writes its RolloutStore, looks at and talks to agents through an AgentDirectory, and
+// takes the time from a Clock (or Tick's argument). Messages to agents are decided under the
+// engine's lock and sent after it is released, in the order they were decided (SendQueue); ACKs
+// and NACKs arrive through OnConfigResult, which only queues them for the next Tick.
 #pragma once
 
-#include <condition_variable>
+#include <deque>
 #include <map>
-#include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "controller/api/fleet_api.h"
+#include "absl/time/time.h"
+#include "controller/clock.h"
 #include "controller/periodic.h"
-#include "controller/registry/agent_registry.h"
+#include "controller/registry/agent_directory.h"
 #include "controller/rollout/rollout_store.h"
-#include "controller/store/store.h"
-#include "pgfleet/v1/fleet.pb.h"
+#include "controller/send_queue.h"
+#include "pgfleet/v1/agent.pb.h"
 
 namespace pgfleet::controller {
 
@@ -38,58 +42,107 @@ HealthCounters CountersOf(const pgfleet::v1::MetricsReport& report);
 std::string CheckHealth(const pgfleet::v1::MetricsReport& report, const HealthCounters& baseline,
                         const HealthLimits& limits);
 
+// How long a wave's agents have to ACK before the rollout fails.
+inline constexpr absl::Duration kRolloutApplyTimeout = absl::Minutes(2);
+
+// What to roll out, and how.
+struct RolloutSpec {
+  std::string environment;
+  uint64_t version = 0;
+  std::vector<std::string> waves;  // Empty: 1, 25%, 100%.
+  absl::Duration bake = absl::Seconds(60);
+  int max_unavailable = 0;
+  HealthLimits limits;
+  // Start despite pre-flight refusals; needs a reason, which is recorded.
+  bool force = false;
+  std::string force_reason;
+  int connection_reserve = 0;  // Server connections left free by the budget check.
+};
+
+struct StartedRollout {
+  RolloutRow rollout;
+  std::vector<std::string> warnings;  // Pre-flight findings that did not refuse it.
+};
+
 class RolloutEngine {
  public:
-  RolloutEngine(Store& store, RolloutStore& rollouts, AgentRegistry& registry, FleetApi& api);
+  RolloutEngine(RolloutStore& store, AgentDirectory& agents, const Clock& clock);
   ~RolloutEngine();
+  RolloutEngine(const RolloutEngine&) = delete;
+  RolloutEngine& operator=(const RolloutEngine&) = delete;
 
-  // Ticks every `interval` on a thread of its own until destroyed.
+  // Ticks every `interval` (with the clock's time) on a thread of its own until destroyed.
   void StartTicking(absl::Duration interval);
-  // One pass over every active rollout. Public for tests.
-  void Tick();
+  // One pass over every running rollout, after applying the queued config results.
+  void Tick(absl::Time now);
 
-  absl::StatusOr<pgfleet::v1::Rollout> Start(const Caller& caller,
-                                             const pgfleet::v1::StartRolloutRequest& request);
-  absl::StatusOr<pgfleet::v1::Rollout> Get(const Caller& caller,
-                                           const pgfleet::v1::GetRolloutRequest& request);
-  absl::StatusOr<pgfleet::v1::ListRolloutsResponse> List(
-      const Caller& caller, const pgfleet::v1::ListRolloutsRequest& request);
-  absl::StatusOr<pgfleet::v1::Rollout> Pause(const Caller& caller, uint64_t id);
-  absl::StatusOr<pgfleet::v1::Rollout> Resume(const Caller& caller, uint64_t id);
-  absl::StatusOr<pgfleet::v1::Rollout> Abort(const Caller& caller, uint64_t id);
-  absl::StatusOr<pgfleet::v1::Rollout> Rollback(const Caller& caller,
-                                                const pgfleet::v1::RollbackRequest& request);
-  absl::StatusOr<pgfleet::v1::Rollout> Promote(const Caller& caller,
-                                               const pgfleet::v1::PromoteRequest& request);
-  absl::StatusOr<pgfleet::v1::Environment> SetUpstream(
-      const Caller& caller, const pgfleet::v1::SetUpstreamRequest& request);
+  // Pre-flight checks, then the rollout's first step. FailedPrecondition when pre-flight
+  // refuses it (unless forced) or the environment already has an active rollout.
+  absl::StatusOr<StartedRollout> Start(const RolloutSpec& spec, const std::string& actor);
+  // Back to the version the newest succeeded rollout of `environment` moved away from.
+  absl::StatusOr<StartedRollout> Rollback(const std::string& environment,
+                                          const std::vector<std::string>& waves,
+                                          absl::Duration bake, const std::string& actor);
+  // FailedPrecondition unless running.
+  absl::StatusOr<RolloutRow> Pause(uint64_t id);
+  // FailedPrecondition unless paused.
+  absl::StatusOr<RolloutRow> Resume(uint64_t id);
+  // Rolls the moved agents back. FailedPrecondition once finished.
+  absl::StatusOr<RolloutRow> Abort(uint64_t id, const std::string& actor);
 
-  // FleetApi forwards every config result here.
+  // An agent's ACK or NACK of `version`. Only queued: the next Tick applies it.
   void OnConfigResult(const std::string& agent_id, uint64_t version, bool accepted,
                       const std::string& error);
 
  private:
-  absl::Status Step(RolloutRow& rollout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status StartWave(RolloutRow& rollout, std::vector<RolloutAgentRow>& agents)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status Finish(RolloutRow& rollout, RolloutState state, const std::string& agent,
-                      const std::string& reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status Complete(RolloutRow& rollout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<pgfleet::v1::Rollout> StartLocked(const Caller& caller,
-                                                   const pgfleet::v1::StartRolloutRequest& request)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<pgfleet::v1::Rollout> Describe(const RolloutRow& rollout);
-  void Reconcile(const std::string& agent_id);
+  struct ConfigResult {
+    std::string agent_id;
+    uint64_t version = 0;
+    std::string error;
+  };
+  // A config to hand an agent once the engine's lock is released.
+  struct Offer {
+    std::string agent_id;
+    ConfigVersionRow version;
+    bool force = false;
+  };
+  using Outbox = std::vector<Offer>;
 
-  Store& store_;
-  RolloutStore& rollouts_;
-  AgentRegistry& registry_;
-  FleetApi& api_;
+  absl::Status Step(RolloutRow& rollout, int64_t now, Outbox& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Starts the current wave unless a maintenance window holds it. `advanced`: the wave number
+  // just moved on, so the row is written even when the hold reason did not change.
+  absl::Status BeginWave(RolloutRow& rollout, std::vector<RolloutAgentRow>& agents, int64_t now,
+                         Outbox& out, bool advanced) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status StartWave(RolloutRow& rollout, std::vector<RolloutAgentRow>& agents, int64_t now,
+                         Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Finish(RolloutRow& rollout, RolloutState state, const std::string& agent,
+                      const std::string& reason, int64_t now, Outbox& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Complete(RolloutRow& rollout, int64_t now, Outbox& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<StartedRollout> StartLocked(const RolloutSpec& spec, const std::string& actor,
+                                             int64_t now, Outbox& out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records the queued NACKs against the rollouts that sent those versions.
+  void ApplyConfigResults() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues `version` for `agent_id` (read once per version).
+  absl::Status Queue(Outbox& out, const std::string& agent_id, uint64_t version, bool force);
+  // Queues what was decided under mu_ (held on entry), releases mu_, then sends.
+  void ReleaseAndSend(Outbox out) ABSL_UNLOCK_FUNCTION(mu_);
+
+  RolloutStore& store_;
+  AgentDirectory& agents_;
+  const Clock& clock_;
 
   absl::Mutex mu_;
   // Health baselines, taken when a wave starts baking (in memory: after a restart the bake
   // takes a fresh baseline).
   std::map<std::pair<uint64_t, std::string>, HealthCounters> baselines_ ABSL_GUARDED_BY(mu_);
+  SendQueue<Offer> sends_;
+
+  absl::Mutex results_mu_;
+  std::deque<ConfigResult> nacks_ ABSL_GUARDED_BY(results_mu_);
 
   PeriodicThread ticker_;
 };

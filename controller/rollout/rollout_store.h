@@ -1,5 +1,6 @@
-// Persistent rollout state: the rollout engine keeps everything it needs to resume after a
-// controller restart here, so a rollout is never half-applied and forgotten.
+// What the rollout engine needs from the store. Persistent rollout state: the engine keeps
+// everything it needs to resume after a controller restart here, so a rollout is never half-applied
+// and forgotten.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +10,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "controller/maintenance/maintenance_store.h"
+#include "controller/store/rows.h"
 
 namespace pgfleet::controller {
 
@@ -47,12 +50,17 @@ struct RolloutRow {
   int64_t finished_unix_ms = 0;
 };
 
+// One agent's progress in a rollout. Stored and shown as its name (RolloutAgentStateName).
+enum class RolloutAgentState { kWaiting, kApplying, kApplied, kFailed, kRolledBack };
+const char* RolloutAgentStateName(RolloutAgentState state);
+absl::StatusOr<RolloutAgentState> ParseRolloutAgentState(const std::string& name);
+
 // One agent's place in a rollout.
 struct RolloutAgentRow {
   uint64_t rollout_id = 0;
   std::string agent_id;
   int wave = 0;
-  std::string state = "waiting";  // waiting, applying, applied, failed, rolled_back
+  RolloutAgentState state = RolloutAgentState::kWaiting;
   std::string error;
 };
 
@@ -76,6 +84,22 @@ class RolloutStore {
   virtual absl::Status SetEnvironmentUpstream(const std::string& environment,
                                               const std::string& upstream) = 0;
   virtual absl::StatusOr<std::string> GetEnvironmentUpstream(const std::string& environment) = 0;
+
+  // Shared with the rest of the store (see store.h for their contracts): what the engine
+  // reads about environments, versions and agents, the pins it sets, the desired version it
+  // moves when a rollout completes, the maintenance windows it waits for, and the audit log.
+  virtual absl::StatusOr<EnvironmentRow> GetEnvironment(const std::string& name) = 0;
+  virtual absl::Status SetDesiredVersion(const std::string& environment, uint64_t version,
+                                         std::optional<uint64_t> expected_previous) = 0;
+  virtual absl::StatusOr<ConfigVersionRow> GetConfigVersion(uint64_t version) = 0;
+  virtual absl::StatusOr<std::vector<AgentRow>> ListAgents(const std::string& environment) = 0;
+  virtual absl::Status SetAgentPin(const std::string& agent_id,
+                                   std::optional<uint64_t> version) = 0;
+  virtual absl::StatusOr<std::vector<WindowRow>> ListWindows(const std::string& environment,
+                                                             bool open_only) = 0;
+  virtual absl::Status Audit(const std::string& actor, const std::string& action,
+                             const std::string& target, const std::string& details,
+                             int64_t now_ms) = 0;
 };
 
 }  // namespace pgfleet::controller

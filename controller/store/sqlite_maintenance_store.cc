@@ -32,7 +32,7 @@ absl::StatusOr<std::vector<WindowRow>> ReadWindows(Stmt& stmt) {
     row.ends_unix_ms = stmt.Int(4);
     row.drain_timeout_ms = stmt.Int(5);
     row.reason = stmt.Text(6);
-    row.state = stmt.Text(7);
+    PGF_ASSIGN_OR_RETURN(row.state, ParseWindowState(stmt.Text(7)));
     row.skip_agents = absl::StrSplit(stmt.Text(8), ',', absl::SkipEmpty());
     row.created_by = stmt.Text(9);
     row.created_unix_ms = stmt.Int(10);
@@ -61,27 +61,26 @@ absl::StatusOr<WindowRow> SqliteStore::CreateWindow(const WindowRow& window) {
         .BindInt(3, window.ends_unix_ms);
     PGF_ASSIGN_OR_RETURN(bool overlap, stmt.Step());
     if (overlap) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "overlaps maintenance window ", stmt.U64(0), " of ", window.environment,
-          "; cancel it or pick another time"));
+      return absl::FailedPreconditionError(absl::StrCat("overlaps maintenance window ", stmt.U64(0),
+                                                        " of ", window.environment,
+                                                        "; cancel it or pick another time"));
     }
   }
   WindowRow created = window;
   {
     PGF_ASSIGN_OR_RETURN(
-        Stmt stmt,
-        Stmt::Prepare(db_,
-                      "INSERT INTO maintenance_windows (environment, database_name, "
-                      "starts_unix_ms, ends_unix_ms, drain_timeout_ms, reason, state, "
-                      "skip_agents, created_by, created_unix_ms) "
-                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"));
+        Stmt stmt, Stmt::Prepare(db_,
+                                 "INSERT INTO maintenance_windows (environment, database_name, "
+                                 "starts_unix_ms, ends_unix_ms, drain_timeout_ms, reason, state, "
+                                 "skip_agents, created_by, created_unix_ms) "
+                                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"));
     stmt.BindText(1, window.environment)
         .BindText(2, window.database)
         .BindInt(3, window.starts_unix_ms)
         .BindInt(4, window.ends_unix_ms)
         .BindInt(5, window.drain_timeout_ms)
         .BindText(6, window.reason)
-        .BindText(7, window.state)
+        .BindText(7, WindowStateName(window.state))
         .BindText(8, absl::StrJoin(window.skip_agents, ","))
         .BindText(9, window.created_by)
         .BindInt(10, window.created_unix_ms);
@@ -95,12 +94,11 @@ absl::StatusOr<WindowRow> SqliteStore::CreateWindow(const WindowRow& window) {
 absl::Status SqliteStore::UpdateWindow(const WindowRow& window) {
   absl::MutexLock lock(&mu_);
   PGF_ASSIGN_OR_RETURN(
-      Stmt stmt,
-      Stmt::Prepare(db_,
-                    "UPDATE maintenance_windows SET state = ?2, ends_unix_ms = ?3, "
-                    "pause_sent_unix_ms = ?4, failure = ?5 WHERE id = ?1"));
+      Stmt stmt, Stmt::Prepare(db_,
+                               "UPDATE maintenance_windows SET state = ?2, ends_unix_ms = ?3, "
+                               "pause_sent_unix_ms = ?4, failure = ?5 WHERE id = ?1"));
   stmt.BindU64(1, window.id)
-      .BindText(2, window.state)
+      .BindText(2, WindowStateName(window.state))
       .BindInt(3, window.ends_unix_ms)
       .BindInt(4, window.pause_sent_unix_ms)
       .BindText(5, window.failure);
@@ -115,12 +113,13 @@ absl::StatusOr<WindowRow> SqliteStore::GetWindow(uint64_t id) {
                        Stmt::Prepare(db_, absl::StrCat(kWindowColumns, "WHERE id = ?1").c_str()));
   stmt.BindU64(1, id);
   PGF_ASSIGN_OR_RETURN(std::vector<WindowRow> rows, ReadWindows(stmt));
-  if (rows.empty()) return absl::NotFoundError(absl::StrCat("maintenance window ", id, " not found"));
+  if (rows.empty())
+    return absl::NotFoundError(absl::StrCat("maintenance window ", id, " not found"));
   return rows.front();
 }
 
 absl::StatusOr<std::vector<WindowRow>> SqliteStore::ListWindows(const std::string& environment,
-                                                               bool open_only) {
+                                                                bool open_only) {
   absl::MutexLock lock(&mu_);
   PGF_ASSIGN_OR_RETURN(
       Stmt stmt,

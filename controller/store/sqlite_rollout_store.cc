@@ -69,8 +69,9 @@ absl::StatusOr<RolloutRow> SqliteStore::CreateRollout(const RolloutRow& rollout,
                       "created_by, force_reason, created_unix_ms) "
                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"));
     stmt.BindText(1, rollout.environment)
-        .BindOptionalU64(2, rollout.from_version == 0 ? std::nullopt
-                                                      : std::optional<uint64_t>(rollout.from_version))
+        .BindOptionalU64(2, rollout.from_version == 0
+                                ? std::nullopt
+                                : std::optional<uint64_t>(rollout.from_version))
         .BindU64(3, rollout.to_version)
         .BindText(4, absl::StrJoin(rollout.waves, ","))
         .BindInt(5, rollout.bake_ms)
@@ -86,8 +87,8 @@ absl::StatusOr<RolloutRow> SqliteStore::CreateRollout(const RolloutRow& rollout,
         .BindInt(15, rollout.created_unix_ms);
     absl::Status inserted = stmt.Run();
     if (absl::IsAlreadyExists(inserted)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "environment ", rollout.environment, " already has a rollout in progress"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("environment ", rollout.environment, " already has a rollout in progress"));
     }
     PGF_RETURN_IF_ERROR(inserted);
     created.id = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
@@ -101,7 +102,7 @@ absl::StatusOr<RolloutRow> SqliteStore::CreateRollout(const RolloutRow& rollout,
     agent_stmt.BindU64(1, created.id)
         .BindText(2, agent.agent_id)
         .BindInt(3, agent.wave)
-        .BindText(4, agent.state)
+        .BindText(4, RolloutAgentStateName(agent.state))
         .BindText(5, agent.error);
     PGF_RETURN_IF_ERROR(agent_stmt.Run());
   }
@@ -137,7 +138,7 @@ absl::Status SqliteStore::UpdateRolloutAgent(const RolloutAgentRow& agent) {
                                                 "WHERE rollout_id = ?1 AND agent_id = ?2"));
   stmt.BindU64(1, agent.rollout_id)
       .BindText(2, agent.agent_id)
-      .BindText(3, agent.state)
+      .BindText(3, RolloutAgentStateName(agent.state))
       .BindText(4, agent.error);
   PGF_RETURN_IF_ERROR(stmt.Run());
   if (stmt.Changes() == 0) {
@@ -185,7 +186,7 @@ absl::StatusOr<std::vector<RolloutAgentRow>> SqliteStore::ListRolloutAgents(uint
     row.rollout_id = rollout_id;
     row.agent_id = stmt.Text(0);
     row.wave = static_cast<int>(stmt.Int(1));
-    row.state = stmt.Text(2);
+    PGF_ASSIGN_OR_RETURN(row.state, ParseRolloutAgentState(stmt.Text(2)));
     row.error = stmt.Text(3);
     rows.push_back(std::move(row));
   }
@@ -231,7 +232,8 @@ absl::StatusOr<std::string> SqliteStore::GetEnvironmentUpstream(const std::strin
                        Stmt::Prepare(db_, "SELECT upstream FROM environments WHERE name = ?1"));
   stmt.BindText(1, environment);
   PGF_ASSIGN_OR_RETURN(bool has_row, stmt.Step());
-  if (!has_row) return absl::NotFoundError(absl::StrCat("environment '", environment, "' not found"));
+  if (!has_row)
+    return absl::NotFoundError(absl::StrCat("environment '", environment, "' not found"));
   return stmt.IsNull(0) ? std::string() : stmt.Text(0);
 }
 

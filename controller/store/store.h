@@ -13,41 +13,9 @@
 #include "absl/status/statusor.h"
 #include "controller/maintenance/maintenance_store.h"
 #include "controller/rollout/rollout_store.h"
+#include "controller/store/rows.h"
 
 namespace pgfleet::controller {
-
-struct EnvironmentRow {
-  std::string name;
-  uint64_t desired_version = 0;  // 0: none yet.
-  int64_t created_unix_ms = 0;
-};
-
-// Immutable once written. `version` is a global, increasing id; `sha256` addresses content.
-struct ConfigVersionRow {
-  uint64_t version = 0;
-  std::string environment;
-  std::string sha256;
-  std::string ini_text;  // Empty in list results.
-  std::string author;
-  std::string message;
-  int64_t created_unix_ms = 0;
-  uint64_t parent_version = 0;  // The environment's newest version before this one (0: none).
-};
-
-struct AgentRow {
-  std::string agent_id;
-  std::string environment;
-  std::map<std::string, std::string> labels;
-  std::string agent_version;
-  std::string hostname;
-  bool connected = false;
-  int64_t first_seen_unix_ms = 0;
-  int64_t last_seen_unix_ms = 0;
-  uint64_t applied_version = 0;
-  std::string applied_sha256;
-  std::string last_error;  // Last NACK reason; cleared by an ACK.
-  std::optional<uint64_t> pinned_version;
-};
 
 struct CommandRow {
   uint64_t id = 0;
@@ -108,12 +76,13 @@ class Store : public RolloutStore, public MaintenanceStore {
   // Environments.
   virtual absl::Status EnsureEnvironment(const std::string& name, int64_t now_ms) = 0;
   virtual absl::StatusOr<std::vector<EnvironmentRow>> ListEnvironments() = 0;
-  virtual absl::StatusOr<EnvironmentRow> GetEnvironment(const std::string& name) = 0;  // NotFound
+  virtual absl::StatusOr<EnvironmentRow> GetEnvironment(
+      const std::string& name) override = 0;  // NotFound
   // Compare-and-set of the desired version: Aborted when the current desired version is not
   // `expected_previous` (when given). NotFound for an unknown environment or version;
   // InvalidArgument when the version belongs to another environment.
   virtual absl::Status SetDesiredVersion(const std::string& environment, uint64_t version,
-                                         std::optional<uint64_t> expected_previous) = 0;
+                                         std::optional<uint64_t> expected_previous) override = 0;
 
   // Config versions. Pushing text whose sha256 already exists in the environment returns
   // that existing version instead of a new one. Creates the environment if needed.
@@ -122,7 +91,8 @@ class Store : public RolloutStore, public MaintenanceStore {
                                                             const std::string& author,
                                                             const std::string& message,
                                                             int64_t now_ms) = 0;
-  virtual absl::StatusOr<ConfigVersionRow> GetConfigVersion(uint64_t version) = 0;  // NotFound
+  virtual absl::StatusOr<ConfigVersionRow> GetConfigVersion(
+      uint64_t version) override = 0;  // NotFound
   // Newest first, ini_text left empty.
   virtual absl::StatusOr<std::vector<ConfigVersionRow>> ListConfigVersions(
       const std::string& environment) = 0;
@@ -141,15 +111,17 @@ class Store : public RolloutStore, public MaintenanceStore {
                                                const std::string& sha256, const std::string& error,
                                                int64_t now_ms) = 0;
   virtual absl::Status SetAgentPin(const std::string& agent_id,
-                                   std::optional<uint64_t> version) = 0;
+                                   std::optional<uint64_t> version) override = 0;
   virtual absl::StatusOr<AgentRow> GetAgent(const std::string& agent_id) = 0;  // NotFound
   // environment empty: all agents. Sorted by agent_id.
-  virtual absl::StatusOr<std::vector<AgentRow>> ListAgents(const std::string& environment) = 0;
+  virtual absl::StatusOr<std::vector<AgentRow>> ListAgents(
+      const std::string& environment) override = 0;
 
   // Commands sent to agents, with their results.
   virtual absl::StatusOr<uint64_t> RecordCommand(const std::string& agent_id,
                                                  const std::string& kind, const std::string& args,
-                                                 const std::string& actor, int64_t now_ms) = 0;
+                                                 const std::string& actor,
+                                                 int64_t now_ms) override = 0;
   virtual absl::Status RecordCommandResult(uint64_t command_id, bool ok, const std::string& error,
                                            int64_t now_ms) = 0;
   // Newest first; agent_id empty: all agents.
@@ -159,8 +131,12 @@ class Store : public RolloutStore, public MaintenanceStore {
   // Audit log of every mutating call.
   virtual absl::Status Audit(const std::string& actor, const std::string& action,
                              const std::string& target, const std::string& details,
-                             int64_t now_ms) = 0;
+                             int64_t now_ms) override = 0;
   virtual absl::StatusOr<std::vector<AuditEntry>> ListAudit(int limit) = 0;  // Newest first.
+
+  // Maintenance windows: declared again because both engines' interfaces have it.
+  absl::StatusOr<std::vector<WindowRow>> ListWindows(const std::string& environment,
+                                                     bool open_only) override = 0;
 
   // Metrics, downsampled to one sample per agent per minute (the newest report wins).
   virtual absl::Status RecordMetrics(const std::string& agent_id, int64_t now_ms,

@@ -1,0 +1,76 @@
+// The controller's one operator API. Every method of every operator-facing service (fleet,
+// rollouts, maintenance, tokens) is an entry here, with the least role it needs; both wires are
+// thin adapters over it: controller/grpc/ maps each RPC to Invoke, controller/http/ maps each
+// /api/<Method> route to the same entry (JSON <-> proto). Authentication (bearer tokens), the
+// role check, the audit log and the proto mapping all happen behind this class, so the two
+// wires cannot drift apart. tests/unit/control_api_test.cc fails when a proto RPC has no entry.
+#pragma once
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/message.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "controller/api/fleet_api.h"
+#include "controller/api/maintenance_api.h"
+#include "controller/api/rollout_api.h"
+#include "controller/auth/token_admin.h"
+
+namespace pgfleet::controller {
+
+// One method of the API.
+struct ApiMethod {
+  std::string service;       // Full gRPC service name, e.g. "pgfleet.v1.FleetService".
+  std::string name;          // The RPC, and the HTTP route /api/<name>.
+  Role role = Role::kAdmin;  // The least role that may call it.
+  bool read_only = false;    // Changes nothing: HTTP lets GET reach it.
+  const google::protobuf::Descriptor* request_type = nullptr;
+  const google::protobuf::Descriptor* response_type = nullptr;
+  std::function<std::unique_ptr<google::protobuf::Message>()> new_request;
+  std::function<absl::StatusOr<std::unique_ptr<google::protobuf::Message>>(
+      const Caller&, const google::protobuf::Message&)>
+      run;
+};
+
+class ControlApi {
+ public:
+  ControlApi(Store& store, FleetApi& fleet, RolloutApi& rollouts, MaintenanceApi& maintenance,
+             TokenAdmin& tokens);
+  ControlApi(const ControlApi&) = delete;
+  ControlApi& operator=(const ControlApi&) = delete;
+
+  // "Bearer <token>" of an operator token (viewer, operator or admin).
+  absl::StatusOr<Caller> Authenticate(const std::string& authorization) const;
+
+  const std::vector<ApiMethod>& methods() const { return methods_; }
+  // nullptr when there is no such method.
+  const ApiMethod* Find(const std::string& service, const std::string& name) const;
+
+  // Checks the caller's role against the method's, then runs it. InvalidArgument when the
+  // request is not of the method's request type.
+  absl::StatusOr<std::unique_ptr<google::protobuf::Message>> Invoke(
+      const Caller& caller, const ApiMethod& method,
+      const google::protobuf::Message& request) const;
+  // Authenticate + Find + Invoke, with the response copied into `response` (gRPC adapters).
+  absl::Status Call(const std::string& authorization, const std::string& service,
+                    const std::string& name, const google::protobuf::Message& request,
+                    google::protobuf::Message* response) const;
+
+  FleetApi& fleet() { return fleet_; }
+
+ private:
+  template <typename Request, typename Response, typename Fn>
+  void Add(const char* service, const char* name, Role role, bool read_only, Fn fn);
+
+  Store& store_;
+  FleetApi& fleet_;
+  std::vector<ApiMethod> methods_;
+  std::map<std::pair<std::string, std::string>, size_t> index_;
+};
+
+}  // namespace pgfleet::controller

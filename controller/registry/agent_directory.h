@@ -1,0 +1,41 @@
+// What the engines may know and do about connected agents: look at a snapshot of each one
+// (its applied config version and newest metrics report) and hand it a message. The
+// AgentRegistry implements it over the agents' gRPC streams; unit tests use a fake. Engines
+// call it only outside their own locks, so a slow stream never stalls a rollout or a window.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "controller/store/rows.h"
+#include "pgfleet/v1/agent.pb.h"
+
+namespace pgfleet::controller {
+
+// A connected agent as seen at one moment.
+struct LiveAgent {
+  std::string agent_id;
+  std::string environment;
+  uint64_t applied_version = 0;
+  std::optional<pgfleet::v1::MetricsReport> metrics;
+};
+
+class AgentDirectory {
+ public:
+  virtual ~AgentDirectory() = default;
+  // nullopt when the agent has no stream open.
+  virtual std::optional<LiveAgent> FindLive(const std::string& agent_id) const = 0;
+  // environment empty: all.
+  virtual std::vector<LiveAgent> ListLive(const std::string& environment) const = 0;
+  // Sends `version` to the agent unless it already runs it, or (without `force`) it was
+  // already sent on this stream (the agent works on it, or refused it). False when the agent
+  // is not connected or its stream is gone.
+  virtual bool OfferConfig(const std::string& agent_id, const ConfigVersionRow& version,
+                           bool force) = 0;
+  // False when the agent is not connected or its stream is gone.
+  virtual bool Send(const std::string& agent_id, const pgfleet::v1::ControllerMessage& message) = 0;
+};
+
+}  // namespace pgfleet::controller
