@@ -13,7 +13,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <fstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -174,6 +176,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
                    agent->options_.allowed_paths.end());
     PGF_ASSIGN_OR_RETURN(path_policy,
                          MakePathPolicy(allowed, ProtectedFiles(state_dir, local_config)));
+    agent->path_policy_ = *path_policy;
     applied = ReadAppliedConfig(state_dir);
     if (applied.has_value()) {
       // Fail-static: the last config the controller pushed wins over the local file, so a
@@ -195,6 +198,15 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
         agent->options_.config_path = applied->path;
       }
     }
+  }
+  if (!path_policy.has_value()) {
+    // Without a controller nothing is pushed, but the console's SET logfile names a file to
+    // write all the same: the same confinement, to the config's directory and --allow-path.
+    const std::string& local_config = agent->options_.config_path;
+    std::vector<std::string> allowed = {DirOf(local_config)};
+    allowed.insert(allowed.end(), agent->options_.allowed_paths.begin(),
+                   agent->options_.allowed_paths.end());
+    PGF_ASSIGN_OR_RETURN(agent->path_policy_, MakePathPolicy(allowed, {local_config}));
   }
   PGF_ASSIGN_OR_RETURN(LoadedConfig loaded, LoadConfigAndFiles(agent->options_.config_path));
   for (const std::string& warning : loaded.cfg.warnings) PGF_WARN("config", "%s", warning);
@@ -291,6 +303,20 @@ absl::Status Agent::Listen() {
 absl::Status Agent::WritePidfile() {
   const std::string& path = config_->pidfile;
   if (path.empty()) return absl::OkStatus();
+  // As PgBouncer: a pidfile naming a live process belongs to another instance (two poolers
+  // sharing one would each remove the other's on exit); one naming a dead process is stale
+  // and taken over.
+  if (std::ifstream existing(path); existing) {
+    long pid = 0;
+    if (existing >> pid && pid > 0 && pid != getpid() &&
+        (kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM)) {
+      return AtKey(*config_, "pidfile",
+                   absl::FailedPreconditionError(absl::StrCat(
+                       "'", path, "' names process ", pid,
+                       ", which is running: is another agent using this pidfile? Stop it, or "
+                       "remove the file if that process is not an agent")));
+    }
+  }
   const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     return AtKey(*config_, "pidfile",
@@ -601,6 +627,14 @@ void Agent::HoldUntilCancelled(ServerConn* server) {
     return;
   }
   it->second.held = true;
+}
+
+int Agent::ServersBeingCanceled(const Pool& pool) const {
+  int count = 0;
+  for (const auto& [id, target] : cancel_targets_) {
+    count += target.held && &target.server->pool() == &pool ? 1 : 0;
+  }
+  return count;
 }
 
 void Agent::ForgetCancelTarget(const ServerConn* server) { cancel_targets_.erase(server->id()); }

@@ -17,6 +17,7 @@
 #include "agent/event_loop.h"
 #include "agent/intrusive_list.h"
 #include "agent/link/controller_link.h"
+#include "agent/link/state_dir.h"
 #include "agent/pool.h"
 #include "agent/stats.h"
 #include "agent/tls/tls_context.h"
@@ -117,6 +118,10 @@ class Agent {
   void Shutdown(ShutdownMode mode, const std::string& who);
   // Replaces the config (SET from the console); the caller validated it.
   void ReplaceConfig(config::Config config);
+  // A file the console's SET would make the agent write (logfile): it must be where a pushed
+  // config's files may be (the config's directory, the state dir, --allow-path) and not a
+  // file the agent depends on. The error names `key`.
+  absl::Status CheckWritablePath(const std::string& key, const std::string& path) const;
   AdminConsole& admin() { return *admin_; }
   // Null unless the agent runs with --controller.
   const FleetAgent* fleet() const { return fleet_.get(); }
@@ -153,6 +158,9 @@ class Agent {
   // closed the cancel connection the signal may still hit whatever the backend runs next.
   bool CancelInFlight(const ServerConn* server) const;
   void HoldUntilCancelled(ServerConn* server);
+  // Servers of `pool` released by their client but held out of the pool until the cancel
+  // requests sent to them have landed (SHOW POOLS sv_being_canceled).
+  int ServersBeingCanceled(const Pool& pool) const;
   // The server is closing: its cancels' outcome no longer matters.
   void ForgetCancelTarget(const ServerConn* server);
   IntrusiveList<ClientConn>& login_clients() { return login_clients_; }
@@ -264,6 +272,8 @@ class Agent {
   std::unique_ptr<MetricsServer> metrics_server_;
   std::unique_ptr<FleetAgent> fleet_;
   std::unique_ptr<StateDirLock> state_lock_;
+  // Where files named at run time (SET logfile) may be; the same policy as pushed configs.
+  PathPolicy path_policy_;
   // The pidfile this process wrote (removed at exit); empty if it wrote none, so an agent
   // that fails to start never removes the pidfile of one that runs.
   std::string written_pidfile_;

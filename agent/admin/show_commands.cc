@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -192,10 +193,14 @@ std::string AdminConsole::ShowPools() {
                  "0", "0", "0", "0", "0", "0", "0", "0", "0", "statement"});
   for (const auto& [key, pool] : agent_.pools()) {
     const uint64_t maxwait = pool->MaxWaitMicros(now);
+    // Held servers wait in the used list; PgBouncer lists them apart from sv_used.
+    const size_t being_canceled = static_cast<size_t>(agent_.ServersBeingCanceled(*pool));
+    const size_t used = pool->used_servers().size();
     result.AddRow({key.first, key.second, Num(pool->active_clients().size(), true),
                    Num(pool->waiting_clients().size() + pool->login_waiting_clients().size(), true),
-                   "0", "0", Num(pool->active_servers().size(), true), "0", "0",
-                   Num(pool->idle_servers().size(), true), Num(pool->used_servers().size(), true),
+                   "0", "0", Num(pool->active_servers().size(), true), "0",
+                   Num(being_canceled, true), Num(pool->idle_servers().size(), true),
+                   Num(used - std::min(used, being_canceled), true),
                    "0", Num(pool->login_servers().size(), true), Num(maxwait / 1000000),
                    Num(maxwait % 1000000), config::PoolModeName(pool->pool_mode())});
   }
