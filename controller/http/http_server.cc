@@ -12,7 +12,6 @@
 #include <fstream>
 #include <map>
 #include <sstream>
-#include <string_view>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -20,6 +19,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "common/log.h"
 
 namespace pgfleet::controller {
@@ -90,11 +90,11 @@ const char* ReasonPhrase(int status) {
 }
 
 // The path of a request target: "/api/X?y" and "http://host/api/X" both give "/api/X".
-std::string_view TargetPath(std::string_view target) {
+absl::string_view TargetPath(absl::string_view target) {
   if (size_t scheme = target.find("://");
-      scheme != std::string_view::npos && target.find('/') == scheme + 1) {
+      scheme != absl::string_view::npos && target.find('/') == scheme + 1) {
     size_t slash = target.find('/', scheme + 3);
-    target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+    target = slash == absl::string_view::npos ? absl::string_view("/") : target.substr(slash);
   }
   return target.substr(0, target.find_first_of("?#"));
 }
@@ -372,9 +372,9 @@ void HttpServer::CheckHead(Connection& connection) {
   }
   if (head_end == std::string::npos) return;
   connection.state = Connection::State::kPassed;
-  std::string_view request_line(head.data(), head.find('\n'));
+  absl::string_view request_line(head.data(), head.find('\n'));
   if (absl::EndsWith(request_line, "\r")) request_line.remove_suffix(1);
-  std::vector<std::string_view> parts = absl::StrSplit(request_line, ' ');
+  std::vector<absl::string_view> parts = absl::StrSplit(request_line, ' ');
   if (parts.size() < 2 || !absl::StartsWith(TargetPath(parts[1]), "/api/")) {
     head.clear();
     return;
@@ -382,9 +382,9 @@ void HttpServer::CheckHead(Connection& connection) {
   // The token, on the head alone: a caller without one has none of its body read (evhttp
   // would read all of it, up to the 8 MiB a config push may have, before OnRequest).
   std::string authorization;
-  for (std::string_view line : absl::StrSplit(std::string_view(head).substr(0, head_end), '\n')) {
+  for (absl::string_view line : absl::StrSplit(absl::string_view(head).substr(0, head_end), '\n')) {
     const size_t colon = line.find(':');
-    if (colon == std::string_view::npos ||
+    if (colon == absl::string_view::npos ||
         !absl::EqualsIgnoreCase(line.substr(0, colon), "Authorization")) {
       continue;
     }
