@@ -637,6 +637,14 @@ int Agent::ServersBeingCanceled(const Pool& pool) const {
   return count;
 }
 
+int Agent::CancelsInFlight(const Pool& pool) const {
+  int count = 0;
+  for (const auto& [id, target] : cancel_targets_) {
+    if (&target.server->pool() == &pool) count += target.in_flight;
+  }
+  return count;
+}
+
 void Agent::ForgetCancelTarget(const ServerConn* server) { cancel_targets_.erase(server->id()); }
 
 void Agent::OnCancelForwarded(CancelForwarder* forwarder, CancelForwarder::Outcome outcome) {

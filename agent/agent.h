@@ -161,6 +161,9 @@ class Agent {
   // Servers of `pool` released by their client but held out of the pool until the cancel
   // requests sent to them have landed (SHOW POOLS sv_being_canceled).
   int ServersBeingCanceled(const Pool& pool) const;
+  // Cancel requests for `pool`'s servers on their way to PostgreSQL, each on a connection of
+  // its own (SHOW POOLS sv_active_cancel).
+  int CancelsInFlight(const Pool& pool) const;
   // The server is closing: its cancels' outcome no longer matters.
   void ForgetCancelTarget(const ServerConn* server);
   IntrusiveList<ClientConn>& login_clients() { return login_clients_; }

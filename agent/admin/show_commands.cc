@@ -198,8 +198,8 @@ std::string AdminConsole::ShowPools() {
     const size_t used = pool->used_servers().size();
     result.AddRow({key.first, key.second, Num(pool->active_clients().size(), true),
                    Num(pool->waiting_clients().size() + pool->login_waiting_clients().size(), true),
-                   "0", "0", Num(pool->active_servers().size(), true), "0",
-                   Num(being_canceled, true), Num(pool->idle_servers().size(), true),
+                   "0", "0", Num(pool->active_servers().size(), true),
+                   Num(agent_.CancelsInFlight(*pool)), Num(being_canceled, true), Num(pool->idle_servers().size(), true),
                    Num(used - std::min(used, being_canceled), true),
                    "0", Num(pool->login_servers().size(), true), Num(maxwait / 1000000),
                    Num(maxwait % 1000000), config::PoolModeName(pool->pool_mode())});

@@ -266,6 +266,8 @@ TEST(CancelHoldTest, AServerHeldForALandingCancelIsCountedAsBeingCanceled) {
         return relay.held_cancels() == 1;
       },
       absl::Seconds(15), "the agent to forward the cancel to the relay"));
+  // PgBouncer's sv_active_cancel: a cancel request on its way to PostgreSQL.
+  PGF_EXPECT_OK(AwaitPoolValue(console.get(), "sv_active_cancel", "1"));
 
   // The query ends while its cancel is still in flight: the server is released by its client
   // but held out of the pool.
@@ -285,6 +287,7 @@ TEST(CancelHoldTest, AServerHeldForALandingCancelIsCountedAsBeingCanceled) {
   // The cancel lands: the server goes back to the pool and is no longer being canceled.
   relay.ReleaseCancels();
   PGF_EXPECT_OK(AwaitPoolValue(console.get(), "sv_being_canceled", "0"));
+  PGF_EXPECT_OK(AwaitPoolValue(console.get(), "sv_active_cancel", "0"));
   PGF_EXPECT_OK(AwaitPoolValue(console.get(), "sv_idle", "1"));
   PGF_EXPECT_OK(Query(client.get(), "SELECT 1").status());
   if (HasFailure()) std::cerr << agent->Diagnostics() << "\n";
