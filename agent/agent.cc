@@ -13,7 +13,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <fstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -143,6 +145,7 @@ Agent::Agent(AgentOptions options) : options_(std::move(options)) {}
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   // Every early return below destroys a half-built Agent: ~Agent copes with any member unset.
   std::unique_ptr<Agent> agent(new Agent(std::move(options)));
+  agent->path_policy_ = agent->options_.path_policy;
   PGF_ASSIGN_OR_RETURN(LoadedConfig loaded, LoadConfigAndFiles(agent->options_.config_path));
   for (const std::string& warning : loaded.cfg.warnings) PGF_WARN("config", "%s", warning);
   agent->auth_file_ = std::move(loaded.users);
@@ -232,6 +235,20 @@ absl::Status Agent::Listen() {
 absl::Status Agent::WritePidfile() {
   const std::string& path = config_->pidfile;
   if (path.empty()) return absl::OkStatus();
+  // As PgBouncer: a pidfile naming a live process belongs to another instance (two poolers
+  // sharing one would each remove the other's on exit); one naming a dead process is stale
+  // and taken over.
+  if (std::ifstream existing(path); existing) {
+    long pid = 0;
+    if (existing >> pid && pid > 0 && pid != getpid() &&
+        (kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM)) {
+      return AtKey(*config_, "pidfile",
+                   absl::FailedPreconditionError(absl::StrCat(
+                       "'", path, "' names process ", pid,
+                       ", which is running: is another agent using this pidfile? Stop it, or "
+                       "remove the file if that process is not an agent")));
+    }
+  }
   const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     return AtKey(*config_, "pidfile",
@@ -555,6 +572,22 @@ void Agent::HoldUntilCancelled(ServerConn* server) {
     return;
   }
   it->second.held = true;
+}
+
+int Agent::ServersBeingCanceled(const Pool& pool) const {
+  int count = 0;
+  for (const auto& [id, target] : cancel_targets_) {
+    count += target.held && &target.server->pool() == &pool ? 1 : 0;
+  }
+  return count;
+}
+
+int Agent::CancelsInFlight(const Pool& pool) const {
+  int count = 0;
+  for (const auto& [id, target] : cancel_targets_) {
+    if (&target.server->pool() == &pool) count += target.in_flight;
+  }
+  return count;
 }
 
 void Agent::ForgetCancelTarget(const ServerConn* server) { cancel_targets_.erase(server->id()); }

@@ -20,6 +20,7 @@
 #include "agent/cancel_forwarder.h"
 #include "agent/event_loop.h"
 #include "agent/intrusive_list.h"
+#include "agent/path_policy.h"
 #include "agent/pool.h"
 #include "agent/stats.h"
 #include "agent/stats_snapshot.h"
@@ -43,6 +44,9 @@ struct AgentOptions {
   absl::Duration shutdown_timeout = absl::Seconds(30);
   // Prometheus /metrics and /healthz; empty: off.
   std::string metrics_listen;
+  // Where files named at run time (the console's SET logfile) may be: the config's directory,
+  // --allow-path, and with a controller the state dir (main.cc builds it). Empty: nowhere.
+  PathPolicy path_policy;
 };
 
 // SO_KEEPALIVE and tcp_keepcnt/keepidle/keepintvl from the config, on a TCP socket.
@@ -114,6 +118,10 @@ class Agent final : public AgentControl {
   void Shutdown(ShutdownMode mode, const std::string& who);
   // Replaces the config (SET from the console); the caller validated it.
   void ReplaceConfig(config::Config config);
+  // A file the console's SET would make the agent write (logfile): it must be where a pushed
+  // config's files may be (the config's directory, the state dir, --allow-path) and not a
+  // file the agent depends on. The error names `key`.
+  absl::Status CheckWritablePath(const std::string& key, const std::string& path) const;
   AdminConsole& admin() { return *admin_; }
   // The control plane's state for /metrics, from whoever attached a link (main.cc).
   void set_control_plane_status(std::function<ControlPlaneStatus()> status) {
@@ -159,6 +167,12 @@ class Agent final : public AgentControl {
   // closed the cancel connection the signal may still hit whatever the backend runs next.
   bool CancelInFlight(const ServerConn* server) const;
   void HoldUntilCancelled(ServerConn* server);
+  // Servers of `pool` released by their client but held out of the pool until the cancel
+  // requests sent to them have landed (SHOW POOLS sv_being_canceled).
+  int ServersBeingCanceled(const Pool& pool) const;
+  // Cancel requests for `pool`'s servers on their way to PostgreSQL, each on a connection of
+  // its own (SHOW POOLS sv_active_cancel).
+  int CancelsInFlight(const Pool& pool) const;
   // The server is closing: its cancels' outcome no longer matters.
   void ForgetCancelTarget(const ServerConn* server);
   IntrusiveList<ClientConn>& login_clients() { return login_clients_; }
@@ -273,6 +287,8 @@ class Agent final : public AgentControl {
   // config_->listen_port, for other threads (the link's hello) that must not read config_.
   std::atomic<int> listen_port_{0};
   void SetConfig(std::shared_ptr<const config::Config> config);
+  // Where files named at run time (SET logfile) may be; the same policy as pushed configs.
+  PathPolicy path_policy_;
   // The pidfile this process wrote (removed at exit); empty if it wrote none, so an agent
   // that fails to start never removes the pidfile of one that runs.
   std::string written_pidfile_;

@@ -252,6 +252,10 @@ void Agent::Shutdown(ShutdownMode mode, const std::string& who) {
   }
 }
 
+absl::Status Agent::CheckWritablePath(const std::string& key, const std::string& path) const {
+  return CheckPushedPath(key, path, path_policy_, /*written=*/true);
+}
+
 void Agent::ReplaceConfig(config::Config cfg) {
   SetConfig(std::make_shared<const config::Config>(std::move(cfg)));
   common::SetLogLevel(config_->verbose ? common::LogLevel::kDebug : common::LogLevel::kInfo);

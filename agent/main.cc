@@ -68,7 +68,8 @@ bool TakeValue(const std::string& arg, const char* name, std::string* value) {
 
 // Wiring: the pooler alone, or with the controller link attached through AgentControl.
 int RunAgent(pgfleet::agent::AgentOptions options,
-             std::optional<pgfleet::agent::FleetOptions> fleet_options) {
+             std::optional<pgfleet::agent::FleetOptions> fleet_options,
+             const std::vector<std::string>& allowed_paths) {
   auto fail = [](const absl::Status& status) {
     fprintf(stderr, "pgfleet-agent: %s\n", std::string(status.message()).c_str());
     return 1;
@@ -79,7 +80,15 @@ int RunAgent(pgfleet::agent::AgentOptions options,
         pgfleet::agent::PrepareFleet(std::move(*fleet_options), options.config_path);
     if (!setup.ok()) return fail(setup.status());
     options.config_path = setup->start_config_path;
+    options.path_policy = setup->path_policy;
     fleet_setup = std::move(*setup);
+  } else {
+    // Nothing is pushed without a controller, but the console's SET logfile names a file to
+    // write all the same: the same confinement, to the config's directory and --allow-path.
+    absl::StatusOr<pgfleet::agent::PathPolicy> policy =
+        pgfleet::agent::StandalonePathPolicy(options.config_path, allowed_paths);
+    if (!policy.ok()) return fail(policy.status());
+    options.path_policy = *std::move(policy);
   }
   absl::StatusOr<std::unique_ptr<pgfleet::agent::Agent>> agent =
       pgfleet::agent::Agent::Create(std::move(options));
@@ -172,7 +181,9 @@ int main(int argc, char** argv) {
       link.labels[kv.first] = kv.second;
     }
   }
-  return RunAgent(std::move(options), link.controller_address.empty()
-                                          ? std::nullopt
-                                          : std::make_optional(std::move(fleet_options)));
+  const std::vector<std::string> allowed_paths = fleet_options.allowed_paths;
+  return RunAgent(
+      std::move(options),
+      link.controller_address.empty() ? std::nullopt : std::make_optional(std::move(fleet_options)),
+      allowed_paths);
 }

@@ -1,6 +1,8 @@
 // Agent::Snapshot: the one place that counts a pool's clients and servers by state.
 #include "agent/stats_snapshot.h"
 
+#include <algorithm>
+
 #include "agent/agent.h"
 #include "agent/client_conn.h"
 #include "agent/server_conn.h"
@@ -34,8 +36,14 @@ StatsSnapshot Agent::Snapshot() const {
   for (const auto& [key, pool] : pools_) {
     snapshot.pools.push_back(SnapshotOf(*pool, snapshot.now_us));
     // The map's key, not the pool's own names: they are the same, and SHOW POOLS prints these.
-    snapshot.pools.back().database = key.first;
-    snapshot.pools.back().user = key.second;
+    PoolSnapshot& added = snapshot.pools.back();
+    added.database = key.first;
+    added.user = key.second;
+    // Held servers wait in the used list; PgBouncer lists them apart from sv_used.
+    added.sv_being_canceled =
+        std::min(added.sv_used, static_cast<size_t>(ServersBeingCanceled(*pool)));
+    added.sv_used -= added.sv_being_canceled;
+    added.sv_active_cancel = static_cast<size_t>(CancelsInFlight(*pool));
   }
   snapshot.database_totals = StatsByDatabase();
   snapshot.client_count = client_count_;

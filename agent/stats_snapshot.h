@@ -23,8 +23,10 @@ struct PoolSnapshot {
   size_t cl_active = 0;
   size_t cl_waiting = 0;  // Queued for a server, and queued to log in (login_waiting).
   size_t sv_active = 0;
+  size_t sv_active_cancel = 0;   // Cancel requests on their way to this pool's servers.
+  size_t sv_being_canceled = 0;  // Released servers held until a cancel sent to them lands.
   size_t sv_idle = 0;
-  size_t sv_used = 0;
+  size_t sv_used = 0;  // Held servers are counted in sv_being_canceled, not here.
   size_t sv_login = 0;
   size_t server_count = 0;  // Every server connection of the pool, whatever its state.
   uint64_t maxwait_us = 0;  // Age of the oldest client waiting for a server.

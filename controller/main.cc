@@ -72,6 +72,8 @@ void PrintUsage(FILE* out) {
           "                         build, i.e. <binary dir>/../web/dist, or\n"
           "                         <binary dir>/../share/pgfleet/web when installed)\n"
           "  --http-port-file=FILE  write the bound HTTP port there once listening\n"
+          "  --http-max-connections=N  open HTTP connections at most; one more is answered\n"
+          "                         503 and closed (default 256)\n"
           "  -v, --verbose          log debug messages\n"
           "  -h, --help             print this help\n"
           "\n"
@@ -194,7 +196,7 @@ int main(int argc, char** argv) {
   std::optional<std::string> web_root;
   bool insecure = false, http_listen_given = false;
   pgfleet::controller::AgentAuthOptions agent_auth;
-  std::string hello_timeout = "10s", max_pending = "64";
+  std::string hello_timeout = "10s", max_pending = "64", http_max_connections = "256";
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
@@ -213,7 +215,8 @@ int main(int argc, char** argv) {
                TakeValue(arg, "--metrics-retention", &metrics_retention) ||
                TakeValue(arg, "--http-port-file", &http_port_file) ||
                TakeValue(arg, "--agent-hello-timeout", &hello_timeout) ||
-               TakeValue(arg, "--max-pending-agent-streams", &max_pending)) {
+               TakeValue(arg, "--max-pending-agent-streams", &max_pending) ||
+               TakeValue(arg, "--http-max-connections", &http_max_connections)) {
       continue;
     } else if (TakeValue(arg, "--http-listen", &http_listen)) {
       http_listen_given = true;
@@ -237,6 +240,12 @@ int main(int argc, char** argv) {
   if (!absl::SimpleAtoi(max_pending, &agent_auth.max_pending_streams) ||
       agent_auth.max_pending_streams < 1) {
     fprintf(stderr, "pgfleet-controller: --max-pending-agent-streams wants a positive number\n");
+    return 2;
+  }
+  int http_connection_limit = 0;
+  if (!absl::SimpleAtoi(http_max_connections, &http_connection_limit) ||
+      http_connection_limit < 1) {
+    fprintf(stderr, "pgfleet-controller: --http-max-connections wants a positive number\n");
     return 2;
   }
   const bool tls = !tls_cert.empty();
@@ -384,6 +393,7 @@ int main(int argc, char** argv) {
     pgfleet::controller::HttpServerOptions http_options;
     http_options.listen = http_listen;
     http_options.web_root = *web_root;
+    http_options.max_connections = http_connection_limit;
     http = std::make_unique<pgfleet::controller::HttpServer>(http_options, api_router,
                                                              metrics_history, registry);
     absl::StatusOr<int> http_port = http->Start();

@@ -15,6 +15,7 @@
 #include "agent/client_conn.h"
 #include "agent/pg/protocol.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 
 namespace pgfleet::agent {
 namespace {
@@ -216,6 +217,19 @@ absl::Status AdminConsole::Set(const std::string& sql, std::string* reply) {
   config::Config updated = agent_.config();
   if (absl::Status applied = config::ApplySetting(updated, key, value); !applied.ok()) {
     return applied;
+  }
+  const bool new_logfile = key == "logfile" && updated.logfile != agent_.config().logfile;
+  if (new_logfile && !updated.logfile.empty()) {
+    // The agent appends to it (as root, if it runs as root): confined like a pushed config's
+    // logfile, and opened now so a file that cannot be written is refused here, not lost.
+    PGF_RETURN_IF_ERROR(agent_.CheckWritablePath("logfile", updated.logfile));
+    if (!common::SetLogFile(updated.logfile)) {
+      common::SetLogFile(agent_.config().logfile);  // Keep logging where it did.
+      return absl::InvalidArgumentError(
+          absl::StrCat("logfile: cannot open '", updated.logfile, "'"));
+    }
+  } else if (new_logfile) {
+    common::SetLogFile("");
   }
   agent_.ReplaceConfig(std::move(updated));
   PGF_INFO("admin", "SET %s = %s", key, value);

@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -99,11 +100,16 @@ std::string ParamOf(const ParamList& params, const char* name) {
 
 const char* ServerStateName(ServerConn::State state) {
   switch (state) {
-    case ServerConn::State::kLogin: return "new";
-    case ServerConn::State::kIdle: return "idle";
-    case ServerConn::State::kActive: return "active";
-    case ServerConn::State::kUsed: return "used";
-    case ServerConn::State::kClosed: return "closed";
+    case ServerConn::State::kLogin:
+      return "new";
+    case ServerConn::State::kIdle:
+      return "idle";
+    case ServerConn::State::kActive:
+      return "active";
+    case ServerConn::State::kUsed:
+      return "used";
+    case ServerConn::State::kClosed:
+      return "closed";
   }
   return "?";
 }
@@ -111,13 +117,17 @@ const char* ServerStateName(ServerConn::State state) {
 const char* ClientStateName(ClientConn::State state) {
   switch (state) {
     case ClientConn::State::kStartup:
-    case ClientConn::State::kAuth: return "login";
+    case ClientConn::State::kAuth:
+      return "login";
     case ClientConn::State::kLoginWaiting:
-    case ClientConn::State::kWaiting: return "waiting";
+    case ClientConn::State::kWaiting:
+      return "waiting";
     case ClientConn::State::kIdle:
     case ClientConn::State::kActive:
-    case ClientConn::State::kAdmin: return "active";
-    case ClientConn::State::kClosed: return "closed";
+    case ClientConn::State::kAdmin:
+      return "active";
+    case ClientConn::State::kClosed:
+      return "closed";
   }
   return "?";
 }
@@ -191,7 +201,8 @@ std::string AdminConsole::ShowPools() {
                  "0", "0", "0", "0", "0", "0", "0", "0", "0", "statement"});
   for (const PoolSnapshot& pool : agent_.Snapshot().pools) {
     result.AddRow({pool.database, pool.user, Num(pool.cl_active, true), Num(pool.cl_waiting, true),
-                   "0", "0", Num(pool.sv_active, true), "0", "0", Num(pool.sv_idle, true),
+                   "0", "0", Num(pool.sv_active, true), Num(pool.sv_active_cancel, true),
+                   Num(pool.sv_being_canceled, true), Num(pool.sv_idle, true),
                    Num(pool.sv_used, true), "0", Num(pool.sv_login, true),
                    Num(pool.maxwait_us / 1000000), Num(pool.maxwait_us % 1000000),
                    config::PoolModeName(pool.pool_mode)});
@@ -247,12 +258,12 @@ std::string AdminConsole::ShowDatabases() {
 
 std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socket_columns) {
   std::vector<Column> columns = {
-      {"type", false},         {"user", false},         {"database", false},
-      {"state", false},        {"addr", false},         {"port", true},
-      {"local_addr", false},   {"local_port", true},    {"connect_time", false},
-      {"request_time", false}, {"wait", true},          {"wait_us", true},
-      {"close_needed", true},  {"ptr", false},          {"link", false},
-      {"remote_pid", true},    {"tls", false},          {"application_name", false}};
+      {"type", false},         {"user", false},      {"database", false},
+      {"state", false},        {"addr", false},      {"port", true},
+      {"local_addr", false},   {"local_port", true}, {"connect_time", false},
+      {"request_time", false}, {"wait", true},       {"wait_us", true},
+      {"close_needed", true},  {"ptr", false},       {"link", false},
+      {"remote_pid", true},    {"tls", false},       {"application_name", false}};
   if (socket_columns) {
     for (const char* name : {"recv_pos", "pkt_pos", "pkt_remain", "send_pos", "send_remain",
                              "pkt_avail", "send_avail"}) {
@@ -265,32 +276,52 @@ std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socke
   const std::string listen_port = Num(agent_.config().listen_port);
   auto add_client = [&](const ClientConn* client) {
     auto [addr, port] = SplitPeer(client->peer());
-    const uint64_t wait = client->state() == ClientConn::State::kWaiting
-                              ? now - client->wait_start_us()
-                              : 0;
+    const uint64_t wait =
+        client->state() == ClientConn::State::kWaiting ? now - client->wait_start_us() : 0;
     std::vector<std::optional<std::string>> row = {
-        "C", client->user(), client->database(),
+        "C",
+        client->user(),
+        client->database(),
         socket_columns ? absl::StrCat("cl_", ClientStateName(client->state()))
                        : ClientStateName(client->state()),
-        addr, port, listen_addr, listen_port, WallTime(client->connect_time_us()),
-        WallTime(client->last_active_us()), Num(wait / 1000000), Num(wait % 1000000), "0",
+        addr,
+        port,
+        listen_addr,
+        listen_port,
+        WallTime(client->connect_time_us()),
+        WallTime(client->last_active_us()),
+        Num(wait / 1000000),
+        Num(wait % 1000000),
+        "0",
         Ptr(client->id()),
         client->server() ? std::optional<std::string>(Ptr(client->server()->id())) : std::nullopt,
-        "0", TlsColumn(client->bev()), ParamOf(client->params(), "application_name")};
+        "0",
+        TlsColumn(client->bev()),
+        ParamOf(client->params(), "application_name")};
     if (socket_columns) row.insert(row.end(), 7, "0");
     result.AddRow(row);
   };
   auto add_server = [&](const ServerConn* server) {
     auto [addr, port] = SplitPeer(server->address());
     std::vector<std::optional<std::string>> row = {
-        "S", server->pool().server_user(), server->pool().db_name(),
+        "S",
+        server->pool().server_user(),
+        server->pool().db_name(),
         socket_columns ? absl::StrCat("sv_", ServerStateName(server->state()))
                        : ServerStateName(server->state()),
-        addr, port, "127.0.0.1", Num(server->local_port()), WallTime(server->connect_time_us()),
-        WallTime(server->last_used_us()), "0", "0",
-        server->generation() != server->pool().generation() ? "1" : "0", Ptr(server->id()),
+        addr,
+        port,
+        "127.0.0.1",
+        Num(server->local_port()),
+        WallTime(server->connect_time_us()),
+        WallTime(server->last_used_us()),
+        "0",
+        "0",
+        server->generation() != server->pool().generation() ? "1" : "0",
+        Ptr(server->id()),
         server->client() ? std::optional<std::string>(Ptr(server->client()->id())) : std::nullopt,
-        Num(server->backend_pid()), TlsColumn(server->bev()),
+        Num(server->backend_pid()),
+        TlsColumn(server->bev()),
         ParamOf(server->params(), "application_name")};
     if (socket_columns) row.insert(row.end(), 7, "0");
     result.AddRow(row);
@@ -324,11 +355,11 @@ std::string AdminConsole::ShowStats(bool totals, bool averages) {
   std::vector<std::string> names;
   if (totals) {
     for (const char* name : total_names) {
-      names.push_back(both ? (std::string("total_") +
-                              (std::string(name) == "bytes_received" ? "received"
-                               : std::string(name) == "bytes_sent"   ? "sent"
-                                                                     : name))
-                           : name);
+      names.push_back(
+          both ? (std::string("total_") + (std::string(name) == "bytes_received" ? "received"
+                                           : std::string(name) == "bytes_sent"   ? "sent"
+                                                                                 : name))
+               : name);
     }
   }
   if (averages) {
@@ -343,9 +374,9 @@ std::string AdminConsole::ShowStats(bool totals, bool averages) {
   for (const auto& [db, stats] : by_db) {
     std::vector<std::optional<std::string>> row = {db};
     if (totals) {
-      for (uint64_t value : {stats.xact_count, stats.query_count, stats.bytes_received,
-                             stats.bytes_sent, stats.xact_time_us, stats.query_time_us,
-                             stats.wait_time_us}) {
+      for (uint64_t value :
+           {stats.xact_count, stats.query_count, stats.bytes_received, stats.bytes_sent,
+            stats.xact_time_us, stats.query_time_us, stats.wait_time_us}) {
         row.push_back(Num(value));
       }
     }
@@ -377,13 +408,13 @@ std::string AdminConsole::ShowTotals() {
     avg_total.wait_time_us += avg.wait_time_us;
   }
   std::vector<std::pair<const char*, uint64_t>> rows = {
-      {"total_xact_count", total.xact_count},    {"total_query_count", total.query_count},
+      {"total_xact_count", total.xact_count},       {"total_query_count", total.query_count},
       {"total_client_bytes", total.bytes_received}, {"total_server_bytes", total.bytes_sent},
-      {"total_xact_time", total.xact_time_us},   {"total_query_time", total.query_time_us},
-      {"total_wait_time", total.wait_time_us},   {"avg_xact_count", avg_total.xact_count},
-      {"avg_query_count", avg_total.query_count}, {"avg_client_bytes", avg_total.bytes_received},
-      {"avg_server_bytes", avg_total.bytes_sent}, {"avg_xact_time", avg_total.xact_time_us},
-      {"avg_query_time", avg_total.query_time_us}, {"avg_wait_time", avg_total.wait_time_us}};
+      {"total_xact_time", total.xact_time_us},      {"total_query_time", total.query_time_us},
+      {"total_wait_time", total.wait_time_us},      {"avg_xact_count", avg_total.xact_count},
+      {"avg_query_count", avg_total.query_count},   {"avg_client_bytes", avg_total.bytes_received},
+      {"avg_server_bytes", avg_total.bytes_sent},   {"avg_xact_time", avg_total.xact_time_us},
+      {"avg_query_time", avg_total.query_time_us},  {"avg_wait_time", avg_total.wait_time_us}};
   for (const auto& [name, value] : rows) result.AddRow({name, Num(value)});
   return result.Finish();
 }
@@ -513,8 +544,8 @@ std::string AdminConsole::ShowState() {
   }
   result.AddRow({"paused_databases", absl::StrJoin(paused_dbs, ",")});
   if (std::optional<absl::Time> deadline = agent_.PauseDeadline("")) {
-    result.AddRow({"pause_deadline", absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", *deadline,
-                                                      absl::UTCTimeZone())});
+    result.AddRow({"pause_deadline",
+                   absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", *deadline, absl::UTCTimeZone())});
   }
   return result.Finish();
 }

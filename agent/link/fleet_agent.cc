@@ -25,13 +25,6 @@ std::string JoinPath(const std::string& dir, const char* name) {
   return absl::StrCat(dir, "/", name);
 }
 
-// The directory part of a path ("." for a bare name).
-std::string DirOf(const std::string& path) {
-  const size_t slash = path.rfind('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
 }  // namespace
 
 std::string Sha256Hex(const std::string& data) {

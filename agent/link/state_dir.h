@@ -1,5 +1,4 @@
-// The fleet state dir (where the agent keeps the config the controller pushed) and the rules
-// for the file paths a pushed config may name.
+// The fleet state dir (where the agent keeps the config the controller pushed).
 #pragma once
 
 #include <memory>
@@ -8,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "agent/path_policy.h"
 #include "common/config/config.h"
 
 namespace pgfleet::agent {
@@ -41,33 +41,5 @@ class StateDirLock {
   explicit StateDirLock(int fd) : fd_(fd) {}
   int fd_;
 };
-
-// Directories a pushed config's files must stay in, and files it must never name for writing.
-struct PathPolicy {
-  // Resolved (realpath) directories; a file must be inside one of them.
-  std::vector<std::string> allowed_dirs;
-  // Files a pushed logfile or pidfile must not be: the local config, the state dir's own files.
-  std::vector<std::string> protected_files;
-};
-
-// Resolves `dirs` (each must exist) into a policy; an error names the directory.
-absl::StatusOr<PathPolicy> MakePathPolicy(const std::vector<std::string>& dirs,
-                                          std::vector<std::string> protected_files);
-
-// Checks every file path of a pushed config (logfile, pidfile, auth_file, client_tls_* and
-// server_tls_* files) against `policy`. A path is resolved the way the kernel would open it:
-// symlinks followed, ".." applied, relative paths against the working directory, and for a
-// file that does not exist yet its parent directory. The error names the key:
-// "logfile: /etc/passwd is outside the allowed paths (--allow-path)".
-absl::Status CheckPushedPaths(const config::Config& config, const PathPolicy& policy);
-// One path, named `key` in the error; `written` for files the agent creates or truncates.
-absl::Status CheckPushedPath(const std::string& key, const std::string& value,
-                             const PathPolicy& policy, bool written);
-// The %include check for pushed configs (config::IncludeCheck).
-inline config::IncludeCheck PushedIncludeCheck(const PathPolicy& policy) {
-  return [&policy](const std::string& path) {
-    return CheckPushedPath("%include", path, policy, /*written=*/false);
-  };
-}
 
 }  // namespace pgfleet::agent

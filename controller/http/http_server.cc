@@ -12,13 +12,33 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "common/log.h"
 
 namespace pgfleet::controller {
+
+struct HttpServer::Connection {
+  enum class State {
+    kHead,      // Reading the first request head.
+    kPassed,    // Its head was fine: evhttp has the connection to itself.
+    kRefusing,  // Answered by Refuse; closed once the current callback is over.
+  };
+  HttpServer* server = nullptr;
+  bufferevent* bev = nullptr;
+  evhttp_connection* evcon = nullptr;  // Known once adopted.
+  evbuffer_cb_entry* sniffer = nullptr;
+  State state = State::kHead;
+  std::string head;       // The head so far, at most max_header_bytes + 1 bytes of it.
+  size_t line_start = 0;  // Where the line being scanned begins in `head`.
+  std::string refusal;    // The whole reply of a refused connection.
+};
 
 struct HttpServer::Job {
   evhttp_request* request = nullptr;  // Owned by libevent; touched on the event loop only.
@@ -41,6 +61,42 @@ void AddCommonHeaders(evhttp_request* request, const char* content_type) {
   evhttp_add_header(headers, "Referrer-Policy", "no-referrer");
   // Live data and a dashboard that is rebuilt in place: always revalidate.
   evhttp_add_header(headers, "Cache-Control", "no-store");
+  // One request per connection: the head checks (HttpServer::CheckHead) see the first head of
+  // a connection only, as libevent 2.1 offers no hook before a later request's body.
+  evhttp_add_header(headers, "Connection", "close");
+}
+
+const char* ReasonPhrase(int status) {
+  switch (status) {
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 413:
+      return "Payload Too Large";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return status < 500 ? "Bad Request" : "Internal Server Error";
+  }
+}
+
+// The path of a request target: "/api/X?y" and "http://host/api/X" both give "/api/X".
+absl::string_view TargetPath(absl::string_view target) {
+  if (size_t scheme = target.find("://");
+      scheme != absl::string_view::npos && target.find('/') == scheme + 1) {
+    size_t slash = target.find('/', scheme + 3);
+    target = slash == absl::string_view::npos ? absl::string_view("/") : target.substr(slash);
+  }
+  return target.substr(0, target.find_first_of("?#"));
 }
 
 void Reply(evhttp_request* request, int status, const char* content_type, const std::string& body) {
@@ -124,7 +180,10 @@ absl::StatusOr<int> HttpServer::Start() {
   if (base_ == nullptr) return absl::InternalError("libevent: event_base_new failed");
   http_ = evhttp_new(base_);
   evhttp_set_allowed_methods(http_, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
-  evhttp_set_max_headers_size(http_, options_.max_header_bytes);
+  // CheckHead answers an oversized head first (431, JSON); evhttp's own limit (400, HTML)
+  // is only a backstop.
+  evhttp_set_max_headers_size(http_, 2 * static_cast<ev_ssize_t>(options_.max_header_bytes));
+  evhttp_set_bevcb(http_, &HttpServer::NewConnection, this);
   // The largest any method takes; the per-method limit is checked in HandleApi.
   evhttp_set_max_body_size(http_, std::max(options_.max_body_bytes, options_.max_push_body_bytes));
   evhttp_set_timeout(http_, 60);
@@ -145,6 +204,8 @@ absl::StatusOr<int> HttpServer::Start() {
                                           : reinterpret_cast<sockaddr_in*>(&address)->sin_port);
 
   jobs_done_event_ = event_new(base_, -1, 0, &HttpServer::OnJobsDone, this);
+  adopt_event_ = event_new(base_, -1, 0, &HttpServer::OnAdopt, this);
+  refuse_event_ = event_new(base_, -1, 0, &HttpServer::OnRefuse, this);
   sample_timer_ = event_new(base_, -1, EV_PERSIST, &HttpServer::OnSampleTimer, this);
   timeval interval{options_.sample_interval_ms / 1000, (options_.sample_interval_ms % 1000) * 1000};
   event_add(sample_timer_, &interval);
@@ -178,11 +239,202 @@ void HttpServer::Stop() {
   SendFinishedJobs();
   if (sample_timer_ != nullptr) event_free(sample_timer_);
   if (jobs_done_event_ != nullptr) event_free(jobs_done_event_);
+  // Frees every connection evhttp has, which tells OnConnectionClosed; those not adopted
+  // yet are only held by the reference NewConnection took.
   if (http_ != nullptr) evhttp_free(http_);
+  std::vector<Connection*> unadopted;
+  unadopted.swap(unadopted_);
+  for (Connection* connection : unadopted) {
+    bufferevent* bev = connection->bev;
+    ForgetConnection(connection);
+    bufferevent_decref(bev);
+  }
+  connections_.clear();
+  to_refuse_.clear();
+  if (adopt_event_ != nullptr) event_free(adopt_event_);
+  if (refuse_event_ != nullptr) event_free(refuse_event_);
+  adopt_event_ = refuse_event_ = nullptr;
   event_base_free(base_);
   sample_timer_ = jobs_done_event_ = nullptr;
   http_ = nullptr;
   base_ = nullptr;
+}
+
+bufferevent* HttpServer::NewConnection(event_base* base, void* self_ptr) {
+  auto* self = static_cast<HttpServer*>(self_ptr);
+  bufferevent* bev = bufferevent_socket_new(base, -1, 0);
+  if (bev == nullptr) return nullptr;  // evhttp tries to make one itself.
+  auto connection = std::make_unique<Connection>();
+  connection->server = self;
+  connection->bev = bev;
+  // evhttp sets the connection up right after this returns, and OnAdopt runs before any of
+  // its input is read; the reference keeps the bufferevent valid for OnAdopt all the same.
+  bufferevent_incref(bev);
+  connection->sniffer =
+      evbuffer_add_cb(bufferevent_get_input(bev), &HttpServer::OnInput, connection.get());
+  self->unadopted_.push_back(connection.get());
+  self->connections_.emplace(connection.get(), std::move(connection));
+  event_active(self->adopt_event_, EV_TIMEOUT, 0);
+  return bev;
+}
+
+void HttpServer::OnAdopt(evutil_socket_t, short, void* self) {
+  static_cast<HttpServer*>(self)->AdoptConnections();
+}
+
+void HttpServer::AdoptConnections() {
+  std::vector<Connection*> fresh;
+  fresh.swap(unadopted_);
+  std::vector<Connection*> adopted;
+  for (Connection* connection : fresh) {
+    bufferevent* bev = connection->bev;
+    bufferevent_data_cb read_cb = nullptr;
+    bufferevent_data_cb write_cb = nullptr;
+    bufferevent_event_cb event_cb = nullptr;
+    void* evcon = nullptr;
+    // evhttp's callbacks carry its connection; cleared callbacks mean evhttp freed it.
+    bufferevent_getcb(bev, &read_cb, &write_cb, &event_cb, &evcon);
+    if (event_cb == nullptr || evcon == nullptr) {
+      ForgetConnection(connection);
+    } else {
+      connection->evcon = static_cast<evhttp_connection*>(evcon);
+      evhttp_connection_set_closecb(connection->evcon, &HttpServer::OnConnectionClosed, connection);
+      adopted.push_back(connection);
+    }
+    bufferevent_decref(bev);
+  }
+  int open = 0;
+  for (const auto& [connection, owned] : connections_) {
+    open += connection->state != Connection::State::kRefusing ? 1 : 0;
+  }
+  // The newest ones are over the cap.
+  for (auto it = adopted.rbegin(); it != adopted.rend() && open > options_.max_connections;
+       ++it, --open) {
+    PGF_WARN("http", "%d HTTP connections are open (--http-max-connections): one more refused",
+             open - 1);
+    Refuse(**it, 503,
+           absl::UnavailableError(absl::StrCat("too many open HTTP connections (",
+                                               options_.max_connections, "): try again shortly")));
+  }
+}
+
+void HttpServer::OnConnectionClosed(evhttp_connection*, void* connection_ptr) {
+  auto* connection = static_cast<Connection*>(connection_ptr);
+  connection->server->ForgetConnection(connection);
+}
+
+void HttpServer::ForgetConnection(Connection* connection) {
+  if (connection->sniffer != nullptr) {
+    evbuffer_remove_cb_entry(bufferevent_get_input(connection->bev), connection->sniffer);
+  }
+  std::erase(unadopted_, connection);
+  std::erase(to_refuse_, connection);
+  connections_.erase(connection);
+}
+
+void HttpServer::OnInput(evbuffer* input, const evbuffer_cb_info* info, void* connection_ptr) {
+  auto* connection = static_cast<Connection*>(connection_ptr);
+  if (connection->state != Connection::State::kHead || info->n_added == 0) return;
+  // Runs as bytes are read, before evhttp parses them: the new ones are at the end.
+  const size_t keep = static_cast<size_t>(connection->server->options_.max_header_bytes) + 1;
+  const size_t length = evbuffer_get_length(input);
+  const size_t added = std::min(info->n_added, length);
+  const size_t take = std::min(added, keep - std::min(keep, connection->head.size()));
+  if (take > 0) {
+    evbuffer_ptr start;
+    evbuffer_ptr_set(input, &start, length - added, EVBUFFER_PTR_SET);
+    const size_t old_size = connection->head.size();
+    connection->head.resize(old_size + take);
+    evbuffer_copyout_from(input, &start, connection->head.data() + old_size, take);
+  }
+  connection->server->CheckHead(*connection);
+}
+
+void HttpServer::CheckHead(Connection& connection) {
+  // The head ends at its first empty line; lines end in "\r\n" or "\n", as evhttp reads them.
+  std::string& head = connection.head;
+  size_t head_end = std::string::npos;
+  while (head_end == std::string::npos) {
+    const size_t newline = head.find('\n', connection.line_start);
+    if (newline == std::string::npos) break;
+    size_t line_end = newline;
+    if (line_end > connection.line_start && head[line_end - 1] == '\r') --line_end;
+    const bool empty = line_end == connection.line_start && connection.line_start > 0;
+    connection.line_start = newline + 1;
+    if (empty) head_end = newline + 1;
+  }
+  const size_t limit = static_cast<size_t>(options_.max_header_bytes);
+  if (head_end == std::string::npos ? head.size() > limit : head_end > limit) {
+    Refuse(connection, 431,
+           absl::InvalidArgumentError(
+               absl::StrCat("the request line and headers are over ", limit, " bytes")));
+    return;
+  }
+  if (head_end == std::string::npos) return;
+  connection.state = Connection::State::kPassed;
+  absl::string_view request_line(head.data(), head.find('\n'));
+  if (absl::EndsWith(request_line, "\r")) request_line.remove_suffix(1);
+  std::vector<absl::string_view> parts = absl::StrSplit(request_line, ' ');
+  if (parts.size() < 2 || !absl::StartsWith(TargetPath(parts[1]), "/api/")) {
+    std::string().swap(head);  // Done with it: no 16 KiB kept per connection.
+    return;
+  }
+  // The token, on the head alone: a caller without one has none of its body read (evhttp
+  // would read all of it, up to the 8 MiB a config push may have, before OnRequest).
+  std::string authorization;
+  for (absl::string_view line : absl::StrSplit(absl::string_view(head).substr(0, head_end), '\n')) {
+    const size_t colon = line.find(':');
+    if (colon == absl::string_view::npos ||
+        !absl::EqualsIgnoreCase(line.substr(0, colon), "Authorization")) {
+      continue;
+    }
+    authorization = std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
+    break;  // The first one, as evhttp_find_header would give HandleApi.
+  }
+  std::string().swap(head);
+  if (absl::Status authenticated = router_.Authenticate(authorization); !authenticated.ok()) {
+    Refuse(connection, HttpStatusFor(authenticated), authenticated);
+  }
+}
+
+void HttpServer::Refuse(Connection& connection, int status, const absl::Status& why) {
+  if (connection.state == Connection::State::kRefusing) return;
+  connection.state = Connection::State::kRefusing;
+  const std::string body = ErrorJson(why);
+  connection.refusal =
+      absl::StrCat("HTTP/1.1 ", status, " ", ReasonPhrase(status),
+                   "\r\nContent-Type: application/json\r\n", "Content-Length: ", body.size(),
+                   "\r\nConnection: close\r\nX-Content-Type-Options: nosniff\r\n"
+                   "Cache-Control: no-store\r\n\r\n",
+                   body);
+  std::string().swap(connection.head);
+  // Nothing more of this connection reaches evhttp, and nothing more is read.
+  evbuffer* input = bufferevent_get_input(connection.bev);
+  evbuffer_drain(input, evbuffer_get_length(input));
+  bufferevent_disable(connection.bev, EV_READ);
+  // Closed from the event loop, not from inside the bufferevent's own read callback.
+  to_refuse_.push_back(&connection);
+  event_active(refuse_event_, EV_TIMEOUT, 0);
+}
+
+void HttpServer::OnRefuse(evutil_socket_t, short, void* self_ptr) {
+  auto* self = static_cast<HttpServer*>(self_ptr);
+  std::vector<Connection*> refused;
+  refused.swap(self->to_refuse_);
+  for (Connection* connection : refused) self->RefuseNow(*connection);
+}
+
+void HttpServer::RefuseNow(Connection& connection) {
+  if (connection.evcon == nullptr) return;  // Not adopted: cannot happen (OnAdopt runs first).
+  const evutil_socket_t fd = bufferevent_getfd(connection.bev);
+  if (fd >= 0) {
+    // A few hundred bytes on a connection that has sent nothing back yet: the socket buffer
+    // takes them whole. Then FIN, so the client reads the reply and sees the end.
+    (void)send(fd, connection.refusal.data(), connection.refusal.size(),
+               MSG_NOSIGNAL | MSG_DONTWAIT);
+    shutdown(fd, SHUT_WR);
+  }
+  evhttp_connection_free(connection.evcon);  // OnConnectionClosed forgets `connection`.
 }
 
 void HttpServer::OnRequest(evhttp_request* request, void* self_ptr) {
