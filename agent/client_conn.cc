@@ -725,6 +725,12 @@ void ClientConn::ForwardToServer() {
       const Rewrite rewrite = RewriteForServer(offset, header);
       if (rewrite == Rewrite::kClosed) return;
       if (rewrite == Rewrite::kNeedMore) break;
+      if (rewrite == Rewrite::kWait) {
+        // Read no more meanwhile: what waits is bounded by what was already read.
+        bufferevent_disable(bev_, EV_READ);
+        server_->ResumeClientAfterAnswers();
+        break;
+      }
       if (rewrite == Rewrite::kRewritten) {
         offset = 0;
         continue;
@@ -804,6 +810,10 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
       if (name_end == std::string_view::npos || name_end == portal_end + 1) {
         return Rewrite::kPassThrough;
       }
+      if (server_statements.MustWait(start.substr(portal_end + 1, name_end - portal_end - 1),
+                                     statements_)) {
+        return Rewrite::kWait;
+      }
       // Rewritten in stream: the new header, portal and name now, the parameters as they
       // arrive, so a large Bind is never held (see ServerStatements::OnBindStart).
       const size_t names_size = name_end + 1;
@@ -831,6 +841,10 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
       const ps::SqlCommand sql = ps::ClassifySql(start);
       if (sql.kind == ps::SqlKind::kOther || sql.kind == ps::SqlKind::kDeallocateAll) {
         return Rewrite::kPassThrough;
+      }
+      if (sql.kind == ps::SqlKind::kDeallocate &&
+          server_statements.MustWait(sql.name, statements_)) {
+        return Rewrite::kWait;
       }
       FlushToServer(offset);
       last_query_size_ = std::min(last_query_.size(), strnlen(start.data(), start.size()));
@@ -878,6 +892,18 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
       FlushToServer(offset);
       CloseTooManyStatements();
       return Rewrite::kClosed;
+    }
+    if (name_end != std::string::npos &&
+        server_statements.MustWait(name, statements_,
+                                   std::string_view(body).substr(name_end + 1))) {
+      return Rewrite::kWait;
+    }
+  } else if (type == 'D') {
+    // A Describe of a statement ('S' then the name).
+    const size_t name_end = body.find('\0', 1);
+    if (name_end != std::string::npos &&
+        server_statements.MustWait(std::string_view(body).substr(1, name_end - 1), statements_)) {
+      return Rewrite::kWait;
     }
   }
   FlushToServer(offset);

@@ -119,7 +119,9 @@ class ClientConn : public ListNode {
   // went to the server, and the message's replacement or its rewritten start (the rest then
   // follows through forward_remaining_, or is dropped through skip_remaining_). kNeedMore:
   // wait for more of it. kClosed: the client was closed.
-  enum class Rewrite { kPassThrough, kRewritten, kNeedMore, kClosed };
+  // kWait: the message depends on answers still out (ServerStatements::MustWait); it stays in
+  // the input until the server's next ReadyForQuery.
+  enum class Rewrite { kPassThrough, kRewritten, kNeedMore, kWait, kClosed };
   Rewrite RewriteForServer(size_t offset, const pg::MessageHeader& header);
   void HandleTerminate();
   void HandleAdminInput();

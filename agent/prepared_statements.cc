@@ -1,5 +1,8 @@
 #include "agent/prepared_statements.h"
 
+#include <algorithm>
+#include <iterator>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "agent/pg/protocol.h"
@@ -53,6 +56,12 @@ StatementPtr Intern(std::string_view definition) {
   statement->definition = std::string(definition);
   it->second = statement;
   return statement;
+}
+
+StatementPtr FindInterned(std::string_view definition) {
+  auto& registry = Registry();
+  auto it = registry.find(absl::string_view(definition.data(), definition.size()));
+  return it == registry.end() ? nullptr : it->second.lock();
 }
 
 size_t InternedCount() { return Registry().size(); }
@@ -127,7 +136,7 @@ void ServerStatements::Insert(const StatementPtr& statement, size_t capacity, st
     // The least recently used goes; a client that needs it again gets it re-prepared.
     const StatementPtr& victim = lru_.back();
     out += CloseStatementMessage(victim->server_name);
-    expected_.push_back({Expect::kCloseSwallow, nullptr, {}, nullptr});
+    expected_.push_back({Expect::kCloseSwallow, victim, {}, nullptr});
     lru_index_.erase(victim->id);
     lru_.pop_back();
   }
@@ -240,8 +249,14 @@ std::string ServerStatements::OnClose(std::string_view body, ClientStatements& c
   }
   // The client's name goes; the server copy stays cached for whoever prepares it next.
   // Closing a name that does not exist is no error in PostgreSQL either.
-  client.Erase(*name);
-  expected_.push_back({Expect::kCloseForward, nullptr, {}, nullptr});
+  Expected expected{Expect::kCloseForward, nullptr, {}, nullptr};
+  if (const StatementPtr* closed = client.Find(*name)) {
+    // Given back if PostgreSQL skips this Close after an error.
+    expected.client_name = std::string(*name);
+    expected.client_statement = *closed;
+    client.Erase(*name);
+  }
+  expected_.push_back(std::move(expected));
   return CloseStatementMessage(kNeverPrepared);
 }
 
@@ -290,19 +305,82 @@ ResponseAction ServerStatements::OnResponse(char type) {
 }
 
 bool ServerStatements::OnReadyForQuery(ClientStatements* client) {
-  while (!expected_.empty()) {
-    Expected expected = std::move(expected_.front());
-    expected_.pop_front();
-    // The agent's own Sync comes before the DEALLOCATE it prepared for.
-    if (expected.kind == Expect::kSyncSwallow) return true;
-    if (expected.kind == Expect::kSyncPoint) break;
-    // Never answered: PostgreSQL skipped it after an error, or it failed itself.
-    if (expected.statement != nullptr) Forget(expected.statement->id);
-    if (!expected.client_name.empty() && client != nullptr) {
-      client->EraseIf(expected.client_name, expected.client_statement.get());
+  // Entries still here before the sync point were never answered: PostgreSQL refused the
+  // first of them and skipped the rest up to the Sync. Each had recorded its effect as it was
+  // sent, on top of the ones before it, so they are undone newest first (an eviction's Close
+  // and a later Parse of the same statement leave it prepared, as on the server).
+  size_t unanswered = 0;
+  bool own_sync = false;
+  while (unanswered < expected_.size()) {
+    const Expect kind = expected_[unanswered].kind;
+    if (kind == Expect::kSyncPoint || kind == Expect::kSyncSwallow) {
+      own_sync = kind == Expect::kSyncSwallow;
+      break;
+    }
+    ++unanswered;
+  }
+  for (size_t i = unanswered; i > 0; --i) Undo(expected_[i - 1], client);
+  const size_t popped = std::min(unanswered + 1, expected_.size());
+  expected_.erase(expected_.begin(), expected_.begin() + static_cast<std::ptrdiff_t>(popped));
+  // The agent's own Sync comes before the DEALLOCATE it prepared for.
+  if (own_sync) return true;
+  deallocating_.reset();
+  return false;
+}
+
+void ServerStatements::Undo(const Expected& expected, ClientStatements* client) {
+  switch (expected.kind) {
+    case Expect::kParseForward:
+    case Expect::kParseSwallow:
+    case Expect::kCloseAsParse:
+      if (expected.statement != nullptr) Forget(expected.statement->id);
+      if (!expected.client_name.empty() && client != nullptr) {
+        client->EraseIf(expected.client_name, expected.client_statement.get());
+      }
+      break;
+    case Expect::kCloseSwallow:
+      // The evicted statement is still on the server: least recently used again, so the next
+      // insertion closes it.
+      if (expected.statement != nullptr && !Has(expected.statement->id)) {
+        lru_.push_back(expected.statement);
+        lru_index_[expected.statement->id] = Slot{std::prev(lru_.end()), true};
+      }
+      break;
+    case Expect::kCloseForward:
+      // The client still has the statement it asked to close.
+      if (!expected.client_name.empty() && client != nullptr &&
+          client->Find(expected.client_name) == nullptr) {
+        client->Set(expected.client_name, expected.client_statement);
+      }
+      break;
+    case Expect::kSyncPoint:
+    case Expect::kSyncSwallow:
+      break;
+  }
+}
+
+bool ServerStatements::MustWait(std::string_view client_name, const ClientStatements& client,
+                                std::string_view parse_definition) const {
+  // Entries after the last sync point are in the Sync group being sent: they stand or fall
+  // with the message being rewritten. Only the ones before it are in doubt.
+  size_t in_doubt = expected_.size();
+  while (in_doubt > 0 && expected_[in_doubt - 1].kind != Expect::kSyncPoint &&
+         expected_[in_doubt - 1].kind != Expect::kSyncSwallow) {
+    --in_doubt;
+  }
+  if (in_doubt == 0) return false;
+  const StatementPtr* named = client_name.empty() ? nullptr : client.Find(client_name);
+  const uint64_t named_id = named != nullptr ? (*named)->id : 0;
+  StatementPtr parsed = parse_definition.empty() ? nullptr : FindInterned(parse_definition);
+  const uint64_t parsed_id = parsed != nullptr ? parsed->id : 0;
+  for (size_t i = 0; i < in_doubt; ++i) {
+    const Expected& expected = expected_[i];
+    if (!client_name.empty() && expected.client_name == client_name) return true;
+    if (expected.statement != nullptr && expected.statement->id != 0 &&
+        (expected.statement->id == named_id || expected.statement->id == parsed_id)) {
+      return true;
     }
   }
-  deallocating_.reset();
   return false;
 }
 

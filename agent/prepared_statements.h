@@ -11,7 +11,14 @@
 // agent sends (the client's, rewritten, or its own) is answered by exactly one ParseComplete
 // ('1') or CloseComplete ('3') unless an error makes PostgreSQL skip to the next Sync, and the
 // answers come back in order. So a FIFO of what to do with each '1'/'3' (forward, swallow, or
-// turn into a ParseComplete), cut at every message that ends in ReadyForQuery, is enough. When
+// turn into a ParseComplete), cut at every message that ends in ReadyForQuery, is enough.
+//
+// What a Parse or Close changes (the server's LRU, the client's names) is recorded when it is
+// sent, for the messages after it in the same Sync group: if PostgreSQL skips or refuses it,
+// it skips every message after it up to the Sync as well. At the ReadyForQuery, whatever was
+// never answered is undone, newest first. A message after that Sync, though, must not be
+// rewritten on the strength of a change still unanswered (PostgreSQL may skip it): it waits
+// for that ReadyForQuery (MustWait). When
 // the agent owes the client a response without work on the server (a ParseComplete for a
 // statement the server already has, a CloseComplete for a client Close), it sends a Close of a
 // name that never exists, which PostgreSQL answers with '3' in order with everything else,
@@ -45,6 +52,8 @@ using StatementPtr = std::shared_ptr<const Statement>;
 
 // The shared Statement for `definition` (created on first use; released with its last user).
 StatementPtr Intern(std::string_view definition);
+// The shared Statement for `definition` if one is alive, without creating it.
+StatementPtr FindInterned(std::string_view definition);
 // Distinct statements alive in the process (for tests and SHOW).
 size_t InternedCount();
 
@@ -105,6 +114,12 @@ class ServerStatements {
   // PostgreSQL consumed `count` of the client's sync points without answering (Syncs sent
   // during COPY IN): drops their entries, skipping the first `skip` sync points.
   void DropSyncPoints(size_t skip, size_t count);
+  // Whether a client message naming its statement `client_name` (for a Parse, also with
+  // `parse_definition`) must wait before it is rewritten: a Parse or Close of that name or of
+  // that statement went out before a Sync whose ReadyForQuery has not arrived, so whether
+  // PostgreSQL ran it or skipped it after an error is not known yet.
+  bool MustWait(std::string_view client_name, const ClientStatements& client,
+                std::string_view parse_definition = {}) const;
 
   // -- Client messages. Each returns the bytes to send to the server in place of the client's
   // message, having queued the answers to expect. `capacity` is max_prepared_statements.
@@ -143,20 +158,24 @@ class ServerStatements {
   enum class Expect : uint8_t {
     kParseForward,  // '1' to the client.
     kParseSwallow,  // '1' of an injected Parse.
-    kCloseForward,  // '3' to the client.
-    kCloseSwallow,  // '3' of an eviction.
+    kCloseForward,  // '3' to the client (client_name: the statement Close took from it).
+    kCloseSwallow,  // '3' of an eviction (statement: the one evicted).
     kCloseAsParse,  // '3' that stands for a ParseComplete the client is owed.
     kSyncPoint,     // ReadyForQuery.
     kSyncSwallow,   // ReadyForQuery of a Sync of the agent's own.
   };
   struct Expected {
     Expect kind;
-    // Set when this Parse prepares `statement` on the server: undone if never answered.
+    // Set when this Parse prepares `statement` on the server, or this Close evicts it: undone
+    // if never answered.
     StatementPtr statement;
-    // Set when the client's map got this name from this Parse: undone likewise.
+    // Set when this Parse gave the client's map this name, or this Close took it: undone
+    // likewise.
     std::string client_name;
     StatementPtr client_statement;
   };
+  // Reverts what an entry PostgreSQL never answered had recorded.
+  void Undo(const Expected& expected, ClientStatements* client);
 
   // Makes sure the server has `statement` (injecting a Parse and evictions into `out`).
   void Ensure(const StatementPtr& statement, size_t capacity, std::string& out);

@@ -80,11 +80,13 @@ ReplyTracker::Dropped ReplyTracker::OnCopyInEnd(bool ok) {
     late_copy_end_ = true;
   }
   if (syncs > 0) {
-    std::fill(first, first + static_cast<std::ptrdiff_t>(syncs), 'M');
+    // Erasing from a deque invalidates its iterators: from the index again.
+    const auto maybe = sent_.begin() + static_cast<std::ptrdiff_t>(copy_start_);
+    std::fill(maybe, maybe + static_cast<std::ptrdiff_t>(syncs), 'M');
     unsettled_ = true;
     // Only Syncs (and copy ends) after them: nothing the client sent can produce an
     // EmptyQueryResponse of its own.
-    probe_possible_ = std::all_of(first + static_cast<std::ptrdiff_t>(syncs), sent_.end(),
+    probe_possible_ = std::all_of(maybe + static_cast<std::ptrdiff_t>(syncs), sent_.end(),
                                   [](char token) { return token == 'S' || token == 'T'; });
   }
   return {};
@@ -100,6 +102,27 @@ void ReplyTracker::OnReadyForQuery() {
   if (probe_ == Probe::kSent) before_probe_ -= std::min(before_probe_, through + 1);
   // Every sync point answered, the maybe ones included: nothing left to settle.
   if (owed_ == 0 && probe_ == Probe::kNone) unsettled_ = false;
+}
+
+ReplyTracker::Dropped ReplyTracker::OnOtherReply() {
+  if (!unsettled_ || probe_ != Probe::kNone || in_copy_in_) return {};
+  // The bare run at the front: sync points with nothing between them that PostgreSQL answers
+  // with more than a ReadyForQuery (copy ends are ignored outside a COPY).
+  size_t end = 0;
+  size_t syncs = 0;
+  while (end < sent_.size() && (sent_[end] == 'S' || sent_[end] == 'M' || sent_[end] == 'T')) {
+    if (sent_[end] != 'T') ++syncs;
+    ++end;
+  }
+  // A reply with nothing outstanding to answer it, or one that may answer what precedes the
+  // maybe sync points: nothing can be concluded.
+  if (end == sent_.size()) return {};
+  if (syncs == 0 && std::find(sent_.begin(), sent_.end(), 'M') != sent_.end()) return {};
+  sent_.erase(sent_.begin(), sent_.begin() + static_cast<std::ptrdiff_t>(end));
+  owed_ -= syncs;
+  unsettled_ = std::find(sent_.begin(), sent_.end(), 'M') != sent_.end();
+  if (!unsettled_) probe_possible_ = false;
+  return {0, syncs};
 }
 
 bool ReplyTracker::WantsProbe() const {

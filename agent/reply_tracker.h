@@ -17,15 +17,21 @@
 //    between the COPY and the copy's end may or may not be answered. These are kept as
 //    "maybe" sync points, counted as owed (never too few: a ReadyForQuery arriving after the
 //    server went back to the pool would reach the next client). The uncertainty is settled by
-//    a probe once the client has nothing but Syncs in flight: the agent sends an empty Query,
-//    whose EmptyQueryResponse comes after every answer to what the client sent before it.
-//    Whatever was not answered by then never will be.
+//    the first reply that is not a ReadyForQuery (nor asynchronous): PostgreSQL answers a bare
+//    Sync with a ReadyForQuery alone, and every other message (a Query, a group of extended
+//    messages) with something else first. So when such a reply comes, every sync point still
+//    outstanding in the run of bare Syncs before the message it answers (the maybe ones, the
+//    Sync after CopyDone, Syncs the client sent alone after it) got all the ReadyForQuery it
+//    will ever get. When the client has nothing but Syncs in flight, no such reply is coming:
+//    the agent then sends a probe, an empty Query, whose EmptyQueryResponse settles it the
+//    same way.
 // Sequences whose position in the stream is ambiguous (a CopyDone sent before the copy began,
-// a COPY started while a previous one is unsettled, queries pipelined behind a failed COPY)
-// are never resolved by guessing: the count stays on the safe side (too many), so at worst the
-// server stays with that client until it disconnects, as with an open transaction.
+// a COPY started while a previous one is unsettled) are never resolved by guessing: the count stays
+// on the safe side (too many), so at worst the server stays with that client until it disconnects,
+// as with an open transaction.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <deque>
 
@@ -56,6 +62,11 @@ class ReplyTracker {
   Dropped OnCopyInEnd(bool ok);
   // A ReadyForQuery for one of the client's sync points.
   void OnReadyForQuery();
+  // Any other reply to the client's messages: not ReadyForQuery, not asynchronous (Notice,
+  // ParameterStatus, Notification), not the message that ends a COPY IN, not the probe's. With
+  // "maybe" sync points outstanding, it answers a message after them: those of the bare run
+  // before that message not answered by now never will be (returned, to drop).
+  Dropped OnOtherReply();
 
   // The probe: when WantsProbe(), the caller sends an empty Query and calls OnProbeSent().
   bool WantsProbe() const;
@@ -70,8 +81,14 @@ class ReplyTracker {
   // ReadyForQuery still owed for the client's messages (an upper bound while unsettled), plus
   // the probe's while it is out.
   size_t owed() const { return owed_ + (probe_ != Probe::kNone ? 1 : 0); }
-  // Nothing owed, nothing uncertain, no copy in progress: the server may change hands.
-  bool Idle() const { return owed_ == 0 && !unsettled_ && probe_ == Probe::kNone && !in_copy_in_; }
+  // Nothing owed, nothing uncertain, no copy in progress, no extended message waiting for its
+  // Sync: the server may change hands. (The last matters after an extended COPY: the Sync the
+  // client sent after Execute was swallowed by the copy, so the Execute's implicit transaction
+  // stays open until the next Sync.)
+  bool Idle() const {
+    return owed_ == 0 && !unsettled_ && probe_ == Probe::kNone && !in_copy_in_ &&
+           std::find(sent_.begin(), sent_.end(), 'O') == sent_.end();
+  }
   // For tests.
   bool unsettled() const { return unsettled_; }
 

@@ -520,6 +520,7 @@ void ServerConn::Link(ClientConn* client, uint64_t now_us) {
   // A server is only linked when clean, so no prepared-statement answer is pending here,
   // and no ReadyForQuery.
   replies_.Reset();
+  resume_client_ = false;
   ps_tracking_ = pool_.pool_mode() != config::PoolMode::kSession &&
                  agent_.config().max_prepared_statements > 0;
 }
@@ -528,6 +529,7 @@ void ServerConn::Unlink() {
   // mid_client_message_ stays: Pool::ReleaseServer reads it after unlinking.
   client_ = nullptr;
   forward_remaining_ = 0;
+  resume_client_ = false;
   last_used_us_ = MonotonicMicros();
 }
 
@@ -648,6 +650,14 @@ void ServerConn::ForwardToClient() {
     // COPY and the agent's probe change what the ReadyForQuery count means (reply_tracker.h).
     // The type decides; each step changes state, so a message seen again after waiting for
     // the rest of it is not counted twice.
+    if (replies_.unsettled() && header.type != 'Z' && header.type != 'N' && header.type != 'S' &&
+        header.type != 'A' && !(header.type == 'I' && replies_.probe_sent())) {
+      // A reply after a failed COPY's maybe-answered Syncs settles them.
+      const ReplyTracker::Dropped dropped = replies_.OnOtherReply();
+      if (ps_tracking_ && dropped.count > 0) {
+        statements_.DropSyncPoints(dropped.skip, dropped.count);
+      }
+    }
     if ((header.type == 'G' || header.type == 'W') && !replies_.in_copy_in()) {
       replies_.OnCopyInStart();
     } else if ((header.type == 'C' || header.type == 'E') && replies_.in_copy_in()) {
@@ -785,6 +795,13 @@ void ServerConn::ForwardToClient() {
   }
   if (evbuffer_get_length(bufferevent_get_output(client_bev)) > kOutputHighWater) {
     StartBackpressure();
+  }
+  if (resume_client_) {
+    // The answers a waiting client message depended on may have arrived: it checks again (and
+    // waits again if they have not). Last, as the client may close meanwhile.
+    resume_client_ = false;
+    if (!agent_.suspended()) bufferevent_enable(client_bev, EV_READ);
+    client_->ProcessInput();
   }
 }
 

@@ -76,6 +76,9 @@ class ServerConn : public ListNode {
   // Whether this link rewrites named prepared statements (transaction/statement mode with
   // max_prepared_statements > 0); fixed at Link() so a reload cannot change it mid-stream.
   bool ps_tracking() const { return ps_tracking_; }
+  // The client stopped before a message that depends on answers still out (see
+  // ps::ServerStatements::MustWait): it is read again after the next server input.
+  void ResumeClientAfterAnswers() { resume_client_ = true; }
   ps::ServerStatements& statements() { return statements_; }
   const ps::ServerStatements& statements() const { return statements_; }
   void Write(evbuffer* from, size_t bytes);
@@ -140,6 +143,7 @@ class ServerConn : public ListNode {
   size_t forward_remaining_ = 0;
   bool mid_client_message_ = false;
   bool ps_tracking_ = false;
+  bool resume_client_ = false;
   ps::ServerStatements statements_;
 
   uint64_t connect_time_us_;

@@ -468,5 +468,68 @@ TEST_F(CopyProtocolTest, CopyBothIsRefused) {
   ASSERT_NO_FATAL_FAILURE(ExpectNamedParseWorks(conn.get(), "after START_REPLICATION"));
 }
 
+// A failed extended COPY (libpq's Sync after Execute) with the next request pipelined behind
+// it, so no probe can be sent: the next request's first reply (not a ReadyForQuery) tells the
+// agent that the COPY swallowed its Sync. Counting it anyway left one ReadyForQuery owed for
+// good: the prepared-statement FIFO out of step (the client closed) or the server pinned.
+TEST_F(CopyProtocolTest, RawFailedCopyWithTheNextRequestPipelined) {
+  PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawClient> raw, ConnectRaw());
+  std::string errors;
+  PGF_ASSERT_OK(raw->Send(Extended("COPY copy_t FROM STDIN") + Sync() + CopyData("1\n") +
+                          CopyFail("no thanks") + Sync() + Extended("select 1") + Sync()));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string types, ReadThroughReady(*raw, 2, &errors));
+  EXPECT_EQ(types, "12GEZ12DCZ");
+  PGF_ASSERT_OK(raw->Send(Extended("COPY copy_t FROM STDIN") + Sync() + CopyData("x\n") +
+                          CopyDone() + Sync() + QueryMessage("select 2")));
+  PGF_ASSERT_OK_AND_ASSIGN(types, ReadThroughReady(*raw, 2, &errors));
+  EXPECT_EQ(types, "12GEZTDCZ");
+  EXPECT_EQ(errors, "57014 22P02 ");
+  EXPECT_EQ(CountRows("copy_t"), 0);
+  ASSERT_NO_FATAL_FAILURE(ExpectServerFree("after failed COPYs with requests pipelined"));
+  ASSERT_NO_FATAL_FAILURE(ExpectRawNamedParseWorks(*raw, "after failed pipelined COPYs"));
+  ASSERT_NO_FATAL_FAILURE(ExpectNextAnswerIsOwn(*raw, "after failed pipelined COPYs"));
+}
+
+// The same when the COPY failed before reading its Sync (the trigger): both Syncs answered.
+TEST_F(CopyProtocolTest, RawCopyRefusedBeforeReadingWithTheNextRequestPipelined) {
+  PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawClient> raw, ConnectRaw());
+  PGF_ASSERT_OK(raw->Send(Extended("COPY copy_guarded FROM STDIN") + Sync() + CopyData("1\n") +
+                          CopyDone() + Sync() + Extended("select 1") + Sync()));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string types, ReadThroughReady(*raw, 3));
+  EXPECT_EQ(types, "12GEZZ12DCZ");
+  ASSERT_NO_FATAL_FAILURE(ExpectServerFree("after a refused COPY with a request pipelined"));
+  ASSERT_NO_FATAL_FAILURE(ExpectRawNamedParseWorks(*raw, "after a refused pipelined COPY"));
+  ASSERT_NO_FATAL_FAILURE(ExpectNextAnswerIsOwn(*raw, "after a refused pipelined COPY"));
+}
+
+// A client leaving after CopyDone but before the Sync that follows it: the COPY's Execute is
+// still in its implicit transaction (the Sync after Execute was swallowed by the copy). The
+// server must not go back to the pool with it: the next client's query would run in that
+// transaction and commit the departed client's rows. PostgreSQL itself rolls them back when
+// the connection ends.
+TEST_F(CopyProtocolTest, ClientLeavingAfterExtendedCopyDoneBeforeItsSync) {
+  PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawClient> raw, ConnectRaw());
+  // Flush: PostgreSQL holds the CommandComplete until a Sync or Flush.
+  PGF_ASSERT_OK(raw->Send(Extended("COPY copy_t FROM STDIN") + Sync() + CopyData("1\n2\n") +
+                          CopyDone() + FrontendMessage('H', "")));
+  std::string types;
+  while (types.empty() || types.back() != 'C') {
+    PGF_ASSERT_OK_AND_ASSIGN(BackendMessage message, raw->ReadMessage(kReadTimeout));
+    types.push_back(message.type);
+  }
+  EXPECT_EQ(types, "12GC");
+  raw->Close();
+  ASSERT_NO_FATAL_FAILURE(ExpectServerFree("after a client left with its COPY unsynced"));
+  PGF_ASSERT_OK(PollUntil(
+      [](std::string* note) -> absl::StatusOr<bool> {
+        absl::StatusOr<Rows> rows = g_pg->Exec(kAppdbBackendsSql);
+        if (!rows.ok()) return rows.status();
+        *note = absl::StrCat((*rows)[0][0], " backends on appdb");
+        return (*rows)[0][0] == "1";
+      },
+      absl::Seconds(10), "the departed client's server to be gone"));
+  EXPECT_EQ(CountRows("copy_t"), 0) << "the departed client's uncommitted COPY was committed";
+}
+
 }  // namespace
 }  // namespace pgfleet::testutil

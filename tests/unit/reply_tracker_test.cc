@@ -42,6 +42,22 @@ TEST(ReplyTrackerTest, LibpqExtendedCopyInSyncAfterExecuteIsIgnored) {
   EXPECT_TRUE(tracker.Idle());
 }
 
+// CopyDone without the Sync after it: the copy's Sync after Execute was swallowed, so the
+// Execute's implicit transaction is open until the next Sync. Not idle: a client leaving now
+// must not hand that transaction (its COPY rows uncommitted) to the next client.
+TEST(ReplyTrackerTest, ExtendedCopyDoneBeforeItsSyncIsNotIdle) {
+  ReplyTracker tracker;
+  Send(tracker, "PBES");
+  tracker.OnCopyInStart();
+  Send(tracker, "dc");
+  EXPECT_EQ(tracker.OnCopyInEnd(/*ok=*/true).count, 1u);
+  EXPECT_EQ(tracker.owed(), 0u);
+  EXPECT_FALSE(tracker.Idle());
+  Send(tracker, "S");
+  tracker.OnReadyForQuery();
+  EXPECT_TRUE(tracker.Idle());
+}
+
 TEST(ReplyTrackerTest, SimpleCopyInWithStraySyncsAndFlushes) {
   ReplyTracker tracker;
   Send(tracker, "Q");
@@ -153,6 +169,105 @@ TEST(ReplyTrackerTest, NoProbeWhenQueriesFollowTheFailedCopy) {
   EXPECT_FALSE(tracker.Idle()) << "unsure: never hand the server on early";
   tracker.OnReadyForQuery();
   EXPECT_TRUE(tracker.Idle());
+}
+
+// Queries pipelined behind a failed extended COPY (libpq's Sync after Execute): the first reply
+// to them that is not a ReadyForQuery tells how many of the Syncs before them PostgreSQL
+// answered. The COPY read its Sync before the bad row (the usual case): one ReadyForQuery.
+TEST(ReplyTrackerTest, ReplyAfterAFailedCopySettlesTheSyncItSwallowed) {
+  ReplyTracker tracker;
+  Send(tracker, "PBES");
+  tracker.OnCopyInStart();
+  Send(tracker, "dcSPBES");
+  tracker.OnCopyInEnd(false);
+  EXPECT_EQ(tracker.OnOtherReply().count, 0u) << "no ReadyForQuery yet: nothing to conclude";
+  tracker.OnReadyForQuery();                                     // The Sync after CopyDone.
+  const ReplyTracker::Dropped dropped = tracker.OnOtherReply();  // ParseComplete of the next.
+  EXPECT_EQ(dropped.skip, 0u);
+  EXPECT_EQ(dropped.count, 1u);
+  EXPECT_FALSE(tracker.unsettled());
+  EXPECT_EQ(tracker.owed(), 1u);
+  EXPECT_EQ(tracker.OnOtherReply().count, 0u) << "settled once";
+  tracker.OnReadyForQuery();
+  EXPECT_TRUE(tracker.Idle());
+}
+
+// Two COPYs pipelined, the first failing: its maybe-Sync is the one after its own Execute
+// (the deque's iterators were used after an erase and marked the wrong token).
+TEST(ReplyTrackerTest, FailedCopyFollowedByAnotherMarksItsOwnSync) {
+  ReplyTracker tracker;
+  Send(tracker, "PBES");
+  tracker.OnCopyInStart();
+  Send(tracker, "dcSPBESdfS");
+  tracker.OnCopyInEnd(false);
+  EXPECT_EQ(tracker.owed(), 4u);
+  tracker.OnReadyForQuery();
+  EXPECT_EQ(tracker.OnOtherReply().count, 1u);  // The second COPY's ParseComplete.
+  EXPECT_EQ(tracker.owed(), 2u);
+}
+
+// The same when the error came before the COPY read anything (a BEFORE STATEMENT trigger):
+// both Syncs answered, nothing dropped.
+TEST(ReplyTrackerTest, ReplyAfterAFailedCopyKeepsSyncsThatWereAnswered) {
+  ReplyTracker tracker;
+  Send(tracker, "PBES");
+  tracker.OnCopyInStart();
+  Send(tracker, "dcSQ");
+  tracker.OnCopyInEnd(false);
+  tracker.OnReadyForQuery();
+  tracker.OnReadyForQuery();
+  EXPECT_EQ(tracker.OnOtherReply().count, 0u);  // The Query's RowDescription.
+  EXPECT_FALSE(tracker.unsettled());
+  EXPECT_EQ(tracker.owed(), 1u);
+  tracker.OnReadyForQuery();
+  EXPECT_TRUE(tracker.Idle());
+}
+
+// Syncs sent alone after the copy are answered by a ReadyForQuery alone too: the reply that
+// settles is the first one after them, and counts them in the run.
+TEST(ReplyTrackerTest, BareSyncsAfterAFailedCopyBelongToTheRun) {
+  ReplyTracker tracker;
+  Send(tracker, "PBESS");  // Two Syncs after Execute.
+  tracker.OnCopyInStart();
+  Send(tracker, "dfSSSQ");  // CopyFail, its Sync, two lone Syncs, a Query.
+  tracker.OnCopyInEnd(false);
+  EXPECT_EQ(tracker.owed(), 6u);
+  // The COPY had read both Syncs: the Sync after CopyFail and the lone ones are answered.
+  tracker.OnReadyForQuery();
+  tracker.OnReadyForQuery();
+  tracker.OnReadyForQuery();
+  EXPECT_EQ(tracker.OnOtherReply().count, 2u);
+  EXPECT_EQ(tracker.owed(), 1u);
+  tracker.OnReadyForQuery();
+  EXPECT_TRUE(tracker.Idle());
+}
+
+// A simple-protocol COPY with Syncs sent during it: the Query's ReadyForQuery comes at once,
+// then one per Sync the COPY had not read yet.
+TEST(ReplyTrackerTest, SimpleCopyWithSyncsSettledByTheNextReply) {
+  ReplyTracker tracker;
+  Send(tracker, "Q");
+  tracker.OnCopyInStart();
+  Send(tracker, "SdcPBES");
+  tracker.OnCopyInEnd(false);  // The Sync was read, then a bad row.
+  EXPECT_TRUE(tracker.unsettled());
+  tracker.OnReadyForQuery();  // The Query's.
+  EXPECT_EQ(tracker.OnOtherReply().count, 1u);
+  tracker.OnReadyForQuery();
+  EXPECT_TRUE(tracker.Idle());
+}
+
+// Before the first ReadyForQuery the front is still the COPY's own unit: a reply there (not
+// one PostgreSQL sends, but never guessed from) concludes nothing.
+TEST(ReplyTrackerTest, ReplyBeforeTheCopysUnitIsAnsweredConcludesNothing) {
+  ReplyTracker tracker;
+  Send(tracker, "PBES");
+  tracker.OnCopyInStart();
+  Send(tracker, "dcSQ");
+  tracker.OnCopyInEnd(false);
+  EXPECT_EQ(tracker.OnOtherReply().count, 0u);
+  EXPECT_TRUE(tracker.unsettled());
+  EXPECT_EQ(tracker.owed(), 3u);
 }
 
 TEST(ReplyTrackerTest, CopyEndSentBeforeTheCopyBeganIsNeverTrusted) {
