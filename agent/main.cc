@@ -6,8 +6,7 @@
 #include "agent/agent_flags.h"
 
 int main(int argc, char** argv) {
-  pgfleet::agent::AgentCommandLine command_line =
-      pgfleet::agent::ParseAgentCommandLine(argc, argv);
+  pgfleet::agent::AgentCommandLine command_line = pgfleet::agent::ParseAgentCommandLine(argc, argv);
   if (command_line.exit_code.has_value()) return *command_line.exit_code;
   pgfleet::agent::AgentOptions options = std::move(command_line.options);
   options.link = std::move(command_line.link);

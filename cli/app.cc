@@ -1,7 +1,6 @@
 #include "cli/app.h"
 
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <cstdio>
 #include <list>
@@ -21,10 +20,13 @@ constexpr char kProgram[] = "fleetctl";
 
 const CommandSpec& CompletionCommand() {
   static const CommandSpec completion = {
-      {"completion"}, "bash|zsh", 1,
+      {"completion"},
+      "bash|zsh",
+      1,
       "print a shell completion script: source <(fleetctl completion bash), or for zsh put "
       "`fleetctl completion zsh` in a file named _fleetctl on $fpath",
-      {}, nullptr};
+      {},
+      nullptr};
   return completion;
 }
 
@@ -206,8 +208,8 @@ std::string HelpText(const std::vector<std::string>& words) {
     absl::StrAppend(&out, "\nGlobal flags:\n", FlagTable(GlobalFlags()), "\n", kExitCodes);
     return out;
   }
-  std::string out = absl::StrCat(kProgram, ": the operator's CLI for pgfleet-controller\n\n",
-                                 "Commands:\n");
+  std::string out =
+      absl::StrCat(kProgram, ": the operator's CLI for pgfleet-controller\n\n", "Commands:\n");
   bool any = false;
   for (const CommandSpec& candidate : AllCommands()) {
     if (!StartsWithWords(candidate, words)) continue;
@@ -216,8 +218,8 @@ std::string HelpText(const std::vector<std::string>& words) {
   }
   if (!any) return "";
   if (words.empty()) {
-    absl::StrAppend(&out, "  ", CompletionCommand().Usage(), "\n      ",
-                    CompletionCommand().help, "\n");
+    absl::StrAppend(&out, "  ", CompletionCommand().Usage(), "\n      ", CompletionCommand().help,
+                    "\n");
   }
   absl::StrAppend(&out, "\nGlobal flags:\n", FlagTable(GlobalFlags()), "\n", kExitCodes);
   return out;
@@ -264,10 +266,9 @@ ParsedCommandLine ParseCommandLine(const std::vector<std::string>& raw_args) {
     if (word.size() < 2 || word[0] != '-') continue;
     const std::string typed = word.substr(0, word.find('='));
     const std::string nearest = common::NearestName(typed, spellings);
-    return UsageError(absl::StrCat(kProgram, ": unknown flag ", typed, " for '", name, "'",
-                                   nearest.empty() ? "" : absl::StrCat("; did you mean ", nearest,
-                                                                       "?"),
-                                   "\n", help_hint));
+    return UsageError(absl::StrCat(
+        kProgram, ": unknown flag ", typed, " for '", name, "'",
+        nearest.empty() ? "" : absl::StrCat("; did you mean ", nearest, "?"), "\n", help_hint));
   }
   // A value that is one of this command's flags means the value was left out: `--env --wait`.
   for (const CLI::App* app : {static_cast<const CLI::App*>(&line.app), selected}) {
@@ -295,15 +296,15 @@ ParsedCommandLine ParseCommandLine(const std::vector<std::string>& raw_args) {
     std::string message;
     if (!remaining.empty()) {
       const std::string nearest = common::NearestName(remaining.front(), NextWords(words));
-      message = absl::StrCat(kProgram, ": unknown command '", absl::StrJoin(given, " "), "'",
-                             nearest.empty() ? "" : absl::StrCat("; did you mean '",
-                                                                 absl::StrJoin(words, " "),
-                                                                 words.empty() ? "" : " ",
-                                                                 nearest, "'?"),
-                             "\n\n");
+      message =
+          absl::StrCat(kProgram, ": unknown command '", absl::StrJoin(given, " "), "'",
+                       nearest.empty() ? ""
+                                       : absl::StrCat("; did you mean '", absl::StrJoin(words, " "),
+                                                      words.empty() ? "" : " ", nearest, "'?"),
+                       "\n\n");
     } else if (!words.empty()) {
-      message = absl::StrCat(kProgram, ": '", name, "' needs one of: ",
-                             absl::StrJoin(NextWords(words), ", "), "\n\n");
+      message = absl::StrCat(kProgram, ": '", name,
+                             "' needs one of: ", absl::StrJoin(NextWords(words), ", "), "\n\n");
     }
     return UsageError(absl::StrCat(message, HelpText(words)));
   }
@@ -323,9 +324,8 @@ ParsedCommandLine ParseCommandLine(const std::vector<std::string>& raw_args) {
   for (const CLI::App* app : {static_cast<const CLI::App*>(&line.app), selected}) {
     for (const CLI::Option* option : app->get_options()) {
       if (option->count() == 0 || option->get_positional()) continue;
-      std::string key = option->get_name(false, true);  // "--env" (long name)
-      key = key.substr(key.find_first_not_of('-'));
-      result.flags.values[key] =
+      // Handlers look flags up by their long name: "file" for -f.
+      result.flags.values[option->get_lnames().front()] =
           option->get_expected_min() >= 1 && !option->results().empty() ? option->results().back()
                                                                         : "";
     }
@@ -377,8 +377,8 @@ std::string CompletionScript(const std::string& shell) {
   }
   for (const std::vector<std::string>& group : groups) {
     absl::StrAppend(&cases, "    \"", absl::StrJoin(group, " "), "\") words=\"",
-                    absl::StrJoin(NextWords(group), " "),
-                    group.empty() ? " completion" : "", "\" ;;\n");
+                    absl::StrJoin(NextWords(group), " "), group.empty() ? " completion" : "",
+                    "\" ;;\n");
   }
   for (const CommandSpec& command : commands) {
     std::string words = absl::StrCat(absl::StrJoin(Spellings(command.flags), " "), " ", global);

@@ -64,7 +64,8 @@ std::vector<CommandSpec> EnvCommands() {
        0,
        "require versions to complete in UPSTREAM before rolling out in ENV (admin)",
        {{"env", "", "ENV", "the environment that gets the rule", true},
-        {"upstream", "", "UPSTREAM", "the environment versions must complete in first; empty: none"}},
+        {"upstream", "", "UPSTREAM",
+         "the environment versions must complete in first; empty: none"}},
        EnvSetUpstream},
   };
 }

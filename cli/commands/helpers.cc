@@ -76,5 +76,4 @@ int SendCommand(Context& ctx, pgfleet::v1::Command command, const char* verb) {
   return failed > 0 ? kExitFailed : kExitOk;
 }
 
-
 }  // namespace pgfleet::cli

@@ -12,10 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/ascii.h"
 #include "common/status_macros.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
@@ -50,10 +50,11 @@ class FleetctlFlagsTest : public ::testing::Test {
   // Stores a config for `env` (which creates the environment); returns its version, "v1".
   std::string PushConfig(const std::string& env) {
     const std::string path = controller_->dir() + "/pgbouncer.ini";
-    EXPECT_TRUE(WriteFile(path,
-                          "[databases]\napp = host=127.0.0.1 port=5432 dbname=app\n"
-                          "[pgbouncer]\nlisten_port = 6432\nauth_type = trust\n")
-                    .ok());
+    EXPECT_TRUE(
+        WriteFile(path, absl::StrCat("[databases]\napp = host=127.0.0.1 port=", ++pushes_,
+                                     " dbname=app\n",
+                                     "[pgbouncer]\nlisten_port = 6432\nauth_type = trust\n"))
+            .ok());
     FleetctlResult pushed = Ctl({"config", "push", "--env", env, "-f", path, "--output", "json"});
     EXPECT_EQ(pushed.exit_code, 0) << pushed.Describe();
     pgfleet::v1::ConfigVersion version;
@@ -72,11 +73,15 @@ class FleetctlFlagsTest : public ::testing::Test {
   }
 
   std::unique_ptr<ControllerProcess> controller_;
+  int pushes_ = 5000;  // Each push a different config, so a new version.
 };
 
 // The command: two typos on `rollout start`. Before, fleetctl dropped both and started
 // the rollout with default waves and no max-unavailable.
 TEST_F(FleetctlFlagsTest, MisspeltFlagIsAUsageErrorAndStartsNothing) {
+  const std::string first = PushConfig("prod");
+  FleetctlResult applied = Ctl({"config", "apply", "--env", "prod", "--version", first});
+  ASSERT_EQ(applied.exit_code, 0) << applied.Describe();
   const std::string version = PushConfig("prod");
   FleetctlResult typo = Ctl({"rollout", "start", "--env", "prod", "--version", version,
                              "--max-unavalable", "2", "--wavs", "1"});
@@ -116,8 +121,7 @@ TEST_F(FleetctlFlagsTest, CompletionScriptNamesTheCommands) {
   }
   // The bash script is valid bash.
   FleetctlResult script = Ctl({"completion", "bash"});
-  PGF_ASSERT_OK_AND_ASSIGN(RunResult checked,
-                           RunCommand({"bash", "-n", "-c", script.stdout_text}));
+  PGF_ASSERT_OK_AND_ASSIGN(RunResult checked, RunCommand({"bash", "-n", "-c", script.stdout_text}));
   EXPECT_TRUE(checked.Succeeded()) << checked.Describe();
 }
 
@@ -186,9 +190,8 @@ TEST(ControllerFlagsTest, FlagsFromConfigFileAndCommandLineWins) {
 
   // A misspelt key in the file is refused, naming it.
   ASSERT_TRUE(WriteFile(conf, "http-lisen = \"127.0.0.1:0\"\n").ok());
-  PGF_ASSERT_OK_AND_ASSIGN(
-      RunResult refused,
-      RunCommand({PGFLEET_CONTROLLER_BINARY, "--config", conf, "--db=" + dir + "/x.db"}));
+  PGF_ASSERT_OK_AND_ASSIGN(RunResult refused, RunCommand({PGFLEET_CONTROLLER_BINARY, "--config",
+                                                          conf, "--db=" + dir + "/x.db"}));
   EXPECT_EQ(refused.ExitCode(), 2) << refused.Describe();
   EXPECT_TRUE(absl::StrContains(refused.stderr_text, "http-lisen")) << refused.Describe();
   std::filesystem::remove_all(dir);
@@ -213,14 +216,14 @@ TEST(AgentFlagsTest, MetricsListenFromEnvironmentVariable) {
   PGF_ASSERT_OK_AND_ASSIGN(int metrics_port, PickFreePort());
   ScopedEnv metrics("PGFLEET_AGENT_METRICS_LISTEN", absl::StrCat("127.0.0.1:", metrics_port));
   PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<AgentProcess> agent, AgentProcess::Start(LoneAgent()));
-  PGF_ASSERT_OK(PollUntil(
+  absl::Status healthy = PollUntil(
       [&](std::string* note) -> absl::StatusOr<bool> {
         absl::StatusOr<HttpResponse> health = HttpGet(metrics_port, "/healthz");
         *note = health.ok() ? health->body : std::string(health.status().message());
         return health.ok() && health->status == 200;
       },
-      absl::Seconds(10), "the agent's /healthz"))
-      << agent->Diagnostics();
+      absl::Seconds(10), "the agent's /healthz");
+  ASSERT_TRUE(healthy.ok()) << healthy << "\n" << agent->Diagnostics();
 }
 
 TEST(AgentFlagsTest, MetricsListenFromConfigFileWithSpaceSeparatedFlags) {
@@ -234,14 +237,14 @@ TEST(AgentFlagsTest, MetricsListenFromConfigFileWithSpaceSeparatedFlags) {
   // `--config FILE` (space form), -q, then the positional pgbouncer.ini the harness appends.
   options.extra_args = {"--config", conf, "-q", "--shutdown-timeout", "5s"};
   PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<AgentProcess> agent, AgentProcess::Start(options));
-  PGF_ASSERT_OK(PollUntil(
+  absl::Status healthy = PollUntil(
       [&](std::string* note) -> absl::StatusOr<bool> {
         absl::StatusOr<HttpResponse> health = HttpGet(metrics_port, "/healthz");
         *note = health.ok() ? health->body : std::string(health.status().message());
         return health.ok() && health->status == 200;
       },
-      absl::Seconds(10), "the agent's /healthz"))
-      << agent->Diagnostics();
+      absl::Seconds(10), "the agent's /healthz");
+  ASSERT_TRUE(healthy.ok()) << healthy << "\n" << agent->Diagnostics();
   std::filesystem::remove_all(tmpl);
 }
 

@@ -78,8 +78,8 @@ TEST(AgentFlagsTest, EnvironmentThenConfigFileThenCommandLine) {
   agent::AgentCommandLine from_file = ParseAgent({"pgfleet-agent", "--config", conf, "x.ini"});
   ASSERT_FALSE(from_file.exit_code.has_value());
   EXPECT_EQ(from_file.options.metrics_listen, "127.0.0.1:2");
-  agent::AgentCommandLine from_line = ParseAgent(
-      {"pgfleet-agent", "--config", conf, "--metrics-listen", "127.0.0.1:3", "x.ini"});
+  agent::AgentCommandLine from_line =
+      ParseAgent({"pgfleet-agent", "--config", conf, "--metrics-listen", "127.0.0.1:3", "x.ini"});
   ASSERT_FALSE(from_line.exit_code.has_value());
   EXPECT_EQ(from_line.options.metrics_listen, "127.0.0.1:3");
   unlink(conf.c_str());
@@ -118,8 +118,8 @@ TEST(ControllerFlagsTest, DbFromEnvironmentAndConfigFile) {
   ASSERT_FALSE(from_line.exit_code.has_value());
   EXPECT_EQ(from_line.flags.db, "/tmp/line.db");
   // token create shares --db with the server.
-  controller::ControllerCommandLine token = ParseController(
-      {"pgfleet-controller", "token", "create", "--name", "ops", "--role=admin"});
+  controller::ControllerCommandLine token =
+      ParseController({"pgfleet-controller", "token", "create", "--name", "ops", "--role=admin"});
   ASSERT_FALSE(token.exit_code.has_value());
   EXPECT_TRUE(token.flags.create_token);
   EXPECT_EQ(token.flags.db, "/tmp/from-env.db");
@@ -130,8 +130,7 @@ TEST(ControllerFlagsTest, DbFromEnvironmentAndConfigFile) {
 TEST(ControllerFlagsTest, UsageErrors) {
   EXPECT_EQ(ParseController({"pgfleet-controller", "--metrics-intervall=5s"}).exit_code, 2);
   EXPECT_EQ(ParseController({"pgfleet-controller", "--listen=0.0.0.0:7070"}).exit_code, 2);
-  EXPECT_EQ(ParseController({"pgfleet-controller", "--max-pending-agent-streams=0"}).exit_code,
-            2);
+  EXPECT_EQ(ParseController({"pgfleet-controller", "--max-pending-agent-streams=0"}).exit_code, 2);
   EXPECT_EQ(ParseController({"pgfleet-controller", "--db"}).exit_code, 2);
   EXPECT_EQ(ParseController({"pgfleet-controller", "token", "create", "--name=x"}).exit_code, 2);
   EXPECT_EQ(ParseController({"pgfleet-controller", "-h"}).exit_code, 0);
