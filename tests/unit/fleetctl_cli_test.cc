@@ -173,7 +173,7 @@ TEST(FleetctlCommandLineTest, CompletionNamesEveryCommandAndFlag) {
     EXPECT_THAT(script, HasSubstr("complete -F _fleetctl fleetctl"));
     for (const CommandSpec& command : AllCommands()) {
       // The case label of the full command, and each word in its parent's list.
-      EXPECT_THAT(script, HasSubstr("\"" + command.Name() + "\")")) << shell;
+      EXPECT_THAT(script, HasSubstr("\"" + command.Name() + "\"|")) << shell;
       for (const std::string& word : command.words) EXPECT_THAT(script, HasSubstr(word));
       for (const FlagSpec& flag : command.flags) {
         EXPECT_THAT(script, HasSubstr("--" + flag.name)) << shell << " " << command.Name();
