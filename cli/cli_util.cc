@@ -126,7 +126,8 @@ void Context::PrintJson(const google::protobuf::Message& message) const {
   google::protobuf::util::JsonPrintOptions options;
   options.add_whitespace = true;
   options.always_print_primitive_fields = true;
-  options.preserve_proto_field_names = true;
+  // The HTTP API's names (lowerCamelCase, as the dashboard reads them): one JSON shape for
+  // scripts whichever wire they use.
   (void)google::protobuf::util::MessageToJsonString(message, &json, options);
   printf("%s", json.c_str());
   if (json.empty() || json.back() != '\n') printf("\n");

@@ -66,3 +66,7 @@ if(PGFLEET_BUILD_WEB AND PGFLEET_NPM AND PGFLEET_NODE)
 else()
   message(STATUS "pgfleet: node/npm not found (or PGFLEET_BUILD_WEB=OFF): no web dashboard")
 endif()
+
+# The command line (flags, PGFLEET_CONTROLLER_* variables, --config): in the library, so tests
+# can parse without starting a controller.
+target_sources(pgfleet_controller_core PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/controller_flags.cc)

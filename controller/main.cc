@@ -25,6 +25,7 @@
 #include "controller/api/rollout_api.h"
 #include "controller/auth/tokens.h"
 #include "controller/clock.h"
+#include "controller/controller_flags.h"
 #include "controller/grpc/services.h"
 #include "controller/http/api_router.h"
 #include "controller/http/http_server.h"
@@ -38,62 +39,6 @@ namespace {
 
 using pgfleet::controller::FleetApi;
 
-void PrintUsage(FILE* out) {
-  fprintf(out,
-          "Usage: pgfleet-controller [options]\n"
-          "       pgfleet-controller token create --db=FILE --name=NAME --role=ROLE\n"
-          "                          [--env=ENV] [--expires-in=DUR]\n"
-          "\n"
-          "Options:\n"
-          "  --listen=ADDR          gRPC address for agents and fleetctl (default 127.0.0.1:7070)\n"
-          "  --db=FILE              SQLite database (default ./pgfleet.db), created if missing\n"
-          "  --tls-cert=FILE --tls-key=FILE --tls-ca=FILE\n"
-          "                         serve TLS; agents must then present a certificate signed\n"
-          "                         by --tls-ca whose CN is their agent id\n"
-          "  --insecure             allow a non-loopback --listen without TLS\n"
-          "  --insecure-agents      accept the environment an agent claims, without a join\n"
-          "                         token or a pgfleet:// URI in its certificate (the behaviour\n"
-          "                         of earlier versions; local demos only). Without it an agent\n"
-          "                         proves its environment with a join token (an agent token\n"
-          "                         of that environment, sent by --join-token-file) or, with\n"
-          "                         TLS, a certificate whose URI SAN is\n"
-          "                         pgfleet://env/ENV/agent/AGENT_ID\n"
-          "  --agent-hello-timeout=DUR  an agent stream that sends no hello by then is\n"
-          "                         closed (default 10s)\n"
-          "  --max-pending-agent-streams=N  agent streams admitted but not yet past their\n"
-          "                         hello; more are refused until some finish (default 64)\n"
-          "  --metrics-interval=DUR how often agents report (default 5s)\n"
-          "  --metrics-retention=DUR how long downsampled metrics are kept (default 24h)\n"
-          "  --port-file=FILE       write the bound port there once listening (for scripts)\n"
-          "  --http-listen=ADDR     dashboard and JSON API (/api/) address (default\n"
-          "                         127.0.0.1:7080; empty: off). Plain HTTP, so a non-loopback\n"
-          "                         address needs --insecure\n"
-          "  --web-root=DIR         the dashboard's built files (default: web/dist next to the\n"
-          "                         build, i.e. <binary dir>/../web/dist, or\n"
-          "                         <binary dir>/../share/pgfleet/web when installed)\n"
-          "  --http-port-file=FILE  write the bound HTTP port there once listening\n"
-          "  --http-max-connections=N  open HTTP connections at most; one more is answered\n"
-          "                         503 and closed (default 256)\n"
-          "  -v, --verbose          log debug messages\n"
-          "  -h, --help             print this help\n"
-          "\n"
-          "Environment: PGFLEET_BOOTSTRAP_TOKEN, if set, is registered as an admin token\n"
-          "named 'bootstrap' at start (idempotent). It works only until the first other admin\n"
-          "token is created (fleetctl token create --role admin, or token create here): that\n"
-          "revokes it for good, and it is not registered again while an admin token exists.\n"
-          "Roles: viewer (read), operator (push configs, pause/resume), admin (tokens),\n"
-          "agent (a join token: lets agents join one environment; --env required).\n"
-          "Tokens may expire (--expires-in=720h); fleetctl token list|create|revoke manages\n"
-          "them through the API.\n");
-}
-
-bool TakeValue(const std::string& arg, const char* name, std::string* value) {
-  const std::string prefix = absl::StrCat(name, "=");
-  if (arg.rfind(prefix, 0) != 0) return false;
-  *value = arg.substr(prefix.size());
-  return true;
-}
-
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
   std::stringstream buffer;
@@ -101,55 +46,24 @@ std::string ReadFile(const std::string& path) {
   return buffer.str();
 }
 
-// Where the dashboard's files are when --web-root is not given: the build puts them in
-// <build>/web/dist, next to <build>/controller/pgfleet-controller; an install in share/.
-std::string DefaultWebRoot() {
-  std::error_code error;
-  const std::filesystem::path binary = std::filesystem::read_symlink("/proc/self/exe", error);
-  if (error) return "";
-  for (const char* relative : {"../web/dist", "../share/pgfleet/web"}) {
-    std::filesystem::path candidate = binary.parent_path() / relative;
-    if (std::filesystem::exists(candidate / "index.html", error)) {
-      return std::filesystem::weakly_canonical(candidate, error).string();
-    }
-  }
-  return "";
-}
-
 void WritePortFile(const std::string& path, int port) {
   std::ofstream(path + ".tmp") << port << "\n";
   rename((path + ".tmp").c_str(), path.c_str());
 }
 
-bool IsLoopback(const std::string& listen) {
-  return absl::StartsWith(listen, "127.") || absl::StartsWith(listen, "localhost:") ||
-         absl::StartsWith(listen, "[::1]:");
-}
-
-int CreateToken(int argc, char** argv) {
-  std::string db = "pgfleet.db", name, role_name, environment, expires_in;
-  for (int i = 3; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (!TakeValue(arg, "--db", &db) && !TakeValue(arg, "--name", &name) &&
-        !TakeValue(arg, "--role", &role_name) && !TakeValue(arg, "--env", &environment) &&
-        !TakeValue(arg, "--expires-in", &expires_in)) {
-      fprintf(stderr, "pgfleet-controller token create: unknown option %s\n", arg.c_str());
-      return 2;
-    }
-  }
+int CreateToken(const pgfleet::controller::ControllerFlags& flags) {
+  const std::string& db = flags.db;
+  const std::string& name = flags.token_name;
+  const std::string& role_name = flags.token_role;
+  const std::string& environment = flags.token_environment;
   absl::StatusOr<pgfleet::controller::Role> role = pgfleet::controller::ParseRole(role_name);
-  if (name.empty() || !role.ok()) {
+  if (!role.ok()) {
     fprintf(stderr,
             "usage: pgfleet-controller token create --db=FILE --name=NAME "
             "--role=agent|viewer|operator|admin [--env=ENV] [--expires-in=DUR]\n");
     return 2;
   }
-  absl::Duration lifetime = absl::ZeroDuration();
-  if (!expires_in.empty() &&
-      (!absl::ParseDuration(expires_in, &lifetime) || lifetime <= absl::ZeroDuration())) {
-    fprintf(stderr, "pgfleet-controller: --expires-in wants a duration like 720h\n");
-    return 2;
-  }
+  const absl::Duration lifetime = flags.token_lifetime;
   auto store = pgfleet::controller::OpenSqliteStore(db);
   if (!store.ok()) {
     fprintf(stderr, "pgfleet-controller: %s\n", std::string(store.status().message()).c_str());
@@ -187,90 +101,21 @@ int main(int argc, char** argv) {
   // controller's CPU with 1,000 agents); debug and sanitizer builds keep the check.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 #endif
-  if (argc >= 3 && std::string(argv[1]) == "token" && std::string(argv[2]) == "create") {
-    return CreateToken(argc, argv);
-  }
-  std::string listen = "127.0.0.1:7070", db = "pgfleet.db", tls_cert, tls_key, tls_ca, port_file;
-  std::string metrics_interval = "5s", metrics_retention = "24h";
-  std::string http_listen = "127.0.0.1:7080", http_port_file;
-  std::optional<std::string> web_root;
-  bool insecure = false, http_listen_given = false;
-  pgfleet::controller::AgentAuthOptions agent_auth;
-  std::string hello_timeout = "10s", max_pending = "64", http_max_connections = "256";
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "-h" || arg == "--help") {
-      PrintUsage(stdout);
-      return 0;
-    } else if (arg == "-v" || arg == "--verbose") {
-      pgfleet::common::SetLogLevel(pgfleet::common::LogLevel::kDebug);
-    } else if (arg == "--insecure") {
-      insecure = true;
-    } else if (arg == "--insecure-agents") {
-      agent_auth.insecure_agents = true;
-    } else if (TakeValue(arg, "--listen", &listen) || TakeValue(arg, "--db", &db) ||
-               TakeValue(arg, "--tls-cert", &tls_cert) || TakeValue(arg, "--tls-key", &tls_key) ||
-               TakeValue(arg, "--tls-ca", &tls_ca) || TakeValue(arg, "--port-file", &port_file) ||
-               TakeValue(arg, "--metrics-interval", &metrics_interval) ||
-               TakeValue(arg, "--metrics-retention", &metrics_retention) ||
-               TakeValue(arg, "--http-port-file", &http_port_file) ||
-               TakeValue(arg, "--agent-hello-timeout", &hello_timeout) ||
-               TakeValue(arg, "--max-pending-agent-streams", &max_pending) ||
-               TakeValue(arg, "--http-max-connections", &http_max_connections)) {
-      continue;
-    } else if (TakeValue(arg, "--http-listen", &http_listen)) {
-      http_listen_given = true;
-    } else if (std::string root; TakeValue(arg, "--web-root", &root)) {
-      web_root = root;
-    } else {
-      fprintf(stderr, "pgfleet-controller: unknown option %s\n\n", arg.c_str());
-      PrintUsage(stderr);
-      return 2;
-    }
-  }
+  const pgfleet::controller::ControllerCommandLine command_line =
+      pgfleet::controller::ParseControllerCommandLine(argc, argv);
+  if (command_line.exit_code.has_value()) return *command_line.exit_code;
+  const pgfleet::controller::ControllerFlags& flags = command_line.flags;
+  if (flags.create_token) return CreateToken(flags);
+  const std::string& listen = flags.listen;
+  const std::string& db = flags.db;
+  const bool tls = flags.tls();
   pgfleet::controller::FleetApiOptions api_options;
-  absl::Duration retention;
-  if (!absl::ParseDuration(metrics_interval, &api_options.metrics_interval) ||
-      !absl::ParseDuration(metrics_retention, &retention) ||
-      !absl::ParseDuration(hello_timeout, &agent_auth.hello_timeout) ||
-      agent_auth.hello_timeout <= absl::ZeroDuration()) {
-    fprintf(stderr, "pgfleet-controller: invalid duration (try 5s, 24h)\n");
-    return 2;
-  }
-  if (!absl::SimpleAtoi(max_pending, &agent_auth.max_pending_streams) ||
-      agent_auth.max_pending_streams < 1) {
-    fprintf(stderr, "pgfleet-controller: --max-pending-agent-streams wants a positive number\n");
-    return 2;
-  }
-  int http_connection_limit = 0;
-  if (!absl::SimpleAtoi(http_max_connections, &http_connection_limit) ||
-      http_connection_limit < 1) {
-    fprintf(stderr, "pgfleet-controller: --http-max-connections wants a positive number\n");
-    return 2;
-  }
-  const bool tls = !tls_cert.empty();
-  if (tls && (tls_key.empty() || tls_ca.empty())) {
-    fprintf(stderr, "pgfleet-controller: --tls-cert needs --tls-key and --tls-ca\n");
-    return 2;
-  }
-  if (!tls && !IsLoopback(listen) && !insecure) {
-    fprintf(stderr,
-            "pgfleet-controller: refusing to listen on %s without TLS; give --tls-cert/"
-            "--tls-key/--tls-ca, or --insecure if you really mean it\n",
-            listen.c_str());
-    return 2;
-  }
-
-  // The dashboard speaks plain HTTP with bearer tokens: never on the network by accident.
-  if (!http_listen.empty() && !IsLoopback(http_listen) && !insecure) {
-    fprintf(stderr,
-            "pgfleet-controller: refusing to serve the dashboard on %s over plain HTTP; use a "
-            "loopback address (and a TLS-terminating proxy), or --insecure if you really mean "
-            "it\n",
-            http_listen.c_str());
-    return 2;
-  }
-  if (!web_root.has_value()) web_root = DefaultWebRoot();
+  api_options.metrics_interval = flags.metrics_interval;
+  const absl::Duration retention = flags.metrics_retention;
+  pgfleet::controller::AgentAuthOptions agent_auth;
+  agent_auth.insecure_agents = flags.insecure_agents;
+  agent_auth.hello_timeout = flags.agent_hello_timeout;
+  agent_auth.max_pending_streams = flags.max_pending_agent_streams;
 
   // Signals are taken by one thread with sigtimedwait; blocked here, before gRPC starts its
   // threads, so none of those receives them. A shell starts background jobs with SIGINT ignored; an
@@ -342,8 +187,8 @@ int main(int argc, char** argv) {
   if (tls) {
     grpc::SslServerCredentialsOptions ssl(
         GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);  // Agents: certs; fleetctl: tokens.
-    ssl.pem_root_certs = ReadFile(tls_ca);
-    ssl.pem_key_cert_pairs.push_back({ReadFile(tls_key), ReadFile(tls_cert)});
+    ssl.pem_root_certs = ReadFile(flags.tls_ca);
+    ssl.pem_key_cert_pairs.push_back({ReadFile(flags.tls_key), ReadFile(flags.tls_cert)});
     credentials = grpc::SslServerCredentials(ssl);
   } else {
     credentials = grpc::InsecureServerCredentials();
@@ -384,20 +229,20 @@ int main(int argc, char** argv) {
   // Rollouts in progress before a restart resume from their stored state on the first tick.
   rollouts.StartTicking(absl::Milliseconds(500));
   maintenance.StartTicking(absl::Milliseconds(500));
-  if (!port_file.empty()) WritePortFile(port_file, bound_port);
+  if (!flags.port_file.empty()) WritePortFile(flags.port_file, bound_port);
 
   pgfleet::controller::MetricsHistory metrics_history;
   pgfleet::controller::ApiRouter api_router(control, metrics_history);
   std::unique_ptr<pgfleet::controller::HttpServer> http;
-  if (!http_listen.empty()) {
+  if (!flags.http_listen.empty()) {
     pgfleet::controller::HttpServerOptions http_options;
-    http_options.listen = http_listen;
-    http_options.web_root = *web_root;
-    http_options.max_connections = http_connection_limit;
+    http_options.listen = flags.http_listen;
+    http_options.web_root = flags.web_root;
+    http_options.max_connections = flags.http_max_connections;
     http = std::make_unique<pgfleet::controller::HttpServer>(http_options, api_router,
                                                              metrics_history, registry);
     absl::StatusOr<int> http_port = http->Start();
-    if (!http_port.ok() && http_listen_given) {
+    if (!http_port.ok() && flags.http_listen_given) {
       fprintf(stderr, "pgfleet-controller: %s\n",
               std::string(http_port.status().message()).c_str());
       http.reset();
@@ -410,8 +255,8 @@ int main(int argc, char** argv) {
       PGF_WARN("http", "no dashboard: %s (give --http-listen to choose another address)",
                http_port.status().message());
       http.reset();
-    } else if (!http_port_file.empty()) {
-      WritePortFile(http_port_file, *http_port);
+    } else if (!flags.http_port_file.empty()) {
+      WritePortFile(flags.http_port_file, *http_port);
     }
   }
 

@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libabsl-dev libevent-dev libssl-dev libsqlite3-dev sqlite3
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev libcli11-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libpq-dev postgresql-15 postgresql-client-15 postgresql-contrib
   pgbouncer procps iproute2

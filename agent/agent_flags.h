@@ -1,0 +1,28 @@
+// pgfleet-agent's command line: PgBouncer's `pgfleet-agent [options] pgbouncer.ini` with -v/-q/-V,
+// plus the fleet flags. Each flag also comes from PGFLEET_AGENT_<FLAG> or a --config file.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "agent/agent.h"
+#include "agent/link/fleet_agent.h"
+
+namespace pgfleet::agent {
+
+struct AgentCommandLine {
+  // Set when the agent must exit at once with this code: --help, --version, a usage error
+  // (already printed).
+  std::optional<int> exit_code;
+  AgentOptions options;
+  // --allow-path: where a pushed config, or the console's SET logfile, may name files.
+  std::vector<std::string> allowed_paths;
+  // Fleet mode: set when --controller is given (with allowed_paths copied in).
+  std::optional<FleetOptions> fleet;
+};
+
+// Parses argv (argv[0] is the program) and applies -v/-q to the log level.
+AgentCommandLine ParseAgentCommandLine(int argc, const char* const* argv);
+
+}  // namespace pgfleet::agent

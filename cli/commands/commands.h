@@ -1,0 +1,34 @@
+// One function per noun returns that noun's commands (cli/commands/<noun>.cc), plus the small
+// helpers the handlers share.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cli/cli.h"
+#include "cli/command.h"
+#include "pgfleet/v1/fleet.pb.h"
+
+namespace pgfleet::cli {
+
+std::vector<CommandSpec> EnvCommands();
+std::vector<CommandSpec> ConfigCommands();
+std::vector<CommandSpec> AgentsCommands();
+std::vector<CommandSpec> MaintenanceCommands();
+std::vector<CommandSpec> RolloutCommands();
+std::vector<CommandSpec> TokenCommands();
+
+// ---- Helpers shared by the handlers (cli/commands/helpers.cc) ----
+std::vector<std::string> SplitList(const std::string& text);
+// kExitUsage with a message when --flag is missing or empty.
+int RequireFlag(const Context& ctx, const char* flag);
+// "v12" or "12".
+bool ParseVersion(const std::string& text, uint64_t* version);
+// A positive duration flag ("15m") in seconds; absent leaves *seconds. False (message printed)
+// when it is not a duration.
+bool ParseDurationFlag(const Context& ctx, const char* flag, int64_t* seconds);
+// Sends a command to --env's or --agent's agents and prints each outcome.
+int SendCommand(Context& ctx, pgfleet::v1::Command command, const char* verb);
+
+}  // namespace pgfleet::cli
