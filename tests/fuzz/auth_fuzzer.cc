@@ -26,6 +26,7 @@
 #include "tests/fuzz/fuzz_util.h"
 
 namespace crypto = pgfleet::crypto;
+namespace pg = pgfleet::agent::pg;
 
 namespace {
 
