@@ -28,6 +28,7 @@
 #include "gtest/gtest.h"
 #include "tests/testutil/controller_process.h"
 #include "tests/testutil/process.h"
+#include "tests/testutil/raw_http.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
 
@@ -36,85 +37,6 @@ namespace {
 
 constexpr char kAdminToken[] = "pgf_http_edges_admin_token_0123456789abcdef";
 constexpr int kMaxConnections = 8;
-
-struct RawReply {
-  int status = 0;  // 0: the connection closed without a status line.
-  std::string raw;
-  std::string head;
-  std::string body;
-  bool timed_out = false;
-};
-
-class Socket {
- public:
-  static absl::StatusOr<std::unique_ptr<Socket>> Connect(int port) {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
-    auto result = std::unique_ptr<Socket>(new Socket(fd));
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
-      return absl::UnavailableError(absl::StrCat("connect: ", std::strerror(errno)));
-    }
-    return result;
-  }
-  ~Socket() { close(fd_); }
-
-  void SendAll(const std::string& bytes) {
-    size_t sent = 0;
-    while (sent < bytes.size()) {
-      const ssize_t n = send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) break;
-      sent += static_cast<size_t>(n);
-    }
-  }
-
-  // Reads until the peer closes or resets, or `timeout` passes.
-  RawReply ReadReply(absl::Duration timeout) {
-    RawReply reply;
-    const absl::Time deadline = absl::Now() + timeout;
-    char buffer[16384];
-    while (true) {
-      const absl::Duration left = deadline - absl::Now();
-      if (left <= absl::ZeroDuration()) {
-        reply.timed_out = true;
-        break;
-      }
-      pollfd pfd{fd_, POLLIN, 0};
-      if (poll(&pfd, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1) <= 0) continue;
-      const ssize_t n = recv(fd_, buffer, sizeof(buffer), 0);
-      if (n <= 0) break;
-      reply.raw.append(buffer, static_cast<size_t>(n));
-    }
-    if (absl::StartsWith(reply.raw, "HTTP/1.") && reply.raw.size() > 12) {
-      (void)absl::SimpleAtoi(reply.raw.substr(9, 3), &reply.status);
-    }
-    if (size_t blank = reply.raw.find("\r\n\r\n"); blank != std::string::npos) {
-      reply.head = reply.raw.substr(0, blank);
-      reply.body = reply.raw.substr(blank + 4);
-    }
-    return reply;
-  }
-
- private:
-  explicit Socket(int fd) : fd_(fd) {}
-  int fd_;
-};
-
-std::string Head(const std::string& verb, const std::string& target, const std::string& token,
-                 size_t content_length, const std::string& extra_headers = "") {
-  std::string head =
-      absl::StrCat(verb, " ", target, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-  if (!token.empty()) absl::StrAppend(&head, "Authorization: Bearer ", token, "\r\n");
-  if (verb == "POST") {
-    absl::StrAppend(&head, "Content-Type: application/json\r\nContent-Length: ", content_length,
-                    "\r\n");
-  }
-  absl::StrAppend(&head, extra_headers, "\r\n");
-  return head;
-}
 
 bool IsJsonError(const RawReply& reply) {
   return absl::StrContains(absl::AsciiStrToLower(reply.head), "content-type: application/json") &&
@@ -171,7 +93,7 @@ class HttpEdgesTest : public ::testing::Test {
   }
 
   static RawReply Call(const std::string& request, absl::Duration timeout = absl::Seconds(30)) {
-    absl::StatusOr<std::unique_ptr<Socket>> socket = Socket::Connect(http_port_);
+    absl::StatusOr<std::unique_ptr<RawSocket>> socket = RawSocket::Connect(http_port_);
     EXPECT_TRUE(socket.ok()) << socket.status();
     if (!socket.ok()) return {};
     (*socket)->SendAll(request);
@@ -182,7 +104,7 @@ class HttpEdgesTest : public ::testing::Test {
   static void ExpectHealthy() {
     PGF_EXPECT_OK(PollUntil(
         [&](std::string* note) -> absl::StatusOr<bool> {
-          RawReply agents = Call(Head("GET", "/api/ListAgents", kAdminToken, 0));
+          RawReply agents = Call(RequestHead("GET", "/api/ListAgents", kAdminToken, 0));
           *note = agents.raw.substr(0, 200);
           return agents.status == 200;
         },
@@ -202,8 +124,9 @@ std::string* HttpEdgesTest::dir_ = nullptr;
 TEST_F(HttpEdgesTest, AnOversizedHeadIsAnswered431WithAJsonError) {
   for (size_t padding : {20u * 1024, 256u * 1024}) {
     SCOPED_TRACE(absl::StrCat(padding, " bytes of header"));
-    RawReply reply = Call(Head("GET", "/api/ListAgents", kAdminToken, 0,
-                               absl::StrCat("X-Padding: ", std::string(padding, 'a'), "\r\n")));
+    RawReply reply =
+        Call(RequestHead("GET", "/api/ListAgents", kAdminToken, 0,
+                         absl::StrCat("X-Padding: ", std::string(padding, 'a'), "\r\n")));
     EXPECT_FALSE(reply.timed_out);
     EXPECT_EQ(reply.status, 431) << reply.raw.substr(0, 400);
     EXPECT_TRUE(IsJsonError(reply)) << reply.raw.substr(0, 400);
@@ -211,15 +134,15 @@ TEST_F(HttpEdgesTest, AnOversizedHeadIsAnswered431WithAJsonError) {
   {  // Many small headers, and a request line alone over the limit, the same.
     std::string headers;
     for (int i = 0; i < 2000; ++i) absl::StrAppend(&headers, "X-H", i, ": value\r\n");
-    RawReply many = Call(Head("GET", "/api/ListAgents", kAdminToken, 0, headers));
+    RawReply many = Call(RequestHead("GET", "/api/ListAgents", kAdminToken, 0, headers));
     EXPECT_EQ(many.status, 431) << many.raw.substr(0, 400);
     EXPECT_TRUE(IsJsonError(many)) << many.raw.substr(0, 400);
-    RawReply long_line = Call(Head("GET", "/" + std::string(40 * 1024, 'x'), "", 0));
+    RawReply long_line = Call(RequestHead("GET", "/" + std::string(40 * 1024, 'x'), "", 0));
     EXPECT_EQ(long_line.status, 431) << long_line.raw.substr(0, 400);
   }
   // A head that never ends is answered as soon as it passes the limit, not when it ends.
   {
-    PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Socket> socket, Socket::Connect(http_port_));
+    PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawSocket> socket, RawSocket::Connect(http_port_));
     socket->SendAll("GET /api/ListAgents HTTP/1.1\r\nX-Padding: " + std::string(32 * 1024, 'b'));
     RawReply reply = socket->ReadReply(absl::Seconds(10));
     EXPECT_FALSE(reply.timed_out) << "the controller waited for the rest of the head";
@@ -234,8 +157,8 @@ TEST_F(HttpEdgesTest, ARequestWithoutAValidTokenIsRefusedBeforeItsBody) {
   for (const std::string& token : {std::string(), std::string("pgf_not_a_real_token")}) {
     for (const std::string& method : {std::string("PushConfig"), std::string("ListAgents")}) {
       SCOPED_TRACE(absl::StrCat(token.empty() ? "no token" : "bad token", ", ", method));
-      PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Socket> socket, Socket::Connect(http_port_));
-      socket->SendAll(Head("POST", "/api/" + method, token, 512 * 1024));
+      PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawSocket> socket, RawSocket::Connect(http_port_));
+      socket->SendAll(RequestHead("POST", "/api/" + method, token, 512 * 1024));
       RawReply reply = socket->ReadReply(absl::Seconds(10));
       EXPECT_FALSE(reply.timed_out) << "the controller waited for the body before saying 401";
       EXPECT_EQ(reply.status, 401) << reply.raw.substr(0, 400);
@@ -244,12 +167,12 @@ TEST_F(HttpEdgesTest, ARequestWithoutAValidTokenIsRefusedBeforeItsBody) {
     }
   }
   // A GET without a token, and a request with a good token and a body, as before.
-  RawReply get = Call(Head("GET", "/api/ListAgents", "", 0));
+  RawReply get = Call(RequestHead("GET", "/api/ListAgents", "", 0));
   EXPECT_EQ(get.status, 401) << get.raw.substr(0, 400);
-  RawReply good = Call(Head("POST", "/api/ListAgents", kAdminToken, 2) + "{}");
+  RawReply good = Call(RequestHead("POST", "/api/ListAgents", kAdminToken, 2) + "{}");
   EXPECT_EQ(good.status, 200) << good.raw.substr(0, 400);
   // Files and /healthz need no token.
-  RawReply health = Call(Head("GET", "/healthz", "", 0));
+  RawReply health = Call(RequestHead("GET", "/healthz", "", 0));
   EXPECT_EQ(health.status, 200) << health.raw.substr(0, 400);
   ExpectHealthy();
 }
@@ -257,17 +180,17 @@ TEST_F(HttpEdgesTest, ARequestWithoutAValidTokenIsRefusedBeforeItsBody) {
 // Idle connections hold a slot each: past --http-max-connections the next one is answered 503
 // and closed, and a slot freed by a client that leaves is usable again.
 TEST_F(HttpEdgesTest, ConnectionsPastTheCapAreRefused) {
-  std::vector<std::unique_ptr<Socket>> idle;
+  std::vector<std::unique_ptr<RawSocket>> idle;
   for (int i = 0; i < kMaxConnections; ++i) {
-    PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Socket> socket, Socket::Connect(http_port_));
+    PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawSocket> socket, RawSocket::Connect(http_port_));
     idle.push_back(std::move(socket));
   }
   // The controller counts a connection when it accepts it, in order: the next one is over.
-  RawReply refused = Call(Head("GET", "/healthz", "", 0), absl::Seconds(10));
+  RawReply refused = Call(RequestHead("GET", "/healthz", "", 0), absl::Seconds(10));
   EXPECT_FALSE(refused.timed_out) << "a connection past the cap was left hanging";
   EXPECT_EQ(refused.status, 503) << refused.raw.substr(0, 400);
   EXPECT_TRUE(IsJsonError(refused)) << refused.raw.substr(0, 400);
-  RawReply api = Call(Head("GET", "/api/ListAgents", kAdminToken, 0), absl::Seconds(10));
+  RawReply api = Call(RequestHead("GET", "/api/ListAgents", kAdminToken, 0), absl::Seconds(10));
   EXPECT_EQ(api.status, 503) << api.raw.substr(0, 400);
 
   // One idle client leaves: its slot serves again.
@@ -278,13 +201,13 @@ TEST_F(HttpEdgesTest, ConnectionsPastTheCapAreRefused) {
   idle.clear();
   PGF_EXPECT_OK(PollUntil(
       [&](std::string* note) -> absl::StatusOr<bool> {
-        std::vector<std::unique_ptr<Socket>> held;
+        std::vector<std::unique_ptr<RawSocket>> held;
         for (int i = 0; i < kMaxConnections - 1; ++i) {
-          absl::StatusOr<std::unique_ptr<Socket>> socket = Socket::Connect(http_port_);
+          absl::StatusOr<std::unique_ptr<RawSocket>> socket = RawSocket::Connect(http_port_);
           if (!socket.ok()) return socket.status();
           held.push_back(std::move(*socket));
         }
-        RawReply reply = Call(Head("GET", "/healthz", "", 0), absl::Seconds(10));
+        RawReply reply = Call(RequestHead("GET", "/healthz", "", 0), absl::Seconds(10));
         *note = reply.raw.substr(0, 100);
         return reply.status == 200;
       },

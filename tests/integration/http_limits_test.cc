@@ -27,6 +27,7 @@
 #include "tests/testutil/controller_process.h"
 #include "tests/testutil/fixtures.h"
 #include "tests/testutil/process.h"
+#include "tests/testutil/raw_http.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
 
@@ -34,87 +35,6 @@ namespace pgfleet::testutil {
 namespace {
 
 constexpr char kAdminToken[] = "pgf_http_limits_admin_token_0123456789abcdef";
-
-struct RawReply {
-  int status = 0;    // 0: the connection closed without a status line.
-  std::string raw;   // Everything received.
-  std::string body;  // After the blank line.
-  bool timed_out = false;
-};
-
-class Socket {
- public:
-  static absl::StatusOr<std::unique_ptr<Socket>> Connect(int port) {
-    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
-    auto result = std::unique_ptr<Socket>(new Socket(fd));
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
-      return absl::UnavailableError(absl::StrCat("connect: ", std::strerror(errno)));
-    }
-    return result;
-  }
-  ~Socket() { close(fd_); }
-
-  // Sends as much of `bytes` as the peer takes; stops quietly when it hangs up.
-  size_t SendAll(const std::string& bytes) {
-    size_t sent = 0;
-    while (sent < bytes.size()) {
-      const ssize_t n = send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) break;
-      sent += static_cast<size_t>(n);
-    }
-    return sent;
-  }
-
-  // Reads until the peer closes or resets, or `timeout` passes.
-  RawReply ReadReply(absl::Duration timeout) {
-    RawReply reply;
-    const absl::Time deadline = absl::Now() + timeout;
-    char buffer[16384];
-    while (true) {
-      const absl::Duration left = deadline - absl::Now();
-      if (left <= absl::ZeroDuration()) {
-        reply.timed_out = true;
-        break;
-      }
-      pollfd pfd{fd_, POLLIN, 0};
-      const int ready = poll(&pfd, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
-      if (ready <= 0) continue;
-      const ssize_t n = recv(fd_, buffer, sizeof(buffer), 0);
-      if (n <= 0) break;  // EOF or reset: keep what arrived.
-      reply.raw.append(buffer, static_cast<size_t>(n));
-    }
-    // "HTTP/1.1 413 Payload Too Large\r\n..."
-    if (absl::StartsWith(reply.raw, "HTTP/1.") && reply.raw.size() > 12) {
-      (void)absl::SimpleAtoi(reply.raw.substr(9, 3), &reply.status);
-    }
-    if (size_t blank = reply.raw.find("\r\n\r\n"); blank != std::string::npos) {
-      reply.body = reply.raw.substr(blank + 4);
-    }
-    return reply;
-  }
-
- private:
-  explicit Socket(int fd) : fd_(fd) {}
-  int fd_;
-};
-
-std::string Head(const std::string& verb, const std::string& target, const std::string& token,
-                 size_t content_length, const std::string& extra_headers = "") {
-  std::string head =
-      absl::StrCat(verb, " ", target, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-  if (!token.empty()) absl::StrAppend(&head, "Authorization: Bearer ", token, "\r\n");
-  if (verb == "POST") {
-    absl::StrAppend(&head, "Content-Type: application/json\r\nContent-Length: ", content_length,
-                    "\r\n");
-  }
-  absl::StrAppend(&head, extra_headers, "\r\n");
-  return head;
-}
 
 // A JSON object of about `size` bytes that every method's parser accepts as "unknown field"
 // free: one string field of the PushConfigRequest / ListAgentsRequest family would be
@@ -157,7 +77,7 @@ class HttpLimitsTest : public ::testing::Test {
 
   // One request with `body` sent whole; the reply within 30 s.
   static RawReply Call(const std::string& head, const std::string& body = "") {
-    absl::StatusOr<std::unique_ptr<Socket>> socket = Socket::Connect(http_port_);
+    absl::StatusOr<std::unique_ptr<RawSocket>> socket = RawSocket::Connect(http_port_);
     EXPECT_TRUE(socket.ok()) << socket.status();
     if (!socket.ok()) return {};
     (*socket)->SendAll(head + body);
@@ -166,9 +86,9 @@ class HttpLimitsTest : public ::testing::Test {
 
   // The controller still serves: /healthz and an authorized API call.
   static void ExpectHealthy() {
-    RawReply health = Call(Head("GET", "/healthz", "", 0));
+    RawReply health = Call(RequestHead("GET", "/healthz", "", 0));
     EXPECT_EQ(health.status, 200) << health.raw;
-    RawReply agents = Call(Head("GET", "/api/ListAgents", kAdminToken, 0));
+    RawReply agents = Call(RequestHead("GET", "/api/ListAgents", kAdminToken, 0));
     EXPECT_EQ(agents.status, 200) << agents.raw;
     EXPECT_TRUE(controller_->IsRunning());
   }
@@ -184,7 +104,7 @@ TempDir* HttpLimitsTest::dir_ = nullptr;
 
 TEST_F(HttpLimitsTest, AGoodRequestWithinTheLimitsWorks) {
   ExpectHealthy();
-  RawReply pushed = Call(Head("POST", "/api/ListAgents", kAdminToken, 2), "{}");
+  RawReply pushed = Call(RequestHead("POST", "/api/ListAgents", kAdminToken, 2), "{}");
   EXPECT_EQ(pushed.status, 200) << pushed.raw;
 }
 
@@ -192,7 +112,7 @@ TEST_F(HttpLimitsTest, OversizedHeadersAreRefused) {
   for (size_t padding : {20u * 1024, 256u * 1024}) {
     SCOPED_TRACE(absl::StrCat(padding, " bytes of header"));
     const std::string header = absl::StrCat("X-Padding: ", std::string(padding, 'a'), "\r\n");
-    RawReply reply = Call(Head("GET", "/api/ListAgents", kAdminToken, 0, header));
+    RawReply reply = Call(RequestHead("GET", "/api/ListAgents", kAdminToken, 0, header));
     EXPECT_FALSE(reply.timed_out);
     // 431 where the server can say so; libevent 2.1 answers 400 and closes.
     EXPECT_TRUE(reply.status == 431 || reply.status == 400 || reply.status == 0) << reply.raw;
@@ -200,7 +120,7 @@ TEST_F(HttpLimitsTest, OversizedHeadersAreRefused) {
   {  // Many small headers add up the same way.
     std::string headers;
     for (int i = 0; i < 2000; ++i) absl::StrAppend(&headers, "X-H", i, ": value\r\n");
-    RawReply reply = Call(Head("GET", "/api/ListAgents", kAdminToken, 0, headers));
+    RawReply reply = Call(RequestHead("GET", "/api/ListAgents", kAdminToken, 0, headers));
     EXPECT_TRUE(reply.status == 431 || reply.status == 400 || reply.status == 0) << reply.raw;
   }
   ExpectHealthy();
@@ -211,8 +131,8 @@ TEST_F(HttpLimitsTest, OversizedHeadersAreRefused) {
 TEST_F(HttpLimitsTest, ABodyOverTheLimitIsRefusedBeforeItIsSent) {
   for (size_t length : {size_t{9} << 20, size_t{64} << 20, size_t{1} << 40}) {
     SCOPED_TRACE(absl::StrCat("Content-Length ", length));
-    PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<Socket> socket, Socket::Connect(http_port_));
-    socket->SendAll(Head("POST", "/api/PushConfig", kAdminToken, length));
+    PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawSocket> socket, RawSocket::Connect(http_port_));
+    socket->SendAll(RequestHead("POST", "/api/PushConfig", kAdminToken, length));
     RawReply reply = socket->ReadReply(absl::Seconds(10));
     EXPECT_FALSE(reply.timed_out) << "the controller waited for the body";
     EXPECT_EQ(reply.status, 413) << reply.raw;
@@ -223,13 +143,13 @@ TEST_F(HttpLimitsTest, ABodyOverTheLimitIsRefusedBeforeItIsSent) {
 // Only PushConfig carries whole files: every other method stops at 1 MiB.
 TEST_F(HttpLimitsTest, MethodsOtherThanPushConfigTakeAtMostOneMebibyte) {
   const std::string body = PaddedJson((1 << 20) + 1024);
-  RawReply reply = Call(Head("POST", "/api/ListAgents", kAdminToken, body.size()), body);
+  RawReply reply = Call(RequestHead("POST", "/api/ListAgents", kAdminToken, body.size()), body);
   EXPECT_EQ(reply.status, 413) << reply.raw.substr(0, 400);
   EXPECT_TRUE(absl::StrContains(reply.body, "\"error\"")) << reply.body.substr(0, 400);
 
   // Just under the limit is still parsed.
   const std::string fits = PaddedJson((1 << 20) - 1024);
-  RawReply ok = Call(Head("POST", "/api/ListAgents", kAdminToken, fits.size()), fits);
+  RawReply ok = Call(RequestHead("POST", "/api/ListAgents", kAdminToken, fits.size()), fits);
   EXPECT_EQ(ok.status, 200) << ok.raw.substr(0, 400);
 
   // A config push may be larger than that.
@@ -238,7 +158,7 @@ TEST_F(HttpLimitsTest, MethodsOtherThanPushConfigTakeAtMostOneMebibyte) {
   std::string push = R"({"environment":"limits","iniText":")";
   for (char c : ini) push += c == '\n' ? "\\n" : std::string(1, c);
   push += "\"}";
-  RawReply pushed = Call(Head("POST", "/api/PushConfig", kAdminToken, push.size()), push);
+  RawReply pushed = Call(RequestHead("POST", "/api/PushConfig", kAdminToken, push.size()), push);
   EXPECT_EQ(pushed.status, 200) << pushed.raw.substr(0, 400);
   ExpectHealthy();
 }
@@ -249,15 +169,15 @@ TEST_F(HttpLimitsTest, RequestsWithoutAValidTokenGet401First) {
   for (const std::string& token : {std::string(), std::string("pgf_not_a_real_token")}) {
     SCOPED_TRACE(token.empty() ? "no token" : "bad token");
     // Unknown method, GET on a method that needs POST, malformed JSON, an oversized body.
-    RawReply unknown = Call(Head("GET", "/api/NoSuchMethod", token, 0));
+    RawReply unknown = Call(RequestHead("GET", "/api/NoSuchMethod", token, 0));
     EXPECT_EQ(unknown.status, 401) << unknown.raw;
-    RawReply get_on_post = Call(Head("GET", "/api/PushConfig", token, 0));
+    RawReply get_on_post = Call(RequestHead("GET", "/api/PushConfig", token, 0));
     EXPECT_EQ(get_on_post.status, 401) << get_on_post.raw;
-    RawReply malformed = Call(Head("POST", "/api/ListAgents", token, 5), "{{{{{");
+    RawReply malformed = Call(RequestHead("POST", "/api/ListAgents", token, 5), "{{{{{");
     EXPECT_EQ(malformed.status, 401) << malformed.raw;
     EXPECT_TRUE(absl::StrContains(malformed.body, "UNAUTHENTICATED")) << malformed.body;
     const std::string big = PaddedJson(3 << 20);
-    RawReply oversized = Call(Head("POST", "/api/ListAgents", token, big.size()), big);
+    RawReply oversized = Call(RequestHead("POST", "/api/ListAgents", token, big.size()), big);
     EXPECT_EQ(oversized.status, 401) << oversized.raw.substr(0, 400);
   }
   ExpectHealthy();
