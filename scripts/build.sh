@@ -9,5 +9,9 @@ case "$flavour" in
   *) echo "usage: scripts/build.sh [release|asan]" >&2; exit 2 ;;
 esac
 jobs="${PGFLEET_JOBS:-2}"
+# Debug info names the build directory, so ccache keys on it by default: every worktree or
+# clone would then rebuild from scratch. Paths are made relative with CCACHE_BASEDIR instead.
+export CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
 cmake -S . -B "$dir" -G Ninja "${extra[@]}" >/dev/null
 cmake --build "$dir" -j "$jobs"

@@ -14,6 +14,10 @@ if [[ ${#targets[@]} -eq 0 ]]; then
   targets=(protocol auth config console)
 fi
 jobs="${PGFLEET_JOBS:-2}"
+# Debug info names the build directory, so ccache keys on it by default: every worktree or
+# clone would then rebuild from scratch. Paths are made relative with CCACHE_BASEDIR instead.
+export CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}"
 dir=build-fuzz
 sanitize="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 
