@@ -9,6 +9,7 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -25,6 +26,7 @@
 #include "agent/metrics/metrics_server.h"
 #include "agent/pg/protocol.h"
 #include "agent/server_conn.h"
+#include "common/config/restart_keys.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
@@ -147,6 +149,11 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   std::unique_ptr<Agent> agent(new Agent(std::move(options)));
   agent->path_policy_ = agent->options_.path_policy;
   PGF_ASSIGN_OR_RETURN(LoadedConfig loaded, LoadConfigAndFiles(agent->options_.config_path));
+  if (!agent->options_.local_listeners_file.empty()) {
+    PGF_ASSIGN_OR_RETURN(agent->local_listeners_,
+                         config::LoadConfig(agent->options_.local_listeners_file));
+    agent->PinListeners(loaded.cfg);
+  }
   for (const std::string& warning : loaded.cfg.warnings) PGF_WARN("config", "%s", warning);
   agent->auth_file_ = std::move(loaded.users);
   agent->client_tls_ = std::move(loaded.client_tls);
@@ -174,63 +181,177 @@ Agent::~Agent() {
   if (!written_pidfile_.empty()) unlink(written_pidfile_.c_str());
 }
 
-absl::Status Agent::Listen() {
-  const config::Config& cfg = *config_;
-  const int flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
+// Where one listener of a config binds; `address` names it in logs and errors.
+struct Agent::ListenSpec {
+  std::string address;  // "127.0.0.1:6432", "[::1]:6432", or the unix socket path.
+  std::string key;      // The config key an error is about.
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+  bool is_unix = false;
+};
+
+namespace {
+
+// The listeners `cfg` asks for, in config order: one per listen_addr entry, then the unix
+// socket. Parse errors name the key.
+absl::StatusOr<std::vector<Agent::ListenSpec>> ListenSpecsOf(const config::Config& cfg);
+
+}  // namespace
+
+absl::StatusOr<evconnlistener*> Agent::BindListener(const ListenSpec& spec, bool at_start) {
+  const sockaddr* addr = reinterpret_cast<const sockaddr*>(&spec.storage);
+  if (!spec.is_unix) {
+    evconnlistener* listener =
+        evconnlistener_new_bind(loop_->base(), &Agent::OnAccept, this,
+                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+                                1024, addr, static_cast<int>(spec.length));
+    if (listener == nullptr) {
+      return absl::ErrnoToStatus(errno, absl::StrCat("cannot listen on ", spec.address));
+    }
+    return listener;
+  }
+  struct stat st;
+  if (lstat(spec.address.c_str(), &st) == 0) {
+    if (!at_start) {
+      // A reload must not take a socket another server still answers on: only a file nobody
+      // listens on (left by a process that died) is replaced.
+      const int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      const bool live = probe >= 0 && connect(probe, addr, spec.length) == 0;
+      if (probe >= 0) close(probe);
+      if (live) {
+        return absl::AlreadyExistsError(absl::StrCat("cannot listen on ", spec.address,
+                                                     ": another process is listening on it"));
+      }
+    }
+    unlink(spec.address.c_str());
+  }
+  evconnlistener* listener = evconnlistener_new_bind(loop_->base(), &Agent::OnAccept, this,
+                                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                                                     1024, addr, static_cast<int>(spec.length));
+  if (listener == nullptr) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot listen on ", spec.address));
+  }
+  chmod(spec.address.c_str(), 0777);
+  return listener;
+}
+
+void Agent::CloseListener(const Listener& listener, bool remove_socket_file) {
+  // The kernel has completed the handshake of connections still in the accept queue: closing
+  // the socket would reset them. They are clients like any other, so take them first.
+  const int fd = evconnlistener_get_fd(listener.listener);
+  while (true) {
+    sockaddr_storage peer{};
+    socklen_t length = sizeof(peer);
+    const int client = accept4(fd, reinterpret_cast<sockaddr*>(&peer), &length, SOCK_CLOEXEC);
+    if (client < 0) {
+      if (errno == EINTR) continue;
+      break;  // EAGAIN: the queue is empty (the listener is non-blocking).
+    }
+    OnAccept(listener.listener, client, reinterpret_cast<sockaddr*>(&peer),
+             static_cast<int>(length), this);
+  }
+  evconnlistener_free(listener.listener);
+  if (listener.is_unix && remove_socket_file) unlink(listener.address.c_str());
+}
+
+absl::Status Agent::ApplyListeners(const config::Config& cfg, bool at_start) {
+  PGF_ASSIGN_OR_RETURN(std::vector<ListenSpec> specs, ListenSpecsOf(cfg));
+  std::vector<Listener> next;
+  std::vector<Listener> opened;
+  auto kept = [&](const std::string& address) {
+    for (const Listener& current : listeners_) {
+      if (current.address == address) return true;
+    }
+    return false;
+  };
+  for (const ListenSpec& spec : specs) {
+    bool duplicate = false;
+    for (const Listener& listener : next) duplicate |= listener.address == spec.address;
+    if (duplicate) continue;
+    if (kept(spec.address)) {
+      for (const Listener& current : listeners_) {
+        if (current.address == spec.address) next.push_back(current);
+      }
+      continue;
+    }
+    absl::StatusOr<evconnlistener*> bound = BindListener(spec, at_start);
+    if (!bound.ok()) {
+      // All or nothing: what this call opened goes, what was serving stays.
+      for (const Listener& listener : opened) CloseListener(listener, /*remove_socket_file=*/true);
+      return AtKey(cfg, spec.key, bound.status());
+    }
+    Listener listener{spec.address, *bound, spec.is_unix};
+    if (suspended_) evconnlistener_disable(listener.listener);
+    opened.push_back(listener);
+    next.push_back(listener);
+  }
+  // The new listeners accept from here on; only now do the ones no longer wanted close.
+  for (const Listener& listener : opened) {
+    PGF_INFO("agent", "listening on %s%s", listener.is_unix ? "unix socket " : "",
+             listener.address);
+  }
+  for (const Listener& current : listeners_) {
+    bool still_wanted = false;
+    for (const Listener& listener : next) still_wanted |= listener.listener == current.listener;
+    if (still_wanted) continue;
+    CloseListener(current, /*remove_socket_file=*/true);
+    PGF_INFO("agent", "stopped listening on %s%s (no longer in the config)",
+             current.is_unix ? "unix socket " : "", current.address);
+  }
+  listeners_ = std::move(next);
+  return absl::OkStatus();
+}
+
+namespace {
+
+absl::StatusOr<std::vector<Agent::ListenSpec>> ListenSpecsOf(const config::Config& cfg) {
+  std::vector<Agent::ListenSpec> specs;
   if (!cfg.listen_addr.empty()) {
     for (absl::string_view raw : absl::StrSplit(cfg.listen_addr, ',')) {
       std::string addr(absl::StripAsciiWhitespace(raw));
       if (addr.empty()) continue;
       if (addr == "*") addr = "0.0.0.0";
       if (addr == "localhost") addr = "127.0.0.1";
-      sockaddr_storage storage{};
-      int len = sizeof(storage);
-      std::string with_port = addr.find(':') != std::string::npos
-                                  ? absl::StrCat("[", addr, "]:", cfg.listen_port)
-                                  : absl::StrCat(addr, ":", cfg.listen_port);
-      if (evutil_parse_sockaddr_port(with_port.c_str(), reinterpret_cast<sockaddr*>(&storage),
-                                     &len) != 0) {
+      Agent::ListenSpec spec;
+      spec.key = "listen_addr";
+      int len = sizeof(spec.storage);
+      spec.address = addr.find(':') != std::string::npos
+                         ? absl::StrCat("[", addr, "]:", cfg.listen_port)
+                         : absl::StrCat(addr, ":", cfg.listen_port);
+      if (evutil_parse_sockaddr_port(spec.address.c_str(),
+                                     reinterpret_cast<sockaddr*>(&spec.storage), &len) != 0) {
         return AtKey(cfg, "listen_addr",
                      absl::InvalidArgumentError(absl::StrCat("cannot parse '", addr, "'")));
       }
-      evconnlistener* listener =
-          evconnlistener_new_bind(loop_->base(), &Agent::OnAccept, this, flags, 1024,
-                                  reinterpret_cast<sockaddr*>(&storage), len);
-      if (listener == nullptr) {
-        return AtKey(cfg, "listen_addr",
-                     absl::ErrnoToStatus(errno, absl::StrCat("cannot listen on ", with_port)));
-      }
-      listeners_.push_back(listener);
-      PGF_INFO("agent", "listening on %s", with_port);
+      spec.length = static_cast<socklen_t>(len);
+      specs.push_back(std::move(spec));
     }
   }
   if (!cfg.unix_socket_dir.empty()) {
-    std::string path = absl::StrCat(cfg.unix_socket_dir, "/.s.PGSQL.", cfg.listen_port);
+    Agent::ListenSpec spec;
+    spec.key = "unix_socket_dir";
+    spec.is_unix = true;
+    spec.address = absl::StrCat(cfg.unix_socket_dir, "/.s.PGSQL.", cfg.listen_port);
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof(addr.sun_path)) {
-      return AtKey(cfg, "unix_socket_dir",
-                   absl::InvalidArgumentError(absl::StrCat("unix socket path too long: ", path)));
+    if (spec.address.size() >= sizeof(addr.sun_path)) {
+      return AtKey(
+          cfg, "unix_socket_dir",
+          absl::InvalidArgumentError(absl::StrCat("unix socket path too long: ", spec.address)));
     }
-    memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    unlink(path.c_str());
-    evconnlistener* listener = evconnlistener_new_bind(
-        loop_->base(), &Agent::OnAccept, this, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 1024,
-        reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    if (listener == nullptr) {
-      return AtKey(cfg, "unix_socket_dir",
-                   absl::ErrnoToStatus(errno, absl::StrCat("cannot listen on ", path)));
-    }
-    chmod(path.c_str(), 0777);
-    listeners_.push_back(listener);
-    PGF_INFO("agent", "listening on unix socket %s", path);
+    memcpy(addr.sun_path, spec.address.c_str(), spec.address.size() + 1);
+    memcpy(&spec.storage, &addr, sizeof(addr));
+    spec.length = sizeof(addr);
+    specs.push_back(std::move(spec));
   }
-  if (listeners_.empty()) {
+  if (specs.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(cfg.path, ": nothing to listen on: set listen_addr or unix_socket_dir"));
   }
-  return absl::OkStatus();
+  return specs;
 }
+
+}  // namespace
 
 absl::Status Agent::WritePidfile() {
   const std::string& path = config_->pidfile;
@@ -269,7 +390,7 @@ absl::Status Agent::WritePidfile() {
 }
 
 void Agent::CloseListeners() {
-  for (evconnlistener* listener : listeners_) evconnlistener_free(listener);
+  for (const Listener& listener : listeners_) evconnlistener_free(listener.listener);
   listeners_.clear();
 }
 
@@ -298,7 +419,9 @@ int Agent::Run() {
     if (!config_->logfile.empty()) PGF_ERROR("agent", "%s", status.message());
     return 1;
   };
-  if (absl::Status listening = Listen(); !listening.ok()) return fail(listening);
+  if (absl::Status listening = ApplyListeners(*config_, /*at_start=*/true); !listening.ok()) {
+    return fail(listening);
+  }
   RaiseFdLimit();
   if (!options_.metrics_listen.empty()) {
     absl::StatusOr<std::unique_ptr<MetricsServer>> metrics =
@@ -350,14 +473,17 @@ absl::Status Agent::Reload() {
   // logfile is opened first, so a path the agent cannot write refuses the RELOAD.
   PGF_ASSIGN_OR_RETURN(LoadedConfig loaded, LoadConfigAndFiles(options_.config_path));
   config::Config& cfg = loaded.cfg;
+  PinListeners(cfg);
   config::AuthFile& users = loaded.users;
   std::shared_ptr<const TlsContext>& client_tls = loaded.client_tls;
   std::shared_ptr<const TlsContext>& server_tls = loaded.server_tls;
   for (const std::string& warning : cfg.warnings) PGF_WARN("config", "%s", warning);
-  if (cfg.listen_addr != config_->listen_addr || cfg.listen_port != config_->listen_port ||
-      cfg.unix_socket_dir != config_->unix_socket_dir) {
-    PGF_WARN("agent", "listen_addr/listen_port/unix_socket_dir changes need a restart");
-  }
+  // What only a restart can change keeps its running value; the rest is applied below.
+  std::vector<std::string> pending = config::KeepRestartOnlyValues(*config_, cfg);
+  // The last step that can fail: new listeners are bound before old ones close, and a bind
+  // failure leaves the listeners and (returning here) the whole config as they were.
+  PGF_RETURN_IF_ERROR(ApplyListeners(cfg, /*at_start=*/false));
+  const bool new_stats_period = cfg.stats_period != config_->stats_period;
   SetConfig(std::make_shared<const config::Config>(std::move(cfg)));
   auth_file_ = std::move(users);
   client_tls_ = std::move(client_tls);
@@ -370,8 +496,35 @@ absl::Status Agent::Reload() {
       pool->Reconfigure(*db);
     }
   }
+  if (new_stats_period && stats_timer_ != nullptr) {
+    stats_timer_->Start(config_->stats_period, /*repeat=*/true);
+  }
   PGF_INFO("agent", "RELOAD: configuration %s loaded", config_->path);
+  if (!pending.empty()) {
+    PGF_WARN("agent", "RELOAD: %s (the running values of these keys stay until the agent restarts)",
+             config::RestartPendingText(pending));
+  }
+  {
+    absl::MutexLock lock(&restart_pending_mu_);
+    restart_pending_ = std::move(pending);
+  }
   return absl::OkStatus();
+}
+
+void Agent::PinListeners(config::Config& cfg) const {
+  if (!local_listeners_.has_value()) return;
+  const config::Config& local = *local_listeners_;
+  cfg.listen_addr = local.listen_addr;
+  cfg.listen_port = local.listen_port;
+  cfg.unix_socket_dir = local.unix_socket_dir;
+  for (const char* key : {"listen_addr", "listen_port", "unix_socket_dir"}) {
+    cfg.locations[key] = local.Where(key);
+  }
+}
+
+std::vector<std::string> Agent::restart_pending() const {
+  absl::MutexLock lock(&restart_pending_mu_);
+  return restart_pending_;
 }
 
 absl::Status Agent::ReloadFrom(const std::string& path) {

@@ -14,6 +14,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "agent/admin/console.h"
 #include "agent/agent_control.h"
 #include "agent/auth_failure_limiter.h"
@@ -47,6 +48,9 @@ struct AgentOptions {
   // Where files named at run time (the console's SET logfile) may be: the config's directory,
   // --allow-path, and with a controller the state dir (main.cc builds it). Empty: nowhere.
   PathPolicy path_policy;
+  // --local-listeners: listen_addr, listen_port and unix_socket_dir always come from this file
+  // (the local config), whatever a pushed config says. Empty: from the config in force.
+  std::string local_listeners_file;
 };
 
 // SO_KEEPALIVE and tcp_keepcnt/keepidle/keepintvl from the config, on a TCP socket.
@@ -146,7 +150,17 @@ class Agent final : public AgentControl {
   // Failed logins per source address (slows password guessing down; see the header).
   AuthFailureLimiter& auth_failures() { return auth_failures_; }
   const AuthFailureLimiter& auth_failures() const { return auth_failures_; }
-  const std::vector<evconnlistener*>& listeners() const { return listeners_; }
+  // One listening socket: TCP "HOST:PORT" ("[V6]:PORT") or a unix socket path.
+  struct Listener {
+    std::string address;
+    evconnlistener* listener = nullptr;
+    bool is_unix = false;
+  };
+  const std::vector<Listener>& listeners() const { return listeners_; }
+  struct ListenSpec;  // Where one listener of a config binds (agent.cc).
+  // Keys of the config file whose new value waits for a restart (config/restart_keys.h), as
+  // the last reload left them; empty when the agent runs its file as written. Any thread.
+  std::vector<std::string> restart_pending() const override;
 
   // The pool for (db, user), created on first use; nullptr if the database is unknown.
   // Only for authenticated clients: a pool outlives the connection that created it.
@@ -213,7 +227,15 @@ class Agent final : public AgentControl {
 
  private:
   explicit Agent(AgentOptions options);
-  absl::Status Listen();
+  // Makes the listeners those of `cfg`: binds the new ones first and, if any cannot bind,
+  // releases them and fails naming the address, the current ones untouched; otherwise closes
+  // the current ones `cfg` no longer names (taking the connections already queued on them
+  // first). Listeners in both stay open. `at_start`: a unix socket file left behind is
+  // replaced without asking whether a process still serves it (as PgBouncer at start).
+  absl::Status ApplyListeners(const config::Config& cfg, bool at_start);
+  absl::StatusOr<evconnlistener*> BindListener(const ListenSpec& spec, bool at_start);
+  // Accepts what is queued on `listener` (clients the kernel has connected), then frees it.
+  void CloseListener(const Listener& listener, bool remove_socket_file);
   // Writes the pidfile (if the config names one); an error names the key and why.
   absl::Status WritePidfile();
   void CloseListeners();
@@ -238,7 +260,13 @@ class Agent final : public AgentControl {
   config::AuthFile auth_file_;
   std::shared_ptr<const TlsContext> client_tls_;
   std::shared_ptr<const TlsContext> server_tls_;
-  std::vector<evconnlistener*> listeners_;
+  std::vector<Listener> listeners_;
+  // The local file's listener keys, with --local-listeners.
+  std::optional<config::Config> local_listeners_;
+  // Puts local_listeners_'s listener keys into `cfg` (nothing without --local-listeners).
+  void PinListeners(config::Config& cfg) const;
+  mutable absl::Mutex restart_pending_mu_;
+  std::vector<std::string> restart_pending_ ABSL_GUARDED_BY(restart_pending_mu_);
   std::vector<event*> signal_events_;
   std::unique_ptr<Timer> janitor_timer_;
   std::unique_ptr<Timer> shutdown_timer_;

@@ -99,7 +99,7 @@ absl::Status Agent::Resume(const std::string& db) {
     pause_deadlines_.clear();
     if (suspended_) {
       suspended_ = false;
-      for (evconnlistener* listener : listeners_) evconnlistener_enable(listener);
+      for (const Listener& listener : listeners_) evconnlistener_enable(listener.listener);
       for (auto& [key, pool] : pools_) {
         // Queued clients read too: they bound their own buffered input.
         for (ClientConn* client : ClientsOf(*pool)) bufferevent_enable(client->bev(), EV_READ);
@@ -164,7 +164,7 @@ std::optional<absl::Time> Agent::PauseDeadline(const std::string& db) const {
 
 void Agent::Suspend() {
   suspended_ = true;
-  for (evconnlistener* listener : listeners_) evconnlistener_disable(listener);
+  for (const Listener& listener : listeners_) evconnlistener_disable(listener.listener);
   for (auto& [key, pool] : pools_) {
     for (ClientConn* client : ClientsOf(*pool)) bufferevent_disable(client->bev(), EV_READ);
     auto disable = [](const ServerConn* server) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -38,6 +39,9 @@ class AgentControl {
   virtual StatsSnapshot Snapshot() const = 0;
   // listen_port of the config in force. Safe from any thread.
   virtual int listen_port() const = 0;
+  // Restart-only keys (common/config/restart_keys.h) whose new value the last reload could not
+  // apply, sorted; empty when the running config is the file as written. Safe from any thread.
+  virtual std::vector<std::string> restart_pending() const = 0;
 };
 
 // The control plane as the pooler shows it (/metrics): zeros when the agent runs alone.

@@ -50,6 +50,10 @@ constexpr char kUsage[] =
     "                              mutual TLS to the controller\n"
     "      --join-token-file=FILE  the agent's join token for its environment\n"
     "                              (fleetctl token create --role agent --env ENV)\n"
+    "      --local-listeners       listen_addr, listen_port and unix_socket_dir\n"
+    "                              always come from the local config file, not\n"
+    "                              from pushed configs (several agents on one\n"
+    "                              host sharing their environment's config)\n"
     "\n"
     "Signals: SIGHUP reloads the config (a bad config is refused and the old one\n"
     "kept); SIGINT/SIGTERM shut down gracefully.\n"
@@ -74,7 +78,7 @@ AgentCommandLine ParseAgentCommandLine(int argc, const char* const* argv) {
   FleetOptions fleet;
   LinkOptions& link = fleet.link;
   std::string labels, shutdown_timeout;
-  bool help = false, version = false, verbose = false, quiet = false;
+  bool help = false, version = false, verbose = false, quiet = false, local_listeners = false;
 
   CLI::App app{"pgfleet-agent", "pgfleet-agent"};
   app.set_help_flag();
@@ -95,6 +99,7 @@ AgentCommandLine ParseAgentCommandLine(int argc, const char* const* argv) {
   app.add_option("--tls-cert", link.cert_file);
   app.add_option("--tls-key", link.key_file);
   app.add_option("--join-token-file", link.join_token_file);
+  app.add_flag("--local-listeners", local_listeners);
   for (CLI::Option* option : app.get_options()) {
     option->multi_option_policy(option->check_lname("allow-path")
                                     ? CLI::MultiOptionPolicy::TakeAll
@@ -150,6 +155,8 @@ AgentCommandLine ParseAgentCommandLine(int argc, const char* const* argv) {
       link.labels[kv.first] = kv.second;
     }
     fleet.allowed_paths = result.allowed_paths;
+    // The file named on the command line, before fleet mode may start from a pushed one.
+    if (local_listeners) options.local_listeners_file = options.config_path;
     result.fleet = std::move(fleet);
   }
   return result;

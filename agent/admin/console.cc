@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -14,6 +15,7 @@
 #include "agent/agent.h"
 #include "agent/client_conn.h"
 #include "agent/pg/protocol.h"
+#include "common/config/restart_keys.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
@@ -74,7 +76,8 @@ void AdminConsole::HandleQuery(ClientConn* client, std::string_view sql) {
     Finish(client, pg::ErrorResponse("ERROR", sqlstate, std::string(status.message())));
     return;
   }
-  if (!reply.empty()) Finish(client, pg::CommandComplete(reply));
+  std::string notice = std::exchange(reply_notice_, std::string());
+  if (!reply.empty()) Finish(client, notice + pg::CommandComplete(reply));
   // Otherwise a Pending was registered and answers later.
 }
 
@@ -107,6 +110,11 @@ absl::Status AdminConsole::RunCommand(ClientConn* client, const std::string& ver
       PGF_ERROR("admin", "RELOAD refused, keeping the previous config: %s", reloaded.message());
       return absl::InvalidArgumentError(
           absl::StrCat("RELOAD failed, previous config kept: ", reloaded.message()));
+    }
+    if (std::vector<std::string> pending = agent_.restart_pending(); !pending.empty()) {
+      reply_notice_ = pg::NoticeResponse(absl::StrCat(
+          config::RestartPendingText(pending),
+          " (applied everything else; these keep their running value until a restart)"));
     }
     *reply = "RELOAD";
     return absl::OkStatus();

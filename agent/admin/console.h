@@ -68,6 +68,9 @@ class AdminConsole {
 
   Agent& agent_;
   std::vector<Pending> pending_;
+  // A NoticeResponse the command being run sends before its CommandComplete (RELOAD's
+  // "restart pending: ..."); taken by HandleQuery.
+  std::string reply_notice_;
 };
 
 }  // namespace pgfleet::agent

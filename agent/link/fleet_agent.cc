@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "common/config/auth_file.h"
 #include "common/config/config.h"
+#include "common/config/restart_keys.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
@@ -183,6 +184,7 @@ FleetAgent::FleetAgent(AgentControl& agent, FleetSetup setup)
         gethostname(host, sizeof(host) - 1);
         hello.set_hostname(host);
         hello.set_listen_port(agent_.listen_port());
+        for (const std::string& key : agent_.restart_pending()) hello.add_restart_pending(key);
         return hello;
       },
       [this](pgfleet::v1::ControllerMessage message) { OnMessage(std::move(message)); });
@@ -341,9 +343,12 @@ void FleetAgent::FinishApply(const std::shared_ptr<PendingApply>& apply,
       std::lock_guard<std::mutex> lock(applied_mu_);
       applied_sha256_ = apply->sha256;
     }
-    PGF_INFO("link", "config version %d applied (ACK), sha256 %s", desired.version(),
+    const std::vector<std::string> pending = agent_.restart_pending();
+    PGF_INFO("link", "config version %d applied (ACK%s%s), sha256 %s", desired.version(),
+             pending.empty() ? "" : ", ", config::RestartPendingText(pending),
              apply->sha256.substr(0, 12));
     result->set_accepted(true);
+    for (const std::string& key : pending) result->add_restart_pending(key);
   }
   link_->Send(reply);
   // An apply refused before any write finishes inside ApplyNextDesiredConfig's own loop.

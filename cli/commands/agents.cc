@@ -31,15 +31,19 @@ int AgentsList(Context& ctx) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& agent : response.agents()) {
     int clients = agent.last_metrics().client_count();
-    rows.push_back({agent.agent_id(), agent.environment(), agent.connected() ? "up" : "down",
-                    agent.applied_version() ? absl::StrCat("v", agent.applied_version()) : "local",
-                    agent.desired_version() ? absl::StrCat("v", agent.desired_version()) : "-",
-                    agent.desired_version() && agent.applied_version() != agent.desired_version()
-                        ? "DRIFT"
-                        : "",
-                    agent.connected() ? absl::StrCat(clients) : "-", agent.last_error()});
+    rows.push_back(
+        {agent.agent_id(), agent.environment(), agent.connected() ? "up" : "down",
+         agent.applied_version() ? absl::StrCat("v", agent.applied_version()) : "local",
+         agent.desired_version() ? absl::StrCat("v", agent.desired_version()) : "-",
+         agent.desired_version() && agent.applied_version() != agent.desired_version() ? "DRIFT"
+                                                                                       : "",
+         agent.connected() ? absl::StrCat(clients) : "-",
+         agent.restart_pending().empty() ? "" : absl::StrJoin(agent.restart_pending(), ","),
+         agent.last_error()});
   }
-  PrintTable({"AGENT", "ENV", "LINK", "APPLIED", "DESIRED", "", "CLIENTS", "LAST ERROR"}, rows);
+  PrintTable({"AGENT", "ENV", "LINK", "APPLIED", "DESIRED", "", "CLIENTS", "PENDING RESTART",
+              "LAST ERROR"},
+             rows);
   return kExitOk;
 }
 
@@ -62,7 +66,7 @@ int AgentsShow(Context& ctx) {
   printf(
       "agent:        %s\nenvironment:  %s\nlabels:       %s\nhost:         %s\n"
       "link:         %s\nversion:      %s\nfirst seen:   %s\nlast seen:    %s\n"
-      "applied:      v%llu\ndesired:      v%llu%s\nlast error:   %s\n",
+      "applied:      v%llu\ndesired:      v%llu%s\nrestart:      %s\nlast error:   %s\n",
       agent.agent_id().c_str(), agent.environment().c_str(), absl::StrJoin(labels, ",").c_str(),
       agent.hostname().c_str(), agent.connected() ? "connected" : "disconnected",
       agent.agent_version().c_str(), FormatTime(agent.first_seen_unix_ms()).c_str(),
@@ -70,6 +74,9 @@ int AgentsShow(Context& ctx) {
       static_cast<unsigned long long>(agent.applied_version()),
       static_cast<unsigned long long>(agent.desired_version()),
       agent.applied_version() != agent.desired_version() ? "  (drift)" : "",
+      agent.restart_pending().empty()
+          ? "-"
+          : absl::StrCat("pending for ", absl::StrJoin(agent.restart_pending(), ", ")).c_str(),
       agent.last_error().empty() ? "-" : agent.last_error().c_str());
   if (agent.last_metrics().pools_size() > 0) {
     printf("\npools:\n");

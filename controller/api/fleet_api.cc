@@ -2,6 +2,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -169,6 +170,7 @@ pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired) {
     if (std::optional<pgfleet::v1::MetricsReport> metrics = session->metrics()) {
       *out.mutable_last_metrics() = *metrics;
     }
+    for (const std::string& key : session->restart_pending()) out.add_restart_pending(key);
   }
   return out;
 }
@@ -297,8 +299,15 @@ void FleetApi::OnAgentMessage(AgentSession& session, const pgfleet::v1::AgentMes
     case pgfleet::v1::AgentMessage::kConfigResult: {
       const pgfleet::v1::ConfigResult& result = message.config_result();
       if (result.accepted()) {
+        // Before the applied version, so whoever sees the new version sees what it left pending.
+        session.set_restart_pending(
+            {result.restart_pending().begin(), result.restart_pending().end()});
         session.set_applied_version(result.version());
-        PGF_INFO("api", "agent %s ACKed config version %d", session.agent_id(), result.version());
+        PGF_INFO("api", "agent %s ACKed config version %d%s", session.agent_id(), result.version(),
+                 result.restart_pending().empty()
+                     ? ""
+                     : absl::StrCat(" (restart pending: ",
+                                    absl::StrJoin(result.restart_pending(), ", "), ")"));
       } else {
         PGF_WARN("api", "agent %s NACKed config version %d: %s", session.agent_id(),
                  result.version(), result.error());

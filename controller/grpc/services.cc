@@ -207,6 +207,7 @@ grpc::Status AgentServiceImpl::Connect(
       [stream](const pgfleet::v1::ControllerMessage& message) { return stream->Write(message); },
       [context] { context->TryCancel(); });
   session->set_applied_version(hello.applied_config_version());
+  session->set_restart_pending({hello.restart_pending().begin(), hello.restart_pending().end()});
   if (std::shared_ptr<AgentSession> previous = registry_.Register(session)) {
     PGF_INFO("agents", "agent %s reconnected; closing its previous stream", hello.agent_id());
     previous->Cancel();

@@ -30,6 +30,15 @@ void AgentSession::set_sent_version(uint64_t version) {
   sent_version_ = version;
 }
 
+std::vector<std::string> AgentSession::restart_pending() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return restart_pending_;
+}
+void AgentSession::set_restart_pending(std::vector<std::string> keys) {
+  std::lock_guard<std::mutex> lock(mu_);
+  restart_pending_ = std::move(keys);
+}
+
 void AgentSession::SetMetrics(pgfleet::v1::MetricsReport report) {
   std::lock_guard<std::mutex> lock(mu_);
   metrics_ = std::move(report);

@@ -47,6 +47,11 @@ class AgentSession {
   uint64_t sent_version() const;
   void set_sent_version(uint64_t version);
 
+  // Restart-only keys the agent's running config leaves pending (its hello, then each ACK):
+  // kept with the stream, since a reconnecting agent says it again and a restarted one has none.
+  std::vector<std::string> restart_pending() const;
+  void set_restart_pending(std::vector<std::string> keys);
+
   void SetMetrics(pgfleet::v1::MetricsReport report);
   std::optional<pgfleet::v1::MetricsReport> metrics() const;
   // The newest report's timestamp (0: none yet), without copying the report.
@@ -70,6 +75,7 @@ class AgentSession {
   bool closed_ = false;
   uint64_t applied_version_ = 0;
   uint64_t sent_version_ = 0;
+  std::vector<std::string> restart_pending_;
   std::optional<pgfleet::v1::MetricsReport> metrics_;
   std::map<uint64_t, std::optional<pgfleet::v1::CommandResult>> results_;
 };

@@ -95,6 +95,8 @@ class AgentAuthTest : public FleetFixture {
     options.databases_section = "appdb = host=127.0.0.1 port=1 dbname=appdb\n";
     options.userlist = {{"app", "app-password"}};
     options.extra_args = LinkArgs(id, env, controller_->address());
+    // Every agent of an environment runs on this host: each keeps its own port.
+    options.extra_args.push_back("--local-listeners");
     options.extra_args.insert(options.extra_args.end(), more.begin(), more.end());
     absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(options);
     EXPECT_TRUE(agent.ok()) << id << ": " << agent.status();

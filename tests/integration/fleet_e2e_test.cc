@@ -200,6 +200,8 @@ class FleetTest : public FleetFixture {
     options.extra_args = LinkArgs(id, env, controller_address);
     // Pushed configs name the fleet-wide auth_file in dir_.
     options.extra_args.push_back(absl::StrCat("--allow-path=", dir_));
+    // Every agent of an environment runs on this host: each keeps its own port.
+    options.extra_args.push_back("--local-listeners");
     options.extra_args.insert(options.extra_args.end(), more_args.begin(), more_args.end());
     return options;
   }

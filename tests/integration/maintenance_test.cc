@@ -290,6 +290,8 @@ class MaintenanceTest : public FleetFixture {
       agent_options.extra_args = LinkArgs(id, kEnv, controller_->address());
       // Pushed configs name the auth_file in dir_.
       agent_options.extra_args.push_back(absl::StrCat("--allow-path=", dir_));
+      // Every agent of the environment runs on this host: each keeps its own port.
+      agent_options.extra_args.push_back("--local-listeners");
       ASSERT_NO_FATAL_FAILURE(StartAgent(id));
     }
     PGF_ASSERT_OK(WaitConnected(ids_));

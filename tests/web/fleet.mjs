@@ -115,7 +115,8 @@ export class Fleet {
     writeFileSync(ini, this.iniText(port));
     const log = join(this.dir, `${id}.log`);
     const child = spawn(this.agentBinary, [`--controller=127.0.0.1:${this.grpcPort}`, `--env=${env}`, `--agent-id=${id}`,
-      `--state-dir=${join(this.dir, `${id}-state`)}`, ini],
+      // Every agent of an environment runs on this host: each keeps its own port.
+      `--state-dir=${join(this.dir, `${id}-state`)}`, '--local-listeners', ini],
       { stdio: ['ignore', 'ignore', openSync(log, 'a')] });
     this.children.push(child);
     return { id, env, port, ini, child };

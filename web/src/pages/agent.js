@@ -3,7 +3,7 @@
 import { api, session } from '../api.js';
 import { LiveChart } from '../charts.js';
 import { badge, formatAge, html, num, setHtml, version } from '../util.js';
-import { agentDrift } from './overview.js';
+import { agentDrift, restartPending } from './overview.js';
 
 const WINDOW_MS = 5 * 60 * 1000;
 
@@ -104,7 +104,7 @@ export const agentPage = {
         setHtml(main.querySelector('#agent-facts'), html`<dl class="facts">
           <div><dt>Status</dt><dd>${agent.connected ? badge('up', 'ok') : badge('down', 'down')}</dd></div>
           <div><dt>Environment</dt><dd>${agent.environment}</dd></div>
-          <div><dt>Config</dt><dd>applied ${version(agent.appliedVersion)}, desired ${version(agent.desiredVersion)} ${agentDrift(agent)}</dd></div>
+          <div><dt>Config</dt><dd>applied ${version(agent.appliedVersion)}, desired ${version(agent.desiredVersion)} ${agentDrift(agent)} ${restartPending(agent)}</dd></div>
           <div><dt>Host</dt><dd>${agent.hostname || '—'}</dd></div>
           <div><dt>Agent version</dt><dd>${agent.agentVersion || '—'}</dd></div>
           <div><dt>Labels</dt><dd>${labels || '—'}</dd></div>

@@ -20,6 +20,12 @@ export function agentDrift(agent) {
   return badge('drift', 'warn');
 }
 
+// Restart-only keys the agent's running config leaves pending (empty: none).
+export function restartPending(agent) {
+  const keys = agent.restartPending ?? [];
+  return keys.length ? badge(`restart pending: ${keys.join(', ')}`, 'warn') : '';
+}
+
 export const overviewPage = {
   mount(main) {
     main.innerHTML = `
@@ -91,7 +97,7 @@ export const overviewPage = {
                 <td>${a.environment}</td>
                 <td>${a.connected ? badge('up', 'ok') : badge('down', 'down')}</td>
                 <td>${version(a.appliedVersion)}</td><td>${version(a.desiredVersion)}</td>
-                <td>${agentDrift(a)}</td>
+                <td>${agentDrift(a)} ${restartPending(a)}</td>
                 <td class="num">${t.active}</td><td class="num">${t.waiting}</td><td class="num">${t.servers}</td>
                 <td>${formatAge(a.lastSeenUnixMs)}</td>
                 <td class="error-text">${a.lastError || ''}</td></tr>`;
