@@ -2,8 +2,6 @@
 // operator-facing proto service has an entry (a new RPC cannot ship on one wire only, or
 // without a decided role), every entry is a real RPC with its types, each entry's role is
 // enforced before the method runs, and the wires include neither an engine nor the store.
-#include "controller/api/control_api.h"
-
 #include <google/protobuf/descriptor.h>
 
 #include <filesystem>
@@ -14,6 +12,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "controller/api/control_api.h"
 #include "controller/clock.h"
 #include "controller/maintenance/orchestrator.h"
 #include "controller/registry/agent_registry.h"
@@ -45,13 +44,13 @@ class ControlApiTest : public ::testing::Test {
     store_ = std::move(store).value();
     rollouts_ = std::make_unique<RolloutEngine>(*store_, registry_, clock_);
     maintenance_ = std::make_unique<MaintenanceOrchestrator>(*store_, registry_, clock_);
-    fleet_ = std::make_unique<FleetApi>(*store_, registry_);
+    fleet_ = std::make_unique<FleetApi>(*store_, registry_, clock_);
     fleet_->set_engines(rollouts_.get(), maintenance_.get());
     rollout_api_ = std::make_unique<RolloutApi>(*store_, *rollouts_, registry_, clock_);
     maintenance_api_ = std::make_unique<MaintenanceApi>(*store_, *maintenance_, registry_, clock_);
-    tokens_ = std::make_unique<TokenAdmin>(*store_);
-    api_ =
-        std::make_unique<ControlApi>(*store_, *fleet_, *rollout_api_, *maintenance_api_, *tokens_);
+    tokens_ = std::make_unique<TokenAdmin>(*store_, clock_);
+    api_ = std::make_unique<ControlApi>(*store_, clock_, *fleet_, *rollout_api_, *maintenance_api_,
+                                        *tokens_);
   }
   void TearDown() override {
     api_.reset();

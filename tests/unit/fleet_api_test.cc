@@ -2,8 +2,6 @@
 // the audit log, desired-state reconciliation (ACK, NACK, reconnect, pins), command fan-out
 // with answers and timeouts, and agent disconnects.
 
-#include "controller/api/fleet_api.h"
-
 #include <stdlib.h>
 
 #include <chrono>
@@ -24,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "controller/api/fleet_api.h"
 #include "controller/registry/agent_registry.h"
 #include "controller/store/store.h"
 #include "gmock/gmock.h"
@@ -139,7 +138,7 @@ class FleetApiTest : public ::testing::Test {
   }
 
   void MakeApi(FleetApiOptions options) {
-    api_ = std::make_unique<FleetApi>(*store_, registry_, options);
+    api_ = std::make_unique<FleetApi>(*store_, registry_, clock_, options);
   }
 
   // What the AgentService does when a stream opens: hello, session, register, reconcile.
@@ -213,6 +212,7 @@ class FleetApiTest : public ::testing::Test {
   }
 
   std::string dir_;
+  SystemClock clock_;
   std::unique_ptr<Store> store_;
   AgentRegistry registry_;
   std::vector<std::unique_ptr<FakeAgent>> agents_;
@@ -730,7 +730,7 @@ TEST_F(FleetApiTest, MetricsReachTheAgentView) {
   FakeAgent* agent = Connect("a1", "dev");
   pgfleet::v1::AgentMessage message;
   message.mutable_metrics()->set_client_count(7);
-  message.mutable_metrics()->set_timestamp_unix_ms(NowMillis());
+  message.mutable_metrics()->set_timestamp_unix_ms(UnixMillis(clock_.Now()));
   api_->OnAgentMessage(*agent->session(), message);
   pgfleet::v1::GetAgentRequest get;
   get.set_agent_id("a1");

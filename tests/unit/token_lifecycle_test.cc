@@ -17,6 +17,7 @@
 #include "controller/auth/agent_identity.h"
 #include "controller/auth/token_admin.h"
 #include "controller/auth/tokens.h"
+#include "controller/clock.h"
 #include "controller/store/sqlite_store.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/status_testing.h"
@@ -55,7 +56,9 @@ class TokenLifecycleTest : public ::testing::Test {
     return secret;
   }
   static std::string Bearer(const std::string& secret) { return "Bearer " + secret; }
+  int64_t NowMillis() const { return UnixMillis(clock_.Now()); }
 
+  SystemClock clock_;
   std::string dir_;
   std::string path_;
   std::unique_ptr<SqliteStore> store_;
@@ -93,26 +96,29 @@ TEST_F(TokenLifecycleTest, RevokedAndExpiredTokensAreRefusedAndLastUseIsRecorded
   const std::string expired_secret = Create("old", Role::kViewer, "", false, NowMillis() - 1000);
   const std::string agent_secret = Create("agent-prod", Role::kAgent, "prod");
 
-  PGF_ASSERT_OK_AND_ASSIGN(Caller caller, AuthenticateBearer(*store_, Bearer(operator_secret)));
+  PGF_ASSERT_OK_AND_ASSIGN(Caller caller,
+                           AuthenticateBearer(*store_, Bearer(operator_secret), clock_.Now()));
   EXPECT_EQ(caller.role, Role::kOperator);
   PGF_ASSERT_OK_AND_ASSIGN(TokenRow used, store_->LookupToken(HashToken(operator_secret)));
   EXPECT_GT(used.last_used_unix_ms, 0);
 
-  absl::Status expired = AuthenticateBearer(*store_, Bearer(expired_secret)).status();
+  absl::Status expired = AuthenticateBearer(*store_, Bearer(expired_secret), clock_.Now()).status();
   EXPECT_TRUE(absl::IsUnauthenticated(expired)) << expired;
   EXPECT_TRUE(absl::StrContains(expired.message(), "expired")) << expired;
 
   // A join token is not an operator's token, and an operator's token is not a join token.
-  absl::Status agent_as_operator = AuthenticateBearer(*store_, Bearer(agent_secret)).status();
+  absl::Status agent_as_operator =
+      AuthenticateBearer(*store_, Bearer(agent_secret), clock_.Now()).status();
   EXPECT_TRUE(absl::IsPermissionDenied(agent_as_operator)) << agent_as_operator;
-  PGF_ASSERT_OK_AND_ASSIGN(TokenRow join, AuthenticateJoinToken(*store_, Bearer(agent_secret)));
+  PGF_ASSERT_OK_AND_ASSIGN(TokenRow join,
+                           AuthenticateJoinToken(*store_, Bearer(agent_secret), clock_.Now()));
   EXPECT_EQ(join.environment, "prod");
-  EXPECT_TRUE(
-      absl::IsPermissionDenied(AuthenticateJoinToken(*store_, Bearer(operator_secret)).status()));
+  EXPECT_TRUE(absl::IsPermissionDenied(
+      AuthenticateJoinToken(*store_, Bearer(operator_secret), clock_.Now()).status()));
 
   PGF_ASSERT_OK_AND_ASSIGN(TokenRow revoked, store_->RevokeToken(used.id, NowMillis()));
   EXPECT_GT(revoked.revoked_unix_ms, 0);
-  absl::Status after = AuthenticateBearer(*store_, Bearer(operator_secret)).status();
+  absl::Status after = AuthenticateBearer(*store_, Bearer(operator_secret), clock_.Now()).status();
   EXPECT_TRUE(absl::IsUnauthenticated(after)) << after;
   EXPECT_TRUE(absl::StrContains(after.message(), "revoked")) << after;
   EXPECT_TRUE(absl::IsFailedPrecondition(store_->RevokeToken(used.id, NowMillis()).status()));
@@ -122,22 +128,22 @@ TEST_F(TokenLifecycleTest, RevokedAndExpiredTokensAreRefusedAndLastUseIsRecorded
 TEST_F(TokenLifecycleTest, TheFirstAdminTokenEndsTheBootstrapToken) {
   Open();
   const std::string bootstrap = Create("bootstrap", Role::kAdmin, "", /*bootstrap=*/true);
-  PGF_ASSERT_OK(AuthenticateBearer(*store_, Bearer(bootstrap)).status());
+  PGF_ASSERT_OK(AuthenticateBearer(*store_, Bearer(bootstrap), clock_.Now()).status());
   // Other tokens do not end it...
   Create("ci", Role::kOperator);
-  PGF_ASSERT_OK(AuthenticateBearer(*store_, Bearer(bootstrap)).status());
+  PGF_ASSERT_OK(AuthenticateBearer(*store_, Bearer(bootstrap), clock_.Now()).status());
 
   // ...an admin token does, through the API as through the store.
-  TokenAdmin admin(*store_);
+  TokenAdmin admin(*store_, clock_);
   pgfleet::v1::CreateTokenRequest request;
   request.set_name("alice");
   request.set_role("admin");
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::CreateTokenResponse alice,
                            admin.Create(Caller{"bootstrap", Role::kAdmin}, request));
-  absl::Status refused = AuthenticateBearer(*store_, Bearer(bootstrap)).status();
+  absl::Status refused = AuthenticateBearer(*store_, Bearer(bootstrap), clock_.Now()).status();
   EXPECT_TRUE(absl::IsUnauthenticated(refused)) << refused;
   EXPECT_TRUE(absl::StrContains(refused.message(), "bootstrap token stopped working")) << refused;
-  PGF_ASSERT_OK(AuthenticateBearer(*store_, Bearer(alice.secret())).status());
+  PGF_ASSERT_OK(AuthenticateBearer(*store_, Bearer(alice.secret()), clock_.Now()).status());
 
   // It cannot come back: registering a bootstrap token again is refused.
   TokenRow again;
@@ -180,10 +186,12 @@ TEST_F(TokenLifecycleTest, MigrationEndsTheBootstrapTokenWhenAnAdminTokenExists)
                      "', 'root', 'admin', 2), ('", HashToken("view"), "', 'ci', 'viewer', 3)")));
   }
   Open();
-  EXPECT_TRUE(absl::IsUnauthenticated(AuthenticateBearer(*store_, Bearer("boot")).status()));
-  PGF_ASSERT_OK_AND_ASSIGN(Caller root, AuthenticateBearer(*store_, Bearer("root")));
+  EXPECT_TRUE(
+      absl::IsUnauthenticated(AuthenticateBearer(*store_, Bearer("boot"), clock_.Now()).status()));
+  PGF_ASSERT_OK_AND_ASSIGN(Caller root, AuthenticateBearer(*store_, Bearer("root"), clock_.Now()));
   EXPECT_EQ(root.role, Role::kAdmin);
-  PGF_ASSERT_OK_AND_ASSIGN(Caller viewer, AuthenticateBearer(*store_, Bearer("view")));
+  PGF_ASSERT_OK_AND_ASSIGN(Caller viewer,
+                           AuthenticateBearer(*store_, Bearer("view"), clock_.Now()));
   EXPECT_EQ(viewer.role, Role::kViewer);
   PGF_ASSERT_OK_AND_ASSIGN(std::vector<TokenRow> tokens, store_->ListTokens());
   ASSERT_EQ(tokens.size(), 3u);
