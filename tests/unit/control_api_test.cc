@@ -2,6 +2,8 @@
 // operator-facing proto service has an entry (a new RPC cannot ship on one wire only, or
 // without a decided role), every entry is a real RPC with its types, each entry's role is
 // enforced before the method runs, and the wires include neither an engine nor the store.
+#include "controller/api/control_api.h"
+
 #include <google/protobuf/descriptor.h>
 
 #include <filesystem>
@@ -12,7 +14,6 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "controller/api/control_api.h"
 #include "controller/clock.h"
 #include "controller/maintenance/orchestrator.h"
 #include "controller/registry/agent_registry.h"
@@ -22,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "pgfleet/v1/agent.pb.h"
 #include "pgfleet/v1/fleet.pb.h"
+#include "tests/testutil/temp_dir.h"
 
 namespace pgfleet::controller {
 namespace {
@@ -34,10 +36,9 @@ const std::set<std::string> kNotOperatorFacing = {"pgfleet.v1.AgentService"};
 class ControlApiTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* tmp = getenv("TEST_TMPDIR");
-    std::string pattern = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/pgfleet_ctlapi_XXXXXX");
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
+    const absl::Status created = temp_dir_.Create("pgfleet_ctlapi");
+    ASSERT_TRUE(created.ok()) << created;
+    dir_ = temp_dir_.path();
     absl::StatusOr<std::unique_ptr<Store>> store =
         OpenSqliteStore((std::filesystem::path(dir_) / "fleet.db").string());
     ASSERT_TRUE(store.ok()) << store.status();
@@ -61,8 +62,6 @@ class ControlApiTest : public ::testing::Test {
     maintenance_.reset();
     rollouts_.reset();
     store_.reset();
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
   }
 
   // The proto files that declare services.
@@ -71,6 +70,7 @@ class ControlApiTest : public ::testing::Test {
             pgfleet::v1::AgentMessage::descriptor()->file()};
   }
 
+  testutil::TempDir temp_dir_;  // Declared first: removed after the store closes.
   std::string dir_;
   SystemClock clock_;
   AgentRegistry registry_;

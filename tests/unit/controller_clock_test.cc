@@ -2,14 +2,10 @@
 // expiry, token states and an agent's first and last sighting follow a fake clock that is
 // far from the wall clock.
 
-#include <stdlib.h>
-
-#include <filesystem>
 #include <memory>
 #include <string>
 
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "controller/api/fleet_api.h"
 #include "controller/auth/token_admin.h"
@@ -19,6 +15,7 @@
 #include "controller/store/store.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/status_testing.h"
+#include "tests/testutil/temp_dir.h"
 #include "tests/unit/engine_fakes.h"
 
 namespace pgfleet::controller {
@@ -31,20 +28,11 @@ const Caller kAdmin{"root", Role::kAdmin};
 class ControllerClockTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* tmp = getenv("TEST_TMPDIR");
-    std::string pattern = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/pgfleet_clock_XXXXXX");
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-    PGF_ASSERT_OK_AND_ASSIGN(store_,
-                             OpenSqliteStore((std::filesystem::path(dir_) / "fleet.db").string()));
-  }
-  void TearDown() override {
-    store_.reset();
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
+    PGF_ASSERT_OK(dir_.Create("pgfleet_clock"));
+    PGF_ASSERT_OK_AND_ASSIGN(store_, OpenSqliteStore(dir_.path() + "/fleet.db"));
   }
 
-  std::string dir_;
+  testutil::TempDir dir_;  // Declared before the store: removed after it closes.
   // Years before the wall clock: anything read from absl::Now() shows up.
   FakeClock clock_{absl::FromUnixSeconds(1'000'000'000)};
   std::unique_ptr<Store> store_;

@@ -21,6 +21,7 @@
 #include "controller/store/sqlite_store.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/status_testing.h"
+#include "tests/testutil/temp_dir.h"
 
 namespace pgfleet::controller {
 namespace {
@@ -28,17 +29,12 @@ namespace {
 class TokenLifecycleTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* tmp = getenv("TEST_TMPDIR");
-    std::string pattern = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/pgfleet_tokens_XXXXXX");
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
+    const absl::Status created = temp_dir_.Create("pgfleet_tokens");
+    ASSERT_TRUE(created.ok()) << created;
+    dir_ = temp_dir_.path();
     path_ = dir_ + "/controller.db";
   }
-  void TearDown() override {
-    store_.reset();
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
-  }
+  void TearDown() override { store_.reset(); }
   void Open() { PGF_ASSERT_OK_AND_ASSIGN(store_, SqliteStore::Open(path_)); }
   // Creates a token through the store and returns its secret.
   std::string Create(const std::string& name, Role role, const std::string& env = "",
@@ -59,6 +55,7 @@ class TokenLifecycleTest : public ::testing::Test {
   int64_t NowMillis() const { return UnixMillis(clock_.Now()); }
 
   SystemClock clock_;
+  testutil::TempDir temp_dir_;  // Declared first: removed after the store closes.
   std::string dir_;
   std::string path_;
   std::unique_ptr<SqliteStore> store_;
