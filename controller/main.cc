@@ -70,7 +70,7 @@ int CreateToken(const pgfleet::controller::ControllerFlags& flags) {
     return 1;
   }
   std::string token = pgfleet::controller::NewToken();
-  const int64_t now = pgfleet::controller::NowMillis();
+  const int64_t now = pgfleet::controller::UnixMillis(pgfleet::controller::SystemClock().Now());
   pgfleet::controller::TokenRow row;
   row.name = name;
   row.role = *role;
@@ -137,6 +137,8 @@ int main(int argc, char** argv) {
     fprintf(stderr, "pgfleet-controller: %s\n", std::string(reset.message()).c_str());
     return 1;
   }
+  // Where every part below takes the time from (tests give theirs a fake one).
+  pgfleet::controller::SystemClock clock;
   if (const char* bootstrap = getenv("PGFLEET_BOOTSTRAP_TOKEN"); bootstrap && *bootstrap) {
     const std::string hash = pgfleet::controller::HashToken(bootstrap);
     // Known already (active, or revoked when an admin token was made): left as it is.
@@ -144,7 +146,7 @@ int main(int argc, char** argv) {
       pgfleet::controller::TokenRow row;
       row.name = "bootstrap";
       row.role = pgfleet::controller::Role::kAdmin;
-      row.created_unix_ms = pgfleet::controller::NowMillis();
+      row.created_unix_ms = pgfleet::controller::UnixMillis(clock.Now());
       row.created_by = "PGFLEET_BOOTSTRAP_TOKEN";
       row.bootstrap = true;
       absl::Status added = (*store)->CreateToken(row, hash).status();
@@ -161,23 +163,23 @@ int main(int argc, char** argv) {
 
   // The engines work on the store and the connected agents; the API (for both wires) sits on
   // top of them and feeds them the agents' config results and connections.
-  pgfleet::controller::SystemClock clock;
   pgfleet::controller::AgentRegistry registry;
   pgfleet::controller::RolloutEngine rollouts(**store, registry, clock);
   pgfleet::controller::MaintenanceOrchestrator maintenance(**store, registry, clock);
-  FleetApi api(**store, registry, api_options);
+  FleetApi api(**store, registry, clock, api_options);
   api.set_rollout_store(store->get());
   api.set_engines(&rollouts, &maintenance);
   pgfleet::controller::RolloutApi rollout_api(**store, rollouts, registry, clock);
   pgfleet::controller::MaintenanceApi maintenance_api(**store, maintenance, registry, clock);
   agent_auth.require_client_cert = tls;
   pgfleet::controller::AgentServiceImpl agent_service(api, registry, agent_auth);
-  pgfleet::controller::TokenAdmin token_admin(**store);
+  pgfleet::controller::TokenAdmin token_admin(**store, clock);
   token_admin.set_revoked_listener([&agent_service](const pgfleet::controller::TokenRow& token) {
     agent_service.DisconnectJoinToken(token.id);
   });
   // The one operator API; both wires below are adapters over it.
-  pgfleet::controller::ControlApi control(**store, api, rollout_api, maintenance_api, token_admin);
+  pgfleet::controller::ControlApi control(**store, clock, api, rollout_api, maintenance_api,
+                                          token_admin);
   pgfleet::controller::TokenServiceImpl token_service(control);
   pgfleet::controller::MaintenanceServiceImpl maintenance_service(control);
   pgfleet::controller::FleetServiceImpl fleet_service(control);
@@ -270,7 +272,7 @@ int main(int argc, char** argv) {
         server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
         return;
       }
-      (void)(*store)->PruneMetrics(pgfleet::controller::NowMillis() -
+      (void)(*store)->PruneMetrics(pgfleet::controller::UnixMillis(clock.Now()) -
                                    absl::ToInt64Milliseconds(retention));
     }
   });

@@ -54,11 +54,6 @@ int FinishWindow(Context& ctx, const pgfleet::v1::MaintenanceWindow& window) {
 // that ended another way while we waited (resumed, cancelled) did not drain either: exit 5.
 // Progress goes to stdout for people, to stderr under --output json so stdout stays one
 // JSON document.
-
-// Follows a window until every agent drained (exit 0) or the drain failed (exit 5). A window
-// that ended another way while we waited (resumed, cancelled) did not drain either: exit 5.
-// Progress goes to stdout for people, to stderr under --output json so stdout stays one
-// JSON document.
 int WaitDrained(Context& ctx, uint64_t id) {
   FILE* progress = ctx.json() ? stderr : stdout;
   const bool tty = isatty(fileno(progress));

@@ -39,9 +39,9 @@ void ControlApi::Add(const char* service, const char* name, Role role, bool read
   methods_.push_back(std::move(method));
 }
 
-ControlApi::ControlApi(Store& store, FleetApi& fleet, RolloutApi& rollouts,
+ControlApi::ControlApi(Store& store, const Clock& clock, FleetApi& fleet, RolloutApi& rollouts,
                        MaintenanceApi& maintenance, TokenAdmin& tokens)
-    : store_(store), fleet_(fleet) {
+    : store_(store), clock_(clock), fleet_(fleet) {
   // Reads need viewer; changing the fleet (configs, desired versions, commands, rollouts,
   // maintenance windows) needs operator; the release policy between environments (upstream)
   // and tokens need admin.
@@ -131,7 +131,7 @@ ControlApi::ControlApi(Store& store, FleetApi& fleet, RolloutApi& rollouts,
 }
 
 absl::StatusOr<Caller> ControlApi::Authenticate(const std::string& authorization) const {
-  return AuthenticateBearer(store_, authorization);
+  return AuthenticateBearer(store_, authorization, clock_.Now());
 }
 
 const ApiMethod* ControlApi::Find(const std::string& service, const std::string& name) const {

@@ -20,6 +20,7 @@
 #include "controller/api/maintenance_api.h"
 #include "controller/api/rollout_api.h"
 #include "controller/auth/token_admin.h"
+#include "controller/clock.h"
 
 namespace pgfleet::controller {
 
@@ -39,8 +40,8 @@ struct ApiMethod {
 
 class ControlApi {
  public:
-  ControlApi(Store& store, FleetApi& fleet, RolloutApi& rollouts, MaintenanceApi& maintenance,
-             TokenAdmin& tokens);
+  ControlApi(Store& store, const Clock& clock, FleetApi& fleet, RolloutApi& rollouts,
+             MaintenanceApi& maintenance, TokenAdmin& tokens);
   ControlApi(const ControlApi&) = delete;
   ControlApi& operator=(const ControlApi&) = delete;
 
@@ -68,6 +69,7 @@ class ControlApi {
   void Add(const char* service, const char* name, Role role, bool read_only, Fn fn);
 
   Store& store_;
+  const Clock& clock_;
   FleetApi& fleet_;
   std::vector<ApiMethod> methods_;
   std::map<std::pair<std::string, std::string>, size_t> index_;

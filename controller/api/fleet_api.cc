@@ -31,10 +31,9 @@ pgfleet::v1::ConfigVersion VersionToProto(const ConfigVersionRow& row) {
 
 }  // namespace
 
-int64_t NowMillis() { return absl::ToUnixMillis(absl::Now()); }
-
-FleetApi::FleetApi(Store& store, AgentRegistry& registry, FleetApiOptions options)
-    : store_(store), registry_(registry), options_(options) {}
+FleetApi::FleetApi(Store& store, AgentRegistry& registry, const Clock& clock,
+                   FleetApiOptions options)
+    : store_(store), registry_(registry), clock_(clock), options_(options) {}
 
 absl::Status RequireRole(const Caller& caller, Role role) {
   if (static_cast<int>(caller.role) < static_cast<int>(role)) {
@@ -269,7 +268,7 @@ absl::StatusOr<pgfleet::v1::SendCommandResponse> FleetApi::SendCommand(
 }
 
 absl::StatusOr<TokenRow> FleetApi::AuthenticateJoinToken(const std::string& authorization) {
-  return controller::AuthenticateJoinToken(store_, authorization);
+  return controller::AuthenticateJoinToken(store_, authorization, clock_.Now());
 }
 
 absl::Status FleetApi::OnAgentHello(const pgfleet::v1::AgentHello& hello) {

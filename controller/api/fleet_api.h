@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "controller/clock.h"
 #include "controller/registry/agent_registry.h"
 #include "controller/rollout/rollout_store.h"
 #include "controller/store/store.h"
@@ -34,7 +35,7 @@ struct FleetApiOptions {
 
 class FleetApi {
  public:
-  FleetApi(Store& store, AgentRegistry& registry, FleetApiOptions options = {});
+  FleetApi(Store& store, AgentRegistry& registry, const Clock& clock, FleetApiOptions options = {});
 
   absl::StatusOr<pgfleet::v1::ConfigVersion> PushConfig(
       const Caller& caller, const pgfleet::v1::PushConfigRequest& request);
@@ -79,15 +80,16 @@ class FleetApi {
   absl::StatusOr<uint64_t> DesiredVersionFor(const AgentRow& agent);
   absl::StatusOr<pgfleet::v1::Environment> DescribeEnvironment(const EnvironmentRow& env);
   pgfleet::v1::Agent ToProto(const AgentRow& row, uint64_t desired);
+  // The store keeps Unix milliseconds; the time comes from clock_ (fake in tests).
+  int64_t NowMillis() const { return UnixMillis(clock_.Now()); }
 
   Store& store_;
   AgentRegistry& registry_;
+  const Clock& clock_;
   FleetApiOptions options_;
   RolloutEngine* rollout_engine_ = nullptr;
   MaintenanceOrchestrator* maintenance_engine_ = nullptr;
   RolloutStore* rollouts_ = nullptr;
 };
-
-int64_t NowMillis();
 
 }  // namespace pgfleet::controller

@@ -27,7 +27,7 @@ absl::StatusOr<pgfleet::v1::ListTokensResponse> TokenAdmin::List(
     const Caller& caller, const pgfleet::v1::ListTokensRequest&) {
   PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
   PGF_ASSIGN_OR_RETURN(std::vector<TokenRow> rows, store_.ListTokens());
-  const int64_t now = NowMillis();
+  const int64_t now = UnixMillis(clock_.Now());
   pgfleet::v1::ListTokensResponse response;
   for (const TokenRow& row : rows) *response.add_tokens() = TokenToProto(row, now);
   return response;
@@ -41,7 +41,7 @@ absl::StatusOr<pgfleet::v1::CreateTokenResponse> TokenAdmin::Create(
   if (request.expires_in_seconds() < 0) {
     return absl::InvalidArgumentError("expires_in_seconds must be positive (0: never)");
   }
-  const int64_t now = NowMillis();
+  const int64_t now = UnixMillis(clock_.Now());
   TokenRow token;
   token.name = request.name();
   token.role = role;
@@ -73,7 +73,7 @@ absl::StatusOr<pgfleet::v1::CreateTokenResponse> TokenAdmin::Create(
 absl::StatusOr<pgfleet::v1::Token> TokenAdmin::Revoke(
     const Caller& caller, const pgfleet::v1::RevokeTokenRequest& request) {
   PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
-  const int64_t now = NowMillis();
+  const int64_t now = UnixMillis(clock_.Now());
   PGF_ASSIGN_OR_RETURN(std::vector<TokenRow> rows, store_.ListTokens());
   const TokenRow* target = nullptr;
   int active_admins = 0;

@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "controller/api/fleet_api.h"
+#include "controller/clock.h"
 #include "controller/store/store.h"
 #include "pgfleet/v1/fleet.pb.h"
 
@@ -13,7 +14,7 @@ namespace pgfleet::controller {
 
 class TokenAdmin {
  public:
-  explicit TokenAdmin(Store& store) : store_(store) {}
+  TokenAdmin(Store& store, const Clock& clock) : store_(store), clock_(clock) {}
 
   absl::StatusOr<pgfleet::v1::ListTokensResponse> List(const Caller& caller,
                                                        const pgfleet::v1::ListTokensRequest&);
@@ -31,6 +32,7 @@ class TokenAdmin {
 
  private:
   Store& store_;
+  const Clock& clock_;
   std::function<void(const TokenRow&)> revoked_listener_;
 };
 

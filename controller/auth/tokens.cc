@@ -31,7 +31,7 @@ std::string FormatMillis(int64_t unix_ms) {
 }
 
 // The token named by "Bearer <token>", if it is usable at all (any role).
-absl::StatusOr<TokenRow> LookupUsable(Store& store, const std::string& header) {
+absl::StatusOr<TokenRow> LookupUsable(Store& store, const std::string& header, absl::Time at) {
   constexpr absl::string_view kPrefix = "Bearer ";
   if (!absl::StartsWith(header, kPrefix) || header.size() == kPrefix.size()) {
     return absl::UnauthenticatedError("missing bearer token (authorization: Bearer <token>)");
@@ -41,7 +41,7 @@ absl::StatusOr<TokenRow> LookupUsable(Store& store, const std::string& header) {
     if (absl::IsNotFound(token.status())) return absl::UnauthenticatedError("unknown token");
     return token.status();
   }
-  const int64_t now = NowMillis();
+  const int64_t now = absl::ToUnixMillis(at);
   if (token->revoked_unix_ms != 0) {
     if (token->bootstrap) {
       return absl::UnauthenticatedError(absl::StrCat(
@@ -84,8 +84,8 @@ const char* TokenState(const TokenRow& token, int64_t now_ms) {
   return "active";
 }
 
-absl::StatusOr<Caller> AuthenticateBearer(Store& store, const std::string& header) {
-  absl::StatusOr<TokenRow> token = LookupUsable(store, header);
+absl::StatusOr<Caller> AuthenticateBearer(Store& store, const std::string& header, absl::Time now) {
+  absl::StatusOr<TokenRow> token = LookupUsable(store, header, now);
   if (!token.ok()) return token.status();
   if (token->role == Role::kAgent) {
     // The message names the least role the operators' API takes (as RequireRole would).
@@ -97,17 +97,9 @@ absl::StatusOr<Caller> AuthenticateBearer(Store& store, const std::string& heade
   return Caller{token->name, token->role};
 }
 
-absl::StatusOr<Caller> AuthenticateGrpc(Store& store, const grpc::ServerContext& context) {
-  const auto& metadata = context.client_metadata();
-  auto it = metadata.find("authorization");
-  if (it == metadata.end()) {
-    return absl::UnauthenticatedError("missing bearer token (authorization: Bearer <token>)");
-  }
-  return AuthenticateBearer(store, std::string(it->second.data(), it->second.size()));
-}
-
-absl::StatusOr<TokenRow> AuthenticateJoinToken(Store& store, const std::string& header) {
-  absl::StatusOr<TokenRow> token = LookupUsable(store, header);
+absl::StatusOr<TokenRow> AuthenticateJoinToken(Store& store, const std::string& header,
+                                               absl::Time now) {
+  absl::StatusOr<TokenRow> token = LookupUsable(store, header, now);
   if (!token.ok()) {
     return absl::Status(token.status().code(),
                         absl::StrCat("join token refused: ", token.status().message()));

@@ -8,11 +8,10 @@
 // created.
 #pragma once
 
-#include <grpcpp/grpcpp.h>
-
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "controller/api/fleet_api.h"
 #include "controller/store/store.h"
 
@@ -22,13 +21,15 @@ std::string HashToken(const std::string& token);
 // "pgf_" + 32 random bytes in hex.
 std::string NewToken();
 // Reads "authorization: Bearer <token>" and looks the token up. Unauthenticated when it is
-// missing, unknown, revoked or expired; PermissionDenied for an agent's join token.
-absl::StatusOr<Caller> AuthenticateBearer(Store& store, const std::string& authorization_header);
-absl::StatusOr<Caller> AuthenticateGrpc(Store& store, const grpc::ServerContext& context);
+// missing, unknown, revoked or expired (as of `now`); PermissionDenied for an agent's join
+// token.
+absl::StatusOr<Caller> AuthenticateBearer(Store& store, const std::string& authorization_header,
+                                          absl::Time now);
 // An agent's join token from "authorization: Bearer <token>": Unauthenticated when unknown,
-// revoked or expired, PermissionDenied when it is not an agent token.
+// revoked or expired (as of `now`), PermissionDenied when it is not an agent token.
 absl::StatusOr<TokenRow> AuthenticateJoinToken(Store& store,
-                                               const std::string& authorization_header);
+                                               const std::string& authorization_header,
+                                               absl::Time now);
 // "revoked", "expired", "superseded" (a bootstrap token revoked because an admin token
 // exists) or "active", as of `now_ms`.
 const char* TokenState(const TokenRow& token, int64_t now_ms);

@@ -1,8 +1,8 @@
 // The dashboard's JSON API: /api/<Method> for every method of the fleet's gRPC services
 // (FleetService, RolloutService, MaintenanceService, TokenService), with the protobuf JSON mapping
 // of the same request and response messages, authenticated by the same bearer tokens and calling
-// the same FleetApi / RolloutEngine / MaintenanceOrchestrator code, so roles, validation and the
-// audit log are identical whichever transport is used. Transport-free: HttpServer feeds it.
+// the same ControlApi entries (controller/api/) as the gRPC services, so roles, validation and
+// the audit log are identical whichever transport is used. Transport-free: HttpServer feeds it.
 #pragma once
 
 #include <functional>

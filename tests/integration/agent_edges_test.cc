@@ -35,29 +35,6 @@ namespace {
 constexpr char kAdminUser[] = "admin";
 constexpr char kAdminPassword[] = "admin-Edges-5";
 
-// PGFLEET_TEST_AGENT_BINARY runs these against another binary (an older agent, PgBouncer), as
-// AgentProcess does.
-std::string AgentBinary() {
-  const char* binary = std::getenv("PGFLEET_TEST_AGENT_BINARY");
-  return binary != nullptr && *binary != '\0' ? binary : PGFLEET_AGENT_BINARY;
-}
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/pgfleet-edges-XXXXXX";
-    if (mkdtemp(tmpl) != nullptr) path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 // A minimal working config in `dir` listening on `port`, with `extra` lines in [pgbouncer].
 std::string WriteAgentIni(const std::string& dir, int port, const std::vector<std::string>& extra) {
   std::vector<std::string> lines = {
@@ -91,12 +68,13 @@ std::string PidfileText(const std::string& path) {
 // fail with a message that says why, and leave the running agent's pidfile alone.
 TEST(AgentPidfileTest, APidfileNamingARunningAgentIsNotTakenOver) {
   TempDir first_dir, second_dir;
-  ASSERT_FALSE(first_dir.path().empty());
+  PGF_ASSERT_OK(first_dir.Create("pgfleet-edges"));
+  PGF_ASSERT_OK(second_dir.Create("pgfleet-edges"));
   const std::string pidfile = first_dir.path() + "/agent.pid";
   PGF_ASSERT_OK_AND_ASSIGN(int first_port, PickFreePort());
   const std::string first_ini =
       WriteAgentIni(first_dir.path(), first_port, {"pidfile = " + pidfile});
-  PGF_ASSERT_OK_AND_ASSIGN(pid_t first, Spawn({AgentBinary(), first_ini}, {}));
+  PGF_ASSERT_OK_AND_ASSIGN(pid_t first, Spawn({AgentBinaryUnderTest(), first_ini}, {}));
   PGF_ASSERT_OK(PollUntil(
       [&](std::string* note) -> absl::StatusOr<bool> {
         *note = PidfileText(pidfile);
@@ -110,7 +88,7 @@ TEST(AgentPidfileTest, APidfileNamingARunningAgentIsNotTakenOver) {
                     {"pidfile = " + pidfile, "logfile = " + second_dir.path() + "/agent.log"});
   RunOptions run;
   run.timeout = absl::Seconds(10);
-  PGF_ASSERT_OK_AND_ASSIGN(RunResult second, RunCommand({AgentBinary(), second_ini}, run));
+  PGF_ASSERT_OK_AND_ASSIGN(RunResult second, RunCommand({AgentBinaryUnderTest(), second_ini}, run));
   EXPECT_FALSE(second.timed_out) << "a second agent started on a running agent's pidfile:\n"
                                  << second.Describe();
   EXPECT_EQ(second.ExitCode(), std::optional<int>(1)) << second.Describe();
@@ -133,7 +111,7 @@ TEST(AgentPidfileTest, APidfileNamingARunningAgentIsNotTakenOver) {
 // stale and the new agent takes it over, as PgBouncer does.
 TEST(AgentPidfileTest, AStalePidfileIsTakenOver) {
   TempDir dir;
-  ASSERT_FALSE(dir.path().empty());
+  PGF_ASSERT_OK(dir.Create("pgfleet-edges"));
   // A pid that surely names no process: a child that has exited and been reaped.
   PGF_ASSERT_OK_AND_ASSIGN(pid_t gone, Spawn({"/bin/true"}, {}));
   PGF_ASSERT_OK(WaitPid(gone, absl::Seconds(10)).status());
@@ -141,7 +119,7 @@ TEST(AgentPidfileTest, AStalePidfileIsTakenOver) {
   PGF_ASSERT_OK(WriteFile(pidfile, absl::StrCat(gone, "\n")));
   PGF_ASSERT_OK_AND_ASSIGN(int port, PickFreePort());
   const std::string ini = WriteAgentIni(dir.path(), port, {"pidfile = " + pidfile});
-  PGF_ASSERT_OK_AND_ASSIGN(pid_t agent, Spawn({AgentBinary(), ini}, {}));
+  PGF_ASSERT_OK_AND_ASSIGN(pid_t agent, Spawn({AgentBinaryUnderTest(), ini}, {}));
   absl::Status written = PollUntil(
       [&](std::string* note) -> absl::StatusOr<bool> {
         *note = PidfileText(pidfile);
@@ -161,12 +139,12 @@ TEST(AgentPidfileTest, AStalePidfileIsTakenOver) {
 // directory and the --allow-path directories, and never to a file the agent depends on.
 TEST(AgentSetLogfileTest, SetLogfileStaysInsideTheAllowedPaths) {
   TempDir dir, allowed, outside;
-  ASSERT_FALSE(outside.path().empty());
+  for (TempDir* each : {&dir, &allowed, &outside}) PGF_ASSERT_OK(each->Create("pgfleet-edges"));
   PGF_ASSERT_OK_AND_ASSIGN(int port, PickFreePort());
   const std::string ini =
       WriteAgentIni(dir.path(), port, {"logfile = " + dir.path() + "/agent.log"});
-  PGF_ASSERT_OK_AND_ASSIGN(pid_t agent,
-                           Spawn({AgentBinary(), "--allow-path=" + allowed.path(), ini}, {}));
+  PGF_ASSERT_OK_AND_ASSIGN(
+      pid_t agent, Spawn({AgentBinaryUnderTest(), "--allow-path=" + allowed.path(), ini}, {}));
   absl::Cleanup stop = [agent] {
     kill(agent, SIGTERM);
     (void)WaitPid(agent, absl::Seconds(10));

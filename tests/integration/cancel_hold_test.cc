@@ -30,32 +30,16 @@
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/console.h"
-#include "tests/testutil/postgres_env.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/raw_client.h"
-#include "tests/testutil/shared_postgres.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/wait.h"
 
 namespace pgfleet::testutil {
 namespace {
 
-constexpr char kAppUser[] = "app";
-constexpr char kAppPassword[] = "app-CancelHold-1";
-constexpr char kAppDb[] = "appdb";
-constexpr char kAdminUser[] = "admin";
-constexpr char kAdminPassword[] = "admin-CancelHold-2";
-
-PostgresEnv* g_pg = nullptr;
-
-[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
-    ::testing::AddGlobalTestEnvironment(new SharedPostgres(
-        PostgresOptions(),
-        [](PostgresEnv& pg) -> absl::Status {
-          PGF_RETURN_IF_ERROR(pg.CreateUser(kAppUser, kAppPassword));
-          return pg.CreateDatabase(kAppDb, kAppUser);
-        },
-        &g_pg));
+[[maybe_unused]] auto* const kCluster = RegisterSharedPostgres();
 
 // Relays TCP connections from a local port to PostgreSQL, except cancel requests: those are
 // read and then held open until ReleaseCancels() closes them (which the agent's forwarder
@@ -220,16 +204,13 @@ TEST(CancelHoldTest, AServerHeldForALandingCancelIsCountedAsBeingCanceled) {
   CancelHoldingRelay relay(g_pg->port());
   PGF_ASSERT_OK_AND_ASSIGN(int relay_port, relay.Start());
 
-  AgentOptions options;
-  options.databases_section =
-      absl::StrCat(kAppDb, " = host=127.0.0.1 port=", relay_port, " dbname=", kAppDb, "\n");
-  options.pgbouncer_settings = {{"auth_type", "scram-sha-256"},
-                                {"pool_mode", "transaction"},
-                                {"default_pool_size", "1"},
-                                {"admin_users", kAdminUser},
-                                // The held cancel must outlast the test, not time out.
-                                {"server_connect_timeout", "120"}};
-  options.userlist = {{kAppUser, kAppPassword}, {kAdminUser, kAdminPassword}};
+  const AgentOptions options = AppAgentOptions({{"auth_type", "scram-sha-256"},
+                                                {"pool_mode", "transaction"},
+                                                {"default_pool_size", "1"},
+                                                {"admin_users", kAdminUser},
+                                                // The held cancel must outlast the test.
+                                                {"server_connect_timeout", "120"}},
+                                               relay_port);
   PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<AgentProcess> agent, AgentProcess::Start(options));
   PGF_ASSERT_OK_AND_ASSIGN(PgConn console,
                            Connect(agent->ConnString("pgbouncer", kAdminUser, kAdminPassword)));

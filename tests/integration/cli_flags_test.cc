@@ -22,6 +22,7 @@
 #include "pgfleet/v1/fleet.pb.h"
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/controller_process.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/free_port.h"
 #include "tests/testutil/http.h"
 #include "tests/testutil/process.h"
@@ -141,36 +142,23 @@ class ScopedEnv {
   const char* name_;
 };
 
-absl::StatusOr<int> AwaitPortFile(const std::string& path) {
-  int port = 0;
-  PGF_RETURN_IF_ERROR(PollUntil(
-      [&](std::string* note) -> absl::StatusOr<bool> {
-        absl::StatusOr<std::string> text = ReadFile(path);
-        *note = text.ok() ? *text : std::string(text.status().message());
-        return text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port) && port > 0;
-      },
-      absl::Seconds(15), path));
-  return port;
-}
-
 TEST(ControllerFlagsTest, FlagsFromEnvironmentVariables) {
-  char tmpl[] = "/tmp/pgfleet-cli-flags-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string http_port_file = std::string(tmpl) + "/http-port";
+  TempDir dir;
+  PGF_ASSERT_OK(dir.Create("pgfleet-cli-flags"));
+  const std::string http_port_file = dir.path() + "/http-port";
   ScopedEnv listen("PGFLEET_CONTROLLER_HTTP_LISTEN", "127.0.0.1:0");
   ScopedEnv port_file("PGFLEET_CONTROLLER_HTTP_PORT_FILE", http_port_file);
   PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ControllerProcess> controller,
                            ControllerProcess::Start({}));
-  PGF_ASSERT_OK_AND_ASSIGN(int http_port, AwaitPortFile(http_port_file));
+  PGF_ASSERT_OK_AND_ASSIGN(int http_port, AwaitHttpPort(http_port_file));
   PGF_ASSERT_OK_AND_ASSIGN(HttpResponse index, HttpGet(http_port, "/api/WhoAmI"));
   EXPECT_EQ(index.status, 401) << index.body;  // Served, and asks for a token.
-  std::filesystem::remove_all(tmpl);
 }
 
 TEST(ControllerFlagsTest, FlagsFromConfigFileAndCommandLineWins) {
-  char tmpl[] = "/tmp/pgfleet-cli-flags-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string dir = tmpl;
+  TempDir temp_dir;
+  PGF_ASSERT_OK(temp_dir.Create("pgfleet-cli-flags"));
+  const std::string& dir = temp_dir.path();
   const std::string conf = dir + "/controller.conf";
   ASSERT_TRUE(WriteFile(conf, absl::StrCat("# pgfleet-controller flags\n"
                                            "http-listen = \"127.0.0.1:0\"\n"
@@ -183,7 +171,7 @@ TEST(ControllerFlagsTest, FlagsFromConfigFileAndCommandLineWins) {
   options.extra_args = {"--config", conf};
   PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ControllerProcess> controller,
                            ControllerProcess::Start(options));
-  PGF_ASSERT_OK_AND_ASSIGN(int http_port, AwaitPortFile(dir + "/http-port"));
+  PGF_ASSERT_OK_AND_ASSIGN(int http_port, AwaitHttpPort(dir + "/http-port"));
   PGF_ASSERT_OK_AND_ASSIGN(HttpResponse index, HttpGet(http_port, "/api/WhoAmI"));
   EXPECT_EQ(index.status, 401) << index.body;
   EXPECT_TRUE(std::filesystem::exists(controller->db_path()));
@@ -194,7 +182,6 @@ TEST(ControllerFlagsTest, FlagsFromConfigFileAndCommandLineWins) {
                                                           conf, "--db=" + dir + "/x.db"}));
   EXPECT_EQ(refused.ExitCode(), 2) << refused.Describe();
   EXPECT_TRUE(absl::StrContains(refused.stderr_text, "http-lisen")) << refused.Describe();
-  std::filesystem::remove_all(dir);
 }
 
 TEST(ControllerFlagsTest, MisspeltFlagIsRefusedWithASuggestion) {
@@ -228,9 +215,9 @@ TEST(AgentFlagsTest, MetricsListenFromEnvironmentVariable) {
 
 TEST(AgentFlagsTest, MetricsListenFromConfigFileWithSpaceSeparatedFlags) {
   PGF_ASSERT_OK_AND_ASSIGN(int metrics_port, PickFreePort());
-  char tmpl[] = "/tmp/pgfleet-cli-flags-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string conf = std::string(tmpl) + "/agent.conf";
+  TempDir dir;
+  PGF_ASSERT_OK(dir.Create("pgfleet-cli-flags"));
+  const std::string conf = dir.path() + "/agent.conf";
   ASSERT_TRUE(
       WriteFile(conf, absl::StrCat("metrics-listen = \"127.0.0.1:", metrics_port, "\"\n")).ok());
   AgentOptions options = LoneAgent();
@@ -245,7 +232,6 @@ TEST(AgentFlagsTest, MetricsListenFromConfigFileWithSpaceSeparatedFlags) {
       },
       absl::Seconds(10), "the agent's /healthz");
   ASSERT_TRUE(healthy.ok()) << healthy << "\n" << agent->Diagnostics();
-  std::filesystem::remove_all(tmpl);
 }
 
 TEST(AgentFlagsTest, MisspeltFlagIsRefusedWithASuggestion) {

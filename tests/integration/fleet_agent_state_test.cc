@@ -46,59 +46,37 @@ namespace pgfleet::testutil {
 namespace {
 
 // A pgfleet-agent started from a command line the test controls (AgentProcess puts every
-// agent's ini in a directory of its own; these tests need several in one).
-class SpawnedAgent {
+// agent's ini in a directory of its own; these tests need several in one). Stopping and reaping
+// come from ChildProcess.
+class SpawnedAgent : public ChildProcess {
  public:
   SpawnedAgent(std::vector<std::string> args, int port, std::string stderr_path)
-      : args_(std::move(args)), port_(port), stderr_path_(std::move(stderr_path)) {}
-  ~SpawnedAgent() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      (void)WaitPid(pid_, absl::Seconds(10));
-    }
-  }
+      : ChildProcess("pgfleet-agent"),
+        args_(std::move(args)),
+        port_(port),
+        stderr_path_(std::move(stderr_path)) {}
 
+  // Spawns the agent (again, after a Stop) and waits until it listens.
   absl::Status Start() {
     std::vector<std::string> argv = {PGFLEET_AGENT_BINARY};
     argv.insert(argv.end(), args_.begin(), args_.end());
     SpawnOptions options;
     options.stderr_path = stderr_path_;
-    absl::StatusOr<pid_t> pid = Spawn(argv, options);
-    if (!pid.ok()) return pid.status();
-    pid_ = *pid;
-    return PollUntil(
-        [&](std::string* note) -> absl::StatusOr<bool> {
-          absl::StatusOr<int> exited = WaitPid(pid_, absl::ZeroDuration());
-          if (exited.ok()) {
-            pid_ = -1;
-            return absl::InternalError(
-                absl::StrCat("the agent exited at start: ", DescribeWaitStatus(*exited), "\n",
-                             ReadFileTail(stderr_path_)));
-          }
-          *note = ReadFileTail(stderr_path_, 512);
-          return CanConnect(port_);
-        },
-        absl::Seconds(15), absl::StrCat("the agent to listen on ", port_));
-  }
-
-  // SIGTERM; the exit status.
-  absl::StatusOr<int> Stop() {
-    if (pid_ <= 0) return absl::FailedPreconditionError("not running");
-    kill(pid_, SIGTERM);
-    absl::StatusOr<int> status = WaitPid(pid_, absl::Seconds(15));
-    if (status.ok()) pid_ = -1;
-    return status;
+    return SpawnAndAwait(argv, options, absl::Seconds(15), absl::StrCat("listen on ", port_),
+                         [this] { return CanConnect(port_); });
   }
 
   int port() const { return port_; }
-  pid_t pid() const { return pid_; }
   std::string Stderr() const { return ReadFileTail(stderr_path_, 1 << 20); }
+  std::string Diagnostics() const override {
+    return absl::StrCat(StateLine("agent"), "--- stderr (tail) ---\n", ReadFileTail(stderr_path_),
+                        "\n");
+  }
 
  private:
   std::vector<std::string> args_;
   int port_;
   std::string stderr_path_;
-  pid_t pid_ = -1;
 };
 
 class FleetAgentStateTest : public ::testing::Test {

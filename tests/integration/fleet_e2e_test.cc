@@ -963,8 +963,8 @@ TEST_F(RolloutTest, HealthGateRollsBackTheCanary) {
   PGF_ASSERT_OK_AND_ASSIGN(uint64_t tiny,
                            Push("dev", FleetIni(port("dev-1"), {{"default_pool_size", "1"}})));
   // The canary has no server connection yet: under the new config its load can only get one.
-  // (Connections opened under a larger pool are kept after a reload; see
-  // DISABLED_PushedSmallerPoolClosesSurplusServers.)
+  // (Checked so the gate sees the new size at once; a reload also closes surplus servers, see
+  // PushedSmallerPoolClosesSurplusServers.)
   PGF_ASSERT_OK_AND_ASSIGN(int64_t canary_idle, PoolColumn(port("dev-1"), "sv_idle"));
   PGF_ASSERT_OK_AND_ASSIGN(int64_t canary_active, PoolColumn(port("dev-1"), "sv_active"));
   ASSERT_EQ(canary_idle + canary_active, 0);
@@ -1004,14 +1004,10 @@ TEST_F(RolloutTest, HealthGateRollsBackTheCanary) {
   clients_->ExpectClean("pgbench through dev-2");
 }
 
-// DISABLED: product bug. Lowering default_pool_size (pushed by the controller, or RELOAD) does
-// not shrink a pool that already holds more server connections: agent/pool.cc only checks
-// pool_size when launching a server (Pool::CanLaunchServer); Pool::AssignServers hands out
-// any idle server and the janitor only closes servers on server_idle_timeout /
-// server_lifetime. So under steady load the old number of connections stays for up to
-// server_lifetime (1 h) while SHOW CONFIG says the new size. PgBouncer closes the surplus
-// ("too many servers in the pool", janitor check_pool_size). This also makes a pool-size
-// regression invisible to a rollout's health gate when the canary already had connections.
+// Regression: lowering default_pool_size (pushed by the controller, or RELOAD) once left a
+// pool's surplus server connections open until server_lifetime (1 h) while SHOW CONFIG showed
+// the new size, which also hid a pool-size regression from a rollout's health gate. Now the
+// surplus is closed ("too many servers in the pool"), as PgBouncer's janitor does.
 TEST_F(FleetTest, PushedSmallerPoolClosesSurplusServers) {
   ASSERT_NO_FATAL_FAILURE(StartController());
   ASSERT_NO_FATAL_FAILURE(StartAgent("dev-1", "dev"));
@@ -1212,11 +1208,9 @@ TEST_F(RolloutTest, PromotionNeedsTheUpstreamToComplete) {
   clients_->ExpectClean("pgbench through dev-2");
 }
 
-// DISABLED: product bug. A promotion that is refused (the source version never completed a
-// rollout upstream) still stores a copy of the config as a new version of the target
-// environment (and creates that environment): controller/rollout/rollout_engine.cc
-// RolloutEngine::Promote() calls store_.EnsureEnvironment() and store_.AddConfigVersion()
-// before it checks HasSucceededRollout(). Every refused attempt adds another orphan version.
+// Regression: a refused promotion (the source version never completed a rollout upstream)
+// once stored a copy of the config as a new version of the target environment, creating that
+// environment. RolloutApi::Promote checks HasSucceededRollout() before it writes anything.
 TEST_F(FleetTest, RefusedPromotionStoresNothing) {
   ASSERT_NO_FATAL_FAILURE(StartController());
   PGF_ASSERT_OK_AND_ASSIGN(uint64_t version, Push("dev", FleetIni(6432, {})));

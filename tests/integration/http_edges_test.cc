@@ -14,7 +14,6 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,6 +26,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/controller_process.h"
+#include "tests/testutil/fixtures.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/raw_http.h"
 #include "tests/testutil/status_testing.h"
@@ -46,41 +46,26 @@ bool IsJsonError(const RawReply& reply) {
 class HttpEdgesTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new std::string(std::filesystem::temp_directory_path() /
-                           absl::StrCat("pgfleet-http-edges-", getpid()));
-    std::filesystem::create_directories(*dir_);
-    const std::string http_port_file = *dir_ + "/http-port";
+    dir_ = new TempDir();
+    PGF_ASSERT_OK(dir_->Create("pgfleet-http-edges"));
+    const std::string http_port_file = dir_->path() + "/http-port";
     ControllerOptions options;
     options.bootstrap_token = kAdminToken;
     // For running these against another build (the one before a fix, say).
     if (const char* binary = std::getenv("PGFLEET_TEST_CONTROLLER_BINARY"); binary != nullptr) {
       options.binary = binary;
     }
-    options.extra_args = {"--http-listen=127.0.0.1:0",
-                          absl::StrCat("--http-port-file=", http_port_file),
-                          absl::StrCat("--http-max-connections=", kMaxConnections)};
+    AddHttpListener(options, http_port_file);
+    options.extra_args.push_back(absl::StrCat("--http-max-connections=", kMaxConnections));
     absl::StatusOr<std::unique_ptr<ControllerProcess>> controller =
         ControllerProcess::Start(options);
     ASSERT_TRUE(controller.ok()) << controller.status();
     controller_ = controller->release();
-    PGF_ASSERT_OK(PollUntil(
-        [&](std::string* note) -> absl::StatusOr<bool> {
-          absl::StatusOr<std::string> text = ReadFile(http_port_file);
-          if (!text.ok()) {
-            *note = std::string(text.status().message());
-            return false;
-          }
-          return absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &http_port_) && http_port_ > 0;
-        },
-        absl::Seconds(15), "the controller's HTTP port file"));
+    PGF_ASSERT_OK_AND_ASSIGN(http_port_, AwaitHttpPort(http_port_file));
   }
   static void TearDownTestSuite() {
     delete controller_;
     controller_ = nullptr;
-    if (dir_ != nullptr) {
-      std::error_code error;
-      std::filesystem::remove_all(*dir_, error);
-    }
     delete dir_;
     dir_ = nullptr;
   }
@@ -114,12 +99,12 @@ class HttpEdgesTest : public ::testing::Test {
 
   static ControllerProcess* controller_;
   static int http_port_;
-  static std::string* dir_;
+  static TempDir* dir_;
 };
 
 ControllerProcess* HttpEdgesTest::controller_ = nullptr;
 int HttpEdgesTest::http_port_ = 0;
-std::string* HttpEdgesTest::dir_ = nullptr;
+TempDir* HttpEdgesTest::dir_ = nullptr;
 
 TEST_F(HttpEdgesTest, AnOversizedHeadIsAnswered431WithAJsonError) {
   for (size_t padding : {20u * 1024, 256u * 1024}) {

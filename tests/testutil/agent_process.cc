@@ -1,9 +1,7 @@
 #include "tests/testutil/agent_process.h"
 
 #include <pwd.h>
-#include <signal.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -20,14 +18,11 @@
 #include "tests/testutil/process.h"
 
 namespace pgfleet::testutil {
-namespace {
 
-bool KeepTestDirs() {
-  const char* keep = std::getenv("PGFLEET_KEEP_TEST_DIRS");
-  return keep != nullptr && std::string(keep) == "1";
+std::string AgentBinaryUnderTest() {
+  const char* binary = std::getenv("PGFLEET_TEST_AGENT_BINARY");
+  return binary != nullptr && *binary != '\0' ? binary : PGFLEET_AGENT_BINARY;
 }
-
-}  // namespace
 
 bool UsingForeignAgentBinary() {
   const char* binary = std::getenv("PGFLEET_TEST_AGENT_BINARY");
@@ -48,30 +43,17 @@ absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(AgentOptions o
     options.binary = binary;
   }
   std::unique_ptr<AgentProcess> agent(new AgentProcess());
-  char tmpl[] = "/tmp/pgfleet-agent-XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) {
-    return absl::InternalError(absl::StrCat("mkdtemp: ", std::strerror(errno)));
-  }
-  agent->dir_ = tmpl;
-  agent->ini_path_ = agent->dir_ + "/pgbouncer.ini";
-  agent->userlist_path_ = agent->dir_ + "/userlist.txt";
-  agent->log_path_ = agent->dir_ + "/agent.log";
-  agent->stderr_path_ = agent->dir_ + "/agent.stderr";
-
-  absl::Status last = absl::OkStatus();
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    absl::StatusOr<int> port = PickFreePort();
-    if (!port.ok()) return port.status();
-    agent->port_ = *port;
-    last = agent->Launch(options);
-    if (last.ok()) return agent;
-    // Only a lost race for the port is worth another try.
-    if (agent->StderrContents().find("in use") == std::string::npos &&
-        agent->LogContents().find("in use") == std::string::npos) {
-      break;
-    }
-  }
-  return last;
+  if (absl::Status created = agent->CreateDir(); !created.ok()) return created;
+  agent->ini_path_ = agent->dir() + "/pgbouncer.ini";
+  agent->userlist_path_ = agent->dir() + "/userlist.txt";
+  agent->log_path_ = agent->dir() + "/agent.log";
+  agent->stderr_path_ = agent->dir() + "/agent.stderr";
+  absl::Status launched = LaunchOnFreePort([&](int port) {
+    agent->port_ = port;
+    return agent->Launch(options);
+  });
+  if (!launched.ok()) return launched;
+  return agent;
 }
 
 absl::Status AgentProcess::Launch(const AgentOptions& options) {
@@ -82,7 +64,7 @@ absl::Status AgentProcess::Launch(const AgentOptions& options) {
       run_as != nullptr && *run_as != '\0') {
     struct passwd* pw = getpwnam(run_as);
     if (pw == nullptr) return absl::NotFoundError(absl::StrCat("no OS user ", run_as));
-    for (const std::string& path : {dir_, ini_path_, userlist_path_}) {
+    for (const std::string& path : {dir(), ini_path_, userlist_path_}) {
       if (chown(path.c_str(), pw->pw_uid, pw->pw_gid) != 0) {
         return absl::InternalError(absl::StrCat("chown ", path, ": ", std::strerror(errno)));
       }
@@ -94,32 +76,12 @@ absl::Status AgentProcess::Launch(const AgentOptions& options) {
   argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
   argv.push_back(ini_path_);
   SpawnOptions spawn;
-  spawn.working_dir = dir_;
+  spawn.working_dir = dir();
   spawn.stdout_path = stderr_path_;
   spawn.stderr_path = stderr_path_;
-  absl::StatusOr<pid_t> pid = Spawn(argv, spawn);
-  if (!pid.ok()) return pid.status();
-  pid_ = *pid;
-  reaped_ = false;
-
-  const absl::Time deadline = absl::Now() + options.start_timeout;
-  while (true) {
-    if (!IsRunning()) {
-      return absl::InternalError(absl::StrCat("pgfleet-agent exited during startup (",
-                                              DescribeWaitStatus(wait_status_), ")\n",
-                                              Diagnostics()));
-    }
-    if (CanConnect(port_)) return absl::OkStatus();
-    if (absl::Now() >= deadline) {
-      std::string diagnostics = Diagnostics();
-      kill(pid_, SIGKILL);
-      (void)WaitForExit(absl::Seconds(10));
-      return absl::DeadlineExceededError(
-          absl::StrCat("pgfleet-agent did not accept TCP connections on 127.0.0.1:", port_,
-                       " within ", absl::FormatDuration(options.start_timeout), "\n", diagnostics));
-    }
-    absl::SleepFor(absl::Milliseconds(10));
-  }
+  return SpawnAndAwait(argv, spawn, options.start_timeout,
+                       absl::StrCat("accept TCP connections on 127.0.0.1:", port_),
+                       [this] { return CanConnect(port_); });
 }
 
 std::string AgentProcess::RenderIni(const AgentOptions& options) const {
@@ -168,19 +130,6 @@ absl::Status AgentProcess::RewriteConfig(const AgentOptions& options) {
   return WriteConfigFiles(options);
 }
 
-absl::StatusOr<int> AgentProcess::Stop(absl::Duration grace) {
-  if (pid_ <= 0) return absl::FailedPreconditionError("agent was never started");
-  if (!IsRunning()) return wait_status_;
-  kill(pid_, SIGTERM);
-  absl::StatusOr<int> status = WaitForExit(grace);
-  if (status.ok()) return status;
-  kill(pid_, SIGKILL);
-  (void)WaitForExit(absl::Seconds(10));
-  return absl::DeadlineExceededError(absl::StrCat("pgfleet-agent pid ", pid_,
-                                                  " ignored SIGTERM for ",
-                                                  absl::FormatDuration(grace), "; SIGKILLed"));
-}
-
 std::string AgentProcess::SanitizerReport() const {
   std::string report;
   for (absl::string_view line : absl::StrSplit(StderrContents(), '\n')) {
@@ -190,21 +139,6 @@ std::string AgentProcess::SanitizerReport() const {
     }
   }
   return report;
-}
-
-AgentProcess::~AgentProcess() {
-  if (pid_ > 0 && IsRunning()) {
-    absl::StatusOr<int> stopped = Stop(absl::Seconds(10));
-    if (!stopped.ok()) fprintf(stderr, "AgentProcess: %s\n", stopped.status().ToString().c_str());
-  }
-  if (!dir_.empty()) {
-    if (KeepTestDirs()) {
-      fprintf(stderr, "AgentProcess: keeping %s\n", dir_.c_str());
-    } else {
-      std::error_code ec;
-      std::filesystem::remove_all(dir_, ec);
-    }
-  }
 }
 
 std::string AgentProcess::ConnString(const std::string& db, const std::string& user,
@@ -223,46 +157,9 @@ std::string AgentProcess::StderrContents() const {
 }
 
 std::string AgentProcess::Diagnostics() const {
-  std::string out = absl::StrCat("--- agent pid ", pid_, " (", dir_, ") ");
-  if (reaped_) {
-    absl::StrAppend(&out, "exited: ", DescribeWaitStatus(wait_status_));
-  } else {
-    absl::StrAppend(&out, "running");
-  }
-  absl::StrAppend(&out, " ---\n--- agent.stderr (tail) ---\n", ReadFileTail(stderr_path_, 4096),
-                  "\n--- agent.log (tail) ---\n", ReadFileTail(log_path_, 8192), "\n");
-  return out;
-}
-
-bool AgentProcess::IsRunning() {
-  if (pid_ <= 0 || reaped_) return false;
-  int status = 0;
-  pid_t r = waitpid(pid_, &status, WNOHANG);
-  if (r == pid_) {
-    reaped_ = true;
-    wait_status_ = status;
-    return false;
-  }
-  return true;
-}
-
-absl::Status AgentProcess::Signal(int sig) {
-  if (!IsRunning()) return absl::FailedPreconditionError("agent is not running");
-  if (kill(pid_, sig) != 0) {
-    return absl::InternalError(absl::StrCat("kill: ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<int> AgentProcess::WaitForExit(absl::Duration timeout) {
-  if (reaped_) return wait_status_;
-  if (pid_ <= 0) return absl::FailedPreconditionError("agent was never started");
-  absl::StatusOr<int> status = WaitPid(pid_, timeout);
-  if (status.ok()) {
-    reaped_ = true;
-    wait_status_ = *status;
-  }
-  return status;
+  return absl::StrCat(StateLine("agent"), "--- agent.stderr (tail) ---\n",
+                      ReadFileTail(stderr_path_, 4096), "\n--- agent.log (tail) ---\n",
+                      ReadFileTail(log_path_, 8192), "\n");
 }
 
 }  // namespace pgfleet::testutil

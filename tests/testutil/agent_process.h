@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "tests/testutil/process.h"
 
 namespace pgfleet::testutil {
 
@@ -33,20 +34,15 @@ struct AgentOptions {
   absl::Duration start_timeout = absl::Seconds(10);
 };
 
-class AgentProcess {
+// Stopping, signals and the exit status come from ChildProcess; the destructor stops the agent
+// (SIGTERM, up to 10 s grace, then SIGKILL) and removes its temp dir.
+class AgentProcess : public ChildProcess {
  public:
   // Writes the config into a fresh temp dir, spawns the agent with the ini path as its only
   // argument, and waits until its TCP port accepts connections.
   static absl::StatusOr<std::unique_ptr<AgentProcess>> Start(AgentOptions options);
-  // SIGTERM, up to 10 s grace, then SIGKILL; removes the temp dir.
-  ~AgentProcess();
-
-  AgentProcess(const AgentProcess&) = delete;
-  AgentProcess& operator=(const AgentProcess&) = delete;
 
   int port() const { return port_; }
-  pid_t pid() const { return pid_; }
-  const std::string& dir() const { return dir_; }
   const std::string& ini_path() const { return ini_path_; }
   const std::string& log_path() const { return log_path_; }
   const std::string& stderr_path() const { return stderr_path_; }
@@ -57,19 +53,11 @@ class AgentProcess {
   std::string LogContents() const;
   std::string StderrContents() const;
   // Tails of agent.log and agent.stderr plus the exit status if it died, for failure output.
-  std::string Diagnostics() const;
+  std::string Diagnostics() const override;
 
-  // True while the child has not exited (reaps it if it has).
-  bool IsRunning();
-  absl::Status Signal(int sig);
   // Rewrites pgbouncer.ini / userlist.txt from `options` (same listen port). Send SIGHUP (or
   // RELOAD on the admin console) afterwards to make the agent read them.
   absl::Status RewriteConfig(const AgentOptions& options);
-  // Waits for the child to exit; returns its raw wait status.
-  absl::StatusOr<int> WaitForExit(absl::Duration timeout);
-  // SIGTERM and wait up to `grace` for a clean exit. Returns the wait status, or
-  // DeadlineExceeded (after which the child has been SIGKILLed and reaped).
-  absl::StatusOr<int> Stop(absl::Duration grace = absl::Seconds(10));
   // Lines of agent.stderr that come from AddressSanitizer / UBSan / a failed CHECK, or "".
   std::string SanitizerReport() const;
 
@@ -77,20 +65,20 @@ class AgentProcess {
   std::string RenderIni(const AgentOptions& options) const;
 
  private:
-  AgentProcess() = default;
+  AgentProcess() : ChildProcess("pgfleet-agent") {}
   absl::Status WriteConfigFiles(const AgentOptions& options);
   absl::Status Launch(const AgentOptions& options);
 
-  std::string dir_;
   std::string ini_path_;
   std::string userlist_path_;
   std::string log_path_;
   std::string stderr_path_;
   int port_ = 0;
-  pid_t pid_ = -1;
-  bool reaped_ = false;
-  int wait_status_ = 0;
 };
+
+// The pooler binary the tests run: PGFLEET_TEST_AGENT_BINARY when set (see below), else this
+// build's pgfleet-agent.
+std::string AgentBinaryUnderTest();
 
 // True when PGFLEET_TEST_AGENT_BINARY points the tests at another pooler (e.g. PgBouncer, to
 // cross-check the tests themselves; any binary not named pgfleet-agent); pgfleet-only

@@ -1,14 +1,10 @@
 #include "tests/testutil/controller_process.h"
 
-#include <signal.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -21,11 +17,6 @@
 namespace pgfleet::testutil {
 namespace {
 
-bool KeepTestDirs() {
-  const char* keep = std::getenv("PGFLEET_KEEP_TEST_DIRS");
-  return keep != nullptr && std::string(keep) == "1";
-}
-
 constexpr char kListenFlag[] = "--listen=";
 constexpr char kRunMarker[] = "=== test harness: ";
 
@@ -34,14 +25,10 @@ constexpr char kRunMarker[] = "=== test harness: ";
 absl::StatusOr<std::unique_ptr<ControllerProcess>> ControllerProcess::Start(
     ControllerOptions options) {
   std::unique_ptr<ControllerProcess> controller(new ControllerProcess());
-  char tmpl[] = "/tmp/pgfleet-controller-XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) {
-    return absl::InternalError(absl::StrCat("mkdtemp: ", std::strerror(errno)));
-  }
-  controller->dir_ = tmpl;
-  controller->port_file_ = controller->dir_ + "/port";
-  controller->log_path_ = controller->dir_ + "/controller.log";
-  if (options.db_path.empty()) options.db_path = controller->dir_ + "/fleet.db";
+  if (absl::Status created = controller->CreateDir(); !created.ok()) return created;
+  controller->port_file_ = controller->dir() + "/port";
+  controller->log_path_ = controller->dir() + "/controller.log";
+  if (options.db_path.empty()) options.db_path = controller->dir() + "/fleet.db";
   // A --listen among the extra arguments replaces ours; Restart keeps its host.
   std::string listen = "127.0.0.1:0";
   std::vector<std::string> extra;
@@ -69,7 +56,7 @@ absl::Status ControllerProcess::Launch(const std::string& listen) {
   if (options_.insecure_agents) argv.push_back("--insecure-agents");
   argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
   SpawnOptions spawn;
-  spawn.working_dir = dir_;
+  spawn.working_dir = dir();
   spawn.stdout_path = log_path_;
   spawn.stderr_path = log_path_;
   // Only what the caller asked for: an inherited bootstrap token would be a second admin.
@@ -82,84 +69,18 @@ absl::Status ControllerProcess::Launch(const std::string& listen) {
       fclose(log);
     }
   }
-  absl::StatusOr<pid_t> pid = Spawn(argv, spawn);
-  if (!pid.ok()) return pid.status();
-  pid_ = *pid;
-  reaped_ = false;
-
-  const absl::Time deadline = absl::Now() + options_.start_timeout;
-  while (true) {
-    if (!IsRunning()) {
-      return absl::InternalError(absl::StrCat("pgfleet-controller exited during startup (",
-                                              DescribeWaitStatus(wait_status_), ")\n",
-                                              Diagnostics()));
+  return SpawnAndAwait(argv, spawn, options_.start_timeout, "write its port file", [this] {
+    absl::StatusOr<std::string> text = ReadFile(port_file_);
+    int port = 0;
+    if (!text.ok() || !absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port) || port <= 0) {
+      return false;
     }
-    if (absl::StatusOr<std::string> text = ReadFile(port_file_); text.ok()) {
-      int port = 0;
-      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port) && port > 0) {
-        port_ = port;
-        return absl::OkStatus();
-      }
-    }
-    if (absl::Now() >= deadline) {
-      std::string diagnostics = Diagnostics();
-      kill(pid_, SIGKILL);
-      (void)WaitPid(pid_, absl::Seconds(10));
-      reaped_ = true;
-      return absl::DeadlineExceededError(
-          absl::StrCat("pgfleet-controller wrote no port file within ",
-                       absl::FormatDuration(options_.start_timeout), "\n", diagnostics));
-    }
-    absl::SleepFor(absl::Milliseconds(10));
-  }
+    port_ = port;
+    return true;
+  });
 }
 
 std::string ControllerProcess::address() const { return absl::StrCat("127.0.0.1:", port_); }
-
-bool ControllerProcess::IsRunning() {
-  if (pid_ <= 0 || reaped_) return false;
-  int status = 0;
-  pid_t r = waitpid(pid_, &status, WNOHANG);
-  if (r == pid_) {
-    reaped_ = true;
-    wait_status_ = status;
-    return false;
-  }
-  return true;
-}
-
-absl::StatusOr<int> ControllerProcess::Stop(absl::Duration grace) {
-  if (pid_ <= 0) return absl::FailedPreconditionError("controller was never started");
-  if (!IsRunning()) return wait_status_;
-  kill(pid_, SIGTERM);
-  absl::StatusOr<int> status = WaitPid(pid_, grace);
-  if (status.ok()) {
-    reaped_ = true;
-    wait_status_ = *status;
-    return status;
-  }
-  kill(pid_, SIGKILL);
-  absl::StatusOr<int> killed = WaitPid(pid_, absl::Seconds(10));
-  if (killed.ok()) {
-    reaped_ = true;
-    wait_status_ = *killed;
-  }
-  return absl::DeadlineExceededError(absl::StrCat("pgfleet-controller pid ", pid_,
-                                                  " ignored SIGTERM for ",
-                                                  absl::FormatDuration(grace), "; SIGKILLed"));
-}
-
-absl::Status ControllerProcess::Kill9() {
-  if (!IsRunning()) return absl::FailedPreconditionError("controller is not running");
-  if (kill(pid_, SIGKILL) != 0) {
-    return absl::InternalError(absl::StrCat("kill: ", std::strerror(errno)));
-  }
-  absl::StatusOr<int> status = WaitPid(pid_, absl::Seconds(10));
-  if (!status.ok()) return status.status();
-  reaped_ = true;
-  wait_status_ = *status;
-  return absl::OkStatus();
-}
 
 absl::Status ControllerProcess::Restart() {
   if (IsRunning()) return absl::FailedPreconditionError("controller is still running");
@@ -189,32 +110,8 @@ std::string ControllerProcess::CurrentRunLog() const {
 }
 
 std::string ControllerProcess::Diagnostics() const {
-  std::string out = absl::StrCat("--- controller pid ", pid_, " (", dir_, ", port ", port_, ") ");
-  if (reaped_) {
-    absl::StrAppend(&out, "exited: ", DescribeWaitStatus(wait_status_));
-  } else {
-    absl::StrAppend(&out, "running");
-  }
-  absl::StrAppend(&out, " ---\n--- controller.log (tail) ---\n", ReadFileTail(log_path_, 8192),
-                  "\n");
-  return out;
-}
-
-ControllerProcess::~ControllerProcess() {
-  if (pid_ > 0 && IsRunning()) {
-    absl::StatusOr<int> stopped = Stop(absl::Seconds(10));
-    if (!stopped.ok()) {
-      fprintf(stderr, "ControllerProcess: %s\n", stopped.status().ToString().c_str());
-    }
-  }
-  if (!dir_.empty()) {
-    if (KeepTestDirs()) {
-      fprintf(stderr, "ControllerProcess: keeping %s\n", dir_.c_str());
-    } else {
-      std::error_code ec;
-      std::filesystem::remove_all(dir_, ec);
-    }
-  }
+  return absl::StrCat(StateLine("controller", absl::StrCat(", port ", port_)),
+                      "--- controller.log (tail) ---\n", ReadFileTail(log_path_, 8192), "\n");
 }
 
 std::string FleetctlResult::Describe() const {

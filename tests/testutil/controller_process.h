@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "tests/testutil/process.h"
 
 namespace pgfleet::testutil {
 
@@ -30,32 +31,21 @@ struct ControllerOptions {
   absl::Duration start_timeout = absl::Seconds(15);
 };
 
-class ControllerProcess {
+// Stopping, signals and the exit status come from ChildProcess; the destructor stops the
+// controller (SIGTERM, then SIGKILL) and removes its temp dir.
+class ControllerProcess : public ChildProcess {
  public:
   // Makes a temp dir, spawns the controller with --listen=127.0.0.1:0 --port-file=<dir>/port
   // and waits until the port file names the bound port.
   static absl::StatusOr<std::unique_ptr<ControllerProcess>> Start(ControllerOptions options);
-  // Stops the process if it runs (SIGTERM, then SIGKILL) and removes the temp dir.
-  ~ControllerProcess();
-
-  ControllerProcess(const ControllerProcess&) = delete;
-  ControllerProcess& operator=(const ControllerProcess&) = delete;
 
   int port() const { return port_; }
   // "127.0.0.1:PORT" (the host agents and fleetctl dial).
   std::string address() const;
-  pid_t pid() const { return pid_; }
-  const std::string& dir() const { return dir_; }
   const std::string& db_path() const { return options_.db_path; }
   const std::string& log_path() const { return log_path_; }
   const std::string& bootstrap_token() const { return options_.bootstrap_token; }
 
-  // True while the child has not exited (reaps it if it has).
-  bool IsRunning();
-  // SIGTERM and wait up to `grace`; SIGKILL after that. Returns the wait status.
-  absl::StatusOr<int> Stop(absl::Duration grace = absl::Seconds(10));
-  // SIGKILL, and reap.
-  absl::Status Kill9();
   // Starts the controller again on the same database and, with --listen=127.0.0.1:<port>, on
   // the same port (retrying while the old socket is still being released). The process must
   // have exited (Stop or Kill9).
@@ -65,22 +55,18 @@ class ControllerProcess {
   std::string LogContents() const;
   // The log of the latest run only (since the last Start/Restart).
   std::string CurrentRunLog() const;
-  std::string Diagnostics() const;
+  std::string Diagnostics() const override;
 
  private:
-  ControllerProcess() = default;
+  ControllerProcess() : ChildProcess("pgfleet-controller") {}
   // Spawns with --listen=`listen` and waits for the port file.
   absl::Status Launch(const std::string& listen);
 
   ControllerOptions options_;
-  std::string dir_;
   std::string port_file_;
   std::string log_path_;
   std::string listen_host_ = "127.0.0.1";
   int port_ = 0;
-  pid_t pid_ = -1;
-  bool reaped_ = true;
-  int wait_status_ = 0;
 };
 
 struct FleetctlResult {

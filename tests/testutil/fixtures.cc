@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <filesystem>
 #include <iostream>
 #include <utility>
 
@@ -235,31 +234,6 @@ PgbenchSummary ParsePgbench(const std::string& out) {
     }
   }
   return summary;
-}
-
-bool KeepTestDirs() {
-  const char* keep = std::getenv("PGFLEET_KEEP_TEST_DIRS");
-  return keep != nullptr && std::string(keep) == "1";
-}
-
-absl::Status TempDir::Create(const std::string& prefix) {
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  std::string tmpl = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/", prefix, "-XXXXXX");
-  if (mkdtemp(tmpl.data()) == nullptr) {
-    return absl::InternalError(absl::StrCat("mkdtemp ", tmpl, " failed"));
-  }
-  path_ = tmpl;
-  return absl::OkStatus();
-}
-
-TempDir::~TempDir() {
-  if (path_.empty()) return;
-  if (KeepTestDirs()) {
-    std::cerr << "keeping " << path_ << "\n";
-    return;
-  }
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
 }
 
 int CountOccurrences(const std::string& text, const std::string& needle) {

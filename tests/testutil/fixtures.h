@@ -135,24 +135,6 @@ struct PgbenchSummary {
 };
 PgbenchSummary ParsePgbench(const std::string& out);
 
-// PGFLEET_KEEP_TEST_DIRS=1: leave the tests' temp dirs behind for a look.
-bool KeepTestDirs();
-
-// A fresh directory under $TEST_TMPDIR or /tmp named after `prefix`, removed at destruction unless
-// KeepTestDirs().
-class TempDir {
- public:
-  TempDir() = default;
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  absl::Status Create(const std::string& prefix);
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 int CountOccurrences(const std::string& text, const std::string& needle);
 
 }  // namespace pgfleet::testutil

@@ -8,22 +8,15 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
-#include "tests/testutil/free_port.h"
 #include "tests/testutil/process.h"
 
 namespace pgfleet::testutil {
 namespace {
-
-bool KeepTestDirs() {
-  const char* keep = std::getenv("PGFLEET_KEEP_TEST_DIRS");
-  return keep != nullptr && std::string(keep) == "1";
-}
 
 absl::Status ChownTo(const std::string& path, uid_t uid, gid_t gid) {
   if (chown(path.c_str(), uid, gid) != 0) {
@@ -61,14 +54,10 @@ std::vector<std::string> PostgresEnv::AsPostgresUser(std::vector<std::string> ar
 }
 
 absl::Status PostgresEnv::Init() {
-  char tmpl[] = "/tmp/pgfleet-pg-XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) {
-    return absl::InternalError(absl::StrCat("mkdtemp: ", std::strerror(errno)));
-  }
-  dir_ = tmpl;
-  data_dir_ = dir_ + "/data";
-  log_path_ = dir_ + "/postgres.log";
-  const std::string pwfile = dir_ + "/pwfile";
+  if (absl::Status created = dir_.Create("pgfleet-pg"); !created.ok()) return created;
+  data_dir_ = dir() + "/data";
+  log_path_ = dir() + "/postgres.log";
+  const std::string pwfile = dir() + "/pwfile";
 
   uid_t uid = 0;
   gid_t gid = 0;
@@ -85,12 +74,12 @@ absl::Status PostgresEnv::Init() {
   if (absl::Status s = WriteFile(pwfile, options_.superuser_password + "\n"); !s.ok()) return s;
   chmod(pwfile.c_str(), 0600);
   if (run_as_postgres_) {
-    if (absl::Status s = ChownTo(dir_, uid, gid); !s.ok()) return s;
+    if (absl::Status s = ChownTo(dir(), uid, gid); !s.ok()) return s;
     if (absl::Status s = ChownTo(pwfile, uid, gid); !s.ok()) return s;
   }
 
   RunOptions run_options;
-  run_options.working_dir = dir_;
+  run_options.working_dir = dir();
   run_options.timeout = absl::Seconds(120);
   run_options.env = {{"LC_ALL", "C"}, {"LANG", "C"}};
   absl::StatusOr<RunResult> initdb =
@@ -113,15 +102,11 @@ absl::Status PostgresEnv::Init() {
     if (absl::Status s = ChownTo(hba_path, uid, gid); !s.ok()) return s;
   }
 
-  // A port can be taken between PickFreePort and the postmaster's bind; retry a few times.
-  std::string last_error;
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    absl::StatusOr<int> port = PickFreePort();
-    if (!port.ok()) return port.status();
-    port_ = *port;
+  return LaunchOnFreePort([&](int port) -> absl::Status {
+    port_ = port;
     const std::string conf = absl::StrCat(
         "\n# pgfleet test overrides\n", "listen_addresses = '127.0.0.1'\n", "port = ", port_, "\n",
-        "unix_socket_directories = '", dir_, "'\n", "max_connections = ", options_.max_connections,
+        "unix_socket_directories = '", dir(), "'\n", "max_connections = ", options_.max_connections,
         "\n", "fsync = off\n", "synchronous_commit = off\n", "full_page_writes = off\n",
         "shared_buffers = 32MB\n", "log_min_messages = warning\n",
         "log_line_prefix = '%m [%p] %q%u@%d '\n", absl::StrJoin(options_.extra_conf, "\n"), "\n");
@@ -136,25 +121,20 @@ absl::Status PostgresEnv::Init() {
                                    "60", "start"}),
                    run_options);
     if (!start.ok()) return start.status();
-    if (start->Succeeded()) {
-      started_ = true;
-      return absl::OkStatus();
+    if (!start->Succeeded()) {
+      return absl::InternalError(absl::StrCat("pg_ctl start failed: ", start->Describe(),
+                                              "\n--- server log ---\n", LogTail()));
     }
-    last_error = absl::StrCat("pg_ctl start failed: ", start->Describe(), "\n--- server log ---\n",
-                              LogTail());
-    if (last_error.find("could not bind") == std::string::npos &&
-        last_error.find("Address already in use") == std::string::npos) {
-      break;
-    }
-  }
-  return absl::InternalError(last_error);
+    started_ = true;
+    return absl::OkStatus();
+  });
 }
 
 absl::Status PostgresEnv::Stop() {
   if (!started_) return absl::OkStatus();
   started_ = false;
   RunOptions run_options;
-  run_options.working_dir = dir_;
+  run_options.working_dir = dir();
   run_options.timeout = absl::Seconds(60);
   absl::StatusOr<RunResult> stop = RunCommand(
       AsPostgresUser({BinPath("pg_ctl"), "-D", data_dir_, "-m", "immediate", "-w", "stop"}),
@@ -166,18 +146,11 @@ absl::Status PostgresEnv::Stop() {
   return absl::OkStatus();
 }
 
+// dir_ goes after this body: the cluster stops first.
 PostgresEnv::~PostgresEnv() {
   absl::Status stopped = Stop();
   if (!stopped.ok()) {
     fprintf(stderr, "PostgresEnv: %s\n", stopped.ToString().c_str());
-  }
-  if (!dir_.empty()) {
-    if (KeepTestDirs()) {
-      fprintf(stderr, "PostgresEnv: keeping %s\n", dir_.c_str());
-    } else {
-      std::error_code ec;
-      std::filesystem::remove_all(dir_, ec);
-    }
   }
 }
 

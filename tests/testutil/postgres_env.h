@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "tests/testutil/pq.h"
+#include "tests/testutil/process.h"
 
 namespace pgfleet::testutil {
 
@@ -32,7 +33,7 @@ class PostgresEnv {
   PostgresEnv& operator=(const PostgresEnv&) = delete;
 
   int port() const { return port_; }
-  const std::string& dir() const { return dir_; }
+  const std::string& dir() const { return dir_.path(); }
   const std::string& log_path() const { return log_path_; }
   const PostgresOptions& options() const { return options_; }
   // Path of a program in the PostgreSQL bin dir (pgbench, psql, ...).
@@ -61,7 +62,7 @@ class PostgresEnv {
   absl::Status Stop();
 
   PostgresOptions options_;
-  std::string dir_;
+  TempDir dir_;
   std::string data_dir_;
   std::string log_path_;
   int port_ = 0;

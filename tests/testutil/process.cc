@@ -9,15 +9,19 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "tests/testutil/free_port.h"
 
 extern char** environ;
 
@@ -331,6 +335,113 @@ absl::Status WriteFile(const std::string& path, const std::string& contents) {
   out.close();
   if (!out) return absl::InternalError(absl::StrCat("error writing ", path));
   return absl::OkStatus();
+}
+
+absl::Status LaunchOnFreePort(const std::function<absl::Status(int port)>& launch) {
+  absl::Status last = absl::OkStatus();
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    absl::StatusOr<int> port = PickFreePort();
+    if (!port.ok()) return port.status();
+    last = launch(*port);
+    if (last.ok()) return last;
+    // Only a lost race for the port is worth another try.
+    if (!absl::StrContains(last.message(), "in use") &&
+        !absl::StrContains(last.message(), "could not bind")) {
+      break;
+    }
+  }
+  return last;
+}
+
+ChildProcess::~ChildProcess() {
+  if (pid_ > 0 && IsRunning()) {
+    absl::StatusOr<int> stopped = Stop(absl::Seconds(10));
+    if (!stopped.ok()) {
+      fprintf(stderr, "%s: %s\n", program_.c_str(), stopped.status().ToString().c_str());
+    }
+  }
+}
+
+bool ChildProcess::IsRunning() {
+  if (pid_ <= 0 || reaped_) return false;
+  int status = 0;
+  if (waitpid(pid_, &status, WNOHANG) == pid_) {
+    reaped_ = true;
+    wait_status_ = status;
+    return false;
+  }
+  return true;
+}
+
+absl::Status ChildProcess::Signal(int sig) {
+  if (!IsRunning()) return absl::FailedPreconditionError(absl::StrCat(program_, " is not running"));
+  if (kill(pid_, sig) != 0) return ErrnoStatus("kill", errno);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> ChildProcess::WaitForExit(absl::Duration timeout) {
+  if (pid_ <= 0) return absl::FailedPreconditionError(absl::StrCat(program_, " was never started"));
+  if (reaped_) return wait_status_;
+  absl::StatusOr<int> status = WaitPid(pid_, timeout);
+  if (status.ok()) {
+    reaped_ = true;
+    wait_status_ = *status;
+  }
+  return status;
+}
+
+absl::StatusOr<int> ChildProcess::Stop(absl::Duration grace) {
+  if (pid_ <= 0) return absl::FailedPreconditionError(absl::StrCat(program_, " was never started"));
+  if (!IsRunning()) return wait_status_;
+  kill(pid_, SIGTERM);
+  absl::StatusOr<int> status = WaitForExit(grace);
+  if (status.ok()) return status;
+  kill(pid_, SIGKILL);
+  (void)WaitForExit(absl::Seconds(10));
+  return absl::DeadlineExceededError(absl::StrCat(program_, " pid ", pid_, " ignored SIGTERM for ",
+                                                  absl::FormatDuration(grace), "; SIGKILLed"));
+}
+
+absl::Status ChildProcess::Kill9() {
+  if (!IsRunning()) return absl::FailedPreconditionError(absl::StrCat(program_, " is not running"));
+  if (kill(pid_, SIGKILL) != 0) return ErrnoStatus("kill", errno);
+  return WaitForExit(absl::Seconds(10)).status();
+}
+
+absl::Status ChildProcess::SpawnAndAwait(const std::vector<std::string>& argv,
+                                         const SpawnOptions& options, absl::Duration timeout,
+                                         const std::string& awaited,
+                                         const std::function<bool()>& ready) {
+  absl::StatusOr<pid_t> pid = Spawn(argv, options);
+  if (!pid.ok()) return pid.status();
+  pid_ = *pid;
+  reaped_ = false;
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    if (!IsRunning()) {
+      return absl::InternalError(absl::StrCat(program_, " exited during startup (",
+                                              DescribeWaitStatus(wait_status_), ")\n",
+                                              Diagnostics()));
+    }
+    if (ready()) return absl::OkStatus();
+    if (absl::Now() >= deadline) {
+      std::string diagnostics = Diagnostics();
+      kill(pid_, SIGKILL);
+      (void)WaitForExit(absl::Seconds(10));
+      return absl::DeadlineExceededError(absl::StrCat(program_, " did not ", awaited, " within ",
+                                                      absl::FormatDuration(timeout), "\n",
+                                                      diagnostics));
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+}
+
+std::string ChildProcess::StateLine(const std::string& label, const std::string& detail) const {
+  const std::string where = absl::StrCat(dir(), detail);
+  return absl::StrCat(
+      "--- ", label, " pid ", pid_, where.empty() ? "" : " (" + where + ")", " ",
+      reaped_ ? absl::StrCat("exited: ", DescribeWaitStatus(wait_status_)) : std::string("running"),
+      " ---\n");
 }
 
 }  // namespace pgfleet::testutil

@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "pgfleet/v1/agent.pb.h"
 #include "pgfleet/v1/fleet.pb.h"
+#include "tests/testutil/temp_dir.h"
 
 namespace pgfleet::controller {
 namespace {
@@ -35,23 +36,22 @@ const std::set<std::string> kNotOperatorFacing = {"pgfleet.v1.AgentService"};
 class ControlApiTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* tmp = getenv("TEST_TMPDIR");
-    std::string pattern = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/pgfleet_ctlapi_XXXXXX");
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
+    const absl::Status created = temp_dir_.Create("pgfleet_ctlapi");
+    ASSERT_TRUE(created.ok()) << created;
+    dir_ = temp_dir_.path();
     absl::StatusOr<std::unique_ptr<Store>> store =
         OpenSqliteStore((std::filesystem::path(dir_) / "fleet.db").string());
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(store).value();
     rollouts_ = std::make_unique<RolloutEngine>(*store_, registry_, clock_);
     maintenance_ = std::make_unique<MaintenanceOrchestrator>(*store_, registry_, clock_);
-    fleet_ = std::make_unique<FleetApi>(*store_, registry_);
+    fleet_ = std::make_unique<FleetApi>(*store_, registry_, clock_);
     fleet_->set_engines(rollouts_.get(), maintenance_.get());
     rollout_api_ = std::make_unique<RolloutApi>(*store_, *rollouts_, registry_, clock_);
     maintenance_api_ = std::make_unique<MaintenanceApi>(*store_, *maintenance_, registry_, clock_);
-    tokens_ = std::make_unique<TokenAdmin>(*store_);
-    api_ =
-        std::make_unique<ControlApi>(*store_, *fleet_, *rollout_api_, *maintenance_api_, *tokens_);
+    tokens_ = std::make_unique<TokenAdmin>(*store_, clock_);
+    api_ = std::make_unique<ControlApi>(*store_, clock_, *fleet_, *rollout_api_, *maintenance_api_,
+                                        *tokens_);
   }
   void TearDown() override {
     api_.reset();
@@ -62,8 +62,6 @@ class ControlApiTest : public ::testing::Test {
     maintenance_.reset();
     rollouts_.reset();
     store_.reset();
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
   }
 
   // The proto files that declare services.
@@ -72,6 +70,7 @@ class ControlApiTest : public ::testing::Test {
             pgfleet::v1::AgentMessage::descriptor()->file()};
   }
 
+  testutil::TempDir temp_dir_;  // Declared first: removed after the store closes.
   std::string dir_;
   SystemClock clock_;
   AgentRegistry registry_;

@@ -29,6 +29,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/status_testing.h"
+#include "tests/testutil/temp_dir.h"
 
 namespace pgfleet::controller {
 namespace {
@@ -120,10 +121,9 @@ const Caller kAdmin{"root", Role::kAdmin};
 class FleetApiTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* tmp = getenv("TEST_TMPDIR");
-    std::string pattern = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/pgfleet_api_XXXXXX");
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
+    const absl::Status created = temp_dir_.Create("pgfleet_api");
+    ASSERT_TRUE(created.ok()) << created;
+    dir_ = temp_dir_.path();
     absl::StatusOr<std::unique_ptr<Store>> store =
         OpenSqliteStore((std::filesystem::path(dir_) / "fleet.db").string());
     ASSERT_TRUE(store.ok()) << store.status();
@@ -134,12 +134,10 @@ class FleetApiTest : public ::testing::Test {
     api_.reset();
     agents_.clear();
     store_.reset();
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
   }
 
   void MakeApi(FleetApiOptions options) {
-    api_ = std::make_unique<FleetApi>(*store_, registry_, options);
+    api_ = std::make_unique<FleetApi>(*store_, registry_, clock_, options);
   }
 
   // What the AgentService does when a stream opens: hello, session, register, reconcile.
@@ -212,7 +210,9 @@ class FleetApiTest : public ::testing::Test {
     return request;
   }
 
+  testutil::TempDir temp_dir_;  // Declared first: removed after the store closes.
   std::string dir_;
+  SystemClock clock_;
   std::unique_ptr<Store> store_;
   AgentRegistry registry_;
   std::vector<std::unique_ptr<FakeAgent>> agents_;
@@ -364,12 +364,11 @@ TEST_F(FleetApiTest, PushConfigStoresVersionsAndAudits) {
   EXPECT_TRUE(saw_v1);
 }
 
-// KNOWN BUG (disabled, fails): FleetApi::PushConfig validates the pushed text with
-// config::ParseConfig(text, "pushed.ini"), which follows %include directives on the
-// *controller's* file system. An operator can make the controller read any file it can read,
-// and the parse error echoes the first offending line back through the API (e.g. pushing
-// "%include /etc/passwd" answers "... expected '=' after 'root:x:0:0:root:/root:/bin/bash'").
-// It also rejects configs whose includes only exist on the agents' hosts.
+// Regression: FleetApi::PushConfig once parsed the pushed text with its %include directives
+// followed on the *controller's* file system, so an operator could make the controller read any
+// file it can read and echo its first line back in the parse error (pushing "%include
+// /etc/passwd" answered "... expected '=' after 'root:x:0:0:root:/root:/bin/bash'"). Pushed
+// configs must now be self-contained.
 TEST_F(FleetApiTest, PushConfigDoesNotReadControllerFiles) {
   const std::string secret = dir_ + "/secret.txt";
   {
@@ -471,12 +470,10 @@ TEST_F(FleetApiTest, NackIsRecorded) {
   EXPECT_EQ(Env("dev").agents_converged(), 1);
 }
 
-// KNOWN BUG (disabled, fails): FleetApi::OnAgentMessage now calls session.set_sent_version(0)
-// on every ConfigResult, NACKs included, so the next Reconcile of the session re-sends the
-// version the agent just refused. That contradicts AgentSession::sent_version()'s contract
-// ("so it is not re-sent while the agent works on it or after it NACKed it"): e.g. any
-// SetDesiredConfig of the environment (even to the same version) pushes the refused config
-// to the NACKing agent again. Enable once a NACK keeps the version from being re-sent.
+// Regression: FleetApi::OnAgentMessage once cleared the session's sent version on every
+// ConfigResult, NACKs included, so the next Reconcile (any SetDesiredConfig of the environment,
+// even to the same version) re-sent the config the agent had just refused, against
+// AgentSession::sent_version()'s contract. Only an ACK clears it now.
 TEST_F(FleetApiTest, NackedVersionIsNotResentOnReconcile) {
   FakeAgent* agent = Connect("a1", "dev");
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ConfigVersion v1, Push("dev", kValidIni));
@@ -730,7 +727,7 @@ TEST_F(FleetApiTest, MetricsReachTheAgentView) {
   FakeAgent* agent = Connect("a1", "dev");
   pgfleet::v1::AgentMessage message;
   message.mutable_metrics()->set_client_count(7);
-  message.mutable_metrics()->set_timestamp_unix_ms(NowMillis());
+  message.mutable_metrics()->set_timestamp_unix_ms(UnixMillis(clock_.Now()));
   api_->OnAgentMessage(*agent->session(), message);
   pgfleet::v1::GetAgentRequest get;
   get.set_agent_id("a1");

@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/status_testing.h"
+#include "tests/testutil/temp_dir.h"
 
 namespace pgfleet::controller {
 namespace {
@@ -26,18 +27,13 @@ constexpr int64_t kT0 = 1'700'000'040'000;  // A minute boundary (1700000040000 
 class SqliteStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* tmp = getenv("TEST_TMPDIR");
-    std::string pattern = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/pgfleet_store_XXXXXX");
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
+    const absl::Status created = temp_dir_.Create("pgfleet_store");
+    ASSERT_TRUE(created.ok()) << created;
+    dir_ = temp_dir_.path();
     path_ = dir_ + "/controller.db";
     Reopen();
   }
-  void TearDown() override {
-    store_.reset();
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
-  }
+  void TearDown() override { store_.reset(); }
   void Reopen() {
     store_.reset();
     absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(path_);
@@ -53,6 +49,7 @@ class SqliteStoreTest : public ::testing::Test {
     return hello;
   }
 
+  testutil::TempDir temp_dir_;  // Declared first: removed after the store closes.
   std::string dir_;
   std::string path_;
   std::unique_ptr<SqliteStore> store_;
@@ -96,19 +93,20 @@ TEST_F(SqliteStoreTest, MigrationsAppliedOnceAndRecorded) {
 }
 
 TEST_F(SqliteStoreTest, RefusesNewerSchema) {
-  PGF_ASSERT_OK(store_->ExecForTesting(
-      "INSERT INTO schema_migrations (version, name, applied_unix_ms) "
-      "VALUES (9999, 'from_the_future', 0)"));
+  PGF_ASSERT_OK(
+      store_->ExecForTesting("INSERT INTO schema_migrations (version, name, applied_unix_ms) "
+                             "VALUES (9999, 'from_the_future', 0)"));
   store_.reset();
   absl::StatusOr<std::unique_ptr<SqliteStore>> reopened = SqliteStore::Open(path_);
   ASSERT_FALSE(reopened.ok());
   EXPECT_TRUE(absl::IsFailedPrecondition(reopened.status())) << reopened.status();
   const std::string message(reopened.status().message());
-  EXPECT_TRUE(absl::StrContains(message, "database schema version 9999 is newer than this "
-                                         "pgfleet-controller knows"))
+  EXPECT_TRUE(absl::StrContains(message,
+                                "database schema version 9999 is newer than this "
+                                "pgfleet-controller knows"))
       << message;
-  EXPECT_TRUE(absl::StrContains(message, absl::StrCat("(", SqliteStore::LatestSchemaVersion(),
-                                                      ")")))
+  EXPECT_TRUE(
+      absl::StrContains(message, absl::StrCat("(", SqliteStore::LatestSchemaVersion(), ")")))
       << message;
   EXPECT_TRUE(absl::StrContains(message, "upgrade the controller")) << message;
   // The generic entry point says the same.
@@ -120,13 +118,11 @@ TEST_F(SqliteStoreTest, PendingMigrationsEachInTheirOwnTransaction) {
   const std::string path = dir_ + "/runner.db";
   std::vector<Migration> migrations = SqliteStore::EmbeddedMigrations();
   const int base = migrations.back().version;
-  {
-    PGF_ASSERT_OK_AND_ASSIGN(auto store, SqliteStore::OpenWithMigrations(path, migrations));
-  }
+  { PGF_ASSERT_OK_AND_ASSIGN(auto store, SqliteStore::OpenWithMigrations(path, migrations)); }
   // A new release brings two migrations: both are applied, in order, and recorded.
   migrations.push_back({base + 1, "add_a", "CREATE TABLE extra_a (x INTEGER);"});
-  migrations.push_back({base + 2, "add_b",
-                        "CREATE TABLE extra_b (y INTEGER); INSERT INTO extra_b VALUES (1);"});
+  migrations.push_back(
+      {base + 2, "add_b", "CREATE TABLE extra_b (y INTEGER); INSERT INTO extra_b VALUES (1);"});
   {
     PGF_ASSERT_OK_AND_ASSIGN(auto store, SqliteStore::OpenWithMigrations(path, migrations));
     PGF_ASSERT_OK_AND_ASSIGN(std::vector<AppliedMigration> applied, store->AppliedMigrations());
@@ -143,7 +139,8 @@ TEST_F(SqliteStoreTest, PendingMigrationsEachInTheirOwnTransaction) {
       SqliteStore::OpenWithMigrations(path, migrations);
   ASSERT_FALSE(broken.ok());
   EXPECT_TRUE(absl::StrContains(broken.status().message(), "no_such_table")) << broken.status();
-  EXPECT_TRUE(absl::StrContains(broken.status().message(), absl::StrFormat("%04d_broken", base + 3)))
+  EXPECT_TRUE(
+      absl::StrContains(broken.status().message(), absl::StrFormat("%04d_broken", base + 3)))
       << broken.status();
   migrations.pop_back();
   {
@@ -173,8 +170,7 @@ TEST_F(SqliteStoreTest, NotADatabaseIsAnError) {
   fclose(f);
   absl::StatusOr<std::unique_ptr<SqliteStore>> opened = SqliteStore::Open(bogus);
   ASSERT_FALSE(opened.ok());
-  EXPECT_TRUE(absl::StrContains(opened.status().message(), "not a database"))
-      << opened.status();
+  EXPECT_TRUE(absl::StrContains(opened.status().message(), "not a database")) << opened.status();
   EXPECT_FALSE(SqliteStore::Open(dir_ + "/no/such/dir/x.db").ok());
 }
 
@@ -264,9 +260,9 @@ TEST_F(SqliteStoreTest, ConfigVersionsDedupeAndChain) {
   EXPECT_EQ(b.parent_version, a.version);
 
   // Same text again in the same environment: the existing version, nothing new.
-  PGF_ASSERT_OK_AND_ASSIGN(ConfigVersionRow a_again, store_->AddConfigVersion(
-                                                         "prod", "[pgbouncer]\nA", "carol",
-                                                         "again", kT0 + 2));
+  PGF_ASSERT_OK_AND_ASSIGN(
+      ConfigVersionRow a_again,
+      store_->AddConfigVersion("prod", "[pgbouncer]\nA", "carol", "again", kT0 + 2));
   EXPECT_EQ(a_again.version, a.version);
   EXPECT_EQ(a_again.author, "alice");
   EXPECT_EQ(a_again.created_unix_ms, kT0);
@@ -305,8 +301,7 @@ TEST_F(SqliteStoreTest, ConfigVersionsDedupeAndChain) {
   EXPECT_EQ(got.parent_version, a.version);
   EXPECT_TRUE(absl::IsNotFound(store_->GetConfigVersion(999999).status()));
   EXPECT_TRUE(absl::IsNotFound(store_->GetConfigVersion(UINT64_MAX).status()));
-  EXPECT_TRUE(
-      absl::IsInvalidArgument(store_->AddConfigVersion("", "x", "a", "", kT0).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(store_->AddConfigVersion("", "x", "a", "", kT0).status()));
 
   // Text with NUL bytes and non-ASCII survives byte for byte.
   std::string odd("a\0b\xc3\xa9\xff", 6);
@@ -464,9 +459,9 @@ TEST_F(SqliteStoreTest, Pins) {
 TEST_F(SqliteStoreTest, CommandsAndResults) {
   PGF_ASSERT_OK(store_->RecordAgentHello(Hello("pg-1", "prod"), kT0));
   PGF_ASSERT_OK(store_->RecordAgentHello(Hello("pg-2", "prod"), kT0));
-  PGF_ASSERT_OK_AND_ASSIGN(uint64_t c1, store_->RecordCommand("pg-1", "pause",
-                                                              "db=appdb deadline=900s", "alice",
-                                                              kT0 + 1));
+  PGF_ASSERT_OK_AND_ASSIGN(
+      uint64_t c1,
+      store_->RecordCommand("pg-1", "pause", "db=appdb deadline=900s", "alice", kT0 + 1));
   PGF_ASSERT_OK_AND_ASSIGN(uint64_t c2,
                            store_->RecordCommand("pg-2", "reload", "", "bob", kT0 + 2));
   PGF_ASSERT_OK_AND_ASSIGN(uint64_t c3,
@@ -634,8 +629,8 @@ TEST_F(SqliteStoreTest, ConcurrentWritersAreSerialized) {
     threads.emplace_back([this, t] {
       for (int i = 0; i < kPerThread; ++i) {
         PGF_EXPECT_OK(store_->Audit(absl::StrCat("t", t), "write", "", "", kT0 + i));
-        PGF_EXPECT_OK(store_->AddConfigVersion(absl::StrCat("env", t), absl::StrCat(i), "a", "",
-                                               kT0 + i));
+        PGF_EXPECT_OK(
+            store_->AddConfigVersion(absl::StrCat("env", t), absl::StrCat(i), "a", "", kT0 + i));
       }
     });
   }

@@ -17,9 +17,11 @@
 #include "controller/auth/agent_identity.h"
 #include "controller/auth/token_admin.h"
 #include "controller/auth/tokens.h"
+#include "controller/clock.h"
 #include "controller/store/sqlite_store.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/status_testing.h"
+#include "tests/testutil/temp_dir.h"
 
 namespace pgfleet::controller {
 namespace {
@@ -27,17 +29,12 @@ namespace {
 class TokenLifecycleTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* tmp = getenv("TEST_TMPDIR");
-    std::string pattern = absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/pgfleet_tokens_XXXXXX");
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
+    const absl::Status created = temp_dir_.Create("pgfleet_tokens");
+    ASSERT_TRUE(created.ok()) << created;
+    dir_ = temp_dir_.path();
     path_ = dir_ + "/controller.db";
   }
-  void TearDown() override {
-    store_.reset();
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
-  }
+  void TearDown() override { store_.reset(); }
   void Open() { PGF_ASSERT_OK_AND_ASSIGN(store_, SqliteStore::Open(path_)); }
   // Creates a token through the store and returns its secret.
   std::string Create(const std::string& name, Role role, const std::string& env = "",
@@ -55,7 +52,10 @@ class TokenLifecycleTest : public ::testing::Test {
     return secret;
   }
   static std::string Bearer(const std::string& secret) { return "Bearer " + secret; }
+  int64_t NowMillis() const { return UnixMillis(clock_.Now()); }
 
+  SystemClock clock_;
+  testutil::TempDir temp_dir_;  // Declared first: removed after the store closes.
   std::string dir_;
   std::string path_;
   std::unique_ptr<SqliteStore> store_;
@@ -93,26 +93,29 @@ TEST_F(TokenLifecycleTest, RevokedAndExpiredTokensAreRefusedAndLastUseIsRecorded
   const std::string expired_secret = Create("old", Role::kViewer, "", false, NowMillis() - 1000);
   const std::string agent_secret = Create("agent-prod", Role::kAgent, "prod");
 
-  PGF_ASSERT_OK_AND_ASSIGN(Caller caller, AuthenticateBearer(*store_, Bearer(operator_secret)));
+  PGF_ASSERT_OK_AND_ASSIGN(Caller caller,
+                           AuthenticateBearer(*store_, Bearer(operator_secret), clock_.Now()));
   EXPECT_EQ(caller.role, Role::kOperator);
   PGF_ASSERT_OK_AND_ASSIGN(TokenRow used, store_->LookupToken(HashToken(operator_secret)));
   EXPECT_GT(used.last_used_unix_ms, 0);
 
-  absl::Status expired = AuthenticateBearer(*store_, Bearer(expired_secret)).status();
+  absl::Status expired = AuthenticateBearer(*store_, Bearer(expired_secret), clock_.Now()).status();
   EXPECT_TRUE(absl::IsUnauthenticated(expired)) << expired;
   EXPECT_TRUE(absl::StrContains(expired.message(), "expired")) << expired;
 
   // A join token is not an operator's token, and an operator's token is not a join token.
-  absl::Status agent_as_operator = AuthenticateBearer(*store_, Bearer(agent_secret)).status();
+  absl::Status agent_as_operator =
+      AuthenticateBearer(*store_, Bearer(agent_secret), clock_.Now()).status();
   EXPECT_TRUE(absl::IsPermissionDenied(agent_as_operator)) << agent_as_operator;
-  PGF_ASSERT_OK_AND_ASSIGN(TokenRow join, AuthenticateJoinToken(*store_, Bearer(agent_secret)));
+  PGF_ASSERT_OK_AND_ASSIGN(TokenRow join,
+                           AuthenticateJoinToken(*store_, Bearer(agent_secret), clock_.Now()));
   EXPECT_EQ(join.environment, "prod");
-  EXPECT_TRUE(
-      absl::IsPermissionDenied(AuthenticateJoinToken(*store_, Bearer(operator_secret)).status()));
+  EXPECT_TRUE(absl::IsPermissionDenied(
+      AuthenticateJoinToken(*store_, Bearer(operator_secret), clock_.Now()).status()));
 
   PGF_ASSERT_OK_AND_ASSIGN(TokenRow revoked, store_->RevokeToken(used.id, NowMillis()));
   EXPECT_GT(revoked.revoked_unix_ms, 0);
-  absl::Status after = AuthenticateBearer(*store_, Bearer(operator_secret)).status();
+  absl::Status after = AuthenticateBearer(*store_, Bearer(operator_secret), clock_.Now()).status();
   EXPECT_TRUE(absl::IsUnauthenticated(after)) << after;
   EXPECT_TRUE(absl::StrContains(after.message(), "revoked")) << after;
   EXPECT_TRUE(absl::IsFailedPrecondition(store_->RevokeToken(used.id, NowMillis()).status()));
@@ -122,22 +125,22 @@ TEST_F(TokenLifecycleTest, RevokedAndExpiredTokensAreRefusedAndLastUseIsRecorded
 TEST_F(TokenLifecycleTest, TheFirstAdminTokenEndsTheBootstrapToken) {
   Open();
   const std::string bootstrap = Create("bootstrap", Role::kAdmin, "", /*bootstrap=*/true);
-  PGF_ASSERT_OK(AuthenticateBearer(*store_, Bearer(bootstrap)).status());
+  PGF_ASSERT_OK(AuthenticateBearer(*store_, Bearer(bootstrap), clock_.Now()).status());
   // Other tokens do not end it...
   Create("ci", Role::kOperator);
-  PGF_ASSERT_OK(AuthenticateBearer(*store_, Bearer(bootstrap)).status());
+  PGF_ASSERT_OK(AuthenticateBearer(*store_, Bearer(bootstrap), clock_.Now()).status());
 
   // ...an admin token does, through the API as through the store.
-  TokenAdmin admin(*store_);
+  TokenAdmin admin(*store_, clock_);
   pgfleet::v1::CreateTokenRequest request;
   request.set_name("alice");
   request.set_role("admin");
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::CreateTokenResponse alice,
                            admin.Create(Caller{"bootstrap", Role::kAdmin}, request));
-  absl::Status refused = AuthenticateBearer(*store_, Bearer(bootstrap)).status();
+  absl::Status refused = AuthenticateBearer(*store_, Bearer(bootstrap), clock_.Now()).status();
   EXPECT_TRUE(absl::IsUnauthenticated(refused)) << refused;
   EXPECT_TRUE(absl::StrContains(refused.message(), "bootstrap token stopped working")) << refused;
-  PGF_ASSERT_OK(AuthenticateBearer(*store_, Bearer(alice.secret())).status());
+  PGF_ASSERT_OK(AuthenticateBearer(*store_, Bearer(alice.secret()), clock_.Now()).status());
 
   // It cannot come back: registering a bootstrap token again is refused.
   TokenRow again;
@@ -180,10 +183,12 @@ TEST_F(TokenLifecycleTest, MigrationEndsTheBootstrapTokenWhenAnAdminTokenExists)
                      "', 'root', 'admin', 2), ('", HashToken("view"), "', 'ci', 'viewer', 3)")));
   }
   Open();
-  EXPECT_TRUE(absl::IsUnauthenticated(AuthenticateBearer(*store_, Bearer("boot")).status()));
-  PGF_ASSERT_OK_AND_ASSIGN(Caller root, AuthenticateBearer(*store_, Bearer("root")));
+  EXPECT_TRUE(
+      absl::IsUnauthenticated(AuthenticateBearer(*store_, Bearer("boot"), clock_.Now()).status()));
+  PGF_ASSERT_OK_AND_ASSIGN(Caller root, AuthenticateBearer(*store_, Bearer("root"), clock_.Now()));
   EXPECT_EQ(root.role, Role::kAdmin);
-  PGF_ASSERT_OK_AND_ASSIGN(Caller viewer, AuthenticateBearer(*store_, Bearer("view")));
+  PGF_ASSERT_OK_AND_ASSIGN(Caller viewer,
+                           AuthenticateBearer(*store_, Bearer("view"), clock_.Now()));
   EXPECT_EQ(viewer.role, Role::kViewer);
   PGF_ASSERT_OK_AND_ASSIGN(std::vector<TokenRow> tokens, store_->ListTokens());
   ASSERT_EQ(tokens.size(), 3u);
