@@ -55,6 +55,27 @@ std::string PeerName(const sockaddr* addr) {
   return "unix";
 }
 
+// Whether a socket bound to `bound` is the one a config asks for at `wanted`.
+bool SameAddress(const sockaddr_storage& bound, const sockaddr* wanted) {
+  if (bound.ss_family != wanted->sa_family) return false;
+  if (wanted->sa_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&bound);
+    const auto* b = reinterpret_cast<const sockaddr_in*>(wanted);
+    return a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr;
+  }
+  if (wanted->sa_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&bound);
+    const auto* b = reinterpret_cast<const sockaddr_in6*>(wanted);
+    return a->sin6_port == b->sin6_port &&
+           memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0;
+  }
+  if (wanted->sa_family == AF_UNIX) {
+    return strcmp(reinterpret_cast<const sockaddr_un*>(&bound)->sun_path,
+                  reinterpret_cast<const sockaddr_un*>(wanted)->sun_path) == 0;
+  }
+  return false;
+}
+
 // "FILE:LINE: key: reason", FILE:LINE being the line that set `key`.
 absl::Status AtKey(const config::Config& cfg, const std::string& key, const absl::Status& status) {
   return absl::Status(status.code(),
@@ -165,6 +186,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
 }
 
 Agent::~Agent() {
+  handover_.reset();
+  for (int fd : options_.inherited_listeners) close(fd);
+  if (options_.inherited_metrics_fd >= 0) close(options_.inherited_metrics_fd);
   metrics_server_.reset();
   CloseListeners();
   for (event* ev : signal_events_) event_free(ev);
@@ -193,15 +217,15 @@ absl::Status Agent::Listen() {
         return AtKey(cfg, "listen_addr",
                      absl::InvalidArgumentError(absl::StrCat("cannot parse '", addr, "'")));
       }
+      bool adopted = false;
       evconnlistener* listener =
-          evconnlistener_new_bind(loop_->base(), &Agent::OnAccept, this, flags, 1024,
-                                  reinterpret_cast<sockaddr*>(&storage), len);
+          BindOrAdopt(reinterpret_cast<sockaddr*>(&storage), len, flags, &adopted);
       if (listener == nullptr) {
         return AtKey(cfg, "listen_addr",
                      absl::ErrnoToStatus(errno, absl::StrCat("cannot listen on ", with_port)));
       }
       listeners_.push_back(listener);
-      PGF_INFO("agent", "listening on %s", with_port);
+      PGF_INFO("agent", "listening on %s%s", with_port, adopted ? " (handed over)" : "");
     }
   }
   if (!cfg.unix_socket_dir.empty()) {
@@ -213,23 +237,55 @@ absl::Status Agent::Listen() {
                    absl::InvalidArgumentError(absl::StrCat("unix socket path too long: ", path)));
     }
     memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    unlink(path.c_str());
-    evconnlistener* listener = evconnlistener_new_bind(
-        loop_->base(), &Agent::OnAccept, this, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 1024,
-        reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    // A socket handed over keeps its path: clients never find it missing.
+    bool adopted = false;
+    evconnlistener* listener = BindOrAdopt(reinterpret_cast<sockaddr*>(&addr), sizeof(addr),
+                                           LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, &adopted);
     if (listener == nullptr) {
       return AtKey(cfg, "unix_socket_dir",
                    absl::ErrnoToStatus(errno, absl::StrCat("cannot listen on ", path)));
     }
     chmod(path.c_str(), 0777);
     listeners_.push_back(listener);
-    PGF_INFO("agent", "listening on unix socket %s", path);
+    PGF_INFO("agent", "listening on unix socket %s%s", path, adopted ? " (handed over)" : "");
   }
+  for (int unused : options_.inherited_listeners) {
+    PGF_INFO("agent", "a handed-over listener the config no longer names is closed");
+    close(unused);
+  }
+  options_.inherited_listeners.clear();
   if (listeners_.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat(cfg.path, ": nothing to listen on: set listen_addr or unix_socket_dir"));
   }
   return absl::OkStatus();
+}
+
+evconnlistener* Agent::BindOrAdopt(const sockaddr* addr, int len, unsigned flags, bool* adopted) {
+  for (auto it = options_.inherited_listeners.begin(); it != options_.inherited_listeners.end();
+       ++it) {
+    sockaddr_storage bound{};
+    socklen_t bound_len = sizeof(bound);
+    if (getsockname(*it, reinterpret_cast<sockaddr*>(&bound), &bound_len) != 0 ||
+        !SameAddress(bound, addr)) {
+      continue;
+    }
+    const int fd = *it;
+    options_.inherited_listeners.erase(it);
+    evutil_make_socket_nonblocking(fd);
+    *adopted = true;
+    // Backlog -1: the socket listens already; its queue, with whatever the old process had
+    // not accepted yet, is ours now.
+    evconnlistener* listener = evconnlistener_new(loop_->base(), &Agent::OnAccept, this,
+                                                  flags | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+    if (listener == nullptr) close(fd);
+    return listener;
+  }
+  if (addr->sa_family == AF_UNIX) {
+    // Binding a fresh unix socket: a stale file of a dead agent would make bind() fail.
+    unlink(reinterpret_cast<const sockaddr_un*>(addr)->sun_path);
+  }
+  return evconnlistener_new_bind(loop_->base(), &Agent::OnAccept, this, flags, 1024, addr, len);
 }
 
 absl::Status Agent::WritePidfile() {
@@ -240,7 +296,7 @@ absl::Status Agent::WritePidfile() {
   // and taken over.
   if (std::ifstream existing(path); existing) {
     long pid = 0;
-    if (existing >> pid && pid > 0 && pid != getpid() &&
+    if (existing >> pid && pid > 0 && pid != getpid() && pid != options_.handover_parent_pid &&
         (kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM)) {
       return AtKey(*config_, "pidfile",
                    absl::FailedPreconditionError(absl::StrCat(
@@ -294,6 +350,7 @@ int Agent::Run() {
   // Start-up errors read like Create's (main prints those): "pgfleet-agent: FILE:LINE: key:
   // reason" on stderr; with a logfile they go there too.
   auto fail = [this](const absl::Status& status) {
+    start_error_ = status;
     fprintf(stderr, "pgfleet-agent: %s\n", std::string(status.message()).c_str());
     if (!config_->logfile.empty()) PGF_ERROR("agent", "%s", status.message());
     return 1;
@@ -302,7 +359,8 @@ int Agent::Run() {
   RaiseFdLimit();
   if (!options_.metrics_listen.empty()) {
     absl::StatusOr<std::unique_ptr<MetricsServer>> metrics =
-        MetricsServer::Start(*this, options_.metrics_listen);
+        MetricsServer::Start(*this, options_.metrics_listen, options_.inherited_metrics_fd);
+    options_.inherited_metrics_fd = -1;  // The server owns it now, whatever happened.
     if (!metrics.ok()) {
       return fail(absl::Status(metrics.status().code(),
                                absl::StrCat("--metrics-listen: ", metrics.status().message())));
@@ -313,7 +371,7 @@ int Agent::Run() {
   if (absl::Status pidfile = WritePidfile(); !pidfile.ok()) return fail(pidfile);
   if (on_started_) on_started_();
   signal(SIGPIPE, SIG_IGN);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGUSR2}) {
     event* ev = evsignal_new(loop_->base(), sig, &Agent::OnSignal, this);
     evsignal_add(ev, nullptr);
     signal_events_.push_back(ev);
@@ -340,6 +398,18 @@ void Agent::OnSignal(int sig, short, void* arg) {
       PGF_ERROR("agent", "RELOAD (SIGHUP) refused, keeping the previous config: %s",
                 reloaded.message());
     }
+    return;
+  }
+  if (sig == SIGUSR2) {
+    // The console's RESTART answers its caller; a signal's outcome goes to the log.
+    agent->BeginHandover(0, [](absl::StatusOr<pid_t> outcome) {
+      if (outcome.ok()) {
+        PGF_INFO("agent", "RESTART (SIGUSR2): pid %d took over", *outcome);
+      } else {
+        PGF_ERROR("agent", "RESTART (SIGUSR2) failed, this process keeps serving: %s",
+                  outcome.status().message());
+      }
+    });
     return;
   }
   agent->BeginShutdown(sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -422,6 +492,15 @@ void Agent::BeginShutdown(const std::string& why) {
 }
 
 void Agent::MaybeFinishShutdown() {
+  if (handed_over_ && !shutting_down_) {
+    if (!login_clients_.empty()) return;
+    for (auto& [key, pool] : pools_) {
+      if (pool->client_count() > 0) return;
+    }
+    PGF_INFO("agent", "hand-over: every client of this process has gone; exiting");
+    StopLoop();
+    return;
+  }
   if (wait_for_clients_) {
     size_t pool_clients = 0;
     for (auto& [key, pool] : pools_) pool_clients += pool->client_count();
@@ -621,7 +700,7 @@ void Agent::OnCancelForwarded(CancelForwarder* forwarder, CancelForwarder::Outco
 
 void Agent::OnClientClosed(ClientConn*) {
   client_count_--;
-  if (shutting_down_ || wait_for_clients_) RequestShutdownCheck();
+  if (shutting_down_ || wait_for_clients_ || handed_over_) RequestShutdownCheck();
 }
 
 void Agent::RequestShutdownCheck() {
@@ -711,6 +790,7 @@ void Agent::Janitor() {
     });
   }
   for (auto& [key, pool] : pools_) pool->Janitor(now);
+  if (handover_drain_bound_passed_) CloseClientsAtTransactionBoundary();
   ReclaimUnusedPools(now);
   admin_->CheckPending();
   for (const AuthFailureLimiter::Unlogged& unlogged : auth_failures_.Expire(absl::Now())) {
@@ -723,6 +803,106 @@ bool Agent::ServerLimitsStale(const std::string& address, uint64_t now_us) const
   constexpr uint64_t kRefreshAfterUs = 5ull * 60 * 1000 * 1000;
   auto it = server_limits_.find(address);
   return it == server_limits_.end() || now_us - it->second.learnt_us > kRefreshAfterUs;
+}
+
+}  // namespace pgfleet::agent
+
+namespace pgfleet::agent {
+
+void Agent::BeginHandover(uint64_t command_id, HandoverDone done) {
+  if (shutting_down_ || handed_over_) {
+    done(absl::FailedPreconditionError("this agent is shutting down or has handed over already"));
+    return;
+  }
+  if (handover_ != nullptr) {
+    done(absl::FailedPreconditionError(
+        absl::StrCat("a restart is already in progress (new pid ", handover_->child_pid(), ")")));
+    return;
+  }
+  HandoverFds fds;
+  for (evconnlistener* listener : listeners_) {
+    fds.listeners.push_back(evconnlistener_get_fd(listener));
+  }
+  if (metrics_server_ != nullptr) fds.metrics_fd = metrics_server_->fd();
+  if (handover_hooks_.state_lock_fd) fds.state_lock_fd = handover_hooks_.state_lock_fd();
+  // The new process's controller stream supersedes this one; this one must not come back and
+  // supersede it in turn while the new process starts.
+  if (handover_hooks_.hold_link) handover_hooks_.hold_link(true);
+  PGF_INFO("agent", "RESTART: starting a new process to hand %d listener(s) over to",
+           fds.listeners.size());
+  // Bounds start-up: loading the config and files, and the controller stream (the new process
+  // waits for that a few seconds at most, see main.cc).
+  constexpr absl::Duration kNewProcessReadyTimeout = absl::Seconds(30);
+  absl::StatusOr<std::unique_ptr<HandoverParent>> started = HandoverParent::Start(
+      *loop_, fds, command_id, kNewProcessReadyTimeout,
+      [this, done](absl::StatusOr<pid_t> outcome) { OnHandoverOutcome(std::move(outcome), done); });
+  if (!started.ok()) {
+    if (handover_hooks_.hold_link) handover_hooks_.hold_link(false);
+    done(absl::Status(started.status().code(),
+                      absl::StrCat("cannot start the new process: ", started.status().message())));
+    return;
+  }
+  handover_ = std::move(*started);
+}
+
+void Agent::OnHandoverOutcome(absl::StatusOr<pid_t> outcome, const HandoverDone& done) {
+  // Called from inside handover_: it is freed once its callback has returned.
+  loop_->Post([finished = std::move(handover_)]() mutable { finished.reset(); });
+  if (!outcome.ok()) {
+    PGF_ERROR("agent", "RESTART failed, this process (pid %d) keeps serving: %s", getpid(),
+              outcome.status().message());
+    if (handover_hooks_.hold_link) handover_hooks_.hold_link(false);
+    done(outcome.status());
+    return;
+  }
+  PGF_INFO("agent",
+           "RESTART: pid %d is ready and accepting; this process (pid %d) stops accepting and "
+           "lets its %d client(s) finish (drain bound %s)",
+           *outcome, getpid(), client_count_,
+           absl::FormatDuration(options_.handover_drain_timeout));
+  handed_over_ = true;
+  CloseListeners();
+  metrics_server_.reset();
+  written_pidfile_.clear();  // The new process wrote its pid there: not ours to remove.
+  if (handover_hooks_.on_handed_over) handover_hooks_.on_handed_over();
+  done(*outcome);
+  handover_drain_timer_ = std::make_unique<Timer>(*loop_, [this] {
+    handover_drain_bound_passed_ = true;
+    PGF_INFO("agent",
+             "hand-over drain bound passed: clients are closed at their next transaction "
+             "boundary (hard stop in %s)",
+             absl::FormatDuration(options_.shutdown_timeout));
+    CloseClientsAtTransactionBoundary();
+    shutdown_timer_ = std::make_unique<Timer>(*loop_, [this] {
+      PGF_WARN("agent",
+               "hand-over: clients still in transactions after the drain bound and "
+               "--shutdown-timeout: exiting");
+      StopLoop();
+    });
+    shutdown_timer_->Start(options_.shutdown_timeout, /*repeat=*/false);
+  });
+  handover_drain_timer_->Start(options_.handover_drain_timeout, /*repeat=*/false);
+  RequestShutdownCheck();
+}
+
+void Agent::CloseClientsAtTransactionBoundary() {
+  std::vector<ClientConn*> to_close;
+  for (auto& [key, pool] : pools_) {
+    pool->active_clients().ForEach([&](const ClientConn* client) {
+      // Outside a transaction: no server (transaction pooling), or a session's server with
+      // nothing open and nothing in flight. A client queued for a server has a query waiting:
+      // it gets its server and is closed after.
+      const ServerConn* server = client->server();
+      if (server == nullptr || server->IsClean()) {
+        to_close.push_back(const_cast<ClientConn*>(client));
+      }
+    });
+  }
+  for (ClientConn* client : to_close) {
+    client->CloseWithError("57P01",
+                           "the pooler restarted and this connection outlived the drain bound: "
+                           "reconnect");
+  }
 }
 
 }  // namespace pgfleet::agent

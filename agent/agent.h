@@ -19,6 +19,7 @@
 #include "agent/auth_failure_limiter.h"
 #include "agent/cancel_forwarder.h"
 #include "agent/event_loop.h"
+#include "agent/handover.h"
 #include "agent/intrusive_list.h"
 #include "agent/path_policy.h"
 #include "agent/pool.h"
@@ -47,6 +48,16 @@ struct AgentOptions {
   // Where files named at run time (the console's SET logfile) may be: the config's directory,
   // --allow-path, and with a controller the state dir (main.cc builds it). Empty: nowhere.
   PathPolicy path_policy;
+  // A process started by a hand-over (agent/handover.h) adopts these listening sockets where
+  // its config listens on the same address, instead of binding (the agent owns them from
+  // Create on; those it does not use are closed).
+  std::vector<int> inherited_listeners;
+  int inherited_metrics_fd = -1;
+  // The process handing over: its pid in the pidfile is not "another agent running".
+  pid_t handover_parent_pid = 0;
+  // After a hand-over, how long the old process's clients may go on; then each is closed at
+  // its next transaction boundary (idle ones at once). --handover-drain-timeout.
+  absl::Duration handover_drain_timeout = absl::Seconds(30);
 };
 
 // SO_KEEPALIVE and tcp_keepcnt/keepidle/keepintvl from the config, on a TCP socket.
@@ -84,6 +95,24 @@ class Agent final : public AgentControl {
   absl::Status ReloadFrom(const std::string& path) override;
   // Stops accepting, waits for transactions in flight (up to the shutdown timeout), exits.
   void BeginShutdown(const std::string& why);
+
+  // Zero-downtime restart (agent/handover.h): starts the binary now at this executable's path
+  // with the same arguments, hands it the listeners, the metrics socket and the state dir
+  // lock, and once it says it is ready stops accepting, hands the pidfile and the controller
+  // stream over, and drains (handover_drain_timeout) before exiting. `done` runs on the loop
+  // with the new pid, or the reason it failed (this process then goes on serving as before).
+  void BeginHandover(uint64_t command_id, HandoverDone done) override;
+  bool handing_over() const { return handover_ != nullptr; }
+  bool handed_over() const { return handed_over_; }
+  // What the controller link adds to a hand-over (main.cc wires them; all optional).
+  struct HandoverHooks {
+    std::function<int()> state_lock_fd;    // -1: none.
+    std::function<void(bool)> hold_link;   // true: no reconnect while the new one starts.
+    std::function<void()> on_handed_over;  // The new process serves: stop the link.
+  };
+  void set_handover_hooks(HandoverHooks hooks) { handover_hooks_ = std::move(hooks); }
+  // Why Run() returned 1 before serving (OK otherwise).
+  const absl::Status& start_error() const { return start_error_; }
   bool shutting_down() const { return shutting_down_; }
 
   // PAUSE state: paused pools hand out no server connections (clients queue instead) and
@@ -214,6 +243,11 @@ class Agent final : public AgentControl {
  private:
   explicit Agent(AgentOptions options);
   absl::Status Listen();
+  // evconnlistener on a socket the old process handed over bound to `addr`, else a new bind.
+  evconnlistener* BindOrAdopt(const ::sockaddr* addr, int len, unsigned flags, bool* adopted);
+  void OnHandoverOutcome(absl::StatusOr<pid_t> outcome, const HandoverDone& done);
+  // After the drain bound: clients not inside a transaction are closed (run by the janitor).
+  void CloseClientsAtTransactionBoundary();
   // Writes the pidfile (if the config names one); an error names the key and why.
   absl::Status WritePidfile();
   void CloseListeners();
@@ -301,6 +335,12 @@ class Agent final : public AgentControl {
   uint64_t last_conn_id_ = 0;
   bool shutting_down_ = false;
   int exit_code_ = 0;
+  absl::Status start_error_;
+  std::unique_ptr<HandoverParent> handover_;
+  HandoverHooks handover_hooks_;
+  bool handed_over_ = false;
+  bool handover_drain_bound_passed_ = false;
+  std::unique_ptr<Timer> handover_drain_timer_;
 };
 
 }  // namespace pgfleet::agent

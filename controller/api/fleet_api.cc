@@ -166,6 +166,9 @@ pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired) {
   out.set_desired_version(desired);
   out.set_last_error(row.last_error);
   if (session != nullptr) {
+    out.set_build_id(session->build_id());
+    out.set_pid(session->pid());
+    out.set_binary_outdated(session->binary_outdated());
     if (std::optional<pgfleet::v1::MetricsReport> metrics = session->metrics()) {
       *out.mutable_last_metrics() = *metrics;
     }
