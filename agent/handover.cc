@@ -82,7 +82,8 @@ absl::StatusOr<std::string> ExecutablePath() {
   std::string path(buffer, static_cast<size_t>(n));
   // The file was replaced (a package upgrade renames the new binary over it): the path now
   // names the new binary, which is the one to run.
-  absl::ConsumeSuffix(&path, " (deleted)");
+  constexpr absl::string_view kDeleted = " (deleted)";
+  if (absl::EndsWith(path, kDeleted)) path.resize(path.size() - kDeleted.size());
   return path;
 }
 

@@ -29,7 +29,9 @@ int RunAgent(pgfleet::agent::AgentOptions options,
              pgfleet::agent::InheritedSockets* inherited) {
   auto fail = [inherited](const absl::Status& status) {
     fprintf(stderr, "pgfleet-agent: %s\n", std::string(status.message()).c_str());
-    if (inherited != nullptr) pgfleet::agent::ReportHandoverFailed(*inherited, status.message());
+    if (inherited != nullptr) {
+      pgfleet::agent::ReportHandoverFailed(*inherited, std::string(status.message()));
+    }
     return 1;
   };
   if (inherited != nullptr) {
@@ -107,7 +109,8 @@ int RunAgent(pgfleet::agent::AgentOptions options,
   const int exit_code = (*agent)->Run();
   ready_timer.reset();
   if (inherited != nullptr && !(*agent)->start_error().ok()) {
-    pgfleet::agent::ReportHandoverFailed(*inherited, (*agent)->start_error().message());
+    pgfleet::agent::ReportHandoverFailed(*inherited,
+                                         std::string((*agent)->start_error().message()));
   }
   (*agent)->set_control_plane_status(nullptr);
   fleet.reset();

@@ -6,11 +6,14 @@
 // controller the agent is listed once throughout, reconnects, and reports its build id.
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -212,7 +215,7 @@ class HandoverTest : public AgentTest {
  protected:
   void SetUp() override {
     AgentTest::SetUp();
-    ASSERT_OK(dir_.Create("handover"));
+    PGF_ASSERT_OK(dir_.Create("handover"));
     pidfile_ = dir_.path() + "/agent.pid";
   }
   void TearDown() override {
@@ -262,17 +265,17 @@ class HandoverTest : public AgentTest {
     BackgroundPgbench connect_loop(agent_->port(),
                                    {"-S", "-C", "-c", "4", "-T", absl::StrCat(kLoadSeconds)});
     Writer writer(agent_->port());
-    ASSERT_OK(
+    PGF_ASSERT_OK(
         PollUntil([&](std::string*) -> absl::StatusOr<bool> { return writer.acked_count() >= 20; },
                   absl::Seconds(20), "the writer's first rows"));
 
     trigger();
     absl::StatusOr<pid_t> new_pid = AwaitNewPid(old_pid);
-    ASSERT_OK(new_pid.status());
+    PGF_ASSERT_OK(new_pid.status());
     EXPECT_NE(*new_pid, old_pid);
     // The new process serves: more rows go through after it took over.
     const int64_t at_handover = writer.acked_count();
-    ASSERT_OK(PollUntil(
+    PGF_ASSERT_OK(PollUntil(
         [&](std::string*) -> absl::StatusOr<bool> {
           return writer.acked_count() >= at_handover + 20;
         },
@@ -282,14 +285,14 @@ class HandoverTest : public AgentTest {
     connect_loop.ExpectClean("pgbench -C across the hand-over");
     // The old process had only pgbench's steady clients left: it exits by itself, cleanly.
     absl::StatusOr<int> exited = agent_->WaitForExit(absl::Seconds(30));
-    ASSERT_OK(exited.status()) << agent_->Diagnostics();
+    PGF_ASSERT_OK(exited.status()) << agent_->Diagnostics();
     EXPECT_TRUE(WIFEXITED(*exited) && WEXITSTATUS(*exited) == 0)
         << DescribeWaitStatus(*exited) << "\n"
         << agent_->Diagnostics();
     EXPECT_TRUE(ProcessRuns(*new_pid));
     // Still served (by the new process alone now).
     const int64_t after_exit = writer.acked_count();
-    ASSERT_OK(PollUntil(
+    PGF_ASSERT_OK(PollUntil(
         [&](std::string*) -> absl::StatusOr<bool> {
           return writer.acked_count() >= after_exit + 5;
         },
@@ -298,8 +301,9 @@ class HandoverTest : public AgentTest {
     EXPECT_TRUE(writer.errors().empty()) << absl::StrJoin(writer.errors(), "\n");
 
     // Every acknowledged row is there.
-    ASSERT_OK_AND_ASSIGN(PgConn direct, Connect(g_pg->ConnString(kAppDb, kAppUser, kAppPassword)));
-    ASSERT_OK_AND_ASSIGN(Rows rows, Query(direct.get(), "select id from handover_writes"));
+    PGF_ASSERT_OK_AND_ASSIGN(PgConn direct,
+                             Connect(g_pg->ConnString(kAppDb, kAppUser, kAppPassword)));
+    PGF_ASSERT_OK_AND_ASSIGN(Rows rows, Query(direct.get(), "select id from handover_writes"));
     std::set<int64_t> stored;
     for (const std::vector<std::string>& row : rows) {
       int64_t id = 0;
@@ -321,38 +325,38 @@ class HandoverTest : public AgentTest {
 
 TEST_F(HandoverTest, Sigusr2HandsOverWithNoClientError) {
   ASSERT_NO_FATAL_FAILURE(StartAgentWith(Options()));
-  HandOverUnderLoad([&] { ASSERT_OK(agent_->Signal(SIGUSR2)); });
+  HandOverUnderLoad([&] { PGF_ASSERT_OK(agent_->Signal(SIGUSR2)); });
   if (HasFailure()) std::cerr << agent_->Diagnostics();
 }
 
 TEST_F(HandoverTest, ConsoleRestartAnswersOnceTheNewProcessServes) {
   ASSERT_NO_FATAL_FAILURE(StartAgentWith(Options()));
   HandOverUnderLoad([&] {
-    ASSERT_OK_AND_ASSIGN(PgConn admin, ConnectAdmin());
+    PGF_ASSERT_OK_AND_ASSIGN(PgConn admin, ConnectAdmin());
     // The answer comes once the new process accepts: by then the pidfile names it.
-    ASSERT_OK(Query(admin.get(), "RESTART").status());
+    PGF_ASSERT_OK(Query(admin.get(), "RESTART").status());
     absl::StatusOr<pid_t> pid = ReadPidfile(pidfile_);
-    ASSERT_OK(pid.status());
+    PGF_ASSERT_OK(pid.status());
     EXPECT_NE(*pid, agent_->pid()) << "RESTART answered before the new process wrote its pid";
   });
 }
 
 TEST_F(HandoverTest, NewBinaryThatExitsAtOnceLeavesTheOldProcessServing) {
   const std::string binary = dir_.path() + "/pgfleet-agent";
-  ASSERT_OK(CopyExecutable(PGFLEET_AGENT_BINARY, binary));
+  PGF_ASSERT_OK(CopyExecutable(PGFLEET_AGENT_BINARY, binary));
   ASSERT_NO_FATAL_FAILURE(StartAgentWith(Options(binary)));
   const pid_t old_pid = agent_->pid();
   // A broken upgrade: the file at the agent's path now exits at once.
-  ASSERT_OK(WriteExecutable(binary, "#!/bin/sh\necho broken upgrade >&2\nexit 1\n"));
+  PGF_ASSERT_OK(WriteExecutable(binary, "#!/bin/sh\necho broken upgrade >&2\nexit 1\n"));
 
-  ASSERT_OK_AND_ASSIGN(PgConn admin, ConnectAdmin());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn admin, ConnectAdmin());
   absl::Status restarted = Query(admin.get(), "RESTART").status();
   ASSERT_FALSE(restarted.ok()) << "RESTART into a binary that exits at once succeeded";
   EXPECT_TRUE(absl::StrContains(restarted.message(), "RESTART failed")) << restarted;
   EXPECT_TRUE(absl::StrContains(restarted.message(), "exit status 1")) << restarted;
 
-  ASSERT_OK(agent_->Signal(SIGUSR2));
-  ASSERT_OK(PollUntil(
+  PGF_ASSERT_OK(agent_->Signal(SIGUSR2));
+  PGF_ASSERT_OK(PollUntil(
       [&](std::string*) -> absl::StatusOr<bool> {
         return absl::StrContains(agent_->LogContents(), "RESTART (SIGUSR2) failed");
       },
@@ -360,20 +364,20 @@ TEST_F(HandoverTest, NewBinaryThatExitsAtOnceLeavesTheOldProcessServing) {
 
   // Still the old process, still serving, on a fresh connection and on the console.
   EXPECT_TRUE(agent_->IsRunning());
-  ASSERT_OK_AND_ASSIGN(pid_t pid, ReadPidfile(pidfile_));
+  PGF_ASSERT_OK_AND_ASSIGN(pid_t pid, ReadPidfile(pidfile_));
   EXPECT_EQ(pid, old_pid);
-  ASSERT_OK_AND_ASSIGN(PgConn app, ConnectApp());
-  EXPECT_OK(Query(app.get(), "select 1").status());
-  EXPECT_OK(Query(admin.get(), "SHOW POOLS").status());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn app, ConnectApp());
+  PGF_EXPECT_OK(Query(app.get(), "select 1").status());
+  PGF_EXPECT_OK(Query(admin.get(), "SHOW POOLS").status());
   // And once the binary is whole again, a restart succeeds.
-  ASSERT_OK(CopyExecutable(PGFLEET_AGENT_BINARY, binary));
-  ASSERT_OK(Query(admin.get(), "RESTART").status());
-  ASSERT_OK_AND_ASSIGN(pid_t new_pid, AwaitNewPid(old_pid));
+  PGF_ASSERT_OK(CopyExecutable(PGFLEET_AGENT_BINARY, binary));
+  PGF_ASSERT_OK(Query(admin.get(), "RESTART").status());
+  PGF_ASSERT_OK_AND_ASSIGN(pid_t new_pid, AwaitNewPid(old_pid));
   EXPECT_NE(new_pid, old_pid);
   admin.reset();
-  ASSERT_OK(agent_->WaitForExit(absl::Seconds(30)).status()) << agent_->Diagnostics();
-  ASSERT_OK_AND_ASSIGN(PgConn again, ConnectApp());
-  EXPECT_OK(Query(again.get(), "select 1").status());
+  PGF_ASSERT_OK(agent_->WaitForExit(absl::Seconds(30)).status()) << agent_->Diagnostics();
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn again, ConnectApp());
+  PGF_EXPECT_OK(Query(again.get(), "select 1").status());
 }
 
 // --- with a controller --------------------------------------------------------------------------
@@ -413,7 +417,7 @@ class HandoverFleetTest : public FleetFixture {
 TEST_F(HandoverFleetTest, OneAgentIdThroughoutWithItsBuildIdAndTheNewPid) {
   ASSERT_NO_FATAL_FAILURE(StartController());
   const std::string binary = dir_ + "/pgfleet-agent";
-  ASSERT_OK(CopyExecutable(PGFLEET_AGENT_BINARY, binary));
+  PGF_ASSERT_OK(CopyExecutable(PGFLEET_AGENT_BINARY, binary));
   const std::string pidfile = dir_ + "/a1.pid";
   AgentOptions options = AppAgentOptions({{"auth_type", "scram-sha-256"},
                                           {"pool_mode", "transaction"},
@@ -425,7 +429,7 @@ TEST_F(HandoverFleetTest, OneAgentIdThroughoutWithItsBuildIdAndTheNewPid) {
   ASSERT_NO_FATAL_FAILURE(StartLinkedAgent("a1", options));
   AgentProcess& old_agent = agent("a1");
 
-  ASSERT_OK_AND_ASSIGN(pgfleet::v1::Agent before, AwaitConnected(old_agent.pid()));
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::Agent before, AwaitConnected(old_agent.pid()));
   EXPECT_FALSE(before.build_id().empty());
   EXPECT_FALSE(before.binary_outdated());
   FleetctlResult table = Ctl({"agents", "list"});
@@ -434,8 +438,8 @@ TEST_F(HandoverFleetTest, OneAgentIdThroughoutWithItsBuildIdAndTheNewPid) {
       << table.Describe();
 
   // An upgrade: another binary at the agent's path (fleetctl's, for a build id of its own).
-  ASSERT_OK(CopyExecutable(PGFLEET_FLEETCTL_BINARY, binary));
-  ASSERT_OK(PollUntil(
+  PGF_ASSERT_OK(CopyExecutable(PGFLEET_FLEETCTL_BINARY, binary));
+  PGF_ASSERT_OK(PollUntil(
       [&](std::string* note) -> absl::StatusOr<bool> {
         PGF_ASSIGN_OR_RETURN(std::vector<pgfleet::v1::Agent> agents, ListAgents());
         *note = agents.empty() ? "none" : agents[0].DebugString();
@@ -443,7 +447,7 @@ TEST_F(HandoverFleetTest, OneAgentIdThroughoutWithItsBuildIdAndTheNewPid) {
       },
       absl::Seconds(30), "the agent to report its binary outdated"));
   // The agent binary again (a new inode: the running one's path now reads "(deleted)").
-  ASSERT_OK(CopyExecutable(PGFLEET_AGENT_BINARY, binary));
+  PGF_ASSERT_OK(CopyExecutable(PGFLEET_AGENT_BINARY, binary));
 
   // Listed once throughout: a watcher lists agents while the hand-over happens.
   std::atomic<bool> stop{false};
@@ -458,27 +462,27 @@ TEST_F(HandoverFleetTest, OneAgentIdThroughoutWithItsBuildIdAndTheNewPid) {
     }
   });
   {
-    ASSERT_OK_AND_ASSIGN(PgConn admin, Connect(TcpConnString(old_agent.port(), "pgbouncer",
-                                                             kAdminUser, kAdminPassword)));
-    ASSERT_OK(Query(admin.get(), "RESTART").status());
+    PGF_ASSERT_OK_AND_ASSIGN(PgConn admin, Connect(TcpConnString(old_agent.port(), "pgbouncer",
+                                                                 kAdminUser, kAdminPassword)));
+    PGF_ASSERT_OK(Query(admin.get(), "RESTART").status());
   }
-  ASSERT_OK_AND_ASSIGN(pid_t new_pid, ReadPidfile(pidfile));
+  PGF_ASSERT_OK_AND_ASSIGN(pid_t new_pid, ReadPidfile(pidfile));
   new_agent_.Adopt(new_pid);
   EXPECT_NE(new_pid, old_agent.pid());
-  ASSERT_OK_AND_ASSIGN(pgfleet::v1::Agent after, AwaitConnected(new_pid));
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::Agent after, AwaitConnected(new_pid));
   EXPECT_EQ(after.agent_id(), "a1");
   EXPECT_EQ(after.build_id(), before.build_id());
   EXPECT_FALSE(after.binary_outdated());
-  ASSERT_OK(old_agent.WaitForExit(absl::Seconds(30)).status()) << old_agent.Diagnostics();
+  PGF_ASSERT_OK(old_agent.WaitForExit(absl::Seconds(30)).status()) << old_agent.Diagnostics();
   stop = true;
   watcher.join();
   EXPECT_GT(listings.load(), 0);
   EXPECT_EQ(most_listed.load(), 1);
   // The new process serves and its stream stays the agent's.
-  ASSERT_OK_AND_ASSIGN(PgConn app,
-                       Connect(TcpConnString(old_agent.port(), kAppDb, kAppUser, kAppPassword)));
-  EXPECT_OK(Query(app.get(), "select 1").status());
-  ASSERT_OK(AwaitConnected(new_pid).status());
+  PGF_ASSERT_OK_AND_ASSIGN(
+      PgConn app, Connect(TcpConnString(old_agent.port(), kAppDb, kAppUser, kAppPassword)));
+  PGF_EXPECT_OK(Query(app.get(), "select 1").status());
+  PGF_ASSERT_OK(AwaitConnected(new_pid).status());
   new_agent_.Stop();
 }
 
