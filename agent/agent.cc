@@ -402,6 +402,11 @@ void Agent::OnSignal(int sig, short, void* arg) {
     return;
   }
   if (sig == SIGUSR2) {
+    // SIGUSR2 as nginx's "upgrade the executable on the fly". PgBouncer gives SIGUSR1/SIGUSR2
+    // to PAUSE/RESUME (and, before 1.23, SIGUSR2 cancelled a safe shutdown); pgfleet does
+    // those through the console and the controller only, so a script sending PgBouncer's
+    // SIGUSR2 here gets a restart that no client notices, never a dropped connection. Its -R
+    // (a new process taking sockets over from the running one) is the nearest PgBouncer had.
     // The console's RESTART answers its caller; a signal's outcome goes to the log.
     agent->BeginHandover(0, [](absl::StatusOr<pid_t> outcome) {
       if (outcome.ok()) {

@@ -213,6 +213,11 @@ absl::StatusOr<pgfleet::v1::SendCommandResponse> FleetApi::SendCommand(
     case pgfleet::v1::Command::kReload:
       kind = "reload";
       break;
+    case pgfleet::v1::Command::kRestart:
+      // A zero-downtime restart: the agent's new process completes it (its hello names the
+      // command); the fleet-wide rollout of restarts builds on this.
+      kind = "restart";
+      break;
     case pgfleet::v1::Command::KIND_NOT_SET:
       return absl::InvalidArgumentError("command is empty (pause, resume or reload)");
   }
