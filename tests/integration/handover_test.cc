@@ -374,7 +374,9 @@ TEST_F(HandoverTest, NewBinaryThatExitsAtOnceLeavesTheOldProcessServing) {
   PGF_ASSERT_OK(Query(admin.get(), "RESTART").status());
   PGF_ASSERT_OK_AND_ASSIGN(pid_t new_pid, AwaitNewPid(old_pid));
   EXPECT_NE(new_pid, old_pid);
+  // The old process exits once its clients (these two) are gone.
   admin.reset();
+  app.reset();
   ASSERT_TRUE(agent_->WaitForExit(absl::Seconds(30)).ok()) << agent_->Diagnostics();
   PGF_ASSERT_OK_AND_ASSIGN(PgConn again, ConnectApp());
   PGF_EXPECT_OK(Query(again.get(), "select 1").status());
