@@ -91,6 +91,8 @@ class BackgroundPgbench {
     EXPECT_GT(summary.processed, 0) << what << "\n" << result->Describe();
     EXPECT_EQ(summary.failed, 0) << what << " (-1: pgbench printed no failure count)\n"
                                  << result->Describe();
+    std::cout << what << ": " << summary.processed << " transactions, " << summary.failed
+              << " failed\n";
   }
 
  private:
@@ -313,6 +315,7 @@ class HandoverTest : public AgentTest {
     const std::vector<int64_t> acked = writer.acked();
     for (int64_t id : acked) EXPECT_TRUE(stored.contains(id)) << "acknowledged row " << id;
     EXPECT_GT(acked.size(), 40u);
+    std::cout << "writer: " << acked.size() << " rows acknowledged, all present\n";
     // Whatever its pgbench clients did, the old process logged how it ended.
     EXPECT_TRUE(absl::StrContains(agent_->LogContents(), "is ready and accepting"))
         << agent_->Diagnostics();
