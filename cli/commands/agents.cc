@@ -18,13 +18,14 @@
 namespace pgfleet::cli {
 namespace {
 
-// "0.1.0 3f2a9c1d4e5b": the version and the build id cut to 12 characters (after "sha256:" for
-// a binary without a GNU build id), "(outdated)" when the binary on disk is another one.
+// "0.1.0+3f2a9c1d4e5b" (semver build metadata): the version and the build id cut to 12
+// characters (after "sha256:" for a binary without a GNU build id); "(outdated)" follows when
+// the binary on disk is another one.
 std::string VersionColumn(const pgfleet::v1::Agent& agent) {
   std::string id = agent.build_id();
   if (size_t colon = id.find(':'); colon != std::string::npos) id = id.substr(colon + 1);
   std::string column = agent.agent_version();
-  if (!id.empty()) absl::StrAppend(&column, " ", id.substr(0, 12));
+  if (!id.empty()) absl::StrAppend(&column, "+", id.substr(0, 12));
   if (agent.binary_outdated()) absl::StrAppend(&column, " (outdated)");
   return column.empty() ? "-" : column;
 }
