@@ -16,6 +16,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 
 #include "absl/strings/match.h"
@@ -55,6 +56,27 @@ std::string PeerName(const sockaddr* addr) {
     return absl::StrCat("[", host, "]:", ntohs(in6->sin6_port));
   }
   return "unix";
+}
+
+// Whether a socket bound to `bound` is the one a config asks for at `wanted`.
+bool SameAddress(const sockaddr_storage& bound, const sockaddr* wanted) {
+  if (bound.ss_family != wanted->sa_family) return false;
+  if (wanted->sa_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&bound);
+    const auto* b = reinterpret_cast<const sockaddr_in*>(wanted);
+    return a->sin_port == b->sin_port && a->sin_addr.s_addr == b->sin_addr.s_addr;
+  }
+  if (wanted->sa_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&bound);
+    const auto* b = reinterpret_cast<const sockaddr_in6*>(wanted);
+    return a->sin6_port == b->sin6_port &&
+           memcmp(&a->sin6_addr, &b->sin6_addr, sizeof(a->sin6_addr)) == 0;
+  }
+  if (wanted->sa_family == AF_UNIX) {
+    return strcmp(reinterpret_cast<const sockaddr_un*>(&bound)->sun_path,
+                  reinterpret_cast<const sockaddr_un*>(wanted)->sun_path) == 0;
+  }
+  return false;
 }
 
 // "FILE:LINE: key: reason", FILE:LINE being the line that set `key`.
@@ -172,6 +194,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
 }
 
 Agent::~Agent() {
+  handover_.reset();
+  for (int fd : options_.inherited_listeners) close(fd);
+  if (options_.inherited_metrics_fd >= 0) close(options_.inherited_metrics_fd);
   metrics_server_.reset();
   CloseListeners();
   for (event* ev : signal_events_) event_free(ev);
@@ -199,6 +224,11 @@ absl::StatusOr<std::vector<Agent::ListenSpec>> ListenSpecsOf(const config::Confi
 }  // namespace
 
 absl::StatusOr<evconnlistener*> Agent::BindListener(const ListenSpec& spec, bool at_start) {
+  if (evconnlistener* adopted = AdoptInheritedListener(spec); adopted != nullptr) {
+    PGF_INFO("agent", "%s%s handed over by the previous process",
+             spec.is_unix ? "unix socket " : "", spec.address);
+    return adopted;
+  }
   const sockaddr* addr = reinterpret_cast<const sockaddr*>(&spec.storage);
   if (!spec.is_unix) {
     evconnlistener* listener =
@@ -299,6 +329,11 @@ absl::Status Agent::ApplyListeners(const config::Config& cfg, bool at_start) {
              current.is_unix ? "unix socket " : "", current.address);
   }
   listeners_ = std::move(next);
+  for (int unused : options_.inherited_listeners) {
+    PGF_INFO("agent", "a handed-over listener the config no longer names is closed");
+    close(unused);
+  }
+  options_.inherited_listeners.clear();
   return absl::OkStatus();
 }
 
@@ -353,6 +388,30 @@ absl::StatusOr<std::vector<Agent::ListenSpec>> ListenSpecsOf(const config::Confi
 
 }  // namespace
 
+evconnlistener* Agent::AdoptInheritedListener(const ListenSpec& spec) {
+  const sockaddr* addr = reinterpret_cast<const sockaddr*>(&spec.storage);
+  for (auto it = options_.inherited_listeners.begin(); it != options_.inherited_listeners.end();
+       ++it) {
+    sockaddr_storage bound{};
+    socklen_t bound_len = sizeof(bound);
+    if (getsockname(*it, reinterpret_cast<sockaddr*>(&bound), &bound_len) != 0 ||
+        !SameAddress(bound, addr)) {
+      continue;
+    }
+    const int fd = *it;
+    options_.inherited_listeners.erase(it);
+    evutil_make_socket_nonblocking(fd);
+    // Backlog -1: the socket listens already; its queue, with whatever the old process had
+    // not accepted yet, is ours now. A unix socket keeps its path: clients never miss it.
+    evconnlistener* listener =
+        evconnlistener_new(loop_->base(), &Agent::OnAccept, this,
+                           LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+    if (listener == nullptr) close(fd);
+    return listener;
+  }
+  return nullptr;
+}
+
 absl::Status Agent::WritePidfile() {
   const std::string& path = config_->pidfile;
   if (path.empty()) return absl::OkStatus();
@@ -361,7 +420,7 @@ absl::Status Agent::WritePidfile() {
   // and taken over.
   if (std::ifstream existing(path); existing) {
     long pid = 0;
-    if (existing >> pid && pid > 0 && pid != getpid() &&
+    if (existing >> pid && pid > 0 && pid != getpid() && pid != options_.handover_parent_pid &&
         (kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM)) {
       return AtKey(*config_, "pidfile",
                    absl::FailedPreconditionError(absl::StrCat(
@@ -415,6 +474,7 @@ int Agent::Run() {
   // Start-up errors read like Create's (main prints those): "pgfleet-agent: FILE:LINE: key:
   // reason" on stderr; with a logfile they go there too.
   auto fail = [this](const absl::Status& status) {
+    start_error_ = status;
     fprintf(stderr, "pgfleet-agent: %s\n", std::string(status.message()).c_str());
     if (!config_->logfile.empty()) PGF_ERROR("agent", "%s", status.message());
     return 1;
@@ -425,7 +485,8 @@ int Agent::Run() {
   RaiseFdLimit();
   if (!options_.metrics_listen.empty()) {
     absl::StatusOr<std::unique_ptr<MetricsServer>> metrics =
-        MetricsServer::Start(*this, options_.metrics_listen);
+        MetricsServer::Start(*this, options_.metrics_listen, options_.inherited_metrics_fd);
+    options_.inherited_metrics_fd = -1;  // The server owns it now, whatever happened.
     if (!metrics.ok()) {
       return fail(absl::Status(metrics.status().code(),
                                absl::StrCat("--metrics-listen: ", metrics.status().message())));
@@ -436,7 +497,7 @@ int Agent::Run() {
   if (absl::Status pidfile = WritePidfile(); !pidfile.ok()) return fail(pidfile);
   if (on_started_) on_started_();
   signal(SIGPIPE, SIG_IGN);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGUSR2}) {
     event* ev = evsignal_new(loop_->base(), sig, &Agent::OnSignal, this);
     evsignal_add(ev, nullptr);
     signal_events_.push_back(ev);
@@ -463,6 +524,23 @@ void Agent::OnSignal(int sig, short, void* arg) {
       PGF_ERROR("agent", "RELOAD (SIGHUP) refused, keeping the previous config: %s",
                 reloaded.message());
     }
+    return;
+  }
+  if (sig == SIGUSR2) {
+    // SIGUSR2 as nginx's "upgrade the executable on the fly". PgBouncer gives SIGUSR1/SIGUSR2
+    // to PAUSE/RESUME (and, before 1.23, SIGUSR2 cancelled a safe shutdown); pgfleet does
+    // those through the console and the controller only, so a script sending PgBouncer's
+    // SIGUSR2 here gets a restart that no client notices, never a dropped connection. Its -R
+    // (a new process taking sockets over from the running one) is the nearest PgBouncer had.
+    // The console's RESTART answers its caller; a signal's outcome goes to the log.
+    agent->BeginHandover(0, [](absl::StatusOr<pid_t> outcome) {
+      if (outcome.ok()) {
+        PGF_INFO("agent", "RESTART (SIGUSR2): pid %d took over", *outcome);
+      } else {
+        PGF_ERROR("agent", "RESTART (SIGUSR2) failed, this process keeps serving: %s",
+                  outcome.status().message());
+      }
+    });
     return;
   }
   agent->BeginShutdown(sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -575,6 +653,15 @@ void Agent::BeginShutdown(const std::string& why) {
 }
 
 void Agent::MaybeFinishShutdown() {
+  if (handed_over_ && !shutting_down_) {
+    if (!login_clients_.empty()) return;
+    for (auto& [key, pool] : pools_) {
+      if (pool->client_count() > 0) return;
+    }
+    PGF_INFO("agent", "hand-over: every client of this process has gone; exiting");
+    StopLoop();
+    return;
+  }
   if (wait_for_clients_) {
     size_t pool_clients = 0;
     for (auto& [key, pool] : pools_) pool_clients += pool->client_count();
@@ -774,7 +861,7 @@ void Agent::OnCancelForwarded(CancelForwarder* forwarder, CancelForwarder::Outco
 
 void Agent::OnClientClosed(ClientConn*) {
   client_count_--;
-  if (shutting_down_ || wait_for_clients_) RequestShutdownCheck();
+  if (shutting_down_ || wait_for_clients_ || handed_over_) RequestShutdownCheck();
 }
 
 void Agent::RequestShutdownCheck() {
@@ -864,6 +951,7 @@ void Agent::Janitor() {
     });
   }
   for (auto& [key, pool] : pools_) pool->Janitor(now);
+  if (handover_drain_bound_passed_) CloseClientsAtTransactionBoundary();
   ReclaimUnusedPools(now);
   admin_->CheckPending();
   for (const AuthFailureLimiter::Unlogged& unlogged : auth_failures_.Expire(absl::Now())) {
@@ -876,6 +964,106 @@ bool Agent::ServerLimitsStale(const std::string& address, uint64_t now_us) const
   constexpr uint64_t kRefreshAfterUs = 5ull * 60 * 1000 * 1000;
   auto it = server_limits_.find(address);
   return it == server_limits_.end() || now_us - it->second.learnt_us > kRefreshAfterUs;
+}
+
+}  // namespace pgfleet::agent
+
+namespace pgfleet::agent {
+
+void Agent::BeginHandover(uint64_t command_id, HandoverDone done) {
+  if (shutting_down_ || handed_over_) {
+    done(absl::FailedPreconditionError("this agent is shutting down or has handed over already"));
+    return;
+  }
+  if (handover_ != nullptr) {
+    done(absl::FailedPreconditionError(
+        absl::StrCat("a restart is already in progress (new pid ", handover_->child_pid(), ")")));
+    return;
+  }
+  HandoverFds fds;
+  for (const Listener& listener : listeners_) {
+    fds.listeners.push_back(evconnlistener_get_fd(listener.listener));
+  }
+  if (metrics_server_ != nullptr) fds.metrics_fd = metrics_server_->fd();
+  if (handover_hooks_.state_lock_fd) fds.state_lock_fd = handover_hooks_.state_lock_fd();
+  // The new process's controller stream supersedes this one; this one must not come back and
+  // supersede it in turn while the new process starts.
+  if (handover_hooks_.hold_link) handover_hooks_.hold_link(true);
+  PGF_INFO("agent", "RESTART: starting a new process to hand %d listener(s) over to",
+           fds.listeners.size());
+  // Bounds start-up: loading the config and files, and the controller stream (the new process
+  // waits for that a few seconds at most, see main.cc).
+  constexpr absl::Duration kNewProcessReadyTimeout = absl::Seconds(30);
+  absl::StatusOr<std::unique_ptr<HandoverParent>> started = HandoverParent::Start(
+      *loop_, fds, command_id, kNewProcessReadyTimeout,
+      [this, done](absl::StatusOr<pid_t> outcome) { OnHandoverOutcome(std::move(outcome), done); });
+  if (!started.ok()) {
+    if (handover_hooks_.hold_link) handover_hooks_.hold_link(false);
+    done(absl::Status(started.status().code(),
+                      absl::StrCat("cannot start the new process: ", started.status().message())));
+    return;
+  }
+  handover_ = std::move(*started);
+}
+
+void Agent::OnHandoverOutcome(absl::StatusOr<pid_t> outcome, const HandoverDone& done) {
+  // Called from inside handover_: it is freed once its callback has returned.
+  loop_->Post([finished = std::move(handover_)]() mutable { finished.reset(); });
+  if (!outcome.ok()) {
+    PGF_ERROR("agent", "RESTART failed, this process (pid %d) keeps serving: %s", getpid(),
+              outcome.status().message());
+    if (handover_hooks_.hold_link) handover_hooks_.hold_link(false);
+    done(outcome.status());
+    return;
+  }
+  PGF_INFO("agent",
+           "RESTART: pid %d is ready and accepting; this process (pid %d) stops accepting and "
+           "lets its %d client(s) finish (drain bound %s)",
+           *outcome, getpid(), client_count_,
+           absl::FormatDuration(options_.handover_drain_timeout));
+  handed_over_ = true;
+  CloseListeners();
+  metrics_server_.reset();
+  written_pidfile_.clear();  // The new process wrote its pid there: not ours to remove.
+  if (handover_hooks_.on_handed_over) handover_hooks_.on_handed_over();
+  done(*outcome);
+  handover_drain_timer_ = std::make_unique<Timer>(*loop_, [this] {
+    handover_drain_bound_passed_ = true;
+    PGF_INFO("agent",
+             "hand-over drain bound passed: clients are closed at their next transaction "
+             "boundary (hard stop in %s)",
+             absl::FormatDuration(options_.shutdown_timeout));
+    CloseClientsAtTransactionBoundary();
+    shutdown_timer_ = std::make_unique<Timer>(*loop_, [this] {
+      PGF_WARN("agent",
+               "hand-over: clients still in transactions after the drain bound and "
+               "--shutdown-timeout: exiting");
+      StopLoop();
+    });
+    shutdown_timer_->Start(options_.shutdown_timeout, /*repeat=*/false);
+  });
+  handover_drain_timer_->Start(options_.handover_drain_timeout, /*repeat=*/false);
+  RequestShutdownCheck();
+}
+
+void Agent::CloseClientsAtTransactionBoundary() {
+  std::vector<ClientConn*> to_close;
+  for (auto& [key, pool] : pools_) {
+    pool->active_clients().ForEach([&](const ClientConn* client) {
+      // Outside a transaction: no server (transaction pooling), or a session's server with
+      // nothing open and nothing in flight. A client queued for a server has a query waiting:
+      // it gets its server and is closed after.
+      const ServerConn* server = client->server();
+      if (server == nullptr || server->IsClean()) {
+        to_close.push_back(const_cast<ClientConn*>(client));
+      }
+    });
+  }
+  for (ClientConn* client : to_close) {
+    client->CloseWithError("57P01",
+                           "the pooler restarted and this connection outlived the drain bound: "
+                           "reconnect");
+  }
 }
 
 }  // namespace pgfleet::agent

@@ -20,6 +20,7 @@
 #include "agent/auth_failure_limiter.h"
 #include "agent/cancel_forwarder.h"
 #include "agent/event_loop.h"
+#include "agent/handover.h"
 #include "agent/intrusive_list.h"
 #include "agent/path_policy.h"
 #include "agent/pool.h"
@@ -51,6 +52,16 @@ struct AgentOptions {
   // --local-listeners: listen_addr, listen_port and unix_socket_dir always come from this file
   // (the local config), whatever a pushed config says. Empty: from the config in force.
   std::string local_listeners_file;
+  // A process started by a hand-over (agent/handover.h) adopts these listening sockets where
+  // its config listens on the same address, instead of binding (the agent owns them from
+  // Create on; those it does not use are closed).
+  std::vector<int> inherited_listeners;
+  int inherited_metrics_fd = -1;
+  // The process handing over: its pid in the pidfile is not "another agent running".
+  pid_t handover_parent_pid = 0;
+  // After a hand-over, how long the old process's clients may go on; then each is closed at
+  // its next transaction boundary (idle ones at once). --handover-drain-timeout.
+  absl::Duration handover_drain_timeout = absl::Seconds(30);
 };
 
 // SO_KEEPALIVE and tcp_keepcnt/keepidle/keepintvl from the config, on a TCP socket.
@@ -88,6 +99,24 @@ class Agent final : public AgentControl {
   absl::Status ReloadFrom(const std::string& path) override;
   // Stops accepting, waits for transactions in flight (up to the shutdown timeout), exits.
   void BeginShutdown(const std::string& why);
+
+  // Zero-downtime restart (agent/handover.h): starts the binary now at this executable's path
+  // with the same arguments, hands it the listeners, the metrics socket and the state dir
+  // lock, and once it says it is ready stops accepting, hands the pidfile and the controller
+  // stream over, and drains (handover_drain_timeout) before exiting. `done` runs on the loop
+  // with the new pid, or the reason it failed (this process then goes on serving as before).
+  void BeginHandover(uint64_t command_id, HandoverDone done) override;
+  bool handing_over() const { return handover_ != nullptr; }
+  bool handed_over() const { return handed_over_; }
+  // What the controller link adds to a hand-over (main.cc wires them; all optional).
+  struct HandoverHooks {
+    std::function<int()> state_lock_fd;    // -1: none.
+    std::function<void(bool)> hold_link;   // true: no reconnect while the new one starts.
+    std::function<void()> on_handed_over;  // The new process serves: stop the link.
+  };
+  void set_handover_hooks(HandoverHooks hooks) { handover_hooks_ = std::move(hooks); }
+  // Why Run() returned 1 before serving (OK otherwise).
+  const absl::Status& start_error() const { return start_error_; }
   bool shutting_down() const { return shutting_down_; }
 
   // PAUSE state: paused pools hand out no server connections (clients queue instead) and
@@ -236,6 +265,11 @@ class Agent final : public AgentControl {
   absl::StatusOr<evconnlistener*> BindListener(const ListenSpec& spec, bool at_start);
   // Accepts what is queued on `listener` (clients the kernel has connected), then frees it.
   void CloseListener(const Listener& listener, bool remove_socket_file);
+  // A listening socket the previous process handed over bound to `spec`'s address (null: none).
+  evconnlistener* AdoptInheritedListener(const ListenSpec& spec);
+  void OnHandoverOutcome(absl::StatusOr<pid_t> outcome, const HandoverDone& done);
+  // After the drain bound: clients not inside a transaction are closed (run by the janitor).
+  void CloseClientsAtTransactionBoundary();
   // Writes the pidfile (if the config names one); an error names the key and why.
   absl::Status WritePidfile();
   void CloseListeners();
@@ -329,6 +363,12 @@ class Agent final : public AgentControl {
   uint64_t last_conn_id_ = 0;
   bool shutting_down_ = false;
   int exit_code_ = 0;
+  absl::Status start_error_;
+  std::unique_ptr<HandoverParent> handover_;
+  HandoverHooks handover_hooks_;
+  bool handed_over_ = false;
+  bool handover_drain_bound_passed_ = false;
+  std::unique_ptr<Timer> handover_drain_timer_;
 };
 
 }  // namespace pgfleet::agent

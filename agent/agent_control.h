@@ -3,18 +3,25 @@
 // (agent/link/) knows the core only through AgentControl; agent/main.cc connects the two.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "agent/stats_snapshot.h"
 
 namespace pgfleet::agent {
 
 class EventLoop;
+
+// How a hand-over ended: the new process's pid, or why it failed (the old one still serves).
+using HandoverDone = std::function<void(absl::StatusOr<pid_t>)>;
 
 // The pooler's control operations, as the controller link uses them. Loop thread only, except
 // where a method says otherwise. Agent implements it; the admin console reaches the same
@@ -34,6 +41,10 @@ class AgentControl {
   // Makes `path` the config file (RELOAD and SIGHUP read it from now on) and loads it as
   // RELOAD does. On error nothing changes, the config file included.
   virtual absl::Status ReloadFrom(const std::string& path) = 0;
+
+  // Zero-downtime restart into the binary now on disk (see Agent::BeginHandover). `command_id`
+  // is the controller command asking for it (0: none); the new process reports it in its hello.
+  virtual void BeginHandover(uint64_t command_id, HandoverDone done) = 0;
 
   // One reading of pools, counters and pauses (see stats_snapshot.h).
   virtual StatsSnapshot Snapshot() const = 0;

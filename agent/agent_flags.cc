@@ -22,6 +22,11 @@ constexpr char kUsage[] =
     "  -q, --quiet                 log warnings and errors only\n"
     "      --shutdown-timeout=DUR  how long SIGINT/SIGTERM wait for transactions in\n"
     "                              flight before exiting (default 30s)\n"
+    "      --handover-drain-timeout=DUR\n"
+    "                              after a RESTART (SIGUSR2 or the console), how\n"
+    "                              long the old process's clients may go on before\n"
+    "                              each is closed at its next transaction boundary\n"
+    "                              (default 30s)\n"
     "      --metrics-listen=ADDR   serve Prometheus /metrics and /healthz on ADDR,\n"
     "                              [HOST:]PORT; no host is 127.0.0.1, \"*\" is\n"
     "                              every address (default: off)\n"
@@ -56,7 +61,9 @@ constexpr char kUsage[] =
     "                              host sharing their environment's config)\n"
     "\n"
     "Signals: SIGHUP reloads the config (a bad config is refused and the old one\n"
-    "kept); SIGINT/SIGTERM shut down gracefully.\n"
+    "kept); SIGINT/SIGTERM shut down gracefully; SIGUSR2 restarts with no client\n"
+    "error: the binary now at this path takes the listeners over (RESTART on the\n"
+    "console does the same and answers when it is done).\n"
     "\n";
 
 AgentCommandLine Exit(int code) {
@@ -77,7 +84,7 @@ AgentCommandLine ParseAgentCommandLine(int argc, const char* const* argv) {
   AgentOptions& options = result.options;
   FleetOptions fleet;
   LinkOptions& link = fleet.link;
-  std::string labels, shutdown_timeout;
+  std::string labels, shutdown_timeout, handover_drain_timeout;
   bool help = false, version = false, verbose = false, quiet = false, local_listeners = false;
 
   CLI::App app{"pgfleet-agent", "pgfleet-agent"};
@@ -89,6 +96,7 @@ AgentCommandLine ParseAgentCommandLine(int argc, const char* const* argv) {
   app.add_flag("-q,--quiet", quiet);
   app.add_option("--shutdown-timeout", shutdown_timeout);
   app.add_option("--metrics-listen", options.metrics_listen);
+  app.add_option("--handover-drain-timeout", handover_drain_timeout);
   app.add_option("--allow-path", result.allowed_paths)->delimiter(',')->allow_extra_args(false);
   app.add_option("--state-dir", fleet.state_dir);
   app.add_option("--controller", link.controller_address);
@@ -135,6 +143,11 @@ AgentCommandLine ParseAgentCommandLine(int argc, const char* const* argv) {
   if (!shutdown_timeout.empty() &&
       !absl::ParseDuration(shutdown_timeout, &options.shutdown_timeout)) {
     return UsageError("invalid duration in --shutdown-timeout=" + shutdown_timeout +
+                      " (try 30s, 2m)");
+  }
+  if (!handover_drain_timeout.empty() &&
+      !absl::ParseDuration(handover_drain_timeout, &options.handover_drain_timeout)) {
+    return UsageError("invalid duration in --handover-drain-timeout=" + handover_drain_timeout +
                       " (try 30s, 2m)");
   }
   if (options.config_path.empty()) {

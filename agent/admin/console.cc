@@ -173,6 +173,30 @@ absl::Status AdminConsole::RunCommand(ClientConn* client, const std::string& ver
     CheckPending();
     return absl::OkStatus();
   }
+  if (verb == "RESTART") {
+    // pgfleet's own (PgBouncer has no console command for its -R online restart): hands the
+    // listeners to a new process of the binary now on disk and answers once that process
+    // serves, or with the reason it could not start (this process then keeps serving).
+    if (!args.empty()) return absl::InvalidArgumentError("RESTART takes no arguments");
+    client->AdminCommandStarted();
+    const uint64_t id = client->id();
+    reply->clear();
+    agent_.BeginHandover(0, [this, client, id](absl::StatusOr<pid_t> outcome) {
+      if (!agent_.IsLiveAdminClient(client, id)) return;
+      if (!outcome.ok()) {
+        Finish(client, pg::ErrorResponse("ERROR", "55000",
+                                         absl::StrCat("RESTART failed, this process keeps "
+                                                      "serving: ",
+                                                      outcome.status().message())));
+        return;
+      }
+      Finish(client, pg::NoticeResponse(absl::StrCat("pid ", *outcome,
+                                                     " serves now; this process drains and "
+                                                     "exits")) +
+                         pg::CommandComplete("RESTART"));
+    });
+    return absl::OkStatus();
+  }
   if (verb == "SHUTDOWN") {
     Agent::ShutdownMode mode = Agent::ShutdownMode::kImmediate;
     if (args.size() == 1 && Upper(args[0]) == "WAIT_FOR_SERVERS") {

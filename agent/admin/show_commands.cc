@@ -173,6 +173,7 @@ std::string AdminConsole::ShowHelp() {
       "\n\tKILL <db>"
       "\n\tKILL_CLIENT <id>"
       "\n\tSUSPEND"
+      "\n\tRESTART"
       "\n\tSHUTDOWN"
       "\n\tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS"
       "\n\tWAIT_CLOSE [<db>]");

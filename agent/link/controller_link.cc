@@ -61,6 +61,14 @@ void ControllerLink::Stop() {
   state_ = LinkState::kStopped;
 }
 
+void ControllerLink::HoldReconnects(bool hold) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    hold_reconnects_ = hold;
+  }
+  cv_.notify_all();
+}
+
 void ControllerLink::Send(pgfleet::v1::AgentMessage message) {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -107,7 +115,10 @@ void ControllerLink::Run() {
     const absl::Time started = absl::Now();
     RunStream(*stub);
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      // During a hand-over the new process's stream supersedes this one: reconnecting would
+      // supersede it back. Wait until the hand-over failed (released) or the link stops.
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return stopping_ || !hold_reconnects_; });
       if (stopping_) break;
     }
     // A stream that lived a while resets the backoff: the controller was healthy.

@@ -58,6 +58,8 @@ class ControllerLink {
   // periodic and config results are re-derived from the hello after a reconnect).
   void Send(pgfleet::v1::AgentMessage message);
   LinkState state() const { return state_.load(); }
+  // Thread-safe. While held, a stream that ends is not reopened (a hand-over in progress).
+  void HoldReconnects(bool hold);
   uint64_t connects() const { return connects_.load(); }
 
  private:
@@ -78,6 +80,7 @@ class ControllerLink {
   std::condition_variable cv_;
   bool stopping_ = false;                         // Guarded by mu_.
   bool stream_open_ = false;                      // Guarded by mu_.
+  bool hold_reconnects_ = false;                  // Guarded by mu_.
   std::deque<pgfleet::v1::AgentMessage> outbox_;  // Guarded by mu_.
   void* active_context_ = nullptr;                // grpc::ClientContext*, guarded by mu_.
 };

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "agent/build_info.h"
 #include "common/config/auth_file.h"
 #include "common/config/config.h"
 #include "common/config/restart_keys.h"
@@ -117,7 +118,15 @@ absl::StatusOr<FleetSetup> PrepareFleet(FleetOptions options, const std::string&
   setup.state_dir = options.state_dir.empty() ? DefaultStateDir(local_config, setup.link.agent_id)
                                               : std::move(options.state_dir);
   PGF_RETURN_IF_ERROR(MakeDirs(setup.state_dir, 0700));
-  PGF_ASSIGN_OR_RETURN(setup.state_lock, StateDirLock::Acquire(setup.state_dir));
+  if (options.inherited_state_lock_fd >= 0) {
+    // A hand-over: the old process's lock, shared (an flock belongs to the open file, which
+    // both hold), so the dir was never unlocked in between.
+    PGF_ASSIGN_OR_RETURN(setup.state_lock,
+                         StateDirLock::Adopt(setup.state_dir, options.inherited_state_lock_fd));
+  } else {
+    PGF_ASSIGN_OR_RETURN(setup.state_lock, StateDirLock::Acquire(setup.state_dir));
+  }
+  setup.handover_command_id = options.handover_command_id;
   std::vector<std::string> allowed = {DirOf(local_config), setup.state_dir};
   allowed.insert(allowed.end(), options.allowed_paths.begin(), options.allowed_paths.end());
   PGF_ASSIGN_OR_RETURN(setup.path_policy,
@@ -167,14 +176,19 @@ FleetAgent::FleetAgent(AgentControl& agent, FleetSetup setup)
     applied_sha256_ = setup.applied->sha256;
   }
   LinkOptions options = setup.link;
+  const uint64_t handover_command_id = setup.handover_command_id;
   link_ = std::make_unique<ControllerLink>(
       agent_.loop(), std::move(setup.link),
-      [this, options]() {
+      [this, options, handover_command_id]() {
         pgfleet::v1::AgentHello hello;
         hello.set_agent_id(options.agent_id);
         hello.set_environment(options.environment);
         for (const auto& [key, value] : options.labels) (*hello.mutable_labels())[key] = value;
-        hello.set_agent_version("0.1.0");
+        hello.set_agent_version(kAgentVersion);
+        hello.set_build_id(RunningBuildId());
+        hello.set_binary_outdated(BinaryOutdated());
+        hello.set_pid(getpid());
+        hello.set_handover_command_id(handover_command_id);
         hello.set_applied_config_version(applied_version_.load());
         {
           std::lock_guard<std::mutex> lock(applied_mu_);
@@ -378,6 +392,21 @@ void FleetAgent::RunCommand(const pgfleet::v1::Command& command) {
       PGF_INFO("link", "controller: RELOAD");
       status = agent_.Reload();
       break;
+    case pgfleet::v1::Command::kRestart: {
+      PGF_INFO("link", "controller: RESTART (command %d)", command.command_id());
+      const uint64_t command_id = command.command_id();
+      // Answered later: a failure here on this stream (held open for it), success by the new
+      // process's hello (handover_command_id), as this stream is superseded by then.
+      agent_.BeginHandover(command_id, [this, command_id](absl::StatusOr<pid_t> outcome) {
+        if (outcome.ok()) return;
+        pgfleet::v1::AgentMessage failed;
+        failed.mutable_command_result()->set_command_id(command_id);
+        failed.mutable_command_result()->set_ok(false);
+        failed.mutable_command_result()->set_error(std::string(outcome.status().message()));
+        link_->Send(std::move(failed));
+      });
+      return;
+    }
     case pgfleet::v1::Command::KIND_NOT_SET:
       status = absl::InvalidArgumentError("empty command");
       break;
@@ -446,6 +475,7 @@ pgfleet::v1::MetricsReport FleetAgent::BuildMetricsReport(const StatsSnapshot& s
 void FleetAgent::SendMetrics() {
   pgfleet::v1::AgentMessage message;
   *message.mutable_metrics() = BuildMetricsReport(agent_.Snapshot());
+  message.mutable_metrics()->set_binary_outdated(BinaryOutdated());
   link_->Send(std::move(message));
 }
 

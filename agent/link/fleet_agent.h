@@ -50,6 +50,10 @@ struct FleetOptions {
   // Directories a pushed config may name files in (logfile, pidfile, auth_file, TLS files),
   // besides the local config file's directory and the state dir.
   std::vector<std::string> allowed_paths;
+  // Set by a hand-over (agent/handover.h): the old process's state dir lock, shared with it,
+  // and the controller command that asked for the restart (0: none).
+  int inherited_state_lock_fd = -1;
+  uint64_t handover_command_id = 0;
 };
 
 // What fleet mode settles before the pooler starts.
@@ -62,6 +66,7 @@ struct FleetSetup {
   // The config the pooler starts from: the last applied one (fail-static) if it is still
   // allowed, else the local file.
   std::string start_config_path;
+  uint64_t handover_command_id = 0;
 };
 
 // Resolves the agent id (default hostname:listen_port of the local file), creates and locks
@@ -76,6 +81,10 @@ class FleetAgent {
 
   void Start();
   void Stop();
+  // For a hand-over: the state dir lock's fd (shared with the new process), and no
+  // reconnect while the new process's stream takes this one's place.
+  int state_lock_fd() const { return state_lock_ ? state_lock_->fd() : -1; }
+  void HoldReconnects(bool hold) { link_->HoldReconnects(hold); }
   LinkState link_state() const { return link_->state(); }
   uint64_t applied_version() const { return applied_version_.load(); }
   ControlPlaneStatus status() const {

@@ -91,6 +91,25 @@ absl::StatusOr<std::unique_ptr<StateDirLock>> StateDirLock::Acquire(const std::s
   return std::unique_ptr<StateDirLock>(new StateDirLock(fd));
 }
 
+absl::StatusOr<std::unique_ptr<StateDirLock>> StateDirLock::Adopt(const std::string& dir, int fd) {
+  const std::string path = absl::StrCat(dir, "/lock");
+  struct stat held {
+  }, named{};
+  if (fstat(fd, &held) != 0 || stat(path.c_str(), &named) != 0 || held.st_dev != named.st_dev ||
+      held.st_ino != named.st_ino) {
+    close(fd);
+    return absl::FailedPreconditionError(
+        absl::StrCat("the state dir lock handed over is not ", path));
+  }
+  const std::string pid = absl::StrCat(getpid(), "\n");
+  if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    const int error = errno;
+    close(fd);
+    return absl::ErrnoToStatus(error, absl::StrCat("cannot write ", path));
+  }
+  return std::unique_ptr<StateDirLock>(new StateDirLock(fd));
+}
+
 StateDirLock::~StateDirLock() { close(fd_); }
 
 }  // namespace pgfleet::agent

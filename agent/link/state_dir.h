@@ -32,7 +32,11 @@ class StateDirLock {
   // FailedPrecondition "state dir DIR is in use by another pgfleet-agent (pid N)" when an
   // other process holds it.
   static absl::StatusOr<std::unique_ptr<StateDirLock>> Acquire(const std::string& dir);
+  // The lock a hand-over passed in `fd` (an open file description holding the flock: the lock
+  // is shared, so it was never free). Checks that `fd` is <dir>/lock, then writes our pid.
+  static absl::StatusOr<std::unique_ptr<StateDirLock>> Adopt(const std::string& dir, int fd);
   ~StateDirLock();
+  int fd() const { return fd_; }
 
   StateDirLock(const StateDirLock&) = delete;
   StateDirLock& operator=(const StateDirLock&) = delete;

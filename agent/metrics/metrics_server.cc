@@ -5,6 +5,7 @@
 #include <event2/keyvalq_struct.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -376,7 +377,8 @@ absl::StatusOr<MetricsListenAddress> ParseMetricsListen(absl::string_view listen
 }
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(Agent& agent,
-                                                                    const std::string& listen) {
+                                                                    const std::string& listen,
+                                                                    int inherited_fd) {
   PGF_ASSIGN_OR_RETURN(MetricsListenAddress address, ParseMetricsListen(listen));
   const std::string& host = address.host;
   const int port = address.port;
@@ -394,8 +396,13 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(Agent& agent
   evhttp_set_max_headers_size(server->http_, 16 * 1024);
   evhttp_set_max_body_size(server->http_, 64 * 1024);
 
-  evhttp_bound_socket* bound =
-      evhttp_bind_socket_with_handle(server->http_, host.c_str(), static_cast<uint16_t>(port));
+  // A hand-over's new process serves the old one's socket (agent/handover.h); evhttp owns
+  // and closes it from here on.
+  evhttp_bound_socket* bound = inherited_fd >= 0
+                                   ? evhttp_accept_socket_with_handle(server->http_, inherited_fd)
+                                   : evhttp_bind_socket_with_handle(server->http_, host.c_str(),
+                                                                    static_cast<uint16_t>(port));
+  if (bound == nullptr && inherited_fd >= 0) close(inherited_fd);
   if (bound == nullptr) {
     return absl::UnavailableError(
         absl::StrCat("metrics: cannot listen on ", listen, ": ", strerror(errno)));
@@ -411,6 +418,7 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(Agent& agent
   } else if (addr.ss_family == AF_INET6) {
     server->port_ = ntohs(reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_port);
   }
+  server->fd_ = evhttp_bound_socket_get_fd(bound);
   PGF_INFO("metrics", "serving Prometheus metrics on %s:%d", host, server->port_);
   return server;
 }

@@ -41,13 +41,17 @@ absl::StatusOr<MetricsListenAddress> ParseMetricsListen(absl::string_view listen
 class MetricsServer {
  public:
   // Listens on the address ParseMetricsListen reads.
+  // Listens on the address ParseMetricsListen reads, or serves `inherited_fd` (a listening
+  // socket handed over by the old process) when >= 0; the server owns it either way.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(Agent& agent,
-                                                              const std::string& listen);
+                                                              const std::string& listen,
+                                                              int inherited_fd = -1);
   ~MetricsServer();
   MetricsServer(const MetricsServer&) = delete;
   MetricsServer& operator=(const MetricsServer&) = delete;
 
   int port() const { return port_; }  // The bound port.
+  int fd() const { return fd_; }      // The listening socket (handed over on a restart).
 
  private:
   explicit MetricsServer(Agent& agent) : agent_(agent) {}
@@ -57,6 +61,7 @@ class MetricsServer {
   Agent& agent_;
   evhttp* http_ = nullptr;
   int port_ = 0;
+  int fd_ = -1;
 };
 
 }  // namespace pgfleet::agent

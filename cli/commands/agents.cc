@@ -18,6 +18,18 @@
 namespace pgfleet::cli {
 namespace {
 
+// "0.1.0+3f2a9c1d4e5b" (semver build metadata): the version and the build id cut to 12
+// characters (after "sha256:" for a binary without a GNU build id); "(outdated)" follows when
+// the binary on disk is another one.
+std::string VersionColumn(const pgfleet::v1::Agent& agent) {
+  std::string id = agent.build_id();
+  if (size_t colon = id.find(':'); colon != std::string::npos) id = id.substr(colon + 1);
+  std::string column = agent.agent_version();
+  if (!id.empty()) absl::StrAppend(&column, "+", id.substr(0, 12));
+  if (agent.binary_outdated()) absl::StrAppend(&column, " (outdated)");
+  return column.empty() ? "-" : column;
+}
+
 int AgentsList(Context& ctx) {
   pgfleet::v1::ListAgentsRequest request;
   request.set_environment(ctx.flags().Get("env"));
@@ -37,12 +49,12 @@ int AgentsList(Context& ctx) {
          agent.desired_version() ? absl::StrCat("v", agent.desired_version()) : "-",
          agent.desired_version() && agent.applied_version() != agent.desired_version() ? "DRIFT"
                                                                                        : "",
-         agent.connected() ? absl::StrCat(clients) : "-",
+         agent.connected() ? absl::StrCat(clients) : "-", VersionColumn(agent),
          agent.restart_pending().empty() ? "" : absl::StrJoin(agent.restart_pending(), ","),
          agent.last_error()});
   }
-  PrintTable({"AGENT", "ENV", "LINK", "APPLIED", "DESIRED", "", "CLIENTS", "PENDING RESTART",
-              "LAST ERROR"},
+  PrintTable({"AGENT", "ENV", "LINK", "APPLIED", "DESIRED", "", "CLIENTS", "VERSION",
+              "PENDING RESTART", "LAST ERROR"},
              rows);
   return kExitOk;
 }

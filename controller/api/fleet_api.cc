@@ -166,6 +166,9 @@ pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired) {
   out.set_desired_version(desired);
   out.set_last_error(row.last_error);
   if (session != nullptr) {
+    out.set_build_id(session->build_id());
+    out.set_pid(session->pid());
+    out.set_binary_outdated(session->binary_outdated());
     if (std::optional<pgfleet::v1::MetricsReport> metrics = session->metrics()) {
       *out.mutable_last_metrics() = *metrics;
     }
@@ -210,6 +213,11 @@ absl::StatusOr<pgfleet::v1::SendCommandResponse> FleetApi::SendCommand(
       break;
     case pgfleet::v1::Command::kReload:
       kind = "reload";
+      break;
+    case pgfleet::v1::Command::kRestart:
+      // A zero-downtime restart: the agent's new process completes it (its hello names the
+      // command); the fleet-wide rollout of restarts builds on this.
+      kind = "restart";
       break;
     case pgfleet::v1::Command::KIND_NOT_SET:
       return absl::InvalidArgumentError("command is empty (pause, resume or reload)");

@@ -208,8 +208,19 @@ grpc::Status AgentServiceImpl::Connect(
       [context] { context->TryCancel(); });
   session->set_applied_version(hello.applied_config_version());
   session->set_restart_pending({hello.restart_pending().begin(), hello.restart_pending().end()});
+  session->SetBinary(hello.build_id(), hello.pid(), hello.binary_outdated());
   if (std::shared_ptr<AgentSession> previous = registry_.Register(session)) {
     PGF_INFO("agents", "agent %s reconnected; closing its previous stream", hello.agent_id());
+    if (hello.handover_command_id() != 0) {
+      // A RESTART: the new process took over, which is the command's success; the old
+      // stream, which the command went out on, ends here.
+      PGF_INFO("agents", "agent %s: pid %d took over from the previous process (command %d)",
+               hello.agent_id(), hello.pid(), hello.handover_command_id());
+      pgfleet::v1::CommandResult done;
+      done.set_command_id(hello.handover_command_id());
+      done.set_ok(true);
+      previous->DeliverResult(done);
+    }
     previous->Cancel();
   }
   PGF_INFO("agents", "agent %s connected (env %s, %s, %s, config version %d)", hello.agent_id(),

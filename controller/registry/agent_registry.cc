@@ -93,6 +93,29 @@ void AgentSession::Close() {
   cv_.notify_all();
 }
 
+void AgentSession::SetBinary(std::string build_id, int32_t pid, bool binary_outdated) {
+  std::lock_guard<std::mutex> lock(mu_);
+  build_id_ = std::move(build_id);
+  pid_ = pid;
+  binary_outdated_ = binary_outdated;
+}
+
+std::string AgentSession::build_id() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return build_id_;
+}
+
+int32_t AgentSession::pid() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return pid_;
+}
+
+bool AgentSession::binary_outdated() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  // The newest report wins over the hello: the binary can be upgraded while the agent runs.
+  return metrics_.has_value() ? metrics_->binary_outdated() : binary_outdated_;
+}
+
 std::shared_ptr<AgentSession> AgentRegistry::Register(std::shared_ptr<AgentSession> session) {
   absl::MutexLock lock(&mu_);
   std::shared_ptr<AgentSession>& slot = sessions_[session->agent_id()];

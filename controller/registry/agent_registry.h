@@ -51,6 +51,12 @@ class AgentSession {
   // kept with the stream, since a reconnecting agent says it again and a restarted one has none.
   std::vector<std::string> restart_pending() const;
   void set_restart_pending(std::vector<std::string> keys);
+  // What the agent's hello said about its binary (issue 19): build id, pid, and whether the
+  // binary on disk was already another one (later reports update binary_outdated).
+  void SetBinary(std::string build_id, int32_t pid, bool binary_outdated);
+  std::string build_id() const;
+  int32_t pid() const;
+  bool binary_outdated() const;
 
   void SetMetrics(pgfleet::v1::MetricsReport report);
   std::optional<pgfleet::v1::MetricsReport> metrics() const;
@@ -76,6 +82,9 @@ class AgentSession {
   uint64_t applied_version_ = 0;
   uint64_t sent_version_ = 0;
   std::vector<std::string> restart_pending_;
+  std::string build_id_;
+  int32_t pid_ = 0;
+  bool binary_outdated_ = false;
   std::optional<pgfleet::v1::MetricsReport> metrics_;
   std::map<uint64_t, std::optional<pgfleet::v1::CommandResult>> results_;
 };

@@ -1,0 +1,26 @@
+// Which binary this agent runs, and whether the one now on disk at its path is another (a
+// package upgrade replaced it): what `fleetctl agents list` shows and --only-outdated uses.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace pgfleet::agent {
+
+inline constexpr char kAgentVersion[] = "0.1.0";
+
+// The GNU build id of an ELF file (the linker's NT_GNU_BUILD_ID note, hex), or "sha256:HEX" of
+// the whole file when it has none (a stripped or non-ELF binary, a script).
+absl::StatusOr<std::string> BuildIdOfFile(const std::string& path);
+
+// The running binary's build id, read once from /proc/self/exe (the inode this process runs,
+// even after an upgrade removed its path). Empty if it could not be read.
+const std::string& RunningBuildId();
+
+// Whether the file at the executable's path now has another build id than the running one. A
+// file that cannot be read counts as not outdated (nothing newer to restart into). The file is
+// re-read only when its inode, size or mtime changed.
+bool BinaryOutdated();
+
+}  // namespace pgfleet::agent
