@@ -1,5 +1,7 @@
 #include "controller/api/control_api.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "controller/auth/tokens.h"
@@ -49,6 +51,12 @@ ControlApi::ControlApi(Store& store, FleetApi& fleet, RolloutApi& rollouts,
   Add<v1::PushConfigRequest, v1::ConfigVersion>(
       kFleet, "PushConfig", Role::kOperator, kWrite,
       [&fleet](const Caller& c, const auto& r) { return fleet.PushConfig(c, r); });
+  // Operators push inis; credentials and TLS files (issue 18) are admin's.
+  methods_.back().role_for_request = [](const pb::Message& request) {
+    return SecretChangesFromPush(static_cast<const v1::PushConfigRequest&>(request)).empty()
+               ? Role::kOperator
+               : Role::kAdmin;
+  };
   Add<v1::ListConfigsRequest, v1::ListConfigsResponse>(
       kFleet, "ListConfigs", Role::kViewer, kRead,
       [&fleet](const Caller& c, const auto& r) { return fleet.ListConfigs(c, r); });
@@ -167,7 +175,12 @@ absl::StatusOr<std::unique_ptr<pb::Message>> ControlApi::Invoke(const Caller& ca
                                                    method.request_type->full_name(), ", not a ",
                                                    request.GetDescriptor()->full_name()));
   }
-  PGF_RETURN_IF_ERROR(RequireRole(caller, method.role));
+  Role needed = method.role;
+  if (method.role_for_request) {
+    needed = std::max(needed, method.role_for_request(request),
+                      [](Role a, Role b) { return static_cast<int>(a) < static_cast<int>(b); });
+  }
+  PGF_RETURN_IF_ERROR(RequireRole(caller, needed));
   return method.run(caller, request);
 }
 

@@ -30,6 +30,9 @@ struct ApiMethod {
   std::string name;          // The RPC, and the HTTP route /api/<name>.
   Role role = Role::kAdmin;  // The least role that may call it.
   bool read_only = false;    // Changes nothing: HTTP lets GET reach it.
+  // Set when some requests need more than `role` (a push carrying secret material needs
+  // admin): the role this request needs, checked with `role` before anything runs.
+  std::function<Role(const google::protobuf::Message&)> role_for_request;
   const google::protobuf::Descriptor* request_type = nullptr;
   const google::protobuf::Descriptor* response_type = nullptr;
   std::function<std::unique_ptr<google::protobuf::Message>()> new_request;

@@ -62,6 +62,9 @@ absl::Status RequireRole(const Caller& caller, Role role) {
 absl::StatusOr<pgfleet::v1::ConfigVersion> FleetApi::PushConfig(
     const Caller& caller, const pgfleet::v1::PushConfigRequest& request) {
   PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kOperator));
+  // Secret material is admin's alone; an ini push inherits the newest version's files.
+  const SecretChanges changes = SecretChangesFromPush(request);
+  if (!changes.empty()) PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
   if (request.environment().empty()) return absl::InvalidArgumentError("environment is required");
   // A pushed config is the whole file: %include would read files on whichever host parses it
   // (the controller here), so it is refused.
@@ -77,9 +80,6 @@ absl::StatusOr<pgfleet::v1::ConfigVersion> FleetApi::PushConfig(
   if (!parsed.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("invalid config: ", parsed.status().message()));
   }
-  // Secret material is admin's alone; an ini push inherits the newest version's files.
-  SecretChanges changes = SecretChangesFromPush(request);
-  if (!changes.empty()) PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
   std::vector<std::string> warnings;
   PGF_ASSIGN_OR_RETURN(ConfigVersionRow row,
                        AddDerivedVersion(store_, request.environment(), request.ini_text(), changes,
