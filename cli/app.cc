@@ -179,7 +179,7 @@ const std::vector<CommandSpec>& AllCommands() {
   static const std::vector<CommandSpec> commands = [] {
     std::vector<CommandSpec> all;
     for (auto nouns : {EnvCommands, ConfigCommands, AgentsCommands, MaintenanceCommands,
-                       RolloutCommands, TokenCommands}) {
+                       RolloutCommands, TokenCommands, SecretsCommands}) {
       for (CommandSpec& command : nouns()) all.push_back(std::move(command));
     }
     return all;

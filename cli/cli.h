@@ -43,6 +43,7 @@ class Context {
   pgfleet::v1::RolloutService::Stub& rollouts();
   pgfleet::v1::MaintenanceService::Stub& maintenance();
   pgfleet::v1::TokenService::Stub& tokens();
+  pgfleet::v1::SecretsService::Stub& secrets();
   // A context with the bearer token and a deadline.
   std::unique_ptr<grpc::ClientContext> NewCall(int timeout_seconds = 30) const;
   // Prints the error and maps it to an exit code.
@@ -56,6 +57,7 @@ class Context {
   std::unique_ptr<pgfleet::v1::RolloutService::Stub> rollout_stub_;
   std::unique_ptr<pgfleet::v1::MaintenanceService::Stub> maintenance_stub_;
   std::unique_ptr<pgfleet::v1::TokenService::Stub> token_stub_;
+  std::unique_ptr<pgfleet::v1::SecretsService::Stub> secrets_stub_;
   std::shared_ptr<grpc::Channel> channel_;
 };
 

@@ -68,6 +68,7 @@ pgfleet::v1::FleetService::Stub& Context::stub() {
     rollout_stub_ = pgfleet::v1::RolloutService::NewStub(channel_);
     maintenance_stub_ = pgfleet::v1::MaintenanceService::NewStub(channel_);
     token_stub_ = pgfleet::v1::TokenService::NewStub(channel_);
+    secrets_stub_ = pgfleet::v1::SecretsService::NewStub(channel_);
   }
   return *stub_;
 }
@@ -80,6 +81,11 @@ pgfleet::v1::MaintenanceService::Stub& Context::maintenance() {
 pgfleet::v1::TokenService::Stub& Context::tokens() {
   stub();
   return *token_stub_;
+}
+
+pgfleet::v1::SecretsService::Stub& Context::secrets() {
+  stub();
+  return *secrets_stub_;
 }
 
 pgfleet::v1::RolloutService::Stub& Context::rollouts() {

@@ -18,6 +18,7 @@ std::vector<CommandSpec> AgentsCommands();
 std::vector<CommandSpec> MaintenanceCommands();
 std::vector<CommandSpec> RolloutCommands();
 std::vector<CommandSpec> TokenCommands();
+std::vector<CommandSpec> SecretsCommands();
 
 // ---- Helpers shared by the handlers (cli/commands/helpers.cc) ----
 std::vector<std::string> SplitList(const std::string& text);

@@ -3,8 +3,10 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -91,6 +93,51 @@ int ConfigShow(Context& ctx) {
   return kExitOk;
 }
 
+// Credentials and TLS files by fingerprint (the API never shows their contents), and rotation
+// overlaps: "changed (fp A -> fp B)", "unchanged (fp A)", "added", "removed". Empty when
+// neither version has any.
+std::string SecretsDiff(const pgfleet::v1::ConfigVersion& a, const pgfleet::v1::ConfigVersion& b) {
+  std::map<std::string, std::pair<std::string, std::string>> files;  // key -> (fp in a, in b)
+  for (const auto& file : a.files()) files[file.key()].first = file.fingerprint();
+  for (const auto& file : b.files()) files[file.key()].second = file.fingerprint();
+  std::map<std::string, std::pair<int64_t, int64_t>> overlaps;  // user -> (expiry a, b)
+  for (const auto& overlap : a.credential_overlaps()) {
+    overlaps[overlap.user()].first = overlap.expires_unix_ms();
+  }
+  for (const auto& overlap : b.credential_overlaps()) {
+    overlaps[overlap.user()].second = overlap.expires_unix_ms();
+  }
+  if (files.empty() && overlaps.empty()) return "";
+  std::string out;
+  for (const auto& [key, fps] : files) {
+    const auto& [in_a, in_b] = fps;
+    if (in_a.empty()) {
+      absl::StrAppend(&out, "file ", key, ": added (fp ", in_b, ")\n");
+    } else if (in_b.empty()) {
+      absl::StrAppend(&out, "file ", key, ": removed (fp ", in_a, ")\n");
+    } else if (in_a != in_b) {
+      absl::StrAppend(&out, "file ", key, ": changed (fp ", in_a, " -> fp ", in_b, ")\n");
+    } else {
+      absl::StrAppend(&out, "file ", key, ": unchanged (fp ", in_a, ")\n");
+    }
+  }
+  for (const auto& [user, expiries] : overlaps) {
+    const auto& [in_a, in_b] = expiries;
+    if (in_a == 0) {
+      absl::StrAppend(&out, "rotation of ", user, ": opened (old secret accepted until ",
+                      FormatTime(in_b), " UTC)\n");
+    } else if (in_b == 0) {
+      absl::StrAppend(&out, "rotation of ", user, ": closed\n");
+    } else if (in_a != in_b) {
+      absl::StrAppend(&out, "rotation of ", user, ": changed (until ", FormatTime(in_a), " -> ",
+                      FormatTime(in_b), " UTC)\n");
+    } else {
+      absl::StrAppend(&out, "rotation of ", user, ": unchanged\n");
+    }
+  }
+  return out;
+}
+
 int ConfigDiff(Context& ctx) {
   if (ctx.flags().positional.size() != 2) {
     fprintf(stderr, "usage: fleetctl config diff VERSION_A VERSION_B\n");
@@ -102,6 +149,7 @@ int ConfigDiff(Context& ctx) {
   printf("%s", UnifiedDiff(a.ini_text(), b.ini_text(), absl::StrCat("v", a.version()),
                            absl::StrCat("v", b.version()))
                    .c_str());
+  printf("%s", SecretsDiff(a, b).c_str());
   return kExitOk;
 }
 

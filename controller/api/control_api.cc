@@ -1,5 +1,7 @@
 #include "controller/api/control_api.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "controller/auth/tokens.h"
@@ -14,6 +16,7 @@ constexpr char kFleet[] = "pgfleet.v1.FleetService";
 constexpr char kRollout[] = "pgfleet.v1.RolloutService";
 constexpr char kMaintenance[] = "pgfleet.v1.MaintenanceService";
 constexpr char kTokens[] = "pgfleet.v1.TokenService";
+constexpr char kSecrets[] = "pgfleet.v1.SecretsService";
 constexpr bool kRead = true, kWrite = false;
 
 }  // namespace
@@ -41,13 +44,19 @@ void ControlApi::Add(const char* service, const char* name, Role role, bool read
 
 ControlApi::ControlApi(Store& store, const Clock& clock, FleetApi& fleet, RolloutApi& rollouts,
                        MaintenanceApi& maintenance, TokenAdmin& tokens)
-    : store_(store), clock_(clock), fleet_(fleet) {
+    : store_(store), clock_(clock), fleet_(fleet), secrets_(store, clock) {
   // Reads need viewer; changing the fleet (configs, desired versions, commands, rollouts,
   // maintenance windows) needs operator; the release policy between environments (upstream)
   // and tokens need admin.
   Add<v1::PushConfigRequest, v1::ConfigVersion>(
       kFleet, "PushConfig", Role::kOperator, kWrite,
       [&fleet](const Caller& c, const auto& r) { return fleet.PushConfig(c, r); });
+  // Operators push inis; credentials and TLS files (issue 18) are admin's.
+  methods_.back().role_for_request = [](const pb::Message& request) {
+    return SecretChangesFromPush(static_cast<const v1::PushConfigRequest&>(request)).empty()
+               ? Role::kOperator
+               : Role::kAdmin;
+  };
   Add<v1::ListConfigsRequest, v1::ListConfigsResponse>(
       kFleet, "ListConfigs", Role::kViewer, kRead,
       [&fleet](const Caller& c, const auto& r) { return fleet.ListConfigs(c, r); });
@@ -128,6 +137,25 @@ ControlApi::ControlApi(Store& store, const Clock& clock, FleetApi& fleet, Rollou
   Add<v1::RevokeTokenRequest, v1::Token>(
       kTokens, "RevokeToken", Role::kAdmin, kWrite,
       [&tokens](const Caller& c, const auto& r) { return tokens.Revoke(c, r); });
+
+  // Credentials and TLS material: admin only to change (PushConfig also requires admin when a
+  // push carries files or overlaps); the listing shows fingerprints, so viewers may read it.
+  SecretsApi& secrets = secrets_;
+  Add<v1::SetUserSecretRequest, v1::SecretsChange>(
+      kSecrets, "SetUserSecret", Role::kAdmin, kWrite,
+      [&secrets](const Caller& c, const auto& r) { return secrets.SetUserSecret(c, r); });
+  Add<v1::SetTlsFilesRequest, v1::SecretsChange>(
+      kSecrets, "SetTlsFiles", Role::kAdmin, kWrite,
+      [&secrets](const Caller& c, const auto& r) { return secrets.SetTlsFiles(c, r); });
+  Add<v1::BeginRotationRequest, v1::SecretsChange>(
+      kSecrets, "BeginRotation", Role::kAdmin, kWrite,
+      [&secrets](const Caller& c, const auto& r) { return secrets.BeginRotation(c, r); });
+  Add<v1::EndRotationRequest, v1::SecretsChange>(
+      kSecrets, "EndRotation", Role::kAdmin, kWrite,
+      [&secrets](const Caller& c, const auto& r) { return secrets.EndRotation(c, r); });
+  Add<v1::ListSecretsRequest, v1::ListSecretsResponse>(
+      kSecrets, "ListSecrets", Role::kViewer, kRead,
+      [&secrets](const Caller& c, const auto& r) { return secrets.ListSecrets(c, r); });
 }
 
 absl::StatusOr<Caller> ControlApi::Authenticate(const std::string& authorization) const {
@@ -147,7 +175,12 @@ absl::StatusOr<std::unique_ptr<pb::Message>> ControlApi::Invoke(const Caller& ca
                                                    method.request_type->full_name(), ", not a ",
                                                    request.GetDescriptor()->full_name()));
   }
-  PGF_RETURN_IF_ERROR(RequireRole(caller, method.role));
+  Role needed = method.role;
+  if (method.role_for_request) {
+    needed = std::max(needed, method.role_for_request(request),
+                      [](Role a, Role b) { return static_cast<int>(a) < static_cast<int>(b); });
+  }
+  PGF_RETURN_IF_ERROR(RequireRole(caller, needed));
   return method.run(caller, request);
 }
 

@@ -19,6 +19,7 @@
 #include "controller/api/fleet_api.h"
 #include "controller/api/maintenance_api.h"
 #include "controller/api/rollout_api.h"
+#include "controller/api/secrets_api.h"
 #include "controller/auth/token_admin.h"
 #include "controller/clock.h"
 
@@ -30,6 +31,9 @@ struct ApiMethod {
   std::string name;          // The RPC, and the HTTP route /api/<name>.
   Role role = Role::kAdmin;  // The least role that may call it.
   bool read_only = false;    // Changes nothing: HTTP lets GET reach it.
+  // Set when some requests need more than `role` (a push carrying secret material needs
+  // admin): the role this request needs, checked with `role` before anything runs.
+  std::function<Role(const google::protobuf::Message&)> role_for_request;
   const google::protobuf::Descriptor* request_type = nullptr;
   const google::protobuf::Descriptor* response_type = nullptr;
   std::function<std::unique_ptr<google::protobuf::Message>()> new_request;
@@ -71,6 +75,8 @@ class ControlApi {
   Store& store_;
   const Clock& clock_;
   FleetApi& fleet_;
+  SecretsApi
+      secrets_;  // Needs only the store and the clock: owned here, so main.cc wires nothing more.
   std::vector<ApiMethod> methods_;
   std::map<std::pair<std::string, std::string>, size_t> index_;
 };

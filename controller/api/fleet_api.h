@@ -92,4 +92,8 @@ class FleetApi {
   RolloutStore* rollouts_ = nullptr;
 };
 
+// A version as the API shows it: credentials and TLS files as fingerprints, never contents.
+pgfleet::v1::ConfigVersion VersionToProto(const ConfigVersionRow& row);
+pgfleet::v1::ConfigFileInfo FileInfoToProto(const ConfigFileRow& file);
+
 }  // namespace pgfleet::controller

@@ -22,6 +22,7 @@
 #include <poll.h>
 #include <sqlite3.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -781,6 +782,94 @@ TEST_F(ControllerTokensTest, TokensAreStoredAsSha256AndNeverLogged) {
     EXPECT_FALSE(absl::StrContains(log, *value)) << "the controller log holds " << what;
   }
   EXPECT_TRUE(absl::StrContains(log, "ops pushed config version 1 to dev")) << log;
+}
+
+// Credentials and TLS material pushed through the controller (issue 18): a plaintext password
+// (the worst case: --plaintext) and a rotation's previous one, set with fleetctl from stdin,
+// appear in no log line (-v), no audit entry, no JSON API answer (viewer and admin), no dashboard
+// page, and not in the SQLite file's bytes, where they are only encrypted.
+TEST_F(ControllerTokensTest, CredentialsNeverLeaveTheControllerExceptToAgents) {
+  const std::string admin = absl::StrCat("pgf_", absl::BytesToHexString(crypto::RandomBytes(32)));
+  const std::string db_path = dir_ + "/fleet.db";
+  const std::string key_path = dir_ + "/secrets.key";
+  PGF_ASSERT_OK(WriteFile(key_path, absl::BytesToHexString(crypto::RandomBytes(32))));
+  ASSERT_EQ(chmod(key_path.c_str(), 0600), 0);
+  const std::string http_port_file = dir_ + "/http.port";
+  ControllerOptions options;
+  options.db_path = db_path;
+  options.bootstrap_token = admin;
+  options.extra_args = {"-v", "--secrets-key-file=" + key_path};
+  AddHttpListener(options, http_port_file);
+  PGF_ASSERT_OK_AND_ASSIGN(controller_, ControllerProcess::Start(options));
+  PGF_ASSERT_OK_AND_ASSIGN(const int http_port, AwaitHttpPort(http_port_file));
+  const std::string old_password = "Old-Plaintext-Marmot-5521";
+  const std::string new_password = "New-Plaintext-Walrus-9934";
+
+  const std::string ini = dir_ + "/pushed.ini";
+  PGF_ASSERT_OK(WriteFile(ini,
+                          "[databases]\nappdb = host=127.0.0.1 port=5432\n\n"
+                          "[pgbouncer]\nlisten_port = 6432\nauth_type = md5\n"
+                          "auth_file = users.txt\n"));
+  absl::StatusOr<FleetctlResult> pushed =
+      RunFleetctl({"config", "push", "--env", "dev", "-f", ini}, admin, controller_->address());
+  ASSERT_TRUE(pushed.ok() && pushed->exit_code == 0) << pushed->Describe();
+  // The password on fleetctl's stdin, as a script would give it.
+  auto with_stdin = [&](const std::vector<std::string>& args, const std::string& input) {
+    std::vector<std::string> argv = {"/bin/sh",
+                                     "-c",
+                                     "printf '%s\\n' \"$PGF_TEST_INPUT\" | \"$@\"",
+                                     "sh",
+                                     PGFLEET_FLEETCTL_BINARY,
+                                     "--controller=" + controller_->address(),
+                                     "--token=" + admin};
+    argv.insert(argv.end(), args.begin(), args.end());
+    RunOptions run;
+    run.env = {{"PGF_TEST_INPUT", input}, {"HOME", dir_}, {"PGFLEET_TOKEN", ""}};
+    absl::StatusOr<RunResult> result = RunCommand(argv, run);
+    EXPECT_TRUE(result.ok() && result->Succeeded())
+        << (result.ok() ? result->Describe() : result.status().ToString());
+    return result.ok() ? result->stdout_text + result->stderr_text : std::string();
+  };
+  std::vector<std::string> seen;
+  seen.push_back(
+      with_stdin({"secrets", "set", "--env", "dev", "--user", "app", "--plaintext"}, old_password));
+  seen.push_back(with_stdin({"secrets", "rotate", "begin", "--env", "dev", "--user", "app",
+                             "--overlap", "30m", "--plaintext"},
+                            new_password));
+
+  // The JSON API (GET, as the dashboard reads it) and the dashboard's pages.
+  const std::string auth = absl::StrCat("Authorization: Bearer ", admin);
+  for (const std::string& path :
+       {std::string("/api/ListConfigs?environment=dev"), std::string("/api/GetConfig?version=2"),
+        std::string("/api/GetConfig?version=3"), std::string("/api/ListSecrets?environment=dev"),
+        std::string("/api/ListEnvironments"), std::string("/"), std::string("/index.html")}) {
+    absl::StatusOr<HttpResponse> response = HttpGet(http_port, path, {auth});
+    ASSERT_TRUE(response.ok()) << path << ": " << response.status();
+    if (absl::StartsWith(path, "/api/")) {
+      EXPECT_EQ(response->status, 200) << path << ": " << response->raw;
+    }
+    seen.push_back(response->raw);
+  }
+  EXPECT_TRUE(absl::StrContains(seen[3], "fingerprint")) << "GetConfig shows no files: " << seen[3];
+
+  PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<controller::Store> store,
+                           controller::OpenSqliteStore(db_path));
+  PGF_ASSERT_OK_AND_ASSIGN(std::vector<controller::AuditEntry> audit, store->ListAudit(0));
+  ASSERT_GE(audit.size(), 3u);
+  for (const controller::AuditEntry& entry : audit) {
+    seen.push_back(absl::StrCat(entry.action, " ", entry.target, " ", entry.details));
+  }
+  store.reset();
+  seen.push_back(controller_->LogContents());
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> files =
+      ReadFiles(dir_, "fleet.db");
+  ASSERT_TRUE(files.ok()) << files.status();
+  for (const auto& [name, bytes] : *files) seen.push_back(bytes);
+  for (const std::string& text : seen) {
+    for (const std::string* secret : {&old_password, &new_password}) {
+      EXPECT_FALSE(absl::StrContains(text, *secret)) << "found " << *secret << " in:\n" << text;
+    }
+  }
 }
 
 }  // namespace
