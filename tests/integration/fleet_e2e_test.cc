@@ -889,7 +889,9 @@ TEST_F(RolloutTest, GoodVersionRollsOutInWaves) {
   ASSERT_EQ(agents_table.exit_code, 0) << agents_table.Describe();
   for (const std::string& id : dev_) {
     std::vector<std::string> row = TableRow(agents_table.stdout_text, id);
-    ASSERT_EQ(row.size(), 6u) << agents_table.stdout_text;  // No DRIFT, no error.
+    // No DRIFT, no pin ("-"), no labels, no error.
+    ASSERT_EQ(row.size(), 7u) << agents_table.stdout_text;
+    EXPECT_EQ(row[5], "-") << agents_table.stdout_text;
     EXPECT_EQ(row[3], Version(next));
     EXPECT_EQ(row[4], Version(next));
   }
