@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cli/commands/commands.h"
+#include "controller/registry/label_selector.h"
 
 namespace pgfleet::cli {
 namespace {
@@ -30,9 +32,19 @@ std::string VersionColumn(const pgfleet::v1::Agent& agent) {
   return column.empty() ? "-" : column;
 }
 
+std::string JoinLabels(const google::protobuf::Map<std::string, std::string>& labels) {
+  std::map<std::string, std::string> sorted(labels.begin(), labels.end());
+  std::vector<std::string> parts;
+  for (const auto& [key, value] : sorted) parts.push_back(absl::StrCat(key, "=", value));
+  return absl::StrJoin(parts, ",");
+}
+
 int AgentsList(Context& ctx) {
   pgfleet::v1::ListAgentsRequest request;
   request.set_environment(ctx.flags().Get("env"));
+  std::string selector;
+  if (!SelectorFlag(ctx, &selector)) return kExitUsage;
+  request.set_selector(selector);
   pgfleet::v1::ListAgentsResponse response;
   grpc::Status status = ctx.stub().ListAgents(ctx.NewCall().get(), request, &response);
   if (!status.ok()) return ctx.Fail(status);
@@ -49,13 +61,18 @@ int AgentsList(Context& ctx) {
          agent.desired_version() ? absl::StrCat("v", agent.desired_version()) : "-",
          agent.desired_version() && agent.applied_version() != agent.desired_version() ? "DRIFT"
                                                                                        : "",
+         agent.pinned_version() ? absl::StrCat("v", agent.pinned_version()) : "-",
          agent.connected() ? absl::StrCat(clients) : "-", VersionColumn(agent),
+         JoinLabels(agent.labels()),
          agent.restart_pending().empty() ? "" : absl::StrJoin(agent.restart_pending(), ","),
          agent.last_error()});
   }
-  PrintTable({"AGENT", "ENV", "LINK", "APPLIED", "DESIRED", "", "CLIENTS", "VERSION",
-              "PENDING RESTART", "LAST ERROR"},
+  PrintTable({"AGENT", "ENV", "LINK", "APPLIED", "DESIRED", "", "PINNED", "CLIENTS", "VERSION",
+              "LABELS", "PENDING RESTART", "LAST ERROR"},
              rows);
+  if (rows.empty() && !selector.empty()) {
+    fprintf(stderr, "fleetctl: no agent matches %s\n", selector.c_str());
+  }
   return kExitOk;
 }
 
@@ -90,6 +107,15 @@ int AgentsShow(Context& ctx) {
           ? "-"
           : absl::StrCat("pending for ", absl::StrJoin(agent.restart_pending(), ", ")).c_str(),
       agent.last_error().empty() ? "-" : agent.last_error().c_str());
+  if (!agent.operator_labels().empty() || agent.removed_labels_size() > 0) {
+    std::vector<std::string> removed(agent.removed_labels().begin(), agent.removed_labels().end());
+    printf("operator:     %s%s%s\n", JoinLabels(agent.operator_labels()).c_str(),
+           removed.empty() ? "" : "  removed: ", absl::StrJoin(removed, ",").c_str());
+  }
+  if (agent.pinned_version() != 0) {
+    printf("pinned:       v%llu (a rollout with a selector; a full rollout unpins)\n",
+           static_cast<unsigned long long>(agent.pinned_version()));
+  }
   if (agent.last_metrics().pools_size() > 0) {
     printf("\npools:\n");
     std::vector<std::vector<std::string>> rows;
@@ -102,6 +128,52 @@ int AgentsShow(Context& ctx) {
     PrintTable(
         {"DATABASE", "USER", "MODE", "CL_ACTIVE", "CL_WAITING", "SV_ACTIVE", "SV_IDLE", "MAXWAIT"},
         rows);
+  }
+  return kExitOk;
+}
+
+// kubectl label's syntax: k=v sets, k- removes; changing a value needs --overwrite.
+int AgentsLabel(Context& ctx) {
+  const auto& args = ctx.flags().positional;
+  if (args.size() < 2) {
+    fprintf(stderr, "usage: fleetctl agents label AGENT_ID k=v [k2=v2] [k3-] [--overwrite]\n");
+    return kExitUsage;
+  }
+  pgfleet::v1::SetAgentLabelsRequest request;
+  request.set_agent_id(args[0]);
+  request.set_overwrite(ctx.flags().Has("overwrite"));
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    const size_t eq = arg.find('=');
+    absl::Status valid;
+    if (eq != std::string::npos) {
+      const std::string key = arg.substr(0, eq), value = arg.substr(eq + 1);
+      valid = controller::ValidateLabelKey(key);
+      if (valid.ok()) valid = controller::ValidateLabelValue(value);
+      if (valid.ok() && request.set().count(key) != 0) {
+        valid = absl::InvalidArgumentError(absl::StrCat("label '", key, "' is given twice"));
+      }
+      (*request.mutable_set())[key] = value;
+    } else if (absl::EndsWith(arg, "-")) {
+      const std::string key = arg.substr(0, arg.size() - 1);
+      valid = controller::ValidateLabelKey(key);
+      request.add_remove(key);
+    } else {
+      valid = absl::InvalidArgumentError(
+          absl::StrCat("'", arg, "': want key=value to set a label or key- to remove one"));
+    }
+    if (!valid.ok()) {
+      fprintf(stderr, "fleetctl: %s\n", std::string(valid.message()).c_str());
+      return kExitUsage;
+    }
+  }
+  pgfleet::v1::Agent agent;
+  grpc::Status status = ctx.stub().SetAgentLabels(ctx.NewCall().get(), request, &agent);
+  if (!status.ok()) return ctx.Fail(status);
+  if (ctx.json()) {
+    ctx.PrintJson(agent);
+  } else {
+    printf("agent %s labelled: %s\n", agent.agent_id().c_str(), JoinLabels(agent.labels()).c_str());
   }
   return kExitOk;
 }
@@ -120,15 +192,24 @@ std::vector<CommandSpec> AgentsCommands() {
        "",
        0,
        "agents, link state, applied vs desired version",
-       {{"env", "", "ENV", "only this environment's agents"}},
+       {{"env", "", "ENV", "only this environment's agents"},
+        SelectorFlagSpec("only the agents whose labels match")},
        AgentsList},
+      {{"agents", "label"},
+       "AGENT_ID k=v [k2=v2] [k3-]",
+       64,
+       "set (k=v) or remove (k-) an agent's labels in the controller; they win over the agent's "
+       "--labels, survive its reconnects, and re-render its config",
+       {{"overwrite", "", "", "allow changing a label that already has another value"}},
+       AgentsLabel},
       {{"agents", "show"}, "AGENT_ID", 1, "one agent in detail, with its pools", {}, AgentsShow},
       {{"reload"},
        "",
        0,
        "RELOAD the agents' configs (--env ENV or --agent ID)",
        {{"env", "", "ENV", "every connected agent of this environment"},
-        {"agent", "", "ID", "this agent only"}},
+        {"agent", "", "ID", "this agent only"},
+        SelectorFlagSpec("with --env: only its agents whose labels match")},
        Reload},
   };
 }

@@ -29,6 +29,11 @@ bool ParseVersion(const std::string& text, uint64_t* version);
 // A positive duration flag ("15m") in seconds; absent leaves *seconds. False (message printed)
 // when it is not a duration.
 bool ParseDurationFlag(const Context& ctx, const char* flag, int64_t* seconds);
+// -l/--selector, checked with the controller's parser: false (message naming the column
+// printed) when it does not parse; *selector is its canonical spelling, or empty.
+bool SelectorFlag(const Context& ctx, std::string* selector);
+// The -l/--selector flag's declaration, for every command that takes one.
+FlagSpec SelectorFlagSpec(const std::string& what);
 // Sends a command to --env's or --agent's agents and prints each outcome.
 int SendCommand(Context& ctx, pgfleet::v1::Command command, const char* verb);
 

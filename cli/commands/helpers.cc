@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cli/commands/commands.h"
+#include "controller/registry/label_selector.h"
 
 namespace pgfleet::cli {
 std::vector<std::string> SplitList(const std::string& text) {
@@ -49,8 +50,30 @@ bool ParseDurationFlag(const Context& ctx, const char* flag, int64_t* seconds) {
   return true;
 }
 
+bool SelectorFlag(const Context& ctx, std::string* selector) {
+  selector->clear();
+  if (!ctx.flags().Has("selector")) return true;
+  absl::StatusOr<controller::LabelSelector> parsed =
+      controller::LabelSelector::Parse(ctx.flags().Get("selector"));
+  if (!parsed.ok()) {
+    fprintf(stderr, "fleetctl: -l/--selector: %s\n",
+            std::string(parsed.status().message()).c_str());
+    return false;
+  }
+  *selector = parsed->ToString();
+  return true;
+}
+
+FlagSpec SelectorFlagSpec(const std::string& what) {
+  return {"selector", "l", "SELECTOR",
+          absl::StrCat(what, " (kubectl syntax: k=v, k!=v, k in (a,b), k notin (a), k, !k)")};
+}
+
 int SendCommand(Context& ctx, pgfleet::v1::Command command, const char* verb) {
   pgfleet::v1::SendCommandRequest request;
+  std::string selector;
+  if (!SelectorFlag(ctx, &selector)) return kExitUsage;
+  request.set_selector(selector);
   request.set_environment(ctx.flags().Get("env"));
   request.set_agent_id(ctx.flags().Get("agent"));
   if (request.environment().empty() && request.agent_id().empty()) {

@@ -19,9 +19,10 @@ namespace pgfleet::cli {
 namespace {
 
 void PrintWindow(const pgfleet::v1::MaintenanceWindow& window) {
-  printf("window %llu: %s %s  %s  %s -> %s%s\n", static_cast<unsigned long long>(window.id()),
+  printf("window %llu: %s %s%s  %s  %s -> %s%s\n", static_cast<unsigned long long>(window.id()),
          window.environment().c_str(),
          window.database().empty() ? "(all databases)" : window.database().c_str(),
+         window.selector().empty() ? "" : absl::StrCat(" -l ", window.selector()).c_str(),
          window.state().c_str(), FormatTime(window.starts_unix_ms()).c_str(),
          FormatTime(window.ends_unix_ms()).c_str(),
          window.reason().empty() ? "" : absl::StrCat("  (", window.reason(), ")").c_str());
@@ -104,6 +105,9 @@ int Pause(Context& ctx) {
   request.set_reason(ctx.flags().Get("reason"));
   for (const std::string& agent : SplitList(ctx.flags().Get("skip")))
     request.add_skip_agents(agent);
+  std::string selector;
+  if (!SelectorFlag(ctx, &selector)) return kExitUsage;
+  request.set_selector(selector);
   int64_t duration = 0, drain = 0;
   if (!ParseDurationFlag(ctx, "for", &duration) ||
       !ParseDurationFlag(ctx, "drain-timeout", &drain)) {
@@ -139,6 +143,9 @@ int MaintenanceSchedule(Context& ctx) {
   request.set_reason(ctx.flags().Get("reason"));
   for (const std::string& agent : SplitList(ctx.flags().Get("skip")))
     request.add_skip_agents(agent);
+  std::string selector;
+  if (!SelectorFlag(ctx, &selector)) return kExitUsage;
+  request.set_selector(selector);
   // --at takes RFC 3339 ("2026-11-25T22:00:00Z") or an offset from now ("+10m").
   const std::string at = ctx.flags().Get("at");
   absl::Time start;
@@ -238,7 +245,8 @@ std::vector<CommandSpec> MaintenanceCommands() {
         {"wait", "", "", "return once every agent drained (exit 5 if the drain failed)"},
         reason,
         skip,
-        drain_timeout},
+        drain_timeout,
+        SelectorFlagSpec("only the agents whose labels match (others are not paused)")},
        Pause},
       {{"resume"},
        "",
@@ -256,7 +264,8 @@ std::vector<CommandSpec> MaintenanceCommands() {
         {"duration", "", "DURATION", "how long it lasts", true},
         reason,
         skip,
-        drain_timeout},
+        drain_timeout,
+        SelectorFlagSpec("only the agents whose labels match (others are not paused)")},
        MaintenanceSchedule},
       {{"maintenance", "list"},
        "",

@@ -164,6 +164,9 @@ int RolloutStart(Context& ctx) {
   }
   request.set_version(version);
   if (int rc = FillRolloutOptions(ctx, &request)) return rc;
+  std::string selector;
+  if (!SelectorFlag(ctx, &selector)) return kExitUsage;
+  request.set_selector(selector);
   pgfleet::v1::Rollout rollout;
   grpc::Status status = ctx.rollouts().StartRollout(ctx.NewCall().get(), request, &rollout);
   if (!status.ok()) return ctx.Fail(status);
@@ -306,6 +309,9 @@ std::vector<CommandSpec> RolloutCommands() {
   std::vector<FlagSpec> start_flags = {{"env", "", "ENV", "the environment", true},
                                        {"version", "", "V", "the version (v12 or 12)", true}};
   for (FlagSpec& flag : RolloutOptionFlags()) start_flags.push_back(std::move(flag));
+  start_flags.push_back(SelectorFlagSpec(
+      "only the agents whose labels match move; they stay pinned to V and the environment's "
+      "desired version is unchanged (a full rollout unpins them)"));
   std::vector<FlagSpec> promote_flags = {
       {"from", "", "ENV", "the environment the version completed in", true},
       {"to", "", "ENV", "the environment to roll it out in", true},

@@ -78,6 +78,9 @@ ControlApi::ControlApi(Store& store, const Clock& clock, FleetApi& fleet, Rollou
   Add<v1::SendCommandRequest, v1::SendCommandResponse>(
       kFleet, "SendCommand", Role::kOperator, kWrite,
       [&fleet](const Caller& c, const auto& r) { return fleet.SendCommand(c, r); });
+  Add<v1::SetAgentLabelsRequest, v1::Agent>(
+      kFleet, "SetAgentLabels", Role::kOperator, kWrite,
+      [&fleet](const Caller& c, const auto& r) { return fleet.SetAgentLabels(c, r); });
 
   Add<v1::StartRolloutRequest, v1::Rollout>(
       kRollout, "StartRollout", Role::kOperator, kWrite,

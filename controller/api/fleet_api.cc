@@ -1,5 +1,9 @@
 #include "controller/api/fleet_api.h"
 
+#include <map>
+#include <optional>
+#include <set>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -12,6 +16,7 @@
 #include "controller/api/secrets_api.h"
 #include "controller/auth/tokens.h"
 #include "controller/maintenance/orchestrator.h"
+#include "controller/registry/label_selector.h"
 #include "controller/rollout/rollout_engine.h"
 
 namespace pgfleet::controller {
@@ -179,6 +184,17 @@ pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired) {
   out.set_agent_id(row.agent_id);
   out.set_environment(row.environment);
   for (const auto& [key, value] : row.labels) (*out.mutable_labels())[key] = value;
+  for (const auto& [key, value] : row.reported_labels) {
+    (*out.mutable_reported_labels())[key] = value;
+  }
+  for (const auto& [key, value] : row.label_overrides) {
+    if (value.has_value()) {
+      (*out.mutable_operator_labels())[key] = *value;
+    } else {
+      out.add_removed_labels(key);
+    }
+  }
+  out.set_pinned_version(row.pinned_version.value_or(0));
   out.set_agent_version(row.agent_version);
   out.set_hostname(row.hostname);
   std::shared_ptr<AgentSession> session = registry_.Find(row.agent_id);
@@ -203,9 +219,11 @@ pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired) {
 absl::StatusOr<pgfleet::v1::ListAgentsResponse> FleetApi::ListAgents(
     const Caller& caller, const pgfleet::v1::ListAgentsRequest& request) {
   PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kViewer));
+  PGF_ASSIGN_OR_RETURN(LabelSelector selector, LabelSelector::Parse(request.selector()));
   PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> rows, store_.ListAgents(request.environment()));
   pgfleet::v1::ListAgentsResponse response;
   for (const AgentRow& row : rows) {
+    if (!selector.Matches(row.labels)) continue;
     PGF_ASSIGN_OR_RETURN(uint64_t desired, DesiredVersionFor(row));
     *response.add_agents() = ToProto(row, desired);
   }
@@ -245,6 +263,10 @@ absl::StatusOr<pgfleet::v1::SendCommandResponse> FleetApi::SendCommand(
     case pgfleet::v1::Command::KIND_NOT_SET:
       return absl::InvalidArgumentError("command is empty (pause, resume or reload)");
   }
+  PGF_ASSIGN_OR_RETURN(LabelSelector selector, LabelSelector::Parse(request.selector()));
+  if (!selector.empty() && (request.environment().empty() || !request.agent_id().empty())) {
+    return absl::InvalidArgumentError("a selector picks agents of an environment: give --env");
+  }
   std::vector<std::shared_ptr<AgentSession>> targets;
   if (!request.agent_id().empty()) {
     std::shared_ptr<AgentSession> session = registry_.Find(request.agent_id());
@@ -255,6 +277,22 @@ absl::StatusOr<pgfleet::v1::SendCommandResponse> FleetApi::SendCommand(
     targets.push_back(session);
   } else if (!request.environment().empty()) {
     targets = registry_.List(request.environment());
+    if (!selector.empty()) {
+      PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> agents, store_.ListAgents(request.environment()));
+      std::set<std::string> matching;
+      for (const AgentRow& agent : agents) {
+        if (selector.Matches(agent.labels)) matching.insert(agent.agent_id);
+      }
+      if (matching.empty()) {
+        return absl::FailedPreconditionError(absl::StrCat("selector \"", selector.ToString(),
+                                                          "\" matches no agent of environment ",
+                                                          request.environment()));
+      }
+      std::erase_if(targets, [&](const std::shared_ptr<AgentSession>& session) {
+        return matching.count(session->agent_id()) == 0;
+      });
+      absl::StrAppend(&args, args.empty() ? "" : " ", "selector=", selector.ToString());
+    }
   } else {
     return absl::InvalidArgumentError("name an environment or an agent");
   }
@@ -296,6 +334,58 @@ absl::StatusOr<pgfleet::v1::SendCommandResponse> FleetApi::SendCommand(
     outcome->set_error(result->error());
   }
   return response;
+}
+
+absl::StatusOr<pgfleet::v1::Agent> FleetApi::SetAgentLabels(
+    const Caller& caller, const pgfleet::v1::SetAgentLabelsRequest& request) {
+  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kOperator));
+  if (request.agent_id().empty()) return absl::InvalidArgumentError("agent_id is required");
+  if (request.set().empty() && request.remove().empty()) {
+    return absl::InvalidArgumentError("no label to set or remove");
+  }
+  PGF_ASSIGN_OR_RETURN(AgentRow row, store_.GetAgent(request.agent_id()));
+  std::map<std::string, std::optional<std::string>> overrides = row.label_overrides;
+  std::vector<std::string> changes;
+  // Sorted, so the first refused key is the same every time.
+  std::map<std::string, std::string> set(request.set().begin(), request.set().end());
+  for (const auto& [key, value] : set) {
+    PGF_RETURN_IF_ERROR(ValidateLabelKey(key));
+    PGF_RETURN_IF_ERROR(ValidateLabelValue(value));
+    auto current = row.labels.find(key);
+    if (current != row.labels.end() && current->second != value && !request.overwrite()) {
+      return absl::InvalidArgumentError(absl::StrCat("label '", key, "' already has a value (",
+                                                     current->second,
+                                                     "), and --overwrite is false"));
+    }
+    overrides[key] = value;
+    changes.push_back(absl::StrCat(key, "=", value));
+  }
+  for (const std::string& key : request.remove()) {
+    PGF_RETURN_IF_ERROR(ValidateLabelKey(key));
+    if (set.count(key) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("label '", key, "' is both set and removed"));
+    }
+    // A label the agent reports stays removed across its reconnects; an operator-only one just
+    // goes away.
+    if (row.reported_labels.count(key) != 0) {
+      overrides[key] = std::nullopt;
+    } else {
+      overrides.erase(key);
+    }
+    changes.push_back(absl::StrCat(key, "-"));
+  }
+  PGF_RETURN_IF_ERROR(store_.SetAgentLabelOverrides(request.agent_id(), overrides));
+  PGF_RETURN_IF_ERROR(store_.Audit(caller.actor, "agent.label", request.agent_id(),
+                                   absl::StrJoin(changes, " "), NowMillis()));
+  PGF_INFO("api", "%s labelled agent %s: %s", caller.actor, request.agent_id(),
+           absl::StrJoin(changes, " "));
+  // Its rendered config may depend on its labels (overlays): bring it up to date now.
+  if (std::shared_ptr<AgentSession> session = registry_.Find(request.agent_id())) {
+    Reconcile(*session);
+  }
+  PGF_ASSIGN_OR_RETURN(AgentRow updated, store_.GetAgent(request.agent_id()));
+  PGF_ASSIGN_OR_RETURN(uint64_t desired, DesiredVersionFor(updated));
+  return ToProto(updated, desired);
 }
 
 absl::StatusOr<TokenRow> FleetApi::AuthenticateJoinToken(const std::string& authorization) {

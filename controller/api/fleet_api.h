@@ -52,6 +52,10 @@ class FleetApi {
                                               const pgfleet::v1::GetAgentRequest& request);
   absl::StatusOr<pgfleet::v1::SendCommandResponse> SendCommand(
       const Caller& caller, const pgfleet::v1::SendCommandRequest& request);
+  // kubectl label: sets and removes operator labels (changing a value needs overwrite, else
+  // InvalidArgument naming the key), then re-renders the agent's config if it is connected.
+  absl::StatusOr<pgfleet::v1::Agent> SetAgentLabels(
+      const Caller& caller, const pgfleet::v1::SetAgentLabelsRequest& request);
 
   // Agent side, called by the AgentService.
   // The agent's join token ("Bearer <token>" of a role-agent token).

@@ -5,8 +5,12 @@
 
 namespace pgfleet::controller {
 
-pgfleet::v1::MaintenanceWindow MaintenanceApi::Describe(const WindowRow& window) {
+pgfleet::v1::MaintenanceWindow MaintenanceApi::Describe(const WindowRow& stored) {
+  WindowRow window = stored;
+  // Shows only the agents the window covers now (a selector is matched against current labels).
+  const bool resolved = ResolveWindowSelector(store_, window).ok();
   pgfleet::v1::MaintenanceWindow out;
+  out.set_selector(window.selector);
   out.set_id(window.id);
   out.set_environment(window.environment);
   out.set_database(window.database);
@@ -21,6 +25,10 @@ pgfleet::v1::MaintenanceWindow MaintenanceApi::Describe(const WindowRow& window)
   absl::StatusOr<std::vector<AgentRow>> agents = store_.ListAgents(window.environment);
   if (!agents.ok()) return out;
   for (const AgentRow& agent : *agents) {
+    if (!window.selector.empty() &&
+        (!resolved || window.selected_agents->count(agent.agent_id) == 0)) {
+      continue;  // Outside the selector: not part of this window at all.
+    }
     pgfleet::v1::WindowAgent* row = out.add_agents();
     row->set_agent_id(agent.agent_id);
     if (SkipsAgent(window, agent.agent_id)) {
@@ -52,12 +60,13 @@ pgfleet::v1::MaintenanceWindow MaintenanceApi::Describe(const WindowRow& window)
 }
 
 absl::Status MaintenanceApi::AuditSchedule(const Caller& caller, const WindowRow& window) {
-  return store_.Audit(caller.actor, "maintenance.schedule", window.environment,
-                      absl::StrCat("window=", window.id, " db=", window.database, " from ",
-                                   absl::FormatTime(absl::FromUnixMillis(window.starts_unix_ms)),
-                                   " for ", (window.ends_unix_ms - window.starts_unix_ms) / 1000,
-                                   "s reason=", window.reason),
-                      UnixMillis(clock_.Now()));
+  return store_.Audit(
+      caller.actor, "maintenance.schedule", window.environment,
+      absl::StrCat("window=", window.id, " db=", window.database, " from ",
+                   absl::FormatTime(absl::FromUnixMillis(window.starts_unix_ms)), " for ",
+                   (window.ends_unix_ms - window.starts_unix_ms) / 1000, "s reason=", window.reason,
+                   window.selector.empty() ? "" : " selector=" + window.selector),
+      UnixMillis(clock_.Now()));
 }
 
 absl::StatusOr<pgfleet::v1::MaintenanceWindow> MaintenanceApi::Pause(
@@ -71,6 +80,7 @@ absl::StatusOr<pgfleet::v1::MaintenanceWindow> MaintenanceApi::Pause(
   spec.drain_timeout = absl::Seconds(request.drain_timeout_seconds());
   spec.reason = request.reason();
   spec.skip_agents.assign(request.skip_agents().begin(), request.skip_agents().end());
+  spec.selector = request.selector();
   PGF_ASSIGN_OR_RETURN(WindowRow scheduled, engine_.Schedule(spec, caller.actor));
   PGF_RETURN_IF_ERROR(AuditSchedule(caller, scheduled));
   engine_.Tick(clock_.Now());  // Start it now rather than at the next tick.
@@ -90,6 +100,7 @@ absl::StatusOr<pgfleet::v1::MaintenanceWindow> MaintenanceApi::Schedule(
   spec.drain_timeout = absl::Seconds(request.drain_timeout_seconds());
   spec.reason = request.reason();
   spec.skip_agents.assign(request.skip_agents().begin(), request.skip_agents().end());
+  spec.selector = request.selector();
   PGF_ASSIGN_OR_RETURN(WindowRow window, engine_.Schedule(spec, caller.actor));
   PGF_RETURN_IF_ERROR(AuditSchedule(caller, window));
   return Describe(window);

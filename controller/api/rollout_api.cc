@@ -31,6 +31,7 @@ RolloutSpec SpecFromProto(const pgfleet::v1::StartRolloutRequest& request) {
   spec.force = request.force();
   spec.force_reason = request.force_reason();
   spec.connection_reserve = request.connection_reserve();
+  spec.selector = request.selector();
   return spec;
 }
 
@@ -62,6 +63,7 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutApi::Describe(const RolloutRow& roll
   out.set_created_unix_ms(rollout.created_unix_ms);
   out.set_finished_unix_ms(rollout.finished_unix_ms);
   out.set_force_reason(rollout.force_reason);
+  out.set_selector(rollout.selector);
   PGF_ASSIGN_OR_RETURN(std::vector<RolloutAgentRow> agents, store_.ListRolloutAgents(rollout.id));
   for (const RolloutAgentRow& row : agents) {
     pgfleet::v1::RolloutAgent* agent = out.add_agents();

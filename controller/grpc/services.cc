@@ -310,6 +310,7 @@ PGF_FLEET_METHOD(ListEnvironments, ListEnvironmentsRequest, ListEnvironmentsResp
 PGF_FLEET_METHOD(ListAgents, ListAgentsRequest, ListAgentsResponse)
 PGF_FLEET_METHOD(GetAgent, GetAgentRequest, Agent)
 PGF_FLEET_METHOD(SendCommand, SendCommandRequest, SendCommandResponse)
+PGF_FLEET_METHOD(SetAgentLabels, SetAgentLabelsRequest, Agent)
 
 #define PGF_ROLLOUT_METHOD(Method, Request, Response) \
   PGF_API_METHOD(RolloutServiceImpl, RolloutService, Method, Request, Response)

@@ -120,6 +120,9 @@ class FleetServiceImpl final : public pgfleet::v1::FleetService::Service {
   grpc::Status SendCommand(grpc::ServerContext* context,
                            const pgfleet::v1::SendCommandRequest* request,
                            pgfleet::v1::SendCommandResponse* response) override;
+  grpc::Status SetAgentLabels(grpc::ServerContext* context,
+                              const pgfleet::v1::SetAgentLabelsRequest* request,
+                              pgfleet::v1::Agent* response) override;
 
  private:
   const ControlApi& api_;

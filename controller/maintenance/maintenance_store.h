@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,6 +35,13 @@ struct WindowRow {
   int64_t created_unix_ms = 0;
   int64_t pause_sent_unix_ms = 0;
   std::string failure;
+  // Canonical label selector; empty: every agent. Agents it does not match are left alone,
+  // like skip_agents.
+  std::string selector;
+  // Not stored: the agents the selector matches, filled by ResolveWindowSelector before the
+  // engine looks at the window (labels can change, so they are read each time). Agents not in
+  // it are treated as skipped; nullopt with a selector means unresolved and selects nobody.
+  std::optional<std::set<std::string>> selected_agents;
 };
 
 // Scheduled or active: it still has something to do.

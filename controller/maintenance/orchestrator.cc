@@ -6,6 +6,7 @@
 #include "absl/strings/str_join.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "controller/registry/label_selector.h"
 
 namespace pgfleet::controller {
 
@@ -18,8 +19,25 @@ const pgfleet::v1::PauseState* FindPause(const pgfleet::v1::MetricsReport& repor
 }
 
 bool SkipsAgent(const WindowRow& window, const std::string& agent_id) {
+  if (!window.selector.empty() &&
+      (!window.selected_agents.has_value() || window.selected_agents->count(agent_id) == 0)) {
+    return true;
+  }
   return std::find(window.skip_agents.begin(), window.skip_agents.end(), agent_id) !=
          window.skip_agents.end();
+}
+
+absl::Status ResolveWindowSelector(MaintenanceStore& store, WindowRow& window) {
+  window.selected_agents.reset();
+  if (window.selector.empty()) return absl::OkStatus();
+  PGF_ASSIGN_OR_RETURN(LabelSelector selector, LabelSelector::Parse(window.selector));
+  PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> agents, store.ListAgents(window.environment));
+  std::set<std::string> selected;
+  for (const AgentRow& agent : agents) {
+    if (selector.Matches(agent.labels)) selected.insert(agent.agent_id);
+  }
+  window.selected_agents = std::move(selected);
+  return absl::OkStatus();
 }
 
 MaintenanceOrchestrator::MaintenanceOrchestrator(MaintenanceStore& store, AgentDirectory& agents,
@@ -165,7 +183,11 @@ void MaintenanceOrchestrator::TickLocked(int64_t now, Outbox& out) {
     return;
   }
   for (WindowRow& window : *open) {
-    absl::Status status;
+    absl::Status status = ResolveWindowSelector(store_, window);
+    if (!status.ok()) {
+      PGF_ERROR("maintenance", "window %d: %s", window.id, status.message());
+      continue;
+    }
     if (window.state == WindowState::kScheduled) {
       if (now >= window.ends_unix_ms) {
         status = End(window, WindowState::kFailed,
@@ -196,7 +218,8 @@ void MaintenanceOrchestrator::OnAgentConnected(const std::string& agent_id,
   const int64_t now = UnixMillis(clock_.Now());
   if (absl::StatusOr<std::vector<WindowRow>> open = store_.ListWindows(environment, true);
       open.ok()) {
-    for (const WindowRow& window : *open) {
+    for (WindowRow& window : *open) {
+      if (!ResolveWindowSelector(store_, window).ok()) continue;
       if (IsActiveWindow(window.state) && !SkipsAgent(window, agent_id) &&
           now < window.ends_unix_ms) {
         PGF_INFO("maintenance", "agent %s joined during window %d: pausing it too", agent_id,
@@ -214,6 +237,16 @@ absl::StatusOr<WindowRow> MaintenanceOrchestrator::Schedule(const WindowSpec& sp
   PGF_RETURN_IF_ERROR(store_.GetEnvironment(spec.environment).status());
   const int64_t now = UnixMillis(clock_.Now());
   WindowRow window;
+  if (!spec.selector.empty()) {
+    PGF_ASSIGN_OR_RETURN(LabelSelector selector, LabelSelector::Parse(spec.selector));
+    window.selector = selector.ToString();
+    window.environment = spec.environment;
+    PGF_RETURN_IF_ERROR(ResolveWindowSelector(store_, window));
+    if (window.selected_agents->empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "selector \"", window.selector, "\" matches no agent of environment ", spec.environment));
+    }
+  }
   window.environment = spec.environment;
   window.database = spec.database;
   window.starts_unix_ms =
@@ -240,6 +273,7 @@ absl::StatusOr<WindowRow> MaintenanceOrchestrator::Resume(const std::string& env
     PGF_ASSIGN_OR_RETURN(std::vector<WindowRow> open, store_.ListWindows(environment, true));
     for (WindowRow& window : open) {
       if (!IsActiveWindow(window.state) || window.database != database) continue;
+      PGF_RETURN_IF_ERROR(ResolveWindowSelector(store_, window));
       PGF_RETURN_IF_ERROR(End(window, WindowState::kCompleted, absl::StrCat("resumed by ", actor),
                               UnixMillis(clock_.Now()), out));
       return window;
@@ -257,6 +291,7 @@ absl::StatusOr<WindowRow> MaintenanceOrchestrator::Cancel(uint64_t id, const std
   Outbox out;
   absl::StatusOr<WindowRow> cancelled = [&]() -> absl::StatusOr<WindowRow> {
     PGF_ASSIGN_OR_RETURN(WindowRow window, store_.GetWindow(id));
+    PGF_RETURN_IF_ERROR(ResolveWindowSelector(store_, window));
     if (!IsOpenWindow(window.state)) {
       return absl::FailedPreconditionError(
           absl::StrCat("window ", id, " is already ", WindowStateName(window.state)));

@@ -34,6 +34,7 @@ struct WindowSpec {
   absl::Duration drain_timeout;  // Zero or less: kDefaultDrainTimeout.
   std::string reason;
   std::vector<std::string> skip_agents;
+  std::string selector;  // kubectl syntax; empty: every agent. Must match at least one agent.
 };
 
 class MaintenanceOrchestrator {
@@ -88,8 +89,11 @@ class MaintenanceOrchestrator {
   PeriodicThread ticker_;
 };
 
-// Whether `agent_id` is one of the window's skipped agents.
+// Whether `agent_id` is left out of the window: one of its skipped agents, or not matched by its
+// selector (see ResolveWindowSelector).
 bool SkipsAgent(const WindowRow& window, const std::string& agent_id);
+// Fills window.selected_agents from the environment's agents' current labels.
+absl::Status ResolveWindowSelector(MaintenanceStore& store, WindowRow& window);
 // The agent's report of its pause on `database`, if it has one.
 const pgfleet::v1::PauseState* FindPause(const pgfleet::v1::MetricsReport& report,
                                          const std::string& database);

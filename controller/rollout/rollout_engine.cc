@@ -11,6 +11,7 @@
 #include "common/config/config.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "controller/registry/label_selector.h"
 #include "controller/rollout/connection_budget.h"
 
 namespace pgfleet::controller {
@@ -317,6 +318,20 @@ absl::Status RolloutEngine::BeginWave(RolloutRow& rollout, std::vector<RolloutAg
 }
 
 absl::Status RolloutEngine::Complete(RolloutRow& rollout, int64_t now, Outbox& out) {
+  if (!rollout.selector.empty()) {
+    // Some agents only: they keep their pin to the new version, and the environment's desired
+    // version (what every other agent follows) stays as it was.
+    rollout.state = RolloutState::kSucceeded;
+    rollout.finished_unix_ms = now;
+    rollout.reason.clear();
+    PGF_RETURN_IF_ERROR(store_.UpdateRollout(rollout));
+    PGF_INFO("rollout", "rollout %d succeeded: agents of %s matching %s are pinned to v%d",
+             rollout.id, rollout.environment, rollout.selector, rollout.to_version);
+    return store_.Audit("rollout-engine", "rollout.succeeded", rollout.environment,
+                        absl::StrCat("rollout=", rollout.id, " version=", rollout.to_version,
+                                     " selector=", rollout.selector),
+                        now);
+  }
   // Compare-and-set: if someone changed the desired version meanwhile, do not overwrite it.
   absl::Status set =
       store_.SetDesiredVersion(rollout.environment, rollout.to_version, rollout.from_version);
@@ -351,12 +366,14 @@ absl::Status RolloutEngine::Finish(RolloutRow& rollout, RolloutState state,
   // old one (it only changes when a rollout completes).
   PGF_ASSIGN_OR_RETURN(std::vector<RolloutAgentRow> agents, store_.ListRolloutAgents(rollout.id));
   PGF_ASSIGN_OR_RETURN(EnvironmentRow env, store_.GetEnvironment(rollout.environment));
+  // An agent an earlier rollout of some agents had pinned goes back to that pin.
   for (RolloutAgentRow& row : agents) {
     if (row.wave > rollout.current_wave) continue;
-    PGF_RETURN_IF_ERROR(store_.SetAgentPin(row.agent_id, std::nullopt));
+    PGF_RETURN_IF_ERROR(store_.SetAgentPin(row.agent_id, row.previous_pin));
     if (row.state != RolloutAgentState::kFailed) row.state = RolloutAgentState::kRolledBack;
     PGF_RETURN_IF_ERROR(store_.UpdateRolloutAgent(row));
-    PGF_RETURN_IF_ERROR(Queue(out, row.agent_id, env.desired_version, /*force=*/true));
+    PGF_RETURN_IF_ERROR(Queue(out, row.agent_id, row.previous_pin.value_or(env.desired_version),
+                              /*force=*/true));
   }
   rollout.state = state;
   rollout.failed_agent = agent;
@@ -400,14 +417,30 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spe
                      "one with: fleetctl config apply --env ",
                      env.name, " --version v", version.version));
   }
-  if (env.desired_version == version.version) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(env.name, " already runs v", version.version));
+  PGF_ASSIGN_OR_RETURN(LabelSelector selector, LabelSelector::Parse(spec.selector));
+  PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> env_agents, store_.ListAgents(env.name));
+  // The agents that move: all of the environment's, or those the selector matches.
+  std::vector<const AgentRow*> movers;
+  bool all_there = true;  // Every mover already follows this version.
+  for (const AgentRow& agent : env_agents) {
+    if (!selector.Matches(agent.labels)) continue;
+    movers.push_back(&agent);
+    if (agent.pinned_version.value_or(env.desired_version) != version.version) all_there = false;
+  }
+  if (!selector.empty() && movers.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "selector \"", selector.ToString(), "\" matches no agent of environment ", env.name));
+  }
+  // A full rollout to the environment's own version still has work when some agents are pinned
+  // elsewhere (an earlier rollout of some agents): it brings them back and unpins them.
+  if (all_there && (!selector.empty() || env.desired_version == version.version)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        selector.empty() ? env.name : "every agent matching \"" + selector.ToString() + "\"",
+        " already runs v", version.version));
   }
   // Pre-flight: refusals that --force (with a reason) may override.
   std::vector<std::string> refusals;
   std::vector<std::string> warnings;
-  PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> env_agents, store_.ListAgents(env.name));
   if (absl::StatusOr<config::Config> parsed = config::ParseConfig(version.ini_text, "pushed.ini");
       !parsed.ok()) {
     refusals.push_back(absl::StrCat("config does not validate: ", parsed.status().message()));
@@ -455,18 +488,20 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spe
   rollout.limits = spec.limits;
   rollout.created_by = actor;
   rollout.created_unix_ms = now;
+  rollout.selector = selector.ToString();
   if (spec.force) {
     rollout.force_reason = spec.force_reason;
     if (!refusals.empty()) {
       absl::StrAppend(&rollout.force_reason, " (overrode: ", absl::StrJoin(refusals, "; "), ")");
     }
   }
-  PGF_ASSIGN_OR_RETURN(std::vector<int> waves, AssignWaves(rollout.waves, env_agents.size()));
+  PGF_ASSIGN_OR_RETURN(std::vector<int> waves, AssignWaves(rollout.waves, movers.size()));
   std::vector<RolloutAgentRow> members;
-  for (size_t i = 0; i < env_agents.size(); ++i) {
+  for (size_t i = 0; i < movers.size(); ++i) {
     RolloutAgentRow member;
-    member.agent_id = env_agents[i].agent_id;
+    member.agent_id = movers[i]->agent_id;
     member.wave = waves[i];
+    member.previous_pin = movers[i]->pinned_version;
     members.push_back(member);
   }
   PGF_ASSIGN_OR_RETURN(RolloutRow created, store_.CreateRollout(rollout, members));
@@ -474,6 +509,7 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spe
       actor, "rollout.start", env.name,
       absl::StrCat("rollout=", created.id, " v", created.from_version, "->v", created.to_version,
                    " waves=", absl::StrJoin(created.waves, ","),
+                   created.selector.empty() ? "" : " selector=" + created.selector,
                    created.force_reason.empty() ? "" : " FORCED: " + created.force_reason),
       now));
   PGF_INFO("rollout", "%s started rollout %d: %s v%d -> v%d in waves %s", actor, created.id,
@@ -498,7 +534,8 @@ absl::StatusOr<StartedRollout> RolloutEngine::Rollback(const std::string& enviro
     // The previous good version: what the newest succeeded rollout moved away from.
     uint64_t target = 0;
     for (const RolloutRow& row : rows) {
-      if (row.state == RolloutState::kSucceeded) {
+      // A rollout of some agents (selector) did not move the environment's version.
+      if (row.state == RolloutState::kSucceeded && row.selector.empty()) {
         target = row.from_version;
         break;
       }

@@ -57,6 +57,10 @@ struct RolloutSpec {
   bool force = false;
   std::string force_reason;
   int connection_reserve = 0;  // Server connections left free by the budget check.
+  // kubectl syntax. Non-empty: only the matching agents move (waves are taken among them), they
+  // stay pinned to the version afterwards and the environment's desired version is unchanged.
+  // InvalidArgument when it does not parse; FailedPrecondition when it matches no agent.
+  std::string selector;
 };
 
 struct StartedRollout {

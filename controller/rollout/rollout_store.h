@@ -48,6 +48,9 @@ struct RolloutRow {
   std::string force_reason;
   int64_t created_unix_ms = 0;
   int64_t finished_unix_ms = 0;
+  // Canonical label selector (LabelSelector::ToString); empty: every agent of the environment.
+  // A rollout with one moves only the matching agents and leaves them pinned to to_version.
+  std::string selector;
 };
 
 // One agent's progress in a rollout. Stored and shown as its name (RolloutAgentStateName).
@@ -62,6 +65,8 @@ struct RolloutAgentRow {
   int wave = 0;
   RolloutAgentState state = RolloutAgentState::kWaiting;
   std::string error;
+  // The agent's pin when the rollout took it, put back if the rollout fails or is aborted.
+  std::optional<uint64_t> previous_pin;
 };
 
 class RolloutStore {

@@ -56,7 +56,12 @@ struct ConfigVersionRow {
 struct AgentRow {
   std::string agent_id;
   std::string environment;
+  // Effective labels, the ones selectors match: reported_labels with label_overrides applied.
   std::map<std::string, std::string> labels;
+  std::map<std::string, std::string> reported_labels;  // From the agent's hello (--labels).
+  // An operator's labels (fleetctl agents label): a value wins over the reported one, nullopt
+  // removes a reported label. They survive the agent's reconnects.
+  std::map<std::string, std::optional<std::string>> label_overrides;
   std::string agent_version;
   std::string hostname;
   bool connected = false;
@@ -67,5 +72,20 @@ struct AgentRow {
   std::string last_error;  // Last NACK reason; cleared by an ACK.
   std::optional<uint64_t> pinned_version;
 };
+
+// Reported labels with the operator's overrides applied.
+inline std::map<std::string, std::string> EffectiveLabels(
+    const std::map<std::string, std::string>& reported,
+    const std::map<std::string, std::optional<std::string>>& overrides) {
+  std::map<std::string, std::string> labels = reported;
+  for (const auto& [key, value] : overrides) {
+    if (value.has_value()) {
+      labels[key] = *value;
+    } else {
+      labels.erase(key);
+    }
+  }
+  return labels;
+}
 
 }  // namespace pgfleet::controller

@@ -16,8 +16,8 @@ using sqlite::Transaction;
 
 constexpr char kWindowColumns[] =
     "SELECT id, environment, database_name, starts_unix_ms, ends_unix_ms, drain_timeout_ms, "
-    "reason, state, skip_agents, created_by, created_unix_ms, pause_sent_unix_ms, failure "
-    "FROM maintenance_windows ";
+    "reason, state, skip_agents, created_by, created_unix_ms, pause_sent_unix_ms, failure, "
+    "selector FROM maintenance_windows ";
 
 absl::StatusOr<std::vector<WindowRow>> ReadWindows(Stmt& stmt) {
   std::vector<WindowRow> rows;
@@ -38,6 +38,7 @@ absl::StatusOr<std::vector<WindowRow>> ReadWindows(Stmt& stmt) {
     row.created_unix_ms = stmt.Int(10);
     row.pause_sent_unix_ms = stmt.Int(11);
     row.failure = stmt.Text(12);
+    row.selector = stmt.Text(13);
     rows.push_back(std::move(row));
   }
   return rows;
@@ -72,8 +73,8 @@ absl::StatusOr<WindowRow> SqliteStore::CreateWindow(const WindowRow& window) {
         Stmt stmt, Stmt::Prepare(db_,
                                  "INSERT INTO maintenance_windows (environment, database_name, "
                                  "starts_unix_ms, ends_unix_ms, drain_timeout_ms, reason, state, "
-                                 "skip_agents, created_by, created_unix_ms) "
-                                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"));
+                                 "skip_agents, created_by, created_unix_ms, selector) "
+                                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"));
     stmt.BindText(1, window.environment)
         .BindText(2, window.database)
         .BindInt(3, window.starts_unix_ms)
@@ -83,7 +84,8 @@ absl::StatusOr<WindowRow> SqliteStore::CreateWindow(const WindowRow& window) {
         .BindText(7, WindowStateName(window.state))
         .BindText(8, absl::StrJoin(window.skip_agents, ","))
         .BindText(9, window.created_by)
-        .BindInt(10, window.created_unix_ms);
+        .BindInt(10, window.created_unix_ms)
+        .BindText(11, window.selector);
     PGF_RETURN_IF_ERROR(stmt.Run());
     created.id = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
   }

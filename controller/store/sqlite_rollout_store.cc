@@ -18,7 +18,7 @@ constexpr char kRolloutColumns[] =
     "SELECT id, environment, from_version, to_version, waves, bake_ms, max_unavailable, "
     "max_cl_waiting, max_maxwait_ms, max_new_server_errors, max_new_login_failures, state, "
     "current_wave, wave_started_unix_ms, bake_started_unix_ms, failed_agent, reason, created_by, "
-    "force_reason, created_unix_ms, finished_unix_ms FROM rollouts ";
+    "force_reason, created_unix_ms, finished_unix_ms, selector FROM rollouts ";
 
 absl::StatusOr<std::vector<RolloutRow>> ReadRollouts(Stmt& stmt) {
   std::vector<RolloutRow> rows;
@@ -47,6 +47,7 @@ absl::StatusOr<std::vector<RolloutRow>> ReadRollouts(Stmt& stmt) {
     row.force_reason = stmt.Text(18);
     row.created_unix_ms = stmt.Int(19);
     row.finished_unix_ms = stmt.Int(20);
+    row.selector = stmt.Text(21);
     rows.push_back(std::move(row));
   }
   return rows;
@@ -66,8 +67,9 @@ absl::StatusOr<RolloutRow> SqliteStore::CreateRollout(const RolloutRow& rollout,
                       "INSERT INTO rollouts (environment, from_version, to_version, waves, "
                       "bake_ms, max_unavailable, max_cl_waiting, max_maxwait_ms, "
                       "max_new_server_errors, max_new_login_failures, state, current_wave, "
-                      "created_by, force_reason, created_unix_ms) "
-                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"));
+                      "created_by, force_reason, created_unix_ms, selector) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+                      "?16)"));
     stmt.BindText(1, rollout.environment)
         .BindOptionalU64(2, rollout.from_version == 0
                                 ? std::nullopt
@@ -84,7 +86,8 @@ absl::StatusOr<RolloutRow> SqliteStore::CreateRollout(const RolloutRow& rollout,
         .BindInt(12, rollout.current_wave)
         .BindText(13, rollout.created_by)
         .BindText(14, rollout.force_reason)
-        .BindInt(15, rollout.created_unix_ms);
+        .BindInt(15, rollout.created_unix_ms)
+        .BindText(16, rollout.selector);
     absl::Status inserted = stmt.Run();
     if (absl::IsAlreadyExists(inserted)) {
       return absl::FailedPreconditionError(
@@ -96,14 +99,16 @@ absl::StatusOr<RolloutRow> SqliteStore::CreateRollout(const RolloutRow& rollout,
   PGF_ASSIGN_OR_RETURN(Stmt agent_stmt,
                        Stmt::Prepare(db_,
                                      "INSERT INTO rollout_agents (rollout_id, agent_id, wave, "
-                                     "state, error) VALUES (?1, ?2, ?3, ?4, ?5)"));
+                                     "state, error, previous_pin) "
+                                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
   for (const RolloutAgentRow& agent : agents) {
     agent_stmt.Reset();
     agent_stmt.BindU64(1, created.id)
         .BindText(2, agent.agent_id)
         .BindInt(3, agent.wave)
         .BindText(4, RolloutAgentStateName(agent.state))
-        .BindText(5, agent.error);
+        .BindText(5, agent.error)
+        .BindOptionalU64(6, agent.previous_pin);
     PGF_RETURN_IF_ERROR(agent_stmt.Run());
   }
   PGF_RETURN_IF_ERROR(txn.Commit());
@@ -174,7 +179,8 @@ absl::StatusOr<std::vector<RolloutRow>> SqliteStore::ListRollouts(const std::str
 absl::StatusOr<std::vector<RolloutAgentRow>> SqliteStore::ListRolloutAgents(uint64_t rollout_id) {
   absl::MutexLock lock(&mu_);
   PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
-                                                "SELECT agent_id, wave, state, error FROM "
+                                                "SELECT agent_id, wave, state, error, "
+                                                "previous_pin FROM "
                                                 "rollout_agents WHERE rollout_id = ?1 "
                                                 "ORDER BY wave, agent_id"));
   stmt.BindU64(1, rollout_id);
@@ -188,6 +194,7 @@ absl::StatusOr<std::vector<RolloutAgentRow>> SqliteStore::ListRolloutAgents(uint
     row.wave = static_cast<int>(stmt.Int(1));
     PGF_ASSIGN_OR_RETURN(row.state, ParseRolloutAgentState(stmt.Text(2)));
     row.error = stmt.Text(3);
+    if (!stmt.IsNull(4)) row.previous_pin = stmt.U64(4);
     rows.push_back(std::move(row));
   }
   return rows;

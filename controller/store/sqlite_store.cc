@@ -115,8 +115,11 @@ ConfigVersionRow ReadConfigVersion(const Stmt& stmt, bool with_text) {
 constexpr char kAgentSelect[] =
     "SELECT a.agent_id, a.environment, a.agent_version, a.hostname, a.connected, "
     "a.first_seen_unix_ms, a.last_seen_unix_ms, a.applied_version, a.applied_sha256, "
-    "a.last_error, a.pinned_version, l.key, l.value "
-    "FROM agents a LEFT JOIN agent_labels l ON l.agent_id = a.agent_id ";
+    "a.last_error, a.pinned_version, l.key, l.value, l.operator "
+    "FROM agents a LEFT JOIN ("
+    "SELECT agent_id, key, value, 0 AS operator FROM agent_labels UNION ALL "
+    "SELECT agent_id, key, value, 1 AS operator FROM agent_label_overrides"
+    ") l ON l.agent_id = a.agent_id ";
 
 absl::StatusOr<std::vector<AgentRow>> ReadAgents(Stmt& stmt) {
   std::vector<AgentRow> agents;
@@ -138,7 +141,17 @@ absl::StatusOr<std::vector<AgentRow>> ReadAgents(Stmt& stmt) {
       agent.last_error = stmt.Text(9);
       if (!stmt.IsNull(10)) agent.pinned_version = stmt.U64(10);
     }
-    if (!stmt.IsNull(11)) agents.back().labels[stmt.Text(11)] = stmt.Text(12);
+    if (stmt.IsNull(11)) continue;
+    AgentRow& agent = agents.back();
+    if (stmt.Int(13) == 0) {
+      agent.reported_labels[stmt.Text(11)] = stmt.Text(12);
+    } else {
+      agent.label_overrides[stmt.Text(11)] =
+          stmt.IsNull(12) ? std::nullopt : std::optional<std::string>(stmt.Text(12));
+    }
+  }
+  for (AgentRow& agent : agents) {
+    agent.labels = EffectiveLabels(agent.reported_labels, agent.label_overrides);
   }
   return agents;
 }
@@ -632,6 +645,36 @@ absl::Status SqliteStore::SetAgentPin(const std::string& agent_id,
         Stmt stmt, Stmt::Prepare(db_, "UPDATE agents SET pinned_version = ?2 WHERE agent_id = ?1"));
     stmt.BindText(1, agent_id).BindOptionalU64(2, version);
     PGF_RETURN_IF_ERROR(stmt.Run());
+  }
+  return txn.Commit();
+}
+
+absl::Status SqliteStore::SetAgentLabelOverrides(
+    const std::string& agent_id,
+    const std::map<std::string, std::optional<std::string>>& overrides) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
+  PGF_RETURN_IF_ERROR(AgentEnvironment(db_, agent_id).status());
+  {
+    PGF_ASSIGN_OR_RETURN(
+        Stmt stmt, Stmt::Prepare(db_, "DELETE FROM agent_label_overrides WHERE agent_id = ?1"));
+    stmt.BindText(1, agent_id);
+    PGF_RETURN_IF_ERROR(stmt.Run());
+  }
+  if (!overrides.empty()) {
+    PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
+                                                  "INSERT INTO agent_label_overrides "
+                                                  "(agent_id, key, value) VALUES (?1, ?2, ?3)"));
+    for (const auto& [key, value] : overrides) {
+      stmt.Reset();
+      stmt.BindText(1, agent_id).BindText(2, key);
+      if (value.has_value()) {
+        stmt.BindText(3, *value);
+      } else {
+        stmt.BindNull(3);
+      }
+      PGF_RETURN_IF_ERROR(stmt.Run());
+    }
   }
   return txn.Commit();
 }

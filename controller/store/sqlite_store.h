@@ -109,6 +109,9 @@ class SqliteStore final : public Store {
                                        const std::string& sha256, const std::string& error,
                                        int64_t now_ms) override;
   absl::Status SetAgentPin(const std::string& agent_id, std::optional<uint64_t> version) override;
+  absl::Status SetAgentLabelOverrides(
+      const std::string& agent_id,
+      const std::map<std::string, std::optional<std::string>>& overrides) override;
   absl::StatusOr<AgentRow> GetAgent(const std::string& agent_id) override;
   absl::StatusOr<std::vector<AgentRow>> ListAgents(const std::string& environment) override;
 

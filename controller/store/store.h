@@ -154,6 +154,11 @@ class Store : public RolloutStore, public MaintenanceStore {
                                                int64_t now_ms) = 0;
   virtual absl::Status SetAgentPin(const std::string& agent_id,
                                    std::optional<uint64_t> version) override = 0;
+  // Replaces the agent's operator labels (AgentRow::label_overrides). NotFound for an unknown
+  // agent.
+  virtual absl::Status SetAgentLabelOverrides(
+      const std::string& agent_id,
+      const std::map<std::string, std::optional<std::string>>& overrides) = 0;
   virtual absl::StatusOr<AgentRow> GetAgent(const std::string& agent_id) = 0;  // NotFound
   // environment empty: all agents. Sorted by agent_id.
   virtual absl::StatusOr<std::vector<AgentRow>> ListAgents(

@@ -90,6 +90,8 @@ const CallSpec kCalls[] = {
     // No agent is connected there: audited, then nothing to send.
     {kFleet, "SendCommand", Role::kOperator,
      R"({"environment":"roles-none","command":{"reload":{}}})"},
+    // An unknown agent: NOT_FOUND after the role check, nothing labelled.
+    {kFleet, "SetAgentLabels", Role::kOperator, R"({"agentId":"roles-nobody","set":{"zone":"a"}})"},
     // RolloutService.
     {kRollout, "StartRollout", Role::kOperator, R"({"environment":"roles-none","version":"1"})"},
     {kRollout, "GetRollout", Role::kViewer, R"({"id":"999999"})"},

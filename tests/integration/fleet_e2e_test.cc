@@ -891,8 +891,10 @@ TEST_F(RolloutTest, GoodVersionRollsOutInWaves) {
   ASSERT_EQ(agents_table.exit_code, 0) << agents_table.Describe();
   for (const std::string& id : dev_) {
     std::vector<std::string> row = TableRow(agents_table.stdout_text, id);
-    // AGENT ENV LINK APPLIED DESIRED CLIENTS VERSION: no DRIFT, no error.
-    ASSERT_EQ(row.size(), 7u) << agents_table.stdout_text;
+    // AGENT ENV LINK APPLIED DESIRED PINNED CLIENTS VERSION: no DRIFT, no pin ("-"), no
+    // labels, nothing pending, no error.
+    ASSERT_EQ(row.size(), 8u) << agents_table.stdout_text;
+    EXPECT_EQ(row[5], "-") << agents_table.stdout_text;
     EXPECT_EQ(row[3], Version(next));
     EXPECT_EQ(row[4], Version(next));
   }

@@ -125,6 +125,9 @@ class FakeStore final : public RolloutStore, public MaintenanceStore {
     row.environment = environment;
     agents_[agent_id] = row;
   }
+  void SetLabels(const std::string& agent_id, std::map<std::string, std::string> labels) {
+    agents_.at(agent_id).labels = std::move(labels);
+  }
   std::optional<uint64_t> PinOf(const std::string& agent_id) const {
     return agents_.at(agent_id).pinned_version;
   }

@@ -246,3 +246,39 @@ test('a viewer sees the fleet but cannot press the buttons', async () => {
   await context.close();
   assert.deepEqual(consoleErrors, []);
 });
+
+test('the fleet view filters agents by a label selector and shows a bad one inline', async () => {
+  const operator = fleet.tokens.operator;
+  for (const [agentId, zone] of [['dev-1', 'a'], ['dev-2', 'b']]) {
+    const labelled = await fleet.api('SetAgentLabels', { token: operator, body: { agentId, set: { zone } } });
+    assert.equal(labelled.status, 200, JSON.stringify(labelled.json));
+  }
+  const context = await browser.newContext({ viewport: { width: 1366, height: 800 } });
+  const page = watch(await context.newPage(), 'selector');
+  const errorsBefore = consoleErrors.length;
+  await login(page, fleet.tokens.viewer);
+  const rows = page.locator('#agents-table tbody tr');
+  await page.locator('#agents-table tr[data-agent="dev-2"]').getByText('zone=b').waitFor();
+
+  await page.getByLabel('Label selector').fill('zone=a');
+  await waitFor('only dev-1 listed', async () => (await rows.count()) === 1);
+  await page.locator('#agents-table tr[data-agent="dev-1"]').waitFor();
+  await page.getByLabel('Label selector').fill('zone notin (a)');
+  await page.locator('#agents-table tr[data-agent="dev-2"]').waitFor();
+  await waitFor('only dev-2 listed', async () => (await rows.count()) === 1);
+
+  // A selector the controller cannot parse: its message, naming the column, next to the box.
+  await page.getByLabel('Label selector').fill('zone in (a');
+  await page.locator('#selector-error', { hasText: 'column' }).waitFor();
+  assert.equal(await page.getByLabel('Label selector').getAttribute('aria-invalid'), 'true');
+  await screenshot(page, 'fleet-selector-error', { forReadme: false });
+  await page.getByLabel('Label selector').fill('zone=z');
+  await page.locator('#no-match').waitFor();
+  assert.equal(await page.locator('#selector-error').textContent(), '');
+  await page.getByLabel('Label selector').fill('');
+  await waitFor('both agents listed again', async () => (await rows.count()) === 2);
+  await context.close();
+  // The browser reports the 400 of the bad selector as a failed resource load; nothing else.
+  const fresh = consoleErrors.splice(errorsBefore);
+  assert.deepEqual(fresh.filter((e) => !/status of 400/.test(e)), []);
+});

@@ -5,6 +5,11 @@ import { badge, formatAge, html, num, setHtml, version } from '../util.js';
 
 const OPEN_WINDOW = new Set(['scheduled', 'pausing', 'paused', 'resuming']);
 
+function labelText(agent) {
+  return Object.entries(agent.labels ?? {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([k, v]) => `${k}=${v}`).join(',');
+}
+
 function poolTotals(agent) {
   const pools = agent.lastMetrics?.pools ?? [];
   return pools.reduce((t, p) => ({
@@ -36,13 +41,30 @@ export const overviewPage = {
         <section aria-labelledby="active-rollouts-title"><h2 id="active-rollouts-title">Active rollouts</h2><div id="active-rollouts"></div></section>
         <section aria-labelledby="windows-title"><h2 id="windows-title">Maintenance windows</h2><div id="open-windows"></div></section>
       </div>
-      <section aria-labelledby="agents-title"><h2 id="agents-title">Agents</h2><div id="agents"></div></section>`;
-    return {
+      <section aria-labelledby="agents-title"><h2 id="agents-title">Agents</h2>
+        <form class="selector" id="selector-form" role="search">
+          <label for="agent-selector">Label selector</label>
+          <input id="agent-selector" name="selector" type="search" autocomplete="off" spellcheck="false"
+            placeholder="zone=a, size in (large,xlarge), !canary" aria-describedby="selector-error">
+          <span id="selector-error" class="error" role="alert"></span>
+        </form>
+        <div id="agents"></div></section>`;
+    const selectorInput = main.querySelector('#agent-selector');
+    const selectorError = main.querySelector('#selector-error');
+    let page;
+    // The controller parses the selector (the same code as `fleetctl agents list -l`): its
+    // error, which names the column, is shown next to the box and the last good table stays.
+    selectorInput.addEventListener('input', () => { page.refresh().catch(() => {}); });
+    main.querySelector('#selector-form').addEventListener('submit', (event) => event.preventDefault());
+    page = {
       title: 'Fleet',
       async refresh() {
-        const [envs, agents, rollouts, windows] = await Promise.all([
+        const selector = selectorInput.value.trim();
+        const [envs, agents, rollouts, windows, selected] = await Promise.all([
           api.get('ListEnvironments'), api.get('ListAgents'), api.get('ListRollouts'), api.get('ListWindows'),
+          selector === '' ? null : api.get('ListAgents', { selector }).catch((error) => ({ error })),
         ]);
+        if (selector !== selectorInput.value.trim()) return;  // Typed on meanwhile: a newer refresh follows.
         const agentList = agents.agents ?? [];
         const up = agentList.filter((a) => a.connected).length;
         const drifting = agentList.filter((a) => a.connected && num(a.desiredVersion) && num(a.appliedVersion) !== num(a.desiredVersion)).length;
@@ -83,14 +105,24 @@ export const overviewPage = {
               <a href="#/maintenance">#${num(w.id)}</a> ${w.environment} / ${w.database || 'all databases'} ${badge(w.state)}
               until ${new Date(num(w.endsUnixMs)).toLocaleTimeString()}</li>`)}</ul>`);
 
+        if (selected?.error) {
+          selectorError.textContent = selected.error.message;
+          selectorInput.setAttribute('aria-invalid', 'true');
+          return;
+        }
+        selectorError.textContent = '';
+        selectorInput.removeAttribute('aria-invalid');
+        const shown = selected ? (selected.agents ?? []) : agentList;
         setHtml(main.querySelector('#agents'), agentList.length === 0
           ? html`<p class="muted">No agent has connected yet.</p>`
+          : shown.length === 0
+          ? html`<p class="muted" id="no-match">No agent matches ${selector}.</p>`
           : html`<table id="agents-table"><caption class="sr-only">Agents</caption><thead><tr>
               <th scope="col">Agent</th><th scope="col">Environment</th><th scope="col">Status</th>
               <th scope="col">Applied</th><th scope="col">Desired</th><th scope="col">Config</th>
               <th scope="col">Clients active</th><th scope="col">Waiting</th><th scope="col">Servers</th>
-              <th scope="col">Last seen</th><th scope="col">Last error</th></tr></thead>
-            <tbody>${agentList.map((a) => {
+              <th scope="col">Labels</th><th scope="col">Last seen</th><th scope="col">Last error</th></tr></thead>
+            <tbody>${shown.map((a) => {
               const t = poolTotals(a);
               return html`<tr data-agent="${a.agentId}">
                 <th scope="row"><a href="#/agents/${encodeURIComponent(a.agentId)}">${a.agentId}</a></th>
@@ -99,10 +131,12 @@ export const overviewPage = {
                 <td>${version(a.appliedVersion)}</td><td>${version(a.desiredVersion)}</td>
                 <td>${agentDrift(a)} ${restartPending(a)}</td>
                 <td class="num">${t.active}</td><td class="num">${t.waiting}</td><td class="num">${t.servers}</td>
+                <td class="labels">${labelText(a)}</td>
                 <td>${formatAge(a.lastSeenUnixMs)}</td>
                 <td class="error-text">${a.lastError || ''}</td></tr>`;
             })}</tbody></table>`);
       },
     };
+    return page;
   },
 };
