@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -14,6 +15,15 @@
 namespace pgfleet::agent {
 
 class EventLoop;
+
+// A password rotation in progress for `user`: besides its current secret (auth_file), the
+// previous one is accepted for client logins and tried for server logins that PostgreSQL
+// refuses, until `expires`.
+struct CredentialOverlap {
+  std::string user;
+  std::string previous_secret;  // As an auth_file holds it: plaintext, md5..., SCRAM-SHA-256$...
+  absl::Time expires;
+};
 
 // The pooler's control operations, as the controller link uses them. Loop thread only, except
 // where a method says otherwise. Agent implements it; the admin console reaches the same
@@ -33,6 +43,10 @@ class AgentControl {
   // Makes `path` the config file (RELOAD and SIGHUP read it from now on) and loads it as
   // RELOAD does. On error nothing changes, the config file included.
   virtual absl::Status ReloadFrom(const std::string& path) = 0;
+
+  // Replaces the open rotation overlaps (all of them: a user not in `overlaps` has none).
+  // Expired ones are dropped. InvalidArgument (and nothing changes) if a secret is malformed.
+  virtual absl::Status SetCredentialOverlaps(const std::vector<CredentialOverlap>& overlaps) = 0;
 
   // One reading of pools, counters and pauses (see stats_snapshot.h).
   virtual StatsSnapshot Snapshot() const = 0;
