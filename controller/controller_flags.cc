@@ -36,6 +36,12 @@ constexpr char kUsage[] =
     "                         closed (default 10s)\n"
     "  --max-pending-agent-streams=N  agent streams admitted but not yet past their\n"
     "                         hello; more are refused until some finish (default 64)\n"
+    "  --secrets-key-file=FILE  key that encrypts credentials and TLS files in --db:\n"
+    "                         32 random bytes as 64 hex digits (or base64), mode 0600.\n"
+    "                         Make one: head -c 32 /dev/urandom | xxd -p -c 64 > FILE\n"
+    "                         Without it, pushes carrying secrets are refused\n"
+    "  --secrets-previous-key-file=FILE  the key before --secrets-key-file: values it\n"
+    "                         encrypted are re-encrypted with the new key at start\n"
     "  --metrics-interval=DUR how often agents report (default 5s)\n"
     "  --metrics-retention=DUR how long downsampled metrics are kept (default 24h)\n"
     "  --port-file=FILE       write the bound port there once listening (for scripts)\n"
@@ -172,6 +178,8 @@ ControllerCommandLine ParseControllerCommandLine(int argc, const char* const* ar
   app.add_flag("--insecure-agents", flags.insecure_agents);
   app.add_option("--agent-hello-timeout", hello_timeout);
   app.add_option("--max-pending-agent-streams", flags.max_pending_agent_streams);
+  app.add_option("--secrets-key-file", flags.secrets_key_file);
+  app.add_option("--secrets-previous-key-file", flags.secrets_previous_key_file);
   app.add_option("--metrics-interval", metrics_interval);
   app.add_option("--metrics-retention", metrics_retention);
   app.add_option("--port-file", flags.port_file);
@@ -204,6 +212,9 @@ ControllerCommandLine ParseControllerCommandLine(int argc, const char* const* ar
   }
   if (flags.http_max_connections < 1) {
     return UsageError("--http-max-connections wants a positive number");
+  }
+  if (!flags.secrets_previous_key_file.empty() && flags.secrets_key_file.empty()) {
+    return UsageError("--secrets-previous-key-file needs --secrets-key-file (the new key)");
   }
   if (flags.tls() && (flags.tls_key.empty() || flags.tls_ca.empty())) {
     return UsageError("--tls-cert needs --tls-key and --tls-ca");

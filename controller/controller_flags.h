@@ -26,6 +26,9 @@ struct ControllerFlags {
   bool insecure_agents = false;
   absl::Duration agent_hello_timeout = absl::Seconds(10);
   int max_pending_agent_streams = 64;
+  // Encrypts credentials and TLS files at rest (controller/secrets/). Empty: none can be pushed.
+  std::string secrets_key_file;
+  std::string secrets_previous_key_file;  // Key rotation: values it sealed are re-sealed.
   bool tls() const { return !tls_cert.empty(); }
 
   // `pgfleet-controller token create`: mint a token straight into --db.

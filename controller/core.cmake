@@ -5,6 +5,7 @@ add_library(pgfleet_controller_core STATIC
   ${CMAKE_CURRENT_SOURCE_DIR}/api/fleet_api.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/api/maintenance_api.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/api/rollout_api.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/api/secrets_api.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/auth/tokens.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/auth/agent_identity.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/auth/token_admin.cc
@@ -70,3 +71,7 @@ endif()
 # The command line (flags, PGFLEET_CONTROLLER_* variables, --config): in the library, so tests
 # can parse without starting a controller.
 target_sources(pgfleet_controller_core PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/controller_flags.cc)
+
+# Start-up wiring of the secrets key into the store (the crypto itself is
+# pgfleet_controller_secrets, below the store).
+target_sources(pgfleet_controller_core PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/secrets/keyring_setup.cc)

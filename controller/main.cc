@@ -33,6 +33,7 @@
 #include "controller/maintenance/orchestrator.h"
 #include "controller/registry/agent_registry.h"
 #include "controller/rollout/rollout_engine.h"
+#include "controller/secrets/keyring_setup.h"
 #include "controller/store/store.h"
 
 namespace {
@@ -133,6 +134,12 @@ int main(int argc, char** argv) {
     fprintf(stderr, "pgfleet-controller: %s\n", std::string(store.status().message()).c_str());
     return 1;
   }
+  if (absl::Status keys = pgfleet::controller::secrets::InstallKeyring(
+          **store, flags.secrets_key_file, flags.secrets_previous_key_file);
+      !keys.ok()) {
+    fprintf(stderr, "pgfleet-controller: %s\n", std::string(keys.message()).c_str());
+    return 1;
+  }
   if (absl::Status reset = (*store)->MarkAllAgentsDisconnected(); !reset.ok()) {
     fprintf(stderr, "pgfleet-controller: %s\n", std::string(reset.message()).c_str());
     return 1;
@@ -182,6 +189,7 @@ int main(int argc, char** argv) {
   pgfleet::controller::MaintenanceServiceImpl maintenance_service(control);
   pgfleet::controller::FleetServiceImpl fleet_service(control);
   pgfleet::controller::RolloutServiceImpl rollout_service(control);
+  pgfleet::controller::SecretsServiceImpl secrets_service(control);
 
   std::shared_ptr<grpc::ServerCredentials> credentials;
   if (tls) {
@@ -201,6 +209,7 @@ int main(int argc, char** argv) {
   builder.RegisterService(&rollout_service);
   builder.RegisterService(&maintenance_service);
   builder.RegisterService(&token_service);
+  builder.RegisterService(&secrets_service);
   // A connection that never finishes its HTTP/2 (and TLS) handshake is dropped as soon as a
   // silent agent stream would be.
   builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,

@@ -14,6 +14,7 @@ constexpr char kFleet[] = "pgfleet.v1.FleetService";
 constexpr char kRollout[] = "pgfleet.v1.RolloutService";
 constexpr char kMaintenance[] = "pgfleet.v1.MaintenanceService";
 constexpr char kTokens[] = "pgfleet.v1.TokenService";
+constexpr char kSecrets[] = "pgfleet.v1.SecretsService";
 constexpr bool kRead = true, kWrite = false;
 
 }  // namespace
@@ -41,7 +42,7 @@ void ControlApi::Add(const char* service, const char* name, Role role, bool read
 
 ControlApi::ControlApi(Store& store, FleetApi& fleet, RolloutApi& rollouts,
                        MaintenanceApi& maintenance, TokenAdmin& tokens)
-    : store_(store), fleet_(fleet) {
+    : store_(store), fleet_(fleet), secrets_(store) {
   // Reads need viewer; changing the fleet (configs, desired versions, commands, rollouts,
   // maintenance windows) needs operator; the release policy between environments (upstream)
   // and tokens need admin.
@@ -128,6 +129,25 @@ ControlApi::ControlApi(Store& store, FleetApi& fleet, RolloutApi& rollouts,
   Add<v1::RevokeTokenRequest, v1::Token>(
       kTokens, "RevokeToken", Role::kAdmin, kWrite,
       [&tokens](const Caller& c, const auto& r) { return tokens.Revoke(c, r); });
+
+  // Credentials and TLS material: admin only to change (PushConfig also requires admin when a
+  // push carries files or overlaps); the listing shows fingerprints, so viewers may read it.
+  SecretsApi& secrets = secrets_;
+  Add<v1::SetUserSecretRequest, v1::SecretsChange>(
+      kSecrets, "SetUserSecret", Role::kAdmin, kWrite,
+      [&secrets](const Caller& c, const auto& r) { return secrets.SetUserSecret(c, r); });
+  Add<v1::SetTlsFilesRequest, v1::SecretsChange>(
+      kSecrets, "SetTlsFiles", Role::kAdmin, kWrite,
+      [&secrets](const Caller& c, const auto& r) { return secrets.SetTlsFiles(c, r); });
+  Add<v1::BeginRotationRequest, v1::SecretsChange>(
+      kSecrets, "BeginRotation", Role::kAdmin, kWrite,
+      [&secrets](const Caller& c, const auto& r) { return secrets.BeginRotation(c, r); });
+  Add<v1::EndRotationRequest, v1::SecretsChange>(
+      kSecrets, "EndRotation", Role::kAdmin, kWrite,
+      [&secrets](const Caller& c, const auto& r) { return secrets.EndRotation(c, r); });
+  Add<v1::ListSecretsRequest, v1::ListSecretsResponse>(
+      kSecrets, "ListSecrets", Role::kViewer, kRead,
+      [&secrets](const Caller& c, const auto& r) { return secrets.ListSecrets(c, r); });
 }
 
 absl::StatusOr<Caller> ControlApi::Authenticate(const std::string& authorization) const {

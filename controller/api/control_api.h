@@ -19,6 +19,7 @@
 #include "controller/api/fleet_api.h"
 #include "controller/api/maintenance_api.h"
 #include "controller/api/rollout_api.h"
+#include "controller/api/secrets_api.h"
 #include "controller/auth/token_admin.h"
 
 namespace pgfleet::controller {
@@ -69,6 +70,7 @@ class ControlApi {
 
   Store& store_;
   FleetApi& fleet_;
+  SecretsApi secrets_;  // Needs only the store: owned here, so main.cc wires nothing more.
   std::vector<ApiMethod> methods_;
   std::map<std::pair<std::string, std::string>, size_t> index_;
 };

@@ -8,12 +8,12 @@
 #include "common/config/config.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "controller/api/secrets_api.h"
 #include "controller/auth/tokens.h"
 #include "controller/maintenance/orchestrator.h"
 #include "controller/rollout/rollout_engine.h"
 
 namespace pgfleet::controller {
-namespace {
 
 pgfleet::v1::ConfigVersion VersionToProto(const ConfigVersionRow& row) {
   pgfleet::v1::ConfigVersion out;
@@ -25,10 +25,26 @@ pgfleet::v1::ConfigVersion VersionToProto(const ConfigVersionRow& row) {
   out.set_message(row.message);
   out.set_created_unix_ms(row.created_unix_ms);
   out.set_parent_version(row.parent_version);
+  // Secret material as fingerprints only (issue 18): never the contents.
+  for (const ConfigFileRow& file : row.files) *out.add_files() = FileInfoToProto(file);
+  for (const CredentialOverlapRow& overlap : row.credential_overlaps) {
+    pgfleet::v1::CredentialOverlapInfo* info = out.add_credential_overlaps();
+    info->set_user(overlap.user);
+    info->set_expires_unix_ms(overlap.expires_unix_ms);
+  }
+  out.set_secrets_error(row.secrets_error);
   return out;
 }
 
-}  // namespace
+pgfleet::v1::ConfigFileInfo FileInfoToProto(const ConfigFileRow& file) {
+  pgfleet::v1::ConfigFileInfo info;
+  info.set_key(file.key);
+  info.set_fingerprint(file.sha256.substr(0, 12));
+  info.set_size(file.size);
+  info.set_cert_subject(file.cert_subject);
+  info.set_cert_not_after_unix_ms(file.cert_not_after_unix_ms);
+  return info;
+}
 
 int64_t NowMillis() { return absl::ToUnixMillis(absl::Now()); }
 
@@ -61,12 +77,18 @@ absl::StatusOr<pgfleet::v1::ConfigVersion> FleetApi::PushConfig(
   if (!parsed.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("invalid config: ", parsed.status().message()));
   }
+  // Secret material is admin's alone; an ini push inherits the newest version's files.
+  SecretChanges changes = SecretChangesFromPush(request);
+  if (!changes.empty()) PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
+  std::vector<std::string> warnings;
   PGF_ASSIGN_OR_RETURN(ConfigVersionRow row,
-                       store_.AddConfigVersion(request.environment(), request.ini_text(),
-                                               caller.actor, request.message(), NowMillis()));
-  PGF_RETURN_IF_ERROR(store_.Audit(caller.actor, "config.push", request.environment(),
-                                   absl::StrCat("version=", row.version, " sha256=", row.sha256),
-                                   NowMillis()));
+                       AddDerivedVersion(store_, request.environment(), request.ini_text(), changes,
+                                         caller.actor, request.message(), &warnings));
+  for (const std::string& warning : warnings) PGF_WARN("api", "config push: %s", warning);
+  PGF_RETURN_IF_ERROR(store_.Audit(
+      caller.actor, "config.push", request.environment(),
+      absl::StrCat("version=", row.version, " sha256=", row.sha256, DescribeSecrets(row)),
+      NowMillis()));
   PGF_INFO("api", "%s pushed config version %d to %s", caller.actor, row.version,
            request.environment());
   return VersionToProto(row);

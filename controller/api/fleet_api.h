@@ -90,4 +90,8 @@ class FleetApi {
 
 int64_t NowMillis();
 
+// A version as the API shows it: credentials and TLS files as fingerprints, never contents.
+pgfleet::v1::ConfigVersion VersionToProto(const ConfigVersionRow& row);
+pgfleet::v1::ConfigFileInfo FileInfoToProto(const ConfigFileRow& file);
+
 }  // namespace pgfleet::controller

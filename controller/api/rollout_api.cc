@@ -3,6 +3,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "controller/api/secrets_api.h"
 
 namespace pgfleet::controller {
 namespace {
@@ -187,11 +188,12 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutApi::Promote(
     return absl::InvalidArgumentError("--force needs a reason (--reason)");
   }
   PGF_RETURN_IF_ERROR(store_.EnsureEnvironment(request.to_environment(), NowMs()));
+  // The ini is promoted; the target keeps its own credentials and TLS files (like any ini push).
   PGF_ASSIGN_OR_RETURN(
       ConfigVersionRow copy,
-      store_.AddConfigVersion(
-          request.to_environment(), source.ini_text, caller.actor,
-          absl::StrCat("promoted from ", source.environment, " v", source.version), NowMs()));
+      AddDerivedVersion(
+          store_, request.to_environment(), source.ini_text, SecretChanges{}, caller.actor,
+          absl::StrCat("promoted from ", source.environment, " v", source.version), nullptr));
   RolloutSpec spec = SpecFromProto(request.rollout());
   spec.environment = request.to_environment();
   spec.version = copy.version;

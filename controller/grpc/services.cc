@@ -326,4 +326,12 @@ PGF_TOKEN_METHOD(ListTokens, ListTokensRequest, ListTokensResponse)
 PGF_TOKEN_METHOD(CreateToken, CreateTokenRequest, CreateTokenResponse)
 PGF_TOKEN_METHOD(RevokeToken, RevokeTokenRequest, Token)
 
+#define PGF_SECRETS_METHOD(Method, Request, Response) \
+  PGF_API_METHOD(SecretsServiceImpl, SecretsService, Method, Request, Response)
+PGF_SECRETS_METHOD(SetUserSecret, SetUserSecretRequest, SecretsChange)
+PGF_SECRETS_METHOD(SetTlsFiles, SetTlsFilesRequest, SecretsChange)
+PGF_SECRETS_METHOD(BeginRotation, BeginRotationRequest, SecretsChange)
+PGF_SECRETS_METHOD(EndRotation, EndRotationRequest, SecretsChange)
+PGF_SECRETS_METHOD(ListSecrets, ListSecretsRequest, ListSecretsResponse)
+
 }  // namespace pgfleet::controller

@@ -201,4 +201,28 @@ class TokenServiceImpl final : public pgfleet::v1::TokenService::Service {
   const ControlApi& api_;
 };
 
+class SecretsServiceImpl final : public pgfleet::v1::SecretsService::Service {
+ public:
+  explicit SecretsServiceImpl(const ControlApi& api) : api_(api) {}
+
+  grpc::Status SetUserSecret(grpc::ServerContext* context,
+                             const pgfleet::v1::SetUserSecretRequest* request,
+                             pgfleet::v1::SecretsChange* response) override;
+  grpc::Status SetTlsFiles(grpc::ServerContext* context,
+                           const pgfleet::v1::SetTlsFilesRequest* request,
+                           pgfleet::v1::SecretsChange* response) override;
+  grpc::Status BeginRotation(grpc::ServerContext* context,
+                             const pgfleet::v1::BeginRotationRequest* request,
+                             pgfleet::v1::SecretsChange* response) override;
+  grpc::Status EndRotation(grpc::ServerContext* context,
+                           const pgfleet::v1::EndRotationRequest* request,
+                           pgfleet::v1::SecretsChange* response) override;
+  grpc::Status ListSecrets(grpc::ServerContext* context,
+                           const pgfleet::v1::ListSecretsRequest* request,
+                           pgfleet::v1::ListSecretsResponse* response) override;
+
+ private:
+  const ControlApi& api_;
+};
+
 }  // namespace pgfleet::controller

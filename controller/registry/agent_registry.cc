@@ -1,6 +1,7 @@
 #include "controller/registry/agent_registry.h"
 
 #include "common/log.h"
+#include "controller/store/store.h"
 
 namespace pgfleet::controller {
 
@@ -145,11 +146,30 @@ bool AgentRegistry::OfferConfigTo(AgentSession& session, const ConfigVersionRow&
                                   bool force) {
   if (version.version == session.applied_version()) return true;
   if (!force && version.version == session.sent_version()) return true;
+  if (!version.secrets_error.empty()) {
+    // Sending it without its files would make the agent drop its credentials.
+    PGF_ERROR("api", "not sending config version %d to agent %s: %s", version.version,
+              session.agent_id(), version.secrets_error);
+    return false;
+  }
   pgfleet::v1::ControllerMessage message;
   pgfleet::v1::DesiredConfig* config = message.mutable_desired_config();
   config->set_version(version.version);
-  config->set_sha256(version.sha256);
+  // The ini's own sha256 (the version's content address also covers its files).
+  config->set_sha256(Sha256Hex(version.ini_text));
   config->set_ini_text(version.ini_text);
+  for (const ConfigFileRow& file : version.files) {
+    pgfleet::v1::ConfigFile* out = config->add_files();
+    out->set_key(file.key);
+    out->set_content(file.content);
+    out->set_sha256(file.sha256);
+  }
+  for (const CredentialOverlapRow& overlap : version.credential_overlaps) {
+    pgfleet::v1::CredentialOverlap* out = config->add_credential_overlaps();
+    out->set_user(overlap.user);
+    out->set_previous_secret(overlap.previous_secret);
+    out->set_expires_unix_ms(overlap.expires_unix_ms);
+  }
   session.set_sent_version(version.version);
   PGF_INFO("api", "sending config version %d to agent %s (runs %d)", version.version,
            session.agent_id(), session.applied_version());

@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace pgfleet::controller {
 
@@ -15,7 +16,27 @@ struct EnvironmentRow {
   int64_t created_unix_ms = 0;
 };
 
-// Immutable once written. `version` is a global, increasing id; `sha256` addresses content.
+// A credential or TLS file of a config version (migrations/0005_secrets.sql). `content` is
+// secret: stored only encrypted, never shown by the API (only sha256, size, certificate facts).
+struct ConfigFileRow {
+  std::string key;      // The [pgbouncer] key it backs: auth_file, client_tls_cert_file...
+  std::string content;  // Plaintext; empty in list results and when it cannot be decrypted.
+  std::string sha256;   // Hex sha256 of content.
+  int64_t size = 0;
+  std::string cert_subject;            // Certificates: the first one's subject.
+  int64_t cert_not_after_unix_ms = 0;  // Certificates: its expiry (0: not a certificate).
+};
+
+// A password rotation in progress: `previous_secret` is accepted too until the expiry.
+struct CredentialOverlapRow {
+  std::string user;
+  std::string previous_secret;  // As an auth_file holds it. Secret, like file contents.
+  int64_t expires_unix_ms = 0;
+};
+
+// Immutable once written. `version` is a global, increasing id; `sha256` addresses content: the
+// ini's sha256 for a version without files or overlaps, else a digest over the ini and every
+// file's and overlap's fingerprint (so the same ini with a new password is a new version).
 struct ConfigVersionRow {
   uint64_t version = 0;
   std::string environment;
@@ -24,7 +45,12 @@ struct ConfigVersionRow {
   std::string author;
   std::string message;
   int64_t created_unix_ms = 0;
-  uint64_t parent_version = 0;  // The environment's newest version before this one (0: none).
+  uint64_t parent_version = 0;       // The environment's newest version before this one (0: none).
+  std::vector<ConfigFileRow> files;  // By key. Contents only from GetConfigVersion.
+  std::vector<CredentialOverlapRow> credential_overlaps;  // By user.
+  // Set by GetConfigVersion when files or overlaps could not be decrypted (no key, another key):
+  // their contents are then empty and the version must not be sent to agents.
+  std::string secrets_error;
 };
 
 struct AgentRow {

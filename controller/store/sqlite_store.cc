@@ -386,13 +386,29 @@ absl::Status SqliteStore::SetDesiredVersion(const std::string& environment, uint
 // ---------------------------------------------------------------------------------------------
 // Config versions.
 
-absl::StatusOr<ConfigVersionRow> SqliteStore::AddConfigVersion(const std::string& environment,
-                                                               const std::string& ini_text,
-                                                               const std::string& author,
-                                                               const std::string& message,
+absl::StatusOr<ConfigVersionRow> SqliteStore::AddConfigVersion(const ConfigVersionDraft& draft,
                                                                int64_t now_ms) {
+  const std::string& environment = draft.environment;
   PGF_RETURN_IF_ERROR(RequireNonEmpty("environment name", environment));
-  const std::string sha256 = Sha256Hex(ini_text);
+  std::vector<ConfigFileRow> files = draft.files;
+  std::sort(files.begin(), files.end(),
+            [](const ConfigFileRow& a, const ConfigFileRow& b) { return a.key < b.key; });
+  std::vector<CredentialOverlapRow> overlaps = draft.credential_overlaps;
+  std::sort(
+      overlaps.begin(), overlaps.end(),
+      [](const CredentialOverlapRow& a, const CredentialOverlapRow& b) { return a.user < b.user; });
+  for (size_t i = 1; i < files.size(); ++i) {
+    if (files[i].key == files[i - 1].key) {
+      return absl::InvalidArgumentError(absl::StrCat("file ", files[i].key, " given twice"));
+    }
+  }
+  for (size_t i = 1; i < overlaps.size(); ++i) {
+    if (overlaps[i].user == overlaps[i - 1].user) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("two rotation overlaps for user ", overlaps[i].user));
+    }
+  }
+  const std::string sha256 = ConfigContentSha256(draft.ini_text, files, overlaps);
   absl::MutexLock lock(&mu_);
   PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
   PGF_RETURN_IF_ERROR(InsertEnvironmentIfMissing(db_, environment, now_ms));
@@ -407,6 +423,7 @@ absl::StatusOr<ConfigVersionRow> SqliteStore::AddConfigVersion(const std::string
     PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
     if (row) {
       ConfigVersionRow existing = ReadConfigVersion(stmt, /*with_text=*/true);
+      PGF_RETURN_IF_ERROR(LoadConfigSecrets(existing, /*with_content=*/true));
       PGF_RETURN_IF_ERROR(txn.Commit());
       return existing;
     }
@@ -414,9 +431,9 @@ absl::StatusOr<ConfigVersionRow> SqliteStore::AddConfigVersion(const std::string
   ConfigVersionRow added;
   added.environment = environment;
   added.sha256 = sha256;
-  added.ini_text = ini_text;
-  added.author = author;
-  added.message = message;
+  added.ini_text = draft.ini_text;
+  added.author = draft.author;
+  added.message = draft.message;
   added.created_unix_ms = now_ms;
   {
     PGF_ASSIGN_OR_RETURN(
@@ -426,6 +443,11 @@ absl::StatusOr<ConfigVersionRow> SqliteStore::AddConfigVersion(const std::string
     PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
     added.parent_version = row && !stmt.IsNull(0) ? stmt.U64(0) : 0;
   }
+  if (draft.expected_parent.has_value() && *draft.expected_parent != added.parent_version) {
+    return absl::AbortedError(
+        absl::StrCat("environment ", environment, " got version ", added.parent_version,
+                     " meanwhile (this change was made on ", *draft.expected_parent, "); retry"));
+  }
   {
     PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
                                                   "INSERT INTO config_versions (environment, "
@@ -434,9 +456,9 @@ absl::StatusOr<ConfigVersionRow> SqliteStore::AddConfigVersion(const std::string
                                                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
     stmt.BindText(1, environment)
         .BindText(2, sha256)
-        .BindText(3, ini_text)
-        .BindText(4, author)
-        .BindText(5, message)
+        .BindText(3, draft.ini_text)
+        .BindText(4, draft.author)
+        .BindText(5, draft.message)
         .BindInt(6, now_ms);
     if (added.parent_version != 0) {
       stmt.BindU64(7, added.parent_version);
@@ -446,6 +468,8 @@ absl::StatusOr<ConfigVersionRow> SqliteStore::AddConfigVersion(const std::string
     PGF_RETURN_IF_ERROR(stmt.Run());
     added.version = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
   }
+  PGF_RETURN_IF_ERROR(InsertConfigSecrets(added.version, files, overlaps));
+  PGF_RETURN_IF_ERROR(LoadConfigSecrets(added, /*with_content=*/true));
   PGF_RETURN_IF_ERROR(txn.Commit());
   return added;
 }
@@ -459,7 +483,9 @@ absl::StatusOr<ConfigVersionRow> SqliteStore::GetConfigVersion(uint64_t version)
   stmt.BindU64(1, version);
   PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
   if (!row) return absl::NotFoundError(absl::StrCat("config version ", version, " not found"));
-  return ReadConfigVersion(stmt, /*with_text=*/true);
+  ConfigVersionRow found = ReadConfigVersion(stmt, /*with_text=*/true);
+  PGF_RETURN_IF_ERROR(LoadConfigSecrets(found, /*with_content=*/true));
+  return found;
 }
 
 absl::StatusOr<std::vector<ConfigVersionRow>> SqliteStore::ListConfigVersions(
@@ -476,6 +502,9 @@ absl::StatusOr<std::vector<ConfigVersionRow>> SqliteStore::ListConfigVersions(
     PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
     if (!row) break;
     rows.push_back(ReadConfigVersion(stmt, /*with_text=*/false));
+  }
+  for (ConfigVersionRow& row : rows) {
+    PGF_RETURN_IF_ERROR(LoadConfigSecrets(row, /*with_content=*/false));
   }
   return rows;
 }

@@ -90,11 +90,12 @@ class SqliteStore final : public Store {
                                  std::optional<uint64_t> expected_previous) override;
 
   // Config versions.
-  absl::StatusOr<ConfigVersionRow> AddConfigVersion(const std::string& environment,
-                                                    const std::string& ini_text,
-                                                    const std::string& author,
-                                                    const std::string& message,
+  using Store::AddConfigVersion;
+  absl::StatusOr<ConfigVersionRow> AddConfigVersion(const ConfigVersionDraft& draft,
                                                     int64_t now_ms) override;
+  // Secret material (sqlite_secrets_store.cc).
+  void SetSecretsKeyring(std::shared_ptr<const secrets::Keyring> keyring) override;
+  absl::StatusOr<ReencryptResult> ReencryptSecrets() override;
   absl::StatusOr<ConfigVersionRow> GetConfigVersion(uint64_t version) override;
   absl::StatusOr<std::vector<ConfigVersionRow>> ListConfigVersions(
       const std::string& environment) override;
@@ -176,6 +177,14 @@ class SqliteStore final : public Store {
   absl::Status Configure() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Migrate(const std::vector<Migration>& migrations) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // A version's files and overlaps (sqlite_secrets_store.cc). Insert seals them with the
+  // current key; Load opens them when `with_content` (else metadata only).
+  absl::Status InsertConfigSecrets(uint64_t version, const std::vector<ConfigFileRow>& files,
+                                   const std::vector<CredentialOverlapRow>& overlaps)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status LoadConfigSecrets(ConfigVersionRow& row, bool with_content)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // Write-behind of RecordMetrics/TouchAgent (see the top of this file).
   absl::Status RequireKnownAgent(const std::string& agent_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status FlushWriteBehindIfDue() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -196,6 +205,8 @@ class SqliteStore final : public Store {
   // Agents known to exist (agents are never deleted), so the write-behind calls can answer
   // NotFound without a query per call.
   std::set<std::string> known_agents_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const secrets::Keyring> keyring_ ABSL_GUARDED_BY(mu_) =
+      std::make_shared<secrets::Keyring>();
 };
 
 }  // namespace pgfleet::controller

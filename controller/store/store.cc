@@ -45,4 +45,20 @@ std::string Sha256Hex(const std::string& data) {
   return hex;
 }
 
+std::string ConfigContentSha256(const std::string& ini_text,
+                                const std::vector<ConfigFileRow>& files,
+                                const std::vector<CredentialOverlapRow>& overlaps) {
+  // Versions without secret material keep the ini's own sha256 (what they always had).
+  if (files.empty() && overlaps.empty()) return Sha256Hex(ini_text);
+  std::string material = absl::StrCat("pgfleet-config-v2\n", Sha256Hex(ini_text), "\n");
+  for (const ConfigFileRow& file : files) {
+    absl::StrAppend(&material, "file ", file.key, " ", Sha256Hex(file.content), "\n");
+  }
+  for (const CredentialOverlapRow& overlap : overlaps) {
+    absl::StrAppend(&material, "overlap ", Sha256Hex(overlap.user), " ",
+                    Sha256Hex(overlap.previous_secret), " ", overlap.expires_unix_ms, "\n");
+  }
+  return Sha256Hex(material);
+}
+
 }  // namespace pgfleet::controller

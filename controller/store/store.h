@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "controller/maintenance/maintenance_store.h"
 #include "controller/rollout/rollout_store.h"
+#include "controller/secrets/secret_box.h"
 #include "controller/store/rows.h"
 
 namespace pgfleet::controller {
@@ -67,6 +68,31 @@ struct TokenRow {
   bool bootstrap = false;         // Registered from PGFLEET_BOOTSTRAP_TOKEN.
 };
 
+// A config version to add, with its credential and TLS files and rotation overlaps (complete:
+// nothing is inherited here; the API decides what a push inherits).
+struct ConfigVersionDraft {
+  std::string environment;
+  std::string ini_text;
+  std::vector<ConfigFileRow> files;  // key and content; sha256/size/cert facts are derived.
+  std::vector<CredentialOverlapRow> credential_overlaps;
+  std::string author;
+  std::string message;
+  // When set, Aborted unless this is still the environment's newest version (0: none): the
+  // draft was derived from it, and a concurrent push must not be silently overwritten.
+  std::optional<uint64_t> expected_parent;
+};
+
+// What ReencryptSecrets did.
+struct ReencryptResult {
+  int reencrypted = 0;  // Values sealed by the previous key, now sealed by the current one.
+  int unreadable = 0;   // Values sealed by a key the keyring does not have.
+};
+
+// The content address of a version (ConfigVersionRow::sha256).
+std::string ConfigContentSha256(const std::string& ini_text,
+                                const std::vector<ConfigFileRow>& files,
+                                const std::vector<CredentialOverlapRow>& overlaps);
+
 // Store includes the rollout state (RolloutStore) and maintenance windows so one SQLite file holds
 // everything.
 class Store : public RolloutStore, public MaintenanceStore {
@@ -86,14 +112,30 @@ class Store : public RolloutStore, public MaintenanceStore {
 
   // Config versions. Pushing text whose sha256 already exists in the environment returns
   // that existing version instead of a new one. Creates the environment if needed.
-  virtual absl::StatusOr<ConfigVersionRow> AddConfigVersion(const std::string& environment,
-                                                            const std::string& ini_text,
-                                                            const std::string& author,
-                                                            const std::string& message,
+  absl::StatusOr<ConfigVersionRow> AddConfigVersion(const std::string& environment,
+                                                    const std::string& ini_text,
+                                                    const std::string& author,
+                                                    const std::string& message, int64_t now_ms) {
+    ConfigVersionDraft draft;
+    draft.environment = environment;
+    draft.ini_text = ini_text;
+    draft.author = author;
+    draft.message = message;
+    return AddConfigVersion(draft, now_ms);
+  }
+  // The same with files and overlaps, encrypted with the keyring's current key:
+  // FailedPrecondition (saying how to make a key) when there is secret material and no key.
+  virtual absl::StatusOr<ConfigVersionRow> AddConfigVersion(const ConfigVersionDraft& draft,
                                                             int64_t now_ms) = 0;
+  // The key(s) for secret material. Without one, versions with files cannot be added, and
+  // existing ones load with secrets_error set.
+  virtual void SetSecretsKeyring(std::shared_ptr<const secrets::Keyring> keyring) = 0;
+  // Re-seals every value sealed by the keyring's previous key with its current key (key
+  // rotation), in one transaction.
+  virtual absl::StatusOr<ReencryptResult> ReencryptSecrets() = 0;
   virtual absl::StatusOr<ConfigVersionRow> GetConfigVersion(
       uint64_t version) override = 0;  // NotFound
-  // Newest first, ini_text left empty.
+  // Newest first, ini_text left empty; files and overlaps without contents.
   virtual absl::StatusOr<std::vector<ConfigVersionRow>> ListConfigVersions(
       const std::string& environment) = 0;
 
