@@ -141,10 +141,10 @@ class LoginLoop {
   std::vector<int> ports_;
   std::atomic<bool> stop_{false};
   std::mutex mu_;
-  std::string password_;                   // Guarded by mu_.
-  std::string phase_ = "before";           // Guarded by mu_.
-  std::map<std::string, Counts> counts_;   // Guarded by mu_.
-  std::map<int, int64_t> per_port_;        // Guarded by mu_.
+  std::string password_;                       // Guarded by mu_.
+  std::string phase_ = "before";               // Guarded by mu_.
+  std::map<std::string, Counts> counts_;       // Guarded by mu_.
+  std::map<int, int64_t> per_port_;            // Guarded by mu_.
   std::vector<std::string> failure_messages_;  // Guarded by mu_.
   std::thread thread_;
 };
@@ -158,8 +158,8 @@ class PasswordRotationTest : public FleetFixture {
     ASSERT_NO_FATAL_FAILURE(FleetFixture::SetUp());
     // The key that encrypts secret material in the controller's SQLite file.
     key_path_ = dir_ + "/secrets.key";
-    PGF_ASSERT_OK(WriteFile(
-        key_path_, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n"));
+    PGF_ASSERT_OK(
+        WriteFile(key_path_, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n"));
     chmod(key_path_.c_str(), 0600);
     ControllerOptions options;
     options.extra_args = {absl::StrCat("--secrets-key-file=", key_path_)};
@@ -171,12 +171,11 @@ class PasswordRotationTest : public FleetFixture {
   // The fleet's ini: appdb on the shared cluster, SCRAM for clients, the auth_file the
   // controller pushes (the path here is replaced by the pushed file's).
   std::string FleetIni() {
-    return absl::StrCat("[databases]\n", kAppDb, " = host=127.0.0.1 port=", g_pg->port(),
-                        " dbname=", kAppDb,
-                        "\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = ", port("p1"),
-                        "\nunix_socket_dir =\nauth_type = scram-sha-256\nauth_file = ", users_path_,
-                        "\nadmin_users = ", kAdminUser,
-                        "\npool_mode = transaction\ndefault_pool_size = 2\n");
+    return absl::StrCat(
+        "[databases]\n", kAppDb, " = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb,
+        "\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = ", port("p1"),
+        "\nunix_socket_dir =\nauth_type = scram-sha-256\nauth_file = ", users_path_,
+        "\nadmin_users = ", kAdminUser, "\npool_mode = transaction\ndefault_pool_size = 2\n");
   }
 
   template <typename Request, typename Response, typename Call>
@@ -206,9 +205,9 @@ class PasswordRotationTest : public FleetFixture {
 
   // `fleetctl rollout start` in two waves (a canary, then the rest), waiting for it to end.
   void RollOut(uint64_t version) {
-    FleetctlResult start = Ctl({"rollout", "start", "--env", kEnv, "--version",
-                                absl::StrCat("v", version), "--waves", "1,100%", "--bake", "1s",
-                                "--watch"});
+    FleetctlResult start =
+        Ctl({"rollout", "start", "--env", kEnv, "--version", absl::StrCat("v", version), "--waves",
+             "1,100%", "--bake", "1s", "--watch"});
     ASSERT_EQ(start.exit_code, 0) << start.Describe();
     PGF_ASSERT_OK(WaitApplied(version));
   }
@@ -285,10 +284,9 @@ TEST_F(PasswordRotationTest, RunbookRotatesWithoutAFailedLogin) {
   begin.set_plaintext(true);
   begin.set_overlap_seconds(600);
   begin.set_message("rotate rotated: begin");
-  PGF_ASSERT_OK_AND_ASSIGN(
-      pgfleet::v1::SecretsChange begun,
-      (Secrets<pgfleet::v1::BeginRotationRequest, pgfleet::v1::SecretsChange>(
-          &pgfleet::v1::SecretsService::Stub::BeginRotation, begin)));
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::SecretsChange begun,
+                           (Secrets<pgfleet::v1::BeginRotationRequest, pgfleet::v1::SecretsChange>(
+                               &pgfleet::v1::SecretsService::Stub::BeginRotation, begin)));
   ASSERT_NO_FATAL_FAILURE(RollOut(begun.version().version()));
   // Every agent now holds the new secret, PostgreSQL the old one: clients on the old password
   // still get in (the agents accept the previous secret and log in to PostgreSQL with it).
@@ -296,7 +294,8 @@ TEST_F(PasswordRotationTest, RunbookRotatesWithoutAFailedLogin) {
   for (const std::string& id : kAgents) {
     PGF_ASSERT_OK_AND_ASSIGN(std::vector<NamedRow> state, AdminShow(port(id), "SHOW STATE"));
     bool open = false;
-    for (const NamedRow& row : state) open |= row.at("key") == absl::StrCat("credential_overlap:", kRole);
+    for (const NamedRow& row : state)
+      open |= row.at("key") == absl::StrCat("credential_overlap:", kRole);
     EXPECT_TRUE(open) << id << " shows no open overlap";
   }
 
@@ -311,10 +310,9 @@ TEST_F(PasswordRotationTest, RunbookRotatesWithoutAFailedLogin) {
   end.set_environment(kEnv);
   end.set_user(kRole);
   end.set_message("rotate rotated: end");
-  PGF_ASSERT_OK_AND_ASSIGN(
-      pgfleet::v1::SecretsChange ended,
-      (Secrets<pgfleet::v1::EndRotationRequest, pgfleet::v1::SecretsChange>(
-          &pgfleet::v1::SecretsService::Stub::EndRotation, end)));
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::SecretsChange ended,
+                           (Secrets<pgfleet::v1::EndRotationRequest, pgfleet::v1::SecretsChange>(
+                               &pgfleet::v1::SecretsService::Stub::EndRotation, end)));
   ASSERT_NO_FATAL_FAILURE(RollOut(ended.version().version()));
   clients.SetPhase("after");
   PGF_ASSERT_OK(clients.AwaitMoreLogins(3));
@@ -328,8 +326,8 @@ TEST_F(PasswordRotationTest, RunbookRotatesWithoutAFailedLogin) {
   }
   EXPECT_EQ(clients.counts().size(), 5u);
   EXPECT_TRUE(clients.failures().empty()) << absl::StrJoin(clients.failures(), "\n");
-  std::cout << "logins attempted through the rotation: " << attempts << ", failed: "
-            << clients.failures().size() << "\n";
+  std::cout << "logins attempted through the rotation: " << attempts
+            << ", failed: " << clients.failures().size() << "\n";
 
   // The old password is refused everywhere now; the new one works.
   for (const std::string& id : kAgents) {
