@@ -243,6 +243,19 @@ class Agent final : public AgentControl {
   }
   const std::map<std::string, ServerLimits>& server_limits() const { return server_limits_; }
 
+  // Rotation overlaps (see CredentialOverlap). Loop thread.
+  absl::Status SetCredentialOverlaps(const std::vector<CredentialOverlap>& overlaps) override;
+  // The previous secret of `user` while its overlap is open, else nullptr. An overlap past its
+  // expiry is dropped here, at login time, whether or not a controller is there to close it.
+  const config::UserSecret* PreviousSecret(const std::string& user);
+  // Open overlaps' expiry by user (SHOW USERS); never the secrets. Expired ones are left out.
+  std::map<std::string, absl::Time> OverlapExpiries() const;
+  // SCRAM keys for the previous plaintext secret of `user` with the salt and iteration count
+  // of `shown` (the keys the exchange shows the client), cached like ScramKeysForPlainPassword.
+  const crypto::ScramKeys& ScramKeysForPreviousPassword(const std::string& user,
+                                                        const std::string& password,
+                                                        const crypto::ScramKeys& shown);
+
   // SCRAM keys derived from a plaintext auth_file password, cached per user so a new
   // connection does not pay for PBKDF2 each time. The salt is the user's mock salt, so it is
   // the same on every attempt (and after the cache is cleared), as for a user not in auth_file.
@@ -330,6 +343,12 @@ class Agent final : public AgentControl {
     crypto::ScramKeys keys;
   };
   absl::flat_hash_map<std::string, CachedScram> scram_cache_;
+  struct OpenOverlap {
+    config::UserSecret previous;
+    absl::Time expires;
+  };
+  absl::flat_hash_map<std::string, OpenOverlap> overlaps_;
+  absl::flat_hash_map<std::string, CachedScram> previous_scram_cache_;
   std::map<std::string, ServerLimits> server_limits_;
   void ApplyPauseToPools(const std::string& db);
   void RetireTimer(std::unique_ptr<Timer> timer);

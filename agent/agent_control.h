@@ -23,6 +23,15 @@ class EventLoop;
 // How a hand-over ended: the new process's pid, or why it failed (the old one still serves).
 using HandoverDone = std::function<void(absl::StatusOr<pid_t>)>;
 
+// A password rotation in progress for `user`: besides its current secret (auth_file), the
+// previous one is accepted for client logins and tried for server logins that PostgreSQL
+// refuses, until `expires`.
+struct CredentialOverlap {
+  std::string user;
+  std::string previous_secret;  // As an auth_file holds it: plaintext, md5..., SCRAM-SHA-256$...
+  absl::Time expires;
+};
+
 // The pooler's control operations, as the controller link uses them. Loop thread only, except
 // where a method says otherwise. Agent implements it; the admin console reaches the same
 // operations through Agent, so a PAUSE from either behaves the same.
@@ -45,6 +54,10 @@ class AgentControl {
   // Zero-downtime restart into the binary now on disk (see Agent::BeginHandover). `command_id`
   // is the controller command asking for it (0: none); the new process reports it in its hello.
   virtual void BeginHandover(uint64_t command_id, HandoverDone done) = 0;
+
+  // Replaces the open rotation overlaps (all of them: a user not in `overlaps` has none).
+  // Expired ones are dropped. InvalidArgument (and nothing changes) if a secret is malformed.
+  virtual absl::Status SetCredentialOverlaps(const std::vector<CredentialOverlap>& overlaps) = 0;
 
   // One reading of pools, counters and pauses (see stats_snapshot.h).
   virtual StatsSnapshot Snapshot() const = 0;

@@ -328,7 +328,26 @@ void ClientConn::StartAuth() {
       } else if (secret != nullptr && secret->kind == config::SecretKind::kPlain) {
         keys = agent_.ScramKeysForPlainPassword(user_, secret->secret);
       }
-      scram_ = std::make_unique<crypto::ScramServerExchange>(std::move(keys));
+      scram_ = std::make_unique<crypto::ScramServerExchange>(keys);
+      // An open rotation overlap: the previous password is accepted too, checked against the
+      // same salt and iteration count (those shown are all a client's proof can answer). Not
+      // for a user without a current secret: the mock exchange must never log anyone in.
+      const config::UserSecret* previous = agent_.PreviousSecret(user_);
+      if (previous != nullptr && secret != nullptr && secret->kind != config::SecretKind::kMd5) {
+        std::optional<crypto::ScramKeys> previous_keys;
+        if (previous->kind == config::SecretKind::kPlain) {
+          previous_keys = agent_.ScramKeysForPreviousPassword(user_, previous->secret, keys);
+        } else if (previous->kind == config::SecretKind::kScramSha256) {
+          absl::StatusOr<crypto::ScramKeys> parsed = crypto::ParseScramSecret(previous->secret);
+          if (parsed.ok()) previous_keys = *std::move(parsed);
+        }
+        if (previous_keys.has_value() && !scram_->AddAlternativeKeys(*std::move(previous_keys))) {
+          PGF_DEBUG("client",
+                    "c=%d user '%s': the previous SCRAM verifier has another salt or iteration "
+                    "count than the current one, so a SCRAM login cannot use it",
+                    id_, user_);
+        }
+      }
       Write(pg::AuthenticationRequest(pg::kAuthSasl, std::string("SCRAM-SHA-256\0\0", 15)));
       break;
     }
@@ -367,25 +386,11 @@ void ClientConn::HandleAuthMessage() {
   switch (auth_method_) {
     case AuthMethod::kCleartext: {
       std::string password(reader.CString());
-      bool ok = false;
-      if (reader.ok() && secret != nullptr) {
-        switch (secret->kind) {
-          case config::SecretKind::kPlain:
-            ok = crypto::SecretEquals(password, secret->secret);
-            break;
-          case config::SecretKind::kMd5:
-            ok = crypto::SecretEquals(crypto::Md5PasswordHash(password, user_), secret->secret);
-            break;
-          case config::SecretKind::kScramSha256: {
-            absl::StatusOr<crypto::ScramKeys> keys = crypto::ParseScramSecret(secret->secret);
-            if (keys.ok()) {
-              crypto::ScramKeys derived =
-                  crypto::ScramKeysFromPassword(password, keys->salt, keys->iterations);
-              ok = derived.stored_key == keys->stored_key;
-            }
-            break;
-          }
-        }
+      bool ok = reader.ok() && secret != nullptr && PasswordMatches(*secret, password);
+      if (!ok && reader.ok() && secret != nullptr) {
+        const config::UserSecret* previous = agent_.PreviousSecret(user_);
+        ok = previous != nullptr && PasswordMatches(*previous, password);
+        if (ok) NotePreviousSecretUsed();
       }
       ok ? AuthSucceeded()
          : AuthFailed(secret == nullptr ? "user not in auth_file" : "wrong password");
@@ -393,14 +398,21 @@ void ClientConn::HandleAuthMessage() {
     }
     case AuthMethod::kMd5: {
       std::string response(reader.CString());
-      std::string stored;
-      if (secret != nullptr && secret->kind == config::SecretKind::kPlain) {
-        stored = crypto::Md5PasswordHash(secret->secret, user_);
-      } else if (secret != nullptr && secret->kind == config::SecretKind::kMd5) {
-        stored = secret->secret;
+      auto md5_matches = [&](const config::UserSecret* candidate) {
+        std::string stored;
+        if (candidate != nullptr && candidate->kind == config::SecretKind::kPlain) {
+          stored = crypto::Md5PasswordHash(candidate->secret, user_);
+        } else if (candidate != nullptr && candidate->kind == config::SecretKind::kMd5) {
+          stored = candidate->secret;
+        }
+        return !stored.empty() &&
+               crypto::SecretEquals(crypto::Md5SaltedResponse(stored, md5_salt_), response);
+      };
+      bool ok = reader.ok() && md5_matches(secret);
+      if (!ok && reader.ok() && secret != nullptr && md5_matches(agent_.PreviousSecret(user_))) {
+        ok = true;
+        NotePreviousSecretUsed();
       }
-      bool ok = reader.ok() && !stored.empty() &&
-                crypto::SecretEquals(crypto::Md5SaltedResponse(stored, md5_salt_), response);
       ok ? AuthSucceeded()
          : AuthFailed(secret == nullptr ? "user not in auth_file" : "wrong password");
       return;
@@ -442,6 +454,7 @@ void ClientConn::HandleAuthMessage() {
         AuthFailed("no SCRAM secret for user");
         return;
       }
+      if (scram_->matched_alternative()) NotePreviousSecretUsed();
       Write(pg::AuthenticationRequest(pg::kAuthSaslFinal, *server_final));
       AuthSucceeded();
       return;
@@ -450,6 +463,30 @@ void ClientConn::HandleAuthMessage() {
       CloseWithError("08P01", "unexpected password message");
       return;
   }
+}
+
+bool ClientConn::PasswordMatches(const config::UserSecret& secret, const std::string& password) {
+  switch (secret.kind) {
+    case config::SecretKind::kPlain:
+      return crypto::SecretEquals(password, secret.secret);
+    case config::SecretKind::kMd5:
+      return crypto::SecretEquals(crypto::Md5PasswordHash(password, user_), secret.secret);
+    case config::SecretKind::kScramSha256: {
+      absl::StatusOr<crypto::ScramKeys> keys = crypto::ParseScramSecret(secret.secret);
+      if (!keys.ok()) return false;
+      crypto::ScramKeys derived =
+          crypto::ScramKeysFromPassword(password, keys->salt, keys->iterations);
+      return derived.stored_key == keys->stored_key;
+    }
+  }
+  return false;
+}
+
+void ClientConn::NotePreviousSecretUsed() {
+  // Which secret, never the secret: the operator closing the overlap wants to know who still
+  // uses the old password.
+  PGF_DEBUG("client", "c=%d %s user '%s' logged in with the previous secret (rotation overlap)",
+            id_, peer_, user_);
 }
 
 void ClientConn::AuthFailed(const std::string& log_reason) {
@@ -532,7 +569,10 @@ void ClientConn::AuthSucceeded() {
     CloseWithError("08P01", absl::StrCat("no such database: ", database_));
     return;
   }
-  if (scram_ != nullptr && scram_->keys().client_key.has_value()) {
+  // Not from a login with the previous secret of a rotation overlap: those keys are the old
+  // password's, which PostgreSQL is about to stop taking (or already has).
+  if (scram_ != nullptr && scram_->keys().client_key.has_value() &&
+      !scram_->matched_alternative()) {
     pool_->set_scram_keys(scram_->keys());
   }
   scram_.reset();

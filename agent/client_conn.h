@@ -14,6 +14,7 @@
 #include "agent/pool.h"
 #include "agent/prepared_statements.h"
 #include "common/auth_crypto.h"
+#include "common/config/auth_file.h"
 
 struct bufferevent;
 
@@ -147,6 +148,8 @@ class ClientConn : public ListNode {
   int32_t cancel_key_ = 0;
 
   // Authentication.
+  bool PasswordMatches(const config::UserSecret& secret, const std::string& password);
+  void NotePreviousSecretUsed();
   enum class AuthMethod { kNone, kCleartext, kMd5, kScram };
   AuthMethod auth_method_ = AuthMethod::kNone;
   std::string md5_salt_;

@@ -275,6 +275,7 @@ void ServerConn::HandleLogin() {
         break;
       }
       case 'E':
+        if (RetryWithPreviousSecret(body)) return;
         LoginFailed(ErrorMessageOf(body));
         return;
       case 'Z': {
@@ -306,13 +307,25 @@ bool ServerConn::HandleAuthRequest(std::string_view body) {
   const std::string& user = pool_.server_user();
   std::string password = pool_.db().password;
   const config::UserSecret* secret = nullptr;
-  if (password.empty()) {
-    auto it = agent_.auth_file().find(user);
-    if (it != agent_.auth_file().end()) secret = &it->second;
+  const bool from_auth_file = password.empty();
+  if (from_auth_file) {
+    if (using_previous_secret_) {
+      // The retry after PostgreSQL refused the current secret (nullptr if the overlap has
+      // closed meanwhile: then no password is known).
+      secret = agent_.PreviousSecret(user);
+    } else if (auto it = agent_.auth_file().find(user); it != agent_.auth_file().end()) {
+      secret = &it->second;
+    }
     if (secret != nullptr && secret->kind == config::SecretKind::kPlain) password = secret->secret;
   }
   switch (code) {
     case pg::kAuthOk:
+      if (sent_auth_file_secret_ && (using_previous_secret_ || agent_.PreviousSecret(user))) {
+        // During a rotation the operator needs to know which password PostgreSQL takes (never
+        // the password itself).
+        PGF_INFO("server", "s=%d %s@%s: PostgreSQL accepted the %s secret (rotation overlap open)",
+                 id_, user, address_, using_previous_secret_ ? "previous" : "current");
+      }
       return true;
     case pg::kAuthCleartext:
       if (password.empty()) {
@@ -322,6 +335,7 @@ bool ServerConn::HandleAuthRequest(std::string_view body) {
                          user, "\""));
         return false;
       }
+      sent_auth_file_secret_ = from_auth_file;
       WriteRaw(pg::PasswordMessage(password));
       return true;
     case pg::kAuthMd5: {
@@ -337,6 +351,7 @@ bool ServerConn::HandleAuthRequest(std::string_view body) {
             absl::StrCat("server asked for md5 and no password is known for user \"", user, "\""));
         return false;
       }
+      sent_auth_file_secret_ = from_auth_file;
       WriteRaw(pg::PasswordMessage(crypto::Md5SaltedResponse(stored, salt)));
       return true;
     }
@@ -352,6 +367,7 @@ bool ServerConn::HandleAuthRequest(std::string_view body) {
         return false;
       }
       if (!password.empty()) {
+        sent_auth_file_secret_ = from_auth_file;
         scram_.emplace(crypto::ScramClientExchange::FromPassword(password));
       } else if (pool_.scram_keys().has_value()) {
         scram_.emplace(crypto::ScramClientExchange::FromKeys(*pool_.scram_keys()));
@@ -391,6 +407,30 @@ bool ServerConn::HandleAuthRequest(std::string_view body) {
           absl::StrCat("server asked for an unsupported authentication method (", code, ")"));
       return false;
   }
+}
+
+bool ServerConn::RetryWithPreviousSecret(std::string_view error_body) {
+  if (using_previous_secret_ || !sent_auth_file_secret_) return false;
+  if (pg::ParseErrorFields(error_body)['C'] != "28P01") return false;
+  const config::UserSecret* previous = agent_.PreviousSecret(pool_.server_user());
+  // A SCRAM verifier cannot log in to a server: only a plaintext or md5 secret can.
+  if (previous == nullptr || previous->kind == config::SecretKind::kScramSha256) return false;
+  PGF_INFO("server",
+           "s=%d %s@%s: PostgreSQL refused the current secret; trying the previous one "
+           "(rotation overlap open)",
+           id_, pool_.server_user(), address_);
+  // PostgreSQL closes the connection after a failed login: start a new one. The pool still
+  // sees one server logging in, so the clients waiting for it keep waiting.
+  using_previous_secret_ = true;
+  sent_auth_file_secret_ = false;
+  bufferevent_free(bev_);
+  bev_ = nullptr;
+  tls_ = TlsState::kNone;
+  params_.clear();
+  backend_pid_ = backend_key_ = 0;
+  scram_.reset();
+  Connect();
+  return true;
 }
 
 void ServerConn::LoginFailed(const std::string& reason) {

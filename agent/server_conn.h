@@ -104,6 +104,9 @@ class ServerConn : public ListNode {
   void HandleLogin();
   bool HandleAuthRequest(std::string_view body);
   void LoginFailed(const std::string& reason);
+  // After PostgreSQL refused the current auth_file secret (28P01) while a rotation overlap is
+  // open: logs in again on a new connection with the previous one. False if it does not apply.
+  bool RetryWithPreviousSecret(std::string_view error_body);
   void HandleInternal();
   // The DataRow of kServerLimitsQuery: max_connections, superuser_reserved_connections.
   void NoteServerLimits(std::string_view data_row);
@@ -132,6 +135,10 @@ class ServerConn : public ListNode {
   int32_t backend_pid_ = 0;
   int32_t backend_key_ = 0;
   std::optional<crypto::ScramClientExchange> scram_;
+  // The login sent the user's auth_file secret (not a database entry's password=).
+  bool sent_auth_file_secret_ = false;
+  // This login uses the previous secret of a rotation overlap (the current one was refused).
+  bool using_previous_secret_ = false;
 
   char tx_status_ = 'I';
   ReplyTracker replies_;         // ReadyForQuery owed for the client's Query/Sync/FunctionCall.

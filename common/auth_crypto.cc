@@ -381,17 +381,38 @@ absl::StatusOr<std::string> ScramServerExchange::HandleClientFinal(std::string_v
       client_final.substr(0, client_final.size() - parts.back().size() - 1);
   const std::string auth_message =
       absl::StrCat(client_first_bare_, ",", server_first_, ",", Av(without_proof));
-  const Sha256Digest client_signature = HmacSha256(AsStringView(keys_.stored_key), auth_message);
   // ClientProof = ClientKey XOR ClientSignature, so the XOR gives back the ClientKey, which is
   // right iff it hashes to StoredKey. Keeping it lets the agent log in to PostgreSQL as the user.
-  const Sha256Digest client_key = Xor(*proof, client_signature);
-  const Sha256Digest stored_key = Sha256(AsStringView(client_key));
-  if (!SecretEquals(AsStringView(stored_key), AsStringView(keys_.stored_key))) {
+  auto matches = [&](const ScramKeys& keys) -> std::optional<Sha256Digest> {
+    const Sha256Digest client_signature = HmacSha256(AsStringView(keys.stored_key), auth_message);
+    const Sha256Digest client_key = Xor(*proof, client_signature);
+    const Sha256Digest stored_key = Sha256(AsStringView(client_key));
+    if (!SecretEquals(AsStringView(stored_key), AsStringView(keys.stored_key))) return std::nullopt;
+    return client_key;
+  };
+  std::optional<Sha256Digest> client_key = matches(keys_);
+  for (size_t i = 0; !client_key.has_value() && i < alternatives_.size(); ++i) {
+    client_key = matches(alternatives_[i]);
+    if (client_key.has_value()) {
+      keys_ = std::move(alternatives_[i]);
+      matched_alternative_ = true;
+    }
+  }
+  alternatives_.clear();
+  if (!client_key.has_value()) {
     return absl::PermissionDeniedError("SCRAM authentication failed: client proof is wrong");
   }
-  keys_.client_key = client_key;
+  keys_.client_key = *client_key;
   const Sha256Digest server_signature = HmacSha256(AsStringView(keys_.server_key), auth_message);
   return absl::StrCat("v=", Base64Encode(AsStringView(server_signature)));
+}
+
+bool ScramServerExchange::AddAlternativeKeys(ScramKeys keys) {
+  if (state_ == State::kDone || keys.salt != keys_.salt || keys.iterations != keys_.iterations) {
+    return false;
+  }
+  alternatives_.push_back(std::move(keys));
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -71,6 +72,13 @@ class ScramServerExchange {
   absl::StatusOr<std::string> HandleClientFinal(std::string_view client_final);
   // After a successful HandleClientFinal: keys with client_key filled in.
   const ScramKeys& keys() const { return keys_; }
+  // Before HandleClientFinal: other keys a proof may match (a user's previous password while a
+  // rotation overlap is open). The client computed its proof with the salt and iteration count
+  // the exchange showed, so only keys with those same ones can match: others are not added
+  // (false). The proof is checked against the shown keys first, then these in turn.
+  bool AddAlternativeKeys(ScramKeys keys);
+  // After a successful HandleClientFinal: whether the proof matched alternative keys.
+  bool matched_alternative() const { return matched_alternative_; }
 
  private:
   // One attempt per exchange: after HandleClientFinal (success or not) nothing more is accepted,
@@ -79,6 +87,8 @@ class ScramServerExchange {
 
   State state_ = State::kAwaitingClientFirst;
   ScramKeys keys_;
+  std::vector<ScramKeys> alternatives_;
+  bool matched_alternative_ = false;
   std::string server_nonce_;
   std::string gs2_header_;  // "n,," or "y,,"; the client-final's c= must echo it.
   std::string client_first_bare_;

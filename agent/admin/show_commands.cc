@@ -548,6 +548,11 @@ std::string AdminConsole::ShowState() {
     result.AddRow({"pause_deadline",
                    absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", *deadline, absl::UTCTimeZone())});
   }
+  // Open password-rotation overlaps: who and until when, never the secret.
+  for (const auto& [user, expires] : agent_.OverlapExpiries()) {
+    result.AddRow({absl::StrCat("credential_overlap:", user),
+                   absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", expires, absl::UTCTimeZone())});
+  }
   return result.Finish();
 }
 

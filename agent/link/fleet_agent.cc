@@ -2,17 +2,22 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "agent/build_info.h"
 #include "common/config/auth_file.h"
 #include "common/config/config.h"
+#include "common/config/ini_parser.h"
 #include "common/config/restart_keys.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -22,12 +27,80 @@ namespace {
 
 constexpr char kAppliedIni[] = "applied.ini";
 constexpr char kAppliedMeta[] = "applied.version";
+// The overlaps applied with applied.ini: a serialized DesiredConfig holding only its
+// credential_overlaps (secrets: mode 0600 like everything the agent writes here).
+constexpr char kAppliedOverlaps[] = "applied.overlaps";
+// Files pushed with a config (auth_file, TLS keys and certificates).
+constexpr char kFilesDir[] = "files";
+
+constexpr const char* kPushableFileKeys[] = {
+    "auth_file",           "client_tls_key_file",  "client_tls_cert_file", "client_tls_ca_file",
+    "server_tls_key_file", "server_tls_cert_file", "server_tls_ca_file",
+};
 
 std::string JoinPath(const std::string& dir, const char* name) {
   return absl::StrCat(dir, "/", name);
 }
 
+// The files a config names through the pushable keys.
+std::set<std::string> FilesNamedBy(const config::Config& cfg) {
+  std::set<std::string> named;
+  for (const std::string* path :
+       {&cfg.auth_file, &cfg.client_tls_key_file, &cfg.client_tls_cert_file,
+        &cfg.client_tls_ca_file, &cfg.server_tls_key_file, &cfg.server_tls_cert_file,
+        &cfg.server_tls_ca_file}) {
+    if (!path->empty()) named.insert(*path);
+  }
+  return named;
+}
+
+// Whether `path` already holds exactly `sha256`'s content (then it is not written again).
+bool HoldsContent(const std::string& path, const std::string& sha256) {
+  absl::StatusOr<std::string> existing = config::ReadTextFile(path);
+  return existing.ok() && Sha256Hex(*existing) == sha256;
+}
+
 }  // namespace
+
+bool IsPushableFileKey(const std::string& key) {
+  for (const char* known : kPushableFileKeys) {
+    if (key == known) return true;
+  }
+  return false;
+}
+
+std::string PushedFilePath(const std::string& state_dir, const std::string& key,
+                           const std::string& sha256) {
+  return absl::StrCat(state_dir, "/", kFilesDir, "/", key, ".", sha256.substr(0, 12));
+}
+
+std::string PointIniAtFiles(const std::string& ini_text,
+                            const std::vector<std::pair<std::string, std::string>>& paths) {
+  if (paths.empty()) return ini_text;
+  std::string text = ini_text;
+  if (!text.empty() && text.back() != '\n') text.push_back('\n');
+  absl::StrAppend(&text, "\n; Files pushed by the controller with this config (pgfleet-agent)\n",
+                  "[pgbouncer]\n");
+  for (const auto& [key, path] : paths) absl::StrAppend(&text, key, " = ", path, "\n");
+  return text;
+}
+
+std::vector<CredentialOverlap> ReadAppliedOverlaps(const std::string& state_dir) {
+  std::vector<CredentialOverlap> overlaps;
+  std::ifstream in(JoinPath(state_dir, kAppliedOverlaps), std::ios::binary);
+  if (!in) return overlaps;
+  pgfleet::v1::DesiredConfig saved;
+  if (!saved.ParseFromIstream(&in)) {
+    PGF_WARN("agent", "%s is unreadable: starting without rotation overlaps",
+             JoinPath(state_dir, kAppliedOverlaps));
+    return overlaps;
+  }
+  for (const pgfleet::v1::CredentialOverlap& overlap : saved.credential_overlaps()) {
+    overlaps.push_back({overlap.user(), overlap.previous_secret(),
+                        absl::FromUnixMillis(overlap.expires_unix_ms())});
+  }
+  return overlaps;
+}
 
 std::string Sha256Hex(const std::string& data) {
   unsigned char digest[EVP_MAX_MD_SIZE];
@@ -92,7 +165,7 @@ absl::Status WriteFileAtomically(const std::string& path, const std::string& con
 std::vector<std::string> ProtectedFiles(const std::string& state_dir,
                                         const std::string& local_config) {
   return {JoinPath(state_dir, kAppliedIni), JoinPath(state_dir, kAppliedMeta),
-          JoinPath(state_dir, "lock"), local_config};
+          JoinPath(state_dir, kAppliedOverlaps), JoinPath(state_dir, "lock"), local_config};
 }
 
 std::optional<AppliedConfig> ReadAppliedConfig(const std::string& state_dir) {
@@ -118,6 +191,9 @@ absl::StatusOr<FleetSetup> PrepareFleet(FleetOptions options, const std::string&
   setup.state_dir = options.state_dir.empty() ? DefaultStateDir(local_config, setup.link.agent_id)
                                               : std::move(options.state_dir);
   PGF_RETURN_IF_ERROR(MakeDirs(setup.state_dir, 0700));
+  // Where pushed files go; there from the start, since the path policy resolves a file's
+  // directory before the file is written.
+  PGF_RETURN_IF_ERROR(MakeDirs(JoinPath(setup.state_dir, kFilesDir), 0700));
   if (options.inherited_state_lock_fd >= 0) {
     // A hand-over: the old process's lock, shared (an flock belongs to the open file, which
     // both hold), so the dir was never unlocked in between.
@@ -151,6 +227,7 @@ absl::StatusOr<FleetSetup> PrepareFleet(FleetOptions options, const std::string&
       PGF_INFO("agent", "starting from the last applied config, version %d (%s)",
                setup.applied->version, setup.applied->path);
       setup.start_config_path = setup.applied->path;
+      setup.overlaps = ReadAppliedOverlaps(setup.state_dir);
     }
   }
   return setup;
@@ -161,6 +238,17 @@ struct FleetAgent::PendingApply {
   pgfleet::v1::DesiredConfig desired;
   std::string sha256;
   std::string path;  // <state_dir>/applied.ini
+  // desired.ini_text pointed at the pushed files: what applied.ini holds.
+  std::string applied_text;
+  struct File {
+    const pgfleet::v1::ConfigFile* pushed;  // In `desired`.
+    std::string path;
+    bool created = false;  // Written by this apply (removed again if it is refused).
+  };
+  std::vector<File> files;
+  // The files the new config names: once it is in force, the others in files/ go.
+  std::set<std::string> named_files;
+  std::vector<CredentialOverlap> overlaps;  // Open ones only.
   // The file it replaces, put back if the reload fails (filled in on the writer thread).
   bool had_previous = false;
   std::string previous;
@@ -174,6 +262,11 @@ FleetAgent::FleetAgent(AgentControl& agent, FleetSetup setup)
   if (setup.applied.has_value()) {
     applied_version_ = setup.applied->version;
     applied_sha256_ = setup.applied->sha256;
+    // Fail-static: the overlaps applied with that config still hold, until they expire.
+    if (absl::Status set = agent_.SetCredentialOverlaps(setup.overlaps); !set.ok()) {
+      PGF_WARN("agent", "rotation overlaps of the last applied config not restored: %s",
+               set.message());
+    }
   }
   LinkOptions options = setup.link;
   const uint64_t handover_command_id = setup.handover_command_id;
@@ -272,16 +365,31 @@ bool FleetAgent::StartApply(std::shared_ptr<PendingApply> apply) {
     return refuse(absl::StrCat("sha256 mismatch: controller says ", desired.sha256(),
                                ", text hashes to ", apply->sha256));
   }
+  if (absl::Status prepared = PrepareFilesAndOverlaps(*apply); !prepared.ok()) {
+    return refuse(std::string(prepared.message()));
+  }
   // Validate before touching anything on disk.
   absl::StatusOr<config::Config> parsed =
-      config::ParseConfig(desired.ini_text(), apply->path, PushedIncludeCheck(path_policy_));
+      config::ParseConfig(apply->applied_text, apply->path, PushedIncludeCheck(path_policy_));
   if (!parsed.ok()) return refuse(std::string(parsed.status().message()));
   // Before any file it names is opened: a pushed config must not make the agent read, create
   // or truncate files outside the directories its command line allows.
   if (absl::Status confined = CheckPushedPaths(*parsed, path_policy_); !confined.ok()) {
     return refuse(std::string(confined.message()));
   }
-  if (!parsed->auth_file.empty()) {
+  apply->named_files = FilesNamedBy(*parsed);
+  const pgfleet::v1::ConfigFile* pushed_auth_file = nullptr;
+  for (const PendingApply::File& file : apply->files) {
+    if (file.pushed->key() == "auth_file") pushed_auth_file = file.pushed;
+  }
+  if (pushed_auth_file != nullptr) {
+    // Not on disk yet: checked from the pushed bytes (errors name lines, never secrets).
+    if (absl::StatusOr<config::AuthFile> users =
+            config::ParseAuthFile(pushed_auth_file->content(), "pushed auth_file");
+        !users.ok()) {
+      return refuse(absl::StrCat("auth_file: ", users.status().message()));
+    }
+  } else if (!parsed->auth_file.empty()) {
     if (absl::StatusOr<config::AuthFile> users = config::LoadAuthFile(parsed->auth_file);
         !users.ok()) {
       return refuse(
@@ -289,7 +397,24 @@ bool FleetAgent::StartApply(std::shared_ptr<PendingApply> apply) {
     }
   }
   writer_->Enqueue(
-      [apply] {
+      [apply, files_dir = JoinPath(state_dir_, kFilesDir)] {
+        if (!apply->files.empty()) PGF_RETURN_IF_ERROR(MakeDirs(files_dir, 0700));
+        // The new files first, each under a name of its own content: the running config's
+        // files stay as they are until the reload that replaces them has succeeded.
+        for (PendingApply::File& file : apply->files) {
+          if (HoldsContent(file.path, file.pushed->sha256())) {
+            chmod(file.path.c_str(), 0600);
+            continue;
+          }
+          absl::Status written = WriteFileAtomically(file.path, file.pushed->content());
+          if (!written.ok()) {
+            for (const PendingApply::File& created : apply->files) {
+              if (created.created) unlink(created.path.c_str());
+            }
+            return written;
+          }
+          file.created = true;
+        }
         // Keep the previous file so a reload failure can put it back.
         std::ifstream previous_in(apply->path);
         apply->had_previous = static_cast<bool>(previous_in);
@@ -298,11 +423,63 @@ bool FleetAgent::StartApply(std::shared_ptr<PendingApply> apply) {
           previous << previous_in.rdbuf();
           apply->previous = previous.str();
         }
-        return WriteFileAtomically(apply->path, apply->desired.ini_text());
+        absl::Status written = WriteFileAtomically(apply->path, apply->applied_text);
+        if (!written.ok()) {
+          for (const PendingApply::File& file : apply->files) {
+            if (file.created) unlink(file.path.c_str());
+          }
+        }
+        return written;
       },
       WhileAlive(
           [this, apply](absl::Status written) { OnAppliedIniWritten(apply, std::move(written)); }));
   return true;
+}
+
+absl::Status FleetAgent::PrepareFilesAndOverlaps(PendingApply& apply) {
+  const pgfleet::v1::DesiredConfig& desired = apply.desired;
+  std::vector<std::pair<std::string, std::string>> paths;
+  std::set<std::string> keys;
+  for (const pgfleet::v1::ConfigFile& file : desired.files()) {
+    if (!IsPushableFileKey(file.key())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown file key '", file.key(), "': a pushed file backs one of auth_file, ",
+          "client_tls_{key,cert,ca}_file, server_tls_{key,cert,ca}_file"));
+    }
+    if (!keys.insert(file.key()).second) {
+      return absl::InvalidArgumentError(absl::StrCat("two files pushed for ", file.key()));
+    }
+    const std::string sha256 = Sha256Hex(file.content());
+    if (absl::AsciiStrToLower(file.sha256()) != sha256) {
+      // Hashes only: the content is secret material.
+      return absl::InvalidArgumentError(
+          absl::StrCat("file for ", file.key(), ": sha256 mismatch: controller says '",
+                       file.sha256(), "', content hashes to ", sha256));
+    }
+    PendingApply::File pending;
+    pending.pushed = &file;
+    pending.path = PushedFilePath(state_dir_, file.key(), sha256);
+    paths.emplace_back(file.key(), pending.path);
+    apply.files.push_back(std::move(pending));
+  }
+  apply.applied_text = PointIniAtFiles(desired.ini_text(), paths);
+  const absl::Time now = absl::Now();
+  for (const pgfleet::v1::CredentialOverlap& overlap : desired.credential_overlaps()) {
+    if (overlap.user().empty()) {
+      return absl::InvalidArgumentError("credential overlap without a user");
+    }
+    if (absl::StatusOr<config::UserSecret> secret =
+            config::MakeUserSecret(overlap.user(), overlap.previous_secret());
+        !secret.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("credential overlap: ", secret.status().message()));
+    }
+    const absl::Time expires = absl::FromUnixMillis(overlap.expires_unix_ms());
+    // An expired overlap is not kept: not in force, not in the persisted state.
+    if (expires <= now) continue;
+    apply.overlaps.push_back({overlap.user(), overlap.previous_secret(), expires});
+  }
+  return absl::OkStatus();
 }
 
 void FleetAgent::OnAppliedIniWritten(std::shared_ptr<PendingApply> apply, absl::Status written) {
@@ -312,7 +489,8 @@ void FleetAgent::OnAppliedIniWritten(std::shared_ptr<PendingApply> apply, absl::
     return;
   }
   if (absl::Status reloaded = agent_.ReloadFrom(apply->path); !reloaded.ok()) {
-    // The reload refused the new file: put the previous one back, then NACK.
+    // The reload refused the new file: put the previous one back, drop the files only it
+    // used, then NACK. The running config's files were never touched.
     writer_->Enqueue(
         [apply] {
           if (apply->had_previous) {
@@ -320,23 +498,58 @@ void FleetAgent::OnAppliedIniWritten(std::shared_ptr<PendingApply> apply, absl::
           } else {
             unlink(apply->path.c_str());
           }
+          for (const PendingApply::File& file : apply->files) {
+            if (file.created) unlink(file.path.c_str());
+          }
           return absl::OkStatus();
         },
         WhileAlive([this, apply, reloaded](absl::Status) { FinishApply(apply, reloaded); }));
     return;
   }
+  // In force from this very event on: no login sees the new auth_file without its overlaps.
+  if (absl::Status set = agent_.SetCredentialOverlaps(apply->overlaps); !set.ok()) {
+    PGF_ERROR("link", "config version %d: rotation overlaps not applied: %s",
+              apply->desired.version(), set.message());
+  }
   // The ACK promises the new version is on disk for a restart without the controller: it is
   // sent once the version file is durable too.
   const std::string meta_path = JoinPath(state_dir_, kAppliedMeta);
   const std::string meta = absl::StrCat(apply->desired.version(), " ", apply->sha256, "\n");
-  writer_->Enqueue([meta_path, meta] { return WriteFileAtomically(meta_path, meta); },
-                   WhileAlive([this, apply](absl::Status recorded) {
-                     if (!recorded.ok()) {
-                       PGF_WARN("link", "applied version %d but could not record it: %s",
-                                apply->desired.version(), recorded.message());
-                     }
-                     FinishApply(apply, absl::OkStatus());
-                   }));
+  writer_->Enqueue(
+      [apply, meta_path, meta, overlaps_path = JoinPath(state_dir_, kAppliedOverlaps),
+       files_dir = JoinPath(state_dir_, kFilesDir)] {
+        absl::Status recorded = absl::OkStatus();
+        if (apply->overlaps.empty()) {
+          unlink(overlaps_path.c_str());
+        } else {
+          pgfleet::v1::DesiredConfig saved;
+          for (const CredentialOverlap& overlap : apply->overlaps) {
+            pgfleet::v1::CredentialOverlap* out = saved.add_credential_overlaps();
+            out->set_user(overlap.user);
+            out->set_previous_secret(overlap.previous_secret);
+            out->set_expires_unix_ms(absl::ToUnixMillis(overlap.expires));
+          }
+          recorded = WriteFileAtomically(overlaps_path, saved.SerializeAsString());
+        }
+        if (absl::Status meta_written = WriteFileAtomically(meta_path, meta); !meta_written.ok()) {
+          recorded = meta_written;
+        }
+        // The files no config in force names any more (and temp files a crash left behind).
+        std::error_code error;
+        for (const auto& entry : std::filesystem::directory_iterator(files_dir, error)) {
+          if (!apply->named_files.contains(entry.path().string())) {
+            std::filesystem::remove(entry.path(), error);
+          }
+        }
+        return recorded;
+      },
+      WhileAlive([this, apply](absl::Status recorded) {
+        if (!recorded.ok()) {
+          PGF_WARN("link", "applied version %d but could not record it: %s",
+                   apply->desired.version(), recorded.message());
+        }
+        FinishApply(apply, absl::OkStatus());
+      }));
 }
 
 void FleetAgent::FinishApply(const std::shared_ptr<PendingApply>& apply,

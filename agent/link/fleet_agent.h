@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -32,6 +33,22 @@ struct AppliedConfig {
   std::string path;  // <state_dir>/applied.ini
 };
 std::optional<AppliedConfig> ReadAppliedConfig(const std::string& state_dir);
+// The rotation overlaps applied with that config (<state_dir>/applied.overlaps); none if the
+// file is missing or unreadable.
+std::vector<CredentialOverlap> ReadAppliedOverlaps(const std::string& state_dir);
+
+// The [pgbouncer] keys a pushed file (DesiredConfig.files) may back.
+bool IsPushableFileKey(const std::string& key);
+// Where a pushed file is kept: <state_dir>/files/<key>.<first 12 hex digits of its sha256>, a
+// name per content, so the files the running config uses are never written over before the
+// reload that replaces them has succeeded.
+std::string PushedFilePath(const std::string& state_dir, const std::string& key,
+                           const std::string& sha256);
+// `ini_text` pointing the [pgbouncer] keys of `paths` (key -> path) at those paths: a
+// [pgbouncer] section appended at the end, whose values win over any earlier (or %include'd)
+// setting of the same keys.
+std::string PointIniAtFiles(const std::string& ini_text,
+                            const std::vector<std::pair<std::string, std::string>>& paths);
 // Writes `contents` to `path` through a temp file of its own (a unique name, so concurrent
 // writers never collide), fsync, rename and fsync of the directory: readers see the old or
 // the new file, never half of one, and the new one survives a crash once this returns.
@@ -63,6 +80,8 @@ struct FleetSetup {
   std::unique_ptr<StateDirLock> state_lock;
   PathPolicy path_policy;
   std::optional<AppliedConfig> applied;
+  // The rotation overlaps applied with it (only when starting from it).
+  std::vector<CredentialOverlap> overlaps;
   // The config the pooler starts from: the last applied one (fail-static) if it is still
   // allowed, else the local file.
   std::string start_config_path;
@@ -103,6 +122,8 @@ class FleetAgent {
   // Validates and starts writing; false if it was refused at once (a NACK was sent).
   bool StartApply(std::shared_ptr<PendingApply> apply);
   void OnAppliedIniWritten(std::shared_ptr<PendingApply> apply, absl::Status written);
+  // Validates the pushed files and overlaps of `apply` and makes the ini that names the files.
+  absl::Status PrepareFilesAndOverlaps(PendingApply& apply);
   void FinishApply(const std::shared_ptr<PendingApply>& apply, const absl::Status& status);
   // `done` wrapped so it does nothing once this FleetAgent is gone.
   StateWriter::Done WhileAlive(absl::AnyInvocable<void(absl::Status)> done);

@@ -59,6 +59,25 @@ bool IsMd5Hash(std::string_view secret) {
 
 }  // namespace
 
+absl::StatusOr<UserSecret> MakeUserSecret(const std::string& user, const std::string& secret) {
+  UserSecret entry;
+  entry.user = user;
+  entry.secret = secret;
+  if (IsMd5Hash(secret)) {
+    entry.kind = SecretKind::kMd5;
+  } else if (secret.starts_with("SCRAM-SHA-256$")) {
+    absl::StatusOr<crypto::ScramKeys> keys = crypto::ParseScramSecret(secret);
+    if (!keys.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("user \"", user, "\": ", keys.status().message()));
+    }
+    entry.kind = SecretKind::kScramSha256;
+  } else {
+    entry.kind = SecretKind::kPlain;
+  }
+  return entry;
+}
+
 absl::StatusOr<AuthFile> ParseAuthFile(const std::string& text, const std::string& path) {
   AuthFile result;
   int line_number = 0;
@@ -96,18 +115,9 @@ absl::StatusOr<AuthFile> ParseAuthFile(const std::string& text, const std::strin
     }
     // Anything after the secret is ignored, as PgBouncer does.
 
-    if (IsMd5Hash(entry.secret)) {
-      entry.kind = SecretKind::kMd5;
-    } else if (entry.secret.starts_with("SCRAM-SHA-256$")) {
-      absl::StatusOr<crypto::ScramKeys> keys = crypto::ParseScramSecret(entry.secret);
-      if (!keys.ok()) {
-        return LineError(path, line_number,
-                         absl::StrCat("user \"", entry.user, "\": ", keys.status().message()));
-      }
-      entry.kind = SecretKind::kScramSha256;
-    } else {
-      entry.kind = SecretKind::kPlain;
-    }
+    absl::StatusOr<UserSecret> made = MakeUserSecret(entry.user, entry.secret);
+    if (!made.ok()) return LineError(path, line_number, std::string(made.status().message()));
+    entry = *std::move(made);
     // A repeated user replaces the earlier entry, as in PgBouncer.
     std::string user = entry.user;
     result.insert_or_assign(std::move(user), std::move(entry));

@@ -19,6 +19,10 @@ struct UserSecret {
 
 using AuthFile = std::map<std::string, UserSecret>;
 
+// One secret as an auth_file line holds it, its kind recognised as ParseAuthFile does (a
+// malformed SCRAM verifier is InvalidArgument).
+absl::StatusOr<UserSecret> MakeUserSecret(const std::string& user, const std::string& secret);
+
 // Errors name file and line. Quotes inside a field are written twice ("" -> "), as PgBouncer.
 absl::StatusOr<AuthFile> LoadAuthFile(const std::string& path);
 absl::StatusOr<AuthFile> ParseAuthFile(const std::string& text, const std::string& path);
