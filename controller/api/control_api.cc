@@ -54,6 +54,9 @@ ControlApi::ControlApi(Store& store, FleetApi& fleet, RolloutApi& rollouts,
   Add<v1::GetConfigRequest, v1::ConfigVersion>(
       kFleet, "GetConfig", Role::kViewer, kRead,
       [&fleet](const Caller& c, const auto& r) { return fleet.GetConfig(c, r); });
+  Add<v1::RenderConfigRequest, v1::RenderedConfig>(
+      kFleet, "RenderConfig", Role::kViewer, kRead,
+      [&fleet](const Caller& c, const auto& r) { return fleet.RenderConfig(c, r); });
   Add<v1::SetDesiredConfigRequest, v1::Environment>(
       kFleet, "SetDesiredConfig", Role::kOperator, kWrite,
       [&fleet](const Caller& c, const auto& r) { return fleet.SetDesiredConfig(c, r); });

@@ -191,7 +191,8 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutApi::Promote(
       ConfigVersionRow copy,
       store_.AddConfigVersion(
           request.to_environment(), source.ini_text, caller.actor,
-          absl::StrCat("promoted from ", source.environment, " v", source.version), NowMs()));
+          absl::StrCat("promoted from ", source.environment, " v", source.version), NowMs(),
+          source.overlays));
   RolloutSpec spec = SpecFromProto(request.rollout());
   spec.environment = request.to_environment();
   spec.version = copy.version;

@@ -207,6 +207,7 @@ grpc::Status AgentServiceImpl::Connect(
       [stream](const pgfleet::v1::ControllerMessage& message) { return stream->Write(message); },
       [context] { context->TryCancel(); });
   session->set_applied_version(hello.applied_config_version());
+  session->set_applied_sha256(hello.applied_config_sha256());
   if (std::shared_ptr<AgentSession> previous = registry_.Register(session)) {
     PGF_INFO("agents", "agent %s reconnected; closing its previous stream", hello.agent_id());
     previous->Cancel();
@@ -294,6 +295,7 @@ PGF_FLEET_METHOD(PushConfig, PushConfigRequest, ConfigVersion)
 PGF_FLEET_METHOD(ListConfigs, ListConfigsRequest, ListConfigsResponse)
 PGF_FLEET_METHOD(GetConfig, GetConfigRequest, ConfigVersion)
 PGF_FLEET_METHOD(SetDesiredConfig, SetDesiredConfigRequest, Environment)
+PGF_FLEET_METHOD(RenderConfig, RenderConfigRequest, RenderedConfig)
 PGF_FLEET_METHOD(ListEnvironments, ListEnvironmentsRequest, ListEnvironmentsResponse)
 PGF_FLEET_METHOD(ListAgents, ListAgentsRequest, ListAgentsResponse)
 PGF_FLEET_METHOD(GetAgent, GetAgentRequest, Agent)

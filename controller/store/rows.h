@@ -6,6 +6,9 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
+
+#include "common/config/overlay.h"
 
 namespace pgfleet::controller {
 
@@ -25,6 +28,9 @@ struct ConfigVersionRow {
   std::string message;
   int64_t created_unix_ms = 0;
   uint64_t parent_version = 0;  // The environment's newest version before this one (0: none).
+  // Per-host edits on top of ini_text (controller/config/overlays.h); each agent runs its
+  // render. Part of the content address: see ConfigContentSha256.
+  std::vector<config::ConfigOverlay> overlays;
 };
 
 struct AgentRow {

@@ -90,11 +90,11 @@ class SqliteStore final : public Store {
                                  std::optional<uint64_t> expected_previous) override;
 
   // Config versions.
-  absl::StatusOr<ConfigVersionRow> AddConfigVersion(const std::string& environment,
-                                                    const std::string& ini_text,
-                                                    const std::string& author,
-                                                    const std::string& message,
-                                                    int64_t now_ms) override;
+  using Store::AddConfigVersion;
+  absl::StatusOr<ConfigVersionRow> AddConfigVersion(
+      const std::string& environment, const std::string& ini_text, const std::string& author,
+      const std::string& message, int64_t now_ms,
+      const std::vector<config::ConfigOverlay>& overlays) override;
   absl::StatusOr<ConfigVersionRow> GetConfigVersion(uint64_t version) override;
   absl::StatusOr<std::vector<ConfigVersionRow>> ListConfigVersions(
       const std::string& environment) override;

@@ -45,4 +45,12 @@ std::string Sha256Hex(const std::string& data) {
   return hex;
 }
 
+std::string ConfigContentSha256(const std::string& ini_text,
+                                const std::vector<config::ConfigOverlay>& overlays) {
+  if (overlays.empty()) return Sha256Hex(ini_text);
+  // The overlay text starts with a section header on its own line, so base and overlays
+  // cannot be confused by moving text between them.
+  return Sha256Hex(absl::StrCat(ini_text, "\n", config::FormatOverlays(overlays)));
+}
+
 }  // namespace pgfleet::controller

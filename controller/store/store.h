@@ -54,6 +54,12 @@ absl::StatusOr<Role> ParseRole(const std::string& name);
 // Lowercase hex sha256 of `data`: config content addresses and API token hashes.
 std::string Sha256Hex(const std::string& data);
 
+// A config version's content address: the base's sha256 when it has no overlays (so versions
+// from before overlays keep their hashes), else the sha256 of the base and the canonical
+// overlay text (config::FormatOverlays) together.
+std::string ConfigContentSha256(const std::string& ini_text,
+                                const std::vector<config::ConfigOverlay>& overlays);
+
 struct TokenRow {
   uint64_t id = 0;
   std::string name;
@@ -84,13 +90,19 @@ class Store : public RolloutStore, public MaintenanceStore {
   virtual absl::Status SetDesiredVersion(const std::string& environment, uint64_t version,
                                          std::optional<uint64_t> expected_previous) override = 0;
 
-  // Config versions. Pushing text whose sha256 already exists in the environment returns
-  // that existing version instead of a new one. Creates the environment if needed.
-  virtual absl::StatusOr<ConfigVersionRow> AddConfigVersion(const std::string& environment,
-                                                            const std::string& ini_text,
-                                                            const std::string& author,
-                                                            const std::string& message,
-                                                            int64_t now_ms) = 0;
+  // Config versions. Pushing content (base text and overlays) whose sha256 already exists in
+  // the environment returns that existing version instead of a new one. Creates the
+  // environment if needed.
+  virtual absl::StatusOr<ConfigVersionRow> AddConfigVersion(
+      const std::string& environment, const std::string& ini_text, const std::string& author,
+      const std::string& message, int64_t now_ms,
+      const std::vector<config::ConfigOverlay>& overlays) = 0;
+  absl::StatusOr<ConfigVersionRow> AddConfigVersion(const std::string& environment,
+                                                    const std::string& ini_text,
+                                                    const std::string& author,
+                                                    const std::string& message, int64_t now_ms) {
+    return AddConfigVersion(environment, ini_text, author, message, now_ms, {});
+  }
   virtual absl::StatusOr<ConfigVersionRow> GetConfigVersion(
       uint64_t version) override = 0;  // NotFound
   // Newest first, ini_text left empty.
