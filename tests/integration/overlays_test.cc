@@ -256,7 +256,7 @@ TEST_F(OverlaysTest, ConflictsAndPerAgentValidationAreRefusedAtPush) {
                            "[pgbouncer]\ndefault_pool_size = 40\n",
                            "[pgfleet.overlay]\nname = zone a\nselector = zone=a\n"
                            "[pgbouncer]\ndefault_pool_size = 30\n"});
-  EXPECT_EQ(conflict.exit_code, 1) << conflict.Describe();
+  EXPECT_EQ(conflict.exit_code, 2) << conflict.Describe();
   EXPECT_TRUE(absl::StrContains(conflict.stderr_text, "conflicting overlays"))
       << conflict.Describe();
   EXPECT_TRUE(absl::StrContains(conflict.stderr_text, "overlay \"large\"")) << conflict.Describe();
@@ -273,7 +273,7 @@ TEST_F(OverlaysTest, ConflictsAndPerAgentValidationAreRefusedAtPush) {
   // A render that only fails for one agent: refused, naming it; nothing stored.
   FleetctlResult invalid = PushWith(
       BaseIni(), {"[pgfleet.overlay]\nagent = small-a\n[pgbouncer]\npool_mode = sometimes\n"});
-  EXPECT_EQ(invalid.exit_code, 1) << invalid.Describe();
+  EXPECT_EQ(invalid.exit_code, 2) << invalid.Describe();
   EXPECT_TRUE(absl::StrContains(invalid.stderr_text, "as rendered for agent small-a"))
       << invalid.Describe();
   EXPECT_TRUE(absl::StrContains(invalid.stderr_text, "pool_mode")) << invalid.Describe();
