@@ -328,6 +328,9 @@ ParsedCommandLine ParseCommandLine(const std::vector<std::string>& raw_args) {
       result.flags.values[option->get_lnames().front()] =
           option->get_expected_min() >= 1 && !option->results().empty() ? option->results().back()
                                                                         : "";
+      if (option->get_expected_min() >= 1) {
+        result.flags.all_values[option->get_lnames().front()] = option->results();
+      }
     }
   }
   if (auto it = line.positionals_of.find(selected); it != line.positionals_of.end()) {

@@ -27,6 +27,12 @@ enum ExitCode {
 struct Flags {
   std::vector<std::string> positional;
   std::map<std::string, std::string> values;  // --key=value or --key value
+  // Every value of a flag given more than once (--overlay A --overlay B); `values` has the last.
+  std::map<std::string, std::vector<std::string>> all_values;
+  std::vector<std::string> GetAll(const std::string& key) const {
+    auto it = all_values.find(key);
+    return it == all_values.end() ? std::vector<std::string>{} : it->second;
+  }
   bool Has(const std::string& key) const { return values.count(key) > 0; }
   std::string Get(const std::string& key, const std::string& fallback = "") const {
     auto it = values.find(key);

@@ -16,9 +16,43 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "cli/commands/commands.h"
+#include "common/config/overlay.h"
 
 namespace pgfleet::cli {
 namespace {
+
+pgfleet::v1::ConfigOverlay OverlayToProto(const config::ConfigOverlay& in) {
+  pgfleet::v1::ConfigOverlay out;
+  out.set_name(in.name);
+  if (in.by_agent) {
+    out.set_agent_id(in.agent_id);
+  } else {
+    out.set_selector(in.selector);
+  }
+  for (const config::OverlaySetting& s : in.set) {
+    pgfleet::v1::OverlaySetting* setting = out.add_set();
+    setting->set_section(s.section);
+    setting->set_key(s.key);
+    setting->set_value(s.value);
+  }
+  for (const config::OverlayKey& r : in.remove) {
+    pgfleet::v1::OverlayKey* key = out.add_remove();
+    key->set_section(r.section);
+    key->set_key(r.key);
+  }
+  return out;
+}
+
+config::ConfigOverlay OverlayFromProto(const pgfleet::v1::ConfigOverlay& in) {
+  config::ConfigOverlay out;
+  out.name = in.name();
+  out.by_agent = in.target_case() == pgfleet::v1::ConfigOverlay::kAgentId;
+  out.agent_id = in.agent_id();
+  out.selector = in.selector();
+  for (const auto& s : in.set()) out.set.push_back({s.section(), s.key(), s.value()});
+  for (const auto& r : in.remove()) out.remove.push_back({r.section(), r.key()});
+  return out;
+}
 
 int ConfigPush(Context& ctx) {
   if (int rc = RequireFlag(ctx, "env")) return rc;
@@ -32,15 +66,34 @@ int ConfigPush(Context& ctx) {
     fprintf(stderr, "fleetctl: cannot read %s\n", ctx.flags().Get("file").c_str());
     return kExitUsage;
   }
+  for (const std::string& path : ctx.flags().GetAll("overlay")) {
+    std::string text = ReadFileOrDie(path, &ok);
+    if (!ok) {
+      fprintf(stderr, "fleetctl: cannot read %s\n", path.c_str());
+      return kExitUsage;
+    }
+    absl::StatusOr<std::vector<config::ConfigOverlay>> overlays =
+        config::ParseOverlayFile(text, path);
+    if (!overlays.ok()) {
+      fprintf(stderr, "fleetctl: %s\n", std::string(overlays.status().message()).c_str());
+      return kExitUsage;
+    }
+    for (const config::ConfigOverlay& overlay : *overlays) {
+      *request.add_overlays() = OverlayToProto(overlay);
+    }
+  }
   pgfleet::v1::ConfigVersion version;
   grpc::Status status = ctx.stub().PushConfig(ctx.NewCall().get(), request, &version);
   if (!status.ok()) return ctx.Fail(status);
   if (ctx.json()) {
     ctx.PrintJson(version);
   } else {
-    printf("pushed config version v%llu to %s (sha256 %s)\n",
+    printf("pushed config version v%llu to %s (sha256 %s%s)\n",
            static_cast<unsigned long long>(version.version()), version.environment().c_str(),
-           version.sha256().substr(0, 12).c_str());
+           version.sha256().substr(0, 12).c_str(),
+           version.overlays().empty()
+               ? ""
+               : absl::StrCat(", ", version.overlays_size(), " overlays").c_str());
   }
   return kExitOk;
 }
@@ -87,8 +140,16 @@ int ConfigShow(Context& ctx) {
   if (int rc = FetchConfig(ctx, ctx.flags().positional[0], &version)) return rc;
   if (ctx.json()) {
     ctx.PrintJson(version);
-  } else {
+  } else if (version.overlays().empty()) {
     printf("%s", version.ini_text().c_str());
+  } else {
+    // The base, then the overlays in the file format `config push --overlay` reads.
+    std::vector<config::ConfigOverlay> overlays;
+    for (const auto& overlay : version.overlays()) overlays.push_back(OverlayFromProto(overlay));
+    printf("; ---- base ----\n%s", version.ini_text().c_str());
+    if (!version.ini_text().empty() && version.ini_text().back() != '\n') printf("\n");
+    printf("; ---- %d overlays (base < label overlays < agent overlays) ----\n%s",
+           version.overlays_size(), config::FormatOverlays(overlays).c_str());
   }
   return kExitOk;
 }
@@ -138,10 +199,59 @@ std::string SecretsDiff(const pgfleet::v1::ConfigVersion& a, const pgfleet::v1::
   return out;
 }
 
+int FetchRender(Context& ctx, const std::string& agent, const std::string& version_text,
+                pgfleet::v1::RenderedConfig* out) {
+  pgfleet::v1::RenderConfigRequest request;
+  request.set_agent_id(agent);
+  request.set_environment(ctx.flags().Get("env"));
+  if (!version_text.empty()) {
+    uint64_t version = 0;
+    if (!ParseVersion(version_text, &version)) {
+      fprintf(stderr, "fleetctl: '%s' is not a version (like v12 or 12)\n", version_text.c_str());
+      return kExitUsage;
+    }
+    request.set_version(version);
+  }
+  grpc::Status status = ctx.stub().RenderConfig(ctx.NewCall().get(), request, out);
+  return status.ok() ? kExitOk : ctx.Fail(status);
+}
+
+int ConfigRender(Context& ctx) {
+  if (int rc = RequireFlag(ctx, "agent")) return rc;
+  pgfleet::v1::RenderedConfig rendered;
+  if (int rc = FetchRender(ctx, ctx.flags().Get("agent"), ctx.flags().Get("version"), &rendered)) {
+    return rc;
+  }
+  if (ctx.json()) {
+    ctx.PrintJson(rendered);
+    return kExitOk;
+  }
+  // stdout is exactly the agent's ini (its sha256 is the render's); the summary goes to stderr.
+  fprintf(stderr, "v%llu for agent %s (sha256 %s): %s\n",
+          static_cast<unsigned long long>(rendered.version()), rendered.agent_id().c_str(),
+          rendered.sha256().substr(0, 12).c_str(),
+          rendered.applied_overlays().empty()
+              ? "the base, no overlay applies"
+              : absl::StrCat("base + ", absl::StrJoin(rendered.applied_overlays(), " + ")).c_str());
+  printf("%s", rendered.ini_text().c_str());
+  return kExitOk;
+}
+
 int ConfigDiff(Context& ctx) {
   if (ctx.flags().positional.size() != 2) {
     fprintf(stderr, "usage: fleetctl config diff VERSION_A VERSION_B\n");
     return kExitUsage;
+  }
+  if (ctx.flags().Has("agent")) {
+    // Both versions as this agent runs them: base plus the overlays that apply to it.
+    const std::string agent = ctx.flags().Get("agent");
+    pgfleet::v1::RenderedConfig a, b;
+    if (int rc = FetchRender(ctx, agent, ctx.flags().positional[0], &a)) return rc;
+    if (int rc = FetchRender(ctx, agent, ctx.flags().positional[1], &b)) return rc;
+    printf("%s", UnifiedDiff(a.ini_text(), b.ini_text(), absl::StrCat("v", a.version(), "@", agent),
+                             absl::StrCat("v", b.version(), "@", agent))
+                     .c_str());
+    return kExitOk;
   }
   pgfleet::v1::ConfigVersion a, b;
   if (int rc = FetchConfig(ctx, ctx.flags().positional[0], &a)) return rc;
@@ -149,6 +259,15 @@ int ConfigDiff(Context& ctx) {
   printf("%s", UnifiedDiff(a.ini_text(), b.ini_text(), absl::StrCat("v", a.version()),
                            absl::StrCat("v", b.version()))
                    .c_str());
+  if (a.overlays_size() + b.overlays_size() > 0) {
+    std::vector<config::ConfigOverlay> oa, ob;
+    for (const auto& overlay : a.overlays()) oa.push_back(OverlayFromProto(overlay));
+    for (const auto& overlay : b.overlays()) ob.push_back(OverlayFromProto(overlay));
+    printf("%s", UnifiedDiff(config::FormatOverlays(oa), config::FormatOverlays(ob),
+                             absl::StrCat("v", a.version(), " overlays"),
+                             absl::StrCat("v", b.version(), " overlays"))
+                     .c_str());
+  }
   printf("%s", SecretsDiff(a, b).c_str());
   return kExitOk;
 }
@@ -234,9 +353,17 @@ std::vector<CommandSpec> ConfigCommands() {
       {{"config", "push"},
        "",
        0,
-       "store a new config version (validated first); does not deploy it",
+       "store a new config version (validated first, as rendered for every agent of ENV); does "
+       "not deploy it. An overlay file holds per-host edits: one or more blocks, each a "
+       "[pgfleet.overlay] section with `selector = LABEL SELECTOR` (zone=a, size in "
+       "(large,xlarge)) "
+       "or `agent = ID`, optional `name = TEXT` and `remove = SECTION.KEY, ...`, followed by "
+       "ordinary sections ([pgbouncer], [databases], [users]...) with the keys to set. "
+       "Precedence: base < label overlays < agent overlays; two label overlays (or two for one "
+       "agent) that could select the same agent and set or remove a key differently are refused",
        {{"env", "", "ENV", "the environment the version belongs to", true},
-        {"file", "f", "FILE", "the pgbouncer.ini to store", true},
+        {"file", "f", "FILE", "the pgbouncer.ini to store (the base)", true},
+        {"overlay", "", "FILE", "an overlay file (repeat --overlay for several; order kept)"},
         {"message", "m", "MESSAGE", "why, kept with the version"}},
        ConfigPush},
       {{"config", "list"},
@@ -245,12 +372,27 @@ std::vector<CommandSpec> ConfigCommands() {
        "config versions, newest first",
        {{"env", "", "ENV", "the environment", true}},
        ConfigList},
-      {{"config", "show"}, "VERSION", 1, "print a version's pgbouncer.ini", {}, ConfigShow},
+      {{"config", "show"},
+       "VERSION",
+       1,
+       "print a version's pgbouncer.ini (the base) and its overlays",
+       {},
+       ConfigShow},
+      {{"config", "render"},
+       "",
+       0,
+       "print the pgbouncer.ini one agent runs for a version (base + the overlays that apply to "
+       "it, by its current labels); stdout is exactly the agent's file",
+       {{"agent", "", "ID", "the agent", true},
+        {"env", "", "ENV", "the agent's environment (checked when given)"},
+        {"version", "", "V", "the version (default: the agent's desired one)"}},
+       ConfigRender},
       {{"config", "diff"},
        "VERSION_A VERSION_B",
        2,
-       "unified diff of two versions",
-       {},
+       "unified diff of two versions (base, then overlays); with --agent, of the two as rendered "
+       "for that agent",
+       {{"agent", "", "ID", "diff the versions as this agent would run them"}},
        ConfigDiff},
       {{"config", "apply"},
        "",

@@ -63,6 +63,9 @@ ControlApi::ControlApi(Store& store, const Clock& clock, FleetApi& fleet, Rollou
   Add<v1::GetConfigRequest, v1::ConfigVersion>(
       kFleet, "GetConfig", Role::kViewer, kRead,
       [&fleet](const Caller& c, const auto& r) { return fleet.GetConfig(c, r); });
+  Add<v1::RenderConfigRequest, v1::RenderedConfig>(
+      kFleet, "RenderConfig", Role::kViewer, kRead,
+      [&fleet](const Caller& c, const auto& r) { return fleet.RenderConfig(c, r); });
   Add<v1::SetDesiredConfigRequest, v1::Environment>(
       kFleet, "SetDesiredConfig", Role::kOperator, kWrite,
       [&fleet](const Caller& c, const auto& r) { return fleet.SetDesiredConfig(c, r); });

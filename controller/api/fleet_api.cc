@@ -15,11 +15,61 @@
 #include "common/status_macros.h"
 #include "controller/api/secrets_api.h"
 #include "controller/auth/tokens.h"
+#include "controller/config/overlays.h"
 #include "controller/maintenance/orchestrator.h"
 #include "controller/registry/label_selector.h"
 #include "controller/rollout/rollout_engine.h"
 
 namespace pgfleet::controller {
+namespace {
+
+config::ConfigOverlay OverlayFromProto(const pgfleet::v1::ConfigOverlay& in) {
+  config::ConfigOverlay out;
+  out.name = in.name();
+  out.by_agent = in.target_case() == pgfleet::v1::ConfigOverlay::kAgentId;
+  out.agent_id = in.agent_id();
+  out.selector = in.selector();
+  for (const auto& s : in.set()) out.set.push_back({s.section(), s.key(), s.value()});
+  for (const auto& r : in.remove()) out.remove.push_back({r.section(), r.key()});
+  return out;
+}
+
+pgfleet::v1::ConfigOverlay OverlayToProto(const config::ConfigOverlay& in) {
+  pgfleet::v1::ConfigOverlay out;
+  out.set_name(in.name);
+  if (in.by_agent) {
+    out.set_agent_id(in.agent_id);
+  } else {
+    out.set_selector(in.selector);
+  }
+  for (const config::OverlaySetting& s : in.set) {
+    pgfleet::v1::OverlaySetting* setting = out.add_set();
+    setting->set_section(s.section);
+    setting->set_key(s.key);
+    setting->set_value(s.value);
+  }
+  for (const config::OverlayKey& r : in.remove) {
+    pgfleet::v1::OverlayKey* key = out.add_remove();
+    key->set_section(r.section);
+    key->set_key(r.key);
+  }
+  return out;
+}
+
+absl::Status RefuseIncludes(const std::string& text, const std::string& what) {
+  // A pushed config is the whole file: %include would read files on whichever host parses it
+  // (the controller here), so it is refused.
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::StartsWith(absl::StripLeadingAsciiWhitespace(line), "%include")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("pushed configs must be self-contained: %include is not allowed", what,
+                       " (push the whole file)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 pgfleet::v1::ConfigVersion VersionToProto(const ConfigVersionRow& row) {
   pgfleet::v1::ConfigVersion out;
@@ -39,6 +89,9 @@ pgfleet::v1::ConfigVersion VersionToProto(const ConfigVersionRow& row) {
     info->set_expires_unix_ms(overlap.expires_unix_ms);
   }
   out.set_secrets_error(row.secrets_error);
+  for (const config::ConfigOverlay& overlay : row.overlays) {
+    *out.add_overlays() = OverlayToProto(overlay);
+  }
   return out;
 }
 
@@ -54,7 +107,22 @@ pgfleet::v1::ConfigFileInfo FileInfoToProto(const ConfigFileRow& file) {
 
 FleetApi::FleetApi(Store& store, AgentRegistry& registry, const Clock& clock,
                    FleetApiOptions options)
-    : store_(store), registry_(registry), clock_(clock), options_(options) {}
+    : store_(store), registry_(registry), clock_(clock), options_(options) {
+  // The engines offer versions through the registry: each agent gets its own render, with
+  // the labels the store has for it at that moment.
+  registry_.set_renderer([this](const std::string& agent_id, const ConfigVersionRow& version) {
+    absl::StatusOr<AgentRow> agent = store_.GetAgent(agent_id);
+    if (!agent.ok()) return absl::StatusOr<RenderedConfig>(agent.status());
+    return RenderFor(*agent, version);
+  });
+}
+
+FleetApi::~FleetApi() { registry_.set_renderer(nullptr); }
+
+absl::StatusOr<RenderedConfig> FleetApi::RenderFor(const AgentRow& agent,
+                                                   const ConfigVersionRow& version) {
+  return RenderForAgent(version, agent.agent_id, agent.labels);
+}
 
 absl::Status RequireRole(const Caller& caller, Role role) {
   if (static_cast<int>(caller.role) < static_cast<int>(role)) {
@@ -71,25 +139,39 @@ absl::StatusOr<pgfleet::v1::ConfigVersion> FleetApi::PushConfig(
   const SecretChanges changes = SecretChangesFromPush(request);
   if (!changes.empty()) PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kAdmin));
   if (request.environment().empty()) return absl::InvalidArgumentError("environment is required");
-  // A pushed config is the whole file: %include would read files on whichever host parses it
-  // (the controller here), so it is refused.
-  for (absl::string_view line : absl::StrSplit(request.ini_text(), '\n')) {
-    if (absl::StartsWith(absl::StripLeadingAsciiWhitespace(line), "%include")) {
-      return absl::InvalidArgumentError(
-          "pushed configs must be self-contained: %include is not allowed (push the whole file)");
-    }
-  }
+  PGF_RETURN_IF_ERROR(RefuseIncludes(request.ini_text(), ""));
   // Catch what can be caught centrally; host-specific problems (a missing auth_file on one
   // server) come back as that agent's NACK.
   absl::StatusOr<config::Config> parsed = config::ParseConfig(request.ini_text(), "pushed.ini");
   if (!parsed.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("invalid config: ", parsed.status().message()));
   }
+  ConfigVersionRow candidate;
+  candidate.environment = request.environment();
+  candidate.ini_text = request.ini_text();
+  for (const pgfleet::v1::ConfigOverlay& overlay : request.overlays()) {
+    candidate.overlays.push_back(OverlayFromProto(overlay));
+  }
+  PGF_RETURN_IF_ERROR(CanonicalizeAndCheckOverlays(candidate.overlays));
+  // Every agent the environment knows runs its own render: each must validate too.
+  PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> agents, store_.ListAgents(request.environment()));
+  for (const AgentRow& agent : agents) {
+    PGF_ASSIGN_OR_RETURN(RenderedConfig rendered, RenderFor(agent, candidate));
+    if (rendered.applied_overlays.empty()) continue;  // The base, checked above.
+    PGF_RETURN_IF_ERROR(RefuseIncludes(rendered.ini_text, " (from an overlay)"));
+    absl::StatusOr<config::Config> agent_config =
+        config::ParseConfig(rendered.ini_text, absl::StrCat(agent.agent_id, ".ini"));
+    if (!agent_config.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "invalid config as rendered for agent ", agent.agent_id, " (with ",
+          absl::StrJoin(rendered.applied_overlays, ", "), "): ", agent_config.status().message()));
+    }
+  }
   std::vector<std::string> warnings;
   PGF_ASSIGN_OR_RETURN(
       ConfigVersionRow row,
-      AddDerivedVersion(store_, NowMillis(), request.environment(), request.ini_text(), changes,
-                        caller.actor, request.message(), &warnings));
+      AddDerivedVersion(store_, NowMillis(), request.environment(), request.ini_text(),
+                        &candidate.overlays, changes, caller.actor, request.message(), &warnings));
   for (const std::string& warning : warnings) PGF_WARN("api", "config push: %s", warning);
   PGF_RETURN_IF_ERROR(store_.Audit(
       caller.actor, "config.push", request.environment(),
@@ -115,6 +197,39 @@ absl::StatusOr<pgfleet::v1::ConfigVersion> FleetApi::GetConfig(
   PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kViewer));
   PGF_ASSIGN_OR_RETURN(ConfigVersionRow row, store_.GetConfigVersion(request.version()));
   return VersionToProto(row);
+}
+
+absl::StatusOr<pgfleet::v1::RenderedConfig> FleetApi::RenderConfig(
+    const Caller& caller, const pgfleet::v1::RenderConfigRequest& request) {
+  PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kViewer));
+  if (request.agent_id().empty()) return absl::InvalidArgumentError("agent id is required");
+  PGF_ASSIGN_OR_RETURN(AgentRow agent, store_.GetAgent(request.agent_id()));
+  if (!request.environment().empty() && request.environment() != agent.environment) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "agent ", agent.agent_id, " is in ", agent.environment, ", not ", request.environment()));
+  }
+  uint64_t version = request.version();
+  if (version == 0) {
+    PGF_ASSIGN_OR_RETURN(version, DesiredVersionFor(agent));
+    if (version == 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("agent ", agent.agent_id, " has no desired version; name one"));
+    }
+  }
+  PGF_ASSIGN_OR_RETURN(ConfigVersionRow row, store_.GetConfigVersion(version));
+  if (row.environment != agent.environment) {
+    return absl::InvalidArgumentError(absl::StrCat("v", version, " belongs to ", row.environment,
+                                                   ", agent ", agent.agent_id, " to ",
+                                                   agent.environment));
+  }
+  PGF_ASSIGN_OR_RETURN(RenderedConfig rendered, RenderFor(agent, row));
+  pgfleet::v1::RenderedConfig out;
+  out.set_version(rendered.version);
+  out.set_agent_id(agent.agent_id);
+  out.set_ini_text(rendered.ini_text);
+  out.set_sha256(rendered.sha256);
+  for (const std::string& name : rendered.applied_overlays) out.add_applied_overlays(name);
+  return out;
 }
 
 absl::StatusOr<pgfleet::v1::Environment> FleetApi::SetDesiredConfig(
@@ -204,6 +319,10 @@ pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired) {
   out.set_applied_version(session != nullptr ? session->applied_version() : row.applied_version);
   out.set_desired_version(desired);
   out.set_last_error(row.last_error);
+  out.set_applied_sha256(row.applied_sha256);
+  out.set_desired_sha256(DesiredSha256(row, desired));
+  out.set_drifted(!out.applied_sha256().empty() && !out.desired_sha256().empty() &&
+                  out.applied_sha256() != out.desired_sha256());
   if (session != nullptr) {
     out.set_build_id(session->build_id());
     out.set_pid(session->pid());
@@ -214,6 +333,14 @@ pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired) {
     for (const std::string& key : session->restart_pending()) out.add_restart_pending(key);
   }
   return out;
+}
+
+std::string FleetApi::DesiredSha256(const AgentRow& row, uint64_t desired) {
+  if (desired == 0) return "";
+  absl::StatusOr<ConfigVersionRow> version = store_.GetConfigVersion(desired);
+  if (!version.ok()) return "";
+  absl::StatusOr<RenderedConfig> rendered = RenderFor(row, *version);
+  return rendered.ok() ? rendered->sha256 : "";
 }
 
 absl::StatusOr<pgfleet::v1::ListAgentsResponse> FleetApi::ListAgents(
@@ -423,6 +550,7 @@ void FleetApi::OnAgentMessage(AgentSession& session, const pgfleet::v1::AgentMes
         session.set_restart_pending(
             {result.restart_pending().begin(), result.restart_pending().end()});
         session.set_applied_version(result.version());
+        session.set_applied_sha256(result.sha256());
         PGF_INFO("api", "agent %s ACKed config version %d%s", session.agent_id(), result.version(),
                  result.restart_pending().empty()
                      ? ""
@@ -478,19 +606,24 @@ void FleetApi::OnAgentConnected(AgentSession& session) {
 }
 
 void FleetApi::Reconcile(AgentSession& session, bool force) {
+  // Read now, not cached: an operator may just have changed the agent's labels.
   absl::StatusOr<AgentRow> agent = store_.GetAgent(session.agent_id());
   if (!agent.ok()) return;
   absl::StatusOr<uint64_t> desired = DesiredVersionFor(*agent);
   if (!desired.ok() || *desired == 0) return;
-  if (*desired == session.applied_version()) return;
-  if (!force && *desired == session.sent_version()) return;
   absl::StatusOr<ConfigVersionRow> version = store_.GetConfigVersion(*desired);
   if (!version.ok()) {
     PGF_ERROR("api", "desired version %d of agent %s unreadable: %s", *desired, session.agent_id(),
               version.status().message());
     return;
   }
-  AgentRegistry::OfferConfigTo(session, *version, force);
+  absl::StatusOr<RenderedConfig> rendered = RenderFor(*agent, *version);
+  if (!rendered.ok()) {
+    PGF_ERROR("api", "desired version %d not rendered for agent %s: %s", *desired,
+              session.agent_id(), rendered.status().message());
+    return;
+  }
+  AgentRegistry::OfferConfigTo(session, *version, *rendered, force);
 }
 
 }  // namespace pgfleet::controller

@@ -36,6 +36,7 @@ struct FleetApiOptions {
 class FleetApi {
  public:
   FleetApi(Store& store, AgentRegistry& registry, const Clock& clock, FleetApiOptions options = {});
+  ~FleetApi();
 
   absl::StatusOr<pgfleet::v1::ConfigVersion> PushConfig(
       const Caller& caller, const pgfleet::v1::PushConfigRequest& request);
@@ -43,6 +44,9 @@ class FleetApi {
       const Caller& caller, const pgfleet::v1::ListConfigsRequest& request);
   absl::StatusOr<pgfleet::v1::ConfigVersion> GetConfig(
       const Caller& caller, const pgfleet::v1::GetConfigRequest& request);
+  // One agent's effective ini for a version (its desired one by default).
+  absl::StatusOr<pgfleet::v1::RenderedConfig> RenderConfig(
+      const Caller& caller, const pgfleet::v1::RenderConfigRequest& request);
   absl::StatusOr<pgfleet::v1::Environment> SetDesiredConfig(
       const Caller& caller, const pgfleet::v1::SetDesiredConfigRequest& request);
   absl::StatusOr<pgfleet::v1::ListEnvironmentsResponse> ListEnvironments(const Caller& caller);
@@ -63,9 +67,10 @@ class FleetApi {
   absl::Status OnAgentHello(const pgfleet::v1::AgentHello& hello);
   void OnAgentMessage(AgentSession& session, const pgfleet::v1::AgentMessage& message);
   void OnAgentGone(const std::shared_ptr<AgentSession>& session);
-  // Sends the agent its desired config if it runs another one (desired-state reconciliation).
-  // A version the agent refused is not sent again on this stream unless `force` (a rollout
-  // deliberately retrying it).
+  // Sends the agent its desired config, rendered with its labels as the store has them now, if
+  // it runs another one (desired-state reconciliation): another version, or the same version
+  // rendered differently (its labels changed). A render the agent refused is not sent again on
+  // this stream unless `force` (a rollout deliberately retrying it).
   void Reconcile(AgentSession& session, bool force = false);
   absl::Duration metrics_interval() const { return options_.metrics_interval; }
   // The agent's stream is up: it gets its desired config, and a pause if its environment is
@@ -82,10 +87,14 @@ class FleetApi {
 
  private:
   absl::StatusOr<uint64_t> DesiredVersionFor(const AgentRow& agent);
+  // The agent's render of `version`, with the labels in `agent`.
+  absl::StatusOr<RenderedConfig> RenderFor(const AgentRow& agent, const ConfigVersionRow& version);
   absl::StatusOr<pgfleet::v1::Environment> DescribeEnvironment(const EnvironmentRow& env);
   pgfleet::v1::Agent ToProto(const AgentRow& row, uint64_t desired);
   // The store keeps Unix milliseconds; the time comes from clock_ (fake in tests).
   int64_t NowMillis() const { return UnixMillis(clock_.Now()); }
+  // "" when the agent has no desired version or it cannot be rendered.
+  std::string DesiredSha256(const AgentRow& row, uint64_t desired);
 
   Store& store_;
   AgentRegistry& registry_;

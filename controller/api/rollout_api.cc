@@ -190,12 +190,14 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutApi::Promote(
     return absl::InvalidArgumentError("--force needs a reason (--reason)");
   }
   PGF_RETURN_IF_ERROR(store_.EnsureEnvironment(request.to_environment(), NowMs()));
-  // The ini is promoted; the target keeps its own credentials and TLS files (like any ini push).
+  // The ini and its overlays are promoted; the target keeps its own credentials and TLS files
+  // (like any ini push).
   PGF_ASSIGN_OR_RETURN(
       ConfigVersionRow copy,
-      AddDerivedVersion(
-          store_, NowMs(), request.to_environment(), source.ini_text, SecretChanges{}, caller.actor,
-          absl::StrCat("promoted from ", source.environment, " v", source.version), nullptr));
+      AddDerivedVersion(store_, NowMs(), request.to_environment(), source.ini_text,
+                        &source.overlays, SecretChanges{}, caller.actor,
+                        absl::StrCat("promoted from ", source.environment, " v", source.version),
+                        nullptr));
   RolloutSpec spec = SpecFromProto(request.rollout());
   spec.environment = request.to_environment();
   spec.version = copy.version;

@@ -128,7 +128,8 @@ absl::StatusOr<pgfleet::v1::SecretsChange> Describe(const ConfigVersionRow& row,
 
 absl::StatusOr<ConfigVersionRow> AddDerivedVersionOnce(
     Store& store, int64_t now_ms, const std::string& environment,
-    const std::optional<std::string>& ini_text, const SecretChanges& changes,
+    const std::optional<std::string>& ini_text,
+    const std::vector<config::ConfigOverlay>* config_overlays, const SecretChanges& changes,
     const std::string& author, const std::string& message, std::vector<std::string>* warnings) {
   PGF_ASSIGN_OR_RETURN(ConfigVersionRow newest, NewestVersion(store, environment));
   if (!newest.secrets_error.empty()) {
@@ -145,6 +146,7 @@ absl::StatusOr<ConfigVersionRow> AddDerivedVersionOnce(
   ConfigVersionDraft draft;
   draft.environment = environment;
   draft.ini_text = ini_text.has_value() ? *ini_text : newest.ini_text;
+  draft.overlays = config_overlays != nullptr ? *config_overlays : newest.overlays;
   draft.author = author;
   draft.message = message;
   draft.expected_parent = newest.version;
@@ -254,16 +256,17 @@ SecretChanges SecretChangesFromPush(const pgfleet::v1::PushConfigRequest& reques
 
 absl::StatusOr<ConfigVersionRow> AddDerivedVersion(
     Store& store, int64_t now_ms, const std::string& environment,
-    const std::optional<std::string>& ini_text, const SecretChanges& changes,
+    const std::optional<std::string>& ini_text,
+    const std::vector<config::ConfigOverlay>* config_overlays, const SecretChanges& changes,
     const std::string& author, const std::string& message, std::vector<std::string>* warnings) {
   if (environment.empty()) return absl::InvalidArgumentError("environment is required");
   absl::StatusOr<ConfigVersionRow> added = AddDerivedVersionOnce(
-      store, now_ms, environment, ini_text, changes, author, message, warnings);
+      store, now_ms, environment, ini_text, config_overlays, changes, author, message, warnings);
   if (absl::IsAborted(added.status())) {
     // Another version arrived between reading the newest and storing: derive again from it.
     if (warnings != nullptr) warnings->clear();
-    added = AddDerivedVersionOnce(store, now_ms, environment, ini_text, changes, author, message,
-                                  warnings);
+    added = AddDerivedVersionOnce(store, now_ms, environment, ini_text, config_overlays, changes,
+                                  author, message, warnings);
   }
   return added;
 }
@@ -292,8 +295,8 @@ absl::StatusOr<pgfleet::v1::SecretsChange> SecretsApi::Commit(
   std::vector<std::string> warnings;
   PGF_ASSIGN_OR_RETURN(
       ConfigVersionRow row,
-      AddDerivedVersion(store_, UnixMillis(clock_.Now()), environment, std::nullopt, changes,
-                        caller.actor, message.empty() ? what : message, &warnings));
+      AddDerivedVersion(store_, UnixMillis(clock_.Now()), environment, std::nullopt, nullptr,
+                        changes, caller.actor, message.empty() ? what : message, &warnings));
   PGF_RETURN_IF_ERROR(store_.Audit(
       caller.actor, action, environment,
       absl::StrCat(what, "; version=", row.version, " sha256=", row.sha256, DescribeSecrets(row)),

@@ -31,15 +31,17 @@ struct SecretChanges {
 // The files and overlaps fields of a PushConfig; InvalidArgument-free (checked later).
 SecretChanges SecretChangesFromPush(const pgfleet::v1::PushConfigRequest& request);
 
-// Stores a new version of `environment`: `ini_text` (nullopt: the newest version's), the newest
-// version's files and overlaps with `changes` applied. Checks the result (file keys, sha256s
+// Stores a new version of `environment`: `ini_text` (nullopt: the newest version's) with
+// `config_overlays` (null: the newest version's per-host overlays), the newest version's files
+// and rotation overlaps with `changes` applied. Checks the result (file keys, sha256s
 // given with contents, the auth_file's syntax, TLS files of a side that changed: parse, key
 // matches, not expired, CA verifies) and names the file in errors. Retries once when another
 // version arrived meanwhile. Warnings (a certificate expiring within 30 days) go to `warnings`.
 // `now_ms`: the creation time (and the clock TLS expiry is judged by), from the caller's Clock.
 absl::StatusOr<ConfigVersionRow> AddDerivedVersion(
     Store& store, int64_t now_ms, const std::string& environment,
-    const std::optional<std::string>& ini_text, const SecretChanges& changes,
+    const std::optional<std::string>& ini_text,
+    const std::vector<config::ConfigOverlay>* config_overlays, const SecretChanges& changes,
     const std::string& author, const std::string& message, std::vector<std::string>* warnings);
 
 // For the audit log and logs: " files=auth_file:1a2b3c4d5e6f,... overlaps=app" (fingerprints

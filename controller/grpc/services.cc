@@ -209,6 +209,7 @@ grpc::Status AgentServiceImpl::Connect(
   session->set_applied_version(hello.applied_config_version());
   session->set_restart_pending({hello.restart_pending().begin(), hello.restart_pending().end()});
   session->SetBinary(hello.build_id(), hello.pid(), hello.binary_outdated());
+  session->set_applied_sha256(hello.applied_config_sha256());
   if (std::shared_ptr<AgentSession> previous = registry_.Register(session)) {
     PGF_INFO("agents", "agent %s reconnected; closing its previous stream", hello.agent_id());
     if (hello.handover_command_id() != 0) {
@@ -306,6 +307,7 @@ PGF_FLEET_METHOD(PushConfig, PushConfigRequest, ConfigVersion)
 PGF_FLEET_METHOD(ListConfigs, ListConfigsRequest, ListConfigsResponse)
 PGF_FLEET_METHOD(GetConfig, GetConfigRequest, ConfigVersion)
 PGF_FLEET_METHOD(SetDesiredConfig, SetDesiredConfigRequest, Environment)
+PGF_FLEET_METHOD(RenderConfig, RenderConfigRequest, RenderedConfig)
 PGF_FLEET_METHOD(ListEnvironments, ListEnvironmentsRequest, ListEnvironmentsResponse)
 PGF_FLEET_METHOD(ListAgents, ListAgentsRequest, ListAgentsResponse)
 PGF_FLEET_METHOD(GetAgent, GetAgentRequest, Agent)

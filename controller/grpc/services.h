@@ -106,6 +106,9 @@ class FleetServiceImpl final : public pgfleet::v1::FleetService::Service {
                            pgfleet::v1::ListConfigsResponse* response) override;
   grpc::Status GetConfig(grpc::ServerContext* context, const pgfleet::v1::GetConfigRequest* request,
                          pgfleet::v1::ConfigVersion* response) override;
+  grpc::Status RenderConfig(grpc::ServerContext* context,
+                            const pgfleet::v1::RenderConfigRequest* request,
+                            pgfleet::v1::RenderedConfig* response) override;
   grpc::Status SetDesiredConfig(grpc::ServerContext* context,
                                 const pgfleet::v1::SetDesiredConfigRequest* request,
                                 pgfleet::v1::Environment* response) override;

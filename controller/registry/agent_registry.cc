@@ -29,6 +29,30 @@ uint64_t AgentSession::sent_version() const {
 void AgentSession::set_sent_version(uint64_t version) {
   std::lock_guard<std::mutex> lock(mu_);
   sent_version_ = version;
+  if (version == 0) sent_sha256_.clear();
+}
+
+std::string AgentSession::applied_sha256() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return applied_sha256_;
+}
+void AgentSession::set_applied_sha256(std::string sha256) {
+  std::lock_guard<std::mutex> lock(mu_);
+  applied_sha256_ = std::move(sha256);
+}
+std::string AgentSession::sent_sha256() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sent_sha256_;
+}
+void AgentSession::set_sent(uint64_t version, std::string sha256) {
+  std::lock_guard<std::mutex> lock(mu_);
+  sent_version_ = version;
+  sent_sha256_ = std::move(sha256);
+}
+bool AgentSession::Runs(const RenderedConfig& rendered) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return applied_version_ == rendered.version &&
+         (applied_sha256_.empty() || applied_sha256_ == rendered.sha256);
 }
 
 std::vector<std::string> AgentSession::restart_pending() const {
@@ -175,9 +199,12 @@ std::vector<LiveAgent> AgentRegistry::ListLive(const std::string& environment) c
 }
 
 bool AgentRegistry::OfferConfigTo(AgentSession& session, const ConfigVersionRow& version,
-                                  bool force) {
-  if (version.version == session.applied_version()) return true;
-  if (!force && version.version == session.sent_version()) return true;
+                                  const RenderedConfig& rendered, bool force) {
+  if (session.Runs(rendered)) return true;
+  if (!force && rendered.version == session.sent_version() &&
+      rendered.sha256 == session.sent_sha256()) {
+    return true;
+  }
   if (!version.secrets_error.empty()) {
     // Sending it without its files would make the agent drop its credentials.
     PGF_ERROR("api", "not sending config version %d to agent %s: %s", version.version,
@@ -186,10 +213,10 @@ bool AgentRegistry::OfferConfigTo(AgentSession& session, const ConfigVersionRow&
   }
   pgfleet::v1::ControllerMessage message;
   pgfleet::v1::DesiredConfig* config = message.mutable_desired_config();
-  config->set_version(version.version);
-  // The ini's own sha256 (the version's content address also covers its files).
-  config->set_sha256(Sha256Hex(version.ini_text));
-  config->set_ini_text(version.ini_text);
+  config->set_version(rendered.version);
+  // The render's own sha256 (the version's content address also covers overlays and files).
+  config->set_sha256(rendered.sha256);
+  config->set_ini_text(rendered.ini_text);
   for (const ConfigFileRow& file : version.files) {
     pgfleet::v1::ConfigFile* out = config->add_files();
     out->set_key(file.key);
@@ -202,16 +229,38 @@ bool AgentRegistry::OfferConfigTo(AgentSession& session, const ConfigVersionRow&
     out->set_previous_secret(overlap.previous_secret);
     out->set_expires_unix_ms(overlap.expires_unix_ms);
   }
-  session.set_sent_version(version.version);
-  PGF_INFO("api", "sending config version %d to agent %s (runs %d)", version.version,
-           session.agent_id(), session.applied_version());
+  session.set_sent(rendered.version, rendered.sha256);
+  PGF_INFO("api", "sending config version %d (render %s) to agent %s (runs %d)", rendered.version,
+           rendered.sha256.substr(0, 12), session.agent_id(), session.applied_version());
   return session.Send(message);
+}
+
+void AgentRegistry::set_renderer(Renderer renderer) {
+  absl::MutexLock lock(&mu_);
+  renderer_ = std::move(renderer);
 }
 
 bool AgentRegistry::OfferConfig(const std::string& agent_id, const ConfigVersionRow& version,
                                 bool force) {
   std::shared_ptr<AgentSession> session = Find(agent_id);
-  return session != nullptr && OfferConfigTo(*session, version, force);
+  if (session == nullptr) return false;
+  Renderer renderer;
+  {
+    absl::MutexLock lock(&mu_);
+    renderer = renderer_;
+  }
+  absl::StatusOr<RenderedConfig> rendered;
+  if (renderer) {
+    rendered = renderer(agent_id, version);
+  } else {
+    rendered = RenderedConfig{version.version, version.ini_text, Sha256Hex(version.ini_text), {}};
+  }
+  if (!rendered.ok()) {
+    PGF_ERROR("api", "config version %d not rendered for agent %s: %s", version.version, agent_id,
+              rendered.status().message());
+    return false;
+  }
+  return OfferConfigTo(*session, version, *rendered, force);
 }
 
 bool AgentRegistry::Send(const std::string& agent_id,

@@ -12,8 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "controller/config/overlays.h"
 #include "controller/registry/agent_directory.h"
 #include "pgfleet/v1/agent.pb.h"
 
@@ -46,6 +48,15 @@ class AgentSession {
   // agent works on it or after it NACKed it.
   uint64_t sent_version() const;
   void set_sent_version(uint64_t version);
+  // The sha256 of the ini the agent reports running ("" when unknown), and of the render last
+  // sent: an agent's render changes at the same version when its labels do, so "runs it" and
+  // "was sent it" compare the render's sha256 as well as the version.
+  std::string applied_sha256() const;
+  void set_applied_sha256(std::string sha256);
+  std::string sent_sha256() const;
+  void set_sent(uint64_t version, std::string sha256);
+  // Runs `rendered` (its version, and its sha256 when the agent reported one).
+  bool Runs(const RenderedConfig& rendered) const;
 
   // Restart-only keys the agent's running config leaves pending (its hello, then each ACK):
   // kept with the stream, since a reconnecting agent says it again and a restarted one has none.
@@ -85,6 +96,8 @@ class AgentSession {
   std::string build_id_;
   int32_t pid_ = 0;
   bool binary_outdated_ = false;
+  std::string applied_sha256_;
+  std::string sent_sha256_;
   std::optional<pgfleet::v1::MetricsReport> metrics_;
   std::map<uint64_t, std::optional<pgfleet::v1::CommandResult>> results_;
 };
@@ -105,12 +118,23 @@ class AgentRegistry final : public AgentDirectory {
   bool OfferConfig(const std::string& agent_id, const ConfigVersionRow& version,
                    bool force) override;
   bool Send(const std::string& agent_id, const pgfleet::v1::ControllerMessage& message) override;
-  // OfferConfig on a session the caller already holds (FleetApi's reconciliation).
-  static bool OfferConfigTo(AgentSession& session, const ConfigVersionRow& version, bool force);
+  // Sends `rendered` (one agent's render of `version`, with the version's files and rotation
+  // overlaps) on a session the caller already holds (FleetApi's reconciliation), unless the
+  // agent runs it or (without `force`) was sent it. A version whose secrets could not be
+  // decrypted is never sent.
+  static bool OfferConfigTo(AgentSession& session, const ConfigVersionRow& version,
+                            const RenderedConfig& rendered, bool force);
+
+  // How OfferConfig turns a version into the agent's own ini (FleetApi installs one that reads
+  // the agent's current labels from the store). Unset: every agent gets the base.
+  using Renderer = std::function<absl::StatusOr<RenderedConfig>(const std::string& agent_id,
+                                                                const ConfigVersionRow& version)>;
+  void set_renderer(Renderer renderer);
 
  private:
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<AgentSession>> sessions_ ABSL_GUARDED_BY(mu_);
+  Renderer renderer_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace pgfleet::controller

@@ -25,4 +25,10 @@ BudgetCheck CheckConnectionBudget(
     const config::Config& config, int agent_count,
     const std::map<std::string, pgfleet::v1::ServerLimits>& limits_by_address, int reserve);
 
+// The same over agents that run different configs (each its own render of a version with
+// overlays): a server's total is the sum of each agent's own pool sizes for it.
+BudgetCheck CheckConnectionBudget(
+    const std::vector<const config::Config*>& per_agent_configs,
+    const std::map<std::string, pgfleet::v1::ServerLimits>& limits_by_address, int reserve);
+
 }  // namespace pgfleet::controller

@@ -11,6 +11,7 @@
 #include "common/config/config.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "controller/config/overlays.h"
 #include "controller/registry/label_selector.h"
 #include "controller/rollout/connection_budget.h"
 
@@ -441,10 +442,31 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spe
   // Pre-flight: refusals that --force (with a reason) may override.
   std::vector<std::string> refusals;
   std::vector<std::string> warnings;
+  // Each agent runs its own render of the version (overlays by label and agent id): each render
+  // must validate, and the budget sums each agent's own pool sizes.
+  std::vector<config::Config> rendered_configs;
+  rendered_configs.reserve(env_agents.size());
+  bool all_valid = true;
   if (absl::StatusOr<config::Config> parsed = config::ParseConfig(version.ini_text, "pushed.ini");
       !parsed.ok()) {
     refusals.push_back(absl::StrCat("config does not validate: ", parsed.status().message()));
-  } else {
+    all_valid = false;
+  }
+  for (const AgentRow& agent : env_agents) {
+    if (!all_valid) break;
+    PGF_ASSIGN_OR_RETURN(RenderedConfig rendered,
+                         RenderForAgent(version, agent.agent_id, agent.labels));
+    absl::StatusOr<config::Config> parsed =
+        config::ParseConfig(rendered.ini_text, absl::StrCat(agent.agent_id, ".ini"));
+    if (!parsed.ok()) {
+      refusals.push_back(absl::StrCat("config as rendered for agent ", agent.agent_id,
+                                      " does not validate: ", parsed.status().message()));
+      all_valid = false;
+      break;
+    }
+    rendered_configs.push_back(std::move(*parsed));
+  }
+  if (all_valid) {
     // Every agent of the environment counts, offline ones too: they converge when they return.
     std::map<std::string, pgfleet::v1::ServerLimits> limits;
     for (const LiveAgent& agent : agents_.ListLive(env.name)) {
@@ -453,8 +475,9 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spe
         limits[server.address()] = server;
       }
     }
-    BudgetCheck budget = CheckConnectionBudget(*parsed, static_cast<int>(env_agents.size()), limits,
-                                               spec.connection_reserve);
+    std::vector<const config::Config*> per_agent;
+    for (const config::Config& config : rendered_configs) per_agent.push_back(&config);
+    BudgetCheck budget = CheckConnectionBudget(per_agent, limits, spec.connection_reserve);
     refusals.insert(refusals.end(), budget.refusals.begin(), budget.refusals.end());
     warnings = std::move(budget.warnings);
   }

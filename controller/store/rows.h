@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "common/config/overlay.h"
+
 namespace pgfleet::controller {
 
 struct EnvironmentRow {
@@ -51,6 +53,9 @@ struct ConfigVersionRow {
   // Set by GetConfigVersion when files or overlaps could not be decrypted (no key, another key):
   // their contents are then empty and the version must not be sent to agents.
   std::string secrets_error;
+  // Per-host edits on top of ini_text (controller/config/overlays.h); each agent runs its
+  // render. Part of the content address: see ConfigContentSha256.
+  std::vector<config::ConfigOverlay> overlays;
 };
 
 struct AgentRow {

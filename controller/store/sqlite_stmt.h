@@ -24,8 +24,8 @@ inline absl::Status Error(sqlite3* db, int rc, const std::string& context) {
   const int primary = rc & 0xff;
   // sqlite3_errmsg describes the most recent failed call on this connection, which is the
   // one we are reporting (callers hold the connection exclusively); fall back to errstr.
-  const char* text = db != nullptr && sqlite3_extended_errcode(db) == rc ? sqlite3_errmsg(db)
-                                                                         : sqlite3_errstr(rc);
+  const char* text =
+      db != nullptr && sqlite3_extended_errcode(db) == rc ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
   std::string message = absl::StrCat("sqlite: ", context, ": ", text, " (code ", rc, ")");
   switch (primary) {
     case SQLITE_CONSTRAINT:

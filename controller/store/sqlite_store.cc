@@ -93,10 +93,11 @@ absl::StatusOr<std::string> AgentEnvironment(sqlite3* db, const std::string& age
   return stmt.Text(0);
 }
 
-// Columns: version, environment, sha256, author, message, created_unix_ms, parent_version
-// [, ini_text].
+// Columns: version, environment, sha256, author, message, created_unix_ms, parent_version,
+// overlays_text [, ini_text].
 constexpr char kConfigVersionColumns[] =
-    "version, environment, sha256, author, message, created_unix_ms, parent_version";
+    "version, environment, sha256, author, message, created_unix_ms, parent_version, "
+    "overlays_text";
 
 ConfigVersionRow ReadConfigVersion(const Stmt& stmt, bool with_text) {
   ConfigVersionRow row;
@@ -107,7 +108,19 @@ ConfigVersionRow ReadConfigVersion(const Stmt& stmt, bool with_text) {
   row.message = stmt.Text(4);
   row.created_unix_ms = stmt.Int(5);
   row.parent_version = stmt.IsNull(6) ? 0 : stmt.U64(6);
-  if (with_text) row.ini_text = stmt.Text(7);
+  if (std::string overlays = stmt.Text(7); !overlays.empty()) {
+    // Written by FormatOverlays in AddConfigVersion, so it parses; a row that does not (a
+    // hand-edited file) keeps its base and logs why.
+    absl::StatusOr<std::vector<config::ConfigOverlay>> parsed =
+        config::ParseOverlayFile(overlays, absl::StrCat("v", row.version, " overlays"));
+    if (parsed.ok()) {
+      row.overlays = std::move(*parsed);
+    } else {
+      PGF_ERROR("store", "config version %d: stored overlays unreadable: %s", row.version,
+                parsed.status().message());
+    }
+  }
+  if (with_text) row.ini_text = stmt.Text(8);
   return row;
 }
 
@@ -421,7 +434,8 @@ absl::StatusOr<ConfigVersionRow> SqliteStore::AddConfigVersion(const ConfigVersi
           absl::StrCat("two rotation overlaps for user ", overlaps[i].user));
     }
   }
-  const std::string sha256 = ConfigContentSha256(draft.ini_text, files, overlaps);
+  const std::string sha256 = ConfigContentSha256(draft.ini_text, draft.overlays, files, overlaps);
+  const std::string overlays_text = config::FormatOverlays(draft.overlays);
   absl::MutexLock lock(&mu_);
   PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
   PGF_RETURN_IF_ERROR(InsertEnvironmentIfMissing(db_, environment, now_ms));
@@ -447,6 +461,7 @@ absl::StatusOr<ConfigVersionRow> SqliteStore::AddConfigVersion(const ConfigVersi
   added.ini_text = draft.ini_text;
   added.author = draft.author;
   added.message = draft.message;
+  added.overlays = draft.overlays;
   added.created_unix_ms = now_ms;
   {
     PGF_ASSIGN_OR_RETURN(
@@ -465,14 +480,16 @@ absl::StatusOr<ConfigVersionRow> SqliteStore::AddConfigVersion(const ConfigVersi
     PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
                                                   "INSERT INTO config_versions (environment, "
                                                   "sha256, ini_text, author, message, "
-                                                  "created_unix_ms, parent_version) "
-                                                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
+                                                  "created_unix_ms, parent_version, "
+                                                  "overlays_text) "
+                                                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
     stmt.BindText(1, environment)
         .BindText(2, sha256)
         .BindText(3, draft.ini_text)
         .BindText(4, draft.author)
         .BindText(5, draft.message)
-        .BindInt(6, now_ms);
+        .BindInt(6, now_ms)
+        .BindText(8, overlays_text);
     if (added.parent_version != 0) {
       stmt.BindU64(7, added.parent_version);
     } else {

@@ -46,11 +46,16 @@ std::string Sha256Hex(const std::string& data) {
 }
 
 std::string ConfigContentSha256(const std::string& ini_text,
+                                const std::vector<config::ConfigOverlay>& overlays,
                                 const std::vector<ConfigFileRow>& files,
                                 const std::vector<CredentialOverlapRow>& overlaps) {
-  // Versions without secret material keep the ini's own sha256 (what they always had).
-  if (files.empty() && overlaps.empty()) return Sha256Hex(ini_text);
+  // Versions without overlays or secret material keep the ini's own sha256 (what they always
+  // had).
+  if (overlays.empty() && files.empty() && overlaps.empty()) return Sha256Hex(ini_text);
   std::string material = absl::StrCat("pgfleet-config-v2\n", Sha256Hex(ini_text), "\n");
+  if (!overlays.empty()) {
+    absl::StrAppend(&material, "overlays ", Sha256Hex(config::FormatOverlays(overlays)), "\n");
+  }
   for (const ConfigFileRow& file : files) {
     absl::StrAppend(&material, "file ", file.key, " ", Sha256Hex(file.content), "\n");
   }

@@ -75,6 +75,7 @@ struct ConfigVersionDraft {
   std::string ini_text;
   std::vector<ConfigFileRow> files;  // key and content; sha256/size/cert facts are derived.
   std::vector<CredentialOverlapRow> credential_overlaps;
+  std::vector<config::ConfigOverlay> overlays;  // Per-host edits on top of ini_text.
   std::string author;
   std::string message;
   // When set, Aborted unless this is still the environment's newest version (0: none): the
@@ -88,10 +89,13 @@ struct ReencryptResult {
   int unreadable = 0;   // Values sealed by a key the keyring does not have.
 };
 
-// The content address of a version (ConfigVersionRow::sha256).
+// The content address of a version (ConfigVersionRow::sha256): the base's sha256 when it has
+// no overlays, files or rotation overlaps (so older versions keep their hashes), else the
+// sha256 of all of them together (overlays in their canonical text, config::FormatOverlays).
 std::string ConfigContentSha256(const std::string& ini_text,
-                                const std::vector<ConfigFileRow>& files,
-                                const std::vector<CredentialOverlapRow>& overlaps);
+                                const std::vector<config::ConfigOverlay>& overlays = {},
+                                const std::vector<ConfigFileRow>& files = {},
+                                const std::vector<CredentialOverlapRow>& overlaps = {});
 
 // Store includes the rollout state (RolloutStore) and maintenance windows so one SQLite file holds
 // everything.
@@ -110,8 +114,9 @@ class Store : public RolloutStore, public MaintenanceStore {
   virtual absl::Status SetDesiredVersion(const std::string& environment, uint64_t version,
                                          std::optional<uint64_t> expected_previous) override = 0;
 
-  // Config versions. Pushing text whose sha256 already exists in the environment returns
-  // that existing version instead of a new one. Creates the environment if needed.
+  // Config versions. Pushing content (base text, overlays, files and rotation overlaps) whose
+  // sha256 already exists in the environment returns that existing version instead of a new
+  // one. Creates the environment if needed.
   absl::StatusOr<ConfigVersionRow> AddConfigVersion(const std::string& environment,
                                                     const std::string& ini_text,
                                                     const std::string& author,

@@ -82,6 +82,7 @@ const CallSpec kCalls[] = {
     {kFleet, "PushConfig", Role::kOperator, R"({"environment":""})"},
     {kFleet, "ListConfigs", Role::kViewer, R"({"environment":"roles-none"})"},
     {kFleet, "GetConfig", Role::kViewer, R"({"version":"999999"})"},
+    {kFleet, "RenderConfig", Role::kViewer, R"({"agentId":"roles-nobody"})"},
     {kFleet, "SetDesiredConfig", Role::kOperator,
      R"({"environment":"roles-none","version":"999999"})"},
     {kFleet, "ListEnvironments", Role::kViewer, "{}"},

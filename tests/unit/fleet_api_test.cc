@@ -183,7 +183,11 @@ class FleetApiTest : public ::testing::Test {
     result->set_version(version);
     result->set_accepted(accepted);
     result->set_error(error);
-    result->set_sha256(accepted ? "sha-of-" + std::to_string(version) : "");
+    // A real agent reports the sha256 of the text it applied: its render (the base here).
+    absl::StatusOr<ConfigVersionRow> row = store_->GetConfigVersion(version);
+    result->set_sha256(accepted ? (row.ok() ? Sha256Hex(row->ini_text)
+                                            : "sha-of-" + std::to_string(version))
+                                : "");
     api_->OnAgentMessage(*agent->session(), message);
   }
   pgfleet::v1::Environment Env(const std::string& name) {
