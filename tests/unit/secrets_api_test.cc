@@ -108,7 +108,7 @@ class SecretsApiTest : public ::testing::Test {
       pgfleet::v1::CredentialOverlap* overlap = request.add_credential_overlaps();
       overlap->set_user("app");
       overlap->set_previous_secret(previous_secret);
-      overlap->set_expires_unix_ms(NowMillis() + 60000);
+      overlap->set_expires_unix_ms(UnixMillis(clock_.Now()) + 60000);
     }
     return fleet_->PushConfig(caller, request);
   }
@@ -156,7 +156,7 @@ TEST_F(SecretsApiTest, DesiredConfigCarriesFilesAndOverlaps) {
   ASSERT_EQ(sent.credential_overlaps_size(), 1);
   EXPECT_EQ(sent.credential_overlaps(0).user(), "app");
   EXPECT_EQ(sent.credential_overlaps(0).previous_secret(), "Old-Sekret-0");
-  EXPECT_GT(sent.credential_overlaps(0).expires_unix_ms(), NowMillis());
+  EXPECT_GT(sent.credential_overlaps(0).expires_unix_ms(), UnixMillis(clock_.Now()));
 
   // A reconnecting agent gets the same (Reconcile reads the version back from the store).
   RecordingAgent* again = Connect("a2");
@@ -289,7 +289,7 @@ TEST_F(SecretsApiTest, RotationOpensAndClosesAnOverlap) {
   begin.set_new_secret("new-password");
   begin.set_plaintext(true);
   begin.set_overlap_seconds(1800);
-  const int64_t before = NowMillis();
+  const int64_t before = UnixMillis(clock_.Now());
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::SecretsChange began,
                            secrets_->BeginRotation(kAdmin, begin));
   ASSERT_EQ(began.version().credential_overlaps_size(), 1);
