@@ -992,9 +992,9 @@ std::map<std::string, absl::Time> Agent::OverlapExpiries() const {
   return expiries;
 }
 
-const crypto::ScramKeys& Agent::ScramKeysForPreviousPassword(const std::string& user,
-                                                             const std::string& password,
-                                                             const crypto::ScramKeys& shown) {
+const crypto::ScramKeys& Agent::ScramKeysWithSalt(const std::string& user,
+                                                  const std::string& password,
+                                                  const crypto::ScramKeys& shown) {
   auto it = previous_scram_cache_.find(user);
   if (it == previous_scram_cache_.end() || it->second.password != password ||
       it->second.keys.salt != shown.salt || it->second.keys.iterations != shown.iterations) {

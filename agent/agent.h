@@ -250,11 +250,12 @@ class Agent final : public AgentControl {
   const config::UserSecret* PreviousSecret(const std::string& user);
   // Open overlaps' expiry by user (SHOW USERS); never the secrets. Expired ones are left out.
   std::map<std::string, absl::Time> OverlapExpiries() const;
-  // SCRAM keys for the previous plaintext secret of `user` with the salt and iteration count
-  // of `shown` (the keys the exchange shows the client), cached like ScramKeysForPlainPassword.
-  const crypto::ScramKeys& ScramKeysForPreviousPassword(const std::string& user,
-                                                        const std::string& password,
-                                                        const crypto::ScramKeys& shown);
+  // SCRAM keys for a plaintext password of `user` (during a rotation overlap: the previous one,
+  // or the current one when the previous is a verifier) with the salt and iteration count of
+  // `shown` (the keys the exchange shows the client), cached like ScramKeysForPlainPassword.
+  // Only one of the two needs deriving per user, so one cache entry per user is enough.
+  const crypto::ScramKeys& ScramKeysWithSalt(const std::string& user, const std::string& password,
+                                             const crypto::ScramKeys& shown);
 
   // SCRAM keys derived from a plaintext auth_file password, cached per user so a new
   // connection does not pay for PBKDF2 each time. The salt is the user's mock salt, so it is

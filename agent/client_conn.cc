@@ -322,24 +322,34 @@ void ClientConn::StartAuth() {
       // knows but the salt and iteration count a user of that name always gets, so the answer
       // does not reveal whether the user exists; and without PBKDF2, so neither does the time.
       crypto::ScramKeys keys = agent_.ScramMockKeysFor(user_);
+      // An open rotation overlap: the previous password is accepted too, checked against the
+      // same salt and iteration count (those shown are all a client's proof can answer). Not
+      // for a user without a current secret: the mock exchange must never log anyone in.
+      const config::UserSecret* previous =
+          secret != nullptr && secret->kind != config::SecretKind::kMd5
+              ? agent_.PreviousSecret(user_)
+              : nullptr;
+      std::optional<crypto::ScramKeys> previous_verifier;
+      if (previous != nullptr && previous->kind == config::SecretKind::kScramSha256) {
+        absl::StatusOr<crypto::ScramKeys> parsed = crypto::ParseScramSecret(previous->secret);
+        if (parsed.ok()) previous_verifier = *std::move(parsed);
+      }
       if (secret != nullptr && secret->kind == config::SecretKind::kScramSha256) {
         absl::StatusOr<crypto::ScramKeys> parsed = crypto::ParseScramSecret(secret->secret);
         if (parsed.ok()) keys = *parsed;
       } else if (secret != nullptr && secret->kind == config::SecretKind::kPlain) {
-        keys = agent_.ScramKeysForPlainPassword(user_, secret->secret);
+        // A verifier can only be checked with its own salt, a password with any: during a
+        // rotation from a verifier to a password, show the verifier's salt, so that clients
+        // with either password can log in.
+        keys = previous_verifier.has_value()
+                   ? agent_.ScramKeysWithSalt(user_, secret->secret, *previous_verifier)
+                   : agent_.ScramKeysForPlainPassword(user_, secret->secret);
       }
       scram_ = std::make_unique<crypto::ScramServerExchange>(keys);
-      // An open rotation overlap: the previous password is accepted too, checked against the
-      // same salt and iteration count (those shown are all a client's proof can answer). Not
-      // for a user without a current secret: the mock exchange must never log anyone in.
-      const config::UserSecret* previous = agent_.PreviousSecret(user_);
-      if (previous != nullptr && secret != nullptr && secret->kind != config::SecretKind::kMd5) {
-        std::optional<crypto::ScramKeys> previous_keys;
+      if (previous != nullptr) {
+        std::optional<crypto::ScramKeys> previous_keys = previous_verifier;
         if (previous->kind == config::SecretKind::kPlain) {
-          previous_keys = agent_.ScramKeysForPreviousPassword(user_, previous->secret, keys);
-        } else if (previous->kind == config::SecretKind::kScramSha256) {
-          absl::StatusOr<crypto::ScramKeys> parsed = crypto::ParseScramSecret(previous->secret);
-          if (parsed.ok()) previous_keys = *std::move(parsed);
+          previous_keys = agent_.ScramKeysWithSalt(user_, previous->secret, keys);
         }
         if (previous_keys.has_value() && !scram_->AddAlternativeKeys(*std::move(previous_keys))) {
           PGF_DEBUG("client",

@@ -435,6 +435,25 @@ TEST_F(ConfigFilesTest, OverlapAcceptsBothClientPasswordsUntilItExpires) {
   EXPECT_EQ(state.count(absl::StrCat("credential_overlap:", kAppUser)), 0u);
 }
 
+// The runbook's usual case: the user was set with fleetctl's default (a SCRAM verifier, its own
+// random salt) and is rotated to a plaintext password (the agent logs in to PostgreSQL with it).
+// A SCRAM client can only answer the salt it is shown, so the agent shows the previous
+// verifier's salt and derives the current password's keys with it: both passwords log in.
+TEST_F(ConfigFilesTest, OverlapFromAVerifierToAPlaintextPasswordAcceptsBothOverScram) {
+  ASSERT_NO_FATAL_FAILURE(CreateRole("verifuser", "verif-new"));
+  ASSERT_NO_FATAL_FAILURE(StartAgent());
+  const std::string old_verifier = crypto::FormatScramSecret(
+      crypto::ScramKeysFromPassword("verif-old", crypto::RandomBytes(16), 4096));
+  DesiredConfig desired = Desired(1);
+  AddFile(desired, "auth_file",
+          AuthFileText({{kAdminUser, kAdminPassword}, {"verifuser", "verif-new"}}));
+  AddOverlap(desired, "verifuser", old_verifier, absl::Now() + absl::Minutes(10));
+  ASSERT_NO_FATAL_FAILURE(ExpectAck(desired));
+  PGF_EXPECT_OK(Login("verifuser", "verif-new"));
+  PGF_EXPECT_OK(Login("verifuser", "verif-old"));
+  EXPECT_FALSE(Login("verifuser", "verif-wrong").ok());
+}
+
 TEST_F(ConfigFilesTest, OverlapAcceptsThePreviousPasswordWithMd5Auth) {
   ASSERT_NO_FATAL_FAILURE(StartAgent({{"auth_type", "md5"}}));
   DesiredConfig desired = Desired(1);

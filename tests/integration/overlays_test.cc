@@ -54,6 +54,8 @@ class OverlaysTest : public FleetFixture {
                                               {"default_pool_size", "20"},
                                               {"admin_users", kAdminUser}});
       options.extra_args = LinkArgs(id, kEnv, controller_->address());
+      // Several agents of one environment on this host: each keeps its own port.
+      options.extra_args.push_back("--local-listeners");
       options.extra_args.push_back(absl::StrCat("--allow-path=", dir_));
       options.extra_args.push_back(absl::StrCat("--labels=", kLabels.at(id)));
       ASSERT_NO_FATAL_FAILURE(StartLinkedAgent(id, options));

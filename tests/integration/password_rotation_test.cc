@@ -255,6 +255,8 @@ TEST_F(PasswordRotationTest, RunbookRotatesWithoutAFailedLogin) {
                                             {"default_pool_size", "2"},
                                             {"admin_users", kAdminUser}});
     options.extra_args = LinkArgs(id, kEnv, controller_->address());
+    // Several agents of one environment on this host: each keeps its own port.
+    options.extra_args.push_back("--local-listeners");
     options.extra_args.push_back(absl::StrCat("--allow-path=", dir_));
     ASSERT_NO_FATAL_FAILURE(StartLinkedAgent(id, options));
   }

@@ -86,6 +86,8 @@ class SelectorsTest : public FleetFixture {
                                             {"default_pool_size", "5"},
                                             {"admin_users", kAdminUser}});
     options.extra_args = LinkArgs(id, kEnv, controller_->address());
+    // Several agents of one environment on this host: each keeps its own port.
+    options.extra_args.push_back("--local-listeners");
     options.extra_args.push_back(absl::StrCat("--labels=", labels_.at(id)));
     options.extra_args.push_back(absl::StrCat("--allow-path=", dir_));
     StartLinkedAgent(id, options);
