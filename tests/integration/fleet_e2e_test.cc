@@ -70,41 +70,6 @@ constexpr int kBasePoolSize = 20;
 // The repository root (CMake passes it: __FILE__ is relative under ccache's base_dir).
 std::string RepoRoot() { return PGFLEET_SOURCE_DIR; }
 
-// pgbench -n -S ... through an agent, on a thread of its own until it ends by itself (-T).
-class BackgroundPgbench {
- public:
-  BackgroundPgbench(int port, const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {g_pg->BinPath("pgbench"), "-n", "-h",    "127.0.0.1", "-p",
-                                     std::to_string(port),     "-U", kAppUser};
-    argv.insert(argv.end(), args.begin(), args.end());
-    argv.push_back(kAppDb);
-    command_ = absl::StrJoin(argv, " ");
-    thread_ = std::thread([this, argv] { result_ = RunCommand(argv, PgbenchRunOptions()); });
-  }
-  ~BackgroundPgbench() { Join(); }
-
-  const absl::StatusOr<RunResult>& Join() {
-    if (thread_.joinable()) thread_.join();
-    return result_;
-  }
-
-  // pgbench ran to its end, exited 0, processed transactions and none failed.
-  void ExpectClean(const std::string& what) {
-    const absl::StatusOr<RunResult>& result = Join();
-    ASSERT_TRUE(result.ok()) << what << ": " << result.status();
-    EXPECT_TRUE(result->Succeeded()) << what << ": $ " << command_ << "\n" << result->Describe();
-    const PgbenchSummary summary = ParsePgbench(result->stdout_text);
-    EXPECT_GT(summary.processed, 0) << what << "\n" << result->Describe();
-    EXPECT_EQ(summary.failed, 0) << what << " (-1: pgbench printed no failure count)\n"
-                                 << result->Describe();
-  }
-
- private:
-  std::string command_;
-  std::thread thread_;
-  absl::StatusOr<RunResult> result_ = absl::UnknownError("pgbench has not finished");
-};
-
 // --- the admin console --------------------------------------------------------------------------
 
 // The value of one SHOW CONFIG key.

@@ -63,44 +63,6 @@ namespace {
 // pgbench -c 20 clients stay on it until pgbench ends (the drain bound is longer).
 constexpr int kLoadSeconds = 8;
 
-// pgbench through the agent on a thread of its own until it ends by itself (-T).
-class BackgroundPgbench {
- public:
-  BackgroundPgbench(int port, const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {g_pg->BinPath("pgbench"), "-n", "-h",    "127.0.0.1", "-p",
-                                     std::to_string(port),     "-U", kAppUser};
-    argv.insert(argv.end(), args.begin(), args.end());
-    argv.push_back(kAppDb);
-    command_ = absl::StrJoin(argv, " ");
-    thread_ = std::thread([this, argv] { result_ = RunCommand(argv, PgbenchRunOptions()); });
-  }
-  ~BackgroundPgbench() { Join(); }
-
-  const absl::StatusOr<RunResult>& Join() {
-    if (thread_.joinable()) thread_.join();
-    return result_;
-  }
-
-  // pgbench exited 0 (a refused connection or a lost one aborts a client, and pgbench then
-  // exits 2), processed transactions and none failed.
-  void ExpectClean(const std::string& what) {
-    const absl::StatusOr<RunResult>& result = Join();
-    ASSERT_TRUE(result.ok()) << what << ": " << result.status();
-    EXPECT_TRUE(result->Succeeded()) << what << ": $ " << command_ << "\n" << result->Describe();
-    const PgbenchSummary summary = ParsePgbench(result->stdout_text);
-    EXPECT_GT(summary.processed, 0) << what << "\n" << result->Describe();
-    EXPECT_EQ(summary.failed, 0) << what << " (-1: pgbench printed no failure count)\n"
-                                 << result->Describe();
-    std::cout << what << ": " << summary.processed << " transactions, " << summary.failed
-              << " failed\n";
-  }
-
- private:
-  std::string command_;
-  std::thread thread_;
-  absl::StatusOr<RunResult> result_ = absl::UnknownError("pgbench has not finished");
-};
-
 // Inserts 1, 2, 3... into handover_writes through the agent, one new connection per row (so
 // it follows the hand-over to the new process), and remembers what was acknowledged.
 class Writer {
@@ -283,8 +245,12 @@ class HandoverTest : public AgentTest {
         },
         absl::Seconds(20), "rows written after the hand-over"));
 
-    steady.ExpectClean("pgbench -c 20 across the hand-over");
-    connect_loop.ExpectClean("pgbench -C across the hand-over");
+    for (auto& [load, what] : {std::pair{&steady, "pgbench -c 20 across the hand-over"},
+                               std::pair{&connect_loop, "pgbench -C across the hand-over"}}) {
+      const PgbenchSummary summary = load->ExpectClean(what);
+      std::cout << what << ": " << summary.processed << " transactions, " << summary.failed
+                << " failed\n";
+    }
     // The old process had only pgbench's steady clients left: it exits by itself, cleanly.
     absl::StatusOr<int> exited = agent_->WaitForExit(absl::Seconds(30));
     ASSERT_TRUE(exited.ok()) << exited.status() << "\n" << agent_->Diagnostics();

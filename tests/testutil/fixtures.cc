@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/status_macros.h"
@@ -57,6 +58,34 @@ RunOptions PgbenchRunOptions() {
   run.env = {{"PGPASSWORD", kAppPassword}, {"PGSSLMODE", "disable"}};
   run.timeout = absl::Seconds(120);
   return run;
+}
+
+BackgroundPgbench::BackgroundPgbench(int port, const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {g_pg->BinPath("pgbench"), "-n", "-h",    "127.0.0.1", "-p",
+                                   std::to_string(port),     "-U", kAppUser};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back(kAppDb);
+  command_ = absl::StrJoin(argv, " ");
+  thread_ = std::thread([this, argv] { result_ = RunCommand(argv, PgbenchRunOptions()); });
+}
+
+const absl::StatusOr<RunResult>& BackgroundPgbench::Join() {
+  if (thread_.joinable()) thread_.join();
+  return result_;
+}
+
+PgbenchSummary BackgroundPgbench::ExpectClean(const std::string& what) {
+  const absl::StatusOr<RunResult>& result = Join();
+  if (!result.ok()) {
+    ADD_FAILURE() << what << ": " << result.status();
+    return PgbenchSummary{};
+  }
+  EXPECT_TRUE(result->Succeeded()) << what << ": $ " << command_ << "\n" << result->Describe();
+  const PgbenchSummary summary = ParsePgbench(result->stdout_text);
+  EXPECT_GT(summary.processed, 0) << what << "\n" << result->Describe();
+  EXPECT_EQ(summary.failed, 0) << what << " (-1: pgbench printed no failure count)\n"
+                               << result->Describe();
+  return summary;
 }
 
 absl::Status InitPgbench(const PostgresEnv& pg) {

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -134,6 +135,26 @@ struct PgbenchSummary {
   int64_t failed = -1;  // -1: not printed.
 };
 PgbenchSummary ParsePgbench(const std::string& out);
+
+// pgbench -n ... through an agent listening on 127.0.0.1:`port`, as the app user on the app
+// database, on a thread of its own until it ends by itself (give it -T or -t).
+class BackgroundPgbench {
+ public:
+  BackgroundPgbench(int port, const std::vector<std::string>& args);
+  ~BackgroundPgbench() { Join(); }
+  BackgroundPgbench(const BackgroundPgbench&) = delete;
+  BackgroundPgbench& operator=(const BackgroundPgbench&) = delete;
+
+  const absl::StatusOr<RunResult>& Join();
+  // pgbench ran to its end and exited 0 (a refused or lost connection aborts a client, and
+  // pgbench then exits 2), processed transactions and none failed. Returns what it counted.
+  PgbenchSummary ExpectClean(const std::string& what);
+
+ private:
+  std::string command_;
+  std::thread thread_;
+  absl::StatusOr<RunResult> result_ = absl::UnknownError("pgbench has not finished");
+};
 
 int CountOccurrences(const std::string& text, const std::string& needle);
 
