@@ -251,6 +251,43 @@ TEST_F(OverlaysTest, VersionRendersAndAppliesDifferentlyPerAgent) {
   EXPECT_TRUE(absl::StrContains(shown.stdout_text, "agent = small-b\n"));
 }
 
+// An operator relabels an agent (`fleetctl agents label`): its render follows at once, at the
+// same version number, and the agent applies it; relabelling back restores the first render.
+TEST_F(OverlaysTest, RelabellingAnAgentReRendersItsConfigAtTheSameVersion) {
+  PGF_ASSERT_OK_AND_ASSIGN(uint64_t version, Push(BaseIni(), {Overlays()}));
+  FleetctlResult applied =
+      Ctl({"config", "apply", "--env", kEnv, "--version", absl::StrCat("v", version), "--wait"});
+  ASSERT_EQ(applied.exit_code, 0) << applied.Describe();
+  ASSERT_EQ(ShowConfig("small-a", "default_pool_size"), "10");
+
+  FleetctlResult relabel = Ctl({"agents", "label", "small-a", "size=large", "--overwrite"});
+  ASSERT_EQ(relabel.exit_code, 0) << relabel.Describe();
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        *note = ShowConfig("small-a", "default_pool_size");
+        return *note == "40";
+      },
+      absl::Seconds(30), "small-a to run the large overlay after its relabel"));
+  std::map<std::string, pgfleet::v1::Agent> agents = AgentsById();
+  EXPECT_EQ(agents["small-a"].applied_version(), version);
+  FleetctlResult rendered = Render("small-a", version);
+  ASSERT_EQ(rendered.exit_code, 0) << rendered.Describe();
+  PGF_ASSERT_OK(WaitForAgents("small-a to report its new render", [&](const pgfleet::v1::Agent& a) {
+    return a.agent_id() != "small-a" ||
+           a.applied_sha256() == controller::Sha256Hex(rendered.stdout_text);
+  }));
+  EXPECT_EQ(ShowConfig("small-b", "default_pool_size"), "10");  // The others are untouched.
+
+  relabel = Ctl({"agents", "label", "small-a", "size=small", "--overwrite"});
+  ASSERT_EQ(relabel.exit_code, 0) << relabel.Describe();
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        *note = ShowConfig("small-a", "default_pool_size");
+        return *note == "10";
+      },
+      absl::Seconds(30), "small-a back on the small overlay"));
+}
+
 TEST_F(OverlaysTest, ConflictsAndPerAgentValidationAreRefusedAtPush) {
   // size=large and zone=a can both hold for one agent (big has both): refused, naming both.
   FleetctlResult conflict =
