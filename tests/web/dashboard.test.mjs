@@ -5,54 +5,16 @@
 //   PGFLEET_WEB_ARTIFACTS (screenshots), PGFLEET_UPDATE_SCREENSHOTS=1 (also docs/screenshots/),
 //   PGFLEET_WEB_ROOT (another dist dir, e.g. to drive a sanitizer build of the controller).
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { artifacts, consoleErrors, launchBrowser, login as loginAt, requiredEnv as env, screenshot, watch } from './browser.mjs';
 import { Fleet, waitFor } from './fleet.mjs';
-
-const here = dirname(fileURLToPath(import.meta.url));
-const env = (name) => {
-  if (!process.env[name]) throw new Error(`${name} is not set (run through ctest)`);
-  return process.env[name];
-};
-const { chromium } = createRequire(join(env('PGFLEET_WEB_NODE_MODULES'), 'noop.js'))('playwright-core');
-const artifacts = env('PGFLEET_WEB_ARTIFACTS');
-mkdirSync(artifacts, { recursive: true });
 
 const fleet = new Fleet({ controllerBinary: env('PGFLEET_CONTROLLER_BINARY'), agentBinary: env('PGFLEET_AGENT_BINARY') });
 let browser;
 let agents;
-const consoleErrors = [];
 
-// Every page the browser opens fails the test on a console error or an uncaught exception.
-function watch(page, who) {
-  page.on('console', (message) => {
-    if (message.type() === 'error') consoleErrors.push(`${who}: ${message.text()} (${message.location().url})`);
-  });
-  page.on('pageerror', (error) => consoleErrors.push(`${who}: uncaught ${error.message}`));
-  return page;
-}
-
-// Every screenshot is an artifact; one per page is also the README's (docs/screenshots/).
-async function screenshot(page, name, { forReadme = true } = {}) {
-  const file = join(artifacts, `${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  if (forReadme && process.env.PGFLEET_UPDATE_SCREENSHOTS === '1') {
-    const docs = join(here, '..', '..', 'docs', 'screenshots');
-    mkdirSync(docs, { recursive: true });
-    copyFileSync(file, join(docs, `${name}.png`));
-  }
-}
-
-async function login(page, token) {
-  await page.goto(fleet.url);
-  await page.waitForURL(/#\/login$/);
-  await page.getByLabel('API token').fill(token);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.locator('#agents-table').waitFor();
-}
+const login = (page, token) => loginAt(page, fleet.url, token);
 
 before(async () => {
   await fleet.startPostgres();
@@ -81,14 +43,7 @@ before(async () => {
     const { json } = await fleet.api('ListAgents', { token: operator });
     return (json?.agents ?? []).filter((a) => Number(a.appliedVersion) === v1).length === 2;
   });
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    // A fresh profile is made by playwright for each launch; these keep Chromium from calling
-    // home on a closed network.
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {

@@ -107,7 +107,8 @@ export class Fleet {
     this.url = `http://127.0.0.1:${this.httpPort}/`;
   }
 
-  async startAgent({ id, env }) {
+  // `labels`: what the agent reports to the controller (--labels=k=v,k=v).
+  async startAgent({ id, env, labels = '' }) {
     const port = await freePort();
     const ini = join(this.dir, `${id}.ini`);
     const userlist = join(this.dir, 'userlist.txt');
@@ -116,7 +117,7 @@ export class Fleet {
     const log = join(this.dir, `${id}.log`);
     const child = spawn(this.agentBinary, [`--controller=127.0.0.1:${this.grpcPort}`, `--env=${env}`, `--agent-id=${id}`,
       // Every agent of an environment runs on this host: each keeps its own port.
-      `--state-dir=${join(this.dir, `${id}-state`)}`, '--local-listeners', ini],
+      `--state-dir=${join(this.dir, `${id}-state`)}`, '--local-listeners', ...(labels ? [`--labels=${labels}`] : []), ini],
       { stdio: ['ignore', 'ignore', openSync(log, 'a')] });
     this.children.push(child);
     return { id, env, port, ini, child };

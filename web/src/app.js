@@ -20,7 +20,7 @@ const routes = [
   { pattern: /^\/agents\/([^/]+)$/, page: agentPage, nav: 'overview' },
   { pattern: /^\/rollouts(?:\/(\d+))?$/, page: rolloutsPage, nav: 'rollouts' },
   { pattern: /^\/maintenance$/, page: maintenancePage, nav: 'maintenance' },
-  { pattern: /^\/configs(?:\/([^/]+))?$/, page: configsPage, nav: 'configs' },
+  { pattern: /^\/configs(?:\/([^/]+)(?:\/(\d+))?)?$/, page: configsPage, nav: 'configs' },
 ];
 
 let current = null;   // { instance, timer }
