@@ -187,7 +187,7 @@ test('the config page shows base, overlays in precedence order, per-agent render
   assert.equal(await row.locator('code.fingerprint').textContent(), await fingerprint(v.adminSecret));
   assert.notEqual(await fingerprint(v.adminSecret), await fingerprint(v.appSecret));
   assert.match(await row.textContent(), new RegExp(`was ${await fingerprint(v.appSecret)}`));
-  await screenshot(page, 'config-files');
+  await screenshot(page, 'config-files', { forReadme: false });
 
   row = await showVersion(v.iniOnly);
   assert.equal(await row.getAttribute('data-state'), 'unchanged');

@@ -137,6 +137,7 @@ export const configsPage = {
     let shownKey = '';
     const versionCache = new Map();     // Versions never change once pushed.
     const renderCache = new Map();      // version|agent|labels -> RenderedConfig (or an error).
+    let mounted = true;                 // A refresh may still finish after the page is left.
 
     const getVersion = (v) => {
       if (!versionCache.has(v)) {
@@ -149,7 +150,7 @@ export const configsPage = {
     function rememberInUrl() {
       const agentPart = chosenAgent ? `?agent=${encodeURIComponent(chosenAgent)}` : '';
       const hash = `#/configs/${encodeURIComponent(env)}${selected ? `/${selected}` : ''}${agentPart}`;
-      if (location.hash !== hash) history.replaceState(null, '', hash);
+      if (mounted && location.hash !== hash) history.replaceState(null, '', hash);
     }
 
     async function showDiff() {
@@ -256,6 +257,7 @@ export const configsPage = {
 
     return {
       title: 'Config history',
+      unmount() { mounted = false; },
       async refresh() {
         const envs = (await api.get('ListEnvironments')).environments ?? [];
         env = env || envSelect.value || envs[0]?.name || '';
