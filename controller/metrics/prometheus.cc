@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 
@@ -81,8 +82,12 @@ std::string FormatValue(double value) {
   if (value == std::floor(value) && std::fabs(value) < 1e15) {
     return absl::StrCat(static_cast<int64_t>(value));
   }
+  // The shortest form that reads back as the same double: le="0.1", not 0.10000000000000001.
   char buffer[32];
-  snprintf(buffer, sizeof(buffer), "%.17g", value);
+  for (int precision = 1; precision <= 17; ++precision) {
+    snprintf(buffer, sizeof(buffer), "%.*g", precision, value);
+    if (strtod(buffer, nullptr) == value) break;
+  }
   return buffer;
 }
 
