@@ -331,7 +331,12 @@ TEST_F(ObservabilityTest, RolloutShowsItsStatePhaseAndWave) {
                                            ",version=\"", base, "\"}")),
             1);
 
-  FleetctlResult abort = Ctl({"rollout", "abort", "--env", kEnv});
+  PGF_ASSERT_OK_AND_ASSIGN(std::string running, ControllerMetrics());
+  std::optional<double> rollout_id =
+      SeriesValue(running, absl::StrCat("pgfleet_controller_rollout_id{", env, "}"));
+  ASSERT_TRUE(rollout_id.has_value()) << running;
+  FleetctlResult abort =
+      Ctl({"rollout", "abort", absl::StrCat(static_cast<uint64_t>(*rollout_id))});
   ASSERT_EQ(abort.exit_code, 0) << abort.Describe();
   PGF_ASSERT_OK(AwaitControllerSeries(
       absl::StrCat("pgfleet_controller_rollout_state{", env, ",state=\"aborted\"}"), 1));
@@ -529,12 +534,14 @@ TEST_F(ObservabilityTest, MonitoringFilesMatchTheExporters) {
       absl::StrAppend(&exprs, (*it)[1].str(), "\n");
     }
     EXPECT_FALSE(exprs.empty()) << entry.path() << " has no queries";
-    EXPECT_THAT(unknown_names(exprs), ::testing::IsEmpty())
-        << entry.path() << " queries metrics no exporter declares";
+    const std::set<std::string> unknown = unknown_names(exprs);
+    EXPECT_TRUE(unknown.empty()) << entry.path() << " queries metrics no exporter declares: "
+                                 << absl::StrJoin(unknown, ", ");
   }
   EXPECT_EQ(dashboards, 2);
-  EXPECT_THAT(unknown_names(ReadWhole(rules)), ::testing::IsEmpty())
-      << "the alert rules use metrics no exporter declares";
+  const std::set<std::string> unknown_in_rules = unknown_names(ReadWhole(rules));
+  EXPECT_TRUE(unknown_in_rules.empty()) << "the alert rules use metrics no exporter declares: "
+                                        << absl::StrJoin(unknown_in_rules, ", ");
 }
 
 }  // namespace
