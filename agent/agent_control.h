@@ -72,6 +72,10 @@ class AgentControl {
 struct ControlPlaneStatus {
   uint64_t applied_config_version = 0;  // 0: the local config file.
   bool link_up = false;
+  bool configured = false;  // Started with --controller (fleet mode).
+  // The link's state (LinkStateName: connecting, connected, backoff, stopped); empty when not
+  // configured.
+  std::string link_state;
 };
 
 }  // namespace pgfleet::agent

@@ -54,6 +54,9 @@ constexpr char kUsage[] =
     "  --http-port-file=FILE  write the bound HTTP port there once listening\n"
     "  --http-max-connections=N  open HTTP connections at most; one more is answered\n"
     "                         503 and closed (default 256)\n"
+    "  --metrics-require-token  GET /metrics (Prometheus, on the HTTP listener) needs an\n"
+    "                         operator token (Authorization: Bearer, any role); without\n"
+    "                         it /metrics is open like /healthz (default)\n"
     "  --config=FILE          read these flags from FILE, `flag = value` lines\n"
     "  -v, --verbose          log debug messages\n"
     "  -h, --help             print this help\n"
@@ -187,6 +190,7 @@ ControllerCommandLine ParseControllerCommandLine(int argc, const char* const* ar
   CLI::Option* web_root_option = app.add_option("--web-root", web_root);
   app.add_option("--http-port-file", flags.http_port_file);
   app.add_option("--http-max-connections", flags.http_max_connections);
+  app.add_flag("--metrics-require-token", flags.metrics_require_token);
   for (CLI::Option* option : app.get_options()) {
     option->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   }

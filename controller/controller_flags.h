@@ -20,8 +20,9 @@ struct ControllerFlags {
   std::string http_listen = "127.0.0.1:7080";  // Empty: no dashboard.
   bool http_listen_given = false;              // Failing to bind it is then fatal.
   std::string http_port_file;
-  int http_max_connections = 256;  // Open HTTP connections; one more is answered 503.
-  std::string web_root;            // Resolved: the flag, or web/dist next to the build, or share/.
+  int http_max_connections = 256;      // Open HTTP connections; one more is answered 503.
+  bool metrics_require_token = false;  // GET /metrics needs an operator token (any role).
+  std::string web_root;  // Resolved: the flag, or web/dist next to the build, or share/.
   bool insecure = false;
   bool insecure_agents = false;
   absl::Duration agent_hello_timeout = absl::Seconds(10);

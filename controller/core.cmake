@@ -16,7 +16,8 @@ add_library(pgfleet_controller_core STATIC
   ${CMAKE_CURRENT_SOURCE_DIR}/registry/label_selector.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/rollout/rollout_engine.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/rollout/connection_budget.cc
-  ${CMAKE_CURRENT_SOURCE_DIR}/maintenance/orchestrator.cc)
+  ${CMAKE_CURRENT_SOURCE_DIR}/maintenance/orchestrator.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/metrics/controller_metrics.cc)
 target_include_directories(pgfleet_controller_core PUBLIC ${PROJECT_SOURCE_DIR})
 target_link_libraries(pgfleet_controller_core
   PUBLIC pgfleet_controller_store pgfleet_config pgfleet_proto pgfleet_common
@@ -25,7 +26,10 @@ target_link_libraries(pgfleet_controller_core
   PRIVATE pgfleet_warnings)
 
 add_executable(pgfleet-controller ${CMAKE_CURRENT_SOURCE_DIR}/main.cc)
-target_link_libraries(pgfleet-controller PRIVATE pgfleet_controller_core pgfleet_warnings)
+# grpc++_reflection: server reflection, so grpcurl lists and calls the services.
+find_package(gRPC CONFIG REQUIRED)  # Its targets are imported per directory (proto/ has them).
+target_link_libraries(pgfleet-controller PRIVATE pgfleet_controller_core gRPC::grpc++_reflection
+                      pgfleet_warnings)
 
 # ---- The dashboard: HTTP listener + JSON API (controller/http/) and its web files (web/) ----
 target_sources(pgfleet_controller_core PRIVATE

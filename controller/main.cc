@@ -1,6 +1,8 @@
 // pgfleet-controller: the fleet's control plane. Stores config versions in SQLite, keeps a
 // stream to every agent, and serves the operators' API.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -31,6 +33,7 @@
 #include "controller/http/http_server.h"
 #include "controller/http/metrics_history.h"
 #include "controller/maintenance/orchestrator.h"
+#include "controller/metrics/controller_metrics.h"
 #include "controller/registry/agent_registry.h"
 #include "controller/rollout/rollout_engine.h"
 #include "controller/secrets/keyring_setup.h"
@@ -187,6 +190,14 @@ int main(int argc, char** argv) {
   // The one operator API; both wires below are adapters over it.
   pgfleet::controller::ControlApi control(**store, clock, api, rollout_api, maintenance_api,
                                           token_admin);
+  // /metrics: the fleet from the store and the registry, and every API request both wires
+  // pass to `control`.
+  pgfleet::controller::ControllerMetrics controller_metrics(**store, api, registry, clock);
+  control.set_call_observer([&controller_metrics](pgfleet::controller::Wire wire,
+                                                  const pgfleet::controller::ApiMethod& method,
+                                                  absl::StatusCode code, double seconds) {
+    controller_metrics.ObserveApiCall(wire, method, code, seconds);
+  });
   pgfleet::controller::TokenServiceImpl token_service(control);
   pgfleet::controller::MaintenanceServiceImpl maintenance_service(control);
   pgfleet::controller::FleetServiceImpl fleet_service(control);
@@ -204,6 +215,10 @@ int main(int argc, char** argv) {
     credentials = grpc::InsecureServerCredentials();
   }
   int bound_port = 0;
+  // grpc.health.v1.Health (standard probes, grpc_health_probe) and server reflection
+  // (grpcurl): both must be set up before the builder exists.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(listen, credentials, &bound_port);
   builder.RegisterService(&agent_service);
@@ -230,6 +245,25 @@ int main(int argc, char** argv) {
     fprintf(stderr, "pgfleet-controller: cannot listen on %s\n", listen.c_str());
     return 1;
   }
+  // NOT_SERVING until the start-up below is done (the store is open and migrated already);
+  // "" is the whole server, and each service has its own name for per-service probes.
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  const std::vector<std::string> health_services = {
+      "",
+      pgfleet::v1::AgentService::service_full_name(),
+      pgfleet::v1::FleetService::service_full_name(),
+      pgfleet::v1::RolloutService::service_full_name(),
+      pgfleet::v1::MaintenanceService::service_full_name(),
+      pgfleet::v1::TokenService::service_full_name(),
+      pgfleet::v1::SecretsService::service_full_name()};
+  auto set_serving = [&](bool serving) {
+    controller_metrics.set_ready(serving);
+    if (health == nullptr) return;
+    for (const std::string& service : health_services) {
+      health->SetServingStatus(service, serving);
+    }
+  };
+  set_serving(false);
   PGF_INFO("controller", "pgfleet-controller listening on %s (port %d, %s), database %s", listen,
            bound_port, tls ? "mutual TLS for agents" : "plaintext", db);
   if (agent_auth.insecure_agents) {
@@ -244,12 +278,15 @@ int main(int argc, char** argv) {
 
   pgfleet::controller::MetricsHistory metrics_history;
   pgfleet::controller::ApiRouter api_router(control, metrics_history);
+  const bool metrics_require_token = flags.metrics_require_token;
   std::unique_ptr<pgfleet::controller::HttpServer> http;
   if (!flags.http_listen.empty()) {
     pgfleet::controller::HttpServerOptions http_options;
     http_options.listen = flags.http_listen;
     http_options.web_root = flags.web_root;
     http_options.max_connections = flags.http_max_connections;
+    http_options.render_metrics = [&controller_metrics] { return controller_metrics.Render(); };
+    http_options.metrics_require_token = metrics_require_token;
     http = std::make_unique<pgfleet::controller::HttpServer>(http_options, api_router,
                                                              metrics_history, registry);
     absl::StatusOr<int> http_port = http->Start();
@@ -271,6 +308,8 @@ int main(int argc, char** argv) {
     }
   }
 
+  set_serving(true);
+
   // Signals end the server from a thread of their own; a kill -9 loses nothing committed.
   std::thread janitor([&] {
     while (true) {
@@ -278,6 +317,8 @@ int main(int argc, char** argv) {
       int sig = sigtimedwait(&signals, nullptr, &wait);
       if (sig == SIGINT || sig == SIGTERM) {
         PGF_INFO("controller", "signal %d: shutting down", sig);
+        set_serving(false);  // Probes see it go before the listeners do.
+
         server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
         return;
       }

@@ -107,7 +107,8 @@ class FleetAgent {
   LinkState link_state() const { return link_->state(); }
   uint64_t applied_version() const { return applied_version_.load(); }
   ControlPlaneStatus status() const {
-    return {applied_version(), link_state() == LinkState::kConnected};
+    const LinkState state = link_state();
+    return {applied_version(), state == LinkState::kConnected, true, LinkStateName(state)};
   }
 
   // The metrics report of one snapshot (loop thread).

@@ -345,6 +345,23 @@ std::string RenderPrometheusMetrics(const Agent& agent, const StatsSnapshot& sna
   out.Family("pgfleet_agent_controller_link_up", "gauge",
              "1 while the stream to pgfleet-controller is connected (0 also without --controller)");
   out.Sample("pgfleet_agent_controller_link_up", {}, control_plane.link_up ? "1" : "0");
+  out.Family("pgfleet_agent_controller_configured", "gauge",
+             "1 when the agent was started with --controller (fleet mode): link_up 0 is then a "
+             "link down, not a standalone agent");
+  out.Sample("pgfleet_agent_controller_configured", {}, control_plane.configured ? "1" : "0");
+  // Without --controller there is no link: the family is left out (no empty families).
+  if (control_plane.configured) {
+    out.Family("pgfleet_agent_controller_link_state", "gauge",
+               "1 for the state of the stream to pgfleet-controller (connecting, connected, "
+               "backoff, stopped); only with --controller");
+    for (const char* state : {"connecting", "connected", "backoff", "stopped"}) {
+      out.Sample("pgfleet_agent_controller_link_state", {{"state", state}},
+                 control_plane.link_state == state ? "1" : "0");
+    }
+  }
+  out.Family("pgfleet_agent_restart_pending", "gauge",
+             "Settings of the running config that take effect only after a restart (0: none)");
+  out.Sample("pgfleet_agent_restart_pending", {}, absl::StrCat(agent.restart_pending().size()));
 
   return out.Take();
 }

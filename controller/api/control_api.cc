@@ -1,6 +1,7 @@
 #include "controller/api/control_api.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -190,15 +191,37 @@ absl::StatusOr<std::unique_ptr<pb::Message>> ControlApi::Invoke(const Caller& ca
   return method.run(caller, request);
 }
 
+const char* WireName(Wire wire) { return wire == Wire::kGrpc ? "grpc" : "http"; }
+
+absl::StatusOr<std::unique_ptr<pb::Message>> ControlApi::Serve(Wire wire,
+                                                               const std::string& authorization,
+                                                               const ApiMethod& method,
+                                                               const RequestSource& request) const {
+  const auto started = std::chrono::steady_clock::now();
+  auto serve = [&]() -> absl::StatusOr<std::unique_ptr<pb::Message>> {
+    PGF_ASSIGN_OR_RETURN(Caller caller, Authenticate(authorization));
+    PGF_ASSIGN_OR_RETURN(const pb::Message* message, request());
+    return Invoke(caller, method, *message);
+  };
+  absl::StatusOr<std::unique_ptr<pb::Message>> result = serve();
+  if (observer_) {
+    observer_(wire, method, result.status().code(),
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  }
+  return result;
+}
+
 absl::Status ControlApi::Call(const std::string& authorization, const std::string& service,
                               const std::string& name, const pb::Message& request,
                               pb::Message* response) const {
-  PGF_ASSIGN_OR_RETURN(Caller caller, Authenticate(authorization));
   const ApiMethod* method = Find(service, name);
   if (method == nullptr) {
     return absl::UnimplementedError(absl::StrCat(service, "/", name, " has no API entry"));
   }
-  PGF_ASSIGN_OR_RETURN(std::unique_ptr<pb::Message> result, Invoke(caller, *method, request));
+  PGF_ASSIGN_OR_RETURN(
+      std::unique_ptr<pb::Message> result,
+      Serve(Wire::kGrpc, authorization, *method,
+            [&request]() -> absl::StatusOr<const pb::Message*> { return &request; }));
   response->CopyFrom(*result);
   return absl::OkStatus();
 }

@@ -42,6 +42,15 @@ struct ApiMethod {
       run;
 };
 
+// The transport a request came in on: a label of the API's request metrics.
+enum class Wire { kGrpc, kHttp };
+const char* WireName(Wire wire);
+
+// Told of every request Serve answers: which method, on which wire, its status and how long
+// authenticating, parsing and running it took. The controller's /metrics counts them.
+using ApiCallObserver =
+    std::function<void(Wire wire, const ApiMethod& method, absl::StatusCode code, double seconds)>;
+
 class ControlApi {
  public:
   ControlApi(Store& store, const Clock& clock, FleetApi& fleet, RolloutApi& rollouts,
@@ -61,7 +70,18 @@ class ControlApi {
   absl::StatusOr<std::unique_ptr<google::protobuf::Message>> Invoke(
       const Caller& caller, const ApiMethod& method,
       const google::protobuf::Message& request) const;
-  // Authenticate + Find + Invoke, with the response copied into `response` (gRPC adapters).
+  // What both wires call for a request to `method`: Authenticate, then `request` (which makes
+  // the request message from the wire's bytes: JSON for HTTP, already parsed for gRPC), then
+  // Invoke; the observer is told of the outcome, so requests are counted here, once, whichever
+  // wire carried them.
+  using RequestSource = std::function<absl::StatusOr<const google::protobuf::Message*>()>;
+  absl::StatusOr<std::unique_ptr<google::protobuf::Message>> Serve(
+      Wire wire, const std::string& authorization, const ApiMethod& method,
+      const RequestSource& request) const;
+  // Set before the wires start.
+  void set_call_observer(ApiCallObserver observer) { observer_ = std::move(observer); }
+
+  // Find + Serve on the gRPC wire, with the response copied into `response` (gRPC adapters).
   absl::Status Call(const std::string& authorization, const std::string& service,
                     const std::string& name, const google::protobuf::Message& request,
                     google::protobuf::Message* response) const;
@@ -79,6 +99,7 @@ class ControlApi {
       secrets_;  // Needs only the store and the clock: owned here, so main.cc wires nothing more.
   std::vector<ApiMethod> methods_;
   std::map<std::pair<std::string, std::string>, size_t> index_;
+  ApiCallObserver observer_;
 };
 
 }  // namespace pgfleet::controller

@@ -6,6 +6,13 @@
 #include "controller/api/secrets_api.h"
 
 namespace pgfleet::controller {
+
+const char* RolloutPhaseName(const RolloutRow& rollout) {
+  if (!IsActive(rollout.state)) return "done";
+  if (absl::StartsWith(rollout.reason, "holding")) return "holding";
+  return rollout.bake_started_unix_ms != 0 ? "baking" : "applying";
+}
+
 namespace {
 
 HealthLimits LimitsFrom(const pgfleet::v1::HealthThresholds& in) {
@@ -50,13 +57,7 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutApi::Describe(const RolloutRow& roll
   out.mutable_thresholds()->set_max_new_login_failures(rollout.limits.max_new_login_failures);
   out.set_state(RolloutStateName(rollout.state));
   out.set_current_wave(rollout.current_wave);
-  if (!IsActive(rollout.state)) {
-    out.set_phase("done");
-  } else if (absl::StartsWith(rollout.reason, "holding")) {
-    out.set_phase("holding");
-  } else {
-    out.set_phase(rollout.bake_started_unix_ms != 0 ? "baking" : "applying");
-  }
+  out.set_phase(RolloutPhaseName(rollout));
   out.set_failed_agent(rollout.failed_agent);
   out.set_reason(rollout.reason);
   out.set_created_by(rollout.created_by);

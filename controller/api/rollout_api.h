@@ -12,6 +12,10 @@
 
 namespace pgfleet::controller {
 
+// The phase the API shows for a rollout: applying, baking, holding (waiting on a health
+// threshold or a budget) or done (no longer active).
+const char* RolloutPhaseName(const RolloutRow& rollout);
+
 class RolloutApi {
  public:
   RolloutApi(Store& store, RolloutEngine& engine, AgentDirectory& agents, const Clock& clock)

@@ -140,16 +140,7 @@ ApiRouter::ApiRouter(ControlApi& api, MetricsHistory& metrics) : api_(api), metr
   namespace v1 = pgfleet::v1;
   constexpr bool kRead = true;
   for (const ApiMethod& method : api.methods()) {
-    routes_[method.name] =
-        Route{method.read_only,
-              [&api, &method](const Caller& caller,
-                              const std::string& json) -> absl::StatusOr<std::string> {
-                std::unique_ptr<pb::Message> request = method.new_request();
-                PGF_RETURN_IF_ERROR(ParseJsonInto(json, request.get()));
-                PGF_ASSIGN_OR_RETURN(std::unique_ptr<pb::Message> response,
-                                     api.Invoke(caller, method, *request));
-                return ToJson(*response);
-              }};
+    routes_[method.name] = Route{method.read_only, nullptr, &method};
   }
 
   // Dashboard-only reads, not in the gRPC services.
@@ -219,6 +210,18 @@ ApiResponse ApiRouter::Handle(const ApiRequest& request) {
   if (is_get && !route->second.read_only) {
     return ApiResponse{405, ErrorJson(absl::InvalidArgumentError(
                                 absl::StrCat(request.method, " changes the fleet: use POST")))};
+  }
+  if (const ApiMethod* method = route->second.api_method; method != nullptr) {
+    std::unique_ptr<pb::Message> parsed = method->new_request();
+    absl::StatusOr<std::unique_ptr<pb::Message>> response = api_.Serve(
+        Wire::kHttp, request.authorization, *method, [&]() -> absl::StatusOr<const pb::Message*> {
+          PGF_RETURN_IF_ERROR(ParseJsonInto(request.json, parsed.get()));
+          return parsed.get();
+        });
+    if (!response.ok()) return fail(response.status());
+    absl::StatusOr<std::string> json = ToJson(**response);
+    if (!json.ok()) return fail(json.status());
+    return ApiResponse{200, std::move(*json)};
   }
   absl::StatusOr<Caller> caller = api_.Authenticate(request.authorization);
   if (!caller.ok()) return fail(caller.status());

@@ -55,7 +55,9 @@ class ApiRouter {
   using Handler = std::function<absl::StatusOr<std::string>(const Caller&, const std::string&)>;
   struct Route {
     bool read_only = false;  // Reachable with GET; everything else needs POST.
-    Handler handler;
+    Handler handler;         // The dashboard's own routes.
+    // The ControlApi methods: served (authenticated, run and counted) by ControlApi::Serve.
+    const ApiMethod* api_method = nullptr;
   };
   ControlApi& api_;
   MetricsHistory& metrics_;

@@ -43,7 +43,9 @@ struct HttpServer::Connection {
 struct HttpServer::Job {
   evhttp_request* request = nullptr;  // Owned by libevent; touched on the event loop only.
   ApiRequest api;
+  bool metrics = false;  // GET /metrics rather than an API call.
   ApiResponse response;
+  const char* content_type = "application/json";
 };
 
 namespace {
@@ -446,6 +448,8 @@ void HttpServer::OnRequest(evhttp_request* request, void* self_ptr) {
     self->HandleApi(request, path.substr(5));
   } else if (path == "/healthz") {
     Reply(request, 200, "text/plain; charset=utf-8", "ok\n");
+  } else if (path == "/metrics" && self->options_.render_metrics) {
+    self->HandleMetrics(request);
   } else {
     self->ServeFile(request, path);
   }
@@ -512,6 +516,39 @@ void HttpServer::HandleApi(evhttp_request* request, const std::string& method) {
   work_cv_.notify_one();
 }
 
+void HttpServer::HandleMetrics(evhttp_request* request) {
+  auto reply_error = [request](int http_status, const absl::Status& status) {
+    Reply(request, http_status, "application/json", ErrorJson(status));
+  };
+  const evhttp_cmd_type command = evhttp_request_get_command(request);
+  if (command != EVHTTP_REQ_GET && command != EVHTTP_REQ_HEAD) {
+    reply_error(405, absl::InvalidArgumentError("/metrics: use GET"));
+    return;
+  }
+  if (options_.metrics_require_token) {
+    const char* authorization =
+        evhttp_find_header(evhttp_request_get_input_headers(request), "Authorization");
+    if (absl::Status authenticated = router_.Authenticate(authorization ? authorization : "");
+        !authenticated.ok()) {
+      reply_error(HttpStatusFor(authenticated), authenticated);
+      return;
+    }
+  }
+  if (pending_requests_ >= options_.max_pending_requests) {
+    reply_error(503, absl::UnavailableError("too many requests in progress: try again shortly"));
+    return;
+  }
+  auto job = std::make_unique<Job>();
+  job->request = request;
+  job->metrics = true;
+  ++pending_requests_;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queued_.push_back(std::move(job));
+  }
+  work_cv_.notify_one();
+}
+
 void HttpServer::WorkerLoop() {
   while (true) {
     std::unique_ptr<Job> job;
@@ -522,7 +559,15 @@ void HttpServer::WorkerLoop() {
       job = std::move(queued_.front());
       queued_.pop_front();
     }
-    job->response = router_.Handle(job->api);
+    if (job->metrics) {
+      absl::StatusOr<std::string> text = options_.render_metrics();
+      job->response = text.ok()
+                          ? ApiResponse{200, std::move(*text)}
+                          : ApiResponse{HttpStatusFor(text.status()), ErrorJson(text.status())};
+      if (text.ok()) job->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    } else {
+      job->response = router_.Handle(job->api);
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       finished_.push_back(std::move(job));
@@ -542,7 +587,7 @@ void HttpServer::SendFinishedJobs() {
     done.swap(finished_);
   }
   for (const std::unique_ptr<Job>& job : done) {
-    Reply(job->request, job->response.http_status, "application/json", job->response.json);
+    Reply(job->request, job->response.http_status, job->content_type, job->response.json);
     --pending_requests_;
   }
 }

@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -45,6 +46,12 @@ struct HttpServerOptions {
   int max_pending_requests = 64;
   // How often connected agents' newest reports are copied into the live metrics history.
   int sample_interval_ms = 500;
+  // GET /metrics: the Prometheus exposition text; rendered on a worker (it reads the store).
+  // Unset: /metrics is 404.
+  std::function<absl::StatusOr<std::string>()> render_metrics;
+  // Whether /metrics needs an operator token (any role) like the API; off by default, as
+  // Prometheus scrapers seldom carry one and the listener is loopback unless told otherwise.
+  bool metrics_require_token = false;
 };
 
 class HttpServer {
@@ -88,6 +95,7 @@ class HttpServer {
   static void OnJobsDone(evutil_socket_t, short, void* self);
   static void OnSampleTimer(evutil_socket_t, short, void* self);
   void HandleApi(evhttp_request* request, const std::string& path);
+  void HandleMetrics(evhttp_request* request);
   void ServeFile(evhttp_request* request, const std::string& path);
   void WorkerLoop();
   void SendFinishedJobs();

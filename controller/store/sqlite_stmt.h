@@ -5,6 +5,7 @@
 
 #include <sqlite3.h>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -13,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "controller/metrics/prometheus.h"
 
 namespace pgfleet::controller::sqlite {
 
@@ -123,11 +125,15 @@ class Stmt {
 
   // Runs a statement that returns no rows (or whose rows do not matter).
   absl::Status Run() {
-    while (true) {
-      absl::StatusOr<bool> row = Step();
-      if (!row.ok()) return row.status();
-      if (!*row) return absl::OkStatus();
+    // A write outside a Transaction is a transaction of its own: timed as a store write.
+    if (!sqlite3_stmt_readonly(stmt_) && sqlite3_get_autocommit(db_) != 0) {
+      const auto started = std::chrono::steady_clock::now();
+      absl::Status status = RunSteps();
+      metrics::StoreWriteLatency().Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+      return status;
     }
+    return RunSteps();
   }
 
   // Makes the statement runnable again, e.g. to rebind and run it for the next row.
@@ -157,6 +163,13 @@ class Stmt {
 
  private:
   Stmt(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  absl::Status RunSteps() {
+    while (true) {
+      absl::StatusOr<bool> row = Step();
+      if (!row.ok()) return row.status();
+      if (!*row) return absl::OkStatus();
+    }
+  }
   void Remember(int rc) {
     if (rc != SQLITE_OK && bind_rc_ == SQLITE_OK) bind_rc_ = rc;
   }
@@ -176,12 +189,14 @@ class Stmt {
 class Transaction {
  public:
   static absl::StatusOr<Transaction> BeginImmediate(sqlite3* db) {
+    const auto started = std::chrono::steady_clock::now();
     absl::Status status = ExecScript(db, "BEGIN IMMEDIATE", "begin transaction");
     if (!status.ok()) return status;
-    return Transaction(db);
+    return Transaction(db, started);
   }
 
-  Transaction(Transaction&& other) noexcept : db_(std::exchange(other.db_, nullptr)) {}
+  Transaction(Transaction&& other) noexcept
+      : db_(std::exchange(other.db_, nullptr)), started_(other.started_) {}
   Transaction& operator=(Transaction&&) = delete;
   Transaction(const Transaction&) = delete;
   Transaction& operator=(const Transaction&) = delete;
@@ -190,6 +205,9 @@ class Transaction {
   absl::Status Commit() {
     if (db_ == nullptr) return absl::FailedPreconditionError("transaction already finished");
     absl::Status status = ExecScript(db_, "COMMIT", "commit");
+    // BEGIN to COMMIT, the time the write lock was held: the store's write latency.
+    metrics::StoreWriteLatency().Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
     if (!status.ok()) {
       Rollback();
       return status;
@@ -199,7 +217,8 @@ class Transaction {
   }
 
  private:
-  explicit Transaction(sqlite3* db) : db_(db) {}
+  Transaction(sqlite3* db, std::chrono::steady_clock::time_point started)
+      : db_(db), started_(started) {}
   void Rollback() {
     if (db_ == nullptr) return;
     // SQLite rolls back by itself after some errors (SQLITE_FULL, IOERR, NOMEM, BUSY in
@@ -211,6 +230,7 @@ class Transaction {
   }
 
   sqlite3* db_ = nullptr;
+  std::chrono::steady_clock::time_point started_;
 };
 
 }  // namespace pgfleet::controller::sqlite
