@@ -7,6 +7,7 @@ add_library(pgfleet_controller_core STATIC
   ${CMAKE_CURRENT_SOURCE_DIR}/api/rollout_api.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/api/secrets_api.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/auth/tokens.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/config/ini_passwords.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/config/overlays.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/config/overlay_proto.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/auth/agent_identity.cc

@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "common/config/conn_string.h"
 #include "common/config/ini_parser.h"
 #include "common/status_macros.h"
 
@@ -422,62 +423,7 @@ absl::Status ApplyOption(const IniEntry& entry, Config& config) {
   return absl::OkStatus();
 }
 
-// ---- [databases] and [users]: libpq-style `key=value key='quoted '' value'` strings.
-
-struct ConnParam {
-  std::string key;
-  std::string value;
-};
-
-// PgBouncer's cstr_get_pair: values end at whitespace unless single-quoted, '' inside quotes
-// is a quote, and empty values are refused.
-absl::StatusOr<std::vector<ConnParam>> SplitConnString(absl::string_view s) {
-  std::vector<ConnParam> params;
-  auto is_space = [](char c) { return absl::ascii_isspace(static_cast<unsigned char>(c)); };
-  size_t i = 0;
-  for (;;) {
-    while (i < s.size() && is_space(s[i])) ++i;
-    if (i >= s.size()) break;
-    ConnParam param;
-    while (i < s.size() && s[i] != '=' && !is_space(s[i])) param.key += s[i++];
-    while (i < s.size() && is_space(s[i])) ++i;
-    if (param.key.empty()) return absl::InvalidArgumentError("missing parameter name before '='");
-    if (i >= s.size() || s[i] != '=') {
-      return absl::InvalidArgumentError(absl::StrCat("expected '=' after '", param.key, "'"));
-    }
-    ++i;
-    while (i < s.size() && is_space(s[i])) ++i;
-    if (i < s.size() && s[i] == '\'') {
-      for (++i;; ++i) {
-        if (i >= s.size()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("unterminated quoted value for '", param.key, "'"));
-        }
-        if (s[i] == '\'') {
-          if (i + 1 < s.size() && s[i + 1] == '\'') {
-            param.value += '\'';
-            ++i;
-            continue;
-          }
-          ++i;
-          break;
-        }
-        param.value += s[i];
-      }
-      if (i < s.size() && !is_space(s[i])) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("unexpected text after quoted value for '", param.key, "'"));
-      }
-    } else {
-      while (i < s.size() && !is_space(s[i])) param.value += s[i++];
-    }
-    if (param.value.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("empty value for '", param.key, "'"));
-    }
-    params.push_back(std::move(param));
-  }
-  return params;
-}
+// ---- [databases] and [users]: libpq-style strings (conn_string.h).
 
 absl::Status SetOptionalInt(absl::string_view value, std::optional<int>& out) {
   PGF_ASSIGN_OR_RETURN(out, ParseInt(value, 0, INT_MAX));

@@ -1,5 +1,6 @@
 #include "common/config/overlay.h"
 
+#include <algorithm>
 #include <optional>
 
 #include "absl/strings/ascii.h"
@@ -37,7 +38,8 @@ std::string FormatKey(const std::string& key) {
 }
 
 // The key of a `key = value` line (the ini parser's rules), or nullopt for other lines.
-std::optional<std::string> KeyOfLine(absl::string_view stripped) {
+// `key_end` gets the offset in `stripped` just past the key (its closing quote included).
+std::optional<std::string> KeyOfLine(absl::string_view stripped, size_t* key_end) {
   if (stripped.empty() || stripped.front() == ';' || stripped.front() == '#' ||
       stripped.front() == '[' || stripped.front() == '%') {
     return std::nullopt;
@@ -52,6 +54,7 @@ std::optional<std::string> KeyOfLine(absl::string_view stripped) {
           ++i;
           continue;
         }
+        *key_end = i + 1;
         return key;
       }
       key += stripped[i];
@@ -63,6 +66,7 @@ std::optional<std::string> KeyOfLine(absl::string_view stripped) {
     key += stripped[i++];
   }
   if (key.empty()) return std::nullopt;
+  *key_end = i;
   return key;
 }
 
@@ -74,29 +78,9 @@ std::optional<std::string> SectionOfLine(absl::string_view stripped) {
   return std::string(absl::StripAsciiWhitespace(stripped.substr(1, close - 1)));
 }
 
-struct Line {
-  std::string text;
-  std::optional<std::string> section;  // A header line.
-  std::optional<std::string> key;      // A key line.
-  std::string in_section;              // The section a key line is in ("" before any).
-};
+using Line = IniTextLine;
 
-std::vector<Line> Scan(const std::vector<std::string>& texts) {
-  std::vector<Line> lines;
-  std::string current;
-  for (const std::string& text : texts) {
-    Line line;
-    line.text = text;
-    absl::string_view stripped = absl::StripAsciiWhitespace(text);
-    if ((line.section = SectionOfLine(stripped))) {
-      current = *line.section;
-    } else if ((line.key = KeyOfLine(stripped))) {
-      line.in_section = current;
-    }
-    lines.push_back(std::move(line));
-  }
-  return lines;
-}
+std::vector<Line> Scan(const std::vector<std::string>& texts) { return ScanIniLines(texts); }
 
 bool Matches(const Line& line, const std::string& section, const std::string& key) {
   return line.key && SameSection(line.in_section, section) && SameKey(section, *line.key, key);
@@ -149,6 +133,35 @@ void Set(std::vector<std::string>& texts, const OverlaySetting& edit) {
 }
 
 }  // namespace
+
+std::vector<IniTextLine> ScanIniLines(const std::vector<std::string>& texts) {
+  std::vector<IniTextLine> lines;
+  std::string current;
+  for (const std::string& text : texts) {
+    IniTextLine line;
+    line.text = text;
+    const size_t indent = std::min(text.size(), text.find_first_not_of(" \t\r\n\f\v"));
+    absl::string_view stripped = absl::StripAsciiWhitespace(text);
+    size_t key_end = 0;
+    if ((line.section = SectionOfLine(stripped))) {
+      current = *line.section;
+    } else if ((line.key = KeyOfLine(stripped, &key_end))) {
+      line.in_section = current;
+      size_t i = indent + key_end;
+      while (i < text.size() && absl::ascii_isspace(static_cast<unsigned char>(text[i]))) ++i;
+      if (i < text.size() && text[i] == '=') {
+        ++i;
+        while (i < text.size() && absl::ascii_isspace(static_cast<unsigned char>(text[i]))) ++i;
+        line.value_begin = i;
+        size_t end = text.size();
+        while (end > i && absl::ascii_isspace(static_cast<unsigned char>(text[end - 1]))) --end;
+        line.value_end = end;
+      }
+    }
+    lines.push_back(std::move(line));
+  }
+  return lines;
+}
 
 std::string ConfigOverlay::Describe(int position) const {
   if (!name.empty()) return absl::StrCat("overlay \"", name, "\"");

@@ -16,6 +16,7 @@
 // controller and fleetctl share one spelling of the format.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -73,5 +74,20 @@ bool SameKey(const std::string& section, const std::string& a, const std::string
 // unchanged, byte for byte.
 std::string ApplyOverlays(const std::string& base,
                           const std::vector<const ConfigOverlay*>& overlays);
+
+// One line of an ini text, as the overlay edits see it.
+struct IniTextLine {
+  std::string text;
+  std::optional<std::string> section;  // A `[name]` header line.
+  std::optional<std::string> key;      // A `key = value` line.
+  std::string in_section;              // The section a key line is in ("" before any).
+  // Where a key line's value sits in `text` (surrounding whitespace excluded); both npos when
+  // the line has no '='.
+  size_t value_begin = std::string::npos;
+  size_t value_end = std::string::npos;
+};
+
+// Classifies each line of a text split on '\n'.
+std::vector<IniTextLine> ScanIniLines(const std::vector<std::string>& texts);
 
 }  // namespace pgfleet::config

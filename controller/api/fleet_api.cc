@@ -15,6 +15,7 @@
 #include "common/status_macros.h"
 #include "controller/api/secrets_api.h"
 #include "controller/auth/tokens.h"
+#include "controller/config/ini_passwords.h"
 #include "controller/config/overlay_proto.h"
 #include "controller/config/overlays.h"
 #include "controller/maintenance/orchestrator.h"
@@ -44,7 +45,8 @@ pgfleet::v1::ConfigVersion VersionToProto(const ConfigVersionRow& row) {
   out.set_version(row.version);
   out.set_environment(row.environment);
   out.set_sha256(row.sha256);
-  out.set_ini_text(row.ini_text);
+  // Passwords written in the ini are secret material too: shown redacted, to every role.
+  out.set_ini_text(RedactIniPasswords(row.ini_text));
   out.set_author(row.author);
   out.set_message(row.message);
   out.set_created_unix_ms(row.created_unix_ms);
@@ -57,7 +59,7 @@ pgfleet::v1::ConfigVersion VersionToProto(const ConfigVersionRow& row) {
     info->set_expires_unix_ms(overlap.expires_unix_ms);
   }
   out.set_secrets_error(row.secrets_error);
-  for (const config::ConfigOverlay& overlay : row.overlays) {
+  for (const config::ConfigOverlay& overlay : RedactOverlayPasswords(row.overlays)) {
     *out.add_overlays() = OverlayToProto(overlay);
   }
   return out;
@@ -194,7 +196,7 @@ absl::StatusOr<pgfleet::v1::RenderedConfig> FleetApi::RenderConfig(
   pgfleet::v1::RenderedConfig out;
   out.set_version(rendered.version);
   out.set_agent_id(agent.agent_id);
-  out.set_ini_text(rendered.ini_text);
+  out.set_ini_text(RedactIniPasswords(rendered.ini_text));
   out.set_sha256(rendered.sha256);
   for (const std::string& name : rendered.applied_overlays) out.add_applied_overlays(name);
   return out;

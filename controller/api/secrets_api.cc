@@ -11,6 +11,7 @@
 #include "common/config/auth_file.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "controller/config/ini_passwords.h"
 #include "controller/secrets/tls_material.h"
 
 namespace pgfleet::controller {
@@ -145,8 +146,17 @@ absl::StatusOr<ConfigVersionRow> AddDerivedVersionOnce(
   }
   ConfigVersionDraft draft;
   draft.environment = environment;
-  draft.ini_text = ini_text.has_value() ? *ini_text : newest.ini_text;
-  draft.overlays = config_overlays != nullptr ? *config_overlays : newest.overlays;
+  draft.ini_text = newest.ini_text;
+  draft.overlays = newest.overlays;
+  // What the API showed was redacted (ini_passwords.h): a `password=<redacted>` pushed back
+  // keeps the newest version's password for that database.
+  if (ini_text.has_value()) {
+    PGF_ASSIGN_OR_RETURN(draft.ini_text, RestoreIniPasswords(*ini_text, newest.ini_text));
+  }
+  if (config_overlays != nullptr) {
+    PGF_ASSIGN_OR_RETURN(draft.overlays, RestoreOverlayPasswords(*config_overlays,
+                                                                 newest.overlays, newest.ini_text));
+  }
   draft.author = author;
   draft.message = message;
   draft.expected_parent = newest.version;

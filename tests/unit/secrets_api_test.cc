@@ -316,5 +316,70 @@ TEST_F(SecretsApiTest, RotationOpensAndClosesAnOverlap) {
   EXPECT_TRUE(absl::IsFailedPrecondition(secrets_->BeginRotation(kAdmin, begin).status()));
 }
 
+// Passwords written in the ini itself (PgBouncer's `password=` in [databases]): shown redacted
+// by every API call, sent in full to agents, and kept when the redacted text is pushed back.
+TEST_F(SecretsApiTest, IniPasswordsAreRedactedInTheApiAndKeptOnARoundTrip) {
+  const std::string ini =
+      "[databases]\napp = host=127.0.0.1 dbname=app user=app password='Ini Pw-9'\n"
+      "[pgbouncer]\nlisten_port = 6432\nauth_type = trust\n";
+  pgfleet::v1::PushConfigRequest push;
+  push.set_environment("prod");
+  push.set_ini_text(ini);
+  pgfleet::v1::ConfigOverlay* overlay = push.add_overlays();
+  overlay->set_agent_id("a1");
+  pgfleet::v1::OverlaySetting* setting = overlay->add_set();
+  setting->set_section("databases");
+  setting->set_key("zonedb");
+  setting->set_value("host=10.0.0.9 password=Overlay-Pw-8");
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ConfigVersion v1, fleet_->PushConfig(kOperator, push));
+  RecordingAgent* agent = Connect("a1");
+  SetDesired(v1.version());
+
+  auto leaks = [](const std::string& text) {
+    return absl::StrContains(text, "Ini Pw-9") || absl::StrContains(text, "Overlay-Pw-8");
+  };
+  pgfleet::v1::GetConfigRequest get;
+  get.set_version(v1.version());
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ConfigVersion shown, fleet_->GetConfig(kAdmin, get));
+  EXPECT_FALSE(leaks(shown.DebugString())) << shown.DebugString();
+  EXPECT_TRUE(absl::StrContains(shown.ini_text(), "password=<redacted>"));
+  pgfleet::v1::ListConfigsRequest list;
+  list.set_environment("prod");
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ListConfigsResponse listed,
+                           fleet_->ListConfigs(kViewer, list));
+  EXPECT_FALSE(leaks(listed.DebugString()));
+  pgfleet::v1::RenderConfigRequest render;
+  render.set_agent_id("a1");
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::RenderedConfig rendered,
+                           fleet_->RenderConfig(kViewer, render));
+  EXPECT_TRUE(absl::StrContains(rendered.ini_text(), "zonedb = host=10.0.0.9 password=<redacted>"))
+      << rendered.ini_text();
+  EXPECT_FALSE(leaks(rendered.DebugString()));
+  // The agent gets the real thing.
+  ASSERT_FALSE(agent->Configs().empty());
+  EXPECT_TRUE(absl::StrContains(agent->Configs().back().ini_text(), "password='Ini Pw-9'"));
+  EXPECT_TRUE(absl::StrContains(agent->Configs().back().ini_text(), "password=Overlay-Pw-8"));
+
+  // `config show` > edit > `config push`: the redacted passwords are the ones v1 had.
+  pgfleet::v1::PushConfigRequest again;
+  again.set_environment("prod");
+  std::string edited = shown.ini_text();
+  edited.replace(edited.find("6432"), 4, "6433");
+  again.set_ini_text(edited);
+  *again.mutable_overlays() = shown.overlays();
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ConfigVersion v2, fleet_->PushConfig(kOperator, again));
+  SetDesired(v2.version());
+  const std::string sent = agent->Configs().back().ini_text();
+  EXPECT_TRUE(absl::StrContains(sent, "listen_port = 6433")) << sent;
+  EXPECT_TRUE(absl::StrContains(sent, "password='Ini Pw-9'")) << sent;
+  EXPECT_TRUE(absl::StrContains(sent, "password=Overlay-Pw-8")) << sent;
+
+  // A redacted password for a database that never had one cannot be kept: refused, named.
+  again.set_ini_text(edited + "[databases]\nfresh = host=x password=<redacted>\n");
+  absl::StatusOr<pgfleet::v1::ConfigVersion> refused = fleet_->PushConfig(kOperator, again);
+  EXPECT_TRUE(absl::IsInvalidArgument(refused.status())) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "'fresh'")) << refused.status();
+}
+
 }  // namespace
 }  // namespace pgfleet::controller
