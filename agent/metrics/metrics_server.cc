@@ -25,67 +25,13 @@
 #include "agent/stats_snapshot.h"
 #include "common/config/config.h"
 #include "common/log.h"
+#include "common/prometheus_text.h"
 #include "common/status_macros.h"
 
 namespace pgfleet::agent {
 namespace {
 
 using Labels = std::initializer_list<std::pair<absl::string_view, absl::string_view>>;
-
-// Length of the valid UTF-8 sequence starting at s[i], or 0 if the bytes there are not one.
-size_t Utf8SequenceLength(absl::string_view s, size_t i) {
-  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  const unsigned char lead = byte(i);
-  size_t len;
-  unsigned char lo = 0x80, hi = 0xBF;  // Allowed range of the first continuation byte.
-  if (lead < 0x80) return 1;
-  if (lead >= 0xC2 && lead <= 0xDF) {
-    len = 2;
-  } else if (lead >= 0xE0 && lead <= 0xEF) {
-    len = 3;
-    if (lead == 0xE0) lo = 0xA0;  // Overlong.
-    if (lead == 0xED) hi = 0x9F;  // Surrogates.
-  } else if (lead >= 0xF0 && lead <= 0xF4) {
-    len = 4;
-    if (lead == 0xF0) lo = 0x90;  // Overlong.
-    if (lead == 0xF4) hi = 0x8F;  // Above U+10FFFF.
-  } else {
-    return 0;
-  }
-  if (i + len > s.size()) return 0;
-  if (byte(i + 1) < lo || byte(i + 1) > hi) return 0;
-  for (size_t k = 2; k < len; ++k) {
-    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
-  }
-  return len;
-}
-
-// A label value per the exposition format: \ " and newline escaped. Names come from
-// clients (auth_type=any, the "*" database), so bytes that are not UTF-8 become U+FFFD
-// rather than break the scraper's parser.
-void AppendLabelValue(std::string* out, absl::string_view value) {
-  for (size_t i = 0; i < value.size();) {
-    const char c = value[i];
-    if (c == '\\') {
-      out->append("\\\\");
-    } else if (c == '"') {
-      out->append("\\\"");
-    } else if (c == '\n') {
-      out->append("\\n");
-    } else {
-      const size_t len = Utf8SequenceLength(value, i);
-      if (len == 0) {
-        out->append("\xEF\xBF\xBD");
-        ++i;
-      } else {
-        out->append(value.data() + i, len);
-        i += len;
-      }
-      continue;
-    }
-    ++i;
-  }
-}
 
 // Microseconds as exact decimal seconds ("12.5", "0.000001", "0"): no float rounding,
 // so a large counter never appears to go backwards.
@@ -104,23 +50,10 @@ std::string MicrosAsSeconds(uint64_t us) {
 class Exposition {
  public:
   void Family(absl::string_view name, absl::string_view type, absl::string_view help) {
-    absl::StrAppend(&out_, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+    common::AppendFamilyHeader(&out_, name, type, help);
   }
   void Sample(absl::string_view name, Labels labels, absl::string_view value) {
-    out_.append(name.data(), name.size());
-    if (labels.size() > 0) {
-      out_.push_back('{');
-      bool first = true;
-      for (const auto& [label, label_value] : labels) {
-        if (!first) out_.push_back(',');
-        first = false;
-        absl::StrAppend(&out_, label, "=\"");
-        AppendLabelValue(&out_, label_value);
-        out_.push_back('"');
-      }
-      out_.push_back('}');
-    }
-    absl::StrAppend(&out_, " ", value, "\n");
+    common::AppendSample(&out_, name, labels, value);
   }
   std::string Take() { return std::move(out_); }
 

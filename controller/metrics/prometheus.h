@@ -18,9 +18,6 @@ namespace pgfleet::controller::metrics {
 
 using LabelPairs = std::vector<std::pair<std::string, std::string>>;
 
-// Appends `value` as a label value: backslash, double quote and newline escaped; bytes that
-// are not UTF-8 become U+FFFD (label values come from operators: environment names).
-void AppendLabelValue(std::string* out, absl::string_view value);
 // A sample value: integers without a fraction, others in the shortest form that reads back
 // exactly; +Inf/-Inf/NaN as the format spells them.
 std::string FormatValue(double value);

@@ -1,5 +1,7 @@
-// The controller's Prometheus text helpers (controller/metrics/prometheus.h): label escaping,
-// value formatting, HELP escaping and cumulative histogram buckets.
+// The Prometheus text helpers (common/prometheus_text.h, controller/metrics/prometheus.h): label
+// escaping, value formatting, HELP escaping and cumulative histogram buckets.
+#include "common/prometheus_text.h"
+
 #include <string>
 
 #include "controller/metrics/prometheus.h"
@@ -10,13 +12,13 @@ namespace {
 
 TEST(PrometheusTextTest, LabelValuesAreEscapedAndMadeUtf8) {
   std::string out;
-  AppendLabelValue(&out, "a\\b\"c\nd");
+  common::AppendLabelValue(&out, "a\\b\"c\nd");
   EXPECT_EQ(out, "a\\\\b\\\"c\\nd");
   out.clear();
-  AppendLabelValue(&out, std::string("ok\xff\xc3(", 5));  // Not UTF-8: two bad bytes.
+  common::AppendLabelValue(&out, std::string("ok\xff\xc3(", 5));  // Not UTF-8: two bad bytes.
   EXPECT_EQ(out, "ok\xEF\xBF\xBD\xEF\xBF\xBD(");
   out.clear();
-  AppendLabelValue(&out, "z\xc3\xa9");  // "zé" stays as it is.
+  common::AppendLabelValue(&out, "z\xc3\xa9");  // "zé" stays as it is.
   EXPECT_EQ(out, "z\xc3\xa9");
 }
 
