@@ -435,6 +435,39 @@ TEST_F(HandoverDrainTest, NewProcessThatCannotBindLeavesTheOldOneServingUnderLoa
   PGF_EXPECT_OK(Query(app.get(), "select 1").status());
 }
 
+TEST_F(HandoverDrainTest, NewProcessThatNeverGetsReadyIsKilledAndTheOldOneServesUnderLoad) {
+  // A broken upgrade that hangs: the file at the agent's path sleeps instead of serving.
+  const std::string binary = dir_.path() + "/pgfleet-agent";
+  {
+    std::error_code error;
+    std::filesystem::copy_file(AgentBinaryUnderTest(), binary, error);
+    ASSERT_FALSE(error) << error.message();
+    chmod(binary.c_str(), 0755);
+  }
+  AgentOptions options = Options("transaction");
+  options.binary = binary;
+  ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
+  const pid_t old_pid = agent_->pid();
+  PGF_ASSERT_OK(WriteFile(binary + ".new", "#!/bin/sh\nexec sleep 600\n"));
+  chmod((binary + ".new").c_str(), 0755);
+  ASSERT_EQ(rename((binary + ".new").c_str(), binary.c_str()), 0);
+  {
+    // Longer than the 30 s the old process waits for "ready".
+    BackgroundPgbench connect_loop(agent_->port(), {"-S", "-C", "-c", "2", "-T", "34"});
+    PGF_ASSERT_OK_AND_ASSIGN(PgConn admin, ConnectAdmin());
+    absl::Status restarted = Query(admin.get(), "RESTART").status();
+    ASSERT_FALSE(restarted.ok());
+    EXPECT_TRUE(absl::StrContains(restarted.message(), "not ready in time")) << restarted;
+    EXPECT_TRUE(absl::StrContains(restarted.message(), "killed by signal 9")) << restarted;
+    connect_loop.ExpectClean("pgbench -C while the new process hung");
+  }
+  EXPECT_TRUE(absl::StrContains(agent_->LogContents(), "RESTART failed")) << agent_->Diagnostics();
+  PGF_ASSERT_OK_AND_ASSIGN(pid_t pid, ReadPidfile(pidfile_));
+  EXPECT_EQ(pid, old_pid);
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn app, ConnectApp());
+  PGF_EXPECT_OK(Query(app.get(), "select 1").status());
+}
+
 // --- item 5: no socket leaks into the new process ------------------------------------------------
 
 TEST_F(HandoverDrainTest, EverySocketIsCloseOnExecAndNoneLeaksIntoTheNewProcess) {
