@@ -479,6 +479,16 @@ int Agent::Run() {
     if (!config_->logfile.empty()) PGF_ERROR("agent", "%s", status.message());
     return 1;
   };
+  // What the previous process's console set, before the first client is accepted: a client
+  // of a paused database queues here as it did there.
+  for (const CarriedState::Pause& pause : options_.inherited_state.paused) {
+    if (absl::Status paused = Pause(pause.db, pause.remaining); !paused.ok()) {
+      PGF_WARN("agent", "hand-over: the previous process's PAUSE %s is not kept: %s",
+               pause.db.empty() ? "(all)" : pause.db, paused.message());
+    }
+  }
+  for (const std::string& db : options_.inherited_state.disabled) SetDisabled(db, true);
+  options_.inherited_state = {};
   if (absl::Status listening = ApplyListeners(*config_, /*at_start=*/true); !listening.ok()) {
     return fail(listening);
   }
@@ -1046,7 +1056,26 @@ void Agent::BeginHandover(uint64_t command_id, HandoverDone done) {
         absl::StrCat("a restart is already in progress (new pid ", handover_->child_pid(), ")")));
     return;
   }
+  if (suspended_) {
+    // SUSPEND freezes every connection for an admin working on the host (PgBouncer's online
+    // restart used it to hand sockets over); a new process would start serving new clients
+    // while this one's stay frozen with no RESUME able to reach them. Refused, not carried.
+    done(absl::FailedPreconditionError(
+        "the agent is suspended (SUSPEND): RESUME first, then RESTART"));
+    return;
+  }
   HandoverFds fds;
+  // Pauses and DISABLE outlive the process: the new one starts with them (and PAUSE, RESUME,
+  // DISABLE and ENABLE are refused until the hand-over ends, so what it got stays true).
+  const absl::Time now = absl::Now();
+  if (pause_all_) fds.state.paused.push_back({"", std::nullopt});
+  for (const std::string& db : paused_dbs_) fds.state.paused.push_back({db, std::nullopt});
+  for (CarriedState::Pause& pause : fds.state.paused) {
+    if (auto it = pause_deadlines_.find(pause.db); it != pause_deadlines_.end()) {
+      pause.remaining = std::max(it->second - now, absl::Milliseconds(1));
+    }
+  }
+  fds.state.disabled.assign(disabled_dbs_.begin(), disabled_dbs_.end());
   for (const Listener& listener : listeners_) {
     fds.listeners.push_back(evconnlistener_get_fd(listener.listener));
   }
@@ -1082,11 +1111,14 @@ void Agent::OnHandoverOutcome(absl::StatusOr<pid_t> outcome, const HandoverDone&
     done(outcome.status());
     return;
   }
+  // The flag wins over the config key; the key is read now, so a RELOAD before the hand-over
+  // changes it.
+  handover_drain_bound_ = options_.handover_drain_timeout.value_or(config_->handover_drain_timeout);
+  handover_successor_pid_ = *outcome;
   PGF_INFO("agent",
            "RESTART: pid %d is ready and accepting; this process (pid %d) stops accepting and "
            "lets its %d client(s) finish (drain bound %s)",
-           *outcome, getpid(), client_count_,
-           absl::FormatDuration(options_.handover_drain_timeout));
+           *outcome, getpid(), client_count_, absl::FormatDuration(handover_drain_bound_));
   handed_over_ = true;
   CloseListeners();
   metrics_server_.reset();
@@ -1108,8 +1140,14 @@ void Agent::OnHandoverOutcome(absl::StatusOr<pid_t> outcome, const HandoverDone&
     });
     shutdown_timer_->Start(options_.shutdown_timeout, /*repeat=*/false);
   });
-  handover_drain_timer_->Start(options_.handover_drain_timeout, /*repeat=*/false);
+  handover_drain_timer_->Start(handover_drain_bound_, /*repeat=*/false);
   RequestShutdownCheck();
+}
+
+std::string Agent::HandoverCloseMessage() const {
+  return absl::StrCat("the agent restarted: pid ", handover_successor_pid_,
+                      " serves this address now and this connection outlived the drain bound (",
+                      absl::FormatDuration(handover_drain_bound_), "): reconnect");
 }
 
 void Agent::CloseClientsAtTransactionBoundary() {
@@ -1126,9 +1164,7 @@ void Agent::CloseClientsAtTransactionBoundary() {
     });
   }
   for (ClientConn* client : to_close) {
-    client->CloseWithError("57P01",
-                           "the pooler restarted and this connection outlived the drain bound: "
-                           "reconnect");
+    client->CloseWithError("57P01", HandoverCloseMessage());
   }
 }
 

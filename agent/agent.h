@@ -57,11 +57,14 @@ struct AgentOptions {
   // Create on; those it does not use are closed).
   std::vector<int> inherited_listeners;
   int inherited_metrics_fd = -1;
+  // Paused and disabled databases of the process handing over, applied before accepting.
+  CarriedState inherited_state;
   // The process handing over: its pid in the pidfile is not "another agent running".
   pid_t handover_parent_pid = 0;
   // After a hand-over, how long the old process's clients may go on; then each is closed at
-  // its next transaction boundary (idle ones at once). --handover-drain-timeout.
-  absl::Duration handover_drain_timeout = absl::Seconds(30);
+  // its next transaction boundary (idle ones at once). --handover-drain-timeout; unset: the
+  // config's handover_drain_timeout (which a RELOAD changes).
+  std::optional<absl::Duration> handover_drain_timeout;
 };
 
 // SO_KEEPALIVE and tcp_keepcnt/keepidle/keepintvl from the config, on a TCP socket.
@@ -108,6 +111,11 @@ class Agent final : public AgentControl {
   void BeginHandover(uint64_t command_id, HandoverDone done) override;
   bool handing_over() const { return handover_ != nullptr; }
   bool handed_over() const { return handed_over_; }
+  // After a hand-over, once the drain bound has passed: a client at a transaction boundary is
+  // closed there (its next query gets the error; the janitor closes idle ones).
+  bool handover_drain_bound_passed() const { return handover_drain_bound_passed_; }
+  // The 57P01 message such a client gets.
+  std::string HandoverCloseMessage() const;
   // What the controller link adds to a hand-over (main.cc wires them; all optional).
   struct HandoverHooks {
     std::function<int()> state_lock_fd;    // -1: none.
@@ -351,6 +359,9 @@ class Agent final : public AgentControl {
   absl::flat_hash_map<std::string, OpenOverlap> overlaps_;
   absl::flat_hash_map<std::string, CachedScram> previous_scram_cache_;
   std::map<std::string, ServerLimits> server_limits_;
+  // Resume without the hand-over check: a PAUSE ... FOR ends on time whatever happens (the
+  // new process got the time left and ends its copy by itself too).
+  absl::Status ResumeNow(const std::string& db);
   void ApplyPauseToPools(const std::string& db);
   void RetireTimer(std::unique_ptr<Timer> timer);
   bool pause_all_ = false;
@@ -388,6 +399,8 @@ class Agent final : public AgentControl {
   HandoverHooks handover_hooks_;
   bool handed_over_ = false;
   bool handover_drain_bound_passed_ = false;
+  absl::Duration handover_drain_bound_;
+  pid_t handover_successor_pid_ = 0;
   std::unique_ptr<Timer> handover_drain_timer_;
 };
 

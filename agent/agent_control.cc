@@ -37,6 +37,10 @@ std::vector<ClientConn*> ClientsOf(const Pool& pool) {
 }  // namespace
 
 absl::Status Agent::Pause(const std::string& db, std::optional<absl::Duration> deadline) {
+  if (handover_ != nullptr) {
+    // The new process was started with this process's pauses: a change now would be lost.
+    return absl::UnavailableError("a RESTART is in progress: PAUSE again once it has ended");
+  }
   if (!db.empty() && !config_->FindDatabase(db).has_value()) {
     return absl::NotFoundError(absl::StrCat("no such database: ", db));
   }
@@ -57,7 +61,7 @@ absl::Status Agent::Pause(const std::string& db, std::optional<absl::Duration> d
     auto timer = std::make_unique<Timer>(*loop_, [this, db] {
       PGF_WARN("agent", "PAUSE %s: deadline reached, resuming by itself",
                db.empty() ? "(all)" : db);
-      if (absl::Status resumed = Resume(db); !resumed.ok()) {
+      if (absl::Status resumed = ResumeNow(db); !resumed.ok()) {
         PGF_ERROR("agent", "automatic RESUME failed: %s", resumed.message());
       }
     });
@@ -85,6 +89,13 @@ void Agent::RetireTimer(std::unique_ptr<Timer> timer) {
 }
 
 absl::Status Agent::Resume(const std::string& db) {
+  if (handover_ != nullptr) {
+    return absl::UnavailableError("a RESTART is in progress: RESUME again once it has ended");
+  }
+  return ResumeNow(db);
+}
+
+absl::Status Agent::ResumeNow(const std::string& db) {
   if (!IsPausedExactly(db) && !(db.empty() && (!paused_dbs_.empty() || suspended_))) {
     return absl::FailedPreconditionError(db.empty()
                                              ? "pooler is not paused/suspended"

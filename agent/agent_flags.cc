@@ -26,7 +26,8 @@ constexpr char kUsage[] =
     "                              after a RESTART (SIGUSR2 or the console), how\n"
     "                              long the old process's clients may go on before\n"
     "                              each is closed at its next transaction boundary\n"
-    "                              (default 30s)\n"
+    "                              (overrides the ini's handover_drain_timeout,\n"
+    "                              default 30s)\n"
     "      --metrics-listen=ADDR   serve Prometheus /metrics and /healthz on ADDR,\n"
     "                              [HOST:]PORT; no host is 127.0.0.1, \"*\" is\n"
     "                              every address (default: off)\n"
@@ -145,10 +146,13 @@ AgentCommandLine ParseAgentCommandLine(int argc, const char* const* argv) {
     return UsageError("invalid duration in --shutdown-timeout=" + shutdown_timeout +
                       " (try 30s, 2m)");
   }
-  if (!handover_drain_timeout.empty() &&
-      !absl::ParseDuration(handover_drain_timeout, &options.handover_drain_timeout)) {
-    return UsageError("invalid duration in --handover-drain-timeout=" + handover_drain_timeout +
-                      " (try 30s, 2m)");
+  if (!handover_drain_timeout.empty()) {
+    absl::Duration drain;
+    if (!absl::ParseDuration(handover_drain_timeout, &drain) || drain < absl::ZeroDuration()) {
+      return UsageError("invalid duration in --handover-drain-timeout=" + handover_drain_timeout +
+                        " (try 30s, 2m)");
+    }
+    options.handover_drain_timeout = drain;
   }
   if (options.config_path.empty()) {
     fprintf(stderr, "%s", kUsage);

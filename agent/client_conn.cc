@@ -660,6 +660,12 @@ void ClientConn::HandleIdleInput() {
       CloseWithError("57P01", "pooler is shutting down");
       return;
     }
+    if (agent_.handover_drain_bound_passed()) {
+      // A transaction boundary past a hand-over's drain bound: the query is not run, and the
+      // error (read as the query's answer, not an asynchronous notice) says to reconnect.
+      CloseWithError("57P01", agent_.HandoverCloseMessage());
+      return;
+    }
     pool_->RequestServer(this);
     return;
   }

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -30,7 +31,8 @@ namespace {
 
 constexpr char kChannelEnv[] = "PGFLEET_HANDOVER_FD";
 constexpr char kMagic[] = "pgfleet-handover 1";
-constexpr size_t kMaxMessage = 4096;
+// The first message carries one line per paused or disabled database: room for thousands.
+constexpr size_t kMaxMessage = 64 * 1024;
 constexpr size_t kMaxFds = 64;
 
 std::vector<std::string>& SavedArguments() {
@@ -106,8 +108,9 @@ absl::StatusOr<std::optional<InheritedSockets>> ReceiveHandover(absl::Duration t
     CloseFd(inherited.channel_fd);
     return absl::DeadlineExceededError("no hand-over message from the old process");
   }
-  char text[kMaxMessage];
-  iovec iov{text, sizeof(text)};
+  std::vector<char> buffer(kMaxMessage);
+  char* text = buffer.data();
+  iovec iov{text, buffer.size()};
   std::vector<char> control(CMSG_SPACE(sizeof(int) * kMaxFds));
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -142,6 +145,23 @@ absl::StatusOr<std::optional<InheritedSockets>> ReceiveHandover(absl::Duration t
     }
     if (kv.first == "command") {
       (void)absl::SimpleAtoi(kv.second, &inherited.command_id);
+      continue;
+    }
+    if (kv.first == "pause") {
+      std::pair<std::string, std::string> left_db =
+          absl::StrSplit(kv.second, absl::MaxSplits(' ', 1));
+      CarriedState::Pause pause;
+      pause.db = left_db.second;
+      int64_t millis = 0;
+      if (left_db.first != "-") {
+        if (!absl::SimpleAtoi(left_db.first, &millis)) return fail("bad pause line");
+        pause.remaining = absl::Milliseconds(std::max<int64_t>(millis, 1));
+      }
+      inherited.state.paused.push_back(std::move(pause));
+      continue;
+    }
+    if (kv.first == "disable") {
+      inherited.state.disabled.push_back(kv.second);
       continue;
     }
     if (next_fd >= fds.size()) return fail("fewer fds than announced");
@@ -229,6 +249,18 @@ absl::StatusOr<std::unique_ptr<HandoverParent>> HandoverParent::Start(EventLoop&
   if (fds.state_lock_fd >= 0) {
     absl::StrAppend(&text, "state-lock\n");
     passed.push_back(fds.state_lock_fd);
+  }
+  for (const CarriedState::Pause& pause : fds.state.paused) {
+    absl::StrAppend(&text, "pause ",
+                    pause.remaining.has_value()
+                        ? absl::StrCat(absl::ToInt64Milliseconds(*pause.remaining))
+                        : std::string("-"),
+                    " ", pause.db, "\n");
+  }
+  for (const std::string& db : fds.state.disabled) absl::StrAppend(&text, "disable ", db, "\n");
+  if (text.size() > kMaxMessage) {
+    close(child_end);
+    return absl::ResourceExhaustedError("too many paused or disabled databases to hand over");
   }
   if (absl::Status sent = SendMessage(parent->channel_fd_, text, passed); !sent.ok()) {
     close(child_end);

@@ -21,7 +21,10 @@
 // The channel is a SOCK_SEQPACKET socketpair; the new process finds its end in the environment
 // variable PGFLEET_HANDOVER_FD. Messages (one datagram each):
 //   old -> new: "pgfleet-handover 1\nparent N\ncommand N\n" then one line per fd passed with
-//               SCM_RIGHTS in the same datagram, in order: "listener", "metrics", "state-lock".
+//               SCM_RIGHTS in the same datagram, in order: "listener", "metrics", "state-lock";
+//               then the console state that outlives a process (CarriedState): "pause MS DB"
+//               (MS: milliseconds left before the pause ends by itself, "-" for none; DB empty
+//               for a PAUSE of everything) and "disable DB", one line each.
 //   new -> old: "ready N" (N: the new pid) once it accepts on the listeners and, in fleet mode,
 //               its controller stream is up (or a bound passed); "failed REASON" if it cannot
 //               start. End of file without "ready" is a failure too (the process died).
@@ -57,6 +60,18 @@ void SetProcessArguments(int argc, const char* const* argv);
 // the new binary runs.
 absl::StatusOr<std::string> ExecutablePath();
 
+// What the old process's console (and the controller's maintenance) set that the new process
+// must keep: paused databases, with the time left on a PAUSE ... FOR, and DISABLE-d ones.
+// SUSPEND is not carried: a suspended agent refuses RESTART (see Agent::BeginHandover).
+struct CarriedState {
+  struct Pause {
+    std::string db;  // Empty: every database.
+    std::optional<absl::Duration> remaining;
+  };
+  std::vector<Pause> paused;
+  std::vector<std::string> disabled;
+};
+
 // What the new process received from the old one.
 struct InheritedSockets {
   int channel_fd = -1;  // Where to say "ready" or "failed".
@@ -65,6 +80,7 @@ struct InheritedSockets {
   std::vector<int> listeners;
   int metrics_fd = -1;
   int state_lock_fd = -1;
+  CarriedState state;
 };
 
 // In the new process, before anything else starts: nullopt unless PGFLEET_HANDOVER_FD is set
@@ -82,6 +98,7 @@ struct HandoverFds {
   std::vector<int> listeners;
   int metrics_fd = -1;
   int state_lock_fd = -1;
+  CarriedState state;  // Not fds, but sent in the same message.
 };
 
 // The old process's side of one hand-over, on its loop: starts the new process, sends the fds

@@ -41,6 +41,7 @@ int RunAgent(pgfleet::agent::AgentOptions options,
     options.inherited_metrics_fd = inherited->metrics_fd;
     inherited->metrics_fd = -1;
     options.handover_parent_pid = inherited->parent_pid;
+    options.inherited_state = std::move(inherited->state);
     if (fleet_options.has_value()) {
       fleet_options->inherited_state_lock_fd = inherited->state_lock_fd;
       inherited->state_lock_fd = -1;

@@ -93,6 +93,7 @@ void ServerConn::Connect() {
     rc = bufferevent_socket_connect_hostname(bev_, agent_.loop().dns(), AF_UNSPEC, db.host.c_str(),
                                              db.port);
   }
+  MarkCloseOnExec(bev_);
   if (rc != 0) {
     LoginFailed(absl::StrCat("could not connect to ", address_, ": ", strerror(errno)));
   }
@@ -100,6 +101,7 @@ void ServerConn::Connect() {
 
 void ServerConn::OnEvent(bufferevent*, short events, void* arg) {
   auto* server = static_cast<ServerConn*>(arg);
+  MarkCloseOnExec(server->bev_);
   if (events & BEV_EVENT_CONNECTED) {
     // A TLS filter reports its finished handshake as CONNECTED too; the startup packet is
     // already queued behind it.

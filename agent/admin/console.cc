@@ -119,6 +119,11 @@ absl::Status AdminConsole::RunCommand(ClientConn* client, const std::string& ver
     *reply = "RELOAD";
     return absl::OkStatus();
   }
+  if ((verb == "SUSPEND" || verb == "DISABLE" || verb == "ENABLE") && agent_.handing_over()) {
+    // The new process starts with this one's state as it was when the RESTART began.
+    return absl::UnavailableError(
+        absl::StrCat("a RESTART is in progress: ", verb, " again once it has ended"));
+  }
   if (verb == "SUSPEND") {
     if (agent_.suspended()) return absl::FailedPreconditionError("already suspended");
     agent_.Suspend();

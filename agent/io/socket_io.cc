@@ -5,6 +5,7 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_struct.h>
 #include <event2/event.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -136,6 +137,13 @@ void FlushBestEffort(bufferevent* bev) {
     if (n <= 0) break;
     sent += static_cast<size_t>(n);
   }
+}
+
+void MarkCloseOnExec(bufferevent* bev) {
+  const evutil_socket_t fd = bufferevent_getfd(bev);
+  if (fd < 0) return;
+  const int flags = fcntl(fd, F_GETFD);
+  if (flags >= 0 && (flags & FD_CLOEXEC) == 0) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
 }
 
 }  // namespace pgfleet::agent

@@ -44,4 +44,12 @@ void UseLibeventReads(bufferevent* bev);
 // kernel does not take is dropped with the connection.
 void FlushBestEffort(bufferevent* bev);
 
+// Sets FD_CLOEXEC on `bev`'s socket, if it has one yet. libevent creates the socket of a
+// bufferevent_socket_connect[_hostname] without it, and a process started by a hand-over
+// (agent/handover.h) must not inherit a server or cancel connection: its copy would keep the
+// PostgreSQL connection open after this process closed it. Called right after the connect
+// call (an address, and a numeric host, get their socket there) and on the first event (a
+// host name gets its socket once resolved).
+void MarkCloseOnExec(bufferevent* bev);
+
 }  // namespace pgfleet::agent

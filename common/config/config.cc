@@ -291,6 +291,7 @@ const Option kOptions[] = {
     IntOption<&Config::max_prepared_statements>("max_prepared_statements"),
     IntOption<&Config::auth_failure_burst>("auth_failure_burst"),
     DurationOption<&Config::auth_failure_max_delay>("auth_failure_max_delay"),
+    DurationOption<&Config::handover_drain_timeout>("handover_drain_timeout"),
     IntOption<&Config::pkt_buf, 1, INT_MAX>("pkt_buf", kRestartOnly),
     BoolOption<&Config::tcp_keepalive>("tcp_keepalive"),
     IntOption<&Config::tcp_keepcnt>("tcp_keepcnt"),

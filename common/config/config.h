@@ -97,6 +97,10 @@ struct Config {
   // failure waits, 100 ms doubling up to auth_failure_max_delay (0 = no limit).
   int auth_failure_burst = 5;
   absl::Duration auth_failure_max_delay = absl::Seconds(2);
+  // pgfleet: after a hand-over to a new process (RESTART, SIGUSR2), how long the old process's
+  // clients may go on; then each is closed at its next transaction boundary (idle ones at once,
+  // with 57P01). The flag --handover-drain-timeout overrides it. Read when the hand-over starts.
+  absl::Duration handover_drain_timeout = absl::Seconds(30);
   int pkt_buf = 4096;
   bool tcp_keepalive = true;
   int tcp_keepcnt = 0;

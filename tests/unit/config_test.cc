@@ -872,7 +872,9 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "client_tls_ca_file|||no", "client_tls_cert_file|||no",
       "client_tls_ciphers|default|default|no", "client_tls_key_file|||no",
       "client_tls_protocols|secure|secure|no", "client_tls_sslmode|disable|disable|no",
-      "default_pool_size|20|20|yes", "idle_transaction_timeout|0|0|yes",
+      "default_pool_size|20|20|yes",
+      // pgfleet's own: how long an old process's clients may go on after a hand-over.
+      "handover_drain_timeout|30|30|yes", "idle_transaction_timeout|0|0|yes",
       "ignore_startup_parameters|||yes", "listen_addr|||no", "listen_port|6432|6432|no",
       "log_connections|1|1|yes", "log_disconnections|1|1|yes", "log_pooler_errors|1|1|yes",
       "logfile|||yes", "max_client_conn|100|100|yes", "max_db_connections|0|0|yes",
