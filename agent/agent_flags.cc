@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "agent/build_info.h"
 #include "common/command_line.h"
 #include "common/log.h"
 
@@ -129,7 +130,7 @@ AgentCommandLine ParseAgentCommandLine(int argc, const char* const* argv) {
     return Exit(0);
   }
   if (version) {
-    printf("pgfleet-agent 0.1.0 (PgBouncer 1.18 compatible)\n");
+    printf("%s\n", kVersionLine);
     return Exit(0);
   }
   if (std::string unknown = common::UnknownArgumentError(app); !unknown.empty()) {

@@ -9,6 +9,10 @@
 namespace pgfleet::agent {
 
 inline constexpr char kAgentVersion[] = "0.1.0";
+// What SHOW VERSION and --version both print. Tools (pgbouncer_exporter, the PgBouncer test
+// suite) parse "PgBouncer X.Y.Z" and pick SHOW columns by it, so it names the release whose
+// SHOW columns the console has.
+inline constexpr char kVersionLine[] = "PgBouncer 1.18.0 (pgfleet-agent 0.1.0)";
 
 // The GNU build id of an ELF file (the linker's NT_GNU_BUILD_ID note, hex), or "sha256:HEX" of
 // the whole file when it has none (a stripped or non-ELF binary, a script).

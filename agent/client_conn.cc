@@ -12,6 +12,7 @@
 #include "agent/agent.h"
 #include "agent/io/socket_io.h"
 #include "agent/pg/protocol.h"
+#include "agent/pg/startup_options.h"
 #include "agent/server_conn.h"
 #include "common/log.h"
 
@@ -161,6 +162,28 @@ void ClientConn::HandleStartup() {
   }
 }
 
+bool ClientConn::ApplyStartupOptions(const std::string& options) {
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> settings =
+      pg::ParseStartupOptions(options);
+  if (!settings.ok()) {
+    CloseWithError("08P01", std::string(settings.status().message()));
+    return false;
+  }
+  const std::vector<std::string>& ignored = agent_.config().ignore_startup_parameters;
+  auto is_ignored = [&](const std::string& name) {
+    return std::find(ignored.begin(), ignored.end(), name) != ignored.end();
+  };
+  for (const auto& [name, value] : *settings) {
+    if (const char* tracked = TrackedParamName(name)) {
+      SetParam(params_, tracked, value);
+    } else if (!is_ignored(name) && !is_ignored("options")) {
+      CloseWithError("08P01", absl::StrCat("unsupported startup parameter in options: ", name));
+      return false;
+    }
+  }
+  return true;
+}
+
 void ClientConn::HandleStartupPacket(std::string_view packet) {
   // A CancelRequest is never answered, well-formed or not: PostgreSQL and PgBouncer close the
   // connection without a byte, and a client must not learn anything from trying keys.
@@ -221,6 +244,8 @@ void ClientConn::HandleStartupPacket(std::string_view packet) {
       database_ = value;
     } else if (const char* tracked = TrackedParamName(name)) {
       SetParam(params_, tracked, value);
+    } else if (name == "options") {
+      if (!ApplyStartupOptions(value)) return;
     } else if (std::find(cfg.ignore_startup_parameters.begin(), cfg.ignore_startup_parameters.end(),
                          name) == cfg.ignore_startup_parameters.end()) {
       CloseWithError("08P01", absl::StrCat("unsupported startup parameter: ", name));
@@ -574,6 +599,7 @@ void ClientConn::AuthSucceeded() {
     ProcessInput();
     return;
   }
+  if (!WithinClientLimits()) return;
   pool_ = agent_.GetPool(database_, user_);
   if (pool_ == nullptr) {
     CloseWithError("08P01", absl::StrCat("no such database: ", database_));
@@ -588,6 +614,30 @@ void ClientConn::AuthSucceeded() {
   scram_.reset();
   agent_.login_clients().Remove(this);
   pool_->AddClient(this);
+}
+
+bool ClientConn::WithinClientLimits() {
+  const config::Config& cfg = agent_.config();
+  const std::optional<config::DatabaseConfig> db = cfg.FindDatabase(database_);
+  const int max_db = db.has_value() ? cfg.MaxDbClientConnectionsFor(*db) : 0;
+  const int max_user = cfg.MaxUserClientConnectionsFor(user_);
+  if (max_db == 0 && max_user == 0) return true;
+  // This client is not in a pool yet: it is the one past the limit when the count reaches it.
+  int db_clients = 0;
+  int user_clients = 0;
+  for (const auto& [key, pool] : agent_.pools()) {
+    if (pool->db_name() == database_) db_clients += static_cast<int>(pool->client_count());
+    if (pool->user() == user_) user_clients += static_cast<int>(pool->client_count());
+  }
+  if (max_db > 0 && db_clients >= max_db) {
+    CloseWithError("08P01", "client connections exceeded (max_db_client_connections)");
+    return false;
+  }
+  if (max_user > 0 && user_clients >= max_user) {
+    CloseWithError("08P01", "client connections exceeded (max_user_client_connections)");
+    return false;
+  }
+  return true;
 }
 
 void ClientConn::SendWelcome() {

@@ -96,6 +96,13 @@ class ClientConn : public ListNode {
 
   void HandleStartup();
   void HandleStartupPacket(std::string_view packet);
+  // PgBouncer 1.20+'s rule for `options` (PGOPTIONS): tracked settings in it are kept like
+  // startup parameters, those in ignore_startup_parameters (or all unknown ones when
+  // "options" is listed there) are dropped, anything else ends the login. False when it did.
+  bool ApplyStartupOptions(const std::string& options);
+  // PgBouncer 1.24's max_db_client_connections / max_user_client_connections, checked as the
+  // client joins its pool. False when the login was ended.
+  bool WithinClientLimits();
   // SSLRequest: answers S and wraps the socket in TLS, or N when TLS is off.
   void StartTls();
   void StartAuth();

@@ -29,20 +29,15 @@ Pool::Pool(Agent& agent, config::DatabaseConfig db, std::string user)
 
 Pool::~Pool() = default;
 
-config::PoolMode Pool::pool_mode() const {
-  const config::Config& cfg = agent_.config();
-  if (const config::UserConfig* user = cfg.FindUser(user_); user && user->pool_mode) {
-    return *user->pool_mode;
-  }
-  return db_.pool_mode.value_or(cfg.pool_mode);
-}
+config::PoolMode Pool::pool_mode() const { return agent_.config().PoolModeFor(db_, user_); }
 
-int Pool::pool_size() const { return db_.pool_size.value_or(agent_.config().default_pool_size); }
+// The pool's user as PgBouncer counts it for [users] limits: the forced user, else the client's.
+int Pool::pool_size() const { return agent_.config().PoolSizeFor(db_, server_user()); }
 int Pool::min_pool_size() const {
   return db_.min_pool_size.value_or(agent_.config().min_pool_size);
 }
 int Pool::reserve_pool_size() const {
-  return db_.reserve_pool.value_or(agent_.config().reserve_pool_size);
+  return agent_.config().ReservePoolSizeFor(db_, server_user());
 }
 
 size_t Pool::server_count() const {
@@ -394,8 +389,10 @@ void Pool::Janitor(uint64_t now) {
   // deadline PgBouncer's rule applies.
   const bool window = agent_.IsPaused(db_.name) && (agent_.PauseDeadline(db_.name).has_value() ||
                                                     agent_.PauseDeadline("").has_value());
-  if (cfg.query_wait_timeout > absl::ZeroDuration() && !window) {
-    const uint64_t limit = ToMicros(cfg.query_wait_timeout);
+  // The client's [users] entry, then the [databases] entry, then [pgbouncer] (PgBouncer 1.24).
+  const absl::Duration query_wait_timeout = cfg.QueryWaitTimeoutFor(db_, user_);
+  if (query_wait_timeout > absl::ZeroDuration() && !window) {
+    const uint64_t limit = ToMicros(query_wait_timeout);
     waiting_clients_.ForEach([&](ClientConn* client) {
       if (now - client->wait_start_us() > limit) {
         client->CloseWithError("08P01", "query_wait_timeout");

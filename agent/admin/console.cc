@@ -141,7 +141,10 @@ absl::Status AdminConsole::RunCommand(ClientConn* client, const std::string& ver
   if (verb == "KILL") {
     absl::StatusOr<std::string> db = db_arg(1);
     if (!db.ok()) return db.status();
-    if (absl::Status ok = require_db(*db); !ok.ok()) return ok;
+    // PgBouncer 1.25: KILL without a database kills every database but the console.
+    if (!db->empty()) {
+      if (absl::Status ok = require_db(*db); !ok.ok()) return ok;
+    }
     // A KILL ends a PAUSE still draining: nothing is left to drain (PgBouncer #715).
     CancelPendingPauses(*db, "PAUSE ended by KILL");
     agent_.Kill(*db);

@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "agent/admin/console.h"
 #include "agent/agent.h"
+#include "agent/build_info.h"
 #include "agent/client_conn.h"
 #include "agent/pg/protocol.h"
 #include "agent/server_conn.h"
@@ -170,7 +171,7 @@ std::string AdminConsole::ShowHelp() {
       "\n\tDISABLE <db>"
       "\n\tENABLE <db>"
       "\n\tRECONNECT [<db>]"
-      "\n\tKILL <db>"
+      "\n\tKILL [<db>]"
       "\n\tKILL_CLIENT <id>"
       "\n\tSUSPEND"
       "\n\tRESTART"
@@ -529,7 +530,7 @@ std::string AdminConsole::ShowFds() {
 std::string AdminConsole::ShowVersion() {
   ResultSet result({{"version", false}});
   // Tools parse "PgBouncer X.Y.Z"; pgfleet answers as the PgBouncer version it matches.
-  result.AddRow({"PgBouncer 1.18.0 (pgfleet-agent 0.1.0)"});
+  result.AddRow({kVersionLine});
   return result.Finish();
 }
 

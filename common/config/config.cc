@@ -272,6 +272,9 @@ const Option kOptions[] = {
     IntOption<&Config::max_client_conn>("max_client_conn"),
     IntOption<&Config::max_db_connections>("max_db_connections"),
     IntOption<&Config::max_user_connections>("max_user_connections"),
+    // PgBouncer 1.24's client-side limits; [databases] / [users] entries override them.
+    IntOption<&Config::max_db_client_connections>("max_db_client_connections"),
+    IntOption<&Config::max_user_client_connections>("max_user_client_connections"),
     StringOption<&Config::server_reset_query>("server_reset_query"),
     BoolOption<&Config::server_reset_query_always>("server_reset_query_always"),
     StringOption<&Config::server_check_query>("server_check_query"),
@@ -348,52 +351,88 @@ const Option* FindOption(absl::string_view key) {
   return nullptr;
 }
 
-// PgBouncer keys (1.18 and later releases) that pgfleet accepts without acting on them.
-constexpr absl::string_view kIgnoredOptions[] = {
-    "application_name_add_host",
-    "auth_dbname",
-    "auth_hba_file",
-    "auth_ident_file",
-    "auth_ldap_options",
-    "auth_query",
-    "auth_user",
-    "cancel_wait_timeout",
-    "client_tls13_ciphers",
-    "client_tls_dheparams",
-    "client_tls_ecdhcurve",
-    "conffile",
-    "disable_pqexec",
-    "dns_max_ttl",
-    "dns_nxdomain_ttl",
-    "dns_zone_check_period",
-    "job_name",
-    "listen_backlog",
-    "log_stats",
-    "max_db_client_connections",
-    "max_user_client_connections",
-    "peer_id",
-    "query_wait_notify",
-    "resolv_conf",
-    "sbuf_loopcnt",
-    "scram_iterations",
-    "server_fast_close",
-    "server_round_robin",
-    "server_tls13_ciphers",
-    "service_name",
-    "so_reuseport",
-    "suspend_timeout",
-    "syslog",
-    "syslog_facility",
-    "syslog_ident",
-    "tcp_defer_accept",
-    "tcp_socket_buffer",
-    "tcp_user_timeout",
-    "track_extra_parameters",
-    "transaction_timeout",
-    "unix_socket_group",
-    "unix_socket_mode",
-    "user",
+// PgBouncer 1.25 settings pgfleet loads without acting on them, and why (see config.h).
+const char kNotYet[] = "not implemented yet";
+const char kAuthQuery[] = "auth_query lookups are not implemented; passwords come from auth_file";
+const char kOneProcess[] =
+    "pgfleet runs one process per listener (online restart is its own hand-over)";
+const char kResolver[] = "host names are resolved by the system resolver on each server connect";
+const char kWindows[] = "Windows service registration only";
+const char kTlsDefaults[] = "OpenSSL's defaults are used";
+const char kSyslog[] = "pgfleet logs to stderr (journald) and logfile, not syslog";
+
+const std::vector<UnsupportedSetting> kUnsupportedSettings = {
+    {"pgbouncer", "application_name_add_host", "0", "application_name is passed through as sent"},
+    {"pgbouncer", "auth_dbname", "", kAuthQuery},
+    {"pgbouncer", "auth_hba_file", "", "auth_type hba is not supported"},
+    {"pgbouncer", "auth_ident_file", "", "auth_type hba is not supported"},
+    {"pgbouncer", "auth_ldap_options", "", "auth_type ldap is not supported"},
+    {"pgbouncer", "auth_query",
+     "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM "
+     "pg_authid WHERE rolname=$1 AND rolcanlogin",
+     kAuthQuery},
+    {"pgbouncer", "auth_user", "", kAuthQuery},
+    {"pgbouncer", "cancel_wait_timeout", "10",
+     "cancel requests are forwarded at once on their own connection, never queued"},
+    {"pgbouncer", "client_tls13_ciphers", "", kTlsDefaults},
+    {"pgbouncer", "client_tls_dheparams", "auto", kTlsDefaults},
+    {"pgbouncer", "client_tls_ecdhcurve", "auto", kTlsDefaults},
+    {"pgbouncer", "conffile", "", "the file is the one named on the command line"},
+    {"pgbouncer", "disable_pqexec", "0", kNotYet},
+    {"pgbouncer", "dns_max_ttl", "15", kResolver},
+    {"pgbouncer", "dns_nxdomain_ttl", "15", kResolver},
+    {"pgbouncer", "dns_zone_check_period", "0", kResolver},
+    {"pgbouncer", "job_name", "pgbouncer", kWindows},
+    {"pgbouncer", "listen_backlog", "128", "the listen backlog is the system's maximum"},
+    {"pgbouncer", "log_stats", "1",
+     "no periodic stats line; SHOW STATS and the Prometheus endpoint have the numbers"},
+    {"pgbouncer", "login_notify_message", "", kNotYet},
+    {"pgbouncer", "peer_id", "0", kOneProcess},
+    {"pgbouncer", "pool_idle_timeout", "0", kNotYet},
+    {"pgbouncer", "query_wait_notify", "5", kNotYet},
+    {"pgbouncer", "resolv_conf", "", kResolver},
+    {"pgbouncer", "sbuf_loopcnt", "5", "the event loop bounds the work per connection itself"},
+    {"pgbouncer", "scram_iterations", "4096", kNotYet},
+    {"pgbouncer", "server_fast_close", "0", kNotYet},
+    {"pgbouncer", "server_round_robin", "0", "idle servers are reused last-in first-out"},
+    {"pgbouncer", "server_tls13_ciphers", "", kTlsDefaults},
+    {"pgbouncer", "service_name", "pgbouncer", kWindows},
+    {"pgbouncer", "so_reuseport", "0", kOneProcess},
+    {"pgbouncer", "suspend_timeout", "10", kOneProcess},
+    {"pgbouncer", "syslog", "0", kSyslog},
+    {"pgbouncer", "syslog_facility", "daemon", kSyslog},
+    {"pgbouncer", "syslog_ident", "pgbouncer", kSyslog},
+    {"pgbouncer", "tcp_defer_accept", "1", kNotYet},
+    {"pgbouncer", "tcp_socket_buffer", "0", kNotYet},
+    {"pgbouncer", "tcp_user_timeout", "0", kNotYet},
+    {"pgbouncer", "track_extra_parameters", "IntervalStyle",
+     "only the built-in parameters and IntervalStyle are tracked"},
+    {"pgbouncer", "transaction_timeout", "0", kNotYet},
+    {"pgbouncer", "unix_socket_group", "", kNotYet},
+    {"pgbouncer", "unix_socket_mode", "0777", kNotYet},
+    {"pgbouncer", "user", "", "start the agent as the target user (systemd User=)"},
+    {"databases", "auth_dbname", "", kAuthQuery},
+    {"databases", "auth_query", "", kAuthQuery},
+    {"databases", "auth_user", "", kAuthQuery},
+    {"databases", "load_balance_hosts", "", "one host per database entry"},
+    {"databases", "server_lifetime", "", "the [pgbouncer] server_lifetime applies"},
+    {"databases", "target_session_attrs", "", kNotYet},
+    {"users", "client_idle_timeout", "", "the [pgbouncer] client_idle_timeout applies"},
+    {"users", "idle_transaction_timeout", "", "the [pgbouncer] idle_transaction_timeout applies"},
+    {"users", "query_timeout", "", "the [pgbouncer] query_timeout applies"},
+    {"users", "transaction_timeout", "", kNotYet},
 };
+
+const UnsupportedSetting* FindUnsupported(absl::string_view section, absl::string_view key) {
+  for (const UnsupportedSetting& setting : kUnsupportedSettings) {
+    if (setting.section == section && setting.key == key) return &setting;
+  }
+  return nullptr;
+}
+
+std::string UnsupportedWarning(const UnsupportedSetting& setting) {
+  return absl::StrCat("is not supported by pgfleet (", setting.reason, "); ignored");
+}
 
 template <typename Range>
 bool Contains(const Range& range, absl::string_view name) {
@@ -414,9 +453,10 @@ absl::Status ApplyOption(const IniEntry& entry, Config& config) {
     config.locations[key] = Location(entry);
     return absl::OkStatus();
   }
-  if (Contains(kIgnoredOptions, key)) {
+  if (const UnsupportedSetting* unsupported = FindUnsupported("pgbouncer", key)) {
+    config.unsupported_values[key] = entry.value;
     config.warnings.push_back(
-        absl::StrCat(Location(entry), ": key '", key, "' is not supported by pgfleet; ignored"));
+        absl::StrCat(Location(entry), ": key '", key, "' ", UnsupportedWarning(*unsupported)));
   } else {
     config.warnings.push_back(
         absl::StrCat(Location(entry), ": unknown key '", entry.key, "' in [pgbouncer]; ignored"));
@@ -436,16 +476,20 @@ absl::Status SetOptionalPoolMode(absl::string_view value, std::optional<PoolMode
   return absl::OkStatus();
 }
 
-// Per-database parameters of PgBouncer releases after 1.18 (and auth_user, whose auth_query
-// lookup pgfleet lacks): accepted so such files load, but without effect.
-constexpr absl::string_view kIgnoredDatabaseParams[] = {
-    "auth_user",          "auth_dbname",     "auth_query",
-    "load_balance_hosts", "server_lifetime", "max_db_client_connections",
-};
+// PgBouncer's per-database and per-user query_wait_timeout: seconds, or -1 for "not set".
+absl::Status SetOptionalDuration(absl::string_view value, std::optional<absl::Duration>& out) {
+  if (value == "-1") {
+    out.reset();
+    return absl::OkStatus();
+  }
+  PGF_ASSIGN_OR_RETURN(out, ParseDuration(value));
+  return absl::OkStatus();
+}
 
-// Returns the reason only; `ignored` collects parameters accepted without effect.
-absl::Status ApplyDatabaseParam(const ConnParam& p, DatabaseConfig& db, bool& ignored) {
-  ignored = false;
+// Returns the reason only; `ignored` is the entry of a parameter accepted without effect.
+absl::Status ApplyDatabaseParam(const ConnParam& p, DatabaseConfig& db,
+                                const UnsupportedSetting*& ignored) {
+  ignored = nullptr;
   const std::string& v = p.value;
   const std::string& k = p.key;
   absl::Status status;
@@ -470,6 +514,10 @@ absl::Status ApplyDatabaseParam(const ConnParam& p, DatabaseConfig& db, bool& ig
     status = SetOptionalPoolMode(v, db.pool_mode);
   } else if (k == "max_db_connections") {
     status = SetOptionalInt(v, db.max_db_connections);
+  } else if (k == "max_db_client_connections") {
+    status = SetOptionalInt(v, db.max_db_client_connections);
+  } else if (k == "query_wait_timeout") {
+    status = SetOptionalDuration(v, db.query_wait_timeout);
   } else if (k == "connect_query") {
     db.connect_query = v;
   } else if (k == "client_encoding") {
@@ -480,8 +528,7 @@ absl::Status ApplyDatabaseParam(const ConnParam& p, DatabaseConfig& db, bool& ig
     db.timezone = v;
   } else if (k == "application_name") {
     db.application_name = v;
-  } else if (Contains(kIgnoredDatabaseParams, k)) {
-    ignored = true;
+  } else if ((ignored = FindUnsupported("databases", k)) != nullptr) {
   } else if (FindOption(k) != nullptr) {
     // Easy to mistake for a per-database override; say so rather than just "unknown".
     return absl::InvalidArgumentError(absl::StrCat(
@@ -509,25 +556,19 @@ absl::Status ApplyDatabase(const IniEntry& entry, Config& config) {
   DatabaseConfig db;
   db.name = entry.key;
   for (const ConnParam& param : *params) {
-    bool ignored = false;
+    const UnsupportedSetting* ignored = nullptr;
     absl::Status status = ApplyDatabaseParam(param, db, ignored);
     if (!status.ok())
       return absl::InvalidArgumentError(absl::StrCat(where, ": ", status.message()));
-    if (ignored) {
-      config.warnings.push_back(absl::StrCat(where, ": parameter '", param.key,
-                                             "' is not supported by pgfleet; ignored"));
+    if (ignored != nullptr) {
+      config.warnings.push_back(
+          absl::StrCat(where, ": parameter '", param.key, "' ", UnsupportedWarning(*ignored)));
     }
   }
   // A repeated name replaces the earlier entry, as in PgBouncer.
   config.databases[db.name] = std::move(db);
   return absl::OkStatus();
 }
-
-// Per-user parameters of PgBouncer releases after 1.18.
-constexpr absl::string_view kIgnoredUserParams[] = {
-    "max_user_client_connections", "reserve_pool_size",   "query_timeout",
-    "idle_transaction_timeout",    "client_idle_timeout", "transaction_timeout",
-};
 
 absl::Status ApplyUser(const IniEntry& entry, Config& config) {
   std::string where = absl::StrCat(Location(entry), ": user '", entry.key, "'");
@@ -543,9 +584,17 @@ absl::Status ApplyUser(const IniEntry& entry, Config& config) {
       status = SetOptionalPoolMode(p.value, user.pool_mode);
     } else if (p.key == "max_user_connections") {
       status = SetOptionalInt(p.value, user.max_user_connections);
-    } else if (Contains(kIgnoredUserParams, p.key)) {
+    } else if (p.key == "pool_size") {
+      status = SetOptionalInt(p.value, user.pool_size);
+    } else if (p.key == "reserve_pool_size" || p.key == "reserve_pool") {
+      status = SetOptionalInt(p.value, user.reserve_pool_size);
+    } else if (p.key == "max_user_client_connections") {
+      status = SetOptionalInt(p.value, user.max_user_client_connections);
+    } else if (p.key == "query_wait_timeout") {
+      status = SetOptionalDuration(p.value, user.query_wait_timeout);
+    } else if (const UnsupportedSetting* ignored = FindUnsupported("users", p.key)) {
       config.warnings.push_back(
-          absl::StrCat(where, ": parameter '", p.key, "' is not supported by pgfleet; ignored"));
+          absl::StrCat(where, ": parameter '", p.key, "' ", UnsupportedWarning(*ignored)));
     } else if (FindOption(p.key) != nullptr) {
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": unknown parameter '", p.key,
@@ -575,8 +624,8 @@ std::map<std::string, int> MaxServerConnectionsByAddress(const Config& config) {
   std::map<std::string, int> by_address;
   for (const auto& [name, db] : config.databases) {
     if (name == "*") continue;
-    int connections = db.pool_size.value_or(config.default_pool_size) +
-                      db.reserve_pool.value_or(config.reserve_pool_size);
+    // A forced user's [users] entry sizes the entry's one pool, as in PgBouncer.
+    int connections = config.PoolSizeFor(db, db.user) + config.ReservePoolSizeFor(db, db.user);
     const int cap = db.max_db_connections.value_or(config.max_db_connections);
     if (cap > 0) connections = std::min(connections, cap);
     by_address[ServerAddress(db)] += connections;
@@ -639,6 +688,49 @@ std::optional<DatabaseConfig> Config::FindDatabase(const std::string& name) cons
   // The fallback entry's own dbname (if any) wins, as with PgBouncer's autodb connstr.
   if (db.dbname.empty()) db.dbname = name;
   return db;
+}
+
+const std::vector<UnsupportedSetting>& UnsupportedSettings() { return kUnsupportedSettings; }
+
+const UnsupportedSetting* FindUnsupportedSetting(const std::string& section,
+                                                 const std::string& key) {
+  return FindUnsupported(section, key);
+}
+
+int Config::PoolSizeFor(const DatabaseConfig& db, const std::string& user) const {
+  if (const UserConfig* entry = FindUser(user); entry && entry->pool_size) return *entry->pool_size;
+  return db.pool_size.value_or(default_pool_size);
+}
+
+int Config::ReservePoolSizeFor(const DatabaseConfig& db, const std::string& user) const {
+  if (const UserConfig* entry = FindUser(user); entry && entry->reserve_pool_size) {
+    return *entry->reserve_pool_size;
+  }
+  return db.reserve_pool.value_or(reserve_pool_size);
+}
+
+PoolMode Config::PoolModeFor(const DatabaseConfig& db, const std::string& user) const {
+  if (const UserConfig* entry = FindUser(user); entry && entry->pool_mode) return *entry->pool_mode;
+  return db.pool_mode.value_or(pool_mode);
+}
+
+absl::Duration Config::QueryWaitTimeoutFor(const DatabaseConfig& db,
+                                           const std::string& user) const {
+  if (const UserConfig* entry = FindUser(user); entry && entry->query_wait_timeout) {
+    return *entry->query_wait_timeout;
+  }
+  return db.query_wait_timeout.value_or(query_wait_timeout);
+}
+
+int Config::MaxDbClientConnectionsFor(const DatabaseConfig& db) const {
+  return db.max_db_client_connections.value_or(max_db_client_connections);
+}
+
+int Config::MaxUserClientConnectionsFor(const std::string& user) const {
+  if (const UserConfig* entry = FindUser(user); entry && entry->max_user_client_connections) {
+    return *entry->max_user_client_connections;
+  }
+  return max_user_client_connections;
 }
 
 const UserConfig* Config::FindUser(const std::string& name) const {
@@ -762,6 +854,17 @@ std::vector<ConfigEntry> DescribeConfig(const Config& config) {
         .changeable = option.changeable,
     });
   }
+  for (const UnsupportedSetting& setting : kUnsupportedSettings) {
+    if (absl::string_view(setting.section) != "pgbouncer") continue;
+    auto written = config.unsupported_values.find(setting.key);
+    entries.push_back(ConfigEntry{
+        .key = setting.key,
+        .value = written != config.unsupported_values.end() ? written->second
+                                                            : setting.pgbouncer_default,
+        .default_value = setting.pgbouncer_default,
+        .changeable = false,
+    });
+  }
   std::sort(entries.begin(), entries.end(),
             [](const ConfigEntry& a, const ConfigEntry& b) { return a.key < b.key; });
   return entries;
@@ -772,7 +875,7 @@ absl::Status ApplySetting(Config& config, const std::string& key, const std::str
   std::string name = absl::AsciiStrToLower(key);
   const Option* option = FindOption(name);
   if (option == nullptr) {
-    if (Contains(kIgnoredOptions, name)) {
+    if (FindUnsupported("pgbouncer", name) != nullptr) {
       return absl::InvalidArgumentError(
           absl::StrCat("config parameter '", name, "' is not supported by pgfleet"));
     }

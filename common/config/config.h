@@ -37,16 +37,41 @@ struct DatabaseConfig {
   std::optional<int> reserve_pool;
   std::optional<PoolMode> pool_mode;
   std::optional<int> max_db_connections;
+  // PgBouncer 1.23: how long a client may wait for a server; unset (or -1) falls back to the
+  // user's, then the global value. A [users] value wins over this one.
+  std::optional<absl::Duration> query_wait_timeout;
+  std::optional<int> max_db_client_connections;  // PgBouncer 1.24.
   std::string connect_query;
   std::string client_encoding, datestyle, timezone, application_name;
 };
 
 // One entry of [users]: `name = pool_mode=... max_user_connections=...`.
+// PgBouncer's precedence for every override here: the user's value, then the database's, then
+// the [pgbouncer] default.
 struct UserConfig {
   std::string name;
   std::optional<PoolMode> pool_mode;
   std::optional<int> max_user_connections;
+  std::optional<int> pool_size;                      // PgBouncer 1.23.
+  std::optional<int> reserve_pool_size;              // PgBouncer 1.24.
+  std::optional<absl::Duration> query_wait_timeout;  // PgBouncer 1.24; -1 in the file = unset.
+  std::optional<int> max_user_client_connections;    // PgBouncer 1.24.
 };
+
+// A PgBouncer 1.25 setting that pgfleet loads but does not act on, and why. One table, so the
+// load warning, SHOW CONFIG and the README say the same thing.
+struct UnsupportedSetting {
+  const char* section;            // "pgbouncer", "databases" or "users".
+  const char* key;                // PgBouncer's name.
+  const char* pgbouncer_default;  // [pgbouncer] rows: SHOW CONFIG's default column.
+  const char* reason;             // Why it has no effect in pgfleet.
+};
+// Every such setting, [pgbouncer] keys sorted by name first.
+const std::vector<UnsupportedSetting>& UnsupportedSettings();
+// The entry for `key` in `section`, or nullptr when pgfleet implements it (or PgBouncer has no
+// such key).
+const UnsupportedSetting* FindUnsupportedSetting(const std::string& section,
+                                                 const std::string& key);
 
 struct Config {
   // Where it came from, for error messages and RELOAD.
@@ -71,6 +96,9 @@ struct Config {
   int max_client_conn = 100;
   int max_db_connections = 0;    // 0 = unlimited.
   int max_user_connections = 0;  // 0 = unlimited.
+  // Client connections per database / per user (PgBouncer 1.24); 0 = unlimited.
+  int max_db_client_connections = 0;
+  int max_user_client_connections = 0;
   std::string server_reset_query = "DISCARD ALL";
   bool server_reset_query_always = false;
   std::string server_check_query = "select 1";
@@ -125,6 +153,10 @@ struct Config {
   std::string server_tls_protocols = "secure";
   std::string server_tls_ciphers = "default";
 
+  // [pgbouncer] keys of UnsupportedSettings() the file set, with the value as written, so SHOW
+  // CONFIG lists what the file says even where pgfleet does not act on it.
+  std::map<std::string, std::string> unsupported_values;
+
   // Non-fatal findings, each "FILE:LINE: ...": PgBouncer keys, sections and parameters that
   // pgfleet accepts but ignores, and keys it does not know at all.
   std::vector<std::string> warnings;
@@ -139,6 +171,14 @@ struct Config {
   // dbname = name. nullopt when neither exists.
   std::optional<DatabaseConfig> FindDatabase(const std::string& name) const;
   const UserConfig* FindUser(const std::string& name) const;
+  // The effective per-pool settings under PgBouncer's precedence: [users] entry, then the
+  // [databases] entry, then [pgbouncer].
+  int PoolSizeFor(const DatabaseConfig& db, const std::string& user) const;
+  int ReservePoolSizeFor(const DatabaseConfig& db, const std::string& user) const;
+  PoolMode PoolModeFor(const DatabaseConfig& db, const std::string& user) const;
+  absl::Duration QueryWaitTimeoutFor(const DatabaseConfig& db, const std::string& user) const;
+  int MaxDbClientConnectionsFor(const DatabaseConfig& db) const;  // 0 = unlimited.
+  int MaxUserClientConnectionsFor(const std::string& user) const;
   bool IsAdminUser(const std::string& user) const;
   bool IsStatsUser(const std::string& user) const;
 };
@@ -171,9 +211,10 @@ struct ConfigEntry {
   bool changeable = true;     // Whether SET may change it online (PgBouncer's "changeable").
 };
 
-// Every [pgbouncer] setting pgfleet implements (not the ones it only ignores), sorted by key
-// and formatted like PgBouncer 1.18's SHOW CONFIG: durations as seconds through "%g" ("600",
-// "0.5"), booleans "0"/"1", lists comma-joined, pool_mode/auth_type by name.
+// Every [pgbouncer] setting of PgBouncer 1.25, sorted by key: the ones pgfleet implements,
+// and those of UnsupportedSettings() (value as the file wrote it, else PgBouncer's default;
+// never changeable). Formatted like PgBouncer 1.18's SHOW CONFIG: durations as seconds through "%g"
+// ("600", "0.5"), booleans "0"/"1", lists comma-joined, pool_mode/auth_type by name.
 std::vector<ConfigEntry> DescribeConfig(const Config& config);
 
 // The admin console's `SET key = value`, through the same per-key parser as the file.

@@ -173,18 +173,20 @@ TEST_F(AgentStartupTest, UnknownPoolMode) {
 
 TEST_F(AgentStartupTest, UnknownPerDatabaseKey) {
   std::vector<std::string> lines = BaseLines();
-  lines[1] += " query_wait_timeout=30";
+  // query_wait_timeout is a per-database key since PgBouncer 1.23; server_check_delay is not.
+  lines[1] += " server_check_delay=30";
   const std::string ini = WriteIni(lines);
   ExpectStartupError(RunAgent({ini}),
-                     {"pgfleet-agent: ", ini + ":2:", "appdb", "query_wait_timeout"});
+                     {"pgfleet-agent: ", ini + ":2:", "appdb", "server_check_delay"});
 }
 
 TEST_F(AgentStartupTest, UnknownPerUserKey) {
   std::vector<std::string> lines = BaseLines();
   lines.push_back("[users]");
-  lines.push_back("app = pool_size=2");  // Line 12.
+  lines.push_back("app = default_pool_size=2");  // Line 12. ([users] pool_size is valid: 1.23.)
   const std::string ini = WriteIni(lines);
-  ExpectStartupError(RunAgent({ini}), {"pgfleet-agent: ", ini + ":12:", "'app'", "pool_size"});
+  ExpectStartupError(RunAgent({ini}),
+                     {"pgfleet-agent: ", ini + ":12:", "'app'", "default_pool_size"});
 }
 
 TEST_F(AgentStartupTest, MissingAuthFile) {
@@ -361,12 +363,12 @@ class AgentReloadErrorTest : public ::testing::Test {
          {"pool_mode", "bogus"}},
         {"per-database key",
          Broken([](AgentOptions& o) {
-           o.databases_section = "appdb = host=127.0.0.1 port=1 query_wait_timeout=30\n";
+           o.databases_section = "appdb = host=127.0.0.1 port=1 server_check_delay=30\n";
          }),
-         {"appdb", "query_wait_timeout"}},
+         {"appdb", "server_check_delay"}},
         {"per-user key",
-         Broken([](AgentOptions& o) { o.users_section = "app = pool_size=2\n"; }),
-         {"'app'", "pool_size"}},
+         Broken([](AgentOptions& o) { o.users_section = "app = default_pool_size=2\n"; }),
+         {"'app'", "default_pool_size"}},
         {"missing auth_file",
          Broken([&](AgentOptions& o) {
            o.pgbouncer_settings["auth_file"] = dir + "/missing-users.txt";

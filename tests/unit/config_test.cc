@@ -37,6 +37,15 @@ std::string OptionError(const std::string& key, const std::string& value) {
   return std::string(status.message());
 }
 
+// The warning for a PgBouncer setting pgfleet loads without effect, with the table's reason.
+std::string Ignored(const std::string& where, const std::string& section, const std::string& key) {
+  const UnsupportedSetting* setting = FindUnsupportedSetting(section, key);
+  EXPECT_NE(setting, nullptr) << section << "." << key;
+  const std::string what = section == "pgbouncer" ? "key" : "parameter";
+  return absl::StrCat(where, ": ", what, " '", key, "' is not supported by pgfleet (",
+                      setting != nullptr ? setting->reason : "?", "); ignored");
+}
+
 Config MustParse(const std::string& text) {
   absl::StatusOr<Config> config = Parse(text);
   EXPECT_TRUE(config.ok()) << config.status();
@@ -272,15 +281,13 @@ TEST(ConfigTest, RealisticProductionConfig) {
   EXPECT_EQ(c.server_tls_sslmode, TlsMode::kRequire);
   EXPECT_EQ(c.client_tls_sslmode, TlsMode::kDisable);
 
-  EXPECT_THAT(
-      c.warnings,
-      ElementsAre(
-          "test.ini:8: database '*': parameter 'auth_user' is not supported by pgfleet; ignored",
-          "test.ini:56: key 'so_reuseport' is not supported by pgfleet; ignored",
-          "test.ini:59: key 'dns_max_ttl' is not supported by pgfleet; ignored",
-          "test.ini:60: key 'application_name_add_host' is not supported by pgfleet; ignored",
-          "test.ini:62: key 'unix_socket_mode' is not supported by pgfleet; ignored",
-          "test.ini:64: key 'listen_backlog' is not supported by pgfleet; ignored"));
+  EXPECT_THAT(c.warnings,
+              ElementsAre(Ignored("test.ini:8: database '*'", "databases", "auth_user"),
+                          Ignored("test.ini:56", "pgbouncer", "so_reuseport"),
+                          Ignored("test.ini:59", "pgbouncer", "dns_max_ttl"),
+                          Ignored("test.ini:60", "pgbouncer", "application_name_add_host"),
+                          Ignored("test.ini:62", "pgbouncer", "unix_socket_mode"),
+                          Ignored("test.ini:64", "pgbouncer", "listen_backlog")));
 }
 
 TEST(ConfigTest, IgnoredPgBouncerKeysAreAccepted) {
@@ -309,8 +316,7 @@ TEST(ConfigTest, IgnoredPgBouncerKeysAreAccepted) {
                           "auth_hba_file",
                           "resolv_conf"}) {
     Config c = MustParse(absl::StrCat("[pgbouncer]\n", key, " = whatever\n"));
-    EXPECT_THAT(c.warnings, ElementsAre(absl::StrCat("test.ini:2: key '", key,
-                                                     "' is not supported by pgfleet; ignored")));
+    EXPECT_THAT(c.warnings, ElementsAre(Ignored("test.ini:2", "pgbouncer", key)));
   }
 }
 
@@ -475,8 +481,10 @@ TEST(ConfigDatabasesTest, ReservePoolSizeIsAnAlias) {
 TEST(ConfigDatabasesTest, AuthUserIsIgnoredWithAWarning) {
   Config c = MustParse("[pgbouncer]\n[databases]\na = host=x auth_user=pgb\n");
   EXPECT_EQ(c.databases.at("a").host, "x");
-  EXPECT_THAT(c.warnings, ElementsAre("test.ini:3: database 'a': parameter 'auth_user' is not "
-                                      "supported by pgfleet; ignored"));
+  EXPECT_THAT(c.warnings,
+              ElementsAre("test.ini:3: database 'a': parameter 'auth_user' is not supported by "
+                          "pgfleet (auth_query lookups are not implemented; passwords come from "
+                          "auth_file); ignored"));
 }
 
 TEST(ConfigDatabasesTest, FindDatabaseFallbackSemantics) {
@@ -513,6 +521,68 @@ TEST(ConfigDatabasesTest, FindDatabaseFallbackSemantics) {
   Config none = MustParse("[pgbouncer]\n[databases]\nonly = host=h\n");
   EXPECT_FALSE(none.FindDatabase("other").has_value());
   EXPECT_TRUE(none.FindDatabase("only").has_value());
+}
+
+// PgBouncer 1.23-1.25's per-user settings load (1.18's loader refused pool_size here).
+TEST(ConfigUsersTest, PgBouncer125UserSettingsLoad) {
+  Config c = MustParse(
+      "[pgbouncer]\n[users]\n"
+      "app = pool_size=4 reserve_pool_size=2 pool_mode=statement max_user_connections=9 "
+      "query_wait_timeout=1.5 query_timeout=0 idle_transaction_timeout=0 transaction_timeout=0 "
+      "client_idle_timeout=0 max_user_client_connections=50\n"
+      "old = reserve_pool=1 query_wait_timeout=-1\n");
+  const UserConfig* app = c.FindUser("app");
+  ASSERT_NE(app, nullptr);
+  EXPECT_EQ(app->pool_size, 4);
+  EXPECT_EQ(app->reserve_pool_size, 2);
+  EXPECT_EQ(app->pool_mode, PoolMode::kStatement);
+  EXPECT_EQ(app->max_user_connections, 9);
+  EXPECT_EQ(app->query_wait_timeout, absl::Milliseconds(1500));
+  EXPECT_EQ(c.FindUser("old")->reserve_pool_size, 1);
+  EXPECT_FALSE(c.FindUser("old")->query_wait_timeout.has_value());  // -1: not set.
+  EXPECT_THAT(c.warnings,
+              ElementsAre(Ignored("test.ini:3: user 'app'", "users", "query_timeout"),
+                          Ignored("test.ini:3: user 'app'", "users", "idle_transaction_timeout"),
+                          Ignored("test.ini:3: user 'app'", "users", "transaction_timeout"),
+                          Ignored("test.ini:3: user 'app'", "users", "client_idle_timeout")));
+  EXPECT_EQ(app->max_user_client_connections, 50);
+  EXPECT_EQ(c.MaxUserClientConnectionsFor("app"), 50);
+  EXPECT_EQ(c.MaxUserClientConnectionsFor("old"), 0);
+}
+
+// PgBouncer's order: the [users] entry, then the [databases] entry, then [pgbouncer].
+TEST(ConfigUsersTest, UserThenDatabaseThenDefaultPrecedence) {
+  Config c = MustParse(
+      "[pgbouncer]\ndefault_pool_size = 20\nreserve_pool_size = 1\npool_mode = session\n"
+      "query_wait_timeout = 120\n"
+      "[databases]\n"
+      "sized = pool_size=10 reserve_pool_size=3 pool_mode=transaction query_wait_timeout=30\n"
+      "plain = host=h\n"
+      "unset = query_wait_timeout=-1\n"
+      "[users]\n"
+      "u = pool_size=2 reserve_pool_size=0 pool_mode=statement query_wait_timeout=5\n"
+      "v = max_user_connections=4\n");
+  const DatabaseConfig sized = *c.FindDatabase("sized");
+  const DatabaseConfig plain = *c.FindDatabase("plain");
+  EXPECT_EQ(c.PoolSizeFor(sized, "u"), 2);
+  EXPECT_EQ(c.PoolSizeFor(sized, "v"), 10);
+  EXPECT_EQ(c.PoolSizeFor(plain, "v"), 20);
+  EXPECT_EQ(c.PoolSizeFor(plain, "u"), 2);
+  EXPECT_EQ(c.ReservePoolSizeFor(sized, "u"), 0);
+  EXPECT_EQ(c.ReservePoolSizeFor(sized, "v"), 3);
+  EXPECT_EQ(c.ReservePoolSizeFor(plain, "v"), 1);
+  EXPECT_EQ(c.PoolModeFor(sized, "u"), PoolMode::kStatement);
+  EXPECT_EQ(c.PoolModeFor(sized, "v"), PoolMode::kTransaction);
+  EXPECT_EQ(c.PoolModeFor(plain, "v"), PoolMode::kSession);
+  EXPECT_EQ(c.QueryWaitTimeoutFor(sized, "u"), absl::Seconds(5));
+  EXPECT_EQ(c.QueryWaitTimeoutFor(sized, "v"), absl::Seconds(30));
+  EXPECT_EQ(c.QueryWaitTimeoutFor(plain, "v"), absl::Seconds(120));
+  EXPECT_EQ(c.QueryWaitTimeoutFor(*c.FindDatabase("unset"), "v"), absl::Seconds(120));
+  // A forced user's [users] entry sizes the entry's one pool in the connection budget.
+  Config forced = MustParse(
+      "[pgbouncer]\ndefault_pool_size = 20\n[databases]\nf = host=h port=1 user=u\n"
+      "[users]\nu = pool_size=3\n");
+  EXPECT_EQ(MaxServerConnectionsByAddress(forced).at("h:1"), 3);
 }
 
 TEST(ConfigUsersTest, UsersAndRoles) {
@@ -617,8 +687,8 @@ TEST(ConfigErrorTest, UnknownConnStringKey) {
   absl::Status status = ParseError("[pgbouncer]\n[databases]\nx = host=h hostt=h2\n");
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(status.message(), "test.ini:3: database 'x': unknown parameter 'hostt'");
-  EXPECT_EQ(ParseError("[pgbouncer]\n[users]\nu = pool_size=3\n").message(),
-            "test.ini:3: user 'u': unknown parameter 'pool_size'");
+  EXPECT_EQ(ParseError("[pgbouncer]\n[users]\nu = pool_sise=3\n").message(),
+            "test.ini:3: user 'u': unknown parameter 'pool_sise'");
 }
 
 TEST(ConfigErrorTest, MalformedConnString) {
@@ -877,17 +947,20 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "handover_drain_timeout|30|30|yes", "idle_transaction_timeout|0|0|yes",
       "ignore_startup_parameters|||yes", "listen_addr|||no", "listen_port|6432|6432|no",
       "log_connections|1|1|yes", "log_disconnections|1|1|yes", "log_pooler_errors|1|1|yes",
-      "logfile|||yes", "max_client_conn|100|100|yes", "max_db_connections|0|0|yes",
+      "logfile|||yes", "max_client_conn|100|100|yes",
+      // PgBouncer 1.24's keys and defaults.
+      "max_db_client_connections|0|0|yes", "max_db_connections|0|0|yes",
       "max_packet_size|2147483647|2147483647|yes",
       // PgBouncer 1.22's key and default; 1.18 has no such row.
-      "max_prepared_statements|200|200|yes", "max_user_connections|0|0|yes",
-      "min_pool_size|0|0|yes", "pidfile|||no", "pkt_buf|4096|4096|no",
-      "pool_mode|session|session|yes", "query_timeout|0|0|yes", "query_wait_timeout|120|120|yes",
-      "reserve_pool_size|0|0|yes", "reserve_pool_timeout|5|5|yes", "server_check_delay|30|30|yes",
-      "server_check_query|select 1|select 1|yes", "server_connect_timeout|15|15|yes",
-      "server_idle_timeout|600|600|yes", "server_lifetime|3600|3600|yes",
-      "server_login_retry|15|15|yes", "server_reset_query|DISCARD ALL|DISCARD ALL|yes",
-      "server_reset_query_always|0|0|yes", "server_tls_ca_file|||no", "server_tls_cert_file|||no",
+      "max_prepared_statements|200|200|yes", "max_user_client_connections|0|0|yes",
+      "max_user_connections|0|0|yes", "min_pool_size|0|0|yes", "pidfile|||no",
+      "pkt_buf|4096|4096|no", "pool_mode|session|session|yes", "query_timeout|0|0|yes",
+      "query_wait_timeout|120|120|yes", "reserve_pool_size|0|0|yes", "reserve_pool_timeout|5|5|yes",
+      "server_check_delay|30|30|yes", "server_check_query|select 1|select 1|yes",
+      "server_connect_timeout|15|15|yes", "server_idle_timeout|600|600|yes",
+      "server_lifetime|3600|3600|yes", "server_login_retry|15|15|yes",
+      "server_reset_query|DISCARD ALL|DISCARD ALL|yes", "server_reset_query_always|0|0|yes",
+      "server_tls_ca_file|||no", "server_tls_cert_file|||no",
       "server_tls_ciphers|default|default|no", "server_tls_key_file|||no",
       "server_tls_protocols|secure|secure|no", "server_tls_sslmode|prefer|prefer|no",
       "stats_period|60|60|yes", "stats_users|||yes", "tcp_keepalive|1|1|yes", "tcp_keepcnt|0|0|yes",
@@ -895,7 +968,10 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "verbose|0||yes",  // PgBouncer's verbose has no default string.
   };
   std::vector<std::string> actual;
-  for (const ConfigEntry& row : DescribeConfig(Config())) actual.push_back(RowString(row));
+  for (const ConfigEntry& row : DescribeConfig(Config())) {
+    // The keys pgfleet only loads have their own test below.
+    if (FindUnsupportedSetting("pgbouncer", row.key) == nullptr) actual.push_back(RowString(row));
+  }
   // Sorted by key, like PgBouncer's output; `expected` is in that order.
   EXPECT_EQ(actual, expected);
 }
@@ -932,12 +1008,27 @@ TEST(ConfigDescribeTest, ShowsConfiguredValuesNextToDefaults) {
   EXPECT_EQ(RowString(Row(rows, "verbose")), "verbose|1||yes");
 }
 
-TEST(ConfigDescribeTest, ListsOnlyImplementedKeys) {
-  Config c = MustParse("[pgbouncer]\nserver_round_robin = 1\n");
-  for (const ConfigEntry& row : DescribeConfig(c)) {
-    EXPECT_NE(row.key, "server_round_robin");
-    EXPECT_NE(row.key, "conffile");
+// SHOW CONFIG lists every [pgbouncer] key of PgBouncer 1.25, the ones pgfleet only loads too:
+// with the file's value, else PgBouncer's default, and never changeable.
+TEST(ConfigDescribeTest, ListsKeysWithoutEffectWithTheirValues) {
+  Config c = MustParse("[pgbouncer]\nserver_round_robin = 1\nsyslog_ident = db7\n");
+  std::vector<ConfigEntry> rows = DescribeConfig(c);
+  EXPECT_EQ(RowString(Row(rows, "server_round_robin")), "server_round_robin|1|0|no");
+  EXPECT_EQ(RowString(Row(rows, "syslog_ident")), "syslog_ident|db7|pgbouncer|no");
+  EXPECT_EQ(RowString(Row(rows, "track_extra_parameters")),
+            "track_extra_parameters|IntervalStyle|IntervalStyle|no");
+  for (const UnsupportedSetting& setting : UnsupportedSettings()) {
+    EXPECT_NE(std::string(setting.reason), "") << setting.key;
+    if (std::string(setting.section) != "pgbouncer") continue;
+    EXPECT_EQ(Row(rows, setting.key).key, setting.key);
+    Config copy = c;
+    EXPECT_THAT(ApplySetting(copy, setting.key, "1").message(),
+                HasSubstr("is not supported by pgfleet"))
+        << setting.key;
   }
+  EXPECT_TRUE(
+      std::is_sorted(rows.begin(), rows.end(),
+                     [](const ConfigEntry& a, const ConfigEntry& b) { return a.key < b.key; }));
 }
 
 TEST(ConfigSetTest, ChangesOnlineSettings) {
