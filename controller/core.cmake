@@ -25,7 +25,7 @@ target_link_libraries(pgfleet_controller_core
   PRIVATE pgfleet_warnings)
 
 add_executable(pgfleet-controller ${CMAKE_CURRENT_SOURCE_DIR}/main.cc)
-target_link_libraries(pgfleet-controller PRIVATE pgfleet_controller_core pgfleet_warnings)
+target_link_libraries(pgfleet-controller PRIVATE pgfleet_controller_core pgfleet_service_notify pgfleet_warnings)
 
 # ---- The dashboard: HTTP listener + JSON API (controller/http/) and its web files (web/) ----
 target_sources(pgfleet_controller_core PRIVATE
