@@ -31,8 +31,7 @@ if(CMAKE_INSTALL_PREFIX STREQUAL "/usr")
 else()
   set(PGFLEET_DEFAULT_UNIT_DIR ${CMAKE_INSTALL_PREFIX}/lib/systemd/system)
 endif()
-set(PGFLEET_SYSTEMD_UNIT_DIR ${PGFLEET_DEFAULT_UNIT_DIR} CACHE PATH
-    "Where the systemd units are installed")
+set(PGFLEET_SYSTEMD_UNIT_DIR ${PGFLEET_DEFAULT_UNIT_DIR})
 
 # ---- Programs ----------------------------------------------------------------------------------
 install(TARGETS pgfleet-agent RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT pgfleet-agent)
@@ -137,29 +136,29 @@ set(CPACK_DEBIAN_PGFLEET-AGENT_PACKAGE_NAME pgfleet-agent)
 set(CPACK_DEBIAN_PGFLEET-AGENT_PACKAGE_DEPENDS "adduser")
 set(CPACK_DEBIAN_PGFLEET-AGENT_DESCRIPTION
     "PgBouncer-compatible PostgreSQL connection pooler
- pgfleet-agent reads PgBouncer's pgbouncer.ini and auth_file unchanged and pools
- client connections to PostgreSQL (session, transaction and statement modes),
- with an admin console, Prometheus metrics and zero-downtime restarts. It may
- keep a stream to pgfleet-controller, which pushes its configuration.
- .
- Ships pgfleet-agent.service and pgfleet-agent@.service (several agents per
- host), /etc/pgfleet/agent.ini and the pgfleet system user.")
+pgfleet-agent reads PgBouncer's pgbouncer.ini and auth_file unchanged and pools
+client connections to PostgreSQL (session, transaction and statement modes),
+with an admin console, Prometheus metrics and zero-downtime restarts. It may
+keep a stream to pgfleet-controller, which pushes its configuration.
+.
+Ships pgfleet-agent.service and pgfleet-agent@.service (several agents per
+host), /etc/pgfleet/agent.ini and the pgfleet system user.")
 set(CPACK_DEBIAN_PGFLEET-CONTROLLER_PACKAGE_NAME pgfleet-controller)
 set(CPACK_DEBIAN_PGFLEET-CONTROLLER_PACKAGE_DEPENDS "adduser")
 set(CPACK_DEBIAN_PGFLEET-CONTROLLER_DESCRIPTION
     "control plane for a fleet of pgfleet-agent poolers
- pgfleet-controller stores config versions in SQLite, keeps a stream to every
- pgfleet-agent, rolls configs out in waves, runs maintenance windows, and
- serves the operators' gRPC API, a JSON API and a web dashboard.
- .
- Ships pgfleet-controller.service, the dashboard in /usr/share/pgfleet/web and
- the pgfleet system user.")
+pgfleet-controller stores config versions in SQLite, keeps a stream to every
+pgfleet-agent, rolls configs out in waves, runs maintenance windows, and
+serves the operators' gRPC API, a JSON API and a web dashboard.
+.
+Ships pgfleet-controller.service, the dashboard in /usr/share/pgfleet/web and
+the pgfleet system user.")
 set(CPACK_DEBIAN_FLEETCTL_PACKAGE_NAME fleetctl)
 set(CPACK_DEBIAN_FLEETCTL_DESCRIPTION
     "command line for pgfleet-controller
- fleetctl lists agents, pushes and rolls out configs, pauses and resumes
- databases across a pgfleet fleet, and manages tokens and secrets, through
- pgfleet-controller's API.")
+fleetctl lists agents, pushes and rolls out configs, pauses and resumes
+databases across a pgfleet fleet, and manages tokens and secrets, through
+pgfleet-controller's API.")
 
 # Maintainer scripts (the pgfleet user, the state dir) and the conffiles under /etc.
 set(PGFLEET_DEBIAN_DIR ${PROJECT_BINARY_DIR}/packaging/debian)
