@@ -495,14 +495,16 @@ int Agent::Run() {
     PGF_INFO("agent", "metrics on http://%s/metrics", options_.metrics_listen);
   }
   if (absl::Status pidfile = WritePidfile(); !pidfile.ok()) return fail(pidfile);
-  if (on_started_) {
-    if (absl::Status started = on_started_(); !started.ok()) return fail(started);
-  }
   signal(SIGPIPE, SIG_IGN);
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGUSR2}) {
     event* ev = evsignal_new(loop_->base(), sig, &Agent::OnSignal, this);
     evsignal_add(ev, nullptr);
     signal_events_.push_back(ev);
+  }
+  // After the signal handlers: on_started tells systemd (or a -d parent) the agent is ready,
+  // and a reload (SIGHUP) or restart (SIGUSR2) may follow at once.
+  if (on_started_) {
+    if (absl::Status started = on_started_(); !started.ok()) return fail(started);
   }
   deferred_delete_event_ = event_new(
       loop_->base(), -1, 0,

@@ -163,8 +163,9 @@ class Agent final : public AgentControl {
   ControlPlaneStatus control_plane_status() const {
     return control_plane_status_ ? control_plane_status_() : ControlPlaneStatus{};
   }
-  // Runs on the loop thread once Run() listens and wrote the pidfile, before the loop starts
-  // (the link starts here, -u drops privileges here); an error ends Run() with exit code 1.
+  // Runs on the loop thread once Run() listens, wrote the pidfile and took its signals, before
+  // the loop starts (the link starts here, -u drops privileges here, READY=1 is sent here); an
+  // error ends Run() with exit code 1.
   void set_on_started(std::function<absl::Status()> on_started) {
     on_started_ = std::move(on_started);
   }

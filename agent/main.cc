@@ -89,7 +89,7 @@ int RunAgent(pgfleet::agent::AgentOptions options,
       if (options.inherited_metrics_fd >= 0) close(options.inherited_metrics_fd);
       return fail(setup.status());
     }
-    if (process.run_as.has_value()) {
+    if (process.run_as.has_value() && process.run_as->switch_needed) {
       if (absl::Status given = GiveStateDirTo(setup->state_dir, *process.run_as); !given.ok()) {
         for (int fd : options.inherited_listeners) close(fd);
         if (options.inherited_metrics_fd >= 0) close(options.inherited_metrics_fd);

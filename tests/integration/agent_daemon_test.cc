@@ -4,8 +4,10 @@
 // without a pidfile; -u switches to USER after binding when started as root, refuses to switch
 // when not root, and names an unknown user. Against the binary's shared PostgreSQL.
 
+#include <pwd.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -167,6 +169,25 @@ TEST_F(AgentDaemonTest, UserSwitchesAfterBindingWhenStartedAsRoot) {
   EXPECT_EQ(ProcessUids(agent->pid()), std::vector<std::string>(4, postgres_uid));
   EXPECT_TRUE(absl::StrContains(agent->LogContents(), "running as user postgres"))
       << agent->Diagnostics();
+  ExpectCleanStop(*agent);
+}
+
+TEST_F(AgentDaemonTest, UserGetsTheFleetStateDir) {
+  if (geteuid() != 0) GTEST_SKIP() << "-u switches users only when started as root";
+  // Made by root before the switch; pushed configs are written there after it.
+  const passwd* postgres = getpwnam("postgres");
+  ASSERT_NE(postgres, nullptr);
+  const uid_t postgres_uid = postgres->pw_uid;
+  const std::string state_dir = dir_.path() + "/state";
+  AgentOptions options = AppAgentOptions({});
+  // No controller listens there: the agent serves from its local config meanwhile.
+  options.extra_args = {"-u", "postgres", "--controller=127.0.0.1:1", "--env=dev",
+                        "--state-dir=" + state_dir};
+  PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<AgentProcess> agent, AgentProcess::Start(options));
+  EXPECT_TRUE(ServesAppdb(agent->port()));
+  struct stat info {};
+  ASSERT_EQ(stat(state_dir.c_str(), &info), 0);
+  EXPECT_EQ(info.st_uid, postgres_uid);
   ExpectCleanStop(*agent);
 }
 
