@@ -479,6 +479,15 @@ int Agent::Run() {
     if (!config_->logfile.empty()) PGF_ERROR("agent", "%s", status.message());
     return 1;
   };
+  // Signals first: once a listener accepts, whoever started the agent may signal it (a SIGTERM
+  // right after the port opens must be a clean shutdown, never the default action). They are
+  // handled once the loop runs.
+  signal(SIGPIPE, SIG_IGN);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGUSR2}) {
+    event* ev = evsignal_new(loop_->base(), sig, &Agent::OnSignal, this);
+    evsignal_add(ev, nullptr);
+    signal_events_.push_back(ev);
+  }
   if (absl::Status listening = ApplyListeners(*config_, /*at_start=*/true); !listening.ok()) {
     return fail(listening);
   }
@@ -495,14 +504,8 @@ int Agent::Run() {
     PGF_INFO("agent", "metrics on http://%s/metrics", options_.metrics_listen);
   }
   if (absl::Status pidfile = WritePidfile(); !pidfile.ok()) return fail(pidfile);
-  signal(SIGPIPE, SIG_IGN);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGUSR2}) {
-    event* ev = evsignal_new(loop_->base(), sig, &Agent::OnSignal, this);
-    evsignal_add(ev, nullptr);
-    signal_events_.push_back(ev);
-  }
-  // After the signal handlers: on_started tells systemd (or a -d parent) the agent is ready,
-  // and a reload (SIGHUP) or restart (SIGUSR2) may follow at once.
+  // After the signal handlers (above): on_started tells systemd (or a -d parent) the agent is
+  // ready, and a reload (SIGHUP) or restart (SIGUSR2) may follow at once.
   if (on_started_) {
     if (absl::Status started = on_started_(); !started.ok()) return fail(started);
   }

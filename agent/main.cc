@@ -120,6 +120,11 @@ int RunAgent(pgfleet::agent::AgentOptions options,
           "-d/--daemon needs pidfile set in the config (as PgBouncer), so the agent can be "
           "found and stopped"));
     }
+    if ((*agent)->config().logfile.empty()) {
+      PGF_WARN("agent",
+               "-d/--daemon without a logfile in the config: once detached, the log "
+               "goes nowhere");
+    }
     absl::StatusOr<int> ready_fd = pgfleet::agent::DetachIntoBackground();
     if (!ready_fd.ok()) return fail(ready_fd.status());
     detached_ready_fd = *ready_fd;
