@@ -479,6 +479,15 @@ int Agent::Run() {
     if (!config_->logfile.empty()) PGF_ERROR("agent", "%s", status.message());
     return 1;
   };
+  // Signals first: once a listener accepts, whoever started the agent may signal it (a SIGTERM
+  // right after the port opens must be a clean shutdown, never the default action). They are
+  // handled once the loop runs.
+  signal(SIGPIPE, SIG_IGN);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGUSR2}) {
+    event* ev = evsignal_new(loop_->base(), sig, &Agent::OnSignal, this);
+    evsignal_add(ev, nullptr);
+    signal_events_.push_back(ev);
+  }
   // What the previous process's console set, before the first client is accepted: a client
   // of a paused database queues here as it did there.
   for (const CarriedState::Pause& pause : options_.inherited_state.paused) {
@@ -505,12 +514,10 @@ int Agent::Run() {
     PGF_INFO("agent", "metrics on http://%s/metrics", options_.metrics_listen);
   }
   if (absl::Status pidfile = WritePidfile(); !pidfile.ok()) return fail(pidfile);
-  if (on_started_) on_started_();
-  signal(SIGPIPE, SIG_IGN);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGUSR2}) {
-    event* ev = evsignal_new(loop_->base(), sig, &Agent::OnSignal, this);
-    evsignal_add(ev, nullptr);
-    signal_events_.push_back(ev);
+  // After the signal handlers (above): on_started tells systemd (or a -d parent) the agent is
+  // ready, and a reload (SIGHUP) or restart (SIGUSR2) may follow at once.
+  if (on_started_) {
+    if (absl::Status started = on_started_(); !started.ok()) return fail(started);
   }
   deferred_delete_event_ = event_new(
       loop_->base(), -1, 0,
@@ -557,6 +564,31 @@ void Agent::OnSignal(int sig, short, void* arg) {
 }
 
 absl::Status Agent::Reload() {
+  // systemd shows the unit as "reloading" until READY=1 comes again, refused or not.
+  if (service_notifier_) service_notifier_("RELOADING=1");
+  absl::Status reloaded = ReloadConfig();
+  if (service_notifier_) {
+    service_notifier_(absl::StrCat(
+        "READY=1\nSTATUS=", reloaded.ok()
+                                ? ServiceStatus()
+                                : absl::StrCat("RELOAD refused (", reloaded.message(),
+                                               "), previous config kept; ", ServiceStatus())));
+  }
+  return reloaded;
+}
+
+std::string Agent::ServiceStatus() const {
+  std::string listening;
+  for (const Listener& listener : listeners_) {
+    absl::StrAppend(&listening, listening.empty() ? "" : ", ", listener.address);
+  }
+  if (shutting_down_) return absl::StrCat("shutting down; ", client_count_, " clients left");
+  return absl::StrCat("serving on ", listening.empty() ? "(no listener)" : listening, "; ",
+                      client_count_, " clients, ", pools_.size(), " pools",
+                      PausedScopes().empty() ? "" : "; paused", suspended_ ? "; suspended" : "");
+}
+
+absl::Status Agent::ReloadConfig() {
   // Certificates and keys are read again, so a renewed certificate needs only a RELOAD; the
   // logfile is opened first, so a path the agent cannot write refuses the RELOAD.
   PGF_ASSIGN_OR_RETURN(LoadedConfig loaded, LoadConfigAndFiles(options_.config_path));
@@ -635,6 +667,7 @@ void Agent::BeginShutdown(const std::string& why) {
     return;
   }
   shutting_down_ = true;
+  if (service_notifier_) service_notifier_(absl::StrCat("STOPPING=1\nSTATUS=stopping (", why, ")"));
   PGF_INFO("agent", "%s: shutting down, waiting up to %s for transactions in flight", why,
            absl::FormatDuration(options_.shutdown_timeout));
   CloseListeners();

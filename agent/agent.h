@@ -171,8 +171,20 @@ class Agent final : public AgentControl {
   ControlPlaneStatus control_plane_status() const {
     return control_plane_status_ ? control_plane_status_() : ControlPlaneStatus{};
   }
-  // Runs on the loop thread once Run() listens, before the loop starts (the link starts here).
-  void set_on_started(std::function<void()> on_started) { on_started_ = std::move(on_started); }
+  // Runs on the loop thread once Run() listens, wrote the pidfile and took its signals, before
+  // the loop starts (the link starts here, -u drops privileges here, READY=1 is sent here); an
+  // error ends Run() with exit code 1.
+  void set_on_started(std::function<absl::Status()> on_started) {
+    on_started_ = std::move(on_started);
+  }
+  // Where the agent reports to a service manager (main.cc: sd_notify): RELOADING=1 and READY=1
+  // around every reload (SIGHUP, the console's RELOAD, a pushed config), STOPPING=1 when a
+  // shutdown begins. Unset: nothing is reported.
+  void set_service_notifier(std::function<void(const std::string& state)> notifier) {
+    service_notifier_ = std::move(notifier);
+  }
+  // One line for the service manager's STATUS=: listeners, clients, pools.
+  std::string ServiceStatus() const;
   StatsSnapshot Snapshot() const override;
   int listen_port() const override { return listen_port_.load(std::memory_order_relaxed); }
   // True if `client` is still an open admin connection with that id (for posted callbacks).
@@ -321,6 +333,8 @@ class Agent final : public AgentControl {
   std::optional<config::Config> local_listeners_;
   // Puts local_listeners_'s listener keys into `cfg` (nothing without --local-listeners).
   void PinListeners(config::Config& cfg) const;
+  // Reload() without the service manager's RELOADING=1/READY=1 around it.
+  absl::Status ReloadConfig();
   mutable absl::Mutex restart_pending_mu_;
   std::vector<std::string> restart_pending_ ABSL_GUARDED_BY(restart_pending_mu_);
   std::vector<event*> signal_events_;
@@ -376,7 +390,8 @@ class Agent final : public AgentControl {
   std::unique_ptr<AdminConsole> admin_;
   std::unique_ptr<MetricsServer> metrics_server_;
   std::function<ControlPlaneStatus()> control_plane_status_;
-  std::function<void()> on_started_;
+  std::function<absl::Status()> on_started_;
+  std::function<void(const std::string&)> service_notifier_;
   // config_->listen_port, for other threads (the link's hello) that must not read config_.
   std::atomic<int> listen_port_{0};
   void SetConfig(std::shared_ptr<const config::Config> config);

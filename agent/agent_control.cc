@@ -243,6 +243,10 @@ bool Agent::OldServersClosed(const std::string& db) const {
 }
 
 void Agent::Shutdown(ShutdownMode mode, const std::string& who) {
+  // WAIT_FOR_SERVERS goes through BeginShutdown, which tells the service manager itself.
+  if (service_notifier_ && mode != ShutdownMode::kWaitForServers) {
+    service_notifier_(absl::StrCat("STOPPING=1\nSTATUS=stopping (SHUTDOWN by ", who, ")"));
+  }
   switch (mode) {
     case ShutdownMode::kImmediate:
       PGF_INFO("agent", "SHUTDOWN by %s: exiting now", who);

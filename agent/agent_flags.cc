@@ -21,6 +21,11 @@ constexpr char kUsage[] =
     "Options (--flag=VALUE or --flag VALUE):\n"
     "  -v, --verbose               log debug messages\n"
     "  -q, --quiet                 log warnings and errors only\n"
+    "  -d, --daemon                run in the background (as PgBouncer's -d): the\n"
+    "                              command returns once the agent serves (0) or\n"
+    "                              failed to start (1); needs pidfile in the config\n"
+    "  -u, --user=USER             when started as root, switch to USER once the\n"
+    "                              listening sockets are bound (as PgBouncer's -u)\n"
     "      --shutdown-timeout=DUR  how long SIGINT/SIGTERM wait for transactions in\n"
     "                              flight before exiting (default 30s)\n"
     "      --handover-drain-timeout=DUR\n"
@@ -96,6 +101,8 @@ AgentCommandLine ParseAgentCommandLine(int argc, const char* const* argv) {
   app.add_flag("-V,--version", version);
   app.add_flag("-v,--verbose", verbose);
   app.add_flag("-q,--quiet", quiet);
+  app.add_flag("-d,--daemon", result.daemon);
+  app.add_option("-u,--user", result.run_as_user);
   app.add_option("--shutdown-timeout", shutdown_timeout);
   app.add_option("--metrics-listen", options.metrics_listen);
   app.add_option("--handover-drain-timeout", handover_drain_timeout);

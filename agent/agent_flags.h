@@ -1,5 +1,6 @@
 // pgfleet-agent's command line: PgBouncer's `pgfleet-agent [options] pgbouncer.ini` with -v/-q/-V,
-// plus the fleet flags. Each flag also comes from PGFLEET_AGENT_<FLAG> or a --config file.
+// -d/--daemon and -u USER, plus the fleet flags. Each flag also comes from PGFLEET_AGENT_<FLAG> or
+// a --config file.
 #pragma once
 
 #include <optional>
@@ -18,6 +19,10 @@ struct AgentCommandLine {
   AgentOptions options;
   // --allow-path: where a pushed config, or the console's SET logfile, may name files.
   std::vector<std::string> allowed_paths;
+  // PgBouncer's -d/--daemon: detach into the background (needs pidfile in the config).
+  bool daemon = false;
+  // PgBouncer's -u USER: switch to USER once the sockets are bound (when started as root).
+  std::string run_as_user;
   // Fleet mode: set when --controller is given (with allowed_paths copied in).
   std::optional<FleetOptions> fleet;
 };

@@ -1,18 +1,24 @@
 // pgfleet-agent: a PgBouncer-compatible connection pooler. Usage: pgfleet-agent [options] CONFIG
 // main() only parses flags (agent/agent_flags.cc) and wires the pooler to the controller link.
+#include <event2/event.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "agent/agent.h"
 #include "agent/agent_flags.h"
+#include "agent/daemon.h"
 #include "agent/handover.h"
 #include "agent/link/fleet_agent.h"
 #include "common/log.h"
+#include "common/service_notify.h"
+#include "common/status_macros.h"
 
 namespace {
 
@@ -20,12 +26,38 @@ namespace {
 // is ready anyway: the controller being down must not block a restart (fail-static), but when
 // it is up the new stream supersedes the old one without a gap.
 constexpr absl::Duration kReadyWaitForController = absl::Seconds(5);
+// How often systemd's STATUS= line is refreshed (when it changed) under a Type=notify unit.
+constexpr absl::Duration kServiceStatusInterval = absl::Seconds(5);
+
+// What the process does around the pooler: PgBouncer's -d and -u.
+struct ProcessOptions {
+  bool daemon = false;
+  std::optional<pgfleet::agent::RunAsUser> run_as;
+};
+
+// -u with --controller: the state dir was made by root before the switch; the agent writes
+// pushed configs there afterwards.
+absl::Status GiveStateDirTo(const std::string& state_dir, const pgfleet::agent::RunAsUser& user) {
+  std::error_code error;
+  auto give = [&](const std::filesystem::path& path) -> absl::Status {
+    if (lchown(path.c_str(), user.uid, user.gid) != 0) {
+      return absl::ErrnoToStatus(errno, "-u: chown " + path.string());
+    }
+    return absl::OkStatus();
+  };
+  PGF_RETURN_IF_ERROR(give(state_dir));
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(state_dir, error)) {
+    PGF_RETURN_IF_ERROR(give(entry.path()));
+  }
+  if (error) return absl::InternalError("-u: " + state_dir + ": " + error.message());
+  return absl::OkStatus();
+}
 
 // Wiring: the pooler alone, or with the controller link attached through AgentControl.
 // `inherited`: what the old process handed over when this one was started by a RESTART.
 int RunAgent(pgfleet::agent::AgentOptions options,
              std::optional<pgfleet::agent::FleetOptions> fleet_options,
-             const std::vector<std::string>& allowed_paths,
+             const std::vector<std::string>& allowed_paths, const ProcessOptions& process,
              pgfleet::agent::InheritedSockets* inherited) {
   auto fail = [inherited](const absl::Status& status) {
     fprintf(stderr, "pgfleet-agent: %s\n", std::string(status.message()).c_str());
@@ -58,6 +90,13 @@ int RunAgent(pgfleet::agent::AgentOptions options,
       if (options.inherited_metrics_fd >= 0) close(options.inherited_metrics_fd);
       return fail(setup.status());
     }
+    if (process.run_as.has_value() && process.run_as->switch_needed) {
+      if (absl::Status given = GiveStateDirTo(setup->state_dir, *process.run_as); !given.ok()) {
+        for (int fd : options.inherited_listeners) close(fd);
+        if (options.inherited_metrics_fd >= 0) close(options.inherited_metrics_fd);
+        return fail(given);
+      }
+    }
     options.config_path = setup->start_config_path;
     options.path_policy = setup->path_policy;
     fleet_setup = std::move(*setup);
@@ -72,9 +111,33 @@ int RunAgent(pgfleet::agent::AgentOptions options,
   absl::StatusOr<std::unique_ptr<pgfleet::agent::Agent>> agent =
       pgfleet::agent::Agent::Create(std::move(options));
   if (!agent.ok()) return fail(agent.status());
+  // -d, before anything starts a thread (the link starts in on_started). A process started by a
+  // hand-over is in the background already (its parent was): it stays the process it is, so
+  // the pid it reports is the one that serves.
+  int detached_ready_fd = -1;
+  if (process.daemon && inherited == nullptr) {
+    if ((*agent)->config().pidfile.empty()) {
+      return fail(absl::FailedPreconditionError(
+          "-d/--daemon needs pidfile set in the config (as PgBouncer), so the agent can be "
+          "found and stopped"));
+    }
+    if ((*agent)->config().logfile.empty()) {
+      PGF_WARN("agent",
+               "-d/--daemon without a logfile in the config: once detached, the log "
+               "goes nowhere");
+    }
+    absl::StatusOr<int> ready_fd = pgfleet::agent::DetachIntoBackground();
+    if (!ready_fd.ok()) return fail(ready_fd.status());
+    detached_ready_fd = *ready_fd;
+    event_reinit((*agent)->loop().base());
+  }
+  // systemd (Type=notify): a no-op unless NOTIFY_SOCKET is set.
+  (*agent)->set_service_notifier(
+      [](const std::string& state) { pgfleet::common::NotifyServiceManager(state); });
   // Declared after the agent, so destroyed first: the link's timers live on the agent's loop.
   std::unique_ptr<pgfleet::agent::FleetAgent> fleet;
   std::unique_ptr<pgfleet::agent::Timer> ready_timer;
+  std::unique_ptr<pgfleet::agent::Timer> status_timer;
   pgfleet::agent::FleetAgent* link = nullptr;
   if (fleet_setup.has_value()) {
     fleet = std::make_unique<pgfleet::agent::FleetAgent>(**agent, std::move(*fleet_setup));
@@ -87,14 +150,37 @@ int RunAgent(pgfleet::agent::AgentOptions options,
     (*agent)->set_handover_hooks(std::move(hooks));
   }
   pgfleet::agent::Agent* pooler = agent->get();
-  (*agent)->set_on_started([link, inherited, pooler, &ready_timer] {
+  (*agent)->set_on_started([link, inherited, pooler, &ready_timer, &status_timer, &process,
+                            detached_ready_fd]() -> absl::Status {
+    // -u: bound and the pidfile written as root; nothing after this needs root.
+    if (process.run_as.has_value()) {
+      PGF_RETURN_IF_ERROR(pgfleet::agent::SwitchToUser(*process.run_as));
+      if (process.run_as->switch_needed) {
+        PGF_INFO("agent", "running as user %s (uid %d)", process.run_as->name,
+                 static_cast<int>(process.run_as->uid));
+      }
+    }
+    if (detached_ready_fd >= 0) pgfleet::agent::DetachedChildReady(detached_ready_fd);
     if (link != nullptr) link->Start();
-    if (inherited == nullptr) return;
+    if (pgfleet::common::ServiceManagerListening()) {
+      auto last_status = std::make_shared<std::string>(pooler->ServiceStatus());
+      if (inherited == nullptr) {
+        pgfleet::common::NotifyServiceManager("READY=1\nSTATUS=" + *last_status);
+      }
+      status_timer = std::make_unique<pgfleet::agent::Timer>(pooler->loop(), [pooler, last_status] {
+        std::string status = pooler->ServiceStatus();
+        if (status == *last_status) return;
+        *last_status = status;
+        pgfleet::common::NotifyServiceManager("STATUS=" + status);
+      });
+      status_timer->Start(kServiceStatusInterval, /*repeat=*/true);
+    }
+    if (inherited == nullptr) return absl::OkStatus();
     // Accepting on the handed-over listeners from the moment the loop runs; "ready" tells the
     // old process to let go of them, once the controller stream is up (or a bound passed).
     const absl::Time started = absl::Now();
     ready_timer = std::make_unique<pgfleet::agent::Timer>(
-        pooler->loop(), [link, inherited, started, &ready_timer] {
+        pooler->loop(), [link, inherited, pooler, started, &ready_timer] {
           const bool linked =
               link == nullptr || link->link_state() == pgfleet::agent::LinkState::kConnected;
           if (!linked && absl::Now() - started < kReadyWaitForController) return;
@@ -103,12 +189,18 @@ int RunAgent(pgfleet::agent::AgentOptions options,
                      absl::FormatDuration(kReadyWaitForController));
           }
           pgfleet::agent::ReportHandoverReady(*inherited);
+          // Under systemd this process is the service from now on (the unit's
+          // NotifyAccess=all lets it say so): the old one exits once drained.
+          pgfleet::common::NotifyServiceManager(
+              absl::StrCat("MAINPID=", getpid(), "\nREADY=1\nSTATUS=", pooler->ServiceStatus()));
           ready_timer->Cancel();
         });
     ready_timer->Start(absl::Milliseconds(20), /*repeat=*/true);
+    return absl::OkStatus();
   });
   const int exit_code = (*agent)->Run();
   ready_timer.reset();
+  status_timer.reset();
   if (inherited != nullptr && !(*agent)->start_error().ok()) {
     pgfleet::agent::ReportHandoverFailed(*inherited,
                                          std::string((*agent)->start_error().message()));
@@ -124,6 +216,17 @@ int main(int argc, char** argv) {
   pgfleet::agent::SetProcessArguments(argc, argv);
   pgfleet::agent::AgentCommandLine command_line = pgfleet::agent::ParseAgentCommandLine(argc, argv);
   if (command_line.exit_code.has_value()) return *command_line.exit_code;
+  ProcessOptions process;
+  process.daemon = command_line.daemon;
+  if (!command_line.run_as_user.empty()) {
+    absl::StatusOr<pgfleet::agent::RunAsUser> user =
+        pgfleet::agent::ResolveRunAsUser(command_line.run_as_user);
+    if (!user.ok()) {
+      fprintf(stderr, "pgfleet-agent: %s\n", std::string(user.status().message()).c_str());
+      return 1;
+    }
+    process.run_as = *std::move(user);
+  }
   // A process started by a RESTART finds the old one's sockets waiting (agent/handover.h).
   absl::StatusOr<std::optional<pgfleet::agent::InheritedSockets>> inherited =
       pgfleet::agent::ReceiveHandover(absl::Seconds(10));
@@ -132,9 +235,9 @@ int main(int argc, char** argv) {
             std::string(inherited.status().message()).c_str());
     return 1;
   }
-  const int exit_code =
-      RunAgent(std::move(command_line.options), std::move(command_line.fleet),
-               command_line.allowed_paths, inherited->has_value() ? &**inherited : nullptr);
+  const int exit_code = RunAgent(std::move(command_line.options), std::move(command_line.fleet),
+                                 command_line.allowed_paths, process,
+                                 inherited->has_value() ? &**inherited : nullptr);
   if (inherited->has_value()) pgfleet::agent::CloseUnusedInherited(**inherited);
   return exit_code;
 }

@@ -59,6 +59,7 @@ constexpr char kUsage[] =
     "                         it /metrics is open like /healthz (default)\n"
     "  --config=FILE          read these flags from FILE, `flag = value` lines\n"
     "  -v, --verbose          log debug messages\n"
+    "  -V, --version          print the version and exit\n"
     "  -h, --help             print this help\n"
     "\n"
     "Environment: PGFLEET_BOOTSTRAP_TOKEN, if set, is registered as an admin token\n"
@@ -165,12 +166,13 @@ ControllerCommandLine ParseControllerCommandLine(int argc, const char* const* ar
   ControllerFlags& flags = result.flags;
   std::string metrics_interval = "5s", metrics_retention = "24h", hello_timeout = "10s";
   std::string web_root;
-  bool help = false, verbose = false;
+  bool help = false, verbose = false, version = false;
 
   CLI::App app{"pgfleet-controller", "pgfleet-controller"};
   app.set_help_flag();
   app.allow_extras();  // Reported below with a suggestion.
   app.add_flag("-h,--help", help);
+  app.add_flag("-V,--version", version);
   app.add_flag("-v,--verbose", verbose);
   app.add_option("--listen", flags.listen);
   app.add_option("--db", flags.db);
@@ -198,6 +200,10 @@ ControllerCommandLine ParseControllerCommandLine(int argc, const char* const* ar
   if (!Parse(app, argc, argv, 0)) return Exit(2);
   if (help) {
     printf("%s%s", kUsage, common::EnvironmentHelp(app).c_str());
+    return Exit(0);
+  }
+  if (version) {
+    printf("pgfleet-controller %s\n", PGFLEET_VERSION);  // The project's version (CMake).
     return Exit(0);
   }
   if (std::string unknown = common::UnknownArgumentError(app); !unknown.empty()) {

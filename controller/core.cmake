@@ -30,7 +30,7 @@ add_executable(pgfleet-controller ${CMAKE_CURRENT_SOURCE_DIR}/main.cc)
 # grpc++_reflection: server reflection, so grpcurl lists and calls the services.
 find_package(gRPC CONFIG REQUIRED)  # Its targets are imported per directory (proto/ has them).
 target_link_libraries(pgfleet-controller PRIVATE pgfleet_controller_core gRPC::grpc++_reflection
-                      pgfleet_warnings)
+                      pgfleet_service_notify pgfleet_warnings)
 
 # ---- The dashboard: HTTP listener + JSON API (controller/http/) and its web files (web/) ----
 target_sources(pgfleet_controller_core PRIVATE

@@ -21,6 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/log.h"
+#include "common/service_notify.h"
 #include "controller/api/control_api.h"
 #include "controller/api/fleet_api.h"
 #include "controller/api/maintenance_api.h"
@@ -130,6 +131,8 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  // SIGHUP is systemd's ExecReload (and would otherwise kill the process).
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   auto store = pgfleet::controller::OpenSqliteStore(db);
@@ -309,19 +312,39 @@ int main(int argc, char** argv) {
   }
 
   set_serving(true);
+  // systemd (Type=notify; a no-op without NOTIFY_SOCKET): serving from here on, and a one-line
+  // summary refreshed by the janitor.
+  const std::string serving = absl::StrCat("gRPC on ", listen, " (port ", bound_port, ")",
+                                           http != nullptr ? ", dashboard on " : "",
+                                           http != nullptr ? flags.http_listen : "");
+  auto service_status = [&serving, &registry] {
+    return absl::StrCat("STATUS=", serving, "; ", registry.List("").size(), " agents connected");
+  };
+  pgfleet::common::NotifyServiceManager("READY=1\n" + service_status());
 
   // Signals end the server from a thread of their own; a kill -9 loses nothing committed.
   std::thread janitor([&] {
     while (true) {
       timespec wait{60, 0};
       int sig = sigtimedwait(&signals, nullptr, &wait);
+      if (sig == SIGHUP) {
+        // The flags are read once at start: nothing to re-read yet, but a reload (systemctl
+        // reload) must not stop the controller, and systemd waits for READY=1 again.
+        pgfleet::common::NotifyServiceManager("RELOADING=1");
+        PGF_INFO("controller", "SIGHUP: nothing to reload (flags take effect on a restart)");
+        pgfleet::common::NotifyServiceManager("READY=1\n" + service_status());
+        continue;
+      }
       if (sig == SIGINT || sig == SIGTERM) {
+        pgfleet::common::NotifyServiceManager(
+            absl::StrCat("STOPPING=1\nSTATUS=stopping (signal ", sig, ")"));
         PGF_INFO("controller", "signal %d: shutting down", sig);
         set_serving(false);  // Probes see it go before the listeners do.
 
         server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
         return;
       }
+      pgfleet::common::NotifyServiceManager(service_status());
       (void)(*store)->PruneMetrics(pgfleet::controller::UnixMillis(clock.Now()) -
                                    absl::ToInt64Milliseconds(retention));
     }

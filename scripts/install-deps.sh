@@ -10,6 +10,7 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libpq-dev postgresql-15 postgresql-client-15 postgresql-contrib
   pgbouncer procps iproute2
+  libsystemd-dev systemd dpkg-dev man-db curl
   clang libclang-rt-14-dev
   nodejs chromium
   python3-psycopg libpostgresql-jdbc-java openjdk-17-jre-headless

@@ -22,6 +22,9 @@ run_suite() {
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 run_suite release build
+# The Debian packages, built from the release build, checked and run from a temporary root.
+echo "=== packages ==="
+scripts/test-packages.sh build
 if [[ "${PGFLEET_SKIP_ASAN:-0}" != 1 ]]; then
   run_suite asan build-asan
 fi
