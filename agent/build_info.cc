@@ -5,7 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <vector>
 
@@ -65,7 +68,53 @@ std::string GnuBuildId(int fd) {
   return "";
 }
 
+constexpr char kStampTag[] = "@(#)pgfleet-agent-version ";
+
+// "@(#)pgfleet-agent-version 0.1.0" in the binary's data (what(1) finds it too), so another
+// process can tell which version a file on disk is without running it.
+constexpr auto MakeVersionStamp() {
+  std::array<char, sizeof(kStampTag) + sizeof(kAgentVersion) - 1> stamp{};
+  size_t at = 0;
+  for (size_t i = 0; i + 1 < sizeof(kStampTag); ++i) stamp[at++] = kStampTag[i];
+  for (size_t i = 0; i + 1 < sizeof(kAgentVersion); ++i) stamp[at++] = kAgentVersion[i];
+  return stamp;
+}
+[[gnu::used]] constexpr std::array<char, sizeof(kStampTag) + sizeof(kAgentVersion) - 1>
+    kVersionStamp = MakeVersionStamp();
+
+struct Cache {
+  std::mutex mu;
+  struct stat seen {};
+  OnDiskBinary on_disk;
+};
+
+Cache& OnDiskCache() {
+  static Cache cache;
+  return cache;
+}
+
 }  // namespace
+
+std::string EmbeddedVersionOfFile(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return "";
+  const std::string contents((std::istreambuf_iterator<char>(file)),
+                             std::istreambuf_iterator<char>());
+  // The tag as the stamp spells it; the first occurrence followed by a version is the stamp
+  // (the tag alone, NUL-terminated, may be in the binary too).
+  const std::string tag(kVersionStamp.data(), sizeof(kStampTag) - 1);
+  for (size_t at = contents.find(tag); at != std::string::npos;
+       at = contents.find(tag, at + 1)) {
+    size_t end = at + tag.size();
+    while (end < contents.size() && end - at - tag.size() < 64 &&
+           (isalnum(static_cast<unsigned char>(contents[end])) || contents[end] == '.' ||
+            contents[end] == '-' || contents[end] == '+' || contents[end] == '~')) {
+      ++end;
+    }
+    if (end > at + tag.size()) return contents.substr(at + tag.size(), end - at - tag.size());
+  }
+  return "";
+}
 
 absl::StatusOr<std::string> BuildIdOfFile(const std::string& path) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -89,24 +138,31 @@ const std::string& RunningBuildId() {
   return id;
 }
 
-bool BinaryOutdated() {
-  static std::mutex mu;
-  static struct stat seen {};
-  static bool outdated = false;
+OnDiskBinary BinaryOnDisk() {
   absl::StatusOr<std::string> path = ExecutablePath();
-  if (!path.ok() || RunningBuildId().empty()) return false;
+  if (!path.ok()) return {};
   struct stat now {};
-  if (stat(path->c_str(), &now) != 0) return false;
-  std::lock_guard<std::mutex> lock(mu);
+  if (stat(path->c_str(), &now) != 0) return {};
+  Cache& cache = OnDiskCache();
+  std::lock_guard<std::mutex> lock(cache.mu);
+  const struct stat& seen = cache.seen;
   if (now.st_ino == seen.st_ino && now.st_dev == seen.st_dev && now.st_size == seen.st_size &&
       now.st_mtim.tv_sec == seen.st_mtim.tv_sec && now.st_mtim.tv_nsec == seen.st_mtim.tv_nsec) {
-    return outdated;
+    return cache.on_disk;
   }
   absl::StatusOr<std::string> on_disk = BuildIdOfFile(*path);
-  if (!on_disk.ok()) return false;
-  seen = now;
-  outdated = *on_disk != RunningBuildId();
-  return outdated;
+  if (!on_disk.ok()) return {};
+  cache.seen = now;
+  cache.on_disk.build_id = *on_disk;
+  cache.on_disk.version = EmbeddedVersionOfFile(*path);
+  return cache.on_disk;
+}
+
+bool BinaryOutdated() {
+  if (RunningBuildId().empty()) return false;
+  const OnDiskBinary on_disk = BinaryOnDisk();
+  // A file that cannot be read is nothing newer to restart into.
+  return !on_disk.build_id.empty() && on_disk.build_id != RunningBuildId();
 }
 
 }  // namespace pgfleet::agent
