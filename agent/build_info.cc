@@ -103,8 +103,7 @@ std::string EmbeddedVersionOfFile(const std::string& path) {
   // The tag as the stamp spells it; the first occurrence followed by a version is the stamp
   // (the tag alone, NUL-terminated, may be in the binary too).
   const std::string tag(kVersionStamp.data(), sizeof(kStampTag) - 1);
-  for (size_t at = contents.find(tag); at != std::string::npos;
-       at = contents.find(tag, at + 1)) {
+  for (size_t at = contents.find(tag); at != std::string::npos; at = contents.find(tag, at + 1)) {
     size_t end = at + tag.size();
     while (end < contents.size() && end - at - tag.size() < 64 &&
            (isalnum(static_cast<unsigned char>(contents[end])) || contents[end] == '.' ||

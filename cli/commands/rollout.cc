@@ -134,13 +134,13 @@ int WatchRollout(Context& ctx, uint64_t id) {
     int applied = 0;
     for (const auto& agent : rollout.agents()) applied += agent.state() == "applied" ? 1 : 0;
     const int total = rollout.agents_size();
-    std::string line = absl::StrCat(
-        "rollout ", rollout.id(), " ", rollout.state(), " wave ",
-        std::min(rollout.current_wave() + 1, rollout.waves_size()), "/", rollout.waves_size(), " ",
-        rollout.phase(), " ", applied, "/", total,
-        IsRestart(rollout) ? std::string(" agents restarted")
-                           : absl::StrCat(" agents on v", rollout.to_version()),
-        rollout.reason().empty() ? "" : absl::StrCat(" - ", rollout.reason()));
+    std::string line =
+        absl::StrCat("rollout ", rollout.id(), " ", rollout.state(), " wave ",
+                     std::min(rollout.current_wave() + 1, rollout.waves_size()), "/",
+                     rollout.waves_size(), " ", rollout.phase(), " ", applied, "/", total,
+                     IsRestart(rollout) ? std::string(" agents restarted")
+                                        : absl::StrCat(" agents on v", rollout.to_version()),
+                     rollout.reason().empty() ? "" : absl::StrCat(" - ", rollout.reason()));
     if (tty) {
       const int width = 30;
       const int filled = total == 0 ? width : applied * width / total;
@@ -240,9 +240,8 @@ int RolloutList(Context& ctx) {
     rows.push_back({absl::StrCat(r.id()), r.environment(),
                     IsRestart(r) ? absl::StrCat("restart (v", r.to_version(), ")")
                                  : absl::StrCat("v", r.from_version(), " -> v", r.to_version()),
-                    r.state(),
-                    absl::StrJoin(r.waves(), ","), r.created_by(), FormatTime(r.created_unix_ms()),
-                    r.reason()});
+                    r.state(), absl::StrJoin(r.waves(), ","), r.created_by(),
+                    FormatTime(r.created_unix_ms()), r.reason()});
   }
   PrintTable({"ID", "ENV", "VERSIONS", "STATE", "WAVES", "BY", "STARTED (UTC)", "REASON"}, rows);
   return kExitOk;

@@ -167,9 +167,8 @@ std::string AgentSession::on_disk_build_id() const {
 
 std::string AgentSession::on_disk_version() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return metrics_.has_value() && !metrics_->on_disk_build_id().empty()
-             ? metrics_->on_disk_version()
-             : on_disk_version_;
+  return metrics_.has_value() && !metrics_->on_disk_build_id().empty() ? metrics_->on_disk_version()
+                                                                       : on_disk_version_;
 }
 
 std::shared_ptr<AgentSession> AgentRegistry::Register(std::shared_ptr<AgentSession> session) {

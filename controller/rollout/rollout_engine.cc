@@ -223,10 +223,10 @@ void RolloutEngine::Tick(absl::Time now) {
 
 absl::Status RolloutEngine::SendRestart(const RolloutRow& rollout, RolloutAgentRow& agent,
                                         const LiveAgent& live, int64_t now, Outbox& out) {
-  PGF_ASSIGN_OR_RETURN(uint64_t command_id,
-                       store_.RecordCommand(agent.agent_id, "restart",
-                                            absl::StrCat("rollout=", rollout.id), "rollout-engine",
-                                            now));
+  PGF_ASSIGN_OR_RETURN(
+      uint64_t command_id,
+      store_.RecordCommand(agent.agent_id, "restart", absl::StrCat("rollout=", rollout.id),
+                           "rollout-engine", now));
   agent.command_id = command_id;
   agent.old_pid = live.pid;
   agent.new_pid = 0;
@@ -439,7 +439,8 @@ absl::Status RolloutEngine::Complete(RolloutRow& rollout, int64_t now, Outbox& o
     rollout.finished_unix_ms = now;
     rollout.reason.clear();
     PGF_RETURN_IF_ERROR(store_.UpdateRollout(rollout));
-    PGF_INFO("rollout", "restart rollout %d succeeded: every agent of %s it took runs a new process",
+    PGF_INFO("rollout",
+             "restart rollout %d succeeded: every agent of %s it took runs a new process",
              rollout.id, rollout.environment);
     return store_.Audit("rollout-engine", "rollout.succeeded", rollout.environment,
                         absl::StrCat("rollout=", rollout.id, " kind=restart"), now);
@@ -691,10 +692,11 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartRestartLocked(const RolloutSp
   PGF_ASSIGN_OR_RETURN(EnvironmentRow env, store_.GetEnvironment(spec.environment));
   if (env.desired_version == 0) {
     // A rollout row names the config its agents run (to_version must be a stored version).
-    return absl::FailedPreconditionError(absl::StrCat(
-        env.name, " has no desired version yet; restart its agents one by one (SIGUSR2 or the "
-                  "console's RESTART) or set one with: fleetctl config apply --env ",
-        env.name));
+    return absl::FailedPreconditionError(
+        absl::StrCat(env.name,
+                     " has no desired version yet; restart its agents one by one (SIGUSR2 or the "
+                     "console's RESTART) or set one with: fleetctl config apply --env ",
+                     env.name));
   }
   PGF_ASSIGN_OR_RETURN(LabelSelector selector, LabelSelector::Parse(spec.selector));
   PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> env_agents, store_.ListAgents(env.name));
@@ -721,7 +723,8 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartRestartLocked(const RolloutSp
   }
   if (members.empty()) {
     std::string which = "no agent";
-    if (spec.only_outdated) absl::StrAppend(&which, " whose binary on disk differs from the running one");
+    if (spec.only_outdated)
+      absl::StrAppend(&which, " whose binary on disk differs from the running one");
     if (!spec.binary_version.empty()) {
       absl::StrAppend(&which, spec.only_outdated ? " and" : "", " whose binary on disk is ",
                       spec.binary_version);
@@ -733,9 +736,9 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartRestartLocked(const RolloutSp
   PGF_ASSIGN_OR_RETURN(std::vector<WindowRow> windows, store_.ListWindows(env.name, true));
   for (const WindowRow& window : windows) {
     if (IsActiveWindow(window.state) && !spec.force) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("maintenance window ", window.id, " is active in ", env.name,
-                       "\n(override with --force --reason TEXT)"));
+      return absl::FailedPreconditionError(absl::StrCat("maintenance window ", window.id,
+                                                        " is active in ", env.name,
+                                                        "\n(override with --force --reason TEXT)"));
     }
   }
   RolloutRow rollout;
@@ -760,8 +763,8 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartRestartLocked(const RolloutSp
   for (const RolloutAgentRow& member : members) ids.push_back(member.agent_id);
   PGF_RETURN_IF_ERROR(store_.Audit(
       actor, "rollout.start", env.name,
-      absl::StrCat("rollout=", created.id, " kind=restart waves=", absl::StrJoin(created.waves, ","),
-                   " agents=", absl::StrJoin(ids, ","),
+      absl::StrCat("rollout=", created.id, " kind=restart waves=",
+                   absl::StrJoin(created.waves, ","), " agents=", absl::StrJoin(ids, ","),
                    created.selector.empty() ? "" : " selector=" + created.selector,
                    created.only_outdated ? " only-outdated" : "",
                    created.binary_version.empty() ? "" : " version=" + created.binary_version),

@@ -71,8 +71,8 @@ struct RolloutSpec {
   // waits until each came back as a new process (its hello names the command, or its pid
   // changed) and reported metrics, then bakes. A failed hand-over stops the rollout.
   RolloutKind kind = RolloutKind::kConfig;
-  bool only_outdated = false;   // Only agents whose binary on disk differs from the running one.
-  std::string binary_version;   // Only agents whose binary on disk is this (OnDiskBinaryIs).
+  bool only_outdated = false;  // Only agents whose binary on disk differs from the running one.
+  std::string binary_version;  // Only agents whose binary on disk is this (OnDiskBinaryIs).
 };
 
 struct StartedRollout {
@@ -155,9 +155,8 @@ class RolloutEngine {
                                                     const std::string& actor, int64_t now,
                                                     Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records and queues a RestartCommand for `agent` (connected as `live`).
-  absl::Status SendRestart(const RolloutRow& rollout, RolloutAgentRow& agent,
-                           const LiveAgent& live, int64_t now, Outbox& out)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SendRestart(const RolloutRow& rollout, RolloutAgentRow& agent, const LiveAgent& live,
+                           int64_t now, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records the queued NACKs against the rollouts that sent those versions.
   void ApplyConfigResults() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Queues `version` for `agent_id` (read once per version).

@@ -59,8 +59,8 @@ struct RolloutRow {
   // kRestart: each wave's agents hand over to a new process of the binary on disk (no config
   // changes; from_version and to_version are the environment's desired version at the start).
   RolloutKind kind = RolloutKind::kConfig;
-  bool only_outdated = false;   // Restart: only agents whose binary on disk is another one.
-  std::string binary_version;   // Restart: only agents whose binary on disk is this version.
+  bool only_outdated = false;  // Restart: only agents whose binary on disk is another one.
+  std::string binary_version;  // Restart: only agents whose binary on disk is this version.
 };
 
 // One agent's progress in a rollout. Stored and shown as its name (RolloutAgentStateName).

@@ -18,7 +18,8 @@ constexpr char kRolloutColumns[] =
     "SELECT id, environment, from_version, to_version, waves, bake_ms, max_unavailable, "
     "max_cl_waiting, max_maxwait_ms, max_new_server_errors, max_new_login_failures, state, "
     "current_wave, wave_started_unix_ms, bake_started_unix_ms, failed_agent, reason, created_by, "
-    "force_reason, created_unix_ms, finished_unix_ms, selector, kind, only_outdated, binary_version "
+    "force_reason, created_unix_ms, finished_unix_ms, selector, kind, only_outdated, "
+    "binary_version "
     "FROM rollouts ";
 
 absl::StatusOr<std::vector<RolloutRow>> ReadRollouts(Stmt& stmt) {
@@ -155,8 +156,8 @@ absl::Status SqliteStore::UpdateRolloutAgent(const RolloutAgentRow& agent) {
       .BindText(2, agent.agent_id)
       .BindText(3, RolloutAgentStateName(agent.state))
       .BindText(4, agent.error)
-      .BindOptionalU64(5, agent.command_id == 0 ? std::nullopt
-                                                : std::optional<uint64_t>(agent.command_id))
+      .BindOptionalU64(
+          5, agent.command_id == 0 ? std::nullopt : std::optional<uint64_t>(agent.command_id))
       .BindInt(6, agent.old_pid)
       .BindInt(7, agent.new_pid);
   PGF_RETURN_IF_ERROR(stmt.Run());
@@ -220,11 +221,12 @@ absl::StatusOr<std::vector<RolloutAgentRow>> SqliteStore::ListRolloutAgents(uint
 absl::StatusOr<bool> SqliteStore::HasSucceededRollout(const std::string& environment,
                                                       const std::string& sha256) {
   absl::MutexLock lock(&mu_);
-  PGF_ASSIGN_OR_RETURN(Stmt stmt,
-                       Stmt::Prepare(db_,
-                                     "SELECT 1 FROM rollouts r JOIN config_versions v "
-                                     "ON v.version = r.to_version WHERE r.environment = ?1 "
-                                     "AND r.state = 'succeeded' AND r.kind = 'config' AND v.sha256 = ?2 LIMIT 1"));
+  PGF_ASSIGN_OR_RETURN(
+      Stmt stmt,
+      Stmt::Prepare(db_,
+                    "SELECT 1 FROM rollouts r JOIN config_versions v "
+                    "ON v.version = r.to_version WHERE r.environment = ?1 "
+                    "AND r.state = 'succeeded' AND r.kind = 'config' AND v.sha256 = ?2 LIMIT 1"));
   stmt.BindText(1, environment).BindText(2, sha256);
   return stmt.Step();
 }

@@ -274,9 +274,8 @@ class FleetRestartTest : public FleetFixture {
 
 TEST_F(FleetRestartTest, RestartInWavesUnderLoadDropsNoClientAndKeepsOneIdPerAgent) {
   const std::vector<std::string> ids = {"r1", "r2", "r3"};
-  ASSERT_NO_FATAL_FAILURE(StartFleet({{"r1", PGFLEET_AGENT_BINARY},
-                                      {"r2", PGFLEET_AGENT_BINARY},
-                                      {"r3", PGFLEET_AGENT_BINARY}}));
+  ASSERT_NO_FATAL_FAILURE(StartFleet(
+      {{"r1", PGFLEET_AGENT_BINARY}, {"r2", PGFLEET_AGENT_BINARY}, {"r3", PGFLEET_AGENT_BINARY}}));
 
   // Load through every agent: 3 x 7 steady clients (21, the 2-core test host's share of
   // "pgbench -c 20"), a connect-per-transaction loop and a writer each.
@@ -284,10 +283,11 @@ TEST_F(FleetRestartTest, RestartInWavesUnderLoadDropsNoClientAndKeepsOneIdPerAge
   std::vector<std::unique_ptr<Writer>> writers;
   for (const std::string& id : ids) {
     steady.push_back(std::make_unique<BackgroundPgbench>(
-        port(id), std::vector<std::string>{"-S", "-c", "7", "-j", "1", "-T",
-                                           absl::StrCat(kLoadSeconds)}));
+        port(id),
+        std::vector<std::string>{"-S", "-c", "7", "-j", "1", "-T", absl::StrCat(kLoadSeconds)}));
     connect_loops.push_back(std::make_unique<BackgroundPgbench>(
-        port(id), std::vector<std::string>{"-S", "-C", "-c", "1", "-T", absl::StrCat(kLoadSeconds)}));
+        port(id),
+        std::vector<std::string>{"-S", "-C", "-c", "1", "-T", absl::StrCat(kLoadSeconds)}));
     writers.push_back(std::make_unique<Writer>(port(id)));
   }
   PGF_ASSERT_OK(PollUntil(
@@ -320,8 +320,8 @@ TEST_F(FleetRestartTest, RestartInWavesUnderLoadDropsNoClientAndKeepsOneIdPerAge
     }
   });
 
-  FleetctlResult restart = Ctl(
-      {"agents", "restart", "--env", kEnv, "--waves", "1,100%", "--bake", "1s", "--watch"});
+  FleetctlResult restart =
+      Ctl({"agents", "restart", "--env", kEnv, "--waves", "1,100%", "--bake", "1s", "--watch"});
   stop = true;
   watcher.join();
   std::cout << restart.stdout_text;
@@ -416,13 +416,12 @@ TEST_F(FleetRestartTest, NewProcessThatCannotStartFailsTheRolloutAndTheOldOneSer
   const std::string binary = dir_ + "/pgfleet-agent-f1";
   PGF_ASSERT_OK_AND_ASSIGN(std::string agent_binary, ReadFile(PGFLEET_AGENT_BINARY));
   PGF_ASSERT_OK(InstallFile(binary, agent_binary));
-  ASSERT_NO_FATAL_FAILURE(StartFleet({{"f1", binary},
-                                      {"f2", PGFLEET_AGENT_BINARY},
-                                      {"f3", PGFLEET_AGENT_BINARY}}));
+  ASSERT_NO_FATAL_FAILURE(
+      StartFleet({{"f1", binary}, {"f2", PGFLEET_AGENT_BINARY}, {"f3", PGFLEET_AGENT_BINARY}}));
   PGF_ASSERT_OK(InstallFile(binary, "#!/bin/sh\necho broken upgrade >&2\nexit 1\n"));
 
-  FleetctlResult restart = Ctl(
-      {"agents", "restart", "--env", kEnv, "--waves", "1,100%", "--bake", "1s", "--watch"});
+  FleetctlResult restart =
+      Ctl({"agents", "restart", "--env", kEnv, "--waves", "1,100%", "--bake", "1s", "--watch"});
   std::cout << restart.stdout_text;
   EXPECT_EQ(restart.exit_code, 5) << restart.Describe();
   EXPECT_TRUE(absl::StrContains(restart.stdout_text, "failed")) << restart.Describe();
@@ -459,9 +458,8 @@ TEST_F(FleetRestartTest, OnlyOutdatedRestartsOnlyTheAgentWhoseBinaryChanged) {
   const std::string binary = dir_ + "/pgfleet-agent-o2";
   PGF_ASSERT_OK_AND_ASSIGN(std::string agent_binary, ReadFile(PGFLEET_AGENT_BINARY));
   PGF_ASSERT_OK(InstallFile(binary, agent_binary));
-  ASSERT_NO_FATAL_FAILURE(StartFleet({{"o1", PGFLEET_AGENT_BINARY},
-                                      {"o2", binary},
-                                      {"o3", PGFLEET_AGENT_BINARY}}));
+  ASSERT_NO_FATAL_FAILURE(
+      StartFleet({{"o1", PGFLEET_AGENT_BINARY}, {"o2", binary}, {"o3", PGFLEET_AGENT_BINARY}}));
   const std::string running_id = before_.at("o2").build_id();
   ASSERT_FALSE(running_id.empty());
   ASSERT_FALSE(absl::StartsWith(running_id, "sha256:")) << "the agent has no GNU build id";
@@ -494,8 +492,8 @@ TEST_F(FleetRestartTest, OnlyOutdatedRestartsOnlyTheAgentWhoseBinaryChanged) {
   EXPECT_EQ(wrong.exit_code, 1) << wrong.Describe();
 
   FleetctlResult restart =
-      Ctl({"agents", "restart", "--env", kEnv, "--only-outdated", "--version",
-           new_id.substr(0, 12), "--waves", "100%", "--bake", "1s", "--watch"});
+      Ctl({"agents", "restart", "--env", kEnv, "--only-outdated", "--version", new_id.substr(0, 12),
+           "--waves", "100%", "--bake", "1s", "--watch"});
   std::cout << restart.stdout_text;
   ASSERT_EQ(restart.exit_code, 0) << restart.Describe();
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::Rollout rollout, LatestRollout());
