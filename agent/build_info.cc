@@ -2,13 +2,12 @@
 
 #include <elf.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 #include <mutex>
 #include <vector>
 
@@ -96,23 +95,43 @@ Cache& OnDiskCache() {
 }  // namespace
 
 std::string EmbeddedVersionOfFile(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) return "";
-  const std::string contents((std::istreambuf_iterator<char>(file)),
-                             std::istreambuf_iterator<char>());
+  // Mapped, not read: the stamp sits in .rodata near the start of a binary that may be tens of
+  // megabytes with debug info, and the hello waits for this.
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+    close(fd);
+    return "";
+  }
+  const size_t size = static_cast<size_t>(st.st_size);
+  void* mapped = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (mapped == MAP_FAILED) return "";
+  const char* const data = static_cast<const char*>(mapped);
   // The tag as the stamp spells it; the first occurrence followed by a version is the stamp
   // (the tag alone, NUL-terminated, may be in the binary too).
-  const std::string tag(kVersionStamp.data(), sizeof(kStampTag) - 1);
-  for (size_t at = contents.find(tag); at != std::string::npos; at = contents.find(tag, at + 1)) {
-    size_t end = at + tag.size();
-    while (end < contents.size() && end - at - tag.size() < 64 &&
-           (isalnum(static_cast<unsigned char>(contents[end])) || contents[end] == '.' ||
-            contents[end] == '-' || contents[end] == '+' || contents[end] == '~')) {
+  const size_t tag_size = sizeof(kStampTag) - 1;
+  std::string version;
+  for (const char* at =
+           static_cast<const char*>(memmem(data, size, kVersionStamp.data(), tag_size));
+       at != nullptr && version.empty();) {
+    const char* end = at + tag_size;
+    while (end < data + size && end - at - tag_size < 64 &&
+           (isalnum(static_cast<unsigned char>(*end)) || *end == '.' || *end == '-' ||
+            *end == '+' || *end == '~')) {
       ++end;
     }
-    if (end > at + tag.size()) return contents.substr(at + tag.size(), end - at - tag.size());
+    if (end > at + tag_size) {
+      version.assign(at + tag_size, end);
+      break;
+    }
+    const size_t offset = static_cast<size_t>(at - data) + 1;
+    at = static_cast<const char*>(
+        memmem(data + offset, size - offset, kVersionStamp.data(), tag_size));
   }
-  return "";
+  munmap(mapped, size);
+  return version;
 }
 
 absl::StatusOr<std::string> BuildIdOfFile(const std::string& path) {
