@@ -2,9 +2,11 @@
 
 #include <elf.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -65,7 +67,72 @@ std::string GnuBuildId(int fd) {
   return "";
 }
 
+constexpr char kStampTag[] = "@(#)pgfleet-agent-version ";
+
+// "@(#)pgfleet-agent-version 0.1.0" in the binary's data (what(1) finds it too), so another
+// process can tell which version a file on disk is without running it.
+constexpr auto MakeVersionStamp() {
+  std::array<char, sizeof(kStampTag) + sizeof(kAgentVersion) - 1> stamp{};
+  size_t at = 0;
+  for (size_t i = 0; i + 1 < sizeof(kStampTag); ++i) stamp[at++] = kStampTag[i];
+  for (size_t i = 0; i + 1 < sizeof(kAgentVersion); ++i) stamp[at++] = kAgentVersion[i];
+  return stamp;
+}
+[[gnu::used]] constexpr std::array<char, sizeof(kStampTag) + sizeof(kAgentVersion) - 1>
+    kVersionStamp = MakeVersionStamp();
+
+struct Cache {
+  std::mutex mu;
+  struct stat seen {};
+  OnDiskBinary on_disk;
+};
+
+Cache& OnDiskCache() {
+  static Cache cache;
+  return cache;
+}
+
 }  // namespace
+
+std::string EmbeddedVersionOfFile(const std::string& path) {
+  // Mapped, not read: the stamp sits in .rodata near the start of a binary that may be tens of
+  // megabytes with debug info, and the hello waits for this.
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+    close(fd);
+    return "";
+  }
+  const size_t size = static_cast<size_t>(st.st_size);
+  void* mapped = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (mapped == MAP_FAILED) return "";
+  const char* const data = static_cast<const char*>(mapped);
+  // The tag as the stamp spells it; the first occurrence followed by a version is the stamp
+  // (the tag alone, NUL-terminated, may be in the binary too).
+  const size_t tag_size = sizeof(kStampTag) - 1;
+  std::string version;
+  for (const char* at =
+           static_cast<const char*>(memmem(data, size, kVersionStamp.data(), tag_size));
+       at != nullptr && version.empty();) {
+    const char* end = at + tag_size;
+    while (end < data + size && end - at - tag_size < 64 &&
+           (isalnum(static_cast<unsigned char>(*end)) || *end == '.' || *end == '-' ||
+            *end == '+' || *end == '~')) {
+      ++end;
+    }
+    if (end > at + tag_size) {
+      version.assign(at + tag_size, end);
+      break;
+    }
+    const size_t offset = static_cast<size_t>(at - data) + 1;
+    at = static_cast<const char*>(
+        memmem(data + offset, size - offset, kVersionStamp.data(), tag_size));
+  }
+  munmap(mapped, size);
+  return version;
+}
 
 absl::StatusOr<std::string> BuildIdOfFile(const std::string& path) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -89,24 +156,31 @@ const std::string& RunningBuildId() {
   return id;
 }
 
-bool BinaryOutdated() {
-  static std::mutex mu;
-  static struct stat seen {};
-  static bool outdated = false;
+OnDiskBinary BinaryOnDisk() {
   absl::StatusOr<std::string> path = ExecutablePath();
-  if (!path.ok() || RunningBuildId().empty()) return false;
+  if (!path.ok()) return {};
   struct stat now {};
-  if (stat(path->c_str(), &now) != 0) return false;
-  std::lock_guard<std::mutex> lock(mu);
+  if (stat(path->c_str(), &now) != 0) return {};
+  Cache& cache = OnDiskCache();
+  std::lock_guard<std::mutex> lock(cache.mu);
+  const struct stat& seen = cache.seen;
   if (now.st_ino == seen.st_ino && now.st_dev == seen.st_dev && now.st_size == seen.st_size &&
       now.st_mtim.tv_sec == seen.st_mtim.tv_sec && now.st_mtim.tv_nsec == seen.st_mtim.tv_nsec) {
-    return outdated;
+    return cache.on_disk;
   }
   absl::StatusOr<std::string> on_disk = BuildIdOfFile(*path);
-  if (!on_disk.ok()) return false;
-  seen = now;
-  outdated = *on_disk != RunningBuildId();
-  return outdated;
+  if (!on_disk.ok()) return {};
+  cache.seen = now;
+  cache.on_disk.build_id = *on_disk;
+  cache.on_disk.version = EmbeddedVersionOfFile(*path);
+  return cache.on_disk;
+}
+
+bool BinaryOutdated() {
+  if (RunningBuildId().empty()) return false;
+  const OnDiskBinary on_disk = BinaryOnDisk();
+  // A file that cannot be read is nothing newer to restart into.
+  return !on_disk.build_id.empty() && on_disk.build_id != RunningBuildId();
 }
 
 }  // namespace pgfleet::agent

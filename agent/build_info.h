@@ -27,4 +27,16 @@ const std::string& RunningBuildId();
 // re-read only when its inode, size or mtime changed.
 bool BinaryOutdated();
 
+// The binary now at the executable's path: its build id and the agent version it embeds (both
+// empty when it cannot be read; version empty for a binary that embeds none). Re-read under
+// the same rule as BinaryOutdated.
+struct OnDiskBinary {
+  std::string build_id;
+  std::string version;
+};
+OnDiskBinary BinaryOnDisk();
+
+// The version a binary file embeds (what BinaryOnDisk reads), or empty.
+std::string EmbeddedVersionOfFile(const std::string& path);
+
 }  // namespace pgfleet::agent

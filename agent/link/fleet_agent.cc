@@ -282,6 +282,9 @@ FleetAgent::FleetAgent(AgentControl& agent, FleetSetup setup)
         hello.set_binary_outdated(BinaryOutdated());
         hello.set_pid(getpid());
         hello.set_handover_command_id(handover_command_id);
+        const OnDiskBinary on_disk = BinaryOnDisk();
+        hello.set_on_disk_build_id(on_disk.build_id);
+        hello.set_on_disk_version(on_disk.version);
         hello.set_applied_config_version(applied_version_.load());
         {
           std::lock_guard<std::mutex> lock(applied_mu_);
@@ -689,6 +692,9 @@ void FleetAgent::SendMetrics() {
   pgfleet::v1::AgentMessage message;
   *message.mutable_metrics() = BuildMetricsReport(agent_.Snapshot());
   message.mutable_metrics()->set_binary_outdated(BinaryOutdated());
+  const OnDiskBinary on_disk = BinaryOnDisk();
+  message.mutable_metrics()->set_on_disk_build_id(on_disk.build_id);
+  message.mutable_metrics()->set_on_disk_version(on_disk.version);
   link_->Send(std::move(message));
 }
 

@@ -178,6 +178,35 @@ int AgentsLabel(Context& ctx) {
   return kExitOk;
 }
 
+// A restart rollout: the rollout engine restarts the agents in waves (each hands over to a new
+// process of the binary at its path without dropping a client), bakes and checks the health
+// gates after each wave, and stops at the first failed hand-over or gate.
+int AgentsRestart(Context& ctx) {
+  if (int rc = RequireFlag(ctx, "env")) return rc;
+  pgfleet::v1::StartRolloutRequest request;
+  request.set_environment(ctx.flags().Get("env"));
+  request.set_restart(true);
+  request.set_only_outdated(ctx.flags().Has("only-outdated"));
+  request.set_binary_version(ctx.flags().Get("version"));
+  if (ctx.flags().Has("version") && request.binary_version().empty()) {
+    fprintf(stderr, "fleetctl: --version wants a version (0.2.0) or a build id prefix\n");
+    return kExitUsage;
+  }
+  if (int rc = FillRolloutOptions(ctx, &request)) return rc;
+  std::string selector;
+  if (!SelectorFlag(ctx, &selector)) return kExitUsage;
+  request.set_selector(selector);
+  pgfleet::v1::Rollout rollout;
+  grpc::Status status = ctx.rollouts().StartRollout(ctx.NewCall().get(), request, &rollout);
+  if (!status.ok()) return ctx.Fail(status);
+  if (ctx.flags().Has("watch")) {
+    for (const std::string& warning : rollout.warnings()) {
+      fprintf(stderr, "fleetctl: warning: %s\n", warning.c_str());
+    }
+  }
+  return ShowRollout(ctx, rollout);
+}
+
 int Reload(Context& ctx) {
   pgfleet::v1::Command command;
   command.mutable_reload();
@@ -203,6 +232,31 @@ std::vector<CommandSpec> AgentsCommands() {
        {{"overwrite", "", "", "allow changing a label that already has another value"}},
        AgentsLabel},
       {{"agents", "show"}, "AGENT_ID", 1, "one agent in detail, with its pools", {}, AgentsShow},
+      {{"agents", "restart"},
+       "",
+       0,
+       "restart agents in waves without dropping a client: each hands over to a new process of "
+       "the binary now at its path (so an installed upgrade takes effect); a wave waits until "
+       "each of its agents is back as a new process and reports metrics, then bakes under the "
+       "rollout health gates; a failed hand-over or gate stops the rollout and names the agent. "
+       "A rollout like any other: rollout status/list/pause/resume/abort",
+       {{"env", "", "ENV", "the environment", true},
+        SelectorFlagSpec("only the agents whose labels match"),
+        {"only-outdated", "", "",
+         "only agents whose binary on disk differs from the one running (agents list: outdated)"},
+        {"version", "", "X",
+         "only agents whose binary on disk is version X (or whose build id starts with X)"},
+        {"waves", "", "1,25%,100%", "agents per wave: counts or percentages"},
+        {"bake", "", "DURATION", "how long each wave must stay healthy before the next (60s)"},
+        {"max-unavailable", "", "N", "agents of a wave that may be offline"},
+        {"max-cl-waiting", "", "N", "health gate: clients waiting per pool"},
+        {"max-maxwait-ms", "", "MS", "health gate: the longest client wait"},
+        {"max-server-errors", "", "N", "health gate: new server connection errors"},
+        {"max-login-failures", "", "N", "health gate: new client login failures"},
+        {"force", "", "", "start during an active maintenance window (needs --reason)"},
+        {"reason", "", "TEXT", "why --force is needed, kept with the rollout"},
+        {"watch", "", "", "follow the rollout live (exit 0 succeeded, 5 failed or aborted)"}},
+       AgentsRestart},
       {{"reload"},
        "",
        0,

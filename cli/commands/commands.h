@@ -37,4 +37,11 @@ FlagSpec SelectorFlagSpec(const std::string& what);
 // Sends a command to --env's or --agent's agents and prints each outcome.
 int SendCommand(Context& ctx, pgfleet::v1::Command command, const char* verb);
 
+// A rollout (config or restart) as the rollout commands show it; with --watch it follows it
+// until it ends. Exit 0 when it succeeded (or, without --watch, is running), 5 when it failed
+// or was aborted.
+int ShowRollout(Context& ctx, const pgfleet::v1::Rollout& rollout);
+// The options every rollout shares (waves, bake, health gates, --force) into `request`.
+int FillRolloutOptions(const Context& ctx, pgfleet::v1::StartRolloutRequest* request);
+
 }  // namespace pgfleet::cli

@@ -16,7 +16,6 @@
 #include "cli/commands/commands.h"
 
 namespace pgfleet::cli {
-namespace {
 
 int FillRolloutOptions(const Context& ctx, pgfleet::v1::StartRolloutRequest* request) {
   for (const std::string& wave : SplitList(ctx.flags().Get("waves"))) request->add_waves(wave);
@@ -71,10 +70,23 @@ int FillRolloutOptions(const Context& ctx, pgfleet::v1::StartRolloutRequest* req
   return kExitOk;
 }
 
+namespace {
+
+bool IsRestart(const pgfleet::v1::Rollout& rollout) { return rollout.kind() == "restart"; }
+
 void PrintRollout(const pgfleet::v1::Rollout& rollout) {
-  printf("rollout %llu: %s v%llu -> v%llu  %s", static_cast<unsigned long long>(rollout.id()),
-         rollout.environment().c_str(), static_cast<unsigned long long>(rollout.from_version()),
-         static_cast<unsigned long long>(rollout.to_version()), rollout.state().c_str());
+  if (IsRestart(rollout)) {
+    printf("rollout %llu: %s restart%s%s  %s", static_cast<unsigned long long>(rollout.id()),
+           rollout.environment().c_str(), rollout.only_outdated() ? " (only outdated)" : "",
+           rollout.binary_version().empty()
+               ? ""
+               : absl::StrCat(" (binary on disk ", rollout.binary_version(), ")").c_str(),
+           rollout.state().c_str());
+  } else {
+    printf("rollout %llu: %s v%llu -> v%llu  %s", static_cast<unsigned long long>(rollout.id()),
+           rollout.environment().c_str(), static_cast<unsigned long long>(rollout.from_version()),
+           static_cast<unsigned long long>(rollout.to_version()), rollout.state().c_str());
+  }
   if (rollout.state() == "running" || rollout.state() == "paused") {
     printf(" (wave %d/%d, %s)", rollout.current_wave() + 1, rollout.waves_size(),
            rollout.phase().c_str());
@@ -85,13 +97,23 @@ void PrintRollout(const pgfleet::v1::Rollout& rollout) {
   for (const std::string& warning : rollout.warnings()) printf("  warning: %s\n", warning.c_str());
   std::vector<std::vector<std::string>> rows;
   for (const auto& agent : rollout.agents()) {
-    rows.push_back(
-        {agent.agent_id(), absl::StrCat(agent.wave() + 1), agent.state(), agent.error()});
+    if (IsRestart(rollout)) {
+      rows.push_back({agent.agent_id(), absl::StrCat(agent.wave() + 1),
+                      agent.state() == "applied" ? "restarted" : agent.state(),
+                      agent.old_pid() ? absl::StrCat(agent.old_pid()) : "-",
+                      agent.new_pid() ? absl::StrCat(agent.new_pid()) : "-", agent.error()});
+    } else {
+      rows.push_back(
+          {agent.agent_id(), absl::StrCat(agent.wave() + 1), agent.state(), agent.error()});
+    }
   }
-  if (!rows.empty()) PrintTable({"AGENT", "WAVE", "STATE", "ERROR"}, rows);
+  if (rows.empty()) return;
+  if (IsRestart(rollout)) {
+    PrintTable({"AGENT", "WAVE", "STATE", "OLD PID", "NEW PID", "ERROR"}, rows);
+  } else {
+    PrintTable({"AGENT", "WAVE", "STATE", "ERROR"}, rows);
+  }
 }
-
-// Exit code for a rollout that has ended.
 
 // Exit code for a rollout that has ended.
 int RolloutExit(const pgfleet::v1::Rollout& rollout) {
@@ -112,11 +134,13 @@ int WatchRollout(Context& ctx, uint64_t id) {
     int applied = 0;
     for (const auto& agent : rollout.agents()) applied += agent.state() == "applied" ? 1 : 0;
     const int total = rollout.agents_size();
-    std::string line = absl::StrCat(
-        "rollout ", rollout.id(), " ", rollout.state(), " wave ",
-        std::min(rollout.current_wave() + 1, rollout.waves_size()), "/", rollout.waves_size(), " ",
-        rollout.phase(), " ", applied, "/", total, " agents on v", rollout.to_version(),
-        rollout.reason().empty() ? "" : absl::StrCat(" - ", rollout.reason()));
+    std::string line =
+        absl::StrCat("rollout ", rollout.id(), " ", rollout.state(), " wave ",
+                     std::min(rollout.current_wave() + 1, rollout.waves_size()), "/",
+                     rollout.waves_size(), " ", rollout.phase(), " ", applied, "/", total,
+                     IsRestart(rollout) ? std::string(" agents restarted")
+                                        : absl::StrCat(" agents on v", rollout.to_version()),
+                     rollout.reason().empty() ? "" : absl::StrCat(" - ", rollout.reason()));
     if (tty) {
       const int width = 30;
       const int filled = total == 0 ? width : applied * width / total;
@@ -141,6 +165,8 @@ int WatchRollout(Context& ctx, uint64_t id) {
   }
 }
 
+}  // namespace
+
 int ShowRollout(Context& ctx, const pgfleet::v1::Rollout& rollout) {
   if (ctx.flags().Has("watch")) return WatchRollout(ctx, rollout.id());
   if (ctx.json()) {
@@ -151,6 +177,8 @@ int ShowRollout(Context& ctx, const pgfleet::v1::Rollout& rollout) {
   if (rollout.state() == "failed" || rollout.state() == "aborted") return kExitFailed;
   return kExitOk;
 }
+
+namespace {
 
 int RolloutStart(Context& ctx) {
   if (int rc = RequireFlag(ctx, "env")) return rc;
@@ -210,9 +238,10 @@ int RolloutList(Context& ctx) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& r : response.rollouts()) {
     rows.push_back({absl::StrCat(r.id()), r.environment(),
-                    absl::StrCat("v", r.from_version(), " -> v", r.to_version()), r.state(),
-                    absl::StrJoin(r.waves(), ","), r.created_by(), FormatTime(r.created_unix_ms()),
-                    r.reason()});
+                    IsRestart(r) ? absl::StrCat("restart (v", r.to_version(), ")")
+                                 : absl::StrCat("v", r.from_version(), " -> v", r.to_version()),
+                    r.state(), absl::StrJoin(r.waves(), ","), r.created_by(),
+                    FormatTime(r.created_unix_ms()), r.reason()});
   }
   PrintTable({"ID", "ENV", "VERSIONS", "STATE", "WAVES", "BY", "STARTED (UTC)", "REASON"}, rows);
   return kExitOk;

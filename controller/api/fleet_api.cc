@@ -297,6 +297,8 @@ pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired) {
     out.set_build_id(session->build_id());
     out.set_pid(session->pid());
     out.set_binary_outdated(session->binary_outdated());
+    out.set_on_disk_build_id(session->on_disk_build_id());
+    out.set_on_disk_version(session->on_disk_version());
     if (std::optional<pgfleet::v1::MetricsReport> metrics = session->metrics()) {
       *out.mutable_last_metrics() = *metrics;
     }
@@ -550,6 +552,13 @@ void FleetApi::OnAgentMessage(AgentSession& session, const pgfleet::v1::AgentMes
     }
     case pgfleet::v1::AgentMessage::kCommandResult:
       session.DeliverResult(message.command_result());
+      if (rollout_engine_ != nullptr) {
+        // A restart rollout's RestartCommand fails on the old stream (success is the new
+        // process's hello).
+        rollout_engine_->OnCommandResult(session.agent_id(), message.command_result().command_id(),
+                                         message.command_result().ok(),
+                                         message.command_result().error());
+      }
       (void)store_.RecordCommandResult(message.command_result().command_id(),
                                        message.command_result().ok(),
                                        message.command_result().error(), NowMillis());

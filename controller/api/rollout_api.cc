@@ -39,6 +39,11 @@ RolloutSpec SpecFromProto(const pgfleet::v1::StartRolloutRequest& request) {
   spec.force_reason = request.force_reason();
   spec.connection_reserve = request.connection_reserve();
   spec.selector = request.selector();
+  if (request.restart()) {
+    spec.kind = RolloutKind::kRestart;
+    spec.only_outdated = request.only_outdated();
+    spec.binary_version = request.binary_version();
+  }
   return spec;
 }
 
@@ -65,6 +70,9 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutApi::Describe(const RolloutRow& roll
   out.set_finished_unix_ms(rollout.finished_unix_ms);
   out.set_force_reason(rollout.force_reason);
   out.set_selector(rollout.selector);
+  out.set_kind(RolloutKindName(rollout.kind));
+  out.set_only_outdated(rollout.only_outdated);
+  out.set_binary_version(rollout.binary_version);
   PGF_ASSIGN_OR_RETURN(std::vector<RolloutAgentRow> agents, store_.ListRolloutAgents(rollout.id));
   for (const RolloutAgentRow& row : agents) {
     pgfleet::v1::RolloutAgent* agent = out.add_agents();
@@ -77,6 +85,8 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutApi::Describe(const RolloutRow& roll
     }
     agent->set_state(state);
     agent->set_error(row.error);
+    agent->set_old_pid(row.old_pid);
+    agent->set_new_pid(row.new_pid);
   }
   return out;
 }
@@ -200,6 +210,7 @@ absl::StatusOr<pgfleet::v1::Rollout> RolloutApi::Promote(
                         absl::StrCat("promoted from ", source.environment, " v", source.version),
                         nullptr));
   RolloutSpec spec = SpecFromProto(request.rollout());
+  spec.kind = RolloutKind::kConfig;  // A promotion moves a version, whatever the request says.
   spec.environment = request.to_environment();
   spec.version = copy.version;
   PGF_ASSIGN_OR_RETURN(StartedRollout started, engine_.Start(spec, caller.actor));

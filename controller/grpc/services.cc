@@ -209,6 +209,8 @@ grpc::Status AgentServiceImpl::Connect(
   session->set_applied_version(hello.applied_config_version());
   session->set_restart_pending({hello.restart_pending().begin(), hello.restart_pending().end()});
   session->SetBinary(hello.build_id(), hello.pid(), hello.binary_outdated());
+  session->set_handover_command_id(hello.handover_command_id());
+  session->SetOnDisk(hello.on_disk_build_id(), hello.on_disk_version());
   session->set_applied_sha256(hello.applied_config_sha256());
   if (std::shared_ptr<AgentSession> previous = registry_.Register(session)) {
     PGF_INFO("agents", "agent %s reconnected; closing its previous stream", hello.agent_id());

@@ -20,6 +20,13 @@ struct LiveAgent {
   std::string environment;
   uint64_t applied_version = 0;
   std::optional<pgfleet::v1::MetricsReport> metrics;
+  // The process on this stream (issue 19): its pid, the RestartCommand it took over after (0:
+  // none), and whether the binary at its path is another one than it runs (and which).
+  int32_t pid = 0;
+  uint64_t handover_command_id = 0;
+  bool binary_outdated = false;
+  std::string on_disk_build_id;
+  std::string on_disk_version;
 };
 
 class AgentDirectory {

@@ -141,6 +141,36 @@ bool AgentSession::binary_outdated() const {
   return metrics_.has_value() ? metrics_->binary_outdated() : binary_outdated_;
 }
 
+void AgentSession::set_handover_command_id(uint64_t command_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  handover_command_id_ = command_id;
+}
+
+uint64_t AgentSession::handover_command_id() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return handover_command_id_;
+}
+
+void AgentSession::SetOnDisk(std::string build_id, std::string version) {
+  std::lock_guard<std::mutex> lock(mu_);
+  on_disk_build_id_ = std::move(build_id);
+  on_disk_version_ = std::move(version);
+}
+
+std::string AgentSession::on_disk_build_id() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  // A report that names the binary on disk wins over the hello, like binary_outdated.
+  return metrics_.has_value() && !metrics_->on_disk_build_id().empty()
+             ? metrics_->on_disk_build_id()
+             : on_disk_build_id_;
+}
+
+std::string AgentSession::on_disk_version() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return metrics_.has_value() && !metrics_->on_disk_build_id().empty() ? metrics_->on_disk_version()
+                                                                       : on_disk_version_;
+}
+
 std::shared_ptr<AgentSession> AgentRegistry::Register(std::shared_ptr<AgentSession> session) {
   absl::MutexLock lock(&mu_);
   std::shared_ptr<AgentSession>& slot = sessions_[session->agent_id()];
@@ -179,6 +209,11 @@ LiveAgent Snapshot(const AgentSession& session) {
   live.environment = session.environment();
   live.applied_version = session.applied_version();
   live.metrics = session.metrics();
+  live.pid = session.pid();
+  live.handover_command_id = session.handover_command_id();
+  live.binary_outdated = session.binary_outdated();
+  live.on_disk_build_id = session.on_disk_build_id();
+  live.on_disk_version = session.on_disk_version();
   return live;
 }
 

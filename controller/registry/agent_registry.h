@@ -68,6 +68,13 @@ class AgentSession {
   std::string build_id() const;
   int32_t pid() const;
   bool binary_outdated() const;
+  // The RestartCommand this process took over after (its hello; 0: none), and the binary now
+  // at its path (hello, then each report).
+  void set_handover_command_id(uint64_t command_id);
+  uint64_t handover_command_id() const;
+  void SetOnDisk(std::string build_id, std::string version);
+  std::string on_disk_build_id() const;
+  std::string on_disk_version() const;
 
   void SetMetrics(pgfleet::v1::MetricsReport report);
   std::optional<pgfleet::v1::MetricsReport> metrics() const;
@@ -96,6 +103,9 @@ class AgentSession {
   std::string build_id_;
   int32_t pid_ = 0;
   bool binary_outdated_ = false;
+  uint64_t handover_command_id_ = 0;
+  std::string on_disk_build_id_;
+  std::string on_disk_version_;
   std::string applied_sha256_;
   std::string sent_sha256_;
   std::optional<pgfleet::v1::MetricsReport> metrics_;

@@ -88,8 +88,26 @@ std::string CheckHealth(const pgfleet::v1::MetricsReport& report, const HealthCo
   return "";
 }
 
+bool OnDiskBinaryIs(const LiveAgent& agent, const std::string& version) {
+  if (version.empty()) return true;
+  if (agent.on_disk_version == version) return true;
+  absl::string_view id = agent.on_disk_build_id;
+  absl::string_view wanted = version;
+  absl::ConsumePrefix(&id, "sha256:");
+  absl::ConsumePrefix(&wanted, "sha256:");
+  // A build id is named by a prefix, as `agents list` shows 12 characters of it.
+  return !id.empty() && wanted.size() >= 8 && absl::StartsWith(id, wanted);
+}
+
 RolloutEngine::RolloutEngine(RolloutStore& store, AgentDirectory& agents, const Clock& clock)
     : store_(store), agents_(agents), clock_(clock), sends_([this](const Offer& offer) {
+        if (offer.command.has_value()) {
+          if (!agents_.Send(offer.agent_id, *offer.command)) {
+            PGF_WARN("rollout", "agent %s: restart command not sent (its stream is gone)",
+                     offer.agent_id);
+          }
+          return;
+        }
         agents_.OfferConfig(offer.agent_id, offer.version, offer.force);
       }) {}
 
@@ -104,12 +122,12 @@ absl::Status RolloutEngine::Queue(Outbox& out, const std::string& agent_id, uint
   if (version == 0) return absl::OkStatus();
   for (const Offer& offer : out) {
     if (offer.version.version == version) {
-      out.push_back(Offer{agent_id, offer.version, force});
+      out.push_back(Offer{agent_id, offer.version, force, std::nullopt});
       return absl::OkStatus();
     }
   }
   PGF_ASSIGN_OR_RETURN(ConfigVersionRow row, store_.GetConfigVersion(version));
-  out.push_back(Offer{agent_id, std::move(row), force});
+  out.push_back(Offer{agent_id, std::move(row), force, std::nullopt});
   return absl::OkStatus();
 }
 
@@ -126,23 +144,50 @@ void RolloutEngine::OnConfigResult(const std::string& agent_id, uint64_t version
   nacks_.push_back(ConfigResult{agent_id, version, error});
 }
 
+void RolloutEngine::OnCommandResult(const std::string& agent_id, uint64_t command_id, bool ok,
+                                    const std::string& error) {
+  if (ok) return;  // A restart's success is the new process's hello, read on the next tick.
+  absl::MutexLock lock(&results_mu_);
+  failed_commands_.push_back(FailedCommand{agent_id, command_id, error});
+}
+
 void RolloutEngine::ApplyConfigResults() {
   std::deque<ConfigResult> nacks;
+  std::deque<FailedCommand> failed_commands;
   {
     absl::MutexLock lock(&results_mu_);
     nacks.swap(nacks_);
+    failed_commands.swap(failed_commands_);
   }
-  if (nacks.empty()) return;
+  if (nacks.empty() && failed_commands.empty()) return;
   absl::StatusOr<std::vector<RolloutRow>> active = store_.ListRollouts("", true);
   if (!active.ok()) {
     PGF_ERROR("rollout", "cannot read rollouts: %s", active.status().message());
     absl::MutexLock lock(&results_mu_);
     nacks_.insert(nacks_.begin(), nacks.begin(), nacks.end());  // Next tick tries again.
+    failed_commands_.insert(failed_commands_.begin(), failed_commands.begin(),
+                            failed_commands.end());
     return;
+  }
+  for (const FailedCommand& failed : failed_commands) {
+    for (const RolloutRow& rollout : *active) {
+      if (rollout.kind != RolloutKind::kRestart) continue;
+      absl::StatusOr<std::vector<RolloutAgentRow>> members = store_.ListRolloutAgents(rollout.id);
+      if (!members.ok()) continue;
+      for (RolloutAgentRow& member : *members) {
+        if (member.agent_id != failed.agent_id || member.command_id != failed.command_id) continue;
+        member.state = RolloutAgentState::kFailed;
+        member.error = failed.error;
+        if (absl::Status updated = store_.UpdateRolloutAgent(member); !updated.ok()) {
+          PGF_ERROR("rollout", "rollout %d: failed restart of %s not recorded: %s", rollout.id,
+                    failed.agent_id, updated.message());
+        }
+      }
+    }
   }
   for (const ConfigResult& nack : nacks) {
     for (const RolloutRow& rollout : *active) {
-      if (rollout.to_version != nack.version) continue;
+      if (rollout.kind != RolloutKind::kConfig || rollout.to_version != nack.version) continue;
       absl::StatusOr<std::vector<RolloutAgentRow>> members = store_.ListRolloutAgents(rollout.id);
       if (!members.ok()) continue;
       for (RolloutAgentRow& member : *members) {
@@ -176,12 +221,39 @@ void RolloutEngine::Tick(absl::Time now) {
   ReleaseAndSend(std::move(out));
 }
 
+absl::Status RolloutEngine::SendRestart(const RolloutRow& rollout, RolloutAgentRow& agent,
+                                        const LiveAgent& live, int64_t now, Outbox& out) {
+  PGF_ASSIGN_OR_RETURN(
+      uint64_t command_id,
+      store_.RecordCommand(agent.agent_id, "restart", absl::StrCat("rollout=", rollout.id),
+                           "rollout-engine", now));
+  agent.command_id = command_id;
+  agent.old_pid = live.pid;
+  agent.new_pid = 0;
+  agent.state = RolloutAgentState::kApplying;
+  PGF_RETURN_IF_ERROR(store_.UpdateRolloutAgent(agent));
+  pgfleet::v1::ControllerMessage message;
+  message.mutable_command()->set_command_id(command_id);
+  message.mutable_command()->mutable_restart();
+  out.push_back(Offer{agent.agent_id, {}, false, std::move(message)});
+  PGF_INFO("rollout", "rollout %d: restarting agent %s (pid %d, command %d)", rollout.id,
+           agent.agent_id, live.pid, command_id);
+  return absl::OkStatus();
+}
+
 absl::Status RolloutEngine::StartWave(RolloutRow& rollout, std::vector<RolloutAgentRow>& agents,
                                       int64_t now, Outbox& out) {
   int in_wave = 0;
   for (RolloutAgentRow& agent : agents) {
     if (agent.wave != rollout.current_wave) continue;
     ++in_wave;
+    if (rollout.kind == RolloutKind::kRestart) {
+      // An agent that is offline now is sent its command when it is back (Step).
+      if (std::optional<LiveAgent> live = agents_.FindLive(agent.agent_id)) {
+        PGF_RETURN_IF_ERROR(SendRestart(rollout, agent, *live, now, out));
+      }
+      continue;
+    }
     PGF_RETURN_IF_ERROR(store_.SetAgentPin(agent.agent_id, rollout.to_version));
     agent.state = RolloutAgentState::kApplying;
     PGF_RETURN_IF_ERROR(store_.UpdateRolloutAgent(agent));
@@ -205,9 +277,44 @@ absl::Status RolloutEngine::Step(RolloutRow& rollout, int64_t now, Outbox& out) 
   if (rollout.wave_started_unix_ms == 0) return BeginWave(rollout, agents, now, out, false);
 
   int offline = 0, applying = 0;
+  std::vector<std::string> not_back;  // Restart: agents not yet back as a new process.
   std::vector<std::pair<RolloutAgentRow*, LiveAgent>> live;
   for (RolloutAgentRow& agent : agents) {
     if (agent.wave != rollout.current_wave) continue;
+    if (rollout.kind == RolloutKind::kRestart) {
+      if (agent.state == RolloutAgentState::kFailed) {
+        return Finish(rollout, RolloutState::kFailed, agent.agent_id,
+                      absl::StrCat("agent ", agent.agent_id, " could not restart: ", agent.error),
+                      now, out);
+      }
+      std::optional<LiveAgent> connected = agents_.FindLive(agent.agent_id);
+      if (!connected.has_value()) {
+        ++offline;
+        continue;
+      }
+      if (agent.state == RolloutAgentState::kWaiting) {
+        PGF_RETURN_IF_ERROR(SendRestart(rollout, agent, *connected, now, out));
+      }
+      if (agent.state == RolloutAgentState::kApplying) {
+        // Back as a new process: its hello names our command (or, after a restart by other
+        // means, another pid), and it has reported its metrics (what the gates read).
+        const bool new_process =
+            connected->handover_command_id == agent.command_id ||
+            (connected->pid != 0 && agent.old_pid != 0 && connected->pid != agent.old_pid);
+        if (!new_process || !connected->metrics.has_value()) {
+          ++applying;
+          not_back.push_back(agent.agent_id);
+          continue;
+        }
+        agent.state = RolloutAgentState::kApplied;
+        agent.new_pid = connected->pid;
+        PGF_RETURN_IF_ERROR(store_.UpdateRolloutAgent(agent));
+        PGF_INFO("rollout", "rollout %d: agent %s restarted (pid %d -> %d)", rollout.id,
+                 agent.agent_id, agent.old_pid, agent.new_pid);
+      }
+      live.emplace_back(&agent, std::move(*connected));
+      continue;
+    }
     if (agent.state == RolloutAgentState::kFailed) {
       return Finish(rollout, RolloutState::kFailed, agent.agent_id,
                     absl::StrCat("agent ", agent.agent_id, " refused v", rollout.to_version, ": ",
@@ -230,6 +337,14 @@ absl::Status RolloutEngine::Step(RolloutRow& rollout, int64_t now, Outbox& out) 
     live.emplace_back(&agent, std::move(*connected));
   }
   if (applying > 0) {
+    if (now - rollout.wave_started_unix_ms > absl::ToInt64Milliseconds(kRolloutApplyTimeout) &&
+        rollout.kind == RolloutKind::kRestart) {
+      return Finish(rollout, RolloutState::kFailed, not_back.front(),
+                    absl::StrCat("agents ", absl::StrJoin(not_back, ", "),
+                                 " did not come back as a new process within ",
+                                 absl::FormatDuration(kRolloutApplyTimeout)),
+                    now, out);
+    }
     if (now - rollout.wave_started_unix_ms > absl::ToInt64Milliseconds(kRolloutApplyTimeout)) {
       return Finish(rollout, RolloutState::kFailed, "",
                     absl::StrCat(applying, " agents did not apply v", rollout.to_version,
@@ -319,6 +434,17 @@ absl::Status RolloutEngine::BeginWave(RolloutRow& rollout, std::vector<RolloutAg
 }
 
 absl::Status RolloutEngine::Complete(RolloutRow& rollout, int64_t now, Outbox& out) {
+  if (rollout.kind == RolloutKind::kRestart) {
+    rollout.state = RolloutState::kSucceeded;
+    rollout.finished_unix_ms = now;
+    rollout.reason.clear();
+    PGF_RETURN_IF_ERROR(store_.UpdateRollout(rollout));
+    PGF_INFO("rollout",
+             "restart rollout %d succeeded: every agent of %s it took runs a new process",
+             rollout.id, rollout.environment);
+    return store_.Audit("rollout-engine", "rollout.succeeded", rollout.environment,
+                        absl::StrCat("rollout=", rollout.id, " kind=restart"), now);
+  }
   if (!rollout.selector.empty()) {
     // Some agents only: they keep their pin to the new version, and the environment's desired
     // version (what every other agent follows) stays as it was.
@@ -363,6 +489,19 @@ absl::Status RolloutEngine::Complete(RolloutRow& rollout, int64_t now, Outbox& o
 absl::Status RolloutEngine::Finish(RolloutRow& rollout, RolloutState state,
                                    const std::string& agent, const std::string& reason, int64_t now,
                                    Outbox& out) {
+  if (rollout.kind == RolloutKind::kRestart) {
+    // Nothing to move back: restarted agents run the same config in a new process, and an
+    // agent whose hand-over failed kept its old process serving.
+    rollout.state = state;
+    rollout.failed_agent = agent;
+    rollout.reason = reason;
+    rollout.finished_unix_ms = now;
+    PGF_RETURN_IF_ERROR(store_.UpdateRollout(rollout));
+    PGF_WARN("rollout", "restart rollout %d %s: %s", rollout.id, RolloutStateName(state), reason);
+    return store_.Audit("rollout-engine", absl::StrCat("rollout.", RolloutStateName(state)),
+                        rollout.environment, absl::StrCat("rollout=", rollout.id, " ", reason),
+                        now);
+  }
   // Roll back: unpinned agents follow the environment's desired version, which is still the
   // old one (it only changes when a rollout completes).
   PGF_ASSIGN_OR_RETURN(std::vector<RolloutAgentRow> agents, store_.ListRolloutAgents(rollout.id));
@@ -402,6 +541,7 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spe
   if (spec.force && spec.force_reason.empty()) {
     return absl::InvalidArgumentError("--force needs a reason (--reason)");
   }
+  if (spec.kind == RolloutKind::kRestart) return StartRestartLocked(spec, actor, now, out);
   PGF_ASSIGN_OR_RETURN(EnvironmentRow env, store_.GetEnvironment(spec.environment));
   PGF_ASSIGN_OR_RETURN(ConfigVersionRow version, store_.GetConfigVersion(spec.version));
   if (version.environment != env.name) {
@@ -546,6 +686,97 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spe
   return StartedRollout{std::move(created), std::move(warnings)};
 }
 
+absl::StatusOr<StartedRollout> RolloutEngine::StartRestartLocked(const RolloutSpec& spec,
+                                                                 const std::string& actor,
+                                                                 int64_t now, Outbox& out) {
+  PGF_ASSIGN_OR_RETURN(EnvironmentRow env, store_.GetEnvironment(spec.environment));
+  if (env.desired_version == 0) {
+    // A rollout row names the config its agents run (to_version must be a stored version).
+    return absl::FailedPreconditionError(
+        absl::StrCat(env.name,
+                     " has no desired version yet; restart its agents one by one (SIGUSR2 or the "
+                     "console's RESTART) or set one with: fleetctl config apply --env ",
+                     env.name));
+  }
+  PGF_ASSIGN_OR_RETURN(LabelSelector selector, LabelSelector::Parse(spec.selector));
+  PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> env_agents, store_.ListAgents(env.name));
+  const bool filtered = spec.only_outdated || !spec.binary_version.empty();
+  std::vector<std::string> warnings;
+  std::vector<RolloutAgentRow> members;
+  for (const AgentRow& agent : env_agents) {
+    if (!selector.Matches(agent.labels)) continue;
+    std::optional<LiveAgent> live = agents_.FindLive(agent.agent_id);
+    if (filtered) {
+      // Only a connected agent can say which binary is on its disk.
+      if (!live.has_value()) {
+        warnings.push_back(absl::StrCat("agent ", agent.agent_id,
+                                        " is offline: its binary on disk is unknown, left out"));
+        continue;
+      }
+      if (spec.only_outdated && !live->binary_outdated) continue;
+      if (!OnDiskBinaryIs(*live, spec.binary_version)) continue;
+    }
+    RolloutAgentRow member;
+    member.agent_id = agent.agent_id;
+    member.old_pid = live.has_value() ? live->pid : 0;
+    members.push_back(member);
+  }
+  if (members.empty()) {
+    std::string which = "no agent";
+    if (spec.only_outdated)
+      absl::StrAppend(&which, " whose binary on disk differs from the running one");
+    if (!spec.binary_version.empty()) {
+      absl::StrAppend(&which, spec.only_outdated ? " and" : "", " whose binary on disk is ",
+                      spec.binary_version);
+    }
+    if (!selector.empty()) absl::StrAppend(&which, " matching \"", selector.ToString(), "\"");
+    return absl::FailedPreconditionError(
+        absl::StrCat(which, " in environment ", env.name, ": nothing to restart"));
+  }
+  PGF_ASSIGN_OR_RETURN(std::vector<WindowRow> windows, store_.ListWindows(env.name, true));
+  for (const WindowRow& window : windows) {
+    if (IsActiveWindow(window.state) && !spec.force) {
+      return absl::FailedPreconditionError(absl::StrCat("maintenance window ", window.id,
+                                                        " is active in ", env.name,
+                                                        "\n(override with --force --reason TEXT)"));
+    }
+  }
+  RolloutRow rollout;
+  rollout.kind = RolloutKind::kRestart;
+  rollout.environment = env.name;
+  rollout.from_version = env.desired_version;
+  rollout.to_version = env.desired_version;
+  rollout.waves = spec.waves.empty() ? kDefaultWaves : spec.waves;
+  rollout.bake_ms = absl::ToInt64Milliseconds(spec.bake);
+  rollout.max_unavailable = std::max(0, spec.max_unavailable);
+  rollout.limits = spec.limits;
+  rollout.created_by = actor;
+  rollout.created_unix_ms = now;
+  rollout.selector = selector.ToString();
+  rollout.only_outdated = spec.only_outdated;
+  rollout.binary_version = spec.binary_version;
+  if (spec.force) rollout.force_reason = spec.force_reason;
+  PGF_ASSIGN_OR_RETURN(std::vector<int> waves, AssignWaves(rollout.waves, members.size()));
+  for (size_t i = 0; i < members.size(); ++i) members[i].wave = waves[i];
+  PGF_ASSIGN_OR_RETURN(RolloutRow created, store_.CreateRollout(rollout, members));
+  std::vector<std::string> ids;
+  for (const RolloutAgentRow& member : members) ids.push_back(member.agent_id);
+  PGF_RETURN_IF_ERROR(store_.Audit(
+      actor, "rollout.start", env.name,
+      absl::StrCat("rollout=", created.id, " kind=restart waves=",
+                   absl::StrJoin(created.waves, ","), " agents=", absl::StrJoin(ids, ","),
+                   created.selector.empty() ? "" : " selector=" + created.selector,
+                   created.only_outdated ? " only-outdated" : "",
+                   created.binary_version.empty() ? "" : " version=" + created.binary_version),
+      now));
+  PGF_INFO("rollout", "%s started restart rollout %d: %d agents of %s in waves %s", actor,
+           created.id, members.size(), env.name, absl::StrJoin(created.waves, ","));
+  if (absl::Status stepped = Step(created, now, out); !stepped.ok()) {
+    PGF_ERROR("rollout", "rollout %d first step: %s", created.id, stepped.message());
+  }
+  return StartedRollout{std::move(created), std::move(warnings)};
+}
+
 absl::StatusOr<StartedRollout> RolloutEngine::Rollback(const std::string& environment,
                                                        const std::vector<std::string>& waves,
                                                        absl::Duration bake,
@@ -558,7 +789,9 @@ absl::StatusOr<StartedRollout> RolloutEngine::Rollback(const std::string& enviro
     uint64_t target = 0;
     for (const RolloutRow& row : rows) {
       // A rollout of some agents (selector) did not move the environment's version.
-      if (row.state == RolloutState::kSucceeded && row.selector.empty()) {
+      // Nor did a restart rollout.
+      if (row.state == RolloutState::kSucceeded && row.selector.empty() &&
+          row.kind == RolloutKind::kConfig) {
         target = row.from_version;
         break;
       }

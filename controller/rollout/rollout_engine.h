@@ -13,6 +13,7 @@
 
 #include <deque>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,8 +43,13 @@ HealthCounters CountersOf(const pgfleet::v1::MetricsReport& report);
 std::string CheckHealth(const pgfleet::v1::MetricsReport& report, const HealthCounters& baseline,
                         const HealthLimits& limits);
 
-// How long a wave's agents have to ACK before the rollout fails.
+// How long a wave's agents have to ACK (or, in a restart rollout, come back as a new process
+// that reports its metrics) before the rollout fails.
 inline constexpr absl::Duration kRolloutApplyTimeout = absl::Minutes(2);
+
+// Whether an agent's binary on disk is `version`: its embedded version ("0.1.0") or a prefix of
+// its build id (with or without "sha256:").
+bool OnDiskBinaryIs(const LiveAgent& agent, const std::string& version);
 
 // What to roll out, and how.
 struct RolloutSpec {
@@ -61,6 +67,12 @@ struct RolloutSpec {
   // stay pinned to the version afterwards and the environment's desired version is unchanged.
   // InvalidArgument when it does not parse; FailedPrecondition when it matches no agent.
   std::string selector;
+  // kRestart: `version` is ignored; each wave's agents are sent a RestartCommand and the wave
+  // waits until each came back as a new process (its hello names the command, or its pid
+  // changed) and reported metrics, then bakes. A failed hand-over stops the rollout.
+  RolloutKind kind = RolloutKind::kConfig;
+  bool only_outdated = false;  // Only agents whose binary on disk differs from the running one.
+  std::string binary_version;  // Only agents whose binary on disk is this (OnDiskBinaryIs).
 };
 
 struct StartedRollout {
@@ -97,6 +109,10 @@ class RolloutEngine {
   // An agent's ACK or NACK of `version`. Only queued: the next Tick applies it.
   void OnConfigResult(const std::string& agent_id, uint64_t version, bool accepted,
                       const std::string& error);
+  // An agent's answer to a command; a failed RestartCommand fails its restart rollout. Only
+  // queued: the next Tick applies it.
+  void OnCommandResult(const std::string& agent_id, uint64_t command_id, bool ok,
+                       const std::string& error);
 
  private:
   struct ConfigResult {
@@ -104,11 +120,18 @@ class RolloutEngine {
     uint64_t version = 0;
     std::string error;
   };
-  // A config to hand an agent once the engine's lock is released.
+  struct FailedCommand {
+    std::string agent_id;
+    uint64_t command_id = 0;
+    std::string error;
+  };
+  // A config (or, when `command` is set, that command) to hand an agent once the engine's lock
+  // is released.
   struct Offer {
     std::string agent_id;
     ConfigVersionRow version;
     bool force = false;
+    std::optional<pgfleet::v1::ControllerMessage> command;
   };
   using Outbox = std::vector<Offer>;
 
@@ -128,6 +151,12 @@ class RolloutEngine {
   absl::StatusOr<StartedRollout> StartLocked(const RolloutSpec& spec, const std::string& actor,
                                              int64_t now, Outbox& out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<StartedRollout> StartRestartLocked(const RolloutSpec& spec,
+                                                    const std::string& actor, int64_t now,
+                                                    Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records and queues a RestartCommand for `agent` (connected as `live`).
+  absl::Status SendRestart(const RolloutRow& rollout, RolloutAgentRow& agent, const LiveAgent& live,
+                           int64_t now, Outbox& out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records the queued NACKs against the rollouts that sent those versions.
   void ApplyConfigResults() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Queues `version` for `agent_id` (read once per version).
@@ -147,6 +176,7 @@ class RolloutEngine {
 
   absl::Mutex results_mu_;
   std::deque<ConfigResult> nacks_ ABSL_GUARDED_BY(results_mu_);
+  std::deque<FailedCommand> failed_commands_ ABSL_GUARDED_BY(results_mu_);
 
   PeriodicThread ticker_;
 };

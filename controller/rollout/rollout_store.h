@@ -29,6 +29,11 @@ struct HealthLimits {
   int max_new_login_failures = 0;
 };
 
+enum class RolloutKind { kConfig, kRestart };
+inline const char* RolloutKindName(RolloutKind kind) {
+  return kind == RolloutKind::kRestart ? "restart" : "config";
+}
+
 struct RolloutRow {
   uint64_t id = 0;
   std::string environment;
@@ -51,6 +56,11 @@ struct RolloutRow {
   // Canonical label selector (LabelSelector::ToString); empty: every agent of the environment.
   // A rollout with one moves only the matching agents and leaves them pinned to to_version.
   std::string selector;
+  // kRestart: each wave's agents hand over to a new process of the binary on disk (no config
+  // changes; from_version and to_version are the environment's desired version at the start).
+  RolloutKind kind = RolloutKind::kConfig;
+  bool only_outdated = false;  // Restart: only agents whose binary on disk is another one.
+  std::string binary_version;  // Restart: only agents whose binary on disk is this version.
 };
 
 // One agent's progress in a rollout. Stored and shown as its name (RolloutAgentStateName).
@@ -67,6 +77,11 @@ struct RolloutAgentRow {
   std::string error;
   // The agent's pin when the rollout took it, put back if the rollout fails or is aborted.
   std::optional<uint64_t> previous_pin;
+  // Restart rollouts: the RestartCommand sent (0: not yet), the pid the agent ran when it was
+  // sent, and the pid of the process that took over (0: not yet).
+  uint64_t command_id = 0;
+  int32_t old_pid = 0;
+  int32_t new_pid = 0;
 };
 
 class RolloutStore {
@@ -105,6 +120,10 @@ class RolloutStore {
   virtual absl::Status Audit(const std::string& actor, const std::string& action,
                              const std::string& target, const std::string& details,
                              int64_t now_ms) = 0;
+  // Restart rollouts record the RestartCommands they send like any other command.
+  virtual absl::StatusOr<uint64_t> RecordCommand(const std::string& agent_id,
+                                                 const std::string& kind, const std::string& args,
+                                                 const std::string& actor, int64_t now_ms) = 0;
 };
 
 }  // namespace pgfleet::controller

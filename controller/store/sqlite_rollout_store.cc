@@ -18,7 +18,9 @@ constexpr char kRolloutColumns[] =
     "SELECT id, environment, from_version, to_version, waves, bake_ms, max_unavailable, "
     "max_cl_waiting, max_maxwait_ms, max_new_server_errors, max_new_login_failures, state, "
     "current_wave, wave_started_unix_ms, bake_started_unix_ms, failed_agent, reason, created_by, "
-    "force_reason, created_unix_ms, finished_unix_ms, selector FROM rollouts ";
+    "force_reason, created_unix_ms, finished_unix_ms, selector, kind, only_outdated, "
+    "binary_version "
+    "FROM rollouts ";
 
 absl::StatusOr<std::vector<RolloutRow>> ReadRollouts(Stmt& stmt) {
   std::vector<RolloutRow> rows;
@@ -48,6 +50,9 @@ absl::StatusOr<std::vector<RolloutRow>> ReadRollouts(Stmt& stmt) {
     row.created_unix_ms = stmt.Int(19);
     row.finished_unix_ms = stmt.Int(20);
     row.selector = stmt.Text(21);
+    row.kind = stmt.Text(22) == "restart" ? RolloutKind::kRestart : RolloutKind::kConfig;
+    row.only_outdated = stmt.Int(23) != 0;
+    row.binary_version = stmt.Text(24);
     rows.push_back(std::move(row));
   }
   return rows;
@@ -67,9 +72,10 @@ absl::StatusOr<RolloutRow> SqliteStore::CreateRollout(const RolloutRow& rollout,
                       "INSERT INTO rollouts (environment, from_version, to_version, waves, "
                       "bake_ms, max_unavailable, max_cl_waiting, max_maxwait_ms, "
                       "max_new_server_errors, max_new_login_failures, state, current_wave, "
-                      "created_by, force_reason, created_unix_ms, selector) "
+                      "created_by, force_reason, created_unix_ms, selector, kind, only_outdated, "
+                      "binary_version) "
                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
-                      "?16)"));
+                      "?16, ?17, ?18, ?19)"));
     stmt.BindText(1, rollout.environment)
         .BindOptionalU64(2, rollout.from_version == 0
                                 ? std::nullopt
@@ -87,7 +93,10 @@ absl::StatusOr<RolloutRow> SqliteStore::CreateRollout(const RolloutRow& rollout,
         .BindText(13, rollout.created_by)
         .BindText(14, rollout.force_reason)
         .BindInt(15, rollout.created_unix_ms)
-        .BindText(16, rollout.selector);
+        .BindText(16, rollout.selector)
+        .BindText(17, RolloutKindName(rollout.kind))
+        .BindInt(18, rollout.only_outdated ? 1 : 0)
+        .BindText(19, rollout.binary_version);
     absl::Status inserted = stmt.Run();
     if (absl::IsAlreadyExists(inserted)) {
       return absl::FailedPreconditionError(
@@ -99,8 +108,8 @@ absl::StatusOr<RolloutRow> SqliteStore::CreateRollout(const RolloutRow& rollout,
   PGF_ASSIGN_OR_RETURN(Stmt agent_stmt,
                        Stmt::Prepare(db_,
                                      "INSERT INTO rollout_agents (rollout_id, agent_id, wave, "
-                                     "state, error, previous_pin) "
-                                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
+                                     "state, error, previous_pin, old_pid) "
+                                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"));
   for (const RolloutAgentRow& agent : agents) {
     agent_stmt.Reset();
     agent_stmt.BindU64(1, created.id)
@@ -108,7 +117,8 @@ absl::StatusOr<RolloutRow> SqliteStore::CreateRollout(const RolloutRow& rollout,
         .BindInt(3, agent.wave)
         .BindText(4, RolloutAgentStateName(agent.state))
         .BindText(5, agent.error)
-        .BindOptionalU64(6, agent.previous_pin);
+        .BindOptionalU64(6, agent.previous_pin)
+        .BindInt(7, agent.old_pid);
     PGF_RETURN_IF_ERROR(agent_stmt.Run());
   }
   PGF_RETURN_IF_ERROR(txn.Commit());
@@ -139,12 +149,17 @@ absl::Status SqliteStore::UpdateRollout(const RolloutRow& rollout) {
 absl::Status SqliteStore::UpdateRolloutAgent(const RolloutAgentRow& agent) {
   absl::MutexLock lock(&mu_);
   PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
-                                                "UPDATE rollout_agents SET state = ?3, error = ?4 "
+                                                "UPDATE rollout_agents SET state = ?3, error = ?4, "
+                                                "command_id = ?5, old_pid = ?6, new_pid = ?7 "
                                                 "WHERE rollout_id = ?1 AND agent_id = ?2"));
   stmt.BindU64(1, agent.rollout_id)
       .BindText(2, agent.agent_id)
       .BindText(3, RolloutAgentStateName(agent.state))
-      .BindText(4, agent.error);
+      .BindText(4, agent.error)
+      .BindOptionalU64(
+          5, agent.command_id == 0 ? std::nullopt : std::optional<uint64_t>(agent.command_id))
+      .BindInt(6, agent.old_pid)
+      .BindInt(7, agent.new_pid);
   PGF_RETURN_IF_ERROR(stmt.Run());
   if (stmt.Changes() == 0) {
     return absl::NotFoundError(
@@ -180,7 +195,7 @@ absl::StatusOr<std::vector<RolloutAgentRow>> SqliteStore::ListRolloutAgents(uint
   absl::MutexLock lock(&mu_);
   PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
                                                 "SELECT agent_id, wave, state, error, "
-                                                "previous_pin FROM "
+                                                "previous_pin, command_id, old_pid, new_pid FROM "
                                                 "rollout_agents WHERE rollout_id = ?1 "
                                                 "ORDER BY wave, agent_id"));
   stmt.BindU64(1, rollout_id);
@@ -195,6 +210,9 @@ absl::StatusOr<std::vector<RolloutAgentRow>> SqliteStore::ListRolloutAgents(uint
     PGF_ASSIGN_OR_RETURN(row.state, ParseRolloutAgentState(stmt.Text(2)));
     row.error = stmt.Text(3);
     if (!stmt.IsNull(4)) row.previous_pin = stmt.U64(4);
+    row.command_id = stmt.IsNull(5) ? 0 : stmt.U64(5);
+    row.old_pid = stmt.IsNull(6) ? 0 : static_cast<int32_t>(stmt.Int(6));
+    row.new_pid = stmt.IsNull(7) ? 0 : static_cast<int32_t>(stmt.Int(7));
     rows.push_back(std::move(row));
   }
   return rows;
@@ -203,11 +221,12 @@ absl::StatusOr<std::vector<RolloutAgentRow>> SqliteStore::ListRolloutAgents(uint
 absl::StatusOr<bool> SqliteStore::HasSucceededRollout(const std::string& environment,
                                                       const std::string& sha256) {
   absl::MutexLock lock(&mu_);
-  PGF_ASSIGN_OR_RETURN(Stmt stmt,
-                       Stmt::Prepare(db_,
-                                     "SELECT 1 FROM rollouts r JOIN config_versions v "
-                                     "ON v.version = r.to_version WHERE r.environment = ?1 "
-                                     "AND r.state = 'succeeded' AND v.sha256 = ?2 LIMIT 1"));
+  PGF_ASSIGN_OR_RETURN(
+      Stmt stmt,
+      Stmt::Prepare(db_,
+                    "SELECT 1 FROM rollouts r JOIN config_versions v "
+                    "ON v.version = r.to_version WHERE r.environment = ?1 "
+                    "AND r.state = 'succeeded' AND r.kind = 'config' AND v.sha256 = ?2 LIMIT 1"));
   stmt.BindText(1, environment).BindText(2, sha256);
   return stmt.Step();
 }
