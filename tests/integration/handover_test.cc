@@ -371,6 +371,11 @@ class HandoverFleetTest : public FleetFixture {
     PGF_RETURN_IF_ERROR(PollUntil(
         [&](std::string* note) -> absl::StatusOr<bool> {
           PGF_ASSIGN_OR_RETURN(std::vector<pgfleet::v1::Agent> agents, ListAgents());
+          // None yet: its hello has not arrived. Two would be the failure this guards.
+          if (agents.empty()) {
+            *note = "no agent listed yet";
+            return false;
+          }
           if (agents.size() != 1)
             return absl::InternalError(absl::StrCat(agents.size(), " agents"));
           *note = agents[0].DebugString();
