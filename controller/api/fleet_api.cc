@@ -66,7 +66,7 @@ pgfleet::v1::ConfigVersion VersionToProto(const ConfigVersionRow& row) {
 pgfleet::v1::ConfigFileInfo FileInfoToProto(const ConfigFileRow& file) {
   pgfleet::v1::ConfigFileInfo info;
   info.set_key(file.key);
-  info.set_fingerprint(file.sha256.substr(0, 12));
+  info.set_fingerprint(file.fingerprint.substr(0, 12));
   info.set_size(file.size);
   info.set_cert_subject(file.cert_subject);
   info.set_cert_not_after_unix_ms(file.cert_not_after_unix_ms);
