@@ -227,7 +227,15 @@ absl::StatusOr<pgfleet::v1::Environment> FleetApi::DescribeEnvironment(const Env
     if (session == nullptr) continue;
     ++connected;
     PGF_ASSIGN_OR_RETURN(uint64_t desired, DesiredVersionFor(agent));
-    if (session->applied_version() == desired) ++converged;
+    if (session->applied_version() != desired) continue;
+    // The right version may still be the wrong render (its labels changed and the new render
+    // is not applied yet): where both sides' render sha256 are known, they must match too.
+    const std::string applied_sha256 = session->applied_sha256();
+    const std::string desired_sha256 = DesiredSha256(agent, desired);
+    if (!applied_sha256.empty() && !desired_sha256.empty() && applied_sha256 != desired_sha256) {
+      continue;
+    }
+    ++converged;
   }
   if (rollouts_ != nullptr) {
     PGF_ASSIGN_OR_RETURN(std::string upstream, rollouts_->GetEnvironmentUpstream(env.name));
