@@ -496,6 +496,22 @@ absl::StatusOr<TokenRow> FleetApi::AuthenticateJoinToken(const std::string& auth
 }
 
 absl::Status FleetApi::OnAgentHello(const pgfleet::v1::AgentHello& hello) {
+  // Labels decide which overlays render into the agent's config and which rollouts, windows
+  // and commands pick it: an agent registered without a mistyped label would match selectors
+  // meant to exclude it (zone!=a, !canary) and could be sent the wrong render. So it is not
+  // registered until its --labels are fixed; it keeps serving with the config it has.
+  std::map<std::string, std::string> labels(hello.labels().begin(), hello.labels().end());
+  for (const auto& [key, value] : labels) {
+    absl::Status valid = ValidateLabelKey(key);
+    if (valid.ok()) valid = ValidateLabelValue(value);
+    if (!valid.ok()) {
+      PGF_WARN("agents", "agent %s refused: --labels %s=%s: %s", hello.agent_id(), key, value,
+               valid.message());
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--labels ", key, "=", value, ": ", valid.message(),
+          " (kubectl's label rules); fix the agent's --labels and restart it"));
+    }
+  }
   AgentRow row;
   row.agent_id = hello.agent_id();
   row.environment = hello.environment();
