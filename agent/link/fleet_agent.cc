@@ -461,9 +461,9 @@ absl::Status FleetAgent::PrepareFilesAndOverlaps(PendingApply& apply) {
     // older controller sends none; then the sha256 names it, as before.
     const std::string& fingerprint = file.fingerprint();
     const bool usable_fingerprint =
-        fingerprint.size() >= 12 &&
-        std::all_of(fingerprint.begin(), fingerprint.end(),
-                    [](char c) { return absl::ascii_isxdigit(static_cast<unsigned char>(c)); });
+        fingerprint.size() >= 12 && std::all_of(fingerprint.begin(), fingerprint.end(), [](char c) {
+          return absl::ascii_isxdigit(static_cast<unsigned char>(c));
+        });
     PendingApply::File pending;
     pending.pushed = &file;
     pending.path = PushedFilePath(state_dir_, file.key(),

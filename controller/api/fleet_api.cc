@@ -507,9 +507,9 @@ absl::Status FleetApi::OnAgentHello(const pgfleet::v1::AgentHello& hello) {
     if (!valid.ok()) {
       PGF_WARN("agents", "agent %s refused: --labels %s=%s: %s", hello.agent_id(), key, value,
                valid.message());
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--labels ", key, "=", value, ": ", valid.message(),
-          " (kubectl's label rules); fix the agent's --labels and restart it"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--labels ", key, "=", value, ": ", valid.message(),
+                       " (kubectl's label rules); fix the agent's --labels and restart it"));
     }
   }
   AgentRow row;

@@ -476,9 +476,9 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spe
           config::ParseConfig(rendered.ini_text, absl::StrCat(agent.agent_id, ".ini"));
       if (!parsed.ok()) {
         // Not this rollout's config: it cannot refuse it, only say the count is incomplete.
-        warnings.push_back(absl::StrCat("agent ", agent.agent_id, "'s v", followed,
-                                        " does not validate here; not in the connection budget: ",
-                                        parsed.status().message()));
+        warnings.push_back(absl::StrCat(
+            "agent ", agent.agent_id, "'s v", followed,
+            " does not validate here; not in the connection budget: ", parsed.status().message()));
         continue;
       }
       rendered_configs.push_back(std::move(*parsed));

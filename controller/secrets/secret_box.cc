@@ -60,10 +60,9 @@ std::string SecretKey::Fingerprint(const std::string& material) const {
   PGF_CHECK(derived && key_length == fingerprint_key.size());
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int mac_length = 0;
-  const unsigned char* computed =
-      HMAC(EVP_sha256(), fingerprint_key.data(), static_cast<int>(fingerprint_key.size()),
-           reinterpret_cast<const unsigned char*>(material.data()), material.size(), mac,
-           &mac_length);
+  const unsigned char* computed = HMAC(
+      EVP_sha256(), fingerprint_key.data(), static_cast<int>(fingerprint_key.size()),
+      reinterpret_cast<const unsigned char*>(material.data()), material.size(), mac, &mac_length);
   OPENSSL_cleanse(fingerprint_key.data(), fingerprint_key.size());
   PGF_CHECK(computed != nullptr);
   return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(mac), mac_length));

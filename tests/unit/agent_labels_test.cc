@@ -49,10 +49,10 @@ TEST_F(AgentLabelsTest, InvalidLabelsAreRefusedNamingTheLabel) {
   struct Case {
     std::string key, value, rule;
   };
-  for (const Case& bad : {Case{"size_", "large", "start and end with a letter or digit"},
-                          Case{"size", "very large", "may hold only"},
-                          Case{"a/b/c", "x", "more than one '/'"},
-                          Case{"size", std::string(64, 'x'), "longer than 63"}}) {
+  for (const Case& bad :
+       {Case{"size_", "large", "start and end with a letter or digit"},
+        Case{"size", "very large", "may hold only"}, Case{"a/b/c", "x", "more than one '/'"},
+        Case{"size", std::string(64, 'x'), "longer than 63"}}) {
     absl::Status refused = Hello("a1", bad.key, bad.value);
     EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument) << bad.key << "=" << bad.value;
     EXPECT_THAT(refused.message(), HasSubstr(absl::StrCat("--labels ", bad.key, "=")));

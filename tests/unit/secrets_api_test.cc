@@ -233,7 +233,8 @@ TEST_F(SecretsApiTest, ApiShowsFingerprintsNeverContents) {
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ListSecretsResponse secrets,
                            secrets_->ListSecrets(kAdmin, list));
   ASSERT_EQ(shown.files_size(), 1);
-  EXPECT_EQ(shown.files(0).fingerprint(), Sha256Hex(kAuthFile).substr(0, 12));
+  // Keyed (the controller's key), not the plain sha256's prefix.
+  EXPECT_EQ(shown.files(0).fingerprint(), KeyringOf('k')->Fingerprint(kAuthFile)->substr(0, 12));
   EXPECT_EQ(shown.files(0).size(), static_cast<int64_t>(strlen(kAuthFile)));
   EXPECT_EQ(shown.credential_overlaps(0).user(), "app");
   ASSERT_EQ(secrets.auth_file_users_size(), 1);
@@ -308,7 +309,7 @@ TEST_F(SecretsApiTest, RotationOpensAndClosesAnOverlap) {
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::SecretsChange ended, secrets_->EndRotation(kAdmin, end));
   EXPECT_EQ(ended.version().credential_overlaps_size(), 0);
   EXPECT_EQ(ended.version().files(0).fingerprint(),
-            Sha256Hex("\"app\" \"new-password\"\n").substr(0, 12));
+            KeyringOf('k')->Fingerprint("\"app\" \"new-password\"\n")->substr(0, 12));
   EXPECT_TRUE(absl::IsNotFound(secrets_->EndRotation(kAdmin, end).status()));
 
   // Rotating a user with no entry: nothing to rotate from.
@@ -316,13 +317,8 @@ TEST_F(SecretsApiTest, RotationOpensAndClosesAnOverlap) {
   EXPECT_TRUE(absl::IsFailedPrecondition(secrets_->BeginRotation(kAdmin, begin).status()));
 }
 
-}  // namespace
-}  // namespace pgfleet::controller
-
-namespace {
-
-// Item 3 of issue 18's follow-ups: what the API shows of secret material is keyed. A weak
-// password in an auth_file must not be confirmable offline by hashing guesses.
+// What the API shows of secret material is keyed: a weak password in an auth_file must not be
+// confirmable offline by hashing guesses.
 constexpr char kWeakAuthFile[] = "\"app\" \"password\"\n";
 
 // The version address as it was computed over plain sha256s ("pgfleet-config-v2").
@@ -332,8 +328,6 @@ std::string PlainContentAddress(const std::string& ini, const std::string& auth_
                                 Sha256Hex(auth_file), "\n", "overlap ", Sha256Hex("app"), " ",
                                 Sha256Hex(previous_secret), " ", expires_unix_ms, "\n"));
 }
-
-}  // namespace
 
 TEST_F(SecretsApiTest, ExposedFingerprintsOfAWeakPasswordAreKeyed) {
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ConfigVersion pushed,
@@ -360,7 +354,9 @@ TEST_F(SecretsApiTest, ExposedFingerprintsOfAWeakPasswordAreKeyed) {
   for (const AuditEntry& entry : audit) {
     EXPECT_FALSE(absl::StrContains(entry.details, Sha256Hex(kWeakAuthFile).substr(0, 12)))
         << entry.details;
-    if (entry.action == "config.push") EXPECT_TRUE(absl::StrContains(entry.details, exposed));
+    if (entry.action == "config.push") {
+      EXPECT_TRUE(absl::StrContains(entry.details, exposed)) << entry.details;
+    }
   }
 }
 
@@ -369,9 +365,12 @@ TEST_F(SecretsApiTest, AgentNamesPushedFilesByTheKeyedFingerprint) {
   RecordingAgent* agent = Connect("a1");
   SetDesired(v1.version());
   ASSERT_EQ(agent->Configs().size(), 1u);
-  const pgfleet::v1::ConfigFile& file = agent->Configs()[0].files(0);
+  const pgfleet::v1::ConfigFile file = agent->Configs()[0].files(0);
   // The plain sha256 travels with the content only (a transfer check); the name is keyed.
   EXPECT_EQ(file.sha256(), Sha256Hex(kWeakAuthFile));
   EXPECT_EQ(file.fingerprint(), *KeyringOf('k')->Fingerprint(kWeakAuthFile));
   EXPECT_TRUE(absl::StartsWith(file.fingerprint(), v1.files(0).fingerprint()));
 }
+
+}  // namespace
+}  // namespace pgfleet::controller

@@ -48,6 +48,7 @@ class WindowSelectorsTest : public ::testing::Test {
     spec.starts =
         starts_in == absl::ZeroDuration() ? absl::InfinitePast() : clock_.Now() + starts_in;
     spec.duration = absl::Minutes(30);
+    spec.drain_timeout = absl::Minutes(20);  // Drains here take as long as the test wants.
     spec.selector = selector;
     return spec;
   }
