@@ -14,7 +14,6 @@ add_library(pgfleet_controller_core STATIC
   ${CMAKE_CURRENT_SOURCE_DIR}/auth/token_admin.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/grpc/services.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/registry/agent_registry.cc
-  ${CMAKE_CURRENT_SOURCE_DIR}/registry/label_selector.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/rollout/rollout_engine.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/rollout/connection_budget.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/maintenance/orchestrator.cc

@@ -203,8 +203,10 @@ void ControllerLink::RunStream(pgfleet::v1::AgentService::Stub& stub) {
     active_context_ = nullptr;
   }
   if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
-      status.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
-    // Retrying will not help until someone fixes the token or certificate: say so plainly.
+      status.error_code() == grpc::StatusCode::PERMISSION_DENIED ||
+      status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+    // Retrying will not help until someone fixes the token, the certificate or the agent's
+    // flags (an invalid --labels): say so plainly.
     PGF_ERROR("link", "controller %s refused this agent: %s", options_.controller_address,
               status.error_message());
   } else if (!status.ok()) {

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -70,8 +71,8 @@ bool IsPushableFileKey(const std::string& key) {
 }
 
 std::string PushedFilePath(const std::string& state_dir, const std::string& key,
-                           const std::string& sha256) {
-  return absl::StrCat(state_dir, "/", kFilesDir, "/", key, ".", sha256.substr(0, 12));
+                           const std::string& name_hash) {
+  return absl::StrCat(state_dir, "/", kFilesDir, "/", key, ".", name_hash.substr(0, 12));
 }
 
 std::string PointIniAtFiles(const std::string& ini_text,
@@ -454,14 +455,22 @@ absl::Status FleetAgent::PrepareFilesAndOverlaps(PendingApply& apply) {
     }
     const std::string sha256 = Sha256Hex(file.content());
     if (absl::AsciiStrToLower(file.sha256()) != sha256) {
-      // Hashes only: the content is secret material.
-      return absl::InvalidArgumentError(
-          absl::StrCat("file for ", file.key(), ": sha256 mismatch: controller says '",
-                       file.sha256(), "', content hashes to ", sha256));
+      // No hashes in the message: it ends up in the API (the NACK), and a plain hash of secret
+      // material would let its readers confirm a guessed password.
+      return absl::InvalidArgumentError(absl::StrCat(
+          "file for ", file.key(), ": content does not match the sha256 the controller sent"));
     }
+    // Named by the controller's keyed fingerprint: the path shows in SHOW CONFIG and logs. An
+    // older controller sends none; then the sha256 names it, as before.
+    const std::string& fingerprint = file.fingerprint();
+    const bool usable_fingerprint =
+        fingerprint.size() >= 12 && std::all_of(fingerprint.begin(), fingerprint.end(), [](char c) {
+          return absl::ascii_isxdigit(static_cast<unsigned char>(c));
+        });
     PendingApply::File pending;
     pending.pushed = &file;
-    pending.path = PushedFilePath(state_dir_, file.key(), sha256);
+    pending.path = PushedFilePath(state_dir_, file.key(),
+                                  usable_fingerprint ? absl::AsciiStrToLower(fingerprint) : sha256);
     paths.emplace_back(file.key(), pending.path);
     apply.files.push_back(std::move(pending));
   }

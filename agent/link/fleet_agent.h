@@ -39,11 +39,12 @@ std::vector<CredentialOverlap> ReadAppliedOverlaps(const std::string& state_dir)
 
 // The [pgbouncer] keys a pushed file (DesiredConfig.files) may back.
 bool IsPushableFileKey(const std::string& key);
-// Where a pushed file is kept: <state_dir>/files/<key>.<first 12 hex digits of its sha256>, a
+// Where a pushed file is kept: <state_dir>/files/<key>.<first 12 hex digits of its name hash>
+// (the controller's keyed fingerprint of the content, or its sha256 from an older controller), a
 // name per content, so the files the running config uses are never written over before the
 // reload that replaces them has succeeded.
 std::string PushedFilePath(const std::string& state_dir, const std::string& key,
-                           const std::string& sha256);
+                           const std::string& name_hash);
 // `ini_text` pointing the [pgbouncer] keys of `paths` (key -> path) at those paths: a
 // [pgbouncer] section appended at the end, whose values win over any earlier (or %include'd)
 // setting of the same keys.

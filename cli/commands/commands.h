@@ -34,6 +34,10 @@ bool ParseDurationFlag(const Context& ctx, const char* flag, int64_t* seconds);
 bool SelectorFlag(const Context& ctx, std::string* selector);
 // The -l/--selector flag's declaration, for every command that takes one.
 FlagSpec SelectorFlagSpec(const std::string& what);
+// Whether `agent` runs `version` as it should: the version, and (when the agent follows that
+// version and both render sha256 are known) the render its labels call for, so a re-render
+// at the same version (after relabelling) is not converged until applied.
+bool AgentConverged(const pgfleet::v1::Agent& agent, uint64_t version);
 // Sends a command to --env's or --agent's agents and prints each outcome.
 int SendCommand(Context& ctx, pgfleet::v1::Command command, const char* verb);
 

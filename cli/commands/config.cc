@@ -260,7 +260,7 @@ int WaitConverged(Context& ctx, const std::string& env, uint64_t version) {
     for (const auto& agent : response.agents()) {
       if (!agent.connected()) continue;
       ++connected;
-      if (agent.applied_version() == version) {
+      if (AgentConverged(agent, version)) {
         ++converged;
       } else if (absl::StartsWith(agent.last_error(), absl::StrCat("v", version, ": "))) {
         // last_error names the version it is about: an older refusal is not this one's.

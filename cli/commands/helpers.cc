@@ -69,6 +69,13 @@ FlagSpec SelectorFlagSpec(const std::string& what) {
           absl::StrCat(what, " (kubectl syntax: k=v, k!=v, k in (a,b), k notin (a), k, !k)")};
 }
 
+bool AgentConverged(const pgfleet::v1::Agent& agent, uint64_t version) {
+  if (agent.applied_version() != version) return false;
+  if (agent.desired_version() != version) return true;  // Pinned elsewhere: its render is moot.
+  return agent.applied_sha256().empty() || agent.desired_sha256().empty() ||
+         agent.applied_sha256() == agent.desired_sha256();
+}
+
 int SendCommand(Context& ctx, pgfleet::v1::Command command, const char* verb) {
   pgfleet::v1::SendCommandRequest request;
   std::string selector;

@@ -67,7 +67,7 @@ int WaitDrained(Context& ctx, uint64_t id) {
     if (!status.ok()) return ctx.Fail(status);
     int paused = 0, total = 0, in_use = 0;
     for (const auto& agent : window.agents()) {
-      if (agent.state() == "skipped") continue;
+      if (agent.state() == "skipped" || agent.state() == "resumed") continue;
       ++total;
       paused += agent.state() == "paused" ? 1 : 0;
       in_use += agent.servers_in_use();
@@ -127,6 +127,9 @@ int Resume(Context& ctx) {
   pgfleet::v1::ResumeWindowRequest request;
   request.set_environment(ctx.flags().Get("env"));
   request.set_database(ctx.flags().Get("db"));
+  std::string selector;
+  if (!SelectorFlag(ctx, &selector)) return kExitUsage;
+  request.set_selector(selector);
   pgfleet::v1::MaintenanceWindow window;
   grpc::Status status = ctx.maintenance().Resume(ctx.NewCall().get(), request, &window);
   if (!status.ok()) return ctx.Fail(status);
@@ -251,8 +254,12 @@ std::vector<CommandSpec> MaintenanceCommands() {
       {{"resume"},
        "",
        0,
-       "end the active window: RESUME everywhere",
-       {env, {"db", "", "DB", "the database the window paused"}},
+       "end the active window: RESUME everywhere; with -l, RESUME only the matching agents of the "
+       "active windows, which go on for the others (and end once they pause nobody)",
+       {env,
+        {"db", "", "DB", "the database the window paused"},
+        SelectorFlagSpec("only the paused agents whose labels match (the window goes on for the "
+                         "others)")},
        Resume},
       {{"maintenance", "schedule"},
        "",

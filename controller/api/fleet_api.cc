@@ -68,7 +68,7 @@ pgfleet::v1::ConfigVersion VersionToProto(const ConfigVersionRow& row) {
 pgfleet::v1::ConfigFileInfo FileInfoToProto(const ConfigFileRow& file) {
   pgfleet::v1::ConfigFileInfo info;
   info.set_key(file.key);
-  info.set_fingerprint(file.sha256.substr(0, 12));
+  info.set_fingerprint(file.fingerprint.substr(0, 12));
   info.set_size(file.size);
   info.set_cert_subject(file.cert_subject);
   info.set_cert_not_after_unix_ms(file.cert_not_after_unix_ms);
@@ -229,7 +229,15 @@ absl::StatusOr<pgfleet::v1::Environment> FleetApi::DescribeEnvironment(const Env
     if (session == nullptr) continue;
     ++connected;
     PGF_ASSIGN_OR_RETURN(uint64_t desired, DesiredVersionFor(agent));
-    if (session->applied_version() == desired) ++converged;
+    if (session->applied_version() != desired) continue;
+    // The right version may still be the wrong render (its labels changed and the new render
+    // is not applied yet): where both sides' render sha256 are known, they must match too.
+    const std::string applied_sha256 = session->applied_sha256();
+    const std::string desired_sha256 = DesiredSha256(agent, desired);
+    if (!applied_sha256.empty() && !desired_sha256.empty() && applied_sha256 != desired_sha256) {
+      continue;
+    }
+    ++converged;
   }
   if (rollouts_ != nullptr) {
     PGF_ASSIGN_OR_RETURN(std::string upstream, rollouts_->GetEnvironmentUpstream(env.name));
@@ -492,6 +500,22 @@ absl::StatusOr<TokenRow> FleetApi::AuthenticateJoinToken(const std::string& auth
 }
 
 absl::Status FleetApi::OnAgentHello(const pgfleet::v1::AgentHello& hello) {
+  // Labels decide which overlays render into the agent's config and which rollouts, windows
+  // and commands pick it: an agent registered without a mistyped label would match selectors
+  // meant to exclude it (zone!=a, !canary) and could be sent the wrong render. So it is not
+  // registered until its --labels are fixed; it keeps serving with the config it has.
+  std::map<std::string, std::string> labels(hello.labels().begin(), hello.labels().end());
+  for (const auto& [key, value] : labels) {
+    absl::Status valid = ValidateLabelKey(key);
+    if (valid.ok()) valid = ValidateLabelValue(value);
+    if (!valid.ok()) {
+      PGF_WARN("agents", "agent %s refused: --labels %s=%s: %s", hello.agent_id(), key, value,
+               valid.message());
+      return absl::InvalidArgumentError(
+          absl::StrCat("--labels ", key, "=", value, ": ", valid.message(),
+                       " (kubectl's label rules); fix the agent's --labels and restart it"));
+    }
+  }
   AgentRow row;
   row.agent_id = hello.agent_id();
   row.environment = hello.environment();

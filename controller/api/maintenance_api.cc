@@ -1,5 +1,7 @@
 #include "controller/api/maintenance_api.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
@@ -21,6 +23,7 @@ pgfleet::v1::MaintenanceWindow MaintenanceApi::Describe(const WindowRow& stored)
   out.set_created_by(window.created_by);
   out.set_failure(window.failure);
   for (const std::string& skip : window.skip_agents) out.add_skip_agents(skip);
+  for (const std::string& resumed : window.resumed_agents) out.add_resumed_agents(resumed);
   out.set_drain_timeout_seconds(window.drain_timeout_ms / 1000);
   absl::StatusOr<std::vector<AgentRow>> agents = store_.ListAgents(window.environment);
   if (!agents.ok()) return out;
@@ -31,6 +34,11 @@ pgfleet::v1::MaintenanceWindow MaintenanceApi::Describe(const WindowRow& stored)
     }
     pgfleet::v1::WindowAgent* row = out.add_agents();
     row->set_agent_id(agent.agent_id);
+    if (std::find(window.resumed_agents.begin(), window.resumed_agents.end(), agent.agent_id) !=
+        window.resumed_agents.end()) {
+      row->set_state("resumed");
+      continue;
+    }
     if (SkipsAgent(window, agent.agent_id)) {
       row->set_state("skipped");
       continue;
@@ -109,8 +117,8 @@ absl::StatusOr<pgfleet::v1::MaintenanceWindow> MaintenanceApi::Schedule(
 absl::StatusOr<pgfleet::v1::MaintenanceWindow> MaintenanceApi::Resume(
     const Caller& caller, const pgfleet::v1::ResumeWindowRequest& request) {
   PGF_RETURN_IF_ERROR(RequireRole(caller, Role::kOperator));
-  PGF_ASSIGN_OR_RETURN(WindowRow window,
-                       engine_.Resume(request.environment(), request.database(), caller.actor));
+  PGF_ASSIGN_OR_RETURN(WindowRow window, engine_.Resume(request.environment(), request.database(),
+                                                        caller.actor, request.selector()));
   return Describe(window);
 }
 

@@ -176,7 +176,7 @@ absl::StatusOr<ConfigVersionRow> AddDerivedVersionOnce(
                                                      "' (expected one of ",
                                                      absl::StrJoin(FileKeys(), ", "), ")"));
     }
-    if (!file.sha256.empty() && file.sha256 != Sha256Hex(file.content)) {
+    if (!file.claimed_sha256.empty() && file.claimed_sha256 != Sha256Hex(file.content)) {
       return absl::InvalidArgumentError(
           absl::StrCat(file.key, ": content does not match the sha256 sent with it"));
     }
@@ -251,7 +251,7 @@ SecretChanges SecretChangesFromPush(const pgfleet::v1::PushConfigRequest& reques
     ConfigFileRow row;
     row.key = file.key();
     row.content = file.content();
-    row.sha256 = file.sha256();
+    row.claimed_sha256 = file.sha256();
     changes.set_files.push_back(std::move(row));
   }
   changes.remove_files.assign(request.remove_files().begin(), request.remove_files().end());
@@ -286,7 +286,7 @@ std::string DescribeSecrets(const ConfigVersionRow& row) {
   if (!row.files.empty()) {
     absl::StrAppend(&out, " files=",
                     absl::StrJoin(row.files, ",", [](std::string* to, const ConfigFileRow& file) {
-                      absl::StrAppend(to, file.key, ":", file.sha256.substr(0, 12));
+                      absl::StrAppend(to, file.key, ":", file.fingerprint.substr(0, 12));
                     }));
   }
   if (!row.credential_overlaps.empty()) {

@@ -42,7 +42,14 @@ struct WindowRow {
   // engine looks at the window (labels can change, so they are read each time). Agents not in
   // it are treated as skipped; nullopt with a selector means unresolved and selects nobody.
   std::optional<std::set<std::string>> selected_agents;
+  // Agents resumed early by `fleetctl resume -l` while the window goes on for the others: left
+  // alone from then on, like skip_agents (not re-paused when they reconnect).
+  std::vector<std::string> resumed_agents;
 };
+
+// Whether one agent could be covered by both windows: false only when their selectors provably
+// cannot match the same labels (LabelSelector::MayOverlap). Skipped agents are not considered.
+bool WindowsMayShareAgents(const WindowRow& a, const WindowRow& b);
 
 // Scheduled or active: it still has something to do.
 inline bool IsOpenWindow(WindowState state) {
@@ -57,8 +64,9 @@ inline bool IsActiveWindow(WindowState state) {
 class MaintenanceStore {
  public:
   virtual ~MaintenanceStore() = default;
-  // FailedPrecondition when it overlaps an open (scheduled or active) window of the same
-  // environment.
+  // FailedPrecondition, naming the other window, when it overlaps in time an open (scheduled or
+  // active) window of the same environment that may cover the same agents
+  // (WindowsMayShareAgents): windows whose selectors are disjoint may overlap in time.
   virtual absl::StatusOr<WindowRow> CreateWindow(const WindowRow& window) = 0;
   virtual absl::Status UpdateWindow(const WindowRow& window) = 0;
   virtual absl::StatusOr<WindowRow> GetWindow(uint64_t id) = 0;  // NotFound

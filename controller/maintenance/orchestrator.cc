@@ -1,6 +1,8 @@
 #include "controller/maintenance/orchestrator.h"
 
 #include <algorithm>
+#include <map>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -23,8 +25,10 @@ bool SkipsAgent(const WindowRow& window, const std::string& agent_id) {
       (!window.selected_agents.has_value() || window.selected_agents->count(agent_id) == 0)) {
     return true;
   }
-  return std::find(window.skip_agents.begin(), window.skip_agents.end(), agent_id) !=
-         window.skip_agents.end();
+  const auto listed = [&agent_id](const std::vector<std::string>& agents) {
+    return std::find(agents.begin(), agents.end(), agent_id) != agents.end();
+  };
+  return listed(window.skip_agents) || listed(window.resumed_agents);
 }
 
 absl::Status ResolveWindowSelector(MaintenanceStore& store, WindowRow& window) {
@@ -266,21 +270,68 @@ absl::StatusOr<WindowRow> MaintenanceOrchestrator::Schedule(const WindowSpec& sp
 
 absl::StatusOr<WindowRow> MaintenanceOrchestrator::Resume(const std::string& environment,
                                                           const std::string& database,
-                                                          const std::string& actor) {
+                                                          const std::string& actor,
+                                                          const std::string& selector_text) {
+  PGF_ASSIGN_OR_RETURN(LabelSelector selector, LabelSelector::Parse(selector_text));
   mu_.Lock();
   Outbox out;
   absl::StatusOr<WindowRow> resumed = [&]() -> absl::StatusOr<WindowRow> {
+    const int64_t now = UnixMillis(clock_.Now());
     PGF_ASSIGN_OR_RETURN(std::vector<WindowRow> open, store_.ListWindows(environment, true));
+    std::map<std::string, AgentRow> agents;
+    if (!selector.empty()) {
+      PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> rows, store_.ListAgents(environment));
+      for (AgentRow& row : rows) agents.emplace(row.agent_id, std::move(row));
+    }
+    // Windows whose selectors are disjoint may be active together: each one is resumed.
+    std::optional<WindowRow> first;
     for (WindowRow& window : open) {
       if (!IsActiveWindow(window.state) || window.database != database) continue;
       PGF_RETURN_IF_ERROR(ResolveWindowSelector(store_, window));
-      PGF_RETURN_IF_ERROR(End(window, WindowState::kCompleted, absl::StrCat("resumed by ", actor),
-                              UnixMillis(clock_.Now()), out));
-      return window;
+      if (selector.empty()) {
+        PGF_RETURN_IF_ERROR(
+            End(window, WindowState::kCompleted, absl::StrCat("resumed by ", actor), now, out));
+        if (!first.has_value()) first = window;
+        continue;
+      }
+      // Only the agents the window covers and the selector matches; the window goes on for the
+      // others, and ends once it covers nobody.
+      std::vector<std::string> matching;
+      bool others_left = false;
+      for (const auto& [id, agent] : agents) {
+        if (SkipsAgent(window, id)) continue;
+        if (selector.Matches(agent.labels)) {
+          matching.push_back(id);
+        } else {
+          others_left = true;
+        }
+      }
+      if (matching.empty()) continue;
+      window.resumed_agents.insert(window.resumed_agents.end(), matching.begin(), matching.end());
+      if (!others_left) {
+        PGF_RETURN_IF_ERROR(
+            End(window, WindowState::kCompleted,
+                absl::StrCat("resumed by ", actor, " (-l ", selector.ToString(), ")"), now, out));
+      } else {
+        PGF_RETURN_IF_ERROR(store_.UpdateWindow(window));
+        PGF_INFO("maintenance", "window %d: %s resumed %s (-l %s); it goes on for the others",
+                 window.id, actor, absl::StrJoin(matching, ", "), selector.ToString());
+        PGF_RETURN_IF_ERROR(
+            store_.Audit(actor, "maintenance.resume", window.environment,
+                         absl::StrCat("window=", window.id, " selector=", selector.ToString(),
+                                      " agents=", absl::StrJoin(matching, ",")),
+                         now));
+      }
+      for (const std::string& id : matching) QueueResume(id, window, actor, now, out);
+      if (!first.has_value()) first = window;
     }
-    return absl::NotFoundError(absl::StrCat("no active maintenance window for ",
-                                            database.empty() ? "all databases" : database, " in ",
-                                            environment));
+    if (first.has_value()) return *first;
+    return absl::NotFoundError(absl::StrCat(
+        "no active maintenance window for ", database.empty() ? "all databases" : database, " in ",
+        environment,
+        selector.empty()
+            ? ""
+            : absl::StrCat(" pauses an agent matching \"", selector.ToString(), "\"")));
   }();
   ReleaseAndSend(std::move(out));
   return resumed;

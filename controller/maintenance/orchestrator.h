@@ -51,9 +51,13 @@ class MaintenanceOrchestrator {
   // FailedPrecondition when it overlaps an open window of the environment; NotFound for an
   // unknown environment.
   absl::StatusOr<WindowRow> Schedule(const WindowSpec& spec, const std::string& actor);
-  // Ends the active window of `database` early. NotFound when there is none.
+  // Ends the active windows of `database` early (several may be active when their selectors
+  // are disjoint); returns the newest. With a selector (kubectl syntax), resumes only the agents
+  // it matches among those the windows pause: each window goes on for its other agents (the
+  // resumed ones are left alone from then on, even when they reconnect) and ends once it
+  // pauses nobody. NotFound when no active window pauses such an agent.
   absl::StatusOr<WindowRow> Resume(const std::string& environment, const std::string& database,
-                                   const std::string& actor);
+                                   const std::string& actor, const std::string& selector = "");
   // FailedPrecondition when it is already over.
   absl::StatusOr<WindowRow> Cancel(uint64_t id, const std::string& actor);
 

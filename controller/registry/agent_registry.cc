@@ -256,7 +256,10 @@ bool AgentRegistry::OfferConfigTo(AgentSession& session, const ConfigVersionRow&
     pgfleet::v1::ConfigFile* out = config->add_files();
     out->set_key(file.key);
     out->set_content(file.content);
-    out->set_sha256(file.sha256);
+    // The plain sha256 only travels with the content (a transfer check); the agent names the
+    // file by the keyed fingerprint, which is what its console and logs may show.
+    out->set_sha256(Sha256Hex(file.content));
+    out->set_fingerprint(file.fingerprint);
   }
   for (const CredentialOverlapRow& overlap : version.credential_overlaps) {
     pgfleet::v1::CredentialOverlap* out = config->add_credential_overlaps();

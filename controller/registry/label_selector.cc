@@ -274,6 +274,75 @@ bool LabelSelector::Matches(const std::map<std::string, std::string>& labels) co
   return true;
 }
 
+namespace {
+
+// What the requirements on one key leave possible: the key absent, and which values. Values
+// are a finite set (`allowed`) or everything but a finite set (`excluded`); the latter is never
+// empty, since there are infinitely many valid label values.
+struct KeyDomain {
+  bool absent_ok = true;
+  bool cofinite = true;
+  std::set<std::string> allowed;   // When !cofinite.
+  std::set<std::string> excluded;  // When cofinite.
+
+  void KeepOnly(const std::vector<std::string>& values) {
+    std::set<std::string> kept;
+    for (const std::string& value : values) {
+      if (cofinite ? excluded.count(value) == 0 : allowed.count(value) != 0) kept.insert(value);
+    }
+    cofinite = false;
+    allowed = std::move(kept);
+    excluded.clear();
+  }
+  void Remove(const std::vector<std::string>& values) {
+    for (const std::string& value : values) {
+      if (cofinite) {
+        excluded.insert(value);
+      } else {
+        allowed.erase(value);
+      }
+    }
+  }
+  void Apply(const LabelSelector::Requirement& requirement) {
+    using Operator = LabelSelector::Operator;
+    switch (requirement.op) {
+      case Operator::kEquals:
+      case Operator::kIn:
+        absent_ok = false;
+        KeepOnly(requirement.values);
+        break;
+      case Operator::kNotEquals:
+      case Operator::kNotIn:
+        Remove(requirement.values);
+        break;
+      case Operator::kExists:
+        absent_ok = false;
+        break;
+      case Operator::kNotExists:
+        KeepOnly({});
+        break;
+    }
+  }
+  bool empty() const { return !absent_ok && !cofinite && allowed.empty(); }
+};
+
+}  // namespace
+
+bool LabelSelector::MayOverlap(const LabelSelector& other) const {
+  // Requirements on different keys never conflict: the selectors share a match unless the
+  // requirements on some one key, from both, leave nothing possible.
+  std::map<std::string, KeyDomain> domains;
+  for (const LabelSelector* selector : {this, &other}) {
+    for (const Requirement& requirement : selector->requirements_) {
+      domains[requirement.key].Apply(requirement);
+    }
+  }
+  for (const auto& [key, domain] : domains) {
+    if (domain.empty()) return false;
+  }
+  return true;
+}
+
 std::string LabelSelector::ToString() const {
   std::vector<std::string> parts;
   for (const Requirement& requirement : requirements_) {

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,10 @@ class LabelSelector {
   bool Matches(const std::map<std::string, std::string>& labels) const;
   bool empty() const { return requirements_.empty(); }
   const std::vector<Requirement>& requirements() const { return requirements_; }
+  // Whether some set of labels could match both selectors. False only when that is impossible
+  // (e.g. a=x vs a=y, a in (x) vs a notin (x), a vs !a); the requirements on each key are
+  // intersected, so the answer is exact, and anything in doubt answers true ("may overlap").
+  bool MayOverlap(const LabelSelector& other) const;
   // A canonical spelling ("size in (large,xlarge),zone=a"): requirements sorted by key, so two
   // selectors that select the same way print the same.
   std::string ToString() const;

@@ -583,7 +583,9 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spe
   std::vector<std::string> refusals;
   std::vector<std::string> warnings;
   // Each agent runs its own render of the version (overlays by label and agent id): each render
-  // must validate, and the budget sums each agent's own pool sizes.
+  // must validate, and the budget sums each agent's own pool sizes. With a selector the others
+  // stay where they are, so they count with the render of what they follow (their pin or the
+  // environment's desired version), not with the new one.
   std::vector<config::Config> rendered_configs;
   rendered_configs.reserve(env_agents.size());
   bool all_valid = true;
@@ -592,8 +594,36 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spe
     refusals.push_back(absl::StrCat("config does not validate: ", parsed.status().message()));
     all_valid = false;
   }
+  std::map<uint64_t, ConfigVersionRow> followed_versions;  // What the others run, read once.
   for (const AgentRow& agent : env_agents) {
     if (!all_valid) break;
+    if (!selector.Matches(agent.labels)) {
+      const uint64_t followed = agent.pinned_version.value_or(env.desired_version);
+      if (followed == 0) {
+        warnings.push_back(absl::StrCat(
+            "agent ", agent.agent_id,
+            " stays on its local config (no desired version): not in the connection budget"));
+        continue;
+      }
+      if (followed != version.version && followed_versions.count(followed) == 0) {
+        PGF_ASSIGN_OR_RETURN(followed_versions[followed], store_.GetConfigVersion(followed));
+      }
+      const ConfigVersionRow& runs =
+          followed == version.version ? version : followed_versions.at(followed);
+      PGF_ASSIGN_OR_RETURN(RenderedConfig rendered,
+                           RenderForAgent(runs, agent.agent_id, agent.labels));
+      absl::StatusOr<config::Config> parsed =
+          config::ParseConfig(rendered.ini_text, absl::StrCat(agent.agent_id, ".ini"));
+      if (!parsed.ok()) {
+        // Not this rollout's config: it cannot refuse it, only say the count is incomplete.
+        warnings.push_back(absl::StrCat(
+            "agent ", agent.agent_id, "'s v", followed,
+            " does not validate here; not in the connection budget: ", parsed.status().message()));
+        continue;
+      }
+      rendered_configs.push_back(std::move(*parsed));
+      continue;
+    }
     PGF_ASSIGN_OR_RETURN(RenderedConfig rendered,
                          RenderForAgent(version, agent.agent_id, agent.labels));
     absl::StatusOr<config::Config> parsed =
@@ -619,7 +649,7 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spe
     for (const config::Config& config : rendered_configs) per_agent.push_back(&config);
     BudgetCheck budget = CheckConnectionBudget(per_agent, limits, spec.connection_reserve);
     refusals.insert(refusals.end(), budget.refusals.begin(), budget.refusals.end());
-    warnings = std::move(budget.warnings);
+    warnings.insert(warnings.end(), budget.warnings.begin(), budget.warnings.end());
   }
   PGF_ASSIGN_OR_RETURN(std::vector<WindowRow> windows, store_.ListWindows(env.name, true));
   for (const WindowRow& window : windows) {

@@ -2,6 +2,8 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/kdf.h>
 #include <openssl/rand.h>
 #include <sys/stat.h>
 
@@ -15,6 +17,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 
 namespace pgfleet::controller::secrets {
@@ -41,6 +44,38 @@ void Wipe(std::string& text) {
 }  // namespace
 
 SecretKey::~SecretKey() { OPENSSL_cleanse(key_.data(), key_.size()); }
+
+std::string SecretKey::Fingerprint(const std::string& material) const {
+  std::array<unsigned char, 32> fingerprint_key{};
+  size_t key_length = fingerprint_key.size();
+  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr);
+  const bool derived =
+      ctx != nullptr && EVP_PKEY_derive_init(ctx) == 1 &&
+      EVP_PKEY_CTX_set_hkdf_md(ctx, EVP_sha256()) == 1 &&
+      EVP_PKEY_CTX_set1_hkdf_key(ctx, key_.data(), static_cast<int>(key_.size())) == 1 &&
+      EVP_PKEY_CTX_add1_hkdf_info(ctx, reinterpret_cast<const unsigned char*>(kFingerprintLabel),
+                                  static_cast<int>(strlen(kFingerprintLabel))) == 1 &&
+      EVP_PKEY_derive(ctx, fingerprint_key.data(), &key_length) == 1;
+  EVP_PKEY_CTX_free(ctx);
+  PGF_CHECK(derived && key_length == fingerprint_key.size());
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int mac_length = 0;
+  const unsigned char* computed = HMAC(
+      EVP_sha256(), fingerprint_key.data(), static_cast<int>(fingerprint_key.size()),
+      reinterpret_cast<const unsigned char*>(material.data()), material.size(), mac, &mac_length);
+  OPENSSL_cleanse(fingerprint_key.data(), fingerprint_key.size());
+  PGF_CHECK(computed != nullptr);
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(mac), mac_length));
+}
+
+absl::StatusOr<std::string> Keyring::Fingerprint(const std::string& material) const {
+  if (!current_.has_value()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this controller has no secrets key, so it stores no credentials or TLS files; ",
+        kMakeKeyHint));
+  }
+  return current_->Fingerprint(material);
+}
 
 absl::StatusOr<SecretKey> SecretKey::FromBytes(const std::string& raw) {
   if (raw.size() != kKeyBytes) {

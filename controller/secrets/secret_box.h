@@ -26,6 +26,10 @@ inline constexpr char kMakeKeyHint[] =
     "/etc/pgfleet/secrets.key` and start pgfleet-controller with "
     "--secrets-key-file=/etc/pgfleet/secrets.key";
 
+// The HKDF label of the fingerprint key: a fixed string, so the key is stable for one secrets
+// key and unrelated to the encryption itself.
+inline constexpr char kFingerprintLabel[] = "pgfleet secret fingerprint v1";
+
 // A value as stored: ciphertext followed by the 16-byte GCM tag, its nonce, and the key's id.
 struct SealedValue {
   std::string ciphertext;  // Includes the tag at the end.
@@ -47,6 +51,12 @@ class SecretKey {
 
   // First 8 bytes of sha256(key), 16 hex digits.
   const std::string& id() const { return id_; }
+
+  // What the API, the CLI, the dashboard and the logs show of secret material (and what
+  // content addresses cover): HMAC-SHA256 of `material` under a key derived from this one
+  // (HKDF-SHA256, info kFingerprintLabel), 64 hex digits. A plain sha256 would let anyone who
+  // reads the API confirm a guessed password offline; this one needs the controller's key.
+  std::string Fingerprint(const std::string& material) const;
 
   // `associated_data` is authenticated, not encrypted: Open must be given the same.
   absl::StatusOr<SealedValue> Seal(const std::string& plaintext,
@@ -71,6 +81,8 @@ class Keyring {
       : current_(std::move(current)), previous_(std::move(previous)) {}
 
   bool can_seal() const { return current_.has_value(); }
+  // The current key's Fingerprint; FailedPrecondition (with kMakeKeyHint) without a key.
+  absl::StatusOr<std::string> Fingerprint(const std::string& material) const;
   const std::optional<SecretKey>& current() const { return current_; }
   const std::optional<SecretKey>& previous() const { return previous_; }
 

@@ -23,7 +23,13 @@ struct EnvironmentRow {
 struct ConfigFileRow {
   std::string key;      // The [pgbouncer] key it backs: auth_file, client_tls_cert_file...
   std::string content;  // Plaintext; empty in list results and when it cannot be decrypted.
-  std::string sha256;   // Hex sha256 of content.
+  // Keyed fingerprint of content (secrets::SecretKey::Fingerprint, 64 hex digits): what the
+  // API, CLI, dashboard and logs show. Never a plain sha256, which would let anyone who reads
+  // them confirm a guessed password offline.
+  std::string fingerprint;
+  // Push input only: the sha256 the client computed over content, checked on arrival (a
+  // transfer check), never stored or shown.
+  std::string claimed_sha256;
   int64_t size = 0;
   std::string cert_subject;            // Certificates: the first one's subject.
   int64_t cert_not_after_unix_ms = 0;  // Certificates: its expiry (0: not a certificate).
@@ -34,6 +40,9 @@ struct CredentialOverlapRow {
   std::string user;
   std::string previous_secret;  // As an auth_file holds it. Secret, like file contents.
   int64_t expires_unix_ms = 0;
+  // Keyed fingerprint of previous_secret, set by the store while it adds a version (the
+  // content address covers it); not stored.
+  std::string fingerprint;
 };
 
 // Immutable once written. `version` is a global, increasing id; `sha256` addresses content: the

@@ -17,7 +17,7 @@ using sqlite::Transaction;
 constexpr char kWindowColumns[] =
     "SELECT id, environment, database_name, starts_unix_ms, ends_unix_ms, drain_timeout_ms, "
     "reason, state, skip_agents, created_by, created_unix_ms, pause_sent_unix_ms, failure, "
-    "selector FROM maintenance_windows ";
+    "selector, resumed_agents FROM maintenance_windows ";
 
 absl::StatusOr<std::vector<WindowRow>> ReadWindows(Stmt& stmt) {
   std::vector<WindowRow> rows;
@@ -39,6 +39,7 @@ absl::StatusOr<std::vector<WindowRow>> ReadWindows(Stmt& stmt) {
     row.pause_sent_unix_ms = stmt.Int(11);
     row.failure = stmt.Text(12);
     row.selector = stmt.Text(13);
+    row.resumed_agents = absl::StrSplit(stmt.Text(14), ',', absl::SkipEmpty());
     rows.push_back(std::move(row));
   }
   return rows;
@@ -50,21 +51,25 @@ absl::StatusOr<WindowRow> SqliteStore::CreateWindow(const WindowRow& window) {
   absl::MutexLock lock(&mu_);
   PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
   {
-    // Two windows of one environment may not overlap in time.
+    // Two windows of one environment may not overlap in time if they may pause the same agent.
     PGF_ASSIGN_OR_RETURN(
-        Stmt stmt,
-        Stmt::Prepare(db_,
-                      "SELECT id, starts_unix_ms, ends_unix_ms FROM maintenance_windows WHERE "
-                      "environment = ?1 AND state IN ('scheduled', 'pausing', 'paused') AND "
-                      "starts_unix_ms < ?3 AND ends_unix_ms > ?2 LIMIT 1"));
+        Stmt stmt, Stmt::Prepare(db_, absl::StrCat(kWindowColumns,
+                                                   "WHERE environment = ?1 AND state IN "
+                                                   "('scheduled', 'pausing', 'paused') AND "
+                                                   "starts_unix_ms < ?3 AND ends_unix_ms > ?2 "
+                                                   "ORDER BY id")
+                                          .c_str()));
     stmt.BindText(1, window.environment)
         .BindInt(2, window.starts_unix_ms)
         .BindInt(3, window.ends_unix_ms);
-    PGF_ASSIGN_OR_RETURN(bool overlap, stmt.Step());
-    if (overlap) {
-      return absl::FailedPreconditionError(absl::StrCat("overlaps maintenance window ", stmt.U64(0),
-                                                        " of ", window.environment,
-                                                        "; cancel it or pick another time"));
+    PGF_ASSIGN_OR_RETURN(std::vector<WindowRow> overlapping, ReadWindows(stmt));
+    for (const WindowRow& other : overlapping) {
+      if (!WindowsMayShareAgents(window, other)) continue;
+      return absl::FailedPreconditionError(absl::StrCat(
+          "overlaps maintenance window ", other.id, " of ", window.environment,
+          other.selector.empty() ? " (every agent)" : absl::StrCat(" (-l ", other.selector, ")"),
+          ", which may pause the same agents; cancel it, pick another time, or use selectors "
+          "no agent can match both of"));
     }
   }
   WindowRow created = window;
@@ -98,12 +103,14 @@ absl::Status SqliteStore::UpdateWindow(const WindowRow& window) {
   PGF_ASSIGN_OR_RETURN(
       Stmt stmt, Stmt::Prepare(db_,
                                "UPDATE maintenance_windows SET state = ?2, ends_unix_ms = ?3, "
-                               "pause_sent_unix_ms = ?4, failure = ?5 WHERE id = ?1"));
+                               "pause_sent_unix_ms = ?4, failure = ?5, resumed_agents = ?6 "
+                               "WHERE id = ?1"));
   stmt.BindU64(1, window.id)
       .BindText(2, WindowStateName(window.state))
       .BindInt(3, window.ends_unix_ms)
       .BindInt(4, window.pause_sent_unix_ms)
-      .BindText(5, window.failure);
+      .BindText(5, window.failure)
+      .BindText(6, absl::StrJoin(window.resumed_agents, ","));
   PGF_RETURN_IF_ERROR(stmt.Run());
   if (stmt.Changes() == 0) return absl::NotFoundError(absl::StrCat("window ", window.id));
   return absl::OkStatus();

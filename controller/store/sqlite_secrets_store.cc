@@ -53,7 +53,7 @@ absl::Status SqliteStore::InsertConfigSecrets(uint64_t version,
                                        "key_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"));
     stmt.BindU64(1, version)
         .BindText(2, file.key)
-        .BindText(3, Sha256Hex(file.content))
+        .BindText(3, file.fingerprint)
         .BindInt(4, static_cast<int64_t>(file.content.size()))
         .BindText(5, subject);
     if (not_after != 0) {
@@ -107,7 +107,7 @@ absl::Status SqliteStore::LoadConfigSecrets(ConfigVersionRow& row, bool with_con
       if (!found) break;
       ConfigFileRow& file = row.files.emplace_back();
       file.key = stmt.Text(0);
-      file.sha256 = stmt.Text(1);
+      file.fingerprint = stmt.Text(1);
       file.size = stmt.Int(2);
       file.cert_subject = stmt.Text(3);
       file.cert_not_after_unix_ms = stmt.IsNull(4) ? 0 : stmt.Int(4);

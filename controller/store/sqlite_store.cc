@@ -434,9 +434,15 @@ absl::StatusOr<ConfigVersionRow> SqliteStore::AddConfigVersion(const ConfigVersi
           absl::StrCat("two rotation overlaps for user ", overlaps[i].user));
     }
   }
-  const std::string sha256 = ConfigContentSha256(draft.ini_text, draft.overlays, files, overlaps);
   const std::string overlays_text = config::FormatOverlays(draft.overlays);
   absl::MutexLock lock(&mu_);
+  for (ConfigFileRow& file : files) {
+    PGF_ASSIGN_OR_RETURN(file.fingerprint, keyring_->Fingerprint(file.content));
+  }
+  for (CredentialOverlapRow& overlap : overlaps) {
+    PGF_ASSIGN_OR_RETURN(overlap.fingerprint, keyring_->Fingerprint(overlap.previous_secret));
+  }
+  const std::string sha256 = ConfigContentSha256(draft.ini_text, draft.overlays, files, overlaps);
   PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
   PGF_RETURN_IF_ERROR(InsertEnvironmentIfMissing(db_, environment, now_ms));
   {

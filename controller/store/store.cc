@@ -52,16 +52,20 @@ std::string ConfigContentSha256(const std::string& ini_text,
   // Versions without overlays or secret material keep the ini's own sha256 (what they always
   // had).
   if (overlays.empty() && files.empty() && overlaps.empty()) return Sha256Hex(ini_text);
-  std::string material = absl::StrCat("pgfleet-config-v2\n", Sha256Hex(ini_text), "\n");
+  std::string material = absl::StrCat("pgfleet-config-v3\n", Sha256Hex(ini_text), "\n");
   if (!overlays.empty()) {
     absl::StrAppend(&material, "overlays ", Sha256Hex(config::FormatOverlays(overlays)), "\n");
   }
+  // Secret material by its keyed fingerprint only: the address is shown by the API, and a
+  // digest over plain sha256s would confirm a guessed password as well as the sha256 itself.
   for (const ConfigFileRow& file : files) {
-    absl::StrAppend(&material, "file ", file.key, " ", Sha256Hex(file.content), "\n");
+    PGF_CHECK(!file.fingerprint.empty());
+    absl::StrAppend(&material, "file ", file.key, " ", file.fingerprint, "\n");
   }
   for (const CredentialOverlapRow& overlap : overlaps) {
-    absl::StrAppend(&material, "overlap ", Sha256Hex(overlap.user), " ",
-                    Sha256Hex(overlap.previous_secret), " ", overlap.expires_unix_ms, "\n");
+    PGF_CHECK(!overlap.fingerprint.empty());
+    absl::StrAppend(&material, "overlap ", Sha256Hex(overlap.user), " ", overlap.fingerprint, " ",
+                    overlap.expires_unix_ms, "\n");
   }
   return Sha256Hex(material);
 }

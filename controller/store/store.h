@@ -91,7 +91,8 @@ struct ReencryptResult {
 
 // The content address of a version (ConfigVersionRow::sha256): the base's sha256 when it has
 // no overlays, files or rotation overlaps (so older versions keep their hashes), else the
-// sha256 of all of them together (overlays in their canonical text, config::FormatOverlays).
+// sha256 of all of them together (overlays in their canonical text, config::FormatOverlays;
+// files and overlaps by their keyed fingerprints, which must be set).
 std::string ConfigContentSha256(const std::string& ini_text,
                                 const std::vector<config::ConfigOverlay>& overlays = {},
                                 const std::vector<ConfigFileRow>& files = {},

@@ -225,7 +225,8 @@ class FakeStore final : public RolloutStore, public MaintenanceStore {
   absl::StatusOr<WindowRow> CreateWindow(const WindowRow& window) override {
     for (const auto& [id, row] : windows_) {
       if (row.environment == window.environment && IsOpenWindow(row.state) &&
-          window.starts_unix_ms < row.ends_unix_ms && row.starts_unix_ms < window.ends_unix_ms) {
+          window.starts_unix_ms < row.ends_unix_ms && row.starts_unix_ms < window.ends_unix_ms &&
+          WindowsMayShareAgents(window, row)) {
         return absl::FailedPreconditionError(absl::StrCat("overlaps window ", id));
       }
     }

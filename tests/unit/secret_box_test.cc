@@ -176,7 +176,7 @@ class SecretsStoreTest : public ::testing::Test {
     file.content = auth_file;
     draft.files.push_back(file);
     if (!previous.empty()) {
-      draft.credential_overlaps.push_back(CredentialOverlapRow{"app", previous, 1234});
+      draft.credential_overlaps.push_back(CredentialOverlapRow{"app", previous, 1234, ""});
     }
     return draft;
   }
@@ -200,7 +200,9 @@ TEST_F(SecretsStoreTest, StoresFilesAndOverlapsEncryptedAndLoadsThem) {
   ASSERT_EQ(got.files.size(), 1u);
   EXPECT_EQ(got.files[0].key, "auth_file");
   EXPECT_EQ(got.files[0].content, "\"app\" \"NewSecret-1\"\n");
-  EXPECT_EQ(got.files[0].sha256, Sha256Hex("\"app\" \"NewSecret-1\"\n"));
+  // Keyed: not the plain sha256, which would confirm a guessed password offline.
+  EXPECT_EQ(got.files[0].fingerprint.size(), 64u);
+  EXPECT_NE(got.files[0].fingerprint, Sha256Hex("\"app\" \"NewSecret-1\"\n"));
   EXPECT_EQ(got.files[0].size, 20);
   ASSERT_EQ(got.credential_overlaps.size(), 1u);
   EXPECT_EQ(got.credential_overlaps[0].user, "app");
@@ -215,7 +217,7 @@ TEST_F(SecretsStoreTest, StoresFilesAndOverlapsEncryptedAndLoadsThem) {
   ASSERT_EQ(listed.size(), 1u);
   ASSERT_EQ(listed[0].files.size(), 1u);
   EXPECT_EQ(listed[0].files[0].content, "");
-  EXPECT_EQ(listed[0].files[0].sha256, got.files[0].sha256);
+  EXPECT_EQ(listed[0].files[0].fingerprint, got.files[0].fingerprint);
   EXPECT_EQ(listed[0].credential_overlaps[0].previous_secret, "");
 
   // Same content again: the same version. A new password: a new version.

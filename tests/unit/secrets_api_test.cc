@@ -233,7 +233,8 @@ TEST_F(SecretsApiTest, ApiShowsFingerprintsNeverContents) {
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ListSecretsResponse secrets,
                            secrets_->ListSecrets(kAdmin, list));
   ASSERT_EQ(shown.files_size(), 1);
-  EXPECT_EQ(shown.files(0).fingerprint(), Sha256Hex(kAuthFile).substr(0, 12));
+  // Keyed (the controller's key), not the plain sha256's prefix.
+  EXPECT_EQ(shown.files(0).fingerprint(), KeyringOf('k')->Fingerprint(kAuthFile)->substr(0, 12));
   EXPECT_EQ(shown.files(0).size(), static_cast<int64_t>(strlen(kAuthFile)));
   EXPECT_EQ(shown.credential_overlaps(0).user(), "app");
   ASSERT_EQ(secrets.auth_file_users_size(), 1);
@@ -308,7 +309,7 @@ TEST_F(SecretsApiTest, RotationOpensAndClosesAnOverlap) {
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::SecretsChange ended, secrets_->EndRotation(kAdmin, end));
   EXPECT_EQ(ended.version().credential_overlaps_size(), 0);
   EXPECT_EQ(ended.version().files(0).fingerprint(),
-            Sha256Hex("\"app\" \"new-password\"\n").substr(0, 12));
+            KeyringOf('k')->Fingerprint("\"app\" \"new-password\"\n")->substr(0, 12));
   EXPECT_TRUE(absl::IsNotFound(secrets_->EndRotation(kAdmin, end).status()));
 
   // Rotating a user with no entry: nothing to rotate from.
@@ -379,6 +380,61 @@ TEST_F(SecretsApiTest, IniPasswordsAreRedactedInTheApiAndKeptOnARoundTrip) {
   absl::StatusOr<pgfleet::v1::ConfigVersion> refused = fleet_->PushConfig(kOperator, again);
   EXPECT_TRUE(absl::IsInvalidArgument(refused.status())) << refused.status();
   EXPECT_TRUE(absl::StrContains(refused.status().message(), "'fresh'")) << refused.status();
+}
+
+// What the API shows of secret material is keyed: a weak password in an auth_file must not be
+// confirmable offline by hashing guesses.
+constexpr char kWeakAuthFile[] = "\"app\" \"password\"\n";
+
+// The version address as it was computed over plain sha256s ("pgfleet-config-v2").
+std::string PlainContentAddress(const std::string& ini, const std::string& auth_file,
+                                const std::string& previous_secret, int64_t expires_unix_ms) {
+  return Sha256Hex(absl::StrCat("pgfleet-config-v2\n", Sha256Hex(ini), "\n", "file auth_file ",
+                                Sha256Hex(auth_file), "\n", "overlap ", Sha256Hex("app"), " ",
+                                Sha256Hex(previous_secret), " ", expires_unix_ms, "\n"));
+}
+
+TEST_F(SecretsApiTest, ExposedFingerprintsOfAWeakPasswordAreKeyed) {
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ConfigVersion pushed,
+                           Push(kIni, kAdmin, kWeakAuthFile, "123456"));
+  pgfleet::v1::GetConfigRequest get;
+  get.set_version(pushed.version());
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ConfigVersion shown, fleet_->GetConfig(kViewer, get));
+  ASSERT_EQ(shown.files_size(), 1);
+  const std::string exposed = shown.files(0).fingerprint();
+  ASSERT_EQ(exposed.size(), 12u);
+  for (const std::string& material : {std::string(kWeakAuthFile), std::string("password")}) {
+    EXPECT_FALSE(absl::StartsWith(Sha256Hex(material), exposed)) << material;
+  }
+  // The version's address covers the files by their keyed fingerprints too.
+  ASSERT_EQ(shown.credential_overlaps_size(), 1);
+  EXPECT_NE(shown.sha256(), PlainContentAddress(kIni, kWeakAuthFile, "123456",
+                                                shown.credential_overlaps(0).expires_unix_ms()));
+  // Keyed: another controller key, another fingerprint; the same key, the same one.
+  const std::string full = *KeyringOf('k')->Fingerprint(kWeakAuthFile);
+  EXPECT_TRUE(absl::StartsWith(full, exposed));
+  EXPECT_NE(*KeyringOf('j')->Fingerprint(kWeakAuthFile), full);
+  // Neither the audit log nor a re-push shows anything else.
+  PGF_ASSERT_OK_AND_ASSIGN(std::vector<AuditEntry> audit, store_->ListAudit(10));
+  for (const AuditEntry& entry : audit) {
+    EXPECT_FALSE(absl::StrContains(entry.details, Sha256Hex(kWeakAuthFile).substr(0, 12)))
+        << entry.details;
+    if (entry.action == "config.push") {
+      EXPECT_TRUE(absl::StrContains(entry.details, exposed)) << entry.details;
+    }
+  }
+}
+
+TEST_F(SecretsApiTest, AgentNamesPushedFilesByTheKeyedFingerprint) {
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ConfigVersion v1, Push(kIni, kAdmin, kWeakAuthFile));
+  RecordingAgent* agent = Connect("a1");
+  SetDesired(v1.version());
+  ASSERT_EQ(agent->Configs().size(), 1u);
+  const pgfleet::v1::ConfigFile file = agent->Configs()[0].files(0);
+  // The plain sha256 travels with the content only (a transfer check); the name is keyed.
+  EXPECT_EQ(file.sha256(), Sha256Hex(kWeakAuthFile));
+  EXPECT_EQ(file.fingerprint(), *KeyringOf('k')->Fingerprint(kWeakAuthFile));
+  EXPECT_TRUE(absl::StartsWith(file.fingerprint(), v1.files(0).fingerprint()));
 }
 
 }  // namespace
