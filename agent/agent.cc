@@ -200,6 +200,12 @@ Agent::~Agent() {
   metrics_server_.reset();
   CloseListeners();
   for (event* ev : signal_events_) event_free(ev);
+  // Freeing them put back the default actions: a SIGTERM repeated while this process winds
+  // down (a supervisor, a test's teardown, the hand-over's old process) must not turn a clean
+  // exit into death by signal.
+  if (!signal_events_.empty()) {
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGUSR2}) signal(sig, SIG_IGN);
+  }
   // Connections still open at exit are released with the process; pools own no sockets.
   RunDeferredDeletes();
   if (deferred_delete_event_ != nullptr) event_free(deferred_delete_event_);

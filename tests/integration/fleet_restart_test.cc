@@ -34,6 +34,7 @@
 #include "tests/testutil/controller_process.h"
 #include "tests/testutil/fixtures.h"
 #include "tests/testutil/fleet_fixture.h"
+#include "tests/testutil/handover.h"
 #include "tests/testutil/json.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
@@ -61,76 +62,6 @@ constexpr char kEnv[] = "rst";
 // Long enough for both waves of the restart; the old processes keep their steady pgbench clients
 // until pgbench ends (the drain bound is longer), then exit.
 constexpr int kLoadSeconds = 25;
-
-// Inserts 1, 2, 3... into restart_writes through one agent, one new connection per row (so it
-// follows the agent's hand-over to its new process), and remembers what was acknowledged.
-class Writer {
- public:
-  explicit Writer(int port) : port_(port) {
-    thread_ = std::thread([this] { Run(); });
-  }
-  ~Writer() { Stop(); }
-  void Stop() {
-    stop_ = true;
-    if (thread_.joinable()) thread_.join();
-  }
-  int64_t acked_count() const { return acked_count_.load(); }
-  std::vector<int64_t> acked() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return acked_;
-  }
-  std::vector<std::string> errors() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return errors_;
-  }
-
- private:
-  void Run() {
-    for (int64_t id = next_id_.fetch_add(1); !stop_; id = next_id_.fetch_add(1)) {
-      absl::StatusOr<PgConn> conn = Connect(TcpConnString(port_, kAppDb, kAppUser, kAppPassword));
-      absl::Status inserted =
-          conn.ok()
-              ? Query(conn->get(), absl::StrCat("insert into restart_writes values (", id, ")"))
-                    .status()
-              : conn.status();
-      std::lock_guard<std::mutex> lock(mu_);
-      if (inserted.ok()) {
-        acked_.push_back(id);
-        acked_count_++;
-      } else {
-        errors_.push_back(absl::StrCat("row ", id, ": ", inserted.message()));
-      }
-    }
-  }
-
-  static std::atomic<int64_t> next_id_;
-  const int port_;
-  std::atomic<bool> stop_{false};
-  std::atomic<int64_t> acked_count_{0};
-  mutable std::mutex mu_;
-  std::vector<int64_t> acked_;
-  std::vector<std::string> errors_;
-  std::thread thread_;
-};
-std::atomic<int64_t> Writer::next_id_{1};
-
-// Whether `pid` runs (a zombie counts as gone).
-bool ProcessRuns(pid_t pid) {
-  absl::StatusOr<std::string> stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
-  if (!stat.ok()) return false;
-  const size_t paren = stat->rfind(')');
-  return paren != std::string::npos && paren + 2 < stat->size() && (*stat)[paren + 2] != 'Z';
-}
-
-// Written beside `to` and renamed over it, as a package manager replaces a binary: the running
-// inode is never written to.
-absl::Status InstallFile(const std::string& to, const std::string& contents) {
-  const std::string temp = to + ".new";
-  PGF_RETURN_IF_ERROR(WriteFile(temp, contents));
-  chmod(temp.c_str(), 0755);
-  if (rename(temp.c_str(), to.c_str()) != 0) return absl::InternalError("rename");
-  return absl::OkStatus();
-}
 
 // The agent binary with another GNU build id (the note's bytes changed): the same program, as
 // a second build of it would be, that the agent reads as a different binary.
@@ -280,7 +211,7 @@ TEST_F(FleetRestartTest, RestartInWavesUnderLoadDropsNoClientAndKeepsOneIdPerAge
   // Load through every agent: 3 x 7 steady clients (21, the 2-core test host's share of
   // "pgbench -c 20"), a connect-per-transaction loop and a writer each.
   std::vector<std::unique_ptr<BackgroundPgbench>> steady, connect_loops;
-  std::vector<std::unique_ptr<Writer>> writers;
+  std::vector<std::unique_ptr<RowWriter>> writers;
   for (const std::string& id : ids) {
     steady.push_back(std::make_unique<BackgroundPgbench>(
         port(id),
@@ -288,7 +219,7 @@ TEST_F(FleetRestartTest, RestartInWavesUnderLoadDropsNoClientAndKeepsOneIdPerAge
     connect_loops.push_back(std::make_unique<BackgroundPgbench>(
         port(id),
         std::vector<std::string>{"-S", "-C", "-c", "1", "-T", absl::StrCat(kLoadSeconds)}));
-    writers.push_back(std::make_unique<Writer>(port(id)));
+    writers.push_back(std::make_unique<RowWriter>(port(id), "restart_writes"));
   }
   PGF_ASSERT_OK(PollUntil(
       [&](std::string*) -> absl::StatusOr<bool> {
@@ -415,10 +346,10 @@ TEST_F(FleetRestartTest, NewProcessThatCannotStartFailsTheRolloutAndTheOldOneSer
   // f1 (first in wave order, alone in wave 1) runs from a copy that a broken upgrade replaces.
   const std::string binary = dir_ + "/pgfleet-agent-f1";
   PGF_ASSERT_OK_AND_ASSIGN(std::string agent_binary, ReadFile(PGFLEET_AGENT_BINARY));
-  PGF_ASSERT_OK(InstallFile(binary, agent_binary));
+  PGF_ASSERT_OK(InstallExecutable(binary, agent_binary));
   ASSERT_NO_FATAL_FAILURE(
       StartFleet({{"f1", binary}, {"f2", PGFLEET_AGENT_BINARY}, {"f3", PGFLEET_AGENT_BINARY}}));
-  PGF_ASSERT_OK(InstallFile(binary, "#!/bin/sh\necho broken upgrade >&2\nexit 1\n"));
+  PGF_ASSERT_OK(InstallExecutable(binary, "#!/bin/sh\necho broken upgrade >&2\nexit 1\n"));
 
   FleetctlResult restart =
       Ctl({"agents", "restart", "--env", kEnv, "--waves", "1,100%", "--bake", "1s", "--watch"});
@@ -457,7 +388,7 @@ TEST_F(FleetRestartTest, NewProcessThatCannotStartFailsTheRolloutAndTheOldOneSer
 TEST_F(FleetRestartTest, OnlyOutdatedRestartsOnlyTheAgentWhoseBinaryChanged) {
   const std::string binary = dir_ + "/pgfleet-agent-o2";
   PGF_ASSERT_OK_AND_ASSIGN(std::string agent_binary, ReadFile(PGFLEET_AGENT_BINARY));
-  PGF_ASSERT_OK(InstallFile(binary, agent_binary));
+  PGF_ASSERT_OK(InstallExecutable(binary, agent_binary));
   ASSERT_NO_FATAL_FAILURE(
       StartFleet({{"o1", PGFLEET_AGENT_BINARY}, {"o2", binary}, {"o3", PGFLEET_AGENT_BINARY}}));
   const std::string running_id = before_.at("o2").build_id();
@@ -475,7 +406,7 @@ TEST_F(FleetRestartTest, OnlyOutdatedRestartsOnlyTheAgentWhoseBinaryChanged) {
 
   // An upgrade lands on o2's host: another build at its path.
   PGF_ASSERT_OK_AND_ASSIGN(std::string upgraded, AgentWithAnotherBuildId(running_id));
-  PGF_ASSERT_OK(InstallFile(binary, upgraded));
+  PGF_ASSERT_OK(InstallExecutable(binary, upgraded));
   PGF_ASSERT_OK_AND_ASSIGN(
       auto outdated, AwaitAgents("o2 reported outdated",
                                  [&](const std::map<std::string, pgfleet::v1::Agent>& agents) {

@@ -27,6 +27,7 @@
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/fixtures.h"
+#include "tests/testutil/handover.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
@@ -49,22 +50,6 @@ namespace {
       PGF_ASSIGN_OR_RETURN(PgConn conn, Connect(pg.ConnString(kAppDb, kAppUser, kAppPassword)));
       return Query(conn.get(), "create table drain_rows (id int primary key)").status();
     });
-
-absl::StatusOr<pid_t> ReadPidfile(const std::string& path) {
-  PGF_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  int pid = 0;
-  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &pid) || pid <= 0) {
-    return absl::InternalError(absl::StrCat("pidfile ", path, " says '", text, "'"));
-  }
-  return pid;
-}
-
-bool ProcessRuns(pid_t pid) {
-  absl::StatusOr<std::string> stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
-  if (!stat.ok()) return false;
-  const size_t paren = stat->rfind(')');
-  return paren != std::string::npos && paren + 2 < stat->size() && (*stat)[paren + 2] != 'Z';
-}
 
 // A socket fd of a process: its number, its inode and whether it is close-on-exec.
 struct SocketFd {
@@ -98,26 +83,6 @@ absl::StatusOr<std::vector<SocketFd>> SocketsOf(pid_t pid) {
   if (error) return absl::InternalError(absl::StrCat("/proc/", pid, "/fd: ", error.message()));
   return sockets;
 }
-
-// The new process is the old agent's child, not the test's: stopped by pid.
-class NewAgentProcess {
- public:
-  ~NewAgentProcess() { Stop(); }
-  void Adopt(pid_t pid) { pid_ = pid; }
-  void Stop() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    if (!PollUntil([&](std::string*) -> absl::StatusOr<bool> { return !ProcessRuns(pid_); },
-                   absl::Seconds(15), "the new agent to exit")
-             .ok()) {
-      kill(pid_, SIGKILL);
-    }
-    pid_ = -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
 
 class HandoverDrainTest : public AgentTest {
  protected:

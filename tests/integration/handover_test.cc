@@ -4,6 +4,8 @@
 // afterwards, the serving pid changes and the old process exits by itself; a new binary that
 // exits at once leaves the old process serving and the trigger reports the failure; with a
 // controller the agent is listed once throughout, reconnects, and reports its build id.
+#include "tests/testutil/handover.h"
+
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -63,118 +65,6 @@ namespace {
 // pgbench -c 20 clients stay on it until pgbench ends (the drain bound is longer).
 constexpr int kLoadSeconds = 8;
 
-// Inserts 1, 2, 3... into handover_writes through the agent, one new connection per row (so
-// it follows the hand-over to the new process), and remembers what was acknowledged.
-class Writer {
- public:
-  explicit Writer(int port) : port_(port) {
-    thread_ = std::thread([this] { Run(); });
-  }
-  ~Writer() { Stop(); }
-  void Stop() {
-    stop_ = true;
-    if (thread_.joinable()) thread_.join();
-  }
-  int64_t acked_count() const { return acked_count_.load(); }
-  std::vector<int64_t> acked() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return acked_;
-  }
-  std::vector<std::string> errors() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return errors_;
-  }
-
- private:
-  void Run() {
-    for (int64_t id = next_id_.fetch_add(1); !stop_; id = next_id_.fetch_add(1)) {
-      absl::StatusOr<PgConn> conn = Connect(TcpConnString(port_, kAppDb, kAppUser, kAppPassword));
-      absl::Status inserted =
-          conn.ok()
-              ? Query(conn->get(), absl::StrCat("insert into handover_writes values (", id, ")"))
-                    .status()
-              : conn.status();
-      std::lock_guard<std::mutex> lock(mu_);
-      if (inserted.ok()) {
-        acked_.push_back(id);
-        acked_count_++;
-      } else {
-        errors_.push_back(absl::StrCat("row ", id, ": ", inserted.message()));
-      }
-    }
-  }
-
-  static std::atomic<int64_t> next_id_;
-  const int port_;
-  std::atomic<bool> stop_{false};
-  std::atomic<int64_t> acked_count_{0};
-  mutable std::mutex mu_;
-  std::vector<int64_t> acked_;
-  std::vector<std::string> errors_;
-  std::thread thread_;
-};
-std::atomic<int64_t> Writer::next_id_{1};
-
-absl::StatusOr<pid_t> ReadPidfile(const std::string& path) {
-  PGF_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  int pid = 0;
-  if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &pid) || pid <= 0) {
-    return absl::InternalError(absl::StrCat("pidfile ", path, " says '", text, "'"));
-  }
-  return pid;
-}
-
-// Whether `pid` runs (a zombie counts as gone: its parent, the old agent, may be gone too).
-bool ProcessRuns(pid_t pid) {
-  absl::StatusOr<std::string> stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
-  if (!stat.ok()) return false;
-  const size_t paren = stat->rfind(')');
-  return paren != std::string::npos && paren + 2 < stat->size() && (*stat)[paren + 2] != 'Z';
-}
-
-// The new process is not the test's child (the old agent started it): stopped by pid, SIGTERM
-// then SIGKILL, when the test ends.
-class NewAgentProcess {
- public:
-  NewAgentProcess() = default;
-  ~NewAgentProcess() { Stop(); }
-  void Adopt(pid_t pid) { pid_ = pid; }
-  pid_t pid() const { return pid_; }
-  void Stop() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    if (!PollUntil([&](std::string*) -> absl::StatusOr<bool> { return !ProcessRuns(pid_); },
-                   absl::Seconds(15), "the new agent to exit")
-             .ok()) {
-      kill(pid_, SIGKILL);
-    }
-    pid_ = -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
-
-absl::Status CopyExecutable(const std::string& from, const std::string& to) {
-  // Copied beside the target and renamed over it: the running inode is never written to, as a
-  // package manager replaces a binary.
-  const std::string temp = to + ".new";
-  std::error_code error;
-  std::filesystem::copy_file(from, temp, std::filesystem::copy_options::overwrite_existing, error);
-  if (error) return absl::InternalError(absl::StrCat("copy ", from, ": ", error.message()));
-  chmod(temp.c_str(), 0755);
-  if (rename(temp.c_str(), to.c_str()) != 0) return absl::InternalError("rename");
-  return absl::OkStatus();
-}
-
-absl::Status WriteExecutable(const std::string& path, const std::string& text) {
-  const std::string temp = path + ".new";
-  PGF_RETURN_IF_ERROR(WriteFile(temp, text));
-  chmod(temp.c_str(), 0755);
-  if (rename(temp.c_str(), path.c_str()) != 0) return absl::InternalError("rename");
-  return absl::OkStatus();
-}
-
 class HandoverTest : public AgentTest {
  protected:
   void SetUp() override {
@@ -228,7 +118,7 @@ class HandoverTest : public AgentTest {
                              {"-S", "-c", "20", "-j", "2", "-T", absl::StrCat(kLoadSeconds)});
     BackgroundPgbench connect_loop(agent_->port(),
                                    {"-S", "-C", "-c", "4", "-T", absl::StrCat(kLoadSeconds)});
-    Writer writer(agent_->port());
+    RowWriter writer(agent_->port(), "handover_writes");
     PGF_ASSERT_OK(
         PollUntil([&](std::string*) -> absl::StatusOr<bool> { return writer.acked_count() >= 20; },
                   absl::Seconds(20), "the writer's first rows"));
@@ -316,7 +206,7 @@ TEST_F(HandoverTest, NewBinaryThatExitsAtOnceLeavesTheOldProcessServing) {
   ASSERT_NO_FATAL_FAILURE(StartAgentWith(Options(binary)));
   const pid_t old_pid = agent_->pid();
   // A broken upgrade: the file at the agent's path now exits at once.
-  PGF_ASSERT_OK(WriteExecutable(binary, "#!/bin/sh\necho broken upgrade >&2\nexit 1\n"));
+  PGF_ASSERT_OK(InstallExecutable(binary, "#!/bin/sh\necho broken upgrade >&2\nexit 1\n"));
 
   PGF_ASSERT_OK_AND_ASSIGN(PgConn admin, ConnectAdmin());
   absl::Status restarted = Query(admin.get(), "RESTART").status();
