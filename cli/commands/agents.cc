@@ -192,19 +192,7 @@ int AgentsRestart(Context& ctx) {
     fprintf(stderr, "fleetctl: --version wants a version (0.2.0) or a build id prefix\n");
     return kExitUsage;
   }
-  if (int rc = FillRolloutOptions(ctx, &request)) return rc;
-  std::string selector;
-  if (!SelectorFlag(ctx, &selector)) return kExitUsage;
-  request.set_selector(selector);
-  pgfleet::v1::Rollout rollout;
-  grpc::Status status = ctx.rollouts().StartRollout(ctx.NewCall().get(), request, &rollout);
-  if (!status.ok()) return ctx.Fail(status);
-  if (ctx.flags().Has("watch")) {
-    for (const std::string& warning : rollout.warnings()) {
-      fprintf(stderr, "fleetctl: warning: %s\n", warning.c_str());
-    }
-  }
-  return ShowRollout(ctx, rollout);
+  return StartAndShowRollout(ctx, std::move(request));
 }
 
 int Reload(Context& ctx) {

@@ -47,5 +47,8 @@ int SendCommand(Context& ctx, pgfleet::v1::Command command, const char* verb);
 int ShowRollout(Context& ctx, const pgfleet::v1::Rollout& rollout);
 // The options every rollout shares (waves, bake, health gates, --force) into `request`.
 int FillRolloutOptions(const Context& ctx, pgfleet::v1::StartRolloutRequest* request);
+// Fills the wave options and -l into `request`, starts the rollout and shows it (--watch
+// follows it to the end): what `rollout start` and `agents restart` share.
+int StartAndShowRollout(Context& ctx, pgfleet::v1::StartRolloutRequest request);
 
 }  // namespace pgfleet::cli

@@ -167,6 +167,23 @@ int WatchRollout(Context& ctx, uint64_t id) {
 
 }  // namespace
 
+int StartAndShowRollout(Context& ctx, pgfleet::v1::StartRolloutRequest request) {
+  if (int rc = FillRolloutOptions(ctx, &request)) return rc;
+  std::string selector;
+  if (!SelectorFlag(ctx, &selector)) return kExitUsage;
+  request.set_selector(selector);
+  pgfleet::v1::Rollout rollout;
+  grpc::Status status = ctx.rollouts().StartRollout(ctx.NewCall().get(), request, &rollout);
+  if (!status.ok()) return ctx.Fail(status);
+  // --watch redraws the rollout; the pre-flight warnings would scroll away with it.
+  if (ctx.flags().Has("watch")) {
+    for (const std::string& warning : rollout.warnings()) {
+      fprintf(stderr, "fleetctl: warning: %s\n", warning.c_str());
+    }
+  }
+  return ShowRollout(ctx, rollout);
+}
+
 int ShowRollout(Context& ctx, const pgfleet::v1::Rollout& rollout) {
   if (ctx.flags().Has("watch")) return WatchRollout(ctx, rollout.id());
   if (ctx.json()) {
@@ -191,20 +208,7 @@ int RolloutStart(Context& ctx) {
     return kExitUsage;
   }
   request.set_version(version);
-  if (int rc = FillRolloutOptions(ctx, &request)) return rc;
-  std::string selector;
-  if (!SelectorFlag(ctx, &selector)) return kExitUsage;
-  request.set_selector(selector);
-  pgfleet::v1::Rollout rollout;
-  grpc::Status status = ctx.rollouts().StartRollout(ctx.NewCall().get(), request, &rollout);
-  if (!status.ok()) return ctx.Fail(status);
-  // --watch redraws the rollout; the pre-flight warnings would scroll away with it.
-  if (ctx.flags().Has("watch")) {
-    for (const std::string& warning : rollout.warnings()) {
-      fprintf(stderr, "fleetctl: warning: %s\n", warning.c_str());
-    }
-  }
-  return ShowRollout(ctx, rollout);
+  return StartAndShowRollout(ctx, std::move(request));
 }
 
 int RolloutStatus(Context& ctx) {
