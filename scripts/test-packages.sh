@@ -90,7 +90,7 @@ expect_no_files pgfleet-agent 'bin/(pgfleet-controller|fleetctl)$' 'controller'
 expect_files pgfleet-controller /usr/bin/pgfleet-controller \
   /lib/systemd/system/pgfleet-controller.service /etc/pgfleet/controller.env \
   /usr/share/man/man8/pgfleet-controller.8.gz /usr/share/pgfleet/web/index.html /var/lib/pgfleet/
-expect_no_files pgfleet-controller 'bin/(pgfleet-agent|fleetctl)$' 'pgfleet-agent'
+expect_no_files pgfleet-controller 'bin/(pgfleet-agent|fleetctl)$' 'pgfleet-agent@?\.service' 'man8/pgfleet-agent'
 expect_files fleetctl /usr/bin/fleetctl /usr/share/man/man1/fleetctl.1.gz
 expect_no_files fleetctl '^/etc/' 'systemd' 'bin/pgfleet-'
 # Nothing under /usr/local, and the migrations are embedded in the controller, not shipped.
