@@ -97,14 +97,7 @@ class FleetRestartTest : public FleetFixture {
 
   void TearDown() override {
     // The new processes are not the test's children (the old agents started them).
-    for (pid_t pid : new_pids_) kill(pid, SIGTERM);
-    for (pid_t pid : new_pids_) {
-      if (!PollUntil([&](std::string*) -> absl::StatusOr<bool> { return !ProcessRuns(pid); },
-                     absl::Seconds(15), "a new agent process to exit")
-               .ok()) {
-        kill(pid, SIGKILL);
-      }
-    }
+    new_agents_.clear();
     FleetFixture::TearDown();
   }
 
@@ -200,7 +193,7 @@ class FleetRestartTest : public FleetFixture {
   }
 
   std::map<std::string, pgfleet::v1::Agent> before_;
-  std::vector<pid_t> new_pids_;
+  std::vector<std::unique_ptr<NewAgentProcess>> new_agents_;
 };
 
 TEST_F(FleetRestartTest, RestartInWavesUnderLoadDropsNoClientAndKeepsOneIdPerAgent) {
@@ -277,7 +270,7 @@ TEST_F(FleetRestartTest, RestartInWavesUnderLoadDropsNoClientAndKeepsOneIdPerAge
   for (const std::string& id : ids) {
     EXPECT_NE(after.at(id).pid(), agent(id).pid()) << id;
     EXPECT_TRUE(ProcessRuns(after.at(id).pid())) << id;
-    new_pids_.push_back(after.at(id).pid());
+    new_agents_.push_back(std::make_unique<NewAgentProcess>(after.at(id).pid()));
   }
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::Rollout rollout, LatestRollout());
   EXPECT_EQ(rollout.kind(), "restart");
@@ -438,7 +431,7 @@ TEST_F(FleetRestartTest, OnlyOutdatedRestartsOnlyTheAgentWhoseBinaryChanged) {
                                 return agents.size() == 3 && agents.at("o2").connected() &&
                                        agents.at("o2").build_id() == new_id;
                               }));
-  new_pids_.push_back(after.at("o2").pid());
+  new_agents_.push_back(std::make_unique<NewAgentProcess>(after.at("o2").pid()));
   EXPECT_NE(after.at("o2").pid(), before_.at("o2").pid());
   EXPECT_FALSE(after.at("o2").binary_outdated());
   EXPECT_EQ(after.at("o1").pid(), before_.at("o1").pid());

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "common/status_macros.h"
 #include "tests/testutil/fixtures.h"
@@ -38,6 +40,22 @@ inline absl::StatusOr<pid_t> ReadPidfile(const std::string& path) {
   return pid;
 }
 
+// The kernel's start time of `pid` (clock ticks since boot, /proc/PID/stat field 22), or
+// nullopt when no such process exists. A pid plus its start time names one process: pids are
+// reused (pid_max is 32768 here, and PostgreSQL forks a backend per connection), so a test
+// that signals a process it did not start must check it is still the same one.
+inline std::optional<uint64_t> ProcessStartTicks(pid_t pid) {
+  absl::StatusOr<std::string> stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
+  if (!stat.ok()) return std::nullopt;
+  const size_t paren = stat->rfind(')');
+  if (paren == std::string::npos) return std::nullopt;
+  std::vector<std::string> fields = absl::StrSplit(stat->substr(paren + 2), ' ');
+  uint64_t ticks = 0;
+  // Field 3 (state) is fields[0], so field 22 (starttime) is fields[19].
+  if (fields.size() < 20 || !absl::SimpleAtoi(fields[19], &ticks)) return std::nullopt;
+  return ticks;
+}
+
 // Whether `pid` runs (a zombie counts as gone: its parent, the old agent, may be gone too).
 inline bool ProcessRuns(pid_t pid) {
   absl::StatusOr<std::string> stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
@@ -46,33 +64,39 @@ inline bool ProcessRuns(pid_t pid) {
   return paren != std::string::npos && paren + 2 < stat->size() && (*stat)[paren + 2] != 'Z';
 }
 
-// Ends a process that is not the test's child: SIGTERM, then SIGKILL after 15 s.
-inline void StopProcess(pid_t pid) {
-  if (pid <= 0) return;
-  kill(pid, SIGTERM);
-  if (!PollUntil([&](std::string*) -> absl::StatusOr<bool> { return !ProcessRuns(pid); },
-                 absl::Seconds(15), "the process to exit")
-           .ok()) {
-    kill(pid, SIGKILL);
-  }
-}
-
-// The new agent process after a hand-over, stopped by pid when the test ends.
+// A process the test did not start (a new agent process is the old one's child), adopted by
+// pid once known and stopped when the test ends: SIGTERM, then SIGKILL after 15 s, and only
+// while the pid still names the process adopted (never a stranger that reused the pid).
 class NewAgentProcess {
  public:
   NewAgentProcess() = default;
+  explicit NewAgentProcess(pid_t pid) { Adopt(pid); }
   NewAgentProcess(const NewAgentProcess&) = delete;
   NewAgentProcess& operator=(const NewAgentProcess&) = delete;
   ~NewAgentProcess() { Stop(); }
-  void Adopt(pid_t pid) { pid_ = pid; }
+  void Adopt(pid_t pid) {
+    pid_ = pid;
+    start_ticks_ = ProcessStartTicks(pid);
+  }
   pid_t pid() const { return pid_; }
+  // Whether the adopted process still runs.
+  bool Runs() const { return pid_ > 0 && Same() && ProcessRuns(pid_); }
   void Stop() {
-    StopProcess(pid_);
+    if (pid_ <= 0) return;
+    if (Same()) kill(pid_, SIGTERM);
+    if (!PollUntil([&](std::string*) -> absl::StatusOr<bool> { return !Runs(); }, absl::Seconds(15),
+                   "the process to exit")
+             .ok() &&
+        Same()) {
+      kill(pid_, SIGKILL);
+    }
     pid_ = -1;
   }
 
  private:
+  bool Same() const { return start_ticks_.has_value() && ProcessStartTicks(pid_) == start_ticks_; }
   pid_t pid_ = -1;
+  std::optional<uint64_t> start_ticks_;
 };
 
 // Writes `contents` beside `path` and renames it over: the running inode is never written to,
