@@ -535,6 +535,24 @@ absl::StatusOr<StartedRollout> RolloutEngine::Start(const RolloutSpec& spec,
   return started;
 }
 
+// The row every rollout kind starts from: the spec's waves and gates, who and when.
+static RolloutRow NewRolloutRow(const RolloutSpec& spec, const EnvironmentRow& env,
+                                uint64_t to_version, const std::string& actor, int64_t now,
+                                const LabelSelector& selector) {
+  RolloutRow rollout;
+  rollout.environment = env.name;
+  rollout.from_version = env.desired_version;
+  rollout.to_version = to_version;
+  rollout.waves = spec.waves.empty() ? kDefaultWaves : spec.waves;
+  rollout.bake_ms = absl::ToInt64Milliseconds(spec.bake);
+  rollout.max_unavailable = std::max(0, spec.max_unavailable);
+  rollout.limits = spec.limits;
+  rollout.created_by = actor;
+  rollout.created_unix_ms = now;
+  rollout.selector = selector.ToString();
+  return rollout;
+}
+
 absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spec,
                                                           const std::string& actor, int64_t now,
                                                           Outbox& out) {
@@ -671,17 +689,7 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spe
                                                       absl::StrJoin(refusals, "\n  - "),
                                                       "\n(override with --force --reason TEXT)"));
   }
-  RolloutRow rollout;
-  rollout.environment = env.name;
-  rollout.from_version = env.desired_version;
-  rollout.to_version = version.version;
-  rollout.waves = spec.waves.empty() ? kDefaultWaves : spec.waves;
-  rollout.bake_ms = absl::ToInt64Milliseconds(spec.bake);
-  rollout.max_unavailable = std::max(0, spec.max_unavailable);
-  rollout.limits = spec.limits;
-  rollout.created_by = actor;
-  rollout.created_unix_ms = now;
-  rollout.selector = selector.ToString();
+  RolloutRow rollout = NewRolloutRow(spec, env, version.version, actor, now, selector);
   if (spec.force) {
     rollout.force_reason = spec.force_reason;
     if (!refusals.empty()) {
@@ -771,18 +779,8 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartRestartLocked(const RolloutSp
                                                         "\n(override with --force --reason TEXT)"));
     }
   }
-  RolloutRow rollout;
+  RolloutRow rollout = NewRolloutRow(spec, env, env.desired_version, actor, now, selector);
   rollout.kind = RolloutKind::kRestart;
-  rollout.environment = env.name;
-  rollout.from_version = env.desired_version;
-  rollout.to_version = env.desired_version;
-  rollout.waves = spec.waves.empty() ? kDefaultWaves : spec.waves;
-  rollout.bake_ms = absl::ToInt64Milliseconds(spec.bake);
-  rollout.max_unavailable = std::max(0, spec.max_unavailable);
-  rollout.limits = spec.limits;
-  rollout.created_by = actor;
-  rollout.created_unix_ms = now;
-  rollout.selector = selector.ToString();
   rollout.only_outdated = spec.only_outdated;
   rollout.binary_version = spec.binary_version;
   if (spec.force) rollout.force_reason = spec.force_reason;
