@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
@@ -36,6 +37,33 @@ std::string UserlistLine(const std::string& user, const std::string& secret) {
   };
   return absl::StrCat(quote(user), " ", quote(secret));
 }
+
+namespace {
+
+// The port of a `--metrics-listen=[HOST]:PORT` (or `--metrics-listen [HOST]:PORT`) argument, or
+// 0 when there is none (or it asks for an ephemeral port, which the test cannot know).
+int MetricsPortOf(const std::vector<std::string>& args) {
+  constexpr absl::string_view kFlag = "--metrics-listen";
+  for (size_t i = 0; i < args.size(); ++i) {
+    absl::string_view arg = args[i];
+    std::string value;
+    if (absl::StartsWith(arg, absl::StrCat(kFlag, "="))) {
+      value = std::string(arg.substr(kFlag.size() + 1));
+    } else if (arg == kFlag && i + 1 < args.size()) {
+      value = args[i + 1];
+    } else {
+      continue;
+    }
+    const size_t colon = value.rfind(':');
+    int port = 0;
+    if (colon != std::string::npos && absl::SimpleAtoi(value.substr(colon + 1), &port)) {
+      return port;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<AgentProcess>> AgentProcess::Start(AgentOptions options) {
   // For cross-checking the tests against another pooler (e.g. a real PgBouncer).
@@ -79,9 +107,14 @@ absl::Status AgentProcess::Launch(const AgentOptions& options) {
   spawn.working_dir = dir();
   spawn.stdout_path = stderr_path_;
   spawn.stderr_path = stderr_path_;
-  return SpawnAndAwait(argv, spawn, options.start_timeout,
-                       absl::StrCat("accept TCP connections on 127.0.0.1:", port_),
-                       [this] { return CanConnect(port_); });
+  // The agent opens its client listener before its metrics listener: a test that reads
+  // /metrics right after start must not race the second bind.
+  const int metrics_port = MetricsPortOf(options.extra_args);
+  std::string awaited = absl::StrCat("accept TCP connections on 127.0.0.1:", port_);
+  if (metrics_port > 0) absl::StrAppend(&awaited, " and on its metrics port ", metrics_port);
+  return SpawnAndAwait(argv, spawn, options.start_timeout, awaited, [this, metrics_port] {
+    return CanConnect(port_) && (metrics_port <= 0 || CanConnect(metrics_port));
+  });
 }
 
 std::string AgentProcess::RenderIni(const AgentOptions& options) const {
