@@ -35,6 +35,13 @@ constexpr char kMagic[] = "pgfleet-handover 1";
 constexpr size_t kMaxMessage = 64 * 1024;
 constexpr size_t kMaxFds = 64;
 
+// The message's lines that each stand for one fd, in order. Kinds added later must start with
+// "fd-": every other key is a value line, which a receiver skips when it does not know it.
+bool CarriesFd(absl::string_view key) {
+  return key == "listener" || key == "metrics" || key == "state-lock" ||
+         absl::StartsWith(key, "fd-");
+}
+
 std::vector<std::string>& SavedArguments() {
   static std::vector<std::string> arguments;
   return arguments;
@@ -164,6 +171,9 @@ absl::StatusOr<std::optional<InheritedSockets>> ReceiveHandover(absl::Duration t
       inherited.state.disabled.push_back(kv.second);
       continue;
     }
+    // A value line this version does not know: a newer process's extra state, skipped so a
+    // hand-over to an older build (a downgrade) still takes the sockets.
+    if (!CarriesFd(kv.first)) continue;
     if (next_fd >= fds.size()) return fail("fewer fds than announced");
     const int fd = fds[next_fd];
     fds[next_fd++] = -1;
