@@ -16,7 +16,15 @@
 #include "common/config/ini_parser.h"
 #include "openssl/evp.h"
 
+#ifndef PGFLEET_VERSION
+#error "PGFLEET_VERSION is set by agent/CMakeLists.txt from the project's version"
+#endif
+
 namespace pgfleet::agent {
+
+const char kAgentVersion[] = PGFLEET_VERSION;
+const char kVersionLine[] = "PgBouncer 1.18.0 (pgfleet-agent " PGFLEET_VERSION ")";
+
 namespace {
 
 std::string Hex(const unsigned char* data, size_t size) {
@@ -68,18 +76,19 @@ std::string GnuBuildId(int fd) {
 }
 
 constexpr char kStampTag[] = "@(#)pgfleet-agent-version ";
+constexpr char kVersion[] = PGFLEET_VERSION;
 
-// "@(#)pgfleet-agent-version 0.1.0" in the binary's data (what(1) finds it too), so another
-// process can tell which version a file on disk is without running it.
+// "@(#)pgfleet-agent-version 0.1.0" (the project version) in the binary's data (what(1) finds it
+// too), so another process can tell which version a file on disk is without running it.
 constexpr auto MakeVersionStamp() {
-  std::array<char, sizeof(kStampTag) + sizeof(kAgentVersion) - 1> stamp{};
+  std::array<char, sizeof(kStampTag) + sizeof(kVersion) - 1> stamp{};
   size_t at = 0;
   for (size_t i = 0; i + 1 < sizeof(kStampTag); ++i) stamp[at++] = kStampTag[i];
-  for (size_t i = 0; i + 1 < sizeof(kAgentVersion); ++i) stamp[at++] = kAgentVersion[i];
+  for (size_t i = 0; i + 1 < sizeof(kVersion); ++i) stamp[at++] = kVersion[i];
   return stamp;
 }
-[[gnu::used]] constexpr std::array<char, sizeof(kStampTag) + sizeof(kAgentVersion) - 1>
-    kVersionStamp = MakeVersionStamp();
+[[gnu::used]] constexpr std::array<char, sizeof(kStampTag) + sizeof(kVersion) - 1> kVersionStamp =
+    MakeVersionStamp();
 
 struct Cache {
   std::mutex mu;

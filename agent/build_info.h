@@ -8,11 +8,13 @@
 
 namespace pgfleet::agent {
 
-inline constexpr char kAgentVersion[] = "0.1.0";
+// The project's version (CMake's PROJECT_VERSION, set for build_info.cc alone so a version
+// bump recompiles one file).
+extern const char kAgentVersion[];
 // What SHOW VERSION and --version both print. Tools (pgbouncer_exporter, the PgBouncer test
 // suite) parse "PgBouncer X.Y.Z" and pick SHOW columns by it, so it names the release whose
-// SHOW columns the console has.
-inline constexpr char kVersionLine[] = "PgBouncer 1.18.0 (pgfleet-agent 0.1.0)";
+// SHOW columns the console has: "PgBouncer 1.18.0 (pgfleet-agent VERSION)".
+extern const char kVersionLine[];
 
 // The GNU build id of an ELF file (the linker's NT_GNU_BUILD_ID note, hex), or "sha256:HEX" of
 // the whole file when it has none (a stripped or non-ELF binary, a script).
