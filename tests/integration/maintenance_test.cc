@@ -683,14 +683,16 @@ TEST_F(MaintenanceTest, QueuedClientOutlivesQueryWaitTimeoutDuringAWindow) {
 TEST_F(MaintenanceTest, AgentRejoiningDuringAWindowIsPausedAfterItIsNot) {
   ASSERT_NO_FATAL_FAILURE(StartFleet());
   // Every database: SHOW STATE then shows the agent's own deadline.
-  FleetctlResult pause = Ctl({"pause", "--env", kEnv, "--for", "6s", "--wait", "--output", "json"});
+  // Long enough for an ASan agent to stop and start again on a loaded machine.
+  FleetctlResult pause =
+      Ctl({"pause", "--env", kEnv, "--for", "12s", "--wait", "--output", "json"});
   ASSERT_EQ(pause.exit_code, 0) << pause.Describe();
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::MaintenanceWindow window,
                            ParseJson<pgfleet::v1::MaintenanceWindow>(pause.stdout_text));
   const absl::Time window_end = absl::FromUnixMillis(window.ends_unix_ms());
 
   ASSERT_NO_FATAL_FAILURE(RestartAgent("dev-2"));
-  PGF_ASSERT_OK(WaitAppdbPaused("dev-2", true, absl::Seconds(10)));
+  PGF_ASSERT_OK(WaitAppdbPaused("dev-2", true, absl::Seconds(12)));
   ASSERT_LT(absl::Now(), window_end) << "the restart took the whole window; too slow";
   PGF_ASSERT_OK_AND_ASSIGN(NamedRow state, AdminState(port("dev-2")));
   EXPECT_EQ(state["paused"], "yes");
@@ -705,8 +707,12 @@ TEST_F(MaintenanceTest, AgentRejoiningDuringAWindowIsPausedAfterItIsNot) {
   EXPECT_TRUE(absl::StrContains(agent("dev-2").LogContents(), "controller: PAUSE"));
   {
     // A client of the re-joined agent queues until the window ends.
-    PGF_ASSERT_OK_AND_ASSIGN(PgConn client,
-                             Connect(TcpConnString(port("dev-2"), kAppDb, kAppUser, kAppPassword)));
+    // Its login itself waits for the pause to end (the pool's first server login gives the
+    // parameters the client is told), so libpq's connect_timeout must outlast the window.
+    PGF_ASSERT_OK_AND_ASSIGN(
+        PgConn client,
+        Connect(absl::StrCat(TcpConnString(port("dev-2"), kAppDb, kAppUser, kAppPassword),
+                             " connect_timeout=30")));
     ASSERT_EQ(PQsendQuery(client.get(), "select 42"), 1) << PQerrorMessage(client.get());
     const Answer answer = AwaitSelect42(client.get(), absl::Seconds(15));
     PGF_EXPECT_OK(answer.status);
@@ -743,7 +749,8 @@ TEST_F(MaintenanceTest, ScheduledWindowStartsAndEndsOnTime) {
   EXPECT_EQ(bad.exit_code, 2) << bad.Describe();
   EXPECT_TRUE(absl::StrContains(bad.stderr_text, "RFC 3339")) << bad.Describe();
 
-  const absl::Time at = absl::Now() + absl::Seconds(2);
+  // Far enough ahead that fleetctl answers before the window starts, even under load.
+  const absl::Time at = absl::Now() + absl::Seconds(5);
   FleetctlResult schedule = Ctl({"maintenance", "schedule", "--env", kEnv, "--db", kAppDb, "--at",
                                  absl::FormatTime(absl::RFC3339_full, at, absl::UTCTimeZone()),
                                  "--duration", "3s", "--reason", "scheduled", "--output", "json"});
