@@ -171,6 +171,7 @@ test('an operator logs in, sees agents and pools, watches load, rolls out, pause
     return now.json.agents.every((a) => (a.lastMetrics?.pauses ?? []).length === 0);
   });
   assert.equal(json.agents.length, 2);
+
   await context.close();
   assert.deepEqual(consoleErrors, []);
 });
@@ -236,4 +237,35 @@ test('the fleet view filters agents by a label selector and shows a bad one inli
   // The browser reports the 400 of the bad selector as a failed resource load; nothing else.
   const fresh = consoleErrors.splice(errorsBefore);
   assert.deepEqual(fresh.filter((e) => !/status of 400/.test(e)), []);
+});
+
+// Last, as it replaces every agent's process: a restart rollout from the UI. Each agent hands
+// over to a new process of its binary and keeps its config, and the page and the history say
+// it was a restart, not a config change.
+test('an operator restarts the agents with a restart rollout', async () => {
+  const context = await browser.newContext({ viewport: { width: 1366, height: 800 } });
+  const page = watch(await context.newPage(), 'restart');
+  await login(page, fleet.tokens.operator);
+  const { json } = await fleet.api('ListAgents', { token: fleet.tokens.operator });
+  const pidsBefore = new Map(json.agents.map((a) => [a.agentId, a.pid]));
+  await page.getByRole('link', { name: 'Rollouts' }).click();
+  await page.getByLabel('Environment', { exact: true }).selectOption('dev');
+  await page.getByLabel('Kind', { exact: true }).selectOption('restart');
+  assert.equal(await page.getByLabel('Version', { exact: true }).isDisabled(), true);
+  await page.getByLabel('Waves').fill('100%');
+  await page.getByLabel('Bake (seconds)').fill('1');
+  await page.getByRole('button', { name: 'Start rollout' }).click();
+  await page.waitForURL(/#\/rollouts\/\d+$/);
+  await page.locator('#rollout-detail[data-kind="restart"][data-state="succeeded"]').waitFor({ timeout: 90000 });
+  await page.locator('#rollout-detail .rollout-head', { hasText: 'restart on v' }).waitFor();
+  await page.locator('#diff', { hasText: 'A restart changes no config' }).waitFor();
+  const historyKinds = await page.locator('#history tbody tr td:nth-child(2)').allTextContents();
+  assert.deepEqual(historyKinds.map((k) => k.trim()).sort(), ['config', 'restart']);
+  await waitFor('both agents back, each in a new process', async () => {
+    const now = await fleet.api('ListAgents', { token: fleet.tokens.operator });
+    return now.json.agents.filter((a) => a.connected && a.pid && a.pid !== pidsBefore.get(a.agentId)).length === 2;
+  }, { timeoutMs: 60000 });
+  await screenshot(page, 'restart-rollout', { forReadme: false });
+  await context.close();
+  assert.deepEqual(consoleErrors, []);
 });

@@ -42,6 +42,38 @@ export async function waitFor(what, fn, { timeoutMs = 30000, intervalMs = 200 } 
   throw new Error(`timed out waiting for ${what}: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
 }
 
+// Agents of this fleet that are not our children: an agent's new process after a hand-over
+// (a restart rollout) is the old process's child, and outlives it. Found by the fleet's
+// temp dir on their command line, so nothing else on the machine is touched.
+function straysOf(dir, children) {
+  const ours = new Set(children.map((c) => c.pid));
+  const found = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || ours.has(Number(name)) || Number(name) === process.pid) continue;
+    try {
+      const argv = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
+      const state = readFileSync(`/proc/${name}/stat`, 'utf8').split(') ')[1]?.[0];
+      const agent = argv[0].endsWith('pgfleet-agent');
+      if (agent && state !== 'Z' && argv.some((a) => a.includes(dir))) found.push(Number(name));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return found;
+}
+
+async function stopStrays(dir, children) {
+  const strays = straysOf(dir, children);
+  for (const pid of strays) {
+    try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ }
+  }
+  const deadline = Date.now() + 10000;
+  while (Date.now() < deadline && straysOf(dir, children).length) await new Promise((r) => setTimeout(r, 100));
+  for (const pid of straysOf(dir, children)) {
+    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  }
+}
+
 function run(argv, options = {}) {
   const result = spawnSync(argv[0], argv.slice(1), { encoding: 'utf8', ...options });
   if (result.status !== 0) {
@@ -171,6 +203,7 @@ max_client_conn = 200
 
   // Stops everything; the logs are copied to `logDir` first (test artifacts).
   async stop({ logDir } = {}) {
+    await stopStrays(this.dir, this.children);
     for (const child of this.children.reverse()) {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
