@@ -46,43 +46,26 @@ bool IsJsonError(const RawReply& reply) {
 class HttpEdgesTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    PGF_ASSERT_OK(dir_->Create("pgfleet-http-edges"));
-    const std::string http_port_file = dir_->path() + "/http-port";
-    ControllerOptions options;
-    options.bootstrap_token = kAdminToken;
-    // For running these against another build (the one before a fix, say).
-    if (const char* binary = std::getenv("PGFLEET_TEST_CONTROLLER_BINARY"); binary != nullptr) {
-      options.binary = binary;
-    }
-    AddHttpListener(options, http_port_file);
-    options.extra_args.push_back(absl::StrCat("--http-max-connections=", kMaxConnections));
-    absl::StatusOr<std::unique_ptr<ControllerProcess>> controller =
-        ControllerProcess::Start(options);
-    ASSERT_TRUE(controller.ok()) << controller.status();
-    controller_ = controller->release();
-    PGF_ASSERT_OK_AND_ASSIGN(http_port_, AwaitHttpPort(http_port_file));
+    absl::StatusOr<std::unique_ptr<SharedHttpController>> started =
+        SharedHttpController::Start("pgfleet-http-edges", kAdminToken,
+                                    {absl::StrCat("--http-max-connections=", kMaxConnections)});
+    ASSERT_TRUE(started.ok()) << started.status();
+    shared_ = started->release();
+    controller_ = &shared_->controller();
+    http_port_ = shared_->http_port();
   }
   static void TearDownTestSuite() {
-    delete controller_;
+    delete shared_;
+    shared_ = nullptr;
     controller_ = nullptr;
-    delete dir_;
-    dir_ = nullptr;
   }
-  void SetUp() override {
-    ASSERT_NE(controller_, nullptr);
-    ASSERT_GT(http_port_, 0);
-  }
+  void SetUp() override { ASSERT_NE(shared_, nullptr); }
   void TearDown() override {
     if (HasFailure()) std::cerr << controller_->Diagnostics() << "\n";
   }
 
   static RawReply Call(const std::string& request, absl::Duration timeout = absl::Seconds(30)) {
-    absl::StatusOr<std::unique_ptr<RawSocket>> socket = RawSocket::Connect(http_port_);
-    EXPECT_TRUE(socket.ok()) << socket.status();
-    if (!socket.ok()) return {};
-    (*socket)->SendAll(request);
-    return (*socket)->ReadReply(timeout);
+    return shared_->Call(request, timeout);
   }
 
   // The controller still serves (a connection slot may take a moment to be given back).
@@ -97,14 +80,14 @@ class HttpEdgesTest : public ::testing::Test {
     EXPECT_TRUE(controller_->IsRunning());
   }
 
+  static SharedHttpController* shared_;
   static ControllerProcess* controller_;
   static int http_port_;
-  static TempDir* dir_;
 };
 
+SharedHttpController* HttpEdgesTest::shared_ = nullptr;
 ControllerProcess* HttpEdgesTest::controller_ = nullptr;
 int HttpEdgesTest::http_port_ = 0;
-TempDir* HttpEdgesTest::dir_ = nullptr;
 
 TEST_F(HttpEdgesTest, AnOversizedHeadIsAnswered431WithAJsonError) {
   for (size_t padding : {20u * 1024, 256u * 1024}) {

@@ -49,39 +49,26 @@ std::string PaddedJson(size_t size) {
 class HttpLimitsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    PGF_ASSERT_OK(dir_->Create("pgfleet-http-limits"));
-    const std::string http_port_file = dir_->path() + "/http-port";
-    ControllerOptions options;
-    options.bootstrap_token = kAdminToken;
-    AddHttpListener(options, http_port_file);
-    absl::StatusOr<std::unique_ptr<ControllerProcess>> controller =
-        ControllerProcess::Start(options);
-    ASSERT_TRUE(controller.ok()) << controller.status();
-    controller_ = controller->release();
-    PGF_ASSERT_OK_AND_ASSIGN(http_port_, AwaitHttpPort(http_port_file));
+    absl::StatusOr<std::unique_ptr<SharedHttpController>> started =
+        SharedHttpController::Start("pgfleet-http-limits", kAdminToken);
+    ASSERT_TRUE(started.ok()) << started.status();
+    shared_ = started->release();
+    controller_ = &shared_->controller();
+    http_port_ = shared_->http_port();
   }
   static void TearDownTestSuite() {
-    delete controller_;
+    delete shared_;
+    shared_ = nullptr;
     controller_ = nullptr;
-    delete dir_;
-    dir_ = nullptr;
   }
-  void SetUp() override {
-    ASSERT_NE(controller_, nullptr);
-    ASSERT_GT(http_port_, 0);
-  }
+  void SetUp() override { ASSERT_NE(shared_, nullptr); }
   void TearDown() override {
     if (HasFailure()) std::cerr << controller_->Diagnostics() << "\n";
   }
 
   // One request with `body` sent whole; the reply within 30 s.
   static RawReply Call(const std::string& head, const std::string& body = "") {
-    absl::StatusOr<std::unique_ptr<RawSocket>> socket = RawSocket::Connect(http_port_);
-    EXPECT_TRUE(socket.ok()) << socket.status();
-    if (!socket.ok()) return {};
-    (*socket)->SendAll(head + body);
-    return (*socket)->ReadReply(absl::Seconds(30));
+    return shared_->Call(head + body);
   }
 
   // The controller still serves: /healthz and an authorized API call.
@@ -93,14 +80,14 @@ class HttpLimitsTest : public ::testing::Test {
     EXPECT_TRUE(controller_->IsRunning());
   }
 
+  static SharedHttpController* shared_;
   static ControllerProcess* controller_;
   static int http_port_;
-  static TempDir* dir_;
 };
 
+SharedHttpController* HttpLimitsTest::shared_ = nullptr;
 ControllerProcess* HttpLimitsTest::controller_ = nullptr;
 int HttpLimitsTest::http_port_ = 0;
-TempDir* HttpLimitsTest::dir_ = nullptr;
 
 TEST_F(HttpLimitsTest, AGoodRequestWithinTheLimitsWorks) {
   ExpectHealthy();

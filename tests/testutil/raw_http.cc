@@ -14,6 +14,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/status_macros.h"
+#include "tests/testutil/fixtures.h"
 
 namespace pgfleet::testutil {
 
@@ -82,6 +84,35 @@ std::string RequestHead(const std::string& verb, const std::string& target,
   }
   absl::StrAppend(&head, extra_headers, "\r\n");
   return head;
+}
+
+absl::StatusOr<std::unique_ptr<SharedHttpController>> SharedHttpController::Start(
+    const std::string& name, const std::string& admin_token,
+    const std::vector<std::string>& extra_args) {
+  std::unique_ptr<SharedHttpController> shared(new SharedHttpController());
+  PGF_RETURN_IF_ERROR(shared->dir_.Create(name));
+  const std::string http_port_file = shared->dir_.path() + "/http-port";
+  ControllerOptions options;
+  options.bootstrap_token = admin_token;
+  if (const char* binary = std::getenv("PGFLEET_TEST_CONTROLLER_BINARY"); binary != nullptr) {
+    options.binary = binary;
+  }
+  AddHttpListener(options, http_port_file);
+  for (const std::string& arg : extra_args) options.extra_args.push_back(arg);
+  PGF_ASSIGN_OR_RETURN(shared->controller_, ControllerProcess::Start(options));
+  PGF_ASSIGN_OR_RETURN(shared->http_port_, AwaitHttpPort(http_port_file));
+  return shared;
+}
+
+RawReply SharedHttpController::Call(const std::string& request, absl::Duration timeout) const {
+  absl::StatusOr<std::unique_ptr<RawSocket>> socket = RawSocket::Connect(http_port_);
+  if (!socket.ok()) {
+    RawReply failed;
+    failed.raw = absl::StrCat("[test harness] ", socket.status().ToString());
+    return failed;
+  }
+  (*socket)->SendAll(request);
+  return (*socket)->ReadReply(timeout);
 }
 
 }  // namespace pgfleet::testutil

@@ -6,9 +6,12 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "tests/testutil/controller_process.h"
+#include "tests/testutil/temp_dir.h"
 
 namespace pgfleet::testutil {
 
@@ -44,5 +47,27 @@ class RawSocket {
 std::string RequestHead(const std::string& verb, const std::string& target,
                         const std::string& token, size_t content_length,
                         const std::string& extra_headers = "");
+
+// One controller with its HTTP listener, started once for a whole test suite
+// (SetUpTestSuite) by tests that only talk HTTP to it. PGFLEET_TEST_CONTROLLER_BINARY runs
+// another build (the one before a fix, say).
+class SharedHttpController {
+ public:
+  // `name` names the temp dir; `admin_token` is the bootstrap admin token.
+  static absl::StatusOr<std::unique_ptr<SharedHttpController>> Start(
+      const std::string& name, const std::string& admin_token,
+      const std::vector<std::string>& extra_args = {});
+
+  ControllerProcess& controller() { return *controller_; }
+  int http_port() const { return http_port_; }
+  // `request` (head and body) on a new connection; the reply within `timeout`.
+  RawReply Call(const std::string& request, absl::Duration timeout = absl::Seconds(30)) const;
+
+ private:
+  SharedHttpController() = default;
+  TempDir dir_;
+  std::unique_ptr<ControllerProcess> controller_;
+  int http_port_ = 0;
+};
 
 }  // namespace pgfleet::testutil
