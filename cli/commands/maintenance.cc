@@ -97,17 +97,26 @@ int WaitDrained(Context& ctx, uint64_t id) {
   }
 }
 
-int Pause(Context& ctx) {
-  if (int rc = RequireFlag(ctx, "env")) return rc;
-  pgfleet::v1::PauseWindowRequest request;
+// What a new window covers, from --env, --db, --reason, --skip and -l (pause and schedule take
+// the same). False after a usage error was printed.
+template <typename WindowRequest>
+bool FillWindowScope(Context& ctx, WindowRequest& request) {
   request.set_environment(ctx.flags().Get("env"));
   request.set_database(ctx.flags().Get("db"));
   request.set_reason(ctx.flags().Get("reason"));
-  for (const std::string& agent : SplitList(ctx.flags().Get("skip")))
+  for (const std::string& agent : SplitList(ctx.flags().Get("skip"))) {
     request.add_skip_agents(agent);
+  }
   std::string selector;
-  if (!SelectorFlag(ctx, &selector)) return kExitUsage;
+  if (!SelectorFlag(ctx, &selector)) return false;
   request.set_selector(selector);
+  return true;
+}
+
+int Pause(Context& ctx) {
+  if (int rc = RequireFlag(ctx, "env")) return rc;
+  pgfleet::v1::PauseWindowRequest request;
+  if (!FillWindowScope(ctx, request)) return kExitUsage;
   int64_t duration = 0, drain = 0;
   if (!ParseDurationFlag(ctx, "for", &duration) ||
       !ParseDurationFlag(ctx, "drain-timeout", &drain)) {
@@ -141,14 +150,7 @@ int MaintenanceSchedule(Context& ctx) {
   if (int rc = RequireFlag(ctx, "at")) return rc;
   if (int rc = RequireFlag(ctx, "duration")) return rc;
   pgfleet::v1::ScheduleWindowRequest request;
-  request.set_environment(ctx.flags().Get("env"));
-  request.set_database(ctx.flags().Get("db"));
-  request.set_reason(ctx.flags().Get("reason"));
-  for (const std::string& agent : SplitList(ctx.flags().Get("skip")))
-    request.add_skip_agents(agent);
-  std::string selector;
-  if (!SelectorFlag(ctx, &selector)) return kExitUsage;
-  request.set_selector(selector);
+  if (!FillWindowScope(ctx, request)) return kExitUsage;
   // --at takes RFC 3339 ("2026-11-25T22:00:00Z") or an offset from now ("+10m").
   const std::string at = ctx.flags().Get("at");
   absl::Time start;
