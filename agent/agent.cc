@@ -28,6 +28,7 @@
 #include "agent/pg/protocol.h"
 #include "agent/server_conn.h"
 #include "common/config/restart_keys.h"
+#include "common/config/tls_settings.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
@@ -610,6 +611,10 @@ absl::Status Agent::ReloadConfig() {
   // failure leaves the listeners and (returning here) the whole config as they were.
   PGF_RETURN_IF_ERROR(ApplyListeners(cfg, /*at_start=*/false));
   const bool new_stats_period = cfg.stats_period != config_->stats_period;
+  // Servers connected under other server TLS settings are replaced as they are released
+  // (PgBouncer: "database configuration changed").
+  const bool server_tls_changed = config::ServerTlsDiffers(*config_, cfg);
+  tls_staged_.reset();
   SetConfig(std::make_shared<const config::Config>(std::move(cfg)));
   auth_file_ = std::move(users);
   client_tls_ = std::move(client_tls);
@@ -625,7 +630,9 @@ absl::Status Agent::ReloadConfig() {
   if (new_stats_period && stats_timer_ != nullptr) {
     stats_timer_->Start(config_->stats_period, /*repeat=*/true);
   }
-  PGF_INFO("agent", "RELOAD: configuration %s loaded", config_->path);
+  if (server_tls_changed) Reconnect("");
+  PGF_INFO("agent", "RELOAD: configuration %s loaded%s", config_->path,
+           server_tls_changed ? " (server TLS settings changed: servers close as released)" : "");
   if (!pending.empty()) {
     PGF_WARN("agent", "RELOAD: %s (the running values of these keys stay until the agent restarts)",
              config::RestartPendingText(pending));

@@ -157,8 +157,15 @@ class Agent final : public AgentControl {
   bool OldServersClosed(const std::string& db) const;
   enum class ShutdownMode { kImmediate, kWaitForServers, kWaitForClients };
   void Shutdown(ShutdownMode mode, const std::string& who);
-  // Replaces the config (SET from the console); the caller validated it.
-  void ReplaceConfig(config::Config config);
+  // The config a console SET starts from: the running one, plus TLS keys set earlier that do
+  // not form a working set yet (setting them one at a time passes through such states).
+  config::Config ConfigForSet() const;
+  // Replaces the config (SET from the console); the caller validated it. A side whose TLS
+  // keys changed gets a new TLS context, and servers made under old server TLS settings close
+  // once released. When the TLS keys set so far cannot build a context (a new key before its
+  // certificate), they are kept for the next SET and the running TLS settings stay in force:
+  // the result says why (a NOTICE for the console), empty otherwise.
+  std::string ReplaceConfig(config::Config config);
   // A file the console's SET would make the agent write (logfile): it must be where a pushed
   // config's files may be (the config's directory, the state dir, --allow-path) and not a
   // file the agent depends on. The error names `key`.
@@ -328,6 +335,9 @@ class Agent final : public AgentControl {
   config::AuthFile auth_file_;
   std::shared_ptr<const TlsContext> client_tls_;
   std::shared_ptr<const TlsContext> server_tls_;
+  // TLS keys SET but not in force yet (see ConfigForSet); cleared by a SET that builds and by
+  // RELOAD (the file is the truth again).
+  std::optional<config::Config> tls_staged_;
   std::vector<Listener> listeners_;
   // The local file's listener keys, with --local-listeners.
   std::optional<config::Config> local_listeners_;

@@ -11,6 +11,8 @@
 #include "agent/agent.h"
 #include "agent/client_conn.h"
 #include "agent/server_conn.h"
+#include "agent/tls/tls_context.h"
+#include "common/config/tls_settings.h"
 #include "common/log.h"
 
 namespace pgfleet::agent {
@@ -271,10 +273,44 @@ absl::Status Agent::CheckWritablePath(const std::string& key, const std::string&
   return CheckPushedPath(key, path, path_policy_, /*written=*/true);
 }
 
-void Agent::ReplaceConfig(config::Config cfg) {
+config::Config Agent::ConfigForSet() const {
+  config::Config cfg = *config_;
+  if (tls_staged_.has_value()) config::CopyTlsSettings(*tls_staged_, cfg);
+  return cfg;
+}
+
+std::string Agent::ReplaceConfig(config::Config cfg) {
+  const bool client_tls_changed = config::ClientTlsDiffers(*config_, cfg);
+  const bool server_tls_changed = config::ServerTlsDiffers(*config_, cfg);
+  tls_staged_.reset();
+  std::string note;
+  bool reconnect_servers = false;
+  if (client_tls_changed || server_tls_changed) {
+    absl::StatusOr<std::shared_ptr<const TlsContext>> client =
+        client_tls_changed ? TlsContext::ForClients(cfg) : client_tls_;
+    absl::StatusOr<std::shared_ptr<const TlsContext>> server =
+        server_tls_changed ? TlsContext::ForServers(cfg) : server_tls_;
+    if (client.ok() && server.ok()) {
+      client_tls_ = std::move(*client);
+      server_tls_ = std::move(*server);
+      reconnect_servers = server_tls_changed;
+    } else {
+      const absl::Status why = client.ok() ? server.status() : client.status();
+      note = absl::StrCat("TLS settings not in force yet (", why.message(),
+                          "); the running ones stay until the keys set so far work together");
+      PGF_WARN("admin", "SET: %s", note);
+      tls_staged_ = cfg;
+      config::CopyTlsSettings(*config_, cfg);
+    }
+  }
   SetConfig(std::make_shared<const config::Config>(std::move(cfg)));
   common::SetLogLevel(config_->verbose ? common::LogLevel::kDebug : common::LogLevel::kInfo);
+  if (reconnect_servers) {
+    PGF_INFO("admin", "SET: server TLS settings changed; servers close as they are released");
+    Reconnect("");
+  }
   for (auto& [key, pool] : pools_) pool->AssignServers();
+  return note;
 }
 
 }  // namespace pgfleet::agent

@@ -6,10 +6,10 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "agent/admin/console_parse.h"
 #include "agent/agent.h"
@@ -64,8 +64,10 @@ void AdminConsole::HandleQuery(ClientConn* client, std::string_view sql) {
   if (verb == "SET") {
     std::string reply;
     absl::Status status = Set(std::string(sql), &reply);
-    Finish(client, status.ok() ? pg::CommandComplete(reply)
-                               : pg::ErrorResponse("ERROR", "22023", std::string(status.message())));
+    std::string notice = std::exchange(reply_notice_, std::string());
+    Finish(client, status.ok()
+                       ? notice + pg::CommandComplete(reply)
+                       : pg::ErrorResponse("ERROR", "22023", std::string(status.message())));
     return;
   }
   std::string reply;
@@ -86,8 +88,8 @@ void AdminConsole::Finish(ClientConn* client, const std::string& response) {
   client->AdminCommandDone();
 }
 
-absl::Status AdminConsole::RunCommand(ClientConn* client, const std::string& verb,
-                                      const Args& args, std::string* reply) {
+absl::Status AdminConsole::RunCommand(ClientConn* client, const std::string& verb, const Args& args,
+                                      std::string* reply) {
   auto db_arg = [&](size_t max_args) -> absl::StatusOr<std::string> {
     if (args.size() > max_args) {
       return absl::InvalidArgumentError(absl::StrCat("too many arguments for ", verb));
@@ -221,10 +223,9 @@ absl::Status AdminConsole::RunCommand(ClientConn* client, const std::string& ver
     agent_.Shutdown(mode, client->user());
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("invalid command '", verb,
-                   args.empty() ? "" : absl::StrCat(" ", absl::StrJoin(args, " ")),
-                   "', use SHOW HELP;"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "invalid command '", verb, args.empty() ? "" : absl::StrCat(" ", absl::StrJoin(args, " ")),
+      "', use SHOW HELP;"));
 }
 
 absl::Status AdminConsole::Pause(ClientConn* client, const Args& args, std::string* reply) {
@@ -254,7 +255,7 @@ absl::Status AdminConsole::Set(const std::string& sql, std::string* reply) {
   if (!parsed.ok()) return parsed.status();
   const std::string& key = parsed->key;
   const std::string& value = parsed->value;
-  config::Config updated = agent_.config();
+  config::Config updated = agent_.ConfigForSet();
   if (absl::Status applied = config::ApplySetting(updated, key, value); !applied.ok()) {
     return applied;
   }
@@ -271,7 +272,9 @@ absl::Status AdminConsole::Set(const std::string& sql, std::string* reply) {
   } else if (new_logfile) {
     common::SetLogFile("");
   }
-  agent_.ReplaceConfig(std::move(updated));
+  if (std::string note = agent_.ReplaceConfig(std::move(updated)); !note.empty()) {
+    reply_notice_ = pg::NoticeResponse(note);
+  }
   PGF_INFO("admin", "SET %s = %s", key, value);
   *reply = "SET";
   return absl::OkStatus();
@@ -279,8 +282,10 @@ absl::Status AdminConsole::Set(const std::string& sql, std::string* reply) {
 
 bool AdminConsole::PendingDone(const Pending& pending) const {
   switch (pending.kind) {
-    case Pending::Kind::kPause: return agent_.IsDrained(pending.db);
-    case Pending::Kind::kWaitClose: return agent_.OldServersClosed(pending.db);
+    case Pending::Kind::kPause:
+      return agent_.IsDrained(pending.db);
+    case Pending::Kind::kWaitClose:
+      return agent_.OldServersClosed(pending.db);
   }
   return false;
 }

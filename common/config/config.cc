@@ -232,7 +232,8 @@ constexpr Option DurationOption(absl::string_view name) {
           [](const Config& c) { return FormatSeconds(c.*kField); }};
 }
 
-constexpr bool kTlsSetting = kRestartOnly;
+// SET applies them: the agent rebuilds the side's TLS context (Agent::ReplaceConfig).
+constexpr bool kTlsSetting = kOnline;
 
 template <TlsMode Config::*kField>
 constexpr Option TlsModeOption(absl::string_view name) {
@@ -305,8 +306,7 @@ const Option kOptions[] = {
     BoolOption<&Config::log_connections>("log_connections"),
     BoolOption<&Config::log_disconnections>("log_disconnections"),
     BoolOption<&Config::log_pooler_errors>("log_pooler_errors"),
-    // TLS keys change with RELOAD (which rebuilds the contexts and can refuse a bad file),
-    // not one at a time with SET.
+    // TLS keys change with SET (one at a time, in force once they work together) and RELOAD.
     TlsModeOption<&Config::client_tls_sslmode>("client_tls_sslmode"),
     StringOption<&Config::client_tls_cert_file>("client_tls_cert_file", kTlsSetting),
     StringOption<&Config::client_tls_key_file>("client_tls_key_file", kTlsSetting),

@@ -268,5 +268,88 @@ TEST_F(TlsTest, ReloadReadsCertificatesAgainAndKeepsTheOldOnesOnError) {
   PGF_EXPECT_OK(Query(admin.get(), "SHOW VERSION").status());
 }
 
+// SET of TLS keys on the console, as PgBouncer's test_ssl.py does it: one key at a time, in
+// force once the keys set so far work together (a new key before its certificate is not), and
+// server TLS changes replace the servers as they are released.
+void CollectNotice(void* arg, const PGresult* result) {
+  static_cast<std::vector<std::string>*>(arg)->push_back(PQresultErrorMessage(result));
+}
+
+TEST_F(TlsTest, SetChangesTlsOnlineOneKeyAtATime) {
+  std::map<std::string, std::string> settings = ClientTls("require");
+  settings["admin_users"] = kAppUser;
+  settings["server_tls_sslmode"] = "require";
+  // A query that cannot get a server (the last step) fails after this, not after 120 s.
+  settings["query_wait_timeout"] = "3";
+  std::unique_ptr<AgentProcess> agent = StartAgent(settings);
+  ASSERT_NE(agent, nullptr);
+  const std::string trust_first =
+      absl::StrCat("sslmode=verify-ca sslrootcert=", Certs(), "/ca.pem");
+  const std::string trust_second =
+      absl::StrCat("sslmode=verify-ca sslrootcert=", OtherCerts(), "/ca.pem");
+  PGF_ASSERT_OK_AND_ASSIGN(
+      PgConn admin, Connect(absl::StrCat(
+                        "host=127.0.0.1 port=", agent->port(), " dbname=pgbouncer user=", kAppUser,
+                        " password=", kAppPassword, " sslmode=require connect_timeout=10")));
+  std::vector<std::string> notices;
+  PQsetNoticeReceiver(admin.get(), &CollectNotice, &notices);
+
+  // A server connection made with TLS, held by a session-less client between transactions.
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn app, Connect(AgentConn(*agent, trust_first)));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string first_pid, ScalarText(app.get(), "select pg_backend_pid()"));
+
+  // The key of the other certificate first: it does not match the running certificate, so the
+  // SET is taken but not in force yet, and says so; clients still get the first certificate.
+  PGF_ASSERT_OK(Query(admin.get(), absl::StrCat("SET client_tls_key_file = '", OtherCerts(),
+                                                "/controller-key.pem'"))
+                    .status());
+  ASSERT_EQ(notices.size(), 1u);
+  EXPECT_TRUE(absl::StrContains(notices[0], "TLS settings not in force yet")) << notices[0];
+  PGF_EXPECT_OK(Connect(AgentConn(*agent, trust_first)).status());
+  // Its certificate next: now the pair works, and new handshakes present it.
+  PGF_ASSERT_OK(Query(admin.get(), absl::StrCat("SET client_tls_cert_file = '", OtherCerts(),
+                                                "/controller.pem'"))
+                    .status());
+  EXPECT_EQ(notices.size(), 1u) << notices.back();
+  PGF_EXPECT_OK(Connect(AgentConn(*agent, trust_second)).status());
+  absl::StatusOr<PgConn> old_trust = Connect(AgentConn(*agent, trust_first));
+  ASSERT_FALSE(old_trust.ok());
+  EXPECT_TRUE(absl::StrContains(old_trust.status().message(), "certificate verify failed"))
+      << old_trust.status();
+  PGF_ASSERT_OK_AND_ASSIGN(Rows shown, Query(admin.get(), "SHOW CONFIG"));
+  bool cert_shown = false;
+  for (const auto& row : shown) {
+    if (row.size() > 1 && row[0] == "client_tls_cert_file") {
+      cert_shown = row[1] == OtherCerts() + "/controller.pem";
+    }
+  }
+  EXPECT_TRUE(cert_shown) << "SHOW CONFIG shows the certificate in force";
+
+  // A value that is no TLS mode is refused outright and changes nothing.
+  absl::StatusOr<Rows> bad = Query(admin.get(), "SET client_tls_sslmode = 'sometimes'");
+  ASSERT_FALSE(bad.ok());
+  PGF_EXPECT_OK(Connect(AgentConn(*agent, trust_second)).status());
+
+  // Server side: verify-full against the CA that signed PostgreSQL's certificate. The server
+  // connection made before is replaced once released: a new backend, still encrypted.
+  PGF_ASSERT_OK(
+      Query(admin.get(), absl::StrCat("SET server_tls_ca_file = '", Certs(), "/ca.pem'")).status());
+  PGF_ASSERT_OK(Query(admin.get(), "SET server_tls_sslmode = 'verify-full'").status());
+  PGF_ASSERT_OK_AND_ASSIGN(std::string second_pid,
+                           ScalarText(app.get(), "select pg_backend_pid()"));
+  EXPECT_NE(second_pid, first_pid);
+  PGF_ASSERT_OK_AND_ASSIGN(std::string server_ssl, ServerSideSsl(second_pid));
+  EXPECT_EQ(server_ssl, "true");
+  // A CA that did not sign it: new server logins fail, as verify-full must.
+  PGF_ASSERT_OK(
+      Query(admin.get(), absl::StrCat("SET server_tls_ca_file = '", OtherCerts(), "/ca.pem'"))
+          .status());
+  absl::Status refused = ScalarText(app.get(), "select pg_backend_pid()").status();
+  EXPECT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::StrContains(agent->LogContents(), "certificate verify failed"))
+      << agent->LogContents();
+  PQsetNoticeReceiver(admin.get(), nullptr, nullptr);
+}
+
 }  // namespace
 }  // namespace pgfleet::testutil

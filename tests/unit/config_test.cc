@@ -937,11 +937,10 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "auth_failure_burst|5|5|yes", "auth_failure_max_delay|2|2|yes", "auth_file|||yes",
       "auth_type|md5|md5|yes", "autodb_idle_timeout|3600|3600|yes", "client_idle_timeout|0|0|yes",
       "client_login_timeout|60|60|yes",
-      // PgBouncer says "yes" for the TLS keys; here they change with RELOAD only (which
-      // rebuilds the TLS contexts and can refuse a bad file), so SET refuses them.
-      "client_tls_ca_file|||no", "client_tls_cert_file|||no",
-      "client_tls_ciphers|default|default|no", "client_tls_key_file|||no",
-      "client_tls_protocols|secure|secure|no", "client_tls_sslmode|disable|disable|no",
+      // TLS keys change with SET too, as in PgBouncer.
+      "client_tls_ca_file|||yes", "client_tls_cert_file|||yes",
+      "client_tls_ciphers|default|default|yes", "client_tls_key_file|||yes",
+      "client_tls_protocols|secure|secure|yes", "client_tls_sslmode|disable|disable|yes",
       "default_pool_size|20|20|yes",
       // pgfleet's own: how long an old process's clients may go on after a hand-over.
       "handover_drain_timeout|30|30|yes", "idle_transaction_timeout|0|0|yes",
@@ -960,9 +959,9 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "server_connect_timeout|15|15|yes", "server_idle_timeout|600|600|yes",
       "server_lifetime|3600|3600|yes", "server_login_retry|15|15|yes",
       "server_reset_query|DISCARD ALL|DISCARD ALL|yes", "server_reset_query_always|0|0|yes",
-      "server_tls_ca_file|||no", "server_tls_cert_file|||no",
-      "server_tls_ciphers|default|default|no", "server_tls_key_file|||no",
-      "server_tls_protocols|secure|secure|no", "server_tls_sslmode|prefer|prefer|no",
+      "server_tls_ca_file|||yes", "server_tls_cert_file|||yes",
+      "server_tls_ciphers|default|default|yes", "server_tls_key_file|||yes",
+      "server_tls_protocols|secure|secure|yes", "server_tls_sslmode|prefer|prefer|yes",
       "stats_period|60|60|yes", "stats_users|||yes", "tcp_keepalive|1|1|yes", "tcp_keepcnt|0|0|yes",
       "tcp_keepidle|0|0|yes", "tcp_keepintvl|0|0|yes", "unix_socket_dir|/tmp|/tmp|no",
       "verbose|0||yes",  // PgBouncer's verbose has no default string.
