@@ -189,7 +189,9 @@ const std::vector<CommandSpec>& AllCommands() {
 
 const std::vector<FlagSpec>& GlobalFlags() {
   static const std::vector<FlagSpec> flags = {
-      {"controller", "", "HOST:PORT", "(or PGFLEET_CONTROLLER; default 127.0.0.1:7070)"},
+      {"controller", "", "HOST:PORT[,...]",
+       "(or PGFLEET_CONTROLLER; default 127.0.0.1:7070); with several, the first that "
+       "answers"},
       {"token", "", "TOKEN", "(or PGFLEET_TOKEN, or ~/.config/pgfleet/token)"},
       {"tls-ca", "", "FILE", "verify the controller's TLS certificate with this CA"},
       {"output", "o", "table|json",

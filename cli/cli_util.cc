@@ -54,6 +54,12 @@ pgfleet::v1::FleetService::Stub& Context::stub() {
       address = getenv("PGFLEET_CONTROLLER");
     }
     if (address.empty()) address = "127.0.0.1:7070";
+    std::vector<std::string> addresses;
+    for (absl::string_view one : absl::StrSplit(address, ',')) {
+      one = absl::StripAsciiWhitespace(one);
+      if (!one.empty()) addresses.emplace_back(one);
+    }
+    if (addresses.empty()) addresses.push_back(address);
     std::shared_ptr<grpc::ChannelCredentials> credentials;
     if (flags_.Has("tls-ca")) {
       bool ok = false;
@@ -63,7 +69,19 @@ pgfleet::v1::FleetService::Stub& Context::stub() {
     } else {
       credentials = grpc::InsecureChannelCredentials();
     }
-    channel_ = grpc::CreateChannel(address, credentials);
+    // Several controllers: the first that accepts a connection serves this command (each is
+    // given a few seconds); if none does, the first is used and the call says why it failed.
+    channel_ = grpc::CreateChannel(addresses[0], credentials);
+    if (addresses.size() > 1) {
+      for (const std::string& candidate : addresses) {
+        std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(candidate, credentials);
+        if (channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(3))) {
+          channel_ = std::move(channel);
+          break;
+        }
+        fprintf(stderr, "fleetctl: controller %s does not answer\n", candidate.c_str());
+      }
+    }
     stub_ = pgfleet::v1::FleetService::NewStub(channel_);
     rollout_stub_ = pgfleet::v1::RolloutService::NewStub(channel_);
     maintenance_stub_ = pgfleet::v1::MaintenanceService::NewStub(channel_);

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_split.h"
 #include "agent/event_loop.h"
 #include "common/log.h"
 
@@ -41,7 +42,13 @@ ControllerLink::ControllerLink(EventLoop& loop, LinkOptions options, HelloBuilde
     : loop_(loop),
       options_(std::move(options)),
       hello_(std::move(hello)),
-      handler_(std::move(handler)) {}
+      handler_(std::move(handler)) {
+  for (absl::string_view address : absl::StrSplit(options_.controller_address, ',')) {
+    address = absl::StripAsciiWhitespace(address);
+    if (!address.empty()) addresses_.emplace_back(address);
+  }
+  if (addresses_.empty()) addresses_.push_back(options_.controller_address);
+}
 
 ControllerLink::~ControllerLink() { Stop(); }
 
@@ -85,6 +92,10 @@ void ControllerLink::SleepBackoff(absl::Duration delay) {
   cv_.wait_for(lock, absl::ToChronoMilliseconds(delay), [this] { return stopping_; });
 }
 
+std::string ControllerLink::current_address() const {
+  return addresses_.empty() ? "" : addresses_[current_.load() % addresses_.size()];
+}
+
 void ControllerLink::Run() {
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   if (!options_.cert_file.empty()) {
@@ -101,11 +112,16 @@ void ControllerLink::Run() {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  auto channel = grpc::CreateCustomChannel(options_.controller_address, credentials, args);
-  auto stub = pgfleet::v1::AgentService::NewStub(channel);
+  // One channel per controller address, each verifying its own host name under TLS.
+  std::vector<std::unique_ptr<pgfleet::v1::AgentService::Stub>> stubs;
+  for (const std::string& address : addresses_) {
+    stubs.push_back(
+        pgfleet::v1::AgentService::NewStub(grpc::CreateCustomChannel(address, credentials, args)));
+  }
 
   std::mt19937_64 rng(std::random_device{}());
   absl::Duration backoff = options_.initial_backoff;
+  size_t failed_in_a_row = 0;
   while (true) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -113,7 +129,8 @@ void ControllerLink::Run() {
     }
     state_ = LinkState::kConnecting;
     const absl::Time started = absl::Now();
-    RunStream(*stub);
+    const size_t index = current_.load() % addresses_.size();
+    const bool connected = RunStream(*stubs[index], addresses_[index]);
     {
       // During a hand-over the new process's stream supersedes this one: reconnecting would
       // supersede it back. Wait until the hand-over failed (released) or the link stops.
@@ -123,19 +140,30 @@ void ControllerLink::Run() {
     }
     // A stream that lived a while resets the backoff: the controller was healthy.
     if (absl::Now() - started > absl::Seconds(30)) backoff = options_.initial_backoff;
+    failed_in_a_row = connected ? 0 : failed_in_a_row + 1;
+    // With several controllers, the next one is tried at once; the backoff applies once a
+    // whole round of them failed (and to the one that just dropped a stream it had).
+    const bool try_next_now =
+        addresses_.size() > 1 && !connected && failed_in_a_row % addresses_.size() != 0;
+    if (addresses_.size() > 1) current_.store((index + 1) % addresses_.size());
+    if (try_next_now) {
+      PGF_INFO("link", "controller %s unreachable; trying %s", addresses_[index],
+               current_address());
+      continue;
+    }
     // Full jitter: a restarted controller is not hit by the whole fleet at once.
     std::uniform_real_distribution<double> jitter(0.5, 1.0);
     absl::Duration delay = backoff * jitter(rng);
     state_ = LinkState::kBackoff;
-    PGF_INFO("link", "controller %s unreachable or stream closed; retrying in %s",
-             options_.controller_address, absl::FormatDuration(delay));
+    PGF_INFO("link", "controller %s unreachable or stream closed; retrying %s in %s",
+             addresses_[index], current_address(), absl::FormatDuration(delay));
     SleepBackoff(delay);
     backoff = std::min(backoff * 2, options_.max_backoff);
   }
   state_ = LinkState::kStopped;
 }
 
-void ControllerLink::RunStream(pgfleet::v1::AgentService::Stub& stub) {
+bool ControllerLink::RunStream(pgfleet::v1::AgentService::Stub& stub, const std::string& address) {
   grpc::ClientContext context;
   if (!options_.join_token_file.empty()) {
     const std::string token(absl::StripAsciiWhitespace(ReadFile(options_.join_token_file)));
@@ -161,8 +189,8 @@ void ControllerLink::RunStream(pgfleet::v1::AgentService::Stub& stub) {
   if (ok) {
     state_ = LinkState::kConnected;
     connects_++;
-    PGF_INFO("link", "connected to controller %s as %s (env %s)", options_.controller_address,
-             options_.agent_id, options_.environment);
+    PGF_INFO("link", "connected to controller %s as %s (env %s)", address, options_.agent_id,
+             options_.environment);
     {
       std::lock_guard<std::mutex> lock(mu_);
       stream_open_ = true;
@@ -207,12 +235,12 @@ void ControllerLink::RunStream(pgfleet::v1::AgentService::Stub& stub) {
       status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
     // Retrying will not help until someone fixes the token, the certificate or the agent's
     // flags (an invalid --labels): say so plainly.
-    PGF_ERROR("link", "controller %s refused this agent: %s", options_.controller_address,
-              status.error_message());
+    PGF_ERROR("link", "controller %s refused this agent: %s", address, status.error_message());
   } else if (!status.ok()) {
-    PGF_WARN("link", "controller stream ended: %s (%d)", status.error_message(),
+    PGF_WARN("link", "controller %s: stream ended: %s (%d)", address, status.error_message(),
              static_cast<int>(status.error_code()));
   }
+  return ok;
 }
 
 }  // namespace pgfleet::agent

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/time/time.h"
@@ -22,7 +23,9 @@ namespace pgfleet::agent {
 class EventLoop;
 
 struct LinkOptions {
-  std::string controller_address;  // host:port
+  // host:port, or several separated by commas (controllers of one fleet): the link uses one at
+  // a time and moves to the next when it cannot connect or its stream ends.
+  std::string controller_address;
   std::string agent_id;
   std::string environment;
   std::map<std::string, std::string> labels;
@@ -58,14 +61,17 @@ class ControllerLink {
   // periodic and config results are re-derived from the hello after a reconnect).
   void Send(pgfleet::v1::AgentMessage message);
   LinkState state() const { return state_.load(); }
+  // The controller address the link uses now (or tries next).
+  std::string current_address() const;
   // Thread-safe. While held, a stream that ends is not reopened (a hand-over in progress).
   void HoldReconnects(bool hold);
   uint64_t connects() const { return connects_.load(); }
 
  private:
   void Run();
-  // One stream's life; returns when it breaks.
-  void RunStream(pgfleet::v1::AgentService::Stub& stub);
+  // One stream's life to `address`; returns when it breaks. True if it got as far as the
+  // controller's first answer.
+  bool RunStream(pgfleet::v1::AgentService::Stub& stub, const std::string& address);
   void SleepBackoff(absl::Duration delay);
 
   EventLoop& loop_;
@@ -75,6 +81,8 @@ class ControllerLink {
   std::thread thread_;
   std::atomic<LinkState> state_{LinkState::kConnecting};
   std::atomic<uint64_t> connects_{0};
+  std::vector<std::string> addresses_;  // controller_address split; fixed after construction.
+  std::atomic<size_t> current_{0};      // Index into addresses_.
 
   std::mutex mu_;
   std::condition_variable cv_;
