@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
+#include "agent/io/evbuffer_frames.h"
 #include "agent/io/socket_io.h"
 #include "agent/pg/protocol.h"
 #include "agent/pg/startup_options.h"
@@ -148,9 +149,9 @@ void ClientConn::HandleStartup() {
     evbuffer* in = bufferevent_get_input(bev_);
     size_t available = evbuffer_get_length(in);
     if (available < 4) return;
-    uint32_t length;
-    evbuffer_copyout(in, &length, 4);
-    length = ntohl(length);
+    char raw_length[4];
+    evbuffer_copyout(in, raw_length, sizeof(raw_length));
+    const uint32_t length = pg::PeekStartupLength(std::string_view(raw_length, 4));
     if (length < 8 || length > pg::kMaxStartupPacket) {
       CloseWithError("08P01", absl::StrCat("invalid startup packet length ", length));
       return;
@@ -394,7 +395,7 @@ void ClientConn::StartAuth() {
 void ClientConn::HandleAuthMessage() {
   evbuffer* in = bufferevent_get_input(bev_);
   pg::MessageHeader header;
-  switch (pg::PeekHeader(in, 0, kMaxAuthMessage, &header)) {
+  switch (PeekFrameHeader(in, 0, kMaxAuthMessage, &header)) {
     case pg::HeaderResult::kNeedMore:
       return;
     case pg::HeaderResult::kMalformed:
@@ -685,7 +686,7 @@ void ClientConn::HandleIdleInput() {
     if (state_ != State::kIdle) return;  // Closed by AnswerKnownParse.
     pg::MessageHeader header;
     switch (
-        pg::PeekHeader(in, 0, static_cast<uint32_t>(agent_.config().max_packet_size), &header)) {
+        PeekFrameHeader(in, 0, static_cast<uint32_t>(agent_.config().max_packet_size), &header)) {
       case pg::HeaderResult::kNeedMore:
         return;
       case pg::HeaderResult::kMalformed:
@@ -743,8 +744,8 @@ bool ClientConn::AnswerKnownParse() {
   pg::MessageHeader parse;
   pg::MessageHeader sync;
   const uint32_t max_packet = static_cast<uint32_t>(agent_.config().max_packet_size);
-  if (pg::PeekHeader(in, 0, max_packet, &parse) != pg::HeaderResult::kOk || parse.type != 'P' ||
-      pg::PeekHeader(in, parse.total(), max_packet, &sync) != pg::HeaderResult::kOk ||
+  if (PeekFrameHeader(in, 0, max_packet, &parse) != pg::HeaderResult::kOk || parse.type != 'P' ||
+      PeekFrameHeader(in, parse.total(), max_packet, &sync) != pg::HeaderResult::kOk ||
       sync.type != 'S' || evbuffer_get_length(in) < parse.total() + sync.total()) {
     return false;
   }
@@ -816,7 +817,7 @@ void ClientConn::ForwardToServer() {
       if (forward_remaining_ > 0) break;
     }
     pg::MessageHeader header;
-    pg::HeaderResult result = pg::PeekHeader(in, offset, max_packet, &header);
+    pg::HeaderResult result = PeekFrameHeader(in, offset, max_packet, &header);
     if (result == pg::HeaderResult::kNeedMore) break;
     if (result == pg::HeaderResult::kMalformed) {
       FlushToServer(offset);
@@ -1036,7 +1037,7 @@ void ClientConn::HandleAdminInput() {
   evbuffer* in = bufferevent_get_input(bev_);
   while (state_ == State::kAdmin && !admin_busy_) {
     pg::MessageHeader header;
-    switch (pg::PeekHeader(in, 0, kMaxAdminMessage, &header)) {
+    switch (PeekFrameHeader(in, 0, kMaxAdminMessage, &header)) {
       case pg::HeaderResult::kNeedMore:
         return;
       case pg::HeaderResult::kMalformed:

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
 #include "agent/client_conn.h"
+#include "agent/io/evbuffer_frames.h"
 #include "agent/io/socket_io.h"
 #include "agent/pg/protocol.h"
 #include "common/log.h"
@@ -43,13 +44,6 @@ std::string ErrorMessageOf(std::string_view body) {
   std::string message = fields['M'];
   if (!fields['C'].empty()) absl::StrAppend(&message, " (SQLSTATE ", fields['C'], ")");
   return message;
-}
-
-std::string ReadBody(evbuffer* in, const pg::MessageHeader& header) {
-  std::string body(header.body_size(), '\0');
-  evbuffer_drain(in, pg::kHeaderSize);
-  evbuffer_remove(in, body.data(), body.size());
-  return body;
 }
 
 }  // namespace
@@ -224,9 +218,9 @@ void ServerConn::ProcessInput() {
       // state we do not understand, so it is closed rather than reused.
       evbuffer* in = bufferevent_get_input(bev_);
       pg::MessageHeader header;
-      while (pg::PeekHeader(in, 0, kMaxLoginMessage, &header) == pg::HeaderResult::kOk &&
+      while (PeekFrameHeader(in, 0, kMaxLoginMessage, &header) == pg::HeaderResult::kOk &&
              evbuffer_get_length(in) >= header.total()) {
-        std::string body = ReadBody(in, header);
+        std::string body = RemoveFrame(in, header);
         if (header.type == 'S') {
           pg::BodyReader reader(body);
           std::string_view name = reader.CString();
@@ -251,14 +245,14 @@ void ServerConn::HandleLogin() {
   evbuffer* in = bufferevent_get_input(bev_);
   while (state_ == State::kLogin && internal_replies_ == 0) {
     pg::MessageHeader header;
-    pg::HeaderResult result = pg::PeekHeader(in, 0, kMaxLoginMessage, &header);
+    pg::HeaderResult result = PeekFrameHeader(in, 0, kMaxLoginMessage, &header);
     if (result == pg::HeaderResult::kNeedMore) return;
     if (result == pg::HeaderResult::kMalformed) {
       LoginFailed("invalid message from server during login");
       return;
     }
     if (evbuffer_get_length(in) < header.total()) return;
-    std::string body = ReadBody(in, header);
+    std::string body = RemoveFrame(in, header);
     switch (header.type) {
       case 'R':
         if (!HandleAuthRequest(body)) return;
@@ -496,14 +490,14 @@ void ServerConn::HandleInternal() {
   evbuffer* in = bufferevent_get_input(bev_);
   while (internal_replies_ > 0) {
     pg::MessageHeader header;
-    pg::HeaderResult result = pg::PeekHeader(in, 0, kMaxLoginMessage, &header);
+    pg::HeaderResult result = PeekFrameHeader(in, 0, kMaxLoginMessage, &header);
     if (result == pg::HeaderResult::kNeedMore) return;
     if (result == pg::HeaderResult::kMalformed) {
       Close("invalid message from server", /*is_error=*/true);
       return;
     }
     if (evbuffer_get_length(in) < header.total()) return;
-    std::string body = ReadBody(in, header);
+    std::string body = RemoveFrame(in, header);
     if (header.type == 'S') {
       pg::BodyReader reader(body);
       std::string name(reader.CString());
@@ -683,7 +677,7 @@ void ServerConn::ForwardToClient() {
   const config::PoolMode mode = pool_.pool_mode();
   while (forward_remaining_ == 0) {
     pg::MessageHeader header;
-    pg::HeaderResult result = pg::PeekHeader(in, offset, 0x7fffffff, &header);
+    pg::HeaderResult result = PeekFrameHeader(in, offset, 0x7fffffff, &header);
     if (result == pg::HeaderResult::kNeedMore) break;
     if (result == pg::HeaderResult::kMalformed) {
       Close("invalid message length from server", /*is_error=*/true);
