@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
+#include "agent/conn_state.h"
 #include "agent/io/evbuffer_frames.h"
 #include "agent/io/socket_io.h"
 #include "agent/pg/protocol.h"
@@ -308,7 +309,7 @@ void ClientConn::StartAuth() {
   const config::AuthFile& users = agent_.auth_file();
   auto secret_it = users.find(user_);
   const config::UserSecret* secret = secret_it == users.end() ? nullptr : &secret_it->second;
-  state_ = State::kAuth;
+  ConnMover::Move(this, State::kAuth);
 
   switch (cfg.auth_type) {
     case config::AuthType::kAny:
@@ -578,9 +579,7 @@ void ClientConn::AuthSucceeded() {
       CloseWithError("08P01", "not allowed: admin console is for admin_users and stats_users");
       return;
     }
-    agent_.login_clients().Remove(this);
-    state_ = State::kAdmin;
-    agent_.admin_clients().PushBack(this);
+    ConnMover::Move(this, State::kAdmin);
     std::string welcome = pg::AuthenticationRequest(pg::kAuthOk);
     for (const auto& [name, value] :
          {std::pair<const char*, const char*>{"server_version", "15.0 (pgfleet-agent)"},
@@ -613,7 +612,6 @@ void ClientConn::AuthSucceeded() {
     pool_->set_scram_keys(scram_->keys());
   }
   scram_.reset();
-  agent_.login_clients().Remove(this);
   pool_->AddClient(this);
 }
 
@@ -771,19 +769,17 @@ bool ClientConn::AnswerKnownParse() {
   return true;
 }
 
-void ClientConn::OnLinked(ServerConn* server, uint64_t now_us) {
-  if (state_ == State::kWaiting) {
+void ClientConn::OnLinked(ServerConn* server, uint64_t now_us, bool was_waiting) {
+  if (was_waiting) {
     pool_->stats().wait_time_us += now_us - wait_start_us_;
     // A no-op (no syscall) unless the input limit or SUSPEND had stopped reading.
     bufferevent_enable(bev_, EV_READ);
   }
   server_ = server;
-  state_ = State::kActive;
 }
 
 void ClientConn::OnUnlinked() {
   server_ = nullptr;
-  state_ = State::kIdle;
   // Unlinked in the middle of a message (its server was closed for it, see
   // Pool::ReleaseServer): the rest must not be read as messages of its own.
   skip_remaining_ += forward_remaining_;
@@ -1083,10 +1079,8 @@ void ClientConn::AdminCommandDone() {
   admin_busy_ = false;
   bufferevent_enable(bev_, EV_READ);
   // Queries sent while the command waited are still buffered; run them from the loop so a
-  // long pipeline does not recurse.
-  agent_.loop().Post([this, id = id_, &agent = agent_] {
-    if (agent.IsLiveAdminClient(this, id)) ProcessInput();
-  });
+  // long pipeline does not recurse (Close takes the client off the queue).
+  agent_.ready_clients().Schedule(this);
 }
 
 void ClientConn::CloseWithError(const std::string& sqlstate, const std::string& message) {
@@ -1108,10 +1102,11 @@ void ClientConn::Close(const std::string& reason) {
              user_, peer_);
   }
   agent_.UnregisterCancelKey(this);
+  if (input_scheduled_) agent_.ready_clients().Cancel(this);
   switch (state_) {
     case State::kStartup:
     case State::kAuth:
-      agent_.login_clients().Remove(this);
+      ConnMover::Move(this, State::kClosed);
       break;
     case State::kLoginWaiting:
     case State::kIdle:
@@ -1120,13 +1115,12 @@ void ClientConn::Close(const std::string& reason) {
       pool_->DetachClient(this);
       break;
     case State::kAdmin:
-      agent_.admin_clients().Remove(this);
+      ConnMover::Move(this, State::kClosed);
       agent_.admin().OnClientClosed(this);
       break;
     case State::kClosed:
       break;
   }
-  state_ = State::kClosed;
   bufferevent_free(bev_);
   bev_ = nullptr;
   agent_.OnClientClosed(this);

@@ -59,15 +59,15 @@ class ClientConn : public ListNode {
   void CloseWithError(const std::string& sqlstate, const std::string& message);
   void Close(const std::string& reason);
 
-  // Pool callbacks.
-  void SetState(State state) { state_ = state; }
-  void OnLinked(ServerConn* server, uint64_t now_us);
+  // Pool callbacks (the pool moves the client between states: agent/conn_state.h).
+  void OnLinked(ServerConn* server, uint64_t now_us, bool was_waiting);
   void OnUnlinked();
   // The pool learned the server's parameters: send AuthenticationOk ... ReadyForQuery.
   void SendWelcome();
   // Updates a tracked parameter from the server (ParameterStatus).
   void UpdateParam(const std::string& name, const std::string& value);
-  // Resume reading and forwarding (after linking, or after output drained).
+  // Handles what has arrived, as the state says. Called from the connection's own events and
+  // from the loop (ReadyQueue); others mark the client ready instead of calling it.
   void ProcessInput();
   void Write(const std::string& bytes);
   bufferevent* bev() const { return bev_; }
@@ -90,6 +90,8 @@ class ClientConn : public ListNode {
   uint64_t xact_start_us = 0;
 
  private:
+  friend struct ConnMover;
+  friend class ReadyQueue;
   static void OnRead(bufferevent* bev, void* arg);
   static void OnWrite(bufferevent* bev, void* arg);
   static void OnEvent(bufferevent* bev, short events, void* arg);
@@ -144,7 +146,8 @@ class ClientConn : public ListNode {
   int fd_;
   std::string peer_;
   uint64_t id_;
-  State state_ = State::kStartup;
+  State state_ = State::kStartup;  // Written only by ConnMover.
+  bool input_scheduled_ = false;   // On the agent's ReadyQueue.
 
   std::string user_;
   std::string database_;

@@ -192,7 +192,7 @@ void ServerConn::OnWrite(bufferevent*, void* arg) {
   auto* server = static_cast<ServerConn*>(arg);
   if (server->client_ != nullptr) {
     bufferevent_enable(server->client_->bev(), EV_READ);
-    server->client_->ProcessInput();
+    server->agent_.ready_clients().Schedule(server->client_);
   }
 }
 
@@ -533,7 +533,8 @@ void ServerConn::HandleInternal() {
   }
   switch (after) {
     case AfterInternal::kLinkClient:
-      if (client_ != nullptr) client_->ProcessInput();
+      // The client's messages go out from the loop, after this handler.
+      if (client_ != nullptr) agent_.ready_clients().Schedule(client_);
       // The client's own query may already have been answered in this read.
       if (evbuffer_get_length(in) > 0) ProcessInput();
       break;
@@ -550,7 +551,6 @@ void ServerConn::HandleInternal() {
 
 void ServerConn::Link(ClientConn* client, uint64_t now_us) {
   client_ = client;
-  state_ = State::kActive;
   last_used_us_ = now_us;
   mid_client_message_ = false;  // Servers are released only at a message boundary.
   // A server is only linked when clean, so no prepared-statement answer is pending here,
@@ -837,7 +837,7 @@ void ServerConn::ForwardToClient() {
     // waits again if they have not). Last, as the client may close meanwhile.
     resume_client_ = false;
     if (!agent_.suspended()) bufferevent_enable(client_bev, EV_READ);
-    client_->ProcessInput();
+    agent_.ready_clients().Schedule(client_);
   }
 }
 
@@ -848,8 +848,7 @@ void ServerConn::Close(const std::string& reason, bool is_error) {
   if (is_error) pool_.stats().server_errors++;
   ClientConn* client = client_;
   agent_.ForgetCancelTarget(this);
-  pool_.DetachServer(this);
-  state_ = State::kClosed;
+  pool_.DetachServer(this);  // Moves it to kClosed.
   if (bev_ != nullptr) {
     if (tx_status_ == 'I' && internal_replies_ == 0) {
       // Tell PostgreSQL we are leaving; it would otherwise log an unexpected EOF.
