@@ -1,5 +1,7 @@
-// ClientConn, second part of its login: the password or SCRAM exchange against auth_file
-// (with the previous secret of a rotation overlap), then joining the pool or the console.
+// The client login's authentication exchange (ClientAuth), and ClientConn's side of it: reading
+// the password messages, then joining the pool or the console.
+#include "agent/client_auth.h"
+
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -23,24 +25,40 @@
 namespace pgfleet::agent {
 using namespace client_conn_detail;
 
-void ClientConn::StartAuth() {
+ClientAuth::ClientAuth(Agent& agent, ClientConn& client)
+    : agent_(agent),
+      client_(client),
+      id_(client.id()),
+      user_(client.user()),
+      peer_(client.peer()),
+      database_(client.database()) {}
+
+ClientAuth::~ClientAuth() = default;
+
+void ClientAuth::CancelDelay() {
+  if (auth_delay_ != nullptr) auth_delay_->Cancel();
+}
+
+ClientAuth::Outcome ClientAuth::CloseWithError(const std::string& sqlstate,
+                                               const std::string& message) {
+  client_.CloseWithError(sqlstate, message);
+  return Outcome::kFailed;
+}
+
+ClientAuth::Outcome ClientAuth::Start() {
   const config::Config& cfg = agent_.config();
   const config::AuthFile& users = agent_.auth_file();
   auto secret_it = users.find(user_);
   const config::UserSecret* secret = secret_it == users.end() ? nullptr : &secret_it->second;
-  ConnMover::Move(this, State::kAuth);
 
   switch (cfg.auth_type) {
     case config::AuthType::kAny:
-      AuthSucceeded();
-      return;
+      return Outcome::kSucceeded;
     case config::AuthType::kTrust:
       if (secret == nullptr) {
-        AuthFailed("user not in auth_file");
-        return;
+        return Failed("user not in auth_file");
       }
-      AuthSucceeded();
-      return;
+      return Outcome::kSucceeded;
     case config::AuthType::kPlain:
       auth_method_ = AuthMethod::kCleartext;
       break;
@@ -57,11 +75,11 @@ void ClientConn::StartAuth() {
 
   switch (auth_method_) {
     case AuthMethod::kCleartext:
-      Write(pg::AuthenticationRequest(pg::kAuthCleartext));
+      client_.Write(pg::AuthenticationRequest(pg::kAuthCleartext));
       break;
     case AuthMethod::kMd5:
       md5_salt_ = crypto::RandomBytes(4);
-      Write(pg::AuthenticationRequest(pg::kAuthMd5, md5_salt_));
+      client_.Write(pg::AuthenticationRequest(pg::kAuthMd5, md5_salt_));
       break;
     case AuthMethod::kScram: {
       // Unknown users and md5 secrets still go through a full exchange, with keys nobody
@@ -104,36 +122,16 @@ void ClientConn::StartAuth() {
                     id_, user_);
         }
       }
-      Write(pg::AuthenticationRequest(pg::kAuthSasl, std::string("SCRAM-SHA-256\0\0", 15)));
+      client_.Write(pg::AuthenticationRequest(pg::kAuthSasl, std::string("SCRAM-SHA-256\0\0", 15)));
       break;
     }
     case AuthMethod::kNone:
       break;
   }
+  return Outcome::kContinue;
 }
 
-void ClientConn::HandleAuthMessage() {
-  evbuffer* in = bufferevent_get_input(bev_);
-  pg::MessageHeader header;
-  switch (PeekFrameHeader(in, 0, kMaxAuthMessage, &header)) {
-    case pg::HeaderResult::kNeedMore:
-      return;
-    case pg::HeaderResult::kMalformed:
-      CloseWithError("08P01", "invalid authentication message");
-      return;
-    case pg::HeaderResult::kOk:
-      break;
-  }
-  if (evbuffer_get_length(in) < header.total()) return;
-  if (header.type != 'p') {
-    CloseWithError("08P01", absl::StrCat("expected password message, got '",
-                                         std::string(1, header.type), "'"));
-    return;
-  }
-  std::string body(header.body_size(), '\0');
-  evbuffer_drain(in, pg::kHeaderSize);
-  evbuffer_remove(in, body.data(), body.size());
-
+ClientAuth::Outcome ClientAuth::OnPasswordMessage(std::string_view body) {
   const config::AuthFile& users = agent_.auth_file();
   auto secret_it = users.find(user_);
   const config::UserSecret* secret = secret_it == users.end() ? nullptr : &secret_it->second;
@@ -148,9 +146,8 @@ void ClientConn::HandleAuthMessage() {
         ok = previous != nullptr && PasswordMatches(*previous, password);
         if (ok) NotePreviousSecretUsed();
       }
-      ok ? AuthSucceeded()
-         : AuthFailed(secret == nullptr ? "user not in auth_file" : "wrong password");
-      return;
+      return ok ? Outcome::kSucceeded
+                : Failed(secret == nullptr ? "user not in auth_file" : "wrong password");
     }
     case AuthMethod::kMd5: {
       std::string response(reader.CString());
@@ -169,9 +166,8 @@ void ClientConn::HandleAuthMessage() {
         ok = true;
         NotePreviousSecretUsed();
       }
-      ok ? AuthSucceeded()
-         : AuthFailed(secret == nullptr ? "user not in auth_file" : "wrong password");
-      return;
+      return ok ? Outcome::kSucceeded
+                : Failed(secret == nullptr ? "user not in auth_file" : "wrong password");
     }
     case AuthMethod::kScram: {
       if (!scram_first_done_) {
@@ -179,49 +175,45 @@ void ClientConn::HandleAuthMessage() {
         int32_t length = reader.Int32();
         if (!reader.ok() || mechanism != "SCRAM-SHA-256" || length < 0 ||
             static_cast<size_t>(length) != reader.remaining()) {
-          CloseWithError("08P01", "invalid SASLInitialResponse (only SCRAM-SHA-256 is offered)");
-          return;
+          return CloseWithError("08P01",
+                                "invalid SASLInitialResponse (only SCRAM-SHA-256 is offered)");
         }
         absl::StatusOr<std::string> server_first = scram_->HandleClientFirst(reader.Rest());
         if (!server_first.ok()) {
-          CloseWithError("08P01", std::string(server_first.status().message()));
-          return;
+          return CloseWithError("08P01", std::string(server_first.status().message()));
         }
         scram_first_done_ = true;
-        Write(pg::AuthenticationRequest(pg::kAuthSaslContinue, *server_first));
-        return;
+        client_.Write(pg::AuthenticationRequest(pg::kAuthSaslContinue, *server_first));
+        return Outcome::kContinue;
       }
       absl::StatusOr<std::string> server_final = scram_->HandleClientFinal(body);
       if (!server_final.ok()) {
         if (server_final.status().code() == absl::StatusCode::kPermissionDenied) {
           // Unknown users and md5 secrets get a made-up SCRAM exchange (so the client cannot
           // tell them apart from a wrong password); the log says which it was.
-          AuthFailed(secret == nullptr ? "user not in auth_file"
-                     : secret->kind == config::SecretKind::kMd5
-                         ? "auth_file has only an md5 secret, SCRAM needs a plain or SCRAM one"
-                         : "wrong password");
+          return Failed(secret == nullptr ? "user not in auth_file"
+                        : secret->kind == config::SecretKind::kMd5
+                            ? "auth_file has only an md5 secret, SCRAM needs a plain or SCRAM one"
+                            : "wrong password");
         } else {
-          CloseWithError("08P01", std::string(server_final.status().message()));
+          return CloseWithError("08P01", std::string(server_final.status().message()));
         }
-        return;
       }
       if (secret == nullptr || secret->kind == config::SecretKind::kMd5) {
         // Defensive: the made-up exchange above never verifies, but never let it log anyone in.
-        AuthFailed("no SCRAM secret for user");
-        return;
+        return Failed("no SCRAM secret for user");
       }
       if (scram_->matched_alternative()) NotePreviousSecretUsed();
-      Write(pg::AuthenticationRequest(pg::kAuthSaslFinal, *server_final));
-      AuthSucceeded();
-      return;
+      client_.Write(pg::AuthenticationRequest(pg::kAuthSaslFinal, *server_final));
+      return Outcome::kSucceeded;
     }
     case AuthMethod::kNone:
-      CloseWithError("08P01", "unexpected password message");
-      return;
+      return CloseWithError("08P01", "unexpected password message");
   }
+  return Outcome::kFailed;
 }
 
-bool ClientConn::PasswordMatches(const config::UserSecret& secret, const std::string& password) {
+bool ClientAuth::PasswordMatches(const config::UserSecret& secret, const std::string& password) {
   switch (secret.kind) {
     case config::SecretKind::kPlain:
       return crypto::SecretEquals(password, secret.secret);
@@ -238,14 +230,14 @@ bool ClientConn::PasswordMatches(const config::UserSecret& secret, const std::st
   return false;
 }
 
-void ClientConn::NotePreviousSecretUsed() {
+void ClientAuth::NotePreviousSecretUsed() {
   // Which secret, never the secret: the operator closing the overlap wants to know who still
   // uses the old password.
   PGF_DEBUG("client", "c=%d %s user '%s' logged in with the previous secret (rotation overlap)",
             id_, peer_, user_);
 }
 
-void ClientConn::AuthFailed(const std::string& log_reason) {
+ClientAuth::Outcome ClientAuth::Failed(const std::string& log_reason) {
   // Counted on an existing pool only: a failed login must create nothing that outlives it.
   if (Pool* pool = agent_.FindPool(database_, user_)) pool->stats().client_login_failures++;
   const config::Config& cfg = agent_.config();
@@ -267,18 +259,53 @@ void ClientConn::AuthFailed(const std::string& log_reason) {
              address, decision.failures_in_window, cfg.auth_failure_burst,
              absl::FormatDuration(cfg.auth_failure_max_delay));
   }
-  quiet_close_ = !decision.log;
+  client_.quiet_close_ = !decision.log;
   std::string message = absl::StrCat("password authentication failed for user \"", user_, "\"");
   if (decision.delay <= absl::ZeroDuration()) {
-    CloseWithError("28P01", message);
-    return;
+    return CloseWithError("28P01", message);
   }
   // Hold the answer back; nothing more is read from this client meanwhile. The login
   // timeout and every other way of closing still apply (Close cancels the timer).
-  bufferevent_disable(bev_, EV_READ);
-  auth_delay_ = std::make_unique<Timer>(
-      agent_.loop(), [this, message = std::move(message)] { CloseWithError("28P01", message); });
+  bufferevent_disable(client_.bev(), EV_READ);
+  auth_delay_ = std::make_unique<Timer>(agent_.loop(), [this, message = std::move(message)] {
+    client_.CloseWithError("28P01", message);
+  });
   auth_delay_->Start(decision.delay, /*repeat=*/false);
+  return Outcome::kFailed;
+}
+
+void ClientConn::StartAuth() {
+  ConnMover::Move(this, State::kAuth);
+  auth_ = std::make_unique<ClientAuth>(agent_, *this);
+  if (auth_->Start() == ClientAuth::Outcome::kSucceeded) AuthSucceeded();
+}
+
+void ClientConn::HandleAuthMessage() {
+  evbuffer* in = bufferevent_get_input(bev_);
+  pg::MessageHeader header;
+  switch (PeekFrameHeader(in, 0, kMaxAuthMessage, &header)) {
+    case pg::HeaderResult::kNeedMore:
+      return;
+    case pg::HeaderResult::kMalformed:
+      CloseWithError("08P01", "invalid authentication message");
+      return;
+    case pg::HeaderResult::kOk:
+      break;
+  }
+  if (evbuffer_get_length(in) < header.total()) return;
+  if (header.type != 'p') {
+    CloseWithError("08P01", absl::StrCat("expected password message, got '",
+                                         std::string(1, header.type), "'"));
+    return;
+  }
+  if (auth_ == nullptr) {
+    CloseWithError("08P01", "unexpected password message");
+    return;
+  }
+  std::string body(header.body_size(), '\0');
+  evbuffer_drain(in, pg::kHeaderSize);
+  evbuffer_remove(in, body.data(), body.size());
+  if (auth_->OnPasswordMessage(body) == ClientAuth::Outcome::kSucceeded) AuthSucceeded();
 }
 
 void ClientConn::AuthSucceeded() {
@@ -314,7 +341,7 @@ void ClientConn::AuthSucceeded() {
     }
     welcome += pg::BackendKeyData(cancel_pid_, cancel_key_) + pg::ReadyForQuery('I');
     Write(welcome);
-    scram_.reset();
+    auth_.reset();
     ProcessInput();
     return;
   }
@@ -326,11 +353,11 @@ void ClientConn::AuthSucceeded() {
   }
   // Not from a login with the previous secret of a rotation overlap: those keys are the old
   // password's, which PostgreSQL is about to stop taking (or already has).
-  if (scram_ != nullptr && scram_->keys().client_key.has_value() &&
-      !scram_->matched_alternative()) {
-    pool_->set_scram_keys(scram_->keys());
+  const crypto::ScramServerExchange* scram = auth_ != nullptr ? auth_->scram() : nullptr;
+  if (scram != nullptr && scram->keys().client_key.has_value() && !scram->matched_alternative()) {
+    pool_->set_scram_keys(scram->keys());
   }
-  scram_.reset();
+  auth_.reset();
   pool_->AddClient(this);
 }
 

@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
+#include "agent/client_auth.h"
 #include "agent/client_conn_detail.h"
 #include "agent/conn_state.h"
 #include "agent/io/evbuffer_frames.h"
@@ -359,7 +360,7 @@ void ClientConn::CloseWithError(const std::string& sqlstate, const std::string& 
 
 void ClientConn::Close(const std::string& reason) {
   if (state_ == State::kClosed) return;
-  if (auth_delay_ != nullptr) auth_delay_->Cancel();
+  if (auth_ != nullptr) auth_->CancelDelay();
   if (agent_.config().log_disconnections && state_ != State::kStartup && !quiet_close_) {
     PGF_INFO("client", "c=%d closing because: %s (db=%s user=%s addr=%s)", id_, reason, database_,
              user_, peer_);

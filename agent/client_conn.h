@@ -21,6 +21,7 @@ struct bufferevent;
 namespace pgfleet::agent {
 
 class Agent;
+class ClientAuth;
 class ServerConn;
 
 class ClientConn : public ListNode {
@@ -92,6 +93,7 @@ class ClientConn : public ListNode {
  private:
   friend struct ConnMover;
   friend class ReadyQueue;
+  friend class ClientAuth;
   static void OnRead(bufferevent* bev, void* arg);
   static void OnWrite(bufferevent* bev, void* arg);
   static void OnEvent(bufferevent* bev, short events, void* arg);
@@ -110,7 +112,6 @@ class ClientConn : public ListNode {
   void StartAuth();
   void HandleAuthMessage();
   void AuthSucceeded();
-  void AuthFailed(const std::string& log_reason);
   void HandleIdleInput();
   // A named Parse + Sync from a client without a server, of a statement some server of the
   // pool has prepared: answered here (the statement is prepared wherever the client's Bind
@@ -157,19 +158,12 @@ class ClientConn : public ListNode {
   int32_t cancel_pid_ = 0;
   int32_t cancel_key_ = 0;
 
-  // Authentication.
-  bool PasswordMatches(const config::UserSecret& secret, const std::string& password);
-  void NotePreviousSecretUsed();
-  enum class AuthMethod { kNone, kCleartext, kMd5, kScram };
-  AuthMethod auth_method_ = AuthMethod::kNone;
-  std::string md5_salt_;
-  std::unique_ptr<crypto::ScramServerExchange> scram_;
-  bool scram_first_done_ = false;
+  // The authentication exchange, while logging in (client_auth.h).
+  std::unique_ptr<ClientAuth> auth_;
 
   bool admin_busy_ = false;
-  // A failed login whose error is held back (AuthFailureLimiter), and whether its closing
-  // goes unlogged (past the burst, one summary line stands for it).
-  std::unique_ptr<Timer> auth_delay_;
+  // A failed login's closing goes unlogged (past the auth failure burst, one summary line
+  // stands for it).
   bool quiet_close_ = false;
   // A fixed buffer so noting the query costs a short copy and no allocation per message.
   std::array<char, 96> last_query_{};
