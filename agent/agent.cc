@@ -927,6 +927,11 @@ void Agent::RequestShutdownCheck() {
   if (deferred_delete_event_ != nullptr) event_active(deferred_delete_event_, 0, 0);
 }
 
+ReadyQueue& Agent::ready_clients() {
+  if (ready_clients_ == nullptr) ready_clients_ = std::make_unique<ReadyQueue>(loop_->base());
+  return *ready_clients_;
+}
+
 void Agent::DeferDelete(ClientConn* client) {
   deferred_clients_.push_back(client);
   if (deferred_delete_event_ != nullptr) event_active(deferred_delete_event_, 0, 0);

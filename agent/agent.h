@@ -24,6 +24,7 @@
 #include "agent/intrusive_list.h"
 #include "agent/path_policy.h"
 #include "agent/pool.h"
+#include "agent/ready_queue.h"
 #include "agent/stats.h"
 #include "agent/stats_snapshot.h"
 #include "agent/tls/tls_context.h"
@@ -246,6 +247,8 @@ class Agent final : public AgentControl {
   // The server is closing: its cancels' outcome no longer matters.
   void ForgetCancelTarget(const ServerConn* server);
   IntrusiveList<ClientConn>& login_clients() { return login_clients_; }
+  // Clients whose input the loop handles next (agent/ready_queue.h).
+  ReadyQueue& ready_clients();
   size_t client_count() const { return client_count_; }
   void OnClientClosed(ClientConn* client);
   // Frees the object once the current callback has returned (PgBouncer's JUSTFREE).
@@ -351,6 +354,7 @@ class Agent final : public AgentControl {
   std::unique_ptr<Timer> janitor_timer_;
   std::unique_ptr<Timer> shutdown_timer_;
   event* deferred_delete_event_ = nullptr;
+  std::unique_ptr<ReadyQueue> ready_clients_;  // After loop_: freed while its base exists.
   std::vector<ClientConn*> deferred_clients_;
   std::vector<ServerConn*> deferred_servers_;
 

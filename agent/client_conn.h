@@ -21,6 +21,7 @@ struct bufferevent;
 namespace pgfleet::agent {
 
 class Agent;
+class ClientAuth;
 class ServerConn;
 
 class ClientConn : public ListNode {
@@ -59,15 +60,15 @@ class ClientConn : public ListNode {
   void CloseWithError(const std::string& sqlstate, const std::string& message);
   void Close(const std::string& reason);
 
-  // Pool callbacks.
-  void SetState(State state) { state_ = state; }
-  void OnLinked(ServerConn* server, uint64_t now_us);
+  // Pool callbacks (the pool moves the client between states: agent/conn_state.h).
+  void OnLinked(ServerConn* server, uint64_t now_us, bool was_waiting);
   void OnUnlinked();
   // The pool learned the server's parameters: send AuthenticationOk ... ReadyForQuery.
   void SendWelcome();
   // Updates a tracked parameter from the server (ParameterStatus).
   void UpdateParam(const std::string& name, const std::string& value);
-  // Resume reading and forwarding (after linking, or after output drained).
+  // Handles what has arrived, as the state says. Called from the connection's own events and
+  // from the loop (ReadyQueue); others mark the client ready instead of calling it.
   void ProcessInput();
   void Write(const std::string& bytes);
   bufferevent* bev() const { return bev_; }
@@ -90,6 +91,9 @@ class ClientConn : public ListNode {
   uint64_t xact_start_us = 0;
 
  private:
+  friend struct ConnMover;
+  friend class ReadyQueue;
+  friend class ClientAuth;
   static void OnRead(bufferevent* bev, void* arg);
   static void OnWrite(bufferevent* bev, void* arg);
   static void OnEvent(bufferevent* bev, short events, void* arg);
@@ -108,7 +112,6 @@ class ClientConn : public ListNode {
   void StartAuth();
   void HandleAuthMessage();
   void AuthSucceeded();
-  void AuthFailed(const std::string& log_reason);
   void HandleIdleInput();
   // A named Parse + Sync from a client without a server, of a statement some server of the
   // pool has prepared: answered here (the statement is prepared wherever the client's Bind
@@ -144,7 +147,8 @@ class ClientConn : public ListNode {
   int fd_;
   std::string peer_;
   uint64_t id_;
-  State state_ = State::kStartup;
+  State state_ = State::kStartup;  // Written only by ConnMover.
+  bool input_scheduled_ = false;   // On the agent's ReadyQueue.
 
   std::string user_;
   std::string database_;
@@ -154,19 +158,12 @@ class ClientConn : public ListNode {
   int32_t cancel_pid_ = 0;
   int32_t cancel_key_ = 0;
 
-  // Authentication.
-  bool PasswordMatches(const config::UserSecret& secret, const std::string& password);
-  void NotePreviousSecretUsed();
-  enum class AuthMethod { kNone, kCleartext, kMd5, kScram };
-  AuthMethod auth_method_ = AuthMethod::kNone;
-  std::string md5_salt_;
-  std::unique_ptr<crypto::ScramServerExchange> scram_;
-  bool scram_first_done_ = false;
+  // The authentication exchange, while logging in (client_auth.h).
+  std::unique_ptr<ClientAuth> auth_;
 
   bool admin_busy_ = false;
-  // A failed login whose error is held back (AuthFailureLimiter), and whether its closing
-  // goes unlogged (past the burst, one summary line stands for it).
-  std::unique_ptr<Timer> auth_delay_;
+  // A failed login's closing goes unlogged (past the auth failure burst, one summary line
+  // stands for it).
   bool quiet_close_ = false;
   // A fixed buffer so noting the query costs a short copy and no allocation per message.
   std::array<char, 96> last_query_{};

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
 #include "agent/client_conn.h"
+#include "agent/conn_state.h"
 #include "agent/event_loop.h"
 #include "agent/server_conn.h"
 #include "common/log.h"
@@ -67,30 +68,26 @@ void Pool::Reconfigure(const config::DatabaseConfig& db) {
 
 void Pool::AddClient(ClientConn* client) {
   if (has_welcome_) {
+    ConnMover::Move(client, ClientConn::State::kIdle);
     client->SendWelcome();
-    client->SetState(ClientConn::State::kIdle);
-    active_clients_.PushBack(client);
     return;
   }
-  client->SetState(ClientConn::State::kLoginWaiting);
-  login_waiting_clients_.PushBack(client);
+  ConnMover::Move(client, ClientConn::State::kLoginWaiting);
   MaybeLaunchServers();
 }
 
 void Pool::WelcomeWaitingLogins() {
-  while (ClientConn* client = login_waiting_clients_.PopFront()) {
+  while (ClientConn* client = login_waiting_clients_.front()) {
+    ConnMover::Move(client, ClientConn::State::kIdle);
     client->SendWelcome();
-    client->SetState(ClientConn::State::kIdle);
-    active_clients_.PushBack(client);
-    client->ProcessInput();
+    // What it sent while waiting is read from the loop, not from inside this server's login.
+    agent_.ready_clients().Schedule(client);
   }
 }
 
 void Pool::RequestServer(ClientConn* client) {
   PGF_DCHECK(client->state() == ClientConn::State::kIdle);
-  active_clients_.Remove(client);
-  client->SetState(ClientConn::State::kWaiting);
-  waiting_clients_.PushBack(client);
+  ConnMover::Move(client, ClientConn::State::kWaiting);
   client->set_wait_start_us(MonotonicMicros());
   // No server free: the message waits in the client's buffer until one is linked. Reading
   // stays armed (ClientConn bounds what a queued client may buffer), so a disconnect while
@@ -108,26 +105,34 @@ void Pool::AssignServers() {
 
 void Pool::Link(ClientConn* client, ServerConn* server) {
   const uint64_t now = MonotonicMicros();
-  if (client->state() == ClientConn::State::kWaiting) {
-    waiting_clients_.Remove(client);
-    active_clients_.PushBack(client);
-  }
-  idle_servers_.Remove(server);
-  active_servers_.PushBack(server);
+  const bool was_waiting = client->state() == ClientConn::State::kWaiting;
+  ConnMover::Move(client, ClientConn::State::kActive);
+  ConnMover::Move(server, ServerConn::State::kActive);
   server->Link(client, now);
-  client->OnLinked(server, now);
-  if (!server->SyncParams(client)) client->ProcessInput();
+  client->OnLinked(server, now, was_waiting);
+  // The client forwards from the loop (after this pool call returns), or once the server has
+  // taken its parameters (ServerConn::HandleInternal).
+  if (!server->SyncParams(client)) agent_.ready_clients().Schedule(client);
+}
+
+void Pool::Unlink(ClientConn* client, ServerConn* server) {
+  server->Unlink();
+  client->OnUnlinked();
+  if (client->state() != ClientConn::State::kClosed) {
+    ConnMover::Move(client, ClientConn::State::kIdle);
+  }
 }
 
 void Pool::ReleaseServer(ServerConn* server) {
   ClientConn* client = server->client();
-  server->Unlink();
-  if (client != nullptr) client->OnUnlinked();
+  if (client != nullptr) {
+    Unlink(client, server);
+  } else {
+    server->Unlink();
+  }
   // Back on the idle list first, so whatever happens next (close, reset, reuse) starts from
   // one consistent state: the list a server sits on is its state.
-  active_servers_.Remove(server);
-  server->SetState(ServerConn::State::kIdle);
-  idle_servers_.PushBack(server);
+  ConnMover::Move(server, ServerConn::State::kIdle);
 
   const config::Config& cfg = agent_.config();
   const uint64_t now = MonotonicMicros();
@@ -153,19 +158,20 @@ void Pool::ReleaseServer(ServerConn* server) {
     // A cancel for the client that just left is on its way to PostgreSQL: until it has landed
     // it could cancel whatever this backend runs next, so nobody gets it before (PgBouncer's
     // SV_BEING_CANCELED). OnCancelsDone puts it back.
-    MoveServerToUsed(server);
+    ConnMover::Move(server, ServerConn::State::kUsed);
     agent_.HoldUntilCancelled(server);
   } else if (server->statements().NeedsReset() || NeedsResetQuery()) {
-    MoveServerToUsed(server);
+    ConnMover::Move(server, ServerConn::State::kUsed);
     RunResetQueries(server);
   }
   AssignServers();
-  // The client may already have sent its next query while this one finished.
+  // The client may already have sent its next query while this one finished: the loop reads
+  // it once the server's handler that released this server has returned.
   if (client != nullptr && client->state() == ClientConn::State::kIdle) {
     if (agent_.shutting_down()) {
       client->Close("pooler shutting down: transaction finished");
     } else {
-      client->ProcessInput();
+      agent_.ready_clients().Schedule(client);
     }
   }
 }
@@ -176,9 +182,7 @@ void Pool::OnServerIdle(ServerConn* server) {
                   /*is_error=*/false);
     return;
   }
-  RemoveServerFromList(server);
-  server->SetState(ServerConn::State::kIdle);
-  idle_servers_.PushBack(server);
+  ConnMover::Move(server, ServerConn::State::kIdle);
   AssignServers();
 }
 
@@ -209,33 +213,6 @@ void Pool::OnCancelsDone(ServerConn* server) {
   }
 }
 
-void Pool::MoveServerToIdle(ServerConn* server) { OnServerIdle(server); }
-
-void Pool::MoveServerToUsed(ServerConn* server) {
-  RemoveServerFromList(server);
-  server->SetState(ServerConn::State::kUsed);
-  used_servers_.PushBack(server);
-}
-
-void Pool::RemoveServerFromList(ServerConn* server) {
-  switch (server->state()) {
-    case ServerConn::State::kLogin:
-      login_servers_.Remove(server);
-      break;
-    case ServerConn::State::kIdle:
-      idle_servers_.Remove(server);
-      break;
-    case ServerConn::State::kActive:
-      active_servers_.Remove(server);
-      break;
-    case ServerConn::State::kUsed:
-      used_servers_.Remove(server);
-      break;
-    case ServerConn::State::kClosed:
-      break;
-  }
-}
-
 void Pool::OnServerLoginDone(ServerConn* server, const ParamList& params) {
   if (!has_welcome_) {
     welcome_params_ = params;
@@ -255,32 +232,17 @@ void Pool::OnServerLoginFailed(ServerConn*, const std::string& reason) {
   last_login_failure_us_ = MonotonicMicros();
   last_login_error_ = reason;
   // Clients still logging in have no session to fall back on: they get the server's reason.
-  while (ClientConn* client = login_waiting_clients_.PopFront()) {
-    client->SetState(ClientConn::State::kIdle);
-    active_clients_.PushBack(client);
+  while (ClientConn* client = login_waiting_clients_.front()) {
+    ConnMover::Move(client, ClientConn::State::kIdle);
     client->CloseWithError("08P01", absl::StrCat("server login failed: ", reason));
   }
 }
 
 void Pool::DetachClient(ClientConn* client) {
-  switch (client->state()) {
-    case ClientConn::State::kLoginWaiting:
-      login_waiting_clients_.Remove(client);
-      break;
-    case ClientConn::State::kWaiting:
-      waiting_clients_.Remove(client);
-      break;
-    case ClientConn::State::kIdle:
-    case ClientConn::State::kActive:
-      active_clients_.Remove(client);
-      break;
-    default:
-      break;
-  }
+  ConnMover::Move(client, ClientConn::State::kClosed);
   ServerConn* server = client->server();
   if (server == nullptr) return;
-  client->OnUnlinked();
-  server->Unlink();
+  Unlink(client, server);
   if (server->IsClean() && server->state() == ServerConn::State::kActive) {
     // Nothing in flight: the server goes back to the pool (after the reset query in
     // session mode).
@@ -293,11 +255,8 @@ void Pool::DetachClient(ClientConn* client) {
 }
 
 void Pool::DetachServer(ServerConn* server) {
-  RemoveServerFromList(server);
-  if (ClientConn* client = server->client()) {
-    client->OnUnlinked();
-    server->Unlink();
-  }
+  ConnMover::Move(server, ServerConn::State::kClosed);
+  if (ClientConn* client = server->client()) Unlink(client, server);
   // Someone may be waiting for the capacity this server held.
   if (!agent_.shutting_down()) MaybeLaunchServers();
 }
@@ -412,8 +371,7 @@ void Pool::Janitor(uint64_t now) {
     if (client == nullptr) return;
     if (cfg.query_timeout > absl::ZeroDuration() && server->pending_replies() > 0 &&
         client->query_start_us != 0 && now - client->query_start_us > ToMicros(cfg.query_timeout)) {
-      server->Unlink();
-      client->OnUnlinked();
+      Unlink(client, server);
       server->Close("query_timeout", /*is_error=*/false);
       client->CloseWithError("08P01", "query_timeout");
       return;
@@ -442,7 +400,7 @@ void Pool::Janitor(uint64_t now) {
     } else if (!cfg.server_check_query.empty() && cfg.server_check_delay > absl::ZeroDuration() &&
                now - server->last_used_us() > ToMicros(cfg.server_check_delay)) {
       // A server unused for a while is checked before anyone gets it.
-      MoveServerToUsed(server);
+      ConnMover::Move(server, ServerConn::State::kUsed);
       server->RunInternalQuery(cfg.server_check_query, ServerConn::AfterInternal::kBackToIdle);
     }
   });

@@ -48,7 +48,7 @@ class Pool {
   void AddClient(ClientConn* client);
   // The client has a message to send and no server: link it, or queue it (FIFO).
   void RequestServer(ClientConn* client);
-  // The client is going away (or moving off this pool).
+  // The client is closing: off its list, and its server released (or closed if mid-transaction).
   void DetachClient(ClientConn* client);
 
   // -- Server side --
@@ -106,19 +106,17 @@ class Pool {
   uint64_t generation() const { return generation_; }
   Agent& agent() { return agent_; }
 
-  // Used by the connections to move themselves between this pool's lists.
-  void MoveServerToIdle(ServerConn* server);
-  void MoveServerToUsed(ServerConn* server);
-
  private:
   friend class ServerConn;
   friend class ClientConn;
+  friend struct ConnMover;
   void Link(ClientConn* client, ServerConn* server);
+  // Ends the link between `client` and `server` on both sides; the client goes back to idle.
+  void Unlink(ClientConn* client, ServerConn* server);
   void MaybeLaunchServers();
   bool CanLaunchServer(bool use_reserve) const;
   void LaunchServer();
   void WelcomeWaitingLogins();
-  void RemoveServerFromList(ServerConn* server);
   // Whether a released server runs server_reset_query before going back to idle.
   bool NeedsResetQuery() const;
   // Runs DEALLOCATE ALL when SQL touched the agent's shared statements, then

@@ -18,41 +18,14 @@
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
 #include "agent/client_conn.h"
+#include "agent/io/evbuffer_frames.h"
 #include "agent/io/socket_io.h"
 #include "agent/pg/protocol.h"
+#include "agent/server_conn_detail.h"
 #include "common/log.h"
 
 namespace pgfleet::agent {
-namespace {
-
-constexpr size_t kOutputHighWater = 256 * 1024;
-// Login and internal-query messages are read whole; none is legitimately this large.
-constexpr uint32_t kMaxLoginMessage = 1 << 20;
-// Length 8, then the SSLRequest code, both big-endian.
-std::string SslRequestPacket() {
-  const uint32_t words[2] = {htonl(8), htonl(static_cast<uint32_t>(pg::kSslRequestCode))};
-  return std::string(reinterpret_cast<const char*>(words), sizeof(words));
-}
-
-constexpr char kServerLimitsQuery[] =
-    "SELECT current_setting('max_connections'), "
-    "current_setting('superuser_reserved_connections')";
-
-std::string ErrorMessageOf(std::string_view body) {
-  std::map<char, std::string> fields = pg::ParseErrorFields(body);
-  std::string message = fields['M'];
-  if (!fields['C'].empty()) absl::StrAppend(&message, " (SQLSTATE ", fields['C'], ")");
-  return message;
-}
-
-std::string ReadBody(evbuffer* in, const pg::MessageHeader& header) {
-  std::string body(header.body_size(), '\0');
-  evbuffer_drain(in, pg::kHeaderSize);
-  evbuffer_remove(in, body.data(), body.size());
-  return body;
-}
-
-}  // namespace
+using namespace server_conn_detail;
 
 ServerConn::ServerConn(Agent& agent, Pool& pool, uint64_t id)
     : agent_(agent), pool_(pool), id_(id), generation_(pool.generation()) {
@@ -71,32 +44,6 @@ int ServerConn::local_port() const {
   if (addr.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
   if (addr.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
   return 0;
-}
-
-void ServerConn::Connect() {
-  const config::DatabaseConfig& db = pool_.db();
-  bev_ = bufferevent_socket_new(agent_.loop().base(), -1, BEV_OPT_CLOSE_ON_FREE);
-  bufferevent_setcb(bev_, &ServerConn::OnRead, &ServerConn::OnWrite, &ServerConn::OnEvent, this);
-  bufferevent_enable(bev_, EV_READ);
-  int rc;
-  address_ = config::ServerAddress(db);
-  if (db.host.empty() || db.host[0] == '/') {
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (address_.size() >= sizeof(addr.sun_path)) {
-      LoginFailed(absl::StrCat("unix socket path too long: ", address_));
-      return;
-    }
-    memcpy(addr.sun_path, address_.c_str(), address_.size() + 1);
-    rc = bufferevent_socket_connect(bev_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  } else {
-    rc = bufferevent_socket_connect_hostname(bev_, agent_.loop().dns(), AF_UNSPEC, db.host.c_str(),
-                                             db.port);
-  }
-  MarkCloseOnExec(bev_);
-  if (rc != 0) {
-    LoginFailed(absl::StrCat("could not connect to ", address_, ": ", strerror(errno)));
-  }
 }
 
 void ServerConn::OnEvent(bufferevent*, short events, void* arg) {
@@ -135,62 +82,6 @@ void ServerConn::OnEvent(bufferevent*, short events, void* arg) {
   }
 }
 
-void ServerConn::HandleTlsAnswer() {
-  evbuffer* in = bufferevent_get_input(bev_);
-  if (evbuffer_get_length(in) == 0) return;
-  char answer = 0;
-  evbuffer_remove(in, &answer, 1);
-  const TlsContext* tls = agent_.server_tls();
-  if (tls == nullptr) {  // A RELOAD turned TLS off meanwhile.
-    LoginFailed("server TLS was disabled during the handshake");
-    return;
-  }
-  const char* mode = config::TlsModeName(tls->mode());
-  if (answer == 'N') {
-    if (tls->mode() >= config::TlsMode::kRequire) {
-      LoginFailed(absl::StrCat("server does not support TLS (server_tls_sslmode = ", mode, ")"));
-      return;
-    }
-    tls_ = TlsState::kNone;
-    SendStartup();
-    return;
-  }
-  if (answer != 'S') {
-    LoginFailed(
-        absl::StrCat("server answered the TLS request with '", std::string(1, answer), "'"));
-    return;
-  }
-  // Anything after 'S' arrived before encryption: someone in the middle (CVE-2021-23222).
-  if (evbuffer_get_length(in) != 0) {
-    LoginFailed("server sent unencrypted data after accepting TLS");
-    return;
-  }
-  UseLibeventReads(bev_);  // The TLS filter reads through libevent's own handler.
-  bufferevent* encrypted = WrapInTls(bev_, tls->NewSession(pool_.db().host), /*accepting=*/false);
-  if (encrypted == nullptr) {
-    LoginFailed("cannot start TLS");
-    return;
-  }
-  bev_ = encrypted;
-  tls_ = TlsState::kOn;
-  bufferevent_setcb(bev_, &ServerConn::OnRead, &ServerConn::OnWrite, &ServerConn::OnEvent, this);
-  bufferevent_enable(bev_, EV_READ);
-  SendStartup();  // Sent once the handshake is done.
-}
-
-void ServerConn::SendStartup() {
-  const config::DatabaseConfig& db = pool_.db();
-  std::vector<std::pair<std::string, std::string>> params = {
-      {"user", pool_.server_user()},
-      {"database", db.dbname.empty() ? db.name : db.dbname},
-  };
-  if (!db.client_encoding.empty()) params.emplace_back("client_encoding", db.client_encoding);
-  if (!db.datestyle.empty()) params.emplace_back("DateStyle", db.datestyle);
-  if (!db.timezone.empty()) params.emplace_back("TimeZone", db.timezone);
-  if (!db.application_name.empty()) params.emplace_back("application_name", db.application_name);
-  WriteRaw(pg::StartupMessage(params));
-}
-
 void ServerConn::OnRead(bufferevent*, void* arg) { static_cast<ServerConn*>(arg)->ProcessInput(); }
 
 void ServerConn::OnWrite(bufferevent*, void* arg) {
@@ -198,7 +89,7 @@ void ServerConn::OnWrite(bufferevent*, void* arg) {
   auto* server = static_cast<ServerConn*>(arg);
   if (server->client_ != nullptr) {
     bufferevent_enable(server->client_->bev(), EV_READ);
-    server->client_->ProcessInput();
+    server->agent_.ready_clients().Schedule(server->client_);
   }
 }
 
@@ -224,9 +115,9 @@ void ServerConn::ProcessInput() {
       // state we do not understand, so it is closed rather than reused.
       evbuffer* in = bufferevent_get_input(bev_);
       pg::MessageHeader header;
-      while (pg::PeekHeader(in, 0, kMaxLoginMessage, &header) == pg::HeaderResult::kOk &&
+      while (PeekFrameHeader(in, 0, kMaxLoginMessage, &header) == pg::HeaderResult::kOk &&
              evbuffer_get_length(in) >= header.total()) {
-        std::string body = ReadBody(in, header);
+        std::string body = RemoveFrame(in, header);
         if (header.type == 'S') {
           pg::BodyReader reader(body);
           std::string_view name = reader.CString();
@@ -247,316 +138,8 @@ void ServerConn::ProcessInput() {
   }
 }
 
-void ServerConn::HandleLogin() {
-  evbuffer* in = bufferevent_get_input(bev_);
-  while (state_ == State::kLogin && internal_replies_ == 0) {
-    pg::MessageHeader header;
-    pg::HeaderResult result = pg::PeekHeader(in, 0, kMaxLoginMessage, &header);
-    if (result == pg::HeaderResult::kNeedMore) return;
-    if (result == pg::HeaderResult::kMalformed) {
-      LoginFailed("invalid message from server during login");
-      return;
-    }
-    if (evbuffer_get_length(in) < header.total()) return;
-    std::string body = ReadBody(in, header);
-    switch (header.type) {
-      case 'R':
-        if (!HandleAuthRequest(body)) return;
-        break;
-      case 'S': {
-        pg::BodyReader reader(body);
-        std::string_view name = reader.CString();
-        std::string_view value = reader.CString();
-        if (reader.ok()) UpdateParam(name, value);
-        break;
-      }
-      case 'K': {
-        pg::BodyReader reader(body);
-        backend_pid_ = reader.Int32();
-        backend_key_ = reader.Int32();
-        break;
-      }
-      case 'E':
-        if (RetryWithPreviousSecret(body)) return;
-        LoginFailed(ErrorMessageOf(body));
-        return;
-      case 'Z': {
-        tx_status_ = body.empty() ? 'I' : body[0];
-        scram_.reset();
-        const bool probe = agent_.ServerLimitsStale(address_, MonotonicMicros());
-        if (probe) {
-          // One extra round trip on the first login to each server: what it allows, for the
-          // controller's connection-budget check. Readable by every role.
-          probing_limits_ = true;
-          RunInternalQuery(kServerLimitsQuery, AfterInternal::kFinishLogin);
-        }
-        if (!pool_.db().connect_query.empty()) {
-          RunInternalQuery(pool_.db().connect_query, AfterInternal::kFinishLogin);
-        } else if (!probe) {
-          pool_.OnServerLoginDone(this, params_);
-        }
-        return;
-      }
-      default:  // NoticeResponse, NegotiateProtocolVersion: nothing to do.
-        break;
-    }
-  }
-}
-
-bool ServerConn::HandleAuthRequest(std::string_view body) {
-  pg::BodyReader reader(body);
-  int32_t code = reader.Int32();
-  const std::string& user = pool_.server_user();
-  std::string password = pool_.db().password;
-  const config::UserSecret* secret = nullptr;
-  const bool from_auth_file = password.empty();
-  if (from_auth_file) {
-    if (using_previous_secret_) {
-      // The retry after PostgreSQL refused the current secret (nullptr if the overlap has
-      // closed meanwhile: then no password is known).
-      secret = agent_.PreviousSecret(user);
-    } else if (auto it = agent_.auth_file().find(user); it != agent_.auth_file().end()) {
-      secret = &it->second;
-    }
-    if (secret != nullptr && secret->kind == config::SecretKind::kPlain) password = secret->secret;
-  }
-  switch (code) {
-    case pg::kAuthOk:
-      if (sent_auth_file_secret_ && (using_previous_secret_ || agent_.PreviousSecret(user))) {
-        // During a rotation the operator needs to know which password PostgreSQL takes (never
-        // the password itself).
-        PGF_INFO("server", "s=%d %s@%s: PostgreSQL accepted the %s secret (rotation overlap open)",
-                 id_, user, address_, using_previous_secret_ ? "previous" : "current");
-      }
-      return true;
-    case pg::kAuthCleartext:
-      if (password.empty()) {
-        LoginFailed(
-            absl::StrCat("server asked for a cleartext password and no plaintext password "
-                         "is known for user \"",
-                         user, "\""));
-        return false;
-      }
-      sent_auth_file_secret_ = from_auth_file;
-      WriteRaw(pg::PasswordMessage(password));
-      return true;
-    case pg::kAuthMd5: {
-      std::string salt(reader.Bytes(4));
-      std::string stored;
-      if (!password.empty()) {
-        stored = crypto::Md5PasswordHash(password, user);
-      } else if (secret != nullptr && secret->kind == config::SecretKind::kMd5) {
-        stored = secret->secret;
-      }
-      if (!reader.ok() || stored.empty()) {
-        LoginFailed(
-            absl::StrCat("server asked for md5 and no password is known for user \"", user, "\""));
-        return false;
-      }
-      sent_auth_file_secret_ = from_auth_file;
-      WriteRaw(pg::PasswordMessage(crypto::Md5SaltedResponse(stored, salt)));
-      return true;
-    }
-    case pg::kAuthSasl: {
-      bool has_scram = false;
-      while (reader.ok() && reader.remaining() > 0) {
-        std::string_view mechanism = reader.CString();
-        if (mechanism == "SCRAM-SHA-256") has_scram = true;
-        if (mechanism.empty()) break;
-      }
-      if (!has_scram) {
-        LoginFailed("server offers no SASL mechanism pgfleet supports (SCRAM-SHA-256)");
-        return false;
-      }
-      if (!password.empty()) {
-        sent_auth_file_secret_ = from_auth_file;
-        scram_.emplace(crypto::ScramClientExchange::FromPassword(password));
-      } else if (pool_.scram_keys().has_value()) {
-        scram_.emplace(crypto::ScramClientExchange::FromKeys(*pool_.scram_keys()));
-      } else {
-        LoginFailed(absl::StrCat("server asked for SCRAM and no password is known for user \"",
-                                 user, "\""));
-        return false;
-      }
-      WriteRaw(pg::SaslInitialResponse("SCRAM-SHA-256", scram_->ClientFirstMessage()));
-      return true;
-    }
-    case pg::kAuthSaslContinue: {
-      if (!scram_.has_value()) {
-        LoginFailed("unexpected SASLContinue from server");
-        return false;
-      }
-      absl::StatusOr<std::string> final_message = scram_->HandleServerFirst(reader.Rest());
-      if (!final_message.ok()) {
-        LoginFailed(absl::StrCat("SCRAM: ", final_message.status().message()));
-        return false;
-      }
-      WriteRaw(pg::SaslResponse(*final_message));
-      return true;
-    }
-    case pg::kAuthSaslFinal: {
-      absl::Status verified = scram_.has_value()
-                                  ? scram_->VerifyServerFinal(reader.Rest())
-                                  : absl::InternalError("unexpected SASLFinal from server");
-      if (!verified.ok()) {
-        LoginFailed(absl::StrCat("SCRAM: ", verified.message()));
-        return false;
-      }
-      return true;
-    }
-    default:
-      LoginFailed(
-          absl::StrCat("server asked for an unsupported authentication method (", code, ")"));
-      return false;
-  }
-}
-
-bool ServerConn::RetryWithPreviousSecret(std::string_view error_body) {
-  if (using_previous_secret_ || !sent_auth_file_secret_) return false;
-  if (pg::ParseErrorFields(error_body)['C'] != "28P01") return false;
-  const config::UserSecret* previous = agent_.PreviousSecret(pool_.server_user());
-  // A SCRAM verifier cannot log in to a server: only a plaintext or md5 secret can.
-  if (previous == nullptr || previous->kind == config::SecretKind::kScramSha256) return false;
-  PGF_INFO("server",
-           "s=%d %s@%s: PostgreSQL refused the current secret; trying the previous one "
-           "(rotation overlap open)",
-           id_, pool_.server_user(), address_);
-  // PostgreSQL closes the connection after a failed login: start a new one. The pool still
-  // sees one server logging in, so the clients waiting for it keep waiting.
-  using_previous_secret_ = true;
-  sent_auth_file_secret_ = false;
-  bufferevent_free(bev_);
-  bev_ = nullptr;
-  tls_ = TlsState::kNone;
-  params_.clear();
-  backend_pid_ = backend_key_ = 0;
-  scram_.reset();
-  Connect();
-  return true;
-}
-
-void ServerConn::LoginFailed(const std::string& reason) {
-  if (state_ == State::kClosed) return;
-  PGF_WARN("server", "s=%d %s@%s login failed: %s", id_, pool_.server_user(), address_, reason);
-  pool_.OnServerLoginFailed(this, reason);
-  Close(reason, /*is_error=*/false);
-}
-
-void ServerConn::NoteServerLimits(std::string_view data_row) {
-  pg::BodyReader reader(data_row);
-  if (reader.Int16() != 2) return;
-  int values[2] = {0, 0};
-  for (int& value : values) {
-    const int32_t length = reader.Int32();
-    if (length < 0 || !reader.ok()) return;
-    const std::string_view text = reader.Bytes(static_cast<size_t>(length));
-    if (!absl::SimpleAtoi(absl::string_view(text.data(), text.size()), &value)) return;
-  }
-  if (!reader.ok()) return;
-  PGF_DEBUG("server", "s=%d %s allows max_connections=%d (%d reserved for superusers)", id_,
-            address_, values[0], values[1]);
-  agent_.NoteServerLimits(address_, {values[0], values[1], MonotonicMicros()});
-}
-
-void ServerConn::RunInternalQuery(const std::string& sql, AfterInternal after) {
-  WriteRaw(pg::Query(sql));
-  ++internal_replies_;
-  after_internal_ = after;
-  internal_error_.clear();
-}
-
-bool ServerConn::SyncParams(ClientConn* client) {
-  // Each value travels as a Bind parameter of set_config(), never inside SQL text: a client may
-  // have left this server with standard_conforming_strings off (or a client_encoding whose
-  // multibyte characters swallow a backslash), and a quoted value would then be read
-  // differently, breaking out of its literal on a connection other clients share.
-  std::vector<std::pair<std::string_view, std::string_view>> changes;
-  for (const auto& [name, value] : client->params()) {
-    bool same = false;
-    for (const auto& [server_name, server_value] : params_) {
-      if (server_name == name) {
-        same = server_value == value;
-        break;
-      }
-    }
-    if (!same) changes.emplace_back(name, value);
-  }
-  if (changes.empty()) return false;
-  // client_encoding first, so the server reads the other values in the client's encoding.
-  std::stable_partition(changes.begin(), changes.end(),
-                        [](const auto& change) { return change.first == "client_encoding"; });
-  WriteRaw(pg::SetConfigMessages(changes));
-  ++internal_replies_;  // One Sync, one ReadyForQuery.
-  after_internal_ = AfterInternal::kLinkClient;
-  internal_error_.clear();
-  return true;
-}
-
-void ServerConn::HandleInternal() {
-  evbuffer* in = bufferevent_get_input(bev_);
-  while (internal_replies_ > 0) {
-    pg::MessageHeader header;
-    pg::HeaderResult result = pg::PeekHeader(in, 0, kMaxLoginMessage, &header);
-    if (result == pg::HeaderResult::kNeedMore) return;
-    if (result == pg::HeaderResult::kMalformed) {
-      Close("invalid message from server", /*is_error=*/true);
-      return;
-    }
-    if (evbuffer_get_length(in) < header.total()) return;
-    std::string body = ReadBody(in, header);
-    if (header.type == 'S') {
-      pg::BodyReader reader(body);
-      std::string name(reader.CString());
-      std::string value(reader.CString());
-      if (reader.ok()) {
-        UpdateParam(name, value);
-        // The client learns the server's canonical spelling, so the next compare matches.
-        if (client_ != nullptr) client_->UpdateParam(name, value);
-      }
-    } else if (header.type == 'E') {
-      internal_error_ = ErrorMessageOf(body);
-    } else if (header.type == 'D' && probing_limits_) {
-      NoteServerLimits(body);
-    } else if (header.type == 'C') {
-      // A server_reset_query of DISCARD ALL / DEALLOCATE ALL empties the server.
-      statements_.OnCommandComplete(std::string_view(body.c_str()), nullptr);
-    } else if (header.type == 'Z') {
-      tx_status_ = body.empty() ? 'I' : body[0];
-      --internal_replies_;
-      probing_limits_ = false;
-    }
-  }
-  AfterInternal after = after_internal_;
-  after_internal_ = AfterInternal::kNone;
-  if (!internal_error_.empty() || tx_status_ != 'I') {
-    std::string reason = absl::StrCat("internal query failed: ", internal_error_);
-    if (after == AfterInternal::kFinishLogin) {
-      LoginFailed(absl::StrCat("connect_query failed: ", internal_error_));
-    } else {
-      Close(reason, /*is_error=*/true);
-    }
-    return;
-  }
-  switch (after) {
-    case AfterInternal::kLinkClient:
-      if (client_ != nullptr) client_->ProcessInput();
-      // The client's own query may already have been answered in this read.
-      if (evbuffer_get_length(in) > 0) ProcessInput();
-      break;
-    case AfterInternal::kBackToIdle:
-      pool_.OnServerIdle(this);
-      break;
-    case AfterInternal::kFinishLogin:
-      pool_.OnServerLoginDone(this, params_);
-      break;
-    case AfterInternal::kNone:
-      break;
-  }
-}
-
 void ServerConn::Link(ClientConn* client, uint64_t now_us) {
   client_ = client;
-  state_ = State::kActive;
   last_used_us_ = now_us;
   mid_client_message_ = false;  // Servers are released only at a message boundary.
   // A server is only linked when clean, so no prepared-statement answer is pending here,
@@ -683,7 +266,7 @@ void ServerConn::ForwardToClient() {
   const config::PoolMode mode = pool_.pool_mode();
   while (forward_remaining_ == 0) {
     pg::MessageHeader header;
-    pg::HeaderResult result = pg::PeekHeader(in, offset, 0x7fffffff, &header);
+    pg::HeaderResult result = PeekFrameHeader(in, offset, 0x7fffffff, &header);
     if (result == pg::HeaderResult::kNeedMore) break;
     if (result == pg::HeaderResult::kMalformed) {
       Close("invalid message length from server", /*is_error=*/true);
@@ -843,7 +426,7 @@ void ServerConn::ForwardToClient() {
     // waits again if they have not). Last, as the client may close meanwhile.
     resume_client_ = false;
     if (!agent_.suspended()) bufferevent_enable(client_bev, EV_READ);
-    client_->ProcessInput();
+    agent_.ready_clients().Schedule(client_);
   }
 }
 
@@ -854,8 +437,7 @@ void ServerConn::Close(const std::string& reason, bool is_error) {
   if (is_error) pool_.stats().server_errors++;
   ClientConn* client = client_;
   agent_.ForgetCancelTarget(this);
-  pool_.DetachServer(this);
-  state_ = State::kClosed;
+  pool_.DetachServer(this);  // Moves it to kClosed.
   if (bev_ != nullptr) {
     if (tx_status_ == 'I' && internal_replies_ == 0) {
       // Tell PostgreSQL we are leaving; it would otherwise log an unexpected EOF.

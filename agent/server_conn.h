@@ -36,7 +36,6 @@ class ServerConn : public ListNode {
 
   uint64_t id() const { return id_; }
   State state() const { return state_; }
-  void SetState(State state) { state_ = state; }
   Pool& pool() const { return pool_; }
   ClientConn* client() const { return client_; }
   const ParamList& params() const { return params_; }
@@ -93,6 +92,7 @@ class ServerConn : public ListNode {
   void Close(const std::string& reason, bool is_error);
 
  private:
+  friend struct ConnMover;
   static void OnRead(bufferevent* bev, void* arg);
   static void OnWrite(bufferevent* bev, void* arg);
   static void OnEvent(bufferevent* bev, short events, void* arg);
@@ -126,7 +126,7 @@ class ServerConn : public ListNode {
   bufferevent* bev_ = nullptr;  // Over TLS, the encrypting filter around the socket's.
   enum class TlsState { kNone, kRequested, kOn };
   TlsState tls_ = TlsState::kNone;
-  State state_ = State::kLogin;
+  State state_ = State::kLogin;  // Written only by ConnMover.
   ClientConn* client_ = nullptr;
   std::string address_;
   uint64_t generation_;

@@ -1,7 +1,6 @@
 #include "agent/pg/protocol.h"
 
 #include <arpa/inet.h>
-#include <event2/buffer.h>
 
 #include <cstring>
 
@@ -9,25 +8,34 @@
 
 namespace pgfleet::agent::pg {
 
-HeaderResult PeekHeader(evbuffer* buf, size_t offset, uint32_t max_length, MessageHeader* out) {
-  if (evbuffer_get_length(buf) < offset + kHeaderSize) {
-    return HeaderResult::kNeedMore;
-  }
-  uint8_t raw[kHeaderSize];
-  evbuffer_ptr pos;
-  if (evbuffer_ptr_set(buf, &pos, offset, EVBUFFER_PTR_SET) != 0 ||
-      evbuffer_copyout_from(buf, &pos, raw, kHeaderSize) != static_cast<ssize_t>(kHeaderSize)) {
-    return HeaderResult::kNeedMore;
-  }
+HeaderResult PeekHeader(std::string_view bytes, uint32_t max_length, MessageHeader* out) {
+  if (bytes.size() < kHeaderSize) return HeaderResult::kNeedMore;
   uint32_t length;
-  memcpy(&length, raw + 1, 4);
+  memcpy(&length, bytes.data() + 1, 4);
   length = ntohl(length);
-  if (length < 4 || length > max_length) {
-    return HeaderResult::kMalformed;
-  }
-  out->type = static_cast<char>(raw[0]);
+  if (length < 4 || length > max_length) return HeaderResult::kMalformed;
+  out->type = bytes[0];
   out->length = length;
   return HeaderResult::kOk;
+}
+
+HeaderResult FrameReader::Next(Frame* out) {
+  const std::string_view rest = bytes_.substr(consumed_);
+  partial_ = MessageHeader{};
+  const HeaderResult result = PeekHeader(rest, max_length_, &partial_);
+  if (result != HeaderResult::kOk) return result;
+  if (rest.size() < partial_.total()) return HeaderResult::kNeedMore;
+  out->header = partial_;
+  out->body = rest.substr(kHeaderSize, partial_.body_size());
+  consumed_ += partial_.total();
+  return HeaderResult::kOk;
+}
+
+uint32_t PeekStartupLength(std::string_view bytes) {
+  if (bytes.size() < 4) return 0;
+  uint32_t length;
+  memcpy(&length, bytes.data(), 4);
+  return ntohl(length);
 }
 
 MessageBuilder::MessageBuilder(char type) {

@@ -11,8 +11,6 @@
 
 #include "absl/status/statusor.h"
 
-struct evbuffer;
-
 namespace pgfleet::agent::pg {
 
 constexpr int32_t kProtocolV3 = 196608;  // 3.0
@@ -42,9 +40,40 @@ struct MessageHeader {
 
 enum class HeaderResult { kNeedMore, kOk, kMalformed };
 
-// Reads the header of the message starting `offset` bytes into `buf` without consuming
-// anything. kMalformed when the length is < 4 or > max_length.
-HeaderResult PeekHeader(evbuffer* buf, size_t offset, uint32_t max_length, MessageHeader* out);
+// Reads the header of the message at the front of `bytes` (which may hold only part of it, or
+// several messages). kNeedMore when fewer than kHeaderSize bytes are there; kMalformed when the
+// length is < 4 or > max_length.
+HeaderResult PeekHeader(std::string_view bytes, uint32_t max_length, MessageHeader* out);
+
+// One whole message: its header and its body (which points into the bytes it was read from).
+struct Frame {
+  MessageHeader header;
+  std::string_view body;
+};
+
+// Walks the whole messages of a byte span, front to back, consuming nothing: the owner of the
+// bytes drains consumed() of them when it is done. Stops at the first message that has not
+// fully arrived (kNeedMore, with its header in header_of_partial() so a streaming forwarder
+// can pass its start on) or is malformed.
+class FrameReader {
+ public:
+  FrameReader(std::string_view bytes, uint32_t max_length)
+      : bytes_(bytes), max_length_(max_length) {}
+  HeaderResult Next(Frame* out);
+  size_t consumed() const { return consumed_; }
+  std::string_view rest() const { return bytes_.substr(consumed_); }
+  const MessageHeader& header_of_partial() const { return partial_; }
+
+ private:
+  std::string_view bytes_;
+  uint32_t max_length_;
+  size_t consumed_ = 0;
+  MessageHeader partial_;
+};
+
+// The length of the startup-style packet (no type byte) at the front of `bytes`, once its 4
+// length bytes are there; 0 before.
+uint32_t PeekStartupLength(std::string_view bytes);
 
 // Builds one message; Finish() fills in the length.
 class MessageBuilder {

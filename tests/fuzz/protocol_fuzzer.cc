@@ -1,5 +1,6 @@
 // The wire-protocol decoder, both directions, fed the way the agent's connections feed it:
-// bytes arrive in arbitrary pieces into an evbuffer, messages are framed with PeekHeader and
+// bytes arrive in arbitrary pieces into an evbuffer, messages are framed with PeekFrameHeader
+// (agent/io/evbuffer_frames.h over pg::PeekHeader) and
 // bodies are read with BodyReader. The framing loops below mirror ClientConn::HandleStartup,
 // ClientConn::ForwardToServer / HandleAuthMessage and ServerConn::HandleLogin /
 // ForwardToClient (which need sockets, so they are not linked here).
@@ -21,10 +22,12 @@
 #include <utility>
 #include <vector>
 
+#include "agent/io/evbuffer_frames.h"
 #include "agent/pg/protocol.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace pg = pgfleet::agent::pg;
+using pgfleet::agent::PeekFrameHeader;
 
 namespace {
 
@@ -115,7 +118,7 @@ struct Forwarder {
     bool open = true;
     while (forward_remaining == 0) {
       pg::MessageHeader header;
-      const pg::HeaderResult result = pg::PeekHeader(in, offset, max_length, &header);
+      const pg::HeaderResult result = PeekFrameHeader(in, offset, max_length, &header);
       if (result == pg::HeaderResult::kNeedMore) break;
       if (result == pg::HeaderResult::kMalformed) {
         open = false;
@@ -179,7 +182,7 @@ template <typename Handler>
 Next ReadWholeMessages(evbuffer* in, uint32_t max_length, Handler handle) {
   while (true) {
     pg::MessageHeader header;
-    switch (pg::PeekHeader(in, 0, max_length, &header)) {
+    switch (PeekFrameHeader(in, 0, max_length, &header)) {
       case pg::HeaderResult::kNeedMore:
         return Next::kMore;
       case pg::HeaderResult::kMalformed:
@@ -368,7 +371,7 @@ void RoundTrip(std::string_view data) {
   size_t offset = 0;
   for (const std::string& built : messages) {
     pg::MessageHeader header;
-    PGF_FUZZ_CHECK(pg::PeekHeader(buf, offset, kMaxPacket, &header) == pg::HeaderResult::kOk);
+    PGF_FUZZ_CHECK(PeekFrameHeader(buf, offset, kMaxPacket, &header) == pg::HeaderResult::kOk);
     PGF_FUZZ_CHECK(header.type == built[0] && header.total() == built.size());
     offset += header.total();
   }
@@ -414,12 +417,22 @@ void RawParsers(std::string_view data) {
   evbuffer_add(buf, data.data(), data.size());
   for (size_t offset = 0; offset <= data.size() && offset < 64; ++offset) {
     pg::MessageHeader header;
-    if (pg::PeekHeader(buf, offset, 1 << 16, &header) == pg::HeaderResult::kOk) {
+    if (PeekFrameHeader(buf, offset, 1 << 16, &header) == pg::HeaderResult::kOk) {
       PGF_FUZZ_CHECK(offset + pg::kHeaderSize <= data.size());
       PGF_FUZZ_CHECK(header.type == data[offset]);
     }
   }
   evbuffer_free(buf);
+  // The same bytes framed in place: FrameReader agrees with PeekHeader and never reads past.
+  pg::FrameReader frames(data, 1 << 16);
+  pg::Frame frame;
+  size_t at = 0;
+  while (frames.Next(&frame) == pg::HeaderResult::kOk) {
+    PGF_FUZZ_CHECK(frame.header.type == data[at]);
+    at += frame.header.total();
+    PGF_FUZZ_CHECK(frames.consumed() == at && at <= data.size());
+    PGF_FUZZ_CHECK(frame.body.data() + frame.body.size() <= data.data() + data.size());
+  }
   pg::BodyReader reader(data);
   while (reader.ok() && reader.remaining() > 0) {
     switch (reader.Byte() % 5) {

@@ -1,5 +1,6 @@
-// agent/pg/protocol: header peeking on libevent buffers, message builders, the bounds-checked
-// BodyReader and the startup/error parsers, including truncated and random input.
+// agent/pg/protocol: header peeking (on libevent buffers through agent/io/evbuffer_frames.h),
+// message builders, the bounds-checked BodyReader and the startup/error parsers, including
+// truncated and random input.
 
 #include "agent/pg/protocol.h"
 
@@ -19,6 +20,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "agent/io/evbuffer_frames.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -77,10 +79,11 @@ TEST(ProtocolPeekHeaderTest, HeaderArrivingOneByteAtATime) {
   MessageHeader header;
   for (size_t i = 0; i < message.size(); ++i) {
     const HeaderResult expected = i < kHeaderSize ? HeaderResult::kNeedMore : HeaderResult::kOk;
-    EXPECT_EQ(PeekHeader(buf.get(), 0, 1 << 20, &header), expected) << "after " << i << " bytes";
+    EXPECT_EQ(PeekFrameHeader(buf.get(), 0, 1 << 20, &header), expected)
+        << "after " << i << " bytes";
     Add(buf.get(), message.substr(i, 1));
   }
-  ASSERT_EQ(PeekHeader(buf.get(), 0, 1 << 20, &header), HeaderResult::kOk);
+  ASSERT_EQ(PeekFrameHeader(buf.get(), 0, 1 << 20, &header), HeaderResult::kOk);
   EXPECT_EQ(header.type, 'Q');
   EXPECT_EQ(header.length, 13u);
   EXPECT_EQ(header.total(), message.size());
@@ -96,11 +99,11 @@ TEST(ProtocolPeekHeaderTest, HeaderStraddlingSeparateChains) {
   MessageHeader header;
   for (size_t i = 0; i < message.size(); ++i) {
     if (i < kHeaderSize) {
-      EXPECT_EQ(PeekHeader(buf.get(), 0, 1000, &header), HeaderResult::kNeedMore) << i;
+      EXPECT_EQ(PeekFrameHeader(buf.get(), 0, 1000, &header), HeaderResult::kNeedMore) << i;
     }
     ASSERT_EQ(evbuffer_add_reference(buf.get(), message.data() + i, 1, nullptr, nullptr), 0);
   }
-  ASSERT_EQ(PeekHeader(buf.get(), 0, 1000, &header), HeaderResult::kOk);
+  ASSERT_EQ(PeekFrameHeader(buf.get(), 0, 1000, &header), HeaderResult::kOk);
   EXPECT_EQ(header.type, 'D');
   EXPECT_EQ(header.length, 7u);
 }
@@ -113,26 +116,26 @@ TEST(ProtocolPeekHeaderTest, CoalescedMessagesPeekedAtTheirOffsets) {
   Add(buf.get(), m1 + m2 + m3);
 
   MessageHeader header;
-  ASSERT_EQ(PeekHeader(buf.get(), 0, 1000, &header), HeaderResult::kOk);
+  ASSERT_EQ(PeekFrameHeader(buf.get(), 0, 1000, &header), HeaderResult::kOk);
   EXPECT_EQ(header.type, 'Q');
   ASSERT_EQ(header.total(), m1.size());
 
   const size_t second = header.total();
-  ASSERT_EQ(PeekHeader(buf.get(), second, 1000, &header), HeaderResult::kOk);
+  ASSERT_EQ(PeekFrameHeader(buf.get(), second, 1000, &header), HeaderResult::kOk);
   EXPECT_EQ(header.type, 'Z');
   EXPECT_EQ(header.length, 5u);
   ASSERT_EQ(header.total(), m2.size());
 
   const size_t third = second + header.total();
-  ASSERT_EQ(PeekHeader(buf.get(), third, 1000, &header), HeaderResult::kOk);
+  ASSERT_EQ(PeekFrameHeader(buf.get(), third, 1000, &header), HeaderResult::kOk);
   EXPECT_EQ(header.type, 'C');
   EXPECT_EQ(header.total(), m3.size());
   EXPECT_EQ(third + header.total(), evbuffer_get_length(buf.get()));
 
   // Past the last message, or fewer than 5 bytes left at the offset: wait for more.
   const size_t end = m1.size() + m2.size() + m3.size();
-  EXPECT_EQ(PeekHeader(buf.get(), end, 1000, &header), HeaderResult::kNeedMore);
-  EXPECT_EQ(PeekHeader(buf.get(), end - 4, 1000, &header), HeaderResult::kNeedMore);
+  EXPECT_EQ(PeekFrameHeader(buf.get(), end, 1000, &header), HeaderResult::kNeedMore);
+  EXPECT_EQ(PeekFrameHeader(buf.get(), end - 4, 1000, &header), HeaderResult::kNeedMore);
   EXPECT_EQ(evbuffer_get_length(buf.get()), end);
 }
 
@@ -142,15 +145,15 @@ TEST(ProtocolPeekHeaderTest, LengthOutOfRangeIsMalformed) {
     uint32_t length;
     HeaderResult expected;
   };
-  for (const Case& c : {Case{0, HeaderResult::kMalformed}, Case{3, HeaderResult::kMalformed},
-                        Case{4, HeaderResult::kOk}, Case{kMax, HeaderResult::kOk},
-                        Case{kMax + 1, HeaderResult::kMalformed},
-                        Case{0x80000000u, HeaderResult::kMalformed},
-                        Case{0xffffffffu, HeaderResult::kMalformed}}) {
+  for (const Case& c :
+       {Case{0, HeaderResult::kMalformed}, Case{3, HeaderResult::kMalformed},
+        Case{4, HeaderResult::kOk}, Case{kMax, HeaderResult::kOk},
+        Case{kMax + 1, HeaderResult::kMalformed}, Case{0x80000000u, HeaderResult::kMalformed},
+        Case{0xffffffffu, HeaderResult::kMalformed}}) {
     EvbufferPtr buf = NewBuffer();
     Add(buf.get(), RawMessage('Q', c.length, ""));
     MessageHeader header;
-    EXPECT_EQ(PeekHeader(buf.get(), 0, kMax, &header), c.expected) << "length " << c.length;
+    EXPECT_EQ(PeekFrameHeader(buf.get(), 0, kMax, &header), c.expected) << "length " << c.length;
     if (c.expected == HeaderResult::kOk) {
       EXPECT_EQ(header.length, c.length);
       EXPECT_EQ(header.type, 'Q');
@@ -160,25 +163,25 @@ TEST(ProtocolPeekHeaderTest, LengthOutOfRangeIsMalformed) {
   EvbufferPtr buf = NewBuffer();
   Add(buf.get(), ReadyForQuery('I') + RawMessage('E', 2, ""));
   MessageHeader header;
-  EXPECT_EQ(PeekHeader(buf.get(), 0, kMax, &header), HeaderResult::kOk);
-  EXPECT_EQ(PeekHeader(buf.get(), 6, kMax, &header), HeaderResult::kMalformed);
+  EXPECT_EQ(PeekFrameHeader(buf.get(), 0, kMax, &header), HeaderResult::kOk);
+  EXPECT_EQ(PeekFrameHeader(buf.get(), 6, kMax, &header), HeaderResult::kMalformed);
 }
 
 TEST(ProtocolPeekHeaderTest, OffsetBeyondDataNeedsMore) {
   EvbufferPtr buf = NewBuffer();
   MessageHeader header;
-  EXPECT_EQ(PeekHeader(buf.get(), 0, 1000, &header), HeaderResult::kNeedMore);  // Empty.
+  EXPECT_EQ(PeekFrameHeader(buf.get(), 0, 1000, &header), HeaderResult::kNeedMore);  // Empty.
   Add(buf.get(), Terminate());
-  EXPECT_EQ(PeekHeader(buf.get(), 0, 1000, &header), HeaderResult::kOk);
+  EXPECT_EQ(PeekFrameHeader(buf.get(), 0, 1000, &header), HeaderResult::kOk);
   EXPECT_EQ(header.type, 'X');
   EXPECT_EQ(header.body_size(), 0u);
   for (size_t offset : {size_t{1}, size_t{5}, size_t{6}, size_t{1000}, size_t{1} << 40}) {
-    EXPECT_EQ(PeekHeader(buf.get(), offset, 1000, &header), HeaderResult::kNeedMore) << offset;
+    EXPECT_EQ(PeekFrameHeader(buf.get(), offset, 1000, &header), HeaderResult::kNeedMore) << offset;
   }
   // Offsets so large that offset + 5 wraps around must not read anything either.
   const size_t max = std::numeric_limits<size_t>::max();
   for (size_t offset : {max, max - 1, max - 4}) {
-    EXPECT_EQ(PeekHeader(buf.get(), offset, 1000, &header), HeaderResult::kNeedMore) << offset;
+    EXPECT_EQ(PeekFrameHeader(buf.get(), offset, 1000, &header), HeaderResult::kNeedMore) << offset;
   }
 }
 
@@ -211,7 +214,7 @@ TEST(ProtocolBuilderTest, TypedMessageRoundTrip) {
   EvbufferPtr buf = NewBuffer();
   Add(buf.get(), message);
   MessageHeader header;
-  ASSERT_EQ(PeekHeader(buf.get(), 0, 1000, &header), HeaderResult::kOk);
+  ASSERT_EQ(PeekFrameHeader(buf.get(), 0, 1000, &header), HeaderResult::kOk);
   EXPECT_EQ(header.type, 'x');
   EXPECT_EQ(header.total(), message.size());
 }
@@ -339,7 +342,8 @@ TEST(StartupPacketTest, EncryptionRequests) {
 
 TEST(StartupPacketTest, CancelRequestCarriesPidAndKey) {
   const std::string packet = CancelRequest(4242, -99);
-  EXPECT_EQ(packet, BE32(16) + BE32(kCancelRequestCode) + BE32(4242) + BE32(static_cast<uint32_t>(-99)));
+  EXPECT_EQ(packet,
+            BE32(16) + BE32(kCancelRequestCode) + BE32(4242) + BE32(static_cast<uint32_t>(-99)));
   absl::StatusOr<StartupPacket> parsed = ParseStartupPacket(packet);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(parsed->code, kCancelRequestCode);
@@ -351,8 +355,8 @@ TEST(StartupPacketTest, CancelRequestCarriesPidAndKey) {
 }
 
 TEST(StartupPacketTest, OtherProtocolVersionsRefused) {
-  for (auto [major, text] : {std::pair<int32_t, const char*>{2, "2.0"},
-                             std::pair<int32_t, const char*>{4, "4.0"}}) {
+  for (auto [major, text] :
+       {std::pair<int32_t, const char*>{2, "2.0"}, std::pair<int32_t, const char*>{4, "4.0"}}) {
     const std::string packet =
         MessageBuilder(0).Int32(major << 16).CString("user").CString("bob").Byte(0).Finish();
     absl::StatusOr<StartupPacket> parsed = ParseStartupPacket(packet);
@@ -628,9 +632,18 @@ TEST(ProtocolFuzzTest, RandomBytesNeverReadOutOfBounds) {
       const bool was_ok = reader.ok();
       size_t want = 0;
       switch (op(rng)) {
-        case 0: reader.Int32(); want = 4; break;
-        case 1: reader.Int16(); want = 2; break;
-        case 2: reader.Byte(); want = 1; break;
+        case 0:
+          reader.Int32();
+          want = 4;
+          break;
+        case 1:
+          reader.Int16();
+          want = 2;
+          break;
+        case 2:
+          reader.Byte();
+          want = 1;
+          break;
         case 3: {
           const std::string_view s = reader.CString();
           want = s.size() + 1;
@@ -642,7 +655,9 @@ TEST(ProtocolFuzzTest, RandomBytesNeverReadOutOfBounds) {
           want = n;
           break;
         }
-        default: want = reader.Rest().size(); break;
+        default:
+          want = reader.Rest().size();
+          break;
       }
       ASSERT_LE(reader.remaining(), before);
       if (reader.ok()) {

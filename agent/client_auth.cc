@@ -1,0 +1,388 @@
+// The client login's authentication exchange (ClientAuth), and ClientConn's side of it: reading
+// the password messages, then joining the pool or the console.
+#include "agent/client_auth.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "agent/agent.h"
+#include "agent/client_conn.h"
+#include "agent/client_conn_detail.h"
+#include "agent/conn_state.h"
+#include "agent/io/evbuffer_frames.h"
+#include "agent/io/socket_io.h"
+#include "agent/pg/protocol.h"
+#include "agent/pg/startup_options.h"
+#include "agent/server_conn.h"
+#include "common/log.h"
+
+namespace pgfleet::agent {
+using namespace client_conn_detail;
+
+ClientAuth::ClientAuth(Agent& agent, ClientConn& client)
+    : agent_(agent),
+      client_(client),
+      id_(client.id()),
+      user_(client.user()),
+      peer_(client.peer()),
+      database_(client.database()) {}
+
+ClientAuth::~ClientAuth() = default;
+
+void ClientAuth::CancelDelay() {
+  if (auth_delay_ != nullptr) auth_delay_->Cancel();
+}
+
+ClientAuth::Outcome ClientAuth::CloseWithError(const std::string& sqlstate,
+                                               const std::string& message) {
+  client_.CloseWithError(sqlstate, message);
+  return Outcome::kFailed;
+}
+
+ClientAuth::Outcome ClientAuth::Start() {
+  const config::Config& cfg = agent_.config();
+  const config::AuthFile& users = agent_.auth_file();
+  auto secret_it = users.find(user_);
+  const config::UserSecret* secret = secret_it == users.end() ? nullptr : &secret_it->second;
+
+  switch (cfg.auth_type) {
+    case config::AuthType::kAny:
+      return Outcome::kSucceeded;
+    case config::AuthType::kTrust:
+      if (secret == nullptr) {
+        return Failed("user not in auth_file");
+      }
+      return Outcome::kSucceeded;
+    case config::AuthType::kPlain:
+      auth_method_ = AuthMethod::kCleartext;
+      break;
+    case config::AuthType::kMd5:
+      // As PgBouncer: a SCRAM secret cannot answer md5, so such users are asked for SCRAM.
+      auth_method_ = (secret != nullptr && secret->kind == config::SecretKind::kScramSha256)
+                         ? AuthMethod::kScram
+                         : AuthMethod::kMd5;
+      break;
+    case config::AuthType::kScramSha256:
+      auth_method_ = AuthMethod::kScram;
+      break;
+  }
+
+  switch (auth_method_) {
+    case AuthMethod::kCleartext:
+      client_.Write(pg::AuthenticationRequest(pg::kAuthCleartext));
+      break;
+    case AuthMethod::kMd5:
+      md5_salt_ = crypto::RandomBytes(4);
+      client_.Write(pg::AuthenticationRequest(pg::kAuthMd5, md5_salt_));
+      break;
+    case AuthMethod::kScram: {
+      // Unknown users and md5 secrets still go through a full exchange, with keys nobody
+      // knows but the salt and iteration count a user of that name always gets, so the answer
+      // does not reveal whether the user exists; and without PBKDF2, so neither does the time.
+      crypto::ScramKeys keys = agent_.ScramMockKeysFor(user_);
+      // An open rotation overlap: the previous password is accepted too, checked against the
+      // same salt and iteration count (those shown are all a client's proof can answer). Not
+      // for a user without a current secret: the mock exchange must never log anyone in.
+      const config::UserSecret* previous =
+          secret != nullptr && secret->kind != config::SecretKind::kMd5
+              ? agent_.PreviousSecret(user_)
+              : nullptr;
+      std::optional<crypto::ScramKeys> previous_verifier;
+      if (previous != nullptr && previous->kind == config::SecretKind::kScramSha256) {
+        absl::StatusOr<crypto::ScramKeys> parsed = crypto::ParseScramSecret(previous->secret);
+        if (parsed.ok()) previous_verifier = *std::move(parsed);
+      }
+      if (secret != nullptr && secret->kind == config::SecretKind::kScramSha256) {
+        absl::StatusOr<crypto::ScramKeys> parsed = crypto::ParseScramSecret(secret->secret);
+        if (parsed.ok()) keys = *parsed;
+      } else if (secret != nullptr && secret->kind == config::SecretKind::kPlain) {
+        // A verifier can only be checked with its own salt, a password with any: during a
+        // rotation from a verifier to a password, show the verifier's salt, so that clients
+        // with either password can log in.
+        keys = previous_verifier.has_value()
+                   ? agent_.ScramKeysWithSalt(user_, secret->secret, *previous_verifier)
+                   : agent_.ScramKeysForPlainPassword(user_, secret->secret);
+      }
+      scram_ = std::make_unique<crypto::ScramServerExchange>(keys);
+      if (previous != nullptr) {
+        std::optional<crypto::ScramKeys> previous_keys = previous_verifier;
+        if (previous->kind == config::SecretKind::kPlain) {
+          previous_keys = agent_.ScramKeysWithSalt(user_, previous->secret, keys);
+        }
+        if (previous_keys.has_value() && !scram_->AddAlternativeKeys(*std::move(previous_keys))) {
+          PGF_DEBUG("client",
+                    "c=%d user '%s': the previous SCRAM verifier has another salt or iteration "
+                    "count than the current one, so a SCRAM login cannot use it",
+                    id_, user_);
+        }
+      }
+      client_.Write(pg::AuthenticationRequest(pg::kAuthSasl, std::string("SCRAM-SHA-256\0\0", 15)));
+      break;
+    }
+    case AuthMethod::kNone:
+      break;
+  }
+  return Outcome::kContinue;
+}
+
+ClientAuth::Outcome ClientAuth::OnPasswordMessage(std::string_view body) {
+  const config::AuthFile& users = agent_.auth_file();
+  auto secret_it = users.find(user_);
+  const config::UserSecret* secret = secret_it == users.end() ? nullptr : &secret_it->second;
+  pg::BodyReader reader(body);
+
+  switch (auth_method_) {
+    case AuthMethod::kCleartext: {
+      std::string password(reader.CString());
+      bool ok = reader.ok() && secret != nullptr && PasswordMatches(*secret, password);
+      if (!ok && reader.ok() && secret != nullptr) {
+        const config::UserSecret* previous = agent_.PreviousSecret(user_);
+        ok = previous != nullptr && PasswordMatches(*previous, password);
+        if (ok) NotePreviousSecretUsed();
+      }
+      return ok ? Outcome::kSucceeded
+                : Failed(secret == nullptr ? "user not in auth_file" : "wrong password");
+    }
+    case AuthMethod::kMd5: {
+      std::string response(reader.CString());
+      auto md5_matches = [&](const config::UserSecret* candidate) {
+        std::string stored;
+        if (candidate != nullptr && candidate->kind == config::SecretKind::kPlain) {
+          stored = crypto::Md5PasswordHash(candidate->secret, user_);
+        } else if (candidate != nullptr && candidate->kind == config::SecretKind::kMd5) {
+          stored = candidate->secret;
+        }
+        return !stored.empty() &&
+               crypto::SecretEquals(crypto::Md5SaltedResponse(stored, md5_salt_), response);
+      };
+      bool ok = reader.ok() && md5_matches(secret);
+      if (!ok && reader.ok() && secret != nullptr && md5_matches(agent_.PreviousSecret(user_))) {
+        ok = true;
+        NotePreviousSecretUsed();
+      }
+      return ok ? Outcome::kSucceeded
+                : Failed(secret == nullptr ? "user not in auth_file" : "wrong password");
+    }
+    case AuthMethod::kScram: {
+      if (!scram_first_done_) {
+        std::string_view mechanism = reader.CString();
+        int32_t length = reader.Int32();
+        if (!reader.ok() || mechanism != "SCRAM-SHA-256" || length < 0 ||
+            static_cast<size_t>(length) != reader.remaining()) {
+          return CloseWithError("08P01",
+                                "invalid SASLInitialResponse (only SCRAM-SHA-256 is offered)");
+        }
+        absl::StatusOr<std::string> server_first = scram_->HandleClientFirst(reader.Rest());
+        if (!server_first.ok()) {
+          return CloseWithError("08P01", std::string(server_first.status().message()));
+        }
+        scram_first_done_ = true;
+        client_.Write(pg::AuthenticationRequest(pg::kAuthSaslContinue, *server_first));
+        return Outcome::kContinue;
+      }
+      absl::StatusOr<std::string> server_final = scram_->HandleClientFinal(body);
+      if (!server_final.ok()) {
+        if (server_final.status().code() == absl::StatusCode::kPermissionDenied) {
+          // Unknown users and md5 secrets get a made-up SCRAM exchange (so the client cannot
+          // tell them apart from a wrong password); the log says which it was.
+          return Failed(secret == nullptr ? "user not in auth_file"
+                        : secret->kind == config::SecretKind::kMd5
+                            ? "auth_file has only an md5 secret, SCRAM needs a plain or SCRAM one"
+                            : "wrong password");
+        } else {
+          return CloseWithError("08P01", std::string(server_final.status().message()));
+        }
+      }
+      if (secret == nullptr || secret->kind == config::SecretKind::kMd5) {
+        // Defensive: the made-up exchange above never verifies, but never let it log anyone in.
+        return Failed("no SCRAM secret for user");
+      }
+      if (scram_->matched_alternative()) NotePreviousSecretUsed();
+      client_.Write(pg::AuthenticationRequest(pg::kAuthSaslFinal, *server_final));
+      return Outcome::kSucceeded;
+    }
+    case AuthMethod::kNone:
+      return CloseWithError("08P01", "unexpected password message");
+  }
+  return Outcome::kFailed;
+}
+
+bool ClientAuth::PasswordMatches(const config::UserSecret& secret, const std::string& password) {
+  switch (secret.kind) {
+    case config::SecretKind::kPlain:
+      return crypto::SecretEquals(password, secret.secret);
+    case config::SecretKind::kMd5:
+      return crypto::SecretEquals(crypto::Md5PasswordHash(password, user_), secret.secret);
+    case config::SecretKind::kScramSha256: {
+      absl::StatusOr<crypto::ScramKeys> keys = crypto::ParseScramSecret(secret.secret);
+      if (!keys.ok()) return false;
+      crypto::ScramKeys derived =
+          crypto::ScramKeysFromPassword(password, keys->salt, keys->iterations);
+      return derived.stored_key == keys->stored_key;
+    }
+  }
+  return false;
+}
+
+void ClientAuth::NotePreviousSecretUsed() {
+  // Which secret, never the secret: the operator closing the overlap wants to know who still
+  // uses the old password.
+  PGF_DEBUG("client", "c=%d %s user '%s' logged in with the previous secret (rotation overlap)",
+            id_, peer_, user_);
+}
+
+ClientAuth::Outcome ClientAuth::Failed(const std::string& log_reason) {
+  // Counted on an existing pool only: a failed login must create nothing that outlives it.
+  if (Pool* pool = agent_.FindPool(database_, user_)) pool->stats().client_login_failures++;
+  const config::Config& cfg = agent_.config();
+  const absl::string_view address = PeerAddressWithoutPort(peer_);
+  const AuthFailureLimiter::Decision decision = agent_.auth_failures().OnFailure(
+      address, absl::Now(), cfg.auth_failure_burst, cfg.auth_failure_max_delay);
+  if (decision.unlogged_in_previous_window > 0) {
+    LogUnloggedFailures(address, decision.unlogged_in_previous_window);
+  }
+  if (decision.log) {
+    PGF_WARN("client", "c=%d %s login failed for user '%s' db '%s': %s", id_, peer_, user_,
+             database_, log_reason);
+  }
+  if (decision.throttling_started) {
+    PGF_WARN("client",
+             "%s: %d failed logins within a minute (auth_failure_burst = %d); further failures "
+             "from this address are answered after a growing delay, up to %s, and not logged one "
+             "by one until the minute is over",
+             address, decision.failures_in_window, cfg.auth_failure_burst,
+             absl::FormatDuration(cfg.auth_failure_max_delay));
+  }
+  client_.quiet_close_ = !decision.log;
+  std::string message = absl::StrCat("password authentication failed for user \"", user_, "\"");
+  if (decision.delay <= absl::ZeroDuration()) {
+    return CloseWithError("28P01", message);
+  }
+  // Hold the answer back; nothing more is read from this client meanwhile. The login
+  // timeout and every other way of closing still apply (Close cancels the timer).
+  bufferevent_disable(client_.bev(), EV_READ);
+  auth_delay_ = std::make_unique<Timer>(agent_.loop(), [this, message = std::move(message)] {
+    client_.CloseWithError("28P01", message);
+  });
+  auth_delay_->Start(decision.delay, /*repeat=*/false);
+  return Outcome::kFailed;
+}
+
+void ClientConn::StartAuth() {
+  ConnMover::Move(this, State::kAuth);
+  auth_ = std::make_unique<ClientAuth>(agent_, *this);
+  if (auth_->Start() == ClientAuth::Outcome::kSucceeded) AuthSucceeded();
+}
+
+void ClientConn::HandleAuthMessage() {
+  evbuffer* in = bufferevent_get_input(bev_);
+  pg::MessageHeader header;
+  switch (PeekFrameHeader(in, 0, kMaxAuthMessage, &header)) {
+    case pg::HeaderResult::kNeedMore:
+      return;
+    case pg::HeaderResult::kMalformed:
+      CloseWithError("08P01", "invalid authentication message");
+      return;
+    case pg::HeaderResult::kOk:
+      break;
+  }
+  if (evbuffer_get_length(in) < header.total()) return;
+  if (header.type != 'p') {
+    CloseWithError("08P01", absl::StrCat("expected password message, got '",
+                                         std::string(1, header.type), "'"));
+    return;
+  }
+  if (auth_ == nullptr) {
+    CloseWithError("08P01", "unexpected password message");
+    return;
+  }
+  std::string body(header.body_size(), '\0');
+  evbuffer_drain(in, pg::kHeaderSize);
+  evbuffer_remove(in, body.data(), body.size());
+  if (auth_->OnPasswordMessage(body) == ClientAuth::Outcome::kSucceeded) AuthSucceeded();
+}
+
+void ClientConn::AuthSucceeded() {
+  cancel_pid_ = static_cast<int32_t>(id_ & 0x7fffffff);
+  std::string key = crypto::RandomBytes(4);
+  memcpy(&cancel_key_, key.data(), 4);
+  agent_.RegisterCancelKey(this);
+  if (agent_.config().log_connections) {
+    PGF_INFO("client", "c=%d login attempt: db=%s user=%s addr=%s", id_, database_, user_, peer_);
+  }
+  if (database_ == "pgbouncer") {
+    const config::Config& cfg = agent_.config();
+    if (cfg.auth_type != config::AuthType::kAny && !cfg.IsAdminUser(user_) &&
+        !cfg.IsStatsUser(user_)) {
+      PGF_WARN("admin", "c=%d user %s from %s refused: not in admin_users or stats_users", id_,
+               user_, peer_);
+      CloseWithError("08P01", "not allowed: admin console is for admin_users and stats_users");
+      return;
+    }
+    ConnMover::Move(this, State::kAdmin);
+    std::string welcome = pg::AuthenticationRequest(pg::kAuthOk);
+    for (const auto& [name, value] :
+         {std::pair<const char*, const char*>{"server_version", "15.0 (pgfleet-agent)"},
+          {"server_encoding", "UTF8"},
+          {"client_encoding", "UTF8"},
+          {"DateStyle", "ISO, MDY"},
+          {"integer_datetimes", "on"},
+          {"standard_conforming_strings", "on"},
+          {"TimeZone", "UTC"},
+          {"IntervalStyle", "postgres"},
+          {"is_superuser", "off"}}) {
+      welcome += pg::ParameterStatus(name, value);
+    }
+    welcome += pg::BackendKeyData(cancel_pid_, cancel_key_) + pg::ReadyForQuery('I');
+    Write(welcome);
+    auth_.reset();
+    ProcessInput();
+    return;
+  }
+  if (!WithinClientLimits()) return;
+  pool_ = agent_.GetPool(database_, user_);
+  if (pool_ == nullptr) {
+    CloseWithError("08P01", absl::StrCat("no such database: ", database_));
+    return;
+  }
+  // Not from a login with the previous secret of a rotation overlap: those keys are the old
+  // password's, which PostgreSQL is about to stop taking (or already has).
+  const crypto::ScramServerExchange* scram = auth_ != nullptr ? auth_->scram() : nullptr;
+  if (scram != nullptr && scram->keys().client_key.has_value() && !scram->matched_alternative()) {
+    pool_->set_scram_keys(scram->keys());
+  }
+  auth_.reset();
+  pool_->AddClient(this);
+}
+
+bool ClientConn::WithinClientLimits() {
+  const config::Config& cfg = agent_.config();
+  const std::optional<config::DatabaseConfig> db = cfg.FindDatabase(database_);
+  const int max_db = db.has_value() ? cfg.MaxDbClientConnectionsFor(*db) : 0;
+  const int max_user = cfg.MaxUserClientConnectionsFor(user_);
+  if (max_db == 0 && max_user == 0) return true;
+  // This client is not in a pool yet: it is the one past the limit when the count reaches it.
+  int db_clients = 0;
+  int user_clients = 0;
+  for (const auto& [key, pool] : agent_.pools()) {
+    if (pool->db_name() == database_) db_clients += static_cast<int>(pool->client_count());
+    if (pool->user() == user_) user_clients += static_cast<int>(pool->client_count());
+  }
+  if (max_db > 0 && db_clients >= max_db) {
+    CloseWithError("08P01", "client connections exceeded (max_db_client_connections)");
+    return false;
+  }
+  if (max_user > 0 && user_clients >= max_user) {
+    CloseWithError("08P01", "client connections exceeded (max_user_client_connections)");
+    return false;
+  }
+  return true;
+}
+
+}  // namespace pgfleet::agent
