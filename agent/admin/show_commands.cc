@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "agent/admin/console.h"
+#include "agent/admin/list_counts.h"
 #include "agent/agent.h"
 #include "agent/build_info.h"
 #include "agent/client_conn.h"
@@ -423,26 +424,7 @@ std::string AdminConsole::ShowTotals() {
 
 std::string AdminConsole::ShowLists() {
   ResultSet result({{"list", false}, {"items", true}});
-  size_t used_clients = agent_.admin_clients().size(), used_servers = 0;
-  for (const auto& [key, pool] : agent_.pools()) {
-    used_clients += pool->client_count();
-    used_servers += pool->server_count();
-  }
-  const config::Config& cfg = agent_.config();
-  std::vector<std::pair<const char*, size_t>> rows = {
-      {"databases", cfg.databases.size() + 1},
-      {"users", agent_.auth_file().size()},
-      {"pools", agent_.pools().size() + 1},
-      {"free_clients", 0},
-      {"used_clients", used_clients},
-      {"login_clients", agent_.login_clients_view().size()},
-      {"free_servers", 0},
-      {"used_servers", used_servers},
-      {"dns_names", 0},
-      {"dns_zones", 0},
-      {"dns_queries", 0},
-      {"dns_pending", 0}};
-  for (const auto& [name, value] : rows) result.AddRow({name, Num(value, true)});
+  for (const ListCount& row : ListCounts(agent_)) result.AddRow({row.name, Num(row.items, true)});
   return result.Finish();
 }
 
