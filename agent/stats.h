@@ -55,30 +55,15 @@ class StatsHistory {
  public:
   // Records totals per database at the end of a period of `period_seconds`.
   void Sample(const std::map<std::string, PoolStats>& totals, double period_seconds) {
+    PoolStats all;
     for (const auto& [db, now] : totals) {
-      const PoolStats& before = last_[db];
-      StatsAverages& avg = averages_[db];
-      // Totals can go down (the pool of an auto database reclaimed): such a period counts 0.
-      auto delta = [](uint64_t now_total, uint64_t before_total) {
-        return now_total < before_total ? 0 : now_total - before_total;
-      };
-      auto rate = [&](uint64_t a, uint64_t b) {
-        return static_cast<uint64_t>(static_cast<double>(delta(a, b)) / period_seconds);
-      };
-      auto per = [](uint64_t time_delta, uint64_t count_delta) {
-        return count_delta == 0 ? 0 : time_delta / count_delta;
-      };
-      avg.xact_count = rate(now.xact_count, before.xact_count);
-      avg.query_count = rate(now.query_count, before.query_count);
-      avg.bytes_received = rate(now.bytes_received, before.bytes_received);
-      avg.bytes_sent = rate(now.bytes_sent, before.bytes_sent);
-      avg.xact_time_us = per(delta(now.xact_time_us, before.xact_time_us),
-                             delta(now.xact_count, before.xact_count));
-      avg.query_time_us = per(delta(now.query_time_us, before.query_time_us),
-                              delta(now.query_count, before.query_count));
-      avg.wait_time_us = rate(now.wait_time_us, before.wait_time_us);
+      averages_[db] = Compute(now, last_[db], period_seconds);
       last_[db] = now;
+      all += now;
     }
+    // The agent as a whole (PgBouncer's log_stats line), from the sum over databases.
+    total_averages_ = Compute(all, last_total_, period_seconds);
+    last_total_ = all;
     // Databases whose pools are all gone (auto databases) are forgotten, so these maps hold
     // no more names than there are pools.
     std::erase_if(last_, [&](const auto& entry) { return !totals.contains(entry.first); });
@@ -88,10 +73,39 @@ class StatsHistory {
     auto it = averages_.find(db);
     return it == averages_.end() ? StatsAverages{} : it->second;
   }
+  // Over every database, for the last period.
+  const StatsAverages& TotalAverages() const { return total_averages_; }
 
  private:
+  static StatsAverages Compute(const PoolStats& now, const PoolStats& before,
+                               double period_seconds) {
+    // Totals can go down (the pool of an auto database reclaimed): such a period counts 0.
+    auto delta = [](uint64_t now_total, uint64_t before_total) {
+      return now_total < before_total ? 0 : now_total - before_total;
+    };
+    auto rate = [&](uint64_t a, uint64_t b) {
+      return static_cast<uint64_t>(static_cast<double>(delta(a, b)) / period_seconds);
+    };
+    auto per = [](uint64_t time_delta, uint64_t count_delta) {
+      return count_delta == 0 ? 0 : time_delta / count_delta;
+    };
+    StatsAverages avg;
+    avg.xact_count = rate(now.xact_count, before.xact_count);
+    avg.query_count = rate(now.query_count, before.query_count);
+    avg.bytes_received = rate(now.bytes_received, before.bytes_received);
+    avg.bytes_sent = rate(now.bytes_sent, before.bytes_sent);
+    avg.xact_time_us =
+        per(delta(now.xact_time_us, before.xact_time_us), delta(now.xact_count, before.xact_count));
+    avg.query_time_us = per(delta(now.query_time_us, before.query_time_us),
+                            delta(now.query_count, before.query_count));
+    avg.wait_time_us = rate(now.wait_time_us, before.wait_time_us);
+    return avg;
+  }
+
   std::map<std::string, PoolStats> last_;
   std::map<std::string, StatsAverages> averages_;
+  PoolStats last_total_;
+  StatsAverages total_averages_;
 };
 
 }  // namespace pgfleet::agent

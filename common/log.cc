@@ -1,11 +1,13 @@
 #include "common/log.h"
 
 #include <sys/time.h>
+#include <syslog.h>
 
 #include <atomic>
 #include <cstdlib>
 #include <ctime>
 #include <mutex>
+#include <utility>
 
 namespace pgfleet::common {
 namespace {
@@ -13,6 +15,28 @@ namespace {
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
 std::mutex g_file_mu;
 FILE* g_file = nullptr;  // Guarded by g_file_mu.
+
+std::atomic<bool> g_syslog{false};
+std::mutex g_syslog_mu;
+// openlog(3) keeps the ident pointer: the string lives here while the connection is open.
+std::string g_syslog_ident;  // Guarded by g_syslog_mu.
+int g_syslog_facility = -1;  // Guarded by g_syslog_mu; -1 while closed.
+
+int SyslogPriority(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug:
+      return LOG_DEBUG;
+    case LogLevel::kInfo:
+      return LOG_INFO;
+    case LogLevel::kWarning:
+      return LOG_WARNING;
+    case LogLevel::kError:
+      return LOG_ERR;
+    case LogLevel::kFatal:
+      return LOG_CRIT;
+  }
+  return LOG_INFO;
+}
 
 const char* LevelName(LogLevel level) {
   switch (level) {
@@ -85,6 +109,36 @@ bool SetLogFile(const std::string& path) {
   return g_file != nullptr;
 }
 
+std::optional<int> SyslogFacilityCode(std::string_view name) {
+  static constexpr std::pair<std::string_view, int> kFacilities[] = {
+      {"auth", LOG_AUTH},     {"authpriv", LOG_AUTHPRIV}, {"daemon", LOG_DAEMON},
+      {"user", LOG_USER},     {"local0", LOG_LOCAL0},     {"local1", LOG_LOCAL1},
+      {"local2", LOG_LOCAL2}, {"local3", LOG_LOCAL3},     {"local4", LOG_LOCAL4},
+      {"local5", LOG_LOCAL5}, {"local6", LOG_LOCAL6},     {"local7", LOG_LOCAL7}};
+  for (const auto& [facility, code] : kFacilities) {
+    if (facility == name) return code;
+  }
+  return std::nullopt;
+}
+
+void SetSyslog(bool enabled, const std::string& ident, const std::string& facility) {
+  std::lock_guard<std::mutex> lock(g_syslog_mu);
+  const int code = SyslogFacilityCode(facility).value_or(LOG_DAEMON);
+  if (!enabled) {
+    g_syslog.store(false);
+    if (g_syslog_facility >= 0) closelog();
+    g_syslog_facility = -1;
+    return;
+  }
+  if (g_syslog_facility == code && g_syslog_ident == ident) return;
+  g_syslog.store(false);
+  if (g_syslog_facility >= 0) closelog();
+  g_syslog_ident = ident;
+  g_syslog_facility = code;
+  openlog(g_syslog_ident.c_str(), LOG_PID | LOG_NDELAY, code);
+  g_syslog.store(true);
+}
+
 void LogLine(LogLevel level, std::string_view component, std::string_view message) {
   timeval tv;
   gettimeofday(&tv, nullptr);
@@ -95,6 +149,15 @@ void LogLine(LogLevel level, std::string_view component, std::string_view messag
   std::string line = absl::StrFormat("%s.%03dZ %s %s %s\n", ts, static_cast<int>(tv.tv_usec / 1000),
                                      LevelName(level), component, EscapeLogMessage(message));
   fwrite(line.data(), 1, line.size(), stderr);
+  if (g_syslog.load(std::memory_order_relaxed)) {
+    // syslog adds its own timestamp; the line without ours and without the newline.
+    const size_t timestamp_end = line.find(' ') + 1;
+    std::lock_guard<std::mutex> syslog_lock(g_syslog_mu);
+    if (g_syslog_facility >= 0) {
+      syslog(SyslogPriority(level), "%.*s", static_cast<int>(line.size() - timestamp_end - 1),
+             line.data() + timestamp_end);
+    }
+  }
   std::lock_guard<std::mutex> lock(g_file_mu);
   if (g_file != nullptr) {
     fwrite(line.data(), 1, line.size(), g_file);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -16,6 +17,13 @@ void SetLogLevel(LogLevel level);
 LogLevel GetLogLevel();
 // Sends log lines to `path` (appending) in addition to stderr; empty = stderr only.
 bool SetLogFile(const std::string& path);
+// PgBouncer's syslog = 1: every log line also goes to syslog(3) as "LEVEL component message"
+// under `ident` and `facility` (a name SyslogFacilityCode knows). Calling it again with other
+// values reopens the connection; enabled = false closes it.
+void SetSyslog(bool enabled, const std::string& ident, const std::string& facility);
+// PgBouncer's syslog_facility names (auth, authpriv, daemon, user, local0-local7) as LOG_*
+// codes; nullopt for any other name.
+std::optional<int> SyslogFacilityCode(std::string_view name);
 void LogLine(LogLevel level, std::string_view component, std::string_view message);
 // `message` as it goes into a log line: control characters escaped (\n, \r, \t, other bytes
 // below 0x20 and 0x7f as \xNN, the Unicode line separators and C1 controls as \uNNNN), so one

@@ -1,5 +1,6 @@
-// SHOW commands of the admin console. Column names, order and units follow PgBouncer 1.18
-// (times in microseconds) so monitoring written for PgBouncer reads them unchanged.
+// SHOW commands of the admin console. Column names, order and units follow PgBouncer (1.25's
+// columns for USERS, DATABASES, POOLS; times in microseconds) so monitoring written for
+// PgBouncer reads them unchanged. CLIENTS/SERVERS/SOCKETS are in show_connections.cc.
 #include <sys/resource.h>
 #include <sys/time.h>
 
@@ -12,6 +13,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "agent/admin/console.h"
+#include "agent/admin/list_counts.h"
+#include "agent/admin/result_set.h"
 #include "agent/agent.h"
 #include "agent/build_info.h"
 #include "agent/client_conn.h"
@@ -21,117 +24,11 @@
 namespace pgfleet::agent {
 namespace {
 
-constexpr int32_t kTextOid = 25;
-constexpr int32_t kInt8Oid = 20;
-
-struct Column {
-  const char* name;
-  bool numeric;
-};
-
-// Accumulates one result set: RowDescription, DataRows, CommandComplete "SHOW".
-class ResultSet {
- public:
-  explicit ResultSet(std::vector<Column> columns) : columns_(std::move(columns)) {
-    pg::MessageBuilder builder('T');
-    builder.Int16(static_cast<int16_t>(columns_.size()));
-    for (const Column& column : columns_) {
-      builder.CString(column.name).Int32(0).Int16(0);
-      builder.Int32(column.numeric ? kInt8Oid : kTextOid).Int16(column.numeric ? 8 : -1);
-      builder.Int32(-1).Int16(0);
-    }
-    out_ = builder.Finish();
-  }
-  // Values in column order; a value of nullopt is SQL NULL.
-  void AddRow(const std::vector<std::optional<std::string>>& values) {
-    pg::MessageBuilder builder('D');
-    builder.Int16(static_cast<int16_t>(values.size()));
-    for (const std::optional<std::string>& value : values) {
-      if (!value.has_value()) {
-        builder.Int32(-1);
-      } else {
-        builder.Int32(static_cast<int32_t>(value->size())).Bytes(*value);
-      }
-    }
-    out_ += builder.Finish();
-  }
-  std::string Finish() { return out_ + pg::CommandComplete("SHOW"); }
-
- private:
-  std::vector<Column> columns_;
-  std::string out_;
-};
-
-// SHOW CLIENTS/SERVERS' tls column: "TLSv1.3/TLS_AES_256_GCM_SHA384", NULL for plain text.
-std::optional<std::string> TlsColumn(bufferevent* bev) {
-  std::string description = DescribeTls(bev);
-  if (description.empty()) return std::nullopt;
-  return description;
-}
-
-std::string Num(uint64_t value) { return absl::StrCat(value); }
-std::string Num(int64_t value) { return absl::StrCat(value); }
-std::string Num(int value) { return absl::StrCat(value); }
-std::string Num(size_t value, bool) { return absl::StrCat(value); }
-
-// A monotonic timestamp shown as wall-clock time, the way PgBouncer prints it.
-std::string WallTime(uint64_t mono_us) {
-  const uint64_t now_mono = MonotonicMicros();
-  absl::Time wall = absl::Now() - absl::Microseconds(static_cast<int64_t>(now_mono - mono_us));
-  return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", wall, absl::UTCTimeZone());
-}
-
-std::string Ptr(uint64_t id) { return absl::StrCat("0x", absl::Hex(id)); }
-
-// Splits "host:port" / "[v6]:port" / "unix" into address and port.
-std::pair<std::string, std::string> SplitPeer(const std::string& peer) {
-  size_t colon = peer.rfind(':');
-  if (colon == std::string::npos) return {peer, "0"};
-  std::string host = peer.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  return {host, peer.substr(colon + 1)};
-}
-
-std::string ParamOf(const ParamList& params, const char* name) {
-  for (const auto& [key, value] : params) {
-    if (key == name) return value;
-  }
-  return "";
-}
-
-const char* ServerStateName(ServerConn::State state) {
-  switch (state) {
-    case ServerConn::State::kLogin:
-      return "new";
-    case ServerConn::State::kIdle:
-      return "idle";
-    case ServerConn::State::kActive:
-      return "active";
-    case ServerConn::State::kUsed:
-      return "used";
-    case ServerConn::State::kClosed:
-      return "closed";
-  }
-  return "?";
-}
-
-const char* ClientStateName(ClientConn::State state) {
-  switch (state) {
-    case ClientConn::State::kStartup:
-    case ClientConn::State::kAuth:
-      return "login";
-    case ClientConn::State::kLoginWaiting:
-    case ClientConn::State::kWaiting:
-      return "waiting";
-    case ClientConn::State::kIdle:
-    case ClientConn::State::kActive:
-    case ClientConn::State::kAdmin:
-      return "active";
-    case ClientConn::State::kClosed:
-      return "closed";
-  }
-  return "?";
-}
+using show::Column;
+using show::Num;
+using show::ParamOf;
+using show::ResultSet;
+using show::SplitPeer;
 
 }  // namespace
 
@@ -182,6 +79,13 @@ std::string AdminConsole::ShowHelp() {
   return notice.Finish() + pg::CommandComplete("SHOW");
 }
 
+// PgBouncer's load_balance_hosts column: the mode for a database whose host is a list, else
+// NULL. pgfleet connects to one host per entry, so it is always NULL for now.
+static std::optional<std::string> LoadBalanceHostsColumn(const config::DatabaseConfig& db) {
+  if (db.host.find(',') == std::string::npos) return std::nullopt;
+  return std::string("round-robin");
+}
+
 std::string AdminConsole::ShowPools() {
   ResultSet result({{"database", false},
                     {"user", false},
@@ -198,21 +102,29 @@ std::string AdminConsole::ShowPools() {
                     {"sv_login", true},
                     {"maxwait", true},
                     {"maxwait_us", true},
-                    {"pool_mode", false}});
+                    {"pool_mode", false},
+                    {"load_balance_hosts", false}});
   result.AddRow({"pgbouncer", "pgbouncer", Num(agent_.admin_clients().size(), true), "0", "0", "0",
-                 "0", "0", "0", "0", "0", "0", "0", "0", "0", "statement"});
+                 "0", "0", "0", "0", "0", "0", "0", "0", "0", "statement", std::nullopt});
   for (const PoolSnapshot& pool : agent_.Snapshot().pools) {
+    const Pool* live = nullptr;
+    if (auto it = agent_.pools().find({pool.database, pool.user}); it != agent_.pools().end()) {
+      live = it->second.get();
+    }
     result.AddRow({pool.database, pool.user, Num(pool.cl_active, true), Num(pool.cl_waiting, true),
                    "0", "0", Num(pool.sv_active, true), Num(pool.sv_active_cancel, true),
                    Num(pool.sv_being_canceled, true), Num(pool.sv_idle, true),
                    Num(pool.sv_used, true), "0", Num(pool.sv_login, true),
                    Num(pool.maxwait_us / 1000000), Num(pool.maxwait_us % 1000000),
-                   config::PoolModeName(pool.pool_mode)});
+                   config::PoolModeName(pool.pool_mode),
+                   live != nullptr ? LoadBalanceHostsColumn(live->db()) : std::nullopt});
   }
   return result.Finish();
 }
 
 std::string AdminConsole::ShowDatabases() {
+  // PgBouncer 1.25's columns (src/admin.c admin_show_databases); reserve_pool became
+  // reserve_pool_size in 1.24.
   ResultSet result({{"name", false},
                     {"host", false},
                     {"port", true},
@@ -220,27 +132,39 @@ std::string AdminConsole::ShowDatabases() {
                     {"force_user", false},
                     {"pool_size", true},
                     {"min_pool_size", true},
-                    {"reserve_pool", true},
+                    {"reserve_pool_size", true},
+                    {"server_lifetime", true},
                     {"pool_mode", false},
+                    {"load_balance_hosts", false},
                     {"max_connections", true},
                     {"current_connections", true},
+                    {"max_client_connections", true},
+                    {"current_client_connections", true},
                     {"paused", true},
                     {"disabled", true}});
   const config::Config& cfg = agent_.config();
+  std::map<std::string, size_t> clients_by_db;
+  for (const auto& [key, pool] : agent_.pools()) clients_by_db[key.first] += pool->client_count();
+  // Whole seconds, as PgBouncer prints it; a per-database server_lifetime is not applied.
+  const std::string server_lifetime = Num(absl::ToInt64Seconds(cfg.server_lifetime));
+  auto optional_text = [](const std::string& value) {
+    return value.empty() ? std::nullopt : std::optional<std::string>(value);
+  };
   result.AddRow({"pgbouncer", std::nullopt, Num(cfg.listen_port), "pgbouncer", "pgbouncer", "2",
-                 "0", "0", "statement", "0", "0", "0", "0"});
+                 "0", "0", "0", "statement", std::nullopt, "0", "0", "0",
+                 Num(agent_.admin_clients().size(), true), "0", "0"});
   for (const auto& [name, db] : cfg.databases) {
     if (name == "*") continue;
-    result.AddRow({name, db.host.empty() ? std::nullopt : std::optional<std::string>(db.host),
-                   Num(db.port), db.dbname.empty() ? name : db.dbname,
-                   db.user.empty() ? std::nullopt : std::optional<std::string>(db.user),
-                   Num(db.pool_size.value_or(cfg.default_pool_size)),
+    result.AddRow({name, optional_text(db.host), Num(db.port), db.dbname.empty() ? name : db.dbname,
+                   optional_text(db.user), Num(db.pool_size.value_or(cfg.default_pool_size)),
                    Num(db.min_pool_size.value_or(cfg.min_pool_size)),
-                   Num(db.reserve_pool.value_or(cfg.reserve_pool_size)),
+                   Num(db.reserve_pool.value_or(cfg.reserve_pool_size)), server_lifetime,
                    db.pool_mode ? std::optional<std::string>(config::PoolModeName(*db.pool_mode))
                                 : std::nullopt,
+                   LoadBalanceHostsColumn(db),
                    Num(db.max_db_connections.value_or(cfg.max_db_connections)),
-                   Num(agent_.ServerCountForDb(name)), agent_.IsPaused(name) ? "1" : "0",
+                   Num(agent_.ServerCountForDb(name)), Num(cfg.MaxDbClientConnectionsFor(db)),
+                   Num(clients_by_db[name], true), agent_.IsPaused(name) ? "1" : "0",
                    agent_.IsDisabled(name) ? "1" : "0"});
   }
   // Databases reached through the "*" entry show up once they have a pool.
@@ -248,102 +172,13 @@ std::string AdminConsole::ShowDatabases() {
   for (const auto& [key, pool] : agent_.pools()) {
     if (cfg.databases.count(key.first) > 0 || !shown.insert(key.first).second) continue;
     const config::DatabaseConfig& db = pool->db();
-    result.AddRow({key.first, db.host.empty() ? std::nullopt : std::optional<std::string>(db.host),
-                   Num(db.port), db.dbname.empty() ? key.first : db.dbname, std::nullopt,
-                   Num(pool->pool_size()), Num(pool->min_pool_size()),
-                   Num(pool->reserve_pool_size()), std::nullopt, "0",
-                   Num(agent_.ServerCountForDb(key.first)), agent_.IsPaused(key.first) ? "1" : "0",
+    result.AddRow({key.first, optional_text(db.host), Num(db.port),
+                   db.dbname.empty() ? key.first : db.dbname, std::nullopt, Num(pool->pool_size()),
+                   Num(pool->min_pool_size()), Num(pool->reserve_pool_size()), server_lifetime,
+                   std::nullopt, LoadBalanceHostsColumn(db), "0",
+                   Num(agent_.ServerCountForDb(key.first)), Num(cfg.MaxDbClientConnectionsFor(db)),
+                   Num(clients_by_db[key.first], true), agent_.IsPaused(key.first) ? "1" : "0",
                    agent_.IsDisabled(key.first) ? "1" : "0"});
-  }
-  return result.Finish();
-}
-
-std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socket_columns) {
-  std::vector<Column> columns = {
-      {"type", false},         {"user", false},      {"database", false},
-      {"state", false},        {"addr", false},      {"port", true},
-      {"local_addr", false},   {"local_port", true}, {"connect_time", false},
-      {"request_time", false}, {"wait", true},       {"wait_us", true},
-      {"close_needed", true},  {"ptr", false},       {"link", false},
-      {"remote_pid", true},    {"tls", false},       {"application_name", false}};
-  if (socket_columns) {
-    for (const char* name : {"recv_pos", "pkt_pos", "pkt_remain", "send_pos", "send_remain",
-                             "pkt_avail", "send_avail"}) {
-      columns.push_back({name, true});
-    }
-  }
-  ResultSet result(columns);
-  const uint64_t now = MonotonicMicros();
-  const std::string listen_addr = agent_.config().listen_addr;
-  const std::string listen_port = Num(agent_.config().listen_port);
-  auto add_client = [&](const ClientConn* client) {
-    auto [addr, port] = SplitPeer(client->peer());
-    const uint64_t wait =
-        client->state() == ClientConn::State::kWaiting ? now - client->wait_start_us() : 0;
-    std::vector<std::optional<std::string>> row = {
-        "C",
-        client->user(),
-        client->database(),
-        socket_columns ? absl::StrCat("cl_", ClientStateName(client->state()))
-                       : ClientStateName(client->state()),
-        addr,
-        port,
-        listen_addr,
-        listen_port,
-        WallTime(client->connect_time_us()),
-        WallTime(client->last_active_us()),
-        Num(wait / 1000000),
-        Num(wait % 1000000),
-        "0",
-        Ptr(client->id()),
-        client->server() ? std::optional<std::string>(Ptr(client->server()->id())) : std::nullopt,
-        "0",
-        TlsColumn(client->bev()),
-        ParamOf(client->params(), "application_name")};
-    if (socket_columns) row.insert(row.end(), 7, "0");
-    result.AddRow(row);
-  };
-  auto add_server = [&](const ServerConn* server) {
-    auto [addr, port] = SplitPeer(server->address());
-    std::vector<std::optional<std::string>> row = {
-        "S",
-        server->pool().server_user(),
-        server->pool().db_name(),
-        socket_columns ? absl::StrCat("sv_", ServerStateName(server->state()))
-                       : ServerStateName(server->state()),
-        addr,
-        port,
-        "127.0.0.1",
-        Num(server->local_port()),
-        WallTime(server->connect_time_us()),
-        WallTime(server->last_used_us()),
-        "0",
-        "0",
-        server->generation() != server->pool().generation() ? "1" : "0",
-        Ptr(server->id()),
-        server->client() ? std::optional<std::string>(Ptr(server->client()->id())) : std::nullopt,
-        Num(server->backend_pid()),
-        TlsColumn(server->bev()),
-        ParamOf(server->params(), "application_name")};
-    if (socket_columns) row.insert(row.end(), 7, "0");
-    result.AddRow(row);
-  };
-  if (clients) {
-    agent_.login_clients_view().ForEach(add_client);
-    agent_.admin_clients().ForEach(add_client);
-  }
-  for (const auto& [key, pool] : agent_.pools()) {
-    if (clients) {
-      pool->active_clients().ForEach(add_client);
-      pool->waiting_clients().ForEach(add_client);
-      pool->login_waiting_clients().ForEach(add_client);
-    }
-    if (servers) {
-      pool->active_servers().ForEach(add_server);
-      pool->idle_servers().ForEach(add_server);
-      pool->used_servers().ForEach(add_server);
-      pool->login_servers().ForEach(add_server);
-    }
   }
   return result.Finish();
 }
@@ -423,40 +258,43 @@ std::string AdminConsole::ShowTotals() {
 
 std::string AdminConsole::ShowLists() {
   ResultSet result({{"list", false}, {"items", true}});
-  size_t used_clients = agent_.admin_clients().size(), used_servers = 0;
-  for (const auto& [key, pool] : agent_.pools()) {
-    used_clients += pool->client_count();
-    used_servers += pool->server_count();
-  }
-  const config::Config& cfg = agent_.config();
-  std::vector<std::pair<const char*, size_t>> rows = {
-      {"databases", cfg.databases.size() + 1},
-      {"users", agent_.auth_file().size()},
-      {"pools", agent_.pools().size() + 1},
-      {"free_clients", 0},
-      {"used_clients", used_clients},
-      {"login_clients", agent_.login_clients_view().size()},
-      {"free_servers", 0},
-      {"used_servers", used_servers},
-      {"dns_names", 0},
-      {"dns_zones", 0},
-      {"dns_queries", 0},
-      {"dns_pending", 0}};
-  for (const auto& [name, value] : rows) result.AddRow({name, Num(value, true)});
+  for (const ListCount& row : ListCounts(agent_)) result.AddRow({row.name, Num(row.items, true)});
   return result.Finish();
 }
 
 std::string AdminConsole::ShowUsers() {
-  ResultSet result({{"name", false}, {"pool_mode", false}});
+  // PgBouncer 1.25's columns (src/admin.c admin_show_users): the [users] overrides (NULL when
+  // not set; PgBouncer sends them as text), the effective limits and the live counts.
+  ResultSet result({{"name", false},
+                    {"pool_size", false},
+                    {"reserve_pool_size", false},
+                    {"pool_mode", false},
+                    {"max_user_connections", true},
+                    {"current_connections", true},
+                    {"max_user_client_connections", true},
+                    {"current_client_connections", true}});
   const config::Config& cfg = agent_.config();
   std::set<std::string> names;
   for (const auto& [name, secret] : agent_.auth_file()) names.insert(name);
   for (const auto& [name, user] : cfg.users) names.insert(name);
+  std::map<std::string, size_t> clients_by_user;
+  for (const auto& [key, pool] : agent_.pools())
+    clients_by_user[key.second] += pool->client_count();
+  auto optional_int = [](const std::optional<int>& value) {
+    return value ? std::optional<std::string>(Num(*value)) : std::nullopt;
+  };
   for (const std::string& name : names) {
     const config::UserConfig* user = cfg.FindUser(name);
-    result.AddRow({name, user && user->pool_mode
-                             ? std::optional<std::string>(config::PoolModeName(*user->pool_mode))
-                             : std::nullopt});
+    const int max_connections = user != nullptr && user->max_user_connections
+                                    ? *user->max_user_connections
+                                    : cfg.max_user_connections;
+    result.AddRow({name, user != nullptr ? optional_int(user->pool_size) : std::nullopt,
+                   user != nullptr ? optional_int(user->reserve_pool_size) : std::nullopt,
+                   user && user->pool_mode
+                       ? std::optional<std::string>(config::PoolModeName(*user->pool_mode))
+                       : std::nullopt,
+                   Num(max_connections), Num(agent_.ServerCountForUser(name)),
+                   Num(cfg.MaxUserClientConnectionsFor(name)), Num(clients_by_user[name], true)});
   }
   return result.Finish();
 }

@@ -18,7 +18,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "agent/admin/list_counts.h"
 #include "agent/agent.h"
+#include "agent/build_info.h"
 #include "agent/event_loop.h"
 #include "agent/pool.h"
 #include "agent/stats.h"
@@ -77,9 +79,25 @@ const PoolMetric kPoolMetrics[] = {
     {"pgbouncer_pools_client_waiting_connections", "gauge",
      "Client connections waiting on a server connection, shown as connection",
      [](const PoolSnapshot& p) { return absl::StrCat(p.cl_waiting); }},
+    // Cancel requests are forwarded at once on a connection of their own, never queued
+    // behind a client: no client is ever in PgBouncer's cancel_req lists.
+    {"pgbouncer_pools_client_active_cancel_connections", "gauge",
+     "Client connections that have forwarded query cancellations to the server and are waiting "
+     "for the server response",
+     [](const PoolSnapshot&) { return std::string("0"); }},
+    {"pgbouncer_pools_client_waiting_cancel_connections", "gauge",
+     "Client connections that have not forwarded query cancellations to the server yet",
+     [](const PoolSnapshot&) { return std::string("0"); }},
     {"pgbouncer_pools_server_active_connections", "gauge",
      "Server connections linked to a client connection, shown as connection",
      [](const PoolSnapshot& p) { return absl::StrCat(p.sv_active); }},
+    {"pgbouncer_pools_server_active_cancel_connections", "gauge",
+     "Server connections that are currently forwarding a cancel request",
+     [](const PoolSnapshot& p) { return absl::StrCat(p.sv_active_cancel); }},
+    {"pgbouncer_pools_server_being_canceled_connections", "gauge",
+     "Servers that normally could become idle but are waiting to do so until all in-flight "
+     "cancel requests have completed that were sent to cancel a query on this server",
+     [](const PoolSnapshot& p) { return absl::StrCat(p.sv_being_canceled); }},
     {"pgbouncer_pools_server_idle_connections", "gauge",
      "Server connections idle and ready for a client query, shown as connection",
      [](const PoolSnapshot& p) { return absl::StrCat(p.sv_idle); }},
@@ -178,6 +196,37 @@ std::string RenderPrometheusMetrics(const Agent& agent, const StatsSnapshot& sna
 
   out.Family("pgbouncer_up", "gauge", "The pgbouncer scrape succeeded");
   out.Sample("pgbouncer_up", {}, "1");
+  // SHOW VERSION's line, as the exporter labels it.
+  out.Family("pgbouncer_version_info", "gauge", "The pgbouncer version info");
+  out.Sample("pgbouncer_version_info", {{"version", kVersionLine}}, "1");
+
+  // SHOW LISTS, under the exporter's names; it publishes no gauge for the other rows.
+  struct ListMetric {
+    const char* list;
+    const char* name;
+    const char* help;
+  };
+  static const ListMetric kListMetrics[] = {
+      {"databases", "pgbouncer_databases", "Count of databases"},
+      {"users", "pgbouncer_users", "Count of users"},
+      {"pools", "pgbouncer_pools", "Count of pools"},
+      {"free_clients", "pgbouncer_free_clients", "Count of free clients"},
+      {"used_clients", "pgbouncer_used_clients", "Count of used clients"},
+      {"login_clients", "pgbouncer_login_clients", "Count of clients in login state"},
+      {"free_servers", "pgbouncer_free_servers", "Count of free servers"},
+      {"used_servers", "pgbouncer_used_servers", "Count of used servers"},
+      {"dns_names", "pgbouncer_cached_dns_names", "Count of DNS names in the cache"},
+      {"dns_zones", "pgbouncer_cached_dns_zones", "Count of DNS zones in the cache"},
+      {"dns_queries", "pgbouncer_in_flight_dns_queries", "Count of in-flight DNS queries"},
+  };
+  const std::vector<ListCount> lists = ListCounts(agent);
+  for (const ListMetric& metric : kListMetrics) {
+    for (const ListCount& row : lists) {
+      if (absl::string_view(row.name) != metric.list) continue;
+      out.Family(metric.name, "gauge", metric.help);
+      out.Sample(metric.name, {}, absl::StrCat(row.items));
+    }
+  }
 
   out.Family("pgbouncer_config_max_client_connections", "gauge",
              "Configured maximum number of client connections");

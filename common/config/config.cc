@@ -21,6 +21,7 @@
 #include "absl/strings/string_view.h"
 #include "common/config/conn_string.h"
 #include "common/config/ini_parser.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 
 namespace pgfleet::config {
@@ -306,6 +307,20 @@ const Option kOptions[] = {
     BoolOption<&Config::log_connections>("log_connections"),
     BoolOption<&Config::log_disconnections>("log_disconnections"),
     BoolOption<&Config::log_pooler_errors>("log_pooler_errors"),
+    BoolOption<&Config::log_stats>("log_stats"),
+    BoolOption<&Config::syslog>("syslog"),
+    StringOption<&Config::syslog_ident>("syslog_ident"),
+    {"syslog_facility",
+     [](Config& c, absl::string_view v) {
+       // PgBouncer's names only, so a typo is an error rather than logs that go nowhere.
+       if (!common::SyslogFacilityCode(std::string_view(v.data(), v.size())).has_value()) {
+         return absl::InvalidArgumentError(absl::StrCat(
+             "invalid value '", v, "': expected auth, authpriv, daemon, user or local0-local7"));
+       }
+       c.syslog_facility = std::string(v);
+       return absl::OkStatus();
+     },
+     [](const Config& c) { return c.syslog_facility; }},
     // TLS keys change with SET (one at a time, in force once they work together) and RELOAD.
     TlsModeOption<&Config::client_tls_sslmode>("client_tls_sslmode"),
     StringOption<&Config::client_tls_cert_file>("client_tls_cert_file", kTlsSetting),
@@ -359,7 +374,6 @@ const char kOneProcess[] =
 const char kResolver[] = "host names are resolved by the system resolver on each server connect";
 const char kWindows[] = "Windows service registration only";
 const char kTlsDefaults[] = "OpenSSL's defaults are used";
-const char kSyslog[] = "pgfleet logs to stderr (journald) and logfile, not syslog";
 
 const std::vector<UnsupportedSetting> kUnsupportedSettings = {
     {"pgbouncer", "application_name_add_host", "0", "application_name is passed through as sent"},
@@ -384,8 +398,6 @@ const std::vector<UnsupportedSetting> kUnsupportedSettings = {
     {"pgbouncer", "dns_zone_check_period", "0", kResolver},
     {"pgbouncer", "job_name", "pgbouncer", kWindows},
     {"pgbouncer", "listen_backlog", "128", "the listen backlog is the system's maximum"},
-    {"pgbouncer", "log_stats", "1",
-     "no periodic stats line; SHOW STATS and the Prometheus endpoint have the numbers"},
     {"pgbouncer", "login_notify_message", "", kNotYet},
     {"pgbouncer", "peer_id", "0", kOneProcess},
     {"pgbouncer", "pool_idle_timeout", "0", kNotYet},
@@ -399,9 +411,6 @@ const std::vector<UnsupportedSetting> kUnsupportedSettings = {
     {"pgbouncer", "service_name", "pgbouncer", kWindows},
     {"pgbouncer", "so_reuseport", "0", kOneProcess},
     {"pgbouncer", "suspend_timeout", "10", kOneProcess},
-    {"pgbouncer", "syslog", "0", kSyslog},
-    {"pgbouncer", "syslog_facility", "daemon", kSyslog},
-    {"pgbouncer", "syslog_ident", "pgbouncer", kSyslog},
     {"pgbouncer", "tcp_defer_accept", "1", kNotYet},
     {"pgbouncer", "tcp_socket_buffer", "0", kNotYet},
     {"pgbouncer", "tcp_user_timeout", "0", kNotYet},

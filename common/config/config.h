@@ -140,6 +140,12 @@ struct Config {
   bool log_disconnections = true;
   bool log_pooler_errors = true;
   absl::Duration stats_period = absl::Seconds(60);
+  // PgBouncer's periodic "stats: N xacts/s, ..." log line, every stats_period.
+  bool log_stats = true;
+  // PgBouncer's syslog keys: log lines go to syslog(3) as well (common/log.h SetSyslog).
+  bool syslog = false;
+  std::string syslog_ident = "pgbouncer";
+  std::string syslog_facility = "daemon";  // auth, authpriv, daemon, user, local0-local7.
   bool verbose = false;
 
   // TLS towards clients (off by default) and towards PostgreSQL (tried by default, as in

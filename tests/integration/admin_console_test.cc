@@ -290,12 +290,31 @@ class AdminConsoleTest : public AgentTest {
 
 // --- 1. every SHOW: PgBouncer 1.18's columns, integer types, values that follow state --------
 
-const std::vector<std::string> kConnectionColumns = {
-    "type",         "user",       "database",     "state",        "addr", "port",
-    "local_addr",   "local_port", "connect_time", "request_time", "wait", "wait_us",
-    "close_needed", "ptr",        "link",         "remote_pid",   "tls",  "application_name"};
-const std::set<std::string> kConnectionNumeric = {"port",    "local_port",   "wait",
-                                                  "wait_us", "close_needed", "remote_pid"};
+// PgBouncer 1.23+ added replication, prepared_statements and id (show_parity_test).
+const std::vector<std::string> kConnectionColumns = {"type",
+                                                     "user",
+                                                     "database",
+                                                     "replication",
+                                                     "state",
+                                                     "addr",
+                                                     "port",
+                                                     "local_addr",
+                                                     "local_port",
+                                                     "connect_time",
+                                                     "request_time",
+                                                     "wait",
+                                                     "wait_us",
+                                                     "close_needed",
+                                                     "ptr",
+                                                     "link",
+                                                     "remote_pid",
+                                                     "tls",
+                                                     "application_name",
+                                                     "prepared_statements",
+                                                     "id"};
+const std::set<std::string> kConnectionNumeric = {
+    "port",       "local_port",          "wait", "wait_us", "close_needed",
+    "remote_pid", "prepared_statements", "id"};
 
 struct ShowSpec {
   std::string command;
@@ -325,16 +344,19 @@ std::vector<ShowSpec> ShowSpecs() {
       {"SHOW POOLS",
        {"database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req",
         "cl_waiting_cancel_req", "sv_active", "sv_active_cancel", "sv_being_canceled", "sv_idle",
-        "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode"},
+        "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode",
+        "load_balance_hosts"},
        {"cl_active", "cl_waiting", "cl_active_cancel_req", "cl_waiting_cancel_req", "sv_active",
         "sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used", "sv_tested", "sv_login",
         "maxwait", "maxwait_us"}},
       {"SHOW DATABASES",
        {"name", "host", "port", "database", "force_user", "pool_size", "min_pool_size",
-        "reserve_pool", "pool_mode", "max_connections", "current_connections", "paused",
-        "disabled"},
-       {"port", "pool_size", "min_pool_size", "reserve_pool", "max_connections",
-        "current_connections", "paused", "disabled"}},
+        "reserve_pool_size", "server_lifetime", "pool_mode", "load_balance_hosts",
+        "max_connections", "current_connections", "max_client_connections",
+        "current_client_connections", "paused", "disabled"},
+       {"port", "pool_size", "min_pool_size", "reserve_pool_size", "server_lifetime",
+        "max_connections", "current_connections", "max_client_connections",
+        "current_client_connections", "paused", "disabled"}},
       {"SHOW CLIENTS", kConnectionColumns, kConnectionNumeric},
       {"SHOW SERVERS", kConnectionColumns, kConnectionNumeric},
       {"SHOW SOCKETS", socket_columns, socket_numeric},
@@ -343,7 +365,11 @@ std::vector<ShowSpec> ShowSpecs() {
       {"SHOW STATS_AVERAGES", stats_short, stats_short_numeric},
       {"SHOW TOTALS", {"name", "value"}, {"value"}},
       {"SHOW LISTS", {"list", "items"}, {"items"}},
-      {"SHOW USERS", {"name", "pool_mode"}, {}},
+      {"SHOW USERS",
+       {"name", "pool_size", "reserve_pool_size", "pool_mode", "max_user_connections",
+        "current_connections", "max_user_client_connections", "current_client_connections"},
+       {"max_user_connections", "current_connections", "max_user_client_connections",
+        "current_client_connections"}},
       {"SHOW CONFIG", {"key", "value", "default", "changeable"}, {}},
       {"SHOW MEM",
        {"name", "size", "used", "free", "memtotal"},
@@ -616,7 +642,8 @@ TEST_F(AdminConsoleTest, PsqlMonitoringQueriesAsStatsUser) {
   }
   EXPECT_TRUE(absl::StrContains(stats.stdout_text, kAppDb)) << stats.stdout_text;
 
-  // Unaligned, tuples-only output is what scripts parse: appdb's pool_mode is the last field.
+  // Unaligned, tuples-only output is what scripts parse: appdb's pool_mode, then PgBouncer
+  // 1.24's load_balance_hosts (empty: one host).
   PGF_ASSERT_OK_AND_ASSIGN(
       RunResult script, RunCommand({g_pg->BinPath("psql"), "-h", "127.0.0.1", "-p", port, "-U",
                                     kStatsUser, "-At", "-F", ",", "pgbouncer", "-c", "SHOW POOLS;"},
@@ -626,7 +653,7 @@ TEST_F(AdminConsoleTest, PsqlMonitoringQueriesAsStatsUser) {
   for (absl::string_view line : absl::StrSplit(script.stdout_text, '\n')) {
     if (absl::StartsWith(line, "appdb,app,")) {
       found = true;
-      EXPECT_TRUE(absl::EndsWith(line, ",transaction")) << line;
+      EXPECT_TRUE(absl::EndsWith(line, ",transaction,")) << line;
     }
   }
   EXPECT_TRUE(found) << script.stdout_text;

@@ -423,9 +423,14 @@ TEST_F(AgentSecretsTest, NoPasswordSecretOrScramMessageReachesTheLogOrTheConsole
   PGF_ASSERT_OK_AND_ASSIGN(PgConn admin, Admin());
   {
     std::map<std::string, Table> tables = ShowEverything(admin.get());
-    // As PgBouncer 1.18: SHOW USERS is names and pool modes only.
+    // As PgBouncer 1.25: SHOW USERS is names, per-user settings and counts, never a secret.
     const Table& users = tables["USERS"];
-    EXPECT_EQ(users.columns, (std::vector<std::string>{"name", "pool_mode"})) << users.Dump();
+    EXPECT_EQ(users.columns,
+              (std::vector<std::string>{"name", "pool_size", "reserve_pool_size", "pool_mode",
+                                        "max_user_connections", "current_connections",
+                                        "max_user_client_connections",
+                                        "current_client_connections"}))
+        << users.Dump();
     std::set<std::string> names;
     for (const std::vector<std::string>& row : users.rows) names.insert(row[0]);
     for (const char* user : {kScramUser, kPlainUser, kMd5User, kAdminUser}) {

@@ -291,30 +291,13 @@ TEST(ConfigTest, RealisticProductionConfig) {
 }
 
 TEST(ConfigTest, IgnoredPgBouncerKeysAreAccepted) {
-  for (const char* key : {"so_reuseport",
-                          "dns_nxdomain_ttl",
-                          "track_extra_parameters",
-                          "auth_query",
-                          "auth_user",
-                          "syslog",
-                          "syslog_ident",
-                          "user",
-                          "job_name",
-                          "log_stats",
-                          "disable_pqexec",
-                          "server_round_robin",
-                          "server_fast_close",
-                          "suspend_timeout",
-                          "sbuf_loopcnt",
-                          "tcp_defer_accept",
-                          "tcp_socket_buffer",
-                          "tcp_user_timeout",
-                          "peer_id",
-                          "conffile",
-                          "service_name",
-                          "unix_socket_group",
-                          "auth_hba_file",
-                          "resolv_conf"}) {
+  for (const char* key : {"so_reuseport",      "dns_nxdomain_ttl",  "track_extra_parameters",
+                          "auth_query",        "auth_user",         "user",
+                          "job_name",          "disable_pqexec",    "server_round_robin",
+                          "server_fast_close", "suspend_timeout",   "sbuf_loopcnt",
+                          "tcp_defer_accept",  "tcp_socket_buffer", "tcp_user_timeout",
+                          "peer_id",           "conffile",          "service_name",
+                          "unix_socket_group", "auth_hba_file",     "resolv_conf"}) {
     Config c = MustParse(absl::StrCat("[pgbouncer]\n", key, " = whatever\n"));
     EXPECT_THAT(c.warnings, ElementsAre(Ignored("test.ini:2", "pgbouncer", key)));
   }
@@ -946,7 +929,7 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "handover_drain_timeout|30|30|yes", "idle_transaction_timeout|0|0|yes",
       "ignore_startup_parameters|||yes", "listen_addr|||no", "listen_port|6432|6432|no",
       "log_connections|1|1|yes", "log_disconnections|1|1|yes", "log_pooler_errors|1|1|yes",
-      "logfile|||yes", "max_client_conn|100|100|yes",
+      "log_stats|1|1|yes", "logfile|||yes", "max_client_conn|100|100|yes",
       // PgBouncer 1.24's keys and defaults.
       "max_db_client_connections|0|0|yes", "max_db_connections|0|0|yes",
       "max_packet_size|2147483647|2147483647|yes",
@@ -962,8 +945,10 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "server_tls_ca_file|||yes", "server_tls_cert_file|||yes",
       "server_tls_ciphers|default|default|yes", "server_tls_key_file|||yes",
       "server_tls_protocols|secure|secure|yes", "server_tls_sslmode|prefer|prefer|yes",
-      "stats_period|60|60|yes", "stats_users|||yes", "tcp_keepalive|1|1|yes", "tcp_keepcnt|0|0|yes",
-      "tcp_keepidle|0|0|yes", "tcp_keepintvl|0|0|yes", "unix_socket_dir|/tmp|/tmp|no",
+      "stats_period|60|60|yes", "stats_users|||yes", "syslog|0|0|yes",
+      "syslog_facility|daemon|daemon|yes", "syslog_ident|pgbouncer|pgbouncer|yes",
+      "tcp_keepalive|1|1|yes", "tcp_keepcnt|0|0|yes", "tcp_keepidle|0|0|yes",
+      "tcp_keepintvl|0|0|yes", "unix_socket_dir|/tmp|/tmp|no",
       "verbose|0||yes",  // PgBouncer's verbose has no default string.
   };
   std::vector<std::string> actual;
@@ -1010,10 +995,10 @@ TEST(ConfigDescribeTest, ShowsConfiguredValuesNextToDefaults) {
 // SHOW CONFIG lists every [pgbouncer] key of PgBouncer 1.25, the ones pgfleet only loads too:
 // with the file's value, else PgBouncer's default, and never changeable.
 TEST(ConfigDescribeTest, ListsKeysWithoutEffectWithTheirValues) {
-  Config c = MustParse("[pgbouncer]\nserver_round_robin = 1\nsyslog_ident = db7\n");
+  Config c = MustParse("[pgbouncer]\nserver_round_robin = 1\nsuspend_timeout = 7\n");
   std::vector<ConfigEntry> rows = DescribeConfig(c);
   EXPECT_EQ(RowString(Row(rows, "server_round_robin")), "server_round_robin|1|0|no");
-  EXPECT_EQ(RowString(Row(rows, "syslog_ident")), "syslog_ident|db7|pgbouncer|no");
+  EXPECT_EQ(RowString(Row(rows, "suspend_timeout")), "suspend_timeout|7|10|no");
   EXPECT_EQ(RowString(Row(rows, "track_extra_parameters")),
             "track_extra_parameters|IntervalStyle|IntervalStyle|no");
   for (const UnsupportedSetting& setting : UnsupportedSettings()) {
@@ -1028,6 +1013,31 @@ TEST(ConfigDescribeTest, ListsKeysWithoutEffectWithTheirValues) {
   EXPECT_TRUE(
       std::is_sorted(rows.begin(), rows.end(),
                      [](const ConfigEntry& a, const ConfigEntry& b) { return a.key < b.key; }));
+}
+
+// PgBouncer's logging keys have an effect now (logging_parity_test): loaded without a warning,
+// shown with PgBouncer's defaults, changeable online; an unknown facility is refused.
+TEST(ConfigTest, SyslogAndLogStatsKeys) {
+  Config defaults = MustParse("[pgbouncer]\n");
+  EXPECT_FALSE(defaults.syslog);
+  EXPECT_TRUE(defaults.log_stats);
+  std::vector<ConfigEntry> rows = DescribeConfig(defaults);
+  EXPECT_EQ(RowString(Row(rows, "syslog")), "syslog|0|0|yes");
+  EXPECT_EQ(RowString(Row(rows, "syslog_ident")), "syslog_ident|pgbouncer|pgbouncer|yes");
+  EXPECT_EQ(RowString(Row(rows, "syslog_facility")), "syslog_facility|daemon|daemon|yes");
+  EXPECT_EQ(RowString(Row(rows, "log_stats")), "log_stats|1|1|yes");
+
+  Config c = MustParse(
+      "[pgbouncer]\nsyslog = 1\nsyslog_ident = db7\nsyslog_facility = local4\nlog_stats = 0\n");
+  EXPECT_TRUE(c.warnings.empty()) << c.warnings.front();
+  EXPECT_TRUE(c.syslog);
+  EXPECT_EQ(c.syslog_ident, "db7");
+  EXPECT_EQ(c.syslog_facility, "local4");
+  EXPECT_FALSE(c.log_stats);
+  EXPECT_TRUE(ApplySetting(c, "log_stats", "1").ok());
+  EXPECT_TRUE(c.log_stats);
+  EXPECT_THAT(ParseConfig("[pgbouncer]\nsyslog_facility = kern\n", "t.ini").status().message(),
+              HasSubstr("syslog_facility"));
 }
 
 TEST(ConfigSetTest, ChangesOnlineSettings) {

@@ -1,0 +1,171 @@
+// SHOW CLIENTS, SERVERS, SOCKETS and ACTIVE_SOCKETS: PgBouncer 1.23+'s columns (src/admin.c
+// socket_header): replication after database, prepared_statements and id after
+// application_name, then SOCKETS' buffer columns.
+#include <string>
+#include <vector>
+
+#include "agent/admin/console.h"
+#include "agent/admin/result_set.h"
+#include "agent/agent.h"
+#include "agent/client_conn.h"
+#include "agent/pool.h"
+#include "agent/server_conn.h"
+#include "agent/tls/tls_context.h"
+
+namespace pgfleet::agent {
+namespace {
+
+using show::Column;
+using show::Num;
+using show::ParamOf;
+using show::Ptr;
+using show::ResultSet;
+using show::SplitPeer;
+using show::WallTime;
+
+// SHOW CLIENTS/SERVERS' tls column: "TLSv1.3/TLS_AES_256_GCM_SHA384", NULL for plain text.
+std::optional<std::string> TlsColumn(bufferevent* bev) {
+  std::string description = DescribeTls(bev);
+  if (description.empty()) return std::nullopt;
+  return description;
+}
+
+const char* ServerStateName(ServerConn::State state) {
+  switch (state) {
+    case ServerConn::State::kLogin:
+      return "new";
+    case ServerConn::State::kIdle:
+      return "idle";
+    case ServerConn::State::kActive:
+      return "active";
+    case ServerConn::State::kUsed:
+      return "used";
+    case ServerConn::State::kClosed:
+      return "closed";
+  }
+  return "?";
+}
+
+const char* ClientStateName(ClientConn::State state) {
+  switch (state) {
+    case ClientConn::State::kStartup:
+    case ClientConn::State::kAuth:
+      return "login";
+    case ClientConn::State::kLoginWaiting:
+    case ClientConn::State::kWaiting:
+      return "waiting";
+    case ClientConn::State::kIdle:
+    case ClientConn::State::kActive:
+    case ClientConn::State::kAdmin:
+      return "active";
+    case ClientConn::State::kClosed:
+      return "closed";
+  }
+  return "?";
+}
+
+}  // namespace
+
+std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socket_columns) {
+  std::vector<Column> columns = {{"type", false},
+                                 {"user", false},
+                                 {"database", false},
+                                 {"replication", false},
+                                 {"state", false},
+                                 {"addr", false},
+                                 {"port", true},
+                                 {"local_addr", false},
+                                 {"local_port", true},
+                                 {"connect_time", false},
+                                 {"request_time", false},
+                                 {"wait", true},
+                                 {"wait_us", true},
+                                 {"close_needed", true},
+                                 {"ptr", false},
+                                 {"link", false},
+                                 {"remote_pid", true},
+                                 {"tls", false},
+                                 {"application_name", false},
+                                 {"prepared_statements", true},
+                                 {"id", true}};
+  if (socket_columns) {
+    for (const char* name : {"recv_pos", "pkt_pos", "pkt_remain", "send_pos", "send_remain",
+                             "pkt_avail", "send_avail"}) {
+      columns.push_back({name, true});
+    }
+  }
+  ResultSet result(columns);
+  const uint64_t now = MonotonicMicros();
+  const std::string listen_addr = agent_.config().listen_addr;
+  const std::string listen_port = Num(agent_.config().listen_port);
+  auto add_client = [&](const ClientConn* client) {
+    auto [addr, port] = SplitPeer(client->peer());
+    const uint64_t wait =
+        client->state() == ClientConn::State::kWaiting ? now - client->wait_start_us() : 0;
+    std::string state = ClientStateName(client->state());
+    // PgBouncer 1.23+: a logged-in client that holds no server is "idle", not "active".
+    if (state == "active" && client->server() == nullptr) state = "idle";
+    // The client's named prepared statements (statements() is not const, the count is).
+    const size_t prepared = const_cast<ClientConn*>(client)->statements().size();
+    std::vector<std::optional<std::string>> row = {
+        "C", client->user(), client->database(),
+        // pgfleet refuses replication connections (the replication startup parameter).
+        "none", socket_columns ? absl::StrCat("cl_", ClientStateName(client->state())) : state,
+        addr, port, listen_addr, listen_port, WallTime(client->connect_time_us()),
+        WallTime(client->last_active_us()), Num(wait / 1000000), Num(wait % 1000000), "0",
+        Ptr(client->id()),
+        client->server() ? std::optional<std::string>(Ptr(client->server()->id())) : std::nullopt,
+        "0", TlsColumn(client->bev()), ParamOf(client->params(), "application_name"),
+        Num(prepared, true), Num(client->id())};
+    if (socket_columns) row.insert(row.end(), 7, "0");
+    result.AddRow(row);
+  };
+  auto add_server = [&](const ServerConn* server) {
+    auto [addr, port] = SplitPeer(server->address());
+    std::vector<std::optional<std::string>> row = {
+        "S",
+        server->pool().server_user(),
+        server->pool().db_name(),
+        "none",
+        socket_columns ? absl::StrCat("sv_", ServerStateName(server->state()))
+                       : ServerStateName(server->state()),
+        addr,
+        port,
+        "127.0.0.1",
+        Num(server->local_port()),
+        WallTime(server->connect_time_us()),
+        WallTime(server->last_used_us()),
+        "0",
+        "0",
+        server->generation() != server->pool().generation() ? "1" : "0",
+        Ptr(server->id()),
+        server->client() ? std::optional<std::string>(Ptr(server->client()->id())) : std::nullopt,
+        Num(server->backend_pid()),
+        TlsColumn(server->bev()),
+        ParamOf(server->params(), "application_name"),
+        Num(server->statements().size(), true),
+        Num(server->id())};
+    if (socket_columns) row.insert(row.end(), 7, "0");
+    result.AddRow(row);
+  };
+  if (clients) {
+    agent_.login_clients_view().ForEach(add_client);
+    agent_.admin_clients().ForEach(add_client);
+  }
+  for (const auto& [key, pool] : agent_.pools()) {
+    if (clients) {
+      pool->active_clients().ForEach(add_client);
+      pool->waiting_clients().ForEach(add_client);
+      pool->login_waiting_clients().ForEach(add_client);
+    }
+    if (servers) {
+      pool->active_servers().ForEach(add_server);
+      pool->idle_servers().ForEach(add_server);
+      pool->used_servers().ForEach(add_server);
+      pool->login_servers().ForEach(add_server);
+    }
+  }
+  return result.Finish();
+}
+
+}  // namespace pgfleet::agent

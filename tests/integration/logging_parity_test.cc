@@ -1,0 +1,186 @@
+// Issue 22, logging parity with PgBouncer 1.25: log_stats writes PgBouncer's periodic
+// "stats: N xacts/s, ..." line every stats_period (and nothing with log_stats = 0); syslog = 1
+// sends every log line to syslog(3) under syslog_ident and syslog_facility. The real
+// pgfleet-agent in front of a real PostgreSQL; syslog is received on a unix datagram socket
+// the test binds and mounts over /dev/log in a mount namespace of the agent's own (unshare
+// -m, so the host's /dev is untouched), since glibc's syslog(3) always writes to /dev/log.
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "common/status_macros.h"
+#include "gtest/gtest.h"
+#include "tests/testutil/agent_process.h"
+#include "tests/testutil/console.h"
+#include "tests/testutil/fixtures.h"
+#include "tests/testutil/pq.h"
+#include "tests/testutil/process.h"
+#include "tests/testutil/status_testing.h"
+#include "tests/testutil/temp_dir.h"
+#include "tests/testutil/wait.h"
+
+namespace pgfleet::testutil {
+namespace {
+
+[[maybe_unused]] auto* const kCluster = RegisterSharedPostgres();
+
+// PgBouncer 1.21+'s line (src/stats.c refresh_stats).
+const std::regex kStatsLine(
+    R"(stats: (\d+) xacts/s, (\d+) queries/s, \d+ client parses/s, \d+ server parses/s, )"
+    R"(\d+ binds/s, in \d+ B/s, out \d+ B/s, xact \d+ us, query \d+ us, wait \d+ us)");
+
+// The queries/s of every stats line in `log`.
+std::vector<int> QueriesPerSecond(const std::string& log) {
+  std::vector<int> rates;
+  for (std::sregex_iterator it(log.begin(), log.end(), kStatsLine), end; it != end; ++it) {
+    int rate = 0;
+    if (absl::SimpleAtoi((*it)[2].str(), &rate)) rates.push_back(rate);
+  }
+  return rates;
+}
+
+class LoggingParityTest : public AgentTest {
+ protected:
+  void RunQueries(int count) {
+    PGF_ASSERT_OK_AND_ASSIGN(PgConn app, ConnectApp());
+    for (int i = 0; i < count; ++i) PGF_ASSERT_OK(Query(app.get(), "select 1").status());
+  }
+};
+
+TEST_F(LoggingParityTest, LogStatsWritesPgBouncersStatsLineEveryPeriod) {
+  StartAgent({{"stats_period", "1"}});  // log_stats defaults to 1, as in PgBouncer.
+  RunQueries(50);
+  std::string log;
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        log = agent_->LogContents();
+        const std::vector<int> rates = QueriesPerSecond(log);
+        *note = absl::StrCat(rates.size(), " stats lines");
+        for (int rate : rates) {
+          if (rate > 0) return true;
+        }
+        return false;
+      },
+      absl::Seconds(15), "a stats line counting the queries"));
+  // The key is implemented now: no "not supported" warning for it.
+  EXPECT_FALSE(absl::StrContains(log, "'log_stats'")) << log;
+}
+
+TEST_F(LoggingParityTest, LogStatsZeroWritesNoStatsLine) {
+  StartAgent({{"stats_period", "1"}, {"log_stats", "0"}, {"admin_users", kAdminUser}});
+  RunQueries(50);
+  // SHOW STATS_AVERAGES moves once a stats period has ended after the queries: the same timer
+  // callback would have written the stats line by then.
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console,
+                           Connect(agent_->ConnString("pgbouncer", kAdminUser, kAdminPassword)));
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        PGF_ASSIGN_OR_RETURN(Table averages, Show(console.get(), "SHOW STATS_AVERAGES"));
+        Rows appdb = averages.Where({{"database", kAppDb}});
+        *note = averages.Dump();
+        return appdb.size() == 1 && averages.At(appdb[0], "query_count") != "0";
+      },
+      absl::Seconds(15), "a stats period to end after the queries"));
+  const std::string log = agent_->LogContents();
+  EXPECT_TRUE(QueriesPerSecond(log).empty()) << log;
+  EXPECT_FALSE(absl::StrContains(log, "stats: ")) << log;
+}
+
+// A unix datagram socket bound at `path`, closed at destruction.
+class DatagramSocket {
+ public:
+  ~DatagramSocket() {
+    if (fd_ >= 0) close(fd_);
+  }
+  absl::Status Bind(const std::string& path) {
+    fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd_ < 0) return absl::InternalError(absl::StrCat("socket: ", strerror(errno)));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof(addr.sun_path)) return absl::InternalError("path too long");
+    memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    if (bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      return absl::InternalError(absl::StrCat("bind ", path, ": ", strerror(errno)));
+    }
+    return absl::OkStatus();
+  }
+  // Every datagram waiting now, appended to `received` one per line.
+  void Drain(std::string* received) {
+    char buffer[8192];
+    for (;;) {
+      const ssize_t n = recv(fd_, buffer, sizeof(buffer), 0);
+      if (n <= 0) return;
+      received->append(buffer, static_cast<size_t>(n));
+      received->push_back('\n');
+    }
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+TEST_F(LoggingParityTest, SyslogSendsLinesWithIdentAndFacility) {
+  if (geteuid() != 0 || !std::filesystem::exists("/usr/bin/unshare")) {
+    GTEST_SKIP() << "needs root and unshare(1) to give the agent its own /dev/log";
+  }
+  PGF_ASSERT_OK_AND_ASSIGN(RunResult probe, RunCommand({"/usr/bin/unshare", "-m", "/bin/true"}));
+  if (!probe.Succeeded()) GTEST_SKIP() << "mount namespaces unavailable: " << probe.Describe();
+
+  // The agent's /dev: the socket as "log", the real null/zero/urandom/random bound in.
+  TempDir dev;
+  PGF_ASSERT_OK(dev.Create("syslog-dev"));
+  DatagramSocket syslog_socket;
+  PGF_ASSERT_OK(syslog_socket.Bind(dev.path() + "/log"));
+  const std::string script = absl::StrCat(
+      "set -e; D='", dev.path(), "'; ",
+      "for n in null zero urandom random; do : > \"$D/$n\"; mount --bind \"/dev/$n\" \"$D/$n\"; "
+      "done; mount --bind \"$D\" /dev; exec '",
+      AgentBinaryUnderTest(), "' \"$@\"");
+  AgentOptions options = AppAgentOptions({{"auth_type", "scram-sha-256"},
+                                          {"pool_mode", "transaction"},
+                                          {"syslog", "1"},
+                                          {"syslog_ident", "pgfleet-test"},
+                                          {"syslog_facility", "local3"}});
+  options.binary = "/usr/bin/unshare";
+  options.extra_args = {"-m", "--", "/bin/sh", "-c", script, "sh"};
+  StartAgentWith(options);
+  RunQueries(1);
+
+  // local3 (19) * 8 + info (6) = 158; glibc writes "<PRI>TIMESTAMP IDENT[PID]: MESSAGE".
+  std::string received;
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        syslog_socket.Drain(&received);
+        *note = received;
+        return absl::StrContains(received, "<158>") &&
+               absl::StrContains(received, absl::StrCat("pgfleet-test[", agent_->pid(), "]: ")) &&
+               absl::StrContains(received, "pgfleet-agent started");
+      },
+      absl::Seconds(10), "the agent's startup line on syslog"));
+  // The log file keeps every line too, as PgBouncer writes to both.
+  const std::string log = agent_->LogContents();
+  EXPECT_TRUE(absl::StrContains(log, "pgfleet-agent started")) << log;
+  EXPECT_FALSE(absl::StrContains(log, "'syslog")) << "syslog keys still warned about:\n" << log;
+}
+
+TEST_F(LoggingParityTest, InvalidSyslogFacilityIsRefusedAtLoad) {
+  AgentOptions options = AppAgentOptions({{"syslog", "1"}, {"syslog_facility", "kernelish"}});
+  options.start_timeout = absl::Seconds(5);
+  absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(options);
+  ASSERT_FALSE(agent.ok()) << "an unknown syslog_facility was accepted";
+}
+
+}  // namespace
+}  // namespace pgfleet::testutil
