@@ -230,4 +230,10 @@ class Store : public RolloutStore, public MaintenanceStore {
 // than this binary knows.
 absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path);
 
+// --db: a postgres:// or postgresql:// URI opens that PostgreSQL database (the same schema,
+// migrations and behaviour; see sqlite_store.h); anything else is a SQLite file path.
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& db);
+// `db` for logs: a PostgreSQL URI without its password.
+std::string StoreDisplayName(const std::string& db);
+
 }  // namespace pgfleet::controller
