@@ -83,7 +83,7 @@ class StoreBackendBase : public ::testing::Test {
                            pg->options().superuser_password, "@127.0.0.1:", pg->port(), "/",
                            database_, "?sslmode=disable");
     }
-    Reopen();
+    if (open_in_set_up_) Reopen();
   }
   void TearDown() override {
     store_.reset();
@@ -108,6 +108,7 @@ class StoreBackendBase : public ::testing::Test {
     store_ = std::move(store).value();
   }
 
+  bool open_in_set_up_ = true;  // false: the test opens store_ (Reopen, OpenAgain) itself.
   testutil::TempDir temp_dir_;  // Declared first: removed after the store closes.
   std::string dir_;
   std::string path_;      // The SQLite file, or the PostgreSQL URI (what --db takes).
