@@ -73,7 +73,7 @@ absl::StatusOr<RolloutRow> SqliteStore::CreateRollout(const RolloutRow& rollout,
                       "created_by, force_reason, created_unix_ms, selector, kind, only_outdated, "
                       "binary_version) "
                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
-                      "?16, ?17, ?18, ?19)"));
+                      "?16, ?17, ?18, ?19) RETURNING id"));
     stmt.BindText(1, rollout.environment)
         .BindOptionalU64(2, rollout.from_version == 0
                                 ? std::nullopt
