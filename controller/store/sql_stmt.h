@@ -59,6 +59,20 @@ class Connection {
   virtual absl::Status Commit() = 0;
   virtual void Rollback() = 0;
   virtual bool InTransaction() const = 0;
+
+  // Fencing (leader election, see Store::AcquireLeadership). While a token is set, every write
+  // (each Transaction, and each single write statement outside one) first checks, inside its
+  // own write transaction and so under the writers' lock, that leader_lease still holds this
+  // token, and is refused with FailedPrecondition if another controller has taken over.
+  void SetFencingToken(std::optional<uint64_t> token) { fencing_token_ = token; }
+  std::optional<uint64_t> fencing_token() const { return fencing_token_; }
+  // BeginWrite, then the fencing check (if a token is set); rolled back if the check fails.
+  absl::Status BeginFencedWrite();
+
+ private:
+  absl::Status CheckFencingToken();
+
+  std::optional<uint64_t> fencing_token_;
 };
 
 // Runs parameterless SQL (possibly several statements).
@@ -113,7 +127,7 @@ class Stmt {
     // A write outside a Transaction is a transaction of its own: timed as a store write.
     if (!impl_->ReadOnly() && !db_->InTransaction()) {
       const auto started = std::chrono::steady_clock::now();
-      absl::Status status = RunSteps();
+      absl::Status status = Fenced([this] { return RunSteps(); });
       metrics::StoreWriteLatency().Observe(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
       return status;
@@ -123,12 +137,15 @@ class Stmt {
 
   // Runs an INSERT ... RETURNING <id column> of one row and returns that id.
   absl::StatusOr<uint64_t> RunReturningId() {
-    absl::StatusOr<bool> row = Step();
-    if (!row.ok()) return row.status();
-    if (!*row) return absl::InternalError("INSERT ... RETURNING returned no row");
-    const uint64_t id = U64(0);
-    absl::Status rest = RunSteps();
-    if (!rest.ok()) return rest;
+    uint64_t id = 0;
+    absl::Status status = Fenced([this, &id]() -> absl::Status {
+      absl::StatusOr<bool> row = Step();
+      if (!row.ok()) return row.status();
+      if (!*row) return absl::InternalError("INSERT ... RETURNING returned no row");
+      id = U64(0);
+      return RunSteps();
+    });
+    if (!status.ok()) return status;
     return id;
   }
 
@@ -147,6 +164,20 @@ class Stmt {
 
  private:
   Stmt(Connection* db, std::unique_ptr<StmtImpl> impl) : db_(db), impl_(std::move(impl)) {}
+  // A write outside a transaction, on a fenced connection: in a write transaction of its own
+  // that checks the fencing token first. Otherwise just `write`.
+  template <typename Fn>
+  absl::Status Fenced(Fn write) {
+    if (!db_->fencing_token().has_value() || db_->InTransaction() || impl_->ReadOnly()) {
+      return write();
+    }
+    absl::Status status = db_->BeginFencedWrite();
+    if (!status.ok()) return status;
+    status = write();
+    if (status.ok()) status = db_->Commit();
+    if (!status.ok()) db_->Rollback();
+    return status;
+  }
   absl::Status RunSteps() {
     while (true) {
       absl::StatusOr<bool> row = Step();
@@ -164,6 +195,14 @@ class Stmt {
 class Transaction {
  public:
   static absl::StatusOr<Transaction> BeginImmediate(Connection* db) {
+    const auto started = std::chrono::steady_clock::now();
+    absl::Status status = db->BeginFencedWrite();
+    if (!status.ok()) return status;
+    return Transaction(db, started);
+  }
+  // Without the fencing check: for the transaction that takes leadership (and so changes the
+  // token) only.
+  static absl::StatusOr<Transaction> BeginUnfenced(Connection* db) {
     const auto started = std::chrono::steady_clock::now();
     absl::Status status = db->BeginWrite();
     if (!status.ok()) return status;
@@ -203,5 +242,27 @@ class Transaction {
   Connection* db_ = nullptr;
   std::chrono::steady_clock::time_point started_;
 };
+
+inline absl::Status Connection::BeginFencedWrite() {
+  absl::Status status = BeginWrite();
+  if (!status.ok() || !fencing_token_.has_value()) return status;
+  status = CheckFencingToken();
+  if (!status.ok()) Rollback();
+  return status;
+}
+
+inline absl::Status Connection::CheckFencingToken() {
+  absl::StatusOr<Stmt> stmt =
+      Stmt::Prepare(this, "SELECT holder, fencing_token FROM leader_lease WHERE id = 1");
+  if (!stmt.ok()) return stmt.status();
+  absl::StatusOr<bool> row = stmt->Step();
+  if (!row.ok()) return row.status();
+  if (*row && stmt->U64(1) == *fencing_token_) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "this controller is no longer the leader (its fencing token ", *fencing_token_,
+      " was superseded",
+      *row ? absl::StrCat(": ", stmt->Text(0), " holds token ", stmt->U64(1)) : std::string(),
+      "); write refused"));
+}
 
 }  // namespace pgfleet::controller::sql

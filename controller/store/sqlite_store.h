@@ -180,6 +180,11 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<WindowRow>> ListWindows(const std::string& environment,
                                                      bool open_only) override;
 
+  // Leadership (sqlite_leader_store.cc).
+  absl::StatusOr<LeaderLease> AcquireLeadership(const std::string& holder, int64_t now_ms,
+                                                int64_t lease_ms) override;
+  absl::StatusOr<LeaderLease> GetLeaderLease() override;
+
   // Diagnostics and tests.
   // PRAGMA integrity_check's result: "ok" for a healthy file, else SQLite's findings.
   absl::StatusOr<std::string> IntegrityCheck();
