@@ -69,7 +69,7 @@ int CreateToken(const pgfleet::controller::ControllerFlags& flags) {
     return 2;
   }
   const absl::Duration lifetime = flags.token_lifetime;
-  auto store = pgfleet::controller::OpenSqliteStore(db);
+  auto store = pgfleet::controller::OpenStore(db);
   if (!store.ok()) {
     fprintf(stderr, "pgfleet-controller: %s\n", std::string(store.status().message()).c_str());
     return 1;
@@ -135,7 +135,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto store = pgfleet::controller::OpenSqliteStore(db);
+  auto store = pgfleet::controller::OpenStore(db);
   if (!store.ok()) {
     fprintf(stderr, "pgfleet-controller: %s\n", std::string(store.status().message()).c_str());
     return 1;
@@ -268,7 +268,8 @@ int main(int argc, char** argv) {
   };
   set_serving(false);
   PGF_INFO("controller", "pgfleet-controller listening on %s (port %d, %s), database %s", listen,
-           bound_port, tls ? "mutual TLS for agents" : "plaintext", db);
+           bound_port, tls ? "mutual TLS for agents" : "plaintext",
+           pgfleet::controller::StoreDisplayName(db));
   if (agent_auth.insecure_agents) {
     PGF_WARN("controller",
              "--insecure-agents: agents are not asked to prove their environment; any agent "

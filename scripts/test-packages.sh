@@ -115,13 +115,16 @@ depends_fleetctl="$(field fleetctl Depends)"
 for lib in adduser libevent-core-2.1-7 libsystemd0; do
   grep -qF "$lib" <<<"$depends_agent" || fail "pgfleet-agent: Depends lacks $lib"
 done
-for lib in adduser libsqlite3-0 'libgrpc++' libsystemd0; do
+for lib in adduser libsqlite3-0 libpq5 'libgrpc++' libsystemd0; do
   grep -qF "$lib" <<<"$depends_controller" || fail "pgfleet-controller: Depends lacks $lib"
 done
 grep -qF 'libgrpc++' <<<"$depends_fleetctl" || fail "fleetctl: Depends lacks libgrpc++"
 # Only the daemons link libsystemd (sd_notify), and only the controller SQLite.
 grep -qF libsystemd0 <<<"$depends_fleetctl" && fail "fleetctl depends on libsystemd0"
 grep -qF libsqlite3 <<<"$depends_agent" && fail "pgfleet-agent depends on libsqlite3"
+# libpq: the controller's PostgreSQL store only.
+grep -qF libpq5 <<<"$depends_agent" && fail "pgfleet-agent depends on libpq5"
+grep -qF libpq5 <<<"$depends_fleetctl" && fail "fleetctl depends on libpq5"
 control() { dpkg-deb --info "$(deb "$1")" "$2" 2>/dev/null; }
 [[ "$(control pgfleet-agent conffiles)" == $'/etc/pgfleet/agent.ini\n/etc/pgfleet/agent.env\n/etc/pgfleet/userlist.txt' ]] ||
   fail "pgfleet-agent conffiles: $(control pgfleet-agent conffiles)"

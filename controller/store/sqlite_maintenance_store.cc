@@ -1,6 +1,4 @@
 // SqliteStore's maintenance windows (migrations/0003_maintenance.sql).
-#include <sqlite3.h>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -11,8 +9,8 @@
 namespace pgfleet::controller {
 namespace {
 
-using sqlite::Stmt;
-using sqlite::Transaction;
+using sql::Stmt;
+using sql::Transaction;
 
 constexpr char kWindowColumns[] =
     "SELECT id, environment, database_name, starts_unix_ms, ends_unix_ms, drain_timeout_ms, "
@@ -75,11 +73,12 @@ absl::StatusOr<WindowRow> SqliteStore::CreateWindow(const WindowRow& window) {
   WindowRow created = window;
   {
     PGF_ASSIGN_OR_RETURN(
-        Stmt stmt, Stmt::Prepare(db_,
-                                 "INSERT INTO maintenance_windows (environment, database_name, "
-                                 "starts_unix_ms, ends_unix_ms, drain_timeout_ms, reason, state, "
-                                 "skip_agents, created_by, created_unix_ms, selector) "
-                                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"));
+        Stmt stmt,
+        Stmt::Prepare(db_,
+                      "INSERT INTO maintenance_windows (environment, database_name, "
+                      "starts_unix_ms, ends_unix_ms, drain_timeout_ms, reason, state, "
+                      "skip_agents, created_by, created_unix_ms, selector) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING id"));
     stmt.BindText(1, window.environment)
         .BindText(2, window.database)
         .BindInt(3, window.starts_unix_ms)
@@ -91,8 +90,7 @@ absl::StatusOr<WindowRow> SqliteStore::CreateWindow(const WindowRow& window) {
         .BindText(9, window.created_by)
         .BindInt(10, window.created_unix_ms)
         .BindText(11, window.selector);
-    PGF_RETURN_IF_ERROR(stmt.Run());
-    created.id = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
+    PGF_ASSIGN_OR_RETURN(created.id, stmt.RunReturningId());
   }
   PGF_RETURN_IF_ERROR(txn.Commit());
   return created;

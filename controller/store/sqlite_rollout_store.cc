@@ -1,6 +1,4 @@
 // SqliteStore's rollout tables (migrations/0002_rollouts.sql).
-#include <sqlite3.h>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -11,8 +9,8 @@
 namespace pgfleet::controller {
 namespace {
 
-using sqlite::Stmt;
-using sqlite::Transaction;
+using sql::Stmt;
+using sql::Transaction;
 
 constexpr char kRolloutColumns[] =
     "SELECT id, environment, from_version, to_version, waves, bake_ms, max_unavailable, "
@@ -75,7 +73,7 @@ absl::StatusOr<RolloutRow> SqliteStore::CreateRollout(const RolloutRow& rollout,
                       "created_by, force_reason, created_unix_ms, selector, kind, only_outdated, "
                       "binary_version) "
                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
-                      "?16, ?17, ?18, ?19)"));
+                      "?16, ?17, ?18, ?19) RETURNING id"));
     stmt.BindText(1, rollout.environment)
         .BindOptionalU64(2, rollout.from_version == 0
                                 ? std::nullopt
@@ -97,13 +95,13 @@ absl::StatusOr<RolloutRow> SqliteStore::CreateRollout(const RolloutRow& rollout,
         .BindText(17, RolloutKindName(rollout.kind))
         .BindInt(18, rollout.only_outdated ? 1 : 0)
         .BindText(19, rollout.binary_version);
-    absl::Status inserted = stmt.Run();
-    if (absl::IsAlreadyExists(inserted)) {
+    absl::StatusOr<uint64_t> inserted = stmt.RunReturningId();
+    if (absl::IsAlreadyExists(inserted.status())) {
       return absl::FailedPreconditionError(
           absl::StrCat("environment ", rollout.environment, " already has a rollout in progress"));
     }
-    PGF_RETURN_IF_ERROR(inserted);
-    created.id = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
+    PGF_RETURN_IF_ERROR(inserted.status());
+    created.id = *inserted;
   }
   PGF_ASSIGN_OR_RETURN(Stmt agent_stmt,
                        Stmt::Prepare(db_,

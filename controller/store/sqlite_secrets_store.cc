@@ -1,7 +1,5 @@
 // SqliteStore's part for secret material: the files and rotation overlaps of config versions
 // (migrations/0005_secrets.sql), sealed with the keyring's current key.
-#include <sqlite3.h>
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
@@ -13,8 +11,8 @@
 namespace pgfleet::controller {
 namespace {
 
-using sqlite::Stmt;
-using sqlite::Transaction;
+using sql::Stmt;
+using sql::Transaction;
 
 constexpr char kFileKind[] = "file";
 constexpr char kOverlapKind[] = "overlap";

@@ -1,9 +1,8 @@
 #include "controller/store/sqlite_store.h"
 
-#include <sqlite3.h>
-
 #include <algorithm>
 #include <cctype>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -14,17 +13,18 @@
 #include "absl/time/time.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "controller/store/migration_dialect.h"
+#include "controller/store/postgres_connection.h"
 #include "controller/store/sqlite_stmt.h"
 #include "migrations_embedded.h"  // Generated from migrations/*.sql at build time.
 
 namespace pgfleet::controller {
 namespace {
 
-using sqlite::Stmt;
-using sqlite::Transaction;
+using sql::Stmt;
+using sql::Transaction;
 
 constexpr char kComponent[] = "store";
-constexpr int kBusyTimeoutMs = 5000;
 constexpr int64_t kMetricsBucketMs = 60 * 1000;
 // How long RecordMetrics/TouchAgent may wait in memory (see sqlite_store.h).
 constexpr absl::Duration kWriteBehindDelay = absl::Seconds(1);
@@ -53,8 +53,8 @@ absl::Status RequireNonEmpty(const char* what, const std::string& value) {
   return absl::OkStatus();
 }
 
-// LIMIT -1 is SQLite's "no limit".
-int64_t SqlLimit(int limit) { return limit > 0 ? limit : -1; }
+// No limit as a number both SQLite and PostgreSQL take (SQLite's -1 is an error in PostgreSQL).
+int64_t SqlLimit(int limit) { return limit > 0 ? limit : std::numeric_limits<int64_t>::max(); }
 
 // 64 hex digits, lowercased; nullopt when `hash` is anything else.
 std::optional<std::string> NormalizeSha256Hex(const std::string& hash) {
@@ -65,7 +65,8 @@ std::optional<std::string> NormalizeSha256Hex(const std::string& hash) {
   return absl::AsciiStrToLower(hash);
 }
 
-absl::Status InsertEnvironmentIfMissing(sqlite3* db, const std::string& name, int64_t now_ms) {
+absl::Status InsertEnvironmentIfMissing(sql::Connection* db, const std::string& name,
+                                        int64_t now_ms) {
   PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db,
                                                 "INSERT INTO environments (name, created_unix_ms) "
                                                 "VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING"));
@@ -74,7 +75,7 @@ absl::Status InsertEnvironmentIfMissing(sqlite3* db, const std::string& name, in
 }
 
 // The environment a config version belongs to; NotFound for an unknown version.
-absl::StatusOr<std::string> ConfigVersionEnvironment(sqlite3* db, uint64_t version) {
+absl::StatusOr<std::string> ConfigVersionEnvironment(sql::Connection* db, uint64_t version) {
   PGF_ASSIGN_OR_RETURN(
       Stmt stmt, Stmt::Prepare(db, "SELECT environment FROM config_versions WHERE version = ?1"));
   stmt.BindU64(1, version);
@@ -84,7 +85,7 @@ absl::StatusOr<std::string> ConfigVersionEnvironment(sqlite3* db, uint64_t versi
 }
 
 // The environment of an agent; NotFound for an unknown agent.
-absl::StatusOr<std::string> AgentEnvironment(sqlite3* db, const std::string& agent_id) {
+absl::StatusOr<std::string> AgentEnvironment(sql::Connection* db, const std::string& agent_id) {
   PGF_ASSIGN_OR_RETURN(Stmt stmt,
                        Stmt::Prepare(db, "SELECT environment FROM agents WHERE agent_id = ?1"));
   stmt.BindText(1, agent_id);
@@ -120,7 +121,7 @@ ConfigVersionRow ReadConfigVersion(const Stmt& stmt, bool with_text) {
                 parsed.status().message());
     }
   }
-  if (with_text) row.ini_text = stmt.Text(8);
+  if (with_text) row.ini_text = stmt.Bytes(8);
   return row;
 }
 
@@ -188,6 +189,16 @@ absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) 
   return std::unique_ptr<Store>(std::move(store));
 }
 
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& db) {
+  if (!postgres::IsPostgresUri(db)) return OpenSqliteStore(db);
+  PGF_ASSIGN_OR_RETURN(std::unique_ptr<SqliteStore> store, SqliteStore::OpenPostgres(db));
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+std::string StoreDisplayName(const std::string& db) {
+  return postgres::IsPostgresUri(db) ? postgres::RedactConnInfo(db) : db;
+}
+
 int SqliteStore::LatestSchemaVersion() {
   return std::end(migrations::kEmbeddedMigrations)[-1].version;
 }
@@ -204,91 +215,84 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
   return OpenWithMigrations(path, EmbeddedMigrations());
 }
 
-absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::OpenWithMigrations(
-    const std::string& path, const std::vector<Migration>& migrations) {
+namespace {
+
+absl::Status CheckMigrationList(const std::vector<Migration>& migrations) {
   if (migrations.empty()) return absl::InvalidArgumentError("no migrations");
   for (size_t i = 0; i < migrations.size(); ++i) {
     if (migrations[i].version <= (i == 0 ? 0 : migrations[i - 1].version)) {
       return absl::InvalidArgumentError("migration versions must be positive and increasing");
     }
   }
-  sqlite3* db = nullptr;
-  // One connection shared by every thread, serialized by mu_: SQLite's own per-connection
-  // mutex would be redundant (NOMUTEX).
-  int rc = sqlite3_open_v2(
-      path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
-  if (rc != SQLITE_OK) {
-    absl::Status status = sqlite::Error(db, rc, absl::StrCat("open '", path, "'"));
-    sqlite3_close(db);
-    return status;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::OpenWithMigrations(
+    const std::string& path, const std::vector<Migration>& migrations) {
+  PGF_RETURN_IF_ERROR(CheckMigrationList(migrations));
+  absl::StatusOr<std::unique_ptr<sql::Connection>> connection = sqlite::OpenConnection(path);
+  if (!connection.ok()) {
+    return absl::Status(connection.status().code(),
+                        absl::StrCat(path, ": ", connection.status().message()));
   }
-  std::unique_ptr<SqliteStore> store(new SqliteStore(db));
+  return OpenOn(std::move(*connection), path, migrations);
+}
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::OpenPostgres(
+    const std::string& conninfo) {
+  return OpenPostgresWithMigrations(conninfo, EmbeddedMigrations());
+}
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::OpenPostgresWithMigrations(
+    const std::string& conninfo, const std::vector<Migration>& migrations) {
+  PGF_RETURN_IF_ERROR(CheckMigrationList(migrations));
+  PGF_ASSIGN_OR_RETURN(std::unique_ptr<sql::Connection> connection,
+                       postgres::OpenConnection(conninfo));
+  return OpenOn(std::move(connection), postgres::RedactConnInfo(conninfo), migrations);
+}
+
+SqliteStore::SqliteStore(std::unique_ptr<sql::Connection> connection)
+    : connection_(std::move(connection)), db_(connection_.get()) {}
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::OpenOn(
+    std::unique_ptr<sql::Connection> connection, const std::string& label,
+    const std::vector<Migration>& migrations) {
+  std::unique_ptr<SqliteStore> store(new SqliteStore(std::move(connection)));
   {
     absl::MutexLock lock(&store->mu_);
-    absl::Status status = store->Configure();
-    if (status.ok()) status = store->Migrate(migrations);
+    absl::Status status = store->Migrate(migrations);
     if (!status.ok()) {
-      return absl::Status(status.code(), absl::StrCat(path, ": ", status.message()));
+      return absl::Status(status.code(), absl::StrCat(label, ": ", status.message()));
     }
   }
-  PGF_INFO(kComponent, "opened %s (schema version %d)", path, migrations.back().version);
+  PGF_INFO(kComponent, "opened %s (schema version %d)", label, migrations.back().version);
   return store;
 }
 
 SqliteStore::~SqliteStore() {
-  {
-    absl::MutexLock lock(&mu_);
-    if (absl::Status flushed = FlushWriteBehind(); !flushed.ok()) {
-      PGF_ERROR(kComponent, "writing the last metrics at close: %s", flushed.message());
-    }
+  absl::MutexLock lock(&mu_);
+  if (absl::Status flushed = FlushWriteBehind(); !flushed.ok()) {
+    PGF_ERROR(kComponent, "writing the last metrics at close: %s", flushed.message());
   }
-  // Every statement is finalized by its RAII owner, so close succeeds; in WAL mode closing the
-  // last connection checkpoints the WAL into the main file.
-  int rc = sqlite3_close(db_);
-  if (rc != SQLITE_OK) PGF_ERROR(kComponent, "closing the database: %s", sqlite3_errstr(rc));
-}
-
-absl::Status SqliteStore::Configure() {
-  sqlite3_extended_result_codes(db_, 1);
-  sqlite3_busy_timeout(db_, kBusyTimeoutMs);
-
-  // WAL: readers never block the writer, and a commit is one append to the -wal file.
-  {
-    PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_, "PRAGMA journal_mode = WAL"));
-    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
-    std::string mode = row ? absl::AsciiStrToLower(stmt.Text(0)) : "";
-    if (mode != "wal") {
-      return absl::FailedPreconditionError(
-          absl::StrCat("cannot use WAL journal mode (got '", mode, "')"));
-    }
-  }
-  // synchronous=NORMAL is enough for what we promise: in WAL mode a COMMIT hands its frames to
-  // the OS (write(), no fsync) before returning, so a transaction that committed survives the
-  // death of the process (kill -9, crash): the OS page cache still writes it out, and the next
-  // open recovers it from the WAL. WAL frames are checksummed and checkpoints do fsync, so
-  // even a power loss or kernel crash never corrupts the file; it can only lose the last
-  // transactions committed before it. FULL would fsync the WAL at every commit (one per
-  // metrics report and heartbeat) to also cover that case; we do not pay for it.
-  PGF_RETURN_IF_ERROR(sqlite::ExecScript(db_, "PRAGMA synchronous = NORMAL", "PRAGMA synchronous"));
-  PGF_RETURN_IF_ERROR(sqlite::ExecScript(db_, "PRAGMA foreign_keys = ON", "PRAGMA foreign_keys"));
-  {
-    // The pragma is a silent no-op in builds without foreign key support: check it stuck.
-    PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_, "PRAGMA foreign_keys"));
-    PGF_ASSIGN_OR_RETURN(bool row, stmt.Step());
-    if (!row || stmt.Int(0) != 1) {
-      return absl::FailedPreconditionError("this SQLite cannot enforce foreign keys");
-    }
-  }
-  return absl::OkStatus();
+  // connection_ closes after this.
 }
 
 absl::Status SqliteStore::Migrate(const std::vector<Migration>& migrations) {
-  PGF_RETURN_IF_ERROR(sqlite::ExecScript(db_,
-                                         "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                                         "  version INTEGER PRIMARY KEY,"
-                                         "  name TEXT NOT NULL,"
-                                         "  applied_unix_ms INTEGER NOT NULL)",
-                                         "create schema_migrations"));
+  {
+    // Under the writers' lock: two PostgreSQL controllers starting at once would otherwise
+    // race on creating the table.
+    PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
+    // SQLite's INTEGER is 64 bits; PostgreSQL's is 32 (too small for Unix milliseconds).
+    const char* integer = db_->dialect() == sql::Dialect::kPostgres ? "BIGINT" : "INTEGER";
+    PGF_RETURN_IF_ERROR(sql::ExecScript(
+        db_,
+        absl::StrCat("CREATE TABLE IF NOT EXISTS schema_migrations (  version ", integer,
+                     " PRIMARY KEY,  name TEXT NOT NULL,  applied_unix_ms ", integer, " NOT NULL)"),
+        "create schema_migrations"));
+    PGF_RETURN_IF_ERROR(txn.Commit());
+  }
   int current = 0;
   {
     PGF_ASSIGN_OR_RETURN(
@@ -317,7 +321,12 @@ absl::Status SqliteStore::Migrate(const std::vector<Migration>& migrations) {
       PGF_ASSIGN_OR_RETURN(bool applied, stmt.Step());
       if (applied) continue;  // ~Transaction ends the (empty) transaction.
     }
-    PGF_RETURN_IF_ERROR(sqlite::ExecScript(db_, migration.sql.c_str(), label));
+    if (db_->dialect() == sql::Dialect::kPostgres) {
+      PGF_ASSIGN_OR_RETURN(std::string translated, TranslateMigrationForPostgres(migration.sql));
+      PGF_RETURN_IF_ERROR(sql::ExecScript(db_, translated, label));
+    } else {
+      PGF_RETURN_IF_ERROR(sql::ExecScript(db_, migration.sql, label));
+    }
     {
       PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
                                                     "INSERT INTO schema_migrations "
@@ -488,10 +497,11 @@ absl::StatusOr<ConfigVersionRow> SqliteStore::AddConfigVersion(const ConfigVersi
                                                   "sha256, ini_text, author, message, "
                                                   "created_unix_ms, parent_version, "
                                                   "overlays_text) "
-                                                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
+                                                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+                                                  "RETURNING version"));
     stmt.BindText(1, environment)
         .BindText(2, sha256)
-        .BindText(3, draft.ini_text)
+        .BindBytes(3, draft.ini_text)
         .BindText(4, draft.author)
         .BindText(5, draft.message)
         .BindInt(6, now_ms)
@@ -501,8 +511,7 @@ absl::StatusOr<ConfigVersionRow> SqliteStore::AddConfigVersion(const ConfigVersi
     } else {
       stmt.BindNull(7);
     }
-    PGF_RETURN_IF_ERROR(stmt.Run());
-    added.version = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
+    PGF_ASSIGN_OR_RETURN(added.version, stmt.RunReturningId());
   }
   PGF_RETURN_IF_ERROR(InsertConfigSecrets(added.version, files, overlaps));
   PGF_RETURN_IF_ERROR(LoadConfigSecrets(added, /*with_content=*/true));
@@ -570,8 +579,8 @@ absl::Status SqliteStore::RecordAgentHello(const AgentRow& hello, int64_t now_ms
                       "last_seen_unix_ms = excluded.last_seen_unix_ms, "
                       "applied_version = excluded.applied_version, "
                       "applied_sha256 = excluded.applied_sha256, "
-                      "pinned_version = CASE WHEN environment = excluded.environment "
-                      "THEN pinned_version ELSE NULL END"));
+                      "pinned_version = CASE WHEN agents.environment = excluded.environment "
+                      "THEN agents.pinned_version ELSE NULL END"));
     stmt.BindText(1, hello.agent_id)
         .BindText(2, hello.environment)
         .BindText(3, hello.agent_version)
@@ -604,10 +613,12 @@ absl::Status SqliteStore::RecordAgentHello(const AgentRow& hello, int64_t now_ms
 
 absl::Status SqliteStore::MarkAgentDisconnected(const std::string& agent_id, int64_t now_ms) {
   absl::MutexLock lock(&mu_);
-  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
-                                                "UPDATE agents SET connected = 0, "
-                                                "last_seen_unix_ms = MAX(last_seen_unix_ms, ?2) "
-                                                "WHERE agent_id = ?1"));
+  PGF_ASSIGN_OR_RETURN(Stmt stmt,
+                       Stmt::Prepare(db_,
+                                     "UPDATE agents SET connected = 0, "
+                                     "last_seen_unix_ms = CASE WHEN ?2 > last_seen_unix_ms THEN ?2 "
+                                     "ELSE last_seen_unix_ms END "
+                                     "WHERE agent_id = ?1"));
   stmt.BindText(1, agent_id).BindInt(2, now_ms);
   return UpdateOneAgent(stmt, agent_id);
 }
@@ -637,15 +648,18 @@ absl::Status SqliteStore::RecordAgentConfigResult(const std::string& agent_id, u
         Stmt stmt, Stmt::Prepare(db_,
                                  "UPDATE agents SET applied_version = ?2, applied_sha256 = ?3, "
                                  "last_error = '', "
-                                 "last_seen_unix_ms = MAX(last_seen_unix_ms, ?4) "
+                                 "last_seen_unix_ms = CASE WHEN ?4 > last_seen_unix_ms THEN ?4 "
+                                 "ELSE last_seen_unix_ms END "
                                  "WHERE agent_id = ?1"));
     stmt.BindText(1, agent_id).BindU64(2, version).BindText(3, sha256).BindInt(4, now_ms);
     return UpdateOneAgent(stmt, agent_id);
   }
-  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
-                                                "UPDATE agents SET last_error = ?2, "
-                                                "last_seen_unix_ms = MAX(last_seen_unix_ms, ?3) "
-                                                "WHERE agent_id = ?1"));
+  PGF_ASSIGN_OR_RETURN(Stmt stmt,
+                       Stmt::Prepare(db_,
+                                     "UPDATE agents SET last_error = ?2, "
+                                     "last_seen_unix_ms = CASE WHEN ?3 > last_seen_unix_ms THEN ?3 "
+                                     "ELSE last_seen_unix_ms END "
+                                     "WHERE agent_id = ?1"));
   stmt.BindText(1, agent_id).BindText(2, error).BindInt(3, now_ms);
   return UpdateOneAgent(stmt, agent_id);
 }
@@ -762,14 +776,13 @@ absl::StatusOr<uint64_t> SqliteStore::RecordCommand(const std::string& agent_id,
     PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
                                                   "INSERT INTO commands (agent_id, kind, args, "
                                                   "actor, created_unix_ms) "
-                                                  "VALUES (?1, ?2, ?3, ?4, ?5)"));
+                                                  "VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id"));
     stmt.BindText(1, agent_id)
         .BindText(2, kind)
         .BindText(3, args)
         .BindText(4, actor)
         .BindInt(5, now_ms);
-    PGF_RETURN_IF_ERROR(stmt.Run());
-    id = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
+    PGF_ASSIGN_OR_RETURN(id, stmt.RunReturningId());
   }
   PGF_RETURN_IF_ERROR(txn.Commit());
   return id;
@@ -928,9 +941,11 @@ absl::Status SqliteStore::FlushWriteBehind() {
   }
   if (!touches.empty()) {
     PGF_ASSIGN_OR_RETURN(
-        Stmt stmt, Stmt::Prepare(db_,
-                                 "UPDATE agents SET last_seen_unix_ms = MAX(last_seen_unix_ms, ?2) "
-                                 "WHERE agent_id = ?1"));
+        Stmt stmt,
+        Stmt::Prepare(db_,
+                      "UPDATE agents SET last_seen_unix_ms = CASE WHEN ?2 > last_seen_unix_ms "
+                      "THEN ?2 ELSE last_seen_unix_ms END "
+                      "WHERE agent_id = ?1"));
     for (const auto& [agent_id, last_seen] : touches) {
       stmt.Reset();
       stmt.BindText(1, agent_id).BindInt(2, last_seen);
@@ -1000,7 +1015,7 @@ absl::StatusOr<TokenRow> ReadToken(const Stmt& stmt) {
   return token;
 }
 
-absl::StatusOr<TokenRow> TokenById(sqlite3* db, uint64_t id) {
+absl::StatusOr<TokenRow> TokenById(sql::Connection* db, uint64_t id) {
   PGF_ASSIGN_OR_RETURN(
       Stmt stmt,
       Stmt::Prepare(db,
@@ -1061,7 +1076,7 @@ absl::StatusOr<TokenRow> SqliteStore::CreateToken(const TokenRow& token,
                          Stmt::Prepare(db_,
                                        "INSERT INTO tokens (token_sha256, name, role, environment, "
                                        "created_unix_ms, created_by, expires_unix_ms, bootstrap) "
-                                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
+                                       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id"));
     stmt.BindText(1, *hash)
         .BindText(2, token.name)
         .BindText(3, RoleName(token.role))
@@ -1074,12 +1089,12 @@ absl::StatusOr<TokenRow> SqliteStore::CreateToken(const TokenRow& token,
     } else {
       stmt.BindNull(7);
     }
-    absl::Status status = stmt.Run();
-    if (absl::IsAlreadyExists(status)) {
+    absl::StatusOr<uint64_t> inserted = stmt.RunReturningId();
+    if (absl::IsAlreadyExists(inserted.status())) {
       return absl::AlreadyExistsError("a token with this hash already exists");
     }
-    PGF_RETURN_IF_ERROR(status);
-    id = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_));
+    PGF_RETURN_IF_ERROR(inserted.status());
+    id = *inserted;
   }
   PGF_ASSIGN_OR_RETURN(TokenRow created, TokenById(db_, id));
   PGF_RETURN_IF_ERROR(txn.Commit());
@@ -1150,6 +1165,9 @@ absl::Status SqliteStore::TouchToken(uint64_t id, int64_t now_ms) {
 
 absl::StatusOr<std::string> SqliteStore::IntegrityCheck() {
   absl::MutexLock lock(&mu_);
+  if (db_->dialect() != sql::Dialect::kSqlite) {
+    return absl::UnimplementedError("integrity_check is SQLite's; PostgreSQL checks itself");
+  }
   PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_, "PRAGMA integrity_check"));
   std::vector<std::string> lines;
   while (true) {
@@ -1182,7 +1200,7 @@ absl::Status SqliteStore::ExecForTesting(const std::string& sql) {
   // Pending writes go first, and the SQL may delete agents behind the cache's back.
   PGF_RETURN_IF_ERROR(FlushWriteBehind());
   known_agents_.clear();
-  return sqlite::ExecScript(db_, sql.c_str(), "ExecForTesting");
+  return sql::ExecScript(db_, sql, "ExecForTesting");
 }
 
 }  // namespace pgfleet::controller

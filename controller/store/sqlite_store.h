@@ -1,6 +1,9 @@
-// The SQLite implementation of Store: one connection to one file, guarded by a mutex, every
-// mutation one short BEGIN IMMEDIATE transaction, every query a prepared statement with bound
-// parameters.
+// The SQL implementation of Store: one connection to one SQLite file (the default) or to one
+// PostgreSQL database (OpenPostgres, --db=postgres://...), guarded by a mutex, every mutation one
+// short write transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: BEGIN and an advisory lock that
+// serializes the writers of every controller on that database), every query a prepared
+// statement with bound parameters. The queries are written once for both (sql_stmt.h); the
+// migrations are SQLite's, translated for PostgreSQL by migration_dialect.h.
 //
 // Behaviour beyond store.h's contract:
 //  * Empty environment names and agent ids are InvalidArgument.
@@ -28,7 +31,8 @@
 //    samples and last_seen updates; a failed flush (full disk) drops them and is returned to the
 //    caller that triggered it.
 //  * Storage errors (SQLITE_FULL: ResourceExhausted, I/O: Internal, ...) come back as errors
-//    with SQLite's message, and the transaction is rolled back.
+//    with SQLite's message, and the transaction is rolled back. PostgreSQL's carry the SQLSTATE
+//    in the message (postgres_connection.h says how codes map).
 #pragma once
 
 #include <cstdint>
@@ -47,7 +51,9 @@
 #include "absl/time/time.h"
 #include "controller/store/store.h"
 
-struct sqlite3;
+namespace pgfleet::controller::sql {
+class Connection;
+}  // namespace pgfleet::controller::sql
 
 namespace pgfleet::controller {
 
@@ -74,6 +80,14 @@ class SqliteStore final : public Store {
       const std::string& path, const std::vector<Migration>& migrations);
   // The migrations compiled into this binary (migrations/*.sql), by version.
   static std::vector<Migration> EmbeddedMigrations();
+
+  // Opens the PostgreSQL database named by `conninfo` (a postgres:// or postgresql:// URI, or
+  // libpq's key=value form) and applies the same migrations, translated for PostgreSQL
+  // (migration_dialect.h), under the writers' advisory lock so concurrent controllers apply
+  // each once.
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> OpenPostgres(const std::string& conninfo);
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> OpenPostgresWithMigrations(
+      const std::string& conninfo, const std::vector<Migration>& migrations);
 
   // The highest migration version compiled into this binary.
   static int LatestSchemaVersion();
@@ -166,6 +180,11 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<WindowRow>> ListWindows(const std::string& environment,
                                                      bool open_only) override;
 
+  // Leadership (sqlite_leader_store.cc).
+  absl::StatusOr<LeaderLease> AcquireLeadership(const std::string& holder, int64_t now_ms,
+                                                int64_t lease_ms) override;
+  absl::StatusOr<LeaderLease> GetLeaderLease() override;
+
   // Diagnostics and tests.
   // PRAGMA integrity_check's result: "ok" for a healthy file, else SQLite's findings.
   absl::StatusOr<std::string> IntegrityCheck();
@@ -176,8 +195,10 @@ class SqliteStore final : public Store {
   absl::Status ExecForTesting(const std::string& sql);
 
  private:
-  explicit SqliteStore(sqlite3* db) : db_(db) {}
-  absl::Status Configure() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  explicit SqliteStore(std::unique_ptr<sql::Connection> connection);
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> OpenOn(
+      std::unique_ptr<sql::Connection> connection, const std::string& label,
+      const std::vector<Migration>& migrations);
   absl::Status Migrate(const std::vector<Migration>& migrations) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // A version's files and overlaps (sqlite_secrets_store.cc). Insert seals them with the
@@ -195,7 +216,8 @@ class SqliteStore final : public Store {
   void ApplyPendingTouches(std::vector<AgentRow>& agents) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;
-  sqlite3* const db_ ABSL_PT_GUARDED_BY(mu_);  // One connection; every use holds mu_.
+  const std::unique_ptr<sql::Connection> connection_;
+  sql::Connection* const db_ ABSL_PT_GUARDED_BY(mu_);  // connection_; every use holds mu_.
 
   struct PendingSample {
     int64_t sample_unix_ms = 0;

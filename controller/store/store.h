@@ -83,6 +83,14 @@ struct ConfigVersionDraft {
   std::optional<uint64_t> expected_parent;
 };
 
+// Leadership of the controllers sharing one database (migrations/0010_leader_lease.sql).
+struct LeaderLease {
+  std::string holder;          // The controller's id (e.g. host:port).
+  uint64_t fencing_token = 0;  // Grows at every change of leader.
+  int64_t acquired_unix_ms = 0;
+  int64_t expires_unix_ms = 0;
+};
+
 // What ReencryptSecrets did.
 struct ReencryptResult {
   int reencrypted = 0;  // Values sealed by the previous key, now sealed by the current one.
@@ -222,6 +230,22 @@ class Store : public RolloutStore, public MaintenanceStore {
   // NotFound for an unknown id; FailedPrecondition when it is already revoked.
   virtual absl::StatusOr<TokenRow> RevokeToken(uint64_t id, int64_t now_ms) = 0;
   virtual absl::Status TouchToken(uint64_t id, int64_t now_ms) = 0;
+
+  // Leadership (several controllers, one leader). Takes the lease when nobody holds it or the
+  // holder's lease expired (a new, larger fencing token: a takeover), or renews it when this
+  // store holds it (same token), until now_ms + lease_ms. From then on every write of this store
+  // is fenced: checked, in its own transaction, against the lease's token, and refused with
+  // FailedPrecondition once another controller took over. FailedPrecondition (naming the
+  // holder) when another controller's lease is live, and when this store was deposed.
+  virtual absl::StatusOr<LeaderLease> AcquireLeadership(const std::string& holder, int64_t now_ms,
+                                                        int64_t lease_ms) {
+    (void)holder, (void)now_ms, (void)lease_ms;
+    return absl::UnimplementedError("this store has no leader election");
+  }
+  // The lease as stored; NotFound before anyone took it.
+  virtual absl::StatusOr<LeaderLease> GetLeaderLease() {
+    return absl::UnimplementedError("this store has no leader election");
+  }
 };
 
 // Opens (creating if needed) the SQLite file at `path` in WAL mode with foreign keys and a
@@ -229,5 +253,11 @@ class Store : public RolloutStore, public MaintenanceStore {
 // recording them in schema_migrations. FailedPrecondition when the file's schema is newer
 // than this binary knows.
 absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path);
+
+// --db: a postgres:// or postgresql:// URI opens that PostgreSQL database (the same schema,
+// migrations and behaviour; see sqlite_store.h); anything else is a SQLite file path.
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const std::string& db);
+// `db` for logs: a PostgreSQL URI without its password.
+std::string StoreDisplayName(const std::string& db);
 
 }  // namespace pgfleet::controller

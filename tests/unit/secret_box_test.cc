@@ -18,6 +18,7 @@
 #include "controller/store/sqlite_store.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/status_testing.h"
+#include "tests/unit/store_backends.h"
 
 namespace pgfleet::controller {
 namespace {
@@ -153,17 +154,16 @@ TEST(SecretKeyFileTest, ReadsHexAndBase64AndRefusesLooseModes) {
 
 // ---- The store: files and overlaps of config versions ----
 
-class SecretsStoreTest : public ::testing::Test {
+// On both of the store's databases (store_backends.h).
+class SecretsStoreTest : public StoreBackendTest {
  protected:
   void SetUp() override {
-    path_ = dir_.path() + "/controller.db";
+    StoreBackendTest::SetUp();
     Reopen(std::make_shared<Keyring>(KeyOf('a')));
   }
   void Reopen(std::shared_ptr<const Keyring> keyring) {
-    store_.reset();
-    absl::StatusOr<std::unique_ptr<SqliteStore>> store = SqliteStore::Open(path_);
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = std::move(store).value();
+    StoreBackendTest::Reopen();
+    ASSERT_NE(store_, nullptr);
     store_->SetSecretsKeyring(std::move(keyring));
   }
   ConfigVersionDraft Draft(const std::string& auth_file, const std::string& previous = "") {
@@ -180,18 +180,31 @@ class SecretsStoreTest : public ::testing::Test {
     }
     return draft;
   }
+  // What the database holds: the SQLite file's bytes, or PostgreSQL's secret rows as text
+  // (bytea in escape form: printable bytes as themselves).
   std::string FileBytes() {
+    if (backend() == StoreBackend::kPostgres) {
+      absl::StatusOr<testutil::Rows> rows = StorePostgres::Get()->Exec(
+          "SELECT t::text || encode(t.ciphertext, 'escape') FROM config_files t UNION ALL "
+          "SELECT t::text || encode(t.ciphertext, 'escape') FROM credential_overlaps t",
+          database_);
+      EXPECT_TRUE(rows.ok()) << rows.status();
+      std::string all;
+      if (rows.ok()) {
+        for (const auto& row : *rows) all += row[0] + "\n";
+      }
+      EXPECT_FALSE(all.empty());
+      return all;
+    }
     PGF_EXPECT_OK(store_->ExecForTesting("PRAGMA wal_checkpoint(TRUNCATE)"));
     std::ifstream in(path_, std::ios::binary);
     return std::string(std::istreambuf_iterator<char>(in), {});
   }
-
-  TempDir dir_;
-  std::string path_;
-  std::unique_ptr<SqliteStore> store_;
 };
+INSTANTIATE_TEST_SUITE_P(Backends, SecretsStoreTest, ::testing::ValuesIn(AllStoreBackends()),
+                         StoreBackendName);
 
-TEST_F(SecretsStoreTest, StoresFilesAndOverlapsEncryptedAndLoadsThem) {
+TEST_P(SecretsStoreTest, StoresFilesAndOverlapsEncryptedAndLoadsThem) {
   PGF_ASSERT_OK_AND_ASSIGN(
       ConfigVersionRow added,
       store_->AddConfigVersion(Draft("\"app\" \"NewSecret-1\"\n", "OldSecret-0"), 1000));
@@ -235,7 +248,7 @@ TEST_F(SecretsStoreTest, StoresFilesAndOverlapsEncryptedAndLoadsThem) {
   EXPECT_FALSE(absl::StrContains(bytes, "OldSecret")) << "plaintext in the SQLite file";
 }
 
-TEST_F(SecretsStoreTest, WithoutKeyRefusesSecretsButStoresPlainVersions) {
+TEST_P(SecretsStoreTest, WithoutKeyRefusesSecretsButStoresPlainVersions) {
   Reopen(std::make_shared<Keyring>());
   absl::StatusOr<ConfigVersionRow> refused =
       store_->AddConfigVersion(Draft("\"app\" \"x\"\n"), 1000);
@@ -246,7 +259,7 @@ TEST_F(SecretsStoreTest, WithoutKeyRefusesSecretsButStoresPlainVersions) {
   PGF_EXPECT_OK(store_->AddConfigVersion("prod", "[pgbouncer]\n", "test", "", 1000));
 }
 
-TEST_F(SecretsStoreTest, ExpectedParentGuardsConcurrentChanges) {
+TEST_P(SecretsStoreTest, ExpectedParentGuardsConcurrentChanges) {
   ConfigVersionDraft first = Draft("\"app\" \"a\"\n");
   first.expected_parent = 0;
   PGF_ASSERT_OK_AND_ASSIGN(ConfigVersionRow v1, store_->AddConfigVersion(first, 1000));
@@ -257,7 +270,7 @@ TEST_F(SecretsStoreTest, ExpectedParentGuardsConcurrentChanges) {
   PGF_EXPECT_OK(store_->AddConfigVersion(stale, 2000));
 }
 
-TEST_F(SecretsStoreTest, SwappedCiphertextsDoNotDecrypt) {
+TEST_P(SecretsStoreTest, SwappedCiphertextsDoNotDecrypt) {
   PGF_ASSERT_OK_AND_ASSIGN(ConfigVersionRow v1,
                            store_->AddConfigVersion(Draft("\"app\" \"one\"\n"), 1000));
   PGF_ASSERT_OK_AND_ASSIGN(ConfigVersionRow v2,
@@ -272,7 +285,7 @@ TEST_F(SecretsStoreTest, SwappedCiphertextsDoNotDecrypt) {
   EXPECT_EQ(got.files[0].content, "");
 }
 
-TEST_F(SecretsStoreTest, KeyRotationReencryptsEverything) {
+TEST_P(SecretsStoreTest, KeyRotationReencryptsEverything) {
   PGF_ASSERT_OK_AND_ASSIGN(ConfigVersionRow v1,
                            store_->AddConfigVersion(Draft("\"app\" \"one\"\n", "zero"), 1000));
   // A controller started with only the new key cannot read the old values...
@@ -295,7 +308,7 @@ TEST_F(SecretsStoreTest, KeyRotationReencryptsEverything) {
   EXPECT_EQ(got.credential_overlaps[0].previous_secret, "zero");
 }
 
-TEST_F(SecretsStoreTest, RowsAreImmutableExceptForReencryption) {
+TEST_P(SecretsStoreTest, RowsAreImmutableExceptForReencryption) {
   PGF_ASSERT_OK(store_->AddConfigVersion(Draft("\"app\" \"one\"\n"), 1000));
   EXPECT_FALSE(
       store_->ExecForTesting("UPDATE config_files SET sha256 = '" + std::string(64, '0') + "'")

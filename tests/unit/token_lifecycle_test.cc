@@ -21,21 +21,16 @@
 #include "controller/store/sqlite_store.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/status_testing.h"
-#include "tests/testutil/temp_dir.h"
+#include "tests/unit/store_backends.h"
 
 namespace pgfleet::controller {
 namespace {
 
-class TokenLifecycleTest : public ::testing::Test {
+// On both of the store's databases (store_backends.h).
+class TokenLifecycleTest : public StoreBackendTest {
  protected:
-  void SetUp() override {
-    const absl::Status created = temp_dir_.Create("pgfleet_tokens");
-    ASSERT_TRUE(created.ok()) << created;
-    dir_ = temp_dir_.path();
-    path_ = dir_ + "/controller.db";
-  }
-  void TearDown() override { store_.reset(); }
-  void Open() { PGF_ASSERT_OK_AND_ASSIGN(store_, SqliteStore::Open(path_)); }
+  TokenLifecycleTest() { open_in_set_up_ = false; }
+  void Open() { Reopen(); }
   // Creates a token through the store and returns its secret.
   std::string Create(const std::string& name, Role role, const std::string& env = "",
                      bool bootstrap = false, int64_t expires_unix_ms = 0) {
@@ -55,13 +50,11 @@ class TokenLifecycleTest : public ::testing::Test {
   int64_t NowMillis() const { return UnixMillis(clock_.Now()); }
 
   SystemClock clock_;
-  testutil::TempDir temp_dir_;  // Declared first: removed after the store closes.
-  std::string dir_;
-  std::string path_;
-  std::unique_ptr<SqliteStore> store_;
 };
+INSTANTIATE_TEST_SUITE_P(Backends, TokenLifecycleTest, ::testing::ValuesIn(AllStoreBackends()),
+                         StoreBackendName);
 
-TEST_F(TokenLifecycleTest, ScopesAreCheckedAndTheSecretIsNeverStored) {
+TEST_P(TokenLifecycleTest, ScopesAreCheckedAndTheSecretIsNeverStored) {
   Open();
   TokenRow agent;
   agent.name = "agent-prod";
@@ -87,7 +80,7 @@ TEST_F(TokenLifecycleTest, ScopesAreCheckedAndTheSecretIsNeverStored) {
   EXPECT_FALSE(absl::StrContains(bytes, secret));
 }
 
-TEST_F(TokenLifecycleTest, RevokedAndExpiredTokensAreRefusedAndLastUseIsRecorded) {
+TEST_P(TokenLifecycleTest, RevokedAndExpiredTokensAreRefusedAndLastUseIsRecorded) {
   Open();
   const std::string operator_secret = Create("ci", Role::kOperator);
   const std::string expired_secret = Create("old", Role::kViewer, "", false, NowMillis() - 1000);
@@ -122,7 +115,7 @@ TEST_F(TokenLifecycleTest, RevokedAndExpiredTokensAreRefusedAndLastUseIsRecorded
   EXPECT_TRUE(absl::IsNotFound(store_->RevokeToken(999999, NowMillis()).status()));
 }
 
-TEST_F(TokenLifecycleTest, TheFirstAdminTokenEndsTheBootstrapToken) {
+TEST_P(TokenLifecycleTest, TheFirstAdminTokenEndsTheBootstrapToken) {
   Open();
   const std::string bootstrap = Create("bootstrap", Role::kAdmin, "", /*bootstrap=*/true);
   PGF_ASSERT_OK(AuthenticateBearer(*store_, Bearer(bootstrap), clock_.Now()).status());
@@ -167,7 +160,7 @@ TEST_F(TokenLifecycleTest, TheFirstAdminTokenEndsTheBootstrapToken) {
   EXPECT_TRUE(absl::IsPermissionDenied(admin.List(Caller{"v", Role::kViewer}, {}).status()));
 }
 
-TEST_F(TokenLifecycleTest, MigrationEndsTheBootstrapTokenWhenAnAdminTokenExists) {
+TEST_P(TokenLifecycleTest, MigrationEndsTheBootstrapTokenWhenAnAdminTokenExists) {
   // A database as the previous release left it: migrations 1-3, a bootstrap and an admin token.
   std::vector<Migration> old_migrations;
   for (const Migration& migration : SqliteStore::EmbeddedMigrations()) {
@@ -175,8 +168,7 @@ TEST_F(TokenLifecycleTest, MigrationEndsTheBootstrapTokenWhenAnAdminTokenExists)
   }
   ASSERT_EQ(old_migrations.size(), 3u);
   {
-    PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteStore> old,
-                             SqliteStore::OpenWithMigrations(path_, old_migrations));
+    PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteStore> old, OpenAgain(old_migrations));
     PGF_ASSERT_OK(old->ExecForTesting(
         absl::StrCat("INSERT INTO tokens (token_sha256, name, role, created_unix_ms) VALUES ('",
                      HashToken("boot"), "', 'bootstrap', 'admin', 1), ('", HashToken("root"),
