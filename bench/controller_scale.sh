@@ -254,7 +254,9 @@ while time.time() * 1000 - start_ms < 120000:
     polling_ms += time.time() * 1000 - began
     if out.returncode == 0:
         listed = json.loads(out.stdout or "{}").get("agents", [])
-        acked = sum(1 for a in listed if int(a.get("applied_version", 0)) == version)
+        # fleetctl prints proto3 JSON names (appliedVersion); older builds printed field names.
+        acked = sum(1 for a in listed
+                    if int(a.get("appliedVersion", a.get("applied_version", 0))) == version)
         if acked >= agents:
             print("%.2f %d %.2f" % ((began - start_ms) / 1000, polls, polling_ms / polls / 1000))
             sys.exit(0)
