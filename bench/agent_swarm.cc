@@ -14,6 +14,8 @@
 // real fleet).
 //
 //   agent_swarm --controller=127.0.0.1:7070 [--agents=1000] [--env=scale]
+//   (up to 10,000 agents and more: it raises its open-file limit to the hard limit and refuses
+//   to start when that is below one descriptor per connection)
 //               [--status-file=FILE] [--duration=SECONDS]
 //
 // --status-file is rewritten (atomically) every second with JSON counters: how many agents
@@ -620,6 +622,19 @@ int Main(int argc, char** argv) {
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
     limit.rlim_cur = limit.rlim_max;
     setrlimit(RLIMIT_NOFILE, &limit);
+  }
+  // 10,000 agents need 10,000 sockets: say so up front rather than fail agents at random.
+  const rlim_t needed = static_cast<rlim_t>(
+      (options.agents + options.agents_per_connection - 1) / options.agents_per_connection + 100);
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
+      limit.rlim_cur < needed) {
+    fprintf(stderr,
+            "agent_swarm: %d connections need about %llu open files, the limit is %llu "
+            "(raise the hard limit: ulimit -Hn, or use --agents-per-connection)\n",
+            (options.agents + options.agents_per_connection - 1) / options.agents_per_connection,
+            static_cast<unsigned long long>(needed),
+            static_cast<unsigned long long>(limit.rlim_cur));
+    return 1;
   }
   Swarm swarm(std::move(options));
   swarm.Run();

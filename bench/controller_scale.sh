@@ -4,11 +4,14 @@
 #
 #   bench/controller_scale.sh                       # 1000 agents, 3 CPU windows of 10 s
 #   SCALE_AGENTS=200 SCALE_WINDOWS=1 bench/controller_scale.sh
+#   SCALE_AGENTS=10000 SCALE_METRICS_INTERVAL=10 SCALE_CPU_TARGET=50 SCALE_ACK_TARGET=10 \
+#     bench/controller_scale.sh                     # issue 24's fleet (bench/fleet_scale.sh)
 #
 # Measures, against the targets of issue #9:
 #  * the controller's CPU (utime+stime of all its threads from /proc/PID/stat, as % of one
 #    core) while N agents report every second; target < 25%;
 #  * its RSS (VmRSS, VmHWM) and thread count;
+#  * `fleetctl --output json agents list` of every agent: the command's wall time (3 runs);
 #  * a rollout of a new config version to every agent (one 100% wave, the shortest bake the
 #    CLI allows, 1 s): the time from just before `fleetctl rollout start` runs until the last
 #    agent sent its ACK (the swarm's clock; target < 5 s), and until the controller showed
@@ -18,9 +21,13 @@
 # exit status 0 means the report was written, 1 that something failed to start or converge.
 #
 # Variables: SCALE_BUILD_DIR (default build), SCALE_AGENTS (1000), SCALE_WINDOWS (3),
+# SCALE_METRICS_INTERVAL (1: seconds between two reports of an agent), SCALE_CPU_TARGET (25),
+# SCALE_ACK_TARGET (5), SCALE_LIST_TARGET (1: seconds for agents list),
+# SCALE_CONNECT_RATE (500: the swarm's new streams per second while ramping up),
 # SCALE_WINDOW_SECONDS (10), SCALE_WARMUP_SECONDS (10), SCALE_AGENTS_PER_CONNECTION (1),
 # SCALE_CONTROLLER_BIN (another pgfleet-controller binary to measure, e.g. a saved baseline),
-# SCALE_NOTE (a line for the report: what was measured),
+# SCALE_NOTE (a line for the report: what was measured), SCALE_RESULTS_FILE (where the report
+# is appended; bench/results/controller-scale.txt),
 # SCALE_PERF=1 (perf record -g the controller during the first CPU window, report in the
 # state dir, kept), SCALE_KEEP=1 (keep the temp dir: controller log, swarm status, SQLite).
 set -euo pipefail
@@ -35,14 +42,17 @@ WINDOWS="${SCALE_WINDOWS:-3}"
 WINDOW_SECONDS="${SCALE_WINDOW_SECONDS:-10}"
 WARMUP="${SCALE_WARMUP_SECONDS:-10}"
 PER_CONNECTION="${SCALE_AGENTS_PER_CONNECTION:-1}"
+INTERVAL="${SCALE_METRICS_INTERVAL:-1}"
+CONNECT_RATE="${SCALE_CONNECT_RATE:-500}"
 ENV_NAME=scale
-CPU_TARGET=25     # % of one core
-ACK_TARGET=5      # seconds
+CPU_TARGET="${SCALE_CPU_TARGET:-25}"     # % of one core
+ACK_TARGET="${SCALE_ACK_TARGET:-5}"      # seconds
+LIST_TARGET="${SCALE_LIST_TARGET:-1}"    # seconds
 
 log() { echo "[scale $(date +%H:%M:%S)] $*" >&2; }
 die() { log "ERROR: $1"; exit 1; }
 
-for var in AGENTS WINDOWS WINDOW_SECONDS WARMUP PER_CONNECTION; do
+for var in AGENTS WINDOWS WINDOW_SECONDS WARMUP PER_CONNECTION INTERVAL CONNECT_RATE; do
   [[ "${!var}" =~ ^[1-9][0-9]*$ ]] || die "$var must be a positive integer"
 done
 for tool in python3 getconf; do command -v "$tool" >/dev/null || die "missing $tool"; done
@@ -82,14 +92,18 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# The controller does not raise its own descriptor limit and needs one per agent connection.
+# The controller does not raise its own descriptor limit and needs one per agent connection
+# (the swarm raises its own, to the same hard limit).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE="$(ulimit -n)"
+if [[ "$NOFILE" != unlimited ]] && ((NOFILE < AGENTS / PER_CONNECTION + 200)); then
+  die "open-file limit $NOFILE is too low for $AGENTS agents (raise the hard limit: ulimit -Hn)"
+fi
 HZ="$(getconf CLK_TCK)"
 
 TOKEN="scale-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 CONTROLLER_ARGS=(--listen=127.0.0.1:0 --db="$STATE/fleet.db" --port-file="$STATE/port"
-  --metrics-interval=1s)
+  --metrics-interval="${INTERVAL}s")
 # The dashboard (and its in-memory metrics history) on a free port, where the controller has
 # one: it is part of what a controller does with every report.
 if "$STATE/pgfleet-controller" --help 2>/dev/null | grep -q -- --http-listen; then
@@ -124,6 +138,7 @@ log "starting agent_swarm: $AGENTS agents, $PER_CONNECTION per connection"
 RAMP_START=$(now_ms)
 "$STATE/agent_swarm" --controller="127.0.0.1:$PORT" --agents="$AGENTS" --env="$ENV_NAME" \
   --agents-per-connection="$PER_CONNECTION" --status-file="$STATE/swarm.json" \
+  --connect-rate="$CONNECT_RATE" \
   >"$STATE/swarm.log" 2>&1 &
 SWARM_PID=$!
 CONNECTED=0
@@ -177,6 +192,20 @@ LOAD_STEADY="$(cut -d' ' -f1-3 /proc/loadavg)"
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 CPU_MEDIAN=$(median "${CPU_PCTS[@]}")
 
+# agents list of the whole fleet, as an operator runs it (its JSON has every agent's newest
+# metrics report): the wall time of the fleetctl process, 3 runs.
+LIST_TIMES=()
+LISTED=0
+for _ in 1 2 3; do
+  t0=$(now_ms)
+  LISTED=$("$FLEETCTL" --output json agents list --env "$ENV_NAME" |
+    python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("agents", [])))') ||
+    die "agents list failed"
+  LIST_TIMES+=("$(awk -v a="$t0" -v b="$(now_ms)" 'BEGIN { printf "%.2f", (b - a) / 1000 }')")
+done
+LIST_MEDIAN=$(median "${LIST_TIMES[@]}")
+log "agents list: $LISTED agents in ${LIST_TIMES[*]} s"
+
 # --------------------------------------------------------------------------------------------
 # Config: a realistic pgbouncer.ini. v1 is applied to everyone (an environment's first version
 # cannot be rolled out: there would be nothing to roll back to), then v2 is rolled out.
@@ -225,7 +254,9 @@ while time.time() * 1000 - start_ms < 120000:
     polling_ms += time.time() * 1000 - began
     if out.returncode == 0:
         listed = json.loads(out.stdout or "{}").get("agents", [])
-        acked = sum(1 for a in listed if int(a.get("applied_version", 0)) == version)
+        # fleetctl prints proto3 JSON names (appliedVersion); older builds printed field names.
+        acked = sum(1 for a in listed
+                    if int(a.get("appliedVersion", a.get("applied_version", 0))) == version)
         if acked >= agents:
             print("%.2f %d %.2f" % ((began - start_ms) / 1000, polls, polling_ms / polls / 1000))
             sys.exit(0)
@@ -292,19 +323,22 @@ REPORT="$STATE/report.txt"
   [[ -z "${SCALE_NOTE:-}" ]] || echo "note:       $SCALE_NOTE"
   echo "commit:     $(describe_commit)"
   echo "controller: $CONTROLLER_SRC ${CONTROLLER_ARGS[*]//$STATE\//}"
-  echo "setup:      $AGENTS agents ($PER_CONNECTION per TCP connection), metrics every 1 s," \
+  echo "setup:      $AGENTS agents ($PER_CONNECTION per TCP connection), metrics every $INTERVAL s," \
     "$WINDOWS x ${WINDOW_SECONDS} s CPU windows after ${WARMUP} s warm-up; nofile $NOFILE"
   echo "loadavg:    $LOAD_STEADY (end of the CPU windows; other work on the machine inflates nothing"
   echo "            below but the wall-clock times)"
   echo
   printf '%-52s %-22s %-8s %s\n' "measure" "value" "target" "verdict"
-  printf '%-52s %-22s %-8s %s\n' "controller CPU, $AGENTS agents reporting every 1 s" \
+  printf '%-52s %-22s %-8s %s\n' "controller CPU, $AGENTS agents reporting every $INTERVAL s" \
     "${CPU_MEDIAN}% of a core" "< ${CPU_TARGET}%" "$(verdict "$CPU_MEDIAN" "$CPU_TARGET")"
   printf '%-52s %-22s\n' "  per window" "$(IFS=' '; echo "${CPU_PCTS[*]}")"
   printf '%-52s %-22s\n' "  reports/s received (sent by the swarm)" "$(IFS=' '; echo "${REPORT_RATES[*]}")"
   printf '%-52s %-22s\n' "controller RSS (VmRSS / VmHWM)" \
     "$((RSS_KB / 1024)) / $((HWM_KB / 1024)) MB"
   printf '%-52s %-22s\n' "controller threads" "$THREADS"
+  printf '%-52s %-22s %-8s %s\n' "agents list ($LISTED agents, JSON), median of 3" \
+    "${LIST_MEDIAN} s" "< ${LIST_TARGET} s" "$(verdict "$LIST_MEDIAN" "$LIST_TARGET")"
+  printf '%-52s %-22s\n' "  runs" "$(IFS=' '; echo "${LIST_TIMES[*]}")"
   printf '%-52s %-22s %-8s %s\n' "rollout v$V1->v$V2 to $AGENTS agents: last ACK sent" \
     "${SWARM_ACK_S} s" "< ${ACK_TARGET} s" "$(verdict "$SWARM_ACK_S" "$ACK_TARGET")"
   printf '%-52s %-22s\n' "  first agent got the config" "${SWARM_FIRST_S} s"
@@ -324,8 +358,9 @@ REPORT="$STATE/report.txt"
 } >"$REPORT"
 cat "$REPORT"
 mkdir -p "$RESULTS"
-cat "$REPORT" >>"$RESULTS/controller-scale.txt"
-log "appended to bench/results/controller-scale.txt"
+RESULTS_FILE="${SCALE_RESULTS_FILE:-$RESULTS/controller-scale.txt}"
+cat "$REPORT" >>"$RESULTS_FILE"
+log "appended to $RESULTS_FILE"
 if [[ "${SCALE_PERF:-0}" == 1 && -s "$STATE/perf.data" ]]; then
   perf report -i "$STATE/perf.data" --no-children --stdio --percent-limit 1 \
     >"$STATE/perf-report.txt" 2>/dev/null || true

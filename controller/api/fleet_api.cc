@@ -224,16 +224,17 @@ absl::StatusOr<pgfleet::v1::Environment> FleetApi::DescribeEnvironment(const Env
   out.set_desired_version(env.desired_version);
   PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> agents, store_.ListAgents(env.name));
   int connected = 0, converged = 0;
+  ReadOnce once;
   for (const AgentRow& agent : agents) {
     std::shared_ptr<AgentSession> session = registry_.Find(agent.agent_id);
     if (session == nullptr) continue;
     ++connected;
-    PGF_ASSIGN_OR_RETURN(uint64_t desired, DesiredVersionFor(agent));
+    PGF_ASSIGN_OR_RETURN(uint64_t desired, DesiredVersionFor(agent, &once));
     if (session->applied_version() != desired) continue;
     // The right version may still be the wrong render (its labels changed and the new render
     // is not applied yet): where both sides' render sha256 are known, they must match too.
     const std::string applied_sha256 = session->applied_sha256();
-    const std::string desired_sha256 = DesiredSha256(agent, desired);
+    const std::string desired_sha256 = DesiredSha256(agent, desired, &once);
     if (!applied_sha256.empty() && !desired_sha256.empty() && applied_sha256 != desired_sha256) {
       continue;
     }
@@ -262,17 +263,24 @@ absl::StatusOr<pgfleet::v1::ListEnvironmentsResponse> FleetApi::ListEnvironments
   return response;
 }
 
-absl::StatusOr<uint64_t> FleetApi::DesiredVersionFor(const AgentRow& agent) {
+absl::StatusOr<uint64_t> FleetApi::DesiredVersionFor(const AgentRow& agent, ReadOnce* once) {
   if (agent.pinned_version.has_value()) return *agent.pinned_version;
+  if (once != nullptr) {
+    auto known = once->desired_by_environment.find(agent.environment);
+    if (known != once->desired_by_environment.end()) return known->second;
+  }
   absl::StatusOr<EnvironmentRow> env = store_.GetEnvironment(agent.environment);
-  if (!env.ok()) {
-    if (absl::IsNotFound(env.status())) return uint64_t{0};
+  uint64_t desired = 0;
+  if (env.ok()) {
+    desired = env->desired_version;
+  } else if (!absl::IsNotFound(env.status())) {
     return env.status();
   }
-  return env->desired_version;
+  if (once != nullptr) once->desired_by_environment[agent.environment] = desired;
+  return desired;
 }
 
-pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired) {
+pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired, ReadOnce* once) {
   pgfleet::v1::Agent out;
   out.set_agent_id(row.agent_id);
   out.set_environment(row.environment);
@@ -298,7 +306,7 @@ pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired) {
   out.set_desired_version(desired);
   out.set_last_error(row.last_error);
   out.set_applied_sha256(row.applied_sha256);
-  out.set_desired_sha256(DesiredSha256(row, desired));
+  out.set_desired_sha256(DesiredSha256(row, desired, once));
   out.set_drifted(!out.applied_sha256().empty() && !out.desired_sha256().empty() &&
                   out.applied_sha256() != out.desired_sha256());
   if (session != nullptr) {
@@ -315,12 +323,35 @@ pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired) {
   return out;
 }
 
-std::string FleetApi::DesiredSha256(const AgentRow& row, uint64_t desired) {
+std::string FleetApi::DesiredSha256(const AgentRow& row, uint64_t desired, ReadOnce* once) {
   if (desired == 0) return "";
-  absl::StatusOr<ConfigVersionRow> version = store_.GetConfigVersion(desired);
-  if (!version.ok()) return "";
-  absl::StatusOr<RenderedConfig> rendered = RenderFor(row, *version);
-  return rendered.ok() ? rendered->sha256 : "";
+  if (once == nullptr) {
+    absl::StatusOr<ConfigVersionRow> version = store_.GetConfigVersion(desired);
+    if (!version.ok()) return "";
+    absl::StatusOr<RenderedConfig> rendered = RenderFor(row, *version);
+    return rendered.ok() ? rendered->sha256 : "";
+  }
+  auto cached = once->versions.find(desired);
+  if (cached == once->versions.end()) {
+    absl::StatusOr<ConfigVersionRow> version = store_.GetConfigVersion(desired);
+    cached =
+        once->versions
+            .emplace(desired, version.ok() ? std::optional<ConfigVersionRow>(*std::move(version))
+                                           : std::nullopt)
+            .first;
+  }
+  if (!cached->second.has_value()) return "";
+  const ConfigVersionRow& version = *cached->second;
+  const bool same_for_all = version.overlays.empty();
+  if (same_for_all) {
+    if (auto base = once->base_sha256.find(desired); base != once->base_sha256.end()) {
+      return base->second;
+    }
+  }
+  absl::StatusOr<RenderedConfig> rendered = RenderFor(row, version);
+  if (!rendered.ok()) return "";
+  if (same_for_all) once->base_sha256[desired] = rendered->sha256;
+  return rendered->sha256;
 }
 
 absl::StatusOr<pgfleet::v1::ListAgentsResponse> FleetApi::ListAgents(
@@ -329,10 +360,11 @@ absl::StatusOr<pgfleet::v1::ListAgentsResponse> FleetApi::ListAgents(
   PGF_ASSIGN_OR_RETURN(LabelSelector selector, LabelSelector::Parse(request.selector()));
   PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> rows, store_.ListAgents(request.environment()));
   pgfleet::v1::ListAgentsResponse response;
+  ReadOnce once;
   for (const AgentRow& row : rows) {
     if (!selector.Matches(row.labels)) continue;
-    PGF_ASSIGN_OR_RETURN(uint64_t desired, DesiredVersionFor(row));
-    *response.add_agents() = ToProto(row, desired);
+    PGF_ASSIGN_OR_RETURN(uint64_t desired, DesiredVersionFor(row, &once));
+    *response.add_agents() = ToProto(row, desired, &once);
   }
   return response;
 }

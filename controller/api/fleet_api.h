@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -86,15 +87,23 @@ class FleetApi {
   void set_rollout_store(RolloutStore* rollouts) { rollouts_ = rollouts; }
 
  private:
-  absl::StatusOr<uint64_t> DesiredVersionFor(const AgentRow& agent);
+  // What a call about many agents reads once instead of once per agent (agents list of
+  // 10,000): each environment's desired version, each config version, and the render of a
+  // version without overlays (every agent's is the same). Lives for one call.
+  struct ReadOnce {
+    std::map<std::string, uint64_t> desired_by_environment;
+    std::map<uint64_t, std::optional<ConfigVersionRow>> versions;
+    std::map<uint64_t, std::string> base_sha256;
+  };
+  absl::StatusOr<uint64_t> DesiredVersionFor(const AgentRow& agent, ReadOnce* once = nullptr);
   // The agent's render of `version`, with the labels in `agent`.
   absl::StatusOr<RenderedConfig> RenderFor(const AgentRow& agent, const ConfigVersionRow& version);
   absl::StatusOr<pgfleet::v1::Environment> DescribeEnvironment(const EnvironmentRow& env);
-  pgfleet::v1::Agent ToProto(const AgentRow& row, uint64_t desired);
+  pgfleet::v1::Agent ToProto(const AgentRow& row, uint64_t desired, ReadOnce* once = nullptr);
   // The store keeps Unix milliseconds; the time comes from clock_ (fake in tests).
   int64_t NowMillis() const { return UnixMillis(clock_.Now()); }
   // "" when the agent has no desired version or it cannot be rendered.
-  std::string DesiredSha256(const AgentRow& row, uint64_t desired);
+  std::string DesiredSha256(const AgentRow& row, uint64_t desired, ReadOnce* once = nullptr);
 
   Store& store_;
   AgentRegistry& registry_;

@@ -1,7 +1,9 @@
 #include "controller/grpc/services.h"
 
 #include <algorithm>
+#include <deque>
 #include <functional>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
@@ -20,7 +22,7 @@ HelloDeadlines::~HelloDeadlines() {
   if (thread_.joinable()) thread_.join();
 }
 
-uint64_t HelloDeadlines::Arm(grpc::ServerContext* context, absl::Time deadline) {
+uint64_t HelloDeadlines::Arm(grpc::ServerContextBase* context, absl::Time deadline) {
   absl::MutexLock lock(&mu_);
   if (!thread_.joinable()) thread_ = std::thread([this] { Run(); });
   const uint64_t id = next_id_++;
@@ -41,8 +43,8 @@ void HelloDeadlines::Run() {
     absl::Time next = absl::InfiniteFuture();
     for (auto it = armed_.begin(); it != armed_.end();) {
       if (it->second.deadline <= now) {
-        // The handler is blocked in Read (it cannot Disarm, and so cannot return, while this
-        // holds mu_): the context is alive. Read then returns false.
+        // The stream's first read is in flight (its reactor Disarms in OnReadDone or OnDone,
+        // which cannot pass while this holds mu_): the context is alive. The read then fails.
         it->second.context->TryCancel();
         fired_.insert(it->first);
         it = armed_.erase(it);
@@ -75,7 +77,7 @@ struct AgentServiceImpl::Credentials {
 };
 
 absl::StatusOr<AgentServiceImpl::Credentials> AgentServiceImpl::Admit(
-    const grpc::ServerContext& context) {
+    const grpc::CallbackServerContext& context) {
   Credentials credentials;
   if (options_.require_client_cert) {
     std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
@@ -123,96 +125,281 @@ absl::StatusOr<AgentServiceImpl::Credentials> AgentServiceImpl::Admit(
   return credentials;
 }
 
-grpc::Status AgentServiceImpl::Connect(
-    grpc::ServerContext* context,
-    grpc::ServerReaderWriter<pgfleet::v1::ControllerMessage, pgfleet::v1::AgentMessage>* stream) {
+// One agent's stream. It owns itself: gRPC calls OnDone once nothing is in flight any more,
+// and OnDone deletes it. The read side (Start, then OnReadDone) is the only one that reads and
+// decides when the stream ends; writes are started by whichever thread queues a message when
+// none is in flight, or by OnWriteDone for the next one. Finish waits for the write in flight.
+class AgentServiceImpl::Stream final
+    : public grpc::ServerBidiReactor<pgfleet::v1::AgentMessage, pgfleet::v1::ControllerMessage> {
+ public:
+  Stream(AgentServiceImpl& service, grpc::CallbackServerContext* context)
+      : service_(service), context_(context), outbox_(std::make_shared<Outbox>()) {
+    absl::MutexLock lock(&outbox_->mu);
+    outbox_->stream = this;
+  }
+
+  // Admits the stream from its metadata, then reads the hello (or finishes at once).
+  void Start();
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnDone() override;
+
+ private:
+  // What the AgentSession's writer and canceller hold: they may outlive the stream (the
+  // registry and the engines keep sessions), so they reach it only through here, and only
+  // while `stream` is set (OnDone clears it).
+  struct Outbox {
+    absl::Mutex mu;
+    Stream* stream ABSL_GUARDED_BY(mu) = nullptr;
+    std::string agent_id ABSL_GUARDED_BY(mu);  // Once its hello is accepted; for the log.
+    std::deque<pgfleet::v1::ControllerMessage> queue ABSL_GUARDED_BY(mu);
+    bool writing ABSL_GUARDED_BY(mu) = false;  // A StartWrite is in flight.
+    bool closed ABSL_GUARDED_BY(mu) = false;   // No further write starts.
+    // The read side is over: Finish(finish_status) as soon as no write is in flight.
+    bool finish_wanted ABSL_GUARDED_BY(mu) = false;
+    bool finish_started ABSL_GUARDED_BY(mu) = false;
+    grpc::Status finish_status ABSL_GUARDED_BY(mu);
+
+    // Any thread. False once the stream is closed.
+    static bool Send(const std::shared_ptr<Outbox>& outbox,
+                     const pgfleet::v1::ControllerMessage& message);
+    // Any thread: cancels the call (its read fails, and the stream ends).
+    void Cancel();
+  };
+
+  void OnHello(bool ok);
+  // The read side is over: ends the stream with `status` once the write in flight is done.
+  void RequestFinish(grpc::Status status);
+  void ReleasePending();
+  void EndSession();
+
+  AgentServiceImpl& service_;
+  grpc::CallbackServerContext* const context_;
+  const std::shared_ptr<Outbox> outbox_;
+  // Owned by the write in flight (set by whoever starts it, under outbox_->mu).
+  pgfleet::v1::ControllerMessage writing_;
+  // The read side's own state (only the read side touches it, one reaction at a time).
+  pgfleet::v1::AgentMessage incoming_;
+  std::optional<Credentials> credentials_;
+  bool pending_ = false;         // Counted in service_.pending_streams_.
+  uint64_t hello_deadline_ = 0;  // Armed in service_.deadlines_ (0: not armed).
+  std::shared_ptr<AgentSession> session_;
+  uint64_t join_token_id_ = 0;
+};
+
+bool AgentServiceImpl::Stream::Outbox::Send(const std::shared_ptr<Outbox>& outbox,
+                                            const pgfleet::v1::ControllerMessage& message) {
+  Stream* stream = nullptr;
+  {
+    absl::MutexLock lock(&outbox->mu);
+    if (outbox->closed || outbox->stream == nullptr) return false;
+    if (outbox->queue.size() >= kMaxQueuedMessages) {
+      PGF_WARN("agents", "agent %s reads too slowly (%d messages wait): closing its stream",
+               outbox->agent_id, outbox->queue.size());
+      outbox->closed = true;
+      outbox->queue.clear();
+      outbox->stream->context_->TryCancel();
+      return false;
+    }
+    if (outbox->writing) {
+      outbox->queue.push_back(message);
+      return true;
+    }
+    outbox->writing = true;
+    stream = outbox->stream;
+    stream->writing_ = message;
+  }
+  // Outside the lock. The stream cannot end meanwhile: Finish waits for `writing` to clear,
+  // which only this write's OnWriteDone does.
+  stream->StartWrite(&stream->writing_);
+  return true;
+}
+
+void AgentServiceImpl::Stream::Outbox::Cancel() {
+  absl::MutexLock lock(&mu);
+  // `stream` is set until OnDone, so the context is alive.
+  if (stream != nullptr) stream->context_->TryCancel();
+}
+
+void AgentServiceImpl::Stream::Start() {
   // Everything that can be checked without reading from the stream is checked first, so a
   // stream without credentials costs nothing but this.
-  absl::StatusOr<Credentials> credentials = Admit(*context);
+  absl::StatusOr<Credentials> credentials = service_.Admit(*context_);
   if (!credentials.ok()) {
-    PGF_WARN("agents", "agent stream from %s refused: %s", context->peer(),
+    PGF_WARN("agents", "agent stream from %s refused: %s", context_->peer(),
              credentials.status().message());
-    return ToGrpcStatus(credentials.status());
+    RequestFinish(ToGrpcStatus(credentials.status()));
+    return;
   }
-  // Admitted streams hold a thread until their hello: a bounded number, for a bounded time.
-  if (pending_streams_.fetch_add(1) >= options_.max_pending_streams) {
-    pending_streams_.fetch_sub(1);
+  credentials_ = std::move(*credentials);
+  // Admitted streams wait for their hello: a bounded number, for a bounded time.
+  if (service_.pending_streams_.fetch_add(1) >= service_.options_.max_pending_streams) {
+    service_.pending_streams_.fetch_sub(1);
     PGF_WARN("agents", "agent stream from %s refused: %d streams already wait for their hello",
-             context->peer(), options_.max_pending_streams);
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        "too many agent streams waiting for their hello; retry later");
+             context_->peer(), service_.options_.max_pending_streams);
+    RequestFinish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                               "too many agent streams waiting for their hello; retry later"));
+    return;
   }
-  PGF_DEBUG("agents", "agent stream from %s admitted, waiting for its hello", context->peer());
-  bool pending = true;
-  auto done_pending = [&] {
-    if (pending) pending_streams_.fetch_sub(1);
-    pending = false;
-  };
-  struct PendingGuard {
-    std::function<void()> release;
-    ~PendingGuard() { release(); }
-  } pending_guard{done_pending};
+  pending_ = true;
+  PGF_DEBUG("agents", "agent stream from %s admitted, waiting for its hello", context_->peer());
+  hello_deadline_ =
+      service_.deadlines_.Arm(context_, absl::Now() + service_.options_.hello_timeout);
+  StartRead(&incoming_);
+}
 
-  pgfleet::v1::AgentMessage first;
-  const uint64_t deadline = deadlines_.Arm(context, absl::Now() + options_.hello_timeout);
-  const bool read = stream->Read(&first);
-  if (deadlines_.Disarm(deadline)) {
-    PGF_WARN("agents", "agent stream from %s sent no hello within %s: closed", context->peer(),
-             absl::FormatDuration(options_.hello_timeout));
-    return grpc::Status(
+void AgentServiceImpl::Stream::ReleasePending() {
+  if (pending_) service_.pending_streams_.fetch_sub(1);
+  pending_ = false;
+}
+
+void AgentServiceImpl::Stream::RequestFinish(grpc::Status status) {
+  bool finish_now = false;
+  {
+    absl::MutexLock lock(&outbox_->mu);
+    outbox_->closed = true;
+    outbox_->queue.clear();
+    if (outbox_->finish_wanted) return;
+    outbox_->finish_wanted = true;
+    outbox_->finish_status = status;
+    if (outbox_->writing) {
+      // A write the agent does not take (it is gone, or stopped reading) would hold the stream
+      // open: cancelled, it fails and its OnWriteDone finishes.
+      context_->TryCancel();
+    } else {
+      outbox_->finish_started = true;
+      finish_now = true;
+    }
+  }
+  if (finish_now) Finish(std::move(status));
+}
+
+void AgentServiceImpl::Stream::OnWriteDone(bool ok) {
+  bool next = false;
+  bool finish = false;
+  grpc::Status status;
+  {
+    absl::MutexLock lock(&outbox_->mu);
+    if (!ok && !outbox_->closed) {
+      // The stream broke under the write; the read side sees it too and ends the stream.
+      outbox_->closed = true;
+      outbox_->queue.clear();
+      context_->TryCancel();
+    }
+    if (!outbox_->closed && !outbox_->queue.empty()) {
+      writing_ = std::move(outbox_->queue.front());
+      outbox_->queue.pop_front();
+      next = true;
+    } else {
+      outbox_->writing = false;
+      if (outbox_->finish_wanted && !outbox_->finish_started) {
+        outbox_->finish_started = true;
+        finish = true;
+        status = outbox_->finish_status;
+      }
+    }
+  }
+  if (next) {
+    StartWrite(&writing_);
+  } else if (finish) {
+    Finish(std::move(status));
+  }
+}
+
+void AgentServiceImpl::Stream::OnReadDone(bool ok) {
+  if (session_ == nullptr) {
+    OnHello(ok);
+    return;
+  }
+  if (!ok) {
+    EndSession();
+    RequestFinish(grpc::Status::OK);
+    return;
+  }
+  service_.api_.OnAgentMessage(*session_, incoming_);
+  StartRead(&incoming_);
+}
+
+void AgentServiceImpl::Stream::OnHello(bool ok) {
+  ReleasePending();
+  const bool late = service_.deadlines_.Disarm(hello_deadline_);
+  hello_deadline_ = 0;
+  if (late) {
+    PGF_WARN("agents", "agent stream from %s sent no hello within %s: closed", context_->peer(),
+             absl::FormatDuration(service_.options_.hello_timeout));
+    RequestFinish(grpc::Status(
         grpc::StatusCode::DEADLINE_EXCEEDED,
-        absl::StrCat("no hello within ", absl::FormatDuration(options_.hello_timeout)));
+        absl::StrCat("no hello within ", absl::FormatDuration(service_.options_.hello_timeout))));
+    return;
   }
-  if (!read || !first.has_hello()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be a hello");
+  if (!ok || !incoming_.has_hello()) {
+    RequestFinish(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be a hello"));
+    return;
   }
-  const pgfleet::v1::AgentHello& hello = first.hello();
+  const pgfleet::v1::AgentHello hello = incoming_.hello();
+  const Credentials& credentials = *credentials_;
+  const AgentAuthOptions& options = service_.options_;
   if (hello.agent_id().empty() || hello.environment().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "hello needs agent_id and environment");
+    RequestFinish(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "hello needs agent_id and environment"));
+    return;
   }
-  if (options_.require_client_cert && credentials->certificate_cn != hello.agent_id()) {
+  if (options.require_client_cert && credentials.certificate_cn != hello.agent_id()) {
     PGF_WARN("agents", "certificate %s tried to speak for agent %s: refused",
-             credentials->certificate_cn, hello.agent_id());
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                        absl::StrCat("certificate is for ", credentials->certificate_cn, ", not ",
-                                     hello.agent_id()));
+             credentials.certificate_cn, hello.agent_id());
+    RequestFinish(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                               absl::StrCat("certificate is for ", credentials.certificate_cn,
+                                            ", not ", hello.agent_id())));
+    return;
   }
-  if (const std::optional<CertificateBinding>& bound = credentials->certificate_binding;
+  if (const std::optional<CertificateBinding>& bound = credentials.certificate_binding;
       bound.has_value() &&
       (bound->agent_id != hello.agent_id() || bound->environment != hello.environment())) {
     PGF_WARN("agents",
              "certificate for agent %s in environment %s tried to join as agent %s in "
              "environment %s: refused",
              bound->agent_id, bound->environment, hello.agent_id(), hello.environment());
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                        absl::StrCat("the certificate binds agent ", bound->agent_id,
-                                     " to environment ", bound->environment, ", not agent ",
-                                     hello.agent_id(), " in ", hello.environment()));
+    RequestFinish(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                               absl::StrCat("the certificate binds agent ", bound->agent_id,
+                                            " to environment ", bound->environment, ", not agent ",
+                                            hello.agent_id(), " in ", hello.environment())));
+    return;
   }
-  if (const std::optional<TokenRow>& token = credentials->join_token;
+  if (const std::optional<TokenRow>& token = credentials.join_token;
       token.has_value() && token->environment != hello.environment()) {
     PGF_WARN("agents", "agent %s presented join token %d of environment %s to join %s: refused",
              hello.agent_id(), token->id, token->environment, hello.environment());
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                        absl::StrCat("the join token is for environment ", token->environment,
-                                     ", not ", hello.environment()));
+    RequestFinish(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                               absl::StrCat("the join token is for environment ",
+                                            token->environment, ", not ", hello.environment())));
+    return;
   }
-  done_pending();
 
-  if (absl::Status recorded = api_.OnAgentHello(hello); !recorded.ok()) {
-    return ToGrpcStatus(recorded);
+  if (absl::Status recorded = service_.api_.OnAgentHello(hello); !recorded.ok()) {
+    RequestFinish(ToGrpcStatus(recorded));
+    return;
   }
+  std::shared_ptr<Outbox> outbox = outbox_;
   auto session = std::make_shared<AgentSession>(
       hello.agent_id(), hello.environment(),
-      [stream](const pgfleet::v1::ControllerMessage& message) { return stream->Write(message); },
-      [context] { context->TryCancel(); });
+      [outbox](const pgfleet::v1::ControllerMessage& message) {
+        return Outbox::Send(outbox, message);
+      },
+      [outbox] { outbox->Cancel(); });
   session->set_applied_version(hello.applied_config_version());
   session->set_restart_pending({hello.restart_pending().begin(), hello.restart_pending().end()});
   session->SetBinary(hello.build_id(), hello.pid(), hello.binary_outdated());
   session->set_handover_command_id(hello.handover_command_id());
   session->SetOnDisk(hello.on_disk_build_id(), hello.on_disk_version());
   session->set_applied_sha256(hello.applied_config_sha256());
-  if (std::shared_ptr<AgentSession> previous = registry_.Register(session)) {
+  session_ = session;
+  {
+    absl::MutexLock lock(&outbox_->mu);
+    outbox_->agent_id = hello.agent_id();
+  }
+  if (std::shared_ptr<AgentSession> previous = service_.registry_.Register(session)) {
     PGF_INFO("agents", "agent %s reconnected; closing its previous stream", hello.agent_id());
     if (hello.handover_command_id() != 0) {
       // A RESTART: the new process took over, which is the command's success; the old
@@ -227,38 +414,58 @@ grpc::Status AgentServiceImpl::Connect(
     previous->Cancel();
   }
   PGF_INFO("agents", "agent %s connected (env %s, %s, %s, config version %d)", hello.agent_id(),
-           hello.environment(), credentials->Basis(), context->peer(),
+           hello.environment(), credentials.Basis(), context_->peer(),
            hello.applied_config_version());
   pgfleet::v1::ControllerMessage ack;
   ack.mutable_hello_ack()->set_metrics_interval_seconds(
-      static_cast<int32_t>(absl::ToInt64Seconds(api_.metrics_interval())));
+      static_cast<int32_t>(absl::ToInt64Seconds(service_.api_.metrics_interval())));
   session->Send(ack);
-  api_.OnAgentConnected(*session);
+  service_.api_.OnAgentConnected(*session);
 
-  const uint64_t join_token_id =
-      credentials->join_token.has_value() ? credentials->join_token->id : 0;
-  if (join_token_id != 0) {
-    absl::MutexLock lock(&sessions_mu_);
-    sessions_by_token_.emplace(join_token_id, session);
+  join_token_id_ = credentials.join_token.has_value() ? credentials.join_token->id : 0;
+  if (join_token_id_ != 0) {
+    absl::MutexLock lock(&service_.sessions_mu_);
+    service_.sessions_by_token_.emplace(join_token_id_, session);
   }
+  StartRead(&incoming_);
+}
 
-  pgfleet::v1::AgentMessage message;
-  while (stream->Read(&message)) api_.OnAgentMessage(*session, message);
-
-  if (join_token_id != 0) {
-    absl::MutexLock lock(&sessions_mu_);
-    auto [begin, end] = sessions_by_token_.equal_range(join_token_id);
+void AgentServiceImpl::Stream::EndSession() {
+  if (session_ == nullptr) return;
+  if (join_token_id_ != 0) {
+    absl::MutexLock lock(&service_.sessions_mu_);
+    auto [begin, end] = service_.sessions_by_token_.equal_range(join_token_id_);
     for (auto it = begin; it != end; ++it) {
-      if (it->second.lock() == session) {
-        sessions_by_token_.erase(it);
+      if (it->second.lock() == session_) {
+        service_.sessions_by_token_.erase(it);
         break;
       }
     }
   }
+  PGF_INFO("agents", "agent %s disconnected", session_->agent_id());
+  service_.api_.OnAgentGone(session_);
+  session_.reset();
+}
 
-  PGF_INFO("agents", "agent %s disconnected", hello.agent_id());
-  api_.OnAgentGone(session);
-  return grpc::Status::OK;
+void AgentServiceImpl::Stream::OnDone() {
+  // Normally the read side has ended everything already; this is the safety net.
+  if (hello_deadline_ != 0) service_.deadlines_.Disarm(hello_deadline_);
+  ReleasePending();
+  EndSession();
+  {
+    absl::MutexLock lock(&outbox_->mu);
+    outbox_->stream = nullptr;
+    outbox_->closed = true;
+    outbox_->queue.clear();
+  }
+  delete this;
+}
+
+grpc::ServerBidiReactor<pgfleet::v1::AgentMessage, pgfleet::v1::ControllerMessage>*
+AgentServiceImpl::Connect(grpc::CallbackServerContext* context) {
+  auto* stream = new Stream(*this, context);
+  stream->Start();
+  return stream;
 }
 
 void AgentServiceImpl::DisconnectJoinToken(uint64_t token_id) {

@@ -44,13 +44,13 @@ class HelloDeadlines {
   HelloDeadlines& operator=(const HelloDeadlines&) = delete;
 
   // TryCancel()s `context` at `deadline` unless Disarm()ed first.
-  uint64_t Arm(grpc::ServerContext* context, absl::Time deadline);
+  uint64_t Arm(grpc::ServerContextBase* context, absl::Time deadline);
   // After Disarm the context is never touched again. True when the deadline had fired.
   bool Disarm(uint64_t id);
 
  private:
   struct Entry {
-    grpc::ServerContext* context;
+    grpc::ServerContextBase* context;
     absl::Time deadline;
   };
   void Run();
@@ -63,26 +63,33 @@ class HelloDeadlines {
   std::thread thread_;  // Started by the first Arm.
 };
 
-class AgentServiceImpl final : public pgfleet::v1::AgentService::Service {
+// The agents' streams on gRPC's callback API: each stream is a self-owning reactor (one read
+// and at most one write in flight; messages for the agent are queued from any thread and
+// written in order), so no thread waits on any agent and 10,000 agents need no 10,000 threads.
+// At most kMaxQueuedMessages messages wait per stream: a stream that falls that far behind is
+// cancelled (the agent reconnects and is brought up to date by its hello).
+class AgentServiceImpl final : public pgfleet::v1::AgentService::CallbackService {
  public:
+  static constexpr size_t kMaxQueuedMessages = 64;
+
   // Before the first message is read, the stream's credentials are checked: a certificate (with
   // TLS), and the environment it may join, from the certificate's pgfleet:// URI or the agent's
   // join token (see controller/auth/agent_identity.h). The hello must then match them.
   AgentServiceImpl(FleetApi& api, AgentRegistry& registry, AgentAuthOptions options)
       : api_(api), registry_(registry), options_(options) {}
 
-  grpc::Status Connect(grpc::ServerContext* context,
-                       grpc::ServerReaderWriter<pgfleet::v1::ControllerMessage,
-                                                pgfleet::v1::AgentMessage>* stream) override;
+  grpc::ServerBidiReactor<pgfleet::v1::AgentMessage, pgfleet::v1::ControllerMessage>* Connect(
+      grpc::CallbackServerContext* context) override;
 
   // Ends the streams of agents that joined with this token (it was revoked); they are refused
   // when they reconnect.
   void DisconnectJoinToken(uint64_t token_id);
 
  private:
+  class Stream;
   struct Credentials;
   // From the TLS session and the metadata only; nothing is read from the stream.
-  absl::StatusOr<Credentials> Admit(const grpc::ServerContext& context);
+  absl::StatusOr<Credentials> Admit(const grpc::CallbackServerContext& context);
   FleetApi& api_;
   AgentRegistry& registry_;
   AgentAuthOptions options_;

@@ -41,6 +41,15 @@ class AgentDirectory {
   // is not connected or its stream is gone.
   virtual bool OfferConfig(const std::string& agent_id, const ConfigVersionRow& version,
                            bool force) = 0;
+  // OfferConfig to each of `agent_ids` (a rollout wave); returns how many were sent or run it
+  // already. The default offers one by one; the registry renders and builds the message once
+  // when every agent's render is the same (a version without overlays).
+  virtual int OfferConfigs(const std::vector<std::string>& agent_ids,
+                           const ConfigVersionRow& version, bool force) {
+    int offered = 0;
+    for (const std::string& agent_id : agent_ids) offered += OfferConfig(agent_id, version, force);
+    return offered;
+  }
   // False when the agent is not connected or its stream is gone.
   virtual bool Send(const std::string& agent_id, const pgfleet::v1::ControllerMessage& message) = 0;
 };

@@ -175,6 +175,15 @@ std::shared_ptr<AgentSession> AgentRegistry::Register(std::shared_ptr<AgentSessi
   absl::MutexLock lock(&mu_);
   std::shared_ptr<AgentSession>& slot = sessions_[session->agent_id()];
   std::shared_ptr<AgentSession> previous = std::move(slot);
+  if (previous != nullptr) {
+    // The same agent may come back in another environment.
+    auto env = by_environment_.find(previous->environment());
+    if (env != by_environment_.end()) {
+      env->second.erase(previous->agent_id());
+      if (env->second.empty()) by_environment_.erase(env);
+    }
+  }
+  by_environment_[session->environment()][session->agent_id()] = session;
   slot = std::move(session);
   return previous;
 }
@@ -182,7 +191,13 @@ std::shared_ptr<AgentSession> AgentRegistry::Register(std::shared_ptr<AgentSessi
 void AgentRegistry::Unregister(const std::shared_ptr<AgentSession>& session) {
   absl::MutexLock lock(&mu_);
   auto it = sessions_.find(session->agent_id());
-  if (it != sessions_.end() && it->second == session) sessions_.erase(it);
+  if (it == sessions_.end() || it->second != session) return;
+  sessions_.erase(it);
+  auto env = by_environment_.find(session->environment());
+  if (env != by_environment_.end()) {
+    env->second.erase(session->agent_id());
+    if (env->second.empty()) by_environment_.erase(env);
+  }
 }
 
 std::shared_ptr<AgentSession> AgentRegistry::Find(const std::string& agent_id) const {
@@ -195,9 +210,15 @@ std::vector<std::shared_ptr<AgentSession>> AgentRegistry::List(
     const std::string& environment) const {
   absl::MutexLock lock(&mu_);
   std::vector<std::shared_ptr<AgentSession>> result;
-  for (const auto& [id, session] : sessions_) {
-    if (environment.empty() || session->environment() == environment) result.push_back(session);
+  if (environment.empty()) {
+    result.reserve(sessions_.size());
+    for (const auto& [id, session] : sessions_) result.push_back(session);
+    return result;
   }
+  auto env = by_environment_.find(environment);
+  if (env == by_environment_.end()) return result;
+  result.reserve(env->second.size());
+  for (const auto& [id, session] : env->second) result.push_back(session);
   return result;
 }
 
@@ -233,19 +254,8 @@ std::vector<LiveAgent> AgentRegistry::ListLive(const std::string& environment) c
   return live;
 }
 
-bool AgentRegistry::OfferConfigTo(AgentSession& session, const ConfigVersionRow& version,
-                                  const RenderedConfig& rendered, bool force) {
-  if (session.Runs(rendered)) return true;
-  if (!force && rendered.version == session.sent_version() &&
-      rendered.sha256 == session.sent_sha256()) {
-    return true;
-  }
-  if (!version.secrets_error.empty()) {
-    // Sending it without its files would make the agent drop its credentials.
-    PGF_ERROR("api", "not sending config version %d to agent %s: %s", version.version,
-              session.agent_id(), version.secrets_error);
-    return false;
-  }
+pgfleet::v1::ControllerMessage AgentRegistry::DesiredConfigMessage(const ConfigVersionRow& version,
+                                                                   const RenderedConfig& rendered) {
   pgfleet::v1::ControllerMessage message;
   pgfleet::v1::DesiredConfig* config = message.mutable_desired_config();
   config->set_version(rendered.version);
@@ -267,6 +277,33 @@ bool AgentRegistry::OfferConfigTo(AgentSession& session, const ConfigVersionRow&
     out->set_previous_secret(overlap.previous_secret);
     out->set_expires_unix_ms(overlap.expires_unix_ms);
   }
+  return message;
+}
+
+bool AgentRegistry::OfferConfigTo(AgentSession& session, const ConfigVersionRow& version,
+                                  const RenderedConfig& rendered, bool force) {
+  if (session.Runs(rendered)) return true;
+  if (!force && rendered.version == session.sent_version() &&
+      rendered.sha256 == session.sent_sha256()) {
+    return true;
+  }
+  return OfferMessageTo(session, version, rendered, DesiredConfigMessage(version, rendered), force);
+}
+
+bool AgentRegistry::OfferMessageTo(AgentSession& session, const ConfigVersionRow& version,
+                                   const RenderedConfig& rendered,
+                                   const pgfleet::v1::ControllerMessage& message, bool force) {
+  if (session.Runs(rendered)) return true;
+  if (!force && rendered.version == session.sent_version() &&
+      rendered.sha256 == session.sent_sha256()) {
+    return true;
+  }
+  if (!version.secrets_error.empty()) {
+    // Sending it without its files would make the agent drop its credentials.
+    PGF_ERROR("api", "not sending config version %d to agent %s: %s", version.version,
+              session.agent_id(), version.secrets_error);
+    return false;
+  }
   session.set_sent(rendered.version, rendered.sha256);
   PGF_INFO("api", "sending config version %d (render %s) to agent %s (runs %d)", rendered.version,
            rendered.sha256.substr(0, 12), session.agent_id(), session.applied_version());
@@ -278,27 +315,54 @@ void AgentRegistry::set_renderer(Renderer renderer) {
   renderer_ = std::move(renderer);
 }
 
-bool AgentRegistry::OfferConfig(const std::string& agent_id, const ConfigVersionRow& version,
-                                bool force) {
-  std::shared_ptr<AgentSession> session = Find(agent_id);
-  if (session == nullptr) return false;
+absl::StatusOr<RenderedConfig> AgentRegistry::Render(const std::string& agent_id,
+                                                     const ConfigVersionRow& version) {
   Renderer renderer;
   {
     absl::MutexLock lock(&mu_);
     renderer = renderer_;
   }
-  absl::StatusOr<RenderedConfig> rendered;
-  if (renderer) {
-    rendered = renderer(agent_id, version);
-  } else {
-    rendered = RenderedConfig{version.version, version.ini_text, Sha256Hex(version.ini_text), {}};
-  }
+  if (renderer) return renderer(agent_id, version);
+  return RenderedConfig{version.version, version.ini_text, Sha256Hex(version.ini_text), {}};
+}
+
+bool AgentRegistry::OfferConfig(const std::string& agent_id, const ConfigVersionRow& version,
+                                bool force) {
+  std::shared_ptr<AgentSession> session = Find(agent_id);
+  if (session == nullptr) return false;
+  absl::StatusOr<RenderedConfig> rendered = Render(agent_id, version);
   if (!rendered.ok()) {
     PGF_ERROR("api", "config version %d not rendered for agent %s: %s", version.version, agent_id,
               rendered.status().message());
     return false;
   }
   return OfferConfigTo(*session, version, *rendered, force);
+}
+
+int AgentRegistry::OfferConfigs(const std::vector<std::string>& agent_ids,
+                                const ConfigVersionRow& version, bool force) {
+  if (!version.overlays.empty()) return AgentDirectory::OfferConfigs(agent_ids, version, force);
+  // Without overlays every agent's render is the base: rendered, hashed and made into a
+  // message once for the whole wave, not once per agent.
+  std::optional<RenderedConfig> rendered;
+  std::optional<pgfleet::v1::ControllerMessage> message;
+  int offered = 0;
+  for (const std::string& agent_id : agent_ids) {
+    std::shared_ptr<AgentSession> session = Find(agent_id);
+    if (session == nullptr) continue;
+    if (!rendered.has_value()) {
+      absl::StatusOr<RenderedConfig> render = Render(agent_id, version);
+      if (!render.ok()) {
+        PGF_ERROR("api", "config version %d not rendered for agent %s: %s", version.version,
+                  agent_id, render.status().message());
+        return offered;
+      }
+      rendered = *std::move(render);
+      message = DesiredConfigMessage(version, *rendered);
+    }
+    offered += OfferMessageTo(*session, version, *rendered, *message, force) ? 1 : 0;
+  }
+  return offered;
 }
 
 bool AgentRegistry::Send(const std::string& agent_id,

@@ -127,6 +127,8 @@ class AgentRegistry final : public AgentDirectory {
   std::vector<LiveAgent> ListLive(const std::string& environment) const override;
   bool OfferConfig(const std::string& agent_id, const ConfigVersionRow& version,
                    bool force) override;
+  int OfferConfigs(const std::vector<std::string>& agent_ids, const ConfigVersionRow& version,
+                   bool force) override;
   bool Send(const std::string& agent_id, const pgfleet::v1::ControllerMessage& message) override;
   // Sends `rendered` (one agent's render of `version`, with the version's files and rotation
   // overlaps) on a session the caller already holds (FleetApi's reconciliation), unless the
@@ -134,6 +136,9 @@ class AgentRegistry final : public AgentDirectory {
   // decrypted is never sent.
   static bool OfferConfigTo(AgentSession& session, const ConfigVersionRow& version,
                             const RenderedConfig& rendered, bool force);
+  // The DesiredConfig message of `rendered` (with the version's files and rotation overlaps).
+  static pgfleet::v1::ControllerMessage DesiredConfigMessage(const ConfigVersionRow& version,
+                                                             const RenderedConfig& rendered);
 
   // How OfferConfig turns a version into the agent's own ini (FleetApi installs one that reads
   // the agent's current labels from the store). Unset: every agent gets the base.
@@ -142,8 +147,20 @@ class AgentRegistry final : public AgentDirectory {
   void set_renderer(Renderer renderer);
 
  private:
+  // How OfferConfig renders `version` for one agent (the renderer, or the base without one).
+  absl::StatusOr<RenderedConfig> Render(const std::string& agent_id,
+                                        const ConfigVersionRow& version);
+  // OfferConfigTo with the message built already (by DesiredConfigMessage).
+  static bool OfferMessageTo(AgentSession& session, const ConfigVersionRow& version,
+                             const RenderedConfig& rendered,
+                             const pgfleet::v1::ControllerMessage& message, bool force);
+
   mutable absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<AgentSession>> sessions_ ABSL_GUARDED_BY(mu_);
+  // The same sessions by environment, so an environment's agents are found without looking
+  // at every other environment's (10,000 agents in a few environments).
+  std::map<std::string, std::map<std::string, std::shared_ptr<AgentSession>>> by_environment_
+      ABSL_GUARDED_BY(mu_);
   Renderer renderer_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -100,15 +101,29 @@ bool OnDiskBinaryIs(const LiveAgent& agent, const std::string& version) {
 }
 
 RolloutEngine::RolloutEngine(RolloutStore& store, AgentDirectory& agents, const Clock& clock)
-    : store_(store), agents_(agents), clock_(clock), sends_([this](const Offer& offer) {
-        if (offer.command.has_value()) {
-          if (!agents_.Send(offer.agent_id, *offer.command)) {
-            PGF_WARN("rollout", "agent %s: restart command not sent (its stream is gone)",
-                     offer.agent_id);
+    : store_(store), agents_(agents), clock_(clock), sends_([this](const Outbox& offers) {
+        // In order; consecutive config offers of one version (a wave) go as one batch.
+        for (size_t i = 0; i < offers.size();) {
+          const Offer& offer = offers[i];
+          if (offer.command.has_value()) {
+            if (!agents_.Send(offer.agent_id, *offer.command)) {
+              PGF_WARN("rollout", "agent %s: restart command not sent (its stream is gone)",
+                       offer.agent_id);
+            }
+            ++i;
+            continue;
           }
-          return;
+          std::vector<std::string> batch;
+          size_t next = i;
+          while (next < offers.size() && !offers[next].command.has_value() &&
+                 offers[next].version.version == offer.version.version &&
+                 offers[next].force == offer.force) {
+            batch.push_back(offers[next].agent_id);
+            ++next;
+          }
+          agents_.OfferConfigs(batch, offer.version, offer.force);
+          i = next;
         }
-        agents_.OfferConfig(offer.agent_id, offer.version, offer.force);
       }) {}
 
 RolloutEngine::~RolloutEngine() { ticker_.Stop(); }
@@ -120,9 +135,11 @@ void RolloutEngine::StartTicking(absl::Duration interval) {
 absl::Status RolloutEngine::Queue(Outbox& out, const std::string& agent_id, uint64_t version,
                                   bool force) {
   if (version == 0) return absl::OkStatus();
-  for (const Offer& offer : out) {
-    if (offer.version.version == version) {
-      out.push_back(Offer{agent_id, offer.version, force, std::nullopt});
+  // From the back: a wave queues one version for each of its agents in a row.
+  for (auto offer = out.rbegin(); offer != out.rend(); ++offer) {
+    if (offer->version.version == version) {
+      ConfigVersionRow row = offer->version;
+      out.push_back(Offer{agent_id, std::move(row), force, std::nullopt});
       return absl::OkStatus();
     }
   }
@@ -132,7 +149,9 @@ absl::Status RolloutEngine::Queue(Outbox& out, const std::string& agent_id, uint
 }
 
 void RolloutEngine::ReleaseAndSend(Outbox out) {
-  sends_.Push(std::move(out));
+  std::vector<Outbox> batch;
+  if (!out.empty()) batch.push_back(std::move(out));
+  sends_.Push(std::move(batch));
   mu_.Unlock();
   sends_.Drain();
 }
@@ -244,6 +263,9 @@ absl::Status RolloutEngine::SendRestart(const RolloutRow& rollout, RolloutAgentR
 absl::Status RolloutEngine::StartWave(RolloutRow& rollout, std::vector<RolloutAgentRow>& agents,
                                       int64_t now, Outbox& out) {
   int in_wave = 0;
+  // The wave's pins and rows are written in one batch (one transaction), then sent.
+  std::vector<RolloutStore::AgentPin> pins;
+  std::vector<RolloutAgentRow> applying;
   for (RolloutAgentRow& agent : agents) {
     if (agent.wave != rollout.current_wave) continue;
     ++in_wave;
@@ -254,9 +276,15 @@ absl::Status RolloutEngine::StartWave(RolloutRow& rollout, std::vector<RolloutAg
       }
       continue;
     }
-    PGF_RETURN_IF_ERROR(store_.SetAgentPin(agent.agent_id, rollout.to_version));
+    pins.push_back({agent.agent_id, rollout.to_version});
+    RolloutAgentRow row = agent;
+    row.state = RolloutAgentState::kApplying;
+    applying.push_back(std::move(row));
+  }
+  PGF_RETURN_IF_ERROR(store_.UpdateRolloutAgents(pins, applying));
+  for (RolloutAgentRow& agent : agents) {
+    if (agent.wave != rollout.current_wave || rollout.kind == RolloutKind::kRestart) continue;
     agent.state = RolloutAgentState::kApplying;
-    PGF_RETURN_IF_ERROR(store_.UpdateRolloutAgent(agent));
     // Forced: a rollout may deliberately retry a version this agent refused before.
     PGF_RETURN_IF_ERROR(Queue(out, agent.agent_id, rollout.to_version, /*force=*/true));
   }
@@ -279,6 +307,9 @@ absl::Status RolloutEngine::Step(RolloutRow& rollout, int64_t now, Outbox& out) 
   int offline = 0, applying = 0;
   std::vector<std::string> not_back;  // Restart: agents not yet back as a new process.
   std::vector<std::pair<RolloutAgentRow*, LiveAgent>> live;
+  // Config rollouts: agents seen on the new version this tick, stored after the loop (a
+  // failure found in the loop rolls the wave back, which rewrites these rows anyway).
+  std::vector<RolloutAgentRow> newly_applied;
   for (RolloutAgentRow& agent : agents) {
     if (agent.wave != rollout.current_wave) continue;
     if (rollout.kind == RolloutKind::kRestart) {
@@ -332,10 +363,12 @@ absl::Status RolloutEngine::Step(RolloutRow& rollout, int64_t now, Outbox& out) 
     }
     if (agent.state != RolloutAgentState::kApplied) {
       agent.state = RolloutAgentState::kApplied;
-      PGF_RETURN_IF_ERROR(store_.UpdateRolloutAgent(agent));
+      newly_applied.push_back(agent);
     }
     live.emplace_back(&agent, std::move(*connected));
   }
+  // Written together (a wave of 10,000 ACKs in one tick is one transaction).
+  PGF_RETURN_IF_ERROR(store_.UpdateRolloutAgents({}, newly_applied));
   if (applying > 0) {
     if (now - rollout.wave_started_unix_ms > absl::ToInt64Milliseconds(kRolloutApplyTimeout) &&
         rollout.kind == RolloutKind::kRestart) {
@@ -469,9 +502,10 @@ absl::Status RolloutEngine::Complete(RolloutRow& rollout, int64_t now, Outbox& o
                   now, out);
   }
   PGF_ASSIGN_OR_RETURN(std::vector<RolloutAgentRow> agents, store_.ListRolloutAgents(rollout.id));
-  for (const RolloutAgentRow& agent : agents) {
-    PGF_RETURN_IF_ERROR(store_.SetAgentPin(agent.agent_id, std::nullopt));
-  }
+  std::vector<RolloutStore::AgentPin> unpins;
+  unpins.reserve(agents.size());
+  for (const RolloutAgentRow& agent : agents) unpins.push_back({agent.agent_id, std::nullopt});
+  PGF_RETURN_IF_ERROR(store_.UpdateRolloutAgents(unpins, {}));
   // Agents that joined during the rollout follow the environment's new desired version.
   for (const LiveAgent& agent : agents_.ListLive(rollout.environment)) {
     PGF_RETURN_IF_ERROR(Queue(out, agent.agent_id, rollout.to_version, /*force=*/false));
@@ -507,11 +541,16 @@ absl::Status RolloutEngine::Finish(RolloutRow& rollout, RolloutState state,
   PGF_ASSIGN_OR_RETURN(std::vector<RolloutAgentRow> agents, store_.ListRolloutAgents(rollout.id));
   PGF_ASSIGN_OR_RETURN(EnvironmentRow env, store_.GetEnvironment(rollout.environment));
   // An agent an earlier rollout of some agents had pinned goes back to that pin.
+  std::vector<RolloutStore::AgentPin> pins;
+  std::vector<RolloutAgentRow> rolled_back;
   for (RolloutAgentRow& row : agents) {
     if (row.wave > rollout.current_wave) continue;
-    PGF_RETURN_IF_ERROR(store_.SetAgentPin(row.agent_id, row.previous_pin));
+    pins.push_back({row.agent_id, row.previous_pin});
     if (row.state != RolloutAgentState::kFailed) row.state = RolloutAgentState::kRolledBack;
-    PGF_RETURN_IF_ERROR(store_.UpdateRolloutAgent(row));
+    rolled_back.push_back(row);
+  }
+  PGF_RETURN_IF_ERROR(store_.UpdateRolloutAgents(pins, rolled_back));
+  for (const RolloutAgentRow& row : rolled_back) {
     PGF_RETURN_IF_ERROR(Queue(out, row.agent_id, row.previous_pin.value_or(env.desired_version),
                               /*force=*/true));
   }
@@ -604,8 +643,21 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spe
   // must validate, and the budget sums each agent's own pool sizes. With a selector the others
   // stay where they are, so they count with the render of what they follow (their pin or the
   // environment's desired version), not with the new one.
-  std::vector<config::Config> rendered_configs;
+  std::vector<const config::Config*> rendered_configs;
   rendered_configs.reserve(env_agents.size());
+  // Parsed once per distinct render (10,000 agents without overlays share one).
+  std::map<std::string, config::Config> parsed_renders;
+  auto parse_render = [&parsed_renders](
+                          const RenderedConfig& rendered,
+                          const std::string& agent_id) -> absl::StatusOr<const config::Config*> {
+    if (auto known = parsed_renders.find(rendered.sha256); known != parsed_renders.end()) {
+      return &known->second;
+    }
+    absl::StatusOr<config::Config> parsed =
+        config::ParseConfig(rendered.ini_text, absl::StrCat(agent_id, ".ini"));
+    if (!parsed.ok()) return parsed.status();
+    return &parsed_renders.emplace(rendered.sha256, *std::move(parsed)).first->second;
+  };
   bool all_valid = true;
   if (absl::StatusOr<config::Config> parsed = config::ParseConfig(version.ini_text, "pushed.ini");
       !parsed.ok()) {
@@ -630,8 +682,7 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spe
           followed == version.version ? version : followed_versions.at(followed);
       PGF_ASSIGN_OR_RETURN(RenderedConfig rendered,
                            RenderForAgent(runs, agent.agent_id, agent.labels));
-      absl::StatusOr<config::Config> parsed =
-          config::ParseConfig(rendered.ini_text, absl::StrCat(agent.agent_id, ".ini"));
+      absl::StatusOr<const config::Config*> parsed = parse_render(rendered, agent.agent_id);
       if (!parsed.ok()) {
         // Not this rollout's config: it cannot refuse it, only say the count is incomplete.
         warnings.push_back(absl::StrCat(
@@ -639,20 +690,19 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spe
             " does not validate here; not in the connection budget: ", parsed.status().message()));
         continue;
       }
-      rendered_configs.push_back(std::move(*parsed));
+      rendered_configs.push_back(*parsed);
       continue;
     }
     PGF_ASSIGN_OR_RETURN(RenderedConfig rendered,
                          RenderForAgent(version, agent.agent_id, agent.labels));
-    absl::StatusOr<config::Config> parsed =
-        config::ParseConfig(rendered.ini_text, absl::StrCat(agent.agent_id, ".ini"));
+    absl::StatusOr<const config::Config*> parsed = parse_render(rendered, agent.agent_id);
     if (!parsed.ok()) {
       refusals.push_back(absl::StrCat("config as rendered for agent ", agent.agent_id,
                                       " does not validate: ", parsed.status().message()));
       all_valid = false;
       break;
     }
-    rendered_configs.push_back(std::move(*parsed));
+    rendered_configs.push_back(*parsed);
   }
   if (all_valid) {
     // Every agent of the environment counts, offline ones too: they converge when they return.
@@ -663,9 +713,7 @@ absl::StatusOr<StartedRollout> RolloutEngine::StartLocked(const RolloutSpec& spe
         limits[server.address()] = server;
       }
     }
-    std::vector<const config::Config*> per_agent;
-    for (const config::Config& config : rendered_configs) per_agent.push_back(&config);
-    BudgetCheck budget = CheckConnectionBudget(per_agent, limits, spec.connection_reserve);
+    BudgetCheck budget = CheckConnectionBudget(rendered_configs, limits, spec.connection_reserve);
     refusals.insert(refusals.end(), budget.refusals.begin(), budget.refusals.end());
     warnings.insert(warnings.end(), budget.warnings.begin(), budget.warnings.end());
   }

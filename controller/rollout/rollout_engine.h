@@ -172,7 +172,8 @@ class RolloutEngine {
   // Health baselines, taken when a wave starts baking (in memory: after a restart the bake
   // takes a fresh baseline).
   std::map<std::pair<uint64_t, std::string>, HealthCounters> baselines_ ABSL_GUARDED_BY(mu_);
-  SendQueue<Offer> sends_;
+  // Whole outboxes, so a wave's offers of one version go to the agents as one batch.
+  SendQueue<Outbox> sends_;
 
   absl::Mutex results_mu_;
   std::deque<ConfigResult> nacks_ ABSL_GUARDED_BY(results_mu_);

@@ -93,6 +93,26 @@ class RolloutStore {
                                                    const std::vector<RolloutAgentRow>& agents) = 0;
   virtual absl::Status UpdateRollout(const RolloutRow& rollout) = 0;
   virtual absl::Status UpdateRolloutAgent(const RolloutAgentRow& agent) = 0;
+  // A wave's (or a whole rollout's) agents at once: sets each agent's pin (SetAgentPin's
+  // contract) and writes each rollout row (UpdateRolloutAgent's), all or nothing where the
+  // store has transactions. This default makes one call per agent, so a store without a batch
+  // path stays correct; SqliteStore does it in one transaction.
+  struct AgentPin {
+    std::string agent_id;
+    std::optional<uint64_t> version;
+  };
+  virtual absl::Status UpdateRolloutAgents(const std::vector<AgentPin>& pins,
+                                           const std::vector<RolloutAgentRow>& agents) {
+    for (const AgentPin& pin : pins) {
+      absl::Status set = SetAgentPin(pin.agent_id, pin.version);
+      if (!set.ok()) return set;
+    }
+    for (const RolloutAgentRow& agent : agents) {
+      absl::Status updated = UpdateRolloutAgent(agent);
+      if (!updated.ok()) return updated;
+    }
+    return absl::OkStatus();
+  }
   virtual absl::StatusOr<RolloutRow> GetRollout(uint64_t id) = 0;  // NotFound
   // Newest first. environment empty: all; active_only: running or paused.
   virtual absl::StatusOr<std::vector<RolloutRow>> ListRollouts(const std::string& environment,

@@ -1,4 +1,6 @@
 // SqliteStore's rollout tables (migrations/0002_rollouts.sql).
+#include <map>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -164,6 +166,73 @@ absl::Status SqliteStore::UpdateRolloutAgent(const RolloutAgentRow& agent) {
         absl::StrCat("agent ", agent.agent_id, " is not part of rollout ", agent.rollout_id));
   }
   return absl::OkStatus();
+}
+
+absl::Status SqliteStore::UpdateRolloutAgents(const std::vector<AgentPin>& pins,
+                                              const std::vector<RolloutAgentRow>& agents) {
+  if (pins.empty() && agents.empty()) return absl::OkStatus();
+  absl::MutexLock lock(&mu_);
+  // One transaction and one prepared statement of each kind for the whole batch (a wave of
+  // 10,000 agents was 20,000 transactions).
+  PGF_ASSIGN_OR_RETURN(Transaction txn, Transaction::BeginImmediate(db_));
+  PGF_ASSIGN_OR_RETURN(Stmt agent_environment,
+                       Stmt::Prepare(db_, "SELECT environment FROM agents WHERE agent_id = ?1"));
+  PGF_ASSIGN_OR_RETURN(
+      Stmt version_environment,
+      Stmt::Prepare(db_, "SELECT environment FROM config_versions WHERE version = ?1"));
+  PGF_ASSIGN_OR_RETURN(
+      Stmt pin, Stmt::Prepare(db_, "UPDATE agents SET pinned_version = ?2 WHERE agent_id = ?1"));
+  std::map<uint64_t, std::string> version_owners;
+  for (const AgentPin& change : pins) {
+    agent_environment.Reset();
+    agent_environment.BindText(1, change.agent_id);
+    PGF_ASSIGN_OR_RETURN(bool found, agent_environment.Step());
+    if (!found) return absl::NotFoundError(absl::StrCat("agent '", change.agent_id, "' not found"));
+    const std::string environment = agent_environment.Text(0);
+    if (change.version.has_value()) {
+      auto owner = version_owners.find(*change.version);
+      if (owner == version_owners.end()) {
+        version_environment.Reset();
+        version_environment.BindU64(1, *change.version);
+        PGF_ASSIGN_OR_RETURN(bool exists, version_environment.Step());
+        if (!exists) {
+          return absl::NotFoundError(
+              absl::StrCat("config version ", *change.version, " not found"));
+        }
+        owner = version_owners.emplace(*change.version, version_environment.Text(0)).first;
+      }
+      if (owner->second != environment) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "config version ", *change.version, " belongs to environment '", owner->second,
+            "', but agent '", change.agent_id, "' is in environment '", environment, "'"));
+      }
+    }
+    pin.Reset();
+    pin.BindText(1, change.agent_id).BindOptionalU64(2, change.version);
+    PGF_RETURN_IF_ERROR(pin.Run());
+  }
+  PGF_ASSIGN_OR_RETURN(Stmt update,
+                       Stmt::Prepare(db_,
+                                     "UPDATE rollout_agents SET state = ?3, error = ?4, "
+                                     "command_id = ?5, old_pid = ?6, new_pid = ?7 "
+                                     "WHERE rollout_id = ?1 AND agent_id = ?2"));
+  for (const RolloutAgentRow& agent : agents) {
+    update.Reset();
+    update.BindU64(1, agent.rollout_id)
+        .BindText(2, agent.agent_id)
+        .BindText(3, RolloutAgentStateName(agent.state))
+        .BindText(4, agent.error)
+        .BindOptionalU64(
+            5, agent.command_id == 0 ? std::nullopt : std::optional<uint64_t>(agent.command_id))
+        .BindInt(6, agent.old_pid)
+        .BindInt(7, agent.new_pid);
+    PGF_RETURN_IF_ERROR(update.Run());
+    if (update.Changes() == 0) {
+      return absl::NotFoundError(
+          absl::StrCat("agent ", agent.agent_id, " is not part of rollout ", agent.rollout_id));
+    }
+  }
+  return txn.Commit();
 }
 
 absl::StatusOr<RolloutRow> SqliteStore::GetRollout(uint64_t id) {

@@ -163,6 +163,8 @@ class SqliteStore final : public Store {
                                            const std::vector<RolloutAgentRow>& agents) override;
   absl::Status UpdateRollout(const RolloutRow& rollout) override;
   absl::Status UpdateRolloutAgent(const RolloutAgentRow& agent) override;
+  absl::Status UpdateRolloutAgents(const std::vector<AgentPin>& pins,
+                                   const std::vector<RolloutAgentRow>& agents) override;
   absl::StatusOr<RolloutRow> GetRollout(uint64_t id) override;
   absl::StatusOr<std::vector<RolloutRow>> ListRollouts(const std::string& environment,
                                                        bool active_only) override;
