@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "agent/event_loop.h"
 #include "common/log.h"
@@ -155,8 +156,9 @@ void ControllerLink::Run() {
     std::uniform_real_distribution<double> jitter(0.5, 1.0);
     absl::Duration delay = backoff * jitter(rng);
     state_ = LinkState::kBackoff;
-    PGF_INFO("link", "controller %s unreachable or stream closed; retrying %s in %s",
-             addresses_[index], current_address(), absl::FormatDuration(delay));
+    PGF_INFO("link", "controller %s unreachable or stream closed; retrying in %s%s",
+             addresses_[index], absl::FormatDuration(delay),
+             addresses_.size() > 1 ? absl::StrCat(" with ", current_address()) : "");
     SleepBackoff(delay);
     backoff = std::min(backoff * 2, options_.max_backoff);
   }

@@ -98,6 +98,13 @@ class TlsTest : public ::testing::Test {
                         ssl);
   }
 
+  // The admin console over TLS, as the app user (an admin_users entry in these tests).
+  static absl::StatusOr<PgConn> ConnectConsole(const AgentProcess& agent) {
+    return Connect(absl::StrCat("host=127.0.0.1 port=", agent.port(),
+                                " dbname=pgbouncer user=", kAppUser, " password=", kAppPassword,
+                                " sslmode=require connect_timeout=10"));
+  }
+
   std::map<std::string, std::string> ClientTls(const std::string& mode) const {
     return {{"client_tls_sslmode", mode},
             {"client_tls_cert_file", Certs() + "/controller.pem"},
@@ -232,10 +239,7 @@ TEST_F(TlsTest, ReloadReadsCertificatesAgainAndKeepsTheOldOnesOnError) {
   const std::string trust_second =
       absl::StrCat("sslmode=verify-ca sslrootcert=", OtherCerts(), "/ca.pem");
   PGF_ASSERT_OK(Connect(AgentConn(*agent, trust_first)).status());
-  PGF_ASSERT_OK_AND_ASSIGN(
-      PgConn admin, Connect(absl::StrCat(
-                        "host=127.0.0.1 port=", agent->port(), " dbname=pgbouncer user=", kAppUser,
-                        " password=", kAppPassword, " sslmode=require connect_timeout=10")));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn admin, ConnectConsole(*agent));
   auto rewrite = [&](const std::string& cert, const std::string& key) {
     AgentOptions options;
     options.pgbouncer_settings = {{"auth_type", "scram-sha-256"}, {"pool_mode", "transaction"}};
@@ -287,10 +291,7 @@ TEST_F(TlsTest, SetChangesTlsOnlineOneKeyAtATime) {
       absl::StrCat("sslmode=verify-ca sslrootcert=", Certs(), "/ca.pem");
   const std::string trust_second =
       absl::StrCat("sslmode=verify-ca sslrootcert=", OtherCerts(), "/ca.pem");
-  PGF_ASSERT_OK_AND_ASSIGN(
-      PgConn admin, Connect(absl::StrCat(
-                        "host=127.0.0.1 port=", agent->port(), " dbname=pgbouncer user=", kAppUser,
-                        " password=", kAppPassword, " sslmode=require connect_timeout=10")));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn admin, ConnectConsole(*agent));
   std::vector<std::string> notices;
   PQsetNoticeReceiver(admin.get(), &CollectNotice, &notices);
 
