@@ -1107,8 +1107,10 @@ TEST_F(RolloutTest, ConnectionBudgetRefusesPoolsThePostgresServerCannotHold) {
   for (const auto& a : list.agents()) EXPECT_EQ(a.desired_version(), dev_base_) << a.agent_id();
 
   // Forcing takes a reason, which the rollout keeps with what it overrode.
+  // A bake long enough that the abort below always finds it running (a 1 s bake could end
+  // first on a fast store).
   FleetctlResult forced = Ctl({"rollout", "start", "--env", "dev", "--version", Version(greedy),
-                               "--waves", "100%", "--bake", "1s", "--force", "--reason",
+                               "--waves", "100%", "--bake", "10m", "--force", "--reason",
                                "DBA raised max_connections tonight", "--output", "json"});
   ASSERT_EQ(forced.exit_code, 0) << forced.Describe();
   PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::Rollout rollout,
