@@ -201,6 +201,15 @@ void ServerConn::ResumeReading() {
 
 void ServerConn::StartBackpressure() { bufferevent_disable(bev_, EV_READ); }
 
+void ServerConn::OnParameterStatus(const std::string& body) {
+  pg::BodyReader reader(body);
+  std::string name(reader.CString());
+  std::string value(reader.CString());
+  if (!reader.ok()) return;
+  UpdateParam(name, value);
+  if (client_ != nullptr) client_->UpdateParam(name, value);
+}
+
 void ServerConn::UpdateParam(std::string_view name, std::string_view value) {
   for (auto& [key, current] : params_) {
     if (key == name) {
@@ -377,13 +386,7 @@ void ServerConn::ForwardToClient() {
       evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
       evbuffer_copyout_from(in, &pos, body.data(), body.size());
       if (header.type == 'S') {
-        pg::BodyReader reader(body);
-        std::string name(reader.CString());
-        std::string value(reader.CString());
-        if (reader.ok()) {
-          UpdateParam(name, value);
-          client_->UpdateParam(name, value);
-        }
+        OnParameterStatus(body);
         offset += header.total();
         continue;
       }

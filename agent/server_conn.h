@@ -119,6 +119,9 @@ class ServerConn : public ListNode {
   // exist" (26000) on a server whose statements the agent tracks.
   void NoteErrorResponse(evbuffer* in, size_t offset, const pg::MessageHeader& header);
   void UpdateParam(std::string_view name, std::string_view value);
+  // A ParameterStatus body from the server: kept, and passed to the linked client so the
+  // next compare sees the server's canonical spelling.
+  void OnParameterStatus(const std::string& body);
 
   Agent& agent_;
   Pool& pool_;

@@ -75,14 +75,7 @@ void ServerConn::HandleInternal() {
     if (evbuffer_get_length(in) < header.total()) return;
     std::string body = RemoveFrame(in, header);
     if (header.type == 'S') {
-      pg::BodyReader reader(body);
-      std::string name(reader.CString());
-      std::string value(reader.CString());
-      if (reader.ok()) {
-        UpdateParam(name, value);
-        // The client learns the server's canonical spelling, so the next compare matches.
-        if (client_ != nullptr) client_->UpdateParam(name, value);
-      }
+      OnParameterStatus(body);
     } else if (header.type == 'E') {
       internal_error_ = ErrorMessageOf(body);
     } else if (header.type == 'D' && probing_limits_) {

@@ -146,12 +146,14 @@ absl::Status SqliteStore::UpdateRollout(const RolloutRow& rollout) {
   return absl::OkStatus();
 }
 
-absl::Status SqliteStore::UpdateRolloutAgent(const RolloutAgentRow& agent) {
-  absl::MutexLock lock(&mu_);
-  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_,
-                                                "UPDATE rollout_agents SET state = ?3, error = ?4, "
-                                                "command_id = ?5, old_pid = ?6, new_pid = ?7 "
-                                                "WHERE rollout_id = ?1 AND agent_id = ?2"));
+namespace {
+
+constexpr char kUpdateRolloutAgentSql[] =
+    "UPDATE rollout_agents SET state = ?3, error = ?4, command_id = ?5, old_pid = ?6, "
+    "new_pid = ?7 WHERE rollout_id = ?1 AND agent_id = ?2";
+
+// One row of kUpdateRolloutAgentSql on a prepared (and reset) statement.
+absl::Status RunRolloutAgentUpdate(Stmt& stmt, const RolloutAgentRow& agent) {
   stmt.BindU64(1, agent.rollout_id)
       .BindText(2, agent.agent_id)
       .BindText(3, RolloutAgentStateName(agent.state))
@@ -166,6 +168,14 @@ absl::Status SqliteStore::UpdateRolloutAgent(const RolloutAgentRow& agent) {
         absl::StrCat("agent ", agent.agent_id, " is not part of rollout ", agent.rollout_id));
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status SqliteStore::UpdateRolloutAgent(const RolloutAgentRow& agent) {
+  absl::MutexLock lock(&mu_);
+  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_, kUpdateRolloutAgentSql));
+  return RunRolloutAgentUpdate(stmt, agent);
 }
 
 absl::Status SqliteStore::UpdateRolloutAgents(const std::vector<AgentPin>& pins,
@@ -211,26 +221,10 @@ absl::Status SqliteStore::UpdateRolloutAgents(const std::vector<AgentPin>& pins,
     pin.BindText(1, change.agent_id).BindOptionalU64(2, change.version);
     PGF_RETURN_IF_ERROR(pin.Run());
   }
-  PGF_ASSIGN_OR_RETURN(Stmt update,
-                       Stmt::Prepare(db_,
-                                     "UPDATE rollout_agents SET state = ?3, error = ?4, "
-                                     "command_id = ?5, old_pid = ?6, new_pid = ?7 "
-                                     "WHERE rollout_id = ?1 AND agent_id = ?2"));
+  PGF_ASSIGN_OR_RETURN(Stmt update, Stmt::Prepare(db_, kUpdateRolloutAgentSql));
   for (const RolloutAgentRow& agent : agents) {
     update.Reset();
-    update.BindU64(1, agent.rollout_id)
-        .BindText(2, agent.agent_id)
-        .BindText(3, RolloutAgentStateName(agent.state))
-        .BindText(4, agent.error)
-        .BindOptionalU64(
-            5, agent.command_id == 0 ? std::nullopt : std::optional<uint64_t>(agent.command_id))
-        .BindInt(6, agent.old_pid)
-        .BindInt(7, agent.new_pid);
-    PGF_RETURN_IF_ERROR(update.Run());
-    if (update.Changes() == 0) {
-      return absl::NotFoundError(
-          absl::StrCat("agent ", agent.agent_id, " is not part of rollout ", agent.rollout_id));
-    }
+    PGF_RETURN_IF_ERROR(RunRolloutAgentUpdate(update, agent));
   }
   return txn.Commit();
 }
