@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <optional>
+#include <utility>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -132,32 +134,55 @@ void Set(std::vector<std::string>& texts, const OverlaySetting& edit) {
   if (final_newline) texts.push_back("");
 }
 
+// Fills in what `line.text` is; `current` is the section the lines before it are in, updated
+// when the line is a section header.
+void ClassifyLine(IniTextLine& line, std::string& current) {
+  const std::string& text = line.text;
+  line.section.reset();
+  line.key.reset();
+  line.in_section.clear();
+  line.value_begin = std::string::npos;
+  line.value_end = std::string::npos;
+  const size_t indent = std::min(text.size(), text.find_first_not_of(" \t\r\n\f\v"));
+  absl::string_view stripped = absl::StripAsciiWhitespace(text);
+  size_t key_end = 0;
+  if ((line.section = SectionOfLine(stripped))) {
+    current = *line.section;
+  } else if ((line.key = KeyOfLine(stripped, &key_end))) {
+    line.in_section = current;
+    size_t i = indent + key_end;
+    while (i < text.size() && absl::ascii_isspace(static_cast<unsigned char>(text[i]))) ++i;
+    if (i < text.size() && text[i] == '=') {
+      ++i;
+      while (i < text.size() && absl::ascii_isspace(static_cast<unsigned char>(text[i]))) ++i;
+      line.value_begin = i;
+      size_t end = text.size();
+      while (end > i && absl::ascii_isspace(static_cast<unsigned char>(text[end - 1]))) --end;
+      line.value_end = end;
+    }
+  }
+}
+
 }  // namespace
 
-std::vector<IniTextLine> ScanIniLines(const std::vector<std::string>& texts) {
-  std::vector<IniTextLine> lines;
+void VisitIniLines(absl::string_view text, absl::FunctionRef<void(const IniTextLine&)> visit) {
   std::string current;
-  for (const std::string& text : texts) {
+  IniTextLine line;
+  for (absl::string_view piece : absl::StrSplit(text, '\n')) {
+    line.text.assign(piece.data(), piece.size());
+    ClassifyLine(line, current);
+    visit(line);
+  }
+}
+
+std::vector<IniTextLine> ScanIniLines(std::vector<std::string> texts) {
+  std::vector<IniTextLine> lines;
+  lines.reserve(texts.size());
+  std::string current;
+  for (std::string& text : texts) {
     IniTextLine line;
-    line.text = text;
-    const size_t indent = std::min(text.size(), text.find_first_not_of(" \t\r\n\f\v"));
-    absl::string_view stripped = absl::StripAsciiWhitespace(text);
-    size_t key_end = 0;
-    if ((line.section = SectionOfLine(stripped))) {
-      current = *line.section;
-    } else if ((line.key = KeyOfLine(stripped, &key_end))) {
-      line.in_section = current;
-      size_t i = indent + key_end;
-      while (i < text.size() && absl::ascii_isspace(static_cast<unsigned char>(text[i]))) ++i;
-      if (i < text.size() && text[i] == '=') {
-        ++i;
-        while (i < text.size() && absl::ascii_isspace(static_cast<unsigned char>(text[i]))) ++i;
-        line.value_begin = i;
-        size_t end = text.size();
-        while (end > i && absl::ascii_isspace(static_cast<unsigned char>(text[end - 1]))) --end;
-        line.value_end = end;
-      }
-    }
+    line.text = std::move(text);
+    ClassifyLine(line, current);
     lines.push_back(std::move(line));
   }
   return lines;

@@ -20,7 +20,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace pgfleet::config {
 
@@ -88,6 +90,9 @@ struct IniTextLine {
 };
 
 // Classifies each line of a text split on '\n'.
-std::vector<IniTextLine> ScanIniLines(const std::vector<std::string>& texts);
+std::vector<IniTextLine> ScanIniLines(std::vector<std::string> texts);
+
+// The same, one line at a time, for readers that need not hold every line of a large text.
+void VisitIniLines(absl::string_view text, absl::FunctionRef<void(const IniTextLine&)> visit);
 
 }  // namespace pgfleet::config

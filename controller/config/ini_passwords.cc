@@ -3,7 +3,9 @@
 #include <optional>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -72,10 +74,6 @@ std::string PutBack(const std::string& value, const std::string& password) {
   return out;
 }
 
-std::vector<IniTextLine> Lines(const std::string& text) {
-  return config::ScanIniLines(absl::StrSplit(text, '\n'));
-}
-
 bool IsDatabaseEntry(const IniTextLine& line) {
   return line.key && line.value_begin != std::string::npos &&
          config::SameSection(line.in_section, kDatabases);
@@ -85,17 +83,24 @@ std::string ValueOf(const IniTextLine& line) {
   return line.text.substr(line.value_begin, line.value_end - line.value_begin);
 }
 
-// The password the last [databases] entry named `database` in `ini_text` has.
-std::optional<std::string> DatabasePassword(const std::string& ini_text,
-                                            const std::string& database) {
-  std::optional<std::string> password;
-  for (const IniTextLine& line : Lines(ini_text)) {
-    if (IsDatabaseEntry(line) && config::SameKey(kDatabases, *line.key, database)) {
-      password = PasswordOf(ValueOf(line));
-    }
+// The password each [databases] entry of `ini_text` has (the last entry of a name wins), read
+// in one pass so a push that keeps many passwords does not rescan the previous text for each.
+class DatabasePasswords {
+ public:
+  explicit DatabasePasswords(const std::string& ini_text) {
+    config::VisitIniLines(ini_text, [this](const IniTextLine& line) {
+      if (IsDatabaseEntry(line)) by_name_[*line.key] = PasswordOf(ValueOf(line));
+    });
   }
-  return password;
-}
+  std::optional<std::string> Of(const std::string& database) const {
+    auto it = by_name_.find(database);
+    return it == by_name_.end() ? std::nullopt : it->second;
+  }
+
+ private:
+  // Database names in [databases] are exact (SameKey), so a plain map matches them.
+  absl::flat_hash_map<std::string, std::optional<std::string>> by_name_;
+};
 
 absl::Status NothingToKeep(const std::string& database, const std::string& where) {
   return absl::InvalidArgumentError(absl::StrCat(
@@ -112,18 +117,20 @@ bool SameTarget(const config::ConfigOverlay& a, const config::ConfigOverlay& b) 
 }  // namespace
 
 std::string RedactIniPasswords(const std::string& ini_text) {
-  std::vector<IniTextLine> lines = Lines(ini_text);
-  std::vector<std::string> out;
-  out.reserve(lines.size());
-  for (const IniTextLine& line : lines) {
+  std::string out;
+  out.reserve(ini_text.size());
+  bool first = true;
+  config::VisitIniLines(ini_text, [&](const IniTextLine& line) {
+    if (!first) out.push_back('\n');
+    first = false;
     if (!IsDatabaseEntry(line)) {
-      out.push_back(line.text);
-      continue;
+      out.append(line.text);
+      return;
     }
-    out.push_back(absl::StrCat(line.text.substr(0, line.value_begin),
-                               RedactConnString(ValueOf(line)), line.text.substr(line.value_end)));
-  }
-  return absl::StrJoin(out, "\n");
+    absl::StrAppend(&out, line.text.substr(0, line.value_begin), RedactConnString(ValueOf(line)),
+                    line.text.substr(line.value_end));
+  });
+  return out;
 }
 
 std::vector<config::ConfigOverlay> RedactOverlayPasswords(
@@ -140,26 +147,38 @@ std::vector<config::ConfigOverlay> RedactOverlayPasswords(
 
 absl::StatusOr<std::string> RestoreIniPasswords(const std::string& pushed,
                                                 const std::string& previous) {
-  std::vector<IniTextLine> lines = Lines(pushed);
-  std::vector<std::string> out;
-  out.reserve(lines.size());
-  for (const IniTextLine& line : lines) {
+  // Most pushes keep no password: skip scanning a large text line by line for nothing.
+  if (!absl::StrContains(pushed, kRedactedPassword)) return pushed;
+  std::optional<DatabasePasswords> previous_passwords;
+  std::string out;
+  out.reserve(pushed.size());
+  bool first = true;
+  absl::Status status;
+  config::VisitIniLines(pushed, [&](const IniTextLine& line) {
+    if (!status.ok()) return;
+    if (!first) out.push_back('\n');
+    first = false;
     if (!IsDatabaseEntry(line) || !HasRedactedPassword(ValueOf(line))) {
-      out.push_back(line.text);
-      continue;
+      out.append(line.text);
+      return;
     }
-    std::optional<std::string> password = DatabasePassword(previous, *line.key);
-    if (!password.has_value()) return NothingToKeep(*line.key, "");
-    out.push_back(absl::StrCat(line.text.substr(0, line.value_begin),
-                               PutBack(ValueOf(line), *password),
-                               line.text.substr(line.value_end)));
-  }
-  return absl::StrJoin(out, "\n");
+    if (!previous_passwords) previous_passwords.emplace(previous);
+    std::optional<std::string> password = previous_passwords->Of(*line.key);
+    if (!password.has_value()) {
+      status = NothingToKeep(*line.key, "");
+      return;
+    }
+    absl::StrAppend(&out, line.text.substr(0, line.value_begin), PutBack(ValueOf(line), *password),
+                    line.text.substr(line.value_end));
+  });
+  if (!status.ok()) return status;
+  return out;
 }
 
 absl::StatusOr<std::vector<config::ConfigOverlay>> RestoreOverlayPasswords(
     std::vector<config::ConfigOverlay> pushed,
     const std::vector<config::ConfigOverlay>& previous_overlays, const std::string& previous_ini) {
+  std::optional<DatabasePasswords> ini_passwords;
   for (size_t i = 0; i < pushed.size(); ++i) {
     config::ConfigOverlay& overlay = pushed[i];
     for (config::OverlaySetting& setting : overlay.set) {
@@ -177,7 +196,10 @@ absl::StatusOr<std::vector<config::ConfigOverlay>> RestoreOverlayPasswords(
           }
         }
       }
-      if (!password.has_value()) password = DatabasePassword(previous_ini, setting.key);
+      if (!password.has_value()) {
+        if (!ini_passwords) ini_passwords.emplace(previous_ini);
+        password = ini_passwords->Of(setting.key);
+      }
       if (!password.has_value()) {
         return NothingToKeep(setting.key,
                              absl::StrCat(" in ", overlay.Describe(static_cast<int>(i) + 1)));
