@@ -42,6 +42,12 @@ absl::StatusOr<std::unique_ptr<PostgresEnv>> PostgresEnv::Start(const PostgresOp
   return env;
 }
 
+std::unique_ptr<PostgresEnv> PostgresEnv::AttachRunning(int port, const PostgresOptions& options) {
+  std::unique_ptr<PostgresEnv> env(new PostgresEnv(options));
+  env->port_ = port;  // started_ stays false: Stop() leaves the cluster to its owner.
+  return env;
+}
+
 std::string PostgresEnv::BinPath(const std::string& program) const {
   return absl::StrCat(options_.bin_dir, "/", program);
 }

@@ -27,6 +27,9 @@ struct PostgresOptions {
 class PostgresEnv {
  public:
   static absl::StatusOr<std::unique_ptr<PostgresEnv>> Start(const PostgresOptions& options = {});
+  // A handle on a cluster another process started with `options` on `port` (see
+  // tests/store_postgres_fixture.cc): Exec and friends work; destroying it leaves the cluster up.
+  static std::unique_ptr<PostgresEnv> AttachRunning(int port, const PostgresOptions& options = {});
   ~PostgresEnv();
 
   PostgresEnv(const PostgresEnv&) = delete;

@@ -1,6 +1,8 @@
 // Store tests that run against both of the store's databases: a SQLite file per test, and a
 // fresh database per test in a real PostgreSQL 15 cluster (tests/testutil/postgres_env.h)
-// started on a free port by the first PostgreSQL test of the binary and stopped after the last.
+// started on a free port by the first PostgreSQL test of the binary and stopped after the last,
+// or, under ctest, the one cluster tests/store_postgres_fixture.cc started for all of them
+// ($PGFLEET_STORE_POSTGRES names the file with its port).
 //
 //   class MyTest : public StoreBackendTest {};
 //   TEST_P(MyTest, Works) { store_->...; }
@@ -11,6 +13,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +42,17 @@ inline std::string StoreBackendName(const ::testing::TestParamInfo<StoreBackend>
 class StorePostgres : public ::testing::Environment {
  public:
   static testutil::PostgresEnv* Get() {
+    if (cluster() == nullptr && std::getenv("PGFLEET_STORE_POSTGRES") != nullptr) {
+      const std::string file = std::getenv("PGFLEET_STORE_POSTGRES");
+      std::ifstream in(file);
+      int port = 0;
+      if (!(in >> port) || port <= 0) {
+        ADD_FAILURE() << "$PGFLEET_STORE_POSTGRES: no port in " << file
+                      << " (did the store_postgres_start fixture run?)";
+        return nullptr;
+      }
+      cluster() = testutil::PostgresEnv::AttachRunning(port);
+    }
     if (cluster() == nullptr) {
       absl::StatusOr<std::unique_ptr<testutil::PostgresEnv>> started =
           testutil::PostgresEnv::Start();
