@@ -534,13 +534,15 @@ int Agent::Run() {
   stats_timer_ = std::make_unique<Timer>(*loop_, [this] {
     stats_history_.Sample(StatsByDatabase(), absl::ToDoubleSeconds(config_->stats_period));
     if (config_->log_stats) {
-      // PgBouncer 1.21+'s line, word for word; pgfleet counts no Parse/Bind yet (0).
+      // PgBouncer's line, word for word as up to 1.20 wrote it: 1.21 added "N client parses/s,
+      // N server parses/s, N binds/s", which pgfleet does not count yet and Debian's pgbadger
+      // (12) does not read.
       const StatsAverages& avg = stats_history_.TotalAverages();
-      PGF_INFO("stats",
-               "stats: %d xacts/s, %d queries/s, 0 client parses/s, 0 server parses/s, 0 binds/s, "
-               "in %d B/s, out %d B/s, xact %d us, query %d us, wait %d us",
-               avg.xact_count, avg.query_count, avg.bytes_received, avg.bytes_sent,
-               avg.xact_time_us, avg.query_time_us, avg.wait_time_us);
+      PGF_INFO(
+          "stats",
+          "%d xacts/s, %d queries/s, in %d B/s, out %d B/s, xact %d us, query %d us, wait %d us",
+          avg.xact_count, avg.query_count, avg.bytes_received, avg.bytes_sent, avg.xact_time_us,
+          avg.query_time_us, avg.wait_time_us);
     }
   });
   stats_timer_->Start(config_->stats_period, /*repeat=*/true);
@@ -682,6 +684,8 @@ void Agent::SetConfig(std::shared_ptr<const config::Config> config) {
   listen_port_.store(config_->listen_port, std::memory_order_relaxed);
   // Start, RELOAD, SET and pushed configs all land here.
   common::SetSyslog(config_->syslog, config_->syslog_ident, config_->syslog_facility);
+  common::SetLogFormat(
+      common::ParseLogFormat(config_->log_format).value_or(common::LogFormat::kText));
 }
 
 void Agent::BeginShutdown(const std::string& why) {

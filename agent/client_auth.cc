@@ -17,6 +17,7 @@
 #include "agent/conn_state.h"
 #include "agent/io/evbuffer_frames.h"
 #include "agent/io/socket_io.h"
+#include "agent/log_prefix.h"
 #include "agent/pg/protocol.h"
 #include "agent/pg/startup_options.h"
 #include "agent/server_conn.h"
@@ -248,8 +249,8 @@ ClientAuth::Outcome ClientAuth::Failed(const std::string& log_reason) {
     LogUnloggedFailures(address, decision.unlogged_in_previous_window);
   }
   if (decision.log) {
-    PGF_WARN("client", "c=%d %s login failed for user '%s' db '%s': %s", id_, peer_, user_,
-             database_, log_reason);
+    PGF_WARN("client", "%s login failed for user '%s' db '%s': %s",
+             ClientLogPrefix(id_, database_, user_, peer_), user_, database_, log_reason);
   }
   if (decision.throttling_started) {
     PGF_WARN("client",
@@ -314,7 +315,8 @@ void ClientConn::AuthSucceeded() {
   memcpy(&cancel_key_, key.data(), 4);
   agent_.RegisterCancelKey(this);
   if (agent_.config().log_connections) {
-    PGF_INFO("client", "c=%d login attempt: db=%s user=%s addr=%s", id_, database_, user_, peer_);
+    PGF_INFO("client", "%s login attempt: db=%s user=%s tls=%s",
+             ClientLogPrefix(id_, database_, user_, peer_), database_, user_, tls_ ? "yes" : "no");
   }
   if (database_ == "pgbouncer") {
     const config::Config& cfg = agent_.config();

@@ -15,6 +15,7 @@
 #include "agent/conn_state.h"
 #include "agent/io/evbuffer_frames.h"
 #include "agent/io/socket_io.h"
+#include "agent/log_prefix.h"
 #include "agent/pg/protocol.h"
 #include "agent/pg/startup_options.h"
 #include "agent/server_conn.h"
@@ -350,7 +351,8 @@ void ClientConn::AdminCommandDone() {
 void ClientConn::CloseWithError(const std::string& sqlstate, const std::string& message) {
   if (state_ == State::kClosed) return;
   if (agent_.config().log_pooler_errors && !quiet_close_) {
-    PGF_WARN("client", "c=%d %s pooler error: %s", id_, peer_, message);
+    PGF_WARN("client", "%s pooler error: %s", ClientLogPrefix(id_, database_, user_, peer_),
+             message);
   }
   Write(pg::ErrorResponse("FATAL", sqlstate, message));
   // The socket is closed right after: push what is queued (results, then the error) out now.
@@ -362,8 +364,9 @@ void ClientConn::Close(const std::string& reason) {
   if (state_ == State::kClosed) return;
   if (auth_ != nullptr) auth_->CancelDelay();
   if (agent_.config().log_disconnections && state_ != State::kStartup && !quiet_close_) {
-    PGF_INFO("client", "c=%d closing because: %s (db=%s user=%s addr=%s)", id_, reason, database_,
-             user_, peer_);
+    PGF_INFO("client", "%s closing because: %s (age=%ds)",
+             ClientLogPrefix(id_, database_, user_, peer_), reason,
+             static_cast<int>((MonotonicMicros() - connect_time_us_) / 1000000));
   }
   agent_.UnregisterCancelKey(this);
   if (input_scheduled_) agent_.ready_clients().Cancel(this);

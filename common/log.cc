@@ -2,6 +2,7 @@
 
 #include <sys/time.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -13,6 +14,7 @@ namespace pgfleet::common {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
+std::atomic<int> g_format{static_cast<int>(LogFormat::kText)};
 std::mutex g_file_mu;
 FILE* g_file = nullptr;  // Guarded by g_file_mu.
 
@@ -38,12 +40,13 @@ int SyslogPriority(LogLevel level) {
   return LOG_INFO;
 }
 
+// PgBouncer's level words: LOG for what is neither a warning nor an error.
 const char* LevelName(LogLevel level) {
   switch (level) {
     case LogLevel::kDebug:
       return "DEBUG";
     case LogLevel::kInfo:
-      return "INFO";
+      return "LOG";
     case LogLevel::kWarning:
       return "WARNING";
     case LogLevel::kError:
@@ -52,6 +55,99 @@ const char* LevelName(LogLevel level) {
       return "FATAL";
   }
   return "?";
+}
+
+const char* JsonLevelName(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarning:
+      return "warning";
+    case LogLevel::kError:
+      return "error";
+    case LogLevel::kFatal:
+      return "fatal";
+  }
+  return "info";
+}
+
+// The length of the valid UTF-8 sequence at text[i], or 0 when the bytes there are not one.
+size_t Utf8SequenceLength(std::string_view text, size_t i) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
+  const unsigned char lead = byte(i);
+  size_t length = 0;
+  uint32_t min = 0;
+  if (lead < 0x80) return 1;
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    length = 2;
+    min = 0x80;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    length = 3;
+    min = 0x800;
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    length = 4;
+    min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (i + length > text.size()) return 0;
+  uint32_t code = lead & (0x7f >> length);
+  for (size_t k = 1; k < length; ++k) {
+    if ((byte(i + k) & 0xc0) != 0x80) return 0;
+    code = (code << 6) | (byte(i + k) & 0x3f);
+  }
+  if (code < min || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return 0;
+  return length;
+}
+
+// `text` as a JSON string: quotes, backslashes and controls escaped, the line separators as
+// \u2028/\u2029, and bytes that are not UTF-8 (peer-provided names can be anything) as U+FFFD,
+// so every line is valid JSON.
+void AppendJsonString(std::string& out, std::string_view text) {
+  out.push_back('"');
+  for (size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    const size_t length = Utf8SequenceLength(text, i);
+    if (length == 0) {
+      out += "\\ufffd";
+      ++i;
+      continue;
+    }
+    if (length == 1) {
+      if (c == '"') {
+        out += "\\\"";
+      } else if (c == '\\') {
+        out += "\\\\";
+      } else if (c == '\n') {
+        out += "\\n";
+      } else if (c == '\r') {
+        out += "\\r";
+      } else if (c == '\t') {
+        out += "\\t";
+      } else if (c < 0x20 || c == 0x7f) {
+        absl::StrAppendFormat(&out, "\\u%04x", c);
+      } else {
+        out.push_back(static_cast<char>(c));
+      }
+    } else if (length == 3 && c == 0xe2 && static_cast<unsigned char>(text[i + 1]) == 0x80 &&
+               (static_cast<unsigned char>(text[i + 2]) == 0xa8 ||
+                static_cast<unsigned char>(text[i + 2]) == 0xa9)) {
+      absl::StrAppendFormat(&out, "\\u%04x",
+                            0x2000 + static_cast<unsigned char>(text[i + 2]) - 0x80);
+    } else {
+      out.append(text.substr(i, length));
+    }
+    i += length;
+  }
+  out.push_back('"');
+}
+
+// A message about one connection starts with PgBouncer's "C-0x..."/"S-0x..." prefix.
+bool StartsWithConnectionPrefix(std::string_view message) {
+  return message.size() > 4 && (message[0] == 'C' || message[0] == 'S') &&
+         message.substr(1, 3) == "-0x";
 }
 
 }  // namespace
@@ -96,6 +192,37 @@ std::string EscapeLogMessage(std::string_view message) {
 }
 
 void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
+void SetLogFormat(LogFormat format) { g_format.store(static_cast<int>(format)); }
+
+std::optional<LogFormat> ParseLogFormat(std::string_view name) {
+  if (name == "text") return LogFormat::kText;
+  if (name == "json") return LogFormat::kJson;
+  return std::nullopt;
+}
+
+std::string FormatLogLine(LogFormat format, int64_t unix_micros, int pid, LogLevel level,
+                          std::string_view component, std::string_view message) {
+  const time_t seconds = static_cast<time_t>(unix_micros / 1000000);
+  const int millis = static_cast<int>(unix_micros % 1000000 / 1000);
+  tm parts;
+  gmtime_r(&seconds, &parts);
+  char date_time[32];
+  if (format == LogFormat::kJson) {
+    strftime(date_time, sizeof(date_time), "%Y-%m-%dT%H:%M:%S", &parts);
+    std::string line = absl::StrFormat(R"({"time":"%s.%03dZ","level":"%s","pid":%d,"component":)",
+                                       date_time, millis, JsonLevelName(level), pid);
+    AppendJsonString(line, component);
+    line += ",\"message\":";
+    AppendJsonString(line, message);
+    line += "}\n";
+    return line;
+  }
+  strftime(date_time, sizeof(date_time), "%Y-%m-%d %H:%M:%S", &parts);
+  const bool with_component = !component.empty() && !StartsWithConnectionPrefix(message);
+  return absl::StrFormat("%s.%03d UTC [%d] %s %s%s%s\n", date_time, millis, pid, LevelName(level),
+                         with_component ? component : "", with_component ? ": " : "",
+                         EscapeLogMessage(message));
+}
 LogLevel GetLogLevel() { return static_cast<LogLevel>(g_level.load(std::memory_order_relaxed)); }
 
 bool SetLogFile(const std::string& path) {
@@ -142,20 +269,22 @@ void SetSyslog(bool enabled, const std::string& ident, const std::string& facili
 void LogLine(LogLevel level, std::string_view component, std::string_view message) {
   timeval tv;
   gettimeofday(&tv, nullptr);
-  tm parts;
-  gmtime_r(&tv.tv_sec, &parts);
-  char ts[32];
-  strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &parts);
-  std::string line = absl::StrFormat("%s.%03dZ %s %s %s\n", ts, static_cast<int>(tv.tv_usec / 1000),
-                                     LevelName(level), component, EscapeLogMessage(message));
+  const int64_t unix_micros = int64_t{tv.tv_sec} * 1000000 + tv.tv_usec;
+  const auto format = static_cast<LogFormat>(g_format.load(std::memory_order_relaxed));
+  const std::string line = FormatLogLine(format, unix_micros, getpid(), level, component, message);
   fwrite(line.data(), 1, line.size(), stderr);
   if (g_syslog.load(std::memory_order_relaxed)) {
-    // syslog adds its own timestamp; the line without ours and without the newline.
-    const size_t timestamp_end = line.find(' ') + 1;
+    // syslog adds its own timestamp and pid: the text line from its level on, without the
+    // newline, as PgBouncer sends it.
+    const std::string text =
+        format == LogFormat::kText
+            ? line
+            : FormatLogLine(LogFormat::kText, unix_micros, getpid(), level, component, message);
+    const size_t level_begin = text.find("] ") + 2;
     std::lock_guard<std::mutex> syslog_lock(g_syslog_mu);
     if (g_syslog_facility >= 0) {
-      syslog(SyslogPriority(level), "%.*s", static_cast<int>(line.size() - timestamp_end - 1),
-             line.data() + timestamp_end);
+      syslog(SyslogPriority(level), "%.*s", static_cast<int>(text.size() - level_begin - 1),
+             text.data() + level_begin);
     }
   }
   std::lock_guard<std::mutex> lock(g_file_mu);

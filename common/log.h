@@ -1,7 +1,15 @@
-// Minimal structured logging: `ts level component msg`, type-checked by StrFormat.
-// Debian 12's Abseil has no absl/log, so this is ours.
+// Minimal structured logging, type-checked by StrFormat. Debian 12's Abseil has no absl/log, so
+// this is ours. Two line shapes (SetLogFormat):
+//   text: PgBouncer's, so its tools (pgbadger --format pgbouncer, log alerts) read ours:
+//         `2026-12-05 22:44:05.521 UTC [1234] LOG component: message`, where a message about
+//         one connection starts with PgBouncer's "C-0x1a: db/user@addr" (client) or "S-0x..."
+//         (server) and carries no component.
+//   json: one object per line for log pipelines:
+//         {"time":"2026-12-05T22:44:05.521Z","level":"info","pid":1234,"component":"client",
+//          "message":"..."}
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <optional>
 #include <string>
@@ -13,7 +21,15 @@ namespace pgfleet::common {
 
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3, kFatal = 4 };
 
+enum class LogFormat { kText, kJson };
+
 void SetLogLevel(LogLevel level);
+void SetLogFormat(LogFormat format);
+// "text" or "json"; nullopt for anything else.
+std::optional<LogFormat> ParseLogFormat(std::string_view name);
+// The line (with its newline) that LogLine writes, at `unix_micros`.
+std::string FormatLogLine(LogFormat format, int64_t unix_micros, int pid, LogLevel level,
+                          std::string_view component, std::string_view message);
 LogLevel GetLogLevel();
 // Sends log lines to `path` (appending) in addition to stderr; empty = stderr only.
 bool SetLogFile(const std::string& path);

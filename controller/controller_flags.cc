@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -62,6 +64,8 @@ constexpr char kUsage[] =
     "                         it /metrics is open like /healthz (default)\n"
     "  --config=FILE          read these flags from FILE, `flag = value` lines\n"
     "  -v, --verbose          log debug messages\n"
+    "  --log-format=text|json log lines as PgBouncer's text (default) or one JSON\n"
+    "                         object per line\n"
     "  -V, --version          print the version and exit\n"
     "  -h, --help             print this help\n"
     "\n"
@@ -177,6 +181,8 @@ ControllerCommandLine ParseControllerCommandLine(int argc, const char* const* ar
   app.add_flag("-h,--help", help);
   app.add_flag("-V,--version", version);
   app.add_flag("-v,--verbose", verbose);
+  std::string log_format = "text";
+  app.add_option("--log-format", log_format);
   app.add_option("--listen", flags.listen);
   app.add_option("--db", flags.db);
   app.add_option("--tls-cert", flags.tls_cert);
@@ -214,6 +220,13 @@ ControllerCommandLine ParseControllerCommandLine(int argc, const char* const* ar
     return Exit(2);
   }
   if (verbose) common::SetLogLevel(common::LogLevel::kDebug);
+  if (std::optional<common::LogFormat> format = common::ParseLogFormat(log_format)) {
+    common::SetLogFormat(*format);
+  } else {
+    fprintf(stderr, "pgfleet-controller: --log-format=%s: expected text or json\n\n%s",
+            log_format.c_str(), kUsage);
+    return Exit(2);
+  }
   flags.http_listen_given = http_listen->count() > 0;
   if (!absl::ParseDuration(metrics_interval, &flags.metrics_interval) ||
       !absl::ParseDuration(metrics_retention, &flags.metrics_retention) ||

@@ -15,6 +15,7 @@ PACKAGES=(
   nodejs chromium
   python3-psycopg libpostgresql-jdbc-java openjdk-17-jre-headless
   prometheus  # promtool: observability_test checks /metrics and packaging/monitoring/ with it
+  pgbadger    # logging_parity_test: pgbadger reads the agent's log as PgBouncer's
 )
 # npm ships inside some nodejs builds (NodeSource's); Debian's nodejs needs the npm package.
 if ! command -v npm >/dev/null 2>&1; then PACKAGES+=(npm); fi

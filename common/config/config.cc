@@ -308,6 +308,16 @@ const Option kOptions[] = {
     BoolOption<&Config::log_disconnections>("log_disconnections"),
     BoolOption<&Config::log_pooler_errors>("log_pooler_errors"),
     BoolOption<&Config::log_stats>("log_stats"),
+    {"log_format",
+     [](Config& c, absl::string_view v) {
+       if (!common::ParseLogFormat(std::string_view(v.data(), v.size())).has_value()) {
+         return absl::InvalidArgumentError(
+             absl::StrCat("invalid value '", v, "': expected text or json"));
+       }
+       c.log_format = std::string(v);
+       return absl::OkStatus();
+     },
+     [](const Config& c) { return c.log_format; }},
     BoolOption<&Config::syslog>("syslog"),
     StringOption<&Config::syslog_ident>("syslog_ident"),
     {"syslog_facility",

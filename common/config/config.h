@@ -142,6 +142,9 @@ struct Config {
   absl::Duration stats_period = absl::Seconds(60);
   // PgBouncer's periodic "stats: N xacts/s, ..." log line, every stats_period.
   bool log_stats = true;
+  // pgfleet's own: "text" (PgBouncer's line shape, which pgbadger reads) or "json" (one object
+  // per line for log pipelines); see common/log.h.
+  std::string log_format = "text";
   // PgBouncer's syslog keys: log lines go to syslog(3) as well (common/log.h SetSyslog).
   bool syslog = false;
   std::string syslog_ident = "pgbouncer";

@@ -73,9 +73,10 @@ class HostileInputTest : public AgentTest {
 // ---- Log injection ------------------------------------------------------------------------
 
 // Each forged line mimics the agent's own format, so a reader could not tell it apart.
-constexpr char kForgedUserLine[] = "2026-01-01T00:00:00.000Z INFO admin forged-by-user-name";
-constexpr char kForgedDbLine[] = "2026-01-01T00:00:00.000Z INFO admin forged-by-db-name";
-constexpr char kForgedTimeZoneLine[] = "2026-01-01T00:00:00.000Z INFO admin forged-by-timezone";
+constexpr char kForgedUserLine[] = "2026-01-01 00:00:00.000 UTC [1] LOG admin: forged-by-user-name";
+constexpr char kForgedDbLine[] = "2026-01-01 00:00:00.000 UTC [1] LOG admin: forged-by-db-name";
+constexpr char kForgedTimeZoneLine[] =
+    "2026-01-01 00:00:00.000 UTC [1] LOG admin: forged-by-timezone";
 constexpr char kForgedAppNameLine[] = "2026-01-01 00:00:00 LOG forged-by-application-name";
 
 TEST_F(HostileInputTest, NamesWithNewlinesCannotForgeLogLines) {
@@ -158,8 +159,10 @@ TEST_F(HostileInputTest, NamesWithNewlinesCannotForgeLogLines) {
 
 // The controller logs what agents say about themselves (agent id, environment) through the same
 // log module: an agent cannot forge controller log lines either.
-constexpr char kForgedAgentIdLine[] = "2026-01-01T00:00:00.000Z INFO agents forged-by-agent-id";
-constexpr char kForgedEnvLine[] = "2026-01-01T00:00:00.000Z INFO agents forged-by-environment";
+constexpr char kForgedAgentIdLine[] =
+    "2026-01-01 00:00:00.000 UTC [1] LOG agents: forged-by-agent-id";
+constexpr char kForgedEnvLine[] =
+    "2026-01-01 00:00:00.000 UTC [1] LOG agents: forged-by-environment";
 
 TEST_F(HostileInputTest, AgentIdentityWithNewlinesCannotForgeControllerLogLines) {
   PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<ControllerProcess> controller,

@@ -19,8 +19,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "common/status_macros.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/console.h"
@@ -36,10 +39,10 @@ namespace {
 
 [[maybe_unused]] auto* const kCluster = RegisterSharedPostgres();
 
-// PgBouncer 1.21+'s line (src/stats.c refresh_stats).
+// PgBouncer's line (src/stats.c refresh_stats) as 1.18 writes it and Debian's pgbadger reads it.
 const std::regex kStatsLine(
-    R"(stats: (\d+) xacts/s, (\d+) queries/s, \d+ client parses/s, \d+ server parses/s, )"
-    R"(\d+ binds/s, in \d+ B/s, out \d+ B/s, xact \d+ us, query \d+ us, wait \d+ us)");
+    R"( LOG stats: (\d+) xacts/s, (\d+) queries/s, in \d+ B/s, out \d+ B/s, xact \d+ us, )"
+    R"(query \d+ us, wait \d+ us)");
 
 // The queries/s of every stats line in `log`.
 std::vector<int> QueriesPerSecond(const std::string& log) {
@@ -180,6 +183,109 @@ TEST_F(LoggingParityTest, InvalidSyslogFacilityIsRefusedAtLoad) {
   options.start_timeout = absl::Seconds(5);
   absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(options);
   ASSERT_FALSE(agent.ok()) << "an unknown syslog_facility was accepted";
+}
+
+// ---- Line shapes: PgBouncer's text (pgbadger reads it) and JSON -----------------------------
+
+std::string ReadFileOrEmpty(const std::string& path) { return ReadFile(path).value_or(""); }
+
+// Logs `logins` clients in and out, with a few queries each, and one wrong password.
+void ExerciseLogins(const AgentProcess& agent, int logins) {
+  for (int i = 0; i < logins; ++i) {
+    PGF_ASSERT_OK_AND_ASSIGN(PgConn app, Connect(agent.ConnString(kAppDb, kAppUser, kAppPassword)));
+    for (int q = 0; q < 5; ++q) PGF_ASSERT_OK(Query(app.get(), "select 1").status());
+  }
+  EXPECT_FALSE(Connect(agent.ConnString(kAppDb, kAppUser, "not-the-password")).ok());
+}
+
+TEST_F(LoggingParityTest, PgbadgerReadsTheAgentsLogAsPgBouncers) {
+  ASSERT_TRUE(std::filesystem::exists("/usr/bin/pgbadger"))
+      << "pgbadger is not installed: scripts/install-deps.sh installs it";
+  TempDir dir;
+  PGF_ASSERT_OK(dir.Create("pgbadger"));
+  const std::string logfile = dir.path() + "/agent.log";
+  StartAgent({{"stats_period", "1"}, {"logfile", logfile}});
+  constexpr int kLogins = 12;  // pgbadger decides the format after 11 lines it recognises.
+  ExerciseLogins(*agent_, kLogins);
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        const std::vector<int> rates = QueriesPerSecond(ReadFileOrEmpty(logfile));
+        *note = absl::StrCat(rates.size(), " stats lines");
+        return rates.size() >= 2;
+      },
+      absl::Seconds(15), "two stats lines"));
+
+  // pgbadger as a PgBouncer user runs it: the format detected from the lines themselves.
+  const std::string report = dir.path() + "/report.json";
+  PGF_ASSERT_OK_AND_ASSIGN(RunResult run, RunCommand({"/usr/bin/pgbadger", "--quiet", "--outfile",
+                                                      report, "--extension", "json", logfile}));
+  ASSERT_TRUE(run.Succeeded()) << run.Describe();
+  google::protobuf::Struct parsed;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(ReadFileOrEmpty(report), &parsed).ok());
+  const auto& fields = parsed.fields();
+  // Logins, by database, user and host, from the "C-0x..: db/user@addr login attempt" lines.
+  const auto& connections = fields.at("pgb_connection_info").struct_value().fields();
+  EXPECT_GE(connections.at("count").number_value(), kLogins) << ReadFileOrEmpty(logfile);
+  EXPECT_TRUE(connections.at("database").struct_value().fields().contains(kAppDb));
+  EXPECT_TRUE(connections.at("user").struct_value().fields().contains(kAppUser));
+  EXPECT_TRUE(connections.at("host").struct_value().fields().contains("127.0.0.1"));
+  // Throughput, from the stats lines.
+  EXPECT_GE(
+      fields.at("pgb_overall_stat").struct_value().fields().at("queries_number").number_value(), 2);
+  // The failed login, from the "pooler error" line.
+  bool failed_login_reported = false;
+  for (const auto& [error, detail] : fields.at("pgb_error_info").struct_value().fields()) {
+    failed_login_reported |= absl::StrContains(error, "password authentication failed");
+  }
+  EXPECT_TRUE(failed_login_reported) << ReadFileOrEmpty(report).substr(0, 4000);
+}
+
+TEST_F(LoggingParityTest, LogFormatJsonWritesOneObjectPerLine) {
+  TempDir dir;
+  PGF_ASSERT_OK(dir.Create("jsonlog"));
+  const std::string logfile = dir.path() + "/agent.log";
+  StartAgent({{"logfile", logfile}, {"log_format", "json"}});
+  ExerciseLogins(*agent_, 2);
+  // A name that is not UTF-8 and holds a newline and a quote still makes one valid object.
+  EXPECT_FALSE(Connect(agent_->ConnString(kAppDb, "bad\n\"name\xff", "x")).ok());
+  std::vector<std::string> lines;
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        const std::string log = ReadFileOrEmpty(logfile);
+        *note = log;
+        return absl::StrContains(log, "bad\\n\\\"name\\ufffd");
+      },
+      absl::Seconds(10), "the failed login with the odd name in the log"));
+  int login_attempts = 0;
+  int failed_logins = 0;
+  for (absl::string_view line : absl::StrSplit(ReadFileOrEmpty(logfile), '\n', absl::SkipEmpty())) {
+    google::protobuf::Struct object;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(std::string(line), &object).ok())
+        << line;
+    const auto& fields = object.fields();
+    for (const char* key : {"time", "level", "pid", "component", "message"}) {
+      EXPECT_TRUE(fields.contains(key)) << key << " missing in " << line;
+    }
+    if (absl::StrContains(fields.at("message").string_value(), "login attempt: db=appdb")) {
+      ++login_attempts;
+      EXPECT_EQ(fields.at("level").string_value(), "info") << line;
+      EXPECT_EQ(fields.at("component").string_value(), "client") << line;
+    }
+    if (absl::StrContains(fields.at("message").string_value(), "login failed")) {
+      ++failed_logins;
+      EXPECT_EQ(fields.at("level").string_value(), "warning") << line;
+    }
+  }
+  EXPECT_EQ(login_attempts, 2);  // The two logins that passed authentication.
+  EXPECT_GE(failed_logins, 1);   // The wrong password (the odd name is refused before that).
+}
+
+TEST_F(LoggingParityTest, AnUnknownLogFormatIsRefusedNamingTheKey) {
+  AgentOptions options = AppAgentOptions({{"log_format", "xml"}});
+  options.start_timeout = absl::Seconds(5);
+  absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(options);
+  ASSERT_FALSE(agent.ok()) << "log_format = xml was accepted";
+  EXPECT_TRUE(absl::StrContains(agent.status().message(), "log_format")) << agent.status();
 }
 
 }  // namespace

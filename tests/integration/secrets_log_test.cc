@@ -245,11 +245,11 @@ TEST(LeakDetectorsTest, RecogniseSecretsAndAuthMessages) {
     EXPECT_FALSE(ProtocolLeaks(message).empty()) << message;
   }
   // While the agent's ordinary lines pass.
-  EXPECT_TRUE(ProtocolLeaks("2026-01-01T00:00:00.000Z WARNING client c=4 127.0.0.1:38092 login "
-                            "failed for user 'scram_user' db 'appdb': wrong password")
+  EXPECT_TRUE(ProtocolLeaks("2026-01-01 00:00:00.000 UTC [7] WARNING C-0x4: appdb/scram_user@"
+                            "127.0.0.1:38092 login failed: wrong password")
                   .empty());
-  EXPECT_TRUE(ProtocolLeaks("INFO client c=2 login attempt: db=appdb user=scram_user "
-                            "addr=127.0.0.1:38080")
+  EXPECT_TRUE(ProtocolLeaks("LOG C-0x2: appdb/scram_user@127.0.0.1:38080 login attempt: "
+                            "db=appdb user=scram_user tls=no")
                   .empty());
 }
 
@@ -425,11 +425,10 @@ TEST_F(AgentSecretsTest, NoPasswordSecretOrScramMessageReachesTheLogOrTheConsole
     std::map<std::string, Table> tables = ShowEverything(admin.get());
     // As PgBouncer 1.25: SHOW USERS is names, per-user settings and counts, never a secret.
     const Table& users = tables["USERS"];
-    EXPECT_EQ(users.columns,
-              (std::vector<std::string>{"name", "pool_size", "reserve_pool_size", "pool_mode",
-                                        "max_user_connections", "current_connections",
-                                        "max_user_client_connections",
-                                        "current_client_connections"}))
+    EXPECT_EQ(users.columns, (std::vector<std::string>{
+                                 "name", "pool_size", "reserve_pool_size", "pool_mode",
+                                 "max_user_connections", "current_connections",
+                                 "max_user_client_connections", "current_client_connections"}))
         << users.Dump();
     std::set<std::string> names;
     for (const std::vector<std::string>& row : users.rows) names.insert(row[0]);

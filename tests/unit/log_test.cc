@@ -98,16 +98,71 @@ class LogFileTest : public ::testing::Test {
 };
 
 TEST_F(LogFileTest, OneCallIsOneLineWhateverTheArgumentsHold) {
-  const std::string injected_user = "x\n2026-01-01T00:00:00.000Z ERROR fake injected line\r\n";
+  const std::string injected_user = "x\n2026-01-01 00:00:00.000 UTC [1] ERROR fake: line\r\n";
   PGF_WARN("client", "c=%d login failed for user '%s' db '%s'", 7, injected_user, "db\nfake");
   const std::vector<std::string> lines = Lines();
   ASSERT_EQ(lines.size(), 1u) << ::testing::PrintToString(lines);
-  EXPECT_THAT(lines[0], HasSubstr(" WARNING client c=7 login failed for user "
-                                  R"('x\n2026-01-01T00:00:00.000Z ERROR fake injected line\r\n')"
+  EXPECT_THAT(lines[0], HasSubstr(" WARNING client: c=7 login failed for user "
+                                  R"('x\n2026-01-01 00:00:00.000 UTC [1] ERROR fake: line\r\n')"
                                   R"( db 'db\nfake')"));
   for (const std::string& line : lines) {
     EXPECT_FALSE(absl::StartsWith(line, "2026-01-01")) << line;
   }
+}
+
+}  // namespace
+}  // namespace pgfleet::common
+
+namespace pgfleet::common {
+namespace {
+
+// 2026-12-05 22:44:05.521 UTC.
+constexpr int64_t kWhen = int64_t{1796510645} * 1000000 + 521000;
+
+TEST(LogFormatTest, TextLinesHavePgBouncersShape) {
+  EXPECT_EQ(FormatLogLine(LogFormat::kText, kWhen, 1234, LogLevel::kInfo, "agent", "started"),
+            "2026-12-05 22:44:05.521 UTC [1234] LOG agent: started\n");
+  EXPECT_EQ(FormatLogLine(LogFormat::kText, kWhen, 7, LogLevel::kWarning, "link", "retrying"),
+            "2026-12-05 22:44:05.521 UTC [7] WARNING link: retrying\n");
+  EXPECT_EQ(FormatLogLine(LogFormat::kText, kWhen, 7, LogLevel::kError, "x", "y"),
+            "2026-12-05 22:44:05.521 UTC [7] ERROR x: y\n");
+  // A line about one connection starts with the connection, as PgBouncer's do.
+  EXPECT_EQ(FormatLogLine(LogFormat::kText, kWhen, 7, LogLevel::kInfo, "client",
+                          "C-0x1f: app/alice@127.0.0.1:5000 login attempt: db=app user=alice"),
+            "2026-12-05 22:44:05.521 UTC [7] LOG C-0x1f: app/alice@127.0.0.1:5000 login "
+            "attempt: db=app user=alice\n");
+  EXPECT_EQ(FormatLogLine(LogFormat::kText, kWhen, 7, LogLevel::kInfo, "stats", "1 xacts/s"),
+            "2026-12-05 22:44:05.521 UTC [7] LOG stats: 1 xacts/s\n");
+  // Still one line whatever the message holds.
+  EXPECT_EQ(FormatLogLine(LogFormat::kText, kWhen, 7, LogLevel::kInfo, "a", "x\nLOG y"),
+            "2026-12-05 22:44:05.521 UTC [7] LOG a: x\\nLOG y\n");
+}
+
+TEST(LogFormatTest, JsonLinesAreOneValidObject) {
+  EXPECT_EQ(FormatLogLine(LogFormat::kJson, kWhen, 42, LogLevel::kInfo, "client", "login ok"),
+            R"({"time":"2026-12-05T22:44:05.521Z","level":"info","pid":42,"component":"client",)"
+            R"("message":"login ok"})"
+            "\n");
+  // Quotes, backslashes, controls and line separators escaped; bytes that are not UTF-8
+  // replaced, so a peer-provided name cannot break the object or the line.
+  const std::string line =
+      FormatLogLine(LogFormat::kJson, kWhen, 1, LogLevel::kWarning, "c",
+                    "q\"b\\n\nt\tz\x01 \xe2\x80\xa8 bad\xff\xc3 ok \xc3\xa9 \xf0\x9f\x98\x80");
+  EXPECT_EQ(line, R"({"time":"2026-12-05T22:44:05.521Z","level":"warning","pid":1,"component":"c",)"
+                  R"("message":"q\"b\\n\nt\tz\u0001 \u2028 bad\ufffd\ufffd ok )"
+                  "\xc3\xa9 \xf0\x9f\x98\x80\"}\n");
+  // Overlong and surrogate encodings are not UTF-8 either.
+  EXPECT_THAT(
+      FormatLogLine(LogFormat::kJson, kWhen, 1, LogLevel::kDebug, "c", "\xc0\xaf\xed\xa0\x80"),
+      HasSubstr(
+          R"("level":"debug","pid":1,"component":"c","message":"\ufffd\ufffd\ufffd\ufffd\ufffd"})"));
+}
+
+TEST(LogFormatTest, ParsesTheTwoNames) {
+  EXPECT_EQ(ParseLogFormat("text"), LogFormat::kText);
+  EXPECT_EQ(ParseLogFormat("json"), LogFormat::kJson);
+  EXPECT_EQ(ParseLogFormat("JSON"), std::nullopt);
+  EXPECT_EQ(ParseLogFormat("pgbouncer"), std::nullopt);
 }
 
 }  // namespace
