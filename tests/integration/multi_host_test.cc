@@ -181,6 +181,7 @@ class MultiHostTest : public ::testing::Test {
                                   {"server_login_retry", "1"}};
     for (const auto& [key, value] : settings) options.pgbouncer_settings[key] = value;
     options.userlist = {{kAppUser, kAppPassword}, {kAdminUser, kAdminPassword}};
+    options_ = options;
     absl::StatusOr<std::unique_ptr<AgentProcess>> agent = AgentProcess::Start(options);
     ASSERT_TRUE(agent.ok()) << agent.status();
     agent_ = *std::move(agent);
@@ -225,6 +226,7 @@ class MultiHostTest : public ::testing::Test {
   static std::unique_ptr<PostgresEnv> second_;
   bool second_stopped_ = false;
   std::unique_ptr<AgentProcess> agent_;
+  AgentOptions options_;  // What StartAgent started agent_ with.
 };
 
 std::unique_ptr<PostgresEnv> MultiHostTest::first_;
@@ -444,6 +446,39 @@ TEST_F(MultiHostTest, KeepsServingWhenOneHostStopsAndTakesItBackOnceItAnswers) {
   for (int i = 0; i < kClients; ++i) {
     EXPECT_LE(errors[i], 1) << "client " << i << ": " << testing::PrintToString(error_texts);
     EXPECT_TRUE(last_ok[i]) << "client " << i;
+  }
+}
+
+// A switchover as the README describes it for a fleet (fleetctl pause, config apply, resume),
+// on one agent: PAUSE the database, RELOAD a new host list, RESUME. The session that waited
+// through the pause goes on, on the new host.
+TEST_F(MultiHostTest, SwitchoverUnderPauseMovesToTheNewHostList) {
+  ASSERT_NO_FATAL_FAILURE(StartAgent(absl::StrCat("host=127.0.0.1 port=", FirstPort()),
+                                     {{"pool_mode", "transaction"}, {"default_pool_size", "2"}}));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn app, Connect(AppConnString()));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string before, ScalarText(app.get(), kPortSql));
+  EXPECT_EQ(before, FirstPort());
+
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn admin,
+                           Connect(agent_->ConnString("pgbouncer", kAdminUser, kAdminPassword)));
+  PGF_ASSERT_OK(Query(admin.get(), absl::StrCat("PAUSE ", kAppDb)));
+  // The new primary first, the old one as the fallback.
+  AgentOptions next = options_;
+  next.databases_section =
+      absl::StrCat(kAppDb, " = host=127.0.0.1,127.0.0.1 port=", SecondPort(), ",", FirstPort(),
+                   " load_balance_hosts=disable dbname=", kAppDb, "\n");
+  PGF_ASSERT_OK(agent_->RewriteConfig(next));
+  PGF_ASSERT_OK(Query(admin.get(), "RELOAD"));
+  PGF_ASSERT_OK(Query(admin.get(), absl::StrCat("RESUME ", kAppDb)));
+
+  PGF_ASSERT_OK_AND_ASSIGN(std::string after, ScalarText(app.get(), kPortSql));
+  EXPECT_EQ(after, SecondPort());
+  PGF_ASSERT_OK_AND_ASSIGN(std::vector<NamedRow> servers,
+                           AdminShow(agent_->port(), "SHOW SERVERS"));
+  for (const NamedRow& row : servers) {
+    if (row.at("database") == kAppDb) {
+      EXPECT_EQ(row.at("port"), SecondPort());
+    }
   }
 }
 
