@@ -863,9 +863,13 @@ void Agent::HandleCancelRequest(int32_t pid, int32_t key) {
       });
   CancelForwarder* raw = forwarder.get();
   cancel_forwarders_.emplace(raw, std::move(forwarder));
+  // To the host this server connection went to, of the database's host list.
+  config::DatabaseConfig host = server->pool().db();
+  host.host = server->endpoint().host;
+  host.port = server->endpoint().port;
+  host.ports.clear();
   // May finish (and free the forwarder) before it returns.
-  raw->Start(*loop_, server->pool().db(),
-             pg::CancelRequest(server->backend_pid(), server->backend_key()),
+  raw->Start(*loop_, host, pg::CancelRequest(server->backend_pid(), server->backend_key()),
              config_->server_connect_timeout);
 }
 

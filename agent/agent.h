@@ -21,6 +21,7 @@
 #include "agent/cancel_forwarder.h"
 #include "agent/event_loop.h"
 #include "agent/handover.h"
+#include "agent/host_list.h"
 #include "agent/intrusive_list.h"
 #include "agent/path_policy.h"
 #include "agent/pool.h"
@@ -273,6 +274,9 @@ class Agent final : public AgentControl {
   }
   const std::map<std::string, ServerLimits>& server_limits() const { return server_limits_; }
 
+  // Hosts of multi-host databases left out after a failed login (agent/host_list.h).
+  HostHealth& host_health() { return host_health_; }
+
   // Rotation overlaps (see CredentialOverlap). Loop thread.
   absl::Status SetCredentialOverlaps(const std::vector<CredentialOverlap>& overlaps) override;
   // The previous secret of `user` while its overlap is open, else nullptr. An overlap past its
@@ -387,6 +391,7 @@ class Agent final : public AgentControl {
   absl::flat_hash_map<std::string, OpenOverlap> overlaps_;
   absl::flat_hash_map<std::string, CachedScram> previous_scram_cache_;
   std::map<std::string, ServerLimits> server_limits_;
+  HostHealth host_health_;
   // Resume without the hand-over check: a PAUSE ... FOR ends on time whatever happens (the
   // new process got the time left and ends its copy by itself too).
   absl::Status ResumeNow(const std::string& db);

@@ -17,8 +17,8 @@ namespace {
 uint64_t ToMicros(absl::Duration d) { return static_cast<uint64_t>(absl::ToInt64Microseconds(d)); }
 
 bool SameServerTarget(const config::DatabaseConfig& a, const config::DatabaseConfig& b) {
-  return a.host == b.host && a.port == b.port && a.dbname == b.dbname && a.user == b.user &&
-         a.password == b.password && a.connect_query == b.connect_query &&
+  return a.host == b.host && a.port == b.port && a.ports == b.ports && a.dbname == b.dbname &&
+         a.user == b.user && a.password == b.password && a.connect_query == b.connect_query &&
          a.client_encoding == b.client_encoding && a.datestyle == b.datestyle &&
          a.timezone == b.timezone && a.application_name == b.application_name;
 }
@@ -57,6 +57,8 @@ uint64_t Pool::MaxWaitMicros(uint64_t now_us) const {
 
 void Pool::Reconfigure(const config::DatabaseConfig& db) {
   const bool target_changed = !SameServerTarget(db_, db);
+  // A new host list (a switchover) starts its rotation from its first host.
+  if (db.host != db_.host || db.ports != db_.ports) host_cursor_ = 0;
   db_ = db;
   if (target_changed) {
     ++generation_;
@@ -213,7 +215,16 @@ void Pool::OnCancelsDone(ServerConn* server) {
   }
 }
 
+HostPick Pool::PickHost(uint64_t server_id) {
+  return agent::PickHost(config::Endpoints(db_), db_.load_balance_hosts, host_cursor_,
+                         agent_.host_health(), server_id, MonotonicMicros());
+}
+
 void Pool::OnServerLoginDone(ServerConn* server, const ParamList& params) {
+  if (server->host_probe() && agent_.host_health().MarkUp(server->address())) {
+    PGF_INFO("pool", "db=%s host %s is back: it logged in and answered server_check_query",
+             db_.name, server->address());
+  }
   if (!has_welcome_) {
     welcome_params_ = params;
     has_welcome_ = true;
@@ -227,7 +238,27 @@ void Pool::OnServerLoginDone(ServerConn* server, const ParamList& params) {
   WelcomeWaitingLogins();
 }
 
-void Pool::OnServerLoginFailed(ServerConn*, const std::string& reason) {
+void Pool::OnServerLoginFailed(ServerConn* server, const std::string& reason) {
+  if (server != nullptr && config::Endpoints(db_).size() > 1) {
+    // One host of a list failed: it is left out for a while, and if another host may be tried
+    // the clients keep waiting for that one instead of failing or waiting server_login_retry.
+    const uint64_t now = MonotonicMicros();
+    HostHealth& health = agent_.host_health();
+    const absl::Duration out =
+        health.MarkFailed(server->address(), server->id(), now, agent_.config().server_login_retry);
+    PGF_WARN("pool", "db=%s host %s skipped for %ds after a failed login", db_.name,
+             server->address(), absl::ToInt64Seconds(absl::Ceil(out, absl::Seconds(1))));
+    bool other_host_usable = false;
+    for (const config::ServerEndpoint& endpoint : config::Endpoints(db_)) {
+      const std::string address = config::EndpointAddress(endpoint);
+      if (address != server->address() && health.Usable(address, now)) other_host_usable = true;
+    }
+    if (other_host_usable) {
+      stats_.server_login_failures++;
+      last_login_error_ = reason;
+      return;  // Closing the server relaunches (DetachServer), on another host.
+    }
+  }
   stats_.server_login_failures++;
   last_login_failure_us_ = MonotonicMicros();
   last_login_error_ = reason;
@@ -255,6 +286,8 @@ void Pool::DetachClient(ClientConn* client) {
 }
 
 void Pool::DetachServer(ServerConn* server) {
+  // A probe closed before it knew (RELOAD, RECONNECT, pool reclaimed): another may go.
+  if (server->host_probe()) agent_.host_health().EndProbe(server->address(), server->id());
   ConnMover::Move(server, ServerConn::State::kClosed);
   if (ClientConn* client = server->client()) Unlink(client, server);
   // Someone may be waiting for the capacity this server held.

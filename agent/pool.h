@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "agent/host_list.h"
 #include "agent/intrusive_list.h"
 #include "agent/stats.h"
 #include "common/auth_crypto.h"
@@ -52,6 +53,9 @@ class Pool {
   void DetachClient(ClientConn* client);
 
   // -- Server side --
+  // The host the new server connection `server_id` goes to (load_balance_hosts, skipping hosts
+  // that are down).
+  HostPick PickHost(uint64_t server_id);
   void OnServerLoginDone(ServerConn* server, const ParamList& params);
   void OnServerLoginFailed(ServerConn* server, const std::string& reason);
   // The server finished a transaction (transaction/statement mode) or its client left.
@@ -140,6 +144,8 @@ class Pool {
   bool has_welcome_ = false;
   std::optional<crypto::ScramKeys> scram_keys_;
   uint64_t last_login_failure_us_ = 0;
+  // PgBouncer's rrcounter: where the host list's rotation stands (agent/host_list.h).
+  size_t host_cursor_ = 0;
   uint64_t unused_since_us_ = 0;  // 0: in use when the janitor last looked.
   bool retiring_ = false;
   std::string last_login_error_;

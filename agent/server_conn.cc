@@ -58,8 +58,8 @@ void ServerConn::OnEvent(bufferevent*, short events, void* arg) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // Fails harmlessly on unix.
     ApplyKeepalive(fd, server->agent_.config());
-    const config::DatabaseConfig& db = server->pool_.db();
-    const bool unix_socket = db.host.empty() || db.host[0] == '/';
+    const std::string& host = server->endpoint_.host;
+    const bool unix_socket = host.empty() || host[0] == '/';
     if (server->agent_.server_tls() != nullptr && !unix_socket) {
       server->tls_ = TlsState::kRequested;
       server->WriteRaw(SslRequestPacket());

@@ -49,7 +49,12 @@ class ServerConn : public ListNode {
   bool IsClean() const { return tx_status_ == 'I' && replies_.Idle() && !unsynced_; }
   bool InTransaction() const { return tx_status_ != 'I'; }
   int pending_replies() const { return static_cast<int>(replies_.owed()); }
+  // The host this connection went to (one of the database's host list) and its address
+  // ("host:port" or the unix socket path), as SHOW SERVERS shows them.
   const std::string& address() const { return address_; }
+  const config::ServerEndpoint& endpoint() const { return endpoint_; }
+  // This connection finds out whether a down host is back (agent/host_list.h).
+  bool host_probe() const { return host_probe_; }
   int local_port() const;
   bufferevent* bev() const { return bev_; }
   bool tls() const { return tls_ == TlsState::kOn; }
@@ -132,6 +137,9 @@ class ServerConn : public ListNode {
   State state_ = State::kLogin;  // Written only by ConnMover.
   ClientConn* client_ = nullptr;
   std::string address_;
+  config::ServerEndpoint endpoint_;
+  bool endpoint_chosen_ = false;  // A reconnect (RetryWithPreviousSecret) keeps the host.
+  bool host_probe_ = false;
   uint64_t generation_;
 
   ParamList params_;

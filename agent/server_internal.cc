@@ -94,7 +94,10 @@ void ServerConn::HandleInternal() {
   if (!internal_error_.empty() || tx_status_ != 'I') {
     std::string reason = absl::StrCat("internal query failed: ", internal_error_);
     if (after == AfterInternal::kFinishLogin) {
-      LoginFailed(absl::StrCat("connect_query failed: ", internal_error_));
+      const bool check_failed = host_probe_ && pool_.db().connect_query.empty();
+      LoginFailed(
+          absl::StrCat(check_failed ? "server_check_query failed: " : "connect_query failed: ",
+                       internal_error_));
     } else {
       Close(reason, /*is_error=*/true);
     }

@@ -29,13 +29,19 @@ namespace pgfleet::agent {
 using namespace server_conn_detail;
 
 void ServerConn::Connect() {
-  const config::DatabaseConfig& db = pool_.db();
+  if (!endpoint_chosen_) {
+    HostPick pick = pool_.PickHost(id_);
+    endpoint_ = std::move(pick.endpoint);
+    address_ = std::move(pick.address);
+    host_probe_ = pick.probe;
+    endpoint_chosen_ = true;
+  }
+  const config::ServerEndpoint& endpoint = endpoint_;
   bev_ = bufferevent_socket_new(agent_.loop().base(), -1, BEV_OPT_CLOSE_ON_FREE);
   bufferevent_setcb(bev_, &ServerConn::OnRead, &ServerConn::OnWrite, &ServerConn::OnEvent, this);
   bufferevent_enable(bev_, EV_READ);
   int rc;
-  address_ = config::ServerAddress(db);
-  if (db.host.empty() || db.host[0] == '/') {
+  if (endpoint.host.empty() || endpoint.host[0] == '/') {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (address_.size() >= sizeof(addr.sun_path)) {
@@ -45,8 +51,8 @@ void ServerConn::Connect() {
     memcpy(addr.sun_path, address_.c_str(), address_.size() + 1);
     rc = bufferevent_socket_connect(bev_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
   } else {
-    rc = bufferevent_socket_connect_hostname(bev_, agent_.loop().dns(), AF_UNSPEC, db.host.c_str(),
-                                             db.port);
+    rc = bufferevent_socket_connect_hostname(bev_, agent_.loop().dns(), AF_UNSPEC,
+                                             endpoint.host.c_str(), endpoint.port);
   }
   MarkCloseOnExec(bev_);
   if (rc != 0) {
@@ -85,7 +91,7 @@ void ServerConn::HandleTlsAnswer() {
     return;
   }
   UseLibeventReads(bev_);  // The TLS filter reads through libevent's own handler.
-  bufferevent* encrypted = WrapInTls(bev_, tls->NewSession(pool_.db().host), /*accepting=*/false);
+  bufferevent* encrypted = WrapInTls(bev_, tls->NewSession(endpoint_.host), /*accepting=*/false);
   if (encrypted == nullptr) {
     LoginFailed("cannot start TLS");
     return;
@@ -155,7 +161,12 @@ void ServerConn::HandleLogin() {
         }
         if (!pool_.db().connect_query.empty()) {
           RunInternalQuery(pool_.db().connect_query, AfterInternal::kFinishLogin);
-        } else if (!probe) {
+        }
+        // A host that was down serves clients again only once it answers the check query.
+        const std::string& check_query = agent_.config().server_check_query;
+        const bool check_host = host_probe_ && !check_query.empty();
+        if (check_host) RunInternalQuery(check_query, AfterInternal::kFinishLogin);
+        if (!probe && pool_.db().connect_query.empty() && !check_host) {
           pool_.OnServerLoginDone(this, params_);
         }
         return;

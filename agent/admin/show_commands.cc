@@ -80,10 +80,10 @@ std::string AdminConsole::ShowHelp() {
 }
 
 // PgBouncer's load_balance_hosts column: the mode for a database whose host is a list, else
-// NULL. pgfleet connects to one host per entry, so it is always NULL for now.
+// NULL.
 static std::optional<std::string> LoadBalanceHostsColumn(const config::DatabaseConfig& db) {
   if (db.host.find(',') == std::string::npos) return std::nullopt;
-  return std::string("round-robin");
+  return std::string(config::LoadBalanceHostsName(db.load_balance_hosts));
 }
 
 std::string AdminConsole::ShowPools() {

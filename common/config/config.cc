@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -433,7 +434,6 @@ const std::vector<UnsupportedSetting> kUnsupportedSettings = {
     {"databases", "auth_dbname", "", kAuthQuery},
     {"databases", "auth_query", "", kAuthQuery},
     {"databases", "auth_user", "", kAuthQuery},
-    {"databases", "load_balance_hosts", "", "one host per database entry"},
     {"databases", "server_lifetime", "", "the [pgbouncer] server_lifetime applies"},
     {"databases", "target_session_attrs", "", kNotYet},
     {"users", "client_idle_timeout", "", "the [pgbouncer] client_idle_timeout applies"},
@@ -505,6 +505,49 @@ absl::Status SetOptionalDuration(absl::string_view value, std::optional<absl::Du
   return absl::OkStatus();
 }
 
+// `host=a,b,c`: kept as written (SHOW DATABASES shows it so); Endpoints() splits it. An empty
+// entry would make PgBouncer's host count and its list disagree: refused.
+absl::Status SetHostList(absl::string_view value, DatabaseConfig& db) {
+  for (absl::string_view host : absl::StrSplit(value, ',')) {
+    if (absl::StripAsciiWhitespace(host).empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("empty host in the list '", value, "'"));
+    }
+  }
+  db.host = std::string(value);
+  return absl::OkStatus();
+}
+
+// `port=5432` for every host, or `port=5432,5433` one per host (checked against the host list
+// once the whole entry is read: the two may come in either order).
+absl::Status SetPortList(absl::string_view value, DatabaseConfig& db) {
+  std::vector<int> ports;
+  for (absl::string_view port : absl::StrSplit(value, ',')) {
+    PGF_ASSIGN_OR_RETURN(int number, ParseInt(absl::StripAsciiWhitespace(port), 1, 65535));
+    ports.push_back(number);
+  }
+  db.port = ports.front();
+  if (ports.size() == 1) ports.clear();
+  db.ports = std::move(ports);
+  return absl::OkStatus();
+}
+
+absl::Status SetLoadBalanceHosts(absl::string_view value, LoadBalanceHosts& out) {
+  if (value == "round-robin") {
+    out = LoadBalanceHosts::kRoundRobin;
+  } else if (value == "disable") {
+    out = LoadBalanceHosts::kDisable;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid value '", value, "' (expected round-robin or disable)"));
+  }
+  return absl::OkStatus();
+}
+
+size_t HostCount(const DatabaseConfig& db) {
+  return db.host.empty() ? 1
+                         : static_cast<size_t>(std::count(db.host.begin(), db.host.end(), ',')) + 1;
+}
+
 // Returns the reason only; `ignored` is the entry of a parameter accepted without effect.
 absl::Status ApplyDatabaseParam(const ConnParam& p, DatabaseConfig& db,
                                 const UnsupportedSetting*& ignored) {
@@ -513,9 +556,11 @@ absl::Status ApplyDatabaseParam(const ConnParam& p, DatabaseConfig& db,
   const std::string& k = p.key;
   absl::Status status;
   if (k == "host") {
-    db.host = v;
+    status = SetHostList(v, db);
   } else if (k == "port") {
-    status = SetInt(v, db.port, 1, 65535);
+    status = SetPortList(v, db);
+  } else if (k == "load_balance_hosts") {
+    status = SetLoadBalanceHosts(v, db.load_balance_hosts);
   } else if (k == "dbname") {
     db.dbname = v;
   } else if (k == "user") {
@@ -584,6 +629,12 @@ absl::Status ApplyDatabase(const IniEntry& entry, Config& config) {
           absl::StrCat(where, ": parameter '", param.key, "' ", UnsupportedWarning(*ignored)));
     }
   }
+  if (!db.ports.empty() && db.ports.size() != HostCount(db)) {
+    const size_t hosts = HostCount(db);
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", db.ports.size(), " ports for ",
+                                                   hosts, hosts == 1 ? " host" : " hosts",
+                                                   " (give one port, or one per host)"));
+  }
   // A repeated name replaces the earlier entry, as in PgBouncer.
   config.databases[db.name] = std::move(db);
   return absl::OkStatus();
@@ -632,11 +683,32 @@ absl::Status ApplyUser(const IniEntry& entry, Config& config) {
 
 }  // namespace
 
-std::string ServerAddress(const DatabaseConfig& db) {
-  if (db.host.empty() || db.host[0] == '/') {
-    return absl::StrCat(db.host.empty() ? "/var/run/postgresql" : db.host, "/.s.PGSQL.", db.port);
+std::vector<ServerEndpoint> Endpoints(const DatabaseConfig& db) {
+  if (db.host.empty()) return {ServerEndpoint{"", db.port}};
+  std::vector<ServerEndpoint> endpoints;
+  for (absl::string_view host : absl::StrSplit(db.host, ',')) {
+    const size_t index = endpoints.size();
+    // A list the parser checked pairs up; anything else (a hand-built entry) uses the first.
+    const int port = index < db.ports.size() ? db.ports[index] : db.port;
+    endpoints.push_back(ServerEndpoint{std::string(absl::StripAsciiWhitespace(host)), port});
   }
-  return absl::StrCat(db.host, ":", db.port);
+  return endpoints;
+}
+
+std::string EndpointAddress(const ServerEndpoint& endpoint) {
+  if (endpoint.host.empty() || endpoint.host[0] == '/') {
+    return absl::StrCat(endpoint.host.empty() ? "/var/run/postgresql" : endpoint.host, "/.s.PGSQL.",
+                        endpoint.port);
+  }
+  return absl::StrCat(endpoint.host, ":", endpoint.port);
+}
+
+std::string ServerAddress(const DatabaseConfig& db) {
+  return EndpointAddress(Endpoints(db).front());
+}
+
+const char* LoadBalanceHostsName(LoadBalanceHosts mode) {
+  return mode == LoadBalanceHosts::kDisable ? "disable" : "round-robin";
 }
 
 std::map<std::string, int> MaxServerConnectionsByAddress(const Config& config) {
@@ -647,7 +719,9 @@ std::map<std::string, int> MaxServerConnectionsByAddress(const Config& config) {
     int connections = config.PoolSizeFor(db, db.user) + config.ReservePoolSizeFor(db, db.user);
     const int cap = db.max_db_connections.value_or(config.max_db_connections);
     if (cap > 0) connections = std::min(connections, cap);
-    by_address[ServerAddress(db)] += connections;
+    for (const ServerEndpoint& endpoint : Endpoints(db)) {
+      by_address[EndpointAddress(endpoint)] += connections;
+    }
   }
   return by_address;
 }

@@ -24,11 +24,31 @@ const char* PoolModeName(PoolMode mode);  // "session" | "transaction" | "statem
 const char* AuthTypeName(AuthType type);  // "trust" | "plain" | "md5" | "scram-sha-256" | "any"
 const char* TlsModeName(TlsMode mode);    // "disable" | "allow" | ... | "verify-full"
 
+// PgBouncer's per-database load_balance_hosts: which host of a host list (`host=a,b,c`) a new
+// server connection goes to. round-robin: the next one each time; disable: the same one until
+// a connection to it fails, then the next.
+enum class LoadBalanceHosts { kRoundRobin, kDisable };
+const char* LoadBalanceHostsName(LoadBalanceHosts mode);  // "round-robin" | "disable"
+
+// One host of a database entry, with its port.
+struct ServerEndpoint {
+  std::string host;  // Empty: unix socket in /var/run/postgresql; "/dir": unix socket in dir.
+  int port = 5432;
+  bool operator==(const ServerEndpoint&) const = default;
+};
+
 // One entry of [databases]: `name = host=... port=... dbname=...`.
 struct DatabaseConfig {
   std::string name;  // The name clients connect to.
-  std::string host;  // Empty: unix socket in /var/run/postgresql (PgBouncer's default).
-  int port = 5432;
+  // As written, shown so by SHOW DATABASES: one host, or a comma-separated list of them
+  // ("10.0.0.1,10.0.0.2,/var/run/postgresql"). Empty: unix socket in /var/run/postgresql
+  // (PgBouncer's default). Endpoints() splits it.
+  std::string host;
+  int port = 5432;  // With a port list, its first entry.
+  // `port=5432,5433`: one port per host of the list, in order. Empty when one port serves
+  // every host (the usual form).
+  std::vector<int> ports;
+  LoadBalanceHosts load_balance_hosts = LoadBalanceHosts::kRoundRobin;
   std::string dbname;    // Empty: same as `name`.
   std::string user;      // Forced server user; empty: the client's user.
   std::string password;  // Password for the forced/any user; empty: from auth_file.
@@ -200,16 +220,24 @@ absl::StatusOr<Config> LoadConfig(const std::string& path, const IncludeCheck& c
 absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& path,
                                    const IncludeCheck& check_include = {});
 
-// Where a database entry's server connections go: "host:port", or the unix socket path
+// The hosts of a database entry, in the order written, each with its port: one entry for a
+// single host (or none: the default unix socket), several for `host=a,b,c`.
+std::vector<ServerEndpoint> Endpoints(const DatabaseConfig& db);
+
+// Where a server connection goes: "host:port", or the unix socket path
 // ("/var/run/postgresql/.s.PGSQL.5432") when host is empty or a directory. The agent reports
 // each server's max_connections under this name; the controller's connection-budget check
 // computes it from a pushed config, so both sides must agree.
+std::string EndpointAddress(const ServerEndpoint& endpoint);
+// EndpointAddress of the entry's first host.
 std::string ServerAddress(const DatabaseConfig& db);
 
 // The most server connections one agent running `config` may open to each server address:
 // per [databases] entry, its pool size plus reserve pool (one pool: an entry with a forced
 // user has exactly one, and without one the count of client users is unknown), capped by
 // max_db_connections. The "*" fallback entry is skipped: the databases it serves are unknown.
+// Every host of a host list counts the entry's whole share: when the others are down, one host
+// gets all of them.
 std::map<std::string, int> MaxServerConnectionsByAddress(const Config& config);
 
 // One row of the admin console's SHOW CONFIG.
