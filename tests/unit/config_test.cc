@@ -282,8 +282,7 @@ TEST(ConfigTest, RealisticProductionConfig) {
   EXPECT_EQ(c.client_tls_sslmode, TlsMode::kDisable);
 
   EXPECT_THAT(c.warnings,
-              ElementsAre(Ignored("test.ini:8: database '*'", "databases", "auth_user"),
-                          Ignored("test.ini:56", "pgbouncer", "so_reuseport"),
+              ElementsAre(Ignored("test.ini:56", "pgbouncer", "so_reuseport"),
                           Ignored("test.ini:59", "pgbouncer", "dns_max_ttl"),
                           Ignored("test.ini:60", "pgbouncer", "application_name_add_host"),
                           Ignored("test.ini:62", "pgbouncer", "unix_socket_mode"),
@@ -292,8 +291,8 @@ TEST(ConfigTest, RealisticProductionConfig) {
 
 TEST(ConfigTest, IgnoredPgBouncerKeysAreAccepted) {
   for (const char* key : {"so_reuseport",      "dns_nxdomain_ttl",  "track_extra_parameters",
-                          "auth_query",        "auth_user",         "user",
-                          "job_name",          "disable_pqexec",    "server_round_robin",
+                          "job_name",          "user",
+                          "disable_pqexec",    "server_round_robin",
                           "server_fast_close", "suspend_timeout",   "sbuf_loopcnt",
                           "tcp_defer_accept",  "tcp_socket_buffer", "tcp_user_timeout",
                           "peer_id",           "conffile",          "service_name",
@@ -461,13 +460,42 @@ TEST(ConfigDatabasesTest, ReservePoolSizeIsAnAlias) {
   EXPECT_EQ(c.databases.at("a").reserve_pool, 3);
 }
 
-TEST(ConfigDatabasesTest, AuthUserIsIgnoredWithAWarning) {
-  Config c = MustParse("[pgbouncer]\n[databases]\na = host=x auth_user=pgb\n");
-  EXPECT_EQ(c.databases.at("a").host, "x");
-  EXPECT_THAT(c.warnings,
-              ElementsAre("test.ini:3: database 'a': parameter 'auth_user' is not supported by "
-                          "pgfleet (auth_query lookups are not implemented; passwords come from "
-                          "auth_file); ignored"));
+TEST(ConfigDatabasesTest, AuthQueryKeysOverrideThePgbouncerOnes) {
+  Config c = MustParse(
+      "[pgbouncer]\nauth_user = lookup\nauth_dbname = authdb\n[databases]\n"
+      "a = host=x auth_user=pgb auth_query='SELECT u, p FROM f($1)' auth_dbname=other\n"
+      "b = host=x\n");
+  EXPECT_THAT(c.warnings, IsEmpty());
+  const DatabaseConfig& a = c.databases.at("a");
+  EXPECT_EQ(a.host, "x");
+  EXPECT_EQ(c.AuthUserFor(a), "pgb");
+  EXPECT_EQ(c.AuthQueryFor(a), "SELECT u, p FROM f($1)");
+  EXPECT_EQ(c.AuthDbnameFor(a), "other");
+  const DatabaseConfig& b = c.databases.at("b");
+  EXPECT_EQ(c.AuthUserFor(b), "lookup");
+  EXPECT_EQ(c.AuthQueryFor(b), c.auth_query);
+  EXPECT_EQ(c.AuthDbnameFor(b), "authdb");
+  EXPECT_TRUE(c.UsesAuthQuery());
+}
+
+TEST(ConfigTest, AuthQueryDefaultsArePgBouncers) {
+  Config c = MustParse("[pgbouncer]\n");
+  EXPECT_FALSE(c.UsesAuthQuery());
+  EXPECT_EQ(c.auth_query,
+            "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
+            "FROM pg_authid WHERE rolname=$1 AND rolcanlogin");
+  const DatabaseConfig db = *MustParse("[pgbouncer]\n[databases]\nd = host=x\n").FindDatabase("d");
+  EXPECT_EQ(c.AuthDbnameFor(db), "d");  // The client's database when no auth_dbname is set.
+  // SHOW CONFIG lists them as implemented settings, changeable online.
+  for (const ConfigEntry& entry : DescribeConfig(c)) {
+    if (entry.key == "auth_user" || entry.key == "auth_query" || entry.key == "auth_dbname") {
+      EXPECT_TRUE(entry.changeable) << entry.key;
+    }
+  }
+  EXPECT_EQ(FindUnsupportedSetting("pgbouncer", "auth_query"), nullptr);
+  EXPECT_EQ(FindUnsupportedSetting("databases", "auth_user"), nullptr);
+  EXPECT_TRUE(ApplySetting(c, "auth_user", "pgb").ok());
+  EXPECT_EQ(c.auth_user, "pgb");
 }
 
 TEST(ConfigDatabasesTest, FindDatabaseFallbackSemantics) {
