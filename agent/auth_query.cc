@@ -1,7 +1,5 @@
 #include "agent/auth_query.h"
 
-#include <algorithm>
-
 #include "absl/strings/str_cat.h"
 #include "agent/pg/protocol.h"
 
@@ -19,9 +17,12 @@ absl::Status AuthQueryReader::OnMessage(char type, std::string_view body) {
   if (type != 'D') return absl::OkStatus();  // RowDescription: the count is all that matters.
   const int32_t name_length = reader.Int32();
   if (reader.ok() && name_length < 0) {
-    return absl::InvalidArgumentError("auth_query response contained null user name");
+    // PgBouncer fails the lookup here ("auth_query response contained null user name"); but its
+    // documented user_lookup() function returns exactly such a row for a user that does not
+    // exist, so pgfleet reads it as "no such user".
+    return absl::OkStatus();
   }
-  reader.Bytes(static_cast<size_t>(std::max(name_length, 0)));
+  reader.Bytes(static_cast<size_t>(name_length));
   const int32_t password_length = reader.Int32();
   std::string_view password;
   if (password_length >= 0) password = reader.Bytes(static_cast<size_t>(password_length));

@@ -34,7 +34,8 @@ struct AuthQueryAnswer {
 };
 
 // Reads auth_query's RowDescription and DataRows into an answer, with PgBouncer's rules:
-// exactly two columns (name, password), a NULL name is an error, the last row wins.
+// exactly two columns (name, password), the last row wins. A row with a NULL name counts as
+// none (PgBouncer's documented user_lookup() function answers an unknown user so).
 class AuthQueryReader {
  public:
   explicit AuthQueryReader(std::string user) : user_(std::move(user)) {}
