@@ -34,9 +34,10 @@ absl::Status AuthQueryReader::OnMessage(char type, std::string_view body) {
   if (password.empty()) return absl::OkStatus();
   absl::StatusOr<config::UserSecret> secret = config::MakeUserSecret(user_, std::string(password));
   if (!secret.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("auth_query returned a password pgfleet cannot "
-                                                   "read: ",
-                                                   secret.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("auth_query returned a password pgfleet cannot "
+                     "read: ",
+                     secret.status().message()));
   }
   answer_.secret = *std::move(secret);
   return absl::OkStatus();

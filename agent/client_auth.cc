@@ -327,8 +327,8 @@ void ClientAuth::NotePreviousSecretUsed() {
             id_, peer_, user_);
 }
 
-ClientAuth::Outcome ClientAuth::Failed(const std::string& log_reason,
-                                       const std::string& sqlstate, const std::string& message) {
+ClientAuth::Outcome ClientAuth::Failed(const std::string& log_reason, const std::string& sqlstate,
+                                       const std::string& message) {
   // Counted on an existing pool only: a failed login must create nothing that outlives it.
   if (Pool* pool = agent_.FindPool(database_, user_)) pool->stats().client_login_failures++;
   const config::Config& cfg = agent_.config();
@@ -360,9 +360,9 @@ ClientAuth::Outcome ClientAuth::Failed(const std::string& log_reason,
   // Hold the answer back; nothing more is read from this client meanwhile. The login
   // timeout and every other way of closing still apply (Close cancels the timer).
   bufferevent_disable(client_.bev(), EV_READ);
-  auth_delay_ = std::make_unique<Timer>(agent_.loop(), [this, sqlstate, answer = std::move(answer)] {
-    client_.CloseWithError(sqlstate, answer);
-  });
+  auth_delay_ = std::make_unique<Timer>(
+      agent_.loop(),
+      [this, sqlstate, answer = std::move(answer)] { client_.CloseWithError(sqlstate, answer); });
   auth_delay_->Start(decision.delay, /*repeat=*/false);
   return Outcome::kFailed;
 }

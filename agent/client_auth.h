@@ -14,7 +14,6 @@
 
 #include "absl/status/statusor.h"
 #include "agent/auth_query.h"
-
 #include "common/auth_crypto.h"
 #include "common/config/auth_file.h"
 

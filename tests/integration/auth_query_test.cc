@@ -61,12 +61,11 @@ absl::Status PrepareRoles(PostgresEnv& pg) {
   PGF_RETURN_IF_ERROR(pg.CreateUser(kExpiredRole, "expired-Pass-5"));
   PGF_RETURN_IF_ERROR(pg.CreateUser(kNologinRole, "nologin-Pass-6"));
   PGF_RETURN_IF_ERROR(pg.CreateUser(kChangingRole, "changing-Old-7"));
-  PGF_RETURN_IF_ERROR(pg.Exec(absl::StrCat(
-                                  "ALTER ROLE ", kLookupUser, " SUPERUSER; CREATE ROLE ",
-                                  kTrustedUser, " LOGIN SUPERUSER; ALTER ROLE ", kExpiredRole,
-                                  " VALID UNTIL '2001-01-01'; ALTER ROLE ", kNologinRole,
-                                  " NOLOGIN"))
-                          .status());
+  PGF_RETURN_IF_ERROR(
+      pg.Exec(absl::StrCat("ALTER ROLE ", kLookupUser, " SUPERUSER; CREATE ROLE ", kTrustedUser,
+                           " LOGIN SUPERUSER; ALTER ROLE ", kExpiredRole,
+                           " VALID UNTIL '2001-01-01'; ALTER ROLE ", kNologinRole, " NOLOGIN"))
+          .status());
   // PgBouncer's documented lookup function, in the database the lookup runs on.
   return pg
       .Exec(absl::StrCat(
@@ -170,10 +169,10 @@ TEST_F(AuthQueryTest, ScramAuthTypeLogsInToPostgresWithTheClientsKeys) {
 }
 
 TEST_F(AuthQueryTest, SecurityDefinerFunctionAsAPerDatabaseOverrideWithANonSuperuser) {
-  AgentOptions options = Options(
-      {}, Entry("fn_db", absl::StrCat("auth_user=", kFnUser,
-                                      " auth_query='SELECT uname, phash FROM "
-                                      "pgbouncer.user_lookup($1)'")));
+  AgentOptions options =
+      Options({}, Entry("fn_db", absl::StrCat("auth_user=", kFnUser,
+                                              " auth_query='SELECT uname, phash FROM "
+                                              "pgbouncer.user_lookup($1)'")));
   options.userlist.push_back({kFnUser, kFnPassword});
   ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
   ExpectLoginAs(kMd5Role, kMd5Password, "fn_db");
@@ -212,16 +211,14 @@ TEST_F(AuthQueryTest, PasswordChangedOnPostgresCountsWithoutReload) {
   ASSERT_TRUE(old_session.ok()) << old_session.status();
   PGF_ASSERT_OK(Query(old_session->get(), "begin; select 1").status());
 
-  PGF_ASSERT_OK(
-      g_pg->Exec(absl::StrCat("ALTER ROLE ", kChangingRole, " PASSWORD 'changing-New-8'"))
-          .status());
+  PGF_ASSERT_OK(g_pg->Exec(absl::StrCat("ALTER ROLE ", kChangingRole, " PASSWORD 'changing-New-8'"))
+                    .status());
   ExpectLoginAs(kChangingRole, "changing-New-8");
   ExpectRefused(kChangingRole, "changing-Old-7", "password authentication failed");
   PGF_ASSERT_OK(Query(old_session->get(), "commit").status());
   // And back, for reruns.
-  PGF_ASSERT_OK(
-      g_pg->Exec(absl::StrCat("ALTER ROLE ", kChangingRole, " PASSWORD 'changing-Old-7'"))
-          .status());
+  PGF_ASSERT_OK(g_pg->Exec(absl::StrCat("ALTER ROLE ", kChangingRole, " PASSWORD 'changing-Old-7'"))
+                    .status());
   ExpectLoginAs(kChangingRole, "changing-Old-7");
 }
 
@@ -261,10 +258,10 @@ TEST_F(AuthQueryTest, AFailedLookupFailsThatLoginOnlyWithAClearError) {
 
 TEST_F(AuthQueryTest, OtherClientsGoOnWhileALookupWaits) {
   // The lookup on "slow" waits in PostgreSQL until the test cancels it.
-  AgentOptions options = Options(
-      {}, Entry("slow",
-                "auth_query='SELECT rolname, rolpassword FROM pg_authid, pg_sleep(600) "
-                "WHERE rolname=$1'"));
+  AgentOptions options =
+      Options({}, Entry("slow",
+                        "auth_query='SELECT rolname, rolpassword FROM pg_authid, pg_sleep(600) "
+                        "WHERE rolname=$1'"));
   ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
   absl::StatusOr<PgConn> other = Login(kScramRole, kScramPassword);
   ASSERT_TRUE(other.ok()) << other.status();
@@ -279,11 +276,13 @@ TEST_F(AuthQueryTest, OtherClientsGoOnWhileALookupWaits) {
   const std::string sleeping =
       "select count(*) from pg_stat_activity where query like '%pg_sleep(600)%' and "
       "state = 'active' and pid <> pg_backend_pid()";
-  absl::Status waited = PollUntil([&](std::string* note) -> absl::StatusOr<bool> {
-    PGF_ASSIGN_OR_RETURN(Rows rows, g_pg->Exec(sleeping));
-    *note = rows.empty() ? "" : rows[0][0];
-    return !rows.empty() && rows[0][0] == "1";
-  }, absl::Seconds(30), "the lookup running in PostgreSQL");
+  absl::Status waited = PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        PGF_ASSIGN_OR_RETURN(Rows rows, g_pg->Exec(sleeping));
+        *note = rows.empty() ? "" : rows[0][0];
+        return !rows.empty() && rows[0][0] == "1";
+      },
+      absl::Seconds(30), "the lookup running in PostgreSQL");
   EXPECT_TRUE(waited.ok()) << waited;
 
   // While the lookup runs: other clients log in (another lookup included) and query.

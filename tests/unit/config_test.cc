@@ -290,13 +290,11 @@ TEST(ConfigTest, RealisticProductionConfig) {
 }
 
 TEST(ConfigTest, IgnoredPgBouncerKeysAreAccepted) {
-  for (const char* key : {"so_reuseport",      "dns_nxdomain_ttl",  "track_extra_parameters",
-                          "job_name",          "user",
-                          "disable_pqexec",    "server_round_robin",
-                          "server_fast_close", "suspend_timeout",   "sbuf_loopcnt",
-                          "tcp_defer_accept",  "tcp_socket_buffer", "tcp_user_timeout",
-                          "peer_id",           "conffile",          "service_name",
-                          "unix_socket_group", "auth_hba_file",     "resolv_conf"}) {
+  for (const char* key :
+       {"so_reuseport", "dns_nxdomain_ttl", "track_extra_parameters", "job_name", "user",
+        "disable_pqexec", "server_round_robin", "server_fast_close", "suspend_timeout",
+        "sbuf_loopcnt", "tcp_defer_accept", "tcp_socket_buffer", "tcp_user_timeout", "peer_id",
+        "conffile", "service_name", "unix_socket_group", "auth_hba_file", "resolv_conf"}) {
     Config c = MustParse(absl::StrCat("[pgbouncer]\n", key, " = whatever\n"));
     EXPECT_THAT(c.warnings, ElementsAre(Ignored("test.ini:2", "pgbouncer", key)));
   }
@@ -939,15 +937,21 @@ std::string RowString(const ConfigEntry& row) {
                       row.changeable ? "yes" : "no");
 }
 
+constexpr char kDefaultAuthQuery[] =
+    "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM "
+    "pg_authid WHERE rolname=$1 AND rolcanlogin";
+
 TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
   // key|value|default|changeable as PgBouncer 1.18's SHOW CONFIG prints them for an
   // unconfigured instance, for every key pgfleet implements.
   const std::vector<std::string> expected = {
-      "admin_users|||yes",
+      "admin_users|||yes", "auth_dbname|||yes",
       // pgfleet's own keys (slowing password guessing down); PgBouncer has no such rows.
       "auth_failure_burst|5|5|yes", "auth_failure_max_delay|2|2|yes", "auth_file|||yes",
-      "auth_type|md5|md5|yes", "autodb_idle_timeout|3600|3600|yes", "client_idle_timeout|0|0|yes",
-      "client_login_timeout|60|60|yes",
+      // PgBouncer 1.25's default auth_query (1.18's read pg_shadow).
+      "auth_query|" + std::string(kDefaultAuthQuery) + "|" + kDefaultAuthQuery + "|yes",
+      "auth_type|md5|md5|yes", "auth_user|||yes", "autodb_idle_timeout|3600|3600|yes",
+      "client_idle_timeout|0|0|yes", "client_login_timeout|60|60|yes",
       // TLS keys change with SET too, as in PgBouncer.
       "client_tls_ca_file|||yes", "client_tls_cert_file|||yes",
       "client_tls_ciphers|default|default|yes", "client_tls_key_file|||yes",
