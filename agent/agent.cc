@@ -88,7 +88,9 @@ absl::Status AtKey(const config::Config& cfg, const std::string& key, const absl
 
 absl::StatusOr<config::AuthFile> LoadAuthFileFor(const config::Config& cfg) {
   if (cfg.auth_file.empty()) {
-    if (cfg.auth_type == config::AuthType::kAny) return config::AuthFile{};
+    // With auth_user set, passwords come from PostgreSQL (auth_query); the auth_user's own
+    // password is then empty, as in PgBouncer (pg_hba must trust it).
+    if (cfg.auth_type == config::AuthType::kAny || cfg.UsesAuthQuery()) return config::AuthFile{};
     return absl::InvalidArgumentError(absl::StrCat(cfg.Where("auth_type"), ": auth_type ",
                                                    config::AuthTypeName(cfg.auth_type),
                                                    " needs an auth_file"));

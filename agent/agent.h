@@ -18,6 +18,7 @@
 #include "agent/admin/console.h"
 #include "agent/agent_control.h"
 #include "agent/auth_failure_limiter.h"
+#include "agent/auth_query.h"
 #include "agent/cancel_forwarder.h"
 #include "agent/event_loop.h"
 #include "agent/handover.h"
@@ -86,6 +87,8 @@ class Agent final : public AgentControl {
   const config::Config& config() const { return *config_; }
   std::shared_ptr<const config::Config> config_ptr() const { return config_; }
   const config::AuthFile& auth_file() const { return auth_file_; }
+  // Secrets of users not in auth_file, as auth_query last answered (auth_query.h).
+  AuthQueryCache& auth_query_cache() { return auth_query_cache_; }
   // nullptr when TLS towards clients / servers is disabled. Connections hold their own
   // session, so a RELOAD that replaces these leaves established TLS connections alone.
   const TlsContext* client_tls() const { return client_tls_.get(); }
@@ -340,6 +343,7 @@ class Agent final : public AgentControl {
   std::unique_ptr<EventLoop> loop_;
   std::shared_ptr<const config::Config> config_;
   config::AuthFile auth_file_;
+  AuthQueryCache auth_query_cache_;
   std::shared_ptr<const TlsContext> client_tls_;
   std::shared_ptr<const TlsContext> server_tls_;
   // TLS keys SET but not in force yet (see ConfigForSet); cleared by a SET that builds and by

@@ -38,6 +38,7 @@ ClientAuth::~ClientAuth() = default;
 
 void ClientAuth::CancelDelay() {
   if (auth_delay_ != nullptr) auth_delay_->Cancel();
+  lookup_.reset();  // Withdrawn from its pool; its answer, if any comes, is dropped.
 }
 
 ClientAuth::Outcome ClientAuth::CloseWithError(const std::string& sqlstate,
@@ -47,17 +48,99 @@ ClientAuth::Outcome ClientAuth::CloseWithError(const std::string& sqlstate,
 }
 
 ClientAuth::Outcome ClientAuth::Start() {
-  const config::Config& cfg = agent_.config();
+  if (agent_.config().auth_type == config::AuthType::kAny) return Outcome::kSucceeded;
+  std::string auth_user, auth_db;
+  if (UsesAuthQuery(auth_user, auth_db)) return StartLookup(auth_user, auth_db);
+  return Begin(Secret());
+}
+
+const config::UserSecret* ClientAuth::Secret() const {
+  if (from_lookup_) return looked_up_secret_.has_value() ? &*looked_up_secret_ : nullptr;
   const config::AuthFile& users = agent_.auth_file();
   auto secret_it = users.find(user_);
-  const config::UserSecret* secret = secret_it == users.end() ? nullptr : &secret_it->second;
+  return secret_it == users.end() ? nullptr : &secret_it->second;
+}
 
+bool ClientAuth::UsesAuthQuery(std::string& auth_user, std::string& auth_db) const {
+  // The console knows auth_file's users only, as in PgBouncer.
+  if (database_ == "pgbouncer" || agent_.auth_file().contains(user_)) return false;
+  const config::Config& cfg = agent_.config();
+  const std::optional<config::DatabaseConfig> db = cfg.FindDatabase(database_);
+  if (!db.has_value() || cfg.AuthUserFor(*db).empty()) return false;
+  auth_user = cfg.AuthUserFor(*db);
+  auth_db = cfg.AuthDbnameFor(*db);
+  return true;
+}
+
+ClientAuth::Outcome ClientAuth::StartLookup(const std::string& auth_user,
+                                            const std::string& auth_db) {
+  from_lookup_ = true;
+  // PgBouncer's log lines and its answer to the client for a misconfigured lookup.
+  if (auth_db == "pgbouncer") {
+    PGF_ERROR("client", "c=%d cannot use the reserved \"%s\" database as an auth_dbname", id_,
+              auth_db);
+    return CloseWithError("08P01", "bouncer config error");
+  }
+  Pool* pool = agent_.GetPool(auth_db, auth_user);
+  if (pool == nullptr) {
+    PGF_ERROR("client", "c=%d authentication database \"%s\" is not configured.", id_, auth_db);
+    return CloseWithError("08P01", "bouncer config error");
+  }
+  const config::Config& cfg = agent_.config();
+  const std::optional<config::DatabaseConfig> db = cfg.FindDatabase(database_);
+  PGF_DEBUG("client", "c=%d looking up user '%s' with auth_query as %s on db %s", id_, user_,
+            auth_user, auth_db);
+  lookup_ = std::make_unique<AuthLookup>(
+      cfg.AuthQueryFor(*db), user_, [this](absl::StatusOr<AuthQueryAnswer> answer) {
+        if (starting_lookup_) {
+          early_answer_ = std::move(answer);
+          return;
+        }
+        // Nothing of this object is touched after AuthSucceeded: it ends the exchange.
+        if (OnLookupAnswer(std::move(answer)) == Outcome::kSucceeded) client_.AuthSucceeded();
+      });
+  starting_lookup_ = true;
+  pool->RunQuery(lookup_.get());
+  starting_lookup_ = false;
+  if (early_answer_.has_value()) return OnLookupAnswer(*std::move(early_answer_));
+  return Outcome::kContinue;
+}
+
+ClientAuth::Outcome ClientAuth::OnLookupAnswer(absl::StatusOr<AuthQueryAnswer> answer) {
+  if (!answer.ok()) {
+    // Not the client's doing: no failure delay, and the reason in the log and the answer.
+    PGF_WARN("client", "c=%d %s login failed for user '%s' db '%s': auth_query failed: %s", id_,
+             peer_, user_, database_, answer.status().message());
+    return CloseWithError("08P01", absl::StrCat("bouncer config error: auth_query failed: ",
+                                                answer.status().message()));
+  }
+  lookup_found_ = answer->found;
+  if (!answer->found) {
+    agent_.auth_query_cache().Erase(database_, user_);
+    return Failed("auth_query returned no row (no such role, or it cannot log in)", "08P01",
+                  "no such user");
+  }
+  if (answer->secret.has_value()) {
+    looked_up_secret_ = answer->secret;
+    // What this database's pool logs in to PostgreSQL with, once the client is in.
+    agent_.auth_query_cache().Put(database_, user_, *std::move(answer->secret));
+  } else {
+    agent_.auth_query_cache().Erase(database_, user_);
+    missing_secret_reason_ =
+        "auth_query returned no password (VALID UNTIL in the past, or none set)";
+  }
+  return Begin(Secret());
+}
+
+ClientAuth::Outcome ClientAuth::Begin(const config::UserSecret* secret) {
+  const config::Config& cfg = agent_.config();
   switch (cfg.auth_type) {
     case config::AuthType::kAny:
       return Outcome::kSucceeded;
     case config::AuthType::kTrust:
-      if (secret == nullptr) {
-        return Failed("user not in auth_file");
+      // As PgBouncer: a user auth_query knows is trusted, whatever its password column.
+      if (secret == nullptr && !lookup_found_) {
+        return Failed(missing_secret_reason_);
       }
       return Outcome::kSucceeded;
     case config::AuthType::kPlain:
@@ -91,7 +174,7 @@ ClientAuth::Outcome ClientAuth::Start() {
       // same salt and iteration count (those shown are all a client's proof can answer). Not
       // for a user without a current secret: the mock exchange must never log anyone in.
       const config::UserSecret* previous =
-          secret != nullptr && secret->kind != config::SecretKind::kMd5
+          secret != nullptr && secret->kind != config::SecretKind::kMd5 && !from_lookup_
               ? agent_.PreviousSecret(user_)
               : nullptr;
       std::optional<crypto::ScramKeys> previous_verifier;
@@ -106,9 +189,14 @@ ClientAuth::Outcome ClientAuth::Start() {
         // A verifier can only be checked with its own salt, a password with any: during a
         // rotation from a verifier to a password, show the verifier's salt, so that clients
         // with either password can log in.
-        keys = previous_verifier.has_value()
-                   ? agent_.ScramKeysWithSalt(user_, secret->secret, *previous_verifier)
-                   : agent_.ScramKeysForPlainPassword(user_, secret->secret);
+        if (from_lookup_) {
+          // Not through the agent's per-user cache, which only auth_file's users may fill.
+          keys = crypto::ScramKeysFromPassword(secret->secret, keys.salt, keys.iterations);
+        } else {
+          keys = previous_verifier.has_value()
+                     ? agent_.ScramKeysWithSalt(user_, secret->secret, *previous_verifier)
+                     : agent_.ScramKeysForPlainPassword(user_, secret->secret);
+        }
       }
       scram_ = std::make_unique<crypto::ScramServerExchange>(keys);
       if (previous != nullptr) {
@@ -133,22 +221,20 @@ ClientAuth::Outcome ClientAuth::Start() {
 }
 
 ClientAuth::Outcome ClientAuth::OnPasswordMessage(std::string_view body) {
-  const config::AuthFile& users = agent_.auth_file();
-  auto secret_it = users.find(user_);
-  const config::UserSecret* secret = secret_it == users.end() ? nullptr : &secret_it->second;
+  const config::UserSecret* secret = Secret();
   pg::BodyReader reader(body);
 
   switch (auth_method_) {
     case AuthMethod::kCleartext: {
       std::string password(reader.CString());
       bool ok = reader.ok() && secret != nullptr && PasswordMatches(*secret, password);
-      if (!ok && reader.ok() && secret != nullptr) {
+      if (!ok && reader.ok() && secret != nullptr && !from_lookup_) {
         const config::UserSecret* previous = agent_.PreviousSecret(user_);
         ok = previous != nullptr && PasswordMatches(*previous, password);
         if (ok) NotePreviousSecretUsed();
       }
       return ok ? Outcome::kSucceeded
-                : Failed(secret == nullptr ? "user not in auth_file" : "wrong password");
+                : Failed(secret == nullptr ? missing_secret_reason_ : "wrong password");
     }
     case AuthMethod::kMd5: {
       std::string response(reader.CString());
@@ -163,12 +249,13 @@ ClientAuth::Outcome ClientAuth::OnPasswordMessage(std::string_view body) {
                crypto::SecretEquals(crypto::Md5SaltedResponse(stored, md5_salt_), response);
       };
       bool ok = reader.ok() && md5_matches(secret);
-      if (!ok && reader.ok() && secret != nullptr && md5_matches(agent_.PreviousSecret(user_))) {
+      if (!ok && reader.ok() && secret != nullptr && !from_lookup_ &&
+          md5_matches(agent_.PreviousSecret(user_))) {
         ok = true;
         NotePreviousSecretUsed();
       }
       return ok ? Outcome::kSucceeded
-                : Failed(secret == nullptr ? "user not in auth_file" : "wrong password");
+                : Failed(secret == nullptr ? missing_secret_reason_ : "wrong password");
     }
     case AuthMethod::kScram: {
       if (!scram_first_done_) {
@@ -192,9 +279,12 @@ ClientAuth::Outcome ClientAuth::OnPasswordMessage(std::string_view body) {
         if (server_final.status().code() == absl::StatusCode::kPermissionDenied) {
           // Unknown users and md5 secrets get a made-up SCRAM exchange (so the client cannot
           // tell them apart from a wrong password); the log says which it was.
-          return Failed(secret == nullptr ? "user not in auth_file"
+          return Failed(secret == nullptr ? missing_secret_reason_
                         : secret->kind == config::SecretKind::kMd5
-                            ? "auth_file has only an md5 secret, SCRAM needs a plain or SCRAM one"
+                            ? (from_lookup_ ? "auth_query returned an md5 secret, SCRAM needs a "
+                                              "plain or SCRAM one"
+                                            : "auth_file has only an md5 secret, SCRAM needs a "
+                                              "plain or SCRAM one")
                             : "wrong password");
         } else {
           return CloseWithError("08P01", std::string(server_final.status().message()));
@@ -238,7 +328,8 @@ void ClientAuth::NotePreviousSecretUsed() {
             id_, peer_, user_);
 }
 
-ClientAuth::Outcome ClientAuth::Failed(const std::string& log_reason) {
+ClientAuth::Outcome ClientAuth::Failed(const std::string& log_reason, const std::string& sqlstate,
+                                       const std::string& message) {
   // Counted on an existing pool only: a failed login must create nothing that outlives it.
   if (Pool* pool = agent_.FindPool(database_, user_)) pool->stats().client_login_failures++;
   const config::Config& cfg = agent_.config();
@@ -261,16 +352,18 @@ ClientAuth::Outcome ClientAuth::Failed(const std::string& log_reason) {
              absl::FormatDuration(cfg.auth_failure_max_delay));
   }
   client_.quiet_close_ = !decision.log;
-  std::string message = absl::StrCat("password authentication failed for user \"", user_, "\"");
+  std::string answer = message.empty()
+                           ? absl::StrCat("password authentication failed for user \"", user_, "\"")
+                           : message;
   if (decision.delay <= absl::ZeroDuration()) {
-    return CloseWithError("28P01", message);
+    return CloseWithError(sqlstate, answer);
   }
   // Hold the answer back; nothing more is read from this client meanwhile. The login
   // timeout and every other way of closing still apply (Close cancels the timer).
   bufferevent_disable(client_.bev(), EV_READ);
-  auth_delay_ = std::make_unique<Timer>(agent_.loop(), [this, message = std::move(message)] {
-    client_.CloseWithError("28P01", message);
-  });
+  auth_delay_ = std::make_unique<Timer>(
+      agent_.loop(),
+      [this, sqlstate, answer = std::move(answer)] { client_.CloseWithError(sqlstate, answer); });
   auth_delay_->Start(decision.delay, /*repeat=*/false);
   return Outcome::kFailed;
 }

@@ -28,7 +28,10 @@ bool SameServerTarget(const config::DatabaseConfig& a, const config::DatabaseCon
 Pool::Pool(Agent& agent, config::DatabaseConfig db, std::string user)
     : agent_(agent), db_(std::move(db)), user_(std::move(user)) {}
 
-Pool::~Pool() = default;
+Pool::~Pool() {
+  // Only at shutdown (a pool with queued queries is never reclaimed): their owners are going too.
+  for (ServerQuery* query : queued_queries_) query->pool_ = nullptr;
+}
 
 config::PoolMode Pool::pool_mode() const { return agent_.config().PoolModeFor(db_, user_); }
 
@@ -98,6 +101,15 @@ void Pool::RequestServer(ClientConn* client) {
 }
 
 void Pool::AssignServers() {
+  // The agent's own queries first: a client login waits on each.
+  while (!queued_queries_.empty() && !idle_servers_.empty() && !agent_.IsPaused(db_.name)) {
+    ServerQuery* query = queued_queries_.front();
+    queued_queries_.pop_front();
+    ServerConn* server = idle_servers_.back();
+    ConnMover::Move(server, ServerConn::State::kUsed);
+    query->server_ = server;
+    server->RunQuery(query);
+  }
   while (!waiting_clients_.empty() && !idle_servers_.empty() && !agent_.IsPaused(db_.name)) {
     // Most recently used server first: it is warm, and the others can age out.
     Link(waiting_clients_.front(), idle_servers_.back());
@@ -262,6 +274,7 @@ void Pool::OnServerLoginFailed(ServerConn* server, const std::string& reason) {
   stats_.server_login_failures++;
   last_login_failure_us_ = MonotonicMicros();
   last_login_error_ = reason;
+  FailQueuedQueries(absl::StrCat("server login failed: ", reason));
   // Clients still logging in have no session to fall back on: they get the server's reason.
   while (ClientConn* client = login_waiting_clients_.front()) {
     ConnMover::Move(client, ClientConn::State::kIdle);
@@ -316,7 +329,7 @@ void Pool::MaybeLaunchServers() {
       now - last_login_failure_us_ < ToMicros(agent_.config().server_login_retry)) {
     return;
   }
-  size_t wanted = waiting_clients_.size();
+  size_t wanted = waiting_clients_.size() + queued_queries_.size();
   if (!has_welcome_ && !login_waiting_clients_.empty()) wanted = std::max<size_t>(wanted, 1);
   const bool use_reserve = MaxWaitMicros(now) > ToMicros(agent_.config().reserve_pool_timeout);
   while (login_servers_.size() < wanted && CanLaunchServer(use_reserve)) {
@@ -447,13 +460,44 @@ void Pool::Janitor(uint64_t now) {
 }
 
 uint64_t Pool::UnusedForMicros(uint64_t now_us) {
-  if (client_count() > 0 || server_count() != idle_servers_.size()) {
+  if (client_count() > 0 || !queued_queries_.empty() || server_count() != idle_servers_.size()) {
     unused_since_us_ = 0;
     return 0;
   }
   if (unused_since_us_ == 0) unused_since_us_ = now_us;
   // At least 1: "unused" is distinct from "in use" even on the first look.
   return std::max<uint64_t>(now_us - unused_since_us_, 1);
+}
+
+void Pool::RunQuery(ServerQuery* query) {
+  query->pool_ = this;
+  const uint64_t now = MonotonicMicros();
+  if (idle_servers_.empty() && login_servers_.empty() && last_login_failure_us_ != 0 &&
+      now - last_login_failure_us_ < ToMicros(agent_.config().server_login_retry)) {
+    query->pool_ = nullptr;
+    query->OnDone(absl::UnavailableError(absl::StrCat("server login failed: ", last_login_error_)));
+    return;
+  }
+  queued_queries_.push_back(query);
+  AssignServers();
+}
+
+void Pool::CancelQuery(ServerQuery* query) {
+  if (query->server_ != nullptr) {
+    query->server_->DropQuery();
+  } else if (Pool* pool = query->pool_) {
+    std::erase(pool->queued_queries_, query);
+  }
+  query->Detach();
+}
+
+void Pool::FailQueuedQueries(const std::string& reason) {
+  while (!queued_queries_.empty()) {
+    ServerQuery* query = queued_queries_.front();
+    queued_queries_.pop_front();
+    query->pool_ = nullptr;
+    query->OnDone(absl::UnavailableError(reason));
+  }
 }
 
 void Pool::Retire() {

@@ -3,11 +3,13 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "agent/host_list.h"
 #include "agent/intrusive_list.h"
 #include "agent/stats.h"
@@ -18,9 +20,35 @@ namespace pgfleet::agent {
 
 class Agent;
 class ClientConn;
+class Pool;
 class ServerConn;
 
 using ParamList = std::vector<std::pair<std::string, std::string>>;
+
+// A query an agent component runs for itself on one of a pool's servers (auth_query's lookup),
+// ahead of the pool's queued clients. The owner keeps it alive until OnDone, or withdraws it
+// with Pool::CancelQuery; either way the pool and server forget it.
+class ServerQuery {
+ public:
+  virtual ~ServerQuery() = default;
+  // The messages to send (ending with one Sync or a simple Query: one ReadyForQuery).
+  virtual std::string Messages() const = 0;
+  // Each RowDescription ('T') and DataRow ('D') of the answer.
+  virtual void OnMessage(char type, std::string_view body) = 0;
+  // Once, at the end: OK after ReadyForQuery without error; otherwise why not (the server's
+  // ErrorResponse, its login failing, the connection lost).
+  virtual void OnDone(const absl::Status& status) = 0;
+
+ private:
+  friend class Pool;
+  friend class ServerConn;
+  void Detach() {
+    pool_ = nullptr;
+    server_ = nullptr;
+  }
+  Pool* pool_ = nullptr;          // Set while queued or running.
+  ServerConn* server_ = nullptr;  // Set while running.
+};
 
 class Pool {
  public:
@@ -85,6 +113,14 @@ class Pool {
   // Gives idle servers to queued clients and starts new connections when allowed.
   void AssignServers();
 
+  // Runs `query` on the next free server of this pool (connecting one if allowed). Fails it at
+  // once when the pool cannot log in to PostgreSQL right now (within server_login_retry of a
+  // failed login), rather than letting it wait for a retry.
+  void RunQuery(ServerQuery* query);
+  // Withdraws a queued or running query: OnDone is not called. A running one's server finishes
+  // the query and goes back to idle.
+  static void CancelQuery(ServerQuery* query);
+
   // Recovered from a client's SCRAM login; lets the agent log in with a SCRAM auth_file secret.
   void set_scram_keys(const crypto::ScramKeys& keys) { scram_keys_ = keys; }
   const std::optional<crypto::ScramKeys>& scram_keys() const { return scram_keys_; }
@@ -121,6 +157,7 @@ class Pool {
   bool CanLaunchServer(bool use_reserve) const;
   void LaunchServer();
   void WelcomeWaitingLogins();
+  void FailQueuedQueries(const std::string& reason);
   // Whether a released server runs server_reset_query before going back to idle.
   bool NeedsResetQuery() const;
   // Runs DEALLOCATE ALL when SQL touched the agent's shared statements, then
@@ -139,6 +176,7 @@ class Pool {
   IntrusiveList<ServerConn> idle_servers_;
   IntrusiveList<ServerConn> active_servers_;  // Linked to a client.
   IntrusiveList<ServerConn> used_servers_;    // Running a reset/check query.
+  std::deque<ServerQuery*> queued_queries_;   // Waiting for a server (FIFO).
 
   ParamList welcome_params_;
   bool has_welcome_ = false;

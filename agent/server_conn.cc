@@ -439,6 +439,8 @@ void ServerConn::Close(const std::string& reason, bool is_error) {
              "s=%d %s@%s closing because: %s", id_, pool_.server_user(), address_, reason);
   if (is_error) pool_.stats().server_errors++;
   ClientConn* client = client_;
+  ServerQuery* query = std::exchange(query_, nullptr);
+  if (query != nullptr) query->Detach();
   agent_.ForgetCancelTarget(this);
   pool_.DetachServer(this);  // Moves it to kClosed.
   if (bev_ != nullptr) {
@@ -454,6 +456,9 @@ void ServerConn::Close(const std::string& reason, bool is_error) {
     client->CloseWithError("08P01", absl::StrCat("server conn crashed? (", reason, ")"));
   }
   agent_.DeferDelete(this);
+  if (query != nullptr) {
+    query->OnDone(absl::UnavailableError(absl::StrCat("server connection closed: ", reason)));
+  }
 }
 
 }  // namespace pgfleet::agent

@@ -26,7 +26,7 @@ class ServerConn : public ListNode {
  public:
   enum class State { kLogin, kIdle, kActive, kUsed, kClosed };
   // What to do once an internal query (SET, reset, check, connect_query) completes.
-  enum class AfterInternal { kNone, kLinkClient, kBackToIdle, kFinishLogin };
+  enum class AfterInternal { kNone, kLinkClient, kBackToIdle, kFinishLogin, kServerQuery };
 
   ServerConn(Agent& agent, Pool& pool, uint64_t id);
   ~ServerConn();
@@ -68,6 +68,11 @@ class ServerConn : public ListNode {
   // Runs server_reset_query / check query / connect_query; the result comes back through
   // the pool (idle again) or closes the server on failure.
   void RunInternalQuery(const std::string& sql, AfterInternal after);
+  // Runs an agent component's query (Pool::RunQuery); the server goes back to idle after it,
+  // or closes if it failed.
+  void RunQuery(ServerQuery* query);
+  // The query's owner withdrew it: its answer is read and dropped.
+  void DropQuery() { query_ = nullptr; }
 
   // Client -> server accounting, done by the client's forwarding loop.
   void NoteClientMessage(char type);
@@ -157,6 +162,7 @@ class ServerConn : public ListNode {
   int internal_replies_ = 0;     // ReadyForQuery still expected for internal queries.
   bool probing_limits_ = false;  // The internal query in flight reads max_connections.
   AfterInternal after_internal_ = AfterInternal::kNone;
+  ServerQuery* query_ = nullptr;  // The component query in flight (kServerQuery), if still wanted.
   std::string internal_error_;
   size_t forward_remaining_ = 0;
   bool mid_client_message_ = false;

@@ -35,6 +35,14 @@ void ServerConn::RunInternalQuery(const std::string& sql, AfterInternal after) {
   internal_error_.clear();
 }
 
+void ServerConn::RunQuery(ServerQuery* query) {
+  WriteRaw(query->Messages());
+  ++internal_replies_;
+  after_internal_ = AfterInternal::kServerQuery;
+  internal_error_.clear();
+  query_ = query;
+}
+
 bool ServerConn::SyncParams(ClientConn* client) {
   // Each value travels as a Bind parameter of set_config(), never inside SQL text: a client may
   // have left this server with standard_conforming_strings off (or a client_encoding whose
@@ -80,6 +88,9 @@ void ServerConn::HandleInternal() {
       internal_error_ = ErrorMessageOf(body);
     } else if (header.type == 'D' && probing_limits_) {
       NoteServerLimits(body);
+    } else if ((header.type == 'T' || header.type == 'D') && query_ != nullptr &&
+               after_internal_ == AfterInternal::kServerQuery) {
+      query_->OnMessage(header.type, body);
     } else if (header.type == 'C') {
       // A server_reset_query of DISCARD ALL / DEALLOCATE ALL empties the server.
       statements_.OnCommandComplete(std::string_view(body.c_str()), nullptr);
@@ -91,6 +102,22 @@ void ServerConn::HandleInternal() {
   }
   AfterInternal after = after_internal_;
   after_internal_ = AfterInternal::kNone;
+  if (after == AfterInternal::kServerQuery) {
+    // Forgotten before anything else runs: the owner may queue its next query from OnDone.
+    ServerQuery* query = std::exchange(query_, nullptr);
+    if (query != nullptr) query->Detach();
+    absl::Status result = absl::OkStatus();
+    if (!internal_error_.empty() || tx_status_ != 'I') {
+      result = absl::InternalError(internal_error_.empty() ? "the server stayed in a transaction"
+                                                           : internal_error_);
+      // As PgBouncer after a failed auth_query: whatever the query left behind goes with it.
+      Close(absl::StrCat("query failed: ", result.message()), /*is_error=*/false);
+    } else {
+      pool_.OnServerIdle(this);
+    }
+    if (query != nullptr) query->OnDone(result);
+    return;
+  }
   if (!internal_error_.empty() || tx_status_ != 'I') {
     std::string reason = absl::StrCat("internal query failed: ", internal_error_);
     if (after == AfterInternal::kFinishLogin) {
@@ -117,6 +144,7 @@ void ServerConn::HandleInternal() {
       pool_.OnServerLoginDone(this, params_);
       break;
     case AfterInternal::kNone:
+    case AfterInternal::kServerQuery:  // Handled above.
       break;
   }
 }

@@ -191,6 +191,9 @@ bool ServerConn::HandleAuthRequest(std::string_view body) {
       secret = agent_.PreviousSecret(user);
     } else if (auto it = agent_.auth_file().find(user); it != agent_.auth_file().end()) {
       secret = &it->second;
+    } else {
+      // A user auth_query looked up when a client of this database logged in.
+      secret = agent_.auth_query_cache().Find(pool_.db_name(), user);
     }
     if (secret != nullptr && secret->kind == config::SecretKind::kPlain) password = secret->secret;
   }

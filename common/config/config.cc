@@ -260,6 +260,9 @@ const Option kOptions[] = {
      },
      [](const Config& c) { return std::string(AuthTypeName(c.auth_type)); }},
     StringOption<&Config::auth_file>("auth_file"),
+    StringOption<&Config::auth_user>("auth_user"),
+    StringOption<&Config::auth_query>("auth_query"),
+    StringOption<&Config::auth_dbname>("auth_dbname"),
     ListOption<&Config::admin_users>("admin_users"),
     ListOption<&Config::stats_users>("stats_users"),
     {"pool_mode",
@@ -379,7 +382,6 @@ const Option* FindOption(absl::string_view key) {
 
 // PgBouncer 1.25 settings pgfleet loads without acting on them, and why (see config.h).
 const char kNotYet[] = "not implemented yet";
-const char kAuthQuery[] = "auth_query lookups are not implemented; passwords come from auth_file";
 const char kOneProcess[] =
     "pgfleet runs one process per listener (online restart is its own hand-over)";
 const char kResolver[] = "host names are resolved by the system resolver on each server connect";
@@ -388,15 +390,9 @@ const char kTlsDefaults[] = "OpenSSL's defaults are used";
 
 const std::vector<UnsupportedSetting> kUnsupportedSettings = {
     {"pgbouncer", "application_name_add_host", "0", "application_name is passed through as sent"},
-    {"pgbouncer", "auth_dbname", "", kAuthQuery},
     {"pgbouncer", "auth_hba_file", "", "auth_type hba is not supported"},
     {"pgbouncer", "auth_ident_file", "", "auth_type hba is not supported"},
     {"pgbouncer", "auth_ldap_options", "", "auth_type ldap is not supported"},
-    {"pgbouncer", "auth_query",
-     "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM "
-     "pg_authid WHERE rolname=$1 AND rolcanlogin",
-     kAuthQuery},
-    {"pgbouncer", "auth_user", "", kAuthQuery},
     {"pgbouncer", "cancel_wait_timeout", "10",
      "cancel requests are forwarded at once on their own connection, never queued"},
     {"pgbouncer", "client_tls13_ciphers", "", kTlsDefaults},
@@ -431,9 +427,6 @@ const std::vector<UnsupportedSetting> kUnsupportedSettings = {
     {"pgbouncer", "unix_socket_group", "", kNotYet},
     {"pgbouncer", "unix_socket_mode", "0777", kNotYet},
     {"pgbouncer", "user", "", "start the agent as the target user (systemd User=)"},
-    {"databases", "auth_dbname", "", kAuthQuery},
-    {"databases", "auth_query", "", kAuthQuery},
-    {"databases", "auth_user", "", kAuthQuery},
     {"databases", "server_lifetime", "", "the [pgbouncer] server_lifetime applies"},
     {"databases", "target_session_attrs", "", kNotYet},
     {"users", "client_idle_timeout", "", "the [pgbouncer] client_idle_timeout applies"},
@@ -592,6 +585,12 @@ absl::Status ApplyDatabaseParam(const ConnParam& p, DatabaseConfig& db,
     db.timezone = v;
   } else if (k == "application_name") {
     db.application_name = v;
+  } else if (k == "auth_user") {
+    db.auth_user = v;
+  } else if (k == "auth_query") {
+    db.auth_query = v;
+  } else if (k == "auth_dbname") {
+    db.auth_dbname = v;
   } else if ((ignored = FindUnsupported("databases", k)) != nullptr) {
   } else if (FindOption(k) != nullptr) {
     // Easy to mistake for a per-database override; say so rather than just "unknown".
@@ -784,6 +783,27 @@ std::optional<DatabaseConfig> Config::FindDatabase(const std::string& name) cons
 }
 
 const std::vector<UnsupportedSetting>& UnsupportedSettings() { return kUnsupportedSettings; }
+
+const std::string& Config::AuthUserFor(const DatabaseConfig& db) const {
+  return db.auth_user.empty() ? auth_user : db.auth_user;
+}
+
+const std::string& Config::AuthQueryFor(const DatabaseConfig& db) const {
+  return db.auth_query.empty() ? auth_query : db.auth_query;
+}
+
+std::string Config::AuthDbnameFor(const DatabaseConfig& db) const {
+  if (!db.auth_dbname.empty()) return db.auth_dbname;
+  return auth_dbname.empty() ? db.name : auth_dbname;
+}
+
+bool Config::UsesAuthQuery() const {
+  if (!auth_user.empty()) return true;
+  for (const auto& [name, db] : databases) {
+    if (!db.auth_user.empty()) return true;
+  }
+  return false;
+}
 
 const UnsupportedSetting* FindUnsupportedSetting(const std::string& section,
                                                  const std::string& key) {

@@ -63,6 +63,9 @@ struct DatabaseConfig {
   std::optional<int> max_db_client_connections;  // PgBouncer 1.24.
   std::string connect_query;
   std::string client_encoding, datestyle, timezone, application_name;
+  // auth_query overrides for clients of this database (PgBouncer's per-database keys); empty:
+  // the [pgbouncer] value.
+  std::string auth_user, auth_query, auth_dbname;
 };
 
 // One entry of [users]: `name = pool_mode=... max_user_connections=...`.
@@ -106,6 +109,14 @@ struct Config {
   std::string unix_socket_dir = "/tmp";  // Empty: no unix socket.
   AuthType auth_type = AuthType::kMd5;
   std::string auth_file;
+  // Users not in auth_file have their password looked up in PostgreSQL: auth_query (with the
+  // user name as $1) runs as auth_user (whose own password is in auth_file) on the client's
+  // database, or on auth_dbname when set. Empty auth_user: no lookups.
+  std::string auth_user;
+  std::string auth_query =
+      "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM "
+      "pg_authid WHERE rolname=$1 AND rolcanlogin";
+  std::string auth_dbname;
   std::vector<std::string> admin_users;
   std::vector<std::string> stats_users;
   PoolMode pool_mode = PoolMode::kSession;
@@ -208,6 +219,13 @@ struct Config {
   absl::Duration QueryWaitTimeoutFor(const DatabaseConfig& db, const std::string& user) const;
   int MaxDbClientConnectionsFor(const DatabaseConfig& db) const;  // 0 = unlimited.
   int MaxUserClientConnectionsFor(const std::string& user) const;
+  // The auth_query settings for clients of `db`: its own entry's, else [pgbouncer]'s.
+  // AuthDbnameFor is the database the lookup runs on (the client's when none is set).
+  const std::string& AuthUserFor(const DatabaseConfig& db) const;
+  const std::string& AuthQueryFor(const DatabaseConfig& db) const;
+  std::string AuthDbnameFor(const DatabaseConfig& db) const;
+  // Whether any auth_user is set ([pgbouncer] or a [databases] entry).
+  bool UsesAuthQuery() const;
   bool IsAdminUser(const std::string& user) const;
   bool IsStatsUser(const std::string& user) const;
 };

@@ -282,8 +282,7 @@ TEST(ConfigTest, RealisticProductionConfig) {
   EXPECT_EQ(c.client_tls_sslmode, TlsMode::kDisable);
 
   EXPECT_THAT(c.warnings,
-              ElementsAre(Ignored("test.ini:8: database '*'", "databases", "auth_user"),
-                          Ignored("test.ini:56", "pgbouncer", "so_reuseport"),
+              ElementsAre(Ignored("test.ini:56", "pgbouncer", "so_reuseport"),
                           Ignored("test.ini:59", "pgbouncer", "dns_max_ttl"),
                           Ignored("test.ini:60", "pgbouncer", "application_name_add_host"),
                           Ignored("test.ini:62", "pgbouncer", "unix_socket_mode"),
@@ -291,13 +290,11 @@ TEST(ConfigTest, RealisticProductionConfig) {
 }
 
 TEST(ConfigTest, IgnoredPgBouncerKeysAreAccepted) {
-  for (const char* key : {"so_reuseport",      "dns_nxdomain_ttl",  "track_extra_parameters",
-                          "auth_query",        "auth_user",         "user",
-                          "job_name",          "disable_pqexec",    "server_round_robin",
-                          "server_fast_close", "suspend_timeout",   "sbuf_loopcnt",
-                          "tcp_defer_accept",  "tcp_socket_buffer", "tcp_user_timeout",
-                          "peer_id",           "conffile",          "service_name",
-                          "unix_socket_group", "auth_hba_file",     "resolv_conf"}) {
+  for (const char* key :
+       {"so_reuseport", "dns_nxdomain_ttl", "track_extra_parameters", "job_name", "user",
+        "disable_pqexec", "server_round_robin", "server_fast_close", "suspend_timeout",
+        "sbuf_loopcnt", "tcp_defer_accept", "tcp_socket_buffer", "tcp_user_timeout", "peer_id",
+        "conffile", "service_name", "unix_socket_group", "auth_hba_file", "resolv_conf"}) {
     Config c = MustParse(absl::StrCat("[pgbouncer]\n", key, " = whatever\n"));
     EXPECT_THAT(c.warnings, ElementsAre(Ignored("test.ini:2", "pgbouncer", key)));
   }
@@ -461,13 +458,42 @@ TEST(ConfigDatabasesTest, ReservePoolSizeIsAnAlias) {
   EXPECT_EQ(c.databases.at("a").reserve_pool, 3);
 }
 
-TEST(ConfigDatabasesTest, AuthUserIsIgnoredWithAWarning) {
-  Config c = MustParse("[pgbouncer]\n[databases]\na = host=x auth_user=pgb\n");
-  EXPECT_EQ(c.databases.at("a").host, "x");
-  EXPECT_THAT(c.warnings,
-              ElementsAre("test.ini:3: database 'a': parameter 'auth_user' is not supported by "
-                          "pgfleet (auth_query lookups are not implemented; passwords come from "
-                          "auth_file); ignored"));
+TEST(ConfigDatabasesTest, AuthQueryKeysOverrideThePgbouncerOnes) {
+  Config c = MustParse(
+      "[pgbouncer]\nauth_user = lookup\nauth_dbname = authdb\n[databases]\n"
+      "a = host=x auth_user=pgb auth_query='SELECT u, p FROM f($1)' auth_dbname=other\n"
+      "b = host=x\n");
+  EXPECT_THAT(c.warnings, IsEmpty());
+  const DatabaseConfig& a = c.databases.at("a");
+  EXPECT_EQ(a.host, "x");
+  EXPECT_EQ(c.AuthUserFor(a), "pgb");
+  EXPECT_EQ(c.AuthQueryFor(a), "SELECT u, p FROM f($1)");
+  EXPECT_EQ(c.AuthDbnameFor(a), "other");
+  const DatabaseConfig& b = c.databases.at("b");
+  EXPECT_EQ(c.AuthUserFor(b), "lookup");
+  EXPECT_EQ(c.AuthQueryFor(b), c.auth_query);
+  EXPECT_EQ(c.AuthDbnameFor(b), "authdb");
+  EXPECT_TRUE(c.UsesAuthQuery());
+}
+
+TEST(ConfigTest, AuthQueryDefaultsArePgBouncers) {
+  Config c = MustParse("[pgbouncer]\n");
+  EXPECT_FALSE(c.UsesAuthQuery());
+  EXPECT_EQ(c.auth_query,
+            "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
+            "FROM pg_authid WHERE rolname=$1 AND rolcanlogin");
+  const DatabaseConfig db = *MustParse("[pgbouncer]\n[databases]\nd = host=x\n").FindDatabase("d");
+  EXPECT_EQ(c.AuthDbnameFor(db), "d");  // The client's database when no auth_dbname is set.
+  // SHOW CONFIG lists them as implemented settings, changeable online.
+  for (const ConfigEntry& entry : DescribeConfig(c)) {
+    if (entry.key == "auth_user" || entry.key == "auth_query" || entry.key == "auth_dbname") {
+      EXPECT_TRUE(entry.changeable) << entry.key;
+    }
+  }
+  EXPECT_EQ(FindUnsupportedSetting("pgbouncer", "auth_query"), nullptr);
+  EXPECT_EQ(FindUnsupportedSetting("databases", "auth_user"), nullptr);
+  EXPECT_TRUE(ApplySetting(c, "auth_user", "pgb").ok());
+  EXPECT_EQ(c.auth_user, "pgb");
 }
 
 TEST(ConfigDatabasesTest, FindDatabaseFallbackSemantics) {
@@ -911,15 +937,21 @@ std::string RowString(const ConfigEntry& row) {
                       row.changeable ? "yes" : "no");
 }
 
+constexpr char kDefaultAuthQuery[] =
+    "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM "
+    "pg_authid WHERE rolname=$1 AND rolcanlogin";
+
 TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
   // key|value|default|changeable as PgBouncer 1.18's SHOW CONFIG prints them for an
   // unconfigured instance, for every key pgfleet implements.
   const std::vector<std::string> expected = {
-      "admin_users|||yes",
+      "admin_users|||yes", "auth_dbname|||yes",
       // pgfleet's own keys (slowing password guessing down); PgBouncer has no such rows.
       "auth_failure_burst|5|5|yes", "auth_failure_max_delay|2|2|yes", "auth_file|||yes",
-      "auth_type|md5|md5|yes", "autodb_idle_timeout|3600|3600|yes", "client_idle_timeout|0|0|yes",
-      "client_login_timeout|60|60|yes",
+      // PgBouncer 1.25's default auth_query (1.18's read pg_shadow).
+      "auth_query|" + std::string(kDefaultAuthQuery) + "|" + kDefaultAuthQuery + "|yes",
+      "auth_type|md5|md5|yes", "auth_user|||yes", "autodb_idle_timeout|3600|3600|yes",
+      "client_idle_timeout|0|0|yes", "client_login_timeout|60|60|yes",
       // TLS keys change with SET too, as in PgBouncer.
       "client_tls_ca_file|||yes", "client_tls_cert_file|||yes",
       "client_tls_ciphers|default|default|yes", "client_tls_key_file|||yes",
