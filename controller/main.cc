@@ -222,6 +222,7 @@ int main(int argc, char** argv) {
   // Its thread calls back into the services below: stopped before they go, on every path out.
   absl::Cleanup stop_leadership = [&leadership] { leadership.Stop(); };
   control.set_leader_routing(leader_proxy.Routing());
+  api.set_streams_here([&leadership] { return leadership.IsLeader(); });
   leadership.set_on_elected([&] {
     // Agents that streamed to an earlier leader (or to this one before a restart) are not
     // connected here: they are marked so until they reconnect (on the leader's fenced store).
