@@ -396,7 +396,9 @@ TEST_F(ControllerHaTest, LeaderKilledMidMaintenanceWindowItStillEnds) {
   for (const auto& row : resumed) resumed_ids.push_back(row[0]);
   EXPECT_EQ(resumed_ids, ids_);
   for (const std::string& id : ids_) {
-    EXPECT_TRUE(absl::StrContains(agent(id).LogContents(), "resum")) << agent(id).LogContents();
+    EXPECT_TRUE(
+        absl::StrContains(agent(id).LogContents(), absl::StrCat("controller: RESUME ", kAppDb)))
+        << agent(id).LogContents();
   }
 }
 
