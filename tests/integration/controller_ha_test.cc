@@ -400,6 +400,24 @@ TEST_F(ControllerHaTest, LeaderKilledMidMaintenanceWindowItStillEnds) {
         absl::StrContains(agent(id).LogContents(), absl::StrCat("controller: RESUME ", kAppDb)))
         << agent(id).LogContents();
   }
+
+  // An operator's command given to a follower reaches the agents (streaming to the leader).
+  std::string follower;
+  for (ControllerProcess* controller : all_) {
+    if (controller->address() != before.holder && controller->address() != after.holder) {
+      follower = controller->address();
+    }
+  }
+  ASSERT_FALSE(follower.empty());
+  FleetctlResult reload = CtlOn(follower, {"reload", "--env", kEnv});
+  EXPECT_EQ(reload.exit_code, 0) << reload.Describe();
+  for (const std::string& id : ids_) {
+    PGF_EXPECT_OK(PollUntil(
+        [&](std::string*) -> absl::StatusOr<bool> {
+          return absl::StrContains(agent(id).LogContents(), "controller: RELOAD");
+        },
+        absl::Seconds(30), absl::StrCat(id, " told to reload through ", follower)));
+  }
 }
 
 }  // namespace
