@@ -63,8 +63,9 @@ std::string FlagTable(const std::vector<FlagSpec>& flags) {
 }
 
 const char kExitCodes[] =
-    "Exit codes: 0 ok, 1 error, 2 bad usage, 3 controller unreachable,\n"
-    "            4 not authenticated / not allowed, 5 failed on agents (NACK, command).\n";
+    "Exit codes: 0 ok, 1 error, 2 bad usage, 3 controller unreachable or no leader yet\n"
+    "            (retry), 4 not authenticated / not allowed, 5 failed on agents (NACK,\n"
+    "            command).\n";
 
 bool StartsWithWords(const CommandSpec& command, const std::vector<std::string>& words) {
   return command.words.size() >= words.size() &&

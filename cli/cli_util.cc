@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
@@ -123,6 +124,9 @@ int Context::Fail(const grpc::Status& status) const {
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
     case grpc::StatusCode::DEADLINE_EXCEEDED:
+      // Several controllers: one that answered but could not reach a leader says so, and when
+      // to retry; the controller is running.
+      if (absl::StrContains(status.error_message(), "leader")) return kExitUnreachable;
       fprintf(stderr,
               "fleetctl: is pgfleet-controller running at %s? (--controller, "
               "PGFLEET_CONTROLLER)\n",

@@ -47,6 +47,14 @@ constexpr char kUsage[] =
     "                         Without it, pushes carrying secrets are refused\n"
     "  --secrets-previous-key-file=FILE  the key before --secrets-key-file: values it\n"
     "                         encrypted are re-encrypted with the new key at start\n"
+    "  --advertise=HOST:PORT  with --db=postgres://, several controllers share one store and\n"
+    "                         one leads (rollouts, maintenance windows, agent streams);\n"
+    "                         the others proxy writes to it at this address (default:\n"
+    "                         --listen with its bound port)\n"
+    "  --leader-lease=DUR     how long a leader's lease lasts without renewal: a dead\n"
+    "                         leader is replaced within it (default 10s)\n"
+    "  --leader-renew=DUR     how often the leader renews it (default 3s; under a third of\n"
+    "                         the lease)\n"
     "  --metrics-interval=DUR how often agents report (default 5s)\n"
     "  --metrics-retention=DUR how long downsampled metrics are kept (default 24h)\n"
     "  --port-file=FILE       write the bound port there once listening (for scripts)\n"
@@ -172,6 +180,7 @@ ControllerCommandLine ParseControllerCommandLine(int argc, const char* const* ar
   ControllerCommandLine result;
   ControllerFlags& flags = result.flags;
   std::string metrics_interval = "5s", metrics_retention = "24h", hello_timeout = "10s";
+  std::string leader_lease = "10s", leader_renew = "3s";
   std::string web_root;
   bool help = false, verbose = false, version = false;
 
@@ -194,6 +203,9 @@ ControllerCommandLine ParseControllerCommandLine(int argc, const char* const* ar
   app.add_option("--max-pending-agent-streams", flags.max_pending_agent_streams);
   app.add_option("--secrets-key-file", flags.secrets_key_file);
   app.add_option("--secrets-previous-key-file", flags.secrets_previous_key_file);
+  app.add_option("--advertise", flags.advertise);
+  app.add_option("--leader-lease", leader_lease);
+  app.add_option("--leader-renew", leader_renew);
   app.add_option("--metrics-interval", metrics_interval);
   app.add_option("--metrics-retention", metrics_retention);
   app.add_option("--port-file", flags.port_file);
@@ -232,6 +244,15 @@ ControllerCommandLine ParseControllerCommandLine(int argc, const char* const* ar
       !absl::ParseDuration(metrics_retention, &flags.metrics_retention) ||
       !ParsePositiveDuration(hello_timeout, &flags.agent_hello_timeout)) {
     return UsageError("invalid duration (try 5s, 24h)");
+  }
+  if (!ParsePositiveDuration(leader_lease, &flags.leader_lease) ||
+      !ParsePositiveDuration(leader_renew, &flags.leader_renew)) {
+    return UsageError("--leader-lease and --leader-renew want positive durations (10s, 3s)");
+  }
+  if (flags.leader_renew * 2 > flags.leader_lease) {
+    return UsageError(
+        "--leader-renew must be at most half of --leader-lease (a leader renews "
+        "several times within one lease)");
   }
   if (flags.max_pending_agent_streams < 1) {
     return UsageError("--max-pending-agent-streams wants a positive number");

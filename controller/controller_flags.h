@@ -30,6 +30,12 @@ struct ControllerFlags {
   // Encrypts credentials and TLS files at rest (controller/secrets/). Empty: none can be pushed.
   std::string secrets_key_file;
   std::string secrets_previous_key_file;  // Key rotation: values it sealed are re-sealed.
+  // Several controllers on one PostgreSQL store (controller/leadership.h): the address the
+  // others reach this one at (empty: --listen with its bound port), how long a leader's lease
+  // lasts and how often it is renewed.
+  std::string advertise;
+  absl::Duration leader_lease = absl::Seconds(10);
+  absl::Duration leader_renew = absl::Seconds(3);
   bool tls() const { return !tls_cert.empty(); }
 
   // `pgfleet-controller token create`: mint a token straight into --db.

@@ -12,10 +12,12 @@ add_library(pgfleet_controller_core STATIC
   ${CMAKE_CURRENT_SOURCE_DIR}/config/overlay_proto.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/auth/agent_identity.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/auth/token_admin.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/grpc/leader_proxy.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/grpc/services.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/registry/agent_registry.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/rollout/rollout_engine.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/rollout/connection_budget.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/leader/leadership.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/maintenance/orchestrator.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/metrics/controller_metrics.cc)
 target_include_directories(pgfleet_controller_core PUBLIC ${PROJECT_SOURCE_DIR})

@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -29,10 +30,12 @@
 #include "controller/auth/tokens.h"
 #include "controller/clock.h"
 #include "controller/controller_flags.h"
+#include "controller/grpc/leader_proxy.h"
 #include "controller/grpc/services.h"
 #include "controller/http/api_router.h"
 #include "controller/http/http_server.h"
 #include "controller/http/metrics_history.h"
+#include "controller/leader/leadership.h"
 #include "controller/maintenance/orchestrator.h"
 #include "controller/metrics/controller_metrics.h"
 #include "controller/registry/agent_registry.h"
@@ -146,10 +149,6 @@ int main(int argc, char** argv) {
     fprintf(stderr, "pgfleet-controller: %s\n", std::string(keys.message()).c_str());
     return 1;
   }
-  if (absl::Status reset = (*store)->MarkAllAgentsDisconnected(); !reset.ok()) {
-    fprintf(stderr, "pgfleet-controller: %s\n", std::string(reset.message()).c_str());
-    return 1;
-  }
   // Where every part below takes the time from (tests give theirs a fake one).
   pgfleet::controller::SystemClock clock;
   if (const char* bootstrap = getenv("PGFLEET_BOOTSTRAP_TOKEN"); bootstrap && *bootstrap) {
@@ -176,6 +175,16 @@ int main(int argc, char** argv) {
 
   // The engines work on the store and the connected agents; the API (for both wires) sits on
   // top of them and feeds them the agents' config results and connections.
+  // Several controllers on one PostgreSQL store elect a leader; with SQLite (one controller)
+  // there is no election and this one always leads. Only the leader holds agent streams, runs
+  // the engines and serves writes (controller/leader/leadership.h).
+  const bool shared_store =
+      absl::StartsWith(db, "postgres://") || absl::StartsWith(db, "postgresql://");
+  pgfleet::controller::LeadershipOptions leadership_options;
+  leadership_options.lease = flags.leader_lease;
+  leadership_options.renew = flags.leader_renew;
+  leadership_options.elect = shared_store;
+  pgfleet::controller::Leadership leadership(**store, clock, leadership_options);
   pgfleet::controller::AgentRegistry registry;
   pgfleet::controller::RolloutEngine rollouts(**store, registry, clock);
   pgfleet::controller::MaintenanceOrchestrator maintenance(**store, registry, clock);
@@ -201,6 +210,35 @@ int main(int argc, char** argv) {
                                                   absl::StatusCode code, double seconds) {
     controller_metrics.ObserveApiCall(wire, method, code, seconds);
   });
+  // How a follower reaches the leader: the same CA that signs the controllers' certificates.
+  std::shared_ptr<grpc::ChannelCredentials> peer_credentials = grpc::InsecureChannelCredentials();
+  if (tls) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ReadFile(flags.tls_ca);
+    peer_credentials = grpc::SslCredentials(ssl);
+  }
+  // Followers hand the writes they are given to the leader.
+  pgfleet::controller::LeaderProxy leader_proxy(leadership, peer_credentials);
+  // Its thread calls back into the services below: stopped before they go, on every path out.
+  absl::Cleanup stop_leadership = [&leadership] { leadership.Stop(); };
+  control.set_leader_routing(leader_proxy.Routing());
+  api.set_streams_here([&leadership] { return leadership.IsLeader(); });
+  leadership.set_on_elected([&] {
+    // Agents that streamed to an earlier leader (or to this one before a restart) are not
+    // connected here: they are marked so until they reconnect (on the leader's fenced store).
+    if (absl::Status reset = (*store)->MarkAllAgentsDisconnected(); !reset.ok()) {
+      PGF_WARN("leader", "agents not marked disconnected: %s", reset.message());
+    }
+  });
+  leadership.set_on_deposed([&agent_service] {
+    // Their link goes on to the next controller address until it reaches the new leader.
+    agent_service.DisconnectAll("this controller no longer leads");
+  });
+  agent_service.set_admission_check([&leadership]() -> absl::Status {
+    return leadership.IsLeader() ? absl::OkStatus() : leadership.NotLeaderError();
+  });
+  // One controller (SQLite): it leads from the start, before it serves.
+  if (!leadership_options.elect) leadership.Start();
   pgfleet::controller::TokenServiceImpl token_service(control);
   pgfleet::controller::MaintenanceServiceImpl maintenance_service(control);
   pgfleet::controller::FleetServiceImpl fleet_service(control);
@@ -275,9 +313,33 @@ int main(int argc, char** argv) {
              "--insecure-agents: agents are not asked to prove their environment; any agent "
              "that reaches this port can ask for any environment's config");
   }
-  // Rollouts in progress before a restart resume from their stored state on the first tick.
-  rollouts.StartTicking(absl::Milliseconds(500));
-  maintenance.StartTicking(absl::Milliseconds(500));
+  // The lease's holder: the address the other controllers reach this one at.
+  leadership_options.self = flags.advertise;
+  if (leadership_options.self.empty()) {
+    const size_t colon = listen.rfind(':');
+    std::string host = colon == std::string::npos ? listen : listen.substr(0, colon);
+    if (host.empty() || host == "0.0.0.0" || host == "[::]") {
+      char name[256] = {};
+      gethostname(name, sizeof(name) - 1);
+      host = name;
+    }
+    leadership_options.self = absl::StrCat(host, ":", bound_port);
+  }
+  if (leadership_options.elect) {
+    leadership.set_self(leadership_options.self);
+    leadership.Start();
+  }
+  if (leadership_options.elect) {
+    PGF_INFO("controller", "controller %s on a shared store: %s (lease %s, renewed every %s)",
+             leadership_options.self,
+             leadership.IsLeader() ? "leading" : absl::StrCat("following ", leadership.leader()),
+             absl::FormatDuration(flags.leader_lease), absl::FormatDuration(flags.leader_renew));
+  }
+  // Rollouts in progress before a restart (or a change of leader) resume from their stored
+  // state on the leader's first tick.
+  auto leading = [&leadership] { return leadership.IsLeader(); };
+  rollouts.StartTicking(absl::Milliseconds(500), leading);
+  maintenance.StartTicking(absl::Milliseconds(500), leading);
   if (!flags.port_file.empty()) WritePortFile(flags.port_file, bound_port);
 
   pgfleet::controller::MetricsHistory metrics_history;
@@ -346,12 +408,14 @@ int main(int argc, char** argv) {
         return;
       }
       pgfleet::common::NotifyServiceManager(service_status());
+      if (!leadership.IsLeader()) continue;  // The leader prunes for everyone.
       (void)(*store)->PruneMetrics(pgfleet::controller::UnixMillis(clock.Now()) -
                                    absl::ToInt64Milliseconds(retention));
     }
   });
   server->Wait();
   janitor.join();
+  leadership.Stop();
   if (http != nullptr) http->Stop();
   return 0;
 }

@@ -29,6 +29,7 @@ void ControlApi::Add(const char* service, const char* name, Role role, bool read
   method.name = name;
   method.role = role;
   method.read_only = read_only;
+  method.needs_leader = !read_only;
   method.request_type = Request::descriptor();
   method.response_type = Response::descriptor();
   method.new_request = [] { return std::make_unique<Request>(); };
@@ -138,6 +139,7 @@ ControlApi::ControlApi(Store& store, const Clock& clock, FleetApi& fleet, Rollou
   Add<v1::ListTokensRequest, v1::ListTokensResponse>(
       kTokens, "ListTokens", Role::kAdmin, kWrite,
       [&tokens](const Caller& c, const auto& r) { return tokens.List(c, r); });
+  methods_.back().needs_leader = false;  // A read, POST-only so its answer is never cached.
   Add<v1::CreateTokenRequest, v1::CreateTokenResponse>(
       kTokens, "CreateToken", Role::kAdmin, kWrite,
       [&tokens](const Caller& c, const auto& r) { return tokens.Create(c, r); });
@@ -196,11 +198,19 @@ const char* WireName(Wire wire) { return wire == Wire::kGrpc ? "grpc" : "http"; 
 absl::StatusOr<std::unique_ptr<pb::Message>> ControlApi::Serve(Wire wire,
                                                                const std::string& authorization,
                                                                const ApiMethod& method,
-                                                               const RequestSource& request) const {
+                                                               const RequestSource& request,
+                                                               bool forwarded) const {
   const auto started = std::chrono::steady_clock::now();
   auto serve = [&]() -> absl::StatusOr<std::unique_ptr<pb::Message>> {
     PGF_ASSIGN_OR_RETURN(Caller caller, Authenticate(authorization));
     PGF_ASSIGN_OR_RETURN(const pb::Message* message, request());
+    if (method.needs_leader && routing_.is_leader && !routing_.is_leader()) {
+      // A follower: the leader serves writes (its engines and agent streams act on them). The
+      // caller's role is checked here too, so a refusal does not need the leader.
+      PGF_RETURN_IF_ERROR(RequireRole(caller, method.role));
+      if (forwarded || !routing_.forward) return routing_.not_leader();
+      return routing_.forward(method, authorization, *message);
+    }
     return Invoke(caller, method, *message);
   };
   absl::StatusOr<std::unique_ptr<pb::Message>> result = serve();
@@ -213,15 +223,16 @@ absl::StatusOr<std::unique_ptr<pb::Message>> ControlApi::Serve(Wire wire,
 
 absl::Status ControlApi::Call(const std::string& authorization, const std::string& service,
                               const std::string& name, const pb::Message& request,
-                              pb::Message* response) const {
+                              pb::Message* response, bool forwarded) const {
   const ApiMethod* method = Find(service, name);
   if (method == nullptr) {
     return absl::UnimplementedError(absl::StrCat(service, "/", name, " has no API entry"));
   }
   PGF_ASSIGN_OR_RETURN(
       std::unique_ptr<pb::Message> result,
-      Serve(Wire::kGrpc, authorization, *method,
-            [&request]() -> absl::StatusOr<const pb::Message*> { return &request; }));
+      Serve(
+          Wire::kGrpc, authorization, *method,
+          [&request]() -> absl::StatusOr<const pb::Message*> { return &request; }, forwarded));
   response->CopyFrom(*result);
   return absl::OkStatus();
 }

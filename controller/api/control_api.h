@@ -31,6 +31,10 @@ struct ApiMethod {
   std::string name;          // The RPC, and the HTTP route /api/<name>.
   Role role = Role::kAdmin;  // The least role that may call it.
   bool read_only = false;    // Changes nothing: HTTP lets GET reach it.
+  // Changes the fleet's state, so only the leader of several controllers serves it (a follower
+  // hands it to the leader: see ControlApi::set_leader_routing). Every write but ListTokens
+  // (POST-only for its secrecy, yet a read).
+  bool needs_leader = false;
   // Set when some requests need more than `role` (a push carrying secret material needs
   // admin): the role this request needs, checked with `role` before anything runs.
   std::function<Role(const google::protobuf::Message&)> role_for_request;
@@ -40,6 +44,20 @@ struct ApiMethod {
   std::function<absl::StatusOr<std::unique_ptr<google::protobuf::Message>>(
       const Caller&, const google::protobuf::Message&)>
       run;
+};
+
+// Several controllers on one store (controller/leader/leadership.h): whether this one leads,
+// and how a write that reaches a follower gets to the leader.
+struct LeaderRouting {
+  std::function<bool()> is_leader;
+  // Runs `method` on the leader with the caller's own authorization; the leader's answer, or
+  // UNAVAILABLE naming the leader (none known, or it did not answer): retryable.
+  std::function<absl::StatusOr<std::unique_ptr<google::protobuf::Message>>(
+      const ApiMethod& method, const std::string& authorization,
+      const google::protobuf::Message& request)>
+      forward;
+  // UNAVAILABLE naming the leader: for a write that was forwarded here already.
+  std::function<absl::Status()> not_leader;
 };
 
 // The transport a request came in on: a label of the API's request metrics.
@@ -75,16 +93,21 @@ class ControlApi {
   // Invoke; the observer is told of the outcome, so requests are counted here, once, whichever
   // wire carried them.
   using RequestSource = std::function<absl::StatusOr<const google::protobuf::Message*>()>;
-  absl::StatusOr<std::unique_ptr<google::protobuf::Message>> Serve(
-      Wire wire, const std::string& authorization, const ApiMethod& method,
-      const RequestSource& request) const;
+  // `forwarded`: a follower handed this request on (it is never handed on again).
+  absl::StatusOr<std::unique_ptr<google::protobuf::Message>> Serve(Wire wire,
+                                                                   const std::string& authorization,
+                                                                   const ApiMethod& method,
+                                                                   const RequestSource& request,
+                                                                   bool forwarded = false) const;
   // Set before the wires start.
   void set_call_observer(ApiCallObserver observer) { observer_ = std::move(observer); }
+  // Set before the wires start; without it this controller serves every request itself.
+  void set_leader_routing(LeaderRouting routing) { routing_ = std::move(routing); }
 
   // Find + Serve on the gRPC wire, with the response copied into `response` (gRPC adapters).
   absl::Status Call(const std::string& authorization, const std::string& service,
                     const std::string& name, const google::protobuf::Message& request,
-                    google::protobuf::Message* response) const;
+                    google::protobuf::Message* response, bool forwarded = false) const;
 
   FleetApi& fleet() { return fleet_; }
 
@@ -100,6 +123,7 @@ class ControlApi {
   std::vector<ApiMethod> methods_;
   std::map<std::pair<std::string, std::string>, size_t> index_;
   ApiCallObserver observer_;
+  LeaderRouting routing_;
 };
 
 }  // namespace pgfleet::controller

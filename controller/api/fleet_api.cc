@@ -299,7 +299,9 @@ pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired, Read
   out.set_agent_version(row.agent_version);
   out.set_hostname(row.hostname);
   std::shared_ptr<AgentSession> session = registry_.Find(row.agent_id);
-  out.set_connected(session != nullptr);
+  // A follower has no agent streams: the leader's record says whether the agent is linked.
+  out.set_connected(session != nullptr ||
+                    (streams_here_ != nullptr && !streams_here_() && row.connected));
   out.set_first_seen_unix_ms(row.first_seen_unix_ms);
   out.set_last_seen_unix_ms(row.last_seen_unix_ms);
   out.set_applied_version(session != nullptr ? session->applied_version() : row.applied_version);

@@ -85,6 +85,11 @@ class FleetApi {
   }
   // Lets environment descriptions show upstream and the active rollout.
   void set_rollout_store(RolloutStore* rollouts) { rollouts_ = rollouts; }
+  // Several controllers: whether agents stream to this one (the leader). When not, an agent's
+  // link state is read from the store, where the leader keeps it. Unset: always here.
+  void set_streams_here(std::function<bool()> streams_here) {
+    streams_here_ = std::move(streams_here);
+  }
 
  private:
   // What a call about many agents reads once instead of once per agent (agents list of
@@ -112,6 +117,7 @@ class FleetApi {
   RolloutEngine* rollout_engine_ = nullptr;
   MaintenanceOrchestrator* maintenance_engine_ = nullptr;
   RolloutStore* rollouts_ = nullptr;
+  std::function<bool()> streams_here_;
 };
 
 // A version as the API shows it: credentials and TLS files as fingerprints, never contents.

@@ -223,6 +223,15 @@ void AgentServiceImpl::Stream::Outbox::Cancel() {
 }
 
 void AgentServiceImpl::Stream::Start() {
+  // Agents stream to the leader only (several controllers): a follower ends the stream at once,
+  // and the agent's link goes on to its next controller address.
+  if (service_.admission_check_) {
+    if (absl::Status leading = service_.admission_check_(); !leading.ok()) {
+      PGF_DEBUG("agents", "agent stream from %s refused: %s", context_->peer(), leading.message());
+      RequestFinish(ToGrpcStatus(leading));
+      return;
+    }
+  }
   // Everything that can be checked without reading from the stream is checked first, so a
   // stream without credentials costs nothing but this.
   absl::StatusOr<Credentials> credentials = service_.Admit(*context_);
@@ -468,6 +477,13 @@ AgentServiceImpl::Connect(grpc::CallbackServerContext* context) {
   return stream;
 }
 
+void AgentServiceImpl::DisconnectAll(const std::string& why) {
+  for (const std::shared_ptr<AgentSession>& session : registry_.List("")) {
+    PGF_INFO("agents", "agent %s: %s; closing its stream", session->agent_id(), why);
+    session->Cancel();
+  }
+}
+
 void AgentServiceImpl::DisconnectJoinToken(uint64_t token_id) {
   std::vector<std::shared_ptr<AgentSession>> sessions;
   {
@@ -497,8 +513,10 @@ grpc::Status CallApi(const ControlApi& api, grpc::ServerContext* context,
     return ToGrpcStatus(
         absl::UnauthenticatedError("missing bearer token (authorization: Bearer <token>)"));
   }
+  // A follower handed this write on (controller/grpc/leader_proxy.h): never handed on again.
+  const bool forwarded = metadata.find(kForwardedByMetadata) != metadata.end();
   return ToGrpcStatus(api.Call(std::string(it->second.data(), it->second.size()), service, method,
-                               request, response));
+                               request, response, forwarded));
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <set>
 #include <thread>
@@ -20,6 +21,10 @@
 #include "pgfleet/v1/fleet.grpc.pb.h"
 
 namespace pgfleet::controller {
+
+// Metadata a follower adds to a write it hands to the leader (controller/grpc/leader_proxy.h),
+// naming itself; a controller never hands such a request on again.
+inline constexpr char kForwardedByMetadata[] = "pgfleet-forwarded-by";
 
 // How agents' streams are admitted (pgfleet-controller's --insecure-agents,
 // --agent-hello-timeout and --max-pending-agent-streams).
@@ -84,6 +89,14 @@ class AgentServiceImpl final : public pgfleet::v1::AgentService::CallbackService
   // Ends the streams of agents that joined with this token (it was revoked); they are refused
   // when they reconnect.
   void DisconnectJoinToken(uint64_t token_id);
+  // Checked before anything else when a stream opens: a stream it refuses ends with its
+  // status (a follower of several controllers: UNAVAILABLE naming the leader). Set before the
+  // server starts.
+  void set_admission_check(std::function<absl::Status()> check) {
+    admission_check_ = std::move(check);
+  }
+  // Ends every agent's stream (this controller stopped leading: they reconnect to the next).
+  void DisconnectAll(const std::string& why);
 
  private:
   class Stream;
@@ -93,6 +106,7 @@ class AgentServiceImpl final : public pgfleet::v1::AgentService::CallbackService
   FleetApi& api_;
   AgentRegistry& registry_;
   AgentAuthOptions options_;
+  std::function<absl::Status()> admission_check_;
   std::atomic<int> pending_streams_{0};
   HelloDeadlines deadlines_;
   absl::Mutex sessions_mu_;

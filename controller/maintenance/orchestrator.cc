@@ -53,8 +53,11 @@ MaintenanceOrchestrator::MaintenanceOrchestrator(MaintenanceStore& store, AgentD
 
 MaintenanceOrchestrator::~MaintenanceOrchestrator() { ticker_.Stop(); }
 
-void MaintenanceOrchestrator::StartTicking(absl::Duration interval) {
-  ticker_.Start(interval, [this] { Tick(clock_.Now()); });
+void MaintenanceOrchestrator::StartTicking(absl::Duration interval,
+                                           std::function<bool()> may_tick) {
+  ticker_.Start(interval, [this, may_tick = std::move(may_tick)] {
+    if (!may_tick || may_tick()) Tick(clock_.Now());
+  });
 }
 
 void MaintenanceOrchestrator::ReleaseAndSend(Outbox out) {
@@ -74,7 +77,14 @@ void MaintenanceOrchestrator::QueuePause(const std::string& agent_id, const Wind
       agent_id, "pause",
       absl::StrCat("db=", window.database, " deadline=", remaining_s, "s window=", window.id),
       actor, now);
-  if (id.ok()) message.message.mutable_command()->set_command_id(*id);
+  if (!id.ok()) {
+    // Not recorded, not sent: on a deposed leader the write is refused (fencing), and the
+    // new leader decides what this agent is sent.
+    PGF_ERROR("maintenance", "window %d: pause of %s not sent: %s", window.id, agent_id,
+              id.status().message());
+    return;
+  }
+  message.message.mutable_command()->set_command_id(*id);
   out.push_back(std::move(message));
 }
 
@@ -84,7 +94,12 @@ void MaintenanceOrchestrator::QueueResume(const std::string& agent_id, const Win
   message.message.mutable_command()->mutable_resume()->set_database(window.database);
   absl::StatusOr<uint64_t> id = store_.RecordCommand(
       agent_id, "resume", absl::StrCat("db=", window.database, " window=", window.id), actor, now);
-  if (id.ok()) message.message.mutable_command()->set_command_id(*id);
+  if (!id.ok()) {
+    PGF_ERROR("maintenance", "window %d: resume of %s not sent: %s", window.id, agent_id,
+              id.status().message());
+    return;
+  }
+  message.message.mutable_command()->set_command_id(*id);
   out.push_back(std::move(message));
 }
 

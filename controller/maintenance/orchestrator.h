@@ -8,6 +8,7 @@
 // commands are decided under the lock and sent after it is released, in decision order.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -44,7 +45,9 @@ class MaintenanceOrchestrator {
   MaintenanceOrchestrator(const MaintenanceOrchestrator&) = delete;
   MaintenanceOrchestrator& operator=(const MaintenanceOrchestrator&) = delete;
 
-  void StartTicking(absl::Duration interval);
+  // With `may_tick`, a tick runs only while it says so (only the leader of several controllers
+  // runs the engines; see controller/leader/leadership.h).
+  void StartTicking(absl::Duration interval, std::function<bool()> may_tick = nullptr);
   // One pass: starts due windows, follows drains, ends windows.
   void Tick(absl::Time now);
 

@@ -128,8 +128,10 @@ RolloutEngine::RolloutEngine(RolloutStore& store, AgentDirectory& agents, const 
 
 RolloutEngine::~RolloutEngine() { ticker_.Stop(); }
 
-void RolloutEngine::StartTicking(absl::Duration interval) {
-  ticker_.Start(interval, [this] { Tick(clock_.Now()); });
+void RolloutEngine::StartTicking(absl::Duration interval, std::function<bool()> may_tick) {
+  ticker_.Start(interval, [this, may_tick = std::move(may_tick)] {
+    if (!may_tick || may_tick()) Tick(clock_.Now());
+  });
 }
 
 absl::Status RolloutEngine::Queue(Outbox& out, const std::string& agent_id, uint64_t version,

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -88,7 +89,9 @@ class RolloutEngine {
   RolloutEngine& operator=(const RolloutEngine&) = delete;
 
   // Ticks every `interval` (with the clock's time) on a thread of its own until destroyed.
-  void StartTicking(absl::Duration interval);
+  // With `may_tick`, a tick runs only while it says so (only the leader of several controllers
+  // runs the engines; see controller/leader/leadership.h).
+  void StartTicking(absl::Duration interval, std::function<bool()> may_tick = nullptr);
   // One pass over every running rollout, after applying the queued config results.
   void Tick(absl::Time now);
 
