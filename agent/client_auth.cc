@@ -266,7 +266,7 @@ ClientAuth::Outcome ClientAuth::Failed(const std::string& log_reason) {
   }
   // Hold the answer back; nothing more is read from this client meanwhile. The login
   // timeout and every other way of closing still apply (Close cancels the timer).
-  bufferevent_disable(client_.bev(), EV_READ);
+  client_.net().DisableRead();
   auth_delay_ = std::make_unique<Timer>(agent_.loop(), [this, message = std::move(message)] {
     client_.CloseWithError("28P01", message);
   });
@@ -281,7 +281,7 @@ void ClientConn::StartAuth() {
 }
 
 void ClientConn::HandleAuthMessage() {
-  evbuffer* in = bufferevent_get_input(bev_);
+  evbuffer* in = net_.input();
   pg::MessageHeader header;
   switch (PeekFrameHeader(in, 0, kMaxAuthMessage, &header)) {
     case pg::HeaderResult::kNeedMore:

@@ -10,13 +10,12 @@
 
 #include "agent/event_loop.h"
 #include "agent/intrusive_list.h"
+#include "agent/net/net_conn.h"
 #include "agent/pg/protocol.h"
 #include "agent/pool.h"
 #include "agent/prepared_statements.h"
 #include "common/auth_crypto.h"
 #include "common/config/auth_file.h"
-
-struct bufferevent;
 
 namespace pgfleet::agent {
 
@@ -24,7 +23,7 @@ class Agent;
 class ClientAuth;
 class ServerConn;
 
-class ClientConn : public ListNode {
+class ClientConn final : public ListNode, private net::NetConn::Handler {
  public:
   enum class State {
     kStartup,       // Reading the startup packet (agent login list).
@@ -71,7 +70,9 @@ class ClientConn : public ListNode {
   // from the loop (ReadyQueue); others mark the client ready instead of calling it.
   void ProcessInput();
   void Write(const std::string& bytes);
-  bufferevent* bev() const { return bev_; }
+  // The socket: its buffers, read event and TLS (agent/net/net_conn.h).
+  net::NetConn& net() { return net_; }
+  const net::NetConn& net() const { return net_; }
   bool tls() const { return tls_; }
   // Called by the server side when the client's output buffer grew past the limit.
   void StartBackpressure();
@@ -94,9 +95,10 @@ class ClientConn : public ListNode {
   friend struct ConnMover;
   friend class ReadyQueue;
   friend class ClientAuth;
-  static void OnRead(bufferevent* bev, void* arg);
-  static void OnWrite(bufferevent* bev, void* arg);
-  static void OnEvent(bufferevent* bev, short events, void* arg);
+  // net::NetConn::Handler.
+  void OnNetRead() override;
+  void OnNetDrained() override;
+  void OnNetClosed(bool eof, const std::string& why) override;
 
   void HandleStartup();
   void HandleStartupPacket(std::string_view packet);
@@ -138,7 +140,7 @@ class ClientConn : public ListNode {
   void HandleAdminInput();
 
   Agent& agent_;
-  bufferevent* bev_ = nullptr;  // Over TLS, the encrypting filter around the socket's.
+  net::NetConn net_;
   bool tls_ = false;
   bool unix_socket_ = false;  // TLS is neither offered nor required over a unix socket.
   // An SSLRequest / GSSENCRequest was answered: a second one is a protocol error.

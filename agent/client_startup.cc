@@ -25,8 +25,8 @@ using namespace client_conn_detail;
 
 void ClientConn::HandleStartup() {
   while (state_ == State::kStartup) {
-    // Fetched each time round: an SSLRequest replaces bev_ with its TLS filter.
-    evbuffer* in = bufferevent_get_input(bev_);
+    // Fetched each time round: the input buffer is given back when drained.
+    evbuffer* in = net_.input();
     size_t available = evbuffer_get_length(in);
     if (available < 4) return;
     char raw_length[4];
@@ -166,21 +166,16 @@ void ClientConn::StartTls() {
   }
   // Bytes after the SSLRequest would have been sent before encryption started: someone in
   // the middle may have injected them (CVE-2021-23214).
-  if (evbuffer_get_length(bufferevent_get_input(bev_)) != 0) {
+  if (net_.input_length() != 0) {
     CloseWithError("08P01", "received unencrypted data after SSL request");
     return;
   }
   Write("S");
-  UseLibeventReads(bev_);  // The TLS filter reads through libevent's own handler.
-  bufferevent* encrypted = WrapInTls(bev_, tls->NewSession(), /*accepting=*/true);
-  if (encrypted == nullptr) {
+  if (!net_.StartTls(tls->NewSession())) {
     Close("cannot start TLS");
     return;
   }
-  bev_ = encrypted;
   tls_ = true;
-  bufferevent_setcb(bev_, &ClientConn::OnRead, &ClientConn::OnWrite, &ClientConn::OnEvent, this);
-  bufferevent_enable(bev_, EV_READ);
 }
 
 }  // namespace pgfleet::agent
