@@ -46,7 +46,7 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   const std::string& database() const { return database_; }
   Pool* pool() const { return pool_; }
   ServerConn* server() const { return server_; }
-  const ParamList& params() const { return params_; }
+  const ParamList& params() const;
   int32_t cancel_pid() const { return cancel_pid_; }
   int32_t cancel_key() const { return cancel_key_; }
   uint64_t connect_time_us() const { return connect_time_us_; }
@@ -84,8 +84,10 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   // Named protocol-level prepared statements, by the client's names (transaction mode).
   ps::ClientStatements& statements() { return statements_; }
 
-  // The start of the last simple query, for drain reports ("who holds the pause up").
-  std::string_view last_query() const { return {last_query_.data(), last_query_size_}; }
+  // The start of the last simple query sent through the linked server, for drain reports
+  // ("who holds the pause up"); kept by the server (ServerConn::NoteQueryText), since only a
+  // linked client holds anything up and servers are few while idle clients are many.
+  std::string_view last_query() const;
 
   // Stats bookkeeping done by the server side on ReadyForQuery.
   uint64_t query_start_us = 0;
@@ -100,6 +102,7 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   void OnNetDrained() override;
   void OnNetClosed(bool eof, const std::string& why) override;
 
+  void SetTrackedParam(const std::string& name, const std::string& value);
   void HandleStartup();
   void HandleStartupPacket(std::string_view packet);
   // PgBouncer 1.20+'s rule for `options` (PGOPTIONS): tracked settings in it are kept like
@@ -154,7 +157,9 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
 
   std::string user_;
   std::string database_;
-  ParamList params_;  // Tracked parameters (client_encoding, TimeZone...).
+  // Tracked parameters (client_encoding, TimeZone...), shared with the clients that have the
+  // same ones; changed by copy (SetTrackedParam).
+  std::shared_ptr<const ParamList> params_;
   Pool* pool_ = nullptr;
   ServerConn* server_ = nullptr;
   int32_t cancel_pid_ = 0;
@@ -167,9 +172,6 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   // A failed login's closing goes unlogged (past the auth failure burst, one summary line
   // stands for it).
   bool quiet_close_ = false;
-  // A fixed buffer so noting the query costs a short copy and no allocation per message.
-  std::array<char, 96> last_query_{};
-  size_t last_query_size_ = 0;
   // Bytes of a message already partly forwarded to the server.
   size_t forward_remaining_ = 0;
   // Bytes of a message to drop as they arrive: the rest of one whose server was closed under

@@ -144,8 +144,7 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
         return Rewrite::kWait;
       }
       FlushToServer(offset);
-      last_query_size_ = std::min(last_query_.size(), strnlen(start.data(), start.size()));
-      memcpy(last_query_.data(), start.data(), last_query_size_);
+      server_->NoteQueryText(in, pg::kHeaderSize, header);  // At the front once flushed.
       evbuffer_drain(in, pg::kHeaderSize);
       pool_->stats().bytes_received += pg::kHeaderSize;
       skip_remaining_ = header.body_size();

@@ -56,7 +56,7 @@ bool ClientConn::ApplyStartupOptions(const std::string& options) {
   };
   for (const auto& [name, value] : *settings) {
     if (const char* tracked = TrackedParamName(name)) {
-      SetParam(params_, tracked, value);
+      SetTrackedParam(tracked, value);
     } else if (!is_ignored(name) && !is_ignored("options")) {
       CloseWithError("08P01", absl::StrCat("unsupported startup parameter in options: ", name));
       return false;
@@ -124,7 +124,7 @@ void ClientConn::HandleStartupPacket(std::string_view packet) {
     } else if (name == "database") {
       database_ = value;
     } else if (const char* tracked = TrackedParamName(name)) {
-      SetParam(params_, tracked, value);
+      SetTrackedParam(tracked, value);
     } else if (name == "options") {
       if (!ApplyStartupOptions(value)) return;
     } else if (std::find(cfg.ignore_startup_parameters.begin(), cfg.ignore_startup_parameters.end(),

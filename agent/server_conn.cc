@@ -6,6 +6,7 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -146,6 +147,7 @@ void ServerConn::Link(ClientConn* client, uint64_t now_us) {
   // and no ReadyForQuery.
   replies_.Reset();
   resume_client_ = false;
+  last_query_size_ = 0;  // The previous client's query is not this one's.
   ps_tracking_ = pool_.pool_mode() != config::PoolMode::kSession &&
                  agent_.config().max_prepared_statements > 0;
 }
@@ -185,6 +187,14 @@ void ServerConn::NoteClientMessage(char type) {
     default:  // Flush, CopyData/Done/Fail: no ReadyForQuery of their own.
       break;
   }
+}
+
+void ServerConn::NoteQueryText(evbuffer* in, size_t offset, const pg::MessageHeader& header) {
+  evbuffer_ptr pos;
+  evbuffer_ptr_set(in, &pos, offset, EVBUFFER_PTR_SET);
+  const ssize_t copied = evbuffer_copyout_from(in, &pos, last_query_.data(),
+                                               std::min(last_query_.size(), header.body_size()));
+  last_query_size_ = copied > 0 ? strnlen(last_query_.data(), static_cast<size_t>(copied)) : 0;
 }
 
 void ServerConn::Write(evbuffer* from, size_t bytes) { SendOrQueue(bev_, from, bytes); }

@@ -36,9 +36,8 @@ bool WouldBlock(int error) { return error == EAGAIN || error == EWOULDBLOCK || e
 
 }  // namespace
 
-NetConn::NetConn(event_base* base, int fd, Handler* handler)
-    : handler_(handler), base_(base), fd_(fd) {
-  event_assign(&read_event_, base_, fd_, EV_READ | EV_PERSIST, &NetConn::OnReadable, this);
+NetConn::NetConn(event_base* base, int fd, Handler* handler) : handler_(handler) {
+  event_assign(&read_event_, base, fd, EV_READ | EV_PERSIST, &NetConn::OnReadable, this);
   EnableRead();
 }
 
@@ -51,7 +50,7 @@ size_t NetConn::input_length() const { return in_ != nullptr ? evbuffer_get_leng
 size_t NetConn::output_length() const { return out_ != nullptr ? evbuffer_get_length(out_) : 0; }
 
 void NetConn::EnableRead() {
-  if (reading_ || fd_ < 0) return;
+  if (reading_ || !open_) return;
   reading_ = true;
   event_add(&read_event_, nullptr);
   // OpenSSL may hold bytes it read from the socket and not yet decrypted for us: the socket
@@ -73,7 +72,7 @@ void NetConn::ReleaseDrainedInput() {
 }
 
 void NetConn::Close() {
-  if (fd_ < 0) return;
+  if (!open_) return;
   DisableRead();
   DisarmWrite();
   if (in_ != nullptr) BufferPool::Local().Give(in_);
@@ -83,14 +82,14 @@ void NetConn::Close() {
   // EOF, which both sides accept as the end (dirty shutdown allowed).
   if (ssl_ != nullptr) SSL_free(ssl_);
   ssl_ = nullptr;
-  close(fd_);
-  fd_ = -1;
+  close(event_get_fd(&read_event_));
+  open_ = false;
 }
 
 bool NetConn::StartTls(ssl_st* ssl) {
   if (ssl == nullptr) return false;
   FlushBestEffort();
-  if (output_length() != 0 || fd_ < 0 || SSL_set_fd(ssl, fd_) != 1) {
+  if (output_length() != 0 || !open_ || SSL_set_fd(ssl, fd()) != 1) {
     SSL_free(ssl);
     return false;
   }
@@ -117,7 +116,7 @@ void NetConn::OnReadable(int, short, void* arg) {
 bool NetConn::ReadPlain() {
   // One recv() per wakeup: the event is level-triggered, so what is left comes next turn.
   auto& scratch = Scratch();
-  const ssize_t n = recv(fd_, scratch.data(), scratch.size(), 0);
+  const ssize_t n = recv(fd(), scratch.data(), scratch.size(), 0);
   if (n > 0) {
     if (in_ == nullptr) in_ = BufferPool::Local().Take();
     evbuffer_add(in_, scratch.data(), static_cast<size_t>(n));
@@ -162,7 +161,7 @@ bool NetConn::ReadTls() {
     const std::string why = eof ? "" : TlsFailure(failure);
     if (got) {
       handler_->OnNetRead();
-      if (fd_ < 0) return false;
+      if (!open_) return false;
     }
     Fail(eof, why);
     return false;
@@ -188,7 +187,7 @@ long NetConn::SendNow(const void* data, size_t size) {
     if (error == SSL_ERROR_WANT_READ) write_wants_read_ = true;
     return error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE ? 0 : -1;
   }
-  const ssize_t n = send(fd_, data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+  const ssize_t n = send(fd(), data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
   if (n >= 0) return n;
   return WouldBlock(errno) ? 0 : -1;
 }
@@ -199,7 +198,7 @@ void NetConn::Queue(const void* data, size_t size) {
 }
 
 void NetConn::Send(const void* data, size_t size) {
-  if (size == 0 || fd_ < 0) return;
+  if (size == 0 || !open_) return;
   const char* bytes = static_cast<const char*>(data);
   if (output_length() == 0) {
     // A TLS write takes one record at a time: keep going while the socket takes them.
@@ -218,7 +217,7 @@ void NetConn::Send(const void* data, size_t size) {
 void NetConn::Send(evbuffer* from, size_t bytes) {
   bytes = std::min(bytes, evbuffer_get_length(from));
   if (bytes == 0) return;
-  if (fd_ < 0) {
+  if (!open_) {
     evbuffer_drain(from, bytes);
     return;
   }
@@ -239,7 +238,7 @@ void NetConn::Send(evbuffer* from, size_t bytes) {
     msghdr message{};
     message.msg_iov = iov.data();
     message.msg_iovlen = static_cast<size_t>(used);
-    const ssize_t sent = sendmsg(fd_, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
+    const ssize_t sent = sendmsg(fd(), &message, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (sent > 0) {
       evbuffer_drain(from, static_cast<size_t>(sent));
       bytes -= static_cast<size_t>(sent);
@@ -262,9 +261,10 @@ void NetConn::Send(evbuffer* from, size_t bytes) {
 }
 
 void NetConn::ArmWrite() {
-  if (fd_ < 0) return;
+  if (!open_) return;
   if (write_event_ == nullptr) {
-    write_event_ = event_new(base_, fd_, EV_WRITE | EV_PERSIST, &NetConn::OnWritable, this);
+    write_event_ = event_new(event_get_base(&read_event_), fd(), EV_WRITE | EV_PERSIST,
+                             &NetConn::OnWritable, this);
   }
   if (write_event_ != nullptr && !event_pending(write_event_, EV_WRITE, nullptr)) {
     event_add(write_event_, nullptr);
@@ -288,7 +288,7 @@ void NetConn::OnWritable(int, short, void* arg) {
       return;
     } else {
       conn->ReleaseDrainedInput();
-      if (conn->fd_ < 0) return;
+      if (!conn->open_) return;
     }
   }
   const bool had_output = conn->out_ != nullptr;
@@ -299,7 +299,7 @@ void NetConn::OnWritable(int, short, void* arg) {
 
 bool NetConn::WritePlain() {
   while (out_ != nullptr && evbuffer_get_length(out_) > 0) {
-    const int n = evbuffer_write(out_, fd_);
+    const int n = evbuffer_write(out_, fd());
     if (n < 0 && WouldBlock(errno)) return true;
     if (n <= 0) {
       Fail(false, n == 0 ? "connection closed while writing" : strerror(errno));
@@ -344,7 +344,7 @@ bool NetConn::WriteTls() {
 }
 
 void NetConn::FlushBestEffort() {
-  if (fd_ < 0 || out_ == nullptr) return;
+  if (!open_ || out_ == nullptr) return;
   while (evbuffer_get_length(out_) > 0) {
     long sent;
     if (ssl_ != nullptr) {
@@ -352,7 +352,7 @@ void NetConn::FlushBestEffort() {
       const unsigned char* data = evbuffer_pullup(out_, static_cast<ssize_t>(chunk));
       sent = SendNow(data, chunk);
     } else {
-      sent = evbuffer_write(out_, fd_);
+      sent = evbuffer_write(out_, fd());
       if (sent > 0) continue;  // evbuffer_write drained what it sent.
     }
     if (sent <= 0) return;

@@ -12,6 +12,7 @@
 // socket BIO writes with write(): the process ignores SIGPIPE (the agent does, agent.cc).
 #pragma once
 
+#include <event2/event.h>
 #include <event2/event_struct.h>
 
 #include <cstddef>
@@ -47,8 +48,8 @@ class NetConn {
   NetConn(const NetConn&) = delete;
   NetConn& operator=(const NetConn&) = delete;
 
-  int fd() const { return fd_; }
-  bool open() const { return fd_ >= 0; }
+  int fd() const { return open_ ? event_get_fd(&read_event_) : -1; }
+  bool open() const { return open_; }
 
   // What has arrived and was not consumed yet. Never null: with no input buffer attached it is
   // an always-empty shared buffer. Read and drain it; never add to it.
@@ -105,9 +106,10 @@ class NetConn {
   void Fail(bool eof, const std::string& why);
   std::string TlsFailure(int ssl_error);
 
+  // Every byte here is paid per idle client: the socket and the loop are read from the read
+  // event rather than kept twice.
   Handler* handler_;
-  event_base* base_;
-  int fd_;
+  bool open_ = true;
   bool reading_ = false;
   // TLS: the last read stopped because OpenSSL must write first (waits for the write event).
   bool read_wants_write_ = false;
