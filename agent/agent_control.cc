@@ -115,7 +115,7 @@ absl::Status Agent::ResumeNow(const std::string& db) {
       for (const Listener& listener : listeners_) evconnlistener_enable(listener.listener);
       for (auto& [key, pool] : pools_) {
         // Queued clients read too: they bound their own buffered input.
-        for (ClientConn* client : ClientsOf(*pool)) bufferevent_enable(client->bev(), EV_READ);
+        for (ClientConn* client : ClientsOf(*pool)) client->net().EnableRead();
         auto enable = [](const ServerConn* server) {
           if (server->bev() != nullptr) bufferevent_enable(server->bev(), EV_READ);
         };
@@ -179,7 +179,7 @@ void Agent::Suspend() {
   suspended_ = true;
   for (const Listener& listener : listeners_) evconnlistener_disable(listener.listener);
   for (auto& [key, pool] : pools_) {
-    for (ClientConn* client : ClientsOf(*pool)) bufferevent_disable(client->bev(), EV_READ);
+    for (ClientConn* client : ClientsOf(*pool)) client->net().DisableRead();
     auto disable = [](const ServerConn* server) {
       if (server->bev() != nullptr) bufferevent_disable(server->bev(), EV_READ);
     };

@@ -360,7 +360,7 @@ ClientAuth::Outcome ClientAuth::Failed(const std::string& log_reason, const std:
   }
   // Hold the answer back; nothing more is read from this client meanwhile. The login
   // timeout and every other way of closing still apply (Close cancels the timer).
-  bufferevent_disable(client_.bev(), EV_READ);
+  client_.net().DisableRead();
   auth_delay_ = std::make_unique<Timer>(
       agent_.loop(),
       [this, sqlstate, answer = std::move(answer)] { client_.CloseWithError(sqlstate, answer); });
@@ -375,7 +375,7 @@ void ClientConn::StartAuth() {
 }
 
 void ClientConn::HandleAuthMessage() {
-  evbuffer* in = bufferevent_get_input(bev_);
+  evbuffer* in = net_.input();
   pg::MessageHeader header;
   switch (PeekFrameHeader(in, 0, kMaxAuthMessage, &header)) {
     case pg::HeaderResult::kNeedMore:

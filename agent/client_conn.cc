@@ -25,52 +25,40 @@ namespace pgfleet::agent {
 using namespace client_conn_detail;
 
 ClientConn::ClientConn(Agent& agent, int fd, std::string peer, uint64_t id)
-    : agent_(agent), fd_(fd), peer_(std::move(peer)), id_(id) {
+    : agent_(agent), net_(agent.loop().base(), fd, this), fd_(fd), peer_(std::move(peer)), id_(id) {
   connect_time_us_ = last_active_us_ = MonotonicMicros();
-  bev_ = bufferevent_socket_new(agent_.loop().base(), fd, BEV_OPT_CLOSE_ON_FREE);
-  bufferevent_setcb(bev_, &ClientConn::OnRead, &ClientConn::OnWrite, &ClientConn::OnEvent, this);
-  bufferevent_enable(bev_, EV_READ);
-  UseDirectReads(bev_);
   sockaddr_storage local{};
   socklen_t length = sizeof(local);
   unix_socket_ = getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0 &&
                  local.ss_family == AF_UNIX;
 }
 
-ClientConn::~ClientConn() {
-  if (bev_ != nullptr) bufferevent_free(bev_);
+ClientConn::~ClientConn() = default;
+
+void ClientConn::OnNetRead() {
+  last_active_us_ = MonotonicMicros();
+  ProcessInput();
 }
 
-void ClientConn::OnRead(bufferevent*, void* arg) {
-  auto* client = static_cast<ClientConn*>(arg);
-  client->last_active_us_ = MonotonicMicros();
-  client->ProcessInput();
-}
-
-void ClientConn::OnWrite(bufferevent*, void* arg) {
+void ClientConn::OnNetDrained() {
   // Output drained: if we had stopped reading from the server, start again.
-  auto* client = static_cast<ClientConn*>(arg);
-  if (client->server_ != nullptr) client->server_->ResumeReading();
-  if (client->waiting_for_output_drain_) {
-    client->waiting_for_output_drain_ = false;
-    bufferevent_enable(client->bev_, EV_READ);
-    client->ProcessInput();
+  if (server_ != nullptr) server_->ResumeReading();
+  if (waiting_for_output_drain_) {
+    waiting_for_output_drain_ = false;
+    net_.EnableRead();
+    ProcessInput();
   }
 }
 
-void ClientConn::OnEvent(bufferevent*, short events, void* arg) {
-  auto* client = static_cast<ClientConn*>(arg);
-  if (events & BEV_EVENT_EOF) {
-    client->Close("client closed connection");
-  } else if (events & BEV_EVENT_ERROR) {
-    client->Close(client->tls_ ? absl::StrCat("client TLS error: ", TlsErrorText(client->bev_))
-                               : absl::StrCat("client socket error: ", strerror(errno)));
+void ClientConn::OnNetClosed(bool eof, const std::string& why) {
+  if (eof) {
+    Close("client closed connection");
+  } else {
+    Close(absl::StrCat(tls_ ? "client TLS error: " : "client socket error: ", why));
   }
 }
 
-void ClientConn::Write(const std::string& bytes) {
-  if (bev_ != nullptr) SendOrQueue(bev_, bytes.data(), bytes.size());
-}
+void ClientConn::Write(const std::string& bytes) { net_.Send(bytes.data(), bytes.size()); }
 
 void ClientConn::ProcessInput() {
   switch (state_) {
@@ -94,19 +82,54 @@ void ClientConn::ProcessInput() {
       // Bytes (a pipelined query, or EOF) arrived while queued for a server, or before the
       // pool's first server logged in: they stay buffered until a server is linked (or the
       // welcome is sent), within a bound.
-      if (evbuffer_get_length(bufferevent_get_input(bev_)) >= kWaitingInputLimit) {
-        bufferevent_disable(bev_, EV_READ);
-      }
+      if (net_.input_length() >= kWaitingInputLimit) net_.DisableRead();
       break;
     case State::kClosed:
       break;
   }
+  // What was consumed leaves no buffer behind (a closed client gave its buffers back).
+  net_.ReleaseDrainedInput();
+}
+
+namespace {
+
+constexpr size_t kMaxSharedParamLists = 128;
+
+// Clients of a pool mostly carry the same tracked parameters (the server's defaults and the
+// driver's few settings): one copy is shared by all of them, as PgBouncer's string pool does
+// for its variable cache. Six parameters in a vector of their own cost an idle client about
+// half a kilobyte.
+std::shared_ptr<const ParamList> Shared(ParamList params) {
+  static thread_local std::vector<std::shared_ptr<const ParamList>> known;
+  for (const auto& list : known) {
+    if (*list == params) return list;
+  }
+  auto list = std::make_shared<const ParamList>(std::move(params));
+  if (known.size() >= kMaxSharedParamLists) {
+    std::erase_if(known, [](const auto& entry) { return entry.use_count() == 1; });
+  }
+  if (known.size() < kMaxSharedParamLists) known.push_back(list);
+  return list;
+}
+
+}  // namespace
+
+const ParamList& ClientConn::params() const {
+  static const ParamList kNone;
+  return params_ != nullptr ? *params_ : kNone;
+}
+
+void ClientConn::SetTrackedParam(const std::string& name, const std::string& value) {
+  ParamList changed = params();
+  SetParam(changed, name, value);
+  params_ = Shared(std::move(changed));
 }
 
 void ClientConn::SendWelcome() {
   std::string welcome = pg::AuthenticationRequest(pg::kAuthOk);
   // Start from the server's values; the client's own startup values win.
-  ParamList client_params = params_;
+  const ParamList& client_params = params();
+  ParamList merged = client_params;
   for (const auto& [name, value] : pool_->welcome_params()) {
     bool client_set = false;
     for (const auto& [client_name, client_value] : client_params) {
@@ -118,30 +141,39 @@ void ClientConn::SendWelcome() {
     }
     if (!client_set) {
       welcome += pg::ParameterStatus(name, value);
-      if (TrackedParamName(name) != nullptr) SetParam(params_, name, value);
+      if (TrackedParamName(name) != nullptr) SetParam(merged, name, value);
     }
   }
+  params_ = Shared(std::move(merged));
   welcome += pg::BackendKeyData(cancel_pid_, cancel_key_);
   welcome += pg::ReadyForQuery('I');
   Write(welcome);
   // Reading may have stopped at the input bound while the welcome was awaited (SUSPEND keeps
   // it stopped; RESUME starts every client reading).
-  if (!agent_.suspended()) bufferevent_enable(bev_, EV_READ);
+  if (!agent_.suspended()) net_.EnableRead();
+}
+
+std::string_view ClientConn::last_query() const {
+  return server_ != nullptr ? server_->last_query() : std::string_view();
 }
 
 void ClientConn::UpdateParam(const std::string& name, const std::string& value) {
-  if (TrackedParamName(name) != nullptr) SetParam(params_, name, value);
+  if (TrackedParamName(name) == nullptr) return;
+  for (const auto& [key, current] : params()) {
+    if (key == name && current == value) return;  // Unchanged: no copy.
+  }
+  SetTrackedParam(name, value);
 }
 
 void ClientConn::HandleIdleInput() {
-  evbuffer* in = bufferevent_get_input(bev_);
+  evbuffer* in = net_.input();
   while (state_ == State::kIdle) {
     if (!SkipInput()) return;
     // Answers the agent gives on its own (AnswerKnownParse) are not queued without end for a
     // client that does not read them: reading resumes once its output drains (OnWrite).
-    if (evbuffer_get_length(bufferevent_get_output(bev_)) > kOutputHighWater) {
+    if (net_.output_length() > kOutputHighWater) {
       waiting_for_output_drain_ = true;
-      bufferevent_disable(bev_, EV_READ);
+      net_.DisableRead();
       return;
     }
     if (AnswerKnownParse()) continue;
@@ -186,7 +218,7 @@ void ClientConn::HandleIdleInput() {
 
 bool ClientConn::SkipInput() {
   if (skip_remaining_ == 0) return true;
-  evbuffer* in = bufferevent_get_input(bev_);
+  evbuffer* in = net_.input();
   const size_t dropped = std::min(skip_remaining_, evbuffer_get_length(in));
   evbuffer_drain(in, dropped);
   pool_->stats().bytes_received += dropped;
@@ -198,7 +230,7 @@ void ClientConn::OnLinked(ServerConn* server, uint64_t now_us, bool was_waiting)
   if (was_waiting) {
     pool_->stats().wait_time_us += now_us - wait_start_us_;
     // A no-op (no syscall) unless the input limit or SUSPEND had stopped reading.
-    bufferevent_enable(bev_, EV_READ);
+    net_.EnableRead();
   }
   server_ = server;
 }
@@ -212,15 +244,15 @@ void ClientConn::OnUnlinked() {
   // Reading may have stopped for the server's full output (StartBackpressure), which no longer
   // concerns this client; left stopped, a client whose input needs no server (the rest of a
   // failed COPY, dropped) would never be read again.
-  if (bev_ != nullptr && !agent_.suspended()) bufferevent_enable(bev_, EV_READ);
+  if (!agent_.suspended()) net_.EnableRead();
   query_start_us = xact_start_us = 0;
 }
 
-void ClientConn::StartBackpressure() { bufferevent_disable(bev_, EV_READ); }
+void ClientConn::StartBackpressure() { net_.DisableRead(); }
 
 void ClientConn::ForwardToServer() {
   if (server_ == nullptr || server_->state() != ServerConn::State::kActive) return;
-  evbuffer* in = bufferevent_get_input(bev_);
+  evbuffer* in = net_.input();
   const uint32_t max_packet = static_cast<uint32_t>(agent_.config().max_packet_size);
   // The first `offset` bytes of the input go to the server in one write: whole messages and
   // what has arrived of the last one (a large message streams as it arrives).
@@ -255,7 +287,7 @@ void ClientConn::ForwardToServer() {
       if (rewrite == Rewrite::kNeedMore) break;
       if (rewrite == Rewrite::kWait) {
         // Read no more meanwhile: what waits is bounded by what was already read.
-        bufferevent_disable(bev_, EV_READ);
+        net_.DisableRead();
         server_->ResumeClientAfterAnswers();
         break;
       }
@@ -265,13 +297,7 @@ void ClientConn::ForwardToServer() {
       }
     }
     server_->NoteClientMessage(header.type);
-    if (header.type == 'Q') {
-      evbuffer_ptr pos;
-      evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
-      ssize_t copied = evbuffer_copyout_from(in, &pos, last_query_.data(),
-                                             std::min(last_query_.size(), header.body_size()));
-      last_query_size_ = copied > 0 ? strnlen(last_query_.data(), static_cast<size_t>(copied)) : 0;
-    }
+    if (header.type == 'Q') server_->NoteQueryText(in, offset + pg::kHeaderSize, header);
     forward_remaining_ = header.total();
   }
   FlushToServer(offset);
@@ -288,14 +314,14 @@ void ClientConn::ForwardToServer() {
 void ClientConn::FlushToServer(size_t& offset) {
   if (offset > 0) {
     pool_->stats().bytes_received += offset;
-    server_->Write(bufferevent_get_input(bev_), offset);
+    server_->Write(net_.input(), offset);
     offset = 0;
   }
   server_->set_mid_client_message(forward_remaining_ > 0);
 }
 
 void ClientConn::HandleAdminInput() {
-  evbuffer* in = bufferevent_get_input(bev_);
+  evbuffer* in = net_.input();
   while (state_ == State::kAdmin && !admin_busy_) {
     pg::MessageHeader header;
     switch (PeekFrameHeader(in, 0, kMaxAdminMessage, &header)) {
@@ -336,13 +362,13 @@ void ClientConn::HandleAdminInput() {
 
 void ClientConn::AdminCommandStarted() {
   admin_busy_ = true;
-  bufferevent_disable(bev_, EV_READ);
+  net_.DisableRead();
 }
 
 void ClientConn::AdminCommandDone() {
   if (!admin_busy_) return;
   admin_busy_ = false;
-  bufferevent_enable(bev_, EV_READ);
+  net_.EnableRead();
   // Queries sent while the command waited are still buffered; run them from the loop so a
   // long pipeline does not recurse (Close takes the client off the queue).
   agent_.ready_clients().Schedule(this);
@@ -356,7 +382,7 @@ void ClientConn::CloseWithError(const std::string& sqlstate, const std::string& 
   }
   Write(pg::ErrorResponse("FATAL", sqlstate, message));
   // The socket is closed right after: push what is queued (results, then the error) out now.
-  FlushBestEffort(bev_);
+  net_.FlushBestEffort();
   Close(message);
 }
 
@@ -388,8 +414,7 @@ void ClientConn::Close(const std::string& reason) {
     case State::kClosed:
       break;
   }
-  bufferevent_free(bev_);
-  bev_ = nullptr;
+  net_.Close();
   agent_.OnClientClosed(this);
   agent_.DeferDelete(this);
 }

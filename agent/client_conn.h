@@ -10,13 +10,12 @@
 
 #include "agent/event_loop.h"
 #include "agent/intrusive_list.h"
+#include "agent/net/net_conn.h"
 #include "agent/pg/protocol.h"
 #include "agent/pool.h"
 #include "agent/prepared_statements.h"
 #include "common/auth_crypto.h"
 #include "common/config/auth_file.h"
-
-struct bufferevent;
 
 namespace pgfleet::agent {
 
@@ -24,7 +23,7 @@ class Agent;
 class ClientAuth;
 class ServerConn;
 
-class ClientConn : public ListNode {
+class ClientConn final : public ListNode, private net::NetConn::Handler {
  public:
   enum class State {
     kStartup,       // Reading the startup packet (agent login list).
@@ -47,7 +46,7 @@ class ClientConn : public ListNode {
   const std::string& database() const { return database_; }
   Pool* pool() const { return pool_; }
   ServerConn* server() const { return server_; }
-  const ParamList& params() const { return params_; }
+  const ParamList& params() const;
   int32_t cancel_pid() const { return cancel_pid_; }
   int32_t cancel_key() const { return cancel_key_; }
   uint64_t connect_time_us() const { return connect_time_us_; }
@@ -71,7 +70,9 @@ class ClientConn : public ListNode {
   // from the loop (ReadyQueue); others mark the client ready instead of calling it.
   void ProcessInput();
   void Write(const std::string& bytes);
-  bufferevent* bev() const { return bev_; }
+  // The socket: its buffers, read event and TLS (agent/net/net_conn.h).
+  net::NetConn& net() { return net_; }
+  const net::NetConn& net() const { return net_; }
   bool tls() const { return tls_; }
   // Called by the server side when the client's output buffer grew past the limit.
   void StartBackpressure();
@@ -83,8 +84,10 @@ class ClientConn : public ListNode {
   // Named protocol-level prepared statements, by the client's names (transaction mode).
   ps::ClientStatements& statements() { return statements_; }
 
-  // The start of the last simple query, for drain reports ("who holds the pause up").
-  std::string_view last_query() const { return {last_query_.data(), last_query_size_}; }
+  // The start of the last simple query sent through the linked server, for drain reports
+  // ("who holds the pause up"); kept by the server (ServerConn::NoteQueryText), since only a
+  // linked client holds anything up and servers are few while idle clients are many.
+  std::string_view last_query() const;
 
   // Stats bookkeeping done by the server side on ReadyForQuery.
   uint64_t query_start_us = 0;
@@ -94,10 +97,12 @@ class ClientConn : public ListNode {
   friend struct ConnMover;
   friend class ReadyQueue;
   friend class ClientAuth;
-  static void OnRead(bufferevent* bev, void* arg);
-  static void OnWrite(bufferevent* bev, void* arg);
-  static void OnEvent(bufferevent* bev, short events, void* arg);
+  // net::NetConn::Handler.
+  void OnNetRead() override;
+  void OnNetDrained() override;
+  void OnNetClosed(bool eof, const std::string& why) override;
 
+  void SetTrackedParam(const std::string& name, const std::string& value);
   void HandleStartup();
   void HandleStartupPacket(std::string_view packet);
   // PgBouncer 1.20+'s rule for `options` (PGOPTIONS): tracked settings in it are kept like
@@ -138,7 +143,7 @@ class ClientConn : public ListNode {
   void HandleAdminInput();
 
   Agent& agent_;
-  bufferevent* bev_ = nullptr;  // Over TLS, the encrypting filter around the socket's.
+  net::NetConn net_;
   bool tls_ = false;
   bool unix_socket_ = false;  // TLS is neither offered nor required over a unix socket.
   // An SSLRequest / GSSENCRequest was answered: a second one is a protocol error.
@@ -152,7 +157,9 @@ class ClientConn : public ListNode {
 
   std::string user_;
   std::string database_;
-  ParamList params_;  // Tracked parameters (client_encoding, TimeZone...).
+  // Tracked parameters (client_encoding, TimeZone...), shared with the clients that have the
+  // same ones; changed by copy (SetTrackedParam).
+  std::shared_ptr<const ParamList> params_;
   Pool* pool_ = nullptr;
   ServerConn* server_ = nullptr;
   int32_t cancel_pid_ = 0;
@@ -165,9 +172,6 @@ class ClientConn : public ListNode {
   // A failed login's closing goes unlogged (past the auth failure burst, one summary line
   // stands for it).
   bool quiet_close_ = false;
-  // A fixed buffer so noting the query costs a short copy and no allocation per message.
-  std::array<char, 96> last_query_{};
-  size_t last_query_size_ = 0;
   // Bytes of a message already partly forwarded to the server.
   size_t forward_remaining_ = 0;
   // Bytes of a message to drop as they arrive: the rest of one whose server was closed under

@@ -32,7 +32,7 @@ bool ClientConn::AnswerKnownParse() {
       pool_->pool_mode() == config::PoolMode::kSession) {
     return false;
   }
-  evbuffer* in = bufferevent_get_input(bev_);
+  evbuffer* in = net_.input();
   pg::MessageHeader parse;
   pg::MessageHeader sync;
   const uint32_t max_packet = static_cast<uint32_t>(agent_.config().max_packet_size);
@@ -77,7 +77,7 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
   if (type != 'P' && type != 'B' && type != 'D' && type != 'C' && type != 'Q') {
     return Rewrite::kPassThrough;
   }
-  evbuffer* in = bufferevent_get_input(bev_);
+  evbuffer* in = net_.input();
   const size_t available = evbuffer_get_length(in);
   ps::ServerStatements& server_statements = server_->statements();
   const size_t capacity = static_cast<size_t>(std::max(agent_.config().max_prepared_statements, 1));
@@ -144,8 +144,7 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
         return Rewrite::kWait;
       }
       FlushToServer(offset);
-      last_query_size_ = std::min(last_query_.size(), strnlen(start.data(), start.size()));
-      memcpy(last_query_.data(), start.data(), last_query_size_);
+      server_->NoteQueryText(in, pg::kHeaderSize, header);  // At the front once flushed.
       evbuffer_drain(in, pg::kHeaderSize);
       pool_->stats().bytes_received += pg::kHeaderSize;
       skip_remaining_ = header.body_size();

@@ -25,8 +25,8 @@ using namespace client_conn_detail;
 
 void ClientConn::HandleStartup() {
   while (state_ == State::kStartup) {
-    // Fetched each time round: an SSLRequest replaces bev_ with its TLS filter.
-    evbuffer* in = bufferevent_get_input(bev_);
+    // Fetched each time round: the input buffer is given back when drained.
+    evbuffer* in = net_.input();
     size_t available = evbuffer_get_length(in);
     if (available < 4) return;
     char raw_length[4];
@@ -56,7 +56,7 @@ bool ClientConn::ApplyStartupOptions(const std::string& options) {
   };
   for (const auto& [name, value] : *settings) {
     if (const char* tracked = TrackedParamName(name)) {
-      SetParam(params_, tracked, value);
+      SetTrackedParam(tracked, value);
     } else if (!is_ignored(name) && !is_ignored("options")) {
       CloseWithError("08P01", absl::StrCat("unsupported startup parameter in options: ", name));
       return false;
@@ -124,7 +124,7 @@ void ClientConn::HandleStartupPacket(std::string_view packet) {
     } else if (name == "database") {
       database_ = value;
     } else if (const char* tracked = TrackedParamName(name)) {
-      SetParam(params_, tracked, value);
+      SetTrackedParam(tracked, value);
     } else if (name == "options") {
       if (!ApplyStartupOptions(value)) return;
     } else if (std::find(cfg.ignore_startup_parameters.begin(), cfg.ignore_startup_parameters.end(),
@@ -166,21 +166,16 @@ void ClientConn::StartTls() {
   }
   // Bytes after the SSLRequest would have been sent before encryption started: someone in
   // the middle may have injected them (CVE-2021-23214).
-  if (evbuffer_get_length(bufferevent_get_input(bev_)) != 0) {
+  if (net_.input_length() != 0) {
     CloseWithError("08P01", "received unencrypted data after SSL request");
     return;
   }
   Write("S");
-  UseLibeventReads(bev_);  // The TLS filter reads through libevent's own handler.
-  bufferevent* encrypted = WrapInTls(bev_, tls->NewSession(), /*accepting=*/true);
-  if (encrypted == nullptr) {
+  if (!net_.StartTls(tls->NewSession())) {
     Close("cannot start TLS");
     return;
   }
-  bev_ = encrypted;
   tls_ = true;
-  bufferevent_setcb(bev_, &ClientConn::OnRead, &ClientConn::OnWrite, &ClientConn::OnEvent, this);
-  bufferevent_enable(bev_, EV_READ);
 }
 
 }  // namespace pgfleet::agent

@@ -6,6 +6,7 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -88,7 +89,7 @@ void ServerConn::OnWrite(bufferevent*, void* arg) {
   // Output to the server drained: the client may send again.
   auto* server = static_cast<ServerConn*>(arg);
   if (server->client_ != nullptr) {
-    bufferevent_enable(server->client_->bev(), EV_READ);
+    server->client_->net().EnableRead();
     server->agent_.ready_clients().Schedule(server->client_);
   }
 }
@@ -146,6 +147,7 @@ void ServerConn::Link(ClientConn* client, uint64_t now_us) {
   // and no ReadyForQuery.
   replies_.Reset();
   resume_client_ = false;
+  last_query_size_ = 0;  // The previous client's query is not this one's.
   ps_tracking_ = pool_.pool_mode() != config::PoolMode::kSession &&
                  agent_.config().max_prepared_statements > 0;
 }
@@ -185,6 +187,14 @@ void ServerConn::NoteClientMessage(char type) {
     default:  // Flush, CopyData/Done/Fail: no ReadyForQuery of their own.
       break;
   }
+}
+
+void ServerConn::NoteQueryText(evbuffer* in, size_t offset, const pg::MessageHeader& header) {
+  evbuffer_ptr pos;
+  evbuffer_ptr_set(in, &pos, offset, EVBUFFER_PTR_SET);
+  const ssize_t copied = evbuffer_copyout_from(in, &pos, last_query_.data(),
+                                               std::min(last_query_.size(), header.body_size()));
+  last_query_size_ = copied > 0 ? strnlen(last_query_.data(), static_cast<size_t>(copied)) : 0;
 }
 
 void ServerConn::Write(evbuffer* from, size_t bytes) { SendOrQueue(bev_, from, bytes); }
@@ -265,7 +275,7 @@ void ServerConn::NoteErrorResponse(evbuffer* in, size_t offset, const pg::Messag
 void ServerConn::ForwardToClient() {
   if (client_ == nullptr) return;
   evbuffer* in = bufferevent_get_input(bev_);
-  bufferevent* client_bev = client_->bev();
+  net::NetConn& client_net = client_->net();
   size_t available = evbuffer_get_length(in);
   size_t offset = 0;
   if (forward_remaining_ > 0) {
@@ -315,7 +325,7 @@ void ServerConn::ForwardToClient() {
         tx_status_ = status;
       }
       pool_.stats().bytes_sent += offset;
-      SendOrQueue(client_bev, in, offset);
+      client_net.Send(in, offset);
       evbuffer_drain(in, header.total());
       available = evbuffer_get_length(in);
       offset = 0;
@@ -362,12 +372,12 @@ void ServerConn::ForwardToClient() {
       }
       if (action != ps::ResponseAction::kForward) {
         pool_.stats().bytes_sent += offset;
-        SendOrQueue(client_bev, in, offset);
+        client_net.Send(in, offset);
         evbuffer_drain(in, header.total());
         if (action == ps::ResponseAction::kAsParseComplete) {
           // ParseComplete: type '1', length 4, no body.
           static constexpr char kParseComplete[] = {'1', 0, 0, 0, 4};
-          SendOrQueue(client_bev, kParseComplete, sizeof(kParseComplete));
+          client_net.Send(kParseComplete, sizeof(kParseComplete));
         }
         available = evbuffer_get_length(in);
         offset = 0;
@@ -393,7 +403,7 @@ void ServerConn::ForwardToClient() {
       const char status = body.empty() ? 'I' : body[0];
       if (mode == config::PoolMode::kStatement && status != 'I') {
         pool_.stats().bytes_sent += offset;
-        SendOrQueue(client_bev, in, offset);
+        client_net.Send(in, offset);
         ClientConn* client = client_;
         Close("statement pooling: transaction block", /*is_error=*/false);
         client->CloseWithError("08P01", "transaction blocks not allowed in statement pooling mode");
@@ -404,7 +414,7 @@ void ServerConn::ForwardToClient() {
       MaybeSendProbe();
       if (mode != config::PoolMode::kSession && IsClean()) {
         pool_.stats().bytes_sent += offset;
-        SendOrQueue(client_bev, in, offset);
+        client_net.Send(in, offset);
         pool_.ReleaseServer(this);
         return;
       }
@@ -419,16 +429,16 @@ void ServerConn::ForwardToClient() {
   }
   if (offset > 0) {
     pool_.stats().bytes_sent += offset;
-    SendOrQueue(client_bev, in, offset);
+    client_net.Send(in, offset);
   }
-  if (evbuffer_get_length(bufferevent_get_output(client_bev)) > kOutputHighWater) {
+  if (client_net.output_length() > kOutputHighWater) {
     StartBackpressure();
   }
   if (resume_client_) {
     // The answers a waiting client message depended on may have arrived: it checks again (and
     // waits again if they have not). Last, as the client may close meanwhile.
     resume_client_ = false;
-    if (!agent_.suspended()) bufferevent_enable(client_bev, EV_READ);
+    if (!agent_.suspended()) client_net.EnableRead();
     agent_.ready_clients().Schedule(client_);
   }
 }

@@ -2,6 +2,7 @@
 // linked client, watching ReadyForQuery to know when the server can go back to the pool.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -90,6 +91,9 @@ class ServerConn : public ListNode {
   void ResumeClientAfterAnswers() { resume_client_ = true; }
   ps::ServerStatements& statements() { return statements_; }
   const ps::ServerStatements& statements() const { return statements_; }
+  // Notes the start of the linked client's simple query at `offset` of `in` (drain reports).
+  void NoteQueryText(evbuffer* in, size_t offset, const pg::MessageHeader& header);
+  std::string_view last_query() const { return {last_query_.data(), last_query_size_}; }
   void Write(evbuffer* from, size_t bytes);
   void WriteRaw(const std::string& bytes);
 
@@ -169,6 +173,9 @@ class ServerConn : public ListNode {
   bool ps_tracking_ = false;
   bool resume_client_ = false;
   ps::ServerStatements statements_;
+  // A fixed buffer so noting the query costs a short copy and no allocation per message.
+  std::array<char, 96> last_query_{};
+  size_t last_query_size_ = 0;
 
   uint64_t connect_time_us_;
   uint64_t last_used_us_;

@@ -24,8 +24,9 @@ using show::SplitPeer;
 using show::WallTime;
 
 // SHOW CLIENTS/SERVERS' tls column: "TLSv1.3/TLS_AES_256_GCM_SHA384", NULL for plain text.
-std::optional<std::string> TlsColumn(bufferevent* bev) {
-  std::string description = DescribeTls(bev);
+template <typename TlsHandle>
+std::optional<std::string> TlsColumn(TlsHandle* handle) {
+  std::string description = DescribeTls(handle);
   if (description.empty()) return std::nullopt;
   return description;
 }
@@ -115,7 +116,7 @@ std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socke
         WallTime(client->last_active_us()), Num(wait / 1000000), Num(wait % 1000000), "0",
         Ptr(client->id()),
         client->server() ? std::optional<std::string>(Ptr(client->server()->id())) : std::nullopt,
-        "0", TlsColumn(client->bev()), ParamOf(client->params(), "application_name"),
+        "0", TlsColumn(client->net().ssl()), ParamOf(client->params(), "application_name"),
         Num(prepared, true), Num(client->id())};
     if (socket_columns) row.insert(row.end(), 7, "0");
     result.AddRow(row);

@@ -204,18 +204,14 @@ bufferevent* WrapInTls(bufferevent* plain, ssl_st* ssl, bool accepting) {
 }
 
 std::string DescribeTls(bufferevent* bev) {
-  if (bev == nullptr) return "";
-  SSL* ssl = bufferevent_openssl_get_ssl(bev);
-  if (ssl == nullptr) return "";
-  return absl::StrCat(SSL_get_version(ssl), "/", SSL_get_cipher_name(ssl));
+  return bev == nullptr ? "" : DescribeTls(bufferevent_openssl_get_ssl(bev));
 }
 
-std::string TlsErrorText(bufferevent* bev) {
-  std::string text;
-  while (unsigned long code = bufferevent_get_openssl_error(bev)) {
-    absl::StrAppend(&text, text.empty() ? "" : "; ", ReasonOf(code));
-  }
-  if (SSL* ssl = bufferevent_openssl_get_ssl(bev)) {
+namespace {
+
+// The reasons collected, then the certificate check's verdict when it failed.
+std::string ErrorTextWithVerify(std::string text, SSL* ssl) {
+  if (ssl != nullptr) {
     const long verify = SSL_get_verify_result(ssl);
     if (verify != X509_V_OK) {
       absl::StrAppend(&text, text.empty() ? "" : " (", X509_verify_cert_error_string(verify),
@@ -223,6 +219,29 @@ std::string TlsErrorText(bufferevent* bev) {
     }
   }
   return text.empty() ? "TLS error" : text;
+}
+
+}  // namespace
+
+std::string TlsErrorText(bufferevent* bev) {
+  std::string text;
+  while (unsigned long code = bufferevent_get_openssl_error(bev)) {
+    absl::StrAppend(&text, text.empty() ? "" : "; ", ReasonOf(code));
+  }
+  return ErrorTextWithVerify(std::move(text), bufferevent_openssl_get_ssl(bev));
+}
+
+std::string DescribeTls(ssl_st* ssl) {
+  if (ssl == nullptr) return "";
+  return absl::StrCat(SSL_get_version(ssl), "/", SSL_get_cipher_name(ssl));
+}
+
+std::string TlsErrorText(ssl_st* ssl) {
+  std::string text;
+  while (unsigned long code = ERR_get_error()) {
+    absl::StrAppend(&text, text.empty() ? "" : "; ", ReasonOf(code));
+  }
+  return ErrorTextWithVerify(std::move(text), ssl);
 }
 
 }  // namespace pgfleet::agent

@@ -47,5 +47,9 @@ bufferevent* WrapInTls(bufferevent* plain, ssl_st* ssl, bool accepting);
 std::string DescribeTls(bufferevent* bev);
 // Why a TLS bufferevent failed (handshake, certificate), from OpenSSL's error queue.
 std::string TlsErrorText(bufferevent* bev);
+// The same for a connection running OpenSSL directly (agent/net/net_conn.h): takes the
+// reasons from this thread's OpenSSL error queue.
+std::string DescribeTls(ssl_st* ssl);
+std::string TlsErrorText(ssl_st* ssl);
 
 }  // namespace pgfleet::agent

@@ -1,0 +1,125 @@
+// One accepted socket: a bare fd, one read event, and I/O buffers taken from the loop's
+// BufferPool only while bytes are in flight (PgBouncer's sbuf.c is the model). An idle
+// connection holds no buffer and no write event: the write event exists only while the
+// kernel refuses output, the output buffer only while it holds unsent bytes, and the input
+// buffer only while it holds bytes the protocol code has not consumed.
+//
+// The layer calls its Handler with events; the protocol code reads input() in place and
+// sends through Send(). TLS, when started, runs OpenSSL directly on the socket (SSL_set_fd),
+// in the same read and write handlers: a read that needs the socket writable (a handshake
+// message the kernel would not take) waits for the write event, and queued output that needs
+// the peer's bytes first (the handshake still running) waits for the read event. OpenSSL's
+// socket BIO writes with write(): the process ignores SIGPIPE (the agent does, agent.cc).
+#pragma once
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+struct event;
+struct event_base;
+struct evbuffer;
+struct ssl_st;
+
+namespace pgfleet::agent::net {
+
+class NetConn {
+ public:
+  class Handler {
+   public:
+    // Bytes arrived in input().
+    virtual void OnNetRead() = 0;
+    // Output that had to wait for the socket is all sent.
+    virtual void OnNetDrained() = 0;
+    // The peer closed (`eof`) or the socket or TLS failed (`why` says how). Reading has
+    // stopped; the handler closes the connection.
+    virtual void OnNetClosed(bool eof, const std::string& why) = 0;
+
+   protected:
+    ~Handler() = default;
+  };
+
+  // Takes `fd` (closed by Close or the destructor) and starts reading it.
+  NetConn(event_base* base, int fd, Handler* handler);
+  ~NetConn();
+  NetConn(const NetConn&) = delete;
+  NetConn& operator=(const NetConn&) = delete;
+
+  int fd() const { return open_ ? event_get_fd(&read_event_) : -1; }
+  bool open() const { return open_; }
+
+  // What has arrived and was not consumed yet. Never null: with no input buffer attached it is
+  // an always-empty shared buffer. Read and drain it; never add to it.
+  evbuffer* input() const;
+  size_t input_length() const;
+  // Bytes queued because the socket did not take them yet.
+  size_t output_length() const;
+
+  // Sends now what the socket takes and queues the rest (sent, in order, when it is writable).
+  void Send(const void* data, size_t size);
+  // Moves the first `bytes` of `from` to the connection the same way.
+  void Send(evbuffer* from, size_t bytes);
+
+  void EnableRead();
+  void DisableRead();
+  bool reading() const { return reading_; }
+
+  // Sends what is queued without blocking, before Close; the kernel's refusal drops the rest.
+  void FlushBestEffort();
+
+  // Starts TLS as the accepting side; takes `ssl`. Output must be empty (what was queued went
+  // out in plain text first). False (and `ssl` freed) when it cannot start.
+  bool StartTls(ssl_st* ssl);
+  ssl_st* ssl() const { return ssl_; }
+
+  // Gives the input buffer back if the protocol code consumed it all. The layer does this
+  // after every read; code that drains input outside a read (the loop's ReadyQueue) calls it.
+  void ReleaseDrainedInput();
+
+  // Stops both events, frees the buffers, closes the socket (and TLS). Idempotent.
+  void Close();
+
+  // For tests: whether any buffer or the write event is attached.
+  bool holds_buffers() const { return in_ != nullptr || out_ != nullptr; }
+  bool has_write_event() const { return write_event_ != nullptr; }
+
+ private:
+  static void OnReadable(int fd, short what, void* arg);
+  static void OnWritable(int fd, short what, void* arg);
+
+  // Reads what the socket (or TLS) has into the input buffer. Returns false when the
+  // connection failed or ended (the handler has been told).
+  bool ReadPlain();
+  bool ReadTls();
+  // Writes queued output. False when the connection failed (the handler has been told).
+  bool WritePlain();
+  bool WriteTls();
+  // Sends `size` bytes now, without queueing; returns how many the socket took, or -1 on a
+  // failure other than "would block" (left for the write path to meet and report).
+  long SendNow(const void* data, size_t size);
+  void Queue(const void* data, size_t size);
+  void ArmWrite();
+  void DisarmWrite();
+  void Fail(bool eof, const std::string& why);
+  std::string TlsFailure(int ssl_error);
+
+  // Every byte here is paid per idle client: the socket and the loop are read from the read
+  // event rather than kept twice.
+  Handler* handler_;
+  bool open_ = true;
+  bool reading_ = false;
+  // TLS: the last read stopped because OpenSSL must write first (waits for the write event).
+  bool read_wants_write_ = false;
+  // TLS: queued output waits for the peer's bytes (the handshake); retried after each read.
+  bool write_wants_read_ = false;
+  event read_event_;
+  event* write_event_ = nullptr;
+  evbuffer* in_ = nullptr;
+  evbuffer* out_ = nullptr;
+  ssl_st* ssl_ = nullptr;
+};
+
+}  // namespace pgfleet::agent::net
