@@ -9,8 +9,9 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-#include <algorithm>
 #include <array>
+
+#include "agent/net/send_chains.h"
 
 namespace pgfleet::agent {
 namespace {
@@ -29,28 +30,9 @@ int DirectSendFd(bufferevent* bev) {
 void SendOrQueue(bufferevent* bev, evbuffer* from, size_t bytes) {
   if (bytes == 0) return;
   if (const int fd = DirectSendFd(bev); fd >= 0) {
-    // The chains holding the first `bytes` (usually one: a read's worth of messages).
-    std::array<evbuffer_iovec, 16> chains;
-    const int count = evbuffer_peek(from, static_cast<ssize_t>(bytes), nullptr, chains.data(),
-                                    static_cast<int>(chains.size()));
-    std::array<iovec, 16> iov;
-    size_t covered = 0;
-    int used = 0;
-    for (; used < count && used < static_cast<int>(chains.size()) && covered < bytes; ++used) {
-      const size_t take = std::min(chains[used].iov_len, bytes - covered);
-      iov[used] = {chains[used].iov_base, take};
-      covered += take;
-    }
-    msghdr message{};
-    message.msg_iov = iov.data();
-    message.msg_iovlen = static_cast<size_t>(used);
     // An error other than EAGAIN is left for the bufferevent to meet when it writes the
     // rest (it reports it through the event callback, which closes the connection).
-    const ssize_t sent = sendmsg(fd, &message, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (sent > 0) {
-      evbuffer_drain(from, static_cast<size_t>(sent));
-      bytes -= static_cast<size_t>(sent);
-    }
+    bytes -= SendChainsNow(fd, from, bytes);
     if (bytes == 0) return;
   }
   evbuffer_remove_buffer(from, bufferevent_get_output(bev), bytes);

@@ -14,6 +14,7 @@
 #include <array>
 
 #include "agent/net/buffer_pool.h"
+#include "agent/net/send_chains.h"
 #include "agent/tls/tls_context.h"
 
 namespace pgfleet::agent::net {
@@ -222,27 +223,8 @@ void NetConn::Send(evbuffer* from, size_t bytes) {
     return;
   }
   if (output_length() == 0 && ssl_ == nullptr) {
-    // Straight from the reader's chains to the kernel, one sendmsg() (usually one chain: a
-    // read's worth of messages).
-    std::array<evbuffer_iovec, 16> chains;
-    const int count = evbuffer_peek(from, static_cast<ssize_t>(bytes), nullptr, chains.data(),
-                                    static_cast<int>(chains.size()));
-    std::array<iovec, 16> iov;
-    size_t covered = 0;
-    int used = 0;
-    for (; used < count && used < static_cast<int>(chains.size()) && covered < bytes; ++used) {
-      const size_t take = std::min(chains[used].iov_len, bytes - covered);
-      iov[used] = {chains[used].iov_base, take};
-      covered += take;
-    }
-    msghdr message{};
-    message.msg_iov = iov.data();
-    message.msg_iovlen = static_cast<size_t>(used);
-    const ssize_t sent = sendmsg(fd(), &message, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (sent > 0) {
-      evbuffer_drain(from, static_cast<size_t>(sent));
-      bytes -= static_cast<size_t>(sent);
-    }
+    // Straight from the reader's chains to the kernel.
+    bytes -= SendChainsNow(fd(), from, bytes);
     if (bytes == 0) return;
   } else if (output_length() == 0) {
     while (bytes > 0) {

@@ -42,6 +42,7 @@
 #include "tests/testutil/fleet_fixture.h"
 #include "tests/testutil/free_port.h"
 #include "tests/testutil/json.h"
+#include "tests/testutil/log_lines.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
@@ -123,13 +124,7 @@ absl::StatusOr<absl::Time> AckTime(const std::string& log, uint64_t version) {
   const std::string needle = absl::StrCat("config version ", version, " applied (ACK)");
   for (absl::string_view line : absl::StrSplit(log, '\n')) {
     if (!absl::StrContains(line, needle)) continue;
-    const std::string stamp(line.substr(0, line.find(' ')));
-    absl::Time time;
-    std::string error;
-    if (!absl::ParseTime("%Y-%m-%dT%H:%M:%E*SZ", stamp, absl::UTCTimeZone(), &time, &error)) {
-      return absl::InternalError(absl::StrCat("bad log timestamp '", stamp, "': ", error));
-    }
-    return time;
+    return LogLineTime(line);
   }
   return absl::NotFoundError(absl::StrCat("no '", needle, "' in the log"));
 }

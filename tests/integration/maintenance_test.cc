@@ -55,6 +55,7 @@
 #include "tests/testutil/fixtures.h"
 #include "tests/testutil/fleet_fixture.h"
 #include "tests/testutil/json.h"
+#include "tests/testutil/log_lines.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
@@ -874,12 +875,7 @@ TEST_F(MaintenanceTest, RolloutHoldsDuringAWindowAndProceedsAfter) {
     for (absl::string_view line : absl::StrSplit(log, '\n')) {
       if (!absl::StrContains(line, needle)) continue;
       found = true;
-      absl::Time acked;
-      std::string error;
-      const std::string stamp(line.substr(0, line.find(' ')));
-      ASSERT_TRUE(
-          absl::ParseTime("%Y-%m-%dT%H:%M:%E*SZ", stamp, absl::UTCTimeZone(), &acked, &error))
-          << stamp << ": " << error;
+      PGF_ASSERT_OK_AND_ASSIGN(absl::Time acked, LogLineTime(line));
       EXPECT_GE(acked, resumed_at) << id << " applied v" << next << " during the window";
     }
     EXPECT_TRUE(found) << id << " never logged '" << needle << "'";

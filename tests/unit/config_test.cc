@@ -960,8 +960,9 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       // pgfleet's own: how long an old process's clients may go on after a hand-over.
       "handover_drain_timeout|30|30|yes", "idle_transaction_timeout|0|0|yes",
       "ignore_startup_parameters|||yes", "listen_addr|||no", "listen_port|6432|6432|no",
-      "log_connections|1|1|yes", "log_disconnections|1|1|yes", "log_pooler_errors|1|1|yes",
-      "log_stats|1|1|yes", "logfile|||yes", "max_client_conn|100|100|yes",
+      "log_connections|1|1|yes", "log_disconnections|1|1|yes", "log_format|text|text|yes",
+      "log_pooler_errors|1|1|yes", "log_stats|1|1|yes", "logfile|||yes",
+      "max_client_conn|100|100|yes",
       // PgBouncer 1.24's keys and defaults.
       "max_db_client_connections|0|0|yes", "max_db_connections|0|0|yes",
       "max_packet_size|2147483647|2147483647|yes",
