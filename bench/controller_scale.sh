@@ -104,13 +104,16 @@ HZ="$(getconf CLK_TCK)"
 TOKEN="scale-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 CONTROLLER_ARGS=(--listen=127.0.0.1:0 --db="$STATE/fleet.db" --port-file="$STATE/port"
   --metrics-interval="${INTERVAL}s")
+# The help read once into a variable: piped straight into `grep -q`, a long help dies of
+# SIGPIPE when grep stops reading, and pipefail then reads that as "no such flag".
+CONTROLLER_HELP="$("$STATE/pgfleet-controller" --help 2>/dev/null || true)"
 # The dashboard (and its in-memory metrics history) on a free port, where the controller has
 # one: it is part of what a controller does with every report.
-if "$STATE/pgfleet-controller" --help 2>/dev/null | grep -q -- --http-listen; then
+if grep -q -- --http-listen <<<"$CONTROLLER_HELP"; then
   CONTROLLER_ARGS+=(--http-listen=127.0.0.1:0)
 fi
 # The swarm's simulated agents carry no join tokens (a baseline binary has no such flag).
-if "$STATE/pgfleet-controller" --help 2>/dev/null | grep -q -- --insecure-agents; then
+if grep -q -- --insecure-agents <<<"$CONTROLLER_HELP"; then
   CONTROLLER_ARGS+=(--insecure-agents)
 fi
 log "starting pgfleet-controller (state in $STATE)"
