@@ -17,6 +17,9 @@
 namespace pgfleet::cli {
 namespace {
 
+// The largest reply fleetctl accepts: `agents list` of a 100,000-agent fleet with metrics.
+constexpr int kMaxReplyBytes = 256 << 20;
+
 std::string TokenFromFile() {
   const char* home = getenv("HOME");
   if (home == nullptr) return "";
@@ -70,12 +73,19 @@ pgfleet::v1::FleetService::Stub& Context::stub() {
     } else {
       credentials = grpc::InsecureChannelCredentials();
     }
+    // Replies grow with the fleet: `agents list` carries each agent's newest metrics, about
+    // 500 bytes an agent, so gRPC's default 4 MiB receive limit failed at ~8,000 agents.
+    grpc::ChannelArguments arguments;
+    arguments.SetMaxReceiveMessageSize(kMaxReplyBytes);
+    auto connect = [&](const std::string& target) {
+      return grpc::CreateCustomChannel(target, credentials, arguments);
+    };
     // Several controllers: the first that accepts a connection serves this command (each is
     // given a few seconds); if none does, the first is used and the call says why it failed.
-    channel_ = grpc::CreateChannel(addresses[0], credentials);
+    channel_ = connect(addresses[0]);
     if (addresses.size() > 1) {
       for (const std::string& candidate : addresses) {
-        std::shared_ptr<grpc::Channel> channel = grpc::CreateChannel(candidate, credentials);
+        std::shared_ptr<grpc::Channel> channel = connect(candidate);
         if (channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(3))) {
           channel_ = std::move(channel);
           break;

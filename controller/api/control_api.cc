@@ -233,7 +233,13 @@ absl::Status ControlApi::Call(const std::string& authorization, const std::strin
       Serve(
           Wire::kGrpc, authorization, *method,
           [&request]() -> absl::StatusOr<const pb::Message*> { return &request; }, forwarded));
-  response->CopyFrom(*result);
+  // Swapped, not copied, when of the same type (always, but for a proxied call): `agents
+  // list` of 10,000 agents is a 5 MB message.
+  if (result->GetDescriptor() == response->GetDescriptor()) {
+    response->GetReflection()->Swap(response, result.get());
+  } else {
+    response->CopyFrom(*result);
+  }
   return absl::OkStatus();
 }
 

@@ -317,7 +317,7 @@ pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired, Read
     out.set_binary_outdated(session->binary_outdated());
     out.set_on_disk_build_id(session->on_disk_build_id());
     out.set_on_disk_version(session->on_disk_version());
-    if (std::optional<pgfleet::v1::MetricsReport> metrics = session->metrics()) {
+    if (std::shared_ptr<const pgfleet::v1::MetricsReport> metrics = session->metrics()) {
       *out.mutable_last_metrics() = *metrics;
     }
     for (const std::string& key : session->restart_pending()) out.add_restart_pending(key);

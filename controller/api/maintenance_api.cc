@@ -49,7 +49,7 @@ pgfleet::v1::MaintenanceWindow MaintenanceApi::Describe(const WindowRow& stored)
       continue;
     }
     const pgfleet::v1::PauseState* pause =
-        live->metrics.has_value() ? FindPause(*live->metrics, window.database) : nullptr;
+        live->metrics != nullptr ? FindPause(*live->metrics, window.database) : nullptr;
     if (!IsActiveWindow(window.state)) {
       // The agent's last report may predate the RESUME by up to one metrics interval.
       row->set_state(pause == nullptr ? "resumed" : "resuming");

@@ -22,8 +22,9 @@ void MetricsHistory::Sample(const AgentRegistry& registry) {
       std::lock_guard<std::mutex> lock(mu_);
       if (reported == 0 || NewestLocked(session->agent_id()) >= reported) continue;
     }
-    std::optional<pgfleet::v1::MetricsReport> report = session->metrics();
-    if (report.has_value()) Add(session->agent_id(), *report);
+    if (std::shared_ptr<const pgfleet::v1::MetricsReport> report = session->metrics()) {
+      Add(session->agent_id(), *report);
+    }
   }
   // Agents that left (or were renamed) long ago: their charts are no longer live.
   constexpr int64_t kForgetAfterMs = 10 * 60 * 1000;

@@ -164,7 +164,7 @@ absl::Status MaintenanceOrchestrator::Follow(WindowRow& window, int64_t now, Out
   for (const LiveAgent& agent : agents_.ListLive(window.environment)) {
     if (SkipsAgent(window, agent.agent_id)) continue;
     const pgfleet::v1::PauseState* pause =
-        agent.metrics.has_value() ? FindPause(*agent.metrics, window.database) : nullptr;
+        agent.metrics != nullptr ? FindPause(*agent.metrics, window.database) : nullptr;
     if (pause != nullptr && pause->drained()) continue;
     std::string detail = absl::StrCat(agent.agent_id, ": ");
     if (pause == nullptr) {

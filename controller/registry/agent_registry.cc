@@ -65,18 +65,19 @@ void AgentSession::set_restart_pending(std::vector<std::string> keys) {
 }
 
 void AgentSession::SetMetrics(pgfleet::v1::MetricsReport report) {
+  auto shared = std::make_shared<const pgfleet::v1::MetricsReport>(std::move(report));
   std::lock_guard<std::mutex> lock(mu_);
-  metrics_ = std::move(report);
+  metrics_ = std::move(shared);
 }
 
-std::optional<pgfleet::v1::MetricsReport> AgentSession::metrics() const {
+std::shared_ptr<const pgfleet::v1::MetricsReport> AgentSession::metrics() const {
   std::lock_guard<std::mutex> lock(mu_);
   return metrics_;
 }
 
 int64_t AgentSession::metrics_timestamp_ms() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return metrics_.has_value() ? metrics_->timestamp_unix_ms() : 0;
+  return metrics_ != nullptr ? metrics_->timestamp_unix_ms() : 0;
 }
 
 void AgentSession::ExpectResult(uint64_t command_id) {
@@ -138,7 +139,7 @@ int32_t AgentSession::pid() const {
 bool AgentSession::binary_outdated() const {
   std::lock_guard<std::mutex> lock(mu_);
   // The newest report wins over the hello: the binary can be upgraded while the agent runs.
-  return metrics_.has_value() ? metrics_->binary_outdated() : binary_outdated_;
+  return metrics_ != nullptr ? metrics_->binary_outdated() : binary_outdated_;
 }
 
 void AgentSession::set_handover_command_id(uint64_t command_id) {
@@ -160,14 +161,14 @@ void AgentSession::SetOnDisk(std::string build_id, std::string version) {
 std::string AgentSession::on_disk_build_id() const {
   std::lock_guard<std::mutex> lock(mu_);
   // A report that names the binary on disk wins over the hello, like binary_outdated.
-  return metrics_.has_value() && !metrics_->on_disk_build_id().empty()
+  return metrics_ != nullptr && !metrics_->on_disk_build_id().empty()
              ? metrics_->on_disk_build_id()
              : on_disk_build_id_;
 }
 
 std::string AgentSession::on_disk_version() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return metrics_.has_value() && !metrics_->on_disk_build_id().empty() ? metrics_->on_disk_version()
+  return metrics_ != nullptr && !metrics_->on_disk_build_id().empty() ? metrics_->on_disk_version()
                                                                        : on_disk_version_;
 }
 

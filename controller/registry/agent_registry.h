@@ -77,7 +77,8 @@ class AgentSession {
   std::string on_disk_version() const;
 
   void SetMetrics(pgfleet::v1::MetricsReport report);
-  std::optional<pgfleet::v1::MetricsReport> metrics() const;
+  // The newest report (null before the first), shared: a report is never changed once stored.
+  std::shared_ptr<const pgfleet::v1::MetricsReport> metrics() const;
   // The newest report's timestamp (0: none yet), without copying the report.
   int64_t metrics_timestamp_ms() const;
 
@@ -108,7 +109,7 @@ class AgentSession {
   std::string on_disk_version_;
   std::string applied_sha256_;
   std::string sent_sha256_;
-  std::optional<pgfleet::v1::MetricsReport> metrics_;
+  std::shared_ptr<const pgfleet::v1::MetricsReport> metrics_;
   std::map<uint64_t, std::optional<pgfleet::v1::CommandResult>> results_;
 };
 

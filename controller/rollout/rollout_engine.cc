@@ -334,7 +334,7 @@ absl::Status RolloutEngine::Step(RolloutRow& rollout, int64_t now, Outbox& out) 
         const bool new_process =
             connected->handover_command_id == agent.command_id ||
             (connected->pid != 0 && agent.old_pid != 0 && connected->pid != agent.old_pid);
-        if (!new_process || !connected->metrics.has_value()) {
+        if (!new_process || connected->metrics == nullptr) {
           ++applying;
           not_back.push_back(agent.agent_id);
           continue;
@@ -418,12 +418,12 @@ absl::Status RolloutEngine::Step(RolloutRow& rollout, int64_t now, Outbox& out) 
     rollout.reason.clear();
     for (auto& [agent, connected] : live) {
       baselines_[{rollout.id, agent->agent_id}] =
-          connected.metrics.has_value() ? CountersOf(*connected.metrics) : HealthCounters{};
+          connected.metrics != nullptr ? CountersOf(*connected.metrics) : HealthCounters{};
     }
     return store_.UpdateRollout(rollout);
   }
   for (auto& [agent, connected] : live) {
-    if (!connected.metrics.has_value()) continue;
+    if (connected.metrics == nullptr) continue;
     auto key = std::make_pair(rollout.id, agent->agent_id);
     if (baselines_.count(key) == 0) baselines_[key] = CountersOf(*connected.metrics);  // Restart.
     std::string unhealthy = CheckHealth(*connected.metrics, baselines_[key], rollout.limits);

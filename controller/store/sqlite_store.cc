@@ -125,15 +125,22 @@ ConfigVersionRow ReadConfigVersion(const Stmt& stmt, bool with_text) {
   return row;
 }
 
-// Agents joined with their labels, one row per label (or one row with NULL labels).
-constexpr char kAgentSelect[] =
-    "SELECT a.agent_id, a.environment, a.agent_version, a.hostname, a.connected, "
-    "a.first_seen_unix_ms, a.last_seen_unix_ms, a.applied_version, a.applied_sha256, "
-    "a.last_error, a.pinned_version, l.key, l.value, l.operator "
-    "FROM agents a LEFT JOIN ("
-    "SELECT agent_id, key, value, 0 AS operator FROM agent_labels UNION ALL "
-    "SELECT agent_id, key, value, 1 AS operator FROM agent_label_overrides"
-    ") l ON l.agent_id = a.agent_id ";
+// Agents with their labels, one row per label (or one row with NULL labels), ordered by agent
+// and key; `where` filters the agents (e.g. "WHERE a.agent_id = ?1"). The filter is repeated in
+// both halves rather than applied to a join against a UNION of the two label tables: SQLite
+// materialises such a UNION whole before joining, so looking up one agent read every label of
+// the fleet (O(fleet) per hello, O(fleet^2) for a fleet connecting).
+std::string AgentSelect(absl::string_view where) {
+  constexpr absl::string_view kColumns =
+      "SELECT a.agent_id, a.environment, a.agent_version, a.hostname, a.connected, "
+      "a.first_seen_unix_ms, a.last_seen_unix_ms, a.applied_version, a.applied_sha256, "
+      "a.last_error, a.pinned_version, ";
+  return absl::StrCat(kColumns, "l.key, l.value, 0 FROM agents a ",
+                      "LEFT JOIN agent_labels l ON l.agent_id = a.agent_id ", where, " UNION ALL ",
+                      kColumns, "o.key, o.value, 1 FROM agents a ",
+                      "JOIN agent_label_overrides o ON o.agent_id = a.agent_id ", where,
+                      " ORDER BY 1, 12");
+}
 
 absl::StatusOr<std::vector<AgentRow>> ReadAgents(Stmt& stmt) {
   std::vector<AgentRow> agents;
@@ -718,10 +725,7 @@ absl::Status SqliteStore::SetAgentLabelOverrides(
 
 absl::StatusOr<AgentRow> SqliteStore::GetAgent(const std::string& agent_id) {
   absl::MutexLock lock(&mu_);
-  PGF_ASSIGN_OR_RETURN(
-      Stmt stmt,
-      Stmt::Prepare(db_,
-                    absl::StrCat(kAgentSelect, "WHERE a.agent_id = ?1 ORDER BY l.key").c_str()));
+  PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_, AgentSelect("WHERE a.agent_id = ?1").c_str()));
   stmt.BindText(1, agent_id);
   PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> agents, ReadAgents(stmt));
   if (agents.empty()) return absl::NotFoundError(absl::StrCat("agent '", agent_id, "' not found"));
@@ -733,16 +737,11 @@ absl::StatusOr<std::vector<AgentRow>> SqliteStore::ListAgents(const std::string&
   absl::MutexLock lock(&mu_);
   std::vector<AgentRow> agents;
   if (environment.empty()) {
-    PGF_ASSIGN_OR_RETURN(
-        Stmt stmt,
-        Stmt::Prepare(db_, absl::StrCat(kAgentSelect, "ORDER BY a.agent_id, l.key").c_str()));
+    PGF_ASSIGN_OR_RETURN(Stmt stmt, Stmt::Prepare(db_, AgentSelect("").c_str()));
     PGF_ASSIGN_OR_RETURN(agents, ReadAgents(stmt));
   } else {
-    PGF_ASSIGN_OR_RETURN(
-        Stmt stmt,
-        Stmt::Prepare(
-            db_, absl::StrCat(kAgentSelect, "WHERE a.environment = ?1 ORDER BY a.agent_id, l.key")
-                     .c_str()));
+    PGF_ASSIGN_OR_RETURN(Stmt stmt,
+                         Stmt::Prepare(db_, AgentSelect("WHERE a.environment = ?1").c_str()));
     stmt.BindText(1, environment);
     PGF_ASSIGN_OR_RETURN(agents, ReadAgents(stmt));
   }

@@ -51,6 +51,12 @@ class FakeAgents final : public AgentDirectory {
   }
   void Disconnect(const std::string& agent_id) { live_.erase(agent_id); }
   LiveAgent& agent(const std::string& agent_id) { return live_.at(agent_id); }
+  // A fresh metrics report for the agent, to fill in (the registry shares reports read-only).
+  pgfleet::v1::MetricsReport& NewMetrics(const std::string& agent_id) {
+    auto report = std::make_shared<pgfleet::v1::MetricsReport>();
+    live_.at(agent_id).metrics = report;
+    return *report;
+  }
 
   std::optional<LiveAgent> FindLive(const std::string& agent_id) const override {
     auto it = live_.find(agent_id);

@@ -58,7 +58,7 @@ class MaintenanceEngineTest : public ::testing::Test {
   }
   // The agent reports its pause of appdb, drained or not.
   void ReportPause(const std::string& agent, bool drained, int servers_in_use = 0) {
-    pgfleet::v1::MetricsReport& report = agents_.agent(agent).metrics.emplace();
+    pgfleet::v1::MetricsReport& report = agents_.NewMetrics(agent);
     pgfleet::v1::PauseState* pause = report.add_pauses();
     pause->set_database("appdb");
     pause->set_drained(drained);

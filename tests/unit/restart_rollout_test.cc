@@ -34,7 +34,7 @@ class RestartRolloutTest : public ::testing::Test {
       store_.AddAgent(id, "prod");
       agents_.Connect(id, "prod", v1_);
       agents_.agent(id).pid = pid++;
-      agents_.agent(id).metrics.emplace();
+      agents_.NewMetrics(id);
       agents_.agent(id).on_disk_version = "0.1.0";
       agents_.agent(id).on_disk_build_id = "aaaaaaaaaaaaaaaa";
     }
@@ -81,7 +81,7 @@ class RestartRolloutTest : public ::testing::Test {
     LiveAgent& live = agents_.agent(agent);
     live.pid += 1000;
     live.handover_command_id = command_id;
-    live.metrics.emplace();
+    live.metrics = std::make_shared<pgfleet::v1::MetricsReport>();
   }
 
   FakeStore store_;
@@ -108,7 +108,7 @@ TEST_F(RestartRolloutTest, WavesWaitForEachAgentToComeBackAsANewProcess) {
   agents_.agent("a1").metrics.reset();
   Tick();
   EXPECT_EQ(Rollout(id).bake_started_unix_ms, 0);
-  agents_.agent("a1").metrics.emplace();
+  agents_.NewMetrics("a1");
   Tick();
   EXPECT_EQ(Member(id, "a1").state, RolloutAgentState::kApplied);
   EXPECT_EQ(Member(id, "a1").new_pid, 555);
@@ -166,7 +166,7 @@ TEST_F(RestartRolloutTest, HealthGateAfterTheRestartStopsTheRollout) {
   const uint64_t id = Start(Spec());
   ComesBack("a1", RestartsTo("a1")[0]);
   Tick();  // Bake starts with the new process's baseline.
-  pgfleet::v1::PoolMetrics* pool = agents_.agent("a1").metrics->add_pools();
+  pgfleet::v1::PoolMetrics* pool = agents_.NewMetrics("a1").add_pools();
   pool->set_database("appdb");
   pool->set_cl_waiting(11);
   clock_.Advance(absl::Seconds(1));
@@ -185,7 +185,7 @@ TEST_F(RestartRolloutTest, OfflineAgentIsRestartedWhenItIsBack) {
   EXPECT_THAT(Rollout(id).reason, HasSubstr("holding"));
   agents_.Connect("a1", "prod", v1_);
   agents_.agent("a1").pid = 300;
-  agents_.agent("a1").metrics.emplace();
+  agents_.NewMetrics("a1");
   Tick();
   ASSERT_EQ(RestartsTo("a1").size(), 1u);
   EXPECT_EQ(Member(id, "a1").old_pid, 300);

@@ -188,7 +188,7 @@ TEST_F(RolloutEngineTest, HealthGateFailsOnWaitingClients) {
   const uint64_t id = StartRollout(Spec());
   Ack("a1", v2_);
   Tick();  // Bake starts; baseline taken.
-  pgfleet::v1::PoolMetrics* pool = agents_.agent("a1").metrics.emplace().add_pools();
+  pgfleet::v1::PoolMetrics* pool = agents_.NewMetrics("a1").add_pools();
   pool->set_database("appdb");
   pool->set_user("app");
   pool->set_cl_waiting(11);  // The default limit is 10.
@@ -205,7 +205,7 @@ TEST_F(RolloutEngineTest, HealthGateFailsOnWaitingClients) {
 
 TEST_F(RolloutEngineTest, HealthGateCountsOnlyNewServerErrors) {
   // Errors from before the bake are the baseline; only new ones count.
-  pgfleet::v1::DatabaseStats* db = agents_.agent("a1").metrics.emplace().add_databases();
+  pgfleet::v1::DatabaseStats* db = agents_.NewMetrics("a1").add_databases();
   db->set_server_errors(7);
   const uint64_t id = StartRollout(Spec());
   Ack("a1", v2_);
@@ -213,7 +213,7 @@ TEST_F(RolloutEngineTest, HealthGateCountsOnlyNewServerErrors) {
   clock_.Advance(absl::Seconds(5));
   Tick();
   EXPECT_EQ(Rollout(id).state, RolloutState::kRunning) << "old errors are not the new config's";
-  agents_.agent("a1").metrics->mutable_databases(0)->set_server_errors(8);
+  agents_.NewMetrics("a1").add_databases()->set_server_errors(8);  // A newer report.
   Tick();
   EXPECT_EQ(Rollout(id).state, RolloutState::kFailed);
   EXPECT_THAT(Rollout(id).reason, HasSubstr("1 new server connection failures"));

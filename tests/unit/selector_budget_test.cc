@@ -41,7 +41,7 @@ class SelectorBudgetTest : public ::testing::Test {
       store_.AddAgent(id, "prod");
       store_.SetLabels(id, {{"zone", std::string(1, id[0])}});
       agents_.Connect(id, "prod", v20_);
-      pgfleet::v1::ServerLimits* limits = agents_.agent(id).metrics.emplace().add_server_limits();
+      pgfleet::v1::ServerLimits* limits = agents_.NewMetrics(id).add_server_limits();
       limits->set_address("10.0.0.5:5432");
       limits->set_max_connections(150);
     }

@@ -60,7 +60,7 @@ class WindowSelectorsTest : public ::testing::Test {
     return store_.GetWindow(scheduled->id);
   }
   void ReportPause(const std::string& agent, bool drained) {
-    pgfleet::v1::MetricsReport& report = agents_.agent(agent).metrics.emplace();
+    pgfleet::v1::MetricsReport& report = agents_.NewMetrics(agent);
     pgfleet::v1::PauseState* pause = report.add_pauses();
     pause->set_database("appdb");
     pause->set_drained(drained);
