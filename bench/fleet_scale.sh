@@ -59,8 +59,10 @@ fi
     "$(pick 10000 '  all ACKed as polled')" "$(pick 1000 '  all ACKed as polled')" "4.14 s"
   printf '%-44s %-22s %-22s %s\n' "  'rollout start' returned" \
     "$(pick 10000 "  'rollout start'")" "$(pick 1000 "  'rollout start'")" "2.23 s"
-  printf '%-44s %-22s %-22s %s\n' "agents list (JSON), median of 3" \
+  printf '%-44s %-22s %-22s %s\n' "agents list (table), median of 3" \
     "$(pick 10000 'agents list')" "$(pick 1000 'agents list')" "-"
+  printf '%-44s %-22s %-22s %s\n' "  --output json, median of 3" \
+    "$(pick 10000 '  --output json')" "$(pick 1000 '  --output json')" "-"
   printf '%-44s %-22s %-22s %s\n' "ramp-up: all agents connected" \
     "$(pick 10000 'ramp-up')" "$(pick 1000 'ramp-up')" "6.2 s"
   echo

@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "cli/cli.h"
+#include "common/proto_json.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace pgfleet::cli {
@@ -166,7 +167,7 @@ void Context::PrintJson(const google::protobuf::Message& message) const {
   options.always_print_primitive_fields = true;
   // The HTTP API's names (lowerCamelCase, as the dashboard reads them): one JSON shape for
   // scripts whichever wire they use.
-  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
+  json = MessageToJson(message, options).value_or("");
   printf("%s", json.c_str());
   if (json.empty() || json.back() != '\n') printf("\n");
 }

@@ -22,7 +22,7 @@ add_library(pgfleet_controller_core STATIC
   ${CMAKE_CURRENT_SOURCE_DIR}/metrics/controller_metrics.cc)
 target_include_directories(pgfleet_controller_core PUBLIC ${PROJECT_SOURCE_DIR})
 target_link_libraries(pgfleet_controller_core
-  PUBLIC pgfleet_controller_store pgfleet_config pgfleet_proto pgfleet_common
+  PUBLIC pgfleet_controller_store pgfleet_config pgfleet_proto pgfleet_proto_json pgfleet_common
          absl::status absl::statusor absl::strings absl::synchronization absl::time
          OpenSSL::Crypto
   PRIVATE pgfleet_warnings)

@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/proto_json.h"
 #include "common/status_macros.h"
 
 namespace pgfleet::controller {
@@ -39,10 +40,7 @@ absl::StatusOr<std::string> ToJson(const pb::Message& message) {
   pb::util::JsonPrintOptions options;
   // Zeros and empty strings are printed too: the dashboard need not guess defaults.
   options.always_print_primitive_fields = true;
-  std::string out;
-  pb::util::Status printed = pb::util::MessageToJsonString(message, &out, options);
-  if (!printed.ok()) return absl::InternalError(std::string(printed.message()));
-  return out;
+  return MessageToJson(message, options);
 }
 
 const char* CodeName(absl::StatusCode code) {
