@@ -211,8 +211,15 @@ absl::StatusOr<pgfleet::v1::Environment> FleetApi::SetDesiredConfig(
                                    absl::StrCat("version=", request.version()), NowMillis()));
   PGF_INFO("api", "%s set desired config of %s to version %d", caller.actor, request.environment(),
            request.version());
+  // The environment's agents read once (not one query per agent), and the version once.
+  PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> rows, store_.ListAgents(request.environment()));
+  std::map<std::string, const AgentRow*> by_id;
+  for (const AgentRow& row : rows) by_id.emplace(row.agent_id, &row);
+  ReadOnce once;
   for (const std::shared_ptr<AgentSession>& session : registry_.List(request.environment())) {
-    Reconcile(*session);
+    if (auto row = by_id.find(session->agent_id()); row != by_id.end()) {
+      Reconcile(*session, *row->second, once, /*force=*/false);
+    }
   }
   PGF_ASSIGN_OR_RETURN(EnvironmentRow env, store_.GetEnvironment(request.environment()));
   return DescribeEnvironment(env);
@@ -225,15 +232,21 @@ absl::StatusOr<pgfleet::v1::Environment> FleetApi::DescribeEnvironment(const Env
   PGF_ASSIGN_OR_RETURN(std::vector<AgentRow> agents, store_.ListAgents(env.name));
   int connected = 0, converged = 0;
   ReadOnce once;
+  // A follower has no agent streams: the leader's record says which agents are linked and
+  // what they run (as in ToProto).
+  const bool follower = streams_here_ != nullptr && !streams_here_();
   for (const AgentRow& agent : agents) {
     std::shared_ptr<AgentSession> session = registry_.Find(agent.agent_id);
-    if (session == nullptr) continue;
+    if (session == nullptr && !(follower && agent.connected)) continue;
     ++connected;
     PGF_ASSIGN_OR_RETURN(uint64_t desired, DesiredVersionFor(agent, &once));
-    if (session->applied_version() != desired) continue;
+    const uint64_t applied =
+        session != nullptr ? session->applied_version() : agent.applied_version;
+    if (applied != desired) continue;
     // The right version may still be the wrong render (its labels changed and the new render
     // is not applied yet): where both sides' render sha256 are known, they must match too.
-    const std::string applied_sha256 = session->applied_sha256();
+    const std::string applied_sha256 =
+        session != nullptr ? session->applied_sha256() : agent.applied_sha256;
     const std::string desired_sha256 = DesiredSha256(agent, desired, &once);
     if (!applied_sha256.empty() && !desired_sha256.empty() && applied_sha256 != desired_sha256) {
       continue;
@@ -646,21 +659,32 @@ void FleetApi::Reconcile(AgentSession& session, bool force) {
   // Read now, not cached: an operator may just have changed the agent's labels.
   absl::StatusOr<AgentRow> agent = store_.GetAgent(session.agent_id());
   if (!agent.ok()) return;
-  absl::StatusOr<uint64_t> desired = DesiredVersionFor(*agent);
+  ReadOnce once;
+  Reconcile(session, *agent, once, force);
+}
+
+void FleetApi::Reconcile(AgentSession& session, const AgentRow& agent, ReadOnce& once, bool force) {
+  absl::StatusOr<uint64_t> desired = DesiredVersionFor(agent, &once);
   if (!desired.ok() || *desired == 0) return;
-  absl::StatusOr<ConfigVersionRow> version = store_.GetConfigVersion(*desired);
-  if (!version.ok()) {
-    PGF_ERROR("api", "desired version %d of agent %s unreadable: %s", *desired, session.agent_id(),
-              version.status().message());
-    return;
+  auto cached = once.versions.find(*desired);
+  if (cached == once.versions.end()) {
+    absl::StatusOr<ConfigVersionRow> read = store_.GetConfigVersion(*desired);
+    if (!read.ok()) {
+      PGF_ERROR("api", "desired version %d of agent %s unreadable: %s", *desired,
+                session.agent_id(), read.status().message());
+      return;
+    }
+    cached = once.versions.emplace(*desired, *std::move(read)).first;
   }
-  absl::StatusOr<RenderedConfig> rendered = RenderFor(*agent, *version);
+  if (!cached->second.has_value()) return;
+  const ConfigVersionRow& version = *cached->second;
+  absl::StatusOr<RenderedConfig> rendered = RenderFor(agent, version);
   if (!rendered.ok()) {
     PGF_ERROR("api", "desired version %d not rendered for agent %s: %s", *desired,
               session.agent_id(), rendered.status().message());
     return;
   }
-  AgentRegistry::OfferConfigTo(session, *version, *rendered, force);
+  AgentRegistry::OfferConfigTo(session, version, *rendered, force);
 }
 
 }  // namespace pgfleet::controller

@@ -101,6 +101,8 @@ class FleetApi {
     std::map<uint64_t, std::string> base_sha256;
   };
   absl::StatusOr<uint64_t> DesiredVersionFor(const AgentRow& agent, ReadOnce* once = nullptr);
+  // Reconcile with the agent's row as read by the caller, and versions read once for many.
+  void Reconcile(AgentSession& session, const AgentRow& agent, ReadOnce& once, bool force);
   // The agent's render of `version`, with the labels in `agent`.
   absl::StatusOr<RenderedConfig> RenderFor(const AgentRow& agent, const ConfigVersionRow& version);
   absl::StatusOr<pgfleet::v1::Environment> DescribeEnvironment(const EnvironmentRow& env);

@@ -1,6 +1,8 @@
 // sql::Connection over one SQLite connection (see sql_stmt.h and sqlite_stmt.h).
 #include <sqlite3.h>
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -16,10 +18,49 @@ namespace {
 
 constexpr int kBusyTimeoutMs = 5000;
 
+// Prepared statements kept for reuse, one per SQL text: preparing (parsing and planning) was a
+// third of the controller's CPU when it reconciled 10,000 agents, each a few lookups.
+class StatementCache {
+ public:
+  StatementCache() = default;
+  StatementCache(const StatementCache&) = delete;
+  StatementCache& operator=(const StatementCache&) = delete;
+  ~StatementCache() {
+    for (auto& [sql, stmt] : free_) sqlite3_finalize(stmt);
+  }
+
+  // A statement for `sql` nobody is using, or null.
+  sqlite3_stmt* Take(const char* sql) {
+    auto it = free_.find(sql);
+    if (it == free_.end()) return nullptr;
+    sqlite3_stmt* stmt = it->second;
+    free_.erase(it);
+    return stmt;
+  }
+  // Back from its user: reset (which also ends the read it may hold open) and kept, unless one
+  // for the same text is kept already or the cache is full.
+  void Return(sqlite3_stmt* stmt) {
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    const char* sql = sqlite3_sql(stmt);
+    if (sql == nullptr || free_.size() >= kMaxStatements || free_.count(sql) != 0) {
+      sqlite3_finalize(stmt);
+      return;
+    }
+    free_.emplace(sql, stmt);
+  }
+
+ private:
+  static constexpr size_t kMaxStatements = 512;
+  std::map<std::string, sqlite3_stmt*, std::less<>> free_;
+};
+
 class SqliteStmt final : public sql::StmtImpl {
  public:
-  SqliteStmt(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
-  ~SqliteStmt() override { sqlite3_finalize(stmt_); }
+  SqliteStmt(sqlite3* db, sqlite3_stmt* stmt, StatementCache* cache)
+      : db_(db), stmt_(stmt), cache_(cache) {}
+  // Statements never outlive their connection (sqlite3_close would fail), nor its cache.
+  ~SqliteStmt() override { cache_->Return(stmt_); }
   SqliteStmt(const SqliteStmt&) = delete;
   SqliteStmt& operator=(const SqliteStmt&) = delete;
 
@@ -80,15 +121,17 @@ class SqliteStmt final : public sql::StmtImpl {
 
   sqlite3* db_;
   sqlite3_stmt* stmt_;
+  StatementCache* cache_;
   int bind_rc_ = SQLITE_OK;
 };
 
 class SqliteConnection final : public sql::Connection {
  public:
-  explicit SqliteConnection(sqlite3* db) : db_(db) {}
+  explicit SqliteConnection(sqlite3* db) : db_(db), cache_(std::make_unique<StatementCache>()) {}
   ~SqliteConnection() override {
-    // Every statement is finalized by its RAII owner, so close succeeds; in WAL mode closing
-    // the last connection checkpoints the WAL into the main file.
+    // Every statement is back from its RAII owner; the cache finalizes them all, so close
+    // succeeds; in WAL mode closing the last connection checkpoints the WAL into the main file.
+    cache_.reset();
     int rc = sqlite3_close(db_);
     if (rc != SQLITE_OK) PGF_ERROR("store", "closing the database: %s", sqlite3_errstr(rc));
   }
@@ -98,13 +141,18 @@ class SqliteConnection final : public sql::Connection {
   sql::Dialect dialect() const override { return sql::Dialect::kSqlite; }
 
   absl::StatusOr<std::unique_ptr<sql::StmtImpl>> Prepare(const char* sql) override {
-    sqlite3_stmt* stmt = nullptr;
-    int rc = sqlite3_prepare_v2(db_, sql, -1, &stmt, nullptr);
-    if (rc != SQLITE_OK) {
-      sqlite3_finalize(stmt);
-      return Error(db_, rc, absl::StrCat("prepare \"", sql, "\""));
+    sqlite3_stmt* stmt = cache_->Take(sql);
+    if (stmt == nullptr) {
+      int rc = sqlite3_prepare_v2(db_, sql, -1, &stmt, nullptr);
+      if (rc != SQLITE_OK) {
+        sqlite3_finalize(stmt);
+        return Error(db_, rc, absl::StrCat("prepare \"", sql, "\""));
+      }
+      if (stmt == nullptr) {  // Only a comment or white space: nothing to run.
+        return absl::InvalidArgumentError(absl::StrCat("prepare \"", sql, "\": no statement"));
+      }
     }
-    return std::unique_ptr<sql::StmtImpl>(new SqliteStmt(db_, stmt));
+    return std::unique_ptr<sql::StmtImpl>(new SqliteStmt(db_, stmt, cache_.get()));
   }
 
   absl::Status Exec(const std::string& sql, const std::string& context) override {
@@ -165,6 +213,7 @@ class SqliteConnection final : public sql::Connection {
 
  private:
   sqlite3* const db_;
+  std::unique_ptr<StatementCache> cache_;
 };
 
 }  // namespace

@@ -6,7 +6,13 @@
 // on from its stored state to completion with every agent applying each version once and in
 // order, the window ends (resumes) rather than failing, and fleetctl commands issued meanwhile
 // either succeed or fail as retryable (exit 3, "retry").
+//
+// PGFLEET_HA_AGENTS=N runs both scenarios with N agents instead of a handful
+// (bench/controller_ha.sh: issue 24's 100-agent figures); each test prints its timings on
+// "[ha-figures]" lines.
 
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <string>
 #include <vector>
@@ -14,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -43,6 +50,18 @@ constexpr int kBasePoolSize = 5;
       PGF_RETURN_IF_ERROR(CreateAppDatabase(pg));
       return pg.CreateUser(kStoreUser, kStorePassword);
     });
+
+// How many agents a scenario runs: `fallback`, or PGFLEET_HA_AGENTS.
+int AgentCount(int fallback) {
+  const char* value = getenv("PGFLEET_HA_AGENTS");
+  int count = 0;
+  if (value != nullptr && absl::SimpleAtoi(value, &count) && count > 0) return count;
+  return fallback;
+}
+
+std::string Seconds(absl::Duration duration) {
+  return absl::StrFormat("%.2f s", absl::ToDoubleSeconds(duration));
+}
 
 struct Lease {
   std::string holder;
@@ -264,7 +283,7 @@ class ControllerHaTest : public FleetFixture {
 
 TEST_F(ControllerHaTest, LeaderKilledMidRolloutAnotherFinishesIt) {
   ASSERT_NO_FATAL_FAILURE(StartControllers());
-  ASSERT_NO_FATAL_FAILURE(StartAgents(4));
+  ASSERT_NO_FATAL_FAILURE(StartAgents(AgentCount(4)));
   // Agents were given the followers first: they moved on until the leader took them.
   PGF_ASSERT_OK(AwaitAgents(all_[0]->address(), 0));
   // A follower serves reads: it shows the agents linked (to the leader).
@@ -275,6 +294,19 @@ TEST_F(ControllerHaTest, LeaderKilledMidRolloutAnotherFinishesIt) {
       all_[2]->address(), {"config", "apply", "--env", kEnv, "--version", absl::StrCat("v", base)});
   ASSERT_EQ(applied.exit_code, 0) << applied.Describe();
   PGF_ASSERT_OK(AwaitAgents(all_[0]->address(), base));
+  // A follower's environment summary counts the agents linked to the leader, and converged.
+  FleetctlResult envs = CtlOn(all_[1]->address(), {"env", "list", "--output", "json"});
+  ASSERT_EQ(envs.exit_code, 0) << envs.Describe();
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ListEnvironmentsResponse listed,
+                           ParseJson<pgfleet::v1::ListEnvironmentsResponse>(envs.stdout_text));
+  bool described = false;
+  for (const pgfleet::v1::Environment& env : listed.environments()) {
+    if (env.name() != kEnv) continue;
+    described = true;
+    EXPECT_EQ(env.agents_connected(), static_cast<int>(ids_.size())) << envs.stdout_text;
+    EXPECT_EQ(env.agents_converged(), static_cast<int>(ids_.size())) << envs.stdout_text;
+  }
+  EXPECT_TRUE(described) << envs.stdout_text;
 
   PGF_ASSERT_OK_AND_ASSIGN(uint64_t next, Push({{"default_pool_size", "7"}}));
   FleetctlResult start =
@@ -297,6 +329,7 @@ TEST_F(ControllerHaTest, LeaderKilledMidRolloutAnotherFinishesIt) {
   ControllerProcess* leader = ByAddress(before.holder);
   ASSERT_NE(leader, nullptr) << before.holder;
   PGF_ASSERT_OK(leader->Kill9());
+  const absl::Time killed = absl::Now();
 
   // Meanwhile: reads and writes through the list succeed or fail as retryable.
   for (int i = 0; i < 3; ++i) {
@@ -304,8 +337,11 @@ TEST_F(ControllerHaTest, LeaderKilledMidRolloutAnotherFinishesIt) {
     ExpectSucceedsOrRetryable(UnrelatedWrite());
   }
   PGF_ASSERT_OK_AND_ASSIGN(Lease after, AwaitLeader(before.holder));
+  const absl::Duration new_leader = absl::Now() - killed;
   EXPECT_GT(after.fencing_token, before.fencing_token);
   ASSERT_NE(ByAddress(after.holder), nullptr) << after.holder;
+  PGF_ASSERT_OK(AwaitAgents(after.holder, 0));
+  const absl::Duration agents_back = absl::Now() - killed;
 
   // The new leader finishes the rollout from its stored state.
   PGF_ASSERT_OK(PollUntil(
@@ -319,7 +355,13 @@ TEST_F(ControllerHaTest, LeaderKilledMidRolloutAnotherFinishesIt) {
         return false;
       },
       absl::Seconds(120), "the rollout to succeed on the new leader", absl::Milliseconds(200)));
+  const absl::Duration finished = absl::Now() - killed;
   PGF_ASSERT_OK(AwaitAgents(after.holder, next));
+  printf(
+      "[ha-figures] rollout: %zu agents; after kill -9 of the leader: new leader %s, every "
+      "agent on it %s, rollout succeeded %s; fleetctl meanwhile: %d succeeded, %d retryable\n",
+      ids_.size(), Seconds(new_leader).c_str(), Seconds(agents_back).c_str(),
+      Seconds(finished).c_str(), succeeded_meanwhile_, retryable_meanwhile_);
   // Once a leader is there, a write through the list succeeds.
   FleetctlResult pushed = Ctl(UnrelatedWrite());
   EXPECT_EQ(pushed.exit_code, 0) << pushed.Describe();
@@ -345,7 +387,7 @@ TEST_F(ControllerHaTest, LeaderKilledMidRolloutAnotherFinishesIt) {
 
 TEST_F(ControllerHaTest, LeaderKilledMidMaintenanceWindowItStillEnds) {
   ASSERT_NO_FATAL_FAILURE(StartControllers());
-  ASSERT_NO_FATAL_FAILURE(StartAgents(3));
+  ASSERT_NO_FATAL_FAILURE(StartAgents(AgentCount(3)));
   PGF_ASSERT_OK(AwaitAgents(all_[0]->address(), 0));
   PGF_ASSERT_OK_AND_ASSIGN(uint64_t base, Push({}));
   FleetctlResult applied =
@@ -372,9 +414,11 @@ TEST_F(ControllerHaTest, LeaderKilledMidMaintenanceWindowItStillEnds) {
   ControllerProcess* leader = ByAddress(before.holder);
   ASSERT_NE(leader, nullptr) << before.holder;
   PGF_ASSERT_OK(leader->Kill9());
+  const absl::Time killed = absl::Now();
   ExpectSucceedsOrRetryable({"maintenance", "list", "--env", kEnv});
   ExpectSucceedsOrRetryable(UnrelatedWrite());
   PGF_ASSERT_OK_AND_ASSIGN(Lease after, AwaitLeader(before.holder));
+  const absl::Duration new_leader = absl::Now() - killed;
   EXPECT_GT(after.fencing_token, before.fencing_token);
 
   // The new leader ends the window when it is due: completed, not missed or failed.
@@ -385,6 +429,14 @@ TEST_F(ControllerHaTest, LeaderKilledMidMaintenanceWindowItStillEnds) {
         return *note == "completed";
       },
       absl::Seconds(60), "the window to complete on the new leader", absl::Milliseconds(100)));
+  // The window's end as scheduled (at + 15 s) against when it was seen completed.
+  printf(
+      "[ha-figures] window: %zu agents; after kill -9 of the leader: new leader %s; the "
+      "window completed %s after its scheduled end; fleetctl meanwhile: %d succeeded, %d "
+      "retryable\n",
+      ids_.size(), Seconds(new_leader).c_str(),
+      Seconds(absl::Now() - (at + absl::Seconds(15))).c_str(), succeeded_meanwhile_,
+      retryable_meanwhile_);
   // Every agent was told to resume, by the leader of the window's end.
   PGF_ASSERT_OK_AND_ASSIGN(
       Rows resumed,
