@@ -1,7 +1,6 @@
 #include "agent/client_conn.h"
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -14,7 +13,6 @@
 #include "agent/client_conn_detail.h"
 #include "agent/conn_state.h"
 #include "agent/io/evbuffer_frames.h"
-#include "agent/io/socket_io.h"
 #include "agent/log_prefix.h"
 #include "agent/pg/protocol.h"
 #include "agent/pg/startup_options.h"
@@ -305,8 +303,7 @@ void ClientConn::ForwardToServer() {
     Close("client close request");
     return;
   }
-  if (server_ != nullptr &&
-      evbuffer_get_length(bufferevent_get_output(server_->bev())) > kOutputHighWater) {
+  if (server_ != nullptr && server_->output_length() > kOutputHighWater) {
     StartBackpressure();
   }
 }

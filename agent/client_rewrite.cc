@@ -2,7 +2,6 @@
 // message of a link that rewrites named statements (see prepared_statements.h), and the Parse
 // answered without a server.
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -15,7 +14,6 @@
 #include "agent/client_conn_detail.h"
 #include "agent/conn_state.h"
 #include "agent/io/evbuffer_frames.h"
-#include "agent/io/socket_io.h"
 #include "agent/pg/protocol.h"
 #include "agent/pg/startup_options.h"
 #include "agent/server_conn.h"

@@ -142,7 +142,7 @@ std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socke
         Ptr(server->id()),
         server->client() ? std::optional<std::string>(Ptr(server->client()->id())) : std::nullopt,
         Num(server->backend_pid()),
-        TlsColumn(server->bev()),
+        TlsColumn(server->ssl()),
         ParamOf(server->params(), "application_name"),
         Num(server->statements().size(), true),
         Num(server->id())};
