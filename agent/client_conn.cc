@@ -23,7 +23,7 @@ namespace pgfleet::agent {
 using namespace client_conn_detail;
 
 ClientConn::ClientConn(Agent& agent, int fd, std::string peer, uint64_t id)
-    : agent_(agent), net_(agent.loop().base(), fd, this), fd_(fd), peer_(std::move(peer)), id_(id) {
+    : agent_(agent), net_(agent.loop().base(), fd, this), id_(id), peer_(std::move(peer)) {
   connect_time_us_ = last_active_us_ = MonotonicMicros();
   sockaddr_storage local{};
   socklen_t length = sizeof(local);
@@ -244,6 +244,11 @@ void ClientConn::OnUnlinked() {
   // failed COPY, dropped) would never be read again.
   if (!agent_.suspended()) net_.EnableRead();
   query_start_us = xact_start_us = 0;
+}
+
+ps::ClientStatements& ClientConn::statements() {
+  if (statements_ == nullptr) statements_ = std::make_unique<ps::ClientStatements>();
+  return *statements_;
 }
 
 void ClientConn::StartBackpressure() { net_.DisableRead(); }

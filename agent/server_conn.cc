@@ -354,7 +354,9 @@ void ServerConn::ForwardToClient() {
           }
         }
       } else if (header.type == 'Z') {
-        if (statements_.OnReadyForQuery(&client_->statements())) {
+        // Without answers pending the client's map is not touched: not made for nothing.
+        if (statements_.OnReadyForQuery(statements_.AnswersPending() ? &client_->statements()
+                                                                     : nullptr)) {
           action = ps::ResponseAction::kSwallow;
         }
       } else {

@@ -106,8 +106,8 @@ std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socke
     std::string state = ClientStateName(client->state());
     // PgBouncer 1.23+: a logged-in client that holds no server is "idle", not "active".
     if (state == "active" && client->server() == nullptr) state = "idle";
-    // The client's named prepared statements (statements() is not const, the count is).
-    const size_t prepared = const_cast<ClientConn*>(client)->statements().size();
+    // The client's named prepared statements.
+    const size_t prepared = client->statement_count();
     std::vector<std::optional<std::string>> row = {
         "C", client->user(), client->database(),
         // pgfleet refuses replication connections (the replication startup parameter).
