@@ -1,7 +1,6 @@
 #include "agent/agent.h"
 
 #include <arpa/inet.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <fcntl.h>

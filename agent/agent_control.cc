@@ -1,7 +1,6 @@
 // The agent's control operations: PAUSE/RESUME, SUSPEND, DISABLE/ENABLE, KILL, RECONNECT,
 // SHUTDOWN. The admin console and (later) the controller link both call these, so a pause
 // from either behaves the same.
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 
@@ -116,9 +115,7 @@ absl::Status Agent::ResumeNow(const std::string& db) {
       for (auto& [key, pool] : pools_) {
         // Queued clients read too: they bound their own buffered input.
         for (ClientConn* client : ClientsOf(*pool)) client->net().EnableRead();
-        auto enable = [](const ServerConn* server) {
-          if (server->bev() != nullptr) bufferevent_enable(server->bev(), EV_READ);
-        };
+        auto enable = [](const ServerConn* server) { server->EnableRead(); };
         pool->active_servers().ForEach(enable);
         pool->idle_servers().ForEach(enable);
         pool->used_servers().ForEach(enable);
@@ -180,9 +177,7 @@ void Agent::Suspend() {
   for (const Listener& listener : listeners_) evconnlistener_disable(listener.listener);
   for (auto& [key, pool] : pools_) {
     for (ClientConn* client : ClientsOf(*pool)) client->net().DisableRead();
-    auto disable = [](const ServerConn* server) {
-      if (server->bev() != nullptr) bufferevent_disable(server->bev(), EV_READ);
-    };
+    auto disable = [](const ServerConn* server) { server->DisableRead(); };
     pool->active_servers().ForEach(disable);
     pool->idle_servers().ForEach(disable);
   }

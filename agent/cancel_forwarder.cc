@@ -9,7 +9,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
-#include "agent/io/socket_io.h"
+#include "agent/net/connect.h"
 
 namespace pgfleet::agent {
 
@@ -38,13 +38,13 @@ void CancelForwarder::Start(EventLoop& loop, const config::DatabaseConfig& db,
   } else {
     rc = bufferevent_socket_connect_hostname(bev_, loop.dns(), AF_UNSPEC, db.host.c_str(), db.port);
   }
-  MarkCloseOnExec(bev_);
+  net::MarkCloseOnExec(bufferevent_getfd(bev_));
   if (rc != 0) Finish(Outcome::kNotDelivered);
 }
 
 void CancelForwarder::OnEvent(bufferevent*, short events, void* arg) {
   auto* self = static_cast<CancelForwarder*>(arg);
-  MarkCloseOnExec(self->bev_);
+  net::MarkCloseOnExec(bufferevent_getfd(self->bev_));
   if (events & BEV_EVENT_CONNECTED) {
     self->connected_ = true;
     return;

@@ -3,7 +3,6 @@
 #include "agent/client_auth.h"
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -16,7 +15,6 @@
 #include "agent/client_conn_detail.h"
 #include "agent/conn_state.h"
 #include "agent/io/evbuffer_frames.h"
-#include "agent/io/socket_io.h"
 #include "agent/log_prefix.h"
 #include "agent/pg/protocol.h"
 #include "agent/pg/startup_options.h"

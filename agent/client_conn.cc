@@ -1,7 +1,6 @@
 #include "agent/client_conn.h"
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -14,7 +13,6 @@
 #include "agent/client_conn_detail.h"
 #include "agent/conn_state.h"
 #include "agent/io/evbuffer_frames.h"
-#include "agent/io/socket_io.h"
 #include "agent/log_prefix.h"
 #include "agent/pg/protocol.h"
 #include "agent/pg/startup_options.h"
@@ -25,7 +23,7 @@ namespace pgfleet::agent {
 using namespace client_conn_detail;
 
 ClientConn::ClientConn(Agent& agent, int fd, std::string peer, uint64_t id)
-    : agent_(agent), net_(agent.loop().base(), fd, this), fd_(fd), peer_(std::move(peer)), id_(id) {
+    : agent_(agent), net_(agent.loop().base(), fd, this), id_(id), peer_(std::move(peer)) {
   connect_time_us_ = last_active_us_ = MonotonicMicros();
   sockaddr_storage local{};
   socklen_t length = sizeof(local);
@@ -248,6 +246,11 @@ void ClientConn::OnUnlinked() {
   query_start_us = xact_start_us = 0;
 }
 
+ps::ClientStatements& ClientConn::statements() {
+  if (statements_ == nullptr) statements_ = std::make_unique<ps::ClientStatements>();
+  return *statements_;
+}
+
 void ClientConn::StartBackpressure() { net_.DisableRead(); }
 
 void ClientConn::ForwardToServer() {
@@ -305,8 +308,7 @@ void ClientConn::ForwardToServer() {
     Close("client close request");
     return;
   }
-  if (server_ != nullptr &&
-      evbuffer_get_length(bufferevent_get_output(server_->bev())) > kOutputHighWater) {
+  if (server_ != nullptr && server_->output_length() > kOutputHighWater) {
     StartBackpressure();
   }
 }

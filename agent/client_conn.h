@@ -25,7 +25,7 @@ class ServerConn;
 
 class ClientConn final : public ListNode, private net::NetConn::Handler {
  public:
-  enum class State {
+  enum class State : uint8_t {
     kStartup,       // Reading the startup packet (agent login list).
     kAuth,          // Waiting for a password / SASL message (agent login list).
     kLoginWaiting,  // Authenticated, waiting for the pool's first server login.
@@ -53,7 +53,7 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   uint64_t last_active_us() const { return last_active_us_; }
   uint64_t wait_start_us() const { return wait_start_us_; }
   void set_wait_start_us(uint64_t us) { wait_start_us_ = us; }
-  int fd() const { return fd_; }
+  int fd() const { return net_.fd(); }
 
   // Sends an ErrorResponse (FATAL) and closes. `sqlstate` as PostgreSQL's.
   void CloseWithError(const std::string& sqlstate, const std::string& message);
@@ -82,7 +82,10 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   void AdminCommandDone();
 
   // Named protocol-level prepared statements, by the client's names (transaction mode).
-  ps::ClientStatements& statements() { return statements_; }
+  // Made on first use (a client that never sends a named Parse or Bind has none): never freed
+  // before the client, so a reference taken in a forwarding step stays valid through it.
+  ps::ClientStatements& statements();
+  size_t statement_count() const { return statements_ != nullptr ? statements_->size() : 0; }
 
   // The start of the last simple query sent through the linked server, for drain reports
   // ("who holds the pause up"); kept by the server (ServerConn::NoteQueryText), since only a
@@ -142,19 +145,12 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   void HandleTerminate();
   void HandleAdminInput();
 
+  // Laid out for size, not by topic: every byte is paid per idle client (bench/README.md), so
+  // the small fields share one word.
   Agent& agent_;
   net::NetConn net_;
-  bool tls_ = false;
-  bool unix_socket_ = false;  // TLS is neither offered nor required over a unix socket.
-  // An SSLRequest / GSSENCRequest was answered: a second one is a protocol error.
-  bool ssl_negotiated_ = false;
-  bool gss_negotiated_ = false;
-  int fd_;
-  std::string peer_;
   uint64_t id_;
-  State state_ = State::kStartup;  // Written only by ConnMover.
-  bool input_scheduled_ = false;   // On the agent's ReadyQueue.
-
+  std::string peer_;
   std::string user_;
   std::string database_;
   // Tracked parameters (client_encoding, TimeZone...), shared with the clients that have the
@@ -162,28 +158,32 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   std::shared_ptr<const ParamList> params_;
   Pool* pool_ = nullptr;
   ServerConn* server_ = nullptr;
-  int32_t cancel_pid_ = 0;
-  int32_t cancel_key_ = 0;
-
   // The authentication exchange, while logging in (client_auth.h).
   std::unique_ptr<ClientAuth> auth_;
-
-  bool admin_busy_ = false;
-  // A failed login's closing goes unlogged (past the auth failure burst, one summary line
-  // stands for it).
-  bool quiet_close_ = false;
+  std::unique_ptr<ps::ClientStatements> statements_;
   // Bytes of a message already partly forwarded to the server.
   size_t forward_remaining_ = 0;
   // Bytes of a message to drop as they arrive: the rest of one whose server was closed under
   // it, one the agent replaced whole, or a CopyData with no COPY to go to.
   size_t skip_remaining_ = 0;
-  // Reading stopped until the client takes the answers the agent queued for it.
-  bool waiting_for_output_drain_ = false;
-  ps::ClientStatements statements_;
-
   uint64_t connect_time_us_;
   uint64_t last_active_us_;
   uint64_t wait_start_us_ = 0;
+  int32_t cancel_pid_ = 0;
+  int32_t cancel_key_ = 0;
+  State state_ = State::kStartup;  // Written only by ConnMover.
+  bool input_scheduled_ = false;   // On the agent's ReadyQueue.
+  bool tls_ = false;
+  bool unix_socket_ = false;  // TLS is neither offered nor required over a unix socket.
+  // An SSLRequest / GSSENCRequest was answered: a second one is a protocol error.
+  bool ssl_negotiated_ = false;
+  bool gss_negotiated_ = false;
+  bool admin_busy_ = false;
+  // A failed login's closing goes unlogged (past the auth failure burst, one summary line
+  // stands for it).
+  bool quiet_close_ = false;
+  // Reading stopped until the client takes the answers the agent queued for it.
+  bool waiting_for_output_drain_ = false;
 };
 
 }  // namespace pgfleet::agent

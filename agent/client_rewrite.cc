@@ -2,7 +2,6 @@
 // message of a link that rewrites named statements (see prepared_statements.h), and the Parse
 // answered without a server.
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -15,7 +14,6 @@
 #include "agent/client_conn_detail.h"
 #include "agent/conn_state.h"
 #include "agent/io/evbuffer_frames.h"
-#include "agent/io/socket_io.h"
 #include "agent/pg/protocol.h"
 #include "agent/pg/startup_options.h"
 #include "agent/server_conn.h"
@@ -48,9 +46,9 @@ bool ClientConn::AnswerKnownParse() {
   const size_t name_end = body.find('\0');
   if (name_end == 0 || name_end == std::string::npos) return false;
   const std::string_view name(body.data(), name_end);
-  if (statements_.Find(name) != nullptr) return false;  // PostgreSQL's 42P05 is due.
+  if (statements().Find(name) != nullptr) return false;  // PostgreSQL's 42P05 is due.
   const std::string_view definition = std::string_view(body).substr(name_end + 1);
-  if (!statements_.HasRoomFor(name, definition)) {
+  if (!statements().HasRoomFor(name, definition)) {
     CloseTooManyStatements();
     return false;
   }
@@ -58,7 +56,7 @@ bool ClientConn::AnswerKnownParse() {
   if (!pool_->HasPreparedStatement(statement->id)) return false;
   evbuffer_drain(in, parse.total() + sync.total());
   pool_->stats().bytes_received += parse.total() + sync.total();
-  statements_.Set(name, std::move(statement));
+  statements().Set(name, std::move(statement));
   Write(pg::MessageBuilder('1').Finish() + pg::ReadyForQuery('I'));
   return true;
 }
@@ -108,7 +106,7 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
         return Rewrite::kPassThrough;
       }
       if (server_statements.MustWait(start.substr(portal_end + 1, name_end - portal_end - 1),
-                                     statements_)) {
+                                     statements())) {
         return Rewrite::kWait;
       }
       // Rewritten in stream: the new header, portal and name now, the parameters as they
@@ -116,7 +114,7 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
       const size_t names_size = name_end + 1;
       std::optional<std::string> rewritten = server_statements.OnBindStart(
           start.substr(0, portal_end), start.substr(portal_end + 1, name_end - portal_end - 1),
-          header.body_size() - names_size, statements_, capacity);
+          header.body_size() - names_size, statements(), capacity);
       if (!rewritten.has_value()) return Rewrite::kPassThrough;
       FlushToServer(offset);
       evbuffer_drain(in, pg::kHeaderSize + names_size);
@@ -140,7 +138,7 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
         return Rewrite::kPassThrough;
       }
       if (sql.kind == ps::SqlKind::kDeallocate &&
-          server_statements.MustWait(sql.name, statements_)) {
+          server_statements.MustWait(sql.name, statements())) {
         return Rewrite::kWait;
       }
       FlushToServer(offset);
@@ -150,7 +148,7 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
       skip_remaining_ = header.body_size();
       std::string out;
       if (sql.kind == ps::SqlKind::kDeallocate) {
-        out = server_statements.OnDeallocate(sql.name, statements_, capacity);
+        out = server_statements.OnDeallocate(sql.name, statements(), capacity);
       }
       if (out.empty()) {
         // SQL-level prepared statements live in one server session, which a transaction
@@ -183,14 +181,14 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
   if (type == 'P') {
     const size_t name_end = body.find('\0');
     const std::string_view name(body.data(), std::min(name_end, body.size()));
-    if (name_end != std::string::npos && statements_.Find(name) == nullptr &&
-        !statements_.HasRoomFor(name, std::string_view(body).substr(name_end + 1))) {
+    if (name_end != std::string::npos && statements().Find(name) == nullptr &&
+        !statements().HasRoomFor(name, std::string_view(body).substr(name_end + 1))) {
       FlushToServer(offset);
       CloseTooManyStatements();
       return Rewrite::kClosed;
     }
     if (name_end != std::string::npos &&
-        server_statements.MustWait(name, statements_,
+        server_statements.MustWait(name, statements(),
                                    std::string_view(body).substr(name_end + 1))) {
       return Rewrite::kWait;
     }
@@ -198,7 +196,7 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
     // A Describe of a statement ('S' then the name).
     const size_t name_end = body.find('\0', 1);
     if (name_end != std::string::npos &&
-        server_statements.MustWait(std::string_view(body).substr(1, name_end - 1), statements_)) {
+        server_statements.MustWait(std::string_view(body).substr(1, name_end - 1), statements())) {
       return Rewrite::kWait;
     }
   }
@@ -208,13 +206,13 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
   std::string out;
   switch (type) {
     case 'P':
-      out = server_statements.OnParse(body, statements_, capacity);
+      out = server_statements.OnParse(body, statements(), capacity);
       break;
     case 'D':
-      out = server_statements.OnDescribe(body, statements_, capacity);
+      out = server_statements.OnDescribe(body, statements(), capacity);
       break;
     case 'C':
-      out = server_statements.OnClose(body, statements_);
+      out = server_statements.OnClose(body, statements());
       break;
   }
   server_->NoteClientMessage(type);

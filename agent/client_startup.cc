@@ -1,7 +1,6 @@
 // ClientConn, first part of its login: the startup packet (SSLRequest, CancelRequest,
 // StartupMessage and its parameters) and the TLS upgrade.
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -14,7 +13,6 @@
 #include "agent/client_conn_detail.h"
 #include "agent/conn_state.h"
 #include "agent/io/evbuffer_frames.h"
-#include "agent/io/socket_io.h"
 #include "agent/pg/protocol.h"
 #include "agent/pg/startup_options.h"
 #include "agent/server_conn.h"

@@ -1,6 +1,5 @@
 #include "agent/pool.h"
 
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "absl/strings/str_cat.h"

@@ -2,7 +2,7 @@
 
 #include <arpa/inet.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -20,7 +20,6 @@
 #include "agent/agent.h"
 #include "agent/client_conn.h"
 #include "agent/io/evbuffer_frames.h"
-#include "agent/io/socket_io.h"
 #include "agent/pg/protocol.h"
 #include "agent/server_conn_detail.h"
 #include "common/log.h"
@@ -34,67 +33,57 @@ ServerConn::ServerConn(Agent& agent, Pool& pool, uint64_t id)
 }
 
 ServerConn::~ServerConn() {
-  if (bev_ != nullptr) bufferevent_free(bev_);
+  if (dns_request_ != nullptr) evdns_getaddrinfo_cancel(dns_request_);
 }
 
 int ServerConn::local_port() const {
-  if (bev_ == nullptr) return 0;
+  if (net_ == nullptr || !net_->open()) return 0;
   sockaddr_storage addr;
   socklen_t len = sizeof(addr);
-  if (getsockname(bufferevent_getfd(bev_), reinterpret_cast<sockaddr*>(&addr), &len) != 0) return 0;
+  if (getsockname(net_->fd(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) return 0;
   if (addr.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
   if (addr.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
   return 0;
 }
 
-void ServerConn::OnEvent(bufferevent*, short events, void* arg) {
-  auto* server = static_cast<ServerConn*>(arg);
-  MarkCloseOnExec(server->bev_);
-  if (events & BEV_EVENT_CONNECTED) {
-    // A TLS filter reports its finished handshake as CONNECTED too; the startup packet is
-    // already queued behind it.
-    if (server->tls_ != TlsState::kNone) return;
-    UseDirectReads(server->bev_);
-    int fd = bufferevent_getfd(server->bev_);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // Fails harmlessly on unix.
-    ApplyKeepalive(fd, server->agent_.config());
-    const std::string& host = server->endpoint_.host;
-    const bool unix_socket = host.empty() || host[0] == '/';
-    if (server->agent_.server_tls() != nullptr && !unix_socket) {
-      server->tls_ = TlsState::kRequested;
-      server->WriteRaw(SslRequestPacket());
-    } else {
-      server->SendStartup();
-    }
-    return;
-  }
-  if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-    std::string why = (events & BEV_EVENT_EOF) ? "server closed the connection"
-                      : server->tls_ == TlsState::kOn
-                          ? absl::StrCat("TLS error: ", TlsErrorText(server->bev_))
-                          : absl::StrCat("server socket error: ",
-                                         evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-    if (server->state_ == State::kLogin) {
-      server->LoginFailed(absl::StrCat("could not connect to ", server->address_, ": ", why));
-    } else {
-      server->Close(why, /*is_error=*/true);
-    }
+void ServerConn::OnNetConnected() {
+  const int fd = net_->fd();
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // Fails harmlessly on unix.
+  ApplyKeepalive(fd, agent_.config());
+  const std::string& host = endpoint_.host;
+  const bool unix_socket = host.empty() || host[0] == '/';
+  if (agent_.server_tls() != nullptr && !unix_socket) {
+    tls_ = TlsState::kRequested;
+    WriteRaw(SslRequestPacket());
+  } else {
+    SendStartup();
   }
 }
 
-void ServerConn::OnRead(bufferevent*, void* arg) { static_cast<ServerConn*>(arg)->ProcessInput(); }
+void ServerConn::OnNetClosed(bool eof, const std::string& why) {
+  std::string reason = eof                     ? std::string("server closed the connection")
+                       : tls_ == TlsState::kOn ? absl::StrCat("TLS error: ", why)
+                                               : absl::StrCat("server socket error: ", why);
+  if (state_ == State::kLogin) {
+    LoginFailed(absl::StrCat("could not connect to ", address_, ": ", reason));
+  } else {
+    Close(reason, /*is_error=*/true);
+  }
+}
 
-void ServerConn::OnWrite(bufferevent*, void* arg) {
+void ServerConn::OnNetRead() { ProcessInput(); }
+
+void ServerConn::OnNetDrained() {
   // Output to the server drained: the client may send again.
-  auto* server = static_cast<ServerConn*>(arg);
-  if (server->client_ != nullptr) {
-    server->client_->net().EnableRead();
-    server->agent_.ready_clients().Schedule(server->client_);
+  if (client_ != nullptr) {
+    client_->net().EnableRead();
+    agent_.ready_clients().Schedule(client_);
   }
 }
 
 void ServerConn::ProcessInput() {
+  if (net_ == nullptr) return;
   if (tls_ == TlsState::kRequested) {
     HandleTlsAnswer();
     return;
@@ -114,7 +103,7 @@ void ServerConn::ProcessInput() {
     case State::kUsed: {
       // An idle server may only send asynchronous messages; anything else means it is in a
       // state we do not understand, so it is closed rather than reused.
-      evbuffer* in = bufferevent_get_input(bev_);
+      evbuffer* in = net_->input();
       pg::MessageHeader header;
       while (PeekFrameHeader(in, 0, kMaxLoginMessage, &header) == pg::HeaderResult::kOk &&
              evbuffer_get_length(in) >= header.total()) {
@@ -197,19 +186,26 @@ void ServerConn::NoteQueryText(evbuffer* in, size_t offset, const pg::MessageHea
   last_query_size_ = copied > 0 ? strnlen(last_query_.data(), static_cast<size_t>(copied)) : 0;
 }
 
-void ServerConn::Write(evbuffer* from, size_t bytes) { SendOrQueue(bev_, from, bytes); }
+void ServerConn::Write(evbuffer* from, size_t bytes) {
+  if (net_ != nullptr) {
+    net_->Send(from, bytes);
+  } else {
+    evbuffer_drain(from, bytes);
+  }
+}
 
 void ServerConn::WriteRaw(const std::string& bytes) {
-  SendOrQueue(bev_, bytes.data(), bytes.size());
+  if (net_ != nullptr) net_->Send(bytes.data(), bytes.size());
 }
 
 void ServerConn::ResumeReading() {
-  if (state_ == State::kClosed) return;
-  bufferevent_enable(bev_, EV_READ);
+  if (state_ == State::kClosed || net_ == nullptr) return;
+  net_->EnableRead();
   ProcessInput();
+  if (net_ != nullptr) net_->ReleaseDrainedInput();  // Read outside the layer's own handler.
 }
 
-void ServerConn::StartBackpressure() { bufferevent_disable(bev_, EV_READ); }
+void ServerConn::StartBackpressure() { DisableRead(); }
 
 void ServerConn::OnParameterStatus(const std::string& body) {
   pg::BodyReader reader(body);
@@ -274,7 +270,7 @@ void ServerConn::NoteErrorResponse(evbuffer* in, size_t offset, const pg::Messag
 
 void ServerConn::ForwardToClient() {
   if (client_ == nullptr) return;
-  evbuffer* in = bufferevent_get_input(bev_);
+  evbuffer* in = net_->input();
   net::NetConn& client_net = client_->net();
   size_t available = evbuffer_get_length(in);
   size_t offset = 0;
@@ -358,7 +354,9 @@ void ServerConn::ForwardToClient() {
           }
         }
       } else if (header.type == 'Z') {
-        if (statements_.OnReadyForQuery(&client_->statements())) {
+        // Without answers pending the client's map is not touched: not made for nothing.
+        if (statements_.OnReadyForQuery(statements_.AnswersPending() ? &client_->statements()
+                                                                     : nullptr)) {
           action = ps::ResponseAction::kSwallow;
         }
       } else {
@@ -453,14 +451,17 @@ void ServerConn::Close(const std::string& reason, bool is_error) {
   if (query != nullptr) query->Detach();
   agent_.ForgetCancelTarget(this);
   pool_.DetachServer(this);  // Moves it to kClosed.
-  if (bev_ != nullptr) {
-    if (tx_status_ == 'I' && internal_replies_ == 0) {
+  if (dns_request_ != nullptr) {
+    evdns_getaddrinfo_cancel(std::exchange(dns_request_, nullptr));
+  }
+  if (net_ != nullptr && net_->open()) {
+    if (tx_status_ == 'I' && internal_replies_ == 0 && !net_->connecting()) {
       // Tell PostgreSQL we are leaving; it would otherwise log an unexpected EOF.
       WriteRaw(pg::Terminate());
-      FlushBestEffort(bev_);
+      net_->FlushBestEffort();
     }
-    bufferevent_free(bev_);
-    bev_ = nullptr;
+    // Closed, not freed: this may run inside its read handler. Freed with this object.
+    net_->Close();
   }
   if (client != nullptr && is_error) {
     client->CloseWithError("08P01", absl::StrCat("server conn crashed? (", reason, ")"));

@@ -9,21 +9,25 @@
 #include <string>
 
 #include "agent/intrusive_list.h"
+#include "agent/net/net_conn.h"
 #include "agent/pg/protocol.h"
 #include "agent/pool.h"
 #include "agent/prepared_statements.h"
 #include "agent/reply_tracker.h"
 #include "common/auth_crypto.h"
 
-struct bufferevent;
 struct evbuffer;
+struct evdns_getaddrinfo_request;
+struct evutil_addrinfo;
+struct sockaddr;
+struct ssl_st;
 
 namespace pgfleet::agent {
 
 class Agent;
 class ClientConn;
 
-class ServerConn : public ListNode {
+class ServerConn final : public ListNode, private net::NetConn::Handler {
  public:
   enum class State { kLogin, kIdle, kActive, kUsed, kClosed };
   // What to do once an internal query (SET, reset, check, connect_query) completes.
@@ -57,8 +61,19 @@ class ServerConn : public ListNode {
   // This connection finds out whether a down host is back (agent/host_list.h).
   bool host_probe() const { return host_probe_; }
   int local_port() const;
-  bufferevent* bev() const { return bev_; }
+  // The TLS session once TLS is on (SHOW SERVERS), else null.
+  ssl_st* ssl() const { return net_ != nullptr ? net_->ssl() : nullptr; }
   bool tls() const { return tls_ == TlsState::kOn; }
+  // Bytes queued for the server because its socket did not take them yet.
+  size_t output_length() const { return net_ != nullptr ? net_->output_length() : 0; }
+  // Reading the server's socket (SUSPEND / RESUME, which walk the pool's const lists);
+  // backpressure uses StartBackpressure and ResumeReading.
+  void EnableRead() const {
+    if (net_ != nullptr) net_->EnableRead();
+  }
+  void DisableRead() const {
+    if (net_ != nullptr) net_->DisableRead();
+  }
 
   // Linking; the pool calls these.
   void Link(ClientConn* client, uint64_t now_us);
@@ -107,9 +122,14 @@ class ServerConn : public ListNode {
 
  private:
   friend struct ConnMover;
-  static void OnRead(bufferevent* bev, void* arg);
-  static void OnWrite(bufferevent* bev, void* arg);
-  static void OnEvent(bufferevent* bev, short events, void* arg);
+  // net::NetConn::Handler.
+  void OnNetConnected() override;
+  void OnNetRead() override;
+  void OnNetDrained() override;
+  void OnNetClosed(bool eof, const std::string& why) override;
+  // The host name resolved (evdns): connect to its first address.
+  static void OnResolved(int result, evutil_addrinfo* addresses, void* arg);
+  void ConnectTo(const sockaddr* addr, unsigned length);
 
   void SendStartup();
   // The server's one-byte answer to our SSLRequest: wrap in TLS, go on in plain text, or fail
@@ -140,7 +160,12 @@ class ServerConn : public ListNode {
   Agent& agent_;
   Pool& pool_;
   uint64_t id_;
-  bufferevent* bev_ = nullptr;  // Over TLS, the encrypting filter around the socket's.
+  // The socket (TLS, once started, runs inside it). Null until the host's address is known.
+  std::unique_ptr<net::NetConn> net_;
+  // The connection a retry with the previous secret replaced (RetryWithPreviousSecret runs
+  // inside its read handler, so it is closed there and freed with this object).
+  std::unique_ptr<net::NetConn> retired_net_;
+  evdns_getaddrinfo_request* dns_request_ = nullptr;  // The host name being resolved.
   enum class TlsState { kNone, kRequested, kOn };
   TlsState tls_ = TlsState::kNone;
   State state_ = State::kLogin;  // Written only by ConnMover.

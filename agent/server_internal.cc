@@ -2,7 +2,6 @@
 // connect queries, and the probe of the server's connection limits.
 #include <arpa/inet.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -19,7 +18,6 @@
 #include "agent/agent.h"
 #include "agent/client_conn.h"
 #include "agent/io/evbuffer_frames.h"
-#include "agent/io/socket_io.h"
 #include "agent/pg/protocol.h"
 #include "agent/server_conn.h"
 #include "agent/server_conn_detail.h"
@@ -71,7 +69,7 @@ bool ServerConn::SyncParams(ClientConn* client) {
 }
 
 void ServerConn::HandleInternal() {
-  evbuffer* in = bufferevent_get_input(bev_);
+  evbuffer* in = net_->input();
   while (internal_replies_ > 0) {
     pg::MessageHeader header;
     pg::HeaderResult result = PeekFrameHeader(in, 0, kMaxLoginMessage, &header);

@@ -2,8 +2,9 @@
 // exchange with PostgreSQL (with the previous secret of a rotation overlap).
 #include <arpa/inet.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
+#include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/util.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -19,7 +20,7 @@
 #include "agent/agent.h"
 #include "agent/client_conn.h"
 #include "agent/io/evbuffer_frames.h"
-#include "agent/io/socket_io.h"
+#include "agent/net/connect.h"
 #include "agent/pg/protocol.h"
 #include "agent/server_conn.h"
 #include "agent/server_conn_detail.h"
@@ -37,10 +38,6 @@ void ServerConn::Connect() {
     endpoint_chosen_ = true;
   }
   const config::ServerEndpoint& endpoint = endpoint_;
-  bev_ = bufferevent_socket_new(agent_.loop().base(), -1, BEV_OPT_CLOSE_ON_FREE);
-  bufferevent_setcb(bev_, &ServerConn::OnRead, &ServerConn::OnWrite, &ServerConn::OnEvent, this);
-  bufferevent_enable(bev_, EV_READ);
-  int rc;
   if (endpoint.host.empty() || endpoint.host[0] == '/') {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -49,19 +46,54 @@ void ServerConn::Connect() {
       return;
     }
     memcpy(addr.sun_path, address_.c_str(), address_.size() + 1);
-    rc = bufferevent_socket_connect(bev_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ConnectTo(reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    return;
+  }
+  // The first address the name resolves to, as libevent's connect_hostname took. A numeric
+  // host is answered at once, inside this call.
+  evutil_addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_protocol = IPPROTO_TCP;
+  const std::string port = std::to_string(endpoint.port);
+  evdns_getaddrinfo_request* request = evdns_getaddrinfo(agent_.loop().dns(), endpoint.host.c_str(),
+                                                         port.c_str(), &hints, &OnResolved, this);
+  // Null when the answer came at once (OnResolved has run).
+  if (request != nullptr) dns_request_ = request;
+}
+
+void ServerConn::OnResolved(int result, evutil_addrinfo* addresses, void* arg) {
+  // Cancelled by Close: the server may be gone, so it is not touched.
+  if (result == EVUTIL_EAI_CANCEL) {
+    if (addresses != nullptr) evutil_freeaddrinfo(addresses);
+    return;
+  }
+  auto* server = static_cast<ServerConn*>(arg);
+  server->dns_request_ = nullptr;
+  if (result != 0 || addresses == nullptr) {
+    server->LoginFailed(absl::StrCat("could not connect to ", server->address_,
+                                     ": cannot resolve host: ", evutil_gai_strerror(result)));
   } else {
-    rc = bufferevent_socket_connect_hostname(bev_, agent_.loop().dns(), AF_UNSPEC,
-                                             endpoint.host.c_str(), endpoint.port);
+    server->ConnectTo(addresses->ai_addr, static_cast<unsigned>(addresses->ai_addrlen));
   }
-  MarkCloseOnExec(bev_);
-  if (rc != 0) {
-    LoginFailed(absl::StrCat("could not connect to ", address_, ": ", strerror(errno)));
+  if (addresses != nullptr) evutil_freeaddrinfo(addresses);
+}
+
+void ServerConn::ConnectTo(const sockaddr* addr, unsigned length) {
+  if (state_ == State::kClosed) return;
+  absl::StatusOr<int> fd = net::StartConnect(addr, static_cast<socklen_t>(length));
+  if (!fd.ok()) {
+    LoginFailed(absl::StrCat("could not connect to ", address_,
+                             ": server socket error: ", fd.status().message()));
+    return;
   }
+  net::NetConn::Handler* handler = this;
+  net_ = std::make_unique<net::NetConn>(agent_.loop().base(), *fd, handler,
+                                        net::NetConn::Start::kConnecting);
 }
 
 void ServerConn::HandleTlsAnswer() {
-  evbuffer* in = bufferevent_get_input(bev_);
+  evbuffer* in = net_->input();
   if (evbuffer_get_length(in) == 0) return;
   char answer = 0;
   evbuffer_remove(in, &answer, 1);
@@ -90,16 +122,11 @@ void ServerConn::HandleTlsAnswer() {
     LoginFailed("server sent unencrypted data after accepting TLS");
     return;
   }
-  UseLibeventReads(bev_);  // The TLS filter reads through libevent's own handler.
-  bufferevent* encrypted = WrapInTls(bev_, tls->NewSession(endpoint_.host), /*accepting=*/false);
-  if (encrypted == nullptr) {
+  if (!net_->StartTls(tls->NewSession(endpoint_.host), net::NetConn::TlsRole::kConnect)) {
     LoginFailed("cannot start TLS");
     return;
   }
-  bev_ = encrypted;
   tls_ = TlsState::kOn;
-  bufferevent_setcb(bev_, &ServerConn::OnRead, &ServerConn::OnWrite, &ServerConn::OnEvent, this);
-  bufferevent_enable(bev_, EV_READ);
   SendStartup();  // Sent once the handshake is done.
 }
 
@@ -117,7 +144,7 @@ void ServerConn::SendStartup() {
 }
 
 void ServerConn::HandleLogin() {
-  evbuffer* in = bufferevent_get_input(bev_);
+  evbuffer* in = net_->input();
   while (state_ == State::kLogin && internal_replies_ == 0) {
     pg::MessageHeader header;
     pg::HeaderResult result = PeekFrameHeader(in, 0, kMaxLoginMessage, &header);
@@ -302,8 +329,9 @@ bool ServerConn::RetryWithPreviousSecret(std::string_view error_body) {
   // sees one server logging in, so the clients waiting for it keep waiting.
   using_previous_secret_ = true;
   sent_auth_file_secret_ = false;
-  bufferevent_free(bev_);
-  bev_ = nullptr;
+  // This runs inside the old connection's read handler: closed now, freed with this object.
+  net_->Close();
+  retired_net_ = std::move(net_);
   tls_ = TlsState::kNone;
   params_.clear();
   backend_pid_ = backend_key_ = 0;

@@ -106,8 +106,8 @@ std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socke
     std::string state = ClientStateName(client->state());
     // PgBouncer 1.23+: a logged-in client that holds no server is "idle", not "active".
     if (state == "active" && client->server() == nullptr) state = "idle";
-    // The client's named prepared statements (statements() is not const, the count is).
-    const size_t prepared = const_cast<ClientConn*>(client)->statements().size();
+    // The client's named prepared statements.
+    const size_t prepared = client->statement_count();
     std::vector<std::optional<std::string>> row = {
         "C", client->user(), client->database(),
         // pgfleet refuses replication connections (the replication startup parameter).
@@ -142,7 +142,7 @@ std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socke
         Ptr(server->id()),
         server->client() ? std::optional<std::string>(Ptr(server->client()->id())) : std::nullopt,
         Num(server->backend_pid()),
-        TlsColumn(server->bev()),
+        TlsColumn(server->ssl()),
         ParamOf(server->params(), "application_name"),
         Num(server->statements().size(), true),
         Num(server->id())};

@@ -37,8 +37,12 @@ bool WouldBlock(int error) { return error == EAGAIN || error == EWOULDBLOCK || e
 
 }  // namespace
 
-NetConn::NetConn(event_base* base, int fd, Handler* handler) : handler_(handler) {
+NetConn::NetConn(event_base* base, int fd, Handler* handler, Start start) : handler_(handler) {
   event_assign(&read_event_, base, fd, EV_READ | EV_PERSIST, &NetConn::OnReadable, this);
+  if (start == Start::kConnecting) {
+    connecting_ = true;
+    ArmWrite();
+  }
   EnableRead();
 }
 
@@ -53,6 +57,7 @@ size_t NetConn::output_length() const { return out_ != nullptr ? evbuffer_get_le
 void NetConn::EnableRead() {
   if (reading_ || !open_) return;
   reading_ = true;
+  if (connecting_) return;  // FinishConnect adds the event.
   event_add(&read_event_, nullptr);
   // OpenSSL may hold bytes it read from the socket and not yet decrypted for us: the socket
   // will not say readable for them, so the loop comes back here instead.
@@ -87,10 +92,10 @@ void NetConn::Close() {
   open_ = false;
 }
 
-bool NetConn::StartTls(ssl_st* ssl) {
+bool NetConn::StartTls(ssl_st* ssl, TlsRole role) {
   if (ssl == nullptr) return false;
   FlushBestEffort();
-  if (output_length() != 0 || !open_ || SSL_set_fd(ssl, fd()) != 1) {
+  if (output_length() != 0 || !open_ || connecting_ || SSL_set_fd(ssl, fd()) != 1) {
     SSL_free(ssl);
     return false;
   }
@@ -98,8 +103,26 @@ bool NetConn::StartTls(ssl_st* ssl) {
   // A peer that closes without close_notify ends the stream as a plain socket's EOF does
   // (libpq and PostgreSQL close that way); the protocol's own framing tells a cut message.
   SSL_set_options(ssl_, SSL_OP_IGNORE_UNEXPECTED_EOF);
-  SSL_set_accept_state(ssl_);
   read_wants_write_ = write_wants_read_ = false;
+  if (role == TlsRole::kAccept) {
+    SSL_set_accept_state(ssl_);
+    return true;
+  }
+  SSL_set_connect_state(ssl_);
+  // The ClientHello goes out now; the rest of the handshake runs in the read handler (SSL_read
+  // drives it) and in the first send (SSL_write waits for it, queued, as write_wants_read_).
+  ERR_clear_error();
+  const int result = SSL_do_handshake(ssl_);
+  if (result != 1) {
+    const int error = SSL_get_error(ssl_, result);
+    if (error == SSL_ERROR_WANT_WRITE) {
+      read_wants_write_ = true;
+      ArmWrite();
+    } else if (error != SSL_ERROR_WANT_READ) {
+      // Reported by the next read, as any TLS failure (the handler is not called from here).
+      event_active(&read_event_, EV_READ, 1);
+    }
+  }
   return true;
 }
 
@@ -201,7 +224,7 @@ void NetConn::Queue(const void* data, size_t size) {
 void NetConn::Send(const void* data, size_t size) {
   if (size == 0 || !open_) return;
   const char* bytes = static_cast<const char*>(data);
-  if (output_length() == 0) {
+  if (output_length() == 0 && !connecting_) {
     // A TLS write takes one record at a time: keep going while the socket takes them.
     while (size > 0) {
       const long sent = SendNow(bytes, size);
@@ -222,7 +245,9 @@ void NetConn::Send(evbuffer* from, size_t bytes) {
     evbuffer_drain(from, bytes);
     return;
   }
-  if (output_length() == 0 && ssl_ == nullptr) {
+  if (connecting_) {
+    // Queued until the connect finishes (the write event is armed for it).
+  } else if (output_length() == 0 && ssl_ == nullptr) {
     // Straight from the reader's chains to the kernel.
     bytes -= SendChainsNow(fd(), from, bytes);
     if (bytes == 0) return;
@@ -259,8 +284,26 @@ void NetConn::DisarmWrite() {
   write_event_ = nullptr;
 }
 
+void NetConn::FinishConnect() {
+  connecting_ = false;
+  int error = 0;
+  socklen_t length = sizeof(error);
+  if (getsockopt(fd(), SOL_SOCKET, SO_ERROR, &error, &length) != 0) error = errno;
+  if (error != 0) {
+    Fail(false, strerror(error));
+    return;
+  }
+  if (out_ == nullptr) DisarmWrite();
+  if (reading_) event_add(&read_event_, nullptr);
+  handler_->OnNetConnected();
+}
+
 void NetConn::OnWritable(int, short, void* arg) {
   auto* conn = static_cast<NetConn*>(arg);
+  if (conn->connecting_) {
+    conn->FinishConnect();
+    return;
+  }
   if (conn->read_wants_write_) {
     // A TLS read stopped for the socket to take a handshake message: it goes on now (and
     // retries queued output itself).
@@ -326,7 +369,7 @@ bool NetConn::WriteTls() {
 }
 
 void NetConn::FlushBestEffort() {
-  if (!open_ || out_ == nullptr) return;
+  if (!open_ || out_ == nullptr || connecting_) return;
   while (evbuffer_get_length(out_) > 0) {
     long sent;
     if (ssl_ != nullptr) {
@@ -346,6 +389,7 @@ void NetConn::FlushBestEffort() {
 }
 
 void NetConn::Fail(bool eof, const std::string& why) {
+  connecting_ = false;
   DisableRead();
   DisarmWrite();
   read_wants_write_ = write_wants_read_ = false;

@@ -1,8 +1,8 @@
-// One accepted socket: a bare fd, one read event, and I/O buffers taken from the loop's
-// BufferPool only while bytes are in flight (PgBouncer's sbuf.c is the model). An idle
-// connection holds no buffer and no write event: the write event exists only while the
-// kernel refuses output, the output buffer only while it holds unsent bytes, and the input
-// buffer only while it holds bytes the protocol code has not consumed.
+// One socket, accepted (a client) or connecting (a server): a bare fd, one read event, and I/O
+// buffers taken from the loop's BufferPool only while bytes are in flight (PgBouncer's sbuf.c is
+// the model). An idle connection holds no buffer and no write event: the write event exists only
+// while the kernel refuses output, the output buffer only while it holds unsent bytes, and the
+// input buffer only while it holds bytes the protocol code has not consumed.
 //
 // The layer calls its Handler with events; the protocol code reads input() in place and
 // sends through Send(). TLS, when started, runs OpenSSL directly on the socket (SSL_set_fd),
@@ -37,13 +37,21 @@ class NetConn {
     // The peer closed (`eof`) or the socket or TLS failed (`why` says how). Reading has
     // stopped; the handler closes the connection.
     virtual void OnNetClosed(bool eof, const std::string& why) = 0;
+    // A connection made with kConnecting is established (a failed connect comes through
+    // OnNetClosed with the socket's error).
+    virtual void OnNetConnected() {}
 
    protected:
     ~Handler() = default;
   };
 
+  enum class Start {
+    kConnected,   // An accepted socket: reads start now.
+    kConnecting,  // A non-blocking connect is in progress: the layer waits for the socket to
+                  // become writable, checks SO_ERROR, then reads and reports OnNetConnected.
+  };
   // Takes `fd` (closed by Close or the destructor) and starts reading it.
-  NetConn(event_base* base, int fd, Handler* handler);
+  NetConn(event_base* base, int fd, Handler* handler, Start start = Start::kConnected);
   ~NetConn();
   NetConn(const NetConn&) = delete;
   NetConn& operator=(const NetConn&) = delete;
@@ -70,9 +78,12 @@ class NetConn {
   // Sends what is queued without blocking, before Close; the kernel's refusal drops the rest.
   void FlushBestEffort();
 
-  // Starts TLS as the accepting side; takes `ssl`. Output must be empty (what was queued went
-  // out in plain text first). False (and `ssl` freed) when it cannot start.
-  bool StartTls(ssl_st* ssl);
+  // Starts TLS on the connected socket; takes `ssl`. Output must be empty (what was queued
+  // went out in plain text first). False (and `ssl` freed) when it cannot start. As the
+  // connecting side the handshake starts at once; its result comes through the first read or
+  // send (a refused certificate closes the connection with OpenSSL's reason).
+  enum class TlsRole { kAccept, kConnect };
+  bool StartTls(ssl_st* ssl, TlsRole role = TlsRole::kAccept);
   ssl_st* ssl() const { return ssl_; }
 
   // Gives the input buffer back if the protocol code consumed it all. The layer does this
@@ -83,12 +94,15 @@ class NetConn {
   void Close();
 
   // For tests: whether any buffer or the write event is attached.
+  bool connecting() const { return connecting_; }
   bool holds_buffers() const { return in_ != nullptr || out_ != nullptr; }
   bool has_write_event() const { return write_event_ != nullptr; }
 
  private:
   static void OnReadable(int fd, short what, void* arg);
   static void OnWritable(int fd, short what, void* arg);
+  // The connect finished (the socket became writable): SO_ERROR says how.
+  void FinishConnect();
 
   // Reads what the socket (or TLS) has into the input buffer. Returns false when the
   // connection failed or ended (the handler has been told).
@@ -115,6 +129,9 @@ class NetConn {
   bool read_wants_write_ = false;
   // TLS: queued output waits for the peer's bytes (the handshake); retried after each read.
   bool write_wants_read_ = false;
+  // A non-blocking connect is in progress: the read event waits for it (reading_ says whether
+  // it is wanted afterwards), output is queued.
+  bool connecting_ = false;
   event read_event_;
   event* write_event_ = nullptr;
   evbuffer* in_ = nullptr;

@@ -1,7 +1,6 @@
 // One non-blocking sendmsg() of the first bytes of an evbuffer, straight from its chains: the
 // common case of forwarding, where a read's worth of messages goes out without being copied
-// into an output buffer first. Used by both I/O layers (agent/net's NetConn and the server
-// side's bufferevents, agent/io/socket_io).
+// into an output buffer first (NetConn's sends, for clients and servers alike).
 #pragma once
 
 #include <cstddef>

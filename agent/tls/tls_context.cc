@@ -1,8 +1,6 @@
 #include "agent/tls/tls_context.h"
 
 #include <arpa/inet.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -189,24 +187,6 @@ ssl_st* TlsContext::NewSession(const std::string& host) const {
   return ssl;
 }
 
-bufferevent* WrapInTls(bufferevent* plain, ssl_st* ssl, bool accepting) {
-  if (ssl == nullptr) return nullptr;
-  bufferevent* tls = bufferevent_openssl_filter_new(
-      bufferevent_get_base(plain), plain, ssl,
-      accepting ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
-  if (tls == nullptr) {
-    SSL_free(ssl);
-    return nullptr;
-  }
-  // A peer that closes without close_notify is an EOF, as for a plain socket.
-  bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
-  return tls;
-}
-
-std::string DescribeTls(bufferevent* bev) {
-  return bev == nullptr ? "" : DescribeTls(bufferevent_openssl_get_ssl(bev));
-}
-
 namespace {
 
 // The reasons collected, then the certificate check's verdict when it failed.
@@ -222,14 +202,6 @@ std::string ErrorTextWithVerify(std::string text, SSL* ssl) {
 }
 
 }  // namespace
-
-std::string TlsErrorText(bufferevent* bev) {
-  std::string text;
-  while (unsigned long code = bufferevent_get_openssl_error(bev)) {
-    absl::StrAppend(&text, text.empty() ? "" : "; ", ReasonOf(code));
-  }
-  return ErrorTextWithVerify(std::move(text), bufferevent_openssl_get_ssl(bev));
-}
 
 std::string DescribeTls(ssl_st* ssl) {
   if (ssl == nullptr) return "";

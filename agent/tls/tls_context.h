@@ -11,7 +11,6 @@
 #include "absl/status/statusor.h"
 #include "common/config/config.h"
 
-struct bufferevent;
 struct ssl_ctx_st;
 struct ssl_st;
 
@@ -29,8 +28,7 @@ class TlsContext {
 
   config::TlsMode mode() const { return mode_; }
   // A new session; `host` (server side) sets SNI and, under verify-full, the name the
-  // server's certificate must carry. The caller owns it (a bufferevent made with
-  // BEV_OPT_CLOSE_ON_FREE frees it).
+  // server's certificate must carry. The caller owns it (NetConn::StartTls takes it).
   ssl_st* NewSession(const std::string& host = "") const;
 
  private:
@@ -39,17 +37,11 @@ class TlsContext {
   config::TlsMode mode_;
 };
 
-// Wraps a plain bufferevent in TLS (accepting or connecting). The plain one is owned by the
-// result and freed with it. nullptr on failure.
-bufferevent* WrapInTls(bufferevent* plain, ssl_st* ssl, bool accepting);
-// "TLSv1.3/TLS_AES_256_GCM_SHA384" for a TLS bufferevent, "" for a plain one (SHOW CLIENTS'
-// and SHOW SERVERS' tls column).
-std::string DescribeTls(bufferevent* bev);
-// Why a TLS bufferevent failed (handshake, certificate), from OpenSSL's error queue.
-std::string TlsErrorText(bufferevent* bev);
-// The same for a connection running OpenSSL directly (agent/net/net_conn.h): takes the
-// reasons from this thread's OpenSSL error queue.
+// "TLSv1.3/TLS_AES_256_GCM_SHA384" for a TLS session, "" for none (SHOW CLIENTS' and SHOW
+// SERVERS' tls column).
 std::string DescribeTls(ssl_st* ssl);
+// Why a connection's TLS failed (handshake, certificate): the reasons in this thread's
+// OpenSSL error queue, then the certificate check's verdict when it failed.
 std::string TlsErrorText(ssl_st* ssl);
 
 }  // namespace pgfleet::agent

@@ -9,6 +9,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -21,6 +22,7 @@
 #include <thread>
 
 #include "agent/net/buffer_pool.h"
+#include "agent/net/connect.h"
 #include "gtest/gtest.h"
 
 namespace pgfleet::agent::net {
@@ -57,6 +59,8 @@ struct TestHandler final : NetConn::Handler {
   std::function<void()> on_read = [] {};
   std::function<void()> on_drained = [] {};
   std::function<void(bool, const std::string&)> on_closed = [](bool, const std::string&) {};
+  std::function<void()> on_connected = [] {};
+  void OnNetConnected() override { on_connected(); }
   void OnNetRead() override { on_read(); }
   void OnNetDrained() override { on_drained(); }
   void OnNetClosed(bool eof, const std::string& why) override { on_closed(eof, why); }
@@ -306,6 +310,181 @@ TEST_F(NetConnTest, TlsHandshakeFailureIsAnErrorWithItsReason) {
   EXPECT_FALSE(why.empty());
   EXPECT_NE(why, "TLS error") << "the reason should come from OpenSSL's error queue";
   conn.Close();
+  SSL_CTX_free(server_ctx);
+}
+
+// ---- Connecting (server connections) ------------------------------------------------------
+
+// A listening TCP socket on 127.0.0.1 and its address.
+struct Listener {
+  int fd = -1;
+  sockaddr_in addr{};
+  explicit Listener(bool listening = true) {
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(addr);
+    bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length);
+    if (listening) listen(fd, 8);
+  }
+  ~Listener() {
+    if (fd >= 0) close(fd);
+  }
+  const sockaddr* sockaddr_ptr() const { return reinterpret_cast<const sockaddr*>(&addr); }
+};
+
+TEST_F(NetConnTest, ConnectReportsConnectedAndSendsWhatWasQueuedMeanwhile) {
+  Listener listener;
+  absl::StatusOr<int> fd = StartConnect(listener.sockaddr_ptr(), sizeof(listener.addr));
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  EXPECT_NE(fcntl(*fd, F_GETFD) & FD_CLOEXEC, 0) << "a hand-over must not inherit it";
+  TestHandler handler;
+  bool connected = false;
+  std::string echoed;
+  handler.on_connected = [&] { connected = true; };
+  NetConn conn(base_, *fd, &handler, NetConn::Start::kConnecting);
+  handler.on_read = [&] {
+    char bytes[64];
+    const int n = evbuffer_remove(conn.input(), bytes, sizeof(bytes));
+    echoed.append(bytes, static_cast<size_t>(n));
+  };
+  EXPECT_TRUE(conn.connecting());
+  conn.Send("queued", 6);  // Before the connect finished: kept until it has.
+  RunUntil([&] { return connected; });
+  ASSERT_TRUE(connected);
+  EXPECT_FALSE(conn.connecting());
+  const int peer = accept(listener.fd, nullptr, nullptr);
+  ASSERT_GE(peer, 0);
+  std::string got;
+  char bytes[64];
+  RunUntil([&] { return conn.output_length() == 0; });
+  const ssize_t n = read(peer, bytes, sizeof(bytes));
+  ASSERT_GT(n, 0);
+  got.assign(bytes, static_cast<size_t>(n));
+  EXPECT_EQ(got, "queued");
+  ASSERT_EQ(write(peer, "back", 4), 4);
+  RunUntil([&] { return echoed == "back"; });
+  EXPECT_EQ(echoed, "back") << "reads start once connected";
+  EXPECT_FALSE(conn.holds_buffers());
+  EXPECT_FALSE(conn.has_write_event());
+  close(peer);
+}
+
+TEST_F(NetConnTest, RefusedConnectIsAnErrorWithTheSocketsReason) {
+  Listener not_listening(/*listening=*/false);
+  absl::StatusOr<int> fd = StartConnect(not_listening.sockaddr_ptr(), sizeof(not_listening.addr));
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  TestHandler handler;
+  bool connected = false;
+  bool closed = false;
+  bool eof = true;
+  std::string why;
+  handler.on_connected = [&] { connected = true; };
+  handler.on_closed = [&](bool was_eof, const std::string& text) {
+    closed = true;
+    eof = was_eof;
+    why = text;
+  };
+  NetConn conn(base_, *fd, &handler, NetConn::Start::kConnecting);
+  RunUntil([&] { return closed; });
+  EXPECT_TRUE(closed);
+  EXPECT_FALSE(connected);
+  EXPECT_FALSE(eof);
+  EXPECT_EQ(why, "Connection refused");
+  conn.Close();
+}
+
+// TLS as the connecting side against a blocking TLS server in a thread; `client_ctx` decides
+// whether the server's certificate is checked.
+struct TlsServerThread {
+  std::string received;
+  std::string error;
+  std::thread thread;
+  TlsServerThread(int listen_fd, SSL_CTX* server_ctx) {
+    thread = std::thread([this, listen_fd, server_ctx] {
+      const int fd = accept(listen_fd, nullptr, nullptr);
+      SSL* ssl = SSL_new(server_ctx);
+      SSL_set_fd(ssl, fd);
+      if (SSL_accept(ssl) != 1) {
+        error = "handshake failed";
+      } else {
+        char bytes[64];
+        const int n = SSL_read(ssl, bytes, sizeof(bytes));
+        if (n > 0) received.assign(bytes, static_cast<size_t>(n));
+        SSL_write(ssl, "world", 5);
+        SSL_read(ssl, bytes, sizeof(bytes));  // Until the client closes.
+      }
+      SSL_free(ssl);
+      close(fd);
+    });
+  }
+};
+
+TEST_F(NetConnTest, TlsAsTheConnectingSideSendsAndReads) {
+  SSL_CTX* server_ctx = MakeServerContext();
+  SSL_CTX* client_ctx = SSL_CTX_new(TLS_client_method());
+  SSL_CTX_set_mode(client_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  Listener listener;
+  TlsServerThread server(listener.fd, server_ctx);
+  absl::StatusOr<int> fd = StartConnect(listener.sockaddr_ptr(), sizeof(listener.addr));
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  TestHandler handler;
+  std::string reply;
+  bool closed = false;
+  NetConn conn(base_, *fd, &handler, NetConn::Start::kConnecting);
+  handler.on_connected = [&] {
+    ASSERT_TRUE(conn.StartTls(SSL_new(client_ctx), NetConn::TlsRole::kConnect));
+    conn.Send("hello", 5);  // Waits for the handshake.
+  };
+  handler.on_read = [&] {
+    char bytes[64];
+    const int n = evbuffer_remove(conn.input(), bytes, sizeof(bytes));
+    reply.append(bytes, static_cast<size_t>(n));
+  };
+  handler.on_closed = [&](bool, const std::string&) { closed = true; };
+  RunUntil([&] { return reply == "world" || closed; });
+  EXPECT_EQ(reply, "world");
+  EXPECT_FALSE(closed);
+  EXPECT_NE(conn.ssl(), nullptr);
+  conn.Close();
+  server.thread.join();
+  EXPECT_EQ(server.error, "");
+  EXPECT_EQ(server.received, "hello");
+  SSL_CTX_free(client_ctx);
+  SSL_CTX_free(server_ctx);
+}
+
+TEST_F(NetConnTest, TlsAsTheConnectingSideRefusesAnUntrustedCertificate) {
+  SSL_CTX* server_ctx = MakeServerContext();
+  SSL_CTX* client_ctx = SSL_CTX_new(TLS_client_method());
+  SSL_CTX_set_verify(client_ctx, SSL_VERIFY_PEER, nullptr);  // No CA: nothing is trusted.
+  Listener listener;
+  TlsServerThread server(listener.fd, server_ctx);
+  absl::StatusOr<int> fd = StartConnect(listener.sockaddr_ptr(), sizeof(listener.addr));
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  TestHandler handler;
+  bool closed = false;
+  bool eof = true;
+  std::string why;
+  NetConn conn(base_, *fd, &handler, NetConn::Start::kConnecting);
+  handler.on_connected = [&] {
+    ASSERT_TRUE(conn.StartTls(SSL_new(client_ctx), NetConn::TlsRole::kConnect));
+    conn.Send("hello", 5);
+  };
+  handler.on_closed = [&](bool was_eof, const std::string& text) {
+    closed = true;
+    eof = was_eof;
+    why = text;
+  };
+  RunUntil([&] { return closed; });
+  EXPECT_TRUE(closed);
+  EXPECT_FALSE(eof);
+  EXPECT_NE(why.find("certificate verify failed"), std::string::npos) << why;
+  conn.Close();
+  server.thread.join();
+  EXPECT_NE(server.error, "") << "the server saw the handshake refused";
+  SSL_CTX_free(client_ctx);
   SSL_CTX_free(server_ctx);
 }
 
