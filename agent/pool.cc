@@ -126,6 +126,7 @@ void Pool::Link(ClientConn* client, ServerConn* server) {
   const bool was_waiting = client->state() == ClientConn::State::kWaiting;
   ConnMover::Move(client, ClientConn::State::kActive);
   ConnMover::Move(server, ServerConn::State::kActive);
+  stats_.server_assignment_count++;
   server->Link(client, now);
   client->OnLinked(server, now, was_waiting);
   // The client forwards from the loop (after this pool call returns), or once the server has

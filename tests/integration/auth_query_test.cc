@@ -137,7 +137,7 @@ TEST_F(AuthQueryTest, DefaultAuthQueryLogsInMd5AndScramRolesWithOnlyTheAuthUserI
   ExpectLoginAs(kMd5Role, kMd5Password);      // md5 exchange, md5 hash to PostgreSQL.
   ExpectLoginAs(kScramRole, kScramPassword);  // SCRAM (the secret is a verifier), pass-through.
   ExpectRefused(kMd5Role, "wrong", "password authentication failed");
-  ExpectRefused(kScramRole, "wrong", "password authentication failed");
+  ExpectRefused(kScramRole, "wrong", "SASL authentication failed");
   // The auth_file user still logs in from auth_file.
   ExpectLoginAs(kLookupUser, kLookupPassword);
 
@@ -308,7 +308,7 @@ TEST_F(AuthQueryTest, WorksWithNoAuthFileAtAll) {
   ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
   ExpectLoginAs(kMd5Role, kMd5Password);
   ExpectLoginAs(kScramRole, kScramPassword);
-  ExpectRefused(kScramRole, "wrong", "password authentication failed");
+  ExpectRefused(kScramRole, "wrong", "SASL authentication failed");
 }
 
 }  // namespace

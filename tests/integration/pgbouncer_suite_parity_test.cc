@@ -438,5 +438,65 @@ TEST_F(PgbouncerSuiteParityTest, ReservePoolSetOnline) {
   PGF_EXPECT_OK(Query(holder.get(), "commit").status());
 }
 
+// ---- SHOW STATS (PgBouncer 1.23 columns) -------------------------------------------------------
+
+// test_show_stats: session pooling, so one server assignment per client.
+TEST_F(PgbouncerSuiteParityTest, ShowStatsCountsServerAssignments) {
+  ASSERT_NO_FATAL_FAILURE(StartAgentWith(Options({{"pool_mode", "session"}})));
+  for (int i = 0; i < 5; ++i) {
+    PGF_ASSERT_OK_AND_ASSIGN(
+        PgConn conn, Connect(TcpConnString(agent_->port(), kAppDb, kPlainUser, kPlainPassword)));
+    PGF_ASSERT_OK(Query(conn.get(), "select 1").status());
+    PGF_ASSERT_OK(Query(conn.get(), "select 2").status());
+  }
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        PGF_ASSIGN_OR_RETURN(PgConn console, ConnectConsole());
+        PGF_ASSIGN_OR_RETURN(Table stats, Show(console.get(), "SHOW STATS"));
+        Rows rows = stats.Where({{"database", kAppDb}});
+        *note = stats.Dump();
+        return !rows.empty() && stats.At(rows[0], "total_server_assignment_count") == "5";
+      },
+      absl::Seconds(20), "5 server assignments in SHOW STATS"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+  PGF_ASSERT_OK_AND_ASSIGN(Table stats, Show(console.get(), "SHOW STATS"));
+  for (const char* column :
+       {"total_client_parse_count", "total_server_parse_count", "total_bind_count",
+        "avg_server_assignment_count", "avg_client_parse_count", "avg_server_parse_count",
+        "avg_bind_count"}) {
+    EXPECT_GE(stats.Col(column), 0) << column << "\n" << stats.Dump();
+  }
+  PGF_ASSERT_OK_AND_ASSIGN(Table totals, Show(console.get(), "SHOW STATS_TOTALS"));
+  Rows total_rows = totals.Where({{"database", kAppDb}});
+  ASSERT_EQ(total_rows.size(), 1u) << totals.Dump();
+  EXPECT_EQ(totals.At(total_rows[0], "server_assignment_count"), "5") << totals.Dump();
+  EXPECT_EQ(totals.At(total_rows[0], "xact_count"), "10") << totals.Dump();
+  PGF_ASSERT_OK_AND_ASSIGN(Table all, Show(console.get(), "SHOW TOTALS"));
+  EXPECT_FALSE(all.Where({{"name", "total_server_assignment_count"}, {"value", "5"}}).empty())
+      << all.Dump();
+}
+
+// The prepared-statement counters: a named statement prepared once and executed twice.
+TEST_F(PgbouncerSuiteParityTest, ShowStatsCountsPreparedStatements) {
+  ASSERT_NO_FATAL_FAILURE(
+      StartAgentWith(Options({{"pool_mode", "transaction"}, {"max_prepared_statements", "10"}})));
+  PGF_ASSERT_OK_AND_ASSIGN(
+      PgConn conn, Connect(TcpConnString(agent_->port(), kAppDb, kPlainUser, kPlainPassword)));
+  PgResult prepared(PQprepare(conn.get(), "s1", "select $1::int", 1, nullptr));
+  ASSERT_EQ(PQresultStatus(prepared.get()), PGRES_COMMAND_OK) << PQerrorMessage(conn.get());
+  for (const char* value : {"1", "2"}) {
+    const char* params[] = {value};
+    PgResult executed(PQexecPrepared(conn.get(), "s1", 1, params, nullptr, nullptr, 0));
+    ASSERT_EQ(PQresultStatus(executed.get()), PGRES_TUPLES_OK) << PQerrorMessage(conn.get());
+  }
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
+  PGF_ASSERT_OK_AND_ASSIGN(Table stats, Show(console.get(), "SHOW STATS"));
+  Rows rows = stats.Where({{"database", kAppDb}});
+  ASSERT_EQ(rows.size(), 1u) << stats.Dump();
+  EXPECT_EQ(stats.At(rows[0], "total_client_parse_count"), "1") << stats.Dump();
+  EXPECT_EQ(stats.At(rows[0], "total_server_parse_count"), "1") << stats.Dump();
+  EXPECT_EQ(stats.At(rows[0], "total_bind_count"), "2") << stats.Dump();
+}
+
 }  // namespace
 }  // namespace pgfleet::testutil
