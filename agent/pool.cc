@@ -280,13 +280,16 @@ void Pool::OnServerLoginFailed(ServerConn* server, const std::string& reason,
   stats_.server_login_failures++;
   last_login_failure_us_ = MonotonicMicros();
   last_login_error_ = reason;
+  // The agent's own queries (auth_query's lookups) fail at once whatever the cause: a lookup
+  // that cannot run is a clear error for that login, never a stall (RunQuery does the same
+  // within server_login_retry).
+  FailQueuedQueries(absl::StrCat("server login failed: ", reason));
   // As PgBouncer (kill_pool_logins_server_error): a connection that could not be made (refused,
   // timed out, TLS) or a server still starting up (57P03) leaves the clients queued, and a new
   // connection is tried after server_login_retry; query_wait_timeout, query_timeout and
   // client_login_timeout bound their wait. Only PostgreSQL refusing the login ends it.
   if (sqlstate.empty() || sqlstate == "57P03") return;
   PGF_WARN("pool", "db=%s user=%s server login failed: FATAL %s", db_.name, user_, server_message);
-  FailQueuedQueries(absl::StrCat("server login failed: ", reason));
   // Clients queued on a pool that still has a connected server keep waiting for it.
   if (has_welcome_ && idle_servers_.size() + active_servers_.size() + used_servers_.size() > 0) {
     return;
