@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
 #include "agent/client_conn.h"
@@ -17,6 +18,14 @@ namespace pgfleet::agent {
 namespace {
 
 uint64_t ToMicros(absl::Duration d) { return static_cast<uint64_t>(absl::ToInt64Microseconds(d)); }
+
+// PostgreSQL could not be reached or did not answer in time: ServerConn's "could not connect
+// to ..." for a refused, reset or closed connection, the janitor's "connect timeout". A TLS
+// handshake that failed is a configuration problem, not something to wait out.
+bool PostgresUnreachable(const std::string& reason) {
+  return reason == "connect timeout" || (absl::StartsWith(reason, "could not connect to ") &&
+                                         !absl::StrContains(reason, "TLS error"));
+}
 
 bool SameServerTarget(const config::DatabaseConfig& a, const config::DatabaseConfig& b) {
   return a.host == b.host && a.port == b.port && a.ports == b.ports && a.dbname == b.dbname &&
@@ -285,11 +294,19 @@ void Pool::OnServerLoginFailed(ServerConn* server, const std::string& reason,
   // within server_login_retry).
   FailQueuedQueries(absl::StrCat("server login failed: ", reason));
   // As PgBouncer (kill_pool_logins_server_error): a connection that could not be made (refused,
-  // timed out, TLS) or a server still starting up (57P03) leaves the clients queued, and a new
+  // timed out) or a server still starting up (57P03) leaves the clients queued, and a new
   // connection is tried after server_login_retry; query_wait_timeout, query_timeout and
-  // client_login_timeout bound their wait. Only PostgreSQL refusing the login ends it.
-  if (sqlstate.empty() || sqlstate == "57P03") return;
-  PGF_WARN("pool", "db=%s user=%s server login failed: FATAL %s", db_.name, user_, server_message);
+  // client_login_timeout bound their wait.
+  if (sqlstate == "57P03" || (sqlstate.empty() && PostgresUnreachable(reason))) return;
+  // PostgreSQL's refusal goes to the clients as it said it; a failure of the agent's own
+  // (TLS verification, no password known, an unsupported method) as "server login failed".
+  const std::string code = sqlstate.empty() ? "08P01" : sqlstate;
+  const std::string answer =
+      sqlstate.empty() ? absl::StrCat("server login failed: ", reason) : server_message;
+  if (!sqlstate.empty()) {
+    PGF_WARN("pool", "db=%s user=%s server login failed: FATAL %s", db_.name, user_,
+             server_message);
+  }
   // Clients queued on a pool that still has a connected server keep waiting for it.
   if (has_welcome_ && idle_servers_.size() + active_servers_.size() + used_servers_.size() > 0) {
     return;
@@ -297,11 +314,9 @@ void Pool::OnServerLoginFailed(ServerConn* server, const std::string& reason,
   // The others would hit the same error: they get PostgreSQL's own SQLSTATE and message.
   while (ClientConn* client = login_waiting_clients_.front()) {
     ConnMover::Move(client, ClientConn::State::kIdle);
-    client->CloseWithError(sqlstate, server_message);
+    client->CloseWithError(code, answer);
   }
-  while (ClientConn* client = waiting_clients_.front()) {
-    client->CloseWithError(sqlstate, server_message);
-  }
+  while (ClientConn* client = waiting_clients_.front()) client->CloseWithError(code, answer);
 }
 
 void Pool::DetachClient(ClientConn* client) {
