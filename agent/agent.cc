@@ -1093,7 +1093,7 @@ void Agent::Janitor() {
   if (login_limit > 0) {
     login_clients_.ForEach([&](ClientConn* client) {
       if (now - client->connect_time_us() > login_limit) {
-        client->CloseWithError("08P01", "client_login_timeout (server down or wrong password?)");
+        client->CloseWithError("08P01", "client_login_timeout");
       }
     });
   }

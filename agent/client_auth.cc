@@ -319,6 +319,16 @@ bool ClientAuth::PasswordMatches(const config::UserSecret& secret, const std::st
   return false;
 }
 
+std::string ClientAuth::FailureAnswer() const {
+  // PgBouncer's words for each method (client.c), whatever went wrong: the client learns no
+  // more than that (the log says why).
+  if (agent_.config().auth_type == config::AuthType::kTrust) {
+    return "\"trust\" authentication failed";
+  }
+  if (auth_method_ == AuthMethod::kScram) return "SASL authentication failed";
+  return "password authentication failed";
+}
+
 void ClientAuth::NotePreviousSecretUsed() {
   // Which secret, never the secret: the operator closing the overlap wants to know who still
   // uses the old password.
@@ -350,9 +360,7 @@ ClientAuth::Outcome ClientAuth::Failed(const std::string& log_reason, const std:
              absl::FormatDuration(cfg.auth_failure_max_delay));
   }
   client_.quiet_close_ = !decision.log;
-  std::string answer = message.empty()
-                           ? absl::StrCat("password authentication failed for user \"", user_, "\"")
-                           : message;
+  std::string answer = message.empty() ? FailureAnswer() : message;
   if (decision.delay <= absl::ZeroDuration()) {
     return CloseWithError(sqlstate, answer);
   }
@@ -436,6 +444,15 @@ void ClientConn::AuthSucceeded() {
     Write(welcome);
     auth_.reset();
     ProcessInput();
+    return;
+  }
+  // PgBouncer's finish_client_login: these come after a successful authentication only.
+  if (!agent_.config().FindDatabase(database_).has_value()) {
+    CloseWithError("08P01", absl::StrCat("no such database: ", database_));
+    return;
+  }
+  if (agent_.IsDisabled(database_)) {
+    CloseWithError("08P01", absl::StrCat("database \"", database_, "\" is disabled"));
     return;
   }
   if (!WithinClientLimits()) return;

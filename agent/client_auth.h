@@ -56,12 +56,16 @@ class ClientAuth {
   bool UsesAuthQuery(std::string& auth_user, std::string& auth_db) const;
   Outcome StartLookup(const std::string& auth_user, const std::string& auth_db);
   Outcome OnLookupAnswer(absl::StatusOr<AuthQueryAnswer> answer);
-  // `message` empty: PostgreSQL's "password authentication failed for user ...".
-  Outcome Failed(const std::string& log_reason, const std::string& sqlstate = "28P01",
+  // `message` empty: PgBouncer's answer for the method (FailureAnswer). PgBouncer answers every
+  // failed login with SQLSTATE 08P01.
+  Outcome Failed(const std::string& log_reason, const std::string& sqlstate = "08P01",
                  const std::string& message = "");
   Outcome CloseWithError(const std::string& sqlstate, const std::string& message);
   bool PasswordMatches(const config::UserSecret& secret, const std::string& password);
   void NotePreviousSecretUsed();
+  // "\"trust\" authentication failed", "SASL authentication failed" (SCRAM, md5 with a SCRAM
+  // secret) or "password authentication failed" (plain, md5).
+  std::string FailureAnswer() const;
 
   Agent& agent_;
   ClientConn& client_;

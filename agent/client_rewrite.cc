@@ -56,6 +56,7 @@ bool ClientConn::AnswerKnownParse() {
   if (!pool_->HasPreparedStatement(statement->id)) return false;
   evbuffer_drain(in, parse.total() + sync.total());
   pool_->stats().bytes_received += parse.total() + sync.total();
+  pool_->stats().client_parse_count++;
   statements().Set(name, std::move(statement));
   Write(pg::MessageBuilder('1').Finish() + pg::ReadyForQuery('I'));
   return true;
@@ -78,6 +79,7 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
   evbuffer* in = net_.input();
   const size_t available = evbuffer_get_length(in);
   ps::ServerStatements& server_statements = server_->statements();
+  const uint64_t parses_before = server_statements.parses_sent();
   const size_t capacity = static_cast<size_t>(std::max(agent_.config().max_prepared_statements, 1));
   // The start of the body decides; the common messages (unnamed Parse/Bind, ordinary
   // queries) stay on the zero-copy path. A Parse is named by its first byte and a Describe of
@@ -116,6 +118,8 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
           start.substr(0, portal_end), start.substr(portal_end + 1, name_end - portal_end - 1),
           header.body_size() - names_size, statements(), capacity);
       if (!rewritten.has_value()) return Rewrite::kPassThrough;
+      pool_->stats().bind_count++;
+      pool_->stats().server_parse_count += server_statements.parses_sent() - parses_before;
       FlushToServer(offset);
       evbuffer_drain(in, pg::kHeaderSize + names_size);
       pool_->stats().bytes_received += pg::kHeaderSize + names_size;
@@ -207,6 +211,7 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
   switch (type) {
     case 'P':
       out = server_statements.OnParse(body, statements(), capacity);
+      pool_->stats().client_parse_count++;
       break;
     case 'D':
       out = server_statements.OnDescribe(body, statements(), capacity);
@@ -215,6 +220,7 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
       out = server_statements.OnClose(body, statements());
       break;
   }
+  pool_->stats().server_parse_count += server_statements.parses_sent() - parses_before;
   server_->NoteClientMessage(type);
   server_->WriteRaw(out);
   return Rewrite::kRewritten;

@@ -144,15 +144,8 @@ void ClientConn::HandleStartupPacket(std::string_view packet) {
     CloseWithError("53300", "no more connections allowed (max_client_conn)");
     return;
   }
-  if (database_ != "pgbouncer" && !cfg.FindDatabase(database_).has_value()) {
-    CloseWithError("08P01", absl::StrCat("no such database: ", database_));
-    return;
-  }
-  if (agent_.IsDisabled(database_)) {
-    CloseWithError(
-        "08P01", absl::StrCat("database \"", database_, "\" does not allow connections (DISABLE)"));
-    return;
-  }
+  // An unknown or disabled database is answered after authentication, as PgBouncer does
+  // (finish_client_login): the client that cannot log in learns nothing about the databases.
   StartAuth();
 }
 

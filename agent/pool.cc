@@ -2,6 +2,9 @@
 
 #include <event2/event.h>
 
+#include <algorithm>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
 #include "agent/client_conn.h"
@@ -14,6 +17,14 @@ namespace pgfleet::agent {
 namespace {
 
 uint64_t ToMicros(absl::Duration d) { return static_cast<uint64_t>(absl::ToInt64Microseconds(d)); }
+
+// PostgreSQL could not be reached or did not answer in time: ServerConn's "could not connect
+// to ..." for a refused, reset or closed connection, the janitor's "connect timeout". A TLS
+// handshake that failed is a configuration problem, not something to wait out.
+bool PostgresUnreachable(const std::string& reason) {
+  return reason == "connect timeout" || (absl::StartsWith(reason, "could not connect to ") &&
+                                         !absl::StrContains(reason, "TLS error"));
+}
 
 bool SameServerTarget(const config::DatabaseConfig& a, const config::DatabaseConfig& b) {
   return a.host == b.host && a.port == b.port && a.ports == b.ports && a.dbname == b.dbname &&
@@ -77,6 +88,8 @@ void Pool::AddClient(ClientConn* client) {
     return;
   }
   ConnMover::Move(client, ClientConn::State::kLoginWaiting);
+  // Its wait counts for query_wait_timeout and query_timeout, as in PgBouncer.
+  client->set_wait_start_us(MonotonicMicros());
   MaybeLaunchServers();
 }
 
@@ -121,6 +134,7 @@ void Pool::Link(ClientConn* client, ServerConn* server) {
   const bool was_waiting = client->state() == ClientConn::State::kWaiting;
   ConnMover::Move(client, ClientConn::State::kActive);
   ConnMover::Move(server, ServerConn::State::kActive);
+  stats_.server_assignment_count++;
   server->Link(client, now);
   client->OnLinked(server, now, was_waiting);
   // The client forwards from the loop (after this pool call returns), or once the server has
@@ -249,7 +263,8 @@ void Pool::OnServerLoginDone(ServerConn* server, const ParamList& params) {
   WelcomeWaitingLogins();
 }
 
-void Pool::OnServerLoginFailed(ServerConn* server, const std::string& reason) {
+void Pool::OnServerLoginFailed(ServerConn* server, const std::string& reason,
+                               const std::string& sqlstate, const std::string& server_message) {
   if (server != nullptr && config::Endpoints(db_).size() > 1) {
     // One host of a list failed: it is left out for a while, and if another host may be tried
     // the clients keep waiting for that one instead of failing or waiting server_login_retry.
@@ -273,12 +288,34 @@ void Pool::OnServerLoginFailed(ServerConn* server, const std::string& reason) {
   stats_.server_login_failures++;
   last_login_failure_us_ = MonotonicMicros();
   last_login_error_ = reason;
+  // The agent's own queries (auth_query's lookups) fail at once whatever the cause: a lookup
+  // that cannot run is a clear error for that login, never a stall (RunQuery does the same
+  // within server_login_retry).
   FailQueuedQueries(absl::StrCat("server login failed: ", reason));
-  // Clients still logging in have no session to fall back on: they get the server's reason.
+  // As PgBouncer (kill_pool_logins_server_error): a connection that could not be made (refused,
+  // timed out) or a server still starting up (57P03) leaves the clients queued, and a new
+  // connection is tried after server_login_retry; query_wait_timeout, query_timeout and
+  // client_login_timeout bound their wait.
+  if (sqlstate == "57P03" || (sqlstate.empty() && PostgresUnreachable(reason))) return;
+  // PostgreSQL's refusal goes to the clients as it said it; a failure of the agent's own
+  // (TLS verification, no password known, an unsupported method) as "server login failed".
+  const std::string code = sqlstate.empty() ? "08P01" : sqlstate;
+  const std::string answer =
+      sqlstate.empty() ? absl::StrCat("server login failed: ", reason) : server_message;
+  if (!sqlstate.empty()) {
+    PGF_WARN("pool", "db=%s user=%s server login failed: FATAL %s", db_.name, user_,
+             server_message);
+  }
+  // Clients queued on a pool that still has a connected server keep waiting for it.
+  if (has_welcome_ && idle_servers_.size() + active_servers_.size() + used_servers_.size() > 0) {
+    return;
+  }
+  // The others would hit the same error: they get PostgreSQL's own SQLSTATE and message.
   while (ClientConn* client = login_waiting_clients_.front()) {
     ConnMover::Move(client, ClientConn::State::kIdle);
-    client->CloseWithError("08P01", absl::StrCat("server login failed: ", reason));
+    client->CloseWithError(code, answer);
   }
+  while (ClientConn* client = waiting_clients_.front()) client->CloseWithError(code, answer);
 }
 
 void Pool::DetachClient(ClientConn* client) {
@@ -307,21 +344,53 @@ void Pool::DetachServer(ServerConn* server) {
 }
 
 bool Pool::CanLaunchServer(bool use_reserve) const {
+  return LaunchBlocker(use_reserve) == Blocker::kNone;
+}
+
+Pool::Blocker Pool::LaunchBlocker(bool use_reserve) const {
   const config::Config& cfg = agent_.config();
   const int limit = pool_size() + (use_reserve ? reserve_pool_size() : 0);
-  if (static_cast<int>(server_count()) >= limit) return false;
+  if (static_cast<int>(server_count()) >= limit) return Blocker::kPoolSize;
   const int max_db = db_.max_db_connections.value_or(cfg.max_db_connections);
-  if (max_db > 0 && agent_.ServerCountForDb(db_.name) >= max_db) return false;
+  if (max_db > 0 && agent_.ServerCountForDb(db_.name) >= max_db) return Blocker::kDbLimit;
   int max_user = cfg.max_user_connections;
   if (const config::UserConfig* user = cfg.FindUser(user_); user && user->max_user_connections) {
     max_user = *user->max_user_connections;
   }
-  if (max_user > 0 && agent_.ServerCountForUser(server_user()) >= max_user) return false;
+  if (max_user > 0 && agent_.ServerCountForUser(server_user()) >= max_user) {
+    return Blocker::kUserLimit;
+  }
+  return Blocker::kNone;
+}
+
+bool Pool::EvictIdleServer(Blocker blocker) {
+  // PgBouncer's evict_connection / evict_user_connection: the least recently used idle server
+  // of another pool of this database (or of this user) makes room for a client that waits.
+  ServerConn* oldest = nullptr;
+  Pool* owner = nullptr;
+  for (const auto& [key, pool] : agent_.pools()) {
+    if (pool.get() == this) continue;
+    const bool shares_limit = blocker == Blocker::kDbLimit ? pool->db_name() == db_.name
+                                                           : pool->server_user() == server_user();
+    if (!shares_limit) continue;
+    // The front of the idle list is the least recently used (AssignServers takes the back).
+    ServerConn* candidate = pool->idle_servers_.front();
+    if (candidate != nullptr &&
+        (oldest == nullptr || candidate->last_used_us() < oldest->last_used_us())) {
+      oldest = candidate;
+      owner = pool.get();
+    }
+  }
+  if (oldest == nullptr) return false;
+  // The pool losing it must not refill it (min_pool_size) in the same breath.
+  owner->evicting_ = true;
+  oldest->Close("evicted", /*is_error=*/false);
+  owner->evicting_ = false;
   return true;
 }
 
 void Pool::MaybeLaunchServers() {
-  if (retiring_ || agent_.shutting_down() || agent_.IsPaused(db_.name)) return;
+  if (retiring_ || evicting_ || agent_.shutting_down() || agent_.IsPaused(db_.name)) return;
   const uint64_t now = MonotonicMicros();
   // After a failed login, wait server_login_retry before trying again (the janitor retries).
   if (last_login_failure_us_ != 0 &&
@@ -331,9 +400,16 @@ void Pool::MaybeLaunchServers() {
   size_t wanted = waiting_clients_.size() + queued_queries_.size();
   if (!has_welcome_ && !login_waiting_clients_.empty()) wanted = std::max<size_t>(wanted, 1);
   const bool use_reserve = MaxWaitMicros(now) > ToMicros(agent_.config().reserve_pool_timeout);
-  while (login_servers_.size() < wanted && CanLaunchServer(use_reserve)) {
+  while (login_servers_.size() < wanted) {
+    Blocker blocker = LaunchBlocker(use_reserve);
+    // At max_db_connections or max_user_connections, an idle server elsewhere gives way.
+    if ((blocker == Blocker::kDbLimit || blocker == Blocker::kUserLimit) &&
+        EvictIdleServer(blocker)) {
+      blocker = LaunchBlocker(use_reserve);
+    }
+    if (blocker != Blocker::kNone) break;
     if (use_reserve && static_cast<int>(server_count()) >= pool_size()) {
-      PGF_INFO("pool", "db=%s user=%s taking a connection from the reserve pool", db_.name, user_);
+      PGF_WARN("pool", "db=%s user=%s taking connection from reserve_pool", db_.name, user_);
     }
     LaunchServer();
   }
@@ -395,11 +471,26 @@ void Pool::Janitor(uint64_t now) {
                                                     agent_.PauseDeadline("").has_value());
   // The client's [users] entry, then the [databases] entry, then [pgbouncer] (PgBouncer 1.24).
   const absl::Duration query_wait_timeout = cfg.QueryWaitTimeoutFor(db_, user_);
-  if (query_wait_timeout > absl::ZeroDuration() && !window) {
-    const uint64_t limit = ToMicros(query_wait_timeout);
-    waiting_clients_.ForEach([&](ClientConn* client) {
-      if (now - client->wait_start_us() > limit) {
+  if (!window) {
+    // PgBouncer's pool_client_maint: a client waiting for a server (to log in or to run a
+    // query) gets query_timeout, else query_wait_timeout, whichever is set and passed first.
+    auto check_wait = [&](ClientConn* client) {
+      const uint64_t waited = now - client->wait_start_us();
+      if (cfg.query_timeout > absl::ZeroDuration() && waited > ToMicros(cfg.query_timeout)) {
+        client->CloseWithError("08P01", "query_timeout");
+      } else if (query_wait_timeout > absl::ZeroDuration() &&
+                 waited > ToMicros(query_wait_timeout)) {
         client->CloseWithError("08P01", "query_wait_timeout");
+      }
+    };
+    waiting_clients_.ForEach(check_wait);
+    login_waiting_clients_.ForEach(check_wait);
+  }
+  // Clients waiting for the first server login: client_login_timeout counts from their connect.
+  if (cfg.client_login_timeout > absl::ZeroDuration() && !has_welcome_) {
+    login_waiting_clients_.ForEach([&](ClientConn* client) {
+      if (now - client->connect_time_us() > ToMicros(cfg.client_login_timeout)) {
+        client->CloseWithError("08P01", "client_login_timeout (server down)");
       }
     });
   }
@@ -416,15 +507,18 @@ void Pool::Janitor(uint64_t now) {
     if (client == nullptr) return;
     if (cfg.query_timeout > absl::ZeroDuration() && server->pending_replies() > 0 &&
         client->query_start_us != 0 && now - client->query_start_us > ToMicros(cfg.query_timeout)) {
+      // PgBouncer's words for a running query ("query_timeout" is for a queued one).
       Unlink(client, server);
-      server->Close("query_timeout", /*is_error=*/false);
-      client->CloseWithError("08P01", "query_timeout");
+      server->Close("query timeout", /*is_error=*/false);
+      client->CloseWithError("08P01", "query timeout");
       return;
     }
+    // Idle since the server's last ReadyForQuery (or the client's last message): the time a
+    // query ran does not count, as in PgBouncer (GH #125).
+    const uint64_t idle_since = std::max(client->last_active_us(), server->last_ready_us());
     if (cfg.idle_transaction_timeout > absl::ZeroDuration() && server->pending_replies() == 0 &&
-        server->InTransaction() &&
-        now - client->last_active_us() > ToMicros(cfg.idle_transaction_timeout)) {
-      client->CloseWithError("25P03", "idle transaction timeout");
+        server->InTransaction() && now - idle_since > ToMicros(cfg.idle_transaction_timeout)) {
+      client->CloseWithError("08P01", "idle transaction timeout");
     }
   });
   const size_t min_size = static_cast<size_t>(min_pool_size());
@@ -451,8 +545,8 @@ void Pool::Janitor(uint64_t now) {
   });
   login_servers_.ForEach([&](ServerConn* server) {
     if (now - server->connect_time_us() > ToMicros(cfg.server_connect_timeout)) {
-      OnServerLoginFailed(server, "server_connect_timeout");
-      server->Close("server_connect_timeout", false);
+      OnServerLoginFailed(server, "connect timeout");
+      server->Close("connect timeout", false);
     }
   });
   MaybeLaunchServers();

@@ -85,7 +85,11 @@ class Pool {
   // that are down).
   HostPick PickHost(uint64_t server_id);
   void OnServerLoginDone(ServerConn* server, const ParamList& params);
-  void OnServerLoginFailed(ServerConn* server, const std::string& reason);
+  // `sqlstate` and `server_message`: PostgreSQL's ErrorResponse refusing the login (empty when
+  // the connection itself failed: refused, timed out, TLS).
+  void OnServerLoginFailed(ServerConn* server, const std::string& reason,
+                           const std::string& sqlstate = {},
+                           const std::string& server_message = {});
   // The server finished a transaction (transaction/statement mode) or its client left.
   void ReleaseServer(ServerConn* server);
   // The server is back to idle after a reset/check/param query.
@@ -155,6 +159,12 @@ class Pool {
   void Unlink(ClientConn* client, ServerConn* server);
   void MaybeLaunchServers();
   bool CanLaunchServer(bool use_reserve) const;
+  // What keeps a new server connection from starting, if anything.
+  enum class Blocker { kNone, kPoolSize, kDbLimit, kUserLimit };
+  Blocker LaunchBlocker(bool use_reserve) const;
+  // Closes the least recently used idle server of another pool under the same database
+  // (kDbLimit) or user (kUserLimit) limit; false if there is none.
+  bool EvictIdleServer(Blocker blocker);
   void LaunchServer();
   void WelcomeWaitingLogins();
   void FailQueuedQueries(const std::string& reason);
@@ -186,6 +196,7 @@ class Pool {
   size_t host_cursor_ = 0;
   uint64_t unused_since_us_ = 0;  // 0: in use when the janitor last looked.
   bool retiring_ = false;
+  bool evicting_ = false;  // One of its servers is being evicted for another pool.
   std::string last_login_error_;
   PoolStats stats_;
 };

@@ -148,6 +148,7 @@ void ServerStatements::Ensure(const StatementPtr& statement, size_t capacity, st
     return;
   }
   Insert(statement, capacity, out);
+  ++parses_sent_;
   out += ParseMessage(statement->server_name, statement->definition);
   expected_.push_back({Expect::kParseSwallow, statement, {}, nullptr});
 }
@@ -169,6 +170,7 @@ std::string ServerStatements::OnParse(std::string_view body, ClientStatements& c
     // which exists by then. The error names the agent's statement, not the client's.
     StatementPtr statement = *existing;
     Ensure(statement, capacity, out);
+    ++parses_sent_;
     out += ParseMessage(statement->server_name, rest);
     expected_.push_back({Expect::kParseForward, nullptr, {}, nullptr});
     return out;
@@ -182,6 +184,7 @@ std::string ServerStatements::OnParse(std::string_view body, ClientStatements& c
     expected.kind = Expect::kCloseAsParse;
   } else {
     Insert(statement, capacity, out);
+    ++parses_sent_;
     out += ParseMessage(statement->server_name, statement->definition);
     expected.statement = statement;
   }
@@ -270,6 +273,7 @@ std::string ServerStatements::OnDeallocate(std::string_view client_name, ClientS
     // DEALLOCATE of a name the server lacks fails; prepare it first, in its own Sync so an
     // answer of the simple query cannot be skipped. Both answers stay with the agent.
     Insert(statement, capacity, out);
+    ++parses_sent_;
     out += ParseMessage(statement->server_name, statement->definition);
     expected_.push_back({Expect::kParseSwallow, statement, {}, nullptr});
     out += pg::MessageBuilder('S').Finish();

@@ -96,6 +96,9 @@ enum class ResponseAction { kForward, kSwallow, kAsParseComplete, kOutOfStep };
 // ParseComplete/CloseComplete answers.
 class ServerStatements {
  public:
+  // Parse messages the agent has sent this server for clients' named statements (SHOW STATS'
+  // server_parse_count).
+  uint64_t parses_sent() const { return parses_sent_; }
   bool Has(uint64_t id) const { return lru_index_.contains(id); }
   // Prepared and confirmed by PostgreSQL (its ParseComplete arrived).
   bool HasConfirmed(uint64_t id) const {
@@ -155,6 +158,7 @@ class ServerStatements {
   void OnCommandComplete(std::string_view tag, ClientStatements* client);
 
  private:
+  uint64_t parses_sent_ = 0;
   enum class Expect : uint8_t {
     kParseForward,  // '1' to the client.
     kParseSwallow,  // '1' of an injected Parse.

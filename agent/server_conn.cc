@@ -229,6 +229,7 @@ void ServerConn::UpdateParam(std::string_view name, std::string_view value) {
 void ServerConn::OnReadyForQuery(char status, uint64_t now_us) {
   replies_.OnReadyForQuery();
   tx_status_ = status;
+  last_ready_us_ = now_us;
   PoolStats& stats = pool_.stats();
   stats.query_count++;
   if (client_ != nullptr) {

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -48,6 +49,8 @@ class ServerConn final : public ListNode, private net::NetConn::Handler {
   int32_t backend_key() const { return backend_key_; }
   uint64_t connect_time_us() const { return connect_time_us_; }
   uint64_t last_used_us() const { return last_used_us_; }
+  // When the server last sent ReadyForQuery (idle_transaction_timeout counts from there).
+  uint64_t last_ready_us() const { return last_ready_us_; }
   uint64_t generation() const { return generation_; }
   char tx_status() const { return tx_status_; }
   // True when nothing is in flight: ready to go back to the pool or to a new client.
@@ -137,7 +140,9 @@ class ServerConn final : public ListNode, private net::NetConn::Handler {
   void HandleTlsAnswer();
   void HandleLogin();
   bool HandleAuthRequest(std::string_view body);
-  void LoginFailed(const std::string& reason);
+  // `error`: the fields of PostgreSQL's ErrorResponse when it refused the login (none when
+  // the connection itself failed), passed on to the pool's waiting clients.
+  void LoginFailed(const std::string& reason, std::map<char, std::string> error = {});
   // After PostgreSQL refused the current auth_file secret (28P01) while a rotation overlap is
   // open: logs in again on a new connection with the previous one. False if it does not apply.
   bool RetryWithPreviousSecret(std::string_view error_body);
@@ -204,6 +209,7 @@ class ServerConn final : public ListNode, private net::NetConn::Handler {
 
   uint64_t connect_time_us_;
   uint64_t last_used_us_;
+  uint64_t last_ready_us_ = 0;
 };
 
 }  // namespace pgfleet::agent

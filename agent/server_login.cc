@@ -174,7 +174,7 @@ void ServerConn::HandleLogin() {
       }
       case 'E':
         if (RetryWithPreviousSecret(body)) return;
-        LoginFailed(ErrorMessageOf(body));
+        LoginFailed(ErrorMessageOf(body), pg::ParseErrorFields(body));
         return;
       case 'Z': {
         tx_status_ = body.empty() ? 'I' : body[0];
@@ -340,10 +340,10 @@ bool ServerConn::RetryWithPreviousSecret(std::string_view error_body) {
   return true;
 }
 
-void ServerConn::LoginFailed(const std::string& reason) {
+void ServerConn::LoginFailed(const std::string& reason, std::map<char, std::string> error) {
   if (state_ == State::kClosed) return;
   PGF_WARN("server", "s=%d %s@%s login failed: %s", id_, pool_.server_user(), address_, reason);
-  pool_.OnServerLoginFailed(this, reason);
+  pool_.OnServerLoginFailed(this, reason, error['C'], error['M']);
   Close(reason, /*is_error=*/false);
 }
 

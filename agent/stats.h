@@ -16,6 +16,12 @@ struct PoolStats {
   uint64_t client_login_failures = 0;
   uint64_t server_login_failures = 0;
   uint64_t server_errors = 0;  // Server connections lost or closed for a fault.
+  // PgBouncer 1.23's SHOW STATS counters: a server linked to a client, a named Parse from a
+  // client, a Parse the agent sent a server for one, a Bind of a named statement.
+  uint64_t server_assignment_count = 0;
+  uint64_t client_parse_count = 0;
+  uint64_t server_parse_count = 0;
+  uint64_t bind_count = 0;
 
   PoolStats& operator+=(const PoolStats& other) {
     xact_count += other.xact_count;
@@ -28,6 +34,10 @@ struct PoolStats {
     client_login_failures += other.client_login_failures;
     server_login_failures += other.server_login_failures;
     server_errors += other.server_errors;
+    server_assignment_count += other.server_assignment_count;
+    client_parse_count += other.client_parse_count;
+    server_parse_count += other.server_parse_count;
+    bind_count += other.bind_count;
     return *this;
   }
 };
@@ -42,13 +52,17 @@ namespace pgfleet::agent {
 // Per-second rates and per-transaction/query times over the last stats_period, computed the
 // way PgBouncer's SHOW STATS does (wait time is per second, like PgBouncer 1.18).
 struct StatsAverages {
-  uint64_t xact_count = 0;      // Per second.
-  uint64_t query_count = 0;     // Per second.
-  uint64_t bytes_received = 0;  // Per second.
-  uint64_t bytes_sent = 0;      // Per second.
-  uint64_t xact_time_us = 0;    // Per transaction.
-  uint64_t query_time_us = 0;   // Per query.
-  uint64_t wait_time_us = 0;    // Per second.
+  uint64_t xact_count = 0;               // Per second.
+  uint64_t query_count = 0;              // Per second.
+  uint64_t bytes_received = 0;           // Per second.
+  uint64_t bytes_sent = 0;               // Per second.
+  uint64_t xact_time_us = 0;             // Per transaction.
+  uint64_t query_time_us = 0;            // Per query.
+  uint64_t wait_time_us = 0;             // Per second.
+  uint64_t server_assignment_count = 0;  // Per second, as the four below.
+  uint64_t client_parse_count = 0;
+  uint64_t server_parse_count = 0;
+  uint64_t bind_count = 0;
 };
 
 class StatsHistory {
@@ -99,6 +113,10 @@ class StatsHistory {
     avg.query_time_us = per(delta(now.query_time_us, before.query_time_us),
                             delta(now.query_count, before.query_count));
     avg.wait_time_us = rate(now.wait_time_us, before.wait_time_us);
+    avg.server_assignment_count = rate(now.server_assignment_count, before.server_assignment_count);
+    avg.client_parse_count = rate(now.client_parse_count, before.client_parse_count);
+    avg.server_parse_count = rate(now.server_parse_count, before.server_parse_count);
+    avg.bind_count = rate(now.bind_count, before.bind_count);
     return avg;
   }
 

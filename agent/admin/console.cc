@@ -74,7 +74,8 @@ void AdminConsole::HandleQuery(ClientConn* client, std::string_view sql) {
   absl::Status status = RunCommand(client, verb, args, &reply);
   if (!status.ok()) {
     std::string sqlstate = status.code() == absl::StatusCode::kInvalidArgument ? "42601" : "55000";
-    if (status.code() == absl::StatusCode::kNotFound) sqlstate = "3D000";
+    // PgBouncer answers an unknown database with its protocol-violation code, like all its errors.
+    if (status.code() == absl::StatusCode::kNotFound) sqlstate = "08P01";
     Finish(client, pg::ErrorResponse("ERROR", sqlstate, std::string(status.message())));
     return;
   }

@@ -184,43 +184,72 @@ std::string AdminConsole::ShowDatabases() {
 }
 
 std::string AdminConsole::ShowStats(bool totals, bool averages) {
-  std::vector<Column> columns = {{"database", false}};
-  const char* total_names[] = {"xact_count", "query_count", "bytes_received", "bytes_sent",
-                               "xact_time",  "query_time",  "wait_time"};
-  // SHOW STATS prefixes its columns; STATS_TOTALS / STATS_AVERAGES do not.
+  // PgBouncer 1.23's columns: SHOW STATS prefixes them (total_..., avg_...), STATS_TOTALS and
+  // STATS_AVERAGES do not.
+  const char* short_names[] = {"server_assignment_count",
+                               "xact_count",
+                               "query_count",
+                               "bytes_received",
+                               "bytes_sent",
+                               "xact_time",
+                               "query_time",
+                               "wait_time",
+                               "client_parse_count",
+                               "server_parse_count",
+                               "bind_count"};
+  const char* total_names[] = {"total_server_assignment_count",
+                               "total_xact_count",
+                               "total_query_count",
+                               "total_received",
+                               "total_sent",
+                               "total_xact_time",
+                               "total_query_time",
+                               "total_wait_time",
+                               "total_client_parse_count",
+                               "total_server_parse_count",
+                               "total_bind_count"};
+  const char* avg_names[] = {"avg_server_assignment_count",
+                             "avg_xact_count",
+                             "avg_query_count",
+                             "avg_recv",
+                             "avg_sent",
+                             "avg_xact_time",
+                             "avg_query_time",
+                             "avg_wait_time",
+                             "avg_client_parse_count",
+                             "avg_server_parse_count",
+                             "avg_bind_count"};
   const bool both = totals && averages;
-  std::vector<std::string> names;
+  std::vector<Column> columns = {{"database", false}};
   if (totals) {
-    for (const char* name : total_names) {
-      names.push_back(
-          both ? (std::string("total_") + (std::string(name) == "bytes_received" ? "received"
-                                           : std::string(name) == "bytes_sent"   ? "sent"
-                                                                                 : name))
-               : name);
+    for (size_t i = 0; i < std::size(short_names); ++i) {
+      columns.push_back({both ? total_names[i] : short_names[i], true});
     }
   }
   if (averages) {
-    const char* avg_both[] = {"avg_xact_count", "avg_query_count", "avg_recv",     "avg_sent",
-                              "avg_xact_time",  "avg_query_time",  "avg_wait_time"};
-    for (int i = 0; i < 7; ++i) names.push_back(both ? avg_both[i] : total_names[i]);
+    for (size_t i = 0; i < std::size(short_names); ++i) {
+      columns.push_back({both ? avg_names[i] : short_names[i], true});
+    }
   }
-  for (const std::string& name : names) columns.push_back({name.c_str(), true});
   ResultSet result(columns);
   std::map<std::string, PoolStats> by_db = agent_.Snapshot().database_totals;
   by_db.emplace("pgbouncer", PoolStats{});
   for (const auto& [db, stats] : by_db) {
     std::vector<std::optional<std::string>> row = {db};
     if (totals) {
-      for (uint64_t value :
-           {stats.xact_count, stats.query_count, stats.bytes_received, stats.bytes_sent,
-            stats.xact_time_us, stats.query_time_us, stats.wait_time_us}) {
+      for (uint64_t value : {stats.server_assignment_count, stats.xact_count, stats.query_count,
+                             stats.bytes_received, stats.bytes_sent, stats.xact_time_us,
+                             stats.query_time_us, stats.wait_time_us, stats.client_parse_count,
+                             stats.server_parse_count, stats.bind_count}) {
         row.push_back(Num(value));
       }
     }
     if (averages) {
       StatsAverages avg = agent_.stats_history().Averages(db);
-      for (uint64_t value : {avg.xact_count, avg.query_count, avg.bytes_received, avg.bytes_sent,
-                             avg.xact_time_us, avg.query_time_us, avg.wait_time_us}) {
+      for (uint64_t value :
+           {avg.server_assignment_count, avg.xact_count, avg.query_count, avg.bytes_received,
+            avg.bytes_sent, avg.xact_time_us, avg.query_time_us, avg.wait_time_us,
+            avg.client_parse_count, avg.server_parse_count, avg.bind_count}) {
         row.push_back(Num(value));
       }
     }
@@ -243,15 +272,34 @@ std::string AdminConsole::ShowTotals() {
     avg_total.xact_time_us = std::max(avg_total.xact_time_us, avg.xact_time_us);
     avg_total.query_time_us = std::max(avg_total.query_time_us, avg.query_time_us);
     avg_total.wait_time_us += avg.wait_time_us;
+    avg_total.server_assignment_count += avg.server_assignment_count;
+    avg_total.client_parse_count += avg.client_parse_count;
+    avg_total.server_parse_count += avg.server_parse_count;
+    avg_total.bind_count += avg.bind_count;
   }
   std::vector<std::pair<const char*, uint64_t>> rows = {
-      {"total_xact_count", total.xact_count},       {"total_query_count", total.query_count},
-      {"total_client_bytes", total.bytes_received}, {"total_server_bytes", total.bytes_sent},
-      {"total_xact_time", total.xact_time_us},      {"total_query_time", total.query_time_us},
-      {"total_wait_time", total.wait_time_us},      {"avg_xact_count", avg_total.xact_count},
-      {"avg_query_count", avg_total.query_count},   {"avg_client_bytes", avg_total.bytes_received},
-      {"avg_server_bytes", avg_total.bytes_sent},   {"avg_xact_time", avg_total.xact_time_us},
-      {"avg_query_time", avg_total.query_time_us},  {"avg_wait_time", avg_total.wait_time_us}};
+      {"total_server_assignment_count", total.server_assignment_count},
+      {"total_client_parse_count", total.client_parse_count},
+      {"total_server_parse_count", total.server_parse_count},
+      {"total_bind_count", total.bind_count},
+      {"avg_server_assignment_count", avg_total.server_assignment_count},
+      {"avg_client_parse_count", avg_total.client_parse_count},
+      {"avg_server_parse_count", avg_total.server_parse_count},
+      {"avg_bind_count", avg_total.bind_count},
+      {"total_xact_count", total.xact_count},
+      {"total_query_count", total.query_count},
+      {"total_client_bytes", total.bytes_received},
+      {"total_server_bytes", total.bytes_sent},
+      {"total_xact_time", total.xact_time_us},
+      {"total_query_time", total.query_time_us},
+      {"total_wait_time", total.wait_time_us},
+      {"avg_xact_count", avg_total.xact_count},
+      {"avg_query_count", avg_total.query_count},
+      {"avg_client_bytes", avg_total.bytes_received},
+      {"avg_server_bytes", avg_total.bytes_sent},
+      {"avg_xact_time", avg_total.xact_time_us},
+      {"avg_query_time", avg_total.query_time_us},
+      {"avg_wait_time", avg_total.wait_time_us}};
   for (const auto& [name, value] : rows) result.AddRow({name, Num(value)});
   return result.Finish();
 }

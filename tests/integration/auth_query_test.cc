@@ -137,7 +137,7 @@ TEST_F(AuthQueryTest, DefaultAuthQueryLogsInMd5AndScramRolesWithOnlyTheAuthUserI
   ExpectLoginAs(kMd5Role, kMd5Password);      // md5 exchange, md5 hash to PostgreSQL.
   ExpectLoginAs(kScramRole, kScramPassword);  // SCRAM (the secret is a verifier), pass-through.
   ExpectRefused(kMd5Role, "wrong", "password authentication failed");
-  ExpectRefused(kScramRole, "wrong", "password authentication failed");
+  ExpectRefused(kScramRole, "wrong", "SASL authentication failed");
   // The auth_file user still logs in from auth_file.
   ExpectLoginAs(kLookupUser, kLookupPassword);
 
@@ -165,7 +165,7 @@ TEST_F(AuthQueryTest, ScramAuthTypeLogsInToPostgresWithTheClientsKeys) {
     held.push_back(*std::move(conn));
   }
   // An md5 hash cannot answer SCRAM: refused as a wrong password, as PgBouncer.
-  ExpectRefused(kMd5Role, kMd5Password, "password authentication failed");
+  ExpectRefused(kMd5Role, kMd5Password, "SASL authentication failed");
 }
 
 TEST_F(AuthQueryTest, SecurityDefinerFunctionAsAPerDatabaseOverrideWithANonSuperuser) {
@@ -214,7 +214,7 @@ TEST_F(AuthQueryTest, PasswordChangedOnPostgresCountsWithoutReload) {
   PGF_ASSERT_OK(g_pg->Exec(absl::StrCat("ALTER ROLE ", kChangingRole, " PASSWORD 'changing-New-8'"))
                     .status());
   ExpectLoginAs(kChangingRole, "changing-New-8");
-  ExpectRefused(kChangingRole, "changing-Old-7", "password authentication failed");
+  ExpectRefused(kChangingRole, "changing-Old-7", "authentication failed");
   PGF_ASSERT_OK(Query(old_session->get(), "commit").status());
   // And back, for reruns.
   PGF_ASSERT_OK(g_pg->Exec(absl::StrCat("ALTER ROLE ", kChangingRole, " PASSWORD 'changing-Old-7'"))
@@ -224,7 +224,7 @@ TEST_F(AuthQueryTest, PasswordChangedOnPostgresCountsWithoutReload) {
 
 TEST_F(AuthQueryTest, ExpiredNologinAndUnknownRolesAreRefused) {
   ASSERT_NO_FATAL_FAILURE(StartAgentWith(Options({{"auth_type", "scram-sha-256"}})));
-  ExpectRefused(kExpiredRole, "expired-Pass-5", "password authentication failed");
+  ExpectRefused(kExpiredRole, "expired-Pass-5", "authentication failed");
   ExpectRefused(kNologinRole, "nologin-Pass-6", "no such user");
   ExpectRefused("no_such_role", "x", "no such user");
   const std::string log = agent_->LogContents();
@@ -308,7 +308,7 @@ TEST_F(AuthQueryTest, WorksWithNoAuthFileAtAll) {
   ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
   ExpectLoginAs(kMd5Role, kMd5Password);
   ExpectLoginAs(kScramRole, kScramPassword);
-  ExpectRefused(kScramRole, "wrong", "password authentication failed");
+  ExpectRefused(kScramRole, "wrong", "SASL authentication failed");
 }
 
 }  // namespace

@@ -696,13 +696,12 @@ TEST_F(BadInputTest, UnknownDatabaseIsNamedInTheError) {
   PGF_ASSERT_OK_AND_ASSIGN(LoginResult login, raw->Login(kAppUser, "nosuchdb", kAppPassword));
   EXPECT_FALSE(login.ok);
   ASSERT_TRUE(login.error.has_value());
-  EXPECT_TRUE(login.error->code == "08P01" || login.error->code == "3D000")
-      << login.error->ToString();
+  EXPECT_EQ(login.error->code, "08P01") << login.error->ToString();  // As PgBouncer.
   EXPECT_TRUE(absl::StrContains(login.error->message, "nosuchdb")) << login.error->ToString();
   ASSERT_NO_FATAL_FAILURE(ExpectAgentHealthy());
 }
 
-TEST_F(BadInputTest, WrongPasswordIsRejectedWith28P01) {
+TEST_F(BadInputTest, WrongPasswordIsRejectedAsPgBouncerRejectsIt) {
   absl::StatusOr<PgConn> conn = Connect(AgentConn(kAppUser, "not-the-password"));
   ASSERT_FALSE(conn.ok());
   EXPECT_TRUE(absl::StrContains(conn.status().message(), "password authentication failed"))
@@ -712,7 +711,9 @@ TEST_F(BadInputTest, WrongPasswordIsRejectedWith28P01) {
   PGF_ASSERT_OK_AND_ASSIGN(LoginResult login, raw->Login(kAppUser, kAppDb, "not-the-password"));
   EXPECT_FALSE(login.ok);
   ASSERT_TRUE(login.error.has_value());
-  EXPECT_EQ(login.error->code, "28P01") << login.error->ToString();
+  // PgBouncer's answer (client.c): 08P01, "password authentication failed".
+  EXPECT_EQ(login.error->code, "08P01") << login.error->ToString();
+  EXPECT_EQ(login.error->message, "password authentication failed") << login.error->ToString();
   EXPECT_EQ(login.error->severity, "FATAL") << login.error->ToString();
 
   // An unknown user looks the same as a wrong password.
@@ -872,8 +873,8 @@ TEST_F(DataPathTest, RepeatedWrongPasswordsAreSlowedDownAndLoggedOnce) {
     PGF_ASSERT_OK_AND_ASSIGN(LoginResult login, raw->Login(kAppUser, kAppDb, "guess"));
     EXPECT_FALSE(login.ok) << "failure " << i;
     ASSERT_TRUE(login.error.has_value()) << "failure " << i << " got no error";
-    // Held back or not, the answer is PostgreSQL's: FATAL 28P01.
-    EXPECT_EQ(login.error->code, "28P01") << login.error->ToString();
+    // Held back or not, the answer is PgBouncer's: FATAL 08P01.
+    EXPECT_EQ(login.error->code, "08P01") << login.error->ToString();
   }
   PGF_ASSERT_OK_AND_ASSIGN(PgConn conn, ConnectApp());
   PGF_ASSERT_OK_AND_ASSIGN(int64_t answer, ScalarInt(conn.get(), "select 6 * 7"));
@@ -914,11 +915,11 @@ TEST_F(DataPathTest, ScramAuthWithPlaintextUserlist) {
         login.sasl_mechanisms.end());
     EXPECT_FALSE(login.ok);
     ASSERT_TRUE(login.error.has_value()) << "a wrong SCRAM proof was not answered with an error";
-    EXPECT_EQ(login.error->code, "28P01") << login.error->ToString();
+    EXPECT_EQ(login.error->code, "08P01") << login.error->ToString();
   }
   absl::StatusOr<PgConn> wrong = Connect(AgentConn(kAppUser, "wrong"));
   ASSERT_FALSE(wrong.ok());
-  EXPECT_TRUE(absl::StrContains(wrong.status().message(), "password authentication failed"))
+  EXPECT_TRUE(absl::StrContains(wrong.status().message(), "SASL authentication failed"))
       << wrong.status();
 }
 

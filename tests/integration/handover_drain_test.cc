@@ -357,7 +357,7 @@ TEST_F(HandoverDrainTest, PauseAndDisableAreCarriedToTheNewProcess) {
   absl::StatusOr<PgConn> refused =
       Connect(TcpConnString(agent_->port(), "closed_alias", kAppUser, kAppPassword));
   EXPECT_FALSE(refused.ok());
-  EXPECT_TRUE(absl::StrContains(refused.status().message(), "DISABLE")) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "is disabled")) << refused.status();
   new_agent_.Stop();
 }
 

@@ -235,7 +235,7 @@ TEST_F(LoggingParityTest, PgbadgerReadsTheAgentsLogAsPgBouncers) {
   // The failed login, from the "pooler error" line.
   bool failed_login_reported = false;
   for (const auto& [error, detail] : fields.at("pgb_error_info").struct_value().fields()) {
-    failed_login_reported |= absl::StrContains(error, "password authentication failed");
+    failed_login_reported |= absl::StrContains(error, "authentication failed");
   }
   EXPECT_TRUE(failed_login_reported) << ReadFileOrEmpty(report).substr(0, 4000);
 }

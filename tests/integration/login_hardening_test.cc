@@ -121,7 +121,7 @@ TEST_F(LoginHardeningTest, FailedLoginsWithRandomUsersCreateNoPools) {
                                            /*scram_garbage_proof=*/true));
     ASSERT_FALSE(login.ok) << user;
     ASSERT_TRUE(login.error.has_value()) << user;
-    EXPECT_EQ(login.error->code, "28P01") << user;
+    EXPECT_EQ(login.error->code, "08P01") << user;  // PgBouncer's code for a refused login.
   }
 
   PGF_ASSERT_OK_AND_ASSIGN(Table after, ShowPools());
@@ -274,7 +274,7 @@ TEST_F(LoginHardeningTest, ScramShowsTheSameSaltToUsersThatDoNotExist) {
             ErrorWithoutUser(*plain1.error, kPlainUser));
   EXPECT_EQ(ErrorWithoutUser(*unknown1.error, unknown),
             ErrorWithoutUser(*scram1.error, kScramUser));
-  EXPECT_EQ(unknown1.error->code, "28P01");
+  EXPECT_EQ(unknown1.error->code, "08P01");
 
   // The exchange the test drives is a real one: the right password logs in.
   PGF_ASSERT_OK_AND_ASSIGN(ScramAttempt right, TryScram(port, kPlainUser, kPlainPassword));
