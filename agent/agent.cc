@@ -4,6 +4,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -153,6 +154,14 @@ absl::StatusOr<LoadedConfig> LoadConfigAndFiles(const std::string& path) {
 }  // namespace
 
 void ApplyKeepalive(int fd, const config::Config& cfg) {
+  // PgBouncer's tune_socket: buffer sizes and TCP_USER_TIMEOUT too; 0 keeps the kernel's.
+  if (cfg.tcp_socket_buffer > 0) {
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg.tcp_socket_buffer, sizeof(int));
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg.tcp_socket_buffer, sizeof(int));
+  }
+  if (cfg.tcp_user_timeout > 0) {
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &cfg.tcp_user_timeout, sizeof(int));
+  }
   if (!cfg.tcp_keepalive) return;
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
@@ -246,6 +255,12 @@ absl::StatusOr<evconnlistener*> Agent::BindListener(const ListenSpec& spec, bool
     if (listener == nullptr) {
       return absl::ErrnoToStatus(errno, absl::StrCat("cannot listen on ", spec.address));
     }
+    if (config_->tcp_defer_accept) {
+      // PgBouncer's hard-coded 45 s: accept() only once the client has sent something.
+      const int seconds = 45;
+      setsockopt(evconnlistener_get_fd(listener), IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds,
+                 sizeof(seconds));
+    }
     return listener;
   }
   struct stat st;
@@ -269,7 +284,26 @@ absl::StatusOr<evconnlistener*> Agent::BindListener(const ListenSpec& spec, bool
   if (listener == nullptr) {
     return absl::ErrnoToStatus(errno, absl::StrCat("cannot listen on ", spec.address));
   }
-  chmod(spec.address.c_str(), 0777);
+  // unix_socket_mode and unix_socket_group, as PgBouncer sets them on its socket file.
+  if (chmod(spec.address.c_str(), static_cast<mode_t>(config_->unix_socket_mode)) != 0) {
+    const int error = errno;
+    evconnlistener_free(listener);
+    unlink(spec.address.c_str());
+    return absl::ErrnoToStatus(error, absl::StrCat("cannot set the mode of ", spec.address));
+  }
+  if (!config_->unix_socket_group.empty()) {
+    const group* found = getgrnam(config_->unix_socket_group.c_str());
+    const int error = found == nullptr ? ENOENT
+                      : chown(spec.address.c_str(), static_cast<uid_t>(-1), found->gr_gid) != 0
+                          ? errno
+                          : 0;
+    if (error != 0) {
+      evconnlistener_free(listener);
+      unlink(spec.address.c_str());
+      return absl::ErrnoToStatus(error, absl::StrCat("cannot give ", spec.address, " the group '",
+                                                     config_->unix_socket_group, "'"));
+    }
+  }
   return listener;
 }
 
@@ -1011,10 +1045,12 @@ int Agent::ServerCountForUser(const std::string& user) const {
 const crypto::ScramKeys& Agent::ScramKeysForPlainPassword(const std::string& user,
                                                           const std::string& password) {
   auto it = scram_cache_.find(user);
-  if (it == scram_cache_.end() || it->second.password != password) {
+  // scram_iterations may have changed since (SET, RELOAD): the verifier follows it.
+  if (it == scram_cache_.end() || it->second.password != password ||
+      it->second.keys.iterations != config_->scram_iterations) {
     CachedScram entry{password, crypto::ScramKeysFromPassword(
                                     password, crypto::ScramMockSalt(mock_auth_secret_, user),
-                                    crypto::kScramDefaultIterations)};
+                                    config_->scram_iterations)};
     it = scram_cache_.insert_or_assign(user, std::move(entry)).first;
   }
   return it->second.keys;

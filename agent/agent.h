@@ -70,7 +70,8 @@ struct AgentOptions {
   std::optional<absl::Duration> handover_drain_timeout;
 };
 
-// SO_KEEPALIVE and tcp_keepcnt/keepidle/keepintvl from the config, on a TCP socket.
+// PgBouncer's tune_socket for a TCP socket (client or server): tcp_socket_buffer,
+// tcp_user_timeout, SO_KEEPALIVE and tcp_keepcnt/keepidle/keepintvl from the config.
 void ApplyKeepalive(int fd, const config::Config& cfg);
 
 // The pooler. The controller link is no part of it: agent/main.cc attaches one through
@@ -302,7 +303,10 @@ class Agent final : public AgentControl {
   // Keys that show `user` the same salt and iteration count on every attempt and match no
   // password: for users not in auth_file and md5 entries, so SCRAM does not reveal who exists.
   crypto::ScramKeys ScramMockKeysFor(const std::string& user) const {
-    return crypto::ScramMockKeys(mock_auth_secret_, user);
+    crypto::ScramKeys keys = crypto::ScramMockKeys(mock_auth_secret_, user);
+    // The same count as a real user's plain-text password gets, so it gives nobody away.
+    keys.iterations = config_->scram_iterations;
+    return keys;
   }
 
  private:

@@ -139,7 +139,7 @@ void ClientConn::SendWelcome() {
     }
     if (!client_set) {
       welcome += pg::ParameterStatus(name, value);
-      if (TrackedParamName(name) != nullptr) SetParam(merged, name, value);
+      if (!TrackedParamName(agent_.config(), name).empty()) SetParam(merged, name, value);
     }
   }
   params_ = Shared(std::move(merged));
@@ -156,11 +156,12 @@ std::string_view ClientConn::last_query() const {
 }
 
 void ClientConn::UpdateParam(const std::string& name, const std::string& value) {
-  if (TrackedParamName(name) == nullptr) return;
+  const std::string tracked = TrackedParamName(agent_.config(), name);
+  if (tracked.empty()) return;
   for (const auto& [key, current] : params()) {
-    if (key == name && current == value) return;  // Unchanged: no copy.
+    if (key == tracked && current == value) return;  // Unchanged: no copy.
   }
-  SetTrackedParam(name, value);
+  SetTrackedParam(tracked, value);
 }
 
 void ClientConn::HandleIdleInput() {
@@ -374,6 +375,14 @@ void ClientConn::AdminCommandDone() {
   // Queries sent while the command waited are still buffered; run them from the loop so a
   // long pipeline does not recurse (Close takes the client off the queue).
   agent_.ready_clients().Schedule(this);
+}
+
+void ClientConn::SendWaitNoticeOnce() {
+  if (wait_notice_sent_ || state_ == State::kClosed) return;
+  wait_notice_sent_ = true;
+  // PgBouncer's words (janitor.c), as a NOTICE with SQLSTATE 00000.
+  Write(pg::NoticeResponse(
+      "No server connection available in postgres backend, client being queued"));
 }
 
 void ClientConn::CloseWithError(const std::string& sqlstate, const std::string& message) {

@@ -76,6 +76,9 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   bool tls() const { return tls_; }
   // Called by the server side when the client's output buffer grew past the limit.
   void StartBackpressure();
+  // PgBouncer 1.24's query_wait_notify: tells a client queued that long that it waits for a
+  // server, once per connection.
+  void SendWaitNoticeOnce();
 
   // Admin console: a command that answers later stops the client's input until it does.
   void AdminCommandStarted();
@@ -178,6 +181,8 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   // An SSLRequest / GSSENCRequest was answered: a second one is a protocol error.
   bool ssl_negotiated_ = false;
   bool gss_negotiated_ = false;
+  // query_wait_notify's NOTICE went out (PgBouncer sends it once per client connection).
+  bool wait_notice_sent_ = false;
   bool admin_busy_ = false;
   // A failed login's closing goes unlogged (past the auth failure burst, one summary line
   // stands for it).

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "agent/pool.h"
+#include "common/config/config.h"
 
 namespace pgfleet::agent::client_conn_detail {
 
@@ -31,19 +32,36 @@ inline constexpr size_t kMaxHeldMessage = 1 << 20;
 // The start of a message that decides whether it is rewritten (statement names are there).
 inline constexpr size_t kRewriteHeadSize = 1024;
 
-// Parameters the pooler keeps in step between a client and whichever server it gets.
-// Spelled as PostgreSQL reports them in ParameterStatus.
-inline constexpr const char* kTrackedParams[] = {
-    "client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings",
-    "application_name"};
+// Parameters the pooler keeps in step between every client and whichever server it gets
+// (PgBouncer's built-in list). Spelled as PostgreSQL reports them in ParameterStatus.
+inline constexpr const char* kTrackedParams[] = {"client_encoding", "DateStyle", "TimeZone",
+                                                 "standard_conforming_strings", "application_name"};
+// PostgreSQL's own spelling of the parameters it reports (and extensions commonly make it
+// report), so a track_extra_parameters entry written in another case still matches the
+// server's ParameterStatus.
+inline constexpr const char* kReportedParamSpellings[] = {
+    "IntervalStyle",   "search_path",  "default_transaction_read_only",
+    "in_hot_standby",  "is_superuser", "session_authorization",
+    "scram_iterations"};
 
-inline const char* TrackedParamName(std::string_view name) {
+inline bool EqualsIgnoringCase(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+// The name under which parameter `name` is tracked: a built-in one, or one of the config's
+// track_extra_parameters (PgBouncer matches both case-insensitively). Empty: not tracked.
+inline std::string TrackedParamName(const config::Config& cfg, std::string_view name) {
   for (const char* tracked : kTrackedParams) {
-    if (name.size() == strlen(tracked) && strncasecmp(name.data(), tracked, name.size()) == 0) {
-      return tracked;
-    }
+    if (EqualsIgnoringCase(name, tracked)) return tracked;
   }
-  return nullptr;
+  for (const std::string& extra : cfg.track_extra_parameters) {
+    if (!EqualsIgnoringCase(name, extra)) continue;
+    for (const char* spelling : kReportedParamSpellings) {
+      if (EqualsIgnoringCase(name, spelling)) return spelling;
+    }
+    return extra;
+  }
+  return {};
 }
 
 inline void SetParam(ParamList& params, const std::string& name, const std::string& value) {

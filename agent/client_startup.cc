@@ -53,7 +53,7 @@ bool ClientConn::ApplyStartupOptions(const std::string& options) {
     return std::find(ignored.begin(), ignored.end(), name) != ignored.end();
   };
   for (const auto& [name, value] : *settings) {
-    if (const char* tracked = TrackedParamName(name)) {
+    if (std::string tracked = TrackedParamName(agent_.config(), name); !tracked.empty()) {
       SetTrackedParam(tracked, value);
     } else if (!is_ignored(name) && !is_ignored("options")) {
       CloseWithError("08P01", absl::StrCat("unsupported startup parameter in options: ", name));
@@ -121,7 +121,7 @@ void ClientConn::HandleStartupPacket(std::string_view packet) {
       user_ = value;
     } else if (name == "database") {
       database_ = value;
-    } else if (const char* tracked = TrackedParamName(name)) {
+    } else if (std::string tracked = TrackedParamName(cfg, name); !tracked.empty()) {
       SetTrackedParam(tracked, value);
     } else if (name == "options") {
       if (!ApplyStartupOptions(value)) return;

@@ -494,19 +494,44 @@ void Pool::Janitor(uint64_t now) {
       }
     });
   }
-  if (cfg.client_idle_timeout > absl::ZeroDuration()) {
-    const uint64_t limit = ToMicros(cfg.client_idle_timeout);
-    active_clients_.ForEach([&](ClientConn* client) {
-      if (client->state() == ClientConn::State::kIdle && now - client->last_active_us() > limit) {
-        client->CloseWithError("08P01", "client_idle_timeout");
-      }
+  // PgBouncer 1.24's query_wait_notify: whole seconds queued past the setting (its compare).
+  if (cfg.query_wait_notify > 0) {
+    const uint64_t limit_seconds = static_cast<uint64_t>(cfg.query_wait_notify);
+    waiting_clients_.ForEach([&](ClientConn* client) {
+      if ((now - client->wait_start_us()) / 1000000 > limit_seconds) client->SendWaitNoticeOnce();
     });
   }
+  // client_idle_timeout by the client's own [users] entry, as PgBouncer's janitor does.
+  active_clients_.ForEach([&](ClientConn* client) {
+    if (client->state() != ClientConn::State::kIdle) return;
+    const absl::Duration client_idle_timeout = cfg.ClientIdleTimeoutFor(client->user());
+    if (client_idle_timeout > absl::ZeroDuration() &&
+        now - client->last_active_us() > ToMicros(client_idle_timeout)) {
+      client->CloseWithError("08P01", "client_idle_timeout");
+    }
+  });
+  // The server-side timeouts go by the user the servers log in as (PgBouncer: the server's
+  // credentials), one lookup per pool.
+  const absl::Duration query_timeout = cfg.QueryTimeoutFor(server_user());
+  const absl::Duration idle_transaction_timeout = cfg.IdleTransactionTimeoutFor(server_user());
+  const absl::Duration transaction_timeout = cfg.TransactionTimeoutFor(server_user());
+  // PgBouncer's server_fast_close (session mode only; the other modes release servers at each
+  // transaction's end anyway): a server from before a RECONNECT or a connection-settings change
+  // is closed as soon as it is idle between transactions, and its client with it, so the client
+  // notices its session ended.
+  const bool fast_close = cfg.server_fast_close && pool_mode() == config::PoolMode::kSession;
   active_servers_.ForEach([&](ServerConn* server) {
     ClientConn* client = server->client();
     if (client == nullptr) return;
-    if (cfg.query_timeout > absl::ZeroDuration() && server->pending_replies() > 0 &&
-        client->query_start_us != 0 && now - client->query_start_us > ToMicros(cfg.query_timeout)) {
+    if (fast_close && server->generation() != generation_ && server->pending_replies() == 0 &&
+        !server->InTransaction()) {
+      Unlink(client, server);
+      server->Close("database configuration changed", /*is_error=*/false);
+      client->CloseWithError("08P01", "database configuration changed");
+      return;
+    }
+    if (query_timeout > absl::ZeroDuration() && server->pending_replies() > 0 &&
+        client->query_start_us != 0 && now - client->query_start_us > ToMicros(query_timeout)) {
       // PgBouncer's words for a running query ("query_timeout" is for a queued one).
       Unlink(client, server);
       server->Close("query timeout", /*is_error=*/false);
@@ -516,9 +541,21 @@ void Pool::Janitor(uint64_t now) {
     // Idle since the server's last ReadyForQuery (or the client's last message): the time a
     // query ran does not count, as in PgBouncer (GH #125).
     const uint64_t idle_since = std::max(client->last_active_us(), server->last_ready_us());
-    if (cfg.idle_transaction_timeout > absl::ZeroDuration() && server->pending_replies() == 0 &&
-        server->InTransaction() && now - idle_since > ToMicros(cfg.idle_transaction_timeout)) {
+    if (idle_transaction_timeout > absl::ZeroDuration() && server->pending_replies() == 0 &&
+        server->InTransaction() && now - idle_since > ToMicros(idle_transaction_timeout)) {
       client->CloseWithError("08P01", "idle transaction timeout");
+      return;
+    }
+    // PgBouncer 1.25's transaction_timeout: from the transaction's first query, while the
+    // server is not idle (a query running, or inside a transaction block), whatever the
+    // client does meanwhile. PgBouncer closes the server with "transaction timeout" and the
+    // client gets that reason with its default SQLSTATE, 08P01.
+    if (transaction_timeout > absl::ZeroDuration() && client->xact_start_us != 0 &&
+        (server->pending_replies() > 0 || server->InTransaction()) &&
+        now - client->xact_start_us > ToMicros(transaction_timeout)) {
+      Unlink(client, server);
+      server->Close("transaction timeout", /*is_error=*/false);
+      client->CloseWithError("08P01", "transaction timeout");
     }
   });
   const size_t min_size = static_cast<size_t>(min_pool_size());

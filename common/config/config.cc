@@ -4,6 +4,7 @@
 #include "common/config/config.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
@@ -162,6 +163,20 @@ absl::Status SetBool(absl::string_view value, bool& out) {
   return absl::OkStatus();
 }
 
+// A file mode as C's strtol(value, 0) reads it (PgBouncer's unix_socket_mode): "0777" octal,
+// "0x1ff" hex, "511" decimal; only the permission bits.
+absl::StatusOr<int> ParseFileMode(absl::string_view value) {
+  const std::string text(absl::StripAsciiWhitespace(value));
+  char* end = nullptr;
+  errno = 0;
+  const long mode = text.empty() ? -1 : std::strtol(text.c_str(), &end, 0);
+  if (text.empty() || errno != 0 || *end != '\0' || mode < 0 || mode > 07777) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid file mode '", value, "' (expected octal such as 0777)"));
+  }
+  return static_cast<int>(mode);
+}
+
 absl::Status SetDuration(absl::string_view value, absl::Duration& out) {
   PGF_ASSIGN_OR_RETURN(out, ParseDuration(value));
   return absl::OkStatus();
@@ -283,6 +298,7 @@ const Option kOptions[] = {
     IntOption<&Config::max_user_client_connections>("max_user_client_connections"),
     StringOption<&Config::server_reset_query>("server_reset_query"),
     BoolOption<&Config::server_reset_query_always>("server_reset_query_always"),
+    BoolOption<&Config::server_fast_close>("server_fast_close"),
     StringOption<&Config::server_check_query>("server_check_query"),
     DurationOption<&Config::server_check_delay>("server_check_delay"),
     DurationOption<&Config::server_lifetime>("server_lifetime"),
@@ -295,7 +311,19 @@ const Option kOptions[] = {
     DurationOption<&Config::query_timeout>("query_timeout"),
     DurationOption<&Config::query_wait_timeout>("query_wait_timeout"),
     DurationOption<&Config::idle_transaction_timeout>("idle_transaction_timeout"),
+    DurationOption<&Config::transaction_timeout>("transaction_timeout"),
     ListOption<&Config::ignore_startup_parameters>("ignore_startup_parameters"),
+    IntOption<&Config::query_wait_notify>("query_wait_notify"),
+    ListOption<&Config::track_extra_parameters>("track_extra_parameters"),
+    IntOption<&Config::scram_iterations, 1, INT_MAX>("scram_iterations"),
+    {"unix_socket_mode",
+     [](Config& c, absl::string_view v) {
+       // libusual's cf_set_int reads it with strtol base 0: "0777" is octal, "511" decimal.
+       PGF_ASSIGN_OR_RETURN(c.unix_socket_mode, ParseFileMode(v));
+       return absl::OkStatus();
+     },
+     [](const Config& c) { return absl::StrCat(c.unix_socket_mode); }, kRestartOnly, "0777"},
+    StringOption<&Config::unix_socket_group>("unix_socket_group", kRestartOnly),
     IntOption<&Config::max_packet_size>("max_packet_size"),
     IntOption<&Config::max_prepared_statements>("max_prepared_statements"),
     IntOption<&Config::auth_failure_burst>("auth_failure_burst"),
@@ -303,6 +331,12 @@ const Option kOptions[] = {
     DurationOption<&Config::handover_drain_timeout>("handover_drain_timeout"),
     IntOption<&Config::pkt_buf, 1, INT_MAX>("pkt_buf", kRestartOnly),
     BoolOption<&Config::tcp_keepalive>("tcp_keepalive"),
+    IntOption<&Config::tcp_user_timeout>("tcp_user_timeout"),
+    IntOption<&Config::tcp_socket_buffer>("tcp_socket_buffer"),
+    // Set on the listening sockets, so only a restart changes it.
+    {"tcp_defer_accept",
+     [](Config& c, absl::string_view v) { return SetBool(v, c.tcp_defer_accept); },
+     [](const Config& c) { return FormatBool(c.tcp_defer_accept); }, kRestartOnly},
     IntOption<&Config::tcp_keepcnt>("tcp_keepcnt"),
     IntOption<&Config::tcp_keepidle>("tcp_keepidle"),
     IntOption<&Config::tcp_keepintvl>("tcp_keepintvl"),
@@ -408,31 +442,16 @@ const std::vector<UnsupportedSetting> kUnsupportedSettings = {
     {"pgbouncer", "login_notify_message", "", kNotYet},
     {"pgbouncer", "peer_id", "0", kOneProcess},
     {"pgbouncer", "pool_idle_timeout", "0", kNotYet},
-    {"pgbouncer", "query_wait_notify", "5", kNotYet},
     {"pgbouncer", "resolv_conf", "", kResolver},
     {"pgbouncer", "sbuf_loopcnt", "5", "the event loop bounds the work per connection itself"},
-    {"pgbouncer", "scram_iterations", "4096", kNotYet},
-    {"pgbouncer", "server_fast_close", "0", kNotYet},
     {"pgbouncer", "server_round_robin", "0", "idle servers are reused last-in first-out"},
     {"pgbouncer", "server_tls13_ciphers", "", kTlsDefaults},
     {"pgbouncer", "service_name", "pgbouncer", kWindows},
     {"pgbouncer", "so_reuseport", "0", kOneProcess},
     {"pgbouncer", "suspend_timeout", "10", kOneProcess},
-    {"pgbouncer", "tcp_defer_accept", "1", kNotYet},
-    {"pgbouncer", "tcp_socket_buffer", "0", kNotYet},
-    {"pgbouncer", "tcp_user_timeout", "0", kNotYet},
-    {"pgbouncer", "track_extra_parameters", "IntervalStyle",
-     "only the built-in parameters and IntervalStyle are tracked"},
-    {"pgbouncer", "transaction_timeout", "0", kNotYet},
-    {"pgbouncer", "unix_socket_group", "", kNotYet},
-    {"pgbouncer", "unix_socket_mode", "0777", kNotYet},
     {"pgbouncer", "user", "", "start the agent as the target user (systemd User=)"},
     {"databases", "server_lifetime", "", "the [pgbouncer] server_lifetime applies"},
     {"databases", "target_session_attrs", "", kNotYet},
-    {"users", "client_idle_timeout", "", "the [pgbouncer] client_idle_timeout applies"},
-    {"users", "idle_transaction_timeout", "", "the [pgbouncer] idle_transaction_timeout applies"},
-    {"users", "query_timeout", "", "the [pgbouncer] query_timeout applies"},
-    {"users", "transaction_timeout", "", kNotYet},
 };
 
 const UnsupportedSetting* FindUnsupported(absl::string_view section, absl::string_view key) {
@@ -661,6 +680,14 @@ absl::Status ApplyUser(const IniEntry& entry, Config& config) {
       status = SetOptionalInt(p.value, user.max_user_client_connections);
     } else if (p.key == "query_wait_timeout") {
       status = SetOptionalDuration(p.value, user.query_wait_timeout);
+    } else if (p.key == "client_idle_timeout") {
+      status = SetOptionalDuration(p.value, user.client_idle_timeout);
+    } else if (p.key == "idle_transaction_timeout") {
+      status = SetOptionalDuration(p.value, user.idle_transaction_timeout);
+    } else if (p.key == "query_timeout") {
+      status = SetOptionalDuration(p.value, user.query_timeout);
+    } else if (p.key == "transaction_timeout") {
+      status = SetOptionalDuration(p.value, user.transaction_timeout);
     } else if (const UnsupportedSetting* ignored = FindUnsupported("users", p.key)) {
       config.warnings.push_back(
           absl::StrCat(where, ": parameter '", p.key, "' ", UnsupportedWarning(*ignored)));
@@ -844,6 +871,37 @@ int Config::MaxUserClientConnectionsFor(const std::string& user) const {
     return *entry->max_user_client_connections;
   }
   return max_user_client_connections;
+}
+
+namespace {
+
+// PgBouncer's per-user timeout rule (janitor.c): the user's value wins only when above 0.
+absl::Duration UserTimeout(const UserConfig* entry,
+                           std::optional<absl::Duration> UserConfig::*field,
+                           absl::Duration global) {
+  if (entry != nullptr && (entry->*field).has_value() && *(entry->*field) > absl::ZeroDuration()) {
+    return *(entry->*field);
+  }
+  return global;
+}
+
+}  // namespace
+
+absl::Duration Config::ClientIdleTimeoutFor(const std::string& user) const {
+  return UserTimeout(FindUser(user), &UserConfig::client_idle_timeout, client_idle_timeout);
+}
+
+absl::Duration Config::IdleTransactionTimeoutFor(const std::string& user) const {
+  return UserTimeout(FindUser(user), &UserConfig::idle_transaction_timeout,
+                     idle_transaction_timeout);
+}
+
+absl::Duration Config::QueryTimeoutFor(const std::string& user) const {
+  return UserTimeout(FindUser(user), &UserConfig::query_timeout, query_timeout);
+}
+
+absl::Duration Config::TransactionTimeoutFor(const std::string& user) const {
+  return UserTimeout(FindUser(user), &UserConfig::transaction_timeout, transaction_timeout);
 }
 
 const UserConfig* Config::FindUser(const std::string& name) const {

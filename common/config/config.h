@@ -79,6 +79,12 @@ struct UserConfig {
   std::optional<int> reserve_pool_size;              // PgBouncer 1.24.
   std::optional<absl::Duration> query_wait_timeout;  // PgBouncer 1.24; -1 in the file = unset.
   std::optional<int> max_user_client_connections;    // PgBouncer 1.24.
+  // PgBouncer 1.24/1.25 per-user timeouts: a value above 0 replaces the [pgbouncer] one; 0 (or
+  // unset) keeps it, as in PgBouncer, where a user's 0 means "not set".
+  std::optional<absl::Duration> client_idle_timeout;
+  std::optional<absl::Duration> idle_transaction_timeout;
+  std::optional<absl::Duration> query_timeout;
+  std::optional<absl::Duration> transaction_timeout;
 };
 
 // A PgBouncer 1.25 setting that pgfleet loads but does not act on, and why. One table, so the
@@ -132,6 +138,10 @@ struct Config {
   int max_user_client_connections = 0;
   std::string server_reset_query = "DISCARD ALL";
   bool server_reset_query_always = false;
+  // PgBouncer's server_fast_close: in session mode, a server from before a RECONNECT or a
+  // change of its database's connection settings is closed (with its client) as soon as it is
+  // between transactions, rather than when the client leaves.
+  bool server_fast_close = false;
   std::string server_check_query = "select 1";
   absl::Duration server_check_delay = absl::Seconds(30);
   absl::Duration server_lifetime = absl::Seconds(3600);
@@ -147,7 +157,25 @@ struct Config {
   absl::Duration query_timeout = absl::ZeroDuration();             // 0 = disabled.
   absl::Duration query_wait_timeout = absl::Seconds(120);          // 0 = disabled.
   absl::Duration idle_transaction_timeout = absl::ZeroDuration();  // 0 = disabled.
+  // PgBouncer 1.25: a client whose transaction (counted from its first query) lasts longer is
+  // disconnected, its server closed. 0 = disabled.
+  absl::Duration transaction_timeout = absl::ZeroDuration();
   std::vector<std::string> ignore_startup_parameters;
+  // Parameters tracked per client and restored on whichever server it gets, besides the
+  // built-in client_encoding, DateStyle, TimeZone, standard_conforming_strings and
+  // application_name (PgBouncer 1.20's key and default).
+  std::vector<std::string> track_extra_parameters = {"IntervalStyle"};
+  // Iterations of the SCRAM verifiers the agent computes from plain-text auth_file passwords
+  // (PgBouncer 1.25's key and default).
+  int scram_iterations = 4096;
+  // PgBouncer 1.24: a client queued for a server longer than this many whole seconds gets a
+  // NOTICE saying so, once per connection. 0 = never.
+  int query_wait_notify = 5;
+  // PgBouncer's unix_socket_mode (file mode of the listening socket; written in octal as
+  // "0777", shown in decimal like PgBouncer's SHOW CONFIG) and unix_socket_group (its group;
+  // empty: the agent's own).
+  int unix_socket_mode = 0777;
+  std::string unix_socket_group;
   int max_packet_size = 2147483647;
   // Protocol-level named prepared statements kept per server connection in transaction and
   // statement modes (PgBouncer 1.22's default); 0 passes Parse/Bind/... through untouched.
@@ -162,6 +190,12 @@ struct Config {
   absl::Duration handover_drain_timeout = absl::Seconds(30);
   int pkt_buf = 4096;
   bool tcp_keepalive = true;
+  // PgBouncer's low-level socket keys, on client and server sockets alike: TCP_USER_TIMEOUT in
+  // milliseconds and SO_SNDBUF/SO_RCVBUF in bytes (0 = the kernel's default), and
+  // TCP_DEFER_ACCEPT (45 s, PgBouncer's hard-coded value) on the TCP listeners.
+  int tcp_user_timeout = 0;
+  int tcp_socket_buffer = 0;
+  bool tcp_defer_accept = true;
   int tcp_keepcnt = 0;
   int tcp_keepidle = 0;
   int tcp_keepintvl = 0;
@@ -219,6 +253,13 @@ struct Config {
   absl::Duration QueryWaitTimeoutFor(const DatabaseConfig& db, const std::string& user) const;
   int MaxDbClientConnectionsFor(const DatabaseConfig& db) const;  // 0 = unlimited.
   int MaxUserClientConnectionsFor(const std::string& user) const;
+  // The timeouts for `user` (PgBouncer's rule: the [users] value when above 0, else the
+  // [pgbouncer] one). client_idle_timeout goes by the client's login user; the others by the
+  // user the server connection logs in as.
+  absl::Duration ClientIdleTimeoutFor(const std::string& user) const;
+  absl::Duration IdleTransactionTimeoutFor(const std::string& user) const;
+  absl::Duration QueryTimeoutFor(const std::string& user) const;
+  absl::Duration TransactionTimeoutFor(const std::string& user) const;
   // The auth_query settings for clients of `db`: its own entry's, else [pgbouncer]'s.
   // AuthDbnameFor is the database the lookup runs on (the client's when none is set).
   const std::string& AuthUserFor(const DatabaseConfig& db) const;
