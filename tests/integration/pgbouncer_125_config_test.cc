@@ -168,18 +168,6 @@ class PgBouncer125Test : public AgentTest {
   absl::StatusOr<PgConn> ConnectAdmin() const {
     return Connect(agent_->ConnString("pgbouncer", kAdminUser, kAdminPassword));
   }
-
-  // Waits for the next result of a PQsendQuery and returns its error ("SQLSTATE: message"), or
-  // "no error" / the wait's failure.
-  static std::string ErrorOfPendingQuery(PGconn* conn) {
-    absl::StatusOr<PgResult> result = GetResultWithin(conn, absl::Seconds(30));
-    if (!result.ok()) return std::string(result.status().message());
-    if (*result == nullptr) return absl::StrCat("connection error: ", PQerrorMessage(conn));
-    if (PQresultStatus(result->get()) != PGRES_FATAL_ERROR) return "no error";
-    const char* state = PQresultErrorField(result->get(), PG_DIAG_SQLSTATE);
-    return absl::StrCat(state != nullptr ? state : "", ": ",
-                        PQresultErrorField(result->get(), PG_DIAG_MESSAGE_PRIMARY));
-  }
 };
 
 TEST_F(PgBouncer125Test, SampleWithEveryDocumentedKeyLoadsAndShowConfigListsEachKey) {

@@ -175,6 +175,16 @@ absl::StatusOr<PgResult> GetResultWithin(PGconn* conn, absl::Duration timeout) {
   }
 }
 
+std::string ErrorOfPendingQuery(PGconn* conn) {
+  absl::StatusOr<PgResult> result = GetResultWithin(conn, absl::Seconds(30));
+  if (!result.ok()) return std::string(result.status().message());
+  if (*result == nullptr) return absl::StrCat("connection error: ", PQerrorMessage(conn));
+  if (PQresultStatus(result->get()) != PGRES_FATAL_ERROR) return "no error";
+  const char* state = PQresultErrorField(result->get(), PG_DIAG_SQLSTATE);
+  return absl::StrCat(state != nullptr ? state : "", ": ",
+                      PQresultErrorField(result->get(), PG_DIAG_MESSAGE_PRIMARY));
+}
+
 absl::Status KillSocket(PGconn* conn) {
   const int fd = PQsocket(conn);
   if (fd < 0) return absl::FailedPreconditionError("connection has no socket");

@@ -57,6 +57,10 @@ std::string SqlStateOf(const absl::Status& status);
 // DeadlineExceeded if nothing arrived in time.
 absl::StatusOr<PgResult> GetResultWithin(PGconn* conn, absl::Duration timeout);
 
+// Waits (up to 30 s) for the next result of a PQsendQuery and returns its error as
+// "SQLSTATE: message", "no error" when it succeeded, or the wait's or connection's failure.
+std::string ErrorOfPendingQuery(PGconn* conn);
+
 // Closes the connection's socket with a TCP RST and without sending Terminate, as a crashed
 // client would; the PGconn stays valid (its fd now points at /dev/null) and must still be freed.
 absl::Status KillSocket(PGconn* conn);
