@@ -348,8 +348,17 @@ absl::Status Agent::ApplyListeners(const config::Config& cfg, bool at_start) {
     }
     absl::StatusOr<evconnlistener*> bound = BindListener(spec, at_start);
     if (!bound.ok()) {
-      // All or nothing: what this call opened goes, what was serving stays.
-      for (const Listener& listener : opened) CloseListener(listener, /*remove_socket_file=*/true);
+      // All or nothing: what this call opened goes, what was serving stays. At start the
+      // agent is about to exit: connections queued on what it opened are not taken as clients
+      // (nothing would serve them, and they would outlive the agent); they are reset.
+      for (const Listener& listener : opened) {
+        if (!at_start) {
+          CloseListener(listener, /*remove_socket_file=*/true);
+          continue;
+        }
+        evconnlistener_free(listener.listener);
+        if (listener.is_unix) unlink(listener.address.c_str());
+      }
       return AtKey(cfg, spec.key, bound.status());
     }
     Listener listener{spec.address, *bound, spec.is_unix};

@@ -247,7 +247,9 @@ TEST_F(PgBouncerKeysTest, UnixSocketGroupThatDoesNotExistFailsTheStart) {
     // The TCP listener is bound before the unix socket, so the harness may see the port accept
     // in the moment before the agent gives up: then the agent must exit by itself, saying why.
     PGF_ASSERT_OK_AND_ASSIGN(int status, (*agent)->WaitForExit(absl::Seconds(10)));
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << DescribeWaitStatus(status);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0)
+        << DescribeWaitStatus(status) << "\n"
+        << (*agent)->LogContents();
     EXPECT_TRUE(absl::StrContains((*agent)->LogContents(), "no-such-group-pgfleet"))
         << (*agent)->LogContents();
     return;
