@@ -25,6 +25,18 @@
 namespace pgfleet::controller {
 namespace {
 
+// AGENT_VIEW_BASIC's metrics: the report's scalars, without its lists. Listed by hand because
+// this runs for every agent of a list; fleet_api_test checks through the descriptor that every
+// scalar field of MetricsReport is copied, so a field added later cannot be forgotten here.
+void CopyMetricsScalars(const pgfleet::v1::MetricsReport& from, pgfleet::v1::MetricsReport* to) {
+  to->set_timestamp_unix_ms(from.timestamp_unix_ms());
+  to->set_client_count(from.client_count());
+  to->set_suspended(from.suspended());
+  to->set_binary_outdated(from.binary_outdated());
+  to->set_on_disk_build_id(from.on_disk_build_id());
+  to->set_on_disk_version(from.on_disk_version());
+}
+
 absl::Status RefuseIncludes(const std::string& text, const std::string& what) {
   // A pushed config is the whole file: %include would read files on whichever host parses it
   // (the controller here), so it is refused.
@@ -293,7 +305,8 @@ absl::StatusOr<uint64_t> FleetApi::DesiredVersionFor(const AgentRow& agent, Read
   return desired;
 }
 
-pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired, ReadOnce* once) {
+pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired, ReadOnce* once,
+                                     pgfleet::v1::AgentView view) {
   pgfleet::v1::Agent out;
   out.set_agent_id(row.agent_id);
   out.set_environment(row.environment);
@@ -331,7 +344,11 @@ pgfleet::v1::Agent FleetApi::ToProto(const AgentRow& row, uint64_t desired, Read
     out.set_on_disk_build_id(session->on_disk_build_id());
     out.set_on_disk_version(session->on_disk_version());
     if (std::shared_ptr<const pgfleet::v1::MetricsReport> metrics = session->metrics()) {
-      *out.mutable_last_metrics() = *metrics;
+      if (view == pgfleet::v1::AGENT_VIEW_BASIC) {
+        CopyMetricsScalars(*metrics, out.mutable_last_metrics());
+      } else {
+        *out.mutable_last_metrics() = *metrics;
+      }
     }
     for (const std::string& key : session->restart_pending()) out.add_restart_pending(key);
   }
@@ -379,7 +396,7 @@ absl::StatusOr<pgfleet::v1::ListAgentsResponse> FleetApi::ListAgents(
   for (const AgentRow& row : rows) {
     if (!selector.Matches(row.labels)) continue;
     PGF_ASSIGN_OR_RETURN(uint64_t desired, DesiredVersionFor(row, &once));
-    *response.add_agents() = ToProto(row, desired, &once);
+    *response.add_agents() = ToProto(row, desired, &once, request.view());
   }
   return response;
 }

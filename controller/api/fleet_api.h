@@ -106,7 +106,8 @@ class FleetApi {
   // The agent's render of `version`, with the labels in `agent`.
   absl::StatusOr<RenderedConfig> RenderFor(const AgentRow& agent, const ConfigVersionRow& version);
   absl::StatusOr<pgfleet::v1::Environment> DescribeEnvironment(const EnvironmentRow& env);
-  pgfleet::v1::Agent ToProto(const AgentRow& row, uint64_t desired, ReadOnce* once = nullptr);
+  pgfleet::v1::Agent ToProto(const AgentRow& row, uint64_t desired, ReadOnce* once = nullptr,
+                             pgfleet::v1::AgentView view = pgfleet::v1::AGENT_VIEW_FULL);
   // The store keeps Unix milliseconds; the time comes from clock_ (fake in tests).
   int64_t NowMillis() const { return UnixMillis(clock_.Now()); }
   // "" when the agent has no desired version or it cannot be rendered.

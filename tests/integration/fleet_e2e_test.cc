@@ -1077,6 +1077,20 @@ TEST_F(RolloutTest, ConnectionBudgetRefusesPoolsThePostgresServerCannotHold) {
   PGF_ASSERT_OK_AND_ASSIGN(std::string shown, ScalarText(direct.get(), "show max_connections"));
   EXPECT_EQ(absl::StrCat(max_connections), shown);
   EXPECT_EQ(superuser_reserved, 3);
+  // The basic view (the table's) carries the metrics' counters without their lists.
+  FleetctlResult basic =
+      Ctl({"agents", "list", "--env", "dev", "--output", "json", "--view", "basic"});
+  ASSERT_EQ(basic.exit_code, 0) << basic.Describe();
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ListAgentsResponse basic_list,
+                           ParseJson<pgfleet::v1::ListAgentsResponse>(basic.stdout_text));
+  const pgfleet::v1::Agent* basic_dev1 = FindAgent(basic_list, "dev-1");
+  ASSERT_NE(basic_dev1, nullptr) << basic.stdout_text;
+  EXPECT_GT(basic_dev1->last_metrics().timestamp_unix_ms(), 0) << basic.stdout_text;
+  EXPECT_EQ(basic_dev1->last_metrics().server_limits_size(), 0) << basic.stdout_text;
+  FleetctlResult bad_view = Ctl({"agents", "list", "--view", "wide"});
+  EXPECT_EQ(bad_view.exit_code, 2) << bad_view.Describe();
+  EXPECT_TRUE(absl::StrContains(bad_view.stderr_text, "--view must be basic or full"))
+      << bad_view.Describe();
 
   // 2 agents x (max_connections / 2 + 10 reserve) > max_connections - 3 superuser-reserved
   // - 10% kept free.

@@ -27,6 +27,7 @@
 #include "controller/registry/agent_registry.h"
 #include "controller/store/store.h"
 #include "gmock/gmock.h"
+#include "google/protobuf/descriptor.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/temp_dir.h"
@@ -185,9 +186,9 @@ class FleetApiTest : public ::testing::Test {
     result->set_error(error);
     // A real agent reports the sha256 of the text it applied: its render (the base here).
     absl::StatusOr<ConfigVersionRow> row = store_->GetConfigVersion(version);
-    result->set_sha256(accepted ? (row.ok() ? Sha256Hex(row->ini_text)
-                                            : "sha-of-" + std::to_string(version))
-                                : "");
+    result->set_sha256(
+        accepted ? (row.ok() ? Sha256Hex(row->ini_text) : "sha-of-" + std::to_string(version))
+                 : "");
     api_->OnAgentMessage(*agent->session(), message);
   }
   pgfleet::v1::Environment Env(const std::string& name) {
@@ -739,6 +740,69 @@ TEST_F(FleetApiTest, MetricsReachTheAgentView) {
   EXPECT_EQ(proto.last_metrics().client_count(), 7);
   PGF_ASSERT_OK_AND_ASSIGN(std::vector<MetricsSample> samples, store_->ListMetrics("a1", 0));
   EXPECT_EQ(samples.size(), 1u);
+}
+
+// fleetctl's table asks for AGENT_VIEW_BASIC: each agent with its metrics' scalars and none of
+// its lists; an unset view is the full one, as before the field existed.
+TEST_F(FleetApiTest, BasicViewKeepsEveryMetricsScalarAndDropsTheLists) {
+  FakeAgent* agent = Connect("a1", "dev");
+  pgfleet::v1::AgentMessage message;
+  pgfleet::v1::MetricsReport* metrics = message.mutable_metrics();
+  // Every scalar field set through the descriptor, so a field added to MetricsReport later is
+  // checked too.
+  const google::protobuf::Descriptor* descriptor = metrics->GetDescriptor();
+  const google::protobuf::Reflection* reflection = metrics->GetReflection();
+  std::vector<const google::protobuf::FieldDescriptor*> scalars;
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* field = descriptor->field(i);
+    if (field->is_repeated()) continue;
+    ASSERT_NE(field->cpp_type(), google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE)
+        << field->name() << ": BASIC's copy knows scalars only";
+    scalars.push_back(field);
+    switch (field->cpp_type()) {
+      case google::protobuf::FieldDescriptor::CPPTYPE_INT32:
+        reflection->SetInt32(metrics, field, 7 + i);
+        break;
+      case google::protobuf::FieldDescriptor::CPPTYPE_INT64:
+        reflection->SetInt64(metrics, field, UnixMillis(clock_.Now()));
+        break;
+      case google::protobuf::FieldDescriptor::CPPTYPE_BOOL:
+        reflection->SetBool(metrics, field, true);
+        break;
+      case google::protobuf::FieldDescriptor::CPPTYPE_STRING:
+        reflection->SetString(metrics, field, field->name() + "-value");
+        break;
+      default:
+        FAIL() << field->name() << ": a scalar type this test does not set yet";
+    }
+  }
+  metrics->add_pools()->set_database("app");
+  metrics->add_databases()->set_database("app");
+  api_->OnAgentMessage(*agent->session(), message);
+
+  pgfleet::v1::ListAgentsRequest request;
+  request.set_view(pgfleet::v1::AGENT_VIEW_BASIC);
+  PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ListAgentsResponse basic,
+                           api_->ListAgents(kViewer, request));
+  ASSERT_EQ(basic.agents_size(), 1);
+  const pgfleet::v1::MetricsReport& kept = basic.agents(0).last_metrics();
+  for (const google::protobuf::FieldDescriptor* field : scalars) {
+    EXPECT_TRUE(reflection->HasField(kept, field)) << field->name() << " is not in the BASIC view";
+  }
+  EXPECT_EQ(kept.pools_size(), 0);
+  EXPECT_EQ(kept.databases_size(), 0);
+  EXPECT_EQ(basic.agents(0).agent_id(), "a1");
+  EXPECT_TRUE(basic.agents(0).connected());
+
+  for (pgfleet::v1::AgentView view :
+       {pgfleet::v1::AGENT_VIEW_UNSPECIFIED, pgfleet::v1::AGENT_VIEW_FULL}) {
+    request.set_view(view);
+    PGF_ASSERT_OK_AND_ASSIGN(pgfleet::v1::ListAgentsResponse full,
+                             api_->ListAgents(kViewer, request));
+    ASSERT_EQ(full.agents_size(), 1);
+    EXPECT_EQ(full.agents(0).last_metrics().SerializeAsString(), metrics->SerializeAsString())
+        << pgfleet::v1::AgentView_Name(view);
+  }
 }
 
 }  // namespace
