@@ -43,7 +43,7 @@ void HelloDeadlines::Run() {
     absl::Time next = absl::InfiniteFuture();
     for (auto it = armed_.begin(); it != armed_.end();) {
       if (it->second.deadline <= now) {
-        // The stream's first read is in flight (its reactor Disarms in OnReadDone or OnDone,
+        // The stream has not ended (its reactor Disarms in its read handling or OnDone,
         // which cannot pass while this holds mu_): the context is alive. The read then fails.
         it->second.context->TryCancel();
         fired_.insert(it->first);
@@ -57,6 +57,39 @@ void HelloDeadlines::Run() {
     auto changed = [this, seen]()
                        ABSL_NO_THREAD_SAFETY_ANALYSIS { return stopping_ || next_id_ != seen; };
     mu_.AwaitWithDeadline(absl::Condition(&changed), next);
+  }
+}
+
+StreamWorkers::StreamWorkers(int threads) {
+  for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
+}
+
+StreamWorkers::~StreamWorkers() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  for (std::thread& thread : threads_) thread.join();
+}
+
+void StreamWorkers::Post(std::function<void()> task) {
+  absl::MutexLock lock(&mu_);
+  tasks_.push_back(std::move(task));
+}
+
+void StreamWorkers::Run() {
+  while (true) {
+    std::function<void()> task;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return stopping_ || !tasks_.empty(); };
+      mu_.Await(absl::Condition(&ready));
+      // Drained before stopping: a queued task is a stream that must still end.
+      if (tasks_.empty()) return;
+      task = std::move(tasks_.front());
+      tasks_.pop_front();
+    }
+    task();
   }
 }
 
@@ -126,9 +159,10 @@ absl::StatusOr<AgentServiceImpl::Credentials> AgentServiceImpl::Admit(
 }
 
 // One agent's stream. It owns itself: gRPC calls OnDone once nothing is in flight any more,
-// and OnDone deletes it. The read side (Start, then OnReadDone) is the only one that reads and
-// decides when the stream ends; writes are started by whichever thread queues a message when
-// none is in flight, or by OnWriteDone for the next one. Finish waits for the write in flight.
+// and OnDone deletes it. The read side (Start, then HandleRead after each OnReadDone, both on
+// StreamWorkers) is the only one that reads and decides when the stream ends; writes are started by
+// whichever thread queues a message when none is in flight, or by OnWriteDone for the next one.
+// Finish waits for the write in flight.
 class AgentServiceImpl::Stream final
     : public grpc::ServerBidiReactor<pgfleet::v1::AgentMessage, pgfleet::v1::ControllerMessage> {
  public:
@@ -138,9 +172,11 @@ class AgentServiceImpl::Stream final
     outbox_->stream = this;
   }
 
-  // Admits the stream from its metadata, then reads the hello (or finishes at once).
+  // Admits the stream from its metadata, then reads the hello (or finishes at once). On a
+  // StreamWorkers thread, like everything the read side does.
   void Start();
 
+  // Hands the read's outcome to service_.workers_ (HandleRead).
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
   void OnDone() override;
@@ -168,6 +204,7 @@ class AgentServiceImpl::Stream final
     void Cancel();
   };
 
+  void HandleRead(bool ok);
   void OnHello(bool ok);
   // The read side is over: ends the stream with `status` once the write in flight is done.
   void RequestFinish(grpc::Status status);
@@ -317,6 +354,16 @@ void AgentServiceImpl::Stream::OnWriteDone(bool ok) {
 }
 
 void AgentServiceImpl::Stream::OnReadDone(bool ok) {
+  // The hello (or the end) has arrived: the stream no longer counts against
+  // --max-pending-agent-streams, which bounds streams that send nothing, not hellos queued
+  // here. The read side's state is safe to touch: its task runs only after this posts it.
+  ReleasePending();
+  // The stream stays alive: it ends only through Finish, which the read side calls, and no
+  // read is in flight until the task starts the next one.
+  service_.workers_.Post([this, ok] { HandleRead(ok); });
+}
+
+void AgentServiceImpl::Stream::HandleRead(bool ok) {
   if (session_ == nullptr) {
     OnHello(ok);
     return;
@@ -473,7 +520,8 @@ void AgentServiceImpl::Stream::OnDone() {
 grpc::ServerBidiReactor<pgfleet::v1::AgentMessage, pgfleet::v1::ControllerMessage>*
 AgentServiceImpl::Connect(grpc::CallbackServerContext* context) {
   auto* stream = new Stream(*this, context);
-  stream->Start();
+  // Admission may read the store (join tokens): not on gRPC's thread either.
+  workers_.Post([stream] { stream->Start(); });
   return stream;
 }
 

@@ -6,10 +6,12 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <map>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -68,6 +70,31 @@ class HelloDeadlines {
   std::thread thread_;  // Started by the first Arm.
 };
 
+// Runs the agents' read sides (admission, hello, every message) off gRPC's threads. Those
+// threads also answer HTTP/2 keepalive pings: while they wait on the store (a hello, an ACK, a
+// metrics sample are SQLite writes), pings go unanswered, agents time their links out and
+// reconnect, and each reconnect is more store work; at 10,000 agents that loop took the fleet
+// down (80,000 reconnects during one rollout). Each stream has one read in flight, started by
+// its task here once the message before is handled, so an agent's messages stay in order and
+// a stream waits here for at most one task.
+class StreamWorkers {
+ public:
+  explicit StreamWorkers(int threads);
+  ~StreamWorkers();  // Runs what is queued, then stops the threads.
+  StreamWorkers(const StreamWorkers&) = delete;
+  StreamWorkers& operator=(const StreamWorkers&) = delete;
+
+  void Post(std::function<void()> task);
+
+ private:
+  void Run();
+
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
+};
+
 // The agents' streams on gRPC's callback API: each stream is a self-owning reactor (one read
 // and at most one write in flight; messages for the agent are queued from any thread and
 // written in order), so no thread waits on any agent and 10,000 agents need no 10,000 threads.
@@ -109,6 +136,8 @@ class AgentServiceImpl final : public pgfleet::v1::AgentService::CallbackService
   std::function<absl::Status()> admission_check_;
   std::atomic<int> pending_streams_{0};
   HelloDeadlines deadlines_;
+  // Two: one can wait on the store while the other handles registry and CPU work.
+  StreamWorkers workers_{2};
   absl::Mutex sessions_mu_;
   // Connected agents by the join token they presented.
   std::multimap<uint64_t, std::weak_ptr<AgentSession>> sessions_by_token_
