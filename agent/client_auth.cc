@@ -415,7 +415,8 @@ void ClientConn::AuthSucceeded() {
   agent_.RegisterCancelKey(this);
   if (agent_.config().log_connections) {
     PGF_INFO("client", "%s login attempt: db=%s user=%s tls=%s",
-             ClientLogPrefix(id_, database(), user(), peer()), database(), user(), tls_ ? "yes" : "no");
+             ClientLogPrefix(id_, database(), user(), peer()), database(), user(),
+             tls_ ? "yes" : "no");
   }
   if (database() == "pgbouncer") {
     const config::Config& cfg = agent_.config();
