@@ -5,6 +5,7 @@
 #include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -94,6 +95,7 @@ void NetConn::DisableRead() {
   if (!reading_) return;
   reading_ = false;
   UpdateWatch();
+  poller_->Deactivate(this);
 }
 
 void NetConn::ReleaseDrainedInput() {
@@ -420,6 +422,12 @@ void NetConn::Fail(bool eof, const std::string& why) {
 
 std::string NetConn::TlsFailure(int ssl_error) {
   if (ssl_error == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+    // A handshake that failed inside a send (SendNow leaves the failure for the next read or
+    // write to report, by when OpenSSL's error queue is gone) still says why it failed.
+    if (const long verify = SSL_get_verify_result(ssl_); verify != X509_V_OK) {
+      return std::string("certificate verify failed (") + X509_verify_cert_error_string(verify) +
+             ")";
+    }
     return errno != 0 ? strerror(errno) : "connection closed during TLS";
   }
   return TlsErrorText(ssl_);

@@ -96,12 +96,16 @@ void Poller::Activate(NetConn* conn) {
   event_active(activate_event_, 0, 1);
 }
 
+void Poller::Deactivate(NetConn* conn) {
+  std::replace(activated_.begin(), activated_.end(), conn, static_cast<NetConn*>(nullptr));
+  std::replace(activating_.begin(), activating_.end(), conn, static_cast<NetConn*>(nullptr));
+}
+
 void Poller::Forget(NetConn* conn) {
   for (size_t i = 0; i < batch_size_; ++i) {
     if (batch_[i].data.ptr == conn) batch_[i].data.ptr = nullptr;
   }
-  std::replace(activated_.begin(), activated_.end(), conn, static_cast<NetConn*>(nullptr));
-  std::replace(activating_.begin(), activating_.end(), conn, static_cast<NetConn*>(nullptr));
+  Deactivate(conn);
 }
 
 void Poller::OnReady(int, short, void* arg) {

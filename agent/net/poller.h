@@ -39,6 +39,9 @@ class Poller {
   // Runs `conn`'s read handler soon although the socket may not say readable (OpenSSL holds
   // bytes it already read; a failure to report from the read path).
   void Activate(NetConn* conn);
+  // Withdraws an Activate not yet run (reading was disabled since, as libevent's event_del
+  // withdrew an activated event).
+  void Deactivate(NetConn* conn);
   // `conn` is closing: no event fetched for it is delivered any more.
   void Forget(NetConn* conn);
 
