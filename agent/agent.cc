@@ -44,21 +44,6 @@ void RaiseFdLimit() {
   }
 }
 
-std::string PeerName(const sockaddr* addr) {
-  char host[INET6_ADDRSTRLEN] = "";
-  if (addr->sa_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(addr);
-    inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-    return absl::StrCat(host, ":", ntohs(in->sin_port));
-  }
-  if (addr->sa_family == AF_INET6) {
-    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(addr);
-    inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-    return absl::StrCat("[", host, "]:", ntohs(in6->sin6_port));
-  }
-  return "unix";
-}
-
 // Whether a socket bound to `bound` is the one a config asks for at `wanted`.
 bool SameAddress(const sockaddr_storage& bound, const sockaddr* wanted) {
   if (bound.ss_family != wanted->sa_family) return false;
@@ -516,7 +501,7 @@ void Agent::OnAccept(evconnlistener*, int fd, sockaddr* addr, int, void* arg) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     ApplyKeepalive(fd, *agent->config_);
   }
-  auto* client = new ClientConn(*agent, fd, PeerName(addr), agent->NextConnId());
+  auto* client = new ClientConn(*agent, fd, net::PeerAddress(addr), agent->NextConnId());
   agent->login_clients_.PushBack(client);
   agent->client_count_++;
 }

@@ -415,14 +415,15 @@ void ClientConn::AuthSucceeded() {
   agent_.RegisterCancelKey(this);
   if (agent_.config().log_connections) {
     PGF_INFO("client", "%s login attempt: db=%s user=%s tls=%s",
-             ClientLogPrefix(id_, database_, user_, peer_), database_, user_, tls_ ? "yes" : "no");
+             ClientLogPrefix(id_, database(), user(), peer()), database(), user(),
+             tls_ ? "yes" : "no");
   }
-  if (database_ == "pgbouncer") {
+  if (database() == "pgbouncer") {
     const config::Config& cfg = agent_.config();
-    if (cfg.auth_type != config::AuthType::kAny && !cfg.IsAdminUser(user_) &&
-        !cfg.IsStatsUser(user_)) {
+    if (cfg.auth_type != config::AuthType::kAny && !cfg.IsAdminUser(user()) &&
+        !cfg.IsStatsUser(user())) {
       PGF_WARN("admin", "c=%d user %s from %s refused: not in admin_users or stats_users", id_,
-               user_, peer_);
+               user(), peer());
       CloseWithError("08P01", "not allowed: admin console is for admin_users and stats_users");
       return;
     }
@@ -447,18 +448,18 @@ void ClientConn::AuthSucceeded() {
     return;
   }
   // PgBouncer's finish_client_login: these come after a successful authentication only.
-  if (!agent_.config().FindDatabase(database_).has_value()) {
-    CloseWithError("08P01", absl::StrCat("no such database: ", database_));
+  if (!agent_.config().FindDatabase(database()).has_value()) {
+    CloseWithError("08P01", absl::StrCat("no such database: ", database()));
     return;
   }
-  if (agent_.IsDisabled(database_)) {
-    CloseWithError("08P01", absl::StrCat("database \"", database_, "\" is disabled"));
+  if (agent_.IsDisabled(database())) {
+    CloseWithError("08P01", absl::StrCat("database \"", database(), "\" is disabled"));
     return;
   }
   if (!WithinClientLimits()) return;
-  pool_ = agent_.GetPool(database_, user_);
+  pool_ = agent_.GetPool(database(), user());
   if (pool_ == nullptr) {
-    CloseWithError("08P01", absl::StrCat("no such database: ", database_));
+    CloseWithError("08P01", absl::StrCat("no such database: ", database()));
     return;
   }
   // Not from a login with the previous secret of a rotation overlap: those keys are the old
@@ -468,21 +469,22 @@ void ClientConn::AuthSucceeded() {
     pool_->set_scram_keys(scram->keys());
   }
   auth_.reset();
+  login_names_.reset();  // The pool's key holds them from now on.
   pool_->AddClient(this);
 }
 
 bool ClientConn::WithinClientLimits() {
   const config::Config& cfg = agent_.config();
-  const std::optional<config::DatabaseConfig> db = cfg.FindDatabase(database_);
+  const std::optional<config::DatabaseConfig> db = cfg.FindDatabase(database());
   const int max_db = db.has_value() ? cfg.MaxDbClientConnectionsFor(*db) : 0;
-  const int max_user = cfg.MaxUserClientConnectionsFor(user_);
+  const int max_user = cfg.MaxUserClientConnectionsFor(user());
   if (max_db == 0 && max_user == 0) return true;
   // This client is not in a pool yet: it is the one past the limit when the count reaches it.
   int db_clients = 0;
   int user_clients = 0;
   for (const auto& [key, pool] : agent_.pools()) {
-    if (pool->db_name() == database_) db_clients += static_cast<int>(pool->client_count());
-    if (pool->user() == user_) user_clients += static_cast<int>(pool->client_count());
+    if (pool->db_name() == database()) db_clients += static_cast<int>(pool->client_count());
+    if (pool->user() == user()) user_clients += static_cast<int>(pool->client_count());
   }
   if (max_db > 0 && db_clients >= max_db) {
     CloseWithError("08P01", "client connections exceeded (max_db_client_connections)");

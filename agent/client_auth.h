@@ -69,10 +69,11 @@ class ClientAuth {
 
   Agent& agent_;
   ClientConn& client_;
-  // The client's, which outlives this object.
+  // The client's login names, which outlive this object (ClientConn::AuthSucceeded frees them
+  // after it), and its address.
   const uint64_t id_;
   const std::string& user_;
-  const std::string& peer_;
+  const std::string peer_;
   const std::string& database_;
 
   enum class AuthMethod { kNone, kCleartext, kMd5, kScram };

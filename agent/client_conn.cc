@@ -22,8 +22,8 @@
 namespace pgfleet::agent {
 using namespace client_conn_detail;
 
-ClientConn::ClientConn(Agent& agent, int fd, std::string peer, uint64_t id)
-    : agent_(agent), net_(agent.loop().base(), fd, this), id_(id), peer_(std::move(peer)) {
+ClientConn::ClientConn(Agent& agent, int fd, net::PeerAddress peer, uint64_t id)
+    : agent_(agent), net_(agent.loop().base(), fd, this), id_(id), peer_(peer) {
   connect_time_us_ = last_active_us_ = MonotonicMicros();
   sockaddr_storage local{};
   socklen_t length = sizeof(local);
@@ -32,6 +32,23 @@ ClientConn::ClientConn(Agent& agent, int fd, std::string peer, uint64_t id)
 }
 
 ClientConn::~ClientConn() = default;
+
+const std::string& ClientConn::user() const {
+  static const std::string kNone;
+  if (pool_ != nullptr) return pool_->user();
+  return login_names_ != nullptr ? login_names_->user : kNone;
+}
+
+const std::string& ClientConn::database() const {
+  static const std::string kNone;
+  if (pool_ != nullptr) return pool_->db_name();
+  return login_names_ != nullptr ? login_names_->database : kNone;
+}
+
+ClientConn::LoginNames& ClientConn::login_names() {
+  if (login_names_ == nullptr) login_names_ = std::make_unique<LoginNames>();
+  return *login_names_;
+}
 
 void ClientConn::OnNetRead() {
   last_active_us_ = MonotonicMicros();
@@ -388,7 +405,7 @@ void ClientConn::SendWaitNoticeOnce() {
 void ClientConn::CloseWithError(const std::string& sqlstate, const std::string& message) {
   if (state_ == State::kClosed) return;
   if (agent_.config().log_pooler_errors && !quiet_close_) {
-    PGF_WARN("client", "%s pooler error: %s", ClientLogPrefix(id_, database_, user_, peer_),
+    PGF_WARN("client", "%s pooler error: %s", ClientLogPrefix(id_, database(), user(), peer()),
              message);
   }
   Write(pg::ErrorResponse("FATAL", sqlstate, message));
@@ -402,7 +419,7 @@ void ClientConn::Close(const std::string& reason) {
   if (auth_ != nullptr) auth_->CancelDelay();
   if (agent_.config().log_disconnections && state_ != State::kStartup && !quiet_close_) {
     PGF_INFO("client", "%s closing because: %s (age=%ds)",
-             ClientLogPrefix(id_, database_, user_, peer_), reason,
+             ClientLogPrefix(id_, database(), user(), peer()), reason,
              static_cast<int>((MonotonicMicros() - connect_time_us_) / 1000000));
   }
   agent_.UnregisterCancelKey(this);

@@ -11,6 +11,7 @@
 #include "agent/event_loop.h"
 #include "agent/intrusive_list.h"
 #include "agent/net/net_conn.h"
+#include "agent/net/peer_address.h"
 #include "agent/pg/protocol.h"
 #include "agent/pool.h"
 #include "agent/prepared_statements.h"
@@ -36,14 +37,16 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
     kClosed,
   };
 
-  ClientConn(Agent& agent, int fd, std::string peer, uint64_t id);
+  ClientConn(Agent& agent, int fd, net::PeerAddress peer, uint64_t id);
   ~ClientConn();
 
   uint64_t id() const { return id_; }
   State state() const { return state_; }
-  const std::string& peer() const { return peer_; }
-  const std::string& user() const { return user_; }
-  const std::string& database() const { return database_; }
+  std::string peer() const { return peer_.ToString(); }
+  // The login's names: the pool's once the client joined one (they are its key), the
+  // client's own before that and on the admin console.
+  const std::string& user() const;
+  const std::string& database() const;
   Pool* pool() const { return pool_; }
   ServerConn* server() const { return server_; }
   const ParamList& params() const;
@@ -148,14 +151,20 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   void HandleTerminate();
   void HandleAdminInput();
 
+  // The user and database names of the startup packet, kept until the client joins its pool
+  // (whose key holds them for every client of the pool).
+  struct LoginNames {
+    std::string user;
+    std::string database;
+  };
+  LoginNames& login_names();
+
   // Laid out for size, not by topic: every byte is paid per idle client (bench/README.md), so
-  // the small fields share one word.
+  // the small fields share one word. A test pins the size (client_conn_size_test.cc).
   Agent& agent_;
   net::NetConn net_;
   uint64_t id_;
-  std::string peer_;
-  std::string user_;
-  std::string database_;
+  std::unique_ptr<LoginNames> login_names_;
   // Tracked parameters (client_encoding, TimeZone...), shared with the clients that have the
   // same ones; changed by copy (SetTrackedParam).
   std::shared_ptr<const ParamList> params_;
@@ -174,6 +183,7 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   uint64_t wait_start_us_ = 0;
   int32_t cancel_pid_ = 0;
   int32_t cancel_key_ = 0;
+  net::PeerAddress peer_;
   State state_ = State::kStartup;  // Written only by ConnMover.
   bool input_scheduled_ = false;   // On the agent's ReadyQueue.
   bool tls_ = false;

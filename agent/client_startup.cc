@@ -73,7 +73,7 @@ void ClientConn::HandleStartupPacket(std::string_view packet) {
     if (cancel.ok()) {
       agent_.HandleCancelRequest(cancel->cancel_pid, cancel->cancel_key);
     } else {
-      PGF_INFO("client", "c=%d %s malformed cancel request ignored: %s", id_, peer_,
+      PGF_INFO("client", "c=%d %s malformed cancel request ignored: %s", id_, peer(),
                cancel.status().message());
     }
     Close("cancel request handled");
@@ -118,9 +118,9 @@ void ClientConn::HandleStartupPacket(std::string_view packet) {
   }
   for (const auto& [name, value] : startup->params) {
     if (name == "user") {
-      user_ = value;
+      login_names().user = value;
     } else if (name == "database") {
-      database_ = value;
+      login_names().database = value;
     } else if (std::string tracked = TrackedParamName(cfg, name); !tracked.empty()) {
       SetTrackedParam(tracked, value);
     } else if (name == "options") {
@@ -131,11 +131,11 @@ void ClientConn::HandleStartupPacket(std::string_view packet) {
       return;
     }
   }
-  if (user_.empty()) {
+  if (user().empty()) {
     CloseWithError("08P01", "no user name in startup packet");
     return;
   }
-  if (database_.empty()) database_ = user_;
+  if (database().empty()) login_names().database = user();
   if (agent_.shutting_down()) {
     CloseWithError("57P01", "pooler is shutting down");
     return;

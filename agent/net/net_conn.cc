@@ -5,6 +5,7 @@
 #include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -14,6 +15,7 @@
 #include <array>
 
 #include "agent/net/buffer_pool.h"
+#include "agent/net/poller.h"
 #include "agent/net/send_chains.h"
 #include "agent/tls/tls_context.h"
 
@@ -37,13 +39,38 @@ bool WouldBlock(int error) { return error == EAGAIN || error == EWOULDBLOCK || e
 
 }  // namespace
 
-NetConn::NetConn(event_base* base, int fd, Handler* handler, Start start) : handler_(handler) {
-  event_assign(&read_event_, base, fd, EV_READ | EV_PERSIST, &NetConn::OnReadable, this);
+NetConn::NetConn(event_base* base, int fd, Handler* handler, Start start)
+    : handler_(handler), poller_(Poller::Acquire(base)), fd_(fd) {
   if (start == Start::kConnecting) {
     connecting_ = true;
     ArmWrite();
   }
   EnableRead();
+}
+
+void NetConn::UpdateWatch() {
+  if (!open_) return;
+  const uint8_t wanted = static_cast<uint8_t>((reading_ && !connecting_ ? Poller::kRead : 0) |
+                                              (write_armed_ ? Poller::kWrite : 0));
+  if (wanted == watched_) return;
+  poller_->Watch(this, fd_, watched_, wanted);
+  watched_ = wanted;
+}
+
+void NetConn::OnPollEvents(uint32_t events) {
+  // As libevent reports them: an error or hang-up wakes whichever side is watched, whose
+  // read or write then meets it.
+  if ((events & (EPOLLERR | EPOLLHUP)) != 0) events |= EPOLLIN | EPOLLOUT;
+  // Writability first, as libevent ran a socket's write event (added last) before its read.
+  if ((events & EPOLLOUT) != 0 && (watched_ & Poller::kWrite) != 0) {
+    OnWritable();
+    if (!open_) return;
+  }
+  if ((events & EPOLLIN) != 0 && (watched_ & Poller::kRead) != 0) OnReadable();
+}
+
+void NetConn::OnActivated() {
+  if (open_) OnReadable();
 }
 
 NetConn::~NetConn() { Close(); }
@@ -57,17 +84,18 @@ size_t NetConn::output_length() const { return out_ != nullptr ? evbuffer_get_le
 void NetConn::EnableRead() {
   if (reading_ || !open_) return;
   reading_ = true;
-  if (connecting_) return;  // FinishConnect adds the event.
-  event_add(&read_event_, nullptr);
+  if (connecting_) return;  // FinishConnect starts watching for input.
+  UpdateWatch();
   // OpenSSL may hold bytes it read from the socket and not yet decrypted for us: the socket
   // will not say readable for them, so the loop comes back here instead.
-  if (ssl_ != nullptr && SSL_has_pending(ssl_)) event_active(&read_event_, EV_READ, 1);
+  if (ssl_ != nullptr && SSL_has_pending(ssl_)) poller_->Activate(this);
 }
 
 void NetConn::DisableRead() {
   if (!reading_) return;
   reading_ = false;
-  event_del(&read_event_);
+  UpdateWatch();
+  poller_->Deactivate(this);
 }
 
 void NetConn::ReleaseDrainedInput() {
@@ -79,8 +107,11 @@ void NetConn::ReleaseDrainedInput() {
 
 void NetConn::Close() {
   if (!open_) return;
-  DisableRead();
-  DisarmWrite();
+  reading_ = write_armed_ = false;
+  UpdateWatch();
+  poller_->Forget(this);
+  poller_->Release();
+  poller_ = nullptr;
   if (in_ != nullptr) BufferPool::Local().Give(in_);
   if (out_ != nullptr) BufferPool::Local().Give(out_);
   in_ = out_ = nullptr;
@@ -88,7 +119,7 @@ void NetConn::Close() {
   // EOF, which both sides accept as the end (dirty shutdown allowed).
   if (ssl_ != nullptr) SSL_free(ssl_);
   ssl_ = nullptr;
-  close(event_get_fd(&read_event_));
+  close(fd_);
   open_ = false;
 }
 
@@ -120,7 +151,7 @@ bool NetConn::StartTls(ssl_st* ssl, TlsRole role) {
       ArmWrite();
     } else if (error != SSL_ERROR_WANT_READ) {
       // Reported by the next read, as any TLS failure (the handler is not called from here).
-      event_active(&read_event_, EV_READ, 1);
+      poller_->Activate(this);
     }
   }
   return true;
@@ -128,12 +159,11 @@ bool NetConn::StartTls(ssl_st* ssl, TlsRole role) {
 
 // ---- Reading ----------------------------------------------------------------------------
 
-void NetConn::OnReadable(int, short, void* arg) {
-  auto* conn = static_cast<NetConn*>(arg);
-  if (conn->ssl_ != nullptr ? conn->ReadTls() : conn->ReadPlain()) {
+void NetConn::OnReadable() {
+  if (ssl_ != nullptr ? ReadTls() : ReadPlain()) {
     // The handler may have closed the connection (its object lives on until the loop's
     // deferred delete), so nothing below touches more than the buffer pointer.
-    conn->ReleaseDrainedInput();
+    ReleaseDrainedInput();
   }
 }
 
@@ -269,19 +299,13 @@ void NetConn::Send(evbuffer* from, size_t bytes) {
 
 void NetConn::ArmWrite() {
   if (!open_) return;
-  if (write_event_ == nullptr) {
-    write_event_ = event_new(event_get_base(&read_event_), fd(), EV_WRITE | EV_PERSIST,
-                             &NetConn::OnWritable, this);
-  }
-  if (write_event_ != nullptr && !event_pending(write_event_, EV_WRITE, nullptr)) {
-    event_add(write_event_, nullptr);
-  }
+  write_armed_ = true;
+  UpdateWatch();
 }
 
 void NetConn::DisarmWrite() {
-  if (write_event_ == nullptr) return;
-  event_free(write_event_);  // Deletes it from the loop first.
-  write_event_ = nullptr;
+  write_armed_ = false;
+  UpdateWatch();
 }
 
 void NetConn::FinishConnect() {
@@ -293,13 +317,13 @@ void NetConn::FinishConnect() {
     Fail(false, strerror(error));
     return;
   }
-  if (out_ == nullptr) DisarmWrite();
-  if (reading_) event_add(&read_event_, nullptr);
+  if (out_ == nullptr) write_armed_ = false;
+  UpdateWatch();  // Reads now, if wanted.
   handler_->OnNetConnected();
 }
 
-void NetConn::OnWritable(int, short, void* arg) {
-  auto* conn = static_cast<NetConn*>(arg);
+void NetConn::OnWritable() {
+  NetConn* conn = this;
   if (conn->connecting_) {
     conn->FinishConnect();
     return;
@@ -390,14 +414,20 @@ void NetConn::FlushBestEffort() {
 
 void NetConn::Fail(bool eof, const std::string& why) {
   connecting_ = false;
-  DisableRead();
-  DisarmWrite();
+  reading_ = write_armed_ = false;
+  UpdateWatch();
   read_wants_write_ = write_wants_read_ = false;
   handler_->OnNetClosed(eof, why);
 }
 
 std::string NetConn::TlsFailure(int ssl_error) {
   if (ssl_error == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+    // A handshake that failed inside a send (SendNow leaves the failure for the next read or
+    // write to report, by when OpenSSL's error queue is gone) still says why it failed.
+    if (const long verify = SSL_get_verify_result(ssl_); verify != X509_V_OK) {
+      return std::string("certificate verify failed (") + X509_verify_cert_error_string(verify) +
+             ")";
+    }
     return errno != 0 ? strerror(errno) : "connection closed during TLS";
   }
   return TlsErrorText(ssl_);

@@ -1,30 +1,30 @@
-// One socket, accepted (a client) or connecting (a server): a bare fd, one read event, and I/O
-// buffers taken from the loop's BufferPool only while bytes are in flight (PgBouncer's sbuf.c is
-// the model). An idle connection holds no buffer and no write event: the write event exists only
-// while the kernel refuses output, the output buffer only while it holds unsent bytes, and the
-// input buffer only while it holds bytes the protocol code has not consumed.
+// One socket, accepted (a client) or connecting (a server): a bare fd, a few bits of state, and
+// I/O buffers taken from the loop's BufferPool only while bytes are in flight (PgBouncer's sbuf.c
+// is the model). The socket is watched through the loop's Poller (agent/net/poller.h), not a
+// libevent event of its own. An idle connection holds no buffer and does not watch for
+// writability: that is watched only while the kernel refuses output, the output buffer exists
+// only while it holds unsent bytes, and the input buffer only while it holds bytes the protocol
+// code has not consumed.
 //
 // The layer calls its Handler with events; the protocol code reads input() in place and
 // sends through Send(). TLS, when started, runs OpenSSL directly on the socket (SSL_set_fd),
 // in the same read and write handlers: a read that needs the socket writable (a handshake
-// message the kernel would not take) waits for the write event, and queued output that needs
-// the peer's bytes first (the handshake still running) waits for the read event. OpenSSL's
+// message the kernel would not take) waits for writability, and queued output that needs
+// the peer's bytes first (the handshake still running) waits for the next read. OpenSSL's
 // socket BIO writes with write(): the process ignores SIGPIPE (the agent does, agent.cc).
 #pragma once
-
-#include <event2/event.h>
-#include <event2/event_struct.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
-struct event;
 struct event_base;
 struct evbuffer;
 struct ssl_st;
 
 namespace pgfleet::agent::net {
+
+class Poller;
 
 class NetConn {
  public:
@@ -56,7 +56,7 @@ class NetConn {
   NetConn(const NetConn&) = delete;
   NetConn& operator=(const NetConn&) = delete;
 
-  int fd() const { return open_ ? event_get_fd(&read_event_) : -1; }
+  int fd() const { return open_ ? fd_ : -1; }
   bool open() const { return open_; }
 
   // What has arrived and was not consumed yet. Never null: with no input buffer attached it is
@@ -93,14 +93,21 @@ class NetConn {
   // Stops both events, frees the buffers, closes the socket (and TLS). Idempotent.
   void Close();
 
-  // For tests: whether any buffer or the write event is attached.
+  // For tests: whether any buffer is attached, whether writability is watched.
   bool connecting() const { return connecting_; }
   bool holds_buffers() const { return in_ != nullptr || out_ != nullptr; }
-  bool has_write_event() const { return write_event_ != nullptr; }
+  bool has_write_event() const { return write_armed_; }
 
  private:
-  static void OnReadable(int fd, short what, void* arg);
-  static void OnWritable(int fd, short what, void* arg);
+  friend class Poller;
+  // The poller's events for the socket (EPOLLIN / EPOLLOUT / EPOLLERR / EPOLLHUP bits).
+  void OnPollEvents(uint32_t events);
+  // Poller::Activate's call: the read handler, whether or not the socket is readable.
+  void OnActivated();
+  void OnReadable();
+  void OnWritable();
+  // Tells the poller what the socket waits for now (reading_, write_armed_, connecting_).
+  void UpdateWatch();
   // The connect finished (the socket became writable): SO_ERROR says how.
   void FinishConnect();
 
@@ -120,20 +127,24 @@ class NetConn {
   void Fail(bool eof, const std::string& why);
   std::string TlsFailure(int ssl_error);
 
-  // Every byte here is paid per idle client: the socket and the loop are read from the read
-  // event rather than kept twice.
+  // Every byte here is paid per idle client (48 in all): no libevent event, the flags are bits.
   Handler* handler_;
-  bool open_ = true;
-  bool reading_ = false;
-  // TLS: the last read stopped because OpenSSL must write first (waits for the write event).
-  bool read_wants_write_ = false;
+  Poller* poller_;
+  int fd_;
+  // What the poller watches the socket for now (Poller::kRead / kWrite).
+  uint8_t watched_ = 0;
+  bool open_ : 1 = true;
+  bool reading_ : 1 = false;
+  // Writability is wanted: output waits for the socket, the connect is in progress, or a TLS
+  // read waits to write (read_wants_write_).
+  bool write_armed_ : 1 = false;
+  // TLS: the last read stopped because OpenSSL must write first (waits for writability).
+  bool read_wants_write_ : 1 = false;
   // TLS: queued output waits for the peer's bytes (the handshake); retried after each read.
-  bool write_wants_read_ = false;
-  // A non-blocking connect is in progress: the read event waits for it (reading_ says whether
-  // it is wanted afterwards), output is queued.
-  bool connecting_ = false;
-  event read_event_;
-  event* write_event_ = nullptr;
+  bool write_wants_read_ : 1 = false;
+  // A non-blocking connect is in progress: reading waits for it (reading_ says whether it is
+  // wanted afterwards), output is queued.
+  bool connecting_ : 1 = false;
   evbuffer* in_ = nullptr;
   evbuffer* out_ = nullptr;
   ssl_st* ssl_ = nullptr;
