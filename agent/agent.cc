@@ -685,7 +685,7 @@ absl::Status Agent::ReloadConfig() {
   if (new_stats_period && stats_timer_ != nullptr) {
     stats_timer_->Start(config_->stats_period, /*repeat=*/true);
   }
-  if (server_tls_changed) Reconnect("");
+  if (server_tls_changed) ReconnectForNewServerTls();
   PGF_INFO("agent", "RELOAD: configuration %s loaded%s", config_->path,
            server_tls_changed ? " (server TLS settings changed: servers close as released)" : "");
   if (!pending.empty()) {

@@ -159,6 +159,10 @@ class Agent final : public AgentControl {
   bool KillClient(uint64_t id);
   // RECONNECT: servers are closed as they are released ("" = all databases).
   void Reconnect(const std::string& db);
+  // After a SET or RELOAD changed the server TLS settings: every pool's servers are replaced as
+  // they are released, and the next login is tried at once, under the new settings, even within
+  // server_login_retry of a login that failed under the old ones.
+  void ReconnectForNewServerTls();
   // True once servers older than the last RECONNECT/RELOAD are gone (WAIT_CLOSE).
   bool OldServersClosed(const std::string& db) const;
   enum class ShutdownMode { kImmediate, kWaitForServers, kWaitForClients };
