@@ -1,5 +1,6 @@
 #include "agent/agent.h"
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -816,6 +817,12 @@ Pool* Agent::GetPool(const std::string& database, const std::string& user) {
   if (auto it = pools_.find(key); it != pools_.end()) return it->second.get();
   std::optional<config::DatabaseConfig> db = config_->FindDatabase(database);
   if (!db.has_value()) return nullptr;
+  if (!config_->databases.contains(database) &&
+      std::none_of(pools_.begin(), pools_.end(),
+                   [&](const auto& entry) { return entry.first.first == database; })) {
+    // PgBouncer's words when "*" serves a database for the first time.
+    PGF_INFO("client", "registered new auto-database: db=%s", database);
+  }
   auto [it, inserted] = pools_.emplace(key, std::make_unique<Pool>(*this, *db, user));
   return it->second.get();
 }
