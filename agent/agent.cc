@@ -1,6 +1,5 @@
 #include "agent/agent.h"
 
-#include <algorithm>
 #include <arpa/inet.h>
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -15,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -827,6 +827,11 @@ Pool* Agent::GetPool(const std::string& database, const std::string& user) {
   return it->second.get();
 }
 
+std::string Agent::PoolUserFor(const std::string& database, const std::string& client_user) const {
+  const std::optional<config::DatabaseConfig> db = config_->FindDatabase(database);
+  return db.has_value() && !db->user.empty() ? db->user : client_user;
+}
+
 Pool* Agent::FindPool(const std::string& database, const std::string& user) {
   auto it = pools_.find(std::make_pair(database, user));
   return it == pools_.end() ? nullptr : it->second.get();
@@ -838,7 +843,8 @@ std::optional<absl::Duration> Agent::PoolReclaimDelay(const std::string& db,
   // go sooner than autodb_idle_timeout's hour: they are what someone can create at will.
   constexpr absl::Duration kUnconfiguredPoolGrace = absl::Seconds(60);
   const config::Config& cfg = *config_;
-  const bool user_known = auth_file_.find(user) != auth_file_.end() || cfg.users.contains(user);
+  const bool user_known = auth_file_.find(user) != auth_file_.end() || cfg.users.contains(user) ||
+                          PoolUserFor(db, "") == user;
   if (!cfg.FindDatabase(db).has_value() || !user_known) {
     return std::min(cfg.autodb_idle_timeout, kUnconfiguredPoolGrace);
   }
@@ -1148,6 +1154,13 @@ void Agent::Janitor() {
         client->CloseWithError("08P01", "client_login_timeout");
       }
     });
+  }
+  // PgBouncer's janitor: a database that forces its user keeps min_pool_size servers ready
+  // before any client comes (other pools fill up once a client made them).
+  for (const auto& [name, db] : config_->databases) {
+    if (name != "*" && !db.user.empty() && db.min_pool_size.value_or(config_->min_pool_size) > 0) {
+      GetPool(name, db.user);
+    }
   }
   for (auto& [key, pool] : pools_) pool->Janitor(now);
   if (handover_drain_bound_passed_) CloseClientsAtTransactionBoundary();

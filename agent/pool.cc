@@ -261,8 +261,8 @@ void Pool::OnServerLoginDone(ServerConn* server, const ParamList& params) {
   last_login_error_.clear();
   if (agent_.config().log_connections) {
     // PgBouncer's words ("new connection to server"), which log alerts and its tests count.
-    PGF_INFO("server", "s=%d %s@%s new connection to server (db=%s, backend pid %d)",
-             server->id(), server_user(), server->address(), db_.name, server->backend_pid());
+    PGF_INFO("server", "s=%d %s@%s new connection to server (db=%s, backend pid %d)", server->id(),
+             server_user(), server->address(), db_.name, server->backend_pid());
   }
   OnServerIdle(server);
   WelcomeWaitingLogins();

@@ -93,21 +93,17 @@ class PgbouncerSuiteParity2Test : public AgentTest {
  protected:
   AgentOptions Options(const std::map<std::string, std::string>& settings,
                        const std::string& databases) const {
-    std::map<std::string, std::string> merged = {{"auth_type", "md5"},
-                                                 {"pool_mode", "transaction"},
-                                                 {"default_pool_size", "5"},
-                                                 {"max_client_conn", "100"},
-                                                 {"admin_users", kAdminUser},
-                                                 {"log_connections", "1"},
-                                                 {"log_disconnections", "1"},
-                                                 {"log_pooler_errors", "1"}};
+    std::map<std::string, std::string> merged = {
+        {"auth_type", "md5"},        {"pool_mode", "transaction"}, {"default_pool_size", "5"},
+        {"max_client_conn", "100"},  {"admin_users", kAdminUser},  {"log_connections", "1"},
+        {"log_disconnections", "1"}, {"log_pooler_errors", "1"}};
     if (!UsingForeignAgentBinary()) merged["auth_failure_burst"] = "0";
     for (const auto& [key, value] : settings) merged[key] = value;
     AgentOptions options = AppAgentOptions(merged);
     options.databases_section = databases;
-    options.userlist = {{kAppUser, kAppPassword},       {kAdminUser, kAdminPassword},
-                        {kUserA, kPassword},            {kUserB, kPassword},
-                        {kUserC, kPassword},            {kScramRole, kScramPassword},
+    options.userlist = {{kAppUser, kAppPassword},      {kAdminUser, kAdminPassword},
+                        {kUserA, kPassword},           {kUserB, kPassword},
+                        {kUserC, kPassword},           {kScramRole, kScramPassword},
                         {kLookupRole, kLookupPassword}};
     return options;
   }
@@ -243,9 +239,9 @@ TEST_F(PgbouncerSuiteParity2Test, AutoDatabaseIsRegisteredInTheLog) {
 // before any client comes; one without waits for a client, then fills up to min_pool_size.
 TEST_F(PgbouncerSuiteParity2Test, MinPoolSizeFilledForForcedUsersAndOnceUsed) {
   PGF_ASSERT_OK(AwaitNoAppdbBackends(*g_pg));
-  ASSERT_NO_FATAL_FAILURE(StartAgentWith(
-      Options({}, Entry("forced", Forced("min_pool_size=3")) +
-                      Entry("perclient", "min_pool_size=4 pool_size=5"))));
+  ASSERT_NO_FATAL_FAILURE(
+      StartAgentWith(Options({}, Entry("forced", Forced("min_pool_size=3")) +
+                                     Entry("perclient", "min_pool_size=4 pool_size=5"))));
   PGF_ASSERT_OK(AwaitBackends(kAppUser, 3));
   PGF_ASSERT_OK_AND_ASSIGN(int64_t scram_backends, Backends(kScramRole));
   EXPECT_EQ(scram_backends, 0);
@@ -258,9 +254,9 @@ TEST_F(PgbouncerSuiteParity2Test, MinPoolSizeFilledForForcedUsersAndOnceUsed) {
 // per-database pool_size; default_pool_size, and a SET of it applied to the running pools.
 TEST_F(PgbouncerSuiteParity2Test, PoolSizesPerUserPerDatabaseAndGlobal) {
   PGF_ASSERT_OK(AwaitNoAppdbBackends(*g_pg));
-  AgentOptions options = Options({{"default_pool_size", "3"}, {"query_wait_timeout", "30"}},
-                                 Entry("byuser") + Entry("forced", Forced("pool_size=2")) +
-                                     Entry("global"));
+  AgentOptions options =
+      Options({{"default_pool_size", "3"}, {"query_wait_timeout", "30"}},
+              Entry("byuser") + Entry("forced", Forced("pool_size=2")) + Entry("global"));
   options.users_section = absl::StrCat(kScramRole, " = pool_size=1\n", kUserA, " = pool_size=1\n");
   ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
 
@@ -313,8 +309,8 @@ TEST_F(PgbouncerSuiteParity2Test, ForcedUserDatabaseSharesOnePoolAcrossClientUse
 // test_max_db_connections: five users' pools on one database share its max_db_connections.
 TEST_F(PgbouncerSuiteParity2Test, MaxDbConnectionsAcrossUsers) {
   PGF_ASSERT_OK(AwaitNoAppdbBackends(*g_pg));
-  ASSERT_NO_FATAL_FAILURE(StartAgentWith(
-      Options({{"query_wait_timeout", "30"}}, Entry("p2", "max_db_connections=4"))));
+  ASSERT_NO_FATAL_FAILURE(
+      StartAgentWith(Options({{"query_wait_timeout", "30"}}, Entry("p2", "max_db_connections=4"))));
   std::vector<SleepingClients> clients(3);
   const std::vector<std::pair<std::string, std::string>> users = {
       {kAppUser, kAppPassword}, {kScramRole, kScramPassword}, {kLookupRole, kLookupPassword}};
@@ -333,11 +329,31 @@ TEST_F(PgbouncerSuiteParity2Test, MaxDbConnectionsAcrossUsers) {
   EXPECT_LE(std::stoi(rows[0][0]), 4);
 }
 
+// test_max_db_connections: at max_db_connections, another user's idle server gives way (each
+// user has a pool of its own on a database that does not force one). Moved from
+// pgbouncer_suite_parity_test.cc, whose appdb forces its user (one shared pool, nothing to evict).
+TEST_F(PgbouncerSuiteParity2Test, MaxDbConnectionsEvictsAnotherPoolsIdleServer) {
+  PGF_ASSERT_OK(AwaitNoAppdbBackends(*g_pg));
+  ASSERT_NO_FATAL_FAILURE(StartAgentWith(
+      Options({{"max_db_connections", "1"}, {"query_wait_timeout", "10"}}, Entry(kAppDb))));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn first, Connect(ConnInfo(kAppDb, kAppUser, kAppPassword)));
+  PGF_ASSERT_OK(Query(first.get(), "select 1").status());  // Its server is now idle.
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn second, Connect(ConnInfo(kAppDb, kScramRole, kScramPassword)));
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t two, ScalarInt(second.get(), "select 2"));
+  EXPECT_EQ(two, 2);
+  PGF_EXPECT_OK(AwaitLog("closing because: evicted"));
+  PGF_ASSERT_OK_AND_ASSIGN(Rows rows, g_pg->Exec(kAppdbBackendsSql));
+  EXPECT_LE(std::stoi(rows[0][0]), 1);
+  // And back: the first user's next query evicts the second's idle server.
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t three, ScalarInt(first.get(), "select 3"));
+  EXPECT_EQ(three, 3);
+}
+
 // test_max_user_connections: one user's pools on three databases share max_user_connections.
 TEST_F(PgbouncerSuiteParity2Test, MaxUserConnectionsAcrossDatabases) {
   PGF_ASSERT_OK(AwaitNoAppdbBackends(*g_pg));
-  AgentOptions options = Options({{"query_wait_timeout", "30"}},
-                                 Entry("p7a") + Entry("p7b") + Entry("p7c"));
+  AgentOptions options =
+      Options({{"query_wait_timeout", "30"}}, Entry("p7a") + Entry("p7b") + Entry("p7c"));
   options.users_section = absl::StrCat(kScramRole, " = max_user_connections=3\n");
   ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
   std::vector<SleepingClients> clients(3);
@@ -357,8 +373,8 @@ TEST_F(PgbouncerSuiteParity2Test, MinPoolSizeUnderALowerLimitOpensOnlyThatMany) 
   for (const char* limit : {"max_db_connections", "max_user_connections"}) {
     SCOPED_TRACE(limit);
     PGF_ASSERT_OK(AwaitNoAppdbBackends(*g_pg));
-    ASSERT_NO_FATAL_FAILURE(StartAgentWith(
-        Options({{limit, "2"}}, Entry("p0x", "min_pool_size=5 pool_size=5"))));
+    ASSERT_NO_FATAL_FAILURE(
+        StartAgentWith(Options({{limit, "2"}}, Entry("p0x", "min_pool_size=5 pool_size=5"))));
     SleepingClients client;
     PGF_ASSERT_OK(client.Start(ConnInfo("p0x", kScramRole, kScramPassword), 1, 2));
     PGF_EXPECT_OK(AwaitBackends(kScramRole, 2));
@@ -374,8 +390,8 @@ TEST_F(PgbouncerSuiteParity2Test, MinPoolSizeUnderALowerLimitOpensOnlyThatMany) 
 // clients get exactly the reserve's servers on top of the pool's, each logged.
 TEST_F(PgbouncerSuiteParity2Test, ReservePoolSetOnlineAddsExactlyItsSize) {
   PGF_ASSERT_OK(AwaitNoAppdbBackends(*g_pg));
-  ASSERT_NO_FATAL_FAILURE(StartAgentWith(Options(
-      {{"default_pool_size", "2"}, {"query_wait_timeout", "60"}}, Entry("p1", Forced()))));
+  ASSERT_NO_FATAL_FAILURE(StartAgentWith(
+      Options({{"default_pool_size", "2"}, {"query_wait_timeout", "60"}}, Entry("p1", Forced()))));
   PGF_ASSERT_OK_AND_ASSIGN(PgConn console, ConnectConsole());
   PGF_ASSERT_OK(Command(console.get(), "SET reserve_pool_size = 2").status());
   PGF_ASSERT_OK(Command(console.get(), "SET reserve_pool_timeout = 1").status());
@@ -396,8 +412,7 @@ TEST_F(PgbouncerSuiteParity2Test, MaxClientConnSetOnline) {
   PGF_EXPECT_OK(ScalarInt(last.get(), "select 1").status());
   absl::StatusOr<PgConn> refused = Connect(ConnInfo("p1", kUserA, kPassword));
   ASSERT_FALSE(refused.ok());
-  EXPECT_TRUE(absl::StrContains(refused.status().message(), "max_client_conn"))
-      << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "max_client_conn")) << refused.status();
 }
 
 }  // namespace
