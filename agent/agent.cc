@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -670,7 +671,7 @@ absl::Status Agent::ReloadConfig() {
   if (new_stats_period && stats_timer_ != nullptr) {
     stats_timer_->Start(config_->stats_period, /*repeat=*/true);
   }
-  if (server_tls_changed) Reconnect("");
+  if (server_tls_changed) ReconnectForNewServerTls();
   PGF_INFO("agent", "RELOAD: configuration %s loaded%s", config_->path,
            server_tls_changed ? " (server TLS settings changed: servers close as released)" : "");
   if (!pending.empty()) {
@@ -801,8 +802,19 @@ Pool* Agent::GetPool(const std::string& database, const std::string& user) {
   if (auto it = pools_.find(key); it != pools_.end()) return it->second.get();
   std::optional<config::DatabaseConfig> db = config_->FindDatabase(database);
   if (!db.has_value()) return nullptr;
+  if (!config_->databases.contains(database) &&
+      std::none_of(pools_.begin(), pools_.end(),
+                   [&](const auto& entry) { return entry.first.first == database; })) {
+    // PgBouncer's words when "*" serves a database for the first time.
+    PGF_INFO("client", "registered new auto-database: db=%s", database);
+  }
   auto [it, inserted] = pools_.emplace(key, std::make_unique<Pool>(*this, *db, user));
   return it->second.get();
+}
+
+std::string Agent::PoolUserFor(const std::string& database, const std::string& client_user) const {
+  const std::optional<config::DatabaseConfig> db = config_->FindDatabase(database);
+  return db.has_value() && !db->user.empty() ? db->user : client_user;
 }
 
 Pool* Agent::FindPool(const std::string& database, const std::string& user) {
@@ -816,7 +828,8 @@ std::optional<absl::Duration> Agent::PoolReclaimDelay(const std::string& db,
   // go sooner than autodb_idle_timeout's hour: they are what someone can create at will.
   constexpr absl::Duration kUnconfiguredPoolGrace = absl::Seconds(60);
   const config::Config& cfg = *config_;
-  const bool user_known = auth_file_.find(user) != auth_file_.end() || cfg.users.contains(user);
+  const bool user_known = auth_file_.find(user) != auth_file_.end() || cfg.users.contains(user) ||
+                          PoolUserFor(db, "") == user;
   if (!cfg.FindDatabase(db).has_value() || !user_known) {
     return std::min(cfg.autodb_idle_timeout, kUnconfiguredPoolGrace);
   }
@@ -1126,6 +1139,13 @@ void Agent::Janitor() {
         client->CloseWithError("08P01", "client_login_timeout");
       }
     });
+  }
+  // PgBouncer's janitor: a database that forces its user keeps min_pool_size servers ready
+  // before any client comes (other pools fill up once a client made them).
+  for (const auto& [name, db] : config_->databases) {
+    if (name != "*" && !db.user.empty() && db.min_pool_size.value_or(config_->min_pool_size) > 0) {
+      GetPool(name, db.user);
+    }
   }
   for (auto& [key, pool] : pools_) pool->Janitor(now);
   if (handover_drain_bound_passed_) CloseClientsAtTransactionBoundary();

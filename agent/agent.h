@@ -159,6 +159,10 @@ class Agent final : public AgentControl {
   bool KillClient(uint64_t id);
   // RECONNECT: servers are closed as they are released ("" = all databases).
   void Reconnect(const std::string& db);
+  // After a SET or RELOAD changed the server TLS settings: every pool's servers are replaced as
+  // they are released, and the next login is tried at once, under the new settings, even within
+  // server_login_retry of a login that failed under the old ones.
+  void ReconnectForNewServerTls();
   // True once servers older than the last RECONNECT/RELOAD are gone (WAIT_CLOSE).
   bool OldServersClosed(const std::string& db) const;
   enum class ShutdownMode { kImmediate, kWaitForServers, kWaitForClients };
@@ -229,6 +233,10 @@ class Agent final : public AgentControl {
   Pool* GetPool(const std::string& database, const std::string& user);
   // The existing pool for (db, user), or nullptr; never creates one.
   Pool* FindPool(const std::string& database, const std::string& user);
+  // Whose pool a client of `database` logging in as `client_user` joins: PgBouncer keeps one
+  // pool per database and server user, so every client of a database that forces its user
+  // shares that user's pool (its pool_size, min_pool_size and servers).
+  std::string PoolUserFor(const std::string& database, const std::string& client_user) const;
   const std::map<std::pair<std::string, std::string>, std::unique_ptr<Pool>>& pools() const {
     return pools_;
   }

@@ -231,6 +231,10 @@ void Agent::Reconnect(const std::string& db) {
   ForEachPoolOf(pools_, db, [](Pool& pool) { pool.Reconnect(); });
 }
 
+void Agent::ReconnectForNewServerTls() {
+  for (auto& [key, pool] : pools_) pool->ReconnectWithNewSettings();
+}
+
 bool Agent::OldServersClosed(const std::string& db) const {
   bool closed = true;
   ForEachPoolOf(pools_, db, [&](Pool& pool) {
@@ -302,7 +306,7 @@ std::string Agent::ReplaceConfig(config::Config cfg) {
   common::SetLogLevel(config_->verbose ? common::LogLevel::kDebug : common::LogLevel::kInfo);
   if (reconnect_servers) {
     PGF_INFO("admin", "SET: server TLS settings changed; servers close as they are released");
-    Reconnect("");
+    ReconnectForNewServerTls();
   }
   for (auto& [key, pool] : pools_) pool->AssignServers();
   return note;

@@ -339,7 +339,9 @@ void ClientAuth::NotePreviousSecretUsed() {
 ClientAuth::Outcome ClientAuth::Failed(const std::string& log_reason, const std::string& sqlstate,
                                        const std::string& message) {
   // Counted on an existing pool only: a failed login must create nothing that outlives it.
-  if (Pool* pool = agent_.FindPool(database_, user_)) pool->stats().client_login_failures++;
+  if (Pool* pool = agent_.FindPool(database_, agent_.PoolUserFor(database_, user_))) {
+    pool->stats().client_login_failures++;
+  }
   const config::Config& cfg = agent_.config();
   const absl::string_view address = PeerAddressWithoutPort(peer_);
   const AuthFailureLimiter::Decision decision = agent_.auth_failures().OnFailure(
@@ -457,7 +459,7 @@ void ClientConn::AuthSucceeded() {
     return;
   }
   if (!WithinClientLimits()) return;
-  pool_ = agent_.GetPool(database(), user());
+  pool_ = agent_.GetPool(database(), agent_.PoolUserFor(database(), user()));
   if (pool_ == nullptr) {
     CloseWithError("08P01", absl::StrCat("no such database: ", database()));
     return;
@@ -465,11 +467,16 @@ void ClientConn::AuthSucceeded() {
   // Not from a login with the previous secret of a rotation overlap: those keys are the old
   // password's, which PostgreSQL is about to stop taking (or already has).
   const crypto::ScramServerExchange* scram = auth_ != nullptr ? auth_->scram() : nullptr;
-  if (scram != nullptr && scram->keys().client_key.has_value() && !scram->matched_alternative()) {
+  // Only for the client's own pool: a forced user's pool logs in with that user's password.
+  if (scram != nullptr && scram->keys().client_key.has_value() && !scram->matched_alternative() &&
+      pool_->server_user() == user()) {
     pool_->set_scram_keys(scram->keys());
   }
   auth_.reset();
-  login_names_.reset();  // The pool's key holds them from now on.
+  // The pool's key holds the names from now on, unless the pool's user is another one (a
+  // database that forces its user): the client's own name is then kept for SHOW CLIENTS and
+  // max_user_client_connections.
+  if (login_names_ != nullptr && login_names_->user == pool_->user()) login_names_.reset();
   pool_->AddClient(this);
 }
 
@@ -484,7 +491,15 @@ bool ClientConn::WithinClientLimits() {
   int user_clients = 0;
   for (const auto& [key, pool] : agent_.pools()) {
     if (pool->db_name() == database()) db_clients += static_cast<int>(pool->client_count());
-    if (pool->user() == user()) user_clients += static_cast<int>(pool->client_count());
+    // By the clients' own user: a database that forces its user pools several users' clients.
+    if (max_user > 0) {
+      auto count = [&](const ClientConn* client) {
+        if (client->user() == user()) ++user_clients;
+      };
+      pool->login_waiting_clients().ForEach(count);
+      pool->active_clients().ForEach(count);
+      pool->waiting_clients().ForEach(count);
+    }
   }
   if (max_db > 0 && db_clients >= max_db) {
     CloseWithError("08P01", "client connections exceeded (max_db_client_connections)");

@@ -35,8 +35,9 @@ ClientConn::~ClientConn() = default;
 
 const std::string& ClientConn::user() const {
   static const std::string kNone;
-  if (pool_ != nullptr) return pool_->user();
-  return login_names_ != nullptr ? login_names_->user : kNone;
+  // Kept past the login only where the pool's user is another (a database forcing its user).
+  if (login_names_ != nullptr) return login_names_->user;
+  return pool_ != nullptr ? pool_->user() : kNone;
 }
 
 const std::string& ClientConn::database() const {

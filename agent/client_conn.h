@@ -152,7 +152,8 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   void HandleAdminInput();
 
   // The user and database names of the startup packet, kept until the client joins its pool
-  // (whose key holds them for every client of the pool).
+  // (whose key holds them for every client of the pool), or for good when the pool's user is
+  // another one (a database that forces its user: the client's own name stays its own).
   struct LoginNames {
     std::string user;
     std::string database;

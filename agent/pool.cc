@@ -16,6 +16,10 @@
 namespace pgfleet::agent {
 namespace {
 
+// PgBouncer's words when a server made under older settings (RECONNECT, a RELOAD or SET that
+// changes how servers are reached) is closed; log alerts match them.
+constexpr char kConfigurationChanged[] = "database configuration changed";
+
 uint64_t ToMicros(absl::Duration d) { return static_cast<uint64_t>(absl::ToInt64Microseconds(d)); }
 
 // PostgreSQL could not be reached or did not answer in time: ServerConn's "could not connect
@@ -76,7 +80,7 @@ void Pool::Reconfigure(const config::DatabaseConfig& db) {
   if (target_changed) {
     ++generation_;
     has_welcome_ = false;
-    CloseAllServers("database settings changed", /*idle_only=*/true);
+    CloseAllServers(kConfigurationChanged, /*idle_only=*/true);
   }
   AssignServers();
 }
@@ -172,7 +176,7 @@ void Pool::ReleaseServer(ServerConn* server) {
     // has the rest of its message dropped (ClientConn::OnUnlinked).
     server->Close("released in the middle of a client message", /*is_error=*/false);
   } else if (server->generation() != generation_) {
-    server->Close("database settings changed", /*is_error=*/false);
+    server->Close(kConfigurationChanged, /*is_error=*/false);
   } else if (now - server->connect_time_us() > ToMicros(cfg.server_lifetime) &&
              server_count() > static_cast<size_t>(min_pool_size())) {
     server->Close("server lifetime over", /*is_error=*/false);
@@ -205,7 +209,7 @@ void Pool::ReleaseServer(ServerConn* server) {
 
 void Pool::OnServerIdle(ServerConn* server) {
   if (agent_.IsPaused(db_.name) || server->generation() != generation_) {
-    server->Close(agent_.IsPaused(db_.name) ? "database paused" : "database settings changed",
+    server->Close(agent_.IsPaused(db_.name) ? "database paused" : kConfigurationChanged,
                   /*is_error=*/false);
     return;
   }
@@ -256,8 +260,9 @@ void Pool::OnServerLoginDone(ServerConn* server, const ParamList& params) {
   }
   last_login_error_.clear();
   if (agent_.config().log_connections) {
-    PGF_INFO("server", "s=%d new connection to %s as %s (db=%s, backend pid %d)", server->id(),
-             server->address(), server_user(), db_.name, server->backend_pid());
+    // PgBouncer's words ("new connection to server"), which log alerts and its tests count.
+    PGF_INFO("server", "s=%d %s@%s new connection to server (db=%s, backend pid %d)", server->id(),
+             server_user(), server->address(), db_.name, server->backend_pid());
   }
   OnServerIdle(server);
   WelcomeWaitingLogins();
@@ -435,9 +440,15 @@ bool Pool::HasPreparedStatement(uint64_t id) const {
   return found;
 }
 
+void Pool::ReconnectWithNewSettings() {
+  last_login_failure_us_ = 0;
+  Reconnect();
+  AssignServers();
+}
+
 void Pool::Reconnect() {
   ++generation_;
-  idle_servers_.ForEach([](ServerConn* server) { server->Close("RECONNECT", false); });
+  idle_servers_.ForEach([](ServerConn* server) { server->Close(kConfigurationChanged, false); });
 }
 
 size_t Pool::OldServerCount() const {
@@ -566,7 +577,7 @@ void Pool::Janitor(uint64_t now) {
   }
   idle_servers_.ForEach([&](ServerConn* server) {
     if (server->generation() != generation_) {
-      server->Close("database settings changed", false);
+      server->Close(kConfigurationChanged, false);
     } else if (now - server->connect_time_us() > ToMicros(cfg.server_lifetime) &&
                server_count() > min_size) {
       server->Close("server lifetime over", false);

@@ -110,6 +110,9 @@ class Pool {
   void CloseAllServers(const char* reason, bool idle_only);
   // RECONNECT: servers are closed once released; idle ones now.
   void Reconnect();
+  // The settings servers log in with changed (server TLS): as Reconnect, and a login that
+  // failed under the old settings no longer holds the next one back for server_login_retry.
+  void ReconnectWithNewSettings();
   // Servers from before the last RECONNECT or connection-parameter change.
   size_t OldServerCount() const;
   // Whether some server of the pool has prepared statement `id` (so its SQL is known good).

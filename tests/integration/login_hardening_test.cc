@@ -134,7 +134,12 @@ TEST_F(LoginHardeningTest, UnusedPoolsWithoutAConfigEntryAreReclaimed) {
   // "*" serves any other database name (here PostgreSQL's own "postgres" and "template1").
   options.databases_section += absl::StrCat("* = host=127.0.0.1 port=", g_pg->port(),
                                             " user=", kAppUser, " password=", kAppPassword, "\n");
+  // A database that does not force its user: each user has a pool of its own there (appdb's
+  // forced user gives every client one shared pool, as in PgBouncer).
+  options.databases_section +=
+      absl::StrCat("ownusers = host=127.0.0.1 port=", g_pg->port(), " dbname=", kAppDb, "\n");
   options.userlist.emplace_back(kTempUser, kTempPassword);
+  PGF_ASSERT_OK(g_pg->CreateUser(kTempUser, kTempPassword));
   ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
 
   auto run_query = [&](const std::string& db, const std::string& user,
@@ -142,9 +147,9 @@ TEST_F(LoginHardeningTest, UnusedPoolsWithoutAConfigEntryAreReclaimed) {
     PGF_ASSIGN_OR_RETURN(PgConn conn, Connect(agent_->ConnString(db, user, password)));
     return ScalarInt(conn.get(), "select 1").status();
   };
-  PGF_ASSERT_OK(run_query(kAppDb, kAppUser, kAppPassword));      // Configured: stays.
-  PGF_ASSERT_OK(run_query("postgres", kAppUser, kAppPassword));  // Auto database.
-  PGF_ASSERT_OK(run_query(kAppDb, kTempUser, kTempPassword));    // User about to be removed.
+  PGF_ASSERT_OK(run_query(kAppDb, kAppUser, kAppPassword));        // Configured: stays.
+  PGF_ASSERT_OK(run_query("postgres", kAppUser, kAppPassword));    // Auto database.
+  PGF_ASSERT_OK(run_query("ownusers", kTempUser, kTempPassword));  // User about to be removed.
   // A client that stays connected keeps its auto-database pool, however long it idles.
   PGF_ASSERT_OK_AND_ASSIGN(PgConn staying,
                            Connect(agent_->ConnString("template1", kAppUser, kAppPassword)));
@@ -152,7 +157,7 @@ TEST_F(LoginHardeningTest, UnusedPoolsWithoutAConfigEntryAreReclaimed) {
 
   PGF_ASSERT_OK_AND_ASSIGN(Table pools, ShowPools());
   ASSERT_TRUE(HasPool(pools, "postgres", kAppUser)) << pools.Dump();
-  ASSERT_TRUE(HasPool(pools, kAppDb, kTempUser)) << pools.Dump();
+  ASSERT_TRUE(HasPool(pools, "ownusers", kTempUser)) << pools.Dump();
 
   // tempuser leaves auth_file.
   AgentOptions without_temp = options;
@@ -167,7 +172,7 @@ TEST_F(LoginHardeningTest, UnusedPoolsWithoutAConfigEntryAreReclaimed) {
       [&](std::string* note) -> absl::StatusOr<bool> {
         PGF_ASSIGN_OR_RETURN(Table now, ShowPools());
         *note = now.Dump();
-        return !HasPool(now, "postgres", kAppUser) && !HasPool(now, kAppDb, kTempUser);
+        return !HasPool(now, "postgres", kAppUser) && !HasPool(now, "ownusers", kTempUser);
       },
       absl::Seconds(20), "the auto-database pool and the removed user's pool to be reclaimed"));
 

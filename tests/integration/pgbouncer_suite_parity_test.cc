@@ -368,25 +368,6 @@ TEST_F(PgbouncerSuiteParityTest, IdleTransactionTimeoutWordsAndRunningQueries) {
 
 // ---- Pool limits -------------------------------------------------------------------------------
 
-// test_max_db_connections: at max_db_connections, another user's idle server gives way.
-TEST_F(PgbouncerSuiteParityTest, MaxDbConnectionsEvictsAnotherPoolsIdleServer) {
-  ASSERT_NO_FATAL_FAILURE(
-      StartAgentWith(Options({{"max_db_connections", "1"}, {"query_wait_timeout", "10"}})));
-  PGF_ASSERT_OK_AND_ASSIGN(
-      PgConn first, Connect(TcpConnString(agent_->port(), kAppDb, kPlainUser, kPlainPassword)));
-  PGF_ASSERT_OK(Query(first.get(), "select 1").status());  // Its server is now idle.
-  PGF_ASSERT_OK_AND_ASSIGN(
-      PgConn second, Connect(TcpConnString(agent_->port(), kAppDb, kOtherUser, kOtherPassword)));
-  PGF_ASSERT_OK_AND_ASSIGN(int64_t two, ScalarInt(second.get(), "select 2"));
-  EXPECT_EQ(two, 2);
-  PGF_EXPECT_OK(AwaitLog("closing because: evicted"));
-  PGF_ASSERT_OK_AND_ASSIGN(int64_t backends, AppdbBackends());
-  EXPECT_LE(backends, 1);
-  // And back: the first user's next query evicts the second's idle server.
-  PGF_ASSERT_OK_AND_ASSIGN(int64_t three, ScalarInt(first.get(), "select 3"));
-  EXPECT_EQ(three, 3);
-}
-
 // test_min_pool_size_with_lower_max_db_connections / _max_user_connections: the lower limit
 // wins, and nothing is evicted to reach min_pool_size.
 TEST_F(PgbouncerSuiteParityTest, MinPoolSizeStopsAtLowerLimits) {
