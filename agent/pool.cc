@@ -26,9 +26,16 @@ bool PostgresUnreachable(const std::string& reason) {
                                          !absl::StrContains(reason, "TLS error"));
 }
 
+// A failed login the clients wait out, as PgBouncer's: PostgreSQL unreachable, or no server of
+// the kind target_session_attrs asks for (yet: a switchover may bring one).
+bool ClientsWaitOut(const std::string& reason) {
+  return PostgresUnreachable(reason) || reason == kTargetSessionAttrsMismatch;
+}
+
 bool SameServerTarget(const config::DatabaseConfig& a, const config::DatabaseConfig& b) {
   return a.host == b.host && a.port == b.port && a.ports == b.ports && a.dbname == b.dbname &&
-         a.user == b.user && a.password == b.password && a.connect_query == b.connect_query &&
+         a.target_session_attrs == b.target_session_attrs && a.user == b.user &&
+         a.password == b.password && a.connect_query == b.connect_query &&
          a.client_encoding == b.client_encoding && a.datestyle == b.datestyle &&
          a.timezone == b.timezone && a.application_name == b.application_name;
 }
@@ -296,7 +303,7 @@ void Pool::OnServerLoginFailed(ServerConn* server, const std::string& reason,
   // timed out) or a server still starting up (57P03) leaves the clients queued, and a new
   // connection is tried after server_login_retry; query_wait_timeout, query_timeout and
   // client_login_timeout bound their wait.
-  if (sqlstate == "57P03" || (sqlstate.empty() && PostgresUnreachable(reason))) return;
+  if (sqlstate == "57P03" || (sqlstate.empty() && ClientsWaitOut(reason))) return;
   // PostgreSQL's refusal goes to the clients as it said it; a failure of the agent's own
   // (TLS verification, no password known, an unsupported method) as "server login failed".
   const std::string code = sqlstate.empty() ? "08P01" : sqlstate;
@@ -597,6 +604,15 @@ uint64_t Pool::UnusedForMicros(uint64_t now_us) {
   if (unused_since_us_ == 0) unused_since_us_ = now_us;
   // At least 1: "unused" is distinct from "in use" even on the first look.
   return std::max<uint64_t>(now_us - unused_since_us_, 1);
+}
+
+uint64_t Pool::EmptyForMicros(uint64_t now_us) {
+  if (client_count() > 0 || !queued_queries_.empty() || server_count() > 0) {
+    empty_since_us_ = 0;
+    return 0;
+  }
+  if (empty_since_us_ == 0) empty_since_us_ = now_us;
+  return std::max<uint64_t>(now_us - empty_since_us_, 1);
 }
 
 void Pool::RunQuery(ServerQuery* query) {

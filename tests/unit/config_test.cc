@@ -289,7 +289,7 @@ TEST(ConfigTest, RealisticProductionConfig) {
 }
 
 TEST(ConfigTest, IgnoredPgBouncerKeysAreAccepted) {
-  for (const char* key : {"so_reuseport", "dns_nxdomain_ttl", "job_name", "user", "disable_pqexec",
+  for (const char* key : {"so_reuseport", "dns_nxdomain_ttl", "job_name", "user",
                           "server_round_robin", "suspend_timeout", "sbuf_loopcnt", "peer_id",
                           "conffile", "service_name", "auth_hba_file", "resolv_conf"}) {
     Config c = MustParse(absl::StrCat("[pgbouncer]\n", key, " = whatever\n"));
