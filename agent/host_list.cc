@@ -88,7 +88,7 @@ void HostHealth::EndProbe(const std::string& address, uint64_t server_id) {
 
 HostPick PickHost(const std::vector<config::ServerEndpoint>& endpoints,
                   config::LoadBalanceHosts mode, size_t& cursor, HostHealth& health,
-                  uint64_t server_id, uint64_t now_us) {
+                  uint64_t server_id, uint64_t now_us, const HostHealth* mismatched) {
   HostPick pick;
   if (endpoints.size() == 1) {
     pick.endpoint = endpoints.front();
@@ -101,7 +101,8 @@ HostPick PickHost(const std::vector<config::ServerEndpoint>& endpoints,
   usable.reserve(endpoints.size());
   for (const config::ServerEndpoint& endpoint : endpoints) {
     addresses.push_back(config::EndpointAddress(endpoint));
-    usable.push_back(health.Usable(addresses.back(), now_us));
+    usable.push_back(health.Usable(addresses.back(), now_us) &&
+                     (mismatched == nullptr || mismatched->Usable(addresses.back(), now_us)));
   }
   std::optional<size_t> index = ChooseHost(mode, usable, cursor);
   if (!index.has_value()) {

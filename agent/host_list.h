@@ -83,8 +83,11 @@ struct HostPick {
 // pool's server_login_retry paces it, as in PgBouncer). Several: ChooseHost over the usable
 // ones; when none is usable, the rotation goes on over all of them (the pool's retry paces it),
 // each attempt a probe unless one is in flight for that host.
+// `mismatched`, when given, holds the hosts this pool found not to satisfy its database's
+// target_session_attrs: left out as well (for this pool only, since another database may
+// accept them), then tried again after their backoff.
 HostPick PickHost(const std::vector<config::ServerEndpoint>& endpoints,
                   config::LoadBalanceHosts mode, size_t& cursor, HostHealth& health,
-                  uint64_t server_id, uint64_t now_us);
+                  uint64_t server_id, uint64_t now_us, const HostHealth* mismatched = nullptr);
 
 }  // namespace pgfleet::agent

@@ -82,6 +82,7 @@ void Pool::Reconfigure(const config::DatabaseConfig& db) {
   db_ = db;
   if (target_changed) {
     ++generation_;
+    mismatched_hosts_ = HostHealth();  // Judged against the old hosts or target_session_attrs.
     has_welcome_ = false;
     CloseAllServers("database settings changed", /*idle_only=*/true);
   }
@@ -249,7 +250,7 @@ void Pool::OnCancelsDone(ServerConn* server) {
 
 HostPick Pool::PickHost(uint64_t server_id) {
   return agent::PickHost(config::Endpoints(db_), db_.load_balance_hosts, host_cursor_,
-                         agent_.host_health(), server_id, MonotonicMicros());
+                         agent_.host_health(), server_id, MonotonicMicros(), &mismatched_hosts_);
 }
 
 void Pool::OnServerLoginDone(ServerConn* server, const ParamList& params) {
@@ -257,6 +258,7 @@ void Pool::OnServerLoginDone(ServerConn* server, const ParamList& params) {
     PGF_INFO("pool", "db=%s host %s is back: it logged in and answered server_check_query",
              db_.name, server->address());
   }
+  mismatched_hosts_.MarkUp(server->address());  // It qualifies (again): a failover.
   if (!has_welcome_) {
     welcome_params_ = params;
     has_welcome_ = true;
@@ -277,14 +279,25 @@ void Pool::OnServerLoginFailed(ServerConn* server, const std::string& reason,
     // the clients keep waiting for that one instead of failing or waiting server_login_retry.
     const uint64_t now = MonotonicMicros();
     HostHealth& health = agent_.host_health();
+    // A host that answered but is not of the kind this database asks for is left out by this
+    // pool only; one that failed to log in is down for every pool.
+    const bool mismatch = reason == kTargetSessionAttrsMismatch;
+    HostHealth& marked = mismatch ? mismatched_hosts_ : health;
+    // A probe that logged in (and answered server_check_query) found its host back, whatever
+    // kind of server it is.
+    if (mismatch && server->host_probe()) health.MarkUp(server->address());
     const absl::Duration out =
-        health.MarkFailed(server->address(), server->id(), now, agent_.config().server_login_retry);
-    PGF_WARN("pool", "db=%s host %s skipped for %ds after a failed login", db_.name,
-             server->address(), absl::ToInt64Seconds(absl::Ceil(out, absl::Seconds(1))));
+        marked.MarkFailed(server->address(), server->id(), now, agent_.config().server_login_retry);
+    PGF_WARN("pool", "db=%s host %s skipped for %ds after a failed login%s", db_.name,
+             server->address(), absl::ToInt64Seconds(absl::Ceil(out, absl::Seconds(1))),
+             mismatch ? " (target_session_attrs)" : "");
     bool other_host_usable = false;
     for (const config::ServerEndpoint& endpoint : config::Endpoints(db_)) {
       const std::string address = config::EndpointAddress(endpoint);
-      if (address != server->address() && health.Usable(address, now)) other_host_usable = true;
+      if (address != server->address() && health.Usable(address, now) &&
+          mismatched_hosts_.Usable(address, now)) {
+        other_host_usable = true;
+      }
     }
     if (other_host_usable) {
       stats_.server_login_failures++;

@@ -201,6 +201,9 @@ class Pool {
   uint64_t last_login_failure_us_ = 0;
   // PgBouncer's rrcounter: where the host list's rotation stands (agent/host_list.h).
   size_t host_cursor_ = 0;
+  // Hosts of the list whose servers failed this database's target_session_attrs: skipped by
+  // this pool alone (the agent-wide HostHealth is for hosts that are down).
+  HostHealth mismatched_hosts_;
   uint64_t unused_since_us_ = 0;  // 0: in use when the janitor last looked.
   uint64_t empty_since_us_ = 0;   // 0: not empty when the janitor last looked.
   bool retiring_ = false;

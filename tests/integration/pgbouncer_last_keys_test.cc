@@ -312,6 +312,28 @@ TEST_F(TargetSessionAttrsTest, PrimaryAcceptsAReadOnlyPrimary) {
   EXPECT_EQ(port, read_only_->port());
 }
 
+// A host left out for one database's target_session_attrs is still used by another database
+// of the same host list (it is not down).
+TEST_F(TargetSessionAttrsTest, AHostSkippedForOneDatabaseStillServesAnother) {
+  ASSERT_NE(read_only_, nullptr);
+  AgentOptions options = AppAgentOptions(DefaultAgentSettings());
+  const std::string hosts =
+      absl::StrCat("host=127.0.0.1,127.0.0.1 port=", read_only_->port(), ",", g_pg->port(),
+                   " dbname=", kAppDb, " load_balance_hosts=disable");
+  options.databases_section = absl::StrCat("rwdb = ", hosts, " target_session_attrs=read-write\n",
+                                           kAppDb, " = ", hosts, "\n");
+  StartAgentWith(options);
+  {
+    PGF_ASSERT_OK_AND_ASSIGN(PgConn rw,
+                             Connect(agent_->ConnString("rwdb", kAppUser, kAppPassword)));
+    PGF_ASSERT_OK_AND_ASSIGN(int64_t port,
+                             ScalarInt(rw.get(), "select current_setting('port')::int"));
+    EXPECT_EQ(port, g_pg->port());
+  }
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t port, ServedByPort());
+  EXPECT_EQ(port, read_only_->port());
+}
+
 // No host qualifies: the client waits, as for a server that is down, until client_login_timeout
 // (PgBouncer's test_all_target_candidates_mismatch_times_out), and is not sent a server.
 TEST_F(TargetSessionAttrsTest, NoQualifyingHostKeepsTheClientWaitingUntilItsTimeout) {
