@@ -564,15 +564,16 @@ int Agent::Run() {
   stats_timer_ = std::make_unique<Timer>(*loop_, [this] {
     stats_history_.Sample(StatsByDatabase(), absl::ToDoubleSeconds(config_->stats_period));
     if (config_->log_stats) {
-      // PgBouncer's line, word for word as up to 1.20 wrote it: 1.21 added "N client parses/s,
-      // N server parses/s, N binds/s", which pgfleet does not count yet and Debian's pgbadger
-      // (12) does not read.
+      // PgBouncer's line, word for word as 1.21 to 1.25 write it (src/stats.c refresh_stats),
+      // the wait being per server assignment since 1.23. pgbadger reads this shape from 13.1
+      // on; Debian 12's pgbadger 12.0 knows only the shape before 1.21.
       const StatsAverages& avg = stats_history_.TotalAverages();
-      PGF_INFO(
-          "stats",
-          "%d xacts/s, %d queries/s, in %d B/s, out %d B/s, xact %d us, query %d us, wait %d us",
-          avg.xact_count, avg.query_count, avg.bytes_received, avg.bytes_sent, avg.xact_time_us,
-          avg.query_time_us, avg.wait_time_us);
+      PGF_INFO("stats",
+               "%d xacts/s, %d queries/s, %d client parses/s, %d server parses/s, %d binds/s, "
+               "in %d B/s, out %d B/s, xact %d us, query %d us, wait %d us",
+               avg.xact_count, avg.query_count, avg.client_parse_count, avg.server_parse_count,
+               avg.bind_count, avg.bytes_received, avg.bytes_sent, avg.xact_time_us,
+               avg.query_time_us, avg.wait_time_us);
     }
   });
   stats_timer_->Start(config_->stats_period, /*repeat=*/true);
@@ -842,8 +843,17 @@ void Agent::ReclaimUnusedPools(uint64_t now_us) {
     Pool& pool = *it->second;
     const std::optional<absl::Duration> delay = PoolReclaimDelay(it->first.first, it->first.second);
     const uint64_t unused_for = pool.UnusedForMicros(now_us);
-    if (!delay.has_value() || unused_for == 0 ||
-        unused_for < static_cast<uint64_t>(absl::ToInt64Microseconds(*delay))) {
+    // PgBouncer 1.25's pool_idle_timeout: any pool, configured or not, once it has had no
+    // client and no server connection at all for that long.
+    const absl::Duration idle_timeout = config_->pool_idle_timeout;
+    const uint64_t empty_for = pool.EmptyForMicros(now_us);
+    const bool idle_expired =
+        idle_timeout > absl::ZeroDuration() && empty_for > 0 &&
+        empty_for >= static_cast<uint64_t>(absl::ToInt64Microseconds(idle_timeout));
+    const bool unused_expired =
+        delay.has_value() && unused_for > 0 &&
+        unused_for >= static_cast<uint64_t>(absl::ToInt64Microseconds(*delay));
+    if (!idle_expired && !unused_expired) {
       ++it;
       continue;
     }
@@ -857,9 +867,15 @@ void Agent::ReclaimUnusedPools(uint64_t now_us) {
     if (config_->databases.contains(it->first.first)) {
       reclaimed_stats_[it->first.first] += pool.stats();
     }
-    PGF_INFO("pool", "db=%s user=%s pool reclaimed after %s unused (no config entry of its own)",
-             it->first.first, it->first.second,
-             absl::FormatDuration(absl::Microseconds(static_cast<int64_t>(unused_for))));
+    if (unused_expired) {
+      PGF_INFO("pool", "db=%s user=%s pool reclaimed after %s unused (no config entry of its own)",
+               it->first.first, it->first.second,
+               absl::FormatDuration(absl::Microseconds(static_cast<int64_t>(unused_for))));
+    } else {
+      PGF_INFO("pool", "db=%s user=%s pool freed after %s without connections (pool_idle_timeout)",
+               it->first.first, it->first.second,
+               absl::FormatDuration(absl::Microseconds(static_cast<int64_t>(empty_for))));
+    }
     it = pools_.erase(it);
   }
 }

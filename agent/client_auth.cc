@@ -79,13 +79,25 @@ ClientAuth::Outcome ClientAuth::StartLookup(const std::string& auth_user,
               auth_db);
     return CloseWithError("08P01", "bouncer config error");
   }
+  const config::Config& cfg = agent_.config();
+  const std::optional<config::DatabaseConfig> db = cfg.FindDatabase(database_);
+  if (!cfg.FindDatabase(auth_db).has_value()) {
+    PGF_ERROR("client", "c=%d authentication database \"%s\" is not configured.", id_, auth_db);
+    return CloseWithError("08P01", "bouncer config error");
+  }
+  // PgBouncer's prepare_auth_database: an auth_dbname (set for this database or in
+  // [pgbouncer]) that is DISABLEd refuses the login; the client's own database being disabled
+  // is answered after authentication, as for any login.
+  const bool explicit_auth_db = !db->auth_dbname.empty() || !cfg.auth_dbname.empty();
+  if (explicit_auth_db && agent_.IsDisabled(auth_db)) {
+    return CloseWithError("08P01",
+                          absl::StrCat("authentication database \"", auth_db, "\" is disabled"));
+  }
   Pool* pool = agent_.GetPool(auth_db, auth_user);
   if (pool == nullptr) {
     PGF_ERROR("client", "c=%d authentication database \"%s\" is not configured.", id_, auth_db);
     return CloseWithError("08P01", "bouncer config error");
   }
-  const config::Config& cfg = agent_.config();
-  const std::optional<config::DatabaseConfig> db = cfg.FindDatabase(database_);
   PGF_DEBUG("client", "c=%d looking up user '%s' with auth_query as %s on db %s", id_, user_,
             auth_user, auth_db);
   lookup_ = std::make_unique<AuthLookup>(
@@ -443,7 +455,8 @@ void ClientConn::AuthSucceeded() {
           {"is_superuser", "off"}}) {
       welcome += pg::ParameterStatus(name, value);
     }
-    welcome += pg::BackendKeyData(cancel_pid_, cancel_key_) + pg::ReadyForQuery('I');
+    welcome += pg::BackendKeyData(cancel_pid_, cancel_key_) + LoginNotice(agent_.config()) +
+               pg::ReadyForQuery('I');
     Write(welcome);
     auth_.reset();
     ProcessInput();

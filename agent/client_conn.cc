@@ -162,6 +162,7 @@ void ClientConn::SendWelcome() {
   }
   params_ = Shared(std::move(merged));
   welcome += pg::BackendKeyData(cancel_pid_, cancel_key_);
+  welcome += LoginNotice(agent_.config());
   welcome += pg::ReadyForQuery('I');
   Write(welcome);
   // Reading may have stopped at the input bound while the welcome was awaited (SUSPEND keeps
@@ -208,6 +209,10 @@ void ClientConn::HandleIdleInput() {
     }
     if (header.type == 'X') {
       Close("client close request");
+      return;
+    }
+    if (header.type == 'Q' && agent_.config().disable_pqexec) {
+      RefuseSimpleQuery();
       return;
     }
     if (header.type == 'd' || header.type == 'c' || header.type == 'f') {
@@ -303,6 +308,12 @@ void ClientConn::ForwardToServer() {
       terminate = true;
       break;
     }
+    if (header.type == 'Q' && agent_.config().disable_pqexec) {
+      // What came before it goes on; the Query itself never reaches the server.
+      FlushToServer(offset);
+      RefuseSimpleQuery();
+      return;
+    }
     if (server_->ps_tracking()) {
       const Rewrite rewrite = RewriteForServer(offset, header);
       if (rewrite == Rewrite::kClosed) return;
@@ -393,6 +404,18 @@ void ClientConn::AdminCommandDone() {
   // Queries sent while the command waited are still buffered; run them from the loop so a
   // long pipeline does not recurse (Close takes the client off the queue).
   agent_.ready_clients().Schedule(this);
+}
+
+void ClientConn::RefuseSimpleQuery() {
+  // PgBouncer's disable_pqexec answer and log line (client.c handle_client_work).
+  PGF_ERROR("client", "%s client used \"Query\" packet type",
+            ClientLogPrefix(id_, database_, user_, peer_));
+  CloseWithError("08P01", "PQexec disallowed");
+}
+
+std::string LoginNotice(const config::Config& config) {
+  if (config.login_notify_message.empty()) return std::string();
+  return pg::NoticeResponse(config.login_notify_message);
 }
 
 void ClientConn::SendWaitNoticeOnce() {

@@ -24,6 +24,9 @@ class Agent;
 class ClientAuth;
 class ServerConn;
 
+// login_notify_message's NOTICE for the end of a client's welcome; empty when none is set.
+std::string LoginNotice(const config::Config& config);
+
 class ClientConn final : public ListNode, private net::NetConn::Handler {
  public:
   enum class State : uint8_t {
@@ -61,6 +64,8 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   // Sends an ErrorResponse (FATAL) and closes. `sqlstate` as PostgreSQL's.
   void CloseWithError(const std::string& sqlstate, const std::string& message);
   void Close(const std::string& reason);
+  // disable_pqexec: a simple-protocol Query closes the client with PgBouncer's error.
+  void RefuseSimpleQuery();
 
   // Pool callbacks (the pool moves the client between states: agent/conn_state.h).
   void OnLinked(ServerConn* server, uint64_t now_us, bool was_waiting);

@@ -16,6 +16,33 @@ std::optional<size_t> ChooseHost(config::LoadBalanceHosts mode, const std::vecto
   return std::nullopt;
 }
 
+bool SatisfiesTargetSessionAttrs(config::TargetSessionAttrs wanted,
+                                 const std::vector<std::pair<std::string, std::string>>& params) {
+  if (wanted == config::TargetSessionAttrs::kAny) return true;
+  const std::string* hot_standby = nullptr;
+  const std::string* read_only = nullptr;
+  for (const auto& [name, value] : params) {
+    if (name == "in_hot_standby") hot_standby = &value;
+    if (name == "default_transaction_read_only") read_only = &value;
+  }
+  if (hot_standby == nullptr) return false;
+  const bool standby = *hot_standby == "on";
+  switch (wanted) {
+    case config::TargetSessionAttrs::kPrimary:
+      return !standby;
+    case config::TargetSessionAttrs::kStandby:
+      return standby;
+    // A standby is read-only whatever default_transaction_read_only says.
+    case config::TargetSessionAttrs::kReadWrite:
+      return !standby && read_only != nullptr && *read_only == "off";
+    case config::TargetSessionAttrs::kReadOnly:
+      return standby || (read_only != nullptr && *read_only == "on");
+    case config::TargetSessionAttrs::kAny:
+      break;
+  }
+  return true;
+}
+
 absl::Duration HostBackoff(int failures, absl::Duration retry) {
   const int doublings = std::clamp(failures - 1, 0, 2);
   return retry * (1 << doublings);
@@ -61,7 +88,7 @@ void HostHealth::EndProbe(const std::string& address, uint64_t server_id) {
 
 HostPick PickHost(const std::vector<config::ServerEndpoint>& endpoints,
                   config::LoadBalanceHosts mode, size_t& cursor, HostHealth& health,
-                  uint64_t server_id, uint64_t now_us) {
+                  uint64_t server_id, uint64_t now_us, const HostHealth* mismatched) {
   HostPick pick;
   if (endpoints.size() == 1) {
     pick.endpoint = endpoints.front();
@@ -74,7 +101,8 @@ HostPick PickHost(const std::vector<config::ServerEndpoint>& endpoints,
   usable.reserve(endpoints.size());
   for (const config::ServerEndpoint& endpoint : endpoints) {
     addresses.push_back(config::EndpointAddress(endpoint));
-    usable.push_back(health.Usable(addresses.back(), now_us));
+    usable.push_back(health.Usable(addresses.back(), now_us) &&
+                     (mismatched == nullptr || mismatched->Usable(addresses.back(), now_us)));
   }
   std::optional<size_t> index = ChooseHost(mode, usable, cursor);
   if (!index.has_value()) {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -29,6 +30,13 @@ std::optional<size_t> ChooseHost(config::LoadBalanceHosts mode, const std::vecto
 // How long a host stays out after its `failures`-th failed login in a row (>= 1): `retry`
 // (server_login_retry), doubled with each further failure, at most four times `retry`.
 absl::Duration HostBackoff(int failures, absl::Duration retry);
+
+// Whether a server whose login reported `params` (ParameterStatus name/value pairs) is one
+// `wanted` accepts, as libpq and PgBouncer judge it from in_hot_standby and
+// default_transaction_read_only. A server that reports neither (before PostgreSQL 14) only
+// satisfies "any".
+bool SatisfiesTargetSessionAttrs(config::TargetSessionAttrs wanted,
+                                 const std::vector<std::pair<std::string, std::string>>& params);
 
 // The hosts (by config::EndpointAddress) whose last login failed, agent-wide: a host that is
 // down is down for every pool that lists it.
@@ -75,8 +83,11 @@ struct HostPick {
 // pool's server_login_retry paces it, as in PgBouncer). Several: ChooseHost over the usable
 // ones; when none is usable, the rotation goes on over all of them (the pool's retry paces it),
 // each attempt a probe unless one is in flight for that host.
+// `mismatched`, when given, holds the hosts this pool found not to satisfy its database's
+// target_session_attrs: left out as well (for this pool only, since another database may
+// accept them), then tried again after their backoff.
 HostPick PickHost(const std::vector<config::ServerEndpoint>& endpoints,
                   config::LoadBalanceHosts mode, size_t& cursor, HostHealth& health,
-                  uint64_t server_id, uint64_t now_us);
+                  uint64_t server_id, uint64_t now_us, const HostHealth* mismatched = nullptr);
 
 }  // namespace pgfleet::agent

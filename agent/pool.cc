@@ -30,9 +30,16 @@ bool PostgresUnreachable(const std::string& reason) {
                                          !absl::StrContains(reason, "TLS error"));
 }
 
+// A failed login the clients wait out, as PgBouncer's: PostgreSQL unreachable, or no server of
+// the kind target_session_attrs asks for (yet: a switchover may bring one).
+bool ClientsWaitOut(const std::string& reason) {
+  return PostgresUnreachable(reason) || reason == kTargetSessionAttrsMismatch;
+}
+
 bool SameServerTarget(const config::DatabaseConfig& a, const config::DatabaseConfig& b) {
   return a.host == b.host && a.port == b.port && a.ports == b.ports && a.dbname == b.dbname &&
-         a.user == b.user && a.password == b.password && a.connect_query == b.connect_query &&
+         a.target_session_attrs == b.target_session_attrs && a.user == b.user &&
+         a.password == b.password && a.connect_query == b.connect_query &&
          a.client_encoding == b.client_encoding && a.datestyle == b.datestyle &&
          a.timezone == b.timezone && a.application_name == b.application_name;
 }
@@ -79,6 +86,7 @@ void Pool::Reconfigure(const config::DatabaseConfig& db) {
   db_ = db;
   if (target_changed) {
     ++generation_;
+    mismatched_hosts_ = HostHealth();  // Judged against the old hosts or target_session_attrs.
     has_welcome_ = false;
     CloseAllServers(kConfigurationChanged, /*idle_only=*/true);
   }
@@ -246,7 +254,7 @@ void Pool::OnCancelsDone(ServerConn* server) {
 
 HostPick Pool::PickHost(uint64_t server_id) {
   return agent::PickHost(config::Endpoints(db_), db_.load_balance_hosts, host_cursor_,
-                         agent_.host_health(), server_id, MonotonicMicros());
+                         agent_.host_health(), server_id, MonotonicMicros(), &mismatched_hosts_);
 }
 
 void Pool::OnServerLoginDone(ServerConn* server, const ParamList& params) {
@@ -254,6 +262,7 @@ void Pool::OnServerLoginDone(ServerConn* server, const ParamList& params) {
     PGF_INFO("pool", "db=%s host %s is back: it logged in and answered server_check_query",
              db_.name, server->address());
   }
+  mismatched_hosts_.MarkUp(server->address());  // It qualifies (again): a failover.
   if (!has_welcome_) {
     welcome_params_ = params;
     has_welcome_ = true;
@@ -275,14 +284,25 @@ void Pool::OnServerLoginFailed(ServerConn* server, const std::string& reason,
     // the clients keep waiting for that one instead of failing or waiting server_login_retry.
     const uint64_t now = MonotonicMicros();
     HostHealth& health = agent_.host_health();
+    // A host that answered but is not of the kind this database asks for is left out by this
+    // pool only; one that failed to log in is down for every pool.
+    const bool mismatch = reason == kTargetSessionAttrsMismatch;
+    HostHealth& marked = mismatch ? mismatched_hosts_ : health;
+    // A probe that logged in (and answered server_check_query) found its host back, whatever
+    // kind of server it is.
+    if (mismatch && server->host_probe()) health.MarkUp(server->address());
     const absl::Duration out =
-        health.MarkFailed(server->address(), server->id(), now, agent_.config().server_login_retry);
-    PGF_WARN("pool", "db=%s host %s skipped for %ds after a failed login", db_.name,
-             server->address(), absl::ToInt64Seconds(absl::Ceil(out, absl::Seconds(1))));
+        marked.MarkFailed(server->address(), server->id(), now, agent_.config().server_login_retry);
+    PGF_WARN("pool", "db=%s host %s skipped for %ds after a failed login%s", db_.name,
+             server->address(), absl::ToInt64Seconds(absl::Ceil(out, absl::Seconds(1))),
+             mismatch ? " (target_session_attrs)" : "");
     bool other_host_usable = false;
     for (const config::ServerEndpoint& endpoint : config::Endpoints(db_)) {
       const std::string address = config::EndpointAddress(endpoint);
-      if (address != server->address() && health.Usable(address, now)) other_host_usable = true;
+      if (address != server->address() && health.Usable(address, now) &&
+          mismatched_hosts_.Usable(address, now)) {
+        other_host_usable = true;
+      }
     }
     if (other_host_usable) {
       stats_.server_login_failures++;
@@ -301,7 +321,7 @@ void Pool::OnServerLoginFailed(ServerConn* server, const std::string& reason,
   // timed out) or a server still starting up (57P03) leaves the clients queued, and a new
   // connection is tried after server_login_retry; query_wait_timeout, query_timeout and
   // client_login_timeout bound their wait.
-  if (sqlstate == "57P03" || (sqlstate.empty() && PostgresUnreachable(reason))) return;
+  if (sqlstate == "57P03" || (sqlstate.empty() && ClientsWaitOut(reason))) return;
   // PostgreSQL's refusal goes to the clients as it said it; a failure of the agent's own
   // (TLS verification, no password known, an unsupported method) as "server login failed".
   const std::string code = sqlstate.empty() ? "08P01" : sqlstate;
@@ -608,6 +628,15 @@ uint64_t Pool::UnusedForMicros(uint64_t now_us) {
   if (unused_since_us_ == 0) unused_since_us_ = now_us;
   // At least 1: "unused" is distinct from "in use" even on the first look.
   return std::max<uint64_t>(now_us - unused_since_us_, 1);
+}
+
+uint64_t Pool::EmptyForMicros(uint64_t now_us) {
+  if (client_count() > 0 || !queued_queries_.empty() || server_count() > 0) {
+    empty_since_us_ = 0;
+    return 0;
+  }
+  if (empty_since_us_ == 0) empty_since_us_ = now_us;
+  return std::max<uint64_t>(now_us - empty_since_us_, 1);
 }
 
 void Pool::RunQuery(ServerQuery* query) {

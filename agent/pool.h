@@ -25,6 +25,10 @@ class ServerConn;
 
 using ParamList = std::vector<std::pair<std::string, std::string>>;
 
+// PgBouncer's words for a server that logged in but fails its database's target_session_attrs.
+inline constexpr char kTargetSessionAttrsMismatch[] =
+    "server does not satisfy target_session_attrs";
+
 // A query an agent component runs for itself on one of a pool's servers (auth_query's lookup),
 // ahead of the pool's queued clients. The owner keeps it alive until OnDone, or withdraws it
 // with Pool::CancelQuery; either way the pool and server forget it.
@@ -104,6 +108,9 @@ class Pool {
   // How long the pool has had no client and no server but idle ones, as the janitor saw it
   // (0 while in use). Pools with no config entry of their own are reclaimed after a while.
   uint64_t UnusedForMicros(uint64_t now_us);
+  // How long the pool has had no client, no server (idle ones included) and no queued query,
+  // as the janitor saw it (0 while not empty): PgBouncer's pool_idle_timeout measure.
+  uint64_t EmptyForMicros(uint64_t now_us);
   // Before the agent drops the pool: closes its idle servers and launches no more. Afterwards
   // the pool has no connection left (UnusedForMicros > 0 said it had only idle servers).
   void Retire();
@@ -197,7 +204,11 @@ class Pool {
   uint64_t last_login_failure_us_ = 0;
   // PgBouncer's rrcounter: where the host list's rotation stands (agent/host_list.h).
   size_t host_cursor_ = 0;
+  // Hosts of the list whose servers failed this database's target_session_attrs: skipped by
+  // this pool alone (the agent-wide HostHealth is for hosts that are down).
+  HostHealth mismatched_hosts_;
   uint64_t unused_since_us_ = 0;  // 0: in use when the janitor last looked.
+  uint64_t empty_since_us_ = 0;   // 0: not empty when the janitor last looked.
   bool retiring_ = false;
   bool evicting_ = false;  // One of its servers is being evicted for another pool.
   std::string last_login_error_;

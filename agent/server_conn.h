@@ -143,6 +143,9 @@ class ServerConn final : public ListNode, private net::NetConn::Handler {
   // `error`: the fields of PostgreSQL's ErrorResponse when it refused the login (none when
   // the connection itself failed), passed on to the pool's waiting clients.
   void LoginFailed(const std::string& reason, std::map<char, std::string> error = {});
+  // The login and its internal queries are done: the server joins the pool, unless it fails
+  // the database's target_session_attrs (then it is a failed login, as in PgBouncer).
+  void FinishLogin();
   // After PostgreSQL refused the current auth_file secret (28P01) while a rotation overlap is
   // open: logs in again on a new connection with the previous one. False if it does not apply.
   bool RetryWithPreviousSecret(std::string_view error_body);

@@ -139,7 +139,7 @@ void ServerConn::HandleInternal() {
       pool_.OnServerIdle(this);
       break;
     case AfterInternal::kFinishLogin:
-      pool_.OnServerLoginDone(this, params_);
+      FinishLogin();
       break;
     case AfterInternal::kNone:
     case AfterInternal::kServerQuery:  // Handled above.

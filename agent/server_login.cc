@@ -193,9 +193,7 @@ void ServerConn::HandleLogin() {
         const std::string& check_query = agent_.config().server_check_query;
         const bool check_host = host_probe_ && !check_query.empty();
         if (check_host) RunInternalQuery(check_query, AfterInternal::kFinishLogin);
-        if (!probe && pool_.db().connect_query.empty() && !check_host) {
-          pool_.OnServerLoginDone(this, params_);
-        }
+        if (!probe && pool_.db().connect_query.empty() && !check_host) FinishLogin();
         return;
       }
       default:  // NoticeResponse, NegotiateProtocolVersion: nothing to do.
@@ -345,6 +343,14 @@ void ServerConn::LoginFailed(const std::string& reason, std::map<char, std::stri
   PGF_WARN("server", "s=%d %s@%s login failed: %s", id_, pool_.server_user(), address_, reason);
   pool_.OnServerLoginFailed(this, reason, error['C'], error['M']);
   Close(reason, /*is_error=*/false);
+}
+
+void ServerConn::FinishLogin() {
+  if (!SatisfiesTargetSessionAttrs(pool_.db().target_session_attrs, params_)) {
+    LoginFailed(std::string(kTargetSessionAttrsMismatch));
+    return;
+  }
+  pool_.OnServerLoginDone(this, params_);
 }
 
 void ServerConn::NoteServerLimits(std::string_view data_row) {

@@ -50,7 +50,8 @@ struct PoolStats {
 namespace pgfleet::agent {
 
 // Per-second rates and per-transaction/query times over the last stats_period, computed the
-// way PgBouncer's SHOW STATS does (wait time is per second, like PgBouncer 1.18).
+// way PgBouncer 1.23+'s SHOW STATS does: the wait time is the average wait of the clients that
+// were assigned a server in the period (before 1.23 it was per second).
 struct StatsAverages {
   uint64_t xact_count = 0;               // Per second.
   uint64_t query_count = 0;              // Per second.
@@ -58,7 +59,7 @@ struct StatsAverages {
   uint64_t bytes_sent = 0;               // Per second.
   uint64_t xact_time_us = 0;             // Per transaction.
   uint64_t query_time_us = 0;            // Per query.
-  uint64_t wait_time_us = 0;             // Per second.
+  uint64_t wait_time_us = 0;             // Per server assignment.
   uint64_t server_assignment_count = 0;  // Per second, as the four below.
   uint64_t client_parse_count = 0;
   uint64_t server_parse_count = 0;
@@ -112,7 +113,8 @@ class StatsHistory {
         per(delta(now.xact_time_us, before.xact_time_us), delta(now.xact_count, before.xact_count));
     avg.query_time_us = per(delta(now.query_time_us, before.query_time_us),
                             delta(now.query_count, before.query_count));
-    avg.wait_time_us = rate(now.wait_time_us, before.wait_time_us);
+    avg.wait_time_us = per(delta(now.wait_time_us, before.wait_time_us),
+                           delta(now.server_assignment_count, before.server_assignment_count));
     avg.server_assignment_count = rate(now.server_assignment_count, before.server_assignment_count);
     avg.client_parse_count = rate(now.client_parse_count, before.client_parse_count);
     avg.server_parse_count = rate(now.server_parse_count, before.server_parse_count);

@@ -261,22 +261,10 @@ std::string AdminConsole::ShowStats(bool totals, bool averages) {
 std::string AdminConsole::ShowTotals() {
   ResultSet result({{"name", false}, {"value", true}});
   PoolStats total;
-  StatsAverages avg_total;
-  for (const auto& [db, stats] : agent_.StatsByDatabase()) {
-    total += stats;
-    StatsAverages avg = agent_.stats_history().Averages(db);
-    avg_total.xact_count += avg.xact_count;
-    avg_total.query_count += avg.query_count;
-    avg_total.bytes_received += avg.bytes_received;
-    avg_total.bytes_sent += avg.bytes_sent;
-    avg_total.xact_time_us = std::max(avg_total.xact_time_us, avg.xact_time_us);
-    avg_total.query_time_us = std::max(avg_total.query_time_us, avg.query_time_us);
-    avg_total.wait_time_us += avg.wait_time_us;
-    avg_total.server_assignment_count += avg.server_assignment_count;
-    avg_total.client_parse_count += avg.client_parse_count;
-    avg_total.server_parse_count += avg.server_parse_count;
-    avg_total.bind_count += avg.bind_count;
-  }
+  for (const auto& [db, stats] : agent_.StatsByDatabase()) total += stats;
+  // As PgBouncer's show_stat_totals: the averages of the sum over every database (per-query
+  // and per-assignment times weighted by their counts, not the largest database's).
+  const StatsAverages& avg_total = agent_.stats_history().TotalAverages();
   std::vector<std::pair<const char*, uint64_t>> rows = {
       {"total_server_assignment_count", total.server_assignment_count},
       {"total_client_parse_count", total.client_parse_count},

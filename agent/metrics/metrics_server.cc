@@ -157,6 +157,20 @@ const StatsMetric kStatsMetrics[] = {
     {"pgbouncer_stats_totals_client_wait_seconds_total",
      "Time spent by clients waiting for a server in seconds",
      [](const PoolStats& s) { return MicrosAsSeconds(s.wait_time_us); }},
+    // PgBouncer 1.23/1.24's counters (SHOW STATS_TOTALS server_assignment_count,
+    // client_parse_count, server_parse_count, bind_count), as the exporter maps them.
+    {"pgbouncer_stats_totals_server_assignments_total",
+     "Total number of times a server was assigned to a client",
+     [](const PoolStats& s) { return absl::StrCat(s.server_assignment_count); }},
+    {"pgbouncer_stats_totals_client_parses_total",
+     "Total number of prepared statement Parse messages received from clients",
+     [](const PoolStats& s) { return absl::StrCat(s.client_parse_count); }},
+    {"pgbouncer_stats_totals_server_parses_total",
+     "Total number of prepared statement Parse messages sent by pgbouncer to PostgreSQL",
+     [](const PoolStats& s) { return absl::StrCat(s.server_parse_count); }},
+    {"pgbouncer_stats_totals_binds_total",
+     "Total number of prepared statements readied for execution with a Bind message",
+     [](const PoolStats& s) { return absl::StrCat(s.bind_count); }},
 };
 
 // One database as SHOW DATABASES / SHOW STATS_TOTALS see it.

@@ -307,6 +307,7 @@ const Option kOptions[] = {
     DurationOption<&Config::server_login_retry>("server_login_retry"),
     DurationOption<&Config::client_login_timeout>("client_login_timeout"),
     DurationOption<&Config::autodb_idle_timeout>("autodb_idle_timeout"),
+    DurationOption<&Config::pool_idle_timeout>("pool_idle_timeout"),
     DurationOption<&Config::client_idle_timeout>("client_idle_timeout"),
     DurationOption<&Config::query_timeout>("query_timeout"),
     DurationOption<&Config::query_wait_timeout>("query_wait_timeout"),
@@ -314,6 +315,10 @@ const Option kOptions[] = {
     DurationOption<&Config::transaction_timeout>("transaction_timeout"),
     ListOption<&Config::ignore_startup_parameters>("ignore_startup_parameters"),
     IntOption<&Config::query_wait_notify>("query_wait_notify"),
+    // PgBouncer's CF_NO_RELOAD.
+    {"disable_pqexec", [](Config& c, absl::string_view v) { return SetBool(v, c.disable_pqexec); },
+     [](const Config& c) { return FormatBool(c.disable_pqexec); }, kRestartOnly},
+    StringOption<&Config::login_notify_message>("login_notify_message"),
     ListOption<&Config::track_extra_parameters>("track_extra_parameters"),
     IntOption<&Config::scram_iterations, 1, INT_MAX>("scram_iterations"),
     {"unix_socket_mode",
@@ -415,7 +420,6 @@ const Option* FindOption(absl::string_view key) {
 }
 
 // PgBouncer 1.25 settings pgfleet loads without acting on them, and why (see config.h).
-const char kNotYet[] = "not implemented yet";
 const char kOneProcess[] =
     "pgfleet runs one process per listener (online restart is its own hand-over)";
 const char kResolver[] = "host names are resolved by the system resolver on each server connect";
@@ -433,15 +437,12 @@ const std::vector<UnsupportedSetting> kUnsupportedSettings = {
     {"pgbouncer", "client_tls_dheparams", "auto", kTlsDefaults},
     {"pgbouncer", "client_tls_ecdhcurve", "auto", kTlsDefaults},
     {"pgbouncer", "conffile", "", "the file is the one named on the command line"},
-    {"pgbouncer", "disable_pqexec", "0", kNotYet},
     {"pgbouncer", "dns_max_ttl", "15", kResolver},
     {"pgbouncer", "dns_nxdomain_ttl", "15", kResolver},
     {"pgbouncer", "dns_zone_check_period", "0", kResolver},
     {"pgbouncer", "job_name", "pgbouncer", kWindows},
     {"pgbouncer", "listen_backlog", "128", "the listen backlog is the system's maximum"},
-    {"pgbouncer", "login_notify_message", "", kNotYet},
     {"pgbouncer", "peer_id", "0", kOneProcess},
-    {"pgbouncer", "pool_idle_timeout", "0", kNotYet},
     {"pgbouncer", "resolv_conf", "", kResolver},
     {"pgbouncer", "sbuf_loopcnt", "5", "the event loop bounds the work per connection itself"},
     {"pgbouncer", "server_round_robin", "0", "idle servers are reused last-in first-out"},
@@ -451,7 +452,6 @@ const std::vector<UnsupportedSetting> kUnsupportedSettings = {
     {"pgbouncer", "suspend_timeout", "10", kOneProcess},
     {"pgbouncer", "user", "", "start the agent as the target user (systemd User=)"},
     {"databases", "server_lifetime", "", "the [pgbouncer] server_lifetime applies"},
-    {"databases", "target_session_attrs", "", kNotYet},
 };
 
 const UnsupportedSetting* FindUnsupported(absl::string_view section, absl::string_view key) {
@@ -543,6 +543,21 @@ absl::Status SetPortList(absl::string_view value, DatabaseConfig& db) {
   return absl::OkStatus();
 }
 
+absl::Status SetTargetSessionAttrs(absl::string_view value, TargetSessionAttrs& out) {
+  for (TargetSessionAttrs attrs :
+       {TargetSessionAttrs::kAny, TargetSessionAttrs::kReadWrite, TargetSessionAttrs::kReadOnly,
+        TargetSessionAttrs::kPrimary, TargetSessionAttrs::kStandby}) {
+    if (value == TargetSessionAttrsName(attrs)) {
+      out = attrs;
+      return absl::OkStatus();
+    }
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "invalid value '", value,
+      "' (expected any, read-write, read-only, primary or standby; prefer-standby is not "
+      "supported)"));
+}
+
 absl::Status SetLoadBalanceHosts(absl::string_view value, LoadBalanceHosts& out) {
   if (value == "round-robin") {
     out = LoadBalanceHosts::kRoundRobin;
@@ -573,6 +588,8 @@ absl::Status ApplyDatabaseParam(const ConnParam& p, DatabaseConfig& db,
     status = SetPortList(v, db);
   } else if (k == "load_balance_hosts") {
     status = SetLoadBalanceHosts(v, db.load_balance_hosts);
+  } else if (k == "target_session_attrs") {
+    status = SetTargetSessionAttrs(v, db.target_session_attrs);
   } else if (k == "dbname") {
     db.dbname = v;
   } else if (k == "user") {
@@ -731,6 +748,22 @@ std::string EndpointAddress(const ServerEndpoint& endpoint) {
 
 std::string ServerAddress(const DatabaseConfig& db) {
   return EndpointAddress(Endpoints(db).front());
+}
+
+const char* TargetSessionAttrsName(TargetSessionAttrs attrs) {
+  switch (attrs) {
+    case TargetSessionAttrs::kAny:
+      return "any";
+    case TargetSessionAttrs::kReadWrite:
+      return "read-write";
+    case TargetSessionAttrs::kReadOnly:
+      return "read-only";
+    case TargetSessionAttrs::kPrimary:
+      return "primary";
+    case TargetSessionAttrs::kStandby:
+      return "standby";
+  }
+  return "any";
 }
 
 const char* LoadBalanceHostsName(LoadBalanceHosts mode) {

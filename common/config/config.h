@@ -30,6 +30,15 @@ const char* TlsModeName(TlsMode mode);    // "disable" | "allow" | ... | "verify
 enum class LoadBalanceHosts { kRoundRobin, kDisable };
 const char* LoadBalanceHostsName(LoadBalanceHosts mode);  // "round-robin" | "disable"
 
+// PgBouncer's per-database target_session_attrs: which servers a new server connection may
+// stay on, judged (as libpq does) from the in_hot_standby and default_transaction_read_only
+// values PostgreSQL 14+ reports at login, after connect_query. A server that does not qualify is
+// closed as a failed login ("server does not satisfy target_session_attrs") and the next host
+// of the list is tried. prefer-standby is refused, as in PgBouncer.
+enum class TargetSessionAttrs { kAny, kReadWrite, kReadOnly, kPrimary, kStandby };
+// "any" | "read-write" | "read-only" | "primary" | "standby"
+const char* TargetSessionAttrsName(TargetSessionAttrs attrs);
+
 // One host of a database entry, with its port.
 struct ServerEndpoint {
   std::string host;  // Empty: unix socket in /var/run/postgresql; "/dir": unix socket in dir.
@@ -49,6 +58,7 @@ struct DatabaseConfig {
   // every host (the usual form).
   std::vector<int> ports;
   LoadBalanceHosts load_balance_hosts = LoadBalanceHosts::kRoundRobin;
+  TargetSessionAttrs target_session_attrs = TargetSessionAttrs::kAny;
   std::string dbname;    // Empty: same as `name`.
   std::string user;      // Forced server user; empty: the client's user.
   std::string password;  // Password for the forced/any user; empty: from auth_file.
@@ -153,6 +163,9 @@ struct Config {
   // (PgBouncer's key and default). Pools of users no longer in auth_file (or, with auth_type
   // any, in no config section) go after the same time, at most 60 s.
   absl::Duration autodb_idle_timeout = absl::Seconds(3600);
+  // PgBouncer 1.25: a pool (database/user pair) with no client and no server connection for
+  // this long is dropped, so SHOW POOLS no longer lists it. 0 = never.
+  absl::Duration pool_idle_timeout = absl::ZeroDuration();
   absl::Duration client_idle_timeout = absl::ZeroDuration();       // 0 = disabled.
   absl::Duration query_timeout = absl::ZeroDuration();             // 0 = disabled.
   absl::Duration query_wait_timeout = absl::Seconds(120);          // 0 = disabled.
@@ -171,6 +184,12 @@ struct Config {
   // PgBouncer 1.24: a client queued for a server longer than this many whole seconds gets a
   // NOTICE saying so, once per connection. 0 = never.
   int query_wait_notify = 5;
+  // PgBouncer's disable_pqexec: a client that sends a simple-protocol Query is disconnected
+  // with "PQexec disallowed" (08P01); only the extended protocol works. The admin console,
+  // which speaks the simple protocol only, is left usable.
+  bool disable_pqexec = false;
+  // PgBouncer 1.25: a NOTICE with this text goes to each client after its login. Empty: none.
+  std::string login_notify_message;
   // PgBouncer's unix_socket_mode (file mode of the listening socket; written in octal as
   // "0777", shown in decimal like PgBouncer's SHOW CONFIG) and unix_socket_group (its group;
   // empty: the agent's own).

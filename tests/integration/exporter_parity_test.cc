@@ -7,6 +7,8 @@
 // (Debian's prometheus package) passes on the body. The real pgfleet-agent in front of a real
 // PostgreSQL.
 
+#include <libpq-fe.h>
+
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -179,6 +181,11 @@ TEST_F(ExporterParityTest, EveryExporterFamilyWithItsTypeAndLabels) {
       {"pgbouncer_stats_totals_server_in_transaction_seconds_total", "counter", {"database"}},
       {"pgbouncer_stats_totals_queries_duration_seconds_total", "counter", {"database"}},
       {"pgbouncer_stats_totals_client_wait_seconds_total", "counter", {"database"}},
+      // PgBouncer 1.23/1.24's SHOW STATS_TOTALS counters.
+      {"pgbouncer_stats_totals_server_assignments_total", "counter", {"database"}},
+      {"pgbouncer_stats_totals_client_parses_total", "counter", {"database"}},
+      {"pgbouncer_stats_totals_server_parses_total", "counter", {"database"}},
+      {"pgbouncer_stats_totals_binds_total", "counter", {"database"}},
   };
   for (const ExpectedFamily& expected : kExpected) {
     SCOPED_TRACE(expected.name);
@@ -240,6 +247,52 @@ TEST_F(ExporterParityTest, VersionAndListsMatchTheConsole) {
   EXPECT_EQ(compared, kListMetric.size());
   // A pool with a logged-in client: the agent's one app pool is counted.
   EXPECT_NE(families.at("pgbouncer_pools").samples[0].value, "0");
+}
+
+// The counters PgBouncer 1.23/1.24 added to SHOW STATS_TOTALS (server_assignment_count,
+// client_parse_count, server_parse_count, bind_count) under the exporter's names, equal to what
+// the console shows for the same database.
+TEST_F(ExporterParityTest, AssignmentAndPreparedStatementCountersMatchShowStatsTotals) {
+  StartWithMetrics();
+  {
+    PGF_ASSERT_OK_AND_ASSIGN(PgConn app, ConnectApp());
+    PGresult* prepared = PQprepare(app.get(), "one", "select $1::int", 1, nullptr);
+    ASSERT_EQ(PQresultStatus(prepared), PGRES_COMMAND_OK) << PQerrorMessage(app.get());
+    PQclear(prepared);
+    for (int i = 0; i < 5; ++i) {
+      const char* value = "7";
+      PGresult* run = PQexecPrepared(app.get(), "one", 1, &value, nullptr, nullptr, 0);
+      ASSERT_EQ(PQresultStatus(run), PGRES_TUPLES_OK) << PQerrorMessage(app.get());
+      PQclear(run);
+    }
+  }
+  // The client is gone and its server released: nothing moves between the two reads.
+  PGF_ASSERT_OK_AND_ASSIGN(std::vector<NamedRow> totals,
+                           AdminShow(agent_->port(), "SHOW STATS_TOTALS"));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string body, Metrics());
+  const std::map<std::string, Family> families = ParseExposition(body);
+  const NamedRow* appdb = nullptr;
+  for (const NamedRow& row : totals) {
+    if (row.at("database") == kAppDb) appdb = &row;
+  }
+  ASSERT_NE(appdb, nullptr);
+  const std::map<std::string, std::string> kColumnOf = {
+      {"pgbouncer_stats_totals_server_assignments_total", "server_assignment_count"},
+      {"pgbouncer_stats_totals_client_parses_total", "client_parse_count"},
+      {"pgbouncer_stats_totals_server_parses_total", "server_parse_count"},
+      {"pgbouncer_stats_totals_binds_total", "bind_count"},
+  };
+  for (const auto& [metric, column] : kColumnOf) {
+    SCOPED_TRACE(metric);
+    auto family = families.find(metric);
+    ASSERT_NE(family, families.end()) << body;
+    std::string value;
+    for (const Sample& sample : family->second.samples) {
+      if (sample.labels.at("database") == kAppDb) value = sample.value;
+    }
+    EXPECT_EQ(value, appdb->at(column));
+    EXPECT_NE(value, "0");  // Each counted something: one Parse, five Binds, six assignments.
+  }
 }
 
 TEST_F(ExporterParityTest, PromtoolCheckMetricsPasses) {

@@ -289,7 +289,7 @@ TEST(ConfigTest, RealisticProductionConfig) {
 }
 
 TEST(ConfigTest, IgnoredPgBouncerKeysAreAccepted) {
-  for (const char* key : {"so_reuseport", "dns_nxdomain_ttl", "job_name", "user", "disable_pqexec",
+  for (const char* key : {"so_reuseport", "dns_nxdomain_ttl", "job_name", "user",
                           "server_round_robin", "suspend_timeout", "sbuf_loopcnt", "peer_id",
                           "conffile", "service_name", "auth_hba_file", "resolv_conf"}) {
     Config c = MustParse(absl::StrCat("[pgbouncer]\n", key, " = whatever\n"));
@@ -951,19 +951,24 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "client_tls_ciphers|default|default|yes", "client_tls_key_file|||yes",
       "client_tls_protocols|secure|secure|yes", "client_tls_sslmode|disable|disable|yes",
       "default_pool_size|20|20|yes",
+      // PgBouncer's CF_NO_RELOAD.
+      "disable_pqexec|0|0|no",
       // pgfleet's own: how long an old process's clients may go on after a hand-over.
       "handover_drain_timeout|30|30|yes", "idle_transaction_timeout|0|0|yes",
       "ignore_startup_parameters|||yes", "listen_addr|||no", "listen_port|6432|6432|no",
       "log_connections|1|1|yes", "log_disconnections|1|1|yes", "log_format|text|text|yes",
       "log_pooler_errors|1|1|yes", "log_stats|1|1|yes", "logfile|||yes",
-      "max_client_conn|100|100|yes",
+      // PgBouncer 1.25's key and default (no welcome NOTICE).
+      "login_notify_message|||yes", "max_client_conn|100|100|yes",
       // PgBouncer 1.24's keys and defaults.
       "max_db_client_connections|0|0|yes", "max_db_connections|0|0|yes",
       "max_packet_size|2147483647|2147483647|yes",
       // PgBouncer 1.22's key and default; 1.18 has no such row.
       "max_prepared_statements|200|200|yes", "max_user_client_connections|0|0|yes",
       "max_user_connections|0|0|yes", "min_pool_size|0|0|yes", "pidfile|||no",
-      "pkt_buf|4096|4096|no", "pool_mode|session|session|yes", "query_timeout|0|0|yes",
+      "pkt_buf|4096|4096|no",
+      // PgBouncer 1.25's key and default (pools are never freed for being empty).
+      "pool_idle_timeout|0|0|yes", "pool_mode|session|session|yes", "query_timeout|0|0|yes",
       // PgBouncer 1.24's key and default.
       "query_wait_notify|5|5|yes", "query_wait_timeout|120|120|yes", "reserve_pool_size|0|0|yes",
       "reserve_pool_timeout|5|5|yes", "scram_iterations|4096|4096|yes",
