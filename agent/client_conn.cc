@@ -409,7 +409,7 @@ void ClientConn::AdminCommandDone() {
 void ClientConn::RefuseSimpleQuery() {
   // PgBouncer's disable_pqexec answer and log line (client.c handle_client_work).
   PGF_ERROR("client", "%s client used \"Query\" packet type",
-            ClientLogPrefix(id_, database_, user_, peer_));
+            ClientLogPrefix(id_, database(), user(), peer()));
   CloseWithError("08P01", "PQexec disallowed");
 }
 
