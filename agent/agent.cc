@@ -5,6 +5,7 @@
 #include <event2/listener.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/filter.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -297,6 +298,18 @@ void Agent::CloseListener(const Listener& listener, bool remove_socket_file) {
   // The kernel has completed the handshake of connections still in the accept queue: closing
   // the socket would reset them. They are clients like any other, so take them first.
   const int fd = evconnlistener_get_fd(listener.listener);
+  if (!listener.is_unix) {
+    // A handshake the kernel completed between the last accept below and the close would still
+    // be reset ("server closed the connection unexpectedly"). With every packet dropped first,
+    // a new SYN goes unanswered and the client's retry finds the port closed: a refusal, which
+    // it can act on (try the next address). Best effort: without it the window is microseconds.
+    sock_filter drop_all = BPF_STMT(BPF_RET | BPF_K, 0);
+    sock_fprog program{1, &drop_all};
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof(program)) != 0) {
+      PGF_DEBUG("agent", "listener %s: no drop filter before closing: %s", listener.address,
+                strerror(errno));
+    }
+  }
   while (true) {
     sockaddr_storage peer{};
     socklen_t length = sizeof(peer);
