@@ -22,18 +22,12 @@
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/status_testing.h"
+#include "tests/testutil/tls_certs.h"
 
 namespace pgfleet::testutil {
 namespace {
 
 // Runs scripts/make-test-certs.sh into `dir` (a CA, and a localhost certificate signed by it).
-absl::Status MakeCerts(const std::string& dir) {
-  PGF_ASSIGN_OR_RETURN(RunResult made,
-                       RunCommand({std::string(PGFLEET_SOURCE_DIR) + "/scripts/make-test-certs.sh",
-                                   dir, "client1"}));
-  if (!made.Succeeded()) return absl::InternalError(made.Describe());
-  return absl::OkStatus();
-}
 
 class TlsTest : public ::testing::Test {
  protected:
@@ -43,12 +37,9 @@ class TlsTest : public ::testing::Test {
     dir_ = new std::string(dir_template);
     // PostgreSQL (user postgres) reads the server certificate from here.
     chmod(dir_->c_str(), 0755);
-    PGF_ASSERT_OK(MakeCerts(Certs()));
-    PGF_ASSERT_OK(MakeCerts(OtherCerts()));  // A second CA nobody trusts.
-    PGF_ASSERT_OK_AND_ASSIGN(RunResult owned, RunCommand({"chown", "-R", "postgres", Certs()}));
-    ASSERT_TRUE(owned.Succeeded()) << owned.Describe();
-    chmod((Certs() + "/controller-key.pem").c_str(), 0600);
-    chmod(Certs().c_str(), 0755);
+    PGF_ASSERT_OK(MakeTestCerts(Certs(), {"client1"}));
+    PGF_ASSERT_OK(MakeTestCerts(OtherCerts(), {"client1"}));  // A second CA nobody trusts.
+    PGF_ASSERT_OK(HandCertsToPostgres(Certs()));
 
     PostgresOptions options;
     // 127.0.0.2 too: an address the server certificate does not name.
