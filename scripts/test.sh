@@ -3,7 +3,7 @@
 # the release build, then the same suite under AddressSanitizer + UndefinedBehaviorSanitizer,
 # then a short run of each libFuzzer target.
 # Set PGFLEET_SKIP_ASAN=1 for a quicker local loop, PGFLEET_SKIP_FUZZ=1 to skip the fuzz runs
-# (PGFLEET_FUZZ_SECONDS per target, default 20).
+# (PGFLEET_FUZZ_SECONDS per target, default 20), PGFLEET_TEST_JOBS for ctest's -j (default 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +16,9 @@ run_suite() {
   echo "=== build ($flavour) ==="
   scripts/build.sh "$flavour"
   echo "=== tests ($flavour) ==="
-  (cd "$dir" && ctest --output-on-failure -j 2 --timeout 600)
+  # Four at a time on two cores: most tests spend their time waiting on PostgreSQL, agents
+  # and timers rather than computing (a release run's children use under half a core each).
+  (cd "$dir" && ctest --output-on-failure -j "${PGFLEET_TEST_JOBS:-4}" --timeout 600)
 }
 
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1"
