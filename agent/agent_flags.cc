@@ -1,5 +1,8 @@
 #include "agent/agent_flags.h"
 
+#include <event2/event.h>
+#include <openssl/crypto.h>
+
 #include <algorithm>
 #include <cstdio>
 
@@ -148,7 +151,9 @@ AgentCommandLine ParseAgentCommandLine(int argc, const char* const* argv) {
     return Exit(0);
   }
   if (version) {
-    printf("%s\n", kVersionLine);
+    // PgBouncer's shape: the version line (SHOW VERSION's), then the libraries it runs on.
+    printf("%s\nlibevent %s\ntls: %s\n", kVersionLine, event_get_version(),
+           OpenSSL_version(OPENSSL_VERSION));
     return Exit(0);
   }
   if (std::string unknown = common::UnknownArgumentError(app); !unknown.empty()) {
