@@ -609,10 +609,10 @@ void Agent::OnSignal(int sig, short, void* arg) {
     // SIGUSR2 as nginx's "upgrade the executable on the fly". PgBouncer gives SIGUSR1/SIGUSR2
     // to PAUSE/RESUME (and, before 1.23, SIGUSR2 cancelled a safe shutdown); pgfleet does
     // those through the console and the controller only, so a script sending PgBouncer's
-    // SIGUSR2 here gets a restart that no client notices, never a dropped connection. Its -R
-    // (a new process taking sockets over from the running one) is the nearest PgBouncer had.
-    // The console's RESTART answers its caller; a signal's outcome goes to the log. A process
-    // started with -R (PgBouncer's online restart) that sent the signal gets the listeners.
+    // SIGUSR2 here gets a restart that no client notices, never a dropped connection. A process
+    // started with -R (PgBouncer's online restart) that sent the signal gets the listeners
+    // (agent/handover.h). The console's RESTART answers its caller; a signal's outcome goes to
+    // the log.
     std::optional<TakeoverRequest> requester = AcceptTakeoverRequest();
     const char* trigger = requester.has_value() ? "-R" : "SIGUSR2";
     agent->BeginHandover(

@@ -249,6 +249,21 @@ TEST_F(SwitchesTest, RebootWithNoAgentRunningStartsNormally) {
   EXPECT_TRUE(absl::StrContains(started->Output(), "-R: no running agent")) << started->Output();
 }
 
+// SIGUSR2 would kill most programs: -R signals only a pgfleet-agent.
+TEST_F(SwitchesTest, RebootNeverSignalsAProcessThatIsNotAnAgent) {
+  ASSERT_NO_FATAL_FAILURE(StartAgentWith(RebootableOptions()));
+  ExpectCleanStop(*agent_);
+  PGF_ASSERT_OK_AND_ASSIGN(pid_t stranger, Spawn({"sleep", "60"}, SpawnOptions{}));
+  PGF_ASSERT_OK(WriteFile(pidfile_, absl::StrCat(stranger, "\n")));
+  PGF_ASSERT_OK_AND_ASSIGN(RunResult ran,
+                           RunCommand({AgentBinaryUnderTest(), "-R", agent_->ini_path()}));
+  EXPECT_EQ(ran.ExitCode(), 1) << ran.Describe();
+  EXPECT_TRUE(absl::StrContains(ran.stderr_text, "is not a pgfleet-agent")) << ran.Describe();
+  EXPECT_TRUE(ProcessRuns(stranger));
+  kill(stranger, SIGKILL);
+  PGF_EXPECT_OK(WaitPid(stranger, absl::Seconds(10)).status());
+}
+
 TEST_F(SwitchesTest, RebootWithoutAPidfileSaysWhatToDoInstead) {
   ASSERT_NO_FATAL_FAILURE(StartAgent());
   PGF_ASSERT_OK_AND_ASSIGN(RunResult ran,
