@@ -609,17 +609,23 @@ void Agent::OnSignal(int sig, short, void* arg) {
     // SIGUSR2 as nginx's "upgrade the executable on the fly". PgBouncer gives SIGUSR1/SIGUSR2
     // to PAUSE/RESUME (and, before 1.23, SIGUSR2 cancelled a safe shutdown); pgfleet does
     // those through the console and the controller only, so a script sending PgBouncer's
-    // SIGUSR2 here gets a restart that no client notices, never a dropped connection. Its -R
-    // (a new process taking sockets over from the running one) is the nearest PgBouncer had.
-    // The console's RESTART answers its caller; a signal's outcome goes to the log.
-    agent->BeginHandover(0, [](absl::StatusOr<pid_t> outcome) {
-      if (outcome.ok()) {
-        PGF_INFO("agent", "RESTART (SIGUSR2): pid %d took over", *outcome);
-      } else {
-        PGF_ERROR("agent", "RESTART (SIGUSR2) failed, this process keeps serving: %s",
-                  outcome.status().message());
-      }
-    });
+    // SIGUSR2 here gets a restart that no client notices, never a dropped connection. A process
+    // started with -R (PgBouncer's online restart) that sent the signal gets the listeners
+    // (agent/handover.h). The console's RESTART answers its caller; a signal's outcome goes to
+    // the log.
+    std::optional<TakeoverRequest> requester = AcceptTakeoverRequest();
+    const char* trigger = requester.has_value() ? "-R" : "SIGUSR2";
+    agent->BeginHandover(
+        0,
+        [trigger](absl::StatusOr<pid_t> outcome) {
+          if (outcome.ok()) {
+            PGF_INFO("agent", "RESTART (%s): pid %d took over", trigger, *outcome);
+          } else {
+            PGF_ERROR("agent", "RESTART (%s) failed, this process keeps serving: %s", trigger,
+                      outcome.status().message());
+          }
+        },
+        std::move(requester));
     return;
   }
   agent->BeginShutdown(sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -1197,6 +1203,20 @@ bool Agent::ServerLimitsStale(const std::string& address, uint64_t now_us) const
 namespace pgfleet::agent {
 
 void Agent::BeginHandover(uint64_t command_id, HandoverDone done) {
+  BeginHandover(command_id, std::move(done), std::nullopt);
+}
+
+void Agent::BeginHandover(uint64_t command_id, HandoverDone caller_done,
+                          std::optional<TakeoverRequest> requester) {
+  // A refusal goes to the -R process too, so it says why instead of waiting out its timeout.
+  std::shared_ptr<TakeoverRequest> pending =
+      requester.has_value() ? std::make_shared<TakeoverRequest>(*requester) : nullptr;
+  HandoverDone done = [pending, caller_done](absl::StatusOr<pid_t> outcome) {
+    if (pending != nullptr && !outcome.ok()) {
+      RefuseTakeover(*pending, std::string(outcome.status().message()));
+    }
+    caller_done(std::move(outcome));
+  };
   if (shutting_down_ || handed_over_) {
     done(absl::FailedPreconditionError("this agent is shutting down or has handed over already"));
     return;
@@ -1234,14 +1254,26 @@ void Agent::BeginHandover(uint64_t command_id, HandoverDone done) {
   // The new process's controller stream supersedes this one; this one must not come back and
   // supersede it in turn while the new process starts.
   if (handover_hooks_.hold_link) handover_hooks_.hold_link(true);
-  PGF_INFO("agent", "RESTART: starting a new process to hand %d listener(s) over to",
-           fds.listeners.size());
+  if (pending != nullptr) {
+    PGF_INFO("agent", "RESTART: handing %d listener(s) over to pid %d (started with -R)",
+             fds.listeners.size(), pending->pid);
+  } else {
+    PGF_INFO("agent", "RESTART: starting a new process to hand %d listener(s) over to",
+             fds.listeners.size());
+  }
   // Bounds start-up: loading the config and files, and the controller stream (the new process
   // waits for that a few seconds at most, see main.cc).
   constexpr absl::Duration kNewProcessReadyTimeout = absl::Seconds(30);
+  // From here the hand-over owns the -R process's channel and says what happened through it.
+  std::optional<TakeoverRequest> handed;
+  if (pending != nullptr) {
+    handed = *pending;
+    *pending = TakeoverRequest{};
+  }
   absl::StatusOr<std::unique_ptr<HandoverParent>> started = HandoverParent::Start(
       *loop_, fds, command_id, kNewProcessReadyTimeout,
-      [this, done](absl::StatusOr<pid_t> outcome) { OnHandoverOutcome(std::move(outcome), done); });
+      [this, done](absl::StatusOr<pid_t> outcome) { OnHandoverOutcome(std::move(outcome), done); },
+      std::move(handed));
   if (!started.ok()) {
     if (handover_hooks_.hold_link) handover_hooks_.hold_link(false);
     done(absl::Status(started.status().code(),

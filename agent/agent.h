@@ -115,6 +115,10 @@ class Agent final : public AgentControl {
   // stream over, and drains (handover_drain_timeout) before exiting. `done` runs on the loop
   // with the new pid, or the reason it failed (this process then goes on serving as before).
   void BeginHandover(uint64_t command_id, HandoverDone done) override;
+  // The same, to a process started with -R that waits for this one's listeners (SIGUSR2 with
+  // a TakeoverRequest): nothing is forked, and a refusal is told to that process too.
+  void BeginHandover(uint64_t command_id, HandoverDone done,
+                     std::optional<TakeoverRequest> requester);
   bool handing_over() const { return handover_ != nullptr; }
   bool handed_over() const { return handed_over_; }
   // After a hand-over, once the drain bound has passed: a client at a transaction boundary is

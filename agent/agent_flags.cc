@@ -1,5 +1,8 @@
 #include "agent/agent_flags.h"
 
+#include <event2/event.h>
+#include <openssl/crypto.h>
+
 #include <algorithm>
 #include <cstdio>
 
@@ -20,10 +23,18 @@ constexpr char kUsage[] =
     "\n"
     "Options (--flag=VALUE or --flag VALUE):\n"
     "  -v, --verbose               log debug messages\n"
-    "  -q, --quiet                 log warnings and errors only\n"
+    "  -q, --quiet                 do not log to stderr (as PgBouncer's -q: the\n"
+    "                              logfile and syslog get every line all the same,\n"
+    "                              at the same level; a failed start still says why\n"
+    "                              on stderr)\n"
     "  -d, --daemon                run in the background (as PgBouncer's -d): the\n"
     "                              command returns once the agent serves (0) or\n"
     "                              failed to start (1); needs pidfile in the config\n"
+    "  -R, --reboot                online restart (as PgBouncer's -R): take the\n"
+    "                              listening sockets over from the agent running\n"
+    "                              with this config (found through its pidfile),\n"
+    "                              which lets its clients finish and exits; starts\n"
+    "                              normally when none runs\n"
     "  -u, --user=USER             when started as root, switch to USER once the\n"
     "                              listening sockets are bound (as PgBouncer's -u)\n"
     "      --shutdown-timeout=DUR  how long SIGINT/SIGTERM wait for transactions in\n"
@@ -104,6 +115,7 @@ AgentCommandLine ParseAgentCommandLine(int argc, const char* const* argv) {
   app.add_flag("-v,--verbose", verbose);
   app.add_flag("-q,--quiet", quiet);
   app.add_flag("-d,--daemon", result.daemon);
+  app.add_flag("-R,--reboot", result.reboot);
   app.add_option("-u,--user", result.run_as_user);
   app.add_option("--shutdown-timeout", shutdown_timeout);
   app.add_option("--metrics-listen", options.metrics_listen);
@@ -139,7 +151,9 @@ AgentCommandLine ParseAgentCommandLine(int argc, const char* const* argv) {
     return Exit(0);
   }
   if (version) {
-    printf("%s\n", kVersionLine);
+    // PgBouncer's shape: the version line (SHOW VERSION's), then the libraries it runs on.
+    printf("%s\nlibevent %s\ntls: %s\n", kVersionLine, event_get_version(),
+           OpenSSL_version(OPENSSL_VERSION));
     return Exit(0);
   }
   if (std::string unknown = common::UnknownArgumentError(app); !unknown.empty()) {
@@ -150,7 +164,8 @@ AgentCommandLine ParseAgentCommandLine(int argc, const char* const* argv) {
     return Exit(2);
   }
   if (verbose) common::SetLogLevel(common::LogLevel::kDebug);
-  if (quiet) common::SetLogLevel(common::LogLevel::kWarning);
+  // PgBouncer's -q is about where log lines go, not which: stderr gets none.
+  if (quiet) common::SetLogToStderr(false);
   if (!shutdown_timeout.empty() &&
       !absl::ParseDuration(shutdown_timeout, &options.shutdown_timeout)) {
     return UsageError("invalid duration in --shutdown-timeout=" + shutdown_timeout +

@@ -1,6 +1,6 @@
 // pgfleet-agent's command line: PgBouncer's `pgfleet-agent [options] pgbouncer.ini` with -v/-q/-V,
-// -d/--daemon and -u USER, plus the fleet flags. Each flag also comes from PGFLEET_AGENT_<FLAG> or
-// a --config file.
+// -d/--daemon, -R/--reboot and -u USER, plus the fleet flags. Each flag also comes from
+// PGFLEET_AGENT_<FLAG> or a --config file.
 #pragma once
 
 #include <optional>
@@ -21,13 +21,16 @@ struct AgentCommandLine {
   std::vector<std::string> allowed_paths;
   // PgBouncer's -d/--daemon: detach into the background (needs pidfile in the config).
   bool daemon = false;
+  // PgBouncer's -R/--reboot: take the listeners over from the agent the config's pidfile names
+  // (agent/handover.h RequestTakeover), or start normally when none runs.
+  bool reboot = false;
   // PgBouncer's -u USER: switch to USER once the sockets are bound (when started as root).
   std::string run_as_user;
   // Fleet mode: set when --controller is given (with allowed_paths copied in).
   std::optional<FleetOptions> fleet;
 };
 
-// Parses argv (argv[0] is the program) and applies -v/-q to the log level.
+// Parses argv (argv[0] is the program) and applies -v (log level) and -q (no log on stderr).
 AgentCommandLine ParseAgentCommandLine(int argc, const char* const* argv);
 
 }  // namespace pgfleet::agent

@@ -23,7 +23,7 @@
 namespace pgfleet::agent {
 
 const char kAgentVersion[] = PGFLEET_VERSION;
-const char kVersionLine[] = "PgBouncer 1.18.0 (pgfleet-agent " PGFLEET_VERSION ")";
+const char kVersionLine[] = "PgBouncer 1.25.2 (pgfleet-agent " PGFLEET_VERSION ")";
 
 namespace {
 

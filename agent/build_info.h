@@ -11,9 +11,9 @@ namespace pgfleet::agent {
 // The project's version (CMake's PROJECT_VERSION, set for build_info.cc alone so a version
 // bump recompiles one file).
 extern const char kAgentVersion[];
-// What SHOW VERSION and --version both print. Tools (pgbouncer_exporter, the PgBouncer test
-// suite) parse "PgBouncer X.Y.Z" and pick SHOW columns by it, so it names the release whose
-// SHOW columns the console has: "PgBouncer 1.18.0 (pgfleet-agent VERSION)".
+// What SHOW VERSION prints and --version's first line. Tools (pgbouncer_exporter, the PgBouncer
+// test suite) parse "PgBouncer X.Y.Z" and pick SHOW columns and features by it, so it names the
+// release whose console and config the agent has: "PgBouncer 1.25.2 (pgfleet-agent VERSION)".
 extern const char kVersionLine[];
 
 // The GNU build id of an ELF file (the linker's NT_GNU_BUILD_ID note, hex), or "sha256:HEX" of

@@ -8,21 +8,26 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "agent/build_info.h"
 #include "agent/event_loop.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 
 extern char** environ;
 
@@ -31,6 +36,8 @@ namespace {
 
 constexpr char kChannelEnv[] = "PGFLEET_HANDOVER_FD";
 constexpr char kMagic[] = "pgfleet-handover 1";
+// The old process's answer to a -R request it turns down, followed by why.
+constexpr char kRefused[] = "refused ";
 // The first message carries one line per paused or disabled database: room for thousands.
 constexpr size_t kMaxMessage = 64 * 1024;
 constexpr size_t kMaxFds = 64;
@@ -96,14 +103,11 @@ absl::StatusOr<std::string> ExecutablePath() {
   return path;
 }
 
-absl::StatusOr<std::optional<InheritedSockets>> ReceiveHandover(absl::Duration timeout) {
-  const char* value = getenv(kChannelEnv);
-  if (value == nullptr) return std::nullopt;
-  int channel = -1;
-  const bool parsed = absl::SimpleAtoi(value, &channel) && channel >= 0;
-  unsetenv(kChannelEnv);
-  if (!parsed) return absl::InvalidArgumentError(absl::StrCat(kChannelEnv, " is not an fd"));
-  fcntl(channel, F_SETFD, FD_CLOEXEC);
+namespace {
+
+// Waits up to `timeout` for the old process's message on `channel` and takes what it carries.
+// `channel` is owned by the result (closed on error).
+absl::StatusOr<InheritedSockets> ReadHandoverMessage(int channel, absl::Duration timeout) {
   InheritedSockets inherited;
   inherited.channel_fd = channel;
   pollfd pfd{channel, POLLIN, 0};
@@ -140,8 +144,14 @@ absl::StatusOr<std::optional<InheritedSockets>> ReceiveHandover(absl::Duration t
   };
   if (n <= 0) return fail("nothing received");
   if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) return fail("truncated");
-  std::vector<std::string> lines =
-      absl::StrSplit(absl::string_view(text, static_cast<size_t>(n)), '\n', absl::SkipEmpty());
+  const absl::string_view received(text, static_cast<size_t>(n));
+  if (absl::StartsWith(received, kRefused)) {
+    // A -R request the running agent turned down (agent/handover.h RequestTakeover).
+    for (int& fd : fds) CloseFd(fd);
+    CloseFd(inherited.channel_fd);
+    return absl::FailedPreconditionError(std::string(received.substr(sizeof(kRefused) - 1)));
+  }
+  std::vector<std::string> lines = absl::StrSplit(received, '\n', absl::SkipEmpty());
   if (lines.empty() || lines[0] != kMagic) return fail("unknown version");
   size_t next_fd = 0;
   for (size_t i = 1; i < lines.size(); ++i) {
@@ -191,6 +201,21 @@ absl::StatusOr<std::optional<InheritedSockets>> ReceiveHandover(absl::Duration t
   return inherited;
 }
 
+}  // namespace
+
+absl::StatusOr<std::optional<InheritedSockets>> ReceiveHandover(absl::Duration timeout) {
+  const char* value = getenv(kChannelEnv);
+  if (value == nullptr) return std::nullopt;
+  int channel = -1;
+  const bool parsed = absl::SimpleAtoi(value, &channel) && channel >= 0;
+  unsetenv(kChannelEnv);
+  if (!parsed) return absl::InvalidArgumentError(absl::StrCat(kChannelEnv, " is not an fd"));
+  fcntl(channel, F_SETFD, FD_CLOEXEC);
+  absl::StatusOr<InheritedSockets> inherited = ReadHandoverMessage(channel, timeout);
+  if (!inherited.ok()) return inherited.status();
+  return std::optional<InheritedSockets>(*std::move(inherited));
+}
+
 void ReportHandoverReady(InheritedSockets& inherited) {
   if (inherited.channel_fd < 0) return;
   (void)SendMessage(inherited.channel_fd, absl::StrCat("ready ", getpid()), {});
@@ -210,11 +235,86 @@ void CloseUnusedInherited(InheritedSockets& inherited) {
   CloseFd(inherited.state_lock_fd);
 }
 
-absl::StatusOr<std::unique_ptr<HandoverParent>> HandoverParent::Start(EventLoop& loop,
-                                                                      const HandoverFds& fds,
-                                                                      uint64_t command_id,
-                                                                      absl::Duration timeout,
-                                                                      Done done) {
+namespace {
+
+// The first message (see handover.h) and the fds it carries, in order.
+absl::StatusOr<std::pair<std::string, std::vector<int>>> HandoverMessage(const HandoverFds& fds,
+                                                                         uint64_t command_id) {
+  std::string text = absl::StrCat(kMagic, "\nparent ", getpid(), "\ncommand ", command_id, "\n");
+  std::vector<int> passed;
+  for (int fd : fds.listeners) {
+    absl::StrAppend(&text, "listener\n");
+    passed.push_back(fd);
+  }
+  if (fds.metrics_fd >= 0) {
+    absl::StrAppend(&text, "metrics\n");
+    passed.push_back(fds.metrics_fd);
+  }
+  if (fds.state_lock_fd >= 0) {
+    absl::StrAppend(&text, "state-lock\n");
+    passed.push_back(fds.state_lock_fd);
+  }
+  for (const CarriedState::Pause& pause : fds.state.paused) {
+    absl::StrAppend(&text, "pause ",
+                    pause.remaining.has_value()
+                        ? absl::StrCat(absl::ToInt64Milliseconds(*pause.remaining))
+                        : std::string("-"),
+                    " ", pause.db, "\n");
+  }
+  for (const std::string& db : fds.state.disabled) absl::StrAppend(&text, "disable ", db, "\n");
+  if (text.size() > kMaxMessage) {
+    return absl::ResourceExhaustedError("too many paused or disabled databases to hand over");
+  }
+  return std::make_pair(std::move(text), std::move(passed));
+}
+
+// Where a -R process waits for agent `pid` (abstract namespace: sun_path starts with a NUL).
+socklen_t TakeoverAddress(pid_t pid, sockaddr_un& addr) {
+  addr = {};
+  addr.sun_family = AF_UNIX;
+  const std::string name = absl::StrCat("pgfleet-agent-takeover/", pid);
+  memcpy(addr.sun_path + 1, name.data(), name.size());
+  return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+}
+
+absl::StatusOr<ucred> PeerCredentials(int fd) {
+  ucred cred{};
+  socklen_t length = sizeof(cred);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) != 0) {
+    return absl::ErrnoToStatus(errno, "SO_PEERCRED");
+  }
+  return cred;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HandoverParent>> HandoverParent::Start(
+    EventLoop& loop, const HandoverFds& fds, uint64_t command_id, absl::Duration timeout, Done done,
+    std::optional<TakeoverRequest> requester) {
+  absl::StatusOr<std::pair<std::string, std::vector<int>>> message =
+      HandoverMessage(fds, command_id);
+  if (requester.has_value()) {
+    // -R: the new process runs already; its connection is the channel.
+    std::unique_ptr<HandoverParent> parent(new HandoverParent(loop, std::move(done)));
+    parent->channel_fd_ = requester->channel_fd;
+    parent->child_pid_ = requester->pid;
+    parent->requested_ = true;
+    parent->requester_pidfd_ = requester->pidfd;
+    if (!message.ok()) {
+      RefuseTakeover(*requester, std::string(message.status().message()));
+      parent->channel_fd_ = parent->requester_pidfd_ = -1;
+      parent->finished_ = true;
+      return message.status();
+    }
+    if (absl::Status sent = parent->SendAndWatch(message->first, message->second, timeout);
+        !sent.ok()) {
+      parent->finished_ = true;  // Nothing to stop: it sees the channel close and gives up.
+      return sent;
+    }
+    PGF_INFO("handover", "pid %d (started with -R) is taking the listeners over", requester->pid);
+    return parent;
+  }
+  if (!message.ok()) return message.status();
   const std::vector<std::string>& arguments = SavedArguments();
   if (arguments.empty()) return absl::FailedPreconditionError("the agent's argv was not kept");
   absl::StatusOr<std::string> path = ExecutablePath();
@@ -246,33 +346,8 @@ absl::StatusOr<std::unique_ptr<HandoverParent>> HandoverParent::Start(EventLoop&
   argv.push_back(nullptr);
 
   // The fds go in the first datagram; the kernel keeps it until the child reads it.
-  std::string text = absl::StrCat(kMagic, "\nparent ", getpid(), "\ncommand ", command_id, "\n");
-  std::vector<int> passed;
-  for (int fd : fds.listeners) {
-    absl::StrAppend(&text, "listener\n");
-    passed.push_back(fd);
-  }
-  if (fds.metrics_fd >= 0) {
-    absl::StrAppend(&text, "metrics\n");
-    passed.push_back(fds.metrics_fd);
-  }
-  if (fds.state_lock_fd >= 0) {
-    absl::StrAppend(&text, "state-lock\n");
-    passed.push_back(fds.state_lock_fd);
-  }
-  for (const CarriedState::Pause& pause : fds.state.paused) {
-    absl::StrAppend(&text, "pause ",
-                    pause.remaining.has_value()
-                        ? absl::StrCat(absl::ToInt64Milliseconds(*pause.remaining))
-                        : std::string("-"),
-                    " ", pause.db, "\n");
-  }
-  for (const std::string& db : fds.state.disabled) absl::StrAppend(&text, "disable ", db, "\n");
-  if (text.size() > kMaxMessage) {
-    close(child_end);
-    return absl::ResourceExhaustedError("too many paused or disabled databases to hand over");
-  }
-  if (absl::Status sent = SendMessage(parent->channel_fd_, text, passed); !sent.ok()) {
+  if (absl::Status sent = SendMessage(parent->channel_fd_, message->first, message->second);
+      !sent.ok()) {
     close(child_end);
     return sent;
   }
@@ -307,17 +382,142 @@ absl::StatusOr<std::unique_ptr<HandoverParent>> HandoverParent::Start(EventLoop&
   close(child_end);
   parent->child_pid_ = pid;
   PGF_INFO("handover", "started pid %d (%s) to take over the listeners", pid, *path);
-  parent->readable_ = event_new(loop.base(), parent->channel_fd_, EV_READ | EV_PERSIST,
-                                &HandoverParent::OnReadable, parent.get());
-  const timeval tv = absl::ToTimeval(timeout);
-  event_add(parent->readable_, &tv);
+  (void)parent->SendAndWatch("", {}, timeout);  // Sent above: only the watch is left.
   return parent;
+}
+
+absl::Status HandoverParent::SendAndWatch(const std::string& text, const std::vector<int>& fds,
+                                          absl::Duration timeout) {
+  if (!text.empty()) PGF_RETURN_IF_ERROR(SendMessage(channel_fd_, text, fds));
+  readable_ =
+      event_new(loop_.base(), channel_fd_, EV_READ | EV_PERSIST, &HandoverParent::OnReadable, this);
+  const timeval tv = absl::ToTimeval(timeout);
+  event_add(readable_, &tv);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<pid_t>> FindAgentToTakeOver(const std::string& pidfile) {
+  if (pidfile.empty()) {
+    return absl::FailedPreconditionError(
+        "-R/--reboot finds the running agent through the config's pidfile, and the config sets "
+        "none: set pidfile, or restart the running agent with SIGUSR2 or the console's RESTART "
+        "(the same hand-over)");
+  }
+  std::ifstream file(pidfile);
+  if (!file) {
+    if (errno == ENOENT) return std::nullopt;
+    return absl::ErrnoToStatus(errno, absl::StrCat("-R: cannot read the pidfile ", pidfile));
+  }
+  long pid = 0;
+  if (!(file >> pid) || pid <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("-R: the pidfile ", pidfile, " does not hold a pid"));
+  }
+  if (pid == getpid()) return std::nullopt;
+  if (kill(static_cast<pid_t>(pid), 0) != 0) {
+    if (errno == ESRCH) return std::nullopt;  // Stale: nobody to take over from.
+    return absl::PermissionDeniedError(absl::StrCat(
+        "-R: pid ", pid, " (", pidfile, ") runs as another user: run -R as that user or root"));
+  }
+  // Only a pgfleet-agent knows the hand-over; another program's SIGUSR2 means something else.
+  if (EmbeddedVersionOfFile(absl::StrCat("/proc/", pid, "/exe")).empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "-R: pid ", pid, " (", pidfile,
+        ") is not a pgfleet-agent: -R takes the sockets over from a running pgfleet-agent "
+        "only; stop that process first"));
+  }
+  return static_cast<pid_t>(pid);
+}
+
+absl::StatusOr<InheritedSockets> RequestTakeover(pid_t old_pid, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  const int listener = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (listener < 0) return absl::ErrnoToStatus(errno, "-R: socket");
+  sockaddr_un addr;
+  const socklen_t length = TakeoverAddress(old_pid, addr);
+  if (bind(listener, reinterpret_cast<sockaddr*>(&addr), length) != 0 || listen(listener, 1) != 0) {
+    const int error = errno;
+    close(listener);
+    return absl::ErrnoToStatus(
+        error, error == EADDRINUSE
+                   ? absl::StrCat("-R: another process is already taking over from pid ", old_pid)
+                   : std::string("-R: cannot listen for the running agent"));
+  }
+  if (kill(old_pid, SIGUSR2) != 0) {
+    const int error = errno;
+    close(listener);
+    return absl::ErrnoToStatus(error, absl::StrCat("-R: cannot signal pid ", old_pid));
+  }
+  pollfd pfd{listener, POLLIN, 0};
+  int ready;
+  do {
+    ready = poll(
+        &pfd, 1,
+        static_cast<int>(std::max<int64_t>(0, absl::ToInt64Milliseconds(deadline - absl::Now()))));
+  } while (ready < 0 && errno == EINTR);
+  const int channel = ready > 0 ? accept4(listener, nullptr, nullptr, SOCK_CLOEXEC) : -1;
+  close(listener);
+  if (channel < 0) {
+    return absl::DeadlineExceededError(absl::StrCat(
+        "-R: the agent (pid ", old_pid, ") did not answer within ", absl::FormatDuration(timeout),
+        "; its log says why (a pgfleet-agent from before -R restarts by itself on SIGUSR2)"));
+  }
+  absl::StatusOr<ucred> peer = PeerCredentials(channel);
+  if (!peer.ok() || peer->pid != old_pid) {
+    close(channel);
+    return absl::PermissionDeniedError(absl::StrCat(
+        "-R: the connection came from another process than pid ", old_pid, ": refused"));
+  }
+  absl::StatusOr<InheritedSockets> inherited =
+      ReadHandoverMessage(channel, std::max(deadline - absl::Now(), absl::Seconds(1)));
+  if (!inherited.ok()) {
+    return absl::Status(inherited.status().code(),
+                        absl::StrCat("-R: the agent (pid ", old_pid,
+                                     ") did not hand over: ", inherited.status().message()));
+  }
+  inherited->requested = true;
+  return inherited;
+}
+
+std::optional<TakeoverRequest> AcceptTakeoverRequest() {
+  const int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return std::nullopt;
+  sockaddr_un addr;
+  const socklen_t length = TakeoverAddress(getpid(), addr);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), length) != 0) {
+    close(fd);  // Nobody waiting (ECONNREFUSED): a plain SIGUSR2.
+    return std::nullopt;
+  }
+  absl::StatusOr<ucred> peer = PeerCredentials(fd);
+  if (!peer.ok() || (peer->uid != geteuid() && peer->uid != 0)) {
+    PGF_WARN("handover",
+             "SIGUSR2: a process of another user (pid %d, uid %d) waits to take the listeners "
+             "over: ignored",
+             peer.ok() ? peer->pid : 0, peer.ok() ? static_cast<int>(peer->uid) : -1);
+    close(fd);
+    return std::nullopt;
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  TakeoverRequest request;
+  request.channel_fd = fd;
+  request.pid = peer->pid;
+  request.pidfd = static_cast<int>(syscall(SYS_pidfd_open, peer->pid, 0));
+  return request;
+}
+
+void RefuseTakeover(TakeoverRequest& request, const std::string& reason) {
+  if (request.channel_fd >= 0) {
+    (void)SendMessage(request.channel_fd, absl::StrCat(kRefused, reason.substr(0, 2000)), {});
+  }
+  CloseFd(request.channel_fd);
+  CloseFd(request.pidfd);
 }
 
 HandoverParent::~HandoverParent() {
   if (readable_ != nullptr) event_free(readable_);
   if (channel_fd_ >= 0) close(channel_fd_);
   if (!finished_ && child_pid_ > 0) (void)ReapFailedChild();
+  if (requester_pidfd_ >= 0) close(requester_pidfd_);
 }
 
 void HandoverParent::OnReadable(int fd, short what, void* arg) {
@@ -337,6 +537,11 @@ void HandoverParent::OnReadable(int fd, short what, void* arg) {
   }
   const absl::string_view message(text, static_cast<size_t>(n));
   if (absl::StartsWith(message, "ready ")) {
+    // A -R process started with -d serves from the child it detached: the pid it reports.
+    pid_t ready_pid = 0;
+    if (parent->requested_ && absl::SimpleAtoi(message.substr(6), &ready_pid) && ready_pid > 0) {
+      parent->child_pid_ = ready_pid;
+    }
     parent->Finish(parent->child_pid_);
     return;
   }
@@ -347,6 +552,16 @@ void HandoverParent::OnReadable(int fd, short what, void* arg) {
 }
 
 std::string HandoverParent::ReapFailedChild() {
+  if (requested_) {
+    // Not our child: it exits by itself once it failed or saw the channel close; one that
+    // still runs (too slow) holds copies of our listeners and is stopped, through its pidfd so
+    // that a reused pid is never hit.
+    if (requester_pidfd_ >= 0 &&
+        syscall(SYS_pidfd_send_signal, requester_pidfd_, SIGKILL, nullptr, 0) == 0) {
+      return " (it was stopped)";
+    }
+    return "";
+  }
   int status = 0;
   pid_t reaped = waitpid(child_pid_, &status, WNOHANG);
   if (reaped == 0) {
@@ -367,7 +582,10 @@ void HandoverParent::Finish(absl::StatusOr<pid_t> outcome) {
   event_del(readable_);
   close(channel_fd_);
   channel_fd_ = -1;
-  if (!outcome.ok()) {
+  // A -R process that answered "failed" or closed the channel is exiting by itself; only one
+  // that is too slow must be stopped. A forked child is reaped whatever happened.
+  const bool stop_it = !outcome.ok() && (!requested_ || absl::IsDeadlineExceeded(outcome.status()));
+  if (stop_it) {
     outcome = absl::Status(outcome.status().code(),
                            absl::StrCat(outcome.status().message(), ReapFailedChild()));
   }

@@ -30,6 +30,17 @@
 //               start. End of file without "ready" is a failure too (the process died).
 // The state dir lock is an flock on an open file description: passing the fd shares the lock,
 // so the new process holds it before the old one lets go, and nobody else can take it between.
+//
+// PgBouncer's -R/--reboot uses the same hand-over with a process the admin started instead of a
+// forked one: `pgfleet-agent -R pgbouncer.ini` finds the running agent through the config's
+// pidfile, listens on the abstract unix socket "@pgfleet-agent-takeover/<old pid>"
+// (SOCK_SEQPACKET) and sends that agent SIGUSR2. On SIGUSR2 an agent first looks for such a
+// listener for its own pid: when there is one whose owner is its own user (or root), that
+// connection is the channel above in place of a socketpair, with the same messages, so the -R
+// process takes the listeners over and the old one lets its clients finish and exits. Otherwise
+// SIGUSR2 forks a new process as before. A request the old process turns down (a restart already
+// under way, SUSPEND) is answered "refused REASON". Abstract socket names need no file to clean
+// up; the credential checks on both ends keep another user from posing as either side.
 #pragma once
 
 #include <sys/types.h>
@@ -81,6 +92,9 @@ struct InheritedSockets {
   int metrics_fd = -1;
   int state_lock_fd = -1;
   CarriedState state;
+  // Taken over with -R: this process was started by an admin, not forked by the old one (so
+  // -d applies to it).
+  bool requested = false;
 };
 
 // In the new process, before anything else starts: nullopt unless PGFLEET_HANDOVER_FD is set
@@ -93,6 +107,26 @@ void ReportHandoverFailed(InheritedSockets& inherited, const std::string& reason
 // Closes whatever the new process did not use.
 void CloseUnusedInherited(InheritedSockets& inherited);
 
+// -R, in the new process: the running agent the config's `pidfile` names. nullopt when there is
+// none to take over from (no pidfile, or it names no running process): start normally, as
+// PgBouncer does. An error when the config has no pidfile, or names a process -R cannot take
+// over from (another user's, not a pgfleet-agent).
+absl::StatusOr<std::optional<pid_t>> FindAgentToTakeOver(const std::string& pidfile);
+// -R: asks agent `old_pid` to hand its listeners over to this process (see the top of this
+// file) and waits up to `timeout` for them. The result is then used as ReceiveHandover's.
+absl::StatusOr<InheritedSockets> RequestTakeover(pid_t old_pid, absl::Duration timeout);
+
+// A -R process waiting for this agent's listeners (the old process's side).
+struct TakeoverRequest {
+  int channel_fd = -1;
+  pid_t pid = 0;
+  int pidfd = -1;  // To stop it if it never gets ready; -1 if the kernel has no pidfd_open.
+};
+// On SIGUSR2: the -R process waiting for this process, if any.
+std::optional<TakeoverRequest> AcceptTakeoverRequest();
+// Tells a -R process why this agent will not hand over, and closes the request.
+void RefuseTakeover(TakeoverRequest& request, const std::string& reason);
+
 // The fds the old process hands over.
 struct HandoverFds {
   std::vector<int> listeners;
@@ -101,16 +135,16 @@ struct HandoverFds {
   CarriedState state;  // Not fds, but sent in the same message.
 };
 
-// The old process's side of one hand-over, on its loop: starts the new process, sends the fds
-// and waits for its answer. `done` runs once on the loop: OK with the new pid when it is
-// ready, an error naming why otherwise (the new process is then killed and reaped).
+// The old process's side of one hand-over, on its loop: starts the new process (or, given a -R
+// `requester`, hands over to that one), sends the fds and waits for its answer. `done` runs once
+// on the loop: OK with the new pid when it is ready, an error naming why otherwise (a forked
+// process is then killed and reaped; a -R process that was not ready in time is killed).
 class HandoverParent {
  public:
   using Done = std::function<void(absl::StatusOr<pid_t>)>;
-  static absl::StatusOr<std::unique_ptr<HandoverParent>> Start(EventLoop& loop,
-                                                               const HandoverFds& fds,
-                                                               uint64_t command_id,
-                                                               absl::Duration timeout, Done done);
+  static absl::StatusOr<std::unique_ptr<HandoverParent>> Start(
+      EventLoop& loop, const HandoverFds& fds, uint64_t command_id, absl::Duration timeout,
+      Done done, std::optional<TakeoverRequest> requester = std::nullopt);
   ~HandoverParent();
   HandoverParent(const HandoverParent&) = delete;
   HandoverParent& operator=(const HandoverParent&) = delete;
@@ -119,6 +153,9 @@ class HandoverParent {
 
  private:
   HandoverParent(EventLoop& loop, Done done) : loop_(loop), done_(std::move(done)) {}
+  // Sends the first message on channel_fd_ and waits for the answer.
+  absl::Status SendAndWatch(const std::string& text, const std::vector<int>& fds,
+                            absl::Duration timeout);
   static void OnReadable(int fd, short what, void* arg);
   void Finish(absl::StatusOr<pid_t> outcome);
   // A failed child is killed (if it still runs) and reaped, and its exit status described.
@@ -128,6 +165,9 @@ class HandoverParent {
   Done done_;
   int channel_fd_ = -1;
   pid_t child_pid_ = -1;
+  // A -R process, not our child: never reaped; killed through its pidfd if it hangs.
+  bool requested_ = false;
+  int requester_pidfd_ = -1;
   event* readable_ = nullptr;
   bool finished_ = false;
 };

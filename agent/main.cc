@@ -16,6 +16,7 @@
 #include "agent/daemon.h"
 #include "agent/handover.h"
 #include "agent/link/fleet_agent.h"
+#include "common/config/config.h"
 #include "common/log.h"
 #include "common/service_notify.h"
 #include "common/status_macros.h"
@@ -26,6 +27,9 @@ namespace {
 // is ready anyway: the controller being down must not block a restart (fail-static), but when
 // it is up the new stream supersedes the old one without a gap.
 constexpr absl::Duration kReadyWaitForController = absl::Seconds(5);
+// How long -R waits for the running agent to answer and send its sockets (it does so as soon
+// as its loop handles the SIGUSR2).
+constexpr absl::Duration kTakeoverAnswerTimeout = absl::Seconds(15);
 // How often systemd's STATUS= line is refreshed (when it changed) under a Type=notify unit.
 constexpr absl::Duration kServiceStatusInterval = absl::Seconds(5);
 
@@ -51,6 +55,26 @@ absl::Status GiveStateDirTo(const std::string& state_dir, const pgfleet::agent::
   }
   if (error) return absl::InternalError("-u: " + state_dir + ": " + error.message());
   return absl::OkStatus();
+}
+
+// PgBouncer's -R: the sockets of the agent the config's pidfile names, or nullopt to start
+// normally when none runs (as PgBouncer: "old process not found, try to continue normally").
+absl::StatusOr<std::optional<pgfleet::agent::InheritedSockets>> TakeOverFromRunningAgent(
+    const std::string& config_path) {
+  absl::StatusOr<pgfleet::config::Config> config = pgfleet::config::LoadConfig(config_path);
+  if (!config.ok()) return config.status();
+  absl::StatusOr<std::optional<pid_t>> old_pid =
+      pgfleet::agent::FindAgentToTakeOver(config->pidfile);
+  if (!old_pid.ok()) return old_pid.status();
+  if (!old_pid->has_value()) {
+    PGF_INFO("agent", "-R: no running agent (pidfile %s), starting normally", config->pidfile);
+    return std::nullopt;
+  }
+  PGF_INFO("agent", "-R: taking the listeners over from pid %d", **old_pid);
+  absl::StatusOr<pgfleet::agent::InheritedSockets> taken =
+      pgfleet::agent::RequestTakeover(**old_pid, kTakeoverAnswerTimeout);
+  if (!taken.ok()) return taken.status();
+  return std::optional<pgfleet::agent::InheritedSockets>(*std::move(taken));
 }
 
 // Wiring: the pooler alone, or with the controller link attached through AgentControl.
@@ -111,11 +135,12 @@ int RunAgent(pgfleet::agent::AgentOptions options,
   absl::StatusOr<std::unique_ptr<pgfleet::agent::Agent>> agent =
       pgfleet::agent::Agent::Create(std::move(options));
   if (!agent.ok()) return fail(agent.status());
-  // -d, before anything starts a thread (the link starts in on_started). A process started by a
+  // -d, before anything starts a thread (the link starts in on_started). A process forked by a
   // hand-over is in the background already (its parent was): it stays the process it is, so
-  // the pid it reports is the one that serves.
+  // the pid it reports is the one that serves. One started with -R -d detaches (it sends its
+  // "ready" from the background, where it serves).
   int detached_ready_fd = -1;
-  if (process.daemon && inherited == nullptr) {
+  if (process.daemon && (inherited == nullptr || inherited->requested)) {
     if ((*agent)->config().pidfile.empty()) {
       return fail(absl::FailedPreconditionError(
           "-d/--daemon needs pidfile set in the config (as PgBouncer), so the agent can be "
@@ -234,6 +259,17 @@ int main(int argc, char** argv) {
     fprintf(stderr, "pgfleet-agent: hand-over: %s\n",
             std::string(inherited.status().message()).c_str());
     return 1;
+  }
+  // -R asks the running agent for its sockets. Not in a process forked by a hand-over: that one
+  // has its sockets already (and the same argv, -R included, as the process that forked it).
+  if (command_line.reboot && !inherited->has_value()) {
+    absl::StatusOr<std::optional<pgfleet::agent::InheritedSockets>> taken =
+        TakeOverFromRunningAgent(command_line.options.config_path);
+    if (!taken.ok()) {
+      fprintf(stderr, "pgfleet-agent: %s\n", std::string(taken.status().message()).c_str());
+      return 1;
+    }
+    *inherited = *std::move(taken);
   }
   const int exit_code = RunAgent(std::move(command_line.options), std::move(command_line.fleet),
                                  command_line.allowed_paths, process,

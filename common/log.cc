@@ -15,6 +15,7 @@ namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
 std::atomic<int> g_format{static_cast<int>(LogFormat::kText)};
+std::atomic<bool> g_to_stderr{true};
 std::mutex g_file_mu;
 FILE* g_file = nullptr;  // Guarded by g_file_mu.
 
@@ -193,6 +194,7 @@ std::string EscapeLogMessage(std::string_view message) {
 
 void SetLogLevel(LogLevel level) { g_level.store(static_cast<int>(level)); }
 void SetLogFormat(LogFormat format) { g_format.store(static_cast<int>(format)); }
+void SetLogToStderr(bool enabled) { g_to_stderr.store(enabled); }
 
 std::optional<LogFormat> ParseLogFormat(std::string_view name) {
   if (name == "text") return LogFormat::kText;
@@ -272,7 +274,7 @@ void LogLine(LogLevel level, std::string_view component, std::string_view messag
   const int64_t unix_micros = int64_t{tv.tv_sec} * 1000000 + tv.tv_usec;
   const auto format = static_cast<LogFormat>(g_format.load(std::memory_order_relaxed));
   const std::string line = FormatLogLine(format, unix_micros, getpid(), level, component, message);
-  fwrite(line.data(), 1, line.size(), stderr);
+  if (g_to_stderr.load(std::memory_order_relaxed)) fwrite(line.data(), 1, line.size(), stderr);
   if (g_syslog.load(std::memory_order_relaxed)) {
     // syslog adds its own timestamp and pid: the text line from its level on, without the
     // newline, as PgBouncer sends it.

@@ -33,6 +33,9 @@ std::string FormatLogLine(LogFormat format, int64_t unix_micros, int pid, LogLev
 LogLevel GetLogLevel();
 // Sends log lines to `path` (appending) in addition to stderr; empty = stderr only.
 bool SetLogFile(const std::string& path);
+// PgBouncer's -q: false stops log lines going to stderr (the logfile and syslog still get every
+// line, at the same level: -q is not about verbosity). On by default.
+void SetLogToStderr(bool enabled);
 // PgBouncer's syslog = 1: every log line also goes to syslog(3) as "LEVEL component message"
 // under `ident` and `facility` (a name SyslogFacilityCode knows). Calling it again with other
 // values reopens the connection; enabled = false closes it.

@@ -59,28 +59,34 @@ std::vector<std::string> PostgresEnv::AsPostgresUser(std::vector<std::string> ar
   return wrapped;
 }
 
-absl::Status PostgresEnv::Init() {
-  if (absl::Status created = dir_.Create("pgfleet-pg"); !created.ok()) return created;
+absl::Status PostgresEnv::PrepareDir(const std::string& prefix) {
+  if (absl::Status created = dir_.Create(prefix); !created.ok()) return created;
   data_dir_ = dir() + "/data";
   log_path_ = dir() + "/postgres.log";
+  if (geteuid() != 0) return absl::OkStatus();
+  struct passwd* pw = getpwnam("postgres");
+  if (pw == nullptr) {
+    return absl::FailedPreconditionError(
+        "running as root but there is no 'postgres' user to run PostgreSQL as");
+  }
+  run_as_postgres_ = true;
+  return ChownTo(dir(), pw->pw_uid, pw->pw_gid);
+}
+
+absl::Status PostgresEnv::Init() {
+  if (absl::Status prepared = PrepareDir("pgfleet-pg"); !prepared.ok()) return prepared;
   const std::string pwfile = dir() + "/pwfile";
 
   uid_t uid = 0;
   gid_t gid = 0;
-  if (geteuid() == 0) {
+  if (run_as_postgres_) {
     struct passwd* pw = getpwnam("postgres");
-    if (pw == nullptr) {
-      return absl::FailedPreconditionError(
-          "running as root but there is no 'postgres' user to run PostgreSQL as");
-    }
     uid = pw->pw_uid;
     gid = pw->pw_gid;
-    run_as_postgres_ = true;
   }
   if (absl::Status s = WriteFile(pwfile, options_.superuser_password + "\n"); !s.ok()) return s;
   chmod(pwfile.c_str(), 0600);
   if (run_as_postgres_) {
-    if (absl::Status s = ChownTo(dir(), uid, gid); !s.ok()) return s;
     if (absl::Status s = ChownTo(pwfile, uid, gid); !s.ok()) return s;
   }
 
@@ -107,7 +113,14 @@ absl::Status PostgresEnv::Init() {
   if (run_as_postgres_) {
     if (absl::Status s = ChownTo(hba_path, uid, gid); !s.ok()) return s;
   }
+  return StartOnFreePort();
+}
 
+absl::Status PostgresEnv::StartOnFreePort() {
+  RunOptions run_options;
+  run_options.working_dir = dir();
+  run_options.timeout = absl::Seconds(120);
+  run_options.env = {{"LC_ALL", "C"}, {"LANG", "C"}};
   return LaunchOnFreePort([&](int port) -> absl::Status {
     port_ = port;
     const std::string conf = absl::StrCat(
@@ -116,7 +129,7 @@ absl::Status PostgresEnv::Init() {
         "\n", "fsync = off\n", "synchronous_commit = off\n", "full_page_writes = off\n",
         "shared_buffers = 32MB\n", "log_min_messages = warning\n",
         "log_line_prefix = '%m [%p] %q%u@%d '\n", absl::StrJoin(options_.extra_conf, "\n"), "\n");
-    // Appended: later settings win over initdb's.
+    // Appended: later settings win over initdb's (and, for a standby, over its primary's).
     {
       std::ofstream out(data_dir_ + "/postgresql.conf", std::ios::app);
       if (!out) return absl::InternalError("cannot append to postgresql.conf");
@@ -134,6 +147,48 @@ absl::Status PostgresEnv::Init() {
     started_ = true;
     return absl::OkStatus();
   });
+}
+
+absl::StatusOr<std::unique_ptr<PostgresEnv>> PostgresEnv::StartStandbyOf(
+    const PostgresEnv& primary) {
+  std::unique_ptr<PostgresEnv> env(new PostgresEnv(primary.options_));
+  if (absl::Status prepared = env->PrepareDir("pgfleet-standby"); !prepared.ok()) return prepared;
+  RunOptions run_options;
+  run_options.working_dir = env->dir();
+  run_options.timeout = absl::Seconds(120);
+  run_options.env = {{"LC_ALL", "C"}, {"LANG", "C"}};
+  // -R writes standby.signal and primary_conninfo (with this connection string's password).
+  absl::StatusOr<RunResult> backup = RunCommand(
+      env->AsPostgresUser({env->BinPath("pg_basebackup"), "-D", env->data_dir_, "-R", "-X",
+                           "stream", "--checkpoint=fast", "--no-sync", "-d",
+                           absl::StrCat("host=127.0.0.1 port=", primary.port(),
+                                        " user=", primary.options_.superuser, " password=",
+                                        primary.options_.superuser_password, " sslmode=disable")}),
+      run_options);
+  if (!backup.ok()) return backup.status();
+  if (!backup->Succeeded()) {
+    return absl::InternalError(absl::StrCat("pg_basebackup failed: ", backup->Describe(),
+                                            "\n--- primary's log ---\n", primary.LogTail()));
+  }
+  if (absl::Status started = env->StartOnFreePort(); !started.ok()) return started;
+  return env;
+}
+
+absl::Status PostgresEnv::PgCtl(const std::vector<std::string>& args) const {
+  std::vector<std::string> argv = {BinPath("pg_ctl"), "-D", data_dir_, "-w", "-t", "60"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  RunOptions run_options;
+  run_options.working_dir = dir();
+  run_options.timeout = absl::Seconds(90);
+  run_options.env = {{"LC_ALL", "C"}, {"LANG", "C"}};
+  absl::StatusOr<RunResult> result = RunCommand(AsPostgresUser(argv), run_options);
+  if (!result.ok()) return result.status();
+  if (!result->Succeeded()) {
+    return absl::InternalError(absl::StrCat("pg_ctl ", absl::StrJoin(args, " "),
+                                            " failed: ", result->Describe(),
+                                            "\n--- server log ---\n", LogTail()));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status PostgresEnv::Stop() {

@@ -30,6 +30,11 @@ class PostgresEnv {
   // A handle on a cluster another process started with `options` on `port` (see
   // tests/store_postgres_fixture.cc): Exec and friends work; destroying it leaves the cluster up.
   static std::unique_ptr<PostgresEnv> AttachRunning(int port, const PostgresOptions& options = {});
+  // A hot standby of `primary`: `pg_basebackup -R` as the postgres OS user (streaming from
+  // `primary` as its superuser), started on a free port with a socket dir of its own, and
+  // accepting read-only connections when this returns. `primary` must let the superuser make
+  // replication connections (kReplicationHbaLine in its extra_hba_lines).
+  static absl::StatusOr<std::unique_ptr<PostgresEnv>> StartStandbyOf(const PostgresEnv& primary);
   ~PostgresEnv();
 
   PostgresEnv(const PostgresEnv&) = delete;
@@ -57,9 +62,24 @@ class PostgresEnv {
   // The server log's tail, for failure messages.
   std::string LogTail(size_t max_bytes = 8192) const;
 
+  // `pg_ctl -w ARGS` on this cluster's data directory (as the postgres OS user when we are
+  // root); an error carries pg_ctl's output and the server log's tail.
+  absl::Status PgCtl(const std::vector<std::string>& args) const;
+  // A standby becomes a primary (`pg_ctl promote -w`: it accepts writes when this returns).
+  absl::Status Promote() const { return PgCtl({"promote"}); }
+  // Stops the server now (`pg_ctl stop -m immediate`), for tests of a server going away; the
+  // destructor then only removes the directory.
+  absl::Status StopServer() { return Stop(); }
+
  private:
   explicit PostgresEnv(PostgresOptions options) : options_(std::move(options)) {}
   absl::Status Init();
+  // Creates the temp dir and sets data_dir_, log_path_ and run_as_postgres_ (owning the dir to
+  // the postgres OS user when we are root).
+  absl::Status PrepareDir(const std::string& prefix);
+  // Appends the port and socket settings to postgresql.conf and starts the server on a free
+  // port (trying another one if it was taken meanwhile).
+  absl::Status StartOnFreePort();
   // argv run as the postgres OS user when we are root, else as ourselves.
   std::vector<std::string> AsPostgresUser(std::vector<std::string> argv) const;
   absl::Status Stop();
@@ -72,6 +92,10 @@ class PostgresEnv {
   bool started_ = false;
   bool run_as_postgres_ = false;
 };
+
+// The pg_hba.conf line a primary needs for StartStandbyOf: the superuser's replication
+// connections from 127.0.0.1, with its password.
+inline constexpr char kReplicationHbaLine[] = "host replication all 127.0.0.1/32 scram-sha-256";
 
 // Quotes an SQL identifier / string literal (for test-controlled names and passwords).
 std::string QuoteIdent(const std::string& name);
