@@ -46,6 +46,14 @@ ClientAuth::Outcome ClientAuth::CloseWithError(const std::string& sqlstate,
 }
 
 ClientAuth::Outcome ClientAuth::Start() {
+  if (IsOwnConsoleUser()) {
+    client_.console_admin_ = true;
+    if (agent_.config().log_connections) {
+      PGF_INFO("client", "%s pgbouncer access from unix socket",
+               ClientLogPrefix(id_, database_, user_, peer_));
+    }
+    return Outcome::kSucceeded;
+  }
   if (agent_.config().auth_type == config::AuthType::kAny) return Outcome::kSucceeded;
   std::string auth_user, auth_db;
   if (UsesAuthQuery(auth_user, auth_db)) return StartLookup(auth_user, auth_db);
@@ -143,30 +151,7 @@ ClientAuth::Outcome ClientAuth::OnLookupAnswer(absl::StatusOr<AuthQueryAnswer> a
 }
 
 ClientAuth::Outcome ClientAuth::Begin(const config::UserSecret* secret) {
-  const config::Config& cfg = agent_.config();
-  switch (cfg.auth_type) {
-    case config::AuthType::kAny:
-      return Outcome::kSucceeded;
-    case config::AuthType::kTrust:
-      // As PgBouncer: a user auth_query knows is trusted, whatever its password column.
-      if (secret == nullptr && !lookup_found_) {
-        return Failed(missing_secret_reason_);
-      }
-      return Outcome::kSucceeded;
-    case config::AuthType::kPlain:
-      auth_method_ = AuthMethod::kCleartext;
-      break;
-    case config::AuthType::kMd5:
-      // As PgBouncer: a SCRAM secret cannot answer md5, so such users are asked for SCRAM.
-      auth_method_ = (secret != nullptr && secret->kind == config::SecretKind::kScramSha256)
-                         ? AuthMethod::kScram
-                         : AuthMethod::kMd5;
-      break;
-    case config::AuthType::kScramSha256:
-      auth_method_ = AuthMethod::kScram;
-      break;
-  }
-
+  if (std::optional<Outcome> decided = DecideMethod(secret)) return *decided;
   switch (auth_method_) {
     case AuthMethod::kCleartext:
       client_.Write(pg::AuthenticationRequest(pg::kAuthCleartext));
@@ -334,9 +319,7 @@ bool ClientAuth::PasswordMatches(const config::UserSecret& secret, const std::st
 std::string ClientAuth::FailureAnswer() const {
   // PgBouncer's words for each method (client.c), whatever went wrong: the client learns no
   // more than that (the log says why).
-  if (agent_.config().auth_type == config::AuthType::kTrust) {
-    return "\"trust\" authentication failed";
-  }
+  if (method_ == config::HbaMethod::kTrust) return "\"trust\" authentication failed";
   if (auth_method_ == AuthMethod::kScram) return "SASL authentication failed";
   return "password authentication failed";
 }
@@ -434,7 +417,7 @@ void ClientConn::AuthSucceeded() {
   }
   if (database() == "pgbouncer") {
     const config::Config& cfg = agent_.config();
-    if (cfg.auth_type != config::AuthType::kAny && !cfg.IsAdminUser(user()) &&
+    if (cfg.auth_type != config::AuthType::kAny && !console_admin_ && !cfg.IsAdminUser(user()) &&
         !cfg.IsStatsUser(user())) {
       PGF_WARN("admin", "c=%d user %s from %s refused: not in admin_users or stats_users", id_,
                user(), peer());

@@ -291,7 +291,7 @@ TEST(ConfigTest, RealisticProductionConfig) {
 TEST(ConfigTest, IgnoredPgBouncerKeysAreAccepted) {
   for (const char* key : {"so_reuseport", "dns_nxdomain_ttl", "job_name", "user",
                           "server_round_robin", "suspend_timeout", "sbuf_loopcnt", "peer_id",
-                          "conffile", "service_name", "auth_hba_file", "resolv_conf"}) {
+                          "conffile", "service_name", "auth_ldap_options", "resolv_conf"}) {
     Config c = MustParse(absl::StrCat("[pgbouncer]\n", key, " = whatever\n"));
     EXPECT_THAT(c.warnings, ElementsAre(Ignored("test.ini:2", "pgbouncer", key)));
   }
@@ -664,7 +664,7 @@ TEST(ConfigErrorTest, BadEnum) {
                     HasSubstr("session, transaction or statement")));
   EXPECT_THAT(OptionError("auth_type", "password"),
               HasSubstr("key 'auth_type': invalid auth type 'password'"));
-  for (const char* unsupported : {"cert", "hba", "pam", "ldap"}) {
+  for (const char* unsupported : {"pam", "ldap"}) {
     EXPECT_THAT(
         OptionError("auth_type", unsupported),
         HasSubstr(absl::StrCat("auth_type '", unsupported, "' is not supported by pgfleet")));
