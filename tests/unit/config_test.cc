@@ -942,6 +942,7 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "admin_users|||yes", "auth_dbname|||yes",
       // pgfleet's own keys (slowing password guessing down); PgBouncer has no such rows.
       "auth_failure_burst|5|5|yes", "auth_failure_max_delay|2|2|yes", "auth_file|||yes",
+      "auth_hba_file|||yes", "auth_ident_file|||yes",
       // PgBouncer 1.25's default auth_query (1.18's read pg_shadow).
       "auth_query|" + std::string(kDefaultAuthQuery) + "|" + kDefaultAuthQuery + "|yes",
       "auth_type|md5|md5|yes", "auth_user|||yes", "autodb_idle_timeout|3600|3600|yes",
