@@ -1,14 +1,19 @@
 // ClientAuth's choice of method for one login: auth_type's, or under auth_type = hba the
 // method of the first auth_hba_file line that matches the login (PgBouncer's finish_set_pool),
-// and the methods that need no password message decided on the spot. PgBouncer's answers and
-// SQLSTATE (08P01) for each way a login ends here.
+// and the methods that need no password message decided on the spot. And how a failed login
+// ends: PgBouncer's answers (SQLSTATE 08P01), counted, logged and slowed down per address.
 #include <sys/socket.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "agent/agent.h"
+#include "agent/auth_failure_limiter.h"
 #include "agent/cert_peer_auth.h"
 #include "agent/client_auth.h"
 #include "agent/client_conn.h"
+#include "agent/event_loop.h"
+#include "agent/log_prefix.h"
+#include "agent/pool.h"
 #include "common/log.h"
 
 namespace pgfleet::agent {
@@ -114,6 +119,54 @@ std::optional<ClientAuth::Outcome> ClientAuth::DecideMethod(const config::UserSe
       return std::nullopt;
   }
   return Failed("unknown authentication method");
+}
+
+std::string ClientAuth::FailureAnswer() const {
+  // PgBouncer's words for each method (client.c), whatever went wrong: the client learns no
+  // more than that (the log says why).
+  if (method_ == config::HbaMethod::kTrust) return "\"trust\" authentication failed";
+  if (auth_method_ == AuthMethod::kScram) return "SASL authentication failed";
+  return "password authentication failed";
+}
+
+ClientAuth::Outcome ClientAuth::Failed(const std::string& log_reason, const std::string& sqlstate,
+                                       const std::string& message) {
+  // Counted on an existing pool only: a failed login must create nothing that outlives it.
+  if (Pool* pool = agent_.FindPool(database_, agent_.PoolUserFor(database_, user_))) {
+    pool->stats().client_login_failures++;
+  }
+  const config::Config& cfg = agent_.config();
+  const absl::string_view address = PeerAddressWithoutPort(peer_);
+  const AuthFailureLimiter::Decision decision = agent_.auth_failures().OnFailure(
+      address, absl::Now(), cfg.auth_failure_burst, cfg.auth_failure_max_delay);
+  if (decision.unlogged_in_previous_window > 0) {
+    LogUnloggedFailures(address, decision.unlogged_in_previous_window);
+  }
+  if (decision.log) {
+    PGF_WARN("client", "%s login failed for user '%s' db '%s': %s",
+             ClientLogPrefix(id_, database_, user_, peer_), user_, database_, log_reason);
+  }
+  if (decision.throttling_started) {
+    PGF_WARN("client",
+             "%s: %d failed logins within a minute (auth_failure_burst = %d); further failures "
+             "from this address are answered after a growing delay, up to %s, and not logged one "
+             "by one until the minute is over",
+             address, decision.failures_in_window, cfg.auth_failure_burst,
+             absl::FormatDuration(cfg.auth_failure_max_delay));
+  }
+  client_.quiet_close_ = !decision.log;
+  std::string answer = message.empty() ? FailureAnswer() : message;
+  if (decision.delay <= absl::ZeroDuration()) {
+    return CloseWithError(sqlstate, answer);
+  }
+  // Hold the answer back; nothing more is read from this client meanwhile. The login
+  // timeout and every other way of closing still apply (Close cancels the timer).
+  client_.net().DisableRead();
+  auth_delay_ = std::make_unique<Timer>(
+      agent_.loop(),
+      [this, sqlstate, answer = std::move(answer)] { client_.CloseWithError(sqlstate, answer); });
+  auth_delay_->Start(decision.delay, /*repeat=*/false);
+  return Outcome::kFailed;
 }
 
 }  // namespace pgfleet::agent

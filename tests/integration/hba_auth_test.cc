@@ -244,5 +244,23 @@ TEST_F(HbaAuthTest, ReloadWithABrokenHbaFileKeepsTheRulesInForce) {
   EXPECT_EQ(RawRefusal("trusted"), "08P01 no authentication method is found");
 }
 
+TEST_F(HbaAuthTest, SetOnlineReadsTheHbaFileAndOneThatDoesNotLoadRefusesLogins) {
+  StartAgentWith(Options({{"auth_type", "md5"}}));
+  ASSERT_NE(agent_, nullptr);
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, Connect(Unix("pgbouncer", "pgbouncer")));
+  EXPECT_THAT(LoginOutcome(Tcp("trusted", "sslmode=disable")), HasSubstr("password"));
+  PGF_ASSERT_OK(Command(console.get(), "SET auth_type = 'hba'").status());
+  EXPECT_EQ(LoginOutcome(Tcp("trusted", "sslmode=disable")), "ok");
+
+  // A file that does not load: the SET goes through with a notice, and no login gets in
+  // (rather than the previous rules or method going on unnoticed).
+  PGF_ASSERT_OK(Command(console.get(), "SET auth_hba_file = '/nonexistent/hba.conf'").status());
+  EXPECT_EQ(RawRefusal("trusted"), "08P01 no authentication method is found");
+  EXPECT_THAT(agent_->LogContents(), HasSubstr("auth_hba_file not loaded"));
+  PGF_ASSERT_OK(
+      Command(console.get(), absl::StrCat("SET auth_hba_file = '", HbaPath(), "'")).status());
+  EXPECT_EQ(LoginOutcome(Tcp("trusted", "sslmode=disable")), "ok");
+}
+
 }  // namespace
 }  // namespace pgfleet::testutil
