@@ -141,6 +141,17 @@ absl::StatusOr<LoadedConfig> LoadConfigAndFiles(const std::string& path) {
   PGF_ASSIGN_OR_RETURN(loaded.cfg, config::LoadConfig(path));
   PGF_ASSIGN_OR_RETURN(loaded.users, LoadAuthFileFor(loaded.cfg));
   PGF_ASSIGN_OR_RETURN(loaded.hba, LoadHbaFor(loaded.cfg));
+  if (loaded.hba != nullptr && (loaded.cfg.client_tls_sslmode == config::TlsMode::kDisable ||
+                                loaded.cfg.client_tls_ca_file.empty())) {
+    // Such a line can never log anyone in: the agent does not ask for client certificates.
+    for (const config::HbaRule& rule : loaded.hba->rules) {
+      if (rule.method != config::HbaMethod::kCert) continue;
+      loaded.cfg.warnings.push_back(absl::StrCat(
+          loaded.hba->path, ":", rule.line,
+          ": cert needs client TLS with client_tls_ca_file; this line refuses every login"));
+      break;
+    }
+  }
   absl::StatusOr<std::shared_ptr<const TlsContext>> client_tls = TlsContext::ForClients(loaded.cfg);
   if (!client_tls.ok()) return LocateTlsError(loaded.cfg, client_tls.status());
   loaded.client_tls = std::move(*client_tls);

@@ -190,6 +190,13 @@ TEST_F(HbaAuthTest, AuthTypeCertTakesTheUserFromTheCertificate) {
               HasSubstr("certificate authentication failed"));
 }
 
+TEST_F(HbaAuthTest, CertLinesWithoutClientCertificatesAreWarnedAbout) {
+  StartAgentWith(Options({{"client_tls_sslmode", "disable"}}));
+  ASSERT_NE(agent_, nullptr);
+  EXPECT_THAT(agent_->StderrContents() + agent_->LogContents(),
+              HasSubstr("hba.conf:6: cert needs client TLS with client_tls_ca_file"));
+}
+
 TEST_F(HbaAuthTest, PeerLinesCompareTheUnixSocketPeersOsUser) {
   StartAgentWith(Options({}));
   ASSERT_NE(agent_, nullptr);
