@@ -32,8 +32,8 @@
 #include "agent/tls/tls_context.h"
 #include "common/auth_crypto.h"
 #include "common/config/auth_file.h"
-#include "common/config/hba.h"
 #include "common/config/config.h"
+#include "common/config/hba.h"
 
 struct evconnlistener;
 struct event;

@@ -983,14 +983,14 @@ static absl::Status ValidateTls(const Config& config, const std::string& path) {
   }
   // PgBouncer's sbuf_tls_setup: cert logins need every client certificate verified. It asks
   // for verify-full exactly; verify-ca checks client certificates the same way.
+  const bool verifies_clients = config.client_tls_sslmode == TlsMode::kVerifyCa ||
+                                config.client_tls_sslmode == TlsMode::kVerifyFull;
   if (config.auth_type == AuthType::kCert &&
-      ((config.client_tls_sslmode != TlsMode::kVerifyCa &&
-        config.client_tls_sslmode != TlsMode::kVerifyFull) ||
-       config.client_tls_ca_file.empty())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        config.Where("auth_type"),
-        ": auth_type = cert needs client_tls_sslmode = verify-full (or verify-ca) and "
-        "client_tls_ca_file"));
+      (!verifies_clients || config.client_tls_ca_file.empty())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(config.Where("auth_type"),
+                     ": auth_type = cert needs client_tls_sslmode = verify-full (or verify-ca) and "
+                     "client_tls_ca_file"));
   }
   if (config.auth_type == AuthType::kHba && config.auth_hba_file.empty()) {
     return absl::InvalidArgumentError(

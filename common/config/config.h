@@ -25,7 +25,7 @@ enum class TlsMode { kDisable, kAllow, kPrefer, kRequire, kVerifyCa, kVerifyFull
 const char* PoolModeName(PoolMode mode);  // "session" | "transaction" | "statement"
 // "trust" | "plain" | "md5" | "scram-sha-256" | "any" | "hba" | "cert"
 const char* AuthTypeName(AuthType type);
-const char* TlsModeName(TlsMode mode);    // "disable" | "allow" | ... | "verify-full"
+const char* TlsModeName(TlsMode mode);  // "disable" | "allow" | ... | "verify-full"
 
 // PgBouncer's per-database load_balance_hosts: which host of a host list (`host=a,b,c`) a new
 // server connection goes to. round-robin: the next one each time; disable: the same one until
