@@ -87,6 +87,17 @@ absl::StatusOr<config::AuthFile> LoadAuthFileFor(const config::Config& cfg) {
   return users;
 }
 
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const config::HbaFile>> LoadHbaFor(const config::Config& cfg) {
+  if (cfg.auth_type != config::AuthType::kHba) return std::shared_ptr<const config::HbaFile>();
+  absl::StatusOr<config::HbaFile> hba = config::LoadHbaFile(cfg.auth_hba_file, cfg.auth_ident_file);
+  if (!hba.ok()) return AtKey(cfg, "auth_hba_file", hba.status());
+  return std::make_shared<const config::HbaFile>(*std::move(hba));
+}
+
+namespace {
+
 // TlsContext's errors start with the key they are about ("client_tls_cert_file /x: cannot
 // load certificate: ..."); this puts the line that set it in front.
 absl::Status LocateTlsError(const config::Config& cfg, const absl::Status& status) {
@@ -120,6 +131,7 @@ absl::Status CheckLogFile(const config::Config& cfg) {
 struct LoadedConfig {
   config::Config cfg;
   config::AuthFile users;
+  std::shared_ptr<const config::HbaFile> hba;
   std::shared_ptr<const TlsContext> client_tls;
   std::shared_ptr<const TlsContext> server_tls;
 };
@@ -128,6 +140,18 @@ absl::StatusOr<LoadedConfig> LoadConfigAndFiles(const std::string& path) {
   LoadedConfig loaded;
   PGF_ASSIGN_OR_RETURN(loaded.cfg, config::LoadConfig(path));
   PGF_ASSIGN_OR_RETURN(loaded.users, LoadAuthFileFor(loaded.cfg));
+  PGF_ASSIGN_OR_RETURN(loaded.hba, LoadHbaFor(loaded.cfg));
+  if (loaded.hba != nullptr && (loaded.cfg.client_tls_sslmode == config::TlsMode::kDisable ||
+                                loaded.cfg.client_tls_ca_file.empty())) {
+    // Such a line can never log anyone in: the agent does not ask for client certificates.
+    for (const config::HbaRule& rule : loaded.hba->rules) {
+      if (rule.method != config::HbaMethod::kCert) continue;
+      loaded.cfg.warnings.push_back(absl::StrCat(
+          loaded.hba->path, ":", rule.line,
+          ": cert needs client TLS with client_tls_ca_file; this line refuses every login"));
+      break;
+    }
+  }
   absl::StatusOr<std::shared_ptr<const TlsContext>> client_tls = TlsContext::ForClients(loaded.cfg);
   if (!client_tls.ok()) return LocateTlsError(loaded.cfg, client_tls.status());
   loaded.client_tls = std::move(*client_tls);
@@ -176,6 +200,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   }
   for (const std::string& warning : loaded.cfg.warnings) PGF_WARN("config", "%s", warning);
   agent->auth_file_ = std::move(loaded.users);
+  agent->hba_ = std::move(loaded.hba);
   agent->client_tls_ = std::move(loaded.client_tls);
   agent->server_tls_ = std::move(loaded.server_tls);
   agent->SetConfig(std::make_shared<const config::Config>(std::move(loaded.cfg)));
@@ -678,6 +703,7 @@ absl::Status Agent::ReloadConfig() {
   tls_staged_.reset();
   SetConfig(std::make_shared<const config::Config>(std::move(cfg)));
   auth_file_ = std::move(users);
+  hba_ = std::move(loaded.hba);
   client_tls_ = std::move(client_tls);
   server_tls_ = std::move(server_tls);
   scram_cache_.clear();

@@ -33,6 +33,7 @@
 #include "common/auth_crypto.h"
 #include "common/config/auth_file.h"
 #include "common/config/config.h"
+#include "common/config/hba.h"
 
 struct evconnlistener;
 struct event;
@@ -73,6 +74,9 @@ struct AgentOptions {
 // PgBouncer's tune_socket for a TCP socket (client or server): tcp_socket_buffer,
 // tcp_user_timeout, SO_KEEPALIVE and tcp_keepcnt/keepidle/keepintvl from the config.
 void ApplyKeepalive(int fd, const config::Config& cfg);
+// auth_hba_file's rules (with auth_ident_file's maps) under auth_type = hba, else nullptr.
+// Errors name the ini line that set auth_hba_file, then the hba file's own line.
+absl::StatusOr<std::shared_ptr<const config::HbaFile>> LoadHbaFor(const config::Config& cfg);
 
 // The pooler. The controller link is no part of it: agent/main.cc attaches one through
 // AgentControl (what the link may do) and the two hooks below (what the pooler shows of it).
@@ -88,6 +92,9 @@ class Agent final : public AgentControl {
   const config::Config& config() const { return *config_; }
   std::shared_ptr<const config::Config> config_ptr() const { return config_; }
   const config::AuthFile& auth_file() const { return auth_file_; }
+  // auth_hba_file's rules under auth_type = hba; nullptr otherwise, or when a SET made the
+  // agent use a file that did not load (every login is then refused, and the SET said why).
+  const config::HbaFile* hba() const { return hba_.get(); }
   // Secrets of users not in auth_file, as auth_query last answered (auth_query.h).
   AuthQueryCache& auth_query_cache() { return auth_query_cache_; }
   // nullptr when TLS towards clients / servers is disabled. Connections hold their own
@@ -359,6 +366,7 @@ class Agent final : public AgentControl {
   std::unique_ptr<EventLoop> loop_;
   std::shared_ptr<const config::Config> config_;
   config::AuthFile auth_file_;
+  std::shared_ptr<const config::HbaFile> hba_;
   AuthQueryCache auth_query_cache_;
   std::shared_ptr<const TlsContext> client_tls_;
   std::shared_ptr<const TlsContext> server_tls_;

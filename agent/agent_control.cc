@@ -302,6 +302,18 @@ std::string Agent::ReplaceConfig(config::Config cfg) {
       config::CopyTlsSettings(*config_, cfg);
     }
   }
+  // SET auth_type = hba, auth_hba_file or auth_ident_file: the rules are read now. A file that
+  // does not load refuses every login (no rules match) rather than keeping the old method.
+  if (cfg.auth_type != config_->auth_type || cfg.auth_hba_file != config_->auth_hba_file ||
+      cfg.auth_ident_file != config_->auth_ident_file) {
+    absl::StatusOr<std::shared_ptr<const config::HbaFile>> hba = LoadHbaFor(cfg);
+    hba_ = hba.ok() ? std::move(*hba) : nullptr;
+    if (!hba.ok()) {
+      absl::StrAppend(&note, note.empty() ? "" : "; ", "auth_hba_file not loaded (",
+                      hba.status().message(), "): logins are refused until it loads");
+      PGF_WARN("admin", "SET: %s", note);
+    }
+  }
   SetConfig(std::make_shared<const config::Config>(std::move(cfg)));
   common::SetLogLevel(config_->verbose ? common::LogLevel::kDebug : common::LogLevel::kInfo);
   if (reconnect_servers) {

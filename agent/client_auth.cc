@@ -46,6 +46,14 @@ ClientAuth::Outcome ClientAuth::CloseWithError(const std::string& sqlstate,
 }
 
 ClientAuth::Outcome ClientAuth::Start() {
+  if (IsOwnConsoleUser()) {
+    client_.console_admin_ = true;
+    if (agent_.config().log_connections) {
+      PGF_INFO("client", "%s pgbouncer access from unix socket",
+               ClientLogPrefix(id_, database_, user_, peer_));
+    }
+    return Outcome::kSucceeded;
+  }
   if (agent_.config().auth_type == config::AuthType::kAny) return Outcome::kSucceeded;
   std::string auth_user, auth_db;
   if (UsesAuthQuery(auth_user, auth_db)) return StartLookup(auth_user, auth_db);
@@ -143,30 +151,7 @@ ClientAuth::Outcome ClientAuth::OnLookupAnswer(absl::StatusOr<AuthQueryAnswer> a
 }
 
 ClientAuth::Outcome ClientAuth::Begin(const config::UserSecret* secret) {
-  const config::Config& cfg = agent_.config();
-  switch (cfg.auth_type) {
-    case config::AuthType::kAny:
-      return Outcome::kSucceeded;
-    case config::AuthType::kTrust:
-      // As PgBouncer: a user auth_query knows is trusted, whatever its password column.
-      if (secret == nullptr && !lookup_found_) {
-        return Failed(missing_secret_reason_);
-      }
-      return Outcome::kSucceeded;
-    case config::AuthType::kPlain:
-      auth_method_ = AuthMethod::kCleartext;
-      break;
-    case config::AuthType::kMd5:
-      // As PgBouncer: a SCRAM secret cannot answer md5, so such users are asked for SCRAM.
-      auth_method_ = (secret != nullptr && secret->kind == config::SecretKind::kScramSha256)
-                         ? AuthMethod::kScram
-                         : AuthMethod::kMd5;
-      break;
-    case config::AuthType::kScramSha256:
-      auth_method_ = AuthMethod::kScram;
-      break;
-  }
-
+  if (std::optional<Outcome> decided = DecideMethod(secret)) return *decided;
   switch (auth_method_) {
     case AuthMethod::kCleartext:
       client_.Write(pg::AuthenticationRequest(pg::kAuthCleartext));
@@ -331,61 +316,11 @@ bool ClientAuth::PasswordMatches(const config::UserSecret& secret, const std::st
   return false;
 }
 
-std::string ClientAuth::FailureAnswer() const {
-  // PgBouncer's words for each method (client.c), whatever went wrong: the client learns no
-  // more than that (the log says why).
-  if (agent_.config().auth_type == config::AuthType::kTrust) {
-    return "\"trust\" authentication failed";
-  }
-  if (auth_method_ == AuthMethod::kScram) return "SASL authentication failed";
-  return "password authentication failed";
-}
-
 void ClientAuth::NotePreviousSecretUsed() {
   // Which secret, never the secret: the operator closing the overlap wants to know who still
   // uses the old password.
   PGF_DEBUG("client", "c=%d %s user '%s' logged in with the previous secret (rotation overlap)",
             id_, peer_, user_);
-}
-
-ClientAuth::Outcome ClientAuth::Failed(const std::string& log_reason, const std::string& sqlstate,
-                                       const std::string& message) {
-  // Counted on an existing pool only: a failed login must create nothing that outlives it.
-  if (Pool* pool = agent_.FindPool(database_, agent_.PoolUserFor(database_, user_))) {
-    pool->stats().client_login_failures++;
-  }
-  const config::Config& cfg = agent_.config();
-  const absl::string_view address = PeerAddressWithoutPort(peer_);
-  const AuthFailureLimiter::Decision decision = agent_.auth_failures().OnFailure(
-      address, absl::Now(), cfg.auth_failure_burst, cfg.auth_failure_max_delay);
-  if (decision.unlogged_in_previous_window > 0) {
-    LogUnloggedFailures(address, decision.unlogged_in_previous_window);
-  }
-  if (decision.log) {
-    PGF_WARN("client", "%s login failed for user '%s' db '%s': %s",
-             ClientLogPrefix(id_, database_, user_, peer_), user_, database_, log_reason);
-  }
-  if (decision.throttling_started) {
-    PGF_WARN("client",
-             "%s: %d failed logins within a minute (auth_failure_burst = %d); further failures "
-             "from this address are answered after a growing delay, up to %s, and not logged one "
-             "by one until the minute is over",
-             address, decision.failures_in_window, cfg.auth_failure_burst,
-             absl::FormatDuration(cfg.auth_failure_max_delay));
-  }
-  client_.quiet_close_ = !decision.log;
-  std::string answer = message.empty() ? FailureAnswer() : message;
-  if (decision.delay <= absl::ZeroDuration()) {
-    return CloseWithError(sqlstate, answer);
-  }
-  // Hold the answer back; nothing more is read from this client meanwhile. The login
-  // timeout and every other way of closing still apply (Close cancels the timer).
-  client_.net().DisableRead();
-  auth_delay_ = std::make_unique<Timer>(
-      agent_.loop(),
-      [this, sqlstate, answer = std::move(answer)] { client_.CloseWithError(sqlstate, answer); });
-  auth_delay_->Start(decision.delay, /*repeat=*/false);
-  return Outcome::kFailed;
 }
 
 void ClientConn::StartAuth() {
@@ -434,7 +369,7 @@ void ClientConn::AuthSucceeded() {
   }
   if (database() == "pgbouncer") {
     const config::Config& cfg = agent_.config();
-    if (cfg.auth_type != config::AuthType::kAny && !cfg.IsAdminUser(user()) &&
+    if (cfg.auth_type != config::AuthType::kAny && !console_admin_ && !cfg.IsAdminUser(user()) &&
         !cfg.IsStatsUser(user())) {
       PGF_WARN("admin", "c=%d user %s from %s refused: not in admin_users or stats_users", id_,
                user(), peer());

@@ -16,6 +16,7 @@
 #include "agent/auth_query.h"
 #include "common/auth_crypto.h"
 #include "common/config/auth_file.h"
+#include "common/config/hba.h"
 
 namespace pgfleet::agent {
 
@@ -49,6 +50,15 @@ class ClientAuth {
  private:
   // The exchange, once the secret is known (nullptr: none, and nobody can log in with it).
   Outcome Begin(const config::UserSecret* secret);
+  // Which method this login gets (auth_type's, or that of the first auth_hba_file line that
+  // matches it) into method_. Those without a password message (trust, reject, cert, peer)
+  // are decided here: their outcome. For the others auth_method_ is set and nullopt returned
+  // (client_auth_method.cc).
+  std::optional<Outcome> DecideMethod(const config::UserSecret* secret);
+  const config::HbaRule* MatchHbaRule(const config::HbaFile& hba) const;
+  // PgBouncer's admin_pre_login: the user `pgbouncer`, on the console, over the unix socket,
+  // from the agent's own OS user, logs in without a password and as an admin.
+  bool IsOwnConsoleUser() const;
   // The user's secret: auth_file's, or auth_query's answer.
   const config::UserSecret* Secret() const;
   // Whether auth_query decides this login: a user not in auth_file, on a database with an
@@ -64,7 +74,7 @@ class ClientAuth {
   bool PasswordMatches(const config::UserSecret& secret, const std::string& password);
   void NotePreviousSecretUsed();
   // "\"trust\" authentication failed", "SASL authentication failed" (SCRAM, md5 with a SCRAM
-  // secret) or "password authentication failed" (plain, md5).
+  // secret) or "password authentication failed" (plain, md5), as method_ calls for.
   std::string FailureAnswer() const;
 
   Agent& agent_;
@@ -76,6 +86,8 @@ class ClientAuth {
   const std::string peer_;
   const std::string& database_;
 
+  // The method chosen (DecideMethod), and the password exchange it runs, if any.
+  config::HbaMethod method_ = config::HbaMethod::kMd5;
   enum class AuthMethod { kNone, kCleartext, kMd5, kScram };
   AuthMethod auth_method_ = AuthMethod::kNone;
   std::string md5_salt_;

@@ -82,6 +82,9 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   net::NetConn& net() { return net_; }
   const net::NetConn& net() const { return net_; }
   bool tls() const { return tls_; }
+  // Logged in to the console as PgBouncer's own `pgbouncer` user (the unix socket, the agent's
+  // own uid): an admin whatever admin_users says (cert_peer_auth.h).
+  bool console_admin() const { return console_admin_; }
   // Called by the server side when the client's output buffer grew past the limit.
   void StartBackpressure();
   // PgBouncer 1.24's query_wait_notify: tells a client queued that long that it waits for a
@@ -200,6 +203,7 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   // query_wait_notify's NOTICE went out (PgBouncer sends it once per client connection).
   bool wait_notice_sent_ = false;
   bool admin_busy_ = false;
+  bool console_admin_ = false;  // Set by ClientAuth.
   // A failed login's closing goes unlogged (past the auth failure burst, one summary line
   // stands for it).
   bool quiet_close_ = false;

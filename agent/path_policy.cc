@@ -106,6 +106,8 @@ absl::Status CheckPushedPaths(const config::Config& config, const PathPolicy& po
       {"logfile", config.logfile, true},
       {"pidfile", config.pidfile, true},
       {"auth_file", config.auth_file, false},
+      {"auth_hba_file", config.auth_hba_file, false},
+      {"auth_ident_file", config.auth_ident_file, false},
       {"client_tls_cert_file", config.client_tls_cert_file, false},
       {"client_tls_key_file", config.client_tls_key_file, false},
       {"client_tls_ca_file", config.client_tls_ca_file, false},

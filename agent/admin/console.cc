@@ -39,7 +39,7 @@ void AdminConsole::HandleQuery(ClientConn* client, std::string_view sql) {
   const std::string& verb = parsed->verb;
   const Args& args = parsed->args;
   const std::string& command = parsed->text;
-  const bool is_admin = agent_.config().IsAdminUser(client->user()) ||
+  const bool is_admin = client->console_admin() || agent_.config().IsAdminUser(client->user()) ||
                         agent_.config().auth_type == config::AuthType::kAny;
   if (!is_admin && !IsReadOnly(verb)) {
     PGF_WARN("admin", "c=%d user %s refused: %s (stats_users may only SHOW)", client->id(),

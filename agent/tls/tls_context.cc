@@ -136,9 +136,14 @@ absl::StatusOr<std::shared_ptr<const TlsContext>> TlsContext::ForClients(
   if (!cfg.client_tls_ca_file.empty()) {
     PGF_RETURN_IF_ERROR(LoadCa(ctx, "client_tls_ca_file", cfg.client_tls_ca_file));
   }
-  // verify-ca / verify-full: clients must present a certificate the CA signed.
+  // verify-ca / verify-full: clients must present a certificate the CA signed. Below that,
+  // with a CA set, a certificate is asked for but optional, and checked when presented (as
+  // PgBouncer's verify_client_optional): an hba `cert` line can then log a client in under
+  // sslmode require too.
   if (Verifies(cfg.client_tls_sslmode)) {
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  } else if (!cfg.client_tls_ca_file.empty()) {
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
   }
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);

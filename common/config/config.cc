@@ -127,20 +127,21 @@ absl::StatusOr<TlsMode> ParseTlsMode(absl::string_view value) {
 
 absl::StatusOr<AuthType> ParseAuthType(absl::string_view value) {
   for (AuthType type : {AuthType::kTrust, AuthType::kPlain, AuthType::kMd5, AuthType::kScramSha256,
-                        AuthType::kAny}) {
+                        AuthType::kAny, AuthType::kHba, AuthType::kCert}) {
     if (absl::EqualsIgnoreCase(value, AuthTypeName(type))) return type;
   }
   std::string lower = absl::AsciiStrToLower(value);
   // Valid for PgBouncer, so say why the file is refused rather than calling it a typo. Not a
   // warning: silently falling back to another method would change who can log in.
-  if (lower == "cert" || lower == "hba" || lower == "pam" || lower == "ldap") {
+  if (lower == "pam" || lower == "ldap") {
     return absl::InvalidArgumentError(
         absl::StrCat("auth_type '", value,
                      "' is not supported by pgfleet (supported: trust, plain, md5, "
-                     "scram-sha-256, any)"));
+                     "scram-sha-256, cert, hba, any)"));
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "invalid auth type '", value, "' (expected trust, plain, md5, scram-sha-256 or any)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("invalid auth type '", value,
+                   "' (expected trust, plain, md5, scram-sha-256, cert, hba or any)"));
 }
 
 // PgBouncer's strlist: comma-separated, blanks around names dropped, empty items skipped.
@@ -275,6 +276,8 @@ const Option kOptions[] = {
      },
      [](const Config& c) { return std::string(AuthTypeName(c.auth_type)); }},
     StringOption<&Config::auth_file>("auth_file"),
+    StringOption<&Config::auth_hba_file>("auth_hba_file"),
+    StringOption<&Config::auth_ident_file>("auth_ident_file"),
     StringOption<&Config::auth_user>("auth_user"),
     StringOption<&Config::auth_query>("auth_query"),
     StringOption<&Config::auth_dbname>("auth_dbname"),
@@ -428,8 +431,6 @@ const char kTlsDefaults[] = "OpenSSL's defaults are used";
 
 const std::vector<UnsupportedSetting> kUnsupportedSettings = {
     {"pgbouncer", "application_name_add_host", "0", "application_name is passed through as sent"},
-    {"pgbouncer", "auth_hba_file", "", "auth_type hba is not supported"},
-    {"pgbouncer", "auth_ident_file", "", "auth_type hba is not supported"},
     {"pgbouncer", "auth_ldap_options", "", "auth_type ldap is not supported"},
     {"pgbouncer", "cancel_wait_timeout", "10",
      "cancel requests are forwarded at once on their own connection, never queued"},
@@ -827,6 +828,10 @@ const char* AuthTypeName(AuthType type) {
       return "scram-sha-256";
     case AuthType::kAny:
       return "any";
+    case AuthType::kHba:
+      return "hba";
+    case AuthType::kCert:
+      return "cert";
   }
   return "unknown";
 }
@@ -975,6 +980,21 @@ static absl::Status ValidateTls(const Config& config, const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": server_tls_sslmode = ", TlsModeName(config.server_tls_sslmode),
                      " verifies the server's certificate and needs server_tls_ca_file"));
+  }
+  // PgBouncer's sbuf_tls_setup: cert logins need every client certificate verified. It asks
+  // for verify-full exactly; verify-ca checks client certificates the same way.
+  const bool verifies_clients = config.client_tls_sslmode == TlsMode::kVerifyCa ||
+                                config.client_tls_sslmode == TlsMode::kVerifyFull;
+  if (config.auth_type == AuthType::kCert &&
+      (!verifies_clients || config.client_tls_ca_file.empty())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(config.Where("auth_type"),
+                     ": auth_type = cert needs client_tls_sslmode = verify-full (or verify-ca) and "
+                     "client_tls_ca_file"));
+  }
+  if (config.auth_type == AuthType::kHba && config.auth_hba_file.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(config.Where("auth_type"), ": auth_type = hba needs auth_hba_file"));
   }
   if (config.server_tls_cert_file.empty() != config.server_tls_key_file.empty()) {
     return absl::InvalidArgumentError(

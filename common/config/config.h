@@ -16,13 +16,16 @@
 namespace pgfleet::config {
 
 enum class PoolMode { kSession, kTransaction, kStatement };
-enum class AuthType { kTrust, kPlain, kMd5, kScramSha256, kAny };
+// kHba: the method comes from auth_hba_file's first matching line (common/config/hba.h).
+// kCert: a TLS client certificate whose name is the user's.
+enum class AuthType { kTrust, kPlain, kMd5, kScramSha256, kAny, kHba, kCert };
 // client_tls_sslmode / server_tls_sslmode, PgBouncer's (and libpq's) names.
 enum class TlsMode { kDisable, kAllow, kPrefer, kRequire, kVerifyCa, kVerifyFull };
 
 const char* PoolModeName(PoolMode mode);  // "session" | "transaction" | "statement"
-const char* AuthTypeName(AuthType type);  // "trust" | "plain" | "md5" | "scram-sha-256" | "any"
-const char* TlsModeName(TlsMode mode);    // "disable" | "allow" | ... | "verify-full"
+// "trust" | "plain" | "md5" | "scram-sha-256" | "any" | "hba" | "cert"
+const char* AuthTypeName(AuthType type);
+const char* TlsModeName(TlsMode mode);  // "disable" | "allow" | ... | "verify-full"
 
 // PgBouncer's per-database load_balance_hosts: which host of a host list (`host=a,b,c`) a new
 // server connection goes to. round-robin: the next one each time; disable: the same one until
@@ -125,6 +128,9 @@ struct Config {
   std::string unix_socket_dir = "/tmp";  // Empty: no unix socket.
   AuthType auth_type = AuthType::kMd5;
   std::string auth_file;
+  // auth_type = hba: pg_hba.conf-style rules, and the ident maps their map= options name.
+  std::string auth_hba_file;
+  std::string auth_ident_file;
   // Users not in auth_file have their password looked up in PostgreSQL: auth_query (with the
   // user name as $1) runs as auth_user (whose own password is in auth_file) on the client's
   // database, or on auth_dbname when set. Empty auth_user: no lookups.

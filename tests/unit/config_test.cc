@@ -291,7 +291,7 @@ TEST(ConfigTest, RealisticProductionConfig) {
 TEST(ConfigTest, IgnoredPgBouncerKeysAreAccepted) {
   for (const char* key : {"so_reuseport", "dns_nxdomain_ttl", "job_name", "user",
                           "server_round_robin", "suspend_timeout", "sbuf_loopcnt", "peer_id",
-                          "conffile", "service_name", "auth_hba_file", "resolv_conf"}) {
+                          "conffile", "service_name", "auth_ldap_options", "resolv_conf"}) {
     Config c = MustParse(absl::StrCat("[pgbouncer]\n", key, " = whatever\n"));
     EXPECT_THAT(c.warnings, ElementsAre(Ignored("test.ini:2", "pgbouncer", key)));
   }
@@ -664,7 +664,7 @@ TEST(ConfigErrorTest, BadEnum) {
                     HasSubstr("session, transaction or statement")));
   EXPECT_THAT(OptionError("auth_type", "password"),
               HasSubstr("key 'auth_type': invalid auth type 'password'"));
-  for (const char* unsupported : {"cert", "hba", "pam", "ldap"}) {
+  for (const char* unsupported : {"pam", "ldap"}) {
     EXPECT_THAT(
         OptionError("auth_type", unsupported),
         HasSubstr(absl::StrCat("auth_type '", unsupported, "' is not supported by pgfleet")));
@@ -942,6 +942,7 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "admin_users|||yes", "auth_dbname|||yes",
       // pgfleet's own keys (slowing password guessing down); PgBouncer has no such rows.
       "auth_failure_burst|5|5|yes", "auth_failure_max_delay|2|2|yes", "auth_file|||yes",
+      "auth_hba_file|||yes", "auth_ident_file|||yes",
       // PgBouncer 1.25's default auth_query (1.18's read pg_shadow).
       "auth_query|" + std::string(kDefaultAuthQuery) + "|" + kDefaultAuthQuery + "|yes",
       "auth_type|md5|md5|yes", "auth_user|||yes", "autodb_idle_timeout|3600|3600|yes",

@@ -137,6 +137,11 @@ TEST_F(StateDirTest, PushedPathsOutsideAreRefusedNamingTheKey) {
               HasSubstr("pidfile: " + outside_ + "/agent.pid is outside"));
   EXPECT_THAT(Check("auth_file", "/etc/shadow", policy).message(),
               HasSubstr("auth_file: /etc/shadow is outside"));
+  // auth_type = hba's files are read (and quoted in parse errors) like auth_file.
+  EXPECT_THAT(Check("auth_hba_file", "/etc/shadow", policy).message(),
+              HasSubstr("auth_hba_file: /etc/shadow is outside"));
+  EXPECT_THAT(Check("auth_ident_file", "/etc/passwd", policy).message(),
+              HasSubstr("auth_ident_file: /etc/passwd is outside"));
   EXPECT_THAT(Check("client_tls_key_file", "/etc/ssl/private/x.key", policy).message(),
               HasSubstr("client_tls_key_file: "));
   // ".." out of an allowed dir, to an existing and to a new file.
