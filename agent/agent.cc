@@ -28,6 +28,7 @@
 #include "agent/client_conn.h"
 #include "agent/metrics/metrics_server.h"
 #include "agent/pg/protocol.h"
+#include "agent/reboot.h"
 #include "agent/server_conn.h"
 #include "common/config/restart_keys.h"
 #include "common/config/tls_settings.h"
