@@ -493,6 +493,17 @@ TEST_F(AdminConsoleTest, EveryShowHasPgBouncer125ColumnsAndTypes) {
   PGF_ASSERT_OK_AND_ASSIGN(Table users, Show(console.get(), "SHOW USERS"));
   EXPECT_EQ(users.Where({{"name", "pgbouncer"}}).size(), 1u) << users.Dump();
 
+  // SHOW FDS shows every cancel key: admin_users only, as in PgBouncer; other SHOWs are open to
+  // stats_users.
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn stats_console, ConnectConsole(kStatsUser, kStatsPassword));
+  absl::StatusOr<Table> stats_fds = Show(stats_console.get(), "SHOW FDS");
+  EXPECT_FALSE(stats_fds.ok()) << stats_fds->Dump();
+  if (!stats_fds.ok()) {
+    EXPECT_TRUE(absl::StrContains(stats_fds.status().message(), "admin access needed"))
+        << stats_fds.status();
+  }
+  PGF_EXPECT_OK(Show(stats_console.get(), "SHOW POOLS").status());
+
   // The empty string, not NULL, where PgBouncer sends one: a client without a server has no
   // link, a plain-text one no tls.
   PgResult clients(PQexec(console.get(), "SHOW CLIENTS"));
