@@ -28,6 +28,7 @@
 #include "agent/client_conn.h"
 #include "agent/metrics/metrics_server.h"
 #include "agent/pg/protocol.h"
+#include "agent/reboot.h"
 #include "agent/server_conn.h"
 #include "common/config/restart_keys.h"
 #include "common/config/tls_settings.h"
@@ -203,13 +204,17 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   agent->hba_ = std::move(loaded.hba);
   agent->client_tls_ = std::move(loaded.client_tls);
   agent->server_tls_ = std::move(loaded.server_tls);
+  // A file without `verbose` leaves -v's level (PgBouncer: the key has no default to reset to).
+  if (!loaded.cfg.locations.contains("verbose")) {
+    loaded.cfg.verbose = agent->options_.verbose_from_command_line;
+  }
   agent->SetConfig(std::make_shared<const config::Config>(std::move(loaded.cfg)));
   if (!agent->config_->logfile.empty() && !common::SetLogFile(agent->config_->logfile)) {
     return AtKey(
         *agent->config_, "logfile",
         absl::ErrnoToStatus(errno, absl::StrCat("cannot open '", agent->config_->logfile, "'")));
   }
-  if (agent->config_->verbose) common::SetLogLevel(common::LogLevel::kDebug);
+  common::SetLogLevel(agent->config_->verbose ? common::LogLevel::kDebug : common::LogLevel::kInfo);
   agent->loop_ = EventLoop::Create();
   agent->admin_ = std::make_unique<AdminConsole>(*agent);
   agent->start_time_us_ = MonotonicMicros();
@@ -697,6 +702,9 @@ absl::Status Agent::ReloadConfig() {
   // failure leaves the listeners and (returning here) the whole config as they were.
   PGF_RETURN_IF_ERROR(ApplyListeners(cfg, /*at_start=*/false));
   const bool new_stats_period = cfg.stats_period != config_->stats_period;
+  // A file without `verbose` keeps the level in force (-v, or a console SET), as PgBouncer,
+  // whose verbose has no default a reload would reset it to.
+  if (!cfg.locations.contains("verbose")) cfg.verbose = config_->verbose;
   // Servers connected under other server TLS settings are replaced as they are released
   // (PgBouncer: "database configuration changed").
   const bool server_tls_changed = config::ServerTlsDiffers(*config_, cfg);

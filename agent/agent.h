@@ -69,6 +69,10 @@ struct AgentOptions {
   // its next transaction boundary (idle ones at once). --handover-drain-timeout; unset: the
   // config's handover_drain_timeout (which a RELOAD changes).
   std::optional<absl::Duration> handover_drain_timeout;
+  // -v/--verbose. As PgBouncer's cf_verbose (a key with no default): the file's `verbose`,
+  // when it sets one, wins at start and at each RELOAD; when it sets none the level in force
+  // stays, so -v outlives RELOAD and SIGHUP.
+  bool verbose_from_command_line = false;
 };
 
 // PgBouncer's tune_socket for a TCP socket (client or server): tcp_socket_buffer,

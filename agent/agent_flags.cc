@@ -164,6 +164,7 @@ AgentCommandLine ParseAgentCommandLine(int argc, const char* const* argv) {
     return Exit(2);
   }
   if (verbose) common::SetLogLevel(common::LogLevel::kDebug);
+  options.verbose_from_command_line = verbose;
   // PgBouncer's -q is about where log lines go, not which: stderr gets none.
   if (quiet) common::SetLogToStderr(false);
   if (!shutdown_timeout.empty() &&

@@ -31,16 +31,8 @@
 // The state dir lock is an flock on an open file description: passing the fd shares the lock,
 // so the new process holds it before the old one lets go, and nobody else can take it between.
 //
-// PgBouncer's -R/--reboot uses the same hand-over with a process the admin started instead of a
-// forked one: `pgfleet-agent -R pgbouncer.ini` finds the running agent through the config's
-// pidfile, listens on the abstract unix socket "@pgfleet-agent-takeover/<old pid>"
-// (SOCK_SEQPACKET) and sends that agent SIGUSR2. On SIGUSR2 an agent first looks for such a
-// listener for its own pid: when there is one whose owner is its own user (or root), that
-// connection is the channel above in place of a socketpair, with the same messages, so the -R
-// process takes the listeners over and the old one lets its clients finish and exits. Otherwise
-// SIGUSR2 forks a new process as before. A request the old process turns down (a restart already
-// under way, SUSPEND) is answered "refused REASON". Abstract socket names need no file to clean
-// up; the credential checks on both ends keep another user from posing as either side.
+// PgBouncer's -R/--reboot hands over the same way to a process the admin started instead of a
+// forked one: see agent/reboot.h.
 #pragma once
 
 #include <sys/types.h>
@@ -107,25 +99,12 @@ void ReportHandoverFailed(InheritedSockets& inherited, const std::string& reason
 // Closes whatever the new process did not use.
 void CloseUnusedInherited(InheritedSockets& inherited);
 
-// -R, in the new process: the running agent the config's `pidfile` names. nullopt when there is
-// none to take over from (no pidfile, or it names no running process): start normally, as
-// PgBouncer does. An error when the config has no pidfile, or names a process -R cannot take
-// over from (another user's, not a pgfleet-agent).
-absl::StatusOr<std::optional<pid_t>> FindAgentToTakeOver(const std::string& pidfile);
-// -R: asks agent `old_pid` to hand its listeners over to this process (see the top of this
-// file) and waits up to `timeout` for them. The result is then used as ReceiveHandover's.
-absl::StatusOr<InheritedSockets> RequestTakeover(pid_t old_pid, absl::Duration timeout);
-
-// A -R process waiting for this agent's listeners (the old process's side).
+// A -R process waiting for this agent's listeners (the old process's side; agent/reboot.h).
 struct TakeoverRequest {
   int channel_fd = -1;
   pid_t pid = 0;
   int pidfd = -1;  // To stop it if it never gets ready; -1 if the kernel has no pidfd_open.
 };
-// On SIGUSR2: the -R process waiting for this process, if any.
-std::optional<TakeoverRequest> AcceptTakeoverRequest();
-// Tells a -R process why this agent will not hand over, and closes the request.
-void RefuseTakeover(TakeoverRequest& request, const std::string& reason);
 
 // The fds the old process hands over.
 struct HandoverFds {
@@ -171,5 +150,16 @@ class HandoverParent {
   event* readable_ = nullptr;
   bool finished_ = false;
 };
+
+// The channel's wire, shared by this file and agent/reboot.cc (not for other callers).
+namespace handover_wire {
+// The old process's answer to a -R request it turns down, followed by why.
+inline constexpr char kRefused[] = "refused ";
+// One datagram on the channel; `fds` (if any) ride along with SCM_RIGHTS.
+absl::Status SendMessage(int fd, const std::string& text, const std::vector<int>& fds);
+// Waits up to `timeout` for the old process's message on `channel` and takes what it carries.
+// `channel` is owned by the result (closed on error).
+absl::StatusOr<InheritedSockets> ReadHandoverMessage(int channel, absl::Duration timeout);
+}  // namespace handover_wire
 
 }  // namespace pgfleet::agent

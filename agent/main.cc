@@ -16,6 +16,7 @@
 #include "agent/daemon.h"
 #include "agent/handover.h"
 #include "agent/link/fleet_agent.h"
+#include "agent/reboot.h"
 #include "common/config/config.h"
 #include "common/log.h"
 #include "common/service_notify.h"

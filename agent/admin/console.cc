@@ -57,6 +57,11 @@ void AdminConsole::HandleQuery(ClientConn* client, std::string_view sql) {
       Finish(client, pg::ErrorResponse("ERROR", "42601", "SHOW what? use SHOW HELP;"));
       return;
     }
+    // As in PgBouncer: SHOW FDS shows every connection's cancel key, so stats_users may not.
+    if (!is_admin && Upper(args[0]) == "FDS") {
+      Finish(client, pg::ErrorResponse("ERROR", "42501", "admin access needed"));
+      return;
+    }
     std::string response = Show(Upper(args[0]), client);
     Finish(client, response);
     return;

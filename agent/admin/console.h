@@ -1,6 +1,6 @@
 // The admin console: the virtual database "pgbouncer", spoken over the simple query
 // protocol so psql and any driver work. Commands are a table (PgBouncer's admin.c cmd_list),
-// and SHOW output matches PgBouncer 1.18's columns so existing tools read it unchanged.
+// and SHOW output matches PgBouncer 1.25's columns so existing tools read it unchanged.
 #pragma once
 
 #include <cstdint>
@@ -55,6 +55,10 @@ class AdminConsole {
   std::string ShowFds();
   std::string ShowVersion();
   std::string ShowState();
+  std::string ShowPeers();
+  std::string ShowPeerPools();
+  std::string ShowDnsHosts();
+  std::string ShowDnsZones();
 
   // Control commands (console.cc). Return the CommandComplete tag, or an error; a command
   // that will finish later returns the empty string after registering a Pending.

@@ -5,6 +5,13 @@
 
 namespace pgfleet::agent {
 
+std::set<std::string> ListedUserNames(const Agent& agent) {
+  std::set<std::string> names = {"pgbouncer"};
+  for (const auto& [name, secret] : agent.auth_file()) names.insert(name);
+  for (const auto& [name, user] : agent.config().users) names.insert(name);
+  return names;
+}
+
 std::vector<ListCount> ListCounts(const Agent& agent) {
   size_t used_clients = agent.admin_clients().size();
   size_t used_servers = 0;
@@ -14,8 +21,10 @@ std::vector<ListCount> ListCounts(const Agent& agent) {
   }
   // The admin console counts as one database and one pool, as in PgBouncer.
   return {{"databases", agent.config().databases.size() + 1},
-          {"users", agent.auth_file().size()},
+          {"users", ListedUserNames(agent).size()},
+          {"peers", 0},
           {"pools", agent.pools().size() + 1},
+          {"peer_pools", 0},
           {"free_clients", 0},
           {"used_clients", used_clients},
           {"login_clients", agent.login_clients_view().size()},

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstddef>
+#include <set>
+#include <string>
 #include <vector>
 
 namespace pgfleet::agent {
@@ -14,8 +16,12 @@ struct ListCount {
   size_t items;
 };
 
-// In PgBouncer's order. pgfleet keeps no free lists or DNS cache: those rows are 0. PgBouncer
-// 1.21+'s peers / peer_pools rows are left out: pgfleet has no [peers] (see config.h).
+// In PgBouncer 1.25's order. pgfleet keeps no free lists or DNS cache and has no [peers]: those
+// rows are 0, kept so that tools reading the rows by position find each where PgBouncer has it.
 std::vector<ListCount> ListCounts(const Agent& agent);
+
+// The users PgBouncer keeps in its user list, which SHOW USERS prints and SHOW LISTS counts:
+// the auth_file's, the [users] section's and the console's own "pgbouncer".
+std::set<std::string> ListedUserNames(const Agent& agent);
 
 }  // namespace pgfleet::agent

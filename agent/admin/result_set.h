@@ -16,13 +16,39 @@
 
 namespace pgfleet::agent::show {
 
-inline constexpr int32_t kTextOid = 25;
-inline constexpr int32_t kInt8Oid = 20;
+// The column types PgBouncer's admin console sends (src/pktbuf.c RowDescription): text, int4
+// for counts and settings, int8 for a few 64-bit values, numeric for the statistics (so
+// drivers never overflow a bigint), bytea for SHOW FDS' keys. Tools that bind columns by type
+// (Go's pgx, JDBC) break on a mismatch, so each column names PgBouncer's.
+enum class ColumnType { kText, kInt4, kInt8, kNumeric, kBytea };
 
 struct Column {
   const char* name;
-  bool numeric;
+  ColumnType type;
 };
+
+inline constexpr ColumnType kText = ColumnType::kText;
+inline constexpr ColumnType kInt4 = ColumnType::kInt4;
+inline constexpr ColumnType kInt8 = ColumnType::kInt8;
+inline constexpr ColumnType kNumeric = ColumnType::kNumeric;
+inline constexpr ColumnType kBytea = ColumnType::kBytea;
+
+// The type's OID and typlen in a RowDescription.
+inline std::pair<int32_t, int16_t> TypeOidAndLength(ColumnType type) {
+  switch (type) {
+    case ColumnType::kText:
+      return {25, -1};
+    case ColumnType::kInt4:
+      return {23, 4};
+    case ColumnType::kInt8:
+      return {20, 8};
+    case ColumnType::kNumeric:
+      return {1700, -1};
+    case ColumnType::kBytea:
+      return {17, -1};
+  }
+  return {25, -1};
+}
 
 // Accumulates one result set: RowDescription, DataRows, CommandComplete "SHOW".
 class ResultSet {
@@ -32,7 +58,8 @@ class ResultSet {
     builder.Int16(static_cast<int16_t>(columns_.size()));
     for (const Column& column : columns_) {
       builder.CString(column.name).Int32(0).Int16(0);
-      builder.Int32(column.numeric ? kInt8Oid : kTextOid).Int16(column.numeric ? 8 : -1);
+      const auto [oid, length] = TypeOidAndLength(column.type);
+      builder.Int32(oid).Int16(length);
       builder.Int32(-1).Int16(0);
     }
     out_ = builder.Finish();
@@ -71,13 +98,23 @@ inline std::string WallTime(uint64_t mono_us) {
 
 inline std::string Ptr(uint64_t id) { return absl::StrCat("0x", absl::Hex(id)); }
 
-// Splits "host:port" / "[v6]:port" / "unix" into address and port.
+// Splits "host:port" / "[v6]:port" / "unix" / "/dir/.s.PGSQL.port" into the addr and port
+// columns. A Unix socket shows as "unix" with its port, as PgBouncer shows it; the port is
+// always a number (the column is int4).
 inline std::pair<std::string, std::string> SplitPeer(const std::string& peer) {
+  auto numeric_or_zero = [](std::string port) {
+    if (port.empty() || port.find_first_not_of("0123456789") != std::string::npos)
+      return std::string("0");
+    return port;
+  };
+  if (size_t socket = peer.rfind("/.s.PGSQL."); socket != std::string::npos) {
+    return {"unix", numeric_or_zero(peer.substr(socket + 10))};
+  }
   size_t colon = peer.rfind(':');
   if (colon == std::string::npos) return {peer, "0"};
   std::string host = peer.substr(0, colon);
   if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  return {host, peer.substr(colon + 1)};
+  return {host, numeric_or_zero(peer.substr(colon + 1))};
 }
 
 // A tracked parameter's value ("" if the connection has none).

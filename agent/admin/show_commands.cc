@@ -1,6 +1,6 @@
-// SHOW commands of the admin console. Column names, order and units follow PgBouncer (1.25's
-// columns for USERS, DATABASES, POOLS; times in microseconds) so monitoring written for
-// PgBouncer reads them unchanged. CLIENTS/SERVERS/SOCKETS are in show_connections.cc.
+// SHOW commands of the admin console. Column names, order, types and units are PgBouncer
+// 1.25's (src/admin.c, src/stats.c; times in microseconds) so monitoring written for PgBouncer
+// reads them unchanged. CLIENTS/SERVERS/SOCKETS are in show_connections.cc.
 #include <sys/resource.h>
 #include <sys/time.h>
 
@@ -9,6 +9,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -25,6 +26,11 @@ namespace pgfleet::agent {
 namespace {
 
 using show::Column;
+using show::kBytea;
+using show::kInt4;
+using show::kInt8;
+using show::kNumeric;
+using show::kText;
 using show::Num;
 using show::ParamOf;
 using show::ResultSet;
@@ -50,6 +56,10 @@ std::string AdminConsole::Show(const std::string& what, ClientConn*) {
   if (what == "FDS") return ShowFds();
   if (what == "VERSION") return ShowVersion();
   if (what == "STATE") return ShowState();
+  if (what == "PEERS") return ShowPeers();
+  if (what == "PEER_POOLS") return ShowPeerPools();
+  if (what == "DNS_HOSTS") return ShowDnsHosts();
+  if (what == "DNS_ZONES") return ShowDnsZones();
   return pg::ErrorResponse("ERROR", "42601",
                            absl::StrCat("invalid command 'SHOW ", what, "', use SHOW HELP;"));
 }
@@ -58,8 +68,10 @@ std::string AdminConsole::ShowHelp() {
   pg::MessageBuilder notice('N');
   notice.Byte('S').CString("NOTICE").Byte('C').CString("00000").Byte('M').CString("Console usage");
   notice.Byte('D').CString(
-      "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION|STATE"
-      "\n\tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM"
+      "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION"
+      "\n\tSHOW PEERS|PEER_POOLS"
+      "\n\tSHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE"
+      "\n\tSHOW DNS_HOSTS|DNS_ZONES"
       "\n\tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS"
       "\n\tSET key = arg"
       "\n\tRELOAD"
@@ -87,23 +99,23 @@ static std::optional<std::string> LoadBalanceHostsColumn(const config::DatabaseC
 }
 
 std::string AdminConsole::ShowPools() {
-  ResultSet result({{"database", false},
-                    {"user", false},
-                    {"cl_active", true},
-                    {"cl_waiting", true},
-                    {"cl_active_cancel_req", true},
-                    {"cl_waiting_cancel_req", true},
-                    {"sv_active", true},
-                    {"sv_active_cancel", true},
-                    {"sv_being_canceled", true},
-                    {"sv_idle", true},
-                    {"sv_used", true},
-                    {"sv_tested", true},
-                    {"sv_login", true},
-                    {"maxwait", true},
-                    {"maxwait_us", true},
-                    {"pool_mode", false},
-                    {"load_balance_hosts", false}});
+  ResultSet result({{"database", kText},
+                    {"user", kText},
+                    {"cl_active", kInt4},
+                    {"cl_waiting", kInt4},
+                    {"cl_active_cancel_req", kInt4},
+                    {"cl_waiting_cancel_req", kInt4},
+                    {"sv_active", kInt4},
+                    {"sv_active_cancel", kInt4},
+                    {"sv_being_canceled", kInt4},
+                    {"sv_idle", kInt4},
+                    {"sv_used", kInt4},
+                    {"sv_tested", kInt4},
+                    {"sv_login", kInt4},
+                    {"maxwait", kInt4},
+                    {"maxwait_us", kInt4},
+                    {"pool_mode", kText},
+                    {"load_balance_hosts", kText}});
   result.AddRow({"pgbouncer", "pgbouncer", Num(agent_.admin_clients().size(), true), "0", "0", "0",
                  "0", "0", "0", "0", "0", "0", "0", "0", "0", "statement", std::nullopt});
   for (const PoolSnapshot& pool : agent_.Snapshot().pools) {
@@ -125,23 +137,23 @@ std::string AdminConsole::ShowPools() {
 std::string AdminConsole::ShowDatabases() {
   // PgBouncer 1.25's columns (src/admin.c admin_show_databases); reserve_pool became
   // reserve_pool_size in 1.24.
-  ResultSet result({{"name", false},
-                    {"host", false},
-                    {"port", true},
-                    {"database", false},
-                    {"force_user", false},
-                    {"pool_size", true},
-                    {"min_pool_size", true},
-                    {"reserve_pool_size", true},
-                    {"server_lifetime", true},
-                    {"pool_mode", false},
-                    {"load_balance_hosts", false},
-                    {"max_connections", true},
-                    {"current_connections", true},
-                    {"max_client_connections", true},
-                    {"current_client_connections", true},
-                    {"paused", true},
-                    {"disabled", true}});
+  ResultSet result({{"name", kText},
+                    {"host", kText},
+                    {"port", kInt4},
+                    {"database", kText},
+                    {"force_user", kText},
+                    {"pool_size", kInt4},
+                    {"min_pool_size", kInt4},
+                    {"reserve_pool_size", kInt4},
+                    {"server_lifetime", kInt4},
+                    {"pool_mode", kText},
+                    {"load_balance_hosts", kText},
+                    {"max_connections", kInt4},
+                    {"current_connections", kInt4},
+                    {"max_client_connections", kInt4},
+                    {"current_client_connections", kInt4},
+                    {"paused", kInt4},
+                    {"disabled", kInt4}});
   const config::Config& cfg = agent_.config();
   std::map<std::string, size_t> clients_by_db;
   for (const auto& [key, pool] : agent_.pools()) clients_by_db[key.first] += pool->client_count();
@@ -150,8 +162,11 @@ std::string AdminConsole::ShowDatabases() {
   auto optional_text = [](const std::string& value) {
     return value.empty() ? std::nullopt : std::optional<std::string>(value);
   };
+  // The console's own entry, as PgBouncer's admin_setup makes it: pool_size 2, statement mode,
+  // the global limits for everything else.
   result.AddRow({"pgbouncer", std::nullopt, Num(cfg.listen_port), "pgbouncer", "pgbouncer", "2",
-                 "0", "0", "0", "statement", std::nullopt, "0", "0", "0",
+                 Num(cfg.min_pool_size), Num(cfg.reserve_pool_size), server_lifetime, "statement",
+                 std::nullopt, Num(cfg.max_db_connections), "0", Num(cfg.max_db_client_connections),
                  Num(agent_.admin_clients().size(), true), "0", "0"});
   for (const auto& [name, db] : cfg.databases) {
     if (name == "*") continue;
@@ -184,8 +199,8 @@ std::string AdminConsole::ShowDatabases() {
 }
 
 std::string AdminConsole::ShowStats(bool totals, bool averages) {
-  // PgBouncer 1.23's columns: SHOW STATS prefixes them (total_..., avg_...), STATS_TOTALS and
-  // STATS_AVERAGES do not.
+  // PgBouncer 1.25's columns, all numeric: SHOW STATS prefixes them (total_..., avg_...),
+  // STATS_TOTALS does not. (client_connect_count came after 1.25.)
   const char* short_names[] = {"server_assignment_count",
                                "xact_count",
                                "query_count",
@@ -219,16 +234,28 @@ std::string AdminConsole::ShowStats(bool totals, bool averages) {
                              "avg_client_parse_count",
                              "avg_server_parse_count",
                              "avg_bind_count"};
+  // STATS_AVERAGES keeps the avg_ prefix on its last three columns, as PgBouncer names them.
+  const char* average_names[] = {"server_assignment_count",
+                                 "xact_count",
+                                 "query_count",
+                                 "bytes_received",
+                                 "bytes_sent",
+                                 "xact_time",
+                                 "query_time",
+                                 "wait_time",
+                                 "avg_client_parse_count",
+                                 "avg_server_parse_count",
+                                 "avg_bind_count"};
   const bool both = totals && averages;
-  std::vector<Column> columns = {{"database", false}};
+  std::vector<Column> columns = {{"database", kText}};
   if (totals) {
     for (size_t i = 0; i < std::size(short_names); ++i) {
-      columns.push_back({both ? total_names[i] : short_names[i], true});
+      columns.push_back({both ? total_names[i] : short_names[i], kNumeric});
     }
   }
   if (averages) {
     for (size_t i = 0; i < std::size(short_names); ++i) {
-      columns.push_back({both ? avg_names[i] : short_names[i], true});
+      columns.push_back({both ? avg_names[i] : average_names[i], kNumeric});
     }
   }
   ResultSet result(columns);
@@ -259,21 +286,16 @@ std::string AdminConsole::ShowStats(bool totals, bool averages) {
 }
 
 std::string AdminConsole::ShowTotals() {
-  ResultSet result({{"name", false}, {"value", true}});
+  ResultSet result({{"name", kText}, {"value", kNumeric}});
   PoolStats total;
   for (const auto& [db, stats] : agent_.StatsByDatabase()) total += stats;
   // As PgBouncer's show_stat_totals: the averages of the sum over every database (per-query
   // and per-assignment times weighted by their counts, not the largest database's).
   const StatsAverages& avg_total = agent_.stats_history().TotalAverages();
+  // PgBouncer's order and names (stats.c show_stat_totals prints each PgStats field with a
+  // total_/avg_ prefix, hence total_client_bytes and total_ps_bind_count).
   std::vector<std::pair<const char*, uint64_t>> rows = {
       {"total_server_assignment_count", total.server_assignment_count},
-      {"total_client_parse_count", total.client_parse_count},
-      {"total_server_parse_count", total.server_parse_count},
-      {"total_bind_count", total.bind_count},
-      {"avg_server_assignment_count", avg_total.server_assignment_count},
-      {"avg_client_parse_count", avg_total.client_parse_count},
-      {"avg_server_parse_count", avg_total.server_parse_count},
-      {"avg_bind_count", avg_total.bind_count},
       {"total_xact_count", total.xact_count},
       {"total_query_count", total.query_count},
       {"total_client_bytes", total.bytes_received},
@@ -281,51 +303,58 @@ std::string AdminConsole::ShowTotals() {
       {"total_xact_time", total.xact_time_us},
       {"total_query_time", total.query_time_us},
       {"total_wait_time", total.wait_time_us},
+      {"total_ps_client_parse_count", total.client_parse_count},
+      {"total_ps_server_parse_count", total.server_parse_count},
+      {"total_ps_bind_count", total.bind_count},
+      {"avg_server_assignment_count", avg_total.server_assignment_count},
       {"avg_xact_count", avg_total.xact_count},
       {"avg_query_count", avg_total.query_count},
       {"avg_client_bytes", avg_total.bytes_received},
       {"avg_server_bytes", avg_total.bytes_sent},
       {"avg_xact_time", avg_total.xact_time_us},
       {"avg_query_time", avg_total.query_time_us},
-      {"avg_wait_time", avg_total.wait_time_us}};
+      {"avg_wait_time", avg_total.wait_time_us},
+      {"avg_ps_client_parse_count", avg_total.client_parse_count},
+      {"avg_ps_server_parse_count", avg_total.server_parse_count},
+      {"avg_ps_bind_count", avg_total.bind_count}};
   for (const auto& [name, value] : rows) result.AddRow({name, Num(value)});
   return result.Finish();
 }
 
 std::string AdminConsole::ShowLists() {
-  ResultSet result({{"list", false}, {"items", true}});
+  ResultSet result({{"list", kText}, {"items", kInt4}});
   for (const ListCount& row : ListCounts(agent_)) result.AddRow({row.name, Num(row.items, true)});
   return result.Finish();
 }
 
 std::string AdminConsole::ShowUsers() {
-  // PgBouncer 1.25's columns (src/admin.c admin_show_users): the [users] overrides (NULL when
-  // not set; PgBouncer sends them as text), the effective limits and the live counts.
-  ResultSet result({{"name", false},
-                    {"pool_size", false},
-                    {"reserve_pool_size", false},
-                    {"pool_mode", false},
-                    {"max_user_connections", true},
-                    {"current_connections", true},
-                    {"max_user_client_connections", true},
-                    {"current_client_connections", true}});
+  // PgBouncer 1.25's columns (src/admin.c admin_show_users): the [users] overrides, the
+  // effective limits and the live counts.
+  ResultSet result({{"name", kText},
+                    {"pool_size", kText},
+                    {"reserve_pool_size", kText},
+                    {"pool_mode", kText},
+                    {"max_user_connections", kInt4},
+                    {"current_connections", kInt4},
+                    {"max_user_client_connections", kInt4},
+                    {"current_client_connections", kInt4}});
   const config::Config& cfg = agent_.config();
-  std::set<std::string> names;
-  for (const auto& [name, secret] : agent_.auth_file()) names.insert(name);
-  for (const auto& [name, user] : cfg.users) names.insert(name);
+  const std::set<std::string> names = ListedUserNames(agent_);
   std::map<std::string, size_t> clients_by_user;
   for (const auto& [key, pool] : agent_.pools())
     clients_by_user[key.second] += pool->client_count();
-  auto optional_int = [](const std::optional<int>& value) {
-    return value ? std::optional<std::string>(Num(*value)) : std::nullopt;
+  // PgBouncer prints these two overrides with "%9d" into text columns, and sends an empty
+  // string (not NULL) when the user has none; matched byte for byte.
+  auto override_text = [](const std::optional<int>& value) {
+    return value ? absl::StrFormat("%9d", *value) : std::string();
   };
   for (const std::string& name : names) {
     const config::UserConfig* user = cfg.FindUser(name);
     const int max_connections = user != nullptr && user->max_user_connections
                                     ? *user->max_user_connections
                                     : cfg.max_user_connections;
-    result.AddRow({name, user != nullptr ? optional_int(user->pool_size) : std::nullopt,
-                   user != nullptr ? optional_int(user->reserve_pool_size) : std::nullopt,
+    result.AddRow({name, user != nullptr ? override_text(user->pool_size) : std::string(),
+                   user != nullptr ? override_text(user->reserve_pool_size) : std::string(),
                    user && user->pool_mode
                        ? std::optional<std::string>(config::PoolModeName(*user->pool_mode))
                        : std::nullopt,
@@ -336,7 +365,7 @@ std::string AdminConsole::ShowUsers() {
 }
 
 std::string AdminConsole::ShowConfig() {
-  ResultSet result({{"key", false}, {"value", false}, {"default", false}, {"changeable", false}});
+  ResultSet result({{"key", kText}, {"value", kText}, {"default", kText}, {"changeable", kText}});
   for (const config::ConfigEntry& entry : config::DescribeConfig(agent_.config())) {
     result.AddRow({entry.key, entry.value, entry.default_value, entry.changeable ? "yes" : "no"});
   }
@@ -346,7 +375,7 @@ std::string AdminConsole::ShowConfig() {
 std::string AdminConsole::ShowMem() {
   // pgfleet has no slab caches; it reports its live objects in PgBouncer's columns.
   ResultSet result(
-      {{"name", false}, {"size", true}, {"used", true}, {"free", true}, {"memtotal", true}});
+      {{"name", kText}, {"size", kInt4}, {"used", kInt4}, {"free", kInt4}, {"memtotal", kInt4}});
   size_t clients = agent_.admin_clients().size() + agent_.login_clients_view().size();
   size_t servers = 0;
   for (const auto& [key, pool] : agent_.pools()) {
@@ -356,6 +385,9 @@ std::string AdminConsole::ShowMem() {
   auto row = [&](const char* name, size_t size, size_t used) {
     result.AddRow({name, Num(size, true), Num(used, true), "0", Num(size * used, true)});
   };
+  // PgBouncer's columns are int4; a value past its range is shown as the largest int4 rather
+  // than one a client parsing int4 would reject.
+  auto int4 = [](int64_t value) { return Num(std::min<int64_t>(value, INT32_MAX)); };
   row("user_cache", sizeof(config::UserSecret), agent_.auth_file().size());
   row("db_cache", sizeof(config::DatabaseConfig), agent_.config().databases.size());
   row("pool_cache", sizeof(Pool), agent_.pools().size());
@@ -363,27 +395,27 @@ std::string AdminConsole::ShowMem() {
   row("client_cache", sizeof(ClientConn), clients);
   rusage usage;
   getrusage(RUSAGE_SELF, &usage);
-  result.AddRow({"max_rss", "1024", Num(static_cast<int64_t>(usage.ru_maxrss)), "0",
-                 Num(static_cast<int64_t>(usage.ru_maxrss) * 1024)});
+  // pgfleet's own row (PgBouncer has none): the peak resident size, in KiB units of 1024.
+  result.AddRow({"max_rss", "1024", int4(usage.ru_maxrss), "0", int4(usage.ru_maxrss * 1024)});
   return result.Finish();
 }
 
 std::string AdminConsole::ShowFds() {
-  ResultSet result({{"fd", true},
-                    {"task", false},
-                    {"user", false},
-                    {"database", false},
-                    {"addr", false},
-                    {"port", true},
-                    {"cancel", true},
-                    {"link", true},
-                    {"client_encoding", false},
-                    {"std_strings", false},
-                    {"datestyle", false},
-                    {"timezone", false},
-                    {"password", false},
-                    {"scram_client_key", false},
-                    {"scram_server_key", false}});
+  ResultSet result({{"fd", kInt4},
+                    {"task", kText},
+                    {"user", kText},
+                    {"database", kText},
+                    {"addr", kText},
+                    {"port", kInt4},
+                    {"cancel", kInt8},
+                    {"link", kInt4},
+                    {"client_encoding", kText},
+                    {"std_strings", kText},
+                    {"datestyle", kText},
+                    {"timezone", kText},
+                    {"password", kText},
+                    {"scram_client_key", kBytea},
+                    {"scram_server_key", kBytea}});
   for (const auto& [key, pool] : agent_.pools()) {
     auto add_client = [&](const ClientConn* client) {
       auto [addr, port] = SplitPeer(client->peer());
@@ -401,15 +433,42 @@ std::string AdminConsole::ShowFds() {
   return result.Finish();
 }
 
+// pgfleet runs as one process per host and has no [peers] (the key loads with a warning), so
+// PEERS and PEER_POOLS are PgBouncer's answer without peers: the columns, no rows.
+std::string AdminConsole::ShowPeers() {
+  return ResultSet({{"peer_id", kInt4}, {"host", kText}, {"port", kInt4}, {"pool_size", kInt4}})
+      .Finish();
+}
+
+std::string AdminConsole::ShowPeerPools() {
+  return ResultSet({{"peer_id", kInt4},
+                    {"cl_active_cancel_req", kInt4},
+                    {"cl_waiting_cancel_req", kInt4},
+                    {"sv_active_cancel", kInt4},
+                    {"sv_login", kInt4}})
+      .Finish();
+}
+
+// pgfleet resolves host names when it connects and keeps no DNS cache of its own (PgBouncer's
+// c-ares cache), so DNS_HOSTS and DNS_ZONES have PgBouncer's columns and no rows, as
+// PgBouncer's own do with an empty cache.
+std::string AdminConsole::ShowDnsHosts() {
+  return ResultSet({{"hostname", kText}, {"ttl", kInt8}, {"addrs", kText}}).Finish();
+}
+
+std::string AdminConsole::ShowDnsZones() {
+  return ResultSet({{"zonename", kText}, {"serial", kInt8}, {"count", kInt4}}).Finish();
+}
+
 std::string AdminConsole::ShowVersion() {
-  ResultSet result({{"version", false}});
+  ResultSet result({{"version", kText}});
   // Tools parse "PgBouncer X.Y.Z"; pgfleet answers as the PgBouncer version it matches.
   result.AddRow({kVersionLine});
   return result.Finish();
 }
 
 std::string AdminConsole::ShowState() {
-  ResultSet result({{"key", false}, {"value", false}});
+  ResultSet result({{"key", kText}, {"value", kText}});
   const bool paused_all = agent_.IsPausedExactly("");
   result.AddRow({"active", (!paused_all && !agent_.suspended()) ? "yes" : "no"});
   result.AddRow({"paused", paused_all ? "yes" : "no"});

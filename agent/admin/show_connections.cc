@@ -1,6 +1,6 @@
-// SHOW CLIENTS, SERVERS, SOCKETS and ACTIVE_SOCKETS: PgBouncer 1.23+'s columns (src/admin.c
-// socket_header): replication after database, prepared_statements and id after
-// application_name, then SOCKETS' buffer columns.
+// SHOW CLIENTS, SERVERS, SOCKETS and ACTIVE_SOCKETS: PgBouncer 1.25's columns and types
+// (src/admin.c socket_header: int4 numbers, text times): replication after database,
+// prepared_statements and id after application_name, then SOCKETS' buffer columns.
 #include <string>
 #include <vector>
 
@@ -16,6 +16,11 @@ namespace pgfleet::agent {
 namespace {
 
 using show::Column;
+using show::kBytea;
+using show::kInt4;
+using show::kInt8;
+using show::kNumeric;
+using show::kText;
 using show::Num;
 using show::ParamOf;
 using show::Ptr;
@@ -23,12 +28,11 @@ using show::ResultSet;
 using show::SplitPeer;
 using show::WallTime;
 
-// SHOW CLIENTS/SERVERS' tls column: "TLSv1.3/TLS_AES_256_GCM_SHA384", NULL for plain text.
+// SHOW CLIENTS/SERVERS' tls column: "TLSv1.3/TLS_AES_256_GCM_SHA384", and for plain text the
+// empty string PgBouncer sends (not NULL).
 template <typename TlsHandle>
-std::optional<std::string> TlsColumn(TlsHandle* handle) {
-  std::string description = DescribeTls(handle);
-  if (description.empty()) return std::nullopt;
-  return description;
+std::string TlsColumn(TlsHandle* handle) {
+  return DescribeTls(handle);
 }
 
 const char* ServerStateName(ServerConn::State state) {
@@ -68,31 +72,31 @@ const char* ClientStateName(ClientConn::State state) {
 }  // namespace
 
 std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socket_columns) {
-  std::vector<Column> columns = {{"type", false},
-                                 {"user", false},
-                                 {"database", false},
-                                 {"replication", false},
-                                 {"state", false},
-                                 {"addr", false},
-                                 {"port", true},
-                                 {"local_addr", false},
-                                 {"local_port", true},
-                                 {"connect_time", false},
-                                 {"request_time", false},
-                                 {"wait", true},
-                                 {"wait_us", true},
-                                 {"close_needed", true},
-                                 {"ptr", false},
-                                 {"link", false},
-                                 {"remote_pid", true},
-                                 {"tls", false},
-                                 {"application_name", false},
-                                 {"prepared_statements", true},
-                                 {"id", true}};
+  std::vector<Column> columns = {{"type", kText},
+                                 {"user", kText},
+                                 {"database", kText},
+                                 {"replication", kText},
+                                 {"state", kText},
+                                 {"addr", kText},
+                                 {"port", kInt4},
+                                 {"local_addr", kText},
+                                 {"local_port", kInt4},
+                                 {"connect_time", kText},
+                                 {"request_time", kText},
+                                 {"wait", kInt4},
+                                 {"wait_us", kInt4},
+                                 {"close_needed", kInt4},
+                                 {"ptr", kText},
+                                 {"link", kText},
+                                 {"remote_pid", kInt4},
+                                 {"tls", kText},
+                                 {"application_name", kText},
+                                 {"prepared_statements", kInt4},
+                                 {"id", kInt4}};
   if (socket_columns) {
     for (const char* name : {"recv_pos", "pkt_pos", "pkt_remain", "send_pos", "send_remain",
                              "pkt_avail", "send_avail"}) {
-      columns.push_back({name, true});
+      columns.push_back({name, kInt4});
     }
   }
   ResultSet result(columns);
@@ -115,8 +119,9 @@ std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socke
         addr, port, listen_addr, listen_port, WallTime(client->connect_time_us()),
         WallTime(client->last_active_us()), Num(wait / 1000000), Num(wait % 1000000), "0",
         Ptr(client->id()),
-        client->server() ? std::optional<std::string>(Ptr(client->server()->id())) : std::nullopt,
-        "0", TlsColumn(client->net().ssl()), ParamOf(client->params(), "application_name"),
+        // The paired connection, or the empty string PgBouncer sends when there is none.
+        client->server() ? Ptr(client->server()->id()) : std::string(), "0",
+        TlsColumn(client->net().ssl()), ParamOf(client->params(), "application_name"),
         Num(prepared, true), Num(client->id())};
     if (socket_columns) row.insert(row.end(), 7, "0");
     result.AddRow(row);
@@ -140,7 +145,7 @@ std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socke
         "0",
         server->generation() != server->pool().generation() ? "1" : "0",
         Ptr(server->id()),
-        server->client() ? std::optional<std::string>(Ptr(server->client()->id())) : std::nullopt,
+        server->client() ? Ptr(server->client()->id()) : std::string(),
         Num(server->backend_pid()),
         TlsColumn(server->ssl()),
         ParamOf(server->params(), "application_name"),

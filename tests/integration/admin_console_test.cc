@@ -64,9 +64,6 @@ constexpr char kStatsPassword[] = "stats-Secret-2";
 constexpr char kOutsider[] = "outsider";
 constexpr char kOutsiderPassword[] = "outsider-Secret-3";
 
-constexpr Oid kInt8Oid = 20;
-constexpr Oid kTextOid = 25;
-
 [[maybe_unused]] auto* const kCluster = RegisterSharedPostgres();
 
 constexpr int64_t kNotANumber = std::numeric_limits<int64_t>::min();
@@ -288,9 +285,9 @@ class AdminConsoleTest : public AgentTest {
   }
 };
 
-// --- 1. every SHOW: PgBouncer 1.18's columns, integer types, values that follow state --------
+// --- 1. every SHOW: PgBouncer 1.25's columns and types, values that follow state -------------
 
-// PgBouncer 1.23+ added replication, prepared_statements and id (show_parity_test).
+// src/admin.c socket_header (1.23+: replication, prepared_statements, id).
 const std::vector<std::string> kConnectionColumns = {"type",
                                                      "user",
                                                      "database",
@@ -312,100 +309,113 @@ const std::vector<std::string> kConnectionColumns = {"type",
                                                      "application_name",
                                                      "prepared_statements",
                                                      "id"};
-const std::set<std::string> kConnectionNumeric = {
-    "port",       "local_port",          "wait", "wait_us", "close_needed",
-    "remote_pid", "prepared_statements", "id"};
+constexpr char kConnectionTypes[] = "ssssssisiTTiiississii";
 
+// One SHOW: PgBouncer 1.25's column names in order and their types, in PgBouncer's own
+// RowDescription letters (testutil ColumnMismatch), copied from src/admin.c and src/stats.c.
 struct ShowSpec {
   std::string command;
   std::vector<std::string> columns;
-  std::set<std::string> numeric;
+  std::string tupdesc;
   bool expect_rows = true;
 };
 
 std::vector<ShowSpec> ShowSpecs() {
   std::vector<std::string> socket_columns = kConnectionColumns;
-  std::set<std::string> socket_numeric = kConnectionNumeric;
   for (const char* name : {"recv_pos", "pkt_pos", "pkt_remain", "send_pos", "send_remain",
                            "pkt_avail", "send_avail"}) {
     socket_columns.push_back(name);
-    socket_numeric.insert(name);
   }
-  // PgBouncer 1.23's columns.
-  const std::vector<std::string> stats_short = {"database",           "server_assignment_count",
-                                                "xact_count",         "query_count",
-                                                "bytes_received",     "bytes_sent",
-                                                "xact_time",          "query_time",
-                                                "wait_time",          "client_parse_count",
-                                                "server_parse_count", "bind_count"};
-  const std::set<std::string> stats_short_numeric(stats_short.begin() + 1, stats_short.end());
-  const std::vector<std::string> stats_long = {"database",
-                                               "total_server_assignment_count",
-                                               "total_xact_count",
-                                               "total_query_count",
-                                               "total_received",
-                                               "total_sent",
-                                               "total_xact_time",
-                                               "total_query_time",
-                                               "total_wait_time",
-                                               "total_client_parse_count",
-                                               "total_server_parse_count",
-                                               "total_bind_count",
-                                               "avg_server_assignment_count",
-                                               "avg_xact_count",
-                                               "avg_query_count",
-                                               "avg_recv",
-                                               "avg_sent",
-                                               "avg_xact_time",
-                                               "avg_query_time",
-                                               "avg_wait_time",
-                                               "avg_client_parse_count",
-                                               "avg_server_parse_count",
-                                               "avg_bind_count"};
+  const std::string socket_types = absl::StrCat(kConnectionTypes, "iiiiiii");
+  const std::vector<std::string> stats_totals = {"database",           "server_assignment_count",
+                                                 "xact_count",         "query_count",
+                                                 "bytes_received",     "bytes_sent",
+                                                 "xact_time",          "query_time",
+                                                 "wait_time",          "client_parse_count",
+                                                 "server_parse_count", "bind_count"};
+  // PgBouncer keeps the avg_ prefix on the last three columns of STATS_AVERAGES.
+  const std::vector<std::string> stats_averages = {"database",
+                                                   "server_assignment_count",
+                                                   "xact_count",
+                                                   "query_count",
+                                                   "bytes_received",
+                                                   "bytes_sent",
+                                                   "xact_time",
+                                                   "query_time",
+                                                   "wait_time",
+                                                   "avg_client_parse_count",
+                                                   "avg_server_parse_count",
+                                                   "avg_bind_count"};
+  const std::vector<std::string> stats = {"database",
+                                          "total_server_assignment_count",
+                                          "total_xact_count",
+                                          "total_query_count",
+                                          "total_received",
+                                          "total_sent",
+                                          "total_xact_time",
+                                          "total_query_time",
+                                          "total_wait_time",
+                                          "total_client_parse_count",
+                                          "total_server_parse_count",
+                                          "total_bind_count",
+                                          "avg_server_assignment_count",
+                                          "avg_xact_count",
+                                          "avg_query_count",
+                                          "avg_recv",
+                                          "avg_sent",
+                                          "avg_xact_time",
+                                          "avg_query_time",
+                                          "avg_wait_time",
+                                          "avg_client_parse_count",
+                                          "avg_server_parse_count",
+                                          "avg_bind_count"};
   return {
       {"SHOW POOLS",
        {"database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req",
         "cl_waiting_cancel_req", "sv_active", "sv_active_cancel", "sv_being_canceled", "sv_idle",
         "sv_used", "sv_tested", "sv_login", "maxwait", "maxwait_us", "pool_mode",
         "load_balance_hosts"},
-       {"cl_active", "cl_waiting", "cl_active_cancel_req", "cl_waiting_cancel_req", "sv_active",
-        "sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used", "sv_tested", "sv_login",
-        "maxwait", "maxwait_us"}},
+       "ssiiiiiiiiiiiiiss"},
       {"SHOW DATABASES",
        {"name", "host", "port", "database", "force_user", "pool_size", "min_pool_size",
         "reserve_pool_size", "server_lifetime", "pool_mode", "load_balance_hosts",
         "max_connections", "current_connections", "max_client_connections",
         "current_client_connections", "paused", "disabled"},
-       {"port", "pool_size", "min_pool_size", "reserve_pool_size", "server_lifetime",
-        "max_connections", "current_connections", "max_client_connections",
-        "current_client_connections", "paused", "disabled"}},
-      {"SHOW CLIENTS", kConnectionColumns, kConnectionNumeric},
-      {"SHOW SERVERS", kConnectionColumns, kConnectionNumeric},
-      {"SHOW SOCKETS", socket_columns, socket_numeric},
-      {"SHOW STATS", stats_long, std::set<std::string>(stats_long.begin() + 1, stats_long.end())},
-      {"SHOW STATS_TOTALS", stats_short, stats_short_numeric},
-      {"SHOW STATS_AVERAGES", stats_short, stats_short_numeric},
-      {"SHOW TOTALS", {"name", "value"}, {"value"}},
-      {"SHOW LISTS", {"list", "items"}, {"items"}},
+       "ssissiiiissiiiiii"},
+      {"SHOW CLIENTS", kConnectionColumns, kConnectionTypes},
+      {"SHOW SERVERS", kConnectionColumns, kConnectionTypes},
+      {"SHOW SOCKETS", socket_columns, socket_types},
+      // Rows only for connections with bytes buffered: none here.
+      {"SHOW ACTIVE_SOCKETS", socket_columns, socket_types, false},
+      {"SHOW STATS", stats, "sNNNNNNNNNNNNNNNNNNNNNN"},
+      {"SHOW STATS_TOTALS", stats_totals, "sNNNNNNNNNNN"},
+      {"SHOW STATS_AVERAGES", stats_averages, "sNNNNNNNNNNN"},
+      {"SHOW TOTALS", {"name", "value"}, "sN"},
+      {"SHOW LISTS", {"list", "items"}, "si"},
       {"SHOW USERS",
        {"name", "pool_size", "reserve_pool_size", "pool_mode", "max_user_connections",
         "current_connections", "max_user_client_connections", "current_client_connections"},
-       {"max_user_connections", "current_connections", "max_user_client_connections",
-        "current_client_connections"}},
-      {"SHOW CONFIG", {"key", "value", "default", "changeable"}, {}},
-      {"SHOW MEM",
-       {"name", "size", "used", "free", "memtotal"},
-       {"size", "used", "free", "memtotal"}},
+       "ssssiiii"},
+      {"SHOW CONFIG", {"key", "value", "default", "changeable"}, "ssss"},
+      {"SHOW MEM", {"name", "size", "used", "free", "memtotal"}, "siiii"},
       {"SHOW FDS",
        {"fd", "task", "user", "database", "addr", "port", "cancel", "link", "client_encoding",
         "std_strings", "datestyle", "timezone", "password", "scram_client_key", "scram_server_key"},
-       {"fd", "port", "cancel", "link"}},
-      {"SHOW VERSION", {"version"}, {}},
-      {"SHOW STATE", {"key", "value"}, {}},
+       "issssiqisssssbb"},
+      {"SHOW VERSION", {"version"}, "s"},
+      {"SHOW STATE", {"key", "value"}, "ss"},
+      // No [peers] and no DNS cache in pgfleet: PgBouncer's columns, no rows.
+      {"SHOW PEERS", {"peer_id", "host", "port", "pool_size"}, "isii", false},
+      {"SHOW PEER_POOLS",
+       {"peer_id", "cl_active_cancel_req", "cl_waiting_cancel_req", "sv_active_cancel", "sv_login"},
+       "iiiii",
+       false},
+      {"SHOW DNS_HOSTS", {"hostname", "ttl", "addrs"}, "sqs", false},
+      {"SHOW DNS_ZONES", {"zonename", "serial", "count"}, "sqi", false},
   };
 }
 
-TEST_F(AdminConsoleTest, EveryShowHasPgBouncer118ColumnsAndIntegerTypes) {
+TEST_F(AdminConsoleTest, EveryShowHasPgBouncer125ColumnsAndTypes) {
   ASSERT_NO_FATAL_FAILURE(StartAgent());
   // A connected client with a server behind it, so every list has something to show.
   PGF_ASSERT_OK_AND_ASSIGN(PgConn app, ConnectApp("columns_test"));
@@ -416,17 +426,14 @@ TEST_F(AdminConsoleTest, EveryShowHasPgBouncer118ColumnsAndIntegerTypes) {
     SCOPED_TRACE(spec.command);
     absl::StatusOr<Table> table = Show(console.get(), spec.command);
     ASSERT_TRUE(table.ok()) << table.status();
-    EXPECT_EQ(table->columns, spec.columns);
-    for (size_t i = 0; i < table->columns.size(); ++i) {
-      const std::string& column = table->columns[i];
-      if (spec.numeric.count(column) > 0) {
-        EXPECT_EQ(table->types[i], kInt8Oid) << "column " << column << " should be an int8";
-        for (const std::vector<std::string>& row : table->rows) {
-          if (row[i].empty()) continue;  // NULL
-          EXPECT_NE(ToInt(row[i]), kNotANumber) << "column " << column << ": '" << row[i] << "'";
-        }
-      } else {
-        EXPECT_EQ(table->types[i], kTextOid) << "column " << column << " should be text";
+    EXPECT_EQ(ColumnMismatch(*table, spec.columns, spec.tupdesc), "") << table->Dump();
+    // A number column holds numbers (or NULL): a client reading int4 or numeric can parse it.
+    for (size_t i = 0; i < table->columns.size() && i < spec.tupdesc.size(); ++i) {
+      if (std::string("iqN").find(spec.tupdesc[i]) == std::string::npos) continue;
+      for (const std::vector<std::string>& row : table->rows) {
+        if (row[i].empty()) continue;  // NULL
+        EXPECT_NE(ToInt(row[i]), kNotANumber)
+            << "column " << table->columns[i] << ": '" << row[i] << "'";
       }
     }
     if (spec.expect_rows) {
@@ -456,14 +463,60 @@ TEST_F(AdminConsoleTest, EveryShowHasPgBouncer118ColumnsAndIntegerTypes) {
   ASSERT_EQ(version.rows.size(), 1u);
   EXPECT_TRUE(absl::StartsWith(version.rows[0][0], "PgBouncer 1.25")) << version.rows[0][0];
 
-  // SHOW LISTS rows in PgBouncer 1.18's order.
+  // SHOW LISTS rows in PgBouncer 1.25's order, peers and peer_pools (none in pgfleet) included.
   PGF_ASSERT_OK_AND_ASSIGN(Table lists, Show(console.get(), "SHOW LISTS"));
   std::vector<std::string> list_names;
   for (const std::vector<std::string>& row : lists.rows) list_names.push_back(row[0]);
-  EXPECT_EQ(list_names,
-            (std::vector<std::string>{"databases", "users", "pools", "free_clients", "used_clients",
-                                      "login_clients", "free_servers", "used_servers", "dns_names",
-                                      "dns_zones", "dns_queries", "dns_pending"}));
+  EXPECT_EQ(list_names, (std::vector<std::string>{
+                            "databases", "users", "peers", "pools", "peer_pools", "free_clients",
+                            "used_clients", "login_clients", "free_servers", "used_servers",
+                            "dns_names", "dns_zones", "dns_queries", "dns_pending"}));
+  EXPECT_EQ(lists.At(lists.Where({{"list", "peers"}})[0], "items"), "0");
+  EXPECT_EQ(lists.At(lists.Where({{"list", "peer_pools"}})[0], "items"), "0");
+
+  // SHOW TOTALS rows: PgBouncer's order and names (each PgStats field with total_/avg_).
+  PGF_ASSERT_OK_AND_ASSIGN(Table totals, Show(console.get(), "SHOW TOTALS"));
+  std::vector<std::string> total_names;
+  for (const std::vector<std::string>& row : totals.rows) total_names.push_back(row[0]);
+  std::vector<std::string> expected_totals;
+  for (const char* prefix : {"total_", "avg_"}) {
+    for (const char* field :
+         {"server_assignment_count", "xact_count", "query_count", "client_bytes", "server_bytes",
+          "xact_time", "query_time", "wait_time", "ps_client_parse_count", "ps_server_parse_count",
+          "ps_bind_count"}) {
+      expected_totals.push_back(absl::StrCat(prefix, field));
+    }
+  }
+  EXPECT_EQ(total_names, expected_totals);
+
+  // SHOW USERS lists the console's own user "pgbouncer", as PgBouncer's user list has it.
+  PGF_ASSERT_OK_AND_ASSIGN(Table users, Show(console.get(), "SHOW USERS"));
+  EXPECT_EQ(users.Where({{"name", "pgbouncer"}}).size(), 1u) << users.Dump();
+
+  // SHOW FDS shows every cancel key: admin_users only, as in PgBouncer; other SHOWs are open to
+  // stats_users.
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn stats_console, ConnectConsole(kStatsUser, kStatsPassword));
+  absl::StatusOr<Table> stats_fds = Show(stats_console.get(), "SHOW FDS");
+  EXPECT_FALSE(stats_fds.ok()) << stats_fds->Dump();
+  if (!stats_fds.ok()) {
+    EXPECT_TRUE(absl::StrContains(stats_fds.status().message(), "admin access needed"))
+        << stats_fds.status();
+  }
+  PGF_EXPECT_OK(Show(stats_console.get(), "SHOW POOLS").status());
+
+  // The empty string, not NULL, where PgBouncer sends one: a client without a server has no
+  // link, a plain-text one no tls.
+  PgResult clients(PQexec(console.get(), "SHOW CLIENTS"));
+  ASSERT_EQ(PQresultStatus(clients.get()), PGRES_TUPLES_OK);
+  const int link = PQfnumber(clients.get(), "link");
+  const int tls = PQfnumber(clients.get(), "tls");
+  const int user = PQfnumber(clients.get(), "user");
+  for (int row = 0; row < PQntuples(clients.get()); ++row) {
+    if (std::string(PQgetvalue(clients.get(), row, user)) != kAppUser) continue;
+    EXPECT_FALSE(PQgetisnull(clients.get(), row, link));
+    EXPECT_FALSE(PQgetisnull(clients.get(), row, tls));
+    EXPECT_STREQ(PQgetvalue(clients.get(), row, tls), "");
+  }
 }
 
 TEST_F(AdminConsoleTest, ShowValuesFollowPoolState) {

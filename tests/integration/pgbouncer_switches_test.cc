@@ -1,6 +1,7 @@
 // Issue 22: PgBouncer's command-line switches mean what PgBouncer's mean, run through the real
 // agent binary in front of a real PostgreSQL.
 //  -q/--quiet: no log line on stderr; the logfile still gets every line, at the same level.
+//  -v/--verbose: debug lines, still after a RELOAD/SIGHUP unless the file sets `verbose`.
 //  -R/--reboot: `pgfleet-agent -R pgbouncer.ini` takes the listeners over from the agent the
 //    config's pidfile names (the hand-over of agent/handover.h). A client connected through the
 //    old process keeps its session, in the middle of a transaction; new connections (TCP and the
@@ -199,6 +200,79 @@ TEST_F(SwitchesTest, WithoutQuietTheLinesGoToStderrToo) {
       },
       absl::Seconds(10), "the login line on stderr"));
   EXPECT_TRUE(absl::StrContains(agent_->LogContents(), "login attempt"));
+}
+
+// In transaction mode an SQL PREPARE is refused with a DEBUG line that quotes it, so whether
+// the line for a given statement name is in the log says whether debug logging was on.
+std::string RefusedPrepareLine(const std::string& name) {
+  return absl::StrCat("SQL prepared statement refused: prepare ", name);
+}
+
+absl::Status AwaitLog(const AgentProcess& agent, const std::string& text) {
+  return PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        *note = agent.LogContents();
+        return absl::StrContains(*note, text);
+      },
+      absl::Seconds(10), absl::StrCat("'", text, "' in the log"));
+}
+
+// -v outlives SIGHUP as in PgBouncer (its verbose key has no default a reload resets to): a
+// DEBUG line is still written after the reload.
+TEST_F(SwitchesTest, VerboseFromTheCommandLineOutlivesAReload) {
+  AgentOptions options =
+      AppAgentOptions({{"auth_type", "scram-sha-256"}, {"pool_mode", "transaction"}});
+  options.extra_args = {"-v"};
+  ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn conn, ConnectApp());
+  EXPECT_FALSE(Query(conn.get(), "prepare before_reload as select 1").ok());
+  PGF_ASSERT_OK(AwaitLog(*agent_, RefusedPrepareLine("before_reload")));
+
+  PGF_ASSERT_OK(agent_->Signal(SIGHUP));
+  PGF_ASSERT_OK(AwaitLog(*agent_, "RELOAD: configuration"));
+  EXPECT_FALSE(Query(conn.get(), "prepare after_reload as select 1").ok());
+  PGF_ASSERT_OK(AwaitLog(*agent_, RefusedPrepareLine("after_reload")));
+}
+
+// The other half of PgBouncer's rule: a `verbose` the file sets wins over -v.
+TEST_F(SwitchesTest, VerboseInTheFileWinsOverTheCommandLine) {
+  AgentOptions options = AppAgentOptions({{"auth_type", "scram-sha-256"},
+                                          {"pool_mode", "transaction"},
+                                          {"verbose", "0"},
+                                          {"admin_users", kAdminUser}});
+  options.extra_args = {"-v"};
+  ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
+  {
+    PGF_ASSERT_OK_AND_ASSIGN(PgConn conn, ConnectApp());
+    EXPECT_FALSE(Query(conn.get(), "prepare quiet_one as select 1").ok());
+  }
+  // The disconnection's LOG line comes after the refusal would have been logged.
+  PGF_ASSERT_OK(AwaitLog(*agent_, "client close request"));
+  EXPECT_FALSE(absl::StrContains(agent_->LogContents(), RefusedPrepareLine("quiet_one")))
+      << agent_->LogContents();
+  PGF_ASSERT_OK_AND_ASSIGN(std::vector<NamedRow> config, AdminShow(agent_->port(), "SHOW CONFIG"));
+  size_t verbose_rows = 0;
+  for (const NamedRow& row : config) {
+    if (row.at("key") != "verbose") continue;
+    ++verbose_rows;
+    EXPECT_EQ(row.at("value"), "0");
+  }
+  EXPECT_EQ(verbose_rows, 1u);
+}
+
+// -q outlives a reload too: stderr stays empty while the logfile records the reload.
+TEST_F(SwitchesTest, QuietOutlivesAReload) {
+  AgentOptions options = AppAgentOptions({{"auth_type", "scram-sha-256"}});
+  options.extra_args = {"-q"};
+  ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
+  PGF_ASSERT_OK(agent_->Signal(SIGHUP));
+  PGF_ASSERT_OK(AwaitLog(*agent_, "RELOAD: configuration"));
+  {
+    PGF_ASSERT_OK_AND_ASSIGN(PgConn conn, ConnectApp());
+    PGF_ASSERT_OK(Query(conn.get(), "select 1").status());
+  }
+  PGF_ASSERT_OK(AwaitLog(*agent_, "login attempt"));
+  EXPECT_EQ(agent_->StderrContents(), "");
 }
 
 TEST_F(SwitchesTest, RebootTakesTheListenersOverAndTheOldProcessKeepsItsClients) {

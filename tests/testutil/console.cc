@@ -66,4 +66,42 @@ absl::StatusOr<std::string> Command(PGconn* conn, const std::string& sql) {
   return std::string(PQcmdStatus(result.get()));
 }
 
+std::string ColumnMismatch(const Table& table, const std::vector<std::string>& names,
+                           const std::string& tupdesc) {
+  if (names.size() != tupdesc.size()) return "test bug: names and tupdesc differ in length";
+  if (table.columns != names) {
+    return absl::StrCat("columns are [", absl::StrJoin(table.columns, ", "), "], PgBouncer's [",
+                        absl::StrJoin(names, ", "), "]");
+  }
+  std::string mismatches;
+  for (size_t i = 0; i < names.size(); ++i) {
+    Oid expected = 0;
+    switch (tupdesc[i]) {
+      case 's':
+      case 'T':
+        expected = 25;
+        break;
+      case 'i':
+        expected = 23;
+        break;
+      case 'q':
+        expected = 20;
+        break;
+      case 'N':
+        expected = 1700;
+        break;
+      case 'b':
+        expected = 17;
+        break;
+      default:
+        return absl::StrCat("test bug: type letter '", std::string(1, tupdesc[i]), "'");
+    }
+    if (table.types[i] != expected) {
+      absl::StrAppend(&mismatches, mismatches.empty() ? "" : "; ", names[i], " has type oid ",
+                      table.types[i], ", PgBouncer's ", expected);
+    }
+  }
+  return mismatches;
+}
+
 }  // namespace pgfleet::testutil

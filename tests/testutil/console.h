@@ -29,6 +29,13 @@ struct Table {
   std::string Dump() const;
 };
 
+// Compares `table`'s column names and types with PgBouncer's for the same SHOW: `names` in
+// order, and `tupdesc` in PgBouncer's RowDescription letters (src/pktbuf.c): 's' text, 'i' int4,
+// 'q' int8, 'N' numeric, 'b' bytea, 'T' a time sent as text. "" when they match, else what
+// differs.
+std::string ColumnMismatch(const Table& table, const std::vector<std::string>& names,
+                           const std::string& tupdesc);
+
 // Runs a SHOW (or anything returning rows) with the simple query protocol.
 absl::StatusOr<Table> Show(PGconn* conn, const std::string& sql);
 
