@@ -6,7 +6,7 @@
 //     log in;
 //   - a broken file is a NACK naming its line, and the agent keeps serving with its last rules;
 //   - an @file include inside the allowed paths is read; one outside them is a NACK naming the
-//     including line and the file, and the file is never read.
+//     including line and the file (refused before it is opened: pushed_hba_test).
 
 #include <sys/stat.h>
 
