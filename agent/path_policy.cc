@@ -6,6 +6,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "common/config/ini_parser.h"
 #include "common/status_macros.h"
 
 namespace pgfleet::agent {
@@ -70,30 +71,46 @@ absl::StatusOr<PathPolicy> MakePathPolicy(const std::vector<std::string>& dirs,
   return policy;
 }
 
-absl::Status CheckPushedPath(const std::string& key, const std::string& value,
-                             const PathPolicy& policy, bool written) {
-  if (value.empty()) return absl::OkStatus();
+namespace {
+
+// CheckPushedPath without the key in front of the message.
+absl::Status CheckAllowed(const std::string& value, const PathPolicy& policy, bool written) {
   absl::StatusOr<std::string> resolved = ResolveForOpen(value);
-  if (!resolved.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(key, ": ", resolved.status().message()));
-  }
+  if (!resolved.ok()) return absl::InvalidArgumentError(resolved.status().message());
   bool allowed = false;
   for (const std::string& dir : policy.allowed_dirs) allowed |= IsInside(*resolved, dir);
   if (!allowed) {
     const bool moved = *resolved != value;
     return absl::PermissionDeniedError(
-        absl::StrCat(key, ": ", value, moved ? absl::StrCat(" (", *resolved, ")") : "",
+        absl::StrCat(value, moved ? absl::StrCat(" (", *resolved, ")") : "",
                      " is outside the allowed paths (--allow-path)"));
   }
   if (written) {
     for (const std::string& file : policy.protected_files) {
       if (*resolved == file) {
         return absl::PermissionDeniedError(
-            absl::StrCat(key, ": ", value, " is a file the agent itself depends on"));
+            absl::StrCat(value, " is a file the agent itself depends on"));
       }
     }
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckPushedPath(const std::string& key, const std::string& value,
+                             const PathPolicy& policy, bool written) {
+  if (value.empty()) return absl::OkStatus();
+  absl::Status allowed = CheckAllowed(value, policy, written);
+  if (allowed.ok()) return allowed;
+  return absl::Status(allowed.code(), absl::StrCat(key, ": ", allowed.message()));
+}
+
+config::ReadFileFn PushedHbaIncludeReader(const PathPolicy& policy) {
+  return [&policy](const std::string& path) -> absl::StatusOr<std::string> {
+    PGF_RETURN_IF_ERROR(CheckAllowed(path, policy, /*written=*/false));
+    return config::ReadTextFile(path);
+  };
 }
 
 absl::Status CheckPushedPaths(const config::Config& config, const PathPolicy& policy) {

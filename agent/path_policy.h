@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/config/config.h"
+#include "common/config/hba.h"
 
 namespace pgfleet::agent {
 
@@ -39,6 +40,12 @@ inline config::IncludeCheck PushedIncludeCheck(const PathPolicy& policy) {
     return CheckPushedPath("%include", path, policy, /*written=*/false);
   };
 }
+
+// The @file reader for the hba file of a pushed config: an include outside `policy`'s
+// directories is refused before it is opened ("/etc/group is outside the allowed paths
+// (--allow-path)"; the hba parser adds the including file, its line and the @name). Without
+// it a pushed hba file could make the agent read any file it can (its names end up in the rules).
+config::ReadFileFn PushedHbaIncludeReader(const PathPolicy& policy);
 
 // The directory part of a path ("." for a bare name).
 std::string DirOf(const std::string& path);

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -18,6 +19,7 @@
 #include "agent/build_info.h"
 #include "common/config/auth_file.h"
 #include "common/config/config.h"
+#include "common/config/hba.h"
 #include "common/config/ini_parser.h"
 #include "common/config/restart_keys.h"
 #include "common/log.h"
@@ -31,11 +33,12 @@ constexpr char kAppliedMeta[] = "applied.version";
 // The overlaps applied with applied.ini: a serialized DesiredConfig holding only its
 // credential_overlaps (secrets: mode 0600 like everything the agent writes here).
 constexpr char kAppliedOverlaps[] = "applied.overlaps";
-// Files pushed with a config (auth_file, TLS keys and certificates).
+// Files pushed with a config (auth_file, auth_type = hba's files, TLS keys and certificates).
 constexpr char kFilesDir[] = "files";
 
 constexpr const char* kPushableFileKeys[] = {
-    "auth_file",           "client_tls_key_file",  "client_tls_cert_file", "client_tls_ca_file",
+    "auth_file",           "auth_hba_file",        "auth_ident_file",
+    "client_tls_key_file", "client_tls_cert_file", "client_tls_ca_file",
     "server_tls_key_file", "server_tls_cert_file", "server_tls_ca_file",
 };
 
@@ -47,9 +50,9 @@ std::string JoinPath(const std::string& dir, const char* name) {
 std::set<std::string> FilesNamedBy(const config::Config& cfg) {
   std::set<std::string> named;
   for (const std::string* path :
-       {&cfg.auth_file, &cfg.client_tls_key_file, &cfg.client_tls_cert_file,
-        &cfg.client_tls_ca_file, &cfg.server_tls_key_file, &cfg.server_tls_cert_file,
-        &cfg.server_tls_ca_file}) {
+       {&cfg.auth_file, &cfg.auth_hba_file, &cfg.auth_ident_file, &cfg.client_tls_key_file,
+        &cfg.client_tls_cert_file, &cfg.client_tls_ca_file, &cfg.server_tls_key_file,
+        &cfg.server_tls_cert_file, &cfg.server_tls_ca_file}) {
     if (!path->empty()) named.insert(*path);
   }
   return named;
@@ -59,6 +62,40 @@ std::set<std::string> FilesNamedBy(const config::Config& cfg) {
 bool HoldsContent(const std::string& path, const std::string& sha256) {
   absl::StatusOr<std::string> existing = config::ReadTextFile(path);
   return existing.ok() && Sha256Hex(*existing) == sha256;
+}
+
+// Under auth_type = hba, the rules `cfg` would load, parsed before the config is applied: a
+// broken file is a NACK naming its line (and the agent keeps its rules), and an @file include
+// outside the allowed paths is refused before it is opened. `pushed` maps a file the push
+// carries (by the path the config names it with, not written yet) to its content.
+absl::Status CheckHbaRules(const config::Config& cfg, const PathPolicy& policy,
+                           const std::map<std::string, std::string>& pushed) {
+  if (cfg.auth_type != config::AuthType::kHba) return absl::OkStatus();
+  auto read = [&pushed](const std::string& path) -> absl::StatusOr<std::string> {
+    auto it = pushed.find(path);
+    return it != pushed.end() ? absl::StatusOr<std::string>(it->second)
+                              : config::ReadTextFile(path);
+  };
+  config::IdentMaps ident_maps;
+  if (!cfg.auth_ident_file.empty()) {
+    absl::StatusOr<config::IdentMaps> maps = [&]() -> absl::StatusOr<config::IdentMaps> {
+      PGF_ASSIGN_OR_RETURN(std::string text, read(cfg.auth_ident_file));
+      return config::ParseIdentFile(text, cfg.auth_ident_file);
+    }();
+    if (!maps.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          cfg.Where("auth_ident_file"), ": auth_ident_file: ", maps.status().message()));
+    }
+    ident_maps = *std::move(maps);
+  }
+  absl::Status parsed = [&]() -> absl::Status {
+    PGF_ASSIGN_OR_RETURN(std::string text, read(cfg.auth_hba_file));
+    return config::ParseHbaFile(text, cfg.auth_hba_file, ident_maps, PushedHbaIncludeReader(policy))
+        .status();
+  }();
+  if (parsed.ok()) return parsed;
+  return absl::InvalidArgumentError(
+      absl::StrCat(cfg.Where("auth_hba_file"), ": auth_hba_file: ", parsed.message()));
 }
 
 }  // namespace
@@ -218,6 +255,7 @@ absl::StatusOr<FleetSetup> PrepareFleet(FleetOptions options, const std::string&
         config::LoadConfig(setup.applied->path, PushedIncludeCheck(setup.path_policy));
     absl::Status confined =
         pushed.ok() ? CheckPushedPaths(*pushed, setup.path_policy) : pushed.status();
+    if (confined.ok()) confined = CheckHbaRules(*pushed, setup.path_policy, {});
     if (!confined.ok()) {
       PGF_WARN("agent",
                "not starting from the last applied config %s (version %d): %s; "
@@ -400,6 +438,13 @@ bool FleetAgent::StartApply(std::shared_ptr<PendingApply> apply) {
           absl::StrCat(parsed->Where("auth_file"), ": auth_file: ", users.status().message()));
     }
   }
+  std::map<std::string, std::string> pushed_content;
+  for (const PendingApply::File& file : apply->files) {
+    pushed_content[file.path] = file.pushed->content();
+  }
+  if (absl::Status hba = CheckHbaRules(*parsed, path_policy_, pushed_content); !hba.ok()) {
+    return refuse(std::string(hba.message()));
+  }
   writer_->Enqueue(
       [apply, files_dir = JoinPath(state_dir_, kFilesDir)] {
         if (!apply->files.empty()) PGF_RETURN_IF_ERROR(MakeDirs(files_dir, 0700));
@@ -448,6 +493,7 @@ absl::Status FleetAgent::PrepareFilesAndOverlaps(PendingApply& apply) {
     if (!IsPushableFileKey(file.key())) {
       return absl::InvalidArgumentError(absl::StrCat(
           "unknown file key '", file.key(), "': a pushed file backs one of auth_file, ",
+          "auth_hba_file, auth_ident_file, ",
           "client_tls_{key,cert,ca}_file, server_tls_{key,cert,ca}_file"));
     }
     if (!keys.insert(file.key()).second) {

@@ -37,6 +37,25 @@ int ConfigPush(Context& ctx) {
     fprintf(stderr, "fleetctl: cannot read %s\n", ctx.flags().Get("file").c_str());
     return kExitUsage;
   }
+  // Files pushed with the config, each backing one [pgbouncer] key (auth_hba_file=hba.conf):
+  // the agents write them under their state dir and point the key at their copy.
+  for (const std::string& attach : ctx.flags().GetAll("attach")) {
+    const size_t equals = attach.find('=');
+    if (equals == std::string::npos || equals == 0 || equals + 1 == attach.size()) {
+      fprintf(stderr, "fleetctl: --attach %s: expected KEY=FILE (auth_hba_file=hba.conf)\n",
+              attach.c_str());
+      return kExitUsage;
+    }
+    const std::string path = attach.substr(equals + 1);
+    pgfleet::v1::ConfigFile* file = request.add_files();
+    file->set_key(attach.substr(0, equals));
+    file->set_content(ReadFileOrDie(path, &ok));
+    if (!ok) {
+      fprintf(stderr, "fleetctl: cannot read %s (--attach)\n", path.c_str());
+      return kExitUsage;
+    }
+  }
+  for (const std::string& key : ctx.flags().GetAll("detach")) request.add_remove_files(key);
   for (const std::string& path : ctx.flags().GetAll("overlay")) {
     std::string text = ReadFileOrDie(path, &ok);
     if (!ok) {
@@ -335,6 +354,11 @@ std::vector<CommandSpec> ConfigCommands() {
        {{"env", "", "ENV", "the environment the version belongs to", true},
         {"file", "f", "FILE", "the pgbouncer.ini to store (the base)", true},
         {"overlay", "", "FILE", "an overlay file (repeat --overlay for several; order kept)"},
+        {"attach", "", "KEY=FILE",
+         "push FILE's content as the file backing [pgbouncer] KEY (auth_file, auth_hba_file, "
+         "auth_ident_file, client_/server_tls_{key,cert,ca}_file); repeat for several. Files "
+         "not attached are kept from the newest version"},
+        {"detach", "", "KEY", "drop the pushed file backing KEY (repeat for several)"},
         {"message", "m", "MESSAGE", "why, kept with the version"}},
        ConfigPush},
       {{"config", "list"},

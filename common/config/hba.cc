@@ -443,14 +443,16 @@ absl::StatusOr<HbaFile> ParseHbaFile(const std::string& text, const std::string&
   return hba;
 }
 
-absl::StatusOr<HbaFile> LoadHbaFile(const std::string& hba_path, const std::string& ident_path) {
+absl::StatusOr<HbaFile> LoadHbaFile(const std::string& hba_path, const std::string& ident_path,
+                                    const ReadFileFn& read_include) {
   IdentMaps ident_maps;
   if (!ident_path.empty()) {
     PGF_ASSIGN_OR_RETURN(std::string ident_text, ReadTextFile(ident_path));
     PGF_ASSIGN_OR_RETURN(ident_maps, ParseIdentFile(ident_text, ident_path));
   }
   PGF_ASSIGN_OR_RETURN(std::string text, ReadTextFile(hba_path));
-  return ParseHbaFile(text, hba_path, ident_maps, &ReadTextFile);
+  return ParseHbaFile(text, hba_path, ident_maps,
+                      read_include ? read_include : ReadFileFn(&ReadTextFile));
 }
 
 }  // namespace pgfleet::config

@@ -17,6 +17,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -85,13 +86,16 @@ struct HbaLogin {
 const HbaRule* MatchHba(const HbaFile& hba, const HbaLogin& login);
 
 // Errors name file and line. `read_file` reads @file includes (names relative to the hba
-// file's directory); tests pass their own.
-using ReadFileFn = absl::StatusOr<std::string> (*)(const std::string& path);
+// file's directory): tests pass their own, and a controller-linked agent one that refuses files
+// outside its allowed paths (agent/path_policy.h) before they are opened.
+using ReadFileFn = std::function<absl::StatusOr<std::string>(const std::string& path)>;
 absl::StatusOr<IdentMaps> ParseIdentFile(const std::string& text, const std::string& path);
 absl::StatusOr<HbaFile> ParseHbaFile(const std::string& text, const std::string& path,
                                      const IdentMaps& ident_maps, ReadFileFn read_file);
 
-// Reads and parses auth_hba_file and, when set, auth_ident_file.
-absl::StatusOr<HbaFile> LoadHbaFile(const std::string& hba_path, const std::string& ident_path);
+// Reads and parses auth_hba_file and, when set, auth_ident_file; @file includes through
+// `read_include` (empty: read as any file).
+absl::StatusOr<HbaFile> LoadHbaFile(const std::string& hba_path, const std::string& ident_path,
+                                    const ReadFileFn& read_include = {});
 
 }  // namespace pgfleet::config

@@ -21,7 +21,8 @@ constexpr char kAuthFileKey[] = "auth_file";
 // The [pgbouncer] keys a version's files may back (the agent points them at its copies).
 const std::set<std::string>& FileKeys() {
   static const std::set<std::string> keys = {
-      kAuthFileKey,          "client_tls_key_file",  "client_tls_cert_file", "client_tls_ca_file",
+      kAuthFileKey,          "auth_hba_file",        "auth_ident_file",
+      "client_tls_key_file", "client_tls_cert_file", "client_tls_ca_file",
       "server_tls_key_file", "server_tls_cert_file", "server_tls_ca_file"};
   return keys;
 }
@@ -154,8 +155,8 @@ absl::StatusOr<ConfigVersionRow> AddDerivedVersionOnce(
     PGF_ASSIGN_OR_RETURN(draft.ini_text, RestoreIniPasswords(*ini_text, newest.ini_text));
   }
   if (config_overlays != nullptr) {
-    PGF_ASSIGN_OR_RETURN(draft.overlays, RestoreOverlayPasswords(*config_overlays,
-                                                                 newest.overlays, newest.ini_text));
+    PGF_ASSIGN_OR_RETURN(draft.overlays, RestoreOverlayPasswords(*config_overlays, newest.overlays,
+                                                                 newest.ini_text));
   }
   draft.author = author;
   draft.message = message;

@@ -159,7 +159,7 @@ class SecretsStoreTest : public StoreBackendTest {
  protected:
   void SetUp() override {
     StoreBackendTest::SetUp();
-    Reopen(std::make_shared<Keyring>(KeyOf('a')));
+    if (open_in_set_up_) Reopen(std::make_shared<Keyring>(KeyOf('a')));
   }
   void Reopen(std::shared_ptr<const Keyring> keyring) {
     StoreBackendTest::Reopen();
@@ -314,6 +314,57 @@ TEST_P(SecretsStoreTest, RowsAreImmutableExceptForReencryption) {
       store_->ExecForTesting("UPDATE config_files SET sha256 = '" + std::string(64, '0') + "'")
           .ok());
   EXPECT_FALSE(store_->ExecForTesting("DELETE FROM config_files").ok());
+}
+
+// A database the previous release left (migrations 1-10, an auth_file sealed in it): 0011 keeps
+// the file (still opening: its associated data names version and key), then takes the hba
+// files, and the rows stay immutable under the rebuilt table's triggers.
+class SecretsMigrationTest : public SecretsStoreTest {
+ protected:
+  SecretsMigrationTest() { open_in_set_up_ = false; }
+};
+INSTANTIATE_TEST_SUITE_P(Backends, SecretsMigrationTest, ::testing::ValuesIn(AllStoreBackends()),
+                         StoreBackendName);
+
+TEST_P(SecretsMigrationTest, Migration0011KeepsFilesAndTakesHbaFiles) {
+  std::vector<Migration> old_migrations;
+  for (const Migration& migration : SqliteStore::EmbeddedMigrations()) {
+    if (migration.version <= 10) old_migrations.push_back(migration);
+  }
+  ASSERT_EQ(old_migrations.size(), 10u);
+  const auto keyring = std::make_shared<Keyring>(KeyOf('a'));
+  uint64_t old_version = 0;
+  {
+    PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<SqliteStore> old, OpenAgain(old_migrations));
+    old->SetSecretsKeyring(keyring);
+    PGF_ASSERT_OK_AND_ASSIGN(ConfigVersionRow added,
+                             old->AddConfigVersion(Draft("\"app\" \"before\"\n"), 1000));
+    old_version = added.version;
+    ConfigVersionDraft hba = Draft("\"app\" \"before\"\n");
+    hba.files.push_back(ConfigFileRow{});
+    hba.files.back().key = "auth_hba_file";
+    hba.files.back().content = "host all all 0.0.0.0/0 md5\n";
+    EXPECT_FALSE(old->AddConfigVersion(hba, 2000).ok()) << "0005's CHECK took auth_hba_file";
+  }
+  Reopen(keyring);
+  PGF_ASSERT_OK_AND_ASSIGN(ConfigVersionRow kept, store_->GetConfigVersion(old_version));
+  EXPECT_EQ(kept.secrets_error, "");
+  ASSERT_EQ(kept.files.size(), 1u);
+  EXPECT_EQ(kept.files[0].content, "\"app\" \"before\"\n");
+
+  ConfigVersionDraft hba = Draft("\"app\" \"before\"\n");
+  for (const char* key : {"auth_hba_file", "auth_ident_file"}) {
+    hba.files.push_back(ConfigFileRow{});
+    hba.files.back().key = key;
+    hba.files.back().content = absl::StrCat("# ", key, "\n");
+  }
+  PGF_ASSERT_OK_AND_ASSIGN(ConfigVersionRow added, store_->AddConfigVersion(hba, 3000));
+  PGF_ASSERT_OK_AND_ASSIGN(ConfigVersionRow got, store_->GetConfigVersion(added.version));
+  EXPECT_EQ(got.files.size(), 3u);
+  EXPECT_FALSE(store_->ExecForTesting("DELETE FROM config_files").ok());
+  EXPECT_FALSE(
+      store_->ExecForTesting("UPDATE config_files SET sha256 = '" + std::string(64, '0') + "'")
+          .ok());
 }
 
 }  // namespace
