@@ -7,7 +7,6 @@
 #include <string_view>
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/pg/protocol.h"
 #include "agent/prepared_statements.h"
@@ -148,32 +147,6 @@ bool IsBlank(std::string_view sql) {
 
 SqlCommand ClassifyStatement(std::string_view sql);
 
-// Whether `sql` holds PREPARE, EXECUTE or DEALLOCATE, in any case, anywhere: a query that does
-// not can only be kOther. ORing 0x20 lower-cases a letter and turns no other byte into 'p',
-// 'e' or 'd'.
-bool MayHoldKeyword(std::string_view sql) {
-  auto word_at = [&](size_t i, absl::string_view word) {
-    return sql.size() - i >= word.size() &&
-           absl::EqualsIgnoreCase(absl::string_view(sql.data() + i, word.size()), word);
-  };
-  for (size_t i = 0; i < sql.size(); ++i) {
-    switch (sql[i] | 0x20) {
-      case 'p':
-        if (word_at(i, "prepare")) return true;
-        break;
-      case 'e':
-        if (word_at(i, "execute")) return true;
-        break;
-      case 'd':
-        if (word_at(i, "deallocate")) return true;
-        break;
-      default:
-        break;
-    }
-  }
-  return false;
-}
-
 // One statement of several: what makes the whole query refused, if anything.
 std::optional<SqlCommand> RefusedInBatch(std::string_view statement) {
   SqlCommand command = ClassifyStatement(statement);
@@ -187,14 +160,19 @@ std::optional<SqlCommand> RefusedInBatch(std::string_view statement) {
 }  // namespace
 
 SqlCommand ClassifySql(std::string_view sql) {
-  // Every simple query comes here and nearly none is one of these: one pass over the bytes for
-  // the keywords, unquoted or not, settles most queries for far less than the statement scan.
-  if (!MayHoldKeyword(sql)) return SqlCommand{};
   // The query text ends at its terminator when the whole message is here; otherwise `sql` is
   // a prefix, whose last statement may be cut short.
   const size_t terminator = sql.find('\0');
   const bool complete = terminator != std::string_view::npos;
   if (complete) sql = sql.substr(0, terminator);
+  // Every simple query comes here, nearly all of them one statement: with no ';' but perhaps a
+  // last one followed by white space, the query is one statement whatever its quoting, and its
+  // first word decides. Two memchr-speed searches instead of the statement scan below.
+  const size_t first_semicolon = sql.find(';');
+  if (first_semicolon == std::string_view::npos ||
+      sql.find_first_not_of(" \t\n\r\f\v", first_semicolon + 1) == std::string_view::npos) {
+    return ClassifyStatement(sql);
+  }
   // Several statements: one of them that uses SQL-level prepared statements makes the query
   // refused as a whole (it cannot be rewritten around it). DEALLOCATE ALL passes: its command
   // tag tells the agent the server's statements are gone. No allocation on the way: this runs
