@@ -28,7 +28,7 @@ OUT="$REPO/bench/results/cost-latest.txt"
 
 log() { echo "[cost $(date +%H:%M:%S)] $*" >&2; }
 die() { log "ERROR: $1"; exit 1; }
-for tool in "$PGBIN/initdb" "$PGBOUNCER" pgbench psql valgrind callgrind_control strace ss; do
+for tool in "$PGBIN/initdb" "$PGBOUNCER" pgbench psql valgrind callgrind_control strace perf ss; do
   command -v "$tool" >/dev/null || die "missing $tool"
 done
 [[ -x "$AGENT_BIN" ]] || die "no agent binary at $AGENT_BIN"
@@ -119,6 +119,12 @@ stop_pooler() {
 }
 
 declare -A MODE=([a]=simple [b]=extended)
+ticks() {  # utime and stime of PID, in clock ticks
+  local stat f
+  stat=$(cat "/proc/$1/stat")
+  read -ra f <<<"${stat##*) }"
+  echo "${f[11]} ${f[12]}"
+}
 
 # count TARGET TOOL WORKLOAD TXNS: instructions or system calls of the pooler over one pgbench
 # run of TXNS transactions per client, logins included. The counting window is set while the
@@ -130,10 +136,19 @@ count() {
   if [[ "$tool" == callgrind ]]; then
     rm -f "$STATE"/cg.out.*
     "${control[@]}" -z "$POOLER_PID" >/dev/null
-  else
+  elif [[ "$tool" == strace ]]; then
     strace -c -f -p "$POOLER_PID" -o "$STATE/strace.out" 2>/dev/null &
     tracer=$!
     sleep 1  # attached
+  else
+    # perf: system calls at full speed (kernel tracepoints; no slowdown, so the batching of
+    # messages per wakeup is the real one), and CPU time, which is as noisy as the machine.
+    local calls=sendto,sendmsg,recvfrom,epoll_wait,epoll_ctl
+    perf stat -x, -e "raw_syscalls:sys_enter,syscalls:sys_enter_${calls//,/,syscalls:sys_enter_}" \
+      -p "$POOLER_PID" -o "$STATE/perf.out" &
+    tracer=$!
+    sleep 0.5
+    ticks "$POOLER_PID" >"$STATE/ticks.before"
   fi
   pgbench -n -S -M "${MODE[$w]}" -c "$CLIENTS" -j 2 -t "$n" -h 127.0.0.1 -p "$POOLER_PORT" \
     -U bench benchdb >"$STATE/pgbench.out" 2>&1 || die "pgbench failed: $(tail -3 "$STATE/pgbench.out")"
@@ -143,11 +158,22 @@ count() {
     sleep 0.5
     awk '/^totals:/ {s += $2} END {printf "%d\n", s}' "$STATE"/cg.out.*
     cp "$STATE"/cg.out.* "$REPO/bench/results/callgrind-$w-$t.out" 2>/dev/null || true
-  else
+  elif [[ "$tool" == strace ]]; then
     kill -INT "$tracer"
     wait "$tracer" || true
     cp "$STATE/strace.out" "$STATE/strace-$w-$t.txt"
     awk '$NF == "total" {print $4}' "$STATE/strace.out"
+  else
+    ticks "$POOLER_PID" >"$STATE/ticks.after"
+    kill -INT "$tracer"
+    wait "$tracer" || true
+    # User and system CPU ticks of this run, for the report's split.
+    paste "$STATE/ticks.before" "$STATE/ticks.after" |
+      awk -v n="$n" '{printf "utime %d stime %d ticks over %d txns per client;", $3 - $1, $4 - $2, n}' \
+        >>"$STATE/split-$w-$t.txt"
+    awk -F, '$3 ~ /sys_enter_/ {sub(/.*sys_enter_/, "", $3); printf " %s %s", $3, $1} END {print ""}' \
+      "$STATE/perf.out" >>"$STATE/split-$w-$t.txt"
+    awk -F, '$3 == "raw_syscalls:sys_enter" {print $1}' "$STATE/perf.out"
   fi
 }
 
@@ -164,6 +190,7 @@ for w in "${WORKLOADS[@]}"; do
       txns=$((TXNS * CLIENTS))
       per=$(awk -v a="$long" -v b="$short" -v n="$txns" 'BEGIN {printf "%.1f", (a - b) / n}')
       unit=$([[ "$tool" == callgrind ]] && echo "instructions" || echo "syscalls")
+      [[ "$tool" == perf ]] && unit="syscalls at full speed"
       line=$(printf '(%s) %-9s %-9s %12s %s per txn  (%s - %s over %s txns)' "$w" "$t" "$tool" \
         "$per" "$unit" "$long" "$short" "$txns")
       log "$line"
@@ -175,6 +202,10 @@ done
   echo "cost per transaction: pgbench -S, $CLIENTS clients x $TXNS txns, transaction pooling"
   echo "git $(git rev-parse --short HEAD 2>/dev/null), $(date -u '+%Y-%m-%d %H:%M UTC')"
   cat "$STATE/report.txt"
+  for f in "$STATE"/split-*.txt; do
+    [[ -e "$f" ]] || continue
+    echo "--- CPU $(basename "$f" .txt | sed 's/^split-//'): $(tail -1 "$f")"
+  done
   for f in "$STATE"/strace-*.txt; do
     [[ -e "$f" ]] || continue
     echo "--- $(basename "$f" .txt)"
