@@ -156,7 +156,7 @@ count() {
     "${control[@]}" -d "$POOLER_PID" >/dev/null
     for _ in $(seq 50); do compgen -G "$STATE/cg.out.*" >/dev/null && break; sleep 0.1; done
     sleep 0.5
-    awk '/^totals:/ {s += $2} END {printf "%d\n", s}' "$STATE"/cg.out.*
+    awk '/^totals:/ {s += $2} END {printf "%.0f\n", s}' "$STATE"/cg.out.*
     cp "$STATE"/cg.out.* "$REPO/bench/results/callgrind-$w-$t.out" 2>/dev/null || true
   elif [[ "$tool" == strace ]]; then
     kill -INT "$tracer"
