@@ -150,7 +150,10 @@ class Agent final : public AgentControl {
 
   // PAUSE state: paused pools hand out no server connections (clients queue instead) and
   // close the ones they get back. `db` empty means every database.
-  bool IsPaused(const std::string& db) const { return pause_all_ || paused_dbs_.contains(db); }
+  // Asked several times per transaction: no hashing while nothing is paused.
+  bool IsPaused(const std::string& db) const {
+    return pause_all_ || (!paused_dbs_.empty() && paused_dbs_.contains(db));
+  }
   bool IsPausedExactly(const std::string& db) const {
     return db.empty() ? pause_all_ : paused_dbs_.contains(db);
   }

@@ -12,6 +12,7 @@
 #include "agent/client_auth.h"
 #include "agent/client_conn_detail.h"
 #include "agent/conn_state.h"
+#include "agent/forwarder.h"
 #include "agent/io/evbuffer_frames.h"
 #include "agent/log_prefix.h"
 #include "agent/pg/protocol.h"
@@ -194,8 +195,6 @@ void ClientConn::HandleIdleInput() {
       net_.DisableRead();
       return;
     }
-    if (AnswerKnownParse()) continue;
-    if (state_ != State::kIdle) return;  // Closed by AnswerKnownParse.
     pg::MessageHeader header;
     switch (
         PeekFrameHeader(in, 0, static_cast<uint32_t>(agent_.config().max_packet_size), &header)) {
@@ -206,6 +205,10 @@ void ClientConn::HandleIdleInput() {
         return;
       case pg::HeaderResult::kOk:
         break;
+    }
+    if (header.type == 'P') {
+      if (AnswerKnownParse(header)) continue;
+      if (state_ != State::kIdle) return;  // Closed by AnswerKnownParse.
     }
     if (header.type == 'X') {
       Close("client close request");
@@ -220,7 +223,7 @@ void ClientConn::HandleIdleInput() {
       // ended (it failed while the client was still sending). PostgreSQL ignores these outside
       // COPY; so does the agent, rather than take a server for them that no ReadyForQuery
       // would ever release.
-      skip_remaining_ = header.total();
+      forward_.skip_remaining = header.total();
       continue;
     }
     if (agent_.shutting_down()) {
@@ -239,13 +242,13 @@ void ClientConn::HandleIdleInput() {
 }
 
 bool ClientConn::SkipInput() {
-  if (skip_remaining_ == 0) return true;
+  if (forward_.skip_remaining == 0) return true;
   evbuffer* in = net_.input();
-  const size_t dropped = std::min(skip_remaining_, evbuffer_get_length(in));
+  const size_t dropped = std::min(forward_.skip_remaining, evbuffer_get_length(in));
   evbuffer_drain(in, dropped);
   pool_->stats().bytes_received += dropped;
-  skip_remaining_ -= dropped;
-  return skip_remaining_ == 0;
+  forward_.skip_remaining -= dropped;
+  return forward_.skip_remaining == 0;
 }
 
 void ClientConn::OnLinked(ServerConn* server, uint64_t now_us, bool was_waiting) {
@@ -261,8 +264,8 @@ void ClientConn::OnUnlinked() {
   server_ = nullptr;
   // Unlinked in the middle of a message (its server was closed for it, see
   // Pool::ReleaseServer): the rest must not be read as messages of its own.
-  skip_remaining_ += forward_remaining_;
-  forward_remaining_ = 0;
+  forward_.skip_remaining += forward_.forward_remaining;
+  forward_.forward_remaining = 0;
   // Reading may have stopped for the server's full output (StartBackpressure), which no longer
   // concerns this client; left stopped, a client whose input needs no server (the rest of a
   // failed COPY, dropped) would never be read again.
@@ -277,79 +280,69 @@ ps::ClientStatements& ClientConn::statements() {
 
 void ClientConn::StartBackpressure() { net_.DisableRead(); }
 
+// The client -> server direction of the Forwarder: Terminate, disable_pqexec, and the
+// prepared-statement rewriting (client_rewrite.cc) on links that rewrite named statements.
+class ClientConn::ServerBound final : public Forwarder::Filter {
+ public:
+  explicit ServerBound(ClientConn& client) : client_(client) {}
+
+  Forwarder::Verdict OnMessage(Forwarder& forwarder, const pg::MessageHeader& header) override {
+    using Verdict = Forwarder::Verdict;
+    ServerConn* server = client_.server_;
+    if (header.type == 'X') {
+      forwarder.Flush();
+      client_.Close("client close request");
+      return Verdict::kStop;
+    }
+    if (header.type == 'Q' && client_.agent_.config().disable_pqexec) {
+      // What came before it goes on; the Query itself never reaches the server.
+      forwarder.Flush();
+      client_.RefuseSimpleQuery();
+      return Verdict::kStop;
+    }
+    if (server->ps_tracking()) {
+      switch (client_.RewriteForServer(forwarder, header)) {
+        case Rewrite::kPassThrough:
+          break;
+        case Rewrite::kRewritten:
+          return Verdict::kHandled;
+        case Rewrite::kNeedMore:
+          return Verdict::kNeedMore;
+        case Rewrite::kWait:
+          // Read no more meanwhile: what waits is bounded by what was already read.
+          client_.net_.DisableRead();
+          server->ResumeClientAfterAnswers();
+          return Verdict::kNeedMore;
+        case Rewrite::kClosed:
+          return Verdict::kStop;
+      }
+    }
+    server->NoteClientMessage(header.type);
+    if (header.type == 'Q') server->NoteQueryText(forwarder.Body(header));
+    return Verdict::kForward;
+  }
+  void SendToPeer(size_t bytes) override {
+    client_.pool_->stats().bytes_received += bytes;
+    client_.server_->Write(client_.net_.input(), bytes);
+  }
+  void OnDropped(size_t bytes) override { client_.pool_->stats().bytes_received += bytes; }
+  void OnMalformed() override {
+    client_.CloseWithError("08P01", "invalid message length (max_packet_size exceeded?)");
+  }
+
+ private:
+  ClientConn& client_;
+};
+
 void ClientConn::ForwardToServer() {
   if (server_ == nullptr || server_->state() != ServerConn::State::kActive) return;
-  evbuffer* in = net_.input();
-  const uint32_t max_packet = static_cast<uint32_t>(agent_.config().max_packet_size);
-  // The first `offset` bytes of the input go to the server in one write: whole messages and
-  // what has arrived of the last one (a large message streams as it arrives).
-  size_t offset = 0;
-  bool terminate = false;
-  while (true) {
-    if (skip_remaining_ > 0) {
-      FlushToServer(offset);
-      if (!SkipInput()) break;
-    }
-    if (forward_remaining_ > 0) {
-      const size_t arrived = std::min(forward_remaining_, evbuffer_get_length(in) - offset);
-      offset += arrived;
-      forward_remaining_ -= arrived;
-      if (forward_remaining_ > 0) break;
-    }
-    pg::MessageHeader header;
-    pg::HeaderResult result = PeekFrameHeader(in, offset, max_packet, &header);
-    if (result == pg::HeaderResult::kNeedMore) break;
-    if (result == pg::HeaderResult::kMalformed) {
-      FlushToServer(offset);
-      CloseWithError("08P01", "invalid message length (max_packet_size exceeded?)");
-      return;
-    }
-    if (header.type == 'X') {
-      terminate = true;
-      break;
-    }
-    if (header.type == 'Q' && agent_.config().disable_pqexec) {
-      // What came before it goes on; the Query itself never reaches the server.
-      FlushToServer(offset);
-      RefuseSimpleQuery();
-      return;
-    }
-    if (server_->ps_tracking()) {
-      const Rewrite rewrite = RewriteForServer(offset, header);
-      if (rewrite == Rewrite::kClosed) return;
-      if (rewrite == Rewrite::kNeedMore) break;
-      if (rewrite == Rewrite::kWait) {
-        // Read no more meanwhile: what waits is bounded by what was already read.
-        net_.DisableRead();
-        server_->ResumeClientAfterAnswers();
-        break;
-      }
-      if (rewrite == Rewrite::kRewritten) {
-        offset = 0;
-        continue;
-      }
-    }
-    server_->NoteClientMessage(header.type);
-    if (header.type == 'Q') server_->NoteQueryText(in, offset + pg::kHeaderSize, header);
-    forward_remaining_ = header.total();
-  }
-  FlushToServer(offset);
-  if (terminate) {
-    Close("client close request");
-    return;
-  }
-  if (server_ != nullptr && server_->output_length() > kOutputHighWater) {
-    StartBackpressure();
-  }
-}
-
-void ClientConn::FlushToServer(size_t& offset) {
-  if (offset > 0) {
-    pool_->stats().bytes_received += offset;
-    server_->Write(net_.input(), offset);
-    offset = 0;
-  }
-  server_->set_mid_client_message(forward_remaining_ > 0);
+  ServerBound filter(*this);
+  Forwarder forwarder(net_.input(), forward_,
+                      static_cast<uint32_t>(agent_.config().max_packet_size), filter);
+  if (!forwarder.Run()) return;
+  // A server that has only part of a message must not serve anyone else (Pool::ReleaseServer).
+  server_->set_mid_client_message(forward_.forward_remaining > 0);
+  if (server_->output_length() > kOutputHighWater) StartBackpressure();
 }
 
 void ClientConn::HandleAdminInput() {

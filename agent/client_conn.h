@@ -9,6 +9,7 @@
 #include <string>
 
 #include "agent/event_loop.h"
+#include "agent/forwarder.h"
 #include "agent/intrusive_list.h"
 #include "agent/net/net_conn.h"
 #include "agent/net/peer_address.h"
@@ -53,6 +54,8 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   Pool* pool() const { return pool_; }
   ServerConn* server() const { return server_; }
   const ParamList& params() const;
+  // The same list as shared with other clients (null before the login set any).
+  const std::shared_ptr<const ParamList>& shared_params() const { return params_; }
   int32_t cancel_pid() const { return cancel_pid_; }
   int32_t cancel_key() const { return cancel_key_; }
   uint64_t connect_time_us() const { return connect_time_us_; }
@@ -137,25 +140,26 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   void HandleIdleInput();
   // A named Parse + Sync from a client without a server, of a statement some server of the
   // pool has prepared: answered here (the statement is prepared wherever the client's Bind
-  // lands). Returns true if it answered one.
-  bool AnswerKnownParse();
+  // lands). `parse`: the header of the Parse at the front of the input. Returns true if it
+  // answered one.
+  bool AnswerKnownParse(const pg::MessageHeader& parse);
   // Closes the client that went over ps::kMaxClientStatements / kMaxClientStatementBytes.
   void CloseTooManyStatements();
   void ForwardToServer();
-  // Writes the first `offset` bytes of the input to the server and notes whether that left
-  // the server in the middle of a message.
-  void FlushToServer(size_t& offset);
-  // Drops up to skip_remaining_ bytes from the front of the input; true when all are gone.
+  // The Forwarder's filter for this direction (client_conn.cc).
+  class ServerBound;
+  // Drops up to forward_.skip_remaining bytes from the front of the input; true when all are
+  // gone.
   bool SkipInput();
-  // Prepared-statement bookkeeping for the message at `offset` of the input (see
+  // Prepared-statement bookkeeping for the message the forwarder is at (see
   // prepared_statements.h). kPassThrough: forward it as usual. kRewritten: what preceded it
   // went to the server, and the message's replacement or its rewritten start (the rest then
-  // follows through forward_remaining_, or is dropped through skip_remaining_). kNeedMore:
+  // follows through forward_.forward_remaining, or is dropped through skip_remaining). kNeedMore:
   // wait for more of it. kClosed: the client was closed.
   // kWait: the message depends on answers still out (ServerStatements::MustWait); it stays in
   // the input until the server's next ReadyForQuery.
   enum class Rewrite { kPassThrough, kRewritten, kNeedMore, kWait, kClosed };
-  Rewrite RewriteForServer(size_t offset, const pg::MessageHeader& header);
+  Rewrite RewriteForServer(Forwarder& forwarder, const pg::MessageHeader& header);
   void HandleTerminate();
   void HandleAdminInput();
 
@@ -182,11 +186,9 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   // The authentication exchange, while logging in (client_auth.h).
   std::unique_ptr<ClientAuth> auth_;
   std::unique_ptr<ps::ClientStatements> statements_;
-  // Bytes of a message already partly forwarded to the server.
-  size_t forward_remaining_ = 0;
-  // Bytes of a message to drop as they arrive: the rest of one whose server was closed under
-  // it, one the agent replaced whole, or a CopyData with no COPY to go to.
-  size_t skip_remaining_ = 0;
+  // Where the stream to the server stands: the rest of a message partly forwarded, or of one
+  // to drop (forwarder.h).
+  ForwardState forward_;
   uint64_t connect_time_us_;
   uint64_t last_active_us_;
   uint64_t wait_start_us_ = 0;

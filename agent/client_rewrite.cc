@@ -13,6 +13,7 @@
 #include "agent/client_conn.h"
 #include "agent/client_conn_detail.h"
 #include "agent/conn_state.h"
+#include "agent/forwarder.h"
 #include "agent/io/evbuffer_frames.h"
 #include "agent/pg/protocol.h"
 #include "agent/pg/startup_options.h"
@@ -22,7 +23,7 @@
 namespace pgfleet::agent {
 using namespace client_conn_detail;
 
-bool ClientConn::AnswerKnownParse() {
+bool ClientConn::AnswerKnownParse(const pg::MessageHeader& parse) {
   // Clients such as pgbench prepare synchronously (PQprepare) while other connections of the
   // same thread hold servers in open transactions; needing a server for that Parse can
   // deadlock them against each other when the pool is smaller than the client count.
@@ -31,11 +32,9 @@ bool ClientConn::AnswerKnownParse() {
     return false;
   }
   evbuffer* in = net_.input();
-  pg::MessageHeader parse;
   pg::MessageHeader sync;
   const uint32_t max_packet = static_cast<uint32_t>(agent_.config().max_packet_size);
-  if (PeekFrameHeader(in, 0, max_packet, &parse) != pg::HeaderResult::kOk || parse.type != 'P' ||
-      PeekFrameHeader(in, parse.total(), max_packet, &sync) != pg::HeaderResult::kOk ||
+  if (PeekFrameHeader(in, parse.total(), max_packet, &sync) != pg::HeaderResult::kOk ||
       sync.type != 'S' || evbuffer_get_length(in) < parse.total() + sync.total()) {
     return false;
   }
@@ -71,27 +70,24 @@ void ClientConn::CloseTooManyStatements() {
                               " MiB of their text); close the ones no longer needed"));
 }
 
-ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::MessageHeader& header) {
+ClientConn::Rewrite ClientConn::RewriteForServer(Forwarder& forwarder,
+                                                 const pg::MessageHeader& header) {
   const char type = header.type;
   if (type != 'P' && type != 'B' && type != 'D' && type != 'C' && type != 'Q') {
     return Rewrite::kPassThrough;
   }
   evbuffer* in = net_.input();
-  const size_t available = evbuffer_get_length(in);
   ps::ServerStatements& server_statements = server_->statements();
   const uint64_t parses_before = server_statements.parses_sent();
   const size_t capacity = static_cast<size_t>(std::max(agent_.config().max_prepared_statements, 1));
   // The start of the body decides; the common messages (unnamed Parse/Bind, ordinary
   // queries) stay on the zero-copy path. A Parse is named by its first byte and a Describe of
   // a statement by its first two; those are then read whole (or refused) anyway.
-  std::array<char, kRewriteHeadSize> head;
-  const size_t decisive = type == 'P' ? 1 : type == 'D' ? 2 : type == 'C' ? 0 : head.size();
+  const size_t decisive = type == 'P' ? 1 : type == 'D' ? 2 : type == 'C' ? 0 : kRewriteHeadSize;
   const size_t head_size = std::min(decisive, header.body_size());
-  if (offset + pg::kHeaderSize + head_size > available) return Rewrite::kNeedMore;
-  evbuffer_ptr pos;
-  evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
-  evbuffer_copyout_from(in, &pos, head.data(), head_size);
-  const std::string_view start(head.data(), head_size);
+  // A view of the input: valid until something is sent (forwarder.Flush).
+  const std::string_view start = forwarder.Body(header, head_size);
+  if (start.size() < head_size) return Rewrite::kNeedMore;
   switch (type) {
     case 'P':
       if (start.empty() || start[0] == '\0') {
@@ -120,13 +116,13 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
       if (!rewritten.has_value()) return Rewrite::kPassThrough;
       pool_->stats().bind_count++;
       pool_->stats().server_parse_count += server_statements.parses_sent() - parses_before;
-      FlushToServer(offset);
+      forwarder.Flush();
       evbuffer_drain(in, pg::kHeaderSize + names_size);
       pool_->stats().bytes_received += pg::kHeaderSize + names_size;
       server_->NoteClientMessage(type);
       server_->WriteRaw(*rewritten);
-      forward_remaining_ = header.body_size() - names_size;
-      server_->set_mid_client_message(forward_remaining_ > 0);
+      forward_.forward_remaining = header.body_size() - names_size;
+      server_->set_mid_client_message(forward_.forward_remaining > 0);
       return Rewrite::kRewritten;
     }
     case 'D':
@@ -145,11 +141,11 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
           server_statements.MustWait(sql.name, statements())) {
         return Rewrite::kWait;
       }
-      FlushToServer(offset);
-      server_->NoteQueryText(in, pg::kHeaderSize, header);  // At the front once flushed.
+      server_->NoteQueryText(start);
+      forwarder.Flush();
       evbuffer_drain(in, pg::kHeaderSize);
       pool_->stats().bytes_received += pg::kHeaderSize;
-      skip_remaining_ = header.body_size();
+      forward_.skip_remaining = header.body_size();
       std::string out;
       if (sql.kind == ps::SqlKind::kDeallocate) {
         out = server_statements.OnDeallocate(sql.name, statements(), capacity);
@@ -171,23 +167,21 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
   // A named Parse (whose definition the agent keeps), a Describe or a Close: read whole, up
   // to a bound.
   if (header.total() > kMaxHeldMessage) {
-    FlushToServer(offset);
+    forwarder.Flush();
     CloseWithError("54000", absl::StrCat("'", std::string(1, type), "' message of ", header.total(),
                                          " bytes is too large for the pooler to "
                                          "rewrite (at most ",
                                          kMaxHeldMessage, " bytes with a named statement)"));
     return Rewrite::kClosed;
   }
-  if (offset + header.total() > available) return Rewrite::kNeedMore;
-  std::string body(header.body_size(), '\0');
-  evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
-  evbuffer_copyout_from(in, &pos, body.data(), body.size());
+  if (!forwarder.Whole(header)) return Rewrite::kNeedMore;
+  const std::string body(forwarder.Body(header));
   if (type == 'P') {
     const size_t name_end = body.find('\0');
     const std::string_view name(body.data(), std::min(name_end, body.size()));
     if (name_end != std::string::npos && statements().Find(name) == nullptr &&
         !statements().HasRoomFor(name, std::string_view(body).substr(name_end + 1))) {
-      FlushToServer(offset);
+      forwarder.Flush();
       CloseTooManyStatements();
       return Rewrite::kClosed;
     }
@@ -204,7 +198,7 @@ ClientConn::Rewrite ClientConn::RewriteForServer(size_t offset, const pg::Messag
       return Rewrite::kWait;
     }
   }
-  FlushToServer(offset);
+  forwarder.Flush();
   evbuffer_drain(in, header.total());
   pool_->stats().bytes_received += header.total();
   std::string out;

@@ -165,6 +165,14 @@ SqlCommand ClassifySql(std::string_view sql) {
   const size_t terminator = sql.find('\0');
   const bool complete = terminator != std::string_view::npos;
   if (complete) sql = sql.substr(0, terminator);
+  // Every simple query comes here, nearly all of them one statement: with no ';' but perhaps a
+  // last one followed by white space, the query is one statement whatever its quoting, and its
+  // first word decides. Two memchr-speed searches instead of the statement scan below.
+  const size_t first_semicolon = sql.find(';');
+  if (first_semicolon == std::string_view::npos ||
+      sql.find_first_not_of(" \t\n\r\f\v", first_semicolon + 1) == std::string_view::npos) {
+    return ClassifyStatement(sql);
+  }
   // Several statements: one of them that uses SQL-level prepared statements makes the query
   // refused as a whole (it cannot be rewritten around it). DEALLOCATE ALL passes: its command
   // tag tells the agent the server's statements are gone. No allocation on the way: this runs

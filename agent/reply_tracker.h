@@ -49,7 +49,20 @@ class ReplyTracker {
 
   // A new client: what an earlier one left behind (a stray CopyDone after its last Sync) was
   // processed before anything the new one sends and cannot touch its count.
-  void Reset() { *this = ReplyTracker(); }
+  // Field by field: a fresh std::deque allocates (libstdc++), and a server is reset at every
+  // link, that is every transaction in transaction mode.
+  void Reset() {
+    sent_.clear();
+    owed_ = 0;
+    in_copy_in_ = false;
+    copy_start_ = 0;
+    copy_ambiguous_ = false;
+    late_copy_end_ = false;
+    unsettled_ = false;
+    probe_possible_ = false;
+    probe_ = Probe::kNone;
+    before_probe_ = 0;
+  }
 
   // -- Client -> server: every message the client's stream puts on the server, in order.
   void OnClientMessage(char type);

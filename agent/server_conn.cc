@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/agent.h"
 #include "agent/client_conn.h"
+#include "agent/forwarder.h"
 #include "agent/io/evbuffer_frames.h"
 #include "agent/pg/protocol.h"
 #include "agent/server_conn_detail.h"
@@ -144,7 +145,7 @@ void ServerConn::Link(ClientConn* client, uint64_t now_us) {
 void ServerConn::Unlink() {
   // mid_client_message_ stays: Pool::ReleaseServer reads it after unlinking.
   client_ = nullptr;
-  forward_remaining_ = 0;
+  forward_ = ForwardState();
   resume_client_ = false;
   last_used_us_ = MonotonicMicros();
 }
@@ -178,12 +179,10 @@ void ServerConn::NoteClientMessage(char type) {
   }
 }
 
-void ServerConn::NoteQueryText(evbuffer* in, size_t offset, const pg::MessageHeader& header) {
-  evbuffer_ptr pos;
-  evbuffer_ptr_set(in, &pos, offset, EVBUFFER_PTR_SET);
-  const ssize_t copied = evbuffer_copyout_from(in, &pos, last_query_.data(),
-                                               std::min(last_query_.size(), header.body_size()));
-  last_query_size_ = copied > 0 ? strnlen(last_query_.data(), static_cast<size_t>(copied)) : 0;
+void ServerConn::NoteQueryText(std::string_view body) {
+  const size_t copied = std::min(last_query_.size(), body.size());
+  std::copy_n(body.data(), copied, last_query_.data());
+  last_query_size_ = strnlen(last_query_.data(), copied);
 }
 
 void ServerConn::Write(evbuffer* from, size_t bytes) {
@@ -207,7 +206,7 @@ void ServerConn::ResumeReading() {
 
 void ServerConn::StartBackpressure() { DisableRead(); }
 
-void ServerConn::OnParameterStatus(const std::string& body) {
+void ServerConn::OnParameterStatus(std::string_view body) {
   pg::BodyReader reader(body);
   std::string name(reader.CString());
   std::string value(reader.CString());
@@ -217,6 +216,7 @@ void ServerConn::OnParameterStatus(const std::string& body) {
 }
 
 void ServerConn::UpdateParam(std::string_view name, std::string_view value) {
+  in_step_with_.reset();
   for (auto& [key, current] : params_) {
     if (key == name) {
       current = std::string(value);
@@ -252,11 +252,7 @@ void ServerConn::MaybeSendProbe() {
   replies_.OnProbeSent();
 }
 
-void ServerConn::NoteErrorResponse(evbuffer* in, size_t offset, const pg::MessageHeader& header) {
-  std::string body(header.body_size(), '\0');
-  evbuffer_ptr pos;
-  evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
-  evbuffer_copyout_from(in, &pos, body.data(), body.size());
+void ServerConn::NoteErrorResponse(std::string_view body) {
   std::map<char, std::string> fields = pg::ParseErrorFields(body);
   if (fields['C'] == "26000") {
     // A statement the agent believes prepared here is gone (SQL DEALLOCATE it could not see):
@@ -269,167 +265,161 @@ void ServerConn::NoteErrorResponse(evbuffer* in, size_t offset, const pg::Messag
   }
 }
 
+// The server -> client direction of the Forwarder: reply tracking (COPY, the agent's probe),
+// prepared-statement answers, ParameterStatus, and ReadyForQuery, which may hand the server
+// back to the pool.
+class ServerConn::ClientBound final : public Forwarder::Filter {
+ public:
+  explicit ClientBound(ServerConn& server)
+      : server_(server), client_net_(server.client_->net()), mode_(server.pool_.pool_mode()) {}
+
+  Forwarder::Verdict OnMessage(Forwarder& forwarder, const pg::MessageHeader& header) override;
+  void SendToPeer(size_t bytes) override {
+    server_.pool_.stats().bytes_sent += bytes;
+    client_net_.Send(server_.net_->input(), bytes);
+  }
+  void OnDropped(size_t) override {}
+  void OnMalformed() override {
+    server_.Close("invalid message length from server", /*is_error=*/true);
+  }
+
+ private:
+  // The answers to the agent's own prepared-statement messages (see prepared_statements.h).
+  Forwarder::Verdict OnStatementReply(Forwarder& forwarder, const pg::MessageHeader& header);
+  Forwarder::Verdict OnReadyForQuery(Forwarder& forwarder, const pg::MessageHeader& header);
+
+  ServerConn& server_;
+  net::NetConn& client_net_;
+  const config::PoolMode mode_;
+};
+
+Forwarder::Verdict ServerConn::ClientBound::OnMessage(Forwarder& forwarder,
+                                                      const pg::MessageHeader& header) {
+  using Verdict = Forwarder::Verdict;
+  ReplyTracker& replies = server_.replies_;
+  const bool ps_tracking = server_.ps_tracking_;
+  const char type = header.type;
+  // COPY and the agent's probe change what the ReadyForQuery count means (reply_tracker.h).
+  // The type decides; each step changes state, so a message seen again after waiting for the
+  // rest of it is not counted twice.
+  if (replies.unsettled() && type != 'Z' && type != 'N' && type != 'S' && type != 'A' &&
+      !(type == 'I' && replies.probe_sent())) {
+    // A reply after a failed COPY's maybe-answered Syncs settles them.
+    const ReplyTracker::Dropped dropped = replies.OnOtherReply();
+    if (ps_tracking && dropped.count > 0) {
+      server_.statements_.DropSyncPoints(dropped.skip, dropped.count);
+    }
+  }
+  if ((type == 'G' || type == 'W') && !replies.in_copy_in()) {
+    replies.OnCopyInStart();
+  } else if ((type == 'C' || type == 'E') && replies.in_copy_in()) {
+    const ReplyTracker::Dropped dropped = replies.OnCopyInEnd(type == 'C');
+    if (ps_tracking && dropped.count > 0) {
+      server_.statements_.DropSyncPoints(dropped.skip, dropped.count);
+    }
+    server_.MaybeSendProbe();
+  } else if ((type == 'I' && replies.probe_sent()) || (type == 'Z' && replies.probe_answered())) {
+    // The probe's EmptyQueryResponse and ReadyForQuery are the agent's: not forwarded.
+    if (!forwarder.Whole(header)) return Verdict::kNeedMore;
+    if (type == 'I') {
+      const ReplyTracker::Dropped dropped = replies.OnProbeAnswered();
+      if (ps_tracking && dropped.count > 0) server_.statements_.DropSyncPoints(0, dropped.count);
+    } else {
+      replies.TakeProbeReadyForQuery();
+      const std::string_view body = forwarder.Body(header, 1);
+      server_.tx_status_ = body.empty() ? 'I' : body[0];
+    }
+    forwarder.Drop(header);
+    if (type == 'Z' && mode_ != config::PoolMode::kSession && server_.IsClean()) {
+      server_.pool_.ReleaseServer(&server_);
+      return Verdict::kStop;
+    }
+    return Verdict::kHandled;
+  }
+  if (type == 'E' && ps_tracking && server_.statements_.size() > 0) {
+    if (!forwarder.Whole(header)) return Verdict::kNeedMore;
+    server_.NoteErrorResponse(forwarder.Body(header));
+  }
+  if (ps_tracking && (type == '1' || type == '3' || type == 'C' || type == 'Z')) {
+    const Verdict verdict = OnStatementReply(forwarder, header);
+    if (verdict != Verdict::kForward || type != 'Z') return verdict;
+  }
+  if (type == 'Z') return OnReadyForQuery(forwarder, header);
+  if (type == 'S') {
+    // Read whole before it is passed on: it changes the pool's view of the server.
+    if (!forwarder.Whole(header)) return Verdict::kNeedMore;
+    server_.OnParameterStatus(forwarder.Body(header));
+  }
+  return Verdict::kForward;
+}
+
+Forwarder::Verdict ServerConn::ClientBound::OnStatementReply(Forwarder& forwarder,
+                                                             const pg::MessageHeader& header) {
+  using Verdict = Forwarder::Verdict;
+  // Answers to the agent's own messages are dropped or rewritten here, in stream order.
+  if (!forwarder.Whole(header)) return Verdict::kNeedMore;
+  ps::ServerStatements& statements = server_.statements_;
+  ps::ResponseAction action = ps::ResponseAction::kForward;
+  if (header.type == 'C') {
+    // Only DISCARD ALL, DEALLOCATE and DEALLOCATE ALL matter; other tags are not read.
+    const std::string_view tag = forwarder.Body(header);
+    if (tag.size() <= 16 && tag.size() >= 2 && (tag[0] == 'D' || tag[0] == 'P')) {
+      statements.OnCommandComplete(tag.substr(0, tag.size() - 1), &server_.client_->statements());
+    }
+  } else if (header.type == 'Z') {
+    // Without answers pending the client's map is not touched: not made for nothing.
+    if (statements.OnReadyForQuery(statements.AnswersPending() ? &server_.client_->statements()
+                                                               : nullptr)) {
+      action = ps::ResponseAction::kSwallow;
+    }
+  } else {
+    action = statements.OnResponse(header.type);
+  }
+  if (action == ps::ResponseAction::kOutOfStep) {
+    server_.Close(absl::StrCat("unexpected '", std::string(1, header.type),
+                               "' from server (prepared statement bookkeeping out of step)"),
+                  /*is_error=*/true);
+    return Verdict::kStop;
+  }
+  if (action == ps::ResponseAction::kForward) return Verdict::kForward;
+  forwarder.Drop(header);
+  if (action == ps::ResponseAction::kAsParseComplete) {
+    // ParseComplete: type '1', length 4, no body.
+    static constexpr char kParseComplete[] = {'1', 0, 0, 0, 4};
+    client_net_.Send(kParseComplete, sizeof(kParseComplete));
+  }
+  return Verdict::kHandled;
+}
+
+Forwarder::Verdict ServerConn::ClientBound::OnReadyForQuery(Forwarder& forwarder,
+                                                            const pg::MessageHeader& header) {
+  using Verdict = Forwarder::Verdict;
+  if (!forwarder.Whole(header)) return Verdict::kNeedMore;
+  const std::string_view body = forwarder.Body(header, 1);
+  const char status = body.empty() ? 'I' : body[0];
+  if (mode_ == config::PoolMode::kStatement && status != 'I') {
+    forwarder.Flush();
+    ClientConn* client = server_.client_;
+    server_.Close("statement pooling: transaction block", /*is_error=*/false);
+    client->CloseWithError("08P01", "transaction blocks not allowed in statement pooling mode");
+    return Verdict::kStop;
+  }
+  server_.OnReadyForQuery(status, MonotonicMicros());
+  server_.MaybeSendProbe();
+  if (mode_ != config::PoolMode::kSession && server_.IsClean()) {
+    forwarder.FlushThrough(header);
+    server_.pool_.ReleaseServer(&server_);
+    return Verdict::kStop;
+  }
+  return Verdict::kForward;
+}
+
 void ServerConn::ForwardToClient() {
   if (client_ == nullptr) return;
-  evbuffer* in = net_->input();
+  ClientBound filter(*this);
+  Forwarder forwarder(net_->input(), forward_, 0x7fffffff, filter);
+  if (!forwarder.Run()) return;
   net::NetConn& client_net = client_->net();
-  size_t available = evbuffer_get_length(in);
-  size_t offset = 0;
-  if (forward_remaining_ > 0) {
-    offset = std::min(forward_remaining_, available);
-    forward_remaining_ -= offset;
-  }
-  const config::PoolMode mode = pool_.pool_mode();
-  while (forward_remaining_ == 0) {
-    pg::MessageHeader header;
-    pg::HeaderResult result = PeekFrameHeader(in, offset, 0x7fffffff, &header);
-    if (result == pg::HeaderResult::kNeedMore) break;
-    if (result == pg::HeaderResult::kMalformed) {
-      Close("invalid message length from server", /*is_error=*/true);
-      return;
-    }
-    // COPY and the agent's probe change what the ReadyForQuery count means (reply_tracker.h).
-    // The type decides; each step changes state, so a message seen again after waiting for
-    // the rest of it is not counted twice.
-    if (replies_.unsettled() && header.type != 'Z' && header.type != 'N' && header.type != 'S' &&
-        header.type != 'A' && !(header.type == 'I' && replies_.probe_sent())) {
-      // A reply after a failed COPY's maybe-answered Syncs settles them.
-      const ReplyTracker::Dropped dropped = replies_.OnOtherReply();
-      if (ps_tracking_ && dropped.count > 0) {
-        statements_.DropSyncPoints(dropped.skip, dropped.count);
-      }
-    }
-    if ((header.type == 'G' || header.type == 'W') && !replies_.in_copy_in()) {
-      replies_.OnCopyInStart();
-    } else if ((header.type == 'C' || header.type == 'E') && replies_.in_copy_in()) {
-      const ReplyTracker::Dropped dropped = replies_.OnCopyInEnd(header.type == 'C');
-      if (ps_tracking_ && dropped.count > 0)
-        statements_.DropSyncPoints(dropped.skip, dropped.count);
-      MaybeSendProbe();
-    } else if ((header.type == 'I' && replies_.probe_sent()) ||
-               (header.type == 'Z' && replies_.probe_answered())) {
-      // The probe's EmptyQueryResponse and ReadyForQuery are the agent's: not forwarded.
-      if (offset + header.total() > available) break;
-      if (header.type == 'I') {
-        const ReplyTracker::Dropped dropped = replies_.OnProbeAnswered();
-        if (ps_tracking_ && dropped.count > 0) statements_.DropSyncPoints(0, dropped.count);
-      } else {
-        replies_.TakeProbeReadyForQuery();
-        char status = 'I';
-        evbuffer_ptr pos;
-        evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
-        if (header.body_size() >= 1) evbuffer_copyout_from(in, &pos, &status, 1);
-        tx_status_ = status;
-      }
-      pool_.stats().bytes_sent += offset;
-      client_net.Send(in, offset);
-      evbuffer_drain(in, header.total());
-      available = evbuffer_get_length(in);
-      offset = 0;
-      if (header.type == 'Z' && mode != config::PoolMode::kSession && IsClean()) {
-        pool_.ReleaseServer(this);
-        return;
-      }
-      continue;
-    }
-    if (header.type == 'E' && ps_tracking_ && statements_.size() > 0) {
-      if (offset + header.total() > available) break;
-      NoteErrorResponse(in, offset, header);
-    }
-    if (ps_tracking_ &&
-        (header.type == '1' || header.type == '3' || header.type == 'C' || header.type == 'Z')) {
-      // Prepared-statement bookkeeping: answers to the agent's own messages are dropped or
-      // rewritten here, in stream order (see prepared_statements.h).
-      if (offset + header.total() > available) break;
-      ps::ResponseAction action = ps::ResponseAction::kForward;
-      if (header.type == 'C') {
-        // Only DISCARD ALL, DEALLOCATE and DEALLOCATE ALL matter; other tags are not read.
-        char tag[16];
-        if (header.body_size() <= sizeof(tag) && header.body_size() >= 2) {
-          evbuffer_ptr pos;
-          evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
-          evbuffer_copyout_from(in, &pos, tag, header.body_size());
-          if (tag[0] == 'D' || tag[0] == 'P') {
-            statements_.OnCommandComplete(std::string_view(tag, header.body_size() - 1),
-                                          &client_->statements());
-          }
-        }
-      } else if (header.type == 'Z') {
-        // Without answers pending the client's map is not touched: not made for nothing.
-        if (statements_.OnReadyForQuery(statements_.AnswersPending() ? &client_->statements()
-                                                                     : nullptr)) {
-          action = ps::ResponseAction::kSwallow;
-        }
-      } else {
-        action = statements_.OnResponse(header.type);
-      }
-      if (action == ps::ResponseAction::kOutOfStep) {
-        Close(absl::StrCat("unexpected '", std::string(1, header.type),
-                           "' from server (prepared statement bookkeeping out of step)"),
-              /*is_error=*/true);
-        return;
-      }
-      if (action != ps::ResponseAction::kForward) {
-        pool_.stats().bytes_sent += offset;
-        client_net.Send(in, offset);
-        evbuffer_drain(in, header.total());
-        if (action == ps::ResponseAction::kAsParseComplete) {
-          // ParseComplete: type '1', length 4, no body.
-          static constexpr char kParseComplete[] = {'1', 0, 0, 0, 4};
-          client_net.Send(kParseComplete, sizeof(kParseComplete));
-        }
-        available = evbuffer_get_length(in);
-        offset = 0;
-        continue;
-      }
-      if (header.type != 'Z') {
-        offset += header.total();
-        continue;
-      }
-    }
-    if (header.type == 'Z' || header.type == 'S') {
-      // The few messages that change pool state are read whole before they are passed on.
-      if (offset + header.total() > available) break;
-      std::string body(header.body_size(), '\0');
-      evbuffer_ptr pos;
-      evbuffer_ptr_set(in, &pos, offset + pg::kHeaderSize, EVBUFFER_PTR_SET);
-      evbuffer_copyout_from(in, &pos, body.data(), body.size());
-      if (header.type == 'S') {
-        OnParameterStatus(body);
-        offset += header.total();
-        continue;
-      }
-      const char status = body.empty() ? 'I' : body[0];
-      if (mode == config::PoolMode::kStatement && status != 'I') {
-        pool_.stats().bytes_sent += offset;
-        client_net.Send(in, offset);
-        ClientConn* client = client_;
-        Close("statement pooling: transaction block", /*is_error=*/false);
-        client->CloseWithError("08P01", "transaction blocks not allowed in statement pooling mode");
-        return;
-      }
-      offset += header.total();
-      OnReadyForQuery(status, MonotonicMicros());
-      MaybeSendProbe();
-      if (mode != config::PoolMode::kSession && IsClean()) {
-        pool_.stats().bytes_sent += offset;
-        client_net.Send(in, offset);
-        pool_.ReleaseServer(this);
-        return;
-      }
-      continue;
-    }
-    if (offset + header.total() <= available) {
-      offset += header.total();
-    } else {
-      forward_remaining_ = offset + header.total() - available;
-      offset = available;
-    }
-  }
-  if (offset > 0) {
-    pool_.stats().bytes_sent += offset;
-    client_net.Send(in, offset);
-  }
   if (client_net.output_length() > kOutputHighWater) {
     StartBackpressure();
   }

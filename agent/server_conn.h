@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "agent/forwarder.h"
 #include "agent/intrusive_list.h"
 #include "agent/net/net_conn.h"
 #include "agent/pg/protocol.h"
@@ -109,8 +110,9 @@ class ServerConn final : public ListNode, private net::NetConn::Handler {
   void ResumeClientAfterAnswers() { resume_client_ = true; }
   ps::ServerStatements& statements() { return statements_; }
   const ps::ServerStatements& statements() const { return statements_; }
-  // Notes the start of the linked client's simple query at `offset` of `in` (drain reports).
-  void NoteQueryText(evbuffer* in, size_t offset, const pg::MessageHeader& header);
+  // Notes the start of the linked client's simple query (what has arrived of its body) for
+  // drain reports.
+  void NoteQueryText(std::string_view body);
   std::string_view last_query() const { return {last_query_.data(), last_query_size_}; }
   void Write(evbuffer* from, size_t bytes);
   void WriteRaw(const std::string& bytes);
@@ -157,13 +159,15 @@ class ServerConn final : public ListNode, private net::NetConn::Handler {
   // Sends the empty query that settles which Syncs a failed COPY swallowed, when it is time
   // (see reply_tracker.h).
   void MaybeSendProbe();
-  // The ErrorResponse at `offset` of the input, whole: notes a "prepared statement does not
-  // exist" (26000) on a server whose statements the agent tracks.
-  void NoteErrorResponse(evbuffer* in, size_t offset, const pg::MessageHeader& header);
+  // The body of an ErrorResponse: notes a "prepared statement does not exist" (26000) on a
+  // server whose statements the agent tracks.
+  void NoteErrorResponse(std::string_view body);
   void UpdateParam(std::string_view name, std::string_view value);
   // A ParameterStatus body from the server: kept, and passed to the linked client so the
   // next compare sees the server's canonical spelling.
-  void OnParameterStatus(const std::string& body);
+  void OnParameterStatus(std::string_view body);
+  // The Forwarder's filter for this direction (server_conn.cc).
+  class ClientBound;
 
   Agent& agent_;
   Pool& pool_;
@@ -185,6 +189,8 @@ class ServerConn final : public ListNode, private net::NetConn::Handler {
   uint64_t generation_;
 
   ParamList params_;
+  // The client parameter list params_ last matched (SyncParams); reset when params_ changes.
+  std::shared_ptr<const ParamList> in_step_with_;
   int32_t backend_pid_ = 0;
   int32_t backend_key_ = 0;
   std::optional<crypto::ScramClientExchange> scram_;
@@ -201,7 +207,7 @@ class ServerConn final : public ListNode, private net::NetConn::Handler {
   AfterInternal after_internal_ = AfterInternal::kNone;
   ServerQuery* query_ = nullptr;  // The component query in flight (kServerQuery), if still wanted.
   std::string internal_error_;
-  size_t forward_remaining_ = 0;
+  ForwardState forward_;  // Where the stream to the client stands (forwarder.h).
   bool mid_client_message_ = false;
   bool ps_tracking_ = false;
   bool resume_client_ = false;

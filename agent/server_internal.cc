@@ -46,6 +46,10 @@ bool ServerConn::SyncParams(ClientConn* client) {
   // have left this server with standard_conforming_strings off (or a client_encoding whose
   // multibyte characters swallow a backslash), and a quoted value would then be read
   // differently, breaking out of its literal on a connection other clients share.
+  // Clients share their parameter lists (ClientConn::shared_params): a server that matched
+  // this very list and has not changed since still matches it, without comparing strings.
+  const std::shared_ptr<const ParamList>& wanted = client->shared_params();
+  if (wanted != nullptr && wanted == in_step_with_) return false;
   std::vector<std::pair<std::string_view, std::string_view>> changes;
   for (const auto& [name, value] : client->params()) {
     bool same = false;
@@ -57,7 +61,11 @@ bool ServerConn::SyncParams(ClientConn* client) {
     }
     if (!same) changes.emplace_back(name, value);
   }
-  if (changes.empty()) return false;
+  if (changes.empty()) {
+    in_step_with_ = wanted;
+    return false;
+  }
+  in_step_with_.reset();  // The SETs' ParameterStatus change params_.
   // client_encoding first, so the server reads the other values in the client's encoding.
   std::stable_partition(changes.begin(), changes.end(),
                         [](const auto& change) { return change.first == "client_encoding"; });

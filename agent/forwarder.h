@@ -1,0 +1,95 @@
+// The one loop that forwards protocol messages from a connection's input to its peer, in both
+// directions: client -> server (ClientConn, with prepared-statement rewriting) and server ->
+// client (ServerConn, with reply tracking and ReadyForQuery). It walks the frames of the input
+// in place and sends runs of whole messages, and what has arrived of a large one, in one write;
+// for each message a per-direction Filter decides whether it goes on as it is, waits for more,
+// or is handled by the filter itself (dropped, replaced, answered).
+//
+// The input is viewed as one contiguous span (evbuffer_pullup: the layer reads into one chain,
+// so that costs nothing but when a message straddles two reads), so looking at a header or a
+// body is a plain memory read rather than a copy out of libevent's chains.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "agent/pg/protocol.h"
+
+struct evbuffer;
+
+namespace pgfleet::agent {
+
+// Where one direction's stream stands between two reads.
+struct ForwardState {
+  // Bytes of a message whose start went to the peer: the rest follows as it arrives.
+  size_t forward_remaining = 0;
+  // Bytes of a message to drop as they arrive: one the filter replaced whole, the rest of one
+  // whose destination went away, a CopyData with no COPY to go to.
+  size_t skip_remaining = 0;
+};
+
+class Forwarder {
+ public:
+  enum class Verdict {
+    kForward,   // The message goes to the peer as it is (streamed if not whole yet).
+    kNeedMore,  // Wait for more input before deciding; what precedes the message goes now.
+    kHandled,   // The filter dealt with it (Flush, Drop, the state's remaining counts): the
+                // walk goes on from the front of what is left.
+    kStop,      // The filter closed a connection or handed the link back: nothing more is
+                // sent or looked at in this pass.
+  };
+
+  class Filter {
+   public:
+    virtual Verdict OnMessage(Forwarder& forwarder, const pg::MessageHeader& header) = 0;
+    // Sends the first `bytes` of the input to the peer (they leave the input).
+    virtual void SendToPeer(size_t bytes) = 0;
+    // `bytes` of the input were dropped for ForwardState::skip_remaining.
+    virtual void OnDropped(size_t bytes) = 0;
+    // The next frame's length is invalid; what preceded it has been sent.
+    virtual void OnMalformed() = 0;
+
+   protected:
+    ~Filter() = default;
+  };
+
+  // `max_length`: the largest frame accepted (pg::PeekHeader).
+  Forwarder(evbuffer* in, ForwardState& state, uint32_t max_length, Filter& filter);
+
+  // Walks what has arrived. True when it is all sent or waits for more (the filter may then
+  // look at the state); false when the filter stopped or the input was malformed.
+  bool Run();
+
+  // -- For the filter, about the message it is deciding on.
+  evbuffer* input() const { return in_; }
+  ForwardState& state() { return state_; }
+  // Where the message starts in the input.
+  size_t offset() const { return offset_; }
+  // All of it has arrived.
+  bool Whole(const pg::MessageHeader& header) const {
+    return offset_ + header.total() <= view_.size();
+  }
+  // What has arrived of its body, at most `max` bytes.
+  std::string_view Body(const pg::MessageHeader& header, size_t max = SIZE_MAX) const;
+  // Sends what precedes the message; it is then at the front of the input.
+  void Flush();
+  // Sends what precedes the message and the message itself (it must be whole).
+  void FlushThrough(const pg::MessageHeader& header);
+  // Sends what precedes the message, then removes the message (it must be whole).
+  void Drop(const pg::MessageHeader& header);
+
+ private:
+  // Views the input again after the filter or a send changed it.
+  void Refresh();
+
+  evbuffer* in_;
+  ForwardState& state_;
+  uint32_t max_length_;
+  Filter& filter_;
+  std::string_view view_;
+  // The first offset_ bytes of the input are decided on and go to the peer at the next flush.
+  size_t offset_ = 0;
+};
+
+}  // namespace pgfleet::agent
