@@ -241,7 +241,7 @@ class Agent final : public AgentControl {
     bool is_unix = false;
   };
   const std::vector<Listener>& listeners() const { return listeners_; }
-  struct ListenSpec;  // Where one listener of a config binds (agent.cc).
+  struct ListenSpec;  // Where one listener of a config binds (agent_listeners.cc).
   // Keys of the config file whose new value waits for a restart (config/restart_keys.h), as
   // the last reload left them; empty when the agent runs its file as written. Any thread.
   std::vector<std::string> restart_pending() const override;
