@@ -110,11 +110,21 @@ absl::Status AgentProcess::Launch(const AgentOptions& options) {
   // The agent opens its client listener before its metrics listener: a test that reads
   // /metrics right after start must not race the second bind.
   const int metrics_port = MetricsPortOf(options.extra_args);
+  // Likewise the unix socket is bound after the TCP listener: a test that connects over it
+  // right after start must not find it missing or not listening yet.
+  std::string unix_socket;
+  if (auto dir = options.pgbouncer_settings.find("unix_socket_dir");
+      dir != options.pgbouncer_settings.end() && !dir->second.empty() && dir->second[0] == '/') {
+    unix_socket = absl::StrCat(dir->second, "/.s.PGSQL.", port_);
+  }
   std::string awaited = absl::StrCat("accept TCP connections on 127.0.0.1:", port_);
   if (metrics_port > 0) absl::StrAppend(&awaited, " and on its metrics port ", metrics_port);
-  return SpawnAndAwait(argv, spawn, options.start_timeout, awaited, [this, metrics_port] {
-    return CanConnect(port_) && (metrics_port <= 0 || CanConnect(metrics_port));
-  });
+  if (!unix_socket.empty()) absl::StrAppend(&awaited, " and on ", unix_socket);
+  return SpawnAndAwait(
+      argv, spawn, options.start_timeout, awaited, [this, metrics_port, unix_socket] {
+        return CanConnect(port_) && (metrics_port <= 0 || CanConnect(metrics_port)) &&
+               (unix_socket.empty() || CanConnectUnix(unix_socket));
+      });
 }
 
 std::string AgentProcess::RenderIni(const AgentOptions& options) const {

@@ -1,6 +1,8 @@
 // Picks a TCP port on 127.0.0.1 that nothing listens on right now.
 #pragma once
 
+#include <string>
+
 #include "absl/status/statusor.h"
 
 namespace pgfleet::testutil {
@@ -12,5 +14,7 @@ absl::StatusOr<int> PickFreePort();
 
 // True if a TCP connect to 127.0.0.1:port succeeds right now.
 bool CanConnect(int port);
+// Whether something accepts connections on the unix socket at `path`.
+bool CanConnectUnix(const std::string& path);
 
 }  // namespace pgfleet::testutil
