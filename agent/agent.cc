@@ -64,7 +64,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   // Every early return below destroys a half-built Agent: ~Agent copes with any member unset.
   std::unique_ptr<Agent> agent(new Agent(std::move(options)));
   agent->path_policy_ = agent->options_.path_policy;
-  PGF_ASSIGN_OR_RETURN(LoadedConfig loaded, LoadConfigAndFiles(agent->options_.config_path));
+  PGF_ASSIGN_OR_RETURN(LoadedConfig loaded,
+                       LoadConfigAndFiles(agent->options_.config_path,
+                                          agent->ConfinementFor(agent->options_.config_path)));
   if (!agent->options_.local_listeners_file.empty()) {
     PGF_ASSIGN_OR_RETURN(agent->local_listeners_,
                          config::LoadConfig(agent->options_.local_listeners_file));

@@ -56,6 +56,9 @@ struct AgentOptions {
   // --local-listeners: listen_addr, listen_port and unix_socket_dir always come from this file
   // (the local config), whatever a pushed config says. Empty: from the config in force.
   std::string local_listeners_file;
+  // The file pushed configs are applied to (under the state dir): whenever the agent reads
+  // its config from there, it holds that config's files to `path_policy`. Empty: standalone.
+  std::string pushed_config_path;
   // A process started by a hand-over (agent/handover.h) adopts these listening sockets where
   // its config listens on the same address, instead of binding (the agent owns them from
   // Create on; those it does not use are closed).
@@ -79,8 +82,10 @@ struct AgentOptions {
 // tcp_user_timeout, SO_KEEPALIVE and tcp_keepcnt/keepidle/keepintvl from the config.
 void ApplyKeepalive(int fd, const config::Config& cfg);
 // auth_hba_file's rules (with auth_ident_file's maps) under auth_type = hba, else nullptr.
-// Errors name the ini line that set auth_hba_file, then the hba file's own line.
-absl::StatusOr<std::shared_ptr<const config::HbaFile>> LoadHbaFor(const config::Config& cfg);
+// Errors name the ini line that set auth_hba_file, then the hba file's own line. `confine`:
+// @file includes outside that policy are refused before they are opened (a pushed config).
+absl::StatusOr<std::shared_ptr<const config::HbaFile>> LoadHbaFor(
+    const config::Config& cfg, const PathPolicy* confine = nullptr);
 
 // The pooler. The controller link is no part of it: agent/main.cc attaches one through
 // AgentControl (what the link may do) and the two hooks below (what the pooler shows of it).
@@ -198,6 +203,13 @@ class Agent final : public AgentControl {
   // config's files may be (the config's directory, the state dir, --allow-path) and not a
   // file the agent depends on. The error names `key`.
   absl::Status CheckWritablePath(const std::string& key, const std::string& path) const;
+  // The policy a config read from `path` is held to: the path policy for the pushed config,
+  // nullptr for the operator's own file (read as PgBouncer would).
+  const PathPolicy* ConfinementFor(const std::string& path) const {
+    return !options_.pushed_config_path.empty() && path == options_.pushed_config_path
+               ? &path_policy_
+               : nullptr;
+  }
   AdminConsole& admin() { return *admin_; }
   // The control plane's state for /metrics, from whoever attached a link (main.cc).
   void set_control_plane_status(std::function<ControlPlaneStatus()> status) {

@@ -34,9 +34,12 @@ absl::StatusOr<config::AuthFile> LoadAuthFileFor(const config::Config& cfg) {
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<const config::HbaFile>> LoadHbaFor(const config::Config& cfg) {
+absl::StatusOr<std::shared_ptr<const config::HbaFile>> LoadHbaFor(const config::Config& cfg,
+                                                                  const PathPolicy* confine) {
   if (cfg.auth_type != config::AuthType::kHba) return std::shared_ptr<const config::HbaFile>();
-  absl::StatusOr<config::HbaFile> hba = config::LoadHbaFile(cfg.auth_hba_file, cfg.auth_ident_file);
+  absl::StatusOr<config::HbaFile> hba =
+      config::LoadHbaFile(cfg.auth_hba_file, cfg.auth_ident_file,
+                          confine != nullptr ? PushedHbaIncludeReader(*confine) : nullptr);
   if (!hba.ok()) return AtKey(cfg, "auth_hba_file", hba.status());
   return std::make_shared<const config::HbaFile>(*std::move(hba));
 }
@@ -72,11 +75,15 @@ absl::Status CheckLogFile(const config::Config& cfg) {
 }
 }  // namespace
 
-absl::StatusOr<LoadedConfig> LoadConfigAndFiles(const std::string& path) {
+absl::StatusOr<LoadedConfig> LoadConfigAndFiles(const std::string& path,
+                                                const PathPolicy* confine) {
   LoadedConfig loaded;
-  PGF_ASSIGN_OR_RETURN(loaded.cfg, config::LoadConfig(path));
+  PGF_ASSIGN_OR_RETURN(loaded.cfg, confine != nullptr
+                                       ? config::LoadConfig(path, PushedIncludeCheck(*confine))
+                                       : config::LoadConfig(path));
+  if (confine != nullptr) PGF_RETURN_IF_ERROR(CheckPushedPaths(loaded.cfg, *confine));
   PGF_ASSIGN_OR_RETURN(loaded.users, LoadAuthFileFor(loaded.cfg));
-  PGF_ASSIGN_OR_RETURN(loaded.hba, LoadHbaFor(loaded.cfg));
+  PGF_ASSIGN_OR_RETURN(loaded.hba, LoadHbaFor(loaded.cfg, confine));
   if (loaded.hba != nullptr && (loaded.cfg.client_tls_sslmode == config::TlsMode::kDisable ||
                                 loaded.cfg.client_tls_ca_file.empty())) {
     // Such a line can never log anyone in: the agent does not ask for client certificates.
@@ -126,7 +133,9 @@ std::string Agent::ServiceStatus() const {
 absl::Status Agent::ReloadConfig() {
   // Certificates and keys are read again, so a renewed certificate needs only a RELOAD; the
   // logfile is opened first, so a path the agent cannot write refuses the RELOAD.
-  PGF_ASSIGN_OR_RETURN(LoadedConfig loaded, LoadConfigAndFiles(options_.config_path));
+  PGF_ASSIGN_OR_RETURN(
+      LoadedConfig loaded,
+      LoadConfigAndFiles(options_.config_path, ConfinementFor(options_.config_path)));
   config::Config& cfg = loaded.cfg;
   PinListeners(cfg);
   config::AuthFile& users = loaded.users;

@@ -306,7 +306,8 @@ std::string Agent::ReplaceConfig(config::Config cfg) {
   // does not load refuses every login (no rules match) rather than keeping the old method.
   if (cfg.auth_type != config_->auth_type || cfg.auth_hba_file != config_->auth_hba_file ||
       cfg.auth_ident_file != config_->auth_ident_file) {
-    absl::StatusOr<std::shared_ptr<const config::HbaFile>> hba = LoadHbaFor(cfg);
+    absl::StatusOr<std::shared_ptr<const config::HbaFile>> hba =
+        LoadHbaFor(cfg, ConfinementFor(options_.config_path));
     hba_ = hba.ok() ? std::move(*hba) : nullptr;
     if (!hba.ok()) {
       absl::StrAppend(&note, note.empty() ? "" : "; ", "auth_hba_file not loaded (",

@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "agent/path_policy.h"
 #include "agent/tls/tls_context.h"
 #include "common/config/auth_file.h"
 #include "common/config/config.h"
@@ -32,6 +33,9 @@ struct LoadedConfig {
   std::shared_ptr<const TlsContext> server_tls;
 };
 
-absl::StatusOr<LoadedConfig> LoadConfigAndFiles(const std::string& path);
+// `confine`: the config is a pushed one, read again at every RELOAD; its %include, its files
+// and its hba @file includes are held to the policy each time they are read, not only when the
+// push was checked (a symlink in an allowed directory may point elsewhere by then).
+absl::StatusOr<LoadedConfig> LoadConfigAndFiles(const std::string& path, const PathPolicy* confine);
 
 }  // namespace pgfleet::agent

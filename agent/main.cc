@@ -124,6 +124,7 @@ int RunAgent(pgfleet::agent::AgentOptions options,
     }
     options.config_path = setup->start_config_path;
     options.path_policy = setup->path_policy;
+    options.pushed_config_path = setup->pushed_config_path;
     fleet_setup = std::move(*setup);
   } else {
     // Nothing is pushed without a controller, but the console's SET logfile names a file to

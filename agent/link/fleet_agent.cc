@@ -246,6 +246,7 @@ absl::StatusOr<FleetSetup> PrepareFleet(FleetOptions options, const std::string&
   PGF_ASSIGN_OR_RETURN(setup.path_policy,
                        MakePathPolicy(allowed, ProtectedFiles(setup.state_dir, local_config)));
   setup.start_config_path = local_config;
+  setup.pushed_config_path = JoinPath(setup.state_dir, kAppliedIni);
   setup.applied = ReadAppliedConfig(setup.state_dir);
   if (setup.applied.has_value()) {
     // Fail-static: the last config the controller pushed wins over the local file, so a

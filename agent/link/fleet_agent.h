@@ -86,6 +86,8 @@ struct FleetSetup {
   // The config the pooler starts from: the last applied one (fail-static) if it is still
   // allowed, else the local file.
   std::string start_config_path;
+  // Where pushed configs are applied (AgentOptions::pushed_config_path).
+  std::string pushed_config_path;
   uint64_t handover_command_id = 0;
 };
 

@@ -258,7 +258,8 @@ absl::Status ParseMethod(Cursor& cursor, HbaRule& rule) {
                    "\" (expected trust, reject, password, md5, scram-sha-256, cert or peer)"));
 }
 
-absl::StatusOr<HbaRule> ParseRule(const ParseContext& ctx, const IdentMaps& ident_maps,
+// `ident_maps` nullptr: the maps are not known here (CheckHbaText), so map=NAME is not looked up.
+absl::StatusOr<HbaRule> ParseRule(const ParseContext& ctx, const IdentMaps* ident_maps,
                                   Cursor& cursor) {
   HbaRule rule;
   const Token* type = cursor.Next();
@@ -286,12 +287,14 @@ absl::StatusOr<HbaRule> ParseRule(const ParseContext& ctx, const IdentMaps& iden
                                                      "\" (only map=NAME is, as in PgBouncer)"));
     }
     rule.map_name = option->text.substr(4);
-    auto map = ident_maps.find(rule.map_name);
-    if (map == ident_maps.end()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("ident map \"", rule.map_name, "\" is not in auth_ident_file"));
+    if (ident_maps != nullptr) {
+      auto map = ident_maps->find(rule.map_name);
+      if (map == ident_maps->end()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("ident map \"", rule.map_name, "\" is not in auth_ident_file"));
+      }
+      rule.mappings = map->second;
     }
-    rule.mappings = map->second;
   }
   if (!cursor.AtEnd()) {
     return absl::InvalidArgumentError(
@@ -416,8 +419,10 @@ absl::StatusOr<IdentMaps> ParseIdentFile(const std::string& text, const std::str
   return maps;
 }
 
-absl::StatusOr<HbaFile> ParseHbaFile(const std::string& text, const std::string& path,
-                                     const IdentMaps& ident_maps, ReadFileFn read_file) {
+namespace {
+
+absl::StatusOr<HbaFile> ParseHba(const std::string& text, const std::string& path,
+                                 const IdentMaps* ident_maps, ReadFileFn read_file) {
   HbaFile hba;
   hba.path = path;
   const ParseContext ctx{path, read_file};
@@ -441,6 +446,20 @@ absl::StatusOr<HbaFile> ParseHbaFile(const std::string& text, const std::string&
     hba.rules.push_back(*std::move(rule));
   }
   return hba;
+}
+
+}  // namespace
+
+absl::StatusOr<HbaFile> ParseHbaFile(const std::string& text, const std::string& path,
+                                     const IdentMaps& ident_maps, ReadFileFn read_file) {
+  return ParseHba(text, path, &ident_maps, std::move(read_file));
+}
+
+absl::Status CheckHbaText(const std::string& text, const std::string& path,
+                          const IdentMaps* ident_maps) {
+  // An @file names a file on the host that loads the rules: its names are not checked here.
+  auto no_include = [](const std::string&) -> absl::StatusOr<std::string> { return ""; };
+  return ParseHba(text, path, ident_maps, no_include).status();
 }
 
 absl::StatusOr<HbaFile> LoadHbaFile(const std::string& hba_path, const std::string& ident_path,

@@ -93,6 +93,12 @@ absl::StatusOr<IdentMaps> ParseIdentFile(const std::string& text, const std::str
 absl::StatusOr<HbaFile> ParseHbaFile(const std::string& text, const std::string& path,
                                      const IdentMaps& ident_maps, ReadFileFn read_file);
 
+// The syntax of an hba file away from the host that loads it (the controller, when one is
+// pushed): every line, method and address is checked, but @file includes are not read (they
+// name files on that host) and, with `ident_maps` nullptr, map=NAME is not looked up.
+absl::Status CheckHbaText(const std::string& text, const std::string& path,
+                          const IdentMaps* ident_maps);
+
 // Reads and parses auth_hba_file and, when set, auth_ident_file; @file includes through
 // `read_include` (empty: read as any file).
 absl::StatusOr<HbaFile> LoadHbaFile(const std::string& hba_path, const std::string& ident_path,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -9,6 +10,7 @@
 #include "absl/time/time.h"
 #include "common/auth_crypto.h"
 #include "common/config/auth_file.h"
+#include "common/config/hba.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "controller/config/ini_passwords.h"
@@ -25,6 +27,29 @@ const std::set<std::string>& FileKeys() {
       "client_tls_key_file", "client_tls_cert_file", "client_tls_ca_file",
       "server_tls_key_file", "server_tls_cert_file", "server_tls_ca_file"};
   return keys;
+}
+
+// A pushed auth_hba_file / auth_ident_file is parsed here, so a typo is refused at push with
+// its line rather than stored and NACKed by every agent. What only the agent's host can tell
+// (an @file include, a map in an ident file that is not pushed) is still checked there.
+absl::Status CheckHbaFiles(const std::map<std::string, ConfigFileRow>& files,
+                           const std::set<std::string>& changed_keys) {
+  if (changed_keys.count("auth_hba_file") == 0 && changed_keys.count("auth_ident_file") == 0) {
+    return absl::OkStatus();
+  }
+  std::optional<config::IdentMaps> ident_maps;
+  if (auto ident = files.find("auth_ident_file"); ident != files.end()) {
+    absl::StatusOr<config::IdentMaps> maps =
+        config::ParseIdentFile(ident->second.content, "auth_ident_file");
+    if (!maps.ok()) return absl::InvalidArgumentError(maps.status().message());
+    ident_maps = *std::move(maps);
+  }
+  if (auto hba = files.find("auth_hba_file"); hba != files.end()) {
+    absl::Status checked = config::CheckHbaText(hba->second.content, "auth_hba_file",
+                                                ident_maps ? &*ident_maps : nullptr);
+    if (!checked.ok()) return absl::InvalidArgumentError(checked.message());
+  }
+  return absl::OkStatus();
 }
 
 // Rotation overlaps longer than this are refused: an overlap is meant to be closed.
@@ -218,6 +243,7 @@ absl::StatusOr<ConfigVersionRow> AddDerivedVersionOnce(
       return absl::InvalidArgumentError(parsed.message());
     }
   }
+  PGF_RETURN_IF_ERROR(CheckHbaFiles(files, changed_keys));
   for (const char* side : {"client", "server"}) {
     const std::string prefix = absl::StrCat(side, "_tls_");
     bool side_changed = false;

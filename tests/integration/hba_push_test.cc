@@ -4,12 +4,18 @@
 // is written under the agent's state dir and applied with the config:
 //   - its rules are in force: the user it rejects gets PgBouncer's "login rejected", others
 //     log in;
-//   - a broken file is a NACK naming its line, and the agent keeps serving with its last rules;
+//   - a broken file is refused at push by the controller, naming its line; what only the
+//     agent's host can tell (an ident map it lacks) is a NACK naming the line, and the agent
+//     keeps serving with its last rules;
 //   - an @file include inside the allowed paths is read; one outside them is a NACK naming the
-//     including line and the file (refused before it is opened: pushed_hba_test).
+//     including line and the file (refused before it is opened: pushed_hba_test), and so is
+//     one that a later RELOAD finds pointing outside.
 
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -18,6 +24,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "pgfleet/v1/fleet.pb.h"
+#include "tests/testutil/console.h"
 #include "tests/testutil/fixtures.h"
 #include "tests/testutil/fleet_fixture.h"
 #include "tests/testutil/json.h"
@@ -28,7 +35,9 @@
 namespace pgfleet::testutil {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 [[maybe_unused]] auto* const kCluster = RegisterSharedPostgres();
 
@@ -131,16 +140,30 @@ TEST_F(HbaPushTest, PushedHbaFileRulesAreEnforcedAndABrokenOneIsRefusedWithItsLi
   ASSERT_EQ(secrets.exit_code, 0) << secrets.Describe();
   EXPECT_THAT(secrets.stdout_text, HasSubstr("auth_hba_file")) << secrets.Describe();
 
-  // Line 3 has a method pgfleet does not know: stored (the controller checks the ini), refused
-  // by the agent with the line, and the agent keeps the rules of `good`.
-  const uint64_t broken = PushWithHba(
-      "hba-broken.conf", "host all all 127.0.0.1/32 md5\n\nhost all all 127.0.0.1/32 bogus\n");
-  ASSERT_NE(broken, 0u);
-  FleetctlResult refused = ApplyWait(broken);
+  // Line 3 has a method pgfleet does not know: the controller parses the attached file and
+  // refuses the push with the line; nothing is stored.
+  const std::string broken_path = dir_ + "/hba-broken.conf";
+  PGF_ASSERT_OK(
+      WriteFile(broken_path, "host all all 127.0.0.1/32 md5\n\nhost all all 127.0.0.1/32 bogus\n"));
+  FleetctlResult rejected =
+      Ctl({"config", "push", "--env", kEnv, "-f", dir_ + "/fleet.ini", "--attach",
+           absl::StrCat("auth_hba_file=", broken_path), "-m", "broken"});
+  EXPECT_EQ(rejected.exit_code, 2) << rejected.Describe();
+  EXPECT_THAT(rejected.stderr_text, HasSubstr("auth_hba_file:3: ")) << rejected.Describe();
+  FleetctlResult versions = Ctl({"config", "list", "--env", kEnv, "--output", "json"});
+  EXPECT_THAT(versions.stdout_text, Not(HasSubstr("\"broken\""))) << versions.Describe();
+
+  // What only the agent's host can tell is its NACK, naming the line: here map=corp, whose
+  // auth_ident_file is not pushed (the agent has none). The agent keeps the rules of `good`.
+  const uint64_t unmapped =
+      PushWithHba("hba-unmapped.conf",
+                  "host all all 127.0.0.1/32 md5\n\nhost all all 127.0.0.1/32 md5 map=corp\n");
+  ASSERT_NE(unmapped, 0u);
+  FleetctlResult refused = ApplyWait(unmapped);
   EXPECT_EQ(refused.exit_code, 5) << refused.Describe();
   EXPECT_THAT(refused.stderr_text, HasSubstr("NACK"));
   EXPECT_THAT(refused.stderr_text, HasSubstr("auth_hba_file: "));
-  EXPECT_THAT(refused.stderr_text, HasSubstr(":3: ")) << refused.Describe();
+  EXPECT_THAT(refused.stderr_text, HasSubstr(":3: ident map \"corp\"")) << refused.Describe();
   EXPECT_EQ(AppliedVersion(), good);
   EXPECT_EQ(LoginOutcome(kAppUser, kAppPassword), "ok");
   EXPECT_THAT(LoginOutcome(kAdminUser, kAdminPassword), HasSubstr("login rejected"));
@@ -173,6 +196,35 @@ TEST_F(HbaPushTest, IncludesOnlyFromTheAllowedPaths) {
   EXPECT_EQ(AppliedVersion(), inside);
   EXPECT_THAT(LoginOutcome(kAdminUser, kAdminPassword), HasSubstr("login rejected"));
   EXPECT_EQ(LoginOutcome(kAppUser, kAppPassword), "ok");
+}
+
+// The policy holds at every RELOAD of a pushed config, not only when the push was checked: an
+// @file that was a symlink to an allowed file and now points outside is refused by the next
+// RELOAD (which keeps the rules in force), not read.
+TEST_F(HbaPushTest, AReloadHoldsIncludesToTheAllowedPathsAgain) {
+  const std::string names = dir_ + "/blocked-real";
+  const std::string link = dir_ + "/blocked-link";
+  PGF_ASSERT_OK(WriteFile(names, absl::StrCat(kAppUser, "\n")));
+  ASSERT_EQ(symlink(names.c_str(), link.c_str()), 0) << strerror(errno);
+  const uint64_t version = PushWithHba(
+      "hba-link.conf", absl::StrCat("host ", kAppDb, " @", link, " 127.0.0.1/32 reject\n",
+                                    "host all all 127.0.0.1/32 md5\n"));
+  ASSERT_NE(version, 0u);
+  FleetctlResult applied = ApplyWait(version);
+  ASSERT_EQ(applied.exit_code, 0) << applied.Describe() << agent(kAgentId).Diagnostics();
+  EXPECT_THAT(LoginOutcome(kAppUser, kAppPassword), HasSubstr("login rejected"));
+
+  ASSERT_EQ(unlink(link.c_str()), 0);
+  ASSERT_EQ(symlink("/etc/passwd", link.c_str()), 0) << strerror(errno);
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, Connect(TcpConnString(port(kAgentId), "pgbouncer",
+                                                                 kAdminUser, kAdminPassword)));
+  absl::StatusOr<std::string> reload = Command(console.get(), "RELOAD");
+  ASSERT_FALSE(reload.ok()) << "RELOAD read an @file outside --allow-path";
+  EXPECT_THAT(reload.status().message(),
+              AllOf(HasSubstr("blocked-link (/etc/passwd) is outside the allowed paths"),
+                    HasSubstr(":1: @")));
+  EXPECT_THAT(LoginOutcome(kAppUser, kAppPassword), HasSubstr("login rejected"));
+  EXPECT_EQ(AppliedVersion(), version);
 }
 
 }  // namespace

@@ -259,5 +259,20 @@ TEST(HbaTest, AuthTypesHbaAndCertLoadWithWhatTheyNeed) {
   EXPECT_TRUE(c->warnings.empty());
 }
 
+// The controller's check of a pushed file: every line is parsed, but @file includes are not
+// read (they are on the agents' hosts) and, without maps, map=NAME is not looked up.
+TEST(HbaTest, CheckHbaTextParsesLinesWithoutTheHostsFiles) {
+  EXPECT_TRUE(
+      CheckHbaText("host all @/nowhere/names 10.0.0.0/8 md5 map=corp\n", "hba", nullptr).ok());
+  const absl::Status bad = CheckHbaText(
+      "host all all 10.0.0.0/8 md5\n# ok\nhost all all 10.0.0.0/8 bogus\n", "hba", nullptr);
+  EXPECT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.message()), ::testing::StartsWith("hba:3: "));
+  const IdentMaps maps;  // Pushed and empty: the map must be in it.
+  const absl::Status unmapped =
+      CheckHbaText("host all all 10.0.0.0/8 md5 map=corp\n", "hba", &maps);
+  EXPECT_THAT(std::string(unmapped.message()), ::testing::HasSubstr("hba:1: ident map \"corp\""));
+}
+
 }  // namespace
 }  // namespace pgfleet::config
