@@ -16,6 +16,7 @@
 #include "agent/daemon.h"
 #include "agent/handover.h"
 #include "agent/link/fleet_agent.h"
+#include "agent/link/state_dir.h"
 #include "agent/reboot.h"
 #include "common/config/config.h"
 #include "common/log.h"
@@ -60,15 +61,31 @@ absl::Status GiveStateDirTo(const std::string& state_dir, const pgfleet::agent::
 
 // PgBouncer's -R: the sockets of the agent the config's pidfile names, or nullopt to start
 // normally when none runs (as PgBouncer: "old process not found, try to continue normally").
+// -R: the running agent to take over from. With a controller, the one holding the state dir
+// (it serves the pushed config, whose pidfile need not be the local file's); else the one the
+// config's pidfile names, as PgBouncer.
+absl::StatusOr<std::optional<pid_t>> FindRunningAgent(
+    const std::string& config_path, const std::optional<pgfleet::agent::FleetOptions>& fleet,
+    std::string* where) {
+  if (fleet.has_value()) {
+    PGF_ASSIGN_OR_RETURN(std::string state_dir, pgfleet::agent::FleetStateDir(*fleet, config_path));
+    *where = absl::StrCat("state dir ", state_dir);
+    PGF_ASSIGN_OR_RETURN(std::optional<pid_t> holder, pgfleet::agent::StateDirHolder(state_dir));
+    if (!holder.has_value()) return std::nullopt;
+    return pgfleet::agent::CheckAgentToTakeOver(*holder, absl::StrCat(state_dir, "/lock"));
+  }
+  PGF_ASSIGN_OR_RETURN(pgfleet::config::Config config, pgfleet::config::LoadConfig(config_path));
+  *where = absl::StrCat("pidfile ", config.pidfile);
+  return pgfleet::agent::FindAgentToTakeOver(config.pidfile);
+}
+
 absl::StatusOr<std::optional<pgfleet::agent::InheritedSockets>> TakeOverFromRunningAgent(
-    const std::string& config_path) {
-  absl::StatusOr<pgfleet::config::Config> config = pgfleet::config::LoadConfig(config_path);
-  if (!config.ok()) return config.status();
-  absl::StatusOr<std::optional<pid_t>> old_pid =
-      pgfleet::agent::FindAgentToTakeOver(config->pidfile);
+    const std::string& config_path, const std::optional<pgfleet::agent::FleetOptions>& fleet) {
+  std::string where;
+  absl::StatusOr<std::optional<pid_t>> old_pid = FindRunningAgent(config_path, fleet, &where);
   if (!old_pid.ok()) return old_pid.status();
   if (!old_pid->has_value()) {
-    PGF_INFO("agent", "-R: no running agent (pidfile %s), starting normally", config->pidfile);
+    PGF_INFO("agent", "-R: no running agent (%s), starting normally", where);
     return std::nullopt;
   }
   PGF_INFO("agent", "-R: taking the listeners over from pid %d", **old_pid);
@@ -266,7 +283,7 @@ int main(int argc, char** argv) {
   // has its sockets already (and the same argv, -R included, as the process that forked it).
   if (command_line.reboot && !inherited->has_value()) {
     absl::StatusOr<std::optional<pgfleet::agent::InheritedSockets>> taken =
-        TakeOverFromRunningAgent(command_line.options.config_path);
+        TakeOverFromRunningAgent(command_line.options.config_path, command_line.fleet);
     if (!taken.ok()) {
       fprintf(stderr, "pgfleet-agent: %s\n", std::string(taken.status().message()).c_str());
       return 1;

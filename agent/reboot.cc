@@ -62,20 +62,24 @@ absl::StatusOr<std::optional<pid_t>> FindAgentToTakeOver(const std::string& pidf
     return absl::InvalidArgumentError(
         absl::StrCat("-R: the pidfile ", pidfile, " does not hold a pid"));
   }
+  return CheckAgentToTakeOver(static_cast<pid_t>(pid), pidfile);
+}
+
+absl::StatusOr<std::optional<pid_t>> CheckAgentToTakeOver(pid_t pid, const std::string& where) {
   if (pid == getpid()) return std::nullopt;
-  if (kill(static_cast<pid_t>(pid), 0) != 0) {
+  if (kill(pid, 0) != 0) {
     if (errno == ESRCH) return std::nullopt;  // Stale: nobody to take over from.
     return absl::PermissionDeniedError(absl::StrCat(
-        "-R: pid ", pid, " (", pidfile, ") runs as another user: run -R as that user or root"));
+        "-R: pid ", pid, " (", where, ") runs as another user: run -R as that user or root"));
   }
   // Only a pgfleet-agent knows the hand-over; another program's SIGUSR2 means something else.
   if (EmbeddedVersionOfFile(absl::StrCat("/proc/", pid, "/exe")).empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "-R: pid ", pid, " (", pidfile,
+        "-R: pid ", pid, " (", where,
         ") is not a pgfleet-agent: -R takes the sockets over from a running pgfleet-agent "
         "only; stop that process first"));
   }
-  return static_cast<pid_t>(pid);
+  return pid;
 }
 
 absl::StatusOr<InheritedSockets> RequestTakeover(pid_t old_pid, absl::Duration timeout) {

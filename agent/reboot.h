@@ -26,6 +26,9 @@ namespace pgfleet::agent {
 // PgBouncer does. An error when the config has no pidfile, or names a process -R cannot take
 // over from (another user's, not a pgfleet-agent).
 absl::StatusOr<std::optional<pid_t>> FindAgentToTakeOver(const std::string& pidfile);
+// Whether `pid` (read from `where`, for errors) is an agent -R can take over from: nullopt when
+// it no longer runs (or is this process).
+absl::StatusOr<std::optional<pid_t>> CheckAgentToTakeOver(pid_t pid, const std::string& where);
 // -R: asks agent `old_pid` to hand its listeners over to this process (see the top of this
 // file) and waits up to `timeout` for them. The result is then used as ReceiveHandover's.
 absl::StatusOr<InheritedSockets> RequestTakeover(pid_t old_pid, absl::Duration timeout);

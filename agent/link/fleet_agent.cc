@@ -215,19 +215,34 @@ std::optional<AppliedConfig> ReadAppliedConfig(const std::string& state_dir) {
   return applied;
 }
 
+namespace {
+
+absl::StatusOr<std::string> ResolveAgentId(const FleetOptions& options,
+                                           const std::string& local_config) {
+  if (!options.link.agent_id.empty()) return options.link.agent_id;
+  // From the local file, not from a pushed one: the identity (and so the default state
+  // dir) must not change when the controller pushes another listen_port.
+  PGF_ASSIGN_OR_RETURN(config::Config local, config::LoadConfig(local_config));
+  char host[256] = "";
+  gethostname(host, sizeof(host) - 1);
+  return absl::StrCat(host, ":", local.listen_port);
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> FleetStateDir(const FleetOptions& options,
+                                          const std::string& local_config) {
+  if (!options.state_dir.empty()) return options.state_dir;
+  PGF_ASSIGN_OR_RETURN(std::string agent_id, ResolveAgentId(options, local_config));
+  return DefaultStateDir(local_config, agent_id);
+}
+
 absl::StatusOr<FleetSetup> PrepareFleet(FleetOptions options, const std::string& local_config) {
   FleetSetup setup;
+  PGF_ASSIGN_OR_RETURN(setup.state_dir, FleetStateDir(options, local_config));
+  PGF_ASSIGN_OR_RETURN(std::string agent_id, ResolveAgentId(options, local_config));
   setup.link = std::move(options.link);
-  if (setup.link.agent_id.empty()) {
-    // From the local file, not from a pushed one: the identity (and so the default state
-    // dir) must not change when the controller pushes another listen_port.
-    PGF_ASSIGN_OR_RETURN(config::Config local, config::LoadConfig(local_config));
-    char host[256] = "";
-    gethostname(host, sizeof(host) - 1);
-    setup.link.agent_id = absl::StrCat(host, ":", local.listen_port);
-  }
-  setup.state_dir = options.state_dir.empty() ? DefaultStateDir(local_config, setup.link.agent_id)
-                                              : std::move(options.state_dir);
+  setup.link.agent_id = std::move(agent_id);
   PGF_RETURN_IF_ERROR(MakeDirs(setup.state_dir, 0700));
   // Where pushed files go; there from the start, since the path policy resolves a file's
   // directory before the file is written.

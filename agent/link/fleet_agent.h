@@ -91,6 +91,11 @@ struct FleetSetup {
   uint64_t handover_command_id = 0;
 };
 
+// The state dir the agent started with these options uses (--state-dir, else the default for
+// its agent id); nothing is created.
+absl::StatusOr<std::string> FleetStateDir(const FleetOptions& options,
+                                          const std::string& local_config);
+
 // Resolves the agent id (default hostname:listen_port of the local file), creates and locks
 // the state dir, and picks the config to start from.
 absl::StatusOr<FleetSetup> PrepareFleet(FleetOptions options, const std::string& local_config);

@@ -63,6 +63,28 @@ absl::Status MakeDirs(const std::string& dir, mode_t mode) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::optional<pid_t>> StateDirHolder(const std::string& dir) {
+  const std::string path = absl::StrCat(dir, "/lock");
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return std::nullopt;
+    return absl::ErrnoToStatus(errno, absl::StrCat("cannot open ", path));
+  }
+  const bool held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  close(fd);  // Releases the shared lock when it was free.
+  if (!held) return std::nullopt;
+  // The holder writes its pid right after locking: give it a moment when the file is empty.
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    absl::StatusOr<std::string> text = config::ReadTextFile(path);
+    int pid = 0;
+    if (text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &pid) && pid > 0) {
+      return static_cast<pid_t>(pid);
+    }
+    usleep(10'000);
+  }
+  return absl::UnavailableError(absl::StrCat(path, " is locked but names no pid"));
+}
+
 absl::StatusOr<std::unique_ptr<StateDirLock>> StateDirLock::Acquire(const std::string& dir) {
   const std::string path = absl::StrCat(dir, "/lock");
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);

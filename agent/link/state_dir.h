@@ -1,7 +1,10 @@
 // The fleet state dir (where the agent keeps the config the controller pushed).
 #pragma once
 
+#include <sys/types.h>
+
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +27,10 @@ std::string DefaultStateDir(const std::string& config_path, const std::string& a
 
 // mkdir -p with `mode` for the directories it creates.
 absl::Status MakeDirs(const std::string& dir, mode_t mode);
+
+// The pid of the process holding `dir`'s lock (the agent serving from it), nullopt when no
+// process holds it (or the dir has never been used).
+absl::StatusOr<std::optional<pid_t>> StateDirHolder(const std::string& dir);
 
 // Exclusive use of a state dir: an flock on <dir>/lock, held for the life of the object (and
 // released by the kernel if the process dies), with the holder's pid written in the file.

@@ -8,7 +8,8 @@
 //    unix socket) are the new process's; the old one exits once its last client leaves. With -d
 //    the command returns once the new process serves. Without a running agent -R starts
 //    normally (as PgBouncer); without a pidfile it says what to do instead; a SUSPENDed agent
-//    refuses and goes on serving.
+//    refuses and goes on serving. With a controller, -R finds the agent through the state dir
+//    it holds (its pushed config's pidfile may differ from the local file's).
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/fixtures.h"
+#include "tests/testutil/free_port.h"
 #include "tests/testutil/handover.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
@@ -91,11 +93,12 @@ class SwitchesTest : public AgentTest {
     return options;
   }
 
-  // The pidfile names `pid`.
-  absl::Status AwaitPidfileNames(pid_t pid) {
+  // The pidfile (or `pid_path`, a file holding a pid the same way) names `pid`.
+  absl::Status AwaitPidfileNames(pid_t pid, const std::string& pid_path = "") {
+    const std::string path = pid_path.empty() ? pidfile_ : pid_path;
     return PollUntil(
         [&](std::string* note) -> absl::StatusOr<bool> {
-          absl::StatusOr<pid_t> named = ReadPidfile(pidfile_);
+          absl::StatusOr<pid_t> named = ReadPidfile(path);
           *note = named.ok() ? absl::StrCat("pidfile says ", *named)
                              : std::string(named.status().message());
           return named.ok() && *named == pid;
@@ -118,7 +121,9 @@ class SwitchesTest : public AgentTest {
 
   // While `held` is inside a transaction on the old process, `take_over` makes another process
   // take the listeners over and returns its pid; then everything -R promises is checked.
-  void TakeOverWhileAClientIsInATransaction(const std::function<pid_t()>& take_over) {
+  // `pid_path`: the file that names the serving process (default: the pidfile).
+  void TakeOverWhileAClientIsInATransaction(const std::function<pid_t()>& take_over,
+                                            const std::string& pid_path = "") {
     const pid_t old_pid = agent_->pid();
     PGF_ASSERT_OK_AND_ASSIGN(PgConn held, ConnectApp());
     PGF_ASSERT_OK(Query(held.get(), "begin").status());
@@ -128,7 +133,7 @@ class SwitchesTest : public AgentTest {
     const pid_t new_pid = take_over();
     if (HasFatalFailure()) return;
     ASSERT_NE(new_pid, old_pid);
-    PGF_ASSERT_OK(AwaitPidfileNames(new_pid));
+    PGF_ASSERT_OK(AwaitPidfileNames(new_pid, pid_path));
     // The old process stops accepting once the new one said it is ready.
     PGF_ASSERT_OK(PollUntil(
         [&](std::string*) -> absl::StatusOr<bool> {
@@ -286,6 +291,38 @@ TEST_F(SwitchesTest, RebootTakesTheListenersOverAndTheOldProcessKeepsItsClients)
     rebooted = *std::move(started);
     return rebooted->pid();
   });
+  if (HasFailure() && rebooted != nullptr) std::cerr << "-R process:\n" << rebooted->Output();
+}
+
+// With a controller the agent serves the config it pushed, whose pidfile need not be the local
+// file's (here the local file sets none): -R finds the running agent as the holder of the
+// fleet state dir, and the new process holds it after. The controller is down the whole time
+// (the agent serves fail-static), which -R does not need either; the new process says it is
+// ready once its controller stream is up or, as here, after 5 s without one.
+TEST_F(SwitchesTest, RebootWithAControllerFindsTheAgentThroughItsStateDir) {
+  AgentOptions options = RebootableOptions();
+  options.pgbouncer_settings.erase("pidfile");
+  const std::string state_dir = dir_.path() + "/state";
+  PGF_ASSERT_OK_AND_ASSIGN(int no_controller_port, PickFreePort());
+  const std::vector<std::string> link = {
+      absl::StrCat("--controller=127.0.0.1:", no_controller_port), "--env=dev",
+      "--agent-id=reboot-1", absl::StrCat("--state-dir=", state_dir)};
+  options.extra_args.insert(options.extra_args.end(), link.begin(), link.end());
+  ASSERT_NO_FATAL_FAILURE(StartAgentWith(options));
+  std::unique_ptr<SecondAgent> rebooted;
+  TakeOverWhileAClientIsInATransaction(
+      [&]() -> pid_t {
+        std::vector<std::string> args = {"-R"};
+        args.insert(args.end(), link.begin(), link.end());
+        args.push_back(agent_->ini_path());
+        absl::StatusOr<std::unique_ptr<SecondAgent>> started =
+            SecondAgent::Start(args, dir_.path() + "/rebooted.out");
+        EXPECT_TRUE(started.ok()) << started.status();
+        if (!started.ok()) return -1;
+        rebooted = *std::move(started);
+        return rebooted->pid();
+      },
+      state_dir + "/lock");
   if (HasFailure() && rebooted != nullptr) std::cerr << "-R process:\n" << rebooted->Output();
 }
 
