@@ -140,9 +140,7 @@ AgentCommandLine ParseAgentCommandLine(int argc, const char* const* argv) {
   // PgBouncer's positional config file; its own environment variable is PGFLEET_AGENT_INI.
   app.add_option("pgbouncer.ini", options.config_path)->envname("PGFLEET_AGENT_INI");
   try {
-    std::vector<std::string> args(argv + 1, argv + argc);
-    std::reverse(args.begin(), args.end());  // CLI11 takes its arguments back to front.
-    app.parse(args);
+    app.parse(common::ArgsForCli11(std::vector<std::string>(argv + 1, argv + argc)));
   } catch (const CLI::ParseError& error) {
     return UsageError(common::DescribeParseError(app, error));
   }

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cli/commands/commands.h"
+#include "common/command_line.h"
 #include "common/flag_suggest.h"
 
 namespace pgfleet::cli {
@@ -229,19 +230,8 @@ std::string HelpText(const std::vector<std::string>& words) {
 }
 
 ParsedCommandLine ParseCommandLine(const std::vector<std::string>& raw_args) {
-  // "--key=" keeps meaning an empty value (CLI11 would take the next word as the value).
-  std::vector<std::string> args;
-  for (const std::string& arg : raw_args) {
-    if (absl::StartsWith(arg, "--") && arg.size() > 3 && arg.back() == '=' &&
-        arg.find('=') == arg.size() - 1) {
-      args.push_back(arg.substr(0, arg.size() - 1));
-      args.push_back("");
-    } else {
-      args.push_back(arg);
-    }
-  }
+  std::vector<std::string> args = common::ArgsForCli11(raw_args);
   CommandLine line;
-  std::reverse(args.begin(), args.end());  // CLI11 takes its arguments back to front.
   std::string parse_error;
   try {
     line.app.parse(args);

@@ -41,6 +41,20 @@ void AddEnvironmentAndConfigFile(CLI::App& app, const std::string& prefix) {
   app.allow_config_extras(CLI::config_extras_mode::error);
 }
 
+std::vector<std::string> ArgsForCli11(const std::vector<std::string>& words) {
+  std::vector<std::string> args;
+  for (const std::string& word : words) {
+    if (absl::StartsWith(word, "--") && word.size() > 3 && word.find('=') == word.size() - 1) {
+      args.push_back(word.substr(0, word.size() - 1));
+      args.push_back("");
+    } else {
+      args.push_back(word);
+    }
+  }
+  std::reverse(args.begin(), args.end());
+  return args;
+}
+
 std::vector<std::string> FlagSpellings(const CLI::App& app) {
   std::vector<std::string> names;
   for (const CLI::Option* option : app.get_options()) {

@@ -18,6 +18,11 @@ std::string FlagEnvName(const std::string& prefix, const std::string& flag);
 // unknown key is an error. Precedence: command line, then the file, then the environment.
 void AddEnvironmentAndConfigFile(CLI::App& app, const std::string& prefix);
 
+// The words of a command line as CLI11's parse(std::vector) takes them (back to front), with
+// "--key=" kept as the empty value it means: alone, CLI11 would take the next word as the
+// value (`--http-listen= --metrics-interval=1s` would listen on "--metrics-interval=1s").
+std::vector<std::string> ArgsForCli11(const std::vector<std::string>& words);
+
 // Every spelling of app's named options: "--db", "-v".
 std::vector<std::string> FlagSpellings(const CLI::App& app);
 

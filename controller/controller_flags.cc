@@ -125,9 +125,7 @@ bool ParsePositiveDuration(const std::string& text, absl::Duration* out) {
 // Parses with CLI11 into the variables the options were declared with; an error is printed.
 bool Parse(CLI::App& app, int argc, const char* const* argv, int skip) {
   try {
-    std::vector<std::string> args(argv + 1 + skip, argv + argc);
-    std::reverse(args.begin(), args.end());  // CLI11 takes its arguments back to front.
-    app.parse(args);
+    app.parse(common::ArgsForCli11(std::vector<std::string>(argv + 1 + skip, argv + argc)));
   } catch (const CLI::ParseError& error) {
     fprintf(stderr, "pgfleet-controller: %s\n", common::DescribeParseError(app, error).c_str());
     return false;

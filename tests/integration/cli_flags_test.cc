@@ -184,6 +184,16 @@ TEST(ControllerFlagsTest, FlagsFromConfigFileAndCommandLineWins) {
   EXPECT_TRUE(absl::StrContains(refused.stderr_text, "http-lisen")) << refused.Describe();
 }
 
+// "--http-listen=" is the empty value (no dashboard), not "take the next word": CLI11 alone
+// would have served the dashboard on "--metrics-interval=1s" (and refused to, over plain HTTP).
+TEST(ControllerFlagsTest, EmptyValueAfterEqualsIsEmptyNotTheNextFlag) {
+  ControllerOptions options;
+  options.extra_args = {"--http-listen=", "--metrics-interval=1s"};
+  absl::StatusOr<std::unique_ptr<ControllerProcess>> controller = ControllerProcess::Start(options);
+  ASSERT_TRUE(controller.ok()) << controller.status();
+  EXPECT_TRUE((*controller)->IsRunning());
+}
+
 TEST(ControllerFlagsTest, MisspeltFlagIsRefusedWithASuggestion) {
   PGF_ASSERT_OK_AND_ASSIGN(RunResult refused,
                            RunCommand({PGFLEET_CONTROLLER_BINARY, "--metrics-intervall=5s"}));
