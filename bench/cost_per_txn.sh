@@ -34,6 +34,7 @@ done
 [[ -x "$AGENT_BIN" ]] || die "no agent binary at $AGENT_BIN"
 [[ $(id -u) -eq 0 ]] || die "run as root (PostgreSQL and PgBouncer run as postgres)"
 
+source "$REPO/bench/lib.sh"
 STATE="$(mktemp -d /tmp/pgfleet-cost.XXXXXX)"
 chmod 755 "$STATE"
 chown postgres: "$STATE"
@@ -42,29 +43,21 @@ POOLER_PID=""
 cleanup() {
   [[ -n "$POOLER_PID" ]] && kill -TERM "$POOLER_PID" 2>/dev/null && sleep 1
   [[ -n "$POOLER_PID" ]] && kill -KILL "$POOLER_PID" 2>/dev/null
-  runuser -u postgres -- "$PGBIN/pg_ctl" -D "$STATE/pg" -m immediate stop >/dev/null 2>&1 || true
+  bench_stop_postgres "$STATE"
   rm -rf "$STATE"
 }
 trap cleanup EXIT
 
 port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
-PG_PORT=$((21000 + RANDOM % 4000))
-until port_free "$PG_PORT"; do PG_PORT=$((PG_PORT + 1)); done
-POOLER_PORT=$((PG_PORT + 1))
-until port_free "$POOLER_PORT"; do POOLER_PORT=$((POOLER_PORT + 1)); done
+bench_free_port PG_PORT
+bench_free_port POOLER_PORT
 
 log "PostgreSQL on 127.0.0.1:$PG_PORT"
-runuser -u postgres -- "$PGBIN/initdb" -D "$STATE/pg" -U postgres --auth=trust >/dev/null
-cat >>"$STATE/pg/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$STATE'
-fsync = off
-CONF
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$STATE/pg" -l "$STATE/pg.log" -w start >/dev/null
-psql -qX -h 127.0.0.1 -p "$PG_PORT" -U postgres -c "CREATE ROLE bench LOGIN" \
+bench_start_postgres "$STATE" "$PG_PORT" postgres
+PGPASSWORD=postgres psql -qX -h 127.0.0.1 -p "$PG_PORT" -U postgres \
+  -c "SET password_encryption = 'scram-sha-256'" -c "CREATE ROLE bench LOGIN PASSWORD 'bench'" \
   -c "CREATE DATABASE benchdb OWNER bench" >/dev/null
-pgbench -q -i -s 1 -h 127.0.0.1 -p "$PG_PORT" -U bench benchdb >/dev/null 2>&1
+PGPASSWORD=bench pgbench -q -i -s 1 -h 127.0.0.1 -p "$PG_PORT" -U bench benchdb >/dev/null 2>&1
 
 echo '"bench" "bench"' >"$STATE/userlist.txt"
 cat >"$STATE/pooler.ini" <<INI
@@ -89,6 +82,7 @@ export PGPASSWORD=bench
 start_pooler() {  # start_pooler TARGET TOOL: sets POOLER_PID
   local wrap=()
   rm -f "$STATE"/cg.out*  # the last pooler's, written as it exited
+  rm -f "$STATE/pooler.log"  # the agent's (root's) would keep PgBouncer (postgres) from logging
   if [[ "$2" == callgrind ]]; then
     wrap=(valgrind --tool=callgrind --compress-strings=no --compress-pos=no
       "--callgrind-out-file=$STATE/cg.out")

@@ -31,6 +31,7 @@ PGBIN=/usr/lib/postgresql/15/bin
 PGBOUNCER=/usr/sbin/pgbouncer
 AGENT_BIN="${BENCH_AGENT_BIN:-$REPO/build/agent/pgfleet-agent}"
 RESULTS="$BENCH/results"
+source "$BENCH/lib.sh"
 
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 die() { log "ERROR: $1"; exit "${2:-1}"; }
@@ -85,11 +86,7 @@ cleanup() {
   if [[ -n "$PGBENCH_JOB" ]]; then kill -TERM "$PGBENCH_JOB" 2>/dev/null || true; fi
   stop_pooler pgbouncer
   stop_pooler agent
-  if [[ -f "$STATE/pg/postmaster.pid" ]]; then
-    timeout 60 "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$STATE/pg" -m fast -w stop >/dev/null 2>&1 ||
-      timeout 60 "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$STATE/pg" -m immediate stop >/dev/null 2>&1 ||
-      true
-  fi
+  bench_stop_postgres "$STATE"
   rm -rf "$STATE"
   exit "$rc"
 }
@@ -99,44 +96,16 @@ trap 'exit 143' TERM
 
 # --------------------------------------------------------------------------------------------
 # Ports: probe with ss, stay below the ephemeral range and away from 5432/6432.
-PICKED=" "
-free_port() {  # free_port VAR: sets VAR to a port nobody listens on
-  local start=$((20000 + RANDOM % 9000)) port i
-  for ((i = 0; i < 2000; i++)); do
-    port=$((20000 + (start - 20000 + i) % 12000))
-    [[ $port == 5432 || $port == 6432 || "$PICKED" == *" $port "* ]] && continue
-    if ! ss -Hltn "sport = :$port" | grep -q .; then
-      PICKED+="$port "
-      printf -v "$1" '%s' "$port"
-      return
-    fi
-  done
-  die "no free TCP port found"
-}
-free_port PG_PORT
-free_port PGB_PORT
-free_port AGENT_PORT
+bench_free_port PG_PORT
+bench_free_port PGB_PORT
+bench_free_port AGENT_PORT
 
 # --------------------------------------------------------------------------------------------
 # PostgreSQL 15
 PASSWORD="bench-$(head -c 9 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 SUPERPW="super-$(head -c 9 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-echo "$SUPERPW" >"$STATE/pwfile"
-((IS_ROOT)) && chown postgres "$STATE/pwfile"
 log "initdb in $STATE/pg (PostgreSQL on 127.0.0.1:$PG_PORT)"
-timeout 300 "${AS_PG[@]}" "$PGBIN/initdb" -D "$STATE/pg" -U postgres --auth=scram-sha-256 \
-  --pwfile="$STATE/pwfile" >"$STATE/initdb.log" 2>&1 || { cat "$STATE/initdb.log" >&2; die "initdb failed"; }
-cat >>"$STATE/pg/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$STATE'
-max_connections = 200
-fsync = off
-shared_buffers = 256MB
-CONF
-timeout 120 "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$STATE/pg" -l "$STATE/postgres.log" -w -t 60 \
-  start >/dev/null ||
-  { tail -20 "$STATE/postgres.log" >&2; die "PostgreSQL did not start"; }
+bench_start_postgres "$STATE" "$PG_PORT" "$SUPERPW" "max_connections = 200" "shared_buffers = 256MB"
 
 export PGCONNECT_TIMEOUT=10
 PGPASSWORD="$SUPERPW" timeout 60 psql -qX -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" \

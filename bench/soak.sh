@@ -51,12 +51,9 @@ chmod 755 "$STATE"
 LOGS="$STATE/logs"
 mkdir -p "$LOGS"
 
-as_postgres() {
-  if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+source "$REPO/bench/lib.sh"
+as_postgres() { "${BENCH_AS_PG[@]}" "$@"; }
+die() { log "ERROR: $1"; exit 1; }
 log() { printf '%s [soak] %s\n' "$(date +%H:%M:%S)" "$*" | tee -a "$STATE/events.log" >&2; }
 
 PIDS=()
@@ -66,7 +63,7 @@ cleanup() {
   for pid in "${LOAD_PIDS[@]:-}"; do [[ -n "$pid" ]] && kill "$pid" 2>/dev/null; done
   for pid in "${PIDS[@]:-}" "$CONTROLLER_PID"; do [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null; done
   for pid in "${PIDS[@]:-}" "$CONTROLLER_PID"; do [[ -n "$pid" ]] && wait "$pid" 2>/dev/null; done
-  as_postgres "$PGBIN/pg_ctl" -D "$STATE/pg" -m immediate -w stop >/dev/null 2>&1
+  bench_stop_postgres "$STATE"
   if [[ $KEEP -eq 1 ]]; then echo "kept $STATE" >&2; else rm -rf "$STATE"; fi
 }
 trap cleanup EXIT
@@ -74,19 +71,8 @@ trap 'exit 130' INT TERM
 
 # --- PostgreSQL ------------------------------------------------------------------------------
 [[ $(id -u) -eq 0 ]] && chown postgres "$STATE"
-echo "postgres" > "$STATE/pwfile"
-[[ $(id -u) -eq 0 ]] && chown postgres "$STATE/pwfile"
-as_postgres "$PGBIN/initdb" -D "$STATE/pg" -U postgres --auth=scram-sha-256 \
-  --pwfile="$STATE/pwfile" --no-sync -E UTF8 --locale=C >/dev/null
-PG_PORT=$(free_port)
-cat >> "$STATE/pg/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $PG_PORT
-unix_socket_directories = '$STATE'
-max_connections = 100
-shared_buffers = 32MB
-CONF
-as_postgres "$PGBIN/pg_ctl" -D "$STATE/pg" -l "$STATE/postgres.log" -w start >/dev/null
+bench_free_port PG_PORT
+bench_start_postgres "$STATE" "$PG_PORT" postgres "max_connections = 100" "shared_buffers = 32MB"
 export PGSSLMODE=disable
 PGPASSWORD=postgres psql -qX -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres \
   -c "CREATE ROLE app LOGIN PASSWORD 'app'" -c "CREATE DATABASE appdb OWNER app" >/dev/null
@@ -97,7 +83,7 @@ psql -qX -h 127.0.0.1 -p "$PG_PORT" -U app appdb \
   >/dev/null
 
 # --- controller and agents -------------------------------------------------------------------
-CTL_PORT=$(free_port)
+bench_free_port CTL_PORT
 TOKEN="pgf_soak_$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export PGFLEET_CONTROLLER="127.0.0.1:$CTL_PORT" PGFLEET_TOKEN="$TOKEN"
 start_controller() {
@@ -115,7 +101,7 @@ start_controller
 printf '"app" "app"\n"admin" "admin"\n' > "$STATE/userlist.txt"
 AGENT_PORTS=()
 for i in 1 2; do
-  port=$(free_port)
+  bench_free_port port
   AGENT_PORTS+=("$port")
   cat > "$STATE/agent-$i.ini" <<INI
 [databases]
