@@ -50,9 +50,11 @@ namespace {
 // load certificate: ..."); this puts the line that set it in front.
 absl::Status LocateTlsError(const config::Config& cfg, const absl::Status& status) {
   static const char* const kTlsKeys[] = {
-      "client_tls_cert_file", "client_tls_key_file",  "client_tls_ca_file",  "client_tls_protocols",
-      "client_tls_ciphers",   "server_tls_cert_file", "server_tls_key_file", "server_tls_ca_file",
-      "server_tls_protocols", "server_tls_ciphers"};
+      "client_tls_cert_file", "client_tls_key_file",  "client_tls_ca_file",
+      "client_tls_protocols", "client_tls_ciphers",   "server_tls_cert_file",
+      "server_tls_key_file",  "server_tls_ca_file",   "server_tls_protocols",
+      "server_tls_ciphers",   "client_tls13_ciphers", "client_tls_ecdhcurve",
+      "client_tls_dheparams", "server_tls13_ciphers"};
   for (const char* key : kTlsKeys) {
     if (absl::StartsWith(status.message(), absl::StrCat(key, " "))) {
       return absl::Status(status.code(), absl::StrCat(cfg.Where(key), ": ", status.message()));

@@ -10,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/config/tls_handshake.h"
 #include "common/status_macros.h"
 
 namespace pgfleet::agent {
@@ -87,6 +88,15 @@ absl::Status SetCiphers(SSL_CTX* ctx, const std::string& key, const std::string&
   return absl::OkStatus();
 }
 
+// The handshake keys of tls_handshake.h, with the key and value in front of the reason, as the
+// other keys' errors have them (LocateTlsError finds the key's line from it).
+absl::Status ApplyHandshakeKey(SSL_CTX* ctx, absl::Status (*apply)(SSL_CTX*, absl::string_view),
+                               const std::string& key, const std::string& value) {
+  absl::Status applied = apply(ctx, value);
+  if (applied.ok()) return applied;
+  return absl::Status(applied.code(), absl::StrCat(key, " '", value, "': ", applied.message()));
+}
+
 absl::Status LoadKeyPair(SSL_CTX* ctx, const std::string& cert_key, const std::string& cert,
                          const std::string& key_key, const std::string& key) {
   if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1) {
@@ -133,6 +143,13 @@ absl::StatusOr<std::shared_ptr<const TlsContext>> TlsContext::ForClients(
                                   "client_tls_key_file", cfg.client_tls_key_file));
   PGF_RETURN_IF_ERROR(SetProtocols(ctx, "client_tls_protocols", cfg.client_tls_protocols));
   PGF_RETURN_IF_ERROR(SetCiphers(ctx, "client_tls_ciphers", cfg.client_tls_ciphers));
+  PGF_RETURN_IF_ERROR(ApplyHandshakeKey(ctx, &config::ApplyTls13Ciphers, "client_tls13_ciphers",
+                                        cfg.client_tls13_ciphers));
+  PGF_RETURN_IF_ERROR(ApplyHandshakeKey(ctx, &config::ApplyEcdhCurve, "client_tls_ecdhcurve",
+                                        cfg.client_tls_ecdhcurve));
+  // After the cipher string: an @SECLEVEL there decides whether "legacy" DH is allowed.
+  PGF_RETURN_IF_ERROR(ApplyHandshakeKey(ctx, &config::ApplyDheParams, "client_tls_dheparams",
+                                        cfg.client_tls_dheparams));
   if (!cfg.client_tls_ca_file.empty()) {
     PGF_RETURN_IF_ERROR(LoadCa(ctx, "client_tls_ca_file", cfg.client_tls_ca_file));
   }
@@ -161,6 +178,8 @@ absl::StatusOr<std::shared_ptr<const TlsContext>> TlsContext::ForServers(
   std::shared_ptr<const TlsContext> context(new TlsContext(ctx, cfg.server_tls_sslmode));
   PGF_RETURN_IF_ERROR(SetProtocols(ctx, "server_tls_protocols", cfg.server_tls_protocols));
   PGF_RETURN_IF_ERROR(SetCiphers(ctx, "server_tls_ciphers", cfg.server_tls_ciphers));
+  PGF_RETURN_IF_ERROR(ApplyHandshakeKey(ctx, &config::ApplyTls13Ciphers, "server_tls13_ciphers",
+                                        cfg.server_tls13_ciphers));
   if (!cfg.server_tls_cert_file.empty()) {
     PGF_RETURN_IF_ERROR(LoadKeyPair(ctx, "server_tls_cert_file", cfg.server_tls_cert_file,
                                     "server_tls_key_file", cfg.server_tls_key_file));

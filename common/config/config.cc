@@ -23,6 +23,7 @@
 #include "absl/strings/string_view.h"
 #include "common/config/conn_string.h"
 #include "common/config/ini_parser.h"
+#include "common/config/tls_handshake.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
@@ -253,6 +254,22 @@ constexpr Option DurationOption(absl::string_view name) {
 // SET applies them: the agent rebuilds the side's TLS context (Agent::ReplaceConfig).
 constexpr bool kTlsSetting = kOnline;
 
+// A TLS handshake key kept as written once `kCheck` (tls_handshake.h) accepts it, so a bad value
+// is refused at its line, by SET and by RELOAD rather than when the context is built.
+template <std::string Config::*kField, absl::Status (*kCheck)(absl::string_view)>
+constexpr Option TlsHandshakeOption(absl::string_view name) {
+  return {name,
+          [](Config& c, absl::string_view v) {
+            if (absl::Status valid = kCheck(v); !valid.ok()) {
+              return absl::InvalidArgumentError(
+                  absl::StrCat("invalid value '", v, "': ", valid.message()));
+            }
+            c.*kField = std::string(v);
+            return absl::OkStatus();
+          },
+          [](const Config& c) { return c.*kField; }, kTlsSetting};
+}
+
 template <TlsMode Config::*kField>
 constexpr Option TlsModeOption(absl::string_view name) {
   return {name,
@@ -384,12 +401,16 @@ const Option kOptions[] = {
     StringOption<&Config::client_tls_ca_file>("client_tls_ca_file", kTlsSetting),
     StringOption<&Config::client_tls_protocols>("client_tls_protocols", kTlsSetting),
     StringOption<&Config::client_tls_ciphers>("client_tls_ciphers", kTlsSetting),
+    TlsHandshakeOption<&Config::client_tls13_ciphers, &CheckTls13Ciphers>("client_tls13_ciphers"),
+    TlsHandshakeOption<&Config::client_tls_ecdhcurve, &CheckEcdhCurve>("client_tls_ecdhcurve"),
+    TlsHandshakeOption<&Config::client_tls_dheparams, &CheckDheParams>("client_tls_dheparams"),
     TlsModeOption<&Config::server_tls_sslmode>("server_tls_sslmode"),
     StringOption<&Config::server_tls_cert_file>("server_tls_cert_file", kTlsSetting),
     StringOption<&Config::server_tls_key_file>("server_tls_key_file", kTlsSetting),
     StringOption<&Config::server_tls_ca_file>("server_tls_ca_file", kTlsSetting),
     StringOption<&Config::server_tls_protocols>("server_tls_protocols", kTlsSetting),
     StringOption<&Config::server_tls_ciphers>("server_tls_ciphers", kTlsSetting),
+    TlsHandshakeOption<&Config::server_tls13_ciphers, &CheckTls13Ciphers>("server_tls13_ciphers"),
     {"stats_period",
      [](Config& c, absl::string_view v) {
        PGF_ASSIGN_OR_RETURN(absl::Duration period, ParseDuration(v));
@@ -427,16 +448,12 @@ const char kOneProcess[] =
     "pgfleet runs one process per listener (online restart is its own hand-over)";
 const char kResolver[] = "host names are resolved by the system resolver on each server connect";
 const char kWindows[] = "Windows service registration only";
-const char kTlsDefaults[] = "OpenSSL's defaults are used";
 
 const std::vector<UnsupportedSetting> kUnsupportedSettings = {
     {"pgbouncer", "application_name_add_host", "0", "application_name is passed through as sent"},
     {"pgbouncer", "auth_ldap_options", "", "auth_type ldap is not supported"},
     {"pgbouncer", "cancel_wait_timeout", "10",
      "cancel requests are forwarded at once on their own connection, never queued"},
-    {"pgbouncer", "client_tls13_ciphers", "", kTlsDefaults},
-    {"pgbouncer", "client_tls_dheparams", "auto", kTlsDefaults},
-    {"pgbouncer", "client_tls_ecdhcurve", "auto", kTlsDefaults},
     {"pgbouncer", "conffile", "", "the file is the one named on the command line"},
     {"pgbouncer", "dns_max_ttl", "15", kResolver},
     {"pgbouncer", "dns_nxdomain_ttl", "15", kResolver},
@@ -447,7 +464,6 @@ const std::vector<UnsupportedSetting> kUnsupportedSettings = {
     {"pgbouncer", "resolv_conf", "", kResolver},
     {"pgbouncer", "sbuf_loopcnt", "5", "the event loop bounds the work per connection itself"},
     {"pgbouncer", "server_round_robin", "0", "idle servers are reused last-in first-out"},
-    {"pgbouncer", "server_tls13_ciphers", "", kTlsDefaults},
     {"pgbouncer", "service_name", "pgbouncer", kWindows},
     {"pgbouncer", "so_reuseport", "0", kOneProcess},
     {"pgbouncer", "suspend_timeout", "10", kOneProcess},

@@ -247,10 +247,16 @@ struct Config {
   std::string client_tls_cert_file, client_tls_key_file, client_tls_ca_file;
   std::string client_tls_protocols = "secure";  // "secure" = TLSv1.2 and TLSv1.3.
   std::string client_tls_ciphers = "default";
+  // PgBouncer 1.25's handshake keys, as written (common/config/tls_handshake.h has their forms):
+  // TLS 1.3 suites ("" = OpenSSL's), the ECDH curve and the DHE parameters clients get.
+  std::string client_tls13_ciphers;
+  std::string client_tls_ecdhcurve = "auto";
+  std::string client_tls_dheparams = "auto";
   TlsMode server_tls_sslmode = TlsMode::kPrefer;
   std::string server_tls_cert_file, server_tls_key_file, server_tls_ca_file;
   std::string server_tls_protocols = "secure";
   std::string server_tls_ciphers = "default";
+  std::string server_tls13_ciphers;  // The TLS 1.3 suites offered to PostgreSQL.
 
   // [pgbouncer] keys of UnsupportedSettings() the file set, with the value as written, so SHOW
   // CONFIG lists what the file says even where pgfleet does not act on it.

@@ -9,19 +9,22 @@ namespace {
 template <typename AnyConfig>
 auto ClientTls(AnyConfig& c) {
   return std::tie(c.client_tls_sslmode, c.client_tls_cert_file, c.client_tls_key_file,
-                  c.client_tls_ca_file, c.client_tls_protocols, c.client_tls_ciphers);
+                  c.client_tls_ca_file, c.client_tls_protocols, c.client_tls_ciphers,
+                  c.client_tls13_ciphers, c.client_tls_ecdhcurve, c.client_tls_dheparams);
 }
 
 template <typename AnyConfig>
 auto ServerTls(AnyConfig& c) {
   return std::tie(c.server_tls_sslmode, c.server_tls_cert_file, c.server_tls_key_file,
-                  c.server_tls_ca_file, c.server_tls_protocols, c.server_tls_ciphers);
+                  c.server_tls_ca_file, c.server_tls_protocols, c.server_tls_ciphers,
+                  c.server_tls13_ciphers);
 }
 
 constexpr const char* kTlsKeys[] = {
     "client_tls_sslmode",   "client_tls_cert_file", "client_tls_key_file",  "client_tls_ca_file",
     "client_tls_protocols", "client_tls_ciphers",   "server_tls_sslmode",   "server_tls_cert_file",
-    "server_tls_key_file",  "server_tls_ca_file",   "server_tls_protocols", "server_tls_ciphers"};
+    "server_tls_key_file",  "server_tls_ca_file",   "server_tls_protocols", "server_tls_ciphers",
+    "client_tls13_ciphers", "client_tls_ecdhcurve", "client_tls_dheparams", "server_tls13_ciphers"};
 
 }  // namespace
 

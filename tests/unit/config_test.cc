@@ -948,8 +948,9 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "auth_type|md5|md5|yes", "auth_user|||yes", "autodb_idle_timeout|3600|3600|yes",
       "client_idle_timeout|0|0|yes", "client_login_timeout|60|60|yes",
       // TLS keys change with SET too, as in PgBouncer.
-      "client_tls_ca_file|||yes", "client_tls_cert_file|||yes",
-      "client_tls_ciphers|default|default|yes", "client_tls_key_file|||yes",
+      "client_tls13_ciphers|||yes", "client_tls_ca_file|||yes", "client_tls_cert_file|||yes",
+      "client_tls_ciphers|default|default|yes", "client_tls_dheparams|auto|auto|yes",
+      "client_tls_ecdhcurve|auto|auto|yes", "client_tls_key_file|||yes",
       "client_tls_protocols|secure|secure|yes", "client_tls_sslmode|disable|disable|yes",
       "default_pool_size|20|20|yes",
       // PgBouncer's CF_NO_RELOAD.
@@ -977,11 +978,11 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "server_connect_timeout|15|15|yes", "server_fast_close|0|0|yes",
       "server_idle_timeout|600|600|yes", "server_lifetime|3600|3600|yes",
       "server_login_retry|15|15|yes", "server_reset_query|DISCARD ALL|DISCARD ALL|yes",
-      "server_reset_query_always|0|0|yes", "server_tls_ca_file|||yes", "server_tls_cert_file|||yes",
-      "server_tls_ciphers|default|default|yes", "server_tls_key_file|||yes",
-      "server_tls_protocols|secure|secure|yes", "server_tls_sslmode|prefer|prefer|yes",
-      "stats_period|60|60|yes", "stats_users|||yes", "syslog|0|0|yes",
-      "syslog_facility|daemon|daemon|yes", "syslog_ident|pgbouncer|pgbouncer|yes",
+      "server_reset_query_always|0|0|yes", "server_tls13_ciphers|||yes", "server_tls_ca_file|||yes",
+      "server_tls_cert_file|||yes", "server_tls_ciphers|default|default|yes",
+      "server_tls_key_file|||yes", "server_tls_protocols|secure|secure|yes",
+      "server_tls_sslmode|prefer|prefer|yes", "stats_period|60|60|yes", "stats_users|||yes",
+      "syslog|0|0|yes", "syslog_facility|daemon|daemon|yes", "syslog_ident|pgbouncer|pgbouncer|yes",
       "tcp_defer_accept|1|1|no", "tcp_keepalive|1|1|yes", "tcp_keepcnt|0|0|yes",
       "tcp_keepidle|0|0|yes", "tcp_keepintvl|0|0|yes", "tcp_socket_buffer|0|0|yes",
       "tcp_user_timeout|0|0|yes", "track_extra_parameters|IntervalStyle|IntervalStyle|yes",
@@ -1150,6 +1151,78 @@ TEST(ConfigSetTest, RejectsKeysThatNeedARestart) {
     Config c;
     EXPECT_TRUE(ApplySetting(c, row.key, row.value).ok()) << row.key;
   }
+}
+
+// PgBouncer 1.25's TLS handshake keys: loaded as written with PgBouncer's defaults, no longer
+// warnings; a value OpenSSL would not take is refused at its line and by SET, naming the key
+// and the value (tls_ciphers_test checks what each does to real handshakes).
+TEST(ConfigTest, TlsHandshakeKeysTakePgBouncersValueForms) {
+  Config defaults = MustParse("[pgbouncer]\n");
+  EXPECT_EQ(defaults.client_tls13_ciphers, "");
+  EXPECT_EQ(defaults.server_tls13_ciphers, "");
+  EXPECT_EQ(defaults.client_tls_ecdhcurve, "auto");
+  EXPECT_EQ(defaults.client_tls_dheparams, "auto");
+  for (const char* key : {"client_tls13_ciphers", "server_tls13_ciphers", "client_tls_ecdhcurve",
+                          "client_tls_dheparams"}) {
+    EXPECT_EQ(FindUnsupportedSetting("pgbouncer", key), nullptr) << key;
+  }
+
+  Config c = MustParse(
+      "[pgbouncer]\n"
+      "client_tls13_ciphers = TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256\n"
+      "server_tls13_ciphers = TLS_AES_256_GCM_SHA384\n"
+      "client_tls_ecdhcurve = secp384r1\n"
+      "client_tls_dheparams = LEGACY\n");
+  EXPECT_TRUE(c.warnings.empty()) << c.warnings.front();
+  EXPECT_EQ(c.client_tls13_ciphers, "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256");
+  EXPECT_EQ(c.server_tls13_ciphers, "TLS_AES_256_GCM_SHA384");
+  EXPECT_EQ(c.client_tls_ecdhcurve, "secp384r1");
+  EXPECT_EQ(c.client_tls_dheparams, "LEGACY");  // As written; read without regard to case.
+  std::vector<ConfigEntry> rows = DescribeConfig(c);
+  EXPECT_EQ(RowString(Row(rows, "client_tls_ecdhcurve")),
+            "client_tls_ecdhcurve|secp384r1|auto|yes");
+  EXPECT_EQ(RowString(Row(rows, "client_tls_dheparams")), "client_tls_dheparams|LEGACY|auto|yes");
+  EXPECT_EQ(RowString(Row(rows, "server_tls13_ciphers")),
+            "server_tls13_ciphers|TLS_AES_256_GCM_SHA384||yes");
+
+  // The other accepted forms: PgBouncer's words for the curve and DH, an empty suite list.
+  for (const char* line : {"client_tls_ecdhcurve = none", "client_tls_ecdhcurve = AUTO",
+                           "client_tls_ecdhcurve = prime256v1", "client_tls_ecdhcurve = P-256",
+                           "client_tls_ecdhcurve = X25519", "client_tls_dheparams = none",
+                           "client_tls_dheparams = auto", "client_tls13_ciphers =",
+                           "server_tls13_ciphers = TLS_AES_128_CCM_8_SHA256"}) {
+    EXPECT_TRUE(Parse(absl::StrCat("[pgbouncer]\n", line, "\n")).ok()) << line;
+  }
+
+  // Refused at its line, with the key, the value and what was expected.
+  EXPECT_THAT(OptionError("client_tls13_ciphers", "TLS_AES_256_GCM_SHA384:TLS_AES_999"),
+              AllOf(HasSubstr("test.ini:2: key 'client_tls13_ciphers': invalid value "
+                              "'TLS_AES_256_GCM_SHA384:TLS_AES_999'"),
+                    HasSubstr("unknown TLS 1.3 cipher suite 'TLS_AES_999'")));
+  // A TLS 1.2 cipher is not a TLS 1.3 suite.
+  EXPECT_THAT(OptionError("server_tls13_ciphers", "ECDHE-RSA-AES128-GCM-SHA256"),
+              HasSubstr("unknown TLS 1.3 cipher suite 'ECDHE-RSA-AES128-GCM-SHA256'"));
+  EXPECT_THAT(OptionError("client_tls_ecdhcurve", "secp999r1"),
+              AllOf(HasSubstr("key 'client_tls_ecdhcurve': invalid value 'secp999r1'"),
+                    HasSubstr("unknown curve 'secp999r1'")));
+  // One curve, as in PgBouncer; a list is refused rather than read as OpenSSL's group list.
+  EXPECT_THAT(OptionError("client_tls_ecdhcurve", "X25519:P-256"),
+              HasSubstr("expected none, auto or one curve name"));
+  EXPECT_THAT(OptionError("client_tls_dheparams", "2048"),
+              AllOf(HasSubstr("key 'client_tls_dheparams': invalid value '2048'"),
+                    HasSubstr("expected none, auto or legacy")));
+
+  // SET: the same check; the config is unchanged when it fails.
+  Config set = defaults;
+  EXPECT_TRUE(ApplySetting(set, "client_tls13_ciphers", "TLS_AES_128_GCM_SHA256").ok());
+  EXPECT_EQ(set.client_tls13_ciphers, "TLS_AES_128_GCM_SHA256");
+  absl::Status bad = ApplySetting(set, "client_tls13_ciphers", "TLS_AES_128_GCM");
+  EXPECT_THAT(bad.message(), HasSubstr("key 'client_tls13_ciphers': invalid value "
+                                       "'TLS_AES_128_GCM'"));
+  EXPECT_EQ(set.client_tls13_ciphers, "TLS_AES_128_GCM_SHA256");
+  EXPECT_THAT(ApplySetting(set, "client_tls_dheparams", "weak").message(),
+              HasSubstr("invalid value 'weak'"));
+  EXPECT_EQ(set.client_tls_dheparams, "auto");
 }
 
 }  // namespace
