@@ -299,11 +299,13 @@ evconnlistener* Agent::AdoptInheritedListener(const ListenSpec& spec) {
     const int fd = *it;
     options_.inherited_listeners.erase(it);
     evutil_make_socket_nonblocking(fd);
-    // Backlog -1: the socket listens already; its queue, with whatever the old process had
-    // not accepted yet, is ours now. A unix socket keeps its path: clients never miss it.
+    // Backlog 0: the socket listens already (libevent calls listen() again with its own
+    // default for -1); its queue, with whatever the old process had not accepted yet, is ours
+    // now, and ApplyListeners gives it this config's listen_backlog. A unix socket keeps its
+    // path: clients never miss it.
     evconnlistener* listener =
         evconnlistener_new(loop_->base(), &Agent::OnAccept, this,
-                           LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+                           LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
     if (listener == nullptr) close(fd);
     return listener;
   }

@@ -5,7 +5,8 @@
 //    servers in turn (different pg_backend_pid()); off, they reuse the most recent one. SET and
 //    RELOAD change it on a running agent, as in PgBouncer;
 //  * listen_backlog: the backlog of every listening socket (TCP and unix), as `ss` reports it
-//    (Send-Q of a listener), set anew on RELOAD; SET refuses it (CF_NO_RELOAD);
+//    (Send-Q of a listener), set anew on RELOAD and on a listener a hand-over passes on; SET
+//    refuses it (CF_NO_RELOAD);
 //  * application_name_add_host: pg_stat_activity shows "NAME - ADDR:PORT" of the client ("app"
 //    when it sent no name; "unix(PID@HOST):PORT" over the unix socket); a later SET wins;
 //  * per-database server_lifetime ([databases], PgBouncer 1.24): that database's servers are
@@ -17,7 +18,9 @@
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <memory>
@@ -37,6 +40,7 @@
 #include "tests/testutil/console.h"
 #include "tests/testutil/fixtures.h"
 #include "tests/testutil/free_port.h"
+#include "tests/testutil/handover.h"
 #include "tests/testutil/postgres_env.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/process.h"
@@ -184,6 +188,50 @@ TEST_F(RemainingKeysTest, ListenBacklogIsTheListenersBacklogAndReloadSetsIt) {
   EXPECT_EQ(backlog, "3");
   PGF_ASSERT_OK_AND_ASSIGN(backlog, ListenBacklog(unix_socket));
   EXPECT_EQ(backlog, "3");
+}
+
+// A hand-over (SIGUSR2) passes the listening socket itself to the new process, which reads the
+// config again: its listen_backlog is set on the socket it adopted.
+TEST_F(RemainingKeysTest, ListenBacklogOfANewConfigReachesTheHandedOverListener) {
+  TempDir dir;
+  PGF_ASSERT_OK(dir.Create("pgfleet-backlog-handover"));
+  const std::string pidfile = dir.path() + "/agent.pid";
+  AgentOptions options = AppAgentOptions(
+      {{"auth_type", "scram-sha-256"}, {"pidfile", pidfile}, {"listen_backlog", "7"}});
+  StartAgentWith(options);
+  const std::vector<std::string> tcp = {"-t", "src", absl::StrCat("127.0.0.1:", agent_->port())};
+  PGF_ASSERT_OK_AND_ASSIGN(std::string backlog, ListenBacklog(tcp));
+  EXPECT_EQ(backlog, "7");
+
+  options.pgbouncer_settings["listen_backlog"] = "5";
+  PGF_ASSERT_OK(agent_->RewriteConfig(options));
+  const pid_t old_pid = agent_->pid();
+  PGF_ASSERT_OK(agent_->Signal(SIGUSR2));
+  NewAgentProcess new_agent;
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        absl::StatusOr<pid_t> pid = ReadPidfile(pidfile);
+        *note =
+            pid.ok() ? absl::StrCat("pidfile says ", *pid) : std::string(pid.status().message());
+        if (!pid.ok() || *pid == old_pid) return false;
+        new_agent.Adopt(*pid);
+        return true;
+      },
+      absl::Seconds(30), "the pidfile to name the new process"));
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string* note) -> absl::StatusOr<bool> {
+        PGF_ASSIGN_OR_RETURN(backlog, ListenBacklog(tcp));
+        *note = absl::StrCat("backlog ", backlog);
+        return backlog == "5";
+      },
+      absl::Seconds(30), "the handed-over listener's backlog to be the new config's"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn conn, ConnectApp());
+  PGF_ASSERT_OK_AND_ASSIGN(int64_t one, ScalarInt(conn.get(), "select 1"));
+  EXPECT_EQ(one, 1);
+  // The old process, with no client, exits by itself once the new one serves.
+  absl::StatusOr<int> exited = agent_->WaitForExit(absl::Seconds(30));
+  ASSERT_TRUE(exited.ok()) << exited.status() << "\n" << agent_->Diagnostics();
+  EXPECT_TRUE(WIFEXITED(*exited) && WEXITSTATUS(*exited) == 0) << DescribeWaitStatus(*exited);
 }
 
 // ---- application_name_add_host ---------------------------------------------------------------
