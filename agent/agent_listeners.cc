@@ -78,7 +78,7 @@ absl::StatusOr<evconnlistener*> Agent::BindListener(const ListenSpec& spec, bool
     evconnlistener* listener =
         evconnlistener_new_bind(loop_->base(), &Agent::OnAccept, this,
                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-                                1024, addr, static_cast<int>(spec.length));
+                                config_->listen_backlog, addr, static_cast<int>(spec.length));
     if (listener == nullptr) {
       return absl::ErrnoToStatus(errno, absl::StrCat("cannot listen on ", spec.address));
     }
@@ -105,9 +105,9 @@ absl::StatusOr<evconnlistener*> Agent::BindListener(const ListenSpec& spec, bool
     }
     unlink(spec.address.c_str());
   }
-  evconnlistener* listener = evconnlistener_new_bind(loop_->base(), &Agent::OnAccept, this,
-                                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-                                                     1024, addr, static_cast<int>(spec.length));
+  evconnlistener* listener = evconnlistener_new_bind(
+      loop_->base(), &Agent::OnAccept, this, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+      config_->listen_backlog, addr, static_cast<int>(spec.length));
   if (listener == nullptr) {
     return absl::ErrnoToStatus(errno, absl::StrCat("cannot listen on ", spec.address));
   }
@@ -219,6 +219,14 @@ absl::Status Agent::ApplyListeners(const config::Config& cfg, bool at_start) {
              current.is_unix ? "unix socket " : "", current.address);
   }
   listeners_ = std::move(next);
+  // listen() again on a listening socket sets its backlog: the config's listen_backlog then
+  // holds for the listeners a reload kept or a hand-over passed on, not only for new ones.
+  for (const Listener& listener : listeners_) {
+    if (listen(evconnlistener_get_fd(listener.listener), cfg.listen_backlog) != 0) {
+      PGF_WARN("agent", "%s: cannot set listen_backlog %d: %s", listener.address,
+               cfg.listen_backlog, strerror(errno));
+    }
+  }
   for (int unused : options_.inherited_listeners) {
     PGF_INFO("agent", "a handed-over listener the config no longer names is closed");
     close(unused);
@@ -291,11 +299,13 @@ evconnlistener* Agent::AdoptInheritedListener(const ListenSpec& spec) {
     const int fd = *it;
     options_.inherited_listeners.erase(it);
     evutil_make_socket_nonblocking(fd);
-    // Backlog -1: the socket listens already; its queue, with whatever the old process had
-    // not accepted yet, is ours now. A unix socket keeps its path: clients never miss it.
+    // Backlog 0: the socket listens already (libevent calls listen() again with its own
+    // default for -1); its queue, with whatever the old process had not accepted yet, is ours
+    // now, and ApplyListeners gives it this config's listen_backlog. A unix socket keeps its
+    // path: clients never miss it.
     evconnlistener* listener =
         evconnlistener_new(loop_->base(), &Agent::OnAccept, this,
-                           LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+                           LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
     if (listener == nullptr) close(fd);
     return listener;
   }

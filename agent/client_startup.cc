@@ -4,6 +4,9 @@
 #include <event2/event.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -20,6 +23,26 @@
 
 namespace pgfleet::agent {
 using namespace client_conn_detail;
+namespace {
+
+// Where a client connects from, as PgBouncer's application_name_add_host spells it: "ADDR:PORT"
+// ("[ADDR]:PORT" for IPv6), and for a unix socket "unix(PID@HOSTNAME):PORT" with the client's
+// pid and the listen port (just "unix:PORT" when the kernel does not say the pid).
+std::string ClientHostDetails(const ClientConn& client, int listen_port) {
+  std::string peer = client.peer();
+  if (peer != "unix") return peer;
+  ucred credentials{};
+  socklen_t length = sizeof(credentials);
+  if (getsockopt(client.fd(), SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0 ||
+      credentials.pid == 0) {
+    return absl::StrCat("unix:", listen_port);
+  }
+  char hostname[256] = "";
+  if (gethostname(hostname, sizeof(hostname) - 1) != 0) snprintf(hostname, sizeof(hostname), "?");
+  return absl::StrCat("unix(", credentials.pid, "@", hostname, "):", listen_port);
+}
+
+}  // namespace
 
 void ClientConn::HandleStartup() {
   while (state_ == State::kStartup) {
@@ -136,6 +159,16 @@ void ClientConn::HandleStartupPacket(std::string_view packet) {
     return;
   }
   if (database().empty()) login_names().database = user();
+  if (cfg.application_name_add_host) {
+    // Once, at login (PgBouncer's set_appname): the name then travels to every server this
+    // client gets like any tracked parameter; a later SET application_name replaces it whole.
+    std::string name = "app";  // PgBouncer's name for a client that gave none.
+    for (const auto& [key, value] : params()) {
+      if (key == "application_name") name = value;
+    }
+    SetTrackedParam("application_name",
+                    absl::StrCat(name, " - ", ClientHostDetails(*this, cfg.listen_port)));
+  }
   if (agent_.shutting_down()) {
     CloseWithError("57P01", "pooler is shutting down");
     return;

@@ -13,19 +13,20 @@
 
 namespace pgfleet::agent {
 
-absl::StatusOr<RunAsUser> ResolveRunAsUser(const std::string& name) {
+absl::StatusOr<RunAsUser> ResolveRunAsUser(const std::string& name, std::string origin) {
+  if (origin.empty()) origin = absl::StrCat("-u ", name);
   std::vector<char> buffer(16384);
   passwd entry{};
   passwd* found = nullptr;
   if (int error = getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found);
       error != 0 || found == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("-u ", name, ": no such user"));
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": no such user"));
   }
-  RunAsUser user{name, found->pw_uid, found->pw_gid, false};
+  RunAsUser user{name, origin, found->pw_uid, found->pw_gid, false};
   if (geteuid() == user.uid) return user;
   if (geteuid() != 0) {
     return absl::PermissionDeniedError(
-        absl::StrCat("-u ", name,
+        absl::StrCat(origin,
                      ": switching user needs the agent started as root (it runs as "
                      "uid ",
                      geteuid(), ")"));
@@ -38,17 +39,16 @@ absl::Status SwitchToUser(const RunAsUser& user) {
   if (!user.switch_needed) return absl::OkStatus();
   // Group first: once the uid is dropped, the groups can no longer be changed.
   if (setgid(user.gid) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("-u ", user.name, ": setgid"));
+    return absl::ErrnoToStatus(errno, absl::StrCat(user.origin, ": setgid"));
   }
   if (initgroups(user.name.c_str(), user.gid) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("-u ", user.name, ": initgroups"));
+    return absl::ErrnoToStatus(errno, absl::StrCat(user.origin, ": initgroups"));
   }
   if (setuid(user.uid) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("-u ", user.name, ": setuid"));
+    return absl::ErrnoToStatus(errno, absl::StrCat(user.origin, ": setuid"));
   }
   if (user.uid != 0 && (setuid(0) == 0 || geteuid() == 0)) {
-    return absl::InternalError(
-        absl::StrCat("-u ", user.name, ": root privileges were not dropped"));
+    return absl::InternalError(absl::StrCat(user.origin, ": root privileges were not dropped"));
   }
   return absl::OkStatus();
 }

@@ -13,9 +13,11 @@
 
 namespace pgfleet::agent {
 
-// -u USER, resolved before anything starts so a typo fails at once.
+// -u USER (or the config's `user`), resolved before anything serves so a typo fails at once.
 struct RunAsUser {
   std::string name;
+  // What asked for it, in front of every error: "-u NAME", or the config line with `user`.
+  std::string origin;
   uid_t uid = 0;
   gid_t gid = 0;
   // False when the process runs as that user already (nothing to switch: started by a user
@@ -24,7 +26,8 @@ struct RunAsUser {
 };
 // InvalidArgument for an unknown user; PermissionDenied when not root and USER is not who the
 // process runs as.
-absl::StatusOr<RunAsUser> ResolveRunAsUser(const std::string& name);
+// `origin` names what asked for the user in errors; empty: "-u NAME".
+absl::StatusOr<RunAsUser> ResolveRunAsUser(const std::string& name, std::string origin = {});
 // setgid, initgroups and setuid to `user` (nothing when !switch_needed). Root cannot be taken
 // back afterwards: it is checked.
 absl::Status SwitchToUser(const RunAsUser& user);

@@ -154,6 +154,21 @@ int RunAgent(pgfleet::agent::AgentOptions options,
   absl::StatusOr<std::unique_ptr<pgfleet::agent::Agent>> agent =
       pgfleet::agent::Agent::Create(std::move(options));
   if (!agent.ok()) return fail(agent.status());
+  // PgBouncer's `user` key, when -u (which wins, as in PgBouncer) did not name one: resolved
+  // now, so an unknown user fails the start before anything serves.
+  std::optional<pgfleet::agent::RunAsUser> run_as = process.run_as;
+  if (const pgfleet::config::Config& cfg = (*agent)->config();
+      !run_as && !cfg.run_as_user.empty()) {
+    absl::StatusOr<pgfleet::agent::RunAsUser> user = pgfleet::agent::ResolveRunAsUser(
+        cfg.run_as_user, absl::StrCat(cfg.Where("user"), ": key 'user' = '", cfg.run_as_user, "'"));
+    if (!user.ok()) return fail(user.status());
+    if (fleet_setup.has_value() && user->switch_needed) {
+      if (absl::Status given = GiveStateDirTo(fleet_setup->state_dir, *user); !given.ok()) {
+        return fail(given);
+      }
+    }
+    run_as = *std::move(user);
+  }
   // -d, before anything starts a thread (the link starts in on_started). A process forked by a
   // hand-over is in the background already (its parent was): it stays the process it is, so
   // the pid it reports is the one that serves. One started with -R -d detaches (it sends its
@@ -194,14 +209,14 @@ int RunAgent(pgfleet::agent::AgentOptions options,
     (*agent)->set_handover_hooks(std::move(hooks));
   }
   pgfleet::agent::Agent* pooler = agent->get();
-  (*agent)->set_on_started([link, inherited, pooler, &ready_timer, &status_timer, &process,
+  (*agent)->set_on_started([link, inherited, pooler, &ready_timer, &status_timer, run_as,
                             detached_ready_fd]() -> absl::Status {
-    // -u: bound and the pidfile written as root; nothing after this needs root.
-    if (process.run_as.has_value()) {
-      PGF_RETURN_IF_ERROR(pgfleet::agent::SwitchToUser(*process.run_as));
-      if (process.run_as->switch_needed) {
-        PGF_INFO("agent", "running as user %s (uid %d)", process.run_as->name,
-                 static_cast<int>(process.run_as->uid));
+    // -u or `user`: bound and the pidfile written as root; nothing after this needs root.
+    if (run_as.has_value()) {
+      PGF_RETURN_IF_ERROR(pgfleet::agent::SwitchToUser(*run_as));
+      if (run_as->switch_needed) {
+        PGF_INFO("agent", "running as user %s (uid %d)", run_as->name,
+                 static_cast<int>(run_as->uid));
       }
     }
     if (detached_ready_fd >= 0) pgfleet::agent::DetachedChildReady(detached_ready_fd);

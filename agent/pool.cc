@@ -114,16 +114,23 @@ void Pool::AssignServers() {
   while (!queued_queries_.empty() && !idle_servers_.empty() && !agent_.IsPaused(db_.name)) {
     ServerQuery* query = queued_queries_.front();
     queued_queries_.pop_front();
-    ServerConn* server = idle_servers_.back();
+    ServerConn* server = NextIdleServer();
     ConnMover::Move(server, ServerConn::State::kUsed);
     query->server_ = server;
     server->RunQuery(query);
   }
   while (!waiting_clients_.empty() && !idle_servers_.empty() && !agent_.IsPaused(db_.name)) {
-    // Most recently used server first: it is warm, and the others can age out.
-    Link(waiting_clients_.front(), idle_servers_.back());
+    Link(waiting_clients_.front(), NextIdleServer());
   }
   MaybeLaunchServers();
+}
+
+ServerConn* Pool::NextIdleServer() const {
+  // Servers join the idle list at its back as they are released, so the front is the one idle
+  // the longest. PgBouncer's default takes the most recently used (it is warm, and the others
+  // can age out under server_idle_timeout); server_round_robin takes them in turn, for a
+  // round-robin address (DNS, a TCP balancer) behind the database that should see even load.
+  return agent_.config().server_round_robin ? idle_servers_.front() : idle_servers_.back();
 }
 
 void Pool::Link(ClientConn* client, ServerConn* server) {
@@ -170,7 +177,7 @@ void Pool::ReleaseServer(ServerConn* server) {
     server->Close("released in the middle of a client message", /*is_error=*/false);
   } else if (server->generation() != generation_) {
     server->Close(kConfigurationChanged, /*is_error=*/false);
-  } else if (now - server->connect_time_us() > ToMicros(cfg.server_lifetime) &&
+  } else if (now - server->connect_time_us() > ToMicros(cfg.ServerLifetimeFor(db_)) &&
              server_count() > static_cast<size_t>(min_pool_size())) {
     server->Close("server lifetime over", /*is_error=*/false);
   } else if (agent_.IsPaused(db_.name)) {

@@ -168,6 +168,9 @@ class Pool {
   // Ends the link between `client` and `server` on both sides; the client goes back to idle.
   void Unlink(ClientConn* client, ServerConn* server);
   void MaybeLaunchServers();
+  // The idle server the next client or query gets (server_round_robin decides which end).
+  // The idle list must not be empty.
+  ServerConn* NextIdleServer() const;
   bool CanLaunchServer(bool use_reserve) const;
   // What keeps a new server connection from starting, if anything.
   enum class Blocker { kNone, kPoolSize, kDbLimit, kUserLimit };

@@ -117,11 +117,12 @@ void Pool::Janitor(uint64_t now) {
   while (server_count() > max_size && !idle_servers_.empty()) {
     idle_servers_.front()->Close("too many servers in the pool", false);
   }
+  // This database's server_lifetime, else the [pgbouncer] one (PgBouncer 1.24).
+  const uint64_t server_lifetime = ToMicros(cfg.ServerLifetimeFor(db_));
   idle_servers_.ForEach([&](ServerConn* server) {
     if (server->generation() != generation_) {
       server->Close(kConfigurationChanged, false);
-    } else if (now - server->connect_time_us() > ToMicros(cfg.server_lifetime) &&
-               server_count() > min_size) {
+    } else if (now - server->connect_time_us() > server_lifetime && server_count() > min_size) {
       server->Close("server lifetime over", false);
     } else if (now - server->last_used_us() > ToMicros(cfg.server_idle_timeout) &&
                server_count() > min_size) {

@@ -157,8 +157,11 @@ std::string AdminConsole::ShowDatabases() {
   const config::Config& cfg = agent_.config();
   std::map<std::string, size_t> clients_by_db;
   for (const auto& [key, pool] : agent_.pools()) clients_by_db[key.first] += pool->client_count();
-  // Whole seconds, as PgBouncer prints it; a per-database server_lifetime is not applied.
+  // Whole seconds, as PgBouncer prints it: the database's own value, else the [pgbouncer] one.
   const std::string server_lifetime = Num(absl::ToInt64Seconds(cfg.server_lifetime));
+  auto lifetime_of = [&cfg](const config::DatabaseConfig& db) {
+    return Num(absl::ToInt64Seconds(cfg.ServerLifetimeFor(db)));
+  };
   auto optional_text = [](const std::string& value) {
     return value.empty() ? std::nullopt : std::optional<std::string>(value);
   };
@@ -173,7 +176,7 @@ std::string AdminConsole::ShowDatabases() {
     result.AddRow({name, optional_text(db.host), Num(db.port), db.dbname.empty() ? name : db.dbname,
                    optional_text(db.user), Num(db.pool_size.value_or(cfg.default_pool_size)),
                    Num(db.min_pool_size.value_or(cfg.min_pool_size)),
-                   Num(db.reserve_pool.value_or(cfg.reserve_pool_size)), server_lifetime,
+                   Num(db.reserve_pool.value_or(cfg.reserve_pool_size)), lifetime_of(db),
                    db.pool_mode ? std::optional<std::string>(config::PoolModeName(*db.pool_mode))
                                 : std::nullopt,
                    LoadBalanceHostsColumn(db),
@@ -189,7 +192,7 @@ std::string AdminConsole::ShowDatabases() {
     const config::DatabaseConfig& db = pool->db();
     result.AddRow({key.first, optional_text(db.host), Num(db.port),
                    db.dbname.empty() ? key.first : db.dbname, std::nullopt, Num(pool->pool_size()),
-                   Num(pool->min_pool_size()), Num(pool->reserve_pool_size()), server_lifetime,
+                   Num(pool->min_pool_size()), Num(pool->reserve_pool_size()), lifetime_of(db),
                    std::nullopt, LoadBalanceHostsColumn(db), "0",
                    Num(agent_.ServerCountForDb(key.first)), Num(cfg.MaxDbClientConnectionsFor(db)),
                    Num(clients_by_db[key.first], true), agent_.IsPaused(key.first) ? "1" : "0",

@@ -285,6 +285,8 @@ constexpr Option TlsModeOption(absl::string_view name) {
 const Option kOptions[] = {
     StringOption<&Config::listen_addr>("listen_addr", kRestartOnly),
     IntOption<&Config::listen_port, 1, 65535>("listen_port", kRestartOnly),
+    // PgBouncer's CF_NO_RELOAD for SET; a RELOAD applies it to the listeners (agent_listeners.cc).
+    IntOption<&Config::listen_backlog>("listen_backlog", kRestartOnly),
     StringOption<&Config::unix_socket_dir>("unix_socket_dir", kRestartOnly),
     {"auth_type",
      [](Config& c, absl::string_view v) {
@@ -319,6 +321,7 @@ const Option kOptions[] = {
     StringOption<&Config::server_reset_query>("server_reset_query"),
     BoolOption<&Config::server_reset_query_always>("server_reset_query_always"),
     BoolOption<&Config::server_fast_close>("server_fast_close"),
+    BoolOption<&Config::server_round_robin>("server_round_robin"),
     StringOption<&Config::server_check_query>("server_check_query"),
     DurationOption<&Config::server_check_delay>("server_check_delay"),
     DurationOption<&Config::server_lifetime>("server_lifetime"),
@@ -339,6 +342,9 @@ const Option kOptions[] = {
     {"disable_pqexec", [](Config& c, absl::string_view v) { return SetBool(v, c.disable_pqexec); },
      [](const Config& c) { return FormatBool(c.disable_pqexec); }, kRestartOnly},
     StringOption<&Config::login_notify_message>("login_notify_message"),
+    BoolOption<&Config::application_name_add_host>("application_name_add_host"),
+    // Root is given up at start, so only a restart can switch to another user.
+    StringOption<&Config::run_as_user>("user", kRestartOnly),
     ListOption<&Config::track_extra_parameters>("track_extra_parameters"),
     IntOption<&Config::scram_iterations, 1, INT_MAX>("scram_iterations"),
     {"unix_socket_mode",
@@ -450,7 +456,6 @@ const char kResolver[] = "host names are resolved by the system resolver on each
 const char kWindows[] = "Windows service registration only";
 
 const std::vector<UnsupportedSetting> kUnsupportedSettings = {
-    {"pgbouncer", "application_name_add_host", "0", "application_name is passed through as sent"},
     {"pgbouncer", "auth_ldap_options", "", "auth_type ldap is not supported"},
     {"pgbouncer", "cancel_wait_timeout", "10",
      "cancel requests are forwarded at once on their own connection, never queued"},
@@ -459,16 +464,12 @@ const std::vector<UnsupportedSetting> kUnsupportedSettings = {
     {"pgbouncer", "dns_nxdomain_ttl", "15", kResolver},
     {"pgbouncer", "dns_zone_check_period", "0", kResolver},
     {"pgbouncer", "job_name", "pgbouncer", kWindows},
-    {"pgbouncer", "listen_backlog", "128", "the listen backlog is the system's maximum"},
     {"pgbouncer", "peer_id", "0", kOneProcess},
     {"pgbouncer", "resolv_conf", "", kResolver},
     {"pgbouncer", "sbuf_loopcnt", "5", "the event loop bounds the work per connection itself"},
-    {"pgbouncer", "server_round_robin", "0", "idle servers are reused last-in first-out"},
     {"pgbouncer", "service_name", "pgbouncer", kWindows},
     {"pgbouncer", "so_reuseport", "0", kOneProcess},
     {"pgbouncer", "suspend_timeout", "10", kOneProcess},
-    {"pgbouncer", "user", "", "start the agent as the target user (systemd User=)"},
-    {"databases", "server_lifetime", "", "the [pgbouncer] server_lifetime applies"},
 };
 
 const UnsupportedSetting* FindUnsupported(absl::string_view section, absl::string_view key) {
@@ -628,6 +629,10 @@ absl::Status ApplyDatabaseParam(const ConnParam& p, DatabaseConfig& db,
     status = SetOptionalInt(v, db.max_db_client_connections);
   } else if (k == "query_wait_timeout") {
     status = SetOptionalDuration(v, db.query_wait_timeout);
+  } else if (k == "server_lifetime") {
+    status = SetOptionalDuration(v, db.server_lifetime);
+    // PgBouncer 1.24 stores 0 for "not set": the [pgbouncer] value applies.
+    if (status.ok() && db.server_lifetime == absl::ZeroDuration()) db.server_lifetime.reset();
   } else if (k == "connect_query") {
     db.connect_query = v;
   } else if (k == "client_encoding") {
@@ -914,6 +919,10 @@ absl::Duration Config::QueryWaitTimeoutFor(const DatabaseConfig& db,
     return *entry->query_wait_timeout;
   }
   return db.query_wait_timeout.value_or(query_wait_timeout);
+}
+
+absl::Duration Config::ServerLifetimeFor(const DatabaseConfig& db) const {
+  return db.server_lifetime.value_or(server_lifetime);
 }
 
 int Config::MaxDbClientConnectionsFor(const DatabaseConfig& db) const {

@@ -74,6 +74,9 @@ struct DatabaseConfig {
   // user's, then the global value. A [users] value wins over this one.
   std::optional<absl::Duration> query_wait_timeout;
   std::optional<int> max_db_client_connections;  // PgBouncer 1.24.
+  // PgBouncer 1.24: this database's servers are closed (when released or idle) once older than
+  // this; unset (or 0, PgBouncer's "not set") falls back to the [pgbouncer] server_lifetime.
+  std::optional<absl::Duration> server_lifetime;
   std::string connect_query;
   std::string client_encoding, datestyle, timezone, application_name;
   // auth_query overrides for clients of this database (PgBouncer's per-database keys); empty:
@@ -125,6 +128,9 @@ struct Config {
   // [pgbouncer]
   std::string listen_addr;  // Comma-separated; "*" = all. Empty: no TCP listener.
   int listen_port = 6432;
+  // PgBouncer's listen_backlog: the queue of connections not yet accepted, passed to listen()
+  // for every listener (the kernel caps it at net.core.somaxconn).
+  int listen_backlog = 128;
   std::string unix_socket_dir = "/tmp";  // Empty: no unix socket.
   AuthType auth_type = AuthType::kMd5;
   std::string auth_file;
@@ -158,6 +164,10 @@ struct Config {
   // change of its database's connection settings is closed (with its client) as soon as it is
   // between transactions, rather than when the client leaves.
   bool server_fast_close = false;
+  // PgBouncer's server_round_robin: off, the most recently released idle server is reused
+  // first (LIFO: few servers take the load, the rest age out); on, the one idle the longest
+  // (FIFO), so successive transactions spread evenly over the pool's servers.
+  bool server_round_robin = false;
   std::string server_check_query = "select 1";
   absl::Duration server_check_delay = absl::Seconds(30);
   absl::Duration server_lifetime = absl::Seconds(3600);
@@ -194,6 +204,14 @@ struct Config {
   // with "PQexec disallowed" (08P01); only the extended protocol works. The admin console,
   // which speaks the simple protocol only, is left usable.
   bool disable_pqexec = false;
+  // PgBouncer's application_name_add_host: at login, the client's application_name (or "app"
+  // when it sent none) gets " - ADDRESS:PORT" of the client appended, so pg_stat_activity says
+  // where a query came from. A later SET application_name is passed through unchanged.
+  bool application_name_add_host = false;
+  // PgBouncer's user: the Unix user an agent started as root switches to once its listeners are
+  // bound and its pidfile written (as -u, which wins over it). Empty: no switch. (Not named
+  // `user`: the per-user lookups below take a parameter of that name.)
+  std::string run_as_user;
   // PgBouncer 1.25: a NOTICE with this text goes to each client after its login. Empty: none.
   std::string login_notify_message;
   // PgBouncer's unix_socket_mode (file mode of the listening socket; written in octal as
@@ -282,6 +300,8 @@ struct Config {
   int ReservePoolSizeFor(const DatabaseConfig& db, const std::string& user) const;
   PoolMode PoolModeFor(const DatabaseConfig& db, const std::string& user) const;
   absl::Duration QueryWaitTimeoutFor(const DatabaseConfig& db, const std::string& user) const;
+  // The database's server_lifetime when set, else the [pgbouncer] one.
+  absl::Duration ServerLifetimeFor(const DatabaseConfig& db) const;
   int MaxDbClientConnectionsFor(const DatabaseConfig& db) const;  // 0 = unlimited.
   int MaxUserClientConnectionsFor(const std::string& user) const;
   // The timeouts for `user` (PgBouncer's rule: the [users] value when above 0, else the

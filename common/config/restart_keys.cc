@@ -25,13 +25,17 @@ constexpr Row StringRow(absl::string_view key, absl::string_view reason) {
 // Decided per key from what the agent does with it. listen_addr, listen_port and
 // unix_socket_dir are not here: a reload binds the new listeners before closing the old ones.
 // stats_period restarts its timer, logfile reopens, TLS files are read again, pool settings
-// reach pools and their servers as they cycle. Keys pgfleet accepts but ignores (so_reuseport,
-// user, unix_socket_mode, unix_socket_group, ...) have no effect at all, at start or later.
+// reach pools and their servers as they cycle, listen_backlog is set anew on the listeners.
+// Keys pgfleet accepts but ignores (so_reuseport, ...) have no effect at all, at start or later.
 const Row kRows[] = {
     StringRow<&Config::pidfile>(
         "pidfile",
         "written once at start-up and removed at exit: a service manager that found the agent "
         "through it (systemd PIDFile=, init scripts) would lose track of a moved one"),
+    StringRow<&Config::run_as_user>(
+        "user",
+        "the switch from root happens once at start-up; a process that gave "
+        "up root cannot become another user"),
 };
 
 const Row* FindRow(absl::string_view key) {

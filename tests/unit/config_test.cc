@@ -281,17 +281,17 @@ TEST(ConfigTest, RealisticProductionConfig) {
   EXPECT_EQ(c.server_tls_sslmode, TlsMode::kRequire);
   EXPECT_EQ(c.client_tls_sslmode, TlsMode::kDisable);
 
-  EXPECT_THAT(c.warnings,
-              ElementsAre(Ignored("test.ini:56", "pgbouncer", "so_reuseport"),
-                          Ignored("test.ini:59", "pgbouncer", "dns_max_ttl"),
-                          Ignored("test.ini:60", "pgbouncer", "application_name_add_host"),
-                          Ignored("test.ini:64", "pgbouncer", "listen_backlog")));
+  EXPECT_TRUE(c.application_name_add_host);
+  EXPECT_EQ(c.listen_backlog, 4096);
+
+  EXPECT_THAT(c.warnings, ElementsAre(Ignored("test.ini:56", "pgbouncer", "so_reuseport"),
+                                      Ignored("test.ini:59", "pgbouncer", "dns_max_ttl")));
 }
 
 TEST(ConfigTest, IgnoredPgBouncerKeysAreAccepted) {
-  for (const char* key : {"so_reuseport", "dns_nxdomain_ttl", "job_name", "user",
-                          "server_round_robin", "suspend_timeout", "sbuf_loopcnt", "peer_id",
-                          "conffile", "service_name", "auth_ldap_options", "resolv_conf"}) {
+  for (const char* key :
+       {"so_reuseport", "dns_nxdomain_ttl", "job_name", "suspend_timeout", "sbuf_loopcnt",
+        "peer_id", "conffile", "service_name", "auth_ldap_options", "resolv_conf"}) {
     Config c = MustParse(absl::StrCat("[pgbouncer]\n", key, " = whatever\n"));
     EXPECT_THAT(c.warnings, ElementsAre(Ignored("test.ini:2", "pgbouncer", key)));
   }
@@ -939,7 +939,7 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
   // key|value|default|changeable as PgBouncer 1.18's SHOW CONFIG prints them for an
   // unconfigured instance, for every key pgfleet implements.
   const std::vector<std::string> expected = {
-      "admin_users|||yes", "auth_dbname|||yes",
+      "admin_users|||yes", "application_name_add_host|0|0|yes", "auth_dbname|||yes",
       // pgfleet's own keys (slowing password guessing down); PgBouncer has no such rows.
       "auth_failure_burst|5|5|yes", "auth_failure_max_delay|2|2|yes", "auth_file|||yes",
       "auth_hba_file|||yes", "auth_ident_file|||yes",
@@ -957,9 +957,9 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "disable_pqexec|0|0|no",
       // pgfleet's own: how long an old process's clients may go on after a hand-over.
       "handover_drain_timeout|30|30|yes", "idle_transaction_timeout|0|0|yes",
-      "ignore_startup_parameters|||yes", "listen_addr|||no", "listen_port|6432|6432|no",
-      "log_connections|1|1|yes", "log_disconnections|1|1|yes", "log_format|text|text|yes",
-      "log_pooler_errors|1|1|yes", "log_stats|1|1|yes", "logfile|||yes",
+      "ignore_startup_parameters|||yes", "listen_addr|||no", "listen_backlog|128|128|no",
+      "listen_port|6432|6432|no", "log_connections|1|1|yes", "log_disconnections|1|1|yes",
+      "log_format|text|text|yes", "log_pooler_errors|1|1|yes", "log_stats|1|1|yes", "logfile|||yes",
       // PgBouncer 1.25's key and default (no welcome NOTICE).
       "login_notify_message|||yes", "max_client_conn|100|100|yes",
       // PgBouncer 1.24's keys and defaults.
@@ -978,7 +978,8 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       "server_connect_timeout|15|15|yes", "server_fast_close|0|0|yes",
       "server_idle_timeout|600|600|yes", "server_lifetime|3600|3600|yes",
       "server_login_retry|15|15|yes", "server_reset_query|DISCARD ALL|DISCARD ALL|yes",
-      "server_reset_query_always|0|0|yes", "server_tls13_ciphers|||yes", "server_tls_ca_file|||yes",
+      "server_reset_query_always|0|0|yes", "server_round_robin|0|0|yes",
+      "server_tls13_ciphers|||yes", "server_tls_ca_file|||yes",
       "server_tls_cert_file|||yes", "server_tls_ciphers|default|default|yes",
       "server_tls_key_file|||yes", "server_tls_protocols|secure|secure|yes",
       "server_tls_sslmode|prefer|prefer|yes", "stats_period|60|60|yes", "stats_users|||yes",
@@ -989,7 +990,7 @@ TEST(ConfigDescribeTest, DefaultsMatchPgBouncer118ShowConfig) {
       // PgBouncer 1.25's key and default.
       "transaction_timeout|0|0|yes", "unix_socket_dir|/tmp|/tmp|no", "unix_socket_group|||no",
       // Read as strtol base 0 and printed with %d, as PgBouncer's libusual does.
-      "unix_socket_mode|511|0777|no",
+      "unix_socket_mode|511|0777|no", "user|||no",
       "verbose|0||yes",  // PgBouncer's verbose has no default string.
   };
   std::vector<std::string> actual;
@@ -1036,9 +1037,9 @@ TEST(ConfigDescribeTest, ShowsConfiguredValuesNextToDefaults) {
 // SHOW CONFIG lists every [pgbouncer] key of PgBouncer 1.25, the ones pgfleet only loads too:
 // with the file's value, else PgBouncer's default, and never changeable.
 TEST(ConfigDescribeTest, ListsKeysWithoutEffectWithTheirValues) {
-  Config c = MustParse("[pgbouncer]\nserver_round_robin = 1\nsuspend_timeout = 7\n");
+  Config c = MustParse("[pgbouncer]\nsbuf_loopcnt = 9\nsuspend_timeout = 7\n");
   std::vector<ConfigEntry> rows = DescribeConfig(c);
-  EXPECT_EQ(RowString(Row(rows, "server_round_robin")), "server_round_robin|1|0|no");
+  EXPECT_EQ(RowString(Row(rows, "sbuf_loopcnt")), "sbuf_loopcnt|9|5|no");
   EXPECT_EQ(RowString(Row(rows, "suspend_timeout")), "suspend_timeout|7|10|no");
   for (const UnsupportedSetting& setting : UnsupportedSettings()) {
     EXPECT_NE(std::string(setting.reason), "") << setting.key;
@@ -1118,8 +1119,71 @@ void ExpectSetFails(const std::string& key, const std::string& value, const std:
 
 TEST(ConfigSetTest, RejectsUnknownKey) {
   ExpectSetFails("no_such_key", "1", "unknown config parameter: no_such_key");
-  ExpectSetFails("server_round_robin", "1",
-                 "config parameter 'server_round_robin' is not supported by pgfleet");
+  ExpectSetFails("sbuf_loopcnt", "1",
+                 "config parameter 'sbuf_loopcnt' is not supported by pgfleet");
+}
+
+// The last PgBouncer keys issue 22 implements: loaded without a warning, shown by SHOW CONFIG
+// with PgBouncer's defaults and changeability (CF_NO_RELOAD for listen_backlog and user), bad
+// values refused naming key and value.
+TEST(ConfigTest, RoundRobinBacklogAppNameHostAndUserKeys) {
+  Config defaults = MustParse("[pgbouncer]\n");
+  EXPECT_FALSE(defaults.server_round_robin);
+  EXPECT_FALSE(defaults.application_name_add_host);
+  EXPECT_EQ(defaults.listen_backlog, 128);
+  EXPECT_EQ(defaults.run_as_user, "");
+  std::vector<ConfigEntry> default_rows = DescribeConfig(defaults);
+  EXPECT_EQ(RowString(Row(default_rows, "server_round_robin")), "server_round_robin|0|0|yes");
+  EXPECT_EQ(RowString(Row(default_rows, "application_name_add_host")),
+            "application_name_add_host|0|0|yes");
+  EXPECT_EQ(RowString(Row(default_rows, "listen_backlog")), "listen_backlog|128|128|no");
+  EXPECT_EQ(RowString(Row(default_rows, "user")), "user|||no");
+
+  Config c = MustParse(
+      "[pgbouncer]\nserver_round_robin = 1\napplication_name_add_host = yes\n"
+      "listen_backlog = 16\nuser = postgres\n");
+  EXPECT_THAT(c.warnings, IsEmpty());
+  EXPECT_TRUE(c.server_round_robin);
+  EXPECT_TRUE(c.application_name_add_host);
+  EXPECT_EQ(c.listen_backlog, 16);
+  EXPECT_EQ(c.run_as_user, "postgres");
+  std::vector<ConfigEntry> rows = DescribeConfig(c);
+  EXPECT_EQ(RowString(Row(rows, "server_round_robin")), "server_round_robin|1|0|yes");
+  EXPECT_EQ(RowString(Row(rows, "listen_backlog")), "listen_backlog|16|128|no");
+  EXPECT_EQ(RowString(Row(rows, "user")), "user|postgres||no");
+
+  EXPECT_TRUE(ApplySetting(c, "server_round_robin", "0").ok());
+  EXPECT_FALSE(c.server_round_robin);
+  EXPECT_TRUE(ApplySetting(c, "application_name_add_host", "off").ok());
+  EXPECT_FALSE(c.application_name_add_host);
+  ExpectSetFails("listen_backlog", "64",
+                 "config parameter 'listen_backlog' cannot be changed online");
+  ExpectSetFails("user", "nobody", "config parameter 'user' cannot be changed online");
+
+  EXPECT_THAT(OptionError("listen_backlog", "-1"),
+              HasSubstr("test.ini:2: key 'listen_backlog': invalid value '-1'"));
+  EXPECT_THAT(OptionError("listen_backlog", "lots"),
+              HasSubstr("test.ini:2: key 'listen_backlog': invalid integer 'lots'"));
+  EXPECT_THAT(OptionError("server_round_robin", "maybe"),
+              HasSubstr("test.ini:2: key 'server_round_robin': invalid boolean 'maybe'"));
+  EXPECT_THAT(OptionError("application_name_add_host", "2x"),
+              HasSubstr("test.ini:2: key 'application_name_add_host': invalid boolean '2x'"));
+}
+
+// PgBouncer 1.24's per-database server_lifetime: wins over [pgbouncer]'s; 0 means "not set".
+TEST(ConfigTest, PerDatabaseServerLifetime) {
+  Config c = MustParse(
+      "[databases]\nshort = host=/tmp server_lifetime=30\nzero = host=/tmp server_lifetime=0\n"
+      "plain = host=/tmp\n[pgbouncer]\nserver_lifetime = 600\n");
+  EXPECT_THAT(c.warnings, IsEmpty());
+  EXPECT_EQ(c.databases.at("short").server_lifetime, absl::Seconds(30));
+  EXPECT_EQ(c.ServerLifetimeFor(c.databases.at("short")), absl::Seconds(30));
+  EXPECT_EQ(c.databases.at("zero").server_lifetime, std::nullopt);
+  EXPECT_EQ(c.ServerLifetimeFor(c.databases.at("zero")), absl::Seconds(600));
+  EXPECT_EQ(c.ServerLifetimeFor(c.databases.at("plain")), absl::Seconds(600));
+  absl::Status bad = ParseError("[databases]\nd = host=/tmp server_lifetime=soon\n[pgbouncer]\n");
+  EXPECT_THAT(std::string(bad.message()),
+              HasSubstr("database 'd': key 'server_lifetime': invalid duration 'soon'"));
 }
 
 TEST(ConfigSetTest, RejectsBadValueWithTheFileParsersWording) {

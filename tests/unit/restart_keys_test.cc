@@ -52,5 +52,14 @@ TEST(RestartKeysTest, ChangedRestartOnlyKeysKeepTheRunningValueAndAreReported) {
   EXPECT_TRUE(KeepRestartOnlyValues(running, same).empty());
 }
 
+TEST(RestartKeysTest, UserIsRestartOnlyAndListenBacklogIsLive) {
+  // Root is given up once at start; the listeners take a new backlog on reload.
+  const Config running = Parse("user = postgres\nlisten_backlog = 128\n");
+  Config loaded = Parse("user = nobody\nlisten_backlog = 16\n");
+  EXPECT_EQ(KeepRestartOnlyValues(running, loaded), std::vector<std::string>{"user"});
+  EXPECT_EQ(loaded.run_as_user, "postgres");
+  EXPECT_EQ(loaded.listen_backlog, 16);
+}
+
 }  // namespace
 }  // namespace pgfleet::config
