@@ -42,9 +42,10 @@ std::string AdminConsole::Show(const std::string& what, ClientConn*) {
   if (what == "HELP") return ShowHelp();
   if (what == "POOLS") return ShowPools();
   if (what == "DATABASES") return ShowDatabases();
-  if (what == "CLIENTS") return ShowConnections(true, false, false);
-  if (what == "SERVERS") return ShowConnections(false, true, false);
-  if (what == "SOCKETS" || what == "ACTIVE_SOCKETS") return ShowConnections(true, true, true);
+  if (what == "CLIENTS") return ShowConnections(ConnectionList::kClients);
+  if (what == "SERVERS") return ShowConnections(ConnectionList::kServers);
+  if (what == "SOCKETS") return ShowConnections(ConnectionList::kSockets);
+  if (what == "ACTIVE_SOCKETS") return ShowConnections(ConnectionList::kActiveSockets);
   if (what == "STATS") return ShowStats(true, true);
   if (what == "STATS_TOTALS") return ShowStats(true, false);
   if (what == "STATS_AVERAGES") return ShowStats(false, true);
