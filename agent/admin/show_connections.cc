@@ -1,6 +1,9 @@
 // SHOW CLIENTS, SERVERS, SOCKETS and ACTIVE_SOCKETS: PgBouncer 1.25's columns and types
 // (src/admin.c socket_header: int4 numbers, text times): replication after database,
-// prepared_statements and id after application_name, then SOCKETS' buffer columns.
+// prepared_statements and id after application_name, then SOCKETS' buffer columns. And SHOW
+// FDS, which walks the same connections.
+#include <event2/listener.h>
+
 #include <string>
 #include <vector>
 
@@ -117,6 +120,13 @@ BufferColumns ServerBuffers(const ServerConn& server) {
 // The user and database columns, PgBouncer's "(nouser)" / "(nodb)" before the login named them.
 std::string OrPlaceholder(const std::string& value, const char* placeholder) {
   return value.empty() ? std::string(placeholder) : value;
+}
+
+// A cancel key as SHOW FDS' int8 "cancel": the 8 bytes of BackendKeyData (pid, then secret)
+// read as one big-endian number, as PgBouncer reads its cancel_key.
+std::string CancelColumn(int32_t pid, int32_t secret) {
+  return Num((static_cast<uint64_t>(static_cast<uint32_t>(pid)) << 32) |
+             static_cast<uint32_t>(secret));
 }
 
 }  // namespace
@@ -240,6 +250,74 @@ std::string AdminConsole::ShowConnections(ConnectionList list) {
     }
   }
   if (clients && socket_columns) agent_.login_clients_view().ForEach(add_client);
+  return result.Finish();
+}
+
+std::string AdminConsole::ShowFds() {
+  ResultSet result({{"fd", kInt4},
+                    {"task", kText},
+                    {"user", kText},
+                    {"database", kText},
+                    {"addr", kText},
+                    {"port", kInt4},
+                    {"cancel", kInt8},
+                    {"link", kInt4},
+                    {"client_encoding", kText},
+                    {"std_strings", kText},
+                    {"datestyle", kText},
+                    {"timezone", kText},
+                    {"password", kText},
+                    {"scram_client_key", kBytea},
+                    {"scram_server_key", kBytea}});
+  const int listen_port = agent_.config().listen_port;
+  // What PgBouncer's admin_show_fds lists, in its order: the listening sockets ("pooler"), the
+  // clients logging in, then per pool the active and waiting clients and the servers. The
+  // console's own clients are not listed (PgBouncer skips the admin pool). A socket that is
+  // TLS, or linked to one, is left out: its session cannot be handed over with the fd.
+  // password and the SCRAM keys stay NULL: pgfleet never hands its secrets over this way.
+  for (const Agent::Listener& listener : agent_.listeners()) {
+    const int fd = evconnlistener_get_fd(listener.listener);
+    auto [addr, port] = show::LocalAddrColumns(fd, listen_port);
+    result.AddRow({Num(fd), "pooler", std::nullopt, std::nullopt, addr, port, "0", "0",
+                   std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
+                   std::nullopt, std::nullopt});
+  }
+  auto add_client = [&](const ClientConn* client) {
+    const ServerConn* server = client->server();
+    if (client->fd() < 0) return;
+    if (client->net().ssl() != nullptr || (server != nullptr && server->ssl() != nullptr)) return;
+    auto [addr, port] = SplitPeer(client->peer());
+    if (addr == "unix") port = Num(listen_port);
+    const ParamList& params = client->params();
+    result.AddRow({Num(client->fd()), "client", client->user(), client->database(), addr, port,
+                   CancelColumn(client->cancel_pid(), client->cancel_key()),
+                   server != nullptr ? Num(server->fd()) : "0", ParamOf(params, "client_encoding"),
+                   ParamOf(params, "standard_conforming_strings"), ParamOf(params, "DateStyle"),
+                   ParamOf(params, "TimeZone"), std::nullopt, std::nullopt, std::nullopt});
+  };
+  auto add_server = [&](const ServerConn* server) {
+    const ClientConn* client = server->client();
+    if (server->fd() < 0) return;  // Still resolving its host: no socket yet.
+    if (server->ssl() != nullptr || (client != nullptr && client->net().ssl() != nullptr)) return;
+    auto [addr, port] = SplitPeer(server->address());
+    const ParamList& params = server->params();
+    result.AddRow({Num(server->fd()), "server", server->pool().server_user(),
+                   server->pool().db_name(), addr, port,
+                   CancelColumn(server->backend_pid(), server->backend_key()),
+                   client != nullptr ? Num(client->fd()) : "0", ParamOf(params, "client_encoding"),
+                   ParamOf(params, "standard_conforming_strings"), ParamOf(params, "DateStyle"),
+                   ParamOf(params, "TimeZone"), std::nullopt, std::nullopt, std::nullopt});
+  };
+  agent_.login_clients_view().ForEach(add_client);
+  for (const auto& [key, pool] : agent_.pools()) {
+    pool->active_clients().ForEach(add_client);
+    pool->waiting_clients().ForEach(add_client);
+    pool->login_waiting_clients().ForEach(add_client);
+    pool->active_servers().ForEach(add_server);
+    pool->idle_servers().ForEach(add_server);
+    pool->used_servers().ForEach(add_server);
+    pool->login_servers().ForEach(add_server);
+  }
   return result.Finish();
 }
 
