@@ -3,6 +3,7 @@
 // prepared_statements and id after application_name, then SOCKETS' buffer columns. And SHOW
 // FDS, which walks the same connections.
 #include <event2/listener.h>
+#include <sys/socket.h>
 
 #include <string>
 #include <vector>
@@ -117,6 +118,28 @@ BufferColumns ServerBuffers(const ServerConn& server) {
           forward.forward_remaining + forward.skip_remaining};
 }
 
+// SHOW FDS' text columns are NULL where PgBouncer's PgSocket has no value: no user or
+// database before the startup packet named them, no tracked parameter it was never given.
+std::optional<std::string> TextOrNull(const std::string& value) {
+  return value.empty() ? std::nullopt : std::optional<std::string>(value);
+}
+std::optional<std::string> ParamOrNull(const ParamList& params, const char* name) {
+  for (const auto& [key, value] : params) {
+    if (key == name) return value;
+  }
+  return std::nullopt;
+}
+
+// remote_pid of a client on the unix socket: its process, from the kernel (SO_PEERCRED), as
+// PgBouncer reads it at accept (getpeercreds). Asked at SHOW time rather than kept per client.
+// 0 for TCP clients and when the kernel cannot say, as in PgBouncer.
+std::string UnixPeerPid(int fd) {
+  ucred credentials{};
+  socklen_t length = sizeof(credentials);
+  if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return "0";
+  return Num(static_cast<int>(credentials.pid));
+}
+
 // The user and database columns, PgBouncer's "(nouser)" / "(nodb)" before the login named them.
 std::string OrPlaceholder(const std::string& value, const char* placeholder) {
   return value.empty() ? std::string(placeholder) : value;
@@ -190,9 +213,9 @@ std::string AdminConsole::ShowConnections(ConnectionList list) {
         WallTime(client->last_active_us()), Num(wait / 1000000), Num(wait % 1000000), "0",
         Ptr(client->id()),
         // The paired connection, or the empty string PgBouncer sends when there is none.
-        client->server() ? Ptr(client->server()->id()) : std::string(), "0",
-        TlsColumn(client->net().ssl()), ParamOf(client->params(), "application_name"),
-        Num(prepared, true), Num(client->id())};
+        client->server() ? Ptr(client->server()->id()) : std::string(),
+        addr == "unix" ? UnixPeerPid(client->fd()) : "0", TlsColumn(client->net().ssl()),
+        ParamOf(client->params(), "application_name"), Num(prepared, true), Num(client->id())};
     if (socket_columns) buffers.AppendTo(row);
     result.AddRow(row);
   };
@@ -289,11 +312,12 @@ std::string AdminConsole::ShowFds() {
     auto [addr, port] = SplitPeer(client->peer());
     if (addr == "unix") port = Num(listen_port);
     const ParamList& params = client->params();
-    result.AddRow({Num(client->fd()), "client", client->user(), client->database(), addr, port,
-                   CancelColumn(client->cancel_pid(), client->cancel_key()),
-                   server != nullptr ? Num(server->fd()) : "0", ParamOf(params, "client_encoding"),
-                   ParamOf(params, "standard_conforming_strings"), ParamOf(params, "DateStyle"),
-                   ParamOf(params, "TimeZone"), std::nullopt, std::nullopt, std::nullopt});
+    result.AddRow(
+        {Num(client->fd()), "client", TextOrNull(client->user()), TextOrNull(client->database()),
+         addr, port, CancelColumn(client->cancel_pid(), client->cancel_key()),
+         server != nullptr ? Num(server->fd()) : "0", ParamOrNull(params, "client_encoding"),
+         ParamOrNull(params, "standard_conforming_strings"), ParamOrNull(params, "DateStyle"),
+         ParamOrNull(params, "TimeZone"), std::nullopt, std::nullopt, std::nullopt});
   };
   auto add_server = [&](const ServerConn* server) {
     const ClientConn* client = server->client();
@@ -301,12 +325,12 @@ std::string AdminConsole::ShowFds() {
     if (server->ssl() != nullptr || (client != nullptr && client->net().ssl() != nullptr)) return;
     auto [addr, port] = SplitPeer(server->address());
     const ParamList& params = server->params();
-    result.AddRow({Num(server->fd()), "server", server->pool().server_user(),
-                   server->pool().db_name(), addr, port,
-                   CancelColumn(server->backend_pid(), server->backend_key()),
-                   client != nullptr ? Num(client->fd()) : "0", ParamOf(params, "client_encoding"),
-                   ParamOf(params, "standard_conforming_strings"), ParamOf(params, "DateStyle"),
-                   ParamOf(params, "TimeZone"), std::nullopt, std::nullopt, std::nullopt});
+    result.AddRow(
+        {Num(server->fd()), "server", server->pool().server_user(), server->pool().db_name(), addr,
+         port, CancelColumn(server->backend_pid(), server->backend_key()),
+         client != nullptr ? Num(client->fd()) : "0", ParamOrNull(params, "client_encoding"),
+         ParamOrNull(params, "standard_conforming_strings"), ParamOrNull(params, "DateStyle"),
+         ParamOrNull(params, "TimeZone"), std::nullopt, std::nullopt, std::nullopt});
   };
   agent_.login_clients_view().ForEach(add_client);
   for (const auto& [key, pool] : agent_.pools()) {

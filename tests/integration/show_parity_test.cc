@@ -12,6 +12,7 @@
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <map>
 #include <set>
@@ -29,6 +30,7 @@
 #include "tests/testutil/pq.h"
 #include "tests/testutil/raw_client.h"
 #include "tests/testutil/status_testing.h"
+#include "tests/testutil/temp_dir.h"
 #include "tests/testutil/wait.h"
 
 namespace pgfleet::testutil {
@@ -316,6 +318,44 @@ TEST_F(ShowParityTest, UnixSocketServerShowsUnixAndTheListenPort) {
   EXPECT_EQ(servers.At(row[0], "port"), std::to_string(g_pg->port())) << servers.Dump();
   EXPECT_EQ(servers.At(row[0], "local_addr"), "unix") << servers.Dump();
   EXPECT_EQ(servers.At(row[0], "local_port"), std::to_string(agent_->port())) << servers.Dump();
+}
+
+// A client on the agent's unix socket: PgBouncer shows addr and local_addr "unix" with
+// listen_port, and remote_pid the client's process (SO_PEERCRED); SHOW FDS lists the unix
+// listener as a "pooler" row.
+TEST_F(ShowParityTest, UnixSocketClientShowsUnixTheListenPortAndItsPid) {
+  TempDir socket_dir;
+  PGF_ASSERT_OK(socket_dir.Create("show-unix"));
+  StartAgent({{"admin_users", kAdminUser}, {"unix_socket_dir", socket_dir.path()}});
+  PGF_ASSERT_OK_AND_ASSIGN(
+      PgConn over_unix, Connect(absl::StrCat("host=", socket_dir.path(), " port=", agent_->port(),
+                                             " dbname=", kAppDb, " user=", kAppUser, " password=",
+                                             kAppPassword, " application_name=over_unix")));
+  PGF_ASSERT_OK(Query(over_unix.get(), "select 1").status());
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn console, Console());
+  PGF_ASSERT_OK_AND_ASSIGN(Table clients, Show(console.get(), "SHOW CLIENTS"));
+  Rows row = clients.Where({{"application_name", "over_unix"}});
+  ASSERT_EQ(row.size(), 1u) << clients.Dump();
+  const std::string listen_port = std::to_string(agent_->port());
+  EXPECT_EQ(clients.At(row[0], "addr"), "unix") << clients.Dump();
+  EXPECT_EQ(clients.At(row[0], "port"), listen_port) << clients.Dump();
+  EXPECT_EQ(clients.At(row[0], "local_addr"), "unix") << clients.Dump();
+  EXPECT_EQ(clients.At(row[0], "local_port"), listen_port) << clients.Dump();
+  // libpq connects from this process.
+  EXPECT_EQ(clients.At(row[0], "remote_pid"), std::to_string(getpid())) << clients.Dump();
+  // The TCP console has no peer process to name.
+  Rows console_row = clients.Where({{"user", kAdminUser}});
+  ASSERT_EQ(console_row.size(), 1u) << clients.Dump();
+  EXPECT_EQ(clients.At(console_row[0], "remote_pid"), "0") << clients.Dump();
+
+  PGF_ASSERT_OK_AND_ASSIGN(Table fds, Show(console.get(), "SHOW FDS"));
+  EXPECT_EQ(fds.Where({{"task", "pooler"}, {"addr", "unix"}, {"port", listen_port}}).size(), 1u)
+      << fds.Dump();
+  EXPECT_EQ(fds.Where({{"task", "pooler"}, {"addr", "127.0.0.1"}, {"port", listen_port}}).size(),
+            1u)
+      << fds.Dump();
+  EXPECT_EQ(fds.Where({{"task", "client"}, {"addr", "unix"}, {"port", listen_port}}).size(), 1u)
+      << fds.Dump();
 }
 
 // PgBouncer keeps a client that is still logging in on login_client_list, which SHOW SOCKETS
