@@ -6,8 +6,11 @@
 // server and client counts; per-database reserve_pool_size, server_lifetime,
 // max_client_connections and client count; the clients' and servers' replication, id (which
 // KILL_CLIENT takes) and prepared_statements; an idle client shown as "idle". The types are
-// PgBouncer 1.25's (int4 counts, numeric statistics; admin_console_test checks every SHOW). The
-// real pgfleet-agent in front of a real PostgreSQL.
+// PgBouncer 1.25's (int4 counts, numeric statistics; admin_console_test checks every SHOW).
+// The values too: local addresses as the sockets' own ends (PostgreSQL's inet_client_addr), unix
+// sockets as PgBouncer's util.c fills them, the lists each SHOW walks (a client logging in only
+// in SOCKETS and FDS), FDS' listener/client/server rows, SOCKETS' buffer columns and MEM's cache
+// names. The real pgfleet-agent in front of a real PostgreSQL.
 
 #include <libpq-fe.h>
 #include <netinet/in.h>
