@@ -85,6 +85,8 @@ class ClientConn final : public ListNode, private net::NetConn::Handler {
   net::NetConn& net() { return net_; }
   const net::NetConn& net() const { return net_; }
   bool tls() const { return tls_; }
+  // Where the stream to the server stands (SHOW SOCKETS' pkt_remain).
+  const ForwardState& forward_state() const { return forward_; }
   // Logged in to the console as PgBouncer's own `pgbouncer` user (the unix socket, the agent's
   // own uid): an admin whatever admin_users says (cert_peer_auth.h).
   bool console_admin() const { return console_admin_; }

@@ -1,6 +1,7 @@
 #include "agent/server_conn.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/dns.h>
 #include <event2/event.h>
@@ -37,18 +38,16 @@ ServerConn::~ServerConn() {
   if (dns_request_ != nullptr) evdns_getaddrinfo_cancel(dns_request_);
 }
 
-int ServerConn::local_port() const {
-  if (net_ == nullptr || !net_->open()) return 0;
-  sockaddr_storage addr;
-  socklen_t len = sizeof(addr);
-  if (getsockname(net_->fd(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) return 0;
-  if (addr.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
-  if (addr.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
-  return 0;
-}
-
 void ServerConn::OnNetConnected() {
   const int fd = net_->fd();
+  sockaddr_storage local{};
+  socklen_t local_length = sizeof(local);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_length) == 0) {
+    local_address_ = net::PeerAddress(reinterpret_cast<const sockaddr*>(&local));
+  } else {
+    PGF_WARN("server", "s=%d getsockname: %s (SHOW SERVERS shows no local address)", id_,
+             strerror(errno));
+  }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // Fails harmlessly on unix.
   ApplyKeepalive(fd, agent_.config());

@@ -12,6 +12,7 @@
 #include "agent/forwarder.h"
 #include "agent/intrusive_list.h"
 #include "agent/net/net_conn.h"
+#include "agent/net/peer_address.h"
 #include "agent/pg/protocol.h"
 #include "agent/pool.h"
 #include "agent/prepared_statements.h"
@@ -64,10 +65,19 @@ class ServerConn final : public ListNode, private net::NetConn::Handler {
   const config::ServerEndpoint& endpoint() const { return endpoint_; }
   // This connection finds out whether a down host is back (agent/host_list.h).
   bool host_probe() const { return host_probe_; }
-  int local_port() const;
+  // This end of the server socket as getsockname gave it once connected (SHOW SERVERS'
+  // local_addr/local_port); nullopt before the connect completes. A unix socket has no local
+  // address (PeerAddress spells it "unix").
+  const std::optional<net::PeerAddress>& local_address() const { return local_address_; }
+  // Where the stream to the client stands (SHOW SOCKETS' pkt_remain).
+  const ForwardState& forward_state() const { return forward_; }
   // The TLS session once TLS is on (SHOW SERVERS), else null.
   ssl_st* ssl() const { return net_ != nullptr ? net_->ssl() : nullptr; }
   bool tls() const { return tls_ == TlsState::kOn; }
+  // The socket (SHOW FDS), -1 before there is one.
+  int fd() const { return net_ != nullptr ? net_->fd() : -1; }
+  // Bytes received from the server and not read yet.
+  size_t input_length() const { return net_ != nullptr ? net_->input_length() : 0; }
   // Bytes queued for the server because its socket did not take them yet.
   size_t output_length() const { return net_ != nullptr ? net_->output_length() : 0; }
   // Reading the server's socket (SUSPEND / RESUME, which walk the pool's const lists);
@@ -183,6 +193,7 @@ class ServerConn final : public ListNode, private net::NetConn::Handler {
   State state_ = State::kLogin;  // Written only by ConnMover.
   ClientConn* client_ = nullptr;
   std::string address_;
+  std::optional<net::PeerAddress> local_address_;
   config::ServerEndpoint endpoint_;
   bool endpoint_chosen_ = false;  // A reconnect (RetryWithPreviousSecret) keeps the host.
   bool host_probe_ = false;

@@ -45,7 +45,9 @@ class AdminConsole {
   std::string ShowHelp();
   std::string ShowPools();
   std::string ShowDatabases();
-  std::string ShowConnections(bool clients, bool servers, bool socket_columns);
+  // Which SHOW lists connections (show_connections.cc).
+  enum class ConnectionList { kClients, kServers, kSockets, kActiveSockets };
+  std::string ShowConnections(ConnectionList list);
   std::string ShowStats(bool totals, bool averages);
   std::string ShowTotals();
   std::string ShowLists();

@@ -2,6 +2,9 @@
 // formatting of values (show_commands.cc, show_connections.cc).
 #pragma once
 
+#include <sys/socket.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -12,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "agent/event_loop.h"
+#include "agent/net/peer_address.h"
 #include "agent/pg/protocol.h"
 
 namespace pgfleet::agent::show {
@@ -116,6 +120,30 @@ inline std::pair<std::string, std::string> SplitPeer(const std::string& peer) {
   if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
   return {host, numeric_or_zero(peer.substr(colon + 1))};
 }
+
+// The addr and port columns of an address. A unix socket shows as "unix" with listen_port, the
+// way PgBouncer fills a unix socket's PgAddr (util.c fill_local_addr / fill_remote_addr).
+inline std::pair<std::string, std::string> AddrColumns(const net::PeerAddress& address,
+                                                       int listen_port) {
+  auto [addr, port] = SplitPeer(address.ToString());
+  if (addr == "unix") port = Num(listen_port);
+  return {addr, port};
+}
+
+// This end of socket `fd`, asked of the kernel now (getsockname), in the addr and port
+// columns; empty and 0 when the kernel cannot say (a closed socket).
+inline std::pair<std::string, std::string> LocalAddrColumns(int fd, int listen_port) {
+  sockaddr_storage local{};
+  socklen_t length = sizeof(local);
+  if (fd < 0 || getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) != 0) {
+    return {"", "0"};
+  }
+  return AddrColumns(net::PeerAddress(reinterpret_cast<const sockaddr*>(&local)), listen_port);
+}
+
+// A count in an int4 column: past the type's range it shows as the largest int4, which a
+// client parsing int4 still reads.
+inline std::string Int4(uint64_t value) { return Num(std::min<uint64_t>(value, 2147483647u)); }
 
 // A tracked parameter's value ("" if the connection has none).
 inline std::string ParamOf(const std::vector<std::pair<std::string, std::string>>& params,

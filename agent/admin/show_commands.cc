@@ -1,12 +1,13 @@
 // SHOW commands of the admin console. Column names, order, types and units are PgBouncer
 // 1.25's (src/admin.c, src/stats.c; times in microseconds) so monitoring written for PgBouncer
-// reads them unchanged. CLIENTS/SERVERS/SOCKETS are in show_connections.cc.
+// reads them unchanged. CLIENTS/SERVERS/SOCKETS and FDS are in show_connections.cc.
 #include <sys/resource.h>
 #include <sys/time.h>
 
 #include <algorithm>
 #include <map>
 #include <set>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -19,6 +20,7 @@
 #include "agent/agent.h"
 #include "agent/build_info.h"
 #include "agent/client_conn.h"
+#include "agent/net/buffer_pool.h"
 #include "agent/pg/protocol.h"
 #include "agent/server_conn.h"
 
@@ -26,7 +28,6 @@ namespace pgfleet::agent {
 namespace {
 
 using show::Column;
-using show::kBytea;
 using show::kInt4;
 using show::kInt8;
 using show::kNumeric;
@@ -42,9 +43,10 @@ std::string AdminConsole::Show(const std::string& what, ClientConn*) {
   if (what == "HELP") return ShowHelp();
   if (what == "POOLS") return ShowPools();
   if (what == "DATABASES") return ShowDatabases();
-  if (what == "CLIENTS") return ShowConnections(true, false, false);
-  if (what == "SERVERS") return ShowConnections(false, true, false);
-  if (what == "SOCKETS" || what == "ACTIVE_SOCKETS") return ShowConnections(true, true, true);
+  if (what == "CLIENTS") return ShowConnections(ConnectionList::kClients);
+  if (what == "SERVERS") return ShowConnections(ConnectionList::kServers);
+  if (what == "SOCKETS") return ShowConnections(ConnectionList::kSockets);
+  if (what == "ACTIVE_SOCKETS") return ShowConnections(ConnectionList::kActiveSockets);
   if (what == "STATS") return ShowStats(true, true);
   if (what == "STATS_TOTALS") return ShowStats(true, false);
   if (what == "STATS_AVERAGES") return ShowStats(false, true);
@@ -201,66 +203,61 @@ std::string AdminConsole::ShowDatabases() {
   return result.Finish();
 }
 
+// The statistics columns' short names, as STATS_TOTALS and STATS_AVERAGES print them.
+constexpr const char* kStatsColumns[] = {"server_assignment_count",
+                                         "xact_count",
+                                         "query_count",
+                                         "bytes_received",
+                                         "bytes_sent",
+                                         "xact_time",
+                                         "query_time",
+                                         "wait_time",
+                                         "client_parse_count",
+                                         "server_parse_count",
+                                         "bind_count"};
+
+// A statistics column's name in one of the three SHOWs. SHOW STATS prefixes the short name
+// with total_ / avg_, and STATS_TOTALS and STATS_AVERAGES print it bare, apart from
+// PgBouncer's irregular names (src/stats.c), listed here:
+//  - SHOW STATS calls the byte counts total_received / total_sent and avg_recv / avg_sent;
+//  - STATS_AVERAGES keeps the avg_ prefix on the prepared-statement counts.
+static std::string StatsColumnName(const char* short_name, bool totals, bool both) {
+  static const std::map<std::string_view, std::string_view> kStatsExceptions = {
+      {"bytes_received", "total_received"},
+      {"bytes_sent", "total_sent"},
+  };
+  static const std::map<std::string_view, std::string_view> kAvgExceptions = {
+      {"bytes_received", "avg_recv"},
+      {"bytes_sent", "avg_sent"},
+  };
+  static const std::set<std::string_view> kAveragesKeepPrefix = {
+      "client_parse_count", "server_parse_count", "bind_count"};
+  if (both) {
+    const auto& exceptions = totals ? kStatsExceptions : kAvgExceptions;
+    if (auto it = exceptions.find(short_name); it != exceptions.end()) {
+      return std::string(it->second);
+    }
+    return absl::StrCat(totals ? "total_" : "avg_", short_name);
+  }
+  if (!totals && kAveragesKeepPrefix.count(short_name) > 0) {
+    return absl::StrCat("avg_", short_name);
+  }
+  return std::string(short_name);
+}
+
 std::string AdminConsole::ShowStats(bool totals, bool averages) {
-  // PgBouncer 1.25's columns, all numeric: SHOW STATS prefixes them (total_..., avg_...),
-  // STATS_TOTALS does not. (client_connect_count came after 1.25.)
-  const char* short_names[] = {"server_assignment_count",
-                               "xact_count",
-                               "query_count",
-                               "bytes_received",
-                               "bytes_sent",
-                               "xact_time",
-                               "query_time",
-                               "wait_time",
-                               "client_parse_count",
-                               "server_parse_count",
-                               "bind_count"};
-  const char* total_names[] = {"total_server_assignment_count",
-                               "total_xact_count",
-                               "total_query_count",
-                               "total_received",
-                               "total_sent",
-                               "total_xact_time",
-                               "total_query_time",
-                               "total_wait_time",
-                               "total_client_parse_count",
-                               "total_server_parse_count",
-                               "total_bind_count"};
-  const char* avg_names[] = {"avg_server_assignment_count",
-                             "avg_xact_count",
-                             "avg_query_count",
-                             "avg_recv",
-                             "avg_sent",
-                             "avg_xact_time",
-                             "avg_query_time",
-                             "avg_wait_time",
-                             "avg_client_parse_count",
-                             "avg_server_parse_count",
-                             "avg_bind_count"};
-  // STATS_AVERAGES keeps the avg_ prefix on its last three columns, as PgBouncer names them.
-  const char* average_names[] = {"server_assignment_count",
-                                 "xact_count",
-                                 "query_count",
-                                 "bytes_received",
-                                 "bytes_sent",
-                                 "xact_time",
-                                 "query_time",
-                                 "wait_time",
-                                 "avg_client_parse_count",
-                                 "avg_server_parse_count",
-                                 "avg_bind_count"};
+  // PgBouncer 1.25's columns, all numeric. (client_connect_count came after 1.25.)
   const bool both = totals && averages;
+  // The names outlive `result`, whose Column holds a pointer to each.
+  std::vector<std::string> names;
+  for (bool total_columns : {true, false}) {
+    if (total_columns ? !totals : !averages) continue;
+    for (const char* short_name : kStatsColumns) {
+      names.push_back(StatsColumnName(short_name, total_columns, both));
+    }
+  }
   std::vector<Column> columns = {{"database", kText}};
-  if (totals) {
-    for (size_t i = 0; i < std::size(short_names); ++i) {
-      columns.push_back({both ? total_names[i] : short_names[i], kNumeric});
-    }
-  }
-  if (averages) {
-    for (size_t i = 0; i < std::size(short_names); ++i) {
-      columns.push_back({both ? avg_names[i] : average_names[i], kNumeric});
-    }
-  }
+  for (const std::string& name : names) columns.push_back({name.c_str(), kNumeric});
   ResultSet result(columns);
   std::map<std::string, PoolStats> by_db = agent_.Snapshot().database_totals;
   by_db.emplace("pgbouncer", PoolStats{});
@@ -375,6 +372,29 @@ std::string AdminConsole::ShowConfig() {
   return result.Finish();
 }
 
+// The bytes every connection's buffers hold now: received and not read, queued and not sent.
+static uint64_t BufferedBytes(const Agent& agent) {
+  uint64_t bytes = 0;
+  auto add_client = [&](const ClientConn* client) {
+    bytes += client->net().input_length() + client->net().output_length();
+  };
+  auto add_server = [&](const ServerConn* server) {
+    bytes += server->input_length() + server->output_length();
+  };
+  agent.admin_clients().ForEach(add_client);
+  agent.login_clients_view().ForEach(add_client);
+  for (const auto& [key, pool] : agent.pools()) {
+    pool->active_clients().ForEach(add_client);
+    pool->waiting_clients().ForEach(add_client);
+    pool->login_waiting_clients().ForEach(add_client);
+    pool->active_servers().ForEach(add_server);
+    pool->idle_servers().ForEach(add_server);
+    pool->used_servers().ForEach(add_server);
+    pool->login_servers().ForEach(add_server);
+  }
+  return bytes;
+}
+
 std::string AdminConsole::ShowMem() {
   // pgfleet has no slab caches; it reports its live objects in PgBouncer's columns.
   ResultSet result(
@@ -396,43 +416,17 @@ std::string AdminConsole::ShowMem() {
   row("pool_cache", sizeof(Pool), agent_.pools().size());
   row("server_cache", sizeof(ServerConn), servers);
   row("client_cache", sizeof(ClientConn), clients);
+  // iobuf_cache: PgBouncer's I/O buffers are fixed-size slab objects; pgfleet's are the
+  // loop's pooled evbuffers (agent/net/buffer_pool.h), held by a connection only while bytes
+  // are in flight. An evbuffer has no fixed size (its chains follow what it holds), so size
+  // is 0 and memtotal is the bytes the connections' buffers hold now.
+  const net::BufferPool& buffers = net::BufferPool::Local();
+  result.AddRow({"iobuf_cache", "0", Num(buffers.in_use(), true), Num(buffers.free_count(), true),
+                 show::Int4(BufferedBytes(agent_))});
   rusage usage;
   getrusage(RUSAGE_SELF, &usage);
   // pgfleet's own row (PgBouncer has none): the peak resident size, in KiB units of 1024.
   result.AddRow({"max_rss", "1024", int4(usage.ru_maxrss), "0", int4(usage.ru_maxrss * 1024)});
-  return result.Finish();
-}
-
-std::string AdminConsole::ShowFds() {
-  ResultSet result({{"fd", kInt4},
-                    {"task", kText},
-                    {"user", kText},
-                    {"database", kText},
-                    {"addr", kText},
-                    {"port", kInt4},
-                    {"cancel", kInt8},
-                    {"link", kInt4},
-                    {"client_encoding", kText},
-                    {"std_strings", kText},
-                    {"datestyle", kText},
-                    {"timezone", kText},
-                    {"password", kText},
-                    {"scram_client_key", kBytea},
-                    {"scram_server_key", kBytea}});
-  for (const auto& [key, pool] : agent_.pools()) {
-    auto add_client = [&](const ClientConn* client) {
-      auto [addr, port] = SplitPeer(client->peer());
-      const ParamList& params = client->params();
-      result.AddRow({Num(client->fd()), "client", client->user(), client->database(), addr, port,
-                     Num(static_cast<uint64_t>(static_cast<uint32_t>(client->cancel_key()))),
-                     client->server() ? Num(client->server()->id()) : "0",
-                     ParamOf(params, "client_encoding"),
-                     ParamOf(params, "standard_conforming_strings"), ParamOf(params, "DateStyle"),
-                     ParamOf(params, "TimeZone"), std::nullopt, std::nullopt, std::nullopt});
-    };
-    pool->active_clients().ForEach(add_client);
-    pool->waiting_clients().ForEach(add_client);
-  }
   return result.Finish();
 }
 

@@ -1,6 +1,10 @@
 // SHOW CLIENTS, SERVERS, SOCKETS and ACTIVE_SOCKETS: PgBouncer 1.25's columns and types
 // (src/admin.c socket_header: int4 numbers, text times): replication after database,
-// prepared_statements and id after application_name, then SOCKETS' buffer columns.
+// prepared_statements and id after application_name, then SOCKETS' buffer columns. And SHOW
+// FDS, which walks the same connections.
+#include <event2/listener.h>
+#include <sys/socket.h>
+
 #include <string>
 #include <vector>
 
@@ -69,9 +73,93 @@ const char* ClientStateName(ClientConn::State state) {
   return "?";
 }
 
+// SHOW SOCKETS' buffer columns. PgBouncer keeps one IOBuf per socket holding what it received,
+// with three offsets into it: done_pos (sent on to the link), parse_pos (parsed) and recv_pos
+// (received); pkt_avail = recv_pos - parse_pos, send_avail = parse_pos - done_pos, and
+// pkt_remain is what is still to come of the packet being forwarded.
+//
+// pgfleet's buffers are evbuffers that drop bytes once they are passed on, so it answers the
+// amounts, not the history:
+//   pkt_avail   bytes received and not yet looked at (the socket's input buffer);
+//   send_avail  bytes the forwarding passed on that the link's socket has not taken yet (the
+//               link's output buffer: the forwarder moves them there instead of keeping them
+//               in the sender's buffer; it also holds the few messages the agent itself sends
+//               the link, such as a SET before a query);
+//   pkt_remain  the rest of a message being streamed or skipped (ForwardState);
+//   send_pos    0: bytes sent are gone from the buffer, which starts at the oldest unsent one;
+//   pkt_pos     send_pos + send_avail, and recv_pos pkt_pos + pkt_avail, in that frame;
+//   send_remain 0, as PgBouncer 1.25 always sends it.
+struct BufferColumns {
+  uint64_t pkt_avail = 0;
+  uint64_t send_avail = 0;
+  uint64_t pkt_remain = 0;
+
+  // PgBouncer's sbuf_is_empty: what SHOW ACTIVE_SOCKETS lists is the rest.
+  bool empty() const { return pkt_avail == 0 && send_avail == 0 && pkt_remain == 0; }
+  void AppendTo(std::vector<std::optional<std::string>>& row) const {
+    const uint64_t pkt_pos = send_avail;
+    row.insert(row.end(),
+               {show::Int4(pkt_pos + pkt_avail), show::Int4(pkt_pos), show::Int4(pkt_remain), "0",
+                "0", show::Int4(pkt_avail), show::Int4(send_avail)});
+  }
+};
+
+BufferColumns ClientBuffers(const ClientConn& client) {
+  const ForwardState& forward = client.forward_state();
+  return {client.net().input_length(),
+          client.server() != nullptr ? client.server()->output_length() : 0,
+          forward.forward_remaining + forward.skip_remaining};
+}
+
+BufferColumns ServerBuffers(const ServerConn& server) {
+  const ForwardState& forward = server.forward_state();
+  return {server.input_length(),
+          server.client() != nullptr ? server.client()->net().output_length() : 0,
+          forward.forward_remaining + forward.skip_remaining};
+}
+
+// SHOW FDS' text columns are NULL where PgBouncer's PgSocket has no value: no user or
+// database before the startup packet named them, no tracked parameter it was never given.
+std::optional<std::string> TextOrNull(const std::string& value) {
+  return value.empty() ? std::nullopt : std::optional<std::string>(value);
+}
+std::optional<std::string> ParamOrNull(const ParamList& params, const char* name) {
+  for (const auto& [key, value] : params) {
+    if (key == name) return value;
+  }
+  return std::nullopt;
+}
+
+// remote_pid of a client on the unix socket: its process, from the kernel (SO_PEERCRED), as
+// PgBouncer reads it at accept (getpeercreds). Asked at SHOW time rather than kept per client.
+// 0 for TCP clients and when the kernel cannot say, as in PgBouncer.
+std::string UnixPeerPid(int fd) {
+  ucred credentials{};
+  socklen_t length = sizeof(credentials);
+  if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return "0";
+  return Num(static_cast<int>(credentials.pid));
+}
+
+// The user and database columns, PgBouncer's "(nouser)" / "(nodb)" before the login named them.
+std::string OrPlaceholder(const std::string& value, const char* placeholder) {
+  return value.empty() ? std::string(placeholder) : value;
+}
+
+// A cancel key as SHOW FDS' int8 "cancel": the 8 bytes of BackendKeyData (pid, then secret)
+// read as one big-endian number, as PgBouncer reads its cancel_key.
+std::string CancelColumn(int32_t pid, int32_t secret) {
+  return Num((static_cast<uint64_t>(static_cast<uint32_t>(pid)) << 32) |
+             static_cast<uint32_t>(secret));
+}
+
 }  // namespace
 
-std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socket_columns) {
+std::string AdminConsole::ShowConnections(ConnectionList list) {
+  const bool clients = list != ConnectionList::kServers;
+  const bool servers = list != ConnectionList::kClients;
+  const bool socket_columns =
+      list == ConnectionList::kSockets || list == ConnectionList::kActiveSockets;
+  const bool only_busy = list == ConnectionList::kActiveSockets;
   std::vector<Column> columns = {{"type", kText},
                                  {"user", kText},
                                  {"database", kText},
@@ -101,10 +189,15 @@ std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socke
   }
   ResultSet result(columns);
   const uint64_t now = MonotonicMicros();
-  const std::string listen_addr = agent_.config().listen_addr;
-  const std::string listen_port = Num(agent_.config().listen_port);
+  const int listen_port = agent_.config().listen_port;
   auto add_client = [&](const ClientConn* client) {
+    const BufferColumns buffers = ClientBuffers(*client);
+    if (only_busy && buffers.empty()) return;
     auto [addr, port] = SplitPeer(client->peer());
+    if (addr == "unix") port = Num(listen_port);  // As PgBouncer's fill_remote_addr.
+    // Asked of the kernel now rather than kept per client (every byte of a ClientConn is paid
+    // per idle client); a listener on "*" shows the address the client actually reached.
+    auto [local_addr, local_port] = show::LocalAddrColumns(client->fd(), listen_port);
     const uint64_t wait =
         client->state() == ClientConn::State::kWaiting ? now - client->wait_start_us() : 0;
     std::string state = ClientStateName(client->state());
@@ -113,21 +206,27 @@ std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socke
     // The client's named prepared statements.
     const size_t prepared = client->statement_count();
     std::vector<std::optional<std::string>> row = {
-        "C", client->user(), client->database(),
+        "C", OrPlaceholder(client->user(), "(nouser)"), OrPlaceholder(client->database(), "(nodb)"),
         // pgfleet refuses replication connections (the replication startup parameter).
         "none", socket_columns ? absl::StrCat("cl_", ClientStateName(client->state())) : state,
-        addr, port, listen_addr, listen_port, WallTime(client->connect_time_us()),
+        addr, port, local_addr, local_port, WallTime(client->connect_time_us()),
         WallTime(client->last_active_us()), Num(wait / 1000000), Num(wait % 1000000), "0",
         Ptr(client->id()),
         // The paired connection, or the empty string PgBouncer sends when there is none.
-        client->server() ? Ptr(client->server()->id()) : std::string(), "0",
-        TlsColumn(client->net().ssl()), ParamOf(client->params(), "application_name"),
-        Num(prepared, true), Num(client->id())};
-    if (socket_columns) row.insert(row.end(), 7, "0");
+        client->server() ? Ptr(client->server()->id()) : std::string(),
+        addr == "unix" ? UnixPeerPid(client->fd()) : "0", TlsColumn(client->net().ssl()),
+        ParamOf(client->params(), "application_name"), Num(prepared, true), Num(client->id())};
+    if (socket_columns) buffers.AppendTo(row);
     result.AddRow(row);
   };
   auto add_server = [&](const ServerConn* server) {
+    const BufferColumns buffers = ServerBuffers(*server);
+    if (only_busy && buffers.empty()) return;
     auto [addr, port] = SplitPeer(server->address());
+    // Recorded once the connect completed; none yet while it is in progress.
+    auto [local_addr, local_port] = server->local_address()
+                                        ? show::AddrColumns(*server->local_address(), listen_port)
+                                        : std::pair<std::string, std::string>("", "0");
     std::vector<std::optional<std::string>> row = {
         "S",
         server->pool().server_user(),
@@ -137,8 +236,8 @@ std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socke
                        : ServerStateName(server->state()),
         addr,
         port,
-        "127.0.0.1",
-        Num(server->local_port()),
+        local_addr,
+        local_port,
         WallTime(server->connect_time_us()),
         WallTime(server->last_used_us()),
         "0",
@@ -151,17 +250,19 @@ std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socke
         ParamOf(server->params(), "application_name"),
         Num(server->statements().size(), true),
         Num(server->id())};
-    if (socket_columns) row.insert(row.end(), 7, "0");
+    if (socket_columns) buffers.AppendTo(row);
     result.AddRow(row);
   };
-  if (clients) {
-    agent_.login_clients_view().ForEach(add_client);
-    agent_.admin_clients().ForEach(add_client);
-  }
+  // The lists PgBouncer walks (src/admin.c): CLIENTS the pools' active and waiting clients
+  // (a client still logging in is in none of them: PgBouncer keeps it in login_client_list,
+  // which only SOCKETS shows, last); the console's own clients are the admin pool's.
+  if (clients) agent_.admin_clients().ForEach(add_client);
   for (const auto& [key, pool] : agent_.pools()) {
     if (clients) {
       pool->active_clients().ForEach(add_client);
       pool->waiting_clients().ForEach(add_client);
+      // Waiting for a server to finish their login: PgBouncer's CL_WAITING_LOGIN, kept in
+      // the pool's waiting_client_list.
       pool->login_waiting_clients().ForEach(add_client);
     }
     if (servers) {
@@ -170,6 +271,76 @@ std::string AdminConsole::ShowConnections(bool clients, bool servers, bool socke
       pool->used_servers().ForEach(add_server);
       pool->login_servers().ForEach(add_server);
     }
+  }
+  if (clients && socket_columns) agent_.login_clients_view().ForEach(add_client);
+  return result.Finish();
+}
+
+std::string AdminConsole::ShowFds() {
+  ResultSet result({{"fd", kInt4},
+                    {"task", kText},
+                    {"user", kText},
+                    {"database", kText},
+                    {"addr", kText},
+                    {"port", kInt4},
+                    {"cancel", kInt8},
+                    {"link", kInt4},
+                    {"client_encoding", kText},
+                    {"std_strings", kText},
+                    {"datestyle", kText},
+                    {"timezone", kText},
+                    {"password", kText},
+                    {"scram_client_key", kBytea},
+                    {"scram_server_key", kBytea}});
+  const int listen_port = agent_.config().listen_port;
+  // What PgBouncer's admin_show_fds lists, in its order: the listening sockets ("pooler"), the
+  // clients logging in, then per pool the active and waiting clients and the servers. The
+  // console's own clients are not listed (PgBouncer skips the admin pool). A socket that is
+  // TLS, or linked to one, is left out: its session cannot be handed over with the fd.
+  // password and the SCRAM keys stay NULL: pgfleet never hands its secrets over this way.
+  for (const Agent::Listener& listener : agent_.listeners()) {
+    const int fd = evconnlistener_get_fd(listener.listener);
+    auto [addr, port] = show::LocalAddrColumns(fd, listen_port);
+    result.AddRow({Num(fd), "pooler", std::nullopt, std::nullopt, addr, port, "0", "0",
+                   std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
+                   std::nullopt, std::nullopt});
+  }
+  auto add_client = [&](const ClientConn* client) {
+    const ServerConn* server = client->server();
+    if (client->fd() < 0) return;
+    if (client->net().ssl() != nullptr || (server != nullptr && server->ssl() != nullptr)) return;
+    auto [addr, port] = SplitPeer(client->peer());
+    if (addr == "unix") port = Num(listen_port);
+    const ParamList& params = client->params();
+    result.AddRow(
+        {Num(client->fd()), "client", TextOrNull(client->user()), TextOrNull(client->database()),
+         addr, port, CancelColumn(client->cancel_pid(), client->cancel_key()),
+         server != nullptr ? Num(server->fd()) : "0", ParamOrNull(params, "client_encoding"),
+         ParamOrNull(params, "standard_conforming_strings"), ParamOrNull(params, "DateStyle"),
+         ParamOrNull(params, "TimeZone"), std::nullopt, std::nullopt, std::nullopt});
+  };
+  auto add_server = [&](const ServerConn* server) {
+    const ClientConn* client = server->client();
+    if (server->fd() < 0) return;  // Still resolving its host: no socket yet.
+    if (server->ssl() != nullptr || (client != nullptr && client->net().ssl() != nullptr)) return;
+    auto [addr, port] = SplitPeer(server->address());
+    const ParamList& params = server->params();
+    result.AddRow(
+        {Num(server->fd()), "server", server->pool().server_user(), server->pool().db_name(), addr,
+         port, CancelColumn(server->backend_pid(), server->backend_key()),
+         client != nullptr ? Num(client->fd()) : "0", ParamOrNull(params, "client_encoding"),
+         ParamOrNull(params, "standard_conforming_strings"), ParamOrNull(params, "DateStyle"),
+         ParamOrNull(params, "TimeZone"), std::nullopt, std::nullopt, std::nullopt});
+  };
+  agent_.login_clients_view().ForEach(add_client);
+  for (const auto& [key, pool] : agent_.pools()) {
+    pool->active_clients().ForEach(add_client);
+    pool->waiting_clients().ForEach(add_client);
+    pool->login_waiting_clients().ForEach(add_client);
+    pool->active_servers().ForEach(add_server);
+    pool->idle_servers().ForEach(add_server);
+    pool->used_servers().ForEach(add_server);
+    pool->login_servers().ForEach(add_server);
   }
   return result.Finish();
 }
