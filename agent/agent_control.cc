@@ -28,10 +28,8 @@ void ForEachPoolOf(
 
 std::vector<ClientConn*> ClientsOf(const Pool& pool) {
   std::vector<ClientConn*> clients;
-  auto add = [&](const ClientConn* client) { clients.push_back(const_cast<ClientConn*>(client)); };
-  pool.active_clients().ForEach(add);
-  pool.waiting_clients().ForEach(add);
-  pool.login_waiting_clients().ForEach(add);
+  pool.ForEachClient(
+      [&](const ClientConn* client) { clients.push_back(const_cast<ClientConn*>(client)); });
   return clients;
 }
 
@@ -115,11 +113,7 @@ absl::Status Agent::ResumeNow(const std::string& db) {
       for (auto& [key, pool] : pools_) {
         // Queued clients read too: they bound their own buffered input.
         for (ClientConn* client : ClientsOf(*pool)) client->net().EnableRead();
-        auto enable = [](const ServerConn* server) { server->EnableRead(); };
-        pool->active_servers().ForEach(enable);
-        pool->idle_servers().ForEach(enable);
-        pool->used_servers().ForEach(enable);
-        pool->login_servers().ForEach(enable);
+        pool->ForEachServer([](const ServerConn* server) { server->EnableRead(); });
       }
     }
   } else {

@@ -150,6 +150,21 @@ class Pool {
   const IntrusiveList<ServerConn>& idle_servers() const { return idle_servers_; }
   const IntrusiveList<ServerConn>& used_servers() const { return used_servers_; }
   const IntrusiveList<ServerConn>& login_servers() const { return login_servers_; }
+  // Every client (active, waiting, waiting for a server's login) and every server (active,
+  // idle, used, logging in), in the order PgBouncer's SHOW commands walk its lists.
+  template <typename Fn>
+  void ForEachClient(Fn&& fn) const {
+    active_clients_.ForEach(fn);
+    waiting_clients_.ForEach(fn);
+    login_waiting_clients_.ForEach(fn);
+  }
+  template <typename Fn>
+  void ForEachServer(Fn&& fn) const {
+    active_servers_.ForEach(fn);
+    idle_servers_.ForEach(fn);
+    used_servers_.ForEach(fn);
+    login_servers_.ForEach(fn);
+  }
   size_t server_count() const;
   size_t client_count() const;
   // Age in microseconds of the oldest queued client (SHOW POOLS maxwait), 0 if none.

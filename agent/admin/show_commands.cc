@@ -384,13 +384,8 @@ static uint64_t BufferedBytes(const Agent& agent) {
   agent.admin_clients().ForEach(add_client);
   agent.login_clients_view().ForEach(add_client);
   for (const auto& [key, pool] : agent.pools()) {
-    pool->active_clients().ForEach(add_client);
-    pool->waiting_clients().ForEach(add_client);
-    pool->login_waiting_clients().ForEach(add_client);
-    pool->active_servers().ForEach(add_server);
-    pool->idle_servers().ForEach(add_server);
-    pool->used_servers().ForEach(add_server);
-    pool->login_servers().ForEach(add_server);
+    pool->ForEachClient(add_client);
+    pool->ForEachServer(add_server);
   }
   return bytes;
 }

@@ -258,19 +258,10 @@ std::string AdminConsole::ShowConnections(ConnectionList list) {
   // which only SOCKETS shows, last); the console's own clients are the admin pool's.
   if (clients) agent_.admin_clients().ForEach(add_client);
   for (const auto& [key, pool] : agent_.pools()) {
-    if (clients) {
-      pool->active_clients().ForEach(add_client);
-      pool->waiting_clients().ForEach(add_client);
-      // Waiting for a server to finish their login: PgBouncer's CL_WAITING_LOGIN, kept in
-      // the pool's waiting_client_list.
-      pool->login_waiting_clients().ForEach(add_client);
-    }
-    if (servers) {
-      pool->active_servers().ForEach(add_server);
-      pool->idle_servers().ForEach(add_server);
-      pool->used_servers().ForEach(add_server);
-      pool->login_servers().ForEach(add_server);
-    }
+    // Clients waiting for a server to finish their login are PgBouncer's CL_WAITING_LOGIN, kept
+    // in the pool's waiting_client_list.
+    if (clients) pool->ForEachClient(add_client);
+    if (servers) pool->ForEachServer(add_server);
   }
   if (clients && socket_columns) agent_.login_clients_view().ForEach(add_client);
   return result.Finish();
@@ -334,13 +325,8 @@ std::string AdminConsole::ShowFds() {
   };
   agent_.login_clients_view().ForEach(add_client);
   for (const auto& [key, pool] : agent_.pools()) {
-    pool->active_clients().ForEach(add_client);
-    pool->waiting_clients().ForEach(add_client);
-    pool->login_waiting_clients().ForEach(add_client);
-    pool->active_servers().ForEach(add_server);
-    pool->idle_servers().ForEach(add_server);
-    pool->used_servers().ForEach(add_server);
-    pool->login_servers().ForEach(add_server);
+    pool->ForEachClient(add_client);
+    pool->ForEachServer(add_server);
   }
   return result.Finish();
 }
