@@ -115,6 +115,19 @@ void ServerStatements::DropSyncPoints(size_t skip, size_t count) {
       --count;
     }
   }
+  // The group being sent may now reach back past an erased sync point (COPY IN only).
+  open_group_size_ = 0;
+  while (open_group_size_ < expected_.size() &&
+         !IsSyncPoint(expected_[expected_.size() - 1 - open_group_size_].kind)) {
+    ++open_group_size_;
+  }
+}
+
+void ServerStatements::Push(Expected expected) {
+  // Kept as it grows so MustWait need not walk back over the group being sent: a client that
+  // pipelines N Parses before its Sync would otherwise cost N^2.
+  open_group_size_ = IsSyncPoint(expected.kind) ? 0 : open_group_size_ + 1;
+  expected_.push_back(std::move(expected));
 }
 
 void ServerStatements::Touch(uint64_t id) {
@@ -136,7 +149,7 @@ void ServerStatements::Insert(const StatementPtr& statement, size_t capacity, st
     // The least recently used goes; a client that needs it again gets it re-prepared.
     const StatementPtr& victim = lru_.back();
     out += CloseStatementMessage(victim->server_name);
-    expected_.push_back({Expect::kCloseSwallow, victim, {}, nullptr});
+    Push({Expect::kCloseSwallow, victim, {}, nullptr});
     lru_index_.erase(victim->id);
     lru_.pop_back();
   }
@@ -150,7 +163,7 @@ void ServerStatements::Ensure(const StatementPtr& statement, size_t capacity, st
   Insert(statement, capacity, out);
   ++parses_sent_;
   out += ParseMessage(statement->server_name, statement->definition);
-  expected_.push_back({Expect::kParseSwallow, statement, {}, nullptr});
+  Push({Expect::kParseSwallow, statement, {}, nullptr});
 }
 
 // ---- ServerStatements: client messages ---------------------------------------------------------
@@ -161,7 +174,7 @@ std::string ServerStatements::OnParse(std::string_view body, ClientStatements& c
   std::optional<std::string_view> name = TakeCString(rest);
   if (!name.has_value() || name->empty()) {
     // Unnamed (or malformed, which PostgreSQL will reject): as it came.
-    expected_.push_back({Expect::kParseForward, nullptr, {}, nullptr});
+    Push({Expect::kParseForward, nullptr, {}, nullptr});
     return Message('P', body);
   }
   std::string out;
@@ -172,7 +185,7 @@ std::string ServerStatements::OnParse(std::string_view body, ClientStatements& c
     Ensure(statement, capacity, out);
     ++parses_sent_;
     out += ParseMessage(statement->server_name, rest);
-    expected_.push_back({Expect::kParseForward, nullptr, {}, nullptr});
+    Push({Expect::kParseForward, nullptr, {}, nullptr});
     return out;
   }
   StatementPtr statement = Intern(rest);
@@ -188,7 +201,7 @@ std::string ServerStatements::OnParse(std::string_view body, ClientStatements& c
     out += ParseMessage(statement->server_name, statement->definition);
     expected.statement = statement;
   }
-  expected_.push_back(std::move(expected));
+  Push(std::move(expected));
   return out;
 }
 
@@ -247,7 +260,7 @@ std::string ServerStatements::OnClose(std::string_view body, ClientStatements& c
   std::string_view rest = body.size() >= 2 ? body.substr(1) : std::string_view();
   std::optional<std::string_view> name = TakeCString(rest);
   if (body.empty() || body[0] != 'S' || !name.has_value() || name->empty()) {
-    expected_.push_back({Expect::kCloseForward, nullptr, {}, nullptr});
+    Push({Expect::kCloseForward, nullptr, {}, nullptr});
     return Message('C', body);
   }
   // The client's name goes; the server copy stays cached for whoever prepares it next.
@@ -259,7 +272,7 @@ std::string ServerStatements::OnClose(std::string_view body, ClientStatements& c
     expected.client_statement = *closed;
     client.Erase(*name);
   }
-  expected_.push_back(std::move(expected));
+  Push(std::move(expected));
   return CloseStatementMessage(kNeverPrepared);
 }
 
@@ -275,9 +288,9 @@ std::string ServerStatements::OnDeallocate(std::string_view client_name, ClientS
     Insert(statement, capacity, out);
     ++parses_sent_;
     out += ParseMessage(statement->server_name, statement->definition);
-    expected_.push_back({Expect::kParseSwallow, statement, {}, nullptr});
+    Push({Expect::kParseSwallow, statement, {}, nullptr});
     out += pg::MessageBuilder('S').Finish();
-    expected_.push_back({Expect::kSyncSwallow, nullptr, {}, nullptr});
+    Push({Expect::kSyncSwallow, nullptr, {}, nullptr});
   }
   deallocating_ = statement;
   deallocating_client_name_ = std::string(client_name);
@@ -305,6 +318,7 @@ ResponseAction ServerStatements::OnResponse(char type) {
     if (it != lru_index_.end()) it->second.confirmed = true;
   }
   expected_.pop_front();
+  open_group_size_ = std::min(open_group_size_, expected_.size());
   return action;
 }
 
@@ -326,6 +340,7 @@ bool ServerStatements::OnReadyForQuery(ClientStatements* client) {
   for (size_t i = unanswered; i > 0; --i) Undo(expected_[i - 1], client);
   const size_t popped = std::min(unanswered + 1, expected_.size());
   expected_.erase(expected_.begin(), expected_.begin() + static_cast<std::ptrdiff_t>(popped));
+  open_group_size_ = std::min(open_group_size_, expected_.size());
   // The agent's own Sync comes before the DEALLOCATE it prepared for.
   if (own_sync) return true;
   deallocating_.reset();
@@ -367,11 +382,7 @@ bool ServerStatements::MustWait(std::string_view client_name, const ClientStatem
                                 std::string_view parse_definition) const {
   // Entries after the last sync point are in the Sync group being sent: they stand or fall
   // with the message being rewritten. Only the ones before it are in doubt.
-  size_t in_doubt = expected_.size();
-  while (in_doubt > 0 && expected_[in_doubt - 1].kind != Expect::kSyncPoint &&
-         expected_[in_doubt - 1].kind != Expect::kSyncSwallow) {
-    --in_doubt;
-  }
+  const size_t in_doubt = expected_.size() - open_group_size_;
   if (in_doubt == 0) return false;
   const StatementPtr* named = client_name.empty() ? nullptr : client.Find(client_name);
   const uint64_t named_id = named != nullptr ? (*named)->id : 0;

@@ -140,8 +140,8 @@ class ServerStatements {
   std::string OnDescribe(std::string_view body, ClientStatements& client, size_t capacity);
   std::string OnClose(std::string_view body, ClientStatements& client);
   // A message that ends in ReadyForQuery (Sync, Query, FunctionCall) went to the server.
-  void OnUnnamedParse() { expected_.push_back({Expect::kParseForward, nullptr, {}, nullptr}); }
-  void OnSyncPoint() { expected_.push_back({Expect::kSyncPoint, nullptr, {}, nullptr}); }
+  void OnUnnamedParse() { Push({Expect::kParseForward, nullptr, {}, nullptr}); }
+  void OnSyncPoint() { Push({Expect::kSyncPoint, nullptr, {}, nullptr}); }
   // A simple-query DEALLOCATE of one of the client's statements: the query to send instead
   // (PostgreSQL answers it with the same "DEALLOCATE" tag and drops the shared copy).
   std::string OnDeallocate(std::string_view client_name, ClientStatements& client, size_t capacity);
@@ -178,6 +178,11 @@ class ServerStatements {
     std::string client_name;
     StatementPtr client_statement;
   };
+  static bool IsSyncPoint(Expect kind) {
+    return kind == Expect::kSyncPoint || kind == Expect::kSyncSwallow;
+  }
+  // Appends to expected_, keeping open_group_size_.
+  void Push(Expected expected);
   // Reverts what an entry PostgreSQL never answered had recorded.
   void Undo(const Expected& expected, ClientStatements* client);
 
@@ -195,6 +200,9 @@ class ServerStatements {
   };
   absl::flat_hash_map<uint64_t, Slot> lru_index_;
   std::deque<Expected> expected_;
+  // How many entries at the back of expected_ follow its last sync point: the Sync group being
+  // sent, whose messages stand or fall together (MustWait looks only before it).
+  size_t open_group_size_ = 0;
   bool out_of_step_ = false;
   // A simple-query DEALLOCATE in flight: forgotten when PostgreSQL confirms it.
   StatementPtr deallocating_;

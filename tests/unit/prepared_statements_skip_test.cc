@@ -172,5 +172,26 @@ TEST_F(SkippedAfterErrorTest, AnsweredParseNeedsNoWait) {
   EXPECT_FALSE(server_.MustWait("s", client_));
 }
 
+// Which entries are of the group being sent (ServerStatements keeps their count as entries
+// come and go rather than walk back to the last sync point on every message).
+TEST_F(SkippedAfterErrorTest, TheGroupBeingSentFollowsAnswersAndDroppedSyncPoints) {
+  server_.OnParse(ParseBody("s1", "select 1"), client_, 10);
+  server_.OnSyncPoint();
+  server_.OnParse(ParseBody("s2", "select 2"), client_, 10);
+  EXPECT_TRUE(server_.MustWait("s1", client_));
+  EXPECT_FALSE(server_.MustWait("s2", client_)) << "same group";
+  EXPECT_EQ(server_.OnResponse('1'), ResponseAction::kForward);  // s1's answer.
+  EXPECT_FALSE(server_.MustWait("s1", client_)) << "answered";
+  EXPECT_FALSE(server_.OnReadyForQuery(&client_));
+  EXPECT_FALSE(server_.MustWait("s2", client_)) << "still the group being sent";
+  server_.OnSyncPoint();
+  EXPECT_TRUE(server_.MustWait("s2", client_));
+  // A Sync consumed by COPY IN: s2 is of the group being sent again.
+  server_.DropSyncPoints(/*skip=*/0, /*count=*/1);
+  EXPECT_FALSE(server_.MustWait("s2", client_));
+  server_.OnSyncPoint();
+  EXPECT_TRUE(server_.MustWait("s2", client_));
+}
+
 }  // namespace
 }  // namespace pgfleet::agent::ps
