@@ -115,19 +115,59 @@ void ServerStatements::DropSyncPoints(size_t skip, size_t count) {
       --count;
     }
   }
-  // The group being sent may now reach back past an erased sync point (COPY IN only).
+  // The group being sent may now reach back past an erased sync point (COPY IN only): counted
+  // again from scratch.
   open_group_size_ = 0;
   while (open_group_size_ < expected_.size() &&
          !IsSyncPoint(expected_[expected_.size() - 1 - open_group_size_].kind)) {
     ++open_group_size_;
   }
+  doubt_names_.clear();
+  doubt_ids_.clear();
+  for (size_t i = 0; i < expected_.size() - open_group_size_; ++i) CountInDoubt(expected_[i], 1);
 }
 
+// What MustWait needs is kept as entries come and go rather than found by walking expected_: a
+// client that pipelines N named Parses (with or without a Sync after each) would otherwise
+// cost N^2.
 void ServerStatements::Push(Expected expected) {
-  // Kept as it grows so MustWait need not walk back over the group being sent: a client that
-  // pipelines N Parses before its Sync would otherwise cost N^2.
-  open_group_size_ = IsSyncPoint(expected.kind) ? 0 : open_group_size_ + 1;
+  if (IsSyncPoint(expected.kind)) {
+    // The group being sent is closed: what it did is in doubt until its ReadyForQuery.
+    for (size_t i = expected_.size() - open_group_size_; i < expected_.size(); ++i) {
+      CountInDoubt(expected_[i], 1);
+    }
+    open_group_size_ = 0;
+  } else {
+    ++open_group_size_;
+  }
   expected_.push_back(std::move(expected));
+}
+
+void ServerStatements::PopFront(size_t count) {
+  count = std::min(count, expected_.size());
+  const size_t in_doubt = expected_.size() - open_group_size_;
+  for (size_t i = 0; i < std::min(count, in_doubt); ++i) CountInDoubt(expected_[i], -1);
+  expected_.erase(expected_.begin(), expected_.begin() + static_cast<std::ptrdiff_t>(count));
+  open_group_size_ = std::min(open_group_size_, expected_.size());
+}
+
+namespace {
+template <typename Key>
+void AdjustCount(absl::flat_hash_map<Key, uint32_t>& counts, const Key& key, int delta) {
+  if (delta > 0) {
+    ++counts[key];
+    return;
+  }
+  auto it = counts.find(key);
+  if (it != counts.end() && --it->second == 0) counts.erase(it);
+}
+}  // namespace
+
+void ServerStatements::CountInDoubt(const Expected& expected, int delta) {
+  if (!expected.client_name.empty()) AdjustCount(doubt_names_, expected.client_name, delta);
+  if (expected.statement != nullptr && expected.statement->id != 0) {
+    AdjustCount(doubt_ids_, expected.statement->id, delta);
+  }
 }
 
 void ServerStatements::Touch(uint64_t id) {
@@ -317,8 +357,7 @@ ResponseAction ServerStatements::OnResponse(char type) {
     auto it = lru_index_.find(expected_.front().statement->id);
     if (it != lru_index_.end()) it->second.confirmed = true;
   }
-  expected_.pop_front();
-  open_group_size_ = std::min(open_group_size_, expected_.size());
+  PopFront(1);
   return action;
 }
 
@@ -339,8 +378,7 @@ bool ServerStatements::OnReadyForQuery(ClientStatements* client) {
   }
   for (size_t i = unanswered; i > 0; --i) Undo(expected_[i - 1], client);
   const size_t popped = std::min(unanswered + 1, expected_.size());
-  expected_.erase(expected_.begin(), expected_.begin() + static_cast<std::ptrdiff_t>(popped));
-  open_group_size_ = std::min(open_group_size_, expected_.size());
+  PopFront(popped);
   // The agent's own Sync comes before the DEALLOCATE it prepared for.
   if (own_sync) return true;
   deallocating_.reset();
@@ -380,23 +418,19 @@ void ServerStatements::Undo(const Expected& expected, ClientStatements* client) 
 
 bool ServerStatements::MustWait(std::string_view client_name, const ClientStatements& client,
                                 std::string_view parse_definition) const {
-  // Entries after the last sync point are in the Sync group being sent: they stand or fall
-  // with the message being rewritten. Only the ones before it are in doubt.
-  const size_t in_doubt = expected_.size() - open_group_size_;
-  if (in_doubt == 0) return false;
-  const StatementPtr* named = client_name.empty() ? nullptr : client.Find(client_name);
-  const uint64_t named_id = named != nullptr ? (*named)->id : 0;
-  StatementPtr parsed = parse_definition.empty() ? nullptr : FindInterned(parse_definition);
-  const uint64_t parsed_id = parsed != nullptr ? parsed->id : 0;
-  for (size_t i = 0; i < in_doubt; ++i) {
-    const Expected& expected = expected_[i];
-    if (!client_name.empty() && expected.client_name == client_name) return true;
-    if (expected.statement != nullptr && expected.statement->id != 0 &&
-        (expected.statement->id == named_id || expected.statement->id == parsed_id)) {
+  // Entries of the Sync group being sent stand or fall with the message being rewritten. Only
+  // the ones before it are in doubt.
+  if (expected_.size() == open_group_size_) return false;
+  if (!client_name.empty()) {
+    if (doubt_names_.contains(absl::string_view(client_name.data(), client_name.size()))) {
       return true;
     }
+    const StatementPtr* named = client.Find(client_name);
+    if (named != nullptr && (*named)->id != 0 && doubt_ids_.contains((*named)->id)) return true;
   }
-  return false;
+  if (parse_definition.empty()) return false;
+  const StatementPtr parsed = FindInterned(parse_definition);
+  return parsed != nullptr && parsed->id != 0 && doubt_ids_.contains(parsed->id);
 }
 
 void ServerStatements::OnCommandComplete(std::string_view tag, ClientStatements* client) {

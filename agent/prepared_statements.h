@@ -181,8 +181,12 @@ class ServerStatements {
   static bool IsSyncPoint(Expect kind) {
     return kind == Expect::kSyncPoint || kind == Expect::kSyncSwallow;
   }
-  // Appends to expected_, keeping open_group_size_.
+  // Appends to expected_, keeping open_group_size_ and the in-doubt counts.
   void Push(Expected expected);
+  // Removes the first `count` entries of expected_ (answered, or skipped and undone).
+  void PopFront(size_t count);
+  // Adds (+1) or takes away (-1) what one entry names to or from the in-doubt counts.
+  void CountInDoubt(const Expected& expected, int delta);
   // Reverts what an entry PostgreSQL never answered had recorded.
   void Undo(const Expected& expected, ClientStatements* client);
 
@@ -203,6 +207,10 @@ class ServerStatements {
   // How many entries at the back of expected_ follow its last sync point: the Sync group being
   // sent, whose messages stand or fall together (MustWait looks only before it).
   size_t open_group_size_ = 0;
+  // What the entries before that group (in doubt until their ReadyForQuery) name, counted, so
+  // that MustWait is a lookup rather than a scan of every unanswered group.
+  absl::flat_hash_map<std::string, uint32_t> doubt_names_;
+  absl::flat_hash_map<uint64_t, uint32_t> doubt_ids_;
   bool out_of_step_ = false;
   // A simple-query DEALLOCATE in flight: forgotten when PostgreSQL confirms it.
   StatementPtr deallocating_;
