@@ -15,11 +15,24 @@ void Forwarder::Refresh() {
   length_ = evbuffer_get_length(in_);
   extent_offset_ = 0;
   extent_ = {};
-  evbuffer_ptr_set(in_, &extent_pos_, 0, EVBUFFER_PTR_SET);  // The first chain: no walk.
+  extent_pos_located_ = false;
+  // The first chain, where the walk nearly always stays: found without an evbuffer_ptr.
+  evbuffer_iovec chunk;
+  if (length_ > 0 && evbuffer_peek(in_, -1, nullptr, &chunk, 1) > 0) {
+    extent_ = std::string_view(static_cast<const char*>(chunk.iov_base), chunk.iov_len);
+  }
+}
+
+void Forwarder::LocateExtentPos() {
+  if (extent_pos_located_) return;
+  // extent_offset_ is 0 until the extent first moves: the first chain, no walk.
+  evbuffer_ptr_set(in_, &extent_pos_, extent_offset_, EVBUFFER_PTR_SET);
+  extent_pos_located_ = true;
 }
 
 void Forwarder::Locate() {
   // From where the extent was, not from the front: the chains before it are not walked again.
+  LocateExtentPos();
   evbuffer_ptr_set(in_, &extent_pos_, offset_ - extent_offset_, EVBUFFER_PTR_ADD);
   extent_offset_ = offset_;
   evbuffer_iovec chunk;
@@ -31,12 +44,13 @@ void Forwarder::Locate() {
   }
 }
 
-std::string_view Forwarder::Contiguous(size_t size) {
+std::string_view Forwarder::ContiguousSlow(size_t size) {
   if (size == 0) return {};
   if (offset_ >= extent_offset_ + extent_.size()) Locate();
   const size_t skip = offset_ - extent_offset_;
   if (skip + size <= extent_.size()) return extent_.substr(skip, size);
   // The frame goes on in the next chain(s): only the bytes asked for are copied.
+  LocateExtentPos();
   evbuffer_ptr from = extent_pos_;
   scratch_.resize(size);
   if (evbuffer_ptr_set(in_, &from, skip, EVBUFFER_PTR_ADD) != 0 ||
@@ -45,14 +59,6 @@ std::string_view Forwarder::Contiguous(size_t size) {
   }
   bytes_copied_ += size;
   return scratch_;
-}
-
-std::string_view Forwarder::Body(const pg::MessageHeader& header, size_t max) {
-  const size_t start = offset_ + pg::kHeaderSize;
-  if (start >= length_) return {};
-  const size_t size = std::min({header.body_size(), max, length_ - start});
-  const std::string_view frame = Contiguous(pg::kHeaderSize + size);
-  return frame.substr(std::min(pg::kHeaderSize, frame.size()));
 }
 
 void Forwarder::Flush() {

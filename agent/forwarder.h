@@ -14,6 +14,7 @@
 
 #include <event2/buffer.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -73,7 +74,13 @@ class Forwarder {
   bool Whole(const pg::MessageHeader& header) const { return offset_ + header.total() <= length_; }
   // What has arrived of its body, at most `max` bytes: read in place, or copied when it
   // straddles chains. Valid until the next Body or anything that sends or drops.
-  std::string_view Body(const pg::MessageHeader& header, size_t max = SIZE_MAX);
+  std::string_view Body(const pg::MessageHeader& header, size_t max = SIZE_MAX) {
+    const size_t start = offset_ + pg::kHeaderSize;
+    if (start >= length_) return {};
+    const size_t size = std::min({header.body_size(), max, length_ - start});
+    const std::string_view frame = Contiguous(pg::kHeaderSize + size);
+    return frame.size() > pg::kHeaderSize ? frame.substr(pg::kHeaderSize) : std::string_view();
+  }
   // Sends what precedes the message; it is then at the front of the input.
   void Flush();
   // Sends what precedes the message and the message itself (it must be whole).
@@ -89,10 +96,19 @@ class Forwarder {
   // Takes the input's length again after the filter or a send changed it; the extent is
   // looked up afresh from the front.
   void Refresh();
-  // The `size` bytes at offset_ (they have arrived) as one span.
-  std::string_view Contiguous(size_t size);
+  // The `size` bytes at offset_ (they have arrived) as one span. Inline: on the common path
+  // they lie in the extent.
+  std::string_view Contiguous(size_t size) {
+    const size_t skip = offset_ - extent_offset_;
+    if (skip + size <= extent_.size()) return std::string_view(extent_.data() + skip, size);
+    return ContiguousSlow(size);
+  }
+  // Past the extent: moves it, or copies a straddling frame.
+  std::string_view ContiguousSlow(size_t size);
   // Moves the extent forward to the chain holding offset_.
   void Locate();
+  // Sets extent_pos_ (left unset by Refresh: a one-chain input never needs it).
+  void LocateExtentPos();
 
   evbuffer* in_;
   ForwardState& state_;
@@ -101,10 +117,12 @@ class Forwarder {
   size_t length_ = 0;
   // The first offset_ bytes of the input are decided on and go to the peer at the next flush.
   size_t offset_ = 0;
-  // The bytes of one chain from extent_offset_ (<= offset_; extent_pos_ points there) to the
-  // chain's end. It only moves forward between two Refreshes, so a pass walks each chain once.
+  // The bytes of one chain from extent_offset_ (<= offset_; extent_pos_ points there once
+  // located) to the chain's end. It only moves forward between two Refreshes, so a pass walks each
+  // chain once.
   size_t extent_offset_ = 0;
   evbuffer_ptr extent_pos_{};
+  bool extent_pos_located_ = false;
   std::string_view extent_;
   // A straddling frame's bytes, copied out of the input.
   std::string scratch_;

@@ -130,24 +130,20 @@ void ServerStatements::DropSyncPoints(size_t skip, size_t count) {
 // What MustWait needs is kept as entries come and go rather than found by walking expected_: a
 // client that pipelines N named Parses (with or without a Sync after each) would otherwise
 // cost N^2.
-void ServerStatements::Push(Expected expected) {
-  if (IsSyncPoint(expected.kind)) {
-    // The group being sent is closed: what it did is in doubt until its ReadyForQuery.
-    for (size_t i = expected_.size() - open_group_size_; i < expected_.size(); ++i) {
-      CountInDoubt(expected_[i], 1);
-    }
-    open_group_size_ = 0;
-  } else {
-    ++open_group_size_;
+void ServerStatements::CloseOpenGroup() {
+  // The group being sent is closed: what it did is in doubt until its ReadyForQuery.
+  for (size_t i = expected_.size() - open_group_size_; i < expected_.size(); ++i) {
+    CountInDoubt(expected_[i], 1);
   }
-  expected_.push_back(std::move(expected));
+  open_group_size_ = 0;
 }
 
 void ServerStatements::PopFront(size_t count) {
-  count = std::min(count, expected_.size());
   const size_t in_doubt = expected_.size() - open_group_size_;
-  for (size_t i = 0; i < std::min(count, in_doubt); ++i) CountInDoubt(expected_[i], -1);
-  expected_.erase(expected_.begin(), expected_.begin() + static_cast<std::ptrdiff_t>(count));
+  for (size_t i = 0; i < count && !expected_.empty(); ++i) {
+    if (i < in_doubt) CountInDoubt(expected_.front(), -1);
+    expected_.pop_front();  // One at a time: cheaper than a range erase for the usual one.
+  }
   open_group_size_ = std::min(open_group_size_, expected_.size());
 }
 
@@ -163,7 +159,7 @@ void AdjustCount(absl::flat_hash_map<Key, uint32_t>& counts, const Key& key, int
 }
 }  // namespace
 
-void ServerStatements::CountInDoubt(const Expected& expected, int delta) {
+void ServerStatements::CountNamesInDoubt(const Expected& expected, int delta) {
   if (!expected.client_name.empty()) AdjustCount(doubt_names_, expected.client_name, delta);
   if (expected.statement != nullptr && expected.statement->id != 0) {
     AdjustCount(doubt_ids_, expected.statement->id, delta);

@@ -181,12 +181,27 @@ class ServerStatements {
   static bool IsSyncPoint(Expect kind) {
     return kind == Expect::kSyncPoint || kind == Expect::kSyncSwallow;
   }
-  // Appends to expected_, keeping open_group_size_ and the in-doubt counts.
-  void Push(Expected expected);
+  // Appends to expected_, keeping open_group_size_ and the in-doubt counts. Inline, as
+  // push_back was: every Query and Sync comes here.
+  void Push(Expected&& expected) {
+    if (IsSyncPoint(expected.kind)) {
+      if (open_group_size_ > 0) CloseOpenGroup();
+    } else {
+      ++open_group_size_;
+    }
+    expected_.push_back(std::move(expected));
+  }
+  // A sync point closes the group being sent: its entries are counted in doubt.
+  void CloseOpenGroup();
   // Removes the first `count` entries of expected_ (answered, or skipped and undone).
   void PopFront(size_t count);
   // Adds (+1) or takes away (-1) what one entry names to or from the in-doubt counts.
-  void CountInDoubt(const Expected& expected, int delta);
+  void CountInDoubt(const Expected& expected, int delta) {
+    if (!expected.client_name.empty() || expected.statement != nullptr) {
+      CountNamesInDoubt(expected, delta);
+    }
+  }
+  void CountNamesInDoubt(const Expected& expected, int delta);
   // Reverts what an entry PostgreSQL never answered had recorded.
   void Undo(const Expected& expected, ClientStatements* client);
 
