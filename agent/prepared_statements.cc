@@ -122,6 +122,7 @@ void ServerStatements::DropSyncPoints(size_t skip, size_t count) {
          !IsSyncPoint(expected_[expected_.size() - 1 - open_group_size_].kind)) {
     ++open_group_size_;
   }
+  open_group_names_ = open_group_size_;  // An upper bound is enough.
   doubt_names_.clear();
   doubt_ids_.clear();
   for (size_t i = 0; i < expected_.size() - open_group_size_; ++i) CountInDoubt(expected_[i], 1);
@@ -135,7 +136,7 @@ void ServerStatements::CloseOpenGroup() {
   for (size_t i = expected_.size() - open_group_size_; i < expected_.size(); ++i) {
     CountInDoubt(expected_[i], 1);
   }
-  open_group_size_ = 0;
+  open_group_names_ = 0;
 }
 
 void ServerStatements::PopFront(size_t count) {

@@ -185,9 +185,11 @@ class ServerStatements {
   // push_back was: every Query and Sync comes here.
   void Push(Expected&& expected) {
     if (IsSyncPoint(expected.kind)) {
-      if (open_group_size_ > 0) CloseOpenGroup();
+      if (open_group_names_ > 0) CloseOpenGroup();
+      open_group_size_ = 0;
     } else {
       ++open_group_size_;
+      if (NamesSomething(expected)) ++open_group_names_;
     }
     expected_.push_back(std::move(expected));
   }
@@ -196,10 +198,11 @@ class ServerStatements {
   // Removes the first `count` entries of expected_ (answered, or skipped and undone).
   void PopFront(size_t count);
   // Adds (+1) or takes away (-1) what one entry names to or from the in-doubt counts.
+  static bool NamesSomething(const Expected& expected) {
+    return !expected.client_name.empty() || expected.statement != nullptr;
+  }
   void CountInDoubt(const Expected& expected, int delta) {
-    if (!expected.client_name.empty() || expected.statement != nullptr) {
-      CountNamesInDoubt(expected, delta);
-    }
+    if (NamesSomething(expected)) CountNamesInDoubt(expected, delta);
   }
   void CountNamesInDoubt(const Expected& expected, int delta);
   // Reverts what an entry PostgreSQL never answered had recorded.
@@ -222,6 +225,9 @@ class ServerStatements {
   // How many entries at the back of expected_ follow its last sync point: the Sync group being
   // sent, whose messages stand or fall together (MustWait looks only before it).
   size_t open_group_size_ = 0;
+  // How many of those name something (at least that many: entries of the group that leave
+  // from the front are not subtracted). Unnamed Parses and plain Syncs then cost no walk.
+  size_t open_group_names_ = 0;
   // What the entries before that group (in doubt until their ReadyForQuery) name, counted, so
   // that MustWait is a lookup rather than a scan of every unanswered group.
   absl::flat_hash_map<std::string, uint32_t> doubt_names_;
