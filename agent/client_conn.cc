@@ -318,7 +318,9 @@ class ClientConn::ServerBound final : public Forwarder::Filter {
       }
     }
     server->NoteClientMessage(header.type);
-    if (header.type == 'Q') server->NoteQueryText(forwarder.Body(header));
+    if (header.type == 'Q') {
+      server->NoteQueryText(forwarder.Body(header, ServerConn::kQueryTextBytes));
+    }
     return Verdict::kForward;
   }
   void SendToPeer(size_t bytes) override {

@@ -85,7 +85,7 @@ ClientConn::Rewrite ClientConn::RewriteForServer(Forwarder& forwarder,
   // a statement by its first two; those are then read whole (or refused) anyway.
   const size_t decisive = type == 'P' ? 1 : type == 'D' ? 2 : type == 'C' ? 0 : kRewriteHeadSize;
   const size_t head_size = std::min(decisive, header.body_size());
-  // A view of the input: valid until something is sent (forwarder.Flush).
+  // Valid until the next Body or until something is sent (forwarder.h).
   const std::string_view start = forwarder.Body(header, head_size);
   if (start.size() < head_size) return Rewrite::kNeedMore;
   switch (type) {

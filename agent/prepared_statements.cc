@@ -115,6 +115,56 @@ void ServerStatements::DropSyncPoints(size_t skip, size_t count) {
       --count;
     }
   }
+  // The group being sent may now reach back past an erased sync point (COPY IN only): counted
+  // again from scratch.
+  open_group_size_ = 0;
+  while (open_group_size_ < expected_.size() &&
+         !IsSyncPoint(expected_[expected_.size() - 1 - open_group_size_].kind)) {
+    ++open_group_size_;
+  }
+  open_group_names_ = open_group_size_;  // An upper bound is enough.
+  doubt_names_.clear();
+  doubt_ids_.clear();
+  for (size_t i = 0; i < expected_.size() - open_group_size_; ++i) CountInDoubt(expected_[i], 1);
+}
+
+// What MustWait needs is kept as entries come and go rather than found by walking expected_: a
+// client that pipelines N named Parses (with or without a Sync after each) would otherwise
+// cost N^2.
+void ServerStatements::CloseOpenGroup() {
+  // The group being sent is closed: what it did is in doubt until its ReadyForQuery.
+  for (size_t i = expected_.size() - open_group_size_; i < expected_.size(); ++i) {
+    CountInDoubt(expected_[i], 1);
+  }
+  open_group_names_ = 0;
+}
+
+void ServerStatements::PopFront(size_t count) {
+  const size_t in_doubt = expected_.size() - open_group_size_;
+  for (size_t i = 0; i < count && !expected_.empty(); ++i) {
+    if (i < in_doubt) CountInDoubt(expected_.front(), -1);
+    expected_.pop_front();  // One at a time: cheaper than a range erase for the usual one.
+  }
+  open_group_size_ = std::min(open_group_size_, expected_.size());
+}
+
+namespace {
+template <typename Key>
+void AdjustCount(absl::flat_hash_map<Key, uint32_t>& counts, const Key& key, int delta) {
+  if (delta > 0) {
+    ++counts[key];
+    return;
+  }
+  auto it = counts.find(key);
+  if (it != counts.end() && --it->second == 0) counts.erase(it);
+}
+}  // namespace
+
+void ServerStatements::CountNamesInDoubt(const Expected& expected, int delta) {
+  if (!expected.client_name.empty()) AdjustCount(doubt_names_, expected.client_name, delta);
+  if (expected.statement != nullptr && expected.statement->id != 0) {
+    AdjustCount(doubt_ids_, expected.statement->id, delta);
+  }
 }
 
 void ServerStatements::Touch(uint64_t id) {
@@ -136,7 +186,7 @@ void ServerStatements::Insert(const StatementPtr& statement, size_t capacity, st
     // The least recently used goes; a client that needs it again gets it re-prepared.
     const StatementPtr& victim = lru_.back();
     out += CloseStatementMessage(victim->server_name);
-    expected_.push_back({Expect::kCloseSwallow, victim, {}, nullptr});
+    Push({Expect::kCloseSwallow, victim, {}, nullptr});
     lru_index_.erase(victim->id);
     lru_.pop_back();
   }
@@ -150,7 +200,7 @@ void ServerStatements::Ensure(const StatementPtr& statement, size_t capacity, st
   Insert(statement, capacity, out);
   ++parses_sent_;
   out += ParseMessage(statement->server_name, statement->definition);
-  expected_.push_back({Expect::kParseSwallow, statement, {}, nullptr});
+  Push({Expect::kParseSwallow, statement, {}, nullptr});
 }
 
 // ---- ServerStatements: client messages ---------------------------------------------------------
@@ -161,7 +211,7 @@ std::string ServerStatements::OnParse(std::string_view body, ClientStatements& c
   std::optional<std::string_view> name = TakeCString(rest);
   if (!name.has_value() || name->empty()) {
     // Unnamed (or malformed, which PostgreSQL will reject): as it came.
-    expected_.push_back({Expect::kParseForward, nullptr, {}, nullptr});
+    Push({Expect::kParseForward, nullptr, {}, nullptr});
     return Message('P', body);
   }
   std::string out;
@@ -172,7 +222,7 @@ std::string ServerStatements::OnParse(std::string_view body, ClientStatements& c
     Ensure(statement, capacity, out);
     ++parses_sent_;
     out += ParseMessage(statement->server_name, rest);
-    expected_.push_back({Expect::kParseForward, nullptr, {}, nullptr});
+    Push({Expect::kParseForward, nullptr, {}, nullptr});
     return out;
   }
   StatementPtr statement = Intern(rest);
@@ -188,7 +238,7 @@ std::string ServerStatements::OnParse(std::string_view body, ClientStatements& c
     out += ParseMessage(statement->server_name, statement->definition);
     expected.statement = statement;
   }
-  expected_.push_back(std::move(expected));
+  Push(std::move(expected));
   return out;
 }
 
@@ -247,7 +297,7 @@ std::string ServerStatements::OnClose(std::string_view body, ClientStatements& c
   std::string_view rest = body.size() >= 2 ? body.substr(1) : std::string_view();
   std::optional<std::string_view> name = TakeCString(rest);
   if (body.empty() || body[0] != 'S' || !name.has_value() || name->empty()) {
-    expected_.push_back({Expect::kCloseForward, nullptr, {}, nullptr});
+    Push({Expect::kCloseForward, nullptr, {}, nullptr});
     return Message('C', body);
   }
   // The client's name goes; the server copy stays cached for whoever prepares it next.
@@ -259,7 +309,7 @@ std::string ServerStatements::OnClose(std::string_view body, ClientStatements& c
     expected.client_statement = *closed;
     client.Erase(*name);
   }
-  expected_.push_back(std::move(expected));
+  Push(std::move(expected));
   return CloseStatementMessage(kNeverPrepared);
 }
 
@@ -275,9 +325,9 @@ std::string ServerStatements::OnDeallocate(std::string_view client_name, ClientS
     Insert(statement, capacity, out);
     ++parses_sent_;
     out += ParseMessage(statement->server_name, statement->definition);
-    expected_.push_back({Expect::kParseSwallow, statement, {}, nullptr});
+    Push({Expect::kParseSwallow, statement, {}, nullptr});
     out += pg::MessageBuilder('S').Finish();
-    expected_.push_back({Expect::kSyncSwallow, nullptr, {}, nullptr});
+    Push({Expect::kSyncSwallow, nullptr, {}, nullptr});
   }
   deallocating_ = statement;
   deallocating_client_name_ = std::string(client_name);
@@ -304,7 +354,7 @@ ResponseAction ServerStatements::OnResponse(char type) {
     auto it = lru_index_.find(expected_.front().statement->id);
     if (it != lru_index_.end()) it->second.confirmed = true;
   }
-  expected_.pop_front();
+  PopFront(1);
   return action;
 }
 
@@ -325,7 +375,7 @@ bool ServerStatements::OnReadyForQuery(ClientStatements* client) {
   }
   for (size_t i = unanswered; i > 0; --i) Undo(expected_[i - 1], client);
   const size_t popped = std::min(unanswered + 1, expected_.size());
-  expected_.erase(expected_.begin(), expected_.begin() + static_cast<std::ptrdiff_t>(popped));
+  PopFront(popped);
   // The agent's own Sync comes before the DEALLOCATE it prepared for.
   if (own_sync) return true;
   deallocating_.reset();
@@ -365,27 +415,19 @@ void ServerStatements::Undo(const Expected& expected, ClientStatements* client) 
 
 bool ServerStatements::MustWait(std::string_view client_name, const ClientStatements& client,
                                 std::string_view parse_definition) const {
-  // Entries after the last sync point are in the Sync group being sent: they stand or fall
-  // with the message being rewritten. Only the ones before it are in doubt.
-  size_t in_doubt = expected_.size();
-  while (in_doubt > 0 && expected_[in_doubt - 1].kind != Expect::kSyncPoint &&
-         expected_[in_doubt - 1].kind != Expect::kSyncSwallow) {
-    --in_doubt;
-  }
-  if (in_doubt == 0) return false;
-  const StatementPtr* named = client_name.empty() ? nullptr : client.Find(client_name);
-  const uint64_t named_id = named != nullptr ? (*named)->id : 0;
-  StatementPtr parsed = parse_definition.empty() ? nullptr : FindInterned(parse_definition);
-  const uint64_t parsed_id = parsed != nullptr ? parsed->id : 0;
-  for (size_t i = 0; i < in_doubt; ++i) {
-    const Expected& expected = expected_[i];
-    if (!client_name.empty() && expected.client_name == client_name) return true;
-    if (expected.statement != nullptr && expected.statement->id != 0 &&
-        (expected.statement->id == named_id || expected.statement->id == parsed_id)) {
+  // Entries of the Sync group being sent stand or fall with the message being rewritten. Only
+  // the ones before it are in doubt.
+  if (expected_.size() == open_group_size_) return false;
+  if (!client_name.empty()) {
+    if (doubt_names_.contains(absl::string_view(client_name.data(), client_name.size()))) {
       return true;
     }
+    const StatementPtr* named = client.Find(client_name);
+    if (named != nullptr && (*named)->id != 0 && doubt_ids_.contains((*named)->id)) return true;
   }
-  return false;
+  if (parse_definition.empty()) return false;
+  const StatementPtr parsed = FindInterned(parse_definition);
+  return parsed != nullptr && parsed->id != 0 && doubt_ids_.contains(parsed->id);
 }
 
 void ServerStatements::OnCommandComplete(std::string_view tag, ClientStatements* client) {

@@ -140,8 +140,8 @@ class ServerStatements {
   std::string OnDescribe(std::string_view body, ClientStatements& client, size_t capacity);
   std::string OnClose(std::string_view body, ClientStatements& client);
   // A message that ends in ReadyForQuery (Sync, Query, FunctionCall) went to the server.
-  void OnUnnamedParse() { expected_.push_back({Expect::kParseForward, nullptr, {}, nullptr}); }
-  void OnSyncPoint() { expected_.push_back({Expect::kSyncPoint, nullptr, {}, nullptr}); }
+  void OnUnnamedParse() { Push({Expect::kParseForward, nullptr, {}, nullptr}); }
+  void OnSyncPoint() { Push({Expect::kSyncPoint, nullptr, {}, nullptr}); }
   // A simple-query DEALLOCATE of one of the client's statements: the query to send instead
   // (PostgreSQL answers it with the same "DEALLOCATE" tag and drops the shared copy).
   std::string OnDeallocate(std::string_view client_name, ClientStatements& client, size_t capacity);
@@ -178,6 +178,33 @@ class ServerStatements {
     std::string client_name;
     StatementPtr client_statement;
   };
+  static bool IsSyncPoint(Expect kind) {
+    return kind == Expect::kSyncPoint || kind == Expect::kSyncSwallow;
+  }
+  // Appends to expected_, keeping open_group_size_ and the in-doubt counts. Inline, as
+  // push_back was: every Query and Sync comes here.
+  void Push(Expected&& expected) {
+    if (IsSyncPoint(expected.kind)) {
+      if (open_group_names_ > 0) CloseOpenGroup();
+      open_group_size_ = 0;
+    } else {
+      ++open_group_size_;
+      if (NamesSomething(expected)) ++open_group_names_;
+    }
+    expected_.push_back(std::move(expected));
+  }
+  // A sync point closes the group being sent: its entries are counted in doubt.
+  void CloseOpenGroup();
+  // Removes the first `count` entries of expected_ (answered, or skipped and undone).
+  void PopFront(size_t count);
+  // Adds (+1) or takes away (-1) what one entry names to or from the in-doubt counts.
+  static bool NamesSomething(const Expected& expected) {
+    return !expected.client_name.empty() || expected.statement != nullptr;
+  }
+  void CountInDoubt(const Expected& expected, int delta) {
+    if (NamesSomething(expected)) CountNamesInDoubt(expected, delta);
+  }
+  void CountNamesInDoubt(const Expected& expected, int delta);
   // Reverts what an entry PostgreSQL never answered had recorded.
   void Undo(const Expected& expected, ClientStatements* client);
 
@@ -195,6 +222,16 @@ class ServerStatements {
   };
   absl::flat_hash_map<uint64_t, Slot> lru_index_;
   std::deque<Expected> expected_;
+  // How many entries at the back of expected_ follow its last sync point: the Sync group being
+  // sent, whose messages stand or fall together (MustWait looks only before it).
+  size_t open_group_size_ = 0;
+  // How many of those name something (at least that many: entries of the group that leave
+  // from the front are not subtracted). Unnamed Parses and plain Syncs then cost no walk.
+  size_t open_group_names_ = 0;
+  // What the entries before that group (in doubt until their ReadyForQuery) name, counted, so
+  // that MustWait is a lookup rather than a scan of every unanswered group.
+  absl::flat_hash_map<std::string, uint32_t> doubt_names_;
+  absl::flat_hash_map<uint64_t, uint32_t> doubt_ids_;
   bool out_of_step_ = false;
   // A simple-query DEALLOCATE in flight: forgotten when PostgreSQL confirms it.
   StatementPtr deallocating_;

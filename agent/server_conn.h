@@ -120,8 +120,9 @@ class ServerConn final : public ListNode, private net::NetConn::Handler {
   void ResumeClientAfterAnswers() { resume_client_ = true; }
   ps::ServerStatements& statements() { return statements_; }
   const ps::ServerStatements& statements() const { return statements_; }
-  // Notes the start of the linked client's simple query (what has arrived of its body) for
-  // drain reports.
+  // Notes the start of the linked client's simple query (what has arrived of its body, of
+  // which the first kQueryTextBytes are kept) for drain reports.
+  static constexpr size_t kQueryTextBytes = 96;
   void NoteQueryText(std::string_view body);
   std::string_view last_query() const { return {last_query_.data(), last_query_size_}; }
   void Write(evbuffer* from, size_t bytes);
@@ -224,7 +225,7 @@ class ServerConn final : public ListNode, private net::NetConn::Handler {
   bool resume_client_ = false;
   ps::ServerStatements statements_;
   // A fixed buffer so noting the query costs a short copy and no allocation per message.
-  std::array<char, 96> last_query_{};
+  std::array<char, kQueryTextBytes> last_query_{};
   size_t last_query_size_ = 0;
 
   uint64_t connect_time_us_;

@@ -172,5 +172,56 @@ TEST_F(SkippedAfterErrorTest, AnsweredParseNeedsNoWait) {
   EXPECT_FALSE(server_.MustWait("s", client_));
 }
 
+// Which entries are of the group being sent (ServerStatements keeps their count as entries
+// come and go rather than walk back to the last sync point on every message).
+TEST_F(SkippedAfterErrorTest, TheGroupBeingSentFollowsAnswersAndDroppedSyncPoints) {
+  server_.OnParse(ParseBody("s1", "select 1"), client_, 10);
+  server_.OnSyncPoint();
+  server_.OnParse(ParseBody("s2", "select 2"), client_, 10);
+  EXPECT_TRUE(server_.MustWait("s1", client_));
+  EXPECT_FALSE(server_.MustWait("s2", client_)) << "same group";
+  EXPECT_EQ(server_.OnResponse('1'), ResponseAction::kForward);  // s1's answer.
+  EXPECT_FALSE(server_.MustWait("s1", client_)) << "answered";
+  EXPECT_FALSE(server_.OnReadyForQuery(&client_));
+  EXPECT_FALSE(server_.MustWait("s2", client_)) << "still the group being sent";
+  server_.OnSyncPoint();
+  EXPECT_TRUE(server_.MustWait("s2", client_));
+  // A Sync consumed by COPY IN: s2 is of the group being sent again.
+  server_.DropSyncPoints(/*skip=*/0, /*count=*/1);
+  EXPECT_FALSE(server_.MustWait("s2", client_));
+  server_.OnSyncPoint();
+  EXPECT_TRUE(server_.MustWait("s2", client_));
+}
+
+// Many unanswered groups (a client pipelining Parse+Sync pairs): each name and statement waits
+// exactly as long as some unanswered group before the one being sent touched it.
+TEST_F(SkippedAfterErrorTest, EveryUnansweredGroupKeepsItsNamesInDoubtUntilItsReadyForQuery) {
+  for (int i = 0; i < 100; ++i) {
+    server_.OnParse(ParseBody("s" + std::to_string(i), "select " + std::to_string(i)), client_,
+                    1000);
+    server_.OnSyncPoint();
+  }
+  server_.OnClose(CloseBody("s0"), client_);  // s0 named again, by a later group.
+  server_.OnSyncPoint();
+  EXPECT_TRUE(server_.MustWait("s0", client_));
+  EXPECT_TRUE(server_.MustWait("s99", client_));
+  EXPECT_TRUE(server_.MustWait("other", client_, Definition("select 50"))) << "its statement";
+  EXPECT_FALSE(server_.MustWait("other", client_, Definition("select 100")));
+  for (int i = 0; i < 100; ++i) {
+    EXPECT_EQ(server_.OnResponse('1'), ResponseAction::kForward);
+    EXPECT_FALSE(server_.OnReadyForQuery(&client_));
+    // s0 is still named by the Close's group.
+    EXPECT_EQ(server_.MustWait("s" + std::to_string(i), client_), i == 0) << i;
+    if (i < 99) {
+      EXPECT_TRUE(server_.MustWait("s" + std::to_string(i + 1), client_)) << i;
+    }
+  }
+  EXPECT_FALSE(server_.MustWait("other", client_, Definition("select 50")));
+  EXPECT_TRUE(server_.MustWait("s0", client_)) << "its Close is not answered yet";
+  EXPECT_EQ(server_.OnResponse('3'), ResponseAction::kForward);
+  EXPECT_FALSE(server_.OnReadyForQuery(&client_));
+  EXPECT_FALSE(server_.MustWait("s0", client_));
+}
+
 }  // namespace
 }  // namespace pgfleet::agent::ps
