@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/command_line.h"
 #include "common/log.h"
@@ -114,6 +115,24 @@ std::string DefaultWebRoot() {
     if (std::filesystem::exists(candidate / "index.html", error)) {
       return std::filesystem::weakly_canonical(candidate, error).string();
     }
+  }
+  return "";
+}
+
+// HOST:PORT with a port gRPC and the HTTP server both read as given: gRPC takes an empty port
+// as 443 and one past 65535 as some other port, and would listen there without a word.
+std::string ListenAddressError(const char* flag, const std::string& address) {
+  if (absl::StartsWith(address, "unix:")) return "";  // gRPC's Unix socket form.
+  const size_t colon = address.rfind(':');
+  const std::string port = colon == std::string::npos ? "" : address.substr(colon + 1);
+  const bool digits = !port.empty() && std::all_of(port.begin(), port.end(),
+                                                   [](char c) { return c >= '0' && c <= '9'; });
+  int number = 0;
+  if (colon == std::string::npos || colon == 0 || !digits || !absl::SimpleAtoi(port, &number) ||
+      number > 65535) {
+    return absl::StrCat(flag, " '", address, "'",
+                        ": expected HOST:PORT with a port from 0 to 65535 (0: any free port), "
+                        "like 127.0.0.1:7070");
   }
   return "";
 }
@@ -263,6 +282,15 @@ ControllerCommandLine ParseControllerCommandLine(int argc, const char* const* ar
   }
   if (flags.tls() && (flags.tls_key.empty() || flags.tls_ca.empty())) {
     return UsageError("--tls-cert needs --tls-key and --tls-ca");
+  }
+  if (std::string error = ListenAddressError("--listen", flags.listen); !error.empty()) {
+    return UsageError(error);
+  }
+  if (!flags.http_listen.empty()) {
+    if (std::string error = ListenAddressError("--http-listen", flags.http_listen);
+        !error.empty()) {
+      return UsageError(error);
+    }
   }
   if (!flags.tls() && !IsLoopback(flags.listen) && !flags.insecure) {
     return UsageError(absl::StrCat("refusing to listen on ", flags.listen,
