@@ -55,8 +55,9 @@ using pgfleet::controller::FleetApi;
 // non-PEM one, only fails to listen ("cannot listen on ADDR"): say which file is wrong instead.
 absl::StatusOr<std::string> ReadPemFile(const char* flag, const std::string& path) {
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
+  if (fd < 0) {
     return absl::FailedPreconditionError(absl::StrCat(flag, " ", path, ": ", strerror(errno)));
+  }
   absl::Cleanup close_fd = [fd] { close(fd); };
   std::string text;
   char chunk[4096];
@@ -188,9 +189,10 @@ int main(int argc, char** argv) {
   const bool shared_store =
       absl::StartsWith(db, "postgres://") || absl::StartsWith(db, "postgresql://");
   // One controller per SQLite file, taken before the store is opened (and migrated); it is
-  // declared before the store, so released after the store is closed.
+  // declared before the store, so released after the store is closed. SQLite's ":memory:" has
+  // no file to share.
   std::optional<pgfleet::controller::DatabaseFileLock> db_lock;
-  if (!shared_store) {
+  if (!shared_store && db != ":memory:") {
     absl::StatusOr<pgfleet::controller::DatabaseFileLock> locked =
         pgfleet::controller::DatabaseFileLock::Acquire(db);
     if (!locked.ok()) {
