@@ -172,6 +172,15 @@ TEST_F(ControllerEdgesTest, TlsFilesThatCannotBeUsedAreNamed) {
   }
 }
 
+TEST_F(ControllerEdgesTest, ASecretsKeyFileThatIsADirectoryIsNamedSo) {
+  ASSERT_EQ(mkdir(Path("keys").c_str(), 0700), 0);
+  RunResult started = RunController(
+      {"--listen=127.0.0.1:0", "--db=" + Path("keys.db"), "--secrets-key-file=" + Path("keys")});
+  EXPECT_EQ(started.ExitCode(), 1) << started.Describe();
+  EXPECT_TRUE(absl::StrContains(started.stderr_text, "is not a regular file but a directory"))
+      << started.Describe();
+}
+
 // ---- fleetctl -------------------------------------------------------------------------------
 
 class FleetctlEdgesTest : public ::testing::Test {
