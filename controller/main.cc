@@ -93,9 +93,20 @@ absl::StatusOr<TlsFiles> ReadTlsFiles(const pgfleet::controller::ControllerFlags
   return files;
 }
 
-void WritePortFile(const std::string& path, int port) {
-  std::ofstream(path + ".tmp") << port << "\n";
-  rename((path + ".tmp").c_str(), path.c_str());
+// Scripts and service managers wait for this file: one that cannot be written must stop the
+// start (it was ignored, and whoever waited for it waited forever).
+absl::Status WritePortFile(const char* flag, const std::string& path, int port) {
+  const std::string temporary = path + ".tmp";
+  std::ofstream out(temporary);
+  out << port << "\n";
+  out.close();
+  if (!out || rename(temporary.c_str(), path.c_str()) != 0) {
+    const std::string reason = strerror(errno);
+    unlink(temporary.c_str());
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot write ", flag, " ", path, ": ", reason));
+  }
+  return absl::OkStatus();
 }
 
 int CreateToken(const pgfleet::controller::ControllerFlags& flags) {
@@ -408,7 +419,14 @@ int main(int argc, char** argv) {
   auto leading = [&leadership] { return leadership.IsLeader(); };
   rollouts.StartTicking(absl::Milliseconds(500), leading);
   maintenance.StartTicking(absl::Milliseconds(500), leading);
-  if (!flags.port_file.empty()) WritePortFile(flags.port_file, bound_port);
+  if (!flags.port_file.empty()) {
+    if (absl::Status written = WritePortFile("--port-file", flags.port_file, bound_port);
+        !written.ok()) {
+      fprintf(stderr, "pgfleet-controller: %s\n", std::string(written.message()).c_str());
+      server->Shutdown();
+      return 1;
+    }
+  }
 
   pgfleet::controller::MetricsHistory metrics_history;
   pgfleet::controller::ApiRouter api_router(control, metrics_history);
@@ -438,7 +456,14 @@ int main(int argc, char** argv) {
                http_port.status().message());
       http.reset();
     } else if (!flags.http_port_file.empty()) {
-      WritePortFile(flags.http_port_file, *http_port);
+      if (absl::Status written =
+              WritePortFile("--http-port-file", flags.http_port_file, *http_port);
+          !written.ok()) {
+        fprintf(stderr, "pgfleet-controller: %s\n", std::string(written.message()).c_str());
+        http.reset();
+        server->Shutdown();
+        return 1;
+      }
     }
   }
 

@@ -181,6 +181,20 @@ TEST_F(ControllerEdgesTest, ASecretsKeyFileThatIsADirectoryIsNamedSo) {
       << started.Describe();
 }
 
+// Whoever waits for a port file would wait forever for one that cannot be written.
+TEST_F(ControllerEdgesTest, APortFileThatCannotBeWrittenStopsTheStart) {
+  for (const char* flag : {"--port-file=", "--http-port-file="}) {
+    RunResult started =
+        RunController({"--listen=127.0.0.1:0", "--http-listen=127.0.0.1:0",
+                       "--db=" + Path("ports.db"), absl::StrCat(flag, Path("no-such-dir/port"))});
+    EXPECT_FALSE(started.timed_out) << flag << " unwritable, and the controller went on";
+    EXPECT_EQ(started.ExitCode(), 1) << started.Describe();
+    EXPECT_TRUE(absl::StrContains(started.stderr_text,
+                                  absl::StrCat(Path("no-such-dir/port"), ": No such file")))
+        << started.Describe();
+  }
+}
+
 // ---- fleetctl -------------------------------------------------------------------------------
 
 class FleetctlEdgesTest : public ::testing::Test {
