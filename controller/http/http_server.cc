@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <future>
 #include <map>
 #include <sstream>
 #include <vector>
@@ -213,7 +214,19 @@ absl::StatusOr<int> HttpServer::Start() {
   event_add(sample_timer_, &interval);
 
   for (int i = 0; i < options_.worker_threads; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  // Start returns once the loop runs: event_base_dispatch clears a loopbreak that came before
+  // it, so a Stop right after Start (a start-up that fails just after, e.g. on
+  // --http-port-file) would otherwise join a loop that never ends.
+  std::promise<void> running;
+  const timeval now{0, 0};
+  event_base_once(
+      base_, -1, EV_TIMEOUT,
+      [](evutil_socket_t, short, void* promise) {
+        static_cast<std::promise<void>*>(promise)->set_value();
+      },
+      &running, &now);
   loop_thread_ = std::thread([this] { event_base_dispatch(base_); });
+  running.get_future().wait();
   PGF_INFO("http", "dashboard and JSON API on http://%s:%d/ (web root %s)", host, bound_port,
            options_.web_root.empty() ? "none: API only" : options_.web_root);
   return bound_port;
