@@ -11,6 +11,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -69,6 +70,22 @@ pgfleet::v1::FleetService::Stub& Context::stub() {
       if (!one.empty()) addresses.emplace_back(one);
     }
     if (addresses.empty()) addresses.push_back(address);
+    // gRPC dials an empty port as 443 and one past 65535 as another port: say so instead of
+    // "is pgfleet-controller running at ...?". Its other target forms (unix:, dns:///) pass.
+    for (const std::string& one : addresses) {
+      if (absl::StrContains(one, "/") || absl::StartsWith(one, "unix:")) continue;
+      const size_t colon = one.rfind(':');
+      int port = 0;
+      if (colon == std::string::npos || !absl::SimpleAtoi(one.substr(colon + 1), &port) ||
+          port < 1 || port > 65535 ||
+          one.substr(colon + 1).find_first_not_of("0123456789") != std::string::npos) {
+        fprintf(stderr,
+                "fleetctl: --controller '%s': expected HOST:PORT with a port from 1 to 65535, "
+                "like 127.0.0.1:7070\n",
+                one.c_str());
+        exit(kExitUsage);
+      }
+    }
     std::shared_ptr<grpc::ChannelCredentials> credentials;
     if (flags_.Has("tls-ca")) {
       // Unread, gRPC would fall back to its default roots and fail every call with a
@@ -170,7 +187,8 @@ int Context::Fail(const grpc::Status& status) const {
           fprintf(stderr,
                   "fleetctl: %s accepted the connection but did not answer as gRPC: is it a "
                   "pgfleet-controller's --listen address (not PostgreSQL's or another "
-                  "service's port)? (--controller, PGFLEET_CONTROLLER)\n",
+                  "service's port)? A controller with TLS closes plaintext connections: give "
+                  "--tls-ca (--controller, PGFLEET_CONTROLLER)\n",
                   address.c_str());
         } else {
           fprintf(stderr,

@@ -256,6 +256,17 @@ TEST_F(FleetctlEdgesTest, APushOfAFileThatIsNotAConfigNamesTheFileAndTheReason) 
   EXPECT_FALSE(absl::StrContains(listed.stdout_text, "\"version\"")) << listed.Describe();
 }
 
+// gRPC would dial an empty port as 443 and 99999 as another port, and fleetctl then asked
+// whether a controller ran at the address as typed.
+TEST_F(FleetctlEdgesTest, AControllerAddressWithoutAUsablePortIsAUsageError) {
+  for (const char* address :
+       {"127.0.0.1:", "127.0.0.1:99999", "controller-host", "127.0.0.1:7070,127.0.0.1:x"}) {
+    FleetctlResult listed = Ctl({"env", "list"}, address);
+    EXPECT_EQ(listed.exit_code, 2) << listed.Describe();
+    EXPECT_TRUE(absl::StrContains(listed.stderr_text, "expected HOST:PORT")) << listed.Describe();
+  }
+}
+
 // A TCP server that accepts connections and closes each at once.
 class ClosingServer {
  public:
