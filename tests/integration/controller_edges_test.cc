@@ -7,11 +7,15 @@
 // - Two controllers on one --listen both bound it (gRPC's SO_REUSEPORT) and the kernel spread
 //   the calls between them; the second now fails to listen.
 // - --listen=HOST: listened on 443 and --listen=HOST:99999 on some other port.
-// - A missing or non-PEM --tls-* file was reported only as "cannot listen on ADDR".
+// - A missing or non-PEM --tls-* file was reported only as "cannot listen on ADDR"; a
+//   --secrets-key-file that is a directory was told to chmod 600.
+// - An unwritable --port-file was ignored (whoever waited for it hung); an unwritable
+//   --http-port-file hung the controller's exit (the HTTP loop was stopped before it ran).
 // - fleetctl pushed a directory as an empty config, a binary file with an empty error message,
 //   and read /dev/zero until memory ran out; it now names the file and the reason (exit 2).
 // - fleetctl pointed at an HTTP server said "last error: OK"; it now says that what answers
-//   is not a controller's gRPC port (exit 3, in bounded time).
+//   is not a controller's gRPC port (exit 3, in bounded time). A --controller without a
+//   usable port (empty, 99999) was dialled elsewhere; it is now a usage error.
 //
 // No PostgreSQL is needed: no agent is involved.
 
