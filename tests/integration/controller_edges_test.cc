@@ -11,6 +11,7 @@
 //   --secrets-key-file that is a directory was told to chmod 600.
 // - An unwritable --port-file was ignored (whoever waited for it hung); an unwritable
 //   --http-port-file hung the controller's exit (the HTTP loop was stopped before it ran).
+// - A binary --config file had its bytes, terminal escapes included, echoed in the error.
 // - fleetctl pushed a directory as an empty config, a binary file with an empty error message,
 //   and read /dev/zero until memory ran out; it now names the file and the reason (exit 2).
 // - fleetctl pointed at an HTTP server said "last error: OK"; it now says that what answers
@@ -183,6 +184,18 @@ TEST_F(ControllerEdgesTest, ASecretsKeyFileThatIsADirectoryIsNamedSo) {
   EXPECT_EQ(started.ExitCode(), 1) << started.Describe();
   EXPECT_TRUE(absl::StrContains(started.stderr_text, "is not a regular file but a directory"))
       << started.Describe();
+}
+
+// A binary file given as --config by mistake: refused, without writing its bytes (terminal
+// escapes) to the operator's terminal.
+TEST_F(ControllerEdgesTest, ABinaryConfigFileIsRefusedWithoutEchoingControlCharacters) {
+  PGF_ASSERT_OK(WriteFile(Path("binary.conf"), "listen = 127.0.0.1:0\n\x1b]0;title\x07\x01 = 1\n"));
+  RunResult started = RunController({"--config=" + Path("binary.conf"), "--db=" + Path("c.db")});
+  EXPECT_EQ(started.ExitCode(), 2) << started.Describe();
+  EXPECT_TRUE(absl::StrContains(started.stderr_text, "unknown key")) << started.Describe();
+  for (char control : {'\x1b', '\x07', '\x01'}) {
+    EXPECT_EQ(started.stderr_text.find(control), std::string::npos) << started.Describe();
+  }
 }
 
 // Whoever waits for a port file would wait forever for one that cannot be written.
