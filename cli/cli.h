@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "google/protobuf/message.h"
 #include "pgfleet/v1/fleet.grpc.pb.h"
 
@@ -71,7 +73,17 @@ class Context {
 void PrintTable(const std::vector<std::string>& header,
                 const std::vector<std::vector<std::string>>& rows);
 std::string FormatTime(int64_t unix_ms);
-std::string ReadFileOrDie(const std::string& path, bool* ok);
+// The most one call to the controller carries: gRPC's default receive limit, which the
+// controller keeps. fleetctl refuses a bigger push itself, with the sizes, before sending.
+inline constexpr size_t kMaxRequestBytes = 4 << 20;
+// A file fleetctl sends (a config, an overlay, an attachment, a PEM): read whole, or the reason
+// it cannot be, naming the path ("is a directory", "larger than 4 MiB" for anything bigger
+// than one call can carry, /dev/zero included).
+absl::StatusOr<std::string> ReadInputFile(const std::string& path);
+// The API's text fields (a config's ini text, PEMs) are protobuf strings, so UTF-8: anything
+// else is refused here with the line of the first bad byte (gRPC would fail the call with an
+// empty message).
+absl::Status CheckUtf8Text(const std::string& path, const std::string& text);
 // A unified diff of two texts, like `diff -u`.
 std::string UnifiedDiff(const std::string& a, const std::string& b, const std::string& a_name,
                         const std::string& b_name);

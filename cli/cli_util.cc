@@ -1,14 +1,19 @@
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "cli/cli.h"
@@ -65,11 +70,33 @@ pgfleet::v1::FleetService::Stub& Context::stub() {
       if (!one.empty()) addresses.emplace_back(one);
     }
     if (addresses.empty()) addresses.push_back(address);
+    // gRPC dials an empty port as 443 and one past 65535 as another port: say so instead of
+    // "is pgfleet-controller running at ...?". Its other target forms (unix:, dns:///) pass.
+    for (const std::string& one : addresses) {
+      if (absl::StrContains(one, "/") || absl::StartsWith(one, "unix:")) continue;
+      const size_t colon = one.rfind(':');
+      int port = 0;
+      if (colon == std::string::npos || !absl::SimpleAtoi(one.substr(colon + 1), &port) ||
+          port < 1 || port > 65535 ||
+          one.substr(colon + 1).find_first_not_of("0123456789") != std::string::npos) {
+        fprintf(stderr,
+                "fleetctl: --controller '%s': expected HOST:PORT with a port from 1 to 65535, "
+                "like 127.0.0.1:7070\n",
+                one.c_str());
+        exit(kExitUsage);
+      }
+    }
     std::shared_ptr<grpc::ChannelCredentials> credentials;
     if (flags_.Has("tls-ca")) {
-      bool ok = false;
+      // Unread, gRPC would fall back to its default roots and fail every call with a
+      // handshake error that does not name the file.
+      absl::StatusOr<std::string> pem = ReadInputFile(flags_.Get("tls-ca"));
+      if (!pem.ok()) {
+        fprintf(stderr, "fleetctl: --tls-ca %s\n", std::string(pem.status().message()).c_str());
+        exit(kExitUsage);
+      }
       grpc::SslCredentialsOptions ssl;
-      ssl.pem_root_certs = ReadFileOrDie(flags_.Get("tls-ca"), &ok);
+      ssl.pem_root_certs = *pem;
       credentials = grpc::SslCredentials(ssl);
     } else {
       credentials = grpc::InsecureChannelCredentials();
@@ -138,13 +165,38 @@ int Context::Fail(const grpc::Status& status) const {
       // Several controllers: one that answered but could not reach a leader says so, and when
       // to retry; the controller is running.
       if (absl::StrContains(status.error_message(), "leader")) return kExitUnreachable;
-      fprintf(stderr,
-              "fleetctl: is pgfleet-controller running at %s? (--controller, "
-              "PGFLEET_CONTROLLER)\n",
-              flags_
-                  .Get("controller", getenv("PGFLEET_CONTROLLER") ? getenv("PGFLEET_CONTROLLER")
-                                                                  : "127.0.0.1:7070")
-                  .c_str());
+      {
+        const std::string address =
+            flags_.Get("controller", getenv("PGFLEET_CONTROLLER") ? getenv("PGFLEET_CONTROLLER")
+                                                                  : "127.0.0.1:7070");
+        // gRPC's words when a TCP connection was made but what answered is not a gRPC server:
+        // an HTTP/1 reply (the dashboard's port) reads as one of these, depending on timing.
+        const std::string& text = status.error_message();
+        if (absl::StrContains(text, "http1.x server") ||
+            absl::StrContains(text, "Failed parsing HTTP/2") ||
+            absl::StrContains(text, "last error: OK")) {
+          fprintf(stderr,
+                  "fleetctl: something answers at %s but it is not a pgfleet-controller's gRPC "
+                  "port (the dashboard's HTTP port?); give the controller's --listen address "
+                  "(--controller, PGFLEET_CONTROLLER)\n",
+                  address.c_str());
+        } else if (absl::StrContains(text, "SETTINGS frame") ||
+                   absl::StrContains(text, "Socket closed") ||
+                   absl::StrContains(text, "Connection reset")) {
+          // Also what a controller that is stopping does: a question, not a verdict.
+          fprintf(stderr,
+                  "fleetctl: %s accepted the connection but did not answer as gRPC: is it a "
+                  "pgfleet-controller's --listen address (not PostgreSQL's or another "
+                  "service's port)? A controller with TLS closes plaintext connections: give "
+                  "--tls-ca (--controller, PGFLEET_CONTROLLER)\n",
+                  address.c_str());
+        } else {
+          fprintf(stderr,
+                  "fleetctl: is pgfleet-controller running at %s? (--controller, "
+                  "PGFLEET_CONTROLLER)\n",
+                  address.c_str());
+        }
+      }
       return kExitUnreachable;
     case grpc::StatusCode::UNAUTHENTICATED:
       fprintf(stderr,
@@ -198,16 +250,65 @@ std::string FormatTime(int64_t unix_ms) {
   return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixMillis(unix_ms), absl::UTCTimeZone());
 }
 
-std::string ReadFileOrDie(const std::string& path, bool* ok) {
-  std::ifstream in(path);
-  if (!in) {
-    *ok = false;
-    return "";
+absl::StatusOr<std::string> ReadInputFile(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": ", strerror(errno)));
+  std::string text;
+  char chunk[64 << 10];
+  absl::Status status;
+  while (true) {
+    const ssize_t got = read(fd, chunk, sizeof(chunk));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      status = absl::FailedPreconditionError(absl::StrCat(path, ": ", strerror(errno)));
+      break;
+    }
+    if (got == 0) break;
+    text.append(chunk, static_cast<size_t>(got));
+    if (text.size() > kMaxRequestBytes) {
+      status =
+          absl::ResourceExhaustedError(absl::StrCat(path, ": larger than ", kMaxRequestBytes >> 20,
+                                                    " MiB, the most the controller takes "
+                                                    "in one call"));
+      break;
+    }
   }
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  *ok = true;
-  return buffer.str();
+  close(fd);
+  if (!status.ok()) return status;
+  return text;
+}
+
+absl::Status CheckUtf8Text(const std::string& path, const std::string& text) {
+  size_t line = 1;
+  for (size_t i = 0; i < text.size();) {
+    const unsigned char lead = static_cast<unsigned char>(text[i]);
+    if (lead == '\n') ++line;
+    // Sequence length, and the smallest code point it may encode (no overlong forms).
+    size_t length = 1;
+    uint32_t minimum = 0, code = lead;
+    if (lead >= 0xf0 && lead <= 0xf4) {
+      length = 4, minimum = 0x10000, code = lead & 0x07;
+    } else if (lead >= 0xe0 && lead <= 0xef) {
+      length = 3, minimum = 0x800, code = lead & 0x0f;
+    } else if (lead >= 0xc2 && lead <= 0xdf) {
+      length = 2, minimum = 0x80, code = lead & 0x1f;
+    } else if (lead >= 0x80) {
+      length = 0;
+    }
+    bool valid = length > 0 && i + length <= text.size();
+    for (size_t k = 1; valid && k < length; ++k) {
+      const unsigned char next = static_cast<unsigned char>(text[i + k]);
+      valid = (next & 0xc0) == 0x80;
+      code = (code << 6) | (next & 0x3f);
+    }
+    valid = valid && code >= minimum && code <= 0x10ffff && !(code >= 0xd800 && code <= 0xdfff);
+    if (!valid) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s: not UTF-8 text (byte 0x%02x on line %d); is it the right file?", path, lead, line));
+    }
+    i += length;
+  }
+  return absl::OkStatus();
 }
 
 std::string UnifiedDiff(const std::string& a, const std::string& b, const std::string& a_name,

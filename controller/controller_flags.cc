@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/command_line.h"
 #include "common/log.h"
@@ -118,8 +119,37 @@ std::string DefaultWebRoot() {
   return "";
 }
 
+// HOST:PORT with a port gRPC and the HTTP server both read as given: gRPC takes an empty port
+// as 443 and one past 65535 as some other port, and would listen there without a word.
+std::string ListenAddressError(const char* flag, const std::string& address) {
+  if (absl::StartsWith(address, "unix:")) return "";  // gRPC's Unix socket form.
+  const size_t colon = address.rfind(':');
+  const std::string port = colon == std::string::npos ? "" : address.substr(colon + 1);
+  const bool digits = !port.empty() && std::all_of(port.begin(), port.end(),
+                                                   [](char c) { return c >= '0' && c <= '9'; });
+  int number = 0;
+  if (colon == std::string::npos || colon == 0 || !digits || !absl::SimpleAtoi(port, &number) ||
+      number > 65535) {
+    return absl::StrCat(flag, " '", address, "'",
+                        ": expected HOST:PORT with a port from 0 to 65535 (0: any free port), "
+                        "like 127.0.0.1:7070");
+  }
+  return "";
+}
+
 bool ParsePositiveDuration(const std::string& text, absl::Duration* out) {
   return absl::ParseDuration(text, out) && *out > absl::ZeroDuration();
+}
+
+// An error message that may quote a --config file's bytes: a binary file given by mistake
+// must not write control characters (terminal escapes) to the operator's terminal.
+std::string Printable(const std::string& text) {
+  std::string out = text;
+  for (char& c : out) {
+    const unsigned char byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f) c = '?';
+  }
+  return out;
 }
 
 // Parses with CLI11 into the variables the options were declared with; an error is printed.
@@ -127,7 +157,8 @@ bool Parse(CLI::App& app, int argc, const char* const* argv, int skip) {
   try {
     app.parse(common::ArgsForCli11(std::vector<std::string>(argv + 1 + skip, argv + argc)));
   } catch (const CLI::ParseError& error) {
-    fprintf(stderr, "pgfleet-controller: %s\n", common::DescribeParseError(app, error).c_str());
+    fprintf(stderr, "pgfleet-controller: %s\n",
+            Printable(common::DescribeParseError(app, error)).c_str());
     return false;
   }
   return true;
@@ -263,6 +294,15 @@ ControllerCommandLine ParseControllerCommandLine(int argc, const char* const* ar
   }
   if (flags.tls() && (flags.tls_key.empty() || flags.tls_ca.empty())) {
     return UsageError("--tls-cert needs --tls-key and --tls-ca");
+  }
+  if (std::string error = ListenAddressError("--listen", flags.listen); !error.empty()) {
+    return UsageError(error);
+  }
+  if (!flags.http_listen.empty()) {
+    if (std::string error = ListenAddressError("--http-listen", flags.http_listen);
+        !error.empty()) {
+      return UsageError(error);
+    }
   }
   if (!flags.tls() && !IsLoopback(flags.listen) && !flags.insecure) {
     return UsageError(absl::StrCat("refusing to listen on ", flags.listen,

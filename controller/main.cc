@@ -1,5 +1,6 @@
 // pgfleet-controller: the fleet's control plane. Stores config versions in SQLite, keeps a
 // stream to every agent, and serves the operators' API.
+#include <fcntl.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -7,11 +8,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <thread>
 
@@ -23,6 +25,7 @@
 #include "absl/time/time.h"
 #include "common/log.h"
 #include "common/service_notify.h"
+#include "common/status_macros.h"
 #include "controller/api/control_api.h"
 #include "controller/api/fleet_api.h"
 #include "controller/api/maintenance_api.h"
@@ -41,22 +44,69 @@
 #include "controller/registry/agent_registry.h"
 #include "controller/rollout/rollout_engine.h"
 #include "controller/secrets/keyring_setup.h"
+#include "controller/store/database_file_lock.h"
 #include "controller/store/store.h"
 
 namespace {
 
 using pgfleet::controller::FleetApi;
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
+// A PEM file named by a --tls-* flag. gRPC takes the files' contents and, given an empty or
+// non-PEM one, only fails to listen ("cannot listen on ADDR"): say which file is wrong instead.
+absl::StatusOr<std::string> ReadPemFile(const char* flag, const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(absl::StrCat(flag, " ", path, ": ", strerror(errno)));
+  }
+  absl::Cleanup close_fd = [fd] { close(fd); };
+  std::string text;
+  char chunk[4096];
+  while (true) {
+    const ssize_t got = read(fd, chunk, sizeof(chunk));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      return absl::FailedPreconditionError(absl::StrCat(flag, " ", path, ": ", strerror(errno)));
+    }
+    if (got == 0) break;
+    text.append(chunk, static_cast<size_t>(got));
+    // Certificates and keys are a few KiB; a path like /dev/zero must not fill the memory.
+    if (text.size() > (1 << 20)) {
+      return absl::FailedPreconditionError(absl::StrCat(flag, " ", path, ": larger than 1 MiB"));
+    }
+  }
+  if (!absl::StrContains(text, "-----BEGIN ")) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(flag, " ", path, ": not a PEM file (no -----BEGIN line)"));
+  }
+  return text;
 }
 
-void WritePortFile(const std::string& path, int port) {
-  std::ofstream(path + ".tmp") << port << "\n";
-  rename((path + ".tmp").c_str(), path.c_str());
+struct TlsFiles {
+  std::string cert, key, ca;
+};
+
+absl::StatusOr<TlsFiles> ReadTlsFiles(const pgfleet::controller::ControllerFlags& flags) {
+  TlsFiles files;
+  PGF_ASSIGN_OR_RETURN(files.cert, ReadPemFile("--tls-cert", flags.tls_cert));
+  PGF_ASSIGN_OR_RETURN(files.key, ReadPemFile("--tls-key", flags.tls_key));
+  PGF_ASSIGN_OR_RETURN(files.ca, ReadPemFile("--tls-ca", flags.tls_ca));
+  return files;
+}
+
+// Scripts and service managers wait for this file: one that cannot be written must stop the
+// start (it was ignored, and whoever waited for it waited forever).
+absl::Status WritePortFile(const char* flag, const std::string& path, int port) {
+  const std::string temporary = path + ".tmp";
+  std::ofstream out(temporary);
+  out << port << "\n";
+  out.close();
+  if (!out || rename(temporary.c_str(), path.c_str()) != 0) {
+    const std::string reason = strerror(errno);
+    unlink(temporary.c_str());
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot write ", flag, " ", path, ": ", reason));
+  }
+  return absl::OkStatus();
 }
 
 int CreateToken(const pgfleet::controller::ControllerFlags& flags) {
@@ -138,6 +188,30 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  TlsFiles tls_files;
+  if (tls) {
+    absl::StatusOr<TlsFiles> read = ReadTlsFiles(flags);
+    if (!read.ok()) {
+      fprintf(stderr, "pgfleet-controller: %s\n", std::string(read.status().message()).c_str());
+      return 1;
+    }
+    tls_files = *std::move(read);
+  }
+  const bool shared_store =
+      absl::StartsWith(db, "postgres://") || absl::StartsWith(db, "postgresql://");
+  // One controller per SQLite file, taken before the store is opened (and migrated); it is
+  // declared before the store, so released after the store is closed. SQLite's ":memory:" has
+  // no file to share.
+  std::optional<pgfleet::controller::DatabaseFileLock> db_lock;
+  if (!shared_store && db != ":memory:") {
+    absl::StatusOr<pgfleet::controller::DatabaseFileLock> locked =
+        pgfleet::controller::DatabaseFileLock::Acquire(db);
+    if (!locked.ok()) {
+      fprintf(stderr, "pgfleet-controller: %s\n", std::string(locked.status().message()).c_str());
+      return 1;
+    }
+    db_lock.emplace(*std::move(locked));
+  }
   auto store = pgfleet::controller::OpenStore(db);
   if (!store.ok()) {
     fprintf(stderr, "pgfleet-controller: %s\n", std::string(store.status().message()).c_str());
@@ -178,8 +252,6 @@ int main(int argc, char** argv) {
   // Several controllers on one PostgreSQL store elect a leader; with SQLite (one controller)
   // there is no election and this one always leads. Only the leader holds agent streams, runs
   // the engines and serves writes (controller/leader/leadership.h).
-  const bool shared_store =
-      absl::StartsWith(db, "postgres://") || absl::StartsWith(db, "postgresql://");
   pgfleet::controller::LeadershipOptions leadership_options;
   leadership_options.lease = flags.leader_lease;
   leadership_options.renew = flags.leader_renew;
@@ -214,7 +286,7 @@ int main(int argc, char** argv) {
   std::shared_ptr<grpc::ChannelCredentials> peer_credentials = grpc::InsecureChannelCredentials();
   if (tls) {
     grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = ReadFile(flags.tls_ca);
+    ssl.pem_root_certs = tls_files.ca;
     peer_credentials = grpc::SslCredentials(ssl);
   }
   // Followers hand the writes they are given to the leader.
@@ -249,8 +321,8 @@ int main(int argc, char** argv) {
   if (tls) {
     grpc::SslServerCredentialsOptions ssl(
         GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);  // Agents: certs; fleetctl: tokens.
-    ssl.pem_root_certs = ReadFile(flags.tls_ca);
-    ssl.pem_key_cert_pairs.push_back({ReadFile(flags.tls_key), ReadFile(flags.tls_cert)});
+    ssl.pem_root_certs = tls_files.ca;
+    ssl.pem_key_cert_pairs.push_back({tls_files.key, tls_files.cert});
     credentials = grpc::SslServerCredentials(ssl);
   } else {
     credentials = grpc::InsecureServerCredentials();
@@ -262,6 +334,10 @@ int main(int argc, char** argv) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(listen, credentials, &bound_port);
+  // gRPC sets SO_REUSEPORT by default: a second controller given the same --listen would then
+  // bind too, and the kernel would spread agents and fleetctl calls between the two. Off, the
+  // second one fails to listen.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.RegisterService(&agent_service);
   builder.RegisterService(&fleet_service);
   builder.RegisterService(&rollout_service);
@@ -283,7 +359,10 @@ int main(int argc, char** argv) {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || bound_port == 0) {
-    fprintf(stderr, "pgfleet-controller: cannot listen on %s\n", listen.c_str());
+    fprintf(stderr, "pgfleet-controller: cannot listen on %s (%s; gRPC's reason is logged above)\n",
+            listen.c_str(),
+            tls ? "address in use or not local, or --tls-key is not the key of --tls-cert"
+                : "address in use or not local");
     return 1;
   }
   // NOT_SERVING until the start-up below is done (the store is open and migrated already);
@@ -340,7 +419,14 @@ int main(int argc, char** argv) {
   auto leading = [&leadership] { return leadership.IsLeader(); };
   rollouts.StartTicking(absl::Milliseconds(500), leading);
   maintenance.StartTicking(absl::Milliseconds(500), leading);
-  if (!flags.port_file.empty()) WritePortFile(flags.port_file, bound_port);
+  if (!flags.port_file.empty()) {
+    if (absl::Status written = WritePortFile("--port-file", flags.port_file, bound_port);
+        !written.ok()) {
+      fprintf(stderr, "pgfleet-controller: %s\n", std::string(written.message()).c_str());
+      server->Shutdown();
+      return 1;
+    }
+  }
 
   pgfleet::controller::MetricsHistory metrics_history;
   pgfleet::controller::ApiRouter api_router(control, metrics_history);
@@ -370,7 +456,14 @@ int main(int argc, char** argv) {
                http_port.status().message());
       http.reset();
     } else if (!flags.http_port_file.empty()) {
-      WritePortFile(flags.http_port_file, *http_port);
+      if (absl::Status written =
+              WritePortFile("--http-port-file", flags.http_port_file, *http_port);
+          !written.ok()) {
+        fprintf(stderr, "pgfleet-controller: %s\n", std::string(written.message()).c_str());
+        http.reset();
+        server->Shutdown();
+        return 1;
+      }
     }
   }
 

@@ -28,14 +28,18 @@ using controller::OverlayToProto;
 int ConfigPush(Context& ctx) {
   if (int rc = RequireFlag(ctx, "env")) return rc;
   if (int rc = RequireFlag(ctx, "file")) return rc;
-  bool ok = false;
   pgfleet::v1::PushConfigRequest request;
   request.set_environment(ctx.flags().Get("env"));
-  request.set_ini_text(ReadFileOrDie(ctx.flags().Get("file"), &ok));
   request.set_message(ctx.flags().Get("message"));
-  if (!ok) {
-    fprintf(stderr, "fleetctl: cannot read %s\n", ctx.flags().Get("file").c_str());
-    return kExitUsage;
+  {
+    const std::string path = ctx.flags().Get("file");
+    absl::StatusOr<std::string> text = ReadInputFile(path);
+    absl::Status utf8 = text.ok() ? CheckUtf8Text(path, *text) : text.status();
+    if (!utf8.ok()) {
+      fprintf(stderr, "fleetctl: %s\n", std::string(utf8.message()).c_str());
+      return kExitUsage;
+    }
+    request.set_ini_text(*std::move(text));
   }
   // Files pushed with the config, each backing one [pgbouncer] key (auth_hba_file=hba.conf):
   // the agents write them under their state dir and point the key at their copy.
@@ -49,21 +53,22 @@ int ConfigPush(Context& ctx) {
     const std::string path = attach.substr(equals + 1);
     pgfleet::v1::ConfigFile* file = request.add_files();
     file->set_key(attach.substr(0, equals));
-    file->set_content(ReadFileOrDie(path, &ok));
-    if (!ok) {
-      fprintf(stderr, "fleetctl: cannot read %s (--attach)\n", path.c_str());
+    absl::StatusOr<std::string> content = ReadInputFile(path);
+    if (!content.ok()) {
+      fprintf(stderr, "fleetctl: --attach %s\n", std::string(content.status().message()).c_str());
       return kExitUsage;
     }
+    file->set_content(*std::move(content));
   }
   for (const std::string& key : ctx.flags().GetAll("detach")) request.add_remove_files(key);
   for (const std::string& path : ctx.flags().GetAll("overlay")) {
-    std::string text = ReadFileOrDie(path, &ok);
-    if (!ok) {
-      fprintf(stderr, "fleetctl: cannot read %s\n", path.c_str());
+    absl::StatusOr<std::string> text = ReadInputFile(path);
+    if (!text.ok()) {
+      fprintf(stderr, "fleetctl: --overlay %s\n", std::string(text.status().message()).c_str());
       return kExitUsage;
     }
     absl::StatusOr<std::vector<config::ConfigOverlay>> overlays =
-        config::ParseOverlayFile(text, path);
+        config::ParseOverlayFile(*text, path);
     if (!overlays.ok()) {
       fprintf(stderr, "fleetctl: %s\n", std::string(overlays.status().message()).c_str());
       return kExitUsage;
@@ -71,6 +76,14 @@ int ConfigPush(Context& ctx) {
     for (const config::ConfigOverlay& overlay : *overlays) {
       *request.add_overlays() = OverlayToProto(overlay);
     }
+  }
+  // Said here, with the sizes: the controller's refusal would only say "larger than max".
+  if (const size_t size = request.ByteSizeLong(); size > kMaxRequestBytes) {
+    fprintf(stderr,
+            "fleetctl: this push is %zu bytes (the config with its overlays and attached "
+            "files); the controller takes at most %zu MiB in one call\n",
+            size, kMaxRequestBytes >> 20);
+    return kExitUsage;
   }
   pgfleet::v1::ConfigVersion version;
   grpc::Status status = ctx.stub().PushConfig(ctx.NewCall().get(), request, &version);

@@ -109,12 +109,14 @@ int SetTls(Context& ctx) {
   request.set_message(ctx.flags().Get("message"));
   for (const char* flag : {"tls-cert", "tls-key", "tls-ca-file"}) {
     if (!ctx.flags().Has(flag)) continue;
-    bool ok = false;
-    std::string pem = ReadFileOrDie(ctx.flags().Get(flag), &ok);
-    if (!ok) {
-      fprintf(stderr, "fleetctl: cannot read %s (--%s)\n", ctx.flags().Get(flag).c_str(), flag);
+    const std::string path = ctx.flags().Get(flag);
+    absl::StatusOr<std::string> read = ReadInputFile(path);
+    absl::Status utf8 = read.ok() ? CheckUtf8Text(path, *read) : read.status();
+    if (!utf8.ok()) {
+      fprintf(stderr, "fleetctl: --%s %s\n", flag, std::string(utf8.message()).c_str());
       return kExitUsage;
     }
+    const std::string& pem = *read;
     if (std::string(flag) == "tls-cert") request.set_cert_pem(pem);
     if (std::string(flag) == "tls-key") request.set_key_pem(pem);
     if (std::string(flag) == "tls-ca-file") request.set_ca_pem(pem);

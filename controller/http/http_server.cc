@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <future>
 #include <map>
 #include <sstream>
 #include <vector>
@@ -213,7 +214,19 @@ absl::StatusOr<int> HttpServer::Start() {
   event_add(sample_timer_, &interval);
 
   for (int i = 0; i < options_.worker_threads; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  // Start returns once the loop runs: event_base_dispatch clears a loopbreak that came before
+  // it, so a Stop right after Start (a start-up that fails just after, e.g. on
+  // --http-port-file) would otherwise join a loop that never ends.
+  std::promise<void> running;
+  const timeval now{0, 0};
+  event_base_once(
+      base_, -1, EV_TIMEOUT,
+      [](evutil_socket_t, short, void* promise) {
+        static_cast<std::promise<void>*>(promise)->set_value();
+      },
+      &running, &now);
   loop_thread_ = std::thread([this] { event_base_dispatch(base_); });
+  running.get_future().wait();
   PGF_INFO("http", "dashboard and JSON API on http://%s:%d/ (web root %s)", host, bound_port,
            options_.web_root.empty() ? "none: API only" : options_.web_root);
   return bound_port;
@@ -384,18 +397,36 @@ void HttpServer::CheckHead(Connection& connection) {
   // The token, on the head alone: a caller without one has none of its body read (evhttp
   // would read all of it, up to the 8 MiB a config push may have, before OnRequest).
   std::string authorization;
+  bool authorization_seen = false;
+  uint64_t content_length = 0;
   for (absl::string_view line : absl::StrSplit(absl::string_view(head).substr(0, head_end), '\n')) {
     const size_t colon = line.find(':');
-    if (colon == absl::string_view::npos ||
-        !absl::EqualsIgnoreCase(line.substr(0, colon), "Authorization")) {
-      continue;
+    if (colon == absl::string_view::npos) continue;
+    const absl::string_view name = line.substr(0, colon);
+    const absl::string_view value = absl::StripAsciiWhitespace(line.substr(colon + 1));
+    if (absl::EqualsIgnoreCase(name, "Content-Length")) {
+      (void)absl::SimpleAtoi(value, &content_length);  // evhttp refuses a malformed one.
+    } else if (!authorization_seen && absl::EqualsIgnoreCase(name, "Authorization")) {
+      // The first one, as evhttp_find_header would give HandleApi.
+      authorization = std::string(value);
+      authorization_seen = true;
     }
-    authorization = std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
-    break;  // The first one, as evhttp_find_header would give HandleApi.
   }
+  // A copy: `parts` points into `head`, released below.
+  const std::string method(TargetPath(parts[1]).substr(5));  // After "/api/".
+  const uint64_t body_limit = static_cast<uint64_t>(
+      method == "PushConfig" ? options_.max_push_body_bytes : options_.max_body_bytes);
   std::string().swap(head);
   if (absl::Status authenticated = router_.Authenticate(authorization); !authenticated.ok()) {
     Refuse(connection, HttpStatusFor(authenticated), authenticated);
+    return;
+  }
+  // Announced too large: our JSON 413 now, not evhttp's HTML one after its own limit.
+  if (content_length > body_limit) {
+    Refuse(connection, 413,
+           absl::InvalidArgumentError(absl::StrCat("request body of ", content_length,
+                                                   " bytes is over the limit of ", body_limit,
+                                                   " bytes for ", method)));
   }
 }
 

@@ -99,6 +99,12 @@ absl::StatusOr<SecretKey> SecretKey::FromFile(const std::string& path) {
     return absl::NotFoundError(
         absl::StrCat("secrets key file ", path, ": ", strerror(errno), "; ", kMakeKeyHint));
   }
+  // A directory (a mistyped path) was told to chmod 600, then that it held no key.
+  if (!S_ISREG(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("secrets key file ", path, " is not a regular file",
+                     S_ISDIR(st.st_mode) ? " but a directory" : "", "; ", kMakeKeyHint));
+  }
   if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
     return absl::FailedPreconditionError(absl::StrCat(
         "secrets key file ", path, " is readable or writable by its group or others (mode ",

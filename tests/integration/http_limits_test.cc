@@ -123,6 +123,9 @@ TEST_F(HttpLimitsTest, ABodyOverTheLimitIsRefusedBeforeItIsSent) {
     RawReply reply = socket->ReadReply(absl::Seconds(10));
     EXPECT_FALSE(reply.timed_out) << "the controller waited for the body";
     EXPECT_EQ(reply.status, 413) << reply.raw;
+    // The API's JSON error naming the limit (libevent's own answer is an HTML page).
+    EXPECT_TRUE(absl::StrContains(reply.body, "over the limit of 8388608 bytes for PushConfig"))
+        << reply.raw;
   }
   ExpectHealthy();
 }
