@@ -17,11 +17,14 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -274,6 +277,63 @@ TEST_F(AgentBadStateTest, BrokenAppliedStateFallsBackToTheLocalIniAndSaysWhy) {
     conn.reset();  // A session client would hold the shutdown for its transaction.
     ExpectCleanStop(*agent);
   }
+}
+
+// ---- Start-up signals -------------------------------------------------------------------------
+
+// Whether /proc/PID/status shows `sig` in the mask `field` ("SigBlk", "SigCgt"); false once the
+// process is gone.
+bool ProcSignalBit(pid_t pid, const char* field, int sig) {
+  absl::StatusOr<std::string> status = ReadFile(absl::StrCat("/proc/", pid, "/status"));
+  if (!status.ok()) return false;
+  const size_t at = status->find(absl::StrCat(field, ":"));
+  if (at == std::string::npos) return false;
+  const uint64_t mask = std::stoull(status->substr(at + strlen(field) + 1), nullptr, 16);
+  return (mask >> (sig - 1)) & 1;
+}
+
+// A SIGHUP that arrives while the agent starts, before its loop handles signals, used to take
+// the default action and kill it. Sent while it is held (blocked, not yet caught), it must
+// reload the agent once it runs. The window is a few milliseconds: the agent is started again
+// until the signal lands in it.
+TEST(AgentStartupSignalTest, SighupDuringStartupReloadsInsteadOfKilling) {
+  TempDir dir;
+  PGF_ASSERT_OK(dir.Create("agent-hup"));
+  PGF_ASSERT_OK_AND_ASSIGN(int port, PickFreePort());
+  const std::string ini = dir.path() + "/pgbouncer.ini";
+  const std::string log = dir.path() + "/agent.log";
+  PGF_ASSERT_OK(WriteFile(
+      ini, absl::StrCat("[databases]\n", kAppDb, " = host=127.0.0.1 port=", g_pg->port(),
+                        "\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = ", port,
+                        "\nunix_socket_dir =\nauth_type = any\nlogfile = ", log, "\n")));
+  bool landed = false;
+  for (int attempt = 0; attempt < 20 && !landed; ++attempt) {
+    SpawnOptions spawn;
+    spawn.stderr_path = dir.path() + "/agent.stderr";
+    PGF_ASSERT_OK_AND_ASSIGN(pid_t pid, Spawn({AgentBinaryUnderTest(), ini}, spawn));
+    // Busy-polls /proc: the held window is shorter than any polling interval.
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (absl::Now() < deadline && !ProcSignalBit(pid, "SigBlk", SIGHUP) &&
+           !ProcSignalBit(pid, "SigCgt", SIGHUP)) {
+    }
+    landed = ProcSignalBit(pid, "SigBlk", SIGHUP) && !ProcSignalBit(pid, "SigCgt", SIGHUP);
+    ASSERT_EQ(kill(pid, SIGHUP), 0);
+    if (landed) {
+      PGF_EXPECT_OK(PollUntil(
+          [&](std::string*) -> absl::StatusOr<bool> {
+            absl::StatusOr<std::string> text = ReadFile(log);
+            return text.ok() && absl::StrContains(*text, "RELOAD: configuration");
+          },
+          absl::Seconds(10), "the held SIGHUP reloads the agent"));
+    }
+    // Whether or not it was held, the agent must be alive to stop cleanly.
+    ASSERT_EQ(kill(pid, SIGTERM), 0);
+    PGF_ASSERT_OK_AND_ASSIGN(int wait_status, WaitPid(pid, absl::Seconds(10)));
+    EXPECT_TRUE(WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0)
+        << "attempt " << attempt << ": " << DescribeWaitStatus(wait_status) << "\n"
+        << ReadFileTail(log) << ReadFileTail(dir.path() + "/agent.stderr");
+  }
+  EXPECT_TRUE(landed) << "no SIGHUP was sent while the agent held it during start-up";
 }
 
 }  // namespace
