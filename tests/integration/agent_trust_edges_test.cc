@@ -1,16 +1,18 @@
-// Trust at the edges of a real pgfleet-agent: a server peer that misbehaves during login, and
-// fleet state left broken on disk.
+// Trust at the edges of a real pgfleet-agent: a server peer that misbehaves during login, fleet
+// state left broken on disk, and a signal that arrives while the agent starts.
 //
 // - Bad peers: the agent's [databases] entry "bad" points at a small TCP server this test runs,
 //   standing in for a broken or hostile backend (it answers the startup packet with scripted
 //   bytes: an unknown message type, a 2 GiB or negative length, an ErrorResponse without a
-//   message, a GSSAPI request, a ParameterStatus flood). Beside it, appdb on the binary's real
-//   PostgreSQL. A client of "bad" must get a clear error at once (not query_wait_timeout), the
-//   agent must log why, and a client of appdb, connected throughout, must see nothing.
+//   message, a GSSAPI request, a malformed SCRAM server-first-message, a ParameterStatus flood).
+//   Beside it, appdb on the binary's real PostgreSQL. A client of "bad" must get a clear error at
+//   once (not query_wait_timeout), the agent must log why, and a client of appdb, connected
+//   throughout, must see nothing.
 // - Bad fleet state: an agent started with --controller at a port nobody listens on and
 //   --state-dir, so it runs fail-static from what the dir holds: a truncated applied.version,
 //   an applied.ini that is gone, or one naming a file that is gone. It must start from the
 //   local ini and say why.
+// - Start-up signals: a SIGHUP sent before the agent's loop handles signals reloads it.
 //
 // Nothing waits with a bare sleep: waits poll a condition with a deadline.
 
@@ -175,6 +177,12 @@ TEST_F(AgentBadPeerTest, AMisbehavingServerFailsItsClientsClearlyAndNobodyElse) 
        "server sent an ErrorResponse without a message"},
       {"GSSAPI", BackendMessageBytes('R', BigEndian32(7)),
        "server asked for an unsupported authentication method: GSSAPI (7)"},
+      // SCRAM offered, then a server-first-message that does not extend the agent's nonce and
+      // has a bad salt and iteration count (sent at once: the agent reads it after answering).
+      {"SCRAM with a malformed server-first-message",
+       BackendMessageBytes('R', BigEndian32(10) + std::string("SCRAM-SHA-256\0\0", 15)) +
+           BackendMessageBytes('R', BigEndian32(11) + "r=xyz,s=!!!,i=-1"),
+       "SCRAM: SCRAM server nonce does not extend the client nonce"},
       {"ParameterStatus flood", parameter_flood,
        "server sent more than 1000 parameters or 1048576 bytes of them (ParameterStatus)"},
   };
@@ -302,10 +310,10 @@ TEST(AgentStartupSignalTest, SighupDuringStartupReloadsInsteadOfKilling) {
   PGF_ASSERT_OK_AND_ASSIGN(int port, PickFreePort());
   const std::string ini = dir.path() + "/pgbouncer.ini";
   const std::string log = dir.path() + "/agent.log";
-  PGF_ASSERT_OK(WriteFile(
-      ini, absl::StrCat("[databases]\n", kAppDb, " = host=127.0.0.1 port=", g_pg->port(),
-                        "\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = ", port,
-                        "\nunix_socket_dir =\nauth_type = any\nlogfile = ", log, "\n")));
+  PGF_ASSERT_OK(
+      WriteFile(ini, absl::StrCat("[databases]\n", kAppDb, " = host=127.0.0.1 port=", g_pg->port(),
+                                  "\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = ", port,
+                                  "\nunix_socket_dir =\nauth_type = any\nlogfile = ", log, "\n")));
   bool landed = false;
   for (int attempt = 0; attempt < 20 && !landed; ++attempt) {
     SpawnOptions spawn;
