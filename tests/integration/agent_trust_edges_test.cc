@@ -12,7 +12,8 @@
 //   --state-dir, so it runs fail-static from what the dir holds: a truncated applied.version,
 //   an applied.ini that is gone, or one naming a file that is gone. It must start from the
 //   local ini and say why.
-// - Start-up signals: a SIGHUP sent before the agent's loop handles signals reloads it.
+// - Signals: a second SIGTERM during the shutdown wait exits at once; a SIGHUP sent before the
+//   agent's loop handles signals reloads it.
 //
 // Nothing waits with a bare sleep: waits poll a condition with a deadline.
 
@@ -269,6 +270,9 @@ TEST_F(AgentBadStateTest, BrokenAppliedStateFallsBackToTheLocalIniAndSaysWhy) {
        applied_ini + "auth_file = " + state + "/files/gone.txt\n", good_meta,
        "it names " + state + "/files/gone.txt, which cannot be read"},
   };
+  // The lock file left by an agent that died names a process that is gone: the flock died with
+  // it, so every start below must take the dir over.
+  PGF_ASSERT_OK(WriteFile(state + "/lock", "999999999\n"));
   for (const BrokenState& broken : states) {
     SCOPED_TRACE(broken.name);
     unlink((state + "/applied.ini").c_str());
@@ -285,6 +289,33 @@ TEST_F(AgentBadStateTest, BrokenAppliedStateFallsBackToTheLocalIniAndSaysWhy) {
     conn.reset();  // A session client would hold the shutdown for its transaction.
     ExpectCleanStop(*agent);
   }
+}
+
+// ---- Stop signals -----------------------------------------------------------------------------
+
+// The first SIGTERM waits for the transaction in flight; a second one during that wait exits at
+// once, cleanly (status 0), and says so.
+TEST(AgentStopSignalTest, ASecondSigtermDuringTheShutdownWaitExitsNow) {
+  AgentOptions options = AppAgentOptions({});
+  PGF_ASSERT_OK_AND_ASSIGN(std::unique_ptr<AgentProcess> agent, AgentProcess::Start(options));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn conn,
+                           Connect(TcpConnString(agent->port(), kAppDb, kAppUser, kAppPassword)));
+  PGF_ASSERT_OK(Query(conn.get(), "begin").status());
+  PGF_ASSERT_OK(agent->Signal(SIGTERM));
+  PGF_ASSERT_OK(PollUntil(
+      [&](std::string*) -> absl::StatusOr<bool> {
+        return absl::StrContains(agent->LogContents(), "SIGTERM: shutting down");
+      },
+      absl::Seconds(10), "the first SIGTERM starts the shutdown"));
+  EXPECT_TRUE(agent->IsRunning()) << "the transaction in flight was not waited for";
+  PGF_ASSERT_OK(agent->Signal(SIGTERM));
+  PGF_ASSERT_OK_AND_ASSIGN(int wait_status, agent->WaitForExit(absl::Seconds(10)));
+  EXPECT_TRUE(WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0)
+      << DescribeWaitStatus(wait_status) << "\n"
+      << agent->Diagnostics();
+  EXPECT_TRUE(absl::StrContains(agent->LogContents(), "SIGTERM during shutdown: exiting now"))
+      << agent->LogContents();
+  EXPECT_EQ(agent->SanitizerReport(), "");
 }
 
 // ---- Start-up signals -------------------------------------------------------------------------
