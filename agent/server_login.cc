@@ -32,12 +32,6 @@ namespace pgfleet::agent {
 using namespace server_conn_detail;
 namespace {
 
-// PostgreSQL 15 reports about 15 parameters at login, a few more with extensions: a server that
-// sends more, or more bytes of them, is not one to keep (each is kept for the server's life and
-// looked up by name).
-constexpr size_t kMaxLoginParameters = 1000;
-constexpr size_t kMaxLoginParameterBytes = 1 << 20;
-
 // A message type byte as a log line and a client can read it: 'R', or 0x00 when unprintable.
 std::string TypeByte(char type) {
   const auto byte = static_cast<unsigned char>(type);
@@ -74,12 +68,6 @@ const char* AuthMethodName(int32_t code) {
     default:
       return "unknown";
   }
-}
-
-size_t ParameterBytes(const ParamList& params) {
-  size_t bytes = 0;
-  for (const auto& [name, value] : params) bytes += name.size() + value.size();
-  return bytes;
 }
 
 }  // namespace
@@ -219,11 +207,8 @@ void ServerConn::HandleLogin() {
         std::string_view name = reader.CString();
         std::string_view value = reader.CString();
         if (!reader.ok()) break;
-        if (params_.size() >= kMaxLoginParameters ||
-            ParameterBytes(params_) + name.size() + value.size() > kMaxLoginParameterBytes) {
-          LoginFailed(absl::StrCat("server sent more than ", kMaxLoginParameters, " parameters or ",
-                                   kMaxLoginParameterBytes,
-                                   " bytes of them (ParameterStatus) during login"));
+        if (ParameterLimitExceeded(params_, name, value)) {
+          LoginFailed(absl::StrCat(kTooManyParameters, " during login"));
           return;
         }
         UpdateParam(name, value);
