@@ -29,8 +29,10 @@ inline std::string SslRequestPacket() {
 // looked up by name, so a flood would cost memory and quadratic time).
 inline constexpr size_t kMaxServerParameters = 1000;
 inline constexpr size_t kMaxServerParameterBytes = 1 << 20;
-inline constexpr char kTooManyParameters[] =
-    "server sent more than 1000 parameters or 1048576 bytes of them (ParameterStatus)";
+inline std::string TooManyParameters() {
+  return absl::StrCat("server sent more than ", kMaxServerParameters, " parameters or ",
+                      kMaxServerParameterBytes, " bytes of them (ParameterStatus)");
+}
 
 // Whether keeping `name` = `value` besides `params` (name/value pairs) goes over those limits.
 template <typename Params>

@@ -96,9 +96,9 @@ void ServerConn::HandleInternal() {
         // The same bound as at login: the internal queries run right after it (connect_query,
         // the limits probe) and on idle servers (server_check_query, server_reset_query).
         if (after_internal_ == AfterInternal::kFinishLogin) {
-          LoginFailed(absl::StrCat(kTooManyParameters, " during login"));
+          LoginFailed(absl::StrCat(TooManyParameters(), " during login"));
         } else {
-          Close(kTooManyParameters, /*is_error=*/true);
+          Close(TooManyParameters(), /*is_error=*/true);
         }
         return;
       }

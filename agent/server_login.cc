@@ -208,7 +208,7 @@ void ServerConn::HandleLogin() {
         std::string_view value = reader.CString();
         if (!reader.ok()) break;
         if (ParameterLimitExceeded(params_, name, value)) {
-          LoginFailed(absl::StrCat(kTooManyParameters, " during login"));
+          LoginFailed(absl::StrCat(TooManyParameters(), " during login"));
           return;
         }
         UpdateParam(name, value);
