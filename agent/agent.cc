@@ -167,6 +167,13 @@ int Agent::Run() {
     evsignal_add(ev, nullptr);
     signal_events_.push_back(ev);
   }
+  // main() held SIGHUP and SIGUSR2 until now: one sent during start-up is handled as it would
+  // have been a moment later, once the loop runs.
+  sigset_t held;
+  sigemptyset(&held);
+  sigaddset(&held, SIGHUP);
+  sigaddset(&held, SIGUSR2);
+  sigprocmask(SIG_UNBLOCK, &held, nullptr);
   // What the previous process's console set, before the first client is accepted: a client
   // of a paused database queues here as it did there.
   for (const CarriedState::Pause& pause : options_.inherited_state.paused) {

@@ -1,6 +1,7 @@
 // pgfleet-agent: a PgBouncer-compatible connection pooler. Usage: pgfleet-agent [options] CONFIG
 // main() only parses flags (agent/agent_flags.cc) and wires the pooler to the controller link.
 #include <event2/event.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -272,6 +273,14 @@ int RunAgent(pgfleet::agent::AgentOptions options,
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A reload (SIGHUP) or restart (SIGUSR2) sent while the agent starts, before Agent::Run
+  // handles them, would take their default action and kill it: they are held until then (a
+  // SIGHUP then reloads). SIGINT and SIGTERM keep theirs: stopping a start is what they ask.
+  sigset_t held;
+  sigemptyset(&held);
+  sigaddset(&held, SIGHUP);
+  sigaddset(&held, SIGUSR2);
+  sigprocmask(SIG_BLOCK, &held, nullptr);
   pgfleet::agent::SetProcessArguments(argc, argv);
   pgfleet::agent::AgentCommandLine command_line = pgfleet::agent::ParseAgentCommandLine(argc, argv);
   if (command_line.exit_code.has_value()) return *command_line.exit_code;

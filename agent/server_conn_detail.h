@@ -24,6 +24,30 @@ inline std::string SslRequestPacket() {
   return std::string(reinterpret_cast<const char*>(words), sizeof(words));
 }
 
+// PostgreSQL 15 reports about 15 parameters at login, a few more with extensions: a server that
+// sends more, or more bytes of them, is not one to keep (each is kept for the server's life and
+// looked up by name, so a flood would cost memory and quadratic time).
+inline constexpr size_t kMaxServerParameters = 1000;
+inline constexpr size_t kMaxServerParameterBytes = 1 << 20;
+inline std::string TooManyParameters() {
+  return absl::StrCat("server sent more than ", kMaxServerParameters, " parameters or ",
+                      kMaxServerParameterBytes, " bytes of them (ParameterStatus)");
+}
+
+// Whether keeping `name` = `value` besides `params` (name/value pairs) goes over those limits.
+template <typename Params>
+bool ParameterLimitExceeded(const Params& params, std::string_view name, std::string_view value) {
+  if (params.size() < kMaxServerParameters) {
+    size_t bytes = name.size() + value.size();
+    for (const auto& [known, known_value] : params) bytes += known.size() + known_value.size();
+    if (bytes <= kMaxServerParameterBytes) return false;
+  }
+  for (const auto& param : params) {
+    if (param.first == name) return false;  // Replaces a value: nothing new is kept.
+  }
+  return true;
+}
+
 inline constexpr char kServerLimitsQuery[] =
     "SELECT current_setting('max_connections'), "
     "current_setting('superuser_reserved_connections')";

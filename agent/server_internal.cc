@@ -89,6 +89,19 @@ void ServerConn::HandleInternal() {
     if (evbuffer_get_length(in) < header.total()) return;
     std::string body = RemoveFrame(in, header);
     if (header.type == 'S') {
+      pg::BodyReader reader(body);
+      const std::string_view name = reader.CString();
+      const std::string_view value = reader.CString();
+      if (reader.ok() && ParameterLimitExceeded(params_, name, value)) {
+        // The same bound as at login: the internal queries run right after it (connect_query,
+        // the limits probe) and on idle servers (server_check_query, server_reset_query).
+        if (after_internal_ == AfterInternal::kFinishLogin) {
+          LoginFailed(absl::StrCat(TooManyParameters(), " during login"));
+        } else {
+          Close(TooManyParameters(), /*is_error=*/true);
+        }
+        return;
+      }
       OnParameterStatus(body);
     } else if (header.type == 'E') {
       internal_error_ = ErrorMessageOf(body);

@@ -11,12 +11,14 @@
 #include <sys/un.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "agent/agent.h"
 #include "agent/client_conn.h"
 #include "agent/io/evbuffer_frames.h"
@@ -28,6 +30,47 @@
 
 namespace pgfleet::agent {
 using namespace server_conn_detail;
+namespace {
+
+// A message type byte as a log line and a client can read it: 'R', or 0x00 when unprintable.
+std::string TypeByte(char type) {
+  const auto byte = static_cast<unsigned char>(type);
+  if (byte >= 0x21 && byte < 0x7f) return absl::StrCat("'", std::string(1, type), "'");
+  return absl::StrFormat("0x%02x", byte);
+}
+
+// Why the message header at the front of `in` was refused: its type and the length it declares
+// (an int32 on the wire, so 2 GiB reads as negative), against what a login message may be.
+std::string MalformedLoginHeader(evbuffer* in) {
+  char raw[pg::kHeaderSize] = {};
+  CopyOutAt(in, 0, raw, sizeof(raw));
+  uint32_t length = 0;
+  memcpy(&length, raw + 1, sizeof(length));
+  return absl::StrCat("invalid message from server during login: type ", TypeByte(raw[0]),
+                      " with length ", static_cast<int32_t>(ntohl(length)), " (must be 4..",
+                      kMaxLoginMessage, ")");
+}
+
+// The name of an authentication request pgfleet does not answer (PostgreSQL's AuthenticationXxx
+// codes), so the log says what the server wanted.
+const char* AuthMethodName(int32_t code) {
+  switch (code) {
+    case 2:
+      return "Kerberos V5";
+    case 6:
+      return "SCM credentials";
+    case 7:
+      return "GSSAPI";
+    case 8:
+      return "GSSAPI continue";
+    case 9:
+      return "SSPI";
+    default:
+      return "unknown";
+  }
+}
+
+}  // namespace
 
 void ServerConn::Connect() {
   if (!endpoint_chosen_) {
@@ -150,7 +193,7 @@ void ServerConn::HandleLogin() {
     pg::HeaderResult result = PeekFrameHeader(in, 0, kMaxLoginMessage, &header);
     if (result == pg::HeaderResult::kNeedMore) return;
     if (result == pg::HeaderResult::kMalformed) {
-      LoginFailed("invalid message from server during login");
+      LoginFailed(MalformedLoginHeader(in));
       return;
     }
     if (evbuffer_get_length(in) < header.total()) return;
@@ -163,7 +206,12 @@ void ServerConn::HandleLogin() {
         pg::BodyReader reader(body);
         std::string_view name = reader.CString();
         std::string_view value = reader.CString();
-        if (reader.ok()) UpdateParam(name, value);
+        if (!reader.ok()) break;
+        if (ParameterLimitExceeded(params_, name, value)) {
+          LoginFailed(absl::StrCat(TooManyParameters(), " during login"));
+          return;
+        }
+        UpdateParam(name, value);
         break;
       }
       case 'K': {
@@ -172,10 +220,17 @@ void ServerConn::HandleLogin() {
         backend_key_ = reader.Int32();
         break;
       }
-      case 'E':
+      case 'E': {
         if (RetryWithPreviousSecret(body)) return;
-        LoginFailed(ErrorMessageOf(body), pg::ParseErrorFields(body));
+        std::map<char, std::string> fields = pg::ParseErrorFields(body);
+        // A server that refuses without saying why still gets a reason the client can read.
+        const std::string reason = fields['M'].empty()
+                                       ? "server sent an ErrorResponse without a message"
+                                       : ErrorMessageOf(body);
+        if (fields['M'].empty()) fields['M'] = reason;
+        LoginFailed(reason, std::move(fields));
         return;
+      }
       case 'Z': {
         tx_status_ = body.empty() ? 'I' : body[0];
         scram_.reset();
@@ -196,8 +251,16 @@ void ServerConn::HandleLogin() {
         if (!probe && pool_.db().connect_query.empty() && !check_host) FinishLogin();
         return;
       }
-      default:  // NoticeResponse, NegotiateProtocolVersion: nothing to do.
+      case 'N':  // NoticeResponse, NegotiateProtocolVersion: nothing to do.
+      case 'v':
         break;
+      default:
+        // As PgBouncer ("unknown pkt from server"): a server that says something else before
+        // ReadyForQuery is not speaking the protocol, and waiting for it would only hold the
+        // clients until server_connect_timeout.
+        LoginFailed(absl::StrCat("unexpected message type ", TypeByte(header.type),
+                                 " from server during login"));
+        return;
     }
   }
 }
@@ -307,8 +370,8 @@ bool ServerConn::HandleAuthRequest(std::string_view body) {
       return true;
     }
     default:
-      LoginFailed(
-          absl::StrCat("server asked for an unsupported authentication method (", code, ")"));
+      LoginFailed(absl::StrCat("server asked for an unsupported authentication method: ",
+                               AuthMethodName(code), " (", code, ")"));
       return false;
   }
 }

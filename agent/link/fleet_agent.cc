@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -207,11 +209,32 @@ std::vector<std::string> ProtectedFiles(const std::string& state_dir,
 }
 
 std::optional<AppliedConfig> ReadAppliedConfig(const std::string& state_dir) {
-  std::ifstream meta(JoinPath(state_dir, kAppliedMeta));
   AppliedConfig applied;
-  if (!(meta >> applied.version >> applied.sha256)) return std::nullopt;
   applied.path = JoinPath(state_dir, kAppliedIni);
-  if (access(applied.path.c_str(), R_OK) != 0) return std::nullopt;
+  const std::string meta_path = JoinPath(state_dir, kAppliedMeta);
+  const bool has_ini = access(applied.path.c_str(), F_OK) == 0;
+  // A state dir nothing was ever applied in: the local file, and nothing to say.
+  if (!has_ini && access(meta_path.c_str(), F_OK) != 0 && errno == ENOENT) return std::nullopt;
+  // Otherwise the operator must learn why the agent does not serve what the fleet last ran.
+  auto fall_back = [&](const std::string& why) -> std::optional<AppliedConfig> {
+    PGF_WARN("agent", "not starting from the last applied config in %s: %s; using the local file",
+             state_dir, why);
+    return std::nullopt;
+  };
+  absl::StatusOr<std::string> meta = config::ReadTextFile(meta_path);
+  if (!meta.ok()) return fall_back(std::string(meta.status().message()));
+  std::istringstream fields(*meta);
+  std::string rest;
+  if (!(fields >> applied.version >> applied.sha256) || (fields >> rest) ||
+      applied.sha256.size() != 64 ||
+      !std::all_of(applied.sha256.begin(), applied.sha256.end(),
+                   [](char c) { return absl::ascii_isxdigit(static_cast<unsigned char>(c)); })) {
+    return fall_back(
+        absl::StrCat(meta_path, " is truncated or malformed (want \"VERSION SHA256\")"));
+  }
+  if (access(applied.path.c_str(), R_OK) != 0) {
+    return fall_back(absl::StrCat("cannot read ", applied.path, ": ", strerror(errno)));
+  }
   return applied;
 }
 
@@ -260,6 +283,14 @@ absl::StatusOr<FleetSetup> PrepareFleet(FleetOptions options, const std::string&
   allowed.insert(allowed.end(), options.allowed_paths.begin(), options.allowed_paths.end());
   PGF_ASSIGN_OR_RETURN(setup.path_policy,
                        MakePathPolicy(allowed, ProtectedFiles(setup.state_dir, local_config)));
+  if (access(setup.state_dir.c_str(), W_OK) != 0) {
+    // The lock could be taken (its file is writable), so the agent serves; but no push can be
+    // recorded until the dir is writable again, and the operator must hear of it now.
+    PGF_WARN("agent",
+             "state dir %s is not writable (%s): configs the controller pushes cannot "
+             "be applied until it is",
+             setup.state_dir, strerror(errno));
+  }
   setup.start_config_path = local_config;
   setup.pushed_config_path = JoinPath(setup.state_dir, kAppliedIni);
   setup.applied = ReadAppliedConfig(setup.state_dir);
@@ -272,6 +303,17 @@ absl::StatusOr<FleetSetup> PrepareFleet(FleetOptions options, const std::string&
     absl::Status confined =
         pushed.ok() ? CheckPushedPaths(*pushed, setup.path_policy) : pushed.status();
     if (confined.ok()) confined = CheckHbaRules(*pushed, setup.path_policy, {});
+    // Its files live in the state dir, where an operator or a cleanup may have removed them:
+    // the local file is then a better start than an agent that cannot start at all.
+    if (confined.ok()) {
+      for (const std::string& file : FilesNamedBy(*pushed)) {
+        if (access(file.c_str(), R_OK) != 0) {
+          confined = absl::FailedPreconditionError(
+              absl::StrCat("it names ", file, ", which cannot be read: ", strerror(errno)));
+          break;
+        }
+      }
+    }
     if (!confined.ok()) {
       PGF_WARN("agent",
                "not starting from the last applied config %s (version %d): %s; "
