@@ -109,10 +109,10 @@ void ServerConn::ProcessInput() {
              evbuffer_get_length(in) >= header.total()) {
         std::string body = RemoveFrame(in, header);
         if (header.type == 'S') {
-          pg::BodyReader reader(body);
-          std::string_view name = reader.CString();
-          std::string_view value = reader.CString();
-          if (reader.ok()) UpdateParam(name, value);
+          if (!OnParameterStatus(body)) {
+            Close(TooManyParameters(), /*is_error=*/true);
+            return;
+          }
         } else if (header.type != 'N' && header.type != 'A') {
           Close(header.type == 'E' ? absl::StrCat("idle server got error: ", ErrorMessageOf(body))
                                    : absl::StrCat("idle server got unexpected message '",
@@ -205,13 +205,16 @@ void ServerConn::ResumeReading() {
 
 void ServerConn::StartBackpressure() { DisableRead(); }
 
-void ServerConn::OnParameterStatus(std::string_view body) {
+bool ServerConn::OnParameterStatus(std::string_view body) {
   pg::BodyReader reader(body);
   std::string name(reader.CString());
   std::string value(reader.CString());
-  if (!reader.ok()) return;
+  if (!reader.ok()) return true;
+  // The same bound as at login: a server that floods parameters later is not kept either.
+  if (ParameterLimitExceeded(params_, name, value)) return false;
   UpdateParam(name, value);
   if (client_ != nullptr) client_->UpdateParam(name, value);
+  return true;
 }
 
 void ServerConn::UpdateParam(std::string_view name, std::string_view value) {
@@ -347,7 +350,10 @@ Forwarder::Verdict ServerConn::ClientBound::OnMessage(Forwarder& forwarder,
   if (type == 'S') {
     // Read whole before it is passed on: it changes the pool's view of the server.
     if (!forwarder.Whole(header)) return Verdict::kNeedMore;
-    server_.OnParameterStatus(forwarder.Body(header));
+    if (!server_.OnParameterStatus(forwarder.Body(header))) {
+      server_.Close(TooManyParameters(), /*is_error=*/true);
+      return Verdict::kStop;
+    }
   }
   return Verdict::kForward;
 }

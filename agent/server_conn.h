@@ -175,8 +175,9 @@ class ServerConn final : public ListNode, private net::NetConn::Handler {
   void NoteErrorResponse(std::string_view body);
   void UpdateParam(std::string_view name, std::string_view value);
   // A ParameterStatus body from the server: kept, and passed to the linked client so the
-  // next compare sees the server's canonical spelling.
-  void OnParameterStatus(std::string_view body);
+  // next compare sees the server's canonical spelling. False: the server went over the
+  // parameter limits (server_conn_detail.h) and is to be closed.
+  bool OnParameterStatus(std::string_view body);
   // The Forwarder's filter for this direction (server_conn.cc).
   class ClientBound;
 

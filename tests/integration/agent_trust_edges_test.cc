@@ -92,6 +92,12 @@ class ScriptedServer {
     std::lock_guard<std::mutex> lock(mu_);
     reply_ = std::move(reply);
   }
+  // After the reply, answer each simple Query on the connection with `answer(sql)` until the
+  // agent closes it (the one connection of a test that needs a server past its login).
+  void SetQueryAnswer(std::function<std::string(const std::string&)> answer) {
+    std::lock_guard<std::mutex> lock(mu_);
+    answer_ = std::move(answer);
+  }
 
  private:
   void Serve() {
@@ -112,12 +118,27 @@ class ScriptedServer {
         std::lock_guard<std::mutex> lock(mu_);
         reply = reply_;
       }
-      const std::string bytes = reply();
-      for (size_t sent = 0; sent < bytes.size();) {
-        const ssize_t n = send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
-        if (n <= 0) break;
-        sent += static_cast<size_t>(n);
+      std::function<std::string(const std::string&)> answer;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        answer = answer_;
       }
+      SendAll(fd, reply());
+      while (answer && !stop_) {
+        const std::string header = ReadN(fd, 5);
+        if (header.size() != 5 || header[0] == 'X') break;
+        const uint32_t body_length = ReadBigEndian32(header.substr(1)) - 4;
+        const std::string body = ReadN(fd, body_length);
+        if (body.size() != body_length) break;
+        if (header[0] == 'Q') SendAll(fd, answer(body.substr(0, body.find('\0'))));
+      }
+    }
+  }
+  static void SendAll(int fd, const std::string& bytes) {
+    for (size_t sent = 0; sent < bytes.size();) {
+      const ssize_t n = send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      sent += static_cast<size_t>(n);
     }
   }
   std::string ReadN(int fd, size_t n) {
@@ -138,6 +159,7 @@ class ScriptedServer {
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::function<std::string()> reply_;
+  std::function<std::string(const std::string&)> answer_;
   std::vector<int> connections_;  // Only the serving thread touches it until the join.
   std::thread thread_;
 };
@@ -227,6 +249,43 @@ TEST_F(AgentBadPeerTest, AMisbehavingServerFailsItsClientsClearlyAndNobodyElse) 
   }
   PGF_EXPECT_OK(Query(bystander.get(), "commit").status());
   ASSERT_TRUE(agent_->IsRunning()) << agent_->Diagnostics();
+}
+
+// The same bound after login: a server that floods ParameterStatus in its answer to a client's
+// query is closed (its parameters are kept for its life), and the client is told, not handed
+// 1,500 parameters.
+TEST_F(AgentBadPeerTest, AParameterFloodAfterLoginClosesTheServer) {
+  ScriptedServer server(
+      [] { return BackendMessageBytes('R', BigEndian32(0)) + BackendMessageBytes('Z', "I"); });
+  ASSERT_GT(server.port(), 0);
+  server.SetQueryAnswer([](const std::string& sql) {
+    std::string answer;
+    if (sql == "select flood") {
+      for (int i = 0; i < 1500; ++i) {
+        answer += BackendMessageBytes(
+            'S', absl::StrCat("p", i, std::string(1, '\0'), "v", std::string(1, '\0')));
+      }
+    }
+    // Anything else (the agent's probe of the server's limits): an empty, finished answer.
+    return answer + BackendMessageBytes('C', std::string("SELECT 0\0", 9)) +
+           BackendMessageBytes('Z', "I");
+  });
+  AgentOptions options = AppAgentOptions({{"server_tls_sslmode", "disable"}});
+  options.databases_section +=
+      absl::StrCat("bad = host=127.0.0.1 port=", server.port(), " dbname=bad\n");
+  PGF_ASSERT_OK_AND_ASSIGN(agent_, AgentProcess::Start(options));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn client,
+                           Connect(TcpConnString(agent_->port(), "bad", kAppUser, kAppPassword)));
+  EXPECT_FALSE(Query(client.get(), "select flood").ok()) << "the flood reached the client";
+  PGF_EXPECT_OK(PollUntil(
+      [&](std::string*) -> absl::StatusOr<bool> {
+        return absl::StrContains(agent_->LogContents(), "server sent more than 1000 parameters");
+      },
+      absl::Seconds(10), "the agent to log why it closed the server"));
+  PGF_ASSERT_OK_AND_ASSIGN(PgConn other,
+                           Connect(TcpConnString(agent_->port(), kAppDb, kAppUser, kAppPassword)));
+  PGF_ASSERT_OK_AND_ASSIGN(std::string seven, ScalarText(other.get(), "select 7"));
+  EXPECT_EQ(seven, "7");
 }
 
 // ---- Bad fleet state --------------------------------------------------------------------------
