@@ -227,7 +227,6 @@ TEST_F(AgentBadPeerTest, AMisbehavingServerFailsItsClientsClearlyAndNobodyElse) 
   for (const BadPeerCase& bad : cases) {
     SCOPED_TRACE(bad.name);
     server.SetReply([reply = bad.reply] { return reply; });
-    const absl::Time start = absl::Now();
     absl::StatusOr<PgConn> client =
         Connect(TcpConnString(agent_->port(), "bad", kAppUser, kAppPassword));
     ASSERT_FALSE(client.ok()) << "a client of the bad server logged in";
@@ -236,8 +235,6 @@ TEST_F(AgentBadPeerTest, AMisbehavingServerFailsItsClientsClearlyAndNobodyElse) 
     EXPECT_TRUE(absl::StrContains(client.status().message(),
                                   absl::StrCat("server login failed: ", bad.expected)))
         << client.status();
-    std::cerr << bad.name << ": " << client.status().message() << " after "
-              << absl::FormatDuration(absl::Now() - start) << "\n";
     PGF_EXPECT_OK(PollUntil(
         [&](std::string*) -> absl::StatusOr<bool> {
           return absl::StrContains(agent_->LogContents(),
