@@ -78,7 +78,13 @@ std::string UnknownArgumentError(const CLI::App& app) {
 }
 
 std::string DescribeParseError(const CLI::App& app, const CLI::ParseError& error) {
-  const std::string what = error.what();
+  // The error may quote a --config file's bytes: a binary file given by mistake must not
+  // write control characters (terminal escapes) to the operator's terminal.
+  std::string what = error.what();
+  for (char& c : what) {
+    const unsigned char byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f) c = '?';
+  }
   constexpr char kUnknownKey[] = "INI was not able to parse ";
   if (absl::StartsWith(what, kUnknownKey)) {
     const std::string key = what.substr(sizeof(kUnknownKey) - 1);

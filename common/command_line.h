@@ -31,7 +31,8 @@ std::vector<std::string> FlagSpellings(const CLI::App& app);
 // argument too many.
 std::string UnknownArgumentError(const CLI::App& app);
 
-// A CLI11 parse error as one line; an unknown key of a --config file gets a suggestion.
+// A CLI11 parse error as one line, control characters shown as '?'; an unknown key of a
+// --config file gets a suggestion.
 std::string DescribeParseError(const CLI::App& app, const CLI::ParseError& error);
 
 // "Environment variables (and --config FILE keys):" lines for --help: each flag's variable.

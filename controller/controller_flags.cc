@@ -141,24 +141,12 @@ bool ParsePositiveDuration(const std::string& text, absl::Duration* out) {
   return absl::ParseDuration(text, out) && *out > absl::ZeroDuration();
 }
 
-// An error message that may quote a --config file's bytes: a binary file given by mistake
-// must not write control characters (terminal escapes) to the operator's terminal.
-std::string Printable(const std::string& text) {
-  std::string out = text;
-  for (char& c : out) {
-    const unsigned char byte = static_cast<unsigned char>(c);
-    if (byte < 0x20 || byte == 0x7f) c = '?';
-  }
-  return out;
-}
-
 // Parses with CLI11 into the variables the options were declared with; an error is printed.
 bool Parse(CLI::App& app, int argc, const char* const* argv, int skip) {
   try {
     app.parse(common::ArgsForCli11(std::vector<std::string>(argv + 1 + skip, argv + argc)));
   } catch (const CLI::ParseError& error) {
-    fprintf(stderr, "pgfleet-controller: %s\n",
-            Printable(common::DescribeParseError(app, error)).c_str());
+    fprintf(stderr, "pgfleet-controller: %s\n", common::DescribeParseError(app, error).c_str());
     return false;
   }
   return true;

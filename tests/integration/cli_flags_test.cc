@@ -252,5 +252,22 @@ TEST(AgentFlagsTest, MisspeltFlagIsRefusedWithASuggestion) {
       << refused.Describe();
 }
 
+// A binary file given as --config by mistake: the error names the key it could not use, with
+// control characters (here a terminal escape) shown as '?', not written to the terminal.
+TEST(AgentFlagsTest, ABinaryConfigFileIsRefusedWithoutEchoingControlCharacters) {
+  TempDir dir;
+  PGF_ASSERT_OK(dir.Create("pgfleet-cli-flags"));
+  const std::string conf = dir.path() + "/agent.conf";
+  PGF_ASSERT_OK(WriteFile(conf, "a\x1b[31mb = \x01\x02\n"));
+  PGF_ASSERT_OK_AND_ASSIGN(RunResult refused,
+                           RunCommand({PGFLEET_AGENT_BINARY, "--config", conf, "x.ini"}));
+  EXPECT_EQ(refused.ExitCode(), 2) << refused.Describe();
+  EXPECT_TRUE(absl::StrContains(refused.stderr_text, "unknown key 'a?[31mb'"))
+      << refused.Describe();
+  for (char c : refused.stderr_text) {
+    EXPECT_TRUE(c == '\n' || static_cast<unsigned char>(c) >= 0x20) << refused.Describe();
+  }
+}
+
 }  // namespace
 }  // namespace pgfleet::testutil
