@@ -396,15 +396,16 @@ TEST(AgentStartupSignalTest, SighupDuringStartupReloadsInsteadOfKilling) {
   PGF_ASSERT_OK(dir.Create("agent-hup"));
   PGF_ASSERT_OK_AND_ASSIGN(int port, PickFreePort());
   const std::string ini = dir.path() + "/pgbouncer.ini";
-  const std::string log = dir.path() + "/agent.log";
-  PGF_ASSERT_OK(
-      WriteFile(ini, absl::StrCat("[databases]\n", kAppDb, " = host=127.0.0.1 port=", g_pg->port(),
-                                  "\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = ", port,
-                                  "\nunix_socket_dir =\nauth_type = any\nlogfile = ", log, "\n")));
   bool landed = false;
   for (int attempt = 0; attempt < 20 && !landed; ++attempt) {
+    // A log of its own per attempt: what it says is about this process alone.
+    const std::string log = absl::StrCat(dir.path(), "/agent-", attempt, ".log");
+    PGF_ASSERT_OK(WriteFile(
+        ini, absl::StrCat("[databases]\n", kAppDb, " = host=127.0.0.1 port=", g_pg->port(),
+                          "\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = ", port,
+                          "\nunix_socket_dir =\nauth_type = any\nlogfile = ", log, "\n")));
     SpawnOptions spawn;
-    spawn.stderr_path = dir.path() + "/agent.stderr";
+    spawn.stderr_path = absl::StrCat(dir.path(), "/agent-", attempt, ".stderr");
     PGF_ASSERT_OK_AND_ASSIGN(pid_t pid, Spawn({AgentBinaryUnderTest(), ini}, spawn));
     // Busy-polls /proc: the held window is shorter than any polling interval.
     const absl::Time deadline = absl::Now() + absl::Seconds(10);
@@ -413,20 +414,26 @@ TEST(AgentStartupSignalTest, SighupDuringStartupReloadsInsteadOfKilling) {
     }
     landed = ProcSignalBit(pid, "SigBlk", SIGHUP) && !ProcSignalBit(pid, "SigCgt", SIGHUP);
     ASSERT_EQ(kill(pid, SIGHUP), 0);
-    if (landed) {
-      PGF_EXPECT_OK(PollUntil(
+    auto log_says = [&](const std::string& text, const std::string& what) {
+      return PollUntil(
           [&](std::string*) -> absl::StatusOr<bool> {
-            absl::StatusOr<std::string> text = ReadFile(log);
-            return text.ok() && absl::StrContains(*text, "RELOAD: configuration");
+            absl::StatusOr<std::string> contents = ReadFile(log);
+            return contents.ok() && absl::StrContains(*contents, text);
           },
-          absl::Seconds(10), "the held SIGHUP reloads the agent"));
+          absl::Seconds(10), what);
+    };
+    if (landed) {
+      PGF_EXPECT_OK(log_says("RELOAD: configuration", "the held SIGHUP reloads the agent"));
     }
-    // Whether or not it was held, the agent must be alive to stop cleanly.
+    // Whether or not it was held, the agent must be alive, and stop cleanly once it serves (a
+    // SIGTERM before its handlers exist would take the default action, which is not the
+    // subject here).
+    PGF_EXPECT_OK(log_says("pgfleet-agent started", "the agent to serve"));
     ASSERT_EQ(kill(pid, SIGTERM), 0);
     PGF_ASSERT_OK_AND_ASSIGN(int wait_status, WaitPid(pid, absl::Seconds(10)));
     EXPECT_TRUE(WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0)
         << "attempt " << attempt << ": " << DescribeWaitStatus(wait_status) << "\n"
-        << ReadFileTail(log) << ReadFileTail(dir.path() + "/agent.stderr");
+        << ReadFileTail(log) << ReadFileTail(spawn.stderr_path);
   }
   EXPECT_TRUE(landed) << "no SIGHUP was sent while the agent held it during start-up";
 }
