@@ -68,17 +68,10 @@ std::string BackendMessageBytes(char type, const std::string& body) {
 class ScriptedServer {
  public:
   explicit ScriptedServer(std::function<std::string()> reply) : reply_(std::move(reply)) {
-    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(address);
-    if (listen_fd_ < 0 || bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
-        listen(listen_fd_, 16) != 0 ||
-        getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-      return;
-    }
-    port_ = ntohs(address.sin_port);
+    absl::StatusOr<LoopbackListener> listener = ListenOnLoopback();
+    if (!listener.ok()) return;
+    listen_fd_ = listener->fd;
+    port_ = listener->port;
     thread_ = std::thread([this] { Serve(); });
   }
   ~ScriptedServer() {

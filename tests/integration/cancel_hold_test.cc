@@ -27,10 +27,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/agent_process.h"
 #include "tests/testutil/console.h"
 #include "tests/testutil/fixtures.h"
+#include "tests/testutil/free_port.h"
 #include "tests/testutil/pq.h"
 #include "tests/testutil/raw_client.h"
 #include "tests/testutil/status_testing.h"
@@ -61,18 +63,10 @@ class CancelHoldingRelay {
   }
 
   absl::StatusOr<int> Start() {
-    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(address);
-    if (listen_fd_ < 0 || bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
-        listen(listen_fd_, 64) != 0 ||
-        getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-      return absl::InternalError(absl::StrCat("relay listen: ", std::strerror(errno)));
-    }
+    PGF_ASSIGN_OR_RETURN(LoopbackListener listener, ListenOnLoopback(64));
+    listen_fd_ = listener.fd;
     accept_thread_ = std::thread([this] { AcceptLoop(); });
-    return ntohs(address.sin_port);
+    return listener.port;
   }
 
   int held_cancels() {

@@ -37,6 +37,7 @@
 #include "gtest/gtest.h"
 #include "tests/testutil/controller_process.h"
 #include "tests/testutil/fixtures.h"
+#include "tests/testutil/free_port.h"
 #include "tests/testutil/process.h"
 #include "tests/testutil/status_testing.h"
 #include "tests/testutil/temp_dir.h"
@@ -288,16 +289,10 @@ TEST_F(FleetctlEdgesTest, AControllerAddressWithoutAUsablePortIsAUsageError) {
 class ClosingServer {
  public:
   ClosingServer() {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(address);
-    if (bind(fd_, reinterpret_cast<sockaddr*>(&address), length) != 0 || listen(fd_, 16) != 0 ||
-        getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-      return;
-    }
-    port_ = ntohs(address.sin_port);
+    absl::StatusOr<LoopbackListener> listener = ListenOnLoopback();
+    if (!listener.ok()) return;
+    fd_ = listener->fd;
+    port_ = listener->port;
     thread_ = std::thread([this] {
       while (true) {
         const int client = accept(fd_, nullptr, nullptr);

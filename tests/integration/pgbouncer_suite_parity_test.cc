@@ -66,18 +66,10 @@ std::string ScramSecretFor(const std::string& password) {
 class SilentListener {
  public:
   SilentListener() {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(address);
-    if (fd_ < 0 || bind(fd_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
-        listen(fd_, 16) != 0 ||
-        getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-      port_ = -1;
-      return;
-    }
-    port_ = ntohs(address.sin_port);
+    absl::StatusOr<LoopbackListener> listener = ListenOnLoopback();
+    if (!listener.ok()) return;
+    fd_ = listener->fd;
+    port_ = listener->port;
   }
   ~SilentListener() {
     if (fd_ >= 0) close(fd_);

@@ -12,6 +12,14 @@ namespace pgfleet::testutil {
 // round-robin, so reuse within a test run is rare.
 absl::StatusOr<int> PickFreePort();
 
+// A TCP socket listening on 127.0.0.1, on a port the kernel picked: for tests that stand in
+// for a peer (a scripted server, a relay, a listener that never accepts). The caller owns fd.
+struct LoopbackListener {
+  int fd = -1;
+  int port = 0;
+};
+absl::StatusOr<LoopbackListener> ListenOnLoopback(int backlog = 16);
+
 // True if a TCP connect to 127.0.0.1:port succeeds right now.
 bool CanConnect(int port);
 // Whether something accepts connections on the unix socket at `path`.
