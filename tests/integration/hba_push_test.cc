@@ -104,6 +104,17 @@ class HbaPushTest : public FleetFixture {
     return one.ok() ? "ok" : std::string(one.status().message());
   }
 
+  // `config apply --wait` of `version` fails with the agent's NACK (exit 5), which says each of
+  // `details`.
+  void ExpectNacked(uint64_t version, const std::vector<std::string>& details) {
+    FleetctlResult refused = ApplyWait(version);
+    EXPECT_EQ(refused.exit_code, 5) << refused.Describe();
+    EXPECT_THAT(refused.stderr_text, HasSubstr("NACK")) << refused.Describe();
+    for (const std::string& detail : details) {
+      EXPECT_THAT(refused.stderr_text, HasSubstr(detail)) << refused.Describe();
+    }
+  }
+
   // The agent's applied version, from `agents list`.
   uint64_t AppliedVersion() {
     FleetctlResult result = Ctl({"agents", "list", "--env", kEnv, "--output", "json"});
@@ -159,11 +170,7 @@ TEST_F(HbaPushTest, PushedHbaFileRulesAreEnforcedAndABrokenOneIsRefusedWithItsLi
       PushWithHba("hba-unmapped.conf",
                   "host all all 127.0.0.1/32 md5\n\nhost all all 127.0.0.1/32 md5 map=corp\n");
   ASSERT_NE(unmapped, 0u);
-  FleetctlResult refused = ApplyWait(unmapped);
-  EXPECT_EQ(refused.exit_code, 5) << refused.Describe();
-  EXPECT_THAT(refused.stderr_text, HasSubstr("NACK"));
-  EXPECT_THAT(refused.stderr_text, HasSubstr("auth_hba_file: "));
-  EXPECT_THAT(refused.stderr_text, HasSubstr(":3: ident map \"corp\"")) << refused.Describe();
+  ExpectNacked(unmapped, {"auth_hba_file: ", ":3: ident map \"corp\""});
   EXPECT_EQ(AppliedVersion(), good);
   EXPECT_EQ(LoginOutcome(kAppUser, kAppPassword), "ok");
   EXPECT_THAT(LoginOutcome(kAdminUser, kAdminPassword), HasSubstr("login rejected"));
@@ -186,13 +193,8 @@ TEST_F(HbaPushTest, IncludesOnlyFromTheAllowedPaths) {
       PushWithHba("hba-outside.conf",
                   "host all all 127.0.0.1/32 md5\nhost all @/etc/passwd 127.0.0.1/32 reject\n");
   ASSERT_NE(outside, 0u);
-  FleetctlResult refused = ApplyWait(outside);
-  EXPECT_EQ(refused.exit_code, 5) << refused.Describe();
-  EXPECT_THAT(refused.stderr_text, HasSubstr("NACK"));
-  EXPECT_THAT(refused.stderr_text, HasSubstr(":2: @/etc/passwd: "));
-  EXPECT_THAT(refused.stderr_text,
-              HasSubstr("/etc/passwd is outside the allowed paths (--allow-path)"))
-      << refused.Describe();
+  ExpectNacked(outside,
+               {":2: @/etc/passwd: ", "/etc/passwd is outside the allowed paths (--allow-path)"});
   EXPECT_EQ(AppliedVersion(), inside);
   EXPECT_THAT(LoginOutcome(kAdminUser, kAdminPassword), HasSubstr("login rejected"));
   EXPECT_EQ(LoginOutcome(kAppUser, kAppPassword), "ok");
