@@ -37,18 +37,6 @@ namespace {
 
 [[maybe_unused]] auto* const kCluster = RegisterSharedPostgres();
 
-// "Uid:" of /proc/PID/status: real, effective, saved, filesystem.
-std::vector<std::string> ProcessUids(pid_t pid) {
-  absl::StatusOr<std::string> status = ReadFile(absl::StrCat("/proc/", pid, "/status"));
-  if (!status.ok()) return {};
-  for (absl::string_view line : absl::StrSplit(*status, '\n')) {
-    if (absl::ConsumePrefix(&line, "Uid:")) {
-      return absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
-    }
-  }
-  return {};
-}
-
 bool ServesAppdb(int port) {
   absl::StatusOr<PgConn> conn = Connect(TcpConnString(port, kAppDb, kAppUser, kAppPassword));
   if (!conn.ok()) return false;

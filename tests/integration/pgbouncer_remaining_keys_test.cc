@@ -335,18 +335,6 @@ TEST_F(RemainingKeysTest, PerDatabaseServerLifetimeRecyclesThatDatabasesServers)
 
 // ---- user --------------------------------------------------------------------------------------
 
-// "Uid:" of /proc/PID/status: real, effective, saved and filesystem uid.
-std::vector<std::string> ProcessUids(pid_t pid) {
-  absl::StatusOr<std::string> status = ReadFile(absl::StrCat("/proc/", pid, "/status"));
-  if (!status.ok()) return {};
-  for (absl::string_view line : absl::StrSplit(*status, '\n')) {
-    if (absl::ConsumePrefix(&line, "Uid:")) {
-      return absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
-    }
-  }
-  return {};
-}
-
 TEST_F(RemainingKeysTest, UserKeySwitchesFromRootOnceListening) {
   if (geteuid() != 0) GTEST_SKIP() << "the user key switches users only when started as root";
   const passwd* postgres = getpwnam("postgres");

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "tests/testutil/free_port.h"
 
@@ -308,6 +309,17 @@ absl::StatusOr<RunResult> RunCommand(const std::vector<std::string>& argv,
   close(out_pipe[0]);
   close(err_pipe[0]);
   return result;
+}
+
+std::vector<std::string> ProcessUids(pid_t pid) {
+  absl::StatusOr<std::string> status = ReadFile(absl::StrCat("/proc/", pid, "/status"));
+  if (!status.ok()) return {};
+  for (absl::string_view line : absl::StrSplit(*status, '\n')) {
+    if (absl::ConsumePrefix(&line, "Uid:")) {
+      return absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    }
+  }
+  return {};
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {

@@ -69,6 +69,9 @@ absl::StatusOr<RunResult> RunCommand(const std::vector<std::string>& argv,
 std::string ReadFileTail(const std::string& path, size_t max_bytes = 8192);
 // Whole file, or an error.
 absl::StatusOr<std::string> ReadFile(const std::string& path);
+// The "Uid:" line of /proc/PID/status: real, effective, saved and filesystem uid; empty when
+// the process is gone.
+std::vector<std::string> ProcessUids(pid_t pid);
 absl::Status WriteFile(const std::string& path, const std::string& contents);
 
 // Picks a free port and runs `launch` on it; while the launch fails because another process took
